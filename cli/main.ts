@@ -1,0 +1,220 @@
+/**
+ * The `meshgate` command. Exit codes: 0 success, 1 the spec (or check) failed, 2 usage error.
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { LoadResult } from "../components/spec/load.ts";
+import type { Diagnostic } from "../components/spec/errors.ts";
+import type { TranslateResult } from "../components/translate/ir.ts";
+
+/** The spec machinery (zod schemas, YAML) loads on first use, so `--help` and usage errors start fast. */
+async function specTools() {
+  const [{ loadSpecFile }, { formatSpecError }, { translate }, { stringify }] = await Promise.all([
+    import("../components/spec/load.ts"),
+    import("../components/spec/errors.ts"),
+    import("../components/translate/translate.ts"),
+    import("yaml"),
+  ]);
+  return { loadSpecFile, formatSpecError, translate, stringify };
+}
+
+interface Command {
+  summary: string;
+  usage: string;
+  details: string;
+  options: NonNullable<ParseArgsConfig["options"]>;
+  run(positionals: string[], values: Record<string, unknown>, io: Io): Promise<number>;
+}
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const processIo: Io = {
+  out: (t) => process.stdout.write(t.endsWith("\n") ? t : `${t}\n`),
+  err: (t) => process.stderr.write(t.endsWith("\n") ? t : `${t}\n`),
+};
+
+class UsageError extends Error {}
+
+const help = { type: "boolean", short: "h" } as const;
+
+const COMMANDS: Record<string, Command> = {
+  validate: {
+    summary: "check a spec: every error at once, with path, position and fix",
+    usage: "meshgate validate SPEC [--format text|json]",
+    details:
+      "SPEC is a .yaml/.yml/.json file, or a .ts/.js module whose default export is defineMesh({...}).\n" +
+      "Exit 0 when valid (warnings are printed but do not fail), 1 when invalid.",
+    options: { format: { type: "string", default: "text" }, help },
+    async run([file], values, io) {
+      const format = formatOption(values.format, ["text", "json"]);
+      const { loadSpecFile, translate } = await specTools();
+      const loaded = await loadSpecFile(requireSpec(file));
+      const translated = loaded.ok ? translate(loaded.spec) : undefined;
+      if (format === "json") {
+        io.out(
+          JSON.stringify(
+            {
+              file: loaded.file,
+              valid: loaded.ok,
+              errors: loaded.errors,
+              diagnostics: translated?.diagnostics ?? [],
+              ...(translated ? { summary: summarize(translated) } : {}),
+            },
+            null,
+            2,
+          ),
+        );
+        return loaded.ok ? 0 : 1;
+      }
+      if (!loaded.ok || !translated) return printErrors(loaded, io, await specTools());
+      printDiagnostics(translated.diagnostics, loaded.file, io);
+      const s = summarize(translated);
+      io.out(
+        `✓ ${loaded.file} is valid: ${plural(s.services, "service")}, ${plural(s.gatewayRoutes, "gateway route")}, ` +
+          `${plural(s.allowedEdges, "allowed edge")}, ${plural(s.warnings, "warning")}`,
+      );
+      return 0;
+    },
+  },
+  translate: {
+    summary: "print the IR (what to deploy, what every proxy does), or write the proxies' configs",
+    usage: "meshgate translate SPEC [--format yaml|json] [--part all|infra|runtime|diagnostics] [--out DIR]",
+    details:
+      "Without --out, prints the chosen part. With --out DIR, writes DIR/gateway.json and\n" +
+      "DIR/sidecars/<service>.json (the files `meshgate gateway|sidecar --config` read) and DIR/infra.json.",
+    options: {
+      format: { type: "string", default: "yaml" },
+      part: { type: "string", default: "all" },
+      out: { type: "string" },
+      help,
+    },
+    async run([file], values, io) {
+      const format = formatOption(values.format, ["yaml", "json"]);
+      const part = formatOption(values.part, ["all", "infra", "runtime", "diagnostics"]);
+      const tools = await specTools();
+      const { loadSpecFile, translate, stringify } = tools;
+      const loaded = await loadSpecFile(requireSpec(file));
+      if (!loaded.ok) return printErrors(loaded, io, tools);
+      const result = translate(loaded.spec);
+      if (typeof values.out === "string") {
+        const written = await writeConfigs(result, values.out);
+        printDiagnostics(result.diagnostics, loaded.file, io);
+        io.out(`wrote ${written.length} files to ${values.out}:\n${written.map((f) => `  ${f}`).join("\n")}`);
+        return 0;
+      }
+      const value = part === "all" ? result : result[part as "infra" | "runtime" | "diagnostics"];
+      io.out(
+        format === "json"
+          ? JSON.stringify(value, null, 2)
+          : stringify(value, { aliasDuplicateObjects: false, lineWidth: 0 }),
+      );
+      return 0;
+    },
+  },
+};
+
+function requireSpec(file: string | undefined): string {
+  if (!file) throw new UsageError("missing SPEC (a .yaml, .json or .ts spec file)");
+  return file;
+}
+
+function formatOption(value: unknown, allowed: string[]): string {
+  if (typeof value !== "string" || !allowed.includes(value)) {
+    throw new UsageError(`expected one of ${allowed.join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function printErrors(
+  loaded: LoadResult,
+  io: Io,
+  { formatSpecError }: Awaited<ReturnType<typeof specTools>>,
+): number {
+  if (loaded.ok) return 0;
+  for (const e of loaded.errors) io.err(formatSpecError(e, loaded.file));
+  io.err(`✗ ${loaded.file}: ${plural(loaded.errors.length, "error")}`);
+  return 1;
+}
+
+function printDiagnostics(diagnostics: Diagnostic[], file: string, io: Io): void {
+  for (const d of diagnostics) {
+    io.err(`${file}: ${d.severity}: ${d.path}: ${d.message} [${d.code}]\n    fix: ${d.hint}`);
+  }
+}
+
+function summarize(r: TranslateResult) {
+  return {
+    services: r.runtime.sidecars.length,
+    gatewayRoutes: r.runtime.gateway?.routes.length ?? 0,
+    identities: r.infra.identities.length,
+    allowedEdges: r.infra.edges.filter((e) => e.allowed).length,
+    warnings: r.diagnostics.filter((d) => d.severity === "warning").length,
+    infos: r.diagnostics.filter((d) => d.severity === "info").length,
+  };
+}
+
+async function writeConfigs(result: TranslateResult, dir: string): Promise<string[]> {
+  await mkdir(join(dir, "sidecars"), { recursive: true });
+  const files: [string, unknown][] = [["infra.json", result.infra]];
+  if (result.runtime.gateway) files.push(["gateway.json", result.runtime.gateway]);
+  for (const s of result.runtime.sidecars) files.push([join("sidecars", `${s.name}.json`), s]);
+  for (const [name, value] of files) await writeFile(join(dir, name), `${JSON.stringify(value, null, 2)}\n`);
+  return files.map(([name]) => join(dir, name));
+}
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    "meshgate — one spec for the edge gateway, the sidecar mesh and observability",
+    "",
+    "Usage: meshgate <command> [options]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `meshgate <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+function commandHelp(name: string, c: Command): string {
+  return [`meshgate ${name} — ${c.summary}`, "", `Usage: ${c.usage}`, "", c.details].join("\n");
+}
+
+export async function main(argv: string[], io: Io = processIo): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    io.out(mainHelp());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    io.err(`meshgate: unknown command ${JSON.stringify(name)}\n\n${mainHelp()}`);
+    return 2;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: command.options,
+      allowPositionals: true,
+      strict: true,
+    });
+    if (values.help) {
+      io.out(commandHelp(name, command));
+      return 0;
+    }
+    if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`);
+    return await command.run(positionals, values, io);
+  } catch (err) {
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      io.err(`meshgate ${name}: ${(err as Error).message}\nUsage: ${command.usage}`);
+      return 2;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,13 @@
+export { MeshSpecSchema, HTTP_METHODS, JWT_ALGORITHMS, RETRY_ON } from "./schema.ts";
+export type { MeshSpec, MeshSpecInput, ServiceSpec, GatewaySpec, GatewayRouteSpec } from "./schema.ts";
+export { DEFAULTS, PROXY_PORTS, HARD_LIMITS } from "./defaults.ts";
+export { SpecErrorCatalog, SpecValidationError, formatSpecError } from "./errors.ts";
+export type { SpecError, SpecErrorCode, SpecWarningCode, SpecCode, Diagnostic } from "./errors.ts";
+export { parseSpec, parseSpecOrThrow } from "./parse.ts";
+export type { ParseResult } from "./parse.ts";
+export { loadSpecFile, loadSpecText } from "./load.ts";
+export type { LoadResult } from "./load.ts";
+export { defineMesh, isMeshDefinition } from "./define.ts";
+export type { MeshDefinition } from "./define.ts";
+export { parseDuration, parseSize, formatDuration } from "./units.ts";
+export { specJsonSchema } from "./json-schema.ts";

@@ -1,0 +1,817 @@
+/**
+ * Checks across fields and references. They read the raw document defensively (any part may have the
+ * wrong shape, which the schema reports), so they run on every spec and one run lists every error.
+ */
+import { isPatternError, parsePathPattern } from "../../runtime/decide/pattern.ts";
+import type { SpecErrorCode } from "./errors.ts";
+import { isDuration, parseDuration } from "./units.ts";
+import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
+import { isIP } from "node:net";
+
+export type Segments = (string | number)[];
+
+export interface Issue {
+  code: SpecErrorCode;
+  segments: Segments;
+  message: string;
+  hint: string;
+}
+
+export const RESERVED_SERVICE_NAMES = ["gateway", "internet"] as const;
+
+// ───────────── tolerant readers ─────────────
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === "object" && !Array.isArray(v);
+const obj = (v: unknown): Obj => (isObj(v) ? v : {});
+const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+const entries = (v: unknown): [string, unknown][] => Object.entries(obj(v));
+/** Milliseconds of a duration value when it is well-formed, else undefined (the schema reports it). */
+const ms = (v: unknown): number | undefined =>
+  typeof v === "string" && isDuration(v) ? parseDuration(v) : undefined;
+
+/** Membership in a list of names through a Set built once per list (lists only grow while read). */
+const nameSets = new WeakMap<readonly string[], { size: number; set: Set<string> }>();
+function includes(list: readonly string[], value: string): boolean {
+  let cached = nameSets.get(list);
+  if (!cached || cached.size !== list.length) {
+    cached = { size: list.length, set: new Set(list) };
+    nameSets.set(list, cached);
+  }
+  return cached.set.has(value);
+}
+
+// ───────────── did you mean ─────────────
+
+function editDistance(a: string, b: string): number {
+  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]!;
+    prev[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = prev[j]!;
+      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return prev[b.length]!;
+}
+
+/** The closest candidate within a small edit distance, for "did you mean" hints. */
+export function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  const limit = Math.max(2, Math.floor(word.length / 3));
+  for (const c of candidates) {
+    const dist = c.toLowerCase() === word.toLowerCase() ? 0.5 : editDistance(word, c);
+    if (dist < bestDistance && dist <= limit) {
+      best = c;
+      bestDistance = dist;
+    }
+  }
+  return best;
+}
+
+// ───────────── the checks ─────────────
+
+export function semanticIssues(raw: unknown): Issue[] {
+  const issues: Issue[] = [];
+  const add = (code: SpecErrorCode, segments: Segments, message: string, hint: string) =>
+    issues.push({ code, segments, message, hint });
+
+  const root = obj(raw);
+  const services = obj(root.services);
+  const serviceNames = Object.keys(services);
+  const gateway = isObj(root.gateway) ? root.gateway : undefined;
+  const peers = gateway ? [...serviceNames, "gateway"] : serviceNames;
+
+  /** Reports a name that must be one of `known`, with a did-you-mean. */
+  const ref = (
+    value: unknown,
+    known: readonly string[],
+    what: string,
+    segments: Segments,
+    extraHint = "",
+  ) => {
+    if (typeof value !== "string") return false;
+    if (includes(known, value)) return true;
+    const guess = closest(value, known);
+    add(
+      "E_SPEC_UNKNOWN_REFERENCE",
+      segments,
+      `unknown ${what} ${JSON.stringify(value)}${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : ""}`,
+      known.length
+        ? `use one of: ${known.slice(0, 12).join(", ")}${known.length > 12 ? ", …" : ""}${extraHint}`
+        : `define it first${extraHint}`,
+    );
+    return false;
+  };
+  const pathPattern = (value: unknown, segments: Segments): string[] | undefined => {
+    if (typeof value !== "string") return undefined;
+    const parsed = parsePathPattern(value);
+    if (isPatternError(parsed)) {
+      add(
+        "E_SPEC_INVALID_PATH_PATTERN",
+        segments,
+        parsed.error,
+        'e.g. "/orders", "/orders/{id}", "/static/**"',
+      );
+      return undefined;
+    }
+    return [...parsed.params];
+  };
+  /** A path the gateway sends or redirects to: literal segments and {params} the match captures. */
+  const targetPath = (value: string, captured: string[] | undefined, segments: Segments, what: string) => {
+    const parsed = parsePathPattern(value);
+    if (isPatternError(parsed)) {
+      add("E_SPEC_INVALID_PATH_PATTERN", segments, parsed.error, `write a plain path such as "/orders/{id}"`);
+      return;
+    }
+    if (parsed.segments.some((seg) => seg.kind === "any" || seg.kind === "rest")) {
+      add(
+        "E_SPEC_INVALID_PATH_PATTERN",
+        segments,
+        `a ${what} path cannot contain * or **`,
+        "write the exact path, using {params} captured by match.path",
+      );
+      return;
+    }
+    if (captured === undefined) return; // match.path itself is invalid and reported
+    for (const p of parsed.params) {
+      if (!captured.includes(p)) {
+        add(
+          "E_SPEC_REWRITE_PARAM",
+          segments,
+          `${what} uses {${p}} but match.path captures ${captured.length ? captured.map((c) => `{${c}}`).join(", ") : "no parameters"}`,
+          "capture it in match.path (e.g. /orders/{id}) or remove it",
+        );
+      }
+    }
+  };
+  const uniqueNames = (items: unknown[], base: Segments, what: string) => {
+    const seen = new Map<string, number>();
+    items.forEach((item, i) => {
+      const n = str(obj(item).name);
+      if (n === undefined) return;
+      const first = seen.get(n);
+      if (first !== undefined) {
+        add(
+          "E_SPEC_DUPLICATE_NAME",
+          [...base, i, "name"],
+          `${what} name ${JSON.stringify(n)} is already used at [${first}]`,
+          "give every item a unique name",
+        );
+      } else seen.set(n, i);
+    });
+  };
+
+  // Mesh-wide retry/timeout consistency and CA lifetimes.
+  const mesh = obj(root.mesh);
+  const meshDefaults = obj(mesh.defaults);
+  const defaultTimeout = ms(meshDefaults.timeout) ?? parseDuration(DEFAULTS["mesh.defaults.timeout"].value);
+  const defaultPerTry =
+    ms(obj(meshDefaults.retries).perTryTimeout) ??
+    parseDuration(DEFAULTS["mesh.defaults.retries.perTryTimeout"].value);
+  const retryFits = (timeout: number, perTry: number, segments: Segments) => {
+    if (perTry > timeout) {
+      add(
+        "E_SPEC_RETRY_TIMEOUT",
+        segments,
+        `perTryTimeout ${perTry}ms is longer than the timeout ${timeout}ms it must fit in`,
+        "lower retries.perTryTimeout or raise timeout",
+      );
+    }
+  };
+  retryFits(defaultTimeout, defaultPerTry, ["mesh", "defaults", "retries", "perTryTimeout"]);
+
+  const ca = obj(mesh.ca);
+  const caMs = (key: "rootValidity" | "intermediateValidity" | "workloadTtl" | "renewBefore" | "clockSkew") =>
+    ms(ca[key]) ?? parseDuration(DEFAULTS[`mesh.ca.${key}`].value);
+  const [root_, inter, leaf, renew, skew] = [
+    caMs("rootValidity"),
+    caMs("intermediateValidity"),
+    caMs("workloadTtl"),
+    caMs("renewBefore"),
+    caMs("clockSkew"),
+  ];
+  if (inter >= root_) {
+    add(
+      "E_SPEC_CA_LIFETIMES",
+      ["mesh", "ca", "intermediateValidity"],
+      "the intermediate must expire before the root that signs it",
+      "make intermediateValidity shorter than rootValidity",
+    );
+  }
+  if (leaf >= inter) {
+    add(
+      "E_SPEC_CA_LIFETIMES",
+      ["mesh", "ca", "workloadTtl"],
+      "workload SVIDs must expire before the intermediate that signs them",
+      "make workloadTtl shorter than intermediateValidity",
+    );
+  }
+  if (renew >= leaf) {
+    add(
+      "E_SPEC_CA_LIFETIMES",
+      ["mesh", "ca", "renewBefore"],
+      "renewBefore must be shorter than workloadTtl, or every SVID is always due for renewal",
+      "e.g. a third of workloadTtl",
+    );
+  }
+  if (skew * 2 >= leaf) {
+    add(
+      "E_SPEC_CA_LIFETIMES",
+      ["mesh", "ca", "clockSkew"],
+      "clockSkew must be well under workloadTtl",
+      "lower clockSkew (5m is the default)",
+    );
+  }
+
+  // Services.
+  const serviceTimeouts = new Map<string, number>();
+  for (const [svcName, svcRaw] of entries(root.services)) {
+    if (!isObj(svcRaw)) continue; // the schema reports the wrong type
+    const base: Segments = ["services", svcName];
+    const svc = svcRaw;
+    if ((RESERVED_SERVICE_NAMES as readonly string[]).includes(svcName)) {
+      add(
+        "E_SPEC_RESERVED_NAME",
+        base,
+        `"${svcName}" is reserved by meshgate`,
+        `rename the service (e.g. "${svcName}-svc")`,
+      );
+    }
+    const image = str(svc.image);
+    if (image && /:latest$/.test(image)) {
+      add(
+        "E_SPEC_INVALID_IMAGE",
+        [...base, "image"],
+        `image ${JSON.stringify(image)} uses the mutable "latest" tag`,
+        "pin a version tag or a sha256 digest",
+      );
+    }
+    const calls = arr(svc.calls);
+    const seenCalls = new Set<string>();
+    calls.forEach((c, i) => {
+      if (c === svcName) {
+        add(
+          "E_SPEC_SELF_REFERENCE",
+          [...base, "calls", i],
+          `service "${svcName}" lists itself in calls`,
+          "remove it; in-process calls do not cross the mesh",
+        );
+        return;
+      }
+      if (typeof c === "string" && seenCalls.has(c)) {
+        add(
+          "E_SPEC_DUPLICATE_NAME",
+          [...base, "calls", i],
+          `"${c}" is listed twice`,
+          "list each callee once",
+        );
+      }
+      if (typeof c === "string") seenCalls.add(c);
+      ref(c, serviceNames, "service", [...base, "calls", i]);
+    });
+    arr(svc.allow).forEach((ruleRaw, r) => {
+      const rule = obj(ruleRaw);
+      arr(rule.from).forEach((f, i) => {
+        const seg = [...base, "allow", r, "from", i];
+        if (f === svcName) {
+          add(
+            "E_SPEC_SELF_REFERENCE",
+            seg,
+            `service "${svcName}" allows itself`,
+            "remove it; a service never calls itself through the mesh",
+          );
+          return;
+        }
+        if (f === "gateway" && !gateway) {
+          add(
+            "E_SPEC_UNKNOWN_REFERENCE",
+            seg,
+            'allow names "gateway" but the spec has no gateway',
+            "add a gateway section or remove this peer",
+          );
+          return;
+        }
+        ref(f, peers, "service", seg, gateway ? "" : ' (and "gateway" once a gateway is defined)');
+      });
+      arr(rule.paths).forEach((p, i) => pathPattern(p, [...base, "allow", r, "paths", i]));
+    });
+    const timeout = ms(svc.timeout) ?? defaultTimeout;
+    serviceTimeouts.set(svcName, timeout);
+    retryFits(timeout, ms(obj(svc.retries).perTryTimeout) ?? defaultPerTry, [
+      ...base,
+      "retries",
+      "perTryTimeout",
+    ]);
+    const routes = arr(svc.routes);
+    uniqueNames(routes, [...base, "routes"], "route");
+    routes.forEach((rRaw, i) => {
+      if (!isObj(rRaw)) return;
+      const r = rRaw;
+      pathPattern(obj(r.match).path, [...base, "routes", i, "match", "path"]);
+      retryFits(
+        ms(r.timeout) ?? timeout,
+        ms(obj(r.retries).perTryTimeout) ?? ms(obj(svc.retries).perTryTimeout) ?? defaultPerTry,
+        [...base, "routes", i, "retries", "perTryTimeout"],
+      );
+    });
+    if (isObj(svc.healthCheck)) pathPattern(svc.healthCheck.path, [...base, "healthCheck", "path"]);
+  }
+
+  // Gateway.
+  const routeNames: string[] = [];
+  if (gateway) {
+    const jwtNames = Object.keys(obj(gateway.jwt));
+    const oidcNames = Object.keys(obj(gateway.oidc));
+    const certNames = Object.keys(obj(gateway.clientCerts));
+    const apiKeys = isObj(gateway.apiKeys) ? gateway.apiKeys : undefined;
+    const consumers = Object.keys(obj(apiKeys?.consumers));
+    const groups = [
+      ...new Set(
+        Object.values(obj(apiKeys?.consumers)).flatMap((c) =>
+          arr(obj(c).groups).filter((g): g is string => typeof g === "string"),
+        ),
+      ),
+    ];
+    const gatewayHosts = arr(gateway.hosts)
+      .filter((h): h is string => typeof h === "string")
+      .map((h) => h.toLowerCase());
+
+    // Listeners: unique names and ports, TLS where it belongs.
+    const listeners = arr(gateway.listeners);
+    uniqueNames(listeners, ["gateway", "listeners"], "listener");
+    const ports = new Map<number, string>([[PROXY_PORTS.gatewayAdmin, "the admin listener"]]);
+    listeners.forEach((lRaw, i) => {
+      if (!isObj(lRaw)) return;
+      const l = lRaw;
+      const p = l.port;
+      if (typeof p === "number") {
+        const owner = ports.get(p);
+        if (owner)
+          add(
+            "E_SPEC_DUPLICATE_PORT",
+            ["gateway", "listeners", i, "port"],
+            `port ${p} is already used by ${owner}`,
+            "give every listener its own port",
+          );
+        else ports.set(p, `listener [${i}]`);
+      }
+      const tls = isObj(l.tls) ? l.tls : undefined;
+      if (l.protocol === "https" && !tls) {
+        add(
+          "E_SPEC_TLS_CONFIG",
+          ["gateway", "listeners", i, "tls"],
+          "an https listener needs tls.certificates",
+          "add tls: { certificates: [{ hosts: [...], secret: <name> }] }",
+        );
+      }
+      if (l.protocol === "http" && tls) {
+        add(
+          "E_SPEC_TLS_CONFIG",
+          ["gateway", "listeners", i, "tls"],
+          "an http listener cannot have tls",
+          "set protocol: https, or remove tls",
+        );
+      }
+      arr(tls?.certificates).forEach((cRaw, c) => {
+        const cert = obj(cRaw);
+        const hasSecret = cert.secret !== undefined;
+        const hasFiles = cert.certFile !== undefined || cert.keyFile !== undefined;
+        if (
+          hasSecret === hasFiles ||
+          (hasFiles && (cert.certFile === undefined || cert.keyFile === undefined))
+        ) {
+          add(
+            "E_SPEC_TLS_CONFIG",
+            ["gateway", "listeners", i, "tls", "certificates", c],
+            "a certificate needs either secret, or both certFile and keyFile",
+            "name a Kubernetes TLS secret, or give both file paths",
+          );
+        }
+      });
+    });
+
+    // JWT providers.
+    for (const [jwtName, pRaw] of entries(gateway.jwt)) {
+      if (!isObj(pRaw)) continue;
+      const p = pRaw;
+      const base: Segments = ["gateway", "jwt", jwtName];
+      const hasUri = p.jwksUri !== undefined;
+      const hasInline = p.jwks !== undefined;
+      if (hasUri === hasInline) {
+        add(
+          "E_SPEC_JWT_KEYS",
+          base,
+          "a JWT provider needs exactly one of jwksUri or jwks",
+          "give the issuer's JWKS URL, or inline public keys",
+        );
+      }
+      const uri = str(p.jwksUri);
+      if (uri !== undefined) checkUrl(uri, [...base, "jwksUri"], ["https:"], add, true);
+      const iss = str(p.issuer);
+      if (iss !== undefined && iss.trim() === "")
+        add(
+          "E_SPEC_MISSING_FIELD",
+          [...base, "issuer"],
+          "issuer is empty",
+          "give the exact `iss` value your identity provider puts in tokens",
+        );
+      for (const [i, a] of arr(p.algorithms).entries()) {
+        if (typeof a === "string" && (a.toLowerCase() === "none" || /^HS/i.test(a))) {
+          add(
+            "E_SPEC_JWT_ALGORITHM",
+            [...base, "algorithms", i],
+            `algorithm ${a} is refused: ${a.toLowerCase() === "none" ? "unsigned tokens" : "HMAC keys enable algorithm confusion and shared-secret leaks"}`,
+            "pin an asymmetric algorithm such as ES256, RS256 or EdDSA",
+          );
+        }
+      }
+    }
+    for (const [n, pRaw] of entries(gateway.oidc))
+      checkUrl(str(obj(pRaw).issuer), ["gateway", "oidc", n, "issuer"], ["https:"], add, true);
+
+    // API keys: one key, one consumer.
+    const hashOwner = new Map<string, string>();
+    for (const [consumer, cRaw] of entries(apiKeys?.consumers)) {
+      arr(obj(cRaw).keyHashes).forEach((h, i) => {
+        if (typeof h !== "string") return;
+        const owner = hashOwner.get(h);
+        if (owner)
+          add(
+            "E_SPEC_DUPLICATE_NAME",
+            ["gateway", "apiKeys", "consumers", consumer, "keyHashes", i],
+            `this key hash is also consumer "${owner}"'s`,
+            "issue every consumer its own key",
+          );
+        else hashOwner.set(h, consumer);
+      });
+    }
+
+    // Stores.
+    const redisUrl = str(obj(obj(gateway.rateLimitStore).redis).url);
+    if (redisUrl !== undefined)
+      checkUrl(redisUrl, ["gateway", "rateLimitStore", "redis", "url"], ["redis:", "rediss:"], add);
+    const cacheRedis = str(obj(obj(obj(gateway.cache).redis)).url);
+    if (cacheRedis !== undefined)
+      checkUrl(cacheRedis, ["gateway", "cache", "redis", "url"], ["redis:", "rediss:"], add);
+
+    // Routes.
+    const routes = arr(gateway.routes);
+    uniqueNames(routes, ["gateway", "routes"], "route");
+    routes.forEach((rRaw, i) => {
+      if (!isObj(rRaw)) return;
+      const r = rRaw;
+      const base: Segments = ["gateway", "routes", i];
+      if (typeof r.name === "string") routeNames.push(r.name);
+      const match = obj(r.match);
+      const params = pathPattern(match.path, [...base, "match", "path"]);
+      arr(match.hosts).forEach((h, j) => {
+        if (typeof h !== "string") return;
+        const lower = h.toLowerCase();
+        const served = gatewayHosts.some(
+          (g) => g === lower || (g.startsWith("*.") && lower.endsWith(g.slice(1))),
+        );
+        if (!served)
+          add(
+            "E_SPEC_UNKNOWN_REFERENCE",
+            [...base, "match", "hosts", j],
+            `host ${JSON.stringify(h)} is not one of gateway.hosts`,
+            `add it to gateway.hosts (${gatewayHosts.join(", ")})`,
+          );
+      });
+      for (const kind of ["headers", "query"] as const) {
+        for (const [k, cond] of entries(match[kind])) {
+          if (!isObj(cond)) continue;
+          const keys = Object.keys(cond).filter((key) => cond[key] !== undefined);
+          if (keys.length !== 1) {
+            add(
+              "E_SPEC_INVALID_VALUE",
+              [...base, "match", kind, k],
+              `a ${kind === "headers" ? "header" : "query"} condition needs exactly one of exact, prefix, regex, present, absent (found ${keys.length})`,
+              "keep one condition per name",
+            );
+          }
+          if (typeof cond.regex === "string") {
+            try {
+              new RegExp(cond.regex);
+            } catch (err) {
+              add(
+                "E_SPEC_INVALID_REGEX",
+                [...base, "match", kind, k, "regex"],
+                `regex does not compile: ${(err as Error).message}`,
+                "fix the regular expression (JavaScript syntax)",
+              );
+            }
+          }
+        }
+      }
+
+      // Exactly one action.
+      const actions = (["to", "split", "redirect", "aggregate", "static"] as const).filter(
+        (a) => r[a] !== undefined,
+      );
+      if (actions.length !== 1) {
+        add(
+          "E_SPEC_ROUTE_ACTION",
+          base,
+          actions.length === 0
+            ? "route has no action"
+            : `route has ${actions.length} actions (${actions.join(", ")})`,
+          "give exactly one of to, split, redirect, aggregate, static",
+        );
+      }
+      const forwards = r.to !== undefined || r.split !== undefined;
+      const primary: string[] = [];
+      if (r.to !== undefined) {
+        const target = typeof r.to === "string" ? r.to : obj(r.to).service;
+        const seg = typeof r.to === "string" ? [...base, "to"] : [...base, "to", "service"];
+        if (ref(target, serviceNames, "service", seg) && typeof target === "string") primary.push(target);
+      }
+      if (Array.isArray(r.split)) {
+        let sum = 0;
+        const seen = new Set<string>();
+        r.split.forEach((partRaw, j) => {
+          const part = obj(partRaw);
+          if (typeof part.weight === "number") sum += part.weight;
+          const s = part.service;
+          if (typeof s === "string" && seen.has(s))
+            add(
+              "E_SPEC_DUPLICATE_NAME",
+              [...base, "split", j, "service"],
+              `service "${s}" appears twice in the split`,
+              "merge the two entries",
+            );
+          if (typeof s === "string") seen.add(s);
+          if (ref(s, serviceNames, "service", [...base, "split", j, "service"]) && typeof s === "string")
+            primary.push(s);
+        });
+        if (r.split.every((p) => typeof obj(p).weight === "number") && sum !== 100) {
+          add(
+            "E_SPEC_SPLIT_WEIGHTS",
+            [...base, "split"],
+            `split weights add up to ${sum}, not 100`,
+            "adjust the weights so they total 100",
+          );
+        }
+      }
+      if (r.mirror !== undefined) {
+        const m = obj(r.mirror).service;
+        if (!forwards)
+          add(
+            "E_SPEC_ROUTE_MIRROR",
+            [...base, "mirror"],
+            "mirror needs a to or split action beside it",
+            "add to: <service>, or remove mirror",
+          );
+        else if (typeof m === "string" && primary.includes(m))
+          add(
+            "E_SPEC_ROUTE_MIRROR",
+            [...base, "mirror", "service"],
+            `mirror targets "${m}", which already receives the request`,
+            "mirror to a different service (e.g. a shadow deployment)",
+          );
+        ref(m, serviceNames, "service", [...base, "mirror", "service"]);
+      }
+      for (const [part, pRaw] of entries(r.aggregate))
+        ref(obj(pRaw).service, serviceNames, "service", [...base, "aggregate", part, "service"]);
+      if (r.aggregate !== undefined && Object.keys(obj(r.aggregate)).length === 0) {
+        add(
+          "E_SPEC_ROUTE_ACTION",
+          [...base, "aggregate"],
+          "aggregate has no parts",
+          "name at least one part: { <part>: { service, path } }",
+        );
+      }
+      for (const needsForward of ["rewrite", "fault"] as const) {
+        if (r[needsForward] !== undefined && !forwards) {
+          add(
+            "E_SPEC_ROUTE_ACTION",
+            [...base, needsForward],
+            `${needsForward} applies only to routes that forward (to or split)`,
+            `remove ${needsForward}, or forward the route`,
+          );
+        }
+      }
+      // Paths the gateway builds: literal segments and captured {params} only (no "//", "..", wildcards).
+      for (const kind of ["rewrite", "redirect"] as const) {
+        const target = str(obj(r[kind]).path);
+        if (target !== undefined) targetPath(target, params, [...base, kind, "path"], kind);
+      }
+      for (const [part, pRaw] of entries(r.aggregate)) {
+        const p = str(obj(pRaw).path);
+        if (p !== undefined)
+          targetPath(p.split("?")[0]!, [], [...base, "aggregate", part, "path"], "aggregate");
+      }
+
+      // Authentication: fail closed.
+      const auth = isObj(r.auth) ? r.auth : undefined;
+      if (!auth && r.public !== true) {
+        add(
+          "E_SPEC_ROUTE_WITHOUT_AUTH",
+          base,
+          `route ${JSON.stringify(r.name ?? i)} has no auth`,
+          "add auth: { jwt: <provider> } (or apiKey, clientCert, oidc), or say public: true if anyone may call it",
+        );
+      }
+      if (auth && r.public === true) {
+        add(
+          "E_SPEC_ROUTE_AUTH_AND_PUBLIC",
+          [...base, "public"],
+          "a route cannot be public and require auth",
+          "remove public: true, or remove auth",
+        );
+      }
+      let hasJwt = false;
+      let hasApiKey = false;
+      let hasOidc = false;
+      if (auth) {
+        const jwts = typeof auth.jwt === "string" ? [auth.jwt] : arr(auth.jwt);
+        jwts.forEach((j, k) =>
+          ref(
+            j,
+            jwtNames,
+            "JWT provider",
+            typeof auth.jwt === "string" ? [...base, "auth", "jwt"] : [...base, "auth", "jwt", k],
+            " (from gateway.jwt)",
+          ),
+        );
+        hasJwt = jwts.length > 0;
+        hasApiKey = auth.apiKey === true;
+        hasOidc = auth.oidc !== undefined;
+        if (hasApiKey && !apiKeys)
+          add(
+            "E_SPEC_UNKNOWN_REFERENCE",
+            [...base, "auth", "apiKey"],
+            "apiKey is required but gateway.apiKeys is not defined",
+            "define gateway.apiKeys.consumers",
+          );
+        if (auth.clientCert !== undefined)
+          ref(
+            auth.clientCert,
+            certNames,
+            "client-certificate provider",
+            [...base, "auth", "clientCert"],
+            " (from gateway.clientCerts)",
+          );
+        if (hasOidc)
+          ref(auth.oidc, oidcNames, "OIDC provider", [...base, "auth", "oidc"], " (from gateway.oidc)");
+        if (!hasJwt && !hasApiKey && !hasOidc && auth.clientCert === undefined) {
+          add(
+            "E_SPEC_AUTH_REQUIREMENT",
+            [...base, "auth"],
+            "auth names no mechanism",
+            "add jwt, apiKey, clientCert or oidc",
+          );
+        }
+        if ((auth.scopes !== undefined || auth.claims !== undefined) && !hasJwt && !hasOidc) {
+          add(
+            "E_SPEC_AUTH_REQUIREMENT",
+            [...base, "auth", auth.scopes !== undefined ? "scopes" : "claims"],
+            "scopes and claims come from tokens, but the route accepts no jwt or oidc",
+            "add auth.jwt, or remove scopes/claims",
+          );
+        }
+        if ((auth.consumers !== undefined || auth.groups !== undefined) && !hasApiKey) {
+          add(
+            "E_SPEC_AUTH_REQUIREMENT",
+            [...base, "auth", auth.consumers !== undefined ? "consumers" : "groups"],
+            "consumers and groups come from API keys, but the route does not accept apiKey",
+            "add apiKey: true, or remove consumers/groups",
+          );
+        }
+        arr(auth.consumers).forEach((c, k) =>
+          ref(c, consumers, "API-key consumer", [...base, "auth", "consumers", k]),
+        );
+        arr(auth.groups).forEach((g, k) => ref(g, groups, "consumer group", [...base, "auth", "groups", k]));
+        arr(auth.clientIps).forEach((c, k) => {
+          if (typeof c === "string" && !isCidr(c))
+            add(
+              "E_SPEC_INVALID_CIDR",
+              [...base, "auth", "clientIps", k],
+              `${JSON.stringify(c)} is not a CIDR range`,
+              'write e.g. "10.0.0.0/8" or "2001:db8::/32"',
+            );
+        });
+      }
+      const rl = isObj(r.rateLimit) ? r.rateLimit : undefined;
+      if (rl?.key === "subject" && !hasJwt && !hasOidc)
+        add(
+          "E_SPEC_AUTH_REQUIREMENT",
+          [...base, "rateLimit", "key"],
+          "rate limit keyed by subject, but the route has no jwt or oidc auth",
+          "use key: ip, or authenticate the route with jwt",
+        );
+      if (rl?.key === "consumer" && !hasApiKey)
+        add(
+          "E_SPEC_AUTH_REQUIREMENT",
+          [...base, "rateLimit", "key"],
+          "rate limit keyed by consumer, but the route does not accept apiKey",
+          "use key: ip, or add auth.apiKey: true",
+        );
+
+      // Timeouts, caching, CORS.
+      const routeTimeout = ms(r.timeout) ?? serviceTimeouts.get(primaryOf(r) ?? "") ?? defaultTimeout;
+      const perTry = ms(obj(r.retries).perTryTimeout);
+      if (perTry !== undefined) retryFits(routeTimeout, perTry, [...base, "retries", "perTryTimeout"]);
+      const methods = arr(match.methods);
+      if (r.cache !== undefined && methods.length > 0 && !methods.some((m) => m === "GET" || m === "HEAD")) {
+        add(
+          "E_SPEC_INVALID_VALUE",
+          [...base, "cache"],
+          "cache applies to GET and HEAD, but the route matches neither",
+          "remove cache, or match GET",
+        );
+      }
+      const cors = obj(r.cors);
+      if (cors.credentials === true && arr(cors.origins).includes("*")) {
+        add(
+          "E_SPEC_INVALID_VALUE",
+          [...base, "cors", "origins"],
+          'origins "*" cannot be combined with credentials: true (browsers refuse it)',
+          "list the allowed origins explicitly",
+        );
+      }
+    });
+  }
+
+  // Observability.
+  const slos = arr(obj(root.observability).slos);
+  uniqueNames(slos, ["observability", "slos"], "SLO");
+  slos.forEach((sRaw, i) => {
+    if (!isObj(sRaw)) return;
+    const s = sRaw;
+    const base: Segments = ["observability", "slos", i];
+    const hasRoute = s.route !== undefined;
+    const hasService = s.service !== undefined;
+    if (hasRoute === hasService)
+      add(
+        "E_SPEC_SLO_TARGET",
+        base,
+        "an SLO needs exactly one of route or service",
+        "name the gateway route or the service it measures",
+      );
+    if (hasRoute) ref(s.route, routeNames, "gateway route", [...base, "route"]);
+    if (hasService) ref(s.service, serviceNames, "service", [...base, "service"]);
+  });
+  const otlp = str(obj(obj(root.observability).tracing).otlpEndpoint);
+  if (otlp !== undefined)
+    checkUrl(otlp, ["observability", "tracing", "otlpEndpoint"], ["http:", "https:"], add);
+
+  return issues;
+}
+
+/** The service a route inherits its timeout from: `to`, or the heaviest split entry (ties by name). */
+function primaryOf(r: Obj): string | undefined {
+  if (typeof r.to === "string") return r.to;
+  if (isObj(r.to)) return str(r.to.service);
+  const parts = arr(r.split).filter(isObj);
+  parts.sort(
+    (a, b) =>
+      (Number(b.weight) || 0) - (Number(a.weight) || 0) || String(a.service).localeCompare(String(b.service)),
+  );
+  return str(parts[0]?.service);
+}
+
+function checkUrl(
+  value: string | undefined,
+  segments: Segments,
+  schemes: string[],
+  add: (code: SpecErrorCode, segments: Segments, message: string, hint: string) => void,
+  httpOnLoopback = false,
+) {
+  if (value === undefined) return;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    add(
+      "E_SPEC_INVALID_URL",
+      segments,
+      `${JSON.stringify(value)} is not a URL`,
+      `write an absolute ${schemes[0]}// URL`,
+    );
+    return;
+  }
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+  if (schemes.includes(url.protocol) || (httpOnLoopback && loopback && url.protocol === "http:")) return;
+  add(
+    "E_SPEC_INVALID_URL",
+    segments,
+    `scheme ${url.protocol.replace(/:$/, "")} is not allowed here`,
+    `use ${schemes.map((s) => s.replace(/:$/, "")).join(" or ")}${httpOnLoopback ? " (plain http only on localhost)" : ""}`,
+  );
+}
+
+function isCidr(value: string): boolean {
+  const slash = value.indexOf("/");
+  if (slash < 0) return isIP(value) !== 0;
+  const ip = value.slice(0, slash);
+  const bits = value.slice(slash + 1);
+  const version = isIP(ip);
+  if (version === 0 || !/^(0|[1-9][0-9]{0,2})$/.test(bits)) return false;
+  return Number(bits) <= (version === 4 ? 32 : 128);
+}

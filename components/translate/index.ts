@@ -1,0 +1,2 @@
+export { translate } from "./translate.ts";
+export type * from "./ir.ts";

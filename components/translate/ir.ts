@@ -1,0 +1,152 @@
+/**
+ * The intermediate representation that translate() produces from a MeshSpec.
+ *
+ * - `InfraIR`: what to deploy (workloads, identities, network edges, observability backends, targets);
+ *   the renderers (Kubernetes, AWS, Docker, local) read only this and the RuntimeConfigs.
+ * - `RuntimeConfig`s: what each proxy does (defined in runtime/contract, which the data plane loads).
+ *
+ * Everything is plain JSON, in integer milliseconds and bytes, canonically sorted, so the same spec
+ * always gives byte-identical output (the golden tests depend on it).
+ */
+import type { GatewayRuntimeConfig, HttpMethod, SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import type { Diagnostic } from "../spec/errors.ts";
+
+export interface IdentityIR {
+  /** Workload name (a service, or "gateway"). */
+  name: string;
+  spiffeId: string;
+  serviceAccount: string;
+  ttlMs: number;
+}
+
+export interface SidecarPortsIR {
+  inbound: number;
+  outbound: number;
+  admin: number;
+}
+
+export interface ServiceWorkloadIR {
+  kind: "service";
+  name: string;
+  image: string;
+  appPort: number;
+  protocol: "http" | "http2" | "grpc";
+  replicas: number;
+  serviceAccount: string;
+  identity: string;
+  sidecar: SidecarPortsIR;
+  healthCheckPath: string | null;
+  resources: { cpu: string; memory: string } | null;
+  env: Record<string, string>;
+  local: { command: string[]; env: Record<string, string>; cwd: string | null } | null;
+}
+
+export interface GatewayWorkloadIR {
+  kind: "gateway";
+  name: "gateway";
+  replicas: number;
+  serviceAccount: string;
+  identity: string;
+  listeners: { name: string; port: number; protocol: "http" | "https" }[];
+  adminPort: number;
+  /** Kubernetes TLS secrets the listeners read. */
+  tlsSecrets: string[];
+}
+
+export type WorkloadIR = GatewayWorkloadIR | ServiceWorkloadIR;
+
+/**
+ * A directed edge between two workloads. `allowed` edges are what the callee's authorization admits
+ * (and what NetworkPolicies open); `declared` edges are the `calls` graph (plus the gateway's routes).
+ */
+export interface EdgeIR {
+  from: string;
+  to: string;
+  port: number;
+  declared: boolean;
+  allowed: boolean;
+  /** The spec locations of the allow rules that admit this edge. */
+  allowedBy: string[];
+}
+
+export interface SloIR {
+  name: string;
+  kind: "route" | "service";
+  target: string;
+  availability: number;
+  latencyP99Ms: number | null;
+  windowMs: number;
+}
+
+export interface ObservabilityIR {
+  metrics: {
+    enabled: boolean;
+    backend: "prometheus" | "prometheus-operator" | "none";
+    scrapeIntervalMs: number;
+    retentionMs: number;
+    /** Every proxy's metrics endpoint. */
+    targets: { workload: string; kind: "gateway" | "sidecar"; port: number; path: string }[];
+  };
+  tracing: {
+    enabled: boolean;
+    sampling: number;
+    backend: "tempo" | "jaeger" | "none";
+    otlpEndpoint: string | null;
+  };
+  logs: { access: boolean; level: "debug" | "info" | "warn" | "error" };
+  grafana: { enabled: boolean };
+  slos: SloIR[];
+}
+
+export interface CaIR {
+  provider: "meshgate" | "cert-manager";
+  rootValidityMs: number;
+  intermediateValidityMs: number;
+  workloadTtlMs: number;
+  renewBeforeMs: number;
+  clockSkewMs: number;
+}
+
+export interface TargetsIR {
+  local: { gatewayPort: number; adminPort: number; stateDir: string } | null;
+  kubernetes: {
+    gatewayServiceType: "LoadBalancer" | "ClusterIP" | "NodePort";
+    runtimeImage: string | null;
+  } | null;
+  aws: {
+    region: string;
+    availabilityZones: number;
+    cluster:
+      | { kind: "existing"; name: string }
+      | { kind: "create"; version: string; instanceType: string; minNodes: number; maxNodes: number };
+    managedPrometheus: boolean;
+    certificateArn: string | null;
+  } | null;
+  docker: { network: string; gatewayPort: number } | null;
+}
+
+export interface InfraIR {
+  name: string;
+  namespace: string;
+  trustDomain: string;
+  mtls: "strict" | "permissive";
+  ca: CaIR;
+  workloads: WorkloadIR[];
+  identities: IdentityIR[];
+  edges: EdgeIR[];
+  observability: ObservabilityIR;
+  targets: TargetsIR;
+}
+
+export interface RuntimeConfigs {
+  gateway: GatewayRuntimeConfig | null;
+  sidecars: SidecarRuntimeConfig[];
+}
+
+export interface TranslateResult {
+  infra: InfraIR;
+  runtime: RuntimeConfigs;
+  diagnostics: Diagnostic[];
+}
+
+export type { HttpMethod };

@@ -1,0 +1,912 @@
+/**
+ * translate(spec) → { infra, runtime, diagnostics }.
+ *
+ * Pure and deterministic: no I/O, no clock, no randomness; every list canonically sorted. One translate
+ * step per line in `translate()`, each reading the spec (and the context's precomputed policies) and
+ * writing one part of the IR, so the order of the steps is the order of the output.
+ */
+import {
+  sealRuntimeConfig,
+  type Cluster,
+  type GatewayRoute,
+  type GatewayRuntimeConfig,
+  type HttpMethod,
+  type RetryPlan,
+  type RouteAction,
+  type RouteAuth,
+  type SidecarRuntimeConfig,
+} from "../../runtime/contract/index.ts";
+import { IDEMPOTENT_METHODS } from "../../runtime/contract/schema.ts";
+import { DEFAULTS, PROXY_PORTS } from "../spec/defaults.ts";
+import type { Diagnostic } from "../spec/errors.ts";
+import {
+  HTTP_METHODS,
+  type GatewayRouteSpec,
+  type GatewaySpec,
+  type MeshSpec,
+  type RetriesOverrideSpec,
+  type ServiceSpec,
+} from "../spec/schema.ts";
+import { parseDuration, parseSize } from "../spec/units.ts";
+import type {
+  EdgeIR,
+  GatewayWorkloadIR,
+  IdentityIR,
+  InfraIR,
+  ObservabilityIR,
+  ServiceWorkloadIR,
+  TargetsIR,
+  TranslateResult,
+  WorkloadIR,
+} from "./ir.ts";
+
+const DNS_TEMPLATE = "{service}.{namespace}.svc.cluster.local";
+const DNS_REFRESH_MS = 30_000;
+const GATEWAY = "gateway";
+/** Failures after which no byte of the request reached the upstream: always safe to retry. */
+const NEVER_SENT: ReadonlySet<string> = new Set(["connect-failure", "refused-stream"]);
+
+export function translate(spec: MeshSpec): TranslateResult {
+  const ctx = new Context(spec);
+  const identities = translateIdentities(ctx);
+  const clusters = translateClusters(ctx);
+  const sidecars = translateSidecars(ctx, clusters);
+  const gateway = translateGateway(ctx, clusters);
+  const workloads = translateWorkloads(ctx);
+  const edges = translateEdges(ctx);
+  const observability = translateObservability(ctx, workloads);
+  const targets = translateTargets(ctx);
+  const infra: InfraIR = {
+    name: spec.name,
+    namespace: ctx.namespace,
+    trustDomain: spec.trustDomain,
+    mtls: spec.mesh.mtls,
+    ca: translateCa(ctx),
+    workloads,
+    identities,
+    edges,
+    observability,
+    targets,
+  };
+  return { infra, runtime: { gateway, sidecars }, diagnostics: ctx.sortedDiagnostics() };
+}
+
+// ───────────── context: what several steps need, computed once ─────────────
+
+interface EffectivePolicy {
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  retry: RetryPlan;
+  circuitBreaker: Cluster["circuitBreaker"];
+  outlierDetection: Cluster["outlierDetection"];
+  loadBalancer: Cluster["loadBalancer"];
+}
+
+class Context {
+  readonly spec: MeshSpec;
+  readonly namespace: string;
+  readonly serviceNames: string[];
+  readonly policies = new Map<string, EffectivePolicy>();
+  /** The mesh defaults with no service override: for routes that forward to no service. */
+  readonly meshPolicy: EffectivePolicy;
+  private readonly diagnostics: Diagnostic[] = [];
+
+  constructor(spec: MeshSpec) {
+    this.spec = spec;
+    this.namespace = spec.namespace ?? spec.name;
+    this.serviceNames = Object.keys(spec.services).sort();
+    this.meshPolicy = effectivePolicy(spec, undefined);
+    for (const name of this.serviceNames) this.policies.set(name, effectivePolicy(spec, this.service(name)));
+  }
+
+  service(name: string): ServiceSpec {
+    return this.spec.services[name]!;
+  }
+
+  policy(name: string): EffectivePolicy {
+    return this.policies.get(name)!;
+  }
+
+  spiffeId(workload: string): string {
+    return `spiffe://${this.spec.trustDomain}/ns/${this.namespace}/sa/${workload}`;
+  }
+
+  /** Does some allow rule of `callee` admit `caller`? */
+  allows(callee: string, caller: string): boolean {
+    return this.service(callee).allow.some((r) => r.from.includes(caller));
+  }
+
+  diagnose(d: Diagnostic): void {
+    this.diagnostics.push(d);
+  }
+
+  sortedDiagnostics(): Diagnostic[] {
+    return [...this.diagnostics].sort((a, b) => a.path.localeCompare(b.path) || a.code.localeCompare(b.code));
+  }
+
+  common() {
+    return {
+      version: 1 as const,
+      mesh: this.spec.name,
+      namespace: this.namespace,
+      trustDomain: this.spec.trustDomain,
+      mtls: this.spec.mesh.mtls,
+      discovery: { kind: "dns" as const, template: DNS_TEMPLATE, refreshMs: DNS_REFRESH_MS },
+    };
+  }
+
+  telemetry(serviceName: string) {
+    const o = this.spec.observability;
+    return {
+      serviceName,
+      metrics: { enabled: o.metrics.enabled, path: "/metrics" },
+      tracing: {
+        enabled: o.tracing.enabled,
+        sampling: o.tracing.sampling,
+        otlpEndpoint: o.tracing.otlpEndpoint ?? null,
+      },
+      accessLog: { enabled: o.logs.access },
+    };
+  }
+}
+
+function retryPlan(base: RetryPlan, override: RetriesOverrideSpec | undefined): RetryPlan {
+  if (!override) return base;
+  return {
+    attempts: override.attempts ?? base.attempts,
+    perTryTimeoutMs:
+      override.perTryTimeout !== undefined ? parseDuration(override.perTryTimeout) : base.perTryTimeoutMs,
+    retryOn: override.on ? sortedUnique(override.on) : base.retryOn,
+    backoff: {
+      baseMs:
+        override.backoff?.base !== undefined ? parseDuration(override.backoff.base) : base.backoff.baseMs,
+      maxMs: override.backoff?.max !== undefined ? parseDuration(override.backoff.max) : base.backoff.maxMs,
+    },
+    budget: {
+      ratio: override.budget?.ratio ?? base.budget.ratio,
+      minPerSecond: override.budget?.minPerSecond ?? base.budget.minPerSecond,
+    },
+  };
+}
+
+function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): EffectivePolicy {
+  const d = spec.mesh.defaults;
+  const meshRetry: RetryPlan = {
+    attempts: d.retries.attempts,
+    perTryTimeoutMs: parseDuration(d.retries.perTryTimeout),
+    retryOn: sortedUnique(d.retries.on),
+    backoff: { baseMs: parseDuration(d.retries.backoff.base), maxMs: parseDuration(d.retries.backoff.max) },
+    budget: { ratio: d.retries.budget.ratio, minPerSecond: d.retries.budget.minPerSecond },
+  };
+  const cb = { ...d.circuitBreaker, ...svc?.circuitBreaker };
+  return {
+    timeoutMs: parseDuration(svc?.timeout ?? d.timeout),
+    connectTimeoutMs: parseDuration(svc?.connectTimeout ?? d.connectTimeout),
+    retry: retryPlan(meshRetry, svc?.retries),
+    circuitBreaker: {
+      maxConnections: cb.maxConnections,
+      maxPendingRequests: cb.maxPendingRequests,
+      maxRequests: cb.maxRequests,
+    },
+    outlierDetection: {
+      consecutive5xx: cb.consecutive5xx,
+      intervalMs: parseDuration(cb.interval),
+      baseEjectionMs: parseDuration(cb.baseEjection),
+      maxEjectedPercent: cb.maxEjectedPercent,
+    },
+    loadBalancer: svc?.loadBalancer ?? d.loadBalancer,
+  };
+}
+
+// ───────────── steps ─────────────
+
+function translateIdentities(ctx: Context): IdentityIR[] {
+  const ttlMs = parseDuration(ctx.spec.mesh.ca.workloadTtl);
+  const names = [...ctx.serviceNames, ...(ctx.spec.gateway ? [GATEWAY] : [])].sort();
+  return names.map((name) => ({ name, spiffeId: ctx.spiffeId(name), serviceAccount: name, ttlMs }));
+}
+
+function translateClusters(ctx: Context): Map<string, Cluster> {
+  const clusters = new Map<string, Cluster>();
+  for (const name of ctx.serviceNames) {
+    const svc = ctx.service(name);
+    const p = ctx.policy(name);
+    clusters.set(name, {
+      name,
+      service: name,
+      namespace: ctx.namespace,
+      port: PROXY_PORTS.sidecarInbound,
+      protocol: svc.protocol === "http" ? "http1" : "http2",
+      loadBalancer: p.loadBalancer,
+      connectTimeoutMs: p.connectTimeoutMs,
+      circuitBreaker: p.circuitBreaker,
+      outlierDetection: p.outlierDetection,
+      healthCheck: svc.healthCheck
+        ? {
+            path: svc.healthCheck.path,
+            intervalMs: parseDuration(svc.healthCheck.interval),
+            timeoutMs: parseDuration(svc.healthCheck.timeout),
+            healthyThreshold: svc.healthCheck.healthyThreshold,
+            unhealthyThreshold: svc.healthCheck.unhealthyThreshold,
+          }
+        : null,
+      tls: { mode: "mtls", serverIdentity: ctx.spiffeId(name) },
+    });
+  }
+  return clusters;
+}
+
+function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): SidecarRuntimeConfig[] {
+  return ctx.serviceNames.map((name) => {
+    const svc = ctx.service(name);
+    const callees = sortedUnique(svc.calls);
+    diagnoseCalls(ctx, name);
+    const config: Omit<SidecarRuntimeConfig, "hash"> = {
+      ...ctx.common(),
+      kind: "sidecar",
+      name,
+      identity: ctx.spiffeId(name),
+      admin: { port: PROXY_PORTS.sidecarAdmin },
+      telemetry: ctx.telemetry(name),
+      clusters: callees.map((c) => clusters.get(c)!),
+      inbound: {
+        port: PROXY_PORTS.sidecarInbound,
+        appPort: svc.port,
+        protocol: svc.protocol === "http" ? "http1" : "http2",
+        authz: {
+          default: "deny",
+          rules: svc.allow.map((rule, i) => ({
+            source: `services.${name}.allow[${i}]`,
+            from: sortedUnique(rule.from).map((peer) => ctx.spiffeId(peer)),
+            methods: sortMethods(rule.methods ?? []),
+            paths: sortedUnique(rule.paths ?? []),
+          })),
+        },
+        limits: {
+          maxHeaderBytes: parseSize(svc.limits.maxHeaderSize),
+          maxBodyBytes: parseSize(svc.limits.maxBodySize),
+          headerTimeoutMs: parseDuration(svc.limits.headerTimeout),
+        },
+      },
+      outbound: {
+        port: PROXY_PORTS.sidecarOutbound,
+        services: callees.map((callee) => {
+          const p = ctx.policy(callee);
+          return {
+            service: callee,
+            cluster: callee,
+            timeoutMs: p.timeoutMs,
+            retry: p.retry,
+            routes: [...(ctx.service(callee).routes ?? [])]
+              .sort((a, b) => a.name.localeCompare(b.name))
+              .map((r) => ({
+                name: r.name,
+                match: { path: r.match.path, methods: sortMethods(r.match.methods ?? []) },
+                timeoutMs: r.timeout !== undefined ? parseDuration(r.timeout) : p.timeoutMs,
+                retry: retryPlan(p.retry, r.retries),
+              })),
+          };
+        }),
+      },
+    };
+    return sealRuntimeConfig<SidecarRuntimeConfig>(config);
+  });
+}
+
+function diagnoseCalls(ctx: Context, caller: string): void {
+  ctx.service(caller).calls.forEach((callee, i) => {
+    if (ctx.spec.services[callee] && !ctx.allows(callee, caller)) {
+      ctx.diagnose({
+        code: "W_SPEC_CALL_NOT_ALLOWED",
+        severity: "warning",
+        path: `services.${caller}.calls[${i}]`,
+        message: `"${caller}" declares a call to "${callee}", but no allow rule of "${callee}" admits it: every such request gets 403`,
+        hint: `add "${caller}" to an allow rule of services.${callee}, or remove the call`,
+      });
+    }
+  });
+}
+
+function translateGateway(ctx: Context, clusters: Map<string, Cluster>): GatewayRuntimeConfig | null {
+  const g = ctx.spec.gateway;
+  if (!g) return null;
+  const routes = [...g.routes]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((r) => translateRoute(ctx, r));
+  const used = new Set<string>();
+  for (const r of routes) for (const c of routeClusters(r.action)) used.add(c);
+  const listeners = gatewayListeners(g);
+  const config: Omit<GatewayRuntimeConfig, "hash"> = {
+    ...ctx.common(),
+    kind: "gateway",
+    name: GATEWAY,
+    identity: ctx.spiffeId(GATEWAY),
+    admin: { port: PROXY_PORTS.gatewayAdmin },
+    telemetry: ctx.telemetry(GATEWAY),
+    clusters: [...used].sort().map((c) => clusters.get(c)!),
+    hosts: sortedUnique(g.hosts.map((h) => h.toLowerCase())),
+    listeners: [...listeners]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((l) => ({
+        name: l.name,
+        port: l.port,
+        protocol: l.protocol,
+        http2: l.http2,
+        tls: l.tls
+          ? {
+              minVersion: l.tls.minVersion,
+              certificates: l.tls.certificates.map((c) => ({
+                hosts: sortedUnique(c.hosts.map((h) => h.toLowerCase())),
+                certFile: c.certFile ?? `/etc/meshgate/tls/${c.secret}/tls.crt`,
+                keyFile: c.keyFile ?? `/etc/meshgate/tls/${c.secret}/tls.key`,
+              })),
+            }
+          : null,
+      })),
+    clientIp: { trustedHops: g.clientIp.trustedHops },
+    limits: {
+      maxHeaderBytes: parseSize(g.limits.maxHeaderSize),
+      maxBodyBytes: parseSize(g.limits.maxBodySize),
+      headerTimeoutMs: parseDuration(g.limits.headerTimeout),
+      requestTimeoutMs: parseDuration(g.limits.requestTimeout),
+      idleTimeoutMs: parseDuration(g.limits.idleTimeout),
+      maxConnections: g.limits.maxConnections,
+      drainTimeoutMs: parseDuration(g.limits.drainTimeout),
+    },
+    auth: {
+      jwt: Object.entries(g.jwt ?? {})
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([name, p]) => ({
+          name,
+          issuer: p.issuer,
+          audiences: sortedUnique(p.audiences),
+          algorithms: sortedUnique(p.algorithms),
+          jwksUri: p.jwksUri ?? null,
+          jwks: p.jwks ?? null,
+          clockSkewMs: parseDuration(p.clockSkew),
+          tokenFrom: {
+            header: p.tokenFrom?.header ?? "authorization",
+            prefix: p.tokenFrom?.prefix ?? "Bearer ",
+            cookie: p.tokenFrom?.cookie ?? null,
+            query: p.tokenFrom?.query ?? null,
+          },
+          forwardClaims: sortRecord(p.forwardClaims ?? {}),
+        })),
+      apiKeys: g.apiKeys
+        ? {
+            header: g.apiKeys.header,
+            consumers: Object.entries(g.apiKeys.consumers)
+              .sort(([a], [b]) => a.localeCompare(b))
+              .map(([name, c]) => ({
+                name,
+                keyHashes: sortedUnique(c.keyHashes),
+                groups: sortedUnique(c.groups ?? []),
+              })),
+          }
+        : null,
+      clientCert: Object.entries(g.clientCerts ?? {})
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([name, c]) => ({
+          name,
+          caFile: c.caFile,
+          subjects: sortedUnique(c.subjects ?? []),
+          sans: sortedUnique(c.sans ?? []),
+        })),
+      oidc: Object.entries(g.oidc ?? {})
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([name, o]) => ({
+          name,
+          issuer: o.issuer,
+          clientId: o.clientId,
+          clientSecretEnv: o.clientSecretEnv,
+          redirectPath: o.redirectPath,
+          scopes: sortedUnique(o.scopes),
+          cookieName: o.cookieName,
+          sessionTtlMs: parseDuration(o.sessionTtl),
+        })),
+    },
+    rateLimitStore: g.rateLimitStore
+      ? {
+          kind: "redis",
+          url: g.rateLimitStore.redis.url,
+          failMode: g.rateLimitStore.redis.failMode,
+          timeoutMs: parseDuration(g.rateLimitStore.redis.timeout),
+        }
+      : { kind: "local", replicas: g.replicas },
+    cacheStore: g.cache?.redis
+      ? { kind: "redis", url: g.cache.redis.url, maxBytes: parseSize(g.cache.maxSize) }
+      : { kind: "memory", maxBytes: parseSize(g.cache?.maxSize ?? "64MiB") },
+    routes,
+  };
+  diagnoseGatewayRoutes(ctx);
+  return sealRuntimeConfig<GatewayRuntimeConfig>(config);
+}
+
+function routeClusters(action: RouteAction): string[] {
+  switch (action.kind) {
+    case "forward":
+      return [...action.backends.map((b) => b.cluster), ...(action.mirror ? [action.mirror.cluster] : [])];
+    case "aggregate":
+      return action.parts.map((p) => p.cluster);
+    default:
+      return [];
+  }
+}
+
+/** The service whose timeout/retry policy a route inherits: its heaviest backend (ties by name). */
+function primaryService(r: GatewayRouteSpec): string | undefined {
+  if (r.to !== undefined) return typeof r.to === "string" ? r.to : r.to.service;
+  if (r.split)
+    return [...r.split].sort((a, b) => b.weight - a.weight || a.service.localeCompare(b.service))[0]?.service;
+  return undefined;
+}
+
+function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
+  const g = ctx.spec.gateway!;
+  const primary = primaryService(r);
+  const inherited = primary ? ctx.policy(primary) : undefined;
+  const meshTimeout = parseDuration(ctx.spec.mesh.defaults.timeout);
+  const timeoutMs =
+    r.timeout !== undefined ? parseDuration(r.timeout) : (inherited?.timeoutMs ?? meshTimeout);
+  const baseRetry = (inherited ?? ctx.meshPolicy).retry;
+  return {
+    name: r.name,
+    match: {
+      path: r.match.path,
+      methods: sortMethods(r.match.methods ?? []),
+      hosts: sortedUnique((r.match.hosts ?? []).map((h) => h.toLowerCase())),
+      headers: conditions(r.match.headers),
+      query: conditions(r.match.query),
+    },
+    action: translateAction(r, timeoutMs),
+    auth: translateAuth(r),
+    rateLimit: r.rateLimit
+      ? {
+          requests: r.rateLimit.requests,
+          periodMs: parseDuration(r.rateLimit.per),
+          burst: r.rateLimit.burst ?? r.rateLimit.requests,
+          key: r.rateLimit.key.startsWith("header:")
+            ? { kind: "header", header: r.rateLimit.key.slice("header:".length) }
+            : { kind: r.rateLimit.key as "ip" | "subject" | "consumer" | "route" },
+          scope: r.rateLimit.scope,
+        }
+      : null,
+    cache: r.cache
+      ? {
+          ttlMs: parseDuration(r.cache.ttl),
+          vary: sortedUnique(r.cache.vary ?? []),
+          perPrincipal: r.cache.perPrincipal,
+          maxEntryBytes: parseSize(r.cache.maxEntrySize),
+        }
+      : null,
+    transform: { request: transform(r.transform?.request), response: transform(r.transform?.response) },
+    fault: r.fault
+      ? {
+          delay: r.fault.delay
+            ? { ms: parseDuration(r.fault.delay.duration), percent: r.fault.delay.percent }
+            : null,
+          abort: r.fault.abort ? { status: r.fault.abort.status, percent: r.fault.abort.percent } : null,
+        }
+      : null,
+    cors: r.cors
+      ? {
+          origins: sortedUnique(r.cors.origins),
+          methods: sortMethods(r.cors.methods ?? r.match.methods ?? ["GET", "HEAD", "POST"]),
+          headers: sortedUnique(r.cors.headers ?? []),
+          exposeHeaders: sortedUnique(r.cors.exposeHeaders ?? []),
+          credentials: r.cors.credentials,
+          maxAgeSeconds: Math.floor(parseDuration(r.cors.maxAge) / 1000),
+        }
+      : null,
+    timeoutMs,
+    retry: retryPlan(baseRetry, r.retries),
+    limits: { maxBodyBytes: parseSize(r.limits?.maxBodySize ?? g.limits.maxBodySize) },
+  };
+}
+
+function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
+  if (r.redirect) {
+    return {
+      kind: "redirect",
+      status: r.redirect.status,
+      scheme: r.redirect.scheme ?? null,
+      host: r.redirect.host ?? null,
+      port: r.redirect.port ?? null,
+      path: r.redirect.path ?? null,
+    };
+  }
+  if (r.aggregate) {
+    return {
+      kind: "aggregate",
+      parts: Object.entries(r.aggregate)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([name, p]) => ({
+          name,
+          cluster: p.service,
+          method: p.method,
+          path: p.path,
+          timeoutMs: p.timeout !== undefined ? parseDuration(p.timeout) : timeoutMs,
+          onError: p.onError,
+          default: p.default ?? null,
+        })),
+    };
+  }
+  if (r.static) {
+    return {
+      kind: "static",
+      root: r.static.dir,
+      index: r.static.index,
+      spaFallback: r.static.spaFallback ?? null,
+      precompressed: r.static.precompressed,
+    };
+  }
+  const backends = r.split
+    ? [...r.split]
+        .sort((a, b) => a.service.localeCompare(b.service))
+        .map((s) => ({ cluster: s.service, weight: s.weight }))
+    : [{ cluster: primaryService(r)!, weight: 100 }];
+  return {
+    kind: "forward",
+    backends,
+    mirror: r.mirror ? { cluster: r.mirror.service, percent: r.mirror.percent } : null,
+    rewrite: r.rewrite ? { path: r.rewrite.path ?? null, host: r.rewrite.host?.toLowerCase() ?? null } : null,
+  };
+}
+
+function translateAuth(r: GatewayRouteSpec): RouteAuth {
+  const a = r.auth;
+  if (!a) {
+    return {
+      public: r.public === true,
+      anyOf: [],
+      scopes: [],
+      claims: [],
+      consumers: [],
+      groups: [],
+      clientIps: [],
+    };
+  }
+  const jwts = typeof a.jwt === "string" ? [a.jwt] : (a.jwt ?? []);
+  return {
+    public: false,
+    anyOf: [
+      ...sortedUnique(jwts).map((provider) => ({ kind: "jwt" as const, provider })),
+      ...(a.apiKey ? [{ kind: "apiKey" as const }] : []),
+      ...(a.clientCert ? [{ kind: "clientCert" as const, provider: a.clientCert }] : []),
+      ...(a.oidc ? [{ kind: "oidc" as const, provider: a.oidc }] : []),
+    ],
+    scopes: sortedUnique(a.scopes ?? []),
+    claims: Object.entries(a.claims ?? {})
+      .sort(([x], [y]) => x.localeCompare(y))
+      .map(([name, v]) => ({ name, values: sortedUnique(typeof v === "string" ? [v] : v) })),
+    consumers: sortedUnique(a.consumers ?? []),
+    groups: sortedUnique(a.groups ?? []),
+    clientIps: sortedUnique(a.clientIps ?? []),
+  };
+}
+
+function diagnoseGatewayRoutes(ctx: Context): void {
+  ctx.spec.gateway!.routes.forEach((r, i) => {
+    const base = `gateway.routes[${i}]`;
+    const targets: [string, string][] = [];
+    if (r.to !== undefined) targets.push([typeof r.to === "string" ? r.to : r.to.service, `${base}.to`]);
+    r.split?.forEach((s, j) => targets.push([s.service, `${base}.split[${j}].service`]));
+    if (r.mirror) targets.push([r.mirror.service, `${base}.mirror.service`]);
+    for (const [part, p] of Object.entries(r.aggregate ?? {}))
+      targets.push([p.service, `${base}.aggregate.${part}.service`]);
+    for (const [svc, path] of targets) {
+      if (!ctx.allows(svc, GATEWAY)) {
+        ctx.diagnose({
+          code: "W_SPEC_CALL_NOT_ALLOWED",
+          severity: "warning",
+          path,
+          message: `route "${r.name}" sends requests to "${svc}", but no allow rule of "${svc}" admits the gateway: they get 403`,
+          hint: `add "gateway" to an allow rule of services.${svc}`,
+        });
+      }
+    }
+    const methods = r.match.methods ?? [];
+    const retryOn = r.retries?.on ?? ctx.spec.mesh.defaults.retries.on;
+    const retriesSentBytes = retryOn.some((o) => !NEVER_SENT.has(o));
+    if (
+      r.retries?.attempts &&
+      retriesSentBytes &&
+      methods.length > 0 &&
+      methods.every((m) => !IDEMPOTENT_METHODS.has(m))
+    ) {
+      ctx.diagnose({
+        code: "W_SPEC_RETRY_UNSAFE_METHOD",
+        severity: "warning",
+        path: `${base}.retries`,
+        message: `route "${r.name}" only matches ${methods.join(", ")}: retries apply only when no byte reached the upstream`,
+        hint: "remove retries, or make the upstream idempotent (e.g. with an Idempotency-Key) and accept that",
+      });
+    }
+    if (r.public && !r.rateLimit) {
+      ctx.diagnose({
+        code: "W_SPEC_PUBLIC_ROUTE_UNLIMITED",
+        severity: "warning",
+        path: base,
+        message: `public route "${r.name}" has no rate limit`,
+        hint: "add rateLimit: { requests: …, per: …, key: ip }",
+      });
+    }
+  });
+}
+
+function translateWorkloads(ctx: Context): WorkloadIR[] {
+  const out: WorkloadIR[] = [];
+  const g = ctx.spec.gateway;
+  if (g) {
+    const listeners = gatewayListeners(g);
+    const gw: GatewayWorkloadIR = {
+      kind: "gateway",
+      name: GATEWAY,
+      replicas: g.replicas,
+      serviceAccount: GATEWAY,
+      identity: ctx.spiffeId(GATEWAY),
+      listeners: [...listeners]
+        .sort((a, b) => a.name.localeCompare(b.name))
+        .map((l) => ({ name: l.name, port: l.port, protocol: l.protocol })),
+      adminPort: PROXY_PORTS.gatewayAdmin,
+      tlsSecrets: sortedUnique(
+        listeners.flatMap((l) => l.tls?.certificates.flatMap((c) => (c.secret ? [c.secret] : [])) ?? []),
+      ),
+    };
+    out.push(gw);
+  }
+  for (const name of ctx.serviceNames) {
+    const svc = ctx.service(name);
+    const w: ServiceWorkloadIR = {
+      kind: "service",
+      name,
+      image: svc.image,
+      appPort: svc.port,
+      protocol: svc.protocol,
+      replicas: svc.replicas,
+      serviceAccount: name,
+      identity: ctx.spiffeId(name),
+      sidecar: {
+        inbound: PROXY_PORTS.sidecarInbound,
+        outbound: PROXY_PORTS.sidecarOutbound,
+        admin: PROXY_PORTS.sidecarAdmin,
+      },
+      healthCheckPath: svc.healthCheck?.path ?? null,
+      resources: svc.resources ?? null,
+      env: sortRecord(svc.env ?? {}),
+      local: svc.local
+        ? {
+            command:
+              typeof svc.local.command === "string" ? ["sh", "-c", svc.local.command] : svc.local.command,
+            env: sortRecord(svc.local.env ?? {}),
+            cwd: svc.local.cwd ?? null,
+          }
+        : null,
+    };
+    out.push(w);
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function translateEdges(ctx: Context): EdgeIR[] {
+  const edges = new Map<string, EdgeIR>();
+  const edge = (from: string, to: string) => {
+    const key = `${from}\u0000${to}`;
+    let e = edges.get(key);
+    if (!e) {
+      e = { from, to, port: PROXY_PORTS.sidecarInbound, declared: false, allowed: false, allowedBy: [] };
+      edges.set(key, e);
+    }
+    return e;
+  };
+  for (const name of ctx.serviceNames) {
+    const svc = ctx.service(name);
+    for (const callee of svc.calls) edge(name, callee).declared = true;
+    svc.allow.forEach((rule, i) => {
+      for (const peer of rule.from) {
+        const e = edge(peer, name);
+        e.allowed = true;
+        e.allowedBy.push(`services.${name}.allow[${i}]`);
+      }
+    });
+    if (svc.allow.length === 0) {
+      ctx.diagnose({
+        code: "W_SPEC_UNREACHABLE_SERVICE",
+        severity: "info",
+        path: `services.${name}.allow`,
+        message: `no allow rule admits any caller of "${name}"`,
+        hint: "add allow: [{ from: [<caller>] }] if anything should reach it",
+      });
+    }
+  }
+  const routed = new Set<string>();
+  for (const r of ctx.spec.gateway?.routes ?? []) {
+    const t: string[] = [];
+    if (r.to !== undefined) t.push(typeof r.to === "string" ? r.to : r.to.service);
+    for (const s of r.split ?? []) t.push(s.service);
+    if (r.mirror) t.push(r.mirror.service);
+    for (const p of Object.values(r.aggregate ?? {})) t.push(p.service);
+    for (const svc of t) {
+      edge(GATEWAY, svc).declared = true;
+      routed.add(svc);
+    }
+  }
+  if (ctx.spec.gateway) {
+    const e = edge("internet", GATEWAY);
+    e.declared = true;
+    e.allowed = true;
+    e.port = gatewayListeners(ctx.spec.gateway)[0]!.port;
+    e.allowedBy.push("gateway.listeners");
+  }
+  // Allow rules for peers that never call: reachable surface nobody needs.
+  for (const name of ctx.serviceNames) {
+    ctx.service(name).allow.forEach((rule, i) => {
+      rule.from.forEach((peer, j) => {
+        const calls =
+          peer === GATEWAY ? routed.has(name) : (ctx.spec.services[peer]?.calls.includes(name) ?? true);
+        if (!calls) {
+          ctx.diagnose({
+            code: "W_SPEC_ALLOW_WITHOUT_CALL",
+            severity: "info",
+            path: `services.${name}.allow[${i}].from[${j}]`,
+            message: `"${name}" allows "${peer}", which never ${peer === GATEWAY ? "routes to it" : "declares a call to it"}`,
+            hint:
+              peer === GATEWAY
+                ? "remove the rule, or add a gateway route"
+                : `remove "${peer}" here, or add "${name}" to services.${peer}.calls`,
+          });
+        }
+      });
+    });
+  }
+  if (ctx.spec.mesh.mtls === "permissive") {
+    ctx.diagnose({
+      code: "W_SPEC_MTLS_PERMISSIVE",
+      severity: "warning",
+      path: "mesh.mtls",
+      message: "mTLS is permissive: sidecars also accept plaintext, with no peer identity",
+      hint: "switch to strict once every workload has a sidecar",
+    });
+  }
+  return [...edges.values()]
+    .map((e) => ({ ...e, allowedBy: sortedUnique(e.allowedBy) }))
+    .sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+}
+
+function translateObservability(ctx: Context, workloads: WorkloadIR[]): ObservabilityIR {
+  const o = ctx.spec.observability;
+  return {
+    metrics: {
+      enabled: o.metrics.enabled,
+      backend: o.metrics.backend,
+      scrapeIntervalMs: parseDuration(o.metrics.scrapeInterval),
+      retentionMs: parseDuration(o.metrics.retention),
+      targets: o.metrics.enabled
+        ? workloads.map((w) =>
+            w.kind === "gateway"
+              ? { workload: w.name, kind: "gateway" as const, port: w.adminPort, path: "/metrics" }
+              : { workload: w.name, kind: "sidecar" as const, port: w.sidecar.admin, path: "/metrics" },
+          )
+        : [],
+    },
+    tracing: {
+      enabled: o.tracing.enabled,
+      sampling: o.tracing.sampling,
+      backend: o.tracing.backend,
+      otlpEndpoint: o.tracing.otlpEndpoint ?? null,
+    },
+    logs: { access: o.logs.access, level: o.logs.level },
+    grafana: { enabled: o.grafana.enabled },
+    slos: o.slos
+      .map((s) => {
+        const kind = s.route !== undefined ? ("route" as const) : ("service" as const);
+        const target = (s.route ?? s.service)!;
+        return {
+          name: s.name ?? `${target}-${kind}`,
+          kind,
+          target,
+          availability: s.availability,
+          latencyP99Ms: s.latencyP99 !== undefined ? parseDuration(s.latencyP99) : null,
+          windowMs: parseDuration(s.window),
+        };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name)),
+  };
+}
+
+function translateTargets(ctx: Context): TargetsIR {
+  const t = ctx.spec.targets;
+  return {
+    local: t.local ? { ...t.local } : null,
+    kubernetes: t.kubernetes
+      ? {
+          gatewayServiceType: t.kubernetes.gatewayServiceType,
+          runtimeImage: t.kubernetes.runtimeImage ?? null,
+        }
+      : null,
+    aws: t.aws
+      ? {
+          region: t.aws.region,
+          availabilityZones: t.aws.availabilityZones,
+          cluster:
+            "existing" in t.aws.cluster
+              ? { kind: "existing", name: t.aws.cluster.existing }
+              : { kind: "create", ...t.aws.cluster.create },
+          managedPrometheus: t.aws.managedPrometheus,
+          certificateArn: t.aws.certificateArn ?? null,
+        }
+      : null,
+    docker: t.docker
+      ? { network: t.docker.network ?? ctx.spec.name, gatewayPort: t.docker.gatewayPort }
+      : null,
+  };
+}
+
+function translateCa(ctx: Context): InfraIR["ca"] {
+  const ca = ctx.spec.mesh.ca;
+  return {
+    provider: ca.provider,
+    rootValidityMs: parseDuration(ca.rootValidity),
+    intermediateValidityMs: parseDuration(ca.intermediateValidity),
+    workloadTtlMs: parseDuration(ca.workloadTtl),
+    renewBeforeMs: parseDuration(ca.renewBefore),
+    clockSkewMs: parseDuration(ca.clockSkew),
+  };
+}
+
+type ListenerSpec = NonNullable<GatewaySpec["listeners"]>[number];
+/** The gateway's listeners, or the documented default (DEFAULTS["gateway.listeners"]). */
+function gatewayListeners(g: GatewaySpec): ListenerSpec[] {
+  if (g.listeners) return g.listeners;
+  return DEFAULTS["gateway.listeners"].value.map((l) => ({
+    ...l,
+    http2: DEFAULTS["gateway.listeners.*.http2"].value,
+  }));
+}
+
+// ───────────── canonical ordering helpers ─────────────
+
+function sortedUnique<T extends string>(values: readonly T[]): T[] {
+  return [...new Set(values)].sort();
+}
+
+const METHOD_ORDER = new Map<string, number>(HTTP_METHODS.map((m, i) => [m, i]));
+function sortMethods(methods: readonly HttpMethod[]): HttpMethod[] {
+  return [...new Set(methods)].sort((a, b) => METHOD_ORDER.get(a)! - METHOD_ORDER.get(b)!);
+}
+
+function sortRecord<V>(rec: Record<string, V>): Record<string, V> {
+  return Object.fromEntries(Object.entries(rec).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+type Condition = string | { exact?: string; prefix?: string; regex?: string; present?: true; absent?: true };
+function conditions(rec: Record<string, Condition> | undefined): GatewayRoute["match"]["headers"] {
+  return Object.entries(rec ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, c]) => {
+      if (typeof c === "string") return { name, kind: "exact" as const, value: c };
+      if (c.exact !== undefined) return { name, kind: "exact" as const, value: c.exact };
+      if (c.prefix !== undefined) return { name, kind: "prefix" as const, value: c.prefix };
+      if (c.regex !== undefined) return { name, kind: "regex" as const, value: c.regex };
+      return { name, kind: c.present ? ("present" as const) : ("absent" as const), value: null };
+    });
+}
+
+type TransformSpec = NonNullable<NonNullable<GatewayRouteSpec["transform"]>["request"]>;
+function transform(t: TransformSpec | undefined): GatewayRoute["transform"]["request"] {
+  if (!t) return null;
+  return {
+    headers: {
+      add: sortRecord(t.headers?.add ?? {}),
+      set: sortRecord(t.headers?.set ?? {}),
+      remove: sortedUnique(t.headers?.remove ?? []),
+    },
+    body: t.body
+      ? {
+          rename: sortRecord(t.body.rename ?? {}),
+          drop: sortedUnique(t.body.drop ?? []),
+          set: sortRecord(t.body.set ?? {}),
+        }
+      : null,
+  };
+}

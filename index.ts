@@ -1,0 +1,2 @@
+/** The `meshgate` package: `import { defineMesh, translate } from "meshgate"`. */
+export * from "./components/index.ts";

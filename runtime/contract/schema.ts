@@ -1,0 +1,429 @@
+/**
+ * The RuntimeConfig contract: what one proxy (the gateway, or one service's sidecar) does.
+ *
+ * This file is the single source of truth for the shape: `translate()` in components/ produces values of
+ * these types, and the data plane loads them with `loadRuntimeConfig()`. All durations are integer
+ * milliseconds (`…Ms`), all sizes integer bytes (`…Bytes`); every list is canonically sorted by the
+ * translator so that the same spec always gives byte-identical configs.
+ */
+import { z } from "zod";
+
+export const RUNTIME_CONFIG_VERSION = 1;
+
+const ms = z.number().int().nonnegative();
+const bytes = z.number().int().nonnegative();
+const port = z.number().int().min(1).max(65535);
+const percent = z.number().min(0).max(100);
+
+/** Every method the proxies route, in canonical order (RFC 9110 §9 and PATCH, RFC 5789). */
+export const HTTP_METHODS = [
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+  "CONNECT",
+] as const;
+export const HttpMethod = z.enum(HTTP_METHODS);
+export type HttpMethod = z.infer<typeof HttpMethod>;
+
+/** Methods that RFC 9110 §9.2.2 calls idempotent: the only ones retried after bytes were sent. */
+export const IDEMPOTENT_METHODS: ReadonlySet<HttpMethod> = new Set([
+  "GET",
+  "HEAD",
+  "PUT",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+]);
+
+export const RetryOn = z.enum([
+  "connect-failure",
+  "refused-stream",
+  "reset",
+  "timeout",
+  "5xx",
+  "502",
+  "503",
+  "504",
+  "429",
+]);
+export type RetryOn = z.infer<typeof RetryOn>;
+
+export const RetryPlan = z.strictObject({
+  /** Retries after the first attempt (0 = never retry). */
+  attempts: z.number().int().min(0).max(10),
+  perTryTimeoutMs: ms,
+  retryOn: z.array(RetryOn),
+  backoff: z.strictObject({ baseMs: ms, maxMs: ms }),
+  budget: z.strictObject({ ratio: z.number().min(0).max(1), minPerSecond: z.number().int().nonnegative() }),
+});
+export type RetryPlan = z.infer<typeof RetryPlan>;
+
+export const CircuitBreaker = z.strictObject({
+  maxConnections: z.number().int().positive(),
+  maxPendingRequests: z.number().int().positive(),
+  maxRequests: z.number().int().positive(),
+});
+
+export const OutlierDetection = z.strictObject({
+  consecutive5xx: z.number().int().positive(),
+  intervalMs: ms,
+  baseEjectionMs: ms,
+  maxEjectedPercent: percent,
+});
+
+export const LoadBalancer = z.enum(["round-robin", "least-request", "ring-hash"]);
+
+export const HealthCheck = z.strictObject({
+  path: z.string(),
+  intervalMs: ms,
+  timeoutMs: ms,
+  healthyThreshold: z.number().int().positive(),
+  unhealthyThreshold: z.number().int().positive(),
+});
+
+/** An upstream cluster: one mesh service, reached through its sidecar's inbound port with mTLS. */
+export const Cluster = z.strictObject({
+  name: z.string(),
+  service: z.string(),
+  namespace: z.string(),
+  port: port,
+  protocol: z.enum(["http1", "http2"]),
+  loadBalancer: LoadBalancer,
+  connectTimeoutMs: ms,
+  circuitBreaker: CircuitBreaker,
+  outlierDetection: OutlierDetection,
+  healthCheck: HealthCheck.nullable(),
+  tls: z.discriminatedUnion("mode", [
+    z.strictObject({ mode: z.literal("mtls"), serverIdentity: z.string() }),
+    z.strictObject({ mode: z.literal("none") }),
+  ]),
+});
+export type Cluster = z.infer<typeof Cluster>;
+
+/** How endpoints of a cluster are found. Targets set this: Kubernetes DNS by default, static ports locally. */
+export const Discovery = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("dns"), template: z.string(), refreshMs: ms }),
+  z.strictObject({
+    kind: z.literal("static"),
+    endpoints: z.record(z.string(), z.array(z.strictObject({ host: z.string(), port: port }))),
+  }),
+]);
+
+export const Telemetry = z.strictObject({
+  serviceName: z.string(),
+  metrics: z.strictObject({ enabled: z.boolean(), path: z.string() }),
+  tracing: z.strictObject({
+    enabled: z.boolean(),
+    sampling: z.number().min(0).max(1),
+    otlpEndpoint: z.string().nullable(),
+  }),
+  accessLog: z.strictObject({ enabled: z.boolean() }),
+});
+
+export const Admin = z.strictObject({ port: port });
+
+const HeaderMatch = z.strictObject({
+  name: z.string(),
+  kind: z.enum(["exact", "prefix", "regex", "present", "absent"]),
+  value: z.string().nullable(),
+});
+
+export const RouteMatch = z.strictObject({
+  /** Path pattern: literal segments, `*` (one segment), `{name}` (one captured segment), trailing `**`. */
+  path: z.string(),
+  /** Empty = every method. */
+  methods: z.array(HttpMethod),
+  /** Empty = every host the listener serves. Lower-case; `*.example.com` wildcards allowed. */
+  hosts: z.array(z.string()),
+  headers: z.array(HeaderMatch),
+  query: z.array(HeaderMatch),
+});
+export type RouteMatch = z.infer<typeof RouteMatch>;
+
+const Backend = z.strictObject({ cluster: z.string(), weight: z.number().int().min(0).max(100) });
+
+export const RouteAction = z.discriminatedUnion("kind", [
+  z.strictObject({
+    kind: z.literal("forward"),
+    backends: z.array(Backend).min(1),
+    mirror: z.strictObject({ cluster: z.string(), percent: percent }).nullable(),
+    rewrite: z.strictObject({ path: z.string().nullable(), host: z.string().nullable() }).nullable(),
+  }),
+  z.strictObject({
+    kind: z.literal("redirect"),
+    status: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]),
+    scheme: z.enum(["http", "https"]).nullable(),
+    host: z.string().nullable(),
+    port: port.nullable(),
+    path: z.string().nullable(),
+  }),
+  z.strictObject({
+    kind: z.literal("aggregate"),
+    parts: z
+      .array(
+        z.strictObject({
+          name: z.string(),
+          cluster: z.string(),
+          method: HttpMethod,
+          path: z.string(),
+          timeoutMs: ms,
+          onError: z.enum(["fail", "omit", "default"]),
+          default: z.unknown(),
+        }),
+      )
+      .min(1),
+  }),
+  z.strictObject({
+    kind: z.literal("static"),
+    root: z.string(),
+    index: z.array(z.string()),
+    spaFallback: z.string().nullable(),
+    precompressed: z.boolean(),
+  }),
+]);
+export type RouteAction = z.infer<typeof RouteAction>;
+
+const AuthMechanism = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("jwt"), provider: z.string() }),
+  z.strictObject({ kind: z.literal("apiKey") }),
+  z.strictObject({ kind: z.literal("clientCert"), provider: z.string() }),
+  z.strictObject({ kind: z.literal("oidc"), provider: z.string() }),
+]);
+
+/** What a route requires of the caller. `public: false` with no mechanism never happens (translate refuses it). */
+export const RouteAuth = z.strictObject({
+  public: z.boolean(),
+  /** Any one of these authenticates the request. */
+  anyOf: z.array(AuthMechanism),
+  scopes: z.array(z.string()),
+  claims: z.array(z.strictObject({ name: z.string(), values: z.array(z.string()) })),
+  consumers: z.array(z.string()),
+  groups: z.array(z.string()),
+  clientIps: z.array(z.string()),
+});
+export type RouteAuth = z.infer<typeof RouteAuth>;
+
+export const RateLimit = z.strictObject({
+  requests: z.number().int().positive(),
+  periodMs: z.number().int().positive(),
+  burst: z.number().int().positive(),
+  key: z.discriminatedUnion("kind", [
+    z.strictObject({ kind: z.enum(["ip", "subject", "consumer", "route"]) }),
+    z.strictObject({ kind: z.literal("header"), header: z.string() }),
+  ]),
+  /** `fleet`: the limit holds across all gateway replicas (Redis, or divided per replica without one). */
+  scope: z.enum(["replica", "fleet"]),
+});
+
+const HeaderOps = z.strictObject({
+  add: z.record(z.string(), z.string()),
+  set: z.record(z.string(), z.string()),
+  remove: z.array(z.string()),
+});
+const BodyOps = z.strictObject({
+  rename: z.record(z.string(), z.string()),
+  drop: z.array(z.string()),
+  set: z.record(z.string(), z.unknown()),
+});
+const Transform = z.strictObject({ headers: HeaderOps, body: BodyOps.nullable() });
+
+export const GatewayRoute = z.strictObject({
+  name: z.string(),
+  match: RouteMatch,
+  action: RouteAction,
+  auth: RouteAuth,
+  rateLimit: RateLimit.nullable(),
+  cache: z
+    .strictObject({
+      ttlMs: ms,
+      vary: z.array(z.string()),
+      perPrincipal: z.boolean(),
+      maxEntryBytes: bytes,
+    })
+    .nullable(),
+  transform: z.strictObject({ request: Transform.nullable(), response: Transform.nullable() }),
+  fault: z
+    .strictObject({
+      delay: z.strictObject({ ms: ms, percent: percent }).nullable(),
+      abort: z.strictObject({ status: z.number().int().min(200).max(599), percent: percent }).nullable(),
+    })
+    .nullable(),
+  cors: z
+    .strictObject({
+      origins: z.array(z.string()),
+      methods: z.array(HttpMethod),
+      headers: z.array(z.string()),
+      exposeHeaders: z.array(z.string()),
+      credentials: z.boolean(),
+      maxAgeSeconds: z.number().int().nonnegative(),
+    })
+    .nullable(),
+  timeoutMs: ms,
+  retry: RetryPlan,
+  limits: z.strictObject({ maxBodyBytes: bytes }),
+});
+export type GatewayRoute = z.infer<typeof GatewayRoute>;
+
+export const JwtProvider = z.strictObject({
+  name: z.string(),
+  issuer: z.string(),
+  audiences: z.array(z.string()).min(1),
+  algorithms: z.array(z.string()).min(1),
+  jwksUri: z.string().nullable(),
+  jwks: z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())) }).nullable(),
+  clockSkewMs: ms,
+  tokenFrom: z.strictObject({
+    header: z.string(),
+    prefix: z.string(),
+    cookie: z.string().nullable(),
+    query: z.string().nullable(),
+  }),
+  forwardClaims: z.record(z.string(), z.string()),
+});
+
+export const ApiKeys = z.strictObject({
+  header: z.string(),
+  consumers: z.array(
+    z.strictObject({ name: z.string(), keyHashes: z.array(z.string()).min(1), groups: z.array(z.string()) }),
+  ),
+});
+
+export const ClientCertProvider = z.strictObject({
+  name: z.string(),
+  caFile: z.string(),
+  subjects: z.array(z.string()),
+  sans: z.array(z.string()),
+});
+
+export const OidcProvider = z.strictObject({
+  name: z.string(),
+  issuer: z.string(),
+  clientId: z.string(),
+  clientSecretEnv: z.string(),
+  redirectPath: z.string(),
+  scopes: z.array(z.string()),
+  cookieName: z.string(),
+  sessionTtlMs: ms,
+});
+
+export const Listener = z.strictObject({
+  name: z.string(),
+  port: port,
+  protocol: z.enum(["http", "https"]),
+  http2: z.boolean(),
+  tls: z
+    .strictObject({
+      minVersion: z.enum(["TLSv1.2", "TLSv1.3"]),
+      certificates: z
+        .array(z.strictObject({ hosts: z.array(z.string()), certFile: z.string(), keyFile: z.string() }))
+        .min(1),
+    })
+    .nullable(),
+});
+
+const Common = {
+  version: z.literal(RUNTIME_CONFIG_VERSION),
+  mesh: z.string(),
+  name: z.string(),
+  namespace: z.string(),
+  trustDomain: z.string(),
+  identity: z.string(),
+  mtls: z.enum(["strict", "permissive"]),
+  discovery: Discovery,
+  admin: Admin,
+  telemetry: Telemetry,
+  clusters: z.array(Cluster),
+  /** sha256 of the canonical JSON of everything else; set by `sealRuntimeConfig`. */
+  hash: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+};
+
+export const GatewayRuntimeConfig = z.strictObject({
+  ...Common,
+  kind: z.literal("gateway"),
+  hosts: z.array(z.string()),
+  listeners: z.array(Listener).min(1),
+  clientIp: z.strictObject({ trustedHops: z.number().int().min(0).max(10) }),
+  limits: z.strictObject({
+    maxHeaderBytes: bytes,
+    maxBodyBytes: bytes,
+    headerTimeoutMs: ms,
+    requestTimeoutMs: ms,
+    idleTimeoutMs: ms,
+    maxConnections: z.number().int().positive(),
+    drainTimeoutMs: ms,
+  }),
+  auth: z.strictObject({
+    jwt: z.array(JwtProvider),
+    apiKeys: ApiKeys.nullable(),
+    clientCert: z.array(ClientCertProvider),
+    oidc: z.array(OidcProvider),
+  }),
+  rateLimitStore: z.discriminatedUnion("kind", [
+    z.strictObject({ kind: z.literal("local"), replicas: z.number().int().positive() }),
+    z.strictObject({
+      kind: z.literal("redis"),
+      url: z.string(),
+      failMode: z.enum(["open", "closed"]),
+      timeoutMs: ms,
+    }),
+  ]),
+  cacheStore: z.discriminatedUnion("kind", [
+    z.strictObject({ kind: z.literal("memory"), maxBytes: bytes }),
+    z.strictObject({ kind: z.literal("redis"), url: z.string(), maxBytes: bytes }),
+  ]),
+  routes: z.array(GatewayRoute),
+});
+export type GatewayRuntimeConfig = z.infer<typeof GatewayRuntimeConfig>;
+
+export const AuthzRule = z.strictObject({
+  /** Where the rule came from in the spec, for explanations (`services.orders.allow[0]`). */
+  source: z.string(),
+  /** Allowed peer SPIFFE IDs. */
+  from: z.array(z.string()).min(1),
+  /** Empty = every method. */
+  methods: z.array(HttpMethod),
+  /** Path patterns; empty = every path. */
+  paths: z.array(z.string()),
+});
+export type AuthzRule = z.infer<typeof AuthzRule>;
+
+export const ServiceRoutePolicy = z.strictObject({
+  name: z.string(),
+  match: z.strictObject({ path: z.string(), methods: z.array(HttpMethod) }),
+  timeoutMs: ms,
+  retry: RetryPlan,
+});
+
+export const SidecarRuntimeConfig = z.strictObject({
+  ...Common,
+  kind: z.literal("sidecar"),
+  inbound: z.strictObject({
+    port: port,
+    appPort: port,
+    protocol: z.enum(["http1", "http2"]),
+    /** Deny-by-default: a request is allowed only when a rule below matches it. */
+    authz: z.strictObject({ default: z.literal("deny"), rules: z.array(AuthzRule) }),
+    limits: z.strictObject({ maxHeaderBytes: bytes, maxBodyBytes: bytes, headerTimeoutMs: ms }),
+  }),
+  outbound: z.strictObject({
+    port: port,
+    services: z.array(
+      z.strictObject({
+        service: z.string(),
+        cluster: z.string(),
+        timeoutMs: ms,
+        retry: RetryPlan,
+        routes: z.array(ServiceRoutePolicy),
+      }),
+    ),
+  }),
+});
+export type SidecarRuntimeConfig = z.infer<typeof SidecarRuntimeConfig>;
+
+export const RuntimeConfig = z.discriminatedUnion("kind", [GatewayRuntimeConfig, SidecarRuntimeConfig]);
+export type RuntimeConfig = z.infer<typeof RuntimeConfig>;

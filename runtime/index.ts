@@ -1,0 +1,2 @@
+/** The data plane's public surface. Imports nothing from the other folders of the repo. */
+export * from "./contract/index.ts";

@@ -1,0 +1,266 @@
+/** Claims about translate(): determinism, order independence, merging, diagnostics, the contract. */
+import { readFile } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { canonicalJson, loadRuntimeConfig } from "../../runtime/contract/index.ts";
+import { loadSpecFile } from "../../components/spec/load.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import type { MeshSpec } from "../../components/spec/schema.ts";
+import { translate } from "../../components/translate/translate.ts";
+import { allowedEdges, deniedCalls } from "../../policies/index.ts";
+
+const SHOP = new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname;
+const SHOP_TS = new URL("../../examples/shop/mesh.ts", import.meta.url).pathname;
+
+async function shopRaw(): Promise<Record<string, unknown>> {
+  return parse(await readFile(SHOP, "utf8")) as Record<string, unknown>;
+}
+
+function specOf(raw: unknown): MeshSpec {
+  const r = parseSpec(raw);
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.code} ${e.path}: ${e.message}`).join("\n"));
+  return r.spec;
+}
+
+/** A spec as plain data, edited freely by the reordering below. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Loose = any;
+
+/** Reverses the order of every mapping's keys and of the order-free lists of a spec. */
+function reorder(raw: Record<string, unknown>): Record<string, unknown> {
+  const copy: Loose = structuredClone(raw);
+  const reverseKeys = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).reverse());
+  copy.services = reverseKeys(copy.services);
+  for (const svc of Object.values(copy.services) as Loose[]) {
+    if (svc.calls) svc.calls.reverse();
+    for (const rule of svc.allow ?? []) {
+      rule.from.reverse();
+      rule.methods?.reverse();
+      rule.paths?.reverse();
+    }
+    svc.routes?.reverse();
+  }
+  copy.gateway.routes.reverse();
+  copy.gateway.hosts.reverse();
+  return reverseKeys(copy);
+}
+
+describe("translate", () => {
+  it("yaml_and_typescript_variants_of_the_shop_give_the_same_ir", async () => {
+    const [yaml, ts] = await Promise.all([loadSpecFile(SHOP), loadSpecFile(SHOP_TS)]);
+    expect(yaml.ok && ts.ok).toBe(true);
+    if (!yaml.ok || !ts.ok) return;
+    expect(canonicalJson(translate(ts.spec))).toBe(canonicalJson(translate(yaml.spec)));
+  });
+
+  it("is_deterministic", async () => {
+    const spec = specOf(await shopRaw());
+    expect(JSON.stringify(translate(spec))).toBe(JSON.stringify(translate(specOf(await shopRaw()))));
+  });
+
+  it("does_not_depend_on_declaration_order_of_services_routes_and_lists", async () => {
+    const raw = await shopRaw();
+    const a = translate(specOf(raw));
+    const b = translate(specOf(reorder(raw)));
+    expect(JSON.stringify(b.infra)).toBe(JSON.stringify(a.infra));
+    expect(JSON.stringify(b.runtime)).toBe(JSON.stringify(a.runtime));
+  });
+
+  it("does_not_mutate_the_spec", async () => {
+    const spec = specOf(await shopRaw());
+    const before = JSON.stringify(spec);
+    translate(spec);
+    expect(JSON.stringify(spec)).toBe(before);
+  });
+
+  it("every_runtime_config_loads_in_the_data_plane", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const gateway = loadRuntimeConfig(JSON.stringify(runtime.gateway), "gateway");
+    expect(gateway.routes).toHaveLength(13);
+    for (const s of runtime.sidecars)
+      expect(loadRuntimeConfig(JSON.stringify(s), "sidecar").name).toBe(s.name);
+  });
+
+  it("gives_every_workload_a_spiffe_identity_in_the_namespace", async () => {
+    const { infra } = translate(specOf(await shopRaw()));
+    expect(infra.identities.map((i) => i.spiffeId)).toContain("spiffe://shop.example/ns/shop/sa/gateway");
+    expect(infra.identities.map((i) => i.spiffeId)).toContain("spiffe://shop.example/ns/shop/sa/payments");
+    expect(infra.identities).toHaveLength(10);
+  });
+
+  it("authorization_rules_name_peers_by_spiffe_id_and_deny_by_default", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const payments = runtime.sidecars.find((s) => s.name === "payments")!;
+    expect(payments.inbound.authz.default).toBe("deny");
+    expect(payments.inbound.authz.rules).toEqual([
+      {
+        source: "services.payments.allow[0]",
+        from: ["spiffe://shop.example/ns/shop/sa/orders"],
+        methods: ["POST"],
+        paths: ["/payments"],
+      },
+      {
+        source: "services.payments.allow[1]",
+        from: ["spiffe://shop.example/ns/shop/sa/orders"],
+        methods: ["GET"],
+        paths: ["/payments/{id}"],
+      },
+    ]);
+  });
+
+  it("sidecars_get_clusters_only_for_declared_callees", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const orders = runtime.sidecars.find((s) => s.name === "orders")!;
+    expect(orders.clusters.map((c) => c.name)).toEqual(["inventory", "notifications", "payments", "users"]);
+    expect(orders.clusters.every((c) => c.tls.mode === "mtls")).toBe(true);
+    expect(runtime.sidecars.find((s) => s.name === "payments")!.clusters).toEqual([]);
+  });
+
+  it("callers_apply_the_callees_per_route_overrides", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const toPayments = runtime.sidecars
+      .find((s) => s.name === "orders")!
+      .outbound.services.find((s) => s.service === "payments")!;
+    expect(toPayments.timeoutMs).toBe(4000);
+    const charge = toPayments.routes.find((r) => r.name === "charge")!;
+    expect(charge.timeoutMs).toBe(3000);
+    expect(charge.retry.attempts).toBe(0);
+    const status = toPayments.routes.find((r) => r.name === "status")!;
+    expect(status.retry).toMatchObject({
+      attempts: 3,
+      perTryTimeoutMs: 300,
+      retryOn: ["503", "504", "connect-failure", "reset"],
+    });
+  });
+
+  it("routes_inherit_timeout_and_retries_from_their_heaviest_backend", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const route = (n: string) => runtime.gateway!.routes.find((r) => r.name === n)!;
+    expect(route("list-orders").timeoutMs).toBe(3000); // orders.timeout
+    expect(route("list-products").timeoutMs).toBe(2000); // catalog (weight 90): mesh default
+    expect(route("get-order").timeoutMs).toBe(1500); // route override
+    expect(route("get-order").retry).toMatchObject({ attempts: 3, perTryTimeoutMs: 300 });
+    expect(route("get-order").retry.budget).toEqual({ ratio: 0.2, minPerSecond: 10 }); // merged from the mesh
+  });
+
+  it("fleet_rate_limits_use_redis_when_configured_else_local_per_replica", async () => {
+    const raw = await shopRaw();
+    expect(translate(specOf(raw)).runtime.gateway!.rateLimitStore).toEqual({
+      kind: "redis",
+      url: "redis://redis.shop.svc.cluster.local:6379",
+      failMode: "open",
+      timeoutMs: 50,
+    });
+    delete (raw.gateway as Record<string, unknown>).rateLimitStore;
+    expect(translate(specOf(raw)).runtime.gateway!.rateLimitStore).toEqual({ kind: "local", replicas: 2 });
+  });
+
+  it("public_routes_are_marked_public_and_authenticated_routes_list_their_mechanisms", async () => {
+    const { runtime } = translate(specOf(await shopRaw()));
+    const route = (n: string) => runtime.gateway!.routes.find((r) => r.name === n)!;
+    expect(route("search").auth).toMatchObject({ public: true, anyOf: [] });
+    expect(route("list-orders").auth).toMatchObject({
+      public: false,
+      anyOf: [{ kind: "jwt", provider: "main" }],
+      scopes: ["orders:read"],
+    });
+    expect(route("partner-stock").auth).toMatchObject({
+      public: false,
+      anyOf: [{ kind: "apiKey" }],
+      groups: ["partners"],
+    });
+    for (const r of runtime.gateway!.routes) expect(r.auth.public || r.auth.anyOf.length > 0).toBe(true);
+  });
+
+  it("edges_are_declared_calls_and_allow_rules_nothing_else", async () => {
+    const { infra } = translate(specOf(await shopRaw()));
+    const allowed = allowedEdges(infra).map((e) => `${e.from}->${e.to}`);
+    expect(allowed).toContain("gateway->orders");
+    expect(allowed).toContain("orders->payments");
+    expect(allowed).not.toContain("gateway->payments");
+    expect(allowed).toContain("internet->gateway");
+    expect(deniedCalls(infra)).toEqual([]);
+  });
+
+  it("warns_about_a_declared_call_the_callee_denies", () => {
+    const r = translate(
+      specOf({
+        name: "m",
+        trustDomain: "m.example",
+        services: {
+          a: { image: "r/a:1", port: 80, calls: ["b"] },
+          b: { image: "r/b:1", port: 80, allow: [{ from: ["c"] }] },
+          c: { image: "r/c:1", port: 80, calls: ["b"] },
+        },
+      }),
+    );
+    expect(r.diagnostics).toContainEqual(
+      expect.objectContaining({
+        code: "W_SPEC_CALL_NOT_ALLOWED",
+        path: "services.a.calls[0]",
+        severity: "warning",
+      }),
+    );
+    expect(deniedCalls(r.infra).map((e) => `${e.from}->${e.to}`)).toEqual(["a->b"]);
+  });
+
+  it("warns_when_a_gateway_route_targets_a_service_that_denies_the_gateway", () => {
+    const r = translate(
+      specOf({
+        name: "m",
+        trustDomain: "m.example",
+        services: { a: { image: "r/a:1", port: 80 } },
+        gateway: {
+          hosts: ["a.example"],
+          routes: [
+            { name: "r", match: { path: "/" }, to: "a", public: true, rateLimit: { requests: 1, per: "1s" } },
+          ],
+        },
+      }),
+    );
+    expect(r.diagnostics).toContainEqual(
+      expect.objectContaining({ code: "W_SPEC_CALL_NOT_ALLOWED", path: "gateway.routes[0].to" }),
+    );
+  });
+
+  it("warns_about_public_routes_without_rate_limit_and_unsafe_retries", () => {
+    const r = translate(
+      specOf({
+        name: "m",
+        trustDomain: "m.example",
+        services: { a: { image: "r/a:1", port: 80, allow: [{ from: ["gateway"] }] } },
+        gateway: {
+          hosts: ["a.example"],
+          routes: [
+            { name: "open", match: { path: "/open" }, to: "a", public: true },
+            {
+              name: "pay",
+              match: { path: "/pay", methods: ["POST"] },
+              to: "a",
+              public: true,
+              rateLimit: { requests: 1, per: "1s" },
+              retries: { attempts: 2, on: ["5xx"] },
+            },
+            {
+              name: "safe",
+              match: { path: "/safe", methods: ["POST"] },
+              to: "a",
+              public: true,
+              rateLimit: { requests: 1, per: "1s" },
+              retries: { attempts: 2, on: ["connect-failure"] },
+            },
+          ],
+        },
+      }),
+    );
+    const codes = r.diagnostics.map((d) => `${d.code} ${d.path}`);
+    expect(codes).toContain("W_SPEC_PUBLIC_ROUTE_UNLIMITED gateway.routes[0]");
+    expect(codes).toContain("W_SPEC_RETRY_UNSAFE_METHOD gateway.routes[1].retries");
+    expect(codes).not.toContain("W_SPEC_RETRY_UNSAFE_METHOD gateway.routes[2].retries");
+  });
+
+  it("the_shop_example_has_no_warnings", async () => {
+    const { diagnostics } = translate(specOf(await shopRaw()));
+    expect(diagnostics.filter((d) => d.severity === "warning")).toEqual([]);
+  });
+});

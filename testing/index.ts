@@ -1,0 +1,2 @@
+/** meshgate/testing: helpers for tests and benchmarks (synthetic specs). */
+export * from "./generate.ts";
