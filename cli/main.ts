@@ -115,6 +115,41 @@ const COMMANDS: Record<string, Command> = {
       return 0;
     },
   },
+  gateway: {
+    summary: "run the edge gateway from a RuntimeConfig file (what the gateway container runs)",
+    usage: "meshgate gateway --config FILE [--host ADDR] [--admin-port PORT]",
+    details:
+      "FILE is a gateway RuntimeConfig (meshgate translate SPEC --out DIR writes DIR/gateway.json).\n" +
+      "Prints the listener and admin URLs once serving. Reloads on SIGHUP and when FILE changes (an invalid\n" +
+      "file is rejected whole and the old config keeps serving); SIGTERM/SIGINT drain in-flight requests\n" +
+      "and exit; a second signal forces the exit.",
+    options: {
+      config: { type: "string" },
+      host: { type: "string" },
+      "admin-port": { type: "string" },
+      help,
+    },
+    async run(_positionals, values, io) {
+      if (typeof values.config !== "string") throw new UsageError("missing --config FILE");
+      const adminPort = values["admin-port"];
+      if (adminPort !== undefined && !/^[0-9]{1,5}$/.test(String(adminPort))) {
+        throw new UsageError(`--admin-port must be a port number, got ${JSON.stringify(adminPort)}`);
+      }
+      const { runGateway } = await import("../runtime/gateway/main.ts");
+      try {
+        await runGateway({
+          configPath: values.config,
+          ...(typeof values.host === "string" ? { host: values.host } : {}),
+          ...(adminPort !== undefined ? { adminPort: Number(adminPort) } : {}),
+        });
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        io.err(`meshgate gateway: ${e.message}${e.code ? ` [${e.code}]` : ""}`);
+        return 1;
+      }
+      return new Promise<number>(() => {}); // serves until a signal ends the process
+    },
+  },
 };
 
 function requireSpec(file: string | undefined): string {

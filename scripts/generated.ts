@@ -8,6 +8,7 @@ import { DEFAULTS } from "../components/spec/defaults.ts";
 import { SpecErrorCatalog } from "../components/spec/errors.ts";
 import { specJsonSchema } from "../components/spec/json-schema.ts";
 import { RuntimeErrorCatalog } from "../runtime/contract/errors.ts";
+import { GatewayErrorCatalog } from "../runtime/gateway/errors.ts";
 
 export interface Artefact {
   path: string;
@@ -23,6 +24,7 @@ export function artefacts(): Artefact[] {
   let readme = readFileSync(new URL("README.md", ROOT), "utf8");
   readme = replaceSection(readme, "errors", errorTable());
   readme = replaceSection(readme, "defaults", defaultsTable());
+  readme = replaceSection(readme, "gateway-errors", gatewayErrorTable());
   return [
     { path: "schema/mesh.schema.json", content: `${JSON.stringify(schema, null, 2)}\n` },
     { path: "docs/spec-reference.md", content: specReference(schema) },
@@ -56,6 +58,14 @@ export function errorTable(): string {
       ...rows.map(([c, l, t]) => `| \`${c}\` | ${l} | ${cell(t!)} |`),
     ].join("\n") + "\n"
   );
+}
+
+export function gatewayErrorTable(): string {
+  const rows = Object.entries(GatewayErrorCatalog).map(
+    ([code, [status, text]]) =>
+      `| \`${code}\` | ${status === 0 ? "from the rule" : status} | ${cell(text)} |`,
+  );
+  return ["| `x-meshgate-error` | status | meaning |", "|---|---|---|", ...rows].join("\n") + "\n";
 }
 
 export function defaultsTable(): string {

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { SpecErrorCatalog } from "../../components/spec/errors.ts";
 import { RuntimeErrorCatalog } from "../../runtime/contract/errors.ts";
+import { GatewayErrorCatalog } from "../../runtime/gateway/errors.ts";
 import { artefacts } from "../../scripts/generated.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -23,6 +24,14 @@ describe("generated artefacts", () => {
     const listed = [...readme.matchAll(/^\| `([EW]_[A-Z_]+)` \|/gm)].map((m) => m[1]);
     const catalog = [...Object.keys(SpecErrorCatalog), ...Object.keys(RuntimeErrorCatalog)];
     expect(listed.sort()).toEqual(catalog.sort());
+  });
+
+  it("readme_lists_every_gateway_error_code", () => {
+    const readme = read("README.md");
+    const listed = [...readme.matchAll(/^\| `([a-z_]+)` \| (?:[0-9]{3}|from the rule) \|/gm)].map(
+      (m) => m[1],
+    );
+    expect(listed.sort()).toEqual(Object.keys(GatewayErrorCatalog).sort());
   });
 
   it("every_code_used_in_the_source_is_in_a_catalog", () => {

@@ -1,0 +1,172 @@
+/**
+ * decide(): the pure decision for one request at the gateway — the single source of truth shared by the
+ * gateway (per request), the policies (on synthetic requests, before deploy) and the tests.
+ *
+ * Given the compiled config and the request facts it returns a value: the route with everything the
+ * proxy needs (canonical path, captured params, upstream path after rewrite, auth requirement, backends,
+ * timeout and retry plan), or a reject with its HTTP status, a stable code and the reason. It never throws
+ * for a request, never reads the clock or randomness, and does no I/O.
+ */
+import type {
+  GatewayRoute,
+  GatewayRuntimeConfig,
+  RetryPlan,
+  RouteAction,
+  RouteAuth,
+} from "../contract/schema.ts";
+import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
+import { Router, type CompiledRoute } from "./router.ts";
+
+export type RejectCode =
+  "bad_request_target" | "bad_host" | "host_not_served" | "no_route" | "method_not_allowed";
+
+export interface RejectDecision {
+  readonly kind: "reject";
+  readonly status: 400 | 404 | 405;
+  readonly code: RejectCode;
+  /** For bad_request_target: which canonicalization rule refused the target. */
+  readonly reason: TargetRejectReason | null;
+  readonly detail: string;
+  /** For method_not_allowed: the methods the path accepts. */
+  readonly allow: readonly string[];
+}
+
+export interface RouteDecision {
+  readonly kind: "route";
+  readonly route: CompiledRoute;
+  /** Canonical host (lower-case, no port). */
+  readonly host: string;
+  /** The canonical path: what was matched, and what authorization and rate limits see. */
+  readonly path: string;
+  readonly query: string;
+  readonly params: Readonly<Record<string, string>>;
+  /** Path and query sent upstream (the canonical path, or the rewrite with params substituted). */
+  readonly upstreamPath: string;
+  /** Host header sent upstream when the route rewrites it, else null (keep the client's). */
+  readonly upstreamHost: string | null;
+  readonly action: RouteAction;
+  readonly auth: RouteAuth;
+  readonly timeoutMs: number;
+  readonly retry: RetryPlan;
+}
+
+export type Decision = RouteDecision | RejectDecision;
+
+/** The facts of a request that decide() reads. */
+export interface GatewayRequestFacts {
+  readonly method: string;
+  /** The raw request target as received (`req.url`). */
+  readonly target: string;
+  /** The Host header (or :authority), raw. */
+  readonly host: string | undefined;
+  /** Header lookup by lower-case name (first value). */
+  readonly header: (name: string) => string | undefined;
+}
+
+type TemplatePart = string | { readonly param: string };
+
+export interface CompiledGateway {
+  readonly config: GatewayRuntimeConfig;
+  readonly router: Router;
+  readonly mergeSlashes: boolean;
+  /** Gateway hosts; empty = every host. */
+  readonly exactHosts: ReadonlySet<string>;
+  readonly wildcardSuffixes: readonly string[];
+  readonly rewrites: ReadonlyMap<string, readonly TemplatePart[]>;
+}
+
+/** Compiles a gateway config once (at load and at each reload); decide() then only reads it. */
+export function compileGateway(config: GatewayRuntimeConfig): CompiledGateway {
+  const rewrites = new Map<string, readonly TemplatePart[]>();
+  for (const r of config.routes) {
+    if (r.action.kind === "forward" && r.action.rewrite?.path)
+      rewrites.set(r.name, compileTemplate(r.action.rewrite.path));
+  }
+  return {
+    config,
+    router: new Router(config.routes),
+    mergeSlashes: true,
+    exactHosts: new Set(config.hosts.filter((h) => !h.startsWith("*."))),
+    wildcardSuffixes: config.hosts.filter((h) => h.startsWith("*.")).map((h) => h.slice(1)),
+    rewrites,
+  };
+}
+
+function compileTemplate(template: string): TemplatePart[] {
+  const parts: TemplatePart[] = [];
+  let last = 0;
+  for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) {
+    if (m.index > last) parts.push(template.slice(last, m.index));
+    parts.push({ param: m[1]! });
+    last = m.index + m[0].length;
+  }
+  if (last < template.length) parts.push(template.slice(last));
+  return parts;
+}
+
+const reject = (
+  status: RejectDecision["status"],
+  code: RejectCode,
+  detail: string,
+  reason: TargetRejectReason | null = null,
+  allow: readonly string[] = [],
+): RejectDecision => ({ kind: "reject", status, code, reason, detail, allow });
+
+export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decision {
+  const target = canonicalizeTarget(facts.target, { mergeSlashes: gw.mergeSlashes });
+  if (!target.ok) return reject(400, "bad_request_target", target.detail, target.reason);
+  const host = target.host ?? canonicalHost(facts.host);
+  if (host === null) return reject(400, "bad_host", "missing or malformed Host header");
+  if (!servesHost(gw, host))
+    return reject(404, "host_not_served", `this gateway does not serve host ${host}`);
+
+  const match = gw.router.match(host, {
+    method: facts.method,
+    path: target.path,
+    query: target.query,
+    header: facts.header,
+  });
+  if (match.kind === "no-route")
+    return reject(404, "no_route", `no route matches ${facts.method} ${target.path}`);
+  if (match.kind === "method-not-allowed") {
+    return reject(
+      405,
+      "method_not_allowed",
+      `${facts.method} is not allowed on ${target.path}`,
+      null,
+      match.allow,
+    );
+  }
+  const route: GatewayRoute = match.route.config;
+  const template = gw.rewrites.get(route.name);
+  const upstreamPathOnly = template ? fill(template, match.params) : target.path;
+  const rewriteHost = route.action.kind === "forward" ? (route.action.rewrite?.host ?? null) : null;
+  return {
+    kind: "route",
+    route: match.route,
+    host,
+    path: target.path,
+    query: target.query,
+    params: match.params,
+    upstreamPath: target.query ? `${upstreamPathOnly}?${target.query}` : upstreamPathOnly,
+    upstreamHost: rewriteHost,
+    action: route.action,
+    auth: route.auth,
+    timeoutMs: route.timeoutMs,
+    retry: route.retry,
+  };
+}
+
+function servesHost(gw: CompiledGateway, host: string): boolean {
+  if (gw.exactHosts.size === 0 && gw.wildcardSuffixes.length === 0) return true;
+  if (gw.exactHosts.has(host)) return true;
+  for (const suffix of gw.wildcardSuffixes)
+    if (host.endsWith(suffix) && host.length > suffix.length) return true;
+  return false;
+}
+
+function fill(template: readonly TemplatePart[], params: Readonly<Record<string, string>>): string {
+  let out = "";
+  for (const part of template) out += typeof part === "string" ? part : (params[part.param] ?? "");
+  return out;
+}

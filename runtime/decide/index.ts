@@ -1,0 +1,15 @@
+export { canonicalizeTarget, canonicalHost } from "./canonical.ts";
+export type { CanonicalTarget, CanonicalizeOptions, TargetRejectReason } from "./canonical.ts";
+export { parsePathPattern, isPatternError } from "./pattern.ts";
+export type { PathPattern, PatternSegment } from "./pattern.ts";
+export { Router } from "./router.ts";
+export type { CompiledRoute, RouterResult, RouteQuery } from "./router.ts";
+export { compileGateway, decide } from "./decide.ts";
+export type {
+  CompiledGateway,
+  Decision,
+  GatewayRequestFacts,
+  RejectCode,
+  RejectDecision,
+  RouteDecision,
+} from "./decide.ts";

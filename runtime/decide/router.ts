@@ -1,0 +1,250 @@
+/**
+ * The compiled router: routes compiled once into a segment trie per host, so a lookup costs O(segments
+ * of the path), independent of the number of routes.
+ *
+ * Precedence (documented in the README; a route's position in the config never matters):
+ *  1. host: an exact host beats a wildcard host (longer suffix first), which beats routes without hosts;
+ *  2. path, compared segment by segment from the left: at the first segment where two patterns differ,
+ *     a literal beats `*`/`{param}`, which beats `**`; so the more specific prefix wins;
+ *  3. among routes with the same path pattern: routes naming methods beat routes without, then more
+ *     header/query conditions beat fewer, then the route name (alphabetical) breaks the tie.
+ * A request whose path matches routes that all refuse its method gets 405 with `Allow`; otherwise 404.
+ */
+import type { GatewayRoute, HttpMethod } from "../contract/schema.ts";
+import { isPatternError, parsePathPattern } from "./pattern.ts";
+
+interface Condition {
+  readonly name: string;
+  readonly test: (value: string | undefined) => boolean;
+}
+
+export interface CompiledRoute {
+  readonly config: GatewayRoute;
+  readonly name: string;
+  /** null = every method. */
+  readonly methods: ReadonlySet<string> | null;
+  readonly headers: readonly Condition[];
+  readonly query: readonly Condition[];
+  /** Names of the wildcard segments in order (null for `*`), for captures. */
+  readonly captureNames: readonly (string | null)[];
+  readonly source: string;
+}
+
+interface Node {
+  literal: Map<string, Node> | null;
+  wildcard: Node | null;
+  /** Routes ending here exactly. */
+  end: CompiledRoute[];
+  /** Routes ending here with `**` (zero or more further segments). */
+  rest: CompiledRoute[];
+}
+
+const newNode = (): Node => ({ literal: null, wildcard: null, end: [], rest: [] });
+
+/** The request facts the router reads. Header names are lower-case. */
+export interface RouteQuery {
+  readonly method: string;
+  /** Canonical path (from canonicalizeTarget). */
+  readonly path: string;
+  /** Raw query string (without "?"). */
+  readonly query: string;
+  readonly header: (name: string) => string | undefined;
+}
+
+export type RouterResult =
+  | {
+      readonly kind: "matched";
+      readonly route: CompiledRoute;
+      readonly params: Readonly<Record<string, string>>;
+    }
+  | { readonly kind: "method-not-allowed"; readonly allow: readonly string[] }
+  | { readonly kind: "no-route" };
+
+export class Router {
+  private readonly exact = new Map<string, Node>();
+  private readonly wildcards: { suffix: string; root: Node }[] = [];
+  private readonly anyHost: Node = newNode();
+  readonly routes: readonly CompiledRoute[];
+
+  constructor(routes: readonly GatewayRoute[]) {
+    const compiled = routes.map(compileRoute);
+    this.routes = compiled;
+    for (const r of compiled) {
+      const hosts = r.config.match.hosts;
+      if (hosts.length === 0) insert(this.anyHost, r);
+      for (const h of hosts) {
+        if (h.startsWith("*.")) {
+          const suffix = h.slice(1);
+          let entry = this.wildcards.find((w) => w.suffix === suffix);
+          if (!entry) {
+            entry = { suffix, root: newNode() };
+            this.wildcards.push(entry);
+          }
+          insert(entry.root, r);
+        } else {
+          let root = this.exact.get(h);
+          if (!root) this.exact.set(h, (root = newNode()));
+          insert(root, r);
+        }
+      }
+    }
+    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length || a.suffix.localeCompare(b.suffix));
+    for (const root of [this.anyHost, ...this.exact.values(), ...this.wildcards.map((w) => w.root)])
+      sortTree(root);
+  }
+
+  /** Finds the route for a request on a canonical host (lower-case, no port). */
+  match(host: string, q: RouteQuery): RouterResult {
+    // "/" has no segments; "/a/" has two ("a" and ""), so a trailing slash is a distinct path.
+    const segments = q.path === "/" ? [] : q.path.slice(1).split("/");
+    const state: MatchState = { q, segments, captures: [], allow: null, params: null };
+    const roots: Node[] = [];
+    const exact = this.exact.get(host);
+    if (exact) roots.push(exact);
+    for (const w of this.wildcards)
+      if (host.endsWith(w.suffix) && host.length > w.suffix.length) roots.push(w.root);
+    roots.push(this.anyHost);
+    for (const root of roots) {
+      const route = walk(root, 0, state);
+      if (route) return { kind: "matched", route, params: state.params ?? EMPTY };
+    }
+    if (state.allow) return { kind: "method-not-allowed", allow: [...state.allow].sort() };
+    return { kind: "no-route" };
+  }
+}
+
+const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
+
+interface MatchState {
+  readonly q: RouteQuery;
+  readonly segments: readonly string[];
+  readonly captures: string[];
+  allow: Set<string> | null;
+  params: Record<string, string> | null;
+  parsedQuery?: URLSearchParams;
+}
+
+function walk(node: Node, i: number, s: MatchState): CompiledRoute | null {
+  if (i === s.segments.length) return pick(node.end, s) ?? pick(node.rest, s);
+  const seg = s.segments[i]!;
+  const lit = node.literal?.get(seg);
+  if (lit) {
+    const r = walk(lit, i + 1, s);
+    if (r) return r;
+  }
+  if (node.wildcard && seg !== "") {
+    s.captures.push(seg);
+    const r = walk(node.wildcard, i + 1, s);
+    if (r) return r;
+    s.captures.pop();
+  }
+  return pick(node.rest, s);
+}
+
+/** The first route of a node list (already in precedence order) whose conditions hold. */
+function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | null {
+  for (const r of list) {
+    if (!conditionsHold(r, s)) continue;
+    if (r.methods && !r.methods.has(s.q.method)) {
+      const allow = (s.allow ??= new Set());
+      for (const m of r.methods) allow.add(m);
+      continue;
+    }
+    if (r.captureNames.length > 0) {
+      const params: Record<string, string> = {};
+      r.captureNames.forEach((n, k) => {
+        if (n !== null) params[n] = s.captures[k]!;
+      });
+      s.params = params;
+    }
+    return r;
+  }
+  return null;
+}
+
+function conditionsHold(r: CompiledRoute, s: MatchState): boolean {
+  for (const c of r.headers) if (!c.test(s.q.header(c.name))) return false;
+  if (r.query.length > 0) {
+    const params = (s.parsedQuery ??= new URLSearchParams(s.q.query));
+    for (const c of r.query) if (!c.test(params.get(c.name) ?? undefined)) return false;
+  }
+  return true;
+}
+
+function insert(root: Node, r: CompiledRoute): void {
+  const parsed = parsePathPattern(r.config.match.path);
+  if (isPatternError(parsed)) throw new Error(`route ${r.name}: ${parsed.error}`);
+  let node = root;
+  for (const seg of parsed.segments) {
+    if (seg.kind === "rest") {
+      node.rest.push(r);
+      return;
+    }
+    if (seg.kind === "literal") {
+      node.literal ??= new Map();
+      let next = node.literal.get(seg.value);
+      if (!next) node.literal.set(seg.value, (next = newNode()));
+      node = next;
+    } else {
+      node = node.wildcard ??= newNode();
+    }
+  }
+  node.end.push(r);
+}
+
+function precedence(a: CompiledRoute, b: CompiledRoute): number {
+  return (
+    Number(b.methods !== null) - Number(a.methods !== null) ||
+    b.headers.length + b.query.length - (a.headers.length + a.query.length) ||
+    (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+  );
+}
+
+function sortTree(node: Node): void {
+  node.end.sort(precedence);
+  node.rest.sort(precedence);
+  if (node.literal) for (const child of node.literal.values()) sortTree(child);
+  if (node.wildcard) sortTree(node.wildcard);
+}
+
+function compileCondition(c: GatewayRoute["match"]["headers"][number]): Condition {
+  const name = c.name.toLowerCase();
+  switch (c.kind) {
+    case "exact": {
+      const v = c.value ?? "";
+      return { name, test: (x) => x === v };
+    }
+    case "prefix": {
+      const v = c.value ?? "";
+      return { name, test: (x) => x !== undefined && x.startsWith(v) };
+    }
+    case "regex": {
+      // Full-match semantics (as Envoy's RE2 matchers): the whole value must match.
+      const re = new RegExp(`^(?:${c.value ?? ""})$`);
+      return { name, test: (x) => x !== undefined && re.test(x) };
+    }
+    case "present":
+      return { name, test: (x) => x !== undefined };
+    case "absent":
+      return { name, test: (x) => x === undefined };
+  }
+}
+
+function compileRoute(config: GatewayRoute): CompiledRoute {
+  const parsed = parsePathPattern(config.match.path);
+  if (isPatternError(parsed)) throw new Error(`route ${config.name}: ${parsed.error}`);
+  const captureNames: (string | null)[] = [];
+  for (const seg of parsed.segments) {
+    if (seg.kind === "param") captureNames.push(seg.name);
+    else if (seg.kind === "any") captureNames.push(null);
+  }
+  return {
+    config,
+    name: config.name,
+    methods: config.match.methods.length > 0 ? new Set<HttpMethod>(config.match.methods) : null,
+    headers: config.match.headers.map(compileCondition),
+    query: config.match.query.map(compileCondition),
+    captureNames,
+    source: config.match.path,
+  };
+}

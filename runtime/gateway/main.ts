@@ -1,0 +1,51 @@
+/**
+ * `meshgate gateway --config FILE`: the process containers run. Reloads on SIGHUP and when the file
+ * changes (Kubernetes updates mounted ConfigMaps in place); drains and exits on SIGTERM/SIGINT.
+ */
+import { watch } from "node:fs";
+import { readFile } from "node:fs/promises";
+import pino from "pino";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import { startGateway } from "./server.ts";
+
+export interface RunGatewayOptions {
+  configPath: string;
+  host?: string;
+  adminPort?: number;
+}
+
+export async function runGateway(opts: RunGatewayOptions): Promise<void> {
+  const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
+  const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
+  const gateway = await startGateway({
+    config,
+    configPath: opts.configPath,
+    ...(opts.host ? { host: opts.host } : {}),
+    ...(opts.adminPort !== undefined ? { ports: { admin: opts.adminPort } } : {}),
+    logger: log,
+  });
+  process.stdout.write(
+    `${Object.entries(gateway.ports.listeners)
+      .map(([name, port]) => `gateway ${name} http://127.0.0.1:${port}`)
+      .join("\n")}\nadmin http://127.0.0.1:${gateway.ports.admin}\n`,
+  );
+
+  let timer: NodeJS.Timeout | null = null;
+  const watcher = watch(opts.configPath, () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void gateway.reload(), 100);
+  });
+  process.on("SIGHUP", () => void gateway.reload());
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ event: "forced_exit", signal });
+      process.exit(1);
+    }
+    stopping = true;
+    watcher.close();
+    void gateway.drain().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}

@@ -1,0 +1,612 @@
+/**
+ * The edge gateway: HTTP/1.1 listeners, decide() per request, forwarding through undici pools, an admin
+ * listener, atomic config reload and graceful drain.
+ *
+ * Per request: header hygiene → decide() (canonical path, route, rewrite) → authentication requirement
+ * (fail closed) → body limit → fault injection → backend and endpoint choice → forward → access log and
+ * metrics. A reload compiles a whole new state and swaps one reference; requests in flight keep the
+ * state they started with.
+ */
+import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { Transform, type Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import pino, { type Logger } from "pino";
+import type { Dispatcher } from "undici";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
+import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { EXPOSITION_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
+import {
+  checkRequestHeaders,
+  clientAddress,
+  downstreamResponseHeaders,
+  requestId,
+  upstreamRequestHeaders,
+} from "./headers.ts";
+import type { GatewayErrorCode } from "./errors.ts";
+import { redactConfig } from "./redact.ts";
+
+export interface GatewayOptions {
+  /** A loaded, validated config (loadRuntimeConfig). */
+  config: GatewayRuntimeConfig;
+  /** The file reload() reads. */
+  configPath?: string;
+  /** Address to bind; default "0.0.0.0". */
+  host?: string;
+  /** Port overrides (0 = any free port), by listener name and for the admin listener. */
+  ports?: { listeners?: Record<string, number>; admin?: number };
+  logger?: Logger;
+}
+
+export type ReloadResult =
+  { ok: true; hash: string; changed: boolean } | { ok: false; error: string; code: string };
+
+export interface GatewayHandle {
+  /** Bound ports by listener name, and the admin port. */
+  readonly ports: { listeners: Record<string, number>; admin: number };
+  readonly metrics: MetricsRegistry;
+  /** The hash of the config now serving. */
+  currentHash(): string;
+  /** Validates and swaps in a new config (from `text`, or re-read from configPath); the old keeps serving on failure. */
+  reload(text?: string): Promise<ReloadResult>;
+  /** Stops accepting, finishes in-flight requests (up to the drain timeout), then closes everything. */
+  drain(): Promise<void>;
+}
+
+interface State {
+  readonly config: GatewayRuntimeConfig;
+  readonly compiled: CompiledGateway;
+  readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+}
+
+const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+const codeClass = (status: number) => CODE_CLASSES[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!;
+
+export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
+  const log = options.logger ?? pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
+  const bindHost = options.host ?? "0.0.0.0";
+  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024 });
+
+  // ── metrics ──
+  const metrics = new MetricsRegistry({ prefix: "meshgate_" });
+  registerProcessMetrics(metrics);
+  const mRequests = metrics.counter(
+    "requests_total",
+    "Requests answered by the gateway, by route and status class.",
+    ["proxy", "route", "code_class"],
+  );
+  const mDuration = metrics.histogram(
+    "request_duration_seconds",
+    "Time from request to response end, by route.",
+    ["proxy", "route"],
+  );
+  const mErrors = metrics.counter(
+    "gateway_errors_total",
+    "Error responses the gateway generated itself, by error code.",
+    ["proxy", "code"],
+  );
+  const mUpstream = metrics.counter("upstream_requests_total", "Upstream attempts, by cluster and outcome.", [
+    "proxy",
+    "cluster",
+    "outcome",
+  ]);
+  const mInFlight = metrics
+    .gauge("requests_in_flight", "Requests being handled.", ["proxy"])
+    .labels("gateway");
+  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
+    "proxy",
+    "result",
+  ]);
+  const mConfig = metrics.gauge(
+    "config_info",
+    "The config serving now (value 1), by content hash.",
+    ["proxy", "hash"],
+    {
+      maxChildren: 4,
+    },
+  );
+  const mFaults = metrics.counter("faults_injected_total", "Faults injected by route fault rules.", [
+    "proxy",
+    "route",
+    "kind",
+  ]);
+
+  // ── state ──
+  async function buildState(config: GatewayRuntimeConfig): Promise<State> {
+    const compiled = compileGateway(config);
+    const clusters = new Map<string, UpstreamCluster>();
+    for (const c of config.clusters) {
+      const cluster = new UpstreamCluster(c, config.discovery, pools, (m) =>
+        log.warn({ event: "discovery" }, m),
+      );
+      await cluster.start();
+      clusters.set(c.name, cluster);
+    }
+    return { config, compiled, clusters };
+  }
+
+  let state = await buildState(options.config);
+  mConfig.labels("gateway", state.config.hash).set(1);
+  let draining = false;
+  let inFlight = 0;
+  let idleWaiters: (() => void)[] = [];
+  const finished = () => {
+    inFlight--;
+    mInFlight.dec();
+    if (inFlight === 0 && idleWaiters.length) {
+      for (const w of idleWaiters) w();
+      idleWaiters = [];
+    }
+  };
+
+  // ── request handling ──
+  function respondError(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    code: GatewayErrorCode,
+    message: string,
+    extra?: Record<string, string>,
+  ): void {
+    const body = JSON.stringify({ error: { code, message } });
+    if (!res.headersSent) {
+      res.writeHead(status, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        "x-meshgate-error": code,
+        ...(draining ? { connection: "close" } : {}),
+        ...extra,
+      });
+    }
+    res.end(req.method === "HEAD" ? undefined : body);
+    mErrors.labels("gateway", code).inc();
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const current = state;
+    const started = performance.now();
+    const reqId = requestId(req.headers["x-request-id"], randomUUID);
+    let routeName = "none";
+    let outcome = "";
+    let upstreamKey = "";
+    res.once("close", () => {
+      const seconds = (performance.now() - started) / 1000;
+      const status = res.statusCode;
+      mRequests.labels("gateway", routeName, codeClass(status)).inc();
+      mDuration.labels("gateway", routeName).observe(seconds);
+      if (current.config.telemetry.accessLog.enabled) {
+        log.info({
+          event: "access",
+          requestId: reqId,
+          method: req.method,
+          path: accessPath,
+          route: routeName,
+          status,
+          completed: res.writableFinished,
+          durationMs: Math.round(seconds * 1e6) / 1e3,
+          upstream: upstreamKey || undefined,
+          outcome: outcome || undefined,
+          client: client,
+        });
+      }
+      finished();
+    });
+
+    const peer = req.socket.remoteAddress ?? "";
+    const { client, forwardedFor } = clientAddress(
+      req.headers["x-forwarded-for"],
+      peer,
+      current.config.clientIp.trustedHops,
+    );
+    let accessPath = "";
+
+    if (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1)) {
+      res.shouldKeepAlive = false;
+      return respondError(
+        req,
+        res,
+        505,
+        "http_version_not_supported",
+        `HTTP/${req.httpVersion} is not supported`,
+      );
+    }
+    const headerProblem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
+    if (headerProblem) {
+      res.shouldKeepAlive = false;
+      return respondError(req, res, 400, headerProblem.code, headerProblem.detail);
+    }
+    const d = decide(current.compiled, {
+      method: req.method ?? "GET",
+      target: req.url ?? "",
+      host: req.headers.host,
+      header: (n) => {
+        const v = req.headers[n];
+        return Array.isArray(v) ? v[0] : v;
+      },
+    });
+    if (d.kind === "reject") {
+      accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      return respondError(
+        req,
+        res,
+        d.status,
+        d.code,
+        d.detail,
+        d.allow.length ? { allow: d.allow.join(", ") } : undefined,
+      );
+    }
+    routeName = d.route.name;
+    accessPath = d.path;
+
+    if (!d.auth.public) {
+      // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
+      return respondError(req, res, 401, "unauthenticated", "this route requires authentication", {
+        "www-authenticate": 'Bearer realm="meshgate"',
+      });
+    }
+
+    const declared = req.headers["content-length"];
+    const limit = d.route.config.limits.maxBodyBytes;
+    if (declared !== undefined && Number(declared) > limit) {
+      res.shouldKeepAlive = false;
+      return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+    }
+
+    const fault = d.route.config.fault;
+    if (fault?.abort && Math.random() * 100 < fault.abort.percent) {
+      mFaults.labels("gateway", routeName, "abort").inc();
+      return respondError(
+        req,
+        res,
+        fault.abort.status,
+        "fault_injected",
+        "fault injected by the route's fault rule",
+      );
+    }
+    if (fault?.delay && Math.random() * 100 < fault.delay.percent) {
+      mFaults.labels("gateway", routeName, "delay").inc();
+      await sleep(fault.delay.ms);
+    }
+
+    switch (d.action.kind) {
+      case "redirect":
+        return redirect(req, res, d, current.config);
+      case "forward":
+        break;
+      default:
+        return respondError(
+          req,
+          res,
+          501,
+          "action_unavailable",
+          `${d.action.kind} routes are not served by this runtime yet`,
+        );
+    }
+
+    const backend = chooseBackend(d.action.backends);
+    const cluster = current.clusters.get(backend);
+    if (!cluster) return respondError(req, res, 503, "no_cluster", `cluster ${backend} is not configured`);
+    if (cluster.config.tls.mode === "mtls") {
+      // Originating mTLS needs the gateway's mesh identity, which arrives with the mesh issue: fail closed.
+      outcome = "no_identity";
+      return respondError(
+        req,
+        res,
+        503,
+        "upstream_identity_unavailable",
+        "mTLS to the mesh needs a workload identity",
+      );
+    }
+    const endpoint = cluster.pick(client);
+    if (!endpoint) {
+      outcome = "no_endpoint";
+      mUpstream.labels("gateway", backend, "no_endpoint").inc();
+      return respondError(req, res, 503, "no_healthy_upstream", `cluster ${backend} has no endpoints`);
+    }
+    upstreamKey = endpoint.key;
+
+    const headers = upstreamRequestHeaders(req.headers);
+    headers["x-forwarded-for"] = forwardedFor;
+    headers["x-forwarded-proto"] = "encrypted" in req.socket ? "https" : "http";
+    if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
+    headers["x-request-id"] = reqId;
+    if (d.upstreamHost) headers.host = d.upstreamHost;
+
+    const hasBody =
+      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    const body = hasBody ? limitBody(req, limit) : null;
+    endpoint.inFlight++;
+    try {
+      await endpoint.pool.stream(
+        {
+          method: (req.method ?? "GET") as Dispatcher.HttpMethod,
+          path: d.upstreamPath,
+          headers,
+          body,
+          headersTimeout: d.timeoutMs,
+          bodyTimeout: d.timeoutMs,
+          opaque: res,
+        },
+        ({ statusCode, headers: upstreamHeaders, opaque }) => {
+          const out = opaque as ServerResponse;
+          outcome = "success";
+          const h = downstreamResponseHeaders(upstreamHeaders);
+          if (draining) h.connection = "close";
+          out.writeHead(statusCode, h);
+          return out as Writable;
+        },
+      );
+      mUpstream.labels("gateway", backend, "success").inc();
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code === "E_BODY_TOO_LARGE") {
+        outcome = "body_too_large";
+        res.shouldKeepAlive = false;
+        respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+        return;
+      }
+      outcome = upstreamOutcome(e);
+      mUpstream.labels("gateway", backend, outcome).inc();
+      if (res.headersSent || outcome === "client_aborted") {
+        // The response started (never present a truncated body as complete), or the client left: reset.
+        res.destroy(e);
+        return;
+      }
+      const [status, code]: [number, GatewayErrorCode] =
+        outcome === "timeout"
+          ? [504, "upstream_timeout"]
+          : outcome === "connect_failure"
+            ? [503, "upstream_connect_failure"]
+            : [502, "upstream_reset"];
+      log.warn({
+        event: "upstream_error",
+        requestId: reqId,
+        route: routeName,
+        upstream: upstreamKey,
+        code: e.code,
+        message: e.message,
+      });
+      respondError(req, res, status, code, `upstream ${backend}: ${outcome.replaceAll("_", " ")}`);
+    } finally {
+      endpoint.inFlight--;
+    }
+  }
+
+  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+    inFlight++;
+    mInFlight.inc();
+    handle(req, res).catch((err: Error) => {
+      log.error({ event: "handler_error", message: err.message, stack: err.stack });
+      if (!res.headersSent) respondError(req, res, 500, "internal_error", "internal gateway error");
+      else res.destroy(err);
+    });
+  }
+
+  // ── listeners ──
+  const limits = state.config.limits;
+  const servers: http.Server[] = [];
+  const listenerPorts: Record<string, number> = {};
+  for (const l of state.config.listeners) {
+    if (l.protocol === "https") {
+      throw new Error(
+        `listener ${l.name}: https listeners are not supported by this runtime yet (TLS arrives with issue 3 part 2)`,
+      );
+    }
+    const server = http.createServer(
+      {
+        maxHeaderSize: limits.maxHeaderBytes,
+        headersTimeout: limits.headerTimeoutMs,
+        requestTimeout: limits.requestTimeoutMs,
+        keepAliveTimeout: limits.idleTimeoutMs,
+        requireHostHeader: true,
+        joinDuplicateHeaders: false,
+        insecureHTTPParser: false,
+        noDelay: true,
+      },
+      onRequest,
+    );
+    server.maxConnections = limits.maxConnections;
+    server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
+      // A response that closes the connection was already written for this request (e.g. a refused
+      // Transfer-Encoding): the parser's later complaint about the same bytes gets no second response.
+      if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+        socket.destroy();
+        return;
+      }
+      const status =
+        err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+      mErrors.labels("gateway", `parse_${status}`).inc();
+      if (socket.writable && !socket.destroyed) {
+        const reason = http.STATUS_CODES[status] ?? "Bad Request";
+        socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      } else socket.destroy();
+    });
+    const port = options.ports?.listeners?.[l.name] ?? l.port;
+    await listen(server, port, bindHost);
+    listenerPorts[l.name] = (server.address() as AddressInfo).port;
+    servers.push(server);
+  }
+
+  // ── admin ──
+  const admin = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (path === "/live") return send(200, "text/plain", "live\n");
+    if (path === "/ready")
+      return draining ? send(503, "text/plain", "draining\n") : send(200, "text/plain", "ready\n");
+    if (path === "/metrics") return send(200, EXPOSITION_CONTENT_TYPE, metrics.render());
+    if (path === "/config")
+      return send(200, "application/json", `${JSON.stringify(redactConfig(state.config), null, 2)}\n`);
+    if (path === "/reload" && req.method === "POST") {
+      void reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
+      return;
+    }
+    send(404, "text/plain", "not found\n");
+  });
+  await listen(admin, options.ports?.admin ?? state.config.admin.port, bindHost);
+  const adminPort = (admin.address() as AddressInfo).port;
+  log.info({ event: "started", listeners: listenerPorts, admin: adminPort, hash: state.config.hash });
+
+  // ── reload and drain ──
+  let reloading: Promise<ReloadResult> = Promise.resolve({
+    ok: true,
+    hash: state.config.hash,
+    changed: false,
+  });
+  function reload(text?: string): Promise<ReloadResult> {
+    reloading = reloading.then(() => doReload(text));
+    return reloading;
+  }
+  async function doReload(text?: string): Promise<ReloadResult> {
+    let next: GatewayRuntimeConfig;
+    try {
+      if (text === undefined) {
+        if (!options.configPath)
+          throw Object.assign(new Error("no config file to reload from"), { code: "E_RT_CONFIG_JSON" });
+        text = await readFile(options.configPath, "utf8");
+      }
+      next = loadRuntimeConfig(text, "gateway");
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      mReloads.labels("gateway", "failure").inc();
+      log.error(
+        { event: "reload_rejected", code: e.code, message: e.message },
+        "config rejected; the previous config keeps serving",
+      );
+      return { ok: false, error: e.message, code: e.code ?? "E_RT_CONFIG_INVALID" };
+    }
+    if (next.hash === state.config.hash) {
+      mReloads.labels("gateway", "unchanged").inc();
+      return { ok: true, hash: next.hash, changed: false };
+    }
+    const previous = state;
+    const built = await buildState(next);
+    state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+    mConfig.labels("gateway", previous.config.hash).set(0);
+    mConfig.labels("gateway", next.hash).set(1);
+    mReloads.labels("gateway", "success").inc();
+    for (const c of previous.clusters.values()) c.close();
+    const keep = new Set([...built.clusters.values()].flatMap((c) => c.endpointKeys()));
+    void pools.retain(keep);
+    log.info({ event: "reloaded", hash: next.hash });
+    return { ok: true, hash: next.hash, changed: true };
+  }
+
+  async function drain(): Promise<void> {
+    if (draining) return;
+    draining = true;
+    log.info({ event: "draining", inFlight });
+    for (const s of servers) {
+      s.close();
+      s.closeIdleConnections();
+    }
+    if (inFlight > 0) {
+      await Promise.race([
+        new Promise<void>((r) => idleWaiters.push(r)),
+        sleep(state.config.limits.drainTimeoutMs),
+      ]);
+    }
+    for (const s of servers) s.closeAllConnections();
+    admin.close();
+    admin.closeAllConnections();
+    for (const c of state.clusters.values()) c.close();
+    await pools.closeAll();
+    log.info({ event: "stopped" });
+  }
+
+  return {
+    ports: { listeners: listenerPorts, admin: adminPort },
+    metrics,
+    currentHash: () => state.config.hash,
+    reload,
+    drain,
+  };
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error & { code?: string }) => {
+      reject(err.code === "EADDRINUSE" ? new Error(`port ${port} on ${host} is already in use`) : err);
+    };
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+function chooseBackend(backends: readonly { cluster: string; weight: number }[]): string {
+  if (backends.length === 1) return backends[0]!.cluster;
+  const total = backends.reduce((s, b) => s + b.weight, 0);
+  let x = Math.random() * total;
+  for (const b of backends) {
+    x -= b.weight;
+    if (x < 0) return b.cluster;
+  }
+  return backends[backends.length - 1]!.cluster;
+}
+
+function upstreamOutcome(e: Error & { code?: string }): string {
+  switch (e.code) {
+    case "ECONNREFUSED":
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "ENOTFOUND":
+    case "UND_ERR_CONNECT_TIMEOUT":
+      return "connect_failure";
+    case "UND_ERR_HEADERS_TIMEOUT":
+    case "UND_ERR_BODY_TIMEOUT":
+      return "timeout";
+    case "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH":
+    case "UND_ERR_ABORTED":
+    case "ECONNABORTED":
+      return "client_aborted";
+    default:
+      return "reset";
+  }
+}
+
+/** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
+function limitBody(req: IncomingMessage, limit: number): Transform {
+  let seen = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > limit) cb(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
+      else cb(null, chunk);
+    },
+  });
+  req.on("error", (err) => t.destroy(err));
+  req.on("aborted", () => t.destroy(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
+  return req.pipe(t);
+}
+
+function redirect(
+  req: IncomingMessage,
+  res: ServerResponse,
+  d: RouteDecision,
+  config: GatewayRuntimeConfig,
+): void {
+  if (d.action.kind !== "redirect") return;
+  const a = d.action;
+  const scheme = a.scheme ?? ("encrypted" in req.socket ? "https" : "http");
+  const host = a.host ?? d.host;
+  const port =
+    a.port !== null && !((scheme === "https" && a.port === 443) || (scheme === "http" && a.port === 80))
+      ? `:${a.port}`
+      : "";
+  // Built from the canonical path (never the raw target), so "//evil.example" cannot become the authority.
+  const path = a.path ?? d.path;
+  const location = `${scheme}://${host}${port}${path}${d.query ? `?${d.query}` : ""}`;
+  void config;
+  res.writeHead(a.status, { location, "content-length": 0 });
+  res.end();
+}

@@ -1,0 +1,183 @@
+/**
+ * Upstream clusters: endpoint discovery (static lists, or DNS re-resolved on an interval), load
+ * balancing (round-robin, least-request by power of two choices, ring-hash on the client address), and
+ * one undici Pool per endpoint, kept across config reloads while the endpoint stays.
+ *
+ * Shared by the gateway and (with the mesh issue) the sidecar's outbound side: one implementation.
+ */
+import { lookup } from "node:dns/promises";
+import { Pool } from "undici";
+import type { Cluster } from "../contract/schema.ts";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+
+export interface Endpoint {
+  readonly key: string;
+  readonly host: string;
+  readonly port: number;
+  readonly pool: Pool;
+  /** Requests in flight on this endpoint (least-request balancing, drain). */
+  inFlight: number;
+}
+
+type Discovery = GatewayRuntimeConfig["discovery"];
+
+/** Pools by "host:port", shared by every cluster and kept across reloads. */
+export class PoolCache {
+  private readonly pools = new Map<string, Pool>();
+  private readonly options: { connectTimeoutMs: number; connections: number };
+  constructor(options: { connectTimeoutMs: number; connections: number }) {
+    this.options = options;
+  }
+
+  get(host: string, port: number, cluster: Cluster): Pool {
+    const key = `${host}:${port}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = new Pool(`http://${host.includes(":") ? `[${host}]` : host}:${port}`, {
+        connections: cluster.circuitBreaker.maxConnections || this.options.connections,
+        pipelining: 1,
+        connect: { timeout: cluster.connectTimeoutMs || this.options.connectTimeoutMs },
+        keepAliveTimeout: 30_000,
+        keepAliveMaxTimeout: 120_000,
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Closes pools no cluster uses any more (after a reload). */
+  async retain(keys: ReadonlySet<string>): Promise<void> {
+    const stale = [...this.pools.entries()].filter(([k]) => !keys.has(k));
+    for (const [k] of stale) this.pools.delete(k);
+    await Promise.allSettled(stale.map(([, p]) => p.close()));
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.allSettled(all.map((p) => p.close()));
+  }
+}
+
+export class UpstreamCluster {
+  readonly config: Cluster;
+  private endpoints: Endpoint[] = [];
+  private rr = 0;
+  private ring: { hashes: Uint32Array; owners: Endpoint[] } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  private readonly discovery: Discovery;
+  private readonly pools: PoolCache;
+  private readonly onError: (message: string) => void;
+
+  constructor(config: Cluster, discovery: Discovery, pools: PoolCache, onError: (message: string) => void) {
+    this.config = config;
+    this.discovery = discovery;
+    this.pools = pools;
+    this.onError = onError;
+  }
+
+  /** Resolves endpoints once (and starts periodic DNS re-resolution). */
+  async start(): Promise<void> {
+    if (this.discovery.kind === "static") {
+      this.setEndpoints(this.discovery.endpoints[this.config.name] ?? []);
+      return;
+    }
+    await this.resolve();
+    const refresh = Math.max(1000, this.discovery.refreshMs);
+    this.timer = setInterval(() => void this.resolve(), refresh);
+    this.timer.unref();
+  }
+
+  private async resolve(): Promise<void> {
+    if (this.discovery.kind !== "dns" || this.closed) return;
+    const name = this.discovery.template
+      .replaceAll("{service}", this.config.service)
+      .replaceAll("{namespace}", this.config.namespace);
+    try {
+      const addrs = await lookup(name, { all: true });
+      this.setEndpoints(addrs.map((a) => ({ host: a.address, port: this.config.port })));
+    } catch (err) {
+      // Keep the last known endpoints: a DNS hiccup must not empty a cluster.
+      this.onError(`cluster ${this.config.name}: resolving ${name} failed (${(err as Error).message})`);
+    }
+  }
+
+  private setEndpoints(list: readonly { host: string; port: number }[]): void {
+    const old = new Map(this.endpoints.map((e) => [e.key, e]));
+    this.endpoints = [...list]
+      .map(({ host, port }) => {
+        const key = `${host}:${port}`;
+        return (
+          old.get(key) ?? { key, host, port, pool: this.pools.get(host, port, this.config), inFlight: 0 }
+        );
+      })
+      .sort((a, b) => a.key.localeCompare(b.key));
+    this.ring = null;
+  }
+
+  endpointKeys(): string[] {
+    return this.endpoints.map((e) => e.key);
+  }
+
+  /** Chooses an endpoint, or null when the cluster has none. `hashKey` feeds ring-hash. */
+  pick(hashKey: string): Endpoint | null {
+    const eps = this.endpoints;
+    if (eps.length === 0) return null;
+    if (eps.length === 1) return eps[0]!;
+    switch (this.config.loadBalancer) {
+      case "round-robin":
+        return eps[this.rr++ % eps.length]!;
+      case "least-request": {
+        // Power of two choices: two distinct random endpoints, the one with fewer requests in flight.
+        const i = Math.floor(Math.random() * eps.length);
+        let j = Math.floor(Math.random() * (eps.length - 1));
+        if (j >= i) j++;
+        const a = eps[i]!;
+        const b = eps[j]!;
+        return b.inFlight < a.inFlight ? b : a;
+      }
+      case "ring-hash":
+        return this.ringPick(hashKey);
+    }
+  }
+
+  private ringPick(key: string): Endpoint {
+    if (!this.ring) this.ring = buildRing(this.endpoints);
+    const h = fnv1a(key);
+    const { hashes, owners } = this.ring;
+    let lo = 0;
+    let hi = hashes.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (hashes[mid]! < h) lo = mid + 1;
+      else hi = mid;
+    }
+    return owners[lo === hashes.length ? 0 : lo]!;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+}
+
+const VNODES = 100;
+
+function buildRing(endpoints: readonly Endpoint[]): { hashes: Uint32Array; owners: Endpoint[] } {
+  const points: [number, Endpoint][] = [];
+  for (const e of endpoints) for (let v = 0; v < VNODES; v++) points.push([fnv1a(`${e.key}#${v}`), e]);
+  points.sort((a, b) => a[0] - b[0]);
+  return { hashes: Uint32Array.from(points.map((p) => p[0])), owners: points.map((p) => p[1]) };
+}
+
+/** FNV-1a, 32-bit: a fast, well-spread hash for the ring. */
+export function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}

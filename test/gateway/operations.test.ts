@@ -1,0 +1,257 @@
+/**
+ * Operating the gateway: the admin listener, atomic reload (an invalid config is rejected whole while the
+ * old one keeps serving; 100 reloads under load fail no request), graceful drain, and the
+ * `meshgate gateway` process driven by real signals.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import {
+  freePort,
+  gatewayConfig,
+  request,
+  startTestGateway,
+  startUpstream,
+  type Upstream,
+} from "../support/gateway.ts";
+
+const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+let app: Upstream;
+let slow: Upstream;
+let dir: string;
+
+beforeAll(async () => {
+  app = await startUpstream();
+  slow = await startUpstream((_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("slow done");
+    }, 400);
+  });
+  dir = await mkdtemp(join(tmpdir(), "meshgate-ops-"));
+});
+afterAll(async () => {
+  await Promise.all([app.close(), slow.close()]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+function config(extraRoutes: Record<string, unknown>[] = []): GatewayRuntimeConfig {
+  return gatewayConfig(
+    [
+      { name: "v1", match: { path: "/v1/**" }, to: "app", ...PUBLIC },
+      { name: "slow", match: { path: "/slow" }, to: "slow", ...PUBLIC },
+      ...extraRoutes,
+    ],
+    { app, slow },
+    {
+      apiKeys: { consumers: { acme: { keyHashes: [`sha256:${"a".repeat(64)}`] } } },
+      rateLimitStore: { redis: { url: "redis://user:hunter2@redis.internal:6379", failMode: "closed" } },
+    },
+  );
+}
+
+describe("admin listener", () => {
+  it("serves_live_ready_metrics_and_a_redacted_config", async () => {
+    const gw = await startTestGateway(config());
+    try {
+      await request(`${gw.url}/v1/x`);
+      expect((await fetch(`${gw.adminUrl}/live`)).status).toBe(200);
+      expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200);
+      const metrics = await fetch(`${gw.adminUrl}/metrics`);
+      expect(metrics.headers.get("content-type")).toContain("text/plain; version=0.0.4");
+      const text = await metrics.text();
+      expect(text).toMatch(/meshgate_requests_total\{proxy="gateway",route="v1",code_class="2xx"\} 1/);
+      expect(text).toContain(
+        'meshgate_request_duration_seconds_bucket{proxy="gateway",route="v1",le="+Inf"} 1',
+      );
+      expect(text).toMatch(
+        new RegExp(`meshgate_config_info\\{proxy="gateway",hash="${gw.currentHash()}"\\} 1`),
+      );
+      const shown = await (await fetch(`${gw.adminUrl}/config`)).text();
+      expect(shown).not.toContain("a".repeat(64));
+      expect(shown).not.toContain("hunter2");
+      expect(JSON.parse(shown).auth.apiKeys.consumers[0].keyHashes).toEqual(["[redacted]"]);
+    } finally {
+      await gw.drain();
+    }
+  });
+});
+
+describe("reload", () => {
+  it("rejects_an_invalid_config_whole_and_keeps_serving_the_old_one", async () => {
+    const gw = await startTestGateway(config());
+    try {
+      const before = gw.currentHash();
+      const tampered = JSON.stringify({
+        ...config([{ name: "new", match: { path: "/new" }, to: "app", ...PUBLIC }]),
+        hosts: ["x"],
+      });
+      for (const bad of ["{not json", JSON.stringify({ version: 99 }), tampered]) {
+        const r = await gw.reload(bad);
+        expect(r.ok).toBe(false);
+        expect(gw.currentHash()).toBe(before);
+      }
+      expect((await request(`${gw.url}/v1/still`)).status).toBe(200);
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      expect(metrics).toContain('meshgate_config_reloads_total{proxy="gateway",result="failure"} 3');
+      expect(gw.logs.filter((l) => l.event === "reload_rejected")).toHaveLength(3);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("swaps_in_a_valid_config", async () => {
+    const gw = await startTestGateway(config());
+    try {
+      expect((await request(`${gw.url}/new`)).status).toBe(404);
+      const next = config([{ name: "new", match: { path: "/new" }, to: "app", ...PUBLIC }]);
+      expect(await gw.reload(JSON.stringify(next))).toEqual({ ok: true, hash: next.hash, changed: true });
+      expect((await request(`${gw.url}/new`)).status).toBe(200);
+      expect(await gw.reload(JSON.stringify(next))).toEqual({ ok: true, hash: next.hash, changed: false });
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("survives_100_reloads_under_load_with_no_failed_request", async () => {
+    const gw = await startTestGateway(config());
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    const statuses = new Map<number, number>();
+    let errors = 0;
+    let stop = false;
+    const worker = async () => {
+      while (!stop) {
+        try {
+          const r = await request(`${gw.url}/v1/load`, { agent });
+          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        } catch {
+          errors++;
+        }
+      }
+    };
+    try {
+      const workers = Array.from({ length: 16 }, worker);
+      const configs = [
+        config(),
+        config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]),
+      ];
+      for (let i = 0; i < 100; i++) {
+        const r = await gw.reload(JSON.stringify(configs[i % 2]));
+        expect(r.ok).toBe(true);
+        await sleep(5);
+      }
+      stop = true;
+      await Promise.all(workers);
+      const total = [...statuses.values()].reduce((a, b) => a + b, 0);
+      expect(total).toBeGreaterThan(200);
+      expect(errors).toBe(0);
+      expect([...statuses.keys()]).toEqual([200]);
+    } finally {
+      agent.destroy();
+      await gw.drain();
+    }
+  });
+});
+
+describe("drain", () => {
+  it("finishes_in_flight_requests_and_refuses_new_connections", async () => {
+    const gw = await startTestGateway(config());
+    const inflight = request(`${gw.url}/slow`);
+    await sleep(100);
+    const drained = gw.drain();
+    await sleep(50);
+    expect((await fetch(`${gw.adminUrl}/ready`).catch(() => ({ status: 0 }))).status).not.toBe(200);
+    await expect(request(`${gw.url}/v1/after`)).rejects.toThrow();
+    const r = await inflight;
+    expect(r).toMatchObject({ status: 200, body: "slow done", complete: true });
+    await drained;
+  });
+});
+
+describe("the meshgate gateway process", () => {
+  it("serves_reloads_on_file_change_and_sighup_and_exits_0_on_sigterm", async () => {
+    const file = join(dir, "gateway.json");
+    const base = config();
+    // Listener ports must be real: pick free ones by binding port 0 first.
+    const ports = await Promise.all([freePort(), freePort()]);
+    const withPorts = (c: GatewayRuntimeConfig) => {
+      const { hash: _x, ...r } = c;
+      return sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...r,
+        listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
+        admin: { port: ports[1]! },
+      });
+    };
+    await writeFile(file, JSON.stringify(withPorts(base)));
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file, "--host", "127.0.0.1"],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes("admin http://127.0.0.1:"), 10_000);
+      expect(out).toContain(`gateway http http://127.0.0.1:${ports[0]}`);
+      const url = `http://127.0.0.1:${ports[0]}`;
+      expect((await request(`${url}/v1/x`)).status).toBe(200);
+      expect((await request(`${url}/late`)).status).toBe(404);
+
+      // A changed file is picked up.
+      await writeFile(
+        file,
+        JSON.stringify(withPorts(config([{ name: "late", match: { path: "/late" }, to: "app", ...PUBLIC }]))),
+      );
+      await waitFor(async () => (await request(`${url}/late`)).status === 200, 5_000);
+
+      // An invalid file is refused; SIGHUP re-reads it and the old config keeps serving.
+      await writeFile(file, "{ broken");
+      child.kill("SIGHUP");
+      await waitFor(() => out.includes("reload_rejected"), 5_000);
+      expect((await request(`${url}/late`)).status).toBe(200);
+
+      child.kill("SIGTERM");
+      const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+      expect(code).toBe(0);
+      expect(out).toContain('"event":"stopped"');
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 30_000);
+
+  it("exits_1_with_a_coded_error_for_an_invalid_config_file", async () => {
+    const file = join(dir, "bad.json");
+    await writeFile(file, JSON.stringify({ version: 1, kind: "gateway" }));
+    const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    expect(code).toBe(1);
+    expect(err).toMatch(/meshgate gateway: .* \[E_RT_CONFIG_INVALID\]/);
+  });
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      if (await check()) return;
+    } catch {
+      /* not yet */
+    }
+    await sleep(50);
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms`);
+}

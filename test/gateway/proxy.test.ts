@@ -1,0 +1,361 @@
+/**
+ * The gateway's proxy path against real upstream sockets: forwarding, rewrites, header hygiene, client
+ * addresses, body limits, upstream faults (refused, stalled, killed mid-body), redirects, fail-closed
+ * auth and identity, weighted splits and fault injection.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  freePort,
+  gatewayConfig,
+  request,
+  startTestGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from "../support/gateway.ts";
+
+const PUBLIC = { public: true, rateLimit: { requests: 1000, per: "1s" } };
+
+let app: Upstream;
+let other: Upstream;
+let chunked: Upstream;
+let killer: Upstream;
+let staller: Upstream;
+let gw: TestGateway;
+let refusedPort: number;
+
+beforeAll(async () => {
+  app = await startUpstream((req, res, body) => {
+    const out = JSON.stringify({ path: req.url, method: req.method, body, headers: req.headers });
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(out),
+      connection: "x-upstream-secret",
+      "x-upstream-secret": "hop",
+      "keep-alive": "timeout=5",
+      "x-app": "kept",
+    });
+    res.end(out);
+  });
+  other = await startUpstream((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end("other");
+  });
+  chunked = await startUpstream((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.write("part1;");
+    setTimeout(() => res.end("part2"), 20);
+  });
+  killer = await startUpstream((req, res) => {
+    if (req.url?.startsWith("/cl")) {
+      res.writeHead(200, { "content-length": "1000" });
+      res.write("x".repeat(100));
+    } else {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("first chunk");
+    }
+    setTimeout(() => res.socket?.destroy(), 30);
+  });
+  staller = await startUpstream(() => {
+    /* never answers */
+  });
+  const dead = await freePort();
+  refusedPort = dead;
+  const config = gatewayConfig(
+    [
+      {
+        name: "orders",
+        match: { path: "/api/orders/{id}" },
+        to: "app",
+        rewrite: { path: "/orders/{id}" },
+        ...PUBLIC,
+      },
+      { name: "echo", match: { path: "/echo/**" }, to: "app", ...PUBLIC, limits: { maxBodySize: "1KiB" } },
+      { name: "stream", match: { path: "/stream" }, to: "chunked", ...PUBLIC },
+      { name: "killed", match: { path: "/killed/**" }, to: "killer", ...PUBLIC },
+      { name: "stalled", match: { path: "/stalled" }, to: "staller", ...PUBLIC, timeout: "300ms" },
+      { name: "refused", match: { path: "/refused" }, to: "dead", ...PUBLIC },
+      { name: "private", match: { path: "/private" }, to: "app", auth: { jwt: "main" } },
+      { name: "moved", match: { path: "/old/**" }, redirect: { path: "/new", status: 308 }, ...PUBLIC },
+      {
+        name: "moved-keep",
+        match: { path: "/keep/**" },
+        redirect: { scheme: "https", host: "www.t.example" },
+        ...PUBLIC,
+      },
+      {
+        name: "split",
+        match: { path: "/split" },
+        split: [
+          { service: "app", weight: 80 },
+          { service: "other", weight: 20 },
+        ],
+        ...PUBLIC,
+      },
+      {
+        name: "broken",
+        match: { path: "/broken" },
+        to: "app",
+        ...PUBLIC,
+        fault: { abort: { status: 503, percent: 100 } },
+      },
+      {
+        name: "slowed",
+        match: { path: "/slowed" },
+        to: "app",
+        ...PUBLIC,
+        fault: { delay: { duration: "150ms", percent: 100 } },
+      },
+      {
+        name: "dash",
+        match: { path: "/dash" },
+        aggregate: { a: { service: "app", path: "/a" } },
+        ...PUBLIC,
+      },
+      { name: "only-get", match: { path: "/only-get", methods: ["GET"] }, to: "app", ...PUBLIC },
+    ],
+    { app, other, chunked, killer, staller, dead: { port: dead, received: [], close: async () => {} } },
+    {
+      jwt: {
+        main: {
+          issuer: "https://id.t.example/",
+          audiences: ["t"],
+          jwksUri: "https://id.t.example/jwks",
+          algorithms: ["ES256"],
+        },
+      },
+    },
+  );
+  gw = await startTestGateway(config);
+});
+
+afterAll(async () => {
+  await gw.drain();
+  await Promise.all([app, other, chunked, killer, staller].map((u) => u.close()));
+});
+
+describe("forwarding", () => {
+  it("forwards_the_rewritten_canonical_path_with_the_query", async () => {
+    const r = await request(`${gw.url}/api/./orders//%37?expand=1`);
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ path: "/orders/7?expand=1", method: "GET" });
+  });
+
+  it("streams_request_bodies_to_the_upstream", async () => {
+    const r = await request(`${gw.url}/echo/x`, {
+      method: "POST",
+      body: "hello=world",
+      headers: { "content-type": "text/plain" },
+    });
+    expect(JSON.parse(r.body)).toMatchObject({ method: "POST", body: "hello=world" });
+  });
+
+  it("streams_chunked_responses_through", async () => {
+    const r = await request(`${gw.url}/stream`);
+    expect(r).toMatchObject({ status: 200, body: "part1;part2", complete: true });
+  });
+
+  it("strips_hop_by_hop_headers_in_both_directions", async () => {
+    const r = await request(`${gw.url}/echo/h`, {
+      headers: {
+        connection: "keep-alive, x-client-secret",
+        "x-client-secret": "s",
+        "keep-alive": "timeout=1",
+        "x-plain": "p",
+      },
+    });
+    const seen = JSON.parse(r.body).headers as Record<string, string>;
+    expect(seen["x-client-secret"]).toBeUndefined();
+    expect(seen["keep-alive"]).toBeUndefined();
+    expect(seen["x-plain"]).toBe("p");
+    expect(r.headers["x-upstream-secret"]).toBeUndefined();
+    expect(r.headers["keep-alive"]).not.toBe("timeout=5"); // Node's own keep-alive header, not the upstream's
+    expect(r.headers["x-app"]).toBe("kept");
+  });
+
+  it("gateway_owned_headers_survive_connection_tricks_and_replace_client_values", async () => {
+    const r = await request(`${gw.url}/echo/o`, {
+      headers: {
+        connection: "close, x-forwarded-for, x-request-id, x-forwarded-proto",
+        "x-forwarded-for": "6.6.6.6",
+        "x-forwarded-proto": "https",
+        "x-real-ip": "6.6.6.6",
+      },
+    });
+    const seen = JSON.parse(r.body).headers as Record<string, string>;
+    expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+    expect(seen["x-forwarded-proto"]).toBe("http");
+    expect(seen["x-real-ip"]).toBeUndefined();
+    expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("keeps_a_well_formed_client_request_id_and_replaces_a_malformed_one", async () => {
+    const kept = JSON.parse(
+      (await request(`${gw.url}/echo/id`, { headers: { "x-request-id": "abc-123" } })).body,
+    );
+    expect(kept.headers["x-request-id"]).toBe("abc-123");
+    const replaced = JSON.parse(
+      (await request(`${gw.url}/echo/id`, { headers: { "x-request-id": "a b<script>" } })).body,
+    );
+    expect(replaced.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("splits_by_weight", async () => {
+    const counts = { app: 0, other: 0 };
+    for (let i = 0; i < 400; i++) {
+      const r = await request(`${gw.url}/split`, { agent: undefined });
+      if (r.body === "other") counts.other++;
+      else counts.app++;
+    }
+    // 80/20 with 400 draws: the 99.99% band is roughly ±8 points.
+    expect(counts.other / 400).toBeGreaterThan(0.12);
+    expect(counts.other / 400).toBeLessThan(0.28);
+  });
+});
+
+describe("limits and refusals", () => {
+  it("refuses_a_declared_body_over_the_route_limit_with_413_before_reading_it", async () => {
+    const before = app.received.length;
+    const r = await request(`${gw.url}/echo/big`, { method: "POST", body: "x".repeat(2000) });
+    expect(r.status).toBe(413);
+    expect(JSON.parse(r.body)).toEqual({
+      error: { code: "body_too_large", message: "the request body exceeds 1024 bytes" },
+    });
+    expect(app.received.length).toBe(before);
+  });
+
+  it("refuses_a_chunked_body_that_grows_over_the_limit", async () => {
+    const r = await request(`${gw.url}/echo/big`, {
+      method: "POST",
+      headers: { "transfer-encoding": "chunked" },
+      body: "y".repeat(5000),
+    }).catch((e: Error) => ({ status: 0, body: e.message }));
+    // Either the 413 arrives, or the connection is cut mid-upload: never a 2xx.
+    expect([413, 0]).toContain(r.status);
+  });
+
+  it.each([
+    ["answers_404_json_for_an_unknown_path", "/nope", 404, "no_route"],
+    ["answers_400_for_an_encoded_slash", "/echo/a%2Fb", 400, "bad_request_target"],
+    ["answers_400_for_a_path_above_root", "/../etc/passwd", 400, "bad_request_target"],
+  ])("%s", async (_claim, path, status, code) => {
+    const r = await request(`${gw.url}${path}`);
+    expect(r.status).toBe(status);
+    expect(r.headers["x-meshgate-error"]).toBe(code);
+    expect(JSON.parse(r.body).error.code).toBe(code);
+  });
+
+  it("answers_405_with_allow", async () => {
+    const r = await request(`${gw.url}/only-get`, { method: "DELETE" });
+    expect(r.status).toBe(405);
+    expect(r.headers.allow).toBe("GET");
+  });
+
+  it("answers_404_for_a_host_it_does_not_serve", async () => {
+    const r = await request(`${gw.url}/echo/x`, { headers: { host: "evil.example" } });
+    expect(r.status).toBe(404);
+    expect(r.headers["x-meshgate-error"]).toBe("host_not_served");
+  });
+
+  it("fails_closed_on_routes_that_require_authentication", async () => {
+    const before = app.received.length;
+    const r = await request(`${gw.url}/private`, { headers: { authorization: "Bearer anything" } });
+    expect(r.status).toBe(401);
+    expect(r.headers["www-authenticate"]).toContain("Bearer");
+    expect(app.received.length).toBe(before);
+  });
+
+  it("fails_closed_on_actions_this_runtime_does_not_serve_yet", async () => {
+    const r = await request(`${gw.url}/dash`);
+    expect(r.status).toBe(501);
+    expect(r.headers["x-meshgate-error"]).toBe("action_unavailable");
+  });
+});
+
+describe("upstream faults", () => {
+  it("answers_a_refused_connection_fast_with_503", async () => {
+    const t = performance.now();
+    const r = await request(`${gw.url}/refused`);
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_connect_failure");
+    expect(performance.now() - t).toBeLessThan(1000);
+    void refusedPort;
+  });
+
+  it("answers_a_stalled_upstream_with_504_at_the_route_timeout", async () => {
+    const t = performance.now();
+    const r = await request(`${gw.url}/stalled`);
+    const elapsed = performance.now() - t;
+    expect(r.status).toBe(504);
+    expect(elapsed).toBeGreaterThanOrEqual(280);
+    expect(elapsed).toBeLessThan(2000);
+  });
+
+  it.each([
+    ["surfaces_a_content_length_body_cut_short_as_a_failure", "/killed/cl"],
+    ["surfaces_a_chunked_body_cut_short_as_a_failure", "/killed/chunked"],
+  ])("%s", async (_claim, path) => {
+    const outcome = await request(`${gw.url}${path}`).then(
+      (r) => ({ ok: true, complete: r.complete, status: r.status }),
+      (e: Error & { code?: string }) => ({ ok: false, code: e.code ?? e.message }),
+    );
+    // Never a complete, clean response: the client sees an aborted or incomplete transfer.
+    if (outcome.ok) expect(outcome).toMatchObject({ complete: false });
+    else expect(outcome.ok).toBe(false);
+  });
+
+  it("counts_upstream_outcomes_in_metrics", async () => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(text).toMatch(
+      /meshgate_upstream_requests_total\{proxy="gateway",cluster="dead",outcome="connect_failure"\} [1-9]/,
+    );
+    expect(text).toMatch(
+      /meshgate_upstream_requests_total\{proxy="gateway",cluster="staller",outcome="timeout"\} [1-9]/,
+    );
+    expect(text).toMatch(
+      /meshgate_upstream_requests_total\{proxy="gateway",cluster="killer",outcome="reset"\} [1-9]/,
+    );
+  });
+});
+
+describe("redirects and faults", () => {
+  it("redirects_with_a_location_built_from_the_canonical_path", async () => {
+    const r = await request(`${gw.url}/old/x?y=1`);
+    expect(r.status).toBe(308);
+    expect(r.headers.location).toBe("http://127.0.0.1/new?y=1");
+  });
+
+  it("keeps_the_canonical_path_when_the_redirect_changes_scheme_and_host", async () => {
+    const r = await request(`${gw.url}/keep//evil.example/%2e%2e/x`);
+    expect(r.status).toBe(302);
+    expect(r.headers.location).toBe("https://www.t.example/keep/x");
+  });
+
+  it("injects_aborts", async () => {
+    const r = await request(`${gw.url}/broken`);
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("fault_injected");
+  });
+
+  it("injects_delays", async () => {
+    const t = performance.now();
+    const r = await request(`${gw.url}/slowed`);
+    expect(r.status).toBe(200);
+    expect(performance.now() - t).toBeGreaterThanOrEqual(140);
+  });
+});
+
+describe("logs", () => {
+  it("writes_one_json_access_line_per_request_without_credentials", async () => {
+    await request(`${gw.url}/private`, {
+      headers: { authorization: "Bearer sekret-token-value", cookie: "sid=sekret-cookie" },
+    });
+    await request(`${gw.url}/echo/log?token=sekret-query`, { headers: { "x-api-key": "sekret-key" } });
+    const access = gw.logs.filter((l) => l.event === "access");
+    expect(access.length).toBeGreaterThan(10);
+    expect(access.at(-1)).toMatchObject({ method: "GET", path: "/echo/log", route: "echo", status: 200 });
+    for (const secret of ["sekret-token-value", "sekret-cookie", "sekret-query", "sekret-key"]) {
+      expect(gw.rawLog()).not.toContain(secret);
+    }
+  });
+});

@@ -1,0 +1,185 @@
+/**
+ * Test harness for the gateway: real upstream servers on 127.0.0.1, a gateway config built from a spec
+ * by translate() (so tests exercise the real contract), switched to static endpoints and plaintext
+ * upstreams, and started on free ports with a captured log.
+ */
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Writable } from "node:stream";
+import pino from "pino";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { translate } from "../../components/translate/translate.ts";
+
+export interface Upstream {
+  readonly port: number;
+  /** Every request the upstream received, in order. */
+  readonly received: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[];
+  close(): Promise<void>;
+}
+
+export type UpstreamHandler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+/** An upstream that records requests and answers with `handler` (default: 200 JSON echo of the path). */
+export async function startUpstream(handler?: UpstreamHandler): Promise<Upstream> {
+  const received: Upstream["received"] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks).toString();
+      received.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body });
+      if (handler) return handler(req, res, body);
+      const out = JSON.stringify({ path: req.url, method: req.method });
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(out) });
+      res.end(out);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    received,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+type Loose = Record<string, unknown>;
+
+/**
+ * A gateway config from spec routes. Every cluster is pointed at `upstreams[service]` (static
+ * discovery, plaintext); `gateway` merges extra gateway-level spec fields.
+ */
+export function gatewayConfig(
+  routes: Loose[],
+  upstreams: Record<string, Upstream>,
+  gateway: Loose = {},
+  services?: Record<string, Loose>,
+): GatewayRuntimeConfig {
+  const svc =
+    services ??
+    Object.fromEntries(
+      Object.keys(upstreams).map((name) => [
+        name,
+        { image: `r/${name}:1`, port: 8080, allow: [{ from: ["gateway"] }] },
+      ]),
+    );
+  const r = parseSpec({
+    name: "t",
+    trustDomain: "t.example",
+    services: svc,
+    gateway: { hosts: ["127.0.0.1", "localhost"], ...gateway, routes },
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  const config = translate(r.spec).runtime.gateway!;
+  return plaintextStatic(config, upstreams);
+}
+
+/** Rewrites discovery to static endpoints on 127.0.0.1 and clusters to plaintext, and reseals. */
+export function plaintextStatic(
+  config: GatewayRuntimeConfig,
+  upstreams: Record<string, Upstream>,
+): GatewayRuntimeConfig {
+  const { hash: _h, ...rest } = config;
+  return sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    discovery: {
+      kind: "static",
+      endpoints: Object.fromEntries(
+        Object.entries(upstreams).map(([n, u]) => [n, [{ host: "127.0.0.1", port: u.port }]]),
+      ),
+    },
+    clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
+  });
+}
+
+export interface TestGateway extends GatewayHandle {
+  readonly url: string;
+  readonly adminUrl: string;
+  /** Log lines (parsed JSON) the gateway wrote. */
+  readonly logs: Record<string, unknown>[];
+  readonly rawLog: () => string;
+}
+
+export async function startTestGateway(
+  config: GatewayRuntimeConfig,
+  configPath?: string,
+): Promise<TestGateway> {
+  const logs: Record<string, unknown>[] = [];
+  let raw = "";
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      const text = chunk.toString();
+      raw += text;
+      for (const line of text.split("\n"))
+        if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const logger = pino({ base: { proxy: "gateway" } }, sink);
+  const handle = await startGateway({
+    config,
+    ...(configPath ? { configPath } : {}),
+    host: "127.0.0.1",
+    ports: { listeners: Object.fromEntries(config.listeners.map((l) => [l.name, 0])), admin: 0 },
+    logger,
+  });
+  const port = Object.values(handle.ports.listeners)[0]!;
+  return Object.assign(handle, {
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${handle.ports.admin}`,
+    logs,
+    rawLog: () => raw,
+  });
+}
+
+/** A port with nothing listening on 127.0.0.1 (bound, then closed). */
+export async function freePort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** A plain HTTP request with full control of headers (fetch would normalize them). */
+export function request(
+  url: string,
+  opts: {
+    method?: string;
+    headers?: Record<string, string | string[]>;
+    body?: string | Buffer;
+    agent?: http.Agent;
+  } = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    // The path is sent exactly as written (a URL object would normalize "/../" and "%2e" away).
+    const m = /^http:\/\/([^/:]+):([0-9]+)(.*)$/.exec(url);
+    if (!m) throw new Error(`request() needs http://host:port/path, got ${url}`);
+    const target = { hostname: m[1], port: Number(m[2]), path: m[3] || "/" };
+    const req = http.request(
+      { ...target, method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+            complete: res.complete,
+          }),
+        );
+        res.on("error", reject);
+        res.on("aborted", () => reject(Object.assign(new Error("response aborted"), { code: "ABORTED" })));
+      },
+    );
+    req.on("error", reject);
+    if (opts.body !== undefined) req.end(opts.body);
+    else req.end();
+  });
+}
