@@ -145,18 +145,30 @@ const RetriesShape = {
     .strictObject({ base: duration(), max: duration() })
     .partial()
     .describe("Jittered exponential backoff between attempts."),
-  budget: z
-    .strictObject({
-      ratio: z.number().min(0).max(1).describe("Retries may add at most this fraction of requests."),
-      minPerSecond: z
-        .number()
-        .int()
-        .min(0)
-        .describe("Retries always allowed per second regardless of ratio."),
-    })
-    .partial(),
 };
+/** Route-level retry overrides: a budget belongs to the destination service, not to a route. */
 const RetriesOverride = z.strictObject(RetriesShape).partial();
+/** Service-level retry policy: may also set the service's retry budget. */
+const ServiceRetries = z
+  .strictObject({
+    ...RetriesShape,
+    budget: z
+      .strictObject({
+        ratio: z
+          .number()
+          .min(0)
+          .max(1)
+          .describe("Retries to this service may add at most this fraction of requests."),
+        minPerSecond: z
+          .number()
+          .int()
+          .min(0)
+          .describe("Retries always allowed per second regardless of ratio."),
+      })
+      .partial()
+      .describe("The service's retry budget, shared by every caller and route that retries to it."),
+  })
+  .partial();
 
 const CircuitBreakerOverride = z
   .strictObject({
@@ -285,7 +297,7 @@ const Service = z.strictObject({
   routes: z.array(ServiceRoute).optional().describe("Per-route timeout/retry overrides that callers apply."),
   timeout: duration().optional(),
   connectTimeout: duration().optional(),
-  retries: RetriesOverride.optional(),
+  retries: ServiceRetries.optional(),
   circuitBreaker: CircuitBreakerOverride.optional(),
   loadBalancer: LoadBalancer.optional(),
   healthCheck: HealthCheck.optional(),
@@ -733,3 +745,4 @@ export type ServiceSpec = MeshSpec["services"][string];
 export type GatewaySpec = NonNullable<MeshSpec["gateway"]>;
 export type GatewayRouteSpec = GatewaySpec["routes"][number];
 export type RetriesOverrideSpec = z.output<typeof RetriesOverride>;
+export type ServiceRetriesSpec = z.output<typeof ServiceRetries>;

@@ -80,6 +80,7 @@ interface EffectivePolicy {
   circuitBreaker: Cluster["circuitBreaker"];
   outlierDetection: Cluster["outlierDetection"];
   loadBalancer: Cluster["loadBalancer"];
+  retryBudget: Cluster["retryBudget"];
 }
 
 class Context {
@@ -162,10 +163,6 @@ function retryPlan(base: RetryPlan, override: RetriesOverrideSpec | undefined): 
         override.backoff?.base !== undefined ? parseDuration(override.backoff.base) : base.backoff.baseMs,
       maxMs: override.backoff?.max !== undefined ? parseDuration(override.backoff.max) : base.backoff.maxMs,
     },
-    budget: {
-      ratio: override.budget?.ratio ?? base.budget.ratio,
-      minPerSecond: override.budget?.minPerSecond ?? base.budget.minPerSecond,
-    },
   };
 }
 
@@ -176,13 +173,16 @@ function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): Effectiv
     perTryTimeoutMs: parseDuration(d.retries.perTryTimeout),
     retryOn: sortedUnique(d.retries.on),
     backoff: { baseMs: parseDuration(d.retries.backoff.base), maxMs: parseDuration(d.retries.backoff.max) },
-    budget: { ratio: d.retries.budget.ratio, minPerSecond: d.retries.budget.minPerSecond },
   };
   const cb = { ...d.circuitBreaker, ...svc?.circuitBreaker };
   return {
     timeoutMs: parseDuration(svc?.timeout ?? d.timeout),
     connectTimeoutMs: parseDuration(svc?.connectTimeout ?? d.connectTimeout),
     retry: retryPlan(meshRetry, svc?.retries),
+    retryBudget: {
+      ratio: svc?.retries?.budget?.ratio ?? d.retries.budget.ratio,
+      minPerSecond: svc?.retries?.budget?.minPerSecond ?? d.retries.budget.minPerSecond,
+    },
     circuitBreaker: {
       maxConnections: cb.maxConnections,
       maxPendingRequests: cb.maxPendingRequests,
@@ -221,6 +221,7 @@ function translateClusters(ctx: Context): Map<string, Cluster> {
       connectTimeoutMs: p.connectTimeoutMs,
       circuitBreaker: p.circuitBreaker,
       outlierDetection: p.outlierDetection,
+      retryBudget: p.retryBudget,
       healthCheck: svc.healthCheck
         ? {
             path: svc.healthCheck.path,

@@ -59,7 +59,6 @@ export const RetryPlan = z.strictObject({
   perTryTimeoutMs: ms,
   retryOn: z.array(RetryOn),
   backoff: z.strictObject({ baseMs: ms, maxMs: ms }),
-  budget: z.strictObject({ ratio: z.number().min(0).max(1), minPerSecond: z.number().int().nonnegative() }),
 });
 export type RetryPlan = z.infer<typeof RetryPlan>;
 
@@ -75,6 +74,16 @@ export const OutlierDetection = z.strictObject({
   baseEjectionMs: ms,
   maxEjectedPercent: percent,
 });
+
+/**
+ * Retry budget of a cluster (Finagle/Linkerd): retries to it may add at most `ratio` of its requests in
+ * a 10-second window, plus `minPerSecond`. One budget per destination, whichever route retries.
+ */
+export const RetryBudget = z.strictObject({
+  ratio: z.number().min(0).max(1),
+  minPerSecond: z.number().int().nonnegative(),
+});
+export type RetryBudget = z.infer<typeof RetryBudget>;
 
 export const LoadBalancer = z.enum(["round-robin", "least-request", "ring-hash"]);
 
@@ -97,6 +106,7 @@ export const Cluster = z.strictObject({
   connectTimeoutMs: ms,
   circuitBreaker: CircuitBreaker,
   outlierDetection: OutlierDetection,
+  retryBudget: RetryBudget,
   healthCheck: HealthCheck.nullable(),
   tls: z.discriminatedUnion("mode", [
     z.strictObject({ mode: z.literal("mtls"), serverIdentity: z.string() }),

@@ -30,6 +30,7 @@ export const GatewayErrorCatalog = {
   upstream_connect_failure: [503, "no connection to the upstream could be opened"],
   no_healthy_upstream: [503, "the cluster has no endpoints"],
   no_cluster: [503, "the route's backend cluster is not configured"],
+  upstream_overflow: [503, "the cluster's circuit breaker is open (max requests or max pending reached)"],
   upstream_identity_unavailable: [
     503,
     "mTLS to the mesh needs a workload identity this gateway does not have",

@@ -11,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { Transform, type Writable } from "node:stream";
+import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import type { Dispatcher } from "undici";
@@ -19,6 +19,7 @@ import { loadRuntimeConfig } from "../contract/load.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { EXPOSITION_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
 import {
   checkRequestHeaders,
@@ -109,6 +110,40 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       maxChildren: 4,
     },
   );
+  const mRetries = metrics.counter("retries_total", "Retries, by cluster and the failure retried.", [
+    "proxy",
+    "cluster",
+    "reason",
+  ]);
+  const mBudget = metrics.counter(
+    "retry_budget_exhausted_total",
+    "Retries refused because the budget was spent.",
+    ["proxy", "cluster"],
+  );
+  const mOverflow = metrics.counter("upstream_overflow_total", "Requests refused by the circuit breaker.", [
+    "proxy",
+    "cluster",
+  ]);
+  const mEjections = metrics.counter("upstream_ejections_total", "Endpoints ejected by outlier detection.", [
+    "proxy",
+    "cluster",
+  ]);
+  const mHealth = metrics.counter("upstream_health_changes_total", "Active health-check transitions.", [
+    "proxy",
+    "cluster",
+    "healthy",
+  ]);
+  const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
+    "proxy",
+    "cluster",
+    "outcome",
+  ]);
+  const observer: ForwardObserver = {
+    attempt: (cluster, outcome) => mUpstream.labels("gateway", cluster, outcome).inc(),
+    retry: (cluster, reason) => mRetries.labels("gateway", cluster, reason).inc(),
+    budgetExhausted: (cluster) => mBudget.labels("gateway", cluster).inc(),
+    overflow: (cluster) => mOverflow.labels("gateway", cluster).inc(),
+  };
   const mFaults = metrics.counter("faults_injected_total", "Faults injected by route fault rules.", [
     "proxy",
     "route",
@@ -120,9 +155,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const compiled = compileGateway(config);
     const clusters = new Map<string, UpstreamCluster>();
     for (const c of config.clusters) {
-      const cluster = new UpstreamCluster(c, config.discovery, pools, (m) =>
-        log.warn({ event: "discovery" }, m),
-      );
+      const cluster = new UpstreamCluster(c, config.discovery, pools, {
+        onError: (m) => log.warn({ event: "discovery" }, m),
+        onEjection: (cl, ep) => {
+          mEjections.labels("gateway", cl).inc();
+          log.warn({ event: "ejected", cluster: cl, endpoint: ep });
+        },
+        onHealthChange: (cl, ep, healthy) => {
+          mHealth.labels("gateway", cl, String(healthy)).inc();
+          log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
+        },
+      });
       await cluster.start();
       clusters.set(c.name, cluster);
     }
@@ -301,13 +344,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         "mTLS to the mesh needs a workload identity",
       );
     }
-    const endpoint = cluster.pick(client);
-    if (!endpoint) {
-      outcome = "no_endpoint";
-      mUpstream.labels("gateway", backend, "no_endpoint").inc();
-      return respondError(req, res, 503, "no_healthy_upstream", `cluster ${backend} has no endpoints`);
-    }
-    upstreamKey = endpoint.key;
 
     const headers = upstreamRequestHeaders(req.headers);
     headers["x-forwarded-for"] = forwardedFor;
@@ -316,64 +352,126 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     headers["x-request-id"] = reqId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
 
+    // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
+    // chunked bodies stream through once (and are then never retried after they started).
     const hasBody =
       declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
-    const body = hasBody ? limitBody(req, limit) : null;
-    endpoint.inFlight++;
-    try {
-      await endpoint.pool.stream(
-        {
-          method: (req.method ?? "GET") as Dispatcher.HttpMethod,
-          path: d.upstreamPath,
-          headers,
-          body,
-          headersTimeout: d.timeoutMs,
-          bodyTimeout: d.timeoutMs,
-          opaque: res,
-        },
-        ({ statusCode, headers: upstreamHeaders, opaque }) => {
-          const out = opaque as ServerResponse;
-          outcome = "success";
-          const h = downstreamResponseHeaders(upstreamHeaders);
-          if (draining) h.connection = "close";
-          out.writeHead(statusCode, h);
-          return out as Writable;
-        },
-      );
-      mUpstream.labels("gateway", backend, "success").inc();
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      if (e.code === "E_BODY_TOO_LARGE") {
-        outcome = "body_too_large";
-        res.shouldKeepAlive = false;
-        respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
-        return;
+    let body: Buffer | NodeJS.ReadableStream | null = null;
+    if (hasBody) {
+      const mirror = d.action.mirror !== null;
+      if (
+        declared !== undefined &&
+        Number(declared) <= REPLAY_BUFFER_BYTES &&
+        (d.retry.attempts > 0 || mirror)
+      ) {
+        try {
+          body = await readBody(req, limit);
+        } catch (err) {
+          res.shouldKeepAlive = false;
+          if ((err as { code?: string }).code === "E_BODY_TOO_LARGE") {
+            return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+          }
+          res.destroy();
+          return;
+        }
+      } else {
+        body = limitBody(req, limit);
       }
-      outcome = upstreamOutcome(e);
-      mUpstream.labels("gateway", backend, outcome).inc();
-      if (res.headersSent || outcome === "client_aborted") {
-        // The response started (never present a truncated body as complete), or the client left: reset.
-        res.destroy(e);
-        return;
-      }
-      const [status, code]: [number, GatewayErrorCode] =
-        outcome === "timeout"
-          ? [504, "upstream_timeout"]
-          : outcome === "connect_failure"
-            ? [503, "upstream_connect_failure"]
-            : [502, "upstream_reset"];
-      log.warn({
-        event: "upstream_error",
-        requestId: reqId,
-        route: routeName,
-        upstream: upstreamKey,
-        code: e.code,
-        message: e.message,
-      });
-      respondError(req, res, status, code, `upstream ${backend}: ${outcome.replaceAll("_", " ")}`);
-    } finally {
-      endpoint.inFlight--;
     }
+
+    const mirror = d.action.mirror;
+    if (mirror && (body === null || Buffer.isBuffer(body)) && Math.random() * 100 < mirror.percent) {
+      const shadow = current.clusters.get(mirror.cluster);
+      if (shadow)
+        mirrorRequest(shadow, req.method ?? "GET", d.upstreamPath, headers, body, d.timeoutMs, client);
+    }
+
+    const result = await forward(
+      cluster,
+      {
+        method: req.method ?? "GET",
+        path: d.upstreamPath,
+        headers,
+        body,
+        timeoutMs: d.timeoutMs,
+        retry: d.retry,
+        hashKey: client,
+      },
+      (status, upstreamHeaders) => {
+        const h = downstreamResponseHeaders(upstreamHeaders);
+        if (draining) h.connection = "close";
+        res.writeHead(status, h);
+        return res;
+      },
+      observer,
+    );
+    upstreamKey = result.endpoint?.key ?? "";
+    if (result.kind === "ok") {
+      outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
+      return;
+    }
+    outcome = result.outcome;
+    if (result.outcome === "body_too_large" && !result.headersSent) {
+      res.shouldKeepAlive = false;
+      return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+    }
+    if (result.headersSent || result.outcome === "client_aborted") {
+      // The response started (never present a truncated body as complete), or the client left: reset.
+      res.destroy(result.error ?? undefined);
+      return;
+    }
+    const [status, code]: [number, GatewayErrorCode] =
+      result.outcome === "timeout"
+        ? [504, "upstream_timeout"]
+        : result.outcome === "connect_failure"
+          ? [503, "upstream_connect_failure"]
+          : result.outcome === "no_endpoint"
+            ? [503, "no_healthy_upstream"]
+            : result.outcome === "overflow"
+              ? [503, "upstream_overflow"]
+              : [502, "upstream_reset"];
+    log.warn({
+      event: "upstream_error",
+      requestId: reqId,
+      route: routeName,
+      upstream: upstreamKey || undefined,
+      outcome: result.outcome,
+      attempts: result.attempts,
+      code: result.error ? (result.error as { code?: string }).code : undefined,
+    });
+    respondError(req, res, status, code, `upstream ${backend}: ${result.outcome.replaceAll("_", " ")}`);
+  }
+
+  /** A copy of the request to the mirror cluster: fire and forget, response discarded, never awaited. */
+  function mirrorRequest(
+    shadow: UpstreamCluster,
+    method: string,
+    path: string,
+    headers: Record<string, string | string[]>,
+    body: Buffer | null,
+    timeoutMs: number,
+    hashKey: string,
+  ): void {
+    const endpoint = shadow.pick(hashKey, Date.now());
+    if (!endpoint) {
+      mMirrors.labels("gateway", shadow.config.name, "no_endpoint").inc();
+      return;
+    }
+    const host = typeof headers.host === "string" ? `${headers.host.replace(/:\d+$/, "")}-shadow` : undefined;
+    endpoint.pool
+      .request({
+        method: method as Dispatcher.HttpMethod,
+        path,
+        headers: { ...headers, ...(host ? { host } : {}), "x-meshgate-mirror": "1" },
+        body,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      })
+      .then(async (r) => {
+        await r.body.dump();
+        mMirrors.labels("gateway", shadow.config.name, r.statusCode >= 500 ? "5xx" : "success").inc();
+      })
+      .catch(() => mMirrors.labels("gateway", shadow.config.name, "failure").inc());
   }
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -554,24 +652,27 @@ function chooseBackend(backends: readonly { cluster: string; weight: number }[])
   return backends[backends.length - 1]!.cluster;
 }
 
-function upstreamOutcome(e: Error & { code?: string }): string {
-  switch (e.code) {
-    case "ECONNREFUSED":
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-    case "ENOTFOUND":
-    case "UND_ERR_CONNECT_TIMEOUT":
-      return "connect_failure";
-    case "UND_ERR_HEADERS_TIMEOUT":
-    case "UND_ERR_BODY_TIMEOUT":
-      return "timeout";
-    case "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH":
-    case "UND_ERR_ABORTED":
-    case "ECONNABORTED":
-      return "client_aborted";
-    default:
-      return "reset";
-  }
+/** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */
+const REPLAY_BUFFER_BYTES = 64 * 1024;
+
+/** Reads a whole (small) body, failing with E_BODY_TOO_LARGE past `limit`. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let seen = 0;
+    req.on("data", (c: Buffer) => {
+      seen += c.length;
+      if (seen > limit) {
+        req.pause();
+        reject(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+    req.on("aborted", () => reject(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
+  });
 }
 
 /** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */

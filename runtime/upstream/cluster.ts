@@ -7,8 +7,8 @@
  */
 import { lookup } from "node:dns/promises";
 import { Pool } from "undici";
-import type { Cluster } from "../contract/schema.ts";
-import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
+import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 
 export interface Endpoint {
   readonly key: string;
@@ -17,6 +17,16 @@ export interface Endpoint {
   readonly pool: Pool;
   /** Requests in flight on this endpoint (least-request balancing, drain). */
   inFlight: number;
+  readonly health: EndpointHealth;
+  /** Active health checks: consecutive probe results. */
+  probeSuccesses: number;
+  probeFailures: number;
+}
+
+export interface ClusterEvents {
+  onError(message: string): void;
+  onEjection(cluster: string, endpoint: string): void;
+  onHealthChange(cluster: string, endpoint: string, healthy: boolean): void;
 }
 
 type Discovery = GatewayRuntimeConfig["discovery"];
@@ -61,33 +71,81 @@ export class PoolCache {
 
 export class UpstreamCluster {
   readonly config: Cluster;
+  /** Retries to this cluster are paid from one budget. */
+  readonly budget: RetryBudget;
+  /** Requests in flight to this cluster (circuit breaker: maxRequests). */
+  active = 0;
   private endpoints: Endpoint[] = [];
   private rr = 0;
   private ring: { hashes: Uint32Array; owners: Endpoint[] } | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
   private closed = false;
-
+  /** Until when some endpoint may be unavailable (ejected); 0 = none, so pick() takes the fast path. */
+  private degradedUntil = 0;
+  private activeUnhealthy = 0;
   private readonly discovery: Discovery;
   private readonly pools: PoolCache;
-  private readonly onError: (message: string) => void;
+  private readonly events: ClusterEvents;
 
-  constructor(config: Cluster, discovery: Discovery, pools: PoolCache, onError: (message: string) => void) {
+  constructor(config: Cluster, discovery: Discovery, pools: PoolCache, events: ClusterEvents) {
     this.config = config;
     this.discovery = discovery;
     this.pools = pools;
-    this.onError = onError;
+    this.events = events;
+    this.budget = new RetryBudget(config.retryBudget);
   }
 
   /** Resolves endpoints once (and starts periodic DNS re-resolution). */
   async start(): Promise<void> {
     if (this.discovery.kind === "static") {
       this.setEndpoints(this.discovery.endpoints[this.config.name] ?? []);
-      return;
+    } else {
+      await this.resolve();
+      const refresh = Math.max(1000, this.discovery.refreshMs);
+      this.timer = setInterval(() => void this.resolve(), refresh);
+      this.timer.unref();
     }
-    await this.resolve();
-    const refresh = Math.max(1000, this.discovery.refreshMs);
-    this.timer = setInterval(() => void this.resolve(), refresh);
-    this.timer.unref();
+    const hc = this.config.healthCheck;
+    if (hc) {
+      this.probeTimer = setInterval(() => void this.probeAll(), Math.max(100, hc.intervalMs));
+      this.probeTimer.unref();
+      void this.probeAll();
+    }
+  }
+
+  /** Active health checks: GET healthCheck.path on every endpoint; 2xx within the timeout is healthy. */
+  private async probeAll(): Promise<void> {
+    const hc = this.config.healthCheck;
+    if (!hc || this.closed) return;
+    await Promise.all(
+      this.endpoints.map(async (e) => {
+        const ok = await e.pool
+          .request({ method: "GET", path: hc.path, headersTimeout: hc.timeoutMs, bodyTimeout: hc.timeoutMs })
+          .then(async (r) => {
+            await r.body.dump();
+            return r.statusCode >= 200 && r.statusCode < 300;
+          })
+          .catch(() => false);
+        if (ok) {
+          e.probeFailures = 0;
+          e.probeSuccesses++;
+          if (!e.health.activeHealthy && e.probeSuccesses >= hc.healthyThreshold)
+            this.setActiveHealth(e, true);
+        } else {
+          e.probeSuccesses = 0;
+          e.probeFailures++;
+          if (e.health.activeHealthy && e.probeFailures >= hc.unhealthyThreshold)
+            this.setActiveHealth(e, false);
+        }
+      }),
+    );
+  }
+
+  private setActiveHealth(e: Endpoint, healthy: boolean): void {
+    e.health.activeHealthy = healthy;
+    this.activeUnhealthy += healthy ? -1 : 1;
+    this.events.onHealthChange(this.config.name, e.key, healthy);
   }
 
   private async resolve(): Promise<void> {
@@ -100,7 +158,9 @@ export class UpstreamCluster {
       this.setEndpoints(addrs.map((a) => ({ host: a.address, port: this.config.port })));
     } catch (err) {
       // Keep the last known endpoints: a DNS hiccup must not empty a cluster.
-      this.onError(`cluster ${this.config.name}: resolving ${name} failed (${(err as Error).message})`);
+      this.events.onError(
+        `cluster ${this.config.name}: resolving ${name} failed (${(err as Error).message})`,
+      );
     }
   }
 
@@ -110,20 +170,55 @@ export class UpstreamCluster {
       .map(({ host, port }) => {
         const key = `${host}:${port}`;
         return (
-          old.get(key) ?? { key, host, port, pool: this.pools.get(host, port, this.config), inFlight: 0 }
+          old.get(key) ?? {
+            key,
+            host,
+            port,
+            pool: this.pools.get(host, port, this.config),
+            inFlight: 0,
+            health: newHealth(),
+            probeSuccesses: 0,
+            probeFailures: 0,
+          }
         );
       })
       .sort((a, b) => a.key.localeCompare(b.key));
+    this.activeUnhealthy = this.endpoints.filter((e) => !e.health.activeHealthy).length;
     this.ring = null;
+  }
+
+  /** Endpoints ejected by outlier detection right now. */
+  ejectedCount(nowMs: number): number {
+    if (this.degradedUntil <= nowMs) return 0;
+    let n = 0;
+    for (const e of this.endpoints) if (e.health.ejectedUntil > nowMs) n++;
+    return n;
+  }
+
+  /** Records an attempt's result for outlier detection (a failure: 5xx, reset, timeout, connect failure). */
+  record(e: Endpoint, failed: boolean, nowMs: number): void {
+    const od = this.config.outlierDetection;
+    if (recordResult(e.health, failed, od, nowMs, this.ejectedCount(nowMs), this.endpoints.length)) {
+      this.degradedUntil = Math.max(this.degradedUntil, e.health.ejectedUntil);
+      this.events.onEjection(this.config.name, e.key);
+    }
   }
 
   endpointKeys(): string[] {
     return this.endpoints.map((e) => e.key);
   }
 
-  /** Chooses an endpoint, or null when the cluster has none. `hashKey` feeds ring-hash. */
-  pick(hashKey: string): Endpoint | null {
-    const eps = this.endpoints;
+  /**
+   * Chooses an available endpoint (not ejected, not failing active checks), preferring one other than
+   * `avoid` (a retry's previous endpoint); null when none is available. `hashKey` feeds ring-hash.
+   */
+  pick(hashKey: string, nowMs: number, avoid?: Endpoint): Endpoint | null {
+    let eps = this.endpoints;
+    if (this.degradedUntil > nowMs || this.activeUnhealthy > 0) {
+      eps = eps.filter((e) => available(e.health, nowMs));
+      if (this.config.loadBalancer === "ring-hash" && eps.length > 0) return this.ringPick(hashKey, nowMs);
+    }
+    if (avoid && eps.length > 1) eps = eps.filter((e) => e !== avoid);
     if (eps.length === 0) return null;
     if (eps.length === 1) return eps[0]!;
     switch (this.config.loadBalancer) {
@@ -139,11 +234,12 @@ export class UpstreamCluster {
         return b.inFlight < a.inFlight ? b : a;
       }
       case "ring-hash":
-        return this.ringPick(hashKey);
+        return this.ringPick(hashKey, nowMs);
     }
   }
 
-  private ringPick(key: string): Endpoint {
+  /** The ring owner of the key, or the next available owner clockwise when it is unavailable. */
+  private ringPick(key: string, nowMs: number): Endpoint | null {
     if (!this.ring) this.ring = buildRing(this.endpoints);
     const h = fnv1a(key);
     const { hashes, owners } = this.ring;
@@ -154,12 +250,17 @@ export class UpstreamCluster {
       if (hashes[mid]! < h) lo = mid + 1;
       else hi = mid;
     }
-    return owners[lo === hashes.length ? 0 : lo]!;
+    for (let k = 0; k < owners.length; k++) {
+      const owner = owners[(lo + k) % owners.length]!;
+      if (available(owner.health, nowMs)) return owner;
+    }
+    return null;
   }
 
   close(): void {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
   }
 }
 

@@ -114,7 +114,7 @@ beforeAll(async () => {
       },
       { name: "only-get", match: { path: "/only-get", methods: ["GET"] }, to: "app", ...PUBLIC },
     ],
-    { app, other, chunked, killer, staller, dead: { port: dead, received: [], close: async () => {} } },
+    { app, other, chunked, killer, staller, dead: { port: dead } },
     {
       jwt: {
         main: {

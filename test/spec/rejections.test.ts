@@ -850,6 +850,12 @@ const ROWS: Row[] = [
     code: "E_SPEC_SLO_TARGET",
     path: "observability.slos[0]",
   },
+  {
+    claim: "rejects_a_retry_budget_on_a_route_because_budgets_belong_to_services",
+    mutate: (s) => (s.gateway.routes[0].retries = { attempts: 1, budget: { ratio: 0.5 } }),
+    code: "E_SPEC_UNKNOWN_KEY",
+    path: "gateway.routes[0].retries.budget",
+  },
   // Found by probing: each was once accepted or masked.
   {
     claim: "rejects_a_protocol_relative_redirect_path",

@@ -56,7 +56,7 @@ type Loose = Record<string, unknown>;
  */
 export function gatewayConfig(
   routes: Loose[],
-  upstreams: Record<string, Upstream>,
+  upstreams: Record<string, Endpoints>,
   gateway: Loose = {},
   services?: Record<string, Loose>,
 ): GatewayRuntimeConfig {
@@ -80,9 +80,12 @@ export function gatewayConfig(
 }
 
 /** Rewrites discovery to static endpoints on 127.0.0.1 and clusters to plaintext, and reseals. */
+/** One upstream, several (a multi-endpoint cluster), or just a port (e.g. one nothing listens on). */
+export type Endpoints = Pick<Upstream, "port"> | readonly Pick<Upstream, "port">[];
+
 export function plaintextStatic(
   config: GatewayRuntimeConfig,
-  upstreams: Record<string, Upstream>,
+  upstreams: Record<string, Endpoints>,
 ): GatewayRuntimeConfig {
   const { hash: _h, ...rest } = config;
   return sealRuntimeConfig<GatewayRuntimeConfig>({
@@ -90,7 +93,13 @@ export function plaintextStatic(
     discovery: {
       kind: "static",
       endpoints: Object.fromEntries(
-        Object.entries(upstreams).map(([n, u]) => [n, [{ host: "127.0.0.1", port: u.port }]]),
+        Object.entries(upstreams).map(([n, u]) => [
+          n,
+          (Array.isArray(u) ? u : [u]).map((e: Pick<Upstream, "port">) => ({
+            host: "127.0.0.1",
+            port: e.port,
+          })),
+        ]),
       ),
     },
     clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),

@@ -140,7 +140,8 @@ describe("translate", () => {
     expect(route("list-products").timeoutMs).toBe(2000); // catalog (weight 90): mesh default
     expect(route("get-order").timeoutMs).toBe(1500); // route override
     expect(route("get-order").retry).toMatchObject({ attempts: 3, perTryTimeoutMs: 300 });
-    expect(route("get-order").retry.budget).toEqual({ ratio: 0.2, minPerSecond: 10 }); // merged from the mesh
+    const orders = runtime.gateway!.clusters.find((c) => c.name === "orders")!;
+    expect(orders.retryBudget).toEqual({ ratio: 0.2, minPerSecond: 10 }); // one budget per destination
   });
 
   it("fleet_rate_limits_use_redis_when_configured_else_local_per_replica", async () => {

@@ -1,0 +1,230 @@
+/**
+ * Forwarding one request to a cluster, with the resilience rules shared by the gateway and the sidecar:
+ * circuit breaking (max requests, max pending per endpoint), endpoint choice, per-try and total timeouts,
+ * retries only when safe and only inside the cluster's retry budget (jittered backoff, preferring another
+ * endpoint), passive outlier detection, and the response head handed to the caller exactly once —
+ * a retryable failure's response is drained, never shown to the client.
+ */
+import { Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Dispatcher } from "undici";
+import type { RetryPlan } from "../contract/schema.ts";
+import type { Endpoint, UpstreamCluster } from "./cluster.ts";
+import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
+
+export interface ForwardRequest {
+  readonly method: string;
+  /** Path and query sent upstream. */
+  readonly path: string;
+  readonly headers: Record<string, string | string[]>;
+  /** A Buffer (replayable on retry), a stream (sent once, never retried after it starts), or null. */
+  readonly body: Buffer | NodeJS.ReadableStream | null;
+  readonly timeoutMs: number;
+  readonly retry: RetryPlan;
+  /** Ring-hash key (the client address). */
+  readonly hashKey: string;
+}
+
+export interface ForwardObserver {
+  /** Called once per attempt with its outcome ("success", "5xx", "connect_failure", "timeout", "reset", …). */
+  attempt(cluster: string, outcome: string): void;
+  retry(cluster: string, reason: string): void;
+  budgetExhausted(cluster: string): void;
+  overflow(cluster: string): void;
+}
+
+export type ForwardOutcome =
+  "connect_failure" | "timeout" | "reset" | "no_endpoint" | "overflow" | "client_aborted" | "body_too_large";
+
+export type ForwardResult =
+  | { readonly kind: "ok"; readonly endpoint: Endpoint; readonly attempts: number; readonly status: number }
+  | {
+      readonly kind: "error";
+      readonly outcome: ForwardOutcome;
+      /** True when the response head already went to the client: the caller must reset, not answer. */
+      readonly headersSent: boolean;
+      readonly attempts: number;
+      readonly endpoint: Endpoint | null;
+      readonly error: Error | null;
+    };
+
+/** Receives the response head to show the client; returns where the body goes. */
+export type OnResponseHead = (
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+) => Writable;
+
+const drain = () =>
+  new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
+
+function classify(e: Error & { code?: string }): AttemptFailure | "client_aborted" | "body_too_large" {
+  switch (e.code) {
+    case "ECONNREFUSED":
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "UND_ERR_CONNECT_TIMEOUT":
+      return { kind: "connect-failure" };
+    case "UND_ERR_HEADERS_TIMEOUT":
+    case "UND_ERR_BODY_TIMEOUT":
+      return { kind: "timeout" };
+    case "E_BODY_TOO_LARGE":
+      return "body_too_large";
+    case "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH":
+    case "UND_ERR_ABORTED":
+    case "ECONNABORTED":
+      return "client_aborted";
+    default:
+      return { kind: "reset" };
+  }
+}
+
+const outcomeOf = (f: AttemptFailure): string =>
+  f.kind === "status" ? `${Math.floor(f.status / 100)}xx` : f.kind.replaceAll("-", "_");
+
+export async function forward(
+  cluster: UpstreamCluster,
+  req: ForwardRequest,
+  onHead: OnResponseHead,
+  observer: ForwardObserver,
+  now: () => number = Date.now,
+): Promise<ForwardResult> {
+  const name = cluster.config.name;
+  const cb = cluster.config.circuitBreaker;
+  if (cluster.active >= cb.maxRequests) {
+    observer.overflow(name);
+    return {
+      kind: "error",
+      outcome: "overflow",
+      headersSent: false,
+      attempts: 0,
+      endpoint: null,
+      error: null,
+    };
+  }
+  cluster.active++;
+  const start = now();
+  const deadline = start + req.timeoutMs;
+  cluster.budget.deposit(start);
+  const plan = req.retry;
+  const replayable = req.body === null || Buffer.isBuffer(req.body);
+  let attempts = 0;
+  let previous: Endpoint | undefined;
+  let lastFailure: AttemptFailure | null = null;
+
+  /** Another attempt is allowed: plan, safety, time left, and (last, since it spends) the budget. */
+  const mayRetry = (f: AttemptFailure): boolean => {
+    if (attempts > plan.attempts) return false;
+    if (!retryable(f, plan, req.method, replayable)) return false;
+    if (deadline - now() <= 0) return false;
+    if (!cluster.budget.tryWithdraw(now())) {
+      observer.budgetExhausted(name);
+      return false;
+    }
+    return true;
+  };
+
+  try {
+    for (;;) {
+      const endpoint = cluster.pick(req.hashKey, now(), previous);
+      if (!endpoint) {
+        observer.attempt(name, "no_endpoint");
+        return {
+          kind: "error",
+          outcome: lastFailure ? outcomeFor(lastFailure) : "no_endpoint",
+          headersSent: false,
+          attempts,
+          endpoint: null,
+          error: null,
+        };
+      }
+      if (endpoint.pool.stats.pending >= cb.maxPendingRequests) {
+        observer.overflow(name);
+        return { kind: "error", outcome: "overflow", headersSent: false, attempts, endpoint, error: null };
+      }
+      const remaining = deadline - now();
+      if (remaining <= 0) {
+        return { kind: "error", outcome: "timeout", headersSent: false, attempts, endpoint, error: null };
+      }
+      attempts++;
+      const perTry =
+        plan.attempts > 0 && plan.perTryTimeoutMs > 0 ? Math.min(plan.perTryTimeoutMs, remaining) : remaining;
+      let discarded: AttemptFailure | null = null;
+      let headSent = false;
+      let status = 0;
+      endpoint.inFlight++;
+      try {
+        await endpoint.pool.stream(
+          {
+            method: req.method as Dispatcher.HttpMethod,
+            path: req.path,
+            headers: req.headers,
+            body: req.body as Dispatcher.DispatchOptions["body"],
+            headersTimeout: perTry,
+            bodyTimeout: Math.max(1, deadline - now()),
+          },
+          ({ statusCode, headers }) => {
+            status = statusCode;
+            const failure: AttemptFailure = { kind: "status", status: statusCode };
+            if (statusCode >= 500 || statusCode === 429) {
+              if (mayRetry(failure)) {
+                discarded = failure;
+                return drain();
+              }
+            }
+            headSent = true;
+            return onHead(statusCode, headers);
+          },
+        );
+        cluster.record(endpoint, status >= 500, now());
+        observer.attempt(name, status >= 500 ? "5xx" : "success");
+        if (discarded === null) return { kind: "ok", endpoint, attempts, status };
+        lastFailure = discarded;
+        observer.retry(name, outcomeOf(discarded));
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        const failure = classify(e);
+        if (failure === "client_aborted" || failure === "body_too_large") {
+          observer.attempt(name, failure);
+          return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };
+        }
+        cluster.record(endpoint, true, now());
+        observer.attempt(name, outcomeOf(failure));
+        // A retry already granted (the 5xx whose body was being drained) goes ahead; otherwise ask.
+        if (headSent || (discarded === null && !mayRetry(failure))) {
+          return {
+            kind: "error",
+            outcome: outcomeFor(failure),
+            headersSent: headSent,
+            attempts,
+            endpoint,
+            error: e,
+          };
+        }
+        lastFailure = discarded ?? failure;
+        observer.retry(name, outcomeOf(lastFailure));
+      } finally {
+        endpoint.inFlight--;
+      }
+      previous = endpoint;
+      const wait = Math.min(
+        backoffMs(attempts - 1, plan.backoff, Math.random()),
+        Math.max(0, deadline - now()),
+      );
+      if (wait > 0) await sleep(wait);
+    }
+  } finally {
+    cluster.active--;
+  }
+}
+
+function outcomeFor(f: AttemptFailure): ForwardOutcome {
+  if (f.kind === "connect-failure" || f.kind === "refused-stream") return "connect_failure";
+  if (f.kind === "timeout") return "timeout";
+  return "reset";
+}

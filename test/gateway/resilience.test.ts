@@ -1,0 +1,280 @@
+/**
+ * Resilience against real upstream sockets: retries only when safe and inside the budget, per-try
+ * timeouts, outlier ejection, the circuit breaker, active health checks and mirroring.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  freePort,
+  gatewayConfig,
+  request,
+  startTestGateway,
+  startUpstream,
+  type Endpoints,
+  type TestGateway,
+  type Upstream,
+} from "../support/gateway.ts";
+
+const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await Promise.all(cleanup.splice(0).map((f) => f()));
+});
+
+async function upstream(handler?: Parameters<typeof startUpstream>[0]): Promise<Upstream> {
+  const u = await startUpstream(handler);
+  cleanup.push(() => u.close());
+  return u;
+}
+
+const answer = (status: number, body = String(status)) =>
+  upstream((_req, res) => {
+    res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  });
+
+async function gateway(
+  routes: Record<string, unknown>[],
+  upstreams: Record<string, Endpoints>,
+  services: Record<string, Record<string, unknown>> = {},
+): Promise<TestGateway> {
+  const svc = Object.fromEntries(
+    Object.keys(upstreams).map((n) => [
+      n,
+      { image: `r/${n}:1`, port: 8080, allow: [{ from: ["gateway"] }], ...services[n] },
+    ]),
+  );
+  const gw = await startTestGateway(gatewayConfig(routes, upstreams, {}, svc));
+  cleanup.push(() => gw.drain());
+  return gw;
+}
+
+const metric = async (gw: TestGateway, pattern: RegExp): Promise<number> => {
+  const m = pattern.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text());
+  return m ? Number(m[1]) : 0;
+};
+
+describe("retries", () => {
+  it("retries_a_503_of_a_get_on_another_endpoint", async () => {
+    const bad = await answer(503);
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [{ name: "r", match: { path: "/r" }, to: "app", ...PUBLIC, retries: { attempts: 2, on: ["503"] } }],
+      { app: [bad, good] },
+      { app: { loadBalancer: "round-robin" } },
+    );
+    for (let i = 0; i < 6; i++)
+      expect(await request(`${gw.url}/r`)).toMatchObject({ status: 200, body: "ok" });
+    expect(bad.received.length).toBeGreaterThan(0);
+    expect(
+      await metric(gw, /meshgate_retries_total\{proxy="gateway",cluster="app",reason="5xx"\} (\d+)/),
+    ).toBe(bad.received.length);
+  });
+
+  it("never_retries_a_post_whose_bytes_reached_the_upstream", async () => {
+    const bad = await answer(503);
+    const gw = await gateway(
+      [
+        {
+          name: "w",
+          match: { path: "/w" },
+          to: "app",
+          ...PUBLIC,
+          retries: { attempts: 3, on: ["5xx", "reset"] },
+        },
+      ],
+      { app: bad },
+    );
+    const r = await request(`${gw.url}/w`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    expect(r.status).toBe(503);
+    expect(bad.received).toHaveLength(1);
+  });
+
+  it("retries_a_post_after_a_connect_failure_because_no_byte_was_sent", async () => {
+    const dead = await freePort();
+    const good = await upstream();
+    const gw = await gateway(
+      [
+        {
+          name: "w",
+          match: { path: "/w" },
+          to: "app",
+          ...PUBLIC,
+          retries: { attempts: 1, on: ["connect-failure"] },
+        },
+      ],
+      { app: [{ port: dead }, good] },
+      { app: { loadBalancer: "round-robin" } },
+    );
+    for (let i = 0; i < 4; i++) {
+      const r = await request(`${gw.url}/w`, {
+        method: "POST",
+        body: `{"n":${i}}`,
+        headers: { "content-type": "application/json" },
+      });
+      expect(r.status).toBe(200);
+    }
+    expect(good.received.map((q) => q.body)).toEqual(['{"n":0}', '{"n":1}', '{"n":2}', '{"n":3}']);
+  });
+
+  it("retries_after_a_per_try_timeout_within_the_total_timeout", async () => {
+    const stalled = await upstream(() => {
+      /* never answers */
+    });
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [
+        {
+          name: "t",
+          match: { path: "/t", methods: ["GET"] },
+          to: "app",
+          ...PUBLIC,
+          timeout: "2s",
+          retries: { attempts: 1, perTryTimeout: "150ms", on: ["timeout"] },
+        },
+      ],
+      { app: [stalled, good] },
+      { app: { loadBalancer: "round-robin" } },
+    );
+    for (let i = 0; i < 2; i++) {
+      const t = performance.now();
+      expect(await request(`${gw.url}/t`)).toMatchObject({ status: 200, body: "ok" });
+      expect(performance.now() - t).toBeLessThan(1500);
+    }
+  });
+
+  it("keeps_retries_within_the_budget_under_100_percent_5xx", async () => {
+    const bad = await answer(503);
+    const gw = await gateway(
+      [
+        {
+          name: "b",
+          match: { path: "/b" },
+          to: "app",
+          ...PUBLIC,
+          retries: { attempts: 3, on: ["503"], backoff: { base: "1ms", max: "1ms" } },
+        },
+      ],
+      { app: bad },
+      {
+        app: {
+          retries: { budget: { ratio: 0.2, minPerSecond: 0 } },
+          circuitBreaker: { consecutive5xx: 100000 },
+        },
+      },
+    );
+    for (let i = 0; i < 100; i++) expect((await request(`${gw.url}/b`)).status).toBe(503);
+    const retries = bad.received.length - 100;
+    // 20% of 100 originals; without the budget 3 retries each would have sent 300 more.
+    expect(retries).toBeGreaterThan(0);
+    expect(retries).toBeLessThanOrEqual(21);
+    expect(
+      await metric(gw, /meshgate_retry_budget_exhausted_total\{proxy="gateway",cluster="app"\} (\d+)/),
+    ).toBeGreaterThan(50);
+  });
+});
+
+describe("outlier detection and the circuit breaker", () => {
+  it("ejects_an_endpoint_after_consecutive_5xx_and_routes_around_it", async () => {
+    const bad = await answer(500);
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: [bad, good] },
+      {
+        app: {
+          loadBalancer: "round-robin",
+          circuitBreaker: { consecutive5xx: 3, maxEjectedPercent: 50, baseEjection: "30s" },
+        },
+      },
+    );
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await request(`${gw.url}/o`)).status);
+    expect(bad.received).toHaveLength(3);
+    expect(statuses.slice(10).every((s) => s === 200)).toBe(true);
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      1,
+    );
+  });
+
+  it("opens_when_every_endpoint_fails_answering_503_without_reaching_the_upstream", async () => {
+    const bad = await answer(500);
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: bad },
+      { app: { circuitBreaker: { consecutive5xx: 5, baseEjection: "30s" } } },
+    );
+    for (let i = 0; i < 5; i++) expect((await request(`${gw.url}/o`)).status).toBe(500);
+    const after = await request(`${gw.url}/o`);
+    expect(after.status).toBe(503);
+    expect(after.headers["x-meshgate-error"]).toBe("no_healthy_upstream");
+    expect(bad.received).toHaveLength(5);
+  });
+
+  it("refuses_requests_beyond_max_requests_with_503_overflow", async () => {
+    const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 300));
+    const gw = await gateway(
+      [{ name: "s", match: { path: "/s" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: slow },
+      { app: { circuitBreaker: { maxRequests: 2 } } },
+    );
+    const results = await Promise.all(Array.from({ length: 6 }, () => request(`${gw.url}/s`)));
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses.filter((s) => s === 200)).toHaveLength(2);
+    expect(results.filter((r) => r.headers["x-meshgate-error"] === "upstream_overflow")).toHaveLength(4);
+  });
+
+  it("takes_an_endpoint_out_when_its_active_health_check_fails", async () => {
+    const sick = await upstream((req, res) => {
+      res.writeHead(req.url === "/healthz" ? 503 : 200);
+      res.end("sick");
+    });
+    const well = await answer(200, "well");
+    const gw = await gateway(
+      [{ name: "h", match: { path: "/h" }, to: "app", ...PUBLIC }],
+      { app: [sick, well] },
+      {
+        app: {
+          loadBalancer: "round-robin",
+          healthCheck: { path: "/healthz", interval: "100ms", unhealthyThreshold: 2 },
+        },
+      },
+    );
+    await sleep(500);
+    const bodies = new Set<string>();
+    for (let i = 0; i < 10; i++) bodies.add((await request(`${gw.url}/h`)).body);
+    expect([...bodies]).toEqual(["well"]);
+  });
+});
+
+describe("mirroring", () => {
+  it("copies_requests_to_the_mirror_and_never_waits_for_it", async () => {
+    const primary = await answer(200, "primary");
+    const shadow = await upstream((_req, res) => setTimeout(() => res.end("shadow"), 500));
+    const gw = await gateway(
+      [
+        {
+          name: "m",
+          match: { path: "/m" },
+          to: "app",
+          mirror: { service: "shadow", percent: 100 },
+          ...PUBLIC,
+        },
+      ],
+      { app: primary, shadow },
+    );
+    const t = performance.now();
+    const r = await request(`${gw.url}/m?q=1`, { headers: { host: "127.0.0.1" } });
+    expect(r).toMatchObject({ status: 200, body: "primary" });
+    expect(performance.now() - t).toBeLessThan(400);
+    await sleep(700);
+    expect(shadow.received).toHaveLength(1);
+    expect(shadow.received[0]).toMatchObject({ url: "/m?q=1" });
+    expect(shadow.received[0]!.headers).toMatchObject({ host: "127.0.0.1-shadow", "x-meshgate-mirror": "1" });
+  });
+});
