@@ -100,11 +100,15 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | n
 }
 
 /** The request headers to send upstream: the client's, minus hop-by-hop and gateway-owned ones. */
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+export function upstreamRequestHeaders(
+  headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
   const listed = connectionTokens(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || GATEWAY_OWNED.has(name) || listed?.has(name)) continue;
+    // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop only.
+    if (name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name) || GATEWAY_OWNED.has(name) || listed?.has(name))
+      continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }

@@ -9,7 +9,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http, { type ServerResponse } from "node:http";
+import type net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,6 +30,14 @@ import {
   upstreamRequestHeaders,
 } from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
+import {
+  createListener,
+  loadCertificates,
+  type AnyRequest,
+  type AnyResponse,
+  type CertificateSet,
+  type Listener,
+} from "./listeners.ts";
 import { redactConfig } from "./redact.ts";
 
 export interface GatewayOptions {
@@ -58,10 +67,19 @@ export interface GatewayHandle {
   drain(): Promise<void>;
 }
 
+/**
+ * The response as the handler uses it. HTTP/1 responses and HTTP/2 compat responses share every member
+ * used here (writeHead, end, destroy, headersSent, statusCode, writableFinished, events), so the handler
+ * is written once against the HTTP/1 type; onRequest narrows once.
+ */
+type Response = ServerResponse;
+
 interface State {
   readonly config: GatewayRuntimeConfig;
   readonly compiled: CompiledGateway;
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** TLS certificates by listener name (https listeners). */
+  readonly certificates: ReadonlyMap<string, CertificateSet>;
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
@@ -169,7 +187,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       await cluster.start();
       clusters.set(c.name, cluster);
     }
-    return { config, compiled, clusters };
+    return { config, compiled, clusters, certificates: loadAllCertificates(config) };
   }
 
   let state = await buildState(options.config);
@@ -188,8 +206,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   // ── request handling ──
   function respondError(
-    req: IncomingMessage,
-    res: ServerResponse,
+    req: AnyRequest,
+    res: Response,
     status: number,
     code: GatewayErrorCode,
     message: string,
@@ -209,7 +227,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mErrors.labels("gateway", code).inc();
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {
     const current = state;
     const started = performance.now();
     const reqId = requestId(req.headers["x-request-id"], randomUUID);
@@ -246,9 +264,15 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       current.config.clientIp.trustedHops,
     );
     let accessPath = "";
+    // HTTP/2 carries the host in :authority (the compat API also shows a Host header when one was sent).
+    const authority = req.headers.host ?? (req.headers[":authority"] as string | undefined);
 
-    if (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1)) {
-      res.shouldKeepAlive = false;
+    const overH2 = "stream" in req;
+    if (
+      !overH2 &&
+      (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1))
+    ) {
+      noKeepAlive(res);
       return respondError(
         req,
         res,
@@ -259,13 +283,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const headerProblem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
     if (headerProblem) {
-      res.shouldKeepAlive = false;
+      noKeepAlive(res);
       return respondError(req, res, 400, headerProblem.code, headerProblem.detail);
     }
     const d = decide(current.compiled, {
       method: req.method ?? "GET",
       target: req.url ?? "",
-      host: req.headers.host,
+      host: authority,
       header: (n) => {
         const v = req.headers[n];
         return Array.isArray(v) ? v[0] : v;
@@ -295,7 +319,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const declared = req.headers["content-length"];
     const limit = d.route.config.limits.maxBodyBytes;
     if (declared !== undefined && Number(declared) > limit) {
-      res.shouldKeepAlive = false;
+      noKeepAlive(res);
       return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
 
@@ -317,7 +341,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
     switch (d.action.kind) {
       case "redirect":
-        return redirect(req, res, d, current.config);
+        return redirect(res, scheme, d);
       case "forward":
         break;
       default:
@@ -347,8 +371,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
     const headers = upstreamRequestHeaders(req.headers);
     headers["x-forwarded-for"] = forwardedFor;
-    headers["x-forwarded-proto"] = "encrypted" in req.socket ? "https" : "http";
-    if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
+    headers["x-forwarded-proto"] = scheme;
+    if (authority) headers["x-forwarded-host"] = authority;
+    if (overH2 && authority && !headers.host) headers.host = authority;
     headers["x-request-id"] = reqId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
 
@@ -367,7 +392,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         try {
           body = await readBody(req, limit);
         } catch (err) {
-          res.shouldKeepAlive = false;
+          noKeepAlive(res);
           if ((err as { code?: string }).code === "E_BODY_TOO_LARGE") {
             return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
           }
@@ -412,7 +437,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     outcome = result.outcome;
     if (result.outcome === "body_too_large" && !result.headersSent) {
-      res.shouldKeepAlive = false;
+      noKeepAlive(res);
       return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
     if (result.headersSent || result.outcome === "client_aborted") {
@@ -474,10 +499,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       .catch(() => mMirrors.labels("gateway", shadow.config.name, "failure").inc());
   }
 
-  function onRequest(req: IncomingMessage, res: ServerResponse): void {
+  function onRequest(req: AnyRequest, anyRes: AnyResponse, scheme: "http" | "https"): void {
+    const res = anyRes as Response;
     inFlight++;
     mInFlight.inc();
-    handle(req, res).catch((err: Error) => {
+    handle(req, res, scheme).catch((err: Error) => {
       log.error({ event: "handler_error", message: err.message, stack: err.stack });
       if (!res.headersSent) respondError(req, res, 500, "internal_error", "internal gateway error");
       else res.destroy(err);
@@ -485,48 +511,35 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   }
 
   // ── listeners ──
-  const limits = state.config.limits;
-  const servers: http.Server[] = [];
+  const listeners: Listener[] = [];
   const listenerPorts: Record<string, number> = {};
   for (const l of state.config.listeners) {
-    if (l.protocol === "https") {
-      throw new Error(
-        `listener ${l.name}: https listeners are not supported by this runtime yet (TLS arrives with issue 3 part 2)`,
-      );
-    }
-    const server = http.createServer(
-      {
-        maxHeaderSize: limits.maxHeaderBytes,
-        headersTimeout: limits.headerTimeoutMs,
-        requestTimeout: limits.requestTimeoutMs,
-        keepAliveTimeout: limits.idleTimeoutMs,
-        requireHostHeader: true,
-        joinDuplicateHeaders: false,
-        insecureHTTPParser: false,
-        noDelay: true,
-      },
+    const listener = createListener(
+      l,
+      state.config.limits,
       onRequest,
+      () => state.certificates.get(l.name) ?? null,
+      (_server, err, socket) => {
+        // A response that closes the connection was already written for this request (e.g. a refused
+        // Transfer-Encoding): the parser's later complaint about the same bytes gets no second response.
+        if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+          socket.destroy();
+          return;
+        }
+        const status =
+          err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+        mErrors.labels("gateway", `parse_${status}`).inc();
+        if (socket.writable && !socket.destroyed) {
+          const reason = http.STATUS_CODES[status] ?? "Bad Request";
+          socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+        } else socket.destroy();
+      },
     );
-    server.maxConnections = limits.maxConnections;
-    server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
-      // A response that closes the connection was already written for this request (e.g. a refused
-      // Transfer-Encoding): the parser's later complaint about the same bytes gets no second response.
-      if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
-        socket.destroy();
-        return;
-      }
-      const status =
-        err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-      mErrors.labels("gateway", `parse_${status}`).inc();
-      if (socket.writable && !socket.destroyed) {
-        const reason = http.STATUS_CODES[status] ?? "Bad Request";
-        socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-      } else socket.destroy();
-    });
+    listener.server.maxConnections = state.config.limits.maxConnections;
     const port = options.ports?.listeners?.[l.name] ?? l.port;
-    await listen(server, port, bindHost);
-    listenerPorts[l.name] = (server.address() as AddressInfo).port;
-    servers.push(server);
+    await listen(listener.server, port, bindHost);
+    listenerPorts[l.name] = (listener.server.address() as AddressInfo).port;
+    listeners.push(listener);
   }
 
   // ── admin ──
@@ -581,11 +594,32 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       return { ok: false, error: e.message, code: e.code ?? "E_RT_CONFIG_INVALID" };
     }
     if (next.hash === state.config.hash) {
+      // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
+      try {
+        state = { ...state, certificates: loadAllCertificates(state.config) };
+      } catch (err) {
+        mReloads.labels("gateway", "failure").inc();
+        log.error(
+          { event: "reload_rejected", message: (err as Error).message },
+          "certificates unreadable; the previous ones keep serving",
+        );
+        return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
+      }
       mReloads.labels("gateway", "unchanged").inc();
       return { ok: true, hash: next.hash, changed: false };
     }
     const previous = state;
-    const built = await buildState(next);
+    let built: State;
+    try {
+      built = await buildState(next);
+    } catch (err) {
+      mReloads.labels("gateway", "failure").inc();
+      log.error(
+        { event: "reload_rejected", message: (err as Error).message },
+        "config rejected; the previous config keeps serving",
+      );
+      return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
+    }
     state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
     mConfig.labels("gateway", previous.config.hash).set(0);
     mConfig.labels("gateway", next.hash).set(1);
@@ -601,9 +635,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (draining) return;
     draining = true;
     log.info({ event: "draining", inFlight });
-    for (const s of servers) {
-      s.close();
-      s.closeIdleConnections();
+    for (const l of listeners) {
+      l.server.close();
+      l.closeIdle();
     }
     if (inFlight > 0) {
       await Promise.race([
@@ -611,7 +645,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         sleep(state.config.limits.drainTimeoutMs),
       ]);
     }
-    for (const s of servers) s.closeAllConnections();
+    for (const l of listeners) l.closeAll();
     admin.close();
     admin.closeAllConnections();
     for (const c of state.clusters.values()) c.close();
@@ -628,7 +662,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   };
 }
 
-function listen(server: http.Server, port: number, host: string): Promise<void> {
+function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {
+  const certificates = new Map<string, CertificateSet>();
+  for (const l of config.listeners) if (l.protocol === "https") certificates.set(l.name, loadCertificates(l));
+  return certificates;
+}
+
+function noKeepAlive(res: Response): void {
+  if ("shouldKeepAlive" in res) res.shouldKeepAlive = false;
+}
+
+function listen(server: net.Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error & { code?: string }) => {
       reject(err.code === "EADDRINUSE" ? new Error(`port ${port} on ${host} is already in use`) : err);
@@ -656,7 +700,7 @@ function chooseBackend(backends: readonly { cluster: string; weight: number }[])
 const REPLAY_BUFFER_BYTES = 64 * 1024;
 
 /** Reads a whole (small) body, failing with E_BODY_TOO_LARGE past `limit`. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+function readBody(req: AnyRequest, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let seen = 0;
@@ -676,7 +720,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 /** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
-function limitBody(req: IncomingMessage, limit: number): Transform {
+function limitBody(req: AnyRequest, limit: number): Transform {
   let seen = 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -690,24 +734,18 @@ function limitBody(req: IncomingMessage, limit: number): Transform {
   return req.pipe(t);
 }
 
-function redirect(
-  req: IncomingMessage,
-  res: ServerResponse,
-  d: RouteDecision,
-  config: GatewayRuntimeConfig,
-): void {
+function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): void {
   if (d.action.kind !== "redirect") return;
   const a = d.action;
-  const scheme = a.scheme ?? ("encrypted" in req.socket ? "https" : "http");
+  const target = a.scheme ?? scheme;
   const host = a.host ?? d.host;
-  const port =
-    a.port !== null && !((scheme === "https" && a.port === 443) || (scheme === "http" && a.port === 80))
-      ? `:${a.port}`
-      : "";
+  const defaultPort = (target === "https" && a.port === 443) || (target === "http" && a.port === 80);
+  const port = a.port !== null && !defaultPort ? `:${a.port}` : "";
   // Built from the canonical path (never the raw target), so "//evil.example" cannot become the authority.
   const path = a.path ?? d.path;
-  const location = `${scheme}://${host}${port}${path}${d.query ? `?${d.query}` : ""}`;
-  void config;
-  res.writeHead(a.status, { location, "content-length": 0 });
+  res.writeHead(a.status, {
+    location: `${target}://${host}${port}${path}${d.query ? `?${d.query}` : ""}`,
+    "content-length": 0,
+  });
   res.end();
 }

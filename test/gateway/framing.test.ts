@@ -342,7 +342,8 @@ beforeAll(async () => {
       { name: "all", match: { path: "/**" }, to: "app", public: true },
     ],
     { app: upstream },
-    { hosts: ["127.0.0.1"] },
+    // An HTTP/1-only listener: the HTTP/2 preface row claims exactly that (h2c is tested in protocols.test.ts).
+    { hosts: ["127.0.0.1"], listeners: [{ name: "http", port: 8080, protocol: "http", http2: false }] },
   );
   gateway = await startTestGateway(config);
   port = Number(new URL(gateway.url).port);

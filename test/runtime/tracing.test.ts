@@ -784,24 +784,37 @@ describe("OTLP/HTTP JSON export", () => {
     await silent.close();
   });
 
-  it("shutdown_flushes_within_its_deadline_and_late_spans_are_dropped_as_shutdown", async () => {
+  it("shutdown_flushes_within_its_deadline_then_drops_the_rest_and_late_spans_as_shutdown", async () => {
     const silent = await startReceiver(() => "hang");
+    const drops: [number, SpanDropReason][] = [];
     const tracer = new Tracer({
       serviceName: "g",
       sampling: 1,
       otlpEndpoint: silent.url,
       exportTimeoutMs: 10_000,
+      maxBatch: 1,
+      onDrop: (n, reason) => drops.push([n, reason]),
     });
-    tracer.startServerSpan(undefined, undefined, SERVER_INIT).end();
+    tracer.startServerSpan(undefined, undefined, SERVER_INIT).end(); // sent, never answered
+    tracer.startServerSpan(undefined, undefined, SERVER_INIT).end(); // still queued at the deadline
     const late = tracer.startServerSpan(undefined, undefined, SERVER_INIT);
     const start = performance.now();
     await tracer.shutdown(200);
     expect(performance.now() - start).toBeLessThan(1_500);
-    expect(silent.requests).toHaveLength(1);
     late.end();
-    const stats = tracer.stats();
-    expect(stats.droppedExportFailed + stats.droppedShutdown).toBe(2);
-    expect(stats.exported).toBe(0);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(silent.requests).toHaveLength(1);
+    expect(tracer.stats()).toMatchObject({
+      exported: 0,
+      droppedExportFailed: 1,
+      droppedShutdown: 2,
+      queued: 0,
+    });
+    expect(drops).toEqual([
+      [1, "export_failed"],
+      [1, "shutdown"],
+      [1, "shutdown"],
+    ]);
     // After shutdown, traces still propagate but nothing records.
     expect(tracer.startServerSpan(undefined, undefined, SERVER_INIT)).toBeInstanceOf(NonRecordingSpan);
     await silent.close();

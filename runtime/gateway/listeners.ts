@@ -1,0 +1,241 @@
+/**
+ * Listeners: plain HTTP/1.1; HTTP/1.1 with cleartext HTTP/2 on the same port (h2c with prior knowledge:
+ * the first bytes are sniffed for the HTTP/2 preface and the socket handed to the right server); and
+ * TLS with SNI (a certificate per host set, wildcards allowed) and ALPN offering h2 and http/1.1.
+ *
+ * Certificates are read at config load and at every reload; the SNI callback reads the current set, so
+ * a reload rotates certificates on a live listener without dropping connections.
+ */
+import { readFileSync } from "node:fs";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
+import https from "node:https";
+import net, { type Socket } from "node:net";
+import { Duplex } from "node:stream";
+import tls, { type SecureContext } from "node:tls";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+
+type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
+type Limits = GatewayRuntimeConfig["limits"];
+
+export type AnyRequest = IncomingMessage | Http2ServerRequest;
+export type AnyResponse = ServerResponse | Http2ServerResponse;
+export type Handler = (req: AnyRequest, res: AnyResponse, scheme: "http" | "https") => void;
+
+/** The HTTP/2 connection preface (RFC 9113 §3.4). */
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+export interface CertificateSet {
+  /** The context for a server name (exact host, then the longest wildcard, then the first certificate). */
+  contextFor(serverName: string): SecureContext;
+}
+
+/** Loads a listener's certificates into secure contexts (throws with the file name when one is unreadable). */
+export function loadCertificates(l: ListenerConfig): CertificateSet {
+  if (!l.tls) throw new Error(`listener ${l.name}: https without tls`);
+  const entries = l.tls.certificates.map((c) => {
+    let cert: Buffer;
+    let key: Buffer;
+    try {
+      cert = readFileSync(c.certFile);
+      key = readFileSync(c.keyFile);
+    } catch (err) {
+      throw new Error(
+        `listener ${l.name}: cannot read certificate ${c.certFile} / key ${c.keyFile} (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+    return { hosts: c.hosts, context: tls.createSecureContext({ cert, key, minVersion: l.tls!.minVersion }) };
+  });
+  const exact = new Map<string, SecureContext>();
+  const wildcard: [string, SecureContext][] = [];
+  for (const e of entries) {
+    for (const h of e.hosts) {
+      if (h.startsWith("*.")) wildcard.push([h.slice(1), e.context]);
+      else if (!exact.has(h)) exact.set(h, e.context);
+    }
+  }
+  wildcard.sort((a, b) => b[0].length - a[0].length);
+  const fallback = entries[0]!.context;
+  return {
+    contextFor(serverName: string): SecureContext {
+      const name = serverName.toLowerCase();
+      const hit = exact.get(name);
+      if (hit) return hit;
+      for (const [suffix, ctx] of wildcard)
+        if (name.endsWith(suffix) && name.length > suffix.length) return ctx;
+      return fallback;
+    },
+  };
+}
+
+/** A duplex over `socket` that first yields `head` (bytes already read), carrying the peer address. */
+function replaying(socket: Socket, head: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      socket.write(chunk, cb);
+    },
+    final(cb) {
+      socket.end();
+      cb();
+    },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(head);
+  socket.on("data", (chunk: Buffer) => {
+    if (!d.push(chunk)) socket.pause();
+  });
+  socket.on("end", () => d.push(null));
+  socket.on("close", () => d.destroy());
+  socket.on("error", (err) => d.destroy(err));
+  Object.defineProperties(d, {
+    remoteAddress: { value: socket.remoteAddress },
+    remotePort: { value: socket.remotePort },
+    remoteFamily: { value: socket.remoteFamily },
+    setTimeout: { value: (ms: number, cb?: () => void) => socket.setTimeout(ms, cb) },
+  });
+  return d;
+}
+
+export interface Listener {
+  readonly name: string;
+  /** The server that accepts connections (listen/close on this one). */
+  readonly server: net.Server;
+  /** HTTP/1 servers behind it (for clientError handling and closing idle connections). */
+  readonly http1: http.Server | null;
+  closeIdle(): void;
+  closeAll(): void;
+}
+
+export function createListener(
+  l: ListenerConfig,
+  limits: Limits,
+  handler: Handler,
+  certificates: () => CertificateSet | null,
+  onClientError: (server: http.Server, err: Error & { code?: string }, socket: Socket) => void,
+): Listener {
+  const http1Options: http.ServerOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headerTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.idleTimeoutMs,
+    requireHostHeader: true,
+    joinDuplicateHeaders: false,
+    insecureHTTPParser: false,
+    noDelay: true,
+  };
+  const h2Settings: http2.Settings = { maxHeaderListSize: limits.maxHeaderBytes, enablePush: false };
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const trackSessions = (s: http2.Http2Server | http2.Http2SecureServer) => {
+    s.on("session", (session: http2.ServerHttp2Session) => {
+      sessions.add(session);
+      session.setTimeout(limits.idleTimeoutMs, () => session.close());
+      session.on("close", () => sessions.delete(session));
+    });
+  };
+
+  if (l.protocol === "https") {
+    const certs = () => {
+      const c = certificates();
+      if (!c) throw new Error(`listener ${l.name}: no certificates loaded`);
+      return c;
+    };
+    const tlsOptions: tls.TlsOptions = {
+      minVersion: l.tls?.minVersion ?? "TLSv1.2",
+      SNICallback: (servername, cb) => {
+        try {
+          cb(null, certs().contextFor(servername));
+        } catch (err) {
+          cb(err as Error);
+        }
+      },
+    };
+    if (l.http2) {
+      const server = http2.createSecureServer(
+        { ...tlsOptions, allowHTTP1: true, settings: h2Settings, maxSessionMemory: 16 },
+        (req, res) => handler(req, res, "https"),
+      );
+      trackSessions(server);
+      server.setTimeout(limits.requestTimeoutMs);
+      return {
+        name: l.name,
+        server,
+        http1: null,
+        closeIdle: () => sessions.forEach((s) => s.close()),
+        closeAll: () => sessions.forEach((s) => s.destroy()),
+      };
+    }
+    const server = https.createServer({ ...http1Options, ...tlsOptions }, (req, res) =>
+      handler(req, res, "https"),
+    );
+    server.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
+      onClientError(server, err, socket),
+    );
+    return {
+      name: l.name,
+      server,
+      http1: server,
+      closeIdle: () => server.closeIdleConnections(),
+      closeAll: () => server.closeAllConnections(),
+    };
+  }
+
+  const h1 = http.createServer(http1Options, (req, res) => handler(req, res, "http"));
+  h1.on("clientError", (err: Error & { code?: string }, socket: Socket) => onClientError(h1, err, socket));
+  if (!l.http2) {
+    return {
+      name: l.name,
+      server: h1,
+      http1: h1,
+      closeIdle: () => h1.closeIdleConnections(),
+      closeAll: () => h1.closeAllConnections(),
+    };
+  }
+
+  // HTTP/1.1 and h2c on one port: read until the first bytes decide, then hand the socket over.
+  const h2 = http2.createServer({ settings: h2Settings }, (req, res) => handler(req, res, "http"));
+  trackSessions(h2);
+  const front = net.createServer({ noDelay: true }, (socket) => {
+    let seen = Buffer.alloc(0);
+    const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, PREFACE.length);
+      const prefix = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (prefix && seen.length < PREFACE.length) return; // could still be the preface
+      socket.off("data", onData);
+      clearTimeout(timer);
+      socket.pause();
+      if (prefix) {
+        // HTTP/2 sessions read a socket's native handle, so unshifted bytes would be lost: give the
+        // HTTP/2 server a stream that replays what was read, then relays the socket.
+        h2.emit("connection", replaying(socket, seen));
+      } else {
+        socket.unshift(seen);
+        h1.emit("connection", socket);
+      }
+      socket.resume();
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  });
+  return {
+    name: l.name,
+    server: front,
+    http1: h1,
+    closeIdle: () => {
+      h1.closeIdleConnections();
+      sessions.forEach((s) => s.close());
+    },
+    closeAll: () => {
+      h1.closeAllConnections();
+      sessions.forEach((s) => s.destroy());
+    },
+  };
+}
