@@ -39,6 +39,7 @@ import {
   type Listener,
 } from "./listeners.ts";
 import { redactConfig } from "./redact.ts";
+import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -510,6 +511,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     });
   }
 
+  const upgrades: UpgradeObserver = {
+    tunnels: new Set(),
+    done: (route, status, code) => {
+      mRequests.labels("gateway", route, codeClass(status)).inc();
+      if (code) mErrors.labels("gateway", code).inc();
+    },
+  };
+
   // ── listeners ──
   const listeners: Listener[] = [];
   const listenerPorts: Record<string, number> = {};
@@ -536,6 +545,21 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
     );
     listener.server.maxConnections = state.config.limits.maxConnections;
+    listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      if (draining) {
+        socket.destroy();
+        return;
+      }
+      handleUpgrade(
+        state,
+        req,
+        socket,
+        head,
+        l.protocol === "https" ? "https" : "http",
+        upgrades,
+        randomUUID,
+      );
+    });
     const port = options.ports?.listeners?.[l.name] ?? l.port;
     await listen(listener.server, port, bindHost);
     listenerPorts[l.name] = (listener.server.address() as AddressInfo).port;
@@ -646,6 +670,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ]);
     }
     for (const l of listeners) l.closeAll();
+    for (const t of upgrades.tunnels) t.destroy();
     admin.close();
     admin.closeAllConnections();
     for (const c of state.clusters.values()) c.close();

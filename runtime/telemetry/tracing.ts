@@ -805,7 +805,7 @@ export class Tracer {
     await Promise.race([this.flush(), deadline]);
     clearTimeout(deadlineTimer);
     this.#state = CLOSED;
-    
+    this.#inflight?.destroy(new Error("tracer shut down"));
     while (this.#loop !== undefined) await this.#loop;
     this.#drop(this.#queue.length, "shutdown");
     this.#queue = [];
