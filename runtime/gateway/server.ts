@@ -22,6 +22,7 @@ import { compileGateway, decide, type CompiledGateway, type RouteDecision } from
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { EXPOSITION_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
+import { createTracer, type Tracer } from "../telemetry/tracing.ts";
 import {
   checkRequestHeaders,
   clientAddress,
@@ -79,6 +80,7 @@ interface State {
   readonly config: GatewayRuntimeConfig;
   readonly compiled: CompiledGateway;
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  readonly tracer: Tracer;
   /** TLS certificates by listener name (https listeners). */
   readonly certificates: ReadonlyMap<string, CertificateSet>;
 }
@@ -157,6 +159,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "cluster",
     "outcome",
   ]);
+  const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
+    "proxy",
+    "reason",
+  ]);
   const observer: ForwardObserver = {
     attempt: (cluster, outcome) => mUpstream.labels("gateway", cluster, outcome).inc(),
     retry: (cluster, reason) => mRetries.labels("gateway", cluster, reason).inc(),
@@ -188,7 +194,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       await cluster.start();
       clusters.set(c.name, cluster);
     }
-    return { config, compiled, clusters, certificates: loadAllCertificates(config) };
+    const certificates = loadAllCertificates(config);
+    const tracer = createTracer(config.telemetry, {
+      onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
+    });
+    return { config, compiled, clusters, certificates, tracer };
   }
 
   let state = await buildState(options.config);
@@ -296,6 +306,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         return Array.isArray(v) ? v[0] : v;
       },
     });
+    const span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
+      method: req.method ?? "GET",
+      path: d.kind === "route" ? d.path : "",
+      scheme,
+      ...(d.kind === "route"
+        ? { route: d.route.source, meshgateRoute: d.route.name, serverAddress: d.host }
+        : {}),
+      peerAddress: peer,
+    });
+    res.once("close", () => span.end({ statusCode: res.statusCode }));
     if (d.kind === "reject") {
       accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
       return respondError(
@@ -412,6 +432,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         mirrorRequest(shadow, req.method ?? "GET", d.upstreamPath, headers, body, d.timeoutMs, client);
     }
 
+    const upstreamSpan = current.tracer.startClientSpan(span, {
+      method: req.method ?? "GET",
+      upstream: backend,
+    });
+    const traceparent = upstreamSpan.traceparent();
+    if (traceparent !== undefined) {
+      headers.traceparent = traceparent;
+      const tracestate = upstreamSpan.tracestate();
+      if (tracestate) headers.tracestate = tracestate;
+      else delete headers.tracestate;
+    }
     const result = await forward(
       cluster,
       {
@@ -432,6 +463,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       observer,
     );
     upstreamKey = result.endpoint?.key ?? "";
+    if (upstreamKey) upstreamSpan.setAttribute("server.address", upstreamKey);
+    if (result.attempts > 1) upstreamSpan.setAttribute("http.request.resend_count", result.attempts - 1);
+    upstreamSpan.end(
+      result.kind === "ok"
+        ? { statusCode: result.status }
+        : { error: result.error ?? new Error(result.outcome), errorType: result.outcome },
+    );
     if (result.kind === "ok") {
       outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
       return;
@@ -649,6 +687,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mConfig.labels("gateway", next.hash).set(1);
     mReloads.labels("gateway", "success").inc();
     for (const c of previous.clusters.values()) c.close();
+    void previous.tracer.shutdown(2000);
     const keep = new Set([...built.clusters.values()].flatMap((c) => c.endpointKeys()));
     void pools.retain(keep);
     log.info({ event: "reloaded", hash: next.hash });
@@ -674,6 +713,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     admin.close();
     admin.closeAllConnections();
     for (const c of state.clusters.values()) c.close();
+    await state.tracer.shutdown(2000);
     await pools.closeAll();
     log.info({ event: "stopped" });
   }
