@@ -117,14 +117,16 @@ const COMMANDS: Record<string, Command> = {
   },
   gateway: {
     summary: "run the edge gateway from a RuntimeConfig file (what the gateway container runs)",
-    usage: "meshgate gateway --config FILE [--host ADDR] [--admin-port PORT]",
+    usage: "meshgate gateway --config FILE [--host ADDR] [--admin-port PORT] [--workers N|auto]",
     details:
       "FILE is a gateway RuntimeConfig (meshgate translate SPEC --out DIR writes DIR/gateway.json).\n" +
       "Prints the listener and admin URLs once serving. Reloads on SIGHUP and when FILE changes (an invalid\n" +
       "file is rejected whole and the old config keeps serving); SIGTERM/SIGINT drain in-flight requests\n" +
-      "and exit; a second signal forces the exit.",
+      "and exit; a second signal forces the exit. --workers runs that many processes sharing the\n" +
+      "listeners (SO_REUSEPORT); the default, auto, is one per CPU core.",
     options: {
       config: { type: "string" },
+      workers: { type: "string", default: "auto" },
       host: { type: "string" },
       "admin-port": { type: "string" },
       help,
@@ -135,10 +137,17 @@ const COMMANDS: Record<string, Command> = {
       if (adminPort !== undefined && !/^[0-9]{1,5}$/.test(String(adminPort))) {
         throw new UsageError(`--admin-port must be a port number, got ${JSON.stringify(adminPort)}`);
       }
+      const workersArg = String(values.workers);
+      if (workersArg !== "auto" && !/^[1-9][0-9]{0,2}$/.test(workersArg)) {
+        throw new UsageError(`--workers must be auto or a number from 1, got ${JSON.stringify(workersArg)}`);
+      }
+      const { availableParallelism } = await import("node:os");
+      const workers = workersArg === "auto" ? availableParallelism() : Number(workersArg);
       const { runGateway } = await import("../runtime/gateway/main.ts");
       try {
         await runGateway({
           configPath: values.config,
+          workers,
           ...(typeof values.host === "string" ? { host: values.host } : {}),
           ...(adminPort !== undefined ? { adminPort: Number(adminPort) } : {}),
         });

@@ -12,9 +12,22 @@ export interface RunGatewayOptions {
   configPath: string;
   host?: string;
   adminPort?: number;
+  /** Worker processes; 1 serves in this process. */
+  workers?: number;
 }
 
 export async function runGateway(opts: RunGatewayOptions): Promise<void> {
+  if ((opts.workers ?? 1) > 1) {
+    const { runGatewayWorkers } = await import("./workers.ts");
+    await runGatewayWorkers({
+      configPath: opts.configPath,
+      workers: opts.workers!,
+      ...(opts.host ? { host: opts.host } : {}),
+      ...(opts.adminPort !== undefined ? { adminPort: opts.adminPort } : {}),
+      onReady: (listeners, admin) => printReady(listeners, admin),
+    });
+    return;
+  }
   const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
   const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
   const gateway = await startGateway({
@@ -24,11 +37,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     ...(opts.adminPort !== undefined ? { ports: { admin: opts.adminPort } } : {}),
     logger: log,
   });
-  process.stdout.write(
-    `${Object.entries(gateway.ports.listeners)
-      .map(([name, port]) => `gateway ${name} http://127.0.0.1:${port}`)
-      .join("\n")}\nadmin http://127.0.0.1:${gateway.ports.admin}\n`,
-  );
+  printReady(gateway.ports.listeners, gateway.ports.admin);
 
   let timer: NodeJS.Timeout | null = null;
   const watcher = watch(opts.configPath, () => {
@@ -48,4 +57,12 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+function printReady(listeners: Record<string, number>, admin: number): void {
+  process.stdout.write(
+    `${Object.entries(listeners)
+      .map(([name, port]) => `gateway ${name} http://127.0.0.1:${port}`)
+      .join("\n")}\nadmin http://127.0.0.1:${admin}\n`,
+  );
 }

@@ -51,6 +51,10 @@ export interface GatewayOptions {
   host?: string;
   /** Port overrides (0 = any free port), by listener name and for the admin listener. */
   ports?: { listeners?: Record<string, number>; admin?: number };
+  /** Bind listeners with SO_REUSEPORT, so several worker processes share them (the kernel balances). */
+  reusePort?: boolean;
+  /** Serve the admin listener (default true; workers leave it to their primary). */
+  admin?: boolean;
   logger?: Logger;
 }
 
@@ -599,7 +603,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
     });
     const port = options.ports?.listeners?.[l.name] ?? l.port;
-    await listen(listener.server, port, bindHost);
+    await listen(listener.server, port, bindHost, options.reusePort === true);
     listenerPorts[l.name] = (listener.server.address() as AddressInfo).port;
     listeners.push(listener);
   }
@@ -623,8 +627,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     send(404, "text/plain", "not found\n");
   });
-  await listen(admin, options.ports?.admin ?? state.config.admin.port, bindHost);
-  const adminPort = (admin.address() as AddressInfo).port;
+  let adminPort = 0;
+  if (options.admin !== false) {
+    await listen(admin, options.ports?.admin ?? state.config.admin.port, bindHost, false);
+    adminPort = (admin.address() as AddressInfo).port;
+  }
   log.info({ event: "started", listeners: listenerPorts, admin: adminPort, hash: state.config.hash });
 
   // ── reload and drain ──
@@ -710,8 +717,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     for (const l of listeners) l.closeAll();
     for (const t of upgrades.tunnels) t.destroy();
-    admin.close();
-    admin.closeAllConnections();
+    if (admin.listening) {
+      admin.close();
+      admin.closeAllConnections();
+    }
     for (const c of state.clusters.values()) c.close();
     await state.tracer.shutdown(2000);
     await pools.closeAll();
@@ -737,13 +746,13 @@ function noKeepAlive(res: Response): void {
   if ("shouldKeepAlive" in res) res.shouldKeepAlive = false;
 }
 
-function listen(server: net.Server, port: number, host: string): Promise<void> {
+function listen(server: net.Server, port: number, host: string, reusePort: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error & { code?: string }) => {
       reject(err.code === "EADDRINUSE" ? new Error(`port ${port} on ${host} is already in use`) : err);
     };
     server.once("error", onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, reusePort }, () => {
       server.off("error", onError);
       resolve();
     });

@@ -1,0 +1,75 @@
+/**
+ * A gateway worker process, forked by the primary (workers.ts). It serves the listeners with
+ * SO_REUSEPORT and no admin listener, and obeys the primary over IPC: reload a config text, render
+ * metrics, drain. It exits when the primary goes away.
+ */
+import { readFile } from "node:fs/promises";
+import pino from "pino";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import { startGateway } from "./server.ts";
+
+export type ToWorker =
+  { type: "reload"; id: number; text: string } | { type: "metrics"; id: number } | { type: "drain" };
+
+export type FromWorker =
+  | { type: "ready"; listeners: Record<string, number> }
+  | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
+  | { type: "metrics"; id: number; text: string }
+  | { type: "failed"; error: string; code?: string };
+
+const send = (m: FromWorker) => process.send?.(m);
+
+async function main(): Promise<void> {
+  const configPath = process.env.MESHGATE_CONFIG ?? "";
+  const host = process.env.MESHGATE_HOST || undefined;
+  const index = Number(process.env.MESHGATE_WORKER ?? "0");
+  const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway", worker: index } });
+  let gateway: Awaited<ReturnType<typeof startGateway>>;
+  try {
+    const config = loadRuntimeConfig(await readFile(configPath, "utf8"), "gateway");
+    gateway = await startGateway({
+      config,
+      configPath,
+      ...(host ? { host } : {}),
+      reusePort: true,
+      admin: false,
+      logger: log,
+    });
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    send({ type: "failed", error: e.message, ...(e.code ? { code: e.code } : {}) });
+    process.exit(1);
+  }
+  let draining = false;
+  const drain = async () => {
+    if (draining) return;
+    draining = true;
+    await gateway.drain();
+    process.exit(0);
+  };
+  process.on("message", (m: ToWorker) => {
+    if (m.type === "reload") {
+      void gateway
+        .reload(m.text)
+        .then((r) =>
+          send(
+            r.ok
+              ? { type: "reloaded", id: m.id, ok: true, hash: r.hash }
+              : { type: "reloaded", id: m.id, ok: false, error: r.error, code: r.code },
+          ),
+        );
+    } else if (m.type === "metrics") {
+      send({ type: "metrics", id: m.id, text: gateway.metrics.render() });
+    } else if (m.type === "drain") {
+      void drain();
+    }
+  });
+  process.on("disconnect", () => void drain());
+  process.on("SIGTERM", () => void drain());
+  process.on("SIGINT", () => {
+    /* the primary decides; a terminal Ctrl-C reaches the whole process group */
+  });
+  send({ type: "ready", listeners: gateway.ports.listeners });
+}
+
+void main();

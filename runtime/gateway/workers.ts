@@ -1,0 +1,231 @@
+/**
+ * The gateway primary for several workers: forks one worker process per core (each binds the listeners
+ * with SO_REUSEPORT, so the kernel spreads connections), serves the admin listener itself (merged
+ * metrics, readiness of all workers, the config), fans reloads out to every worker (an invalid config is
+ * rejected by the primary before any worker sees it), restarts a crashed worker with backoff, and drains
+ * every worker on SIGTERM/SIGINT.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { watch } from "node:fs";
+import { readFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import pino from "pino";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import { mergeExpositions } from "../telemetry/merge.ts";
+import { EXPOSITION_CONTENT_TYPE, MetricsRegistry } from "../telemetry/metrics.ts";
+import { redactConfig } from "./redact.ts";
+import type { FromWorker, ToWorker } from "./worker.ts";
+
+export interface WorkersOptions {
+  configPath: string;
+  workers: number;
+  host?: string;
+  adminPort?: number;
+  /** Called once every worker serves, with the listener ports and the admin port. */
+  onReady?: (listeners: Record<string, number>, admin: number) => void;
+}
+
+interface Slot {
+  index: number;
+  child: ChildProcess | null;
+  ready: boolean;
+  restarts: number;
+  listeners: Record<string, number>;
+}
+
+export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
+  const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway", role: "primary" } });
+  let config: GatewayRuntimeConfig = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
+  const metrics = new MetricsRegistry({ prefix: "meshgate_" });
+  const mWorkers = metrics.gauge("gateway_workers_ready", "Worker processes serving.");
+  const mRestarts = metrics.counter(
+    "gateway_worker_restarts_total",
+    "Worker processes restarted after an unexpected exit.",
+  );
+  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
+    "proxy",
+    "result",
+  ]);
+  const slots: Slot[] = Array.from({ length: opts.workers }, (_, index) => ({
+    index,
+    child: null,
+    ready: false,
+    restarts: 0,
+    listeners: {},
+  }));
+  let stopping = false;
+  let nextId = 1;
+  const pending = new Map<number, (m: FromWorker) => void>();
+  let readyResolve: (() => void) | null = null;
+  let failed: ((e: Error) => void) | null = null;
+  const allReady = new Promise<void>((resolve, reject) => {
+    readyResolve = resolve;
+    failed = reject;
+  });
+
+  const start = (slot: Slot) => {
+    const child = fork(new URL("./worker.ts", import.meta.url), [], {
+      env: {
+        ...process.env,
+        MESHGATE_CONFIG: opts.configPath,
+        MESHGATE_HOST: opts.host ?? "",
+        MESHGATE_WORKER: String(slot.index),
+      },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    slot.child = child;
+    child.on("message", (m: FromWorker) => {
+      if (m.type === "ready") {
+        slot.ready = true;
+        slot.listeners = m.listeners;
+        mWorkers.set(slots.filter((s) => s.ready).length);
+        if (slots.every((s) => s.ready)) readyResolve?.();
+      } else if (m.type === "failed") {
+        failed?.(Object.assign(new Error(m.error), m.code ? { code: m.code } : {}));
+      } else if ("id" in m) {
+        pending.get(m.id)?.(m);
+      }
+    });
+    child.on("exit", (code, signal) => {
+      slot.ready = false;
+      slot.child = null;
+      mWorkers.set(slots.filter((s) => s.ready).length);
+      if (stopping) return;
+      slot.restarts++;
+      mRestarts.inc();
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(slot.restarts - 1, 6));
+      log.error(
+        { event: "worker_exited", worker: slot.index, code, signal, restartInMs: delay },
+        "worker exited; restarting",
+      );
+      setTimeout(() => {
+        if (!stopping) start(slot);
+      }, delay).unref();
+    });
+  };
+  for (const slot of slots) start(slot);
+  await allReady;
+
+  /** Asks every live worker and collects the answers (bounded by a timeout). */
+  const ask = <T extends FromWorker>(make: (id: number) => ToWorker, timeoutMs = 5000): Promise<T[]> =>
+    Promise.all(
+      slots
+        .filter((s) => s.child?.connected)
+        .map(
+          (s) =>
+            new Promise<T>((resolve, reject) => {
+              const id = nextId++;
+              const timer = setTimeout(() => {
+                pending.delete(id);
+                reject(new Error(`worker ${s.index} did not answer`));
+              }, timeoutMs);
+              pending.set(id, (m) => {
+                clearTimeout(timer);
+                pending.delete(id);
+                resolve(m as T);
+              });
+              s.child!.send(make(id));
+            }),
+        ),
+    );
+
+  const reload = async (): Promise<{ ok: boolean; hash?: string; error?: string }> => {
+    let text: string;
+    try {
+      text = await readFile(opts.configPath, "utf8");
+      config = loadRuntimeConfig(text, "gateway");
+    } catch (err) {
+      mReloads.labels("gateway", "failure").inc();
+      log.error(
+        { event: "reload_rejected", message: (err as Error).message },
+        "config rejected; workers keep the previous one",
+      );
+      return { ok: false, error: (err as Error).message };
+    }
+    const results = await ask<Extract<FromWorker, { type: "reloaded" }>>((id) => ({
+      type: "reload",
+      id,
+      text,
+    }));
+    const ok = results.every((r) => r.ok);
+    mReloads.labels("gateway", ok ? "success" : "failure").inc();
+    log.info({ event: ok ? "reloaded" : "reload_rejected", hash: config.hash, workers: results.length });
+    return ok
+      ? { ok, hash: config.hash }
+      : { ok, error: results.find((r) => !r.ok)?.error ?? "a worker refused" };
+  };
+
+  const admin = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (path === "/live") return send(200, "text/plain", "live\n");
+    if (path === "/ready") {
+      const ready = !stopping && slots.every((s) => s.ready);
+      return send(ready ? 200 : 503, "text/plain", ready ? "ready\n" : "not ready\n");
+    }
+    if (path === "/config")
+      return send(200, "application/json", `${JSON.stringify(redactConfig(config), null, 2)}\n`);
+    if (path === "/reload" && req.method === "POST") {
+      void reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
+      return;
+    }
+    if (path === "/metrics") {
+      void ask<Extract<FromWorker, { type: "metrics" }>>((id) => ({ type: "metrics", id }), 2000)
+        .then((parts) => {
+          const merged = mergeExpositions(parts.map((p, i) => ({ label: String(i), text: p.text })));
+          send(200, EXPOSITION_CONTENT_TYPE, metrics.render() + merged);
+        })
+        .catch((err: Error) => send(503, "text/plain", `${err.message}\n`));
+      return;
+    }
+    send(404, "text/plain", "not found\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    admin.once("error", reject);
+    admin.listen(opts.adminPort ?? config.admin.port, opts.host ?? "0.0.0.0", () => resolve());
+  });
+  const adminPort = (admin.address() as AddressInfo).port;
+  opts.onReady?.(slots[0]!.listeners, adminPort);
+  log.info({
+    event: "started",
+    workers: slots.length,
+    listeners: slots[0]!.listeners,
+    admin: adminPort,
+    hash: config.hash,
+  });
+
+  let timer: NodeJS.Timeout | null = null;
+  const watcher = watch(opts.configPath, () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void reload(), 100);
+  });
+  process.on("SIGHUP", () => void reload());
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ event: "forced_exit", signal });
+      for (const s of slots) s.child?.kill("SIGKILL");
+      process.exit(1);
+    }
+    stopping = true;
+    watcher.close();
+    const exits = slots
+      .filter((s) => s.child)
+      .map((s) => new Promise<void>((r) => s.child!.once("exit", () => r())));
+    for (const s of slots) s.child?.send({ type: "drain" } satisfies ToWorker);
+    void Promise.race([
+      Promise.all(exits),
+      new Promise((r) => setTimeout(r, config.limits.drainTimeoutMs + 5000)),
+    ]).then(() => {
+      admin.close();
+      log.info({ event: "stopped" });
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}

@@ -1,0 +1,138 @@
+/**
+ * `meshgate gateway --workers 2`: both worker processes serve (merged metrics show each), a reload
+ * reaches every worker, a killed worker is restarted, and SIGTERM leaves no process behind.
+ */
+import { execFile, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { freePort, gatewayConfig, request, startUpstream, type Upstream } from "../support/gateway.ts";
+
+const run = promisify(execFile);
+const ROOT = new URL("../../", import.meta.url).pathname;
+const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+
+let app: Upstream;
+let dir: string;
+beforeAll(async () => {
+  app = await startUpstream();
+  dir = await mkdtemp(join(tmpdir(), "meshgate-workers-"));
+});
+afterAll(async () => {
+  await app.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function until(check: () => Promise<boolean> | boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (
+      await Promise.resolve()
+        .then(check)
+        .catch(() => false)
+    )
+      return;
+    await sleep(50);
+  }
+  throw new Error(`not met within ${ms} ms`);
+}
+
+const children = async (pid: number): Promise<number[]> => {
+  const { stdout } = await run("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => ({ stdout: "" }));
+  return stdout
+    .split("\n")
+    .map((l) => Number(l.trim()))
+    .filter((n) => n > 0);
+};
+
+describe("worker processes", () => {
+  it("share_the_listeners_reload_together_restart_after_a_crash_and_stop_cleanly", async () => {
+    const [port, admin] = [await freePort(), await freePort()];
+    const write = async (extra: Record<string, unknown>[] = []) => {
+      const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
+        app,
+      });
+      const { hash: _h, ...rest } = c;
+      await writeFile(
+        join(dir, "gw.json"),
+        JSON.stringify(
+          sealRuntimeConfig<GatewayRuntimeConfig>({
+            ...rest,
+            listeners: rest.listeners.map((l) => ({ ...l, port })),
+            admin: { port: admin },
+          }),
+        ),
+      );
+    };
+    await write();
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, "bin/meshgate.js"),
+        "gateway",
+        "--config",
+        join(dir, "gw.json"),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "2",
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    const url = `http://127.0.0.1:${port}`;
+    const adminUrl = `http://127.0.0.1:${admin}`;
+    try {
+      await until(() => out.includes(`admin http://127.0.0.1:${admin}`), 15_000);
+      const workers = await children(child.pid!);
+      expect(workers).toHaveLength(2);
+
+      // Both workers take connections (each request on a new connection).
+      for (let i = 0; i < 60; i++) expect((await request(`${url}/v/${i}`)).status).toBe(200);
+      const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
+      for (const w of ["0", "1"]) {
+        expect(metrics).toMatch(
+          new RegExp(
+            `meshgate_requests_total\\{worker="${w}",proxy="gateway",route="v",code_class="2xx"\\} [1-9]`,
+          ),
+        );
+      }
+      expect(metrics).toContain("meshgate_gateway_workers_ready 2");
+
+      // A changed file reaches every worker: every new connection sees the new route.
+      await write([{ name: "late", match: { path: "/late" }, to: "app", ...PUBLIC }]);
+      await until(async () => (await request(`${url}/late`)).status === 200, 5_000);
+      for (let i = 0; i < 30; i++) expect((await request(`${url}/late`)).status).toBe(200);
+
+      // A crashed worker is restarted, and the gateway keeps serving meanwhile.
+      process.kill(workers[0]!, "SIGKILL");
+      await until(
+        async () =>
+          (await fetch(`${adminUrl}/metrics`).then((r) => r.text())).includes(
+            "meshgate_gateway_worker_restarts_total 1",
+          ),
+        5_000,
+      );
+      await until(async () => (await fetch(`${adminUrl}/ready`)).status === 200, 10_000);
+      expect(await children(child.pid!)).toHaveLength(2);
+      for (let i = 0; i < 20; i++) expect((await request(`${url}/v/after`)).status).toBe(200);
+
+      const all = await children(child.pid!);
+      child.kill("SIGTERM");
+      const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+      expect(code).toBe(0);
+      await sleep(200);
+      for (const pid of all) expect(() => process.kill(pid, 0)).toThrow(); // no worker left behind
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
+});
