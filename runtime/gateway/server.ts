@@ -10,6 +10,7 @@
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type ServerResponse } from "node:http";
+import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import { Transform } from "node:stream";
@@ -404,8 +405,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
-    const hasBody =
-      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    // HTTP/1 says a body comes with Content-Length or Transfer-Encoding; HTTP/2 with a HEADERS frame that
+    // did not end the stream (gRPC bodies carry neither header).
+    const hasBody = overH2
+      ? !(req as Http2ServerRequest).stream.endAfterHeaders
+      : declared !== undefined
+        ? declared !== "0"
+        : req.headers["transfer-encoding"] !== undefined;
     let body: Buffer | NodeJS.ReadableStream | null = null;
     if (hasBody) {
       const mirror = d.action.mirror !== null;
@@ -695,7 +701,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mReloads.labels("gateway", "success").inc();
     for (const c of previous.clusters.values()) c.close();
     void previous.tracer.shutdown(2000);
-    const keep = new Set([...built.clusters.values()].flatMap((c) => c.endpointKeys()));
+    const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
     void pools.retain(keep);
     log.info({ event: "reloaded", hash: next.hash });
     return { ok: true, hash: next.hash, changed: true };

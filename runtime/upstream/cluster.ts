@@ -6,15 +6,45 @@
  * Shared by the gateway and (with the mesh issue) the sidecar's outbound side: one implementation.
  */
 import { lookup } from "node:dns/promises";
+import type { Writable } from "node:stream";
 import { Pool } from "undici";
+import { H2Pool } from "./h2pool.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
+
+/** What the forwarding engine needs of an endpoint's connections: undici's Pool (HTTP/1.1) or H2Pool. */
+export interface UpstreamPool {
+  stream(
+    opts: {
+      method: string;
+      path: string;
+      headers: Record<string, string | string[]>;
+      body: Buffer | NodeJS.ReadableStream | null;
+      headersTimeout: number;
+      bodyTimeout: number;
+    },
+    factory: (data: {
+      statusCode: number;
+      headers: Record<string, string | string[] | undefined>;
+    }) => Writable,
+  ): Promise<unknown>;
+  request(opts: {
+    method: string;
+    path: string;
+    headers?: Record<string, string | string[]>;
+    body?: Buffer | null;
+    headersTimeout: number;
+    bodyTimeout: number;
+  }): Promise<{ statusCode: number; body: { dump(): Promise<unknown> } }>;
+  readonly stats: { readonly pending: number };
+  close(): Promise<void>;
+}
 
 export interface Endpoint {
   readonly key: string;
   readonly host: string;
   readonly port: number;
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
   /** Requests in flight on this endpoint (least-request balancing, drain). */
   inFlight: number;
   readonly health: EndpointHealth;
@@ -33,15 +63,19 @@ type Discovery = GatewayRuntimeConfig["discovery"];
 
 /** Pools by "host:port", shared by every cluster and kept across reloads. */
 export class PoolCache {
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, UpstreamPool>();
   private readonly options: { connectTimeoutMs: number; connections: number };
   constructor(options: { connectTimeoutMs: number; connections: number }) {
     this.options = options;
   }
 
-  get(host: string, port: number, cluster: Cluster): Pool {
-    const key = `${host}:${port}`;
+  get(host: string, port: number, cluster: Cluster): UpstreamPool {
+    const key = `${host}:${port}/${cluster.protocol}`;
     let pool = this.pools.get(key);
+    if (!pool && cluster.protocol === "http2") {
+      pool = new H2Pool(host, port, cluster.connectTimeoutMs || this.options.connectTimeoutMs);
+      this.pools.set(key, pool);
+    }
     if (!pool) {
       pool = new Pool(`http://${host.includes(":") ? `[${host}]` : host}:${port}`, {
         connections: cluster.circuitBreaker.maxConnections || this.options.connections,
@@ -49,13 +83,13 @@ export class PoolCache {
         connect: { timeout: cluster.connectTimeoutMs || this.options.connectTimeoutMs },
         keepAliveTimeout: 30_000,
         keepAliveMaxTimeout: 120_000,
-      });
+      }) as unknown as UpstreamPool; // undici's Pool has a wider interface than the one used here
       this.pools.set(key, pool);
     }
     return pool;
   }
 
-  /** Closes pools no cluster uses any more (after a reload). */
+  /** Closes pools no cluster uses any more (after a reload); keys from UpstreamCluster.poolKeys(). */
   async retain(keys: ReadonlySet<string>): Promise<void> {
     const stale = [...this.pools.entries()].filter(([k]) => !keys.has(k));
     for (const [k] of stale) this.pools.delete(k);
@@ -206,6 +240,11 @@ export class UpstreamCluster {
 
   endpointKeys(): string[] {
     return this.endpoints.map((e) => e.key);
+  }
+
+  /** The PoolCache keys of this cluster's endpoints. */
+  poolKeys(): string[] {
+    return this.endpoints.map((e) => `${e.key}/${this.config.protocol}`);
   }
 
   /**

@@ -7,7 +7,6 @@
  */
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Dispatcher } from "undici";
 import type { RetryPlan } from "../contract/schema.ts";
 import type { Endpoint, UpstreamCluster } from "./cluster.ts";
 import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
@@ -70,6 +69,8 @@ function classify(e: Error & { code?: string }): AttemptFailure | "client_aborte
     case "EAI_AGAIN":
     case "UND_ERR_CONNECT_TIMEOUT":
       return { kind: "connect-failure" };
+    case "REFUSED_STREAM":
+      return { kind: "refused-stream" };
     case "UND_ERR_HEADERS_TIMEOUT":
     case "UND_ERR_BODY_TIMEOUT":
       return { kind: "timeout" };
@@ -161,10 +162,10 @@ export async function forward(
       try {
         await endpoint.pool.stream(
           {
-            method: req.method as Dispatcher.HttpMethod,
+            method: req.method,
             path: req.path,
             headers: req.headers,
-            body: req.body as Dispatcher.DispatchOptions["body"],
+            body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
           },

@@ -1,0 +1,206 @@
+/**
+ * An HTTP/2 upstream "pool" for clusters that speak HTTP/2 (gRPC services): one multiplexed cleartext
+ * session per endpoint, reopened when it closes or receives GOAWAY. It offers the slice of undici's Pool
+ * interface the forwarding engine uses (`stream`, `request`, `stats`, `close`), and forwards response
+ * trailers (gRPC's `grpc-status`) to the downstream response.
+ */
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import type { Writable } from "node:stream";
+
+export interface StreamOptions {
+  method: string;
+  path: string;
+  headers?: Record<string, string | string[]> | null;
+  body?: Buffer | NodeJS.ReadableStream | string | null;
+  headersTimeout?: number;
+  bodyTimeout?: number;
+}
+
+type Factory = (data: {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  opaque: unknown;
+}) => Writable;
+
+const FORBIDDEN = new Set([
+  "host",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+function error(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export class H2Pool {
+  private readonly origin: string;
+  private readonly authority: string;
+  private readonly connectTimeoutMs: number;
+  private session: ClientHttp2Session | null = null;
+  private connecting: Promise<ClientHttp2Session> | null = null;
+  private closed = false;
+  readonly stats = { pending: 0 };
+
+  constructor(host: string, port: number, connectTimeoutMs: number) {
+    this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    this.origin = `http://${this.authority}`;
+    this.connectTimeoutMs = connectTimeoutMs;
+  }
+
+  private connect(): Promise<ClientHttp2Session> {
+    if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
+    if (this.connecting) return this.connecting;
+    this.connecting = new Promise<ClientHttp2Session>((resolve, reject) => {
+      const s = http2.connect(this.origin, { settings: { enablePush: false } });
+      const timer = setTimeout(
+        () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
+        this.connectTimeoutMs,
+      );
+      s.once("connect", () => {
+        clearTimeout(timer);
+        this.session = s;
+        this.connecting = null;
+        resolve(s);
+      });
+      s.once("error", (err) => {
+        clearTimeout(timer);
+        this.connecting = null;
+        if (this.session === s) this.session = null;
+        reject(err);
+      });
+      const forget = () => {
+        if (this.session === s) this.session = null;
+      };
+      s.on("goaway", forget);
+      s.on("close", forget);
+    });
+    return this.connecting;
+  }
+
+  private async open(opts: StreamOptions): Promise<ClientHttp2Stream> {
+    if (this.closed) throw error("pool closed", "UND_ERR_CLOSED");
+    this.stats.pending++;
+    let session: ClientHttp2Session;
+    try {
+      session = await this.connect();
+    } finally {
+      this.stats.pending--;
+    }
+    const headers: http2.OutgoingHttpHeaders = {
+      ":method": opts.method,
+      ":path": opts.path,
+      ":authority": this.authority,
+    };
+    for (const [name, value] of Object.entries(opts.headers ?? {})) {
+      if (name === "host") headers[":authority"] = Array.isArray(value) ? value[0]! : value;
+      else if (!FORBIDDEN.has(name)) headers[name] = value;
+    }
+    const body = opts.body ?? null;
+    const stream = session.request(headers, { endStream: body === null });
+    if (body !== null) {
+      if (typeof body === "string" || Buffer.isBuffer(body)) stream.end(body);
+      else (body as NodeJS.ReadableStream).pipe(stream);
+    }
+    return stream;
+  }
+
+  /** Streams the response into the writable the factory returns; resolves with the trailers. */
+  async stream(opts: StreamOptions, factory: Factory): Promise<{ trailers: IncomingHttpHeaders }> {
+    const stream = await this.open(opts);
+    return new Promise((resolve, reject) => {
+      let out: Writable | null = null;
+      let trailers: IncomingHttpHeaders = {};
+      const headersTimer = opts.headersTimeout
+        ? setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), opts.headersTimeout)
+        : null;
+      let timedOut = false;
+      if (headersTimer) headersTimer.unref();
+      if (opts.bodyTimeout)
+        stream.setTimeout(opts.bodyTimeout, () => {
+          timedOut = true;
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+        });
+      stream.once("response", (h) => {
+        if (headersTimer) clearTimeout(headersTimer);
+        const status = Number(h[":status"]);
+        const rest: Record<string, string | string[] | undefined> = {};
+        for (const [k, v] of Object.entries(h))
+          if (k.charCodeAt(0) !== 58) rest[k] = v as string | string[] | undefined;
+        out = factory({ statusCode: status, headers: rest, opaque: null });
+        stream.on("data", (chunk: Buffer) => {
+          if (!out!.write(chunk)) {
+            stream.pause();
+            out!.once("drain", () => stream.resume());
+          }
+        });
+      });
+      stream.on("trailers", (t) => {
+        trailers = t;
+      });
+      stream.once("end", () => {
+        if (headersTimer) clearTimeout(headersTimer);
+        const rest: Record<string, string> = {};
+        for (const [k, v] of Object.entries(trailers))
+          if (k.charCodeAt(0) !== 58 && v !== undefined) rest[k] = String(v);
+        const target = out as (Writable & { addTrailers?: (t: Record<string, string>) => void }) | null;
+        if (target && Object.keys(rest).length && typeof target.addTrailers === "function")
+          target.addTrailers(rest);
+        target?.end();
+        resolve({ trailers });
+      });
+      stream.once("close", () => {
+        if (headersTimer) clearTimeout(headersTimer);
+        const code = stream.rstCode;
+        if (stream.readableEnded) return;
+        const e =
+          headersTimer && out === null && code === http2.constants.NGHTTP2_CANCEL
+            ? error("headers timeout", "UND_ERR_HEADERS_TIMEOUT")
+            : timedOut
+              ? error("body timeout", "UND_ERR_BODY_TIMEOUT")
+              : code === http2.constants.NGHTTP2_REFUSED_STREAM
+                ? error("stream refused", "REFUSED_STREAM")
+                : error(`stream reset (${code})`, "ECONNRESET");
+        reject(e);
+      });
+      stream.once("error", (err) => reject(err));
+    });
+  }
+
+  /** A whole request whose body is drained by the caller (health checks, mirrors). */
+  async request(opts: StreamOptions): Promise<{ statusCode: number; body: { dump(): Promise<void> } }> {
+    const stream = await this.open(opts);
+    return new Promise((resolve, reject) => {
+      const timer = opts.headersTimeout
+        ? setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), opts.headersTimeout)
+        : null;
+      stream.once("response", (h) => {
+        if (timer) clearTimeout(timer);
+        resolve({
+          statusCode: Number(h[":status"]),
+          body: {
+            dump: () =>
+              new Promise<void>((done) => {
+                stream.resume();
+                stream.once("close", () => done());
+              }),
+          },
+        });
+      });
+      stream.once("close", () => {
+        if (timer) clearTimeout(timer);
+        reject(error("stream closed before a response", "ECONNRESET"));
+      });
+      stream.once("error", reject);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const s = this.session;
+    this.session = null;
+    if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
+  }
+}
