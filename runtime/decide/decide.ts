@@ -72,36 +72,17 @@ export interface CompiledGateway {
   /** Gateway hosts; empty = every host. */
   readonly exactHosts: ReadonlySet<string>;
   readonly wildcardSuffixes: readonly string[];
-  readonly rewrites: ReadonlyMap<string, readonly TemplatePart[]>;
 }
 
 /** Compiles a gateway config once (at load and at each reload); decide() then only reads it. */
 export function compileGateway(config: GatewayRuntimeConfig): CompiledGateway {
-  const rewrites = new Map<string, readonly TemplatePart[]>();
-  for (const r of config.routes) {
-    if (r.action.kind === "forward" && r.action.rewrite?.path)
-      rewrites.set(r.name, compileTemplate(r.action.rewrite.path));
-  }
   return {
     config,
     router: new Router(config.routes),
     mergeSlashes: true,
     exactHosts: new Set(config.hosts.filter((h) => !h.startsWith("*."))),
     wildcardSuffixes: config.hosts.filter((h) => h.startsWith("*.")).map((h) => h.slice(1)),
-    rewrites,
   };
-}
-
-function compileTemplate(template: string): TemplatePart[] {
-  const parts: TemplatePart[] = [];
-  let last = 0;
-  for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) {
-    if (m.index > last) parts.push(template.slice(last, m.index));
-    parts.push({ param: m[1]! });
-    last = m.index + m[0].length;
-  }
-  if (last < template.length) parts.push(template.slice(last));
-  return parts;
 }
 
 const reject = (
@@ -138,7 +119,7 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
     );
   }
   const route: GatewayRoute = match.route.config;
-  const template = gw.rewrites.get(route.name);
+  const template = match.route.rewrite;
   const upstreamPathOnly = template ? fill(template, match.params) : target.path;
   const rewriteHost = route.action.kind === "forward" ? (route.action.rewrite?.host ?? null) : null;
   return {

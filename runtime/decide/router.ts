@@ -23,10 +23,16 @@ export interface CompiledRoute {
   readonly name: string;
   /** null = every method. */
   readonly methods: ReadonlySet<string> | null;
+  /** The methods as a bitmask (METHOD_BITS), 0 = every method: checked without leaving the route object. */
+  readonly methodMask: number;
+  /** headers.length + query.length, inline for the same reason. */
+  readonly conditionCount: number;
   readonly headers: readonly Condition[];
   readonly query: readonly Condition[];
   /** Names of the wildcard segments in order (null for `*`), for captures. */
   readonly captureNames: readonly (string | null)[];
+  /** The compiled rewrite template (literal parts and params), when the route rewrites its path. */
+  readonly rewrite: readonly (string | { readonly param: string })[] | null;
   readonly source: string;
 }
 
@@ -97,7 +103,14 @@ export class Router {
   match(host: string, q: RouteQuery): RouterResult {
     // "/" has no segments; "/a/" has two ("a" and ""), so a trailing slash is a distinct path.
     const segments = q.path === "/" ? [] : q.path.slice(1).split("/");
-    const state: MatchState = { q, segments, captures: [], allow: null, params: null };
+    const state: MatchState = {
+      q,
+      methodBit: METHOD_BITS[q.method] ?? 0,
+      segments,
+      captures: [],
+      allow: null,
+      params: null,
+    };
     const roots: Node[] = [];
     const exact = this.exact.get(host);
     if (exact) roots.push(exact);
@@ -115,8 +128,23 @@ export class Router {
 
 const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
 
+/** One bit per routable method. */
+const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
+  GET: 1,
+  HEAD: 2,
+  POST: 4,
+  PUT: 8,
+  PATCH: 16,
+  DELETE: 32,
+  OPTIONS: 64,
+  TRACE: 128,
+  CONNECT: 256,
+});
+
 interface MatchState {
   readonly q: RouteQuery;
+  /** The request method's bit (0 for a method outside METHOD_BITS, which then matches only routes without methods). */
+  readonly methodBit: number;
   readonly segments: readonly string[];
   readonly captures: string[];
   allow: Set<string> | null;
@@ -143,11 +171,12 @@ function walk(node: Node, i: number, s: MatchState): CompiledRoute | null {
 
 /** The first route of a node list (already in precedence order) whose conditions hold. */
 function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | null {
-  for (const r of list) {
-    if (!conditionsHold(r, s)) continue;
-    if (r.methods && !r.methods.has(s.q.method)) {
+  for (let i = 0; i < list.length; i++) {
+    const r = list[i]!;
+    if (r.conditionCount !== 0 && !conditionsHold(r, s)) continue;
+    if (r.methodMask !== 0 && (r.methodMask & s.methodBit) === 0) {
       const allow = (s.allow ??= new Set());
-      for (const m of r.methods) allow.add(m);
+      for (const m of r.methods!) allow.add(m);
       continue;
     }
     if (r.captureNames.length > 0) {
@@ -242,9 +271,28 @@ function compileRoute(config: GatewayRoute): CompiledRoute {
     config,
     name: config.name,
     methods: config.match.methods.length > 0 ? new Set<HttpMethod>(config.match.methods) : null,
+    methodMask: config.match.methods.reduce((mask, m) => mask | (METHOD_BITS[m] ?? 0), 0),
+    conditionCount: config.match.headers.length + config.match.query.length,
     headers: config.match.headers.map(compileCondition),
     query: config.match.query.map(compileCondition),
     captureNames,
     source: config.match.path,
+    rewrite:
+      config.action.kind === "forward" && config.action.rewrite?.path
+        ? compileTemplate(config.action.rewrite.path)
+        : null,
   };
+}
+
+/** "/orders/{id}" → ["/orders/", { param: "id" }]: filled per request without parsing. */
+export function compileTemplate(template: string): (string | { readonly param: string })[] {
+  const parts: (string | { readonly param: string })[] = [];
+  let last = 0;
+  for (const m of template.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) {
+    if (m.index > last) parts.push(template.slice(last, m.index));
+    parts.push({ param: m[1]! });
+    last = m.index + m[0].length;
+  }
+  if (last < template.length) parts.push(template.slice(last));
+  return parts;
 }
