@@ -399,6 +399,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     headers["x-forwarded-for"] = forwardedFor;
     headers["x-forwarded-proto"] = scheme;
     if (authority) headers["x-forwarded-host"] = authority;
+    headers.forwarded = forwardedHeader(client, scheme, authority);
     if (overH2 && authority && !headers.host) headers.host = authority;
     headers["x-request-id"] = reqId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
@@ -740,6 +741,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     reload,
     drain,
   };
+}
+
+/** RFC 7239 `Forwarded` for this hop (the client's own value was dropped as gateway-owned). */
+function forwardedHeader(client: string, scheme: string, host: string | undefined): string {
+  const forValue = client.includes(":") ? `"[${client}]"` : client;
+  const hostValue =
+    host && /^[A-Za-z0-9.:[\]-]+$/.test(host) ? `;host=${host.includes(":") ? `"${host}"` : host}` : "";
+  return `for=${forValue};proto=${scheme}${hostValue}`;
 }
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {

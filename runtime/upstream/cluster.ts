@@ -5,7 +5,7 @@
  *
  * Shared by the gateway and (with the mesh issue) the sidecar's outbound side: one implementation.
  */
-import { lookup } from "node:dns/promises";
+import { lookup, resolve4, resolve6 } from "node:dns/promises";
 import type { Writable } from "node:stream";
 import { Pool } from "undici";
 import { H2Pool } from "./h2pool.ts";
@@ -135,10 +135,7 @@ export class UpstreamCluster {
     if (this.discovery.kind === "static") {
       this.setEndpoints(this.discovery.endpoints[this.config.name] ?? []);
     } else {
-      await this.resolve();
-      const refresh = Math.max(1000, this.discovery.refreshMs);
-      this.timer = setInterval(() => void this.resolve(), refresh);
-      this.timer.unref();
+      await this.resolveAndSchedule();
     }
     const hc = this.config.healthCheck;
     if (hc) {
@@ -182,20 +179,41 @@ export class UpstreamCluster {
     this.events.onHealthChange(this.config.name, e.key, healthy);
   }
 
-  private async resolve(): Promise<void> {
+  /**
+   * Resolves the cluster's DNS name and schedules the next resolution when the shortest record TTL
+   * expires (between 1 s and discovery.refreshMs). Names DNS does not answer (e.g. from /etc/hosts)
+   * fall back to the system resolver and the refresh interval.
+   */
+  private async resolveAndSchedule(): Promise<void> {
     if (this.discovery.kind !== "dns" || this.closed) return;
+    const maxMs = Math.max(1000, this.discovery.refreshMs);
     const name = this.discovery.template
       .replaceAll("{service}", this.config.service)
       .replaceAll("{namespace}", this.config.namespace);
+    let nextMs = maxMs;
     try {
-      const addrs = await lookup(name, { all: true });
-      this.setEndpoints(addrs.map((a) => ({ host: a.address, port: this.config.port })));
+      const records = (
+        await Promise.all([
+          resolve4(name, { ttl: true }).catch(() => []),
+          resolve6(name, { ttl: true }).catch(() => []),
+        ])
+      ).flat();
+      if (records.length > 0) {
+        this.setEndpoints(records.map((r) => ({ host: r.address, port: this.config.port })));
+        nextMs = Math.min(maxMs, Math.max(1000, Math.min(...records.map((r) => r.ttl)) * 1000));
+      } else {
+        const addrs = await lookup(name, { all: true });
+        this.setEndpoints(addrs.map((a) => ({ host: a.address, port: this.config.port })));
+      }
     } catch (err) {
       // Keep the last known endpoints: a DNS hiccup must not empty a cluster.
       this.events.onError(
         `cluster ${this.config.name}: resolving ${name} failed (${(err as Error).message})`,
       );
     }
+    if (this.closed) return;
+    this.timer = setTimeout(() => void this.resolveAndSchedule(), nextMs);
+    this.timer.unref();
   }
 
   private setEndpoints(list: readonly { host: string; port: number }[]): void {
@@ -298,7 +316,7 @@ export class UpstreamCluster {
 
   close(): void {
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     if (this.probeTimer) clearInterval(this.probeTimer);
   }
 }

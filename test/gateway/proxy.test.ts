@@ -179,12 +179,14 @@ describe("forwarding", () => {
         connection: "close, x-forwarded-for, x-request-id, x-forwarded-proto",
         "x-forwarded-for": "6.6.6.6",
         "x-forwarded-proto": "https",
+        forwarded: "for=6.6.6.6;proto=https",
         "x-real-ip": "6.6.6.6",
       },
     });
     const seen = JSON.parse(r.body).headers as Record<string, string>;
     expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
     expect(seen["x-forwarded-proto"]).toBe("http");
+    expect(seen.forwarded).toBe(`for=127.0.0.1;proto=http;host="127.0.0.1:${new URL(gw.url).port}"`);
     expect(seen["x-real-ip"]).toBeUndefined();
     expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
