@@ -123,8 +123,24 @@ function checkQuery(query: string): CanonicalTarget | null {
   return null;
 }
 
+/**
+ * True when the path is already canonical: only characters allowed raw, no escapes, no "//", and no
+ * segment starting with "." (so no dot segments). Most request paths are; they skip the full pass.
+ */
+function alreadyCanonical(raw: string): boolean {
+  let prev = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c >= 128 || PATH_CHAR[c] === 0 || c === 37 /* % */) return false;
+    if (prev === 47 /* / */ && (c === 47 || c === 46 /* . */)) return false;
+    prev = c;
+  }
+  return true;
+}
+
 /** The canonical form of a raw path, or the reason it is refused. */
 function canonicalPath(raw: string, mergeSlashes: boolean): string | CanonicalTarget {
+  if (alreadyCanonical(raw)) return raw;
   // Pass 1: characters and escapes, decoding unreserved escapes; collect escaped bytes for UTF-8 checking.
   let decoded = "";
   let escapedNonAscii = false;

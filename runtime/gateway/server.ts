@@ -454,9 +454,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (tracestate) headers.tracestate = tracestate;
       else delete headers.tracestate;
     }
+    // The client leaving cancels the upstream request; the failure is then the client's, not the upstream's.
+    const clientGone = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) clientGone.abort();
+    };
+    res.once("close", onClose);
     const result = await forward(
       cluster,
       {
+        signal: clientGone.signal,
         method: req.method ?? "GET",
         path: d.upstreamPath,
         headers,
@@ -505,15 +512,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
             : result.outcome === "overflow"
               ? [503, "upstream_overflow"]
               : [502, "upstream_reset"];
-    log.warn({
-      event: "upstream_error",
-      requestId: reqId,
-      route: routeName,
-      upstream: upstreamKey || undefined,
-      outcome: result.outcome,
-      attempts: result.attempts,
-      code: result.error ? (result.error as { code?: string }).code : undefined,
-    });
+    // Fast failures (no endpoint, breaker open) are in the access log and metrics; a warn line each would
+    // flood the log exactly during an incident.
+    if (result.outcome !== "no_endpoint" && result.outcome !== "overflow")
+      log.warn({
+        event: "upstream_error",
+        requestId: reqId,
+        route: routeName,
+        upstream: upstreamKey || undefined,
+        outcome: result.outcome,
+        attempts: result.attempts,
+        code: result.error ? (result.error as { code?: string }).code : undefined,
+      });
     respondError(req, res, status, code, `upstream ${backend}: ${result.outcome.replaceAll("_", " ")}`);
   }
 
@@ -578,6 +588,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       onRequest,
       () => state.certificates.get(l.name) ?? null,
       (_server, err, socket) => {
+        // A client that resets or times out its own connection is not a parse error.
+        if (err.code === "ECONNRESET" || err.code === "EPIPE") {
+          socket.destroy();
+          return;
+        }
         // A response that closes the connection was already written for this request (e.g. a refused
         // Transfer-Encoding): the parser's later complaint about the same bytes gets no second response.
         if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {

@@ -22,6 +22,7 @@ export interface UpstreamPool {
       body: Buffer | NodeJS.ReadableStream | null;
       headersTimeout: number;
       bodyTimeout: number;
+      signal?: AbortSignal;
     },
     factory: (data: {
       statusCode: number;

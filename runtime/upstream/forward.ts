@@ -22,6 +22,11 @@ export interface ForwardRequest {
   readonly retry: RetryPlan;
   /** Ring-hash key (the client address). */
   readonly hashKey: string;
+  /**
+   * Aborted when the client goes away: the upstream request is cancelled, and the failure it causes is
+   * the client's — never counted against the upstream (outlier detection) and never retried.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface ForwardObserver {
@@ -144,7 +149,8 @@ export async function forward(
           error: null,
         };
       }
-      if (endpoint.pool.stats.pending >= cb.maxPendingRequests) {
+      // Requests beyond the endpoint's connections wait in its queue: refuse once that queue is full.
+      if (endpoint.inFlight >= cb.maxConnections + cb.maxPendingRequests) {
         observer.overflow(name);
         return { kind: "error", outcome: "overflow", headersSent: false, attempts, endpoint, error: null };
       }
@@ -168,6 +174,7 @@ export async function forward(
             body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
+            ...(req.signal ? { signal: req.signal } : {}),
           },
           ({ statusCode, headers }) => {
             status = statusCode;
@@ -189,7 +196,7 @@ export async function forward(
         observer.retry(name, outcomeOf(discarded));
       } catch (err) {
         const e = err as Error & { code?: string };
-        const failure = classify(e);
+        const failure = req.signal?.aborted ? "client_aborted" : classify(e);
         if (failure === "client_aborted" || failure === "body_too_large") {
           observer.attempt(name, failure);
           return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };

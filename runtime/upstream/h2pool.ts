@@ -14,6 +14,7 @@ export interface StreamOptions {
   body?: Buffer | NodeJS.ReadableStream | string | null;
   headersTimeout?: number;
   bodyTimeout?: number;
+  signal?: AbortSignal;
 }
 
 type Factory = (data: {
@@ -110,6 +111,9 @@ export class H2Pool {
   /** Streams the response into the writable the factory returns; resolves with the trailers. */
   async stream(opts: StreamOptions, factory: Factory): Promise<{ trailers: IncomingHttpHeaders }> {
     const stream = await this.open(opts);
+    opts.signal?.addEventListener("abort", () => stream.close(http2.constants.NGHTTP2_CANCEL), {
+      once: true,
+    });
     return new Promise((resolve, reject) => {
       let out: Writable | null = null;
       let trailers: IncomingHttpHeaders = {};

@@ -216,6 +216,36 @@ describe("outlier detection and the circuit breaker", () => {
     expect(bad.received).toHaveLength(5);
   });
 
+  it("never_counts_clients_that_disconnect_against_the_upstream", async () => {
+    const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 100));
+    const gw = await gateway(
+      [{ name: "s", match: { path: "/s" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: slow },
+      { app: { circuitBreaker: { consecutive5xx: 5, baseEjection: "30s" } } },
+    );
+    // Six impatient clients: each sends a request and disconnects after 30 ms.
+    await Promise.all(
+      Array.from({ length: 6 }, async () => {
+        const { createConnection } = await import("node:net");
+        const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1");
+        s.write("GET /s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        await sleep(30);
+        s.destroy();
+      }),
+    );
+    await sleep(200);
+    expect(await request(`${gw.url}/s`)).toMatchObject({ status: 200, body: "slow" });
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      0,
+    );
+    expect(
+      await metric(
+        gw,
+        /meshgate_upstream_requests_total\{proxy="gateway",cluster="app",outcome="client_aborted"\} (\d+)/,
+      ),
+    ).toBe(6);
+  });
+
   it("refuses_requests_beyond_max_requests_with_503_overflow", async () => {
     const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 300));
     const gw = await gateway(

@@ -1,0 +1,80 @@
+/**
+ * Helpers shared by the benchmarks: gateway RuntimeConfigs built from spec routes (the same way
+ * test/support/gateway.ts does — parseSpec → translate, then static discovery and plaintext clusters —
+ * kept here so the benches do not depend on the test tree), and plain-text tables.
+ */
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../runtime/contract/index.ts";
+import { parseSpec } from "../components/spec/parse.ts";
+import { translate } from "../components/translate/translate.ts";
+
+type Loose = Record<string, unknown>;
+
+export interface SpecGatewayOptions {
+  /** Spec `gateway.routes`. */
+  routes: Loose[];
+  /** Upstream port per service name; every service's endpoints become 127.0.0.1:<port>. */
+  upstreams: Record<string, number>;
+  /** Host names the gateway serves; default 127.0.0.1 and localhost. */
+  hosts?: string[];
+  /** Extra gateway-level spec fields (listeners, limits, …). */
+  gateway?: Loose;
+  /** Spec `observability`. */
+  observability?: Loose;
+  /** Extra spec fields for every service (circuitBreaker, …). */
+  service?: Loose;
+}
+
+/**
+ * A gateway RuntimeConfig from spec routes: parseSpec + translate, then every cluster switched to static
+ * endpoints on 127.0.0.1 and plaintext, and resealed (as test/support/gateway.ts's gatewayConfig and
+ * plaintextStatic).
+ */
+export function specGatewayConfig(o: SpecGatewayOptions): GatewayRuntimeConfig {
+  const services = Object.fromEntries(
+    Object.keys(o.upstreams).map((name) => [
+      name,
+      { image: `r/${name}:1`, port: 8080, allow: [{ from: ["gateway"] }], ...o.service },
+    ]),
+  );
+  const r = parseSpec({
+    name: "bench",
+    trustDomain: "bench.example",
+    services,
+    gateway: { hosts: o.hosts ?? ["127.0.0.1", "localhost"], ...o.gateway, routes: o.routes },
+    ...(o.observability ? { observability: o.observability } : {}),
+  });
+  if (!r.ok) {
+    const shown = r.errors.slice(0, 5).map((e) => `${e.path}: ${e.message}`);
+    throw new Error(`the generated spec is invalid:\n${shown.join("\n")}`);
+  }
+  const config = translate(r.spec).runtime.gateway;
+  if (!config) throw new Error("translate produced no gateway config");
+  const { hash: _h, ...rest } = config;
+  return sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    discovery: {
+      kind: "static",
+      endpoints: Object.fromEntries(
+        Object.entries(o.upstreams).map(([n, port]) => [n, [{ host: "127.0.0.1", port }]]),
+      ),
+    },
+    clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
+  });
+}
+
+export const median = (values: readonly number[]): number => {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** Renders rows as an aligned table; columns listed in `right` are right-aligned. */
+export function table(header: string[], rows: string[][], right: (i: number) => boolean): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (right(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)];
+}
