@@ -132,7 +132,7 @@ function alreadyCanonical(raw: string): boolean {
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i);
     if (c >= 128 || PATH_CHAR[c] === 0 || c === 37 /* % */) return false;
-    if (prev === 47 /* / */ && (c === 47 || c === 46 /* . */)) return false;
+    if (prev === 47 /* / */ && (c === 47 || c === 46) /* . */) return false;
     prev = c;
   }
   return true;
