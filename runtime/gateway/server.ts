@@ -457,7 +457,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // The client leaving cancels the upstream request; the failure is then the client's, not the upstream's.
     const clientGone = new AbortController();
     const onClose = () => {
-      if (!res.writableFinished) clientGone.abort();
+      // Destroyed with an error: the upstream side failed (undici destroys the response it streams into).
+      // Closed unfinished without one: the client went away.
+      if (!res.writableFinished && !res.errored) clientGone.abort();
     };
     res.once("close", onClose);
     const result = await forward(
