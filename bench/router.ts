@@ -20,6 +20,7 @@
  * The process pins itself to one CPU when `taskset` is available (CPU 0, or ROUTER_BENCH_CPU). Benchmarks
  * are not pass/fail: a missed goal is reported, never turned into a non-zero exit.
  */
+import { mulberry32 } from "../testing/generate.ts";
 import { execFileSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import type { GatewayRuntimeConfig } from "../runtime/contract/index.ts";
@@ -55,17 +56,8 @@ function pinSelf(): string {
   }
 }
 
-/** mulberry32: a tiny seedable PRNG (floats in [0, 1)). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the same seedable PRNG the spec generator uses (floats in [0, 1)). */
+const prng = mulberry32;
 
 const version = (g: number) => `v${1 + (g % 2)}`;
 

@@ -37,7 +37,7 @@ const CONSUMERS = [
 ] as const;
 
 /** mulberry32: a tiny, fast, seedable 32-bit PRNG. Returns floats in [0, 1). */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -22,7 +22,7 @@ import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
-import { EXPOSITION_CONTENT_TYPE, MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
+import { MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
 import { createTracer, type Tracer } from "../telemetry/tracing.ts";
 import {
   checkRequestHeaders,
@@ -40,6 +40,7 @@ import {
   type CertificateSet,
   type Listener,
 } from "./listeners.ts";
+import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 
@@ -633,23 +634,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   }
 
   // ── admin ──
-  const admin = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    };
-    if (path === "/live") return send(200, "text/plain", "live\n");
-    if (path === "/ready")
-      return draining ? send(503, "text/plain", "draining\n") : send(200, "text/plain", "ready\n");
-    if (path === "/metrics") return send(200, EXPOSITION_CONTENT_TYPE, metrics.render());
-    if (path === "/config")
-      return send(200, "application/json", `${JSON.stringify(redactConfig(state.config), null, 2)}\n`);
-    if (path === "/reload" && req.method === "POST") {
-      void reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
-      return;
-    }
-    send(404, "text/plain", "not found\n");
+  const admin = createAdminServer({
+    ready: () => !draining,
+    metrics: () => metrics.render(),
+    config: () => redactConfig(state.config),
+    reload: () => reload(),
   });
   let adminPort = 0;
   if (options.admin !== false) {

@@ -8,13 +8,13 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
-import http from "node:http";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { mergeExpositions } from "../telemetry/merge.ts";
-import { EXPOSITION_CONTENT_TYPE, MetricsRegistry } from "../telemetry/metrics.ts";
+import { MetricsRegistry } from "../telemetry/metrics.ts";
+import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import type { FromWorker, ToWorker } from "./worker.ts";
 
@@ -157,33 +157,17 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       : { ok, error: results.find((r) => !r.ok)?.error ?? "a worker refused" };
   };
 
-  const admin = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0];
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    };
-    if (path === "/live") return send(200, "text/plain", "live\n");
-    if (path === "/ready") {
-      const ready = !stopping && slots.every((s) => s.ready);
-      return send(ready ? 200 : 503, "text/plain", ready ? "ready\n" : "not ready\n");
-    }
-    if (path === "/config")
-      return send(200, "application/json", `${JSON.stringify(redactConfig(config), null, 2)}\n`);
-    if (path === "/reload" && req.method === "POST") {
-      void reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
-      return;
-    }
-    if (path === "/metrics") {
-      void ask<Extract<FromWorker, { type: "metrics" }>>((id) => ({ type: "metrics", id }), 2000)
-        .then((parts) => {
-          const merged = mergeExpositions(parts.map((p, i) => ({ label: String(i), text: p.text })));
-          send(200, EXPOSITION_CONTENT_TYPE, metrics.render() + merged);
-        })
-        .catch((err: Error) => send(503, "text/plain", `${err.message}\n`));
-      return;
-    }
-    send(404, "text/plain", "not found\n");
+  const admin = createAdminServer({
+    ready: () => !stopping && slots.every((s) => s.ready),
+    config: () => redactConfig(config),
+    reload,
+    metrics: async () => {
+      const parts = await ask<Extract<FromWorker, { type: "metrics" }>>(
+        (id) => ({ type: "metrics", id }),
+        2000,
+      );
+      return metrics.render() + mergeExpositions(parts.map((p, i) => ({ label: String(i), text: p.text })));
+    },
   });
   await new Promise<void>((resolve, reject) => {
     admin.once("error", reject);
