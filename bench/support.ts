@@ -1,9 +1,9 @@
 /**
- * Helpers shared by the benchmarks: gateway RuntimeConfigs built from spec routes (the same way
- * test/support/gateway.ts does — parseSpec → translate, then static discovery and plaintext clusters —
- * kept here so the benches do not depend on the test tree), and plain-text tables.
+ * Helpers shared by the benchmarks: gateway RuntimeConfigs built from spec routes (parseSpec → translate →
+ * testing/static.ts, as the tests do), and plain-text tables.
  */
-import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../runtime/contract/index.ts";
+import type { GatewayRuntimeConfig } from "../runtime/contract/index.ts";
+import { plaintextStatic } from "../testing/static.ts";
 import { parseSpec } from "../components/spec/parse.ts";
 import { translate } from "../components/translate/translate.ts";
 
@@ -26,8 +26,7 @@ export interface SpecGatewayOptions {
 
 /**
  * A gateway RuntimeConfig from spec routes: parseSpec + translate, then every cluster switched to static
- * endpoints on 127.0.0.1 and plaintext, and resealed (as test/support/gateway.ts's gatewayConfig and
- * plaintextStatic).
+ * endpoints on 127.0.0.1 and plaintext (testing/static.ts, which the tests use too).
  */
 export function specGatewayConfig(o: SpecGatewayOptions): GatewayRuntimeConfig {
   const services = Object.fromEntries(
@@ -49,17 +48,10 @@ export function specGatewayConfig(o: SpecGatewayOptions): GatewayRuntimeConfig {
   }
   const config = translate(r.spec).runtime.gateway;
   if (!config) throw new Error("translate produced no gateway config");
-  const { hash: _h, ...rest } = config;
-  return sealRuntimeConfig<GatewayRuntimeConfig>({
-    ...rest,
-    discovery: {
-      kind: "static",
-      endpoints: Object.fromEntries(
-        Object.entries(o.upstreams).map(([n, port]) => [n, [{ host: "127.0.0.1", port }]]),
-      ),
-    },
-    clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
-  });
+  return plaintextStatic(
+    config,
+    Object.fromEntries(Object.entries(o.upstreams).map(([n, port]) => [n, { port }])),
+  );
 }
 
 export const median = (values: readonly number[]): number => {

@@ -1,2 +1,3 @@
 /** meshgate/testing: helpers for tests and benchmarks (synthetic specs). */
 export * from "./generate.ts";
+export { plaintextStatic, type LocalEndpoints } from "./static.ts";

@@ -22,7 +22,12 @@ import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
-import { MetricsRegistry, registerProcessMetrics } from "../telemetry/metrics.ts";
+import {
+  MetricsRegistry,
+  registerProcessMetrics,
+  type CounterChild,
+  type HistogramChild,
+} from "../telemetry/metrics.ts";
 import { createTracer, type Tracer } from "../telemetry/tracing.ts";
 import {
   checkRequestHeaders,
@@ -92,7 +97,7 @@ interface State {
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
-const codeClass = (status: number) => CODE_CLASSES[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!;
+const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
   const log = options.logger ?? pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
@@ -165,6 +170,25 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "cluster",
     "outcome",
   ]);
+  /** Metric children per route, looked up once per route instead of by label values per request. */
+  const perRoute = new Map<string, { requests: (CounterChild | undefined)[]; duration: HistogramChild }>();
+  const routeMetrics = (route: string) => {
+    let m = perRoute.get(route);
+    if (!m) {
+      m = {
+        requests: [], // created per status class on first use, so no zero-valued series appear
+        duration: mDuration.labels("gateway", route),
+      };
+      perRoute.set(route, m);
+    }
+    return m;
+  };
+  const countRequest = (route: string, status: number) => {
+    const m = routeMetrics(route);
+    const i = codeClassIndex(status);
+    (m.requests[i] ??= mRequests.labels("gateway", route, CODE_CLASSES[i]!)).inc();
+    return m;
+  };
   const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
     "proxy",
     "reason",
@@ -254,8 +278,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     res.once("close", () => {
       const seconds = (performance.now() - started) / 1000;
       const status = res.statusCode;
-      mRequests.labels("gateway", routeName, codeClass(status)).inc();
-      mDuration.labels("gateway", routeName).observe(seconds);
+      countRequest(routeName, status).duration.observe(seconds);
       if (current.config.telemetry.accessLog.enabled) {
         log.info({
           event: "access",
@@ -576,7 +599,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const upgrades: UpgradeObserver = {
     tunnels: new Set(),
     done: (route, status, code) => {
-      mRequests.labels("gateway", route, codeClass(status)).inc();
+      countRequest(route, status);
       if (code) mErrors.labels("gateway", code).inc();
     },
   };

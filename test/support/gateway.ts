@@ -7,7 +7,8 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import pino from "pino";
-import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { plaintextStatic, type LocalEndpoints } from "../../testing/static.ts";
 import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { translate } from "../../components/translate/translate.ts";
@@ -79,32 +80,9 @@ export function gatewayConfig(
   return plaintextStatic(config, upstreams);
 }
 
-/** Rewrites discovery to static endpoints on 127.0.0.1 and clusters to plaintext, and reseals. */
 /** One upstream, several (a multi-endpoint cluster), or just a port (e.g. one nothing listens on). */
-export type Endpoints = Pick<Upstream, "port"> | readonly Pick<Upstream, "port">[];
-
-export function plaintextStatic(
-  config: GatewayRuntimeConfig,
-  upstreams: Record<string, Endpoints>,
-): GatewayRuntimeConfig {
-  const { hash: _h, ...rest } = config;
-  return sealRuntimeConfig<GatewayRuntimeConfig>({
-    ...rest,
-    discovery: {
-      kind: "static",
-      endpoints: Object.fromEntries(
-        Object.entries(upstreams).map(([n, u]) => [
-          n,
-          (Array.isArray(u) ? u : [u]).map((e: Pick<Upstream, "port">) => ({
-            host: "127.0.0.1",
-            port: e.port,
-          })),
-        ]),
-      ),
-    },
-    clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
-  });
-}
+export type Endpoints = LocalEndpoints;
+export { plaintextStatic };
 
 export interface TestGateway extends GatewayHandle {
   readonly url: string;
