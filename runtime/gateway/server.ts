@@ -1,5 +1,5 @@
 /**
- * The edge gateway: HTTP/1.1 listeners, decide() per request, forwarding through undici pools, an admin
+ * The edge gateway: HTTP/1.1 listeners, decide() per request, forwarding through upstream pools, an admin
  * listener, atomic config reload and graceful drain.
  *
  * Per request: header hygiene → decide() (canonical path, route, rewrite) → authentication requirement
@@ -16,12 +16,12 @@ import type { AddressInfo, Socket } from "node:net";
 import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
-import type { Dispatcher } from "undici";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
+import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
   registerProcessMetrics,
@@ -479,17 +479,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       else delete headers.tracestate;
     }
     // The client leaving cancels the upstream request; the failure is then the client's, not the upstream's.
-    const clientGone = new AbortController();
+    const clientGone: CancelToken = { aborted: false, onabort: null };
     const onClose = () => {
-      // Destroyed with an error: the upstream side failed (undici destroys the response it streams into).
+      // Destroyed with an error: the upstream side failed (the pool destroys the response it streams into).
       // Closed unfinished without one: the client went away.
-      if (!res.writableFinished && !res.errored) clientGone.abort();
+      if (!res.writableFinished && !res.errored) {
+        clientGone.aborted = true;
+        clientGone.onabort?.();
+      }
     };
     res.once("close", onClose);
     const result = await forward(
       cluster,
       {
-        signal: clientGone.signal,
+        cancel: clientGone,
         method: req.method ?? "GET",
         path: d.upstreamPath,
         headers,
@@ -571,7 +574,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const host = typeof headers.host === "string" ? `${headers.host.replace(/:\d+$/, "")}-shadow` : undefined;
     endpoint.pool
       .request({
-        method: method as Dispatcher.HttpMethod,
+        method,
         path,
         headers: { ...headers, ...(host ? { host } : {}), "x-meshgate-mirror": "1" },
         body,

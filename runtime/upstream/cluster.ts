@@ -1,18 +1,19 @@
 /**
  * Upstream clusters: endpoint discovery (static lists, or DNS re-resolved on an interval), load
  * balancing (round-robin, least-request by power of two choices, ring-hash on the client address), and
- * one undici Pool per endpoint, kept across config reloads while the endpoint stays.
+ * one connection pool per endpoint (H1Pool, or H2Pool for HTTP/2 services), kept across config reloads
+ * while the endpoint stays.
  *
  * Shared by the gateway and (with the mesh issue) the sidecar's outbound side: one implementation.
  */
 import { lookup, resolve4, resolve6 } from "node:dns/promises";
 import type { Writable } from "node:stream";
-import { Pool } from "undici";
+import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 
-/** What the forwarding engine needs of an endpoint's connections: undici's Pool (HTTP/1.1) or H2Pool. */
+/** What the forwarding engine needs of an endpoint's connections: H1Pool (HTTP/1.1) or H2Pool. */
 export interface UpstreamPool {
   stream(
     opts: {
@@ -22,7 +23,7 @@ export interface UpstreamPool {
       body: Buffer | NodeJS.ReadableStream | null;
       headersTimeout: number;
       bodyTimeout: number;
-      signal?: AbortSignal;
+      cancel?: CancelToken;
     },
     factory: (data: {
       statusCode: number;
@@ -78,13 +79,10 @@ export class PoolCache {
       this.pools.set(key, pool);
     }
     if (!pool) {
-      pool = new Pool(`http://${host.includes(":") ? `[${host}]` : host}:${port}`, {
-        connections: cluster.circuitBreaker.maxConnections || this.options.connections,
-        pipelining: 1,
-        connect: { timeout: cluster.connectTimeoutMs || this.options.connectTimeoutMs },
-        keepAliveTimeout: 30_000,
-        keepAliveMaxTimeout: 120_000,
-      }) as unknown as UpstreamPool; // undici's Pool has a wider interface than the one used here
+      pool = new H1Pool(host, port, {
+        maxConnections: cluster.circuitBreaker.maxConnections || this.options.connections,
+        connectTimeoutMs: cluster.connectTimeoutMs || this.options.connectTimeoutMs,
+      });
       this.pools.set(key, pool);
     }
     return pool;

@@ -9,6 +9,7 @@ import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { RetryPlan } from "../contract/schema.ts";
 import type { Endpoint, UpstreamCluster } from "./cluster.ts";
+import type { CancelToken } from "./h1pool.ts";
 import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
 
 export interface ForwardRequest {
@@ -26,7 +27,7 @@ export interface ForwardRequest {
    * Aborted when the client goes away: the upstream request is cancelled, and the failure it causes is
    * the client's — never counted against the upstream (outlier detection) and never retried.
    */
-  readonly signal?: AbortSignal;
+  readonly cancel?: CancelToken;
 }
 
 export interface ForwardObserver {
@@ -174,7 +175,7 @@ export async function forward(
             body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
-            ...(req.signal ? { signal: req.signal } : {}),
+            ...(req.cancel ? { cancel: req.cancel } : {}),
           },
           ({ statusCode, headers }) => {
             status = statusCode;
@@ -196,7 +197,7 @@ export async function forward(
         observer.retry(name, outcomeOf(discarded));
       } catch (err) {
         const e = err as Error & { code?: string };
-        const failure = req.signal?.aborted ? "client_aborted" : classify(e);
+        const failure = req.cancel?.aborted ? "client_aborted" : classify(e);
         if (failure === "client_aborted" || failure === "body_too_large") {
           observer.attempt(name, failure);
           return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };

@@ -6,6 +6,7 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
 import type { Writable } from "node:stream";
+import type { CancelToken } from "./h1pool.ts";
 
 export interface StreamOptions {
   method: string;
@@ -14,7 +15,7 @@ export interface StreamOptions {
   body?: Buffer | NodeJS.ReadableStream | string | null;
   headersTimeout?: number;
   bodyTimeout?: number;
-  signal?: AbortSignal;
+  cancel?: CancelToken;
 }
 
 type Factory = (data: {
@@ -111,9 +112,14 @@ export class H2Pool {
   /** Streams the response into the writable the factory returns; resolves with the trailers. */
   async stream(opts: StreamOptions, factory: Factory): Promise<{ trailers: IncomingHttpHeaders }> {
     const stream = await this.open(opts);
-    opts.signal?.addEventListener("abort", () => stream.close(http2.constants.NGHTTP2_CANCEL), {
-      once: true,
-    });
+    const cancel = opts.cancel;
+    if (cancel) {
+      if (cancel.aborted) stream.close(http2.constants.NGHTTP2_CANCEL);
+      else cancel.onabort = () => stream.close(http2.constants.NGHTTP2_CANCEL);
+      stream.once("close", () => {
+        cancel.onabort = null;
+      });
+    }
     return new Promise((resolve, reject) => {
       let out: Writable | null = null;
       let trailers: IncomingHttpHeaders = {};

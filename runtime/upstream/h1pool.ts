@@ -1,0 +1,790 @@
+/**
+ * HTTP/1.1 connections to one upstream endpoint: a keep-alive pool with a strict response parser,
+ * written for the proxy's hot path (no per-request closures beyond one promise, no AbortController,
+ * the response body handed on as it arrives with backpressure).
+ *
+ * Why not undici: the proxy needs a small slice of an HTTP client — one request per connection at a time,
+ * bodies streamed through — and measured on this path undici's general machinery (its wasm parser
+ * callbacks, request objects, abort signals) cost about as much CPU as everything else the gateway does.
+ *
+ * The parser refuses what could desynchronize the connection or be read two ways: a response with both
+ * Transfer-Encoding and Content-Length, differing or malformed Content-Length values, obs-folded header
+ * lines, bare LF or CR, control characters, a header block over 64 KiB, malformed chunk framing. A
+ * connection is reused only after a response that ended exactly where its framing said, whose request
+ * was fully written, and that did not say `Connection: close`; anything else closes it. Errors carry the
+ * codes the forwarding engine classifies (shared with H2Pool): connect failures keep the socket's code
+ * (`ECONNREFUSED`, …) or `UND_ERR_CONNECT_TIMEOUT`; `UND_ERR_HEADERS_TIMEOUT` / `UND_ERR_BODY_TIMEOUT`;
+ * `UND_ERR_SOCKET` for a connection closed before the response completed; `UND_ERR_RESPONSE` for a
+ * malformed response; `UND_ERR_ABORTED` when the caller cancelled.
+ */
+import net from "node:net";
+import { Writable } from "node:stream";
+
+/** Cancellation without AbortController: the caller sets `aborted` and calls `onabort` when it gives up. */
+export interface CancelToken {
+  aborted: boolean;
+  onabort: (() => void) | null;
+}
+
+export interface H1StreamOptions {
+  method: string;
+  /** Origin-form target: path and query. */
+  path: string;
+  headers?: Record<string, string | string[]> | null;
+  /** A Buffer (sent with Content-Length), a stream (Content-Length when the headers give one, else chunked), or none. */
+  body?: Buffer | NodeJS.ReadableStream | null;
+  /** Time allowed without a byte from the upstream until the response head is complete. */
+  headersTimeout: number;
+  /** Time allowed between body bytes. */
+  bodyTimeout: number;
+  cancel?: CancelToken;
+}
+
+export type ResponseHeaders = Record<string, string | string[]>;
+
+/** Receives the response head; returns where the body goes (ended when the response completes). */
+export type H1Factory = (data: { statusCode: number; headers: ResponseHeaders }) => Writable;
+
+export interface H1PoolOptions {
+  /** At most this many connections; more requests wait in a queue. */
+  maxConnections: number;
+  connectTimeoutMs: number;
+  /** An idle connection is closed after this long (shortened by the upstream's `Keep-Alive: timeout`). */
+  keepAliveMs?: number;
+  /** Opens the transport (plain TCP by default; TLS origination plugs in here). */
+  connect?: (host: string, port: number) => net.Socket;
+}
+
+const MAX_HEAD_BYTES = 64 * 1024;
+const MAX_CHUNK_LINE = 4096;
+const DEFAULT_KEEPALIVE_MS = 4000;
+const CRLFCRLF = Buffer.from("\r\n\r\n");
+
+/** Request headers this hop never forwards as given: framing and connection management are the pool's. */
+const NOT_FORWARDED = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "content-length",
+  "te",
+  "upgrade",
+  "expect",
+  "http2-settings",
+]);
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Header values may hold HTAB, visible ASCII and obs-text; any other control character is refused.
+/* eslint-disable no-control-regex -- matching control characters is the point */
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const BAD_TARGET = /[\x00-\x20\x7f]/;
+/* eslint-enable no-control-regex */
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})(?:[ \t]*;.*)?$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: [^\r\n]*)?$/;
+
+function fail(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+const S = {
+  IDLE: 0,
+  HEAD: 1,
+  BODY_LENGTH: 2,
+  CHUNK_SIZE: 3,
+  CHUNK_DATA: 4,
+  CHUNK_CRLF: 5,
+  TRAILERS: 6,
+  BODY_CLOSE: 7,
+} as const;
+type ParseState = (typeof S)[keyof typeof S];
+
+const HEAD_FAILED = 0;
+const HEAD_INTERIM = 1;
+const HEAD_DONE = 2;
+const HEAD_BODY = 3;
+type HeadOutcome = typeof HEAD_FAILED | typeof HEAD_INTERIM | typeof HEAD_DONE | typeof HEAD_BODY;
+
+interface Pending {
+  readonly opts: H1StreamOptions;
+  readonly factory: H1Factory;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+  /** The connection serving it, once it left the queue. */
+  conn: Conn | null;
+  /** The request body stream failed before it was being written (queued, or connecting). */
+  bodyError: Error | null;
+  /** Its body stream is being written (pipeBody owns the body's errors from then on). */
+  streaming: boolean;
+}
+
+/** One upstream connection; carries the state of the request it serves (one at a time). */
+class Conn {
+  readonly socket: net.Socket;
+  readonly pool: H1Pool;
+  connected = false;
+  closed = false;
+  req: Pending | null = null;
+  state: ParseState = S.IDLE;
+  /** Head bytes gathered so far, when the head spans several reads. */
+  head: Buffer | null = null;
+  remaining = 0;
+  line = "";
+  crlfSeen = 0;
+  sink: Writable | null = null;
+  sinkBlocked = false;
+  /** The response may leave the connection open (keep-alive, known framing). */
+  reusable = true;
+  /** The request (head and body) was written completely. */
+  requestWritten = false;
+  noBody = false;
+  idleMs: number;
+  bodyStream: NodeJS.ReadableStream | null = null;
+
+  constructor(pool: H1Pool, socket: net.Socket) {
+    this.pool = pool;
+    this.socket = socket;
+    this.idleMs = pool.keepAliveMs;
+    socket.on("connect", () => this.onConnect());
+    socket.on("data", (d: Buffer) => this.onData(d));
+    socket.on("end", () => this.onEnd());
+    socket.on("error", (err: Error) => this.onClose(err));
+    socket.on("close", () => this.onClose(null));
+    socket.on("timeout", () => this.onTimeout());
+  }
+
+  private onConnect(): void {
+    this.connected = true;
+    this.socket.setNoDelay(true);
+    if (this.req) this.send();
+    else this.pool.release(this);
+  }
+
+  /** Starts the request on this connection (connected or not). */
+  start(p: Pending): void {
+    p.conn = this;
+    this.req = p;
+    this.state = S.HEAD;
+    this.head = null;
+    this.reusable = true;
+    this.requestWritten = false;
+    this.sink = null;
+    this.sinkBlocked = false;
+    this.noBody = p.opts.method === "HEAD";
+    const cancel = p.opts.cancel;
+    if (cancel) cancel.onabort = () => this.abort(fail("request aborted", "UND_ERR_ABORTED"));
+    if (this.connected) this.send();
+    else this.socket.setTimeout(this.pool.connectTimeoutMs);
+  }
+
+  private send(): void {
+    const p = this.req!;
+    const o = p.opts;
+    if (p.bodyError !== null) return this.abort(p.bodyError);
+    if (BAD_TARGET.test(o.path) || o.path.length === 0) {
+      this.abort(fail(`invalid request target ${JSON.stringify(o.path)}`, "UND_ERR_INVALID_ARG"));
+      return;
+    }
+    let head = `${o.method} ${o.path} HTTP/1.1\r\n`;
+    let hasHost = false;
+    let declaredLength: string | undefined;
+    const headers = o.headers;
+    if (headers) {
+      for (const name in headers) {
+        const value = headers[name]!;
+        if (NOT_FORWARDED.has(name)) {
+          if (name === "content-length" && typeof value === "string") declaredLength = value;
+          continue;
+        }
+        if (name === "host") hasHost = true;
+        if (typeof value === "string") {
+          if (BAD_VALUE.test(value)) return this.abort(badHeader(name));
+          head += `${name}: ${value}\r\n`;
+        } else {
+          for (const v of value) {
+            if (BAD_VALUE.test(v)) return this.abort(badHeader(name));
+            head += `${name}: ${v}\r\n`;
+          }
+        }
+      }
+    }
+    if (!hasHost) head += `host: ${this.pool.authority}\r\n`;
+    const body = o.body ?? null;
+    const s = this.socket;
+    s.setTimeout(o.headersTimeout > 0 ? o.headersTimeout : 0);
+    if (body === null) {
+      if (declaredLength !== undefined && declaredLength !== "0") {
+        return this.abort(fail("content-length without a body", "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"));
+      }
+      // A method that defines a body semantics gets an explicit empty one (RFC 9110 §8.6).
+      if (o.method === "POST" || o.method === "PUT" || o.method === "PATCH") head += "content-length: 0\r\n";
+      s.write(`${head}\r\n`, "latin1");
+      this.requestWritten = true;
+    } else if (Buffer.isBuffer(body)) {
+      s.cork();
+      s.write(`${head}content-length: ${body.length}\r\n\r\n`, "latin1");
+      if (body.length > 0) s.write(body);
+      s.uncork();
+      this.requestWritten = true;
+    } else {
+      const length = declaredLength !== undefined ? Number(declaredLength) : -1;
+      s.write(
+        `${head}${length >= 0 ? `content-length: ${length}` : "transfer-encoding: chunked"}\r\n\r\n`,
+        "latin1",
+      );
+      p.streaming = true;
+      this.pipeBody(body, length);
+    }
+  }
+
+  /** Streams a request body with backpressure; Content-Length is checked, otherwise chunked. */
+  private pipeBody(body: NodeJS.ReadableStream, length: number): void {
+    this.bodyStream = body;
+    const s = this.socket;
+    let sent = 0;
+    const chunked = length < 0;
+    const onData = (chunk: Buffer | string) => {
+      if (this.bodyStream !== body) return;
+      const buf = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      if (buf.length === 0) return;
+      sent += buf.length;
+      if (!chunked && sent > length) {
+        cleanup();
+        this.abort(
+          fail("request body longer than its content-length", "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"),
+        );
+        return;
+      }
+      let ok: boolean;
+      if (chunked) {
+        s.cork();
+        s.write(`${buf.length.toString(16)}\r\n`, "latin1");
+        s.write(buf);
+        ok = s.write("\r\n", "latin1");
+        s.uncork();
+      } else ok = s.write(buf);
+      if (!ok) {
+        body.pause();
+        s.once("drain", () => {
+          if (this.bodyStream === body) body.resume();
+        });
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      if (this.bodyStream !== body) return;
+      this.bodyStream = null;
+      if (!chunked && sent !== length) {
+        this.abort(
+          fail("request body shorter than its content-length", "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"),
+        );
+        return;
+      }
+      if (chunked) s.write("0\r\n\r\n", "latin1");
+      this.requestWritten = true;
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      if (this.bodyStream !== body) return;
+      this.bodyStream = null;
+      this.abort(err);
+    };
+    const cleanup = () => {
+      body.removeListener("data", onData);
+      body.removeListener("end", onEnd);
+      body.removeListener("error", onError);
+    };
+    body.on("data", onData);
+    body.on("end", onEnd);
+    body.on("error", onError);
+    body.resume();
+  }
+
+  private onData(data: Buffer): void {
+    if (this.req === null) {
+      // Bytes nobody asked for (requests are never pipelined): the connection cannot be trusted any more.
+      this.closed = true;
+      this.socket.destroy();
+      this.pool.forget(this);
+      return;
+    }
+    if (this.state !== S.HEAD) return this.parseBody(data, 0);
+    let buf = data;
+    let prior = 0;
+    if (this.head !== null) {
+      prior = this.head.length;
+      buf = Buffer.concat([this.head, data]);
+      this.head = null;
+    }
+    for (;;) {
+      const end = buf.indexOf(CRLFCRLF, prior > 3 ? prior - 3 : 0);
+      if (end < 0 || end > MAX_HEAD_BYTES) {
+        if (buf.length > MAX_HEAD_BYTES) {
+          this.abort(fail("response head larger than 64 KiB", "UND_ERR_HEADERS_OVERFLOW"));
+          return;
+        }
+        this.head = buf;
+        return;
+      }
+      const rest = end + 4;
+      const outcome = this.onHead(buf.toString("latin1", 0, end), buf.length > rest);
+      if (outcome === HEAD_FAILED || outcome === HEAD_DONE) return;
+      if (outcome === HEAD_INTERIM) {
+        // Interim response (100 Continue, 103 Early Hints): skipped; the final one follows.
+        if (buf.length === rest) return;
+        buf = buf.subarray(rest);
+        prior = 0;
+        continue;
+      }
+      if (rest < buf.length) this.parseBody(buf, rest);
+      return;
+    }
+  }
+
+  /**
+   * Parses the head text and hands it to the factory. `more`: bytes follow the head in the same read
+   * (after a response without a body they are unsolicited, so the connection is not reused).
+   */
+  private onHead(text: string, more: boolean): HeadOutcome {
+    let eol = text.indexOf("\r\n");
+    const statusLine = eol < 0 ? text : text.slice(0, eol);
+    const m = STATUS_LINE.exec(statusLine);
+    if (!m) return this.protocolError(`malformed status line ${JSON.stringify(statusLine.slice(0, 64))}`);
+    const minor = m[1];
+    const status = Number(m[2]);
+    const headers: ResponseHeaders = {};
+    let contentLength = -1;
+    let te: string | null = null;
+    let connection = "";
+    let keepAlive = "";
+    let pos = eol < 0 ? text.length : eol + 2;
+    while (pos < text.length) {
+      eol = text.indexOf("\r\n", pos);
+      const line = eol < 0 ? text.slice(pos) : text.slice(pos, eol);
+      pos = eol < 0 ? text.length : eol + 2;
+      const colon = line.indexOf(":");
+      if (colon <= 0) return this.protocolError("malformed header line");
+      const rawName = line.slice(0, colon);
+      if (!TOKEN.test(rawName)) return this.protocolError("malformed header name (or obs-fold)");
+      const value = trimOws(line.slice(colon + 1));
+      if (BAD_VALUE.test(value)) return this.protocolError("control character in a header");
+      const name = rawName.toLowerCase();
+      if (name === "content-length") {
+        if (!/^[0-9]{1,15}$/.test(value)) return this.protocolError("malformed content-length");
+        const n = Number(value);
+        if (contentLength >= 0 && n !== contentLength)
+          return this.protocolError("conflicting content-length");
+        contentLength = n;
+      } else if (name === "transfer-encoding") {
+        te = te === null ? value : `${te}, ${value}`;
+      } else if (name === "connection") {
+        connection = connection ? `${connection},${value}` : value;
+      } else if (name === "keep-alive") {
+        keepAlive = value;
+      }
+      const prev = headers[name];
+      if (prev === undefined) headers[name] = value;
+      else if (name === "content-length") continue;
+      else if (typeof prev === "string") headers[name] = [prev, value];
+      else prev.push(value);
+    }
+    if (status < 200) {
+      if (status === 101) return this.protocolError("unexpected 101 Switching Protocols");
+      return HEAD_INTERIM;
+    }
+    const tokens = connection ? connection.toLowerCase() : "";
+    if (minor === "0" ? !tokens.includes("keep-alive") : tokens.includes("close")) this.reusable = false;
+    if (keepAlive) {
+      const t = /(?:^|,)\s*timeout\s*=\s*(\d+)/i.exec(keepAlive);
+      if (t) this.idleMs = Math.max(0, Math.min(this.pool.keepAliveMs, Number(t[1]) * 1000 - 1000));
+    }
+    if (this.noBody || status === 204 || status === 304) {
+      if (status === 204 && (te !== null || contentLength > 0)) this.reusable = false;
+      this.noBody = true;
+    } else if (te !== null) {
+      // RFC 9112 §6.3: both framings at once may be an attempt at response splitting — an error here.
+      if (contentLength >= 0) return this.protocolError("both transfer-encoding and content-length");
+      const codings = te.toLowerCase().split(",");
+      if (codings[codings.length - 1]!.trim() === "chunked") {
+        for (let i = 0; i < codings.length - 1; i++)
+          if (codings[i]!.trim() === "chunked") return this.protocolError("chunked applied twice");
+        this.state = S.CHUNK_SIZE;
+        this.line = "";
+      } else {
+        this.state = S.BODY_CLOSE;
+        this.reusable = false;
+      }
+    } else if (contentLength >= 0) {
+      this.state = S.BODY_LENGTH;
+      this.remaining = contentLength;
+    } else {
+      this.state = S.BODY_CLOSE;
+      this.reusable = false;
+    }
+    const req = this.req!;
+    let sink: Writable;
+    try {
+      sink = req.factory({ statusCode: status, headers });
+    } catch (err) {
+      this.abort(err as Error);
+      return HEAD_FAILED;
+    }
+    if (this.req !== req) return HEAD_FAILED; // the factory's writable failed the request
+    this.sink = sink;
+    if (this.noBody || (this.state === S.BODY_LENGTH && this.remaining === 0)) {
+      if (more) this.reusable = false;
+      this.state = S.IDLE;
+      this.complete(null);
+      return HEAD_DONE;
+    }
+    const bt = req.opts.bodyTimeout;
+    if (bt !== req.opts.headersTimeout) this.socket.setTimeout(bt > 0 ? bt : 0);
+    return HEAD_BODY;
+  }
+
+  private protocolError(message: string): typeof HEAD_FAILED {
+    this.abort(fail(`malformed upstream response: ${message}`, "UND_ERR_RESPONSE"));
+    return HEAD_FAILED;
+  }
+
+  private parseBody(data: Buffer, off: number): void {
+    while (off < data.length && this.req !== null) {
+      switch (this.state) {
+        case S.BODY_LENGTH: {
+          const n = data.length - off;
+          if (n < this.remaining) {
+            this.remaining -= n;
+            this.write(off === 0 ? data : data.subarray(off));
+            return;
+          }
+          const last = data.subarray(off, off + this.remaining);
+          if (off + this.remaining < data.length) this.reusable = false; // bytes after the response
+          this.remaining = 0;
+          this.complete(last);
+          return;
+        }
+        case S.BODY_CLOSE:
+          this.write(off === 0 ? data : data.subarray(off));
+          return;
+        case S.CHUNK_SIZE:
+        case S.TRAILERS: {
+          const nl = data.indexOf(10, off);
+          const end = nl < 0 ? data.length : nl + 1;
+          this.line += data.toString("latin1", off, end);
+          off = end;
+          if (this.line.length > MAX_CHUNK_LINE) {
+            this.protocolError("chunk line too long");
+            return;
+          }
+          if (nl < 0) return;
+          if (!this.line.endsWith("\r\n") || this.line.indexOf("\r") !== this.line.length - 2) {
+            this.protocolError("chunk line not ended by CRLF");
+            return;
+          }
+          const line = this.line.slice(0, -2);
+          this.line = "";
+          if (this.state === S.TRAILERS) {
+            if (line === "") {
+              if (off < data.length) this.reusable = false;
+              this.complete(null);
+              return;
+            }
+            if (line.indexOf(":") <= 0 || !TOKEN.test(line.slice(0, line.indexOf(":")))) {
+              this.protocolError("malformed trailer line");
+              return;
+            }
+            continue;
+          }
+          const m = CHUNK_SIZE.exec(line);
+          if (!m) {
+            this.protocolError("malformed chunk size");
+            return;
+          }
+          const size = parseInt(m[1]!, 16);
+          if (size === 0) this.state = S.TRAILERS;
+          else {
+            this.remaining = size;
+            this.state = S.CHUNK_DATA;
+          }
+          continue;
+        }
+        case S.CHUNK_DATA: {
+          const n = Math.min(this.remaining, data.length - off);
+          this.write(data.subarray(off, off + n));
+          off += n;
+          this.remaining -= n;
+          if (this.remaining === 0) {
+            this.state = S.CHUNK_CRLF;
+            this.crlfSeen = 0;
+          }
+          continue;
+        }
+        case S.CHUNK_CRLF: {
+          const expected = this.crlfSeen === 0 ? 13 : 10;
+          if (data[off] !== expected) {
+            this.protocolError("chunk data not followed by CRLF");
+            return;
+          }
+          off++;
+          if (++this.crlfSeen === 2) {
+            this.state = S.CHUNK_SIZE;
+            this.line = "";
+          }
+          continue;
+        }
+        default:
+          return;
+      }
+    }
+  }
+
+  private write(chunk: Buffer): void {
+    if (chunk.length === 0 || this.sink === null) return;
+    if (!this.sink.write(chunk) && !this.sinkBlocked) {
+      this.sinkBlocked = true;
+      this.socket.pause();
+      this.sink.once("drain", () => this.onSinkDrain());
+    }
+  }
+
+  private onSinkDrain(): void {
+    this.sinkBlocked = false;
+    if (!this.closed) this.socket.resume();
+  }
+
+  /** The response ended where its framing said. */
+  private complete(last: Buffer | null): void {
+    const req = this.req!;
+    const sink = this.sink!;
+    this.detach();
+    if (last !== null && last.length > 0) sink.end(last);
+    else sink.end();
+    if (this.reusable && this.requestWritten && this.bodyStream === null) {
+      this.state = S.IDLE;
+      this.pool.release(this);
+    } else {
+      this.bodyStream = null;
+      this.closed = true;
+      this.socket.destroy();
+      this.pool.forget(this);
+    }
+    req.resolve();
+  }
+
+  private detach(): void {
+    const req = this.req;
+    if (req?.opts.cancel) req.opts.cancel.onabort = null;
+    this.req = null;
+    this.sink = null;
+    if (this.sinkBlocked) this.socket.resume();
+    this.sinkBlocked = false;
+  }
+
+  /** Fails the current request and closes the connection. */
+  abort(err: Error): void {
+    const req = this.req;
+    const sink = this.sink;
+    this.detach();
+    this.bodyStream = null;
+    this.state = S.IDLE;
+    if (!this.closed) {
+      this.closed = true;
+      this.socket.destroy();
+      this.pool.forget(this);
+    }
+    if (sink !== null && !sink.destroyed) sink.destroy(err);
+    req?.reject(err);
+  }
+
+  private onEnd(): void {
+    if (this.req !== null && this.state === S.BODY_CLOSE) {
+      // A body delimited by the connection's end is complete now.
+      this.reusable = false;
+      this.complete(null);
+      return;
+    }
+    this.onClose(null);
+  }
+
+  private onClose(err: Error | null): void {
+    if (this.req !== null) {
+      const phase = this.sink === null ? "before the response head" : "before the response completed";
+      const e = err && (err as { code?: string }).code && !this.connected ? err : null;
+      this.abort(
+        e ??
+          Object.assign(fail(`upstream closed the connection ${phase}`, "UND_ERR_SOCKET"), {
+            cause: err ?? undefined,
+            ...(err && (err as { code?: string }).code
+              ? { socketCode: (err as { code?: string }).code }
+              : {}),
+          }),
+      );
+      return;
+    }
+    if (!this.closed) {
+      this.closed = true;
+      this.socket.destroy();
+      this.pool.forget(this);
+    }
+  }
+
+  private onTimeout(): void {
+    if (this.req === null) {
+      // Idle too long (or connected with nothing to send): close quietly.
+      this.closed = true;
+      this.socket.destroy();
+      this.pool.forget(this);
+      return;
+    }
+    if (!this.connected) this.abort(fail("connect timeout", "UND_ERR_CONNECT_TIMEOUT"));
+    else if (this.sink === null)
+      this.abort(fail("no response head within the timeout", "UND_ERR_HEADERS_TIMEOUT"));
+    else this.abort(fail("response body stalled past the timeout", "UND_ERR_BODY_TIMEOUT"));
+  }
+}
+
+function badHeader(name: string): Error {
+  return fail(`header ${name} holds a control character`, "UND_ERR_INVALID_ARG");
+}
+
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+export class H1Pool {
+  readonly host: string;
+  readonly port: number;
+  readonly authority: string;
+  readonly maxConnections: number;
+  readonly connectTimeoutMs: number;
+  readonly keepAliveMs: number;
+  private readonly connectFn: (host: string, port: number) => net.Socket;
+  private readonly idle: Conn[] = [];
+  private readonly all = new Set<Conn>();
+  private readonly queue: Pending[] = [];
+  private closed = false;
+  /** Requests waiting for a connection. */
+  readonly stats = { pending: 0, connections: 0 };
+
+  constructor(host: string, port: number, options: H1PoolOptions) {
+    this.host = host;
+    this.port = port;
+    this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    this.maxConnections = Math.max(1, options.maxConnections);
+    this.connectTimeoutMs = options.connectTimeoutMs;
+    this.keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
+    this.connectFn = options.connect ?? ((h, p) => net.connect({ host: h, port: p }));
+  }
+
+  /** Sends the request; the response body goes to the factory's writable. Resolves when it completed. */
+  stream(opts: H1StreamOptions, factory: H1Factory): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) return reject(fail("pool closed", "UND_ERR_CLOSED"));
+      if (opts.cancel?.aborted) return reject(fail("request aborted", "UND_ERR_ABORTED"));
+      const p: Pending = { opts, factory, resolve, reject, conn: null, bodyError: null, streaming: false };
+      const body = opts.body;
+      if (body && !Buffer.isBuffer(body)) {
+        // The body can fail (too large, client gone) while the request waits for a connection.
+        body.once("error", (err: Error) => {
+          if (p.streaming) return;
+          p.bodyError = err;
+          if (p.conn !== null) {
+            if (p.conn.req === p) p.conn.abort(err);
+          } else this.unqueue(p, err);
+        });
+      }
+      this.dispatch(p);
+    });
+  }
+
+  /** A whole exchange whose body is discarded (health checks, mirrored copies). */
+  async request(opts: {
+    method: string;
+    path: string;
+    headers?: Record<string, string | string[]>;
+    body?: Buffer | null;
+    headersTimeout: number;
+    bodyTimeout: number;
+  }): Promise<{ statusCode: number; body: { dump(): Promise<void> } }> {
+    let statusCode = 0;
+    await this.stream({ ...opts, headers: opts.headers ?? null, body: opts.body ?? null }, (d) => {
+      statusCode = d.statusCode;
+      return new Writable({ write: (_c, _e, cb) => cb() });
+    });
+    return { statusCode, body: { dump: () => Promise.resolve() } };
+  }
+
+  private dispatch(p: Pending): void {
+    const conn = this.idle.pop();
+    if (conn !== undefined) return conn.start(p);
+    if (this.all.size < this.maxConnections) return this.open().start(p);
+    this.queue.push(p);
+    this.stats.pending = this.queue.length;
+    const cancel = p.opts.cancel;
+    if (cancel) cancel.onabort = () => this.unqueue(p, fail("request aborted", "UND_ERR_ABORTED"));
+  }
+
+  /** Fails a request still waiting in the queue. */
+  private unqueue(p: Pending, err: Error): void {
+    const i = this.queue.indexOf(p);
+    if (i < 0) return;
+    this.queue.splice(i, 1);
+    this.stats.pending = this.queue.length;
+    if (p.opts.cancel) p.opts.cancel.onabort = null;
+    p.reject(err);
+  }
+
+  private open(): Conn {
+    const conn = new Conn(this, this.connectFn(this.host, this.port));
+    this.all.add(conn);
+    this.stats.connections = this.all.size;
+    return conn;
+  }
+
+  /** A connection is free: serve the queue, else keep it idle until its keep-alive time runs out. */
+  release(conn: Conn): void {
+    if (this.closed) {
+      conn.closed = true;
+      conn.socket.destroy();
+      this.forget(conn);
+      return;
+    }
+    const next = this.queue.shift();
+    if (next !== undefined) {
+      this.stats.pending = this.queue.length;
+      return conn.start(next);
+    }
+    conn.socket.setTimeout(conn.idleMs);
+    this.idle.push(conn);
+  }
+
+  /** A connection closed: drop it, and open another for waiting requests. */
+  forget(conn: Conn): void {
+    this.all.delete(conn);
+    this.stats.connections = this.all.size;
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+    if (!this.closed && this.queue.length > 0 && this.all.size < this.maxConnections) {
+      const next = this.queue.shift()!;
+      this.stats.pending = this.queue.length;
+      if (next.opts.cancel) next.opts.cancel.onabort = null;
+      this.open().start(next);
+    }
+  }
+
+  /** Closes idle connections now and the rest as their requests finish; queued requests fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.queue.splice(0)) p.reject(fail("pool closed", "UND_ERR_CLOSED"));
+    this.stats.pending = 0;
+    for (const c of this.idle.splice(0)) {
+      c.closed = true;
+      c.socket.destroy();
+      this.all.delete(c);
+    }
+    this.stats.connections = this.all.size;
+  }
+}
