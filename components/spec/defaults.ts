@@ -99,6 +99,10 @@ export const DEFAULTS = {
     0,
     "X-Forwarded-For is spoofable: trust no hop unless you say how many proxies are in front",
   ),
+  "gateway.clientIp.header": d(
+    "x-forwarded-for" as "x-forwarded-for" | "forwarded",
+    "what most load balancers append to; only the header your trusted proxies maintain may be read",
+  ),
   "gateway.limits.maxHeaderSize": d("16KiB", "larger headers are almost always abuse; answered 431"),
   "gateway.limits.maxBodySize": d(
     "1MiB",

@@ -552,7 +552,13 @@ const Gateway = z.strictObject({
         .min(0)
         .max(10)
         .default(D["gateway.clientIp.trustedHops"].value)
-        .describe("Proxies in front of the gateway whose X-Forwarded-For entries are trusted."),
+        .describe("Proxies in front of the gateway whose forwarding entries are trusted."),
+      header: z
+        .enum(["x-forwarded-for", "forwarded"])
+        .default(D["gateway.clientIp.header"].value)
+        .describe(
+          "The header the trusted proxies append the client address to: X-Forwarded-For, or RFC 7239 Forwarded (for=).",
+        ),
     })
     .prefault({}),
   limits: z

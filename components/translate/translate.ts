@@ -344,7 +344,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
             }
           : null,
       })),
-    clientIp: { trustedHops: g.clientIp.trustedHops },
+    clientIp: { trustedHops: g.clientIp.trustedHops, header: g.clientIp.header },
     limits: {
       maxHeaderBytes: parseSize(g.limits.maxHeaderSize),
       maxBodyBytes: parseSize(g.limits.maxBodySize),

@@ -357,7 +357,11 @@ export const GatewayRuntimeConfig = z.strictObject({
   kind: z.literal("gateway"),
   hosts: z.array(z.string()),
   listeners: z.array(Listener).min(1),
-  clientIp: z.strictObject({ trustedHops: z.number().int().min(0).max(10) }),
+  clientIp: z.strictObject({
+    trustedHops: z.number().int().min(0).max(10),
+    /** The header trusted proxies append the client address to. */
+    header: z.enum(["x-forwarded-for", "forwarded"]),
+  }),
   limits: z.strictObject({
     maxHeaderBytes: bytes,
     maxBodyBytes: bytes,

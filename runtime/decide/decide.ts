@@ -7,13 +7,7 @@
  * timeout and retry plan), or a reject with its HTTP status, a stable code and the reason. It never throws
  * for a request, never reads the clock or randomness, and does no I/O.
  */
-import type {
-  GatewayRoute,
-  GatewayRuntimeConfig,
-  RetryPlan,
-  RouteAction,
-  RouteAuth,
-} from "../contract/schema.ts";
+import type { GatewayRuntimeConfig, RetryPlan, RouteAction, RouteAuth } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
 import { Router, type CompiledRoute } from "./router.ts";
 
@@ -62,8 +56,6 @@ export interface GatewayRequestFacts {
   /** Header lookup by lower-case name (first value). */
   readonly header: (name: string) => string | undefined;
 }
-
-type TemplatePart = string | { readonly param: string };
 
 export interface CompiledGateway {
   readonly config: GatewayRuntimeConfig;
@@ -118,19 +110,18 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
       match.allow,
     );
   }
-  const route: GatewayRoute = match.route.config;
-  const template = match.route.rewrite;
-  const upstreamPathOnly = template ? fill(template, match.params) : target.path;
-  const rewriteHost = route.action.kind === "forward" ? (route.action.rewrite?.host ?? null) : null;
+  const route = match.route;
+  const template = route.rewrite;
+  const upstreamPathOnly = template ? fill(template, match.captures) : target.path;
   return {
     kind: "route",
-    route: match.route,
+    route,
     host,
     path: target.path,
     query: target.query,
     params: match.params,
     upstreamPath: target.query ? `${upstreamPathOnly}?${target.query}` : upstreamPathOnly,
-    upstreamHost: rewriteHost,
+    upstreamHost: route.rewriteHost,
     action: route.action,
     auth: route.auth,
     timeoutMs: route.timeoutMs,
@@ -146,8 +137,11 @@ function servesHost(gw: CompiledGateway, host: string): boolean {
   return false;
 }
 
-function fill(template: readonly TemplatePart[], params: Readonly<Record<string, string>>): string {
+function fill(template: readonly (string | number)[], captures: readonly string[]): string {
   let out = "";
-  for (const part of template) out += typeof part === "string" ? part : (params[part.param] ?? "");
+  for (let i = 0; i < template.length; i++) {
+    const part = template[i]!;
+    out += typeof part === "string" ? part : (captures[part] ?? "");
+  }
   return out;
 }

@@ -31,12 +31,27 @@ export interface CompiledRoute {
   readonly query: readonly Condition[];
   /** Names of the wildcard segments in order (null for `*`), for captures. */
   readonly captureNames: readonly (string | null)[];
-  /** The compiled rewrite template (literal parts and params), when the route rewrites its path. */
-  readonly rewrite: readonly (string | { readonly param: string })[] | null;
+  /** captureNames.length, inline. */
+  readonly captureCount: number;
+  /**
+   * The compiled rewrite path, when the route rewrites it: literal parts, and numbers that index the
+   * captured segments — filled per request without a name lookup.
+   */
+  readonly rewrite: readonly (string | number)[] | null;
   readonly source: string;
+  // What decide() copies into its decision, held here so that a lookup touches one object per route
+  // (with 10,000 routes the route objects are cache misses; config sub-objects would be more of them).
+  readonly action: GatewayRoute["action"];
+  readonly auth: GatewayRoute["auth"];
+  readonly timeoutMs: number;
+  readonly retry: GatewayRoute["retry"];
+  /** The Host header the route sends upstream (rewrite.host), or null to keep the client's. */
+  readonly rewriteHost: string | null;
 }
 
 interface Node {
+  /** Routes whose pattern is all literal segments, by their path: one lookup for the whole path. */
+  exactPaths?: Map<string, CompiledRoute[]>;
   literal: Map<string, Node> | null;
   wildcard: Node | null;
   /** Routes ending here exactly. */
@@ -62,6 +77,8 @@ export type RouterResult =
       readonly kind: "matched";
       readonly route: CompiledRoute;
       readonly params: Readonly<Record<string, string>>;
+      /** The captured segments in pattern order (the rewrite template indexes them). */
+      readonly captures: readonly string[];
     }
   | { readonly kind: "method-not-allowed"; readonly allow: readonly string[] }
   | { readonly kind: "no-route" };
@@ -111,16 +128,14 @@ export class Router {
       allow: null,
       params: null,
     };
-    const roots: Node[] = [];
     const exact = this.exact.get(host);
-    if (exact) roots.push(exact);
-    for (const w of this.wildcards)
-      if (host.endsWith(w.suffix) && host.length > w.suffix.length) roots.push(w.root);
-    roots.push(this.anyHost);
-    for (const root of roots) {
-      const route = walk(root, 0, state);
-      if (route) return { kind: "matched", route, params: state.params ?? EMPTY };
+    let route = exact ? search(exact, state) : null;
+    for (let i = 0; route === null && i < this.wildcards.length; i++) {
+      const w = this.wildcards[i]!;
+      if (host.endsWith(w.suffix) && host.length > w.suffix.length) route = search(w.root, state);
     }
+    route ??= search(this.anyHost, state);
+    if (route) return { kind: "matched", route, params: state.params ?? EMPTY, captures: state.captures };
     if (state.allow) return { kind: "method-not-allowed", allow: [...state.allow].sort() };
     return { kind: "no-route" };
   }
@@ -152,6 +167,20 @@ interface MatchState {
   parsedQuery?: URLSearchParams;
 }
 
+/**
+ * The best route of one host's trie. A route of only literal segments equal to the path outranks every
+ * other pattern matching it (at any segment where they differ it has the literal), so the whole-path map
+ * is asked first; when none of its routes accepts the request, the trie is walked.
+ */
+function search(root: Node, s: MatchState): CompiledRoute | null {
+  const exact = root.exactPaths?.get(s.q.path);
+  if (exact !== undefined) {
+    const r = pick(exact, s);
+    if (r !== null) return r;
+  }
+  return walk(root, 0, s);
+}
+
 function walk(node: Node, i: number, s: MatchState): CompiledRoute | null {
   if (i === s.segments.length) return pick(node.end, s) ?? pick(node.rest, s);
   const seg = s.segments[i]!;
@@ -179,11 +208,13 @@ function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | nu
       for (const m of r.methods!) allow.add(m);
       continue;
     }
-    if (r.captureNames.length > 0) {
+    if (r.captureCount > 0) {
       const params: Record<string, string> = {};
-      r.captureNames.forEach((n, k) => {
-        if (n !== null) params[n] = s.captures[k]!;
-      });
+      const names = r.captureNames;
+      for (let k = 0; k < names.length; k++) {
+        const n = names[k];
+        if (n !== null && n !== undefined) params[n] = s.captures[k]!;
+      }
       s.params = params;
     }
     return r;
@@ -203,6 +234,13 @@ function conditionsHold(r: CompiledRoute, s: MatchState): boolean {
 function insert(root: Node, r: CompiledRoute): void {
   const parsed = parsePathPattern(r.config.match.path);
   if (isPatternError(parsed)) throw new Error(`route ${r.name}: ${parsed.error}`);
+  if (parsed.segments.every((seg) => seg.kind === "literal")) {
+    const path = `/${parsed.segments.map((seg) => (seg.kind === "literal" ? seg.value : "")).join("/")}`;
+    root.exactPaths ??= new Map();
+    const list = root.exactPaths.get(path);
+    if (list) list.push(r);
+    else root.exactPaths.set(path, [r]);
+  }
   let node = root;
   for (const seg of parsed.segments) {
     if (seg.kind === "rest") {
@@ -230,6 +268,7 @@ function precedence(a: CompiledRoute, b: CompiledRoute): number {
 }
 
 function sortTree(node: Node): void {
+  if (node.exactPaths) for (const list of node.exactPaths.values()) list.sort(precedence);
   node.end.sort(precedence);
   node.rest.sort(precedence);
   if (node.literal) for (const child of node.literal.values()) sortTree(child);
@@ -267,6 +306,9 @@ function compileRoute(config: GatewayRoute): CompiledRoute {
     if (seg.kind === "param") captureNames.push(seg.name);
     else if (seg.kind === "any") captureNames.push(null);
   }
+  const action = config.action;
+  const template =
+    action.kind === "forward" && action.rewrite?.path ? compileTemplate(action.rewrite.path) : null;
   return {
     config,
     name: config.name,
@@ -276,11 +318,25 @@ function compileRoute(config: GatewayRoute): CompiledRoute {
     headers: config.match.headers.map(compileCondition),
     query: config.match.query.map(compileCondition),
     captureNames,
+    captureCount: captureNames.length,
     source: config.match.path,
     rewrite:
-      config.action.kind === "forward" && config.action.rewrite?.path
-        ? compileTemplate(config.action.rewrite.path)
-        : null,
+      template === null
+        ? null
+        : template.map((part) => {
+            if (typeof part === "string") return part;
+            const index = captureNames.indexOf(part.param);
+            if (index < 0)
+              throw new Error(
+                `route ${config.name}: rewrite uses {${part.param}}, which the path does not capture`,
+              );
+            return index;
+          }),
+    action,
+    auth: config.auth,
+    timeoutMs: config.timeoutMs,
+    retry: config.retry,
+    rewriteHost: action.kind === "forward" ? (action.rewrite?.host ?? null) : null,
   };
 }
 

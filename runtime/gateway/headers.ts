@@ -3,6 +3,7 @@
  * headers it owns (set after stripping, so a client's `Connection: x-forwarded-for` cannot remove them).
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import { isIP } from "node:net";
 
 /** RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies must not forward. */
 const HOP_BY_HOP = new Set([
@@ -139,26 +140,139 @@ export function downstreamResponseHeaders(
   return out;
 }
 
+export interface ClientAddress {
+  /** The client's address: the socket peer, or the first trusted entry. */
+  readonly client: string;
+  /** The trusted entries, the client first (empty when the peer is the client). */
+  readonly trusted: readonly string[];
+  /** What to send on in X-Forwarded-For: the trusted entries followed by the socket peer. */
+  readonly forwardedFor: string;
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+
 /**
- * The client address, trusting exactly `trustedHops` proxies in front of the gateway: with 0, the
- * socket peer (X-Forwarded-For is spoofable); with n, the n-th X-Forwarded-For entry from the right —
- * or the socket peer when the header has fewer entries. Also returns the chain to forward: the client
- * followed by the trusted proxies and the socket peer.
+ * The client address, trusting exactly `trustedHops` proxies in front of the gateway, from the header those
+ * proxies append to (`x-forwarded-for`, or RFC 7239 `forwarded` and its `for=` parameters): with 0, the
+ * socket peer (both headers are spoofable); with n, the n-th entry from the right. The peer is used when
+ * the header has fewer entries than trusted hops, or when the trusted entry is not an IP address
+ * (`unknown`, an obfuscated `_id`, garbage): the address is used for rate limits and IP rules, so it must
+ * be an address. Also returns the chain to forward: the trusted entries followed by the socket peer.
  */
 export function clientAddress(
-  xff: string | string[] | undefined,
+  value: string | string[] | undefined,
   peer: string,
   trustedHops: number,
-): { client: string; forwardedFor: string } {
-  if (trustedHops === 0 || xff === undefined) return { client: peer, forwardedFor: peer };
-  const entries = (Array.isArray(xff) ? xff.join(",") : xff)
+  header: "x-forwarded-for" | "forwarded" = "x-forwarded-for",
+): ClientAddress {
+  const direct: ClientAddress = { client: peer, trusted: NONE, forwardedFor: peer };
+  if (trustedHops === 0 || value === undefined) return direct;
+  const text = Array.isArray(value) ? value.join(",") : value;
+  const entries = header === "forwarded" ? forwardedFor(text) : xffEntries(text);
+  if (entries === null || entries.length < trustedHops) return direct;
+  const trusted = entries.slice(entries.length - trustedHops);
+  const client = trusted[0]!;
+  // Every trusted entry must be an address: it is forwarded, and the first one keys limits and IP rules.
+  for (const t of trusted) if (isIP(t) === 0) return direct;
+  return { client, trusted, forwardedFor: [...trusted, peer].join(", ") };
+}
+
+function xffEntries(text: string): string[] {
+  return text
     .split(",")
     .map((s) => s.trim())
     .filter(Boolean);
-  if (entries.length < trustedHops) return { client: peer, forwardedFor: peer };
-  const trusted = entries.slice(entries.length - trustedHops);
-  return { client: trusted[0]!, forwardedFor: [...trusted, peer].join(", ") };
 }
+
+const FORWARDED_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * The `for=` node of each element of an RFC 7239 Forwarded value, in order, as a bare address: quotes,
+ * IPv6 brackets and ports removed. An element without `for` yields "" (not an address). Returns null when
+ * the value is malformed (so nothing in it is trusted).
+ */
+export function forwardedFor(text: string): string[] | null {
+  const out: string[] = [];
+  let i = 0;
+  const n = text.length;
+  for (;;) {
+    // One forwarded-element: pairs separated by ";".
+    let node = "";
+    let first = true;
+    for (;;) {
+      while (i < n && (text[i] === " " || text[i] === "\t")) i++;
+      if (!first || i < n) {
+        const eq = text.indexOf("=", i);
+        if (eq < 0) return null;
+        const name = text.slice(i, eq).trim().toLowerCase();
+        if (!FORWARDED_TOKEN.test(name)) return null;
+        i = eq + 1;
+        let value: string;
+        if (text[i] === '"') {
+          let j = i + 1;
+          value = "";
+          while (j < n && text[j] !== '"') {
+            if (text[j] === "\\") j++;
+            if (j < n) value += text[j];
+            j++;
+          }
+          if (j >= n) return null;
+          i = j + 1;
+        } else {
+          let j = i;
+          while (j < n && text[j] !== ";" && text[j] !== "," && text[j] !== " " && text[j] !== "\t") j++;
+          value = text.slice(i, j);
+          if (!FORWARDED_TOKEN.test(value)) return null;
+          i = j;
+        }
+        if (name === "for") node = value;
+      }
+      first = false;
+      while (i < n && (text[i] === " " || text[i] === "\t")) i++;
+      if (i < n && text[i] === ";") {
+        i++;
+        continue;
+      }
+      break;
+    }
+    out.push(bareAddress(node));
+    if (i >= n) return out;
+    if (text[i] !== ",") return null;
+    i++;
+  }
+}
+
+/** "192.0.2.1:8080" → "192.0.2.1"; "[2001:db8::1]:443" → "2001:db8::1"; anything else unchanged. */
+function bareAddress(node: string): string {
+  if (node.startsWith("[")) {
+    const close = node.indexOf("]");
+    return close > 0 ? node.slice(1, close) : node;
+  }
+  const colon = node.indexOf(":");
+  return colon > 0 && node.indexOf(":", colon + 1) < 0 ? node.slice(0, colon) : node;
+}
+
+/**
+ * RFC 7239 `Forwarded` sent upstream: one element per trusted hop, then this hop's (the peer it received
+ * the request from, the scheme and the host). The client's own value was dropped as gateway-owned; the
+ * trusted entries are re-serialized from the addresses parsed, never copied through.
+ */
+export function forwardedHeader(
+  trusted: readonly string[],
+  peer: string,
+  scheme: string,
+  host: string | undefined,
+): string {
+  const hostValue =
+    host && /^[A-Za-z0-9.:[\]-]+$/.test(host) ? `;host=${host.includes(":") ? `"${host}"` : host}` : "";
+  const own = `for=${forNode(peer)};proto=${scheme}${hostValue}`;
+  if (trusted.length === 0) return own;
+  let out = "";
+  for (const t of trusted) out += `for=${forNode(t)}, `;
+  return out + own;
+}
+
+const forNode = (address: string) => (address.includes(":") ? `"[${address}]"` : address);
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

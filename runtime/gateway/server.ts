@@ -18,7 +18,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import { compileGateway, decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
+import {
+  compileGateway,
+  decide,
+  type CompiledGateway,
+  type GatewayRequestFacts,
+  type RouteDecision,
+} from "../decide/decide.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -28,11 +34,12 @@ import {
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
-import { createTracer, type Tracer } from "../telemetry/tracing.ts";
+import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
 import {
   checkRequestHeaders,
   clientAddress,
   downstreamResponseHeaders,
+  forwardedHeader,
   requestId,
   upstreamRequestHeaders,
 } from "./headers.ts";
@@ -94,6 +101,47 @@ interface State {
   readonly tracer: Tracer;
   /** TLS certificates by listener name (https listeners). */
   readonly certificates: ReadonlyMap<string, CertificateSet>;
+}
+
+/** Where a response keeps its Exchange, for the shared close listener. */
+const EXCHANGE = Symbol("meshgate.exchange");
+
+/**
+ * One request's state, from arrival to the response's close: also the request facts decide() reads, so
+ * that no per-request closure or facts object is needed.
+ */
+class Exchange implements GatewayRequestFacts {
+  readonly state: State;
+  readonly req: AnyRequest;
+  readonly res: Response;
+  readonly started = performance.now();
+  readonly requestId: string;
+  readonly client: string;
+  readonly method: string;
+  readonly target: string;
+  host: string | undefined = undefined;
+  routeName = "none";
+  accessPath = "";
+  outcome = "";
+  upstreamKey = "";
+  span: SpanLike = NOOP_SPAN;
+  /** Aborted when the client goes away before the response finished. */
+  readonly cancel: CancelToken = { aborted: false, onabort: null };
+
+  constructor(state: State, req: AnyRequest, res: Response, requestId: string, client: string) {
+    this.state = state;
+    this.req = req;
+    this.res = res;
+    this.requestId = requestId;
+    this.client = client;
+    this.method = req.method ?? "GET";
+    this.target = req.url ?? "";
+  }
+
+  header(name: string): string | undefined {
+    const v = this.req.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  }
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
@@ -193,8 +241,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "proxy",
     "reason",
   ]);
+  /** upstream_requests_total children by cluster and outcome, looked up once instead of per attempt. */
+  const attemptChildren = new Map<string, Map<string, CounterChild>>();
   const observer: ForwardObserver = {
-    attempt: (cluster, outcome) => mUpstream.labels("gateway", cluster, outcome).inc(),
+    attempt: (cluster, outcome) => {
+      let byOutcome = attemptChildren.get(cluster);
+      if (byOutcome === undefined) attemptChildren.set(cluster, (byOutcome = new Map()));
+      let child = byOutcome.get(outcome);
+      if (child === undefined)
+        byOutcome.set(outcome, (child = mUpstream.labels("gateway", cluster, outcome)));
+      child.inc();
+    },
     retry: (cluster, reason) => mRetries.labels("gateway", cluster, reason).inc(),
     budgetExhausted: (cluster) => mBudget.labels("gateway", cluster).inc(),
     overflow: (cluster) => mOverflow.labels("gateway", cluster).inc(),
@@ -268,42 +325,55 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mErrors.labels("gateway", code).inc();
   }
 
+  /**
+   * The end of every exchange (the response's one "close" event; `this` is the response): the client's
+   * departure cancels the upstream request, the spans end, the metrics and the access log are written.
+   * One function for every request, so no closure is allocated per request.
+   */
+  function exchangeClosed(this: Response): void {
+    const ex = (this as Response & { [EXCHANGE]?: Exchange })[EXCHANGE]!;
+    const res = ex.res;
+    // Destroyed with an error: the upstream side failed (the pool destroys the response it streams into).
+    // Closed unfinished without one: the client went away, which cancels the upstream request.
+    if (!res.writableFinished && !res.errored) {
+      ex.cancel.aborted = true;
+      ex.cancel.onabort?.();
+    }
+    const seconds = (performance.now() - ex.started) / 1000;
+    const status = res.statusCode;
+    ex.span.end({ statusCode: status });
+    countRequest(ex.routeName, status).duration.observe(seconds);
+    if (ex.state.config.telemetry.accessLog.enabled) {
+      log.info({
+        event: "access",
+        requestId: ex.requestId,
+        method: ex.req.method,
+        path: ex.accessPath,
+        route: ex.routeName,
+        status,
+        completed: res.writableFinished,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        upstream: ex.upstreamKey || undefined,
+        outcome: ex.outcome || undefined,
+        client: ex.client,
+      });
+    }
+    finished();
+  }
+
   async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {
     const current = state;
-    const started = performance.now();
-    const reqId = requestId(req.headers["x-request-id"], randomUUID);
-    let routeName = "none";
-    let outcome = "";
-    let upstreamKey = "";
-    res.once("close", () => {
-      const seconds = (performance.now() - started) / 1000;
-      const status = res.statusCode;
-      countRequest(routeName, status).duration.observe(seconds);
-      if (current.config.telemetry.accessLog.enabled) {
-        log.info({
-          event: "access",
-          requestId: reqId,
-          method: req.method,
-          path: accessPath,
-          route: routeName,
-          status,
-          completed: res.writableFinished,
-          durationMs: Math.round(seconds * 1e6) / 1e3,
-          upstream: upstreamKey || undefined,
-          outcome: outcome || undefined,
-          client: client,
-        });
-      }
-      finished();
-    });
-
     const peer = req.socket.remoteAddress ?? "";
-    const { client, forwardedFor } = clientAddress(
-      req.headers["x-forwarded-for"],
+    const clientIp = current.config.clientIp;
+    const { client, trusted, forwardedFor } = clientAddress(
+      clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
       peer,
-      current.config.clientIp.trustedHops,
+      clientIp.trustedHops,
+      clientIp.header,
     );
-    let accessPath = "";
+    const ex = new Exchange(current, req, res, requestId(req.headers["x-request-id"], randomUUID), client);
+    (res as Response & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;
+    res.on("close", exchangeClosed);
     // HTTP/2 carries the host in :authority (the compat API also shows a Host header when one was sent).
     const authority = req.headers.host ?? (req.headers[":authority"] as string | undefined);
 
@@ -326,27 +396,25 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       noKeepAlive(res);
       return respondError(req, res, 400, headerProblem.code, headerProblem.detail);
     }
-    const d = decide(current.compiled, {
-      method: req.method ?? "GET",
-      target: req.url ?? "",
-      host: authority,
-      header: (n) => {
-        const v = req.headers[n];
-        return Array.isArray(v) ? v[0] : v;
-      },
-    });
-    const span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
-      method: req.method ?? "GET",
-      path: d.kind === "route" ? d.path : "",
-      scheme,
-      ...(d.kind === "route"
-        ? { route: d.route.source, meshgateRoute: d.route.name, serverAddress: d.host }
-        : {}),
-      peerAddress: peer,
-    });
-    res.once("close", () => span.end({ statusCode: res.statusCode }));
+    ex.host = authority;
+    const d = decide(current.compiled, ex);
+    const span = (ex.span = current.tracer.startServerSpan(
+      req.headers.traceparent,
+      req.headers.tracestate,
+      d.kind === "route"
+        ? {
+            method: ex.method,
+            path: d.path,
+            scheme,
+            route: d.route.source,
+            meshgateRoute: d.route.name,
+            serverAddress: d.host,
+            peerAddress: peer,
+          }
+        : { method: ex.method, path: "", scheme, peerAddress: peer },
+    ));
     if (d.kind === "reject") {
-      accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
       return respondError(
         req,
         res,
@@ -356,8 +424,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         d.allow.length ? { allow: d.allow.join(", ") } : undefined,
       );
     }
-    routeName = d.route.name;
-    accessPath = d.path;
+    const routeName = (ex.routeName = d.route.name);
+    ex.accessPath = d.path;
 
     if (!d.auth.public) {
       // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
@@ -409,7 +477,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (!cluster) return respondError(req, res, 503, "no_cluster", `cluster ${backend} is not configured`);
     if (cluster.config.tls.mode === "mtls") {
       // Originating mTLS needs the gateway's mesh identity, which arrives with the mesh issue: fail closed.
-      outcome = "no_identity";
+      ex.outcome = "no_identity";
       return respondError(
         req,
         res,
@@ -423,9 +491,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     headers["x-forwarded-for"] = forwardedFor;
     headers["x-forwarded-proto"] = scheme;
     if (authority) headers["x-forwarded-host"] = authority;
-    headers.forwarded = forwardedHeader(client, scheme, authority);
+    headers.forwarded = forwardedHeader(trusted, peer, scheme, authority);
+    headers["x-real-ip"] = client;
     if (overH2 && authority && !headers.host) headers.host = authority;
-    headers["x-request-id"] = reqId;
+    headers["x-request-id"] = ex.requestId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
@@ -478,21 +547,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (tracestate) headers.tracestate = tracestate;
       else delete headers.tracestate;
     }
-    // The client leaving cancels the upstream request; the failure is then the client's, not the upstream's.
-    const clientGone: CancelToken = { aborted: false, onabort: null };
-    const onClose = () => {
-      // Destroyed with an error: the upstream side failed (the pool destroys the response it streams into).
-      // Closed unfinished without one: the client went away.
-      if (!res.writableFinished && !res.errored) {
-        clientGone.aborted = true;
-        clientGone.onabort?.();
-      }
-    };
-    res.once("close", onClose);
+    // The client leaving cancels the upstream request (exchangeClosed); the failure is then the client's.
     const result = await forward(
       cluster,
       {
-        cancel: clientGone,
+        cancel: ex.cancel,
         method: req.method ?? "GET",
         path: d.upstreamPath,
         headers,
@@ -509,7 +568,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
       observer,
     );
-    upstreamKey = result.endpoint?.key ?? "";
+    const upstreamKey = (ex.upstreamKey = result.endpoint?.key ?? "");
     if (upstreamKey) upstreamSpan.setAttribute("server.address", upstreamKey);
     if (result.attempts > 1) upstreamSpan.setAttribute("http.request.resend_count", result.attempts - 1);
     upstreamSpan.end(
@@ -518,10 +577,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         : { error: result.error ?? new Error(result.outcome), errorType: result.outcome },
     );
     if (result.kind === "ok") {
-      outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
+      ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
       return;
     }
-    outcome = result.outcome;
+    ex.outcome = result.outcome;
     if (result.outcome === "body_too_large" && !result.headersSent) {
       noKeepAlive(res);
       return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
@@ -546,7 +605,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (result.outcome !== "no_endpoint" && result.outcome !== "overflow")
       log.warn({
         event: "upstream_error",
-        requestId: reqId,
+        requestId: ex.requestId,
         route: routeName,
         upstream: upstreamKey || undefined,
         outcome: result.outcome,
@@ -773,14 +832,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     reload,
     drain,
   };
-}
-
-/** RFC 7239 `Forwarded` for this hop (the client's own value was dropped as gateway-owned). */
-function forwardedHeader(client: string, scheme: string, host: string | undefined): string {
-  const forValue = client.includes(":") ? `"[${client}]"` : client;
-  const hostValue =
-    host && /^[A-Za-z0-9.:[\]-]+$/.test(host) ? `;host=${host.includes(":") ? `"${host}"` : host}` : "";
-  return `for=${forValue};proto=${scheme}${hostValue}`;
 }
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {

@@ -11,7 +11,13 @@ import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { decide, type CompiledGateway } from "../decide/decide.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import type { GatewayErrorCode } from "./errors.ts";
-import { checkRequestHeaders, clientAddress, requestId, upstreamRequestHeaders } from "./headers.ts";
+import {
+  checkRequestHeaders,
+  clientAddress,
+  forwardedHeader,
+  requestId,
+  upstreamRequestHeaders,
+} from "./headers.ts";
 
 export interface UpgradeContext {
   readonly config: GatewayRuntimeConfig;
@@ -93,10 +99,12 @@ export function handleUpgrade(
     return fail(503, "upstream_identity_unavailable", "mTLS to the mesh needs a workload identity", route);
   }
   const peer = socket.remoteAddress ?? "";
-  const { client, forwardedFor } = clientAddress(
-    req.headers["x-forwarded-for"],
+  const clientIp = ctx.config.clientIp;
+  const { client, trusted, forwardedFor } = clientAddress(
+    clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
     peer,
-    ctx.config.clientIp.trustedHops,
+    clientIp.trustedHops,
+    clientIp.header,
   );
   const endpoint = cluster.pick(client, Date.now());
   if (!endpoint)
@@ -108,6 +116,8 @@ export function handleUpgrade(
   headers["x-forwarded-for"] = forwardedFor;
   headers["x-forwarded-proto"] = scheme;
   if (req.headers.host) headers["x-forwarded-host"] = req.headers.host;
+  headers.forwarded = forwardedHeader(trusted, peer, scheme, req.headers.host);
+  headers["x-real-ip"] = client;
   headers["x-request-id"] = requestId(req.headers["x-request-id"], mintId);
   if (d.upstreamHost) headers.host = d.upstreamHost;
   let handshake = `GET ${d.upstreamPath} HTTP/1.1\r\n`;

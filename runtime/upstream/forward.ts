@@ -175,7 +175,7 @@ export async function forward(
             body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
-            ...(req.cancel ? { cancel: req.cancel } : {}),
+            cancel: req.cancel,
           },
           ({ statusCode, headers }) => {
             status = statusCode;

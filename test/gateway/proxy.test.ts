@@ -187,7 +187,7 @@ describe("forwarding", () => {
     expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
     expect(seen["x-forwarded-proto"]).toBe("http");
     expect(seen.forwarded).toBe(`for=127.0.0.1;proto=http;host="127.0.0.1:${new URL(gw.url).port}"`);
-    expect(seen["x-real-ip"]).toBeUndefined();
+    expect(seen["x-real-ip"]).toBe("127.0.0.1"); // the gateway's value (the peer), not the client's
     expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
 
