@@ -10,10 +10,11 @@
  *   `meshgate gateway --config <file> --workers 1` (one public `/**` route, plaintext, static
  *   discovery, access logs off; the config is built from a spec by parseSpec + translate, as the gateway
  *   tests do);
- * - per proxy: a warm-up, then max throughput `wrk -t1 -c64 --latency` (REPS runs, median), a fixed ~1000
- *   rps pass (`-c10`, a Lua `delay()` of 10 ms per request; REPS runs, median per percentile) reported
- *   as latency added over the same pass straight to the upstream, and a ~5k rps pass (`-c50`, 10 ms
- *   delay — wrk2 is not available, so this is closed-loop, an approximation of a fixed rate);
+ * - per proxy: a warm-up, then max throughput `wrk -t1 -c64 --latency` (REPS runs, median), and two
+ *   fixed-rate passes, ~1000 and ~5000 rps (REPS runs each, median per percentile), open loop with h2load
+ *   (`--h1`, 10 / 50 keep-alive clients × 100 req/s, started 1 ms apart; percentiles from its per-request
+ *   log); the ~1k pass is also reported as latency added over the same pass straight to the upstream.
+ *   Without h2load (nghttp2-client) the passes fall back to wrk with a Lua `delay()` (closed loop);
  * - cost: proxy CPU from /proc/<pid>/stat over each run (whole process tree) → vCPU per 1000 rps at
  *   ~1000 rps; RSS: max VmRSS (tree total) sampled every 250 ms, and once idle after start ("cold");
  * - noise: before each run the bench waits for a quiet machine; a run during which other processes
@@ -28,7 +29,7 @@
  * happens). A run with more than 1 % errors is marked `!` and left out of the medians when other runs
  * are clean; the gateway's own error counters (admin /metrics) are printed with it.
  *
- * Needs nginx, haproxy and wrk (`apt-get install -y nginx haproxy wrk`; a dev-machine benchmark, not
+ * Needs nginx, haproxy, wrk and h2load (`apt-get install -y nginx haproxy wrk nghttp2-client`; a dev-machine benchmark, not
  * CI). Every child (nginx, haproxy, node, wrk) runs in its own process group, with its config, pid and
  * log files in a temp dir, and is stopped at exit, on Ctrl-C too.
  * Benchmarks are not pass/fail: a missed goal is reported, never turned into a non-zero exit.
@@ -390,6 +391,78 @@ const delayScript = join(tmp, "delay.lua");
 writeFileSync(doneScript, DONE_LUA);
 writeFileSync(delayScript, DELAY_LUA);
 
+const H2LOAD = have("h2load");
+/** Requests per second each h2load client sends in the fixed-rate passes. */
+const RPS_PER_CLIENT = 100;
+
+/**
+ * A fixed-rate (open-loop) pass with h2load over HTTP/1.1: `rate / 100` keep-alive clients, each sending
+ * 100 requests per second on its own schedule; clients start 1 ms apart so the load is spread over each
+ * 10 ms period instead of arriving in one burst. Latency percentiles come from h2load's per-request log
+ * (the time from sending a request to the end of its response).
+ */
+async function h2load(port: number, rate: number, seconds: number): Promise<WrkResult> {
+  const clients = Math.max(1, Math.round(rate / RPS_PER_CLIENT));
+  const logFile = join(tmp, `h2load-${port}-${rate}.tsv`);
+  rmSync(logFile, { force: true });
+  const argv = [
+    ...prefix(LOAD_CPU),
+    "h2load",
+    "--h1",
+    `-c${clients}`,
+    `-n${clients * RPS_PER_CLIENT * seconds}`,
+    "-r1",
+    "--rate-period=1ms",
+    `--rps=${RPS_PER_CLIENT}`,
+    "-T5",
+    `--log-file=${logFile}`,
+    `http://127.0.0.1:${port}${PATH}`,
+  ];
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (out += c));
+  const killer = setTimeout(() => signalGroup(child, "SIGKILL"), (seconds + 20) * 1000);
+  await new Promise<void>((resolve) => child.on("close", () => resolve()));
+  clearTimeout(killer);
+  children.delete(child);
+  let text: string;
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    throw new Error(`h2load wrote no request log:\n${out.trim()}`);
+  }
+  const starts: number[] = [];
+  const durations: number[] = [];
+  let statusErrors = 0;
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const [start, status, us] = line.split("\t").map(Number) as [number, number, number];
+    starts.push(start);
+    durations.push(us);
+    if (!(status >= 200 && status < 400)) statusErrors++;
+  }
+  const m =
+    /requests: (\d+) total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+      out,
+    );
+  const socketErrors = m ? Number(m[3]) + Number(m[4]) + Math.max(0, Number(m[1]) - durations.length) : 0;
+  durations.sort((a, b) => a - b);
+  const pct = (q: number) =>
+    durations.length ? durations[Math.min(durations.length - 1, Math.floor(durations.length * q))]! / 1e3 : 0;
+  const span = starts.length > 1 ? (Math.max(...starts) - Math.min(...starts)) / 1e6 : seconds;
+  return {
+    rps: durations.length / Math.max(span, 1e-3),
+    requests: durations.length,
+    p50: pct(0.5),
+    p90: pct(0.9),
+    p99: pct(0.99),
+    socketErrors,
+    statusErrors,
+  };
+}
+
 async function wrk(port: number, connections: number, seconds: number, script: string): Promise<WrkResult> {
   const argv = [
     ...prefix(LOAD_CPU),
@@ -452,18 +525,23 @@ interface Run extends WrkResult {
 let discarded = 0;
 let noisyKept = 0;
 
-/** One wrk run on a quiet machine; repeated (bounded) when other processes used > NOISE_LIMIT cores. */
+/**
+ * One load run on a quiet machine; repeated (bounded) when other processes used > NOISE_LIMIT cores.
+ * `load`: wrk with `connections` and a script (closed loop), or a fixed rate (h2load, open loop).
+ */
 async function measuredRun(
   label: string,
   port: number,
   proxyPid: number | null,
-  connections: number,
-  script: string,
+  load: { connections: number; script: string } | { rate: number },
 ): Promise<Run> {
   for (let attempt = 0; ; attempt++) {
     await waitQuiet(proxyPid);
     const a = snapshot(proxyPid);
-    const r = await wrk(port, connections, DURATION_S, script);
+    const r =
+      "rate" in load
+        ? await h2load(port, load.rate, DURATION_S)
+        : await wrk(port, load.connections, DURATION_S, load.script);
     const b = snapshot(proxyPid);
     const seconds = (b.t - a.t) / 1000;
     const others = othersCores(a, b);
@@ -533,11 +611,16 @@ async function measure(subject: Subject): Promise<Result> {
     }
     log(`${subject.name}: warm-up ${WARMUP_S} s`);
     await wrk(s.port, C_MAX, WARMUP_S, doneScript);
-    for (let i = 0; i < subject.maxReps; i++)
-      max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, C_MAX, doneScript));
+    for (let i = 0; i < subject.maxReps; i++) {
+      const load = { connections: C_MAX, script: doneScript };
+      max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load));
+    }
+    const at1k = H2LOAD ? { rate: 1000 } : { connections: C_1K, script: delayScript };
+    const at5k = H2LOAD ? { rate: 5000 } : { connections: C_5K, script: delayScript };
     for (let i = 0; i < REPS; i++)
-      fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, C_1K, delayScript));
-    fixed5k.push(await measuredRun(`${subject.name} ~5k rps`, s.port, pid, C_5K, delayScript));
+      fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k));
+    for (let i = 0; i < REPS; i++)
+      fixed5k.push(await measuredRun(`${subject.name} ~5k rps #${i + 1}`, s.port, pid, at5k));
     return {
       name: subject.name,
       max,
@@ -727,7 +810,7 @@ interface Summary {
   readonly p1k: [number, number, number] | null;
   readonly rps1k: number | null;
   readonly vcpuPer1k: number | null;
-  readonly p99_5k: number | null;
+  readonly p5k: [number, number, number] | null;
   readonly rps5k: number | null;
 }
 
@@ -746,7 +829,13 @@ function summarize(r: Result): Summary {
       : null,
     rps1k: pick(r.fixed1k, (x) => x.rps),
     vcpuPer1k: pick(r.fixed1k, (x) => x.vcpu / (x.rps / 1000)),
-    p99_5k: pick(r.fixed5k, (x) => x.p99),
+    p5k: r.fixed5k.length
+      ? [
+          median(usable(r.fixed5k).map((x) => x.p50)),
+          median(usable(r.fixed5k).map((x) => x.p90)),
+          median(usable(r.fixed5k).map((x) => x.p99)),
+        ]
+      : null,
     rps5k: pick(r.fixed5k, (x) => x.rps),
   };
 }
@@ -782,11 +871,7 @@ function report(results: Result[], meta: string[]): void {
       isDirect || !a ? "–" : a.map(ms).join(" / "),
       isDirect || !a || !nginxAdded ? "–" : `${(a[2] / nginxAdded[2]).toFixed(2)}×`,
       s.rps5k === null ? "–" : `${mark(r.fixed5k)}${num(s.rps5k)}`,
-      s.p99_5k === null
-        ? "–"
-        : isDirect || direct.p99_5k === null
-          ? ms(s.p99_5k)
-          : `${ms(s.p99_5k)} / ${ms(s.p99_5k - direct.p99_5k)}`,
+      s.p5k === null ? "–" : s.p5k.map(ms).join(" / "),
       isDirect || s.vcpuPer1k === null ? "–" : s.vcpuPer1k.toFixed(3),
       r.rssColdMiB === null || r.rssLoadMiB === null
         ? "–"
@@ -803,7 +888,7 @@ function report(results: Result[], meta: string[]): void {
     "added p50/p90/p99 ms",
     "added p99 ×nginx",
     "@~5k: rps",
-    "p99 / added ms",
+    "p50/p90/p99 ms ",
     "vCPU/1k rps",
     "RSS cold/load MiB",
   ];
@@ -842,10 +927,19 @@ function report(results: Result[], meta: string[]): void {
         `client-seen p99 ${ms(mg.p1k[2])} vs ${ms(nginx.p1k[2])} ms = ${(mg.p1k[2] / nginx.p1k[2]).toFixed(2)}×`,
     );
   } else out.push("goal: p99 at fixed rate ≤ 1.5× nginx's — not measured");
+  if (mg?.p5k && nginx?.p5k) {
+    const x = mg.p5k[2] / nginx.p5k[2];
+    const why = invalid(mgRaw!.fixed5k, nginxRaw!.fixed5k);
+    out.push(
+      `goal: p99 at a fixed ${H2LOAD ? "" : "~"}5k rps ≤ ${GOALS.p99VsNginx}× nginx's — meshgate ${ms(mg.p5k[2])} ms vs nginx ${ms(nginx.p5k[2])} ms = ${x.toFixed(2)}× (${verdict(x <= GOALS.p99VsNginx, why)})`,
+    );
+  }
   out.push(
     "",
     `notes: medians of ${REPS} run(s) × ${DURATION_S} s after a ${WARMUP_S} s warm-up; "added" = proxied minus direct percentiles of the same pass;`,
-    `  ~1k rps = wrk -t1 -c${C_1K} with a ${FIXED_DELAY_MS} ms Lua delay() per request; ~5k rps = -c${C_5K}, same delay: closed-loop (wrk2 is not available), an approximation of a fixed rate;`,
+    H2LOAD
+      ? `  ~1k and ~5k rps = h2load --h1 open loop: 10 / 50 keep-alive clients × ${RPS_PER_CLIENT} req/s each, started 1 ms apart; percentiles from its per-request log;`
+      : `  ~1k rps = wrk -t1 -c${C_1K} with a ${FIXED_DELAY_MS} ms Lua delay() per request; ~5k rps = -c${C_5K}, same delay: closed-loop (h2load is not installed), an approximation of a fixed rate;`,
     `  vCPU = proxy process tree CPU from /proc/<pid>/stat over the run; RSS = sum of VmRSS over the tree (cold: idle 1 s after start; load: max sampled every 250 ms);`,
     `  ${discarded} run(s) discarded for noise (others > ${NOISE_LIMIT} cores), ${noisyKept} noisy run(s) kept (marked ~)${results[0]!.max.length === 1 ? "; ¹ direct max rps: 1 run (wrk and upstream share CPU 1)" : ""}.`,
   );

@@ -236,41 +236,86 @@ function decodeUtf8(decoded: string): string | null {
   }
 }
 
-const HOST_LABELS = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
-
 /**
  * The canonical host of a Host header or URL authority: lower-case, port and a trailing dot removed,
- * IPv6 in its canonical text form. `null` when it is not a DNS name (labels of at most 63 characters,
- * at most 253 in all), an IPv4 address or a bracketed IPv6 address, or when the port is not 1–65535.
- * Only ASCII is accepted, and only A–Z are lower-cased: Unicode case folding (the Kelvin sign "K" → "k")
- * would make two different hosts look the same.
+ * IPv6 in its canonical text form. `null` when it is not a DNS name (labels of 1–63 characters of
+ * `a-z 0-9 -`, not starting or ending with `-`, at most 253 in all), an IPv4 address or a bracketed IPv6
+ * address, or when the port is not 1–65535. Only ASCII is accepted, and only A–Z are lower-cased:
+ * Unicode case folding (the Kelvin sign "K" → "k") would make two different hosts look the same.
+ * One pass over the characters; no regular expression on the hot path.
  */
 export function canonicalHost(raw: string | undefined): string | null {
   if (raw === undefined || raw.length === 0 || raw.length > 261) return null;
-  for (let i = 0; i < raw.length; i++) if (raw.charCodeAt(i) > 0x7e || raw.charCodeAt(i) < 0x21) return null;
-  let h = raw.replace(/[A-Z]/g, (c) => c.toLowerCase());
-  if (h.charCodeAt(0) === 91 /* [ */) {
-    const end = h.indexOf("]");
+  const n = raw.length;
+  if (raw.charCodeAt(0) === 91 /* [ */) {
+    for (let i = 0; i < n; i++) if (raw.charCodeAt(i) > 0x7e || raw.charCodeAt(i) < 0x21) return null;
+    const end = raw.indexOf("]");
     if (end < 0) return null;
-    const port = h.slice(end + 1);
-    if (port !== "" && !validPort(port)) return null;
-    const inner = h.slice(1, end);
+    if (end + 1 < n && !validPort(raw, end + 1)) return null;
+    const inner = raw.slice(1, end).toLowerCase();
     if (!isIPv6(inner)) return null;
     return canonicalIPv6(inner);
   }
-  const colon = h.indexOf(":");
-  if (colon >= 0) {
-    if (!validPort(h.slice(colon))) return null;
-    h = h.slice(0, colon);
+  // The host part ends at ":" (then a port must follow) or at the end.
+  let hostEnd = n;
+  let upper = false;
+  let labelLength = 0;
+  let labelStart = true;
+  let last = 0;
+  for (let i = 0; i < n; i++) {
+    let c = raw.charCodeAt(i);
+    if (c === 58 /* : */) {
+      hostEnd = i;
+      break;
+    }
+    if (c >= 65 && c <= 90) {
+      upper = true;
+      c += 32;
+    }
+    if (c === 46 /* . */) {
+      // An empty label, or one ending with "-", is malformed; a single trailing dot is allowed.
+      if (labelStart || last === 45) return null;
+      labelStart = true;
+      labelLength = 0;
+    } else if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 /* - */) {
+      if (labelStart && c === 45) return null;
+      labelStart = false;
+      if (++labelLength > 63) return null;
+    } else return null;
+    last = c;
   }
-  if (h.endsWith(".")) h = h.slice(0, -1);
-  return h.length > 0 && h.length <= 253 && HOST_LABELS.test(h) ? h : null;
+  if (hostEnd < n && !validPort(raw, hostEnd)) return null;
+  let end = hostEnd;
+  if (end > 0 && raw.charCodeAt(end - 1) === 46) end--; // one trailing dot: the same host
+  if (end === 0 || end > 253) return null;
+  // The last label must be complete (not empty, not ending with "-").
+  const lastChar = raw.charCodeAt(end - 1);
+  if (lastChar === 46 || lastChar === 45) return null;
+  const host = end === n ? raw : raw.slice(0, end);
+  return upper ? lowerAscii(host) : host;
 }
 
-function validPort(p: string): boolean {
-  if (!/^:[0-9]{1,5}$/.test(p)) return false;
-  const n = Number(p.slice(1));
-  return n >= 1 && n <= 65535;
+function lowerAscii(s: string): string {
+  let out = "";
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    out += c >= 65 && c <= 90 ? String.fromCharCode(c + 32) : s[i];
+  }
+  return out;
+}
+
+/** The port at `raw[colon]` (":" then 1–5 digits, 1–65535) is valid. */
+function validPort(raw: string, colon: number): boolean {
+  if (raw.charCodeAt(colon) !== 58) return false;
+  const len = raw.length - colon - 1;
+  if (len < 1 || len > 5) return false;
+  let v = 0;
+  for (let i = colon + 1; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+    v = v * 10 + (c - 48);
+  }
+  return v >= 1 && v <= 65535;
 }
 
 /** "[::1]" for "0::1" and every other spelling of the same address (WHATWG URL serializes it canonically). */
