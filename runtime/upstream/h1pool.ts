@@ -33,7 +33,10 @@ export interface H1StreamOptions {
   headers?: Record<string, string | string[]> | null;
   /** A Buffer (sent with Content-Length), a stream (Content-Length when the headers give one, else chunked), or none. */
   body?: Buffer | NodeJS.ReadableStream | null;
-  /** Time allowed without a byte from the upstream until the response head is complete. */
+  /**
+   * Time allowed from the end of the request until the response head is complete (interim responses
+   * included); a silence that long ends it too.
+   */
   headersTimeout: number;
   /** Time allowed between body bytes. */
   bodyTimeout: number;
@@ -74,6 +77,8 @@ const NOT_FORWARDED = new Set([
 ]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const LOWER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+const DIGITS = /^[0-9]{1,15}$/;
 // Header values may hold HTAB, visible ASCII and obs-text; any other control character is refused.
 /* eslint-disable no-control-regex -- matching control characters is the point */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
@@ -136,6 +141,8 @@ class Conn {
   reusable = true;
   /** The request (head and body) was written completely. */
   requestWritten = false;
+  /** When the response head must be complete (performance.now() ms): headersTimeout after the request. */
+  headDeadline = Infinity;
   noBody = false;
   idleMs: number;
   bodyStream: NodeJS.ReadableStream | null = null;
@@ -184,6 +191,10 @@ class Conn {
       this.abort(fail(`invalid request target ${JSON.stringify(o.path)}`, "UND_ERR_INVALID_ARG"));
       return;
     }
+    if (!TOKEN.test(o.method)) {
+      this.abort(fail(`invalid method ${JSON.stringify(o.method.slice(0, 32))}`, "UND_ERR_INVALID_ARG"));
+      return;
+    }
     let head = `${o.method} ${o.path} HTTP/1.1\r\n`;
     let hasHost = false;
     let declaredLength: string | undefined;
@@ -191,11 +202,21 @@ class Conn {
     if (headers) {
       for (const name in headers) {
         const value = headers[name]!;
-        if (NOT_FORWARDED.has(name)) {
-          if (name === "content-length" && typeof value === "string") declaredLength = value;
+        // Names are compared lower-case (a "Content-Length" must not slip past as a second framing).
+        let lower = name;
+        if (!LOWER_TOKEN.test(name)) {
+          if (!TOKEN.test(name)) {
+            return this.abort(
+              fail(`invalid header name ${JSON.stringify(name.slice(0, 32))}`, "UND_ERR_INVALID_ARG"),
+            );
+          }
+          lower = name.toLowerCase();
+        }
+        if (NOT_FORWARDED.has(lower)) {
+          if (lower === "content-length" && typeof value === "string") declaredLength = value;
           continue;
         }
-        if (name === "host") hasHost = true;
+        if (lower === "host") hasHost = true;
         if (typeof value === "string") {
           if (BAD_VALUE.test(value)) return this.abort(badHeader(name));
           head += `${name}: ${value}\r\n`;
@@ -218,14 +239,17 @@ class Conn {
       // A method that defines a body semantics gets an explicit empty one (RFC 9110 §8.6).
       if (o.method === "POST" || o.method === "PUT" || o.method === "PATCH") head += "content-length: 0\r\n";
       s.write(`${head}\r\n`, "latin1");
-      this.requestWritten = true;
+      this.written();
     } else if (Buffer.isBuffer(body)) {
       s.cork();
       s.write(`${head}content-length: ${body.length}\r\n\r\n`, "latin1");
       if (body.length > 0) s.write(body);
       s.uncork();
-      this.requestWritten = true;
+      this.written();
     } else {
+      if (declaredLength !== undefined && !DIGITS.test(declaredLength)) {
+        return this.abort(fail("invalid request content-length", "UND_ERR_INVALID_ARG"));
+      }
       const length = declaredLength !== undefined ? Number(declaredLength) : -1;
       s.write(
         `${head}${length >= 0 ? `content-length: ${length}` : "transfer-encoding: chunked"}\r\n\r\n`,
@@ -234,6 +258,23 @@ class Conn {
       p.streaming = true;
       this.pipeBody(body, length);
     }
+  }
+
+  private written(): void {
+    this.requestWritten = true;
+    const t = this.req!.opts.headersTimeout;
+    this.headDeadline = t > 0 ? performance.now() + t : Infinity;
+  }
+
+  /**
+   * The head is still incomplete: fails the request once the headers timeout has passed since the
+   * request was written — the socket's idle timer alone never fires for a head trickled byte by byte or
+   * an endless run of interim responses (when the bytes stop, that timer ends it: < 2× the timeout).
+   */
+  private headLate(): boolean {
+    if (!this.requestWritten || performance.now() < this.headDeadline) return false;
+    this.abort(fail("no response head within the timeout", "UND_ERR_HEADERS_TIMEOUT"));
+    return true;
   }
 
   /** Streams a request body with backpressure; Content-Length is checked, otherwise chunked. */
@@ -280,7 +321,7 @@ class Conn {
         return;
       }
       if (chunked) s.write("0\r\n\r\n", "latin1");
-      this.requestWritten = true;
+      this.written();
     };
     const onError = (err: Error) => {
       cleanup();
@@ -322,6 +363,12 @@ class Conn {
           this.abort(fail("response head larger than 64 KiB", "UND_ERR_HEADERS_OVERFLOW"));
           return;
         }
+        // Lines ended by a bare LF or CR never show the blank line: refuse now, not at the timeout.
+        if (hasBareLineEnd(buf, prior > 0 ? prior - 1 : 0)) {
+          this.protocolError("bare LF or CR in the head");
+          return;
+        }
+        if (this.headLate()) return;
         this.head = buf;
         return;
       }
@@ -330,7 +377,7 @@ class Conn {
       if (outcome === HEAD_FAILED || outcome === HEAD_DONE) return;
       if (outcome === HEAD_INTERIM) {
         // Interim response (100 Continue, 103 Early Hints): skipped; the final one follows.
-        if (buf.length === rest) return;
+        if (this.headLate() || buf.length === rest) return;
         buf = buf.subarray(rest);
         prior = 0;
         continue;
@@ -395,7 +442,12 @@ class Conn {
     if (minor === "0" ? !tokens.includes("keep-alive") : tokens.includes("close")) this.reusable = false;
     if (keepAlive) {
       const t = /(?:^|,)\s*timeout\s*=\s*(\d+)/i.exec(keepAlive);
-      if (t) this.idleMs = Math.max(0, Math.min(this.pool.keepAliveMs, Number(t[1]) * 1000 - 1000));
+      if (t) {
+        this.idleMs = Math.max(0, Math.min(this.pool.keepAliveMs, Number(t[1]) * 1000 - 1000));
+        // timeout ≤ 1 s leaves no margin before the upstream's own close (and setTimeout(0) would
+        // disable the idle timer): the connection is not reused.
+        if (this.idleMs === 0) this.reusable = false;
+      }
     }
     if (this.noBody || status === 204 || status === 304) {
       if (status === 204 && (te !== null || contentLength > 0)) this.reusable = false;
@@ -403,6 +455,8 @@ class Conn {
     } else if (te !== null) {
       // RFC 9112 §6.3: both framings at once may be an attempt at response splitting — an error here.
       if (contentLength >= 0) return this.protocolError("both transfer-encoding and content-length");
+      // §6.1: in an HTTP/1.0 message it is faulty framing — the message is read, the connection closed.
+      if (minor === "0") this.reusable = false;
       const codings = te.toLowerCase().split(",");
       if (codings[codings.length - 1]!.trim() === "chunked") {
         for (let i = 0; i < codings.length - 1; i++)
@@ -488,7 +542,11 @@ class Conn {
               this.complete(null);
               return;
             }
-            if (line.indexOf(":") <= 0 || !TOKEN.test(line.slice(0, line.indexOf(":")))) {
+            if (
+              line.indexOf(":") <= 0 ||
+              !TOKEN.test(line.slice(0, line.indexOf(":"))) ||
+              BAD_VALUE.test(line)
+            ) {
               this.protocolError("malformed trailer line");
               return;
             }
@@ -644,6 +702,15 @@ class Conn {
 
 function badHeader(name: string): Error {
   return fail(`header ${name} holds a control character`, "UND_ERR_INVALID_ARG");
+}
+
+/** An LF not preceded by CR, or a CR followed by something else than LF, at or after `from`. */
+function hasBareLineEnd(buf: Buffer, from: number): boolean {
+  for (let i = buf.indexOf(10, from); i >= 0; i = buf.indexOf(10, i + 1))
+    if (i === 0 || buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(13, from); i >= 0; i = buf.indexOf(13, i + 1))
+    if (i + 1 < buf.length && buf[i + 1] !== 10) return true;
+  return false;
 }
 
 function trimOws(s: string): string {
