@@ -457,16 +457,22 @@ class Conn {
       if (contentLength >= 0) return this.protocolError("both transfer-encoding and content-length");
       // §6.1: in an HTTP/1.0 message it is faulty framing — the message is read, the connection closed.
       if (minor === "0") this.reusable = false;
-      const codings = te.toLowerCase().split(",");
-      if (codings[codings.length - 1]!.trim() === "chunked") {
-        for (let i = 0; i < codings.length - 1; i++)
-          if (codings[i]!.trim() === "chunked") return this.protocolError("chunked applied twice");
-        this.state = S.CHUNK_SIZE;
-        this.line = "";
-      } else {
-        this.state = S.BODY_CLOSE;
-        this.reusable = false;
+      // Empty list items are ignored (RFC 9110 §5.6.1). Only "chunked" is decoded; another transfer
+      // coding (gzip, deflate, …) would reach the client as undeclared encoded bytes, so it is refused.
+      const codings = te
+        .toLowerCase()
+        .split(",")
+        .map(trimOws)
+        .filter((c) => c !== "");
+      if (codings.length === 0) return this.protocolError("empty transfer-encoding");
+      let chunks = 0;
+      for (const c of codings) {
+        if (c !== "chunked") return this.protocolError(`unsupported transfer-coding "${c.slice(0, 32)}"`);
+        chunks++;
       }
+      if (chunks > 1) return this.protocolError("chunked applied twice");
+      this.state = S.CHUNK_SIZE;
+      this.line = "";
     } else if (contentLength >= 0) {
       this.state = S.BODY_LENGTH;
       this.remaining = contentLength;

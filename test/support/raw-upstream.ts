@@ -225,11 +225,12 @@ export const GOOD: readonly GoodRow[] = [
     reused: true,
   },
   {
-    name: "chunked_as_final_coding_after_gzip",
+    // RFC 9110 §5.6.1: empty list items are ignored.
+    name: "chunked_with_empty_list_items_in_transfer_encoding",
     method: "GET",
-    response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n",
+    response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: , chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     status: 200,
-    body: "\x1f\x8b\x08",
+    body: "hello",
     headers: {},
     reused: true,
   },
@@ -240,16 +241,6 @@ export const GOOD: readonly GoodRow[] = [
     status: 200,
     body: HELLO,
     headers: { "x-up": "1" },
-    reused: false,
-    closeAfter: true,
-  },
-  {
-    name: "body_until_close_when_chunked_is_not_the_final_coding",
-    method: "GET",
-    response: `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
-    status: 200,
-    body: "5\r\nhello\r\n0\r\n\r\n",
-    headers: {},
     reused: false,
     closeAfter: true,
   },
@@ -458,6 +449,19 @@ export const MALFORMED: readonly BadRow[] = [
   bad("content_length_of_sixteen_digits", `${OK}Content-Length: 1000000000000005\r\n\r\nhello`, "head"),
   bad("transfer_encoding_chunked_twice", `${OK}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n`, "head"),
   bad("transfer_encoding_chunked_in_two_lines", `${OK}${TE}${TE}\r\n0\r\n\r\n`, "head"),
+  // Transfer codings other than chunked would reach the client as undeclared encoded bytes.
+  bad(
+    "transfer_coding_gzip_before_chunked",
+    `${OK}Transfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n`,
+    "head",
+  ),
+  bad(
+    "transfer_coding_gzip_after_chunked",
+    `${OK}Transfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+    "head",
+  ),
+  bad("transfer_coding_identity", `${OK}Transfer-Encoding: identity\r\n\r\nhello`, "head"),
+  bad("transfer_encoding_empty", `${OK}Transfer-Encoding: \r\n\r\nhello`, "head"),
   // Header syntax.
   bad("obs_fold_header_line", `${OK}X-A: a\r\n b\r\nContent-Length: 0\r\n\r\n`, "head"),
   bad("obs_fold_with_tab", `${OK}X-A: a\r\n\tb\r\nContent-Length: 0\r\n\r\n`, "head"),
