@@ -118,12 +118,12 @@ export class Router {
 
   /** Finds the route for a request on a canonical host (lower-case, no port). */
   match(host: string, q: RouteQuery): RouterResult {
-    // "/" has no segments; "/a/" has two ("a" and ""), so a trailing slash is a distinct path.
-    const segments = q.path === "/" ? [] : q.path.slice(1).split("/");
     const state: MatchState = {
       q,
+      path: q.path,
+      // "/" has no segments (the walk starts past the end); "/a/" has two ("a" and "").
+      start: q.path === "/" ? 2 : 1,
       methodBit: METHOD_BITS[q.method] ?? 0,
-      segments,
       captures: [],
       allow: null,
       params: null,
@@ -158,9 +158,15 @@ const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
 
 interface MatchState {
   readonly q: RouteQuery;
+  /**
+   * The canonical path, walked by position (no split): a segment starts at `pos` and ends at the next
+   * "/" or the end; the walk is past the last segment when `pos > path.length`.
+   */
+  readonly path: string;
+  /** Where the first segment starts. */
+  readonly start: number;
   /** The request method's bit (0 for a method outside METHOD_BITS, which then matches only routes without methods). */
   readonly methodBit: number;
-  readonly segments: readonly string[];
   readonly captures: string[];
   allow: Set<string> | null;
   params: Record<string, string> | null;
@@ -178,20 +184,24 @@ function search(root: Node, s: MatchState): CompiledRoute | null {
     const r = pick(exact, s);
     if (r !== null) return r;
   }
-  return walk(root, 0, s);
+  return walk(root, s.start, s);
 }
 
-function walk(node: Node, i: number, s: MatchState): CompiledRoute | null {
-  if (i === s.segments.length) return pick(node.end, s) ?? pick(node.rest, s);
-  const seg = s.segments[i]!;
+function walk(node: Node, pos: number, s: MatchState): CompiledRoute | null {
+  const path = s.path;
+  if (pos > path.length) return pick(node.end, s) ?? pick(node.rest, s);
+  if (node.literal === null && node.wildcard === null) return pick(node.rest, s);
+  let end = path.indexOf("/", pos);
+  if (end < 0) end = path.length;
+  const seg = path.slice(pos, end);
   const lit = node.literal?.get(seg);
   if (lit) {
-    const r = walk(lit, i + 1, s);
+    const r = walk(lit, end + 1, s);
     if (r) return r;
   }
   if (node.wildcard && seg !== "") {
     s.captures.push(seg);
-    const r = walk(node.wildcard, i + 1, s);
+    const r = walk(node.wildcard, end + 1, s);
     if (r) return r;
     s.captures.pop();
   }

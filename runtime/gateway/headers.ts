@@ -59,32 +59,46 @@ export type HeaderProblem = {
  * (RFC 9112 §6.1: faulty framing).
  */
 export function checkRequestHeaders(rawHeaders: readonly string[], httpMinor = 1): HeaderProblem | null {
-  let seen: Set<string> | null = null;
+  let seen = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toLowerCase();
-    if (name.includes("_") || name.includes(".")) {
-      return {
-        code: "ambiguous_header_name",
-        detail: `header names with "_" or "." are refused (${rawHeaders[i]})`,
-      };
+    const raw = rawHeaders[i]!;
+    const info = nameInfo(raw);
+    if (info === AMBIGUOUS) {
+      return { code: "ambiguous_header_name", detail: `header names with "_" or "." are refused (${raw})` };
     }
-    if (name === "transfer-encoding" && httpMinor === 0) {
+    if (info === 0) continue;
+    if (info === TE_BIT && httpMinor === 0) {
       return {
         code: "bad_transfer_encoding",
         detail: "Transfer-Encoding is not allowed in HTTP/1.0 requests",
       };
     }
-    if (SINGLETON.has(name)) {
-      seen ??= new Set();
-      if (seen.has(name))
-        return { code: "duplicate_header", detail: `header ${name} appears more than once` };
-      seen.add(name);
-      if (name === "transfer-encoding" && rawHeaders[i + 1]!.trim().toLowerCase() !== "chunked") {
-        return { code: "bad_transfer_encoding", detail: "only Transfer-Encoding: chunked is accepted" };
-      }
+    if ((seen & info) !== 0) {
+      return { code: "duplicate_header", detail: `header ${raw.toLowerCase()} appears more than once` };
+    }
+    seen |= info;
+    if (info === TE_BIT && rawHeaders[i + 1]!.trim().toLowerCase() !== "chunked") {
+      return { code: "bad_transfer_encoding", detail: "only Transfer-Encoding: chunked is accepted" };
     }
   }
   return null;
+}
+
+/** One bit per singleton header (SINGLETON, in order); AMBIGUOUS for names with "_" or "."; 0 otherwise. */
+const SINGLETON_BITS = new Map([...SINGLETON].map((name, i) => [name, 1 << i] as const));
+const TE_BIT = SINGLETON_BITS.get("transfer-encoding")!;
+const AMBIGUOUS = -1;
+/** Header names as received → their check class; bounded, so random names cannot grow it. */
+const NAME_INFO = new Map<string, number>();
+const NAME_INFO_MAX = 2048;
+
+function nameInfo(raw: string): number {
+  let info = NAME_INFO.get(raw);
+  if (info !== undefined) return info;
+  const name = raw.toLowerCase();
+  info = name.includes("_") || name.includes(".") ? AMBIGUOUS : (SINGLETON_BITS.get(name) ?? 0);
+  if (NAME_INFO.size < NAME_INFO_MAX) NAME_INFO.set(raw, info);
+  return info;
 }
 
 /** Names listed in Connection headers (they are hop-by-hop for this connection). */
