@@ -337,6 +337,11 @@ export interface IssueOptions extends LifetimeOptions {
   ttlMs?: number;
   /** The workload's own public key (its private key then never leaves it); default: a new key pair. */
   publicKey?: CryptoKey;
+  /**
+   * DNS SANs next to the SPIFFE ID (X.509-SVIDs may carry other SAN types), for clients that check host
+   * names (curl, browsers). Verifiers of SPIFFE peers ignore them.
+   */
+  dnsNames?: readonly string[];
 }
 
 /**
@@ -374,6 +379,9 @@ export class SvidIssuer {
         "E_RT_PKI_TRUST_DOMAIN_MISMATCH",
         `${spiffeId} is outside the CA's trust domain ${this.ca.trustDomain}`,
       );
+    for (const name of options.dnsNames ?? [])
+      if (!/^(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$/.test(name) || name.length > 253)
+        throw new PkiError("E_RT_PKI_INVALID_ID", `${JSON.stringify(name)} is not a DNS name`);
     const w = validityWindow(
       options.ttlMs ?? this.policy.workloadTtlMs,
       options.clockSkewMs ?? this.policy.clockSkewMs,
@@ -396,7 +404,10 @@ export class SvidIssuer {
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(KeyUsageBits.digitalSignature, true),
         this.#ekus,
-        new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }]),
+        new x509.SubjectAlternativeNameExtension([
+          { type: "url", value: spiffeId },
+          ...(options.dnsNames ?? []).map((value) => ({ type: "dns" as const, value })),
+        ]),
         await subjectKeyId(publicKey),
         this.#aki,
       ],

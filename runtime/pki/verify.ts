@@ -126,7 +126,7 @@ export function checkSvidLeaf(leaf: ParsedCertificate): { ok: true; id: SpiffeId
     if (missing.length > 0)
       return failure(
         "E_RT_PKI_EKU_MISMATCH",
-        `the leaf's extended key usage lacks ${missing.join(" and ")} (has ${eku.join(", ") || "nothing"})`,
+        `the leaf's extended key usage lacks ${missing.join(" and ")} (has ${eku.map(ekuName).join(", ") || "nothing"})`,
         spiffeId,
       );
   }
@@ -138,6 +138,16 @@ export function checkSvidLeaf(leaf: ParsedCertificate): { ok: true; id: SpiffeId
     );
   return { ok: true, id };
 }
+
+const EKU_NAMES: Record<string, string> = {
+  [OID.serverAuth]: "serverAuth",
+  [OID.clientAuth]: "clientAuth",
+  "1.3.6.1.5.5.7.3.3": "codeSigning",
+  "1.3.6.1.5.5.7.3.4": "emailProtection",
+  "1.3.6.1.5.5.7.3.8": "timeStamping",
+  "1.3.6.1.5.5.7.3.9": "OCSPSigning",
+};
+const ekuName = (oid: string) => EKU_NAMES[oid] ?? oid;
 
 /** One certificate of a verified path, as far as time goes. */
 interface Window {
