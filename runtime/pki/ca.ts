@@ -393,7 +393,9 @@ export class SvidIssuer {
     const serial = randomSerial();
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial,
-      subject: [{ O: [id.trustDomain] }, { CN: [id.segments[id.segments.length - 1]!] }],
+      // No CN: Node's hostname check falls back to the CN when a certificate has no DNS SAN, and a CN
+      // of "orders" would let non-SPIFFE clients accept any namespace's "orders" SVID for host "orders".
+      subject: [{ O: [id.trustDomain] }],
       issuer: this.ca.certificate.cert.subjectName,
       notBefore: new Date(w.notBefore),
       notAfter: new Date(w.notAfter),

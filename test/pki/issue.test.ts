@@ -3,6 +3,7 @@
  * openssl CLI (`verify -x509_strict`) as the independent verifier — for several trust domains and
  * services, and across a root rotation (a bundle with two roots).
  */
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULTS } from "../../components/spec/defaults.ts";
@@ -125,6 +126,14 @@ describe("certificate contents", () => {
     expect(leaf.unknownCritical).toEqual([]);
     expect(leaf.native.publicKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
     expect(leaf.cert.signatureAlgorithm).toMatchObject({ name: "ECDSA", hash: { name: "SHA-256" } });
+  });
+
+  it("puts_no_common_name_in_the_leaf_subject_for_hostname_checks_to_fall_back_on", async () => {
+    const svid = await cas["shop.example"]!.issuer.issue("spiffe://shop.example/ns/shop/sa/orders");
+    const leaf = parseCertificate(svid.der);
+    expect(leaf.subject).toBe("O=shop.example");
+    const peer = { subject: { O: "shop.example" }, subjectaltname: `URI:${leaf.uris[0]}` };
+    expect(checkServerIdentity("orders", peer as unknown as PeerCertificate)).toBeInstanceOf(Error);
   });
 
   it("issues_cas_with_ca_true_cert_sign_and_path_lengths", () => {
