@@ -80,18 +80,21 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   issue: {
     summary: "issue a workload X.509-SVID from a CA directory",
     usage:
-      "meshgate pki issue --ca DIR (--spiffe-id ID | --service S --namespace N) --out DIR [--ttl 24h] [--clock-skew 5m]",
+      "meshgate pki issue --ca DIR (--spiffe-id ID | --service S --namespace N) --out DIR [--ttl 24h] [--clock-skew 5m]\n" +
+      "                   [--dns NAME]…",
     details:
       "Issues an SVID (ECDSA P-256, one URI SAN) from DIR's intermediate and writes OUT/svid.pem (leaf,\n" +
       "then intermediate), OUT/svid-key.pem (mode 0600) and OUT/bundle.pem. --service/--namespace make\n" +
       "spiffe://<trust-domain>/ns/<namespace>/sa/<service>. The leaf never outlives the intermediate: its\n" +
-      "notAfter is clamped to the intermediate's (and the output says so).",
+      "notAfter is clamped to the intermediate's (and the output says so). --dns adds DNS SANs next to the\n" +
+      "SPIFFE ID, for clients that check host names (curl, browsers).",
     options: {
       ca: { type: "string" },
       "spiffe-id": { type: "string" },
       service: { type: "string" },
       namespace: { type: "string" },
       out: { type: "string" },
+      dns: { type: "string", multiple: true },
       ttl: { type: "string", default: "24h" },
       "clock-skew": { type: "string", default: "5m" },
       help,
@@ -124,7 +127,8 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
         const parsed = parseSpiffeId(id);
         if (!parsed.ok) throw new UsageError(`--service/--namespace: ${parsed.reason} [${parsed.code}]`);
       }
-      const svid = await new SvidIssuer(ca.intermediate).issue(id, { ttlMs, clockSkewMs });
+      const dnsNames = (values.dns as string[] | undefined) ?? [];
+      const svid = await new SvidIssuer(ca.intermediate).issue(id, { ttlMs, clockSkewMs, dnsNames });
       const files = await writeSvidDirectory(out, svid, ca.bundle);
       io.out(`✓ issued ${id}`);
       io.out(

@@ -124,11 +124,12 @@ describe("meshgate pki issue", () => {
     const started = Date.now();
     const r = await meshgate([
       "pki", "issue", "--ca", join(dir, "ca"), "--spiffe-id", `spiffe://${TD}/ns/shop/sa/payments`, "--ttl", "1h",
-      "--clock-skew", "0s", "--out", out,
+      "--clock-skew", "0s", "--dns", "localhost", "--out", out,
     ]); // prettier-ignore
     expect(r.code).toBe(0);
     const leaf = parseCertificate(await readFile(join(out, "svid.pem"), "utf8"));
     expect(leaf.uris).toEqual([`spiffe://${TD}/ns/shop/sa/payments`]);
+    expect(leaf.dnsNames).toEqual(["localhost"]);
     expect(leaf.notAfter - leaf.notBefore).toBe(3_600_000);
     expect(Math.abs(leaf.notBefore - started)).toBeLessThan(10_000);
   });
