@@ -11,7 +11,7 @@
  * remove trust while a live leaf still depends on it, so that the plan cannot be run out of order.
  */
 import { isCa, type ParsedCertificate } from "./cert.ts";
-import type { PkiErrorCode } from "./errors.ts";
+import { PkiError, type PkiErrorCode } from "./errors.ts";
 import { parseSpiffeId } from "./spiffe.ts";
 
 /** What the rotation planner knows about one trust domain. */
@@ -210,7 +210,7 @@ export function planRotation(
       inventory.bundle.find((r) => current.some((i) => issued(r, i))) ??
       inventory.bundle[0] ??
       (() => {
-        throw new Error("the inventory has no root");
+        throw new PkiError("E_RT_PKI_ROTATION_LAST_ROOT", "the inventory's trust bundle has no root");
       })();
     retiringIntermediates = current;
   }
