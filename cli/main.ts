@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { LoadResult } from "../components/spec/load.ts";
 import type { Diagnostic } from "../components/spec/errors.ts";
 import type { TranslateResult } from "../components/translate/ir.ts";
+import { pkiCommand } from "./pki.ts";
 
 /** The spec machinery (zod schemas, YAML) loads on first use, so `--help` and usage errors start fast. */
 async function specTools() {
@@ -161,6 +162,11 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
+/** Command groups with subcommands of their own (`meshgate pki init|issue|…`); they parse their arguments. */
+const GROUPS: Record<string, { summary: string; dispatch(args: string[], io: Io): Promise<number> }> = {
+  pki: pkiCommand,
+};
+
 function requireSpec(file: string | undefined): string {
   if (!file) throw new UsageError("missing SPEC (a .yaml, .json or .ts spec file)");
   return file;
@@ -213,7 +219,7 @@ async function writeConfigs(result: TranslateResult, dir: string): Promise<strin
 }
 
 function mainHelp(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  const width = Math.max(...[...Object.keys(COMMANDS), ...Object.keys(GROUPS)].map((c) => c.length));
   return [
     "meshgate — one spec for the edge gateway, the sidecar mesh and observability",
     "",
@@ -221,6 +227,7 @@ function mainHelp(): string {
     "",
     "Commands:",
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    ...Object.entries(GROUPS).map(([name, g]) => `  ${name.padEnd(width)}  ${g.summary}`),
     "",
     "Run `meshgate <command> --help` for a command's options.",
   ].join("\n");
@@ -236,6 +243,8 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     io.out(mainHelp());
     return name ? 0 : 2;
   }
+  const group = GROUPS[name];
+  if (group) return group.dispatch(rest, io);
   const command = COMMANDS[name];
   if (!command) {
     io.err(`meshgate: unknown command ${JSON.stringify(name)}\n\n${mainHelp()}`);

@@ -9,6 +9,7 @@ import { SpecErrorCatalog } from "../components/spec/errors.ts";
 import { specJsonSchema } from "../components/spec/json-schema.ts";
 import { RuntimeErrorCatalog } from "../runtime/contract/errors.ts";
 import { GatewayErrorCatalog } from "../runtime/gateway/errors.ts";
+import { PkiErrorCatalog } from "../runtime/pki/errors.ts";
 
 export interface Artefact {
   path: string;
@@ -50,6 +51,7 @@ export function errorTable(): string {
       text,
     ]),
     ...Object.entries(RuntimeErrorCatalog).map(([code, text]) => [code, "runtime", text]),
+    ...Object.entries(PkiErrorCatalog).map(([code, text]) => [code, "runtime (pki)", text]),
   ];
   return (
     [

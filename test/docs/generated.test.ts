@@ -9,6 +9,7 @@ import { parse } from "yaml";
 import { SpecErrorCatalog } from "../../components/spec/errors.ts";
 import { RuntimeErrorCatalog } from "../../runtime/contract/errors.ts";
 import { GatewayErrorCatalog } from "../../runtime/gateway/errors.ts";
+import { PkiErrorCatalog } from "../../runtime/pki/errors.ts";
 import { artefacts } from "../../scripts/generated.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -22,7 +23,11 @@ describe("generated artefacts", () => {
   it("readme_lists_every_error_code_and_no_other", () => {
     const readme = read("README.md");
     const listed = [...readme.matchAll(/^\| `([EW]_[A-Z_]+)` \|/gm)].map((m) => m[1]);
-    const catalog = [...Object.keys(SpecErrorCatalog), ...Object.keys(RuntimeErrorCatalog)];
+    const catalog = [
+      ...Object.keys(SpecErrorCatalog),
+      ...Object.keys(RuntimeErrorCatalog),
+      ...Object.keys(PkiErrorCatalog),
+    ];
     expect(listed.sort()).toEqual(catalog.sort());
   });
 
@@ -35,13 +40,26 @@ describe("generated artefacts", () => {
   });
 
   it("every_code_used_in_the_source_is_in_a_catalog", () => {
-    const catalog = new Set([...Object.keys(SpecErrorCatalog), ...Object.keys(RuntimeErrorCatalog)]);
+    const catalog = new Set([
+      ...Object.keys(SpecErrorCatalog),
+      ...Object.keys(RuntimeErrorCatalog),
+      ...Object.keys(PkiErrorCatalog),
+    ]);
     const files = [
       "components/spec/semantic.ts",
       "components/spec/load.ts",
       "components/spec/schema.ts",
       "components/translate/translate.ts",
       "runtime/contract/load.ts",
+      "runtime/pki/spiffe.ts",
+      "runtime/pki/cert.ts",
+      "runtime/pki/ca.ts",
+      "runtime/pki/bundle.ts",
+      "runtime/pki/verify.ts",
+      "runtime/pki/tls.ts",
+      "runtime/pki/rotation.ts",
+      "runtime/pki/files.ts",
+      "cli/pki.ts",
     ];
     for (const f of files) {
       for (const m of read(f).matchAll(/"((?:E|W)_(?:SPEC|RT)_[A-Z_]+)"/g))
