@@ -31,6 +31,10 @@ describe("package", () => {
     ["meshgate", ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog"]],
     ["meshgate/components", ["defineMesh", "translate", "specJsonSchema", "DEFAULTS"]],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
+    [
+      "meshgate/runtime/pki",
+      ["createRootCa", "createIntermediateCa", "SvidIssuer", "SvidVerifier", "TrustBundle", "planRotation"],
+    ],
     ["meshgate/policies", ["allowedEdges", "deniedCalls"]],
     ["meshgate/testing", ["generateSpec"]],
   ])("%s_exports_its_api", async (specifier, names) => {
