@@ -38,7 +38,6 @@ import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetr
 import {
   checkRequestHeaders,
   clientAddress,
-  downstreamResponseHeaders,
   forwardedHeader,
   requestId,
   upstreamRequestHeaders,
@@ -561,9 +560,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         hashKey: client,
       },
       (status, upstreamHeaders) => {
-        const h = downstreamResponseHeaders(upstreamHeaders);
-        if (draining) h.connection = "close";
-        res.writeHead(status, h);
+        // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
+        if (draining) upstreamHeaders.connection = "close";
+        res.writeHead(status, upstreamHeaders);
         return res;
       },
       observer,

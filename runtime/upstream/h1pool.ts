@@ -45,7 +45,10 @@ export interface H1StreamOptions {
 
 export type ResponseHeaders = Record<string, string | string[]>;
 
-/** Receives the response head; returns where the body goes (ended when the response completes). */
+/**
+ * Receives the response head — its end-to-end headers: hop-by-hop ones, and those the Connection header
+ * names, are removed — and returns where the body goes (ended when the response completes).
+ */
 export type H1Factory = (data: { statusCode: number; headers: ResponseHeaders }) => Writable;
 
 export interface H1PoolOptions {
@@ -73,6 +76,22 @@ const NOT_FORWARDED = new Set([
   "te",
   "upgrade",
   "expect",
+  "http2-settings",
+]);
+
+/**
+ * Response headers that describe this connection only (RFC 9110 §7.6.1, plus legacy ones): read for
+ * framing and connection management, never handed to the caller's response.
+ */
+const HOP_BY_HOP_RESPONSE = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "transfer-encoding",
+  "te",
+  "trailer",
+  "upgrade",
   "http2-settings",
 ]);
 
@@ -428,6 +447,8 @@ class Conn {
       } else if (name === "keep-alive") {
         keepAlive = value;
       }
+      // Hop-by-hop headers describe this connection only: never handed on (RFC 9110 §7.6.1).
+      if (HOP_BY_HOP_RESPONSE.has(name)) continue;
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
       else if (name === "content-length") continue;
@@ -440,6 +461,14 @@ class Conn {
     }
     const tokens = connection ? connection.toLowerCase() : "";
     if (minor === "0" ? !tokens.includes("keep-alive") : tokens.includes("close")) this.reusable = false;
+    // Headers the Connection header names are hop-by-hop too.
+    if (tokens !== "") {
+      for (const t of tokens.split(",")) {
+        const listed = trimOws(t);
+        if (listed !== "" && listed !== "close" && listed !== "keep-alive" && listed !== "content-length")
+          delete headers[listed];
+      }
+    }
     if (keepAlive) {
       const t = /(?:^|,)\s*timeout\s*=\s*(\d+)/i.exec(keepAlive);
       if (t) {

@@ -218,7 +218,9 @@ function expectHeadersPassed(row: GoodRow, seen: Seen): void {
     expect(seen.headers[name], name).toEqual(Array.isArray(value) ? value : [value]);
   }
   for (const name of row.hop ?? []) expect(seen.headers[name], name).toBeUndefined();
-  for (const name of row.absent ?? []) expect(seen.headers[name], name).toBeUndefined();
+  // Connection, Keep-Alive and Transfer-Encoding the client may see are the gateway's own (checked below).
+  for (const name of row.absent ?? [])
+    if (!HOP_BY_HOP.has(name)) expect(seen.headers[name], name).toBeUndefined();
   // Whatever Connection / Keep-Alive the client sees are the gateway's own, not the upstream's.
   expect(seen.headers["keep-alive"] ?? []).not.toContain("timeout=7");
   expect((seen.headers.connection ?? []).join()).not.toMatch(/x-secret/);
