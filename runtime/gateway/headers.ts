@@ -32,6 +32,21 @@ const GATEWAY_OWNED = new Set([
   "x-meshgate-client-ip",
 ]);
 
+/**
+ * Why a header may not be changed by a route's transform, or null when it may: hop-by-hop headers
+ * describe one connection, gateway-owned ones are set by the gateway alone (after stripping the
+ * client's), `x-meshgate-*` is the gateway's namespace, Content-Length is recomputed, and Host is
+ * changed only by `rewrite.host`.
+ */
+export function reservedHeader(name: string): string | null {
+  const n = name.toLowerCase();
+  if (HOP_BY_HOP.has(n)) return "a hop-by-hop header";
+  if (GATEWAY_OWNED.has(n) || n.startsWith("x-meshgate-")) return "owned by the gateway";
+  if (n === "content-length") return "recomputed by the gateway";
+  if (n === "host") return "changed only by rewrite.host";
+  return null;
+}
+
 /** Request headers that must appear once: a duplicate is ambiguous between proxy and upstream. */
 const SINGLETON = new Set([
   "host",
