@@ -27,6 +27,7 @@ import { reservedHeader } from "../gateway/headers.ts";
 import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
+import type { CancelToken } from "../upstream/h1pool.ts";
 import { BodyError, BoundedCollector, decodeContent, isJsonMediaType } from "./body.ts";
 import { applyHeaderOps, type CompiledHeaderOps } from "./transform.ts";
 import type { TemplateContext } from "./template.ts";
@@ -135,8 +136,11 @@ export interface AggregateRequest {
   readonly baseHeaders: Readonly<Record<string, string | string[]>>;
   readonly retry: RetryPlan;
   readonly hashKey: string;
-  /** Aborted when the client goes away. */
-  readonly signal: AbortSignal;
+  /**
+   * Set aborted (and its onabort called) when the client goes away; aggregate() takes its `onabort` to
+   * cancel every part.
+   */
+  readonly cancel: CancelToken;
   readonly span: SpanLike;
   readonly tracer: Tracer;
   /** For templates in the request header transform; null when it has none. */
@@ -188,10 +192,17 @@ export function aggregate(
       part: agg.missingParts[0]!,
     });
   }
-  const cancel = new AbortController();
-  const onClientGone = () => cancel.abort();
-  if (req.signal.aborted) return Promise.resolve({ kind: "cancelled" });
-  req.signal.addEventListener("abort", onClientGone, { once: true });
+  if (req.cancel.aborted) return Promise.resolve({ kind: "cancelled" });
+  // One cancel token per part (a token has one onabort slot); the client's token cancels them all.
+  const tokens: CancelToken[] = agg.parts.map(() => ({ aborted: false, onabort: null }));
+  const cancelAll = () => {
+    for (const t of tokens) {
+      if (t.aborted) continue;
+      t.aborted = true;
+      t.onabort?.();
+    }
+  };
+  req.cancel.onabort = cancelAll;
 
   return new Promise<AggregateResult>((resolve) => {
     const results: (PartResult | undefined)[] = new Array(agg.parts.length);
@@ -200,16 +211,16 @@ export function aggregate(
     const settle = (r: AggregateResult) => {
       if (settled) return;
       settled = true;
-      req.signal.removeEventListener("abort", onClientGone);
+      if (req.cancel.onabort === cancelAll) req.cancel.onabort = null;
       resolve(r);
     };
     agg.parts.forEach((part, i) => {
-      void runPart(agg, part, req, cancel.signal, observer).then((r) => {
+      void runPart(agg, part, req, tokens[i]!, observer).then((r) => {
         results[i] = r;
         pending--;
-        if (req.signal.aborted) return settle({ kind: "cancelled" });
+        if (req.cancel.aborted) return settle({ kind: "cancelled" });
         if (!r.ok && part.onError === "fail" && r.outcome !== "cancelled") {
-          cancel.abort(); // the others are no longer needed
+          cancelAll(); // the others are no longer needed
           return settle({
             kind: "error",
             status: r.outcome === "timeout" ? 504 : 502,
@@ -266,7 +277,7 @@ async function runPart(
   agg: CompiledAggregate,
   part: CompiledPart,
   req: AggregateRequest,
-  signal: AbortSignal,
+  cancel: CancelToken,
   observer: AggregateObserver,
 ): Promise<PartResult> {
   const started = performance.now();
@@ -294,7 +305,12 @@ async function runPart(
   let status = 0;
   let contentType: string | string[] | undefined;
   let contentEncoding: string | string[] | undefined;
-  const collector = new BoundedCollector(agg.maxBytes);
+  const collector = new BoundedCollector(agg.maxBytes, () => {
+    // Over the limit: stop reading this part (the pool closes its connection).
+    if (cancel.aborted) return;
+    cancel.aborted = true;
+    cancel.onabort?.();
+  });
   const result = await forward(
     part.cluster!,
     {
@@ -305,7 +321,7 @@ async function runPart(
       timeoutMs: part.timeoutMs,
       retry: req.retry,
       hashKey: req.hashKey,
-      signal,
+      cancel,
     },
     (statusCode, h) => {
       status = statusCode;
@@ -317,11 +333,13 @@ async function runPart(
   );
   if (result.endpoint) span.setAttribute("server.address", result.endpoint.key);
 
+  // The pools end the sink and resolve at once: wait until the collector has every byte.
+  if (result.kind === "ok") await collector.done();
   let r: PartResult;
-  if (result.kind === "error") {
-    if (collector.failure instanceof BodyError)
-      r = fail("too_large", `the answer exceeds ${agg.maxBytes} bytes`);
-    else if (result.outcome === "client_aborted" || signal.aborted) r = fail("cancelled", "cancelled");
+  if (collector.failure !== null) {
+    r = fail("too_large", `the answer exceeds ${agg.maxBytes} bytes`);
+  } else if (result.kind === "error") {
+    if (result.outcome === "client_aborted" || cancel.aborted) r = fail("cancelled", "cancelled");
     else if (result.outcome === "body_too_large") r = fail("reset", "request refused");
     else r = fail(result.outcome, result.outcome.replaceAll("_", " "));
   } else if (status < 200 || status > 299) {

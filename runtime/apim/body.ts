@@ -75,61 +75,56 @@ export async function decodeContent(
   }
 }
 
+const ignore = () => {};
+
 /**
- * A Writable that keeps what it is given, up to `limit` bytes; one byte more fails the write with a
- * BodyError("too_large") (the producer — undici — then aborts the upstream response). `onFinish` runs
- * once the whole body arrived, before the stream finishes; its rejection fails the stream.
+ * A Writable that keeps what it is given, up to `limit` bytes. One byte more sets `failure` (a
+ * BodyError "too_large"), drops the rest and calls `onOverflow` once — the caller cancels the upstream
+ * request there. It never fails a write itself: the upstream pools neither wait for nor listen to their
+ * sink's errors, so the outcome is read from `failure` after `done()`.
  */
 export class BoundedCollector extends Writable {
   readonly limit: number;
   private readonly chunks: Buffer[] = [];
   private size = 0;
-  private readonly onFinish: ((body: Buffer) => Promise<void> | void) | null;
-  /** Set when the collector failed (too large, or onFinish threw). */
-  failure: Error | null = null;
+  private readonly onOverflow: (() => void) | null;
+  /** Set when the body went over the limit. */
+  failure: BodyError | null = null;
+  private readonly settled: Promise<void>;
 
-  constructor(limit: number, onFinish?: (body: Buffer) => Promise<void> | void) {
+  constructor(limit: number, onOverflow?: () => void) {
     super();
     this.limit = limit;
-    this.onFinish = onFinish ?? null;
+    this.onOverflow = onOverflow ?? null;
+    // A pool that aborts destroys its sink with the reason: that is reported by forward(), not here.
+    this.on("error", ignore);
+    this.settled = new Promise<void>((resolve) => {
+      this.once("finish", resolve);
+      this.once("close", resolve);
+    });
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.size += chunk.length;
-    if (this.size > this.limit) {
-      this.failure = new BodyError("too_large", `the body exceeds ${this.limit} bytes`);
-      cb(this.failure);
-      return;
-    }
-    this.chunks.push(chunk);
-    cb();
-  }
-
-  override _final(cb: (err?: Error | null) => void): void {
-    if (this.onFinish === null) {
+    if (this.failure !== null) {
       cb();
       return;
     }
-    let done: Promise<void> | void;
-    try {
-      done = this.onFinish(this.body());
-    } catch (err) {
-      this.failure = err as Error;
-      cb(err as Error);
-      return;
-    }
-    if (done instanceof Promise) {
-      done.then(
-        () => cb(),
-        (err: Error) => {
-          this.failure = err;
-          cb(err);
-        },
-      );
-    } else cb();
+    this.size += chunk.length;
+    if (this.size > this.limit) {
+      this.failure = new BodyError("too_large", `the body exceeds ${this.limit} bytes`);
+      this.chunks.length = 0;
+      // Not from inside the pool's write(): cancelling there would re-enter its parser.
+      if (this.onOverflow !== null) process.nextTick(this.onOverflow);
+    } else this.chunks.push(chunk);
+    cb();
   }
 
-  /** The bytes collected so far. */
+  /** Resolves once the body ended (or the collector was destroyed). */
+  done(): Promise<void> {
+    return this.settled;
+  }
+
+  /** The bytes collected. */
   body(): Buffer {
     return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
   }
@@ -140,38 +135,49 @@ export class BoundedCollector extends Writable {
 }
 
 /**
- * A pass-through to `dest` that counts bytes and fails once more than `limit` went by: the producer
- * aborts, and the caller resets the response (its head is already out, so it must not look complete).
- * Backpressure is passed on: a write completes when `dest` accepted it.
+ * A pass-through to `dest` (the client response) that counts bytes: once more than `limit` went by it
+ * sets `exceeded`, stops passing bytes on and calls `onExceeded` once — the caller cancels the upstream
+ * request and resets the response (its head is out, so it must not look complete). Backpressure is
+ * passed on; trailers too (gRPC).
  */
 export class LimitedWritable extends Writable {
   private readonly dest: Writable;
   private readonly limit: number;
+  private readonly onExceeded: () => void;
   private seen = 0;
   exceeded = false;
 
-  constructor(dest: Writable, limit: number) {
+  constructor(dest: Writable, limit: number, onExceeded: () => void) {
     super();
     this.dest = dest;
     this.limit = limit;
+    this.onExceeded = onExceeded;
+    this.on("error", ignore);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.exceeded) {
+      cb();
+      return;
+    }
     this.seen += chunk.length;
     if (this.seen > this.limit) {
       this.exceeded = true;
-      cb(new BodyError("too_large", `the response exceeds ${this.limit} bytes`));
+      process.nextTick(this.onExceeded); // not from inside the pool's write() (re-entrancy)
+      cb();
       return;
     }
-    if (this.dest.write(chunk)) cb();
+    if (this.dest.write(chunk) || this.dest.destroyed) cb();
     else this.dest.once("drain", () => cb());
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    this.dest.end(() => cb());
+    if (!this.exceeded) this.dest.end();
+    cb();
   }
 
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    cb(err);
+  /** HTTP/2 upstreams hand trailers to their sink; they belong to the client response. */
+  addTrailers(trailers: Record<string, string>): void {
+    (this.dest as Writable & { addTrailers?: (t: Record<string, string>) => void }).addTrailers?.(trailers);
   }
 }
