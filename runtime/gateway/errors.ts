@@ -25,7 +25,42 @@ export const GatewayErrorCatalog = {
   method_not_allowed: [405, "routes match the path but not the method (see the Allow header)"],
   body_too_large: [413, "the request body exceeds the route's limit"],
   internal_error: [500, "an unexpected gateway error (logged with the request id)"],
-  action_unavailable: [501, "the route's action (aggregate, static) is not served by this runtime version"],
+  action_unavailable: [
+    400,
+    "the route's action cannot serve the request (a WebSocket upgrade on a route that does not forward)",
+  ],
+  cors_denied: [
+    403,
+    "a CORS preflight from an origin, or for a method or header, the route's cors does not allow (sent without CORS headers)",
+  ],
+  bad_json_body: [
+    400,
+    "the route transforms JSON request bodies and this one is not valid JSON (or its Content-Encoding is not supported)",
+  ],
+  static_not_found: [
+    404,
+    "a static route has no file for the path (also: dotfiles, paths that would leave the root)",
+  ],
+  range_not_satisfiable: [
+    416,
+    "a static file was asked for a byte range outside it (Content-Range: bytes */size)",
+  ],
+  response_too_large: [
+    502,
+    "the upstream response exceeds the route's limits.maxResponseBytes (a response already started is reset instead)",
+  ],
+  response_transform_failed: [
+    502,
+    "the route transforms JSON responses and the upstream's (or the merged aggregate) is not valid JSON or does not decode",
+  ],
+  aggregate_part_failed: [
+    502,
+    "an aggregate part with onError: fail failed (non-2xx, not JSON, reset, too large); x-meshgate-part names it",
+  ],
+  aggregate_part_timeout: [
+    504,
+    "an aggregate part with onError: fail did not answer within its timeout; x-meshgate-part names it",
+  ],
   upstream_reset: [502, "the upstream closed or reset the connection before a complete response head"],
   upstream_connect_failure: [503, "no connection to the upstream could be opened"],
   no_healthy_upstream: [503, "the cluster has no endpoints"],
