@@ -20,7 +20,8 @@
  * - Content-Type from a built-in extension table (`application/octet-stream` otherwise), always with
  *   `X-Content-Type-Options: nosniff`.
  * - With `spaFallback`, a GET/HEAD for a path that is no file and whose Accept lists text/html gets the
- *   fallback file (200) — refused paths (dotfiles, escapes) never fall back.
+ *   fallback file (200) — refused paths (dotfiles, escapes, FIFOs and other special files) never fall
+ *   back.
  * - Files stream from an open descriptor (`FileHandle.createReadStream`): never read whole into memory,
  *   and headers describe the very file that is streamed (fstat of the open descriptor).
  */
@@ -100,7 +101,7 @@ export function compileStatic(
 export interface MappedPath {
   /** Decoded file-name segments under the root. */
   readonly segments: readonly string[];
-  /** The path named a directory (trailing slash, or nothing left after the prefix). */
+  /** The path ends with a slash: it names a directory. */
   readonly directory: boolean;
 }
 
@@ -113,11 +114,9 @@ export function mapStaticPath(path: string, prefixSegments: number): MappedPath 
   const all = path === "/" ? [] : path.slice(1).split("/");
   if (all.length < prefixSegments) return null;
   const rest = all.slice(prefixSegments);
-  let directory = rest.length === 0;
-  if (rest.length > 0 && rest[rest.length - 1] === "") {
-    directory = true;
-    rest.pop();
-  }
+  // A trailing slash names a directory; "/app" for "/app/**" names the root without one (redirected).
+  const directory = path.endsWith("/");
+  if (rest.length > 0 && rest[rest.length - 1] === "") rest.pop();
   const segments: string[] = [];
   for (const raw of rest) {
     let seg: string;
@@ -207,11 +206,15 @@ interface OpenFile {
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const MISSING = new Set(["ENOENT", "ENOTDIR", "ELOOP", "ENAMETOOLONG", "EACCES", "EPERM", "EISDIR"]);
 
+/** A path that exists but may not be served (outside the root, a dotfile, not a regular file). */
+const REFUSED = "refused" as const;
+
 /**
- * Opens `candidate` when its real path lies inside the root and no segment of it is a dotfile; a
- * regular file or a directory, else null. Errors other than "not there" are thrown.
+ * Opens `candidate` when its real path lies inside the root and no segment of it is a dotfile, and it
+ * is a regular file or a directory; null when it does not exist, REFUSED when it may not be served.
+ * Errors other than "not there" are thrown.
  */
-async function openUnder(s: CompiledStatic, candidate: string): Promise<OpenFile | null> {
+async function openUnder(s: CompiledStatic, candidate: string): Promise<OpenFile | null | typeof REFUSED> {
   let real: string;
   try {
     real = await realpath(candidate);
@@ -220,8 +223,8 @@ async function openUnder(s: CompiledStatic, candidate: string): Promise<OpenFile
     throw err;
   }
   if (real !== s.root) {
-    if (!real.startsWith(s.root + sep)) return null;
-    for (const seg of real.slice(s.root.length + 1).split(sep)) if (seg.startsWith(".")) return null;
+    if (!real.startsWith(s.root + sep)) return REFUSED;
+    for (const seg of real.slice(s.root.length + 1).split(sep)) if (seg.startsWith(".")) return REFUSED;
   }
   let fh: FileHandle;
   try {
@@ -235,7 +238,7 @@ async function openUnder(s: CompiledStatic, candidate: string): Promise<OpenFile
   const st = await fh.stat();
   if (!st.isFile() && !st.isDirectory()) {
     await fh.close();
-    return null;
+    return REFUSED;
   }
   return { fh, size: st.size, mtimeMs: st.mtimeMs, directory: st.isDirectory() };
 }
@@ -245,10 +248,10 @@ async function findFile(
   s: CompiledStatic,
   segments: readonly string[],
   directoryRequest: boolean,
-): Promise<{ file: OpenFile; path: string } | { redirect: true } | null> {
+): Promise<{ file: OpenFile; path: string } | { redirect: true } | null | typeof REFUSED> {
   const candidate = segments.length === 0 ? s.root : join(s.root, ...segments);
   const opened = await openUnder(s, candidate);
-  if (opened === null) return null;
+  if (opened === null || opened === REFUSED) return opened;
   if (!opened.directory) {
     if (directoryRequest) {
       // "/file.txt/" names a directory that is not there.
@@ -262,7 +265,7 @@ async function findFile(
   for (const name of s.index) {
     const path = join(candidate, name);
     const f = await openUnder(s, path);
-    if (f === null) continue;
+    if (f === null || f === REFUSED) continue;
     if (!f.directory) return { file: f, path };
     await f.fh.close();
   }
@@ -311,7 +314,7 @@ export async function serveStatic(
       message: `static file error: ${(err as { code?: string }).code ?? "unknown"}`,
     };
   }
-  if (found === null) return notFound(req.path);
+  if (found === null || found === REFUSED) return notFound(req.path);
   if ("redirect" in found) {
     const headers: OutgoingHttpHeaders = {
       location: `${req.path}/${req.query ? `?${req.query}` : ""}`,
@@ -355,13 +358,13 @@ async function send(
           ];
     for (const [c, ext] of order) {
       if ((c === "br" ? br : gz) <= 0) continue;
-      let variant: OpenFile | null;
+      let variant: OpenFile | null | typeof REFUSED;
       try {
         variant = await openUnder(s, path + ext);
       } catch {
         variant = null;
       }
-      if (variant === null) continue;
+      if (variant === null || variant === REFUSED) continue;
       if (variant.directory) {
         await variant.fh.close();
         continue;

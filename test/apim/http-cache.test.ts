@@ -115,7 +115,8 @@ describe("static path mapping", () => {
       1,
       { segments: ["js", "main.js"], directory: false },
     ],
-    ["maps_the_prefix_itself_to_the_root_directory", "/app", 1, { segments: [], directory: true }],
+    ["maps_the_prefix_itself_to_the_root", "/app", 1, { segments: [], directory: false }],
+    ["maps_the_prefix_with_a_slash_to_the_root_directory", "/app/", 1, { segments: [], directory: true }],
     ["maps_a_trailing_slash_to_a_directory", "/app/docs/", 1, { segments: ["docs"], directory: true }],
     [
       "maps_the_whole_path_without_a_rest_pattern",
