@@ -89,6 +89,16 @@ export function errorCorsHeaders(ap: RouteApim, origin: string | undefined): Rec
   return h as Record<string, string>;
 }
 
+/**
+ * On a CORS route, puts the CORS headers for this origin on the response up front (`setHeader`), so
+ * every answer — the upstream's, or an error the gateway generates at any later step (401, 413, 429,
+ * 5xx) — carries them; writeHead merges them with its own.
+ */
+export function presetCorsHeaders(ap: RouteApim, origin: string | undefined, res: ServerResponse): void {
+  const h = errorCorsHeaders(ap, origin);
+  for (const name in h) res.setHeader(name, h[name]!);
+}
+
 /** Step 10, `static`: serves a file (or answers the error). Returns the access-log outcome. */
 export async function serveStaticRoute(
   host: ApimHost,

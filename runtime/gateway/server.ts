@@ -32,8 +32,8 @@ import {
   aggregateRoute,
   answerPreflight,
   corsOrigin,
-  errorCorsHeaders,
   prepareForResponseTransform,
+  presetCorsHeaders,
   ResponseShaper,
   serveStaticRoute,
   templateContext,
@@ -468,12 +468,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const ap = current.apim.get(d.route);
     const origin = corsOrigin(ap, req);
     if (d.preflight) return answerPreflight(apimHost, req, res, ap!);
+    if (ap?.cors) presetCorsHeaders(ap, origin, res);
 
     if (!d.auth.public) {
       // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
       return respondError(req, res, 401, "unauthenticated", "this route requires authentication", {
         "www-authenticate": 'Bearer realm="meshgate"',
-        ...(ap?.cors ? errorCorsHeaders(ap, origin) : {}),
       });
     }
     // Transform templates read the request (and, once authentication exists, the principal).

@@ -417,6 +417,16 @@ describe("cors on actual requests", () => {
     expect(r.headers.vary).toBe("Origin");
   });
 
+  it("adds_cors_headers_to_a_413_the_gateway_answers", async () => {
+    const r = await request(url("/api/items"), {
+      method: "POST",
+      headers: { origin: ORIGIN, "content-type": "text/plain", "content-length": String(2 * 1024 * 1024) },
+    });
+    expect(r.status).toBe(413);
+    expect(r.headers["access-control-allow-origin"]).toBe(ORIGIN);
+    expect(r.headers.vary).toBe("Origin");
+  });
+
   it("adds_cors_headers_to_the_401_of_an_authenticated_route", async () => {
     const r = await curl(url("/api/private"), ["-H", `Origin: ${ORIGIN}`]);
     expect(r.status).toBe(401);

@@ -5,7 +5,7 @@
  * require it answer 401 as they must; to exercise their transforms and aggregation anyway, this test
  * serves a copy of the config in which those routes are opened (nothing else changed).
  */
-import http from "node:http";
+import type http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { translate } from "../../components/translate/translate.ts";
