@@ -14,6 +14,8 @@ import {
   preflight,
 } from "../../runtime/apim/cors.ts";
 import type { GatewayRoute } from "../../runtime/contract/schema.ts";
+import { compileGateway, decide } from "../../runtime/decide/decide.ts";
+import { gatewayConfig } from "../support/gateway.ts";
 
 type Cors = NonNullable<GatewayRoute["cors"]>;
 const policy = (over: Partial<Cors> = {}) =>
@@ -190,5 +192,68 @@ describe("actual responses", () => {
     const h: OutgoingHttpHeaders = { vary: before };
     appendVary(h, "Origin");
     expect(h.vary).toBe(after);
+  });
+});
+
+describe("preflight routing in decide()", () => {
+  const config = gatewayConfig(
+    [
+      {
+        name: "items",
+        match: { path: "/api/items", methods: ["GET", "POST"] },
+        to: "app",
+        public: true,
+        cors: { origins: ["https://app.example"] },
+      },
+      { name: "plain", match: { path: "/api/plain", methods: ["POST"] }, to: "app", public: true },
+      { name: "options", match: { path: "/api/plain", methods: ["OPTIONS"] }, to: "app", public: true },
+    ],
+    { app: { port: 1 } },
+  );
+  const gw = compileGateway(config);
+  const facts = (path: string, headers: Record<string, string>) => ({
+    method: "OPTIONS",
+    target: path,
+    host: "localhost",
+    header: (n: string) => headers[n],
+  });
+
+  it.each([
+    [
+      "routes_a_preflight_by_its_announced_method",
+      "/api/items",
+      { origin: "https://x", "access-control-request-method": "POST" },
+      "items",
+      true,
+    ],
+    [
+      "keeps_options_without_origin_a_plain_request",
+      "/api/items",
+      { "access-control-request-method": "POST" },
+      null,
+      false,
+    ],
+    [
+      "keeps_a_preflight_on_a_route_without_cors_a_plain_options",
+      "/api/plain",
+      { origin: "https://x", "access-control-request-method": "POST" },
+      "options",
+      false,
+    ],
+  ] as const)("%s", (_claim, path, headers, route, preflight) => {
+    const d = decide(gw, facts(path, headers));
+    if (route === null) expect(d.kind).toBe("reject");
+    else {
+      expect(d.kind === "route" && d.route.name).toBe(route);
+      expect(d.kind === "route" && d.preflight).toBe(preflight);
+    }
+  });
+
+  it("never_marks_other_methods_as_preflights", () => {
+    const d = decide(gw, {
+      ...facts("/api/items", { origin: "https://x", "access-control-request-method": "POST" }),
+      method: "GET",
+    });
+    expect(d.kind === "route" && d.preflight).toBe(false);
   });
 });
