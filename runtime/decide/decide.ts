@@ -98,7 +98,13 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
   if (!servesHost(gw, host))
     return reject(404, "host_not_served", `this gateway does not serve host ${host}`);
 
-  const query = { method: facts.method, path: target.path, query: target.query, header: facts.header };
+  // `facts.header` may be a method (the gateway's Exchange): the router calls it detached, so bind it.
+  const query = {
+    method: facts.method,
+    path: target.path,
+    query: target.query,
+    header: (name: string) => facts.header(name),
+  };
   let match = gw.router.match(host, query);
   let preflight = false;
   if (facts.method === "OPTIONS") {

@@ -249,6 +249,42 @@ describe("preflight routing in decide()", () => {
     }
   });
 
+  it("reads_headers_through_facts_whose_header_is_a_method", () => {
+    // The gateway passes its per-request Exchange object; its header() needs its own `this`.
+    class Facts {
+      readonly method = "OPTIONS";
+      readonly target = "/api/items";
+      readonly host = "localhost";
+      readonly headers: Record<string, string> = {
+        origin: "https://x",
+        "access-control-request-method": "GET",
+      };
+      header(name: string): string | undefined {
+        return this.headers[name];
+      }
+    }
+    const d = decide(gw, new Facts());
+    expect(d.kind === "route" && d.preflight).toBe(true);
+    const conditioned = compileGateway(
+      gatewayConfig(
+        [
+          { name: "plain", match: { path: "/p", methods: ["GET"] }, to: "app", public: true },
+          {
+            name: "chaos",
+            match: { path: "/p", methods: ["GET"], headers: { "x-chaos": "on" } },
+            to: "app",
+            public: true,
+          },
+        ],
+        { app: { port: 1 } },
+      ),
+    );
+    const f = Object.assign(new Facts(), { method: "GET", target: "/p" });
+    expect(decide(conditioned, f)).toMatchObject({ kind: "route", route: { name: "plain" } });
+    f.headers["x-chaos"] = "on";
+    expect(decide(conditioned, f)).toMatchObject({ kind: "route", route: { name: "chaos" } });
+  });
+
   it("never_marks_other_methods_as_preflights", () => {
     const d = decide(gw, {
       ...facts("/api/items", { origin: "https://x", "access-control-request-method": "POST" }),
