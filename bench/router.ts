@@ -176,6 +176,7 @@ function buildTargets(routes: number, hot = false): Target[] {
 }
 
 const NO_HEADERS = (): string | undefined => undefined;
+const NO_HEADER_SOURCE = { header: NO_HEADERS };
 
 /** One pass: decide() for every target; returns a checksum so the work cannot be optimized away. */
 function pass(gw: CompiledGateway, targets: readonly Target[]): number {
@@ -258,7 +259,10 @@ const cases: Case[] = SIZES.map(({ routes, hot }) => {
     const c = canonicalizeTarget(t.target, { mergeSlashes: true });
     const host = canonicalHost(t.host);
     if (c.ok && host !== null)
-      lookups.push({ host, q: { method: t.method, path: c.path, query: c.query, header: NO_HEADERS } });
+      lookups.push({
+        host,
+        q: { method: t.method, path: c.path, query: c.query, headers: NO_HEADER_SOURCE },
+      });
   }
   return {
     routes,

@@ -133,6 +133,10 @@ export const DEFAULTS = {
     "the target service's retry policy (its own, else mesh.defaults.retries)",
   ),
   "gateway.routes.*.limits.maxBodySize": d("<gateway.limits.maxBodySize>", "the gateway-wide body limit"),
+  "gateway.routes.*.limits.maxResponseSize": d(
+    "1MiB",
+    "applies where the gateway buffers a response (aggregate parts, response body transforms); streamed responses are not limited unless set",
+  ),
   "gateway.routes.*.rateLimit.key": d(
     "ip",
     "the client address (trusted-hop aware) is known for every request",

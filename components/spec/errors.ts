@@ -54,6 +54,10 @@ export const SpecErrorCatalog = {
   E_SPEC_CA_LIFETIMES:
     "certificate lifetimes are inconsistent (leaf outlives intermediate, renewBefore ≥ TTL, …)",
   E_SPEC_SLO_TARGET: "an SLO names both or neither of route and service",
+  E_SPEC_RESERVED_HEADER:
+    "a transform or an aggregate part's forwardHeaders names a header the gateway owns (hop-by-hop, X-Forwarded-*, X-Request-Id, x-meshgate-*, principal headers, Content-Length, Host)",
+  E_SPEC_INVALID_TEMPLATE:
+    "a transform template or JSON field path is malformed (unknown variable, unclosed `${`, a `__proto__`, `constructor` or `prototype` segment)",
   // Warnings (non-fatal diagnostics from translate)
   W_SPEC_CALL_NOT_ALLOWED:
     "a declared call (or a gateway route) targets a service whose allow rules deny the caller",

@@ -362,18 +362,25 @@ const ServiceTarget = z.union([z.string(), z.strictObject({ service: z.string() 
 
 const HeaderOps = z
   .strictObject({
-    add: z.record(headerName(), z.string()),
-    set: z.record(headerName(), z.string()),
+    add: z
+      .record(headerName(), z.string())
+      .describe("Append a value (templates allowed: ${params.id}, ${request.header.x}, …)."),
+    set: z.record(headerName(), z.string()).describe("Replace the header's value (templates allowed)."),
     remove: z.array(headerName()),
   })
-  .partial();
+  .partial()
+  .describe("Applied remove → set → add. Hop-by-hop and gateway-owned headers are refused.");
 const BodyOps = z
   .strictObject({
     rename: z.record(z.string(), z.string()).describe("JSON field renames: { from: to } (dotted paths)."),
-    drop: z.array(z.string()),
-    set: z.record(z.string(), z.unknown()),
+    drop: z.array(z.string()).describe("JSON fields to remove (dotted paths)."),
+    set: z.record(z.string(), z.unknown()).describe("JSON fields to set to literal values (dotted paths)."),
+    template: z
+      .record(z.string(), z.string())
+      .describe('JSON fields to set to a rendered template, e.g. { userId: "${params.id}" }.'),
   })
-  .partial();
+  .partial()
+  .describe("JSON body mapping (application/json and +json only), applied drop → rename → set → template.");
 const Transform = z.strictObject({ headers: HeaderOps.optional(), body: BodyOps.optional() });
 
 const AuthRequirement = z.strictObject({
@@ -406,6 +413,10 @@ const AggregatePart = z.strictObject({
   timeout: duration().optional(),
   onError: z.enum(["fail", "omit", "default"]).default(D["gateway.routes.*.aggregate.*.onError"].value),
   default: z.unknown().optional().describe("Value used when onError is default."),
+  forwardHeaders: z
+    .array(headerName())
+    .optional()
+    .describe("Client headers copied to this part; cookies and authorization only when listed."),
 });
 
 const GatewayRoute = z.strictObject({
@@ -489,7 +500,13 @@ const GatewayRoute = z.strictObject({
     .optional(),
   timeout: duration().optional(),
   retries: RetriesOverride.optional(),
-  limits: z.strictObject({ maxBodySize: size() }).optional(),
+  limits: z
+    .strictObject({
+      maxBodySize: size("Request body limit (413 above it)."),
+      maxResponseSize: size("Upstream response body limit (502, or a reset once the response started)."),
+    })
+    .partial()
+    .optional(),
 });
 
 const JwtProvider = z.strictObject({

@@ -3,6 +3,9 @@
  * wrong shape, which the schema reports), so they run on every spec and one run lists every error.
  */
 import { isPatternError, parsePathPattern } from "../../runtime/decide/pattern.ts";
+import { originEntryProblem } from "../../runtime/apim/cors.ts";
+import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
+import { reservedHeader } from "../../runtime/gateway/headers.ts";
 import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
@@ -459,6 +462,87 @@ export function semanticIssues(raw: unknown): Issue[] {
     if (cacheRedis !== undefined)
       checkUrl(cacheRedis, ["gateway", "cache", "redis", "url"], ["redis:", "rediss:"], add);
 
+    // Transforms: headers the gateway owns stay out of reach; templates and field paths compile.
+    const principalHeaders = new Set<string>();
+    for (const [, pRaw] of entries(gateway.jwt))
+      for (const h of Object.keys(obj(obj(pRaw).forwardClaims))) principalHeaders.add(h.toLowerCase());
+    const reserved = (name: unknown, segments: Segments, what: string) => {
+      if (typeof name !== "string") return;
+      const why =
+        reservedHeader(name) ??
+        (principalHeaders.has(name.toLowerCase()) ? "a principal header (gateway.jwt forwardClaims)" : null);
+      if (why !== null)
+        add(
+          "E_SPEC_RESERVED_HEADER",
+          segments,
+          `header ${name} cannot be ${what}: it is ${why}`,
+          "choose another header; the gateway sets this one itself",
+        );
+    };
+    const template = (value: unknown, params: string[], segments: Segments) => {
+      if (typeof value !== "string") return;
+      const t = compileTemplate(value, { params });
+      if (!t.ok) add("E_SPEC_INVALID_TEMPLATE", segments, t.error, "see the template variables in the docs");
+    };
+    const fieldPath = (value: unknown, segments: Segments) => {
+      if (typeof value !== "string") return;
+      const f = parseFieldPath(value);
+      if (!f.ok)
+        add("E_SPEC_INVALID_TEMPLATE", segments, f.error, 'write a dotted path such as "customer.id"');
+    };
+    const checkTransforms = (r: Obj, base: Segments, params: string[]) => {
+      const kind =
+        r.static !== undefined
+          ? "static"
+          : r.redirect !== undefined
+            ? "redirect"
+            : r.aggregate !== undefined
+              ? "aggregate"
+              : "forward";
+      for (const dir of ["request", "response"] as const) {
+        const t = obj(obj(r.transform)[dir]);
+        const tb: Segments = [...base, "transform", dir];
+        const h = obj(t.headers);
+        arr(h.remove).forEach((n, k) =>
+          reserved(n, [...tb, "headers", "remove", k], "removed by a transform"),
+        );
+        for (const op of ["set", "add"] as const) {
+          for (const [n, v] of entries(h[op])) {
+            reserved(n, [...tb, "headers", op, n], "set by a transform");
+            template(v, params, [...tb, "headers", op, n]);
+          }
+        }
+        const b = obj(t.body);
+        arr(b.drop).forEach((p, k) => fieldPath(p, [...tb, "body", "drop", k]));
+        for (const [from, to] of entries(b.rename)) {
+          fieldPath(from, [...tb, "body", "rename", from]);
+          fieldPath(to, [...tb, "body", "rename", from]);
+        }
+        for (const [p] of entries(b.set)) fieldPath(p, [...tb, "body", "set", p]);
+        for (const [p, v] of entries(b.template)) {
+          fieldPath(p, [...tb, "body", "template", p]);
+          template(v, params, [...tb, "body", "template", p]);
+        }
+        const hasBody = t.body !== undefined;
+        const refused =
+          (kind === "static" || kind === "redirect") &&
+          (dir === "request" ? obj(r.transform)[dir] !== undefined : hasBody)
+            ? `transform.${dir}${dir === "response" ? ".body" : ""} does not apply to ${kind} routes`
+            : kind === "aggregate" && dir === "request" && hasBody
+              ? "an aggregate route sends no request body: transform.request.body does not apply"
+              : null;
+        if (refused !== null)
+          add(
+            "E_SPEC_ROUTE_ACTION",
+            dir === "request" && kind !== "aggregate" ? tb : [...tb, "body"],
+            refused,
+            "remove it, or forward the route (to or split)",
+          );
+      }
+    };
+    const methodsOf = (match: Obj): string[] =>
+      arr(match.methods).filter((m): m is string => typeof m === "string");
+
     // Routes.
     const routes = arr(gateway.routes);
     uniqueNames(routes, ["gateway", "routes"], "route");
@@ -604,7 +688,39 @@ export function semanticIssues(raw: unknown): Issue[] {
       for (const [part, pRaw] of entries(r.aggregate)) {
         const p = str(obj(pRaw).path);
         if (p !== undefined)
-          targetPath(p.split("?")[0]!, [], [...base, "aggregate", part, "path"], "aggregate");
+          targetPath(p.split("?")[0]!, params, [...base, "aggregate", part, "path"], "aggregate");
+        arr(obj(pRaw).forwardHeaders).forEach((h, k) =>
+          reserved(h, [...base, "aggregate", part, "forwardHeaders", k], "copied to an aggregate part"),
+        );
+      }
+      checkTransforms(r, base, params ?? []);
+      if (r.static !== undefined) {
+        const st = obj(r.static);
+        const bad = methodsOf(match).filter((m) => m !== "GET" && m !== "HEAD");
+        if (bad.length > 0)
+          add(
+            "E_SPEC_ROUTE_ACTION",
+            [...base, "match", "methods"],
+            `a static route serves GET and HEAD only, not ${bad.join(", ")}`,
+            "match methods: [GET, HEAD] (or omit methods)",
+          );
+        arr(st.index).forEach((n, k) => {
+          if (typeof n === "string" && (n === "" || /[/\\\0]/.test(n) || n.startsWith(".")))
+            add(
+              "E_SPEC_INVALID_VALUE",
+              [...base, "static", "index", k],
+              `index ${JSON.stringify(n)} is not a plain file name`,
+              'write a file name such as "index.html" (no "/", not starting with ".")',
+            );
+        });
+        const fb = str(st.spaFallback);
+        if (fb !== undefined && !/^(\/[^/.\\\0][^/\\\0]*)+$/.test(fb))
+          add(
+            "E_SPEC_INVALID_VALUE",
+            [...base, "static", "spaFallback"],
+            `spaFallback ${JSON.stringify(fb)} is not a file path under dir`,
+            'write a path such as "/index.html" (no "..", no dotfiles, no trailing "/")',
+          );
       }
 
       // Authentication: fail closed.
@@ -727,6 +843,16 @@ export function semanticIssues(raw: unknown): Issue[] {
         );
       }
       const cors = obj(r.cors);
+      arr(cors.origins).forEach((o, k) => {
+        const problem = typeof o === "string" ? originEntryProblem(o) : null;
+        if (problem !== null)
+          add(
+            "E_SPEC_INVALID_VALUE",
+            [...base, "cors", "origins", k],
+            `origin ${JSON.stringify(o)}: ${problem}`,
+            'write "https://app.example", "https://*.example.com" or "*"',
+          );
+      });
       if (cors.credentials === true && arr(cors.origins).includes("*")) {
         add(
           "E_SPEC_INVALID_VALUE",

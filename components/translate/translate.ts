@@ -501,8 +501,18 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
       : null,
     timeoutMs,
     retry: retryPlan(baseRetry, r.retries),
-    limits: { maxBodyBytes: parseSize(r.limits?.maxBodySize ?? g.limits.maxBodySize) },
+    limits: {
+      maxBodyBytes: parseSize(r.limits?.maxBodySize ?? g.limits.maxBodySize),
+      maxResponseBytes: maxResponseBytes(r),
+    },
   };
+}
+
+/** The route's response limit: as written, else the buffering default where the gateway buffers, else none. */
+function maxResponseBytes(r: GatewayRouteSpec): number | null {
+  if (r.limits?.maxResponseSize !== undefined) return parseSize(r.limits.maxResponseSize);
+  const buffers = r.aggregate !== undefined || r.transform?.response?.body !== undefined;
+  return buffers ? parseSize(DEFAULTS["gateway.routes.*.limits.maxResponseSize"].value) : null;
 }
 
 function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
@@ -529,6 +539,7 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
           timeoutMs: p.timeout !== undefined ? parseDuration(p.timeout) : timeoutMs,
           onError: p.onError,
           default: p.default ?? null,
+          forwardHeaders: sortedUnique(p.forwardHeaders ?? []),
         })),
     };
   }
@@ -907,6 +918,7 @@ function transform(t: TransformSpec | undefined): GatewayRoute["transform"]["req
           rename: sortRecord(t.body.rename ?? {}),
           drop: sortedUnique(t.body.drop ?? []),
           set: sortRecord(t.body.set ?? {}),
+          template: sortRecord(t.body.template ?? {}),
         }
       : null,
   };

@@ -184,6 +184,8 @@ export const RouteAction = z.discriminatedUnion("kind", [
           timeoutMs: ms,
           onError: z.enum(["fail", "omit", "default"]),
           default: z.unknown(),
+          /** Client request headers copied to this part (cookies and credentials only when listed here). */
+          forwardHeaders: z.array(z.string()),
         }),
       )
       .min(1),
@@ -230,15 +232,21 @@ export const RateLimit = z.strictObject({
   scope: z.enum(["replica", "fleet"]),
 });
 
+/** Header operations, applied remove → set → add. Values of add/set are templates (`${params.id}`). */
 const HeaderOps = z.strictObject({
   add: z.record(z.string(), z.string()),
   set: z.record(z.string(), z.string()),
   remove: z.array(z.string()),
 });
+/**
+ * JSON body operations on dotted paths (`a.b.c`), applied drop → rename → set → template: `set` values
+ * are literal JSON, `template` values are templates rendered per request.
+ */
 const BodyOps = z.strictObject({
   rename: z.record(z.string(), z.string()),
   drop: z.array(z.string()),
   set: z.record(z.string(), z.unknown()),
+  template: z.record(z.string(), z.string()),
 });
 const Transform = z.strictObject({ headers: HeaderOps, body: BodyOps.nullable() });
 
@@ -275,7 +283,15 @@ export const GatewayRoute = z.strictObject({
     .nullable(),
   timeoutMs: ms,
   retry: RetryPlan,
-  limits: z.strictObject({ maxBodyBytes: bytes }),
+  limits: z.strictObject({
+    maxBodyBytes: bytes,
+    /**
+     * Upstream response bodies larger than this are refused (502 before the head was sent, a reset
+     * after). null = streamed responses are not limited; routes that buffer responses (aggregate, a
+     * response body transform) always have a limit.
+     */
+    maxResponseBytes: bytes.nullable(),
+  }),
 });
 export type GatewayRoute = z.infer<typeof GatewayRoute>;
 

@@ -42,6 +42,11 @@ export interface RouteDecision {
   readonly auth: RouteAuth;
   readonly timeoutMs: number;
   readonly retry: RetryPlan;
+  /**
+   * A CORS preflight for this route: an OPTIONS with Origin and Access-Control-Request-Method, routed
+   * as the method it asks about, on a route with `cors`. The gateway answers it before authentication.
+   */
+  readonly preflight: boolean;
 }
 
 export type Decision = RouteDecision | RejectDecision;
@@ -93,12 +98,23 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
   if (!servesHost(gw, host))
     return reject(404, "host_not_served", `this gateway does not serve host ${host}`);
 
-  const match = gw.router.match(host, {
-    method: facts.method,
-    path: target.path,
-    query: target.query,
-    header: facts.header,
-  });
+  // The facts are the header source: the router calls facts.header() as a method (the gateway's
+  // Exchange implements it as one), and only for routes with header conditions.
+  const query = { method: facts.method, path: target.path, query: target.query, headers: facts };
+  let match = gw.router.match(host, query);
+  let preflight = false;
+  if (facts.method === "OPTIONS") {
+    // A CORS preflight belongs to the route of the request it announces (the route may not accept
+    // OPTIONS at all); only a route with cors answers preflights, others see a plain OPTIONS.
+    const requested = facts.header("access-control-request-method");
+    if (requested !== undefined && facts.header("origin") !== undefined) {
+      const announced = gw.router.match(host, { ...query, method: requested });
+      if (announced.kind === "matched" && announced.route.config.cors !== null) {
+        match = announced;
+        preflight = true;
+      }
+    }
+  }
   if (match.kind === "no-route")
     return reject(404, "no_route", `no route matches ${facts.method} ${target.path}`);
   if (match.kind === "method-not-allowed") {
@@ -126,6 +142,7 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
     auth: route.auth,
     timeoutMs: route.timeoutMs,
     retry: route.retry,
+    preflight,
   };
 }
 

@@ -69,7 +69,12 @@ export interface RouteQuery {
   readonly path: string;
   /** Raw query string (without "?"). */
   readonly query: string;
-  readonly header: (name: string) => string | undefined;
+  /** Header lookup by lower-case name (first value); called as a method, so `this` is kept. */
+  readonly headers: HeaderSource;
+}
+
+export interface HeaderSource {
+  header(name: string): string | undefined;
 }
 
 export type RouterResult =
@@ -233,7 +238,7 @@ function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | nu
 }
 
 function conditionsHold(r: CompiledRoute, s: MatchState): boolean {
-  for (const c of r.headers) if (!c.test(s.q.header(c.name))) return false;
+  for (const c of r.headers) if (!c.test(s.q.headers.header(c.name))) return false;
   if (r.query.length > 0) {
     const params = (s.parsedQuery ??= new URLSearchParams(s.q.query));
     for (const c of r.query) if (!c.test(params.get(c.name) ?? undefined)) return false;

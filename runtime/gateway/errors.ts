@@ -18,15 +18,46 @@ export const GatewayErrorCatalog = {
     400,
     "Transfer-Encoding other than exactly 'chunked', or any in an HTTP/1.0 request",
   ],
+  bad_json_body: [
+    400,
+    "the route transforms JSON request bodies and this one is not valid JSON (or its Content-Encoding is not supported)",
+  ],
+  action_unavailable: [
+    400,
+    "the route's action cannot serve the request (a WebSocket upgrade on a route that does not forward)",
+  ],
   http_version_not_supported: [505, "a request line with an HTTP version other than 1.0 or 1.1"],
   unauthenticated: [401, "the route requires authentication and the request did not authenticate"],
+  cors_denied: [
+    403,
+    "a CORS preflight from an origin, or for a method or header, the route's cors does not allow (sent without CORS headers)",
+  ],
   host_not_served: [404, "the gateway does not serve this host"],
   no_route: [404, "no route matches the method, host and canonical path"],
+  static_not_found: [
+    404,
+    "a static route has no file for the path (also: dotfiles, paths that would leave the root)",
+  ],
   method_not_allowed: [405, "routes match the path but not the method (see the Allow header)"],
   body_too_large: [413, "the request body exceeds the route's limit"],
+  range_not_satisfiable: [
+    416,
+    "a static file was asked for a byte range outside it (Content-Range: bytes */size)",
+  ],
   internal_error: [500, "an unexpected gateway error (logged with the request id)"],
-  action_unavailable: [501, "the route's action (aggregate, static) is not served by this runtime version"],
   upstream_reset: [502, "the upstream closed or reset the connection before a complete response head"],
+  response_too_large: [
+    502,
+    "the upstream response exceeds the route's limits.maxResponseBytes (a response already started is reset instead)",
+  ],
+  response_transform_failed: [
+    502,
+    "the route transforms JSON responses and the upstream's (or the merged aggregate) is not valid JSON or does not decode",
+  ],
+  aggregate_part_failed: [
+    502,
+    "an aggregate part with onError: fail failed (non-2xx, not JSON, reset, too large); x-meshgate-part names it",
+  ],
   upstream_connect_failure: [503, "no connection to the upstream could be opened"],
   no_healthy_upstream: [503, "the cluster has no endpoints"],
   no_cluster: [503, "the route's backend cluster is not configured"],
@@ -36,6 +67,10 @@ export const GatewayErrorCatalog = {
     "mTLS to the mesh needs a workload identity this gateway does not have",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
+  aggregate_part_timeout: [
+    504,
+    "an aggregate part with onError: fail did not answer within its timeout; x-meshgate-part names it",
+  ],
   fault_injected: [0, "a fault rule of the route aborted the request (status from the rule)"],
 } as const satisfies Record<string, readonly [number, string]>;
 

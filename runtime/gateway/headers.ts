@@ -2,7 +2,7 @@
  * Header hygiene at the edge: what the gateway refuses, what it strips in both directions, and the
  * headers it owns (set after stripping, so a client's `Connection: x-forwarded-for` cannot remove them).
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders } from "node:http";
 import { isIP } from "node:net";
 
 /** RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies must not forward. */
@@ -31,6 +31,21 @@ const GATEWAY_OWNED = new Set([
   "x-meshgate-route",
   "x-meshgate-client-ip",
 ]);
+
+/**
+ * Why a header may not be changed by a route's transform, or null when it may: hop-by-hop headers
+ * describe one connection, gateway-owned ones are set by the gateway alone (after stripping the
+ * client's), `x-meshgate-*` is the gateway's namespace, Content-Length is recomputed, and Host is
+ * changed only by `rewrite.host`.
+ */
+export function reservedHeader(name: string): string | null {
+  const n = name.toLowerCase();
+  if (HOP_BY_HOP.has(n)) return "a hop-by-hop header";
+  if (GATEWAY_OWNED.has(n) || n.startsWith("x-meshgate-")) return "owned by the gateway";
+  if (n === "content-length") return "recomputed by the gateway";
+  if (n === "host") return "changed only by rewrite.host";
+  return null;
+}
 
 /** Request headers that must appear once: a duplicate is ambiguous between proxy and upstream. */
 const SINGLETON = new Set([
@@ -136,20 +151,6 @@ export function upstreamRequestHeaders(
       .some((t) => t.trim() === "trailers")
   ) {
     out.te = "trailers";
-  }
-  return out;
-}
-
-/** The response headers to send the client: the upstream's, minus hop-by-hop ones. */
-export function downstreamResponseHeaders(
-  headers: Record<string, string | string[] | undefined>,
-): OutgoingHttpHeaders {
-  const listed = connectionTokens(headers.connection);
-  const out: OutgoingHttpHeaders = {};
-  for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || listed?.has(name)) continue;
-    const v = headers[name];
-    if (v !== undefined) out[name] = v;
   }
   return out;
 }

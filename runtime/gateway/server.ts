@@ -2,10 +2,11 @@
  * The edge gateway: HTTP/1.1 listeners, decide() per request, forwarding through upstream pools, an admin
  * listener, atomic config reload and graceful drain.
  *
- * Per request: header hygiene → decide() (canonical path, route, rewrite) → authentication requirement
- * (fail closed) → body limit → fault injection → backend and endpoint choice → forward → access log and
- * metrics. A reload compiles a whole new state and swaps one reference; requests in flight keep the
- * state they started with.
+ * Per request: header hygiene → decide() (canonical path, route, rewrite) → CORS preflight answered →
+ * authentication requirement (fail closed) → body limit → fault injection → the action: redirect, static,
+ * aggregate, or forward (request transform; backend and endpoint choice) → on the response: response
+ * transform, CORS headers, response size limit → access log and metrics. A reload compiles a whole new
+ * state and swaps one reference; requests in flight keep the state they started with.
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -25,6 +26,21 @@ import {
   type GatewayRequestFacts,
   type RouteDecision,
 } from "../decide/decide.ts";
+import type { CompiledRoute } from "../decide/router.ts";
+import { compileApim, type RouteApim } from "../apim/index.ts";
+import {
+  aggregateRoute,
+  answerPreflight,
+  corsOrigin,
+  prepareForResponseTransform,
+  presetCorsHeaders,
+  ResponseShaper,
+  serveStaticRoute,
+  templateContext,
+  transformRequestBody,
+  transformRequestHeaders,
+  type ApimHost,
+} from "../apim/pipeline.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -100,6 +116,8 @@ interface State {
   readonly tracer: Tracer;
   /** TLS certificates by listener name (https listeners). */
   readonly certificates: ReadonlyMap<string, CertificateSet>;
+  /** API-management settings (CORS, transforms, aggregate, static, limits) of the routes that have any. */
+  readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -260,6 +278,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "route",
     "kind",
   ]);
+  const mParts = metrics.counter(
+    "aggregate_parts_total",
+    "Aggregate route parts, by route, part and outcome.",
+    ["proxy", "route", "part", "outcome"],
+  );
+  const apimHost: ApimHost = {
+    respondError: (req, res, status, code, message, extra) =>
+      respondError(req, res, status, code, message, extra),
+    countError: (code) => mErrors.labels("gateway", code).inc(),
+    aggregateObserver: {
+      ...observer,
+      part: (route, part, outcome) => mParts.labels("gateway", route, part, outcome).inc(),
+    },
+  };
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig): Promise<State> {
@@ -280,11 +312,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       await cluster.start();
       clusters.set(c.name, cluster);
     }
+    let apim: Map<CompiledRoute, RouteApim>;
+    try {
+      apim = compileApim(config, compiled.router.routes, clusters);
+    } catch (err) {
+      for (const c of clusters.values()) c.close();
+      throw err;
+    }
     const certificates = loadAllCertificates(config);
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer };
+    return { config, compiled, clusters, certificates, tracer, apim };
   }
 
   let state = await buildState(options.config);
@@ -425,6 +464,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const routeName = (ex.routeName = d.route.name);
     ex.accessPath = d.path;
+    const ap = current.apim.get(d.route);
+    const origin = corsOrigin(ap, req);
+    if (d.preflight) return answerPreflight(apimHost, req, res, ap!);
+    if (ap?.cors) presetCorsHeaders(ap, origin, res);
 
     if (!d.auth.public) {
       // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
@@ -432,6 +475,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         "www-authenticate": 'Bearer realm="meshgate"',
       });
     }
+    // Transform templates read the request (and, once authentication exists, the principal).
+    const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, null) : null;
 
     const declared = req.headers["content-length"];
     const limit = d.route.config.limits.maxBodyBytes;
@@ -459,16 +504,27 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     switch (d.action.kind) {
       case "redirect":
         return redirect(res, scheme, d);
+      case "static":
+        ex.outcome = await serveStaticRoute(apimHost, req, res, d, ap!, origin, tctx);
+        return;
+      case "aggregate":
+        ex.outcome = await aggregateRoute(apimHost, req, res, d, ap!, origin, tctx, {
+          baseHeaders: {
+            "x-forwarded-for": forwardedFor,
+            "x-forwarded-proto": scheme,
+            ...(authority ? { "x-forwarded-host": authority, host: authority } : {}),
+            forwarded: forwardedHeader(trusted, peer, scheme, authority),
+            "x-real-ip": client,
+            "x-request-id": ex.requestId,
+          },
+          hashKey: client,
+          span,
+          tracer: current.tracer,
+          cancel: ex.cancel,
+        });
+        return;
       case "forward":
         break;
-      default:
-        return respondError(
-          req,
-          res,
-          501,
-          "action_unavailable",
-          `${d.action.kind} routes are not served by this runtime yet`,
-        );
     }
 
     const backend = chooseBackend(d.action.backends);
@@ -495,6 +551,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (overH2 && authority && !headers.host) headers.host = authority;
     headers["x-request-id"] = ex.requestId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
+    if (ap) {
+      transformRequestHeaders(ap, headers, tctx);
+      prepareForResponseTransform(ap, headers);
+    }
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -506,7 +566,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         ? declared !== "0"
         : req.headers["transfer-encoding"] !== undefined;
     let body: Buffer | NodeJS.ReadableStream | null = null;
-    if (hasBody) {
+    const transformed =
+      hasBody && ap?.request?.body ? await transformRequestBody(ap, req, headers, limit, tctx) : null;
+    if (transformed !== null && transformed.kind !== "untouched") {
+      if (transformed.kind === "aborted") return void res.destroy();
+      if (transformed.kind === "error") {
+        noKeepAlive(res);
+        return respondError(req, res, transformed.status, transformed.code, transformed.message);
+      }
+      body = transformed.body;
+    } else if (hasBody) {
       const mirror = d.action.mirror !== null;
       if (
         declared !== undefined &&
@@ -547,6 +616,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       else delete headers.tracestate;
     }
     // The client leaving cancels the upstream request (exchangeClosed); the failure is then the client's.
+    const shaper = ap ? new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel) : null;
     const result = await forward(
       cluster,
       {
@@ -562,6 +632,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       (status, upstreamHeaders) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (draining) upstreamHeaders.connection = "close";
+        if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
         return res;
       },
@@ -575,6 +646,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         ? { statusCode: result.status }
         : { error: result.error ?? new Error(result.outcome), errorType: result.outcome },
     );
+    const shaped = shaper ? await shaper.finish(result) : null;
+    if (shaped !== null) {
+      ex.outcome = shaped;
+      return;
+    }
     if (result.kind === "ok") {
       ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
       return;
@@ -584,7 +660,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       noKeepAlive(res);
       return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
-    if (result.headersSent || result.outcome === "client_aborted") {
+    if ((result.headersSent && res.headersSent) || result.outcome === "client_aborted") {
       // The response started (never present a truncated body as complete), or the client left: reset.
       res.destroy(result.error ?? undefined);
       return;

@@ -267,10 +267,10 @@ describe("limits and refusals", () => {
     expect(app.received.length).toBe(before);
   });
 
-  it("fails_closed_on_actions_this_runtime_does_not_serve_yet", async () => {
+  it("serves_aggregate_routes_through_the_upstream_clusters", async () => {
     const r = await request(`${gw.url}/dash`);
-    expect(r.status).toBe(501);
-    expect(r.headers["x-meshgate-error"]).toBe("action_unavailable");
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ a: { path: "/a", method: "GET" } });
   });
 });
 

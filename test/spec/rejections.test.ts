@@ -928,6 +928,184 @@ const ROWS: Row[] = [
     code: "E_SPEC_INVALID_TRUST_DOMAIN",
     path: "trustDomain",
   },
+  // ── API management: transforms, CORS origins, aggregate headers, static routes ──
+  {
+    claim: "rejects_a_transform_that_sets_a_gateway_owned_header",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { request: { headers: { set: { "x-forwarded-for": "1.2.3.4" } } } }),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[0].transform.request.headers.set.x-forwarded-for",
+  },
+  {
+    claim: "rejects_a_transform_that_removes_a_hop_by_hop_header",
+    mutate: (s) => (gatewayRoute(s, 0).transform = { response: { headers: { remove: ["connection"] } } }),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[0].transform.response.headers.remove[0]",
+  },
+  {
+    claim: "rejects_a_transform_that_forges_a_principal_header",
+    mutate: (s) => {
+      s.gateway.jwt.main.forwardClaims = { "x-user": "sub" };
+      gatewayRoute(s, 1).transform = { request: { headers: { add: { "x-user": "admin" } } } };
+    },
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[1].transform.request.headers.add.x-user",
+    message: "principal header",
+  },
+  {
+    claim: "rejects_a_transform_in_the_meshgate_header_namespace",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { request: { headers: { set: { "x-meshgate-subject": "x" } } } }),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[0].transform.request.headers.set.x-meshgate-subject",
+  },
+  {
+    claim: "rejects_an_aggregate_part_forwarding_a_hop_by_hop_header",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "dash",
+        match: { path: "/api/dash", methods: ["GET"] },
+        auth: { jwt: "main" },
+        aggregate: { me: { service: "users", path: "/me", forwardHeaders: ["te"] } },
+      }),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[3].aggregate.me.forwardHeaders[0]",
+  },
+  {
+    claim: "rejects_a_template_with_an_unknown_variable",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = {
+        request: { headers: { set: { "x-env": "${process.env.SECRET}" } } },
+      }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.request.headers.set.x-env",
+    message: "not a template variable",
+  },
+  {
+    claim: "rejects_a_template_naming_a_param_the_route_does_not_capture",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { request: { headers: { set: { "x-user": "${params.user}" } } } }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.request.headers.set.x-user",
+    message: "captures {id}",
+  },
+  {
+    claim: "rejects_an_unclosed_template",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { request: { body: { template: { id: "${params.id" } } } }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.request.body.template.id",
+  },
+  {
+    claim: "rejects_a_body_path_through_proto",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { response: { body: { set: { "__proto__.admin": true } } } }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.response.body.set.__proto__.admin",
+  },
+  {
+    claim: "rejects_a_body_rename_into_constructor",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = { request: { body: { rename: { a: "constructor.prototype.x" } } } }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.request.body.rename.a",
+  },
+  {
+    claim: "rejects_a_template_reading_a_claim_through_prototype",
+    mutate: (s) =>
+      (gatewayRoute(s, 0).transform = {
+        request: { headers: { set: { "x-c": "${principal.claims.prototype.x}" } } },
+      }),
+    code: "E_SPEC_INVALID_TEMPLATE",
+    path: "gateway.routes[0].transform.request.headers.set.x-c",
+  },
+  {
+    claim: "rejects_a_request_body_transform_on_an_aggregate_route",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "dash",
+        match: { path: "/api/dash", methods: ["GET"] },
+        auth: { jwt: "main" },
+        aggregate: { me: { service: "users", path: "/me" } },
+        transform: { request: { body: { drop: ["x"] } } },
+      }),
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[3].transform.request.body",
+  },
+  {
+    claim: "rejects_a_request_transform_on_a_static_route",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "site",
+        match: { path: "/site/**", methods: ["GET"] },
+        public: true,
+        static: { dir: "/srv/www" },
+        transform: { request: { headers: { set: { "x-a": "b" } } } },
+      }),
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[3].transform.request",
+  },
+  {
+    claim: "rejects_a_static_route_matching_post",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "site",
+        match: { path: "/site/**", methods: ["GET", "POST"] },
+        public: true,
+        static: { dir: "/srv/www" },
+      }),
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[3].match.methods",
+  },
+  {
+    claim: "rejects_a_static_index_with_a_slash",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "site",
+        match: { path: "/site/**" },
+        public: true,
+        static: { dir: "/srv/www", index: ["../index.html"] },
+      }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[3].static.index[0]",
+  },
+  {
+    claim: "rejects_a_spa_fallback_that_climbs",
+    mutate: (s) =>
+      s.gateway.routes.push({
+        name: "site",
+        match: { path: "/site/**" },
+        public: true,
+        static: { dir: "/srv/www", spaFallback: "/../etc/passwd" },
+      }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[3].static.spaFallback",
+  },
+  {
+    claim: "rejects_the_null_cors_origin",
+    mutate: (s) => (gatewayRoute(s, 0).cors = { origins: ["null"] }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[0].cors.origins[0]",
+  },
+  {
+    claim: "rejects_a_cors_origin_with_a_path",
+    mutate: (s) => (gatewayRoute(s, 0).cors = { origins: ["https://app.example/"] }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[0].cors.origins[0]",
+  },
+  {
+    claim: "rejects_a_cors_wildcard_over_a_top_level_domain",
+    mutate: (s) => (gatewayRoute(s, 0).cors = { origins: ["https://*.com"] }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[0].cors.origins[0]",
+    message: "two labels",
+  },
+  {
+    claim: "rejects_a_cors_wildcard_in_the_middle_of_a_host",
+    mutate: (s) => (gatewayRoute(s, 0).cors = { origins: ["https://app.*.example.com"] }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.routes[0].cors.origins[0]",
+  },
   {
     claim: "rejects_a_cidr_prefix_with_a_leading_zero",
     mutate: (s) => (s.gateway.routes[2].auth.clientIps = ["10.0.0.0/08"]),
