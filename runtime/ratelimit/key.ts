@@ -61,9 +61,9 @@ function bounded(v: string): string {
  * Anything else (a trusted proxy passing junk) is bounded like any value.
  */
 export function clientKey(address: string): string {
-  const kind = isIP(address);
-  if (kind === 4) return address;
-  if (kind === 6) {
+  // IPv4 (the common case) needs no normalization: anything without ':' is used as it is (bounded).
+  if (!address.includes(":")) return address.length <= MAX_KEY_VALUE ? address : bounded(address);
+  if (isIP(address) === 6) {
     const lower = address.toLowerCase();
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
     if (mapped) return mapped[1]!;

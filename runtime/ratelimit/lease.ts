@@ -203,7 +203,9 @@ export class LeaseClient {
   readonly #idleMs: number;
   readonly #timeoutMs: number;
   readonly #maxKeys: number;
-  readonly #entries = new Map<string, Entry>();
+  /** Entries per limit (policy id), then per key: no string joined per check. */
+  readonly #tables = new Map<string, Map<string, Entry>>();
+  #count = 0;
   readonly #defined = new Set<string>();
   #newPolicies: LeasePolicy[] = [];
   #ops: [string, string, number, number, number][] = [];
@@ -226,7 +228,10 @@ export class LeaseClient {
 
   /** A per-limit view whose `check` spends this worker's leases. `scope` separates routes. */
   limiter(scope: string, policy: BucketPolicy): LeasedBuckets {
-    return new LeasedBuckets(this, `${scope}|${policy.id}`, policy);
+    const id = `${scope}|${policy.id}`;
+    let table = this.#tables.get(id);
+    if (!table) this.#tables.set(id, (table = new Map()));
+    return new LeasedBuckets(this, id, policy, table);
   }
 
   /** Feeds a reply from the primary (wired to the IPC channel by the worker). */
@@ -259,7 +264,7 @@ export class LeaseClient {
 
   /** Keys held (for tests). */
   get size(): number {
-    return this.#entries.size;
+    return this.#count;
   }
 
   /** Gives back idle leases, fails asks the primary did not answer in time. Runs on a timer. */
@@ -276,28 +281,35 @@ export class LeaseClient {
         if (waiters) for (const w of waiters) w(UNAVAILABLE);
       }
     }
-    for (const [k, e] of this.#entries) {
-      if (e.inflight || e.waiters || now - e.lastUsed < this.#idleMs) continue;
-      this.#evict(k, e);
-    }
+    for (const table of this.#tables.values())
+      for (const [k, e] of table) {
+        if (e.inflight || e.waiters || now - e.lastUsed < this.#idleMs) continue;
+        this.#evict(table, k, e);
+      }
   }
 
   /** Stops the timer and gives every unused token back. */
   close(): void {
     clearInterval(this.#timer);
-    for (const e of this.#entries.values())
-      if (e.tokens > 0) this.#queue(e.policy, e.key, 0, 0, e.tokens, null);
-    this.#entries.clear();
+    for (const table of this.#tables.values()) {
+      for (const e of table.values()) if (e.tokens > 0) this.#queue(e.policy, e.key, 0, 0, e.tokens, null);
+      table.clear();
+    }
+    this.#count = 0;
     this.#flush();
   }
 
   /** @internal the check of LeasedBuckets. */
-  check(policyId: string, policy: BucketPolicy, key: string): RateLimitDecision | Promise<RateLimitDecision> {
+  check(
+    policyId: string,
+    policy: BucketPolicy,
+    table: Map<string, Entry>,
+    key: string,
+  ): RateLimitDecision | Promise<RateLimitDecision> {
     const now = this.#now();
-    const id = `${policyId}\u0000${key}`;
-    let e = this.#entries.get(id);
+    let e = table.get(key);
     if (e === undefined) {
-      if (this.#entries.size >= this.#maxKeys) this.#makeRoom();
+      if (this.#count >= this.#maxKeys) this.#makeRoom();
       if (!this.#defined.has(policyId)) {
         this.#defined.add(policyId);
         this.#newPolicies.push({
@@ -322,7 +334,8 @@ export class LeaseClient {
         inflight: false,
         waiters: null,
       };
-      this.#entries.set(id, e);
+      table.set(key, e);
+      this.#count++;
     }
     e.lastUsed = now;
     if (e.tokens >= 1) {
@@ -419,28 +432,30 @@ export class LeaseClient {
     // the back. If all are in use, drop the oldest that is not waiting for the primary.
     const now = this.#now();
     let probes = 0;
-    let fallback: string | undefined;
-    const moved: [string, Entry][] = [];
-    for (const [k, e] of this.#entries) {
-      if (probes++ >= 16) break;
-      if (e.inflight || e.waiters) continue;
-      if (now - e.lastUsed >= this.#idleMs) {
-        this.#evict(k, e);
-        return;
+    let fallback: [Map<string, Entry>, string, Entry] | undefined;
+    const moved: [Map<string, Entry>, string, Entry][] = [];
+    for (const table of this.#tables.values()) {
+      for (const [k, e] of table) {
+        if (probes++ >= 16) break;
+        if (e.inflight || e.waiters) continue;
+        if (now - e.lastUsed >= this.#idleMs) {
+          this.#evict(table, k, e);
+          return;
+        }
+        if (fallback) moved.push([table, k, e]);
+        else fallback = [table, k, e];
       }
-      fallback ??= k;
-      moved.push([k, e]);
+      if (probes >= 16) break;
     }
-    if (fallback !== undefined) this.#evict(fallback, this.#entries.get(fallback)!);
-    for (const [k, e] of moved) {
-      if (k === fallback) continue;
-      this.#entries.delete(k);
-      this.#entries.set(k, e);
+    if (fallback) this.#evict(...fallback);
+    for (const [table, k, e] of moved) {
+      table.delete(k);
+      table.set(k, e);
     }
   }
 
-  #evict(k: string, e: Entry): void {
-    this.#entries.delete(k);
+  #evict(table: Map<string, Entry>, k: string, e: Entry): void {
+    if (table.delete(k)) this.#count--;
     if (e.tokens > 0) this.#queue(e.policy, e.key, 0, 0, e.tokens, null);
     e.tokens = 0;
   }
@@ -479,12 +494,15 @@ export class LeasedBuckets {
   readonly policy: BucketPolicy;
   readonly #client: LeaseClient;
   readonly #id: string;
-  constructor(client: LeaseClient, id: string, policy: BucketPolicy) {
+  readonly #table: Map<string, Entry>;
+  /** @internal made by `LeaseClient.limiter`. */
+  constructor(client: LeaseClient, id: string, policy: BucketPolicy, table: Map<string, Entry>) {
     this.#client = client;
     this.#id = id;
     this.policy = policy;
+    this.#table = table;
   }
   check(key: string): RateLimitDecision | Promise<RateLimitDecision> {
-    return this.#client.check(this.#id, this.policy, key);
+    return this.#client.check(this.#id, this.policy, this.#table, key);
   }
 }

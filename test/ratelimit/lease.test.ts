@@ -176,7 +176,7 @@ describe("leases across two real worker processes", () => {
   const FIXTURE = new URL("./fixtures/load-worker.ts", import.meta.url);
 
   async function runWorkers(
-    start: Omit<StartMessage, "type" | "mode">,
+    start: Omit<StartMessage, "type" | "mode" | "startAt">,
     active: boolean[],
   ): Promise<{ done: DoneMessage[]; server: LeaseServer; ipcRequests: number }> {
     const server = new LeaseServer();
@@ -184,6 +184,7 @@ describe("leases across two real worker processes", () => {
       fork(FIXTURE, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] }),
     );
     let ipcRequests = 0;
+    const startAt = Date.now() + 1500; // every worker counts over the same window
     try {
       const done = await Promise.all(
         children.map(
@@ -192,7 +193,7 @@ describe("leases across two real worker processes", () => {
               child.on("message", (m: { type: string }) => {
                 if (m.type === "ready") {
                   if (active[i])
-                    child.send({ type: "start", mode: "lease", ...start } satisfies StartMessage);
+                    child.send({ type: "start", mode: "lease", startAt, ...start } satisfies StartMessage);
                   else
                     resolveDone({
                       type: "done",
