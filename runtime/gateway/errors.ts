@@ -24,6 +24,10 @@ export const GatewayErrorCatalog = {
   no_route: [404, "no route matches the method, host and canonical path"],
   method_not_allowed: [405, "routes match the path but not the method (see the Allow header)"],
   body_too_large: [413, "the request body exceeds the route's limit"],
+  rate_limited: [
+    429,
+    "the route's rate limit for this client is spent (Retry-After says when to retry; RateLimit-* describe the limit)",
+  ],
   internal_error: [500, "an unexpected gateway error (logged with the request id)"],
   action_unavailable: [501, "the route's action (aggregate, static) is not served by this runtime version"],
   upstream_reset: [502, "the upstream closed or reset the connection before a complete response head"],
@@ -34,6 +38,10 @@ export const GatewayErrorCatalog = {
   upstream_identity_unavailable: [
     503,
     "mTLS to the mesh needs a workload identity this gateway does not have",
+  ],
+  ratelimit_unavailable: [
+    503,
+    "the rate-limit store (Redis) timed out or failed and is configured to fail closed (Retry-After: 1)",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
   fault_injected: [0, "a fault rule of the route aborted the request (status from the rule)"],

@@ -213,7 +213,7 @@ export class RateLimiters {
       if (redisClient && !this.#inUse(redisClient)) void redisClient.close();
       throw err;
     }
-    const mode = describe(config, fleetDivisor, this.#leases ? "leased" : "single-process", routes);
+    const mode = describeMode(config, this.#leases ? "leased" : "single-process", routes);
     const plan: RateLimitPlan = { limiters, mode, redisKey, redisClient };
     this.#built.add(plan);
     return plan;
@@ -235,6 +235,11 @@ export class RateLimiters {
   discard(plan: RateLimitPlan): void {
     if (!this.#built.delete(plan)) return;
     if (plan.redisClient && !this.#inUse(plan.redisClient)) void plan.redisClient.close();
+  }
+
+  /** Discards every plan built since the last `activate()` (a reload that failed after configure). */
+  discardPending(): void {
+    for (const plan of [...this.#built]) this.discard(plan);
   }
 
   get mode(): RateLimitMode | null {
@@ -324,13 +329,40 @@ function reportUnavailable(observer: RateLimitObserver) {
   };
 }
 
-function describe(
+/**
+ * Which mode a config puts the rate limits in, without building anything (for the multi-worker
+ * primary's log line). Throws like `configure()` for limits that cannot be counted exactly.
+ */
+export function rateLimitMode(
   config: GatewayRuntimeConfig,
-  fleetDivisor: number,
+  workers: RateLimitMode["workers"],
+): RateLimitMode {
+  const store = config.rateLimitStore;
+  const routes: RateLimitMode["routes"][number][] = [];
+  for (const r of config.routes) {
+    const rl = r.rateLimit;
+    if (!rl) continue;
+    const divisor = rl.scope === "fleet" && store.kind === "local" ? store.replicas : 1;
+    routes.push({
+      route: r.name,
+      scope: rl.scope,
+      store:
+        rl.scope === "fleet" && store.kind === "redis" ? "redis" : workers === "leased" ? "leased" : "local",
+      key: rl.key.kind === "header" ? `header:${rl.key.header}` : rl.key.kind,
+      policy: compilePolicy(rl, divisor).policyHeader,
+      divisor,
+    });
+  }
+  return describeMode(config, workers, routes);
+}
+
+function describeMode(
+  config: GatewayRuntimeConfig,
   workers: RateLimitMode["workers"],
   routes: RateLimitMode["routes"][number][],
 ): RateLimitMode {
   const store = config.rateLimitStore;
+  const fleetDivisor = store.kind === "local" ? store.replicas : 1;
   const redis =
     store.kind === "redis"
       ? { url: redactRedisUrl(store.url), failMode: store.failMode, timeoutMs: store.timeoutMs }
