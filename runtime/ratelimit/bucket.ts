@@ -35,8 +35,12 @@ export interface BucketPolicy {
   readonly raisedToOneToken: boolean;
 }
 
-/** Units beyond this would lose integer precision in doubles (here and in Redis' Lua). */
-export const MAX_UNITS = 2 ** 46;
+/**
+ * The largest rate, cost or capacity. Units then stay below 2^51 (a refill adds less than what is
+ * missing plus one ms of rate; a worker debt is a few tokens), well inside the 2^53 that doubles — here
+ * and in Redis' Lua — hold exactly.
+ */
+export const MAX_UNITS = 2 ** 50;
 
 export interface LimitNumbers {
   readonly requests: number;
@@ -46,7 +50,7 @@ export interface LimitNumbers {
 
 /**
  * Compiles a limit (divided over `divisor` replicas). Throws RangeError when the numbers cannot be
- * represented exactly (a burst × period beyond 2^46 after reduction), naming them.
+ * represented exactly (a burst × period beyond 2^50 after reduction), naming them.
  */
 export function compilePolicy(limit: LimitNumbers, divisor = 1): BucketPolicy {
   const { requests, periodMs, burst } = limit;

@@ -17,7 +17,7 @@
  *   reconnecting, checks fail at once.
  *
  * The numbers are the integers of bucket.ts (units, not fractional tokens): doubles in Lua hold them
- * exactly (they are below 2^46), and they are written back with `%d`, never in exponent notation.
+ * exactly (they stay below 2^51), and they are written back with `%d`, never in exponent notation.
  */
 import { createHash } from "node:crypto";
 import type { RedisClient } from "../redis/client.ts";
