@@ -138,7 +138,7 @@ export function handleUpgrade(
     undefined,
     limiter.header === null ? undefined : req.headers[limiter.header],
   );
-  if (rl instanceof Promise) void rl.then(limited);
+  if (rl instanceof Promise) rl.then(limited).catch(() => socket.destroy());
   else limited(rl);
 }
 
