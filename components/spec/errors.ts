@@ -67,6 +67,8 @@ export const SpecErrorCatalog = {
   W_SPEC_RETRY_UNSAFE_METHOD:
     "retries are set on a route that only accepts non-idempotent methods; they apply only to bytes never sent",
   W_SPEC_PUBLIC_ROUTE_UNLIMITED: "a public route has no rate limit",
+  W_SPEC_RATE_LIMIT_REPLICA_FLOOR:
+    "a fleet rate limit divided over the replicas (no Redis) leaves each replica less than one token of burst; each allows one",
 } as const;
 
 export type SpecCode = keyof typeof SpecErrorCatalog;

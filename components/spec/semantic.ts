@@ -6,6 +6,7 @@ import { isPatternError, parsePathPattern } from "../../runtime/decide/pattern.t
 import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
+import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
 import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
@@ -828,6 +829,42 @@ export function semanticIssues(raw: unknown): Issue[] {
           "rate limit keyed by consumer, but the route does not accept apiKey",
           "use key: ip, or add auth.apiKey: true",
         );
+      // The gateway counts limits in exact integers: refuse here what it would refuse at load.
+      const rlPeriod = ms(rl?.per);
+      if (rl && rlPeriod === 0)
+        add(
+          "E_SPEC_OUT_OF_RANGE",
+          [...base, "rateLimit", "per"],
+          "a rate-limit period of 0",
+          "write e.g. per: 1s",
+        );
+      const rlBurst = rl?.burst ?? rl?.requests;
+      if (
+        rl &&
+        rlPeriod &&
+        Number.isSafeInteger(rl.requests) &&
+        Number.isSafeInteger(rlBurst) &&
+        (rl.requests as number) > 0 &&
+        (rlBurst as number) > 0
+      ) {
+        const replicas =
+          typeof gateway.replicas === "number" ? gateway.replicas : DEFAULTS["gateway.replicas"].value;
+        const divided = rl.scope !== "replica" && gateway.rateLimitStore === undefined;
+        try {
+          compilePolicy(
+            { requests: rl.requests as number, periodMs: rlPeriod, burst: rlBurst as number },
+            divided && Number.isSafeInteger(replicas) && replicas > 0 ? replicas : 1,
+          );
+        } catch (err) {
+          if (err instanceof RangeError)
+            add(
+              "E_SPEC_OUT_OF_RANGE",
+              [...base, "rateLimit"],
+              err.message,
+              "use a shorter per, or round requests and burst",
+            );
+        }
+      }
 
       // Timeouts, caching, CORS.
       const routeTimeout = ms(r.timeout) ?? serviceTimeouts.get(primaryOf(r) ?? "") ?? defaultTimeout;

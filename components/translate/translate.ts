@@ -634,6 +634,17 @@ function diagnoseGatewayRoutes(ctx: Context): void {
         hint: "remove retries, or make the upstream idempotent (e.g. with an Idempotency-Key) and accept that",
       });
     }
+    const rl = r.rateLimit;
+    const g = ctx.spec.gateway;
+    if (rl && rl.scope === "fleet" && g && !g.rateLimitStore && (rl.burst ?? rl.requests) < g.replicas) {
+      ctx.diagnose({
+        code: "W_SPEC_RATE_LIMIT_REPLICA_FLOOR",
+        severity: "warning",
+        path: `${base}.rateLimit`,
+        message: `route "${r.name}": a burst of ${rl.burst ?? rl.requests} divided over ${g.replicas} replicas is below one token each; each replica allows 1, so the fleet allows bursts of ${g.replicas}`,
+        hint: "raise burst to at least gateway.replicas, use scope: replica, or share the limit through rateLimitStore.redis",
+      });
+    }
     if (r.public && !r.rateLimit) {
       ctx.diagnose({
         code: "W_SPEC_PUBLIC_ROUTE_UNLIMITED",

@@ -44,6 +44,10 @@ export const GatewayErrorCatalog = {
     416,
     "a static file was asked for a byte range outside it (Content-Range: bytes */size)",
   ],
+  rate_limited: [
+    429,
+    "the route's rate limit for this client is spent (Retry-After says when to retry; RateLimit-* describe the limit)",
+  ],
   internal_error: [500, "an unexpected gateway error (logged with the request id)"],
   upstream_reset: [502, "the upstream closed or reset the connection before a complete response head"],
   response_too_large: [
@@ -65,6 +69,10 @@ export const GatewayErrorCatalog = {
   upstream_identity_unavailable: [
     503,
     "mTLS to the mesh needs a workload identity this gateway does not have",
+  ],
+  ratelimit_unavailable: [
+    503,
+    "the rate-limit store (Redis) timed out or failed and is configured to fail closed (Retry-After: 1)",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
   aggregate_part_timeout: [

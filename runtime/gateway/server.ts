@@ -51,6 +51,9 @@ import {
   type HistogramChild,
 } from "../telemetry/metrics.ts";
 import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
+import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
+import type { LeaseClient } from "../ratelimit/lease.ts";
+import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
 import {
   checkRequestHeaders,
   clientAddress,
@@ -84,6 +87,8 @@ export interface GatewayOptions {
   reusePort?: boolean;
   /** Serve the admin listener (default true; workers leave it to their primary). */
   admin?: boolean;
+  /** In a worker: in-process rate limits spend leases on the primary's buckets (shared by all workers). */
+  rateLimitLeases?: LeaseClient;
   logger?: Logger;
 }
 
@@ -118,6 +123,8 @@ interface State {
   readonly certificates: ReadonlyMap<string, CertificateSet>;
   /** API-management settings (CORS, transforms, aggregate, static, limits) of the routes that have any. */
   readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
+  /** The rate limiter of each route with a rateLimit. */
+  readonly rateLimits: RateLimitPlan;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -292,10 +299,76 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       part: (route, part, outcome) => mParts.labels("gateway", route, part, outcome).inc(),
     },
   };
+  const mLimited = metrics.counter(
+    "ratelimit_limited_total",
+    "Requests refused with 429 by a route's rate limit.",
+    ["proxy", "route"],
+  );
+  const mStoreErrors = metrics.counter(
+    "ratelimit_store_errors_total",
+    "Rate-limit checks the store could not answer (Redis, or the primary's leases), by reason and the fail mode that answered instead.",
+    ["proxy", "reason", "mode"],
+  );
+  const mFailOpen = metrics.counter(
+    "ratelimit_fail_open_total",
+    "Requests admitted without a rate-limit answer because the store failed and fails open.",
+    ["proxy", "route"],
+  );
+  const mEvictions = metrics.counter(
+    "ratelimit_evictions_total",
+    "In-process buckets dropped at the key cap: idle (full, nothing lost) or active.",
+    ["proxy", "kind"],
+  );
+  const mRateLimitMode = metrics.gauge(
+    "ratelimit_mode_info",
+    "The rate-limit mode in effect (value 1): the store of fleet limits, and what they are divided by.",
+    ["proxy", "store", "fleet_divisor"],
+    { maxChildren: 8 },
+  );
+  const limiters = new RateLimiters({
+    ...(options.rateLimitLeases ? { leases: options.rateLimitLeases } : {}),
+    observer: {
+      storeError: (reason, mode) => mStoreErrors.labels("gateway", reason, mode).inc(),
+      evicted: (kind) => mEvictions.labels("gateway", kind).inc(),
+      redis: (e) => {
+        if (e.type === "down")
+          log.warn({
+            event: "ratelimit_redis_down",
+            server: e.server,
+            error: e.error.message,
+            retryInMs: e.retryInMs,
+          });
+        else log.info({ event: `ratelimit_redis_${e.type}`, server: e.server });
+      },
+    },
+  });
+  let rateLimitSummary = "";
+  let rateLimitModeChild: { set(v: number): void } | null = null;
+  /** Makes a state's limiters the serving ones; logs the mode when it changed. */
+  const activateRateLimits = (s: State) => {
+    limiters.activate(s.rateLimits);
+    const mode = s.rateLimits.mode;
+    if (mode.summary === rateLimitSummary) return;
+    rateLimitSummary = mode.summary;
+    rateLimitModeChild?.set(0);
+    rateLimitModeChild = mRateLimitMode.labels("gateway", mode.store, String(mode.fleetDivisor));
+    rateLimitModeChild.set(1);
+    log.info(
+      {
+        event: "ratelimit_mode",
+        store: mode.store,
+        fleetDivisor: mode.fleetDivisor,
+        workers: mode.workers,
+        routes: mode.routes.length,
+      },
+      mode.summary,
+    );
+  };
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig): Promise<State> {
     const compiled = compileGateway(config);
+    const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
     for (const c of config.clusters) {
       const cluster = new UpstreamCluster(c, config.discovery, pools, {
@@ -323,10 +396,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer, apim };
+    return { config, compiled, clusters, certificates, tracer, apim, rateLimits };
   }
 
   let state = await buildState(options.config);
+  activateRateLimits(state);
   mConfig.labels("gateway", state.config.hash).set(1);
   let draining = false;
   let inFlight = 0;
@@ -477,6 +551,33 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     // Transform templates read the request (and, once authentication exists, the principal).
     const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, null) : null;
+
+    // Rate limit: synchronous for in-process buckets, one round trip for Redis.
+    const limiter = current.rateLimits.limiters.get(routeName);
+    let rateHeaders: Record<string, string> | null = null;
+    if (limiter !== undefined) {
+      let rl = limiter.check(
+        client,
+        undefined, // subject and consumer: set once authentication is in this runtime
+        undefined,
+        limiter.header === null ? undefined : req.headers[limiter.header],
+      );
+      if (rl instanceof Promise) rl = await rl;
+      rateHeaders = rateLimitHeaders(limiter.policy, rl);
+      if (!rl.allowed) {
+        if (rl.storeError !== null)
+          return respondError(req, res, 503, "ratelimit_unavailable", "the rate-limit store is unavailable", {
+            "retry-after": "1",
+          });
+        mLimited.labels("gateway", routeName).inc();
+        return respondError(req, res, 429, "rate_limited", `the rate limit of route ${routeName} is spent`, {
+          ...rateHeaders,
+          "retry-after": String(retryAfterSeconds(rl)),
+        });
+      }
+      if (rl.storeError !== null) mFailOpen.labels("gateway", routeName).inc();
+      else if (d.action.kind !== "forward") for (const k in rateHeaders) res.setHeader(k, rateHeaders[k]!);
+    }
 
     const declared = req.headers["content-length"];
     const limit = d.route.config.limits.maxBodyBytes;
@@ -631,6 +732,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
       (status, upstreamHeaders) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
+        if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
         if (draining) upstreamHeaders.connection = "close";
         if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
@@ -737,6 +839,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     tunnels: new Set(),
     done: (route, status, code) => {
       countRequest(route, status);
+      if (code === "rate_limited") mLimited.labels("gateway", route).inc();
       if (code) mErrors.labels("gateway", code).inc();
     },
   };
@@ -855,6 +958,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     try {
       built = await buildState(next);
     } catch (err) {
+      limiters.discardPending();
       mReloads.labels("gateway", "failure").inc();
       log.error(
         { event: "reload_rejected", message: (err as Error).message },
@@ -863,6 +967,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
     }
     state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+    activateRateLimits(built);
     mConfig.labels("gateway", previous.config.hash).set(0);
     mConfig.labels("gateway", next.hash).set(1);
     mReloads.labels("gateway", "success").inc();
@@ -897,6 +1002,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     for (const c of state.clusters.values()) c.close();
     await state.tracer.shutdown(2000);
     await pools.closeAll();
+    await limiters.close();
     log.info({ event: "stopped" });
   }
 

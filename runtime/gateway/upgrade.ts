@@ -8,7 +8,10 @@
 import type { IncomingMessage } from "node:http";
 import net, { type Socket } from "node:net";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import { decide, type CompiledGateway } from "../decide/decide.ts";
+import { decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
+import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
+import type { RateLimitPlan } from "../ratelimit/limiter.ts";
+import type { RateLimitDecision } from "../ratelimit/local.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import {
@@ -23,6 +26,8 @@ export interface UpgradeContext {
   readonly config: GatewayRuntimeConfig;
   readonly compiled: CompiledGateway;
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** Route rate limits: an upgrade counts like any request. */
+  readonly rateLimits?: RateLimitPlan;
 }
 
 export interface UpgradeObserver {
@@ -45,6 +50,7 @@ const statusText = (s: number) =>
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    429: "Too Many Requests",
     502: "Bad Gateway",
     503: "Service Unavailable",
   })[s] ?? "Error";
@@ -100,12 +106,61 @@ export function handleUpgrade(
   }
   const peer = socket.remoteAddress ?? "";
   const clientIp = ctx.config.clientIp;
-  const { client, trusted, forwardedFor } = clientAddress(
+  const addr = clientAddress(
     clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
     peer,
     clientIp.trustedHops,
     clientIp.header,
   );
+  const client = addr.client;
+  const tunnel = () =>
+    openTunnel(ctx, req, socket, head, scheme, observer, mintId, d, cluster, addr, peer, fail);
+  const limiter = ctx.rateLimits?.limiters.get(route);
+  if (limiter === undefined) return tunnel();
+  const limited = (rl: RateLimitDecision) => {
+    if (rl.allowed) return tunnel();
+    if (rl.storeError !== null)
+      return fail(
+        503,
+        "ratelimit_unavailable",
+        "the rate-limit store is unavailable",
+        route,
+        "retry-after: 1\r\n",
+      );
+    let extra = `retry-after: ${retryAfterSeconds(rl)}\r\n`;
+    for (const [k, v] of Object.entries(rateLimitHeaders(limiter.policy, rl) ?? {}))
+      extra += `${k}: ${v}\r\n`;
+    fail(429, "rate_limited", `the rate limit of route ${route} is spent`, route, extra);
+  };
+  const rl = limiter.check(
+    client,
+    undefined,
+    undefined,
+    limiter.header === null ? undefined : req.headers[limiter.header],
+  );
+  if (rl instanceof Promise) rl.then(limited).catch(() => socket.destroy());
+  else limited(rl);
+}
+
+/** The tunnel of an accepted upgrade: connect, replay the handshake, then pipe both ways. */
+function openTunnel(
+  ctx: UpgradeContext,
+  req: IncomingMessage,
+  socket: Socket,
+  head: Buffer,
+  scheme: "http" | "https",
+  observer: UpgradeObserver,
+  mintId: () => string,
+  d: RouteDecision,
+  cluster: UpstreamCluster,
+  addr: ReturnType<typeof clientAddress>,
+  peer: string,
+  fail: (status: number, code: GatewayErrorCode, message: string, route?: string, extra?: string) => void,
+): void {
+  const { client, trusted, forwardedFor } = addr;
+  const route = d.route.name;
+  const backend = cluster.config.name;
+  if (socket.destroyed) return; // the client left while the rate limit was checked
   const endpoint = cluster.pick(client, Date.now());
   if (!endpoint)
     return fail(503, "no_healthy_upstream", `cluster ${backend} has no available endpoint`, route);

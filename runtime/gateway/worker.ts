@@ -1,18 +1,24 @@
 /**
  * A gateway worker process, forked by the primary (workers.ts). It serves the listeners with
  * SO_REUSEPORT and no admin listener, and obeys the primary over IPC: reload a config text, render
- * metrics, drain. It exits when the primary goes away.
+ * metrics, drain. In-process rate limits spend leases on the primary's buckets over the same channel.
+ * It exits when the primary goes away.
  */
 import { readFile } from "node:fs/promises";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import { LeaseClient, type LeaseReply, type LeaseRequest } from "../ratelimit/lease.ts";
 import { startGateway } from "./server.ts";
 
 export type ToWorker =
-  { type: "reload"; id: number; text: string } | { type: "metrics"; id: number } | { type: "drain" };
+  | { type: "reload"; id: number; text: string }
+  | { type: "metrics"; id: number }
+  | { type: "drain" }
+  | LeaseReply;
 
 export type FromWorker =
   | { type: "ready"; listeners: Record<string, number> }
+  | LeaseRequest
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
   | { type: "metrics"; id: number; text: string }
   | { type: "failed"; error: string; code?: string };
@@ -25,6 +31,7 @@ async function main(): Promise<void> {
   const index = Number(process.env.MESHGATE_WORKER ?? "0");
   const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway", worker: index } });
   let gateway: Awaited<ReturnType<typeof startGateway>>;
+  const leases = new LeaseClient((m) => send(m));
   try {
     const config = loadRuntimeConfig(await readFile(configPath, "utf8"), "gateway");
     gateway = await startGateway({
@@ -33,6 +40,7 @@ async function main(): Promise<void> {
       ...(host ? { host } : {}),
       reusePort: true,
       admin: false,
+      rateLimitLeases: leases,
       logger: log,
     });
   } catch (err) {
@@ -45,10 +53,13 @@ async function main(): Promise<void> {
     if (draining) return;
     draining = true;
     await gateway.drain();
+    leases.close(); // unused tokens go back to the primary
     process.exit(0);
   };
   process.on("message", (m: ToWorker) => {
-    if (m.type === "reload") {
+    if (m.type === "ratelimit") {
+      leases.receive(m);
+    } else if (m.type === "reload") {
       void gateway
         .reload(m.text)
         .then((r) =>

@@ -3,7 +3,8 @@
  * with SO_REUSEPORT, so the kernel spreads connections), serves the admin listener itself (merged
  * metrics, readiness of all workers, the config), fans reloads out to every worker (an invalid config is
  * rejected by the primary before any worker sees it), restarts a crashed worker with backoff, and drains
- * every worker on SIGTERM/SIGINT.
+ * every worker on SIGTERM/SIGINT. It also owns the in-process rate-limit buckets: workers spend leases
+ * on them over IPC (ratelimit/lease.ts), so a limit holds across all workers together.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { watch } from "node:fs";
@@ -11,6 +12,8 @@ import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import { LeaseServer } from "../ratelimit/lease.ts";
+import { rateLimitMode } from "../ratelimit/limiter.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { mergeExpositions } from "../telemetry/merge.ts";
 import { MetricsRegistry } from "../telemetry/metrics.ts";
@@ -57,6 +60,26 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   }));
   let stopping = false;
   let nextId = 1;
+  const leases = new LeaseServer();
+  const leaseSweep = setInterval(() => leases.sweep(), 60_000);
+  leaseSweep.unref();
+  const logRateLimitMode = () => {
+    try {
+      const mode = rateLimitMode(config, "leased");
+      log.info(
+        {
+          event: "ratelimit_mode",
+          store: mode.store,
+          fleetDivisor: mode.fleetDivisor,
+          workers: mode.workers,
+          routes: mode.routes.length,
+        },
+        mode.summary,
+      );
+    } catch {
+      // a limit that cannot be counted: the workers refuse the config and say why
+    }
+  };
   const pending = new Map<number, (m: FromWorker) => void>();
   let readyResolve: (() => void) | null = null;
   let failed: ((e: Error) => void) | null = null;
@@ -82,6 +105,8 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         slot.listeners = m.listeners;
         mWorkers.set(slots.filter((s) => s.ready).length);
         if (slots.every((s) => s.ready)) readyResolve?.();
+      } else if (m.type === "ratelimit") {
+        if (child.connected) child.send(leases.handle(m, slots.filter((s) => s.child?.connected).length));
       } else if (m.type === "failed") {
         failed?.(Object.assign(new Error(m.error), m.code ? { code: m.code } : {}));
       } else if ("id" in m) {
@@ -152,6 +177,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     const ok = results.every((r) => r.ok);
     mReloads.labels("gateway", ok ? "success" : "failure").inc();
     log.info({ event: ok ? "reloaded" : "reload_rejected", hash: config.hash, workers: results.length });
+    if (ok) logRateLimitMode();
     return ok
       ? { ok, hash: config.hash }
       : { ok, error: results.find((r) => !r.ok)?.error ?? "a worker refused" };
@@ -175,6 +201,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   });
   const adminPort = (admin.address() as AddressInfo).port;
   opts.onReady?.(slots[0]!.listeners, adminPort);
+  logRateLimitMode();
   log.info({
     event: "started",
     workers: slots.length,

@@ -20,7 +20,9 @@ import {
   type Upstream,
 } from "../support/gateway.ts";
 
-const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+// Replica-scoped: the Redis store configured below (to check its redaction) is not reachable here, and
+// fleet-scoped limits would answer by its fail mode (closed).
+const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s", scope: "replica" } };
 const ROOT = new URL("../../", import.meta.url).pathname;
 
 let app: Upstream;

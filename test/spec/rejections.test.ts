@@ -386,6 +386,18 @@ const ROWS: Row[] = [
     path: "gateway.rateLimitStore.redis.url",
   },
   {
+    claim: "rejects_rate_limit_period_of_zero",
+    mutate: (s) => (gatewayRoute(s, 0).rateLimit = { requests: 5, per: "0s" }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "gateway.routes[0].rateLimit.per",
+  },
+  {
+    claim: "rejects_rate_limit_too_fine_grained_to_count_exactly",
+    mutate: (s) => (gatewayRoute(s, 0).rateLimit = { requests: 1, per: "1d", burst: 1_000_000_007 }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "gateway.routes[0].rateLimit",
+  },
+  {
     claim: "rejects_otlp_endpoint_that_is_not_a_url",
     mutate: (s) => (s.observability.tracing = { otlpEndpoint: "collector:4318" }),
     code: "E_SPEC_INVALID_URL",

@@ -258,6 +258,8 @@ describe("translate", () => {
     expect(codes).toContain("W_SPEC_PUBLIC_ROUTE_UNLIMITED gateway.routes[0]");
     expect(codes).toContain("W_SPEC_RETRY_UNSAFE_METHOD gateway.routes[1].retries");
     expect(codes).not.toContain("W_SPEC_RETRY_UNSAFE_METHOD gateway.routes[2].retries");
+    // 1 request of burst over the 2 default replicas: each replica still allows 1.
+    expect(codes).toContain("W_SPEC_RATE_LIMIT_REPLICA_FLOOR gateway.routes[1].rateLimit");
   });
 
   it("the_shop_example_has_no_warnings", async () => {

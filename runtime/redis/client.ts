@@ -1,0 +1,491 @@
+/**
+ * A small Redis client over one TCP (or TLS) connection, with no dependencies.
+ *
+ *   const redis = new RedisClient({ url: "redis://:secret@127.0.0.1:6379/0", commandTimeoutMs: 50 });
+ *   await redis.command(["SET", "k", "v"]);               // → "OK"
+ *   await redis.call("GET", "k");                         // → "v"  (bulk strings decoded as UTF-8)
+ *   await redis.command(["GET", "k"], { buffers: true }); // → <Buffer 76>
+ *   await redis.evalScript(script, ["key"], [1, 2]);      // EVALSHA, EVAL on NOSCRIPT
+ *   await redis.close();
+ *
+ * Behaviour:
+ * - **Pipelining.** Commands are written as they are issued (writes of one tick go out in one segment)
+ *   and answered in order; nothing waits for the previous reply.
+ * - **Timeouts.** Every command has `commandTimeoutMs` from the moment it is issued; a late reply is
+ *   read and discarded so the order of the others stays right. A connection on which the oldest command
+ *   has waited `stallTimeoutMs` without a reply is dropped and reconnected (a stalled server).
+ *   One timer serves all commands: deadlines are issued in order, so only the oldest is watched.
+ * - **Connection.** The first command (or `connect()`) connects, within `connectTimeoutMs`, then sends
+ *   `AUTH` and `SELECT` from the URL before anything else. When the connection is lost every pending
+ *   command fails (`RedisConnectionError`; it may or may not have run), and the client reconnects
+ *   after a capped, jittered exponential backoff. While it is down, commands fail at once — a caller
+ *   with a fallback (a rate limiter's fail mode) never waits for a dead server.
+ * - **Errors** are typed (errors.ts). An error reply rejects only its own command.
+ */
+import { createHash } from "node:crypto";
+import net from "node:net";
+import { performance } from "node:perf_hooks";
+import tls from "node:tls";
+import {
+  RedisClosedError,
+  RedisConfigError,
+  RedisConnectionError,
+  RedisError,
+  RedisOverloadError,
+  RedisProtocolError,
+  RedisReplyError,
+  RedisTimeoutError,
+} from "./errors.ts";
+import { RespParser, decodeReply, encodeCommand, type RedisArg, type RespValue } from "./resp.ts";
+import { parseRedisUrl, type RedisTarget } from "./url.ts";
+
+export interface RedisClientOptions {
+  /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+  readonly url: string;
+  /** Connect (TCP, TLS) within this; default 1000. */
+  readonly connectTimeoutMs?: number;
+  /** Every command is answered within this or fails with RedisTimeoutError; default 1000. */
+  readonly commandTimeoutMs?: number;
+  /** The connection is dropped when its oldest command has waited this long; default max(1000, 4 × commandTimeoutMs). */
+  readonly stallTimeoutMs?: number;
+  /** Reconnect backoff: base × 2^attempt, capped, with jitter (half to full); default 100 ms … 5 s. */
+  readonly reconnect?: { readonly baseMs?: number; readonly maxMs?: number };
+  /** Commands waiting for a reply before new ones fail with RedisOverloadError; default 10,000. */
+  readonly maxPending?: number;
+  /** Extra TLS options for `rediss://` (e.g. `ca` for a private CA). */
+  readonly tls?: tls.ConnectionOptions;
+  /** Connection events, for logs and metrics. Messages never hold the password. */
+  readonly onEvent?: (event: RedisClientEvent) => void;
+}
+
+export type RedisClientEvent =
+  | { readonly type: "ready"; readonly server: string }
+  | { readonly type: "down"; readonly server: string; readonly error: RedisError; readonly retryInMs: number }
+  | { readonly type: "closed"; readonly server: string };
+
+export type RedisClientState = "idle" | "connecting" | "ready" | "down" | "closed";
+
+/** A Lua script with its SHA1, for `evalScript`. */
+export class RedisScript {
+  readonly source: string;
+  readonly sha1: string;
+  constructor(source: string) {
+    this.source = source;
+    this.sha1 = createHash("sha1").update(source).digest("hex");
+  }
+}
+
+interface Pending {
+  resolve: (v: RespValue) => void;
+  reject: (e: Error) => void;
+  readonly deadline: number;
+  readonly buffers: boolean;
+  /** Timed out (rejected); its reply will be discarded when it arrives. */
+  settled: boolean;
+  /** Internal handshake command (AUTH/SELECT): an error reply drops the connection. */
+  readonly handshake: boolean;
+}
+
+const NOOP = () => {};
+
+export class RedisClient {
+  readonly target: RedisTarget;
+  readonly #connectTimeoutMs: number;
+  readonly #commandTimeoutMs: number;
+  readonly #stallTimeoutMs: number;
+  readonly #baseMs: number;
+  readonly #maxMs: number;
+  readonly #maxPending: number;
+  readonly #tls: tls.ConnectionOptions | undefined;
+  readonly #onEvent: (e: RedisClientEvent) => void;
+
+  #state: RedisClientState = "idle";
+  #socket: net.Socket | null = null;
+  #parser: RespParser;
+  /** Commands written and awaiting a reply, oldest first (an array with a moving head). */
+  #q: (Pending | undefined)[] = [];
+  #head = 0;
+  /** Index of the oldest command not yet timed out. */
+  #scan = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #timerAt = Infinity;
+  #connectTimer: NodeJS.Timeout | null = null;
+  #reconnectTimer: NodeJS.Timeout | null = null;
+  #attempt = 0;
+  #lastError: RedisError | null = null;
+  /** The error that ended the current connection (set before destroy()). */
+  #closeReason: RedisError | null = null;
+  #handshakesLeft = 0;
+  #corked = false;
+  #readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #closed: Promise<void> | null = null;
+
+  constructor(options: RedisClientOptions) {
+    this.target = parseRedisUrl(options.url);
+    const positive = (name: string, v: number | undefined, d: number) => {
+      const n = v ?? d;
+      if (!(Number.isFinite(n) && n > 0))
+        throw new RedisConfigError(`${name} must be a positive number, got ${v}`);
+      return n;
+    };
+    this.#connectTimeoutMs = positive("connectTimeoutMs", options.connectTimeoutMs, 1000);
+    this.#commandTimeoutMs = positive("commandTimeoutMs", options.commandTimeoutMs, 1000);
+    this.#stallTimeoutMs = Math.max(
+      this.#commandTimeoutMs,
+      positive("stallTimeoutMs", options.stallTimeoutMs, Math.max(1000, 4 * this.#commandTimeoutMs)),
+    );
+    this.#baseMs = positive("reconnect.baseMs", options.reconnect?.baseMs, 100);
+    this.#maxMs = Math.max(this.#baseMs, positive("reconnect.maxMs", options.reconnect?.maxMs, 5000));
+    this.#maxPending = positive("maxPending", options.maxPending, 10_000);
+    this.#tls = options.tls;
+    this.#onEvent = options.onEvent ?? NOOP;
+    this.#parser = new RespParser((v) => this.#onReply(v));
+  }
+
+  get state(): RedisClientState {
+    return this.#state;
+  }
+
+  /** Commands issued and not yet answered (timed-out ones included until their reply arrives). */
+  get pending(): number {
+    return this.#q.length - this.#head;
+  }
+
+  /** Connects (if not connected) and resolves once AUTH/SELECT succeeded; rejects on this attempt's failure. */
+  connect(): Promise<void> {
+    if (this.#state === "closed") return Promise.reject(new RedisClosedError());
+    if (this.#state === "ready") return Promise.resolve();
+    const p = new Promise<void>((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+    if (this.#state === "idle" || this.#state === "down") this.#open();
+    return p;
+  }
+
+  /** Sends one command; bulk strings in the reply are decoded as UTF-8 unless `buffers`. */
+  command(args: readonly RedisArg[], options?: { readonly buffers?: boolean }): Promise<RespValue> {
+    const state = this.#state;
+    if (state !== "ready" && state !== "connecting") {
+      if (state === "closed") return Promise.reject(new RedisClosedError());
+      if (state === "idle") this.#open();
+      else {
+        const last = this.#lastError;
+        return Promise.reject(
+          new RedisConnectionError(
+            `not connected to Redis at ${this.target.server} (reconnecting)${last ? `: ${last.message}` : ""}`,
+            last instanceof RedisConnectionError ? last.errno : undefined,
+          ),
+        );
+      }
+    }
+    if (this.#q.length - this.#head >= this.#maxPending)
+      return Promise.reject(
+        new RedisOverloadError(
+          `${this.#maxPending} Redis commands already wait for a reply from ${this.target.server}`,
+        ),
+      );
+    let payload: string | Buffer;
+    try {
+      payload = encodeCommand(args);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return new Promise<RespValue>((resolve, reject) => {
+      this.#push({
+        resolve,
+        reject,
+        deadline: performance.now() + this.#commandTimeoutMs,
+        buffers: options?.buffers === true,
+        settled: false,
+        handshake: false,
+      });
+      this.#write(payload);
+    });
+  }
+
+  /** `command()` with the arguments spread. */
+  call(...args: RedisArg[]): Promise<RespValue> {
+    return this.command(args);
+  }
+
+  /**
+   * Runs a Lua script by its SHA1 (`EVALSHA`); when the server does not have it (`NOSCRIPT`, after a
+   * restart or `SCRIPT FLUSH`) sends the source with `EVAL`, which also caches it again.
+   */
+  async evalScript(
+    script: RedisScript,
+    keys: readonly RedisArg[],
+    args: readonly RedisArg[],
+    options?: { readonly buffers?: boolean },
+  ): Promise<RespValue> {
+    try {
+      return await this.command(["EVALSHA", script.sha1, keys.length, ...keys, ...args], options);
+    } catch (err) {
+      if (err instanceof RedisReplyError && err.prefix === "NOSCRIPT")
+        return this.command(["EVAL", script.source, keys.length, ...keys, ...args], options);
+      throw err;
+    }
+  }
+
+  /** Closes the connection; pending commands fail with RedisClosedError. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#state = "closed";
+    this.#clearTimers();
+    const closedError = new RedisClosedError();
+    for (const w of this.#readyWaiters.splice(0)) w.reject(closedError);
+    const socket = this.#socket;
+    this.#closed = new Promise<void>((resolve) => {
+      if (!socket || socket.destroyed) {
+        this.#failAll(closedError);
+        resolve();
+        return;
+      }
+      this.#closeReason = closedError;
+      socket.once("close", () => resolve());
+      socket.destroy();
+    });
+    this.#onEvent({ type: "closed", server: this.target.server });
+    return this.#closed;
+  }
+
+  // ── connection ──
+
+  #open(): void {
+    if (this.#reconnectTimer) {
+      clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = null;
+    }
+    this.#state = "connecting";
+    this.#closeReason = null;
+    this.#parser.reset();
+    const t = this.target;
+    const socket = t.tls
+      ? tls.connect({
+          host: t.host,
+          port: t.port,
+          ...(net.isIP(t.host) ? {} : { servername: t.host }),
+          ...this.#tls,
+        })
+      : net.connect({ host: t.host, port: t.port });
+    socket.setNoDelay(true);
+    this.#socket = socket;
+    // The connect timeout covers TCP, TLS and the AUTH/SELECT handshake.
+    this.#connectTimer = setTimeout(() => {
+      this.#connectTimer = null;
+      this.#closeReason = new RedisTimeoutError(
+        `connecting to Redis at ${t.server} (with AUTH/SELECT) took longer than ${this.#connectTimeoutMs} ms`,
+      );
+      socket.destroy();
+    }, this.#connectTimeoutMs);
+    socket.once(t.tls ? "secureConnect" : "connect", () => {
+      if (this.#handshakesLeft === 0) this.#becomeReady();
+    });
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        this.#parser.feed(chunk);
+      } catch (err) {
+        this.#closeReason =
+          err instanceof RedisError
+            ? err
+            : new RedisProtocolError(`reply handling failed: ${(err as Error).message}`);
+        socket.destroy();
+      }
+    });
+    socket.on("error", (err: Error & { code?: string }) => {
+      this.#closeReason ??= new RedisConnectionError(
+        `Redis at ${t.server}: ${err.code ?? err.message}`,
+        err.code,
+        { cause: err },
+      );
+    });
+    socket.once("close", () => this.#onClose(socket));
+    // AUTH and SELECT go first; commands issued meanwhile are queued behind them on the same socket.
+    this.#handshakesLeft = 0;
+    if (t.password !== undefined)
+      this.#handshake(t.username !== undefined ? ["AUTH", t.username, t.password] : ["AUTH", t.password]);
+    if (t.db !== 0) this.#handshake(["SELECT", t.db]);
+  }
+
+  #handshake(args: RedisArg[]): void {
+    this.#handshakesLeft++;
+    const command = String(args[0]);
+    this.#push({
+      resolve: () => {
+        if (--this.#handshakesLeft === 0 && this.#state === "connecting") this.#becomeReady();
+      },
+      reject: (err) => {
+        // An AUTH failure names the command, never the password.
+        this.#closeReason =
+          err instanceof RedisReplyError
+            ? new RedisConnectionError(`Redis at ${this.target.server} refused ${command}: ${err.message}`)
+            : err instanceof RedisError
+              ? err
+              : new RedisConnectionError(err.message);
+        this.#socket?.destroy();
+      },
+      deadline: Infinity, // the connect timer watches the handshake
+      buffers: false,
+      settled: false,
+      handshake: true,
+    });
+    this.#write(encodeCommand(args));
+  }
+
+  #becomeReady(): void {
+    if (this.#connectTimer) clearTimeout(this.#connectTimer);
+    this.#connectTimer = null;
+    this.#state = "ready";
+    this.#attempt = 0;
+    this.#lastError = null;
+    this.#onEvent({ type: "ready", server: this.target.server });
+    for (const w of this.#readyWaiters.splice(0)) w.resolve();
+  }
+
+  #onClose(socket: net.Socket): void {
+    if (socket !== this.#socket) return;
+    this.#socket = null;
+    this.#corked = false;
+    if (this.#connectTimer) {
+      clearTimeout(this.#connectTimer);
+      this.#connectTimer = null;
+    }
+    const reason =
+      this.#closeReason ?? new RedisConnectionError(`Redis at ${this.target.server} closed the connection`);
+    this.#closeReason = null;
+    this.#failAll(reason);
+    this.#parser.reset();
+    if (this.#state === "closed") return;
+    this.#lastError = reason;
+    for (const w of this.#readyWaiters.splice(0)) w.reject(reason);
+    const cap = Math.min(this.#maxMs, this.#baseMs * 2 ** Math.min(this.#attempt, 30));
+    const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    this.#attempt++;
+    this.#state = "down";
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (this.#state === "down") this.#open();
+    }, delay);
+    this.#onEvent({ type: "down", server: this.target.server, error: reason, retryInMs: delay });
+  }
+
+  // ── commands ──
+
+  #push(p: Pending): void {
+    this.#q.push(p);
+    if (!p.handshake) this.#arm(p.deadline);
+  }
+
+  #write(payload: string | Buffer): void {
+    const socket = this.#socket!;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#uncork);
+    }
+    socket.write(payload);
+  }
+
+  readonly #uncork = (): void => {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#socket?.uncork();
+  };
+
+  #onReply(v: RespValue): void {
+    // The connection is being dropped (a failed AUTH, a stall): its remaining commands fail with the reason.
+    if (this.#closeReason) return;
+    const p = this.#q[this.#head];
+    if (p === undefined) throw new RedisProtocolError("a reply arrived for no command");
+    this.#q[this.#head] = undefined;
+    this.#head++;
+    if (this.#scan < this.#head) this.#scan = this.#head;
+    if (this.#head === this.#q.length) {
+      this.#q.length = 0;
+      this.#head = 0;
+      this.#scan = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#q.length) {
+      this.#q = this.#q.slice(this.#head);
+      this.#scan -= this.#head;
+      this.#head = 0;
+    }
+    if (p.settled) return; // timed out earlier
+    if (v instanceof RedisReplyError) p.reject(v);
+    else p.resolve(p.buffers ? v : decodeReply(v));
+  }
+
+  #failAll(err: Error): void {
+    const q = this.#q;
+    const head = this.#head;
+    this.#q = [];
+    this.#head = 0;
+    this.#scan = 0;
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+      this.#timerAt = Infinity;
+    }
+    for (let i = head; i < q.length; i++) {
+      const p = q[i];
+      if (p && !p.settled) {
+        p.settled = true;
+        p.reject(err);
+      }
+    }
+  }
+
+  // ── timeouts ──
+
+  #arm(at: number): void {
+    if (this.#timer !== null) {
+      if (at >= this.#timerAt) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#onTimer, Math.max(0, Math.ceil(at - performance.now())));
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = null;
+    this.#timerAt = Infinity;
+    const now = performance.now();
+    const q = this.#q;
+    while (this.#scan < q.length) {
+      const p = q[this.#scan]!;
+      if (!p.handshake) {
+        if (p.deadline > now) break;
+        if (!p.settled) {
+          p.settled = true;
+          p.reject(
+            new RedisTimeoutError(
+              `Redis at ${this.target.server} did not answer within ${this.#commandTimeoutMs} ms`,
+            ),
+          );
+        }
+      }
+      this.#scan++;
+    }
+    if (this.#head >= q.length) return;
+    const oldest = q[this.#head]!;
+    if (oldest.handshake) {
+      // The connect timer watches the handshake; look again at the next deadline.
+      if (this.#scan < q.length) this.#arm(q[this.#scan]!.deadline);
+      return;
+    }
+    // The oldest command's issue time: its deadline minus the timeout it was given.
+    const issued = oldest.deadline - this.#commandTimeoutMs;
+    if (now - issued >= this.#stallTimeoutMs && this.#socket) {
+      this.#closeReason = new RedisTimeoutError(
+        `Redis at ${this.target.server} answered nothing for ${this.#stallTimeoutMs} ms; reconnecting`,
+      );
+      this.#socket.destroy();
+      return;
+    }
+    const next = this.#scan < q.length ? q[this.#scan]!.deadline : Infinity;
+    this.#arm(Math.min(next, issued + this.#stallTimeoutMs));
+  };
+
+  #clearTimers(): void {
+    for (const t of [this.#timer, this.#connectTimer, this.#reconnectTimer]) if (t) clearTimeout(t);
+    this.#timer = this.#connectTimer = this.#reconnectTimer = null;
+    this.#timerAt = Infinity;
+  }
+}
