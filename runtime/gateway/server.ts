@@ -370,6 +370,23 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
+    try {
+      return await buildRest(config, compiled, rateLimits, clusters);
+    } catch (err) {
+      // A config refused part-way leaves nothing running: its clusters stop (timers, health checks)
+      // and its limiters are dropped; the serving state is untouched.
+      for (const c of clusters.values()) c.close();
+      limiters.discard(rateLimits);
+      throw err;
+    }
+  }
+
+  async function buildRest(
+    config: GatewayRuntimeConfig,
+    compiled: CompiledGateway,
+    rateLimits: RateLimitPlan,
+    clusters: Map<string, UpstreamCluster>,
+  ): Promise<State> {
     for (const c of config.clusters) {
       const cluster = new UpstreamCluster(c, config.discovery, pools, {
         onError: (m) => log.warn({ event: "discovery" }, m),
@@ -385,13 +402,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       await cluster.start();
       clusters.set(c.name, cluster);
     }
-    let apim: Map<CompiledRoute, RouteApim>;
-    try {
-      apim = compileApim(config, compiled.router.routes, clusters);
-    } catch (err) {
-      for (const c of clusters.values()) c.close();
-      throw err;
-    }
+    const apim = compileApim(config, compiled.router.routes, clusters);
     const certificates = loadAllCertificates(config);
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),

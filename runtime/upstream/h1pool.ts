@@ -631,11 +631,14 @@ class Conn {
   }
 
   private write(chunk: Buffer): void {
-    if (chunk.length === 0 || this.sink === null) return;
-    if (!this.sink.write(chunk) && !this.sinkBlocked) {
+    const sink = this.sink;
+    if (chunk.length === 0 || sink === null) return;
+    const more = sink.write(chunk);
+    // The sink may have cancelled the request from inside write() (its consumer gave up).
+    if (!more && !this.sinkBlocked && this.sink === sink) {
       this.sinkBlocked = true;
       this.socket.pause();
-      this.sink.once("drain", () => this.onSinkDrain());
+      sink.once("drain", () => this.onSinkDrain());
     }
   }
 

@@ -122,6 +122,60 @@ describe("reload", () => {
     }
   });
 
+  it("stops_what_a_config_refused_part_way_started", async () => {
+    // The refused config's cluster starts (and health-checks its endpoint every 100 ms) before its
+    // certificate fails to load: after the refusal, nothing of it may keep running.
+    const probed = await startUpstream();
+    const gw = await startTestGateway(config());
+    try {
+      const base = gatewayConfig([{ name: "p", match: { path: "/p" }, to: "probed", ...PUBLIC }], {
+        probed,
+      });
+      const { hash: _old, ...unsealed } = {
+        ...base,
+        clusters: base.clusters.map((c) => ({
+          ...c,
+          healthCheck: {
+            path: "/healthz",
+            intervalMs: 100,
+            timeoutMs: 100,
+            healthyThreshold: 1,
+            unhealthyThreshold: 1,
+          },
+        })),
+        listeners: [
+          ...base.listeners,
+          {
+            name: "tls",
+            port: 8443,
+            protocol: "https" as const,
+            http2: false,
+            tls: {
+              minVersion: "TLSv1.2" as const,
+              certificates: [
+                {
+                  hosts: ["x.example"],
+                  certFile: join(dir, "missing.crt"),
+                  keyFile: join(dir, "missing.key"),
+                },
+              ],
+            },
+          },
+        ],
+      };
+      const refused = await gw.reload(JSON.stringify(sealRuntimeConfig(unsealed)));
+      expect(refused).toMatchObject({ ok: false, error: expect.stringContaining("missing.crt") });
+      await sleep(150);
+      const after = probed.received.length;
+      await sleep(500);
+      expect(probed.received.length).toBe(after);
+      expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+    } finally {
+      await gw.drain();
+      await probed.close();
+    }
+  });
+
   it("survives_100_reloads_under_load_with_no_failed_request", async () => {
     const gw = await startTestGateway(config());
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
