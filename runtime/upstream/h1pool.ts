@@ -64,6 +64,8 @@ export interface H1PoolOptions {
 const MAX_HEAD_BYTES = 64 * 1024;
 const MAX_CHUNK_LINE = 4096;
 const DEFAULT_KEEPALIVE_MS = 4000;
+/** How often idle connections are checked against their keep-alive time (the close comes ≤ this late). */
+const SWEEP_MS = 250;
 const CRLFCRLF = Buffer.from("\r\n\r\n");
 
 /** Request headers this hop never forwards as given: framing and connection management are the pool's. */
@@ -164,6 +166,10 @@ class Conn {
   headDeadline = Infinity;
   noBody = false;
   idleMs: number;
+  /** When the connection last became idle (performance.now() ms), for the pool's idle sweep. */
+  idleSince = 0;
+  /** The socket's inactivity timeout now set (changed only when a request needs another value). */
+  timeoutMs = -1;
   bodyStream: NodeJS.ReadableStream | null = null;
 
   constructor(pool: H1Pool, socket: net.Socket) {
@@ -199,7 +205,7 @@ class Conn {
     const cancel = p.opts.cancel;
     if (cancel) cancel.onabort = () => this.abort(fail("request aborted", "UND_ERR_ABORTED"));
     if (this.connected) this.send();
-    else this.socket.setTimeout(this.pool.connectTimeoutMs);
+    else this.armTimeout(this.pool.connectTimeoutMs);
   }
 
   private send(): void {
@@ -250,7 +256,7 @@ class Conn {
     if (!hasHost) head += `host: ${this.pool.authority}\r\n`;
     const body = o.body ?? null;
     const s = this.socket;
-    s.setTimeout(o.headersTimeout > 0 ? o.headersTimeout : 0);
+    this.armTimeout(o.headersTimeout > 0 ? o.headersTimeout : 0);
     if (body === null) {
       if (declaredLength !== undefined && declaredLength !== "0") {
         return this.abort(fail("content-length without a body", "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH"));
@@ -526,7 +532,7 @@ class Conn {
       return HEAD_DONE;
     }
     const bt = req.opts.bodyTimeout;
-    if (bt !== req.opts.headersTimeout) this.socket.setTimeout(bt > 0 ? bt : 0);
+    if (bt !== req.opts.headersTimeout) this.armTimeout(bt > 0 ? bt : 0);
     return HEAD_BODY;
   }
 
@@ -723,14 +729,21 @@ class Conn {
     }
   }
 
+  /**
+   * Sets the socket's inactivity timeout, only when it differs from the one set: re-arming creates a
+   * timer, and on the hot path consecutive requests of a route need the same value.
+   */
+  armTimeout(ms: number): void {
+    if (ms === this.timeoutMs) return;
+    this.timeoutMs = ms;
+    this.socket.setTimeout(ms);
+  }
+
   private onTimeout(): void {
-    if (this.req === null) {
-      // Idle too long (or connected with nothing to send): close quietly.
-      this.closed = true;
-      this.socket.destroy();
-      this.pool.forget(this);
-      return;
-    }
+    // An idle connection keeps its last request's timeout armed; the pool's sweep closes it when its
+    // keep-alive time is up, so a timeout without a request means nothing (the timer re-arms on the
+    // next request's first write).
+    if (this.req === null) return;
     if (!this.connected) this.abort(fail("connect timeout", "UND_ERR_CONNECT_TIMEOUT"));
     else if (this.sink === null)
       this.abort(fail("no response head within the timeout", "UND_ERR_HEADERS_TIMEOUT"));
@@ -771,6 +784,7 @@ export class H1Pool {
   private readonly all = new Set<Conn>();
   private readonly queue: Pending[] = [];
   private closed = false;
+  private sweeper: NodeJS.Timeout | null = null;
   /** Requests waiting for a connection. */
   readonly stats = { pending: 0, connections: 0 };
 
@@ -862,8 +876,29 @@ export class H1Pool {
       this.stats.pending = this.queue.length;
       return conn.start(next);
     }
-    conn.socket.setTimeout(conn.idleMs);
+    conn.idleSince = performance.now();
     this.idle.push(conn);
+    if (this.sweeper === null) {
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+      this.sweeper.unref();
+    }
+  }
+
+  /** Closes connections idle longer than their keep-alive time; stops when none is idle. */
+  private sweep(): void {
+    const now = performance.now();
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const c = this.idle[i]!;
+      if (now - c.idleSince < c.idleMs) continue;
+      this.idle.splice(i, 1);
+      c.closed = true;
+      c.socket.destroy();
+      this.forget(c);
+    }
+    if (this.idle.length === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   /** A connection closed: drop it, and open another for waiting requests. */
@@ -883,6 +918,10 @@ export class H1Pool {
   /** Closes idle connections now and the rest as their requests finish; queued requests fail. */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
     for (const p of this.queue.splice(0)) p.reject(fail("pool closed", "UND_ERR_CLOSED"));
     this.stats.pending = 0;
     for (const c of this.idle.splice(0)) {
