@@ -105,7 +105,8 @@ export class Authenticator {
     }
     this.ownedHeaders = owned;
     this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
-    for (const c of config.auth.clientCert) this.certs.set(c.name, new ClientCertVerifier(c));
+    for (const c of config.auth.clientCert)
+      this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1));
     for (const o of config.auth.oidc)
       this.oidc.set(
         o.name,

@@ -8,9 +8,11 @@
  * provider does not allow) instead of a TLS alert nobody can read.
  *
  * Per request (the verdict is cached per connection): the peer chain must have verified (OpenSSL, dates
- * included) and must anchor in this provider's CA file — every link of the presented chain is checked with
- * `X509Certificate.checkIssued` + `verify`, and one certificate of it must be, or be issued by, one of the
- * provider's CA certificates (several providers may share a listener with different CAs).
+ * included) against the listener's CA bundle, and must belong to this provider. With one provider the bundle
+ * is its CA file, so verification is attribution. With several providers sharing a listener, the leaf must be
+ * issued (`X509Certificate.checkIssued` + `verify`) by a certificate of this provider's CA file — Node does not
+ * expose the intermediates a client sends on the server side, so such a provider's caFile must hold the
+ * issuing CA (the intermediate), not only the root.
  *
  * Allowed identities (any entry matching admits; no entries admits every certificate of the CA):
  * - `subjects`: an entry with "=" is a distinguished name in RFC 4514 form ("CN=a, O=Acme"); it matches a
@@ -70,8 +72,12 @@ export class ClientCertVerifier {
   private readonly sans: readonly SanRule[];
   private readonly verdicts = new WeakMap<object, Principal | AuthFailure>();
 
-  constructor(cfg: ClientCertProviderConfig) {
+  /** True when this is the only client-certificate provider: the listener then trusts only its CAs. */
+  private readonly soleProvider: boolean;
+
+  constructor(cfg: ClientCertProviderConfig, soleProvider = false) {
     this.name = cfg.name;
+    this.soleProvider = soleProvider;
     this.cas = readCaBundle(cfg.caFile, `clientCerts.${cfg.name}`);
     this.caFingerprints = new Set(this.cas.map((c) => c.fingerprint256));
     this.subjects = cfg.subjects.map((s, i) => {
@@ -117,7 +123,10 @@ export class ClientCertVerifier {
       );
     }
     if (!this.anchored(leaf, chainOf(peer)))
-      return failure("clientCert", `client certificate is not issued by the CA of provider ${this.name}`);
+      return failure(
+        "clientCert",
+        `client certificate is not issued by a CA in the caFile of provider ${this.name} (with several providers, caFile must hold the issuing intermediate)`,
+      );
     const parsed = new x509.X509Certificate(leaf.raw);
     const subject = subjectPairs(parsed);
     const sans = sanList(parsed);
@@ -149,8 +158,14 @@ export class ClientCertVerifier {
     });
   }
 
-  /** The presented chain links up (each certificate issued and signed by the next) into this provider's CA. */
+  /**
+   * The certificate chains up to this provider's CA file: the leaf (or a certificate of the chain Node exposes)
+   * is one of its certificates or is issued and signed by one. When the listener trusts no other provider's CA,
+   * the TLS layer's own verification already anchored it here (this covers chains through intermediates the
+   * client sent, which Node does not expose on the server side).
+   */
   private anchored(leaf: X509Certificate, chain: readonly X509Certificate[]): boolean {
+    if (this.soleProvider) return true;
     const certs = chain.length && chain[0]!.fingerprint256 === leaf.fingerprint256 ? chain : [leaf, ...chain];
     for (let i = 0; i < certs.length; i++) {
       const c = certs[i]!;

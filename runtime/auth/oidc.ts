@@ -190,9 +190,7 @@ export class OidcClient {
       r: returnTo,
       exp: this.now() + PENDING_LOGIN_MS,
     };
-    const scopes = this.config.scopes.includes("openid")
-      ? this.config.scopes
-      : ["openid", ...this.config.scopes];
+    const scopes = ["openid", ...this.config.scopes.filter((x) => x !== "openid")];
     const url = new URL(d.authorizationEndpoint);
     url.searchParams.set("response_type", "code");
     url.searchParams.set("client_id", this.config.clientId);
