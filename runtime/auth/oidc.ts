@@ -1,7 +1,8 @@
 /**
  * OIDC authorization-code login for browser routes (OpenID Connect Core 1.0 §3.1, RFC 7636 PKCE), against any
  * standards-compliant issuer, expressed as values the gateway writes:
- *  - a valid session cookie → the principal (synchronous: the cookie is opened with AES-GCM, no I/O);
+ *  - a valid session cookie → the principal (synchronous: the cookie is opened with AES-GCM once, then
+ *    found by the hash of its value in a bounded cache until the session ends);
  *  - no session on a GET/HEAD → a redirect to the issuer's authorization endpoint, with a pending-login
  *    cookie (state, nonce, PKCE S256 verifier, where to return), sealed and scoped to the callback path;
  *  - the callback (`redirectPath`) → state checked against the pending cookie (constant time, single use),
@@ -22,7 +23,7 @@ import { jwtVerify } from "jose";
 import { request } from "undici";
 import type { Principal } from "../decide/authorize.ts";
 import { JwksStore, type JwksOptions, safeUri } from "./jwks.ts";
-import { cookieValue, queryValue } from "./jwt.ts";
+import { TokenCache, cookieValue, queryValue, tokenHash } from "./jwt.ts";
 import { deriveKey, seal, unseal } from "./seal.ts";
 import {
   failure,
@@ -112,6 +113,8 @@ export class OidcClient {
   /** States already redeemed (single use within this process), until their pending login expires. */
   private readonly consumed = new Map<string, number>();
   private readonly abort = new AbortController();
+  /** Opened session cookies by the hash of their value, until the session ends (AES-GCM once per cookie). */
+  private readonly sessions = new TokenCache(10_000);
 
   constructor(cfg: OidcProviderConfig, opts: OidcOptions, observer: AuthObserver, log: AuthLog) {
     const env = opts.env ?? process.env;
@@ -155,11 +158,15 @@ export class OidcClient {
     const v = cookieValue(facts.header("cookie"), this.config.cookieName);
     if (v === null) return null;
     if (v === false) return failure("oidc", "the session cookie appears more than once");
+    const now = this.now();
+    const key = tokenHash(v);
+    const hit = this.sessions.get(key, now);
+    if (hit) return hit;
     const s = unseal(this.key, `session:${this.name}`, v) as Session | null;
     if (!s || s.p !== this.name || typeof s.sub !== "string" || typeof s.exp !== "number")
       return failure("oidc", "the session cookie is invalid");
-    if (s.exp <= this.now()) return failure("oidc", "the session expired");
-    return Object.freeze({
+    if (s.exp <= now) return failure("oidc", "the session expired");
+    const principal: Principal = Object.freeze({
       mechanism: "oidc" as const,
       provider: this.name,
       subject: s.sub,
@@ -169,6 +176,8 @@ export class OidcClient {
       claims: Object.freeze(s.c && typeof s.c === "object" ? s.c : {}),
       expiresAt: s.exp,
     });
+    this.sessions.set(key, principal);
+    return principal;
   }
 
   /** The login redirect for a request without a session (GET/HEAD only: other methods get 401). */
