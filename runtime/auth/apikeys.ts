@@ -7,7 +7,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { API_KEY_PROVIDER, type Principal } from "../decide/authorize.ts";
-import { failure, type ApiKeysConfig, type AuthFailure } from "./types.ts";
+import { failure, type ApiKeysConfig, type AuthFailure, type AuthRequestFacts } from "./types.ts";
 
 /** Longest key accepted (generated keys are 20–64 characters). */
 export const MAX_API_KEY_BYTES = 512;
@@ -46,11 +46,9 @@ export class ApiKeyVerifier {
   }
 
   /** The principal for the request's key: null when no key header is present, a failure when refused. */
-  authenticate(
-    header: (name: string) => string | undefined,
-    rawHeaders: readonly string[],
-  ): Principal | null | AuthFailure {
-    const key = header(this.header);
+  authenticate(facts: Pick<AuthRequestFacts, "header" | "rawHeaders">): Principal | null | AuthFailure {
+    const key = facts.header(this.header);
+    const rawHeaders = facts.rawHeaders;
     if (key === undefined) return null;
     let seen = 0;
     for (let i = 0; i < rawHeaders.length; i += 2) {

@@ -286,7 +286,7 @@ export class Authenticator {
     let token: string | null = null;
     let readers: JwtVerifier[] | null = null;
     for (const v of plan.jwt) {
-      const t = v.extract(facts.header, facts.query);
+      const t = v.extract(facts);
       if (t === null) continue;
       if (typeof t !== "string") {
         this.note(state, t);
@@ -343,7 +343,7 @@ export class Authenticator {
     state: Attempt,
   ): AuthnOutcome | Promise<AuthnOutcome> {
     if (plan.apiKey) {
-      const r = plan.apiKey.authenticate(facts.header, facts.rawHeaders);
+      const r = plan.apiKey.authenticate(facts);
       if (r !== null) {
         if ("kind" in r) {
           this.observer.authn("apiKey", "failure");

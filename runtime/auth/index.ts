@@ -28,3 +28,4 @@ export type {
   MechanismResult,
   TlsPeer,
 } from "./types.ts";
+export { RequestFacts } from "./facts.ts";

@@ -22,6 +22,7 @@ import {
   type AuthFailure,
   type AuthLog,
   type AuthObserver,
+  type AuthRequestFacts,
   type JwtProviderConfig,
 } from "./types.ts";
 
@@ -171,10 +172,10 @@ export class JwtVerifier {
   }
 
   /** The token this provider reads from the request: a string, null when none is present, or a failure. */
-  extract(header: (name: string) => string | undefined, query: string): string | null | AuthFailure {
+  extract(facts: Pick<AuthRequestFacts, "header" | "query">): string | null | AuthFailure {
     let token: string | null = null;
     let places = 0;
-    const h = header(this.headerName);
+    const h = facts.header(this.headerName);
     if (h !== undefined) {
       if (!startsWithLower(h, this.prefixLower))
         return failure(
@@ -190,7 +191,7 @@ export class JwtVerifier {
     }
     const { cookie, query: param } = this.config.tokenFrom;
     if (cookie !== null) {
-      const v = cookieValue(header("cookie"), cookie);
+      const v = cookieValue(facts.header("cookie"), cookie);
       if (v === false)
         return failure("jwt", "the token cookie appears more than once", 401, "invalid_request");
       if (v !== null) {
@@ -198,8 +199,8 @@ export class JwtVerifier {
         places++;
       }
     }
-    if (param !== null && query) {
-      const v = queryValue(query, param);
+    if (param !== null && facts.query) {
+      const v = queryValue(facts.query, param);
       if (v === false)
         return failure("jwt", "the token query parameter appears more than once", 401, "invalid_request");
       if (v !== null) {

@@ -19,7 +19,14 @@ export const GatewayErrorCatalog = {
     "Transfer-Encoding other than exactly 'chunked', or any in an HTTP/1.0 request",
   ],
   http_version_not_supported: [505, "a request line with an HTTP version other than 1.0 or 1.1"],
-  unauthenticated: [401, "the route requires authentication and the request did not authenticate"],
+  unauthenticated: [
+    401,
+    "the route requires authentication and the request did not authenticate (no or invalid credentials; see WWW-Authenticate)",
+  ],
+  forbidden: [
+    403,
+    "authenticated, but the route's scopes, claims, consumers, groups, client IP ranges or the certificate provider's subjects do not admit the caller",
+  ],
   host_not_served: [404, "the gateway does not serve this host"],
   no_route: [404, "no route matches the method, host and canonical path"],
   method_not_allowed: [405, "routes match the path but not the method (see the Allow header)"],
@@ -34,6 +41,10 @@ export const GatewayErrorCatalog = {
   upstream_identity_unavailable: [
     503,
     "mTLS to the mesh needs a workload identity this gateway does not have",
+  ],
+  auth_unavailable: [
+    503,
+    "an identity provider the route depends on is unreachable (JWKS never fetched, OIDC discovery or token endpoint down)",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
   fault_injected: [0, "a fault rule of the route aborted the request (status from the rule)"],

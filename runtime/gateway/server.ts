@@ -2,14 +2,14 @@
  * The edge gateway: HTTP/1.1 listeners, decide() per request, forwarding through upstream pools, an admin
  * listener, atomic config reload and graceful drain.
  *
- * Per request: header hygiene → decide() (canonical path, route, rewrite) → authentication requirement
- * (fail closed) → body limit → fault injection → backend and endpoint choice → forward → access log and
+ * Per request: header hygiene → decide() (canonical path, route, rewrite) → authentication and
+ * authorization (runtime/auth: JWT, API key, client certificate, OIDC session; authorize()) → body limit → fault injection → backend and endpoint choice → forward → access log and
  * metrics. A reload compiles a whole new state and swaps one reference; requests in flight keep the
  * state they started with.
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import http, { type ServerResponse } from "node:http";
+import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
@@ -25,6 +25,11 @@ import {
   type GatewayRequestFacts,
   type RouteDecision,
 } from "../decide/decide.ts";
+import { Authenticator } from "../auth/authenticator.ts";
+import { clientCertTlsOptions } from "../auth/clientcert.ts";
+import { RequestFacts } from "../auth/facts.ts";
+import type { AdmitResult, AuthObserver } from "../auth/types.ts";
+import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -101,6 +106,8 @@ interface State {
   readonly tracer: Tracer;
   /** TLS certificates by listener name (https listeners). */
   readonly certificates: ReadonlyMap<string, CertificateSet>;
+  /** Authentication and authorization for this config's routes. */
+  readonly auth: Authenticator;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -256,6 +263,34 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     budgetExhausted: (cluster) => mBudget.labels("gateway", cluster).inc(),
     overflow: (cluster) => mOverflow.labels("gateway", cluster).inc(),
   };
+  const mAuthn = metrics.counter("authn_total", "Authentication attempts, by mechanism and result.", [
+    "proxy",
+    "mechanism",
+    "result",
+  ]);
+  const mAuthzDenied = metrics.counter(
+    "authz_denied_total",
+    "Requests refused by authentication or authorization, by route and reason (the unmet requirement).",
+    ["proxy", "route", "reason"],
+  );
+  const mJwks = metrics.counter("jwks_fetches_total", "JWKS fetches, by provider and outcome.", [
+    "proxy",
+    "provider",
+    "outcome",
+  ]);
+  /** Counter children by label pair, looked up once instead of per request. */
+  const authChildren = new Map<string, CounterChild>();
+  const authChild = (key: string, make: () => CounterChild) => {
+    let c = authChildren.get(key);
+    if (c === undefined) authChildren.set(key, (c = make()));
+    return c;
+  };
+  const authObserver: AuthObserver = {
+    authn: (m, r) => authChild(`n\0${m}\0${r}`, () => mAuthn.labels("gateway", m, r)).inc(),
+    authzDenied: (route, reason) =>
+      authChild(`z\0${route}\0${reason}`, () => mAuthzDenied.labels("gateway", route, reason)).inc(),
+    jwksFetch: (provider, outcome) => mJwks.labels("gateway", provider, outcome).inc(),
+  };
   const mFaults = metrics.counter("faults_injected_total", "Faults injected by route fault rules.", [
     "proxy",
     "route",
@@ -282,10 +317,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       clusters.set(c.name, cluster);
     }
     const certificates = loadAllCertificates(config);
+    let auth: Authenticator;
+    try {
+      auth = new Authenticator(config, { observer: authObserver, log });
+    } catch (err) {
+      for (const c of clusters.values()) c.close();
+      throw err;
+    }
+    auth.prefetch();
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer };
+    return { config, compiled, clusters, certificates, tracer, auth };
   }
 
   let state = await buildState(options.config);
@@ -427,11 +470,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const routeName = (ex.routeName = d.route.name);
     ex.accessPath = d.path;
 
-    if (!d.auth.public) {
-      // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
-      return respondError(req, res, 401, "unauthenticated", "this route requires authentication", {
-        "www-authenticate": 'Bearer realm="meshgate"',
-      });
+    // Authentication and authorization (filter steps 4 and 5); public routes without client ranges skip both.
+    let principal: Principal | null = null;
+    if (!d.auth.public || d.auth.clientIps.length) {
+      const facts = new RequestFacts(req, d.path, d.query, d.host, authority, scheme, client);
+      const admitted = current.auth.admit(routeName, d.auth, facts);
+      const verdict = admitted instanceof Promise ? await admitted : admitted;
+      if (verdict.kind !== "allow") return respondAuth(req, res, ex, verdict);
+      principal = verdict.principal;
     }
 
     const declared = req.headers["content-length"];
@@ -488,6 +534,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
 
     const headers = upstreamRequestHeaders(req.headers);
+    current.auth.upstreamHeaders(headers, d.auth, principal);
+    const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
     headers["x-forwarded-for"] = forwardedFor;
     headers["x-forwarded-proto"] = scheme;
     if (authority) headers["x-forwarded-host"] = authority;
@@ -533,7 +581,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (mirror && (body === null || Buffer.isBuffer(body)) && Math.random() * 100 < mirror.percent) {
       const shadow = current.clusters.get(mirror.cluster);
       if (shadow)
-        mirrorRequest(shadow, req.method ?? "GET", d.upstreamPath, headers, body, d.timeoutMs, client);
+        mirrorRequest(shadow, req.method ?? "GET", upstreamPath, headers, body, d.timeoutMs, client);
     }
 
     const upstreamSpan = current.tracer.startClientSpan(span, {
@@ -553,7 +601,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       {
         cancel: ex.cancel,
         method: req.method ?? "GET",
-        path: d.upstreamPath,
+        path: upstreamPath,
         headers,
         body,
         timeoutMs: d.timeoutMs,
@@ -613,6 +661,27 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         code: result.error ? (result.error as { code?: string }).code : undefined,
       });
     respondError(req, res, status, code, `upstream ${backend}: ${result.outcome.replaceAll("_", " ")}`);
+  }
+
+  /** Writes what authentication decided instead of forwarding: a deny, or a response (OIDC redirects). */
+  function respondAuth(
+    req: AnyRequest,
+    res: Response,
+    ex: Exchange,
+    verdict: Exclude<AdmitResult, { kind: "allow" }>,
+  ) {
+    if (verdict.kind === "deny") {
+      ex.outcome = `denied_${verdict.requirement}`;
+      return respondError(req, res, verdict.status, verdict.code, verdict.reason, verdict.headers);
+    }
+    ex.outcome = verdict.event;
+    const headers: OutgoingHttpHeaders = {
+      ...verdict.headers,
+      "content-length": Buffer.byteLength(verdict.body),
+    };
+    if (draining) headers.connection = "close";
+    res.writeHead(verdict.status, headers);
+    res.end(req.method === "HEAD" ? undefined : verdict.body);
   }
 
   /** A copy of the request to the mirror cluster: fire and forget, response discarded, never awaited. */
@@ -695,6 +764,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
         } else socket.destroy();
       },
+      state.config.auth.clientCert.length > 0,
     );
     listener.server.maxConnections = state.config.limits.maxConnections;
     listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
@@ -793,6 +863,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mReloads.labels("gateway", "success").inc();
     for (const c of previous.clusters.values()) c.close();
     void previous.tracer.shutdown(2000);
+    previous.auth.close();
     const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
     void pools.retain(keep);
     log.info({ event: "reloaded", hash: next.hash });
@@ -821,6 +892,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     for (const c of state.clusters.values()) c.close();
     await state.tracer.shutdown(2000);
+    state.auth.close();
     await pools.closeAll();
     log.info({ event: "stopped" });
   }
@@ -836,7 +908,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {
   const certificates = new Map<string, CertificateSet>();
-  for (const l of config.listeners) if (l.protocol === "https") certificates.set(l.name, loadCertificates(l));
+  const clientCa = clientCertTlsOptions(config.auth.clientCert)?.ca ?? null;
+  for (const l of config.listeners)
+    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa));
   return certificates;
 }
 
