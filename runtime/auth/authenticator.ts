@@ -122,7 +122,13 @@ export class Authenticator {
           log,
         ),
       );
-    for (const r of config.routes) this.plan(r.auth);
+    for (const r of config.routes) {
+      const missing = this.plan(r.auth).missing;
+      if (missing.length)
+        throw new Error(
+          `route ${r.name}: auth names unknown providers (${missing.join(", ")}); define them under gateway auth`,
+        );
+    }
   }
 
   /** Starts fetching remote JWKS and OIDC discovery documents (never throws, never blocks). */

@@ -43,6 +43,14 @@ export async function startIdp(client: {
       claims: async () => ({ sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}` }),
     }),
     cookies: { keys: ["test-cookie-key-0123456789abcdef"] },
+    ttl: {
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
+      AccessToken: 600,
+      IdToken: 600,
+      AuthorizationCode: 60,
+    },
     jwks: { keys: [{ ...privateKey.export({ format: "jwk" }), kid: "idp-rsa-1", alg: "RS256", use: "sig" }] },
     features: { devInteractions: { enabled: true } },
   });
