@@ -179,7 +179,7 @@ export class Authenticator {
         return r;
       }
     }
-    const state: Attempt = { best: null, headers: undefined };
+    const state: Attempt = { best: null };
     const jwt = plan.jwt.length ? this.jwtStep(plan, facts, state) : null;
     if (jwt instanceof Promise) return jwt.then((p) => (p ? principal(p) : this.rest(plan, facts, state)));
     if (jwt) return principal(jwt);
@@ -403,7 +403,7 @@ export class Authenticator {
         return { kind: "none", failure: state.best };
       });
     }
-    return { kind: "none", failure: state.best, ...(state.headers ? { headers: state.headers } : {}) };
+    return { kind: "none", failure: state.best };
   }
 
   private oidcResult(r: AuthResponse | OidcDeny): AuthnOutcome {
@@ -511,9 +511,9 @@ export class Authenticator {
   }
 }
 
+/** The most telling failure seen so far while trying a route's mechanisms. */
 interface Attempt {
   best: AuthFailure | null;
-  headers: Readonly<Record<string, string>> | undefined;
 }
 
 const principal = (p: Principal): AuthnOutcome => ({ kind: "principal", principal: p });

@@ -25,7 +25,6 @@ export type {
   AuthObserver,
   AuthRequestFacts,
   AuthResponse,
-  MechanismResult,
   TlsPeer,
 } from "./types.ts";
 export { RequestFacts } from "./facts.ts";

@@ -57,12 +57,6 @@ export interface AuthFailure {
   readonly bearerError: "invalid_token" | "invalid_request" | null;
 }
 
-/** What one mechanism concludes for a request. */
-export type MechanismResult =
-  | { readonly kind: "principal"; readonly principal: Principal; readonly cached: boolean }
-  | { readonly kind: "absent" }
-  | AuthFailure;
-
 /** A response the gateway writes as is (OIDC: login redirect, callback, logout). */
 export interface AuthResponse {
   readonly kind: "respond";
@@ -124,5 +118,3 @@ export const failure = (
   reason,
   bearerError,
 });
-
-export const ABSENT: MechanismResult = Object.freeze({ kind: "absent" });
