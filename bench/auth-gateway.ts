@@ -6,12 +6,13 @@
  *
  * One `meshgate gateway --workers 1` process pinned to CPU 0 (`taskset` when available), a node upstream
  * answering 104 bytes and `wrk -t1 -c32` on the other CPU; the routes are measured interleaved (bare, jwt,
- * key, bare, …) so that machine noise hits them alike; the median of the rounds is reported.
+ * key, bare, …) so that machine noise hits them alike; the median of the rounds is reported, next to the
+ * gateway process tree's CPU time per request (/proc/<pid>/stat), which other load barely disturbs.
  * Needs wrk. Benchmarks are not pass/fail: the ratio is reported, never turned into a non-zero exit.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -141,7 +142,38 @@ async function ready(): Promise<void> {
   throw new Error("the gateway did not become ready");
 }
 
-function wrk(path: string, headers: string[], seconds: number): Promise<{ rps: number; non2xx: number }> {
+/** CPU ticks (utime + stime) of the gateway's process tree, from /proc. */
+function gatewayTicks(): number {
+  const procs: { pid: number; ppid: number; ticks: number }[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const text = readFileSync(`/proc/${name}/stat`, "utf8");
+      const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      procs.push({ pid: Number(name), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      /* gone */
+    }
+  }
+  const inTree = new Set([gateway.pid!]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const p of procs)
+      if (!inTree.has(p.pid) && inTree.has(p.ppid)) {
+        inTree.add(p.pid);
+        grew = true;
+      }
+  }
+  return procs.filter((p) => inTree.has(p.pid)).reduce((sum, p) => sum + p.ticks, 0);
+}
+const TICK_US = 1e6 / Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim() || 100);
+
+function wrk(
+  path: string,
+  headers: string[],
+  seconds: number,
+): Promise<{ rps: number; non2xx: number; cpuUsPerRequest: number }> {
   const argv = [
     ...pin(1),
     "wrk",
@@ -151,6 +183,7 @@ function wrk(path: string, headers: string[], seconds: number): Promise<{ rps: n
     ...headers.flatMap((h) => ["-H", h]),
     `http://127.0.0.1:${port}${path}`,
   ];
+  const ticksBefore = gatewayTicks();
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], detached: true });
     children.add(child);
@@ -161,7 +194,13 @@ function wrk(path: string, headers: string[], seconds: number): Promise<{ rps: n
       const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
       if (!rps) return reject(new Error(`wrk printed no result:\n${out}`));
       const bad = /Non-2xx or 3xx responses:\s+(\d+)/.exec(out);
-      resolve({ rps: Number(rps[1]), non2xx: bad ? Number(bad[1]) : 0 });
+      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+      const cpuUs = (gatewayTicks() - ticksBefore) * TICK_US;
+      resolve({
+        rps: Number(rps[1]),
+        non2xx: bad ? Number(bad[1]) : 0,
+        cpuUsPerRequest: requests ? cpuUs / requests : NaN,
+      });
     });
   });
 }
@@ -180,30 +219,44 @@ try {
   await ready();
   for (const [, path, headers] of subjects) await wrk(path, headers, 1); // warm-up
   const rps = new Map<string, number[]>();
+  const cpu = new Map<string, number[]>();
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, path, headers] of subjects) {
       const r = await wrk(path, headers, SECONDS);
       if (r.non2xx > 0) throw new Error(`${name}: ${r.non2xx} non-2xx responses`);
       rps.set(name, [...(rps.get(name) ?? []), r.rps]);
+      cpu.set(name, [...(cpu.get(name) ?? []), r.cpuUsPerRequest]);
     }
   }
   const bare = median(rps.get(subjects[0]![0])!);
+  const bareCpu = median(cpu.get(subjects[0]![0])!);
   const rows = subjects.map(([name]) => {
     const m = median(rps.get(name)!);
+    const c = median(cpu.get(name)!);
+    const runs = rps.get(name)!.map((x) => x.toFixed(0));
     return [
       name,
       m.toFixed(0),
       (m / bare).toFixed(3),
-      rps
-        .get(name)!
-        .map((x) => x.toFixed(0))
-        .join(" "),
+      c.toFixed(1),
+      (bareCpu / c).toFixed(3),
+      runs.join(" "),
     ];
   });
   console.log(
     `meshgate gateway, 1 worker${hasTaskset ? " on CPU 0" : ""}, wrk -t1 -c32, ${ROUNDS} rounds × ${SECONDS} s interleaved (node ${process.version})\n`,
   );
-  console.log(table(["route", "req/s median", "× bare", "runs"], rows, (i) => i === 1 || i === 2).join("\n"));
+  console.log(
+    table(
+      ["route", "req/s median", "× bare", "gateway CPU µs/req", "× bare (by CPU)", "req/s runs"],
+      rows,
+      (i) => i >= 1 && i <= 4,
+    ).join("\n"),
+  );
+  console.log(
+    "\n× bare (by CPU) = the bare route's gateway CPU per request ÷ this route's: the throughput ratio a CPU-bound\n" +
+      "gateway reaches, measured from /proc, so other processes' load on the machine barely moves it.",
+  );
 } finally {
   cleanup();
 }
