@@ -193,7 +193,7 @@ export function compileTemplate(source: string, scope: TemplateScope): ParseResu
 /** The authenticated caller, as far as templates see it (filled by authentication). */
 export interface TemplatePrincipal {
   readonly subject?: string;
-  readonly consumer?: string;
+  readonly consumer?: string | null;
   readonly claims?: Readonly<Record<string, unknown>>;
 }
 
@@ -231,7 +231,7 @@ export function variableValue(v: TemplateVar, ctx: TemplateContext): unknown {
     case "subject":
       return ctx.principal?.subject;
     case "consumer":
-      return ctx.principal?.consumer;
+      return ctx.principal?.consumer ?? undefined;
     case "header":
       return ctx.header(v.name);
     case "query":

@@ -13,3 +13,22 @@ export type {
   RejectDecision,
   RouteDecision,
 } from "./decide.ts";
+export {
+  API_KEY_PROVIDER,
+  authorize,
+  compileAllRouteAuth,
+  compileRouteAuth,
+  decideAndAuthorize,
+  inRanges,
+  mechanismKey,
+  parseCidr,
+} from "./authorize.ts";
+export type {
+  AuthMechanismKind,
+  AuthorizedDecision,
+  AuthzDecision,
+  AuthzRequirement,
+  CompiledRouteAuth,
+  IpRange,
+  Principal,
+} from "./authorize.ts";

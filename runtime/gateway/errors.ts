@@ -27,10 +27,17 @@ export const GatewayErrorCatalog = {
     "the route's action cannot serve the request (a WebSocket upgrade on a route that does not forward)",
   ],
   http_version_not_supported: [505, "a request line with an HTTP version other than 1.0 or 1.1"],
-  unauthenticated: [401, "the route requires authentication and the request did not authenticate"],
+  unauthenticated: [
+    401,
+    "the route requires authentication and the request did not authenticate (no or invalid credentials; see WWW-Authenticate)",
+  ],
   cors_denied: [
     403,
     "a CORS preflight from an origin, or for a method or header, the route's cors does not allow (sent without CORS headers)",
+  ],
+  forbidden: [
+    403,
+    "authenticated, but the route's scopes, claims, consumers, groups, client IP ranges or the certificate provider's subjects do not admit the caller",
   ],
   host_not_served: [404, "the gateway does not serve this host"],
   no_route: [404, "no route matches the method, host and canonical path"],
@@ -73,6 +80,10 @@ export const GatewayErrorCatalog = {
   ratelimit_unavailable: [
     503,
     "the rate-limit store (Redis) timed out or failed and is configured to fail closed (Retry-After: 1)",
+  ],
+  auth_unavailable: [
+    503,
+    "an identity provider the route depends on is unreachable (JWKS never fetched, OIDC discovery or token endpoint down)",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
   aggregate_part_timeout: [

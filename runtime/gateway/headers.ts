@@ -30,6 +30,12 @@ const GATEWAY_OWNED = new Set([
   "x-request-id",
   "x-meshgate-route",
   "x-meshgate-client-ip",
+  // The authenticated principal (runtime/auth: PRINCIPAL_HEADERS); forwardClaims headers are removed there.
+  "x-meshgate-subject",
+  "x-meshgate-consumer",
+  "x-meshgate-groups",
+  "x-meshgate-scopes",
+  "x-meshgate-auth",
 ]);
 
 /**

@@ -30,8 +30,14 @@ export interface CertificateSet {
   contextFor(serverName: string): SecureContext;
 }
 
-/** Loads a listener's certificates into secure contexts (throws with the file name when one is unreadable). */
-export function loadCertificates(l: ListenerConfig): CertificateSet {
+/**
+ * Loads a listener's certificates into secure contexts (throws with the file name when one is unreadable).
+ * `clientCa`: the CA certificates client certificates are verified against (runtime/auth/clientcert.ts).
+ */
+export function loadCertificates(
+  l: ListenerConfig,
+  clientCa: readonly string[] | null = null,
+): CertificateSet {
   if (!l.tls) throw new Error(`listener ${l.name}: https without tls`);
   const entries = l.tls.certificates.map((c) => {
     let cert: Buffer;
@@ -45,7 +51,15 @@ export function loadCertificates(l: ListenerConfig): CertificateSet {
         { cause: err },
       );
     }
-    return { hosts: c.hosts, context: tls.createSecureContext({ cert, key, minVersion: l.tls!.minVersion }) };
+    return {
+      hosts: c.hosts,
+      context: tls.createSecureContext({
+        cert,
+        key,
+        minVersion: l.tls!.minVersion,
+        ...(clientCa ? { ca: [...clientCa] } : {}),
+      }),
+    };
   });
   const exact = new Map<string, SecureContext>();
   const wildcard: [string, SecureContext][] = [];
@@ -119,6 +133,11 @@ export function createListener(
   handler: Handler,
   certificates: () => CertificateSet | null,
   onClientError: (server: http.Server, err: Error & { code?: string }, socket: Socket) => void,
+  /**
+   * Ask TLS clients for a certificate without refusing the handshake (routes decide: runtime/auth). Set when
+   * the config at start has client-certificate providers.
+   */
+  requestClientCerts = false,
 ): Listener {
   const http1Options: http.ServerOptions = {
     maxHeaderSize: limits.maxHeaderBytes,
@@ -148,6 +167,7 @@ export function createListener(
     };
     const tlsOptions: tls.TlsOptions = {
       minVersion: l.tls?.minVersion ?? "TLSv1.2",
+      ...(requestClientCerts ? { requestCert: true, rejectUnauthorized: false } : {}),
       SNICallback: (servername, cb) => {
         try {
           cb(null, certs().contextFor(servername));

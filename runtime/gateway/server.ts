@@ -3,14 +3,15 @@
  * listener, atomic config reload and graceful drain.
  *
  * Per request: header hygiene → decide() (canonical path, route, rewrite) → CORS preflight answered →
- * authentication requirement (fail closed) → body limit → fault injection → the action: redirect, static,
+ * authentication and authorization (runtime/auth: JWT, API key, client certificate, OIDC session;
+ * authorize()) → rate limit → body limit → fault injection → the action: redirect, static,
  * aggregate, or forward (request transform; backend and endpoint choice) → on the response: response
  * transform, CORS headers, response size limit → access log and metrics. A reload compiles a whole new
  * state and swaps one reference; requests in flight keep the state they started with.
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import http, { type ServerResponse } from "node:http";
+import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
@@ -41,6 +42,11 @@ import {
   transformRequestHeaders,
   type ApimHost,
 } from "../apim/pipeline.ts";
+import { Authenticator } from "../auth/authenticator.ts";
+import { clientCertTlsOptions } from "../auth/clientcert.ts";
+import { RequestFacts } from "../auth/facts.ts";
+import type { AdmitResult, AuthObserver } from "../auth/types.ts";
+import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -125,6 +131,8 @@ interface State {
   readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
   /** The rate limiter of each route with a rateLimit. */
   readonly rateLimits: RateLimitPlan;
+  /** Authentication and authorization for this config's routes. */
+  readonly auth: Authenticator;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -280,6 +288,34 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     budgetExhausted: (cluster) => mBudget.labels("gateway", cluster).inc(),
     overflow: (cluster) => mOverflow.labels("gateway", cluster).inc(),
   };
+  const mAuthn = metrics.counter("authn_total", "Authentication attempts, by mechanism and result.", [
+    "proxy",
+    "mechanism",
+    "result",
+  ]);
+  const mAuthzDenied = metrics.counter(
+    "authz_denied_total",
+    "Requests refused by authentication or authorization, by route and reason (the unmet requirement).",
+    ["proxy", "route", "reason"],
+  );
+  const mJwks = metrics.counter("jwks_fetches_total", "JWKS fetches, by provider and outcome.", [
+    "proxy",
+    "provider",
+    "outcome",
+  ]);
+  /** Counter children by label pair, looked up once instead of per request. */
+  const authChildren = new Map<string, CounterChild>();
+  const authChild = (key: string, make: () => CounterChild) => {
+    let c = authChildren.get(key);
+    if (c === undefined) authChildren.set(key, (c = make()));
+    return c;
+  };
+  const authObserver: AuthObserver = {
+    authn: (m, r) => authChild(`n\0${m}\0${r}`, () => mAuthn.labels("gateway", m, r)).inc(),
+    authzDenied: (route, reason) =>
+      authChild(`z\0${route}\0${reason}`, () => mAuthzDenied.labels("gateway", route, reason)).inc(),
+    jwksFetch: (provider, outcome) => mJwks.labels("gateway", provider, outcome).inc(),
+  };
   const mFaults = metrics.counter("faults_injected_total", "Faults injected by route fault rules.", [
     "proxy",
     "route",
@@ -404,10 +440,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const apim = compileApim(config, compiled.router.routes, clusters);
     const certificates = loadAllCertificates(config);
+    const auth = new Authenticator(config, { observer: authObserver, log });
+    auth.prefetch();
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer, apim, rateLimits };
+    return { config, compiled, clusters, certificates, tracer, apim, rateLimits, auth };
   }
 
   let state = await buildState(options.config);
@@ -554,14 +592,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (d.preflight) return answerPreflight(apimHost, req, res, ap!);
     if (ap?.cors) presetCorsHeaders(ap, origin, res);
 
-    if (!d.auth.public) {
-      // Authentication (JWT, API keys, client certificates, OIDC) is not in this runtime yet: fail closed.
-      return respondError(req, res, 401, "unauthenticated", "this route requires authentication", {
-        "www-authenticate": 'Bearer realm="meshgate"',
-      });
+    // Authentication and authorization (filter steps 4 and 5); public routes without client ranges skip both.
+    let principal: Principal | null = null;
+    if (!d.auth.public || d.auth.clientIps.length) {
+      const facts = new RequestFacts(req, d.path, d.query, d.host, authority, scheme, client);
+      const admitted = current.auth.admit(routeName, d.auth, facts);
+      const verdict = admitted instanceof Promise ? await admitted : admitted;
+      if (verdict.kind !== "allow") return respondAuth(req, res, ex, verdict);
+      principal = verdict.principal;
     }
-    // Transform templates read the request (and, once authentication exists, the principal).
-    const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, null) : null;
+    // Transform templates read the request and the principal.
+    const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, principal) : null;
 
     // Rate limit: synchronous for in-process buckets, one round trip for Redis.
     const limiter = current.rateLimits.limiters.get(routeName);
@@ -569,8 +610,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (limiter !== undefined) {
       let rl = limiter.check(
         client,
-        undefined, // subject and consumer: set once authentication is in this runtime
-        undefined,
+        principal?.subject ?? undefined,
+        principal?.consumer ?? undefined,
         limiter.header === null ? undefined : req.headers[limiter.header],
       );
       if (rl instanceof Promise) rl = await rl;
@@ -619,22 +660,26 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       case "static":
         ex.outcome = await serveStaticRoute(apimHost, req, res, d, ap!, origin, tctx);
         return;
-      case "aggregate":
+      case "aggregate": {
+        const baseHeaders: Record<string, string | string[]> = {
+          "x-forwarded-for": forwardedFor,
+          "x-forwarded-proto": scheme,
+          ...(authority ? { "x-forwarded-host": authority, host: authority } : {}),
+          forwarded: forwardedHeader(trusted, peer, scheme, authority),
+          "x-real-ip": client,
+          "x-request-id": ex.requestId,
+        };
+        // The parts see the same authenticated principal as a forwarded request would.
+        current.auth.upstreamHeaders(baseHeaders, d.auth, principal);
         ex.outcome = await aggregateRoute(apimHost, req, res, d, ap!, origin, tctx, {
-          baseHeaders: {
-            "x-forwarded-for": forwardedFor,
-            "x-forwarded-proto": scheme,
-            ...(authority ? { "x-forwarded-host": authority, host: authority } : {}),
-            forwarded: forwardedHeader(trusted, peer, scheme, authority),
-            "x-real-ip": client,
-            "x-request-id": ex.requestId,
-          },
+          baseHeaders,
           hashKey: client,
           span,
           tracer: current.tracer,
           cancel: ex.cancel,
         });
         return;
+      }
       case "forward":
         break;
     }
@@ -655,6 +700,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
 
     const headers = upstreamRequestHeaders(req.headers);
+    current.auth.upstreamHeaders(headers, d.auth, principal);
+    const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
     headers["x-forwarded-for"] = forwardedFor;
     headers["x-forwarded-proto"] = scheme;
     if (authority) headers["x-forwarded-host"] = authority;
@@ -713,7 +760,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (mirror && (body === null || Buffer.isBuffer(body)) && Math.random() * 100 < mirror.percent) {
       const shadow = current.clusters.get(mirror.cluster);
       if (shadow)
-        mirrorRequest(shadow, req.method ?? "GET", d.upstreamPath, headers, body, d.timeoutMs, client);
+        mirrorRequest(shadow, req.method ?? "GET", upstreamPath, headers, body, d.timeoutMs, client);
     }
 
     const upstreamSpan = current.tracer.startClientSpan(span, {
@@ -734,7 +781,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       {
         cancel: ex.cancel,
         method: req.method ?? "GET",
-        path: d.upstreamPath,
+        path: upstreamPath,
         headers,
         body,
         timeoutMs: d.timeoutMs,
@@ -801,6 +848,27 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         code: result.error ? (result.error as { code?: string }).code : undefined,
       });
     respondError(req, res, status, code, `upstream ${backend}: ${result.outcome.replaceAll("_", " ")}`);
+  }
+
+  /** Writes what authentication decided instead of forwarding: a deny, or a response (OIDC redirects). */
+  function respondAuth(
+    req: AnyRequest,
+    res: Response,
+    ex: Exchange,
+    verdict: Exclude<AdmitResult, { kind: "allow" }>,
+  ) {
+    if (verdict.kind === "deny") {
+      ex.outcome = `denied_${verdict.requirement}`;
+      return respondError(req, res, verdict.status, verdict.code, verdict.reason, verdict.headers);
+    }
+    ex.outcome = verdict.event;
+    const headers: OutgoingHttpHeaders = {
+      ...verdict.headers,
+      "content-length": Buffer.byteLength(verdict.body),
+    };
+    if (draining) headers.connection = "close";
+    res.writeHead(verdict.status, headers);
+    res.end(req.method === "HEAD" ? undefined : verdict.body);
   }
 
   /** A copy of the request to the mirror cluster: fire and forget, response discarded, never awaited. */
@@ -884,6 +952,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
         } else socket.destroy();
       },
+      state.config.auth.clientCert.length > 0,
     );
     listener.server.maxConnections = state.config.limits.maxConnections;
     listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
@@ -984,6 +1053,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     mReloads.labels("gateway", "success").inc();
     for (const c of previous.clusters.values()) c.close();
     void previous.tracer.shutdown(2000);
+    previous.auth.close();
     const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
     void pools.retain(keep);
     log.info({ event: "reloaded", hash: next.hash });
@@ -1012,6 +1082,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     for (const c of state.clusters.values()) c.close();
     await state.tracer.shutdown(2000);
+    state.auth.close();
     await pools.closeAll();
     await limiters.close();
     log.info({ event: "stopped" });
@@ -1028,7 +1099,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {
   const certificates = new Map<string, CertificateSet>();
-  for (const l of config.listeners) if (l.protocol === "https") certificates.set(l.name, loadCertificates(l));
+  const clientCa = clientCertTlsOptions(config.auth.clientCert)?.ca ?? null;
+  for (const l of config.listeners)
+    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa));
   return certificates;
 }
 

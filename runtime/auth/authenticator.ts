@@ -1,0 +1,566 @@
+/**
+ * The gateway's one entry point for authentication and authorization: an Authenticator built once per config
+ * (at load and at each reload) from `config.auth`, closed when the config is replaced.
+ *
+ * `admit(routeName, auth, facts)` runs steps 4 and 5 of the filter order — the route's `auth.anyOf`
+ * mechanisms (any one authenticates: JWT providers, API key, client certificate, OIDC session), then
+ * `authorize()` from runtime/decide — and returns a value: allow (with the principal), deny (401/403/503 with
+ * `WWW-Authenticate` challenges per RFC 6750), or a response to write (OIDC login redirect, callback, logout).
+ * It answers synchronously whenever no I/O is needed (public routes, verified-token cache hits, API keys,
+ * client certificates, OIDC sessions) and with a promise otherwise (a first JWT verification, a JWKS fetch,
+ * an OIDC login or callback). Failures are values with reasons; nothing is thrown for a request.
+ *
+ * `upstreamHeaders(headers, auth, principal)` then edits the headers sent upstream: the principal in
+ * gateway-owned headers (client copies of them are always removed, on every route), and the credentials the
+ * route accepts removed (bearer token header, API-key header, OIDC cookies): upstreams receive the verified
+ * identity, never a replayable credential.
+ */
+import type { GatewayRuntimeConfig, RouteAuth } from "../contract/schema.ts";
+import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
+import { ApiKeyVerifier } from "./apikeys.ts";
+import { ClientCertVerifier } from "./clientcert.ts";
+import { JwtVerifier, decodeToken, tokenHash, type JwtOptions } from "./jwt.ts";
+import { OidcClient, type OidcDeny, type OidcOptions } from "./oidc.ts";
+import {
+  NO_OBSERVER,
+  failure,
+  type AdmitResult,
+  type AuthFailure,
+  type AuthLog,
+  type AuthObserver,
+  type AuthRequestFacts,
+  type AuthResponse,
+} from "./types.ts";
+
+/** Headers the gateway sets from the principal; a client's copies are removed from every request. */
+export const PRINCIPAL_HEADERS = [
+  "x-meshgate-subject",
+  "x-meshgate-consumer",
+  "x-meshgate-groups",
+  "x-meshgate-scopes",
+  "x-meshgate-auth",
+] as const;
+
+export interface AuthenticatorOptions {
+  readonly observer?: AuthObserver;
+  readonly log?: AuthLog;
+  readonly now?: () => number;
+  readonly jwt?: JwtOptions;
+  readonly oidc?: OidcOptions;
+  /** config.clientIp.trustedHops: with ≥ 1, X-Forwarded-Proto decides the scheme of OIDC redirect URIs. */
+  readonly trustedHops?: number;
+}
+
+/** What authentication concluded, before authorization. */
+export type AuthnOutcome =
+  | { readonly kind: "principal"; readonly principal: Principal }
+  | {
+      readonly kind: "none";
+      readonly failure: AuthFailure | null;
+      readonly headers?: Readonly<Record<string, string>>;
+    }
+  | AuthResponse;
+
+interface RoutePlan {
+  readonly compiled: CompiledRouteAuth;
+  readonly jwt: readonly JwtVerifier[];
+  readonly apiKey: ApiKeyVerifier | null;
+  readonly certs: readonly ClientCertVerifier[];
+  readonly oidc: readonly OidcClient[];
+  /** Unknown providers named by the route (a hand-written config): the route then fails closed. */
+  readonly missing: readonly string[];
+  /** WWW-Authenticate for 401 without credentials. */
+  readonly challenge: string | null;
+  /** Credential headers removed upstream. */
+  readonly stripHeaders: readonly string[];
+  /** Credential cookies removed upstream. */
+  readonly stripCookies: readonly string[];
+  /** Credential query parameters removed upstream. */
+  readonly stripQuery: readonly string[];
+}
+
+const noop = () => {};
+const SILENT: AuthLog = { warn: noop, error: noop, info: noop };
+
+export class Authenticator {
+  private readonly jwt = new Map<string, JwtVerifier>();
+  private readonly apiKey: ApiKeyVerifier | null;
+  private readonly certs = new Map<string, ClientCertVerifier>();
+  private readonly oidc = new Map<string, OidcClient>();
+  private readonly plans = new WeakMap<RouteAuth, RoutePlan>();
+  private readonly observer: AuthObserver;
+  /** Every header name the gateway owns for identity: fixed names plus every forwardClaims header. */
+  readonly ownedHeaders: ReadonlySet<string>;
+  private readonly forwarded = new WeakMap<Principal, readonly (readonly [string, string])[]>();
+
+  /** Builds every provider (throws, naming the field, when a provider cannot work: unreadable CA file, missing secret). */
+  constructor(config: GatewayRuntimeConfig, opts: AuthenticatorOptions = {}) {
+    this.observer = opts.observer ?? NO_OBSERVER;
+    const log = opts.log ?? SILENT;
+    const now = opts.now;
+    const owned = new Set<string>(PRINCIPAL_HEADERS);
+    for (const p of config.auth.jwt) {
+      this.jwt.set(p.name, new JwtVerifier(p, { ...opts.jwt, ...(now ? { now } : {}) }, this.observer, log));
+      for (const h of Object.keys(p.forwardClaims)) owned.add(h.toLowerCase());
+    }
+    this.ownedHeaders = owned;
+    this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
+    for (const c of config.auth.clientCert)
+      this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1));
+    for (const o of config.auth.oidc)
+      this.oidc.set(
+        o.name,
+        new OidcClient(
+          o,
+          {
+            ...opts.jwt,
+            ...opts.oidc,
+            ...(now ? { now } : {}),
+            trustedHops: opts.trustedHops ?? config.clientIp.trustedHops,
+          },
+          this.observer,
+          log,
+        ),
+      );
+    for (const r of config.routes) {
+      const missing = this.plan(r.auth).missing;
+      if (missing.length)
+        throw new Error(
+          `route ${r.name}: auth names unknown providers (${missing.join(", ")}); define them under gateway auth`,
+        );
+    }
+  }
+
+  /** Starts fetching remote JWKS and OIDC discovery documents (never throws, never blocks). */
+  prefetch(): void {
+    for (const v of this.jwt.values()) v.keys.prefetch();
+    for (const o of this.oidc.values()) o.prefetch();
+  }
+
+  /** Stops background fetches; in-flight requests finish with what they have. */
+  close(): void {
+    for (const v of this.jwt.values()) v.keys.close();
+    for (const o of this.oidc.values()) o.close();
+  }
+
+  /** The JWT provider by name (for diagnostics and tests: JWKS fetch counts, cache size). */
+  jwtProvider(name: string): JwtVerifier | undefined {
+    return this.jwt.get(name);
+  }
+
+  /** API-key verifier (for diagnostics and tests). */
+  apiKeys(): ApiKeyVerifier | null {
+    return this.apiKey;
+  }
+
+  /** Steps 4 and 5: authenticate with the route's mechanisms, then authorize. */
+  admit(route: string, auth: RouteAuth, facts: AuthRequestFacts): AdmitResult | Promise<AdmitResult> {
+    const plan = this.plan(auth);
+    if (auth.public) return this.authorized(route, plan, null, facts);
+    const outcome = this.authenticate(auth, facts);
+    return outcome instanceof Promise
+      ? outcome.then((o) => this.conclude(route, plan, o, facts))
+      : this.conclude(route, plan, outcome, facts);
+  }
+
+  /** Step 4 alone: the route's mechanisms, any one of which authenticates. */
+  authenticate(auth: RouteAuth, facts: AuthRequestFacts): AuthnOutcome | Promise<AuthnOutcome> {
+    const plan = this.plan(auth);
+    if (plan.missing.length)
+      return {
+        kind: "none",
+        failure: failure("config", `the route names unknown auth providers: ${plan.missing.join(", ")}`, 503),
+      };
+    for (const o of plan.oidc) {
+      if (facts.path === o.callbackPath) return o.callback(facts).then((r) => this.oidcResult(r));
+      if (facts.path === o.logoutPath && (facts.method === "GET" || facts.method === "POST")) {
+        const r = o.logout(facts);
+        this.observer.authn("oidc", "success");
+        return r;
+      }
+    }
+    const state: Attempt = { best: null };
+    const jwt = plan.jwt.length ? this.jwtStep(plan, facts, state) : null;
+    if (jwt instanceof Promise) return jwt.then((p) => (p ? principal(p) : this.rest(plan, facts, state)));
+    if (jwt) return principal(jwt);
+    return this.rest(plan, facts, state);
+  }
+
+  /**
+   * Edits the headers going upstream: removes client copies of identity headers (every route), removes the
+   * route's credentials, and sets the principal's headers. Values are percent-encoded UTF-8 where they hold
+   * characters outside visible ASCII (and "%" itself), so upstreams decode them with decodeURIComponent.
+   */
+  upstreamHeaders(headers: Record<string, string | string[]>, auth: RouteAuth, p: Principal | null): void {
+    for (const name of this.ownedHeaders) if (name in headers) delete headers[name];
+    const plan = this.plan(auth);
+    for (const name of plan.stripHeaders) delete headers[name];
+    if (plan.stripCookies.length && headers.cookie !== undefined) {
+      const kept = withoutCookies(headers.cookie, plan.stripCookies);
+      if (kept) headers.cookie = kept;
+      else delete headers.cookie;
+    }
+    if (!p) return;
+    let pairs = this.forwarded.get(p);
+    if (!pairs) {
+      pairs = this.principalHeaders(p);
+      this.forwarded.set(p, pairs);
+    }
+    for (const [k, v] of pairs) headers[k] = v;
+  }
+
+  /** The upstream path and query without the route's query-parameter credentials (when a JWT provider reads one). */
+  upstreamPath(auth: RouteAuth, pathAndQuery: string): string {
+    const plan = this.plan(auth);
+    const q = pathAndQuery.indexOf("?");
+    if (!plan.stripQuery.length || q < 0) return pathAndQuery;
+    const kept = pathAndQuery
+      .slice(q + 1)
+      .split("&")
+      .filter((pair) => !plan.stripQuery.includes(nameOf(pair)));
+    return kept.length ? `${pathAndQuery.slice(0, q)}?${kept.join("&")}` : pathAndQuery.slice(0, q);
+  }
+
+  // ── internals ──
+
+  private plan(auth: RouteAuth): RoutePlan {
+    const hit = this.plans.get(auth);
+    if (hit) return hit;
+    const missing: string[] = [];
+    const jwt: JwtVerifier[] = [];
+    const certs: ClientCertVerifier[] = [];
+    const oidc: OidcClient[] = [];
+    let apiKey: ApiKeyVerifier | null = null;
+    const challenges: string[] = [];
+    const stripHeaders = new Set<string>();
+    const stripCookies = new Set<string>();
+    const stripQuery = new Set<string>();
+    for (const m of auth.anyOf) {
+      if (m.kind === "jwt") {
+        const v = this.jwt.get(m.provider);
+        if (!v) missing.push(`jwt ${m.provider}`);
+        else {
+          jwt.push(v);
+          stripHeaders.add(v.config.tokenFrom.header.toLowerCase());
+          if (v.config.tokenFrom.cookie) stripCookies.add(v.config.tokenFrom.cookie);
+          if (v.config.tokenFrom.query) stripQuery.add(v.config.tokenFrom.query);
+        }
+      } else if (m.kind === "apiKey") {
+        if (!this.apiKey) missing.push("apiKey");
+        else {
+          apiKey = this.apiKey;
+          stripHeaders.add(this.apiKey.header);
+        }
+      } else if (m.kind === "clientCert") {
+        const v = this.certs.get(m.provider);
+        if (!v) missing.push(`clientCert ${m.provider}`);
+        else certs.push(v);
+      } else {
+        const v = this.oidc.get(m.provider);
+        if (!v) missing.push(`oidc ${m.provider}`);
+        else {
+          oidc.push(v);
+          stripCookies.add(v.config.cookieName);
+          stripCookies.add(`${v.config.cookieName}_login`);
+        }
+      }
+    }
+    if (jwt.length) challenges.push('Bearer realm="meshgate"');
+    if (apiKey) challenges.push(`ApiKey realm="meshgate", header="${apiKey.header}"`);
+    const plan: RoutePlan = {
+      compiled: compileRouteAuth(auth),
+      jwt,
+      apiKey,
+      certs,
+      oidc,
+      missing,
+      challenge: challenges.length ? challenges.join(", ") : null,
+      stripHeaders: [...stripHeaders],
+      stripCookies: [...stripCookies],
+      stripQuery: [...stripQuery],
+    };
+    this.plans.set(auth, plan);
+    return plan;
+  }
+
+  /** JWT providers of the route: a principal (sync on a cache hit), null, or a promise of either. */
+  private jwtStep(
+    plan: RoutePlan,
+    facts: AuthRequestFacts,
+    state: Attempt,
+  ): Principal | null | Promise<Principal | null> {
+    let token: string | null = null;
+    let readers: JwtVerifier[] | null = null;
+    for (const v of plan.jwt) {
+      const t = v.extract(facts);
+      if (t === null) continue;
+      if (typeof t !== "string") {
+        this.note(state, t);
+        continue;
+      }
+      if (token !== null && t !== token) continue; // providers reading another place: first token wins
+      token = t;
+      (readers ??= []).push(v);
+    }
+    if (token === null || !readers) return null;
+    const key = tokenHash(token);
+    for (const v of readers) {
+      const hit = v.cached(key);
+      if (hit) {
+        this.observer.authn("jwt", "cached");
+        return hit;
+      }
+    }
+    const decoded = decodeToken(token);
+    if ("kind" in decoded) {
+      this.observer.authn("jwt", "failure");
+      this.note(state, decoded);
+      return null;
+    }
+    const iss = decoded.payload.iss;
+    const candidates = readers.filter((v) => v.issuer === iss);
+    if (candidates.length === 0) {
+      this.observer.authn("jwt", "failure");
+      this.note(
+        state,
+        failure("jwt", "the token's issuer is not accepted on this route", 401, "invalid_token"),
+      );
+      return null;
+    }
+    const t = token;
+    return (async () => {
+      for (const v of candidates) {
+        const r = await v.verify(t, decoded, key);
+        if (!("kind" in r)) {
+          this.observer.authn("jwt", "success");
+          return r;
+        }
+        this.observer.authn("jwt", r.status === 503 ? "unavailable" : "failure");
+        this.note(state, r);
+      }
+      return null;
+    })();
+  }
+
+  /** API key, client certificates, OIDC session — all synchronous — then the login redirect when it applies. */
+  private rest(
+    plan: RoutePlan,
+    facts: AuthRequestFacts,
+    state: Attempt,
+  ): AuthnOutcome | Promise<AuthnOutcome> {
+    if (plan.apiKey) {
+      const r = plan.apiKey.authenticate(facts);
+      if (r !== null) {
+        if ("kind" in r) {
+          this.observer.authn("apiKey", "failure");
+          this.note(state, r);
+        } else {
+          this.observer.authn("apiKey", "success");
+          return principal(r);
+        }
+      }
+    }
+    for (const c of plan.certs) {
+      const r = c.authenticate(facts.tls);
+      if (r === null) continue;
+      if ("kind" in r) {
+        this.observer.authn("clientCert", "failure");
+        this.note(state, r);
+      } else {
+        this.observer.authn("clientCert", "success");
+        return principal(r);
+      }
+    }
+    let sessionFailed = false;
+    for (const o of plan.oidc) {
+      const r = o.session(facts);
+      if (r === null) continue;
+      if ("kind" in r) {
+        this.observer.authn("oidc", "failure");
+        sessionFailed = true;
+        this.note(state, r);
+      } else {
+        this.observer.authn("oidc", "success");
+        return principal(r);
+      }
+    }
+    // A browser without a (valid) session is sent to log in, unless another mechanism found a reason to refuse
+    // outright (a certificate not allowed, a provider down).
+    const first = plan.oidc[0];
+    if (
+      first &&
+      (facts.method === "GET" || facts.method === "HEAD") &&
+      !(state.best && state.best.status !== 401)
+    ) {
+      const clear = sessionFailed ? first.logout(facts).headers["set-cookie"] : undefined;
+      return first.login(facts).then((r): AuthnOutcome => {
+        if (r.kind === "respond") {
+          if (!clear) return r;
+          const pending = r.headers["set-cookie"] as string;
+          return { ...r, headers: { ...r.headers, "set-cookie": [pending, clear as string] } };
+        }
+        this.note(state, r);
+        return { kind: "none", failure: state.best };
+      });
+    }
+    return { kind: "none", failure: state.best };
+  }
+
+  private oidcResult(r: AuthResponse | OidcDeny): AuthnOutcome {
+    if (r.kind === "respond") {
+      this.observer.authn("oidc", "success");
+      return r;
+    }
+    this.observer.authn("oidc", r.status === 503 ? "unavailable" : "failure");
+    return { kind: "none", failure: r, ...(r.headers ? { headers: r.headers } : {}) };
+  }
+
+  /** Keeps the most telling failure: 403 beats 503, which beats 401. */
+  private note(state: Attempt, f: AuthFailure): void {
+    const rank = (x: AuthFailure) => (x.status === 403 ? 3 : x.status === 503 ? 2 : 1);
+    if (!state.best || rank(f) > rank(state.best)) state.best = f;
+  }
+
+  private conclude(route: string, plan: RoutePlan, o: AuthnOutcome, facts: AuthRequestFacts): AdmitResult {
+    if (o.kind === "respond") return o;
+    if (o.kind === "principal") return this.authorized(route, plan, o.principal, facts);
+    const f = o.failure;
+    const headers: Record<string, string> = { ...o.headers };
+    if (!f || f.status === 401) {
+      const challenge = this.challenge(plan, f);
+      if (challenge) headers["www-authenticate"] = challenge;
+    }
+    this.observer.authzDenied(route, f?.status === 503 ? "unavailable" : "authentication");
+    if (!f) {
+      return {
+        kind: "deny",
+        status: 401,
+        code: "unauthenticated",
+        requirement: "authentication",
+        reason: `this route requires authentication (${plan.compiled.describe})`,
+        headers,
+      };
+    }
+    return {
+      kind: "deny",
+      status: f.status,
+      code: f.code,
+      requirement: f.status === 503 ? "unavailable" : "authentication",
+      reason: f.reason,
+      headers,
+    };
+  }
+
+  private authorized(
+    route: string,
+    plan: RoutePlan,
+    p: Principal | null,
+    facts: AuthRequestFacts,
+  ): AdmitResult {
+    const d = authorize(plan.compiled, p, facts.clientIp);
+    if (d.kind === "allow") return d;
+    this.observer.authzDenied(route, d.requirement);
+    const headers: Record<string, string> = {};
+    if (d.status === 401) {
+      const c = this.challenge(plan, null);
+      if (c) headers["www-authenticate"] = c;
+    } else if (d.requirement === "scope" && p?.mechanism === "jwt") {
+      headers["www-authenticate"] =
+        `Bearer realm="meshgate", error="insufficient_scope", scope="${quoted(plan.compiled.auth.scopes.join(" "))}"`;
+    }
+    return {
+      kind: "deny",
+      status: d.status,
+      code: d.code,
+      requirement: d.requirement,
+      reason: d.reason,
+      headers,
+    };
+  }
+
+  /** RFC 6750 §3 challenge: no error code without credentials; invalid_token / invalid_request otherwise. */
+  private challenge(plan: RoutePlan, f: AuthFailure | null): string | null {
+    if (!plan.challenge) return null;
+    if (f?.mechanism === "jwt" && f.bearerError) {
+      const bearer = `Bearer realm="meshgate", error="${f.bearerError}", error_description="${quoted(f.reason)}"`;
+      return plan.challenge.replace('Bearer realm="meshgate"', bearer);
+    }
+    return plan.challenge;
+  }
+
+  private principalHeaders(p: Principal): [string, string][] {
+    const out: [string, string][] = [
+      ["x-meshgate-auth", `${p.mechanism}${p.mechanism === "apiKey" ? "" : `:${p.provider}`}`],
+    ];
+    if (p.subject) out.push(["x-meshgate-subject", headerValue(p.subject)]);
+    if (p.consumer) out.push(["x-meshgate-consumer", headerValue(p.consumer)]);
+    if (p.groups.length) out.push(["x-meshgate-groups", headerValue(p.groups.join(","))]);
+    if (p.scopes.length) out.push(["x-meshgate-scopes", headerValue(p.scopes.join(" "))]);
+    if (p.mechanism === "jwt") {
+      const v = this.jwt.get(p.provider);
+      for (const [header, claim] of Object.entries(v?.config.forwardClaims ?? {})) {
+        const value = p.claims[claim];
+        if (value === undefined || value === null) continue;
+        out.push([
+          header.toLowerCase(),
+          headerValue(typeof value === "string" ? value : JSON.stringify(value)),
+        ]);
+      }
+    }
+    return out;
+  }
+}
+
+/** The most telling failure seen so far while trying a route's mechanisms. */
+interface Attempt {
+  best: AuthFailure | null;
+}
+
+const principal = (p: Principal): AuthnOutcome => ({ kind: "principal", principal: p });
+
+/** A header value: visible ASCII kept, everything else (and "%") percent-encoded as UTF-8. */
+export function headerValue(s: string): string {
+  let plain = true;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return s;
+  let out = "";
+  for (const b of Buffer.from(s, "utf8")) {
+    out +=
+      b < 0x20 || b > 0x7e || b === 0x25
+        ? `%${b.toString(16).toUpperCase().padStart(2, "0")}`
+        : String.fromCharCode(b);
+  }
+  return out;
+}
+
+/** Text inside a quoted-string: no quotes, backslashes or control characters. */
+function quoted(s: string): string {
+  let out = "";
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c) out += s[i];
+  }
+  return out;
+}
+
+/** A Cookie header without the named cookies ("" when nothing is left). */
+function withoutCookies(value: string | string[], names: readonly string[]): string {
+  const all = Array.isArray(value) ? value.join("; ") : value;
+  return all
+    .split(";")
+    .map((c) => c.trim())
+    .filter((c) => c && !names.includes(nameOf(c).trim()))
+    .join("; ");
+}
+
+/** The name of a "name=value" pair (the whole text when it has no "="). */
+function nameOf(pair: string): string {
+  const eq = pair.indexOf("=");
+  return eq < 0 ? pair : pair.slice(0, eq);
+}

@@ -1,0 +1,355 @@
+/**
+ * JWT bearer tokens (RFC 7519, RFC 8725) verified with `jose` against one provider's keys.
+ *
+ * Per provider: algorithms pinned (`algorithms` always passed to jose; none and HS* refused at build), `iss`,
+ * `aud` and `exp` required, `nbf` honoured, clock skew bounded by `clockSkewMs` (at most 5 minutes), keys by
+ * exact `kid` from the configured JWKS only (jwks.ts), `crit` per RFC 7515 §4.1.11 (jose understands only
+ * `b64`, and refuses unencoded payloads in JWTs), duplicate member names refused, tokens larger than
+ * MAX_TOKEN_BYTES refused before any decoding.
+ *
+ * Tokens come from the configured header with its prefix (scheme compared case-insensitively), and from a
+ * cookie or a query parameter only when the provider names one; a token in more than one place is refused
+ * (RFC 6750 §2). Verified tokens are cached per provider by the SHA-256 of the token until their `exp`
+ * (bounded entries, oldest evicted first): a cache hit is synchronous.
+ */
+import { hash } from "node:crypto";
+import { jwtVerify, type CryptoKey } from "jose";
+import type { Principal } from "../decide/authorize.ts";
+import { parseStrictJson } from "./json.ts";
+import { ASYMMETRIC_ALGORITHMS, JwksStore, type JwksOptions } from "./jwks.ts";
+import {
+  failure,
+  type AuthFailure,
+  type AuthLog,
+  type AuthObserver,
+  type AuthRequestFacts,
+  type JwtProviderConfig,
+} from "./types.ts";
+
+/** Tokens longer than this are refused before decoding (a JWT from a real issuer is 0.5–2 KiB). */
+export const MAX_TOKEN_BYTES = 8192;
+/** The most clock skew a provider may allow (the spec refuses more). */
+export const MAX_CLOCK_SKEW_MS = 300_000;
+
+export interface JwtOptions extends JwksOptions {
+  /** Verified-token cache entries per provider. Default 10 000. */
+  readonly cacheEntries?: number;
+}
+
+/** The SHA-256 of a token: the verified-token cache key (the token itself is never kept as a key). */
+export const tokenHash = (token: string): string => hash("sha256", token, "base64url");
+
+/** A bounded map of verified tokens: hash → principal until its expiry. Oldest entries are evicted first. */
+export class TokenCache {
+  private readonly map = new Map<string, Principal>();
+  private readonly max: number;
+  constructor(max: number) {
+    this.max = Math.max(1, max);
+  }
+  /** The principal for a token hash, if cached and not expired at `now`. Synchronous. */
+  get(key: string, now: number): Principal | undefined {
+    const p = this.map.get(key);
+    if (p === undefined) return undefined;
+    if (p.expiresAt !== null && p.expiresAt <= now) {
+      this.map.delete(key);
+      return undefined;
+    }
+    return p;
+  }
+  set(key: string, principal: Principal): void {
+    if (this.map.size >= this.max && !this.map.has(key)) {
+      const oldest = this.map.keys().next();
+      if (!oldest.done) this.map.delete(oldest.value);
+    }
+    this.map.set(key, principal);
+  }
+  clear(): void {
+    this.map.clear();
+  }
+  get size(): number {
+    return this.map.size;
+  }
+}
+
+/** A token decoded (not verified) once, shared by the providers of a route. */
+export interface DecodedToken {
+  readonly header: Readonly<Record<string, unknown>>;
+  readonly payload: Readonly<Record<string, unknown>>;
+}
+
+const B64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * Shape checks before any key is involved: size, three base64url segments, JSON objects without duplicate
+ * members in header and payload. Returns the decoded parts or a failure (reasons are fixed strings).
+ */
+export function decodeToken(token: string): DecodedToken | AuthFailure {
+  if (token.length === 0) return failure("jwt", "empty token", 401, "invalid_request");
+  if (token.length > MAX_TOKEN_BYTES)
+    return failure("jwt", `token exceeds ${MAX_TOKEN_BYTES} bytes`, 401, "invalid_request");
+  const first = token.indexOf(".");
+  const second = first < 0 ? -1 : token.indexOf(".", first + 1);
+  if (second < 0 || token.indexOf(".", second + 1) >= 0)
+    return failure("jwt", "malformed token: a JWS compact token has three segments", 401, "invalid_token");
+  const h = token.slice(0, first);
+  const p = token.slice(first + 1, second);
+  const s = token.slice(second + 1);
+  if (!B64URL_SEGMENT.test(h) || !B64URL_SEGMENT.test(p) || !B64URL_SEGMENT.test(s))
+    return failure("jwt", "malformed token: segments must be non-empty base64url", 401, "invalid_token");
+  const header = decodeJsonSegment(h, "header");
+  if ("kind" in header) return header;
+  const payload = decodeJsonSegment(p, "payload");
+  if ("kind" in payload) return payload;
+  return { header: header.value, payload: payload.value };
+}
+
+function decodeJsonSegment(
+  segment: string,
+  what: "header" | "payload",
+): { value: Record<string, unknown> } | AuthFailure {
+  const text = Buffer.from(segment, "base64url").toString("utf8");
+  if (text.includes("\uFFFD"))
+    return failure("jwt", `malformed token ${what}: not UTF-8`, 401, "invalid_token");
+  const r = parseStrictJson(text);
+  if (!r.ok) {
+    const why =
+      r.problem === "duplicate_member"
+        ? "duplicate member names"
+        : r.problem === "too_deep"
+          ? "nested too deep"
+          : "not JSON";
+    return failure("jwt", `malformed token ${what}: ${why}`, 401, "invalid_token");
+  }
+  if (typeof r.value !== "object" || r.value === null || Array.isArray(r.value))
+    return failure("jwt", `malformed token ${what}: not a JSON object`, 401, "invalid_token");
+  return { value: r.value as Record<string, unknown> };
+}
+
+/** One JWT provider: token extraction, the verified-token cache, verification with jose. */
+export class JwtVerifier {
+  readonly name: string;
+  readonly issuer: string;
+  readonly config: JwtProviderConfig;
+  readonly keys: JwksStore;
+  readonly cache: TokenCache;
+  private readonly headerName: string;
+  private readonly prefixLower: string;
+  private readonly skewSeconds: number;
+  private readonly now: () => number;
+  private readonly verifyOptions: {
+    algorithms: string[];
+    issuer: string;
+    audience: string[];
+    requiredClaims: string[];
+    clockTolerance: number;
+  };
+
+  constructor(cfg: JwtProviderConfig, opts: JwtOptions, observer: AuthObserver, log: AuthLog) {
+    for (const a of cfg.algorithms) {
+      if (!ASYMMETRIC_ALGORITHMS.has(a))
+        throw new Error(
+          `JWT provider ${cfg.name}: algorithm ${a} is refused (pin asymmetric ones: ${[...ASYMMETRIC_ALGORITHMS].join(", ")})`,
+        );
+    }
+    if (cfg.audiences.length === 0) throw new Error(`JWT provider ${cfg.name}: audiences must not be empty`);
+    if (!cfg.issuer) throw new Error(`JWT provider ${cfg.name}: issuer must not be empty`);
+    this.name = cfg.name;
+    this.issuer = cfg.issuer;
+    this.config = cfg;
+    this.now = opts.now ?? Date.now;
+    this.cache = new TokenCache(opts.cacheEntries ?? 10_000);
+    this.keys = new JwksStore(cfg, opts, observer, log, () => this.cache.clear());
+    this.headerName = cfg.tokenFrom.header.toLowerCase();
+    this.prefixLower = cfg.tokenFrom.prefix.toLowerCase();
+    this.skewSeconds = Math.min(cfg.clockSkewMs, MAX_CLOCK_SKEW_MS) / 1000;
+    this.verifyOptions = {
+      algorithms: [...cfg.algorithms],
+      issuer: cfg.issuer,
+      audience: [...cfg.audiences],
+      requiredClaims: ["exp", "iss", "aud"],
+      clockTolerance: this.skewSeconds,
+    };
+  }
+
+  /** The token this provider reads from the request: a string, null when none is present, or a failure. */
+  extract(facts: Pick<AuthRequestFacts, "header" | "query">): string | null | AuthFailure {
+    let token: string | null = null;
+    let places = 0;
+    const h = facts.header(this.headerName);
+    if (h !== undefined) {
+      if (!startsWithLower(h, this.prefixLower))
+        return failure(
+          "jwt",
+          `the ${this.headerName} header does not carry a token with the expected scheme`,
+          401,
+          "invalid_request",
+        );
+      let i = this.prefixLower.length;
+      while (h.charCodeAt(i) === 32) i++;
+      token = i === 0 ? h : h.slice(i);
+      places++;
+    }
+    const { cookie, query: param } = this.config.tokenFrom;
+    if (cookie !== null) {
+      const v = cookieValue(facts.header("cookie"), cookie);
+      if (v === false)
+        return failure("jwt", "the token cookie appears more than once", 401, "invalid_request");
+      if (v !== null) {
+        token = v;
+        places++;
+      }
+    }
+    if (param !== null && facts.query) {
+      const v = queryValue(facts.query, param);
+      if (v === false)
+        return failure("jwt", "the token query parameter appears more than once", 401, "invalid_request");
+      if (v !== null) {
+        token = v;
+        places++;
+      }
+    }
+    if (places > 1)
+      return failure("jwt", "a token was presented in more than one place", 401, "invalid_request");
+    return token;
+  }
+
+  /** A cached verification of the token with this hash, valid now. Synchronous. */
+  cached(key: string): Principal | undefined {
+    return this.cache.get(key, this.now());
+  }
+
+  /** Full verification (keys, signature, claims); caches and returns the principal. */
+  async verify(token: string, decoded: DecodedToken, key: string): Promise<Principal | AuthFailure> {
+    const { header } = decoded;
+    const alg = header.alg;
+    if (typeof alg !== "string" || !this.verifyOptions.algorithms.includes(alg))
+      return failure("jwt", "token algorithm is not allowed for this provider", 401, "invalid_token");
+    const kid = header.kid;
+    if (kid !== undefined && (typeof kid !== "string" || kid.length === 0 || kid.length > 256))
+      return failure("jwt", "malformed token: kid must be a short string", 401, "invalid_token");
+    const found = await this.keys.lookup(kid, alg);
+    if (found.kind === "unavailable")
+      return failure("jwt", `the keys of JWT provider ${this.name} are unavailable`, 503);
+    if (found.kind === "unknown_kid")
+      return failure("jwt", "no key of the provider has the token's kid", 401, "invalid_token");
+    if (found.kind === "no_kid")
+      return failure("jwt", "the token has no kid and the provider has several keys", 401, "invalid_token");
+    return this.check(token, found.key, key);
+  }
+
+  private async check(token: string, cryptoKey: CryptoKey, key: string): Promise<Principal | AuthFailure> {
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtVerify(token, cryptoKey, {
+        ...this.verifyOptions,
+        currentDate: new Date(this.now()),
+      }));
+    } catch (err) {
+      return failure(
+        "jwt",
+        joseReason(err as Error & { code?: string; claim?: string; reason?: string }),
+        401,
+        "invalid_token",
+      );
+    }
+    const exp = payload.exp as number;
+    const principal: Principal = Object.freeze({
+      mechanism: "jwt" as const,
+      provider: this.name,
+      subject: typeof payload.sub === "string" ? payload.sub : "",
+      consumer: null,
+      groups: Object.freeze([]) as readonly string[],
+      scopes: Object.freeze(scopesOf(payload)),
+      claims: Object.freeze(payload),
+      expiresAt: exp * 1000,
+    });
+    this.cache.set(key, principal);
+    return principal;
+  }
+}
+
+/** jose's error → a fixed reason (never the token, never claim values). */
+function joseReason(err: Error & { code?: string; claim?: string; reason?: string }): string {
+  switch (err.code) {
+    case "ERR_JWT_EXPIRED":
+      return "token expired";
+    case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
+      const claim = ["iss", "aud", "exp", "nbf", "iat", "sub"].includes(err.claim ?? "") ? err.claim : "a";
+      if (err.reason === "missing") return `token has no ${claim} claim`;
+      if (claim === "nbf") return "token not yet valid (nbf)";
+      if (claim === "iss") return "token issuer is not the provider's";
+      if (claim === "aud") return "token audience is not accepted";
+      return `token ${claim} claim is invalid`;
+    }
+    case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
+      return "token signature verification failed";
+    case "ERR_JOSE_ALG_NOT_ALLOWED":
+      return "token algorithm is not allowed for this provider";
+    case "ERR_JOSE_NOT_SUPPORTED":
+      return "token uses an unsupported critical header parameter or algorithm";
+    case "ERR_JWS_INVALID":
+    case "ERR_JWT_INVALID":
+      return "malformed token";
+    default:
+      return "token verification failed";
+  }
+}
+
+/** Granted scopes: `scope` (space-separated, RFC 8693 §4.2) and `scp` (array or space-separated). */
+export function scopesOf(payload: Readonly<Record<string, unknown>>): string[] {
+  const out: string[] = [];
+  for (const v of [payload.scope, payload.scp]) {
+    if (typeof v === "string") {
+      for (const s of v.split(" ")) if (s) out.push(s);
+    } else if (Array.isArray(v)) {
+      for (const s of v) if (typeof s === "string" && s) out.push(s);
+    }
+  }
+  return out;
+}
+
+/** `value` starts with `prefixLower`, compared ASCII case-insensitively, without allocating. */
+function startsWithLower(value: string, prefixLower: string): boolean {
+  if (value.length < prefixLower.length) return false;
+  for (let i = 0; i < prefixLower.length; i++) {
+    let c = value.charCodeAt(i);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== prefixLower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** The value of cookie `name` in a Cookie header: null when absent, false when it appears twice. */
+export function cookieValue(header: string | undefined, name: string): string | null | false {
+  if (!header) return null;
+  let found: string | null = null;
+  let start = 0;
+  while (start < header.length) {
+    let end = header.indexOf(";", start);
+    if (end < 0) end = header.length;
+    const eq = header.indexOf("=", start);
+    if (eq > start && eq < end && header.slice(start, eq).trim() === name) {
+      if (found !== null) return false;
+      found = header.slice(eq + 1, end).trim();
+    }
+    start = end + 1;
+  }
+  return found;
+}
+
+/** The value of query parameter `name` (percent-decoded): null when absent, false when repeated or malformed. */
+export function queryValue(query: string, name: string): string | null | false {
+  let found: string | null = null;
+  for (const pair of query.split("&")) {
+    const eq = pair.indexOf("=");
+    const k = eq < 0 ? pair : pair.slice(0, eq);
+    if (k !== name) continue;
+    if (found !== null) return false;
+    try {
+      found = decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1));
+    } catch {
+      return false;
+    }
+  }
+  return found;
+}

@@ -1,0 +1,298 @@
+/**
+ * Client certificates at the edge (runtime/auth/clientcert.ts) over real TLS: an https server built with
+ * clientCertTlsOptions() and certificates made by openssl. Allowed subjects and SANs pass, other subjects get
+ * 403, no certificate 401, an untrusted CA 401 (the handshake itself succeeds, so routes without certificate
+ * requirements keep working), a certificate of another provider's CA 401, chains through an intermediate.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
+import { gatewayConfig } from "../support/gateway.ts";
+import { makeCa, makeCert, type Pem } from "./pki.ts";
+import { facts } from "./support.ts";
+
+const RATE = { rateLimit: { requests: 1000, per: "1s" } };
+
+let dir: string;
+let server: https.Server;
+let port: number;
+let ca1: Pem;
+let certs: Record<string, Pem & { chain?: string }>;
+let config: GatewayRuntimeConfig;
+let auth: Authenticator;
+let singleServer: https.Server;
+let singlePort: number;
+let singleAuth: Authenticator;
+
+/** An https server with the listener options for client certificates, answering with admit()'s verdict. */
+async function serve(
+  cfg: GatewayRuntimeConfig,
+  a: Authenticator,
+  serverCert: Pem,
+): Promise<{ server: https.Server; port: number }> {
+  const s = https.createServer(
+    {
+      ...clientCertTlsOptions(cfg.auth.clientCert)!,
+      cert: serverCert.cert,
+      key: serverCert.key,
+      minVersion: "TLSv1.3",
+    },
+    (req, res) => {
+      const route = (req.url ?? "/").slice(1);
+      const r = cfg.routes.find((x) => x.name === route)!;
+      const d = a.admit(route, r.auth, facts({ path: req.url!, tls: req.socket as TLSSocket }));
+      if (d instanceof Promise) throw new Error("client certificates must be checked synchronously");
+      const body = JSON.stringify(
+        d.kind === "allow" ? { subject: d.principal?.subject ?? null, claims: d.principal?.claims } : d,
+      );
+      res.writeHead(d.kind === "allow" ? 200 : d.kind === "deny" ? d.status : 500, {
+        "content-type": "application/json",
+      });
+      res.end(body);
+    },
+  );
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  return { server: s, port: (s.address() as AddressInfo).port };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "meshgate-mtls-"));
+  ca1 = makeCa(dir, "ca1", "/O=Acme/CN=Partners CA");
+  const ca2 = makeCa(dir, "ca2", "/O=B Corp/CN=B CA");
+  const ca3 = makeCa(dir, "ca3", "/CN=Untrusted CA");
+  const inter = makeCert(dir, "inter", ca1, "/O=Acme/CN=Partners Issuing CA", { ca: true });
+  const inter2 = makeCert(dir, "inter2", ca1, "/O=Acme/CN=Partners Issuing CA 2", { ca: true });
+  const bundle = join(dir, "partners-bundle.pem");
+  writeFileSync(bundle, ca1.cert + inter.cert);
+  const serverCert = makeCert(dir, "server", ca1, "/CN=localhost", {
+    usage: "server",
+    san: "DNS:localhost,IP:127.0.0.1",
+  });
+  const c = (name: string, issuer: Pem, subject: string, san?: string) =>
+    makeCert(dir, name, issuer, subject, san ? { san } : {});
+  certs = {
+    a: c("a", ca1, "/O=Acme/CN=partner-a"),
+    b: c("b", ca1, "/CN=partner-b", "URI:spiffe://partners.test/ns/x/sa/b"),
+    c: { ...c("c", inter, "/CN=partner-c"), chain: inter.cert },
+    c2: { ...c("c2", inter2, "/CN=partner-c"), chain: inter2.cert },
+    d: c("d", ca1, "/CN=someone", "DNS:D.Partner.Test"),
+    ip: c("ip", ca1, "/CN=ip-client", "IP:10.0.0.7"),
+    other: c("other", ca1, "/O=Acme/CN=other"),
+    superset: c("superset", ca1, "/O=Acme/OU=Sales/CN=partner-a"),
+    injected: c("injected", ca1, "/CN=partner-a, O=Acme"),
+    sanNear: c(
+      "sanNear",
+      ca1,
+      "/CN=near",
+      "URI:spiffe://partners.test/ns/x/sa/b/extra,DNS:evil.d.partner.test",
+    ),
+    bcorp: c("bcorp", ca2, "/O=Acme/CN=partner-a"),
+    untrusted: c("untrusted", ca3, "/O=Acme/CN=partner-a"),
+  };
+  config = gatewayConfig(
+    [
+      {
+        name: "partners",
+        match: { path: "/partners" },
+        to: "app",
+        auth: { clientCert: "partners" },
+        ...RATE,
+      },
+      { name: "bcorp", match: { path: "/bcorp" }, to: "app", auth: { clientCert: "bcorp" }, ...RATE },
+      {
+        name: "rootonly",
+        match: { path: "/rootonly" },
+        to: "app",
+        auth: { clientCert: "rootonly" },
+        ...RATE,
+      },
+      { name: "open", match: { path: "/open" }, to: "app", public: true, ...RATE },
+    ],
+    { app: { port: 1 } },
+    {
+      clientCerts: {
+        partners: {
+          caFile: bundle,
+          subjects: ["CN=partner-a, o=Acme", "partner-c"],
+          sans: ["URI:spiffe://partners.test/ns/x/sa/b", "DNS:d.partner.test", "IP:10.0.0.7"],
+        },
+        bcorp: { caFile: ca2.certFile },
+        rootonly: { caFile: ca1.certFile, subjects: ["partner-c"] },
+      },
+    },
+  );
+  auth = new Authenticator(config);
+  ({ server, port } = await serve(config, auth, serverCert));
+  const single = gatewayConfig(
+    [
+      {
+        name: "partners",
+        match: { path: "/partners" },
+        to: "app",
+        auth: { clientCert: "partners" },
+        ...RATE,
+      },
+    ],
+    { app: { port: 1 } },
+    { clientCerts: { partners: { caFile: ca1.certFile, subjects: ["partner-c"] } } },
+  );
+  singleAuth = new Authenticator(single);
+  ({ server: singleServer, port: singlePort } = await serve(single, singleAuth, serverCert));
+});
+
+afterAll(async () => {
+  for (const s of [server, singleServer]) {
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+  auth.close();
+  singleAuth.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function call(
+  path: string,
+  client?: Pem & { chain?: string },
+  to = port,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "127.0.0.1",
+        port: to,
+        path,
+        ca: ca1.cert,
+        servername: "localhost",
+        agent: false,
+        ...(client ? { cert: client.chain ? client.cert + client.chain : client.cert, key: client.key } : {}),
+      },
+      (res) => {
+        let text = "";
+        res.on("data", (c: Buffer) => (text += c.toString()));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("client certificates over real TLS", () => {
+  it.each([
+    ["admits_an_allowed_subject_dn_in_any_order_and_type_case", "/partners", "a", 200],
+    ["admits_an_allowed_uri_san", "/partners", "b", 200],
+    ["admits_a_chain_through_an_intermediate_held_in_the_providers_ca_file", "/partners", "c", 200],
+    ["admits_a_chain_completed_from_another_providers_intermediate_up_to_its_root", "/rootonly", "c", 200],
+    [
+      "answers_401_for_a_client_sent_intermediate_no_ca_file_holds_on_a_shared_listener",
+      "/partners",
+      "c2",
+      401,
+    ],
+    ["admits_an_allowed_dns_san_case_insensitively", "/partners", "d", 200],
+    ["admits_an_allowed_ip_san", "/partners", "ip", 200],
+    ["answers_403_for_another_subject_of_the_trusted_ca", "/partners", "other", 403],
+    ["answers_403_for_a_subject_with_extra_attributes", "/partners", "superset", 403],
+    ["answers_403_for_a_common_name_hiding_a_comma", "/partners", "injected", 403],
+    ["answers_403_for_sans_that_only_resemble_allowed_ones", "/partners", "sanNear", 403],
+    ["answers_401_without_a_certificate", "/partners", undefined, 401],
+    ["answers_401_for_a_certificate_of_an_untrusted_ca", "/partners", "untrusted", 401],
+    ["answers_401_for_a_certificate_of_another_providers_ca", "/partners", "bcorp", 401],
+    ["admits_any_certificate_of_a_provider_without_rules", "/bcorp", "bcorp", 200],
+    ["answers_401_for_partners_on_the_other_providers_route", "/bcorp", "a", 401],
+    ["serves_routes_without_requirements_to_clients_without_certificates", "/open", undefined, 200],
+    ["serves_routes_without_requirements_to_clients_with_untrusted_certificates", "/open", "untrusted", 200],
+  ])("%s", async (_name, path, who, status) => {
+    const r = await call(path, who ? certs[who] : undefined);
+    expect(r.status).toBe(status);
+  });
+
+  it("admits_a_chain_through_an_intermediate_when_the_provider_is_the_listeners_only_one", async () => {
+    expect((await call("/partners", certs.c, singlePort)).status).toBe(200);
+    expect((await call("/partners", certs.a, singlePort)).status).toBe(403);
+    expect((await call("/partners", certs.bcorp, singlePort)).status).toBe(401);
+  });
+
+  it("names_the_reason_of_each_refusal", async () => {
+    expect((await call("/partners", certs.untrusted)).body.reason).toMatch(/did not verify \([A-Z_]+\)/);
+    expect((await call("/partners", certs.bcorp)).body.reason).toContain(
+      "not issued by a CA in the caFile of provider partners",
+    );
+    expect((await call("/partners", certs.other)).body.reason).toContain("subject is not allowed");
+    expect((await call("/partners")).body.reason).toContain("requires authentication");
+  });
+
+  it("makes_the_subject_dn_and_sans_the_principal", async () => {
+    const r = await call("/partners", certs.b);
+    expect(r.body.subject).toBe("CN=partner-b");
+    expect(r.body.claims).toMatchObject({ cn: "partner-b", sans: ["URI:spiffe://partners.test/ns/x/sa/b"] });
+    expect((r.body.claims as { fingerprint256: string }).fingerprint256).toMatch(
+      /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/,
+    );
+  });
+
+  it("refuses_to_build_with_an_unreadable_ca_file", () => {
+    const bad = {
+      ...config,
+      auth: {
+        ...config.auth,
+        clientCert: [{ name: "x", caFile: join(dir, "missing.pem"), subjects: [], sans: [] }],
+      },
+    };
+    expect(() => new Authenticator(bad)).toThrow(/clientCerts\.x: cannot read caFile/);
+  });
+
+  it("refuses_to_build_with_a_malformed_san_rule", () => {
+    const bad = {
+      ...config,
+      auth: {
+        ...config.auth,
+        clientCert: [{ name: "x", caFile: ca1.certFile, subjects: [], sans: ["spiffe://x"] }],
+      },
+    };
+    expect(() => new Authenticator(bad)).toThrow(/sans\[0\]/);
+  });
+});
+
+describe("parseDn", () => {
+  it.each([
+    [
+      "CN=a, O=Acme",
+      [
+        ["CN", "a"],
+        ["O", "Acme"],
+      ],
+    ],
+    [
+      "cn=a,o=Acme",
+      [
+        ["CN", "a"],
+        ["O", "Acme"],
+      ],
+    ],
+    ["CN=Acme\\, Inc", [["CN", "Acme, Inc"]]],
+    [
+      "CN=a+OU=x",
+      [
+        ["CN", "a"],
+        ["OU", "x"],
+      ],
+    ],
+    ["CN=caf\\C3\\A9", [["CN", "café"]]],
+    ["2.5.4.3=a", [["2.5.4.3", "a"]]],
+  ])("parses_%s", (text, want) => {
+    expect(parseDn(text)).toEqual(want);
+  });
+
+  it.each(["", "=a", "CN", "C N=a", "CN=a\\"])("refuses_%s", (text) => {
+    expect(parseDn(text)).toBeNull();
+  });
+});

@@ -1,0 +1,519 @@
+/**
+ * JWT authentication (runtime/auth/jwt.ts, jwks.ts) through the Authenticator: a corpus of forged and broken
+ * tokens (each answered 401), honest tokens (allowed, principal headers, synchronous cache hits), the remote
+ * JWKS served by a real HTTP server on 127.0.0.1 (its fetches counted: caching, Cache-Control bounds,
+ * refresh on unknown kid, one fetch for a stampede, the refetch rate limit, an unreachable JWKS), and every
+ * log line captured and searched for tokens and keys.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { GatewayRuntimeConfig, RouteAuth } from "../../runtime/contract/index.ts";
+import { Authenticator, type AdmitResult } from "../../runtime/auth/index.ts";
+import { gatewayConfig } from "../support/gateway.ts";
+import { ISS, claims, forgedTokens } from "./corpus.ts";
+import {
+  capturedLogger,
+  countingObserver,
+  facts,
+  makeKey,
+  nowS,
+  signToken,
+  startJwksServer,
+  type JwksServer,
+  type TestKey,
+} from "./support.ts";
+
+const RATE = { rateLimit: { requests: 1000, per: "1s" } };
+
+let main: TestKey;
+let rotated: TestKey;
+let rsa: TestKey;
+let other: TestKey;
+let attacker: TestKey;
+let attackerRsa: TestKey;
+let jwks: JwksServer;
+let attackerServer: JwksServer;
+let config: GatewayRuntimeConfig;
+let auth: Authenticator;
+let dir: string;
+let attackerCertB64: string;
+const log = capturedLogger();
+const counts = countingObserver();
+
+function buildConfig(jwksUri: string): GatewayRuntimeConfig {
+  return gatewayConfig(
+    [
+      { name: "main", match: { path: "/main" }, to: "app", auth: { jwt: "main" }, ...RATE },
+      { name: "rsa", match: { path: "/rsa" }, to: "app", auth: { jwt: "rsa" }, ...RATE },
+      {
+        name: "scoped",
+        match: { path: "/scoped" },
+        to: "app",
+        auth: { jwt: "main", scopes: ["orders:write"] },
+        ...RATE,
+      },
+      { name: "both", match: { path: "/both" }, to: "app", auth: { jwt: ["main", "other"] }, ...RATE },
+      { name: "cq", match: { path: "/cq" }, to: "app", auth: { jwt: "cq" }, ...RATE },
+    ],
+    { app: { port: 1 } },
+    {
+      jwt: {
+        main: {
+          issuer: ISS,
+          audiences: ["api", "api2"],
+          jwksUri,
+          algorithms: ["ES256"],
+          clockSkew: "30s",
+          forwardClaims: { "x-user-email": "email", "x-tenant": "tenant" },
+        },
+        rsa: {
+          issuer: "https://rsa.test/",
+          audiences: ["api"],
+          jwks: { keys: [rsa.jwk] },
+          algorithms: ["RS256"],
+        },
+        other: {
+          issuer: "https://other.test/",
+          audiences: ["api"],
+          jwks: { keys: [other.jwk] },
+          algorithms: ["ES256"],
+        },
+        cq: {
+          issuer: "https://cq.test/",
+          audiences: ["api"],
+          jwks: { keys: [main.jwk] },
+          algorithms: ["ES256"],
+          tokenFrom: { cookie: "tok", query: "access_token" },
+        },
+      },
+    },
+  );
+}
+
+const routeAuth = (name: string): RouteAuth => config.routes.find((r) => r.name === name)!.auth;
+const bearer = (token: string, route = "main") =>
+  facts({ path: `/${route}`, headers: { authorization: `Bearer ${token}` } });
+
+async function admit(
+  route: string,
+  f = facts({ path: `/${route}` }),
+  a: Authenticator = auth,
+): Promise<AdmitResult> {
+  return a.admit(route, routeAuth(route), f);
+}
+
+beforeAll(async () => {
+  main = makeKey("main-1");
+  rotated = makeKey("main-2");
+  rsa = makeKey("rsa-1", "RS256");
+  other = makeKey("other-1");
+  attacker = makeKey("attacker-1");
+  attackerRsa = makeKey("attacker-rsa", "RS256");
+  jwks = await startJwksServer([main.jwk]);
+  attackerServer = await startJwksServer([attacker.jwk]);
+  config = buildConfig(jwks.url);
+  auth = new Authenticator(config, {
+    observer: counts.observer,
+    log: log.logger,
+    jwt: { minRefetchIntervalMs: 200, minTtlMs: 100 },
+  });
+  dir = mkdtempSync(join(tmpdir(), "meshgate-jwt-"));
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      join(dir, "k.pem"),
+      "-out",
+      join(dir, "c.pem"),
+      "-days",
+      "1",
+      "-subj",
+      "/CN=attacker",
+    ],
+    { stdio: "ignore" },
+  );
+  attackerCertB64 = readFileSync(join(dir, "c.pem"), "utf8").replace(/-----[^-]+-----|\s/g, "");
+});
+
+afterAll(async () => {
+  auth.close();
+  await jwks.close();
+  await attackerServer.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const presented: string[] = [];
+const corpus = forgedTokens(() => ({
+  main,
+  rsa,
+  other,
+  attacker,
+  attackerRsa,
+  attackerUrl: attackerServer.url,
+  attackerCertB64,
+}));
+
+describe("forged and broken tokens", () => {
+  it("has_at_least_30_cases", () => {
+    expect(corpus.length).toBeGreaterThanOrEqual(30);
+    expect(new Set(corpus.map(([n]) => n)).size).toBe(corpus.length);
+  });
+
+  it.each(corpus)("%s", async (_name, reason, forge) => {
+    const attackerFetches = attackerServer.fetches;
+    const { token, headers, query, route = "main" } = await forge();
+    if (token) presented.push(token);
+    const d = await admit(
+      route,
+      token ? bearer(token, route) : facts({ path: `/${route}`, headers: headers ?? {}, query: query ?? "" }),
+    );
+    expect(d).toMatchObject({ kind: "deny", status: 401, code: "unauthenticated" });
+    if (d.kind !== "deny") return;
+    expect(d.reason.length).toBeGreaterThan(5);
+    expect(d.reason).toContain(reason);
+    if (token) expect(d.reason).not.toContain(token.slice(0, 20));
+    expect(d.headers["www-authenticate"]).toMatch(/^Bearer realm="meshgate"/);
+    // Headers such as jku, x5u or a kid holding a URL never make the gateway fetch anything.
+    expect(attackerServer.fetches).toBe(attackerFetches);
+  });
+});
+
+describe("honest tokens", () => {
+  it("allows_a_valid_token_and_forwards_the_principal", async () => {
+    const token = await signToken(main, claims({ email: "alice@example.com", tenant: "acme\nx" }));
+    const d = await admit("main", bearer(token));
+    expect(d.kind).toBe("allow");
+    if (d.kind !== "allow") return;
+    expect(d.principal).toMatchObject({
+      mechanism: "jwt",
+      provider: "main",
+      subject: "alice",
+      scopes: ["orders:read"],
+    });
+    const up: Record<string, string | string[]> = {
+      authorization: `Bearer ${token}`,
+      "x-meshgate-subject": "forged",
+      "x-user-email": "forged@example.com",
+      accept: "*/*",
+    };
+    auth.upstreamHeaders(up, routeAuth("main"), d.principal);
+    expect(up).toEqual({
+      accept: "*/*",
+      "x-meshgate-auth": "jwt:main",
+      "x-meshgate-subject": "alice",
+      "x-meshgate-scopes": "orders:read",
+      "x-user-email": "alice@example.com",
+      "x-tenant": "acme%0Ax",
+    });
+  });
+
+  it("strips_client_identity_headers_on_public_routes_too", () => {
+    const up: Record<string, string | string[]> = {
+      "x-meshgate-subject": "forged",
+      "x-tenant": "forged",
+      a: "1",
+    };
+    auth.upstreamHeaders(up, { ...routeAuth("main"), public: true, anyOf: [] }, null);
+    expect(up).toEqual({ a: "1" });
+  });
+
+  it("accepts_exp_within_the_clock_skew_and_a_lower_case_scheme", async () => {
+    const token = await signToken(main, claims({ exp: nowS() - 10 }));
+    const d = await admit("main", facts({ path: "/main", headers: { authorization: `bearer   ${token}` } }));
+    expect(d.kind).toBe("allow");
+  });
+
+  it("accepts_any_configured_audience_in_an_array", async () => {
+    const d = await admit("main", bearer(await signToken(main, claims({ aud: ["x", "api2"] }))));
+    expect(d.kind).toBe("allow");
+  });
+
+  it("answers_a_cache_hit_synchronously", async () => {
+    const token = await signToken(main, claims({ sub: "sync" }));
+    const first = auth.admit("main", routeAuth("main"), bearer(token));
+    expect(first).toBeInstanceOf(Promise);
+    expect((await first).kind).toBe("allow");
+    const second = auth.admit("main", routeAuth("main"), bearer(token));
+    expect(second).not.toBeInstanceOf(Promise);
+    expect((second as AdmitResult).kind).toBe("allow");
+    expect(counts.authn.get("jwt:cached")).toBeGreaterThan(0);
+  });
+
+  it("does_not_serve_a_cached_token_past_its_expiry", async () => {
+    let clock = Date.now();
+    const a = new Authenticator(config, { now: () => clock });
+    const token = await signToken(main, claims({ exp: nowS() + 2 }));
+    expect((await a.admit("main", routeAuth("main"), bearer(token))).kind).toBe("allow");
+    expect(a.admit("main", routeAuth("main"), bearer(token))).not.toBeInstanceOf(Promise);
+    clock += 3000 + 31_000; // past exp and the skew
+    const late = a.admit("main", routeAuth("main"), bearer(token));
+    expect(late).toBeInstanceOf(Promise);
+    expect(await late).toMatchObject({ kind: "deny", status: 401, reason: "token expired" });
+    a.close();
+  });
+
+  it("answers_403_with_insufficient_scope_for_a_token_without_the_scope", async () => {
+    const d = await admit("scoped", bearer(await signToken(main, claims()), "scoped"));
+    expect(d).toMatchObject({
+      kind: "deny",
+      status: 403,
+      code: "forbidden",
+      reason: "missing scope orders:write",
+    });
+    if (d.kind === "deny")
+      expect(d.headers["www-authenticate"]).toBe(
+        'Bearer realm="meshgate", error="insufficient_scope", scope="orders:write"',
+      );
+    expect(counts.denied.get("scoped:scope")).toBeGreaterThan(0);
+  });
+
+  it("chooses_the_provider_by_issuer_on_a_route_with_two", async () => {
+    const a = await admit("both", bearer(await signToken(main, claims()), "both"));
+    const b = await admit(
+      "both",
+      bearer(await signToken(other, claims({ iss: "https://other.test/" })), "both"),
+    );
+    expect(a).toMatchObject({ kind: "allow", principal: { provider: "main" } });
+    expect(b).toMatchObject({ kind: "allow", principal: { provider: "other" } });
+  });
+
+  it("reads_tokens_from_a_configured_cookie_or_query_parameter", async () => {
+    const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+    expect((await admit("cq", facts({ path: "/cq", headers: { cookie: `a=1; tok=${t}; b=2` } }))).kind).toBe(
+      "allow",
+    );
+    expect((await admit("cq", facts({ path: "/cq", query: `x=1&access_token=${t}` }))).kind).toBe("allow");
+    expect(auth.upstreamPath(routeAuth("cq"), `/cq?x=1&access_token=${t}&y=2`)).toBe("/cq?x=1&y=2");
+    const up: Record<string, string | string[]> = { cookie: `a=1; tok=${t}; b=2` };
+    auth.upstreamHeaders(up, routeAuth("cq"), null);
+    expect(up.cookie).toBe("a=1; b=2");
+  });
+
+  it("answers_401_without_error_code_when_no_token_is_presented", async () => {
+    const d = await admit("main");
+    expect(d).toMatchObject({ kind: "deny", status: 401, requirement: "authentication" });
+    if (d.kind === "deny") expect(d.headers["www-authenticate"]).toBe('Bearer realm="meshgate"');
+  });
+
+  it("answers_invalid_token_challenges_per_rfc_6750", async () => {
+    const d = await admit("main", bearer(await signToken(main, claims({ exp: nowS() - 3600 }))));
+    if (d.kind !== "deny") throw new Error("expected a deny");
+    expect(d.headers["www-authenticate"]).toBe(
+      'Bearer realm="meshgate", error="invalid_token", error_description="token expired"',
+    );
+  });
+});
+
+describe("remote JWKS", () => {
+  it("fetches_once_and_serves_later_tokens_from_the_cached_set", async () => {
+    const server = await startJwksServer([main.jwk]);
+    server.cacheControl = "max-age=3600";
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minTtlMs: 100 } });
+    for (let i = 0; i < 5; i++)
+      expect(
+        (await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: `u${i}` })))))
+          .kind,
+      ).toBe("allow");
+    expect(server.fetches).toBe(1);
+    a.close();
+    await server.close();
+  });
+
+  it("refetches_in_the_background_after_a_short_max_age_and_ignores_a_long_one_within_bounds", async () => {
+    const short = await startJwksServer([main.jwk]);
+    short.cacheControl = "public, max-age=0";
+    const long = await startJwksServer([main.jwk]);
+    long.cacheControl = "max-age=3600";
+    const opts = { jwt: { minTtlMs: 150, maxTtlMs: 60_000 } };
+    const a = new Authenticator(buildConfig(short.url), opts);
+    const b = new Authenticator(buildConfig(long.url), opts);
+    for (const x of [a, b])
+      expect((await x.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+        "allow",
+      );
+    await new Promise((r) => setTimeout(r, 250));
+    for (const x of [a, b])
+      expect(
+        (await x.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: "later" })))))
+          .kind,
+      ).toBe("allow");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(short.fetches).toBe(2); // max-age 0 clamped up to 150 ms, then a stale-while-revalidate refresh
+    expect(long.fetches).toBe(1);
+    a.close();
+    b.close();
+    await short.close();
+    await long.close();
+  });
+
+  it("refreshes_on_an_unknown_kid_and_accepts_a_rotated_key", async () => {
+    const server = await startJwksServer([main.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 100 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    expect(server.fetches).toBe(1);
+    server.keys = [main.jwk, rotated.jwk];
+    await new Promise((r) => setTimeout(r, 120));
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(rotated, claims())))).kind).toBe(
+      "allow",
+    );
+    expect(server.fetches).toBe(2);
+    a.close();
+    await server.close();
+  });
+
+  it("makes_one_fetch_for_a_stampede_of_unknown_kids", async () => {
+    const server = await startJwksServer([main.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 60_000 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    server.delayMs = 50;
+    const tokens = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => signToken(makeKeyCached(i), claims())),
+    );
+    const results = await Promise.all(tokens.map((t) => a.admit("main", routeAuth("main"), bearer(t))));
+    expect(results.every((r) => r.kind === "deny" && r.status === 401)).toBe(true);
+    // The first fetch at start; the interval has not passed since, so the stampede causes none.
+    expect(server.fetches).toBe(1);
+    a.close();
+    await server.close();
+  });
+
+  it("joins_concurrent_unknown_kid_tokens_to_one_in_flight_fetch", async () => {
+    const server = await startJwksServer([main.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 100 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    await new Promise((r) => setTimeout(r, 120));
+    server.keys = [main.jwk, rotated.jwk];
+    server.delayMs = 80;
+    const tokens = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => signToken(i % 2 ? rotated : makeKeyCached(i), claims())),
+    );
+    const results = await Promise.all(tokens.map((t) => a.admit("main", routeAuth("main"), bearer(t))));
+    expect(results.filter((r) => r.kind === "allow").length).toBe(20);
+    expect(server.fetches).toBe(2);
+    a.close();
+    await server.close();
+  });
+
+  it("rate_limits_refetches_for_unknown_kids", async () => {
+    const server = await startJwksServer([main.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 300 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    for (let i = 0; i < 5; i++)
+      await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims())));
+    expect(server.fetches).toBe(1);
+    await new Promise((r) => setTimeout(r, 320));
+    await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims())));
+    expect(server.fetches).toBe(2);
+    a.close();
+    await server.close();
+  });
+
+  it("answers_503_while_the_jwks_is_unreachable_and_recovers", async () => {
+    const server = await startJwksServer([main.jwk]);
+    server.status = 500;
+    const captured = capturedLogger();
+    const a = new Authenticator(buildConfig(server.url), {
+      log: captured.logger,
+      jwt: { minRefetchIntervalMs: 50 },
+    });
+    const d = await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())));
+    expect(d).toMatchObject({ kind: "deny", status: 503, code: "auth_unavailable" });
+    expect(captured.lines().some((l) => l.event === "jwks_fetch_failed")).toBe(true);
+    server.status = 200;
+    await new Promise((r) => setTimeout(r, 60));
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    a.close();
+    await server.close();
+  });
+
+  it("keeps_serving_with_the_previous_keys_when_a_refresh_fails", async () => {
+    const server = await startJwksServer([main.jwk]);
+    server.cacheControl = "max-age=0";
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minTtlMs: 50, minRefetchIntervalMs: 10 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    server.status = 503;
+    await new Promise((r) => setTimeout(r, 80));
+    expect(
+      (await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: "b" }))))).kind,
+    ).toBe("allow");
+    a.close();
+    await server.close();
+  });
+
+  it("drops_cached_verifications_when_their_key_is_removed", async () => {
+    const server = await startJwksServer([main.jwk, rotated.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 10 } });
+    const token = await signToken(rotated, claims());
+    expect((await a.admit("main", routeAuth("main"), bearer(token))).kind).toBe("allow");
+    expect(a.admit("main", routeAuth("main"), bearer(token))).not.toBeInstanceOf(Promise);
+    server.keys = [main.jwk];
+    await new Promise((r) => setTimeout(r, 20));
+    await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims()))); // unknown kid → refetch
+    const after = await a.admit("main", routeAuth("main"), bearer(token));
+    expect(after).toMatchObject({ kind: "deny", status: 401 });
+    a.close();
+    await server.close();
+  });
+
+  it("verifies_inline_keys_without_any_fetch", async () => {
+    const before = jwks.fetches;
+    const d = await admit("rsa", bearer(await signToken(rsa, claims({ iss: "https://rsa.test/" })), "rsa"));
+    expect(d.kind).toBe("allow");
+    expect(jwks.fetches).toBe(before);
+  });
+
+  it("refuses_a_provider_that_pins_hmac_or_none", () => {
+    const bad = {
+      ...config,
+      auth: { ...config.auth, jwt: [{ ...config.auth.jwt[0]!, algorithms: ["HS256"] }] },
+    };
+    expect(() => new Authenticator(bad)).toThrow(/HS256 is refused/);
+  });
+});
+
+describe("logs", () => {
+  it("never_contain_a_token_or_key_from_the_corpus", () => {
+    const text = log.text();
+    expect(presented.length).toBeGreaterThan(25);
+    for (const t of presented) {
+      for (const part of t.split(".").filter((p) => p.length > 12)) expect(text).not.toContain(part);
+    }
+    for (const k of [main, rotated, rsa, other, attacker, attackerRsa]) {
+      const priv = k.privateKey.export({ format: "jwk" }) as { d: string };
+      expect(text).not.toContain(priv.d);
+      expect(text).not.toContain(k.publicPem.split("\n")[1]!);
+    }
+  });
+});
+
+const extraKeys = new Map<number, TestKey>();
+function makeKeyCached(i: number): TestKey {
+  let k = extraKeys.get(i % 8);
+  if (!k) {
+    k = makeKey(`unknown-${i % 8}`);
+    extraKeys.set(i % 8, k);
+  }
+  return k;
+}
