@@ -1,13 +1,17 @@
 /**
  * WebSocket upgrades (RFC 6455 over HTTP/1.1): the same checks and decide() as any request — header
- * hygiene, canonical path and route, authentication requirement — then a tunnel to an endpoint of the
+ * hygiene, canonical path and route, authentication and authorization, rate limit — then a tunnel to an endpoint of the
  * route's backend: the handshake request is re-serialized from the canonical path and the filtered
  * headers, and from then on bytes flow both ways untouched until either side closes or the connection
  * idles past the listener's idle timeout. Only `Upgrade: websocket` is accepted.
  */
 import type { IncomingMessage } from "node:http";
 import net, { type Socket } from "node:net";
+import type { Authenticator } from "../auth/authenticator.ts";
+import { RequestFacts } from "../auth/facts.ts";
+import type { AdmitResult } from "../auth/types.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import type { Principal } from "../decide/authorize.ts";
 import { decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
@@ -28,6 +32,8 @@ export interface UpgradeContext {
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
   /** Route rate limits: an upgrade counts like any request. */
   readonly rateLimits?: RateLimitPlan;
+  /** Authentication and authorization: an upgrade is admitted like any request. */
+  readonly auth?: Authenticator;
 }
 
 export interface UpgradeObserver {
@@ -48,6 +54,7 @@ const statusText = (s: number) =>
   ({
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     429: "Too Many Requests",
@@ -87,15 +94,6 @@ export function handleUpgrade(
     return fail(d.status, d.code, d.detail, "none", d.allow.length ? `allow: ${d.allow.join(", ")}\r\n` : "");
   }
   const route = d.route.name;
-  if (!d.auth.public) {
-    return fail(
-      401,
-      "unauthenticated",
-      "this route requires authentication",
-      route,
-      'www-authenticate: Bearer realm="meshgate"\r\n',
-    );
-  }
   if (d.action.kind !== "forward")
     return fail(400, "action_unavailable", "WebSocket upgrades need a forwarding route", route);
   const backend = d.action.backends[0]!.cluster;
@@ -113,34 +111,78 @@ export function handleUpgrade(
     clientIp.header,
   );
   const client = addr.client;
-  const tunnel = () =>
-    openTunnel(ctx, req, socket, head, scheme, observer, mintId, d, cluster, addr, peer, fail);
-  const limiter = ctx.rateLimits?.limiters.get(route);
-  if (limiter === undefined) return tunnel();
-  const limited = (rl: RateLimitDecision) => {
-    if (rl.allowed) return tunnel();
-    if (rl.storeError !== null)
-      return fail(
-        503,
-        "ratelimit_unavailable",
-        "the rate-limit store is unavailable",
-        route,
-        "retry-after: 1\r\n",
+  // Authentication and authorization, as for any request (an OIDC login redirect cannot answer an
+  // upgrade: without a session it is refused like any unauthenticated request).
+  if (!d.auth.public || d.auth.clientIps.length > 0) {
+    if (!ctx.auth) {
+      return fail(401, "unauthenticated", "this route requires authentication", route, BEARER);
+    }
+    const facts = new RequestFacts(req, d.path, d.query, d.host, req.headers.host, scheme, client);
+    const admitted = ctx.auth.admit(route, d.auth, facts);
+    const admit = (verdict: AdmitResult) => {
+      if (verdict.kind === "allow") return limit(verdict.principal);
+      if (verdict.kind === "respond")
+        return fail(401, "unauthenticated", "this route requires a login session", route, BEARER);
+      let extra = "";
+      for (const [k, v] of Object.entries(verdict.headers ?? {})) extra += `${k}: ${String(v)}\r\n`;
+      fail(verdict.status, verdict.code, verdict.reason, route, extra);
+    };
+    if (admitted instanceof Promise) admitted.then(admit).catch(() => socket.destroy());
+    else admit(admitted);
+    return;
+  }
+  limit(null);
+
+  function limit(principal: Principal | null): void {
+    const tunnel = () =>
+      openTunnel(
+        ctx,
+        req,
+        socket,
+        head,
+        scheme,
+        observer,
+        mintId,
+        d as RouteDecision,
+        cluster!,
+        addr,
+        peer,
+        fail,
+        principal,
       );
-    let extra = `retry-after: ${retryAfterSeconds(rl)}\r\n`;
-    for (const [k, v] of Object.entries(rateLimitHeaders(limiter.policy, rl) ?? {}))
-      extra += `${k}: ${v}\r\n`;
-    fail(429, "rate_limited", `the rate limit of route ${route} is spent`, route, extra);
-  };
-  const rl = limiter.check(
-    client,
-    undefined,
-    undefined,
-    limiter.header === null ? undefined : req.headers[limiter.header],
-  );
-  if (rl instanceof Promise) rl.then(limited).catch(() => socket.destroy());
-  else limited(rl);
+    rateLimit(principal, tunnel);
+  }
+
+  function rateLimit(principal: Principal | null, tunnel: () => void): void {
+    const limiter = ctx.rateLimits?.limiters.get(route);
+    if (limiter === undefined) return tunnel();
+    const limited = (rl: RateLimitDecision) => {
+      if (rl.allowed) return tunnel();
+      if (rl.storeError !== null)
+        return fail(
+          503,
+          "ratelimit_unavailable",
+          "the rate-limit store is unavailable",
+          route,
+          "retry-after: 1\r\n",
+        );
+      let extra = `retry-after: ${retryAfterSeconds(rl)}\r\n`;
+      for (const [k, v] of Object.entries(rateLimitHeaders(limiter.policy, rl) ?? {}))
+        extra += `${k}: ${v}\r\n`;
+      fail(429, "rate_limited", `the rate limit of route ${route} is spent`, route, extra);
+    };
+    const rl = limiter.check(
+      client,
+      principal?.subject ?? undefined,
+      principal?.consumer ?? undefined,
+      limiter.header === null ? undefined : req.headers[limiter.header],
+    );
+    if (rl instanceof Promise) rl.then(limited).catch(() => socket.destroy());
+    else limited(rl);
+  }
 }
+
+const BEARER = 'www-authenticate: Bearer realm="meshgate"\r\n';
 
 /** The tunnel of an accepted upgrade: connect, replay the handshake, then pipe both ways. */
 function openTunnel(
@@ -156,6 +198,7 @@ function openTunnel(
   addr: ReturnType<typeof clientAddress>,
   peer: string,
   fail: (status: number, code: GatewayErrorCode, message: string, route?: string, extra?: string) => void,
+  principal: Principal | null,
 ): void {
   const { client, trusted, forwardedFor } = addr;
   const route = d.route.name;
@@ -166,6 +209,7 @@ function openTunnel(
     return fail(503, "no_healthy_upstream", `cluster ${backend} has no available endpoint`, route);
 
   const headers = upstreamRequestHeaders(req.headers);
+  ctx.auth?.upstreamHeaders(headers, d.auth, principal);
   headers.connection = "Upgrade";
   headers.upgrade = "websocket";
   headers["x-forwarded-for"] = forwardedFor;
@@ -175,7 +219,8 @@ function openTunnel(
   headers["x-real-ip"] = client;
   headers["x-request-id"] = requestId(req.headers["x-request-id"], mintId);
   if (d.upstreamHost) headers.host = d.upstreamHost;
-  let handshake = `GET ${d.upstreamPath} HTTP/1.1\r\n`;
+  const path = ctx.auth ? ctx.auth.upstreamPath(d.auth, d.upstreamPath) : d.upstreamPath;
+  let handshake = `GET ${path} HTTP/1.1\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     for (const v of Array.isArray(value) ? value : [value]) handshake += `${name}: ${v}\r\n`;
   }

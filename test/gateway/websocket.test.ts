@@ -5,10 +5,12 @@
 import { createConnection } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket as WsSocket } from "ws";
+import { makeKey, nowS, signToken } from "../auth/support.ts";
 import { freePort, gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
 
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
 
+const key = makeKey("ws-key");
 let wss: WebSocketServer;
 let wsPort: number;
 let gw: TestGateway;
@@ -35,6 +37,13 @@ beforeAll(async () => {
           ...PUBLIC,
         },
         { name: "private", match: { path: "/private" }, to: "chat", auth: { jwt: "main" } },
+        {
+          name: "secure",
+          match: { path: "/secure/{room}" },
+          to: "chat",
+          auth: { jwt: "inline", scopes: ["chat"] },
+          rateLimit: { requests: 100000, per: "1s" },
+        },
       ],
       { chat: { port: wsPort } },
       {
@@ -43,6 +52,12 @@ beforeAll(async () => {
             issuer: "https://id.t.example/",
             audiences: ["t"],
             jwksUri: "https://id.t.example/jwks",
+            algorithms: ["ES256"],
+          },
+          inline: {
+            issuer: "https://id.t.example/",
+            audiences: ["t"],
+            jwks: { keys: [key.jwk] },
             algorithms: ["ES256"],
           },
         },
@@ -112,6 +127,29 @@ describe("websocket", () => {
   ])("%s", async (_claim, path, extra, statusLine) => {
     const before = handshakes.length;
     expect(await upgradeStatus(path, extra)).toBe(statusLine);
+    expect(handshakes.length).toBe(before);
+  });
+
+  const token = (scope: string) =>
+    signToken(key, { iss: "https://id.t.example/", aud: "t", sub: "alice", scope, exp: nowS() + 300 });
+
+  it("admits_an_upgrade_with_a_valid_token_and_passes_the_principal_not_the_token", async () => {
+    const before = handshakes.length;
+    const line = await upgradeStatus("/secure/r1", `Authorization: Bearer ${await token("chat")}\r\n`);
+    expect(line).toBe("HTTP/1.1 101 Switching Protocols");
+    const seen = handshakes[before]!;
+    expect(seen.url).toBe("/secure/r1");
+    expect(seen.headers["x-meshgate-subject"]).toBe("alice");
+    expect(seen.headers.authorization).toBeUndefined();
+  });
+
+  it.each([
+    ["refuses_an_upgrade_without_a_token_on_an_authenticated_route", "", "HTTP/1.1 401 Unauthorized"],
+    ["refuses_an_upgrade_whose_token_lacks_the_scope", "other", "HTTP/1.1 403 Forbidden"],
+  ])("%s", async (_claim, scope, statusLine) => {
+    const before = handshakes.length;
+    const extra = scope ? `Authorization: Bearer ${await token(scope)}\r\n` : "";
+    expect(await upgradeStatus("/secure/r2", extra)).toBe(statusLine);
     expect(handshakes.length).toBe(before);
   });
 
