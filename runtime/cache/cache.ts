@@ -447,6 +447,8 @@ export class CacheExchange {
   #fill: Fill | null;
   readonly #mayStore: boolean;
   #validating = false;
+  /** A tee is capturing the body: it settles the fill. */
+  #teeing = false;
   #requestTime = 0;
   #reported = false;
 
@@ -617,6 +619,7 @@ export class CacheExchange {
     } else {
       res.writeHead(status, responseHeaders);
     }
+    this.#teeing = true;
     return new CacheTee(this, res, toClient, this.request.config.maxEntryBytes, pending);
   }
 
@@ -764,10 +767,14 @@ export class CacheExchange {
     this.#releaseFill();
   }
 
-  /** The forward is over (any outcome): waiters still waiting are released, the result is counted. */
+  /**
+   * The forward is over (any outcome): the result is counted, and waiters are released unless a tee is
+   * still capturing the body (it commits or abandons when the body ends; pools may resolve before the
+   * body writable finished).
+   */
   finish(): void {
     this.#report(this.mode === "stale" ? "stale" : this.mode === "bypass" ? "bypass" : "miss");
-    this.#releaseFill();
+    if (!this.#teeing) this.#releaseFill();
   }
 
   #releaseFill(): void {
@@ -900,6 +907,8 @@ class CacheTee extends Writable {
       this.#res.off("drain", this.#onDrain);
       this.#res.off("close", this.#onClose);
     }
-    cb(err);
+    // The failure went to the client's response above, and to the forwarder through its own promise: the
+    // tee itself does not emit it (pools may destroy their sink without listening for its errors).
+    cb();
   }
 }

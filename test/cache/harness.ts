@@ -16,6 +16,7 @@ import { canonicalizeTarget } from "../../runtime/decide/canonical.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "../../runtime/gateway/headers.ts";
 import { PoolCache, UpstreamCluster } from "../../runtime/upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../../runtime/upstream/forward.ts";
+import type { CancelToken } from "../../runtime/upstream/h1pool.ts";
 
 export interface CacheProxy {
   readonly url: string;
@@ -124,9 +125,18 @@ export async function startCacheProxy(
       exchange.prepare(headers);
     }
     const body = method === "GET" || method === "HEAD" ? null : req;
+    // As the gateway: the client leaving cancels the upstream request.
+    const cancel: CancelToken = { aborted: false, onabort: null };
+    res.once("close", () => {
+      if (!res.writableFinished && !res.errored) {
+        cancel.aborted = true;
+        cancel.onabort?.();
+      }
+    });
     const result = await forward(
       cluster,
       {
+        cancel,
         method,
         path: target.query ? `${target.path}?${target.query}` : target.path,
         headers,

@@ -399,6 +399,23 @@ describe("streaming", () => {
     expect(hits("/truncchunk/1")).toBe(2);
   });
 
+  it("does_not_store_when_the_client_leaves_mid_body", async () => {
+    await new Promise<void>((resolve, reject) => {
+      const r = http.get(`${proxy.url}/drip/2`, { agent: false }, (res) => {
+        res.once("data", () => {
+          r.destroy();
+          resolve();
+        });
+      });
+      r.on("error", (e: Error & { code?: string }) => (e.code === "ECONNRESET" ? resolve() : reject(e)));
+    });
+    await new Promise((r) => setTimeout(r, 400)); // past the upstream's end
+    const again = await get("/drip/2");
+    expect(again.body).toBe("first;last");
+    expect(again.headers["cache-status"]).toContain("fwd=miss");
+    expect(hits("/drip/2")).toBe(2);
+  });
+
   it("streams_a_body_over_max_entry_bytes_uncached", async () => {
     const a = await get("/big/1");
     expect(a.body).toBe("b".repeat(3000));
