@@ -21,6 +21,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { Writable } from "node:stream";
 import type { GatewayRoute } from "../contract/schema.ts";
+import type { GatewayErrorCode } from "../gateway/errors.ts";
 import { canonicalizeTarget } from "../decide/canonical.ts";
 import {
   appendCacheStatus,
@@ -637,16 +638,17 @@ export class CacheExchange {
       cache.delete(this.#key);
       this.#releaseFill();
       this.#report("stale");
+      const code: GatewayErrorCode = "upstream_bad_revalidation";
       const body = JSON.stringify({
         error: {
-          code: "upstream_bad_revalidation",
+          code,
           message: "the upstream's 304 does not match the stored response",
         },
       });
       res.writeHead(502, {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
-        "x-meshgate-error": "upstream_bad_revalidation",
+        "x-meshgate-error": code,
         "cache-status": cacheStatusMember(cache.name, {
           fwd: this.mode,
           fwdStatus: 304,

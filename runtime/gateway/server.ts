@@ -43,6 +43,9 @@ import {
 } from "../apim/pipeline.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
+import { HttpCache, type CacheExchange } from "../cache/cache.ts";
+import { registerCacheMetrics } from "../cache/metrics.ts";
+import { MemoryStore, type PurgeRequest } from "../cache/store.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
@@ -105,6 +108,8 @@ export interface GatewayHandle {
   reload(text?: string): Promise<ReloadResult>;
   /** Stops accepting, finishes in-flight requests (up to the drain timeout), then closes everything. */
   drain(): Promise<void>;
+  /** Removes cached responses (the admin listener's POST /cache/purge); resolves with how many. */
+  purge(request: PurgeRequest): Promise<number>;
 }
 
 /**
@@ -125,6 +130,10 @@ interface State {
   readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
   /** The rate limiter of each route with a rateLimit. */
   readonly rateLimits: RateLimitPlan;
+  /** The HTTP cache; kept across reloads while `cacheStore` is unchanged. */
+  readonly cache: HttpCache;
+  /** Some route caches: unsafe methods then invalidate (RFC 9111 §4.4). */
+  readonly caching: boolean;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -365,8 +374,24 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     );
   };
 
+  const cacheMetrics = registerCacheMetrics(metrics, "gateway");
+  /** The cache for a config: the previous one while the store settings are the same. */
+  function cacheFor(config: GatewayRuntimeConfig, previous: State | undefined): HttpCache {
+    if (previous && JSON.stringify(previous.config.cacheStore) === JSON.stringify(config.cacheStore))
+      return previous.cache;
+    const sc = config.cacheStore;
+    if (sc.kind === "redis")
+      log.warn(
+        { event: "cache_store", configured: "redis" },
+        "the Redis cache store is not in this runtime yet: caching in process memory (per worker) instead",
+      );
+    const store = new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
+    cacheMetrics.watch(() => store.stats());
+    return new HttpCache({ store, observer: cacheMetrics.observer });
+  }
+
   // ── state ──
-  async function buildState(config: GatewayRuntimeConfig): Promise<State> {
+  async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
@@ -407,7 +432,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer, apim, rateLimits };
+    const cache = cacheFor(config, previous);
+    const caching = config.routes.some((r) => r.cache !== null);
+    return { config, compiled, clusters, certificates, tracer, apim, rateLimits, cache, caching };
   }
 
   let state = await buildState(options.config);
@@ -562,6 +589,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     // Transform templates read the request (and, once authentication exists, the principal).
     const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, null) : null;
+    /** The principal authentication established (subject or consumer): none while only public routes serve. */
+    const principal: string | null = null;
 
     // Rate limit: synchronous for in-process buckets, one round trip for Redis.
     const limiter = current.rateLimits.limiters.get(routeName);
@@ -654,6 +683,32 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
     }
 
+    // Cache lookup (GET/HEAD on a route with `cache`): a hit answers here; a miss may wait for a fill.
+    let cacheExchange: CacheExchange | null = null;
+    const method = req.method ?? "GET";
+    if (d.route.config.cache !== null && (method === "GET" || method === "HEAD")) {
+      let c = current.cache.lookup({
+        route: routeName,
+        config: d.route.config.cache,
+        method,
+        host: d.host,
+        path: d.path,
+        query: d.query,
+        headers: req.headers,
+        principal,
+        waitMs: d.timeoutMs,
+      });
+      if (c instanceof Promise) c = await c;
+      if (c.kind === "hit") {
+        ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
+        return current.cache.respond(c, res, draining ? { connection: "close" } : undefined);
+      }
+      if (c.kind === "unsatisfiable")
+        return respondError(req, res, 504, "not_cached", "only-if-cached: no stored response can answer");
+      cacheExchange = c.exchange;
+    }
+    const invalidates = current.caching && method !== "GET" && method !== "HEAD" && method !== "OPTIONS";
+
     const headers = upstreamRequestHeaders(req.headers);
     headers["x-forwarded-for"] = forwardedFor;
     headers["x-forwarded-proto"] = scheme;
@@ -667,6 +722,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       transformRequestHeaders(ap, headers, tctx);
       prepareForResponseTransform(ap, headers);
     }
+    cacheExchange?.prepare(headers);
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -745,12 +801,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
         if (draining) upstreamHeaders.connection = "close";
+        if (invalidates)
+          void current.cache.invalidate(method, status, d.host, d.path, d.query, upstreamHeaders);
+        if (cacheExchange !== null)
+          return cacheExchange.onHead(status, upstreamHeaders, upstreamHeaders, res);
         if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
         return res;
       },
       observer,
     );
+    cacheExchange?.finish();
     const upstreamKey = (ex.upstreamKey = result.endpoint?.key ?? "");
     if (upstreamKey) upstreamSpan.setAttribute("server.address", upstreamKey);
     if (result.attempts > 1) upstreamSpan.setAttribute("http.request.resend_count", result.attempts - 1);
@@ -913,6 +974,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     metrics: () => metrics.render(),
     config: () => redactConfig(state.config),
     reload: () => reload(),
+    purge: (request) => state.cache.purge(request),
   });
   let adminPort = 0;
   if (options.admin !== false) {
@@ -967,7 +1029,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const previous = state;
     let built: State;
     try {
-      built = await buildState(next);
+      built = await buildState(next, previous);
     } catch (err) {
       limiters.discardPending();
       mReloads.labels("gateway", "failure").inc();
@@ -1023,6 +1085,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     currentHash: () => state.config.hash,
     reload,
     drain,
+    purge: (request) => state.cache.purge(request),
   };
 }
 

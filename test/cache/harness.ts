@@ -13,7 +13,7 @@ import type { NotStoredReason } from "../../runtime/cache/policy.ts";
 import { MemoryStore } from "../../runtime/cache/store.ts";
 import type { Cluster } from "../../runtime/contract/schema.ts";
 import { canonicalizeTarget } from "../../runtime/decide/canonical.ts";
-import { downstreamResponseHeaders, upstreamRequestHeaders } from "../../runtime/gateway/headers.ts";
+import { upstreamRequestHeaders } from "../../runtime/gateway/headers.ts";
 import { PoolCache, UpstreamCluster } from "../../runtime/upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../../runtime/upstream/forward.ts";
 import type { CancelToken } from "../../runtime/upstream/h1pool.ts";
@@ -146,7 +146,7 @@ export async function startCacheProxy(
         hashKey: "",
       },
       (status, upstreamHeaders) => {
-        const h = downstreamResponseHeaders(upstreamHeaders);
+        const h = upstreamHeaders; // the pools hand on end-to-end headers only
         void cache.invalidate(method, status, "127.0.0.1", target.path, target.query, upstreamHeaders);
         if (exchange) return exchange.onHead(status, upstreamHeaders, h, res);
         res.writeHead(status, h);
