@@ -43,7 +43,6 @@ import {
   requestBypass,
   requestCacheControl,
   reuse,
-  sameNames,
   secondaryKey,
   unionNames,
   type BypassReason,
@@ -94,6 +93,8 @@ export interface CacheHit {
   readonly request: CacheRequest;
   /** "coalesced" when the entry was filled by a request this one waited for. */
   readonly result: "hit" | "coalesced";
+  /** When the lookup found it (ms): Age and ttl are computed for this instant. */
+  readonly at: number;
 }
 
 export type CacheDecision =
@@ -154,6 +155,8 @@ export class HttpCache {
   readonly coalesceWaitMs: number;
   readonly observer: CacheObserver | undefined;
   readonly #fills = new Map<string, Fill>();
+  /** `meshgate; hit; ttl=` */
+  readonly #hitPrefix: string;
   /** Per route config: the route's Vary names, lower-case and sorted (computed once). */
   readonly #routeVary = new WeakMap<RouteCache, readonly string[]>();
 
@@ -164,6 +167,7 @@ export class HttpCache {
     this.coalesceWaitMs = options.coalesceWaitMs ?? 10_000;
     this.staleRetentionMs = options.staleRetentionMs ?? 600_000;
     this.name = options.name ?? "meshgate";
+    this.#hitPrefix = `${this.name}; hit; ttl=`;
   }
 
   /** Fills in progress (keys being fetched by one request while others may wait). */
@@ -196,31 +200,33 @@ export class HttpCache {
       req.route,
       req.config.perPrincipal ? req.principal : null,
     );
-    const record = this.#get(primary);
-    if (record instanceof Promise) {
-      return record.then((r) => this.#withRecord(req, reqCC, primary, r, mayWait, waited));
+    // Under the primary key: the response when no request header selects variants (one lookup), else
+    // the Vary record naming the selecting headers, and the variant under primary + tab + secondary key.
+    const first = this.#get(primary);
+    if (first instanceof Promise) {
+      return first.then((r) => this.#withPrimary(req, reqCC, primary, r, mayWait, waited));
     }
-    return this.#withRecord(req, reqCC, primary, record, mayWait, waited);
+    return this.#withPrimary(req, reqCC, primary, first, mayWait, waited);
   }
 
-  #withRecord(
+  #withPrimary(
     req: CacheRequest,
     reqCC: CacheControl,
     primary: string,
-    record: StoredValue | undefined,
+    first: StoredValue | undefined,
     mayWait: boolean,
     waited: boolean,
   ): MaybePromise<CacheDecision> {
     const routeVary = this.routeVary(req.config);
-    const names = record?.kind === "vary" ? record.names : routeVary;
-    const key = `${primary}\t${secondaryKey(names, req.headers)}`;
+    const names = first?.kind === "vary" ? first.names : routeVary;
+    if (names.length === 0) return this.#decide(req, reqCC, primary, primary, first, false, mayWait, waited);
+    const record = first?.kind === "vary";
+    const key = variantKey(primary, names, req.headers);
     const value = this.#get(key);
     if (value instanceof Promise) {
-      return value.then((v) =>
-        this.#decide(req, reqCC, primary, key, v, record !== undefined, mayWait, waited),
-      );
+      return value.then((v) => this.#decide(req, reqCC, primary, key, v, record, mayWait, waited));
     }
-    return this.#decide(req, reqCC, primary, key, value, record !== undefined, mayWait, waited);
+    return this.#decide(req, reqCC, primary, key, value, record, mayWait, waited);
   }
 
   #decide(
@@ -238,7 +244,7 @@ export class HttpCache {
     if (entry !== null && reuse(entry, reqCC, now) !== "validate") {
       const result = waited ? "coalesced" : "hit";
       this.observer?.request(req.route, result);
-      return { kind: "hit", entry, request: req, result };
+      return { kind: "hit", entry, request: req, result, at: now };
     }
     if (reqCC.onlyIfCached) {
       this.observer?.request(req.route, "miss");
@@ -298,12 +304,12 @@ export class HttpCache {
   /** Answers a hit: the stored response with Age and Cache-Status, or 304 to a matching conditional. */
   respond(hit: CacheHit, res: ServerResponse, extra?: OutgoingHttpHeaders): void {
     const e = hit.entry;
-    const age = currentAgeMs(e, this.now());
+    const age = currentAgeMs(e, hit.at);
     const ttl = Math.floor((e.lifetimeMs - age) / 1000);
     const member =
       hit.result === "coalesced"
         ? cacheStatusMember(this.name, { fwd: "miss", fwdStatus: e.status, collapsed: true, ttl })
-        : cacheStatusMember(this.name, { hit: true, ttl });
+        : this.#hitPrefix + ttl;
     this.writeEntry(res, e, hit.request, age, member, extra);
   }
 
@@ -746,14 +752,13 @@ export class CacheExchange {
       this.abandon();
       return;
     }
-    const routeVary = cache.routeVary(this.request.config);
-    const names = unionNames(routeVary, p.vary);
-    const key = `${this.#primary}\t${secondaryKey(names, this.request.headers)}`;
+    const names = unionNames(cache.routeVary(this.request.config), p.vary);
+    const primary = this.#primary;
+    // Without selecting headers the response sits under the primary key itself; with them, the Vary
+    // record does, and the response under its variant key.
+    const key = names.length === 0 ? primary : variantKey(primary, names, this.request.headers);
     const writes: MaybePromise<boolean>[] = [cache.set(key, entry, retention)];
-    // The variant's selecting headers, under the primary key, when they are more than the route's.
-    if (!sameNames(names, routeVary))
-      writes.push(cache.set(this.#primary, { kind: "vary", names }, retention));
-    else if (key !== this.#key) cache.delete(this.#primary);
+    if (names.length > 0) writes.push(cache.set(primary, { kind: "vary", names }, retention));
     if (writes.some((w) => w instanceof Promise)) void Promise.all(writes).then(() => this.#releaseFill());
     else this.#releaseFill();
   }
@@ -815,6 +820,11 @@ function retentionMs(e: StoredResponse, staleRetentionMs: number, now: number): 
   const remaining = Math.max(0, e.lifetimeMs - currentAgeMs(e, now));
   const validators = e.etag !== null || e.lastModified !== null;
   return remaining + (validators ? staleRetentionMs : 0);
+}
+
+/** Where a variant is stored: the primary key, a tab, and the secondary key of its selecting headers. */
+function variantKey(primary: string, names: readonly string[], headers: HeaderBag): string {
+  return `${primary}\t${secondaryKey(names, headers)}`;
 }
 
 /** The response fields to store: string values, without per-message and per-client fields. */

@@ -437,13 +437,6 @@ export function unionNames(a: readonly string[], b: readonly string[]): readonly
   return [...new Set([...a, ...b])].sort();
 }
 
-/** Equal lists of names. */
-export function sameNames(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** Header values compared case-insensitively when selecting a variant (their values are tokens). */
 const CASE_INSENSITIVE = new Set(["accept", "accept-encoding", "accept-language", "accept-charset"]);
 /** Names whose values are credentials: secondary keys holding them are hashed, never stored raw. */
@@ -457,10 +450,16 @@ const SENSITIVE = new Set(["authorization", "cookie", "proxy-authorization", "x-
 export function normalizeFieldValue(name: string, value: FieldValue): string | undefined {
   const text = headerText(value);
   if (text === undefined) return undefined;
-  const v = text
-    .replace(/[ \t]*,[ \t]*/g, ",")
-    .replace(/[ \t]+/g, " ")
-    .trim();
+  let i = 0;
+  while (i < text.length && text.charCodeAt(i) !== 32 && text.charCodeAt(i) !== 9) i++;
+  // Without spaces or tabs there is nothing to normalize (the usual case for short values).
+  const v =
+    i === text.length
+      ? text
+      : text
+          .replace(/[ \t]*,[ \t]*/g, ",")
+          .replace(/[ \t]+/g, " ")
+          .trim();
   return CASE_INSENSITIVE.has(name) ? v.toLowerCase() : v;
 }
 

@@ -76,7 +76,7 @@ export interface CacheStore {
 }
 
 /** Per-entry bookkeeping counted on top of key, headers and body (object, Map slot, index entry). */
-export const ENTRY_OVERHEAD_BYTES = 256;
+export const ENTRY_OVERHEAD_BYTES = 512;
 
 /** The bytes a value is accounted for: key, header names and values, body, and a fixed overhead. */
 export function accountedBytes(key: string, value: StoredValue): number {
@@ -100,6 +100,8 @@ interface Slot {
   bytes: number;
   expiresAt: number;
   url: string;
+  /** Read since it was inserted or last given a second chance (CLOCK). */
+  used: boolean;
 }
 
 export interface MemoryStoreOptions {
@@ -111,18 +113,21 @@ export interface MemoryStoreOptions {
 }
 
 /**
- * A bounded-memory LRU store. Every operation is synchronous. Lookups move an entry to the most recently
- * used end; inserting evicts from the least recently used end until the budget holds. Expired entries
- * are dropped when met (and, being unused, are the first evicted). An index by URL makes URL purges
- * (and invalidations after unsafe methods) cost the number of that URL's entries.
+ * A bounded-memory LRU store. Every operation is synchronous. Recency is kept the CLOCK ("second chance")
+ * way, the usual constant-time approximation of LRU: a lookup only marks its entry used (no reordering on
+ * the hot path); inserting evicts from the oldest end until the budget holds, and an entry marked used
+ * there is moved to the newest end once (marks cleared) instead of being evicted. Expired entries met
+ * there are dropped first. An index by URL makes URL purges (and invalidations after unsafe methods)
+ * cost the number of that URL's entries.
  */
 export class MemoryStore implements CacheStore {
   readonly maxBytes: number;
   readonly #now: () => number;
   readonly #onEvict: ((count: number) => void) | undefined;
-  /** Insertion order is recency order: the first key is the least recently used. */
+  /** Insertion order (with second chances) is recency order: the first key is the oldest. */
   readonly #slots = new Map<string, Slot>();
-  readonly #byUrl = new Map<string, Set<string>>();
+  /** The keys of each URL: the key itself while there is one (the usual case), a Set beyond. */
+  readonly #byUrl = new Map<string, string | Set<string>>();
   #bytes = 0;
   /** Stored responses (the slots also hold Vary records). */
   #responses = 0;
@@ -141,8 +146,7 @@ export class MemoryStore implements CacheStore {
       this.#remove(key, slot);
       return undefined;
     }
-    this.#slots.delete(key);
-    this.#slots.set(key, slot);
+    slot.used = true;
     return slot.value;
   }
 
@@ -151,19 +155,16 @@ export class MemoryStore implements CacheStore {
     const old = this.#slots.get(key);
     if (old !== undefined) this.#remove(key, old);
     if (bytes > this.maxBytes || !(ttlMs > 0)) return false;
-    let evicted = 0;
-    for (const [k, s] of this.#slots) {
-      if (this.#bytes + bytes <= this.maxBytes) break;
-      this.#remove(k, s);
-      evicted++;
-    }
+    const now = this.#now();
+    const evicted = this.#bytes + bytes > this.maxBytes ? this.#makeRoom(bytes, now) : 0;
     const url = urlOfKey(key);
-    this.#slots.set(key, { value, bytes, expiresAt: this.#now() + ttlMs, url });
+    this.#slots.set(key, { value, bytes, expiresAt: now + ttlMs, url, used: false });
     this.#bytes += bytes;
     if (value.kind === "response") this.#responses++;
-    let keys = this.#byUrl.get(url);
-    if (keys === undefined) this.#byUrl.set(url, (keys = new Set()));
-    keys.add(key);
+    const keys = this.#byUrl.get(url);
+    if (keys === undefined) this.#byUrl.set(url, key);
+    else if (typeof keys === "string") this.#byUrl.set(url, new Set([keys, key]));
+    else keys.add(key);
     if (evicted > 0) this.#onEvict?.(evicted);
     return true;
   }
@@ -179,7 +180,7 @@ export class MemoryStore implements CacheStore {
     const keys = this.#byUrl.get(url);
     if (keys === undefined) return 0;
     let n = 0;
-    for (const key of [...keys]) {
+    for (const key of typeof keys === "string" ? [keys] : [...keys]) {
       if (host !== undefined && hostOfKey(key) !== host) continue;
       const slot = this.#slots.get(key)!;
       if (slot.value.kind === "response") n++;
@@ -208,14 +209,36 @@ export class MemoryStore implements CacheStore {
     return { entries: this.#responses, bytes: this.#bytes };
   }
 
+  /** Evicts from the oldest end until `bytes` fit; returns how many unexpired entries were evicted. */
+  #makeRoom(bytes: number, now: number): number {
+    let evicted = 0;
+    // A Map iterator also visits entries moved to the end while it runs: each gets one second chance.
+    const it = this.#slots.entries();
+    while (this.#bytes + bytes > this.maxBytes) {
+      const next = it.next();
+      if (next.done) break;
+      const [k, s] = next.value;
+      if (s.used && s.expiresAt > now) {
+        s.used = false;
+        this.#slots.delete(k);
+        this.#slots.set(k, s);
+        continue;
+      }
+      if (s.expiresAt > now) evicted++;
+      this.#remove(k, s);
+    }
+    return evicted;
+  }
+
   #remove(key: string, slot: Slot): void {
     this.#slots.delete(key);
     this.#bytes -= slot.bytes;
     if (slot.value.kind === "response") this.#responses--;
     const keys = this.#byUrl.get(slot.url);
-    if (keys !== undefined) {
+    if (keys === key) this.#byUrl.delete(slot.url);
+    else if (typeof keys === "object") {
       keys.delete(key);
-      if (keys.size === 0) this.#byUrl.delete(slot.url);
+      if (keys.size === 1) this.#byUrl.set(slot.url, keys.values().next().value!);
     }
   }
 }

@@ -56,6 +56,39 @@ describe("MemoryStore", () => {
     expect(s.stats().bytes).toBeLessThanOrEqual(one * 3);
   });
 
+  it("gives_a_used_entry_one_second_chance", () => {
+    const one = accountedBytes(key("/1"), response("x".repeat(100)));
+    const s = new MemoryStore({ maxBytes: one * 3 });
+    for (const p of ["/1", "/2", "/3"]) s.set(key(p), response("x".repeat(100)), 60_000);
+    s.get(key("/1"));
+    s.get(key("/2"));
+    s.set(key("/4"), response("x".repeat(100)), 60_000); // /1 and /2 were used: /3 goes
+    expect([...["/1", "/2", "/3", "/4"]].map((p) => s.get(key(p)) !== undefined)).toEqual([
+      true,
+      true,
+      false,
+      true,
+    ]);
+    // The lookups just now marked /1, /2 and /4 used again; unused ones go first, then the oldest.
+    s.set(key("/5"), response("x".repeat(100)), 60_000);
+    expect(s.stats().entries).toBe(3);
+    expect(s.get(key("/5"))).toBeDefined();
+  });
+
+  it("drops_expired_entries_first_without_counting_evictions", () => {
+    let now = 0;
+    const one = accountedBytes(key("/1"), response("x".repeat(100)));
+    const evicted: number[] = [];
+    const s = new MemoryStore({ maxBytes: one * 2, now: () => now, onEvict: (n) => evicted.push(n) });
+    s.set(key("/1"), response("x".repeat(100)), 100);
+    s.set(key("/2"), response("x".repeat(100)), 10_000);
+    now = 200;
+    s.set(key("/3"), response("x".repeat(100)), 10_000);
+    expect(s.get(key("/2"))).toBeDefined();
+    expect(s.get(key("/3"))).toBeDefined();
+    expect(evicted).toEqual([]);
+  });
+
   it("evicts_several_entries_to_fit_a_large_one", () => {
     const small = accountedBytes(key("/1"), response("x"));
     const s = new MemoryStore({ maxBytes: small * 4 });
@@ -67,9 +100,9 @@ describe("MemoryStore", () => {
   });
 
   it("refuses_a_value_larger_than_the_whole_budget", () => {
-    const s = new MemoryStore({ maxBytes: 500 });
+    const s = new MemoryStore({ maxBytes: 2000 });
     s.set(key("/small"), response("x"), 60_000);
-    expect(s.set(key("/huge"), response("x".repeat(1000)), 60_000)).toBe(false);
+    expect(s.set(key("/huge"), response("x".repeat(3000)), 60_000)).toBe(false);
     expect(s.get(key("/small"))).toBeDefined(); // nothing was evicted for a value that cannot fit
   });
 
