@@ -579,7 +579,9 @@ export class CacheExchange {
     );
     const etag = text(upstreamHeaders.etag) ?? null;
     const lastModified = text(upstreamHeaders["last-modified"]) ?? null;
-    const date = text(upstreamHeaders.date) ?? null;
+    // RFC 9110 §6.6.1: a cache stores a response without Date with the time it was received.
+    if (stored.date === undefined) stored.date = new Date(responseTime).toUTCString();
+    const date = text(stored.date) ?? null;
     const pending: PendingEntry = {
       status,
       headers: stored,

@@ -698,7 +698,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         principal,
         waitMs: d.timeoutMs,
       });
-      if (c instanceof Promise) c = await c;
+      if (c instanceof Promise) {
+        c = await c;
+        if (res.destroyed) {
+          // The client left while waiting for another request's fill: nothing to forward for it.
+          if (c.kind === "forward") c.exchange.finish();
+          return;
+        }
+      }
       if (c.kind === "hit") {
         ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
         return current.cache.respond(c, res, draining ? { connection: "close" } : undefined);

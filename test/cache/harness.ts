@@ -115,7 +115,13 @@ export async function startCacheProxy(
         headers: req.headers,
         principal,
       });
-      if (d instanceof Promise) d = await d;
+      if (d instanceof Promise) {
+        d = await d;
+        if (res.destroyed) {
+          if (d.kind === "forward") d.exchange.finish();
+          return;
+        }
+      }
       if (d.kind === "hit") return cache.respond(d, res);
       if (d.kind === "unsatisfiable") {
         res.writeHead(504, { "content-length": 0 }).end();

@@ -8,6 +8,8 @@
 import http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request, startUpstream, type Upstream } from "../support/gateway.ts";
+import { primaryKey } from "../../runtime/cache/policy.ts";
+import type { StoredResponse } from "../../runtime/cache/store.ts";
 import { ROUTE, startCacheProxy, type CacheProxy } from "./harness.ts";
 
 let upstream: Upstream;
@@ -112,6 +114,10 @@ beforeAll(async () => {
         res.write("y".repeat(100));
         setTimeout(() => res.socket?.destroy(), 30);
         return;
+      case "nodate":
+        res.sendDate = false;
+        res.writeHead(200, { "content-length": "6", "cache-control": "max-age=60" });
+        return res.end("nodate");
       case "lru":
         return send(res, 200, { "cache-control": "max-age=60" }, url.at(-1)!.repeat(1000));
       case "big":
@@ -155,6 +161,7 @@ beforeAll(async () => {
       "h",
       "inv",
       "drip",
+      "nodate",
     ].map((n) => [n, ROUTE]),
   );
   proxy = await startCacheProxy(upstream.port, {
@@ -230,6 +237,15 @@ describe("hits and misses", () => {
     expect(a.status).toBe(200);
     expect(b.headers["cache-status"]).toBe(`meshgate; fwd=miss; fwd-status=200; detail=${detail}`);
     expect(hits(path)).toBe(2);
+  });
+
+  it("stores_a_response_without_date_with_the_time_it_was_received", async () => {
+    // RFC 9110 §6.6.1.
+    await get("/nodate/1");
+    const stored = proxy.store.get(primaryKey("/nodate/1", "", "127.0.0.1", "nodate", null));
+    expect(stored?.kind).toBe("response");
+    const date = Date.parse((stored as StoredResponse).headers.date as string);
+    expect(Math.abs(date - proxy.now())).toBeLessThan(2000);
   });
 
   it("serves_head_from_a_get_entry", async () => {
