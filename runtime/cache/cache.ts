@@ -483,11 +483,6 @@ export class CacheExchange {
     this.#mayStore = mayStore;
   }
 
-  /** This exchange may store the response (a GET the request allows storing). */
-  get storing(): boolean {
-    return this.#mayStore;
-  }
-
   /**
    * Adjusts the headers sent upstream: when the response may be stored, the client's own conditionals
    * are removed (the cache wants the full response, and answers the client's conditional itself) and,

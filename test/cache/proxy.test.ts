@@ -517,3 +517,11 @@ describe("eviction", () => {
     }
   });
 });
+
+describe("bookkeeping", () => {
+  it("leaves_no_fill_behind", async () => {
+    // Every fill of the tests above (stored, not storable, failed, truncated, client gone) was settled.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(proxy.cache.inFlightFills).toBe(0);
+  });
+});
