@@ -85,6 +85,8 @@ export interface CacheRequest {
   readonly principal: string | null;
   /** How long this request may wait for another request's fill (default: the cache's coalesceWaitMs). */
   readonly waitMs?: number;
+  /** Request headers that carry credentials (default: Authorization; the gateway adds its API-key header). */
+  readonly credentialHeaders?: readonly string[];
 }
 
 export interface CacheHit {
@@ -190,7 +192,13 @@ export class HttpCache {
   }
 
   #lookup(req: CacheRequest, mayWait: boolean, waited: boolean): MaybePromise<CacheDecision> {
-    const bypass = requestBypass(req.method, req.headers, req.principal, req.config.perPrincipal);
+    const bypass = requestBypass(
+      req.method,
+      req.headers,
+      req.principal,
+      req.config.perPrincipal,
+      req.credentialHeaders,
+    );
     if (bypass !== null) return this.#bypass(req, bypass);
     const reqCC = requestCacheControl(req.headers["cache-control"], req.headers.pragma);
     const primary = primaryKey(

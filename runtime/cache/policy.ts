@@ -187,12 +187,16 @@ const headerText = (v: FieldValue): string | undefined =>
 export type BypassReason =
   "method" | "authorization" | "no-principal" | "range" | "precondition" | "request-body";
 
+/** Request headers that carry credentials unless the gateway says more (its API-key header). */
+export const CREDENTIAL_HEADERS: readonly string[] = ["authorization"];
+
 /**
  * Whether a request bypasses the cache entirely (neither lookup nor store):
  * - methods other than GET and HEAD (RFC 9111 §2: the cache key is for GET; HEAD is served from it);
  * - credentials (RFC 9111 §3.5), unless the route caches per principal and the gateway authenticated one
- *   (the principal is then part of the key): an `Authorization` header, or a principal the gateway
- *   established by other means (API key, client certificate, session);
+ *   (the principal is then part of the key): an `Authorization` header (or another of
+ *   `credentialHeaders`, e.g. the gateway's API-key header), or a principal the gateway established by
+ *   other means (client certificate, session);
  * - `Range`/`If-Range` (no partial-content support), `If-Match`/`If-Unmodified-Since` (preconditions for
  *   the origin to evaluate), and GET/HEAD requests carrying a body.
  */
@@ -201,9 +205,13 @@ export function requestBypass(
   headers: HeaderBag,
   principal: string | null,
   perPrincipal: boolean,
+  credentialHeaders: readonly string[] = CREDENTIAL_HEADERS,
 ): BypassReason | null {
   if (method !== "GET" && method !== "HEAD") return "method";
-  if (headers.authorization !== undefined || principal !== null) {
+  let credentials = principal !== null;
+  for (let i = 0; !credentials && i < credentialHeaders.length; i++)
+    credentials = headers[credentialHeaders[i]!] !== undefined;
+  if (credentials) {
     if (!perPrincipal) return "authorization";
     if (principal === null) return "no-principal";
   }

@@ -134,6 +134,8 @@ interface State {
   readonly cache: HttpCache;
   /** Some route caches: unsafe methods then invalidate (RFC 9111 §4.4). */
   readonly caching: boolean;
+  /** Request headers holding credentials, for the cache: Authorization and the API-key header. */
+  readonly credentialHeaders: readonly string[];
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -434,7 +436,21 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     });
     const cache = cacheFor(config, previous);
     const caching = config.routes.some((r) => r.cache !== null);
-    return { config, compiled, clusters, certificates, tracer, apim, rateLimits, cache, caching };
+    const apiKey = config.auth.apiKeys?.header.toLowerCase();
+    const credentialHeaders =
+      apiKey && apiKey !== "authorization" ? ["authorization", apiKey] : ["authorization"];
+    return {
+      config,
+      compiled,
+      clusters,
+      certificates,
+      tracer,
+      apim,
+      rateLimits,
+      cache,
+      caching,
+      credentialHeaders,
+    };
   }
 
   let state = await buildState(options.config);
@@ -697,6 +713,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         headers: req.headers,
         principal,
         waitMs: d.timeoutMs,
+        credentialHeaders: current.credentialHeaders,
       });
       if (c instanceof Promise) {
         c = await c;

@@ -228,6 +228,25 @@ describe("POST /cache/purge", () => {
   });
 });
 
+describe("credentials", () => {
+  it("bypasses_requests_with_the_configured_api_key_header", async () => {
+    const config = gatewayConfig(
+      [{ name: "k", match: { path: "/k/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+      { app },
+      { apiKeys: { header: "x-client-key", consumers: { c: { keyHashes: [`sha256:${"a".repeat(64)}`] } } } },
+    );
+    const g = await startTestGateway(config);
+    try {
+      const a = await request(`${g.url}/k/1`, { headers: { "x-client-key": "key-1" } });
+      await request(`${g.url}/k/1`, { headers: { "x-client-key": "key-1" } });
+      expect(a.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=authorization");
+      expect(count("/k/1")).toBe(2);
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
 describe("store", () => {
   it("warns_that_the_redis_store_is_not_there_without_logging_its_url", async () => {
     const config = gatewayConfig(

@@ -94,6 +94,7 @@ describe("requestBypass", () => {
     headers: HeaderBag;
     principal?: string;
     perPrincipal?: boolean;
+    credentials?: string[];
     want: ReturnType<typeof requestBypass>;
   }[] = [
     { name: "looks_up_a_plain_get", method: "GET", headers: {}, want: null },
@@ -129,6 +130,19 @@ describe("requestBypass", () => {
       perPrincipal: true,
       want: "no-principal",
     },
+    {
+      name: "bypasses_a_configured_api_key_header",
+      method: "GET",
+      headers: { "x-api-key": "k" },
+      credentials: ["authorization", "x-api-key"],
+      want: "authorization",
+    },
+    {
+      name: "looks_up_an_unconfigured_api_key_header",
+      method: "GET",
+      headers: { "x-api-key": "k" },
+      want: null,
+    },
     // Gateway choice: no partial content (RFC 9111 §3.3/§3.4 not implemented): ranges pass through.
     { name: "bypasses_range_requests", method: "GET", headers: { range: "bytes=0-9" }, want: "range" },
     // RFC 9110 §13.1.1/§13.1.4: If-Match/If-Unmodified-Since are for the origin to evaluate.
@@ -141,8 +155,8 @@ describe("requestBypass", () => {
     },
     { name: "looks_up_get_with_empty_body", method: "GET", headers: { "content-length": "0" }, want: null },
   ];
-  it.each(rows)("$name", ({ method, headers, principal, perPrincipal, want }) => {
-    expect(requestBypass(method, headers, principal ?? null, perPrincipal ?? false)).toBe(want);
+  it.each(rows)("$name", ({ method, headers, principal, perPrincipal, credentials, want }) => {
+    expect(requestBypass(method, headers, principal ?? null, perPrincipal ?? false, credentials)).toBe(want);
   });
 });
 
