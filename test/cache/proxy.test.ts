@@ -72,6 +72,12 @@ beforeAll(async () => {
           { "cache-control": "max-age=1", etag: '"v1"', "content-type": "text/plain" },
           "versioned",
         );
+      case "badetag":
+        if (h["if-none-match"]) {
+          res.writeHead(304, { date: date(), etag: '"other"' });
+          return res.end();
+        }
+        return send(res, 200, { "cache-control": "max-age=1", etag: '"v1"' }, "first");
       case "lastmod":
         if (h["if-modified-since"] === "Wed, 01 Jan 2025 00:00:00 GMT") {
           res.writeHead(304, { date: date(), "cache-control": "max-age=1" });
@@ -162,6 +168,7 @@ beforeAll(async () => {
       "inv",
       "drip",
       "nodate",
+      "badetag",
     ].map((n) => [n, ROUTE]),
   );
   proxy = await startCacheProxy(upstream.port, {
@@ -355,6 +362,18 @@ describe("revalidation", () => {
     expect(c.headers["cache-status"]).toContain("hit");
     expect(c.headers["x-refreshed"]).toBe("yes");
     expect(hits("/etag/1")).toBe(2);
+  });
+
+  it("drops_the_entry_when_a_304_names_another_representation", async () => {
+    // RFC 9111 §4.3.4: a 304 whose validator selects no stored response updates nothing.
+    await get("/badetag/1");
+    proxy.advance(2000);
+    const b = await get("/badetag/1");
+    expect(b.status).toBe(502);
+    expect(b.headers["x-meshgate-error"]).toBe("upstream_bad_revalidation");
+    const c = await get("/badetag/1");
+    expect(c.body).toBe("first");
+    expect(c.headers["cache-status"]).toContain("fwd=miss");
   });
 
   it("revalidates_with_if_modified_since_from_last_modified", async () => {
