@@ -458,18 +458,38 @@ const SENSITIVE = new Set(["authorization", "cookie", "proxy-authorization", "x-
 export function normalizeFieldValue(name: string, value: FieldValue): string | undefined {
   const text = headerText(value);
   if (text === undefined) return undefined;
+  const folded = CASE_INSENSITIVE.has(name);
+  const memo = folded ? FOLDED : KEPT;
+  let v = memo.get(text);
+  if (v !== undefined) return v;
   let i = 0;
   while (i < text.length && text.charCodeAt(i) !== 32 && text.charCodeAt(i) !== 9) i++;
-  // Without spaces or tabs there is nothing to normalize (the usual case for short values).
-  const v =
+  // Without spaces or tabs there is nothing to normalize.
+  v =
     i === text.length
       ? text
       : text
           .replace(/[ \t]*,[ \t]*/g, ",")
           .replace(/[ \t]+/g, " ")
           .trim();
-  return CASE_INSENSITIVE.has(name) ? v.toLowerCase() : v;
+  if (folded) v = v.toLowerCase();
+  if (text.length <= MEMO_VALUE_CHARS) {
+    if (memo.size >= MEMO_ENTRIES) memo.clear();
+    memo.set(text, v);
+  }
+  return v;
 }
+
+/**
+ * Normalized values of recently seen short header values (a few distinct Accept-Encoding or
+ * Accept-Language values make up most traffic): a lookup instead of two regular expressions per request.
+ * Bounded: at most MEMO_ENTRIES values of at most MEMO_VALUE_CHARS characters per map. Pure in effect —
+ * the same input always gives the same output.
+ */
+const MEMO_ENTRIES = 4096;
+const MEMO_VALUE_CHARS = 256;
+const FOLDED = new Map<string, string>();
+const KEPT = new Map<string, string>();
 
 /**
  * The secondary key (RFC 9111 §4.1): the normalized values of the selecting headers, in name order.
