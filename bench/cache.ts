@@ -6,15 +6,15 @@
  *    header object, Age and Cache-Status) — ns per hit, without and with a Vary header.
  * 2. Memory per entry: 20,000 stored responses (typical headers, bodies of 100 B and 1 KiB built as the
  *    tee builds them), heap + ArrayBuffer growth per entry next to the bytes the store accounts for.
- * 3. Over sockets: a real gateway (startGateway, one process, access log off) in front of a local
- *    upstream, `wrk -t1 -c32` on a cached route (every request a hit) and on the same route uncached
- *    (every request forwarded): requests/s and latency. Skipped when wrk is not installed.
+ * 3. Over sockets: a real gateway (startGateway in this process, access log off) in front of an upstream
+ *    in another process, `wrk -t1 -c32` on a cached route (every request a hit) and on the same route
+ *    uncached (every request forwarded): requests/s, this process's CPU time per request (the gateway's
+ *    cost, independent of other load on the machine) and latency. Skipped when wrk is not installed.
  *
  * Benchmarks are not pass/fail; the numbers are printed. The machine is shared: run it when it is quiet.
  */
-import { execFile } from "node:child_process";
-import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { execFile, spawn } from "node:child_process";
+import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import pino from "pino";
 import { HttpCache, type CacheRequest, type RouteCache } from "../runtime/cache/cache.ts";
@@ -165,26 +165,26 @@ async function overSockets(): Promise<string[][]> {
   try {
     await exec("wrk", ["--version"]);
   } catch (err) {
-    if ((err as { code?: string }).code === "ENOENT") return [["(wrk not installed)", "", "", ""]];
+    if ((err as { code?: string }).code === "ENOENT") return [["(wrk not installed)", "", "", "", ""]];
   }
-  const body = JSON.stringify({
-    id: 42,
-    name: "item",
-    tags: ["a", "b"],
-    price: 9.99,
-    stock: 12,
-    updated: "2026-01-01",
-  });
-  const upstream = http.createServer((_req, res) => {
-    res.writeHead(200, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      "cache-control": "max-age=3600",
-    });
-    res.end(body);
-  });
-  await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
-  const port = (upstream.address() as AddressInfo).port;
+  // The upstream runs in its own process, so this process's CPU time is the gateway's alone.
+  const upstream = spawn(
+    process.execPath,
+    [
+      "-e",
+      `const body = JSON.stringify({ id: 42, name: "item", tags: ["a", "b"], price: 9.99, stock: 12 });
+       const s = require("node:http").createServer((_q, r) => {
+         r.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body),
+           "cache-control": "max-age=3600" });
+         r.end(body);
+       });
+       s.listen(0, "127.0.0.1", () => console.log(s.address().port));`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const port = await new Promise<number>((resolve) =>
+    upstream.stdout!.once("data", (b: Buffer) => resolve(Number(b.toString().trim()))),
+  );
   const PUBLIC = { public: true, rateLimit: { requests: 1_000_000, per: "1s" } };
   const config = specGatewayConfig({
     routes: [
@@ -209,6 +209,7 @@ async function overSockets(): Promise<string[][]> {
       ["same route uncached (forwarded)", "/plain/items/42"],
     ] as const) {
       await exec("wrk", ["-t1", "-c32", "-d2s", `${url}${path}`]); // warm-up
+      const cpu0 = process.cpuUsage();
       const { stdout: out } = await exec("wrk", [
         "-t1",
         "-c32",
@@ -218,13 +219,16 @@ async function overSockets(): Promise<string[][]> {
       ]);
       if (!/Requests\/sec/.test(out) || /Non-2xx/.test(out)) console.log(out);
       const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "?";
+      const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? "0");
+      const cpu = process.cpuUsage(cpu0);
+      const usPerRequest = total > 0 ? (cpu.user + cpu.system) / total : NaN;
       const p50 = /50%\s+(\S+)/.exec(out)?.[1] ?? "?";
       const p99 = /99%\s+(\S+)/.exec(out)?.[1] ?? "?";
-      rows.push([name, Number(rps).toFixed(0), p50, p99]);
+      rows.push([name, Number(rps).toFixed(0), usPerRequest.toFixed(1), p50, p99]);
     }
   } finally {
     await gw.drain();
-    upstream.close();
+    upstream.kill();
   }
   return rows;
 }
@@ -236,4 +240,5 @@ console.log("\nMemory per entry (20,000 entries; headers as below; key ~70 chars
 for (const l of table(["body", "heap+buffers", "accounted", "ratio"], memoryPerEntry(), right))
   console.log(`  ${l}`);
 console.log("\nOver sockets (one gateway process, wrk -t1 -c32):");
-for (const l of table(["case", "req/s", "p50", "p99"], await overSockets(), right)) console.log(`  ${l}`);
+for (const l of table(["case", "req/s", "gateway CPU µs/req", "p50", "p99"], await overSockets(), right))
+  console.log(`  ${l}`);
