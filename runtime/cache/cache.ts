@@ -9,8 +9,11 @@
  *   hit           → cache.respond(d, res)  // Age, Cache-Status; 304 for a matching client conditional
  *   unsatisfiable → 504 (only-if-cached)
  *   forward       → d.exchange.prepare(upstreamHeaders); forward with
- *                   onHead = (status, h) => d.exchange.onHead(status, h, downstreamHeaders, res);
+ *                   onHead = (status, h, closeDelimited) => d.exchange.onHead(status, h, res, !closeDelimited);
  *                   then d.exchange.finish()
+ * `res` may also be a function that takes the head and returns where the body goes (a response-shaping
+ * stage): the cache stores the upstream's response, and the stage runs on hits as on misses. Headers that
+ * belong to one response only (RateLimit-*, Connection: close) are passed as `extra`, never stored.
  * and for any request that may change state: cache.invalidate(...) once its response head is known.
  *
  * Coalescing: concurrent misses of one key make one upstream request (the fill); the others wait for it
@@ -137,6 +140,19 @@ const UNSTORED = new Set([
 ]);
 
 const noop = () => {};
+
+/**
+ * Where a response goes: the client's response (its head written with writeHead), or a function that
+ * takes the head and returns where the body goes (a stage in front of the client, e.g. response
+ * transforms).
+ */
+export type ResponseTarget = ServerResponse | ((status: number, headers: OutgoingHttpHeaders) => Writable);
+
+function openResponse(target: ResponseTarget, status: number, headers: OutgoingHttpHeaders): Writable {
+  if (typeof target === "function") return target(status, headers);
+  target.writeHead(status, headers);
+  return target;
+}
 
 /** A Writable that discards what it is given (the body of a 304, or of a response already answered). */
 const sink = () =>
@@ -310,7 +326,7 @@ export class HttpCache {
   }
 
   /** Answers a hit: the stored response with Age and Cache-Status, or 304 to a matching conditional. */
-  respond(hit: CacheHit, res: ServerResponse, extra?: OutgoingHttpHeaders): void {
+  respond(hit: CacheHit, res: ResponseTarget, extra?: OutgoingHttpHeaders): void {
     const e = hit.entry;
     const age = currentAgeMs(e, hit.at);
     const ttl = Math.floor((e.lifetimeMs - age) / 1000);
@@ -323,7 +339,7 @@ export class HttpCache {
 
   /** Writes a stored response to the client (Age from `ageMs`; HEAD without body; 304 when it matches). */
   writeEntry(
-    res: ServerResponse,
+    res: ResponseTarget,
     e: StoredResponse,
     req: CacheRequest,
     ageMs: number,
@@ -345,8 +361,7 @@ export class HttpCache {
       h.age = age;
       h["cache-status"] = appendCacheStatus(status, member);
       if (extra !== undefined) Object.assign(h, extra);
-      res.writeHead(304, h);
-      res.end();
+      openResponse(res, 304, h).end();
       return;
     }
     const h: OutgoingHttpHeaders = Object.assign({}, e.headers);
@@ -354,9 +369,9 @@ export class HttpCache {
     h["cache-status"] = appendCacheStatus(status, member);
     if (e.status !== 204) h["content-length"] = e.body.length;
     if (extra !== undefined) Object.assign(h, extra);
-    res.writeHead(e.status, h);
-    if (req.method === "HEAD") res.end();
-    else res.end(e.body);
+    const out = openResponse(res, e.status, h);
+    if (req.method === "HEAD") out.end();
+    else out.end(e.body);
   }
 
   /**
@@ -513,17 +528,20 @@ export class CacheExchange {
    * returns where the body goes: the client's response itself, a tee that also captures it for the
    * store, or a sink (a 304 answered from the stored response).
    *
-   * `upstreamHeaders` are the upstream's raw headers (for framing and caching facts); `responseHeaders`
-   * what the gateway sends the client (hop-by-hop fields removed; this adds Cache-Status to it).
-   * `http2`: the upstream spoke HTTP/2, whose stream end makes every body's end explicit.
+   * `headers` are the upstream's end-to-end response headers; they go on to the client with Cache-Status
+   * added, and `extra` (headers of this response only, never stored). `framed`: the body's end is
+   * explicit (Content-Length, chunked, an HTTP/2 stream end) — a close-delimited body is never stored,
+   * since its truncation could not be detected.
    */
   onHead(
     status: number,
-    upstreamHeaders: HeaderBag,
-    responseHeaders: OutgoingHttpHeaders,
-    res: ServerResponse,
-    http2 = false,
+    headers: OutgoingHttpHeaders,
+    res: ResponseTarget,
+    framed = true,
+    extra?: OutgoingHttpHeaders,
   ): Writable {
+    const upstreamHeaders: HeaderBag = headers;
+    const responseHeaders = headers;
     const cache = this.#cache;
     const responseTime = cache.now();
     const route = this.request.route;
@@ -532,17 +550,12 @@ export class CacheExchange {
         responseHeaders["cache-status"],
         cacheStatusMember(cache.name, { fwd: "bypass", fwdStatus: status, detail: this.#bypass }),
       );
-      res.writeHead(status, responseHeaders);
-      return res;
+      if (extra !== undefined) Object.assign(responseHeaders, extra);
+      return openResponse(res, status, responseHeaders);
     }
-    if (this.#validating && status === 304)
-      return this.#notModified(upstreamHeaders, responseHeaders, res, responseTime);
+    if (this.#validating && status === 304) return this.#notModified(headers, res, responseTime, extra);
 
     const resCC = parseCacheControl(upstreamHeaders["cache-control"]);
-    const framed =
-      http2 ||
-      upstreamHeaders["content-length"] !== undefined ||
-      upstreamHeaders["transfer-encoding"] !== undefined;
     const reason: NotStoredReason | null = this.#mayStore
       ? notStorable({
           method: this.request.method,
@@ -572,8 +585,8 @@ export class CacheExchange {
         responseHeaders["cache-status"],
         cacheStatusMember(cache.name, params),
       );
-      res.writeHead(status, responseHeaders);
-      return res;
+      if (extra !== undefined) Object.assign(responseHeaders, extra);
+      return openResponse(res, status, responseHeaders);
     }
     const stored = storedHeaders(responseHeaders);
     responseHeaders["cache-status"] = appendCacheStatus(
@@ -625,23 +638,24 @@ export class CacheExchange {
         if (responseHeaders[name] !== undefined) h[name] = responseHeaders[name];
       if (etag === null && lastModified !== null) h["last-modified"] = lastModified;
       h["cache-status"] = responseHeaders["cache-status"];
-      res.writeHead(304, h);
-      res.end();
+      if (extra !== undefined) Object.assign(h, extra);
+      openResponse(res, 304, h).end();
       toClient = false;
-    } else {
-      res.writeHead(status, responseHeaders);
     }
+    if (toClient && extra !== undefined) Object.assign(responseHeaders, extra);
+    const out = toClient ? openResponse(res, status, responseHeaders) : null;
     this.#teeing = true;
-    return new CacheTee(this, res, toClient, this.request.config.maxEntryBytes, pending);
+    return new CacheTee(this, out, this.request.config.maxEntryBytes, pending);
   }
 
   /** A 304 to the cache's conditional request: freshen the stored response and answer from it. */
   #notModified(
-    upstreamHeaders: HeaderBag,
-    responseHeaders: OutgoingHttpHeaders,
-    res: ServerResponse,
+    received: OutgoingHttpHeaders,
+    res: ResponseTarget,
     responseTime: number,
+    extra: OutgoingHttpHeaders | undefined,
   ): Writable {
+    const upstreamHeaders: HeaderBag = received;
     const cache = this.#cache;
     const stale = this.#stale!;
     if (!notModifiedSelects(stale.etag, text(upstreamHeaders.etag))) {
@@ -656,7 +670,7 @@ export class CacheExchange {
           message: "the upstream's 304 does not match the stored response",
         },
       });
-      res.writeHead(502, {
+      openResponse(res, 502, {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
         "x-meshgate-error": code,
@@ -665,11 +679,11 @@ export class CacheExchange {
           fwdStatus: 304,
           detail: "validator-mismatch",
         }),
-      });
-      res.end(this.request.method === "HEAD" ? undefined : body);
+        ...extra,
+      }).end(this.request.method === "HEAD" ? undefined : body);
       return sink();
     }
-    const headers = freshenHeaders(stale.headers, storedHeaders(responseHeaders));
+    const headers = freshenHeaders(stale.headers, storedHeaders(received));
     const resCC = parseCacheControl(headers["cache-control"]);
     const config = this.request.config;
     const date = text(headers.date) ?? null;
@@ -725,7 +739,7 @@ export class CacheExchange {
       this.request,
       age,
       member,
-      setCookie === undefined ? undefined : { "set-cookie": setCookie as string | string[] },
+      setCookie === undefined ? extra : { ...extra, "set-cookie": setCookie as string | string[] },
     );
     return sink();
   }
@@ -851,8 +865,8 @@ function storedHeaders(h: OutgoingHttpHeaders): Record<string, string | string[]
  */
 class CacheTee extends Writable {
   readonly #exchange: CacheExchange;
-  readonly #res: ServerResponse;
-  readonly #toClient: boolean;
+  /** Where the body goes on to the client; null when the client was answered already (a 304). */
+  readonly #out: Writable | null;
   readonly #maxBytes: number;
   readonly #pending: PendingEntry;
   #chunks: Buffer[] | null = [];
@@ -860,22 +874,15 @@ class CacheTee extends Writable {
   #waiting: ((err?: Error | null) => void) | null = null;
   #finished = false;
 
-  constructor(
-    exchange: CacheExchange,
-    res: ServerResponse,
-    toClient: boolean,
-    maxBytes: number,
-    pending: PendingEntry,
-  ) {
+  constructor(exchange: CacheExchange, out: Writable | null, maxBytes: number, pending: PendingEntry) {
     super();
     this.#exchange = exchange;
-    this.#res = res;
-    this.#toClient = toClient;
+    this.#out = out;
     this.#maxBytes = maxBytes;
     this.#pending = pending;
-    if (toClient) {
-      res.on("drain", this.#onDrain);
-      res.once("close", this.#onClose);
+    if (out !== null) {
+      out.on("drain", this.#onDrain);
+      out.once("close", this.#onClose);
     }
   }
 
@@ -899,30 +906,31 @@ class CacheTee extends Writable {
         this.#exchange.tooLarge();
       } else this.#chunks.push(chunk);
     }
-    if (!this.#toClient) return cb();
-    const res = this.#res;
-    if (res.destroyed) return cb(new Error("the client closed the connection"));
-    if (res.write(chunk)) cb();
+    const out = this.#out;
+    if (out === null) return cb();
+    if (out.destroyed) return cb(new Error("the client closed the connection"));
+    if (out.write(chunk)) cb();
     else this.#waiting = cb;
   }
 
   override _final(cb: (err?: Error | null) => void): void {
     this.#finished = true;
-    if (this.#toClient) this.#res.end();
+    this.#out?.end();
     if (this.#chunks !== null) this.#exchange.commit(this.#pending, Buffer.concat(this.#chunks, this.#size));
     this.#chunks = null;
     cb();
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const out = this.#out;
     if (!this.#finished) {
       this.#chunks = null;
       this.#exchange.abandon();
-      if (this.#toClient && !this.#res.destroyed) this.#res.destroy(err ?? undefined);
+      if (out !== null && !out.destroyed) out.destroy(err ?? undefined);
     }
-    if (this.#toClient) {
-      this.#res.off("drain", this.#onDrain);
-      this.#res.off("close", this.#onClose);
+    if (out !== null) {
+      out.off("drain", this.#onDrain);
+      out.off("close", this.#onClose);
     }
     // The failure went to the client's response above, and to the forwarder through its own promise: the
     // tee itself does not emit it (pools may destroy their sink without listening for its errors).

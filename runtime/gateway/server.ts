@@ -725,7 +725,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       }
       if (c.kind === "hit") {
         ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
-        return current.cache.respond(c, res, draining ? { connection: "close" } : undefined);
+        const extra = perResponseHeaders(rateHeaders, draining);
+        if (!ap) return current.cache.respond(c, res, extra);
+        // The cache holds the upstream's response: the route's response shaping runs on hits as on misses.
+        const shaper = new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel);
+        current.cache.respond(c, (st, h) => shaper.head(st, h), extra);
+        ex.outcome = (await shaper.finish({ kind: "ok" })) ?? ex.outcome;
+        return;
       }
       if (c.kind === "unsatisfiable")
         return respondError(req, res, 504, "not_cached", "only-if-cached: no stored response can answer");
@@ -821,14 +827,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         retry: d.retry,
         hashKey: client,
       },
-      (status, upstreamHeaders) => {
-        // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
-        if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
-        if (draining) upstreamHeaders.connection = "close";
+      (status, upstreamHeaders, closeDelimited) => {
         if (invalidates)
           void current.cache.invalidate(method, status, d.host, d.path, d.query, upstreamHeaders);
         if (cacheExchange !== null)
-          return cacheExchange.onHead(status, upstreamHeaders, upstreamHeaders, res);
+          return cacheExchange.onHead(
+            status,
+            upstreamHeaders,
+            shaper ? (st, h) => shaper.head(st, h) : res,
+            !closeDelimited,
+            perResponseHeaders(rateHeaders, draining),
+          );
+        // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
+        if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
+        if (draining) upstreamHeaders.connection = "close";
         if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
         return res;
@@ -1117,6 +1129,15 @@ function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, Certific
   const certificates = new Map<string, CertificateSet>();
   for (const l of config.listeners) if (l.protocol === "https") certificates.set(l.name, loadCertificates(l));
   return certificates;
+}
+
+/** Headers of one response that a cache never stores: the gateway's RateLimit-*, and Connection: close. */
+function perResponseHeaders(
+  rateHeaders: Record<string, string> | null,
+  draining: boolean,
+): Record<string, string> | undefined {
+  if (!draining) return rateHeaders ?? undefined;
+  return { ...rateHeaders, connection: "close" };
 }
 
 function noKeepAlive(res: Response): void {

@@ -228,6 +228,45 @@ describe("POST /cache/purge", () => {
   });
 });
 
+describe("with the other response stages", () => {
+  it("runs_transforms_cors_and_rate_limit_headers_on_hits_without_storing_them", async () => {
+    const config = gatewayConfig(
+      [
+        {
+          name: "shaped",
+          match: { path: "/shaped/{id}", methods: ["GET"] },
+          to: "app",
+          cache: { ttl: "30s" },
+          cors: { origins: ["https://a.example", "https://b.example"] },
+          transform: {
+            response: { headers: { set: { "x-shaped": "yes" } }, body: { drop: ["auth"] } },
+          },
+          public: true,
+          rateLimit: { requests: 100, per: "1m" },
+        },
+      ],
+      { app },
+    );
+    const g = await startTestGateway(config);
+    try {
+      const a = await request(`${g.url}/shaped/1`, { headers: { origin: "https://a.example" } });
+      const b = await request(`${g.url}/shaped/1`, { headers: { origin: "https://b.example" } });
+      expect(a.headers["cache-status"]).toContain("fwd=miss");
+      expect(b.headers["cache-status"]).toContain("hit");
+      expect(count("/shaped/1")).toBe(1);
+      // Per request, on the hit too: CORS for this origin, the route's transforms, this request's limit.
+      expect(a.headers["access-control-allow-origin"]).toBe("https://a.example");
+      expect(b.headers["access-control-allow-origin"]).toBe("https://b.example");
+      expect(b.headers["x-shaped"]).toBe("yes");
+      expect(JSON.parse(b.body)).not.toHaveProperty("auth");
+      expect(JSON.parse(b.body).path).toBe("/shaped/1");
+      expect(Number(b.headers["ratelimit-remaining"])).toBeLessThan(Number(a.headers["ratelimit-remaining"]));
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
 describe("credentials", () => {
   it("bypasses_requests_with_the_configured_api_key_header", async () => {
     const config = gatewayConfig(

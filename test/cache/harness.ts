@@ -151,11 +151,11 @@ export async function startCacheProxy(
         retry: { attempts: 0, perTryTimeoutMs: 0, retryOn: [], backoff: { baseMs: 1, maxMs: 1 } },
         hashKey: "",
       },
-      (status, upstreamHeaders) => {
-        const h = upstreamHeaders; // the pools hand on end-to-end headers only
+      (status, upstreamHeaders, closeDelimited) => {
+        // The pools hand on end-to-end headers only.
         void cache.invalidate(method, status, "127.0.0.1", target.path, target.query, upstreamHeaders);
-        if (exchange) return exchange.onHead(status, upstreamHeaders, h, res);
-        res.writeHead(status, h);
+        if (exchange) return exchange.onHead(status, upstreamHeaders, res, !closeDelimited);
+        res.writeHead(status, upstreamHeaders);
         return res;
       },
       quietForward,

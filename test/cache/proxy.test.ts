@@ -124,6 +124,12 @@ beforeAll(async () => {
         res.sendDate = false;
         res.writeHead(200, { "content-length": "6", "cache-control": "max-age=60" });
         return res.end("nodate");
+      case "closedelim":
+        // An HTTP/1.0-style body that ends with the connection (no Content-Length, not chunked).
+        res.socket!.end(
+          "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\nconnection: close\r\n\r\nuntil-close",
+        );
+        return;
       case "lru":
         return send(res, 200, { "cache-control": "max-age=60" }, url.at(-1)!.repeat(1000));
       case "big":
@@ -169,6 +175,7 @@ beforeAll(async () => {
       "drip",
       "nodate",
       "badetag",
+      "closedelim",
     ].map((n) => [n, ROUTE]),
   );
   proxy = await startCacheProxy(upstream.port, {
@@ -449,6 +456,15 @@ describe("streaming", () => {
     expect(again.body).toBe("first;last");
     expect(again.headers["cache-status"]).toContain("fwd=miss");
     expect(hits("/drip/2")).toBe(2);
+  });
+
+  it("does_not_store_a_close_delimited_body", async () => {
+    // RFC 9111 §3.3: its truncation could not be told from its end.
+    const a = await get("/closedelim/1");
+    expect(a.body).toBe("until-close");
+    expect(a.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; detail=unframed");
+    await get("/closedelim/1");
+    expect(hits("/closedelim/1")).toBe(2);
   });
 
   it("streams_a_body_over_max_entry_bytes_uncached", async () => {
