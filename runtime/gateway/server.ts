@@ -398,7 +398,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
     try {
-      return await buildRest(config, compiled, rateLimits, clusters);
+      return await buildRest(config, compiled, rateLimits, clusters, previous);
     } catch (err) {
       // A config refused part-way leaves nothing running: its clusters stop (timers, health checks)
       // and its limiters are dropped; the serving state is untouched.
@@ -413,6 +413,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     compiled: CompiledGateway,
     rateLimits: RateLimitPlan,
     clusters: Map<string, UpstreamCluster>,
+    previous: State | undefined,
   ): Promise<State> {
     for (const c of config.clusters) {
       const cluster = new UpstreamCluster(c, config.discovery, pools, {
