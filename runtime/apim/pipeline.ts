@@ -371,7 +371,7 @@ export class ResponseShaper {
    * a limit breach answered (502) or reset. Returns the access-log outcome when it answered, or null
    * when the gateway's usual outcome handling applies.
    */
-  async finish(result: ForwardResult): Promise<string | null> {
+  async finish(result: { readonly kind: ForwardResult["kind"] }): Promise<string | null> {
     const { host, req, res, ap } = this;
     if (this.tooLarge) {
       host.respondError(

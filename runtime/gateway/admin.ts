@@ -1,8 +1,10 @@
 /**
  * The admin listener, shared by the single-process gateway and the multi-worker primary: /live, /ready,
- * /metrics (Prometheus text format), /config (redacted), POST /reload.
+ * /metrics (Prometheus text format), /config (redacted), POST /reload, POST /cache/purge.
  */
 import http from "node:http";
+import { parsePurgeRequest, PURGE_BODY_LIMIT } from "../cache/purge.ts";
+import type { PurgeRequest } from "../cache/store.ts";
 import { EXPOSITION_CONTENT_TYPE } from "../telemetry/metrics.ts";
 
 export interface AdminSources {
@@ -12,6 +14,8 @@ export interface AdminSources {
   /** The config to show, already redacted. */
   config(): unknown;
   reload(): Promise<{ ok: boolean }>;
+  /** Removes cached responses; resolves with how many were removed. */
+  purge(request: PurgeRequest): Promise<number>;
 }
 
 export function createAdminServer(src: AdminSources): http.Server {
@@ -28,6 +32,29 @@ export function createAdminServer(src: AdminSources): http.Server {
       return send(200, "application/json", `${JSON.stringify(src.config(), null, 2)}\n`);
     if (path === "/reload" && req.method === "POST") {
       void src.reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
+      return;
+    }
+    if (path === "/cache/purge") {
+      if (req.method !== "POST") {
+        res.setHeader("allow", "POST");
+        return send(405, "application/json", `${JSON.stringify({ error: "use POST" })}\n`);
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size <= PURGE_BODY_LIMIT) chunks.push(c);
+      });
+      req.on("end", () => {
+        if (size > PURGE_BODY_LIMIT)
+          return send(413, "application/json", `${JSON.stringify({ error: "purge request too large" })}\n`);
+        const parsed = parsePurgeRequest(Buffer.concat(chunks).toString("utf8"));
+        if (!parsed.ok) return send(400, "application/json", `${JSON.stringify({ error: parsed.error })}\n`);
+        void src.purge(parsed.request).then(
+          (purged) => send(200, "application/json", `${JSON.stringify({ purged })}\n`),
+          (err: Error) => send(503, "application/json", `${JSON.stringify({ error: err.message })}\n`),
+        );
+      });
       return;
     }
     if (path === "/metrics") {

@@ -85,11 +85,16 @@ export const GatewayErrorCatalog = {
     503,
     "an identity provider the route depends on is unreachable (JWKS never fetched, OIDC discovery or token endpoint down)",
   ],
+  upstream_bad_revalidation: [
+    502,
+    "the upstream answered the cache's conditional request with a 304 for another representation",
+  ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
   aggregate_part_timeout: [
     504,
     "an aggregate part with onError: fail did not answer within its timeout; x-meshgate-part names it",
   ],
+  not_cached: [504, "the request said Cache-Control: only-if-cached and no stored response could answer it"],
   fault_injected: [0, "a fault rule of the route aborted the request (status from the rule)"],
 } as const satisfies Record<string, readonly [number, string]>;
 

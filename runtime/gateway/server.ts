@@ -49,6 +49,9 @@ import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
+import { HttpCache, type CacheExchange } from "../cache/cache.ts";
+import { registerCacheMetrics } from "../cache/metrics.ts";
+import { MemoryStore, type PurgeRequest } from "../cache/store.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
@@ -111,6 +114,8 @@ export interface GatewayHandle {
   reload(text?: string): Promise<ReloadResult>;
   /** Stops accepting, finishes in-flight requests (up to the drain timeout), then closes everything. */
   drain(): Promise<void>;
+  /** Removes cached responses (the admin listener's POST /cache/purge); resolves with how many. */
+  purge(request: PurgeRequest): Promise<number>;
 }
 
 /**
@@ -133,6 +138,12 @@ interface State {
   readonly rateLimits: RateLimitPlan;
   /** Authentication and authorization for this config's routes. */
   readonly auth: Authenticator;
+  /** The HTTP cache; kept across reloads while `cacheStore` is unchanged. */
+  readonly cache: HttpCache;
+  /** Some route caches: unsafe methods then invalidate (RFC 9111 §4.4). */
+  readonly caching: boolean;
+  /** Request headers holding credentials, for the cache: Authorization and the API-key header. */
+  readonly credentialHeaders: readonly string[];
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -401,13 +412,29 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     );
   };
 
+  const cacheMetrics = registerCacheMetrics(metrics, "gateway");
+  /** The cache for a config: the previous one while the store settings are the same. */
+  function cacheFor(config: GatewayRuntimeConfig, previous: State | undefined): HttpCache {
+    if (previous && JSON.stringify(previous.config.cacheStore) === JSON.stringify(config.cacheStore))
+      return previous.cache;
+    const sc = config.cacheStore;
+    if (sc.kind === "redis")
+      log.warn(
+        { event: "cache_store", configured: "redis" },
+        "the Redis cache store is not in this runtime yet: caching in process memory (per worker) instead",
+      );
+    const store = new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
+    cacheMetrics.watch(() => store.stats());
+    return new HttpCache({ store, observer: cacheMetrics.observer });
+  }
+
   // ── state ──
-  async function buildState(config: GatewayRuntimeConfig): Promise<State> {
+  async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
     try {
-      return await buildRest(config, compiled, rateLimits, clusters);
+      return await buildRest(config, compiled, rateLimits, clusters, previous);
     } catch (err) {
       // A config refused part-way leaves nothing running: its clusters stop (timers, health checks)
       // and its limiters are dropped; the serving state is untouched.
@@ -422,6 +449,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     compiled: CompiledGateway,
     rateLimits: RateLimitPlan,
     clusters: Map<string, UpstreamCluster>,
+    previous: State | undefined,
   ): Promise<State> {
     for (const c of config.clusters) {
       const cluster = new UpstreamCluster(c, config.discovery, pools, {
@@ -440,12 +468,35 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const apim = compileApim(config, compiled.router.routes, clusters);
     const certificates = loadAllCertificates(config);
-    const auth = new Authenticator(config, { observer: authObserver, log });
-    auth.prefetch();
+    const cache = cacheFor(config, previous);
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
     });
-    return { config, compiled, clusters, certificates, tracer, apim, rateLimits, auth };
+    let auth: Authenticator;
+    try {
+      auth = new Authenticator(config, { observer: authObserver, log });
+    } catch (err) {
+      void tracer.shutdown(0);
+      throw err;
+    }
+    auth.prefetch(); // last: nothing after it can refuse the config
+    const caching = config.routes.some((r) => r.cache !== null);
+    const apiKey = config.auth.apiKeys?.header.toLowerCase();
+    const credentialHeaders =
+      apiKey && apiKey !== "authorization" ? ["authorization", apiKey] : ["authorization"];
+    return {
+      config,
+      compiled,
+      clusters,
+      certificates,
+      tracer,
+      apim,
+      rateLimits,
+      auth,
+      cache,
+      caching,
+      credentialHeaders,
+    };
   }
 
   let state = await buildState(options.config);
@@ -699,6 +750,47 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
     }
 
+    // Cache lookup (GET/HEAD on a route with `cache`): a hit answers here; a miss may wait for a fill.
+    let cacheExchange: CacheExchange | null = null;
+    const method = req.method ?? "GET";
+    if (d.route.config.cache !== null && (method === "GET" || method === "HEAD")) {
+      let c = current.cache.lookup({
+        route: routeName,
+        config: d.route.config.cache,
+        method,
+        host: d.host,
+        path: d.path,
+        query: d.query,
+        headers: req.headers,
+        // Per-principal entries are keyed by who authenticated, through which provider.
+        principal: principal ? `${principal.mechanism}/${principal.provider}/${principal.subject}` : null,
+        waitMs: d.timeoutMs,
+        credentialHeaders: current.credentialHeaders,
+      });
+      if (c instanceof Promise) {
+        c = await c;
+        if (res.destroyed) {
+          // The client left while waiting for another request's fill: nothing to forward for it.
+          if (c.kind === "forward") c.exchange.finish();
+          return;
+        }
+      }
+      if (c.kind === "hit") {
+        ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
+        const extra = perResponseHeaders(rateHeaders, draining);
+        if (!ap) return current.cache.respond(c, res, extra);
+        // The cache holds the upstream's response: the route's response shaping runs on hits as on misses.
+        const shaper = new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel);
+        current.cache.respond(c, (st, h) => shaper.head(st, h), extra);
+        ex.outcome = (await shaper.finish({ kind: "ok" })) ?? ex.outcome;
+        return;
+      }
+      if (c.kind === "unsatisfiable")
+        return respondError(req, res, 504, "not_cached", "only-if-cached: no stored response can answer");
+      cacheExchange = c.exchange;
+    }
+    const invalidates = current.caching && method !== "GET" && method !== "HEAD" && method !== "OPTIONS";
+
     const headers = upstreamRequestHeaders(req.headers);
     current.auth.upstreamHeaders(headers, d.auth, principal);
     const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
@@ -714,6 +806,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       transformRequestHeaders(ap, headers, tctx);
       prepareForResponseTransform(ap, headers);
     }
+    cacheExchange?.prepare(headers);
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -788,7 +881,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         retry: d.retry,
         hashKey: client,
       },
-      (status, upstreamHeaders) => {
+      (status, upstreamHeaders, closeDelimited) => {
+        if (invalidates)
+          void current.cache.invalidate(method, status, d.host, d.path, d.query, upstreamHeaders);
+        if (cacheExchange !== null)
+          return cacheExchange.onHead(
+            status,
+            upstreamHeaders,
+            shaper ? (st, h) => shaper.head(st, h) : res,
+            !closeDelimited,
+            perResponseHeaders(rateHeaders, draining),
+          );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
         if (draining) upstreamHeaders.connection = "close";
@@ -798,6 +901,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
       observer,
     );
+    cacheExchange?.finish();
     const upstreamKey = (ex.upstreamKey = result.endpoint?.key ?? "");
     if (upstreamKey) upstreamSpan.setAttribute("server.address", upstreamKey);
     if (result.attempts > 1) upstreamSpan.setAttribute("http.request.resend_count", result.attempts - 1);
@@ -982,6 +1086,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     metrics: () => metrics.render(),
     config: () => redactConfig(state.config),
     reload: () => reload(),
+    purge: (request) => state.cache.purge(request),
   });
   let adminPort = 0;
   if (options.admin !== false) {
@@ -1036,7 +1141,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const previous = state;
     let built: State;
     try {
-      built = await buildState(next);
+      built = await buildState(next, previous);
     } catch (err) {
       limiters.discardPending();
       mReloads.labels("gateway", "failure").inc();
@@ -1094,6 +1199,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     currentHash: () => state.config.hash,
     reload,
     drain,
+    purge: (request) => state.cache.purge(request),
   };
 }
 
@@ -1103,6 +1209,15 @@ function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, Certific
   for (const l of config.listeners)
     if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa));
   return certificates;
+}
+
+/** Headers of one response that a cache never stores: the gateway's RateLimit-*, and Connection: close. */
+function perResponseHeaders(
+  rateHeaders: Record<string, string> | null,
+  draining: boolean,
+): Record<string, string> | undefined {
+  if (!draining) return rateHeaders ?? undefined;
+  return { ...rateHeaders, connection: "close" };
 }
 
 function noKeepAlive(res: Response): void {

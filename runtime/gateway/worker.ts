@@ -6,6 +6,7 @@
  */
 import { readFile } from "node:fs/promises";
 import pino from "pino";
+import type { PurgeRequest } from "../cache/store.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { LeaseClient, type LeaseReply, type LeaseRequest } from "../ratelimit/lease.ts";
 import { startGateway } from "./server.ts";
@@ -13,6 +14,7 @@ import { startGateway } from "./server.ts";
 export type ToWorker =
   | { type: "reload"; id: number; text: string }
   | { type: "metrics"; id: number }
+  | { type: "purge"; id: number; request: PurgeRequest }
   | { type: "drain" }
   | LeaseReply;
 
@@ -21,6 +23,7 @@ export type FromWorker =
   | LeaseRequest
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
   | { type: "metrics"; id: number; text: string }
+  | { type: "purged"; id: number; purged: number }
   | { type: "failed"; error: string; code?: string };
 
 const send = (m: FromWorker) => process.send?.(m);
@@ -71,6 +74,8 @@ async function main(): Promise<void> {
         );
     } else if (m.type === "metrics") {
       send({ type: "metrics", id: m.id, text: gateway.metrics.render() });
+    } else if (m.type === "purge") {
+      void gateway.purge(m.request).then((purged) => send({ type: "purged", id: m.id, purged }));
     } else if (m.type === "drain") {
       void drain();
     }

@@ -187,6 +187,15 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     ready: () => !stopping && slots.every((s) => s.ready),
     config: () => redactConfig(config),
     reload,
+    // Every worker keeps its own memory cache: the purge goes to each, and the counts add up.
+    purge: async (request) => {
+      const parts = await ask<Extract<FromWorker, { type: "purged" }>>((id) => ({
+        type: "purge",
+        id,
+        request,
+      }));
+      return parts.reduce((n, p) => n + p.purged, 0);
+    },
     metrics: async () => {
       const parts = await ask<Extract<FromWorker, { type: "metrics" }>>(
         (id) => ({ type: "metrics", id }),

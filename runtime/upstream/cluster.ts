@@ -28,6 +28,8 @@ export interface UpstreamPool {
     factory: (data: {
       statusCode: number;
       headers: Record<string, string | string[] | undefined>;
+      /** The body ends with the connection (HTTP/1 without Content-Length or chunked framing). */
+      closeDelimited?: boolean;
     }) => Writable,
   ): Promise<unknown>;
   request(opts: {

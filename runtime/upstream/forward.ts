@@ -57,6 +57,8 @@ export type ForwardResult =
 export type OnResponseHead = (
   status: number,
   headers: Record<string, string | string[] | undefined>,
+  /** The body ends with the connection: its completeness cannot be verified (see H1Factory). */
+  closeDelimited: boolean,
 ) => Writable;
 
 const drain = () =>
@@ -177,7 +179,7 @@ export async function forward(
             bodyTimeout: Math.max(1, deadline - now()),
             cancel: req.cancel,
           },
-          ({ statusCode, headers }) => {
+          ({ statusCode, headers, closeDelimited }) => {
             status = statusCode;
             const failure: AttemptFailure = { kind: "status", status: statusCode };
             if (statusCode >= 500 || statusCode === 429) {
@@ -187,7 +189,7 @@ export async function forward(
               }
             }
             headSent = true;
-            return onHead(statusCode, headers);
+            return onHead(statusCode, headers, closeDelimited === true);
           },
         );
         cluster.record(endpoint, status >= 500, now());

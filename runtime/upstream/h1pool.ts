@@ -48,8 +48,14 @@ export type ResponseHeaders = Record<string, string | string[]>;
 /**
  * Receives the response head — its end-to-end headers: hop-by-hop ones, and those the Connection header
  * names, are removed — and returns where the body goes (ended when the response completes).
+ * `closeDelimited`: the body ends when the connection closes (no Content-Length, not chunked), so a
+ * truncated body cannot be told from a complete one (a cache must not store it).
  */
-export type H1Factory = (data: { statusCode: number; headers: ResponseHeaders }) => Writable;
+export type H1Factory = (data: {
+  statusCode: number;
+  headers: ResponseHeaders;
+  closeDelimited: boolean;
+}) => Writable;
 
 export interface H1PoolOptions {
   /** At most this many connections; more requests wait in a queue. */
@@ -518,7 +524,7 @@ class Conn {
     const req = this.req!;
     let sink: Writable;
     try {
-      sink = req.factory({ statusCode: status, headers });
+      sink = req.factory({ statusCode: status, headers, closeDelimited: this.state === S.BODY_CLOSE });
     } catch (err) {
       this.abort(err as Error);
       return HEAD_FAILED;

@@ -1,0 +1,368 @@
+/**
+ * Caching end to end through the real gateway (translated spec → RuntimeConfig → startGateway) in front
+ * of real upstreams: hits with Age and Cache-Status, metrics, POST /cache/purge on the admin listener
+ * (single process and two worker processes), invalidation by an unsafe method on another route,
+ * coalescing, credentials bypass, only-if-cached, routes without cache untouched.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import {
+  freePort,
+  gatewayConfig,
+  request,
+  startTestGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from "../support/gateway.ts";
+
+const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+let app: Upstream;
+let gw: TestGateway;
+const count = (url: string, method = "GET") =>
+  app.received.filter((r) => r.url === url && r.method === method).length;
+
+beforeAll(async () => {
+  let version = 0;
+  app = await startUpstream((req, res, body) => {
+    if (req.method === "POST") {
+      res.writeHead(201, { "content-length": 2 });
+      return res.end("ok");
+    }
+    const slow = req.url?.startsWith("/slow");
+    const out = JSON.stringify({
+      path: req.url,
+      version: ++version,
+      auth: req.headers.authorization ?? null,
+      body,
+    });
+    setTimeout(
+      () => {
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(out),
+          "cache-control": req.url?.startsWith("/items/ttl") ? "public" : "max-age=60",
+        });
+        res.end(out);
+      },
+      slow ? 150 : 0,
+    );
+  });
+  gw = await startTestGateway(
+    gatewayConfig(
+      [
+        {
+          name: "items",
+          match: { path: "/api/items/{id}", methods: ["GET", "HEAD"] },
+          to: "app",
+          rewrite: { path: "/items/{id}" },
+          cache: { ttl: "30s" },
+          ...PUBLIC,
+        },
+        {
+          name: "items-write",
+          match: { path: "/api/items/{id}", methods: ["POST"] },
+          to: "app",
+          rewrite: { path: "/items/{id}" },
+          ...PUBLIC,
+        },
+        { name: "slow", match: { path: "/slow/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC },
+        { name: "plain", match: { path: "/plain/**" }, to: "app", ...PUBLIC },
+      ],
+      { app },
+    ),
+  );
+});
+
+afterAll(async () => {
+  await gw.drain();
+  await app.close();
+});
+
+describe("caching in the gateway", () => {
+  it("serves_a_hit_with_age_and_cache_status_and_counts_it", async () => {
+    const a = await request(`${gw.url}/api/items/1`);
+    const b = await request(`${gw.url}/api/items/1`);
+    expect(a.status).toBe(200);
+    expect(b.body).toBe(a.body);
+    expect(a.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    expect(b.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=(59|60)$/);
+    expect(b.headers.age).toMatch(/^[01]$/);
+    expect(count("/items/1")).toBe(1);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toContain('meshgate_cache_requests_total{proxy="gateway",route="items",result="miss"} 1');
+    expect(metrics).toContain('meshgate_cache_requests_total{proxy="gateway",route="items",result="hit"} 1');
+    expect(metrics).toMatch(/meshgate_cache_entries\{proxy="gateway"\} [1-9]/);
+    expect(metrics).toMatch(/meshgate_cache_stored_bytes\{proxy="gateway"\} [1-9]\d+/);
+    const access = gw.logs.filter((l) => l.event === "access" && l.path === "/api/items/1");
+
+    expect(access).toHaveLength(2);
+    expect(access[1]!.outcome).toBe("cache_hit");
+  });
+
+  it("uses_the_route_ttl_when_the_response_has_no_freshness", async () => {
+    await request(`${gw.url}/api/items/ttl`);
+    const b = await request(`${gw.url}/api/items/ttl`);
+    expect(b.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=(29|30)$/);
+  });
+
+  it("serves_head_from_the_get_entry", async () => {
+    await request(`${gw.url}/api/items/h`);
+    const h = await request(`${gw.url}/api/items/h`, { method: "HEAD" });
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.headers["cache-status"]).toContain("hit");
+    expect(count("/items/h", "HEAD")).toBe(0);
+  });
+
+  it("invalidates_after_a_post_to_the_same_url_on_another_route", async () => {
+    const a = await request(`${gw.url}/api/items/2`);
+    expect((await request(`${gw.url}/api/items/2`)).body).toBe(a.body);
+    expect((await request(`${gw.url}/api/items/2`, { method: "POST", body: "{}" })).status).toBe(201);
+    const c = await request(`${gw.url}/api/items/2`);
+    expect(c.body).not.toBe(a.body);
+    expect(c.headers["cache-status"]).toContain("fwd=miss");
+  });
+
+  it("makes_one_upstream_request_for_concurrent_misses", async () => {
+    const all = await Promise.all(Array.from({ length: 50 }, () => request(`${gw.url}/slow/1`)));
+    expect(new Set(all.map((r) => r.body)).size).toBe(1);
+    expect(all.every((r) => r.status === 200)).toBe(true);
+    expect(count("/slow/1")).toBe(1);
+  });
+
+  it("bypasses_requests_with_authorization", async () => {
+    const a = await request(`${gw.url}/api/items/3`, { headers: { authorization: "Bearer abc" } });
+    await request(`${gw.url}/api/items/3`, { headers: { authorization: "Bearer abc" } });
+    const anon = await request(`${gw.url}/api/items/3`);
+    expect(a.headers["cache-status"]).toContain("fwd=bypass");
+    expect(JSON.parse(anon.body).auth).toBeNull();
+    expect(count("/items/3")).toBe(3);
+  });
+
+  it("answers_only_if_cached_without_an_entry_with_504", async () => {
+    const r = await request(`${gw.url}/api/items/none`, { headers: { "cache-control": "only-if-cached" } });
+    expect(r.status).toBe(504);
+    expect(r.headers["x-meshgate-error"]).toBe("not_cached");
+    expect(count("/items/none")).toBe(0);
+  });
+
+  it("leaves_routes_without_cache_untouched", async () => {
+    const r = await request(`${gw.url}/plain/1`);
+    expect(r.headers["cache-status"]).toBeUndefined();
+    await request(`${gw.url}/plain/1`);
+    expect(count("/plain/1")).toBe(2);
+  });
+});
+
+describe("POST /cache/purge", () => {
+  const purge = (body: string, method = "POST") =>
+    fetch(`${gw.adminUrl}/cache/purge`, { method, body: method === "POST" ? body : null }).then(
+      async (r) => ({
+        status: r.status,
+        json: (await r.json()) as Record<string, unknown>,
+      }),
+    );
+
+  it("purges_by_url_prefix_and_all", async () => {
+    for (const p of ["/api/items/p1", "/api/items/p2", "/api/items/p2?x=1", "/slow/p3"])
+      await request(`${gw.url}${p}`);
+    // The client's URL (before the route's rewrite), canonicalized like request targets.
+    expect(await purge(JSON.stringify({ url: "/api//items/%70%31" }))).toEqual({
+      status: 200,
+      json: { purged: 1 },
+    });
+    expect((await request(`${gw.url}/api/items/p1`)).headers["cache-status"]).toContain("fwd=miss");
+    expect((await request(`${gw.url}/api/items/p2`)).headers["cache-status"]).toContain("hit");
+    expect(await purge(JSON.stringify({ prefix: "/api/items/p2", host: "127.0.0.1" }))).toEqual({
+      status: 200,
+      json: { purged: 2 },
+    });
+    expect((await request(`${gw.url}/api/items/p2?x=1`)).headers["cache-status"]).toContain("fwd=miss");
+    const all = await purge(JSON.stringify({ all: true }));
+    expect(all.status).toBe(200);
+    expect(all.json.purged).toBeGreaterThanOrEqual(3);
+    expect((await request(`${gw.url}/slow/p3`)).headers["cache-status"]).toContain("fwd=miss");
+  });
+
+  it.each([
+    { name: "refuses_a_body_that_is_not_json", body: "url=/x", error: /JSON/ },
+    {
+      name: "refuses_two_kinds_at_once",
+      body: JSON.stringify({ url: "/a", all: true }),
+      error: /exactly one/,
+    },
+    {
+      name: "refuses_a_url_that_is_not_a_path",
+      body: JSON.stringify({ url: "http://evil/" }),
+      error: /path/,
+    },
+    {
+      name: "refuses_a_dot_segment_above_root",
+      body: JSON.stringify({ url: "/../x" }),
+      error: /valid request target/,
+    },
+    {
+      name: "refuses_unknown_fields",
+      body: JSON.stringify({ url: "/a", hosts: "x" }),
+      error: /unknown field/,
+    },
+    { name: "refuses_all_false", body: JSON.stringify({ all: false }), error: /must be true/ },
+  ])("$name", async ({ body, error }) => {
+    const r = await purge(body);
+    expect(r.status).toBe(400);
+    expect(String(r.json.error)).toMatch(error);
+  });
+
+  it("refuses_get", async () => {
+    const r = await fetch(`${gw.adminUrl}/cache/purge`);
+    expect(r.status).toBe(405);
+    expect(r.headers.get("allow")).toBe("POST");
+  });
+});
+
+describe("with the other response stages", () => {
+  it("runs_transforms_cors_and_rate_limit_headers_on_hits_without_storing_them", async () => {
+    const config = gatewayConfig(
+      [
+        {
+          name: "shaped",
+          match: { path: "/shaped/{id}", methods: ["GET"] },
+          to: "app",
+          cache: { ttl: "30s" },
+          cors: { origins: ["https://a.example", "https://b.example"] },
+          transform: {
+            response: { headers: { set: { "x-shaped": "yes" } }, body: { drop: ["auth"] } },
+          },
+          public: true,
+          rateLimit: { requests: 100, per: "1m" },
+        },
+      ],
+      { app },
+    );
+    const g = await startTestGateway(config);
+    try {
+      const a = await request(`${g.url}/shaped/1`, { headers: { origin: "https://a.example" } });
+      const b = await request(`${g.url}/shaped/1`, { headers: { origin: "https://b.example" } });
+      expect(a.headers["cache-status"]).toContain("fwd=miss");
+      expect(b.headers["cache-status"]).toContain("hit");
+      expect(count("/shaped/1")).toBe(1);
+      // Per request, on the hit too: CORS for this origin, the route's transforms, this request's limit.
+      expect(a.headers["access-control-allow-origin"]).toBe("https://a.example");
+      expect(b.headers["access-control-allow-origin"]).toBe("https://b.example");
+      expect(b.headers["x-shaped"]).toBe("yes");
+      expect(JSON.parse(b.body)).not.toHaveProperty("auth");
+      expect(JSON.parse(b.body).path).toBe("/shaped/1");
+      expect(Number(b.headers["ratelimit-remaining"])).toBeLessThan(Number(a.headers["ratelimit-remaining"]));
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
+describe("credentials", () => {
+  it("bypasses_requests_with_the_configured_api_key_header", async () => {
+    const config = gatewayConfig(
+      [{ name: "k", match: { path: "/k/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+      { app },
+      { apiKeys: { header: "x-client-key", consumers: { c: { keyHashes: [`sha256:${"a".repeat(64)}`] } } } },
+    );
+    const g = await startTestGateway(config);
+    try {
+      const a = await request(`${g.url}/k/1`, { headers: { "x-client-key": "key-1" } });
+      await request(`${g.url}/k/1`, { headers: { "x-client-key": "key-1" } });
+      expect(a.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=authorization");
+      expect(count("/k/1")).toBe(2);
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
+describe("store", () => {
+  it("warns_that_the_redis_store_is_not_there_without_logging_its_url", async () => {
+    const config = gatewayConfig(
+      [{ name: "r", match: { path: "/r/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+      { app },
+      { cache: { maxSize: "1MiB", redis: { url: "redis://cache-user:s3cr3t-pw@127.0.0.1:6390/0" } } },
+    );
+    expect(config.cacheStore).toMatchObject({ kind: "redis", maxBytes: 1024 * 1024 });
+    const g = await startTestGateway(config);
+    try {
+      await request(`${g.url}/r/1`);
+      const b = await request(`${g.url}/r/1`);
+      expect(b.headers["cache-status"]).toContain("hit"); // caching in process memory instead
+      expect(g.logs.some((l) => l.event === "cache_store" && l.configured === "redis")).toBe(true);
+      expect(g.rawLog()).not.toContain("s3cr3t-pw");
+      expect(await (await fetch(`${g.adminUrl}/config`)).text()).not.toContain("s3cr3t-pw");
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
+describe("workers", () => {
+  it("purges_the_cache_of_every_worker", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
+    const [port, admin] = [await freePort(), await freePort()];
+    const c = gatewayConfig(
+      [{ name: "w", match: { path: "/w/**" }, to: "app", cache: { ttl: "60s" }, ...PUBLIC }],
+      {
+        app,
+      },
+    );
+    const { hash: _h, ...rest } = c;
+    await writeFile(
+      join(dir, "gw.json"),
+      JSON.stringify(
+        sealRuntimeConfig<GatewayRuntimeConfig>({
+          ...rest,
+          listeners: rest.listeners.map((l) => ({ ...l, port })),
+          admin: { port: admin },
+        }),
+      ),
+    );
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, "bin/meshgate.js"),
+        "gateway",
+        "--config",
+        join(dir, "gw.json"),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "2",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    try {
+      for (let i = 0; i < 300 && !out.includes(`admin http://127.0.0.1:${admin}`); i++) await sleep(50);
+      expect(out).toContain(`admin http://127.0.0.1:${admin}`);
+      // New connections spread over both workers; each worker fills its own cache once.
+      for (let i = 0; i < 40; i++) expect((await request(`http://127.0.0.1:${port}/w/x`)).status).toBe(200);
+      expect(count("/w/x")).toBe(2);
+      const r = await fetch(`http://127.0.0.1:${admin}/cache/purge`, {
+        method: "POST",
+        body: '{"url":"/w/x"}',
+      });
+      expect(await r.json()).toEqual({ purged: 2 });
+      for (let i = 0; i < 40; i++) await request(`http://127.0.0.1:${port}/w/x`);
+      expect(count("/w/x")).toBe(4);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
