@@ -170,6 +170,10 @@ class Exchange implements GatewayRequestFacts {
   span: SpanLike = NOOP_SPAN;
   /** Aborted when the client goes away before the response finished. */
   readonly cancel: CancelToken = { aborted: false, onabort: null };
+  /** The handler has not returned yet (the access line waits for it: it sets upstream and outcome). */
+  handling = true;
+  /** The response closed: what the access line says of it, until it is written. */
+  logged: { status: number; completed: boolean; seconds: number } | null = null;
 
   constructor(state: State, req: AnyRequest, res: Response, requestId: string, client: string) {
     this.state = state;
@@ -556,21 +560,38 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     ex.span.end({ statusCode: status });
     countRequest(ex.routeName, status).duration.observe(seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
-      log.info({
-        event: "access",
-        requestId: ex.requestId,
-        method: ex.req.method,
-        path: ex.accessPath,
-        route: ex.routeName,
-        status,
-        completed: res.writableFinished,
-        durationMs: Math.round(seconds * 1e6) / 1e3,
-        upstream: ex.upstreamKey || undefined,
-        outcome: ex.outcome || undefined,
-        client: ex.client,
-      });
+      ex.logged = { status, completed: res.writableFinished, seconds };
+      // The response can close before forward() returns (its end is written by the pool): the line
+      // then waits for the handler, which knows the upstream and the outcome.
+      if (!ex.handling) writeAccessLog(ex);
     }
     finished();
+  }
+
+  function writeAccessLog(ex: Exchange): void {
+    const l = ex.logged!;
+    ex.logged = null;
+    log.info({
+      event: "access",
+      requestId: ex.requestId,
+      method: ex.req.method,
+      path: ex.accessPath,
+      route: ex.routeName,
+      status: l.status,
+      completed: l.completed,
+      durationMs: Math.round(l.seconds * 1e6) / 1e3,
+      upstream: ex.upstreamKey || undefined,
+      outcome: ex.outcome || undefined,
+      client: ex.client,
+    });
+  }
+
+  /** The handler returned: an access line that waited for it is written now. */
+  function handled(this: Response): void {
+    const ex = (this as Response & { [EXCHANGE]?: Exchange })[EXCHANGE];
+    if (ex === undefined) return;
+    ex.handling = false;
+    if (ex.logged !== null) writeAccessLog(ex);
   }
 
   async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {
@@ -1011,11 +1032,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const res = anyRes as Response;
     inFlight++;
     mInFlight.inc();
-    handle(req, res, scheme).catch((err: Error) => {
-      log.error({ event: "handler_error", message: err.message, stack: err.stack });
-      if (!res.headersSent) respondError(req, res, 500, "internal_error", "internal gateway error");
-      else res.destroy(err);
-    });
+    handle(req, res, scheme)
+      .catch((err: Error) => {
+        log.error({ event: "handler_error", message: err.message, stack: err.stack });
+        if (!res.headersSent) respondError(req, res, 500, "internal_error", "internal gateway error");
+        else res.destroy(err);
+      })
+      .then(handled.bind(res));
   }
 
   const upgrades: UpgradeObserver = {
