@@ -7,9 +7,11 @@
  *   CPU 0 (`taskset`), everything under `nice -n -15` when permitted; all on 127.0.0.1, keep-alive;
  * - proxies: nginx (1 worker, `upstream` with `keepalive 64`), HAProxy (`nbthread 1`, `http-reuse
  *   always`), a minimal fastify app with `@fastify/http-proxy` (bench/fastify-proxy.ts, 1 process) and
- *   `meshgate gateway --config <file> --workers 1` (one public `/**` route, plaintext, static
- *   discovery, access logs off; the config is built from a spec by parseSpec + translate, as the gateway
- *   tests do);
+ *   `meshgate gateway --config <file> --workers 1` twice: the bare route (one public `/**` route,
+ *   plaintext, static discovery, access logs off) and the full route (the same with a JWT checked
+ *   against an inline key and a scope, a rate limit keyed by the token's subject, request and response
+ *   header transforms; wrk and h2load send the bearer token); the configs are built from a spec by
+ *   parseSpec + translate, as the gateway tests do;
  * - per proxy: a warm-up, then max throughput `wrk -t1 -c64 --latency` (REPS runs, median), and two
  *   fixed-rate passes, ~1000 and ~5000 rps (REPS runs each, median per percentile), open loop with h2load
  *   (`--h1`, 10 / 50 keep-alive clients × 100 req/s, started 1 ms apart; percentiles from its per-request
@@ -35,12 +37,14 @@
  * Benchmarks are not pass/fail: a missed goal is reported, never turned into a non-zero exit.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { SignJWT } from "jose";
 import { median, specGatewayConfig, table } from "./support.ts";
 
 // ───────────── settings ─────────────
@@ -62,7 +66,7 @@ const C_MAX = 64;
 const C_1K = 10;
 const C_5K = 50;
 const ROOT = new URL("../", import.meta.url).pathname;
-const GOALS = { vsNginx: 0.3, vsFastify: 1.5, p99VsNginx: 1.5 };
+const GOALS = { vsNginx: 0.3, vsFastify: 1.5, p99VsNginx: 1.5, fullVsBare: 0.85 };
 
 const BODY = (() => {
   const base = {
@@ -215,28 +219,43 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
+function get(
+  port: number,
+  path: string,
+  headers: readonly string[] = [],
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port, path, agent: false, timeout: 2000 }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on("error", reject);
-    });
+    const h = Object.fromEntries(
+      headers.map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trim()]),
+    );
+    const req = http.get(
+      { host: "127.0.0.1", port, path, agent: false, timeout: 2000, headers: h },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", reject);
   });
 }
 
 /** Waits until the proxy answers 200 with the upstream's body (10 s at most). */
-async function ready(name: string, port: number, s: Started | null): Promise<void> {
+async function ready(
+  name: string,
+  port: number,
+  s: Started | null,
+  headers: readonly string[] = [],
+): Promise<void> {
   const deadline = Date.now() + 10_000;
   let last = "";
   while (Date.now() < deadline) {
     if (s && !children.has(s.child)) throw new Error(`${name} exited at start:\n${tail(s.logFile)}`);
     try {
-      const r = await get(port, PATH);
+      const r = await get(port, PATH, headers);
       if (r.status === 200 && r.body === BODY) return;
       last = `status ${r.status}, body ${JSON.stringify(r.body.slice(0, 200))}`;
     } catch (err) {
@@ -401,7 +420,12 @@ const RPS_PER_CLIENT = 100;
  * 10 ms period instead of arriving in one burst. Latency percentiles come from h2load's per-request log
  * (the time from sending a request to the end of its response).
  */
-async function h2load(port: number, rate: number, seconds: number): Promise<WrkResult> {
+async function h2load(
+  port: number,
+  rate: number,
+  seconds: number,
+  headers: readonly string[] = [],
+): Promise<WrkResult> {
   const clients = Math.max(1, Math.round(rate / RPS_PER_CLIENT));
   const logFile = join(tmp, `h2load-${port}-${rate}.tsv`);
   rmSync(logFile, { force: true });
@@ -415,6 +439,7 @@ async function h2load(port: number, rate: number, seconds: number): Promise<WrkR
     "--rate-period=1ms",
     `--rps=${RPS_PER_CLIENT}`,
     "-T5",
+    ...headers.flatMap((h) => ["-H", h]),
     `--log-file=${logFile}`,
     `http://127.0.0.1:${port}${PATH}`,
   ];
@@ -463,7 +488,13 @@ async function h2load(port: number, rate: number, seconds: number): Promise<WrkR
   };
 }
 
-async function wrk(port: number, connections: number, seconds: number, script: string): Promise<WrkResult> {
+async function wrk(
+  port: number,
+  connections: number,
+  seconds: number,
+  script: string,
+  headers: readonly string[] = [],
+): Promise<WrkResult> {
   const argv = [
     ...prefix(LOAD_CPU),
     "wrk",
@@ -475,6 +506,7 @@ async function wrk(port: number, connections: number, seconds: number, script: s
     "5s",
     "-s",
     script,
+    ...headers.flatMap((h) => ["-H", h]),
     `http://127.0.0.1:${port}${PATH}`,
   ];
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
@@ -534,14 +566,15 @@ async function measuredRun(
   port: number,
   proxyPid: number | null,
   load: { connections: number; script: string } | { rate: number },
+  headers: readonly string[] = [],
 ): Promise<Run> {
   for (let attempt = 0; ; attempt++) {
     await waitQuiet(proxyPid);
     const a = snapshot(proxyPid);
     const r =
       "rate" in load
-        ? await h2load(port, load.rate, DURATION_S)
-        : await wrk(port, load.connections, DURATION_S, load.script);
+        ? await h2load(port, load.rate, DURATION_S, headers)
+        : await wrk(port, load.connections, DURATION_S, load.script, headers);
     const b = snapshot(proxyPid);
     const seconds = (b.t - a.t) / 1000;
     const others = othersCores(a, b);
@@ -578,6 +611,8 @@ interface Result {
 
 interface Subject {
   readonly name: string;
+  /** Request headers every load generator sends (e.g. the full route's bearer token). */
+  readonly headers?: readonly string[];
   /** Starts the proxy (started null: the upstream itself, for the direct passes). */
   readonly start: () => Promise<{
     port: number;
@@ -601,7 +636,7 @@ async function measure(subject: Subject): Promise<Result> {
     const s = await subject.start();
     diagnose = s.diagnose;
     started = s.started;
-    await ready(subject.name, s.port, started);
+    await ready(subject.name, s.port, started, subject.headers);
     const pid = started?.child.pid ?? null;
     if (pid !== null) {
       await sleep(1000);
@@ -610,17 +645,18 @@ async function measure(subject: Subject): Promise<Result> {
       sampler = setInterval(() => (rssMax = Math.max(rssMax, treeRssKiB(pid))), 250);
     }
     log(`${subject.name}: warm-up ${WARMUP_S} s`);
-    await wrk(s.port, C_MAX, WARMUP_S, doneScript);
+    const headers = subject.headers ?? [];
+    await wrk(s.port, C_MAX, WARMUP_S, doneScript, headers);
     for (let i = 0; i < subject.maxReps; i++) {
       const load = { connections: C_MAX, script: doneScript };
-      max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load));
+      max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load, headers));
     }
     const at1k = H2LOAD ? { rate: 1000 } : { connections: C_1K, script: delayScript };
     const at5k = H2LOAD ? { rate: 5000 } : { connections: C_5K, script: delayScript };
     for (let i = 0; i < REPS; i++)
-      fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k));
+      fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k, headers));
     for (let i = 0; i < REPS; i++)
-      fixed5k.push(await measuredRun(`${subject.name} ~5k rps #${i + 1}`, s.port, pid, at5k));
+      fixed5k.push(await measuredRun(`${subject.name} ~5k rps #${i + 1}`, s.port, pid, at5k, headers));
     return {
       name: subject.name,
       max,
@@ -726,19 +762,61 @@ backend upstream
 `;
 }
 
-function meshgateConf(port: number, upstream: number): string {
-  const config = specGatewayConfig({
-    routes: [
-      {
+/**
+ * The full route's credentials: an ES256 key (its public JWK inline in the gateway's config, so no JWKS
+ * fetch) and one token for subject "bench" with the route's scope, valid for the whole run.
+ */
+const FULL = await (async () => {
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const jwk = { ...publicKey.export({ format: "jwk" }), kid: "bench", alg: "ES256", use: "sig" };
+  const token = await new SignJWT({ scope: "items:read" })
+    .setProtectedHeader({ alg: "ES256", kid: "bench" })
+    .setIssuer("https://id.bench.example/")
+    .setAudience("bench")
+    .setSubject("bench")
+    .setExpirationTime("2h")
+    .sign(privateKey);
+  return { jwk, headers: [`Authorization: Bearer ${token}`] };
+})();
+
+/**
+ * meshgate's config: the bare route (public, forward only), or the full route — everything of the API
+ * management part in a request's path: a JWT checked against an inline key with a scope requirement,
+ * a rate limit keyed by the token's subject (in process, far above the load), a request and a response
+ * header transform, and the metrics (always on).
+ */
+function meshgateConf(port: number, upstream: number, full = false): string {
+  const route = full
+    ? {
         name: "all",
         match: { path: "/**" },
         to: "upstream",
-        public: true,
-        rateLimit: { requests: 1_000_000, per: "1s" },
-      },
-    ],
+        auth: { jwt: "bench", scopes: ["items:read"] },
+        rateLimit: { requests: 1_000_000, per: "1s", key: "subject", scope: "replica" },
+        transform: {
+          request: { headers: { set: { "x-bench-subject": "${principal.subject}" } } },
+          response: { headers: { remove: ["server"] } },
+        },
+      }
+    : { name: "all", match: { path: "/**" }, to: "upstream", public: true };
+  const config = specGatewayConfig({
+    routes: [route],
     upstreams: { upstream },
-    gateway: { listeners: [{ name: "http", port, protocol: "http" }] },
+    gateway: {
+      listeners: [{ name: "http", port, protocol: "http" }],
+      ...(full
+        ? {
+            jwt: {
+              bench: {
+                issuer: "https://id.bench.example/",
+                audiences: ["bench"],
+                jwks: { keys: [FULL.jwk] },
+                algorithms: ["ES256"],
+              },
+            },
+          }
+        : {}),
+    },
     observability: { logs: { access: false } },
     // --no-ejection: outlier detection that never ejects (see the note the report prints).
     ...(NO_EJECTION ? { service: { circuitBreaker: { consecutive5xx: 1_000_000_000 } } } : {}),
@@ -918,6 +996,14 @@ function report(results: Result[], meta: string[]): void {
       `goal: ≥ ${GOALS.vsFastify}× @fastify/http-proxy — meshgate ${num(mg.rps)} rps vs ${num(fastify.rps)} = ${x.toFixed(2)}× (${verdict(x >= GOALS.vsFastify, why)})`,
     );
   } else out.push("goal: ≥ 1.5× @fastify/http-proxy — not measured");
+  const full = byName.get("meshgate full route");
+  if (mg?.rps && full?.rps) {
+    const x = full.rps / mg.rps;
+    const why = invalid(mgRaw!.max, raw("meshgate full route")!.max);
+    out.push(
+      `goal: full route (JWT + rate limit + header transforms + metrics) ≥ ${GOALS.fullVsBare}× the bare route — ${num(full.rps)} vs ${num(mg.rps)} rps = ${x.toFixed(2)}× (${verdict(x >= GOALS.fullVsBare, why)})`,
+    );
+  } else out.push(`goal: full route ≥ ${GOALS.fullVsBare}× the bare route — not measured`);
   const mgAdded = mg ? added(mg) : null;
   if (mgAdded && nginxAdded && mg?.p1k && nginx?.p1k) {
     const x = mgAdded[2] / nginxAdded[2];
@@ -1041,6 +1127,35 @@ async function main(): Promise<number> {
         return {
           port,
           started: start("meshgate", argv, PROXY_CPU, { cwd: ROOT }),
+          diagnose: () => meshgateErrors(admin),
+        };
+      },
+    },
+    {
+      name: "meshgate full route",
+      headers: FULL.headers,
+      maxReps: REPS,
+      start: async () => {
+        const port = await freePort();
+        const admin = await freePort();
+        const file = join(tmp, "meshgate-full.json");
+        writeFileSync(file, meshgateConf(port, upPort, true));
+        const argv = [
+          process.execPath,
+          join(ROOT, "bin/meshgate.js"),
+          "gateway",
+          "--config",
+          file,
+          "--host",
+          "127.0.0.1",
+          "--admin-port",
+          String(admin),
+          "--workers",
+          "1",
+        ];
+        return {
+          port,
+          started: start("meshgate-full", argv, PROXY_CPU, { cwd: ROOT }),
           diagnose: () => meshgateErrors(admin),
         };
       },
