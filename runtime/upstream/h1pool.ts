@@ -413,7 +413,14 @@ class Conn {
         prior = 0;
         continue;
       }
+      const req = this.req!;
       if (rest < buf.length) this.parseBody(buf, rest);
+      // The body continues past this read: from now on the body timeout applies (most responses end in
+      // the read that brought their head, and then the timer is left as it is).
+      if (this.req === req) {
+        const bt = req.opts.bodyTimeout;
+        this.armTimeout(bt > 0 ? bt : 0);
+      }
       return;
     }
   }
@@ -435,32 +442,41 @@ class Conn {
     let connection = "";
     let keepAlive = "";
     let pos = eol < 0 ? text.length : eol + 2;
-    while (pos < text.length) {
+    const n = text.length;
+    while (pos < n) {
       eol = text.indexOf("\r\n", pos);
-      const line = eol < 0 ? text.slice(pos) : text.slice(pos, eol);
-      pos = eol < 0 ? text.length : eol + 2;
-      const colon = line.indexOf(":");
-      if (colon <= 0) return this.protocolError("malformed header line");
-      const rawName = line.slice(0, colon);
-      if (!TOKEN.test(rawName)) return this.protocolError("malformed header name (or obs-fold)");
-      const value = trimOws(line.slice(colon + 1));
+      const end = eol < 0 ? n : eol;
+      const colon = text.indexOf(":", pos);
+      if (colon <= pos || colon >= end) return this.protocolError("malformed header line");
+      const known = headerName(text.slice(pos, colon));
+      if (known === null) return this.protocolError("malformed header name (or obs-fold)");
+      const value = trimOws(text.slice(colon + 1, end));
+      pos = end + 2;
       if (BAD_VALUE.test(value)) return this.protocolError("control character in a header");
-      const name = rawName.toLowerCase();
-      if (name === "content-length") {
-        if (!/^[0-9]{1,15}$/.test(value)) return this.protocolError("malformed content-length");
-        const n = Number(value);
-        if (contentLength >= 0 && n !== contentLength)
-          return this.protocolError("conflicting content-length");
-        contentLength = n;
-      } else if (name === "transfer-encoding") {
-        te = te === null ? value : `${te}, ${value}`;
-      } else if (name === "connection") {
-        connection = connection ? `${connection},${value}` : value;
-      } else if (name === "keep-alive") {
-        keepAlive = value;
+      const name = known.lower;
+      switch (known.kind) {
+        case NAME_PLAIN:
+          break;
+        case NAME_CONTENT_LENGTH: {
+          if (!DIGITS.test(value)) return this.protocolError("malformed content-length");
+          const length = Number(value);
+          if (contentLength >= 0 && length !== contentLength)
+            return this.protocolError("conflicting content-length");
+          contentLength = length;
+          break;
+        }
+        case NAME_TRANSFER_ENCODING:
+          te = te === null ? value : `${te}, ${value}`;
+          continue; // hop-by-hop: read for framing, never handed on
+        case NAME_CONNECTION:
+          connection = connection ? `${connection},${value}` : value;
+          continue;
+        case NAME_KEEP_ALIVE:
+          keepAlive = value;
+          continue;
+        default:
+          continue; // other hop-by-hop headers describe this connection only (RFC 9110 §7.6.1)
       }
-      // Hop-by-hop headers describe this connection only: never handed on (RFC 9110 §7.6.1).
-      if (HOP_BY_HOP_RESPONSE.has(name)) continue;
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
       else if (name === "content-length") continue;
@@ -537,8 +553,6 @@ class Conn {
       this.complete(null);
       return HEAD_DONE;
     }
-    const bt = req.opts.bodyTimeout;
-    if (bt !== req.opts.headersTimeout) this.armTimeout(bt > 0 ? bt : 0);
     return HEAD_BODY;
   }
 
@@ -768,6 +782,45 @@ function hasBareLineEnd(buf: Buffer, from: number): boolean {
   for (let i = buf.indexOf(13, from); i >= 0; i = buf.indexOf(13, i + 1))
     if (i + 1 < buf.length && buf[i + 1] !== 10) return true;
   return false;
+}
+
+const NAME_PLAIN = 0;
+const NAME_CONTENT_LENGTH = 1;
+const NAME_TRANSFER_ENCODING = 2;
+const NAME_CONNECTION = 3;
+const NAME_KEEP_ALIVE = 4;
+const NAME_HOP_BY_HOP = 5;
+
+interface KnownName {
+  readonly lower: string;
+  readonly kind: number;
+}
+
+/** Response header names as received → validated, lower-cased and classified; bounded. */
+const NAMES = new Map<string, KnownName>();
+const NAMES_MAX = 1024;
+
+/** The lower-case name and its class, or null when it is not a token (a space, obs-fold, …). */
+function headerName(raw: string): KnownName | null {
+  const known = NAMES.get(raw);
+  if (known !== undefined) return known;
+  if (!TOKEN.test(raw)) return null;
+  const lower = raw.toLowerCase();
+  const kind =
+    lower === "content-length"
+      ? NAME_CONTENT_LENGTH
+      : lower === "transfer-encoding"
+        ? NAME_TRANSFER_ENCODING
+        : lower === "connection"
+          ? NAME_CONNECTION
+          : lower === "keep-alive"
+            ? NAME_KEEP_ALIVE
+            : HOP_BY_HOP_RESPONSE.has(lower)
+              ? NAME_HOP_BY_HOP
+              : NAME_PLAIN;
+  const entry = { lower, kind };
+  if (NAMES.size < NAMES_MAX) NAMES.set(raw, entry);
+  return entry;
 }
 
 function trimOws(s: string): string {
