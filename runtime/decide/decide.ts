@@ -9,7 +9,7 @@
  */
 import type { GatewayRuntimeConfig, RetryPlan, RouteAction, RouteAuth } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
-import { Router, type CompiledRoute } from "./router.ts";
+import { paramsOf, Router, type CompiledRoute } from "./router.ts";
 
 export type RejectCode =
   "bad_request_target" | "bad_host" | "host_not_served" | "no_route" | "method_not_allowed";
@@ -129,21 +129,69 @@ export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decisio
   const route = match.route;
   const template = route.rewrite;
   const upstreamPathOnly = template ? fill(template, match.captures) : target.path;
-  return {
-    kind: "route",
+  return new Routed(
     route,
     host,
-    path: target.path,
-    query: target.query,
-    params: match.params,
-    upstreamPath: target.query ? `${upstreamPathOnly}?${target.query}` : upstreamPathOnly,
-    upstreamHost: route.rewriteHost,
-    action: route.action,
-    auth: route.auth,
-    timeoutMs: route.timeoutMs,
-    retry: route.retry,
+    target.path,
+    target.query,
+    match.captures,
+    target.query ? `${upstreamPathOnly}?${target.query}` : upstreamPathOnly,
     preflight,
-  };
+  );
+}
+
+/**
+ * A route decision. Everything is read from the compiled route (one object per route, so a lookup among
+ * 10,000 routes touches little memory); `params` is built from the captures on first read, since only
+ * templates and explanations read the names.
+ */
+class Routed implements RouteDecision {
+  readonly kind = "route" as const;
+  readonly route: CompiledRoute;
+  readonly host: string;
+  readonly path: string;
+  readonly query: string;
+  readonly upstreamPath: string;
+  readonly preflight: boolean;
+  readonly #captures: readonly string[];
+  #params: Readonly<Record<string, string>> | null = null;
+
+  constructor(
+    route: CompiledRoute,
+    host: string,
+    path: string,
+    query: string,
+    captures: readonly string[],
+    upstreamPath: string,
+    preflight: boolean,
+  ) {
+    this.route = route;
+    this.host = host;
+    this.path = path;
+    this.query = query;
+    this.#captures = captures;
+    this.upstreamPath = upstreamPath;
+    this.preflight = preflight;
+  }
+
+  get params(): Readonly<Record<string, string>> {
+    return (this.#params ??= paramsOf(this.route, this.#captures));
+  }
+  get upstreamHost(): string | null {
+    return this.route.rewriteHost;
+  }
+  get action(): RouteAction {
+    return this.route.action;
+  }
+  get auth(): RouteAuth {
+    return this.route.auth;
+  }
+  get timeoutMs(): number {
+    return this.route.timeoutMs;
+  }
+  get retry(): RetryPlan {
+    return this.route.retry;
+  }
 }
 
 function servesHost(gw: CompiledGateway, host: string): boolean {

@@ -81,8 +81,7 @@ export type RouterResult =
   | {
       readonly kind: "matched";
       readonly route: CompiledRoute;
-      readonly params: Readonly<Record<string, string>>;
-      /** The captured segments in pattern order (the rewrite template indexes them). */
+      /** The captured segments in pattern order (the rewrite template indexes them; see paramsOf). */
       readonly captures: readonly string[];
     }
   | { readonly kind: "method-not-allowed"; readonly allow: readonly string[] }
@@ -131,7 +130,6 @@ export class Router {
       methodBit: METHOD_BITS[q.method] ?? 0,
       captures: [],
       allow: null,
-      params: null,
     };
     const exact = this.exact.get(host);
     let route = exact ? search(exact, state) : null;
@@ -140,13 +138,28 @@ export class Router {
       if (host.endsWith(w.suffix) && host.length > w.suffix.length) route = search(w.root, state);
     }
     route ??= search(this.anyHost, state);
-    if (route) return { kind: "matched", route, params: state.params ?? EMPTY, captures: state.captures };
+    if (route) return { kind: "matched", route, captures: state.captures };
     if (state.allow) return { kind: "method-not-allowed", allow: [...state.allow].sort() };
     return { kind: "no-route" };
   }
 }
 
 const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
+
+/** The named captures of a match (`{id}` → value); `*` segments are captured but unnamed. */
+export function paramsOf(
+  route: CompiledRoute,
+  captures: readonly string[],
+): Readonly<Record<string, string>> {
+  if (route.captureCount === 0) return EMPTY;
+  const params: Record<string, string> = {};
+  const names = route.captureNames;
+  for (let k = 0; k < names.length; k++) {
+    const n = names[k];
+    if (n !== null && n !== undefined) params[n] = captures[k]!;
+  }
+  return params;
+}
 
 /** One bit per routable method. */
 const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
@@ -174,7 +187,6 @@ interface MatchState {
   readonly methodBit: number;
   readonly captures: string[];
   allow: Set<string> | null;
-  params: Record<string, string> | null;
   parsedQuery?: URLSearchParams;
 }
 
@@ -222,15 +234,6 @@ function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | nu
       const allow = (s.allow ??= new Set());
       for (const m of r.methods!) allow.add(m);
       continue;
-    }
-    if (r.captureCount > 0) {
-      const params: Record<string, string> = {};
-      const names = r.captureNames;
-      for (let k = 0; k < names.length; k++) {
-        const n = names[k];
-        if (n !== null && n !== undefined) params[n] = s.captures[k]!;
-      }
-      s.params = params;
     }
     return r;
   }
