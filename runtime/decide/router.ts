@@ -53,6 +53,12 @@ interface Node {
   /** Routes whose pattern is all literal segments, by their path: one lookup for the whole path. */
   exactPaths?: Map<string, CompiledRoute[]>;
   literal: Map<string, Node> | null;
+  /**
+   * When the node has exactly one literal child: its segment and node, compared inline (most nodes deep
+   * in a large route table have one — a Map costs two more memory reads per level).
+   */
+  onlyKey: string | null;
+  onlyChild: Node | null;
   wildcard: Node | null;
   /** Routes ending here exactly. */
   end: CompiledRoute[];
@@ -60,7 +66,14 @@ interface Node {
   rest: CompiledRoute[];
 }
 
-const newNode = (): Node => ({ literal: null, wildcard: null, end: [], rest: [] });
+const newNode = (): Node => ({
+  literal: null,
+  onlyKey: null,
+  onlyChild: null,
+  wildcard: null,
+  end: [],
+  rest: [],
+});
 
 /** The request facts the router reads. Header names are lower-case. */
 export interface RouteQuery {
@@ -96,9 +109,10 @@ export class Router {
   constructor(routes: readonly GatewayRoute[]) {
     const compiled = routes.map(compileRoute);
     this.routes = compiled;
+    const segments = new Map<string, string>();
     for (const r of compiled) {
       const hosts = r.config.match.hosts;
-      if (hosts.length === 0) insert(this.anyHost, r);
+      if (hosts.length === 0) insert(this.anyHost, r, segments);
       for (const h of hosts) {
         if (h.startsWith("*.")) {
           const suffix = h.slice(1);
@@ -107,11 +121,11 @@ export class Router {
             entry = { suffix, root: newNode() };
             this.wildcards.push(entry);
           }
-          insert(entry.root, r);
+          insert(entry.root, r, segments);
         } else {
           let root = this.exact.get(h);
           if (!root) this.exact.set(h, (root = newNode()));
-          insert(root, r);
+          insert(root, r, segments);
         }
       }
     }
@@ -211,7 +225,7 @@ function walk(node: Node, pos: number, s: MatchState): CompiledRoute | null {
   let end = path.indexOf("/", pos);
   if (end < 0) end = path.length;
   const seg = path.slice(pos, end);
-  const lit = node.literal?.get(seg);
+  const lit = node.onlyKey !== null ? (node.onlyKey === seg ? node.onlyChild : null) : node.literal?.get(seg);
   if (lit) {
     const r = walk(lit, end + 1, s);
     if (r) return r;
@@ -249,7 +263,7 @@ function conditionsHold(r: CompiledRoute, s: MatchState): boolean {
   return true;
 }
 
-function insert(root: Node, r: CompiledRoute): void {
+function insert(root: Node, r: CompiledRoute, segments: Map<string, string>): void {
   const parsed = parsePathPattern(r.config.match.path);
   if (isPatternError(parsed)) throw new Error(`route ${r.name}: ${parsed.error}`);
   if (parsed.segments.every((seg) => seg.kind === "literal")) {
@@ -267,8 +281,10 @@ function insert(root: Node, r: CompiledRoute): void {
     }
     if (seg.kind === "literal") {
       node.literal ??= new Map();
-      let next = node.literal.get(seg.value);
-      if (!next) node.literal.set(seg.value, (next = newNode()));
+      // One string per distinct segment across the table: comparisons then read one shared copy.
+      const key = intern(segments, seg.value);
+      let next = node.literal.get(key);
+      if (!next) node.literal.set(key, (next = newNode()));
       node = next;
     } else {
       node = node.wildcard ??= newNode();
@@ -285,7 +301,21 @@ function precedence(a: CompiledRoute, b: CompiledRoute): number {
   );
 }
 
+/** One string per distinct literal segment of a router: trie keys share it (built at compile time). */
+function intern(table: Map<string, string>, value: string): string {
+  const known = table.get(value);
+  if (known !== undefined) return known;
+  table.set(value, value);
+  return value;
+}
+
 function sortTree(node: Node): void {
+  if (node.literal !== null && node.literal.size === 1) {
+    for (const [key, child] of node.literal) {
+      node.onlyKey = key;
+      node.onlyChild = child;
+    }
+  }
   if (node.exactPaths) for (const list of node.exactPaths.values()) list.sort(precedence);
   node.end.sort(precedence);
   node.rest.sort(precedence);
