@@ -308,6 +308,7 @@ export class RedisStore implements CacheStore {
   readonly #pending = new Map<string, Set<string>>();
   #pendingOverflow = false;
   #replaying = false;
+  #closed = false;
 
   constructor(options: RedisStoreOptions) {
     if (!(options.maxBytes > 0)) throw new RangeError("RedisStore maxBytes must be a positive number");
@@ -484,8 +485,10 @@ export class RedisStore implements CacheStore {
     return { entries, bytes };
   }
 
-  /** Closes the client. */
+  /** Closes the client; operations fail from now on (without reports: it is no outage). */
   close(): Promise<void> {
+    this.#closed = true;
+    this.#pending.clear();
     return this.client.close();
   }
 
@@ -531,6 +534,7 @@ export class RedisStore implements CacheStore {
 
   /** Throws at once while the breaker is open (a lookup is then a synchronous miss). */
   #gate(): void {
+    if (this.#closed) throw new RedisClosedError();
     if (this.#openUntil !== 0 && performance.now() < this.#openUntil)
       throw new RedisStoreUnavailableError(this.#lastError);
   }
@@ -546,6 +550,7 @@ export class RedisStore implements CacheStore {
 
   #failed(err: unknown): never {
     const e = err instanceof Error ? err : new Error(String(err));
+    if (this.#closed) throw e;
     if (isOutage(e)) {
       this.#openUntil = performance.now() + this.#breakMs;
       this.#lastError = e;
@@ -569,7 +574,7 @@ export class RedisStore implements CacheStore {
   }
 
   #remember(url: string, host: string): void {
-    if (this.#pendingOverflow) return;
+    if (this.#pendingOverflow || this.#closed) return;
     let hosts = this.#pending.get(url);
     if (hosts === undefined) {
       if (this.#pending.size >= this.#maxPending) {
