@@ -3,8 +3,7 @@
  * meshgate_cache_not_stored_total{route,reason}, meshgate_cache_evictions_total,
  * meshgate_cache_store_errors_total{operation}, and the gauges meshgate_cache_stored_bytes and
  * meshgate_cache_entries (read from the store when metrics are rendered) and
- * meshgate_cache_store_available. Counter children are kept per
- * route, so a hit costs no label lookup.
+ * meshgate_cache_store_available. Counter children are kept per route, so a hit costs no label lookup.
  */
 import type { CounterChild, MetricsRegistry } from "../telemetry/metrics.ts";
 import type { CacheObserver, CacheResult } from "./cache.ts";
