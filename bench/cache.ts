@@ -209,9 +209,10 @@ async function overSockets(): Promise<string[][]> {
     });
   const gw = await start(config);
   const url = `http://127.0.0.1:${Object.values(gw.ports.listeners)[0]}`;
-  const cases: [name: string, url: string, redisPid: number][] = [
-    ["cached route (hits)", `${url}/cached/items/42`, 0],
-    ["same route uncached (forwarded)", `${url}/plain/items/42`, 0],
+  const cases: [name: string, url: string, redisPid: number, connections: number][] = [
+    ["cached route (hits)", `${url}/cached/items/42`, 0, 32],
+    ["same route uncached (forwarded)", `${url}/plain/items/42`, 0, 32],
+    ["cached route (hits), 1 connection", `${url}/cached/items/42`, 0, 1],
   ];
   let redis: TestRedis | null = null;
   let gwRedis: Awaited<ReturnType<typeof start>> | null = null;
@@ -228,18 +229,25 @@ async function overSockets(): Promise<string[][]> {
       }),
     );
     const redisUrl = `http://127.0.0.1:${Object.values(gwRedis.ports.listeners)[0]}/cached/items/42`;
-    cases.push(["cached route, Redis store (hits)", redisUrl, redis.pid()]);
+    cases.push(["cached route, Redis store (hits)", redisUrl, redis.pid(), 32]);
+    cases.push(["cached route, Redis store (hits), 1 connection", redisUrl, redis.pid(), 1]);
   } catch (err) {
     console.log(`(no Redis case: ${(err as Error).message})`);
   }
   const seconds = QUICK ? 3 : 8;
   const rows: string[][] = [];
   try {
-    for (const [name, target, redisPid] of cases) {
-      await exec("wrk", ["-t1", "-c32", "-d2s", target]); // warm-up
+    for (const [name, target, redisPid, connections] of cases) {
+      await exec("wrk", ["-t1", `-c${connections}`, "-d2s", target]); // warm-up
       const redis0 = redisPid ? processCpuUs(redisPid) : 0;
       const cpu0 = process.cpuUsage();
-      const { stdout: out } = await exec("wrk", ["-t1", "-c32", `-d${seconds}s`, "--latency", target]);
+      const { stdout: out } = await exec("wrk", [
+        "-t1",
+        `-c${connections}`,
+        `-d${seconds}s`,
+        "--latency",
+        target,
+      ]);
       if (!/Requests\/sec/.test(out) || /Non-2xx/.test(out)) console.log(out);
       const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "?";
       const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? "0");
@@ -275,7 +283,7 @@ function processCpuUs(pid: number): number {
 
 const right = (i: number) => i > 0;
 // Sockets first: the in-process parts leave a large heap and call sites shaped by stubs behind them.
-console.log("\nOver sockets (one gateway process, wrk -t1 -c32):");
+console.log("\nOver sockets (one gateway process, wrk -t1 -c32 unless said):");
 for (const l of table(
   ["case", "req/s", "gateway CPU µs/req", "redis-server CPU µs/req", "p50", "p99"],
   await overSockets(),
