@@ -25,6 +25,7 @@ export {
   REDIS_ENTRY_OVERHEAD_BYTES,
   REDIS_PARTITIONS,
   partitionOf,
+  redisCachePrefix,
 } from "./redis-store.ts";
 export type { RedisStoreObserver, RedisStoreOptions } from "./redis-store.ts";
 export { parsePurgeRequest, PURGE_BODY_LIMIT } from "./purge.ts";

@@ -91,7 +91,7 @@ export interface RedisStoreOptions {
   readonly maxBytes: number;
   /** Largest accounted entry stored; default (and at most) the partition budget. */
   readonly maxEntryBytes?: number;
-  /** Key prefix; default `meshgate:cache`. No braces (they would change the hash tag). */
+  /** Key prefix; default `meshgate:cache`. No braces (they would change the hash tag). See redisCachePrefix. */
   readonly prefix?: string;
   /** How long operations fail fast after a timeout or a lost connection; default 1000 ms. */
   readonly breakMs?: number;
@@ -268,6 +268,14 @@ export class RedisStoreUnavailableError extends RedisError {
     );
     this.name = "RedisStoreUnavailableError";
   }
+}
+
+/**
+ * The key prefix of a gateway's cache: one namespace per mesh and Kubernetes namespace, so that two
+ * deployments sharing a Redis never serve or purge each other's entries. Braces are dropped (hash tags).
+ */
+export function redisCachePrefix(mesh: string, namespace: string): string {
+  return `meshgate:cache:${mesh}:${namespace}`.replace(/[{}]/g, "");
 }
 
 /** FNV-1a over the URL's UTF-16 code units: the partition of a URL (stable across processes). */

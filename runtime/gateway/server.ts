@@ -51,7 +51,7 @@ import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, type CacheExchange } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
-import { RedisStore } from "../cache/redis-store.ts";
+import { RedisStore, redisCachePrefix } from "../cache/redis-store.ts";
 import { MemoryStore, type CacheStore, type PurgeRequest } from "../cache/store.ts";
 import { RedisClient } from "../redis/client.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -442,6 +442,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const store = new RedisStore({
       client,
       maxBytes: sc.maxBytes,
+      prefix: redisCachePrefix(config.mesh, config.namespace),
       observer: {
         evicted: cacheMetrics.evicted,
         unavailable: (e) => {
@@ -463,6 +464,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       event: "cache_store",
       kind: "redis",
       server,
+      prefix: store.prefix,
       maxBytes: sc.maxBytes,
       timeoutMs: sc.timeoutMs,
     });

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiKeyHash } from "../../runtime/auth/index.ts";
 import { primaryKey } from "../../runtime/cache/policy.ts";
-import { RedisStore } from "../../runtime/cache/redis-store.ts";
+import { RedisStore, redisCachePrefix } from "../../runtime/cache/redis-store.ts";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { RedisClient } from "../../runtime/redis/client.ts";
 import { ISS, claims } from "../auth/corpus.ts";
@@ -148,7 +148,12 @@ beforeAll(async () => {
   expect(config.cacheStore).toMatchObject({ kind: "redis", maxBytes: 16 * 1024 * 1024, timeoutMs: 200 });
   [a, b] = await Promise.all([startTestGateway(config), startTestGateway(config)]);
   admin = new RedisClient({ url: redis.url });
-  probe = new RedisStore({ client: new RedisClient({ url: redis.url }), maxBytes: 16 * 1024 * 1024 });
+  probe = new RedisStore({
+    client: new RedisClient({ url: redis.url }),
+    maxBytes: 16 * 1024 * 1024,
+    prefix: redisCachePrefix(config.mesh, config.namespace),
+  });
+  expect(probe.prefix).toBe("meshgate:cache:t:t");
 }, 30_000);
 
 afterAll(async () => {
@@ -193,7 +198,7 @@ async function entriesOf(url: string): Promise<number> {
       "SCAN",
       cursor,
       "MATCH",
-      `meshgate:cache:*:u:${url}`,
+      `${probe.prefix}:*:u:${url}`,
       "COUNT",
       1000,
     )) as [string, string[]];
