@@ -493,6 +493,23 @@ export class RedisStore implements CacheStore {
     return { entries, bytes };
   }
 
+  /**
+   * Loads the scripts into Redis (call it on every (re)connection), so stores and purges hit `EVALSHA`
+   * at once instead of a `NOSCRIPT` round trip. A server that refuses them (Redis < 7 cannot compile a
+   * `#!lua` line) is reported as a reply error.
+   */
+  async loadScripts(): Promise<void> {
+    try {
+      await Promise.all(SCRIPTS.map((s) => this.client.command(["SCRIPT", "LOAD", s.source])));
+    } catch (err) {
+      try {
+        this.#failed(err);
+      } catch {
+        // reported
+      }
+    }
+  }
+
   /** Closes the client; operations fail from now on (without reports: it is no outage). */
   close(): Promise<void> {
     this.#closed = true;

@@ -433,10 +433,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     sc: Extract<GatewayRuntimeConfig["cacheStore"], { kind: "redis" }>,
     config: GatewayRuntimeConfig,
   ): RedisStore {
+    let loadScripts = () => {};
     const client = new RedisClient({
       url: sc.url,
       commandTimeoutMs: Math.max(1, sc.timeoutMs),
       connectTimeoutMs: Math.max(1000, sc.timeoutMs),
+      onEvent: (e) => {
+        if (e.type === "ready") loadScripts();
+      },
     });
     const server = client.target.server;
     const store = new RedisStore({
@@ -459,6 +463,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         replyError: (e) => log.warn({ event: "cache_store_error", server, error: e.message }),
       },
     });
+    loadScripts = () => void store.loadScripts();
     void client.connect().catch(() => {}); // a failure shows as misses and one cache_store_unavailable
     log.info({
       event: "cache_store",

@@ -14,6 +14,7 @@ import {
   allocatedBytes,
   partitionOf,
   REDIS_PARTITIONS,
+  REDIS_STORE_SCRIPTS,
   RedisStore,
   RedisStoreUnavailableError,
   type RedisStoreObserver,
@@ -269,6 +270,17 @@ describe.each([
     expect(((await b.get(key("/shared"))) as StoredResponse).body.toString()).toBe("from a");
     expect(await b.purgeUrl("/shared")).toBe(1);
     expect(await a.get(key("/shared"))).toBeUndefined();
+  });
+});
+
+describe("RedisStore scripts", () => {
+  it("loads_its_scripts_so_stores_need_no_noscript_round_trip", async () => {
+    const s = storeOn(standalone.url);
+    await s.client.call("SCRIPT", "FLUSH");
+    const shas = REDIS_STORE_SCRIPTS.map((x) => x.sha1);
+    expect(await s.client.call("SCRIPT", "EXISTS", ...shas)).toEqual(shas.map(() => 0));
+    await s.loadScripts();
+    expect(await s.client.call("SCRIPT", "EXISTS", ...shas)).toEqual(shas.map(() => 1));
   });
 });
 
