@@ -10,11 +10,15 @@
  *    in another process, `wrk -t1 -c32` on a cached route (every request a hit) and on the same route
  *    uncached (every request forwarded): requests/s, this process's CPU time per request (the gateway's
  *    cost, independent of other load on the machine) and latency. Skipped when wrk is not installed.
+ *    With redis-server on the PATH, a third case: the cached route of a second gateway whose cache is
+ *    the Redis store (every request a hit: one GET to a local redis-server), with redis-server's own CPU
+ *    time per request (from /proc) next to the gateway's.
  *
  * `--sockets`: part 3 only. Benchmarks are not pass/fail; the numbers are printed. The machine is shared:
  * run it when it is quiet (part 3 is the most sensitive to other load).
  */
 import { execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import type { OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import pino from "pino";
@@ -22,6 +26,7 @@ import { HttpCache, type CacheRequest, type RouteCache } from "../runtime/cache/
 import { primaryKey } from "../runtime/cache/policy.ts";
 import { MemoryStore, type StoredResponse } from "../runtime/cache/store.ts";
 import { startGateway } from "../runtime/gateway/server.ts";
+import { startRedis, type TestRedis } from "../test/support/redis.ts";
 import { median, specGatewayConfig, table } from "./support.ts";
 
 const QUICK = process.argv.includes("--quick");
@@ -195,49 +200,95 @@ async function overSockets(): Promise<string[][]> {
     upstreams: { app: port },
     observability: { logs: { access: false } },
   });
-  const gw = await startGateway({
-    config,
-    host: "127.0.0.1",
-    ports: { listeners: Object.fromEntries(config.listeners.map((l) => [l.name, 0])), admin: 0 },
-    logger: pino({ level: "warn" }),
-  });
+  const start = (c: typeof config) =>
+    startGateway({
+      config: c,
+      host: "127.0.0.1",
+      ports: { listeners: Object.fromEntries(c.listeners.map((l) => [l.name, 0])), admin: 0 },
+      logger: pino({ level: "warn" }),
+    });
+  const gw = await start(config);
   const url = `http://127.0.0.1:${Object.values(gw.ports.listeners)[0]}`;
+  const cases: [name: string, url: string, redisPid: number, connections: number][] = [
+    ["cached route (hits)", `${url}/cached/items/42`, 0, 32],
+    ["same route uncached (forwarded)", `${url}/plain/items/42`, 0, 32],
+    ["cached route (hits), 1 connection", `${url}/cached/items/42`, 0, 1],
+  ];
+  let redis: TestRedis | null = null;
+  let gwRedis: Awaited<ReturnType<typeof start>> | null = null;
+  try {
+    redis = await startRedis();
+    gwRedis = await start(
+      specGatewayConfig({
+        routes: [
+          { name: "cached", match: { path: "/cached/**" }, to: "app", cache: { ttl: "1h" }, ...PUBLIC },
+        ],
+        upstreams: { app: port },
+        gateway: { cache: { redis: { url: redis.url } } },
+        observability: { logs: { access: false } },
+      }),
+    );
+    const redisUrl = `http://127.0.0.1:${Object.values(gwRedis.ports.listeners)[0]}/cached/items/42`;
+    cases.push(["cached route, Redis store (hits)", redisUrl, redis.pid(), 32]);
+    cases.push(["cached route, Redis store (hits), 1 connection", redisUrl, redis.pid(), 1]);
+  } catch (err) {
+    console.log(`(no Redis case: ${(err as Error).message})`);
+  }
   const seconds = QUICK ? 3 : 8;
   const rows: string[][] = [];
   try {
-    for (const [name, path] of [
-      ["cached route (hits)", "/cached/items/42"],
-      ["same route uncached (forwarded)", "/plain/items/42"],
-    ] as const) {
-      await exec("wrk", ["-t1", "-c32", "-d2s", `${url}${path}`]); // warm-up
+    for (const [name, target, redisPid, connections] of cases) {
+      await exec("wrk", ["-t1", `-c${connections}`, "-d2s", target]); // warm-up
+      const redis0 = redisPid ? processCpuUs(redisPid) : 0;
       const cpu0 = process.cpuUsage();
       const { stdout: out } = await exec("wrk", [
         "-t1",
-        "-c32",
+        `-c${connections}`,
         `-d${seconds}s`,
         "--latency",
-        `${url}${path}`,
+        target,
       ]);
       if (!/Requests\/sec/.test(out) || /Non-2xx/.test(out)) console.log(out);
       const rps = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? "?";
       const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? "0");
       const cpu = process.cpuUsage(cpu0);
+      const redisUs = redisPid ? processCpuUs(redisPid) - redis0 : NaN;
       const usPerRequest = total > 0 ? (cpu.user + cpu.system) / total : NaN;
       const p50 = /^\s+50%\s+(\S+)\s*$/m.exec(out)?.[1] ?? "?";
       const p99 = /^\s+99%\s+(\S+)\s*$/m.exec(out)?.[1] ?? "?";
-      rows.push([name, Number(rps).toFixed(0), usPerRequest.toFixed(1), p50, p99]);
+      rows.push([
+        name,
+        Number(rps).toFixed(0),
+        usPerRequest.toFixed(1),
+        redisPid ? (redisUs / total).toFixed(1) : "",
+        p50,
+        p99,
+      ]);
     }
   } finally {
     await gw.drain();
+    await gwRedis?.drain();
+    await redis?.stop();
     upstream.kill();
   }
   return rows;
 }
 
+/** A process' user + system CPU time (µs) from /proc (Linux; clock ticks of 10 ms). */
+function processCpuUs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
 const right = (i: number) => i > 0;
 // Sockets first: the in-process parts leave a large heap and call sites shaped by stubs behind them.
-console.log("\nOver sockets (one gateway process, wrk -t1 -c32):");
-for (const l of table(["case", "req/s", "gateway CPU µs/req", "p50", "p99"], await overSockets(), right))
+console.log("\nOver sockets (one gateway process, wrk -t1 -c32 unless said):");
+for (const l of table(
+  ["case", "req/s", "gateway CPU µs/req", "redis-server CPU µs/req", "p50", "p99"],
+  await overSockets(),
+  right,
+))
   console.log(`  ${l}`);
 if (!process.argv.includes("--sockets")) {
   console.log("\nCPU per hit (HttpCache.lookup + respond, 10,000 entries), ns of process CPU time:");

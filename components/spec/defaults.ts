@@ -123,7 +123,14 @@ export const DEFAULTS = {
   ),
   "gateway.apiKeys.header": d("x-api-key", "the common convention (Kong, AWS API Gateway)"),
   "gateway.oidc.*.sessionTtl": d("8h", "a working day; the session cookie is HttpOnly, Secure, SameSite=Lax"),
-  "gateway.cache.maxSize": d("64MiB", "bounded LRU memory per gateway process"),
+  "gateway.cache.maxSize": d(
+    "64MiB",
+    "bounded LRU memory per gateway process; with Redis, the budget of the shared store",
+  ),
+  "gateway.cache.redis.timeout": d(
+    "100ms",
+    "a lookup Redis does not answer in time is a miss: the origin answers instead",
+  ),
   "gateway.routes.*.timeout": d(
     "<service timeout>",
     "the target service's timeout (its own, else mesh.defaults.timeout)",

@@ -647,7 +647,13 @@ const Gateway = z.strictObject({
   cache: z
     .strictObject({
       maxSize: size().default(D["gateway.cache.maxSize"].value),
-      redis: z.strictObject({ url: z.string() }).optional(),
+      redis: z
+        .strictObject({
+          url: z.string(),
+          timeout: duration().default(D["gateway.cache.redis.timeout"].value),
+        })
+        .optional()
+        .describe("A cache shared by every gateway replica (Redis ≥ 7); omitted = process memory."),
     })
     .optional(),
   routes: z.array(GatewayRoute).default([]),

@@ -415,7 +415,12 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
         }
       : { kind: "local", replicas: g.replicas },
     cacheStore: g.cache?.redis
-      ? { kind: "redis", url: g.cache.redis.url, maxBytes: parseSize(g.cache.maxSize) }
+      ? {
+          kind: "redis",
+          url: g.cache.redis.url,
+          maxBytes: parseSize(g.cache.maxSize),
+          timeoutMs: parseDuration(g.cache.redis.timeout),
+        }
       : { kind: "memory", maxBytes: parseSize(g.cache?.maxSize ?? "64MiB") },
     routes,
   };

@@ -400,18 +400,22 @@ export class HttpCache {
     return n;
   }
 
-  /** Removes entries: every variant of a URL, every URL under a prefix, or everything. */
+  /**
+   * Removes entries: every variant of a URL, every URL under a prefix, or everything. Rejects when the
+   * store failed (the purge API then answers 503: a shared store may still hold what was to be purged).
+   */
   async purge(req: PurgeRequest): Promise<number> {
-    if ("all" in req) return this.#purgeOp(() => this.store.purgeAll());
-    if ("url" in req) return this.#purgeOp(() => this.store.purgeUrl(req.url, req.host));
-    return this.#purgeOp(() => this.store.purgePrefix(req.prefix, req.host));
+    if ("all" in req) return this.#purgeOp(() => this.store.purgeAll(), true);
+    if ("url" in req) return this.#purgeOp(() => this.store.purgeUrl(req.url, req.host), true);
+    return this.#purgeOp(() => this.store.purgePrefix(req.prefix, req.host), true);
   }
 
-  async #purgeOp(op: () => MaybePromise<number>): Promise<number> {
+  async #purgeOp(op: () => MaybePromise<number>, rethrow = false): Promise<number> {
     try {
       return await op();
-    } catch {
+    } catch (err) {
       this.observer?.storeError("purge");
+      if (rethrow) throw err;
       return 0;
     }
   }

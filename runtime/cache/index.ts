@@ -19,6 +19,15 @@ export type {
   StoredValue,
   VaryRecord,
 } from "./store.ts";
+export {
+  RedisStore,
+  RedisStoreUnavailableError,
+  REDIS_ENTRY_OVERHEAD_BYTES,
+  REDIS_PARTITIONS,
+  partitionOf,
+  redisCachePrefix,
+} from "./redis-store.ts";
+export type { RedisStoreObserver, RedisStoreOptions } from "./redis-store.ts";
 export { parsePurgeRequest, PURGE_BODY_LIMIT } from "./purge.ts";
 export type { ParsedPurge } from "./purge.ts";
 export * from "./policy.ts";

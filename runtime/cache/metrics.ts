@@ -2,8 +2,8 @@
  * The cache's metrics in the shared registry: meshgate_cache_requests_total{route,result},
  * meshgate_cache_not_stored_total{route,reason}, meshgate_cache_evictions_total,
  * meshgate_cache_store_errors_total{operation}, and the gauges meshgate_cache_stored_bytes and
- * meshgate_cache_entries (read from the store when metrics are rendered). Counter children are kept per
- * route, so a hit costs no label lookup.
+ * meshgate_cache_entries (read from the store when metrics are rendered) and
+ * meshgate_cache_store_available. Counter children are kept per route, so a hit costs no label lookup.
  */
 import type { CounterChild, MetricsRegistry } from "../telemetry/metrics.ts";
 import type { CacheObserver, CacheResult } from "./cache.ts";
@@ -16,6 +16,8 @@ export interface CacheMetrics {
   evicted(count: number): void;
   /** The store whose size the gauges show (replaced when the cache is). */
   watch(stats: () => StoreStats): void;
+  /** Whether the store answers (a remote store's outage sets 0 until it is back). */
+  available(up: boolean): void;
 }
 
 export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): CacheMetrics {
@@ -43,6 +45,13 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
     ])
     .labels(proxy);
   const entries = registry.gauge("cache_entries", "Responses the cache holds.", ["proxy"]).labels(proxy);
+  const available = registry
+    .gauge(
+      "cache_store_available",
+      "1 while the cache store answers; 0 during a Redis outage (lookups are misses, stores dropped).",
+      ["proxy"],
+    )
+    .labels(proxy);
   let stats: (() => StoreStats) | null = null;
   registry.onCollect(() => {
     if (stats === null) return;
@@ -69,5 +78,6 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
     watch: (s) => {
       stats = s;
     },
+    available: (up) => available.set(up ? 1 : 0),
   };
 }

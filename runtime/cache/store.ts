@@ -264,8 +264,11 @@ export function encodeValue(value: StoredValue): Buffer {
   return out;
 }
 
-/** The value `encodeValue` wrote, or null for bytes it did not write (another version, corruption). */
-export function decodeValue(bytes: Buffer): StoredValue | null {
+/**
+ * The value `encodeValue` wrote, or null for bytes it did not write (another version, corruption). The
+ * body is copied out of `bytes` unless `copyBody` is false (the caller owns `bytes`, e.g. a Redis reply).
+ */
+export function decodeValue(bytes: Buffer, copyBody = true): StoredValue | null {
   if (bytes.length < 7 || bytes.readUInt16BE(0) !== MAGIC || bytes.readUInt8(2) !== VERSION) return null;
   const headLength = bytes.readUInt32BE(3);
   if (7 + headLength > bytes.length) return null;
@@ -279,6 +282,7 @@ export function decodeValue(bytes: Buffer): StoredValue | null {
     return { kind: "vary", names: head.names.map(String) };
   }
   if (head.kind !== "response") return null;
-  const body = Buffer.from(bytes.subarray(7 + headLength));
+  const rest = bytes.subarray(7 + headLength);
+  const body = copyBody ? Buffer.from(rest) : rest;
   return { ...(head as unknown as Omit<StoredResponse, "body">), body };
 }

@@ -404,7 +404,7 @@ export const GatewayRuntimeConfig = z.strictObject({
   ]),
   cacheStore: z.discriminatedUnion("kind", [
     z.strictObject({ kind: z.literal("memory"), maxBytes: bytes }),
-    z.strictObject({ kind: z.literal("redis"), url: z.string(), maxBytes: bytes }),
+    z.strictObject({ kind: z.literal("redis"), url: z.string(), maxBytes: bytes, timeoutMs: ms }),
   ]),
   routes: z.array(GatewayRoute),
 });

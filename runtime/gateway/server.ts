@@ -51,7 +51,9 @@ import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, type CacheExchange } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
-import { MemoryStore, type PurgeRequest } from "../cache/store.ts";
+import { RedisStore, redisCachePrefix } from "../cache/redis-store.ts";
+import { MemoryStore, type CacheStore, type PurgeRequest } from "../cache/store.ts";
+import { RedisClient } from "../redis/client.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
@@ -422,15 +424,77 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (previous && JSON.stringify(previous.config.cacheStore) === JSON.stringify(config.cacheStore))
       return previous.cache;
     const sc = config.cacheStore;
-    if (sc.kind === "redis")
-      log.warn(
-        { event: "cache_store", configured: "redis" },
-        "the Redis cache store is not in this runtime yet: caching in process memory (per worker) instead",
-      );
-    const store = new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
+    const store =
+      sc.kind === "redis"
+        ? redisCacheStore(sc, config)
+        : new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
     cacheMetrics.watch(() => store.stats());
+    cacheMetrics.available(true);
     return new HttpCache({ store, observer: cacheMetrics.observer });
   }
+  /** A Redis store with its own client; its outages are logged once each (never the URL's password). */
+  function redisCacheStore(
+    sc: Extract<GatewayRuntimeConfig["cacheStore"], { kind: "redis" }>,
+    config: GatewayRuntimeConfig,
+  ): RedisStore {
+    let loadScripts = () => {};
+    const client = new RedisClient({
+      url: sc.url,
+      commandTimeoutMs: Math.max(1, sc.timeoutMs),
+      connectTimeoutMs: Math.max(1000, sc.timeoutMs),
+      onEvent: (e) => {
+        if (e.type === "ready") loadScripts();
+      },
+    });
+    const server = client.target.server;
+    const store = new RedisStore({
+      client,
+      maxBytes: sc.maxBytes,
+      prefix: redisCachePrefix(config.mesh, config.namespace),
+      observer: {
+        evicted: cacheMetrics.evicted,
+        unavailable: (e) => {
+          cacheMetrics.available(false);
+          log.warn(
+            { event: "cache_store_unavailable", server, error: e.message },
+            "the Redis cache store does not answer: requests go to the origin until it is back",
+          );
+        },
+        recovered: () => {
+          cacheMetrics.available(true);
+          log.info({ event: "cache_store_recovered", server }, "the Redis cache store answers again");
+        },
+        replyError: (e) => log.warn({ event: "cache_store_error", server, error: e.message }),
+      },
+    });
+    loadScripts = () => void store.loadScripts();
+    void client.connect().catch(() => {}); // a failure shows as misses and one cache_store_unavailable
+    log.info({
+      event: "cache_store",
+      kind: "redis",
+      server,
+      prefix: store.prefix,
+      maxBytes: sc.maxBytes,
+      timeoutMs: sc.timeoutMs,
+    });
+    const large = config.routes.filter(
+      (r) => r.cache !== null && r.cache.maxEntryBytes > store.maxEntryBytes,
+    );
+    if (large.length > 0)
+      log.warn(
+        { event: "cache_store", routes: large.map((r) => r.name), maxEntryBytes: store.maxEntryBytes },
+        "responses larger than gateway.cache.maxSize / 16 are not stored in Redis: raise maxSize or lower these routes' maxEntrySize",
+      );
+    return store;
+  }
+  /** Stores replaced by a reload: closed once requests that started before it had time to finish. */
+  const retiredStores = new Set<CacheStore>();
+  const retireStore = (store: CacheStore, graceMs: number) => {
+    retiredStores.add(store);
+    setTimeout(() => {
+      if (retiredStores.delete(store)) void store.close?.();
+    }, graceMs).unref();
+  };
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
@@ -481,6 +545,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       auth = new Authenticator(config, { observer: authObserver, log });
     } catch (err) {
       void tracer.shutdown(0);
+      if (cache !== previous?.cache) {
+        // The refused config's new store goes; the serving one stays watched.
+        void cache.store.close?.();
+        if (previous) cacheMetrics.watch(() => previous.cache.store.stats());
+      }
       throw err;
     }
     auth.prefetch(); // last: nothing after it can refuse the config
@@ -1182,6 +1251,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     for (const c of previous.clusters.values()) c.close();
     void previous.tracer.shutdown(2000);
     previous.auth.close();
+    if (previous.cache !== built.cache) retireStore(previous.cache.store, next.limits.drainTimeoutMs);
     const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
     void pools.retain(keep);
     log.info({ event: "reloaded", hash: next.hash });
@@ -1213,6 +1283,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     state.auth.close();
     await pools.closeAll();
     await limiters.close();
+    await Promise.all([state.cache.store, ...retiredStores].map((s) => s.close?.()));
+    retiredStores.clear();
     log.info({ event: "stopped" });
   }
 

@@ -23,7 +23,7 @@ export type FromWorker =
   | LeaseRequest
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
   | { type: "metrics"; id: number; text: string }
-  | { type: "purged"; id: number; purged: number }
+  | { type: "purged"; id: number; purged: number; error?: string }
   | { type: "failed"; error: string; code?: string };
 
 const send = (m: FromWorker) => process.send?.(m);
@@ -75,7 +75,10 @@ async function main(): Promise<void> {
     } else if (m.type === "metrics") {
       send({ type: "metrics", id: m.id, text: gateway.metrics.render() });
     } else if (m.type === "purge") {
-      void gateway.purge(m.request).then((purged) => send({ type: "purged", id: m.id, purged }));
+      void gateway.purge(m.request).then(
+        (purged) => send({ type: "purged", id: m.id, purged }),
+        (err: Error) => send({ type: "purged", id: m.id, purged: 0, error: err.message }),
+      );
     } else if (m.type === "drain") {
       void drain();
     }

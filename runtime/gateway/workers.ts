@@ -187,13 +187,16 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     ready: () => !stopping && slots.every((s) => s.ready),
     config: () => redactConfig(config),
     reload,
-    // Every worker keeps its own memory cache: the purge goes to each, and the counts add up.
+    // Every worker keeps its own memory cache: the purge goes to each, and the counts add up. With the
+    // Redis store each worker purges the shared store (atomic per batch: the first one finds the entries).
     purge: async (request) => {
       const parts = await ask<Extract<FromWorker, { type: "purged" }>>((id) => ({
         type: "purge",
         id,
         request,
       }));
+      const failed = parts.find((p) => p.error !== undefined);
+      if (failed) throw new Error(failed.error);
       return parts.reduce((n, p) => n + p.purged, 0);
     },
     metrics: async () => {

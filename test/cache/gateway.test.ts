@@ -286,28 +286,6 @@ describe("credentials", () => {
   });
 });
 
-describe("store", () => {
-  it("warns_that_the_redis_store_is_not_there_without_logging_its_url", async () => {
-    const config = gatewayConfig(
-      [{ name: "r", match: { path: "/r/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
-      { app },
-      { cache: { maxSize: "1MiB", redis: { url: "redis://cache-user:s3cr3t-pw@127.0.0.1:6390/0" } } },
-    );
-    expect(config.cacheStore).toMatchObject({ kind: "redis", maxBytes: 1024 * 1024 });
-    const g = await startTestGateway(config);
-    try {
-      await request(`${g.url}/r/1`);
-      const b = await request(`${g.url}/r/1`);
-      expect(b.headers["cache-status"]).toContain("hit"); // caching in process memory instead
-      expect(g.logs.some((l) => l.event === "cache_store" && l.configured === "redis")).toBe(true);
-      expect(g.rawLog()).not.toContain("s3cr3t-pw");
-      expect(await (await fetch(`${g.adminUrl}/config`)).text()).not.toContain("s3cr3t-pw");
-    } finally {
-      await g.drain();
-    }
-  });
-});
-
 describe("workers", () => {
   it("purges_the_cache_of_every_worker", async () => {
     const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
