@@ -196,9 +196,11 @@ export class RateLimiters {
         const kind: StoreKind = toRedis ? "redis" : this.#leases ? "leased" : "local";
         const header = rl.key.kind === "header" ? rl.key.header.toLowerCase() : null;
         const failMode = toRedis && store.kind === "redis" ? store.failMode : null;
-        const id = `${r.name}\u0000${kind}\u0000${policy.id}\u0000${rl.key.kind}\u0000${header ?? ""}\u0000${failMode ?? ""}\u0000${redisKey ?? ""}`;
+        // Buckets in a shared Redis are named by mesh, namespace and route: two meshes never share one.
+        const scope = `${config.mesh}/${config.namespace}/${r.name}`;
+        const id = `${scope}\u0000${kind}\u0000${policy.id}\u0000${rl.key.kind}\u0000${header ?? ""}\u0000${failMode ?? ""}\u0000${redisKey ?? ""}`;
         const limiter =
-          previous.get(id) ?? this.#newLimiter(id, r, policy, kind, header, failMode, redisClient);
+          previous.get(id) ?? this.#newLimiter(id, scope, r, policy, kind, header, failMode, redisClient);
         limiters.set(r.name, limiter);
         routes.push({
           route: r.name,
@@ -284,6 +286,7 @@ export class RateLimiters {
 
   #newLimiter(
     id: string,
+    scope: string,
     r: GatewayRoute,
     policy: BucketPolicy,
     kind: StoreKind,
@@ -294,7 +297,7 @@ export class RateLimiters {
     const keyKind = r.rateLimit!.key.kind;
     const observer = this.#observer;
     if (kind === "redis") {
-      const buckets = new RedisBuckets(redisClient!, r.name, policy, {
+      const buckets = new RedisBuckets(redisClient!, scope, policy, {
         failMode: failMode!,
         onStoreError: (reason, mode) => observer.storeError?.(reason, mode),
       });
