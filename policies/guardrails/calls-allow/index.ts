@@ -1,0 +1,74 @@
+/**
+ * calls-allow: the declared call graph and the allow rules agree. A declared call (or a gateway route) that
+ * the callee would refuse is an error — every such request gets 403 — and a route some of whose requests
+ * would be refused is a warning; an allow rule for a peer that never calls is reachable surface nobody
+ * needs. Gateway routes are checked per method and path against the callee's rules (patterns.ts); a later
+ * round refines this with the sidecar's own decision code.
+ */
+import { GATEWAY } from "../../model.ts";
+import { admission, describeSet } from "../../patterns.ts";
+import { builtin } from "../support.ts";
+
+export const callsAllow = builtin(
+  "calls-allow",
+  "declared calls and gateway routes are admitted by the callee; allow rules name only callers",
+  ({ spec, runtime, model }, report) => {
+    const routed = new Set<string>();
+    for (const name of model.serviceNames) {
+      spec.services[name]!.calls.forEach((callee, i) => {
+        const rules = model.sidecar(callee)?.inbound.authz.rules ?? [];
+        if (!rules.some((r) => r.from.includes(model.spiffeId(name)))) {
+          report(
+            "E_POLICY_CALL_DENIED",
+            `services.${name}.calls[${i}]`,
+            `"${name}" declares a call to "${callee}", but no allow rule of "${callee}" admits "${name}": every such request gets 403`,
+            `add "${name}" to an allow rule of services.${callee} (with the methods and paths it needs), or remove the call`,
+          );
+        }
+      });
+    }
+    const gatewayId = model.spiffeId(GATEWAY);
+    for (const r of runtime.gateway?.routes ?? []) {
+      for (const t of model.targets(r)) {
+        routed.add(t.service);
+        const rules = model.sidecar(t.service)?.inbound.authz.rules;
+        if (!rules) continue;
+        const set = { methods: t.methods, path: t.path };
+        const verdict = admission(rules, gatewayId, set);
+        const what =
+          t.kind === "part" ? `aggregate part "${t.part}"` : t.kind === "mirror" ? "its mirror" : "it";
+        if (verdict === "none") {
+          report(
+            "E_POLICY_CALL_DENIED",
+            t.source,
+            `route "${r.name}" sends ${describeSet(set)} to "${t.service}" (${what}), which no allow rule of "${t.service}" admits from the gateway: every such request gets 403`,
+            `admit the gateway in services.${t.service}.allow for ${describeSet(set)}, or change the route`,
+          );
+        } else if (verdict === "some") {
+          report(
+            "E_POLICY_CALL_PARTLY_DENIED",
+            t.source,
+            `route "${r.name}" sends ${describeSet(set)} to "${t.service}" (${what}), but the allow rules of "${t.service}" admit only part of it from the gateway: the rest gets 403`,
+            `widen the gateway's allow rule of services.${t.service} to cover ${describeSet(set)}, or narrow the route's methods or path`,
+          );
+        }
+      }
+    }
+    for (const name of model.serviceNames) {
+      spec.services[name]!.allow.forEach((rule, i) => {
+        rule.from.forEach((peer, j) => {
+          const calls = peer === GATEWAY ? routed.has(name) : model.callees(peer).includes(name);
+          if (calls) return;
+          report(
+            "E_POLICY_ALLOW_WITHOUT_CALL",
+            `services.${name}.allow[${i}].from[${j}]`,
+            `"${name}" admits "${peer}", which never ${peer === GATEWAY ? "routes to it" : "declares a call to it"}`,
+            peer === GATEWAY
+              ? "remove the gateway from this rule, or add a gateway route to the service"
+              : `remove "${peer}" here, or add "${name}" to services.${peer}.calls`,
+          );
+        });
+      });
+    }
+  },
+);
