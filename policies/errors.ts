@@ -150,7 +150,12 @@ export const PolicyErrorCatalog = {
   E_POLICY_TIMEOUT_BUDGET: g(
     "timeout-budget",
     "error",
-    "a caller gives up on an attempt before the callee's own calls (per-try × attempts + backoff) can finish",
+    "a caller's timeout for a call is shorter than the callee's own worst case (per-try × attempts + backoff): it always gives up first",
+  ),
+  E_POLICY_TIMEOUT_PER_TRY: g(
+    "timeout-budget",
+    "warning",
+    "a caller's per-try timeout is shorter than the callee's worst case: it may abandon (and retry) an attempt the callee is still working on",
   ),
   E_POLICY_RETRIES_EXCEED_TIMEOUT: g(
     "timeout-budget",

@@ -1,13 +1,15 @@
 /**
  * timeout-budget: a caller waits long enough for the callee to finish its own calls. When a service S may
- * itself wait up to W on its callees (per-try × attempts + backoff, capped by its timeout), a caller that
- * gives up on an attempt to S sooner than W abandons work S is still doing legitimately — and, if it retries,
- * starts it again. Also: a retry plan whose worst case exceeds its own total timeout has retries that
- * never run.
+ * itself wait up to W on its callees (per-try × attempts + backoff, capped by its timeout):
+ *  - a caller whose whole timeout for the call is shorter than W always gives up first (error);
+ *  - a caller whose per-try timeout is shorter than W may abandon an attempt S is still legitimately
+ *    working on, and retry it — more work for a service that is already slow (warning; the mesh defaults,
+ *    2s total and 500ms per try at every hop, do this from two hops deep).
+ * Also: a retry plan whose worst case exceeds its own timeout has retries that never run.
  */
 import type { RetryPlan } from "../../../runtime/contract/schema.ts";
 import { attemptMs, hopWorstMs, planWorstMs, type MeshModel } from "../../model.ts";
-import { builtin, ms, names } from "../support.ts";
+import { builtin, ms, names, type Report } from "../support.ts";
 
 interface Downstream {
   ms: number;
@@ -36,9 +38,41 @@ function describePlan(timeoutMs: number, retry: RetryPlan): string {
 const downstreamText = (d: Downstream) =>
   `"${d.callee}"${d.label === "default" ? "" : ` (route ${d.label})`} for up to ${ms(d.ms)}`;
 
+const retries = (retry: RetryPlan) => retry.attempts > 0 && retry.perTryTimeoutMs > 0;
+
+/** One caller → callee hop: its total timeout and per-attempt time against the callee's worst case. */
+function checkHop(
+  report: Report,
+  hop: {
+    what: string;
+    callee: string;
+    timeoutMs: number;
+    attemptMs: number;
+    timeoutPath: string;
+    perTryPath: string;
+  },
+  d: Downstream,
+): void {
+  if (hop.timeoutMs < d.ms) {
+    report(
+      "E_POLICY_TIMEOUT_BUDGET",
+      hop.timeoutPath,
+      `${hop.what} time out after ${ms(hop.timeoutMs)}, but "${hop.callee}" may wait on ${downstreamText(d)}: the caller always gives up first`,
+      `raise the timeout to at least ${ms(d.ms)}, or shorten the timeouts of "${hop.callee}"'s own calls`,
+    );
+  } else if (hop.attemptMs < d.ms) {
+    report(
+      "E_POLICY_TIMEOUT_PER_TRY",
+      hop.perTryPath,
+      `${hop.what} give "${hop.callee}" ${ms(hop.attemptMs)} per attempt, but "${hop.callee}" may wait on ${downstreamText(d)}: an attempt can be abandoned (and retried) while it is still working`,
+      `raise retries.perTryTimeout to at least ${ms(d.ms)}, or shorten the timeouts of "${hop.callee}"'s own calls`,
+    );
+  }
+}
+
 export const timeoutBudget = builtin(
   "timeout-budget",
-  "every caller's per-attempt timeout covers the callee's worst case; retry plans fit their timeouts",
+  "every caller's timeout covers the callee's worst case; retry plans fit their timeouts",
   ({ model, runtime }, report) => {
     const downstream = new Map<string, Downstream>();
     const down = (s: string) => {
@@ -48,35 +82,45 @@ export const timeoutBudget = builtin(
     };
 
     for (const r of runtime.gateway?.routes ?? []) {
-      let worst: {
-        target: string;
-        d: Downstream;
-        attempt: number;
-        part: string | null;
-        source: string;
-      } | null = null;
+      // The target with the largest shortfall speaks for the route.
+      let worst: { t: ReturnType<MeshModel["targets"]>[number]; d: Downstream; gap: number } | null = null;
       for (const t of model.targets(r)) {
         const d = down(t.service);
-        if (t.attemptMs < d.ms && (worst === null || d.ms - t.attemptMs > worst.d.ms - worst.attempt))
-          worst = { target: t.service, d, attempt: t.attemptMs, part: t.part, source: t.source };
+        const gap = d.ms - t.attemptMs;
+        if (gap > 0 && (worst === null || gap > worst.gap)) worst = { t, d, gap };
       }
       if (worst) {
-        const limitedBy =
-          r.retry.attempts > 0 && r.retry.perTryTimeoutMs > 0 && r.retry.perTryTimeoutMs <= r.timeoutMs
-            ? "retries"
-            : "timeout";
-        report(
-          "E_POLICY_TIMEOUT_BUDGET",
-          worst.part !== null ? worst.source : model.routeField(r.name, limitedBy),
-          `route "${r.name}" gives "${worst.target}" ${ms(worst.attempt)} per attempt${worst.part !== null ? ` (aggregate part "${worst.part}")` : ""}, but "${worst.target}" may wait on ${downstreamText(worst.d)}`,
-          `raise the route's ${limitedBy === "retries" ? "retries.perTryTimeout" : "timeout"} to at least ${ms(worst.d.ms)}, or shorten the timeouts of "${worst.target}"'s calls`,
+        const { t, d } = worst;
+        const part =
+          t.kind === "part"
+            ? model.spec.gateway?.routes.find((x) => x.name === r.name)?.aggregate?.[t.part!]
+            : undefined;
+        const timeoutMs =
+          t.kind === "part" && r.action.kind === "aggregate"
+            ? r.action.parts.find((p) => p.name === t.part)!.timeoutMs
+            : r.timeoutMs;
+        checkHop(
+          report,
+          {
+            what:
+              t.kind === "part"
+                ? `route "${r.name}"'s requests to aggregate part "${t.part}"`
+                : `route "${r.name}"'s requests`,
+            callee: t.service,
+            timeoutMs,
+            attemptMs: t.attemptMs,
+            timeoutPath:
+              t.kind === "part"
+                ? part?.timeout !== undefined
+                  ? `${t.source}.timeout`
+                  : t.source
+                : model.routeField(r.name, "timeout"),
+            perTryPath: model.routeField(r.name, "retries"),
+          },
+          d,
         );
       }
-      if (
-        r.retry.attempts > 0 &&
-        r.retry.perTryTimeoutMs > 0 &&
-        planWorstMs(r.retry, r.timeoutMs) > r.timeoutMs
-      ) {
+      if (retries(r.retry) && planWorstMs(r.retry, r.timeoutMs) > r.timeoutMs) {
         report(
           "E_POLICY_RETRIES_EXCEED_TIMEOUT",
           model.routeField(r.name, "retries"),
@@ -94,29 +138,22 @@ export const timeoutBudget = builtin(
           const key = `${callee}\u0000${p.label}`;
           if (seen.has(key)) continue;
           seen.add(key);
-          const callers = model.callers(callee);
-          const attempt = attemptMs(p.timeoutMs, p.retry);
-          const d = down(callee);
-          const field =
-            p.retry.attempts > 0 && p.retry.perTryTimeoutMs > 0 && p.retry.perTryTimeoutMs <= p.timeoutMs
-              ? "retries"
-              : "timeout";
-          const where = p.label === "default" ? model.serviceField(callee, field) : `${p.source}`;
           const plan =
             p.label === "default" ? `calls to "${callee}"` : `calls to "${callee}" on its route ${p.label}`;
-          if (attempt < d.ms) {
-            report(
-              "E_POLICY_TIMEOUT_BUDGET",
-              where,
-              `${plan} (from ${names([...callers])}) give it ${ms(attempt)} per attempt, but "${callee}" may wait on ${downstreamText(d)}`,
-              `raise ${field === "retries" ? "retries.perTryTimeout" : "timeout"} here to at least ${ms(d.ms)}, or shorten the timeouts of "${callee}"'s calls`,
-            );
-          }
-          if (
-            p.retry.attempts > 0 &&
-            p.retry.perTryTimeoutMs > 0 &&
-            planWorstMs(p.retry, p.timeoutMs) > p.timeoutMs
-          ) {
+          const from = `${plan} (from ${names([...model.callers(callee)])})`;
+          checkHop(
+            report,
+            {
+              what: from,
+              callee,
+              timeoutMs: p.timeoutMs,
+              attemptMs: attemptMs(p.timeoutMs, p.retry),
+              timeoutPath: p.label === "default" ? model.serviceField(callee, "timeout") : p.source,
+              perTryPath: p.label === "default" ? model.serviceField(callee, "retries") : p.source,
+            },
+            down(callee),
+          );
+          if (retries(p.retry) && planWorstMs(p.retry, p.timeoutMs) > p.timeoutMs) {
             report(
               "E_POLICY_RETRIES_EXCEED_TIMEOUT",
               p.label === "default" ? model.serviceField(callee, "retries") : p.source,
