@@ -8,6 +8,7 @@ import type { LoadResult } from "../components/spec/load.ts";
 import type { Diagnostic } from "../components/spec/errors.ts";
 import type { TranslateResult } from "../components/translate/ir.ts";
 import { pkiCommand } from "./pki.ts";
+import { POLICY_COMMANDS } from "./policies.ts";
 
 /** The spec machinery (zod schemas, YAML) loads on first use, so `--help` and usage errors start fast. */
 async function specTools() {
@@ -20,10 +21,12 @@ async function specTools() {
   return { loadSpecFile, formatSpecError, translate, stringify };
 }
 
-interface Command {
+export interface Command {
   summary: string;
   usage: string;
   details: string;
+  /** Positional arguments the command takes (default 1). */
+  maxPositionals?: number;
   options: NonNullable<ParseArgsConfig["options"]>;
   run(positionals: string[], values: Record<string, unknown>, io: Io): Promise<number>;
 }
@@ -160,6 +163,7 @@ const COMMANDS: Record<string, Command> = {
       return new Promise<number>(() => {}); // serves until a signal ends the process
     },
   },
+  ...POLICY_COMMANDS,
 };
 
 /** Command groups with subcommands of their own (`meshgate pki init|issue|…`); they parse their arguments. */
@@ -261,7 +265,9 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
       io.out(commandHelp(name, command));
       return 0;
     }
-    if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`);
+    const max = command.maxPositionals ?? 1;
+    if (positionals.length > max)
+      throw new UsageError(`unexpected argument ${JSON.stringify(positionals[max])}`);
     return await command.run(positionals, values, io);
   } catch (err) {
     if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {

@@ -37,14 +37,13 @@ export function formatVerifyText(r: VerifyReport): string {
   for (const v of all) lines.push(formatViolation(v, r.file));
   if (all.length > 0) lines.push("");
   for (const c of r.checks) {
-    const errors = c.violations.filter((v) => v.severity === "error").length;
-    const others = c.violations.length - errors;
-    const tail =
-      errors > 0
-        ? ` (${plural(errors, "error")}${others ? `, ${others} more` : ""})`
-        : others > 0
-          ? ` (${others} non-failing)`
-          : "";
+    const n = (sev: string) => c.violations.filter((v) => v.severity === sev).length;
+    const parts = [
+      n("error") ? plural(n("error"), "error") : "",
+      n("warning") ? plural(n("warning"), "warning") : "",
+      n("info") ? `${n("info")} info` : "",
+    ].filter(Boolean);
+    const tail = parts.length > 0 ? ` (${parts.join(", ")})` : "";
     lines.push(`${c.passed ? "✓" : "✗"} ${c.kind === "assertion" ? "assertion " : ""}${c.name}${tail}`);
   }
   const { error, warning, info } = r.counts;

@@ -1,0 +1,462 @@
+/**
+ * The semantic diff of two specs: what changed in who can reach what, not in the text. From the
+ * reachability relation of both (reachability.ts) it reports
+ *  - allowed edges and declared calls added and removed;
+ *  - access widened or narrowed, and for whom: a mesh peer, or `internet` through a gateway route with
+ *    the credentials it requires (a renamed route that admits exactly the same is not a change);
+ *  - gateway routes added and removed;
+ *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
+ *  - guardrail violations that appear or disappear.
+ * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
+ * widened access stand out; the JSON form is the SemanticDiff value itself.
+ */
+import type { GatewayRoute, RetryPlan } from "../runtime/contract/schema.ts";
+import { GATEWAY, INTERNET } from "./model.ts";
+import {
+  authCovers,
+  describeGrants,
+  principalOf,
+  staticReachability,
+  uncovered,
+  type Grant,
+  type Reachability,
+  type ReachabilityFn,
+  type RouteAccess,
+} from "./reachability.ts";
+import { runGuardrails, type PolicyInput, type RunOptions } from "./run.ts";
+import type { Violation } from "./types.ts";
+
+export interface AccessChange {
+  /** A service, `gateway`, or `internet`. */
+  from: string;
+  /** The services (or `gateway`, for routes that answer themselves) the access leads to. */
+  to: string[];
+  /** The gateway route, for access from the internet. */
+  via: string | null;
+  /** Who on the internet (route access), or null for a mesh peer. */
+  principal: string | null;
+  /** What is now reachable (widened) or no longer (narrowed). */
+  grants: string;
+  /** Why: "new allow rule", "route added", "auth: jwt main with scopes a → anyone", … */
+  reason: string;
+}
+
+export interface EdgeRef {
+  from: string;
+  to: string;
+}
+
+export interface SettingChange {
+  scope: "route" | "service";
+  name: string;
+  field: "auth" | "rateLimit" | "retry" | "timeout";
+  before: string;
+  after: string;
+}
+
+export interface SemanticDiff {
+  base: string;
+  head: string;
+  edges: {
+    added: EdgeRef[];
+    removed: EdgeRef[];
+    callsAdded: EdgeRef[];
+    callsRemoved: EdgeRef[];
+  };
+  routes: { added: string[]; removed: string[] };
+  widened: AccessChange[];
+  narrowed: AccessChange[];
+  settings: SettingChange[];
+  violations: { added: Violation[]; resolved: Violation[] };
+}
+
+export interface DiffOptions extends Pick<RunOptions, "guardrails" | "rules" | "policy"> {
+  /** Labels for the two sides (file names or git refs). */
+  baseLabel?: string;
+  headLabel?: string;
+  /** How the reachability relation is computed; default: the static one. */
+  reachability?: ReachabilityFn;
+}
+
+/** The semantic diff from `base` to `head`. */
+export function semanticDiff(base: PolicyInput, head: PolicyInput, options: DiffOptions = {}): SemanticDiff {
+  const reach = options.reachability ?? staticReachability;
+  const rb = reach(base);
+  const rh = reach(head);
+  const run = {
+    ...(options.guardrails ? { guardrails: options.guardrails } : {}),
+    ...(options.rules ? { rules: options.rules } : {}),
+    ...(options.policy ? { policy: options.policy } : {}),
+  };
+  const vb = runGuardrails(base, run).flatMap((c) => c.violations);
+  const vh = runGuardrails(head, run).flatMap((c) => c.violations);
+  const vkey = (v: Violation) => `${v.code}\u0000${v.path}`;
+  const baseKeys = new Set(vb.map(vkey));
+  const headKeys = new Set(vh.map(vkey));
+  const routes = routeChanges(rb, rh);
+  return {
+    base: options.baseLabel ?? "base",
+    head: options.headLabel ?? "head",
+    edges: edgeChanges(rb, rh),
+    routes: routes.routes,
+    widened: [...meshChanges(rh, rb, "widened"), ...routes.widened],
+    narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed],
+    settings: [...routeSettings(base, head), ...serviceSettings(base, head)],
+    violations: {
+      added: vh.filter((v) => !baseKeys.has(vkey(v))),
+      resolved: vb.filter((v) => !headKeys.has(vkey(v))),
+    },
+  };
+}
+
+const ekey = (e: EdgeRef) => `${e.from}\u0000${e.to}`;
+const byEdge = (a: EdgeRef, b: EdgeRef) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to);
+
+/** Allowed edges of a relation (mesh access, and internet → gateway when any route exists). */
+export function allowedEdgesOf(r: Reachability): EdgeRef[] {
+  const out = r.mesh.map((m) => ({ from: m.from, to: m.to }));
+  if (r.routes.length > 0) out.push({ from: INTERNET, to: GATEWAY });
+  return out.sort(byEdge);
+}
+
+function edgeChanges(rb: Reachability, rh: Reachability): SemanticDiff["edges"] {
+  const minus = (a: EdgeRef[], b: EdgeRef[]) => {
+    const keys = new Set(b.map(ekey));
+    return a.filter((e) => !keys.has(ekey(e)));
+  };
+  const eb = allowedEdgesOf(rb);
+  const eh = allowedEdgesOf(rh);
+  return {
+    added: minus(eh, eb),
+    removed: minus(eb, eh),
+    callsAdded: minus(rh.calls, rb.calls),
+    callsRemoved: minus(rb.calls, rh.calls),
+  };
+}
+
+/** Access of `a` that `b` does not grant (widened when a = head, narrowed when a = base). */
+function meshChanges(a: Reachability, b: Reachability, direction: "widened" | "narrowed"): AccessChange[] {
+  const other = new Map(b.mesh.map((m) => [ekey(m), m]));
+  const out: AccessChange[] = [];
+  for (const m of a.mesh) {
+    const o = other.get(ekey(m));
+    const diff = uncovered(m.grants, o?.grants ?? []);
+    if (diff.length === 0) continue;
+    out.push({
+      from: m.from,
+      to: [m.to],
+      via: null,
+      principal: null,
+      grants: describeGrants(diff),
+      reason:
+        direction === "widened"
+          ? o
+            ? `allow rules widened (${m.rules.join(", ")})`
+            : `new edge (${m.rules.join(", ")})`
+          : o
+            ? `allow rules narrowed (now ${o.rules.join(", ")})`
+            : "edge removed",
+    });
+  }
+  return out;
+}
+
+const targetsOf = (r: RouteAccess) => {
+  const s = [...new Set(r.targets.map((t) => t.service))].sort();
+  return s.length > 0 ? s : [GATEWAY];
+};
+
+/** Does `r2` admit, on the same or more targets and hosts, everyone and everything `r` admits? */
+function routeCovers(r2: RouteAccess, r: RouteAccess): boolean {
+  const t2 = new Set(targetsOf(r2));
+  if (!targetsOf(r).every((t) => t2.has(t))) return false;
+  if (r2.hosts.length > 0 && (r.hosts.length === 0 || !r.hosts.every((h) => r2.hosts.includes(h))))
+    return false;
+  return authCovers(r2.auth, r.auth) && uncovered(r.grants, r2.grants).length === 0;
+}
+
+function routeChanges(rb: Reachability, rh: Reachability) {
+  const base = new Map(rb.routes.map((r) => [r.route, r]));
+  const head = new Map(rh.routes.map((r) => [r.route, r]));
+  const widened: AccessChange[] = [];
+  const narrowed: AccessChange[] = [];
+  const added = rh.routes.filter((r) => !base.has(r.route)).map((r) => r.route);
+  const removed = rb.routes.filter((r) => !head.has(r.route)).map((r) => r.route);
+  const change = (r: RouteAccess, grants: Grant[], reason: string): AccessChange => ({
+    from: INTERNET,
+    to: targetsOf(r),
+    via: r.route,
+    principal: r.principal,
+    grants: describeGrants(grants),
+    reason,
+  });
+  // Added and removed routes: access changes unless another route already granted the same (a rename).
+  for (const name of added) {
+    const r = head.get(name)!;
+    if (!rb.routes.some((o) => routeCovers(o, r))) widened.push(change(r, r.grants, "route added"));
+  }
+  for (const name of removed) {
+    const r = base.get(name)!;
+    if (!rh.routes.some((o) => routeCovers(o, r))) narrowed.push(change(r, r.grants, "route removed"));
+  }
+  for (const [name, h] of head) {
+    const b = base.get(name);
+    if (!b) continue;
+    for (const [from, to, list, dir] of [
+      [b, h, widened, "widened"],
+      [h, b, narrowed, "narrowed"],
+    ] as const) {
+      const reasons: string[] = [];
+      let grants: Grant[] = [];
+      const hostsWider =
+        from.hosts.length > 0 && (to.hosts.length === 0 || to.hosts.some((x) => !from.hosts.includes(x)));
+      const matchDiff = uncovered(to.grants, from.grants);
+      if (hostsWider) {
+        reasons.push(
+          `hosts: ${from.hosts.join(", ") || "every host"} → ${to.hosts.join(", ") || "every host"}`,
+        );
+        grants = to.grants;
+      } else if (matchDiff.length > 0) {
+        reasons.push(`match ${dir}`);
+        grants = matchDiff;
+      }
+      if (!authCovers(from.auth, to.auth)) {
+        reasons.push(`auth: ${from.principal} → ${to.principal}`);
+        grants = to.grants;
+      }
+      const fromTargets = new Set(targetsOf(from));
+      const newTargets = targetsOf(to).filter((t) => !fromTargets.has(t));
+      if (newTargets.length > 0) {
+        reasons.push(
+          `${dir === "widened" ? "now also reaches" : "no longer reaches"} ${newTargets.join(", ")}`,
+        );
+        if (grants.length === 0) grants = to.grants;
+      }
+      if (reasons.length === 0) continue;
+      const c = change(to, grants, reasons.join("; "));
+      if (newTargets.length > 0 && reasons.length === 1) c.to = newTargets;
+      list.push(c);
+    }
+  }
+  return { routes: { added, removed }, widened, narrowed };
+}
+
+// ───────────── settings ─────────────
+
+export function describeRetry(r: RetryPlan): string {
+  if (r.attempts === 0) return "no retries";
+  return `${r.attempts} retr${r.attempts === 1 ? "y" : "ies"} × ${r.perTryTimeoutMs}ms on ${r.retryOn.join(", ")} (backoff ${r.backoff.baseMs}–${r.backoff.maxMs}ms)`;
+}
+
+export function describeRateLimit(rl: GatewayRoute["rateLimit"]): string {
+  if (!rl) return "none";
+  const key = rl.key.kind === "header" ? `header ${rl.key.header}` : rl.key.kind;
+  return `${rl.requests} per ${rl.periodMs}ms by ${key}${rl.burst !== rl.requests ? `, burst ${rl.burst}` : ""} (${rl.scope})`;
+}
+
+function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const out: SettingChange[] = [];
+  const b = new Map((base.runtime.gateway?.routes ?? []).map((r) => [r.name, r]));
+  for (const h of head.runtime.gateway?.routes ?? []) {
+    const o = b.get(h.name);
+    if (!o) continue;
+    const pairs: [SettingChange["field"], string, string][] = [
+      ["auth", principalText(o), principalText(h)],
+      ["rateLimit", describeRateLimit(o.rateLimit), describeRateLimit(h.rateLimit)],
+      ["retry", describeRetry(o.retry), describeRetry(h.retry)],
+      ["timeout", `${o.timeoutMs}ms`, `${h.timeoutMs}ms`],
+    ];
+    for (const [field, before, after] of pairs)
+      if (before !== after) out.push({ scope: "route", name: h.name, field, before, after });
+  }
+  return out;
+}
+
+const principalText = (r: GatewayRoute) => principalOf(r.auth);
+
+/** A service's plans as its callers apply them (from the first caller's sidecar; all callers agree). */
+function servicePlans(
+  input: PolicyInput,
+  service: string,
+): Map<string, { timeoutMs: number; retry: RetryPlan }> | null {
+  const caller = input.model.callers(service)[0];
+  if (caller === undefined) return null;
+  return new Map(
+    input.model.hopPlans(caller, service).map((p) => [p.label, { timeoutMs: p.timeoutMs, retry: p.retry }]),
+  );
+}
+
+function serviceSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const out: SettingChange[] = [];
+  for (const name of head.model.serviceNames) {
+    const pb = servicePlans(base, name);
+    const ph = servicePlans(head, name);
+    if (!pb || !ph) continue;
+    for (const [label, h] of ph) {
+      const o = pb.get(label);
+      if (!o) continue;
+      const scope = label === "default" ? name : `${name} (route ${label})`;
+      if (o.timeoutMs !== h.timeoutMs)
+        out.push({
+          scope: "service",
+          name: scope,
+          field: "timeout",
+          before: `${o.timeoutMs}ms`,
+          after: `${h.timeoutMs}ms`,
+        });
+      const rb = describeRetry(o.retry);
+      const rh = describeRetry(h.retry);
+      if (rb !== rh) out.push({ scope: "service", name: scope, field: "retry", before: rb, after: rh });
+    }
+  }
+  return out;
+}
+
+// ───────────── markdown ─────────────
+
+/** The marker the pull-request workflow finds its own comment by. */
+export const DIFF_MARKER = "<!-- meshgate-diff -->";
+
+const code = (s: string) => `\`${s.replace(/`/g, "'")}\``;
+const cell = (s: string) => s.replace(/\|/g, "\\|").replace(/\n/g, " ");
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** Markdown for a pull-request comment: summary, mermaid graph of the changes, then the tables. */
+export function renderDiffMarkdown(
+  d: SemanticDiff,
+  graph: { base: Reachability; head: Reachability },
+): string {
+  const lines: string[] = [DIFF_MARKER, `### meshgate diff: ${code(d.base)} → ${code(d.head)}`, ""];
+  const e = d.edges;
+  lines.push(
+    [
+      `**access widened: ${d.widened.length}**, narrowed: ${d.narrowed.length}`,
+      `edges: ${e.added.length} added, ${e.removed.length} removed`,
+      `routes: ${d.routes.added.length} added, ${d.routes.removed.length} removed`,
+      `settings: ${d.settings.length} changed`,
+      `guardrails: ${plural(d.violations.added.length, "new violation")}, ${d.violations.resolved.length} resolved`,
+    ].join(" · "),
+    "",
+  );
+  const nothing =
+    d.widened.length +
+      d.narrowed.length +
+      e.added.length +
+      e.removed.length +
+      e.callsAdded.length +
+      e.callsRemoved.length +
+      d.routes.added.length +
+      d.routes.removed.length +
+      d.settings.length +
+      d.violations.added.length +
+      d.violations.resolved.length ===
+    0;
+  if (nothing) {
+    lines.push("No change in who can reach what, and no setting or guardrail change.");
+    return `${lines.join("\n")}\n`;
+  }
+  lines.push("```mermaid", diffMermaid(d, graph.base, graph.head), "```", "");
+  const accessTable = (title: string, list: AccessChange[]) => {
+    if (list.length === 0) return;
+    lines.push(`#### ${title}`, "", "| who | reaches | on | via | why |", "|---|---|---|---|---|");
+    for (const a of list)
+      lines.push(
+        `| ${code(a.from)}${a.principal ? ` (${cell(a.principal)})` : ""} | ${a.to.map(code).join(", ")} | ${cell(a.grants)} | ${a.via ? `route ${code(a.via)}` : "mesh"} | ${cell(a.reason)} |`,
+      );
+    lines.push("");
+  };
+  accessTable("Access widened", d.widened);
+  accessTable("Access narrowed", d.narrowed);
+  const edgeList = (title: string, list: EdgeRef[]) => {
+    if (list.length > 0) lines.push(`- ${title}: ${list.map((x) => code(`${x.from} → ${x.to}`)).join(", ")}`);
+  };
+  if (e.added.length + e.removed.length + e.callsAdded.length + e.callsRemoved.length > 0) {
+    lines.push("#### Edges", "");
+    edgeList("allowed edges added", e.added);
+    edgeList("allowed edges removed", e.removed);
+    edgeList("declared calls added", e.callsAdded);
+    edgeList("declared calls removed", e.callsRemoved);
+    lines.push("");
+  }
+  if (d.routes.added.length + d.routes.removed.length > 0) {
+    lines.push("#### Routes", "");
+    if (d.routes.added.length) lines.push(`- added: ${d.routes.added.map(code).join(", ")}`);
+    if (d.routes.removed.length) lines.push(`- removed: ${d.routes.removed.map(code).join(", ")}`);
+    lines.push("");
+  }
+  if (d.settings.length > 0) {
+    lines.push("#### Settings", "", "| route / service | setting | before | after |", "|---|---|---|---|");
+    for (const s of d.settings)
+      lines.push(`| ${s.scope} ${code(s.name)} | ${s.field} | ${cell(s.before)} | ${cell(s.after)} |`);
+    lines.push("");
+  }
+  if (d.violations.added.length + d.violations.resolved.length > 0) {
+    lines.push("#### Guardrails", "");
+    for (const v of d.violations.added)
+      lines.push(`- **new ${v.severity}** ${code(v.code)} at ${code(v.path || "(spec)")}: ${v.message}`);
+    for (const v of d.violations.resolved)
+      lines.push(`- resolved ${code(v.code)} at ${code(v.path || "(spec)")}`);
+    lines.push("");
+  }
+  return `${lines.join("\n")}`;
+}
+
+/** Above this many edges, the diff graph shows only the edges that changed. */
+const FULL_GRAPH_EDGES = 60;
+
+const nodeId = (n: string) => `n_${n.replace(/[^A-Za-z0-9]/g, "_")}`;
+function nodeDecl(n: string): string {
+  if (n === INTERNET) return `${nodeId(n)}((internet))`;
+  if (n === GATEWAY) return `${nodeId(n)}{{gateway}}`;
+  return `${nodeId(n)}[${n}]`;
+}
+
+/** A mermaid flowchart of the union of both sides: added edges red, widened orange, removed dashed. */
+export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachability): string {
+  const status = new Map<string, "added" | "removed" | "widened" | "narrowed" | "same">();
+  for (const e of allowedEdgesOf(head)) status.set(ekey(e), "same");
+  for (const e of allowedEdgesOf(base)) if (!status.has(ekey(e))) status.set(ekey(e), "removed");
+  for (const e of d.edges.added) status.set(ekey(e), "added");
+  const mark = (list: AccessChange[], s: "widened" | "narrowed") => {
+    for (const a of list) {
+      const keys =
+        a.via !== null
+          ? [ekey({ from: INTERNET, to: GATEWAY })]
+          : a.to.map((t) => ekey({ from: a.from, to: t }));
+      for (const k of keys)
+        if (status.get(k) === "same" || (s === "widened" && status.get(k) === "narrowed")) status.set(k, s);
+    }
+  };
+  mark(d.narrowed, "narrowed");
+  mark(d.widened, "widened");
+  let edges = [...status].map(([k, s]) => ({ from: k.split("\u0000")[0]!, to: k.split("\u0000")[1]!, s }));
+  const hidden = edges.length > FULL_GRAPH_EDGES ? edges.filter((x) => x.s === "same").length : 0;
+  if (hidden > 0) edges = edges.filter((x) => x.s !== "same");
+  edges.sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+  const nodes = [...new Set(edges.flatMap((x) => [x.from, x.to]))].sort();
+  const lines = ["flowchart LR"];
+  for (const n of nodes) lines.push(`  ${nodeDecl(n)}`);
+  const styles: string[] = [];
+  const label = {
+    added: "added",
+    removed: "removed",
+    widened: "widened",
+    narrowed: "narrowed",
+    same: "",
+  } as const;
+  const color = {
+    added: "#d62728",
+    removed: "#999999",
+    widened: "#ff7f0e",
+    narrowed: "#1f77b4",
+    same: "",
+  } as const;
+  edges.forEach((x, i) => {
+    const arrow = x.s === "removed" ? "-.->" : x.s === "added" || x.s === "widened" ? "==>" : "-->";
+    lines.push(`  ${nodeId(x.from)} ${arrow}${label[x.s] ? `|${label[x.s]}|` : ""} ${nodeId(x.to)}`);
+    if (x.s !== "same")
+      styles.push(`  linkStyle ${i} stroke:${color[x.s]},stroke-width:${x.s === "removed" ? 1 : 3}px`);
+  });
+  if (hidden > 0) lines.push(`  %% ${hidden} unchanged edges not shown`);
+  return [...lines, ...styles].join("\n");
+}

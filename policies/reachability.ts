@@ -1,0 +1,204 @@
+/**
+ * The reachability relation of a mesh: who may reach whom, on which methods and path patterns.
+ *
+ *  - mesh access: a peer (a service, or the gateway) → a service, as the callee's allow rules admit it
+ *    (deny by default: no rule, no access);
+ *  - route access: `internet` → the gateway's routes → the services they send to, with the route's
+ *    authentication requirement (who on the internet: anyone for public routes, the holders of a token
+ *    with these scopes, the API-key consumers of these groups, …), and whether the target's allow rules
+ *    admit what the route sends.
+ *
+ * `staticReachability` derives it from the IR and the pattern algebra (patterns.ts). The semantic diff
+ * takes the relation through a `ReachabilityFn`, so a later round can pass one refined by evaluating
+ * requests with decide() (edge authorization and the sidecar's inbound decision).
+ */
+import type { HttpMethod, RouteAuth } from "../runtime/contract/schema.ts";
+import { HTTP_METHODS } from "../runtime/contract/schema.ts";
+import { GATEWAY, INTERNET } from "./model.ts";
+import { admission, patternContains, type Admission } from "./patterns.ts";
+import type { PolicyInput } from "./run.ts";
+
+/** One method ("*" = every method) on the paths of a pattern ("/**" = every path). */
+export interface Grant {
+  method: HttpMethod | "*";
+  path: string;
+}
+
+export interface MeshAccess {
+  from: string;
+  to: string;
+  grants: Grant[];
+  /** The allow rules that admit it (`services.payments.allow[0]`). */
+  rules: string[];
+  /** Does the caller declare the call (or, for the gateway, route to the service)? */
+  declared: boolean;
+}
+
+export interface RouteTargetAccess {
+  service: string;
+  kind: "backend" | "mirror" | "part";
+  /** What the route sends there. */
+  grants: Grant[];
+  /** Whether the target's allow rules admit it from the gateway. */
+  admitted: Admission;
+}
+
+export interface RouteAccess {
+  route: string;
+  from: typeof INTERNET;
+  /** Who on the internet: "anyone", or the credentials the route requires. */
+  principal: string;
+  auth: RouteAuth;
+  /** Hosts the route is matched on (empty = every gateway host). */
+  hosts: string[];
+  /** The requests the route matches at the edge. */
+  grants: Grant[];
+  /** "forward", "aggregate", "redirect" or "static". */
+  action: string;
+  targets: RouteTargetAccess[];
+}
+
+export interface Reachability {
+  mesh: MeshAccess[];
+  routes: RouteAccess[];
+  /** Declared calls (the `calls` graph), from → to. */
+  calls: { from: string; to: string }[];
+}
+
+/** Computes the relation of one spec; the diff is parameterized by it. */
+export type ReachabilityFn = (input: PolicyInput) => Reachability;
+
+const grantsOf = (methods: readonly HttpMethod[], paths: readonly string[]): Grant[] => {
+  const ms: (HttpMethod | "*")[] = methods.length > 0 ? [...methods] : ["*"];
+  const ps = paths.length > 0 ? paths : ["/**"];
+  return ms.flatMap((method) => ps.map((path) => ({ method, path })));
+};
+
+export const staticReachability: ReachabilityFn = (input) => {
+  const { model, runtime } = input;
+  const mesh: MeshAccess[] = [];
+  const routedTo = new Set<string>();
+  const routes: RouteAccess[] = [];
+  const gatewayId = model.spiffeId(GATEWAY);
+  for (const r of runtime.gateway?.routes ?? []) {
+    const targets: RouteTargetAccess[] = model.targets(r).map((t) => {
+      routedTo.add(t.service);
+      const rules = model.sidecar(t.service)?.inbound.authz.rules ?? [];
+      return {
+        service: t.service,
+        kind: t.kind,
+        grants: grantsOf(t.methods, [t.path]),
+        admitted: admission(rules, gatewayId, { methods: t.methods, path: t.path }),
+      };
+    });
+    routes.push({
+      route: r.name,
+      from: INTERNET,
+      principal: principalOf(r.auth),
+      auth: r.auth,
+      hosts: r.match.hosts,
+      grants: grantsOf(r.match.methods, [r.match.path]),
+      action: r.action.kind,
+      targets,
+    });
+  }
+  for (const s of runtime.sidecars) {
+    const byPeer = new Map<string, MeshAccess>();
+    for (const rule of s.inbound.authz.rules) {
+      for (const id of rule.from) {
+        const peer = model.identityName(id) ?? id;
+        let e = byPeer.get(peer);
+        if (!e) {
+          const declared = peer === GATEWAY ? routedTo.has(s.name) : model.callees(peer).includes(s.name);
+          byPeer.set(peer, (e = { from: peer, to: s.name, grants: [], rules: [], declared }));
+        }
+        e.grants.push(...grantsOf(rule.methods, rule.paths));
+        e.rules.push(rule.source);
+      }
+    }
+    mesh.push(...byPeer.values());
+  }
+  mesh.sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+  routes.sort((a, b) => a.route.localeCompare(b.route));
+  const calls = model.serviceNames
+    .flatMap((from) => [...new Set(model.callees(from))].map((to) => ({ from, to })))
+    .sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+  return { mesh, routes, calls };
+};
+
+/** "anyone", "jwt main with scopes orders:read", "API key of group partners from 203.0.113.0/24", … */
+export function principalOf(a: RouteAuth): string {
+  if (a.public) return "anyone";
+  if (a.anyOf.length === 0) return "nobody (no mechanism)";
+  const mechanisms = a.anyOf.map((m) => (m.kind === "apiKey" ? "API key" : `${m.kind} ${m.provider}`));
+  const parts = [mechanisms.join(" or ")];
+  if (a.scopes.length) parts.push(`scopes ${a.scopes.join(" ")}`);
+  for (const c of a.claims) parts.push(`${c.name} ∈ {${c.values.join(", ")}}`);
+  if (a.consumers.length) parts.push(`consumers ${a.consumers.join(", ")}`);
+  if (a.groups.length) parts.push(`groups ${a.groups.join(", ")}`);
+  if (a.clientIps.length) parts.push(`from ${a.clientIps.join(", ")}`);
+  return parts.length === 1 ? parts[0]! : `${parts[0]} with ${parts.slice(1).join(", ")}`;
+}
+
+/**
+ * Does `weak` admit everyone `strong` admits? (Then changing `strong` to `weak` widens nothing.)
+ * Mechanisms are alternatives (more of them admit more); scopes, claims, consumers, groups and client
+ * ranges are restrictions (an empty list restricts nothing).
+ */
+export function authCovers(weak: RouteAuth, strong: RouteAuth): boolean {
+  if (weak.public) return true;
+  if (strong.public) return false;
+  const key = (m: RouteAuth["anyOf"][number]) => (m.kind === "apiKey" ? "apiKey" : `${m.kind}:${m.provider}`);
+  const weakMechanisms = new Set(weak.anyOf.map(key));
+  if (!strong.anyOf.every((m) => weakMechanisms.has(key(m)))) return false;
+  if (!weak.scopes.every((s) => strong.scopes.includes(s))) return false;
+  for (const c of weak.claims) {
+    const s = strong.claims.find((x) => x.name === c.name);
+    if (!s || !s.values.every((v) => c.values.includes(v))) return false;
+  }
+  const restricts = (w: readonly string[], s: readonly string[]) =>
+    w.length === 0 || (s.length > 0 && s.every((x) => w.includes(x)));
+  return (
+    restricts(weak.consumers, strong.consumers) &&
+    restricts(weak.groups, strong.groups) &&
+    restricts(weak.clientIps, strong.clientIps)
+  );
+}
+
+/** The grants of `grants` that `by` does not cover, method by method ("*" covers every method). */
+export function uncovered(grants: readonly Grant[], by: readonly Grant[]): Grant[] {
+  const out: Grant[] = [];
+  const covers = (m: HttpMethod, path: string) =>
+    by.some((b) => (b.method === "*" || b.method === m) && patternContains(b.path, path));
+  for (const g of grants) {
+    if (g.method === "*") {
+      if (by.some((b) => b.method === "*" && patternContains(b.path, g.path))) continue;
+      const missing = HTTP_METHODS.filter((m) => !covers(m, g.path));
+      if (missing.length === HTTP_METHODS.length) out.push(g);
+      else for (const m of missing) out.push({ method: m, path: g.path });
+    } else if (!covers(g.method, g.path)) out.push(g);
+  }
+  return out;
+}
+
+/** "GET, HEAD /products, /products/*; POST /orders" */
+export function describeGrants(grants: readonly Grant[], max = 6): string {
+  const byMethods = new Map<string, string[]>();
+  const byPath = new Map<string, string[]>();
+  for (const g of grants) {
+    const list = byPath.get(g.path) ?? [];
+    if (!list.includes(g.method)) list.push(g.method);
+    byPath.set(g.path, list);
+  }
+  for (const [path, methods] of byPath) {
+    const order = (m: string) => (m === "*" ? -1 : HTTP_METHODS.indexOf(m as HttpMethod));
+    const key = methods.includes("*") ? "any method" : methods.sort((a, b) => order(a) - order(b)).join(", ");
+    const paths = byMethods.get(key) ?? [];
+    paths.push(path);
+    byMethods.set(key, paths);
+  }
+  const parts = [...byMethods].map(([m, paths]) => `${m} ${paths.join(", ")}`);
+  return parts.length > max
+    ? `${parts.slice(0, max).join("; ")}; +${parts.length - max} more`
+    : parts.join("; ");
+}
