@@ -10,6 +10,7 @@ import { specJsonSchema } from "../components/spec/json-schema.ts";
 import { RuntimeErrorCatalog } from "../runtime/contract/errors.ts";
 import { GatewayErrorCatalog } from "../runtime/gateway/errors.ts";
 import { PkiErrorCatalog } from "../runtime/pki/errors.ts";
+import { PolicyErrorCatalog } from "../policies/errors.ts";
 
 export interface Artefact {
   path: string;
@@ -52,6 +53,11 @@ export function errorTable(): string {
     ]),
     ...Object.entries(RuntimeErrorCatalog).map(([code, text]) => [code, "runtime", text]),
     ...Object.entries(PkiErrorCatalog).map(([code, text]) => [code, "runtime (pki)", text]),
+    ...Object.entries(PolicyErrorCatalog).map(([code, e]) => [
+      code,
+      e.guardrail ? `policy: ${e.guardrail} (${e.severity})` : "policy (file or rule module)",
+      e.text,
+    ]),
   ];
   return (
     [

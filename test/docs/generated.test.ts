@@ -2,7 +2,7 @@
  * Generated artefacts are committed and must be fresh: the JSON Schema, the spec reference and the
  * README's tables. When this fails, run `npm run schema` and commit the result.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -10,6 +10,7 @@ import { SpecErrorCatalog } from "../../components/spec/errors.ts";
 import { RuntimeErrorCatalog } from "../../runtime/contract/errors.ts";
 import { GatewayErrorCatalog } from "../../runtime/gateway/errors.ts";
 import { PkiErrorCatalog } from "../../runtime/pki/errors.ts";
+import { PolicyErrorCatalog } from "../../policies/errors.ts";
 import { artefacts } from "../../scripts/generated.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -27,6 +28,7 @@ describe("generated artefacts", () => {
       ...Object.keys(SpecErrorCatalog),
       ...Object.keys(RuntimeErrorCatalog),
       ...Object.keys(PkiErrorCatalog),
+      ...Object.keys(PolicyErrorCatalog),
     ];
     expect(listed.sort()).toEqual(catalog.sort());
   });
@@ -66,6 +68,19 @@ describe("generated artefacts", () => {
         expect(catalog, `${f} uses ${m[1]}`).toContain(m[1]);
     }
   });
+});
+
+it("every_policy_code_used_in_the_policies_is_in_the_policy_catalog", () => {
+  const dir = new URL("policies/", ROOT).pathname;
+  const files = readdirSync(dir, { recursive: true, encoding: "utf8" }).filter(
+    (f) => f.endsWith(".ts") && !f.startsWith("pack/node_modules"),
+  );
+  expect(files.length).toBeGreaterThan(10);
+  const used = new Set<string>();
+  for (const f of files)
+    for (const m of read(`policies/${f}`).matchAll(/"(E_POLICY_[A-Z_]+)"/g)) used.add(m[1]!);
+  for (const code of used) expect(Object.keys(PolicyErrorCatalog), `policies/ uses ${code}`).toContain(code);
+  expect(used.size).toBeGreaterThan(30);
 });
 
 describe("JSON Schema", () => {
