@@ -1,7 +1,7 @@
 /**
- * meshgate/policies: checks over the IR before deploy. This module grows with the policy issue
- * (guardrails, assertions through decide(), explain, semantic diff); today it exposes the reachability
- * relation that graph and diff are built on.
+ * meshgate/policies: checks over the IR before deploy — guardrails (built-in and your own), the
+ * reachability relation, the semantic diff, and the service graph. Traffic assertions through decide()
+ * and `explain` join in a later round (verify already takes their CheckResults).
  */
 import type { EdgeIR, InfraIR } from "../components/translate/ir.ts";
 
@@ -14,3 +14,35 @@ export function allowedEdges(infra: InfraIR): EdgeIR[] {
 export function deniedCalls(infra: InfraIR): EdgeIR[] {
   return infra.edges.filter((e) => e.declared && !e.allowed);
 }
+
+export { PolicyErrorCatalog, formatPolicyLoadError } from "./errors.ts";
+export type { PolicyCode, PolicyLoadError, Severity } from "./errors.ts";
+export { DEFAULT_LIMITS } from "./types.ts";
+export type {
+  CheckResult,
+  CodeDeclaration,
+  Finding,
+  Guardrail,
+  GuardrailContext,
+  PolicyLimits,
+  Violation,
+} from "./types.ts";
+export { GUARDRAILS } from "./guardrails/index.ts";
+export { DEFAULT_POLICY, policyInput, runGuardrails, severityOf } from "./run.ts";
+export type { PolicyConfig, PolicyInput, RunOptions } from "./run.ts";
+export { MeshModel } from "./model.ts";
+export { loadPolicyFile, parsePolicyText } from "./policy-file.ts";
+export { loadRuleModules } from "./rules.ts";
+export { formatVerifyText, formatViolation, verifyReport } from "./verify.ts";
+export type { VerifyReport } from "./verify.ts";
+export { yamlLocator } from "./positions.ts";
+export { loadSuite, mergePatch, runCase, runSuite } from "./suite.ts";
+export type { CaseResult, Suite } from "./suite.ts";
+export { analyzeRoutes } from "./route-analysis.ts";
+export type { RouteAnalysis } from "./route-analysis.ts";
+export { admission, patternContains, patternsOverlap } from "./patterns.ts";
+export { authCovers, principalOf, staticReachability } from "./reachability.ts";
+export type { Grant, MeshAccess, Reachability, ReachabilityFn, RouteAccess } from "./reachability.ts";
+export { renderDiffMarkdown, semanticDiff } from "./diff.ts";
+export type { AccessChange, DiffOptions, SemanticDiff, SettingChange } from "./diff.ts";
+export { buildGraph, renderDot, renderMermaid } from "./graph.ts";

@@ -25,8 +25,10 @@ export type Report = (code: PolicyCode, path: string, message: string, fix: stri
 /** "1.5s", "300ms", "2h": a duration in milliseconds, written the way specs write them. */
 export function ms(value: number): string {
   if (!Number.isFinite(value)) return "∞";
+  const DAY = 86_400_000;
+  if (value % (365 * DAY) === 0 && value > 0) return `${value / (365 * DAY)}y`;
+  if (value % DAY === 0 && value >= 7 * DAY) return `${value / DAY}d`;
   const units: [number, string][] = [
-    [86_400_000, "d"],
     [3_600_000, "h"],
     [60_000, "m"],
     [1000, "s"],
