@@ -221,7 +221,7 @@ function routeChanges(rb: Reachability, rh: Reachability) {
         grants = matchDiff;
       }
       if (!authCovers(from.auth, to.auth)) {
-        reasons.push(`auth: ${from.principal} → ${to.principal}`);
+        reasons.push(`auth: ${b.principal} → ${h.principal}`);
         grants = to.grants;
       }
       const fromTargets = new Set(targetsOf(from));

@@ -1,0 +1,230 @@
+/**
+ * The semantic diff: who can now reach what. The issue's done-when — opening payments to a new caller is
+ * reported as exactly that edge widened — and the other kinds of change, each as a claim.
+ */
+import { describe, expect, it } from "vitest";
+import { renderDiffMarkdown, semanticDiff, type SemanticDiff } from "../../policies/diff.ts";
+import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
+import { inputOf, routeIndex, shopRaw } from "./support.ts";
+
+type Raw = ReturnType<typeof shopRaw>;
+const BASE = inputOf(shopRaw());
+
+function diffAfter(mutate: (raw: Raw) => void, reachability?: ReachabilityFn): SemanticDiff {
+  const raw = shopRaw();
+  mutate(raw);
+  return semanticDiff(BASE, inputOf(raw), reachability ? { reachability } : {});
+}
+const route = (raw: Raw, name: string) => raw.gateway.routes[routeIndex(raw, name)];
+
+describe("semantic diff", () => {
+  it("reports_opening_payments_to_a_new_caller_as_exactly_that_edge_widened", () => {
+    const d = diffAfter((r) => {
+      r.services.payments.allow.push({ from: ["users"], methods: ["POST"], paths: ["/payments"] });
+      r.services.users.calls = ["payments"];
+    });
+    expect(d.widened).toEqual([
+      {
+        from: "users",
+        to: ["payments"],
+        via: null,
+        principal: null,
+        grants: "POST /payments",
+        reason: "new edge (services.payments.allow[2])",
+      },
+    ]);
+    expect(d.narrowed).toEqual([]);
+    expect(d.edges.added).toEqual([{ from: "users", to: "payments" }]);
+    expect(d.edges.callsAdded).toEqual([{ from: "users", to: "payments" }]);
+    expect(d.edges.removed).toEqual([]);
+    expect(d.routes).toEqual({ added: [], removed: [] });
+  });
+
+  it("reports_an_allow_rule_for_a_peer_that_never_calls_as_widened_and_as_a_new_violation", () => {
+    const d = diffAfter((r) =>
+      r.services.payments.allow.push({ from: ["users"], methods: ["POST"], paths: ["/payments"] }),
+    );
+    expect(d.widened.map((w) => `${w.from}->${w.to.join()}`)).toEqual(["users->payments"]);
+    expect(d.violations.added.map((v) => v.code)).toContain("E_POLICY_ALLOW_WITHOUT_CALL");
+  });
+
+  it("reports_a_wider_path_for_an_existing_peer", () => {
+    const d = diffAfter((r) => (r.services.payments.allow[0].paths = ["/payments/**"]));
+    expect(d.widened).toEqual([
+      expect.objectContaining({
+        from: "orders",
+        to: ["payments"],
+        grants: "POST /payments/**",
+        reason: expect.stringMatching(/^allow rules widened/),
+      }),
+    ]);
+    expect(d.edges.added).toEqual([]);
+  });
+
+  it("reports_a_removed_rule_as_narrowed_and_its_edge_as_removed", () => {
+    const d = diffAfter((r) => (r.services.users.allow = [r.services.users.allow[0]]));
+    expect(d.narrowed).toEqual([
+      expect.objectContaining({
+        from: "orders",
+        to: ["users"],
+        grants: "GET /users/*",
+        reason: "edge removed",
+      }),
+    ]);
+    expect(d.edges.removed).toEqual([{ from: "orders", to: "users" }]);
+    expect(d.widened).toEqual([]);
+  });
+
+  it("reports_a_route_made_public_as_widened_for_anyone", () => {
+    const d = diffAfter((r) => {
+      const me = route(r, "me");
+      delete me.auth;
+      me.public = true;
+      me.rateLimit = { requests: 60, per: "1m", key: "ip" };
+    });
+    expect(d.widened).toEqual([
+      {
+        from: "internet",
+        to: ["users"],
+        via: "me",
+        principal: "anyone",
+        grants: "GET /api/me",
+        reason: "auth: jwt main → anyone",
+      },
+    ]);
+    expect(d.settings).toContainEqual({
+      scope: "route",
+      name: "me",
+      field: "auth",
+      before: "jwt main",
+      after: "anyone",
+    });
+    expect(d.settings).toContainEqual(
+      expect.objectContaining({ name: "me", field: "rateLimit", before: "none" }),
+    );
+  });
+
+  it("reports_an_added_mechanism_as_widened_and_an_added_scope_as_narrowed", () => {
+    const wider = diffAfter((r) => (route(r, "me").auth = { jwt: "main", apiKey: true }));
+    expect(wider.widened.map((w) => w.via)).toEqual(["me"]);
+    const narrower = diffAfter((r) => (route(r, "me").auth = { jwt: "main", scopes: ["profile:read"] }));
+    expect(narrower.widened).toEqual([]);
+    expect(narrower.narrowed).toEqual([
+      expect.objectContaining({ via: "me", reason: "auth: jwt main → jwt main with scopes profile:read" }),
+    ]);
+  });
+
+  it("reports_a_new_route_as_widened_and_a_renamed_route_as_no_access_change", () => {
+    const added = diffAfter((r) =>
+      r.gateway.routes.push({
+        name: "payment-status",
+        match: { path: "/api/payments/{id}", methods: ["GET"] },
+        to: "payments",
+        rewrite: { path: "/payments/{id}" },
+        auth: { jwt: "main", scopes: ["payments:read"] },
+      }),
+    );
+    expect(added.routes.added).toEqual(["payment-status"]);
+    expect(added.widened).toEqual([
+      expect.objectContaining({
+        from: "internet",
+        to: ["payments"],
+        via: "payment-status",
+        reason: "route added",
+      }),
+    ]);
+    const renamed = diffAfter((r) => (route(r, "me").name = "profile"));
+    expect(renamed.routes).toEqual({ added: ["profile"], removed: ["me"] });
+    expect(renamed.widened).toEqual([]);
+    expect(renamed.narrowed).toEqual([]);
+  });
+
+  it("reports_a_route_sent_to_one_more_service", () => {
+    const d = diffAfter((r) => (route(r, "search").mirror = { service: "catalog-v2", percent: 5 }));
+    expect(d.widened).toEqual([
+      expect.objectContaining({ via: "search", to: ["catalog-v2"], reason: "now also reaches catalog-v2" }),
+    ]);
+  });
+
+  it("reports_retry_timeout_and_rate_limit_changes_per_route_and_service", () => {
+    const d = diffAfter((r) => {
+      route(r, "get-order").retries.attempts = 1;
+      route(r, "list-orders").rateLimit.requests = 200;
+      r.services.payments.timeout = "5s";
+    });
+    const fields = d.settings.map((s) => `${s.scope}:${s.name}:${s.field}`).sort();
+    // payments' route policy "status" sets no timeout of its own: it follows the service's.
+    expect(fields).toEqual([
+      "route:get-order:retry",
+      "route:list-orders:rateLimit",
+      "service:payments (route status):timeout",
+      "service:payments:timeout",
+    ]);
+    expect(d.settings).toContainEqual({
+      scope: "service",
+      name: "payments",
+      field: "timeout",
+      before: "4000ms",
+      after: "5000ms",
+    });
+    expect(d.widened).toEqual([]);
+  });
+
+  it("reports_violations_that_appear_and_disappear", () => {
+    const d = diffAfter((r) => {
+      r.mesh.mtls = "permissive";
+      route(r, "get-order").retries.attempts = 1;
+    });
+    expect(d.violations.added.map((v) => v.code)).toEqual(["E_POLICY_MTLS_PERMISSIVE"]);
+    expect(d.violations.resolved.map((v) => `${v.code} ${v.path}`)).toContain(
+      "E_POLICY_RETRY_AMPLIFICATION gateway.routes[5].retries",
+    );
+  });
+
+  it("reports_nothing_for_the_same_spec", () => {
+    const d = semanticDiff(BASE, inputOf(shopRaw()));
+    expect([d.widened, d.narrowed, d.settings, d.edges.added, d.violations.added]).toEqual([
+      [],
+      [],
+      [],
+      [],
+      [],
+    ]);
+    expect(
+      renderDiffMarkdown(d, { base: staticReachability(BASE), head: staticReachability(BASE) }),
+    ).toContain("No change in who can reach what");
+  });
+
+  it("computes_reachability_through_the_function_it_is_given", () => {
+    // A later round passes a relation refined with decide(); here one that hides the gateway's access to users.
+    const refined: ReachabilityFn = (input) => {
+      const r = staticReachability(input);
+      return input === BASE
+        ? r
+        : { ...r, mesh: r.mesh.filter((m) => !(m.from === "gateway" && m.to === "users")) };
+    };
+    const d = diffAfter(() => {}, refined);
+    expect(d.narrowed).toEqual([
+      expect.objectContaining({ from: "gateway", to: ["users"], reason: "edge removed" }),
+    ]);
+  });
+
+  it("highlights_added_edges_in_the_mermaid_graph", () => {
+    const raw = shopRaw();
+    raw.services.payments.allow.push({ from: ["users"], methods: ["POST"], paths: ["/payments"] });
+    raw.services.users.calls = ["payments"];
+    const head = inputOf(raw);
+    const md = renderDiffMarkdown(semanticDiff(BASE, head), {
+      base: staticReachability(BASE),
+      head: staticReachability(head),
+    });
+    const mermaid = md.slice(md.indexOf("```mermaid"), md.indexOf("```", md.indexOf("```mermaid") + 3));
+    const edges = mermaid.split("\n").filter((l) => /n_\S+ (-->|==>|-\.->)/.test(l));
+    const i = edges.findIndex((l) => l.includes("n_users ==>|added| n_payments"));
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(mermaid).toContain(`linkStyle ${i} stroke:#d62728,stroke-width:3px`);
+    expect(md).toContain(
+      "| `users` | `payments` | POST /payments | mesh | new edge (services.payments.allow[2]) |",
+    );
+  });
+});
