@@ -20,7 +20,7 @@ import { z } from "zod";
 import { closest } from "../components/spec/semantic.ts";
 import { isDuration, parseDuration } from "../components/spec/units.ts";
 import type { PolicyLoadError } from "./errors.ts";
-import { yamlLocator } from "./positions.ts";
+import { yamlLocator, type Locate } from "./positions.ts";
 import { DEFAULT_POLICY, type PolicyConfig } from "./run.ts";
 import { DEFAULT_LIMITS, type Guardrail } from "./types.ts";
 
@@ -75,8 +75,6 @@ export function parsePolicyText(
 ): PolicyLoadResult {
   const errors: PolicyLoadError[] = [];
   const locate = yamlLocator(text);
-  const add = (path: string, message: string, hint: string) =>
-    errors.push({ code: "E_POLICY_FILE_INVALID", file, path, message, hint, ...(locate(path) ?? {}) });
   let raw: unknown;
   try {
     raw = parse(text, { uniqueKeys: true }) ?? {};
@@ -93,6 +91,22 @@ export function parsePolicyText(
     });
     return { ok: false, errors };
   }
+  return parsePolicyObject(raw, file, guardrails, locate);
+}
+
+/**
+ * Validates a policy given as a value (the parsed file, or the CrossGuard pack's policy config). `locate`
+ * gives positions when the value came from a text.
+ */
+export function parsePolicyObject(
+  raw: unknown,
+  file: string,
+  guardrails: readonly Guardrail[],
+  locate: Locate = () => undefined,
+): PolicyLoadResult {
+  const errors: PolicyLoadError[] = [];
+  const add = (path: string, message: string, hint: string) =>
+    errors.push({ code: "E_POLICY_FILE_INVALID", file, path, message, hint, ...(locate(path) ?? {}) });
   const parsed = PolicyFileSchema.safeParse(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
