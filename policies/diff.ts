@@ -24,7 +24,8 @@ import {
   type RouteAccess,
 } from "./reachability.ts";
 import { runGuardrails, type PolicyInput, type RunOptions } from "./run.ts";
-import type { Violation } from "./types.ts";
+import type { CheckResult, Violation } from "./types.ts";
+import { cmp } from "./order.ts";
 
 export interface AccessChange {
   /** A service, `gateway`, or `internet`. */
@@ -76,6 +77,8 @@ export interface DiffOptions extends Pick<RunOptions, "guardrails" | "rules" | "
   headLabel?: string;
   /** How the reachability relation is computed; default: the static one. */
   reachability?: ReachabilityFn;
+  /** Guardrail results already computed for a side (e.g. by `verify` on the head), reused as they are. */
+  checks?: { base?: readonly CheckResult[]; head?: readonly CheckResult[] };
 }
 
 /** The semantic diff from `base` to `head`. */
@@ -88,8 +91,8 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     ...(options.rules ? { rules: options.rules } : {}),
     ...(options.policy ? { policy: options.policy } : {}),
   };
-  const vb = runGuardrails(base, run).flatMap((c) => c.violations);
-  const vh = runGuardrails(head, run).flatMap((c) => c.violations);
+  const vb = (options.checks?.base ?? runGuardrails(base, run)).flatMap((c) => c.violations);
+  const vh = (options.checks?.head ?? runGuardrails(head, run)).flatMap((c) => c.violations);
   const vkey = (v: Violation) => `${v.code}\u0000${v.path}`;
   const baseKeys = new Set(vb.map(vkey));
   const headKeys = new Set(vh.map(vkey));
@@ -110,7 +113,7 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
 }
 
 const ekey = (e: EdgeRef) => `${e.from}\u0000${e.to}`;
-const byEdge = (a: EdgeRef, b: EdgeRef) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to);
+const byEdge = (a: EdgeRef, b: EdgeRef) => cmp(a.from, b.from) || cmp(a.to, b.to);
 
 /** Allowed edges of a relation (mesh access, and internet → gateway when any route exists). */
 export function allowedEdgesOf(r: Reachability): EdgeRef[] {
@@ -175,6 +178,17 @@ function routeCovers(r2: RouteAccess, r: RouteAccess): boolean {
   return authCovers(r2.auth, r.auth) && uncovered(r.grants, r2.grants).length === 0;
 }
 
+/** The same route access on both sides (the common case, checked without allocating). */
+function sameAccess(a: RouteAccess, b: RouteAccess): boolean {
+  return (
+    a.action === b.action &&
+    sameJson(a.hosts, b.hosts) &&
+    sameJson(a.grants, b.grants) &&
+    sameJson(a.auth, b.auth) &&
+    sameJson(a.targets, b.targets)
+  );
+}
+
 function routeChanges(rb: Reachability, rh: Reachability) {
   const base = new Map(rb.routes.map((r) => [r.route, r]));
   const head = new Map(rh.routes.map((r) => [r.route, r]));
@@ -201,7 +215,7 @@ function routeChanges(rb: Reachability, rh: Reachability) {
   }
   for (const [name, h] of head) {
     const b = base.get(name);
-    if (!b) continue;
+    if (!b || sameAccess(b, h)) continue;
     for (const [from, to, list, dir] of [
       [b, h, widened, "widened"],
       [h, b, narrowed, "narrowed"],
@@ -260,19 +274,39 @@ function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
   for (const h of head.runtime.gateway?.routes ?? []) {
     const o = b.get(h.name);
     if (!o) continue;
-    const pairs: [SettingChange["field"], string, string][] = [
-      ["auth", principalText(o), principalText(h)],
-      ["rateLimit", describeRateLimit(o.rateLimit), describeRateLimit(h.rateLimit)],
-      ["retry", describeRetry(o.retry), describeRetry(h.retry)],
-      ["timeout", `${o.timeoutMs}ms`, `${h.timeoutMs}ms`],
-    ];
-    for (const [field, before, after] of pairs)
+    // Described only when different: most routes of a large spec do not change.
+    const add = (field: SettingChange["field"], before: string, after: string) => {
       if (before !== after) out.push({ scope: "route", name: h.name, field, before, after });
+    };
+    if (!sameJson(o.auth, h.auth)) add("auth", principalOf(o.auth), principalOf(h.auth));
+    if (!sameJson(o.rateLimit, h.rateLimit))
+      add("rateLimit", describeRateLimit(o.rateLimit), describeRateLimit(h.rateLimit));
+    if (!sameJson(o.retry, h.retry)) add("retry", describeRetry(o.retry), describeRetry(h.retry));
+    if (o.timeoutMs !== h.timeoutMs) add("timeout", `${o.timeoutMs}ms`, `${h.timeoutMs}ms`);
   }
   return out;
 }
 
-const principalText = (r: GatewayRoute) => principalOf(r.auth);
+/** Deep equality of JSON values, without allocating. */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== "object" || typeof b !== "object") return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  let n = 0;
+  for (const k in ao) {
+    n++;
+    if (!(k in bo) || !sameJson(ao[k], bo[k])) return false;
+  }
+  for (const _k in bo) n--;
+  return n === 0;
+}
 
 /** A service's plans as its callers apply them (from the first caller's sidecar; all callers agree). */
 function servicePlans(
@@ -432,7 +466,7 @@ export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachabil
   let edges = [...status].map(([k, s]) => ({ from: k.split("\u0000")[0]!, to: k.split("\u0000")[1]!, s }));
   const hidden = edges.length > FULL_GRAPH_EDGES ? edges.filter((x) => x.s === "same").length : 0;
   if (hidden > 0) edges = edges.filter((x) => x.s !== "same");
-  edges.sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+  edges.sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
   const nodes = [...new Set(edges.flatMap((x) => [x.from, x.to]))].sort();
   const lines = ["flowchart LR"];
   for (const n of nodes) lines.push(`  ${nodeDecl(n)}`);

@@ -4,7 +4,7 @@
  * retry/timeout plans of every caller → callee hop, the declared call graph. Built once per spec; the
  * expensive parts (the compiled gateway) only when asked for.
  */
-import type { MeshSpec } from "../components/spec/schema.ts";
+import type { GatewayRouteSpec, MeshSpec } from "../components/spec/schema.ts";
 import type { InfraIR, RuntimeConfigs } from "../components/translate/ir.ts";
 import type {
   GatewayRoute,
@@ -14,6 +14,7 @@ import type {
 } from "../runtime/contract/schema.ts";
 import { IDEMPOTENT_METHODS } from "../runtime/contract/schema.ts";
 import { compileGateway, type CompiledGateway } from "../runtime/decide/decide.ts";
+import { admission, type Admission, type RequestSet } from "./patterns.ts";
 
 export const GATEWAY = "gateway";
 export const INTERNET = "internet";
@@ -76,6 +77,12 @@ export class MeshModel {
       for (const callee of spec.services[name]!.calls) this.callerMap.get(callee)?.push(name);
   }
 
+  /** The spec's route of a name. */
+  specRoute(name: string): GatewayRouteSpec | undefined {
+    const i = this.routeIndex.get(name);
+    return i === undefined ? undefined : this.spec.gateway?.routes[i];
+  }
+
   /** `gateway.routes[i]` of a route name (the spec's order, not the RuntimeConfig's sorted order). */
   routePath(name: string): string {
     const i = this.routeIndex.get(name);
@@ -136,9 +143,37 @@ export class MeshModel {
     return t;
   }
 
+  private outboundCache = new Map<
+    string,
+    Map<string, SidecarRuntimeConfig["outbound"]["services"][number]>
+  >();
+  private outbound(caller: string) {
+    let m = this.outboundCache.get(caller);
+    if (!m) {
+      m = new Map((this.sidecars.get(caller)?.outbound.services ?? []).map((s) => [s.service, s]));
+      this.outboundCache.set(caller, m);
+    }
+    return m;
+  }
+
+  private admissionCache = new Map<string, Admission>();
+  /**
+   * Whether `callee`'s allow rules admit a request set from `caller` (cached: many routes send the same
+   * methods and path to a service).
+   */
+  admits(callee: string, caller: string, set: RequestSet): Admission {
+    const key = `${callee}\u0000${caller}\u0000${set.methods.join(",")}\u0000${set.path}`;
+    let a = this.admissionCache.get(key);
+    if (a === undefined) {
+      a = admission(this.sidecars.get(callee)?.inbound.authz.rules ?? [], this.spiffeId(caller), set);
+      this.admissionCache.set(key, a);
+    }
+    return a;
+  }
+
   /** The plans `caller`'s sidecar applies to calls to `callee` (default first), or [] when it has none. */
   hopPlans(caller: string, callee: string): HopPlan[] {
-    const out = this.sidecars.get(caller)?.outbound.services.find((s) => s.service === callee);
+    const out = this.outbound(caller).get(callee);
     if (!out) return [];
     const specRoutes = this.spec.services[callee]?.routes ?? [];
     return [
@@ -204,7 +239,7 @@ export function planWorstMs(retry: RetryPlan, timeoutMs: number): number {
 
 function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
   const base = model.routePath(route.name);
-  const specRoute = model.spec.gateway?.routes.find((r) => r.name === route.name);
+  const specRoute = model.specRoute(route.name);
   const a = route.action;
   const perAttempt = attemptMs(route.timeoutMs, route.retry);
   if (a.kind === "forward") {

@@ -15,8 +15,9 @@
 import type { HttpMethod, RouteAuth } from "../runtime/contract/schema.ts";
 import { HTTP_METHODS } from "../runtime/contract/schema.ts";
 import { GATEWAY, INTERNET } from "./model.ts";
-import { admission, patternContains, type Admission } from "./patterns.ts";
+import { patternContains, type Admission } from "./patterns.ts";
 import type { PolicyInput } from "./run.ts";
+import { cmp } from "./order.ts";
 
 /** One method ("*" = every method) on the paths of a pattern ("/**" = every path). */
 export interface Grant {
@@ -46,8 +47,8 @@ export interface RouteTargetAccess {
 export interface RouteAccess {
   route: string;
   from: typeof INTERNET;
-  /** Who on the internet: "anyone", or the credentials the route requires. */
-  principal: string;
+  /** Who on the internet: "anyone", or the credentials the route requires (computed when read). */
+  readonly principal: string;
   auth: RouteAuth;
   /** Hosts the route is matched on (empty = every gateway host). */
   hosts: string[];
@@ -79,22 +80,22 @@ export const staticReachability: ReachabilityFn = (input) => {
   const mesh: MeshAccess[] = [];
   const routedTo = new Set<string>();
   const routes: RouteAccess[] = [];
-  const gatewayId = model.spiffeId(GATEWAY);
   for (const r of runtime.gateway?.routes ?? []) {
     const targets: RouteTargetAccess[] = model.targets(r).map((t) => {
       routedTo.add(t.service);
-      const rules = model.sidecar(t.service)?.inbound.authz.rules ?? [];
       return {
         service: t.service,
         kind: t.kind,
         grants: grantsOf(t.methods, [t.path]),
-        admitted: admission(rules, gatewayId, { methods: t.methods, path: t.path }),
+        admitted: model.admits(t.service, GATEWAY, { methods: t.methods, path: t.path }),
       };
     });
     routes.push({
       route: r.name,
       from: INTERNET,
-      principal: principalOf(r.auth),
+      get principal() {
+        return principalOf(this.auth);
+      },
       auth: r.auth,
       hosts: r.match.hosts,
       grants: grantsOf(r.match.methods, [r.match.path]),
@@ -118,11 +119,11 @@ export const staticReachability: ReachabilityFn = (input) => {
     }
     mesh.push(...byPeer.values());
   }
-  mesh.sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
-  routes.sort((a, b) => a.route.localeCompare(b.route));
+  mesh.sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
+  routes.sort((a, b) => cmp(a.route, b.route));
   const calls = model.serviceNames
     .flatMap((from) => [...new Set(model.callees(from))].map((to) => ({ from, to })))
-    .sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+    .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
   return { mesh, routes, calls };
 };
 

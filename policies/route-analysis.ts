@@ -19,6 +19,7 @@ import { HTTP_METHODS } from "../runtime/contract/schema.ts";
 import { decide, type CompiledGateway } from "../runtime/decide/decide.ts";
 import { Router } from "../runtime/decide/router.ts";
 import { normalizePattern, segmentsOf } from "./patterns.ts";
+import { cmp } from "./order.ts";
 
 export interface Probe {
   method: string;
@@ -135,8 +136,16 @@ class ProbeContext {
     return d.code === "host_not_served" || d.code === "bad_host" ? null : `(${d.status} ${d.code})`;
   }
 
-  /** Host values standing for every class of host the route serves. */
+  private hostCache = new Map<string, string[]>();
+  /** Host values standing for every class of host the route serves (cached per host list). */
   hostsFor(r: GatewayRoute): string[] {
+    const key = r.match.hosts.join(",");
+    let hosts = this.hostCache.get(key);
+    if (!hosts) this.hostCache.set(key, (hosts = this.computeHosts(r)));
+    return hosts;
+  }
+
+  private computeHosts(r: GatewayRoute): string[] {
     const out = new Set<string>();
     const probeFor = (suffix: string) => `mgprobe${suffix}`;
     if (r.match.hosts.length === 0) {
@@ -198,8 +207,8 @@ class ProbeContext {
     }
   }
 
-  /** Every probe of a route, or the reason none can be built. */
-  probesFor(r: GatewayRoute): Probe[] | string {
+  /** Every probe of a route (built lazily: most routes are reached by the first), or why none can be built. */
+  probesFor(r: GatewayRoute): Iterable<Probe> | string {
     const own: Record<string, string | undefined> = {};
     const ownQuery: Record<string, string | undefined> = {};
     for (const [list, into] of [
@@ -229,32 +238,38 @@ class ProbeContext {
       );
     }
     const methods: readonly HttpMethod[] = r.match.methods.length > 0 ? r.match.methods : HTTP_METHODS;
-    const probes: Probe[] = [];
-    for (const host of this.hostsFor(r)) {
-      for (const path of this.pathsFor(r)) {
-        for (const method of methods) {
-          for (const v of variants) {
-            const headers: Record<string, string> = {};
-            const query = new URLSearchParams();
-            for (const c of r.match.headers) {
-              const val = own[c.name];
-              if (val !== undefined) headers[c.name.toLowerCase()] = val;
+    const hosts = this.hostsFor(r);
+    const paths = this.pathsFor(r);
+    const fresh = this.fresh;
+    const needsQuery = r.match.query.length > 0 || free.some((f) => f.kind === "q");
+    return {
+      *[Symbol.iterator]() {
+        for (const host of hosts) {
+          for (const path of paths) {
+            for (const method of methods) {
+              for (const v of variants) {
+                const headers: Record<string, string> = {};
+                const query = needsQuery ? new URLSearchParams() : null;
+                for (const c of r.match.headers) {
+                  const val = own[c.name];
+                  if (val !== undefined) headers[c.name.toLowerCase()] = val;
+                }
+                for (const c of r.match.query) {
+                  const val = ownQuery[c.name];
+                  if (val !== undefined) query!.append(c.name, val);
+                }
+                free.forEach((f, i) => {
+                  if (!v[i]) return;
+                  if (f.kind === "h") headers[f.n] = fresh;
+                  else query!.append(f.n, fresh);
+                });
+                yield { method, host, path, query: query ? query.toString() : "", headers };
+              }
             }
-            for (const c of r.match.query) {
-              const val = ownQuery[c.name];
-              if (val !== undefined) query.append(c.name, val);
-            }
-            free.forEach((f, i) => {
-              if (!v[i]) return;
-              if (f.kind === "h") headers[f.n] = this.fresh;
-              else query.append(f.n, this.fresh);
-            });
-            probes.push({ method, host, path, query: query.toString(), headers });
           }
         }
-      }
-    }
-    return probes;
+      },
+    };
   }
 }
 
@@ -300,7 +315,7 @@ function findConflicts(ctx: ProbeContext, routes: readonly GatewayRoute[]): Rout
       }
     }
   }
-  return out.sort((x, y) => x.loser.localeCompare(y.loser) || x.winner.localeCompare(y.winner));
+  return out.sort((x, y) => cmp(x.loser, y.loser) || cmp(x.winner, y.winner));
 }
 
 /** Index (0 or 1) of the route a two-route Router picks for the probe, or null when neither matches. */

@@ -17,6 +17,7 @@ import {
   type Severity,
   type Violation,
 } from "./types.ts";
+import { cmp } from "./order.ts";
 
 /** A spec ready for the policies: the spec, its IR and the indexes over it. */
 export interface PolicyInput {
@@ -112,9 +113,9 @@ function runOne(
     (a, b) =>
       (a.line ?? Infinity) - (b.line ?? Infinity) ||
       (a.column ?? 0) - (b.column ?? 0) ||
-      a.path.localeCompare(b.path) ||
-      a.code.localeCompare(b.code) ||
-      a.message.localeCompare(b.message),
+      cmp(a.path, b.path) ||
+      cmp(a.code, b.code) ||
+      cmp(a.message, b.message),
   );
   return {
     kind: "guardrail",

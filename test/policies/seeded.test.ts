@@ -122,7 +122,7 @@ const CASES: [string, (raw: Raw) => void, { code: string; path?: (raw: Raw) => s
     },
     [
       { code: "E_POLICY_CALL_CYCLE" },
-      { code: "E_POLICY_RETRY_AMPLIFICATION", path: (r) => `gateway.routes[${routeIndex(r, "me")}]` },
+      { code: "E_POLICY_RETRY_AMPLIFICATION", path: () => "services.orders.calls" },
     ],
   ],
   [

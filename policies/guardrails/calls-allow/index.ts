@@ -6,7 +6,7 @@
  * round refines this with the sidecar's own decision code.
  */
 import { GATEWAY } from "../../model.ts";
-import { admission, describeSet } from "../../patterns.ts";
+import { describeSet } from "../../patterns.ts";
 import { builtin } from "../support.ts";
 
 export const callsAllow = builtin(
@@ -27,14 +27,12 @@ export const callsAllow = builtin(
         }
       });
     }
-    const gatewayId = model.spiffeId(GATEWAY);
     for (const r of runtime.gateway?.routes ?? []) {
       for (const t of model.targets(r)) {
         routed.add(t.service);
-        const rules = model.sidecar(t.service)?.inbound.authz.rules;
-        if (!rules) continue;
+        if (!model.sidecar(t.service)) continue;
         const set = { methods: t.methods, path: t.path };
-        const verdict = admission(rules, gatewayId, set);
+        const verdict = model.admits(t.service, GATEWAY, set);
         const what =
           t.kind === "part" ? `aggregate part "${t.part}"` : t.kind === "mirror" ? "its mirror" : "it";
         if (verdict === "none") {

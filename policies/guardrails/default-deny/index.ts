@@ -3,7 +3,6 @@
  * guardrail keeps the allow rules from undoing it — rules that admit every request of a peer, services
  * that admit every other workload — and flags a gateway route that catches every path of every host.
  */
-import { GATEWAY } from "../../model.ts";
 import { builtin, names } from "../support.ts";
 
 /** A service admitting this many other workloads (all of them) is "allow all" in practice. */
@@ -13,10 +12,7 @@ export const defaultDeny = builtin(
   "default-deny",
   "allow rules stay narrow; the edge does not catch every path",
   ({ spec, model }, report) => {
-    const peersOf = (self: string) => [
-      ...model.serviceNames.filter((n) => n !== self),
-      ...(spec.gateway ? [GATEWAY] : []),
-    ];
+    const workloads = model.serviceNames.length + (spec.gateway ? 1 : 0);
     for (const name of model.serviceNames) {
       const svc = spec.services[name]!;
       svc.allow.forEach((rule, i) => {
@@ -29,13 +25,15 @@ export const defaultDeny = builtin(
           );
         }
       });
-      const peers = peersOf(name);
+      // The spec refuses unknown peers and the service itself, so admitting every other workload is
+      // admitting as many distinct peers as there are.
       const admitted = new Set(svc.allow.flatMap((r) => r.from));
-      if (peers.length >= EVERY_PEER_MINIMUM && peers.every((p) => admitted.has(p))) {
+      const peers = workloads - 1;
+      if (peers >= EVERY_PEER_MINIMUM && admitted.size === peers) {
         report(
           "E_POLICY_ALLOW_EVERY_PEER",
           `services.${name}.allow`,
-          `"${name}" admits all ${peers.length} other workloads of the mesh (${names(peers)})`,
+          `"${name}" admits all ${peers} other workloads of the mesh (${names([...admitted].sort())})`,
           `admit only the peers that call "${name}" (its callers: ${names([...model.callers(name)]) || "none"})`,
         );
       }

@@ -28,7 +28,7 @@ const nonIdempotent = (methods: readonly HttpMethod[]) =>
 export const idempotentRetries = builtin(
   "idempotent-retries",
   "non-idempotent requests are retried only when no byte was sent",
-  ({ spec, model, runtime }, report) => {
+  ({ model, runtime }, report) => {
     for (const r of runtime.gateway?.routes ?? []) {
       if (r.action.kind !== "forward") continue;
       const unsafe = nonIdempotent(r.match.methods);
@@ -37,7 +37,7 @@ export const idempotentRetries = builtin(
       report(
         "E_POLICY_RETRY_NON_IDEMPOTENT",
         model.routeField(r.name, "retries"),
-        `route "${r.name}" accepts ${unsafe.join(", ")} and retries ${r.retry.attempts}× on ${on.join(", ")}${spec.gateway?.routes.find((s) => s.name === r.name)?.retries ? "" : " (inherited)"}: those failures happen after the request was sent, so the gateway will not retry them`,
+        `route "${r.name}" accepts ${unsafe.join(", ")} and retries ${r.retry.attempts}× on ${on.join(", ")}${model.specRoute(r.name)?.retries ? "" : " (inherited)"}: those failures happen after the request was sent, so the gateway will not retry them`,
         "set retries: { on: [connect-failure, refused-stream] } (or attempts: 0) on the route, or match only idempotent methods",
       );
     }

@@ -7,7 +7,7 @@
  * retry amplifies without bound.
  */
 import { reachingAttempts, type MeshModel } from "../../model.ts";
-import { builtin } from "../support.ts";
+import { builtin, names } from "../support.ts";
 
 interface Worst {
   /** Worst-case attempts reaching the deepest service from one request entering here. */
@@ -172,21 +172,34 @@ export const retryAmplification = builtin(
       );
     }
     const routedTargets = new Set<string>();
+    // Entry points whose calls reach a cycle that retries: reported once per cycle, with who reaches it.
+    const unbounded = new Map<string, { cycle: string[]; routes: string[]; services: string[] }>();
+    const reachesCycle = (w: Worst, entry: { route?: string; service?: string }) => {
+      const key = w.cycle!.join(" → ");
+      let u = unbounded.get(key);
+      if (!u) unbounded.set(key, (u = { cycle: w.cycle!, routes: [], services: [] }));
+      if (entry.route) u.routes.push(entry.route);
+      if (entry.service) u.services.push(entry.service);
+    };
     for (const r of runtime.gateway?.routes ?? []) {
       let worstAmp = 0;
       let text = "";
+      let cyclic: Worst | null = null;
       for (const t of model.targets(r)) {
         routedTargets.add(t.service);
-        const f = reachingAttempts(r.retry, t.methods);
         const w = worst.get(t.service);
-        if (!w || f * w.amp <= worstAmp) continue;
+        if (!w) continue;
+        if (w.amp === Infinity) {
+          cyclic = w;
+          continue;
+        }
+        const f = reachingAttempts(r.retry, t.methods);
+        if (f * w.amp <= worstAmp) continue;
         worstAmp = f * w.amp;
-        text =
-          w.amp === Infinity
-            ? `route "${r.name}" reaches "${t.service}", whose calls are ${chain(t.service, w)}`
-            : `one request on route "${r.name}" may cause ${worstAmp} attempts at "${last(t.service, w)}": ${r.name} ×${f} → ${chain(t.service, w)}`;
+        text = `one request on route "${r.name}" may cause ${worstAmp} attempts at "${last(t.service, w)}": ${r.name} ×${f} → ${chain(t.service, w)}`;
       }
-      if (worstAmp > limit) {
+      if (cyclic) reachesCycle(cyclic, { route: r.name });
+      else if (worstAmp > limit) {
         report(
           "E_POLICY_RETRY_AMPLIFICATION",
           model.routeField(r.name, "retries"),
@@ -199,14 +212,30 @@ export const retryAmplification = builtin(
     for (const name of model.serviceNames) {
       if (model.callers(name).length > 0 || routedTargets.has(name)) continue;
       const w = worst.get(name)!;
-      if (w.amp <= limit) continue;
+      if (w.amp === Infinity) reachesCycle(w, { service: name });
+      else if (w.amp > limit) {
+        report(
+          "E_POLICY_RETRY_AMPLIFICATION",
+          `services.${name}.calls`,
+          `one request entering "${name}" may cause ${w.amp} attempts at "${last(name, w)}": ${chain(name, w)} (limit ${limit})`,
+          "retry at one layer only: lower retries.attempts on some hops, or raise limits.maxRetryAmplification in the policy file",
+        );
+      }
+    }
+    for (const u of unbounded.values()) {
+      const who = [
+        u.routes.length > 0
+          ? `${u.routes.length} gateway route${u.routes.length === 1 ? "" : "s"} (${names(u.routes)})`
+          : "",
+        u.services.length > 0
+          ? `the entry service${u.services.length === 1 ? "" : "s"} ${names(u.services)}`
+          : "",
+      ].filter(Boolean);
       report(
         "E_POLICY_RETRY_AMPLIFICATION",
-        `services.${name}.calls`,
-        w.amp === Infinity
-          ? `calls from "${name}" are ${chain(name, w)} (limit ${limit})`
-          : `one request entering "${name}" may cause ${w.amp} attempts at "${last(name, w)}": ${chain(name, w)} (limit ${limit})`,
-        "retry at one layer only: lower retries.attempts on some hops, or raise limits.maxRetryAmplification in the policy file",
+        `services.${u.cycle[0]}.calls`,
+        `attempts multiply without bound along the cycle ${u.cycle.join(" → ")}, whose hops retry; ${who.join(" and ")} reach${u.routes.length + u.services.length === 1 ? "es" : ""} it (limit ${limit})`,
+        "break the cycle, or set retries.attempts: 0 on one of its hops",
       );
     }
   },

@@ -91,10 +91,7 @@ export const timeoutBudget = builtin(
       }
       if (worst) {
         const { t, d } = worst;
-        const part =
-          t.kind === "part"
-            ? model.spec.gateway?.routes.find((x) => x.name === r.name)?.aggregate?.[t.part!]
-            : undefined;
+        const part = t.kind === "part" ? model.specRoute(r.name)?.aggregate?.[t.part!] : undefined;
         const timeoutMs =
           t.kind === "part" && r.action.kind === "aggregate"
             ? r.action.parts.find((p) => p.name === t.part)!.timeoutMs
