@@ -194,7 +194,7 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       const checks = t.run.runGuardrails(t.run.policyInput(source.loaded.spec), {
         rules: org.rules,
         policy: org.policy,
-        ...(source.text !== null ? { locate: t.positions.yamlLocator(source.text) } : {}),
+        ...(source.text !== null ? { locate: t.positions.locatorFor(source.text) } : {}),
       });
       const report = t.verify.verifyReport(source.label, checks);
       io.out(format === "json" ? JSON.stringify(report, null, 2) : t.verify.formatVerifyText(report));

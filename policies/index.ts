@@ -35,7 +35,7 @@ export { loadPolicyFile, parsePolicyText } from "./policy-file.ts";
 export { loadRuleModules } from "./rules.ts";
 export { formatVerifyText, formatViolation, verifyReport } from "./verify.ts";
 export type { VerifyReport } from "./verify.ts";
-export { yamlLocator } from "./positions.ts";
+export { lineLocator, locatorFor, yamlLocator } from "./positions.ts";
 export { loadSuite, mergePatch, runCase, runSuite } from "./suite.ts";
 export type { CaseResult, Suite } from "./suite.ts";
 export { analyzeRoutes } from "./route-analysis.ts";
