@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { renderDiffMarkdown, semanticDiff, type SemanticDiff } from "../../policies/diff.ts";
 import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
+import { runGuardrails } from "../../policies/run.ts";
 import { inputOf, routeIndex, shopRaw } from "./support.ts";
 
 type Raw = ReturnType<typeof shopRaw>;
@@ -193,6 +194,14 @@ describe("semantic diff", () => {
     expect(
       renderDiffMarkdown(d, { base: staticReachability(BASE), head: staticReachability(BASE) }),
     ).toContain("No change in who can reach what");
+  });
+
+  it("gives_the_same_diff_when_the_guardrail_results_are_reused", () => {
+    const raw = shopRaw();
+    raw.mesh.mtls = "permissive";
+    const head = inputOf(raw);
+    const checks = runGuardrails(head);
+    expect(semanticDiff(BASE, head, { checks: { head: checks } })).toEqual(semanticDiff(BASE, head));
   });
 
   it("computes_reachability_through_the_function_it_is_given", () => {
