@@ -35,7 +35,10 @@ describe("package", () => {
       "meshgate/runtime/pki",
       ["createRootCa", "createIntermediateCa", "SvidIssuer", "SvidVerifier", "TrustBundle", "planRotation"],
     ],
-    ["meshgate/policies", ["allowedEdges", "deniedCalls"]],
+    [
+      "meshgate/policies",
+      ["allowedEdges", "deniedCalls", "GUARDRAILS", "runGuardrails", "semanticDiff", "renderMermaid"],
+    ],
     ["meshgate/testing", ["generateSpec"]],
   ])("%s_exports_its_api", async (specifier, names) => {
     const keys = await exportsOf(specifier);
