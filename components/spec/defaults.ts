@@ -133,11 +133,11 @@ export const DEFAULTS = {
   ),
   "gateway.routes.*.timeout": d(
     "<service timeout>",
-    "the target service's timeout (its own, else mesh.defaults.timeout)",
+    "the target service's route policy for the upstream path and methods, else its timeout, else mesh.defaults.timeout",
   ),
   "gateway.routes.*.retries": d(
     "<service retries>",
-    "the target service's retry policy (its own, else mesh.defaults.retries)",
+    "the target service's route policy for the upstream path and methods, else its retries, else mesh.defaults.retries",
   ),
   "gateway.routes.*.limits.maxBodySize": d("<gateway.limits.maxBodySize>", "the gateway-wide body limit"),
   "gateway.routes.*.limits.maxResponseSize": d(

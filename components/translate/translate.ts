@@ -447,14 +447,43 @@ function primaryService(r: GatewayRouteSpec): string | undefined {
   return undefined;
 }
 
+/**
+ * The service's own route policy (`services.<s>.routes[]`) for what a gateway route sends it: the same
+ * upstream path pattern (the rewrite, else the match; `{param}` and `*` alike) and a method set the
+ * policy covers. A gateway route without its own timeout/retries inherits that policy, as a mesh caller
+ * of the service would — so a POST route to a service whose create policy forbids retries never retries.
+ */
+function servicePolicyFor(ctx: Context, service: string, r: GatewayRouteSpec) {
+  const routes = ctx.service(service).routes ?? [];
+  if (routes.length === 0) return undefined;
+  const wild = (p: string) => p.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, "*");
+  const upstream = wild(r.rewrite?.path ?? r.match.path);
+  const methods = r.match.methods ?? [];
+  return [...routes]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .find(
+      (p) =>
+        wild(p.match.path) === upstream &&
+        (p.match.methods === undefined ||
+          p.match.methods.length === 0 ||
+          (methods.length > 0 && methods.every((m) => p.match.methods!.includes(m)))),
+    );
+}
+
 function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
   const g = ctx.spec.gateway!;
   const primary = primaryService(r);
   const inherited = primary ? ctx.policy(primary) : undefined;
+  const own = primary ? servicePolicyFor(ctx, primary, r) : undefined;
   const meshTimeout = parseDuration(ctx.spec.mesh.defaults.timeout);
   const timeoutMs =
-    r.timeout !== undefined ? parseDuration(r.timeout) : (inherited?.timeoutMs ?? meshTimeout);
-  const baseRetry = (inherited ?? ctx.meshPolicy).retry;
+    r.timeout !== undefined
+      ? parseDuration(r.timeout)
+      : own?.timeout !== undefined
+        ? parseDuration(own.timeout)
+        : (inherited?.timeoutMs ?? meshTimeout);
+  const serviceRetry = (inherited ?? ctx.meshPolicy).retry;
+  const baseRetry = own ? retryPlan(serviceRetry, own.retries) : serviceRetry;
   return {
     name: r.name,
     match: {

@@ -164,7 +164,7 @@ export default defineMesh({
             methods: ["GET"],
           },
           retries: {
-            attempts: 3,
+            attempts: 2,
             perTryTimeout: "300ms",
             on: ["connect-failure", "reset", "503", "504"],
           },
@@ -186,6 +186,14 @@ export default defineMesh({
           from: ["gateway"],
           methods: ["GET"],
           paths: ["/inventory/*"],
+        },
+      ],
+      routes: [
+        // Reservations are POSTs: retried only when no byte reached the service (meshgate verify checks it).
+        {
+          name: "reserve",
+          match: { path: "/inventory/**", methods: ["POST"] },
+          retries: { on: ["connect-failure", "refused-stream"] },
         },
       ],
     },
@@ -210,6 +218,7 @@ export default defineMesh({
       image: "ghcr.io/acme/notifications:0.9.7",
       port: 9090,
       protocol: "grpc",
+      retries: { on: ["connect-failure", "refused-stream"] }, // Send is a POST: never retried once sent
       allow: [
         {
           from: ["orders"],
@@ -446,9 +455,9 @@ export default defineMesh({
           jwt: "main",
           scopes: ["orders:read"],
         },
-        timeout: "1500ms",
+        timeout: "3s", // covers orders' slowest call (a payment charge, 3s)
         retries: {
-          attempts: 3,
+          attempts: 1,
           perTryTimeout: "300ms",
           on: ["connect-failure", "reset", "503", "504"],
         },
@@ -501,7 +510,7 @@ export default defineMesh({
           jwt: "main",
           scopes: ["orders:read"],
         },
-        timeout: "1s",
+        timeout: "3s",
         aggregate: {
           orders: {
             service: "orders",

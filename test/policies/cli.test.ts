@@ -9,6 +9,9 @@ import { stringify } from "yaml";
 import { expectGolden } from "../support/golden.ts";
 import { ROOT, shopRaw } from "./support.ts";
 
+/** The shop before its retry/timeout fixes, relative to the repo (what the CLI prints). */
+const SHOP_REL = "test/policies/testdata/shop-unsafe.yaml";
+
 const run = promisify(execFile);
 const BIN = join(ROOT, "bin/meshgate.js");
 const GOLDEN = join(ROOT, "test/policies/testdata");
@@ -54,19 +57,19 @@ describe("meshgate verify", () => {
   });
 
   it("exits_1_and_prints_every_violation_with_position_and_fix_for_the_shop", async () => {
-    const r = await meshgate(["verify", "examples/shop/mesh.yaml"]);
+    const r = await meshgate(["verify", SHOP_REL]);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(
-      /^examples\/shop\/mesh\.yaml:281:7: error: gateway\.routes\[5\]\.retries: one request on route "get-order" may cause 16 attempts at "payments"/m,
+      /^test\/policies\/testdata\/shop-unsafe\.yaml:281:7: error: gateway\.routes\[5\]\.retries: one request on route "get-order" may cause 16 attempts at "payments"/m,
     );
     expectGolden(join(GOLDEN, "shop.verify.txt"), r.stdout);
   });
 
   it("prints_json_with_every_check", async () => {
-    const r = await meshgate(["verify", "examples/shop/mesh.yaml", "--format", "json"]);
+    const r = await meshgate(["verify", SHOP_REL, "--format", "json"]);
     expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout);
-    expect(report).toMatchObject({ file: "examples/shop/mesh.yaml", ok: false, passed: 10, failed: 3 });
+    expect(report).toMatchObject({ file: SHOP_REL, ok: false, passed: 10, failed: 3 });
     expect(report.checks).toHaveLength(13);
     expect(report.checks[7].violations[0]).toMatchObject({
       code: "E_POLICY_RETRY_AMPLIFICATION",
@@ -79,7 +82,7 @@ describe("meshgate verify", () => {
   it("applies_a_policy_file_and_rule_modules", async () => {
     const r = await meshgate([
       "verify",
-      "examples/shop/mesh.yaml",
+      SHOP_REL,
       "--policy",
       "examples/shop/policy/meshgate-policy.yaml",
       "--rules",

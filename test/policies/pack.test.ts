@@ -367,7 +367,7 @@ describe("pack stack policies", () => {
       meshGuardrails,
       stackArgs([{ type: MESH, name: "shop", props: { meshgateSpec: shopRaw() } }]),
     );
-    expect(found.length).toBe(8);
+    expect(found.length).toBe(7);
     expect(found[0]!.urn).toBe(`urn:pulumi:dev::shop::${MESH}::shop`);
     expect(found.map((f) => f.message.split(" ")[0])).toContain("E_POLICY_RETRY_AMPLIFICATION");
     expect(found.find((f) => f.message.includes("get-order"))!.message).toContain(
@@ -380,7 +380,7 @@ describe("pack stack policies", () => {
       meshGuardrails,
       stackArgs([{ type: "pulumi:pulumi:Stack", props: { meshgateSpec: stringify(shopRaw()) } }]),
     );
-    expect(found.length).toBe(8);
+    expect(found.length).toBe(7);
   });
 
   it("reports_warnings_only_in_the_advisory_policy", async () => {
@@ -548,7 +548,7 @@ describe("the pack over gRPC", () => {
     for (const d of res.getDiagnosticsList())
       byPolicy.set(d.getPolicyname(), (byPolicy.get(d.getPolicyname()) ?? 0) + 1);
     expect(Object.fromEntries(byPolicy)).toEqual({
-      "meshgate-guardrails": 8,
+      "meshgate-guardrails": 7,
       "meshgate-guardrail-warnings": 5,
     });
     const mandatory = res

@@ -5,7 +5,8 @@ import { parseSpec } from "../../components/spec/parse.ts";
 import { policyInput, type PolicyInput } from "../../policies/run.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
-export const SHOP_FILE = `${ROOT}examples/shop/mesh.yaml`;
+/** The shop example before its retry/timeout fixes: a realistic spec that fails three guardrails. */
+export const SHOP_FILE = `${ROOT}test/policies/testdata/shop-unsafe.yaml`;
 export const MINI_FILE = `${ROOT}policies/guardrails/mini.yaml`;
 
 type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any

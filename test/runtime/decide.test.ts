@@ -198,8 +198,8 @@ describe("the route decision", () => {
       kind: "route",
       upstreamPath: "/orders/42",
       auth: { public: false, anyOf: [{ kind: "jwt", provider: "main" }], scopes: ["orders:read"] },
-      timeoutMs: 1500,
-      retry: { attempts: 3, perTryTimeoutMs: 300 },
+      timeoutMs: 3000,
+      retry: { attempts: 1, perTryTimeoutMs: 300 },
     });
     expect(routeName(decide(gw, request("POST", "/api/orders", {}, "api.shop.example")))).toBe(
       "create-order",

@@ -127,7 +127,7 @@ describe("translate", () => {
     expect(charge.retry.attempts).toBe(0);
     const status = toPayments.routes.find((r) => r.name === "status")!;
     expect(status.retry).toMatchObject({
-      attempts: 3,
+      attempts: 2,
       perTryTimeoutMs: 300,
       retryOn: ["503", "504", "connect-failure", "reset"],
     });
@@ -138,8 +138,14 @@ describe("translate", () => {
     const route = (n: string) => runtime.gateway!.routes.find((r) => r.name === n)!;
     expect(route("list-orders").timeoutMs).toBe(3000); // orders.timeout
     expect(route("list-products").timeoutMs).toBe(2000); // catalog (weight 90): mesh default
-    expect(route("get-order").timeoutMs).toBe(1500); // route override
-    expect(route("get-order").retry).toMatchObject({ attempts: 3, perTryTimeoutMs: 300 });
+    expect(route("get-order").timeoutMs).toBe(3000); // route override
+    expect(route("get-order").retry).toMatchObject({ attempts: 1, perTryTimeoutMs: 300 });
+    // POST /orders is what orders' own "create" policy governs: the partner route inherits it.
+    expect(route("partner-bulk-orders").timeoutMs).toBe(5000);
+    expect(route("partner-bulk-orders").retry).toMatchObject({
+      attempts: 1,
+      retryOn: ["connect-failure", "refused-stream"],
+    });
     const orders = runtime.gateway!.clusters.find((c) => c.name === "orders")!;
     expect(orders.retryBudget).toEqual({ ratio: 0.2, minPerSecond: 10 }); // one budget per destination
   });
