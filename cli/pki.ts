@@ -14,6 +14,7 @@ import type {
   StepCheck,
   SvidVerdict,
 } from "../runtime/pki/index.ts";
+import { compareCodeUnits } from "../runtime/contract/canonical.ts";
 
 /** The PKI loads @peculiar/x509 (and reflect-metadata) on first use, so `--help` stays fast. */
 const pki = () => import("../runtime/pki/index.ts");
@@ -394,7 +395,7 @@ async function collectPem(path: string, depth = 0): Promise<ParsedCertificate[]>
   if (depth >= 3) return [];
   const out: ParsedCertificate[] = [];
   for (const e of (await readdir(path, { withFileTypes: true })).sort((a, b) =>
-    a.name.localeCompare(b.name),
+    compareCodeUnits(a.name, b.name),
   )) {
     if (e.isDirectory()) out.push(...(await collectPem(join(path, e.name), depth + 1)));
     else if (e.name.endsWith(".pem") && !e.name.includes("key"))

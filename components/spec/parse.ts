@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { SpecValidationError, formatPath, type SpecError, type SpecErrorCode } from "./errors.ts";
 import { FORMATS, MeshSpecSchema, type MeshSpec, type StringFormat } from "./schema.ts";
 import { closest, semanticIssues, type Issue, type Segments } from "./semantic.ts";
+import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 
 const SUPERSEDES: ReadonlySet<SpecErrorCode> = new Set(["E_SPEC_JWT_ALGORITHM"]);
 
@@ -44,7 +45,7 @@ export function parseSpec(raw: unknown, locate?: Locator): ParseResult {
     (a, b) =>
       (a.line ?? Infinity) - (b.line ?? Infinity) ||
       (a.column ?? 0) - (b.column ?? 0) ||
-      a.path.localeCompare(b.path),
+      compareCodeUnits(a.path, b.path),
   );
   return { ok: false, errors };
 }

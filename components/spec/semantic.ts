@@ -11,6 +11,7 @@ import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
 import { isIP } from "node:net";
+import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 
 export type Segments = (string | number)[];
 
@@ -934,7 +935,8 @@ function primaryOf(r: Obj): string | undefined {
   const parts = arr(r.split).filter(isObj);
   parts.sort(
     (a, b) =>
-      (Number(b.weight) || 0) - (Number(a.weight) || 0) || String(a.service).localeCompare(String(b.service)),
+      (Number(b.weight) || 0) - (Number(a.weight) || 0) ||
+      compareCodeUnits(String(a.service), String(b.service)),
   );
   return str(parts[0]?.service);
 }

@@ -39,6 +39,7 @@ import type {
   TranslateResult,
   WorkloadIR,
 } from "./ir.ts";
+import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 
 const DNS_TEMPLATE = "{service}.{namespace}.svc.cluster.local";
 const DNS_REFRESH_MS = 30_000;
@@ -122,7 +123,9 @@ class Context {
   }
 
   sortedDiagnostics(): Diagnostic[] {
-    return [...this.diagnostics].sort((a, b) => a.path.localeCompare(b.path) || a.code.localeCompare(b.code));
+    return [...this.diagnostics].sort(
+      (a, b) => compareCodeUnits(a.path, b.path) || compareCodeUnits(a.code, b.code),
+    );
   }
 
   common() {
@@ -279,7 +282,7 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
             timeoutMs: p.timeoutMs,
             retry: p.retry,
             routes: [...(ctx.service(callee).routes ?? [])]
-              .sort((a, b) => a.name.localeCompare(b.name))
+              .sort((a, b) => compareCodeUnits(a.name, b.name))
               .map((r) => ({
                 name: r.name,
                 match: { path: r.match.path, methods: sortMethods(r.match.methods ?? []) },
@@ -312,7 +315,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
   const g = ctx.spec.gateway;
   if (!g) return null;
   const routes = [...g.routes]
-    .sort((a, b) => a.name.localeCompare(b.name))
+    .sort((a, b) => compareCodeUnits(a.name, b.name))
     .map((r) => translateRoute(ctx, r));
   const used = new Set<string>();
   for (const r of routes) for (const c of routeClusters(r.action)) used.add(c);
@@ -327,7 +330,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
     clusters: [...used].sort().map((c) => clusters.get(c)!),
     hosts: sortedUnique(g.hosts.map((h) => h.toLowerCase())),
     listeners: [...listeners]
-      .sort((a, b) => a.name.localeCompare(b.name))
+      .sort((a, b) => compareCodeUnits(a.name, b.name))
       .map((l) => ({
         name: l.name,
         port: l.port,
@@ -356,7 +359,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
     },
     auth: {
       jwt: Object.entries(g.jwt ?? {})
-        .sort(([a], [b]) => a.localeCompare(b))
+        .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([name, p]) => ({
           name,
           issuer: p.issuer,
@@ -377,7 +380,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
         ? {
             header: g.apiKeys.header,
             consumers: Object.entries(g.apiKeys.consumers)
-              .sort(([a], [b]) => a.localeCompare(b))
+              .sort(([a], [b]) => compareCodeUnits(a, b))
               .map(([name, c]) => ({
                 name,
                 keyHashes: sortedUnique(c.keyHashes),
@@ -386,7 +389,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
           }
         : null,
       clientCert: Object.entries(g.clientCerts ?? {})
-        .sort(([a], [b]) => a.localeCompare(b))
+        .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([name, c]) => ({
           name,
           caFile: c.caFile,
@@ -394,7 +397,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
           sans: sortedUnique(c.sans ?? []),
         })),
       oidc: Object.entries(g.oidc ?? {})
-        .sort(([a], [b]) => a.localeCompare(b))
+        .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([name, o]) => ({
           name,
           issuer: o.issuer,
@@ -443,7 +446,8 @@ function routeClusters(action: RouteAction): string[] {
 function primaryService(r: GatewayRouteSpec): string | undefined {
   if (r.to !== undefined) return typeof r.to === "string" ? r.to : r.to.service;
   if (r.split)
-    return [...r.split].sort((a, b) => b.weight - a.weight || a.service.localeCompare(b.service))[0]?.service;
+    return [...r.split].sort((a, b) => b.weight - a.weight || compareCodeUnits(a.service, b.service))[0]
+      ?.service;
   return undefined;
 }
 
@@ -564,7 +568,7 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
     return {
       kind: "aggregate",
       parts: Object.entries(r.aggregate)
-        .sort(([a], [b]) => a.localeCompare(b))
+        .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([name, p]) => ({
           name,
           cluster: p.service,
@@ -588,7 +592,7 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
   }
   const backends = r.split
     ? [...r.split]
-        .sort((a, b) => a.service.localeCompare(b.service))
+        .sort((a, b) => compareCodeUnits(a.service, b.service))
         .map((s) => ({ cluster: s.service, weight: s.weight }))
     : [{ cluster: primaryService(r)!, weight: 100 }];
   return {
@@ -623,7 +627,7 @@ function translateAuth(r: GatewayRouteSpec): RouteAuth {
     ],
     scopes: sortedUnique(a.scopes ?? []),
     claims: Object.entries(a.claims ?? {})
-      .sort(([x], [y]) => x.localeCompare(y))
+      .sort(([x], [y]) => compareCodeUnits(x, y))
       .map(([name, v]) => ({ name, values: sortedUnique(typeof v === "string" ? [v] : v) })),
     consumers: sortedUnique(a.consumers ?? []),
     groups: sortedUnique(a.groups ?? []),
@@ -703,7 +707,7 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
       serviceAccount: GATEWAY,
       identity: ctx.spiffeId(GATEWAY),
       listeners: [...listeners]
-        .sort((a, b) => a.name.localeCompare(b.name))
+        .sort((a, b) => compareCodeUnits(a.name, b.name))
         .map((l) => ({ name: l.name, port: l.port, protocol: l.protocol })),
       adminPort: PROXY_PORTS.gatewayAdmin,
       tlsSecrets: sortedUnique(
@@ -742,7 +746,7 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
     };
     out.push(w);
   }
-  return out.sort((a, b) => a.name.localeCompare(b.name));
+  return out.sort((a, b) => compareCodeUnits(a.name, b.name));
 }
 
 function translateEdges(ctx: Context): EdgeIR[] {
@@ -827,7 +831,7 @@ function translateEdges(ctx: Context): EdgeIR[] {
   }
   return [...edges.values()]
     .map((e) => ({ ...e, allowedBy: sortedUnique(e.allowedBy) }))
-    .sort((a, b) => a.from.localeCompare(b.from) || a.to.localeCompare(b.to));
+    .sort((a, b) => compareCodeUnits(a.from, b.from) || compareCodeUnits(a.to, b.to));
 }
 
 function translateObservability(ctx: Context, workloads: WorkloadIR[]): ObservabilityIR {
@@ -867,7 +871,7 @@ function translateObservability(ctx: Context, workloads: WorkloadIR[]): Observab
           windowMs: parseDuration(s.window),
         };
       })
-      .sort((a, b) => a.name.localeCompare(b.name)),
+      .sort((a, b) => compareCodeUnits(a.name, b.name)),
   };
 }
 
@@ -933,13 +937,13 @@ function sortMethods(methods: readonly HttpMethod[]): HttpMethod[] {
 }
 
 function sortRecord<V>(rec: Record<string, V>): Record<string, V> {
-  return Object.fromEntries(Object.entries(rec).sort(([a], [b]) => a.localeCompare(b)));
+  return Object.fromEntries(Object.entries(rec).sort(([a], [b]) => compareCodeUnits(a, b)));
 }
 
 type Condition = string | { exact?: string; prefix?: string; regex?: string; present?: true; absent?: true };
 function conditions(rec: Record<string, Condition> | undefined): GatewayRoute["match"]["headers"] {
   return Object.entries(rec ?? {})
-    .sort(([a], [b]) => a.localeCompare(b))
+    .sort(([a], [b]) => compareCodeUnits(a, b))
     .map(([name, c]) => {
       if (typeof c === "string") return { name, kind: "exact" as const, value: c };
       if (c.exact !== undefined) return { name, kind: "exact" as const, value: c.exact };

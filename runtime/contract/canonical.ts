@@ -1,5 +1,12 @@
 import { createHash } from "node:crypto";
 
+/**
+ * Code-unit string order for every sort whose result is configuration or output: unlike localeCompare it
+ * does not depend on the ICU data or locale of the machine, so the same spec gives the same bytes
+ * everywhere.
+ */
+export const compareCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /** JSON with object keys sorted at every depth: the same value always gives the same bytes. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(sortKeys(value));

@@ -12,6 +12,7 @@
  */
 import type { GatewayRoute, HttpMethod } from "../contract/schema.ts";
 import { isPatternError, parsePathPattern } from "./pattern.ts";
+import { compareCodeUnits } from "../contract/canonical.ts";
 
 interface Condition {
   readonly name: string;
@@ -129,7 +130,7 @@ export class Router {
         }
       }
     }
-    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length || a.suffix.localeCompare(b.suffix));
+    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length || compareCodeUnits(a.suffix, b.suffix));
     for (const root of [this.anyHost, ...this.exact.values(), ...this.wildcards.map((w) => w.root)])
       sortTree(root);
   }

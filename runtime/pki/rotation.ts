@@ -13,6 +13,7 @@
 import { isCa, type ParsedCertificate } from "./cert.ts";
 import { PkiError, type PkiErrorCode } from "./errors.ts";
 import { parseSpiffeId } from "./spiffe.ts";
+import { compareCodeUnits } from "../contract/canonical.ts";
 
 /** What the rotation planner knows about one trust domain. */
 export interface PkiInventory {
@@ -131,7 +132,7 @@ export function expiryWarnings(inventory: PkiInventory, windowMs: number, now: n
   for (const r of inventory.bundle) add("root", r);
   for (const i of inventory.intermediates) add("intermediate", i);
   for (const l of inventory.leaves) add("leaf", l);
-  return out.sort((a, b) => a.notAfter - b.notAfter || a.subject.localeCompare(b.subject));
+  return out.sort((a, b) => a.notAfter - b.notAfter || compareCodeUnits(a.subject, b.subject));
 }
 
 // ───────────── chains inside an inventory ─────────────
@@ -227,7 +228,7 @@ export function planRotation(
       : target.kind === "root" && rootsOf(l, inventory.intermediates, [newRoot]).size > 0;
   const byId = new Map<string, ParsedCertificate[]>();
   for (const l of liveLeaves) byId.set(identity(l), [...(byId.get(identity(l)) ?? []), l]);
-  for (const [id, leaves] of [...byId.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [id, leaves] of [...byId.entries()].sort(([a], [b]) => compareCodeUnits(a, b))) {
     if (leaves.some(targetIssued)) continue;
     const current = leaves.reduce((a, b) => (b.notAfter > a.notAfter ? b : a));
     steps.push({

@@ -12,6 +12,7 @@ import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
+import { compareCodeUnits } from "../contract/canonical.ts";
 
 /** What the forwarding engine needs of an endpoint's connections: H1Pool (HTTP/1.1) or H2Pool. */
 export interface UpstreamPool {
@@ -235,7 +236,7 @@ export class UpstreamCluster {
           }
         );
       })
-      .sort((a, b) => a.key.localeCompare(b.key));
+      .sort((a, b) => compareCodeUnits(a.key, b.key));
     this.activeUnhealthy = this.endpoints.filter((e) => !e.health.activeHealthy).length;
     this.ring = null;
   }
