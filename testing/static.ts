@@ -25,5 +25,6 @@ export function plaintextStatic(
       ),
     },
     clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
+    svid: null,
   });
 }

@@ -201,6 +201,11 @@ export const PROXY_PORTS = {
   sidecarInbound: 15006,
   sidecarOutbound: 15001,
   sidecarAdmin: 15000,
+  /**
+   * Per-service outbound ports on 127.0.0.1 (for apps that cannot use an HTTP proxy): the mesh's
+   * services in name order get this port, the next, … — the same port for a service in every sidecar.
+   */
+  sidecarOutboundServices: 15101,
   gatewayAdmin: 9901,
 } as const;
 

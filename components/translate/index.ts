@@ -1,2 +1,2 @@
-export { translate } from "./translate.ts";
+export { translate, IDENTITY_DIRS, IDENTITY_FILES, identityDir, svidFiles } from "./translate.ts";
 export type * from "./ir.ts";

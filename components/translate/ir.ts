@@ -17,6 +17,8 @@ export interface IdentityIR {
   spiffeId: string;
   serviceAccount: string;
   ttlMs: number;
+  /** Where the workload's proxy reads its identity files, per target (translate's IDENTITY_DIRS). */
+  dirs: { kubernetes: string; local: string | null };
 }
 
 export interface SidecarPortsIR {

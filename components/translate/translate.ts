@@ -15,6 +15,7 @@ import {
   type RouteAction,
   type RouteAuth,
   type SidecarRuntimeConfig,
+  type Svid,
 } from "../../runtime/contract/index.ts";
 import { IDEMPOTENT_METHODS } from "../../runtime/contract/schema.ts";
 import { DEFAULTS, PROXY_PORTS } from "../spec/defaults.ts";
@@ -42,6 +43,48 @@ import type {
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 
 const DNS_TEMPLATE = "{service}.{namespace}.svc.cluster.local";
+
+/**
+ * Where a workload's identity files live, per target: the Kubernetes renderer mounts the workload's
+ * identity Secret there, the local mode (`meshgate up`) writes them there. `{stateDir}` and `{workload}`
+ * are filled by `identityDir`. The RuntimeConfigs translate() produces use the Kubernetes paths; the
+ * local mode points its configs at its own.
+ */
+export const IDENTITY_DIRS = {
+  kubernetes: "/etc/meshgate/identity",
+  local: "{stateDir}/identities/{workload}",
+} as const;
+
+/** The files of an identity directory (the names `meshgate pki issue` writes, plus the known intermediates). */
+export const IDENTITY_FILES = {
+  cert: "svid.pem",
+  key: "svid-key.pem",
+  bundle: "bundle.pem",
+  intermediates: "intermediates.pem",
+} as const;
+
+/** The identity directory of a workload for a target. */
+export function identityDir(
+  target: keyof typeof IDENTITY_DIRS,
+  workload: string,
+  stateDir = ".meshgate",
+): string {
+  return IDENTITY_DIRS[target]
+    .replace("{stateDir}", stateDir.replace(/\/+$/, ""))
+    .replace("{workload}", workload);
+}
+
+/** The `svid` file paths of a RuntimeConfig for an identity directory. */
+export function svidFiles(
+  dir: string,
+): Pick<Svid, "certFile" | "keyFile" | "bundleFile" | "intermediatesFile"> {
+  return {
+    certFile: `${dir}/${IDENTITY_FILES.cert}`,
+    keyFile: `${dir}/${IDENTITY_FILES.key}`,
+    bundleFile: `${dir}/${IDENTITY_FILES.bundle}`,
+    intermediatesFile: `${dir}/${IDENTITY_FILES.intermediates}`,
+  };
+}
 const DNS_REFRESH_MS = 30_000;
 const GATEWAY = "gateway";
 /** Failures after which no byte of the request reached the upstream: always safe to retry. */
@@ -111,6 +154,23 @@ class Context {
 
   spiffeId(workload: string): string {
     return `spiffe://${this.spec.trustDomain}/ns/${this.namespace}/sa/${workload}`;
+  }
+
+  /** The identity files of a workload's proxy (Kubernetes paths) and the CA timing. */
+  svid(): Svid {
+    const ca = this.spec.mesh.ca;
+    return {
+      ...svidFiles(identityDir("kubernetes", "")),
+      renewBeforeMs: parseDuration(ca.renewBefore),
+      clockSkewMs: parseDuration(ca.clockSkew),
+      issuer: null,
+    };
+  }
+
+  /** The per-service outbound port of a service: the same in every sidecar (null past 65535). */
+  localPort(service: string): number | null {
+    const port = PROXY_PORTS.sidecarOutboundServices + this.serviceNames.indexOf(service);
+    return port <= 65535 ? port : null;
   }
 
   /** Does some allow rule of `callee` admit `caller`? */
@@ -206,7 +266,17 @@ function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): Effectiv
 function translateIdentities(ctx: Context): IdentityIR[] {
   const ttlMs = parseDuration(ctx.spec.mesh.ca.workloadTtl);
   const names = [...ctx.serviceNames, ...(ctx.spec.gateway ? [GATEWAY] : [])].sort();
-  return names.map((name) => ({ name, spiffeId: ctx.spiffeId(name), serviceAccount: name, ttlMs }));
+  const local = ctx.spec.targets.local;
+  return names.map((name) => ({
+    name,
+    spiffeId: ctx.spiffeId(name),
+    serviceAccount: name,
+    ttlMs,
+    dirs: {
+      kubernetes: identityDir("kubernetes", name),
+      local: local ? identityDir("local", name, local.stateDir) : null,
+    },
+  }));
 }
 
 function translateClusters(ctx: Context): Map<string, Cluster> {
@@ -250,6 +320,7 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
       kind: "sidecar",
       name,
       identity: ctx.spiffeId(name),
+      svid: ctx.svid(),
       admin: { port: PROXY_PORTS.sidecarAdmin },
       telemetry: ctx.telemetry(name),
       clusters: callees.map((c) => clusters.get(c)!),
@@ -279,6 +350,7 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
           return {
             service: callee,
             cluster: callee,
+            localPort: ctx.localPort(callee),
             timeoutMs: p.timeoutMs,
             retry: p.retry,
             routes: [...(ctx.service(callee).routes ?? [])]
@@ -325,6 +397,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
     kind: "gateway",
     name: GATEWAY,
     identity: ctx.spiffeId(GATEWAY),
+    svid: ctx.svid(),
     admin: { port: PROXY_PORTS.gatewayAdmin },
     telemetry: ctx.telemetry(GATEWAY),
     clusters: [...used].sort().map((c) => clusters.get(c)!),

@@ -352,6 +352,38 @@ export const Listener = z.strictObject({
     .nullable(),
 });
 
+/**
+ * A proxy's workload identity on disk (an X.509-SVID, its key, the trust bundle) and the CA timing it
+ * works with. The files are re-read when they change (Kubernetes swaps a mounted Secret's directory
+ * atomically; the local mode writes each file atomically), so the paths, not the contents, are config.
+ * Where they live depends on the target: a Kubernetes Secret mounted at `/etc/meshgate/identity/`, or
+ * `<stateDir>/identities/<workload>/` in local mode.
+ */
+export const Svid = z.strictObject({
+  /** PEM: the leaf SVID, then the intermediates it presents (what the proxy sends in a handshake). */
+  certFile: z.string().min(1),
+  /** PEM: the leaf's PKCS#8 private key. */
+  keyFile: z.string().min(1),
+  /** PEM: the trust bundle of the trust domain (one or more roots). */
+  bundleFile: z.string().min(1),
+  /**
+   * PEM: intermediates of the trust domain that peers' leaves may be issued by, besides the proxy's own
+   * (an intermediate rotation adds the new one here first). A missing file counts as empty.
+   */
+  intermediatesFile: z.string().min(1).nullable(),
+  /** Renew (or warn) this long before the leaf expires, but never later than half-way through it. */
+  renewBeforeMs: ms,
+  /** notBefore of issued certificates is backdated by this much. */
+  clockSkewMs: ms,
+  /**
+   * Development only: a CA directory (`meshgate pki init`) whose intermediate the proxy uses to issue its
+   * own SVID at renewal time and write it to the files above. Null in production: the issuer (the local
+   * mode, cert-manager, Pulumi) writes the files and the proxy only reads them.
+   */
+  issuer: z.strictObject({ caDir: z.string().min(1), workloadTtlMs: z.number().int().positive() }).nullable(),
+});
+export type Svid = z.infer<typeof Svid>;
+
 const Common = {
   version: z.literal(RUNTIME_CONFIG_VERSION),
   mesh: z.string(),
@@ -371,6 +403,8 @@ const Common = {
 export const GatewayRuntimeConfig = z.strictObject({
   ...Common,
   kind: z.literal("gateway"),
+  /** The gateway's mesh identity, for mTLS to clusters with `tls.mode: "mtls"`; null = none (those fail closed). */
+  svid: Svid.nullable(),
   hosts: z.array(z.string()),
   listeners: z.array(Listener).min(1),
   clientIp: z.strictObject({
@@ -432,6 +466,8 @@ export const ServiceRoutePolicy = z.strictObject({
 export const SidecarRuntimeConfig = z.strictObject({
   ...Common,
   kind: z.literal("sidecar"),
+  /** The workload's identity: served on the inbound listener, presented on outbound connections. */
+  svid: Svid,
   inbound: z.strictObject({
     port: port,
     appPort: port,
@@ -441,11 +477,17 @@ export const SidecarRuntimeConfig = z.strictObject({
     limits: z.strictObject({ maxHeaderBytes: bytes, maxBodyBytes: bytes, headerTimeoutMs: ms }),
   }),
   outbound: z.strictObject({
+    /** The HTTP proxy port on 127.0.0.1: `GET http://orders/x` (absolute form) or `Host: orders`. */
     port: port,
     services: z.array(
       z.strictObject({
         service: z.string(),
         cluster: z.string(),
+        /**
+         * A port on 127.0.0.1 that forwards every request to this service, for apps that cannot use an
+         * HTTP proxy (`http://127.0.0.1:<localPort>/…`); null = only through the proxy port.
+         */
+        localPort: port.nullable(),
         timeoutMs: ms,
         retry: RetryPlan,
         routes: z.array(ServiceRoutePolicy),
