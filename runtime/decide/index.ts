@@ -1,6 +1,6 @@
 export { canonicalizeTarget, canonicalHost } from "./canonical.ts";
 export type { CanonicalTarget, CanonicalizeOptions, TargetRejectReason } from "./canonical.ts";
-export { parsePathPattern, isPatternError } from "./pattern.ts";
+export { parsePathPattern, isPatternError, matchPath, comparePatterns } from "./pattern.ts";
 export type { PathPattern, PatternSegment } from "./pattern.ts";
 export { Router } from "./router.ts";
 export type { CompiledRoute, RouterResult, RouteQuery } from "./router.ts";
@@ -32,3 +32,21 @@ export type {
   IpRange,
   Principal,
 } from "./authorize.ts";
+export { compileInbound, decideInbound, INBOUND_DENY_CODES } from "./inbound.ts";
+export type {
+  CompiledInbound,
+  InboundAllow,
+  InboundDecision,
+  InboundDeny,
+  InboundDenyCode,
+  InboundFacts,
+} from "./inbound.ts";
+export { compileOutbound, decideOutbound } from "./outbound.ts";
+export type {
+  CompiledOutbound,
+  OutboundDecision,
+  OutboundFacts,
+  OutboundReject,
+  OutboundRejectCode,
+  OutboundRoute,
+} from "./outbound.ts";

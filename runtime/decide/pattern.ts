@@ -83,3 +83,49 @@ export function parsePathPattern(source: string): PathPattern | { error: string 
 export function isPatternError(p: PathPattern | { error: string }): p is { error: string } {
   return "error" in p;
 }
+
+/**
+ * Does a canonical path match the pattern? The router's semantics for one pattern: a literal matches
+ * that exact segment, `*` / `{name}` one non-empty segment, a trailing `**` zero or more segments (empty
+ * ones included); "/" has no segments, "/a/" has two ("a" and ""). Used by the sidecar's inbound
+ * authorization and its per-route policies; a property test checks it against the Router.
+ */
+export function matchPath(pattern: PathPattern, path: string): boolean {
+  const segments = pattern.segments;
+  // Segments are walked by position (no split): one starts at `pos` and ends at the next "/" or the end.
+  let pos = path === "/" ? 2 : 1;
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!;
+    if (s.kind === "rest") return true;
+    if (pos > path.length) return false;
+    let end = path.indexOf("/", pos);
+    if (end < 0) end = path.length;
+    if (s.kind === "literal") {
+      if (end - pos !== s.value.length || !path.startsWith(s.value, pos)) return false;
+    } else if (end === pos) return false;
+    pos = end + 1;
+  }
+  return pos > path.length;
+}
+
+/** Rank of a pattern position: lower is more specific (literal, one segment, end of pattern, `**`). */
+function rankAt(p: PathPattern, i: number): number {
+  const s = p.segments[i];
+  if (s === undefined) return 2;
+  return s.kind === "literal" ? 0 : s.kind === "rest" ? 3 : 1;
+}
+
+/**
+ * Orders two patterns by specificity as the router does: at the first position where they differ, a
+ * literal beats `*`/`{name}`, which beats the pattern's end, which beats `**`. Negative when `a` is more
+ * specific. Among the patterns that match one path, the first in this order is the router's choice.
+ */
+export function comparePatterns(a: PathPattern, b: PathPattern): number {
+  const n = Math.max(a.segments.length, b.segments.length);
+  for (let i = 0; i < n; i++) {
+    const d = rankAt(a, i) - rankAt(b, i);
+    if (d !== 0) return d;
+    if (rankAt(a, i) >= 2) break;
+  }
+  return 0;
+}

@@ -1,0 +1,197 @@
+/**
+ * decideOutbound(): where the sidecar's outbound side sends an app's request — pure, shared with the
+ * policy checks. The app calls `http://<service>/…` through the sidecar (absolute-form target, or
+ * origin-form with `Host: <service>`), or sends anything to a service's local port. Only the services
+ * the caller declares in `calls` (the config's `outbound.services`) are reachable; every other
+ * destination is refused (fail closed). The matching per-route policy (`outbound.services[].routes`,
+ * most specific path first, as the router orders them) gives the timeout and retry plan.
+ */
+import type { RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
+import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
+import { comparePatterns, isPatternError, matchPath, parsePathPattern, type PathPattern } from "./pattern.ts";
+
+export type OutboundRejectCode =
+  "bad_request_target" | "bad_host" | "unsupported_scheme" | "destination_not_declared";
+
+export interface OutboundFacts {
+  readonly method: string;
+  /** The raw request target (`req.url`): origin-form, or absolute-form when the app uses a proxy. */
+  readonly target: string;
+  /** The Host header, raw. */
+  readonly host: string | undefined;
+  /** The service whose local port the request arrived on; null on the proxy port. */
+  readonly service: string | null;
+}
+
+export interface OutboundRoute {
+  readonly kind: "route";
+  readonly service: string;
+  readonly cluster: string;
+  /** The canonical path, and what is sent upstream (path and query). */
+  readonly path: string;
+  readonly query: string;
+  readonly upstreamTarget: string;
+  /** The Host header sent upstream: the canonical host the app named, or the service's name. */
+  readonly host: string;
+  /** The per-route policy that matched, or null for the service's defaults. */
+  readonly route: string | null;
+  readonly timeoutMs: number;
+  readonly retry: RetryPlan;
+}
+
+export interface OutboundReject {
+  readonly kind: "reject";
+  readonly status: 400 | 403;
+  readonly code: OutboundRejectCode;
+  readonly targetReason: TargetRejectReason | null;
+  readonly detail: string;
+}
+
+export type OutboundDecision = OutboundRoute | OutboundReject;
+
+interface CompiledPolicy {
+  readonly name: string;
+  readonly pattern: PathPattern;
+  readonly methods: ReadonlySet<string> | null;
+  readonly timeoutMs: number;
+  readonly retry: RetryPlan;
+}
+
+interface CompiledService {
+  readonly service: string;
+  readonly cluster: string;
+  readonly timeoutMs: number;
+  readonly retry: RetryPlan;
+  /** Most specific first. */
+  readonly policies: readonly CompiledPolicy[];
+}
+
+export interface CompiledOutbound {
+  /** Services by every host name that reaches them: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`. */
+  readonly byHost: ReadonlyMap<string, CompiledService>;
+  readonly byName: ReadonlyMap<string, CompiledService>;
+}
+
+/** Compiles `outbound` once; throws naming the route when a path pattern is malformed. */
+export function compileOutbound(
+  outbound: SidecarRuntimeConfig["outbound"],
+  namespace: string,
+): CompiledOutbound {
+  const byHost = new Map<string, CompiledService>();
+  const byName = new Map<string, CompiledService>();
+  for (const s of outbound.services) {
+    const policies = s.routes
+      .map((r): CompiledPolicy => {
+        const pattern = parsePathPattern(r.match.path);
+        if (isPatternError(pattern))
+          throw new Error(`outbound ${s.service} route ${r.name}: ${pattern.error}`);
+        return {
+          name: r.name,
+          pattern,
+          methods: r.match.methods.length > 0 ? new Set(r.match.methods) : null,
+          timeoutMs: r.timeoutMs,
+          retry: r.retry,
+        };
+      })
+      .sort(
+        (a, b) =>
+          comparePatterns(a.pattern, b.pattern) ||
+          Number(b.methods !== null) - Number(a.methods !== null) ||
+          (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+      );
+    const compiled: CompiledService = {
+      service: s.service,
+      cluster: s.cluster,
+      timeoutMs: s.timeoutMs,
+      retry: s.retry,
+      policies,
+    };
+    byName.set(s.service, compiled);
+    const base = s.service.toLowerCase();
+    for (const h of [
+      base,
+      `${base}.${namespace}`,
+      `${base}.${namespace}.svc`,
+      `${base}.${namespace}.svc.cluster.local`,
+    ])
+      byHost.set(h, compiled);
+  }
+  return { byHost, byName };
+}
+
+const HTTPS_TARGET = /^https:\/\//i;
+
+const reject = (
+  status: 400 | 403,
+  code: OutboundRejectCode,
+  detail: string,
+  targetReason: TargetRejectReason | null = null,
+): OutboundReject => ({ kind: "reject", status, code, targetReason, detail });
+
+export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): OutboundDecision {
+  const target = facts.target;
+  // An https:// absolute-form target would mean TLS from the app to this hop: the sidecar originates
+  // mTLS itself, so the app speaks plain HTTP to it.
+  if (HTTPS_TARGET.test(target))
+    return reject(
+      400,
+      "unsupported_scheme",
+      "the sidecar originates mTLS itself: call http://<service>/… through it, not https://",
+    );
+  const t = canonicalizeTarget(target);
+  if (!t.ok) return reject(400, "bad_request_target", t.detail, t.reason);
+  const named = t.host ?? canonicalHost(facts.host);
+  let svc: CompiledService | undefined;
+  let host: string;
+  if (facts.service !== null) {
+    svc = c.byName.get(facts.service);
+    if (svc === undefined)
+      return reject(
+        403,
+        "destination_not_declared",
+        `${facts.service} is not a declared call of this service`,
+      );
+    host = named !== null && c.byHost.get(named) === svc ? named : svc.service;
+  } else {
+    if (named === null) return reject(400, "bad_host", "missing or malformed Host header (which service?)");
+    svc = c.byHost.get(named);
+    if (svc === undefined)
+      return reject(
+        403,
+        "destination_not_declared",
+        `${named} is not a service this one declares in calls (undeclared destinations are refused)`,
+      );
+    host = named;
+  }
+  const upstreamTarget = t.query ? `${t.path}?${t.query}` : t.path;
+  const policies = svc.policies;
+  for (let i = 0; i < policies.length; i++) {
+    const p = policies[i]!;
+    if (p.methods !== null && !p.methods.has(facts.method)) continue;
+    if (!matchPath(p.pattern, t.path)) continue;
+    return {
+      kind: "route",
+      service: svc.service,
+      cluster: svc.cluster,
+      path: t.path,
+      query: t.query,
+      upstreamTarget,
+      host,
+      route: p.name,
+      timeoutMs: p.timeoutMs,
+      retry: p.retry,
+    };
+  }
+  return {
+    kind: "route",
+    service: svc.service,
+    cluster: svc.cluster,
+    path: t.path,
+    query: t.query,
+    upstreamTarget,
+    host,
+    route: null,
+    timeoutMs: svc.timeoutMs,
+    retry: svc.retry,
+  };
+}

@@ -1,0 +1,176 @@
+/**
+ * decideOutbound(): which declared service an app's request goes to (proxy absolute-form, Host header,
+ * or a service's local port), undeclared destinations refused, and the per-route policy chosen by the
+ * router's precedence — checked against the Router on random route sets.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { GatewayRoute, SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import { compileOutbound, decideOutbound, type OutboundDecision } from "../../runtime/decide/outbound.ts";
+import { Router } from "../../runtime/decide/router.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { translate } from "../../components/translate/translate.ts";
+
+function webSidecar(): SidecarRuntimeConfig {
+  const r = parseSpec({
+    name: "shop",
+    trustDomain: "shop.example",
+    services: {
+      web: { image: "r/web:1", port: 8080, calls: ["orders", "payments"] },
+      orders: {
+        image: "r/orders:1",
+        port: 8080,
+        allow: [{ from: ["web"] }],
+        timeout: "3s",
+        routes: [
+          { name: "slow-report", match: { path: "/reports/**" }, timeout: "10s" },
+          { name: "one-order", match: { path: "/orders/{id}", methods: ["GET"] }, timeout: "500ms" },
+          { name: "recent", match: { path: "/orders/recent" }, timeout: "700ms", retries: { attempts: 0 } },
+          { name: "any-order", match: { path: "/orders/*" }, timeout: "900ms" },
+        ],
+      },
+      payments: { image: "r/payments:1", port: 8080, allow: [{ from: ["web"] }] },
+      secrets: { image: "r/secrets:1", port: 8080 },
+    },
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  return translate(r.spec).runtime.sidecars.find((s) => s.name === "web")!;
+}
+
+const config = webSidecar();
+const compiled = compileOutbound(config.outbound, config.namespace);
+const decide = (target: string, host: string | undefined, method = "GET", service: string | null = null) =>
+  decideOutbound(compiled, { method, target, host, service });
+const verdict = (d: OutboundDecision) =>
+  d.kind === "route" ? `${d.service} ${d.route ?? "-"} ${d.timeoutMs}` : `${d.status} ${d.code}`;
+
+describe("decideOutbound", () => {
+  it.each([
+    [
+      "routes_absolute_form_to_a_declared_service",
+      "http://orders/x",
+      "ignored",
+      "GET",
+      null,
+      "orders - 3000",
+    ],
+    ["routes_absolute_form_with_a_port", "http://orders:8080/x", undefined, "GET", null, "orders - 3000"],
+    ["routes_origin_form_by_host", "/x", "payments", "GET", null, "payments - 2000"],
+    ["routes_namespace_qualified_host", "/x", "orders.shop", "GET", null, "orders - 3000"],
+    ["routes_cluster_local_host", "/x", "ORDERS.shop.svc.cluster.local", "GET", null, "orders - 3000"],
+    ["refuses_an_undeclared_mesh_service", "/x", "secrets", "GET", null, "403 destination_not_declared"],
+    [
+      "refuses_an_outside_host",
+      "http://example.com/x",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    ["refuses_another_namespace", "/x", "orders.other", "GET", null, "403 destination_not_declared"],
+    ["refuses_https_absolute_form", "https://orders/x", undefined, "GET", null, "400 unsupported_scheme"],
+    ["refuses_a_missing_host", "/x", undefined, "GET", null, "400 bad_host"],
+    ["refuses_an_ambiguous_target", "/x%2fy", "orders", "GET", null, "400 bad_request_target"],
+    ["refuses_authority_form", "orders:443", "orders", "CONNECT", null, "400 bad_request_target"],
+    ["local_port_routes_whatever_the_host", "/x", "127.0.0.1:15102", "GET", "orders", "orders - 3000"],
+    [
+      "local_port_of_an_undeclared_service_is_refused",
+      "/x",
+      "secrets",
+      "GET",
+      "secrets",
+      "403 destination_not_declared",
+    ],
+    ["picks_the_literal_route_over_a_param", "/orders/recent", "orders", "GET", null, "orders recent 700"],
+    [
+      "picks_the_param_route_with_methods_over_star",
+      "/orders/42",
+      "orders",
+      "GET",
+      null,
+      "orders one-order 500",
+    ],
+    ["falls_to_star_route_for_other_methods", "/orders/42", "orders", "DELETE", null, "orders any-order 900"],
+    ["matches_rest_route_on_its_prefix", "/reports", "orders", "GET", null, "orders slow-report 10000"],
+    ["matches_the_canonical_path", "/reports/../orders/./recent", "orders", "GET", null, "orders recent 700"],
+    ["uses_service_defaults_without_a_route", "/other", "orders", "GET", null, "orders - 3000"],
+  ])("%s", (_claim, target, host, method, service, expected) => {
+    expect(verdict(decide(target, host, method, service))).toBe(expected);
+  });
+
+  it("sends_the_named_host_or_the_service_name", () => {
+    expect(decide("/x?y=1", "Orders.shop:80")).toMatchObject({
+      host: "orders.shop",
+      upstreamTarget: "/x?y=1",
+      cluster: "orders",
+    });
+    expect(decide("/x", "127.0.0.1:15102", "GET", "orders")).toMatchObject({ host: "orders" });
+  });
+
+  it("carries_the_route_retry_plan", () => {
+    const d = decide("/orders/recent", "orders");
+    expect(d.kind === "route" && d.retry.attempts).toBe(0);
+  });
+});
+
+// The per-route policy equals the route the gateway's Router would pick for the same patterns.
+describe("decideOutbound properties", () => {
+  const patternArb = fc
+    .tuple(fc.array(fc.constantFrom("a", "b", "*", "{p}"), { maxLength: 3 }), fc.boolean())
+    .map(([segs, rest]) => {
+      const named = segs.map((s, i) => (s === "{p}" ? `{p${i}}` : s));
+      const all = rest ? [...named, "**"] : named;
+      return all.length === 0 ? "/" : `/${all.join("/")}`;
+    });
+  const routesArb = fc.uniqueArray(fc.record({ path: patternArb, get: fc.boolean() }), {
+    maxLength: 6,
+    selector: (r) => `${r.path} ${r.get}`,
+  });
+  const pathArb = fc.array(fc.constantFrom("a", "b", "c"), { maxLength: 4 }).map((s) => `/${s.join("/")}`);
+
+  it("route_policy_choice_equals_the_router_choice", () => {
+    let matched = 0;
+    fc.assert(
+      fc.property(routesArb, pathArb, fc.constantFrom("GET", "POST"), (routes, path, method) => {
+        const named = routes.map((r, i) => ({ ...r, name: `r${i}` }));
+        const base = config.outbound.services.find((s) => s.service === "payments")!;
+        const outbound = {
+          ...config.outbound,
+          services: [
+            {
+              ...base,
+              routes: named.map((r) => ({
+                name: r.name,
+                match: { path: r.path, methods: r.get ? (["GET"] as const) : [] },
+                timeoutMs: 1000,
+                retry: base.retry,
+              })),
+            },
+          ],
+        } as SidecarRuntimeConfig["outbound"];
+        const d = decideOutbound(compileOutbound(outbound, "shop"), {
+          method,
+          target: path,
+          host: "payments",
+          service: null,
+        });
+        const router = new Router(
+          named.map(
+            (r) =>
+              ({
+                name: r.name,
+                match: { path: r.path, methods: r.get ? ["GET"] : [], hosts: [], headers: [], query: [] },
+                action: { kind: "redirect", status: 301, scheme: null, host: null, port: null, path: null },
+              }) as unknown as GatewayRoute,
+          ),
+        );
+        const m = router.match("payments", { method, path, query: "", header: () => undefined });
+        const expected = m.kind === "matched" ? m.route.name : null;
+        if (expected !== null) matched++;
+        expect(d.kind === "route" ? d.route : "reject").toBe(expected);
+      }),
+      { numRuns: 3000 },
+    );
+    expect(matched).toBeGreaterThan(300);
+  });
+});
