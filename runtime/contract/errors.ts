@@ -9,6 +9,12 @@ export const RuntimeErrorCatalog = {
   E_RT_CONFIG_HASH: "the RuntimeConfig hash does not match its content (edited by hand or truncated)",
   E_RT_CONFIG_KIND:
     "the RuntimeConfig is for another proxy kind (gateway config given to a sidecar, or the reverse)",
+  E_RT_IDENTITY_FILE:
+    "an identity file (svid.certFile, keyFile, bundleFile) is missing or unreadable; the proxy keeps its previous identity",
+  E_RT_IDENTITY_MISMATCH:
+    "the SVID in svid.certFile names another SPIFFE ID than the config's `identity`; the proxy refuses to serve as someone else",
+  E_RT_IDENTITY_UNAVAILABLE:
+    "an mTLS connection was needed but no valid identity is loaded yet (or it expired)",
 } as const;
 
 export type RuntimeErrorCode = keyof typeof RuntimeErrorCatalog;

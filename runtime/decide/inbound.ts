@@ -6,6 +6,11 @@
  * in `from`, lists the method (or none), and has a path pattern that matches the canonical path (or
  * none). The path authorized is the canonical path (canonicalizeTarget), which is also the path the app
  * receives. No I/O, no clock, no randomness; it never throws for a request.
+ *
+ * A plaintext request has no peer identity. In strict mTLS it cannot arrive (and is denied:
+ * `no_peer_identity`). In permissive mode — a migration aid, flagged by W_SPEC_MTLS_PERMISSIVE — it is
+ * authorized by the rules' methods and paths alone: the rules say what may be reached, and a caller
+ * without a sidecar cannot say who it is. Every mTLS request is authorized by its peer as in strict mode.
  */
 import type { AuthzRule, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
@@ -73,6 +78,10 @@ interface CompiledRule {
 
 export interface CompiledInbound {
   readonly rules: readonly AuthzRule[];
+  /** Permissive mTLS: plaintext requests are authorized by method and path (compileInbound's option). */
+  readonly permissive: boolean;
+  /** Every rule, in config order (what a plaintext request is checked against in permissive mode). */
+  readonly all: readonly CompiledRule[];
   /** The rules naming each peer, in config order. */
   readonly byPeer: ReadonlyMap<string, readonly CompiledRule[]>;
   /** Every peer some rule names. */
@@ -95,8 +104,12 @@ const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
  * Compiles `inbound.authz` once (at load and at each reload). Throws with the rule's source when a path
  * pattern is malformed (the config is then rejected whole).
  */
-export function compileInbound(authz: SidecarRuntimeConfig["inbound"]["authz"]): CompiledInbound {
+export function compileInbound(
+  authz: SidecarRuntimeConfig["inbound"]["authz"],
+  options: { permissive?: boolean } = {},
+): CompiledInbound {
   const byPeer = new Map<string, CompiledRule[]>();
+  const all: CompiledRule[] = [];
   for (const rule of authz.rules) {
     const paths =
       rule.paths.length === 0
@@ -111,13 +124,20 @@ export function compileInbound(authz: SidecarRuntimeConfig["inbound"]["authz"]):
       methods: rule.methods.reduce((mask, m) => mask | (METHOD_BITS[m] ?? 0), 0),
       paths,
     };
+    all.push(compiled);
     for (const peer of new Set(rule.from)) {
       const list = byPeer.get(peer);
       if (list) list.push(compiled);
       else byPeer.set(peer, [compiled]);
     }
   }
-  return { rules: authz.rules, byPeer, peers: new Set(byPeer.keys()) };
+  return {
+    rules: authz.rules,
+    permissive: options.permissive === true,
+    all,
+    byPeer,
+    peers: new Set(byPeer.keys()),
+  };
 }
 
 const deny = (
@@ -133,14 +153,20 @@ export function decideInbound(c: CompiledInbound, facts: InboundFacts): InboundD
   if (t.host === null && canonicalHost(facts.host) === null)
     return deny(400, "bad_host", "missing or malformed Host header");
   const peer = facts.peer;
-  if (peer === null)
-    return deny(
-      403,
-      "no_peer_identity",
-      "plaintext request: no peer identity to authorize (deny by default)",
-    );
-  const rules = c.byPeer.get(peer);
-  if (rules === undefined) return deny(403, "peer_not_allowed", `no allow rule admits ${peer}`);
+  let rules: readonly CompiledRule[] | undefined;
+  if (peer === null) {
+    if (!c.permissive || c.all.length === 0)
+      return deny(
+        403,
+        "no_peer_identity",
+        "plaintext request: no peer identity to authorize (deny by default)",
+      );
+    rules = c.all;
+  } else {
+    rules = c.byPeer.get(peer);
+    if (rules === undefined) return deny(403, "peer_not_allowed", `no allow rule admits ${peer}`);
+  }
+  const who = peer ?? "a plaintext caller";
   const bit = METHOD_BITS[facts.method] ?? 0;
   let methodAllowed = false;
   for (let i = 0; i < rules.length; i++) {
@@ -158,8 +184,8 @@ export function decideInbound(c: CompiledInbound, facts: InboundFacts): InboundD
     }
   }
   return methodAllowed
-    ? deny(403, "path_not_allowed", `no allow rule admits ${peer} to ${facts.method} ${t.path}`)
-    : deny(403, "method_not_allowed", `no allow rule admits ${facts.method} from ${peer}`);
+    ? deny(403, "path_not_allowed", `no allow rule admits ${who} to ${facts.method} ${t.path}`)
+    : deny(403, "method_not_allowed", `no allow rule admits ${facts.method} from ${who}`);
 }
 
 function matchesAny(patterns: readonly PathPattern[], path: string): boolean {

@@ -12,3 +12,4 @@ export * from "./verify.ts";
 export * from "./tls.ts";
 export * from "./rotation.ts";
 export * from "./files.ts";
+export * from "./identity.ts";

@@ -7,6 +7,7 @@
  * Shared by the gateway and (with the mesh issue) the sidecar's outbound side: one implementation.
  */
 import { lookup, resolve4, resolve6 } from "node:dns/promises";
+import net from "node:net";
 import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
@@ -66,25 +67,50 @@ export interface ClusterEvents {
 
 type Discovery = GatewayRuntimeConfig["discovery"];
 
+export interface PoolCacheOptions {
+  connectTimeoutMs: number;
+  connections: number;
+  /**
+   * Opens mTLS connections to clusters with `tls.mode: "mtls"`, verifying that the server is
+   * `serverIdentity` (runtime/upstream/tls.ts). Without it such clusters fail closed: every connection
+   * attempt fails with E_RT_IDENTITY_UNAVAILABLE.
+   */
+  mtls?: (serverIdentity: string) => (host: string, port: number) => net.Socket;
+}
+
+/** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
+export function poolKey(endpointKey: string, cluster: Cluster): string {
+  return cluster.tls.mode === "mtls"
+    ? `${endpointKey}/${cluster.protocol}/mtls:${cluster.tls.serverIdentity}`
+    : `${endpointKey}/${cluster.protocol}`;
+}
+
 /** Pools by "host:port", shared by every cluster and kept across reloads. */
 export class PoolCache {
   private readonly pools = new Map<string, UpstreamPool>();
-  private readonly options: { connectTimeoutMs: number; connections: number };
-  constructor(options: { connectTimeoutMs: number; connections: number }) {
+  private readonly options: PoolCacheOptions;
+  constructor(options: PoolCacheOptions) {
     this.options = options;
   }
 
   get(host: string, port: number, cluster: Cluster): UpstreamPool {
-    const key = `${host}:${port}/${cluster.protocol}`;
+    const key = poolKey(`${host}:${port}`, cluster);
     let pool = this.pools.get(key);
     if (!pool && cluster.protocol === "http2") {
       pool = new H2Pool(host, port, cluster.connectTimeoutMs || this.options.connectTimeoutMs);
       this.pools.set(key, pool);
     }
     if (!pool) {
+      const tls = cluster.tls;
       pool = new H1Pool(host, port, {
         maxConnections: cluster.circuitBreaker.maxConnections || this.options.connections,
         connectTimeoutMs: cluster.connectTimeoutMs || this.options.connectTimeoutMs,
+        ...(tls.mode === "mtls"
+          ? {
+              connect: (this.options.mtls ?? noIdentity)(tls.serverIdentity),
+              readyEvent: "secureConnect" as const,
+            }
+          : {}),
       });
       this.pools.set(key, pool);
     }
@@ -264,7 +290,7 @@ export class UpstreamCluster {
 
   /** The PoolCache keys of this cluster's endpoints. */
   poolKeys(): string[] {
-    return this.endpoints.map((e) => `${e.key}/${this.config.protocol}`);
+    return this.endpoints.map((e) => poolKey(e.key, this.config));
   }
 
   /**
@@ -321,6 +347,21 @@ export class UpstreamCluster {
     if (this.timer) clearTimeout(this.timer);
     if (this.probeTimer) clearInterval(this.probeTimer);
   }
+}
+
+/** The connector of a PoolCache without mTLS: every connection fails closed. */
+function noIdentity(): (host: string, port: number) => net.Socket {
+  return () => {
+    const socket = new net.Socket();
+    process.nextTick(() =>
+      socket.destroy(
+        Object.assign(new Error("mTLS to the mesh needs a workload identity; none is configured"), {
+          code: "E_RT_IDENTITY_UNAVAILABLE",
+        }),
+      ),
+    );
+    return socket;
+  };
 }
 
 const VNODES = 100;

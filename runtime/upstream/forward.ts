@@ -89,8 +89,20 @@ function classify(e: Error & { code?: string }): AttemptFailure | "client_aborte
     case "ECONNABORTED":
       return "client_aborted";
     default:
-      return { kind: "reset" };
+      // A failed TLS handshake (mTLS origination: the pool writes nothing before it completes).
+      return isHandshakeFailure(e.code) ? { kind: "connect-failure" } : { kind: "reset" };
   }
+}
+
+/** Codes of a TLS connection that failed before it was established (OpenSSL, Node, the SVID verifier). */
+function isHandshakeFailure(code: string | undefined): boolean {
+  return (
+    code !== undefined &&
+    (code.startsWith("ERR_SSL_") ||
+      code.startsWith("ERR_TLS_") ||
+      code.startsWith("E_RT_PKI_") ||
+      code === "E_RT_IDENTITY_UNAVAILABLE")
+  );
 }
 
 const outcomeOf = (f: AttemptFailure): string =>

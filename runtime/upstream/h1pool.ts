@@ -65,6 +65,12 @@ export interface H1PoolOptions {
   keepAliveMs?: number;
   /** Opens the transport (plain TCP by default; TLS origination plugs in here). */
   connect?: (host: string, port: number) => net.Socket;
+  /**
+   * The socket event after which requests are written: "connect" (TCP, the default), or "secureConnect"
+   * for TLS origination — so that the connect timeout covers the handshake, and a failed handshake
+   * fails the request as a connect failure (nothing was sent).
+   */
+  readyEvent?: "connect" | "secureConnect";
 }
 
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -182,7 +188,7 @@ class Conn {
     this.pool = pool;
     this.socket = socket;
     this.idleMs = pool.keepAliveMs;
-    socket.on("connect", () => this.onConnect());
+    socket.on(pool.readyEvent, () => this.onConnect());
     socket.on("data", (d: Buffer) => this.onData(d));
     socket.on("end", () => this.onEnd());
     socket.on("error", (err: Error) => this.onClose(err));
@@ -838,6 +844,7 @@ export class H1Pool {
   readonly maxConnections: number;
   readonly connectTimeoutMs: number;
   readonly keepAliveMs: number;
+  readonly readyEvent: "connect" | "secureConnect";
   private readonly connectFn: (host: string, port: number) => net.Socket;
   private readonly idle: Conn[] = [];
   private readonly all = new Set<Conn>();
@@ -855,6 +862,7 @@ export class H1Pool {
     this.connectTimeoutMs = options.connectTimeoutMs;
     this.keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
     this.connectFn = options.connect ?? ((h, p) => net.connect({ host: h, port: p }));
+    this.readyEvent = options.readyEvent ?? "connect";
   }
 
   /** Sends the request; the response body goes to the factory's writable. Resolves when it completed. */

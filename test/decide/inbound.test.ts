@@ -320,3 +320,46 @@ describe("decideInbound properties", () => {
     );
   });
 });
+
+describe("decideInbound in permissive mode", () => {
+  const permissive = compileInbound(ordersSidecar().inbound.authz, { permissive: true });
+  const plain = (method: string, target: string) =>
+    verdict(decideInbound(permissive, { peer: null, method, target, host: "orders" }));
+
+  it.each([
+    ["authorizes_plaintext_by_the_rules_paths", "GET", "/orders/1", "allow services.orders.allow[0]"],
+    ["authorizes_plaintext_by_a_rule_without_paths", "PATCH", "/anything", "allow services.orders.allow[3]"],
+  ])("%s", (_claim, method, target, expected) => {
+    expect(plain(method, target)).toBe(expected);
+  });
+
+  it("still_authorizes_mtls_peers_by_identity", () => {
+    expect(
+      verdict(
+        decideInbound(permissive, { peer: id("stranger"), method: "GET", target: "/orders", host: "o" }),
+      ),
+    ).toBe("403 peer_not_allowed");
+  });
+
+  it("denies_plaintext_when_no_rule_exists", () => {
+    const none = compileInbound({ default: "deny", rules: [] }, { permissive: true });
+    expect(verdict(decideInbound(none, { peer: null, method: "GET", target: "/", host: "o" }))).toBe(
+      "403 no_peer_identity",
+    );
+  });
+
+  it("plaintext_is_allowed_only_where_some_peer_is_allowed", () => {
+    fc.assert(
+      fc.property(rulesArb, requestArb, (rules, req) => {
+        const c = compileInbound({ default: "deny", rules: [...rules] }, { permissive: true });
+        const d = decideInbound(c, { ...req, peer: null, host: "s" });
+        if (d.kind !== "allow") return;
+        const someone = PEERS.some(
+          (p) => decideInbound(authz(rules), { ...req, peer: p, host: "s" }).kind === "allow",
+        );
+        expect(someone).toBe(true);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});

@@ -1,0 +1,53 @@
+/**
+ * The codes of the error responses a sidecar generates itself, sent as `x-meshgate-error` and in the JSON
+ * body `{"error":{"code","message"}}`; inbound authorization denials also carry `x-meshgate-denied:
+ * <reason>` (the decideInbound code). Stable: apps, dashboards and runbooks may match on them.
+ * docs/wip/sidecar.md lists them (a test keeps the two in sync).
+ */
+export const SidecarErrorCatalog = {
+  bad_request_target: [
+    400,
+    "the request target was refused by canonicalization (the message names the rule)",
+  ],
+  bad_host: [400, "the Host header is missing or malformed (outbound: it names no service)"],
+  duplicate_header: [400, "a header that must appear once (Host, Content-Length, …) appeared twice"],
+  ambiguous_header_name: [400, "a header name contains '_' or '.'"],
+  bad_transfer_encoding: [
+    400,
+    "Transfer-Encoding other than exactly 'chunked', or any in an HTTP/1.0 request",
+  ],
+  unsupported_scheme: [
+    400,
+    "outbound: an https:// target; the app speaks plain HTTP to its sidecar, which originates mTLS",
+  ],
+  authz_denied: [
+    403,
+    "inbound: deny by default — no allow rule admits the peer, method and path (x-meshgate-denied says why)",
+  ],
+  destination_not_declared: [
+    403,
+    "outbound: the destination is not a service this one declares in `calls` (fail closed)",
+  ],
+  request_timeout: [408, "the request head did not arrive within the service's header timeout"],
+  body_too_large: [413, "inbound: the request body exceeds the service's limits.maxBodySize"],
+  headers_too_large: [431, "the request head exceeds the service's limits.maxHeaderSize"],
+  internal_error: [500, "an unexpected sidecar error (logged with the request id)"],
+  upstream_reset: [
+    502,
+    "the upstream (peer sidecar or app) closed or reset the connection before a complete response head",
+  ],
+  upstream_connect_failure: [
+    503,
+    "no connection to the upstream could be opened (outbound: includes failed mTLS handshakes and a wrong server identity)",
+  ],
+  no_healthy_upstream: [503, "the destination has no available endpoint"],
+  upstream_overflow: [503, "the destination's circuit breaker is open (max requests or max pending reached)"],
+  upstream_identity_unavailable: [
+    503,
+    "outbound: no valid identity is loaded (not yet, or expired), so no mTLS connection can be opened",
+  ],
+  upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
+  http_version_not_supported: [505, "a request line with an HTTP version other than 1.0 or 1.1"],
+} as const satisfies Record<string, readonly [number, string]>;
+
+export type SidecarErrorCode = keyof typeof SidecarErrorCatalog;

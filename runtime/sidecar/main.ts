@@ -1,0 +1,67 @@
+/**
+ * `meshgate sidecar --config FILE`: the process a workload's sidecar container runs. Prints its listeners
+ * and admin URL once serving; reloads on SIGHUP and when FILE changes (an invalid config is rejected
+ * whole and the old one keeps serving; the identity files are watched on their own); drains and exits on
+ * SIGTERM/SIGINT (a second signal forces the exit).
+ */
+import { watch } from "node:fs";
+import { readFile } from "node:fs/promises";
+import pino from "pino";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import { startSidecar } from "./server.ts";
+
+export interface RunSidecarOptions {
+  configPath: string;
+  /** Address of the inbound and admin listeners (outbound ports always bind 127.0.0.1). */
+  host?: string;
+  inboundPort?: number;
+  outboundPort?: number;
+  adminPort?: number;
+}
+
+export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
+  const log = pino({ name: "meshgate-sidecar", base: { proxy: "sidecar" } });
+  const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "sidecar");
+  const sidecar = await startSidecar({
+    config,
+    configPath: opts.configPath,
+    ...(opts.host ? { host: opts.host } : {}),
+    ports: {
+      ...(opts.inboundPort !== undefined ? { inbound: opts.inboundPort } : {}),
+      ...(opts.outboundPort !== undefined ? { outbound: opts.outboundPort } : {}),
+      ...(opts.adminPort !== undefined ? { admin: opts.adminPort } : {}),
+    },
+    logger: log,
+  });
+  const p = sidecar.ports;
+  process.stdout.write(
+    [
+      `sidecar ${config.name} inbound ${config.mtls === "strict" ? "https" : "http+https"}://0.0.0.0:${p.inbound}`,
+      `sidecar ${config.name} outbound http://127.0.0.1:${p.outbound}`,
+      ...Object.entries(p.services).map(
+        ([s, port]) => `sidecar ${config.name} to ${s} http://127.0.0.1:${port}`,
+      ),
+      `admin http://127.0.0.1:${p.admin}`,
+      "",
+    ].join("\n"),
+  );
+
+  let timer: NodeJS.Timeout | null = null;
+  const watcher = watch(opts.configPath, () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void sidecar.reload(), 100);
+  });
+  process.on("SIGHUP", () => void sidecar.reload());
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ event: "forced_exit", signal });
+      process.exit(1);
+    }
+    stopping = true;
+    watcher.close();
+    void sidecar.drain().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}

@@ -1,0 +1,1064 @@
+/**
+ * The sidecar proxy: one per workload, next to the app.
+ *
+ * - **Inbound** (`inbound.port`, all interfaces): mTLS 1.3 with a required client certificate (strict;
+ *   permissive also takes plaintext on the same port), the peer's SPIFFE ID verified by the PKI's SVID
+ *   verifier, authorization by decideInbound() (deny by default; 403 + `x-meshgate-denied`), the service's
+ *   inbound limits (431 / 413 / 408), then the request goes to the app on 127.0.0.1:`appPort` through the
+ *   shared upstream code, with `x-meshgate-peer` and `x-forwarded-client-cert` set by the sidecar.
+ * - **Outbound** (`outbound.port` and each service's `localPort`, 127.0.0.1 only): the app's plain HTTP
+ *   request to a declared service (decideOutbound), forwarded with the cluster's load balancing, per-try
+ *   and total timeouts, safe retries within the budget and outlier ejection (forward()), over mTLS with
+ *   this workload's SVID to a server that must prove the destination's SPIFFE ID.
+ * - **Admin** (`admin.port`): /live, /ready (a valid identity is loaded and not draining), /metrics,
+ *   /config (redacted), POST /reload.
+ *
+ * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
+ * swaps one reference, as the gateway does; SIGTERM drains.
+ */
+import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type net from "node:net";
+import type { AddressInfo, Socket } from "node:net";
+import { Transform } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import pino, { type Logger } from "pino";
+import { loadRuntimeConfig } from "../contract/load.ts";
+import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
+import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
+import { compileOutbound, decideOutbound, type CompiledOutbound } from "../decide/outbound.ts";
+import { createAdminServer } from "../gateway/admin.ts";
+import { checkRequestHeaders, downstreamResponseHeaders, requestId } from "../gateway/headers.ts";
+import {
+  IdentitySource,
+  type IdentityEvent,
+  type IdentityReload,
+  type LoadedIdentity,
+} from "../pki/identity.ts";
+import { peerChain } from "../pki/tls.ts";
+import {
+  MetricsRegistry,
+  registerProcessMetrics,
+  type CounterChild,
+  type HistogramChild,
+} from "../telemetry/metrics.ts";
+import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
+import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
+import type { CancelToken } from "../upstream/h1pool.ts";
+import { mtlsConnector } from "../upstream/tls.ts";
+import type { SidecarErrorCode } from "./errors.ts";
+import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
+import { createInboundListener, type InboundListener } from "./listeners.ts";
+
+export interface SidecarOptions {
+  /** A loaded, validated config (loadRuntimeConfig). */
+  config: SidecarRuntimeConfig;
+  /** The file reload() reads. */
+  configPath?: string;
+  /** Address of the inbound and admin listeners; default "0.0.0.0". Outbound ports bind 127.0.0.1 only. */
+  host?: string;
+  /** Port overrides (0 = any free port). `services`: per-service local ports by service name. */
+  ports?: { inbound?: number; outbound?: number; admin?: number; services?: Record<string, number> };
+  logger?: Logger;
+  /** How often the identity files are stat()ed besides fs.watch (default 1000 ms). */
+  identityPollMs?: number;
+  /** Close inbound keep-alive connections after this many requests (0 = never, the default). */
+  maxRequestsPerSocket?: number;
+  /** In-flight requests get this long to finish on drain (default 30 s). */
+  drainTimeoutMs?: number;
+}
+
+export type ReloadResult =
+  { ok: true; hash: string; changed: boolean } | { ok: false; error: string; code: string };
+
+export interface SidecarHandle {
+  readonly ports: { inbound: number; outbound: number; admin: number; services: Record<string, number> };
+  readonly metrics: MetricsRegistry;
+  /** A valid identity is loaded and the sidecar is not draining. */
+  ready(): boolean;
+  /** The identity serving now. */
+  identity(): LoadedIdentity | null;
+  currentHash(): string;
+  /** Validates and swaps in a new config (from `text`, or re-read from configPath), and re-reads the identity. */
+  reload(text?: string): Promise<ReloadResult>;
+  /** Re-reads the identity files now. */
+  reloadIdentity(): Promise<IdentityReload>;
+  /** Stops accepting, finishes in-flight requests (up to the drain timeout), then closes everything. */
+  drain(): Promise<void>;
+}
+
+/** The inbound forward's total time: the callers' (shorter) timeouts end an exchange first. */
+const INBOUND_TIMEOUT_MS = 300_000;
+/** Bodies up to this size are buffered when a retry may need to replay them. */
+const REPLAY_BUFFER_BYTES = 64 * 1024;
+const NO_RETRY: RetryPlan = Object.freeze({
+  attempts: 0,
+  perTryTimeoutMs: 0,
+  retryOn: [],
+  backoff: Object.freeze({ baseMs: 0, maxMs: 0 }),
+}) as RetryPlan;
+/** Metric label of a peer that no allow rule names, and of a plaintext request. */
+const OTHER_PEER = "other";
+const NO_PEER = "none";
+
+interface State {
+  readonly config: SidecarRuntimeConfig;
+  readonly inbound: CompiledInbound;
+  readonly outbound: CompiledOutbound;
+  /** Destination clusters by name. */
+  readonly clusters: ReadonlyMap<string, UpstreamCluster>;
+  /** The local app. */
+  readonly app: UpstreamCluster;
+  readonly tracer: Tracer;
+}
+
+/** What the inbound side learned about a verified peer, kept on its TLS socket. */
+interface PeerInfo {
+  readonly id: string;
+  readonly label: string;
+  readonly xfcc: string;
+}
+const PEER = Symbol("meshgate.peer");
+type PeerSocket = Socket & { [PEER]?: PeerInfo };
+const EXCHANGE = Symbol("meshgate.exchange");
+
+type Direction = "inbound" | "outbound";
+
+/** One request, from arrival to the response's close (no per-request closures). */
+class Exchange {
+  readonly state: State;
+  readonly direction: Direction;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly started = performance.now();
+  readonly requestId: string;
+  /** Metric label: the peer (inbound) or the destination service (outbound). */
+  peer: string;
+  readonly mtls: boolean;
+  accessPath = "";
+  rule = "";
+  outcome = "";
+  upstreamKey = "";
+  span: SpanLike = NOOP_SPAN;
+  readonly cancel: CancelToken = { aborted: false, onabort: null };
+
+  constructor(
+    state: State,
+    direction: Direction,
+    req: IncomingMessage,
+    res: ServerResponse,
+    peer: string,
+    mtls: boolean,
+  ) {
+    this.state = state;
+    this.direction = direction;
+    this.req = req;
+    this.res = res;
+    this.peer = peer;
+    this.mtls = mtls;
+    this.requestId = requestId(req.headers["x-request-id"], randomUUID);
+  }
+}
+
+const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
+
+/** The app as an upstream cluster: one static endpoint, no TLS, never ejected (it is the only one). */
+function appCluster(config: SidecarRuntimeConfig): Cluster {
+  return {
+    name: "app",
+    service: config.name,
+    namespace: config.namespace,
+    port: config.inbound.appPort,
+    protocol: "http1",
+    loadBalancer: "round-robin",
+    connectTimeoutMs: 1000,
+    circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 4096 },
+    outlierDetection: {
+      consecutive5xx: 2 ** 31 - 1,
+      intervalMs: 10_000,
+      baseEjectionMs: 0,
+      maxEjectedPercent: 0,
+    },
+    retryBudget: { ratio: 0, minPerSecond: 0 },
+    healthCheck: null,
+    tls: { mode: "none" },
+  };
+}
+
+export async function startSidecar(options: SidecarOptions): Promise<SidecarHandle> {
+  const log = options.logger ?? pino({ name: "meshgate-sidecar", base: { proxy: "sidecar" } });
+  const bindHost = options.host ?? "0.0.0.0";
+  const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+
+  // ── metrics ──
+  const metrics = new MetricsRegistry({ prefix: "meshgate_" });
+  registerProcessMetrics(metrics);
+  const mRequests = metrics.counter(
+    "requests_total",
+    "Requests answered by the sidecar, by direction, peer (inbound: the caller's SPIFFE ID; outbound: the destination service), status class, and whether they came over mTLS.",
+    ["proxy", "direction", "peer", "code_class", "mtls"],
+  );
+  const mDuration = metrics.histogram(
+    "request_duration_seconds",
+    "Time from request to response end, by direction and peer.",
+    ["proxy", "direction", "peer"],
+  );
+  const mErrors = metrics.counter(
+    "sidecar_errors_total",
+    "Error responses the sidecar generated itself, by code.",
+    ["proxy", "direction", "code"],
+  );
+  const mDenied = metrics.counter(
+    "authz_denied_total",
+    "Inbound requests denied by authorization, by service, peer (SPIFFE ID named by a rule, other, none) and reason.",
+    ["proxy", "service", "peer", "reason"],
+  );
+  const mUpstream = metrics.counter("upstream_requests_total", "Upstream attempts, by cluster and outcome.", [
+    "proxy",
+    "cluster",
+    "outcome",
+  ]);
+  const mRetries = metrics.counter("retries_total", "Retries, by cluster and the failure retried.", [
+    "proxy",
+    "cluster",
+    "reason",
+  ]);
+  const mBudget = metrics.counter(
+    "retry_budget_exhausted_total",
+    "Retries refused because the budget was spent.",
+    ["proxy", "cluster"],
+  );
+  const mOverflow = metrics.counter("upstream_overflow_total", "Requests refused by the circuit breaker.", [
+    "proxy",
+    "cluster",
+  ]);
+  const mEjections = metrics.counter("upstream_ejections_total", "Endpoints ejected by outlier detection.", [
+    "proxy",
+    "cluster",
+  ]);
+  const mHealth = metrics.counter("upstream_health_changes_total", "Active health-check transitions.", [
+    "proxy",
+    "cluster",
+    "healthy",
+  ]);
+  const mHandshakes = metrics.counter(
+    "tls_handshake_failures_total",
+    "Inbound TLS connections refused: by OpenSSL (no_certificate, untrusted, protocol, timeout, other) or by the SVID verifier (its E_RT_PKI_* code).",
+    ["proxy", "reason"],
+  );
+  const mInFlight = metrics
+    .gauge("requests_in_flight", "Requests being handled.", ["proxy"])
+    .labels("sidecar");
+  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
+    "proxy",
+    "result",
+  ]);
+  const mConfig = metrics.gauge(
+    "config_info",
+    "The config serving now (value 1), by content hash.",
+    ["proxy", "hash"],
+    {
+      maxChildren: 4,
+    },
+  );
+  const mIdentityReloads = metrics.counter(
+    "identity_reloads_total",
+    "Identity file loads: loaded (a new SVID serves), rejected (refused; the previous one keeps serving), issued (dev issuer).",
+    ["proxy", "result"],
+  );
+  const mExpiry = metrics.gauge(
+    "cert_expiry_seconds",
+    "Seconds until the serving SVID expires (negative once expired), by SPIFFE ID.",
+    ["proxy", "identity"],
+    { maxChildren: 16 },
+  );
+  const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
+    "proxy",
+    "reason",
+  ]);
+
+  /** Request metric children by direction, peer label and mtls, looked up once. */
+  const perPeer = new Map<string, { requests: (CounterChild | undefined)[]; duration: HistogramChild }>();
+  const countRequest = (
+    direction: Direction,
+    peer: string,
+    mtls: boolean,
+    status: number,
+    seconds: number,
+  ) => {
+    const key = `${direction}\u0000${peer}\u0000${mtls ? 1 : 0}`;
+    let m = perPeer.get(key);
+    if (m === undefined) {
+      m = { requests: [], duration: mDuration.labels("sidecar", direction, peer) };
+      perPeer.set(key, m);
+    }
+    const i = codeClassIndex(status);
+    (m.requests[i] ??= mRequests.labels(
+      "sidecar",
+      direction,
+      peer,
+      CODE_CLASSES[i]!,
+      mtls ? "true" : "false",
+    )).inc();
+    m.duration.observe(seconds);
+  };
+  const attemptChildren = new Map<string, CounterChild>();
+  const observer: ForwardObserver = {
+    attempt: (cluster, outcome) => {
+      const key = `${cluster}\u0000${outcome}`;
+      let child = attemptChildren.get(key);
+      if (child === undefined)
+        attemptChildren.set(key, (child = mUpstream.labels("sidecar", cluster, outcome)));
+      child.inc();
+    },
+    retry: (cluster, reason) => mRetries.labels("sidecar", cluster, reason).inc(),
+    budgetExhausted: (cluster) => mBudget.labels("sidecar", cluster).inc(),
+    overflow: (cluster) => mOverflow.labels("sidecar", cluster).inc(),
+  };
+
+  // ── identity ──
+  let identity = createIdentity(options.config);
+  function createIdentity(config: SidecarRuntimeConfig): IdentitySource {
+    return new IdentitySource(config.svid, {
+      expectedId: config.identity,
+      trustDomain: config.trustDomain,
+      ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
+      onEvent: (e) => onIdentityEvent(e),
+    });
+  }
+  function onIdentityEvent(e: IdentityEvent): void {
+    switch (e.kind) {
+      case "loaded":
+        inbound?.setIdentity(e.identity.serverOptions);
+        mIdentityReloads.labels("sidecar", "loaded").inc();
+        if (e.previous && e.previous.spiffeId !== e.identity.spiffeId)
+          mExpiry.labels("sidecar", e.previous.spiffeId).set(0);
+        log.info({
+          event: "identity_loaded",
+          spiffeId: e.identity.spiffeId,
+          serial: e.identity.serial,
+          notAfter: new Date(e.identity.notAfter).toISOString(),
+          renewAt: new Date(e.identity.renewAt).toISOString(),
+        });
+        return;
+      case "rejected":
+        mIdentityReloads.labels("sidecar", "rejected").inc();
+        log.warn(
+          { event: "identity_rejected", code: e.code, reason: e.message, keptPrevious: e.keptPrevious },
+          e.keptPrevious
+            ? "identity files refused; the previous identity keeps serving"
+            : "no valid identity yet",
+        );
+        return;
+      case "renewal_due":
+        log.warn({
+          event: "identity_renewal_due",
+          spiffeId: e.identity.spiffeId,
+          notAfter: new Date(e.identity.notAfter).toISOString(),
+          message: "the SVID is due for renewal and no new files have arrived yet (the issuer writes them)",
+        });
+        return;
+      case "expired":
+        log.error({
+          event: "identity_expired",
+          spiffeId: e.identity.spiffeId,
+          notAfter: new Date(e.identity.notAfter).toISOString(),
+        });
+        return;
+      case "issued":
+        mIdentityReloads.labels("sidecar", "issued").inc();
+        log.info({
+          event: "identity_issued",
+          spiffeId: e.spiffeId,
+          notAfter: new Date(e.notAfter).toISOString(),
+        });
+        return;
+      case "issue_failed":
+        mIdentityReloads.labels("sidecar", "issue_failed").inc();
+        log.error({ event: "identity_issue_failed", code: e.code, reason: e.message });
+        return;
+    }
+  }
+  metrics.onCollect(() => {
+    const c = identity.current();
+    if (c) mExpiry.labels("sidecar", c.spiffeId).set(Math.round((c.notAfter - Date.now()) / 1000));
+  });
+  const pools = new PoolCache({
+    connectTimeoutMs: 1000,
+    connections: 1024,
+    mtls: mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() }),
+  });
+
+  // ── state ──
+  async function buildState(config: SidecarRuntimeConfig): Promise<State> {
+    const inboundAuthz = compileInbound(config.inbound.authz, { permissive: config.mtls === "permissive" });
+    const outbound = compileOutbound(config.outbound, config.namespace);
+    const events = {
+      onError: (m: string) => log.warn({ event: "discovery" }, m),
+      onEjection: (cl: string, ep: string) => {
+        mEjections.labels("sidecar", cl).inc();
+        log.warn({ event: "ejected", cluster: cl, endpoint: ep });
+      },
+      onHealthChange: (cl: string, ep: string, healthy: boolean) => {
+        mHealth.labels("sidecar", cl, String(healthy)).inc();
+        log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
+      },
+    };
+    const clusters = new Map<string, UpstreamCluster>();
+    for (const s of config.outbound.services) {
+      const c = config.clusters.find((x) => x.name === s.cluster);
+      if (!c) throw new Error(`outbound service ${s.service}: cluster ${s.cluster} is not in clusters`);
+    }
+    for (const c of config.clusters) {
+      const cluster = new UpstreamCluster(c, config.discovery, pools, events);
+      await cluster.start();
+      clusters.set(c.name, cluster);
+    }
+    const app = new UpstreamCluster(
+      appCluster(config),
+      { kind: "static", endpoints: { app: [{ host: "127.0.0.1", port: config.inbound.appPort }] } },
+      pools,
+      events,
+    );
+    await app.start();
+    const tracer = createTracer(config.telemetry, {
+      onDrop: (n, reason) => mSpansDropped.labels("sidecar", reason).inc(n),
+    });
+    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer };
+  }
+
+  let state = await buildState(options.config);
+  mConfig.labels("sidecar", state.config.hash).set(1);
+  let draining = false;
+  let inFlight = 0;
+  let idleWaiters: (() => void)[] = [];
+
+  /** A bounded metric label for a peer: a SPIFFE ID some rule names, or "other". */
+  const peerLabel = (id: string) =>
+    state.inbound.peers.has(id) || id === state.config.identity ? id : OTHER_PEER;
+
+  // ── responses, the end of an exchange ──
+  function respondError(
+    ex: Exchange,
+    status: number,
+    code: SidecarErrorCode,
+    message: string,
+    extra?: Record<string, string>,
+  ): void {
+    const { req, res } = ex;
+    const body = JSON.stringify({ error: { code, message } });
+    if (!res.headersSent) {
+      res.writeHead(status, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        "x-meshgate-error": code,
+        ...(draining ? { connection: "close" } : {}),
+        ...extra,
+      });
+    }
+    res.end(req.method === "HEAD" ? undefined : body);
+    mErrors.labels("sidecar", ex.direction, code).inc();
+  }
+
+  function exchangeClosed(this: ServerResponse): void {
+    const ex = (this as ServerResponse & { [EXCHANGE]?: Exchange })[EXCHANGE]!;
+    const res = ex.res;
+    if (!res.writableFinished && !res.errored) {
+      ex.cancel.aborted = true;
+      ex.cancel.onabort?.();
+    }
+    const seconds = (performance.now() - ex.started) / 1000;
+    const status = res.statusCode;
+    ex.span.end({ statusCode: status });
+    countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
+    if (ex.state.config.telemetry.accessLog.enabled) {
+      log.info({
+        event: "access",
+        direction: ex.direction,
+        requestId: ex.requestId,
+        method: ex.req.method,
+        path: ex.accessPath,
+        peer: ex.peer,
+        mtls: ex.mtls,
+        rule: ex.rule || undefined,
+        status,
+        completed: res.writableFinished,
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        upstream: ex.upstreamKey || undefined,
+        outcome: ex.outcome || undefined,
+      });
+    }
+    inFlight--;
+    mInFlight.dec();
+    if (inFlight === 0 && idleWaiters.length) {
+      for (const w of idleWaiters) w();
+      idleWaiters = [];
+    }
+  }
+
+  function begin(ex: Exchange): void {
+    inFlight++;
+    mInFlight.inc();
+    (ex.res as ServerResponse & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;
+    ex.res.on("close", exchangeClosed);
+  }
+
+  /** HTTP version and header hygiene shared by both directions; false when answered. */
+  function checkHead(ex: Exchange): boolean {
+    const req = ex.req;
+    if (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1)) {
+      ex.res.shouldKeepAlive = false;
+      respondError(ex, 505, "http_version_not_supported", `HTTP/${req.httpVersion} is not supported`);
+      return false;
+    }
+    const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
+    if (problem) {
+      ex.res.shouldKeepAlive = false;
+      respondError(ex, 400, problem.code, problem.detail);
+      return false;
+    }
+    return true;
+  }
+
+  // ── inbound ──
+  function onInbound(req: IncomingMessage, res: ServerResponse, mtls: boolean): void {
+    const peerInfo = mtls ? (req.socket as PeerSocket)[PEER] : undefined;
+    const ex = new Exchange(state, "inbound", req, res, peerInfo?.label ?? NO_PEER, mtls);
+    begin(ex);
+    handleInbound(ex, peerInfo ?? null).catch((err: Error) => failed(ex, err));
+  }
+
+  async function handleInbound(ex: Exchange, peer: PeerInfo | null): Promise<void> {
+    const { req, res, state: current } = ex;
+    if (!checkHead(ex)) return;
+    const config = current.config;
+    const d = decideInbound(current.inbound, {
+      peer: peer?.id ?? null,
+      method: req.method ?? "GET",
+      target: req.url ?? "",
+      host: req.headers.host,
+    });
+    const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
+      method: req.method ?? "GET",
+      path: d.kind === "allow" ? d.path : "",
+      scheme: ex.mtls ? "https" : "http",
+      ...(d.kind === "allow" ? { meshgateRoute: d.source } : {}),
+      peerAddress: req.socket.remoteAddress ?? "",
+      attributes: { "meshgate.direction": "inbound", ...(peer ? { "meshgate.peer": peer.id } : {}) },
+    }));
+    if (d.kind === "deny") {
+      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      if (d.status === 403) {
+        mDenied.labels("sidecar", config.name, ex.peer, d.code).inc();
+        return respondError(ex, 403, "authz_denied", d.detail, { "x-meshgate-denied": d.code });
+      }
+      return respondError(ex, 400, d.code === "bad_host" ? "bad_host" : "bad_request_target", d.detail);
+    }
+    ex.accessPath = d.path;
+    ex.rule = d.source;
+
+    const limit = config.inbound.limits.maxBodyBytes;
+    const declared = req.headers["content-length"];
+    if (declared !== undefined && Number(declared) > limit) {
+      res.shouldKeepAlive = false;
+      return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+    }
+    const headers = forwardedRequestHeaders(req.headers);
+    if (peer !== null) {
+      headers[PEER_HEADER] = peer.id;
+      headers[XFCC_HEADER] = peer.xfcc;
+    }
+    const hasBody =
+      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    const body = hasBody ? limitBody(req, limit) : null;
+    const upstreamSpan = current.tracer.startClientSpan(span, {
+      method: req.method ?? "GET",
+      upstream: "app",
+    });
+    setTraceHeaders(headers, upstreamSpan);
+    const result = await forward(
+      current.app,
+      {
+        cancel: ex.cancel,
+        method: req.method ?? "GET",
+        path: d.upstreamTarget,
+        headers,
+        body,
+        timeoutMs: INBOUND_TIMEOUT_MS,
+        retry: NO_RETRY,
+        hashKey: "",
+      },
+      (status, upstreamHeaders) => {
+        const h = downstreamResponseHeaders(upstreamHeaders);
+        if (draining) h.connection = "close";
+        res.writeHead(status, h);
+        return res;
+      },
+      observer,
+    );
+    finishForward(ex, result, upstreamSpan, "app", limit);
+  }
+
+  // ── outbound ──
+  function onOutbound(req: IncomingMessage, res: ServerResponse, service: string | null): void {
+    const ex = new Exchange(state, "outbound", req, res, service ?? NO_PEER, true);
+    begin(ex);
+    handleOutbound(ex, service).catch((err: Error) => failed(ex, err));
+  }
+
+  async function handleOutbound(ex: Exchange, service: string | null): Promise<void> {
+    const { req, res, state: current } = ex;
+    if (!checkHead(ex)) return;
+    const method = req.method ?? "GET";
+    const d = decideOutbound(current.outbound, {
+      method,
+      target: req.url ?? "",
+      host: req.headers.host,
+      service,
+    });
+    const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
+      method,
+      path: d.kind === "route" ? d.path : "",
+      scheme: "http",
+      ...(d.kind === "route" && d.route !== null ? { meshgateRoute: d.route } : {}),
+      ...(d.kind === "route" ? { serverAddress: d.host } : {}),
+      peerAddress: req.socket.remoteAddress ?? "",
+      attributes: { "meshgate.direction": "outbound" },
+    }));
+    if (d.kind === "reject") {
+      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      return respondError(ex, d.status, d.code, d.detail);
+    }
+    ex.peer = d.service;
+    ex.accessPath = d.path;
+    ex.rule = d.route ?? "";
+    const cluster = current.clusters.get(d.cluster);
+    if (cluster === undefined)
+      return respondError(ex, 503, "no_healthy_upstream", `cluster ${d.cluster} is not configured`);
+    if (cluster.config.tls.mode === "mtls" && !identity.ready()) {
+      ex.outcome = "no_identity";
+      return respondError(
+        ex,
+        503,
+        "upstream_identity_unavailable",
+        "no valid workload identity is loaded; mTLS to the mesh is impossible",
+      );
+    }
+    const headers = forwardedRequestHeaders(req.headers);
+    headers.host = d.host;
+    const declared = req.headers["content-length"];
+    const hasBody =
+      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    let body: Buffer | NodeJS.ReadableStream | null = null;
+    if (hasBody) {
+      if (declared !== undefined && Number(declared) <= REPLAY_BUFFER_BYTES && d.retry.attempts > 0) {
+        try {
+          body = await readBody(req, REPLAY_BUFFER_BYTES);
+        } catch {
+          res.destroy();
+          return;
+        }
+      } else body = req;
+    }
+    const upstreamSpan = current.tracer.startClientSpan(span, { method, upstream: d.cluster });
+    setTraceHeaders(headers, upstreamSpan);
+    const result = await forward(
+      cluster,
+      {
+        cancel: ex.cancel,
+        method,
+        path: d.upstreamTarget,
+        headers,
+        body,
+        timeoutMs: d.timeoutMs,
+        retry: d.retry,
+        hashKey: req.socket.remoteAddress ?? "",
+      },
+      (status, upstreamHeaders) => {
+        const h = downstreamResponseHeaders(upstreamHeaders);
+        if (draining) h.connection = "close";
+        res.writeHead(status, h);
+        return res;
+      },
+      observer,
+    );
+    finishForward(ex, result, upstreamSpan, d.cluster, 0);
+  }
+
+  function setTraceHeaders(headers: Record<string, string | string[]>, span: SpanLike): void {
+    const traceparent = span.traceparent();
+    if (traceparent === undefined) return;
+    headers.traceparent = traceparent;
+    const tracestate = span.tracestate();
+    if (tracestate) headers.tracestate = tracestate;
+    else delete headers.tracestate;
+  }
+
+  function finishForward(
+    ex: Exchange,
+    result: ForwardResult,
+    span: SpanLike,
+    upstream: string,
+    limit: number,
+  ): void {
+    const res = ex.res;
+    const upstreamKey = (ex.upstreamKey = result.endpoint?.key ?? "");
+    if (upstreamKey) span.setAttribute("server.address", upstreamKey);
+    if (result.attempts > 1) span.setAttribute("http.request.resend_count", result.attempts - 1);
+    span.end(
+      result.kind === "ok"
+        ? { statusCode: result.status }
+        : { error: result.error ?? new Error(result.outcome), errorType: result.outcome },
+    );
+    if (result.kind === "ok") {
+      ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
+      return;
+    }
+    ex.outcome = result.outcome;
+    if (result.outcome === "body_too_large" && !result.headersSent) {
+      res.shouldKeepAlive = false;
+      return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+    }
+    if (result.headersSent || result.outcome === "client_aborted") {
+      res.destroy(result.error ?? undefined);
+      return;
+    }
+    const [status, code]: [number, SidecarErrorCode] =
+      result.outcome === "timeout"
+        ? [504, "upstream_timeout"]
+        : result.outcome === "connect_failure"
+          ? [503, "upstream_connect_failure"]
+          : result.outcome === "no_endpoint"
+            ? [503, "no_healthy_upstream"]
+            : result.outcome === "overflow"
+              ? [503, "upstream_overflow"]
+              : [502, "upstream_reset"];
+    if (result.outcome !== "no_endpoint" && result.outcome !== "overflow")
+      log.warn({
+        event: "upstream_error",
+        direction: ex.direction,
+        requestId: ex.requestId,
+        upstream: upstreamKey || upstream,
+        outcome: result.outcome,
+        attempts: result.attempts,
+        code: result.error ? (result.error as { code?: string }).code : undefined,
+      });
+    respondError(ex, status, code, `upstream ${upstream}: ${result.outcome.replaceAll("_", " ")}`);
+  }
+
+  function failed(ex: Exchange, err: Error): void {
+    log.error({ event: "handler_error", direction: ex.direction, message: err.message, stack: err.stack });
+    if (!ex.res.headersSent) respondError(ex, 500, "internal_error", "internal sidecar error");
+    else ex.res.destroy(err);
+  }
+
+  // ── listeners ──
+  function onClientError(direction: Direction, err: Error & { code?: string }, socket: Socket): void {
+    if (err.code === "ECONNRESET" || err.code === "EPIPE") {
+      socket.destroy();
+      return;
+    }
+    if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const [status, code]: [number, SidecarErrorCode] =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? [431, "headers_too_large"]
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? [408, "request_timeout"]
+          : [400, "bad_request_target"];
+    mErrors.labels("sidecar", direction, code).inc();
+    if (socket.writable && !socket.destroyed) {
+      const body = JSON.stringify({ error: { code, message: http.STATUS_CODES[status] ?? "Bad Request" } });
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? "Bad Request"}\r\nconnection: close\r\n` +
+          `content-type: application/json\r\nx-meshgate-error: ${code}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    } else socket.destroy();
+  }
+
+  const own = options.config.identity;
+  let inbound: InboundListener | null = null;
+  inbound = createInboundListener({
+    mode: options.config.mtls,
+    maxHeaderBytes: options.config.inbound.limits.maxHeaderBytes,
+    headerTimeoutMs: options.config.inbound.limits.headerTimeoutMs,
+    identity: null,
+    ...(options.maxRequestsPerSocket ? { maxRequestsPerSocket: options.maxRequestsPerSocket } : {}),
+    onRequest: onInbound,
+    onSecureConnection: (socket) => {
+      const current = identity.current();
+      const v = current
+        ? current.verifier.verify(peerChain(socket))
+        : ({ ok: false, code: "E_RT_IDENTITY_UNAVAILABLE", reason: "no identity loaded" } as const);
+      if (!v.ok) {
+        mHandshakes.labels("sidecar", v.code).inc();
+        log.warn({ event: "peer_refused", code: v.code, reason: v.reason, remote: socket.remoteAddress });
+        socket.destroy();
+        return;
+      }
+      (socket as unknown as PeerSocket)[PEER] = {
+        id: v.spiffeId,
+        label: peerLabel(v.spiffeId),
+        xfcc: xfccValue(own, v.spiffeId, v.fingerprint),
+      };
+    },
+    onTlsError: (err) => mHandshakes.labels("sidecar", handshakeReason(err)).inc(),
+    onClientError: (err, socket) => onClientError("inbound", err, socket),
+  });
+
+  await identity.start();
+  const current0 = identity.current();
+  if (current0) inbound.setIdentity(current0.serverOptions);
+
+  const inboundPort = await listen(
+    inbound.server,
+    options.ports?.inbound ?? options.config.inbound.port,
+    bindHost,
+  );
+  const outboundServer = http.createServer(outboundServerOptions(), (req, res) => onOutbound(req, res, null));
+  outboundServer.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
+    onClientError("outbound", err, socket),
+  );
+  const outboundPort = await listen(
+    outboundServer,
+    options.ports?.outbound ?? options.config.outbound.port,
+    "127.0.0.1",
+  );
+  const serviceServers: http.Server[] = [];
+  const servicePorts: Record<string, number> = {};
+  for (const s of options.config.outbound.services) {
+    const port = options.ports?.services?.[s.service] ?? s.localPort;
+    if (port === null || port === undefined) continue;
+    const server = http.createServer(outboundServerOptions(), (req, res) => onOutbound(req, res, s.service));
+    server.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
+      onClientError("outbound", err, socket),
+    );
+    servicePorts[s.service] = await listen(server, port, "127.0.0.1");
+    serviceServers.push(server);
+  }
+
+  // ── admin ──
+  const admin = createAdminServer({
+    ready: () => !draining && identity.ready(),
+    metrics: () => metrics.render(),
+    config: () => ({ ...state.config, identityStatus: identityStatus(identity.current(), identity.ready()) }),
+    reload: () => reload(),
+  });
+  const adminPort = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
+  log.info({
+    event: "started",
+    inbound: inboundPort,
+    outbound: outboundPort,
+    services: servicePorts,
+    admin: adminPort,
+    mtls: options.config.mtls,
+    ready: identity.ready(),
+    hash: state.config.hash,
+  });
+
+  // ── reload and drain ──
+  let reloading: Promise<ReloadResult> = Promise.resolve({
+    ok: true,
+    hash: state.config.hash,
+    changed: false,
+  });
+  function reload(text?: string): Promise<ReloadResult> {
+    reloading = reloading.then(() => doReload(text));
+    return reloading;
+  }
+  async function doReload(text?: string): Promise<ReloadResult> {
+    let next: SidecarRuntimeConfig;
+    try {
+      if (text === undefined) {
+        if (!options.configPath)
+          throw Object.assign(new Error("no config file to reload from"), { code: "E_RT_CONFIG_JSON" });
+        text = await readFile(options.configPath, "utf8");
+      }
+      next = loadRuntimeConfig(text, "sidecar");
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      mReloads.labels("sidecar", "failure").inc();
+      log.error(
+        { event: "reload_rejected", code: e.code, message: e.message },
+        "config rejected; the previous config keeps serving",
+      );
+      return { ok: false, error: e.message, code: e.code ?? "E_RT_CONFIG_INVALID" };
+    }
+    if (next.hash === state.config.hash) {
+      await identity.reload();
+      mReloads.labels("sidecar", "unchanged").inc();
+      return { ok: true, hash: next.hash, changed: false };
+    }
+    const previous = state;
+    let built: State;
+    try {
+      built = await buildState(next);
+    } catch (err) {
+      mReloads.labels("sidecar", "failure").inc();
+      log.error(
+        { event: "reload_rejected", message: (err as Error).message },
+        "config rejected; the previous config keeps serving",
+      );
+      return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
+    }
+    if (
+      JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
+      next.identity !== previous.config.identity ||
+      next.trustDomain !== previous.config.trustDomain
+    ) {
+      // New identity files or another identity: a new source; the old one serves until the new one loads.
+      const fresh = createIdentity(next);
+      await fresh.start();
+      const old = identity;
+      identity = fresh;
+      old.close();
+      const c = fresh.current();
+      if (c) inbound?.setIdentity(c.serverOptions);
+    } else await identity.reload();
+    state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+    mConfig.labels("sidecar", previous.config.hash).set(0);
+    mConfig.labels("sidecar", next.hash).set(1);
+    mReloads.labels("sidecar", "success").inc();
+    for (const c of previous.clusters.values()) c.close();
+    previous.app.close();
+    void previous.tracer.shutdown(2000);
+    const keep = new Set([...built.clusters.values(), built.app].flatMap((c) => c.poolKeys()));
+    void pools.retain(keep);
+    log.info({ event: "reloaded", hash: next.hash });
+    return { ok: true, hash: next.hash, changed: true };
+  }
+
+  async function drain(): Promise<void> {
+    if (draining) return;
+    draining = true;
+    log.info({ event: "draining", inFlight });
+    const servers: net.Server[] = [inbound!.server, outboundServer, ...serviceServers];
+    for (const s of servers) s.close();
+    inbound!.closeIdle();
+    outboundServer.closeIdleConnections();
+    for (const s of serviceServers) s.closeIdleConnections();
+    if (inFlight > 0) {
+      await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), sleep(drainTimeoutMs)]);
+    }
+    inbound!.closeAll();
+    outboundServer.closeAllConnections();
+    for (const s of serviceServers) s.closeAllConnections();
+    admin.close();
+    admin.closeAllConnections();
+    identity.close();
+    for (const c of state.clusters.values()) c.close();
+    state.app.close();
+    await state.tracer.shutdown(2000);
+    await pools.closeAll();
+    log.info({ event: "stopped" });
+  }
+
+  return {
+    ports: { inbound: inboundPort, outbound: outboundPort, admin: adminPort, services: servicePorts },
+    metrics,
+    ready: () => !draining && identity.ready(),
+    identity: () => identity.current(),
+    currentHash: () => state.config.hash,
+    reload,
+    reloadIdentity: () => identity.reload(),
+    drain,
+  };
+}
+
+function outboundServerOptions(): http.ServerOptions {
+  return {
+    requireHostHeader: false, // a local port needs no Host; the proxy port refuses a request without one
+    joinDuplicateHeaders: false,
+    insecureHTTPParser: false,
+    noDelay: true,
+    keepAliveTimeout: 65_000,
+  };
+}
+
+/** A bounded label for a failed inbound handshake. */
+function handshakeReason(err: Error & { code?: string }): string {
+  const text = `${err.code ?? ""} ${err.message}`.toUpperCase();
+  if (text.includes("TIMEOUT")) return "timeout";
+  if (text.includes("PEER DID NOT RETURN A CERTIFICATE") || text.includes("CERTIFICATE_REQUIRED"))
+    return "no_certificate";
+  if (text.includes("CERTIFICATE") || text.includes("UNKNOWN CA") || text.includes("VERIFY"))
+    return "untrusted";
+  if (
+    text.includes("VERSION") ||
+    text.includes("PROTOCOL") ||
+    text.includes("WRONG_VERSION") ||
+    text.includes("HTTP_REQUEST")
+  )
+    return "protocol";
+  if (text.includes("ECONNRESET") || text.includes("SOCKET")) return "reset";
+  return "other";
+}
+
+function identityStatus(c: LoadedIdentity | null, ready: boolean): unknown {
+  if (!c) return { loaded: false, ready };
+  return {
+    loaded: true,
+    ready,
+    spiffeId: c.spiffeId,
+    serial: c.serial,
+    fingerprint: c.fingerprint,
+    notBefore: new Date(c.notBefore).toISOString(),
+    notAfter: new Date(c.notAfter).toISOString(),
+    renewAt: new Date(c.renewAt).toISOString(),
+    bundleRoots: c.bundle.roots.map((r) => r.subject),
+    intermediates: c.intermediates.map((i) => i.subject),
+  };
+}
+
+function listen(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error & { code?: string }) => {
+      reject(err.code === "EADDRINUSE" ? new Error(`port ${port} on ${host} is already in use`) : err);
+    };
+    server.once("error", onError);
+    server.listen({ port, host }, () => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** Reads a whole (small) body, failing with E_BODY_TOO_LARGE past `limit`. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let seen = 0;
+    req.on("data", (c: Buffer) => {
+      seen += c.length;
+      if (seen > limit) {
+        req.pause();
+        reject(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+    req.on("aborted", () => reject(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
+  });
+}
+
+/** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
+function limitBody(req: IncomingMessage, limit: number): Transform {
+  let seen = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > limit) cb(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
+      else cb(null, chunk);
+    },
+  });
+  req.on("error", (err) => t.destroy(err));
+  req.on("aborted", () => t.destroy(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
+  return req.pipe(t);
+}

@@ -1,0 +1,53 @@
+/**
+ * mTLS origination for upstream pools: the `connect` function H1Pool calls for clusters with
+ * `tls.mode: "mtls"` (PoolCache's `mtls` option). Each new connection takes the identity serving at that
+ * moment — after a renewal, new connections present the new SVID while existing ones finish — and
+ * accepts the server only when its chain verifies against the bundle and its SPIFFE ID is the cluster's
+ * `serverIdentity` (Node's own hostname check ignores URI SANs, so it is replaced).
+ */
+import net from "node:net";
+import tls from "node:tls";
+import type { LoadedIdentity } from "../pki/identity.ts";
+import { chainFromPeerCertificate, SvidVerificationError } from "../pki/tls.ts";
+
+/** Where the current identity comes from (an IdentitySource). */
+export interface IdentityProvider {
+  current(): LoadedIdentity | null;
+  /** A valid, unexpired identity is loaded. */
+  ready(): boolean;
+}
+
+/** A socket that fails at once (no identity): H1Pool sees a connect failure that names the cause. */
+function failedSocket(message: string): net.Socket {
+  const socket = new net.Socket();
+  process.nextTick(() =>
+    socket.destroy(Object.assign(new Error(message), { code: "E_RT_IDENTITY_UNAVAILABLE" })),
+  );
+  return socket;
+}
+
+/**
+ * The PoolCache `mtls` factory: for a server identity, a connect function opening TLS 1.3 connections
+ * with the provider's current SVID.
+ */
+export function mtlsConnector(
+  identity: IdentityProvider,
+): (serverIdentity: string) => (host: string, port: number) => net.Socket {
+  return (serverIdentity) => (host, port) => {
+    const id = identity.ready() ? identity.current() : null;
+    if (id === null) return failedSocket("no valid mesh identity is loaded (mTLS needs one)");
+    const verifier = id.verifier;
+    return tls.connect({
+      host,
+      port,
+      secureContext: id.clientContext,
+      minVersion: "TLSv1.3",
+      ALPNProtocols: ["http/1.1"],
+      // Called by Node only after OpenSSL verified the chain against the bundle (the context's CA).
+      checkServerIdentity: (_hostname, cert) => {
+        const v = verifier.verify(chainFromPeerCertificate(cert), { expect: serverIdentity });
+        return v.ok ? undefined : new SvidVerificationError(v.code, v.reason);
+      },
+    });
+  };
+}
