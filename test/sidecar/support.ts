@@ -68,7 +68,8 @@ export async function writeIdentity(
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   await writeFileAtomic(join(dir, "bundle.pem"), bundlePem, 0o644);
-  if (intermediatesPem !== undefined) await writeFileAtomic(join(dir, "intermediates.pem"), intermediatesPem, 0o644);
+  if (intermediatesPem !== undefined)
+    await writeFileAtomic(join(dir, "intermediates.pem"), intermediatesPem, 0o644);
   await writeFileAtomic(join(dir, "svid-key.pem"), svid.keyPem!.reveal(), 0o600);
   await writeFileAtomic(join(dir, "svid.pem"), svid.chainPem, 0o644);
 }
@@ -104,7 +105,8 @@ export async function writeIdentityKubernetesStyle(
     });
 }
 
-export const intermediatePem = (svid: IssuedSvid) => svid.chainDer.map((d) => toPem(d, "CERTIFICATE")).join("");
+export const intermediatePem = (svid: IssuedSvid) =>
+  svid.chainDer.map((d) => toPem(d, "CERTIFICATE")).join("");
 
 export interface TestSidecar extends SidecarHandle {
   readonly name: string;
@@ -124,7 +126,8 @@ export async function startTestSidecar(
     write(chunk: Buffer, _enc, cb) {
       const text = chunk.toString();
       raw += text;
-      for (const line of text.split("\n")) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of text.split("\n"))
+        if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
       cb();
     },
   });
@@ -151,7 +154,11 @@ export async function startTestSidecar(
 }
 
 /** Polls `check` until it returns true (or throws after `ms`). */
-export async function until(check: () => boolean | Promise<boolean>, ms = 5000, what = "condition"): Promise<void> {
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  ms = 5000,
+  what = "condition",
+): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     if (await check()) return;
