@@ -137,6 +137,8 @@ export async function forward(
   let attempts = 0;
   let previous: Endpoint | undefined;
   let lastFailure: AttemptFailure | null = null;
+  /** The error of the last failed attempt, reported when no endpoint is left to retry on. */
+  let lastError: Error | null = null;
 
   /** Another attempt is allowed: plan, safety, time left, and (last, since it spends) the budget. */
   const mayRetry = (f: AttemptFailure): boolean => {
@@ -161,7 +163,7 @@ export async function forward(
           headersSent: false,
           attempts,
           endpoint: null,
-          error: null,
+          error: lastFailure ? lastError : null,
         };
       }
       // Requests beyond the endpoint's connections wait in its queue: refuse once that queue is full.
@@ -208,6 +210,7 @@ export async function forward(
         observer.attempt(name, status >= 500 ? "5xx" : "success");
         if (discarded === null) return { kind: "ok", endpoint, attempts, status };
         lastFailure = discarded;
+        lastError = null;
         observer.retry(name, outcomeOf(discarded));
       } catch (err) {
         const e = err as Error & { code?: string };
@@ -230,6 +233,7 @@ export async function forward(
           };
         }
         lastFailure = discarded ?? failure;
+        lastError = e;
         observer.retry(name, outcomeOf(lastFailure));
       } finally {
         endpoint.inFlight--;

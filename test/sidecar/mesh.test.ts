@@ -1,0 +1,377 @@
+/**
+ * app → sidecar (outbound) → sidecar (inbound, mTLS) → app, with real sidecars and apps on 127.0.0.1:
+ * the three ways an app addresses a service (proxy absolute-form, Host header, local port), undeclared
+ * destinations refused, a server proving the wrong SPIFFE ID refused, retries on a killed endpoint within
+ * the budget (and none once it is spent), outlier ejection, per-route timeouts, W3C trace context across
+ * both hops, and no mTLS without an identity.
+ */
+import http from "node:http";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
+import { request, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
+import {
+  localSidecar,
+  meshConfigs,
+  metricValue,
+  spiffe,
+  startTestSidecar,
+  TD,
+  writeIdentity,
+  type TestSidecar,
+} from "./support.ts";
+
+const SERVICES = {
+  web: { image: "r/web:1", port: 8080, calls: ["orders", "payments"] },
+  orders: {
+    image: "r/orders:1",
+    port: 8080,
+    allow: [{ from: ["web"] }],
+    loadBalancer: "round-robin",
+    circuitBreaker: { consecutive5xx: 2, baseEjection: "30s", maxEjectedPercent: 50 },
+    routes: [
+      {
+        name: "slow",
+        match: { path: "/slow" },
+        timeout: "300ms",
+        retries: { attempts: 0, perTryTimeout: "300ms" },
+      },
+    ],
+  },
+  payments: {
+    image: "r/payments:1",
+    port: 8080,
+    allow: [{ from: ["web"] }],
+    loadBalancer: "round-robin",
+    retries: { budget: { ratio: 0, minPerSecond: 0 } },
+  },
+  secrets: { image: "r/secrets:1", port: 8080, allow: [{ from: ["web"] }] },
+};
+
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let ca: TestCa;
+let configs: SidecarRuntimeConfig[];
+const stops: (() => Promise<void>)[] = [];
+const config = (name: string) => configs.find((c) => c.name === name)!;
+
+beforeAll(async () => {
+  tmp = await tempDir("sidecar-mesh");
+  ca = await makeCa(TD);
+  configs = meshConfigs(SERVICES);
+});
+afterEach(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop();
+});
+afterAll(async () => {
+  await tmp?.cleanup();
+});
+
+let n = 0;
+/** A service instance: its app and its sidecar (with a fresh SVID for `identity`, default its own). */
+async function instance(
+  service: string,
+  o: {
+    handler?: UpstreamHandler;
+    identity?: string;
+    endpoints?: Record<string, number[]>;
+    noIdentity?: boolean;
+    tracing?: { otlpEndpoint: string };
+  } = {},
+): Promise<{ app: Upstream; sidecar: TestSidecar }> {
+  const app = await startUpstream(o.handler);
+  const dir = join(tmp.dir, `${service}-${n++}`);
+  if (!o.noIdentity)
+    await writeIdentity(dir, await ca.issuer.issue(spiffe(o.identity ?? service)), ca.bundle.toPem());
+  const cfg = config(service);
+  const sidecar = await startTestSidecar(
+    localSidecar(o.identity && o.identity !== service ? { ...cfg, identity: spiffe(o.identity) } : cfg, {
+      identityDir: dir,
+      appPort: app.port,
+      endpoints: o.endpoints ?? {},
+      ...(o.tracing
+        ? {
+            edit: (c) => ({
+              ...c,
+              telemetry: {
+                ...c.telemetry,
+                tracing: { enabled: true, sampling: 1, otlpEndpoint: o.tracing!.otlpEndpoint },
+              },
+            }),
+          }
+        : {}),
+    }),
+  );
+  stops.push(async () => {
+    await sidecar.drain();
+    await app.close();
+  });
+  return { app, sidecar };
+}
+
+/** A GET through a sidecar's outbound proxy port in absolute form (what HTTP_PROXY clients send). */
+function viaProxy(
+  port: number,
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: "127.0.0.1", port, method: "GET", path: url, headers, agent: false },
+      (res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => (body += d.toString()));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const metrics = async (s: TestSidecar) => (await fetch(`${s.adminUrl}/metrics`)).text();
+
+describe("app to app through two sidecars", () => {
+  it("reaches_a_declared_service_in_all_three_addressing_modes", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const out = web.sidecar.ports.outbound;
+
+    const proxied = await viaProxy(out, "http://orders/orders/1?x=1");
+    expect(proxied.status).toBe(200);
+    expect(JSON.parse(proxied.body)).toEqual({ path: "/orders/1?x=1", method: "GET" });
+
+    const byHost = await request(`http://127.0.0.1:${out}/orders/2`, {
+      headers: { host: "orders.shop.svc.cluster.local" },
+    });
+    expect(byHost.status).toBe(200);
+    expect(orders.app.received.at(-1)!.headers.host).toBe("orders.shop.svc.cluster.local");
+
+    const local = await request(`http://127.0.0.1:${web.sidecar.ports.services.orders}/orders/3`);
+    expect(local.status).toBe(200);
+    expect(orders.app.received.at(-1)!.url).toBe("/orders/3");
+    expect(orders.app.received.at(-1)!.headers.host).toBe("orders");
+    expect(orders.app.received.at(-1)!.headers["x-meshgate-peer"]).toBe(spiffe("web"));
+
+    const text = await metrics(web.sidecar);
+    expect(
+      metricValue(text, "meshgate_requests_total", {
+        direction: "outbound",
+        peer: "orders",
+        code_class: "2xx",
+      }),
+    ).toBe(3);
+    const inbound = await metrics(orders.sidecar);
+    expect(
+      metricValue(inbound, "meshgate_requests_total", {
+        direction: "inbound",
+        peer: spiffe("web"),
+        mtls: "true",
+      }),
+    ).toBe(3);
+  });
+
+  it("refuses_an_undeclared_destination", async () => {
+    const secrets = await instance("secrets");
+    const web = await instance("web", { endpoints: { orders: [secrets.sidecar.ports.inbound] } });
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://secrets/x");
+    expect(r.status).toBe(403);
+    expect(r.headers["x-meshgate-error"]).toBe("destination_not_declared");
+    const outside = await viaProxy(web.sidecar.ports.outbound, "http://example.com/x");
+    expect(outside.status).toBe(403);
+    expect(secrets.app.received).toHaveLength(0);
+  });
+
+  it("refuses_a_server_that_proves_another_spiffe_id", async () => {
+    // "orders" endpoints point at a sidecar that holds payments' SVID (a hijacked address).
+    const impostor = await instance("payments");
+    const web = await instance("web", { endpoints: { orders: [impostor.sidecar.ports.inbound] } });
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://orders/orders/1");
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_connect_failure");
+    expect(impostor.app.received).toHaveLength(0);
+    expect(
+      web.sidecar.logs.some((l) => l.event === "upstream_error" && l.code === "E_RT_PKI_UNEXPECTED_PEER"),
+    ).toBe(true);
+    expect(
+      metricValue(await metrics(web.sidecar), "meshgate_upstream_requests_total", {
+        outcome: "connect_failure",
+      }),
+    ).toBeGreaterThan(0);
+  });
+
+  it("fails_closed_without_an_identity", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", {
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+      noIdentity: true,
+    });
+    expect(web.sidecar.ready()).toBe(false);
+    expect((await fetch(`${web.sidecar.adminUrl}/ready`)).status).toBe(503);
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://orders/x");
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+    expect(orders.app.received).toHaveLength(0);
+  });
+
+  it("continues_the_w3c_trace_across_both_hops", async () => {
+    const collector = await startCollector();
+    const traced = { otlpEndpoint: collector.url };
+    const orders = await instance("orders", { tracing: traced });
+    const web = await instance("web", {
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+      tracing: traced,
+    });
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const parent = "00f067aa0ba902b7";
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://orders/t", {
+      traceparent: `00-${traceId}-${parent}-01`,
+      tracestate: "vendor=1",
+    });
+    expect(r.status).toBe(200);
+    const seen = orders.app.received.at(-1)!.headers;
+    expect(seen.tracestate).toBe("vendor=1");
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(String(seen.traceparent));
+    expect(m?.[1]).toBe(traceId);
+    await web.sidecar.drain(); // flushes the spans
+    await orders.sidecar.drain();
+    const spans = collector.spans();
+    await collector.close();
+    // app → [web: server → client] → [orders: server → client] → app, one trace, each span the parent of the next
+    const byParent = new Map(spans.map((s) => [s.parentSpanId, s]));
+    const webServer = byParent.get(parent)!;
+    const webClient = byParent.get(webServer.spanId)!;
+    const ordersServer = byParent.get(webClient.spanId)!;
+    const ordersClient = byParent.get(ordersServer.spanId)!;
+    expect([webServer.kind, webClient.kind, ordersServer.kind, ordersClient.kind]).toEqual([2, 3, 2, 3]);
+    for (const s of [webServer, webClient, ordersServer, ordersClient]) expect(s.traceId).toBe(traceId);
+    expect(m?.[2]).toBe(ordersClient.spanId);
+  });
+});
+
+interface ExportedSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  kind: number;
+}
+
+/** An OTLP/HTTP JSON collector on 127.0.0.1 that keeps every span it receives. */
+async function startCollector(): Promise<{ url: string; spans(): ExportedSpan[]; close(): Promise<void> }> {
+  const spans: ExportedSpan[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (d: Buffer) => (body += d.toString()));
+    req.on("end", () => {
+      const doc = JSON.parse(body) as {
+        resourceSpans: { scopeSpans: { spans: ExportedSpan[] }[] }[];
+      };
+      for (const rs of doc.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end("{}");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    spans: () => spans,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe("resilience through the shared upstream code", () => {
+  it("retries_a_killed_endpoint_within_the_budget", async () => {
+    const a = await instance("orders");
+    const b = await instance("orders");
+    const web = await instance("web", {
+      endpoints: { orders: [a.sidecar.ports.inbound, b.sidecar.ports.inbound] },
+    });
+    await b.sidecar.drain(); // its port now refuses connections
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++)
+      statuses.push((await viaProxy(web.sidecar.ports.outbound, `http://orders/k/${i}`)).status);
+    expect(statuses).toEqual(Array(10).fill(200));
+    expect(a.app.received).toHaveLength(10);
+    const text = await metrics(web.sidecar);
+    expect(
+      metricValue(text, "meshgate_retries_total", { cluster: "orders", reason: "connect_failure" }),
+    ).toBeGreaterThan(0);
+  });
+
+  it("does_not_retry_once_the_budget_is_spent", async () => {
+    const a = await instance("payments");
+    const b = await instance("payments");
+    const web = await instance("web", {
+      endpoints: { payments: [a.sidecar.ports.inbound, b.sidecar.ports.inbound] },
+    });
+    await b.sidecar.drain();
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++)
+      statuses.push((await viaProxy(web.sidecar.ports.outbound, `http://payments/p/${i}`)).status);
+    // payments' budget is ratio 0 + 0/s: a request that picks the dead endpoint fails, it is not retried.
+    expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 200).length).toBe(a.app.received.length);
+    const text = await metrics(web.sidecar);
+    expect(
+      metricValue(text, "meshgate_retry_budget_exhausted_total", { cluster: "payments" }),
+    ).toBeGreaterThan(0);
+    expect(metricValue(text, "meshgate_retries_total", { cluster: "payments" })).toBe(0);
+  });
+
+  it("ejects_an_endpoint_that_keeps_failing", async () => {
+    const good = await instance("orders");
+    const bad = await instance("orders", {
+      handler: (_req, res) => {
+        res.writeHead(500, { "content-length": 0 });
+        res.end();
+      },
+    });
+    const web = await instance("web", {
+      endpoints: { orders: [good.sidecar.ports.inbound, bad.sidecar.ports.inbound] },
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++)
+      statuses.push((await viaProxy(web.sidecar.ports.outbound, `http://orders/e/${i}`)).status);
+    // Round-robin: the bad endpoint answers 500 (not retried: 500 is not in retryOn) until its second
+    // consecutive failure ejects it; everything after goes to the good endpoint.
+    expect(bad.app.received).toHaveLength(2);
+    expect(statuses.filter((s) => s === 500)).toHaveLength(2);
+    expect(statuses.slice(4)).toEqual(Array(8).fill(200));
+    expect(
+      metricValue(await metrics(web.sidecar), "meshgate_upstream_ejections_total", { cluster: "orders" }),
+    ).toBe(1);
+    expect(web.sidecar.logs.some((l) => l.event === "ejected")).toBe(true);
+  });
+
+  it("applies_the_per_route_timeout", async () => {
+    const orders = await instance("orders", {
+      handler: (req, res) => {
+        const delay = req.url === "/slow" ? 1500 : 0;
+        setTimeout(() => {
+          res.writeHead(200, { "content-length": 2 });
+          res.end("ok");
+        }, delay);
+      },
+    });
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const started = Date.now();
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://orders/slow");
+    expect(r.status).toBe(504);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_timeout");
+    expect(Date.now() - started).toBeLessThan(1200);
+    expect((await viaProxy(web.sidecar.ports.outbound, "http://orders/fast")).status).toBe(200);
+  });
+
+  it("passes_a_403_of_the_callee_through_with_its_reason", async () => {
+    const orders = await instance("orders");
+    // payments' sidecar calls nothing, so point a payments-identity caller at orders: orders denies it.
+    const caller = await instance("web", {
+      identity: "payments",
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+    });
+    const r = await viaProxy(caller.sidecar.ports.outbound, "http://orders/x");
+    expect(r.status).toBe(403);
+    expect(r.headers["x-meshgate-denied"]).toBe("peer_not_allowed");
+    expect(orders.app.received).toHaveLength(0);
+  });
+});
