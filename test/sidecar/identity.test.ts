@@ -1,0 +1,386 @@
+/**
+ * Certificates at run time: the identity files hot-reload (renamed files, and the Kubernetes `..data`
+ * symlink swap) without dropping in-flight requests, new connections use the new SVID on both sides,
+ * an invalid set of files is refused while the old identity keeps serving, /ready follows the identity
+ * (false before it exists and after it expired), renewal is announced, and the development issuer
+ * re-issues the sidecar's own SVID. No log line, metric or /config output ever holds a private key.
+ */
+import { X509Certificate } from "node:crypto";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import http from "node:http";
+import { join } from "node:path";
+import tls from "node:tls";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import {
+  createIntermediateCa,
+  createRootCa,
+  IdentitySource,
+  TrustBundle,
+  writeCaDirectory,
+  type IdentityEvent,
+  type IssuedSvid,
+} from "../../runtime/pki/index.ts";
+import { svidFiles } from "../../components/translate/translate.ts";
+import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
+import { startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
+import {
+  localSidecar,
+  meshConfigs,
+  metricValue,
+  spiffe,
+  startTestSidecar,
+  TD,
+  until,
+  writeIdentity,
+  writeIdentityKubernetesStyle,
+  type TestSidecar,
+} from "./support.ts";
+
+const SERVICES = {
+  web: { image: "r/web:1", port: 8080, calls: ["orders"] },
+  orders: { image: "r/orders:1", port: 8080, allow: [{ from: ["web"] }] },
+};
+
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let ca: TestCa;
+let configs: SidecarRuntimeConfig[];
+const stops: (() => Promise<void>)[] = [];
+const keysSeen: string[] = [];
+const config = (name: string) => configs.find((c) => c.name === name)!;
+
+beforeAll(async () => {
+  tmp = await tempDir("sidecar-identity");
+  ca = await makeCa(TD, { skewMs: 0 });
+  configs = meshConfigs(SERVICES);
+});
+afterEach(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop();
+});
+afterAll(async () => {
+  await tmp?.cleanup();
+});
+
+async function issue(service: string, ttlMs?: number): Promise<IssuedSvid> {
+  const svid = await ca.issuer.issue(spiffe(service), ttlMs ? { ttlMs, clockSkewMs: 0 } : {});
+  keysSeen.push(svid.keyPem!.reveal());
+  return svid;
+}
+
+let n = 0;
+async function instance(
+  service: string,
+  o: {
+    handler?: UpstreamHandler;
+    svid?: IssuedSvid | null;
+    endpoints?: Record<string, number[]>;
+    maxRequestsPerSocket?: number;
+    edit?: (c: Omit<SidecarRuntimeConfig, "hash">) => Omit<SidecarRuntimeConfig, "hash">;
+  } = {},
+): Promise<{ app: Upstream; sidecar: TestSidecar; dir: string }> {
+  const app = await startUpstream(o.handler);
+  const dir = join(tmp.dir, `${service}-${n++}`);
+  await mkdir(dir, { recursive: true });
+  if (o.svid !== null) await writeIdentity(dir, o.svid ?? (await issue(service)), ca.bundle.toPem());
+  const sidecar = await startTestSidecar(
+    localSidecar(config(service), {
+      identityDir: dir,
+      appPort: app.port,
+      endpoints: o.endpoints ?? {},
+      ...(o.edit ? { edit: o.edit } : {}),
+    }),
+    o.maxRequestsPerSocket ? { maxRequestsPerSocket: o.maxRequestsPerSocket } : {},
+  );
+  stops.push(async () => {
+    await sidecar.drain();
+    await app.close();
+    expectNoKeys(sidecar);
+  });
+  return { app, sidecar, dir };
+}
+
+/** The serial of the certificate a fresh TLS handshake with the sidecar's inbound port is served. */
+async function servedSerial(s: TestSidecar, client: IssuedSvid): Promise<string> {
+  const socket = tls.connect({
+    host: "127.0.0.1",
+    port: s.ports.inbound,
+    ca: ca.bundle.toPem(),
+    cert: client.chainPem,
+    key: client.keyPem!.reveal(),
+    checkServerIdentity: () => undefined,
+  });
+  await new Promise<void>((r, j) => socket.once("secureConnect", () => r()).once("error", j));
+  const serial = socket.getPeerCertificate().serialNumber.toLowerCase();
+  socket.destroy();
+  return serial;
+}
+
+function viaProxy(port: number, url: string): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path: url, agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const metrics = async (s: TestSidecar) => (await fetch(`${s.adminUrl}/metrics`)).text();
+const readyStatus = async (s: TestSidecar) => (await fetch(`${s.adminUrl}/ready`)).status;
+const fingerprint = (s: IssuedSvid) =>
+  new X509Certificate(s.der).fingerprint256.replace(/:/g, "").toLowerCase();
+
+/** No private key anywhere in what the sidecar printed. */
+function expectNoKeys(s: TestSidecar): void {
+  const raw = s.rawLog();
+  expect(raw).not.toContain("PRIVATE KEY");
+  for (const k of keysSeen) {
+    const body = k.split("\n").slice(1, 3).join("");
+    expect(raw).not.toContain(body.slice(0, 40));
+  }
+}
+
+describe("hot reload of identity files", () => {
+  it("is_not_ready_before_the_identity_exists_and_becomes_ready_when_it_appears", async () => {
+    const { sidecar, dir } = await instance("orders", { svid: null });
+    expect(sidecar.ready()).toBe(false);
+    expect(await readyStatus(sidecar)).toBe(503);
+    expect((await fetch(`${sidecar.adminUrl}/live`)).status).toBe(200);
+    await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+    await until(() => sidecar.ready(), 5000, "ready");
+    expect(await readyStatus(sidecar)).toBe(200);
+    const text = await metrics(sidecar);
+    const expiry = metricValue(text, "meshgate_cert_expiry_seconds", { identity: spiffe("orders") });
+    expect(expiry).toBeGreaterThan(86_000);
+    expect(expiry).toBeLessThanOrEqual(86_400);
+  });
+
+  it("serves_new_svids_to_new_connections_without_dropping_in_flight_requests", async () => {
+    const orders = await instance("orders", {
+      // every request on a new connection, so the caller's current SVID is visible in each XFCC
+      maxRequestsPerSocket: 1,
+      handler: (_req, res) => {
+        setTimeout(() => {
+          res.writeHead(200, { "content-length": 2 });
+          res.end("ok");
+        }, 300);
+      },
+    });
+    const webSvid = await issue("web");
+    const web = await instance("web", {
+      svid: webSvid,
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+    });
+    const caller = await issue("web");
+    const oldServerSerial = await servedSerial(orders.sidecar, caller);
+
+    const inFlight = Array.from({ length: 20 }, (_, i) =>
+      viaProxy(web.sidecar.ports.outbound, `http://orders/f/${i}`),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    const newOrders = await issue("orders");
+    const newWeb = await issue("web");
+    await writeIdentity(orders.dir, newOrders, ca.bundle.toPem());
+    await writeIdentity(web.dir, newWeb, ca.bundle.toPem());
+    const results = await Promise.all(inFlight);
+    expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
+
+    await until(() => orders.sidecar.identity()?.serial === newOrders.serial, 5000, "orders reload");
+    await until(() => web.sidecar.identity()?.serial === newWeb.serial, 5000, "web reload");
+    expect(await servedSerial(orders.sidecar, caller)).toBe(newOrders.serial);
+    expect(oldServerSerial).not.toBe(newOrders.serial);
+    // The outbound side: a new connection presents the new SVID (the XFCC hash is the peer's leaf).
+    expect((await viaProxy(web.sidecar.ports.outbound, "http://orders/after")).status).toBe(200);
+    expect(orders.app.received.at(-1)!.headers["x-forwarded-client-cert"]).toContain(
+      `Hash=${fingerprint(newWeb)}`,
+    );
+    expect(
+      metricValue(await metrics(orders.sidecar), "meshgate_identity_reloads_total", { result: "loaded" }),
+    ).toBe(2);
+  });
+
+  it("picks_up_a_kubernetes_style_symlink_swap", async () => {
+    const dir = join(tmp.dir, "k8s-orders");
+    const first = await issue("orders");
+    await writeIdentityKubernetesStyle(dir, { svid: first, bundlePem: ca.bundle.toPem() });
+    const app = await startUpstream();
+    const sidecar = await startTestSidecar(
+      localSidecar(config("orders"), { identityDir: dir, appPort: app.port }),
+      {
+        identityPollMs: 60_000, // the watcher alone must see the swap
+      },
+    );
+    stops.push(async () => {
+      await sidecar.drain();
+      await app.close();
+    });
+    expect(sidecar.identity()?.serial).toBe(first.serial);
+    const second = await issue("orders");
+    await writeIdentityKubernetesStyle(dir, { svid: second, bundlePem: ca.bundle.toPem() });
+    await until(() => sidecar.identity()?.serial === second.serial, 5000, "symlink swap");
+    expect(await servedSerial(sidecar, await issue("web"))).toBe(second.serial);
+  });
+
+  it.each([
+    [
+      "refuses_a_certificate_written_without_its_key",
+      async (dir: string) => writeFile(join(dir, "svid.pem"), (await issue("orders")).chainPem),
+      "E_RT_PKI_KEY_MISMATCH",
+    ],
+    [
+      "refuses_a_half_written_certificate",
+      async (dir: string) => {
+        const pem = (await issue("orders")).chainPem;
+        await writeFile(join(dir, "svid.pem"), pem.slice(0, Math.floor(pem.length / 3)));
+      },
+      "E_RT_PKI_PEM",
+    ],
+    [
+      "refuses_an_svid_of_another_workload",
+      async (dir: string) => writeIdentity(dir, await issue("web"), ca.bundle.toPem()),
+      "E_RT_IDENTITY_MISMATCH",
+    ],
+    [
+      "refuses_an_svid_of_a_foreign_ca",
+      async (dir: string) => {
+        const rogue = await makeCa(TD);
+        const svid = await rogue.issuer.issue(spiffe("orders"));
+        keysSeen.push(svid.keyPem!.reveal());
+        await writeIdentity(dir, svid, ca.bundle.toPem());
+      },
+      "E_RT_PKI_UNTRUSTED_ISSUER",
+    ],
+    [
+      "refuses_a_bundle_that_is_not_a_root",
+      async (dir: string) => writeFile(join(dir, "bundle.pem"), (await issue("orders")).certPem),
+      "E_RT_PKI_NOT_A_CA",
+    ],
+  ])("%s_and_keeps_serving_the_old_identity", async (_claim, corrupt, code) => {
+    const original = await issue("orders");
+    const { sidecar, dir } = await instance("orders", { svid: original });
+    const caller = await issue("web");
+    await corrupt(dir);
+    await until(
+      () => sidecar.logs.some((l) => l.event === "identity_rejected" && l.code === code),
+      5000,
+      `rejection ${code}`,
+    );
+    expect(sidecar.identity()?.serial).toBe(original.serial);
+    expect(sidecar.ready()).toBe(true);
+    expect(await servedSerial(sidecar, caller)).toBe(original.serial);
+    expect(
+      metricValue(await metrics(sidecar), "meshgate_identity_reloads_total", { result: "rejected" }),
+    ).toBeGreaterThanOrEqual(1);
+    // Then a good set of files is loaded again.
+    const fixed = await issue("orders");
+    await writeIdentity(dir, fixed, ca.bundle.toPem());
+    await until(() => sidecar.identity()?.serial === fixed.serial, 5000, "recovery");
+  });
+
+  it("announces_renewal_and_is_not_ready_once_the_svid_expired", async () => {
+    const short = await issue("orders", 3000);
+    const { sidecar, dir } = await instance("orders", { svid: short });
+    const web = await instance("web", {
+      svid: await issue("web", 3000),
+      endpoints: { orders: [sidecar.ports.inbound] },
+    });
+    expect(sidecar.ready()).toBe(true);
+    // renewal time of a 3 s leaf with renewBefore 8h: half-way (1.5 s)
+    await until(() => sidecar.logs.some((l) => l.event === "identity_renewal_due"), 4000, "renewal warning");
+    await until(() => !sidecar.ready(), 5000, "expiry");
+    expect(await readyStatus(sidecar)).toBe(503);
+    expect(sidecar.logs.some((l) => l.event === "identity_expired")).toBe(true);
+    expect(
+      metricValue(await metrics(sidecar), "meshgate_cert_expiry_seconds", { identity: spiffe("orders") }),
+    ).toBeLessThanOrEqual(0);
+    // An expired identity never originates mTLS.
+    await until(() => !web.sidecar.ready(), 5000, "web expiry");
+    const r = await viaProxy(web.sidecar.ports.outbound, "http://orders/x");
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+    // New files make it ready again.
+    await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+    await until(() => sidecar.ready(), 5000, "ready again");
+  });
+
+  it("shows_identity_status_in_config_without_key_material", async () => {
+    const svid = await issue("orders");
+    const { sidecar } = await instance("orders", { svid });
+    const text = await (await fetch(`${sidecar.adminUrl}/config`)).text();
+    const body = JSON.parse(text) as {
+      identityStatus: { serial: string; ready: boolean };
+      svid: { keyFile: string };
+    };
+    expect(body.identityStatus).toMatchObject({ serial: svid.serial, ready: true });
+    expect(body.svid.keyFile).toMatch(/svid-key\.pem$/);
+    expect(text).not.toContain("PRIVATE KEY");
+    expect(text).not.toContain(svid.keyPem!.reveal().split("\n")[1]!);
+  });
+});
+
+describe("the development issuer", () => {
+  it("issues_its_own_svid_from_a_ca_directory_and_renews_it", async () => {
+    const caDir = join(tmp.dir, "dev-ca");
+    const root = await createRootCa({ trustDomain: TD, clockSkewMs: 0 });
+    const intermediate = await createIntermediateCa(root, { clockSkewMs: 0 });
+    await writeCaDirectory(caDir, { root, intermediate });
+    const { sidecar, dir } = await instance("orders", {
+      svid: null,
+      edit: (c) => ({ ...c, svid: { ...c.svid, clockSkewMs: 0, issuer: { caDir, workloadTtlMs: 4000 } } }),
+    });
+    expect(sidecar.ready()).toBe(true);
+    const first = sidecar.identity()!;
+    expect(first.notAfter - first.notBefore).toBeLessThanOrEqual(4000);
+    expect((await stat(join(dir, "svid-key.pem"))).mode & 0o777).toBe(0o600);
+    const bundle = TrustBundle.fromPem(TD, await readFile(join(dir, "bundle.pem"), "utf8"));
+    expect(bundle.roots[0]!.fingerprint).toBe(root.certificate.fingerprint);
+    // renewal at half-life (2 s): a new SVID, written to the files and served
+    await until(() => (sidecar.identity()?.serial ?? first.serial) !== first.serial, 6000, "renewal");
+    expect(sidecar.ready()).toBe(true);
+    expect(sidecar.logs.filter((l) => l.event === "identity_issued").length).toBeGreaterThanOrEqual(2);
+    expect(sidecar.rawLog()).not.toContain("PRIVATE KEY");
+  });
+});
+
+describe("IdentitySource", () => {
+  it("falls_back_to_polling_when_the_directory_does_not_exist_yet", async () => {
+    const dir = join(tmp.dir, "later", "identity");
+    const events: IdentityEvent[] = [];
+    const source = new IdentitySource(
+      { ...svidFiles(dir), renewBeforeMs: 3_600_000, clockSkewMs: 0, issuer: null },
+      { expectedId: spiffe("orders"), trustDomain: TD, pollIntervalMs: 100, onEvent: (e) => events.push(e) },
+    );
+    await source.start();
+    expect(source.ready()).toBe(false);
+    expect(events.map((e) => e.kind)).toEqual(["rejected"]);
+    await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+    await until(() => source.ready(), 3000, "poll");
+    source.close();
+    // A missing file is reported once per change, not once per poll.
+    expect(events.filter((e) => e.kind === "rejected").length).toBeLessThanOrEqual(3);
+    expect(
+      JSON.stringify(events.map((e) => ({ ...e, identity: undefined, previous: undefined }))),
+    ).not.toContain("PRIVATE");
+  });
+
+  it("keeps_the_peer_verifier_across_leaf_renewals_and_replaces_it_when_the_bundle_changes", async () => {
+    const dir = join(tmp.dir, "verifier");
+    await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+    const source = new IdentitySource(
+      { ...svidFiles(dir), renewBeforeMs: 3_600_000, clockSkewMs: 0, issuer: null },
+      { expectedId: spiffe("orders"), trustDomain: TD, pollIntervalMs: 100 },
+    );
+    await source.start();
+    const v1 = source.current()!.verifier;
+    await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+    expect((await source.reload()).ok).toBe(true);
+    expect(source.current()!.verifier).toBe(v1);
+    const other = await createRootCa({ trustDomain: TD });
+    await writeFile(join(dir, "bundle.pem"), ca.bundle.withRoot(other.certificate).toPem());
+    expect((await source.reload()).ok).toBe(true);
+    expect(source.current()!.verifier).not.toBe(v1);
+    expect(source.current()!.bundle.roots).toHaveLength(2);
+    source.close();
+  });
+});
