@@ -48,6 +48,9 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { mtlsConnector } from "../upstream/tls.ts";
+import type { IdentitySource } from "../pki/identity.ts";
+import { identityObserver } from "../telemetry/identity.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, type CacheExchange } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
@@ -199,7 +202,16 @@ const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status /
 export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
   const log = options.logger ?? pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
   const bindHost = options.host ?? "0.0.0.0";
-  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024 });
+  // The gateway's mesh identity (mTLS to clusters with tls.mode "mtls"); without one they fail closed.
+  let identity: IdentitySource | null = null;
+  const pools = new PoolCache({
+    connectTimeoutMs: 1000,
+    connections: 1024,
+    mtls: mtlsConnector({
+      current: () => identity?.current() ?? null,
+      ready: () => identity?.ready() ?? false,
+    }),
+  });
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
@@ -495,6 +507,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (retiredStores.delete(store)) void store.close?.();
     }, graceMs).unref();
   };
+
+  const svid = options.config.svid;
+  if (svid !== null) {
+    const onEvent = identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
+    const { IdentitySource } = await import("../pki/identity.ts"); // loads the PKI only for a mesh member
+    identity = new IdentitySource(svid, {
+      expectedId: options.config.identity,
+      trustDomain: options.config.trustDomain,
+      onEvent,
+    });
+    await identity.start();
+  }
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
@@ -828,8 +852,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const backend = chooseBackend(d.action.backends);
     const cluster = current.clusters.get(backend);
     if (!cluster) return respondError(req, res, 503, "no_cluster", `cluster ${backend} is not configured`);
-    if (cluster.config.tls.mode === "mtls") {
-      // Originating mTLS needs the gateway's mesh identity, which arrives with the mesh issue: fail closed.
+    if (cluster.config.tls.mode === "mtls" && !identity?.ready()) {
+      // mTLS to the mesh needs the gateway's own valid identity (svid): fail closed without one.
       ex.outcome = "no_identity";
       return respondError(
         req,
@@ -1174,7 +1198,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   // ── admin ──
   const admin = createAdminServer({
-    ready: () => !draining,
+    ready: () => !draining && (identity === null || identity.ready()),
     metrics: () => metrics.render(),
     config: () => redactConfig(state.config),
     reload: () => reload(),
@@ -1279,6 +1303,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       admin.closeAllConnections();
     }
     for (const c of state.clusters.values()) c.close();
+    identity?.close();
     await state.tracer.shutdown(2000);
     state.auth.close();
     await pools.closeAll();

@@ -30,12 +30,7 @@ import { compileInbound, decideInbound, type CompiledInbound } from "../decide/i
 import { compileOutbound, decideOutbound, type CompiledOutbound } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
 import { checkRequestHeaders, downstreamResponseHeaders, requestId } from "../gateway/headers.ts";
-import {
-  IdentitySource,
-  type IdentityEvent,
-  type IdentityReload,
-  type LoadedIdentity,
-} from "../pki/identity.ts";
+import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
 import {
   MetricsRegistry,
@@ -43,6 +38,7 @@ import {
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
+import { identityObserver } from "../telemetry/identity.ts";
 import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
@@ -264,17 +260,6 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       maxChildren: 4,
     },
   );
-  const mIdentityReloads = metrics.counter(
-    "identity_reloads_total",
-    "Identity file loads: loaded (a new SVID serves), rejected (refused; the previous one keeps serving), issued (dev issuer).",
-    ["proxy", "result"],
-  );
-  const mExpiry = metrics.gauge(
-    "cert_expiry_seconds",
-    "Seconds until the serving SVID expires (negative once expired), by SPIFFE ID.",
-    ["proxy", "identity"],
-    { maxChildren: 16 },
-  );
   const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
     "proxy",
     "reason",
@@ -320,72 +305,22 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   };
 
   // ── identity ──
+  const onIdentityEvent = identityObserver(
+    metrics,
+    "sidecar",
+    log,
+    () => identity.current(),
+    (loaded) => inbound?.setIdentity(loaded.serverOptions),
+  );
   let identity = createIdentity(options.config);
   function createIdentity(config: SidecarRuntimeConfig): IdentitySource {
     return new IdentitySource(config.svid, {
       expectedId: config.identity,
       trustDomain: config.trustDomain,
       ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
-      onEvent: (e) => onIdentityEvent(e),
+      onEvent: onIdentityEvent,
     });
   }
-  function onIdentityEvent(e: IdentityEvent): void {
-    switch (e.kind) {
-      case "loaded":
-        inbound?.setIdentity(e.identity.serverOptions);
-        mIdentityReloads.labels("sidecar", "loaded").inc();
-        if (e.previous && e.previous.spiffeId !== e.identity.spiffeId)
-          mExpiry.labels("sidecar", e.previous.spiffeId).set(0);
-        log.info({
-          event: "identity_loaded",
-          spiffeId: e.identity.spiffeId,
-          serial: e.identity.serial,
-          notAfter: new Date(e.identity.notAfter).toISOString(),
-          renewAt: new Date(e.identity.renewAt).toISOString(),
-        });
-        return;
-      case "rejected":
-        mIdentityReloads.labels("sidecar", "rejected").inc();
-        log.warn(
-          { event: "identity_rejected", code: e.code, reason: e.message, keptPrevious: e.keptPrevious },
-          e.keptPrevious
-            ? "identity files refused; the previous identity keeps serving"
-            : "no valid identity yet",
-        );
-        return;
-      case "renewal_due":
-        log.warn({
-          event: "identity_renewal_due",
-          spiffeId: e.identity.spiffeId,
-          notAfter: new Date(e.identity.notAfter).toISOString(),
-          message: "the SVID is due for renewal and no new files have arrived yet (the issuer writes them)",
-        });
-        return;
-      case "expired":
-        log.error({
-          event: "identity_expired",
-          spiffeId: e.identity.spiffeId,
-          notAfter: new Date(e.identity.notAfter).toISOString(),
-        });
-        return;
-      case "issued":
-        mIdentityReloads.labels("sidecar", "issued").inc();
-        log.info({
-          event: "identity_issued",
-          spiffeId: e.spiffeId,
-          notAfter: new Date(e.notAfter).toISOString(),
-        });
-        return;
-      case "issue_failed":
-        mIdentityReloads.labels("sidecar", "issue_failed").inc();
-        log.error({ event: "identity_issue_failed", code: e.code, reason: e.message });
-        return;
-    }
-  }
-  metrics.onCollect(() => {
-    const c = identity.current();
-    if (c) mExpiry.labels("sidecar", c.spiffeId).set(Math.round((c.notAfter - Date.now()) / 1000));
-  });
   const pools = new PoolCache({
     connectTimeoutMs: 1000,
     connections: 1024,

@@ -1,0 +1,186 @@
+/**
+ * The gateway as a mesh member: with its own SVID it calls services over mTLS (gateway → sidecar inbound
+ * → app), the service sees the gateway's SPIFFE ID, a server proving another identity is refused, the
+ * service's authorization applies to the gateway like to any peer; without an identity (none configured,
+ * or not loaded yet) mTLS clusters fail closed with 503 upstream_identity_unavailable and /ready is false
+ * until the identity files appear.
+ */
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  sealRuntimeConfig,
+  type GatewayRuntimeConfig,
+  type SidecarRuntimeConfig,
+} from "../../runtime/contract/index.ts";
+import { svidFiles, translate } from "../../components/translate/translate.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
+import {
+  localSidecar,
+  spiffe,
+  startTestSidecar,
+  TD,
+  until,
+  writeIdentity,
+  type TestSidecar,
+} from "../sidecar/support.ts";
+import {
+  request,
+  startTestGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from "../support/gateway.ts";
+
+function translated(allowFrom: string[]): { gateway: GatewayRuntimeConfig; orders: SidecarRuntimeConfig } {
+  const r = parseSpec({
+    name: "mesh",
+    namespace: "shop",
+    trustDomain: TD,
+    services: {
+      orders: { image: "r/orders:1", port: 8080, allow: [{ from: allowFrom }] },
+      web: { image: "r/web:1", port: 8080, calls: ["orders"] },
+    },
+    gateway: {
+      hosts: ["127.0.0.1"],
+      routes: [
+        {
+          name: "orders",
+          match: { path: "/api/**" },
+          to: "orders",
+          public: true,
+          rateLimit: { requests: 1000, per: "1s" },
+        },
+      ],
+    },
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  const t = translate(r.spec);
+  return { gateway: t.runtime.gateway!, orders: t.runtime.sidecars.find((s) => s.name === "orders")! };
+}
+
+/** The translated gateway config with static endpoints, its identity files in `dir` (or none). */
+function gatewayOn(
+  config: GatewayRuntimeConfig,
+  endpoints: number[],
+  dir: string | null,
+): GatewayRuntimeConfig {
+  const { hash: _h, ...rest } = config;
+  return sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    svid: dir === null ? null : { ...rest.svid!, ...svidFiles(dir) },
+    discovery: {
+      kind: "static",
+      endpoints: { orders: endpoints.map((port) => ({ host: "127.0.0.1", port })) },
+    },
+  });
+}
+
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let ca: TestCa;
+const stops: (() => Promise<void>)[] = [];
+beforeAll(async () => {
+  tmp = await tempDir("gateway-mesh");
+  ca = await makeCa(TD);
+});
+afterEach(async () => {
+  for (const stop of stops.splice(0).reverse()) await stop();
+});
+afterAll(async () => {
+  await tmp?.cleanup();
+});
+
+let n = 0;
+async function ordersInstance(
+  allowFrom: string[],
+  identityOf = "orders",
+): Promise<{ app: Upstream; sidecar: TestSidecar }> {
+  const app = await startUpstream();
+  const dir = join(tmp.dir, `orders-${n++}`);
+  await writeIdentity(dir, await ca.issuer.issue(spiffe(identityOf)), ca.bundle.toPem());
+  const cfg = translated(allowFrom).orders;
+  const sidecar = await startTestSidecar(
+    localSidecar(identityOf === "orders" ? cfg : { ...cfg, identity: spiffe(identityOf) }, {
+      identityDir: dir,
+      appPort: app.port,
+    }),
+  );
+  stops.push(async () => {
+    await sidecar.drain();
+    await app.close();
+  });
+  return { app, sidecar };
+}
+
+async function gateway(
+  allowFrom: string[],
+  endpoints: number[],
+  identity: "files" | "none" | "later",
+): Promise<{ gw: TestGateway; dir: string }> {
+  const dir = join(tmp.dir, `gateway-${n++}`);
+  if (identity === "files")
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("gateway")), ca.bundle.toPem());
+  const gw = await startTestGateway(
+    gatewayOn(translated(allowFrom).gateway, endpoints, identity === "none" ? null : dir),
+  );
+  stops.push(() => gw.drain());
+  return { gw, dir };
+}
+
+describe("gateway → service over mTLS", () => {
+  it("reaches_the_app_through_the_services_sidecar_with_its_own_identity", async () => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "files");
+    const r = await request(`${gw.url}/api/orders/1`);
+    expect(r.status).toBe(200);
+    expect(orders.app.received.at(-1)!.url).toBe("/api/orders/1");
+    expect(orders.app.received.at(-1)!.headers["x-meshgate-peer"]).toBe(spiffe("gateway"));
+    expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200);
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(text).toMatch(
+      new RegExp(`meshgate_cert_expiry_seconds\\{proxy="gateway",identity="${spiffe("gateway")}"\\} \\d+`),
+    );
+  });
+
+  it("is_subject_to_the_services_authorization", async () => {
+    const orders = await ordersInstance(["web"]);
+    const { gw } = await gateway(["web"], [orders.sidecar.ports.inbound], "files");
+    const r = await request(`${gw.url}/api/orders/1`);
+    expect(r.status).toBe(403);
+    expect(r.headers["x-meshgate-denied"]).toBe("peer_not_allowed");
+    expect(orders.app.received).toHaveLength(0);
+  });
+
+  it("refuses_a_server_that_proves_another_identity", async () => {
+    const impostor = await ordersInstance(["gateway"], "web");
+    const { gw } = await gateway(["gateway"], [impostor.sidecar.ports.inbound], "files");
+    const r = await request(`${gw.url}/api/orders/1`);
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_connect_failure");
+    expect(impostor.app.received).toHaveLength(0);
+  });
+});
+
+describe("gateway without an identity", () => {
+  it("fails_closed_with_503_when_none_is_configured", async () => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "none");
+    const r = await request(`${gw.url}/api/orders/1`);
+    expect(r.status).toBe(503);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+    expect(orders.app.received).toHaveLength(0);
+    expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200); // nothing to wait for
+  });
+
+  it("is_not_ready_and_fails_closed_until_its_identity_files_appear", async () => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw, dir } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "later");
+    expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(503);
+    const before = await request(`${gw.url}/api/orders/1`);
+    expect(before.status).toBe(503);
+    expect(before.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("gateway")), ca.bundle.toPem());
+    await until(async () => (await fetch(`${gw.adminUrl}/ready`)).status === 200, 5000, "gateway ready");
+    expect((await request(`${gw.url}/api/orders/1`)).status).toBe(200);
+  });
+});
