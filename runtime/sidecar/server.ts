@@ -245,6 +245,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "Inbound TLS connections refused: by OpenSSL (no_certificate, untrusted, protocol, timeout, other) or by the SVID verifier (its E_RT_PKI_* code).",
     ["proxy", "reason"],
   );
+  const mHandshakesOk = metrics
+    .counter("tls_handshakes_total", "Inbound mTLS connections whose peer was verified and accepted.", [
+      "proxy",
+    ])
+    .labels("sidecar");
   const mInFlight = metrics
     .gauge("requests_in_flight", "Requests being handled.", ["proxy"])
     .labels("sidecar");
@@ -736,6 +741,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         socket.destroy();
         return;
       }
+      mHandshakesOk.inc();
       (socket as unknown as PeerSocket)[PEER] = {
         id: v.spiffeId,
         label: peerLabel(v.spiffeId),
