@@ -1,0 +1,872 @@
+/**
+ * `npm run bench:mesh` (`node bench/mesh.ts [--quick] [--node-flags="…"]`): what the mesh costs — a client
+ * calling a server directly, through two meshgate sidecars (client → web's sidecar, outbound → mTLS →
+ * orders' sidecar, inbound → server), and through a pair of nginx instances doing the same mTLS hop
+ * (`proxy_ssl_certificate` + `proxy_ssl_verify` on the calling side, `ssl_verify_client on` on the
+ * serving side) with the same SVIDs, as the reference; in one run, the method of bench/gateway.ts:
+ *
+ * - server: nginx `return 200 '<104-byte JSON>'`, one worker, on CPU 1 with the load generator; the
+ *   proxy pairs on CPU 0 (`taskset`), everything under `nice -n -15` when permitted; all on 127.0.0.1;
+ * - load: a fixed 1,000 rps, open loop, with h2load over HTTP/1.1 (`--h1 -c10 -r1 --rate-period=1ms
+ *   --rps=100`: 10 keep-alive clients × 100 req/s, started 1 ms apart); latency percentiles from its
+ *   per-request log; "added" = the pair's percentile minus the direct one in the same round;
+ * - rounds: direct, meshgate pair, nginx pair, one after the other, REPS times (interleaved, so that
+ *   drift in the machine's load hits every subject alike); medians over the rounds;
+ * - cost per proxy process: CPU from /proc/<pid>/stat over each run (→ cores per 1,000 rps) and RSS
+ *   (VmRSS: idle 1 s after start, and the maximum sampled every 250 ms under load);
+ * - noise: before each run the bench waits (bounded) for other processes to use ≤ 0.25 cores; it
+ *   reports how busy the rest of the machine was during each run, and marks noisy runs `~`.
+ *
+ * `--no-ejection`: see NO_EJECTION. The sidecars are the real `meshgate sidecar --config FILE` processes, with the SVIDs and bundle as
+ * files (a CA made by runtime/pki), the per-service local port as the client's entry (what apps that
+ * cannot use a proxy call), access logs off. `--node-flags` sets the sidecars' Node/V8 flags (default:
+ * see SIDECAR_NODE_FLAGS). Goals are reported, never turned into a non-zero exit.
+ *
+ * Needs nginx and h2load (`apt-get install -y nginx nghttp2-client`; a dev-machine benchmark, not CI).
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { sealRuntimeConfig, type SidecarRuntimeConfig } from "../runtime/contract/index.ts";
+import {
+  certificatesToPem,
+  createIntermediateCa,
+  createRootCa,
+  SvidIssuer,
+  TrustBundle,
+  type IssuedSvid,
+} from "../runtime/pki/index.ts";
+import { parseSpec } from "../components/spec/parse.ts";
+import { svidFiles, translate } from "../components/translate/translate.ts";
+import { median, table } from "./support.ts";
+
+// ───────────── settings ─────────────
+
+const QUICK = process.argv.includes("--quick");
+const REPS = QUICK ? 1 : 3;
+const DURATION_S = QUICK ? 5 : 15;
+const WARMUP_S = QUICK ? 2 : 5;
+const RATE = 1000;
+const RPS_PER_CLIENT = 100;
+const NOISE_LIMIT = 0.25;
+const QUIET_WAIT_S = 15;
+const SLACK_S = QUICK ? 20 : 60;
+const PATH = "/api/v1/items/42";
+const ROOT = new URL("../", import.meta.url).pathname;
+/**
+ * V8 flags for the sidecar processes. A 2 MiB semi-space (the young generation's half) instead of the
+ * default 16 MiB keeps RSS low: at 1,000 rps a sidecar allocates a few MiB per second, so scavenges stay
+ * short (well under a millisecond) and frequent rather than rare and larger; old space is capped so a
+ * leak shows up as a crash, not as a node that swaps.
+ */
+const SIDECAR_NODE_FLAGS = ["--max-semi-space-size=2", "--max-old-space-size=96"];
+const NODE_FLAGS = (() => {
+  const arg = process.argv.find((a) => a.startsWith("--node-flags="));
+  return arg ? arg.slice("--node-flags=".length).split(/\s+/).filter(Boolean) : SIDECAR_NODE_FLAGS;
+})();
+const GOALS = { addedP50: 0.4, addedP99: 1.0, rssMiB: 50, coresPer1k: 0.15 };
+/**
+ * --no-ejection: web's sidecar never ejects orders (consecutive5xx 1e9). With one endpoint, outlier
+ * detection may eject it (at least one host may always be ejected), and a stall of the loaded machine
+ * during a run then turns into 30 s of 503s — a measurement of the machine, not of the proxy.
+ */
+const NO_EJECTION = process.argv.includes("--no-ejection");
+
+const BODY = (() => {
+  const base = {
+    id: 42,
+    name: "meshgate bench item",
+    price: 12.5,
+    tags: ["alpha", "beta"],
+    ok: true,
+    pad: "",
+  };
+  base.pad = "x".repeat(104 - JSON.stringify(base).length);
+  return JSON.stringify(base);
+})();
+
+// ───────────── processes (as in bench/gateway.ts) ─────────────
+
+const log = (msg: string) => process.stderr.write(`[bench:mesh] ${msg}\n`);
+const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-bench-mesh-"));
+const children = new Set<ChildProcess>();
+const cpus = os.availableParallelism();
+const PROXY_CPU = "0";
+const LOAD_CPU = cpus >= 2 ? "1" : "0";
+
+function have(cmd: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const NICE = (() => {
+  try {
+    os.setPriority(-15);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const TASKSET = have("taskset");
+if (TASKSET) {
+  try {
+    execFileSync("taskset", ["-a", "-cp", LOAD_CPU, String(process.pid)], { stdio: "ignore" });
+  } catch {
+    /* not pinned */
+  }
+}
+const prefix = (cpu: string) => [
+  ...(TASKSET ? ["taskset", "-c", cpu] : []),
+  ...(NICE ? ["nice", "-n", "-15"] : []),
+];
+
+interface Started {
+  readonly name: string;
+  readonly child: ChildProcess;
+  readonly logFile: string;
+  readonly exited: Promise<string>;
+}
+
+function start(name: string, argv: string[], cpu: string): Started {
+  const logFile = join(tmp, `${name}.log`);
+  const fd = openSync(logFile, "a");
+  const [cmd, ...args] = [...prefix(cpu), ...argv];
+  const child = spawn(cmd!, args, { cwd: tmp, detached: true, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  children.add(child);
+  const exited = new Promise<string>((resolve) => {
+    child.on("exit", (code, signal) => {
+      children.delete(child);
+      resolve(signal ?? String(code));
+    });
+    child.on("error", (err) => {
+      children.delete(child);
+      resolve(err.message);
+    });
+  });
+  return { name, child, logFile, exited };
+}
+
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    try {
+      child.kill(signal);
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+async function stopAll(): Promise<void> {
+  for (const c of children) signalGroup(c, "SIGTERM");
+  const deadline = Date.now() + 3000;
+  while (children.size > 0 && Date.now() < deadline) await sleep(50);
+  for (const c of children) signalGroup(c, "SIGKILL");
+}
+process.on("exit", () => {
+  for (const c of children) signalGroup(c, "SIGKILL");
+  rmSync(tmp, { recursive: true, force: true });
+});
+for (const [sig, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
+  process.on(sig, () => {
+    log(`${sig}: stopping every child process`);
+    void stopAll().then(() => process.exit(code));
+  });
+}
+
+const tail = (file: string, lines = 15) => {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+};
+
+async function freePort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port, path, agent: false, timeout: 2000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+  });
+}
+
+async function ready(name: string, port: number, procs: Started[]): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  let last = "";
+  while (Date.now() < deadline) {
+    for (const s of procs)
+      if (!children.has(s.child)) throw new Error(`${s.name} exited at start:\n${tail(s.logFile)}`);
+    try {
+      const r = await get(port, PATH);
+      if (r.status === 200 && r.body === BODY) return;
+      last = `status ${r.status}, body ${JSON.stringify(r.body.slice(0, 200))}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await sleep(100);
+  }
+  throw new Error(`${name} did not answer 200 with the server's body within 15 s (${last})`);
+}
+
+// ───────────── /proc ─────────────
+
+const TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+function procTicks(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  } catch {
+    return 0;
+  }
+}
+
+/** The pids of `root` and its descendants (taskset / nice exec themselves, nginx forks a worker). */
+function tree(root: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const name of readdirSync("/proc")) {
+    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
+    try {
+      const text = readFileSync(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
+      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(name)]);
+    } catch {
+      /* gone */
+    }
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) out.push(...(parents.get(out[i]!) ?? []));
+  return out;
+}
+
+const treeTicks = (root: number) => tree(root).reduce((s, p) => s + procTicks(p), 0);
+
+function treeRssKiB(root: number): number {
+  let kib = 0;
+  for (const p of tree(root)) {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      if (m) kib += Number(m[1]);
+    } catch {
+      /* gone */
+    }
+  }
+  return kib;
+}
+
+function machineBusy(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+}
+
+/** Ticks of this bench's own tree (h2load, the server, every proxy). */
+const oursTicks = () => treeTicks(process.pid);
+
+let slackSpent = 0;
+async function waitQuiet(): Promise<number> {
+  const began = performance.now();
+  for (;;) {
+    const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
+    await sleep(500);
+    const others =
+      Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / ((performance.now() - t0) / 1000);
+    const waited = (performance.now() - began) / 1000;
+    if (others <= NOISE_LIMIT || waited >= QUIET_WAIT_S || slackSpent + waited >= SLACK_S) {
+      slackSpent += Math.max(0, waited - 0.5);
+      return others;
+    }
+  }
+}
+
+// ───────────── h2load at a fixed rate ─────────────
+
+interface LoadResult {
+  readonly requests: number;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly errors: number;
+}
+
+/** h2load --h1 -c10 -r1 --rate-period=1ms --rps=100 for `seconds`; percentiles from its request log. */
+async function h2load(port: number, seconds: number, rate = RATE): Promise<LoadResult> {
+  const clients = Math.max(1, rate / RPS_PER_CLIENT);
+  const logFile = join(tmp, `h2load-${port}.tsv`);
+  rmSync(logFile, { force: true });
+  const argv = [
+    ...prefix(LOAD_CPU),
+    "h2load",
+    "--h1",
+    `-c${clients}`,
+    `-n${clients * RPS_PER_CLIENT * seconds}`,
+    "-r1",
+    "--rate-period=1ms",
+    `--rps=${RPS_PER_CLIENT}`,
+    "-T5",
+    `--log-file=${logFile}`,
+    `http://127.0.0.1:${port}${PATH}`,
+  ];
+  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (out += c));
+  const killer = setTimeout(() => signalGroup(child, "SIGKILL"), (seconds + 20) * 1000);
+  await new Promise<void>((resolve) => child.on("close", () => resolve()));
+  clearTimeout(killer);
+  children.delete(child);
+  let text: string;
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    throw new Error(`h2load wrote no request log:\n${out.trim()}`);
+  }
+  const starts: number[] = [];
+  const durations: number[] = [];
+  let errors = 0;
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const [startUs, status, us] = line.split("\t").map(Number) as [number, number, number];
+    starts.push(startUs);
+    durations.push(us);
+    if (!(status >= 200 && status < 400)) errors++;
+  }
+  const m =
+    /requests: (\d+) total, \d+ started, \d+ done, \d+ succeeded, \d+ failed, (\d+) errored, (\d+) timeout/.exec(
+      out,
+    );
+  if (m) errors += Number(m[2]) + Number(m[3]) + Math.max(0, Number(m[1]) - durations.length);
+  durations.sort((a, b) => a - b);
+  const pct = (q: number) =>
+    durations.length ? durations[Math.min(durations.length - 1, Math.floor(durations.length * q))]! / 1e3 : 0;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const s of starts) {
+    lo = Math.min(lo, s);
+    hi = Math.max(hi, s);
+  }
+  const span = starts.length > 1 ? (hi - lo) / 1e6 : seconds;
+  return {
+    requests: durations.length,
+    rps: durations.length / Math.max(span, 1e-3),
+    p50: pct(0.5),
+    p90: pct(0.9),
+    p99: pct(0.99),
+    errors,
+  };
+}
+
+// ───────────── the PKI and the configs ─────────────
+
+interface Identity {
+  readonly dir: string;
+  readonly svid: IssuedSvid;
+}
+
+async function makeIdentities(): Promise<{ web: Identity; orders: Identity; bundlePem: string }> {
+  const root = await createRootCa({ trustDomain: "bench.example" });
+  const intermediate = await createIntermediateCa(root);
+  const bundle = new TrustBundle("bench.example", [root.certificate]);
+  const issuer = new SvidIssuer(intermediate);
+  const write = async (name: string, dnsNames: string[]): Promise<Identity> => {
+    // The DNS SAN is for nginx, whose proxy_ssl_verify checks a host name; SPIFFE verifiers ignore it.
+    const svid = await issuer.issue(`spiffe://bench.example/ns/bench/sa/${name}`, { dnsNames });
+    const dir = join(tmp, "identities", name);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "svid.pem"), svid.chainPem);
+    writeFileSync(join(dir, "svid-key.pem"), svid.keyPem!.reveal(), { mode: 0o600 });
+    writeFileSync(join(dir, "bundle.pem"), bundle.toPem());
+    writeFileSync(join(dir, "intermediates.pem"), certificatesToPem([intermediate.certificate]));
+    return { dir, svid };
+  };
+  return {
+    web: await write("web", []),
+    orders: await write("orders", ["orders"]),
+    bundlePem: bundle.toPem(),
+  };
+}
+
+function sidecarConfigs(ports: {
+  server: number;
+  webLocal: number;
+  webOutbound: number;
+  webInbound: number;
+  webAdmin: number;
+  ordersInbound: number;
+  ordersOutbound: number;
+  ordersAdmin: number;
+  webDir: string;
+  ordersDir: string;
+}): { web: SidecarRuntimeConfig; orders: SidecarRuntimeConfig } {
+  const r = parseSpec({
+    name: "bench",
+    namespace: "bench",
+    trustDomain: "bench.example",
+    services: {
+      web: { image: "r/web:1", port: 8080, calls: ["orders"] },
+      orders: {
+        image: "r/orders:1",
+        port: 8080,
+        allow: [{ from: ["web"], methods: ["GET"], paths: ["/api/**"] }],
+      },
+    },
+    observability: { logs: { access: false } },
+  });
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  const sidecars = translate(r.spec).runtime.sidecars;
+  const by = (name: string) => {
+    const { hash: _h, ...c } = sidecars.find((s) => s.name === name)!;
+    return c;
+  };
+  const web = by("web");
+  const orders = by("orders");
+  const clusters = NO_EJECTION
+    ? web.clusters.map((c) => ({
+        ...c,
+        outlierDetection: { ...c.outlierDetection, consecutive5xx: 1_000_000_000 },
+      }))
+    : web.clusters;
+  return {
+    web: sealRuntimeConfig<SidecarRuntimeConfig>({
+      ...web,
+      clusters,
+      svid: { ...web.svid, ...svidFiles(ports.webDir) },
+      discovery: {
+        kind: "static",
+        endpoints: { orders: [{ host: "127.0.0.1", port: ports.ordersInbound }] },
+      },
+      admin: { port: ports.webAdmin },
+      inbound: { ...web.inbound, port: ports.webInbound, appPort: ports.server },
+      outbound: {
+        port: ports.webOutbound,
+        services: web.outbound.services.map((s) => ({ ...s, localPort: ports.webLocal })),
+      },
+    }),
+    orders: sealRuntimeConfig<SidecarRuntimeConfig>({
+      ...orders,
+      svid: { ...orders.svid, ...svidFiles(ports.ordersDir) },
+      discovery: { kind: "static", endpoints: {} },
+      admin: { port: ports.ordersAdmin },
+      inbound: { ...orders.inbound, port: ports.ordersInbound, appPort: ports.server },
+      outbound: { ...orders.outbound, port: ports.ordersOutbound },
+    }),
+  };
+}
+
+const nginxTemp = (name: string) =>
+  ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+    .map((k) => `  ${k}_temp_path ${join(tmp, `${name}-${k}`)};`)
+    .join("\n");
+
+function nginxHead(name: string): string {
+  return `worker_processes 1;
+pid ${join(tmp, `${name}.pid`)};
+error_log ${join(tmp, `${name}-error.log`)} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+${nginxTemp(name)}`;
+}
+
+const serverConf = (port: number) => `${nginxHead("server")}
+  server {
+    listen 127.0.0.1:${port} reuseport backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '${BODY}';
+    }
+  }
+}
+`;
+
+/** The serving side of the nginx pair: mTLS with a required client certificate, then the server. */
+const nginxInboundConf = (
+  port: number,
+  server: number,
+  id: Identity,
+  bundle: string,
+) => `${nginxHead("nginx-in")}
+  upstream app {
+    server 127.0.0.1:${server};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port} ssl reuseport backlog=4096;
+    ssl_protocols TLSv1.3;
+    ssl_certificate ${join(id.dir, "svid.pem")};
+    ssl_certificate_key ${join(id.dir, "svid-key.pem")};
+    ssl_client_certificate ${bundle};
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+
+/** The calling side: plain HTTP in, mTLS out with the client SVID, verifying the server's chain and name. */
+const nginxOutboundConf = (
+  port: number,
+  inbound: number,
+  id: Identity,
+  bundle: string,
+) => `${nginxHead("nginx-out")}
+  upstream orders {
+    server 127.0.0.1:${inbound};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port} reuseport backlog=4096;
+    location / {
+      proxy_pass https://orders;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_certificate ${join(id.dir, "svid.pem")};
+      proxy_ssl_certificate_key ${join(id.dir, "svid-key.pem")};
+      proxy_ssl_trusted_certificate ${bundle};
+      proxy_ssl_verify on;
+      proxy_ssl_verify_depth 2;
+      proxy_ssl_name orders;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+`;
+
+function nginxArgs(conf: string, name: string): string[] {
+  const file = join(tmp, `${name}.conf`);
+  writeFileSync(file, conf);
+  return ["nginx", "-p", tmp, "-e", join(tmp, `${name}-error.log`), "-c", file, "-g", "daemon off;"];
+}
+
+// ───────────── measurement ─────────────
+
+interface Proxy {
+  readonly label: string;
+  readonly started: Started;
+  rssColdKiB: number;
+  rssMaxKiB: number;
+}
+
+interface Subject {
+  readonly name: string;
+  readonly port: number;
+  readonly proxies: Proxy[];
+}
+
+interface Run extends LoadResult {
+  /** Cores each proxy used during the run, by label. */
+  readonly cores: Record<string, number>;
+  /** Cores the rest of the machine (outside this bench) used during the run. */
+  readonly others: number;
+  readonly noisy: boolean;
+}
+
+async function measuredRun(s: Subject, seconds: number): Promise<Run> {
+  await waitQuiet();
+  const pids = s.proxies.map((p) => p.started.child.pid!);
+  const before = pids.map(treeTicks);
+  const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
+  const sampler = setInterval(() => {
+    for (const p of s.proxies) p.rssMaxKiB = Math.max(p.rssMaxKiB, treeRssKiB(p.started.child.pid!));
+  }, 250);
+  const r = await h2load(s.port, seconds);
+  clearInterval(sampler);
+  const elapsed = (performance.now() - t0) / 1000;
+  const after = pids.map(treeTicks);
+  const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
+  const cores = Object.fromEntries(
+    s.proxies.map((p, i) => [p.label, (after[i]! - before[i]!) / TCK / elapsed]),
+  );
+  const run: Run = { ...r, cores, others, noisy: others > NOISE_LIMIT };
+  log(
+    `${s.name}: ${Math.round(r.rps)} rps, p50/p90/p99 ${r.p50.toFixed(3)}/${r.p90.toFixed(3)}/${r.p99.toFixed(3)} ms` +
+      `${r.errors ? `, ${r.errors} errors` : ""}; ${Object.entries(cores)
+        .map(([k, v]) => `${k} ${v.toFixed(3)} cores`)
+        .join(", ")}; others ${others.toFixed(2)} cores${run.noisy ? " (noisy)" : ""}`,
+  );
+  return run;
+}
+
+function meshgateVersion(): string {
+  const head = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" });
+  if (head.status !== 0) return "?";
+  const dirty = spawnSync("git", ["status", "--porcelain", "--", "runtime", "bin", "cli"], {
+    cwd: ROOT,
+    encoding: "utf8",
+  });
+  return `${head.stdout.trim()}${dirty.stdout.trim() ? " + uncommitted changes in runtime/" : ""}`;
+}
+
+const version = (argv: string[], pattern: RegExp) => {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
+  return pattern.exec(`${r.stdout ?? ""}${r.stderr ?? ""}`)?.[1] ?? "?";
+};
+
+// ───────────── main ─────────────
+
+async function main(): Promise<number> {
+  const missing = ["nginx", "h2load"].filter((c) => !have(c));
+  if (missing.length) {
+    log(
+      `missing ${missing.join(", ")}: apt-get install -y nginx nghttp2-client (a dev-machine benchmark, not CI)`,
+    );
+    return 1;
+  }
+  const began = performance.now();
+  const ids = await makeIdentities();
+  const bundleFile = join(tmp, "bundle.pem");
+  writeFileSync(bundleFile, ids.bundlePem);
+  const p = {
+    server: await freePort(),
+    webLocal: await freePort(),
+    webOutbound: await freePort(),
+    webInbound: await freePort(),
+    webAdmin: await freePort(),
+    ordersInbound: await freePort(),
+    ordersOutbound: await freePort(),
+    ordersAdmin: await freePort(),
+    nginxOut: await freePort(),
+    nginxIn: await freePort(),
+  };
+  const server = start("server", nginxArgs(serverConf(p.server), "server"), LOAD_CPU);
+  await ready("the server", p.server, [server]);
+
+  // meshgate pair
+  const configs = sidecarConfigs({ ...p, webDir: ids.web.dir, ordersDir: ids.orders.dir });
+  const sidecar = (name: string, config: SidecarRuntimeConfig) => {
+    const file = join(tmp, `${name}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    return start(
+      `sidecar-${name}`,
+      [
+        process.execPath,
+        ...NODE_FLAGS,
+        join(ROOT, "bin/meshgate.js"),
+        "sidecar",
+        "--config",
+        file,
+        "--host",
+        "127.0.0.1",
+      ],
+      PROXY_CPU,
+    );
+  };
+  const ordersSidecar = sidecar("orders", configs.orders);
+  const webSidecar = sidecar("web", configs.web);
+  // nginx pair
+  const nginxIn = start(
+    "nginx-in",
+    nginxArgs(nginxInboundConf(p.nginxIn, p.server, ids.orders, bundleFile), "nginx-in"),
+    PROXY_CPU,
+  );
+  const nginxOut = start(
+    "nginx-out",
+    nginxArgs(nginxOutboundConf(p.nginxOut, p.nginxIn, ids.web, bundleFile), "nginx-out"),
+    PROXY_CPU,
+  );
+
+  const proxy = (label: string, started: Started): Proxy => ({ label, started, rssColdKiB: 0, rssMaxKiB: 0 });
+  const subjects: Subject[] = [
+    { name: "direct", port: p.server, proxies: [] },
+    {
+      name: "meshgate sidecars",
+      port: p.webLocal,
+      proxies: [proxy("outbound (web)", webSidecar), proxy("inbound (orders)", ordersSidecar)],
+    },
+    {
+      name: "nginx pair",
+      port: p.nginxOut,
+      proxies: [proxy("outbound", nginxOut), proxy("inbound", nginxIn)],
+    },
+  ];
+  try {
+    await ready("the meshgate pair", p.webLocal, [webSidecar, ordersSidecar]);
+    await ready("the nginx pair", p.nginxOut, [nginxIn, nginxOut]);
+  } catch (err) {
+    log((err as Error).message);
+    await stopAll();
+    return 1;
+  }
+  await sleep(1000);
+  for (const s of subjects)
+    for (const x of s.proxies) x.rssColdKiB = x.rssMaxKiB = treeRssKiB(x.started.child.pid!);
+
+  for (const s of subjects) {
+    log(`${s.name}: warm-up ${WARMUP_S} s (1 s at 100 rps first: JIT, connections, the verifier's cache)`);
+    await h2load(s.port, 1, 100);
+    await h2load(s.port, WARMUP_S);
+  }
+  const runs = new Map<string, Run[]>(subjects.map((s) => [s.name, []]));
+  for (let i = 0; i < REPS; i++)
+    for (const s of subjects) runs.get(s.name)!.push(await measuredRun(s, DURATION_S));
+
+  for (const x of subjects[1]!.proxies)
+    if (runs.get("meshgate sidecars")!.some((r) => r.errors > 0)) {
+      const warnings = readFileSync(x.started.logFile, "utf8")
+        .split("\n")
+        .filter((l) => /"level":(40|50|60)/.test(l));
+      log(
+        `${x.label}: ${warnings.length} warning/error log lines; the last ones:\n${warnings.slice(-8).join("\n")}`,
+      );
+    }
+  const metricsText = (await get(p.webAdmin, "/metrics").catch(() => ({ body: "" }))).body;
+  const inboundText = (await get(p.ordersAdmin, "/metrics").catch(() => ({ body: "" }))).body;
+  await stopAll();
+
+  // ── report ──
+  const med = (name: string, f: (r: Run) => number) => median(runs.get(name)!.map(f));
+  const direct = {
+    p50: med("direct", (r) => r.p50),
+    p90: med("direct", (r) => r.p90),
+    p99: med("direct", (r) => r.p99),
+  };
+  const ms3 = (n: number) => n.toFixed(3);
+  const rows: string[][] = [];
+  for (const s of subjects) {
+    const rs = runs.get(s.name)!;
+    const noisy = rs.some((r) => r.noisy) ? "~" : "";
+    const p50 = med(s.name, (r) => r.p50);
+    const p90 = med(s.name, (r) => r.p90);
+    const p99 = med(s.name, (r) => r.p99);
+    const rps = med(s.name, (r) => r.rps);
+    const errors = rs.reduce((a, r) => a + r.errors, 0);
+    rows.push([
+      s.name,
+      `${noisy}${Math.round(rps)}`,
+      `${ms3(p50)} / ${ms3(p90)} / ${ms3(p99)}`,
+      s.proxies.length ? `+${ms3(p50 - direct.p50)} / +${ms3(p99 - direct.p99)}` : "–",
+      String(errors),
+      "",
+      "",
+    ]);
+    for (const x of s.proxies) {
+      const coresPer1k = median(rs.map((r) => r.cores[x.label]! / (r.rps / 1000)));
+      rows.push([
+        `  ${x.label}`,
+        "",
+        "",
+        "",
+        "",
+        coresPer1k.toFixed(3),
+        `${(x.rssColdKiB / 1024).toFixed(0)} / ${(x.rssMaxKiB / 1024).toFixed(0)}`,
+      ]);
+    }
+  }
+  const spread = (name: string, f: (r: Run) => number) => {
+    const v = runs.get(name)!.map(f);
+    return `${ms3(Math.min(...v))}–${ms3(Math.max(...v))}`;
+  };
+  const mg = "meshgate sidecars";
+  const mgAdded50 = med(mg, (r) => r.p50) - direct.p50;
+  const mgAdded99 = med(mg, (r) => r.p99) - direct.p99;
+  const mgProxies = subjects[1]!.proxies;
+  const verdict = (ok: boolean) => (ok ? "MET" : "MISSED");
+  const othersAll = [...runs.values()].flat().map((r) => r.others);
+  const handshakeFailures =
+    /meshgate_tls_handshake_failures_total\{[^}]*\} (\d+)/.exec(inboundText)?.[1] ?? "0";
+  const upstreamFailures = [
+    ...metricsText.matchAll(/meshgate_upstream_requests_total\{[^}]*outcome="([^"]+)"\} (\d+)/g),
+  ]
+    .filter((m) => m[1] !== "success")
+    .map((m) => `${m[1]} ${m[2]}`);
+  const out = [
+    `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
+    `node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
+    `proxy pairs on CPU ${PROXY_CPU}, h2load + server (nginx return 200, 104-byte JSON) on CPU ${LOAD_CPU}${TASKSET ? "" : " (taskset missing: NOT pinned)"}; nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
+    "",
+    ...table(
+      [
+        "subject",
+        "rps",
+        "p50 / p90 / p99 ms",
+        "added p50 / p99 ms",
+        "errors",
+        "cores/1k rps",
+        "RSS idle/max MiB",
+      ],
+      rows,
+      (i) => i >= 1,
+    ),
+    "",
+    `goal: two sidecars add ≤ ${GOALS.addedP50} ms p50 — +${ms3(mgAdded50)} ms (${verdict(mgAdded50 <= GOALS.addedP50)}); nginx pair +${ms3(med("nginx pair", (r) => r.p50) - direct.p50)} ms`,
+    `goal: two sidecars add ≤ ${GOALS.addedP99} ms p99 — +${ms3(mgAdded99)} ms (${verdict(mgAdded99 <= GOALS.addedP99)}); nginx pair +${ms3(med("nginx pair", (r) => r.p99) - direct.p99)} ms`,
+    ...mgProxies.map((x) => {
+      const c = median(runs.get(mg)!.map((r) => r.cores[x.label]! / (r.rps / 1000)));
+      const rss = x.rssMaxKiB / 1024;
+      return `goal: per sidecar ≤ ${GOALS.rssMiB} MiB RSS and ≤ ${GOALS.coresPer1k} cores per 1k rps — ${x.label}: ${rss.toFixed(0)} MiB (${verdict(rss <= GOALS.rssMiB)}), ${c.toFixed(3)} cores (${verdict(c <= GOALS.coresPer1k)})`;
+    }),
+    "",
+    ...(NO_EJECTION
+      ? ["--no-ejection: web's sidecar ran with outlier detection that never ejects (consecutive5xx 1e9)."]
+      : []),
+    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx interleaved) after ${WARMUP_S} s warm-ups; added = subject minus direct percentiles;`,
+    `  spread over rounds (p50, p99): direct ${spread("direct", (r) => r.p50)} / ${spread("direct", (r) => r.p99)} ms, meshgate ${spread(mg, (r) => r.p50)} / ${spread(mg, (r) => r.p99)} ms, nginx ${spread("nginx pair", (r) => r.p50)} / ${spread("nginx pair", (r) => r.p99)} ms;`,
+    `  the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores during the runs (noisy runs, > ${NOISE_LIMIT} cores, marked ~);`,
+    `  load: h2load --h1 -c${RATE / RPS_PER_CLIENT} -r1 --rate-period=1ms --rps=${RPS_PER_CLIENT} (open loop), percentiles from its per-request log; cores = /proc/<pid>/stat CPU over each run;`,
+    `  the meshgate client enters through web's per-service local port (127.0.0.1:${p.webLocal}); orders' inbound refused ${handshakeFailures} handshakes; web's upstream attempts that failed: ${upstreamFailures.join(", ") || "none"};`,
+    `  the nginx pair verifies chains and the host name "orders" (a DNS SAN in the same SVID), not SPIFFE IDs; meshgate verifies the SPIFFE ID on both sides.`,
+    `  total ${((performance.now() - began) / 1000).toFixed(0)} s`,
+  ];
+  console.log(out.join("\n"));
+  return 0;
+}
+
+process.exitCode = await main().catch(async (err: Error) => {
+  log(`failed: ${err.stack ?? err.message}`);
+  await stopAll();
+  return 1;
+});
