@@ -791,6 +791,15 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     reload: () => reload(),
   });
   const adminPort = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
+  if (
+    options.config.inbound.protocol === "http2" ||
+    options.config.clusters.some((c) => c.protocol === "http2")
+  )
+    log.warn({
+      event: "http2_not_meshed",
+      message:
+        "HTTP/2 and gRPC services are not carried by the sidecar yet: it speaks HTTP/1.1 to its app and between sidecars",
+    });
   log.info({
     event: "started",
     inbound: inboundPort,
