@@ -141,7 +141,18 @@ beforeAll(async () => {
   app = await startUpstream();
   const configs = meshConfigs({
     web: { image: "r/web:1", port: 8080, calls: ["orders"] },
-    orders: { image: "r/orders:1", port: 8080, allow: [{ from: ["web"] }] },
+    // Generous timeouts: the suite runs test files in parallel on a small machine, and a starved event
+    // loop must show up as latency here, not as timeouts (which would then eject the only endpoint) —
+    // a handshake storm after a stall (the load catching up, 25 requests per connection) on a starved
+    // CPU takes longer than the default 1 s connect timeout.
+    orders: {
+      image: "r/orders:1",
+      port: 8080,
+      allow: [{ from: ["web"] }],
+      timeout: "30s",
+      connectTimeout: "10s",
+      retries: { perTryTimeout: "30s" },
+    },
   });
   const cfg = (name: Name) => configs.find((c) => c.name === name)!;
   const svid = { clockSkewMs: SKEW_MS };
@@ -172,7 +183,13 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 function call(i: number): Promise<string> {
   return new Promise((resolve) => {
     const req = http.request(
-      { host: "127.0.0.1", port: web.ports.outbound, path: `http://orders/load/${i}`, agent, timeout: 5000 },
+      {
+        host: "127.0.0.1",
+        port: web.ports.outbound,
+        path: `http://orders/load/${i}`,
+        agent,
+        timeout: 60_000,
+      },
       (res) => {
         res.resume();
         res.on("end", () => resolve(String(res.statusCode)));
@@ -210,7 +227,7 @@ async function probe(): Promise<string> {
       checkServerIdentity: spiffeServerIdentity(verifier, spiffe("orders")),
     });
     let text = "";
-    const timer = setTimeout(() => socket.destroy(new Error("probe timeout")), 5000);
+    const timer = setTimeout(() => socket.destroy(new Error("probe timeout")), 60_000);
     socket.on("secureConnect", () =>
       socket.write("GET /probe HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n"),
     );
@@ -371,6 +388,27 @@ describe("rotation under load", () => {
         rotationDoneAt,
       };
       console.log(JSON.stringify(summary, null, 2));
+      if (results.size > 1) {
+        // Why requests failed: web's own error codes and upstream outcomes, and its last warnings.
+        const text = await (await fetch(`${web.adminUrl}/metrics`)).text();
+        console.log(
+          text
+            .split("\n")
+            .filter((l) =>
+              /^meshgate_(sidecar_errors_total|upstream_requests_total|upstream_ejections_total|retries_total)/.test(
+                l,
+              ),
+            )
+            .join("\n"),
+        );
+        console.log(
+          web.logs
+            .filter((l) => (l.level as number) >= 40)
+            .slice(-10)
+            .map((l) => JSON.stringify(l))
+            .join("\n"),
+        );
+      }
 
       // 0 failed requests
       expect(total).toBeGreaterThanOrEqual(Math.floor(SECONDS * RPS * 0.95));
