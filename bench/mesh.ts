@@ -17,10 +17,12 @@
  * - noise: before each run the bench waits (bounded) for other processes to use ≤ 0.25 cores; it
  *   reports how busy the rest of the machine was during each run, and marks noisy runs `~`.
  *
- * `--no-ejection`: see NO_EJECTION. The sidecars are the real `meshgate sidecar --config FILE` processes, with the SVIDs and bundle as
+ * The sidecars are the real `meshgate sidecar --config FILE` processes, with the SVIDs and bundle as
  * files (a CA made by runtime/pki), the per-service local port as the client's entry (what apps that
- * cannot use a proxy call), access logs off. `--node-flags` sets the sidecars' Node/V8 flags (default:
- * see SIDECAR_NODE_FLAGS). Goals are reported, never turned into a non-zero exit.
+ * cannot use a proxy call), access logs off. Options: `--node-flags="…"` the sidecars' Node/V8 flags
+ * (default: SIDECAR_NODE_FLAGS); `--no-ejection` (see NO_EJECTION); `--no-pin` no CPU pinning (for a
+ * machine where CPU 0 is taken); `--rate=N` another fixed rate. Goals are reported, never turned into
+ * a non-zero exit.
  *
  * Needs nginx and h2load (`apt-get install -y nginx nghttp2-client`; a dev-machine benchmark, not CI).
  */
@@ -59,7 +61,14 @@ const QUICK = process.argv.includes("--quick");
 const REPS = QUICK ? 1 : 3;
 const DURATION_S = QUICK ? 5 : 15;
 const WARMUP_S = QUICK ? 2 : 5;
-const RATE = 1000;
+/** Requests per second of the measured passes (`--rate=N`, a multiple of 100; default 1,000). */
+const RATE = (() => {
+  const arg = process.argv.find((a) => a.startsWith("--rate="));
+  const n = arg ? Number(arg.slice("--rate=".length)) : 1000;
+  if (!Number.isInteger(n) || n < 100 || n % 100 !== 0)
+    throw new Error(`--rate must be a multiple of 100, got ${arg}`);
+  return n;
+})();
 const RPS_PER_CLIENT = 100;
 const NOISE_LIMIT = 0.25;
 const QUIET_WAIT_S = 15;
@@ -124,7 +133,8 @@ const NICE = (() => {
     return false;
   }
 })();
-const TASKSET = have("taskset");
+/** --no-pin: no taskset (the scheduler places every process; for a machine where CPU 0 is busy). */
+const TASKSET = have("taskset") && !process.argv.includes("--no-pin");
 if (TASKSET) {
   try {
     execFileSync("taskset", ["-a", "-cp", LOAD_CPU, String(process.pid)], { stdio: "ignore" });
@@ -826,7 +836,7 @@ async function main(): Promise<number> {
   const out = [
     `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
     `node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
-    `proxy pairs on CPU ${PROXY_CPU}, h2load + server (nginx return 200, 104-byte JSON) on CPU ${LOAD_CPU}${TASKSET ? "" : " (taskset missing: NOT pinned)"}; nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
+    `${TASKSET ? `proxy pairs on CPU ${PROXY_CPU}, h2load + server on CPU ${LOAD_CPU}` : "NOT pinned (--no-pin or no taskset)"} (server: nginx return 200, 104-byte JSON); nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
     "",
     ...table(
       [
