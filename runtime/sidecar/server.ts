@@ -507,6 +507,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
     const headers = forwardedRequestHeaders(req.headers);
+    headers["x-request-id"] = ex.requestId; // the caller's (when well-formed) or a new one, as logged
     if (peer !== null) {
       headers[PEER_HEADER] = peer.id;
       headers[XFCC_HEADER] = peer.xfcc;
@@ -589,6 +590,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     const headers = forwardedRequestHeaders(req.headers);
     headers.host = d.host;
+    headers["x-request-id"] = ex.requestId; // the app's (when well-formed) or a new one, as logged
     const declared = req.headers["content-length"];
     const hasBody =
       declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;

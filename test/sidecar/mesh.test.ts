@@ -137,9 +137,10 @@ describe("app to app through two sidecars", () => {
     const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
     const out = web.sidecar.ports.outbound;
 
-    const proxied = await viaProxy(out, "http://orders/orders/1?x=1");
+    const proxied = await viaProxy(out, "http://orders/orders/1?x=1", { "x-request-id": "req-42" });
     expect(proxied.status).toBe(200);
     expect(JSON.parse(proxied.body)).toEqual({ path: "/orders/1?x=1", method: "GET" });
+    expect(orders.app.received.at(-1)!.headers["x-request-id"]).toBe("req-42");
 
     const byHost = await request(`http://127.0.0.1:${out}/orders/2`, {
       headers: { host: "orders.shop.svc.cluster.local" },
@@ -152,6 +153,11 @@ describe("app to app through two sidecars", () => {
     expect(orders.app.received.at(-1)!.url).toBe("/orders/3");
     expect(orders.app.received.at(-1)!.headers.host).toBe("orders");
     expect(orders.app.received.at(-1)!.headers["x-meshgate-peer"]).toBe(spiffe("web"));
+    // Without one from the app, the first sidecar mints the id that both sidecars log and the app sees.
+    const minted = String(orders.app.received.at(-1)!.headers["x-request-id"]);
+    expect(minted).toMatch(/^[0-9a-f-]{36}$/);
+    expect(web.sidecar.logs.some((l) => l.event === "access" && l.requestId === minted)).toBe(true);
+    expect(orders.sidecar.logs.some((l) => l.event === "access" && l.requestId === minted)).toBe(true);
 
     const text = await metrics(web.sidecar);
     expect(
