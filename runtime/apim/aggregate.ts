@@ -145,6 +145,8 @@ export interface AggregateRequest {
   readonly tracer: Tracer;
   /** For templates in the request header transform; null when it has none. */
   readonly templateContext: TemplateContext | null;
+  /** The gateway holds a valid mesh identity: parts on mTLS clusters may be called (else they fail closed). */
+  readonly meshIdentityReady?: boolean;
 }
 
 export type AggregateResult =
@@ -174,7 +176,7 @@ export function aggregate(
   req: AggregateRequest,
   observer: AggregateObserver,
 ): Promise<AggregateResult> {
-  if (agg.mtlsParts.length > 0) {
+  if (agg.mtlsParts.length > 0 && req.meshIdentityReady !== true) {
     return Promise.resolve({
       kind: "error",
       status: 503,

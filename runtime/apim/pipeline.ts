@@ -139,6 +139,8 @@ export async function aggregateRoute(
     readonly tracer: Tracer;
     /** The exchange's token: the gateway aborts it when the client goes away. */
     readonly cancel: CancelToken;
+    /** The gateway holds a valid mesh identity (parts on mTLS clusters may be called). */
+    readonly meshIdentityReady?: boolean;
   },
 ): Promise<string> {
   const cancel = upstream.cancel;
@@ -154,6 +156,7 @@ export async function aggregateRoute(
       span: upstream.span,
       tracer: upstream.tracer,
       templateContext: ctx,
+      meshIdentityReady: upstream.meshIdentityReady === true,
     },
     host.aggregateObserver,
   );

@@ -842,6 +842,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           span,
           tracer: current.tracer,
           cancel: ex.cancel,
+          meshIdentityReady: identity?.ready() === true,
         });
         return;
       }

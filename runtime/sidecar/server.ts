@@ -29,7 +29,7 @@ import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schem
 import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
 import { compileOutbound, decideOutbound, type CompiledOutbound } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
-import { checkRequestHeaders, downstreamResponseHeaders, requestId } from "../gateway/headers.ts";
+import { checkRequestHeaders, requestId } from "../gateway/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
 import {
@@ -533,9 +533,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         hashKey: "",
       },
       (status, upstreamHeaders) => {
-        const h = downstreamResponseHeaders(upstreamHeaders);
-        if (draining) h.connection = "close";
-        res.writeHead(status, h);
+        // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
+        if (draining) upstreamHeaders.connection = "close";
+        res.writeHead(status, upstreamHeaders);
         return res;
       },
       observer,
@@ -620,9 +620,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         hashKey: req.socket.remoteAddress ?? "",
       },
       (status, upstreamHeaders) => {
-        const h = downstreamResponseHeaders(upstreamHeaders);
-        if (draining) h.connection = "close";
-        res.writeHead(status, h);
+        // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
+        if (draining) upstreamHeaders.connection = "close";
+        res.writeHead(status, upstreamHeaders);
         return res;
       },
       observer,
@@ -791,6 +791,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     metrics: () => metrics.render(),
     config: () => ({ ...state.config, identityStatus: identityStatus(identity.current(), identity.ready()) }),
     reload: () => reload(),
+    purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
   });
   const adminPort = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
   if (

@@ -313,7 +313,8 @@ describe("decideInbound properties", () => {
         if (isPatternError(parsed)) throw new Error(parsed.error);
         const router = new Router([route(pattern)]);
         const viaRouter =
-          router.match("h", { method: "GET", path, query: "", header: () => undefined }).kind === "matched";
+          router.match("h", { method: "GET", path, query: "", headers: { header: () => undefined } }).kind ===
+          "matched";
         expect(matchPath(parsed, path)).toBe(viaRouter);
       }),
       { numRuns: 3000 },

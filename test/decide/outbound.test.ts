@@ -164,7 +164,7 @@ describe("decideOutbound properties", () => {
               }) as unknown as GatewayRoute,
           ),
         );
-        const m = router.match("payments", { method, path, query: "", header: () => undefined });
+        const m = router.match("payments", { method, path, query: "", headers: { header: () => undefined } });
         const expected = m.kind === "matched" ? m.route.name : null;
         if (expected !== null) matched++;
         expect(d.kind === "route" ? d.route : "reject").toBe(expected);

@@ -51,6 +51,13 @@ function translated(allowFrom: string[]): { gateway: GatewayRuntimeConfig; order
           public: true,
           rateLimit: { requests: 1000, per: "1s" },
         },
+        {
+          name: "dash",
+          match: { path: "/dash" },
+          aggregate: { one: { service: "orders", path: "/api/orders/1" } },
+          public: true,
+          rateLimit: { requests: 1000, per: "1s" },
+        },
       ],
     },
   });
@@ -142,6 +149,15 @@ describe("gateway → service over mTLS", () => {
     );
   });
 
+  it("calls_aggregate_parts_over_mtls_too", async () => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "files");
+    const r = await request(`${gw.url}/dash`);
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toMatchObject({ one: { path: "/api/orders/1", method: "GET" } });
+    expect(orders.app.received.at(-1)!.headers["x-meshgate-peer"]).toBe(spiffe("gateway"));
+  });
+
   it("is_subject_to_the_services_authorization", async () => {
     const orders = await ordersInstance(["web"]);
     const { gw } = await gateway(["web"], [orders.sidecar.ports.inbound], "files");
@@ -168,6 +184,9 @@ describe("gateway without an identity", () => {
     const r = await request(`${gw.url}/api/orders/1`);
     expect(r.status).toBe(503);
     expect(r.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+    const dash = await request(`${gw.url}/dash`);
+    expect(dash.status).toBe(503);
+    expect(dash.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
     expect(orders.app.received).toHaveLength(0);
     expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200); // nothing to wait for
   });

@@ -39,7 +39,16 @@ import {
 
 const SERVICES = {
   web: { image: "r/web:1", port: 8080, calls: ["orders"] },
-  orders: { image: "r/orders:1", port: 8080, allow: [{ from: ["web"] }] },
+  // Generous timeouts: these tests are about identities; on a busy machine twenty concurrent handshakes
+  // plus the app's 300 ms may exceed the default per-try timeout (500 ms).
+  orders: {
+    image: "r/orders:1",
+    port: 8080,
+    allow: [{ from: ["web"] }],
+    timeout: "10s",
+    connectTimeout: "5s",
+    retries: { perTryTimeout: "10s" },
+  },
 };
 
 let tmp: Awaited<ReturnType<typeof tempDir>>;
