@@ -21,7 +21,7 @@
  * files (a CA made by runtime/pki), the per-service local port as the client's entry (what apps that
  * cannot use a proxy call), access logs off. Options: `--node-flags="…"` the sidecars' Node/V8 flags
  * (default: SIDECAR_NODE_FLAGS); `--no-ejection` (see NO_EJECTION); `--no-pin` no CPU pinning (for a
- * machine where CPU 0 is taken); `--rate=N` another fixed rate. Goals are reported, never turned into
+ * machine where CPU 0 is taken); `--rate=N` another fixed rate; `--keep` keeps the temp dir with every log. Goals are reported, never turned into
  * a non-zero exit.
  *
  * Needs nginx and h2load (`apt-get install -y nginx nghttp2-client`; a dev-machine benchmark, not CI).
@@ -193,9 +193,12 @@ async function stopAll(): Promise<void> {
   while (children.size > 0 && Date.now() < deadline) await sleep(50);
   for (const c of children) signalGroup(c, "SIGKILL");
 }
+/** --keep: leave the temp dir (configs, SVIDs, every process's log) and print its path. */
+const KEEP = process.argv.includes("--keep");
 process.on("exit", () => {
   for (const c of children) signalGroup(c, "SIGKILL");
-  rmSync(tmp, { recursive: true, force: true });
+  if (KEEP) process.stderr.write(`[bench:mesh] kept ${tmp}\n`);
+  else rmSync(tmp, { recursive: true, force: true });
 });
 for (const [sig, code] of [
   ["SIGINT", 130],
