@@ -2,7 +2,7 @@
  * The codes of the error responses a sidecar generates itself, sent as `x-meshgate-error` and in the JSON
  * body `{"error":{"code","message"}}`; inbound authorization denials also carry `x-meshgate-denied:
  * <reason>` (the decideInbound code). Stable: apps, dashboards and runbooks may match on them.
- * docs/wip/sidecar.md lists them (a test keeps the two in sync).
+ * docs/sidecar.md lists them (a test keeps the two in sync).
  */
 export const SidecarErrorCatalog = {
   bad_request_target: [

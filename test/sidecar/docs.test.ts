@@ -1,12 +1,12 @@
-/** docs/wip/sidecar.md documents every sidecar error code with its status, and every denial reason. */
+/** docs/sidecar.md documents every sidecar error code with its status, and every denial reason. */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { INBOUND_DENY_CODES } from "../../runtime/decide/inbound.ts";
 import { SidecarErrorCatalog } from "../../runtime/sidecar/errors.ts";
 
-const doc = readFileSync(new URL("../../docs/wip/sidecar.md", import.meta.url), "utf8");
+const doc = readFileSync(new URL("../../docs/sidecar.md", import.meta.url), "utf8");
 
-describe("docs/wip/sidecar.md", () => {
+describe("docs/sidecar.md", () => {
   it("lists_every_error_code_with_its_status_and_nothing_else", () => {
     const start = doc.indexOf("## Error codes");
     const section = doc.slice(start, doc.indexOf("\n## ", start + 1));
