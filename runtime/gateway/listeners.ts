@@ -143,6 +143,9 @@ export function createListener(
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headerTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
+    // Node checks the header and request timeouts on this interval (30 s by default): a slow client could
+    // hold a connection up to that much past its limit. A quarter of the header timeout, at most 1 s.
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headerTimeoutMs / 4))),
     keepAliveTimeout: limits.idleTimeoutMs,
     requireHostHeader: true,
     joinDuplicateHeaders: false,
@@ -183,6 +186,16 @@ export function createListener(
       );
       trackSessions(server);
       server.setTimeout(limits.requestTimeoutMs);
+      // HTTP/1.1 over this TLS port (allowHTTP1) is served by Node's HTTP/1 machinery with its own
+      // timeouts (60 s for headers by default): give it the listener's.
+      const h1Timeouts = server as unknown as {
+        headersTimeout: number;
+        requestTimeout: number;
+        connectionsCheckingInterval: number;
+      };
+      h1Timeouts.headersTimeout = limits.headerTimeoutMs;
+      h1Timeouts.requestTimeout = limits.requestTimeoutMs;
+      h1Timeouts.connectionsCheckingInterval = http1Options.connectionsCheckingInterval!;
       return {
         name: l.name,
         server,
@@ -245,6 +258,11 @@ export function createListener(
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());
   });
+  // The HTTP/1 server never listens itself (the front does): Node starts the timer that enforces its
+  // header and request timeouts when a server starts listening, so start it with the front — without it
+  // a slow client could hold a connection forever. Closing the front stops it again.
+  front.on("listening", () => h1.emit("listening"));
+  front.on("close", () => h1.close());
   return {
     name: l.name,
     server: front,

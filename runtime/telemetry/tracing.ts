@@ -291,21 +291,27 @@ export class NoopSpan implements SpanLike {
 /** The one no-op span. */
 export const NOOP_SPAN: NoopSpan = Object.freeze(new NoopSpan());
 
-/** An unsampled span: records nothing, but propagates its trace id with the sampled flag cleared. */
+/**
+ * A span this process does not record — unsampled, or sampled while nothing exports (no OTLP endpoint,
+ * or shutting down). It still propagates its trace id and the trace's sampling decision, so a downstream
+ * hop that exports keeps a sampled trace whole.
+ */
 export class NonRecordingSpan implements SpanLike {
   readonly recording = false;
   readonly traceId: string;
   readonly spanId: string;
   readonly #traceState: string | undefined;
+  readonly #flags: string;
 
-  constructor(traceId: string, spanId: string, traceState: string | undefined) {
+  constructor(traceId: string, spanId: string, traceState: string | undefined, sampled = false) {
     this.traceId = traceId;
     this.spanId = spanId;
     this.#traceState = traceState;
+    this.#flags = sampled ? "01" : "00";
   }
 
   traceparent(): string {
-    return `00-${this.traceId}-${this.spanId}-00`;
+    return `00-${this.traceId}-${this.spanId}-${this.#flags}`;
   }
   tracestate(): string | undefined {
     return this.#traceState;
@@ -724,7 +730,7 @@ export class Tracer {
       traceId = newTraceId();
       sampled = belowThreshold(traceId, this.#threshold);
     }
-    if (!sampled || !this.recording) return new NonRecordingSpan(traceId, newSpanId(), traceState);
+    if (!sampled || !this.recording) return new NonRecordingSpan(traceId, newSpanId(), traceState, sampled);
     const span = new Span(SpanKind.SERVER, traceId, parent?.parentId ?? "", traceState, this.#enqueue);
     setMethod(span, init.method);
     span.setAttribute("url.path", init.path);

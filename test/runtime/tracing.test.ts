@@ -385,6 +385,24 @@ describe("tracer: disabled and not recording", () => {
     await tracer.shutdown();
   });
 
+  it.each([
+    ["keeps_a_sampled_callers_decision_when_this_hop_does_not_export", `00-${T}-${P}-01`, 0, "01"],
+    ["keeps_an_unsampled_callers_decision", `00-${T}-${P}-00`, 1, "00"],
+    ["propagates_its_own_sampled_root_decision_without_an_exporter", undefined, 1, "01"],
+    ["propagates_its_own_unsampled_root_decision", undefined, 0, "00"],
+  ])("%s", async (_claim, incoming, sampling, flags) => {
+    // A hop without an OTLP endpoint records nothing, but a downstream hop that exports must see the
+    // trace's sampling decision, not a cleared flag.
+    const tracer = createTracer({
+      serviceName: "gateway",
+      tracing: { enabled: true, sampling, otlpEndpoint: null },
+    });
+    const server = tracer.startServerSpan(incoming, undefined, SERVER_INIT);
+    const upstream = tracer.startClientSpan(server, CLIENT_INIT);
+    expect(parseTraceparent(upstream.traceparent())?.flags).toBe(Number.parseInt(flags, 16));
+    await tracer.shutdown();
+  });
+
   it("refuses_a_bad_ratio_or_endpoint_at_construction", () => {
     expect(() => new Tracer({ serviceName: "s", sampling: -0.1, otlpEndpoint: null })).toThrow(RangeError);
     expect(() => new Tracer({ serviceName: "s", sampling: NaN, otlpEndpoint: null })).toThrow(RangeError);
