@@ -57,6 +57,8 @@ export interface PromtoolTest {
 export interface PromtoolTestFile {
   readonly rule_files: readonly string[];
   readonly evaluation_interval: string;
+  /** Recording groups before the alerts, so alerts read the ratios of the same evaluation. */
+  readonly group_eval_order: readonly string[];
   readonly tests: readonly PromtoolTest[];
 }
 
@@ -293,6 +295,44 @@ function sloScenarios(ctx: Ctx): Scenario[] {
         if (!t) return null;
         const ratio = Math.min(1, Math.ceil(t.burnRate + 0.5) * ind.errorBudget);
         return ratio > t.threshold ? uniform(ind, ratio) : null;
+      },
+    },
+    {
+      // 3 clean hours, then an hour at 1.5× the 1h tier's threshold: the 1h tier pages while the 6h window
+      // (1.5 / 4 of the threshold ratio, below the 6h tier's 5/12) keeps the 6h tier quiet.
+      name: (tags) => `an hour at 1.5× the 1h threshold pages through the 1h tier alone: ${tags.join(", ")}`,
+      part: (ind) => {
+        const t = firstFast(ind);
+        const t2 = ind.plan.tiers.find((x) => x.speed === "fast" && x !== t);
+        const fast = rules(ind).fast;
+        if (!t || !fast || 1.5 * t.threshold > 1) return null;
+        const ratio = 1.5 * t.threshold;
+        const perMinute = [...repeat(0, 180), ...repeat(ratio * PER_MINUTE, 60)];
+        return {
+          series: sliSeries(ctx, ind, perMinute, repeat(PER_MINUTE, perMinute.length)),
+          alerts: [
+            {
+              eval_time: minutes(240),
+              alertname: fast.alert,
+              exp_alerts: [expAlert(fast, sloLabels(ind), ratio)],
+            },
+          ],
+          exprs: t2 ? [bool(ind, t2.longWindowMs, t2.threshold, minutes(240), 0)] : [],
+        };
+      },
+    },
+    {
+      // A steady burn at 1.2× the 6h tier's threshold (below the 1h tier's): the 6h tier pages alone.
+      name: (tags) =>
+        `a steady burn at 1.2× the 6h threshold pages through the 6h tier alone: ${tags.join(", ")}`,
+      part: (ind) => {
+        const t1 = firstFast(ind);
+        const t2 = ind.plan.tiers.find((x) => x.speed === "fast" && x.longWindowMs === 6 * 3_600_000);
+        if (!t2 || 1.2 * t2.threshold > 1) return null;
+        const ratio = 1.2 * t2.threshold;
+        if (t1 && ratio >= t1.threshold) return null;
+        const p = uniform(ind, ratio);
+        return { ...p, exprs: t1 ? [bool(ind, t1.longWindowMs, t1.threshold, minutes(70), 0)] : [] };
       },
     },
     {
@@ -731,7 +771,12 @@ export function ruleTests(infra: InfraIR, rules: RulesResult, options: RuleTests
     thresholds: { ...DEFAULT_THRESHOLDS, ...options.thresholds },
   };
   const tests = [...sloTests(ctx), ...operationalTests(ctx)];
-  return { rule_files: [options.ruleFile], evaluation_interval: "1m", tests };
+  return {
+    rule_files: [options.ruleFile],
+    evaluation_interval: "1m",
+    group_eval_order: rules.groups.map((g) => g.name),
+    tests,
+  };
 }
 
 export { promDuration };
