@@ -100,6 +100,23 @@ const KEYWORDS = new Set([
   "end",
 ]);
 const GROUPING = new Set(["by", "without", "on", "ignoring", "group_left", "group_right"]);
+/** Aggregation operators: `sum by (x) (…)` puts the grouping between the name and its parenthesis. */
+const AGGREGATIONS = new Set([
+  "sum",
+  "min",
+  "max",
+  "avg",
+  "group",
+  "stddev",
+  "stdvar",
+  "count",
+  "count_values",
+  "bottomk",
+  "topk",
+  "quantile",
+  "limitk",
+  "limit_ratio",
+]);
 
 type Token =
   | { kind: "ident"; text: string; at: number }
@@ -228,7 +245,8 @@ export function readExpression(expr: string): ExpressionParts {
       i++;
       continue;
     }
-    if (isPunct(tokens[i + 1], "(")) {
+    const next = tokens[i + 1];
+    if (isPunct(next, "(") || (AGGREGATIONS.has(t.text) && next?.kind === "ident" && GROUPING.has(next.text))) {
       i++; // a function or aggregation
       continue;
     }

@@ -2,7 +2,7 @@
  * Shared helpers of the observability tests: specs to IR, the generated bundle on disk, and promtool (the
  * real one: `.ci/run` installs the prometheus Debian package).
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { loadSpecFile } from "../../components/spec/load.ts";
@@ -11,6 +11,8 @@ import type { MeshSpecInput } from "../../components/spec/schema.ts";
 import type { InfraIR } from "../../components/translate/ir.ts";
 import { translate } from "../../components/translate/translate.ts";
 import type { GeneratedFile } from "../../components/observability/index.ts";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { freePort } from "../support/gateway.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -103,4 +105,78 @@ export function smallSpec(extra: { observability?: unknown; gateway?: boolean; m
         }),
     ...(extra.observability ? { observability: extra.observability } : {}),
   };
+}
+
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export interface GatewayProcess {
+  readonly url: string;
+  readonly admin: number;
+  readonly output: () => string;
+  stop(): Promise<void>;
+}
+
+/**
+ * `meshgate gateway --workers N` as a real process on free ports (the config's listeners and admin are
+ * rewritten), serving once it printed its admin URL.
+ */
+export async function startGatewayProcess(
+  config: GatewayRuntimeConfig,
+  dir: string,
+  workers = 2,
+): Promise<GatewayProcess> {
+  const [port, admin] = [await freePort(), await freePort()];
+  const { hash: _h, ...rest } = config;
+  const sealed = sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    listeners: rest.listeners.map((l) => ({ ...l, port })),
+    admin: { port: admin },
+  });
+  const file = join(dir, `gateway-${port}.json`);
+  await writeFile(file, JSON.stringify(sealed));
+  let out = "";
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      join(ROOT, "bin/meshgate.js"),
+      "gateway",
+      "--config",
+      file,
+      "--host",
+      "127.0.0.1",
+      "--workers",
+      String(workers),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (out += c.toString()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await exited;
+  };
+  try {
+    await waitFor(
+      () => out.includes(`admin http://127.0.0.1:${admin}`) || child.exitCode !== null,
+      20_000,
+      "the gateway",
+    );
+    if (child.exitCode !== null) throw new Error(`the gateway exited: ${out}`);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url: `http://127.0.0.1:${port}`, admin, output: () => out, stop };
 }
