@@ -468,6 +468,32 @@ export const LABELS: readonly LabelConvention[] = [
     meaning: "a histogram bucket's upper bound, in the metric's unit",
     bounded: "the fixed bucket list",
   },
+  {
+    name: "mechanism",
+    meaning: "an authentication mechanism (`jwt`, `apiKey`, `clientCert`, `oidc`)",
+    bounded: "4 values",
+  },
+  { name: "provider", meaning: "a JWT provider of the spec", bounded: "the spec's providers" },
+  { name: "part", meaning: "an aggregate route's part", bounded: "the spec's parts" },
+  {
+    name: "kind",
+    meaning: "a fault rule's kind (`abort`, `delay`), a rate-limit eviction's kind (`idle`, `active`)",
+    bounded: "2 values each",
+  },
+  { name: "operation", meaning: "a cache store operation", bounded: "the store's operations" },
+  { name: "metric", meaning: "the metric whose label sets overflowed", bounded: "the registered metrics" },
+  {
+    name: "store",
+    meaning: "the rate-limit store of fleet limits (`redis`, `local`)",
+    bounded: "a few values",
+  },
+  {
+    name: "fleet_divisor",
+    meaning: "what fleet limits are divided by (the replica count, or 1)",
+    bounded: "one value per config",
+  },
+  { name: "mode", meaning: "the rate-limit store's fail mode (`open`, `closed`)", bounded: "2 values" },
+  { name: "healthy", meaning: "an active health check's new state (`true`/`false`)", bounded: "2 values" },
 ];
 
 /** The labels the generated scrape config adds to every series (see scrape.ts). */
@@ -607,9 +633,9 @@ export interface AccessLogField {
 }
 
 /**
- * One JSON line per request (pino), `event: "access"`, with pino's `level`, `time` (ms since the epoch),
- * `pid`, `hostname`, `name` and the proxy's base field `proxy`. Never headers, tokens, keys or query
- * strings.
+ * One JSON line per request (pino), `event: "access"`, with pino's `level` and `time` (ms since the epoch),
+ * the logger's `name` and the proxy's base field `proxy` (which replaces pino's default `pid` and
+ * `hostname`). Never headers, tokens, keys or query strings.
  */
 export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
   { name: "level", type: "number", meaning: "pino level (30 = info)", gateway: "always", sidecar: "always" },
@@ -620,12 +646,11 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     gateway: "always",
     sidecar: "always",
   },
-  { name: "pid", type: "number", meaning: "process id", gateway: "always", sidecar: "always" },
-  { name: "hostname", type: "string", meaning: "host name", gateway: "always", sidecar: "always" },
   {
     name: "name",
     type: "string",
-    meaning: "the logger (`meshgate-gateway`, `meshgate-sidecar`)",
+    meaning:
+      "the logger: `meshgate-gateway`, `meshgate-sidecar` (set by the `meshgate gateway|sidecar` processes)",
     gateway: "when known",
     sidecar: "when known",
   },

@@ -246,7 +246,10 @@ export function readExpression(expr: string): ExpressionParts {
       continue;
     }
     const next = tokens[i + 1];
-    if (isPunct(next, "(") || (AGGREGATIONS.has(t.text) && next?.kind === "ident" && GROUPING.has(next.text))) {
+    if (
+      isPunct(next, "(") ||
+      (AGGREGATIONS.has(t.text) && next?.kind === "ident" && GROUPING.has(next.text))
+    ) {
       i++; // a function or aggregation
       continue;
     }
