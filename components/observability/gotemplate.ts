@@ -5,18 +5,47 @@
  * can state the annotations an alert fires with.
  */
 
+/**
+ * The decimal digits of |v| rounded to `precision` significant digits the way Go's strconv does — from
+ * the double's exact decimal value, ties to even (JavaScript's toExponential rounds ties up) — and the
+ * decimal exponent of the first digit.
+ */
+function roundDigits(v: number, precision: number): { digits: string; exp: number } {
+  // 60 fractional digits hold the exact value of every double this renders (alert values, not subnormals).
+  const [m, e] = Math.abs(v).toExponential(60).split("e") as [string, string];
+  const all = m.replace(".", "");
+  let exp = Number(e);
+  const kept = all.slice(0, precision).split("").map(Number);
+  const next = Number(all[precision]);
+  const rest = all.slice(precision + 1);
+  const up = next > 5 || (next === 5 && (/[1-9]/.test(rest) || kept[kept.length - 1]! % 2 === 1));
+  if (up) {
+    let i = kept.length - 1;
+    while (i >= 0 && kept[i] === 9) kept[i--] = 0;
+    if (i < 0) {
+      kept.unshift(1);
+      kept.pop();
+      exp++;
+    } else kept[i]!++;
+  }
+  return { digits: kept.join(""), exp };
+}
+
 /** Go's `%.{precision}g`. */
 export function goG(v: number, precision: number): string {
   if (Number.isNaN(v)) return "NaN";
   if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "-Inf";
   if (v === 0) return "0";
-  const [mantissa, e] = v.toExponential(precision - 1).split("e") as [string, string];
-  const exp = Number(e);
+  const sign = v < 0 ? "-" : "";
+  const { digits, exp } = roundDigits(v, precision);
   if (exp < -4 || exp >= precision) {
     const abs = Math.abs(exp);
-    return `${stripZeros(mantissa)}e${exp < 0 ? "-" : "+"}${abs < 10 ? "0" : ""}${abs}`;
+    const mantissa = stripZeros(`${digits[0]}.${digits.slice(1)}`);
+    return `${sign}${mantissa}e${exp < 0 ? "-" : "+"}${abs < 10 ? "0" : ""}${abs}`;
   }
-  return stripZeros(v.toFixed(precision - 1 - exp));
+  const fixed =
+    exp >= 0 ? `${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}` : `0.${"0".repeat(-exp - 1)}${digits}`;
+  return sign + stripZeros(fixed);
 }
 
 function stripZeros(s: string): string {

@@ -119,6 +119,7 @@ const AGGREGATIONS = new Set([
 ]);
 
 type Token =
+  | { kind: "range"; text: string; at: number }
   | { kind: "ident"; text: string; at: number }
   | { kind: "string"; text: string; at: number }
   | { kind: "number"; text: string; at: number }
@@ -127,7 +128,7 @@ type Token =
 const IDENT = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
 const NUMBER =
   /^(?:0x[0-9a-fA-F]+|[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?:(?:ms|[smhdwy])(?:[0-9]+(?:ms|[smhdwy]))*)?/;
-const PUNCT = /^(?:=~|!~|!=|==|<=|>=|[-+*/%^=<>(){}[\],:@])/;
+const PUNCT = /^(?:=~|!~|!=|==|<=|>=|[-+*/%^=<>(){},:@])/;
 
 function tokenize(expr: string): Token[] {
   const out: Token[] = [];
@@ -142,6 +143,14 @@ function tokenize(expr: string): Token[] {
     if (c === "#") {
       const nl = expr.indexOf("\n", i);
       i = nl < 0 ? expr.length : nl;
+      continue;
+    }
+    if (c === "[") {
+      // A range or subquery (durations, or a dashboard variable such as $__rate_interval): one token.
+      const end = expr.indexOf("]", i);
+      if (end < 0) throw new SyntaxError(`unterminated [ at ${i} in ${expr}`);
+      out.push({ kind: "range", text: expr.slice(i, end + 1), at: i });
+      i = end + 1;
       continue;
     }
     if (c === '"' || c === "'" || c === "`") {
@@ -214,12 +223,6 @@ export function readExpression(expr: string): ExpressionParts {
   };
   while (i < tokens.length) {
     const t = tokens[i]!;
-    if (t.kind === "punct" && t.text === "[") {
-      // A range or subquery: durations only.
-      while (i < tokens.length && !isPunct(tokens[i], "]")) i++;
-      i++;
-      continue;
-    }
     if (t.kind === "punct" && t.text === "{")
       throw new SyntaxError(`a selector without a metric name at ${t.at} in ${expr}`);
     if (t.kind !== "ident") {
