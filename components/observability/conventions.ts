@@ -106,6 +106,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { gateway: ["proxy", "operation"] },
   },
   {
+    name: "meshgate_cache_store_available",
+    type: "gauge",
+    unit: "boolean",
+    help: "1 while the cache store answers; 0 during a Redis outage (lookups are misses, stores dropped).",
+    labels: { gateway: ["proxy"] },
+  },
+  {
     name: "meshgate_cache_stored_bytes",
     type: "gauge",
     unit: "bytes",

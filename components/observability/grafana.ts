@@ -677,6 +677,7 @@ function gatewayDashboard(infra: InfraIR): Dashboard {
         {
           type: "timeseries",
           title: "Cache results by route",
+          w: 12,
           queries: [
             {
               expr: rateBy("route, result", "meshgate_cache_requests_total", gw),
@@ -690,6 +691,15 @@ function gatewayDashboard(infra: InfraIR): Dashboard {
           title: "Cache size",
           queries: [{ expr: `sum(${selector("meshgate_cache_stored_bytes", gw)})`, legend: "bytes" }],
           unit: "bytes",
+          w: 8,
+        },
+        {
+          type: "stat",
+          title: "Cache store available",
+          description: "1 while every replica's cache store answers; 0 during a Redis outage (lookups miss).",
+          queries: [{ expr: `min(${selector("meshgate_cache_store_available", gw)})` }],
+          w: 4,
+          thresholds: { base: "red", steps: [["green", 1]] },
         },
       ],
     },

@@ -12,6 +12,7 @@
  * `honor_labels: true`: the proxies' own `proxy` and (sidecar denials) `service` labels are kept rather than
  * renamed to `exported_*`; they always agree with the target's.
  */
+import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import type { InfraIR } from "../translate/ir.ts";
 import { promDuration } from "./promql.ts";
 
@@ -72,7 +73,9 @@ export function scrapeConfigs(infra: InfraIR, mode: ScrapeMode): ScrapeConfig[] 
   const targets = infra.observability.metrics.targets;
   const jobs: ScrapeConfig[] = [];
   for (const proxy of ["gateway", "sidecar"] as const) {
-    const mine = targets.filter((t) => t.kind === proxy).sort((a, b) => a.workload.localeCompare(b.workload));
+    const mine = targets
+      .filter((t) => t.kind === proxy)
+      .sort((a, b) => compareCodeUnits(a.workload, b.workload));
     if (mine.length === 0) continue;
     const paths = [...new Set(mine.map((t) => t.path))];
     if (paths.length !== 1)
