@@ -98,8 +98,8 @@ function alertsTable(): string {
     MeshgateSLOBudgetBurnFast:
       "error ratio > 14.4× budget over 1h and 5m, or > 6× over 6h and 30m (30-day SLO; scaled to other windows)",
     MeshgateSLOBudgetBurnSlow: "error ratio > 3× budget over 1d and 2h, or > 1× over 3d and 6h (30-day SLO)",
-    MeshgateCertRenewalOverdue: "`meshgate_cert_expiry_seconds` < `mesh.ca.renewBefore` for 15m",
-    MeshgateCertExpiringSoon: "`meshgate_cert_expiry_seconds` < min(1h, renewBefore / 4) for 1m",
+    MeshgateCertRenewalOverdue: "`meshgate_cert_expiry_seconds` < `mesh.ca.renewBefore` (and ≠ 0) for 15m",
+    MeshgateCertExpiringSoon: "`meshgate_cert_expiry_seconds` < min(1h, renewBefore / 4) (and ≠ 0) for 1m",
     MeshgateOutlierEjections: `≥ ${t.ejectionsPer10m} ejections of one cluster in 10m, for 5m`,
     MeshgateRateLimitSaturated: `> ${t.rateLimitedRatio * 100}% of a route's requests answered 429 (and > ${t.rateLimitMinRps} req/s), for 10m`,
     MeshgateAuthzDenySpike: `denials/s over 5m > ${t.denySpikeFactor}× their average over the day before (up to 30m ago) and > ${t.denyMinRps}/s, for 2m`,

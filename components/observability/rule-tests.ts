@@ -491,19 +491,36 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
   const overdue = alertRule(ctx, "MeshgateCertRenewalOverdue");
   const expiring = alertRule(ctx, "MeshgateCertExpiringSoon");
   const lateStart = renewBefore - 60;
+  // Stays above 0 for the half hour (0 is a replaced identity, which the alerts ignore).
+  const lateStep = Math.max(1, Math.min(60, Math.floor((lateStart - 1) / 31)));
   tests.push({
     name: "certificates: an SVID below renewBefore for 15 minutes is overdue; far above it, nothing fires",
     interval: "1m",
-    input_series: [certSeries(lateStart)],
+    input_series: [certSeries(lateStart, lateStep)],
     alert_rule_test: [
       { eval_time: "10m", alertname: overdue.alert, exp_alerts: [] },
-      { eval_time: "20m", alertname: overdue.alert, exp_alerts: [expAlert(overdue, cert, lateStart - 1200)] },
+      {
+        eval_time: "20m",
+        alertname: overdue.alert,
+        exp_alerts: [expAlert(overdue, cert, lateStart - 20 * lateStep)],
+      },
     ],
   });
   tests.push({
     name: "certificates: an SVID with twice renewBefore left raises nothing",
     interval: "1m",
     input_series: [certSeries(2 * renewBefore)],
+    alert_rule_test: [
+      { eval_time: "30m", alertname: overdue.alert, exp_alerts: [] },
+      { eval_time: "30m", alertname: expiring.alert, exp_alerts: [] },
+    ],
+  });
+  tests.push({
+    name: "certificates: a replaced identity's series, left at 0 by the proxy, raises nothing",
+    interval: "1m",
+    input_series: [
+      { series: seriesText("meshgate_cert_expiry_seconds", cert), values: valuesText(repeat(0, 31)) },
+    ],
     alert_rule_test: [
       { eval_time: "30m", alertname: overdue.alert, exp_alerts: [] },
       { eval_time: "30m", alertname: expiring.alert, exp_alerts: [] },

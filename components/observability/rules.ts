@@ -348,7 +348,10 @@ function operationalAlerts(
   const ns = infra.namespace;
   const on = { namespace: ns };
   const { renewBefore, floor } = certThresholds(infra);
-  const cert = selector("meshgate_cert_expiry_seconds", on);
+  // A proxy that replaces its identity by another SPIFFE ID sets the old one's series to 0 and keeps it:
+  // exactly 0 is that, not a certificate (an expired one reads negative).
+  const certSel = selector("meshgate_cert_expiry_seconds", on);
+  const cert = (below: number) => `${certSel} < ${below} and ${certSel} != 0`;
   const requests = `sum by (namespace, route) (rate(${selector("meshgate_requests_total", { ...on, proxy: "gateway" })}[5m]))`;
   const denied = selector(RECORDS.denials, on);
   const reloads = selector("meshgate_config_reloads_total", { ...on, result: "failure" });
@@ -375,7 +378,7 @@ function operationalAlerts(
   const alerts = [
     a(
       "MeshgateCertRenewalOverdue",
-      `${cert} < ${renewBefore}`,
+      cert(renewBefore),
       "15m",
       "warning",
       "The SVID of {{ $labels.service }} ({{ $labels.proxy }}) was not renewed in time",
@@ -383,7 +386,7 @@ function operationalAlerts(
     ),
     a(
       "MeshgateCertExpiringSoon",
-      `${cert} < ${floor}`,
+      cert(floor),
       "1m",
       "critical",
       "The SVID of {{ $labels.service }} ({{ $labels.proxy }}) is about to expire",
