@@ -2,7 +2,7 @@
  * The `meshgate` command. Exit codes: 0 success, 1 the spec (or check) failed, 2 usage error.
  */
 import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { LoadResult } from "../components/spec/load.ts";
 import type { Diagnostic } from "../components/spec/errors.ts";
@@ -116,6 +116,77 @@ const COMMANDS: Record<string, Command> = {
           ? JSON.stringify(value, null, 2)
           : stringify(value, { aliasDuplicateObjects: false, lineWidth: 0 }),
       );
+      return 0;
+    },
+  },
+  observability: {
+    summary: "write the Prometheus config, rules, rule tests and Grafana dashboards generated from a spec",
+    usage:
+      "meshgate observability SPEC --out DIR [--scrape kubernetes|static] [--target WORKLOAD=HOST:PORT …]\n" +
+      "       [--runbook-url URL] [--prometheus-url URL]",
+    details:
+      "Writes DIR/prometheus/prometheus.yml (scrape jobs for every proxy's admin port and the rule file),\n" +
+      "DIR/prometheus/rules/meshgate-<ns>.rules.yml (recording rules, SLO burn-rate alerts, operational alerts),\n" +
+      "DIR/prometheus/tests/meshgate-<ns>.test.yml (check them: promtool test rules <that file>),\n" +
+      "DIR/grafana/provisioning/{datasources,dashboards}/meshgate-<ns>.yml and DIR/grafana/dashboards/*.json.\n" +
+      "--scrape kubernetes (the default) finds the proxies by pod labels; --scrape static needs one --target\n" +
+      "per workload (repeat it for replicas): the host:port of its proxy's admin listener.",
+    options: {
+      out: { type: "string" },
+      scrape: { type: "string", default: "kubernetes" },
+      target: { type: "string", multiple: true },
+      "runbook-url": { type: "string" },
+      "prometheus-url": { type: "string" },
+      help,
+    },
+    async run([file], values, io) {
+      if (typeof values.out !== "string") throw new UsageError("missing --out DIR");
+      const mode = formatOption(values.scrape, ["kubernetes", "static"]);
+      const targets = (values.target as string[] | undefined) ?? [];
+      if (mode === "kubernetes" && targets.length > 0)
+        throw new UsageError(
+          "--target is for --scrape static (Kubernetes finds the proxies by their pod labels)",
+        );
+      const addresses: Record<string, string[]> = {};
+      for (const t of targets) {
+        const m = /^([a-z0-9-]+)=([^\s=]+:[0-9]{1,5})$/.exec(t);
+        if (!m) throw new UsageError(`--target must be WORKLOAD=HOST:PORT, got ${JSON.stringify(t)}`);
+        (addresses[m[1]!] ??= []).push(m[2]!);
+      }
+      const tools = await specTools();
+      const loaded = await tools.loadSpecFile(requireSpec(file));
+      if (!loaded.ok) return printErrors(loaded, io, tools);
+      const result = tools.translate(loaded.spec);
+      const { observabilityFiles, ObservabilityInputError } =
+        await import("../components/observability/index.ts");
+      const known = new Set(result.infra.observability.metrics.targets.map((x) => x.workload));
+      const unknown = Object.keys(addresses).filter((w) => !known.has(w));
+      if (unknown.length > 0)
+        throw new UsageError(
+          `--target names no scraped workload: ${unknown.join(", ")} (known: ${[...known].join(", ")})`,
+        );
+      let bundle;
+      try {
+        bundle = observabilityFiles(result.infra, {
+          scrape: mode === "static" ? { kind: "static", addresses } : { kind: "kubernetes" },
+          ...(typeof values["runbook-url"] === "string" ? { runbookUrl: values["runbook-url"] } : {}),
+          ...(typeof values["prometheus-url"] === "string"
+            ? { grafana: { prometheusUrl: values["prometheus-url"] } }
+            : {}),
+        });
+      } catch (err) {
+        if (err instanceof ObservabilityInputError) throw new UsageError(err.message);
+        throw err;
+      }
+      const written: string[] = [];
+      for (const f of bundle.files) {
+        const path = join(values.out, ...f.path.split("/"));
+        await mkdir(dirname(path), { recursive: true });
+        await writeFile(path, f.content);
+        written.push(path);
+      }
+      for (const note of bundle.notes) io.err(`${loaded.file}: note: ${note}`);
+      io.out(`wrote ${written.length} files to ${values.out}:\n${written.map((f) => `  ${f}`).join("\n")}`);
       return 0;
     },
   },

@@ -1,6 +1,9 @@
 /**
- * meshgate/components: the spec (schemas, loader, defineMesh), translate → IR, and (as the target issues
- * land) the renderers and Pulumi components.
+ * meshgate/components: the spec (schemas, loader, defineMesh), translate → IR, the generated observability
+ * (Prometheus rules and scrape config, Grafana dashboards), and (as the target issues land) the renderers and
+ * Pulumi components.
  */
 export * from "./spec/index.ts";
 export * from "./translate/index.ts";
+/** Generated observability: `observability.observabilityFiles(infra)`, `observability.prometheusRules(infra)`, … */
+export * as observability from "./observability/index.ts";

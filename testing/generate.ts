@@ -115,7 +115,7 @@ export function generateSpec(options: GenerateOptions): MeshSpecInput {
       name: `route-${routes[n]!.name}`,
       route: routes[n]!.name,
       availability: 99.9,
-      latencyP99: "300ms",
+      latencyP99: "250ms",
     });
   }
   for (let i = 0; i < Math.min(serviceCount, 3); i++) {

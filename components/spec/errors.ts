@@ -54,6 +54,8 @@ export const SpecErrorCatalog = {
   E_SPEC_CA_LIFETIMES:
     "certificate lifetimes are inconsistent (leaf outlives intermediate, renewBefore ≥ TTL, …)",
   E_SPEC_SLO_TARGET: "an SLO names both or neither of route and service",
+  E_SPEC_SLO_LATENCY_BUCKET:
+    "an SLO's latencyP99 is not a bucket boundary of meshgate_request_duration_seconds (the share of slower requests could not be counted exactly)",
   E_SPEC_RESERVED_HEADER:
     "a transform or an aggregate part's forwardHeaders names a header the gateway owns (hop-by-hop, X-Forwarded-*, X-Request-Id, x-meshgate-*, principal headers, Content-Length, Host)",
   E_SPEC_INVALID_TEMPLATE:

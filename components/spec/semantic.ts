@@ -7,6 +7,7 @@ import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
+import { DEFAULT_LATENCY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
 import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
@@ -920,6 +921,20 @@ export function semanticIssues(raw: unknown): Issue[] {
       );
     if (hasRoute) ref(s.route, routeNames, "gateway route", [...base, "route"]);
     if (hasService) ref(s.service, serviceNames, "service", [...base, "service"]);
+    const p99 = ms(s.latencyP99);
+    if (p99 !== undefined && !DEFAULT_LATENCY_BUCKETS.includes(p99 / 1000)) {
+      const bounds = DEFAULT_LATENCY_BUCKETS.map((b) => b * 1000);
+      const below = bounds.filter((b) => b < p99).at(-1);
+      const above = bounds.find((b) => b > p99);
+      const nearest = [below, above].filter((b) => b !== undefined).map(formatMs);
+      add(
+        "E_SPEC_SLO_LATENCY_BUCKET",
+        [...base, "latencyP99"],
+        `latencyP99 ${String(s.latencyP99)} is not a bucket boundary of the request-duration histogram ` +
+          "(meshgate_request_duration_seconds), so the share of slower requests cannot be counted exactly",
+        `use ${nearest.join(" or ")} (the boundaries are ${bounds.map(formatMs).join(", ")})`,
+      );
+    }
   });
   const otlp = str(obj(obj(root.observability).tracing).otlpEndpoint);
   if (otlp !== undefined)
@@ -929,6 +944,9 @@ export function semanticIssues(raw: unknown): Issue[] {
 }
 
 /** The service a route inherits its timeout from: `to`, or the heaviest split entry (ties by name). */
+/** A latency for a message: `250ms`, `2.5s`. */
+const formatMs = (ms: number) => (ms < 1000 ? `${ms}ms` : `${ms / 1000}s`);
+
 function primaryOf(r: Obj): string | undefined {
   if (typeof r.to === "string") return r.to;
   if (isObj(r.to)) return str(r.to.service);

@@ -675,12 +675,12 @@ export default defineMesh({
       {
         route: "list-orders",
         availability: 99.9,
-        latencyP99: "300ms",
+        latencyP99: "250ms",
       },
       {
         route: "create-order",
         availability: 99.95,
-        latencyP99: "800ms",
+        latencyP99: "1s",
       },
       {
         name: "payments-availability",

@@ -29,7 +29,7 @@ describe("package", () => {
 
   it.each([
     ["meshgate", ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog"]],
-    ["meshgate/components", ["defineMesh", "translate", "specJsonSchema", "DEFAULTS"]],
+    ["meshgate/components", ["defineMesh", "translate", "specJsonSchema", "DEFAULTS", "observability"]],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
     [
       "meshgate/runtime/pki",

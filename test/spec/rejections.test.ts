@@ -93,7 +93,7 @@ const BASE = {
     ],
   },
   observability: {
-    slos: [{ route: "get-order", availability: 99.9, latencyP99: "300ms" }],
+    slos: [{ route: "get-order", availability: 99.9, latencyP99: "250ms" }],
   },
 };
 
@@ -861,6 +861,12 @@ const ROWS: Row[] = [
     mutate: (s) => delete s.observability.slos[0].route,
     code: "E_SPEC_SLO_TARGET",
     path: "observability.slos[0]",
+  },
+  {
+    claim: "rejects_slo_latency_that_is_not_a_histogram_bucket_boundary",
+    mutate: (s) => (s.observability.slos[0].latencyP99 = "300ms"),
+    code: "E_SPEC_SLO_LATENCY_BUCKET",
+    path: "observability.slos[0].latencyP99",
   },
   {
     claim: "rejects_a_retry_budget_on_a_route_because_budgets_belong_to_services",
