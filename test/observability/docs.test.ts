@@ -1,5 +1,5 @@
 /**
- * docs/wip/observability.md against the code: its generated tables (metrics, labels, spans, access log,
+ * docs/observability.md against the code: its generated tables (metrics, labels, spans, access log,
  * recording rules, alerts) equal what components/observability/docs.ts renders — UPDATE_GOLDEN=1 rewrites
  * them — and every alert kind the rules generate has a runbook section.
  */
@@ -9,7 +9,7 @@ import { observabilityDocSections } from "../../components/observability/docs.ts
 import { ALERT_KINDS, prometheusRules } from "../../components/observability/index.ts";
 import { shopInfra } from "./support.ts";
 
-const DOC = new URL("../../docs/wip/observability.md", import.meta.url).pathname;
+const DOC = new URL("../../docs/observability.md", import.meta.url).pathname;
 
 function withSections(text: string): string {
   let out = text;
@@ -23,7 +23,7 @@ function withSections(text: string): string {
   return out;
 }
 
-describe("docs/wip/observability.md", () => {
+describe("docs/observability.md", () => {
   it("holds_the_current_generated_tables", () => {
     const text = readFileSync(DOC, "utf8");
     const expected = withSections(text);
