@@ -352,6 +352,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: both(["proxy", "cluster", "healthy"]),
   },
   {
+    name: "meshgate_upstream_panic_total",
+    type: "counter",
+    unit: "requests",
+    help: "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
+    labels: both(UPSTREAM),
+  },
+  {
     name: "meshgate_upstream_overflow_total",
     type: "counter",
     unit: "requests",

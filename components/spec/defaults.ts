@@ -71,6 +71,10 @@ export const DEFAULTS = {
     10,
     "never eject most of a service because of a shared fault",
   ),
+  "mesh.defaults.circuitBreaker.panicThreshold": d(
+    50,
+    "Envoy's healthy_panic_threshold: with fewer endpoints available, balance across all of them",
+  ),
   "mesh.defaults.loadBalancer": d(
     "least-request",
     "P2C least-request beats round-robin under uneven latency",

@@ -179,6 +179,9 @@ const CircuitBreakerOverride = z
     interval: duration(),
     baseEjection: duration({ description: "First ejection time; multiplied by the ejection count." }),
     maxEjectedPercent: percent(),
+    panicThreshold: percent().describe(
+      "Below this percentage of available endpoints, requests go to every endpoint, available or not (panic routing); 0 fails fast instead.",
+    ),
   })
   .partial();
 
@@ -231,6 +234,7 @@ const MeshDefaults = z.strictObject({
       interval: duration().default(D["mesh.defaults.circuitBreaker.interval"].value),
       baseEjection: duration().default(D["mesh.defaults.circuitBreaker.baseEjection"].value),
       maxEjectedPercent: percent().default(D["mesh.defaults.circuitBreaker.maxEjectedPercent"].value),
+      panicThreshold: percent().default(D["mesh.defaults.circuitBreaker.panicThreshold"].value),
     })
     .prefault({}),
   loadBalancer: LoadBalancer.default(D["mesh.defaults.loadBalancer"].value),

@@ -256,6 +256,7 @@ function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): Effectiv
       intervalMs: parseDuration(cb.interval),
       baseEjectionMs: parseDuration(cb.baseEjection),
       maxEjectedPercent: cb.maxEjectedPercent,
+      panicThreshold: cb.panicThreshold,
     },
     loadBalancer: svc?.loadBalancer ?? d.loadBalancer,
   };

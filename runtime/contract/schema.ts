@@ -73,6 +73,8 @@ export const OutlierDetection = z.strictObject({
   intervalMs: ms,
   baseEjectionMs: ms,
   maxEjectedPercent: percent,
+  /** Percent of available endpoints below which a cluster balances across all of them (0 = never). */
+  panicThreshold: percent,
 });
 
 /**

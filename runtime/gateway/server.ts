@@ -274,6 +274,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "cluster",
     "healthy",
   ]);
+  const mPanic = metrics.counter(
+    "upstream_panic_total",
+    "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
+    ["proxy", "cluster"],
+  );
   const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
     "proxy",
     "cluster",
@@ -554,6 +559,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           mHealth.labels("gateway", cl, String(healthy)).inc();
           log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
         },
+        onPanic: (cl) => mPanic.labels("gateway", cl).inc(),
       });
       await cluster.start();
       clusters.set(c.name, cluster);

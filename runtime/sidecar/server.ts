@@ -177,6 +177,7 @@ function appCluster(config: SidecarRuntimeConfig): Cluster {
       intervalMs: 10_000,
       baseEjectionMs: 0,
       maxEjectedPercent: 0,
+      panicThreshold: 0,
     },
     retryBudget: { ratio: 0, minPerSecond: 0 },
     healthCheck: null,
@@ -240,6 +241,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "cluster",
     "healthy",
   ]);
+  const mPanic = metrics.counter(
+    "upstream_panic_total",
+    "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
+    ["proxy", "cluster"],
+  );
   const mHandshakes = metrics.counter(
     "tls_handshake_failures_total",
     "Inbound TLS connections refused: by OpenSSL (no_certificate, untrusted, protocol, timeout, other) or by the SVID verifier (its E_RT_PKI_* code).",
@@ -346,6 +352,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         mHealth.labels("sidecar", cl, String(healthy)).inc();
         log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
       },
+      onPanic: (cl: string) => mPanic.labels("sidecar", cl).inc(),
     };
     const clusters = new Map<string, UpstreamCluster>();
     for (const s of config.outbound.services) {

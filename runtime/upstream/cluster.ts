@@ -63,6 +63,8 @@ export interface ClusterEvents {
   onError(message: string): void;
   onEjection(cluster: string, endpoint: string): void;
   onHealthChange(cluster: string, endpoint: string, healthy: boolean): void;
+  /** A request was balanced across every endpoint because too few were available (panic routing). */
+  onPanic?(cluster: string): void;
 }
 
 type Discovery = GatewayRuntimeConfig["discovery"];
@@ -295,13 +297,26 @@ export class UpstreamCluster {
 
   /**
    * Chooses an available endpoint (not ejected, not failing active checks), preferring one other than
-   * `avoid` (a retry's previous endpoint); null when none is available. `hashKey` feeds ring-hash.
+   * `avoid` (a retry's previous endpoint); null when the cluster has no endpoint. When fewer than
+   * `outlierDetection.panicThreshold` percent of the endpoints are available, any endpoint may be chosen (panic routing).
+   * `hashKey` feeds ring-hash.
    */
   pick(hashKey: string, nowMs: number, avoid?: Endpoint): Endpoint | null {
     let eps = this.endpoints;
     if (this.degradedUntil > nowMs || this.activeUnhealthy > 0) {
-      eps = eps.filter((e) => available(e.health, nowMs));
-      if (this.config.loadBalancer === "ring-hash" && eps.length > 0) return this.ringPick(hashKey, nowMs);
+      const up = eps.filter((e) => available(e.health, nowMs));
+      // Panic routing (Envoy's healthy_panic_threshold, same default of 50 %): with fewer endpoints
+      // available than the threshold, the health signals are trusted less than the endpoints — one
+      // ejected endpoint of one, or a check failing everywhere at once, must not turn the whole cluster
+      // into 503s for the ejection time. panicThreshold 0 keeps failing fast.
+      if (up.length * 100 < eps.length * this.config.outlierDetection.panicThreshold) {
+        if (eps.length > 0) this.events.onPanic?.(this.config.name);
+        if (this.config.loadBalancer === "ring-hash" && eps.length > 0)
+          return this.ringPick(hashKey, nowMs, true);
+      } else {
+        eps = up;
+        if (this.config.loadBalancer === "ring-hash") return this.ringPick(hashKey, nowMs);
+      }
     }
     if (avoid && eps.length > 1) eps = eps.filter((e) => e !== avoid);
     if (eps.length === 0) return null;
@@ -323,8 +338,11 @@ export class UpstreamCluster {
     }
   }
 
-  /** The ring owner of the key, or the next available owner clockwise when it is unavailable. */
-  private ringPick(key: string, nowMs: number): Endpoint | null {
+  /**
+   * The ring owner of the key, or the next available owner clockwise when it is unavailable; in panic,
+   * the owner whatever its health.
+   */
+  private ringPick(key: string, nowMs: number, panic = false): Endpoint | null {
     if (!this.ring) this.ring = buildRing(this.endpoints);
     const h = fnv1a(key);
     const { hashes, owners } = this.ring;
@@ -337,7 +355,7 @@ export class UpstreamCluster {
     }
     for (let k = 0; k < owners.length; k++) {
       const owner = owners[(lo + k) % owners.length]!;
-      if (available(owner.health, nowMs)) return owner;
+      if (panic || available(owner.health, nowMs)) return owner;
     }
     return null;
   }

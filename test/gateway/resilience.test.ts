@@ -202,18 +202,97 @@ describe("outlier detection and the circuit breaker", () => {
     );
   });
 
-  it("opens_when_every_endpoint_fails_answering_503_without_reaching_the_upstream", async () => {
+  it("opens_when_every_endpoint_fails_answering_503_without_reaching_the_upstream_when_panic_is_off", async () => {
     const bad = await answer(500);
     const gw = await gateway(
       [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
       { app: bad },
-      { app: { circuitBreaker: { consecutive5xx: 5, baseEjection: "30s" } } },
+      { app: { circuitBreaker: { consecutive5xx: 5, baseEjection: "30s", panicThreshold: 0 } } },
     );
     for (let i = 0; i < 5; i++) expect((await request(`${gw.url}/o`)).status).toBe(500);
     const after = await request(`${gw.url}/o`);
     expect(after.status).toBe(503);
     expect(after.headers["x-meshgate-error"]).toBe("no_healthy_upstream");
     expect(bad.received).toHaveLength(5);
+  });
+
+  it("keeps_sending_to_the_only_endpoint_once_it_is_ejected_by_default_panic_routing", async () => {
+    // Envoy's healthy_panic_threshold (50 %): one ejected endpoint of one is 0 % available, so the
+    // ejection must not turn into 30 s of 503s for a service that may already have recovered.
+    let fail = true;
+    const app = await upstream((_req, res) => {
+      res.statusCode = fail ? 500 : 200;
+      res.end(fail ? "down" : "up");
+    });
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app },
+      { app: { circuitBreaker: { consecutive5xx: 3, baseEjection: "30s" } } },
+    );
+    for (let i = 0; i < 3; i++) expect((await request(`${gw.url}/o`)).status).toBe(500);
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      1,
+    );
+    fail = false;
+    expect(await request(`${gw.url}/o`)).toMatchObject({ status: 200, body: "up" });
+    expect(await metric(gw, /meshgate_upstream_panic_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(1);
+  });
+
+  it("balances_across_every_endpoint_when_fewer_than_the_threshold_are_available", async () => {
+    const bad = [await answer(500), await answer(500)];
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: [bad[0]!, bad[1]!, good] },
+      {
+        app: {
+          loadBalancer: "round-robin",
+          circuitBreaker: {
+            consecutive5xx: 2,
+            baseEjection: "30s",
+            maxEjectedPercent: 100,
+            panicThreshold: 50,
+          },
+        },
+      },
+    );
+    // Round-robin: two rounds eject both failing endpoints (1 of 3 available: 33 % < 50 %).
+    for (let i = 0; i < 6; i++) await request(`${gw.url}/o`);
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      2,
+    );
+    const before = bad[0]!.received.length + bad[1]!.received.length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 9; i++) statuses.push((await request(`${gw.url}/o`)).status);
+    // In panic every endpoint takes its share again, the ejected ones included.
+    expect(bad[0]!.received.length + bad[1]!.received.length - before).toBe(6);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(3);
+    expect(await metric(gw, /meshgate_upstream_panic_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(9);
+  });
+
+  it("routes_around_ejected_endpoints_while_at_least_the_threshold_is_available", async () => {
+    const bad = await answer(500);
+    const good = [await answer(200, "a"), await answer(200, "b")];
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+      { app: [bad, good[0]!, good[1]!] },
+      {
+        app: {
+          loadBalancer: "round-robin",
+          circuitBreaker: {
+            consecutive5xx: 2,
+            baseEjection: "30s",
+            maxEjectedPercent: 100,
+            panicThreshold: 50,
+          },
+        },
+      },
+    );
+    for (let i = 0; i < 6; i++) await request(`${gw.url}/o`);
+    const before = bad.received.length;
+    for (let i = 0; i < 10; i++) expect((await request(`${gw.url}/o`)).status).toBe(200);
+    expect(bad.received.length).toBe(before); // 2 of 3 available (67 %): no panic
+    expect(await metric(gw, /meshgate_upstream_panic_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(0);
   });
 
   it("never_counts_clients_that_disconnect_against_the_upstream", async () => {
