@@ -248,29 +248,6 @@ export function semanticIssues(raw: unknown): Issue[] {
         `rename the service (e.g. "${svcName}-svc")`,
       );
     }
-    // The app shares its pod (or host, locally) with its sidecar: its port must not be one of the
-    // sidecar's. Sorted service names give the per-callee ports (PROXY_PORTS.sidecarOutboundServices).
-    if (typeof svc.port === "number") {
-      const p = svc.port;
-      const firstCallee = PROXY_PORTS.sidecarOutboundServices;
-      const sidecarPort =
-        p === PROXY_PORTS.sidecarInbound
-          ? "the sidecar's inbound port"
-          : p === PROXY_PORTS.sidecarOutbound
-            ? "the sidecar's outbound port"
-            : p === PROXY_PORTS.sidecarAdmin
-              ? "the sidecar's admin port"
-              : p >= firstCallee && p < firstCallee + serviceNames.length
-                ? `the sidecar's local port for service "${[...serviceNames].sort()[p - firstCallee]}"`
-                : undefined;
-      if (sidecarPort)
-        add(
-          "E_SPEC_DUPLICATE_PORT",
-          [...base, "port"],
-          `port ${p} is ${sidecarPort}, in the same pod as the app`,
-          `move the app to a port outside ${PROXY_PORTS.sidecarAdmin}, ${PROXY_PORTS.sidecarOutbound}, ${PROXY_PORTS.sidecarInbound} and ${firstCallee}–${firstCallee + serviceNames.length - 1} (e.g. 8080)`,
-        );
-    }
     const image = str(svc.image);
     if (image && /:latest$/.test(image)) {
       add(

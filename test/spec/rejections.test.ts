@@ -454,25 +454,6 @@ const ROWS: Row[] = [
     path: "gateway.listeners[0].port",
   },
 
-  {
-    claim: "rejects_an_app_port_that_is_its_sidecars_inbound_port",
-    mutate: (s) => (s.services.orders.port = 15006),
-    code: "E_SPEC_DUPLICATE_PORT",
-    path: "services.orders.port",
-  },
-  {
-    claim: "rejects_an_app_port_that_is_its_sidecars_admin_port",
-    mutate: (s) => (s.services.payments.port = 15000),
-    code: "E_SPEC_DUPLICATE_PORT",
-    path: "services.payments.port",
-  },
-  {
-    claim: "rejects_an_app_port_that_is_a_sidecar_local_port_for_a_callee",
-    mutate: (s) => (s.services.orders.port = 15101),
-    code: "E_SPEC_DUPLICATE_PORT",
-    path: "services.orders.port",
-  },
-
   // ── references ──
   {
     claim: "rejects_unknown_service_in_calls",
