@@ -15,7 +15,7 @@ const SIDECAR_PORTS: readonly [string, number][] = [
 export const adminPorts = builtin(
   "admin-ports",
   "admin ports are never where clients connect; services do not take their sidecar's ports",
-  ({ infra, spec }, report) => {
+  ({ infra, spec, runtime }, report) => {
     for (const w of infra.workloads) {
       if (w.kind === "gateway") {
         const specListeners = spec.gateway?.listeners ?? [];
@@ -37,6 +37,17 @@ export const adminPorts = builtin(
             `services.${w.name}.port`,
             `"${w.name}" listens on ${port}, its sidecar's ${role} port${role === "admin" ? " (the sidecar's /config and /metrics)" : ""}: one of them cannot bind`,
             `use another port for the service (the sidecar takes ${SIDECAR_PORTS.map(([, p]) => p).join(", ")})`,
+          );
+        }
+        // The sidecar also binds a local port on 127.0.0.1 per declared callee (apps that cannot use a proxy).
+        const sidecar = runtime.sidecars.find((c) => c.name === w.name);
+        for (const o of sidecar?.outbound.services ?? []) {
+          if (o.localPort !== w.appPort) continue;
+          report(
+            "E_POLICY_PORT_COLLISION",
+            `services.${w.name}.port`,
+            `"${w.name}" listens on ${w.appPort}, its sidecar's local port for calls to "${o.service}": one of them cannot bind`,
+            `use another port for the service (the sidecar's local ports start at ${PROXY_PORTS.sidecarOutboundServices}, one per service in name order)`,
           );
         }
       }
