@@ -4,6 +4,8 @@
  * another namespace's object shares), and a kustomization.yaml listing them in apply order, so
  * `kubectl apply -k DIR` (and Argo CD / Flux) take the directory as it is. Byte-for-byte stable.
  */
+import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { stringify } from "yaml";
 import type { KubeObject } from "./model.ts";
 
@@ -48,4 +50,26 @@ export function manifestFiles(objects: readonly KubeObject[]): ManifestFile[] {
       }),
   });
   return files;
+}
+
+/**
+ * Writes the files into `dir` (created if needed) and removes the `.yaml` files an earlier synth wrote
+ * there that are no longer part of the chart (recognised by the header line; other files are kept).
+ */
+export async function writeManifests(
+  dir: string,
+  files: readonly ManifestFile[],
+): Promise<{ written: number; removed: string[] }> {
+  await mkdir(dir, { recursive: true });
+  const keep = new Set(files.map((f) => f.path));
+  const removed: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    if (!name.endsWith(".yaml") || keep.has(name)) continue;
+    const head = await readFile(join(dir, name), "utf8").then((t) => t.slice(0, HEADER.length));
+    if (head !== HEADER) continue;
+    await rm(join(dir, name));
+    removed.push(name);
+  }
+  for (const f of files) await writeFile(join(dir, f.path), f.content);
+  return { written: files.length, removed };
 }

@@ -10,7 +10,7 @@
  * cert-manager), the NetworkPolicy derivation and the observability backends.
  */
 export { MeshChart, compareObjects, synthesize } from "./chart.ts";
-export { manifestFiles, manifestNames, type ManifestFile } from "./files.ts";
+export { manifestFiles, manifestNames, writeManifests, type ManifestFile } from "./files.ts";
 export {
   ANNOTATIONS,
   ChartInputError,
