@@ -165,13 +165,41 @@ export function meshPolicies(r: Resolved): KubeObject[] {
         `meshgate-${w.name}`,
         r.ns,
         { matchLabels: { [LABELS.mesh]: r.mesh, [LABELS.workload]: w.name } },
-        {
-          ingress,
-          egress,
-        },
+        { ingress, egress },
       ),
     );
   }
+  // Services the proxies use in the mesh namespace itself (a Redis beside the gateway): the default deny
+  // holds for those pods too, so admit exactly the proxies that need them, on those ports — on pods that
+  // are not mesh workloads (a workload's app is only reachable through its sidecar).
+  const local = new Map<number, Set<string>>();
+  for (const [workload, config] of [...configs].sort(([a], [b]) => (a < b ? -1 : 1)))
+    for (const u of externalUrls(r, config)) {
+      const rule = urlEgress(r, u);
+      if (rule?.to?.[0]?.namespaceSelector?.matchLabels?.[NAMESPACE_NAME] !== r.ns) continue;
+      for (const p of rule.ports ?? []) {
+        const port = p.port as number;
+        local.set(port, (local.get(port) ?? new Set<string>()).add(workload));
+      }
+    }
+  if (local.size > 0)
+    out.push(
+      policy(
+        r,
+        "meshgate-proxy-dependencies",
+        r.ns,
+        { matchExpressions: [{ key: LABELS.mesh, operator: "DoesNotExist" }] },
+        {
+          ingress: [...local]
+            .sort(([a], [b]) => a - b)
+            .map(([port, workloads]) => ({
+              from: [workloadsPeer(r, [...workloads].sort())],
+              ports: [tcp(port)],
+            })),
+        },
+        ["Ingress"],
+      ),
+    );
   return out;
 }
 
