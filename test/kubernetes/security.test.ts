@@ -30,6 +30,13 @@ async function everything(): Promise<KubeObject[]> {
   return out;
 }
 
+/** A policy's validateResource function(s). */
+function validators(policy: ResourceValidationPolicy) {
+  const v = policy.validateResource;
+  if (!v) throw new Error(`${policy.name} has no validateResource`);
+  return Array.isArray(v) ? v : [v];
+}
+
 const pods = (objects: KubeObject[]) =>
   objects
     .filter((o) => o.kind === "Deployment")
@@ -104,9 +111,7 @@ describe("every pod the chart deploys is hardened", () => {
             throw new Error("not applicable");
           },
         } as unknown as ResourceValidationArgs;
-        const validate = Array.isArray(policy.validateResource)
-          ? policy.validateResource
-          : [policy.validateResource];
+        const validate = validators(policy);
         for (const v of validate)
           await v(args, (m: string) => violations.push(`${policy.name}: ${type} ${o.metadata.name}: ${m}`));
         checked++;
@@ -126,9 +131,7 @@ describe("every pod the chart deploys is hardened", () => {
     const policies = PACK_POLICIES.filter((p): p is ResourceValidationPolicy => "validateResource" in p);
     const violations: string[] = [];
     for (const policy of policies) {
-      const validate = Array.isArray(policy.validateResource)
-        ? policy.validateResource
-        : [policy.validateResource];
+      const validate = validators(policy);
       for (const v of validate)
         await v(
           {

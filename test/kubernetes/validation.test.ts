@@ -77,21 +77,26 @@ describe("the validators reject what is wrong", () => {
       "misspelled_container_field",
       "Deployment",
       "orders",
-      (d: Json) => (d.spec.template.spec.containers[0].imagePullPolice = "Always"),
+      (d: Json): unknown => (d.spec.template.spec.containers[0].imagePullPolice = "Always"),
     ],
     [
       "misspelled_pod_field",
       "Deployment",
       "gateway",
-      (d: Json) => (d.spec.template.spec.serviceAcountName = "x"),
+      (d: Json): unknown => (d.spec.template.spec.serviceAcountName = "x"),
     ],
     [
       "misspelled_network_policy_peer",
       "NetworkPolicy",
       "meshgate-orders",
-      (d: Json) => (d.spec.ingress[0].from[0].podSelectr = {}),
+      (d: Json): unknown => (d.spec.ingress[0].from[0].podSelectr = {}),
     ],
-    ["unknown_service_field", "Service", "gateway", (d: Json) => (d.spec.loadBalancerIPs = ["1.2.3.4"])],
+    [
+      "unknown_service_field",
+      "Service",
+      "gateway",
+      (d: Json): unknown => (d.spec.loadBalancerIPs = ["1.2.3.4"]),
+    ],
   ] as const)("strict_schema_rejects_%s", async (_claim, kind, name, mutate) => {
     const o = await find(kind, name);
     mutate(o);
@@ -102,14 +107,14 @@ describe("the validators reject what is wrong", () => {
   });
 
   it.each([
-    ["wrong_type", "Deployment", "orders", (d: Json) => (d.spec.replicas = "three")],
+    ["wrong_type", "Deployment", "orders", (d: Json): unknown => (d.spec.replicas = "three")],
     [
       "missing_required_container_name",
       "Deployment",
       "orders",
-      (d: Json) => delete d.spec.template.spec.containers[0].name,
+      (d: Json): unknown => delete d.spec.template.spec.containers[0].name,
     ],
-    ["missing_selector", "Deployment", "orders", (d: Json) => delete d.spec.selector],
+    ["missing_selector", "Deployment", "orders", (d: Json): unknown => delete d.spec.selector],
   ] as const)("kubernetes_models_rejects_%s", async (_claim, kind, name, mutate) => {
     const o = await find(kind, name);
     mutate(o);
@@ -121,25 +126,25 @@ describe("the validators reject what is wrong", () => {
       "certificate_with_a_misspelled_field",
       "Certificate",
       "meshgate-svid-orders",
-      (d: Json) => (d.spec.renewbefore = "8h"),
+      (d: Json): unknown => (d.spec.renewbefore = "8h"),
     ],
     [
       "certificate_with_an_unknown_usage",
       "Certificate",
       "meshgate-svid-orders",
-      (d: Json) => (d.spec.usages = ["server-auth"]),
+      (d: Json): unknown => (d.spec.usages = ["server-auth"]),
     ],
     [
       "service_monitor_with_a_bad_interval",
       "ServiceMonitor",
       "meshgate-shop-sidecar",
-      (d: Json) => (d.spec.endpoints[0].interval = "15 seconds"),
+      (d: Json): unknown => (d.spec.endpoints[0].interval = "15 seconds"),
     ],
     [
       "prometheus_rule_without_record_or_alert",
       "PrometheusRule",
       "meshgate-shop",
-      (d: Json) => delete d.spec.groups[0].rules[0].record,
+      (d: Json): unknown => delete d.spec.groups[0].rules[0].record,
     ],
   ] as const)("crd_schema_rejects_%s", async (_claim, kind, name, mutate) => {
     const o = await find(kind, name, OPTIONS[1]![1]);
