@@ -9,7 +9,7 @@ const pulumi = {
 };
 const cdk8s = {
   group: ["cdk8s", "cdk8s-*", "cdk8s/*"],
-  message: "Only the Kubernetes renderer (components/render/kubernetes/) may import cdk8s.",
+  message: "Only the Kubernetes chart (components/kubernetes/) may import cdk8s.",
 };
 const repoFolder = (folder, why) => ({
   group: [`**/${folder}`, `**/${folder}/**`, `meshgate/${folder}`],
@@ -32,12 +32,20 @@ const layers = [
   },
   {
     files: ["components/**/*.ts"],
-    ignores: ["components/render/kubernetes/**"],
+    ignores: ["components/kubernetes/**"],
     patterns: [
       repoFolder("policies", "components/ sits below policies/."),
       repoFolder("stacks", "components/ sits below stacks/."),
       repoFolder("cli", "components/ sits below cli/."),
       cdk8s,
+    ],
+  },
+  {
+    files: ["components/kubernetes/**/*.ts"],
+    patterns: [
+      repoFolder("policies", "components/ sits below policies/."),
+      repoFolder("stacks", "components/ sits below stacks/."),
+      repoFolder("cli", "components/ sits below cli/."),
     ],
   },
   {

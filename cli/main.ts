@@ -190,6 +190,76 @@ const COMMANDS: Record<string, Command> = {
       return 0;
     },
   },
+  synth: {
+    summary: "write the Kubernetes manifests of a spec (the cdk8s chart): one YAML file per object",
+    usage:
+      "meshgate synth SPEC --out DIR [--target kubernetes] [--observability bundled|operator|none]\n" +
+      "       [--observability-namespace NS] [--identities secrets|cert-manager] [--ca-secret NAME]\n" +
+      "       [--runtime-image IMAGE]",
+    details:
+      "Writes DIR/<kind>-<name>.yaml for every object of the chart and DIR/kustomization.yaml listing them\n" +
+      "(kubectl apply -k DIR). The output is byte-for-byte stable; files of an earlier synth that the chart no\n" +
+      "longer holds are removed (only files meshgate wrote). Defaults come from the spec: --observability from\n" +
+      "observability.metrics.backend, --identities from mesh.ca.provider (secrets: create the Secrets the\n" +
+      "manifests name; cert-manager: --ca-secret names the CA Secret the Issuer signs with, default meshgate-ca).",
+    options: {
+      out: { type: "string" },
+      target: { type: "string", default: "kubernetes" },
+      observability: { type: "string" },
+      "observability-namespace": { type: "string" },
+      identities: { type: "string" },
+      "ca-secret": { type: "string" },
+      "runtime-image": { type: "string" },
+      help,
+    },
+    async run([file], values, io) {
+      if (typeof values.out !== "string") throw new UsageError("missing --out DIR");
+      formatOption(values.target, ["kubernetes"]);
+      const str = (k: string) => (typeof values[k] === "string" ? (values[k] as string) : undefined);
+      const observability = str("observability");
+      if (observability !== undefined) formatOption(observability, ["bundled", "operator", "none"]);
+      const identities = str("identities");
+      if (identities !== undefined) formatOption(identities, ["secrets", "cert-manager"]);
+      if (str("ca-secret") !== undefined && identities !== "cert-manager")
+        throw new UsageError("--ca-secret goes with --identities cert-manager");
+      const tools = await specTools();
+      const loaded = await tools.loadSpecFile(requireSpec(file));
+      if (!loaded.ok) return printErrors(loaded, io, tools);
+      const result = tools.translate(loaded.spec);
+      const k8s = await import("../components/kubernetes/index.ts");
+      let files;
+      try {
+        files = k8s.manifestFiles(
+          k8s.synthesize(result, {
+            ...(observability ? { observability: observability as "bundled" | "operator" | "none" } : {}),
+            ...(str("observability-namespace")
+              ? { observabilityNamespace: str("observability-namespace")! }
+              : {}),
+            ...(identities === "secrets" ? { identities: { mode: "secrets" as const } } : {}),
+            ...(identities === "cert-manager"
+              ? {
+                  identities: {
+                    mode: "cert-manager" as const,
+                    caSecretName: str("ca-secret") ?? k8s.DEFAULT_CA_SECRET,
+                  },
+                }
+              : {}),
+            ...(str("runtime-image") ? { runtimeImage: str("runtime-image")! } : {}),
+          }),
+        );
+      } catch (err) {
+        if (err instanceof k8s.ChartInputError) throw new UsageError(err.message);
+        throw err;
+      }
+      const written = await k8s.writeManifests(values.out, files);
+      printDiagnostics(result.diagnostics, loaded.file, io);
+      io.out(
+        `wrote ${written.written} files to ${values.out} (kubectl apply -k ${values.out})` +
+          (written.removed.length > 0 ? `; removed ${written.removed.join(", ")}` : ""),
+      );
+      return 0;
+    },
+  },
   gateway: {
     summary: "run the edge gateway from a RuntimeConfig file (what the gateway container runs)",
     usage: "meshgate gateway --config FILE [--host ADDR] [--admin-port PORT] [--workers N|auto]",

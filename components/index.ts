@@ -7,3 +7,5 @@ export * from "./spec/index.ts";
 export * from "./translate/index.ts";
 /** Generated observability: `observability.observabilityFiles(infra)`, `observability.prometheusRules(infra)`, … */
 export * as observability from "./observability/index.ts";
+/** The Kubernetes chart: `kubernetes.synthesize(translate(spec))`, `new kubernetes.MeshChart(app, id, result)`, … */
+export * as kubernetes from "./kubernetes/index.ts";

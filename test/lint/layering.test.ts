@@ -26,6 +26,11 @@ describe("layering lint", () => {
       'import { y } from "../../policies/index.ts";',
     ],
     [
+      "the_kubernetes_chart_must_not_import_policies",
+      "components/kubernetes/x.ts",
+      'import { y } from "../../policies/index.ts";',
+    ],
+    [
       "components_must_not_import_cdk8s_outside_the_kubernetes_renderer",
       "components/spec/x.ts",
       'import { y } from "cdk8s";',
@@ -45,11 +50,7 @@ describe("layering lint", () => {
     ["runtime_may_import_runtime", "runtime/gateway/x.ts", 'import { y } from "../contract/index.ts";'],
     ["components_may_import_runtime", "components/x.ts", 'import { y } from "../runtime/index.ts";'],
     ["components_may_import_pulumi", "components/pulumi/x.ts", 'import { y } from "@pulumi/pulumi";'],
-    [
-      "the_kubernetes_renderer_may_import_cdk8s",
-      "components/render/kubernetes/x.ts",
-      'import { y } from "cdk8s";',
-    ],
+    ["the_kubernetes_chart_may_import_cdk8s", "components/kubernetes/x.ts", 'import { y } from "cdk8s";'],
     ["stacks_may_import_pulumi", "stacks/x.ts", 'import { y } from "@pulumi/aws";'],
     ["the_policy_pack_may_import_pulumi", "policies/pack/x.ts", 'import { y } from "@pulumi/pulumi";'],
   ])("%s", async (_claim, file, source) => {

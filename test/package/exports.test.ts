@@ -29,7 +29,10 @@ describe("package", () => {
 
   it.each([
     ["meshgate", ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog"]],
-    ["meshgate/components", ["defineMesh", "translate", "specJsonSchema", "DEFAULTS", "observability"]],
+    [
+      "meshgate/components",
+      ["defineMesh", "translate", "specJsonSchema", "DEFAULTS", "observability", "kubernetes"],
+    ],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
     [
       "meshgate/runtime/pki",

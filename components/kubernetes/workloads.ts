@@ -1,0 +1,535 @@
+/**
+ * The mesh's workloads on Kubernetes: namespace, a ServiceAccount per identity, a ConfigMap per proxy
+ * (its RuntimeConfig), the services' Deployments with the meshgate sidecar (a native sidecar: an init
+ * container with restartPolicy Always, started — and ready — before the app, stopped after it), headless
+ * Services (the sidecars load-balance over the pods themselves), the gateway's Deployment, Service,
+ * HorizontalPodAutoscaler and PodDisruptionBudget, and the identity volumes (caller-provided Secrets, or
+ * cert-manager Certificates). Pure.
+ */
+import type { Container, PodSpec, Volume, VolumeProjection } from "kubernetes-types/core/v1.js";
+import {
+  sealRuntimeConfig,
+  type GatewayRuntimeConfig,
+  type RuntimeConfig,
+  type SidecarRuntimeConfig,
+} from "../../runtime/contract/index.ts";
+import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
+import {
+  ANNOTATIONS,
+  BACKEND_PORTS,
+  IDENTITY_SECRET_KEYS,
+  LABELS,
+  NAMES,
+  PATHS,
+  PORT_NAMES,
+  RUNTIME_UID,
+  containerSecurity,
+  meta,
+  podSecurity,
+  portName,
+  workloadSelector,
+  type KubeObject,
+  type Resolved,
+} from "./model.ts";
+
+/** The sidecar container's name (the policy pack's SIDECAR_CONTAINER). */
+export const SIDECAR_CONTAINER = "meshgate-sidecar";
+/** The app container's name in a service's pod. */
+export const APP_CONTAINER = "app";
+/** The gateway container's name. */
+export const GATEWAY_CONTAINER = "gateway";
+
+/** Resources of the proxies (docs/sidecar.md measures ~115–125 MiB RSS per sidecar). */
+export const PROXY_RESOURCES = {
+  sidecar: { requests: { cpu: "100m", memory: "160Mi" }, limits: { memory: "256Mi" } },
+  /** The gateway's memory is this plus its in-memory cache's maxBytes. */
+  gatewayBaseMemoryMi: 320,
+  gatewayCpu: "250m",
+} as const;
+
+/** Node flags of the sidecar for a small footprint (docs/sidecar.md, Measured). */
+const SIDECAR_NODE_OPTIONS = "--max-semi-space-size=2 --max-old-space-size=96";
+
+/** The names of the Secrets the chart mounts in "secrets" mode: the caller creates them. */
+export function secretNames(infra: { identities: readonly { name: string }[] }): {
+  trustBundle: string;
+  svid: Record<string, string>;
+} {
+  return {
+    trustBundle: NAMES.trustBundleSecret,
+    svid: Object.fromEntries(infra.identities.map((i) => [i.name, NAMES.svidSecret(i.name)])),
+  };
+}
+
+/**
+ * The RuntimeConfig a proxy gets on Kubernetes: translate's, with the bundled collector as the OTLP
+ * endpoint when the chart deploys one (re-sealed, so the hash stays the content's).
+ */
+export function kubernetesConfig<T extends RuntimeConfig>(r: Resolved, config: T): T {
+  if (r.traceStore === null || !config.telemetry.tracing.enabled) return config;
+  const { hash: _old, ...rest } = config;
+  return sealRuntimeConfig<T>({
+    ...rest,
+    telemetry: {
+      ...config.telemetry,
+      tracing: { ...config.telemetry.tracing, otlpEndpoint: collectorEndpoint(r) },
+    },
+  } as never);
+}
+
+/** The bundled OpenTelemetry Collector's OTLP/HTTP endpoint. */
+export function collectorEndpoint(r: Resolved): string {
+  return `http://otel-collector.${r.obsNs}.svc.cluster.local:${BACKEND_PORTS.otlpHttp}`;
+}
+
+export function namespaceObject(r: Resolved, name: string, component: string): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: meta(r, name, null, component, {
+      // Every pod the chart creates meets the restricted Pod Security Standard.
+      "pod-security.kubernetes.io/enforce": "restricted",
+      "pod-security.kubernetes.io/enforce-version": "latest",
+    }),
+  };
+}
+
+function serviceAccounts(r: Resolved): KubeObject[] {
+  return r.infra.identities.map((id) => ({
+    apiVersion: "v1",
+    kind: "ServiceAccount",
+    metadata: meta(
+      r,
+      id.serviceAccount,
+      r.ns,
+      "identity",
+      { [LABELS.mesh]: r.mesh },
+      {
+        [ANNOTATIONS.spiffeId]: id.spiffeId,
+      },
+    ),
+    // The proxies never talk to the API server.
+    automountServiceAccountToken: false,
+  }));
+}
+
+function configMap(r: Resolved, workload: string, config: RuntimeConfig): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: meta(r, NAMES.configMap(workload), r.ns, "config", workloadSelector(r, workload), {
+      [ANNOTATIONS.configHash]: config.hash,
+    }),
+    data: { "config.json": `${JSON.stringify(config, null, 2)}\n` },
+  };
+}
+
+// ───────────── identity volumes ─────────────
+
+function identityVolume(r: Resolved, workload: string): Volume {
+  const sources: VolumeProjection[] =
+    r.identities.mode === "secrets"
+      ? [
+          {
+            secret: {
+              name: NAMES.svidSecret(workload),
+              items: [
+                { key: IDENTITY_SECRET_KEYS.svid, path: IDENTITY_SECRET_KEYS.svid },
+                { key: IDENTITY_SECRET_KEYS.key, path: IDENTITY_SECRET_KEYS.key },
+              ],
+            },
+          },
+          {
+            secret: {
+              name: NAMES.trustBundleSecret,
+              items: [
+                { key: IDENTITY_SECRET_KEYS.bundle, path: IDENTITY_SECRET_KEYS.bundle },
+                { key: IDENTITY_SECRET_KEYS.intermediates, path: IDENTITY_SECRET_KEYS.intermediates },
+              ],
+              // Both keys must exist (intermediates.pem may be empty: the proxies then know only the
+              // intermediates of their own chain).
+            },
+          },
+        ]
+      : [
+          {
+            // cert-manager writes tls.crt (the leaf and the CA issuer's chain), tls.key and ca.crt.
+            secret: {
+              name: NAMES.svidSecret(workload),
+              items: [
+                { key: "tls.crt", path: IDENTITY_SECRET_KEYS.svid },
+                { key: "tls.key", path: IDENTITY_SECRET_KEYS.key },
+                { key: "ca.crt", path: IDENTITY_SECRET_KEYS.bundle },
+              ],
+            },
+          },
+        ];
+  return { name: "identity", projected: { defaultMode: 0o440, sources } };
+}
+
+/** cert-manager: a CA Issuer over the caller's CA Secret and one Certificate (an X.509-SVID) per identity. */
+function certManagerObjects(r: Resolved): KubeObject[] {
+  if (r.identities.mode !== "cert-manager") return [];
+  const ca = r.infra.ca;
+  const issuer: KubeObject = {
+    apiVersion: "cert-manager.io/v1",
+    kind: "Issuer",
+    metadata: meta(r, NAMES.issuer, r.ns, "identity", { [LABELS.mesh]: r.mesh }),
+    spec: { ca: { secretName: r.identities.caSecretName } },
+  };
+  const certificates = r.infra.identities.map((id): KubeObject => ({
+    apiVersion: "cert-manager.io/v1",
+    kind: "Certificate",
+    metadata: meta(r, NAMES.svidSecret(id.name), r.ns, "identity", workloadSelector(r, id.name), {
+      [ANNOTATIONS.spiffeId]: id.spiffeId,
+    }),
+    spec: {
+      secretName: NAMES.svidSecret(id.name),
+      secretTemplate: { labels: workloadSelector(r, id.name) },
+      // An X.509-SVID: exactly one URI SAN, no DNS names or subject, a leaf (cA=false).
+      uris: [id.spiffeId],
+      isCA: false,
+      duration: goDuration(id.ttlMs),
+      renewBefore: goDuration(Math.min(ca.renewBeforeMs, Math.floor(id.ttlMs / 2))),
+      privateKey: { algorithm: "ECDSA", size: 256, encoding: "PKCS8", rotationPolicy: "Always" },
+      usages: ["digital signature", "server auth", "client auth"],
+      issuerRef: { name: NAMES.issuer, kind: "Issuer", group: "cert-manager.io" },
+    },
+  }));
+  return [issuer, ...certificates];
+}
+
+/** A Go duration (cert-manager's format) of whole seconds: `24h`, `8h`, `90m`, `45s`. */
+export function goDuration(ms: number): string {
+  const s = Math.max(1, Math.round(ms / 1000));
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
+}
+
+// ───────────── pods ─────────────
+
+const tmpVolume = (name: string): Volume => ({ name, emptyDir: { sizeLimit: "64Mi" } });
+
+function adminProbes(port: string) {
+  return {
+    readinessProbe: {
+      httpGet: { path: "/ready", port },
+      periodSeconds: 5,
+      timeoutSeconds: 2,
+      failureThreshold: 2,
+    },
+    livenessProbe: {
+      httpGet: { path: "/live", port },
+      periodSeconds: 10,
+      timeoutSeconds: 2,
+      failureThreshold: 3,
+    },
+  };
+}
+
+function sidecarContainer(r: Resolved, w: ServiceWorkloadIR): Container {
+  return {
+    name: SIDECAR_CONTAINER,
+    image: r.runtimeImage,
+    args: ["sidecar", "--config", PATHS.configFile],
+    // A native sidecar: started (and, by its startup probe, ready) before the app, stopped after it.
+    restartPolicy: "Always",
+    env: [{ name: "NODE_OPTIONS", value: SIDECAR_NODE_OPTIONS }],
+    ports: [
+      { name: PORT_NAMES.mesh, containerPort: w.sidecar.inbound, protocol: "TCP" },
+      { name: PORT_NAMES.admin, containerPort: w.sidecar.admin, protocol: "TCP" },
+    ],
+    startupProbe: {
+      httpGet: { path: "/ready", port: PORT_NAMES.admin },
+      periodSeconds: 1,
+      timeoutSeconds: 2,
+      failureThreshold: 120,
+    },
+    ...adminProbes(PORT_NAMES.admin),
+    resources: structuredClone(PROXY_RESOURCES.sidecar) as Container["resources"],
+    securityContext: containerSecurity(RUNTIME_UID),
+    volumeMounts: [
+      { name: "config", mountPath: PATHS.configDir, readOnly: true },
+      { name: "identity", mountPath: PATHS.identityDir, readOnly: true },
+    ],
+  };
+}
+
+/** Environment that points the app at its sidecar: HTTP_PROXY, and one URL per declared callee's local port. */
+export function appEnv(
+  w: ServiceWorkloadIR,
+  config: SidecarRuntimeConfig,
+): { name: string; value: string }[] {
+  const proxy = `http://127.0.0.1:${config.outbound.port}`;
+  const mesh: [string, string][] = [
+    ["HTTP_PROXY", proxy],
+    ["http_proxy", proxy],
+    ["NO_PROXY", "localhost,127.0.0.1,::1"],
+    ["no_proxy", "localhost,127.0.0.1,::1"],
+  ];
+  for (const s of config.outbound.services)
+    if (s.localPort !== null)
+      mesh.push([
+        `MESHGATE_SERVICE_${s.service.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_URL`,
+        `http://127.0.0.1:${s.localPort}`,
+      ]);
+  const user = Object.entries(w.env);
+  const taken = new Set(user.map(([k]) => k));
+  return [...user, ...mesh.filter(([k]) => !taken.has(k))].map(([name, value]) => ({ name, value }));
+}
+
+function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRuntimeConfig): KubeObject {
+  const selector = workloadSelector(r, w.name);
+  const app: Container = {
+    name: APP_CONTAINER,
+    image: w.image,
+    env: appEnv(w, config),
+    ports: [{ name: PORT_NAMES.app, containerPort: w.appPort, protocol: "TCP" }],
+    ...(w.healthCheckPath !== null
+      ? {
+          readinessProbe: {
+            httpGet: { path: w.healthCheckPath, port: PORT_NAMES.app },
+            periodSeconds: 5,
+            timeoutSeconds: 2,
+          },
+        }
+      : {}),
+    ...(w.resources
+      ? {
+          resources: {
+            requests: { cpu: w.resources.cpu, memory: w.resources.memory },
+            limits: { memory: w.resources.memory },
+          },
+        }
+      : {}),
+    securityContext: containerSecurity(),
+    volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+  };
+  const pod: PodSpec = {
+    serviceAccountName: w.serviceAccount,
+    automountServiceAccountToken: false,
+    enableServiceLinks: false,
+    // The sidecar drains in-flight requests for up to 30 s on SIGTERM.
+    terminationGracePeriodSeconds: 35,
+    securityContext: podSecurity(RUNTIME_UID),
+    initContainers: [sidecarContainer(r, w)],
+    containers: [app],
+    volumes: [
+      { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
+      identityVolume(r, w.name),
+      tmpVolume("tmp"),
+    ],
+  };
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: meta(r, w.name, r.ns, "service", selector),
+    spec: {
+      replicas: w.replicas,
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selector },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: {
+        metadata: {
+          labels: { ...selector, [LABELS.name]: w.name, [LABELS.proxy]: "sidecar" },
+          annotations: { [ANNOTATIONS.configHash]: config.hash, [ANNOTATIONS.spiffeId]: w.identity },
+        },
+        spec: pod,
+      },
+    },
+  };
+}
+
+function headlessService(r: Resolved, w: ServiceWorkloadIR): KubeObject {
+  const selector = workloadSelector(r, w.name);
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: meta(r, w.name, r.ns, "service", { ...selector, [LABELS.proxy]: "sidecar" }),
+    spec: {
+      // Headless: DNS answers with every ready pod, and the callers' sidecars balance over them.
+      clusterIP: "None",
+      selector,
+      ports: [
+        {
+          name: PORT_NAMES.mesh,
+          port: w.sidecar.inbound,
+          targetPort: PORT_NAMES.mesh,
+          protocol: "TCP",
+        },
+        {
+          name: PORT_NAMES.admin,
+          port: w.sidecar.admin,
+          targetPort: PORT_NAMES.admin,
+          protocol: "TCP",
+        },
+      ],
+    },
+  };
+}
+
+// ───────────── the gateway ─────────────
+
+/** The gateway's memory: a base plus its in-memory cache. */
+export function gatewayMemory(config: GatewayRuntimeConfig): string {
+  const cacheMi = config.cacheStore.kind === "memory" ? Math.ceil(config.cacheStore.maxBytes / 2 ** 20) : 0;
+  return `${PROXY_RESOURCES.gatewayBaseMemoryMi + cacheMi}Mi`;
+}
+
+function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntimeConfig): KubeObject[] {
+  const selector = workloadSelector(r, w.name);
+  const labels = { ...selector, [LABELS.role]: "gateway" };
+  const lowPort = w.listeners.some((l) => l.port < 1024);
+  const memory = gatewayMemory(config);
+  const container: Container = {
+    name: GATEWAY_CONTAINER,
+    image: r.runtimeImage,
+    // One process per pod: the HorizontalPodAutoscaler adds pods (and CPU) instead of workers.
+    args: ["gateway", "--config", PATHS.configFile, "--workers", "1"],
+    ports: [
+      ...w.listeners.map((l) => ({
+        name: portName(l.name, l.port),
+        containerPort: l.port,
+        protocol: "TCP" as const,
+      })),
+      { name: PORT_NAMES.admin, containerPort: w.adminPort, protocol: "TCP" },
+    ],
+    ...adminProbes(PORT_NAMES.admin),
+    resources: { requests: { cpu: PROXY_RESOURCES.gatewayCpu, memory }, limits: { memory } },
+    securityContext: containerSecurity(RUNTIME_UID),
+    volumeMounts: [
+      { name: "config", mountPath: PATHS.configDir, readOnly: true },
+      { name: "identity", mountPath: PATHS.identityDir, readOnly: true },
+      ...w.tlsSecrets.map((s, i) => ({ name: `tls-${i}`, mountPath: PATHS.tlsDir(s), readOnly: true })),
+      { name: "tmp", mountPath: "/tmp" },
+    ],
+  };
+  const deployment: KubeObject = {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: meta(r, w.name, r.ns, "gateway", labels),
+    spec: {
+      replicas: w.replicas,
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selector },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: {
+        metadata: {
+          labels: { ...labels, [LABELS.name]: w.name, [LABELS.proxy]: "gateway" },
+          annotations: { [ANNOTATIONS.configHash]: config.hash, [ANNOTATIONS.spiffeId]: w.identity },
+        },
+        spec: {
+          serviceAccountName: w.serviceAccount,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          // The gateway drains in-flight requests on SIGTERM (limits.drainTimeout).
+          terminationGracePeriodSeconds: Math.ceil(config.limits.drainTimeoutMs / 1000) + 5,
+          securityContext: {
+            ...podSecurity(RUNTIME_UID),
+            // Listeners below 1024 without any capability: the namespaced, "safe" sysctl.
+            ...(lowPort ? { sysctls: [{ name: "net.ipv4.ip_unprivileged_port_start", value: "0" }] } : {}),
+          },
+          containers: [container],
+          volumes: [
+            { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
+            identityVolume(r, w.name),
+            ...w.tlsSecrets.map((s, i) => ({
+              name: `tls-${i}`,
+              secret: {
+                secretName: s,
+                defaultMode: 0o440,
+                items: [
+                  { key: "tls.crt", path: "tls.crt" },
+                  { key: "tls.key", path: "tls.key" },
+                ],
+              },
+            })),
+            tmpVolume("tmp"),
+          ],
+        },
+      },
+    },
+  };
+  const serviceType = r.infra.targets.kubernetes?.gatewayServiceType ?? "LoadBalancer";
+  const service: KubeObject = {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: meta(r, w.name, r.ns, "gateway", labels),
+    spec: {
+      type: serviceType,
+      selector,
+      ports: w.listeners.map((l) => ({
+        name: portName(l.name, l.port),
+        port: l.port,
+        targetPort: portName(l.name, l.port),
+        protocol: "TCP",
+      })),
+    },
+  };
+  const hpa: KubeObject = {
+    apiVersion: "autoscaling/v2",
+    kind: "HorizontalPodAutoscaler",
+    metadata: meta(r, w.name, r.ns, "gateway", labels),
+    spec: {
+      scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: w.name },
+      minReplicas: w.replicas,
+      maxReplicas: Math.max(w.replicas * 3, w.replicas + 2),
+      metrics: [
+        {
+          type: "Resource",
+          resource: { name: "cpu", target: { type: "Utilization", averageUtilization: 70 } },
+        },
+      ],
+    },
+  };
+  const pdb: KubeObject = {
+    apiVersion: "policy/v1",
+    kind: "PodDisruptionBudget",
+    metadata: meta(r, w.name, r.ns, "gateway", labels),
+    spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+  };
+  return [deployment, service, hpa, pdb];
+}
+
+/** A ClusterIP Service over the gateway's admin port, for ServiceMonitors (operator mode). */
+export function gatewayAdminService(r: Resolved, w: GatewayWorkloadIR): KubeObject {
+  const selector = workloadSelector(r, w.name);
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: meta(r, NAMES.gatewayAdminService, r.ns, "gateway", {
+      ...selector,
+      [LABELS.proxy]: "gateway",
+    }),
+    spec: {
+      type: "ClusterIP",
+      selector,
+      ports: [{ name: PORT_NAMES.admin, port: w.adminPort, targetPort: PORT_NAMES.admin, protocol: "TCP" }],
+    },
+  };
+}
+
+/** Every object of the mesh namespace but its NetworkPolicies and the observability objects. */
+export function workloadObjects(r: Resolved): KubeObject[] {
+  const out: KubeObject[] = [
+    namespaceObject(r, r.ns, "mesh"),
+    ...serviceAccounts(r),
+    ...certManagerObjects(r),
+  ];
+  const sidecars = new Map(r.result.runtime.sidecars.map((s) => [s.name, s]));
+  for (const w of r.infra.workloads) {
+    if (w.kind === "gateway") {
+      const gw = r.result.runtime.gateway;
+      if (!gw) throw new Error("the IR has a gateway workload but no gateway RuntimeConfig");
+      const config = kubernetesConfig(r, gw);
+      out.push(configMap(r, w.name, config), ...gatewayObjects(r, w, config));
+      continue;
+    }
+    const sidecar = sidecars.get(w.name);
+    if (!sidecar) throw new Error(`the IR has service "${w.name}" but no sidecar RuntimeConfig for it`);
+    const config = kubernetesConfig(r, sidecar);
+    out.push(configMap(r, w.name, config), serviceDeployment(r, w, config), headlessService(r, w));
+  }
+  return out;
+}

@@ -1,0 +1,149 @@
+/**
+ * Hardening of everything the chart deploys (shop in every option combination, and a generated spec):
+ * every container non-root, read-only root filesystem, no privilege escalation, no capabilities,
+ * seccomp RuntimeDefault, never privileged; no host namespaces; images pinned; no LoadBalancer but the
+ * gateway's; no private key outside a Secret — and the policy pack's resource policies pass on every
+ * object, as `pulumi preview --policy-pack policies/pack` would run them on the deployed resources.
+ */
+import {
+  unknownCheckingProxy,
+  type ResourceValidationArgs,
+  type ResourceValidationPolicy,
+} from "@pulumi/policy";
+import { describe, expect, it } from "vitest";
+import { synthesize, type ChartOptions, type KubeObject } from "../../components/kubernetes/index.ts";
+import { PACK_POLICIES, imagePinned } from "../../policies/pack/policies.ts";
+import { generatedResult, shopResult } from "./support.ts";
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const OPTIONS: ChartOptions[] = [
+  {},
+  { observability: "operator", identities: { mode: "cert-manager", caSecretName: "shop-ca" } },
+  { observability: "none" },
+];
+
+async function everything(): Promise<KubeObject[]> {
+  const out: KubeObject[] = [];
+  for (const opts of OPTIONS) out.push(...synthesize(await shopResult(), opts));
+  out.push(...synthesize(generatedResult({ services: 20, routes: 30, seed: 5 })));
+  return out;
+}
+
+/** A policy's validateResource function(s). */
+function validators(policy: ResourceValidationPolicy) {
+  const v = policy.validateResource;
+  if (!v) throw new Error(`${policy.name} has no validateResource`);
+  return Array.isArray(v) ? v : [v];
+}
+
+const pods = (objects: KubeObject[]) =>
+  objects
+    .filter((o) => o.kind === "Deployment")
+    .map((o) => ({
+      name: `${o.metadata.namespace}/${o.metadata.name}`,
+      spec: (o as Json).spec.template.spec as Json,
+    }));
+
+describe("every pod the chart deploys is hardened", () => {
+  it("runs_every_container_non_root_read_only_without_capabilities", async () => {
+    const problems: string[] = [];
+    for (const { name, spec } of pods(await everything())) {
+      const podSc = spec.securityContext ?? {};
+      if (podSc.seccompProfile?.type !== "RuntimeDefault") problems.push(`${name}: pod seccomp`);
+      for (const key of ["hostNetwork", "hostPID", "hostIPC"])
+        if (spec[key]) problems.push(`${name}: ${key}`);
+      for (const c of [...(spec.initContainers ?? []), ...spec.containers] as Json[]) {
+        const sc = c.securityContext ?? {};
+        const where = `${name}/${c.name}`;
+        if ((sc.runAsNonRoot ?? podSc.runAsNonRoot) !== true) problems.push(`${where}: runAsNonRoot`);
+        if ((sc.runAsUser ?? podSc.runAsUser) === 0) problems.push(`${where}: runs as root`);
+        if (sc.readOnlyRootFilesystem !== true) problems.push(`${where}: writable root filesystem`);
+        if (sc.allowPrivilegeEscalation !== false) problems.push(`${where}: privilege escalation`);
+        if (sc.privileged === true) problems.push(`${where}: privileged`);
+        if (JSON.stringify(sc.capabilities) !== JSON.stringify({ drop: ["ALL"] }))
+          problems.push(`${where}: capabilities`);
+        if (sc.seccompProfile?.type !== "RuntimeDefault") problems.push(`${where}: seccomp`);
+        if (!imagePinned(c.image)) problems.push(`${where}: image ${c.image} not pinned`);
+        if (!c.resources?.limits?.memory || !c.resources?.requests?.cpu)
+          if (c.name !== "app") problems.push(`${where}: no resources`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it("exposes_no_load_balancer_but_the_gateway", async () => {
+    const lbs = (await everything()).filter(
+      (o) => o.kind === "Service" && (o as Json).spec.type === "LoadBalancer",
+    );
+    expect(lbs.length).toBeGreaterThan(0);
+    for (const s of lbs) {
+      expect(s.metadata.name).toBe("gateway");
+      expect(s.metadata.labels?.["meshgate.io/role"]).toBe("gateway");
+    }
+  });
+
+  it("mounts_no_service_account_token_into_the_proxies", async () => {
+    for (const { name, spec } of pods(await everything()))
+      if (!name.endsWith("/prometheus")) expect(spec.automountServiceAccountToken, name).toBe(false);
+  });
+
+  it("passes_every_resource_policy_of_the_policy_pack", async () => {
+    const policies = PACK_POLICIES.filter((p): p is ResourceValidationPolicy => "validateResource" in p);
+    expect(policies.length).toBeGreaterThanOrEqual(6);
+    const violations: string[] = [];
+    let checked = 0;
+    for (const o of await everything()) {
+      const group = o.apiVersion.includes("/") ? o.apiVersion : `core/${o.apiVersion}`;
+      const type = `kubernetes:${group}:${o.kind}`;
+      for (const policy of policies) {
+        const args = {
+          type,
+          props: unknownCheckingProxy(structuredClone(o) as Json),
+          urn: `urn:pulumi:dev::shop::${type}::${o.metadata.name}`,
+          name: o.metadata.name,
+          opts: {},
+          stackTags: new Map(),
+          isType: () => false,
+          asType: () => undefined,
+          getConfig: () => ({}),
+          notApplicable: () => {
+            throw new Error("not applicable");
+          },
+        } as unknown as ResourceValidationArgs;
+        const validate = validators(policy);
+        for (const v of validate)
+          await v(args, (m: string) => violations.push(`${policy.name}: ${type} ${o.metadata.name}: ${m}`));
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(100);
+    expect(violations).toEqual([]);
+  });
+
+  it("the_pack_would_catch_an_unhardened_chart", async () => {
+    // The same check on a deliberately broken copy must report: the policies do look at our objects.
+    const d = structuredClone(
+      synthesize(await shopResult()).find((o) => o.metadata.name === "orders" && o.kind === "Deployment")!,
+    ) as Json;
+    delete d.spec.template.spec.initContainers; // no sidecar
+    d.spec.template.spec.containers[0].image = "ghcr.io/acme/orders:latest";
+    const policies = PACK_POLICIES.filter((p): p is ResourceValidationPolicy => "validateResource" in p);
+    const violations: string[] = [];
+    for (const policy of policies) {
+      const validate = validators(policy);
+      for (const v of validate)
+        await v(
+          {
+            type: "kubernetes:apps/v1:Deployment",
+            props: unknownCheckingProxy(d),
+            name: "orders",
+            getConfig: () => ({}),
+          } as unknown as ResourceValidationArgs,
+          (m: string) => violations.push(`${policy.name}: ${m}`),
+        );
+    }
+    expect(violations.some((v) => v.startsWith("kubernetes-images-pinned"))).toBe(true);
+    expect(violations.some((v) => v.startsWith("kubernetes-meshed-workloads-have-their-sidecar"))).toBe(true);
+  });
+});
