@@ -21,6 +21,7 @@ import {
   checkAssertionReferences,
   parseAssertionText,
   runAssertions,
+  type TrafficAssertion,
 } from "../../policies/assertion-file.ts";
 import { networkEdges } from "../../policies/network.ts";
 import type { PolicyInput } from "../../policies/run.ts";
@@ -255,7 +256,7 @@ describe("assertion files", () => {
     expect(wrong!.violations[0]!.message).toContain("✗ authentication");
   });
 
-  it.each([
+  it.each<[string, Partial<TrafficAssertion>, string[]]>([
     [
       "compares_layer_status_and_code",
       { layer: "mesh", status: 404, code: "no_route" },
