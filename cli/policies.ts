@@ -1,5 +1,6 @@
 /**
- * The policy commands: `meshgate verify`, `meshgate explain`, `meshgate graph`, `meshgate diff`. Exit codes: 0 success, 1 the
+ * The policy commands: `meshgate verify`, `meshgate explain`, `meshgate replay`, `meshgate graph`,
+ * `meshgate diff`. Exit codes: 0 success, 1 the
  * spec is invalid or a check failed (verify: an error-severity violation; diff: access widened with
  * --fail-on widen), 2 usage errors (unknown options, an unreadable or invalid policy file or rule module, a
  * git ref that does not resolve).
@@ -35,6 +36,7 @@ async function tools() {
     graph,
     assertions,
     assertionFile,
+    replay,
   ] = await Promise.all([
     import("../components/spec/load.ts"),
     import("../components/spec/errors.ts"),
@@ -50,6 +52,7 @@ async function tools() {
     import("../policies/graph.ts"),
     import("../policies/assertions.ts"),
     import("../policies/assertion-file.ts"),
+    import("../policies/replay.ts"),
   ]);
   return {
     load,
@@ -66,6 +69,7 @@ async function tools() {
     graph,
     assertions,
     assertionFile,
+    replay,
   };
 }
 type Tools = Awaited<ReturnType<typeof tools>>;
@@ -171,6 +175,7 @@ const EXPLAIN_USAGE =
   "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE] [--method M] --path P [--host H]\n" +
   "       [--header NAME:VALUE]… [--claims JSON] [--scopes S,S] [--provider P] [--consumer C] [--client-ip IP]\n" +
   "       [--format text|json]";
+const REPLAY_USAGE = "meshgate replay SPEC --log FILE [--base SPEC] [--format text|json] [--fail-on change]";
 const GRAPH_USAGE = "meshgate graph SPEC [--format mermaid|dot]";
 const DIFF_USAGE =
   "meshgate diff BASE HEAD [--format markdown|json] [--fail-on widen] [--policy FILE] [--rules MODULE]…";
@@ -274,6 +279,55 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       const d = t.assertions.explainRequest(input, request);
       io.out(format === "json" ? JSON.stringify(d, null, 2) : t.assertions.formatDecision(d));
       return 0;
+    }),
+  },
+  replay: {
+    summary: "re-decide logged requests under a proposed spec: which outcomes would change",
+    usage: REPLAY_USAGE,
+    details:
+      "FILE holds JSON access lines of the gateway and/or sidecars (other lines are ignored). Each request is\n" +
+      "decided again under SPEC with the proxies' decision code, and compared with its logged outcome, or\n" +
+      "with the decision under --base SPEC (BASE and SPEC may be git revisions: main:mesh.yaml). Lists the\n" +
+      "requests whose allow/deny, route or refusal status class would change. Lines that cannot be replayed\n" +
+      "(refused targets, client-certificate or OIDC principals, unknown callers) are counted as skipped.\n" +
+      "Exit 0 (1 with --fail-on change when any outcome changes), 1 when a spec is invalid, 2 on usage errors.",
+    options: {
+      log: { type: "string" },
+      base: { type: "string" },
+      format: { type: "string", default: "text" },
+      "fail-on": { type: "string" },
+      help,
+    },
+    run: guarded("replay", REPLAY_USAGE, async ([file], values, io) => {
+      const format = option(values.format, ["text", "json"], "format");
+      if (values["fail-on"] !== undefined) option(values["fail-on"], ["change"], "fail-on");
+      if (!file) throw new Usage("missing SPEC (the proposed spec)");
+      if (typeof values.log !== "string") throw new Usage("missing --log FILE (JSON access lines)");
+      let text: string;
+      try {
+        text = await readFile(values.log, "utf8");
+      } catch (err) {
+        throw new Usage(
+          `cannot read ${values.log}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
+      }
+      const t = await tools();
+      const head = await loadSource(file, t);
+      const base = typeof values.base === "string" ? await loadSource(values.base, t) : null;
+      if (!head.loaded.ok || (base && !base.loaded.ok)) {
+        printSpecErrors(head, io, t);
+        if (base) printSpecErrors(base, io, t);
+        return 1;
+      }
+      const { requests } = t.replay.parseAccessLog(text);
+      const report = t.replay.replay(requests, t.run.policyInput(head.loaded.spec), {
+        headLabel: head.label,
+        ...(base && base.loaded.ok
+          ? { base: t.run.policyInput(base.loaded.spec), baseLabel: base.label }
+          : {}),
+      });
+      io.out(format === "json" ? JSON.stringify(report, null, 2) : t.replay.formatReplayText(report));
+      return values["fail-on"] === "change" && report.changed.length > 0 ? 1 : 0;
     }),
   },
   graph: {

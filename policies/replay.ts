@@ -235,8 +235,7 @@ function outcomeOf(d: TrafficDecision): ReplayOutcome {
 const sameOutcome = (a: ReplayOutcome, b: ReplayOutcome, compareRoute: boolean) =>
   a.verdict === b.verdict && (!compareRoute || a.route === b.route) && a.statusClass === b.statusClass;
 
-function describe(r: LoggedRequest): string {
-  const q = r.request!;
+function describe(r: LoggedRequest, q: TrafficRequest): string {
   const who =
     q.from === INTERNET
       ? `internet${r.principal?.kind === "jwt" ? ` (jwt ${r.principal.provider}${q.claims?.sub ? ` sub ${String(q.claims.sub)}` : ""}${q.scopes?.length ? ` scopes ${q.scopes.join(" ")}` : ""})` : r.principal?.kind === "apiKey" ? ` (API key of ${r.principal.consumer})` : ""}${q.clientIp ? ` client ${q.clientIp}` : ""}`
@@ -291,7 +290,7 @@ export function replay(
       report.changed.push({
         line: r.line,
         requestId: r.requestId,
-        request: describe(r),
+        request: describe(r, headReq),
         before: { verdict: before.verdict, route: before.route, statusClass: before.statusClass },
         after: a,
         detail:

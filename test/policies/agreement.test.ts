@@ -23,6 +23,13 @@ import { loadSpecFile } from "../../components/spec/load.ts";
 import { svidFiles, translate } from "../../components/translate/translate.ts";
 import { explainRequest, type TrafficDecision, type TrafficRequest } from "../../policies/assertions.ts";
 import { policyInput, type PolicyInput } from "../../policies/run.ts";
+import { parseAccessLog, replay } from "../../policies/replay.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
+import { parse, stringify } from "yaml";
+import { readFileSync } from "node:fs";
 import {
   sealRuntimeConfig,
   type GatewayRuntimeConfig,
@@ -48,6 +55,8 @@ let tmp: Awaited<ReturnType<typeof tempDir>>;
 let app: Upstream;
 let gw: TestGateway;
 const sidecars = new Map<string, TestSidecar>();
+/** Every token sent (the access log must hold none of them). */
+const tokens: string[] = [];
 let privateKey: Awaited<ReturnType<typeof generateKeyPair>>["privateKey"];
 
 /** The gateway config: static endpoints at the sidecars, its SVID, the local JWKS, only the http listener. */
@@ -260,13 +269,15 @@ async function viaGateway(c: Case): Promise<Observed> {
   headers["x-forwarded-for"] = r.clientIp!;
   if (c.wire.token) {
     const claims = r.claims!;
-    headers.authorization = `Bearer ${await new SignJWT(claims)
+    const token = await new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: "k1" })
       .setIssuer("https://id.shop.example/")
       .setAudience("shop-api")
       .setIssuedAt()
       .setExpirationTime("1h")
-      .sign(privateKey)}`;
+      .sign(privateKey);
+    tokens.push(token);
+    headers.authorization = `Bearer ${token}`;
   }
   if (c.wire.apiKey) headers["x-api-key"] = c.wire.apiKey;
   const hasBody = ["POST", "PUT", "PATCH"].includes(r.method!);
@@ -414,3 +425,123 @@ describe("the assertion engine and the running proxies", () => {
       expect([...seen], k).toContain(k);
   });
 });
+
+describe("replay of the proxies' access logs", () => {
+  /** The shop with two changes: create-order wants orders:read, partner stock only the bulk group. */
+  function changedShop(): { input: PolicyInput; file: string } {
+    const raw = parse(readFileSync(SHOP, "utf8")) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const route = (name: string) => raw.gateway.routes.find((r: { name: string }) => r.name === name);
+    route("create-order").auth.scopes = ["orders:read"];
+    route("partner-stock").auth.groups = ["bulk"];
+    raw.services.payments.allow = raw.services.payments.allow.slice(0, 1); // orders loses GET /payments/{id}
+    const r = parseSpec(raw);
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return { input: policyInput(r.spec), file: join(tmp.dir, "changed.yaml") };
+  }
+
+  it("carries_no_token_and_no_api_key", () => {
+    const text = gw.rawLog();
+    expect(tokens.length).toBeGreaterThan(50);
+    for (const t of tokens) for (const part of t.split(".")) expect(text).not.toContain(part);
+    for (const key of Object.values(KEYS)) expect(text).not.toContain(key);
+    expect(text).not.toContain("not-a-key");
+    // …but the facts decide() read: host, client, principal and its grants, condition headers.
+    const lines = gw.logs.filter((l) => l.event === "access" && l.auth === "jwt:main");
+    expect(lines.length).toBeGreaterThan(20);
+    for (const l of lines)
+      expect(l).toMatchObject({
+        host: expect.any(String),
+        client: expect.any(String),
+        subject: expect.stringMatching(/^u-/),
+      });
+    expect(
+      gw.logs.some(
+        (l) =>
+          l.event === "access" &&
+          (l.headers as Record<string, string> | undefined)?.["x-chaos"] !== undefined,
+      ),
+    ).toBe(true);
+  });
+
+  it("reproduces_every_logged_outcome_of_the_gateway_and_sidecars_under_the_same_spec", () => {
+    const { requests } = parseAccessLog(gw.rawLog());
+    const r = replay(requests, input);
+    expect(r.changed).toEqual([]);
+    expect(r.replayed).toBeGreaterThan(GATEWAY_REQUESTS * 0.6);
+    for (const s of r.skipped) expect(s.reason).toContain("canonicalization");
+    const mesh = replay(
+      parseAccessLog([...sidecars.values()].map((s) => s.rawLog()).join("")).requests,
+      input,
+    );
+    expect(mesh.changed).toEqual([]);
+    expect(mesh.replayed).toBeGreaterThan(MESH_REQUESTS * 0.5);
+  });
+
+  it("lists_exactly_the_requests_a_change_would_flip", () => {
+    const { input: changed } = changedShop();
+    const logged = parseAccessLog(gw.rawLog()).requests;
+    const r = replay(logged, changed);
+    expect(r.changed.length).toBeGreaterThan(0);
+    // Every change is on the two edited routes, and every allowed request they would now refuse is listed.
+    for (const c of r.changed) expect(["create-order", "partner-stock"]).toContain(c.before.route);
+    const flipped = logged.filter(
+      (l) =>
+        l.logged.verdict === "allow" &&
+        ((l.logged.route === "partner-stock" && l.request?.consumer === "acme-retail") ||
+          (l.logged.route === "create-order" && !l.request?.scopes?.includes("orders:read"))),
+    );
+    expect(
+      r.changed
+        .filter((c) => c.before.verdict === "allow")
+        .map((c) => c.line)
+        .sort(),
+    ).toEqual(flipped.map((l) => l.line).sort());
+    // Against the base spec the same requests change, and the log is the base spec's own (no drift).
+    const withBase = replay(logged, changed, { base: input });
+    expect(withBase.drift).toBe(0);
+    expect(withBase.changed.map((c) => c.line)).toEqual(r.changed.map((c) => c.line));
+    const mesh = replay(
+      parseAccessLog([...sidecars.values()].map((s) => s.rawLog()).join("")).requests,
+      changed,
+    );
+    expect(mesh.changed.length).toBeGreaterThan(0);
+    for (const c of mesh.changed)
+      expect(c.request).toMatch(/^GET \/payments\/[^ ]+ from orders to payments$/);
+  });
+
+  it("runs_as_meshgate_replay_with_a_base_spec", async () => {
+    const { file } = changedShop();
+    const raw = parse(readFileSync(SHOP, "utf8")) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    raw.gateway.routes.find((r: { name: string }) => r.name === "partner-stock").auth.groups = ["bulk"];
+    await writeFile(file, stringify(raw));
+    const log = join(tmp.dir, "gateway.log");
+    await writeFile(log, gw.rawLog());
+    const bin = new URL("../../bin/meshgate.js", import.meta.url).pathname;
+    const run = promisify(execFile);
+    const args = [bin, "replay", file, "--log", log, "--base", SHOP];
+    const json = JSON.parse((await run(process.execPath, [...args, "--format", "json"])).stdout);
+    const expectedLines = replay(parseAccessLog(gw.rawLog()).requests, policyInput(parseSpecOk(raw)), {
+      base: input,
+    });
+    expect(json.changed.map((c: { line: number }) => c.line)).toEqual(
+      expectedLines.changed.map((c) => c.line),
+    );
+    expect(json.changed.length).toBeGreaterThan(0);
+    // Text, and exit 1 with --fail-on change.
+    const text = await run(process.execPath, [...args, "--fail-on", "change"]).then(
+      () => ({ code: 0, stdout: "" }),
+      (e: { code: number; stdout: string }) => e,
+    );
+    expect(text.code).toBe(1);
+    expect(text.stdout).toContain(
+      "allow partner-stock → deny partner-stock 4xx (denied at authorization: 403 forbidden)",
+    );
+    expect(text.stdout).toContain(`${json.changed.length} would change (${SHOP} → ${file})`);
+  });
+});
+
+function parseSpecOk(raw: unknown) {
+  const r = parseSpec(raw);
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.spec;
+}
