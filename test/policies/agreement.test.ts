@@ -54,6 +54,9 @@ let input: PolicyInput;
 let tmp: Awaited<ReturnType<typeof tempDir>>;
 let app: Upstream;
 let gw: TestGateway;
+/** The shop with five more gateway routes that its services' sidecars (partly) refuse. */
+let wideInput: PolicyInput;
+let wide: TestGateway;
 const sidecars = new Map<string, TestSidecar>();
 /** Every token sent (the access log must hold none of them). */
 const tokens: string[] = [];
@@ -117,10 +120,73 @@ beforeAll(async () => {
   const gatewayDir = join(tmp.dir, "gateway");
   await writeIdentity(gatewayDir, await ca.issuer.issue(t.runtime.gateway!.identity), ca.bundle.toPem());
   gw = await startTestGateway(gatewayConfig(t.runtime.gateway!, gatewayDir, jwk));
+  const spec = parseSpecOk(widerShop());
+  wideInput = policyInput(spec);
+  wide = await startTestGateway(gatewayConfig(translate(spec).runtime.gateway!, gatewayDir, jwk));
 }, 60_000);
+
+/**
+ * Gateway routes the services' allow rules do not (fully) admit: a path and a peer the callee refuses, an
+ * aggregate whose refused part fails it or is omitted, a mirror the callee refuses. The sidecars are the
+ * shop's own (these routes change no allow rule), so only the gateway differs.
+ */
+function widerShop(): Record<string, unknown> {
+  const raw = parse(readFileSync(SHOP, "utf8")) as { gateway: { routes: unknown[] } };
+  const rl = { requests: 1000, per: "1m", key: "ip" };
+  const users1 = { service: "users", path: "/users/1" };
+  raw.gateway.routes.push(
+    {
+      name: "user-by-id",
+      match: { path: "/api/users/{id}", methods: ["GET"] },
+      to: "users",
+      rewrite: { path: "/users/{id}" },
+      public: true,
+      rateLimit: rl,
+    },
+    {
+      name: "payment-status",
+      match: { path: "/api/payments/{id}", methods: ["GET"] },
+      to: "payments",
+      rewrite: { path: "/payments/{id}" },
+      public: true,
+      rateLimit: rl,
+    },
+    {
+      name: "strict-dash",
+      match: { path: "/api/strict-dash", methods: ["GET"] },
+      public: true,
+      rateLimit: rl,
+      aggregate: {
+        user: { ...users1, onError: "fail" },
+        products: { service: "catalog", path: "/products" },
+      },
+    },
+    {
+      name: "soft-dash",
+      match: { path: "/api/soft-dash", methods: ["GET"] },
+      public: true,
+      rateLimit: rl,
+      aggregate: {
+        user: { ...users1, onError: "omit" },
+        products: { service: "catalog", path: "/products" },
+      },
+    },
+    {
+      name: "search-shadowed",
+      match: { path: "/api/search2", methods: ["GET"] },
+      to: "search",
+      rewrite: { path: "/search" },
+      mirror: { service: "payments", percent: 100 },
+      public: true,
+      rateLimit: rl,
+    },
+  );
+  return raw;
+}
 
 afterAll(async () => {
   await gw?.drain();
+  await wide?.drain();
   for (const s of sidecars.values()) await s.drain();
   await app?.close();
   await tmp?.cleanup();
@@ -262,7 +328,7 @@ function send(url: string, method: string, headers: Record<string, string>, body
   return request(url, { method, headers, ...(body !== undefined ? { body } : {}), agent: new http.Agent() });
 }
 
-async function viaGateway(c: Case): Promise<Observed> {
+async function viaGateway(c: Case, target: TestGateway = gw): Promise<Observed> {
   const r = c.request;
   const id = randomUUID();
   const headers: Record<string, string> = { host: r.host!, "x-request-id": id, ...r.headers };
@@ -282,8 +348,8 @@ async function viaGateway(c: Case): Promise<Observed> {
   if (c.wire.apiKey) headers["x-api-key"] = c.wire.apiKey;
   const hasBody = ["POST", "PUT", "PATCH"].includes(r.method!);
   if (hasBody) headers["content-type"] = "application/json";
-  const res = await send(`${gw.url}${r.path}`, r.method!, headers, hasBody ? "{}" : undefined);
-  const line = await accessLine(gw.logs, id);
+  const res = await send(`${target.url}${r.path}`, r.method!, headers, hasBody ? "{}" : undefined);
+  const line = await accessLine(target.logs, id);
   const error = res.headers["x-meshgate-error"] as string | undefined;
   const denied = res.headers["x-meshgate-denied"] as string | undefined;
   const route = line.route === "none" ? null : (line.route as string);
@@ -423,6 +489,27 @@ describe("the assertion engine and the running proxies", () => {
       "deny:mesh:path_not_allowed",
     ])
       expect([...seen], k).toContain(k);
+  });
+});
+
+describe("where a callee's sidecar refuses the gateway", () => {
+  it.each([
+    ["/api/users/7", "deny", 403],
+    ["/api/payments/p-1", "deny", 403],
+    ["/api/strict-dash", "deny", 502],
+    ["/api/soft-dash", "allow", 200],
+    ["/api/search2", "allow", 200],
+    ["/api/products", "allow", 200],
+  ] as const)("agree_on_GET_%s", async (path, verdict, status) => {
+    const c: Case = {
+      request: { from: "internet", method: "GET", path, host: "api.shop.example", clientIp: "198.51.100.20" },
+      wire: { token: false, apiKey: null },
+    };
+    const d = explainRequest(wideInput, c.request);
+    const got = await viaGateway(c, wide);
+    expect(got).toMatchObject({ verdict: d.verdict, route: d.route });
+    expect([got.verdict, got.status]).toEqual([verdict, status]);
+    if (d.verdict === "deny") expect(d.status).toBe(status);
   });
 });
 
