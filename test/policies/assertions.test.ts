@@ -24,6 +24,7 @@ import {
   type TrafficAssertion,
 } from "../../policies/assertion-file.ts";
 import { networkEdges } from "../../policies/network.ts";
+import { formatReplayText, parseAccessLog, replay } from "../../policies/replay.ts";
 import type { PolicyInput } from "../../policies/run.ts";
 import { inputOf, ROOT } from "./support.ts";
 
@@ -464,5 +465,158 @@ describe("meshgate verify and explain", () => {
     const r = await meshgate(["explain", "examples/shop/mesh.yaml", ...extra]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
+  });
+});
+
+describe("parseAccessLog", () => {
+  const line = (o: Record<string, unknown>) =>
+    JSON.stringify({ level: 30, event: "access", requestId: "r", method: "GET", ...o });
+  it.each([
+    [
+      "makes_a_gateway_line_with_a_token_principal_into_a_request",
+      {
+        proxy: "gateway",
+        path: "/api/orders",
+        host: "api.shop.example",
+        route: "list-orders",
+        status: 200,
+        client: "203.0.113.1",
+        auth: "jwt:main",
+        subject: "u-1",
+        scopes: "orders:read x",
+        headers: { "x-chaos": "on" },
+      },
+      {
+        request: {
+          from: "internet",
+          path: "/api/orders",
+          host: "api.shop.example",
+          clientIp: "203.0.113.1",
+          provider: "main",
+          claims: { sub: "u-1" },
+          scopes: ["orders:read", "x"],
+          headers: { "x-chaos": "on" },
+        },
+        logged: { verdict: "allow", route: "list-orders", statusClass: null },
+      },
+    ],
+    [
+      "reads_a_refusal_from_the_outcome",
+      { proxy: "gateway", path: "/nope", host: "h", route: "none", status: 404, outcome: "no_route" },
+      { logged: { verdict: "deny", route: null, statusClass: "4xx" } },
+    ],
+    [
+      "makes_an_inbound_sidecar_line_into_a_mesh_request",
+      {
+        proxy: "sidecar",
+        direction: "inbound",
+        path: "/payments",
+        service: "payments",
+        peerId: "spiffe://shop.example/ns/shop/sa/orders",
+        rule: "services.payments.allow[0]",
+        status: 200,
+      },
+      {
+        request: { from: "spiffe://shop.example/ns/shop/sa/orders", to: "payments", path: "/payments" },
+        logged: { verdict: "allow", route: "services.payments.allow[0]" },
+      },
+    ],
+  ])("%s", (_claim, fields, expected) => {
+    const [r] = parseAccessLog(line(fields)).requests;
+    expect(r).toMatchObject({ skipped: null, ...expected });
+  });
+
+  it.each([
+    [
+      "skips_a_refused_target",
+      { proxy: "gateway", path: "", host: "h", route: "none", status: 400, outcome: "bad_request_target" },
+      "canonicalization",
+    ],
+    [
+      "skips_a_client_certificate_principal",
+      { proxy: "gateway", path: "/x", host: "h", route: "x", status: 200, auth: "clientCert:partners" },
+      "clientCert principals are not modelled",
+    ],
+    ["skips_a_line_without_host", { proxy: "gateway", path: "/x", route: "x", status: 200 }, "no host"],
+    [
+      "skips_a_plaintext_inbound_request",
+      { proxy: "sidecar", direction: "inbound", path: "/x", service: "orders", status: 200 },
+      "plaintext",
+    ],
+    [
+      "skips_a_refused_outbound_request",
+      {
+        proxy: "sidecar",
+        direction: "outbound",
+        path: "/x",
+        service: "orders",
+        peer: "none",
+        status: 403,
+        outcome: "denied_destination_not_declared",
+      },
+      "destination is not logged",
+    ],
+  ])("%s", (_claim, fields, reason) => {
+    const [r] = parseAccessLog(line(fields)).requests;
+    expect(r!.request).toBeNull();
+    expect(r!.skipped).toContain(reason);
+  });
+
+  it("ignores_other_lines_and_counts_a_request_id_once", () => {
+    const text = [
+      "not json",
+      JSON.stringify({ event: "started" }),
+      line({
+        proxy: "sidecar",
+        direction: "outbound",
+        path: "/p",
+        service: "orders",
+        peer: "payments",
+        status: 200,
+      }),
+      line({
+        proxy: "sidecar",
+        direction: "inbound",
+        path: "/p",
+        service: "payments",
+        peerId: "spiffe://x",
+        status: 200,
+      }),
+    ].join("\n");
+    const r = parseAccessLog(text);
+    expect(r.ignored).toBe(2);
+    expect(r.requests).toHaveLength(1);
+    expect(r.requests[0]!.request).toMatchObject({ from: "orders", to: "payments" });
+  });
+
+  it("replays_a_removed_consumer_as_anonymous_and_reports_the_change", () => {
+    const raw = shopRaw();
+    delete raw.gateway.apiKeys.consumers["acme-retail"];
+    raw.gateway.routes.find((r: { name: string }) => r.name === "partner-stock").auth.groups = [
+      "partners",
+      "bulk",
+    ];
+    const log = line({
+      proxy: "gateway",
+      path: "/partner/stock/1",
+      host: "api.shop.example",
+      route: "partner-stock",
+      status: 200,
+      client: "203.0.113.1",
+      auth: "apiKey",
+      subject: "acme-retail",
+      consumer: "acme-retail",
+    });
+    const r = replay(parseAccessLog(log).requests, inputOf(raw), {
+      base: shop,
+      baseLabel: "base",
+      headLabel: "head",
+    });
+    expect(r.changed).toHaveLength(1);
+    expect(r.changed[0]).toMatchObject({
+      before: { verdict: "allow" },
+      after: { verdict: "deny", statusClass: "4xx" },
+    });
+    expect(formatReplayText(r)).toContain("1 request(s) replayed: 1 would change (base → head)");
   });
 });
