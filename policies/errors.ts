@@ -223,6 +223,18 @@ export const PolicyErrorCatalog = {
     "error",
     "a rule module exports no valid Guardrail (name, description, codes, check), or reuses a name or code",
   ),
+  // traffic assertions
+  E_POLICY_ASSERTION_FAILED: g(
+    "",
+    "error",
+    "a traffic assertion does not hold: the proxies would decide otherwise (the message shows each step)",
+  ),
+  E_POLICY_ASSERTIONS_NOT_FOUND: g("", "error", "the assertion file (--assertions) cannot be read"),
+  E_POLICY_ASSERTIONS_INVALID: g(
+    "",
+    "error",
+    "the assertion file does not parse, has an unknown key, or names a service, consumer, provider or route the spec does not have",
+  ),
   E_POLICY_RULE_FAILED: g(
     "",
     "error",
@@ -250,7 +262,12 @@ export function codesOf(guardrail: string): Record<string, { severity: Severity;
 export interface PolicyLoadError {
   code: Extract<
     PolicyCode,
-    "E_POLICY_FILE_NOT_FOUND" | "E_POLICY_FILE_INVALID" | "E_POLICY_RULES_LOAD" | "E_POLICY_RULES_INVALID"
+    | "E_POLICY_FILE_NOT_FOUND"
+    | "E_POLICY_FILE_INVALID"
+    | "E_POLICY_RULES_LOAD"
+    | "E_POLICY_RULES_INVALID"
+    | "E_POLICY_ASSERTIONS_NOT_FOUND"
+    | "E_POLICY_ASSERTIONS_INVALID"
   >;
   /** The file the problem is in. */
   file: string;

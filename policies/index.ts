@@ -1,7 +1,7 @@
 /**
- * meshgate/policies: checks over the IR before deploy — guardrails (built-in and your own), the
- * reachability relation, the semantic diff, and the service graph. Traffic assertions through decide()
- * and `explain` join in a later round (verify already takes their CheckResults).
+ * meshgate/policies: checks over the IR before deploy — guardrails (built-in and your own), traffic
+ * assertions and explanations through the proxies' decision code (explainRequest), replay of access logs,
+ * the reachability relation, the semantic diff, and the service graph.
  */
 import type { EdgeIR, InfraIR } from "../components/translate/ir.ts";
 
@@ -46,3 +46,31 @@ export type { Grant, MeshAccess, Reachability, ReachabilityFn, RouteAccess } fro
 export { renderDiffMarkdown, semanticDiff } from "./diff.ts";
 export type { AccessChange, DiffOptions, SemanticDiff, SettingChange } from "./diff.ts";
 export { buildGraph, renderDot, renderMermaid } from "./graph.ts";
+export {
+  DEFAULT_CLIENT_IP,
+  LAYERS,
+  TrafficRequestError,
+  explainRequest,
+  formatDecision,
+  requestProblems,
+  verdictLine,
+} from "./assertions.ts";
+export type { DecisionStep, Layer, ResolvedRequest, TrafficDecision, TrafficRequest } from "./assertions.ts";
+export {
+  assertionName,
+  checkAssertionReferences,
+  expectationMismatches,
+  loadAssertionFile,
+  parseAssertionText,
+  runAssertions,
+} from "./assertion-file.ts";
+export type {
+  AssertionLoadResult,
+  AssertionSet,
+  TrafficAssertion,
+  TrafficExpectation,
+} from "./assertion-file.ts";
+export { networkEdge, networkEdges } from "./network.ts";
+export type { NetworkEdge } from "./network.ts";
+export { formatReplayText, parseAccessLog, replay } from "./replay.ts";
+export type { LoggedRequest, ReplayChange, ReplayOutcome, ReplayReport } from "./replay.ts";

@@ -92,6 +92,8 @@ export interface Guardrail {
 export interface Violation extends Finding {
   severity: Severity;
   guardrail: string;
+  /** The file the position is in, when it is not the spec (an assertion file). */
+  file?: string;
   line?: number;
   column?: number;
 }

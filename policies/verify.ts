@@ -1,6 +1,6 @@
 /**
- * `meshgate verify`: the outcome of every check on one spec — guardrails today; traffic assertions
- * (evaluated through decide() in a later round) join as more CheckResults of kind "assertion" — as a report
+ * `meshgate verify`: the outcome of every check on one spec — the guardrails, and the traffic assertions
+ * (evaluated through decide(): CheckResults of kind "assertion") — as a report
  * with `N passed, N failed` and an exit status: failed when any check has an error-severity violation.
  */
 import type { CheckResult, Violation } from "./types.ts";
@@ -24,7 +24,7 @@ export function verifyReport(file: string, ...groups: readonly CheckResult[][]):
 }
 
 export function formatViolation(v: Violation, file: string): string {
-  const where = `${file}${v.line ? `:${v.line}:${v.column}` : ""}`;
+  const where = `${v.file ?? file}${v.line ? `:${v.line}:${v.column}` : ""}`;
   return `${where}: ${v.severity}: ${v.path ? `${v.path}: ` : ""}${v.message} [${v.code}]\n    fix: ${v.fix}`;
 }
 

@@ -55,7 +55,11 @@ export function errorTable(): string {
     ...Object.entries(PkiErrorCatalog).map(([code, text]) => [code, "runtime (pki)", text]),
     ...Object.entries(PolicyErrorCatalog).map(([code, e]) => [
       code,
-      e.guardrail ? `policy: ${e.guardrail} (${e.severity})` : "policy (file or rule module)",
+      e.guardrail
+        ? `policy: ${e.guardrail} (${e.severity})`
+        : code.startsWith("E_POLICY_ASSERTION")
+          ? "policy (traffic assertions)"
+          : "policy (file or rule module)",
       e.text,
     ]),
   ];

@@ -639,7 +639,7 @@ export const SPAN_ATTRIBUTES: readonly SpanAttributeConvention[] = [
 
 export interface AccessLogField {
   readonly name: string;
-  readonly type: "string" | "number" | "boolean";
+  readonly type: "string" | "number" | "boolean" | "object";
   readonly meaning: string;
   /** Which proxies write it, and whether always or only when known. */
   readonly gateway: "always" | "when known" | "no";
@@ -687,6 +687,13 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     sidecar: "always",
   },
   {
+    name: "host",
+    type: "string",
+    meaning: "the Host header (or :authority) as received, at most 255 characters",
+    gateway: "when known",
+    sidecar: "no",
+  },
+  {
     name: "route",
     type: "string",
     meaning: "the matched route, `none` when no route matched",
@@ -704,6 +711,20 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     name: "peer",
     type: "string",
     meaning: "the caller's SPIFFE ID label (inbound) or the destination (outbound)",
+    gateway: "no",
+    sidecar: "always",
+  },
+  {
+    name: "peerId",
+    type: "string",
+    meaning: "inbound: the caller's verified SPIFFE ID (absent over plaintext)",
+    gateway: "no",
+    sidecar: "when known",
+  },
+  {
+    name: "service",
+    type: "string",
+    meaning: "the service whose sidecar wrote the line",
     gateway: "no",
     sidecar: "always",
   },
@@ -746,8 +767,46 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
   {
     name: "outcome",
     type: "string",
-    meaning: "`success`, `success_after_N_retries` or the failure (`timeout`, `connect_failure`, …)",
+    meaning:
+      "`success`, `success_after_N_retries` or the failure (`timeout`, `connect_failure`, …); a refusal: decide()'s code (`no_route`, …), `denied_<requirement>` (gateway authorization), `denied_<code>` (sidecar)",
     gateway: "when known",
     sidecar: "when known",
+  },
+  {
+    name: "auth",
+    type: "string",
+    meaning:
+      "how the caller authenticated: `jwt:<provider>`, `apiKey`, `clientCert:<provider>`, `oidc:<provider>`",
+    gateway: "when known",
+    sidecar: "no",
+  },
+  {
+    name: "subject",
+    type: "string",
+    meaning:
+      "the principal's subject (`sub`, the API-key consumer, the certificate subject); never a credential",
+    gateway: "when known",
+    sidecar: "no",
+  },
+  {
+    name: "consumer",
+    type: "string",
+    meaning: "the API-key consumer",
+    gateway: "when known",
+    sidecar: "no",
+  },
+  {
+    name: "scopes",
+    type: "string",
+    meaning: "the scopes the token granted, space-separated",
+    gateway: "when known",
+    sidecar: "no",
+  },
+  {
+    name: "headers",
+    type: "object",
+    meaning: "values of the request headers route conditions read (never credential headers)",
+    gateway: "when known",
+    sidecar: "no",
   },
 ];

@@ -475,6 +475,7 @@ export class Authenticator {
       requirement: d.requirement,
       reason: d.reason,
       headers,
+      principal: p,
     };
   }
 

@@ -79,6 +79,8 @@ export type AdmitResult =
       readonly requirement: AuthzRequirement | "unavailable";
       /** Response headers (WWW-Authenticate challenges). */
       readonly headers: Readonly<Record<string, string>>;
+      /** The principal that authenticated but was refused by authorization (403), for the access log. */
+      readonly principal?: Principal | null;
     }
   | AuthResponse;
 

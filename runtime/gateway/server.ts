@@ -149,6 +149,11 @@ interface State {
   readonly caching: boolean;
   /** Request headers holding credentials, for the cache: Authorization and the API-key header. */
   readonly credentialHeaders: readonly string[];
+  /**
+   * Headers some route's match conditions read (never credentials): their values go to the access line,
+   * so that a request can be decided again from its line (`meshgate replay`).
+   */
+  readonly matchHeaders: readonly string[];
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -172,6 +177,8 @@ class Exchange implements GatewayRequestFacts {
   accessPath = "";
   outcome = "";
   upstreamKey = "";
+  /** Who authenticated (also on a 403: the principal authorization refused), for the access line. */
+  principal: Principal | null = null;
   span: SpanLike = NOOP_SPAN;
   /** Aborted when the client goes away before the response finished. */
   readonly cancel: CancelToken = { aborted: false, onabort: null };
@@ -587,6 +594,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const apiKey = config.auth.apiKeys?.header.toLowerCase();
     const credentialHeaders =
       apiKey && apiKey !== "authorization" ? ["authorization", apiKey] : ["authorization"];
+    const matchHeaders = conditionHeaders(config, auth);
     return {
       config,
       compiled,
@@ -599,6 +607,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       cache,
       caching,
       credentialHeaders,
+      matchHeaders,
     };
   }
 
@@ -670,11 +679,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   function writeAccessLog(ex: Exchange): void {
     const l = ex.logged!;
     ex.logged = null;
+    const p = ex.principal;
+    const names = ex.state.matchHeaders;
     log.info({
       event: "access",
       requestId: ex.requestId,
       method: ex.req.method,
       path: ex.accessPath,
+      host: ex.host === undefined ? undefined : ex.host.slice(0, 255),
       route: ex.routeName,
       status: l.status,
       completed: l.completed,
@@ -682,6 +694,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       upstream: ex.upstreamKey || undefined,
       outcome: ex.outcome || undefined,
       client: ex.client,
+      // The principal's identity and grants (never a credential): what authorization decided on.
+      auth: p === null ? undefined : p.mechanism === "apiKey" ? "apiKey" : `${p.mechanism}:${p.provider}`,
+      subject: p?.subject || undefined,
+      consumer: p?.consumer ?? undefined,
+      scopes: p !== null && p.scopes.length > 0 ? p.scopes.join(" ") : undefined,
+      headers: names.length > 0 ? headerValues(ex.req, names) : undefined,
     });
   }
 
@@ -747,6 +765,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     ));
     if (d.kind === "reject") {
       ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.outcome = d.code;
       return respondError(
         req,
         res,
@@ -770,7 +789,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       const admitted = current.auth.admit(routeName, d.auth, facts);
       const verdict = admitted instanceof Promise ? await admitted : admitted;
       if (verdict.kind !== "allow") return respondAuth(req, res, ex, verdict);
-      principal = verdict.principal;
+      principal = ex.principal = verdict.principal;
     }
     // Transform templates read the request and the principal.
     const tctx = ap?.needsContext ? templateContext(d, req, ex.requestId, client, principal) : null;
@@ -1084,6 +1103,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   ) {
     if (verdict.kind === "deny") {
       ex.outcome = `denied_${verdict.requirement}`;
+      ex.principal = verdict.principal ?? null;
       return respondError(req, res, verdict.status, verdict.code, verdict.reason, verdict.headers);
     }
     ex.outcome = verdict.event;
@@ -1427,4 +1447,29 @@ function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): vo
     "content-length": 0,
   });
   res.end();
+}
+
+/**
+ * The headers route conditions read, lower-case, without credential headers (Authorization, Cookie, the
+ * API-key header, a JWT provider's token header): they may go to access lines.
+ */
+function conditionHeaders(config: GatewayRuntimeConfig, auth: Authenticator): string[] {
+  const secret = new Set(["authorization", "proxy-authorization", "cookie", ...auth.ownedHeaders]);
+  if (config.auth.apiKeys) secret.add(config.auth.apiKeys.header.toLowerCase());
+  for (const p of config.auth.jwt) secret.add(p.tokenFrom.header.toLowerCase());
+  const names = new Set<string>();
+  for (const r of config.routes)
+    for (const h of r.match.headers) if (!secret.has(h.name.toLowerCase())) names.add(h.name.toLowerCase());
+  return [...names].sort();
+}
+
+/** The values of the named request headers that are present (first value, at most 256 characters). */
+function headerValues(req: AnyRequest, names: readonly string[]): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const n of names) {
+    const v = req.headers[n];
+    const first = Array.isArray(v) ? v[0] : v;
+    if (typeof first === "string") (out ??= {})[n] = first.slice(0, 256);
+  }
+  return out;
 }

@@ -132,6 +132,8 @@ class Exchange {
   readonly requestId: string;
   /** Metric label: the peer (inbound) or the destination service (outbound). */
   peer: string;
+  /** Inbound: the caller's verified SPIFFE ID (null over plaintext), for the access line. */
+  peerId: string | null = null;
   readonly mtls: boolean;
   accessPath = "";
   rule = "";
@@ -429,6 +431,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         method: ex.req.method,
         path: ex.accessPath,
         peer: ex.peer,
+        peerId: ex.peerId ?? undefined,
+        service: ex.state.config.name,
         mtls: ex.mtls,
         rule: ex.rule || undefined,
         status,
@@ -474,6 +478,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   function onInbound(req: IncomingMessage, res: ServerResponse, mtls: boolean): void {
     const peerInfo = mtls ? (req.socket as PeerSocket)[PEER] : undefined;
     const ex = new Exchange(state, "inbound", req, res, peerInfo?.label ?? NO_PEER, mtls);
+    ex.peerId = peerInfo?.id ?? null;
     begin(ex);
     handleInbound(ex, peerInfo ?? null).catch((err: Error) => failed(ex, err));
   }
@@ -498,6 +503,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }));
     if (d.kind === "deny") {
       ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.outcome = `denied_${d.code}`;
       if (d.status === 403) {
         mDenied.labels("sidecar", config.name, ex.peer, d.code).inc();
         return respondError(ex, 403, "authz_denied", d.detail, { "x-meshgate-denied": d.code });
@@ -578,6 +584,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }));
     if (d.kind === "reject") {
       ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.outcome = `denied_${d.code}`;
       return respondError(ex, d.status, d.code, d.detail);
     }
     ex.peer = d.service;

@@ -40,9 +40,20 @@ describe("package", () => {
     ],
     [
       "meshgate/policies",
-      ["allowedEdges", "deniedCalls", "GUARDRAILS", "runGuardrails", "semanticDiff", "renderMermaid"],
+      [
+        "allowedEdges",
+        "deniedCalls",
+        "GUARDRAILS",
+        "runGuardrails",
+        "semanticDiff",
+        "renderMermaid",
+        "explainRequest",
+        "runAssertions",
+        "networkEdges",
+        "replay",
+      ],
     ],
-    ["meshgate/testing", ["generateSpec"]],
+    ["meshgate/testing", ["generateSpec", "installMatchers", "loadMesh", "meshgateMatchers"]],
   ])("%s_exports_its_api", async (specifier, names) => {
     const keys = await exportsOf(specifier);
     for (const n of names) expect(keys).toContain(n);

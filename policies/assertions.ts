@@ -1,0 +1,786 @@
+/**
+ * Traffic decisions before deploy: what the deployed proxies will decide for one request, layer by layer,
+ * with the very code they run (runtime/decide) on the RuntimeConfigs translate() gives them.
+ *
+ * A request comes from `internet` (optionally with a token's claims and scopes, an API-key consumer and a
+ * client address) and enters at the gateway, or from a mesh workload (`from: orders`, or `from: gateway`)
+ * and goes through the caller's sidecar to the callee's. The layers, in the order the packets meet them:
+ *
+ *  - `edge` — the gateway's decide(): canonical request target, host, route (400/404/405 otherwise);
+ *  - `authentication` — which of the caller's credentials the route accepts (401 when none);
+ *  - `authorization` — the gateway's authorize(): client ranges, scopes, claims, consumers, groups (403);
+ *  - `outbound` — a mesh caller's sidecar, decideOutbound(): only declared destinations (403);
+ *  - `mesh` — the callee's sidecar, decideInbound() with the caller's SPIFFE ID (the gateway's for
+ *    internet requests): deny by default (403);
+ *  - `network` — the open L4 edges (networkEdges(): what the NetworkPolicies open).
+ *
+ * explainRequest() returns the decision with every step that produced it; the traffic assertions
+ * (assertion-file.ts), `meshgate explain`, `meshgate replay` and the vitest matchers are built on it.
+ *
+ * A token is taken as valid (signature, issuer, audience and expiry verify): the assertion is about what
+ * the token's claims and scopes grant. Client certificates and OIDC sessions are not modelled as caller
+ * credentials: routes that accept only those answer 401 to the callers assertions can describe.
+ */
+import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../runtime/contract/schema.ts";
+import { API_KEY_PROVIDER, authorize, mechanismKey, type Principal } from "../runtime/decide/authorize.ts";
+import { decide, type GatewayRequestFacts, type RouteDecision } from "../runtime/decide/decide.ts";
+import { compileInbound, decideInbound, type CompiledInbound } from "../runtime/decide/inbound.ts";
+import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runtime/decide/outbound.ts";
+import { compileTemplate } from "../runtime/decide/router.ts";
+import { scopesOf } from "../runtime/auth/jwt.ts";
+import { GATEWAY, INTERNET, type MeshModel } from "./model.ts";
+import { networkEdge, networkEdges, type NetworkEdge } from "./network.ts";
+import type { PolicyInput } from "./run.ts";
+
+/** The layers a request meets, in order. */
+export const LAYERS = ["edge", "authentication", "authorization", "outbound", "mesh", "network"] as const;
+export type Layer = (typeof LAYERS)[number];
+
+/** One request, as an assertion, `meshgate explain` or a matcher describes it. */
+export interface TrafficRequest {
+  /** `internet`, a service of the mesh, or `gateway`. */
+  from: string;
+  /**
+   * Mesh callers: the callee (required). Internet callers: optional, the service the route must send the
+   * request to (an expectation, checked against the route's targets).
+   */
+  to?: string;
+  /** Default GET. */
+  method?: string;
+  /** The request target as sent: path and optional query (`/api/orders/7?x=1`). */
+  path: string;
+  /** Internet: the Host header (default: the gateway's first host). Mesh: default the callee's name. */
+  host?: string;
+  /** Other request headers (route header conditions); lower-case names. Never credentials. */
+  headers?: Record<string, string>;
+  /** Internet: the claims of a (valid) token the caller presents. */
+  claims?: Record<string, unknown>;
+  /** Internet: scopes the token grants (added to the claims' `scope`/`scp`). Implies a token. */
+  scopes?: string[];
+  /** Internet: the JWT provider that issued the token (default: the gateway's only provider). */
+  provider?: string;
+  /** Internet: the API-key consumer whose key the caller presents. */
+  consumer?: string;
+  /** Internet: the client address as the gateway sees it (default 198.51.100.10, TEST-NET-2). */
+  clientIp?: string;
+}
+
+/** One step of a decision: what one layer concluded, and the rule behind it. */
+export interface DecisionStep {
+  layer: Layer;
+  outcome: "pass" | "deny";
+  /** Who decided: `gateway`, `orders (sidecar)`, `network`. */
+  at: string;
+  /** The spec path of the rule that decided (`gateway.routes[5]`, `services.orders.allow[0]`), or "". */
+  rule: string;
+  detail: string;
+}
+
+/** The decision for one request. */
+export interface TrafficDecision {
+  verdict: "allow" | "deny";
+  /** The layer that refused the request, or (allow) the last layer it passed. */
+  layer: Layer;
+  /** The status the caller receives when denied (or a redirect's status); null when an upstream answers. */
+  status: number | null;
+  /** The stable code of a denial (`no_route`, `unauthenticated`, `forbidden`, `peer_not_allowed`, …). */
+  code: string | null;
+  /** Internet: the gateway route; mesh: the caller's per-route policy of the callee (null: its defaults). */
+  route: string | null;
+  /** Mesh: the callee's allow rule that admitted the request. Internet: null. */
+  rule: string | null;
+  /** The services the request reaches (backends, aggregate parts; not mirrors). */
+  targets: string[];
+  /** What the gateway does with an allowed internet request: forward, aggregate, redirect, static. */
+  action: string | null;
+  steps: DecisionStep[];
+  /** The request as evaluated (defaults filled in). */
+  request: ResolvedRequest;
+}
+
+/** A request with its defaults. */
+export interface ResolvedRequest {
+  from: string;
+  to: string | null;
+  method: string;
+  path: string;
+  host: string;
+  headers: Record<string, string>;
+  credentials: string;
+  clientIp: string | null;
+}
+
+/** The default client address of internet requests (TEST-NET-2, RFC 5737). */
+export const DEFAULT_CLIENT_IP = "198.51.100.10";
+
+/** A request that cannot be evaluated (unknown service, consumer or provider): names the field and the fix. */
+export class TrafficRequestError extends Error {
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "TrafficRequestError";
+    this.field = field;
+  }
+}
+
+/** What explainRequest() prepares once per mesh (compiled sidecars, open L4 edges). */
+interface Prepared {
+  inbound: Map<string, CompiledInbound>;
+  outbound: Map<string, CompiledOutbound>;
+  network: NetworkEdge[];
+}
+const prepared = new WeakMap<MeshModel, Prepared>();
+
+function prepare(model: MeshModel): Prepared {
+  let p = prepared.get(model);
+  if (!p) {
+    p = { inbound: new Map(), outbound: new Map(), network: networkEdges(model.infra) };
+    prepared.set(model, p);
+  }
+  return p;
+}
+
+function inboundOf(model: MeshModel, s: SidecarRuntimeConfig): CompiledInbound {
+  const p = prepare(model);
+  let c = p.inbound.get(s.name);
+  if (!c)
+    p.inbound.set(s.name, (c = compileInbound(s.inbound.authz, { permissive: s.mtls === "permissive" })));
+  return c;
+}
+
+function outboundOf(model: MeshModel, s: SidecarRuntimeConfig): CompiledOutbound {
+  const p = prepare(model);
+  let c = p.outbound.get(s.name);
+  if (!c) p.outbound.set(s.name, (c = compileOutbound(s.outbound, s.namespace)));
+  return c;
+}
+
+const modelOf = (m: MeshModel | PolicyInput): MeshModel => ("model" in m ? m.model : m);
+
+/** The problems that keep a request from being evaluated on this mesh ([] when it can be). */
+export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest): TrafficRequestError[] {
+  const model = modelOf(mesh);
+  const out: TrafficRequestError[] = [];
+  const services = model.serviceNames;
+  const known = (name: string) => services.includes(name);
+  const gw = model.runtime.gateway;
+  if (typeof r.path !== "string" || r.path === "")
+    out.push(new TrafficRequestError("path", "give the request target (a path such as /api/orders/7)"));
+  if (r.from === INTERNET) {
+    if (!gw)
+      out.push(new TrafficRequestError("from", "internet requests need a gateway; this mesh has none"));
+    if (r.to !== undefined && !known(r.to))
+      out.push(
+        new TrafficRequestError(
+          "to",
+          `unknown service ${JSON.stringify(r.to)} (services: ${services.join(", ")})`,
+        ),
+      );
+    const token = r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined;
+    if (token && gw) {
+      const providers = gw.auth.jwt.map((p) => p.name);
+      if (r.provider !== undefined && !providers.includes(r.provider))
+        out.push(
+          new TrafficRequestError(
+            "provider",
+            `unknown JWT provider ${JSON.stringify(r.provider)} (providers: ${providers.join(", ") || "none"})`,
+          ),
+        );
+      else if (r.provider === undefined && providers.length !== 1)
+        out.push(
+          new TrafficRequestError(
+            "provider",
+            providers.length === 0
+              ? "the request carries a token, but the gateway defines no JWT provider"
+              : `the gateway has several JWT providers (${providers.join(", ")}): name the token's provider`,
+          ),
+        );
+    }
+    if (r.consumer !== undefined && gw) {
+      const consumers = gw.auth.apiKeys?.consumers.map((c) => c.name) ?? [];
+      if (!consumers.includes(r.consumer))
+        out.push(
+          new TrafficRequestError(
+            "consumer",
+            `unknown API-key consumer ${JSON.stringify(r.consumer)} (consumers: ${consumers.join(", ") || "none"})`,
+          ),
+        );
+    }
+  } else {
+    if (r.from !== GATEWAY && !known(r.from))
+      out.push(
+        new TrafficRequestError(
+          "from",
+          `unknown caller ${JSON.stringify(r.from)}: write internet, gateway or a service (${services.join(", ")})`,
+        ),
+      );
+    if (r.from === GATEWAY && !gw) out.push(new TrafficRequestError("from", "this mesh has no gateway"));
+    if (r.to === undefined)
+      out.push(new TrafficRequestError("to", "a mesh request needs the callee: to: <service>"));
+    else if (!known(r.to))
+      out.push(
+        new TrafficRequestError(
+          "to",
+          `unknown service ${JSON.stringify(r.to)} (services: ${services.join(", ")})`,
+        ),
+      );
+    for (const f of ["claims", "scopes", "provider", "consumer", "clientIp"] as const)
+      if (r[f] !== undefined)
+        out.push(
+          new TrafficRequestError(
+            f,
+            "credentials and client addresses apply to internet requests only (a mesh caller is its SPIFFE ID)",
+          ),
+        );
+  }
+  return out;
+}
+
+/**
+ * The decision the deployed proxies make for one request, and each rule that produced it. Throws a
+ * TrafficRequestError when the request names something the mesh does not have.
+ */
+export function explainRequest(mesh: MeshModel | PolicyInput, request: TrafficRequest): TrafficDecision {
+  const model = modelOf(mesh);
+  const problems = requestProblems(model, request);
+  if (problems.length > 0) throw problems[0]!;
+  return request.from === INTERNET ? fromInternet(model, request) : fromMesh(model, request);
+}
+
+/** Request facts decide() reads, over a plain header record. */
+class Facts implements GatewayRequestFacts {
+  readonly method: string;
+  readonly target: string;
+  readonly host: string | undefined;
+  private readonly headers: Record<string, string>;
+  constructor(method: string, target: string, host: string, headers: Record<string, string>) {
+    this.method = method;
+    this.target = target;
+    this.host = host;
+    this.headers = headers;
+  }
+  header(name: string): string | undefined {
+    return this.headers[name];
+  }
+}
+
+const lower = (h: Record<string, string> | undefined): Record<string, string> =>
+  Object.fromEntries(Object.entries(h ?? {}).map(([k, v]) => [k.toLowerCase(), String(v)]));
+
+/** The principal the caller's credentials establish on a route, as the gateway's Authenticator would. */
+function principalFor(
+  gw: GatewayRuntimeConfig,
+  accepts: ReadonlySet<string>,
+  r: TrafficRequest,
+): { principal: Principal | null; detail: string } {
+  const tried: string[] = [];
+  // The Authenticator tries the route's JWT providers first, then the API key (then certificates, OIDC).
+  const token = r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined;
+  if (token) {
+    const provider = r.provider ?? gw.auth.jwt[0]!.name;
+    if (accepts.has(mechanismKey("jwt", provider))) {
+      const claims: Record<string, unknown> = { ...(r.claims ?? {}) };
+      const scopes = [...new Set([...scopesOf(claims), ...(r.scopes ?? [])])];
+      if (r.scopes !== undefined) claims.scope = scopes.join(" ");
+      const subject = typeof claims.sub === "string" ? claims.sub : "";
+      const principal: Principal = {
+        mechanism: "jwt",
+        provider,
+        subject,
+        consumer: null,
+        groups: [],
+        scopes,
+        claims,
+        expiresAt: null,
+      };
+      return {
+        principal,
+        detail: `token of jwt ${provider} accepted: subject ${subject || "(none)"}, scopes ${scopes.join(" ") || "(none)"}`,
+      };
+    }
+    tried.push(`the token (jwt ${provider}) is not accepted here`);
+  }
+  if (r.consumer !== undefined) {
+    if (accepts.has("apiKey")) {
+      const c = gw.auth.apiKeys!.consumers.find((x) => x.name === r.consumer)!;
+      const principal: Principal = {
+        mechanism: "apiKey",
+        provider: API_KEY_PROVIDER,
+        subject: c.name,
+        consumer: c.name,
+        groups: c.groups,
+        scopes: [],
+        claims: {},
+        expiresAt: null,
+      };
+      return {
+        principal,
+        detail: `API key of consumer ${c.name} accepted (groups ${c.groups.join(", ") || "none"})`,
+      };
+    }
+    tried.push(`API keys are not accepted here`);
+  }
+  return { principal: null, detail: tried.length ? tried.join("; ") : "no credentials presented" };
+}
+
+function credentialsText(r: TrafficRequest): string {
+  const parts: string[] = [];
+  if (r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined) {
+    const sub = typeof r.claims?.sub === "string" ? ` sub ${r.claims.sub}` : "";
+    const scopes = [...new Set([...scopesOf(r.claims ?? {}), ...(r.scopes ?? [])])];
+    parts.push(
+      `token${r.provider ? ` (${r.provider})` : ""}${sub}${scopes.length ? ` scopes ${scopes.join(" ")}` : ""}`,
+    );
+  }
+  if (r.consumer !== undefined) parts.push(`API key of ${r.consumer}`);
+  return parts.length ? parts.join(" + ") : "anonymous";
+}
+
+function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
+  const internet = r.from === INTERNET;
+  return {
+    from: r.from,
+    to: r.to ?? null,
+    method: (r.method ?? "GET").toUpperCase(),
+    path: r.path,
+    host:
+      r.host ??
+      (internet ? (model.runtime.gateway?.hosts.find((h) => !h.startsWith("*.")) ?? "localhost") : r.to!),
+    headers: lower(r.headers),
+    credentials: internet
+      ? credentialsText(r)
+      : (model.sidecar(r.from)?.identity ?? model.runtime.gateway?.identity ?? r.from),
+    clientIp: internet ? (r.clientIp ?? DEFAULT_CLIENT_IP) : null,
+  };
+}
+
+function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
+  const gw = model.runtime.gateway!;
+  const compiled = model.gateway()!;
+  const req = resolve(model, r);
+  const steps: DecisionStep[] = [];
+  const out = (
+    verdict: "allow" | "deny",
+    layer: Layer,
+    status: number | null,
+    code: string | null,
+    route: string | null,
+    targets: string[] = [],
+    action: string | null = null,
+  ): TrafficDecision => ({
+    verdict,
+    layer,
+    status,
+    code,
+    route,
+    rule: null,
+    targets,
+    action,
+    steps,
+    request: req,
+  });
+
+  const d = decide(compiled, new Facts(req.method, req.path, req.host, req.headers));
+  if (d.kind === "reject") {
+    steps.push({
+      layer: "edge",
+      outcome: "deny",
+      at: GATEWAY,
+      rule: "",
+      detail: `${d.status} ${d.code}: ${d.detail}`,
+    });
+    return out("deny", "edge", d.status, d.code, null);
+  }
+  const routeName = d.route.name;
+  const routeRule = model.routePath(routeName);
+  const upstream = d.action.kind === "forward" ? ` → upstream ${d.upstreamPath}` : "";
+  steps.push({
+    layer: "edge",
+    outcome: "pass",
+    at: GATEWAY,
+    rule: routeRule,
+    detail: `route ${routeName} matches ${req.method} ${d.host} ${d.path}${upstream}`,
+  });
+  if (d.preflight) {
+    steps.push({
+      layer: "edge",
+      outcome: "pass",
+      at: GATEWAY,
+      rule: `${routeRule}.cors`,
+      detail: "a CORS preflight: the gateway answers it before authentication",
+    });
+    return out("allow", "edge", 204, null, routeName, [], "preflight");
+  }
+  const authRule = model.routeField(routeName, "auth") === routeRule ? routeRule : `${routeRule}.auth`;
+  const authPath = d.auth.public ? `${routeRule}.public` : authRule;
+  let principal: Principal | null = null;
+  if (d.auth.public) {
+    steps.push({
+      layer: "authentication",
+      outcome: "pass",
+      at: GATEWAY,
+      rule: authPath,
+      detail: "public route: no credentials required",
+    });
+  } else {
+    const accepts = new Set(d.auth.anyOf.map((m) => mechanismKey(m.kind, "provider" in m ? m.provider : "")));
+    const p = principalFor(gw, accepts, r);
+    principal = p.principal;
+    if (principal === null) {
+      const z = authorize(d.auth, null, req.clientIp!);
+      const detail = z.kind === "deny" ? `${z.reason} — ${p.detail}` : p.detail;
+      steps.push({
+        layer: "authentication",
+        outcome: "deny",
+        at: GATEWAY,
+        rule: authPath,
+        detail: `401 unauthenticated: ${detail}`,
+      });
+      return out("deny", "authentication", 401, "unauthenticated", routeName);
+    }
+    steps.push({ layer: "authentication", outcome: "pass", at: GATEWAY, rule: authPath, detail: p.detail });
+  }
+  const z = authorize(d.auth, principal, req.clientIp!);
+  if (z.kind === "deny") {
+    const layer: Layer = z.status === 401 ? "authentication" : "authorization";
+    steps.push({
+      layer,
+      outcome: "deny",
+      at: GATEWAY,
+      rule: authPath,
+      detail: `${z.status} ${z.code} (${z.requirement}): ${z.reason}`,
+    });
+    return out("deny", layer, z.status, z.code, routeName);
+  }
+  steps.push({
+    layer: "authorization",
+    outcome: "pass",
+    at: GATEWAY,
+    rule: authPath,
+    detail: grantsText(d, principal, req.clientIp!),
+  });
+
+  const action = d.action;
+  if (action.kind === "redirect" || action.kind === "static") {
+    const what =
+      action.kind === "redirect"
+        ? `the gateway answers ${action.status} (redirect${action.path ? ` to ${action.path}` : ""})`
+        : `the gateway serves files from ${action.root}`;
+    steps.push({ layer: "edge", outcome: "pass", at: GATEWAY, rule: routeRule, detail: what });
+    return out(
+      "allow",
+      "authorization",
+      action.kind === "redirect" ? action.status : null,
+      null,
+      routeName,
+      [],
+      action.kind,
+    );
+  }
+  // What the gateway sends upstream: the backends (weight > 0) and the mirror, or every aggregate part.
+  const hops: {
+    service: string;
+    method: string;
+    target: string;
+    kind: "backend" | "mirror" | "part";
+    decisive: boolean;
+    what: string;
+  }[] = [];
+  if (action.kind === "forward") {
+    for (const b of action.backends)
+      if (b.weight > 0)
+        hops.push({
+          service: b.cluster,
+          method: req.method,
+          target: d.upstreamPath,
+          kind: "backend",
+          decisive: true,
+          what: action.backends.length > 1 ? `backend ${b.cluster} (weight ${b.weight})` : b.cluster,
+        });
+    if (action.mirror)
+      hops.push({
+        service: action.mirror.cluster,
+        method: req.method,
+        target: d.upstreamPath,
+        kind: "mirror",
+        decisive: false,
+        what: `mirror ${action.mirror.cluster}`,
+      });
+  } else {
+    for (const p of action.parts) {
+      let path = "";
+      for (const part of compileTemplate(p.path))
+        path +=
+          typeof part === "string" ? part : Object.hasOwn(d.params, part.param) ? d.params[part.param] : "";
+      hops.push({
+        service: p.cluster,
+        method: p.method,
+        target: path,
+        kind: "part",
+        decisive: p.onError === "fail",
+        what: `part ${p.name} (${p.cluster}, onError ${p.onError})`,
+      });
+    }
+  }
+  const gatewayId = gw.identity;
+  const net = prepare(model).network;
+  const targets: string[] = [];
+  let denied: TrafficDecision | null = null;
+  const meshSteps: DecisionStep[] = [];
+  const netSteps: DecisionStep[] = [];
+  const ingress = networkEdge(net, INTERNET, GATEWAY);
+  netSteps.push(
+    ingress
+      ? {
+          layer: "network",
+          outcome: "pass",
+          at: "network",
+          rule: ingress.source,
+          detail: `internet → gateway :${ingress.ports.join(",")} open`,
+        }
+      : {
+          layer: "network",
+          outcome: "deny",
+          at: "network",
+          rule: "",
+          detail: "no ingress to the gateway is open",
+        },
+  );
+  for (const h of hops) {
+    if (h.kind !== "mirror") targets.push(h.service);
+    const s = model.sidecar(h.service);
+    const inbound = s
+      ? decideInbound(inboundOf(model, s), {
+          peer: gatewayId,
+          method: h.method,
+          target: h.target,
+          host: h.service,
+        })
+      : null;
+    const label = `${h.service} (sidecar)`;
+    if (inbound === null || inbound.kind === "deny") {
+      const detail =
+        inbound === null
+          ? `${h.service} has no sidecar`
+          : `${inbound.status} ${inbound.code}: ${inbound.detail}`;
+      meshSteps.push({
+        layer: "mesh",
+        outcome: "deny",
+        at: label,
+        rule: `services.${h.service}.allow`,
+        detail: `${h.what}: ${detail}${h.decisive ? "" : h.kind === "mirror" ? " (the mirror's answer is discarded)" : " (the part is left out or defaulted)"}`,
+      });
+      if (h.decisive && denied === null) {
+        // A denied backend answers the client 403; a denied aggregate part fails the whole answer (502).
+        denied = out(
+          "deny",
+          "mesh",
+          h.kind === "part" ? 502 : 403,
+          inbound?.kind === "deny" ? inbound.code : "no_sidecar",
+          routeName,
+          [],
+          action.kind,
+        );
+      }
+    } else {
+      meshSteps.push({
+        layer: "mesh",
+        outcome: "pass",
+        at: label,
+        rule: inbound.source,
+        detail: `${h.what}: admits ${gatewayId} to ${h.method} ${inbound.path}`,
+      });
+    }
+    const edge = networkEdge(net, GATEWAY, h.service);
+    if (edge)
+      netSteps.push({
+        layer: "network",
+        outcome: "pass",
+        at: "network",
+        rule: edge.source,
+        detail: `gateway → ${h.service} :${edge.ports.join(",")} open`,
+      });
+    else {
+      netSteps.push({
+        layer: "network",
+        outcome: "deny",
+        at: "network",
+        rule: "",
+        detail: `gateway → ${h.service}: no open edge (default deny)`,
+      });
+      if (h.decisive && denied === null)
+        denied = out(
+          "deny",
+          "network",
+          h.kind === "part" ? 502 : 503,
+          "network_denied",
+          routeName,
+          [],
+          action.kind,
+        );
+    }
+  }
+  steps.push(...meshSteps, ...netSteps);
+  if (!ingress) return out("deny", "network", null, "network_denied", routeName, [], action.kind);
+  if (denied) return { ...denied, steps };
+  return out("allow", "network", null, null, routeName, [...new Set(targets)], action.kind);
+}
+
+function grantsText(d: RouteDecision, p: Principal | null, clientIp: string): string {
+  const a = d.auth;
+  const parts: string[] = [];
+  if (a.clientIps.length) parts.push(`client ${clientIp} in ${a.clientIps.join(", ")}`);
+  if (p && (p.mechanism === "jwt" || p.mechanism === "oidc")) {
+    if (a.scopes.length) parts.push(`scopes ${a.scopes.join(" ")} granted`);
+    if (a.claims.length) parts.push(`claims ${a.claims.map((c) => c.name).join(", ")} hold`);
+  }
+  if (p?.mechanism === "apiKey" && (a.consumers.length || a.groups.length))
+    parts.push(
+      `consumer ${p.consumer} admitted (${[...a.consumers.map((c) => `consumer ${c}`), ...a.groups.map((g) => `group ${g}`)].join(", ")})`,
+    );
+  if (parts.length === 0)
+    return a.public ? "public: everyone admitted" : "every authenticated caller admitted";
+  return parts.join("; ");
+}
+
+function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
+  const req = resolve(model, r);
+  const steps: DecisionStep[] = [];
+  const net = prepare(model).network;
+  const callee = r.to!;
+  const out = (
+    verdict: "allow" | "deny",
+    layer: Layer,
+    status: number | null,
+    code: string | null,
+    route: string | null,
+    rule: string | null = null,
+  ): TrafficDecision => ({
+    verdict,
+    layer,
+    status,
+    code,
+    route,
+    rule,
+    targets: verdict === "allow" ? [callee] : [],
+    action: null,
+    steps,
+    request: req,
+  });
+
+  let target = req.path;
+  let host = req.host;
+  let route: string | null = null;
+  let peer: string;
+  if (r.from === GATEWAY) {
+    peer = model.runtime.gateway!.identity;
+  } else {
+    const caller = model.sidecar(r.from)!;
+    peer = caller.identity;
+    const o = decideOutbound(outboundOf(model, caller), {
+      method: req.method,
+      target: req.path,
+      host: req.host,
+      service: null,
+    });
+    if (o.kind === "reject") {
+      steps.push({
+        layer: "outbound",
+        outcome: "deny",
+        at: `${r.from} (sidecar)`,
+        rule: `services.${r.from}.calls`,
+        detail: `${o.status} ${o.code}: ${o.detail}`,
+      });
+      return out("deny", "outbound", o.status, o.code, null);
+    }
+    if (o.service !== callee) {
+      steps.push({
+        layer: "outbound",
+        outcome: "deny",
+        at: `${r.from} (sidecar)`,
+        rule: `services.${r.from}.calls`,
+        detail: `host ${req.host} resolves to ${o.service}, not ${callee}`,
+      });
+      return out("deny", "outbound", 403, "destination_mismatch", null);
+    }
+    route = o.route;
+    target = o.upstreamTarget;
+    host = o.host;
+    steps.push({
+      layer: "outbound",
+      outcome: "pass",
+      at: `${r.from} (sidecar)`,
+      rule: `services.${r.from}.calls`,
+      detail: `${callee} is a declared call; ${o.route ? `route policy ${o.route}` : "the service's default policy"} (timeout ${o.timeoutMs}ms, ${o.retry.attempts} retries)`,
+    });
+  }
+  const s = model.sidecar(callee)!;
+  const inbound = decideInbound(inboundOf(model, s), { peer, method: req.method, target, host });
+  if (inbound.kind === "deny") {
+    steps.push({
+      layer: "mesh",
+      outcome: "deny",
+      at: `${callee} (sidecar)`,
+      rule: `services.${callee}.allow`,
+      detail: `${inbound.status} ${inbound.code}: ${inbound.detail}`,
+    });
+    return out("deny", "mesh", inbound.status, inbound.code, route);
+  }
+  steps.push({
+    layer: "mesh",
+    outcome: "pass",
+    at: `${callee} (sidecar)`,
+    rule: inbound.source,
+    detail: `admits ${peer} to ${req.method} ${inbound.path}`,
+  });
+  const edge = networkEdge(net, r.from, callee);
+  if (!edge) {
+    steps.push({
+      layer: "network",
+      outcome: "deny",
+      at: "network",
+      rule: "",
+      detail: `${r.from} → ${callee}: no open edge (default deny)`,
+    });
+    return out("deny", "network", null, "network_denied", route, inbound.source);
+  }
+  steps.push({
+    layer: "network",
+    outcome: "pass",
+    at: "network",
+    rule: edge.source,
+    detail: `${r.from} → ${callee} :${edge.ports.join(",")} open`,
+  });
+  return out("allow", "network", null, null, route, inbound.source);
+}
+
+/** The text form of a decision: the request, one line per step, the verdict. */
+export function formatDecision(d: TrafficDecision): string {
+  const r = d.request;
+  const who =
+    r.from === INTERNET
+      ? `internet (${r.credentials}, client ${r.clientIp})`
+      : `${r.from} (${r.credentials})`;
+  const lines = [`${r.method} ${r.host} ${r.path} from ${who}${r.to ? ` to ${r.to}` : ""}`];
+  const width = Math.max(...LAYERS.map((l) => l.length));
+  for (const s of d.steps)
+    lines.push(
+      `  ${s.outcome === "pass" ? "✓" : "✗"} ${s.layer.padEnd(width)}  ${s.at}${s.rule ? ` [${s.rule}]` : ""}: ${s.detail}`,
+    );
+  lines.push(verdictLine(d));
+  return lines.join("\n");
+}
+
+/** "ALLOW via route get-order → orders" / "DENY at authorization: 403 forbidden (route get-order)". */
+export function verdictLine(d: TrafficDecision): string {
+  if (d.verdict === "allow") {
+    const via = d.route ? ` via route ${d.route}` : "";
+    const to = d.targets.length ? ` → ${d.targets.join(", ")}` : d.action ? ` (${d.action})` : "";
+    const rule = d.rule ? ` (${d.rule})` : "";
+    return `ALLOW${via}${to}${rule}`;
+  }
+  return `DENY at ${d.layer}: ${d.status ?? "no answer"} ${d.code ?? ""}${d.route ? ` (route ${d.route})` : ""}`.replace(
+    /\s+\(/,
+    " (",
+  );
+}
