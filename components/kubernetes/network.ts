@@ -128,7 +128,9 @@ export function meshPolicies(r: Resolved): KubeObject[] {
     policy(r, "meshgate-default-deny", r.ns, {}, {}),
     policy(r, "meshgate-allow-dns", r.ns, {}, { egress: [{ ports: dnsPorts() }] }, ["Egress"]),
   ];
-  const edges = r.infra.edges.filter((e) => e.allowed && e.from !== "internet");
+  // An edge opens at L4 when it is both declared (the caller's `calls`, or a gateway route) and allowed by
+  // the callee: either sidecar would refuse the others. policies' networkEdges() is the same relation.
+  const edges = r.infra.edges.filter((e) => e.allowed && e.declared && e.from !== "internet");
   const configs = new Map<string, RuntimeConfig>(r.result.runtime.sidecars.map((s) => [s.name, s]));
   if (r.result.runtime.gateway) configs.set(GATEWAY, r.result.runtime.gateway);
   const scraped = r.observability !== "none" && r.infra.observability.metrics.enabled;

@@ -10,6 +10,7 @@
 import { describe, expect, it } from "vitest";
 import { synthesize, type ChartOptions, type KubeObject } from "../../components/kubernetes/index.ts";
 import type { TranslateResult } from "../../components/translate/ir.ts";
+import { networkEdges } from "../../policies/network.ts";
 import { allowedConnections, cluster, probePorts, selectorMatches, type Pod } from "./netpol.ts";
 import { generatedResult, shopResult } from "./support.ts";
 
@@ -28,7 +29,7 @@ function expected(result: TranslateResult, mode: "bundled" | "operator", obsNs: 
   const workloads = infra.workloads.map((w) => w.name);
   const chartPods = workloads.map((w) => `${ns}/${w}`);
   for (const e of infra.edges)
-    if (e.allowed && workloads.includes(e.from) && workloads.includes(e.to))
+    if (e.allowed && e.declared && workloads.includes(e.from) && workloads.includes(e.to))
       out.add(`${ns}/${e.from} -> ${ns}/${e.to}:${INBOUND}/TCP`);
   const gateway = infra.workloads.find((w) => w.kind === "gateway");
   // The gateway's listeners are open to anyone: outside, and pods of namespaces without policies.
@@ -119,11 +120,40 @@ describe("NetworkPolicies derived from the authorization rules", () => {
       const want = expected(result, mode, obsNs, foreignNs);
       expect(diff(actual, want)).toEqual({ unexpected: [], missing: [] });
       // The proof is not vacuous: the mesh's edges are there.
-      const meshEdges = result.infra.edges.filter((e) => e.allowed && e.from !== "internet").length;
+      const meshEdges = result.infra.edges.filter(
+        (e) => e.allowed && e.declared && e.from !== "internet",
+      ).length;
       expect([...actual].filter((x) => x.endsWith(`:${INBOUND}/TCP`)).length).toBeGreaterThanOrEqual(
         meshEdges,
       );
     });
+
+  it("open_the_same_mesh_edges_as_the_assertion_engines_network_layer", async () => {
+    const result = await shopResult();
+    const ns = result.infra.namespace;
+    const actual = [...evaluate(synthesize(result), [ns])].filter(
+      (c) => c.startsWith(`${ns}/`) && c.endsWith(`:${INBOUND}/TCP`),
+    );
+    const engine = networkEdges(result.infra)
+      .filter((e) => e.from !== "internet")
+      .map((e) => `${ns}/${e.from} -> ${ns}/${e.to}:${INBOUND}/TCP`);
+    expect(actual.sort()).toEqual(engine.sort());
+    expect(engine.length).toBeGreaterThan(5);
+  });
+
+  it("an_allow_rule_for_a_peer_that_never_calls_opens_no_edge", async () => {
+    const result = await shopResult();
+    const edges = result.infra.edges.map((e) =>
+      e.from === "orders" && e.to === "payments" ? { ...e, declared: false } : e,
+    );
+    const undeclared = { ...result, infra: { ...result.infra, edges } };
+    const before = evaluate(synthesize(result), ["shop", "elsewhere"]);
+    const after = evaluate(synthesize(undeclared), ["shop", "elsewhere"]);
+    expect(diff(after, before)).toEqual({
+      unexpected: [],
+      missing: [`shop/orders -> shop/payments:${INBOUND}/TCP`],
+    });
+  });
 
   it("removing_an_allow_rule_closes_exactly_that_edge", async () => {
     const result = await shopResult();
