@@ -6,7 +6,7 @@
  * new MeshChart(app, "shop", translate(spec), { observability: "operator" }); // the same, for cdk8s users
  * ```
  *
- * See docs/wip/kubernetes-chart.md for the objects, labels, options, identities (caller Secrets or
+ * See docs/kubernetes.md for the objects, labels, options, identities (caller Secrets or
  * cert-manager), the NetworkPolicy derivation and the observability backends.
  */
 export { MeshChart, compareObjects, synthesize } from "./chart.ts";
