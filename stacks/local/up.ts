@@ -147,6 +147,8 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   for (const p of plan.processes)
     for (const [what, port] of Object.entries(p.ports))
       wanted.push([port, `${p.name} ${what}`, p.portFields[port] ?? "--port-base"]);
+  // The ports the spec names first (their fields are what a user changes), then the range.
+  wanted.sort((a, b) => Number(a[2] === "--port-base") - Number(b[2] === "--port-base"));
   for (const [port, what, field] of wanted) {
     const code = await portFree(port);
     if (code)
