@@ -493,7 +493,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
     identities,
     processes,
     files,
-    examples: gw && gatewayUrl ? examples(gw, gatewayUrl, stateDirRaw, stateDir) : [],
+    examples: gw && gatewayUrl ? examples(gw, gatewayUrl, stateDirRaw) : [],
     notes,
   };
   return { ok: true, plan: deepFreeze(plan) };
@@ -551,12 +551,7 @@ export function fillPattern(pattern: string, value: string): string {
 }
 
 /** Ready-to-paste curl lines: a public route, a JWT route with a `meshgate token`, an API-key route, an aggregate. */
-function examples(
-  gw: GatewayRuntimeConfig,
-  base: string,
-  stateDirRaw: string,
-  stateDir: string,
-): ExampleRequest[] {
+function examples(gw: GatewayRuntimeConfig, base: string, stateDirRaw: string): ExampleRequest[] {
   const getRoutes = [...gw.routes]
     .filter((r) => r.match.methods.length === 0 || r.match.methods.includes("GET"))
     .filter((r) => r.match.hosts.length === 0 && r.match.headers.length === 0 && r.match.query.length === 0)
@@ -596,7 +591,7 @@ function examples(
     out.push({
       what: `API-key route (consumer ${consumer.name}, dev key)`,
       route: keyed.name,
-      command: `curl -i -H "${gw.auth.apiKeys.header}: $(cat ${sh(join(stateDir, "api-keys", consumer.name))})" ${url(keyed.match.path)}`,
+      command: `curl -i -H "${gw.auth.apiKeys.header}: $(cat ${sh(join(stateDirRaw, "api-keys", consumer.name))})" ${url(keyed.match.path)}`,
     });
   const agg = getRoutes.find((r) => r.action.kind === "aggregate" && (r.auth.public || jwtOnly(r)));
   if (agg)

@@ -110,7 +110,8 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     );
   const spec = loaded.spec;
   const translated = translate(spec);
-  const stateDir = resolve(cwd, o.stateDir ?? spec.targets.local?.stateDir ?? ".meshgate");
+  const stateDirRaw = o.stateDir ?? spec.targets.local?.stateDir ?? ".meshgate";
+  const stateDir = resolve(cwd, stateDirRaw);
   const consumers = Object.keys(spec.gateway?.apiKeys?.consumers ?? {}).sort();
 
   let prometheus: string | null = null;
@@ -129,7 +130,7 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     specDir: dirname(resolve(cwd, o.specPath)),
     node: process.execPath,
     packageRoot: PACKAGE_ROOT,
-    stateDir,
+    stateDir: stateDirRaw,
     prometheus,
     devApiKeyHashes: devKeyHashes,
     ...(o.gatewayPort !== undefined ? { gatewayPort: o.gatewayPort } : {}),
