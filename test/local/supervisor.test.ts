@@ -196,6 +196,18 @@ describe("supervisor", () => {
     expect(lines).toContain("[supervisor] stubborn did not stop within 300 ms: SIGKILL");
   });
 
+  it("kills_every_group_at_once_when_forced", async () => {
+    const port = await freePort();
+    const code = `process.on("SIGTERM",()=>{}); ${SERVE}`;
+    const { s } = supervise([node("stubborn", code, port)], { stopTimeoutMs: 20_000 });
+    await s.start();
+    const pid = s.pids().stubborn!;
+    const t0 = Date.now();
+    await s.stop(true);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(alive(pid)).toBe(false);
+  });
+
   it("does_not_restart_children_once_stopping", async () => {
     const port = await freePort();
     const { s, lines } = supervise([node("svc", SERVE, port)]);
