@@ -19,7 +19,7 @@ import { writeFileAtomic } from "../../runtime/pki/index.ts";
 import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
 import { IdentityKeeper, openDevCa } from "./ca.ts";
 import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
-import { planLocal, type LocalPlan } from "./plan.ts";
+import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 
 /** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
@@ -231,9 +231,37 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     await stop();
     throw new UpError((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
   }
+  await warmUp(plan);
   await writeState(plan, supervisor, keeper, true);
   for (const line of summary(plan)) o.out(line);
   return { plan, supervisor, admin, keeper, stop };
+}
+
+/**
+ * One request to every demo service that declares calls (the first path it serves), straight to its
+ * app: each of its calls opens the sidecar-to-sidecar mTLS connections and warms both sidecars, so the
+ * first user request does not pay every handshake of its fan-out at once (on a busy machine that can
+ * exceed a route's per-try timeout). Failures are ignored: it is an optimisation, not a check.
+ */
+async function warmUp(plan: LocalPlan): Promise<void> {
+  const gets: Promise<void>[] = [];
+  for (const f of plan.files) {
+    if (!f.path.includes("/run/demo/")) continue;
+    const demo = JSON.parse(f.content) as DemoConfig;
+    const path = demo.paths.find((p) => !p.includes("**"));
+    if (demo.calls.length === 0 || path === undefined) continue;
+    gets.push(
+      fetch(`http://127.0.0.1:${demo.port}${fillPattern(path, "warm-up")}`, {
+        signal: AbortSignal.timeout(5000),
+      })
+        .then((r) => r.arrayBuffer())
+        .then(
+          () => {},
+          () => {},
+        ),
+    );
+  }
+  await Promise.all(gets);
 }
 
 /** `<stateDir>/state.json`: every process with pid and ports, the CA bundle, each identity's files. */

@@ -31,7 +31,7 @@ interface State {
 /** A free block of `n` consecutive ports on 127.0.0.1 (probed by binding each). */
 async function freeBlock(n: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 30000 + Math.floor(Math.random() * 25000);
+    const base = 21000 + Math.floor(Math.random() * 11000); // below the ephemeral range (32768+)
     let ok = true;
     for (let p = base; p < base + n && ok; p++)
       ok = await new Promise<boolean>((resolve) => {
@@ -112,7 +112,18 @@ beforeAll(async () => {
     await new Promise((r) => setTimeout(r, 200));
   }
   state = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as State;
-}, 100_000);
+  // The gateway's first mTLS connections to each sidecar: on a loaded machine the very first request
+  // through a cold path may exceed the shop's per-try timeouts (504); wait until the path answers.
+  const t = await token("warm-up", ["orders:read"]);
+  for (const [path, args] of [
+    ["/api/products", []],
+    ["/api/orders", ["-H", `Authorization: Bearer ${t}`]],
+  ] as const) {
+    const until = Date.now() + 20_000;
+    while ((await curl(gw(path), [...args])).status !== 200 && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 250));
+  }
+}, 130_000);
 
 afterAll(async () => {
   if (child && child.exitCode === null) {
