@@ -44,6 +44,15 @@ const processIo: Io = {
 class UsageError extends Error {}
 
 const help = { type: "boolean", short: "h" } as const;
+/** `meshgate up`'s options (its code loads lazily from stacks/local/cli.ts). */
+const LOCAL_UP_OPTIONS = {
+  "gateway-port": { type: "string" },
+  "admin-port": { type: "string" },
+  "state-dir": { type: "string" },
+  "port-base": { type: "string" },
+  "svid-ttl": { type: "string" },
+  "no-prometheus": { type: "boolean" },
+} as const;
 
 const COMMANDS: Record<string, Command> = {
   validate: {
@@ -302,6 +311,49 @@ const COMMANDS: Record<string, Command> = {
         return 1;
       }
       return new Promise<number>(() => {}); // serves until a signal ends the process
+    },
+  },
+  up: {
+    summary: "run the whole mesh on this machine: gateway, a sidecar per service, the services, a dev CA",
+    usage:
+      "meshgate up SPEC [--gateway-port N] [--admin-port N] [--state-dir DIR] [--port-base N] [--svid-ttl 10m] [--no-prometheus]",
+    details:
+      "Starts each service (its local.command, or the built-in demo service), a sidecar per service with\n" +
+      "SVIDs from a dev CA in the state dir (renewed at half-life), the gateway, and Prometheus when installed;\n" +
+      "prints `gateway URL`, `admin URL` and curl lines once ready, and writes STATE_DIR/state.json.\n" +
+      "`meshgate token` signs JWTs the local gateway accepts. SIGINT/SIGTERM drain and stop every process;\n" +
+      "a second signal kills them at once. Details: docs/wip/local.md.",
+    async run([file], values, io) {
+      const { upCommand, LocalUsageError } = await import("../stacks/local/cli.ts");
+      return upCommand(file, values, io).catch((err: unknown) => {
+        throw err instanceof LocalUsageError ? new UsageError(err.message) : err;
+      });
+    },
+    options: { ...LOCAL_UP_OPTIONS, help },
+  },
+  token: {
+    summary: "print a JWT signed by the dev issuer of `meshgate up` (local mode)",
+    usage:
+      "meshgate token [--sub S] [--scope S]… [--aud A] [--ttl 1h] [--claim NAME=VALUE]… [--state-dir DIR]",
+    details:
+      "Signs an ES256 token with the key in STATE_DIR/issuer (made by `meshgate up`): iss is the local\n" +
+      "issuer, aud the first audience of the spec's first JWT provider unless --aud. Defaults: --sub alice,\n" +
+      "--ttl 1h, --state-dir .meshgate.",
+    maxPositionals: 0,
+    async run(_positionals, values, io) {
+      const { tokenCommand, LocalUsageError } = await import("../stacks/local/cli.ts");
+      return tokenCommand(values, io).catch((err: unknown) => {
+        throw err instanceof LocalUsageError ? new UsageError(err.message) : err;
+      });
+    },
+    options: {
+      sub: { type: "string", default: "alice" },
+      scope: { type: "string", multiple: true },
+      aud: { type: "string" },
+      ttl: { type: "string", default: "1h" },
+      claim: { type: "string", multiple: true },
+      "state-dir": { type: "string", default: ".meshgate" },
+      help,
     },
   },
   ...POLICY_COMMANDS,

@@ -1,0 +1,139 @@
+/**
+ * The local admin server of `meshgate up` (port `targets.local.adminPort`, 127.0.0.1 only):
+ *
+ * | path | what |
+ * |---|---|
+ * | `/` | an index of the running mesh (the topology page mounts here when it lands) |
+ * | `/.well-known/jwks.json` | the dev token issuer's public keys (the local gateway's JWT providers fetch it) |
+ * | `/api/plan` | the local plan as JSON (API-key hashes redacted; it never holds a private key) |
+ * | `/api/status` | every supervised process: pid, state, restarts, crash loop |
+ * | `/healthz` | 200 while the launcher runs |
+ *
+ * **Mount point**: `handlers` is an array the server tries in order before its own routes; a handler
+ * returns true when it answered. The topology page (`topologyHandler({ plan, spec, … })`) is pushed
+ * there (`admin.handlers.unshift(handler)`).
+ */
+import http from "node:http";
+import type { LocalPlan } from "./plan.ts";
+import type { ChildStatus } from "./supervisor.ts";
+
+/** Answers a request (and returns true) or leaves it to the next handler (false). */
+export type AdminHandler = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
+export interface LocalAdminOptions {
+  readonly plan: LocalPlan;
+  readonly jwks: { readonly keys: readonly object[] };
+  readonly status: () => readonly ChildStatus[];
+}
+
+export interface LocalAdmin {
+  /** The mount point: tried in order before the built-in routes. */
+  readonly handlers: AdminHandler[];
+  readonly server: http.Server;
+  listen(port: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+function json(res: http.ServerResponse, status: number, value: unknown, cache = "no-store"): void {
+  const body = JSON.stringify(value, null, 2);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    "cache-control": cache,
+  });
+  res.end(body);
+}
+
+/** The plan as the admin server shows it: API-key hashes in the gateway config replaced by a marker. */
+export function publicPlan(plan: LocalPlan): unknown {
+  return {
+    ...plan,
+    files: plan.files.map((f) => ({
+      path: f.path,
+      content: f.content.replace(/"sha256:[0-9a-f]{64}"/g, '"[redacted]"'),
+    })),
+  };
+}
+
+const escape = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+
+function index(plan: LocalPlan, status: readonly ChildStatus[]): string {
+  const rows = status
+    .map(
+      (s) =>
+        `<tr><td>${escape(s.name)}</td><td>${s.pid ?? ""}</td><td>${escape(s.state)}${s.crashLoop ? " ⚠ crash loop" : ""}</td><td>${s.restarts}</td></tr>`,
+    )
+    .join("\n");
+  const links = [
+    plan.urls.gateway ? `<li>gateway: <a href="${plan.urls.gateway}">${plan.urls.gateway}</a></li>` : "",
+    `<li>JWKS: <a href="/.well-known/jwks.json">/.well-known/jwks.json</a></li>`,
+    `<li>plan: <a href="/api/plan">/api/plan</a>, status: <a href="/api/status">/api/status</a></li>`,
+    plan.urls.prometheus
+      ? `<li>Prometheus: <a href="${plan.urls.prometheus}">${plan.urls.prometheus}</a></li>`
+      : "",
+  ].join("\n");
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>meshgate · ${escape(plan.mesh)}</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}</style>
+</head><body>
+<h1>meshgate up · ${escape(plan.mesh)}</h1>
+<ul>${links}</ul>
+<table><tr><th>process</th><th>pid</th><th>state</th><th>restarts</th></tr>
+${rows}
+</table>
+</body></html>
+`;
+}
+
+export function createLocalAdmin(o: LocalAdminOptions): LocalAdmin {
+  const handlers: AdminHandler[] = [];
+  const server = http.createServer((req, res) => {
+    try {
+      for (const h of handlers) if (h(req, res)) return;
+    } catch {
+      if (!res.headersSent) json(res, 500, { error: "internal_error" });
+      return;
+    }
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" && req.method !== "HEAD") return json(res, 405, { error: "method_not_allowed" });
+    switch (path) {
+      case "/healthz":
+        return json(res, 200, { status: "ok" });
+      case "/.well-known/jwks.json":
+        return json(res, 200, o.jwks, "public, max-age=300");
+      case "/api/plan":
+        return json(res, 200, publicPlan(o.plan));
+      case "/api/status":
+        return json(res, 200, o.status());
+      case "/": {
+        const body = index(o.plan, o.status());
+        res.writeHead(200, {
+          "content-type": "text/html; charset=utf-8",
+          "content-length": Buffer.byteLength(body),
+          "cache-control": "no-store",
+        });
+        return void res.end(body);
+      }
+      default:
+        return json(res, 404, { error: "not_found" });
+    }
+  });
+  return {
+    handlers,
+    server,
+    listen: (port) =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, "127.0.0.1", () => {
+          server.off("error", reject);
+          resolve((server.address() as { port: number }).port);
+        });
+      }),
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * The `meshgate up` and `meshgate token` commands (cli/main.ts holds their table entries and imports
+ * this module lazily). Exit codes: 0 success (up: stopped cleanly), 1 failure (invalid spec, port taken,
+ * a process never ready, no issuer), 2 usage error, 130 forced stop.
+ */
+import { join, resolve } from "node:path";
+import { parseDuration } from "../../components/spec/units.ts";
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** A usage problem (exit 2), reported by cli/main.ts with the command's usage line. */
+export class LocalUsageError extends Error {
+  override name = "LocalUsageError";
+}
+
+function portOption(v: unknown, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[0-9]{1,5}$/.test(String(v)) || Number(v) < 1 || Number(v) > 65535)
+    throw new LocalUsageError(`${flag} must be a port number (1-65535), got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+function durationOption(v: unknown, flag: string, minMs: number): number | undefined {
+  if (v === undefined) return undefined;
+  let ms: number;
+  try {
+    ms = parseDuration(String(v));
+  } catch {
+    throw new LocalUsageError(`${flag} must be a duration such as 10m or 1h, got ${JSON.stringify(v)}`);
+  }
+  if (ms < minMs) throw new LocalUsageError(`${flag} must be at least ${minMs / 1000}s`);
+  return ms;
+}
+
+/** `meshgate up SPEC …`: runs until SIGINT/SIGTERM (a second one forces). */
+export async function upCommand(
+  spec: string | undefined,
+  values: Record<string, unknown>,
+  io: CliIo,
+): Promise<number> {
+  if (!spec) throw new LocalUsageError("missing SPEC (a .yaml, .json or .ts spec file)");
+  const gatewayPort = portOption(values["gateway-port"], "--gateway-port");
+  const adminPort = portOption(values["admin-port"], "--admin-port");
+  const portBase = portOption(values["port-base"], "--port-base");
+  const svidTtlMs = durationOption(values["svid-ttl"], "--svid-ttl", 10_000);
+  const { up, UpError } = await import("./up.ts");
+  let handle;
+  try {
+    handle = await up({
+      specPath: spec,
+      out: (l) => io.out(l),
+      err: (l) => io.err(l),
+      prometheus: values["no-prometheus"] !== true,
+      ...(gatewayPort !== undefined ? { gatewayPort } : {}),
+      ...(adminPort !== undefined ? { adminPort } : {}),
+      ...(portBase !== undefined ? { portBase } : {}),
+      ...(svidTtlMs !== undefined ? { svidTtlMs } : {}),
+      ...(typeof values["state-dir"] === "string" ? { stateDir: values["state-dir"] } : {}),
+    });
+  } catch (err) {
+    if (err instanceof UpError) {
+      io.err(`meshgate up: ${err.message} [${err.code}]`);
+      return 1;
+    }
+    throw err;
+  }
+  return new Promise<number>((done) => {
+    let signals = 0;
+    const onSignal = (signal: string) => {
+      signals++;
+      if (signals === 1) {
+        io.out(`[up] ${signal}: draining and stopping every process (again to force)`);
+        void handle.stop().then(() => {
+          io.out("[up] stopped");
+          done(0);
+        });
+      } else {
+        io.out(`[up] ${signal} again: killing every process now`);
+        void handle.stop(true).then(() => done(130));
+      }
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+  });
+}
+
+/** `meshgate token`: prints a JWT signed by the dev issuer of the state dir. */
+export async function tokenCommand(values: Record<string, unknown>, io: CliIo): Promise<number> {
+  const ttlMs = durationOption(values.ttl, "--ttl", 1000)!;
+  const claims: Record<string, string> = {};
+  for (const c of (values.claim as string[] | undefined) ?? []) {
+    const m = /^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$/.exec(c);
+    if (!m) throw new LocalUsageError(`--claim must be NAME=VALUE, got ${JSON.stringify(c)}`);
+    if (["iss", "sub", "aud", "exp", "nbf", "iat", "scope"].includes(m[1]!))
+      throw new LocalUsageError(`--claim cannot set ${m[1]} (use the dedicated option)`);
+    claims[m[1]!] = m[2]!;
+  }
+  const scopes = ((values.scope as string[] | undefined) ?? []).flatMap((s) =>
+    s.split(/\s+/).filter(Boolean),
+  );
+  const { loadDevIssuer, signDevToken, IssuerError } = await import("./issuer.ts");
+  try {
+    const dir = join(resolve(String(values["state-dir"])), "issuer");
+    const { issuer, info } = await loadDevIssuer(dir);
+    io.out(
+      await signDevToken(issuer, info, {
+        sub: String(values.sub),
+        scopes,
+        ttlMs,
+        claims,
+        ...(typeof values.aud === "string" ? { audience: values.aud } : {}),
+      }),
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof IssuerError) {
+      io.err(`meshgate token: ${err.message} [${err.code}]`);
+      return 1;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * `meshgate up SPEC`: the whole mesh on this machine. Loads and translates the spec, plans every process
+ * (./plan.ts), checks that every port is free, writes the configs, opens the dev CA and issues every
+ * SVID (./ca.ts; renewed at half-life while running), opens the dev token issuer (./issuer.ts), starts
+ * the local admin server (./admin.ts), then the supervised processes (./supervisor.ts), writes
+ * `<stateDir>/state.json` and prints a summary with ready-to-paste curl lines. `stop()` (SIGINT/SIGTERM
+ * in the CLI) drains and stops everything; `stop(true)` kills at once.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import net from "node:net";
+import { delimiter, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadSpecFile } from "../../components/spec/load.ts";
+import { formatSpecError } from "../../components/spec/errors.ts";
+import { translate } from "../../components/translate/translate.ts";
+import { writeFileAtomic } from "../../runtime/pki/index.ts";
+import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
+import { IdentityKeeper, openDevCa } from "./ca.ts";
+import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
+import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
+import { Supervisor } from "./supervisor.ts";
+
+/** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
+export const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+export interface UpOptions {
+  readonly specPath: string;
+  readonly cwd?: string;
+  readonly gatewayPort?: number;
+  readonly adminPort?: number;
+  readonly stateDir?: string;
+  readonly portBase?: number;
+  readonly svidTtlMs?: number;
+  /** false: never start Prometheus; true: start it when installed (else print how to get it). */
+  readonly prometheus?: boolean;
+  /** The Prometheus binary to look for. @default the first `prometheus` on PATH, else /usr/bin/prometheus */
+  readonly prometheusBin?: string;
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+  /** Supervisor timing (tests shorten it). */
+  readonly stopTimeoutMs?: number;
+}
+
+export interface UpHandle {
+  readonly plan: LocalPlan;
+  readonly supervisor: Supervisor;
+  readonly admin: LocalAdmin;
+  readonly keeper: IdentityKeeper;
+  /** Drains and stops everything (force: SIGKILL at once). Safe to call twice. */
+  stop(force?: boolean): Promise<void>;
+}
+
+/** An error `meshgate up` reports as one clear line (and exit 1). */
+export class UpError extends Error {
+  override name = "UpError";
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function findPrometheus(explicit: string | undefined): string | null {
+  if (explicit) return existsSync(explicit) ? explicit : null;
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    const p = join(dir, "prometheus");
+    if (dir && existsSync(p)) return p;
+  }
+  return existsSync("/usr/bin/prometheus") ? "/usr/bin/prometheus" : null;
+}
+
+/** Tries to bind `port` on 127.0.0.1; resolves the error code when it cannot. */
+export function portFree(port: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+    s.listen({ port, host: "127.0.0.1", exclusive: true }, () => s.close(() => resolve(null)));
+  });
+}
+
+/** One dev API key per consumer, made once (0600) and reused: the key's sha256 joins the consumer's hashes. */
+async function devApiKeys(dir: string, consumers: readonly string[]): Promise<Record<string, string>> {
+  const hashes: Record<string, string> = {};
+  if (consumers.length === 0) return hashes;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  for (const c of consumers) {
+    const path = join(dir, c);
+    let key = (await readFile(path, "utf8").catch(() => "")).trim();
+    if (!key) {
+      key = `mgdev_${randomBytes(24).toString("base64url")}`;
+      await writeFileAtomic(path, `${key}\n`, 0o600);
+    }
+    hashes[c] = `sha256:${createHash("sha256").update(key).digest("hex")}`;
+  }
+  return hashes;
+}
+
+const time = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
+
+/** Starts the local mesh; resolves once everything is ready (see the module comment). */
+export async function up(o: UpOptions): Promise<UpHandle> {
+  const cwd = o.cwd ?? process.cwd();
+  const loaded = await loadSpecFile(resolve(cwd, o.specPath));
+  if (!loaded.ok)
+    throw new UpError(
+      "E_SPEC_INVALID",
+      `${loaded.errors.map((e) => formatSpecError(e, o.specPath)).join("\n")}\n✗ ${o.specPath}: ${loaded.errors.length} errors`,
+    );
+  const spec = loaded.spec;
+  const translated = translate(spec);
+  const stateDirRaw = o.stateDir ?? spec.targets.local?.stateDir ?? ".meshgate";
+  const stateDir = resolve(cwd, stateDirRaw);
+  const consumers = Object.keys(spec.gateway?.apiKeys?.consumers ?? {}).sort();
+
+  let prometheus: string | null = null;
+  if (o.prometheus !== false) {
+    prometheus = findPrometheus(o.prometheusBin);
+    if (!prometheus)
+      o.out(
+        "[up] Prometheus is not installed: `apt-get install prometheus` (Debian/Ubuntu) or put a `prometheus` binary on PATH, and rerun (--no-prometheus silences this)",
+      );
+  }
+
+  await mkdir(stateDir, { recursive: true, mode: 0o755 });
+  const devKeyHashes = await devApiKeys(join(stateDir, "api-keys"), consumers);
+  const planned = planLocal(spec, translated, {
+    cwd,
+    specDir: dirname(resolve(cwd, o.specPath)),
+    node: process.execPath,
+    packageRoot: PACKAGE_ROOT,
+    stateDir: stateDirRaw,
+    prometheus,
+    devApiKeyHashes: devKeyHashes,
+    ...(o.gatewayPort !== undefined ? { gatewayPort: o.gatewayPort } : {}),
+    ...(o.adminPort !== undefined ? { adminPort: o.adminPort } : {}),
+    ...(o.portBase !== undefined ? { portBase: o.portBase } : {}),
+    ...(o.svidTtlMs !== undefined ? { svidTtlMs: o.svidTtlMs } : {}),
+  });
+  if (!planned.ok) throw new UpError(planned.error.code, planned.error.message);
+  const plan = planned.plan;
+
+  // Every port must be free before anything starts: name the port, its owner and the field to change.
+  const wanted: [number, string, string][] = [
+    [plan.ports.admin, "the local admin server", "targets.local.adminPort (or --admin-port N)"],
+  ];
+  for (const p of plan.processes)
+    for (const [what, port] of Object.entries(p.ports))
+      wanted.push([port, `${p.name} ${what}`, p.portFields[port] ?? "--port-base"]);
+  // The ports the spec names first (their fields are what a user changes), then the range.
+  wanted.sort((a, b) => Number(a[2] === "--port-base") - Number(b[2] === "--port-base"));
+  for (const [port, what, field] of wanted) {
+    const code = await portFree(port);
+    if (code)
+      throw new UpError(
+        "E_LOCAL_PORT_TAKEN",
+        `port ${port} (${what}) is ${code === "EADDRINUSE" ? "already in use" : `not available (${code})`}: change ${field}${field === "--port-base" ? " N to move the local port range" : ""}`,
+      );
+  }
+
+  for (const f of plan.files) {
+    await mkdir(dirname(f.path), { recursive: true });
+    await writeFileAtomic(f.path, f.content, 0o644);
+  }
+  for (const note of plan.notes) o.out(`[up] note: ${note}`);
+
+  // The dev CA and every identity, before any proxy starts.
+  const { ca, created, renewedIntermediate } = await openDevCa(plan.caDir, plan.trustDomain, {
+    rootValidityMs: translated.infra.ca.rootValidityMs,
+    intermediateValidityMs: translated.infra.ca.intermediateValidityMs,
+    clockSkewMs: plan.clockSkewMs,
+  });
+  o.out(
+    `[ca] ${created ? "created" : "reusing"} the dev CA in ${plan.caDir}${renewedIntermediate ? " (new intermediate)" : ""}; SVIDs live ${Math.round(plan.svidTtlMs / 1000)} s and renew at half-life`,
+  );
+  const keeper = new IdentityKeeper(ca, {
+    ttlMs: plan.svidTtlMs,
+    clockSkewMs: plan.clockSkewMs,
+    sink: {
+      issued: (e) => {
+        if (e.renewal)
+          o.out(`[ca] renewed ${e.workload}'s SVID (serial ${e.serial}, expires ${time(e.notAfter)})`);
+      },
+      failed: (e) =>
+        o.err(`[ca] ✗ renewing ${e.workload}'s SVID failed: ${e.error.message}; retrying in 5 s`),
+    },
+  });
+  await keeper.start(plan.identities);
+
+  const { issuer } = await openDevIssuer(join(stateDir, "issuer"));
+  await writeIssuerInfo(join(stateDir, "issuer"), {
+    issuer: plan.issuer.url,
+    jwksUri: plan.issuer.jwksUri,
+    providers: plan.issuer.providers,
+  });
+
+  const supervisor = new Supervisor(plan.processes, {
+    out: o.out,
+    ...(o.stopTimeoutMs !== undefined ? { stopTimeoutMs: o.stopTimeoutMs } : {}),
+  });
+  const admin = createLocalAdmin({ plan, jwks: issuer.jwks, status: () => supervisor.status() });
+  try {
+    await admin.listen(plan.ports.admin);
+  } catch (err) {
+    keeper.stop();
+    throw new UpError(
+      "E_LOCAL_PORT_TAKEN",
+      `port ${plan.ports.admin} (the local admin server) is not available (${(err as NodeJS.ErrnoException).code}): change targets.local.adminPort (or --admin-port N)`,
+    );
+  }
+
+  let stopping: Promise<void> | null = null;
+  const stop = (force = false): Promise<void> => {
+    if (force) return supervisor.stop(true).then(() => finish());
+    stopping ??= supervisor.stop(false).then(() => finish());
+    return stopping;
+  };
+  let finished = false;
+  const finish = async () => {
+    if (finished) return;
+    finished = true;
+    keeper.stop();
+    await admin.close();
+    await writeState(plan, supervisor, keeper, false).catch(() => {});
+  };
+
+  try {
+    await supervisor.start();
+  } catch (err) {
+    await stop();
+    throw new UpError((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
+  }
+  await warmUp(plan);
+  await writeState(plan, supervisor, keeper, true);
+  for (const line of summary(plan)) o.out(line);
+  return { plan, supervisor, admin, keeper, stop };
+}
+
+/**
+ * One request to every demo service that declares calls (the first path it serves), straight to its
+ * app: each of its calls opens the sidecar-to-sidecar mTLS connections and warms both sidecars, so the
+ * first user request does not pay every handshake of its fan-out at once (on a busy machine that can
+ * exceed a route's per-try timeout). Failures are ignored: it is an optimisation, not a check.
+ */
+async function warmUp(plan: LocalPlan): Promise<void> {
+  const gets: Promise<void>[] = [];
+  for (const f of plan.files) {
+    if (!f.path.includes("/run/demo/")) continue;
+    const demo = JSON.parse(f.content) as DemoConfig;
+    const path = demo.paths.find((p) => !p.includes("**"));
+    if (demo.calls.length === 0 || path === undefined) continue;
+    gets.push(
+      fetch(`http://127.0.0.1:${demo.port}${fillPattern(path, "warm-up")}`, {
+        signal: AbortSignal.timeout(5000),
+      })
+        .then((r) => r.arrayBuffer())
+        .then(
+          () => {},
+          () => {},
+        ),
+    );
+  }
+  await Promise.all(gets);
+}
+
+/** `<stateDir>/state.json`: every process with pid and ports, the CA bundle, each identity's files. */
+async function writeState(plan: LocalPlan, sup: Supervisor, keeper: IdentityKeeper, running: boolean) {
+  const status = new Map(sup.status().map((s) => [s.name, s]));
+  const state = {
+    mesh: plan.mesh,
+    running,
+    launcherPid: process.pid,
+    urls: plan.urls,
+    caBundle: join(plan.caDir, "bundle.pem"),
+    caDir: plan.caDir,
+    processes: plan.processes.map((p) => ({
+      name: p.name,
+      role: p.role,
+      workload: p.workload,
+      pid: status.get(p.name)?.pid ?? null,
+      state: status.get(p.name)?.state ?? null,
+      ports: p.ports,
+    })),
+    identities: plan.identities.map((i) => ({
+      workload: i.workload,
+      spiffeId: i.spiffeId,
+      cert: join(i.dir, "svid.pem"),
+      key: join(i.dir, "svid-key.pem"),
+      bundle: join(i.dir, "bundle.pem"),
+      ...keeper.current()[i.workload],
+    })),
+    svidRenewals: keeper.renewals,
+  };
+  await writeFile(join(plan.stateDir, "state.json"), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** The lines printed once everything is ready (the `gateway …` and `admin …` lines are stable for scripts). */
+export function summary(plan: LocalPlan): string[] {
+  const lines = ["", `✓ ${plan.mesh} is up: ${plan.processes.length} processes`];
+  if (plan.urls.gateway) lines.push(`gateway ${plan.urls.gateway}`);
+  lines.push(`admin ${plan.urls.admin}`);
+  lines.push(`  topology   ${plan.urls.topology}`);
+  lines.push(`  JWKS       ${plan.urls.jwks} (the dev token issuer, iss ${plan.issuer.url})`);
+  if (plan.urls.prometheus) lines.push(`prometheus ${plan.urls.prometheus}`);
+  lines.push(`  state      ${join(plan.stateDir, "state.json")}`);
+  if (plan.examples.length > 0) {
+    lines.push("", "Try:");
+    for (const e of plan.examples) lines.push(`  # ${e.what}: ${e.route}`, `  ${e.command}`);
+  }
+  lines.push("", "Ctrl-C drains and stops everything (twice: at once).", "");
+  return lines;
+}
