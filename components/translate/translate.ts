@@ -331,12 +331,15 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
         protocol: svc.protocol === "http" ? "http1" : "http2",
         authz: {
           default: "deny",
-          rules: svc.allow.map((rule, i) => ({
-            source: `services.${name}.allow[${i}]`,
-            from: sortedUnique(rule.from).map((peer) => ctx.spiffeId(peer)),
-            methods: sortMethods(rule.methods ?? []),
-            paths: sortedUnique(rule.paths ?? []),
-          })),
+          rules: [
+            ...svc.allow.map((rule, i) => ({
+              source: `services.${name}.allow[${i}]`,
+              from: sortedUnique(rule.from).map((peer) => ctx.spiffeId(peer)),
+              methods: sortMethods(rule.methods ?? []),
+              paths: sortedUnique(rule.paths ?? []),
+            })),
+            ...healthCheckRule(ctx, name),
+          ],
         },
         limits: {
           maxHeaderBytes: parseSize(svc.limits.maxHeaderSize),
@@ -821,6 +824,35 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
     out.push(w);
   }
   return out.sort((a, b) => compareCodeUnits(a.name, b.name));
+}
+
+/**
+ * The active health checks of a service's callers go through its sidecar like any request (over mTLS,
+ * with the caller's identity), so the sidecar admits exactly them: GET on `healthCheck.path`, from the
+ * workloads that hold a cluster for the service (its declared callers and, when a route reaches it, the
+ * gateway). Without it every probe is denied and the callers' clusters empty themselves.
+ */
+function healthCheckRule(ctx: Context, name: string): SidecarRuntimeConfig["inbound"]["authz"]["rules"] {
+  const hc = ctx.service(name).healthCheck;
+  if (!hc) return [];
+  const probers = ctx.serviceNames.filter((s) => ctx.service(s).calls.includes(name));
+  const routed = (ctx.spec.gateway?.routes ?? []).some(
+    (r) =>
+      (typeof r.to === "string" ? r.to : r.to?.service) === name ||
+      (r.split ?? []).some((x) => x.service === name) ||
+      r.mirror?.service === name ||
+      Object.values(r.aggregate ?? {}).some((p) => p.service === name),
+  );
+  if (routed) probers.push(GATEWAY);
+  if (probers.length === 0) return [];
+  return [
+    {
+      source: `services.${name}.healthCheck`,
+      from: sortedUnique(probers).map((peer) => ctx.spiffeId(peer)),
+      methods: ["GET"],
+      paths: [hc.path],
+    },
+  ];
 }
 
 function translateEdges(ctx: Context): EdgeIR[] {

@@ -228,14 +228,9 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
     Object.fromEntries(clusters.map((c) => [c.name, endpoint(c.service)]));
   // The demo service and the sidecar speak HTTP/1.1 (docs/sidecar.md, Not done): every mesh hop does.
   const http1Services = services.filter((s) => s.protocol !== "http").map((s) => s.name);
-  // Active health checks go through the callee's sidecar, whose allow rules rarely admit the probe path
-  // (every probe would be a 403 and the cluster empty): locally, passive outlier detection only.
-  const asLocal = (c: Cluster): Cluster => ({ ...c, protocol: "http1", healthCheck: null });
-  const probed = services.filter((s) => s.healthCheckPath !== null).map((s) => s.name);
-  if (probed.length > 0)
-    notes.push(
-      `active health checks of ${probed.join(", ")} are off locally (the probe would need an allow rule for its path in the callee's sidecar); outlier detection still ejects failing endpoints`,
-    );
+  // Active health checks stay on: translate admits each probe (GET healthCheck.path from the workloads
+  // that hold a cluster for the service) in the callee's sidecar.
+  const asLocal = (c: Cluster): Cluster => ({ ...c, protocol: "http1" });
   if (http1Services.length > 0)
     notes.push(
       `${http1Services.join(", ")}: protocol ${services.find((s) => s.name === http1Services[0])!.protocol} is carried as HTTP/1.1 locally (the sidecar does not mesh HTTP/2 yet)`,

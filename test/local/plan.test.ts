@@ -97,6 +97,29 @@ describe("local plan", () => {
         if (port !== 18080) expect(port).toBeGreaterThanOrEqual(31000);
   });
 
+  it("keeps_active_health_checks_and_the_callees_sidecar_admits_each_prober", async () => {
+    const p = plan(await shop());
+    const probing = [
+      gatewayOf(p),
+      ...p.processes
+        .filter((x) => x.role === "sidecar")
+        .map((x) => sidecarOf(p, x.name.replace(/-sidecar$/, ""))),
+    ];
+    let probes = 0;
+    for (const cfg of probing)
+      for (const c of cfg.clusters) {
+        if (!c.healthCheck) continue;
+        probes++;
+        const rule = sidecarOf(p, c.service).inbound.authz.rules.find(
+          (r) => r.source === `services.${c.service}.healthCheck`,
+        );
+        expect(rule?.from).toContain(cfg.identity);
+        expect(rule?.methods).toEqual(["GET"]);
+        expect(rule?.paths).toEqual([c.healthCheck.path]);
+      }
+    expect(probes).toBeGreaterThan(0);
+  });
+
   it("points_every_cluster_at_the_callees_sidecar_inbound_on_loopback_with_mtls", async () => {
     const p = plan(await shop());
     const inbound = (s: string) => p.processes.find((x) => x.name === `${s}-sidecar`)!.ports.inbound!;
@@ -108,7 +131,6 @@ describe("local plan", () => {
         serverIdentity: `spiffe://shop.example/ns/shop/sa/${c.service}`,
       });
       expect(c.protocol).toBe("http1");
-      expect(c.healthCheck).toBeNull();
     }
     for (const cfg of [gw, orders]) {
       if (cfg.discovery.kind !== "static") throw new Error("static discovery expected");
