@@ -36,7 +36,7 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
   const p = sidecar.ports;
   process.stdout.write(
     [
-      `sidecar ${config.name} inbound ${config.mtls === "strict" ? "https" : "http+https"}://0.0.0.0:${p.inbound}`,
+      `sidecar ${config.name} inbound ${config.mtls === "strict" ? "https" : "http+https"}://${opts.host ?? "0.0.0.0"}:${p.inbound}`,
       `sidecar ${config.name} outbound http://127.0.0.1:${p.outbound}`,
       ...Object.entries(p.services).map(
         ([s, port]) => `sidecar ${config.name} to ${s} http://127.0.0.1:${port}`,

@@ -111,7 +111,7 @@ describe("the meshgate sidecar process", () => {
     const billing = await issue("billing");
     try {
       await until(() => out().includes(`admin http://127.0.0.1:${admin}`), 15_000, "startup lines");
-      expect(out()).toContain(`sidecar orders inbound https://0.0.0.0:${inbound}`);
+      expect(out()).toContain(`sidecar orders inbound https://127.0.0.1:${inbound}`);
       expect(out()).toContain(`sidecar orders outbound http://127.0.0.1:${outbound}`);
       expect((await fetch(`http://127.0.0.1:${admin}/ready`)).status).toBe(200);
       expect(await mtlsGet(inbound, web, "/orders/1")).toBe(200);
