@@ -1,0 +1,13 @@
+/**
+ * meshgate's Pulumi components: `MeshCa` (the mesh CA with @pulumi/tls) and `Platform` (spec → translate →
+ * CA → the Kubernetes chart as Pulumi resources). `import { Platform, MeshCa } from "meshgate"`.
+ */
+export { MeshCa, caHours, rotationPlan, meshCaArgErrors, RotationTooEarlyError } from "./ca.ts";
+export type {
+  MeshCaArgs,
+  MeshCaIdentity,
+  MeshCaRotation,
+  MeshCaRotationStage,
+  MeshCaSvid,
+  CaHours,
+} from "./ca.ts";
