@@ -265,6 +265,11 @@ export class MeshCa extends pulumi.ComponentResource {
   readonly rootCertificatePem: pulumi.Output<string>;
   /** The intermediate that signs the leaves. */
   readonly issuerCertificatePem: pulumi.Output<string>;
+  /**
+   * The signing intermediate's PKCS#8 key, a secret: for an issuer outside Pulumi that signs with this
+   * CA (cert-manager's CA Issuer reads it from a Secret).
+   */
+  readonly issuerKeyPem: pulumi.Output<string>;
   /** Per identity name: SPIFFE ID, certificate chain and key. */
   readonly svids: Readonly<Record<string, MeshCaSvid>>;
   /** When the current root expires (RFC 3339): rotate it well before. */
@@ -399,6 +404,7 @@ export class MeshCa extends pulumi.ComponentResource {
     this.intermediatesPem = gated(pemJoin(plan.present.map((g) => generations.get(g)!.intermediate.certPem)));
     this.rootCertificatePem = current.root.certPem;
     this.issuerCertificatePem = issuer.intermediate.certPem;
+    this.issuerKeyPem = pulumi.secret(gated(issuer.intermediateKey.privateKeyPemPkcs8));
     this.rootNotAfter = current.root.validityEndTime;
     this.rotationStage = plan.stage;
     this.svids = Object.freeze(svids);

@@ -11,3 +11,5 @@ export type {
   MeshCaSvid,
   CaHours,
 } from "./ca.ts";
+export { Platform, preparePlatform, loadPlatformSpec, childName, tierOf, SPEC_OUTPUT } from "./platform.ts";
+export type { PlatformArgs, PreparedPlatform } from "./platform.ts";

@@ -156,8 +156,11 @@ export async function runStack(program: () => unknown): Promise<StackRun> {
   const errors: Error[] = [];
   const saved = process.listeners("unhandledRejection");
   process.removeAllListeners("unhandledRejection");
-  const collect = (reason: unknown) =>
-    errors.push(reason instanceof Error ? reason : new Error(String(reason)));
+  // One failure often rejects several promises (the resource, the stack outputs): keep each error once.
+  const collect = (reason: unknown) => {
+    const err = reason instanceof Error ? reason : new Error(String(reason));
+    if (!errors.includes(err)) errors.push(err);
+  };
   process.on("unhandledRejection", collect);
   try {
     const outputs = await pulumi.runtime
@@ -175,7 +178,7 @@ export async function runStack(program: () => unknown): Promise<StackRun> {
         return ((await program()) ?? undefined) as Record<string, unknown> | undefined;
       })
       .catch((err: unknown) => {
-        errors.push(err as Error);
+        collect(err);
         return {};
       });
     await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
@@ -191,6 +194,26 @@ export async function runStack(program: () => unknown): Promise<StackRun> {
 export function valueOf<T>(output: pulumi.Input<T>): Promise<T> {
   // Output#promise is the SDK's own accessor (internal in the typings): it rejects when an apply threw.
   return (pulumi.output(output) as unknown as { promise(): Promise<T> }).promise();
+}
+
+/**
+ * What a resource registered as its outputs (a component's registerOutputs, a custom resource's state),
+ * as the mock monitor keeps it, with secrets unwrapped. Throws when no such resource exists.
+ */
+export function registeredOutputs(type: string, name: string): Record<string, unknown> {
+  const monitor = (
+    pulumi.runtime as unknown as {
+      getMonitor(): { getRegisteredResources(): Map<string, { state: unknown }> };
+    }
+  ).getMonitor();
+  for (const [urn, r] of monitor.getRegisteredResources()) {
+    const [qualifiedType, resourceName] = urn.split("::").slice(-2);
+    if (resourceName !== name || qualifiedType!.split("$").pop() !== type) continue;
+    const state = r.state as { toJavaScript?: () => unknown } | Record<string, unknown>;
+    const plain = typeof state.toJavaScript === "function" ? state.toJavaScript() : state;
+    return unwrapSecrets(plain, "", []) as Record<string, unknown>;
+  }
+  throw new Error(`no registered resource ${type} ${name}`);
 }
 
 /** Whether an output is a secret. */
