@@ -4,14 +4,7 @@
  * feeds the mesh's outputs into them; every output resolves.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import {
-  installMocks,
-  mockState,
-  runStack,
-  unresolvedPaths,
-  valueOf,
-  type StackRun,
-} from "../support/pulumi.ts";
+import { installMocks, mockState, runStack, unresolvedPaths, type StackRun } from "../support/pulumi.ts";
 
 let run: StackRun;
 beforeAll(async () => {
