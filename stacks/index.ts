@@ -35,7 +35,7 @@ export default async function program() {
   const observability = config.get("observability", { allowedValues: [...OBSERVABILITY] });
   const runtimeImage = config.get("runtimeImage");
   const namespace = config.get("namespace");
-  const caRotation = config.getObject<MeshCaRotation>("caRotation");
+  const caRotation = rotationFromConfig(config.getObject<Record<string, unknown>>("caRotation"));
   const args: PlatformArgs = {
     spec: await loadPlatformSpec(specPath),
     ...(runtimeImage ? { runtimeImage } : {}),
@@ -80,5 +80,26 @@ export default async function program() {
     identities: infra.identities.map((i) => i.spiffeId),
     allowedEdges: infra.edges.filter((e) => e.allowed).map((e) => `${e.from} -> ${e.to}`),
     configHashes: platform.configHashes,
+  };
+}
+
+/**
+ * `meshgate:caRotation` as MeshCa's `rotation`: generations as strings (`pulumi config set --path` stores
+ * `2` as a number), other fields as given (MeshCa validates them).
+ */
+function rotationFromConfig(value: Record<string, unknown> | undefined): MeshCaRotation | undefined {
+  if (value === undefined) return undefined;
+  const previous = value.previous as Record<string, unknown> | undefined;
+  return {
+    ...(value as MeshCaRotation),
+    ...(value.generation !== undefined ? { generation: String(value.generation) } : {}),
+    ...(previous
+      ? {
+          previous: {
+            ...(previous as object),
+            generation: String(previous.generation),
+          } as MeshCaRotation["previous"],
+        }
+      : {}),
   };
 }

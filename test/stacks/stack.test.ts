@@ -89,6 +89,22 @@ describe("stack program", () => {
     expect(mockState.registered.filter((r) => r.name.includes("observability"))).toEqual([]);
   });
 
+  it("runs_a_root_rotation_stage_from_stack_config_with_numeric_generations", async () => {
+    pulumi.runtime.setAllConfig({
+      "meshgate:caRotation": JSON.stringify({
+        generation: 2,
+        previous: { generation: 1, stage: "add-root" },
+      }),
+    });
+    const run = await runStack(program);
+    expect(run.errors).toEqual([]);
+    const roots = mockState.registered.filter((r) => r.type === "tls:index/selfSignedCert:SelfSignedCert");
+    expect(roots.map((r) => r.name).sort()).toEqual(["shop-ca-root-1", "shop-ca-root-2"]);
+    const bundle = mockState.registered.find((r) => r.name === "shop-secret-shop-meshgate-trust-bundle")!;
+    const pem = (bundle.inputs.stringData as Record<string, string>)["bundle.pem"]!;
+    expect(pem.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+  });
+
   it("loads_a_typescript_spec_module", async () => {
     withConfig({ "meshgate:spec": "examples/shop/mesh.ts" });
     const run = await runStack(program);
