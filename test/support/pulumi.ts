@@ -101,11 +101,25 @@ function unwrapSecrets(value: unknown, path: string, paths: string[]): unknown {
   );
 }
 
-/** Installs the mocks (preview = false: every output resolves). */
-export async function installMocks(project = "meshgate", stack = "test"): Promise<MockState> {
+/** A provider's outputs for a resource's inputs (undefined: use the default mock outputs). */
+export type ProviderEmulation = (
+  type: string,
+  name: string,
+  inputs: Record<string, unknown>,
+) => Promise<Record<string, unknown> | undefined>;
+
+/**
+ * Installs the mocks (preview = false: every output resolves). `provider` may compute real outputs
+ * (test/support/tls-provider.ts makes real certificates); by default they are recognisable placeholders.
+ */
+export async function installMocks(
+  project = "meshgate",
+  stack = "test",
+  provider?: ProviderEmulation,
+): Promise<MockState> {
   await pulumi.runtime.setMocks(
     {
-      newResource: (args) => {
+      newResource: async (args) => {
         const secretInputs: string[] = [];
         const inputs = unwrapSecrets(args.inputs, "", secretInputs) as Record<string, unknown>;
         mockState.registered.push({
@@ -116,10 +130,9 @@ export async function installMocks(project = "meshgate", stack = "test"): Promis
           custom: args.custom ?? false,
           provider: args.provider,
         });
-        return {
-          id: `${args.name}-id`,
-          state: { ...args.inputs, ...computed(args.type, args.name, inputs) },
-        };
+        const outputs =
+          (await provider?.(args.type, args.name, inputs)) ?? computed(args.type, args.name, inputs);
+        return { id: `${args.name}-id`, state: { ...args.inputs, ...outputs } };
       },
       call: (args) => args.inputs,
     },
