@@ -196,6 +196,20 @@ describe("Platform outputs", () => {
     expect(outputs.runtimeImage).toMatch(/^ghcr\.io\/meshgate\/runtime:\d+\.\d+\.\d+/);
     expect(typeof outputs[m.SPEC_OUTPUT]).toBe("string");
     expect(outputs[m.SPEC_OUTPUT]).toContain("trustDomain: shop.example");
+    // No key in what the components register in clear (their outputs show in `pulumi stack output`).
+    const ca = registeredOutputs("meshgate:pki:MeshCa", "shop-ca");
+    expect(Object.keys(ca).sort()).toEqual(
+      [
+        "intermediatesPem",
+        "issuerCertificatePem",
+        "rootCertificatePem",
+        "rootNotAfter",
+        "rotationStage",
+        "spiffeIds",
+        "trustBundlePem",
+      ].sort(),
+    );
+    expect(JSON.stringify([outputs, ca, run.outputs])).not.toMatch(/PRIVATE KEY/);
   });
 
   it("passes_the_crossguard_pack_on_what_it_registers", async () => {
