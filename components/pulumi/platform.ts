@@ -22,6 +22,7 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import {
   ChartInputError,
+  DEFAULT_CA_SECRET,
   DEFAULT_RUNTIME_IMAGE,
   IDENTITY_SECRET_KEYS,
   LABELS,
@@ -301,7 +302,7 @@ export class Platform extends pulumi.ComponentResource {
     const identityMode =
       args.identities ??
       (infra.ca.provider === "cert-manager"
-        ? ({ mode: "cert-manager", caSecretName: "meshgate-ca" } as const)
+        ? ({ mode: "cert-manager", caSecretName: DEFAULT_CA_SECRET } as const)
         : ({ mode: "secrets" } as const));
     this.ca = new MeshCa(
       `${name}-ca`,
