@@ -58,7 +58,16 @@ const layers = [
       cdk8s,
     ],
   },
-  { files: ["cli/**/*.ts", "bin/**/*.js", "examples/**/*.ts", "bench/**/*.ts"], patterns: [pulumi, cdk8s] },
+  {
+    files: ["cli/**/*.ts", "bin/**/*.js", "examples/**/*.ts", "bench/**/*.ts"],
+    ignores: ["examples/existing-program/**"],
+    patterns: [pulumi, cdk8s],
+  },
+  // A user's Pulumi program that imports the components: Pulumi yes, cdk8s and meshgate's internals no.
+  {
+    files: ["examples/existing-program/**/*.ts"],
+    patterns: [cdk8s, repoFolder("components", 'examples use the public API: import from "meshgate".')],
+  },
   { files: ["stacks/**/*.ts"], patterns: [cdk8s] },
 ];
 

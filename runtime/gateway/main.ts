@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { startGateway } from "./server.ts";
+import type { WorkerEntry } from "./workers.ts";
 
 export interface RunGatewayOptions {
   configPath: string;
@@ -14,6 +15,8 @@ export interface RunGatewayOptions {
   adminPort?: number;
   /** Worker processes; 1 serves in this process. */
   workers?: number;
+  /** What to fork for each worker (default: worker.ts; the bundled runtime forks itself). */
+  workerEntry?: WorkerEntry;
 }
 
 export async function runGateway(opts: RunGatewayOptions): Promise<void> {
@@ -24,6 +27,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
       workers: opts.workers!,
       ...(opts.host ? { host: opts.host } : {}),
       ...(opts.adminPort !== undefined ? { adminPort: opts.adminPort } : {}),
+      ...(opts.workerEntry ? { workerEntry: opts.workerEntry } : {}),
       onReady: (listeners, admin) => printReady(listeners, admin),
     });
     return;

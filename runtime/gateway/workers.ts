@@ -26,8 +26,19 @@ export interface WorkersOptions {
   workers: number;
   host?: string;
   adminPort?: number;
+  /**
+   * What to fork for a worker: a module and its arguments. Default: ./worker.ts beside this file. The
+   * bundled runtime (runtime/cli.ts → dist/meshgate.js) forks itself with `gateway-worker`.
+   */
+  workerEntry?: WorkerEntry;
   /** Called once every worker serves, with the listener ports and the admin port. */
   onReady?: (listeners: Record<string, number>, admin: number) => void;
+}
+
+/** A module to fork as a gateway worker, with its arguments. */
+export interface WorkerEntry {
+  module: string | URL;
+  args: string[];
 }
 
 interface Slot {
@@ -89,7 +100,8 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   });
 
   const start = (slot: Slot) => {
-    const child = fork(new URL("./worker.ts", import.meta.url), [], {
+    const entry = opts.workerEntry ?? { module: new URL("./worker.ts", import.meta.url), args: [] };
+    const child = fork(entry.module, entry.args, {
       env: {
         ...process.env,
         MESHGATE_CONFIG: opts.configPath,

@@ -28,10 +28,22 @@ describe("package", () => {
   });
 
   it.each([
-    ["meshgate", ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog"]],
+    [
+      "meshgate",
+      ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog", "Platform", "MeshCa"],
+    ],
     [
       "meshgate/components",
-      ["defineMesh", "translate", "specJsonSchema", "DEFAULTS", "observability", "kubernetes"],
+      [
+        "defineMesh",
+        "translate",
+        "specJsonSchema",
+        "DEFAULTS",
+        "observability",
+        "kubernetes",
+        "Platform",
+        "MeshCa",
+      ],
     ],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
     [
