@@ -3,7 +3,7 @@
  * for every key. `meshgate validate examples/shop/mesh.ts` reads it exactly like the YAML, and
  * test/translate/examples.test.ts proves both give the same IR.
  */
-import { defineMesh } from "meshgate";
+import { defineMesh } from "meshgate/spec";
 
 export default defineMesh({
   name: "shop",

@@ -32,6 +32,7 @@ describe("package", () => {
       "meshgate",
       ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog", "Platform", "MeshCa"],
     ],
+    ["meshgate/spec", ["defineMesh", "loadSpecFile", "parseSpec", "MeshSpecSchema", "SpecErrorCatalog"]],
     [
       "meshgate/components",
       [
