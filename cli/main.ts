@@ -322,7 +322,7 @@ const COMMANDS: Record<string, Command> = {
       "SVIDs from a dev CA in the state dir (renewed at half-life), the gateway, and Prometheus when installed;\n" +
       "prints `gateway URL`, `admin URL` and curl lines once ready, and writes STATE_DIR/state.json.\n" +
       "`meshgate token` signs JWTs the local gateway accepts. SIGINT/SIGTERM drain and stop every process;\n" +
-      "a second signal kills them at once. Details: docs/wip/local.md.",
+      "a second signal kills them at once. Details: docs/local.md.",
     async run([file], values, io) {
       const { upCommand, LocalUsageError } = await import("../stacks/local/cli.ts");
       return upCommand(file, values, io).catch((err: unknown) => {
