@@ -269,6 +269,7 @@ export function prepareGateway(args: GatewayArgs): PreparedPlatform | pulumi.Inp
       reason: "the spec declares no gateway (fix: add a gateway section with its listeners and routes)",
     });
   else if (
+    errors.length === 0 &&
     args.mesh.spiffeIds[gateway.name] !== ours.identities.find((i) => i.name === gateway.name)?.spiffeId
   )
     errors.push({

@@ -76,15 +76,18 @@ export function childName(component: string, obj: Pick<KubeObject, "kind" | "met
  * in the mesh namespace, labelled `meshgate.io/role: gateway` (its Deployment, Service, HPA, PDB) or
  * `meshgate.io/workload: gateway` (its ConfigMap, its admin Service), its ServiceAccount, or the
  * NetworkPolicy that selects its pods. Everything else — the namespace, the services and their
- * sidecars, identities, the namespace-wide NetworkPolicies, observability (the gateway's dashboard and
+ * sidecars, identities (the gateway's SVID Secret or cert-manager Certificate included), the
+ * namespace-wide NetworkPolicies, observability (the gateway's dashboard and
  * ServiceMonitor included) — is the mesh's.
  */
 export function isGatewayObject(obj: KubeObject, infra: Pick<InfraIR, "namespace" | "workloads">): boolean {
   const gateway = infra.workloads.find((w) => w.kind === "gateway");
   if (!gateway || obj.metadata.namespace !== infra.namespace) return false;
   const labels = obj.metadata.labels ?? {};
-  if (labels[LABELS.role] === "gateway" || labels[LABELS.workload] === gateway.name) return true;
   if (obj.kind === "ServiceAccount") return obj.metadata.name === gateway.serviceAccount;
+  // Identities (the gateway's cert-manager Certificate included) come from the mesh's CA.
+  if (labels[LABELS.component] === "identity") return false;
+  if (labels[LABELS.role] === "gateway" || labels[LABELS.workload] === gateway.name) return true;
   if (obj.kind === "NetworkPolicy") {
     const selector = (obj.spec as { podSelector?: { matchLabels?: Record<string, string> } } | undefined)
       ?.podSelector;
