@@ -9,5 +9,5 @@ export * from "./translate/index.ts";
 export * as observability from "./observability/index.ts";
 /** The Kubernetes chart: `kubernetes.synthesize(translate(spec))`, `new kubernetes.MeshChart(app, id, result)`, … */
 export * as kubernetes from "./kubernetes/index.ts";
-/** The Pulumi components: `Platform`, `MeshCa` (loads @pulumi/pulumi, @pulumi/kubernetes, @pulumi/tls). */
+/** The Pulumi components: `Platform`, `Mesh`, `Gateway`, `MeshCa` (loads @pulumi/pulumi, @pulumi/kubernetes, @pulumi/tls). */
 export * from "./pulumi/index.ts";

@@ -1,6 +1,7 @@
 /**
- * meshgate's Pulumi components: `MeshCa` (the mesh CA with @pulumi/tls) and `Platform` (spec → translate →
- * CA → the Kubernetes chart as Pulumi resources). `import { Platform, MeshCa } from "meshgate"`.
+ * meshgate's Pulumi components: `MeshCa` (the mesh CA with @pulumi/tls), `Platform` (spec → translate →
+ * CA → the Kubernetes chart as Pulumi resources), and its two layers `Mesh` and `Gateway`.
+ * `import { Platform, Gateway, Mesh, MeshCa } from "meshgate"`.
  */
 export { MeshCa, caHours, rotationPlan, meshCaArgErrors, RotationTooEarlyError } from "./ca.ts";
 export type {
@@ -11,5 +12,8 @@ export type {
   MeshCaSvid,
   CaHours,
 } from "./ca.ts";
-export { Platform, preparePlatform, loadPlatformSpec, childName, tierOf, SPEC_OUTPUT } from "./platform.ts";
+export { Platform, preparePlatform, loadPlatformSpec, SPEC_OUTPUT } from "./platform.ts";
+export { Mesh, Gateway, prepareGateway } from "./layers.ts";
+export type { MeshArgs, GatewayArgs } from "./layers.ts";
+export { childName, tierOf, isGatewayObject } from "./register.ts";
 export type { PlatformArgs, PreparedPlatform } from "./platform.ts";

@@ -18,15 +18,12 @@
  */
 import { readFileSync } from "node:fs";
 import { extname } from "node:path";
-import * as k8s from "@pulumi/kubernetes";
+import type * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import {
   ChartInputError,
   DEFAULT_CA_SECRET,
   DEFAULT_RUNTIME_IMAGE,
-  IDENTITY_SECRET_KEYS,
-  LABELS,
-  secretNames,
   synthesize,
   type ChartOptions,
   type KubeObject,
@@ -37,7 +34,16 @@ import { parseSpec } from "../spec/parse.ts";
 import type { MeshSpecInput } from "../spec/schema.ts";
 import type { TranslateResult } from "../translate/ir.ts";
 import { translate } from "../translate/translate.ts";
-import { MeshCa, type MeshCaRotation } from "./ca.ts";
+import { MeshCa, type MeshCaArgs, type MeshCaRotation } from "./ca.ts";
+import {
+  gatewayEndpointOf,
+  identitySecrets,
+  namespaceOf,
+  registerChart,
+  type IdentityMode,
+} from "./register.ts";
+
+export { childName, tierOf } from "./register.ts";
 
 /** The property that carries the spec for the CrossGuard pack (policies/pack: SPEC_PROPERTY). */
 export const SPEC_OUTPUT = "meshgateSpec";
@@ -171,61 +177,50 @@ function specError(e: SpecError, file: string | null): pulumi.InputPropertyError
   return specProblem(e.path ? `spec.${e.path}` : "spec", describeSpecError(e, file));
 }
 
-// ───────────── Kubernetes objects as typed resources ─────────────
-
-type Make = (name: string, obj: KubeObject, opts: pulumi.CustomResourceOptions) => pulumi.CustomResource;
-// The typed constructors take the object as it is (their args mirror the Kubernetes schema).
-const typed =
-  <A>(C: new (name: string, args: A, opts?: pulumi.CustomResourceOptions) => pulumi.CustomResource): Make =>
-  (name, obj, opts) =>
-    new C(name, obj as unknown as A, opts);
-
-/** The typed resource of each kind the chart emits; any other kind is a `CustomResource`. */
-const KINDS: Record<string, Make> = {
-  "v1/Namespace": typed(k8s.core.v1.Namespace),
-  "v1/ServiceAccount": typed(k8s.core.v1.ServiceAccount),
-  "v1/ConfigMap": typed(k8s.core.v1.ConfigMap),
-  "v1/Secret": typed(k8s.core.v1.Secret),
-  "v1/Service": typed(k8s.core.v1.Service),
-  "v1/PersistentVolumeClaim": typed(k8s.core.v1.PersistentVolumeClaim),
-  "rbac.authorization.k8s.io/v1/Role": typed(k8s.rbac.v1.Role),
-  "rbac.authorization.k8s.io/v1/RoleBinding": typed(k8s.rbac.v1.RoleBinding),
-  "rbac.authorization.k8s.io/v1/ClusterRole": typed(k8s.rbac.v1.ClusterRole),
-  "rbac.authorization.k8s.io/v1/ClusterRoleBinding": typed(k8s.rbac.v1.ClusterRoleBinding),
-  "networking.k8s.io/v1/NetworkPolicy": typed(k8s.networking.v1.NetworkPolicy),
-  "apps/v1/Deployment": typed(k8s.apps.v1.Deployment),
-  "apps/v1/StatefulSet": typed(k8s.apps.v1.StatefulSet),
-  "apps/v1/DaemonSet": typed(k8s.apps.v1.DaemonSet),
-  "autoscaling/v2/HorizontalPodAutoscaler": typed(k8s.autoscaling.v2.HorizontalPodAutoscaler),
-  "policy/v1/PodDisruptionBudget": typed(k8s.policy.v1.PodDisruptionBudget),
-  "apiextensions.k8s.io/v1/CustomResourceDefinition": typed(k8s.apiextensions.v1.CustomResourceDefinition),
-};
-
-const makeCustom: Make = (name, obj, opts) =>
-  new k8s.apiextensions.CustomResource(name, obj as k8s.apiextensions.CustomResourceArgs, opts);
-
-/** 0: namespaces and CRDs; 1: what configures; 2: workloads and what acts on them. */
-export function tierOf(kind: string): 0 | 1 | 2 {
-  if (kind === "Namespace" || kind === "CustomResourceDefinition") return 0;
-  if (
-    [
-      "Deployment",
-      "StatefulSet",
-      "DaemonSet",
-      "Job",
-      "CronJob",
-      "HorizontalPodAutoscaler",
-      "PodDisruptionBudget",
-    ].includes(kind)
-  )
-    return 2;
-  return 1;
+/** The identity mode of the arguments, else the spec's CA provider's. */
+export function identityModeOf(
+  args: Pick<PlatformArgs, "identities">,
+  result: TranslateResult,
+): IdentityMode {
+  return (
+    args.identities ??
+    (result.infra.ca.provider === "cert-manager"
+      ? { mode: "cert-manager", caSecretName: DEFAULT_CA_SECRET }
+      : { mode: "secrets" })
+  );
 }
 
-/** The child resource name of an object: `<component>-<kind>-<namespace>-<name>`, lower case. */
-export function childName(component: string, obj: Pick<KubeObject, "kind" | "metadata">): string {
-  const ns = obj.metadata.namespace;
-  return `${component}-${obj.kind.toLowerCase()}-${ns ? `${ns}-` : ""}${obj.metadata.name}`;
+/** The mesh CA's arguments: every identity's SVID in `secrets` mode, the root and intermediate only with cert-manager. */
+export function meshCaArgs(
+  args: Pick<PlatformArgs, "caRotation">,
+  result: TranslateResult,
+  identities: IdentityMode,
+): MeshCaArgs {
+  const { infra } = result;
+  return {
+    trustDomain: infra.trustDomain,
+    identities: identities.mode === "secrets" ? infra.identities : [],
+    policy: infra.ca,
+    ...(args.caRotation ? { rotation: args.caRotation } : {}),
+  };
+}
+
+/** Logs translate's diagnostics on a component. */
+export function logDiagnostics(result: TranslateResult, resource: pulumi.Resource): void {
+  for (const d of result.diagnostics)
+    pulumi.log[d.severity === "warning" ? "warn" : "info"](
+      `${d.path}: ${d.message} [${d.code}] (fix: ${d.hint})`,
+      resource,
+    );
+}
+
+/** The chart's runtime image: the argument, else the spec's, else the package's default. */
+export function runtimeImageOf(prepared: PreparedPlatform): string {
+  return (
+    prepared.chart.runtimeImage ??
+    prepared.result.infra.targets.kubernetes?.runtimeImage ??
+    DEFAULT_RUNTIME_IMAGE
+  );
 }
 
 // ───────────── the component ─────────────
@@ -275,117 +270,19 @@ export class Platform extends pulumi.ComponentResource {
     const { result, objects, carried } = prepared;
     const { infra } = result;
     this.translated = result;
-    for (const d of result.diagnostics)
-      pulumi.log[d.severity === "warning" ? "warn" : "info"](
-        `${d.path}: ${d.message} [${d.code}] (fix: ${d.hint})`,
-        this,
-      );
+    logDiagnostics(result, this);
 
-    const childOpts = (dependsOn: pulumi.Resource[]): pulumi.CustomResourceOptions => ({
-      parent: this,
-      ...(args.provider ? { provider: args.provider } : {}),
-      ...(dependsOn.length > 0 ? { dependsOn } : {}),
-    });
-    const resources: Record<string, pulumi.CustomResource> = {};
-    const create = (obj: KubeObject, dependsOn: pulumi.Resource[]) => {
-      const make = KINDS[`${obj.apiVersion}/${obj.kind}`] ?? makeCustom;
-      const n = childName(name, obj);
-      const r = make(n, obj, childOpts(dependsOn));
-      resources[n] = r;
-      return r;
-    };
-
-    // Tier 0: namespaces and CRDs.
-    const tier0 = objects.filter((o) => tierOf(o.kind) === 0).map((o) => create(o, []));
-
-    // The CA, and the identity Secrets the chart's pods mount.
-    const identityMode =
-      args.identities ??
-      (infra.ca.provider === "cert-manager"
-        ? ({ mode: "cert-manager", caSecretName: DEFAULT_CA_SECRET } as const)
-        : ({ mode: "secrets" } as const));
-    this.ca = new MeshCa(
-      `${name}-ca`,
-      {
-        trustDomain: infra.trustDomain,
-        identities: identityMode.mode === "secrets" ? infra.identities : [],
-        policy: infra.ca,
-        ...(args.caRotation ? { rotation: args.caRotation } : {}),
-      },
-      { parent: this },
+    const identityMode = identityModeOf(args, result);
+    this.ca = new MeshCa(`${name}-ca`, meshCaArgs(args, result, identityMode), { parent: this });
+    const { resources } = registerChart(
+      { parent: this, name, ...(args.provider ? { provider: args.provider } : {}) },
+      objects,
+      identitySecrets(infra, this.ca, identityMode),
     );
-    const labels = {
-      [LABELS.partOf]: infra.name,
-      [LABELS.managedBy]: "meshgate",
-      [LABELS.component]: "identity",
-    };
-    const secret = (secretName: string, type: string, stringData: Record<string, pulumi.Input<string>>) => {
-      const obj = {
-        apiVersion: "v1",
-        kind: "Secret",
-        metadata: { name: secretName, namespace: infra.namespace, labels },
-        type,
-      } as const;
-      const n = childName(name, obj);
-      const r = new k8s.core.v1.Secret(n, { ...obj, stringData }, childOpts(tier0));
-      resources[n] = r;
-      return r;
-    };
-    const identitySecrets: pulumi.CustomResource[] = [];
-    if (identityMode.mode === "secrets") {
-      const names = secretNames(infra);
-      identitySecrets.push(
-        secret(names.trustBundle, "Opaque", {
-          [IDENTITY_SECRET_KEYS.bundle]: this.ca.trustBundlePem,
-          [IDENTITY_SECRET_KEYS.intermediates]: this.ca.intermediatesPem,
-        }),
-      );
-      for (const identity of infra.identities) {
-        const svid = this.ca.svids[identity.name]!;
-        identitySecrets.push(
-          secret(names.svid[identity.name]!, "Opaque", {
-            [IDENTITY_SECRET_KEYS.svid]: svid.certChainPem,
-            [IDENTITY_SECRET_KEYS.key]: svid.keyPem,
-          }),
-        );
-      }
-    } else {
-      // cert-manager's CA Issuer signs with the intermediate; ca.crt carries the roots to the SVID Secrets.
-      identitySecrets.push(
-        secret(identityMode.caSecretName, "kubernetes.io/tls", {
-          "tls.crt": pulumi.concat(this.ca.issuerCertificatePem, this.ca.rootCertificatePem),
-          "tls.key": this.ca.issuerKeyPem,
-          "ca.crt": this.ca.trustBundlePem,
-        }),
-      );
-    }
-
-    // Tier 1: what configures; tier 2: the workloads.
-    const tier1 = [
-      ...identitySecrets,
-      ...objects
-        .filter((o) => tierOf(o.kind) === 1)
-        // cert-manager's Issuer reads the CA Secret; everything else needs only its namespace.
-        .map((o) =>
-          create(o, o.apiVersion.startsWith("cert-manager.io/") ? [...tier0, ...identitySecrets] : tier0),
-        ),
-    ];
-    for (const o of objects.filter((x) => tierOf(x.kind) === 2)) create(o, tier1);
     this.resources = Object.freeze(resources);
 
-    const nsObject = objects.find((o) => o.kind === "Namespace" && o.metadata.name === infra.namespace);
-    this.namespace = nsObject
-      ? (resources[childName(name, nsObject)] as k8s.core.v1.Namespace).metadata.name
-      : pulumi.output(infra.namespace);
-    const gatewayService = objects.find(
-      (o) =>
-        o.kind === "Service" &&
-        o.metadata.labels?.[LABELS.role] === "gateway" &&
-        o.metadata.namespace === infra.namespace,
-    );
-    this.gatewayEndpoint = gatewayService
-      ? endpointOf(resources[childName(name, gatewayService)] as k8s.core.v1.Service, gatewayService)
-      : pulumi.output("");
+    this.namespace = namespaceOf(objects, infra.namespace, name, resources);
+    this.gatewayEndpoint = gatewayEndpointOf(objects, infra.namespace, name, resources) ?? pulumi.output("");
     this.caCertificatePem = this.ca.rootCertificatePem;
     this.trustBundlePem = this.ca.trustBundlePem;
     this.spiffeIds = Object.freeze(Object.fromEntries(infra.identities.map((i) => [i.name, i.spiffeId])));
@@ -402,23 +299,10 @@ export class Platform extends pulumi.ComponentResource {
       trustBundlePem: this.trustBundlePem,
       spiffeIds: this.spiffeIds,
       configHashes: this.configHashes,
-      runtimeImage:
-        prepared.chart.runtimeImage ?? infra.targets.kubernetes?.runtimeImage ?? DEFAULT_RUNTIME_IMAGE,
+      runtimeImage: runtimeImageOf(prepared),
       [SPEC_OUTPUT]: carried,
     });
   }
-}
-
-/** The gateway's URL: its load balancer's address once assigned, else the in-cluster name. */
-function endpointOf(service: k8s.core.v1.Service, obj: KubeObject): pulumi.Output<string> {
-  const spec = obj.spec as { ports?: { port: number; name?: string }[] } | undefined;
-  const port = spec?.ports?.find((p) => p.name === "http")?.port ?? spec?.ports?.[0]?.port ?? 80;
-  const inCluster = `http://${obj.metadata.name}.${obj.metadata.namespace}.svc.cluster.local:${port}`;
-  return service.status.apply((status) => {
-    const ingress = status?.loadBalancer?.ingress?.[0];
-    const host = ingress?.hostname || ingress?.ip;
-    return host ? `http://${host}:${port}` : inCluster;
-  });
 }
 
 /**

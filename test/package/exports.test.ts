@@ -30,7 +30,17 @@ describe("package", () => {
   it.each([
     [
       "meshgate",
-      ["defineMesh", "loadSpecFile", "parseSpec", "translate", "SpecErrorCatalog", "Platform", "MeshCa"],
+      [
+        "defineMesh",
+        "loadSpecFile",
+        "parseSpec",
+        "translate",
+        "SpecErrorCatalog",
+        "Platform",
+        "Mesh",
+        "Gateway",
+        "MeshCa",
+      ],
     ],
     ["meshgate/spec", ["defineMesh", "loadSpecFile", "parseSpec", "MeshSpecSchema", "SpecErrorCatalog"]],
     [
@@ -43,6 +53,8 @@ describe("package", () => {
         "observability",
         "kubernetes",
         "Platform",
+        "Mesh",
+        "Gateway",
         "MeshCa",
       ],
     ],
