@@ -121,35 +121,43 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
- * Longest-path layers from `internet` (layer 0; the gateway 1), following edges in a fixed order and
- * never past the number of nodes, so cycles in the call graph end. A node nothing reaches sits in the
- * services' first layer.
+ * Longest-path layers from `internet` (layer 0; the gateway 1). Edges that close a cycle (back edges of a
+ * depth-first walk from `internet`, then from the other nodes in name order) are left out, so a call
+ * cycle is drawn as one edge going back. A node nothing reaches sits in the services' first layer.
  */
 function layers(
   ids: readonly string[],
   edges: readonly { from: string; to: string }[],
   hasGateway: boolean,
 ): Map<string, number> {
+  const out = new Map<string, string[]>(ids.map((id) => [id, []]));
+  for (const e of edges) out.get(e.from)!.push(e.to);
+  const state = new Map<string, 1 | 2>(); // 1 on the walk's stack, 2 done
+  const forward: { from: string; to: string }[] = [];
+  const walk = (id: string) => {
+    state.set(id, 1);
+    for (const to of out.get(id)!) {
+      const s = state.get(to);
+      if (s === 1) continue; // a back edge: it closes a cycle
+      forward.push({ from: id, to });
+      if (s === undefined) walk(to);
+    }
+    state.set(id, 2);
+  };
+  for (const id of ids) if (!state.has(id)) walk(id);
   const first = hasGateway ? 2 : 1;
   const layer = new Map<string, number>(ids.map((id) => [id, id === INTERNET ? 0 : first]));
   if (hasGateway) layer.set(GATEWAY, 1);
-  const cap = ids.length;
-  for (let round = 0; round < cap; round++) {
-    let changed = false;
-    for (const e of edges) {
+  for (let round = 0, changed = true; changed && round <= ids.length; round++) {
+    changed = false;
+    for (const e of forward) {
       if (e.to === INTERNET || e.to === GATEWAY) continue;
-      const next = Math.min(cap, layer.get(e.from)! + 1);
-      if (next > layer.get(e.to)!) {
-        layer.set(e.to, next);
+      if (layer.get(e.from)! + 1 > layer.get(e.to)!) {
+        layer.set(e.to, layer.get(e.from)! + 1);
         changed = true;
       }
     }
-    if (!changed) break;
   }
-  // Close the gaps a capped cycle may leave, so columns are consecutive.
-  const used = [...new Set(layer.values())].sort((a, b) => a - b);
-  const dense = new Map(used.map((l, i) => [l, i]));
-  for (const [id, l] of layer) layer.set(id, dense.get(l)!);
   return layer;
 }
 
