@@ -48,7 +48,7 @@ export interface TopologyGraph {
   readonly edges: readonly TopologyEdge[];
 }
 
-const COLUMN = 210;
+const COLUMN = 270;
 const ROW = 86;
 const MARGIN_X = 80;
 const MARGIN_Y = 50;

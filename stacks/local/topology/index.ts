@@ -284,6 +284,10 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   send(res, status, "application/json", JSON.stringify({ error: { code, message } }), false);
 }
 
+/**
+ * Reads a JSON body of at most `limit` bytes. A larger body is read to its end and discarded (so the
+ * client sees the 413, not a reset), up to 64 × the limit, past which the connection is dropped.
+ */
 function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const type = req.headers["content-type"] ?? "";
@@ -300,17 +304,17 @@ function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
     let size = 0;
     req.on("data", (c: Buffer) => {
       size += c.length;
-      if (size > limit) {
-        req.destroy();
-        reject(
+      if (size <= limit) chunks.push(c);
+      else if (size > limit * 64) req.destroy();
+    });
+    req.on("end", () => {
+      if (size > limit)
+        return reject(
           Object.assign(new Error(`the body is over ${limit} bytes`), {
             status: 413,
             code: "body_too_large",
           }),
         );
-      } else chunks.push(c);
-    });
-    req.on("end", () => {
       try {
         resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
       } catch {

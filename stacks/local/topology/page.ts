@@ -13,7 +13,7 @@ body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-seri
 header { display: flex; gap: 16px; align-items: baseline; padding: 12px 20px; background: #fff; border-bottom: 1px solid var(--line); }
 header h1 { font-size: 18px; margin: 0; }
 header .meta { color: var(--muted); }
-main { display: grid; grid-template-columns: minmax(0, 1fr) 380px; gap: 16px; padding: 16px 20px; }
+main { display: grid; grid-template-columns: minmax(0, 1fr) 420px; gap: 16px; padding: 16px 20px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px; }
 h2 { font-size: 15px; margin: 0 0 8px; }
 svg { width: 100%; height: auto; display: block; }
@@ -31,8 +31,8 @@ svg { width: 100%; height: auto; display: block; }
 .edge.denied path { stroke: var(--deny); stroke-dasharray: 6 4; }
 .edge.unused path { stroke: var(--unused); stroke-dasharray: 2 3; }
 .edge.live path { stroke-width: 3; }
-.edge text { font-size: 10.5px; text-anchor: middle; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
-.edge.denied text { fill: var(--deny); }
+.labels text { font-size: 10.5px; text-anchor: middle; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+.labels text.denied { fill: var(--deny); }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eef0f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -47,6 +47,9 @@ form button { grid-column: 2; justify-self: start; padding: 4px 14px; font: inhe
 #explain-result { margin-top: 10px; }
 #explain-result .outcome { font-size: 15px; font-weight: 600; margin-bottom: 6px; }
 #explain-result code, td code { font-size: 11.5px; }
+ol.steps { margin: 0; padding-left: 20px; }
+ol.steps li { margin-bottom: 6px; overflow-wrap: anywhere; }
+ol.steps .why { color: var(--muted); }
 .error { color: var(--deny); }
 .legend span { margin-right: 12px; color: var(--muted); }
 .legend i { display: inline-block; width: 22px; height: 0; border-top: 2px solid; vertical-align: middle; margin-right: 4px; }
@@ -87,7 +90,7 @@ function certText(c) {
 function statText(s) {
   if (!s) return "no data yet";
   if (s.requests === 0) return "idle";
-  return fmtRate(s.rate) + " rps · " + fmtPct(s.errorRatio) + " err · p99 " + fmtLatency(s.p99);
+  return fmtRate(s.rate) + "/s · " + fmtPct(s.errorRatio) + " · " + fmtLatency(s.p99);
 }
 function build(g) {
   const svg = $("graph");
@@ -95,13 +98,13 @@ function build(g) {
   svg.setAttribute("viewBox", "0 0 " + g.width + " " + g.height);
   const defs = el("defs");
   for (const k of ["allowed", "denied", "unused"]) {
-    const m = el("marker", { id: "arrow-" + k, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    const m = el("marker", { id: "arrow-" + k, viewBox: "0 0 10 10", refX: 10, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 9, markerHeight: 9, orient: "auto-start-reverse" });
     m.append(el("path", { d: "M0,0 L10,5 L0,10 z", fill: k === "allowed" ? "#2e7d32" : k === "denied" ? "#c62828" : "#9e9e9e" }));
     defs.append(m);
   }
   svg.append(defs);
   const pos = new Map(g.nodes.map((n) => [n.id, n]));
-  const edges = el("g");
+  const edges = el("g"), labels = el("g", { class: "labels" });
   g.edges.forEach((e, i) => {
     const a = pos.get(e.from), b = pos.get(e.to);
     const x1 = a.x + W / 2, y1 = a.y, x2 = b.x - W / 2, y2 = b.y;
@@ -109,7 +112,10 @@ function build(g) {
     if (b.layer > a.layer) {
       const mx = (x1 + x2) / 2;
       d = "M" + x1 + "," + y1 + " C" + mx + "," + y1 + " " + mx + "," + y2 + " " + x2 + "," + y2;
-      lx = mx; ly = (y1 + y2) / 2 - 4;
+      // the label sits at t = 0.7 of the curve, near the callee: a caller's fan-out spreads its labels
+      const u = 0.3, t3 = 0.7;
+      lx = u * u * u * x1 + 3 * u * u * t3 * mx + 3 * u * t3 * t3 * mx + t3 * t3 * t3 * x2;
+      ly = u * u * u * y1 + 3 * u * u * t3 * y1 + 3 * u * t3 * t3 * y2 + t3 * t3 * t3 * y2 - 4;
     } else {
       const top = Math.min(a.y, b.y) - H / 2 - 30 - (i % 3) * 10;
       d = "M" + a.x + "," + (a.y - H / 2) + " C" + a.x + "," + top + " " + b.x + "," + top + " " + b.x + "," + (b.y - H / 2);
@@ -118,7 +124,7 @@ function build(g) {
     const grp = el("g", { class: "edge " + e.status, "data-edge": e.id });
     grp.append(el("title", {}, e.from + " → " + e.to + " (" + e.status + ")" + (e.allowedBy.length ? "\nallowed by " + e.allowedBy.join(", ") : "") + "\nnumbers: " + e.source));
     grp.append(el("path", { d, "marker-end": "url(#arrow-" + e.status + ")" }));
-    grp.append(el("text", { x: lx, y: ly, class: "stat" }, ""));
+    labels.append(el("text", { x: lx, y: ly, class: "stat " + e.status, "data-edge": e.id }, ""));
     edges.append(grp);
   });
   svg.append(edges);
@@ -131,7 +137,7 @@ function build(g) {
     if (n.kind !== "internet") grp.append(el("text", { x: W / 2, y: 35, class: "cert" }, "cert: –"));
     nodes.append(grp);
   }
-  svg.append(nodes);
+  svg.append(nodes, labels);
   const tbody = $("edges");
   tbody.replaceChildren();
   for (const e of g.edges) {
@@ -148,7 +154,7 @@ function update(s) {
   for (const e of s.graph.edges) {
     const st = s.stats[e.id];
     const g = document.querySelector('g.edge[data-edge="' + CSS.escape(e.id) + '"]');
-    g.querySelector("text.stat").textContent = st && st.requests > 0 ? statText(st) : "";
+    document.querySelector('text.stat[data-edge="' + CSS.escape(e.id) + '"]').textContent = st && st.requests > 0 ? statText(st) : "";
     g.classList.toggle("live", !!st && st.rate > 0);
     const row = document.querySelector('tr[data-edge="' + CSS.escape(e.id) + '"]');
     row.querySelector(".rate").textContent = st ? fmtRate(st.rate) : "–";
@@ -165,7 +171,7 @@ function update(s) {
     const t = g.querySelector("text.cert");
     t.textContent = down.has(n.id) ? "proxy not answering" : certText(c);
     const left = c ? (c.expiresAt - Date.now()) / 1000 : null;
-    t.setAttribute("class", "cert" + (left === null ? "" : left <= 0 ? " expired" : left < 3600 ? " soon" : ""));
+    t.setAttribute("class", "cert" + (left === null ? "" : left <= 0 ? " expired" : left < 120 ? " soon" : ""));
   }
   const tt = $("targets");
   tt.replaceChildren();
@@ -219,13 +225,12 @@ async function runExplain(ev) {
   const head = h("div", { class: "outcome", "data-outcome": r.outcome },
     h("span", { class: "badge " + r.outcome }, r.outcome), " ",
     r.outcome === "deny" ? r.status + " at " + r.deniedBy : "forwarded", r.route ? " · route " + r.route : "");
-  const table = h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "layer"), h("th", {}, "result"), h("th", {}, "rule"), h("th", {}, "why"))));
-  const tb = h("tbody");
+  const list = h("ol", { class: "steps" });
   for (const s of r.steps)
-    tb.append(h("tr", { "data-layer": s.layer }, h("td", {}, s.layer), h("td", {}, h("span", { class: "badge " + s.result }, s.result)),
-      h("td", {}, h("code", {}, s.rule)), h("td", {}, s.reason + (s.decisive ? "" : " (does not decide)"))));
-  table.append(tb);
-  out.replaceChildren(head, table);
+    list.append(h("li", { "data-layer": s.layer, "data-result": s.result },
+      h("div", {}, h("span", { class: "badge " + s.result }, s.result), " ", h("b", {}, s.layer), " ", h("code", {}, s.rule)),
+      h("div", { class: "why" }, s.reason + (s.decisive ? "" : " (does not decide)"))));
+  out.replaceChildren(head, list);
 }
 async function poll() {
   try {
@@ -249,7 +254,7 @@ const BODY = `
 <main>
   <div>
     <section>
-      <div class="legend"><span><i style="border-color:#2e7d32"></i>allowed</span><span><i style="border-color:#c62828;border-top-style:dashed"></i>denied (declared, refused by the callee)</span><span><i style="border-color:#9e9e9e;border-top-style:dotted"></i>allowed, never declared</span><span>numbers: rate · 5xx ratio · p99 over the window</span></div>
+      <div class="legend"><span><i style="border-color:#2e7d32"></i>allowed</span><span><i style="border-color:#c62828;border-top-style:dashed"></i>denied (declared, refused by the callee)</span><span><i style="border-color:#9e9e9e;border-top-style:dotted"></i>allowed, never declared</span><span>edge labels: requests/s · 5xx ratio · p99 latency over the window</span></div>
       <svg id="graph" role="img" aria-label="service graph"></svg>
     </section>
     <section style="margin-top:16px">

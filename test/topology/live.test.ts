@@ -1,0 +1,377 @@
+/**
+ * The topology page live, end to end on 127.0.0.1: the shop example with a real gateway (a mesh member
+ * with its own SVID) and a real sidecar per service (mTLS with SVIDs from a CA made here), small demo apps
+ * that call their declared dependencies through their sidecars, and the topology handler mounted in an
+ * admin server scraping every proxy's /metrics. Through the API: exact request counts per edge after
+ * known traffic, certificate expiry per identity. In headless Chromium: every service drawn, the numbers
+ * changing under traffic, an explain query answered; a screenshot is saved
+ * (`TOPOLOGY_SCREENSHOT_DIR=dir` keeps it).
+ */
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadSpecFile } from "../../components/spec/load.ts";
+import type { MeshSpec } from "../../components/spec/schema.ts";
+import { svidFiles, translate } from "../../components/translate/translate.ts";
+import type { TranslateResult } from "../../components/translate/ir.ts";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import {
+  createTopology,
+  type TopologyHandler,
+  type TopologyState,
+} from "../../stacks/local/topology/index.ts";
+import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
+import { request, startTestGateway, type TestGateway } from "../support/gateway.ts";
+import {
+  localSidecar,
+  startTestSidecar,
+  until,
+  writeIdentity,
+  type TestSidecar,
+} from "../sidecar/support.ts";
+
+/** The page's DOM, as the functions run inside Chromium (page.waitForFunction) see it. */
+declare const document: { querySelector(selector: string): { textContent: string | null } | null };
+
+const HOST = "api.shop.example";
+const SVID_TTL_MS = 10 * 60_000;
+
+let spec: MeshSpec;
+let t: TranslateResult;
+let ca: TestCa;
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let gateway: TestGateway;
+const sidecars = new Map<string, TestSidecar>();
+const apps: http.Server[] = [];
+let admin: http.Server;
+let adminUrl: string;
+let topology: TopologyHandler;
+
+const listen = async (server: http.Server) => {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return (server.address() as AddressInfo).port;
+};
+
+const json = (res: ServerResponse, status: number, body: unknown) => {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+};
+
+/** A call from an app through its sidecar's outbound port to a declared service. */
+function callThrough(outbound: number, service: string, method: string, path: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      { host: "127.0.0.1", port: outbound, method, path, headers: { host: service }, agent: false },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on("error", () => resolve(0));
+    req.end(method === "POST" ? "{}" : undefined);
+  });
+}
+
+/**
+ * The demo app of a service: search asks catalog, orders charges payments, reserves inventory and reads
+ * the user (each through its sidecar); every app answers JSON naming itself.
+ */
+function demoApp(name: string, outbound: () => number) {
+  return (req: IncomingMessage, res: ServerResponse) => {
+    req.resume();
+    req.on("end", async () => {
+      const calls: Record<string, number> = {};
+      if (name === "search" || name === "search-next")
+        calls.catalog = await callThrough(outbound(), "catalog", "GET", "/products?q=x");
+      if (name === "orders") {
+        calls.payments = await callThrough(outbound(), "payments", "POST", "/payments");
+        calls.inventory = await callThrough(outbound(), "inventory", "POST", "/inventory/reserve/sku-1");
+        calls.users = await callThrough(outbound(), "users", "GET", "/users/7");
+      }
+      json(res, 200, { service: name, path: req.url, calls });
+    });
+  };
+}
+
+/** Services in an order where every callee starts before its callers (a sidecar needs its peers' ports). */
+function startOrder(s: MeshSpec): string[] {
+  const order: string[] = [];
+  const visit = (n: string) => {
+    if (order.includes(n)) return;
+    for (const c of s.services[n]!.calls) visit(c);
+    order.push(n);
+  };
+  for (const n of Object.keys(s.services).sort()) visit(n);
+  return order;
+}
+
+beforeAll(async () => {
+  const loaded = await loadSpecFile(new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname);
+  if (!loaded.ok) throw new Error("shop spec invalid");
+  spec = loaded.spec;
+  t = translate(spec);
+  ca = await makeCa(spec.trustDomain);
+  tmp = await tempDir("topology-live");
+  const identity = async (workload: string) => {
+    const dir = join(tmp.dir, workload);
+    const spiffeId = t.infra.identities.find((i) => i.name === workload)!.spiffeId;
+    await writeIdentity(dir, await ca.issuer.issue(spiffeId, { ttlMs: SVID_TTL_MS }), ca.bundle.toPem());
+    return dir;
+  };
+
+  for (const name of startOrder(spec)) {
+    let outbound = 0;
+    const app = http.createServer(demoApp(name, () => outbound));
+    apps.push(app);
+    const appPort = await listen(app);
+    const config = t.runtime.sidecars.find((c) => c.name === name)!;
+    const endpoints = Object.fromEntries(
+      spec.services[name]!.calls.map((c) => [c, [sidecars.get(c)!.ports.inbound]]),
+    );
+    const sidecar = await startTestSidecar(
+      localSidecar(config, { identityDir: await identity(name), appPort, endpoints }),
+    );
+    outbound = sidecar.ports.outbound;
+    sidecars.set(name, sidecar);
+  }
+
+  const { hash: _h, ...rest } = t.runtime.gateway!;
+  const gatewayConfig = sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    listeners: rest.listeners.filter((l) => l.protocol === "http"),
+    svid: { ...rest.svid!, ...svidFiles(await identity("gateway")) },
+    discovery: {
+      kind: "static",
+      endpoints: Object.fromEntries(
+        [...sidecars].map(([name, s]) => [name, [{ host: "127.0.0.1", port: s.ports.inbound }]]),
+      ),
+    },
+    // One local gateway: limits in process (the shop's Redis store is a cluster address).
+    rateLimitStore: { kind: "local", replicas: 1 },
+  });
+  gateway = await startTestGateway(gatewayConfig);
+  await until(async () => (await fetch(`${gateway.adminUrl}/ready`)).status === 200, 10_000, "gateway ready");
+
+  topology = createTopology({
+    spec,
+    infra: t.infra,
+    runtime: t.runtime,
+    targets: [
+      { workload: "gateway", kind: "gateway", adminUrl: gateway.adminUrl },
+      ...[...sidecars].map(([workload, s]) => ({ workload, kind: "sidecar" as const, adminUrl: s.adminUrl })),
+    ],
+    scrapeIntervalMs: 500,
+    // Long enough to hold the whole test, so counts are exact differences.
+    windowMs: 120_000,
+  });
+  admin = http.createServer((req, res) => {
+    if (!topology(req, res)) json(res, 404, { error: "not found" });
+  });
+  adminUrl = `http://127.0.0.1:${await listen(admin)}`;
+}, 60_000);
+
+afterAll(async () => {
+  topology?.close();
+  await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
+  await gateway?.drain();
+  for (const s of [...sidecars.values()].reverse()) await s.drain();
+  for (const a of apps) {
+    a.closeAllConnections();
+    await new Promise<void>((r) => a.close(() => r()));
+  }
+  await tmp?.cleanup();
+});
+
+let seq = 0;
+/** Public and API-key traffic that crosses gateway → catalog/search/inventory/orders → their callees. */
+async function traffic(rounds: number): Promise<void> {
+  for (let i = 0; i < rounds; i++) {
+    const n = seq++;
+    const results = await Promise.all([
+      // unique queries: the routes cache, and a cache hit would not reach the services
+      request(`${gateway.url}/api/search?q=t${n}`, { headers: { host: HOST } }),
+      request(`${gateway.url}/api/products?page=${n}`, { headers: { host: HOST } }),
+      request(`${gateway.url}/partner/stock/sku-${n}`, {
+        headers: { host: HOST, "x-api-key": "demo-key-acme-retail" },
+      }),
+      request(`${gateway.url}/partner/orders`, {
+        method: "POST",
+        headers: {
+          host: HOST,
+          "x-api-key": "demo-key-globex",
+          "x-forwarded-for": "203.0.113.9",
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ ref: `r-${n}` }),
+      }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    const order = JSON.parse(results[3]!.body) as { calls: Record<string, number> };
+    expect(order.calls).toEqual({ payments: 200, inventory: 200, users: 200 });
+  }
+}
+
+const requestsOn = (s: TopologyState, edge: string) => s.stats[edge]?.requests ?? 0;
+
+/** Scrapes until `check` holds on the state (the proxies count a request when its response ends). */
+async function settle(check: (s: TopologyState) => boolean): Promise<TopologyState> {
+  let last = topology.state();
+  await until(
+    async () => {
+      await topology.scrape();
+      last = topology.state();
+      return check(last);
+    },
+    15_000,
+    "topology numbers",
+  );
+  return last;
+}
+
+describe("the topology api", () => {
+  it("counts_exactly_the_requests_sent_on_each_edge", async () => {
+    await topology.scrape();
+    await topology.scrape();
+    const before = topology.state();
+    await traffic(6);
+    const edges = {
+      "gateway->search": 6,
+      "search->catalog": 6,
+      "gateway->inventory": 6,
+      "gateway->orders": 6,
+      "orders->payments": 6,
+      "orders->inventory": 6,
+      "orders->users": 6,
+    };
+    const after = await settle((s) =>
+      Object.entries(edges).every(([e, n]) => requestsOn(s, e) >= requestsOn(before, e) + n),
+    );
+    for (const [edge, n] of Object.entries(edges)) {
+      expect(requestsOn(after, edge) - requestsOn(before, edge), edge).toBe(n);
+      expect(after.stats[edge]!.errorRatio, edge).toBe(0);
+      expect(after.stats[edge]!.p99, edge).toBeGreaterThan(0);
+      expect(after.stats[edge]!.codes["2xx"], edge).toBeGreaterThan(0);
+    }
+    // catalog and catalog-v2 share list-products' 12 requests… and the gateway counts every request
+    expect(
+      requestsOn(after, "gateway->catalog") +
+        requestsOn(after, "gateway->catalog-v2") -
+        requestsOn(before, "gateway->catalog") -
+        requestsOn(before, "gateway->catalog-v2"),
+    ).toBe(6);
+    expect(requestsOn(after, "internet->gateway") - requestsOn(before, "internet->gateway")).toBe(24);
+    expect(after.targets.every((x) => x.up === true && x.error === null)).toBe(true);
+  });
+
+  it("reports_each_identity_certificate_expiry", () => {
+    const s = topology.state();
+    for (const w of ["gateway", ...sidecars.keys()]) {
+      const c = s.certificates[w]!;
+      expect(c.identity, w).toBe(`spiffe://shop.example/ns/shop/sa/${w}`);
+      expect(c.expiresInSeconds, w).toBeGreaterThan(SVID_TTL_MS / 1000 - 120);
+      expect(c.expiresInSeconds, w).toBeLessThanOrEqual(SVID_TTL_MS / 1000);
+    }
+  });
+
+  it("answers_http_errors_with_codes", async () => {
+    const post = (body: string, type = "application/json") =>
+      fetch(`${adminUrl}/api/explain`, { method: "POST", headers: { "content-type": type }, body });
+    const bad = await post('{"from":"internet"}');
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({
+      error: { code: "invalid_explain_request", message: "method: required" },
+    });
+    expect((await post("{", "application/json")).status).toBe(400);
+    expect((await post("x", "text/plain")).status).toBe(415);
+    expect(
+      (await post(JSON.stringify({ from: "internet", method: "GET", path: "/" + "a".repeat(20_000) })))
+        .status,
+    ).toBe(413);
+    expect((await fetch(`${adminUrl}/api/explain`)).status).toBe(405);
+    expect((await fetch(`${adminUrl}/api/topology`, { method: "DELETE" })).status).toBe(405);
+    expect((await fetch(`${adminUrl}/elsewhere`)).status).toBe(404);
+    const page = await fetch(`${adminUrl}/`);
+    expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    expect(page.headers.get("content-security-policy")).toContain("default-src 'none'");
+    expect(await page.text()).not.toMatch(
+      /<script[^>]+src=|<link[^>]+href=|https?:\/\/(?!www\.w3\.org\/2000\/svg)/,
+    );
+  });
+});
+
+describe("the topology page in chromium", () => {
+  let browser: Browser;
+  let shotDir: string;
+  beforeAll(async () => {
+    browser = await chromium.launch({ executablePath: "/usr/bin/chromium" });
+    shotDir = process.env.TOPOLOGY_SCREENSHOT_DIR ?? (await mkdtemp(join(tmpdir(), "meshgate-topology-")));
+  });
+  afterAll(async () => {
+    await browser?.close();
+    if (!process.env.TOPOLOGY_SCREENSHOT_DIR && shotDir) await rm(shotDir, { recursive: true, force: true });
+  });
+
+  it("shows_every_service_live_numbers_and_an_explanation", async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const failures: string[] = [];
+    page.on("pageerror", (e) => failures.push(e.message));
+    page.on("requestfailed", (r) => failures.push(`${r.url()}: ${r.failure()?.errorText}`));
+    await page.goto(`${adminUrl}/`);
+
+    // every workload is drawn, with its certificate expiry
+    const workloads = ["gateway", ...Object.keys(spec.services)];
+    for (const w of workloads) await page.locator(`g.node[data-node="${w}"]`).waitFor();
+    await page.waitForFunction(
+      (ids) =>
+        ids.every((id) =>
+          /cert expires in 9m|cert expires in 10m/.test(
+            document.querySelector(`g.node[data-node="${id}"] text.cert`)?.textContent ?? "",
+          ),
+        ),
+      workloads,
+    );
+    expect(await page.locator("g.edge").count()).toBe(t.infra.edges.length);
+
+    // the numbers change under traffic
+    const cell = page.locator('tr[data-edge="search->catalog"] td.rate');
+    await cell.waitFor();
+    await page.waitForFunction(
+      () => document.querySelector('tr[data-edge="search->catalog"] td.rate')?.textContent !== "–",
+    );
+    const before = await cell.textContent();
+    await traffic(20);
+    await page.waitForFunction(
+      (b) => {
+        const now = document.querySelector('tr[data-edge="search->catalog"] td.rate')?.textContent;
+        return Number(now) > Number(b);
+      },
+      before,
+      { timeout: 15_000 },
+    );
+    const label = await page.locator('text.stat[data-edge="search->catalog"]').textContent();
+    expect(label).toMatch(/^\d+(\.\d+)?\/s · 0\.0% · \d+(\.\d+)? m?s$/);
+
+    // explain: no token on a token route → 401 at authentication; with the scope → allowed
+    await page.selectOption("#from", "internet");
+    await page.fill("#path", "/api/orders");
+    await page.click("#run");
+    await page.locator('#explain-result .outcome[data-outcome="deny"]').waitFor();
+    expect(await page.locator("#explain-result .outcome").textContent()).toContain("401 at authentication");
+    await page.selectOption("#credentials", "token");
+    await page.fill("#scopes", "orders:read");
+    await page.click("#run");
+    await page.locator('#explain-result .outcome[data-outcome="allow"]').waitFor();
+    expect(await page.locator('#explain-result li[data-layer="inbound"]').textContent()).toContain(
+      "services.orders.allow[0]",
+    );
+
+    await page.screenshot({ path: join(shotDir, "topology.png"), fullPage: true });
+    expect(failures).toEqual([]);
+    await page.close();
+  });
+});
