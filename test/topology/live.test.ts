@@ -7,54 +7,30 @@
  * changing under traffic, an explain query answered; a screenshot is saved
  * (`TOPOLOGY_SCREENSHOT_DIR=dir` keeps it).
  */
-import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http, { type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadSpecFile } from "../../components/spec/load.ts";
-import type { MeshSpec } from "../../components/spec/schema.ts";
-import { svidFiles, translate } from "../../components/translate/translate.ts";
-import type { TranslateResult } from "../../components/translate/ir.ts";
-import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
   createTopology,
   type TopologyHandler,
   type TopologyState,
 } from "../../stacks/local/topology/index.ts";
-import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
-import { request, startTestGateway, type TestGateway } from "../support/gateway.ts";
-import {
-  localSidecar,
-  startTestSidecar,
-  until,
-  writeIdentity,
-  type TestSidecar,
-} from "../sidecar/support.ts";
+import { until } from "../sidecar/support.ts";
+import { startShopMesh, type ShopMesh } from "../support/shop-mesh.ts";
 
 /** The page's DOM, as the functions run inside Chromium (page.waitForFunction) see it. */
 declare const document: { querySelector(selector: string): { textContent: string | null } | null };
 
-const HOST = "api.shop.example";
 const SVID_TTL_MS = 10 * 60_000;
 
-let spec: MeshSpec;
-let t: TranslateResult;
-let ca: TestCa;
-let tmp: Awaited<ReturnType<typeof tempDir>>;
-let gateway: TestGateway;
-const sidecars = new Map<string, TestSidecar>();
-const apps: http.Server[] = [];
+let shop: ShopMesh;
 let admin: http.Server;
 let adminUrl: string;
 let topology: TopologyHandler;
-
-const listen = async (server: http.Server) => {
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return (server.address() as AddressInfo).port;
-};
 
 const json = (res: ServerResponse, status: number, body: unknown) => {
   const text = JSON.stringify(body);
@@ -62,109 +38,13 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
   res.end(text);
 };
 
-/** A call from an app through its sidecar's outbound port to a declared service. */
-function callThrough(outbound: number, service: string, method: string, path: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = http.request(
-      { host: "127.0.0.1", port: outbound, method, path, headers: { host: service }, agent: false },
-      (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on("error", () => resolve(0));
-    req.end(method === "POST" ? "{}" : undefined);
-  });
-}
-
-/**
- * The demo app of a service: search asks catalog, orders charges payments, reserves inventory and reads
- * the user (each through its sidecar); every app answers JSON naming itself.
- */
-function demoApp(name: string, outbound: () => number) {
-  return (req: IncomingMessage, res: ServerResponse) => {
-    req.resume();
-    req.on("end", async () => {
-      const calls: Record<string, number> = {};
-      if (name === "search" || name === "search-next")
-        calls.catalog = await callThrough(outbound(), "catalog", "GET", "/products?q=x");
-      if (name === "orders") {
-        calls.payments = await callThrough(outbound(), "payments", "POST", "/payments");
-        calls.inventory = await callThrough(outbound(), "inventory", "POST", "/inventory/reserve/sku-1");
-        calls.users = await callThrough(outbound(), "users", "GET", "/users/7");
-      }
-      json(res, 200, { service: name, path: req.url, calls });
-    });
-  };
-}
-
-/** Services in an order where every callee starts before its callers (a sidecar needs its peers' ports). */
-function startOrder(s: MeshSpec): string[] {
-  const order: string[] = [];
-  const visit = (n: string) => {
-    if (order.includes(n)) return;
-    for (const c of s.services[n]!.calls) visit(c);
-    order.push(n);
-  };
-  for (const n of Object.keys(s.services).sort()) visit(n);
-  return order;
-}
-
 beforeAll(async () => {
-  const loaded = await loadSpecFile(new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname);
-  if (!loaded.ok) throw new Error("shop spec invalid");
-  spec = loaded.spec;
-  t = translate(spec);
-  ca = await makeCa(spec.trustDomain);
-  tmp = await tempDir("topology-live");
-  const identity = async (workload: string) => {
-    const dir = join(tmp.dir, workload);
-    const spiffeId = t.infra.identities.find((i) => i.name === workload)!.spiffeId;
-    await writeIdentity(dir, await ca.issuer.issue(spiffeId, { ttlMs: SVID_TTL_MS }), ca.bundle.toPem());
-    return dir;
-  };
-
-  for (const name of startOrder(spec)) {
-    let outbound = 0;
-    const app = http.createServer(demoApp(name, () => outbound));
-    apps.push(app);
-    const appPort = await listen(app);
-    const config = t.runtime.sidecars.find((c) => c.name === name)!;
-    const endpoints = Object.fromEntries(
-      spec.services[name]!.calls.map((c) => [c, [sidecars.get(c)!.ports.inbound]]),
-    );
-    const sidecar = await startTestSidecar(
-      localSidecar(config, { identityDir: await identity(name), appPort, endpoints }),
-    );
-    outbound = sidecar.ports.outbound;
-    sidecars.set(name, sidecar);
-  }
-
-  const { hash: _h, ...rest } = t.runtime.gateway!;
-  const gatewayConfig = sealRuntimeConfig<GatewayRuntimeConfig>({
-    ...rest,
-    listeners: rest.listeners.filter((l) => l.protocol === "http"),
-    svid: { ...rest.svid!, ...svidFiles(await identity("gateway")) },
-    discovery: {
-      kind: "static",
-      endpoints: Object.fromEntries(
-        [...sidecars].map(([name, s]) => [name, [{ host: "127.0.0.1", port: s.ports.inbound }]]),
-      ),
-    },
-    // One local gateway: limits in process (the shop's Redis store is a cluster address).
-    rateLimitStore: { kind: "local", replicas: 1 },
-  });
-  gateway = await startTestGateway(gatewayConfig);
-  await until(async () => (await fetch(`${gateway.adminUrl}/ready`)).status === 200, 10_000, "gateway ready");
-
+  shop = await startShopMesh({ svidTtlMs: SVID_TTL_MS });
   topology = createTopology({
-    spec,
-    infra: t.infra,
-    runtime: t.runtime,
-    targets: [
-      { workload: "gateway", kind: "gateway", adminUrl: gateway.adminUrl },
-      ...[...sidecars].map(([workload, s]) => ({ workload, kind: "sidecar" as const, adminUrl: s.adminUrl })),
-    ],
+    spec: shop.spec,
+    infra: shop.translated.infra,
+    runtime: shop.translated.runtime,
+    targets: shop.targets,
     scrapeIntervalMs: 500,
     // Long enough to hold the whole test, so counts are exact differences.
     windowMs: 120_000,
@@ -172,49 +52,17 @@ beforeAll(async () => {
   admin = http.createServer((req, res) => {
     if (!topology(req, res)) json(res, 404, { error: "not found" });
   });
-  adminUrl = `http://127.0.0.1:${await listen(admin)}`;
+  await new Promise<void>((r) => admin.listen(0, "127.0.0.1", r));
+  adminUrl = `http://127.0.0.1:${(admin.address() as AddressInfo).port}`;
 }, 60_000);
 
 afterAll(async () => {
   topology?.close();
   await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
-  await gateway?.drain();
-  for (const s of [...sidecars.values()].reverse()) await s.drain();
-  for (const a of apps) {
-    a.closeAllConnections();
-    await new Promise<void>((r) => a.close(() => r()));
-  }
-  await tmp?.cleanup();
+  await shop?.stop();
 });
 
-let seq = 0;
-/** Public and API-key traffic that crosses gateway → catalog/search/inventory/orders → their callees. */
-async function traffic(rounds: number): Promise<void> {
-  for (let i = 0; i < rounds; i++) {
-    const n = seq++;
-    const results = await Promise.all([
-      // unique queries: the routes cache, and a cache hit would not reach the services
-      request(`${gateway.url}/api/search?q=t${n}`, { headers: { host: HOST } }),
-      request(`${gateway.url}/api/products?page=${n}`, { headers: { host: HOST } }),
-      request(`${gateway.url}/partner/stock/sku-${n}`, {
-        headers: { host: HOST, "x-api-key": "demo-key-acme-retail" },
-      }),
-      request(`${gateway.url}/partner/orders`, {
-        method: "POST",
-        headers: {
-          host: HOST,
-          "x-api-key": "demo-key-globex",
-          "x-forwarded-for": "203.0.113.9",
-          "content-type": "application/json",
-        },
-        body: JSON.stringify({ ref: `r-${n}` }),
-      }),
-    ]);
-    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
-    const order = JSON.parse(results[3]!.body) as { calls: Record<string, number> };
-    expect(order.calls).toEqual({ payments: 200, inventory: 200, users: 200 });
-  }
-}
+const traffic = (rounds: number) => shop.traffic(rounds);
 
 const requestsOn = (s: TopologyState, edge: string) => s.stats[edge]?.requests ?? 0;
 
@@ -270,7 +118,7 @@ describe("the topology api", () => {
 
   it("reports_each_identity_certificate_expiry", () => {
     const s = topology.state();
-    for (const w of ["gateway", ...sidecars.keys()]) {
+    for (const w of ["gateway", ...shop.sidecars.keys()]) {
       const c = s.certificates[w]!;
       expect(c.identity, w).toBe(`spiffe://shop.example/ns/shop/sa/${w}`);
       expect(c.expiresInSeconds, w).toBeGreaterThan(SVID_TTL_MS / 1000 - 120);
@@ -324,7 +172,7 @@ describe("the topology page in chromium", () => {
     await page.goto(`${adminUrl}/`);
 
     // every workload is drawn, with its certificate expiry
-    const workloads = ["gateway", ...Object.keys(spec.services)];
+    const workloads = ["gateway", ...Object.keys(shop.spec.services)];
     for (const w of workloads) await page.locator(`g.node[data-node="${w}"]`).waitFor();
     await page.waitForFunction(
       (ids) =>
@@ -335,7 +183,7 @@ describe("the topology page in chromium", () => {
         ),
       workloads,
     );
-    expect(await page.locator("g.edge").count()).toBe(t.infra.edges.length);
+    expect(await page.locator("g.edge").count()).toBe(shop.translated.infra.edges.length);
 
     // the numbers change under traffic
     const cell = page.locator('tr[data-edge="search->catalog"] td.rate');
