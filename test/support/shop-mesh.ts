@@ -2,8 +2,9 @@
  * The shop example running on 127.0.0.1 for end-to-end tests: a real gateway (a mesh member with its own
  * SVID, HTTP listener only, rate limits in process) and a real sidecar per service (mTLS with SVIDs from a
  * CA made here), each in front of a small demo app that answers JSON and calls its declared dependencies
- * through its sidecar — search asks catalog; orders charges payments, reserves inventory and reads the
- * user — forwarding W3C trace context as an instrumented app would.
+ * through its sidecar — search asks catalog (with its own query string); orders charges payments, reserves
+ * inventory and reads the user — forwarding W3C trace context as an instrumented app would. catalog
+ * answers 503 to a query containing `flaky`.
  *
  *   const shop = await startShopMesh({ tracing: { otlpEndpoint } });
  *   await shop.traffic(5);           // 4 requests per round, every one asserted 200
@@ -104,7 +105,11 @@ function demoApp(name: string, outbound: () => number) {
       const calls: Record<string, number> = {};
       const call = (service: string, method: string, path: string) =>
         callThrough(outbound(), service, method, path, req).then((s) => (calls[service] = s));
-      if (name === "search" || name === "search-next") await call("catalog", "GET", "/products?q=x");
+      const query = (req.url ?? "").includes("?") ? (req.url ?? "").slice(req.url!.indexOf("?")) : "";
+      // catalog fails a query containing "flaky" with 503 (the callers' sidecars retry it)
+      if (name === "catalog" && query.includes("flaky"))
+        return json(res, 503, { service: name, error: "flaky" });
+      if (name === "search" || name === "search-next") await call("catalog", "GET", `/products${query}`);
       if (name === "orders") {
         await call("payments", "POST", "/payments");
         await call("inventory", "POST", "/inventory/reserve/sku-1");
