@@ -20,6 +20,7 @@ import {
   type TopologyState,
 } from "../../stacks/local/topology/index.ts";
 import { until } from "../sidecar/support.ts";
+import { request } from "../support/gateway.ts";
 import { startShopMesh, type ShopMesh } from "../support/shop-mesh.ts";
 
 /** The page's DOM, as the functions run inside Chromium (page.waitForFunction) see it. */
@@ -143,6 +144,11 @@ describe("the topology api", () => {
     expect((await fetch(`${adminUrl}/api/explain`)).status).toBe(405);
     expect((await fetch(`${adminUrl}/api/topology`, { method: "DELETE" })).status).toBe(405);
     expect((await fetch(`${adminUrl}/elsewhere`)).status).toBe(404);
+    const rebound = await request(`${adminUrl}/api/topology`, { headers: { host: "attacker.example:9901" } });
+    expect([rebound.status, JSON.parse(rebound.body).error.code]).toEqual([403, "host_not_allowed"]);
+    expect((await request(`${adminUrl}/api/topology`, { headers: { host: "localhost:9901" } })).status).toBe(
+      200,
+    );
     const page = await fetch(`${adminUrl}/`);
     expect(page.headers.get("content-type")).toBe("text/html; charset=utf-8");
     expect(page.headers.get("content-security-policy")).toContain("default-src 'none'");

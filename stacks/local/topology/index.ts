@@ -56,7 +56,15 @@ export interface TopologyOptions {
   readonly windowMs?: number;
   /** @default 1500 */
   readonly scrapeTimeoutMs?: number;
+  /**
+   * Host names (without port) the page answers for; other Host headers get 403, so a web page that
+   * rebinds its DNS name to 127.0.0.1 cannot read the mesh or run explain. @default loopback names
+   */
+  readonly allowedHosts?: readonly string[];
 }
+
+/** The Host names a local admin server is reached by. */
+export const LOOPBACK_HOSTS: readonly string[] = ["127.0.0.1", "localhost", "[::1]"];
 
 /** One scrape target's state in the API. */
 export interface TargetState {
@@ -223,8 +231,21 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
 
   const explain = (request: ExplainRequest) => explainRequest(model, request);
 
+  const allowedHosts = new Set((opts.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()));
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
     const path = (req.url ?? "/").split("?")[0];
+    if (path !== "/" && path !== "/topology" && path !== "/api/topology" && path !== "/api/explain")
+      return false;
+    const host = (req.headers.host ?? "").toLowerCase().replace(/:[0-9]+$/, "");
+    if (!allowedHosts.has(host)) {
+      sendError(
+        res,
+        403,
+        "host_not_allowed",
+        `the topology page answers for ${[...allowedHosts].join(", ")} only`,
+      );
+      return true;
+    }
     if (path === "/" || path === "/topology") {
       if (!isRead(req, res)) return true;
       send(res, 200, "text/html; charset=utf-8", page, req.method === "HEAD");
