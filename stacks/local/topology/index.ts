@@ -37,10 +37,11 @@ import {
   type Snapshot,
   type TrafficStats,
 } from "./metrics.ts";
-import { topologyPage } from "./page.ts";
+import { topologyPage, type PageLink } from "./page.ts";
 
 export type { ScrapeTarget, TopologyGraph, TopologyEdge, TopologyNode, CertificateExpiry } from "./graph.ts";
 export type { TrafficStats } from "./metrics.ts";
+export type { PageLink } from "./page.ts";
 export { buildTopology } from "./graph.ts";
 
 export interface TopologyOptions {
@@ -61,6 +62,10 @@ export interface TopologyOptions {
    * rebinds its DNS name to 127.0.0.1 cannot read the mesh or run explain. @default loopback names
    */
   readonly allowedHosts?: readonly string[];
+  /** Links the page's header shows (e.g. the launcher's process status, JWKS, Prometheus). */
+  readonly links?: readonly PageLink[];
+  /** Whether `GET /` serves the page (else only `/topology`). @default true */
+  readonly root?: boolean;
 }
 
 /** The Host names a local admin server is reached by. */
@@ -111,6 +116,22 @@ export interface TopologyHandler {
   close(): void;
 }
 
+/** The processes of a local plan, as far as scraping needs them (structurally: stacks/local/plan.ts). */
+export interface ProcessLike {
+  readonly role: string;
+  readonly workload: string | null;
+  readonly ports: Readonly<Record<string, number>>;
+}
+
+/** The scrape targets of a local plan's processes: every gateway and sidecar admin listener on 127.0.0.1. */
+export function scrapeTargetsOf(processes: readonly ProcessLike[]): ScrapeTarget[] {
+  const out: ScrapeTarget[] = [];
+  for (const p of processes)
+    if ((p.role === "gateway" || p.role === "sidecar") && p.workload !== null && p.ports.admin !== undefined)
+      out.push({ workload: p.workload, kind: p.role, adminUrl: `http://127.0.0.1:${p.ports.admin}` });
+  return out;
+}
+
 /** The largest explain request body read. */
 export const MAX_EXPLAIN_BODY = 16 * 1024;
 
@@ -138,7 +159,8 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
     ]),
   );
   const sources = new Map(graph.edges.map((e) => [e.id, edgeSource(e, spiffeOf)]));
-  const page = topologyPage(graph.name);
+  const page = topologyPage(graph.name, opts.links ?? []);
+  const root = opts.root ?? true;
   const explainInfo = {
     callers: ["internet", ...graph.nodes.filter((n) => n.kind !== "internet").map((n) => n.id)],
     hosts: opts.runtime.gateway?.hosts ?? [],
@@ -163,12 +185,7 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
       t.error = null;
     } catch (e) {
       t.up = false;
-      t.error =
-        e instanceof Error
-          ? e.name === "TimeoutError"
-            ? `no answer within ${timeoutMs} ms`
-            : e.message
-          : String(e);
+      t.error = scrapeError(e, timeoutMs);
     }
     t.lastScrapeAt = at;
   };
@@ -234,7 +251,7 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
   const allowedHosts = new Set((opts.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()));
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
     const path = (req.url ?? "/").split("?")[0];
-    if (path !== "/" && path !== "/topology" && path !== "/api/topology" && path !== "/api/explain")
+    if (path === "/" ? !root : path !== "/topology" && path !== "/api/topology" && path !== "/api/explain")
       return false;
     const host = (req.headers.host ?? "").toLowerCase().replace(/:[0-9]+$/, "");
     if (!allowedHosts.has(host)) {
@@ -276,6 +293,14 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
     return false;
   };
   return Object.assign(handler, { scrape, state, explain, close: () => clearInterval(timer) });
+}
+
+/** Why a scrape failed, in words: a timeout, the socket error's code (ECONNREFUSED), or the message. */
+function scrapeError(e: unknown, timeoutMs: number): string {
+  if (!(e instanceof Error)) return String(e);
+  if (e.name === "TimeoutError") return `no answer within ${timeoutMs} ms`;
+  const code = (e.cause as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? `${e.message} (${code})` : e.message;
 }
 
 function isRead(req: IncomingMessage, res: ServerResponse): boolean {

@@ -13,6 +13,8 @@ body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-seri
 header { display: flex; gap: 16px; align-items: baseline; padding: 12px 20px; background: #fff; border-bottom: 1px solid var(--line); }
 header h1 { font-size: 18px; margin: 0; }
 header .meta { color: var(--muted); }
+header nav { margin-left: auto; }
+header nav a { margin-left: 12px; color: #2b59c3; }
 main { display: grid; grid-template-columns: minmax(0, 1fr) 420px; gap: 16px; padding: 16px 20px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px; }
 h2 { font-size: 15px; margin: 0 0 8px; }
@@ -250,7 +252,7 @@ setInterval(poll, 2000);
 `;
 
 const BODY = `
-<header><h1>__NAME__ · topology</h1><span class="meta" id="meta">loading…</span><span class="error" id="status"></span></header>
+<header><h1>__NAME__ · topology</h1><span class="meta" id="meta">loading…</span><span class="error" id="status"></span><nav>__LINKS__</nav></header>
 <main>
   <div>
     <section>
@@ -286,13 +288,26 @@ const BODY = `
 </main>
 `;
 
-/** The page for a mesh called `name` (HTML-escaped). */
-export function topologyPage(name: string): string {
-  const safe = name.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+/** A link the page's header shows (the launcher's other pages: process status, JWKS, Prometheus, …). */
+export interface PageLink {
+  readonly label: string;
+  /** A path on the same server, or an http(s) URL. */
+  readonly href: string;
+}
+
+const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The page for a mesh called `name`, with header links (every text HTML-escaped). */
+export function topologyPage(name: string, links: readonly PageLink[] = []): string {
+  const safe = escapeHtml(name);
+  const nav = links
+    .filter((l) => /^(\/(?!\/)|https?:\/\/)/.test(l.href))
+    .map((l) => `<a href="${escapeHtml(l.href)}">${escapeHtml(l.label)}</a>`)
+    .join("");
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${safe} · meshgate topology</title>
 <style>${STYLE}</style></head>
-<body>${BODY.replace("__NAME__", safe)}<script>${SCRIPT}</script></body></html>
+<body>${BODY.replace("__NAME__", safe).replace("__LINKS__", nav)}<script>${SCRIPT}</script></body></html>
 `;
 }
