@@ -1,6 +1,7 @@
 /**
  * The shop example running on 127.0.0.1 for end-to-end tests: a real gateway (a mesh member with its own
- * SVID, HTTP listener only, rate limits in process) and a real sidecar per service (mTLS with SVIDs from a
+ * SVID, HTTP listener only, rate limits in process, request timeouts of at least 10 s — see
+ * generousTimeouts) and a real sidecar per service (mTLS with SVIDs from a
  * CA made here), each in front of a small demo app that answers JSON and calls its declared dependencies
  * through its sidecar — search asks catalog (with its own query string); orders charges payments, reserves
  * inventory and reads the user — forwarding W3C trace context as an instrumented app would. catalog
@@ -132,6 +133,28 @@ function startOrder(s: MeshSpec): string[] {
   return order;
 }
 
+/** The shortest request and per-try timeout the harness lets a proxy apply. */
+const MIN_TIMEOUT_MS = 10_000;
+
+/**
+ * The config with every request and per-try timeout (`timeoutMs`, `perTryTimeoutMs`; not health checks)
+ * raised to MIN_TIMEOUT_MS: the shop's 300–500 ms per-try budgets are for production; on a CI machine
+ * whose cores other test files keep busy, the first requests (TLS handshakes, cold code) can exceed them
+ * and answer 504, which these tests are not about.
+ */
+function generousTimeouts<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((v: unknown) => generousTimeouts(v)) as T;
+  if (typeof value !== "object" || value === null) return value;
+  const o = value as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o))
+    out[k] =
+      (k === "timeoutMs" || k === "perTryTimeoutMs") && typeof v === "number" && !("intervalMs" in o)
+        ? Math.max(v, MIN_TIMEOUT_MS)
+        : generousTimeouts(v);
+  return out as T;
+}
+
 function withTracing<C extends GatewayRuntimeConfig | SidecarRuntimeConfig>(
   c: Omit<C, "hash">,
   tracing: ShopMeshOptions["tracing"],
@@ -187,7 +210,7 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
           identityDir: await identity(name),
           appPort,
           endpoints,
-          edit: (c) => withTracing<SidecarRuntimeConfig>(c, o.tracing),
+          edit: (c) => generousTimeouts(withTracing<SidecarRuntimeConfig>(c, o.tracing)),
         }),
       );
       outbound = sidecar.ports.outbound;
@@ -196,21 +219,23 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
     const { hash: _h, ...rest } = translated.runtime.gateway!;
     gateway = await startTestGateway(
       sealRuntimeConfig<GatewayRuntimeConfig>(
-        withTracing<GatewayRuntimeConfig>(
-          {
-            ...rest,
-            listeners: rest.listeners.filter((l) => l.protocol === "http"),
-            svid: { ...rest.svid!, ...svidFiles(await identity("gateway")) },
-            discovery: {
-              kind: "static",
-              endpoints: Object.fromEntries(
-                [...sidecars].map(([name, s]) => [name, [{ host: "127.0.0.1", port: s.ports.inbound }]]),
-              ),
+        generousTimeouts(
+          withTracing<GatewayRuntimeConfig>(
+            {
+              ...rest,
+              listeners: rest.listeners.filter((l) => l.protocol === "http"),
+              svid: { ...rest.svid!, ...svidFiles(await identity("gateway")) },
+              discovery: {
+                kind: "static",
+                endpoints: Object.fromEntries(
+                  [...sidecars].map(([name, s]) => [name, [{ host: "127.0.0.1", port: s.ports.inbound }]]),
+                ),
+              },
+              // One local gateway: limits in process (the shop's Redis store is a cluster address).
+              rateLimitStore: { kind: "local", replicas: 1 },
             },
-            // One local gateway: limits in process (the shop's Redis store is a cluster address).
-            rateLimitStore: { kind: "local", replicas: 1 },
-          },
-          o.tracing,
+            o.tracing,
+          ),
         ),
       ),
     );
