@@ -136,6 +136,11 @@ describe("the topology api", () => {
       error: { code: "invalid_explain_request", message: "method: required" },
     });
     expect((await post("{", "application/json")).status).toBe(400);
+    const unknown = await post(JSON.stringify({ from: "nobody", method: "GET", path: "/", to: "orders" }));
+    expect(unknown.status).toBe(400);
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toMatch(
+      /^from: unknown caller "nobody"/,
+    );
     expect((await post("x", "text/plain")).status).toBe(415);
     expect(
       (await post(JSON.stringify({ from: "internet", method: "GET", path: "/" + "a".repeat(20_000) })))
@@ -215,12 +220,14 @@ describe("the topology page in chromium", () => {
     await page.fill("#path", "/api/orders");
     await page.click("#run");
     await page.locator('#explain-result .outcome[data-outcome="deny"]').waitFor();
-    expect(await page.locator("#explain-result .outcome").textContent()).toContain("401 at authentication");
+    expect(await page.locator("#explain-result .outcome").textContent()).toContain(
+      "401 unauthenticated at authentication",
+    );
     await page.selectOption("#credentials", "token");
     await page.fill("#scopes", "orders:read");
     await page.click("#run");
     await page.locator('#explain-result .outcome[data-outcome="allow"]').waitFor();
-    expect(await page.locator('#explain-result li[data-layer="inbound"]').textContent()).toContain(
+    expect(await page.locator('#explain-result li[data-layer="mesh"]').textContent()).toContain(
       "services.orders.allow[0]",
     );
 

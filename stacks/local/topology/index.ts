@@ -11,14 +11,20 @@
  * - `GET /api/topology`: the graph (graph.ts), live numbers per edge and certificate expiry per identity,
  *   read by scraping every target's `/metrics` every `scrapeIntervalMs` and differencing the counters and
  *   histogram buckets over the last `windowMs` (metrics.ts);
- * - `POST /api/explain`: `explainRequest()` (policies/explain.ts) for the JSON request in the body.
+ * - `POST /api/explain`: `explainRequest()` (meshgate/policies: the decision of every layer, as
+ *   `meshgate explain --format json` prints it) for the JSON request in the body.
  *
  * Anything else answers false, so the admin server can try its next handler.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { MeshSpec } from "../../../components/spec/schema.ts";
 import type { InfraIR, RuntimeConfigs } from "../../../components/translate/ir.ts";
-import { explainRequest, type ExplainRequest, type Explanation } from "../../../policies/explain.ts";
+import {
+  explainRequest,
+  TrafficRequestError,
+  type TrafficDecision,
+  type TrafficRequest,
+} from "../../../policies/index.ts";
 import { MeshModel } from "../../../policies/model.ts";
 import {
   buildTopology,
@@ -111,7 +117,8 @@ export interface TopologyHandler {
   scrape(): Promise<void>;
   /** The state `/api/topology` serves. */
   state(): TopologyState;
-  explain(request: ExplainRequest): Explanation;
+  /** The decision for one request (throws TrafficRequestError for a request naming what the mesh lacks). */
+  explain(request: TrafficRequest): TrafficDecision;
   /** Stops scraping. */
   close(): void;
 }
@@ -246,7 +253,7 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
     };
   };
 
-  const explain = (request: ExplainRequest) => explainRequest(model, request);
+  const explain = (request: TrafficRequest) => explainRequest(model, request);
 
   const allowedHosts = new Set((opts.allowedHosts ?? LOOPBACK_HOSTS).map((h) => h.toLowerCase()));
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
@@ -283,7 +290,15 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
         (body) => {
           const parsed = parseExplainRequest(body);
           if (typeof parsed === "string") return sendError(res, 400, "invalid_explain_request", parsed);
-          send(res, 200, "application/json", JSON.stringify(explain(parsed)), false);
+          let decision: TrafficDecision;
+          try {
+            decision = explain(parsed);
+          } catch (e) {
+            if (e instanceof TrafficRequestError)
+              return sendError(res, 400, "invalid_explain_request", e.message);
+            throw e;
+          }
+          send(res, 200, "application/json", JSON.stringify(decision), false);
         },
         (e: Error & { status?: number; code?: string }) =>
           sendError(res, e.status ?? 400, e.code ?? "invalid_explain_request", e.message),
@@ -374,10 +389,10 @@ function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
 const METHOD = /^[A-Z]{1,16}$/;
 
 /**
- * Validates an explain request body: `{ from, method, path, host?, to?, headers?, claims?, provider?,
- * consumer?, clientIp? }`. Returns the request or a message naming the field.
+ * Validates an explain request body: `{ from, method, path, host?, to?, headers?, claims?, scopes?,
+ * provider?, consumer?, clientIp? }`. Returns the request or a message naming the field.
  */
-export function parseExplainRequest(body: unknown): ExplainRequest | string {
+export function parseExplainRequest(body: unknown): TrafficRequest | string {
   if (typeof body !== "object" || body === null || Array.isArray(body))
     return "the body must be a JSON object";
   const b = body as Record<string, unknown>;
@@ -389,6 +404,7 @@ export function parseExplainRequest(body: unknown): ExplainRequest | string {
     "to",
     "headers",
     "claims",
+    "scopes",
     "provider",
     "consumer",
     "clientIp",
@@ -418,6 +434,11 @@ export function parseExplainRequest(body: unknown): ExplainRequest | string {
     if (v !== undefined) out[k] = v;
   }
   if (!METHOD.test(out.method as string)) return "method: an upper-case HTTP method (GET, POST, …)";
+  if (b.scopes !== undefined) {
+    if (!Array.isArray(b.scopes) || b.scopes.some((x) => typeof x !== "string"))
+      return "scopes: must be an array of strings";
+    out.scopes = b.scopes;
+  }
   for (const k of ["headers", "claims"] as const) {
     const v = b[k];
     if (v === undefined || v === null) continue;
@@ -428,5 +449,5 @@ export function parseExplainRequest(body: unknown): ExplainRequest | string {
   }
   if (out.claims !== undefined && out.consumer !== undefined)
     return "claims, consumer: give a token's claims or an API-key consumer, not both";
-  return out as unknown as ExplainRequest;
+  return out as unknown as TrafficRequest;
 }

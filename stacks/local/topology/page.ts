@@ -39,7 +39,7 @@ table { border-collapse: collapse; width: 100%; font-size: 12.5px; }
 th, td { text-align: left; padding: 3px 6px; border-bottom: 1px solid #eef0f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 3px; color: #fff; font-size: 11.5px; }
-.badge.allowed, .badge.allow { background: var(--ok); }
+.badge.allowed, .badge.allow, .badge.pass { background: var(--ok); }
 .badge.denied, .badge.deny { background: var(--deny); }
 .badge.unused, .badge.info { background: var(--unused); }
 form { display: grid; grid-template-columns: 90px 1fr; gap: 6px 8px; align-items: center; }
@@ -224,14 +224,15 @@ async function runExplain(ev) {
   const res = await fetch("/api/explain", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   const r = await res.json();
   if (!res.ok) { out.replaceChildren(h("p", { class: "error" }, r.error ? r.error.code + ": " + r.error.message : "HTTP " + res.status)); return; }
-  const head = h("div", { class: "outcome", "data-outcome": r.outcome },
-    h("span", { class: "badge " + r.outcome }, r.outcome), " ",
-    r.outcome === "deny" ? r.status + " at " + r.deniedBy : "forwarded", r.route ? " · route " + r.route : "");
+  const head = h("div", { class: "outcome", "data-outcome": r.verdict },
+    h("span", { class: "badge " + r.verdict }, r.verdict), " ",
+    r.verdict === "deny" ? r.status + " " + r.code + " at " + r.layer : r.status ? r.status + " from the gateway (" + r.action + ")" : "reaches " + (r.targets.join(", ") || "its upstream"),
+    r.route ? " · route " + r.route : "");
   const list = h("ol", { class: "steps" });
   for (const s of r.steps)
-    list.append(h("li", { "data-layer": s.layer, "data-result": s.result },
-      h("div", {}, h("span", { class: "badge " + s.result }, s.result), " ", h("b", {}, s.layer), " ", h("code", {}, s.rule)),
-      h("div", { class: "why" }, s.reason + (s.decisive ? "" : " (does not decide)"))));
+    list.append(h("li", { "data-layer": s.layer, "data-result": s.outcome },
+      h("div", {}, h("span", { class: "badge " + s.outcome }, s.outcome), " ", h("b", {}, s.layer), " at ", s.at, " ", h("code", {}, s.rule)),
+      h("div", { class: "why" }, s.detail)));
   out.replaceChildren(head, list);
 }
 async function poll() {
