@@ -21,6 +21,7 @@ import { IdentityKeeper, openDevCa } from "./ca.ts";
 import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
+import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
 
 /** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
 export const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -200,10 +201,25 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     ...(o.stopTimeoutMs !== undefined ? { stopTimeoutMs: o.stopTimeoutMs } : {}),
   });
   const admin = createLocalAdmin({ plan, jwks: issuer.jwks, status: () => supervisor.status() });
+  // The live topology page at / (and /topology), scraping every proxy's admin listener.
+  const topology = createTopology({
+    spec,
+    infra: translated.infra,
+    runtime: translated.runtime,
+    targets: scrapeTargetsOf(plan.processes),
+    links: [
+      { label: "processes", href: "/api/status" },
+      { label: "plan", href: "/api/plan" },
+      { label: "JWKS", href: "/.well-known/jwks.json" },
+      ...(plan.urls.prometheus ? [{ label: "Prometheus", href: plan.urls.prometheus }] : []),
+    ],
+  });
+  admin.handlers.push(topology);
   try {
     await admin.listen(plan.ports.admin);
   } catch (err) {
     keeper.stop();
+    topology.close();
     throw new UpError(
       "E_LOCAL_PORT_TAKEN",
       `port ${plan.ports.admin} (the local admin server) is not available (${(err as NodeJS.ErrnoException).code}): change targets.local.adminPort (or --admin-port N)`,
@@ -221,6 +237,7 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     if (finished) return;
     finished = true;
     keeper.stop();
+    topology.close();
     await admin.close();
     await writeState(plan, supervisor, keeper, false).catch(() => {});
   };

@@ -194,7 +194,10 @@ describe("meshgate up on the shop example", () => {
     const t = await token("rate-limited-carol", ["orders:write"]);
     const statuses: number[] = [];
     let limited;
-    for (let i = 0; i < 7; i++) {
+    const started = Date.now();
+    // The burst of 5 passes; then 429 — unless a slow machine lets a token refill (one per 3 s), which
+    // admits one more request per 3 s elapsed: bounded, so a limiter that does not limit still fails.
+    for (let i = 0; i < 12 && !limited; i++) {
       const r = await curl(gw("/api/orders"), [
         "-X",
         "POST",
@@ -208,8 +211,10 @@ describe("meshgate up on the shop example", () => {
       statuses.push(r.status);
       if (r.status === 429) limited = r;
     }
+    const refills = Math.floor((Date.now() - started) / 3000);
     expect(statuses.slice(0, 5)).toEqual([201, 201, 201, 201, 201]);
-    expect(statuses.slice(5)).toEqual([429, 429]);
+    expect(limited).toBeDefined();
+    expect(statuses.filter((s) => s === 201).length).toBeLessThanOrEqual(5 + refills);
     expect(Number(limited!.headers["retry-after"])).toBeGreaterThan(0);
     expect(limited!.headers["x-meshgate-error"]).toBe("rate_limited");
   });

@@ -1,0 +1,127 @@
+/**
+ * The topology handler's mounting options and failure reporting, served by a real HTTP server: `root`,
+ * header links (escaped; only same-server paths and http(s) URLs), a scrape target that does not answer
+ * (reported down with the reason, its edges without numbers), and the scrape targets of a local plan.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { loadSpecFile } from "../../components/spec/load.ts";
+import type { MeshSpec } from "../../components/spec/schema.ts";
+import { translate } from "../../components/translate/translate.ts";
+import type { TranslateResult } from "../../components/translate/ir.ts";
+import {
+  createTopology,
+  scrapeTargetsOf,
+  type TopologyHandler,
+  type TopologyOptions,
+} from "../../stacks/local/topology/index.ts";
+import { freePort } from "../support/gateway.ts";
+
+let spec: MeshSpec;
+let t: TranslateResult;
+const cleanups: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  const loaded = await loadSpecFile(new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname);
+  if (!loaded.ok) throw new Error("shop spec invalid");
+  spec = loaded.spec;
+  t = translate(spec);
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function serve(
+  extra: Partial<TopologyOptions> = {},
+): Promise<{ url: string; topology: TopologyHandler }> {
+  const topology = createTopology({ spec, infra: t.infra, runtime: t.runtime, targets: [], ...extra });
+  const server = http.createServer((req, res) => {
+    if (!topology(req, res)) {
+      res.writeHead(404);
+      res.end("admin 404");
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanups.push(
+    () => topology.close(),
+    () => new Promise<void>((r) => server.close(() => r())),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, topology };
+}
+
+describe("mounting", () => {
+  it("serves_the_page_at_the_root_and_at_topology_by_default", async () => {
+    const { url } = await serve();
+    for (const path of ["/", "/topology"]) {
+      const r = await fetch(url + path);
+      expect([r.status, (await r.text()).includes("<title>shop · meshgate topology</title>")]).toEqual([
+        200,
+        true,
+      ]);
+    }
+  });
+
+  it("leaves_the_root_to_the_admin_server_when_root_is_false", async () => {
+    const { url } = await serve({ root: false });
+    const r = await fetch(`${url}/`);
+    expect([r.status, await r.text()]).toEqual([404, "admin 404"]);
+    expect((await fetch(`${url}/topology`)).status).toBe(200);
+  });
+
+  it("shows_header_links_escaped_and_drops_other_schemes", async () => {
+    const { url } = await serve({
+      links: [
+        { label: "processes", href: "/api/status" },
+        { label: "Prometheus <9090>", href: "http://127.0.0.1:9090" },
+        { label: "evil", href: "javascript:alert(1)" },
+        { label: "elsewhere", href: "//evil.example/" },
+      ],
+    });
+    const html = await (await fetch(url)).text();
+    const nav = /<nav>(.*?)<\/nav>/.exec(html)![1];
+    expect(nav).toBe(
+      '<a href="/api/status">processes</a><a href="http://127.0.0.1:9090">Prometheus &#60;9090&#62;</a>',
+    );
+  });
+});
+
+describe("scraping", () => {
+  it("reports_a_target_that_does_not_answer_and_gives_its_edges_no_numbers", async () => {
+    const closed = await freePort();
+    const { topology } = await serve({
+      targets: [{ workload: "orders", kind: "sidecar", adminUrl: `http://127.0.0.1:${closed}` }],
+      scrapeTimeoutMs: 500,
+    });
+    await topology.scrape();
+    await topology.scrape();
+    const s = topology.state();
+    expect(s.targets).toEqual([
+      {
+        workload: "orders",
+        kind: "sidecar",
+        adminUrl: `http://127.0.0.1:${closed}`,
+        up: false,
+        lastScrapeAt: expect.any(Number) as number,
+        error: "fetch failed (ECONNREFUSED)",
+        inFlight: null,
+      },
+    ]);
+    expect(s.stats["orders->payments"]).toBeNull();
+    expect(s.certificates.orders).toBeNull();
+  });
+
+  it("takes_every_gateway_and_sidecar_admin_listener_of_a_local_plan", () => {
+    expect(
+      scrapeTargetsOf([
+        { role: "gateway", workload: "gateway", ports: { http: 8080, admin: 20000 } },
+        { role: "app", workload: "orders", ports: { app: 20002 } },
+        { role: "sidecar", workload: "orders", ports: { inbound: 20003, outbound: 20004, admin: 20005 } },
+        { role: "prometheus", workload: null, ports: { http: 20001 } },
+      ]),
+    ).toEqual([
+      { workload: "gateway", kind: "gateway", adminUrl: "http://127.0.0.1:20000" },
+      { workload: "orders", kind: "sidecar", adminUrl: "http://127.0.0.1:20005" },
+    ]);
+  });
+});
