@@ -290,8 +290,10 @@ describe("a real Prometheus with the generated configuration", () => {
         "firing",
       ],
     ]);
-    expect(page[0]!.annotations.description).toBe(
-      "The 5xx ratio of route items is 25% (budget 1%): 14.4× the budget over 1h and 5m, or 6× the budget over 6h and 30m.",
+    // The ratio is rendered from the live series: 25% once the windows hold whole cycles of four
+    // requests, a little more or less while a scrape cuts a cycle (seen as 25.6% on a loaded machine).
+    expect(page[0]!.annotations.description).toMatch(
+      /^The 5xx ratio of route items is 2[0-9](\.[0-9]+)?% \(budget 1%\): 14\.4× the budget over 1h and 5m, or 6× the budget over 6h and 30m\.$/,
     );
   });
 
