@@ -100,7 +100,11 @@ beforeAll(async () => {
       {
         name: "fail-slow",
         match: { path: "/fail-slow", methods: ["GET"] },
-        aggregate: { items: part("good", "/items", "fail"), slow: part("slow", "/slow", "fail") },
+        // items has room (2 s) so that only slow can time out, however busy the machine.
+        aggregate: {
+          items: part("good", "/items", "fail", { timeout: "2s" }),
+          slow: part("slow", "/slow", "fail"),
+        },
         ...base,
       },
       {
