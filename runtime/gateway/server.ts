@@ -211,14 +211,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const bindHost = options.host ?? "0.0.0.0";
   // The gateway's mesh identity (mTLS to clusters with tls.mode "mtls"); without one they fail closed.
   let identity: IdentitySource | null = null;
-  const pools = new PoolCache({
-    connectTimeoutMs: 1000,
-    connections: 1024,
-    mtls: mtlsConnector({
-      current: () => identity?.current() ?? null,
-      ready: () => identity?.ready() ?? false,
-    }),
+  const connectMtls = mtlsConnector({
+    current: () => identity?.current() ?? null,
+    ready: () => identity?.ready() ?? false,
   });
+  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
@@ -1215,6 +1212,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         l.protocol === "https" ? "https" : "http",
         upgrades,
         randomUUID,
+        identity === null ? null : connectMtls,
       );
     });
     const port = options.ports?.listeners?.[l.name] ?? l.port;

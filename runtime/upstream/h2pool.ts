@@ -1,10 +1,12 @@
 /**
- * An HTTP/2 upstream "pool" for clusters that speak HTTP/2 (gRPC services): one multiplexed cleartext
- * session per endpoint, reopened when it closes or receives GOAWAY. It offers the slice of undici's Pool
+ * An HTTP/2 upstream "pool" for clusters that speak HTTP/2 (gRPC services): one multiplexed session per
+ * endpoint — cleartext (h2c with prior knowledge), or over the connection a `connect` function opens (mTLS
+ * origination with ALPN h2, runtime/upstream/tls.ts) — reopened when it closes or receives GOAWAY. It offers the slice of undici's Pool
  * interface the forwarding engine uses (`stream`, `request`, `stats`, `close`), and forwards response
  * trailers (gRPC's `grpc-status`) to the downstream response.
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import type net from "node:net";
 import type { Writable } from "node:stream";
 import type { CancelToken } from "./h1pool.ts";
 
@@ -41,14 +43,30 @@ export class H2Pool {
   private readonly origin: string;
   private readonly authority: string;
   private readonly connectTimeoutMs: number;
+  private readonly connectFn: ((host: string, port: number) => net.Socket) | null;
+  private readonly host: string;
+  private readonly port: number;
   private session: ClientHttp2Session | null = null;
   private connecting: Promise<ClientHttp2Session> | null = null;
   private closed = false;
   readonly stats = { pending: 0 };
 
-  constructor(host: string, port: number, connectTimeoutMs: number) {
+  /**
+   * `connect`: opens the session's connection (a TLS socket negotiating ALPN h2); without it the session
+   * is cleartext h2c. The connect timeout covers the TLS handshake: a failed handshake fails the attempt
+   * before any stream was opened (a connect failure).
+   */
+  constructor(
+    host: string,
+    port: number,
+    connectTimeoutMs: number,
+    connect?: (host: string, port: number) => net.Socket,
+  ) {
+    this.host = host;
+    this.port = port;
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-    this.origin = `http://${this.authority}`;
+    this.connectFn = connect ?? null;
+    this.origin = `${connect ? "https" : "http"}://${this.authority}`;
     this.connectTimeoutMs = connectTimeoutMs;
   }
 
@@ -56,7 +74,11 @@ export class H2Pool {
     if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
     if (this.connecting) return this.connecting;
     this.connecting = new Promise<ClientHttp2Session>((resolve, reject) => {
-      const s = http2.connect(this.origin, { settings: { enablePush: false } });
+      const connectFn = this.connectFn;
+      const s = http2.connect(this.origin, {
+        settings: { enablePush: false },
+        ...(connectFn ? { createConnection: () => connectFn(this.host, this.port) } : {}),
+      });
       const timer = setTimeout(
         () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
         this.connectTimeoutMs,
