@@ -19,7 +19,7 @@
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import http2, { type Http2ServerRequest } from "node:http2";
+import type { Http2ServerRequest } from "node:http2";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import { Transform } from "node:stream";
@@ -44,6 +44,7 @@ import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetr
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
+import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
@@ -444,8 +445,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         // gRPC callers read the outcome from grpc-status: a trailers-only response (HTTP 200, as
         // Envoy's local replies) with the status mapped from the HTTP one; metrics and logs count `status`.
         ex.status = status;
-        res.writeHead(200, grpcTrailersOnly(grpcStatusOf(status), message, code, extra));
-        return void res.end();
+        respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusOf(status), message, code, extra));
+        return;
       }
     }
     const body = JSON.stringify({ error: { code, message } });
@@ -611,9 +612,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         retry: NO_RETRY,
         hashKey: "",
       },
-      (status, upstreamHeaders) => {
+      (status, upstreamHeaders, _closeDelimited, trailersOnly) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
-        if (draining && !ex.h2) upstreamHeaders.connection = "close";
+        if (ex.h2) {
+          if (trailersOnly) return respondTrailersOnly(res, status, upstreamHeaders) ?? res;
+        } else if (draining) upstreamHeaders.connection = "close";
         res.writeHead(status, upstreamHeaders);
         return res;
       },
@@ -704,9 +707,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         retry: d.retry,
         hashKey: req.socket.remoteAddress ?? "",
       },
-      (status, upstreamHeaders) => {
+      (status, upstreamHeaders, _closeDelimited, trailersOnly) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
-        if (draining && !ex.h2) upstreamHeaders.connection = "close";
+        if (ex.h2) {
+          if (trailersOnly) return respondTrailersOnly(res, status, upstreamHeaders) ?? res;
+        } else if (draining) upstreamHeaders.connection = "close";
         res.writeHead(status, upstreamHeaders);
         return res;
       },
@@ -965,14 +970,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     if (result.headersSent || result.outcome === "client_aborted") {
       // Never a clean end for a truncated response: HTTP/1 loses the connection, HTTP/2 the stream
-      // (RST_STREAM INTERNAL_ERROR, or CANCEL when the client left).
-      if (ex.h2)
-        (ex.req as unknown as Http2ServerRequest).stream.close(
-          result.outcome === "client_aborted"
-            ? http2.constants.NGHTTP2_CANCEL
-            : http2.constants.NGHTTP2_INTERNAL_ERROR,
-        );
-      else res.destroy(result.error ?? undefined);
+      // (RST_STREAM INTERNAL_ERROR: destroyed with an error, never Http2Stream#close, which ends first).
+      res.destroy(result.error ?? new Error(result.outcome));
       return;
     }
     const [status, code]: [number, SidecarErrorCode] =

@@ -33,6 +33,8 @@ export interface UpstreamPool {
       headers: Record<string, string | string[] | undefined>;
       /** The body ends with the connection (HTTP/1 without Content-Length or chunked framing). */
       closeDelimited?: boolean;
+      /** HTTP/2: the response is its HEADERS frame alone (gRPC trailers-only). */
+      endStream?: boolean;
     }) => Writable,
   ): Promise<unknown>;
   request(opts: {

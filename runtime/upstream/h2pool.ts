@@ -5,9 +5,14 @@
  * interface the forwarding engine uses (`stream`, `request`, `stats`, `close`), and forwards response
  * trailers (gRPC's `grpc-status`) to the downstream response.
  */
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
+import http2, {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import type net from "node:net";
-import type { Writable } from "node:stream";
+import { Writable } from "node:stream";
 import type { CancelToken } from "./h1pool.ts";
 
 export interface StreamOptions {
@@ -24,6 +29,8 @@ type Factory = (data: {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
   opaque: unknown;
+  /** The response is its HEADERS frame alone (END_STREAM): gRPC's trailers-only form. */
+  endStream: boolean;
 }) => Writable;
 
 const FORBIDDEN = new Set([
@@ -155,13 +162,14 @@ export class H2Pool {
           timedOut = true;
           stream.close(http2.constants.NGHTTP2_CANCEL);
         });
-      stream.once("response", (h) => {
+      stream.once("response", (h, flags) => {
         if (headersTimer) clearTimeout(headersTimer);
         const status = Number(h[":status"]);
         const rest: Record<string, string | string[] | undefined> = {};
         for (const [k, v] of Object.entries(h))
           if (k.charCodeAt(0) !== 58) rest[k] = v as string | string[] | undefined;
-        out = factory({ statusCode: status, headers: rest, opaque: null });
+        const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+        out = factory({ statusCode: status, headers: rest, opaque: null, endStream });
         stream.on("data", (chunk: Buffer) => {
           if (!out!.write(chunk)) {
             stream.pause();
@@ -235,4 +243,30 @@ export class H2Pool {
     this.session = null;
     if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
   }
+}
+
+/** A writable that discards what is written (the body of a response already answered). */
+class Discard extends Writable {
+  override _write(_chunk: unknown, _enc: BufferEncoding, cb: () => void): void {
+    cb();
+  }
+}
+
+/**
+ * Answers an HTTP/2 downstream with a trailers-only response (one HEADERS frame with END_STREAM) when
+ * the upstream's response was one — what gRPC clients require of a status-only answer (a status in
+ * headers followed by an empty DATA frame is "a call ended without gRPC status" to them). Returns the
+ * writable for the (empty) rest, or null when `res` is not an HTTP/2 response that can still do it.
+ */
+export function respondTrailersOnly(
+  res: unknown,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+): Writable | null {
+  const stream = (res as { stream?: ServerHttp2Stream }).stream;
+  if (stream === undefined || stream.headersSent || stream.destroyed) return null;
+  const out: http2.OutgoingHttpHeaders = { ":status": status };
+  for (const k in headers) if (headers[k] !== undefined) out[k] = headers[k];
+  stream.respond(out, { endStream: true });
+  return new Discard();
 }
