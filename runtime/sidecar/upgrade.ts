@@ -59,6 +59,9 @@ export function openTunnel(
   let status = 0;
   let connected = false;
   let done = false;
+  // A FIN (or TLS close_notify) from one side ends only that direction: the other may still answer.
+  client.allowHalfOpen = true;
+  upstream.allowHalfOpen = true;
   const connectTimer = setTimeout(
     () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
     o.connectTimeoutMs,

@@ -52,7 +52,11 @@ function spec(mesh: Record<string, unknown> = {}) {
         protocol: "grpc",
         retries: { on: ["connect-failure", "refused-stream"] },
         allow: [
-          { from: ["web", "gateway"], methods: ["POST"], paths: [`${RPC}/Send`, `${RPC}/Watch`, `${RPC}/Cut`] },
+          {
+            from: ["web", "gateway"],
+            methods: ["POST"],
+            paths: [`${RPC}/Send`, `${RPC}/Watch`, `${RPC}/Cut`],
+          },
         ],
       },
       chat: {
@@ -64,7 +68,13 @@ function spec(mesh: Record<string, unknown> = {}) {
     gateway: {
       hosts: ["127.0.0.1", "localhost"],
       routes: [
-        { name: "rpc", match: { path: `${RPC}/*`, methods: ["POST"] }, to: "notifications", public: true, rateLimit: RATE },
+        {
+          name: "rpc",
+          match: { path: `${RPC}/*`, methods: ["POST"] },
+          to: "notifications",
+          public: true,
+          rateLimit: RATE,
+        },
         { name: "ws", match: { path: "/ws/**" }, to: "chat", public: true, rateLimit: RATE },
         { name: "closed", match: { path: "/closed/**" }, to: "chat", public: true, rateLimit: RATE },
       ],
@@ -447,5 +457,142 @@ describe("HTTP/2 on the inbound port", () => {
     // Authorization per stream: a path no rule opens is refused on the same kind of connection.
     const denied = await curl(["--http2", "-k", ...as, `https://127.0.0.1:${plain.ports.inbound}/other`]);
     expect(denied).toMatchObject({ status: "403", version: "2" });
+  });
+});
+
+describe("h2c in permissive mode", () => {
+  it("accepts_the_h2c_preface_on_the_inbound_port_without_identity", async () => {
+    const permissive = spec({ mtls: "permissive" }).sidecars.find((s) => s.name === "chat")!;
+    const plain = await sidecar(permissive, plainApp.port);
+    const r = await curl(["--http2-prior-knowledge", `http://127.0.0.1:${plain.ports.inbound}/plain`]);
+    expect(r).toMatchObject({ code: 0, status: "200", version: "2" });
+    expect(plainApp.received.at(-1)!.headers["x-meshgate-peer"]).toBeUndefined();
+    const h1 = await curl(["--http1.1", `http://127.0.0.1:${plain.ports.inbound}/plain`]);
+    expect(h1).toMatchObject({ status: "200", version: "1.1" });
+    expect(
+      metricValue(await metrics(plain), "meshgate_requests_total", { direction: "inbound", mtls: "false" }),
+    ).toBe(2);
+  });
+});
+
+describe("the gateway to a gRPC service behind its sidecar", () => {
+  it("carries_unary_and_streaming_calls_over_mtls_h2_with_trailers", async () => {
+    const target = gateway.url.slice("http://".length);
+    const r = await unary(target, "Send", "from the edge");
+    expect(r).toMatchObject({ value: "sent from the edge", code: grpc.status.OK });
+    expect(r.trailers["x-order-version"]).toBe("7");
+    expect(grpcApp.peers.at(-1)).toBe(spiffe("gateway"));
+    const failed = await unary(target, "Send", "fail");
+    expect(failed).toMatchObject({ code: grpc.status.NOT_FOUND, details: "no such user" });
+    const s = await serverStream(target);
+    expect(s.messages).toEqual(["event 1", "event 2", "event 3"]);
+    expect(s.code).toBe(grpc.status.ABORTED);
+    // The sidecar refuses a method no rule opens: PERMISSION_DENIED reaches the gateway's client.
+    const denied = await unary(target, "Purge", "x");
+    expect(denied.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(denied.trailers["x-meshgate-denied"]).toBe("path_not_allowed");
+    expect(
+      metricValue(await metrics(notifications), "meshgate_requests_total", {
+        direction: "inbound",
+        peer: spiffe("gateway"),
+        mtls: "true",
+      }),
+    ).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe("WebSocket through the mesh", () => {
+  it("echoes_app_to_app_through_two_sidecars_and_refuses_a_denied_upgrade", async () => {
+    const r = await wsEcho(`ws://${local(web, "chat")}/ws/room1?x=1`, "hi");
+    expect(r.echo).toBe("echo hi");
+    expect(wsPaths.at(-1)).toBe(`/ws/room1?x=1 ${spiffe("web")}`);
+    // Through the proxy port, by Host.
+    const byHost = await new Promise<string>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${web.ports.outbound}/ws/room2`, {
+        headers: { host: "chat" },
+      });
+      ws.on("open", () => ws.send("there"));
+      ws.on("message", (d: Buffer) => {
+        ws.close();
+        resolve(d.toString());
+      });
+      ws.on("error", reject);
+    });
+    expect(byHost).toBe("echo there");
+
+    const denied = await wsEcho(`ws://${local(web, "chat")}/private`, "x");
+    expect(denied.status).toBe(403);
+    expect(denied.headers!["x-meshgate-denied"]).toBe("path_not_allowed");
+    const undeclared = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${web.ports.outbound}/ws/x`, { headers: { host: "secrets" } });
+      ws.on("unexpected-response", (_q, res) => {
+        resolve(res.statusCode ?? 0);
+        ws.terminate();
+      });
+      ws.on("error", () => {});
+    });
+    expect(undeclared).toBe(403);
+    await until(async () => {
+      const text = await metrics(chat);
+      return (
+        metricValue(text, "meshgate_requests_total", { direction: "inbound", code_class: "1xx" }) >= 2 &&
+        metricValue(text, "meshgate_authz_denied_total", { reason: "path_not_allowed" }) === 1
+      );
+    });
+    const line = chat.logs.find((l) => l.event === "access" && l.upgrade === "websocket" && l.status === 101);
+    expect(line).toMatchObject({ direction: "inbound", peer: spiffe("web"), mtls: true, path: "/ws/room1" });
+  });
+
+  it("passes_a_half_close_on_and_closes_both_sides", async () => {
+    // A raw tunnel: the client half-closes after its message; the app answers and then closes.
+    const net = await import("node:net");
+    const app = net.createServer({ allowHalfOpen: true }, (socket) => {
+      let seen = "";
+      let answered = false;
+      socket.on("error", () => {});
+      socket.on("data", (d: Buffer) => {
+        seen += d.toString("latin1");
+        if (!answered && seen.includes("\r\n\r\n")) {
+          answered = true;
+          socket.write(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n",
+          );
+        }
+      });
+      socket.on("end", () => socket.end(`got ${seen.slice(seen.indexOf("\r\n\r\n") + 4)}`));
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => app.close(r)));
+    const callee = await sidecar(sidecarConfig("chat"), (app.address() as AddressInfo).port);
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, { chat: [callee.ports.inbound] });
+    const text = await new Promise<string>((resolve, reject) => {
+      const c = net.connect({ host: "127.0.0.1", port: caller.ports.services.chat!, allowHalfOpen: true });
+      let got = "";
+      c.on("connect", () =>
+        c.write(
+          "GET /ws/half HTTP/1.1\r\nhost: chat\r\nconnection: Upgrade\r\nupgrade: websocket\r\n" +
+            "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+      );
+      c.on("data", (d: Buffer) => {
+        got += d.toString("latin1");
+        if (got.includes("101 Switching") && !c.writableEnded) c.end("payload");
+      });
+      c.on("end", () => resolve(got));
+      c.on("error", reject);
+    });
+    expect(text).toBe(
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\ngot payload",
+    );
+  });
+
+  it("carries_a_gateway_upgrade_to_an_mtls_service_through_its_sidecar", async () => {
+    const r = await wsEcho(`${gateway.url.replace("http", "ws")}/ws/lobby`, "edge");
+    expect(r.echo).toBe("echo edge");
+    expect(wsPaths.at(-1)).toBe(`/ws/lobby ${spiffe("gateway")}`);
+    // The chat sidecar refuses a path its rules do not open, even though the gateway routes it.
+    const denied = await wsEcho(`${gateway.url.replace("http", "ws")}/closed/x`, "x");
+    expect(denied.status).toBe(403);
+    expect(denied.headers!["x-meshgate-denied"]).toBe("path_not_allowed");
   });
 });
