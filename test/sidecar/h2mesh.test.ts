@@ -19,6 +19,7 @@ import {
   type GatewayRuntimeConfig,
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
+import { loadSpecFile } from "../../components/spec/load.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { svidFiles, translate } from "../../components/translate/translate.ts";
 import { makeCa, tempDir, writeFiles, type TestCa } from "../pki/support.ts";
@@ -229,7 +230,7 @@ let ca: TestCa;
 let runtime: ReturnType<typeof spec>;
 let grpcApp: GrpcApp;
 let wsApp: WebSocketServer;
-let wsPaths: string[] = [];
+const wsPaths: string[] = [];
 let plainApp: Upstream;
 let notifications: TestSidecar;
 let chat: TestSidecar;
@@ -594,5 +595,33 @@ describe("WebSocket through the mesh", () => {
     const denied = await wsEcho(`${gateway.url.replace("http", "ws")}/closed/x`, "x");
     expect(denied.status).toBe(403);
     expect(denied.headers!["x-meshgate-denied"]).toBe("path_not_allowed");
+  });
+});
+
+describe("the shop", () => {
+  it("carries_orders_grpc_call_to_notifications_through_both_sidecars", async () => {
+    const loaded = await loadSpecFile(new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname);
+    if (!loaded.ok) throw new Error(loaded.errors.map((e) => e.message).join("\n"));
+    const shop = translate(loaded.spec).runtime.sidecars;
+    const shopCa = await makeCa(loaded.spec.trustDomain);
+    const start = async (name: string, appPort: number, endpoints: Record<string, number[]>) => {
+      const config = shop.find((s) => s.name === name)!;
+      const dir = join(tmp.dir, `shop-${name}`);
+      await writeIdentity(dir, await shopCa.issuer.issue(config.identity), shopCa.bundle.toPem());
+      const s = await startTestSidecar(localSidecar(config, { identityDir: dir, appPort, endpoints }));
+      cleanups.push(() => s.drain());
+      return s;
+    };
+    const callee = await start("notifications", grpcApp.port, {});
+    const orders = await start("orders", plainApp.port, { notifications: [callee.ports.inbound] });
+    const r = await unary(local(orders, "notifications"), "Send", "order 42 shipped");
+    expect(r).toMatchObject({ value: "sent order 42 shipped", code: grpc.status.OK });
+    expect(grpcApp.peers.at(-1)).toBe(shop.find((s) => s.name === "orders")!.identity);
+    // The shop opens Send only: another method of the same service is refused by notifications' sidecar.
+    const other = await unary(local(orders, "notifications"), "Watch", "x");
+    expect(other.code).toBe(grpc.status.PERMISSION_DENIED);
+    // No log line of these sidecars holds a private key (the upgrade and h2 paths log too).
+    for (const s of [callee, orders, web, notifications, chat])
+      expect(s.rawLog()).not.toMatch(/PRIVATE KEY|BEGIN/);
   });
 });
