@@ -80,11 +80,59 @@ export class H2Pool {
   private connect(): Promise<ClientHttp2Session> {
     if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
     if (this.connecting) return this.connecting;
-    this.connecting = new Promise<ClientHttp2Session>((resolve, reject) => {
-      const connectFn = this.connectFn;
+    const connecting = this.connectFn
+      ? this.secureSocket().then((socket) => this.startSession(socket))
+      : this.startSession(null);
+    this.connecting = connecting;
+    connecting.then(
+      () => {
+        if (this.connecting === connecting) this.connecting = null;
+      },
+      () => {
+        if (this.connecting === connecting) this.connecting = null;
+      },
+    );
+    return connecting;
+  }
+
+  /**
+   * The TLS connection of an mTLS session, established (handshake done, the server's SPIFFE ID verified)
+   * before the session starts, so that a failed handshake, or a server that did not select h2, fails the
+   * attempt as a connect failure with nothing sent.
+   */
+  private secureSocket(): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = this.connectFn!(this.host, this.port);
+      const timer = setTimeout(
+        () => socket.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
+        this.connectTimeoutMs,
+      );
+      const onError = (err: Error) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(err);
+      };
+      socket.once("error", onError);
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        socket.off("error", onError);
+        const alpn = (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol;
+        if (alpn !== "h2") {
+          socket.destroy();
+          reject(error(`the server did not select ALPN h2 (${String(alpn)})`, "ERR_TLS_ALPN_NOT_H2"));
+          return;
+        }
+        resolve(socket);
+      });
+    });
+  }
+
+  /** Starts a session (h2c, or over an established TLS socket). */
+  private startSession(socket: net.Socket | null): Promise<ClientHttp2Session> {
+    return new Promise<ClientHttp2Session>((resolve, reject) => {
       const s = http2.connect(this.origin, {
         settings: { enablePush: false },
-        ...(connectFn ? { createConnection: () => connectFn(this.host, this.port) } : {}),
+        ...(socket ? { createConnection: () => socket } : {}),
       });
       const timer = setTimeout(
         () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
@@ -93,12 +141,10 @@ export class H2Pool {
       s.once("connect", () => {
         clearTimeout(timer);
         this.session = s;
-        this.connecting = null;
         resolve(s);
       });
       s.once("error", (err) => {
         clearTimeout(timer);
-        this.connecting = null;
         if (this.session === s) this.session = null;
         reject(err);
       });
@@ -108,7 +154,6 @@ export class H2Pool {
       s.on("goaway", forget);
       s.on("close", forget);
     });
-    return this.connecting;
   }
 
   private async open(opts: StreamOptions): Promise<ClientHttp2Stream> {

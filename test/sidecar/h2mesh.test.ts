@@ -371,9 +371,8 @@ describe("gRPC app to app through two sidecars", () => {
   });
 
   it("answers_unavailable_when_the_app_is_down_and_retries_a_dead_endpoint", async () => {
-    const dead = await startGrpcApp();
-    const port = dead.port;
-    await dead.close();
+    // Nothing listens on port 1 (privileged; a freed ephemeral port could be taken by a later listener).
+    const port = 1;
     const down = await sidecar(sidecarConfig("notifications"), port);
     const caller = await sidecar(sidecarConfig("web"), plainApp.port, {
       notifications: [down.ports.inbound],
@@ -391,6 +390,7 @@ describe("gRPC app to app through two sidecars", () => {
       const ok = await unary(local(retrying, "notifications"), "Send", `r${i}`);
       expect(ok).toMatchObject({ value: `sent r${i}`, code: grpc.status.OK });
     }
+
     expect(
       metricValue(await metrics(retrying), "meshgate_retries_total", { reason: "connect_failure" }),
     ).toBeGreaterThanOrEqual(1);
