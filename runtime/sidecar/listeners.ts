@@ -144,7 +144,7 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
   }
   const plainH2 = http2.createServer(h2Options, (req, res) => o.onRequest(req, res, false));
   trackSessions(plainH2, sessions);
-  const front = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+  const front = net.createServer({ noDelay: true }, (socket) => {
     const timer = setTimeout(() => socket.destroy(), o.headerTimeoutMs);
     socket.once("data", (first: Buffer) => {
       if (first[0] === TLS_HANDSHAKE) {
@@ -296,7 +296,7 @@ export function createLocalListener(
   const sessions = new Set<http2.ServerHttp2Session>();
   const h2 = http2.createServer({ settings: { enablePush: false }, maxSessionMemory: 16 }, onRequest);
   trackSessions(h2, sessions);
-  const front = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+  const front = net.createServer({ noDelay: true }, (socket) => {
     const timer = setTimeout(() => socket.destroy(), LOCAL_FIRST_BYTES_MS);
     socket.once("data", (first: Buffer) => sniffPreface(socket, first, timer, h1, h2));
     socket.on("error", () => socket.destroy());
