@@ -13,6 +13,10 @@
  * - **Admin** (`admin.port`): /live, /ready (a valid identity is loaded and not draining), /metrics,
  *   /config (redacted), POST /reload.
  *
+ * - **Protocols**: HTTP/1.1 and HTTP/2 on every port (inbound: ALPN h2 over mTLS, h2c in permissive mode;
+ *   outbound: h2c with prior knowledge), HTTP/2 streams checked like HTTP/1 requests; gRPC refusals as
+ *   trailers-only answers with a mapped grpc-status (grpc.ts); WebSocket upgrades tunnelled (upgrade.ts).
+ *
  * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
  * swaps one reference, as the gateway does; SIGTERM drains.
  */

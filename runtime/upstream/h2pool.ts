@@ -11,7 +11,7 @@ import http2, {
   type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from "node:http2";
-import type net from "node:net";
+import net from "node:net";
 import { Writable } from "node:stream";
 import type { CancelToken } from "./h1pool.ts";
 
@@ -130,9 +130,11 @@ export class H2Pool {
   /** Starts a session (h2c, or over an established TLS socket). */
   private startSession(socket: net.Socket | null): Promise<ClientHttp2Session> {
     return new Promise<ClientHttp2Session>((resolve, reject) => {
+      // Small frames go out at once (no Nagle delay): TLS sockets are set here, h2c ones connect so.
+      socket?.setNoDelay(true);
       const s = http2.connect(this.origin, {
         settings: { enablePush: false },
-        ...(socket ? { createConnection: () => socket } : {}),
+        createConnection: () => socket ?? net.connect({ host: this.host, port: this.port, noDelay: true }),
       });
       const timer = setTimeout(
         () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
