@@ -48,6 +48,7 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
 import { identityObserver } from "../telemetry/identity.ts";
@@ -211,14 +212,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const bindHost = options.host ?? "0.0.0.0";
   // The gateway's mesh identity (mTLS to clusters with tls.mode "mtls"); without one they fail closed.
   let identity: IdentitySource | null = null;
-  const pools = new PoolCache({
-    connectTimeoutMs: 1000,
-    connections: 1024,
-    mtls: mtlsConnector({
-      current: () => identity?.current() ?? null,
-      ready: () => identity?.ready() ?? false,
-    }),
+  const connectMtls = mtlsConnector({
+    current: () => identity?.current() ?? null,
+    ready: () => identity?.ready() ?? false,
   });
+  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
@@ -1021,7 +1019,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         retry: d.retry,
         hashKey: client,
       },
-      (status, upstreamHeaders, closeDelimited) => {
+      (status, upstreamHeaders, closeDelimited, trailersOnly) => {
         if (invalidates)
           void current.cache.invalidate(method, status, d.host, d.path, d.query, upstreamHeaders);
         if (cacheExchange !== null)
@@ -1034,6 +1032,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
+        if (trailersOnly && overH2 && !shaper) {
+          // gRPC's trailers-only answer stays one HEADERS frame with END_STREAM (what gRPC clients need).
+          const rest = respondTrailersOnly(res, status, upstreamHeaders);
+          if (rest !== null) return rest;
+        }
         if (draining) upstreamHeaders.connection = "close";
         if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
@@ -1215,6 +1218,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         l.protocol === "https" ? "https" : "http",
         upgrades,
         randomUUID,
+        identity === null ? null : connectMtls,
       );
     });
     const port = options.ports?.listeners?.[l.name] ?? l.port;

@@ -3,7 +3,9 @@
  * hygiene, canonical path and route, authentication and authorization, rate limit — then a tunnel to an endpoint of the
  * route's backend: the handshake request is re-serialized from the canonical path and the filtered
  * headers, and from then on bytes flow both ways untouched until either side closes or the connection
- * idles past the listener's idle timeout. Only `Upgrade: websocket` is accepted.
+ * idles past the listener's idle timeout. Only `Upgrade: websocket` is accepted. A cluster with
+ * `tls.mode: "mtls"` (a mesh service) is reached over mTLS with the gateway's identity (ALPN http/1.1, the
+ * server proving the cluster's SPIFFE ID), through the service's sidecar, which authorizes the upgrade.
  */
 import type { IncomingMessage } from "node:http";
 import net, { type Socket } from "node:net";
@@ -17,6 +19,7 @@ import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
 import type { RateLimitDecision } from "../ratelimit/local.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
+import type { MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import {
   checkRequestHeaders,
@@ -35,6 +38,9 @@ export interface UpgradeContext {
   /** Authentication and authorization: an upgrade is admitted like any request. */
   readonly auth?: Authenticator;
 }
+
+/** Opens mTLS connections for clusters with `tls.mode: "mtls"`; without it they fail closed (503). */
+export type UpgradeMtls = MtlsConnect | null;
 
 export interface UpgradeObserver {
   /** Called when the tunnel ends (or the upgrade is refused), with the route and the status. */
@@ -70,6 +76,7 @@ export function handleUpgrade(
   scheme: "http" | "https",
   observer: UpgradeObserver,
   mintId: () => string,
+  mtls: UpgradeMtls = null,
 ): void {
   socket.on("error", () => socket.destroy());
   const fail = (status: number, code: GatewayErrorCode, message: string, route = "none", extra = "") => {
@@ -99,7 +106,7 @@ export function handleUpgrade(
   const backend = d.action.backends[0]!.cluster;
   const cluster = ctx.clusters.get(backend);
   if (!cluster) return fail(503, "no_cluster", `cluster ${backend} is not configured`, route);
-  if (cluster.config.tls.mode === "mtls") {
+  if (cluster.config.tls.mode === "mtls" && mtls === null) {
     return fail(503, "upstream_identity_unavailable", "mTLS to the mesh needs a workload identity", route);
   }
   const peer = socket.remoteAddress ?? "";
@@ -149,6 +156,7 @@ export function handleUpgrade(
         peer,
         fail,
         principal,
+        mtls,
       );
     rateLimit(principal, tunnel);
   }
@@ -199,6 +207,7 @@ function openTunnel(
   peer: string,
   fail: (status: number, code: GatewayErrorCode, message: string, route?: string, extra?: string) => void,
   principal: Principal | null,
+  mtls: UpgradeMtls,
 ): void {
   const { client, trusted, forwardedFor } = addr;
   const route = d.route.name;
@@ -226,14 +235,18 @@ function openTunnel(
   }
   handshake += "\r\n";
 
-  const upstream = net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true });
+  const tlsMode = cluster.config.tls;
+  const upstream =
+    tlsMode.mode === "mtls" && mtls !== null
+      ? mtls(tlsMode.serverIdentity, "http1")(endpoint.host, endpoint.port)
+      : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true });
   const connectTimer = setTimeout(
     () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
     cluster.config.connectTimeoutMs,
   );
   let status = 0;
   let connected = false;
-  upstream.once("connect", () => {
+  upstream.once(tlsMode.mode === "mtls" ? "secureConnect" : "connect", () => {
     connected = true;
     clearTimeout(connectTimer);
     observer.tunnels.add(socket);
@@ -256,13 +269,24 @@ function openTunnel(
   upstream.on("error", (err: Error & { code?: string }) => {
     clearTimeout(connectTimer);
     if (!connected) {
-      const refused = err.code === "ECONNREFUSED" || err.code === "ETIMEDOUT";
-      fail(
-        refused ? 503 : 502,
-        refused ? "upstream_connect_failure" : "upstream_reset",
-        `upstream ${backend}: ${err.code ?? err.message}`,
-        route,
-      );
+      if (err.code === "E_RT_IDENTITY_UNAVAILABLE")
+        fail(503, "upstream_identity_unavailable", "no valid mesh identity is loaded", route);
+      else {
+        // A failed mTLS handshake (including a server proving another SPIFFE ID) sent nothing.
+        const refused =
+          err.code === "ECONNREFUSED" ||
+          err.code === "ETIMEDOUT" ||
+          (err.code !== undefined &&
+            (err.code.startsWith("ERR_SSL_") ||
+              err.code.startsWith("ERR_TLS_") ||
+              err.code.startsWith("E_RT_PKI_")));
+        fail(
+          refused ? 503 : 502,
+          refused ? "upstream_connect_failure" : "upstream_reset",
+          `upstream ${backend}: ${err.code ?? err.message}`,
+          route,
+        );
+      }
       upstream.destroy();
       return;
     }

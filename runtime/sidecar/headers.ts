@@ -25,13 +25,17 @@ export const PEER_HEADER = "x-meshgate-peer";
 export const XFCC_HEADER = "x-forwarded-client-cert";
 const SIDECAR_OWNED = new Set([PEER_HEADER, XFCC_HEADER]);
 
-/** The request headers to forward: the received ones minus hop-by-hop and sidecar-owned headers. */
+/**
+ * The request headers to forward: the received ones minus hop-by-hop and sidecar-owned headers, and
+ * minus HTTP/2 pseudo-headers (`:path`, `:authority`, …: the pools set their own from the decision).
+ */
 export function forwardedRequestHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const connection = headers.connection;
   const listed = connection === undefined ? null : connectionTokens(connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || SIDECAR_OWNED.has(name) || listed?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || SIDECAR_OWNED.has(name) || listed?.has(name) || name.charCodeAt(0) === 58)
+      continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }

@@ -1,13 +1,16 @@
 /**
- * The sidecar's inbound listener: HTTP/1.1 over TLS 1.3 with a required client certificate (OpenSSL
- * refuses a handshake without one, or with one that does not chain to the trust bundle, before any
- * parsing), then the SPIFFE rules by the SVID verifier on each new connection. In permissive mode the
- * same port also accepts plaintext HTTP: the first byte decides (0x16 starts a TLS ClientHello).
+ * The sidecar's inbound listener: HTTP/1.1 and HTTP/2 (ALPN `h2`, `http/1.1`) over TLS 1.3 with a
+ * required client certificate (OpenSSL refuses a handshake without one, or with one that does not chain
+ * to the trust bundle, before any parsing), then the SPIFFE rules by the SVID verifier on each new
+ * connection, before the connection goes to the HTTP/1 or the HTTP/2 server by the negotiated protocol.
+ * In permissive mode the same port also accepts plaintext HTTP/1.1 and h2c with prior knowledge: the
+ * first bytes decide (0x16 starts a TLS ClientHello, `PRI * HTTP/2.0` the HTTP/2 preface).
  *
  * The certificate is swapped on the live server (`setSecureContext`) when the identity changes: new
  * handshakes use the new SVID and bundle, established connections keep theirs.
  */
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
 import net, { type Socket } from "node:net";
 import { Duplex } from "node:stream";
@@ -16,6 +19,13 @@ import type { TLSSocket } from "node:tls";
 
 /** A TLS record of type handshake: how every ClientHello starts. */
 const TLS_HANDSHAKE = 0x16;
+/** The HTTP/2 connection preface (RFC 9113 §3.4). */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** Idle HTTP/2 sessions are closed (GOAWAY) after this long; the callers' pools open a new one. */
+const H2_IDLE_MS = 65_000;
+
+export type InboundRequest = IncomingMessage | Http2ServerRequest;
+export type InboundResponse = ServerResponse | Http2ServerResponse;
 
 export interface InboundListenerOptions {
   readonly mode: "strict" | "permissive";
@@ -25,7 +35,9 @@ export interface InboundListenerOptions {
   readonly identity: tls.SecureContextOptions | null;
   /** Close keep-alive connections after this many requests (0 = never). */
   readonly maxRequestsPerSocket?: number;
-  readonly onRequest: (req: IncomingMessage, res: ServerResponse, mtls: boolean) => void;
+  readonly onRequest: (req: InboundRequest, res: InboundResponse, mtls: boolean) => void;
+  /** An HTTP/1.1 `Upgrade` request (WebSocket), after the connection's peer was verified. */
+  readonly onUpgrade?: (req: IncomingMessage, socket: Socket, head: Buffer, mtls: boolean) => void;
   /** A handshake completed: verify the peer (destroy the socket to refuse it). Runs before any request. */
   readonly onSecureConnection: (socket: TLSSocket) => void;
   /** A handshake failed (no certificate, untrusted chain, protocol, timeout). */
@@ -39,6 +51,8 @@ export interface InboundListener {
   readonly server: net.Server;
   readonly tls: https.Server;
   readonly plain: http.Server | null;
+  /** The HTTP/2 server of the TLS connections that negotiated h2. */
+  readonly h2: http2.Http2Server;
   /** Serves a new identity to new handshakes. */
   setIdentity(options: tls.SecureContextOptions): void;
   closeIdle(): void;
@@ -65,13 +79,35 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     minVersion: "TLSv1.3",
     requestCert: true,
     rejectUnauthorized: true,
-    ALPNProtocols: ["http/1.1"],
+    ALPNProtocols: ["h2", "http/1.1"],
     handshakeTimeout: o.headerTimeoutMs,
   };
   const secure = https.createServer({ ...httpOptions, ...tlsOptions }, (req, res) =>
     o.onRequest(req, res, true),
   );
-  secure.prependListener("secureConnection", (socket: TLSSocket) => o.onSecureConnection(socket));
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const h2Options: http2.ServerOptions = {
+    settings: { maxHeaderListSize: o.maxHeaderBytes, enablePush: false },
+    maxSessionMemory: 16,
+  };
+  const h2 = http2.createServer(h2Options, (req, res) => o.onRequest(req, res, true));
+  trackSessions(h2, sessions);
+  // The HTTP/1 server's own connection listener (https.Server registers it for "secureConnection") runs
+  // only for connections that did not negotiate h2; every connection's peer is verified first.
+  const http1Connection = secure.listeners("secureConnection")[0] as (socket: TLSSocket) => void;
+  secure.removeAllListeners("secureConnection");
+  secure.on("secureConnection", (socket: TLSSocket) => {
+    o.onSecureConnection(socket);
+    if (socket.destroyed) return;
+    if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
+    else http1Connection.call(secure, socket);
+  });
+  if (o.onUpgrade) {
+    const onUpgrade = o.onUpgrade;
+    secure.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      onUpgrade(req, socket, head, true),
+    );
+  }
   secure.on("tlsClientError", (err: Error & { code?: string }, socket: TLSSocket) => {
     o.onTlsError(err);
     socket.destroy();
@@ -84,46 +120,114 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       server: secure,
       tls: secure,
       plain: null,
+      h2,
       setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
-      closeIdle: () => secure.closeIdleConnections(),
-      closeAll: () => secure.closeAllConnections(),
+      closeIdle: () => {
+        secure.closeIdleConnections();
+        for (const s of sessions) s.close();
+      },
+      closeAll: () => {
+        secure.closeAllConnections();
+        for (const s of sessions) s.destroy();
+      },
     };
   }
 
-  // Permissive: plaintext HTTP on the same port, told apart by the first byte.
+  // Permissive: plaintext HTTP/1.1 and h2c on the same port, told apart by the first bytes.
   const plain = http.createServer(httpOptions, (req, res) => o.onRequest(req, res, false));
   plain.on("clientError", (err: Error & { code?: string }, socket: Socket) => o.onClientError(err, socket));
+  if (o.onUpgrade) {
+    const onUpgrade = o.onUpgrade;
+    plain.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) =>
+      onUpgrade(req, socket, head, false),
+    );
+  }
+  const plainH2 = http2.createServer(h2Options, (req, res) => o.onRequest(req, res, false));
+  trackSessions(plainH2, sessions);
   const front = net.createServer({ noDelay: true }, (socket) => {
     const timer = setTimeout(() => socket.destroy(), o.headerTimeoutMs);
     socket.once("data", (first: Buffer) => {
-      clearTimeout(timer);
-      socket.pause();
       if (first[0] === TLS_HANDSHAKE) {
+        clearTimeout(timer);
+        socket.pause();
         // A TLS socket reads the native handle, which would skip bytes put back with unshift: give it
         // a stream that replays the first chunk, then relays the socket.
         secure.emit("connection", replaying(socket, first));
-      } else {
-        socket.unshift(first);
-        plain.emit("connection", socket);
+        socket.resume();
+        return;
       }
-      socket.resume();
+      sniffPreface(socket, first, timer, plain, plainH2);
     });
     socket.on("error", () => socket.destroy());
   });
+  // The plaintext HTTP/1 server never listens itself: start its timeout checks with the front.
+  front.on("listening", () => plain.emit("listening"));
+  front.on("close", () => plain.close());
   return {
     server: front,
     tls: secure,
     plain,
+    h2,
     setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
     closeIdle: () => {
       secure.closeIdleConnections();
       plain.closeIdleConnections();
+      for (const s of sessions) s.close();
     },
     closeAll: () => {
       secure.closeAllConnections();
       plain.closeAllConnections();
+      for (const s of sessions) s.destroy();
     },
   };
+}
+
+/** Counts HTTP/2 sessions (for drain) and closes idle ones. */
+function trackSessions(server: http2.Http2Server, sessions: Set<http2.ServerHttp2Session>): void {
+  server.on("session", (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.setTimeout(H2_IDLE_MS, () => session.close());
+    session.on("close", () => sessions.delete(session));
+    session.on("error", () => session.destroy());
+  });
+}
+
+/**
+ * Reads a plaintext connection's first bytes until they are, or cannot be, the HTTP/2 preface, then hands
+ * the socket to the HTTP/2 server (h2c with prior knowledge) or to the HTTP/1 server. `first` was read
+ * already; `timer` bounds the wait (cleared here once decided).
+ */
+export function sniffPreface(
+  socket: Socket,
+  first: Buffer,
+  timer: NodeJS.Timeout,
+  h1: http.Server,
+  h2: http2.Http2Server,
+): void {
+  let seen = first;
+  const decide = (): boolean => {
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const prefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (prefix && seen.length < H2_PREFACE.length) return false; // could still be the preface
+    clearTimeout(timer);
+    socket.pause();
+    if (prefix) {
+      // HTTP/2 sessions read a socket's native handle, so unshifted bytes would be lost: give the HTTP/2
+      // server a stream that replays what was read, then relays the socket.
+      h2.emit("connection", replaying(socket, seen));
+    } else {
+      socket.unshift(seen);
+      h1.emit("connection", socket);
+    }
+    socket.resume();
+    return true;
+  };
+  if (decide()) return;
+  const onData = (chunk: Buffer) => {
+    seen = Buffer.concat([seen, chunk]);
+    if (decide()) socket.off("data", onData);
+  };
+  socket.on("data", onData);
 }
 
 /** A duplex over `socket` that first yields `head` (bytes already read), carrying the peer address. */
@@ -160,4 +264,57 @@ function replaying(socket: Socket, head: Buffer): Duplex {
     setKeepAlive: { value: (e?: boolean, d?: number) => socket.setKeepAlive(e, d) },
   });
   return d;
+}
+
+/** A local (outbound) listener: HTTP/1.1 and h2c with prior knowledge on one port. */
+export interface LocalListener {
+  /** The server to listen on (it reads the first bytes, then hands the connection over). */
+  readonly server: net.Server;
+  readonly http1: http.Server;
+  readonly h2: http2.Http2Server;
+  closeIdle(): void;
+  closeAll(): void;
+}
+
+/** How long a new local connection may take to send its first bytes. */
+const LOCAL_FIRST_BYTES_MS = 30_000;
+
+/**
+ * The app's side of the sidecar (the proxy port and the per-service ports, 127.0.0.1): HTTP/1.1, and
+ * HTTP/2 cleartext with prior knowledge — what gRPC clients send to a plaintext address — told apart by
+ * the connection preface on the first bytes, as the gateway's h2c listener does.
+ */
+export function createLocalListener(
+  http1Options: http.ServerOptions,
+  onRequest: (req: InboundRequest, res: InboundResponse) => void,
+  onClientError: (err: Error & { code?: string }, socket: Socket) => void,
+  onUpgrade?: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
+): LocalListener {
+  const h1 = http.createServer(http1Options, onRequest);
+  h1.on("clientError", onClientError);
+  if (onUpgrade) h1.on("upgrade", onUpgrade);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const h2 = http2.createServer({ settings: { enablePush: false }, maxSessionMemory: 16 }, onRequest);
+  trackSessions(h2, sessions);
+  const front = net.createServer({ noDelay: true }, (socket) => {
+    const timer = setTimeout(() => socket.destroy(), LOCAL_FIRST_BYTES_MS);
+    socket.once("data", (first: Buffer) => sniffPreface(socket, first, timer, h1, h2));
+    socket.on("error", () => socket.destroy());
+  });
+  // The HTTP/1 server never listens itself: start its connection tracking and timeouts with the front.
+  front.on("listening", () => h1.emit("listening"));
+  front.on("close", () => h1.close());
+  return {
+    server: front,
+    http1: h1,
+    h2,
+    closeIdle: () => {
+      h1.closeIdleConnections();
+      for (const s of sessions) s.close();
+    },
+    closeAll: () => {
+      h1.closeAllConnections();
+      for (const s of sessions) s.destroy();
+    },
+  };
 }

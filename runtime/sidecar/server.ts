@@ -13,13 +13,18 @@
  * - **Admin** (`admin.port`): /live, /ready (a valid identity is loaded and not draining), /metrics,
  *   /config (redacted), POST /reload.
  *
+ * - **Protocols**: HTTP/1.1 and HTTP/2 on every port (inbound: ALPN h2 over mTLS, h2c in permissive mode;
+ *   outbound: h2c with prior knowledge), HTTP/2 streams checked like HTTP/1 requests; gRPC refusals as
+ *   trailers-only answers with a mapped grpc-status (grpc.ts); WebSocket upgrades tunnelled (upgrade.ts).
+ *
  * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import type net from "node:net";
+import type { Http2ServerRequest } from "node:http2";
+import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -43,10 +48,20 @@ import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetr
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
+import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
-import { createInboundListener, type InboundListener } from "./listeners.ts";
+import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
+import { grpcStatusOf, grpcTrailersOnly, isGrpc } from "./grpc.ts";
+import {
+  createInboundListener,
+  createLocalListener,
+  type InboundListener,
+  type LocalListener,
+  type InboundRequest,
+  type InboundResponse,
+} from "./listeners.ts";
 
 export interface SidecarOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -85,6 +100,8 @@ export interface SidecarHandle {
   drain(): Promise<void>;
 }
 
+/** A WebSocket tunnel with no byte in either direction for this long is closed. */
+const TUNNEL_IDLE_MS = 300_000;
 /** The inbound forward's total time: the callers' (shorter) timeouts end an exchange first. */
 const INBOUND_TIMEOUT_MS = 300_000;
 /** Bodies up to this size are buffered when a retry may need to replay them. */
@@ -126,8 +143,13 @@ type Direction = "inbound" | "outbound";
 class Exchange {
   readonly state: State;
   readonly direction: Direction;
+  /** HTTP/2 requests and responses (the compat API) are handled through the API both share. */
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** The request came over HTTP/2 (a stream of a session). */
+  readonly h2: boolean;
+  /** The status counted and logged when the response on the wire differs (a gRPC trailers-only error). */
+  status = 0;
   readonly started = performance.now();
   readonly requestId: string;
   /** Metric label: the peer (inbound) or the destination service (outbound). */
@@ -154,6 +176,30 @@ class Exchange {
     this.direction = direction;
     this.req = req;
     this.res = res;
+    this.h2 = req.httpVersionMajor === 2;
+    this.peer = peer;
+    this.mtls = mtls;
+    this.requestId = requestId(req.headers["x-request-id"], randomUUID);
+  }
+}
+
+/** A WebSocket upgrade request, for its metrics and access line. */
+class UpgradeRecord {
+  readonly state: State;
+  readonly direction: Direction;
+  readonly req: IncomingMessage;
+  readonly started = performance.now();
+  readonly requestId: string;
+  peer: string;
+  peerId: string | null = null;
+  readonly mtls: boolean;
+  path = "";
+  rule = "";
+
+  constructor(state: State, direction: Direction, req: IncomingMessage, peer: string, mtls: boolean) {
+    this.state = state;
+    this.direction = direction;
+    this.req = req;
     this.peer = peer;
     this.mtls = mtls;
     this.requestId = requestId(req.headers["x-request-id"], randomUUID);
@@ -170,7 +216,8 @@ function appCluster(config: SidecarRuntimeConfig): Cluster {
     service: config.name,
     namespace: config.namespace,
     port: config.inbound.appPort,
-    protocol: "http1",
+    // HTTP/2 services (gRPC) get h2c with prior knowledge, every stream on one session.
+    protocol: config.inbound.protocol,
     loadBalancer: "round-robin",
     connectTimeoutMs: 1000,
     circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 4096 },
@@ -334,11 +381,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       onEvent: onIdentityEvent,
     });
   }
-  const pools = new PoolCache({
-    connectTimeoutMs: 1000,
-    connections: 1024,
-    mtls: mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() }),
-  });
+  const connectMtls = mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() });
+  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
 
   // ── state ──
   async function buildState(config: SidecarRuntimeConfig): Promise<State> {
@@ -398,29 +442,39 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     extra?: Record<string, string>,
   ): void {
     const { req, res } = ex;
+    mErrors.labels("sidecar", ex.direction, code).inc();
+    if (ex.h2) {
+      if (res.headersSent) return void res.end();
+      if (isGrpc(req.headers["content-type"])) {
+        // gRPC callers read the outcome from grpc-status: a trailers-only response (HTTP 200, as
+        // Envoy's local replies) with the status mapped from the HTTP one; metrics and logs count `status`.
+        ex.status = status;
+        respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusOf(status), message, code, extra));
+        return;
+      }
+    }
     const body = JSON.stringify({ error: { code, message } });
     if (!res.headersSent) {
       res.writeHead(status, {
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
         "x-meshgate-error": code,
-        ...(draining ? { connection: "close" } : {}),
+        ...(draining && !ex.h2 ? { connection: "close" } : {}),
         ...extra,
       });
     }
     res.end(req.method === "HEAD" ? undefined : body);
-    mErrors.labels("sidecar", ex.direction, code).inc();
   }
 
-  function exchangeClosed(this: ServerResponse): void {
-    const ex = (this as ServerResponse & { [EXCHANGE]?: Exchange })[EXCHANGE]!;
+  function exchangeClosed(this: InboundResponse): void {
+    const ex = (this as InboundResponse & { [EXCHANGE]?: Exchange })[EXCHANGE]!;
     const res = ex.res;
     if (!res.writableFinished && !res.errored) {
       ex.cancel.aborted = true;
       ex.cancel.onabort?.();
     }
     const seconds = (performance.now() - ex.started) / 1000;
-    const status = res.statusCode;
+    const status = ex.status || res.statusCode;
     ex.span.end({ statusCode: status });
     countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
@@ -453,21 +507,24 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   function begin(ex: Exchange): void {
     inFlight++;
     mInFlight.inc();
-    (ex.res as ServerResponse & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;
+    (ex.res as InboundResponse & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;
     ex.res.on("close", exchangeClosed);
   }
 
   /** HTTP version and header hygiene shared by both directions; false when answered. */
   function checkHead(ex: Exchange): boolean {
     const req = ex.req;
-    if (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1)) {
-      ex.res.shouldKeepAlive = false;
+    if (
+      !ex.h2 &&
+      (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1))
+    ) {
+      noKeepAlive(ex);
       respondError(ex, 505, "http_version_not_supported", `HTTP/${req.httpVersion} is not supported`);
       return false;
     }
     const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
     if (problem) {
-      ex.res.shouldKeepAlive = false;
+      noKeepAlive(ex);
       respondError(ex, 400, problem.code, problem.detail);
       return false;
     }
@@ -475,7 +532,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   // ── inbound ──
-  function onInbound(req: IncomingMessage, res: ServerResponse, mtls: boolean): void {
+  function onInbound(request: InboundRequest, response: InboundResponse, mtls: boolean): void {
+    const req = request as IncomingMessage;
+    const res = response as ServerResponse;
     const peerInfo = mtls ? (req.socket as PeerSocket)[PEER] : undefined;
     const ex = new Exchange(state, "inbound", req, res, peerInfo?.label ?? NO_PEER, mtls);
     ex.peerId = peerInfo?.id ?? null;
@@ -487,11 +546,19 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const { req, res, state: current } = ex;
     if (!checkHead(ex)) return;
     const config = current.config;
+    // HTTP/1's parser enforces the head limit; an HTTP/2 header list is measured here (RFC 9113 §6.5.2).
+    if (ex.h2 && headerListSize(req.rawHeaders) > config.inbound.limits.maxHeaderBytes)
+      return respondError(
+        ex,
+        431,
+        "headers_too_large",
+        `the request headers exceed ${config.inbound.limits.maxHeaderBytes} bytes`,
+      );
     const d = decideInbound(current.inbound, {
       peer: peer?.id ?? null,
       method: req.method ?? "GET",
       target: req.url ?? "",
-      host: req.headers.host,
+      host: ex.h2 ? authorityOf(req) : req.headers.host,
     });
     const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
       method: req.method ?? "GET",
@@ -516,7 +583,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const limit = config.inbound.limits.maxBodyBytes;
     const declared = req.headers["content-length"];
     if (declared !== undefined && Number(declared) > limit) {
-      res.shouldKeepAlive = false;
+      noKeepAlive(ex);
       return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
     const headers = forwardedRequestHeaders(req.headers);
@@ -525,8 +592,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       headers[PEER_HEADER] = peer.id;
       headers[XFCC_HEADER] = peer.xfcc;
     }
-    const hasBody =
-      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    if (ex.h2) headers.host = authorityOf(req)!;
+    const hasBody = ex.h2
+      ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
+      : declared !== undefined
+        ? declared !== "0"
+        : req.headers["transfer-encoding"] !== undefined;
     const body = hasBody ? limitBody(req, limit) : null;
     const upstreamSpan = current.tracer.startClientSpan(span, {
       method: req.method ?? "GET",
@@ -545,9 +616,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         retry: NO_RETRY,
         hashKey: "",
       },
-      (status, upstreamHeaders) => {
+      (status, upstreamHeaders, _closeDelimited, trailersOnly) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
-        if (draining) upstreamHeaders.connection = "close";
+        if (ex.h2) {
+          if (trailersOnly) return respondTrailersOnly(res, status, upstreamHeaders) ?? res;
+        } else if (draining) upstreamHeaders.connection = "close";
         res.writeHead(status, upstreamHeaders);
         return res;
       },
@@ -557,7 +630,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   // ── outbound ──
-  function onOutbound(req: IncomingMessage, res: ServerResponse, service: string | null): void {
+  function onOutbound(request: InboundRequest, response: InboundResponse, service: string | null): void {
+    const req = request as IncomingMessage;
+    const res = response as ServerResponse;
     const ex = new Exchange(state, "outbound", req, res, service ?? NO_PEER, true);
     begin(ex);
     handleOutbound(ex, service).catch((err: Error) => failed(ex, err));
@@ -570,7 +645,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const d = decideOutbound(current.outbound, {
       method,
       target: req.url ?? "",
-      host: req.headers.host,
+      host: ex.h2 ? authorityOf(req) : req.headers.host,
       service,
     });
     const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
@@ -606,8 +681,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     headers.host = d.host;
     headers["x-request-id"] = ex.requestId; // the app's (when well-formed) or a new one, as logged
     const declared = req.headers["content-length"];
-    const hasBody =
-      declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+    const hasBody = ex.h2
+      ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
+      : declared !== undefined
+        ? declared !== "0"
+        : req.headers["transfer-encoding"] !== undefined;
     let body: Buffer | NodeJS.ReadableStream | null = null;
     if (hasBody) {
       if (declared !== undefined && Number(declared) <= REPLAY_BUFFER_BYTES && d.retry.attempts > 0) {
@@ -633,15 +711,231 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         retry: d.retry,
         hashKey: req.socket.remoteAddress ?? "",
       },
-      (status, upstreamHeaders) => {
+      (status, upstreamHeaders, _closeDelimited, trailersOnly) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).
-        if (draining) upstreamHeaders.connection = "close";
+        if (ex.h2) {
+          if (trailersOnly) return respondTrailersOnly(res, status, upstreamHeaders) ?? res;
+        } else if (draining) upstreamHeaders.connection = "close";
         res.writeHead(status, upstreamHeaders);
         return res;
       },
       observer,
     );
     finishForward(ex, result, upstreamSpan, d.cluster, 0);
+  }
+
+  // ── WebSocket upgrades ──
+  /** Open tunnels (closed on drain). */
+  const tunnels = new Set<Socket>();
+
+  /** Accounts for an upgrade that ended (or was refused): metrics and the access line. */
+  function upgradeDone(
+    u: UpgradeRecord,
+    status: number,
+    code: SidecarErrorCode | null,
+    outcome: string,
+    upstream = "",
+  ): void {
+    const seconds = (performance.now() - u.started) / 1000;
+    countRequest(u.direction, u.peer, u.mtls, status, seconds);
+    if (code !== null) mErrors.labels("sidecar", u.direction, code).inc();
+    if (u.state.config.telemetry.accessLog.enabled)
+      log.info({
+        event: "access",
+        direction: u.direction,
+        requestId: u.requestId,
+        method: u.req.method,
+        path: u.path,
+        peer: u.peer,
+        peerId: u.peerId ?? undefined,
+        service: u.state.config.name,
+        mtls: u.mtls,
+        rule: u.rule || undefined,
+        status,
+        upgrade: "websocket",
+        durationMs: Math.round(seconds * 1e6) / 1e3,
+        upstream: upstream || undefined,
+        outcome,
+      });
+  }
+
+  function refuse(
+    u: UpgradeRecord,
+    socket: Socket,
+    status: number,
+    code: SidecarErrorCode,
+    message: string,
+    extra?: Record<string, string>,
+  ): void {
+    refuseUpgrade(socket, status, http.STATUS_CODES[status] ?? "Error", code, message, extra);
+    upgradeDone(u, status, code, `refused_${code}`);
+  }
+
+  /** Header checks shared by both directions; false when refused. */
+  function checkUpgrade(u: UpgradeRecord, socket: Socket): boolean {
+    socket.on("error", () => socket.destroy());
+    if (draining) {
+      socket.destroy();
+      return false;
+    }
+    if (!isWebSocketUpgrade(u.req)) {
+      refuse(u, socket, 400, "bad_request_target", "only Upgrade: websocket is proxied");
+      return false;
+    }
+    const problem = checkRequestHeaders(u.req.rawHeaders, u.req.httpVersionMinor);
+    if (problem) {
+      refuse(u, socket, 400, problem.code, problem.detail);
+      return false;
+    }
+    return true;
+  }
+
+  function tunnel(
+    u: UpgradeRecord,
+    socket: Socket,
+    head: Buffer,
+    upstream: Socket,
+    readyEvent: "connect" | "secureConnect",
+    path: string,
+    headers: Record<string, string | string[]>,
+    upstreamName: string,
+  ): void {
+    openTunnel(
+      socket,
+      upstream,
+      readyEvent,
+      upgradeHandshake(path, headers),
+      head,
+      { connectTimeoutMs: 1000, idleTimeoutMs: TUNNEL_IDLE_MS, tunnels },
+      {
+        failed: (err) => {
+          if (err.code === "ECONNABORTED") return upgradeDone(u, 499, null, "client_aborted", upstreamName);
+          const [status, code, outcome]: [number, SidecarErrorCode, string] =
+            err.code === "E_RT_IDENTITY_UNAVAILABLE"
+              ? [503, "upstream_identity_unavailable", "no_identity"]
+              : [503, "upstream_connect_failure", "connect_failure"];
+          log.warn({
+            event: "upstream_error",
+            direction: u.direction,
+            requestId: u.requestId,
+            upstream: upstreamName,
+            outcome,
+            code: err.code,
+          });
+          refuseUpgrade(
+            socket,
+            status,
+            http.STATUS_CODES[status]!,
+            code,
+            `upstream ${upstreamName}: ${outcome}`,
+          );
+          upgradeDone(u, status, code, outcome, upstreamName);
+        },
+        closed: (status) =>
+          upgradeDone(
+            u,
+            status || 502,
+            null,
+            status === 101 ? "tunnel_closed" : "refused_upstream",
+            upstreamName,
+          ),
+      },
+    );
+  }
+
+  function onInboundUpgrade(req: IncomingMessage, socket: Socket, head: Buffer, mtls: boolean): void {
+    const peer = mtls ? ((socket as PeerSocket)[PEER] ?? null) : null;
+    const current = state;
+    const u = new UpgradeRecord(current, "inbound", req, peer?.label ?? NO_PEER, mtls);
+    u.peerId = peer?.id ?? null;
+    if (!checkUpgrade(u, socket)) return;
+    const d = decideInbound(current.inbound, {
+      peer: peer?.id ?? null,
+      method: req.method ?? "GET",
+      target: req.url ?? "",
+      host: req.headers.host,
+    });
+    if (d.kind === "deny") {
+      u.path = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      if (d.status === 403) {
+        mDenied.labels("sidecar", current.config.name, u.peer, d.code).inc();
+        return refuse(u, socket, 403, "authz_denied", d.detail, { "x-meshgate-denied": d.code });
+      }
+      return refuse(u, socket, 400, d.code === "bad_host" ? "bad_host" : "bad_request_target", d.detail);
+    }
+    u.path = d.path;
+    u.rule = d.source;
+    const headers = forwardedRequestHeaders(req.headers);
+    headers["x-request-id"] = u.requestId;
+    if (peer !== null) {
+      headers[PEER_HEADER] = peer.id;
+      headers[XFCC_HEADER] = peer.xfcc;
+    }
+    const upstream = net.connect({
+      host: "127.0.0.1",
+      port: current.config.inbound.appPort,
+      noDelay: true,
+      allowHalfOpen: true,
+    });
+    tunnel(u, socket, head, upstream, "connect", d.upstreamTarget, headers, "app");
+  }
+
+  function onOutboundUpgrade(
+    req: IncomingMessage,
+    socket: Socket,
+    head: Buffer,
+    service: string | null,
+  ): void {
+    const current = state;
+    const u = new UpgradeRecord(current, "outbound", req, service ?? NO_PEER, true);
+    if (!checkUpgrade(u, socket)) return;
+    const d = decideOutbound(current.outbound, {
+      method: req.method ?? "GET",
+      target: req.url ?? "",
+      host: req.headers.host,
+      service,
+    });
+    if (d.kind === "reject") {
+      u.path = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      return refuse(u, socket, d.status, d.code, d.detail);
+    }
+    u.peer = d.service;
+    u.path = d.path;
+    u.rule = d.route ?? "";
+    const cluster = current.clusters.get(d.cluster);
+    if (cluster === undefined)
+      return refuse(u, socket, 503, "no_healthy_upstream", `cluster ${d.cluster} is not configured`);
+    const mtlsCluster = cluster.config.tls;
+    if (mtlsCluster.mode === "mtls" && !identity.ready())
+      return refuse(
+        u,
+        socket,
+        503,
+        "upstream_identity_unavailable",
+        "no valid workload identity is loaded; mTLS to the mesh is impossible",
+      );
+    const endpoint = cluster.pick(socket.remoteAddress ?? "", Date.now());
+    if (!endpoint)
+      return refuse(u, socket, 503, "no_healthy_upstream", `cluster ${d.cluster} has no available endpoint`);
+    const headers = forwardedRequestHeaders(req.headers);
+    headers.host = d.host;
+    headers["x-request-id"] = u.requestId;
+    // WebSocket handshakes are HTTP/1.1: the callee's sidecar is reached with ALPN http/1.1 even when
+    // the service speaks HTTP/2.
+    const upstream =
+      mtlsCluster.mode === "mtls"
+        ? connectMtls(mtlsCluster.serverIdentity, "http1")(endpoint.host, endpoint.port)
+        : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true, allowHalfOpen: true });
+    tunnel(
+      u,
+      socket,
+      head,
+      upstream,
+      mtlsCluster.mode === "mtls" ? "secureConnect" : "connect",
+      d.upstreamTarget,
+      headers,
+      endpoint.key,
+    );
   }
 
   function setTraceHeaders(headers: Record<string, string | string[]>, span: SpanLike): void {
@@ -675,11 +969,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     ex.outcome = result.outcome;
     if (result.outcome === "body_too_large" && !result.headersSent) {
-      res.shouldKeepAlive = false;
+      noKeepAlive(ex);
       return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
     if (result.headersSent || result.outcome === "client_aborted") {
-      res.destroy(result.error ?? undefined);
+      // Never a clean end for a truncated response: HTTP/1 loses the connection, HTTP/2 the stream
+      // (RST_STREAM INTERNAL_ERROR: destroyed with an error, never Http2Stream#close, which ends first).
+      res.destroy(result.error ?? new Error(result.outcome));
       return;
     }
     const [status, code]: [number, SidecarErrorCode] =
@@ -746,6 +1042,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     identity: null,
     ...(options.maxRequestsPerSocket ? { maxRequestsPerSocket: options.maxRequestsPerSocket } : {}),
     onRequest: onInbound,
+    onUpgrade: onInboundUpgrade,
     onSecureConnection: (socket) => {
       const current = identity.current();
       const v = current
@@ -777,25 +1074,31 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     options.ports?.inbound ?? options.config.inbound.port,
     bindHost,
   );
-  const outboundServer = http.createServer(outboundServerOptions(), (req, res) => onOutbound(req, res, null));
-  outboundServer.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
-    onClientError("outbound", err, socket),
+  const outboundClientError = (err: Error & { code?: string }, socket: Socket) =>
+    onClientError("outbound", err, socket);
+  const outboundServer = createLocalListener(
+    outboundServerOptions(),
+    (req, res) => onOutbound(req, res, null),
+    outboundClientError,
+    (req, socket, head) => onOutboundUpgrade(req, socket, head, null),
   );
   const outboundPort = await listen(
-    outboundServer,
+    outboundServer.server,
     options.ports?.outbound ?? options.config.outbound.port,
     "127.0.0.1",
   );
-  const serviceServers: http.Server[] = [];
+  const serviceServers: LocalListener[] = [];
   const servicePorts: Record<string, number> = {};
   for (const s of options.config.outbound.services) {
     const port = options.ports?.services?.[s.service] ?? s.localPort;
     if (port === null || port === undefined) continue;
-    const server = http.createServer(outboundServerOptions(), (req, res) => onOutbound(req, res, s.service));
-    server.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
-      onClientError("outbound", err, socket),
+    const server = createLocalListener(
+      outboundServerOptions(),
+      (req, res) => onOutbound(req, res, s.service),
+      outboundClientError,
+      (req, socket, head) => onOutboundUpgrade(req, socket, head, s.service),
     );
-    servicePorts[s.service] = await listen(server, port, "127.0.0.1");
+    servicePorts[s.service] = await listen(server.server, port, "127.0.0.1");
     serviceServers.push(server);
   }
 
@@ -808,15 +1111,6 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
   });
   const adminPort = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
-  if (
-    options.config.inbound.protocol === "http2" ||
-    options.config.clusters.some((c) => c.protocol === "http2")
-  )
-    log.warn({
-      event: "http2_not_meshed",
-      message:
-        "HTTP/2 and gRPC services are not carried by the sidecar yet: it speaks HTTP/1.1 to its app and between sidecars",
-    });
   log.info({
     event: "started",
     inbound: inboundPort,
@@ -904,17 +1198,17 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (draining) return;
     draining = true;
     log.info({ event: "draining", inFlight });
-    const servers: net.Server[] = [inbound!.server, outboundServer, ...serviceServers];
+    const locals = [outboundServer, ...serviceServers];
+    const servers: net.Server[] = [inbound!.server, ...locals.map((l) => l.server)];
     for (const s of servers) s.close();
     inbound!.closeIdle();
-    outboundServer.closeIdleConnections();
-    for (const s of serviceServers) s.closeIdleConnections();
+    for (const l of locals) l.closeIdle();
     if (inFlight > 0) {
       await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), sleep(drainTimeoutMs)]);
     }
     inbound!.closeAll();
-    outboundServer.closeAllConnections();
-    for (const s of serviceServers) s.closeAllConnections();
+    for (const l of locals) l.closeAll();
+    for (const t of tunnels) t.destroy();
     admin.close();
     admin.closeAllConnections();
     identity.close();
@@ -996,7 +1290,24 @@ function listen(server: net.Server, port: number, host: string): Promise<number>
 }
 
 /** Reads a whole (small) body, failing with E_BODY_TOO_LARGE past `limit`. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/** HTTP/2 has no connection-wide keep-alive to refuse: only HTTP/1 responses close the connection. */
+function noKeepAlive(ex: Exchange): void {
+  if (!ex.h2) (ex.res as ServerResponse).shouldKeepAlive = false;
+}
+
+/** An HTTP/2 header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 each. */
+function headerListSize(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) n += raw[i]!.length + raw[i + 1]!.length + 32;
+  return n;
+}
+
+/** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
+function authorityOf(req: InboundRequest): string | undefined {
+  return req.headers.host ?? (req.headers[":authority"] as string | undefined);
+}
+
+function readBody(req: InboundRequest, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let seen = 0;
@@ -1016,7 +1327,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 /** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
-function limitBody(req: IncomingMessage, limit: number): Transform {
+function limitBody(req: InboundRequest, limit: number): Transform {
   let seen = 0;
   const t = new Transform({
     transform(chunk: Buffer, _enc, cb) {

@@ -11,6 +11,7 @@ import net from "node:net";
 import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
+import type { MtlsConnect } from "./tls.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
@@ -32,6 +33,8 @@ export interface UpstreamPool {
       headers: Record<string, string | string[] | undefined>;
       /** The body ends with the connection (HTTP/1 without Content-Length or chunked framing). */
       closeDelimited?: boolean;
+      /** HTTP/2: the response is its HEADERS frame alone (gRPC trailers-only). */
+      endStream?: boolean;
     }) => Writable,
   ): Promise<unknown>;
   request(opts: {
@@ -77,7 +80,7 @@ export interface PoolCacheOptions {
    * `serverIdentity` (runtime/upstream/tls.ts). Without it such clusters fail closed: every connection
    * attempt fails with E_RT_IDENTITY_UNAVAILABLE.
    */
-  mtls?: (serverIdentity: string) => (host: string, port: number) => net.Socket;
+  mtls?: MtlsConnect;
 }
 
 /** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
@@ -99,7 +102,13 @@ export class PoolCache {
     const key = poolKey(`${host}:${port}`, cluster);
     let pool = this.pools.get(key);
     if (!pool && cluster.protocol === "http2") {
-      pool = new H2Pool(host, port, cluster.connectTimeoutMs || this.options.connectTimeoutMs);
+      const tls = cluster.tls;
+      pool = new H2Pool(
+        host,
+        port,
+        cluster.connectTimeoutMs || this.options.connectTimeoutMs,
+        tls.mode === "mtls" ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2") : undefined,
+      );
       this.pools.set(key, pool);
     }
     if (!pool) {

@@ -59,6 +59,11 @@ export type OnResponseHead = (
   headers: Record<string, string | string[] | undefined>,
   /** The body ends with the connection: its completeness cannot be verified (see H1Factory). */
   closeDelimited: boolean,
+  /**
+   * HTTP/2: the response is one HEADERS frame with END_STREAM (gRPC "trailers-only"); an HTTP/2
+   * downstream should answer the same way (respondTrailersOnly) — gRPC clients need it.
+   */
+  trailersOnly: boolean,
 ) => Writable;
 
 const drain = () =>
@@ -143,7 +148,7 @@ export async function forward(
   /** Another attempt is allowed: plan, safety, time left, and (last, since it spends) the budget. */
   const mayRetry = (f: AttemptFailure): boolean => {
     if (attempts > plan.attempts) return false;
-    if (!retryable(f, plan, req.method, replayable)) return false;
+    if (!retryable(f, plan, req.method, replayable || untouched(req.body))) return false;
     if (deadline - now() <= 0) return false;
     if (!cluster.budget.tryWithdraw(now())) {
       observer.budgetExhausted(name);
@@ -193,7 +198,7 @@ export async function forward(
             bodyTimeout: Math.max(1, deadline - now()),
             cancel: req.cancel,
           },
-          ({ statusCode, headers, closeDelimited }) => {
+          ({ statusCode, headers, closeDelimited, endStream }) => {
             status = statusCode;
             const failure: AttemptFailure = { kind: "status", status: statusCode };
             if (statusCode >= 500 || statusCode === 429) {
@@ -203,7 +208,7 @@ export async function forward(
               }
             }
             headSent = true;
-            return onHead(statusCode, headers, closeDelimited === true);
+            return onHead(statusCode, headers, closeDelimited === true, endStream === true);
           },
         );
         cluster.record(endpoint, status >= 500, now());
@@ -248,6 +253,17 @@ export async function forward(
   } finally {
     cluster.active--;
   }
+}
+
+/**
+ * A streamed body that no attempt has read from (its connection failed before a byte was taken, e.g. a
+ * refused connection or a failed mTLS handshake) can still be sent whole: a gRPC call, whose body is a
+ * stream of unknown length, is then retried on connect failures like a buffered request.
+ */
+function untouched(body: Buffer | NodeJS.ReadableStream | null): boolean {
+  if (body === null || Buffer.isBuffer(body)) return false;
+  const r = body as NodeJS.ReadableStream & { readableDidRead?: boolean; readableFlowing?: boolean | null };
+  return r.readableDidRead === false && r.readableFlowing !== true;
 }
 
 function outcomeFor(f: AttemptFailure): ForwardOutcome {

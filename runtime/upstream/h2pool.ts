@@ -1,11 +1,18 @@
 /**
- * An HTTP/2 upstream "pool" for clusters that speak HTTP/2 (gRPC services): one multiplexed cleartext
- * session per endpoint, reopened when it closes or receives GOAWAY. It offers the slice of undici's Pool
+ * An HTTP/2 upstream "pool" for clusters that speak HTTP/2 (gRPC services): one multiplexed session per
+ * endpoint — cleartext (h2c with prior knowledge), or over the connection a `connect` function opens (mTLS
+ * origination with ALPN h2, runtime/upstream/tls.ts) — reopened when it closes or receives GOAWAY. It offers the slice of undici's Pool
  * interface the forwarding engine uses (`stream`, `request`, `stats`, `close`), and forwards response
  * trailers (gRPC's `grpc-status`) to the downstream response.
  */
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from "node:http2";
-import type { Writable } from "node:stream";
+import http2, {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
+import net from "node:net";
+import { Writable } from "node:stream";
 import type { CancelToken } from "./h1pool.ts";
 
 export interface StreamOptions {
@@ -22,6 +29,8 @@ type Factory = (data: {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
   opaque: unknown;
+  /** The response is its HEADERS frame alone (END_STREAM): gRPC's trailers-only form. */
+  endStream: boolean;
 }) => Writable;
 
 const FORBIDDEN = new Set([
@@ -41,22 +50,92 @@ export class H2Pool {
   private readonly origin: string;
   private readonly authority: string;
   private readonly connectTimeoutMs: number;
+  private readonly connectFn: ((host: string, port: number) => net.Socket) | null;
+  private readonly host: string;
+  private readonly port: number;
   private session: ClientHttp2Session | null = null;
   private connecting: Promise<ClientHttp2Session> | null = null;
   private closed = false;
   readonly stats = { pending: 0 };
 
-  constructor(host: string, port: number, connectTimeoutMs: number) {
+  /**
+   * `connect`: opens the session's connection (a TLS socket negotiating ALPN h2); without it the session
+   * is cleartext h2c. The connect timeout covers the TLS handshake: a failed handshake fails the attempt
+   * before any stream was opened (a connect failure).
+   */
+  constructor(
+    host: string,
+    port: number,
+    connectTimeoutMs: number,
+    connect?: (host: string, port: number) => net.Socket,
+  ) {
+    this.host = host;
+    this.port = port;
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-    this.origin = `http://${this.authority}`;
+    this.connectFn = connect ?? null;
+    this.origin = `${connect ? "https" : "http"}://${this.authority}`;
     this.connectTimeoutMs = connectTimeoutMs;
   }
 
   private connect(): Promise<ClientHttp2Session> {
     if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
     if (this.connecting) return this.connecting;
-    this.connecting = new Promise<ClientHttp2Session>((resolve, reject) => {
-      const s = http2.connect(this.origin, { settings: { enablePush: false } });
+    const connecting = this.connectFn
+      ? this.secureSocket().then((socket) => this.startSession(socket))
+      : this.startSession(null);
+    this.connecting = connecting;
+    connecting.then(
+      () => {
+        if (this.connecting === connecting) this.connecting = null;
+      },
+      () => {
+        if (this.connecting === connecting) this.connecting = null;
+      },
+    );
+    return connecting;
+  }
+
+  /**
+   * The TLS connection of an mTLS session, established (handshake done, the server's SPIFFE ID verified)
+   * before the session starts, so that a failed handshake, or a server that did not select h2, fails the
+   * attempt as a connect failure with nothing sent.
+   */
+  private secureSocket(): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = this.connectFn!(this.host, this.port);
+      const timer = setTimeout(
+        () => socket.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
+        this.connectTimeoutMs,
+      );
+      const onError = (err: Error) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(err);
+      };
+      socket.once("error", onError);
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        socket.off("error", onError);
+        const alpn = (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol;
+        if (alpn !== "h2") {
+          socket.destroy();
+          reject(error(`the server did not select ALPN h2 (${String(alpn)})`, "ERR_TLS_ALPN_NOT_H2"));
+          return;
+        }
+        resolve(socket);
+      });
+    });
+  }
+
+  /** Starts a session (h2c, or over an established TLS socket). */
+  private startSession(socket: net.Socket | null): Promise<ClientHttp2Session> {
+    return new Promise<ClientHttp2Session>((resolve, reject) => {
+      // Small frames go out at once (no Nagle delay): TLS sockets are set here, h2c ones connect so.
+      socket?.setNoDelay(true);
+      const s = http2.connect(this.origin, {
+        settings: { enablePush: false },
+        createConnection: () => socket ?? net.connect({ host: this.host, port: this.port, noDelay: true }),
+      });
       const timer = setTimeout(
         () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
         this.connectTimeoutMs,
@@ -64,12 +143,10 @@ export class H2Pool {
       s.once("connect", () => {
         clearTimeout(timer);
         this.session = s;
-        this.connecting = null;
         resolve(s);
       });
       s.once("error", (err) => {
         clearTimeout(timer);
-        this.connecting = null;
         if (this.session === s) this.session = null;
         reject(err);
       });
@@ -79,7 +156,6 @@ export class H2Pool {
       s.on("goaway", forget);
       s.on("close", forget);
     });
-    return this.connecting;
   }
 
   private async open(opts: StreamOptions): Promise<ClientHttp2Stream> {
@@ -133,13 +209,14 @@ export class H2Pool {
           timedOut = true;
           stream.close(http2.constants.NGHTTP2_CANCEL);
         });
-      stream.once("response", (h) => {
+      stream.once("response", (h, flags) => {
         if (headersTimer) clearTimeout(headersTimer);
         const status = Number(h[":status"]);
         const rest: Record<string, string | string[] | undefined> = {};
         for (const [k, v] of Object.entries(h))
           if (k.charCodeAt(0) !== 58) rest[k] = v as string | string[] | undefined;
-        out = factory({ statusCode: status, headers: rest, opaque: null });
+        const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+        out = factory({ statusCode: status, headers: rest, opaque: null, endStream });
         stream.on("data", (chunk: Buffer) => {
           if (!out!.write(chunk)) {
             stream.pause();
@@ -213,4 +290,30 @@ export class H2Pool {
     this.session = null;
     if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
   }
+}
+
+/** A writable that discards what is written (the body of a response already answered). */
+class Discard extends Writable {
+  override _write(_chunk: unknown, _enc: BufferEncoding, cb: () => void): void {
+    cb();
+  }
+}
+
+/**
+ * Answers an HTTP/2 downstream with a trailers-only response (one HEADERS frame with END_STREAM) when
+ * the upstream's response was one — what gRPC clients require of a status-only answer (a status in
+ * headers followed by an empty DATA frame is "a call ended without gRPC status" to them). Returns the
+ * writable for the (empty) rest, or null when `res` is not an HTTP/2 response that can still do it.
+ */
+export function respondTrailersOnly(
+  res: unknown,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+): Writable | null {
+  const stream = (res as { stream?: ServerHttp2Stream }).stream;
+  if (stream === undefined || stream.headersSent || stream.destroyed) return null;
+  const out: http2.OutgoingHttpHeaders = { ":status": status };
+  for (const k in headers) if (headers[k] !== undefined) out[k] = headers[k];
+  stream.respond(out, { endStream: true });
+  return new Discard();
 }

@@ -26,28 +26,40 @@ function failedSocket(message: string): net.Socket {
   return socket;
 }
 
+/** The application protocol negotiated by ALPN on an mTLS connection. */
+export type MtlsProtocol = "http1" | "http2";
+
+/** Opens mTLS connections to a server that must prove `serverIdentity`, speaking `protocol`. */
+export type MtlsConnect = (
+  serverIdentity: string,
+  protocol?: MtlsProtocol,
+) => (host: string, port: number) => net.Socket;
+
+const ALPN_HTTP1 = ["http/1.1"];
+const ALPN_HTTP2 = ["h2"];
+
 /**
  * The PoolCache `mtls` factory: for a server identity, a connect function opening TLS 1.3 connections
- * with the provider's current SVID.
+ * with the provider's current SVID, offering ALPN `http/1.1` (the default) or `h2` (HTTP/2 clusters,
+ * whose pool needs the server to select h2).
  */
-export function mtlsConnector(
-  identity: IdentityProvider,
-): (serverIdentity: string) => (host: string, port: number) => net.Socket {
-  return (serverIdentity) => (host, port) => {
-    const id = identity.ready() ? identity.current() : null;
-    if (id === null) return failedSocket("no valid mesh identity is loaded (mTLS needs one)");
-    const verifier = id.verifier;
-    return tls.connect({
-      host,
-      port,
-      secureContext: id.clientContext,
-      minVersion: "TLSv1.3",
-      ALPNProtocols: ["http/1.1"],
-      // Called by Node only after OpenSSL verified the chain against the bundle (the context's CA).
-      checkServerIdentity: (_hostname, cert) => {
-        const v = verifier.verify(chainFromPeerCertificate(cert), { expect: serverIdentity });
-        return v.ok ? undefined : new SvidVerificationError(v.code, v.reason);
-      },
-    });
-  };
+export function mtlsConnector(identity: IdentityProvider): MtlsConnect {
+  return (serverIdentity, protocol = "http1") =>
+    (host, port) => {
+      const id = identity.ready() ? identity.current() : null;
+      if (id === null) return failedSocket("no valid mesh identity is loaded (mTLS needs one)");
+      const verifier = id.verifier;
+      return tls.connect({
+        host,
+        port,
+        secureContext: id.clientContext,
+        minVersion: "TLSv1.3",
+        ALPNProtocols: protocol === "http2" ? ALPN_HTTP2 : ALPN_HTTP1,
+        // Called by Node only after OpenSSL verified the chain against the bundle (the context's CA).
+        checkServerIdentity: (_hostname, cert) => {
+          const v = verifier.verify(chainFromPeerCertificate(cert), { expect: serverIdentity });
+          return v.ok ? undefined : new SvidVerificationError(v.code, v.reason);
+        },
+      });
+    };
 }

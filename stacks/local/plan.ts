@@ -226,14 +226,15 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   const endpoint = (svc: string) => [{ host: "127.0.0.1", port: ports.get(svc)!.inbound }];
   const staticEndpoints = (clusters: readonly Cluster[]) =>
     Object.fromEntries(clusters.map((c) => [c.name, endpoint(c.service)]));
-  // The demo service and the sidecar speak HTTP/1.1 (docs/sidecar.md, Not done): every mesh hop does.
-  const http1Services = services.filter((s) => s.protocol !== "http").map((s) => s.name);
+  // HTTP/2 services are carried as HTTP/2 between the proxies (mTLS, ALPN h2); the built-in demo service
+  // speaks HTTP/1.1, so the sidecar of a demo-served HTTP/2 service talks HTTP/1.1 to it (an app started
+  // by `local.command` gets the service's protocol).
+  const demoHttp1 = services.filter((s) => s.protocol !== "http" && !s.local).map((s) => s.name);
   // Active health checks stay on: translate admits each probe (GET healthCheck.path from the workloads
   // that hold a cluster for the service) in the callee's sidecar.
-  const asLocal = (c: Cluster): Cluster => ({ ...c, protocol: "http1" });
-  if (http1Services.length > 0)
+  if (demoHttp1.length > 0)
     notes.push(
-      `${http1Services.join(", ")}: protocol ${services.find((s) => s.name === http1Services[0])!.protocol} is carried as HTTP/1.1 locally (the sidecar does not mesh HTTP/2 yet)`,
+      `${demoHttp1.join(", ")}: protocol ${services.find((s) => s.name === demoHttp1[0])!.protocol} is carried as HTTP/2 between the proxies and as HTTP/1.1 to the demo service (it speaks HTTP/1.1)`,
     );
 
   const files: PlannedFile[] = [];
@@ -255,8 +256,13 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       svid: { ...rest.svid, ...svidFiles(identityOf(s.name)) },
       discovery: { kind: "static", endpoints: staticEndpoints(rest.clusters) },
       admin: { port: p.admin },
-      clusters: rest.clusters.map(asLocal),
-      inbound: { ...rest.inbound, port: p.inbound, appPort: p.app, protocol: "http1" },
+      clusters: rest.clusters,
+      inbound: {
+        ...rest.inbound,
+        port: p.inbound,
+        appPort: p.app,
+        protocol: s.local ? rest.inbound.protocol : "http1",
+      },
       outbound: {
         port: p.outbound,
         services: rest.outbound.services.map((x) => ({ ...x, localPort: p.local[x.service]! })),
@@ -376,7 +382,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       },
       discovery: { kind: "static", endpoints: staticEndpoints(rest.clusters) },
       admin: { port: gatewayAdmin },
-      clusters: rest.clusters.map(asLocal),
+      clusters: rest.clusters,
       hosts,
       listeners: [{ name: "http", port: gatewayPort, protocol: "http", http2: true, tls: null }],
       auth: {

@@ -130,8 +130,11 @@ describe("local plan", () => {
         mode: "mtls",
         serverIdentity: `spiffe://shop.example/ns/shop/sa/${c.service}`,
       });
-      expect(c.protocol).toBe("http1");
+      // HTTP/2 services stay HTTP/2 between the proxies (the sidecars mesh h2 over mTLS).
+      expect(c.protocol).toBe(c.service === "notifications" ? "http2" : "http1");
     }
+    // The demo service speaks HTTP/1.1: notifications' sidecar talks HTTP/1.1 to it.
+    expect(sidecarOf(p, "notifications").inbound.protocol).toBe("http1");
     for (const cfg of [gw, orders]) {
       if (cfg.discovery.kind !== "static") throw new Error("static discovery expected");
       for (const c of cfg.clusters)

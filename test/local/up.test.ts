@@ -283,11 +283,18 @@ describe("meshgate up on the shop example", () => {
     while (!output.includes("[ca] renewed orders's SVID") && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 250));
     expect(output).toContain("[ca] renewed orders's SVID");
-    const metrics = await (
-      await fetch(`http://127.0.0.1:${proc("orders-sidecar").ports.admin}/metrics`)
-    ).text();
-    const loaded = /meshgate_identity_reloads_total\{[^}]*result="loaded"[^}]*\} (\d+)/.exec(metrics);
-    expect(Number(loaded?.[1])).toBeGreaterThanOrEqual(2);
+    // The sidecar picks the new files up on its next watch event or poll (≤ 1 s): wait for it.
+    let loaded = 0;
+    while (loaded < 2 && Date.now() < deadline + 5000) {
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${proc("orders-sidecar").ports.admin}/metrics`)
+      ).text();
+      loaded = Number(
+        /meshgate_identity_reloads_total\{[^}]*result="loaded"[^}]*\} (\d+)/.exec(metrics)?.[1],
+      );
+      if (loaded < 2) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(loaded).toBeGreaterThanOrEqual(2);
   }, 30_000);
 
   it.skipIf(!PROMETHEUS)(

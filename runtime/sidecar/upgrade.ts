@@ -1,0 +1,122 @@
+/**
+ * WebSocket tunnels through the sidecar (RFC 6455 over HTTP/1.1). The request was authorized by the
+ * caller (decideInbound / decideOutbound); here the handshake is re-serialized from the decided target and
+ * the filtered headers, written to the upstream connection (the app, or the callee's sidecar over mTLS)
+ * once it is established, and from then on bytes flow both ways untouched. Bounded: an idle timeout on
+ * both sockets; a half-close (FIN) on one side is passed on as a half-close to the other, and a close or
+ * an error on either side closes both.
+ */
+import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+
+/** Refuses an upgrade on the raw socket with a JSON error body (and closes the connection). */
+export function refuseUpgrade(
+  socket: Socket,
+  status: number,
+  reason: string,
+  code: string,
+  message: string,
+  extra: Record<string, string> = {},
+): void {
+  if (socket.destroyed || !socket.writable) return void socket.destroy();
+  const body = JSON.stringify({ error: { code, message } });
+  let head =
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nx-meshgate-error: ${code}\r\nconnection: close\r\n`;
+  for (const [k, v] of Object.entries(extra)) head += `${k}: ${v}\r\n`;
+  socket.end(`${head}\r\n${body}`);
+}
+
+/** The handshake request line and headers sent upstream. */
+export function upgradeHandshake(path: string, headers: Record<string, string | string[]>): string {
+  let text = `GET ${path} HTTP/1.1\r\n`;
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
+  }
+  return `${text}connection: Upgrade\r\nupgrade: websocket\r\n\r\n`;
+}
+
+export interface TunnelEvents {
+  /** The upstream connection could not be established (nothing was relayed). */
+  failed(err: Error & { code?: string }): void;
+  /** The tunnel ended; `status` is the upstream's handshake answer (101, or a refusal), 0 if none came. */
+  closed(status: number): void;
+}
+
+/**
+ * Pipes `client` and `upstream` (a connecting socket; `readyEvent` is "connect" for TCP, "secureConnect"
+ * for TLS) once the upstream is ready: first the handshake and the bytes already read (`head`).
+ */
+export function openTunnel(
+  client: Socket,
+  upstream: Socket,
+  readyEvent: "connect" | "secureConnect",
+  handshake: string,
+  head: Buffer,
+  o: { connectTimeoutMs: number; idleTimeoutMs: number; tunnels: Set<Socket> },
+  events: TunnelEvents,
+): void {
+  let status = 0;
+  let connected = false;
+  let done = false;
+  // A FIN (or TLS close_notify) from one side ends only that direction: the other may still answer.
+  client.allowHalfOpen = true;
+  upstream.allowHalfOpen = true;
+  const connectTimer = setTimeout(
+    () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
+    o.connectTimeoutMs,
+  );
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(connectTimer);
+    o.tunnels.delete(client);
+    client.destroy();
+    upstream.destroy();
+    if (connected) events.closed(status);
+  };
+  upstream.once(readyEvent, () => {
+    connected = true;
+    clearTimeout(connectTimer);
+    if (client.destroyed) return finish();
+    o.tunnels.add(client);
+    upstream.write(handshake);
+    if (head.length) upstream.write(head);
+    upstream.once("data", (chunk: Buffer) => {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(chunk.subarray(0, 16).toString("latin1"));
+      status = m ? Number(m[1]) : 502;
+    });
+    upstream.pipe(client);
+    client.pipe(upstream);
+  });
+  client.setTimeout(o.idleTimeoutMs, finish);
+  upstream.setTimeout(o.idleTimeoutMs, finish);
+  upstream.on("error", (err: Error & { code?: string }) => {
+    if (connected) return finish();
+    if (done) return;
+    done = true;
+    clearTimeout(connectTimer);
+    upstream.destroy();
+    events.failed(err);
+  });
+  client.on("error", finish);
+  upstream.on("close", () => {
+    if (connected) finish();
+  });
+  client.on("close", () => {
+    if (connected) finish();
+    else if (!done) {
+      // The client left before the upstream connected: give up the connection attempt.
+      done = true;
+      clearTimeout(connectTimer);
+      upstream.destroy();
+      events.failed(Object.assign(new Error("client closed"), { code: "ECONNABORTED" }));
+    }
+  });
+}
+
+/** The request asks for a WebSocket (the only upgrade proxied). */
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const u = req.headers.upgrade;
+  return typeof u === "string" && u.toLowerCase() === "websocket";
+}
