@@ -9,13 +9,13 @@
  * transform, CORS headers, response size limit → access log and metrics. A reload compiles a whole new
  * state and swaps one reference; requests in flight keep the state they started with.
  */
+import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
-import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -1401,41 +1401,6 @@ function chooseBackend(backends: readonly { cluster: string; weight: number }[])
 
 /** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */
 const REPLAY_BUFFER_BYTES = 64 * 1024;
-
-/** Reads a whole (small) body, failing with E_BODY_TOO_LARGE past `limit`. */
-function readBody(req: AnyRequest, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let seen = 0;
-    req.on("data", (c: Buffer) => {
-      seen += c.length;
-      if (seen > limit) {
-        req.pause();
-        reject(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-    req.on("aborted", () => reject(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
-  });
-}
-
-/** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
-function limitBody(req: AnyRequest, limit: number): Transform {
-  let seen = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (seen > limit) cb(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
-      else cb(null, chunk);
-    },
-  });
-  req.on("error", (err) => t.destroy(err));
-  req.on("aborted", () => t.destroy(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
-  return req.pipe(t);
-}
 
 function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): void {
   if (d.action.kind !== "redirect") return;

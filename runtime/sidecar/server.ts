@@ -20,13 +20,13 @@
  * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
+import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
-import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -1305,38 +1305,4 @@ function headerListSize(raw: readonly string[]): number {
 /** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
 function authorityOf(req: InboundRequest): string | undefined {
   return req.headers.host ?? (req.headers[":authority"] as string | undefined);
-}
-
-function readBody(req: InboundRequest, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let seen = 0;
-    req.on("data", (c: Buffer) => {
-      seen += c.length;
-      if (seen > limit) {
-        req.pause();
-        reject(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-    req.on("aborted", () => reject(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
-  });
-}
-
-/** Streams a request body, failing with E_BODY_TOO_LARGE once more than `limit` bytes arrive. */
-function limitBody(req: InboundRequest, limit: number): Transform {
-  let seen = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (seen > limit) cb(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" }));
-      else cb(null, chunk);
-    },
-  });
-  req.on("error", (err) => t.destroy(err));
-  req.on("aborted", () => t.destroy(Object.assign(new Error("client aborted"), { code: "ECONNABORTED" })));
-  return req.pipe(t);
 }
