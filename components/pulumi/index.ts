@@ -17,3 +17,11 @@ export { Mesh, Gateway, prepareGateway } from "./layers.ts";
 export type { MeshArgs, GatewayArgs } from "./layers.ts";
 export { childName, tierOf, isGatewayObject } from "./register.ts";
 export type { PlatformArgs, PreparedPlatform } from "./platform.ts";
+export {
+  RuntimeImage,
+  runtimeImageArgErrors,
+  packageVersion,
+  REPO_ROOT,
+  RUNTIME_DOCKERFILE,
+} from "./image.ts";
+export type { RuntimeImageArgs } from "./image.ts";

@@ -12,6 +12,7 @@
  * `await import()`): a module imported before setMocks records nothing. Vitest runs each file in its own
  * process (pool: forks), so each file starts with fresh Pulumi state.
  */
+import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 
 export interface Registered {
@@ -75,6 +76,16 @@ function computed(type: string, name: string, inputs: Record<string, unknown>): 
     case "tls:index/selfSignedCert:SelfSignedCert":
     case "tls:index/locallySignedCert:LocallySignedCert":
       return { certPem: pem("CERTIFICATE", name), ...validity };
+    case "docker:index/image:Image": {
+      // A pushed image reports its digest reference; a local one only its name.
+      const imageName = String(inputs.imageName);
+      const repo = imageName.replace(/:[^:/]+$/, "");
+      const digest = createHash("sha256").update(name).digest("hex");
+      return {
+        imageName,
+        ...(inputs.skipPush ? {} : { repoDigest: `${repo}@sha256:${digest}` }),
+      };
+    }
     default:
       if (type.startsWith("kubernetes:") && typeof inputs.metadata === "object" && inputs.metadata) {
         const metadata = inputs.metadata as Record<string, unknown>;
