@@ -19,7 +19,7 @@ import type { GatewayRuntimeConfig, RouteAuth } from "../contract/schema.ts";
 import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
-import { JwtVerifier, decodeToken, tokenHash, type JwtOptions } from "./jwt.ts";
+import { JwtVerifier, decodeToken, type JwtOptions } from "./jwt.ts";
 import { OidcClient, type OidcDeny, type OidcOptions } from "./oidc.ts";
 import {
   NO_OBSERVER,
@@ -303,7 +303,7 @@ export class Authenticator {
       (readers ??= []).push(v);
     }
     if (token === null || !readers) return null;
-    const key = tokenHash(token);
+    const key = token; // TokenCache: a JWT is its own key
     for (const v of readers) {
       const hit = v.cached(key);
       if (hit) {

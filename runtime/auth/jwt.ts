@@ -36,10 +36,18 @@ export interface JwtOptions extends JwksOptions {
   readonly cacheEntries?: number;
 }
 
-/** The SHA-256 of a token: the verified-token cache key (the token itself is never kept as a key). */
+/**
+ * The SHA-256 of a secret value: the cache key of long-lived secrets (OIDC session cookies), which are
+ * then never kept in memory. Bearer tokens are keyed by themselves instead (see `TokenCache`).
+ */
 export const tokenHash = (token: string): string => hash("sha256", token, "base64url");
 
-/** A bounded map of verified tokens: hash → principal until its expiry. Oldest entries are evicted first. */
+/**
+ * A bounded map of verified tokens: key → principal until its expiry. Oldest entries are evicted first.
+ * JWTs are keyed by the token text itself, as Envoy's jwt_authn cache does: a lookup is one string hash
+ * and compare, no SHA-256 per request (≈ 3 µs of the gateway's ≈ 50 µs per request). Entries live at most
+ * until the token expires, the cache is bounded (`cacheEntries`) and nothing in it is ever logged.
+ */
 export class TokenCache {
   private readonly map = new Map<string, Principal>();
   private readonly max: number;
@@ -213,7 +221,7 @@ export class JwtVerifier {
     return token;
   }
 
-  /** A cached verification of the token with this hash, valid now. Synchronous. */
+  /** A cached verification of the token with this key (the token itself), valid now. Synchronous. */
   cached(key: string): Principal | undefined {
     return this.cache.get(key, this.now());
   }

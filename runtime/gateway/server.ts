@@ -624,6 +624,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
   };
 
+  /**
+   * Whether a response ends its connection: while draining, HTTP/1.1 responses say `Connection: close`
+   * (clients then reconnect elsewhere); HTTP/2 has no such header (RFC 9113 §8.2.2) — its connections
+   * end with the GOAWAY that closing the server sends.
+   */
+  const closing = (req: AnyRequest): boolean => draining && !("stream" in req);
+
   // ── request handling ──
   function respondError(
     req: AnyRequest,
@@ -639,7 +646,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         "content-type": "application/json",
         "content-length": Buffer.byteLength(body),
         "x-meshgate-error": code,
-        ...(draining ? { connection: "close" } : {}),
+        ...(closing(req) ? { connection: "close" } : {}),
         ...extra,
       });
     }
@@ -915,7 +922,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       }
       if (c.kind === "hit") {
         ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
-        const extra = perResponseHeaders(rateHeaders, draining);
+        const extra = perResponseHeaders(rateHeaders, closing(req));
         if (!ap) return current.cache.respond(c, res, extra);
         // The cache holds the upstream's response: the route's response shaping runs on hits as on misses.
         const shaper = new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel);
@@ -1028,7 +1035,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
             upstreamHeaders,
             shaper ? (st, h) => shaper.head(st, h) : res,
             !closeDelimited,
-            perResponseHeaders(rateHeaders, draining),
+            perResponseHeaders(rateHeaders, closing(req)),
           );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
@@ -1037,7 +1044,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           const rest = respondTrailersOnly(res, status, upstreamHeaders);
           if (rest !== null) return rest;
         }
-        if (draining) upstreamHeaders.connection = "close";
+        if (draining && !overH2) upstreamHeaders.connection = "close";
         if (shaper) return shaper.head(status, upstreamHeaders);
         res.writeHead(status, upstreamHeaders);
         return res;
@@ -1114,7 +1121,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ...verdict.headers,
       "content-length": Buffer.byteLength(verdict.body),
     };
-    if (draining) headers.connection = "close";
+    if (closing(req)) headers.connection = "close";
     res.writeHead(verdict.status, headers);
     res.end(req.method === "HEAD" ? undefined : verdict.body);
   }

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -228,6 +229,49 @@ describe("drain", () => {
     const r = await inflight;
     expect(r).toMatchObject({ status: 200, body: "slow done", complete: true });
     await drained;
+  });
+
+  it("answers_in_flight_http1_with_connection_close_and_h2_without_a_connection_header", async () => {
+    const gw = await startTestGateway(
+      gatewayConfig(
+        [{ name: "slow", match: { path: "/slow" }, to: "slow", ...PUBLIC }],
+        { slow },
+        {
+          listeners: [{ name: "http", port: 8080, protocol: "http", http2: true }],
+        },
+      ),
+    );
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on("warning", onWarning);
+    const h1 = request(`${gw.url}/slow`);
+    const client = http2.connect(gw.url);
+    const h2 = new Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }>(
+      (resolve, reject) => {
+        const stream = client.request({ ":path": "/slow" });
+        let body = "";
+        let headers: http2.IncomingHttpHeaders = {};
+        stream.setEncoding("utf8");
+        stream.on("response", (h) => (headers = h));
+        stream.on("data", (c: string) => (body += c));
+        stream.on("end", () => resolve({ status: Number(headers[":status"]), headers, body }));
+        stream.on("error", reject);
+      },
+    );
+    try {
+      await sleep(100);
+      const drained = gw.drain();
+      const [a, b] = await Promise.all([h1, h2]);
+      expect(a).toMatchObject({ status: 200, body: "slow done", complete: true });
+      expect(a.headers.connection).toBe("close");
+      expect(b).toMatchObject({ status: 200, body: "slow done" });
+      expect(b.headers.connection).toBeUndefined();
+      expect(warnings.filter((m) => /connection header/i.test(m))).toEqual([]);
+      await drained;
+    } finally {
+      process.off("warning", onWarning);
+      client.close();
+    }
   });
 });
 
