@@ -46,7 +46,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SignJWT } from "jose";
-import { median, specGatewayConfig, table } from "./support.ts";
+import { median, meshgateEntry, specGatewayConfig, table } from "./support.ts";
 
 // ───────────── settings ─────────────
 
@@ -1091,7 +1091,9 @@ async function main(): Promise<number> {
   const upstream = start("upstream", nginxArgs(upstreamConf(upPort), "upstream"), LOAD_CPU);
   await ready("upstream nginx", upPort, upstream);
 
+  const entry = await meshgateEntry(ROOT);
   const meta = [
+    `meshgate runs from ${entry.label}`,
     `node ${process.version}, nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, HAProxy ${version(["haproxy", "-v"], /version (\S+)/)}, ` +
       `wrk ${version(["wrk", "-v"], /wrk (\S+)/)}, fastify ${packageVersion("fastify")}, @fastify/http-proxy ${packageVersion("@fastify/http-proxy")}; ` +
       `${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}), kernel ${os.release()}; meshgate ${meshgateVersion()}`,
@@ -1138,7 +1140,7 @@ async function main(): Promise<number> {
         writeFileSync(file, meshgateConf(port, upPort));
         const argv = [
           process.execPath,
-          join(ROOT, "bin/meshgate.js"),
+          entry.path,
           "gateway",
           "--config",
           file,
@@ -1167,7 +1169,7 @@ async function main(): Promise<number> {
         writeFileSync(file, meshgateConf(port, upPort, true));
         const argv = [
           process.execPath,
-          join(ROOT, "bin/meshgate.js"),
+          entry.path,
           "gateway",
           "--config",
           file,

@@ -70,3 +70,18 @@ export function table(header: string[], rows: string[][], right: (i: number) => 
       .trimEnd();
   return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)];
 }
+
+/**
+ * The meshgate entry the benchmarks run: the runtime bundle (dist/meshgate.js, built here with the options
+ * of `npm run build`) — what the runtime image runs — or, with `--source`, bin/meshgate.js (TypeScript
+ * sources through Node's type stripping, as `npm start` runs them). Returns the path and a label.
+ */
+export async function meshgateEntry(root: string): Promise<{ path: string; label: string }> {
+  if (process.argv.includes("--source"))
+    return { path: `${root}bin/meshgate.js`, label: "sources (bin/meshgate.js, type stripping)" };
+  const { build } = await import("esbuild");
+  const { runtimeBundleOptions } = await import("../scripts/build.ts");
+  const outfile = `${root}dist/meshgate.js`;
+  await build(runtimeBundleOptions(outfile));
+  return { path: outfile, label: "the runtime bundle (dist/meshgate.js, as in the runtime image)" };
+}
