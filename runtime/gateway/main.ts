@@ -4,7 +4,7 @@
  */
 import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
-import pino from "pino";
+import { processLoggers } from "../telemetry/logs.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { startGateway } from "./server.ts";
 import type { WorkerEntry } from "./workers.ts";
@@ -32,7 +32,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     });
     return;
   }
-  const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
+  const { log, access } = processLoggers("meshgate-gateway", { proxy: "gateway" });
   const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
   const gateway = await startGateway({
     config,
@@ -40,6 +40,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     ...(opts.host ? { host: opts.host } : {}),
     ...(opts.adminPort !== undefined ? { ports: { admin: opts.adminPort } } : {}),
     logger: log,
+    accessLogger: access,
   });
   printReady(gateway.ports.listeners, gateway.ports.admin);
 

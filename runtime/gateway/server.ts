@@ -105,6 +105,8 @@ export interface GatewayOptions {
   /** In a worker: in-process rate limits spend leases on the primary's buckets (shared by all workers). */
   rateLimitLeases?: LeaseClient;
   logger?: Logger;
+  /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
+  accessLogger?: Logger;
 }
 
 export type ReloadResult =
@@ -209,6 +211,7 @@ const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status /
 
 export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
   const log = options.logger ?? pino({ name: "meshgate-gateway", base: { proxy: "gateway" } });
+  const accessLog = options.accessLogger ?? log;
   const bindHost = options.host ?? "0.0.0.0";
   // The gateway's mesh identity (mTLS to clusters with tls.mode "mtls"); without one they fail closed.
   let identity: IdentitySource | null = null;
@@ -686,7 +689,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     ex.logged = null;
     const p = ex.principal;
     const names = ex.state.matchHeaders;
-    log.info({
+    accessLog.info({
       event: "access",
       requestId: ex.requestId,
       method: ex.req.method,

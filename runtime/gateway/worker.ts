@@ -5,7 +5,7 @@
  * It exits when the primary goes away.
  */
 import { readFile } from "node:fs/promises";
-import pino from "pino";
+import { processLoggers } from "../telemetry/logs.ts";
 import type { PurgeRequest } from "../cache/store.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { LeaseClient, type LeaseReply, type LeaseRequest } from "../ratelimit/lease.ts";
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   const configPath = process.env.MESHGATE_CONFIG ?? "";
   const host = process.env.MESHGATE_HOST || undefined;
   const index = Number(process.env.MESHGATE_WORKER ?? "0");
-  const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway", worker: index } });
+  const { log, access } = processLoggers("meshgate-gateway", { proxy: "gateway", worker: index });
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   const leases = new LeaseClient((m) => send(m));
   try {
@@ -45,6 +45,7 @@ async function main(): Promise<void> {
       admin: false,
       rateLimitLeases: leases,
       logger: log,
+      accessLogger: access,
     });
   } catch (err) {
     const e = err as Error & { code?: string };

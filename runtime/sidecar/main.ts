@@ -6,8 +6,8 @@
  */
 import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
-import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import { processLoggers } from "../telemetry/logs.ts";
 import { startSidecar } from "./server.ts";
 
 export interface RunSidecarOptions {
@@ -20,7 +20,7 @@ export interface RunSidecarOptions {
 }
 
 export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
-  const log = pino({ name: "meshgate-sidecar", base: { proxy: "sidecar" } });
+  const { log, access } = processLoggers("meshgate-sidecar", { proxy: "sidecar" });
   const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "sidecar");
   const sidecar = await startSidecar({
     config,
@@ -32,6 +32,7 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
       ...(opts.adminPort !== undefined ? { admin: opts.adminPort } : {}),
     },
     logger: log,
+    accessLogger: access,
   });
   const p = sidecar.ports;
   process.stdout.write(

@@ -73,6 +73,8 @@ export interface SidecarOptions {
   /** Port overrides (0 = any free port). `services`: per-service local ports by service name. */
   ports?: { inbound?: number; outbound?: number; admin?: number; services?: Record<string, number> };
   logger?: Logger;
+  /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
+  accessLogger?: Logger;
   /** How often the identity files are stat()ed besides fs.watch (default 1000 ms). */
   identityPollMs?: number;
   /** Close inbound keep-alive connections after this many requests (0 = never, the default). */
@@ -236,6 +238,7 @@ function appCluster(config: SidecarRuntimeConfig): Cluster {
 
 export async function startSidecar(options: SidecarOptions): Promise<SidecarHandle> {
   const log = options.logger ?? pino({ name: "meshgate-sidecar", base: { proxy: "sidecar" } });
+  const accessLog = options.accessLogger ?? log;
   const bindHost = options.host ?? "0.0.0.0";
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
 
@@ -478,7 +481,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     ex.span.end({ statusCode: status });
     countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
-      log.info({
+      accessLog.info({
         event: "access",
         direction: ex.direction,
         requestId: ex.requestId,
@@ -740,7 +743,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     countRequest(u.direction, u.peer, u.mtls, status, seconds);
     if (code !== null) mErrors.labels("sidecar", u.direction, code).inc();
     if (u.state.config.telemetry.accessLog.enabled)
-      log.info({
+      accessLog.info({
         event: "access",
         direction: u.direction,
         requestId: u.requestId,

@@ -329,6 +329,55 @@ describe("the meshgate gateway process", () => {
     }
   }, 30_000);
 
+  it("writes_access_lines_in_batches_within_a_second_and_flushes_them_on_sigterm", async () => {
+    const file = join(dir, "access.json");
+    const ports = await Promise.all([freePort(), freePort()]);
+    const { hash: _x, ...r } = config();
+    expect(r.telemetry.accessLog.enabled).toBe(true);
+    await writeFile(
+      file,
+      JSON.stringify(
+        sealRuntimeConfig<GatewayRuntimeConfig>({
+          ...r,
+          listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
+          admin: { port: ports[1]! },
+        }),
+      ),
+    );
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file, "--host", "127.0.0.1"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    const accessPaths = () =>
+      out
+        .split("\n")
+        .filter((l) => l.includes('"event":"access"'))
+        .map((l) => (JSON.parse(l) as { path: string }).path);
+    try {
+      await waitFor(() => out.includes("admin http://127.0.0.1:"), 10_000);
+      const url = `http://127.0.0.1:${ports[0]}`;
+      for (let i = 0; i < 5; i++) expect((await request(`${url}/v1/first-${i}`)).status).toBe(200);
+      // Buffered, then written by the flush timer (1 s): all five lines, whole (the default two workers
+      // each write their own, so only the order within a worker is kept).
+      await waitFor(() => accessPaths().length === 5, 3_000);
+      expect(accessPaths().sort()).toEqual([0, 1, 2, 3, 4].map((i) => `/v1/first-${i}`));
+      for (let i = 0; i < 3; i++) expect((await request(`${url}/v1/last-${i}`)).status).toBe(200);
+      // Exiting writes what the buffer holds: no line is lost with the process.
+      child.kill("SIGTERM");
+      // "close": the process exited and its stdout is read to the end.
+      const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+      expect(code).toBe(0);
+      expect(accessPaths().slice(5).sort()).toEqual([0, 1, 2].map((i) => `/v1/last-${i}`));
+      expect(out).toContain('"event":"stopped"');
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 30_000);
+
   it("exits_1_with_a_coded_error_for_an_invalid_config_file", async () => {
     const file = join(dir, "bad.json");
     await writeFile(file, JSON.stringify({ version: 1, kind: "gateway" }));
