@@ -32,6 +32,8 @@ export const DOCKER_LABELS = {
   /** `app`, `sidecar`, `gateway` or `prometheus`. */
   role: "meshgate.io/role",
   configHash: "meshgate.io/config-hash",
+  /** The container port of an unauthenticated admin listener: published on 127.0.0.1 only. */
+  adminPort: "meshgate.io/admin-port",
   managedBy: "app.kubernetes.io/managed-by",
 } as const;
 
@@ -197,12 +199,18 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     gateway: `${prefix}-gateway`,
     prometheus: `${prefix}-prometheus`,
   };
-  const baseLabels = (workload: string | null, role: ContainerRole, hash: string | null) => ({
+  const baseLabels = (
+    workload: string | null,
+    role: ContainerRole,
+    hash: string | null,
+    adminPort: number | null = null,
+  ) => ({
     [DOCKER_LABELS.managedBy]: "meshgate",
     [DOCKER_LABELS.mesh]: infra.name,
     [DOCKER_LABELS.role]: role,
     ...(workload !== null ? { [DOCKER_LABELS.workload]: workload } : {}),
     ...(hash !== null ? { [DOCKER_LABELS.configHash]: hash } : {}),
+    ...(adminPort !== null ? { [DOCKER_LABELS.adminPort]: String(adminPort) } : {}),
   });
   const services = infra.workloads.filter((w): w is ServiceWorkloadIR => w.kind === "service");
   const gatewayIR = infra.workloads.find((w): w is GatewayWorkloadIR => w.kind === "gateway") ?? null;
@@ -286,7 +294,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       files: [configFile(config), ...identityFiles(s.name)],
       sysctls: {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },
-      labels: baseLabels(s.name, "sidecar", config.hash),
+      labels: baseLabels(s.name, "sidecar", config.hash, config.admin.port),
       after: [names.app(s.name)],
       configHash: config.hash,
     });
@@ -393,7 +401,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       // Listeners below 1024 without any capability: the namespaced sysctl.
       sysctls: lowPort ? { "net.ipv4.ip_unprivileged_port_start": "0" } : {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },
-      labels: baseLabels("gateway", "gateway", config.hash),
+      labels: baseLabels("gateway", "gateway", config.hash, config.admin.port),
       after: sidecars.map((c) => c.name),
       configHash: config.hash,
     });
@@ -449,7 +457,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
         test: ["CMD", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${PROMETHEUS_PORT}/-/ready`],
         startPeriod: "30s",
       },
-      labels: baseLabels(null, "prometheus", null),
+      labels: baseLabels(null, "prometheus", null, PROMETHEUS_PORT),
       after: [],
       configHash: null,
     });
