@@ -6,6 +6,7 @@ export {
   planDocker,
   dockerConfig,
   readyCheck,
+  STATIC_DIR,
   DOCKER_LABELS,
   DOCKER_DISCOVERY_TEMPLATE,
   DOCKER_FILES_DIR,
@@ -21,7 +22,8 @@ export type {
   PlannedFile as DockerPlannedFile,
   PlannedPort as DockerPlannedPort,
   FileSource as DockerFileSource,
+  StaticFile as DockerStaticFile,
   ContainerRole as DockerContainerRole,
 } from "./plan.ts";
-export { DockerPlatform, prepareDocker, containerArgs } from "./platform.ts";
+export { DockerPlatform, prepareDocker, containerArgs, listStaticFiles } from "./platform.ts";
 export type { DockerPlatformArgs } from "./platform.ts";

@@ -43,6 +43,8 @@ export const DOCKER_FILES_DIR = "/etc/meshgate";
 export const PROMETHEUS_DIR = `${DOCKER_FILES_DIR}/prometheus`;
 /** Where the gateway's listener certificates are copied (translate's default `certFile` paths). */
 export const TLS_DIR = "/etc/meshgate/tls";
+/** Where a static route's files are copied: `<STATIC_DIR>/<route name>/…` (in the files volume). */
+export const STATIC_DIR = `${DOCKER_FILES_DIR}/static`;
 /** The Prometheus image (the Kubernetes bundle's, pinned by tag). */
 export const PROMETHEUS_IMAGE = IMAGES.prometheus;
 /** Prometheus' user in its image (nobody). */
@@ -63,7 +65,19 @@ export type FileSource =
   | { readonly kind: "svid-chain"; readonly identity: string }
   | { readonly kind: "svid-key"; readonly identity: string }
   | { readonly kind: "tls-cert"; readonly secret: string }
-  | { readonly kind: "tls-key"; readonly secret: string };
+  | { readonly kind: "tls-key"; readonly secret: string }
+  /** A file of the machine that runs the deployment (a static route's site), with its content hash. */
+  | { readonly kind: "host-file"; readonly path: string; readonly sha256: string };
+
+/** A file of a static route's directory on the deploying machine. */
+export interface StaticFile {
+  /** Path relative to the route's directory, with `/` separators. */
+  readonly relative: string;
+  /** Absolute path on the deploying machine. */
+  readonly hostPath: string;
+  /** sha256 (hex) of the content: a changed file replaces the gateway container. */
+  readonly sha256: string;
+}
 
 export interface PlannedFile {
   /** Absolute path in the container. */
@@ -147,10 +161,17 @@ export interface DockerPlanOptions {
   readonly gatewayAdminPort?: number;
   /** The host port of Prometheus (bound to 127.0.0.1). @default 9090 */
   readonly prometheusPort?: number;
+  /**
+   * The files of every static route's directory, by the route's `root` as translate gives it: they are
+   * copied into the gateway container (the runtime image holds no site). A static route without an entry
+   * is an error.
+   */
+  readonly staticFiles?: Readonly<Record<string, readonly StaticFile[]>>;
 }
 
 export interface DockerPlanError {
-  readonly code: "E_DOCKER_TARGET_MISSING" | "E_DOCKER_NO_LISTENER" | "E_DOCKER_PORT_COLLISION";
+  readonly code:
+    "E_DOCKER_TARGET_MISSING" | "E_DOCKER_NO_LISTENER" | "E_DOCKER_PORT_COLLISION" | "E_DOCKER_STATIC_FILES";
   /** The spec field or option to change. */
   readonly field: string;
   readonly message: string;
@@ -338,14 +359,30 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       );
     if (rest.cacheStore.kind === "redis" && cluster(rest.cacheStore.url))
       notes.push(`the HTTP cache is kept in memory: ${rest.cacheStore.url} is a Kubernetes name`);
-    if (rest.routes.some((r) => r.action.kind === "static"))
-      notes.push(
-        "static routes serve their directory from inside the gateway container: the runtime image holds no site files, so they answer 404 unless you build an image that does",
-      );
+    const staticFiles: PlannedFile[] = [];
+    const routes = rest.routes.map((r) => {
+      if (r.action.kind !== "static") return r;
+      const files = o.staticFiles?.[r.action.root];
+      const dir = `${STATIC_DIR}/${r.name}`;
+      if (!files) {
+        errors.push({
+          code: "E_DOCKER_STATIC_FILES",
+          field: "gateway.routes",
+          message: `route ${r.name}: the files of its static directory ${r.action.root} were not given: the gateway container holds no site files (the directory must exist where the deployment runs)`,
+        });
+        return r;
+      }
+      for (const f of files)
+        staticFiles.push(
+          file(`${dir}/${f.relative}`, { kind: "host-file", path: f.hostPath, sha256: f.sha256 }),
+        );
+      return { ...r, action: { ...r.action, root: dir } };
+    });
     const config = dockerConfig<GatewayRuntimeConfig>({
       ...rest,
       hash: gw.hash,
       listeners: opened,
+      routes,
       rateLimitStore:
         rest.rateLimitStore.kind === "redis"
           ? cluster(rest.rateLimitStore.url)
@@ -397,7 +434,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       env: {},
       network: { kind: "network", aliases: ["gateway"] },
       ports,
-      files: [configFile(config), ...identityFiles("gateway"), ...uniqueFiles(tlsFiles)],
+      files: [configFile(config), ...identityFiles("gateway"), ...uniqueFiles(tlsFiles), ...staticFiles],
       // Listeners below 1024 without any capability: the namespaced sysctl.
       sysctls: lowPort ? { "net.ipv4.ip_unprivileged_port_start": "0" } : {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },

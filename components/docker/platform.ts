@@ -17,6 +17,9 @@
  * Everything about the spec and the options is checked before the component registers anything: a bad
  * spec throws `pulumi.InputPropertiesError` naming every path.
  */
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, type Dirent } from "node:fs";
+import { join, relative, resolve, sep } from "node:path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { MeshSpecInput } from "../spec/schema.ts";
@@ -30,6 +33,7 @@ import {
   type DockerPlan,
   type FileSource,
   type PlannedContainer,
+  type StaticFile,
 } from "./plan.ts";
 
 export interface DockerPlatformArgs {
@@ -82,7 +86,10 @@ export function prepareDocker(
       errors.push({ propertyPath: key, reason: `${v} is not a port: use an integer from 1 to 65535` });
   }
   if (errors.length > 0) return errors;
+  const staticFiles = listStaticFiles(prepared.result);
+  if (Array.isArray(staticFiles)) return staticFiles;
   const planned = planDocker(prepared.result, {
+    staticFiles,
     tlsSecrets: Object.keys(args.tlsCertificates ?? {}),
     ...(args.gatewayAdminPort !== undefined ? { gatewayAdminPort: args.gatewayAdminPort } : {}),
     ...(args.prometheusPort !== undefined ? { prometheusPort: args.prometheusPort } : {}),
@@ -93,6 +100,40 @@ export function prepareDocker(
       reason: `${e.message} [${e.code}]`,
     }));
   return { result: prepared.result, plan: planned.plan, carried: prepared.carried };
+}
+
+/**
+ * The files of every static route's directory (relative roots resolve against the working directory of
+ * the Pulumi program, as the local mode does), or a problem naming the route.
+ */
+export function listStaticFiles(
+  result: TranslateResult,
+  cwd: string = process.cwd(),
+): Record<string, StaticFile[]> | pulumi.InputPropertyErrorDetails[] {
+  const out: Record<string, StaticFile[]> = {};
+  const errors: pulumi.InputPropertyErrorDetails[] = [];
+  for (const r of result.runtime.gateway?.routes ?? []) {
+    if (r.action.kind !== "static" || out[r.action.root]) continue;
+    const dir = resolve(cwd, r.action.root);
+    try {
+      const files = (readdirSync(dir, { recursive: true, withFileTypes: true }) as Dirent[])
+        .filter((d) => d.isFile())
+        .map((d) => join(d.parentPath, d.name))
+        .sort()
+        .map((hostPath) => ({
+          relative: relative(dir, hostPath).split(sep).join("/"),
+          hostPath,
+          sha256: createHash("sha256").update(readFileSync(hostPath)).digest("hex"),
+        }));
+      out[r.action.root] = files;
+    } catch (err) {
+      errors.push({
+        propertyPath: "spec.gateway.routes",
+        reason: `route ${r.name}: cannot read its static directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (fix: the path is relative to the Pulumi program's working directory)`,
+      });
+    }
+  }
+  return errors.length > 0 ? errors : out;
 }
 
 /** A resource-name-safe form of an image reference. */
@@ -198,6 +239,8 @@ export class DockerPlatform extends pulumi.ComponentResource {
           return args.tlsCertificates![source.secret]!.certPem;
         case "tls-key":
           return pulumi.secret(args.tlsCertificates![source.secret]!.keyPem);
+        case "host-file":
+          throw new Error("host files are uploaded by source");
       }
     };
 
@@ -277,7 +320,10 @@ export function containerArgs(c: PlannedContainer, w: Wiring): docker.ContainerA
     ports: c.ports.map((p) => ({ internal: p.internal, external: p.external, ip: p.ip, protocol: "tcp" })),
     uploads: c.files.map((f) => ({
       file: f.path,
-      content: w.content(f.source),
+      // A site file is read from the deploying machine by the provider (not stored in the state).
+      ...(f.source.kind === "host-file"
+        ? { source: f.source.path, sourceHash: f.source.sha256 }
+        : { content: w.content(f.source) }),
       permissions: f.mode,
       owner: String(f.owner),
       group: String(f.owner),

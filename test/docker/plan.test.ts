@@ -6,7 +6,14 @@
  */
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { planDocker, type DockerPlan, type DockerPlanOptions } from "../../components/docker/plan.ts";
+import { relative } from "node:path";
+import {
+  planDocker,
+  type DockerPlan,
+  type DockerPlanOptions,
+  type StaticFile as DockerStaticFile,
+} from "../../components/docker/plan.ts";
+import { listStaticFiles } from "../../components/docker/platform.ts";
 import { PATHS } from "../../components/kubernetes/model.ts";
 import type { TranslateResult } from "../../components/translate/ir.ts";
 import { loadRuntimeConfig } from "../../runtime/contract/load.ts";
@@ -15,8 +22,21 @@ import { ROOT, shopRaw, translated } from "./support.ts";
 
 type Raw = ReturnType<typeof shopRaw>;
 
+/** The static routes' files as the component lists them, with paths relative to the repository (stable). */
+function staticFilesOf(result: TranslateResult): Record<string, DockerStaticFile[]> {
+  const listed = listStaticFiles(result, ROOT);
+  if (Array.isArray(listed)) throw new Error(listed.map((e) => e.reason).join("; "));
+  return Object.fromEntries(
+    Object.entries(listed).map(([root, files]) => [
+      root,
+      files.map((f) => ({ ...f, hostPath: relative(ROOT, f.hostPath) })),
+    ]),
+  );
+}
+
 function planOf(raw: Raw = shopRaw(), o: DockerPlanOptions = {}): DockerPlan {
-  const r = planDocker(translated(raw), o);
+  const result = translated(raw);
+  const r = planDocker(result, { staticFiles: staticFilesOf(result), ...o });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.field}: ${e.message}`).join("; "));
   return r.plan;
 }
@@ -206,6 +226,36 @@ describe("docker plan: the gateway on one engine", () => {
   });
 });
 
+describe("docker plan: static routes", () => {
+  it("copies_every_file_of_a_static_route_into_the_gateway_and_points_the_route_there", () => {
+    const gw = shop.configs.gateway as {
+      routes: { name: string; action: { kind: string; root?: string } }[];
+    };
+    const app = gw.routes.find((r) => r.action.kind === "static")!;
+    expect(app.action.root).toBe(`/etc/meshgate/static/${app.name}`);
+    const files = named(shop, "shop-gateway").files.filter((f) => f.source.kind === "host-file");
+    const listed = staticFilesOf(shopResult)["examples/shop/web"]!;
+    expect(listed.map((f) => f.relative)).toContain("index.html");
+    expect(files).toEqual(
+      listed.map((f) => ({
+        path: `/etc/meshgate/static/${app.name}/${f.relative}`,
+        mode: "0444",
+        owner: 65532,
+        source: { kind: "host-file", path: f.hostPath, sha256: f.sha256 },
+      })),
+    );
+  });
+
+  it("refuses_a_static_route_whose_files_were_not_given", () => {
+    const r = planDocker(shopResult, {});
+    expect(r.ok).toBe(false);
+    if (!r.ok)
+      expect(r.errors).toContainEqual(
+        expect.objectContaining({ code: "E_DOCKER_STATIC_FILES", field: "gateway.routes" }),
+      );
+  });
+});
+
 describe("docker plan: errors", () => {
   it.each<[string, (raw: Raw) => void, DockerPlanOptions, string, string]>([
     [
@@ -242,7 +292,8 @@ describe("docker plan: errors", () => {
   ])("%s", (_claim, patch, options, field, code) => {
     const raw = shopRaw();
     patch(raw);
-    const r = planDocker(translated(raw), options);
+    const result = translated(raw);
+    const r = planDocker(result, { staticFiles: staticFilesOf(result), ...options });
     expect(r.ok).toBe(false);
     if (r.ok) return;
     expect(r.errors).toContainEqual(expect.objectContaining({ field, code }));
