@@ -6,6 +6,7 @@
  * Stack config (besides meshgate:spec, meshgate:namespace and meshgate:caRotation, shared with Kubernetes):
  *   meshgate:gatewayAdminPort  host port of the gateway's admin listener on 127.0.0.1 (default 9901)
  *   meshgate:prometheusPort    host port of Prometheus on 127.0.0.1 (default 9090)
+ *   meshgate:runtimePlatform   linux/amd64 (default) or linux/arm64: the platform the runtime image is built for
  *   meshgate:tlsCertificates   the https listeners' certificate files, by the spec's secret name:
  *                              {"<secret>": {"certFile": "tls/cert.pem", "keyFile": "tls/key.pem"}} (read at
  *                              deploy time; the key becomes a Pulumi secret)
@@ -67,6 +68,7 @@ export async function dockerProgram() {
   const namespace = config.get("namespace");
   const gatewayAdminPort = config.getNumber("gatewayAdminPort");
   const prometheusPort = config.getNumber("prometheusPort");
+  const runtimePlatform = config.get("runtimePlatform", { allowedValues: ["linux/amd64", "linux/arm64"] });
   const caRotation = rotationFromConfig(config.getObject<Record<string, unknown>>("caRotation"));
   const tlsCertificates = tlsFromConfig(config.getObject<Record<string, unknown>>("tlsCertificates"));
   const args: DockerPlatformArgs = {
@@ -75,6 +77,7 @@ export async function dockerProgram() {
     ...(caRotation ? { caRotation } : {}),
     ...(gatewayAdminPort !== undefined ? { gatewayAdminPort } : {}),
     ...(prometheusPort !== undefined ? { prometheusPort } : {}),
+    ...(runtimePlatform ? { runtimeImage: { platform: runtimePlatform } } : {}),
     ...(Object.keys(tlsCertificates).length > 0 ? { tlsCertificates } : {}),
   };
 

@@ -53,6 +53,7 @@ describe("stack program on docker", () => {
       "docker:host": "ssh://deploy@build-host",
       "meshgate:gatewayAdminPort": "19901",
       "meshgate:prometheusPort": "19090",
+      "meshgate:runtimePlatform": "linux/arm64",
     });
     const run = await runStack(program);
     expect(run.errors).toEqual([]);
@@ -66,6 +67,8 @@ describe("stack program on docker", () => {
       ip: "127.0.0.1",
       protocol: "tcp",
     });
+    const image = mockState.registered.find((r) => r.type === "docker:index/image:Image")!;
+    expect((image.inputs.build as { platform: string }).platform).toBe("linux/arm64");
     for (const r of mockState.registered.filter((x) => x.type.startsWith("docker:index/")))
       expect(r.provider, r.name).toMatch(/pulumi:providers:docker::docker::/);
   });
