@@ -378,9 +378,17 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
         );
       return { ...r, action: { ...r.action, root: dir } };
     });
+    // The gateway's URL on Docker is http://localhost:<gatewayPort>: the gateway also answers localhost
+    // (as in local mode; the spec always names its hosts).
+    const hosts = [...new Set([...rest.hosts, "127.0.0.1", "localhost"])].sort();
+    if (hosts.length > rest.hosts.length)
+      notes.push(
+        `the gateway also serves the hosts localhost and 127.0.0.1 (its URL is http://localhost:${target.gatewayPort})`,
+      );
     const config = dockerConfig<GatewayRuntimeConfig>({
       ...rest,
       hash: gw.hash,
+      hosts,
       listeners: opened,
       routes,
       rateLimitStore:

@@ -216,6 +216,13 @@ describe("docker plan: the gateway on one engine", () => {
     if (kind === "local") expect(gw.rateLimitStore.replicas).toBe(1);
   });
 
+  it("serves_localhost_besides_the_spec_hosts_so_that_the_gateway_url_answers", () => {
+    expect(shop.configs.gateway).toMatchObject({
+      hosts: ["127.0.0.1", "api.shop.example", "localhost", "shop.example"],
+    });
+    expect(shop.notes.join("\n")).toContain("also serves the hosts localhost and 127.0.0.1");
+  });
+
   it("runs_one_gateway_process_with_its_own_svid_as_a_mesh_member", () => {
     const gateway = named(shop, "shop-gateway");
     expect(gateway.command).toEqual(["gateway", "--config", PATHS.configFile, "--workers", "1"]);

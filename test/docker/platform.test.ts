@@ -258,6 +258,17 @@ describe("DockerPlatform arguments", () => {
     expect(mockState.registered.map((r) => r.type)).toEqual(["pulumi:pulumi:Stack"]);
   });
 
+  it("names_the_route_whose_static_directory_is_missing", async () => {
+    const { loadSpecFile } = await import("../../components/spec/load.ts");
+    const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Loose;
+    raw.gateway.routes.find((r: Loose) => r.name === "app").static.dir = "examples/shop/no-such-site";
+    const r = m.prepareDocker({ spec: raw as never });
+    expect(Array.isArray(r)).toBe(true);
+    if (!Array.isArray(r)) return;
+    expect(r.map((e) => e.propertyPath)).toEqual(["spec.gateway.routes"]);
+    expect(r[0]!.reason).toMatch(/route app: cannot read its static directory .*no-such-site: ENOENT/);
+  });
+
   it("names_the_missing_docker_target", async () => {
     const { prepareDocker } = m;
     const { loadSpecFile } = await import("../../components/spec/load.ts");

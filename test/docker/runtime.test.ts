@@ -220,7 +220,7 @@ describe("docker uploads under the real runtime", () => {
     );
     await ready(admin, child, "the gateway");
     // The static site came along: the public SPA route answers from the uploaded files.
-    const page = await get(listener, "/app/index.html", "shop.example");
+    const page = await get(listener, "/app/index.html", `localhost:${listener}`);
     expect(page.status, page.body).toBe(200);
     expect(page.body).toBe(await readFile(join(ROOT, "examples/shop/web/index.html"), "utf8"));
   }, 40_000);
