@@ -11,3 +11,5 @@ export * as observability from "./observability/index.ts";
 export * as kubernetes from "./kubernetes/index.ts";
 /** The Pulumi components: `Platform`, `Mesh`, `Gateway`, `MeshCa` (loads @pulumi/pulumi, @pulumi/kubernetes, @pulumi/tls). */
 export * from "./pulumi/index.ts";
+/** The Docker target: `planDocker(translate(spec))` and `DockerPlatform` (loads @pulumi/docker). */
+export * from "./docker/index.ts";

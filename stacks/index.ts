@@ -3,6 +3,7 @@
  * `meshgate:spec`, deployed by the `Platform` component into the cluster of the stack's kubeconfig.
  *
  * Stack config (Pulumi.dev.yaml is an example):
+ *   meshgate:target          kubernetes (default) | docker (stacks/docker.ts runs the program)
  *   meshgate:spec            path of the spec (YAML, JSON, or a TypeScript module exporting defineMesh)
  *   meshgate:runtimeImage    the gateway/sidecar image (default: the spec's, else ghcr.io/meshgate/runtime:<version>)
  *   meshgate:identities      secrets | cert-manager (default: the spec's mesh.ca.provider)
@@ -30,6 +31,8 @@ const OBSERVABILITY = ["bundled", "operator", "none"] as const;
 
 export default async function program() {
   const config = new pulumi.Config("meshgate");
+  const target = config.get("target", { allowedValues: ["kubernetes", "docker"] }) ?? "kubernetes";
+  if (target === "docker") return (await import("./docker.ts")).dockerProgram();
   const specPath = config.get("spec") ?? "examples/shop/mesh.yaml";
   const identities = config.get("identities", { allowedValues: [...IDENTITY_MODES] });
   const observability = config.get("observability", { allowedValues: [...OBSERVABILITY] });
@@ -87,7 +90,7 @@ export default async function program() {
  * `meshgate:caRotation` as MeshCa's `rotation`: generations as strings (`pulumi config set --path` stores
  * `2` as a number), other fields as given (MeshCa validates them).
  */
-function rotationFromConfig(value: Record<string, unknown> | undefined): MeshCaRotation | undefined {
+export function rotationFromConfig(value: Record<string, unknown> | undefined): MeshCaRotation | undefined {
   if (value === undefined) return undefined;
   const previous = value.previous as Record<string, unknown> | undefined;
   return {

@@ -28,6 +28,7 @@ import type {
 import { loadSpecText } from "../../components/spec/load.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { GUARDRAILS } from "../guardrails/index.ts";
+import { DOCKER_POLICIES } from "./docker.ts";
 import { parsePolicyObject } from "../policy-file.ts";
 import { DEFAULT_POLICY, policyInput, runGuardrails, type PolicyConfig } from "../run.ts";
 import type { Violation } from "../types.ts";
@@ -314,4 +315,5 @@ export const PACK_POLICIES: (ResourceValidationPolicy | StackValidationPolicy)[]
   loadBalancerOnlyForGateway,
   sidecarPresent,
   caKeysInSecrets,
+  ...DOCKER_POLICIES,
 ];
