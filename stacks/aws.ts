@@ -5,7 +5,8 @@
  * a VPC over 2–3 zones (`Network`), an EKS cluster with a managed node group in the private subnets
  * (`EksCluster`) or an existing cluster (`ExistingEksCluster`), an ECR repository with the runtime image
  * built and pushed (`RuntimeRegistry`), an Amazon Managed Prometheus workspace the bundled Prometheus
- * remote-writes to (`ManagedPrometheus`), container logs to CloudWatch (`ContainerLogs`), and the
+ * remote-writes to (`ManagedPrometheus`), container logs to CloudWatch (`ContainerLogs`), EBS volumes
+ * on a created cluster (`BlockStorage`: the EBS CSI driver and a default gp3 StorageClass), and the
  * `Platform` on the cluster, its gateway behind a Network Load Balancer.
  *
  * Every AWS resource is created with one explicit aws provider in the spec's region whose default tags
@@ -22,6 +23,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import {
+  BlockStorage,
   ContainerLogs,
   EksCluster,
   ExistingEksCluster,
@@ -172,6 +174,23 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
       withAws,
     );
 
+  // Volumes for the bundled Prometheus: a created cluster has no CSI driver nor default StorageClass.
+  const storage =
+    cluster instanceof EksCluster
+      ? new BlockStorage(
+          `${prefix}-storage`,
+          {
+            clusterName: cluster.clusterName,
+            oidcProviderArn: cluster.oidcProviderArn,
+            oidcIssuerUrl: cluster.oidcIssuerUrl,
+            provider: cluster.provider,
+            partition,
+            dependsOn: cluster.ready,
+          },
+          withAws,
+        )
+      : undefined;
+
   // TLS at the NLB on the gateway's http port, when a certificate is given.
   const gatewayService = checked.objects.find(
     (o) => o.kind === "Service" && o.metadata.labels?.[LABELS.role] === "gateway",
@@ -198,7 +217,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
         : {}),
       provider: cluster.provider,
     },
-    { dependsOn: cluster.ready },
+    { dependsOn: [...cluster.ready, ...(storage ? [storage] : [])] },
   );
 
   return {

@@ -115,7 +115,7 @@ export class IrsaRole extends pulumi.ComponentResource {
       );
     for (const policy of args.managedPolicies ?? [])
       new aws.iam.RolePolicyAttachment(
-        `${name}-${policy.toLowerCase()}`,
+        `${name}-${policy.slice(policy.lastIndexOf("/") + 1).toLowerCase()}`,
         { role: this.role.name, policyArn: managedPolicyArn(args.partition ?? "aws", policy) },
         { parent: this },
       );

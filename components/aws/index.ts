@@ -30,6 +30,7 @@ export {
   type ManagedPrometheusArgs,
   type ContainerLogsArgs,
 } from "./observability.ts";
+export { BlockStorage, EBS_CSI_CONTROLLER, type BlockStorageArgs } from "./storage.ts";
 export { RuntimeRegistry, sourceTag, LIFECYCLE_POLICY, type RuntimeRegistryArgs } from "./registry.ts";
 export {
   awsSettingErrors,

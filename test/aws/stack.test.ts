@@ -183,6 +183,7 @@ describe("AWS stack: a created cluster", () => {
         "AmazonEC2ContainerRegistryReadOnly",
       ),
       [await physicalRole("shop-test-logs-agent")]: managed("CloudWatchAgentServerPolicy"),
+      [await physicalRole("shop-test-storage-driver")]: managed("service-role/AmazonEBSCSIDriverPolicy"),
     });
     expect(doc(one("aws:iam/role:Role", "shop-test-cluster-role"), "assumeRolePolicy").Statement).toEqual([
       { Effect: "Allow", Principal: { Service: "eks.amazonaws.com" }, Action: "sts:AssumeRole" },
@@ -207,6 +208,7 @@ describe("AWS stack: a created cluster", () => {
   it.each([
     ["shop-test-metrics-writer", "system:serviceaccount:shop-observability:prometheus"],
     ["shop-test-logs-agent", "system:serviceaccount:amazon-cloudwatch:cloudwatch-agent"],
+    ["shop-test-storage-driver", "system:serviceaccount:kube-system:ebs-csi-controller-sa"],
   ])("trusts_the_cluster_oidc_provider_for_exactly_the_service_account_of_%s", async (role, subject) => {
     await deploy();
     const issuer = (await awsResources("aws:eks/cluster:Cluster", "", { name: "shop-test" }))!
@@ -288,10 +290,26 @@ describe("AWS stack: a created cluster", () => {
     expect((sa.inputs as Json).metadata.annotations).toEqual({
       "eks.amazonaws.com/role-arn": `arn:aws:iam::${ACCOUNT}:role/${await physicalRole("shop-test-metrics-writer")}`,
     });
-    expect(one("aws:eks/addon:Addon").inputs).toMatchObject({
+    expect(one("aws:eks/addon:Addon", "shop-test-logs").inputs).toMatchObject({
       clusterName: "shop-test",
       addonName: "amazon-cloudwatch-observability",
     });
+  });
+
+  it("gives_the_prometheus_volume_a_default_ebs_storage_class", async () => {
+    await deploy();
+    expect(one("aws:eks/addon:Addon", "shop-test-storage").inputs).toMatchObject({
+      clusterName: "shop-test",
+      addonName: "aws-ebs-csi-driver",
+    });
+    const sc = one("kubernetes:storage.k8s.io/v1:StorageClass");
+    expect(sc.inputs).toMatchObject({
+      metadata: { name: "gp3", annotations: { "storageclass.kubernetes.io/is-default-class": "true" } },
+      provisioner: "ebs.csi.aws.com",
+      parameters: { type: "gp3", encrypted: "true" },
+    });
+    const pvc = mockState.registered.find((r) => r.type === "kubernetes:core/v1:PersistentVolumeClaim")!;
+    expect((pvc.inputs as Json).spec.storageClassName).toBeUndefined();
   });
 
   it("creates_every_aws_resource_with_the_tagged_provider_and_a_stack_derived_name", async () => {
@@ -370,6 +388,7 @@ describe("AWS stack: an existing cluster", () => {
       "aws:eks/cluster:Cluster",
       "aws:eks/nodeGroup:NodeGroup",
       "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
+      "meshgate:aws:BlockStorage",
     ])
       expect(all(t), t).toEqual([]);
     const kubeconfig = JSON.parse(String(one("pulumi:providers:kubernetes").inputs.kubeconfig)) as Json;
