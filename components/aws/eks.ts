@@ -112,6 +112,8 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
   readonly nodeRole: aws.iam.Role;
   readonly oidcProvider: aws.iam.OpenIdConnectProvider;
   readonly logGroup: aws.cloudwatch.LogGroup;
+  /** The `vpc-cni` add-on, with NetworkPolicy enforcement enabled. */
+  readonly networkAddon: aws.eks.Addon;
   readonly clusterName: pulumi.Output<string>;
   readonly oidcProviderArn: pulumi.Output<string>;
   readonly oidcIssuerUrl: pulumi.Output<string>;
@@ -169,6 +171,19 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
       { parent: this, dependsOn: [...clusterAttachments, this.logGroup] },
     );
 
+    // The VPC CNI with its network policy agent: without it EKS does not enforce the mesh's NetworkPolicies.
+    this.networkAddon = new aws.eks.Addon(
+      `${name}-vpc-cni`,
+      {
+        clusterName: this.cluster.name,
+        addonName: "vpc-cni",
+        configurationValues: JSON.stringify({ enableNetworkPolicy: "true" }),
+        resolveConflictsOnCreate: "OVERWRITE",
+        resolveConflictsOnUpdate: "OVERWRITE",
+      },
+      parent,
+    );
+
     // The node role: kubelet, the VPC CNI, ECR pulls — exactly these.
     this.nodeRole = new aws.iam.Role(
       `${name}-node-role`,
@@ -194,7 +209,11 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
         scalingConfig: { minSize: args.minNodes, maxSize: args.maxNodes, desiredSize: args.minNodes },
         updateConfig: { maxUnavailable: 1 },
       },
-      { parent: this, dependsOn: nodeAttachments, ignoreChanges: ["scalingConfig.desiredSize"] },
+      {
+        parent: this,
+        dependsOn: [...nodeAttachments, this.networkAddon],
+        ignoreChanges: ["scalingConfig.desiredSize"],
+      },
     );
 
     this.oidcIssuerUrl = this.cluster.identities.apply((ids) => {

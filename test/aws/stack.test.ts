@@ -167,6 +167,18 @@ describe("AWS stack: a created cluster", () => {
     });
   });
 
+  it("enforces_network_policies_with_the_vpc_cni_before_nodes_join", async () => {
+    await deploy();
+    const addon = one("aws:eks/addon:Addon", "shop-test-vpc-cni");
+    expect(addon.inputs).toMatchObject({ clusterName: "shop-test", addonName: "vpc-cni" });
+    expect(JSON.parse(String(addon.inputs.configurationValues))).toEqual({ enableNetworkPolicy: "true" });
+    const nodes = mockState.constructed.find((c) => c.type === "aws:eks/nodeGroup:NodeGroup")!;
+    const names = (nodes.opts.dependsOn as pulumi.Resource[]).map(
+      (d) => mockState.constructed.find((c) => c.resource === d)?.name,
+    );
+    expect(names).toContain("shop-test-vpc-cni");
+  });
+
   it("attaches_exactly_the_managed_policies_eks_needs", async () => {
     await deploy();
     const byRole = new Map<string, string[]>();
