@@ -72,7 +72,15 @@ export class Network extends pulumi.ComponentResource {
         message: `meshgate Network ${name}: invalid arguments`,
         errors: [{ propertyPath: "availabilityZones", reason: "use 2 or 3 availability zones" }],
       });
-    const cidrs = subnetCidrs(args.cidrBlock ?? "10.0.0.0/16", args.availabilityZones);
+    const cidrBlock = args.cidrBlock ?? "10.0.0.0/16";
+    if (!/^(\d{1,3})\.(\d{1,3})\.0\.0\/16$/.test(cidrBlock))
+      throw new pulumi.InputPropertiesError({
+        message: `meshgate Network ${name}: invalid arguments`,
+        errors: [
+          { propertyPath: "cidrBlock", reason: `"${cidrBlock}" is not a /16 block such as 10.0.0.0/16` },
+        ],
+      });
+    const cidrs = subnetCidrs(cidrBlock, args.availabilityZones);
     super("meshgate:aws:Network", name, {}, opts);
     const parent = { parent: this };
     const n = args.availabilityZones;
@@ -94,7 +102,7 @@ export class Network extends pulumi.ComponentResource {
     this.vpc = new aws.ec2.Vpc(
       `${name}-vpc`,
       {
-        cidrBlock: args.cidrBlock ?? "10.0.0.0/16",
+        cidrBlock,
         enableDnsHostnames: true,
         enableDnsSupport: true,
         tags: { Name: `${name}-vpc` },
