@@ -3,7 +3,7 @@
  * `meshgate:spec`, deployed by the `Platform` component into the cluster of the stack's kubeconfig.
  *
  * Stack config (Pulumi.dev.yaml is an example):
- *   meshgate:target          kubernetes (default) | docker (stacks/docker.ts runs the program)
+ *   meshgate:target          kubernetes (default) | docker (stacks/docker.ts) | aws (stacks/aws.ts: EKS, see docs/aws.md)
  *   meshgate:spec            path of the spec (YAML, JSON, or a TypeScript module exporting defineMesh)
  *   meshgate:runtimeImage    the gateway/sidecar image (default: the spec's, else ghcr.io/meshgate/runtime:<version>)
  *   meshgate:identities      secrets | cert-manager (default: the spec's mesh.ca.provider)
@@ -28,11 +28,13 @@ import type { MeshCaRotation } from "../components/pulumi/ca.ts";
 
 const IDENTITY_MODES = ["secrets", "cert-manager"] as const;
 const OBSERVABILITY = ["bundled", "operator", "none"] as const;
+const TARGETS = ["kubernetes", "docker", "aws"] as const;
 
-export default async function program() {
+export default async function program(): Promise<Record<string, unknown>> {
   const config = new pulumi.Config("meshgate");
-  const target = config.get("target", { allowedValues: ["kubernetes", "docker"] }) ?? "kubernetes";
+  const target = config.get("target", { allowedValues: [...TARGETS] }) ?? "kubernetes";
   if (target === "docker") return (await import("./docker.ts")).dockerProgram();
+  if (target === "aws") return (await import("./aws.ts")).default();
   const specPath = config.get("spec") ?? "examples/shop/mesh.yaml";
   const identities = config.get("identities", { allowedValues: [...IDENTITY_MODES] });
   const observability = config.get("observability", { allowedValues: [...OBSERVABILITY] });

@@ -37,6 +37,25 @@ export interface ChartOptions {
    * @default bundled: `<namespace>-observability`; operator: "monitoring"
    */
   observabilityNamespace?: string;
+  /**
+   * Annotations of the gateway's Service, e.g. the AWS load balancer's
+   * (`service.beta.kubernetes.io/aws-load-balancer-type: external`, …).
+   * @default none
+   */
+  gatewayServiceAnnotations?: Record<string, string>;
+  /**
+   * Where the bundled Prometheus also remote-writes its samples (e.g. an Amazon Managed Prometheus
+   * workspace's `<endpoint>api/v1/remote_write`, signed with SigV4 in `sigv4Region`). Only with
+   * `observability: "bundled"`.
+   * @default none (samples stay in the bundled Prometheus)
+   */
+  prometheusRemoteWrite?: { url: string; sigv4Region?: string };
+  /**
+   * Annotations of the bundled Prometheus' ServiceAccount, e.g. `eks.amazonaws.com/role-arn` (IAM roles
+   * for service accounts: the role its remote write signs with). Only with `observability: "bundled"`.
+   * @default none
+   */
+  prometheusServiceAccountAnnotations?: Record<string, string>;
 }
 
 /** ChartOptions with every default applied. */
@@ -51,6 +70,9 @@ export interface Resolved {
   readonly obsNs: string;
   /** The bundled trace store, or null (no tracing, a user endpoint, or not bundled). */
   readonly traceStore: "tempo" | "jaeger" | null;
+  readonly gatewayServiceAnnotations: Readonly<Record<string, string>> | null;
+  readonly prometheusRemoteWrite: { url: string; sigv4Region?: string } | null;
+  readonly prometheusServiceAccountAnnotations: Readonly<Record<string, string>> | null;
 }
 
 const require = createRequire(import.meta.url);
@@ -102,6 +124,22 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
     throw new ChartInputError(
       `runtimeImage: "${runtimeImage}" is not pinned: give a version tag other than latest, or a sha256 digest`,
     );
+  for (const field of ["gatewayServiceAnnotations", "prometheusServiceAccountAnnotations"] as const)
+    for (const key of Object.keys(opts[field] ?? {}))
+      if (!ANNOTATION_KEY.test(key))
+        throw new ChartInputError(
+          `${field}: ${JSON.stringify(key)} is not an annotation key ([prefix/]name, name ≤ 63 of a-z, A-Z, 0-9, '-', '_', '.')`,
+        );
+  const remoteWrite = opts.prometheusRemoteWrite ?? null;
+  if (remoteWrite !== null && !/^https:\/\/[^\s/]+\/\S*$/.test(remoteWrite.url))
+    throw new ChartInputError(
+      `prometheusRemoteWrite.url: ${JSON.stringify(remoteWrite.url)} is not an https:// URL`,
+    );
+  for (const field of ["prometheusRemoteWrite", "prometheusServiceAccountAnnotations"] as const)
+    if (observability !== "bundled" && opts[field] !== undefined)
+      throw new ChartInputError(
+        `${field}: the chart's Prometheus exists only with observability "bundled" (it is "${observability}")`,
+      );
   const t = o.tracing;
   const traceStore =
     observability === "bundled" && t.enabled && t.otlpEndpoint === null && t.backend !== "none"
@@ -117,8 +155,15 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
     observability,
     obsNs,
     traceStore,
+    gatewayServiceAnnotations: opts.gatewayServiceAnnotations ?? null,
+    prometheusRemoteWrite: remoteWrite,
+    prometheusServiceAccountAnnotations: opts.prometheusServiceAccountAnnotations ?? null,
   };
 }
+
+/** An annotation key: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters. */
+const ANNOTATION_KEY =
+  /^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
 /** Pinned: a sha256 digest, or a tag other than `latest` (the policy pack's rule). */
 export function imagePinned(image: string): boolean {

@@ -144,11 +144,23 @@ function operatorObjects(r: Resolved): KubeObject[] {
 
 // ───────────── bundled ─────────────
 
-function serviceAccount(r: Resolved, name: string, automount: boolean): KubeObject {
+function serviceAccount(
+  r: Resolved,
+  name: string,
+  automount: boolean,
+  annotations?: Readonly<Record<string, string>> | null,
+): KubeObject {
   return {
     apiVersion: "v1",
     kind: "ServiceAccount",
-    metadata: meta(r, name, r.obsNs, "observability", backendSelector(r, name)),
+    metadata: meta(
+      r,
+      name,
+      r.obsNs,
+      "observability",
+      backendSelector(r, name),
+      annotations ? { ...annotations } : undefined,
+    ),
     automountServiceAccountToken: automount,
   };
 }
@@ -232,15 +244,25 @@ const httpProbes = (ready: string, live: string, port: string) => ({
 
 function prometheusObjects(r: Resolved): KubeObject[] {
   const rules = rulesFile(r);
+  const scrape = prometheusConfig(r.infra, {
+    mode: { kind: "kubernetes" },
+    ruleFiles: [`${PROM.rulesDir}/${rules.name}`],
+  });
+  const remote = r.prometheusRemoteWrite;
+  // Remote write (e.g. to Amazon Managed Prometheus, signed with SigV4 by the pod's IRSA role).
   const config = toYaml(
-    prometheusConfig(r.infra, {
-      mode: { kind: "kubernetes" },
-      ruleFiles: [`${PROM.rulesDir}/${rules.name}`],
-    }),
+    remote
+      ? {
+          ...scrape,
+          remote_write: [
+            { url: remote.url, ...(remote.sigv4Region ? { sigv4: { region: remote.sigv4Region } } : {}) },
+          ],
+        }
+      : scrape,
   );
   const discovery = { [LABELS.mesh]: r.mesh };
   return [
-    serviceAccount(r, "prometheus", true),
+    serviceAccount(r, "prometheus", true, r.prometheusServiceAccountAnnotations),
     // Pod discovery in the mesh namespace only: a Role there, bound to Prometheus' ServiceAccount.
     {
       apiVersion: "rbac.authorization.k8s.io/v1",

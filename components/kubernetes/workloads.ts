@@ -455,7 +455,14 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
   const service: KubeObject = {
     apiVersion: "v1",
     kind: "Service",
-    metadata: meta(r, w.name, r.ns, "gateway", labels),
+    metadata: meta(
+      r,
+      w.name,
+      r.ns,
+      "gateway",
+      labels,
+      r.gatewayServiceAnnotations ? { ...r.gatewayServiceAnnotations } : undefined,
+    ),
     spec: {
       type: serviceType,
       selector,

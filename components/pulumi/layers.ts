@@ -41,7 +41,17 @@ import {
 } from "./register.ts";
 
 /** `Mesh`'s arguments: `Platform`'s (every one has a default from the spec). */
-export type MeshArgs = PlatformArgs;
+/**
+ * A Mesh's arguments: Platform's, with a plain-string runtime image (a Gateway reuses it) and without
+ * the options that take outputs (use Platform for those).
+ */
+export type MeshArgs = Omit<
+  PlatformArgs,
+  | "runtimeImage"
+  | "gatewayServiceAnnotations"
+  | "prometheusRemoteWrite"
+  | "prometheusServiceAccountAnnotations"
+> & { runtimeImage?: string };
 
 export interface GatewayArgs {
   /**

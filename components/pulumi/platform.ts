@@ -39,11 +39,13 @@ import {
   gatewayEndpointOf,
   identitySecrets,
   namespaceOf,
+  mapValues,
   registerChart,
+  resolveDeferred,
   type IdentityMode,
 } from "./register.ts";
 
-export { childName, tierOf } from "./register.ts";
+export { childName, tierOf, resolveDeferred } from "./register.ts";
 
 /** The property that carries the spec for the CrossGuard pack (policies/pack: SPEC_PROPERTY). */
 export const SPEC_OUTPUT = "meshgateSpec";
@@ -61,10 +63,30 @@ export interface PlatformArgs {
    */
   provider?: k8s.Provider;
   /**
-   * The image the gateway and sidecar containers run.
+   * The image the gateway and sidecar containers run: a string, or an output such as the digest
+   * reference of a pushed `RuntimeImage` (`ref`) — an output is rendered into the chart as a placeholder
+   * and substituted in the registered resources' inputs (see `resolveDeferred`).
    * @default the spec's `targets.kubernetes.runtimeImage`, else `ghcr.io/meshgate/runtime:<package version>`
    */
-  runtimeImage?: string;
+  runtimeImage?: pulumi.Input<string>;
+  /**
+   * Annotations of the gateway's Service (values may be outputs), e.g. the AWS Network Load Balancer's.
+   * @default none
+   */
+  gatewayServiceAnnotations?: Record<string, pulumi.Input<string>>;
+  /**
+   * Where the bundled Prometheus also remote-writes (the URL may be an output, e.g. an Amazon Managed
+   * Prometheus workspace's `<endpoint>api/v1/remote_write`), SigV4-signed in `sigv4Region` when given.
+   * Only with bundled observability.
+   * @default none
+   */
+  prometheusRemoteWrite?: { url: pulumi.Input<string>; sigv4Region?: string };
+  /**
+   * Annotations of the bundled Prometheus' ServiceAccount (values may be outputs), e.g.
+   * `eks.amazonaws.com/role-arn` for IAM roles for service accounts.
+   * @default none
+   */
+  prometheusServiceAccountAnnotations?: Record<string, pulumi.Input<string>>;
   /**
    * Where workload identities come from: `secrets` — MeshCa issues every SVID with @pulumi/tls and this
    * component writes the Secrets the pods mount; `cert-manager` — MeshCa issues the root and intermediate
@@ -128,6 +150,24 @@ export interface PreparedPlatform {
   chart: ChartOptions;
   /** The spec as written (plain JSON) or the spec file's text: what the CrossGuard pack re-reads. */
   carried: unknown;
+  /**
+   * The chart's placeholders for the arguments given as outputs, each with its value: the objects hold
+   * the placeholder, `resolveDeferred` puts the value in their place in the resources' inputs.
+   */
+  deferred: ReadonlyMap<string, pulumi.Input<string>>;
+}
+
+/**
+ * The placeholder of an argument given as an output (a plain string is itself): a unique host name
+ * (`meshgate-deferred-<n>.invalid`, RFC 2606: never resolvable) shaped as the field requires.
+ */
+function deferrer(deferred: Map<string, pulumi.Input<string>>) {
+  return (value: pulumi.Input<string>, shape: (token: string) => string = (t) => t): string => {
+    if (typeof value === "string") return value;
+    const token = shape(`meshgate-deferred-${deferred.size}.invalid`);
+    deferred.set(token, value);
+    return token;
+  };
 }
 
 /**
@@ -154,8 +194,31 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
   }
   if (!parsed.ok) return parsed.errors.map((e) => specError(e, source.file));
   const result = translate(parsed.spec);
+  const deferred = new Map<string, pulumi.Input<string>>();
+  const defer = deferrer(deferred);
+  const remoteWrite = args.prometheusRemoteWrite;
   const chart: ChartOptions = {
-    ...(args.runtimeImage !== undefined ? { runtimeImage: args.runtimeImage } : {}),
+    ...(args.runtimeImage !== undefined
+      ? { runtimeImage: defer(args.runtimeImage, (t) => `${t}/runtime@sha256:${"0".repeat(64)}`) }
+      : {}),
+    ...(args.gatewayServiceAnnotations !== undefined
+      ? { gatewayServiceAnnotations: mapValues(args.gatewayServiceAnnotations, (v) => defer(v)) }
+      : {}),
+    ...(remoteWrite !== undefined
+      ? {
+          prometheusRemoteWrite: {
+            url: defer(remoteWrite.url, (t) => `https://${t}/`),
+            ...(remoteWrite.sigv4Region !== undefined ? { sigv4Region: remoteWrite.sigv4Region } : {}),
+          },
+        }
+      : {}),
+    ...(args.prometheusServiceAccountAnnotations !== undefined
+      ? {
+          prometheusServiceAccountAnnotations: mapValues(args.prometheusServiceAccountAnnotations, (v) =>
+            defer(v),
+          ),
+        }
+      : {}),
     ...(args.identities !== undefined ? { identities: args.identities } : {}),
     ...(args.observability !== undefined ? { observability: args.observability } : {}),
     ...(args.observabilityNamespace !== undefined
@@ -170,7 +233,7 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
     const m = /^([A-Za-z.]+): ([\s\S]*)$/.exec(err.message);
     return [specProblem(m ? m[1]! : "(chart)", m ? m[2]! : err.message)];
   }
-  return { result, objects, chart, carried };
+  return { result, objects, chart, carried, deferred };
 }
 
 function specError(e: SpecError, file: string | null): pulumi.InputPropertyErrorDetails {
@@ -275,7 +338,12 @@ export class Platform extends pulumi.ComponentResource {
     const identityMode = identityModeOf(args, result);
     this.ca = new MeshCa(`${name}-ca`, meshCaArgs(args, result, identityMode), { parent: this });
     const { resources } = registerChart(
-      { parent: this, name, ...(args.provider ? { provider: args.provider } : {}) },
+      {
+        parent: this,
+        name,
+        ...(args.provider ? { provider: args.provider } : {}),
+        deferred: prepared.deferred,
+      },
       objects,
       identitySecrets(infra, this.ca, identityMode),
     );
@@ -299,7 +367,7 @@ export class Platform extends pulumi.ComponentResource {
       trustBundlePem: this.trustBundlePem,
       spiffeIds: this.spiffeIds,
       configHashes: this.configHashes,
-      runtimeImage: runtimeImageOf(prepared),
+      runtimeImage: resolveDeferred(runtimeImageOf(prepared), prepared.deferred),
       [SPEC_OUTPUT]: carried,
     });
   }

@@ -156,6 +156,34 @@ export function identitySecrets(infra: InfraIR, ca: MeshCa, identities: Identity
   ];
 }
 
+// ───────────── outputs in chart objects ─────────────
+
+/** A record with each value mapped. */
+export const mapValues = <T, U>(record: Record<string, T>, f: (v: T) => U): Record<string, U> =>
+  Object.fromEntries(Object.entries(record).map(([k, v]) => [k, f(v)]));
+
+/**
+ * A value with every placeholder of `deferred` replaced by its value: strings that hold one become
+ * outputs (deep inside the value, so the rest stays plain); a value without placeholders is returned as is.
+ */
+export function resolveDeferred(
+  value: unknown,
+  deferred: ReadonlyMap<string, pulumi.Input<string>>,
+): unknown {
+  if (deferred.size === 0) return value;
+  if (typeof value === "string") {
+    const tokens = [...deferred.keys()].filter((t) => value.includes(t));
+    if (tokens.length === 0) return value;
+    return pulumi
+      .all(tokens.map((t) => deferred.get(t)!))
+      .apply((values) => tokens.reduce((s, t, i) => s.split(t).join(values[i]!), value));
+  }
+  if (Array.isArray(value)) return value.map((v) => resolveDeferred(v, deferred));
+  if (value !== null && typeof value === "object")
+    return mapValues(value as Record<string, unknown>, (v) => resolveDeferred(v, deferred));
+  return value;
+}
+
 // ───────────── registration ─────────────
 
 /** Who registers the objects, and with what. */
@@ -168,6 +196,11 @@ export interface RegisterContext {
   provider?: k8s.Provider;
   /** What every child waits for besides its own tiers (a Gateway's Mesh). @default nothing */
   after?: pulumi.Resource[];
+  /**
+   * Placeholders in the objects and the values (outputs) that replace them in the resources' inputs
+   * (PreparedPlatform's `deferred`). @default none
+   */
+  deferred?: ReadonlyMap<string, pulumi.Input<string>>;
 }
 
 /** What `registerChart` created. */
@@ -203,7 +236,8 @@ export function registerChart(
   const create = (obj: KubeObject, dependsOn: pulumi.Resource[]) => {
     const make = KINDS[`${obj.apiVersion}/${obj.kind}`] ?? makeCustom;
     const n = childName(ctx.name, obj);
-    return add(n, make(n, obj, childOpts(dependsOn)));
+    const args = ctx.deferred ? (resolveDeferred(obj, ctx.deferred) as KubeObject) : obj;
+    return add(n, make(n, args, childOpts(dependsOn)));
   };
 
   const tier0 = [...after, ...objects.filter((o) => tierOf(o.kind) === 0).map((o) => create(o, after))];

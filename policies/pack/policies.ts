@@ -32,6 +32,7 @@ import { DOCKER_POLICIES } from "./docker.ts";
 import { parsePolicyObject } from "../policy-file.ts";
 import { DEFAULT_POLICY, policyInput, runGuardrails, type PolicyConfig } from "../run.ts";
 import type { Violation } from "../types.ts";
+import { AWS_POLICIES } from "./aws.ts";
 
 /** The property that carries the mesh spec (on a `meshgate:*` resource or the stack). */
 export const SPEC_PROPERTY = "meshgateSpec";
@@ -316,4 +317,5 @@ export const PACK_POLICIES: (ResourceValidationPolicy | StackValidationPolicy)[]
   sidecarPresent,
   caKeysInSecrets,
   ...DOCKER_POLICIES,
+  ...AWS_POLICIES,
 ];

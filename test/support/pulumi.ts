@@ -119,14 +119,23 @@ export type ProviderEmulation = (
   inputs: Record<string, unknown>,
 ) => Promise<Record<string, unknown> | undefined>;
 
+/** A provider's answer to an invoke (`aws:eks/getCluster:getCluster`); undefined: echo the inputs. */
+export type CallEmulation = (
+  token: string,
+  inputs: Record<string, unknown>,
+) => Record<string, unknown> | undefined;
+
 /**
  * Installs the mocks (preview = false: every output resolves). `provider` may compute real outputs
  * (test/support/tls-provider.ts makes real certificates); by default they are recognisable placeholders.
+ * An `id` among the outputs becomes the resource's id (default `<name>-id`). `call` answers invokes
+ * (test/support/aws.ts emulates AWS data sources); by default an invoke returns its inputs.
  */
 export async function installMocks(
   project = "meshgate",
   stack = "test",
   provider?: ProviderEmulation,
+  call?: CallEmulation,
 ): Promise<MockState> {
   await pulumi.runtime.setMocks(
     {
@@ -143,9 +152,10 @@ export async function installMocks(
         });
         const outputs =
           (await provider?.(args.type, args.name, inputs)) ?? computed(args.type, args.name, inputs);
-        return { id: `${args.name}-id`, state: { ...args.inputs, ...outputs } };
+        const id = typeof outputs.id === "string" ? outputs.id : `${args.name}-id`;
+        return { id, state: { ...args.inputs, ...outputs } };
       },
-      call: (args) => args.inputs,
+      call: (args) => call?.(args.token, args.inputs as Record<string, unknown>) ?? args.inputs,
     },
     project,
     stack,

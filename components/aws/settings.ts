@@ -1,0 +1,162 @@
+/**
+ * The AWS target's settings, checked before any resource: the spec's `targets.aws` (as translated), the
+ * stack options, and what derives from them — the partition, the nodes' CPU architecture (Graviton →
+ * arm64), the EKS AMI type, the image platform, and the names every resource derives from. Pure.
+ */
+import type { TargetsIR } from "../translate/ir.ts";
+
+/** The translated `targets.aws`. */
+export type AwsTarget = NonNullable<TargetsIR["aws"]>;
+
+/** How the gateway's Service is exposed (see docs/aws.md). */
+export type LoadBalancerMode = "nlb" | "nlb-ip";
+
+/** A problem with the AWS settings: the field (`targets.aws.cluster.create.minNodes`) and the fix. */
+export interface AwsSettingError {
+  propertyPath: string;
+  reason: string;
+}
+
+/** The AWS partition of a region: `aws`, `aws-cn` or `aws-us-gov`. */
+export function partitionOf(region: string): "aws" | "aws-cn" | "aws-us-gov" {
+  if (region.startsWith("cn-")) return "aws-cn";
+  if (region.startsWith("us-gov-")) return "aws-us-gov";
+  return "aws";
+}
+
+/**
+ * Whether an EC2 instance type runs on AWS Graviton (arm64): a family whose generation digit is followed
+ * by `g` (`m7g.large`, `c6gn.xlarge`, `t4g.small`, `im4gn.large`), or the first Graviton `a1`.
+ */
+export function isGraviton(instanceType: string): boolean {
+  return /^a1\./.test(instanceType) || /^[a-z]+\d+g[a-z-]*\./.test(instanceType);
+}
+
+/** The managed node group's AMI type for an instance type (Amazon Linux 2023). */
+export function amiTypeOf(instanceType: string): "AL2023_ARM_64_STANDARD" | "AL2023_x86_64_STANDARD" {
+  return isGraviton(instanceType) ? "AL2023_ARM_64_STANDARD" : "AL2023_x86_64_STANDARD";
+}
+
+/** The runtime image's platform for an instance type. */
+export function imagePlatformOf(instanceType: string): "linux/arm64" | "linux/amd64" {
+  return isGraviton(instanceType) ? "linux/arm64" : "linux/amd64";
+}
+
+/**
+ * The prefix of every resource name: `<mesh>-<stack>`, lower case, characters other than a-z, 0-9 and
+ * `-` replaced, at most 38 characters (IAM role name prefixes, NLB names and the EKS cluster name must fit).
+ */
+export function namePrefix(mesh: string, stack: string): string {
+  const raw = `${mesh}-${stack}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/-+/g, "-");
+  return raw.slice(0, 38).replace(/^-+|-+$/g, "");
+}
+
+const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$/;
+const CERTIFICATE_ARN = /^arn:aws(?:-cn|-us-gov)?:acm:([a-z0-9-]+):\d{12}:certificate\/[0-9a-f-]{36}$/;
+const CLUSTER_NAME = /^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$/;
+
+/** What the AWS stack checks besides the spec. */
+export interface AwsCheckInput {
+  /** The translated `targets.aws` (null: the spec has none). */
+  aws: TargetsIR["aws"];
+  /** The gateway Service's type (`targets.kubernetes.gatewayServiceType`, default LoadBalancer). */
+  gatewayServiceType: string;
+  /** The observability mode the Platform runs with. */
+  observability: "bundled" | "operator" | "none";
+}
+
+/** Every problem with the AWS settings (empty when valid), each naming its field and the fix. */
+export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
+  const { aws } = input;
+  if (aws === null)
+    return [
+      {
+        propertyPath: "targets.aws",
+        reason:
+          "the aws target needs targets.aws in the spec: { region, cluster: { create: {} } } or { region, cluster: { existing: <EKS cluster name> } }",
+      },
+    ];
+  const errors: AwsSettingError[] = [];
+  const cluster = aws.cluster;
+  if (cluster.kind === "existing" && !CLUSTER_NAME.test(cluster.name))
+    errors.push({
+      propertyPath: "targets.aws.cluster.existing",
+      reason: `"${cluster.name}" is not an EKS cluster name (1–100 of letters, digits, '-', '_', starting with a letter or digit)`,
+    });
+  if (cluster.kind === "create") {
+    const path = "targets.aws.cluster.create";
+    if (!/^1\.\d{2}$/.test(cluster.version))
+      errors.push({
+        propertyPath: `${path}.version`,
+        reason: `"${cluster.version}" is not a Kubernetes minor version EKS offers (e.g. "1.33")`,
+      });
+    if (!INSTANCE_TYPE.test(cluster.instanceType))
+      errors.push({
+        propertyPath: `${path}.instanceType`,
+        reason: `"${cluster.instanceType}" is not an EC2 instance type (e.g. "m7g.large")`,
+      });
+    if (cluster.minNodes > cluster.maxNodes)
+      errors.push({
+        propertyPath: `${path}.minNodes`,
+        reason: `minNodes (${cluster.minNodes}) exceeds maxNodes (${cluster.maxNodes}): raise maxNodes or lower minNodes`,
+      });
+  }
+  if (aws.certificateArn !== null) {
+    const m = CERTIFICATE_ARN.exec(aws.certificateArn);
+    if (!m)
+      errors.push({
+        propertyPath: "targets.aws.certificateArn",
+        reason: `"${aws.certificateArn}" is not an ACM certificate ARN (arn:aws:acm:<region>:<account>:certificate/<id>)`,
+      });
+    else if (m[1] !== aws.region)
+      errors.push({
+        propertyPath: "targets.aws.certificateArn",
+        reason: `the certificate is in ${m[1]}, the load balancer in ${aws.region}: an NLB uses an ACM certificate of its own region`,
+      });
+  }
+  if (aws.managedPrometheus && input.observability !== "bundled")
+    errors.push({
+      propertyPath: "targets.aws.managedPrometheus",
+      reason: `Amazon Managed Prometheus is written by the bundled Prometheus, but observability is "${input.observability}": use observability.metrics.backend prometheus, or set managedPrometheus: false`,
+    });
+  if (input.gatewayServiceType !== "LoadBalancer")
+    errors.push({
+      propertyPath: "targets.kubernetes.gatewayServiceType",
+      reason: `the aws target exposes the gateway through a Network Load Balancer: the gateway Service must be a LoadBalancer (it is ${input.gatewayServiceType})`,
+    });
+  return errors;
+}
+
+/** Tags on every AWS resource (the provider's default tags). */
+export function defaultTags(mesh: string, stack: string): Record<string, string> {
+  return { "meshgate:mesh": mesh, "meshgate:stack": stack, "managed-by": "meshgate" };
+}
+
+/**
+ * The gateway Service's annotations for a load balancer mode: `nlb` — the Kubernetes AWS cloud provider's
+ * Network Load Balancer (instance targets; works on a fresh EKS cluster); `nlb-ip` — the AWS Load
+ * Balancer Controller's (`external`, IP targets, internet-facing; the controller must run in the
+ * cluster). With a certificate, TLS terminates at the NLB on `sslPorts`.
+ */
+export function gatewayServiceAnnotations(
+  mode: LoadBalancerMode,
+  certificateArn: string | null,
+  sslPorts: string,
+): Record<string, string> {
+  const prefix = "service.beta.kubernetes.io/aws-load-balancer";
+  return {
+    ...(mode === "nlb-ip"
+      ? {
+          [`${prefix}-type`]: "external",
+          [`${prefix}-nlb-target-type`]: "ip",
+          [`${prefix}-scheme`]: "internet-facing",
+        }
+      : { [`${prefix}-type`]: "nlb" }),
+    ...(certificateArn !== null
+      ? { [`${prefix}-ssl-cert`]: certificateArn, [`${prefix}-ssl-ports`]: sslPorts }
+      : {}),
+  };
+}
