@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { curl } from "../support/curl.ts";
+import { killProcessesMentioning } from "../support/procs.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -135,6 +136,8 @@ afterAll(async () => {
         /* gone */
       }
   }
+  // Whatever is left (e.g. setup failed before the state was read): every process of this state dir.
+  if (dir) killProcessesMentioning(dir);
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 

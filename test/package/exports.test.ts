@@ -56,7 +56,14 @@ describe("package", () => {
         "Mesh",
         "Gateway",
         "MeshCa",
+        "RuntimeImage",
+        "DockerPlatform",
+        "planDocker",
       ],
+    ],
+    [
+      "meshgate/aws",
+      ["Network", "EksCluster", "ExistingEksCluster", "IrsaRole", "ManagedPrometheus", "RuntimeRegistry"],
     ],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
     [

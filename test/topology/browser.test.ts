@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { killProcessesMentioning } from "../support/procs.ts";
 import { request } from "../support/gateway.ts";
 
 /** The page's DOM, as the functions run inside Chromium (page.waitForFunction) see it. */
@@ -130,6 +131,8 @@ afterAll(async () => {
         }
     }
   }
+  // Whatever is left (e.g. setup failed before the pids were known): every process of this state dir.
+  if (dir) killProcessesMentioning(dir);
   await rm(dir, { recursive: true, force: true });
   if (!process.env.TOPOLOGY_SCREENSHOT_DIR && shotDir) await rm(shotDir, { recursive: true, force: true });
 }, 30_000);
