@@ -47,10 +47,8 @@ import {
   preparePlatform,
   type PlatformArgs,
 } from "../components/pulumi/index.ts";
-import { rotationFromConfig } from "./index.ts";
+import { IDENTITY_MODES, OBSERVABILITY, rotationFromConfig } from "./index.ts";
 
-const IDENTITY_MODES = ["secrets", "cert-manager"] as const;
-const OBSERVABILITY = ["bundled", "operator", "none"] as const;
 const LOAD_BALANCERS = ["nlb", "nlb-ip"] as const;
 const NAT = ["single", "perZone"] as const;
 /** The bundled Prometheus' ServiceAccount (components/kubernetes/observability.ts). */

@@ -26,8 +26,10 @@ import {
 } from "../components/pulumi/index.ts";
 import type { MeshCaRotation } from "../components/pulumi/ca.ts";
 
-const IDENTITY_MODES = ["secrets", "cert-manager"] as const;
-const OBSERVABILITY = ["bundled", "operator", "none"] as const;
+/** `meshgate:identities` values. */
+export const IDENTITY_MODES = ["secrets", "cert-manager"] as const;
+/** `meshgate:observability` values. */
+export const OBSERVABILITY = ["bundled", "operator", "none"] as const;
 const TARGETS = ["kubernetes", "docker", "aws"] as const;
 
 export default async function program(): Promise<Record<string, unknown>> {

@@ -140,13 +140,12 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
       },
       parent,
     );
-    const clusterAttachments = CLUSTER_POLICIES.map(
-      (p) =>
-        new aws.iam.RolePolicyAttachment(
-          `${name}-cluster-${p.toLowerCase()}`,
-          { role: this.clusterRole.name, policyArn: managedPolicyArn(partition, p) },
-          parent,
-        ),
+    const clusterAttachments = attachManaged(
+      `${name}-cluster`,
+      this.clusterRole,
+      CLUSTER_POLICIES,
+      partition,
+      parent,
     );
     // Created before the cluster, with a retention: EKS would create it without one.
     this.logGroup = new aws.cloudwatch.LogGroup(
@@ -190,14 +189,7 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
       { assumeRolePolicy: serviceTrustPolicy("ec2.amazonaws.com"), description: "meshgate: EKS nodes" },
       parent,
     );
-    const nodeAttachments = NODE_POLICIES.map(
-      (p) =>
-        new aws.iam.RolePolicyAttachment(
-          `${name}-node-${p.toLowerCase()}`,
-          { role: this.nodeRole.name, policyArn: managedPolicyArn(partition, p) },
-          parent,
-        ),
-    );
+    const nodeAttachments = attachManaged(`${name}-node`, this.nodeRole, NODE_POLICIES, partition, parent);
     this.nodeGroup = new aws.eks.NodeGroup(
       `${name}-nodes`,
       {
@@ -314,4 +306,22 @@ export class ExistingEksCluster extends pulumi.ComponentResource implements Clus
     );
     this.registerOutputs({ clusterName: this.clusterName, oidcProviderArn: this.oidcProviderArn });
   }
+}
+
+/** One attachment per AWS-managed policy, named `<prefix>-<policy in lower case>`. */
+function attachManaged(
+  prefix: string,
+  role: aws.iam.Role,
+  policies: readonly string[],
+  partition: string,
+  opts: pulumi.CustomResourceOptions,
+): aws.iam.RolePolicyAttachment[] {
+  return policies.map(
+    (p) =>
+      new aws.iam.RolePolicyAttachment(
+        `${prefix}-${p.toLowerCase()}`,
+        { role: role.name, policyArn: managedPolicyArn(partition, p) },
+        opts,
+      ),
+  );
 }
