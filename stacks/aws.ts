@@ -41,13 +41,8 @@ import {
 } from "../components/aws/index.ts";
 import { LABELS } from "../components/kubernetes/index.ts";
 import { resolve } from "../components/kubernetes/model.ts";
-import {
-  loadPlatformSpec,
-  Platform,
-  preparePlatform,
-  type PlatformArgs,
-} from "../components/pulumi/index.ts";
-import { IDENTITY_MODES, OBSERVABILITY, rotationFromConfig } from "./index.ts";
+import { Platform, preparePlatform } from "../components/pulumi/index.ts";
+import { platformArgsFromConfig } from "./index.ts";
 
 const LOAD_BALANCERS = ["nlb", "nlb-ip"] as const;
 const NAT = ["single", "perZone"] as const;
@@ -63,32 +58,13 @@ function invalid(specPath: string, errors: pulumi.InputPropertyErrorDetails[]): 
 
 export default async function awsProgram(): Promise<Record<string, unknown>> {
   const config = new pulumi.Config("meshgate");
-  const specPath = config.get("spec") ?? "examples/shop/mesh.yaml";
-  const identities = config.get("identities", { allowedValues: [...IDENTITY_MODES] });
-  const observabilityOption = config.get("observability", { allowedValues: [...OBSERVABILITY] });
-  const namespace = config.get("namespace");
-  const caRotation = rotationFromConfig(config.getObject<Record<string, unknown>>("caRotation"));
+  const { specPath, args: base } = await platformArgsFromConfig(config);
   const loadBalancer: LoadBalancerMode =
     config.get("awsLoadBalancer", { allowedValues: [...LOAD_BALANCERS] }) ?? "nlb";
   const natGateways = config.get("awsNatGateways", { allowedValues: [...NAT] }) ?? "single";
   const containerLogs = config.getBoolean("awsContainerLogs") ?? true;
   const forceDelete = config.getBoolean("awsEcrForceDelete") ?? true;
 
-  const base: PlatformArgs = {
-    spec: await loadPlatformSpec(specPath),
-    ...(identities === "secrets" ? { identities: { mode: "secrets" as const } } : {}),
-    ...(identities === "cert-manager"
-      ? {
-          identities: {
-            mode: "cert-manager" as const,
-            caSecretName: config.get("caSecretName") ?? "meshgate-ca",
-          },
-        }
-      : {}),
-    ...(observabilityOption ? { observability: observabilityOption } : {}),
-    ...(namespace ? { namespace } : {}),
-    ...(caRotation ? { caRotation } : {}),
-  };
   // The spec first, then the AWS settings: both before any resource.
   const checked = preparePlatform(base);
   if (Array.isArray(checked)) invalid(specPath, checked);

@@ -32,20 +32,20 @@ export const IDENTITY_MODES = ["secrets", "cert-manager"] as const;
 export const OBSERVABILITY = ["bundled", "operator", "none"] as const;
 const TARGETS = ["kubernetes", "docker", "aws"] as const;
 
-export default async function program(): Promise<Record<string, unknown>> {
-  const config = new pulumi.Config("meshgate");
-  const target = config.get("target", { allowedValues: [...TARGETS] }) ?? "kubernetes";
-  if (target === "docker") return (await import("./docker.ts")).dockerProgram();
-  if (target === "aws") return (await import("./aws.ts")).default();
+/**
+ * The `Platform` arguments every Kubernetes-based stack (this one, stacks/aws.ts) reads from the stack
+ * config: the spec at `meshgate:spec`, `identities`, `observability`, `namespace`, `caRotation`.
+ */
+export async function platformArgsFromConfig(
+  config: pulumi.Config,
+): Promise<{ specPath: string; args: PlatformArgs }> {
   const specPath = config.get("spec") ?? "examples/shop/mesh.yaml";
   const identities = config.get("identities", { allowedValues: [...IDENTITY_MODES] });
   const observability = config.get("observability", { allowedValues: [...OBSERVABILITY] });
-  const runtimeImage = config.get("runtimeImage");
   const namespace = config.get("namespace");
   const caRotation = rotationFromConfig(config.getObject<Record<string, unknown>>("caRotation"));
   const args: PlatformArgs = {
     spec: await loadPlatformSpec(specPath),
-    ...(runtimeImage ? { runtimeImage } : {}),
     ...(identities === "secrets" ? { identities: { mode: "secrets" as const } } : {}),
     ...(identities === "cert-manager"
       ? {
@@ -59,6 +59,17 @@ export default async function program(): Promise<Record<string, unknown>> {
     ...(namespace ? { namespace } : {}),
     ...(caRotation ? { caRotation } : {}),
   };
+  return { specPath, args };
+}
+
+export default async function program(): Promise<Record<string, unknown>> {
+  const config = new pulumi.Config("meshgate");
+  const target = config.get("target", { allowedValues: [...TARGETS] }) ?? "kubernetes";
+  if (target === "docker") return (await import("./docker.ts")).dockerProgram();
+  if (target === "aws") return (await import("./aws.ts")).default();
+  const { specPath, args: platformArgs } = await platformArgsFromConfig(config);
+  const runtimeImage = config.get("runtimeImage");
+  const args: PlatformArgs = { ...platformArgs, ...(runtimeImage ? { runtimeImage } : {}) };
 
   // Checked before the provider exists: a bad spec leaves the stack untouched.
   const checked = preparePlatform(args);

@@ -8,12 +8,12 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { curl } from "../support/curl.ts";
+import { freeBlock } from "../support/ports.ts";
 import { killProcessesMentioning } from "../support/procs.ts";
 
 const run = promisify(execFile);
@@ -27,22 +27,6 @@ interface State {
   caDir: string;
   processes: { name: string; role: string; pid: number; ports: Record<string, number> }[];
   identities: { workload: string; cert: string; key: string; bundle: string }[];
-}
-
-/** A free block of `n` consecutive ports on 127.0.0.1 (probed by binding each). */
-async function freeBlock(n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 21000 + Math.floor(Math.random() * 11000); // below the ephemeral range (32768+)
-    let ok = true;
-    for (let p = base; p < base + n && ok; p++)
-      ok = await new Promise<boolean>((resolve) => {
-        const s = net.createServer();
-        s.once("error", () => resolve(false));
-        s.listen({ port: p, host: "127.0.0.1", exclusive: true }, () => s.close(() => resolve(true)));
-      });
-    if (ok) return base;
-  }
-  throw new Error("no free port block");
 }
 
 let dir: string;

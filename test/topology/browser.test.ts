@@ -8,12 +8,12 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { chromium, type Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freeBlock } from "../support/ports.ts";
 import { killProcessesMentioning } from "../support/procs.ts";
 import { request } from "../support/gateway.ts";
 
@@ -35,22 +35,6 @@ const WORKLOADS = [
   "search-next",
   "users",
 ];
-
-/** A free block of `n` consecutive ports on 127.0.0.1 (probed by binding each). */
-async function freeBlock(n: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 21000 + Math.floor(Math.random() * 11000); // below the ephemeral range (32768+)
-    let ok = true;
-    for (let p = base; p < base + n && ok; p++)
-      ok = await new Promise<boolean>((resolve) => {
-        const s = net.createServer();
-        s.once("error", () => resolve(false));
-        s.listen({ port: p, host: "127.0.0.1", exclusive: true }, () => s.close(() => resolve(true)));
-      });
-    if (ok) return base;
-  }
-  throw new Error("no free port block");
-}
 
 let dir: string;
 let child: ChildProcess;
