@@ -30,6 +30,16 @@ export interface RouteApim {
   readonly maxResponseBytes: number | null;
   /** Some transform template reads the request: build a TemplateContext for this route. */
   readonly needsContext: boolean;
+  /**
+   * The response needs a ResponseShaper (a JSON body transform buffers it, a size limit counts it); when
+   * false, the route's response shaping is its headers alone (transform headers, CORS), decorated in place.
+   */
+  readonly shapesBody: boolean;
+  /**
+   * The response headers the route removes, for an HTTP/1 pool to leave out while parsing (when the
+   * headers go straight to the client: no shaper, no cache); null when it removes none.
+   */
+  readonly dropResponseHeaders: ReadonlySet<string> | null;
 }
 
 /** A route whose API-management settings cannot be served: the whole config is refused. */
@@ -100,6 +110,8 @@ export function compileApim(
         static: stat,
         maxResponseBytes,
         needsContext,
+        shapesBody: (response?.body ?? null) !== null || maxResponseBytes !== null,
+        dropResponseHeaders: response?.headers?.remove.length ? new Set(response.headers.remove) : null,
       });
     } catch (err) {
       throw new ApimCompileError(`route ${c.name}: ${(err as Error).message}`);

@@ -53,17 +53,49 @@ export function templateContext(
   clientIp: string,
   principal: TemplatePrincipal | null,
 ): TemplateContext {
-  return {
-    params: d.params,
-    method: req.method ?? "GET",
-    path: d.path,
-    host: d.host,
-    query: d.query,
-    requestId,
-    clientIp,
-    header: (n) => firstHeader(req, n),
-    principal,
-  };
+  return new RequestTemplateContext(d, req, requestId, clientIp, principal);
+}
+
+/** A TemplateContext read from the decision and the request when a template asks (no closure, no copies). */
+class RequestTemplateContext implements TemplateContext {
+  readonly #d: RouteDecision;
+  readonly #req: AnyRequest;
+  readonly requestId: string;
+  readonly clientIp: string;
+  readonly principal: TemplatePrincipal | null;
+
+  constructor(
+    d: RouteDecision,
+    req: AnyRequest,
+    requestId: string,
+    clientIp: string,
+    principal: TemplatePrincipal | null,
+  ) {
+    this.#d = d;
+    this.#req = req;
+    this.requestId = requestId;
+    this.clientIp = clientIp;
+    this.principal = principal;
+  }
+
+  get method(): string {
+    return this.#req.method ?? "GET";
+  }
+  get path(): string {
+    return this.#d.path;
+  }
+  get host(): string {
+    return this.#d.host;
+  }
+  get query(): string {
+    return this.#d.query;
+  }
+  get params(): Readonly<Record<string, string>> {
+    return this.#d.params;
+  }
+  header(name: string): string | undefined {
+    return firstHeader(this.#req, name);
+  }
 }
 
 /** Step 3: answers a CORS preflight (decide() marked it) — 204 with the allow headers, or 403. */

@@ -116,6 +116,16 @@ export function compileRouteAuth(auth: RouteAuth): CompiledRouteAuth {
   return compiled;
 }
 
+/** Whether one of the route's mechanisms is the principal's (`accepts` without building its key). */
+function accepted(auth: RouteAuth, p: Principal): boolean {
+  const list = auth.anyOf;
+  for (let i = 0; i < list.length; i++) {
+    const m = list[i]!;
+    if (m.kind === p.mechanism && (m.kind === "apiKey" || m.provider === p.provider)) return true;
+  }
+  return false;
+}
+
 const deny = (
   status: 401 | 403,
   requirement: AuthzRequirement,
@@ -145,7 +155,7 @@ export function authorize(
     return { kind: "allow", principal };
   }
   if (!principal) return deny(401, "authentication", `this route requires authentication (${c.describe})`);
-  if (!c.accepts.has(mechanismKey(principal.mechanism, principal.provider)))
+  if (!accepted(a, principal))
     return deny(
       401,
       "mechanism",

@@ -135,16 +135,33 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | n
   return tokens;
 }
 
-/** The request headers to send upstream: the client's, minus hop-by-hop and gateway-owned ones. */
+/** The names upstreamRequestHeaders always leaves out: hop-by-hop and gateway-owned headers. */
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...GATEWAY_OWNED]);
+
+/**
+ * The names to leave out of a request sent upstream: hop-by-hop and gateway-owned headers plus `extra`
+ * (a route's credential headers and identity headers, which would otherwise be deleted after the copy).
+ * Built once per route, so the copy asks one set per header.
+ */
+export function notForwarded(extra: Iterable<string>): ReadonlySet<string> {
+  const names = new Set(NOT_FORWARDED);
+  for (const n of extra) names.add(n.toLowerCase());
+  return names;
+}
+
+/**
+ * The request headers to send upstream: the client's, minus hop-by-hop and gateway-owned ones (and the
+ * other names of `skip`, from notForwarded()).
+ */
 export function upstreamRequestHeaders(
   headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
+  skip: ReadonlySet<string> = NOT_FORWARDED,
 ): Record<string, string | string[]> {
   const listed = connectionTokens(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop only.
-    if (name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name) || GATEWAY_OWNED.has(name) || listed?.has(name))
-      continue;
+    if (name.charCodeAt(0) === 58 || skip.has(name) || listed?.has(name)) continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }

@@ -28,7 +28,7 @@ import {
   type RouteDecision,
 } from "../decide/decide.ts";
 import type { CompiledRoute } from "../decide/router.ts";
-import { compileApim, type RouteApim } from "../apim/index.ts";
+import { compileApim, decorateResponse, type RouteApim } from "../apim/index.ts";
 import {
   aggregateRoute,
   answerPreflight,
@@ -74,6 +74,7 @@ import {
   clientAddress,
   forwardedHeader,
   requestId,
+  notForwarded,
   upstreamRequestHeaders,
 } from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
@@ -157,6 +158,8 @@ interface State {
    * so that a request can be decided again from its line (`meshgate replay`).
    */
   readonly matchHeaders: readonly string[];
+  /** Per route: the client request headers not copied upstream (headers.ts notForwarded; routes share sets). */
+  readonly notForwarded: ReadonlyMap<CompiledRoute, ReadonlySet<string>>;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -352,8 +355,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (c === undefined) authChildren.set(key, (c = make()));
     return c;
   };
+  /** authn_total children by mechanism then result (two lookups, no key string built per request). */
+  const authnChildren = new Map<string, Map<string, CounterChild>>();
   const authObserver: AuthObserver = {
-    authn: (m, r) => authChild(`n\0${m}\0${r}`, () => mAuthn.labels("gateway", m, r)).inc(),
+    authn: (m, r) => {
+      let byResult = authnChildren.get(m);
+      if (byResult === undefined) authnChildren.set(m, (byResult = new Map()));
+      let child = byResult.get(r);
+      if (child === undefined) byResult.set(r, (child = mAuthn.labels("gateway", m, r)));
+      child.inc();
+    },
     authzDenied: (route, reason) =>
       authChild(`z\0${route}\0${reason}`, () => mAuthzDenied.labels("gateway", route, reason)).inc(),
     jwksFetch: (provider, outcome) => mJwks.labels("gateway", provider, outcome).inc(),
@@ -596,6 +607,15 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const credentialHeaders =
       apiKey && apiKey !== "authorization" ? ["authorization", apiKey] : ["authorization"];
     const matchHeaders = conditionHeaders(config, auth);
+    const skipSets = new Map<string, ReadonlySet<string>>();
+    const skips = new Map<CompiledRoute, ReadonlySet<string>>();
+    for (const r of compiled.router.routes) {
+      const names = auth.droppedHeaders(r.config.auth);
+      const key = names.join("\n");
+      let set = skipSets.get(key);
+      if (set === undefined) skipSets.set(key, (set = notForwarded(names)));
+      skips.set(r, set);
+    }
     return {
       config,
       compiled,
@@ -609,6 +629,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       caching,
       credentialHeaders,
       matchHeaders,
+      notForwarded: skips,
     };
   }
 
@@ -939,7 +960,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const invalidates = current.caching && method !== "GET" && method !== "HEAD" && method !== "OPTIONS";
 
-    const headers = upstreamRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, current.notForwarded.get(d.route));
     current.auth.upstreamHeaders(headers, d.auth, principal);
     const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
     headers["x-forwarded-for"] = forwardedFor;
@@ -1016,7 +1037,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       else delete headers.tracestate;
     }
     // The client leaving cancels the upstream request (exchangeClosed); the failure is then the client's.
-    const shaper = ap ? new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel) : null;
+    // Header-only response shaping (transform headers, CORS) is done in place on the head; a body
+    // transform, a size limit or a cache fill (which hands the head on later) needs the shaper.
+    const shaper =
+      ap !== undefined && (ap.shapesBody || cacheExchange !== null)
+        ? new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel)
+        : null;
     const result = await forward(
       cluster,
       {
@@ -1028,6 +1054,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         timeoutMs: d.timeoutMs,
         retry: d.retry,
         hashKey: client,
+        // Headers the route removes need not be parsed when nothing else reads the upstream's head.
+        dropResponseHeaders: shaper === null && !invalidates ? (ap?.dropResponseHeaders ?? null) : null,
       },
       (status, upstreamHeaders, closeDelimited, trailersOnly) => {
         if (invalidates)
@@ -1042,6 +1070,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
+        if (shaper === null && ap !== undefined) decorateResponse(ap, origin, upstreamHeaders, tctx);
         if (trailersOnly && overH2 && !shaper) {
           // gRPC's trailers-only answer stays one HEADERS frame with END_STREAM (what gRPC clients need).
           const rest = respondTrailersOnly(res, status, upstreamHeaders);

@@ -27,6 +27,8 @@ export interface UpstreamPool {
       headersTimeout: number;
       bodyTimeout: number;
       cancel?: CancelToken;
+      /** Response headers the pool may leave out of the head it hands on (HTTP/1 does; HTTP/2 ignores it). */
+      dropResponseHeaders?: ReadonlySet<string> | null;
     },
     factory: (data: {
       statusCode: number;

@@ -28,6 +28,11 @@ export interface ForwardRequest {
    * the client's — never counted against the upstream (outlier detection) and never retried.
    */
   readonly cancel?: CancelToken;
+  /**
+   * Response headers the route removes anyway (transform.response.headers.remove): an HTTP/1 pool leaves
+   * them out while parsing. The caller still removes them (HTTP/2 answers keep them).
+   */
+  readonly dropResponseHeaders?: ReadonlySet<string> | null;
 }
 
 export interface ForwardObserver {
@@ -197,6 +202,7 @@ export async function forward(
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
             cancel: req.cancel,
+            dropResponseHeaders: req.dropResponseHeaders ?? null,
           },
           ({ statusCode, headers, closeDelimited, endStream }) => {
             status = statusCode;

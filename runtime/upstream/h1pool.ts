@@ -41,6 +41,11 @@ export interface H1StreamOptions {
   /** Time allowed between body bytes. */
   bodyTimeout: number;
   cancel?: CancelToken;
+  /**
+   * Response headers to leave out while parsing the head (lower-case names; a route's `remove`
+   * transform): cheaper than deleting them from the parsed object afterwards.
+   */
+  dropResponseHeaders?: ReadonlySet<string> | null;
 }
 
 export type ResponseHeaders = Record<string, string | string[]>;
@@ -443,6 +448,7 @@ class Conn {
     const minor = m[1];
     const status = Number(m[2]);
     const headers: ResponseHeaders = {};
+    const drop = this.req!.opts.dropResponseHeaders ?? null;
     let contentLength = -1;
     let te: string | null = null;
     let connection = "";
@@ -462,6 +468,7 @@ class Conn {
       const name = known.lower;
       switch (known.kind) {
         case NAME_PLAIN:
+          if (drop !== null && drop.has(name)) continue;
           break;
         case NAME_CONTENT_LENGTH: {
           if (!DIGITS.test(value)) return this.protocolError("malformed content-length");

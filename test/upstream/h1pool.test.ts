@@ -236,6 +236,25 @@ describe("well_formed_responses", () => {
     expect(up.conns[0]!.requests).toHaveLength(50);
   });
 
+  it("leaves_out_the_response_headers_it_is_asked_to_drop_and_keeps_the_framing", async () => {
+    const up = await upstream((conn) => {
+      conn.socket.write(
+        "HTTP/1.1 200 OK\r\nServer: up/1.0\r\nX-Keep: 1\r\nX-Powered-By: a\r\nX-Powered-By: b\r\nContent-Length: 5\r\n\r\nhello",
+      );
+    });
+    const c = client(up.port);
+    const dropped = await run(c.pool, { dropResponseHeaders: new Set(["server", "x-powered-by"]) });
+    expect(dropped).toMatchObject({ result: "resolved", status: 200, body: "hello", sink: "finished" });
+    expect(dropped.headers).toEqual({ "x-keep": "1", "content-length": "5" });
+    // Framing headers are never dropped (the pool reads them), and the next request keeps every header.
+    const framed = await run(c.pool, { dropResponseHeaders: new Set(["content-length"]) });
+    expect(framed).toMatchObject({ body: "hello", sink: "finished" });
+    expect(framed.headers).toMatchObject({ "content-length": "5" });
+    const kept = await run(c.pool);
+    expect(kept.headers).toMatchObject({ server: "up/1.0", "x-powered-by": ["a", "b"] });
+    expect(up.conns).toHaveLength(1);
+  });
+
   it("closes_an_idle_connection_after_its_keep_alive_time", async () => {
     const up = await upstream((conn) => {
       conn.socket.write(okResponse("ok"));
