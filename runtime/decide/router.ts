@@ -11,7 +11,7 @@
  * A request whose path matches routes that all refuse its method gets 405 with `Allow`; otherwise 404.
  */
 import type { GatewayRoute, HttpMethod } from "../contract/schema.ts";
-import { isPatternError, parsePathPattern } from "./pattern.ts";
+import { isPatternError, parsePathPattern, type PatternSegment } from "./pattern.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
 
 interface Condition {
@@ -50,31 +50,59 @@ export interface CompiledRoute {
   readonly rewriteHost: string | null;
 }
 
-interface Node {
-  /** Routes whose pattern is all literal segments, by their path: one lookup for the whole path. */
-  exactPaths?: Map<string, CompiledRoute[]>;
-  literal: Map<string, Node> | null;
-  /**
-   * When the node has exactly one literal child: its segment and node, compared inline (most nodes deep
-   * in a large route table have one — a Map costs two more memory reads per level).
-   */
-  onlyKey: string | null;
-  onlyChild: Node | null;
-  wildcard: Node | null;
+/** A trie node while the router is built; the finished router holds the compact tables instead. */
+interface Draft {
+  readonly literal: Map<string, Draft>;
+  wildcard: Draft | null;
   /** Routes ending here exactly. */
-  end: CompiledRoute[];
+  readonly end: CompiledRoute[];
   /** Routes ending here with `**` (zero or more further segments). */
-  rest: CompiledRoute[];
+  readonly rest: CompiledRoute[];
 }
 
-const newNode = (): Node => ({
-  literal: null,
-  onlyKey: null,
-  onlyChild: null,
-  wildcard: null,
-  end: [],
-  rest: [],
-});
+const draft = (): Draft => ({ literal: new Map(), wildcard: null, end: [], rest: [] });
+
+// The compact trie. With thousands of routes a lookup's cost is its cache misses, so the trie is a few
+// typed arrays instead of objects and Maps: node records of STRIDE ints in one Int32Array (numbered in
+// pre-order, so a subtree is contiguous in memory; node 0 is unused, so 0 means "none"), the literal
+// segments in one char pool, the literal children of wide nodes in one open-addressing hash table keyed
+// by (parent, segment hash), and the route lists as ranges of one array in precedence order.
+const STRIDE = 8;
+/** The node's parent: a hash-table hit is the child when its parent and label are the ones sought. */
+const PARENT = 0;
+/** The node's label (the literal segment leading to it, or none): offset in the char pool, and length. */
+const LABEL = 1;
+const LABEL_LEN = 2;
+/** The `*`/`{param}` child, or 0. */
+const WILD = 3;
+/** Routes ending here: list[END, REST); routes ending here with `**`: list[REST, REST_END). */
+const END = 4;
+const REST = 5;
+const REST_END = 6;
+/**
+ * The literal children: 0 = none; -child = exactly one, compared inline (most nodes deep in a large
+ * table have one); n > 0 = n children, found through the hash table.
+ */
+const KIDS = 7;
+
+/** A route-list entry's info word: the route's methodMask, and this bit when it has conditions. */
+const HAS_CONDITIONS = 1 << 16;
+const METHOD_MASK = HAS_CONDITIONS - 1;
+
+/** What a lookup reads, built once by the Router's constructor. */
+interface Tables {
+  readonly nodes: Int32Array;
+  /** Literal segments, as UTF-16 code units (each distinct segment once). */
+  readonly pool: Uint16Array;
+  /** The hash table: pairs [segment hash, child node]; child 0 = empty slot. */
+  readonly slots: Int32Array;
+  /** Slot count - 1 (a power of two minus one). */
+  readonly slotMask: number;
+  /** The route lists of all nodes, each in precedence order. */
+  readonly list: readonly CompiledRoute[];
+  /** Per list entry: methodMask | HAS_CONDITIONS, so refusing a route needs no read of its object. */
+  readonly info: Int32Array;
+}
 
 /** The request facts the router reads. Header names are lower-case. */
 export interface RouteQuery {
@@ -102,59 +130,52 @@ export type RouterResult =
   | { readonly kind: "no-route" };
 
 export class Router {
-  private readonly exact = new Map<string, Node>();
-  private readonly wildcards: { suffix: string; root: Node }[] = [];
-  private readonly anyHost: Node = newNode();
   readonly routes: readonly CompiledRoute[];
+  readonly #tables: Tables;
+  /** Root node by exact host. */
+  readonly #exact = new Map<string, number>();
+  /** Wildcard hosts by suffix (".example.com"), longest first. */
+  readonly #wildcards: { readonly suffix: string; readonly root: number }[] = [];
+  readonly #anyHost: number;
 
   constructor(routes: readonly GatewayRoute[]) {
     const compiled = routes.map(compileRoute);
     this.routes = compiled;
-    const segments = new Map<string, string>();
+    const anyHost = draft();
+    const exact = new Map<string, Draft>();
+    const wildcards = new Map<string, Draft>();
     for (const r of compiled) {
+      const parsed = parsePathPattern(r.config.match.path);
+      if (isPatternError(parsed)) throw new Error(`route ${r.name}: ${parsed.error}`);
       const hosts = r.config.match.hosts;
-      if (hosts.length === 0) insert(this.anyHost, r, segments);
+      if (hosts.length === 0) insert(anyHost, parsed.segments, r);
       for (const h of hosts) {
-        if (h.startsWith("*.")) {
-          const suffix = h.slice(1);
-          let entry = this.wildcards.find((w) => w.suffix === suffix);
-          if (!entry) {
-            entry = { suffix, root: newNode() };
-            this.wildcards.push(entry);
-          }
-          insert(entry.root, r, segments);
-        } else {
-          let root = this.exact.get(h);
-          if (!root) this.exact.set(h, (root = newNode()));
-          insert(root, r, segments);
-        }
+        const [table, key] = h.startsWith("*.") ? [wildcards, h.slice(1)] : [exact, h];
+        let root = table.get(key);
+        if (!root) table.set(key, (root = draft()));
+        insert(root, parsed.segments, r);
       }
     }
-    this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length || compareCodeUnits(a.suffix, b.suffix));
-    for (const root of [this.anyHost, ...this.exact.values(), ...this.wildcards.map((w) => w.root)])
-      sortTree(root);
+    const suffixes = [...wildcards.keys()].sort((a, b) => b.length - a.length || compareCodeUnits(a, b));
+    const b = new TableBuilder();
+    this.#anyHost = b.add(anyHost);
+    for (const [host, root] of exact) this.#exact.set(host, b.add(root));
+    for (const suffix of suffixes) this.#wildcards.push({ suffix, root: b.add(wildcards.get(suffix)!) });
+    this.#tables = b.finish();
   }
 
   /** Finds the route for a request on a canonical host (lower-case, no port). */
   match(host: string, q: RouteQuery): RouterResult {
-    const state: MatchState = {
-      q,
-      path: q.path,
-      // "/" has no segments (the walk starts past the end); "/a/" has two ("a" and "").
-      start: q.path === "/" ? 2 : 1,
-      methodBit: METHOD_BITS[q.method] ?? 0,
-      captures: [],
-      allow: null,
-    };
-    const exact = this.exact.get(host);
-    let route = exact ? search(exact, state) : null;
-    for (let i = 0; route === null && i < this.wildcards.length; i++) {
-      const w = this.wildcards[i]!;
-      if (host.endsWith(w.suffix) && host.length > w.suffix.length) route = search(w.root, state);
+    const s = new MatchState(this.#tables, q);
+    const exact = this.#exact.get(host);
+    let route = exact !== undefined ? walk(exact, s.start, s) : null;
+    for (let i = 0; route === null && i < this.#wildcards.length; i++) {
+      const w = this.#wildcards[i]!;
+      if (host.endsWith(w.suffix) && host.length > w.suffix.length) route = walk(w.root, s.start, s);
     }
-    route ??= search(this.anyHost, state);
-    if (route) return { kind: "matched", route, captures: state.captures };
-    if (state.allow) return { kind: "method-not-allowed", allow: [...state.allow].sort() };
+    route ??= walk(this.#anyHost, s.start, s);
+    if (route) return { kind: "matched", route, captures: s.captures };
+    if (s.allow) return { kind: "method-not-allowed", allow: [...s.allow].sort() };
     return { kind: "no-route" };
   }
 }
@@ -189,68 +210,124 @@ const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
   CONNECT: 256,
 });
 
-interface MatchState {
+/** One lookup's state: the tables, the request facts and what the walk has collected. */
+class MatchState {
+  readonly nodes: Int32Array;
+  readonly pool: Uint16Array;
+  readonly slots: Int32Array;
+  readonly slotMask: number;
+  readonly list: readonly CompiledRoute[];
+  readonly info: Int32Array;
   readonly q: RouteQuery;
   /**
    * The canonical path, walked by position (no split): a segment starts at `pos` and ends at the next
    * "/" or the end; the walk is past the last segment when `pos > path.length`.
    */
   readonly path: string;
-  /** Where the first segment starts. */
+  /** Where the first segment starts: "/" has no segments (the walk starts past the end); "/a/" has two ("a" and ""). */
   readonly start: number;
   /** The request method's bit (0 for a method outside METHOD_BITS, which then matches only routes without methods). */
   readonly methodBit: number;
-  readonly captures: string[];
-  allow: Set<string> | null;
-  parsedQuery?: URLSearchParams;
+  readonly captures: string[] = [];
+  allow: Set<string> | null = null;
+  parsedQuery: URLSearchParams | null = null;
+
+  constructor(t: Tables, q: RouteQuery) {
+    this.nodes = t.nodes;
+    this.pool = t.pool;
+    this.slots = t.slots;
+    this.slotMask = t.slotMask;
+    this.list = t.list;
+    this.info = t.info;
+    this.q = q;
+    this.path = q.path;
+    this.start = q.path === "/" ? 2 : 1;
+    this.methodBit = METHOD_BITS[q.method] ?? 0;
+  }
 }
 
 /**
- * The best route of one host's trie. A route of only literal segments equal to the path outranks every
- * other pattern matching it (at any segment where they differ it has the literal), so the whole-path map
- * is asked first; when none of its routes accepts the request, the trie is walked.
+ * The best route under node `n` for the path from `pos` on: depth first, the literal child before the
+ * wildcard child before the node's `**` routes — which is the precedence order of the patterns.
  */
-function search(root: Node, s: MatchState): CompiledRoute | null {
-  const exact = root.exactPaths?.get(s.q.path);
-  if (exact !== undefined) {
-    const r = pick(exact, s);
-    if (r !== null) return r;
-  }
-  return walk(root, s.start, s);
-}
-
-function walk(node: Node, pos: number, s: MatchState): CompiledRoute | null {
+function walk(n: number, pos: number, s: MatchState): CompiledRoute | null {
+  const nodes = s.nodes;
   const path = s.path;
-  if (pos > path.length) return pick(node.end, s) ?? pick(node.rest, s);
-  if (node.literal === null && node.wildcard === null) return pick(node.rest, s);
+  const at = n * STRIDE;
+  if (pos > path.length) return pick(nodes[at + END]!, nodes[at + REST]!, s) ?? pickRest(at, s);
+  const kids = nodes[at + KIDS]!;
+  const wild = nodes[at + WILD]!;
+  if (kids === 0 && wild === 0) return pickRest(at, s);
   let end = path.indexOf("/", pos);
   if (end < 0) end = path.length;
-  const seg = path.slice(pos, end);
-  const lit = node.onlyKey !== null ? (node.onlyKey === seg ? node.onlyChild : null) : node.literal?.get(seg);
-  if (lit) {
+  const lit =
+    kids < 0 ? (hasLabel(s, -kids, pos, end) ? -kids : 0) : kids > 0 ? findChild(s, n, pos, end) : 0;
+  if (lit !== 0) {
     const r = walk(lit, end + 1, s);
     if (r) return r;
   }
-  if (node.wildcard && seg !== "") {
-    s.captures.push(seg);
-    const r = walk(node.wildcard, end + 1, s);
+  if (wild !== 0 && end !== pos) {
+    s.captures.push(path.slice(pos, end));
+    const r = walk(wild, end + 1, s);
     if (r) return r;
     s.captures.pop();
   }
-  return pick(node.rest, s);
+  return pickRest(at, s);
 }
 
-/** The first route of a node list (already in precedence order) whose conditions hold. */
-function pick(list: readonly CompiledRoute[], s: MatchState): CompiledRoute | null {
-  for (let i = 0; i < list.length; i++) {
-    const r = list[i]!;
-    if (r.conditionCount !== 0 && !conditionsHold(r, s)) continue;
-    if (r.methodMask !== 0 && (r.methodMask & s.methodBit) === 0) {
+const pickRest = (at: number, s: MatchState): CompiledRoute | null =>
+  pick(s.nodes[at + REST]!, s.nodes[at + REST_END]!, s);
+
+/** Is node `c`'s label the path's segment [pos, end)? */
+function hasLabel(s: MatchState, c: number, pos: number, end: number): boolean {
+  const at = c * STRIDE;
+  if (s.nodes[at + LABEL_LEN] !== end - pos) return false;
+  const pool = s.pool;
+  const path = s.path;
+  for (let i = s.nodes[at + LABEL]!, k = pos; k < end; i++, k++)
+    if (pool[i] !== path.charCodeAt(k)) return false;
+  return true;
+}
+
+/** The literal child of node `n` labelled with the path's segment [pos, end), or 0. */
+function findChild(s: MatchState, n: number, pos: number, end: number): number {
+  const h = segmentHash(s.path, pos, end);
+  const slots = s.slots;
+  const mask = s.slotMask;
+  for (let i = slotOf(h, n, mask); ; i = (i + 1) & mask) {
+    const c = slots[2 * i + 1]!;
+    if (c === 0) return 0;
+    if (slots[2 * i] === h && s.nodes[c * STRIDE + PARENT] === n && hasLabel(s, c, pos, end)) return c;
+  }
+}
+
+/**
+ * FNV-1a over the UTF-16 code units of text[from, to), with a final avalanche so that the low bits (the
+ * hash table's index) depend on every unit. Exported for the tests (to build colliding segments).
+ */
+export function segmentHash(text: string, from: number, to: number): number {
+  let h = 0x811c9dc5;
+  for (let k = from; k < to; k++) h = Math.imul(h ^ text.charCodeAt(k), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  return h ^ (h >>> 13);
+}
+
+/** A segment's first slot under parent `n`. */
+const slotOf = (h: number, n: number, mask: number): number => (h ^ Math.imul(n, 0x9e3779b1)) & mask;
+
+/** The first route of list[from, to) (in precedence order) whose conditions and method hold. */
+function pick(from: number, to: number, s: MatchState): CompiledRoute | null {
+  for (let i = from; i < to; i++) {
+    const info = s.info[i]!;
+    if ((info & HAS_CONDITIONS) !== 0 && !conditionsHold(s.list[i]!, s)) continue;
+    const mask = info & METHOD_MASK;
+    if (mask !== 0 && (mask & s.methodBit) === 0) {
       const allow = (s.allow ??= new Set());
-      for (const m of r.methods!) allow.add(m);
+      for (const m of s.list[i]!.methods!) allow.add(m);
       continue;
     }
-    return r;
+    return s.list[i]!;
   }
   return null;
 }
@@ -264,31 +341,19 @@ function conditionsHold(r: CompiledRoute, s: MatchState): boolean {
   return true;
 }
 
-function insert(root: Node, r: CompiledRoute, segments: Map<string, string>): void {
-  const parsed = parsePathPattern(r.config.match.path);
-  if (isPatternError(parsed)) throw new Error(`route ${r.name}: ${parsed.error}`);
-  if (parsed.segments.every((seg) => seg.kind === "literal")) {
-    const path = `/${parsed.segments.map((seg) => (seg.kind === "literal" ? seg.value : "")).join("/")}`;
-    root.exactPaths ??= new Map();
-    const list = root.exactPaths.get(path);
-    if (list) list.push(r);
-    else root.exactPaths.set(path, [r]);
-  }
+function insert(root: Draft, segments: readonly PatternSegment[], r: CompiledRoute): void {
   let node = root;
-  for (const seg of parsed.segments) {
+  for (const seg of segments) {
     if (seg.kind === "rest") {
       node.rest.push(r);
       return;
     }
     if (seg.kind === "literal") {
-      node.literal ??= new Map();
-      // One string per distinct segment across the table: comparisons then read one shared copy.
-      const key = intern(segments, seg.value);
-      let next = node.literal.get(key);
-      if (!next) node.literal.set(key, (next = newNode()));
+      let next = node.literal.get(seg.value);
+      if (!next) node.literal.set(seg.value, (next = draft()));
       node = next;
     } else {
-      node = node.wildcard ??= newNode();
+      node = node.wildcard ??= draft();
     }
   }
   node.end.push(r);
@@ -302,26 +367,73 @@ function precedence(a: CompiledRoute, b: CompiledRoute): number {
   );
 }
 
-/** One string per distinct literal segment of a router: trie keys share it (built at compile time). */
-function intern(table: Map<string, string>, value: string): string {
-  const known = table.get(value);
-  if (known !== undefined) return known;
-  table.set(value, value);
-  return value;
-}
+/** Flattens draft tries into the compact tables (each trie's nodes in pre-order). */
+class TableBuilder {
+  readonly #nodes: number[] = Array<number>(STRIDE).fill(0); // node 0: unused
+  readonly #pool: number[] = [];
+  readonly #labels = new Map<string, number>();
+  readonly #list: CompiledRoute[] = [];
+  /** Children that go into the hash table: [parent, label, child]. */
+  readonly #hashed: [number, string, number][] = [];
 
-function sortTree(node: Node): void {
-  if (node.literal !== null && node.literal.size === 1) {
-    for (const [key, child] of node.literal) {
-      node.onlyKey = key;
-      node.onlyChild = child;
-    }
+  /** Adds one trie; returns its root node. */
+  add(root: Draft): number {
+    return this.#node(root, 0, null);
   }
-  if (node.exactPaths) for (const list of node.exactPaths.values()) list.sort(precedence);
-  node.end.sort(precedence);
-  node.rest.sort(precedence);
-  if (node.literal) for (const child of node.literal.values()) sortTree(child);
-  if (node.wildcard) sortTree(node.wildcard);
+
+  #node(d: Draft, parent: number, label: string | null): number {
+    const id = this.#nodes.length / STRIDE;
+    const at = this.#nodes.length;
+    for (let i = 0; i < STRIDE; i++) this.#nodes.push(0);
+    const nodes = this.#nodes;
+    nodes[at + PARENT] = parent;
+    if (label !== null) {
+      let offset = this.#labels.get(label);
+      if (offset === undefined) {
+        offset = this.#pool.length;
+        this.#labels.set(label, offset);
+        for (let k = 0; k < label.length; k++) this.#pool.push(label.charCodeAt(k));
+      }
+      nodes[at + LABEL] = offset;
+      nodes[at + LABEL_LEN] = label.length;
+    }
+    nodes[at + END] = this.#list.length;
+    for (const r of d.end.sort(precedence)) this.#list.push(r);
+    nodes[at + REST] = this.#list.length;
+    for (const r of d.rest.sort(precedence)) this.#list.push(r);
+    nodes[at + REST_END] = this.#list.length;
+    for (const [segment, child] of d.literal) {
+      const c = this.#node(child, id, segment);
+      if (d.literal.size > 1) this.#hashed.push([id, segment, c]);
+      else nodes[at + KIDS] = -c;
+    }
+    if (d.literal.size > 1) nodes[at + KIDS] = d.literal.size;
+    if (d.wildcard) nodes[at + WILD] = this.#node(d.wildcard, id, null);
+    return id;
+  }
+
+  finish(): Tables {
+    let size = 2;
+    while (size < this.#hashed.length * 2) size *= 2;
+    const slots = new Int32Array(2 * size);
+    const mask = size - 1;
+    for (const [parent, label, child] of this.#hashed) {
+      const h = segmentHash(label, 0, label.length);
+      let i = slotOf(h, parent, mask);
+      while (slots[2 * i + 1] !== 0) i = (i + 1) & mask;
+      slots[2 * i] = h;
+      slots[2 * i + 1] = child;
+    }
+    const list = this.#list;
+    return {
+      nodes: Int32Array.from(this.#nodes),
+      pool: Uint16Array.from(this.#pool),
+      slots,
+      slotMask: mask,
+      list,
+      info: Int32Array.from(list, (r) => r.methodMask | (r.conditionCount > 0 ? HAS_CONDITIONS : 0)),
+    };
+  }
 }
 
 function compileCondition(c: GatewayRoute["match"]["headers"][number]): Condition {
