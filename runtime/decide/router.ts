@@ -85,9 +85,14 @@ const REST_END = 6;
  */
 const KIDS = 7;
 
-/** A route-list entry's info word: the route's methodMask, and this bit when it has conditions. */
+/**
+ * A route-list entry's info word: the route's methodMask, HAS_CONDITIONS when it has header or query
+ * conditions, and OTHER_METHODS when it names a method outside METHOD_BITS (only a config that bypassed
+ * the contract can), so that the Allow set is then read from the route's `methods`.
+ */
 const HAS_CONDITIONS = 1 << 16;
-const METHOD_MASK = HAS_CONDITIONS - 1;
+const OTHER_METHODS = 1 << 17;
+const METHOD_MASK = (1 << 16) - 1;
 
 /** What a lookup reads, built once by the Router's constructor. */
 interface Tables {
@@ -175,7 +180,8 @@ export class Router {
     }
     route ??= walk(this.#anyHost, s.start, s);
     if (route) return { kind: "matched", route, captures: s.captures };
-    if (s.allow) return { kind: "method-not-allowed", allow: [...s.allow].sort() };
+    if (s.allowMask !== 0 || s.allowOther !== null)
+      return { kind: "method-not-allowed", allow: allowList(s.allowMask, s.allowOther) };
     return { kind: "no-route" };
   }
 }
@@ -210,14 +216,21 @@ const METHOD_BITS: Readonly<Record<string, number>> = Object.freeze({
   CONNECT: 256,
 });
 
+/** The METHOD_BITS methods in the Allow header's (code-unit) order. */
+const ALLOW_ORDER: readonly (readonly [string, number])[] = Object.entries(METHOD_BITS).sort(([a], [b]) =>
+  compareCodeUnits(a, b),
+);
+
+/** The sorted Allow list of a refusal: the methods of `mask`, and the other ones. */
+function allowList(mask: number, other: ReadonlySet<string> | null): string[] {
+  const allow: string[] = [];
+  for (const [m, bit] of ALLOW_ORDER) if ((mask & bit) !== 0) allow.push(m);
+  return other === null ? allow : [...new Set([...allow, ...other])].sort();
+}
+
 /** One lookup's state: the tables, the request facts and what the walk has collected. */
 class MatchState {
-  readonly nodes: Int32Array;
-  readonly pool: Uint16Array;
-  readonly slots: Int32Array;
-  readonly slotMask: number;
-  readonly list: readonly CompiledRoute[];
-  readonly info: Int32Array;
+  readonly t: Tables;
   readonly q: RouteQuery;
   /**
    * The canonical path, walked by position (no split): a segment starts at `pos` and ends at the next
@@ -229,16 +242,14 @@ class MatchState {
   /** The request method's bit (0 for a method outside METHOD_BITS, which then matches only routes without methods). */
   readonly methodBit: number;
   readonly captures: string[] = [];
-  allow: Set<string> | null = null;
+  /** The methods of the routes that matched the path but refused the method (METHOD_BITS). */
+  allowMask = 0;
+  /** Their methods outside METHOD_BITS, if any. */
+  allowOther: Set<string> | null = null;
   parsedQuery: URLSearchParams | null = null;
 
   constructor(t: Tables, q: RouteQuery) {
-    this.nodes = t.nodes;
-    this.pool = t.pool;
-    this.slots = t.slots;
-    this.slotMask = t.slotMask;
-    this.list = t.list;
-    this.info = t.info;
+    this.t = t;
     this.q = q;
     this.path = q.path;
     this.start = q.path === "/" ? 2 : 1;
@@ -251,7 +262,7 @@ class MatchState {
  * wildcard child before the node's `**` routes — which is the precedence order of the patterns.
  */
 function walk(n: number, pos: number, s: MatchState): CompiledRoute | null {
-  const nodes = s.nodes;
+  const nodes = s.t.nodes;
   const path = s.path;
   const at = n * STRIDE;
   if (pos > path.length) return pick(nodes[at + END]!, nodes[at + REST]!, s) ?? pickRest(at, s);
@@ -276,15 +287,15 @@ function walk(n: number, pos: number, s: MatchState): CompiledRoute | null {
 }
 
 const pickRest = (at: number, s: MatchState): CompiledRoute | null =>
-  pick(s.nodes[at + REST]!, s.nodes[at + REST_END]!, s);
+  pick(s.t.nodes[at + REST]!, s.t.nodes[at + REST_END]!, s);
 
 /** Is node `c`'s label the path's segment [pos, end)? */
 function hasLabel(s: MatchState, c: number, pos: number, end: number): boolean {
   const at = c * STRIDE;
-  if (s.nodes[at + LABEL_LEN] !== end - pos) return false;
-  const pool = s.pool;
+  if (s.t.nodes[at + LABEL_LEN] !== end - pos) return false;
+  const pool = s.t.pool;
   const path = s.path;
-  for (let i = s.nodes[at + LABEL]!, k = pos; k < end; i++, k++)
+  for (let i = s.t.nodes[at + LABEL]!, k = pos; k < end; i++, k++)
     if (pool[i] !== path.charCodeAt(k)) return false;
   return true;
 }
@@ -292,12 +303,12 @@ function hasLabel(s: MatchState, c: number, pos: number, end: number): boolean {
 /** The literal child of node `n` labelled with the path's segment [pos, end), or 0. */
 function findChild(s: MatchState, n: number, pos: number, end: number): number {
   const h = segmentHash(s.path, pos, end);
-  const slots = s.slots;
-  const mask = s.slotMask;
+  const slots = s.t.slots;
+  const mask = s.t.slotMask;
   for (let i = slotOf(h, n, mask); ; i = (i + 1) & mask) {
     const c = slots[2 * i + 1]!;
     if (c === 0) return 0;
-    if (slots[2 * i] === h && s.nodes[c * STRIDE + PARENT] === n && hasLabel(s, c, pos, end)) return c;
+    if (slots[2 * i] === h && s.t.nodes[c * STRIDE + PARENT] === n && hasLabel(s, c, pos, end)) return c;
   }
 }
 
@@ -319,15 +330,19 @@ const slotOf = (h: number, n: number, mask: number): number => (h ^ Math.imul(n,
 /** The first route of list[from, to) (in precedence order) whose conditions and method hold. */
 function pick(from: number, to: number, s: MatchState): CompiledRoute | null {
   for (let i = from; i < to; i++) {
-    const info = s.info[i]!;
-    if ((info & HAS_CONDITIONS) !== 0 && !conditionsHold(s.list[i]!, s)) continue;
+    const info = s.t.info[i]!;
+    if ((info & HAS_CONDITIONS) !== 0 && !conditionsHold(s.t.list[i]!, s)) continue;
     const mask = info & METHOD_MASK;
     if (mask !== 0 && (mask & s.methodBit) === 0) {
-      const allow = (s.allow ??= new Set());
-      for (const m of s.list[i]!.methods!) allow.add(m);
+      // The Allow set is collected as bits: a refusal reads no route object.
+      s.allowMask |= mask;
+      if ((info & OTHER_METHODS) !== 0) {
+        const other = (s.allowOther ??= new Set());
+        for (const m of s.t.list[i]!.methods!) if (METHOD_BITS[m] === undefined) other.add(m);
+      }
       continue;
     }
-    return s.list[i]!;
+    return s.t.list[i]!;
   }
   return null;
 }
@@ -431,7 +446,15 @@ class TableBuilder {
       slots,
       slotMask: mask,
       list,
-      info: Int32Array.from(list, (r) => r.methodMask | (r.conditionCount > 0 ? HAS_CONDITIONS : 0)),
+      info: Int32Array.from(
+        list,
+        (r) =>
+          r.methodMask |
+          (r.conditionCount > 0 ? HAS_CONDITIONS : 0) |
+          (r.methods !== null && [...r.methods].some((m) => METHOD_BITS[m] === undefined)
+            ? OTHER_METHODS
+            : 0),
+      ),
     };
   }
 }

@@ -473,6 +473,16 @@ describe("Router edge cases", () => {
       { kind: "method-not-allowed", allow: ["DELETE", "GET", "POST", "PUT"] },
     ],
     [
+      // Only a config that bypassed the contract names such a method; Allow still lists it.
+      "allow_lists_a_method_outside_the_contract",
+      [
+        { name: "odd", path: "/a", methods: ["GET", "PURGE" as HttpMethod] },
+        { name: "del", path: "/a", methods: ["DELETE"] },
+      ],
+      get("/a", "h.example", "POST"),
+      { kind: "method-not-allowed", allow: ["DELETE", "GET", "PURGE"] },
+    ],
+    [
       "an_exact_host_beats_a_more_specific_path_without_host",
       [
         { name: "hosted", path: "/**", hosts: ["h.example"] },
