@@ -144,7 +144,8 @@ export class Router {
   readonly #anyHost: number;
 
   constructor(routes: readonly GatewayRoute[]) {
-    const compiled = routes.map(compileRoute);
+    const shared = new Map<string, unknown>();
+    const compiled = routes.map((r) => compileRoute(r, shared));
     this.routes = compiled;
     const anyHost = draft();
     const exact = new Map<string, Draft>();
@@ -482,7 +483,21 @@ function compileCondition(c: GatewayRoute["match"]["headers"][number]): Conditio
   }
 }
 
-function compileRoute(config: GatewayRoute): CompiledRoute {
+/** No header or query conditions (one array for every such route). */
+const NO_CONDITIONS: readonly Condition[] = [];
+
+/**
+ * One object for equal read-only parts of a router's routes (method sets, capture names, rewrite
+ * templates): thousands of routes then hold a few such objects, and a lookup touches less memory.
+ */
+function sharedValue<T>(shared: Map<string, unknown>, key: string, value: T): T {
+  const known = shared.get(key);
+  if (known !== undefined) return known as T;
+  shared.set(key, value);
+  return value;
+}
+
+function compileRoute(config: GatewayRoute, shared: Map<string, unknown>): CompiledRoute {
   const parsed = parsePathPattern(config.match.path);
   if (isPatternError(parsed)) throw new Error(`route ${config.name}: ${parsed.error}`);
   const captureNames: (string | null)[] = [];
@@ -493,29 +508,34 @@ function compileRoute(config: GatewayRoute): CompiledRoute {
   const action = config.action;
   const template =
     action.kind === "forward" && action.rewrite?.path ? compileTemplate(action.rewrite.path) : null;
+  const rewrite =
+    template === null
+      ? null
+      : template.map((part) => {
+          if (typeof part === "string") return part;
+          const index = captureNames.indexOf(part.param);
+          if (index < 0)
+            throw new Error(
+              `route ${config.name}: rewrite uses {${part.param}}, which the path does not capture`,
+            );
+          return index;
+        });
+  const methods = config.match.methods;
   return {
     config,
     name: config.name,
-    methods: config.match.methods.length > 0 ? new Set<HttpMethod>(config.match.methods) : null,
-    methodMask: config.match.methods.reduce((mask, m) => mask | (METHOD_BITS[m] ?? 0), 0),
+    methods:
+      methods.length > 0
+        ? sharedValue(shared, `methods ${JSON.stringify(methods)}`, new Set<HttpMethod>(methods))
+        : null,
+    methodMask: methods.reduce((mask, m) => mask | (METHOD_BITS[m] ?? 0), 0),
     conditionCount: config.match.headers.length + config.match.query.length,
-    headers: config.match.headers.map(compileCondition),
-    query: config.match.query.map(compileCondition),
-    captureNames,
+    headers: config.match.headers.length > 0 ? config.match.headers.map(compileCondition) : NO_CONDITIONS,
+    query: config.match.query.length > 0 ? config.match.query.map(compileCondition) : NO_CONDITIONS,
+    captureNames: sharedValue(shared, `captures ${JSON.stringify(captureNames)}`, captureNames),
     captureCount: captureNames.length,
     source: config.match.path,
-    rewrite:
-      template === null
-        ? null
-        : template.map((part) => {
-            if (typeof part === "string") return part;
-            const index = captureNames.indexOf(part.param);
-            if (index < 0)
-              throw new Error(
-                `route ${config.name}: rewrite uses {${part.param}}, which the path does not capture`,
-              );
-            return index;
-          }),
+    rewrite: rewrite && sharedValue(shared, `rewrite ${JSON.stringify(rewrite)}`, rewrite),
     action,
     auth: config.auth,
     timeoutMs: config.timeoutMs,
