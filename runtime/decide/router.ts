@@ -1,6 +1,7 @@
 /**
  * The compiled router: routes compiled once into a segment trie per host, so a lookup costs O(segments
- * of the path), independent of the number of routes.
+ * of the path), independent of the number of routes. The tries are held in a few typed arrays (see "The
+ * compact trie" below), so that a lookup among 10,000 routes touches few cache lines.
  *
  * Precedence (documented in the README; a route's position in the config never matters):
  *  1. host: an exact host beats a wildcard host (longer suffix first), which beats routes without hosts;
