@@ -313,7 +313,7 @@ export class Authenticator {
         this.note(state, t);
         return null;
       }
-      const hit = v.cached(t); // TokenCache: a JWT is its own key
+      const hit = v.cachedOn(facts.connection, t); // TokenCache: a JWT is its own key
       if (hit) {
         this.observer.authn("jwt", "cached");
         return hit;

@@ -25,6 +25,7 @@ export class RequestFacts implements AuthRequestFacts {
   readonly clientIp: string;
   readonly rawHeaders: readonly string[];
   readonly tls: TlsPeer | null;
+  readonly connection: object | null;
   private readonly headers: IncomingHttpHeaders;
 
   /** `path`, `query` and `host` are decide()'s canonical ones; `authority` the Host header as received. */
@@ -47,6 +48,8 @@ export class RequestFacts implements AuthRequestFacts {
     this.rawHeaders = req.rawHeaders;
     this.headers = req.headers;
     this.tls = scheme === "https" ? tlsPeerOf(req) : null;
+    const connection = req.stream?.session ?? req.socket;
+    this.connection = typeof connection === "object" ? connection : null;
   }
 
   header(name: string): string | undefined {

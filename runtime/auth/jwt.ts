@@ -51,6 +51,8 @@ export const tokenHash = (token: string): string => hash("sha256", token, "base6
 export class TokenCache {
   private readonly map = new Map<string, Principal>();
   private readonly max: number;
+  /** Counts clear() calls: a principal remembered elsewhere is valid only within its generation. */
+  generation = 0;
   constructor(max: number) {
     this.max = Math.max(1, max);
   }
@@ -73,6 +75,7 @@ export class TokenCache {
   }
   clear(): void {
     this.map.clear();
+    this.generation++;
   }
   get size(): number {
     return this.map.size;
@@ -140,6 +143,11 @@ export class JwtVerifier {
   readonly config: JwtProviderConfig;
   readonly keys: JwksStore;
   readonly cache: TokenCache;
+  /** Per connection (socket or HTTP/2 session): the last token answered from the cache (see cachedOn). */
+  private readonly lastOnConnection = new WeakMap<
+    object,
+    { token: string; principal: Principal; generation: number }
+  >();
   private readonly headerName: string;
   private readonly prefixLower: string;
   private readonly skewSeconds: number;
@@ -224,6 +232,29 @@ export class JwtVerifier {
   /** A cached verification of the token with this key (the token itself), valid now. Synchronous. */
   cached(key: string): Principal | undefined {
     return this.cache.get(key, this.now());
+  }
+
+  /**
+   * cached(), remembering per connection the last token and its principal: a client sends the same token
+   * on a keep-alive connection, and comparing it with the last one (a memcmp) is cheaper than hashing a
+   * JWT of a few hundred characters for the cache. Only an equal token, unexpired, from the cache's
+   * current generation (no key change since) is answered from the memo.
+   */
+  cachedOn(connection: object | null | undefined, token: string): Principal | undefined {
+    if (connection === null || connection === undefined) return this.cached(token);
+    const memo = this.lastOnConnection.get(connection);
+    if (memo !== undefined && memo.token === token && memo.generation === this.cache.generation) {
+      const p = memo.principal;
+      if (p.expiresAt === null || p.expiresAt > this.now()) return p;
+    }
+    const p = this.cached(token);
+    if (p === undefined) return undefined;
+    if (memo !== undefined) {
+      memo.token = token;
+      memo.principal = p;
+      memo.generation = this.cache.generation;
+    } else this.lastOnConnection.set(connection, { token, principal: p, generation: this.cache.generation });
+    return p;
   }
 
   /** Full verification (keys, signature, claims); caches and returns the principal. */

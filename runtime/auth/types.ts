@@ -43,6 +43,11 @@ export interface AuthRequestFacts {
   readonly rawHeaders: readonly string[];
   /** The TLS connection, or null on plaintext listeners. */
   readonly tls: TlsPeer | null;
+  /**
+   * The connection the request came on (HTTP/1 socket, HTTP/2 session), to remember its last verified
+   * token; absent or null: no per-connection memo.
+   */
+  readonly connection?: object | null;
 }
 
 /** A failure of one mechanism, or of the whole authentication. Reasons never contain credentials. */

@@ -249,6 +249,60 @@ describe("honest tokens", () => {
     expect(counts.authn.get("jwt:cached")).toBeGreaterThan(0);
   });
 
+  it("answers_a_repeated_token_on_a_connection_from_its_memo_and_no_other_token", async () => {
+    const conn = {};
+    const on = (token: string) => ({ ...bearer(token), connection: conn });
+    const a = await signToken(main, claims({ sub: "memo-a" }));
+    const b = await signToken(main, claims({ sub: "memo-b" }));
+    expect(await auth.admit("main", routeAuth("main"), on(a))).toMatchObject({
+      kind: "allow",
+      principal: { subject: "memo-a" },
+    });
+    const again = auth.admit("main", routeAuth("main"), on(a));
+    expect(again).not.toBeInstanceOf(Promise);
+    expect(again).toMatchObject({ kind: "allow", principal: { subject: "memo-a" } });
+    // Another token on the same connection is verified on its own, never answered from the memo.
+    const other = auth.admit("main", routeAuth("main"), on(b));
+    expect(other).toBeInstanceOf(Promise);
+    expect(await other).toMatchObject({ kind: "allow", principal: { subject: "memo-b" } });
+    // A token of the same length with one character changed is a different token: 401.
+    const i = a.lastIndexOf(".") - 3;
+    const tampered = `${a.slice(0, i)}${a[i] === "A" ? "B" : "A"}${a.slice(i + 1)}`;
+    expect(tampered).toHaveLength(a.length);
+    expect(await auth.admit("main", routeAuth("main"), on(tampered))).toMatchObject({
+      kind: "deny",
+      status: 401,
+    });
+  });
+
+  it("forgets_the_connection_memo_when_the_provider_cache_is_cleared", async () => {
+    const a = new Authenticator(config);
+    const conn = {};
+    const token = await signToken(main, claims({ sub: "memo-clear" }));
+    const f = { ...bearer(token), connection: conn };
+    expect((await a.admit("main", routeAuth("main"), f)).kind).toBe("allow");
+    expect(a.admit("main", routeAuth("main"), f)).not.toBeInstanceOf(Promise);
+    a.jwtProvider("main")!.cache.clear(); // what a change of the provider's keys does
+    const after = a.admit("main", routeAuth("main"), f);
+    expect(after).toBeInstanceOf(Promise);
+    expect((await after).kind).toBe("allow");
+    a.close();
+  });
+
+  it("does_not_serve_a_memoized_token_past_its_expiry", async () => {
+    let clock = Date.now();
+    const a = new Authenticator(config, { now: () => clock });
+    const token = await signToken(main, claims({ exp: nowS() + 2 }));
+    const f = { ...bearer(token), connection: {} };
+    expect((await a.admit("main", routeAuth("main"), f)).kind).toBe("allow");
+    expect(a.admit("main", routeAuth("main"), f)).not.toBeInstanceOf(Promise);
+    clock += 3000 + 31_000; // past exp and the skew
+    const late = a.admit("main", routeAuth("main"), f);
+    expect(late).toBeInstanceOf(Promise);
+    expect(await late).toMatchObject({ kind: "deny", status: 401, reason: "token expired" });
+    a.close();
+  });
+
   it("does_not_serve_a_cached_token_past_its_expiry", async () => {
     let clock = Date.now();
     const a = new Authenticator(config, { now: () => clock });
