@@ -335,7 +335,7 @@ export class Authenticator {
     }
     if (token === null || !readers) return null;
     for (const v of readers) {
-      const hit = v.cached(token);
+      const hit = v.cachedOn(facts.connection, token);
       if (hit) {
         this.observer.authn("jwt", "cached");
         return hit;

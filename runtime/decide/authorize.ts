@@ -64,8 +64,6 @@ export type AuthzDecision =
 /** A route's requirements, prepared once. */
 export interface CompiledRouteAuth {
   readonly auth: RouteAuth;
-  /** `kind:provider` keys of the accepted mechanisms. */
-  readonly accepts: ReadonlySet<string>;
   readonly ranges: readonly IpRange[];
   readonly consumers: ReadonlySet<string>;
   readonly groups: ReadonlySet<string>;
@@ -105,7 +103,6 @@ export function compileRouteAuth(auth: RouteAuth): CompiledRouteAuth {
   });
   const compiled: CompiledRouteAuth = {
     auth,
-    accepts: new Set(auth.anyOf.map((m) => mechanismKey(m.kind, "provider" in m ? m.provider : ""))),
     ranges,
     consumers: new Set(auth.consumers),
     groups: new Set(auth.groups),
@@ -116,7 +113,7 @@ export function compileRouteAuth(auth: RouteAuth): CompiledRouteAuth {
   return compiled;
 }
 
-/** Whether one of the route's mechanisms is the principal's (`accepts` without building its key). */
+/** Whether one of the route's mechanisms (`anyOf`) is the principal's, compared field by field (no key string). */
 function accepted(auth: RouteAuth, p: Principal): boolean {
   const list = auth.anyOf;
   for (let i = 0; i < list.length; i++) {
@@ -147,7 +144,7 @@ export function authorize(
   principal: Principal | null,
   clientIp: string,
 ): AuthzDecision {
-  const c = "accepts" in auth ? auth : compileRouteAuth(auth);
+  const c = "ranges" in auth ? auth : compileRouteAuth(auth);
   const a = c.auth;
   if (a.public) {
     if (c.ranges.length && !inRanges(c.ranges, clientIp))
