@@ -48,6 +48,7 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { grpcDeadline, grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
@@ -664,6 +665,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     message: string,
     extra?: Record<string, string>,
   ): void {
+    mErrors.labels("gateway", code).inc();
+    if (!res.headersSent && "stream" in req && isGrpc(req.headers["content-type"])) {
+      // gRPC callers read the outcome from grpc-status: a trailers-only answer (HTTP 200, as Envoy's
+      // local replies) with the status mapped from the HTTP one; metrics and the access log count `status`.
+      res.statusCode = status || 500;
+      if (respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra)))
+        return;
+    }
     const body = JSON.stringify({ error: { code, message } });
     if (!res.headersSent) {
       res.writeHead(status, {
@@ -675,7 +684,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       });
     }
     res.end(req.method === "HEAD" ? undefined : body);
-    mErrors.labels("gateway", code).inc();
   }
 
   /**
@@ -976,6 +984,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       prepareForResponseTransform(ap, headers);
     }
     cacheExchange?.prepare(headers);
+    // A gRPC call's deadline: the client's grpc-timeout shortens the route's timeout (never extends it),
+    // and the upstream is told the deadline the gateway enforces.
+    let timeoutMs = d.timeoutMs;
+    if (overH2 && isGrpc(req.headers["content-type"])) {
+      const deadline = grpcDeadline(timeoutMs, req.headers["grpc-timeout"] as string | undefined);
+      timeoutMs = deadline.timeoutMs;
+      if (deadline.upstreamHeader !== undefined) headers["grpc-timeout"] = deadline.upstreamHeader;
+    }
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -1051,7 +1067,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         path: upstreamPath,
         headers,
         body,
-        timeoutMs: d.timeoutMs,
+        timeoutMs,
         retry: d.retry,
         hashKey: client,
         // Headers the route removes need not be parsed when nothing else reads the upstream's head.

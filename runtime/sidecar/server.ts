@@ -15,7 +15,7 @@
  *
  * - **Protocols**: HTTP/1.1 and HTTP/2 on every port (inbound: ALPN h2 over mTLS, h2c in permissive mode;
  *   outbound: h2c with prior knowledge), HTTP/2 streams checked like HTTP/1 requests; gRPC refusals as
- *   trailers-only answers with a mapped grpc-status (grpc.ts); WebSocket upgrades tunnelled (upgrade.ts).
+ *   trailers-only answers with a mapped grpc-status (upstream/grpc.ts); WebSocket upgrades tunnelled (upgrade.ts).
  *
  * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
  * swaps one reference, as the gateway does; SIGTERM drains.
@@ -53,7 +53,7 @@ import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
-import { grpcStatusOf, grpcTrailersOnly, isGrpc } from "./grpc.ts";
+import { grpcDeadline, grpcStatusFor, grpcTrailersOnly, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
 import {
   createInboundListener,
   createLocalListener,
@@ -452,7 +452,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         // gRPC callers read the outcome from grpc-status: a trailers-only response (HTTP 200, as
         // Envoy's local replies) with the status mapped from the HTTP one; metrics and logs count `status`.
         ex.status = status;
-        respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusOf(status), message, code, extra));
+        respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra));
         return;
       }
     }
@@ -615,7 +615,14 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         path: d.upstreamTarget,
         headers,
         body,
-        timeoutMs: INBOUND_TIMEOUT_MS,
+        // A gRPC caller's deadline (grpc-timeout, forwarded as it is) ends the exchange at the app too.
+        timeoutMs:
+          ex.h2 && isGrpc(req.headers["content-type"])
+            ? Math.min(
+                INBOUND_TIMEOUT_MS,
+                parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined) ?? INBOUND_TIMEOUT_MS,
+              )
+            : INBOUND_TIMEOUT_MS,
         retry: NO_RETRY,
         hashKey: "",
       },
@@ -700,6 +707,14 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         }
       } else body = req;
     }
+    // A gRPC call's deadline: the app's grpc-timeout shortens the route's timeout (never extends it), and
+    // the destination is told the deadline this sidecar enforces.
+    let timeoutMs = d.timeoutMs;
+    if (ex.h2 && isGrpc(req.headers["content-type"])) {
+      const deadline = grpcDeadline(timeoutMs, req.headers["grpc-timeout"] as string | undefined);
+      timeoutMs = deadline.timeoutMs;
+      if (deadline.upstreamHeader !== undefined) headers["grpc-timeout"] = deadline.upstreamHeader;
+    }
     const upstreamSpan = current.tracer.startClientSpan(span, { method, upstream: d.cluster });
     setTraceHeaders(headers, upstreamSpan);
     const result = await forward(
@@ -710,7 +725,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         path: d.upstreamTarget,
         headers,
         body,
-        timeoutMs: d.timeoutMs,
+        timeoutMs,
         retry: d.retry,
         hashKey: req.socket.remoteAddress ?? "",
       },

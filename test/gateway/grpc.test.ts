@@ -1,6 +1,8 @@
 /**
  * gRPC through the gateway, end to end over HTTP/2 (h2c both sides): length-prefixed messages both ways
- * and the trailers (grpc-status, grpc-message, custom metadata) intact — also for a trailers-only error.
+ * and the trailers (grpc-status, grpc-message, custom metadata) intact — also for a trailers-only error;
+ * the gateway's own refusals as trailers-only answers with a mapped grpc-status; the client's
+ * grpc-timeout enforced (DEADLINE_EXCEEDED) and the upstream told the deadline.
  */
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -26,6 +28,17 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", () => {
+      if (headers[":path"] === "/shop.v1.Orders/Slow") {
+        // Answers after 1.5 s (unless the call is cancelled first).
+        const timer = setTimeout(() => {
+          if (stream.destroyed) return;
+          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+          stream.end(frame("late"));
+        }, 1500);
+        stream.on("close", () => clearTimeout(timer));
+        return;
+      }
       if (headers[":path"] === "/shop.v1.Orders/Missing") {
         // Trailers-only response: the status travels in the headers, with END_STREAM.
         stream.respond(
@@ -56,6 +69,8 @@ beforeAll(async () => {
           match: { path: "/shop.v1.Orders/*", methods: ["POST"] },
           to: "orders",
           public: true,
+          timeout: "3s",
+          retries: { perTryTimeout: "3s" },
           rateLimit: { requests: 1000, per: "1s" },
         },
       ],
@@ -71,28 +86,53 @@ afterAll(async () => {
   await new Promise<void>((r) => upstream.close(() => r()));
 });
 
+const metric = async (pattern: RegExp): Promise<number> => {
+  const m = pattern.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text());
+  return m ? Number(m[1]) : 0;
+};
+
 function call(
   method: string,
   message: string,
-): Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; data: Buffer }> {
+  extra: http2.OutgoingHttpHeaders = {},
+  service = "shop.v1.Orders",
+): Promise<{
+  headers: http2.IncomingHttpHeaders;
+  trailers: http2.IncomingHttpHeaders;
+  data: Buffer;
+  ms: number;
+  endedWithHeaders: boolean;
+}> {
+  const started = performance.now();
   return new Promise((resolve, reject) => {
     const client = http2.connect(gw.url);
     client.on("error", reject);
     const req = client.request({
       ":method": "POST",
-      ":path": `/shop.v1.Orders/${method}`,
+      ":path": `/${service}/${method}`,
       "content-type": "application/grpc",
       te: "trailers",
+      ...extra,
     });
     let headers: http2.IncomingHttpHeaders = {};
     let trailers: http2.IncomingHttpHeaders = {};
     const chunks: Buffer[] = [];
-    req.on("response", (h) => (headers = h));
+    let endedWithHeaders = false;
+    req.on("response", (h, flags) => {
+      headers = h;
+      endedWithHeaders = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+    });
     req.on("trailers", (t) => (trailers = t));
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       client.close();
-      resolve({ headers, trailers, data: Buffer.concat(chunks) });
+      resolve({
+        headers,
+        trailers,
+        data: Buffer.concat(chunks),
+        ms: performance.now() - started,
+        endedWithHeaders,
+      });
     });
     req.on("error", reject);
     req.end(frame(message));
@@ -119,5 +159,73 @@ describe("gRPC", () => {
     const r = await call("Missing", "order 9");
     expect(r.headers).toMatchObject({ ":status": 200, "grpc-status": "5", "grpc-message": "not found" });
     expect(r.data.length).toBe(0);
+  });
+
+  it.each([
+    ["no_route", "shop.v1.Users", "Get", {}, "12", "no_route"],
+    ["method_not_allowed", "shop.v1.Orders", "Get", { ":method": "PUT" }, "2", "method_not_allowed"],
+  ])(
+    "answers_its_own_refusal_%s_trailers_only_with_a_mapped_grpc_status",
+    async (_claim, service, method, extra, grpcStatus, code) => {
+      seenHeaders = [];
+      const r = await call(method, "x", extra, service);
+      expect(r.headers).toMatchObject({
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": grpcStatus,
+        "x-meshgate-error": code,
+      });
+      expect(r.headers["grpc-message"]).toBeTruthy();
+      expect(r.endedWithHeaders).toBe(true);
+      expect(r.data.length).toBe(0);
+      expect(seenHeaders).toHaveLength(0);
+    },
+  );
+
+  it("ends_a_call_at_the_clients_grpc_timeout_with_deadline_exceeded", async () => {
+    seenHeaders = [];
+    const timeouts = () =>
+      metric(/meshgate_gateway_errors_total\{proxy="gateway",code="upstream_timeout"\} (\d+)/);
+    const before = await timeouts();
+    const r = await call("Slow", "order 1", { "grpc-timeout": "200m" });
+    expect(r.headers).toMatchObject({
+      ":status": 200,
+      "grpc-status": "4",
+      "x-meshgate-error": "upstream_timeout",
+    });
+    expect(r.endedWithHeaders).toBe(true);
+    expect(r.ms).toBeGreaterThanOrEqual(190);
+    expect(r.ms).toBeLessThan(1400);
+    expect(seenHeaders[0]?.["grpc-timeout"]).toBe("200m");
+    // Counted as the timeout it is (the wire says HTTP 200 + grpc-status 4).
+    expect(await timeouts()).toBe(before + 1);
+    expect(
+      await metric(/meshgate_requests_total\{proxy="gateway",route="orders-rpc",code_class="5xx"\} (\d+)/),
+    ).toBeGreaterThanOrEqual(1);
+  });
+
+  it("ends_a_call_at_the_route_timeout_when_the_clients_deadline_is_longer", async () => {
+    // Route timeout 3 s, the upstream answers after 1.5 s: a 1-minute client deadline does not extend it,
+    // the upstream is told 3000m, and the call completes.
+    seenHeaders = [];
+    const r = await call("Slow", "order 2", { "grpc-timeout": "1M" });
+    expect(r.trailers["grpc-status"]).toBe("0");
+    expect(unframe(r.data)).toBe("late");
+    expect(seenHeaders[0]?.["grpc-timeout"]).toBe("3000m");
+  });
+
+  it.each([
+    ["a_shorter_client_deadline_is_forwarded_as_sent", { "grpc-timeout": "2S" }, "2S"],
+    ["no_client_deadline_forwards_the_route_timeout", {}, "3000m"],
+    [
+      "a_malformed_client_deadline_is_replaced_by_the_route_timeout",
+      { "grpc-timeout": "2 seconds" },
+      "3000m",
+    ],
+  ])("tells_the_upstream_its_deadline_%s", async (_claim, extra, expected) => {
+    seenHeaders = [];
+    const r = await call("Get", "order 3", extra);
+    expect(r.trailers["grpc-status"]).toBe("0");
+    expect(seenHeaders[0]?.["grpc-timeout"]).toBe(expected);
   });
 });

@@ -56,7 +56,7 @@ function spec(mesh: Record<string, unknown> = {}) {
           {
             from: ["web", "gateway"],
             methods: ["POST"],
-            paths: [`${RPC}/Send`, `${RPC}/Watch`, `${RPC}/Cut`],
+            paths: [`${RPC}/Send`, `${RPC}/Watch`, `${RPC}/Cut`, `${RPC}/Deadline`, `${RPC}/Stall`],
           },
         ],
       },
@@ -100,6 +100,8 @@ const NOTIFIER = {
   Send: method("Send", false),
   Watch: method("Watch", true),
   Purge: method("Purge", false),
+  Deadline: method("Deadline", false),
+  Stall: method("Stall", false),
 };
 
 interface GrpcApp {
@@ -126,6 +128,14 @@ async function startGrpcApp(): Promise<GrpcApp> {
     },
     Purge: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
       cb(null, Buffer.from("purged")),
+    // The deadline the app was given (from the grpc-timeout it received), in ms from now.
+    Deadline: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const d = call.getDeadline();
+      cb(null, Buffer.from(String((d instanceof Date ? d.getTime() : d) - Date.now())));
+    },
+    Stall: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      setTimeout(() => cb(null, Buffer.from("late")), 3000);
+    },
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) =>
@@ -142,7 +152,13 @@ interface UnaryResult {
   trailers: Record<string, unknown>;
 }
 
-function unary(target: string, name: string, message: string, authority?: string): Promise<UnaryResult> {
+function unary(
+  target: string,
+  name: string,
+  message: string,
+  authority?: string,
+  deadlineMs = 8000,
+): Promise<UnaryResult> {
   const client = new grpc.Client(
     target,
     grpc.credentials.createInsecure(),
@@ -156,7 +172,7 @@ function unary(target: string, name: string, message: string, authority?: string
       bytes.deserialize,
       Buffer.from(message),
       new grpc.Metadata(),
-      { deadline: Date.now() + 8000 },
+      { deadline: Date.now() + deadlineMs },
       (_err, v) => {
         if (v) value = v.toString();
       },
@@ -394,6 +410,28 @@ describe("gRPC app to app through two sidecars", () => {
       expect(ok).toMatchObject({ value: `sent r${i}`, code: grpc.status.OK });
     }
     expect(await retried()).toBeGreaterThanOrEqual(1);
+  });
+
+  it.each([
+    // The route's timeout (mesh default 2 s) is shorter than the caller's 8 s: the app is told 2 s.
+    ["a_longer_caller_deadline_reaches_the_app_cut_to_the_route_timeout", 8000, 1500, 2000],
+    ["a_shorter_caller_deadline_reaches_the_app_as_sent", 700, 300, 700],
+  ])("%s", async (_claim, deadlineMs, atLeast, atMost) => {
+    const r = await unary(local(web, "notifications"), "Deadline", "x", undefined, deadlineMs);
+    expect(r.code).toBe(grpc.status.OK);
+    const remaining = Number(r.value);
+    expect(remaining).toBeGreaterThanOrEqual(atLeast);
+    expect(remaining).toBeLessThanOrEqual(atMost);
+  });
+
+  it("ends_a_call_the_app_does_not_answer_in_time_with_deadline_exceeded_from_the_sidecar", async () => {
+    // The caller's own deadline is 8 s; the sidecar's per-try timeout (500 ms) ends the call first, as
+    // DEADLINE_EXCEEDED with the sidecar's error code (a gRPC-generated one would carry no such metadata).
+    const started = performance.now();
+    const r = await unary(local(web, "notifications"), "Stall", "x");
+    expect(r.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(r.trailers["x-meshgate-error"]).toBe("upstream_timeout");
+    expect(performance.now() - started).toBeLessThan(2900);
   });
 
   it("surfaces_an_upstream_stream_reset_as_a_reset_never_a_clean_end", async () => {
