@@ -53,6 +53,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SignJWT } from "jose";
+import { hostReport, startHostProbe, type HostReport } from "./hostprobe.ts";
 import { median, meshgateEntry, specGatewayConfig, table } from "./support.ts";
 
 // ───────────── settings ─────────────
@@ -428,6 +429,8 @@ interface WrkResult {
   readonly socketErrors: number;
   /** Responses with a status ≥ 400. */
   readonly statusErrors: number;
+  /** Fixed-rate passes: what the host-speed probe saw (bench/hostprobe.ts). */
+  readonly host?: HostReport;
 }
 
 const DONE_LUA = `
@@ -477,6 +480,13 @@ async function h2load(
     `--log-file=${logFile}`,
     `http://127.0.0.1:${port}${PATH}`,
   ];
+  // The probe runs on the load CPU for the whole pass (h2load starts its clients over the first second).
+  const probe = startHostProbe(
+    seconds + 2,
+    join(tmp, `hostprobe-${port}-${rate}.json`),
+    TASKSET ? LOAD_CPU : null,
+    NICE,
+  );
   const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let out = "";
@@ -486,6 +496,7 @@ async function h2load(
   await new Promise<void>((resolve) => child.on("close", () => resolve()));
   clearTimeout(killer);
   children.delete(child);
+  const probed = await probe.result();
   let text: string;
   try {
     text = readFileSync(logFile, "utf8");
@@ -507,11 +518,13 @@ async function h2load(
       out,
     );
   const socketErrors = m ? Number(m[3]) + Number(m[4]) + Math.max(0, Number(m[1]) - durations.length) : 0;
+  const host = probed === null ? undefined : hostReport(probed, starts, durations);
   durations.sort((a, b) => a - b);
   const pct = (q: number) =>
     durations.length ? durations[Math.min(durations.length - 1, Math.floor(durations.length * q))]! / 1e3 : 0;
   const span = starts.length > 1 ? (Math.max(...starts) - Math.min(...starts)) / 1e6 : seconds;
   return {
+    host,
     rps: durations.length / Math.max(span, 1e-3),
     requests: durations.length,
     p50: pct(0.5),
@@ -618,7 +631,10 @@ async function measuredRun(
     const failed = (r.statusErrors + r.socketErrors) / Math.max(1, r.requests) > MAX_ERROR_RATE;
     log(
       `${label}: ${Math.round(r.rps).toLocaleString("en-US")} rps, p50/p90/p99 ${r.p50.toFixed(2)}/${r.p90.toFixed(2)}/${r.p99.toFixed(2)} ms` +
-        `${r.statusErrors ? `, ${r.statusErrors} responses ≥ 400` : ""}${r.socketErrors ? `, ${r.socketErrors} socket errors` : ""}, proxy ${vcpu.toFixed(2)} vCPU, others ${others.toFixed(2)} cores${noisy ? " (noisy)" : ""}`,
+        `${r.statusErrors ? `, ${r.statusErrors} responses ≥ 400` : ""}${r.socketErrors ? `, ${r.socketErrors} socket errors` : ""}, proxy ${vcpu.toFixed(2)} vCPU, others ${others.toFixed(2)} cores${noisy ? " (noisy)" : ""}` +
+        (r.host
+          ? `; host slow ${Math.round(r.host.slowMs)} of ${Math.round(r.host.passMs)} ms, steady-host p50/p99 ${r.host.steadyP50.toFixed(2)}/${r.host.steadyP99.toFixed(2)} ms (${(r.host.steadyShare * 100).toFixed(1)} % of requests)`
+          : ""),
     );
     if (!noisy || failed) return { ...r, vcpu, others, noisy, failed };
     if (attempt < MAX_RETRIES && slackSpent + DURATION_S <= SLACK_S) {
@@ -982,7 +998,12 @@ function report(results: Result[], meta: string[], scaling: readonly Scaling[], 
       s.rps1k === null ? "–" : `${mark(r.fixed1k)}${num(s.rps1k)}`,
       s.p1k ? s.p1k.map(ms).join(" / ") : "–",
       isDirect || !a ? "–" : a.map(ms).join(" / "),
-      isDirect || !a || !nginxAdded ? "–" : `${(a[2] / nginxAdded[2]).toFixed(2)}×`,
+      // A ratio to an added p99 ≤ 0 (the direct pass's own p99 was the higher: host noise) means nothing.
+      isDirect || !a || !nginxAdded
+        ? "–"
+        : nginxAdded[2] > 0
+          ? `${(a[2] / nginxAdded[2]).toFixed(2)}×`
+          : "n/a",
       s.rps5k === null ? "–" : `${mark(r.fixed5k)}${num(s.rps5k)}`,
       s.p5k === null ? "–" : s.p5k.map(ms).join(" / "),
       isDirect || s.vcpuPer1k === null ? "–" : s.vcpuPer1k.toFixed(3),
@@ -1042,11 +1063,17 @@ function report(results: Result[], meta: string[], scaling: readonly Scaling[], 
   const mgAdded = mg ? added(mg) : null;
   if (mgAdded && nginxAdded && mg?.p1k && nginx?.p1k) {
     const x = mgAdded[2] / nginxAdded[2];
-    const why = invalid(mgRaw!.fixed1k, nginxRaw!.fixed1k, results[0]!.fixed1k);
+    const why =
+      invalid(mgRaw!.fixed1k, nginxRaw!.fixed1k, results[0]!.fixed1k) ??
+      (nginxAdded[2] > 0
+        ? null
+        : "NOT COMPARABLE: nginx's added p99 ≤ 0, the direct pass's own p99 was the higher (host noise)");
     out.push(
-      `goal: p99 at fixed rate (~1000 rps, latency added over direct) ≤ ${GOALS.p99VsNginx}× nginx's — meshgate +${ms(mgAdded[2])} ms vs nginx +${ms(nginxAdded[2])} ms = ${x.toFixed(2)}× (${verdict(x <= GOALS.p99VsNginx, why)}); ` +
+      `goal: p99 at fixed rate (~1000 rps, latency added over direct) ≤ ${GOALS.p99VsNginx}× nginx's — meshgate +${ms(mgAdded[2])} ms vs nginx +${ms(nginxAdded[2])} ms${nginxAdded[2] > 0 ? ` = ${x.toFixed(2)}×` : ""} (${verdict(x <= GOALS.p99VsNginx, why)}); ` +
         `client-seen p99 ${ms(mg.p1k[2])} vs ${ms(nginx.p1k[2])} ms = ${(mg.p1k[2] / nginx.p1k[2]).toFixed(2)}×`,
     );
+    const steady = steadyLine(usable(mgRaw!.fixed1k), usable(nginxRaw!.fixed1k), "~1k rps");
+    if (steady) out.push(`  ${steady}`);
   } else out.push("goal: p99 at fixed rate ≤ 1.5× nginx's — not measured");
   if (mg?.p5k && nginx?.p5k) {
     const x = mg.p5k[2] / nginx.p5k[2];
@@ -1054,6 +1081,8 @@ function report(results: Result[], meta: string[], scaling: readonly Scaling[], 
     out.push(
       `goal: p99 at a fixed ${H2LOAD ? "" : "~"}5k rps ≤ ${GOALS.p99VsNginx}× nginx's — meshgate ${ms(mg.p5k[2])} ms vs nginx ${ms(nginx.p5k[2])} ms = ${x.toFixed(2)}× (${verdict(x <= GOALS.p99VsNginx, why)})`,
     );
+    const steady = steadyLine(usable(mgRaw!.fixed5k), usable(nginxRaw!.fixed5k), "~5k rps");
+    if (steady) out.push(`  ${steady}`);
   }
   out.push(
     "",
@@ -1088,6 +1117,25 @@ function report(results: Result[], meta: string[], scaling: readonly Scaling[], 
 }
 
 // ───────────── worker scaling ─────────────
+
+/**
+ * The host-speed probe's view of the fixed-rate passes (bench/hostprobe.ts): how much of them the host was slow,
+ * and the p99 over the requests that overlapped no slow interval — a diagnosis printed beside the goal's
+ * measure, never in its place.
+ */
+function steadyLine(mg: readonly Run[], nginx: readonly Run[], rate: string): string | null {
+  const hosts = (runs: readonly Run[]) => runs.flatMap((r) => (r.host ? [r.host] : []));
+  const [a, b] = [hosts(mg), hosts(nginx)];
+  if (a.length === 0 || b.length === 0) return null;
+  const slow = (h: readonly HostReport[]) =>
+    `${(median(h.map((x) => x.slowMs / Math.max(1, x.passMs))) * 100).toFixed(1)} %`;
+  const p99 = (h: readonly HostReport[]) => median(h.map((x) => x.steadyP99));
+  const share = (h: readonly HostReport[]) => `${(median(h.map((x) => x.steadyShare)) * 100).toFixed(1)} %`;
+  return (
+    `host probe: the host was slow (a fixed unit of work > 3× its usual time) for ${slow(a)} of meshgate's ${rate} passes and ${slow(b)} of nginx's; ` +
+    `over the requests that overlapped no slow interval (${share(a)} / ${share(b)} of them) p99 meshgate ${ms(p99(a))} ms vs nginx ${ms(p99(b))} ms = ${(p99(a) / p99(b)).toFixed(2)}× — a diagnosis, not the goal's measure`
+  );
+}
 
 /** Every CPU (taskset list), for the scaling pass. */
 const ALL_CPUS = cpus >= 2 ? `0-${cpus - 1}` : "0";
