@@ -13,6 +13,7 @@ import {
   type RuntimeConfig,
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
+import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import {
   ANNOTATIONS,
@@ -28,6 +29,7 @@ import {
   podSecurity,
   portName,
   workloadSelector,
+  ChartInputError,
   type KubeObject,
   type Resolved,
 } from "./model.ts";
@@ -377,16 +379,94 @@ export function gatewayMemory(config: GatewayRuntimeConfig): string {
   return `${PROXY_RESOURCES.gatewayBaseMemoryMi + cacheMi}Mi`;
 }
 
+/**
+ * The gateway container's environment: each OIDC provider's client secret from the Kubernetes Secret the
+ * spec names (`gateway.oidc.<name>.secret`, key `client-secret`). A provider without one cannot work in a
+ * pod (the gateway would refuse to start without the variable): the chart refuses it, naming the field.
+ */
+export function gatewayEnv(w: GatewayWorkloadIR): NonNullable<Container["env"]> {
+  const bySecret = new Map<string, string>();
+  for (const o of w.oidcSecrets) {
+    if (o.secret === null)
+      throw new ChartInputError(
+        `gateway.oidc.${o.provider}.secret: on Kubernetes the gateway reads the client secret from the environment variable ${o.env}; ` +
+          "name the Secret that holds it (under the key client-secret), e.g. `secret: " +
+          `${o.provider}-oidc` +
+          "`",
+      );
+    const other = bySecret.get(o.env);
+    if (other !== undefined && other !== o.secret)
+      throw new ChartInputError(
+        `gateway.oidc.${o.provider}.secret: ${o.env} would come from two Secrets (${other} and ${o.secret}); give each provider its own clientSecretEnv`,
+      );
+    bySecret.set(o.env, o.secret);
+  }
+  return [...bySecret]
+    .sort(([a], [b]) => compareCodeUnits(a, b))
+    .map(([name, secret]) => ({ name, valueFrom: { secretKeyRef: { name: secret, key: OIDC_SECRET_KEY } } }));
+}
+
+/** The key of an OIDC client-secret Secret that the gateway's environment variable is filled from. */
+export const OIDC_SECRET_KEY = "client-secret";
+
+/**
+ * The spec's extra gateway volumes (targets.kubernetes.gatewayVolumes), mounted read-only: their names
+ * and mount paths must stay clear of the chart's own (config, identity, tmp, TLS Secrets).
+ */
+function gatewayVolumes(
+  r: Resolved,
+  own: readonly { name: string; mountPath: string }[],
+): { volumes: Volume[]; mounts: NonNullable<Container["volumeMounts"]> } {
+  const extra = r.infra.targets.kubernetes?.gatewayVolumes ?? [];
+  const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith("/") ? b : `${b}/`);
+  extra.forEach((v, i) => {
+    const field = `targets.kubernetes.gatewayVolumes[${i}]`;
+    const taken = own.find((m) => m.name === v.name);
+    if (taken)
+      throw new ChartInputError(
+        `${field}.name: "${v.name}" is a volume the chart mounts itself (at ${taken.mountPath}); choose another name`,
+      );
+    const path = v.mountPath.replace(/\/+$/, "") || "/";
+    const clash = own.find((m) => inside(path, m.mountPath) || inside(m.mountPath, path));
+    if (clash)
+      throw new ChartInputError(
+        `${field}.mountPath: ${path} overlaps the chart's mount of ${clash.name} at ${clash.mountPath}; mount it elsewhere (e.g. /srv/${v.name})`,
+      );
+  });
+  return {
+    volumes: extra.map((v): Volume => {
+      switch (v.source.kind) {
+        case "configMap":
+          return { name: v.name, configMap: { name: v.source.name, defaultMode: 0o444 } };
+        case "secret":
+          return { name: v.name, secret: { secretName: v.source.name, defaultMode: 0o440 } };
+        case "persistentVolumeClaim":
+          return { name: v.name, persistentVolumeClaim: { claimName: v.source.name, readOnly: true } };
+      }
+    }),
+    mounts: extra.map((v) => ({ name: v.name, mountPath: v.mountPath, readOnly: true })),
+  };
+}
+
 function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntimeConfig): KubeObject[] {
   const selector = workloadSelector(r, w.name);
   const labels = { ...selector, [LABELS.role]: "gateway" };
   const lowPort = w.listeners.some((l) => l.port < 1024);
   const memory = gatewayMemory(config);
+  const ownMounts = [
+    { name: "config", mountPath: PATHS.configDir, readOnly: true },
+    { name: "identity", mountPath: PATHS.identityDir, readOnly: true },
+    ...w.tlsSecrets.map((s, i) => ({ name: `tls-${i}`, mountPath: PATHS.tlsDir(s), readOnly: true })),
+    { name: "tmp", mountPath: "/tmp" },
+  ];
+  const extra = gatewayVolumes(r, ownMounts);
+  const env = gatewayEnv(w);
   const container: Container = {
     name: GATEWAY_CONTAINER,
     image: r.runtimeImage,
     // One process per pod: the HorizontalPodAutoscaler adds pods (and CPU) instead of workers.
     args: ["gateway", "--config", PATHS.configFile, "--workers", "1"],
+    ...(env.length > 0 ? { env } : {}),
     ports: [
       ...w.listeners.map((l) => ({
         name: portName(l.name, l.port),
@@ -398,12 +478,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     ...adminProbes(PORT_NAMES.admin),
     resources: { requests: { cpu: PROXY_RESOURCES.gatewayCpu, memory }, limits: { memory } },
     securityContext: containerSecurity(RUNTIME_UID),
-    volumeMounts: [
-      { name: "config", mountPath: PATHS.configDir, readOnly: true },
-      { name: "identity", mountPath: PATHS.identityDir, readOnly: true },
-      ...w.tlsSecrets.map((s, i) => ({ name: `tls-${i}`, mountPath: PATHS.tlsDir(s), readOnly: true })),
-      { name: "tmp", mountPath: "/tmp" },
-    ],
+    volumeMounts: [...ownMounts, ...extra.mounts],
   };
   const deployment: KubeObject = {
     apiVersion: "apps/v1",
@@ -446,6 +521,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
               },
             })),
             tmpVolume("tmp"),
+            ...extra.volumes,
           ],
         },
       },

@@ -627,6 +627,11 @@ const Gateway = z.strictObject({
         clientSecretEnv: z
           .string()
           .regex(/^[A-Z_][A-Z0-9_]*$/, { error: "not an environment variable name" }),
+        secret: name()
+          .optional()
+          .describe(
+            "Kubernetes Secret holding the client secret under the key client-secret: the chart sets clientSecretEnv from it (required when the chart renders the gateway).",
+          ),
         redirectPath: z.string().regex(/^\//, { error: "must start with /" }),
         scopes: z.array(z.string()).default(["openid"]),
         cookieName: z.string().default("meshgate_session"),
@@ -707,6 +712,22 @@ const Observability = z.strictObject({
     .default([]),
 });
 
+/** A volume of the gateway pod: exactly one source, mounted read-only at an absolute path. */
+const GatewayVolume = z
+  .strictObject({
+    name: name(),
+    mountPath: z.string().regex(/^(?!.*\/\.\.?(\/|$))\/[^\0]*$/, {
+      error: "must be an absolute path without . or .. segments",
+    }),
+    configMap: name().optional().describe("A ConfigMap (each key a file)."),
+    secret: name().optional().describe("A Secret (each key a file)."),
+    persistentVolumeClaim: name().optional().describe("A PersistentVolumeClaim (mounted read-only)."),
+  })
+  .refine(
+    (v) => [v.configMap, v.secret, v.persistentVolumeClaim].filter((x) => x !== undefined).length === 1,
+    { error: "needs exactly one of configMap, secret, persistentVolumeClaim" },
+  );
+
 const Targets = z.strictObject({
   local: z
     .strictObject({
@@ -721,6 +742,12 @@ const Targets = z.strictObject({
         .enum(["LoadBalancer", "ClusterIP", "NodePort"])
         .default(D["targets.kubernetes.gatewayServiceType"].value),
       runtimeImage: fmt(FORMATS.image).optional(),
+      gatewayVolumes: z
+        .array(GatewayVolume)
+        .optional()
+        .describe(
+          "Volumes mounted read-only into the gateway container: static route directories, CA files, certificate files.",
+        ),
     })
     .optional(),
   aws: z

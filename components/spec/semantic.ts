@@ -940,6 +940,25 @@ export function semanticIssues(raw: unknown): Issue[] {
   if (otlp !== undefined)
     checkUrl(otlp, ["observability", "tracing", "otlpEndpoint"], ["http:", "https:"], add);
 
+  // The gateway's extra volumes: one name and one mount path each.
+  const volumesBase: Segments = ["targets", "kubernetes", "gatewayVolumes"];
+  const volumes = arr(obj(obj(root.targets).kubernetes).gatewayVolumes);
+  uniqueNames(volumes, volumesBase, "gateway volume");
+  const mounts = new Map<string, number>();
+  volumes.forEach((v, i) => {
+    const path = str(obj(v).mountPath)?.replace(/\/+$/, "");
+    if (path === undefined) return;
+    const first = mounts.get(path);
+    if (first !== undefined)
+      add(
+        "E_SPEC_DUPLICATE_NAME",
+        [...volumesBase, i, "mountPath"],
+        `mount path ${JSON.stringify(path)} is already used at [${first}]`,
+        "mount every volume at its own path",
+      );
+    else mounts.set(path, i);
+  });
+
   return issues;
 }
 

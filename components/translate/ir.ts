@@ -53,6 +53,11 @@ export interface GatewayWorkloadIR {
   adminPort: number;
   /** Kubernetes TLS secrets the listeners read. */
   tlsSecrets: string[];
+  /**
+   * The OIDC providers' client secrets: the environment variable the gateway reads each from, and the
+   * Kubernetes Secret (key `client-secret`) the chart fills it from — null when the spec names none.
+   */
+  oidcSecrets: { provider: string; env: string; secret: string | null }[];
 }
 
 export type WorkloadIR = GatewayWorkloadIR | ServiceWorkloadIR;
@@ -109,11 +114,20 @@ export interface CaIR {
   clockSkewMs: number;
 }
 
+/** A volume of the gateway pod (targets.kubernetes.gatewayVolumes): one source, mounted read-only. */
+export interface GatewayVolumeIR {
+  name: string;
+  mountPath: string;
+  source: { kind: "configMap" | "secret" | "persistentVolumeClaim"; name: string };
+}
+
 export interface TargetsIR {
   local: { gatewayPort: number; adminPort: number; stateDir: string } | null;
   kubernetes: {
     gatewayServiceType: "LoadBalancer" | "ClusterIP" | "NodePort";
     runtimeImage: string | null;
+    /** Volumes mounted read-only into the gateway container, sorted by name. */
+    gatewayVolumes: GatewayVolumeIR[];
   } | null;
   aws: {
     region: string;

@@ -790,6 +790,9 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
       tlsSecrets: sortedUnique(
         listeners.flatMap((l) => l.tls?.certificates.flatMap((c) => (c.secret ? [c.secret] : [])) ?? []),
       ),
+      oidcSecrets: Object.entries(g.oidc ?? {})
+        .sort(([a], [b]) => compareCodeUnits(a, b))
+        .map(([provider, o]) => ({ provider, env: o.clientSecretEnv, secret: o.secret ?? null })),
     };
     out.push(gw);
   }
@@ -989,6 +992,18 @@ function translateTargets(ctx: Context): TargetsIR {
       ? {
           gatewayServiceType: t.kubernetes.gatewayServiceType,
           runtimeImage: t.kubernetes.runtimeImage ?? null,
+          gatewayVolumes: (t.kubernetes.gatewayVolumes ?? [])
+            .map((v) => ({
+              name: v.name,
+              mountPath: v.mountPath,
+              source:
+                v.configMap !== undefined
+                  ? { kind: "configMap" as const, name: v.configMap }
+                  : v.secret !== undefined
+                    ? { kind: "secret" as const, name: v.secret }
+                    : { kind: "persistentVolumeClaim" as const, name: v.persistentVolumeClaim! },
+            }))
+            .sort((a, b) => compareCodeUnits(a.name, b.name)),
         }
       : null,
     aws: t.aws

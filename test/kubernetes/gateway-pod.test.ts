@@ -1,0 +1,217 @@
+/**
+ * What the gateway's pod gets beyond config and identity: each OIDC provider's client secret as an
+ * environment variable from the Kubernetes Secret the spec names (and a clear refusal without one), and
+ * the spec's extra volumes (targets.kubernetes.gatewayVolumes) mounted read-only — every object still
+ * valid against the strict Kubernetes API schema.
+ */
+import { describe, expect, it } from "vitest";
+import { ChartInputError, synthesize, type KubeObject } from "../../components/kubernetes/index.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { resultOf } from "./support.ts";
+import { validator } from "./validate.ts";
+
+const v = validator();
+
+function spec(gateway: Record<string, unknown> = {}, kubernetes?: Record<string, unknown>) {
+  return {
+    name: "shop",
+    trustDomain: "shop.example",
+    services: { web: { image: "r/web:1.0.0", port: 8080, allow: [{ from: ["gateway"] }] } },
+    gateway: {
+      hosts: ["shop.example"],
+      routes: [{ name: "web", match: { path: "/**" }, to: "web", public: true }],
+      ...gateway,
+    },
+    ...(kubernetes ? { targets: { kubernetes } } : {}),
+  };
+}
+
+const oidc = (providers: Record<string, { env: string; secret?: string }>) => ({
+  oidc: Object.fromEntries(
+    Object.entries(providers).map(([name, p]) => [
+      name,
+      {
+        issuer: `https://${name}.example/`,
+        clientId: "meshgate",
+        clientSecretEnv: p.env,
+        ...(p.secret ? { secret: p.secret } : {}),
+        redirectPath: `/oauth2/${name}/callback`,
+      },
+    ]),
+  ),
+});
+
+function gatewayPod(objects: readonly KubeObject[]) {
+  const d = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "gateway") as KubeObject & {
+    spec: {
+      template: { spec: { containers: Record<string, unknown>[]; volumes: Record<string, unknown>[] } };
+    };
+  };
+  return { container: d.spec.template.spec.containers[0]!, volumes: d.spec.template.spec.volumes };
+}
+
+describe("OIDC client secrets in the gateway pod", () => {
+  it("fills_each_providers_variable_from_the_secret_the_spec_names", () => {
+    const objects = synthesize(
+      resultOf(
+        spec(
+          oidc({
+            sso: { env: "SSO_CLIENT_SECRET", secret: "sso-oidc" },
+            partners: { env: "PARTNER_SECRET", secret: "partner-oidc" },
+          }),
+        ),
+      ),
+    );
+    expect(gatewayPod(objects).container.env).toEqual([
+      { name: "PARTNER_SECRET", valueFrom: { secretKeyRef: { name: "partner-oidc", key: "client-secret" } } },
+      { name: "SSO_CLIENT_SECRET", valueFrom: { secretKeyRef: { name: "sso-oidc", key: "client-secret" } } },
+    ]);
+    expect(objects.flatMap((o) => v.problems(o))).toEqual([]);
+  });
+
+  it("gives_a_gateway_without_oidc_no_environment", () => {
+    expect(gatewayPod(synthesize(resultOf(spec()))).container.env).toBeUndefined();
+  });
+
+  it.each([
+    [
+      "a_provider_without_a_secret",
+      { sso: { env: "SSO_CLIENT_SECRET" } },
+      /gateway\.oidc\.sso\.secret: on Kubernetes the gateway reads the client secret from the environment variable SSO_CLIENT_SECRET; name the Secret/,
+    ],
+    [
+      "one_variable_from_two_secrets",
+      { a: { env: "SHARED", secret: "a-oidc" }, b: { env: "SHARED", secret: "b-oidc" } },
+      /gateway\.oidc\.b\.secret: SHARED would come from two Secrets \(a-oidc and b-oidc\)/,
+    ],
+  ])("refuses_%s_naming_the_field", (_claim, providers, message) => {
+    const result = resultOf(spec(oidc(providers)));
+    expect(() => synthesize(result)).toThrow(ChartInputError);
+    expect(() => synthesize(result)).toThrow(message);
+  });
+});
+
+describe("extra gateway volumes", () => {
+  it("mounts_each_read_only_with_its_source", () => {
+    const objects = synthesize(
+      resultOf(
+        spec(
+          {},
+          {
+            gatewayVolumes: [
+              { name: "site", mountPath: "/srv/site", persistentVolumeClaim: "site-content" },
+              { name: "client-ca", mountPath: "/etc/client-ca", configMap: "partner-ca" },
+              { name: "certs", mountPath: "/etc/certs/", secret: "api-cert-files" },
+            ],
+          },
+        ),
+      ),
+    );
+    const { container, volumes } = gatewayPod(objects);
+    expect(container.volumeMounts).toEqual(
+      expect.arrayContaining([
+        { name: "certs", mountPath: "/etc/certs/", readOnly: true },
+        { name: "client-ca", mountPath: "/etc/client-ca", readOnly: true },
+        { name: "site", mountPath: "/srv/site", readOnly: true },
+      ]),
+    );
+    expect(volumes).toEqual(
+      expect.arrayContaining([
+        { name: "certs", secret: { secretName: "api-cert-files", defaultMode: 0o440 } },
+        { name: "client-ca", configMap: { name: "partner-ca", defaultMode: 0o444 } },
+        { name: "site", persistentVolumeClaim: { claimName: "site-content", readOnly: true } },
+      ]),
+    );
+    expect(objects.flatMap((o) => v.problems(o))).toEqual([]);
+  });
+
+  it.each([
+    [
+      "a_name_the_chart_uses",
+      { name: "config", mountPath: "/srv/config", configMap: "x" },
+      /gatewayVolumes\[0\]\.name: "config" is a volume the chart mounts itself/,
+    ],
+    [
+      "a_path_above_the_charts_config",
+      { name: "etc", mountPath: "/etc/meshgate", configMap: "x" },
+      /gatewayVolumes\[0\]\.mountPath: \/etc\/meshgate overlaps the chart's mount of config/,
+    ],
+    [
+      "a_path_inside_tmp",
+      { name: "scratch", mountPath: "/tmp/scratch", configMap: "x" },
+      /gatewayVolumes\[0\]\.mountPath: \/tmp\/scratch overlaps the chart's mount of tmp/,
+    ],
+    [
+      "the_root",
+      { name: "root", mountPath: "/", configMap: "x" },
+      /gatewayVolumes\[0\]\.mountPath: \/ overlaps the chart's mount of config/,
+    ],
+  ])("refuses_%s_naming_the_field", (_claim, volume, message) => {
+    const result = resultOf(spec({}, { gatewayVolumes: [volume] }));
+    expect(() => synthesize(result)).toThrow(message);
+  });
+
+  it.each([
+    [
+      "two_sources",
+      [{ name: "a", mountPath: "/srv/a", configMap: "x", secret: "y" }],
+      "targets.kubernetes.gatewayVolumes[0]",
+      "needs exactly one of configMap, secret, persistentVolumeClaim",
+    ],
+    [
+      "no_source",
+      [{ name: "a", mountPath: "/srv/a" }],
+      "targets.kubernetes.gatewayVolumes[0]",
+      "needs exactly one of configMap, secret, persistentVolumeClaim",
+    ],
+    [
+      "a_relative_mount_path",
+      [{ name: "a", mountPath: "srv/a", configMap: "x" }],
+      "targets.kubernetes.gatewayVolumes[0].mountPath",
+      "must be an absolute path",
+    ],
+    [
+      "a_dot_dot_segment",
+      [{ name: "a", mountPath: "/srv/../etc", configMap: "x" }],
+      "targets.kubernetes.gatewayVolumes[0].mountPath",
+      "must be an absolute path",
+    ],
+    [
+      "a_leading_dot_dot_segment",
+      [{ name: "a", mountPath: "/../etc", configMap: "x" }],
+      "targets.kubernetes.gatewayVolumes[0].mountPath",
+      "must be an absolute path",
+    ],
+    [
+      "a_dot_segment",
+      [{ name: "a", mountPath: "/./srv", configMap: "x" }],
+      "targets.kubernetes.gatewayVolumes[0].mountPath",
+      "must be an absolute path",
+    ],
+    [
+      "a_repeated_name",
+      [
+        { name: "a", mountPath: "/srv/a", configMap: "x" },
+        { name: "a", mountPath: "/srv/b", configMap: "y" },
+      ],
+      "targets.kubernetes.gatewayVolumes[1].name",
+      'gateway volume name "a" is already used at [0]',
+    ],
+    [
+      "a_repeated_mount_path",
+      [
+        { name: "a", mountPath: "/srv/a", configMap: "x" },
+        { name: "b", mountPath: "/srv/a/", configMap: "y" },
+      ],
+      "targets.kubernetes.gatewayVolumes[1].mountPath",
+      'mount path "/srv/a" is already used at [0]',
+    ],
+  ])("the_spec_refuses_%s", (_claim, gatewayVolumes, path, message) => {
+    const r = parseSpec(spec({}, { gatewayVolumes }));
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => [e.path, e.message])).toEqual(
+      expect.arrayContaining([[path, expect.stringContaining(message)]]),
+    );
+  });
+});
