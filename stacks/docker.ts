@@ -10,6 +10,8 @@
  *   meshgate:tlsCertificates   the https listeners' certificate files, by the spec's secret name:
  *                              {"<secret>": {"certFile": "tls/cert.pem", "keyFile": "tls/key.pem"}} (read at
  *                              deploy time; the key becomes a Pulumi secret)
+ *   meshgate:oidcClientSecrets the client secret of each OIDC provider, by name (set with --secret:
+ *                              pulumi config set --secret --path 'meshgate:oidcClientSecrets.<provider>' VALUE)
  *   docker:host                the engine (default DOCKER_HOST, else the local socket), e.g. ssh://user@host
  *
  * An invalid spec (or option) stops the update before any resource — the provider included — with every
@@ -62,6 +64,29 @@ export function tlsFromConfig(value: Record<string, unknown> | undefined): TlsCe
   return out;
 }
 
+/** `meshgate:oidcClientSecrets`: a non-empty string per provider, each kept a Pulumi secret. */
+export function oidcSecretsFromConfig(
+  value: Record<string, unknown> | undefined,
+): NonNullable<DockerPlatformArgs["oidcClientSecrets"]> {
+  const out: NonNullable<DockerPlatformArgs["oidcClientSecrets"]> = {};
+  const errors: pulumi.InputPropertyErrorDetails[] = [];
+  for (const [provider, secret] of Object.entries(value ?? {})) {
+    if (typeof secret === "string" && secret !== "") out[provider] = pulumi.secret(secret);
+    else
+      errors.push({
+        propertyPath: `meshgate:oidcClientSecrets.${provider}`,
+        reason:
+          "give the client secret as a string (pulumi config set --secret --path 'meshgate:oidcClientSecrets.<provider>' VALUE)",
+      });
+  }
+  if (errors.length > 0)
+    throw new pulumi.InputPropertiesError({
+      message: "meshgate: meshgate:oidcClientSecrets is invalid",
+      errors,
+    });
+  return out;
+}
+
 export async function dockerProgram() {
   const config = new pulumi.Config("meshgate");
   const specPath = config.get("spec") ?? "examples/shop/mesh.yaml";
@@ -71,6 +96,9 @@ export async function dockerProgram() {
   const runtimePlatform = config.get("runtimePlatform", { allowedValues: ["linux/amd64", "linux/arm64"] });
   const caRotation = rotationFromConfig(config.getObject<Record<string, unknown>>("caRotation"));
   const tlsCertificates = tlsFromConfig(config.getObject<Record<string, unknown>>("tlsCertificates"));
+  const oidcClientSecrets = oidcSecretsFromConfig(
+    config.getObject<Record<string, unknown>>("oidcClientSecrets"),
+  );
   const args: DockerPlatformArgs = {
     spec: await loadPlatformSpec(specPath),
     ...(namespace ? { namespace } : {}),
@@ -79,6 +107,7 @@ export async function dockerProgram() {
     ...(prometheusPort !== undefined ? { prometheusPort } : {}),
     ...(runtimePlatform ? { runtimeImage: { platform: runtimePlatform } } : {}),
     ...(Object.keys(tlsCertificates).length > 0 ? { tlsCertificates } : {}),
+    ...(Object.keys(oidcClientSecrets).length > 0 ? { oidcClientSecrets } : {}),
   };
 
   // Checked before the provider exists: a bad spec leaves the stack untouched.

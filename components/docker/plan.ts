@@ -107,6 +107,11 @@ export interface PlannedContainer {
   /** The image's CMD (the runtime image's entrypoint is `node /app/meshgate.js`). */
   readonly command: readonly string[];
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * Environment variables whose value is a secret the caller provides (the component passes them as
+   * Pulumi secrets): variable → OIDC provider name (`oidcClientSecrets`).
+   */
+  readonly secretEnv: Readonly<Record<string, string>>;
   /** On the mesh network with these aliases, or in another container's network namespace (its plan name). */
   readonly network:
     | { readonly kind: "network"; readonly aliases: readonly string[] }
@@ -167,11 +172,21 @@ export interface DockerPlanOptions {
    * is an error.
    */
   readonly staticFiles?: Readonly<Record<string, readonly StaticFile[]>>;
+  /**
+   * OIDC providers (`gateway.oidc.<name>`) whose client secret the caller provides: the gateway's
+   * `clientSecretEnv` is set from it. A provider without one is an error (the gateway cannot start).
+   * @default none
+   */
+  readonly oidcSecrets?: readonly string[];
 }
 
 export interface DockerPlanError {
   readonly code:
-    "E_DOCKER_TARGET_MISSING" | "E_DOCKER_NO_LISTENER" | "E_DOCKER_PORT_COLLISION" | "E_DOCKER_STATIC_FILES";
+    | "E_DOCKER_TARGET_MISSING"
+    | "E_DOCKER_NO_LISTENER"
+    | "E_DOCKER_PORT_COLLISION"
+    | "E_DOCKER_STATIC_FILES"
+    | "E_DOCKER_OIDC_SECRET";
   /** The spec field or option to change. */
   readonly field: string;
   readonly message: string;
@@ -288,6 +303,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       image: { kind: "remote", ref: s.image },
       command: [],
       env,
+      secretEnv: {},
       network: { kind: "network", aliases: [s.name] },
       ports: [],
       files: [],
@@ -310,6 +326,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       workload: s.name,
       command: ["sidecar", "--config", PATHS.configFile],
       env: { NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
+      secretEnv: {},
       network: { kind: "container", container: names.app(s.name) },
       ports: [],
       files: [configFile(config), ...identityFiles(s.name)],
@@ -343,6 +360,18 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       notes.push(
         `gateway listeners ${closed.map((l) => `${l.name} (${l.protocol} :${l.port})`).join(", ")} are not opened: give their certificate secrets (${[...new Set(closed.flatMap((l) => l.tls?.certificates.map((c) => secretOf(c.certFile) ?? c.certFile) ?? []))].join(", ")}) in tlsCertificates`,
       );
+    // Each OIDC provider's client secret, given by the caller, in the variable the gateway reads.
+    const givenSecrets = new Set(o.oidcSecrets ?? []);
+    const secretEnv: Record<string, string> = {};
+    for (const p of gw.auth.oidc) {
+      if (!givenSecrets.has(p.name))
+        errors.push({
+          code: "E_DOCKER_OIDC_SECRET",
+          field: "oidcClientSecrets",
+          message: `OIDC provider ${p.name}: the gateway reads its client secret from the environment variable ${p.clientSecretEnv}; give it in oidcClientSecrets.${p.name}`,
+        });
+      else secretEnv[p.clientSecretEnv] = p.name;
+    }
     const http = opened.find((l) => l.protocol === "http") ?? null;
     if (opened.length === 0)
       errors.push({
@@ -440,6 +469,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       workload: "gateway",
       command: ["gateway", "--config", PATHS.configFile, "--workers", "1"],
       env: {},
+      secretEnv,
       network: { kind: "network", aliases: ["gateway"] },
       ports,
       files: [configFile(config), ...identityFiles("gateway"), ...uniqueFiles(tlsFiles), ...staticFiles],
@@ -483,6 +513,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
         ...prometheusFlags(infra),
       ],
       env: {},
+      secretEnv: {},
       network: { kind: "network", aliases: ["prometheus"] },
       ports: [{ internal: PROMETHEUS_PORT, external: hostPort, ip: "127.0.0.1" }],
       files: promFiles.map((f) => ({

@@ -26,7 +26,7 @@ import type { MeshSpecInput } from "../spec/schema.ts";
 import type { TranslateResult } from "../translate/ir.ts";
 import { MeshCa, type MeshCaRotation } from "../pulumi/ca.ts";
 import { RuntimeImage } from "../pulumi/image.ts";
-import { SPEC_OUTPUT, logDiagnostics, meshCaArgs, preparePlatform } from "../pulumi/platform.ts";
+import { SPEC_OUTPUT, logDiagnostics, meshCaArgs, prepareSpec } from "../pulumi/platform.ts";
 import {
   planDocker,
   RESTART_POLICY,
@@ -62,19 +62,26 @@ export interface DockerPlatformArgs {
    * @default none
    */
   tlsCertificates?: Record<string, { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> }>;
+  /**
+   * Client secrets of the gateway's OIDC providers, by provider name (`gateway.oidc.<name>`): set in the
+   * gateway container's `clientSecretEnv` variable, as Pulumi secrets. Every provider needs one.
+   * @default none
+   */
+  oidcClientSecrets?: Record<string, pulumi.Input<string>>;
   /** The host port of the gateway's admin listener, bound to 127.0.0.1. @default 9901 */
   gatewayAdminPort?: number;
   /** The host port of Prometheus, bound to 127.0.0.1. @default 9090 */
   prometheusPort?: number;
 }
 
-const OPTION_FIELDS = new Set(["prometheusPort", "gatewayAdminPort", "tlsCertificates"]);
+const OPTION_FIELDS = new Set(["prometheusPort", "gatewayAdminPort", "tlsCertificates", "oidcClientSecrets"]);
 
 /** Validates, translates and plans (pure, no resources): the component's first step. */
 export function prepareDocker(
   args: DockerPlatformArgs,
 ): { result: TranslateResult; plan: DockerPlan; carried: unknown } | pulumi.InputPropertyErrorDetails[] {
-  const prepared = preparePlatform({
+  // The spec only: no Kubernetes chart (its Secrets and volumes do not apply to containers on one engine).
+  const prepared = prepareSpec({
     spec: args.spec,
     ...(args.namespace !== undefined ? { namespace: args.namespace } : {}),
   });
@@ -91,6 +98,7 @@ export function prepareDocker(
   const planned = planDocker(prepared.result, {
     staticFiles,
     tlsSecrets: Object.keys(args.tlsCertificates ?? {}),
+    oidcSecrets: Object.keys(args.oidcClientSecrets ?? {}),
     ...(args.gatewayAdminPort !== undefined ? { gatewayAdminPort: args.gatewayAdminPort } : {}),
     ...(args.prometheusPort !== undefined ? { prometheusPort: args.prometheusPort } : {}),
   });
@@ -268,6 +276,7 @@ export class DockerPlatform extends pulumi.ComponentResource {
           volumes,
           labels: labels(c.labels),
           content,
+          secret: (provider) => args.oidcClientSecrets![provider]!,
         }),
         { ...child, dependsOn: c.after.map((a) => containers[a]!), deleteBeforeReplace: true },
       );
@@ -304,6 +313,8 @@ interface Wiring {
   volumes: { volumeName: pulumi.Input<string>; containerPath: string }[];
   labels: { label: string; value: string }[];
   content: (source: FileSource) => pulumi.Input<string>;
+  /** The value of a secret environment variable (PlannedContainer.secretEnv): an OIDC client secret. */
+  secret: (provider: string) => pulumi.Input<string>;
 }
 
 /** The docker.Container arguments of a planned container. */
@@ -312,7 +323,13 @@ export function containerArgs(c: PlannedContainer, w: Wiring): docker.ContainerA
     name: c.name,
     image: w.image,
     ...(c.command.length > 0 ? { command: [...c.command] } : {}),
-    envs: Object.entries(c.env).map(([k, v]) => `${k}=${v}`),
+    envs: [
+      ...Object.entries(c.env).map(([k, v]) => `${k}=${v}`),
+      // A client secret stays a Pulumi secret (encrypted in the state, hidden in previews).
+      ...Object.entries(c.secretEnv).map(([k, provider]) =>
+        pulumi.secret(pulumi.interpolate`${k}=${w.secret(provider)}`),
+      ),
+    ],
     ...(c.network.kind === "network"
       ? { networksAdvanced: [{ name: w.network, aliases: [...c.network.aliases] }] }
       : // The engine records `container:<id>`; the id also ties the sidecar to this very app container.

@@ -175,25 +175,9 @@ function deferrer(deferred: Map<string, pulumi.Input<string>>) {
  * first step, exported for tools that want the same checks without Pulumi's engine.
  */
 export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.InputPropertyErrorDetails[] {
-  const source = readSource(args.spec);
-  if ("propertyPath" in source) return [source];
-  let parsed;
-  // The spec as written, for the CrossGuard pack: the file's text, or the value (with the namespace given).
-  let carried: unknown = source.text;
-  if (source.text !== null && args.namespace === undefined) parsed = loadSpecText(source.text);
-  else {
-    let raw = source.raw;
-    if (source.text !== null) {
-      const loaded = loadSpecText(source.text);
-      if (!loaded.ok) return loaded.errors.map((e) => specError(e, source.file));
-      raw = loaded.raw;
-    }
-    if (args.namespace !== undefined) raw = { ...(raw as object), namespace: args.namespace };
-    carried = JSON.parse(JSON.stringify(raw));
-    parsed = parseSpec(raw);
-  }
-  if (!parsed.ok) return parsed.errors.map((e) => specError(e, source.file));
-  const result = translate(parsed.spec);
+  const spec = prepareSpec(args);
+  if (Array.isArray(spec)) return spec;
+  const { result, carried } = spec;
   const deferred = new Map<string, pulumi.Input<string>>();
   const defer = deferrer(deferred);
   const remoteWrite = args.prometheusRemoteWrite;
@@ -230,10 +214,40 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
     objects = synthesize(result, chart);
   } catch (err) {
     if (!(err instanceof ChartInputError)) throw err;
-    const m = /^([A-Za-z.]+): ([\s\S]*)$/.exec(err.message);
-    return [specProblem(m ? m[1]! : "(chart)", m ? m[2]! : err.message)];
+    const m = /^([A-Za-z0-9.[\]]+): ([\s\S]*)$/.exec(err.message);
+    // A spec field the chart refuses (gateway.oidc.<name>.secret, targets.kubernetes.…) is the spec's.
+    const path = m ? (/^(gateway|targets)\./.test(m[1]!) ? `spec.${m[1]!}` : m[1]!) : "(chart)";
+    return [specProblem(path, m ? m[2]! : err.message)];
   }
   return { result, objects, chart, carried, deferred };
+}
+
+/**
+ * Reads, validates and translates the spec (pure): the first step of every platform component. The
+ * Kubernetes ones go on to synthesize the chart (preparePlatform); the Docker one plans containers.
+ */
+export function prepareSpec(
+  args: Pick<PlatformArgs, "spec" | "namespace">,
+): { result: TranslateResult; carried: unknown } | pulumi.InputPropertyErrorDetails[] {
+  const source = readSource(args.spec);
+  if ("propertyPath" in source) return [source];
+  let parsed;
+  // The spec as written, for the CrossGuard pack: the file's text, or the value (with the namespace given).
+  let carried: unknown = source.text;
+  if (source.text !== null && args.namespace === undefined) parsed = loadSpecText(source.text);
+  else {
+    let raw = source.raw;
+    if (source.text !== null) {
+      const loaded = loadSpecText(source.text);
+      if (!loaded.ok) return loaded.errors.map((e) => specError(e, source.file));
+      raw = loaded.raw;
+    }
+    if (args.namespace !== undefined) raw = { ...(raw as object), namespace: args.namespace };
+    carried = JSON.parse(JSON.stringify(raw));
+    parsed = parseSpec(raw);
+  }
+  if (!parsed.ok) return parsed.errors.map((e) => specError(e, source.file));
+  return { result: translate(parsed.spec), carried };
 }
 
 function specError(e: SpecError, file: string | null): pulumi.InputPropertyErrorDetails {

@@ -263,6 +263,41 @@ describe("docker plan: static routes", () => {
   });
 });
 
+describe("docker plan: OIDC client secrets", () => {
+  const withOidc = () => {
+    const raw = shopRaw();
+    raw.gateway.oidc = {
+      sso: {
+        issuer: "https://login.shop.example/",
+        clientId: "shop",
+        clientSecretEnv: "SSO_CLIENT_SECRET",
+        redirectPath: "/oauth2/callback",
+      },
+    };
+    return raw;
+  };
+
+  it("sets_each_providers_variable_in_the_gateway_from_the_secret_the_caller_gives", () => {
+    const p = planOf(withOidc(), { oidcSecrets: ["sso"] });
+    expect(named(p, "shop-gateway").secretEnv).toEqual({ SSO_CLIENT_SECRET: "sso" });
+    expect(named(p, "shop-gateway").env).toEqual({});
+    for (const c of p.containers.filter((x) => x.role !== "gateway")) expect(c.secretEnv, c.name).toEqual({});
+  });
+
+  it("refuses_a_provider_whose_secret_is_not_given", () => {
+    const result = translated(withOidc());
+    const r = planDocker(result, { staticFiles: staticFilesOf(result) });
+    expect(r.ok).toBe(false);
+    if (!r.ok)
+      expect(r.errors).toContainEqual({
+        code: "E_DOCKER_OIDC_SECRET",
+        field: "oidcClientSecrets",
+        message:
+          "OIDC provider sso: the gateway reads its client secret from the environment variable SSO_CLIENT_SECRET; give it in oidcClientSecrets.sso",
+      });
+  });
+});
+
 describe("docker plan: errors", () => {
   it.each<[string, (raw: Raw) => void, DockerPlanOptions, string, string]>([
     [

@@ -220,6 +220,26 @@ describe("DockerPlatform resources", () => {
     });
   });
 
+  it("passes_an_oidc_client_secret_to_the_gateway_as_a_secret_environment_variable", async () => {
+    const { loadSpecFile } = await import("../../components/spec/load.ts");
+    const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Loose;
+    raw.gateway.oidc = {
+      sso: {
+        issuer: "https://login.shop.example/",
+        clientId: "shop",
+        clientSecretEnv: "SSO_CLIENT_SECRET",
+        redirectPath: "/oauth2/callback",
+      },
+    };
+    const { run } = await deploy({ spec: raw as never, oidcClientSecrets: { sso: "s3cr3t-value" } });
+    expect(run.errors).toEqual([]);
+    const gateway = container("shop-gateway");
+    expect(gateway.inputs.envs).toContain("SSO_CLIENT_SECRET=s3cr3t-value");
+    expect(gateway.secretInputs).toContain("envs");
+    for (const c of containers().filter((x) => role(x) !== "gateway"))
+      expect((c.inputs.envs as string[] | undefined)?.join() ?? "", c.name).not.toContain("s3cr3t-value");
+  });
+
   it("creates_every_docker_resource_with_the_given_provider", async () => {
     let platform!: DockerModule.DockerPlatform;
     await runStack(async () => {

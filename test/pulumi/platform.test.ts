@@ -12,6 +12,8 @@ import { synthesize, secretNames, type KubeObject } from "../../components/kuber
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { translate } from "../../components/translate/translate.ts";
 import type { TranslateResult } from "../../components/translate/ir.ts";
+
+type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 import {
   installMocks,
   mockState,
@@ -333,6 +335,41 @@ describe("Platform arguments", () => {
       "spec.services.orders.replicas",
     ]);
     expect(errors[0]!.reason).toMatch(/^test\/pulumi\/testdata\/bad-mesh\.yaml:\d+:\d+: /);
+  });
+
+  it.each([
+    [
+      "an_oidc_provider_without_its_kubernetes_secret",
+      (raw: Raw) =>
+        (raw.gateway.oidc = {
+          sso: {
+            issuer: "https://login.shop.example/",
+            clientId: "shop",
+            clientSecretEnv: "SSO_CLIENT_SECRET",
+            redirectPath: "/oauth2/callback",
+          },
+        }),
+      "spec.gateway.oidc.sso.secret",
+      /SSO_CLIENT_SECRET; name the Secret that holds it \(under the key client-secret\)/,
+    ],
+    [
+      "a_gateway_volume_over_the_charts_config",
+      (raw: Raw) =>
+        (raw.targets.kubernetes = {
+          gatewayVolumes: [{ name: "site", mountPath: "/etc/meshgate/config/site", configMap: "site" }],
+        }),
+      "spec.targets.kubernetes.gatewayVolumes[0].mountPath",
+      /overlaps the chart's mount of config/,
+    ],
+  ])("names_the_spec_field_the_chart_refuses_%s", async (_claim, patch, path, reason) => {
+    const { loadSpecFile } = await import("../../components/spec/load.ts");
+    const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Raw;
+    patch(raw);
+    const prepared = m.preparePlatform({ spec: raw as never });
+    expect(Array.isArray(prepared)).toBe(true);
+    const errors = prepared as pulumi.InputPropertyErrorDetails[];
+    expect(errors.map((e) => e.propertyPath)).toEqual([path]);
+    expect(errors[0]!.reason).toMatch(reason);
   });
 
   it("deploys_into_the_namespace_it_is_given", async () => {
