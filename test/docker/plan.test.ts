@@ -19,6 +19,7 @@ import type { TranslateResult } from "../../components/translate/ir.ts";
 import { loadRuntimeConfig } from "../../runtime/contract/load.ts";
 import { expectGolden } from "../support/golden.ts";
 import { ROOT, shopRaw, translated } from "./support.ts";
+import { SSO_PROVIDER } from "../support/oidc.ts";
 
 type Raw = ReturnType<typeof shopRaw>;
 
@@ -267,12 +268,7 @@ describe("docker plan: OIDC client secrets", () => {
   const withOidc = () => {
     const raw = shopRaw();
     raw.gateway.oidc = {
-      sso: {
-        issuer: "https://login.shop.example/",
-        clientId: "shop",
-        clientSecretEnv: "SSO_CLIENT_SECRET",
-        redirectPath: "/oauth2/callback",
-      },
+      sso: { ...SSO_PROVIDER },
     };
     return raw;
   };

@@ -21,6 +21,7 @@ import {
   type StackRun,
 } from "../support/pulumi.ts";
 import { SHOP } from "./support.ts";
+import { SSO_PROVIDER } from "../support/oidc.ts";
 
 type Loose = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -224,12 +225,7 @@ describe("DockerPlatform resources", () => {
     const { loadSpecFile } = await import("../../components/spec/load.ts");
     const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Loose;
     raw.gateway.oidc = {
-      sso: {
-        issuer: "https://login.shop.example/",
-        clientId: "shop",
-        clientSecretEnv: "SSO_CLIENT_SECRET",
-        redirectPath: "/oauth2/callback",
-      },
+      sso: { ...SSO_PROVIDER },
     };
     const { run } = await deploy({ spec: raw as never, oidcClientSecrets: { sso: "s3cr3t-value" } });
     expect(run.errors).toEqual([]);

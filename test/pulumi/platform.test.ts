@@ -25,6 +25,7 @@ import {
   valueOf,
   type StackRun,
 } from "../support/pulumi.ts";
+import { SSO_PROVIDER } from "../support/oidc.ts";
 
 const SHOP = "examples/shop/mesh.yaml";
 let m: typeof Components;
@@ -342,12 +343,7 @@ describe("Platform arguments", () => {
       "an_oidc_provider_without_its_kubernetes_secret",
       (raw: Raw) =>
         (raw.gateway.oidc = {
-          sso: {
-            issuer: "https://login.shop.example/",
-            clientId: "shop",
-            clientSecretEnv: "SSO_CLIENT_SECRET",
-            redirectPath: "/oauth2/callback",
-          },
+          sso: { ...SSO_PROVIDER },
         }),
       "spec.gateway.oidc.sso.secret",
       /SSO_CLIENT_SECRET; name the Secret that holds it \(under the key client-secret\)/,
