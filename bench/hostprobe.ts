@@ -8,6 +8,12 @@
  * taking more than `factor` × its usual time marks a slow interval. A pass then reports how much of it
  * was slow, and its latency percentiles also over the requests that did not overlap a slow interval
  * ("steady host"). That second figure is a diagnosis, printed next to the measured one, never instead.
+ *
+ * Limits: on the load CPU, the probe sees episodes of the whole VM, not those of the proxy's CPU alone
+ * (observed once: both sidecars on CPU 0 stalled for 280 ms while the probe on CPU 1 ran at full speed);
+ * a second probe on the proxy's CPU was tried and is too noisy there (the proxies' network softirqs
+ * interrupt its units). A slowdown under 3× is not counted either. So a "steady-host" p99 still holds
+ * some host effects — it is an upper bound of what the proxy itself adds.
  */
 import { spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
