@@ -32,7 +32,8 @@
  *   @fastify/http-proxy; those three goals use the median of the per-run rps ratios (the sequential
  *   ratios are printed beside them);
  * - worker scaling: meshgate (`--workers 1` / `2`) and nginx (`worker_processes 1` / `2`) unpinned, with
- *   `wrk -t2 -c64` on every CPU as well (the load generator shares the cores), alternating, median rps;
+ *   `wrk -t2 -c64` on every CPU as well (the load generator shares the cores); both configurations run
+ *   at once, each warmed up, then measured alternately in ABBA order (drift cancels), median rps;
  *   `--no-scaling` skips it.
  *
  * `--quick`: 1 run of 5 s per measurement, 2 s warm-up (a smoke run, about 2 minutes; the full run
@@ -79,6 +80,10 @@ const C_MAX = 64;
 const C_1K = 10;
 const C_5K = 50;
 const ROOT = new URL("../", import.meta.url).pathname;
+/** Worker scaling: warm-up per configuration, ABBA blocks (4 runs each), and each run's length. */
+const SCALING_WARMUP_S = QUICK ? 2 : 8;
+const SCALING_ROUNDS = QUICK ? 1 : 2;
+const SCALING_RUN_S = QUICK ? 3 : 5;
 const GOALS = { vsNginx: 0.3, vsFastify: 1.5, p99VsNginx: 1.5, fullVsBare: 0.85, twoWorkers: 1.4 };
 
 const BODY = (() => {
@@ -1168,26 +1173,36 @@ async function workerScaling(
   for (const subject of subjects) {
     if (interrupted) break;
     const rps: Record<1 | 2, number[]> = { 1: [], 2: [] };
+    const running: Started[] = [];
     try {
-      for (let round = 0; round < REPS; round++) {
-        for (const workers of [1, 2] as const) {
-          const port = await freePort();
-          const started = subject.start(workers, port);
-          try {
-            await ready(`${subject.name} ×${workers}`, port, started);
-            await wrk(port, C_MAX, WARMUP_S, doneScript, [], { cpus: ALL_CPUS, threads: 2 });
-            await waitQuiet(started.child.pid ?? null);
-            const r = await wrk(port, C_MAX, DURATION_S, doneScript, [], { cpus: ALL_CPUS, threads: 2 });
-            rps[workers].push(r.rps);
-            log(`${subject.name} ${workers} worker(s), round ${round + 1}: ${num(r.rps)} rps`);
-          } finally {
-            await stop(started);
-          }
-        }
+      // Both configurations run for the whole pass (an idle one costs nothing) and are warmed up once —
+      // long enough for the JIT's compiler threads, which share the two CPUs, to settle; the measured
+      // runs then alternate in ABBA order, so a host drifting during the pass moves both alike.
+      const ports: Record<1 | 2, number> = { 1: await freePort(), 2: await freePort() };
+      for (const workers of [1, 2] as const) {
+        const started = subject.start(workers, ports[workers]);
+        running.push(started);
+        await ready(`${subject.name} ×${workers}`, ports[workers], started);
+        await wrk(ports[workers], C_MAX, SCALING_WARMUP_S, doneScript, [], { cpus: ALL_CPUS, threads: 2 });
+      }
+      const order: (1 | 2)[] = [];
+      for (let i = 0; i < SCALING_ROUNDS; i++)
+        order.push(...(i % 2 === 0 ? ([1, 2, 2, 1] as const) : ([2, 1, 1, 2] as const)));
+      for (const [i, workers] of order.entries()) {
+        if (interrupted) break;
+        await waitQuiet(running[workers - 1]!.child.pid ?? null);
+        const r = await wrk(ports[workers], C_MAX, SCALING_RUN_S, doneScript, [], {
+          cpus: ALL_CPUS,
+          threads: 2,
+        });
+        rps[workers].push(r.rps);
+        log(`${subject.name} ${workers} worker(s), run ${i + 1} of ${order.length}: ${num(r.rps)} rps`);
       }
       out.push({ name: subject.name, one: median(rps[1]), two: median(rps[2]) });
     } catch (err) {
       out.push({ name: subject.name, one: null, two: null, error: (err as Error).message.split("\n")[0]! });
+    } finally {
+      for (const r of running) await stop(r);
     }
   }
   return out;
@@ -1197,7 +1212,7 @@ function scalingReport(rows: readonly Scaling[]): string[] {
   if (rows.length === 0) return [];
   const lines = [
     "",
-    `worker scaling (${ALL_CPUS === "0" ? "1 CPU" : `CPUs ${ALL_CPUS}`} shared by the proxy and wrk -t2 -c${C_MAX}; medians of ${REPS} alternating round(s)):`,
+    `worker scaling (${ALL_CPUS === "0" ? "1 CPU" : `CPUs ${ALL_CPUS}`} shared by the proxy and wrk -t2 -c${C_MAX}; both configurations running, warmed up ${SCALING_WARMUP_S} s each, then ${SCALING_ROUNDS * 4} runs of ${SCALING_RUN_S} s in ABBA order; medians):`,
     ...table(
       ["proxy", "1 worker rps", "2 workers rps", "2 / 1"],
       rows.map((r) =>
