@@ -56,7 +56,13 @@ import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SignJWT } from "jose";
-import { hostReport, startHostProbe, type HostReport } from "./hostprobe.ts";
+import {
+  describeHostReport,
+  hostReport,
+  startHostProbe,
+  summarizeHost,
+  type HostReport,
+} from "./hostprobe.ts";
 import { median, meshgateEntry, specGatewayConfig, table } from "./support.ts";
 
 // ───────────── settings ─────────────
@@ -639,9 +645,7 @@ async function measuredRun(
     log(
       `${label}: ${Math.round(r.rps).toLocaleString("en-US")} rps, p50/p90/p99 ${r.p50.toFixed(2)}/${r.p90.toFixed(2)}/${r.p99.toFixed(2)} ms` +
         `${r.statusErrors ? `, ${r.statusErrors} responses ≥ 400` : ""}${r.socketErrors ? `, ${r.socketErrors} socket errors` : ""}, proxy ${vcpu.toFixed(2)} vCPU, others ${others.toFixed(2)} cores${noisy ? " (noisy)" : ""}` +
-        (r.host
-          ? `; host slow ${Math.round(r.host.slowMs)} of ${Math.round(r.host.passMs)} ms, steady-host p50/p99 ${r.host.steadyP50.toFixed(2)}/${r.host.steadyP99.toFixed(2)} ms (${(r.host.steadyShare * 100).toFixed(1)} % of requests)`
-          : ""),
+        (r.host ? describeHostReport(r.host, 2) : ""),
     );
     if (!noisy || failed) return { ...r, vcpu, others, noisy, failed };
     if (attempt < MAX_RETRIES && slackSpent + DURATION_S <= SLACK_S) {
@@ -1136,16 +1140,12 @@ function report(
  * measure, never in its place.
  */
 function steadyLine(mg: readonly Run[], nginx: readonly Run[], rate: string): string | null {
-  const hosts = (runs: readonly Run[]) => runs.flatMap((r) => (r.host ? [r.host] : []));
-  const [a, b] = [hosts(mg), hosts(nginx)];
-  if (a.length === 0 || b.length === 0) return null;
-  const slow = (h: readonly HostReport[]) =>
-    `${(median(h.map((x) => x.slowMs / Math.max(1, x.passMs))) * 100).toFixed(1)} %`;
-  const p99 = (h: readonly HostReport[]) => median(h.map((x) => x.steadyP99));
-  const share = (h: readonly HostReport[]) => `${(median(h.map((x) => x.steadyShare)) * 100).toFixed(1)} %`;
+  const a = summarizeHost(mg.map((r) => r.host));
+  const b = summarizeHost(nginx.map((r) => r.host));
+  if (a === null || b === null) return null;
   return (
-    `host probe: the host was slow (a fixed unit of work > 3× its usual time) for ${slow(a)} of meshgate's ${rate} passes and ${slow(b)} of nginx's; ` +
-    `over the requests that overlapped no slow interval (${share(a)} / ${share(b)} of them) p99 meshgate ${ms(p99(a))} ms vs nginx ${ms(p99(b))} ms = ${(p99(a) / p99(b)).toFixed(2)}× — a diagnosis, not the goal's measure`
+    `host probe: the host was slow (a fixed unit of work > 3× its usual time) for ${a.slow} of meshgate's ${rate} passes and ${b.slow} of nginx's; ` +
+    `over the requests that overlapped no slow interval (${a.steady} / ${b.steady} of them) p99 meshgate ${ms(a.steadyP99)} ms vs nginx ${ms(b.steadyP99)} ms = ${(a.steadyP99 / b.steadyP99).toFixed(2)}× — a diagnosis, not the goal's measure`
   );
 }
 

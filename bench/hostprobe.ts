@@ -17,6 +17,7 @@
  */
 import { spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
+import { median } from "./support.ts";
 
 export interface ProbeResult {
   /** The probe's usual unit time (10th percentile), µs. */
@@ -152,5 +153,32 @@ export function hostReport(
     steadyShare: starts.length ? kept.length / starts.length : 0,
     steadyP50: pct(0.5),
     steadyP99: pct(0.99),
+  };
+}
+
+/** One pass's report for the bench log: `; host slow … ms, steady-host p50/p99 … ms (… % of requests)`. */
+export function describeHostReport(h: HostReport, digits: number): string {
+  return `; host slow ${Math.round(h.slowMs)} of ${Math.round(h.passMs)} ms, steady-host p50/p99 ${h.steadyP50.toFixed(digits)}/${h.steadyP99.toFixed(digits)} ms (${(h.steadyShare * 100).toFixed(1)} % of requests)`;
+}
+
+/** A subject's passes summarized (medians): how much of them the host was slow, and the steady requests. */
+export interface HostSummary {
+  /** Share of the pass in slow intervals, as "x.y %". */
+  readonly slow: string;
+  /** Share of the requests that overlapped no slow interval, as "x.y %". */
+  readonly steady: string;
+  /** p99 (ms) of those requests. */
+  readonly steadyP99: number;
+}
+
+/** The medians over the passes that carry a host report; null when none does. */
+export function summarizeHost(reports: readonly (HostReport | undefined)[]): HostSummary | null {
+  const h = reports.filter((r): r is HostReport => r !== undefined);
+  if (h.length === 0) return null;
+  const percent = (x: number) => `${(x * 100).toFixed(1)} %`;
+  return {
+    slow: percent(median(h.map((x) => x.slowMs / Math.max(1, x.passMs)))),
+    steady: percent(median(h.map((x) => x.steadyShare))),
+    steadyP99: median(h.map((x) => x.steadyP99)),
   };
 }

@@ -53,7 +53,13 @@ import {
 } from "../runtime/pki/index.ts";
 import { parseSpec } from "../components/spec/parse.ts";
 import { svidFiles, translate } from "../components/translate/translate.ts";
-import { hostReport, startHostProbe, type HostReport } from "./hostprobe.ts";
+import {
+  describeHostReport,
+  hostReport,
+  startHostProbe,
+  summarizeHost,
+  type HostReport,
+} from "./hostprobe.ts";
 import { median, meshgateEntry, table } from "./support.ts";
 
 // ───────────── settings ─────────────
@@ -666,9 +672,7 @@ async function measuredRun(s: Subject, seconds: number): Promise<Run> {
       `${r.errors ? `, ${r.errors} errors` : ""}; ${Object.entries(cores)
         .map(([k, v]) => `${k} ${v.toFixed(3)} cores`)
         .join(", ")}; others ${others.toFixed(2)} cores${run.noisy ? " (noisy)" : ""}` +
-      (r.host
-        ? `; host slow ${Math.round(r.host.slowMs)} of ${Math.round(r.host.passMs)} ms, steady-host p50/p99 ${r.host.steadyP50.toFixed(3)}/${r.host.steadyP99.toFixed(3)} ms (${(r.host.steadyShare * 100).toFixed(1)} % of requests)`
-        : ""),
+      (r.host ? describeHostReport(r.host, 3) : ""),
   );
   return run;
 }
@@ -811,16 +815,13 @@ async function main(): Promise<number> {
    * the goal's measure, never in its place.
    */
   const steadyLines = (): string[] => {
-    const hosts = (name: string) => runs.get(name)!.flatMap((r) => (r.host ? [r.host] : []));
-    const [d, m, n] = [hosts("direct"), hosts(mg), hosts("nginx pair")];
-    if (d.length === 0 || m.length === 0 || n.length === 0) return [];
-    const slow = (h: HostReport[]) =>
-      `${(median(h.map((x) => x.slowMs / Math.max(1, x.passMs))) * 100).toFixed(1)} %`;
-    const p99 = (h: HostReport[]) => median(h.map((x) => x.steadyP99));
-    const share = (h: HostReport[]) => `${(median(h.map((x) => x.steadyShare)) * 100).toFixed(1)} %`;
+    const [d, m, n] = ["direct", mg, "nginx pair"].map((name) =>
+      summarizeHost(runs.get(name)!.map((r) => r.host)),
+    );
+    if (!d || !m || !n) return [];
     return [
-      `  host probe: the host was slow (a fixed unit of work > 3× its usual time) for ${slow(d)} / ${slow(m)} / ${slow(n)} of the direct / meshgate / nginx rounds; ` +
-        `over the requests that overlapped no slow interval (${share(d)} / ${share(m)} / ${share(n)} of them) two sidecars add +${ms3(p99(m) - p99(d))} ms p99, the nginx pair +${ms3(p99(n) - p99(d))} ms — a diagnosis, not the goal's measure`,
+      `  host probe: the host was slow (a fixed unit of work > 3× its usual time) for ${d.slow} / ${m.slow} / ${n.slow} of the direct / meshgate / nginx rounds; ` +
+        `over the requests that overlapped no slow interval (${d.steady} / ${m.steady} / ${n.steady} of them) two sidecars add +${ms3(m.steadyP99 - d.steadyP99)} ms p99, the nginx pair +${ms3(n.steadyP99 - d.steadyP99)} ms — a diagnosis, not the goal's measure`,
     ];
   };
   const rows: string[][] = [];

@@ -379,6 +379,9 @@ export function gatewayMemory(config: GatewayRuntimeConfig): string {
   return `${PROXY_RESOURCES.gatewayBaseMemoryMi + cacheMi}Mi`;
 }
 
+/** The key of an OIDC client-secret Secret that the gateway's environment variable is filled from. */
+export const OIDC_SECRET_KEY = "client-secret";
+
 /**
  * The gateway container's environment: each OIDC provider's client secret from the Kubernetes Secret the
  * spec names (`gateway.oidc.<name>.secret`, key `client-secret`). A provider without one cannot work in a
@@ -405,9 +408,6 @@ export function gatewayEnv(w: GatewayWorkloadIR): NonNullable<Container["env"]> 
     .sort(([a], [b]) => compareCodeUnits(a, b))
     .map(([name, secret]) => ({ name, valueFrom: { secretKeyRef: { name: secret, key: OIDC_SECRET_KEY } } }));
 }
-
-/** The key of an OIDC client-secret Secret that the gateway's environment variable is filled from. */
-export const OIDC_SECRET_KEY = "client-secret";
 
 /**
  * The spec's extra gateway volumes (targets.kubernetes.gatewayVolumes), mounted read-only: their names

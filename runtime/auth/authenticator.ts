@@ -17,6 +17,7 @@
  */
 import type { GatewayRuntimeConfig, RouteAuth } from "../contract/schema.ts";
 import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
+import { headerValue } from "../gateway/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
 import { JwtVerifier, decodeToken, type JwtOptions } from "./jwt.ts";
@@ -558,27 +559,6 @@ interface Attempt {
 }
 
 const principal = (p: Principal): AuthnOutcome => ({ kind: "principal", principal: p });
-
-/** A header value: visible ASCII kept, everything else (and "%") percent-encoded as UTF-8. */
-export function headerValue(s: string): string {
-  let plain = true;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x25) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) return s;
-  let out = "";
-  for (const b of Buffer.from(s, "utf8")) {
-    out +=
-      b < 0x20 || b > 0x7e || b === 0x25
-        ? `%${b.toString(16).toUpperCase().padStart(2, "0")}`
-        : String.fromCharCode(b);
-  }
-  return out;
-}
 
 /** Text inside a quoted-string: no quotes, backslashes or control characters. */
 function quoted(s: string): string {

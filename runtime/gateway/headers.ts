@@ -318,3 +318,28 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 export function requestId(value: string | string[] | undefined, mint: () => string): string {
   return typeof value === "string" && REQUEST_ID.test(value) ? value : mint();
 }
+
+/**
+ * A header value from any text: visible ASCII kept, everything else (and "%") percent-encoded as UTF-8.
+ * Used for the principal headers the gateway sets and for gRPC's `grpc-message` (whose encoding rule is
+ * the same: gRPC over HTTP/2, "Responses").
+ */
+export function headerValue(s: string): string {
+  let plain = true;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return s;
+  let out = "";
+  for (const b of Buffer.from(s, "utf8")) {
+    out +=
+      b < 0x20 || b > 0x7e || b === 0x25
+        ? `%${b.toString(16).toUpperCase().padStart(2, "0")}`
+        : String.fromCharCode(b);
+  }
+  return out;
+}

@@ -48,7 +48,7 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
-import { grpcDeadline, grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
+import { forwardTimeoutMs, grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
@@ -986,12 +986,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     cacheExchange?.prepare(headers);
     // A gRPC call's deadline: the client's grpc-timeout shortens the route's timeout (never extends it),
     // and the upstream is told the deadline the gateway enforces.
-    let timeoutMs = d.timeoutMs;
-    if (overH2 && isGrpc(req.headers["content-type"])) {
-      const deadline = grpcDeadline(timeoutMs, req.headers["grpc-timeout"] as string | undefined);
-      timeoutMs = deadline.timeoutMs;
-      if (deadline.upstreamHeader !== undefined) headers["grpc-timeout"] = deadline.upstreamHeader;
-    }
+    const timeoutMs = forwardTimeoutMs(overH2, req.headers, headers, d.timeoutMs);
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).

@@ -53,7 +53,13 @@ import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
-import { grpcDeadline, grpcStatusFor, grpcTrailersOnly, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
+import {
+  forwardTimeoutMs,
+  grpcStatusFor,
+  grpcTrailersOnly,
+  isGrpc,
+  parseGrpcTimeout,
+} from "../upstream/grpc.ts";
 import {
   createInboundListener,
   createLocalListener,
@@ -709,12 +715,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     // A gRPC call's deadline: the app's grpc-timeout shortens the route's timeout (never extends it), and
     // the destination is told the deadline this sidecar enforces.
-    let timeoutMs = d.timeoutMs;
-    if (ex.h2 && isGrpc(req.headers["content-type"])) {
-      const deadline = grpcDeadline(timeoutMs, req.headers["grpc-timeout"] as string | undefined);
-      timeoutMs = deadline.timeoutMs;
-      if (deadline.upstreamHeader !== undefined) headers["grpc-timeout"] = deadline.upstreamHeader;
-    }
+    const timeoutMs = forwardTimeoutMs(ex.h2, req.headers, headers, d.timeoutMs);
     const upstreamSpan = current.tracer.startClientSpan(span, { method, upstream: d.cluster });
     setTraceHeaders(headers, upstreamSpan);
     const result = await forward(

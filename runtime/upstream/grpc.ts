@@ -12,6 +12,8 @@
  * - The client's deadline (`grpc-timeout`, gRPC over HTTP/2 "Requests"): it shortens the route's timeout,
  *   never extends it, and the upstream is told the deadline the proxy enforces.
  */
+import type { IncomingHttpHeaders } from "node:http";
+import { headerValue } from "../gateway/headers.ts";
 
 /** gRPC status codes used here (https://grpc.github.io/grpc/core/md_doc_statuscodes.html). */
 export const GrpcStatus = {
@@ -114,28 +116,24 @@ export function grpcDeadline(
 }
 
 /**
- * `grpc-message` encoding (gRPC over HTTP/2, "Responses"): bytes outside printable ASCII, and `%`, are
- * percent-encoded from the UTF-8 of the message.
+ * The timeout of a request a proxy forwards: the route's, or for a gRPC call over HTTP/2 its deadline
+ * (grpcDeadline) — then `upstreamHeaders["grpc-timeout"]` is set when the upstream must be told another
+ * deadline than the client's.
  */
-export function encodeGrpcMessage(message: string): string {
-  let plain = true;
-  for (let i = 0; i < message.length; i++) {
-    const c = message.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x25) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) return message;
-  let out = "";
-  for (const byte of Buffer.from(message, "utf8")) {
-    out +=
-      byte < 0x20 || byte > 0x7e || byte === 0x25
-        ? `%${byte.toString(16).toUpperCase().padStart(2, "0")}`
-        : String.fromCharCode(byte);
-  }
-  return out;
+export function forwardTimeoutMs(
+  h2: boolean,
+  requestHeaders: IncomingHttpHeaders,
+  upstreamHeaders: Record<string, string | string[]>,
+  routeTimeoutMs: number,
+): number {
+  if (!h2 || !isGrpc(requestHeaders["content-type"])) return routeTimeoutMs;
+  const deadline = grpcDeadline(routeTimeoutMs, requestHeaders["grpc-timeout"] as string | undefined);
+  if (deadline.upstreamHeader !== undefined) upstreamHeaders["grpc-timeout"] = deadline.upstreamHeader;
+  return deadline.timeoutMs;
 }
+
+/** `grpc-message` encoding (gRPC over HTTP/2, "Responses"): the gateway's header-value percent-encoding. */
+export const encodeGrpcMessage: (message: string) => string = headerValue;
 
 /** The headers of a trailers-only gRPC error response for a proxy error `code`. */
 export function grpcTrailersOnly(

@@ -12,6 +12,7 @@ import {
   slowIntervals,
   startHostProbe,
   steadyRequests,
+  summarizeHost,
   type ProbeResult,
 } from "../../bench/hostprobe.ts";
 
@@ -88,6 +89,26 @@ describe("host report", () => {
     expect(r.steadyP99).toBe(0.5);
     expect(r.steadyShare).toBeGreaterThan(0.5);
     expect(r.steadyShare).toBeLessThan(0.8);
+  });
+});
+
+describe("host summary", () => {
+  const report = (slowMs: number, steadyShare: number, steadyP99: number) => ({
+    slowMs,
+    passMs: 1000,
+    steadyShare,
+    steadyP50: 0.1,
+    steadyP99,
+  });
+
+  it("takes_the_median_of_each_figure_over_the_passes_with_a_report", () => {
+    expect(
+      summarizeHost([report(10, 0.99, 0.5), undefined, report(30, 0.9, 2), report(20, 0.95, 1)]),
+    ).toEqual({ slow: "2.0 %", steady: "95.0 %", steadyP99: 1 });
+  });
+
+  it("is_null_when_no_pass_was_probed", () => {
+    expect(summarizeHost([undefined, undefined])).toBeNull();
   });
 });
 
