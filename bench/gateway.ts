@@ -7,8 +7,9 @@
  *   CPU 0 (`taskset`), everything under `nice -n -15` when permitted, and the session's autogroup at
  *   nice -15 (restored at exit) so that other sessions' processes rank below; all on 127.0.0.1, keep-alive;
  * - proxies: nginx (1 worker, `upstream` with `keepalive 64`), HAProxy (`nbthread 1`, `http-reuse
- *   always`), a minimal fastify app with `@fastify/http-proxy` (bench/fastify-proxy.ts, 1 process) and
- *   `meshgate gateway --config <file> --workers 1` twice: the bare route (one public `/**` route,
+ *   always`), a minimal fastify app with `@fastify/http-proxy` (bench/fastify-proxy.ts, 1 process), the
+ *   minimal Node proxy (bench/node-proxy.mjs: `http.createServer` + `http.request` over a keep-alive
+ *   agent, 1 process — Node's own cost, none of a gateway's work) and `meshgate gateway --config <file> --workers 1` twice: the bare route (one public `/**` route,
  *   plaintext, static discovery, access logs off) and the full route (the same with a JWT checked
  *   against an inline key and a scope, a rate limit keyed by the token's subject, request and response
  *   header transforms; wrk and h2load send the bearer token); the configs are built from a spec by
@@ -29,12 +30,13 @@
  * - loaded together: two proxies on CPU 0, each loaded by its own wrk -c64 at the same time (REPS runs),
  *   so the host's drift — tens of percent between the sequential passes above — hits both alike: the
  *   full route against the bare one, meshgate's bare route against nginx and against
- *   @fastify/http-proxy; those three goals use the median of the per-run rps ratios (the sequential
- *   ratios are printed beside them);
- * - worker scaling: meshgate (`--workers 1` / `2`) and nginx (`worker_processes 1` / `2`) unpinned, with
- *   `wrk -t2 -c64` on every CPU as well (the load generator shares the cores); both configurations run
- *   at once, each warmed up, then measured alternately in ABBA order (drift cancels), median rps;
- *   `--no-scaling` skips it.
+ *   @fastify/http-proxy (and, as a reference without a goal, against the minimal Node proxy); those
+ *   three goals use the median of the per-run rps ratios (the sequential ratios are printed beside them);
+ * - worker scaling: meshgate (`--workers 1` / `2`), the minimal Node proxy the goal names
+ *   (bench/node-proxy.mjs: `node:cluster`, `http.request` over a keep-alive agent) and nginx
+ *   (`worker_processes 1` / `2`) unpinned, with `wrk -t2 -c64` on every CPU as well (the load generator
+ *   shares the cores); both configurations run at once, each warmed up, then measured alternately in
+ *   ABBA order (drift cancels), median rps; `--no-scaling` skips it, `--only-scaling` runs it alone.
  *
  * `--quick`: 1 run of 5 s per measurement, 2 s warm-up (a smoke run, about 2 minutes; the full run
  * takes 6–8). `--no-ejection`: meshgate's outlier detection never ejects (for measuring around a gateway
@@ -63,7 +65,16 @@ import {
   summarizeHost,
   type HostReport,
 } from "./hostprobe.ts";
-import { median, meshgateEntry, specGatewayConfig, table } from "./support.ts";
+import {
+  median,
+  medianCost,
+  meshgateEntry,
+  scalingBound,
+  scalingCost,
+  specGatewayConfig,
+  table,
+  type ScalingCost,
+} from "./support.ts";
 
 // ───────────── settings ─────────────
 
@@ -74,6 +85,8 @@ const WARMUP_S = QUICK ? 2 : 3;
 const NO_EJECTION = process.argv.includes("--no-ejection");
 /** `--no-scaling`: skip the worker-scaling pass (1 vs 2 workers, unpinned). */
 const SCALING = !process.argv.includes("--no-scaling");
+/** `--only-scaling`: run the worker-scaling pass alone (its own report; no throughput or latency passes). */
+const ONLY_SCALING = process.argv.includes("--only-scaling");
 const NOISE_LIMIT = 0.25; // cores used by other processes during a run
 const MAX_ERROR_RATE = 0.01; // a run with more failed requests is marked failed (!)
 const MAX_RETRIES = 2; // per run
@@ -1157,6 +1170,9 @@ interface Scaling {
   /** Median rps with 1 and with 2 workers (null: failed). */
   readonly one: number | null;
   readonly two: number | null;
+  /** Median CPU cost per request with 1 and with 2 workers (null: failed). */
+  readonly costOne: ScalingCost | null;
+  readonly costTwo: ScalingCost | null;
   readonly error?: string;
 }
 
@@ -1173,6 +1189,7 @@ async function workerScaling(
   for (const subject of subjects) {
     if (interrupted) break;
     const rps: Record<1 | 2, number[]> = { 1: [], 2: [] };
+    const costs: Record<1 | 2, ScalingCost[]> = { 1: [], 2: [] };
     const running: Started[] = [];
     try {
       // Both configurations run for the whole pass (an idle one costs nothing) and are warmed up once —
@@ -1190,17 +1207,37 @@ async function workerScaling(
         order.push(...(i % 2 === 0 ? ([1, 2, 2, 1] as const) : ([2, 1, 1, 2] as const)));
       for (const [i, workers] of order.entries()) {
         if (interrupted) break;
-        await waitQuiet(running[workers - 1]!.child.pid ?? null);
+        const pid = running[workers - 1]!.child.pid ?? null;
+        await waitQuiet(pid);
+        const before = snapshot(pid);
         const r = await wrk(ports[workers], C_MAX, SCALING_RUN_S, doneScript, [], {
           cpus: ALL_CPUS,
           threads: 2,
         });
+        const cost = scalingCost(before, snapshot(pid), r.requests, TCK);
         rps[workers].push(r.rps);
-        log(`${subject.name} ${workers} worker(s), run ${i + 1} of ${order.length}: ${num(r.rps)} rps`);
+        costs[workers].push(cost);
+        log(
+          `${subject.name} ${workers} worker(s), run ${i + 1} of ${order.length}: ${num(r.rps)} rps; ` +
+            `CPU per request: proxy ${cost.proxyUs.toFixed(1)} µs, the rest ${cost.restUs.toFixed(1)} µs; ${cost.busyCores.toFixed(2)} cores busy`,
+        );
       }
-      out.push({ name: subject.name, one: median(rps[1]), two: median(rps[2]) });
+      out.push({
+        name: subject.name,
+        one: median(rps[1]),
+        two: median(rps[2]),
+        costOne: medianCost(costs[1]),
+        costTwo: medianCost(costs[2]),
+      });
     } catch (err) {
-      out.push({ name: subject.name, one: null, two: null, error: (err as Error).message.split("\n")[0]! });
+      out.push({
+        name: subject.name,
+        one: null,
+        two: null,
+        costOne: null,
+        costTwo: null,
+        error: (err as Error).message.split("\n")[0]!,
+      });
     } finally {
       for (const r of running) await stop(r);
     }
@@ -1214,20 +1251,49 @@ function scalingReport(rows: readonly Scaling[]): string[] {
     "",
     `worker scaling (${ALL_CPUS === "0" ? "1 CPU" : `CPUs ${ALL_CPUS}`} shared by the proxy and wrk -t2 -c${C_MAX}; both configurations running, warmed up ${SCALING_WARMUP_S} s each, then ${SCALING_ROUNDS * 4} runs of ${SCALING_RUN_S} s in ABBA order; medians):`,
     ...table(
-      ["proxy", "1 worker rps", "2 workers rps", "2 / 1"],
-      rows.map((r) =>
-        r.error
-          ? [r.name, `failed: ${r.error}`, "", ""]
-          : [r.name, num(r.one!), num(r.two!), `${(r.two! / r.one!).toFixed(2)}×`],
-      ),
-      (i) => i >= 1,
+      [
+        "proxy",
+        "1 worker rps",
+        "2 workers rps",
+        "2 / 1",
+        "proxy µs/req 1 → 2",
+        "rest µs/req 1 → 2",
+        "cores busy 1 → 2",
+        "bound",
+      ],
+      rows.map((r) => {
+        if (r.error) return [r.name, `failed: ${r.error}`, "", "", "", "", "", ""];
+        const [a, b] = [r.costOne!, r.costTwo!];
+        return [
+          r.name,
+          num(r.one!),
+          num(r.two!),
+          `${(r.two! / r.one!).toFixed(2)}×`,
+          `${a.proxyUs.toFixed(1)} → ${b.proxyUs.toFixed(1)}`,
+          `${a.restUs.toFixed(1)} → ${b.restUs.toFixed(1)}`,
+          `${a.busyCores.toFixed(2)} → ${b.busyCores.toFixed(2)}`,
+          `${scalingBound(a, b, cpus).toFixed(2)}×`,
+        ];
+      }),
+      (i) => i >= 1 && i <= 3,
     ),
+    `  µs/req = CPU time per request from /proc (the proxy's process tree; "rest" = everything else the machine ran: wrk, the`,
+    `  upstream, the kernel); bound = ${cpus}·P1 / (P1 + R2), the most 2 workers can gain when the machine's ${cpus} cores are`,
+    `  saturated and the proxy's own cost per request P1 does not rise, with R2 the rest's cost per request at 2 workers.`,
   ];
   const mg = rows.find((r) => r.name === "meshgate");
-  if (mg && !mg.error)
+  if (mg && !mg.error) {
     lines.push(
       `goal: 2 workers ≥ ${GOALS.twoWorkers}× 1 worker — ${(mg.two! / mg.one!).toFixed(2)}× (${mg.two! / mg.one! >= GOALS.twoWorkers ? "PASS" : "MISS"})`,
     );
+    const bound = scalingBound(mg.costOne!, mg.costTwo!, cpus);
+    if (bound < GOALS.twoWorkers)
+      lines.push(
+        `  the load generator and upstream cost ${mg.costTwo!.restUs.toFixed(1)} µs per request against meshgate's ${mg.costOne!.proxyUs.toFixed(1)} µs: ` +
+          `on ${cpus} shared cores 2 workers cannot exceed ${bound.toFixed(2)}× even without contention (the goal needs the rest ≤ ` +
+          `${(((cpus - GOALS.twoWorkers) / GOALS.twoWorkers) * mg.costOne!.proxyUs).toFixed(1)} µs; a proxy that costs more per request scales better here)`,
+      );
+  }
   return lines;
 }
 
@@ -1307,6 +1373,8 @@ function pairedReport(pairs: readonly Paired[]): string[] {
       `goal: 1 worker bare ≥ ${GOALS.vsNginx.toFixed(2)}× nginx — median ${x.toFixed(2)}× (${x >= GOALS.vsNginx ? "PASS" : "MISS"})`,
     "meshgate/@fastify/http-proxy": (x) =>
       `goal: ≥ ${GOALS.vsFastify}× @fastify/http-proxy — median ${x.toFixed(2)}× (${x >= GOALS.vsFastify ? "PASS" : "MISS"})`,
+    "meshgate/minimal Node proxy": (x) =>
+      `reference (no goal): meshgate's bare route costs ${(1 / x).toFixed(2)}× what Node's own http.createServer + http.request proxy costs per request — median ${x.toFixed(2)}× its rps`,
   };
   for (const p of pairs) {
     const r = pairedRatio(p);
@@ -1377,6 +1445,22 @@ async function main(): Promise<number> {
       },
     },
     {
+      name: "minimal Node proxy",
+      maxReps: REPS,
+      start: async () => {
+        const port = await freePort();
+        const argv = [
+          process.execPath,
+          join(ROOT, "bench/node-proxy.mjs"),
+          "http",
+          String(port),
+          String(upPort),
+          "1",
+        ];
+        return { port, started: start("node-proxy", argv, PROXY_CPU, { cwd: ROOT }) };
+      },
+    },
+    {
       name: "meshgate",
       maxReps: REPS,
       start: async () => {
@@ -1436,45 +1520,60 @@ async function main(): Promise<number> {
   ];
 
   const results: Result[] = [];
-  for (const subject of subjects) if (!interrupted) results.push(await measure(subject));
-  if (results[0]!.error) log("the direct passes failed: added latencies cannot be computed");
-  const bareSubject = subjects.find((x) => x.name === "meshgate")!;
-  const fullSubject = subjects.find((x) => x.name === "meshgate full route")!;
-  const nginxSubject = subjects.find((x) => x.name === "nginx")!;
-  const fastifySubject = subjects.find((x) => x.name === "@fastify/http-proxy")!;
   const paired: Paired[] = [];
-  for (const [a, b] of [
-    [fullSubject, bareSubject],
-    [bareSubject, nginxSubject],
-    [bareSubject, fastifySubject],
-  ] as const)
-    if (!interrupted) paired.push(await loadedTogether(a, b));
-  const scaling = SCALING
-    ? await workerScaling([
-        {
-          name: "meshgate",
-          start: (workers, port) => {
-            const file = join(tmp, `meshgate-scaling-${port}.json`);
-            writeFileSync(file, meshgateConf(port, upPort));
-            const argv = [process.execPath, entry.path, "gateway", "--config", file, "--host", "127.0.0.1"];
-            argv.push("--admin-port", "0", "--workers", String(workers));
-            return start(`meshgate-x${workers}`, argv, ALL_CPUS, { cwd: ROOT });
+  if (!ONLY_SCALING) {
+    for (const subject of subjects) if (!interrupted) results.push(await measure(subject));
+    if (results[0]!.error) log("the direct passes failed: added latencies cannot be computed");
+    const bareSubject = subjects.find((x) => x.name === "meshgate")!;
+    const fullSubject = subjects.find((x) => x.name === "meshgate full route")!;
+    const nginxSubject = subjects.find((x) => x.name === "nginx")!;
+    const fastifySubject = subjects.find((x) => x.name === "@fastify/http-proxy")!;
+    const nodeSubject = subjects.find((x) => x.name === "minimal Node proxy")!;
+    for (const [a, b] of [
+      [fullSubject, bareSubject],
+      [bareSubject, nginxSubject],
+      [bareSubject, fastifySubject],
+      [bareSubject, nodeSubject],
+    ] as const)
+      if (!interrupted) paired.push(await loadedTogether(a, b));
+  }
+  const scaling =
+    SCALING || ONLY_SCALING
+      ? await workerScaling([
+          {
+            name: "meshgate",
+            start: (workers, port) => {
+              const file = join(tmp, `meshgate-scaling-${port}.json`);
+              writeFileSync(file, meshgateConf(port, upPort));
+              const argv = [process.execPath, entry.path, "gateway", "--config", file, "--host", "127.0.0.1"];
+              argv.push("--admin-port", "0", "--workers", String(workers));
+              return start(`meshgate-x${workers}`, argv, ALL_CPUS, { cwd: ROOT });
+            },
           },
-        },
-        {
-          name: "nginx",
-          start: (workers, port) =>
-            start(
-              `nginx-x${workers}`,
-              nginxArgs(nginxProxyConf(port, upPort, workers), `nginx-x${workers}`),
-              ALL_CPUS,
-            ),
-        },
-      ])
-    : [];
+          {
+            name: "minimal Node proxy",
+            start: (workers, port) => {
+              const script = join(ROOT, "bench/node-proxy.mjs");
+              const argv = [process.execPath, script, "http", String(port), String(upPort), String(workers)];
+              return start(`node-proxy-x${workers}`, argv, ALL_CPUS, { cwd: ROOT });
+            },
+          },
+          {
+            name: "nginx",
+            start: (workers, port) =>
+              start(
+                `nginx-x${workers}`,
+                nginxArgs(nginxProxyConf(port, upPort, workers), `nginx-x${workers}`),
+                ALL_CPUS,
+              ),
+          },
+        ])
+      : [];
   await stop(upstream);
   meta.push(`bench time ${((performance.now() - began) / 1000).toFixed(0)} s`);
-  if (!interrupted) report(results, meta, scaling, paired);
+  if (interrupted) return 0;
+  if (ONLY_SCALING) console.log([...meta, ...scalingReport(scaling)].join("\n"));
+  else report(results, meta, scaling, paired);
   return 0;
 }
 

@@ -10,7 +10,10 @@
  * - load: a fixed 1,000 rps, open loop, with h2load over HTTP/1.1 (`--h1 -c10 -r1 --rate-period=1ms
  *   --rps=100`: 10 keep-alive clients × 100 req/s, started 1 ms apart); latency percentiles from its
  *   per-request log; "added" = the pair's percentile minus the direct one in the same round;
- * - rounds: direct, meshgate pair, nginx pair, one after the other, REPS times (interleaved, so that
+ * - a second reference: a minimal Node mTLS pair (bench/node-proxy.mjs: Node's http/https with a
+ *   keep-alive agent, the same SVIDs and flags as the sidecars, none of meshgate's work) — what any Node
+ *   sidecar starts from on this machine;
+ * - rounds: direct, meshgate pair, nginx pair, Node pair, one after the other, REPS times (interleaved, so that
  *   drift in the machine's load hits every subject alike); medians over the rounds;
  * - cost per proxy process: CPU from /proc/<pid>/stat over each run (→ cores per 1,000 rps) and RSS
  *   (VmRSS: idle 1 s after start, and the maximum sampled every 250 ms under load);
@@ -94,6 +97,8 @@ const NODE_FLAGS = (() => {
   return arg ? arg.slice("--node-flags=".length).split(/\s+/).filter(Boolean) : SIDECAR_NODE_FLAGS;
 })();
 const GOALS = { addedP50: 0.4, addedP99: 1.0, rssMiB: 50, coresPer1k: 0.15 };
+/** The reference subject made of Node's own http/https (bench/node-proxy.mjs). */
+const NODE_PAIR = "minimal Node pair";
 /**
  * --no-ejection: web's sidecar never ejects orders (consecutive5xx 1e9). With one endpoint, outlier
  * detection may eject it (at least one host may always be ejected), and a stall of the loaded machine
@@ -718,6 +723,8 @@ async function main(): Promise<number> {
     ordersAdmin: await freePort(),
     nginxOut: await freePort(),
     nginxIn: await freePort(),
+    nodeOut: await freePort(),
+    nodeIn: await freePort(),
   };
   const server = start("server", nginxArgs(serverConf(p.server), "server"), LOAD_CPU);
   await ready("the server", p.server, [server]);
@@ -747,6 +754,25 @@ async function main(): Promise<number> {
     PROXY_CPU,
   );
 
+  // minimal Node pair: Node's own cost for the hop (bench/node-proxy.mjs), with the sidecars' flags
+  const nodeProxy = (role: "outbound" | "inbound", listen: number, nextPort: number, id: Identity) =>
+    start(
+      `node-${role}`,
+      [
+        process.execPath,
+        ...NODE_FLAGS,
+        join(ROOT, "bench/node-proxy.mjs"),
+        role,
+        String(listen),
+        String(nextPort),
+        id.dir,
+        bundleFile,
+      ],
+      PROXY_CPU,
+    );
+  const nodeIn = nodeProxy("inbound", p.nodeIn, p.server, ids.orders);
+  const nodeOut = nodeProxy("outbound", p.nodeOut, p.nodeIn, ids.web);
+
   const proxy = (label: string, started: Started): Proxy => ({
     label,
     started,
@@ -766,10 +792,16 @@ async function main(): Promise<number> {
       port: p.nginxOut,
       proxies: [proxy("outbound", nginxOut), proxy("inbound", nginxIn)],
     },
+    {
+      name: NODE_PAIR,
+      port: p.nodeOut,
+      proxies: [proxy("outbound", nodeOut), proxy("inbound", nodeIn)],
+    },
   ];
   try {
     await ready("the meshgate pair", p.webLocal, [webSidecar, ordersSidecar]);
     await ready("the nginx pair", p.nginxOut, [nginxIn, nginxOut]);
+    await ready("the minimal Node pair", p.nodeOut, [nodeIn, nodeOut]);
   } catch (err) {
     log((err as Error).message);
     await stopAll();
@@ -874,8 +906,22 @@ async function main(): Promise<number> {
   ]
     .filter((m) => m[1] !== "success")
     .map((m) => `${m[1]} ${m[2]}`);
+  /** The minimal Node pair beside the goals: where any Node sidecar starts from on this machine. */
+  const nodeLine = (): string => {
+    const node = subjects.find((x) => x.name === NODE_PAIR)!;
+    const cores = node.proxies.map((x) =>
+      median(runs.get(NODE_PAIR)!.map((r) => r.cores[x.label]! / (r.rps / 1000))).toFixed(3),
+    );
+    const mib = (kib: number) => (kib / 1024).toFixed(0);
+    return (
+      `reference: the minimal Node mTLS pair (Node's http/https and a keep-alive agent, none of meshgate's work) adds ` +
+      `+${ms3(med(NODE_PAIR, (r) => r.p50) - direct.p50)} ms p50 / +${ms3(med(NODE_PAIR, (r) => r.p99) - direct.p99)} ms p99; ` +
+      `${cores.join(" / ")} cores per 1k rps, ${node.proxies.map((x) => mib(x.rssMaxKiB)).join(" / ")} MiB RSS ` +
+      `(${node.proxies.map((x) => mib(x.anonMaxKiB)).join(" / ")} private) per proxy (outbound / inbound)`
+    );
+  };
   const out = [
-    `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
+    `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair, and through a minimal Node mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
     `sidecars run from ${entry.label}; node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
     `${TASKSET ? `proxy pairs on CPU ${PROXY_CPU}, h2load + server on CPU ${LOAD_CPU}` : "NOT pinned (--no-pin or no taskset)"} (server: nginx return 200, 104-byte JSON); nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
     "",
@@ -897,6 +943,7 @@ async function main(): Promise<number> {
     `goal: two sidecars add ≤ ${GOALS.addedP50} ms p50 — +${ms3(mgAdded50)} ms (${verdict(mgAdded50 <= GOALS.addedP50)}); nginx pair +${ms3(med("nginx pair", (r) => r.p50) - direct.p50)} ms`,
     `goal: two sidecars add ≤ ${GOALS.addedP99} ms p99 — +${ms3(mgAdded99)} ms (${verdict(mgAdded99 <= GOALS.addedP99)}); nginx pair +${ms3(med("nginx pair", (r) => r.p99) - direct.p99)} ms`,
     ...steadyLines(),
+    nodeLine(),
     ...mgProxies.map((x) => {
       const c = median(runs.get(mg)!.map((r) => r.cores[x.label]! / (r.rps / 1000)));
       const rss = x.rssMaxKiB / 1024;
@@ -906,7 +953,7 @@ async function main(): Promise<number> {
     ...(NO_EJECTION
       ? ["--no-ejection: web's sidecar ran with outlier detection that never ejects (consecutive5xx 1e9)."]
       : []),
-    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx interleaved) after ${WARMUP_S} s warm-ups; added = subject minus direct percentiles;`,
+    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node interleaved) after ${WARMUP_S} s warm-ups; added = subject minus direct percentiles;`,
     `  spread over rounds (p50, p99): direct ${spread("direct", (r) => r.p50)} / ${spread("direct", (r) => r.p99)} ms, meshgate ${spread(mg, (r) => r.p50)} / ${spread(mg, (r) => r.p99)} ms, nginx ${spread("nginx pair", (r) => r.p50)} / ${spread("nginx pair", (r) => r.p99)} ms;`,
     `  the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores during the runs (noisy runs, > ${NOISE_LIMIT} cores, marked ~);`,
     `  load: h2load --h1 -c${RATE / RPS_PER_CLIENT} -r1 --rate-period=1ms --rps=${RPS_PER_CLIENT} (open loop), percentiles from its per-request log; cores = /proc/<pid>/stat CPU over each run;`,

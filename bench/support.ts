@@ -60,6 +60,60 @@ export const median = (values: readonly number[]): number => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 
+/** Where one worker-scaling run's CPU went, per request (µs of CPU time) and in all (cores busy). */
+export interface ScalingCost {
+  /** The proxy's process tree (primary and workers). */
+  readonly proxyUs: number;
+  /** Everything else the machine ran: wrk, the upstream, kernel work not charged to a process. */
+  readonly restUs: number;
+  /** Cores busy on the whole machine. */
+  readonly busyCores: number;
+}
+
+/** CPU counters at one instant: the time (ms), the machine's busy ticks and the proxy tree's ticks. */
+export interface CpuSample {
+  readonly t: number;
+  readonly busy: number;
+  readonly proxy: number;
+}
+
+/** Per-request costs of one run of `requests` requests from the samples around it (see ScalingCost). */
+export function scalingCost(
+  a: CpuSample,
+  b: CpuSample,
+  requests: number,
+  ticksPerSecond: number,
+): ScalingCost {
+  if (!(requests > 0) || !(b.t > a.t)) throw new RangeError("a run needs requests and a duration");
+  const us = (ticks: number) => (ticks / ticksPerSecond) * 1e6;
+  const proxy = b.proxy - a.proxy;
+  return {
+    proxyUs: us(proxy) / requests,
+    restUs: us(Math.max(0, b.busy - a.busy - proxy)) / requests,
+    busyCores: (b.busy - a.busy) / ticksPerSecond / ((b.t - a.t) / 1000),
+  };
+}
+
+/** The field-wise median of several runs' costs. */
+export function medianCost(costs: readonly ScalingCost[]): ScalingCost {
+  return {
+    proxyUs: median(costs.map((c) => c.proxyUs)),
+    restUs: median(costs.map((c) => c.restUs)),
+    busyCores: median(costs.map((c) => c.busyCores)),
+  };
+}
+
+/**
+ * The most 2 workers can gain over 1 on `cores` cores shared with the load generator, when the proxy's
+ * cost per request stays what it is with 1 worker (P1): 1 worker serves at most 1 / P1 requests a
+ * second (its one core saturated), 2 workers at most cores / (P1 + R2) — every core busy with the proxy
+ * or the rest (R2: wrk, the upstream and the kernel per request, measured at 2 workers) — and never
+ * more than `cores`×.
+ */
+export function scalingBound(one: ScalingCost, two: ScalingCost, cores: number): number {
+  return Math.min(cores, (cores * one.proxyUs) / (one.proxyUs + two.restUs));
+}
+
 /** Renders rows as an aligned table; columns listed in `right` are right-aligned. */
 export function table(header: string[], rows: string[][], right: (i: number) => boolean): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
