@@ -14,6 +14,7 @@ export { manifestFiles, manifestNames, writeManifests, type ManifestFile } from 
 export {
   ANNOTATIONS,
   ChartInputError,
+  contentHash,
   DEFAULT_CA_SECRET,
   DEFAULT_RUNTIME_IMAGE,
   IDENTITY_SECRET_KEYS,

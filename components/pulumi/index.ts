@@ -15,7 +15,7 @@ export type {
 export { Platform, preparePlatform, loadPlatformSpec, SPEC_OUTPUT } from "./platform.ts";
 export { Mesh, Gateway, prepareGateway } from "./layers.ts";
 export type { MeshArgs, GatewayArgs } from "./layers.ts";
-export { childName, tierOf, isGatewayObject, resolveDeferred } from "./register.ts";
+export { childName, tierOf, isGatewayObject, resolveDeferred, rollOnDeferred } from "./register.ts";
 export type { PlatformArgs, PreparedPlatform } from "./platform.ts";
 export {
   RuntimeImage,

@@ -10,7 +10,14 @@
  */
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import { IDENTITY_SECRET_KEYS, LABELS, secretNames, type KubeObject } from "../kubernetes/index.ts";
+import {
+  ANNOTATIONS,
+  contentHash,
+  IDENTITY_SECRET_KEYS,
+  LABELS,
+  secretNames,
+  type KubeObject,
+} from "../kubernetes/index.ts";
 import type { InfraIR } from "../translate/ir.ts";
 import type { MeshCa } from "./ca.ts";
 
@@ -184,6 +191,90 @@ export function resolveDeferred(
   return value;
 }
 
+/** ConfigMaps and Secrets (namespace/name) a pod template reads: volumes, projected sources, env, envFrom. */
+function podInputs(obj: KubeObject): string[] {
+  type Ref = { name?: string; secretName?: string } | undefined;
+  type Source = { configMap?: Ref; secret?: Ref };
+  type Container = {
+    env?: { valueFrom?: { configMapKeyRef?: Ref; secretKeyRef?: Ref } }[];
+    envFrom?: { configMapRef?: Ref; secretRef?: Ref }[];
+  };
+  const pod = (obj.spec as { template?: { spec?: Record<string, unknown> } } | undefined)?.template?.spec;
+  if (!pod) return [];
+  const ns = obj.metadata.namespace ?? "";
+  const out = new Set<string>();
+  const add = (kind: "ConfigMap" | "Secret", ref: Ref) => {
+    const name = ref?.name ?? ref?.secretName;
+    if (name) out.add(`${kind}/${ns}/${name}`);
+  };
+  for (const v of (pod.volumes as (Source & { projected?: { sources?: Source[] } })[] | undefined) ?? []) {
+    add("ConfigMap", v.configMap);
+    add("Secret", v.secret);
+    for (const s of v.projected?.sources ?? []) {
+      add("ConfigMap", s.configMap);
+      add("Secret", s.secret);
+    }
+  }
+  const containers = [
+    ...((pod.initContainers as Container[] | undefined) ?? []),
+    ...((pod.containers as Container[] | undefined) ?? []),
+  ];
+  for (const c of containers) {
+    for (const e of c.env ?? []) {
+      add("ConfigMap", e.valueFrom?.configMapKeyRef);
+      add("Secret", e.valueFrom?.secretKeyRef);
+    }
+    for (const e of c.envFrom ?? []) {
+      add("ConfigMap", e.configMapRef);
+      add("Secret", e.secretRef);
+    }
+  }
+  return [...out];
+}
+
+/**
+ * A workload whose pod template carries the config-hash annotation, with the hash folded together with
+ * the values of the placeholders (`deferred`) that its ConfigMaps and Secrets hold. The chart hashes
+ * the content it renders, and a value given as an output (an AMP endpoint in Prometheus' config) is a
+ * placeholder there: without this, a new value would change the ConfigMap but not the pod template, and
+ * the pods would keep the old config until something else rolled them. The values themselves are never
+ * written into the annotation, only a SHA-256 over them. Any other object is returned as it is.
+ */
+export function rollOnDeferred(
+  obj: KubeObject,
+  objects: readonly KubeObject[],
+  deferred: ReadonlyMap<string, pulumi.Input<string>>,
+): KubeObject {
+  const template = (obj.spec as { template?: { metadata?: { annotations?: Record<string, string> } } })
+    ?.template;
+  const hash = template?.metadata?.annotations?.[ANNOTATIONS.configHash];
+  if (hash === undefined || deferred.size === 0) return obj;
+  const inputs = new Set(podInputs(obj));
+  const read = objects
+    .filter((o) => inputs.has(`${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`))
+    .map((o) => JSON.stringify([o.data, (o as { stringData?: unknown }).stringData]))
+    .join("\n");
+  const tokens = [...deferred.keys()].filter((t) => read.includes(t)).sort();
+  if (tokens.length === 0) return obj;
+  const folded = pulumi
+    .all(tokens.map((t) => deferred.get(t)!))
+    .apply((values) => contentHash(hash, ...tokens.flatMap((t, i) => [t, values[i]!])));
+  const spec = obj.spec as { template: { metadata: { annotations: Record<string, unknown> } } };
+  return {
+    ...obj,
+    spec: {
+      ...spec,
+      template: {
+        ...spec.template,
+        metadata: {
+          ...spec.template.metadata,
+          annotations: { ...spec.template.metadata.annotations, [ANNOTATIONS.configHash]: folded },
+        },
+      },
+    },
+  } as unknown as KubeObject;
+}
+
 // ───────────── registration ─────────────
 
 /** Who registers the objects, and with what. */
@@ -236,7 +327,9 @@ export function registerChart(
   const create = (obj: KubeObject, dependsOn: pulumi.Resource[]) => {
     const make = KINDS[`${obj.apiVersion}/${obj.kind}`] ?? makeCustom;
     const n = childName(ctx.name, obj);
-    const args = ctx.deferred ? (resolveDeferred(obj, ctx.deferred) as KubeObject) : obj;
+    const args = ctx.deferred
+      ? (resolveDeferred(rollOnDeferred(obj, objects, ctx.deferred), ctx.deferred) as KubeObject)
+      : obj;
     return add(n, make(n, args, childOpts(dependsOn)));
   };
 

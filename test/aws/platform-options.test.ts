@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parse } from "yaml";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
+  ANNOTATIONS,
   GATEWAY_CONTAINER,
   SIDECAR_CONTAINER,
   synthesize,
@@ -110,7 +111,7 @@ describe("chart options for AWS", () => {
 describe("Platform arguments given as outputs", () => {
   const digestRef = `123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop@sha256:${"ab".repeat(32)}`;
 
-  async function deploy() {
+  async function deploy(amp: pulumi.Input<string> = pulumi.output(AMP)) {
     const run = await runStack(() => {
       new m.Platform("shop", {
         spec: SHOP,
@@ -120,7 +121,7 @@ describe("Platform arguments given as outputs", () => {
           ...NLB,
           "service.beta.kubernetes.io/aws-load-balancer-name": pulumi.output("shop-test"),
         },
-        prometheusRemoteWrite: { url: pulumi.output(AMP), sigv4Region: "eu-west-1" },
+        prometheusRemoteWrite: { url: amp, sigv4Region: "eu-west-1" },
         prometheusServiceAccountAnnotations: { "eks.amazonaws.com/role-arn": pulumi.output(ROLE) },
       });
     });
@@ -156,6 +157,41 @@ describe("Platform arguments given as outputs", () => {
     });
     const prom = parse(byName("shop-configmap-shop-observability-prometheus-config").data["prometheus.yml"]);
     expect(prom.remote_write).toEqual([{ url: AMP, sigv4: { region: "eu-west-1" } }]);
+  });
+
+  /** Each Deployment's pod-template config hash after one deploy, by registered name. */
+  async function podHashes(amp: pulumi.Input<string>): Promise<Record<string, string>> {
+    resetRecords();
+    await deploy(amp);
+    return Object.fromEntries(
+      mockState.registered
+        .filter((r) => r.type === "kubernetes:apps/v1:Deployment")
+        .map((r) => [r.name, (r.inputs as Json).spec.template.metadata.annotations[ANNOTATIONS.configHash]]),
+    );
+  }
+
+  it("rolls_prometheus_when_the_remote_write_endpoint_output_changes_and_nothing_else", async () => {
+    const other = AMP.replace("ws-1234", "ws-5678");
+    const a = await podHashes(pulumi.output(AMP));
+    const again = await podHashes(pulumi.output(AMP));
+    const b = await podHashes(pulumi.output(other));
+    const prometheus = "shop-deployment-shop-observability-prometheus";
+    expect(Object.keys(a)).toContain(prometheus);
+    expect(a[prometheus]).toMatch(/^sha256:[0-9a-f]{64}$/);
+    // The same endpoint again gives the same pods (no rollout on every update).
+    expect(again).toEqual(a);
+    // A new endpoint changes Prometheus' pod template (a rollout) and no other workload's.
+    expect(b[prometheus]).not.toBe(a[prometheus]);
+    expect(Object.keys(b).filter((n) => b[n] !== a[n])).toEqual([prometheus]);
+    // Only a hash reaches the annotation, never the endpoint.
+    expect(JSON.stringify(b)).not.toContain("ws-5678");
+  });
+
+  it("leaves_the_chart_hash_of_a_workload_that_reads_no_placeholder", () => {
+    const objects = synthesize(shop, AWS_OPTIONS);
+    const deferred = new Map([["meshgate-deferred-0.invalid", pulumi.output("v")]]);
+    for (const d of objects.filter((o) => o.kind === "Deployment"))
+      expect(m.rollOnDeferred(d, objects, deferred)).toBe(d);
   });
 
   it("resolves_placeholders_only_where_they_occur", () => {
