@@ -9,9 +9,9 @@
  * transform, CORS headers, response size limit → access log and metrics. A reload compiles a whole new
  * state and swaps one reference; requests in flight keep the state they started with.
  */
+import { createReloader, type ReloadResult } from "../contract/reload.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
@@ -111,8 +111,7 @@ export interface GatewayOptions {
   accessLogger?: Logger;
 }
 
-export type ReloadResult =
-  { ok: true; hash: string; changed: boolean } | { ok: false; error: string; code: string };
+export type { ReloadResult } from "../contract/reload.ts";
 
 export interface GatewayHandle {
   /** Bound ports by listener name, and the admin port. */
@@ -1293,75 +1292,32 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   log.info({ event: "started", listeners: listenerPorts, admin: adminPort, hash: state.config.hash });
 
   // ── reload and drain ──
-  let reloading: Promise<ReloadResult> = Promise.resolve({
-    ok: true,
-    hash: state.config.hash,
-    changed: false,
+  const reload = createReloader<GatewayRuntimeConfig, State>({
+    proxy: "gateway",
+    ...(options.configPath ? { configPath: options.configPath } : {}),
+    reloads: mReloads,
+    info: mConfig,
+    log,
+    current: () => state.config,
+    load: (text) => loadRuntimeConfig(text, "gateway"),
+    // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
+    unchanged: async () => {
+      state = { ...state, certificates: loadAllCertificates(state.config) };
+    },
+    build: (next) => buildState(next, state),
+    buildFailed: () => limiters.discardPending(),
+    commit: (next, built) => {
+      const previous = state;
+      state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+      activateRateLimits(built);
+      for (const c of previous.clusters.values()) c.close();
+      void previous.tracer.shutdown(2000);
+      previous.auth.close();
+      if (previous.cache !== built.cache) retireStore(previous.cache.store, next.limits.drainTimeoutMs);
+      const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
+      void pools.retain(keep);
+    },
   });
-  function reload(text?: string): Promise<ReloadResult> {
-    reloading = reloading.then(() => doReload(text));
-    return reloading;
-  }
-  async function doReload(text?: string): Promise<ReloadResult> {
-    let next: GatewayRuntimeConfig;
-    try {
-      if (text === undefined) {
-        if (!options.configPath)
-          throw Object.assign(new Error("no config file to reload from"), { code: "E_RT_CONFIG_JSON" });
-        text = await readFile(options.configPath, "utf8");
-      }
-      next = loadRuntimeConfig(text, "gateway");
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      mReloads.labels("gateway", "failure").inc();
-      log.error(
-        { event: "reload_rejected", code: e.code, message: e.message },
-        "config rejected; the previous config keeps serving",
-      );
-      return { ok: false, error: e.message, code: e.code ?? "E_RT_CONFIG_INVALID" };
-    }
-    if (next.hash === state.config.hash) {
-      // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
-      try {
-        state = { ...state, certificates: loadAllCertificates(state.config) };
-      } catch (err) {
-        mReloads.labels("gateway", "failure").inc();
-        log.error(
-          { event: "reload_rejected", message: (err as Error).message },
-          "certificates unreadable; the previous ones keep serving",
-        );
-        return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
-      }
-      mReloads.labels("gateway", "unchanged").inc();
-      return { ok: true, hash: next.hash, changed: false };
-    }
-    const previous = state;
-    let built: State;
-    try {
-      built = await buildState(next, previous);
-    } catch (err) {
-      limiters.discardPending();
-      mReloads.labels("gateway", "failure").inc();
-      log.error(
-        { event: "reload_rejected", message: (err as Error).message },
-        "config rejected; the previous config keeps serving",
-      );
-      return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
-    }
-    state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
-    activateRateLimits(built);
-    mConfig.labels("gateway", previous.config.hash).set(0);
-    mConfig.labels("gateway", next.hash).set(1);
-    mReloads.labels("gateway", "success").inc();
-    for (const c of previous.clusters.values()) c.close();
-    void previous.tracer.shutdown(2000);
-    previous.auth.close();
-    if (previous.cache !== built.cache) retireStore(previous.cache.store, next.limits.drainTimeoutMs);
-    const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
-    void pools.retain(keep);
-    log.info({ event: "reloaded", hash: next.hash });
-    return { ok: true, hash: next.hash, changed: true };
-  }
 
   async function drain(): Promise<void> {
     if (draining) return;

@@ -20,9 +20,9 @@
  * The identity hot-reloads from files (IdentitySource); a config reload compiles a whole new state and
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
+import { createReloader, type ReloadResult } from "../contract/reload.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import net from "node:net";
@@ -89,8 +89,7 @@ export interface SidecarOptions {
   drainTimeoutMs?: number;
 }
 
-export type ReloadResult =
-  { ok: true; hash: string; changed: boolean } | { ok: false; error: string; code: string };
+export type { ReloadResult } from "../contract/reload.ts";
 
 export interface SidecarHandle {
   readonly ports: { inbound: number; outbound: number; admin: number; services: Record<string, number> };
@@ -1142,76 +1141,43 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   });
 
   // ── reload and drain ──
-  let reloading: Promise<ReloadResult> = Promise.resolve({
-    ok: true,
-    hash: state.config.hash,
-    changed: false,
-  });
-  function reload(text?: string): Promise<ReloadResult> {
-    reloading = reloading.then(() => doReload(text));
-    return reloading;
-  }
-  async function doReload(text?: string): Promise<ReloadResult> {
-    let next: SidecarRuntimeConfig;
-    try {
-      if (text === undefined) {
-        if (!options.configPath)
-          throw Object.assign(new Error("no config file to reload from"), { code: "E_RT_CONFIG_JSON" });
-        text = await readFile(options.configPath, "utf8");
-      }
-      next = loadRuntimeConfig(text, "sidecar");
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      mReloads.labels("sidecar", "failure").inc();
-      log.error(
-        { event: "reload_rejected", code: e.code, message: e.message },
-        "config rejected; the previous config keeps serving",
-      );
-      return { ok: false, error: e.message, code: e.code ?? "E_RT_CONFIG_INVALID" };
-    }
-    if (next.hash === state.config.hash) {
+  const reload = createReloader<SidecarRuntimeConfig, State>({
+    proxy: "sidecar",
+    ...(options.configPath ? { configPath: options.configPath } : {}),
+    reloads: mReloads,
+    info: mConfig,
+    log,
+    current: () => state.config,
+    load: (text) => loadRuntimeConfig(text, "sidecar"),
+    // Same config: the identity files may still have been rotated in place (Kubernetes Secrets).
+    unchanged: async () => {
       await identity.reload();
-      mReloads.labels("sidecar", "unchanged").inc();
-      return { ok: true, hash: next.hash, changed: false };
-    }
-    const previous = state;
-    let built: State;
-    try {
-      built = await buildState(next);
-    } catch (err) {
-      mReloads.labels("sidecar", "failure").inc();
-      log.error(
-        { event: "reload_rejected", message: (err as Error).message },
-        "config rejected; the previous config keeps serving",
-      );
-      return { ok: false, error: (err as Error).message, code: "E_RT_CONFIG_INVALID" };
-    }
-    if (
-      JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
-      next.identity !== previous.config.identity ||
-      next.trustDomain !== previous.config.trustDomain
-    ) {
-      // New identity files or another identity: a new source; the old one serves until the new one loads.
-      const fresh = createIdentity(next);
-      await fresh.start();
-      const old = identity;
-      identity = fresh;
-      old.close();
-      const c = fresh.current();
-      if (c) inbound?.setIdentity(c.serverOptions);
-    } else await identity.reload();
-    state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
-    mConfig.labels("sidecar", previous.config.hash).set(0);
-    mConfig.labels("sidecar", next.hash).set(1);
-    mReloads.labels("sidecar", "success").inc();
-    for (const c of previous.clusters.values()) c.close();
-    previous.app.close();
-    void previous.tracer.shutdown(2000);
-    const keep = new Set([...built.clusters.values(), built.app].flatMap((c) => c.poolKeys()));
-    void pools.retain(keep);
-    log.info({ event: "reloaded", hash: next.hash });
-    return { ok: true, hash: next.hash, changed: true };
-  }
+    },
+    build: (next) => buildState(next),
+    commit: async (next, built) => {
+      const previous = state;
+      if (
+        JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
+        next.identity !== previous.config.identity ||
+        next.trustDomain !== previous.config.trustDomain
+      ) {
+        // New identity files or another identity: a new source; the old one serves until the new one loads.
+        const fresh = createIdentity(next);
+        await fresh.start();
+        const old = identity;
+        identity = fresh;
+        old.close();
+        const c = fresh.current();
+        if (c) inbound?.setIdentity(c.serverOptions);
+      } else await identity.reload();
+      state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+      for (const c of previous.clusters.values()) c.close();
+      previous.app.close();
+      void previous.tracer.shutdown(2000);
+      const keep = new Set([...built.clusters.values(), built.app].flatMap((c) => c.poolKeys()));
+      void pools.retain(keep);
+    },
+  });
 
   async function drain(): Promise<void> {
     if (draining) return;

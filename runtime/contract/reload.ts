@@ -1,0 +1,115 @@
+/**
+ * The one config-reload procedure of the gateway and the sidecar (SIGHUP, a changed file, the admin
+ * API): reloads run one after another; the new RuntimeConfig is read (from the text given, or re-read
+ * from the config file), validated whole and built before it replaces anything — an invalid config, or
+ * one whose state cannot be built, is rejected with its code and the old one keeps serving. Each attempt
+ * is counted in `meshgate_config_reloads_total{proxy,result}` (success, unchanged, failure), and a
+ * swap moves `meshgate_config_info{proxy,hash}` from the old hash (0) to the new one (1).
+ *
+ * What differs between the proxies is given as hooks: what an unchanged config still refreshes
+ * (certificate files rotated in place), how the new state is built, and the swap itself.
+ */
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+
+/** The outcome of one reload, as the admin API and the handles return it. */
+export type ReloadResult =
+  { ok: true; hash: string; changed: boolean } | { ok: false; error: string; code: string };
+
+export interface ReloaderOptions<C extends { readonly hash: string }, S> {
+  /** The proxy label of the metrics. */
+  readonly proxy: "gateway" | "sidecar";
+  /** Where a reload without text reads the config from; none → such a reload is rejected. */
+  readonly configPath?: string;
+  /** `meshgate_config_reloads_total`, labelled (proxy, result). */
+  readonly reloads: { labels(proxy: string, result: string): { inc(): void } };
+  /** `meshgate_config_info`, labelled (proxy, hash). */
+  readonly info: { labels(proxy: string, hash: string): { set(value: number): void } };
+  readonly log: Logger;
+  /** The config serving now. */
+  current(): C;
+  /** Parses and validates the text (loadRuntimeConfig); throws a RuntimeConfigError. */
+  load(text: string): C;
+  /** The config is unchanged (same hash): refresh what can change without it (certificate files). */
+  unchanged(next: C): Promise<void>;
+  /** Builds the state of a new config; throwing rejects it (nothing swapped). */
+  build(next: C): Promise<S>;
+  /** Called when build threw, to undo what it started. */
+  buildFailed?(): void;
+  /**
+   * Swaps the built state in and retires the previous one. Throwing before the swap rejects the reload
+   * (the previous state keeps serving); once swapped, nothing may throw.
+   */
+  commit(next: C, built: S): Promise<void> | void;
+}
+
+/** The reload function of one proxy: call it with a config's text, or without to re-read the file. */
+export function createReloader<C extends { readonly hash: string }, S>(
+  o: ReloaderOptions<C, S>,
+): (text?: string) => Promise<ReloadResult> {
+  const { reloads, info } = o;
+  /** A rejection: counted, logged (never the config itself), and the old config keeps serving. */
+  const reject = (message: string, code: string, consequence: string): ReloadResult => {
+    reloads.labels(o.proxy, "failure").inc();
+    o.log.error({ event: "reload_rejected", code, message }, consequence);
+    return { ok: false, error: message, code };
+  };
+
+  async function once(text?: string): Promise<ReloadResult> {
+    let next: C;
+    try {
+      if (text === undefined) {
+        if (!o.configPath)
+          throw Object.assign(new Error("no config file to reload from"), { code: "E_RT_CONFIG_JSON" });
+        text = await readFile(o.configPath, "utf8");
+      }
+      next = o.load(text);
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      return reject(
+        e.message,
+        e.code ?? "E_RT_CONFIG_INVALID",
+        "config rejected; the previous config keeps serving",
+      );
+    }
+    const previous = o.current().hash;
+    if (next.hash === previous) {
+      try {
+        await o.unchanged(next);
+      } catch (err) {
+        const message = (err as Error).message;
+        return reject(
+          message,
+          "E_RT_CONFIG_INVALID",
+          "certificates unreadable; the previous ones keep serving",
+        );
+      }
+      reloads.labels(o.proxy, "unchanged").inc();
+      return { ok: true, hash: next.hash, changed: false };
+    }
+    let built: S;
+    try {
+      built = await o.build(next);
+    } catch (err) {
+      o.buildFailed?.();
+      // A build failure is the config's (a file it names that cannot be read, …), whatever the error's code.
+      const message = (err as Error).message;
+      return reject(message, "E_RT_CONFIG_INVALID", "config rejected; the previous config keeps serving");
+    }
+    try {
+      await o.commit(next, built);
+    } catch (err) {
+      // The swap could not happen (a new identity that does not start): the previous state keeps serving.
+      const message = (err as Error).message;
+      return reject(message, "E_RT_CONFIG_INVALID", "config not applied; the previous config keeps serving");
+    }
+    info.labels(o.proxy, previous).set(0);
+    info.labels(o.proxy, next.hash).set(1);
+    reloads.labels(o.proxy, "success").inc();
+    o.log.info({ event: "reloaded", hash: next.hash });
+    return { ok: true, hash: next.hash, changed: true };
+  }
+
+  let queue: Promise<ReloadResult> = Promise.resolve({ ok: true, hash: o.current().hash, changed: false });
+  return (text?: string) => (queue = queue.then(() => once(text)));
+}

@@ -1,0 +1,181 @@
+/**
+ * runtime/contract/reload.ts, the one reload procedure of the gateway and the sidecar: what is rejected
+ * (and that the old config then keeps serving), what is counted and logged, and that reloads run one
+ * after another. The proxies' own reload tests (test/gateway, test/sidecar) run it for real.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createReloader, type ReloadResult } from "../../runtime/contract/reload.ts";
+import { MetricsRegistry } from "../../runtime/telemetry/metrics.ts";
+import { capturedLogger } from "../auth/support.ts";
+
+interface Config {
+  readonly hash: string;
+}
+
+const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-reload-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** A reloader over configs written as `{"hash": …}`, with hooks that record what ran and can be told to fail. */
+function rig(opts: { configPath?: string; fail?: "unchanged" | "build" | "commit"; buildMs?: number } = {}) {
+  const registry = new MetricsRegistry({ prefix: "meshgate_" });
+  const reloads = registry.counter("config_reloads_total", "reloads", ["proxy", "result"]);
+  const info = registry.gauge("config_info", "config", ["proxy", "hash"]);
+  info.labels("gateway", "h1").set(1);
+  const log = capturedLogger();
+  const calls: string[] = [];
+  let serving: Config = { hash: "h1" };
+  const reload = createReloader<Config, Config>({
+    proxy: "gateway",
+    ...(opts.configPath ? { configPath: opts.configPath } : {}),
+    reloads,
+    info,
+    log: log.logger,
+    current: () => serving,
+    load: (text) => {
+      const parsed = JSON.parse(text) as { hash?: unknown };
+      if (typeof parsed.hash !== "string")
+        throw Object.assign(new Error("hash: required"), { code: "E_RT_CONFIG_INVALID" });
+      return { hash: parsed.hash };
+    },
+    unchanged: async (next) => {
+      calls.push(`unchanged ${next.hash}`);
+      if (opts.fail === "unchanged") throw Object.assign(new Error("ENOENT: cert.pem"), { code: "ENOENT" });
+    },
+    build: async (next) => {
+      calls.push(`build ${next.hash}`);
+      if (opts.buildMs) await new Promise((r) => setTimeout(r, opts.buildMs));
+      if (opts.fail === "build") throw Object.assign(new Error("cannot read ca.pem"), { code: "ENOENT" });
+      return next;
+    },
+    buildFailed: () => calls.push("buildFailed"),
+    commit: (next, built) => {
+      calls.push(`commit ${next.hash}`);
+      if (opts.fail === "commit") throw new Error("the new identity did not start");
+      serving = built;
+    },
+  });
+  const metric = (line: string) => {
+    const m = new RegExp(`^meshgate_${line.replace(/[{}]/g, "\\$&")} (\\S+)$`, "m").exec(registry.render());
+    return m ? Number(m[1]) : 0;
+  };
+  return { reload, calls, serving: () => serving.hash, metric, log };
+}
+
+const CONFIG_FILE = join(tmp, "config.json");
+writeFileSync(CONFIG_FILE, JSON.stringify({ hash: "from-file" }));
+
+describe("config reload: rejections keep the old config serving", () => {
+  it.each<{
+    claim: string;
+    rig: Parameters<typeof rig>[0];
+    text: string | undefined;
+    code: string;
+    calls: string[];
+    message: RegExp;
+  }>([
+    {
+      claim: "text that is not JSON is rejected with the loader's error",
+      rig: {},
+      text: "{",
+      code: "E_RT_CONFIG_INVALID",
+      calls: [],
+      message: /JSON/,
+    },
+    {
+      claim: "an invalid config is rejected with the loader's code, nothing built",
+      rig: {},
+      text: "{}",
+      code: "E_RT_CONFIG_INVALID",
+      calls: [],
+      message: /hash: required/,
+    },
+    {
+      claim: "a reload without text and without a config file is rejected as E_RT_CONFIG_JSON",
+      rig: {},
+      text: undefined,
+      code: "E_RT_CONFIG_JSON",
+      calls: [],
+      message: /no config file/,
+    },
+    {
+      claim:
+        "an unchanged config whose certificates cannot be re-read is E_RT_CONFIG_INVALID, not the fs code",
+      rig: { fail: "unchanged" },
+      text: '{"hash":"h1"}',
+      code: "E_RT_CONFIG_INVALID",
+      calls: ["unchanged h1"],
+      message: /cert\.pem/,
+    },
+    {
+      claim: "a config whose state cannot be built is rejected and the build undone, nothing committed",
+      rig: { fail: "build" },
+      text: '{"hash":"h2"}',
+      code: "E_RT_CONFIG_INVALID",
+      calls: ["build h2", "buildFailed"],
+      message: /ca\.pem/,
+    },
+    {
+      claim: "a swap that throws before swapping is a rejection, not a crash",
+      rig: { fail: "commit" },
+      text: '{"hash":"h2"}',
+      code: "E_RT_CONFIG_INVALID",
+      calls: ["build h2", "commit h2"],
+      message: /identity did not start/,
+    },
+  ])("$claim", async ({ rig: o, text, code, calls, message }) => {
+    const r = rig(o);
+    const result = await r.reload(text);
+    expect(result).toMatchObject({ ok: false, code });
+    expect((result as { error: string }).error).toMatch(message);
+    expect(r.calls).toEqual(calls);
+    expect(r.serving()).toBe("h1");
+    expect(r.metric('config_reloads_total{proxy="gateway",result="failure"}')).toBe(1);
+    expect(r.metric('config_info{proxy="gateway",hash="h1"}')).toBe(1);
+    const rejected = r.log.lines().filter((l) => l.event === "reload_rejected");
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ code, level: 50 });
+  });
+});
+
+describe("config reload: accepted configs", () => {
+  it("a new config is built, committed, counted, and moves config_info to its hash", async () => {
+    const r = rig();
+    expect(await r.reload('{"hash":"h2"}')).toEqual({ ok: true, hash: "h2", changed: true });
+    expect(r.calls).toEqual(["build h2", "commit h2"]);
+    expect(r.serving()).toBe("h2");
+    expect(r.metric('config_info{proxy="gateway",hash="h1"}')).toBe(0);
+    expect(r.metric('config_info{proxy="gateway",hash="h2"}')).toBe(1);
+    expect(r.metric('config_reloads_total{proxy="gateway",result="success"}')).toBe(1);
+    expect(r.log.lines().find((l) => l.event === "reloaded")).toMatchObject({ hash: "h2" });
+  });
+
+  it("the same config only refreshes (certificates), builds nothing and is counted unchanged", async () => {
+    const r = rig();
+    expect(await r.reload('{"hash":"h1"}')).toEqual({ ok: true, hash: "h1", changed: false });
+    expect(r.calls).toEqual(["unchanged h1"]);
+    expect(r.metric('config_reloads_total{proxy="gateway",result="unchanged"}')).toBe(1);
+  });
+
+  it("a reload without text re-reads the config file", async () => {
+    const r = rig({ configPath: CONFIG_FILE });
+    expect(await r.reload()).toEqual({ ok: true, hash: "from-file", changed: true });
+  });
+
+  it("reloads run one after another: the second starts when the first has committed", async () => {
+    const r = rig({ buildMs: 30 });
+    const results: ReloadResult[] = await Promise.all([r.reload('{"hash":"h2"}'), r.reload('{"hash":"h3"}')]);
+    expect(r.calls).toEqual(["build h2", "commit h2", "build h3", "commit h3"]);
+    expect(results.map((x) => x.ok && x.hash)).toEqual(["h2", "h3"]);
+    expect(r.serving()).toBe("h3");
+  });
+
+  it("a rejected reload does not block the ones after it", async () => {
+    const r = rig();
+    const [bad, good] = await Promise.all([r.reload("{"), r.reload('{"hash":"h2"}')]);
+    expect(bad.ok).toBe(false);
+    expect(good).toEqual({ ok: true, hash: "h2", changed: true });
+  });
+});
