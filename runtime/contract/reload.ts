@@ -9,6 +9,7 @@
  * What differs between the proxies is given as hooks: what an unchanged config still refreshes
  * (certificate files rotated in place), how the new state is built, and the swap itself.
  */
+import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 
@@ -112,4 +113,33 @@ export function createReloader<C extends { readonly hash: string }, S>(
 
   let queue: Promise<ReloadResult> = Promise.resolve({ ok: true, hash: o.current().hash, changed: false });
   return (text?: string) => (queue = queue.then(() => once(text)));
+}
+
+/**
+ * A serving proxy process's signals: a change of its config file (debounced 100 ms) and SIGHUP reload;
+ * SIGTERM and SIGINT drain, then exit 0; a second SIGTERM/SIGINT during the drain exits 1 at once.
+ */
+export function reloadAndDrainOnSignals(
+  configPath: string,
+  proxy: { reload(): Promise<unknown>; drain(): Promise<void> },
+  log: Logger,
+): void {
+  let timer: NodeJS.Timeout | null = null;
+  const watcher = watch(configPath, () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void proxy.reload(), 100);
+  });
+  process.on("SIGHUP", () => void proxy.reload());
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ event: "forced_exit", signal });
+      process.exit(1);
+    }
+    stopping = true;
+    watcher.close();
+    void proxy.drain().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -11,8 +11,8 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
 import net, { type Socket } from "node:net";
-import { Duplex } from "node:stream";
 import tls, { type SecureContext } from "node:tls";
+import { sniffPreface } from "../net/sniff.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 
 type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
@@ -21,9 +21,6 @@ type Limits = GatewayRuntimeConfig["limits"];
 export type AnyRequest = IncomingMessage | Http2ServerRequest;
 export type AnyResponse = ServerResponse | Http2ServerResponse;
 export type Handler = (req: AnyRequest, res: AnyResponse, scheme: "http" | "https") => void;
-
-/** The HTTP/2 connection preface (RFC 9113 §3.4). */
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 export interface CertificateSet {
   /** The context for a server name (exact host, then the longest wildcard, then the first certificate). */
@@ -81,40 +78,6 @@ export function loadCertificates(
       return fallback;
     },
   };
-}
-
-/** A duplex over `socket` that first yields `head` (bytes already read), carrying the peer address. */
-function replaying(socket: Socket, head: Buffer): Duplex {
-  const d = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _enc, cb) {
-      socket.write(chunk, cb);
-    },
-    final(cb) {
-      socket.end();
-      cb();
-    },
-    destroy(err, cb) {
-      socket.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  d.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!d.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => d.push(null));
-  socket.on("close", () => d.destroy());
-  socket.on("error", (err) => d.destroy(err));
-  Object.defineProperties(d, {
-    remoteAddress: { value: socket.remoteAddress },
-    remotePort: { value: socket.remotePort },
-    remoteFamily: { value: socket.remoteFamily },
-    setTimeout: { value: (ms: number, cb?: () => void) => socket.setTimeout(ms, cb) },
-  });
-  return d;
 }
 
 export interface Listener {
@@ -235,27 +198,8 @@ export function createListener(
   const h2 = http2.createServer({ settings: h2Settings }, (req, res) => handler(req, res, "http"));
   trackSessions(h2);
   const front = net.createServer({ noDelay: true }, (socket) => {
-    let seen = Buffer.alloc(0);
     const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
-    const onData = (chunk: Buffer) => {
-      seen = Buffer.concat([seen, chunk]);
-      const n = Math.min(seen.length, PREFACE.length);
-      const prefix = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
-      if (prefix && seen.length < PREFACE.length) return; // could still be the preface
-      socket.off("data", onData);
-      clearTimeout(timer);
-      socket.pause();
-      if (prefix) {
-        // HTTP/2 sessions read a socket's native handle, so unshifted bytes would be lost: give the
-        // HTTP/2 server a stream that replays what was read, then relays the socket.
-        h2.emit("connection", replaying(socket, seen));
-      } else {
-        socket.unshift(seen);
-        h1.emit("connection", socket);
-      }
-      socket.resume();
-    };
-    socket.on("data", onData);
+    sniffPreface(socket, Buffer.alloc(0), timer, h1, h2);
     socket.on("error", () => socket.destroy());
   });
   // The HTTP/1 server never listens itself (the front does): Node starts the timer that enforces its

@@ -2,7 +2,7 @@
  * `meshgate gateway --config FILE`: the process containers run. Reloads on SIGHUP and when the file
  * changes (Kubernetes updates mounted ConfigMaps in place); drains and exits on SIGTERM/SIGINT.
  */
-import { watch } from "node:fs";
+import { reloadAndDrainOnSignals } from "../contract/reload.ts";
 import { readFile } from "node:fs/promises";
 import { processLoggers } from "../telemetry/logs.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -44,24 +44,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
   });
   printReady(gateway.ports.listeners, gateway.ports.admin);
 
-  let timer: NodeJS.Timeout | null = null;
-  const watcher = watch(opts.configPath, () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void gateway.reload(), 100);
-  });
-  process.on("SIGHUP", () => void gateway.reload());
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      log.warn({ event: "forced_exit", signal });
-      process.exit(1);
-    }
-    stopping = true;
-    watcher.close();
-    void gateway.drain().then(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  reloadAndDrainOnSignals(opts.configPath, gateway, log);
 }
 
 function printReady(listeners: Record<string, number>, admin: number): void {

@@ -9,18 +9,16 @@
  * The certificate is swapped on the live server (`setSecureContext`) when the identity changes: new
  * handshakes use the new SVID and bundle, established connections keep theirs.
  */
+import { replaying, sniffPreface } from "../net/sniff.ts";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
 import net, { type Socket } from "node:net";
-import { Duplex } from "node:stream";
 import type tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 
 /** A TLS record of type handshake: how every ClientHello starts. */
 const TLS_HANDSHAKE = 0x16;
-/** The HTTP/2 connection preface (RFC 9113 §3.4). */
-export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** Idle HTTP/2 sessions are closed (GOAWAY) after this long; the callers' pools open a new one. */
 const H2_IDLE_MS = 65_000;
 
@@ -190,80 +188,6 @@ function trackSessions(server: http2.Http2Server, sessions: Set<http2.ServerHttp
     session.on("close", () => sessions.delete(session));
     session.on("error", () => session.destroy());
   });
-}
-
-/**
- * Reads a plaintext connection's first bytes until they are, or cannot be, the HTTP/2 preface, then hands
- * the socket to the HTTP/2 server (h2c with prior knowledge) or to the HTTP/1 server. `first` was read
- * already; `timer` bounds the wait (cleared here once decided).
- */
-export function sniffPreface(
-  socket: Socket,
-  first: Buffer,
-  timer: NodeJS.Timeout,
-  h1: http.Server,
-  h2: http2.Http2Server,
-): void {
-  let seen = first;
-  const decide = (): boolean => {
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    const prefix = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (prefix && seen.length < H2_PREFACE.length) return false; // could still be the preface
-    clearTimeout(timer);
-    socket.pause();
-    if (prefix) {
-      // HTTP/2 sessions read a socket's native handle, so unshifted bytes would be lost: give the HTTP/2
-      // server a stream that replays what was read, then relays the socket.
-      h2.emit("connection", replaying(socket, seen));
-    } else {
-      socket.unshift(seen);
-      h1.emit("connection", socket);
-    }
-    socket.resume();
-    return true;
-  };
-  if (decide()) return;
-  const onData = (chunk: Buffer) => {
-    seen = Buffer.concat([seen, chunk]);
-    if (decide()) socket.off("data", onData);
-  };
-  socket.on("data", onData);
-}
-
-/** A duplex over `socket` that first yields `head` (bytes already read), carrying the peer address. */
-function replaying(socket: Socket, head: Buffer): Duplex {
-  const d = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk: Buffer, _enc, cb) {
-      socket.write(chunk, cb);
-    },
-    final(cb) {
-      socket.end();
-      cb();
-    },
-    destroy(err, cb) {
-      socket.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  d.push(head);
-  socket.on("data", (chunk: Buffer) => {
-    if (!d.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => d.push(null));
-  socket.on("close", () => d.destroy());
-  socket.on("error", (err) => d.destroy(err));
-  Object.defineProperties(d, {
-    remoteAddress: { value: socket.remoteAddress },
-    remotePort: { value: socket.remotePort },
-    remoteFamily: { value: socket.remoteFamily },
-    setTimeout: { value: (ms: number, cb?: () => void) => socket.setTimeout(ms, cb) },
-    setNoDelay: { value: (v?: boolean) => socket.setNoDelay(v) },
-    setKeepAlive: { value: (e?: boolean, d?: number) => socket.setKeepAlive(e, d) },
-  });
-  return d;
 }
 
 /** A local (outbound) listener: HTTP/1.1 and h2c with prior knowledge on one port. */

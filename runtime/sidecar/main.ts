@@ -4,7 +4,7 @@
  * whole and the old one keeps serving; the identity files are watched on their own); drains and exits on
  * SIGTERM/SIGINT (a second signal forces the exit).
  */
-import { watch } from "node:fs";
+import { reloadAndDrainOnSignals } from "../contract/reload.ts";
 import { readFile } from "node:fs/promises";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { processLoggers } from "../telemetry/logs.ts";
@@ -47,22 +47,5 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
     ].join("\n"),
   );
 
-  let timer: NodeJS.Timeout | null = null;
-  const watcher = watch(opts.configPath, () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void sidecar.reload(), 100);
-  });
-  process.on("SIGHUP", () => void sidecar.reload());
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) {
-      log.warn({ event: "forced_exit", signal });
-      process.exit(1);
-    }
-    stopping = true;
-    watcher.close();
-    void sidecar.drain().then(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  reloadAndDrainOnSignals(opts.configPath, sidecar, log);
 }
