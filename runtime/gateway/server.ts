@@ -62,7 +62,9 @@ import { RedisClient } from "../redis/client.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
+  registerLifecycleMetrics,
   registerProcessMetrics,
+  registerUpstreamMetrics,
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
@@ -242,54 +244,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "Error responses the gateway generated itself, by error code.",
     ["proxy", "code"],
   );
-  const mUpstream = metrics.counter("upstream_requests_total", "Upstream attempts, by cluster and outcome.", [
-    "proxy",
-    "cluster",
-    "outcome",
-  ]);
-  const mInFlight = metrics
-    .gauge("requests_in_flight", "Requests being handled.", ["proxy"])
-    .labels("gateway");
-  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
-    "proxy",
-    "result",
-  ]);
-  const mConfig = metrics.gauge(
-    "config_info",
-    "The config serving now (value 1), by content hash.",
-    ["proxy", "hash"],
-    {
-      maxChildren: 4,
-    },
-  );
-  const mRetries = metrics.counter("retries_total", "Retries, by cluster and the failure retried.", [
-    "proxy",
-    "cluster",
-    "reason",
-  ]);
-  const mBudget = metrics.counter(
-    "retry_budget_exhausted_total",
-    "Retries refused because the budget was spent.",
-    ["proxy", "cluster"],
-  );
-  const mOverflow = metrics.counter("upstream_overflow_total", "Requests refused by the circuit breaker.", [
-    "proxy",
-    "cluster",
-  ]);
-  const mEjections = metrics.counter("upstream_ejections_total", "Endpoints ejected by outlier detection.", [
-    "proxy",
-    "cluster",
-  ]);
-  const mHealth = metrics.counter("upstream_health_changes_total", "Active health-check transitions.", [
-    "proxy",
-    "cluster",
-    "healthy",
-  ]);
-  const mPanic = metrics.counter(
-    "upstream_panic_total",
-    "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
-    ["proxy", "cluster"],
-  );
+  const {
+    upstream: mUpstream,
+    retries: mRetries,
+    budget: mBudget,
+    overflow: mOverflow,
+    ejections: mEjections,
+    health: mHealth,
+    panic: mPanic,
+  } = registerUpstreamMetrics(metrics);
+  const {
+    inFlight: mInFlight,
+    reloads: mReloads,
+    info: mConfig,
+  } = registerLifecycleMetrics(metrics, "gateway");
   const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
     "proxy",
     "cluster",

@@ -39,7 +39,9 @@ import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki
 import { peerChain } from "../pki/tls.ts";
 import {
   MetricsRegistry,
+  registerLifecycleMetrics,
   registerProcessMetrics,
+  registerUpstreamMetrics,
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
@@ -270,39 +272,15 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "Inbound requests denied by authorization, by service, peer (SPIFFE ID named by a rule, other, none) and reason.",
     ["proxy", "service", "peer", "reason"],
   );
-  const mUpstream = metrics.counter("upstream_requests_total", "Upstream attempts, by cluster and outcome.", [
-    "proxy",
-    "cluster",
-    "outcome",
-  ]);
-  const mRetries = metrics.counter("retries_total", "Retries, by cluster and the failure retried.", [
-    "proxy",
-    "cluster",
-    "reason",
-  ]);
-  const mBudget = metrics.counter(
-    "retry_budget_exhausted_total",
-    "Retries refused because the budget was spent.",
-    ["proxy", "cluster"],
-  );
-  const mOverflow = metrics.counter("upstream_overflow_total", "Requests refused by the circuit breaker.", [
-    "proxy",
-    "cluster",
-  ]);
-  const mEjections = metrics.counter("upstream_ejections_total", "Endpoints ejected by outlier detection.", [
-    "proxy",
-    "cluster",
-  ]);
-  const mHealth = metrics.counter("upstream_health_changes_total", "Active health-check transitions.", [
-    "proxy",
-    "cluster",
-    "healthy",
-  ]);
-  const mPanic = metrics.counter(
-    "upstream_panic_total",
-    "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
-    ["proxy", "cluster"],
-  );
+  const {
+    upstream: mUpstream,
+    retries: mRetries,
+    budget: mBudget,
+    overflow: mOverflow,
+    ejections: mEjections,
+    health: mHealth,
+    panic: mPanic,
+  } = registerUpstreamMetrics(metrics);
   const mHandshakes = metrics.counter(
     "tls_handshake_failures_total",
     "Inbound TLS connections refused: by OpenSSL (no_certificate, untrusted, protocol, timeout, other) or by the SVID verifier (its E_RT_PKI_* code).",
@@ -313,21 +291,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       "proxy",
     ])
     .labels("sidecar");
-  const mInFlight = metrics
-    .gauge("requests_in_flight", "Requests being handled.", ["proxy"])
-    .labels("sidecar");
-  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
-    "proxy",
-    "result",
-  ]);
-  const mConfig = metrics.gauge(
-    "config_info",
-    "The config serving now (value 1), by content hash.",
-    ["proxy", "hash"],
-    {
-      maxChildren: 4,
-    },
-  );
+  const {
+    inFlight: mInFlight,
+    reloads: mReloads,
+    info: mConfig,
+  } = registerLifecycleMetrics(metrics, "sidecar");
   const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
     "proxy",
     "reason",

@@ -535,3 +535,72 @@ export function escapeHelp(help: string): string {
 function sampleLine(name: string, labelText: string, value: number): string {
   return labelText === "" ? `${name} ${formatNumber(value)}` : `${name}{${labelText}} ${formatNumber(value)}`;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Metrics both proxies keep.
+
+/**
+ * The upstream metrics both proxies keep, registered once per registry with one name, help and label
+ * set (the conventions' catalog, components/observability/conventions.ts): attempts by outcome,
+ * retries, retry-budget refusals, circuit-breaker overflow, outlier ejections, health transitions and
+ * panic routing — the first label of each is the proxy (gateway, sidecar).
+ */
+export function registerUpstreamMetrics(registry: MetricsRegistry) {
+  return {
+    upstream: registry.counter("upstream_requests_total", "Upstream attempts, by cluster and outcome.", [
+      "proxy",
+      "cluster",
+      "outcome",
+    ]),
+    retries: registry.counter("retries_total", "Retries, by cluster and the failure retried.", [
+      "proxy",
+      "cluster",
+      "reason",
+    ]),
+    budget: registry.counter(
+      "retry_budget_exhausted_total",
+      "Retries refused because the budget was spent.",
+      ["proxy", "cluster"],
+    ),
+    overflow: registry.counter("upstream_overflow_total", "Requests refused by the circuit breaker.", [
+      "proxy",
+      "cluster",
+    ]),
+    ejections: registry.counter("upstream_ejections_total", "Endpoints ejected by outlier detection.", [
+      "proxy",
+      "cluster",
+    ]),
+    health: registry.counter("upstream_health_changes_total", "Active health-check transitions.", [
+      "proxy",
+      "cluster",
+      "healthy",
+    ]),
+    panic: registry.counter(
+      "upstream_panic_total",
+      "Requests balanced across every endpoint of a cluster, available or not, because fewer than half were available (panic routing).",
+      ["proxy", "cluster"],
+    ),
+  };
+}
+
+/**
+ * The lifecycle metrics both proxies keep: requests in flight (the child of `proxy`), config reload
+ * attempts by result, and the serving config's hash (config_info, at most 4 hashes kept).
+ */
+export function registerLifecycleMetrics(registry: MetricsRegistry, proxy: "gateway" | "sidecar") {
+  return {
+    inFlight: registry.gauge("requests_in_flight", "Requests being handled.", ["proxy"]).labels(proxy),
+    reloads: registry.counter("config_reloads_total", "Config reload attempts, by result.", [
+      "proxy",
+      "result",
+    ]),
+    info: registry.gauge(
+      "config_info",
+      "The config serving now (value 1), by content hash.",
+      ["proxy", "hash"],
+      {
+        maxChildren: 4,
+      },
+    ),
+  };
+}
