@@ -49,11 +49,9 @@
  * log files in a temp dir, and is stopped at exit, on Ctrl-C too.
  * Benchmarks are not pass/fail: a missed goal is reported, never turned into a non-zero exit.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -75,6 +73,19 @@ import {
   table,
   type ScalingCost,
 } from "./support.ts";
+import {
+  allProcs,
+  freePort,
+  get,
+  have,
+  machineBusy,
+  processes,
+  ready as waitReady,
+  TCK,
+  treeRssKiB,
+  treeTicks,
+  type Started,
+} from "./procs.ts";
 
 // ───────────── settings ─────────────
 
@@ -124,281 +135,18 @@ const BODY = (() => {
 
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
 const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-bench-"));
-const children = new Set<ChildProcess>();
 const cpus = os.availableParallelism();
 const PROXY_CPU = "0";
 const LOAD_CPU = cpus >= 2 ? "1" : "0";
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** nice -n -15 needs privileges: try it on this process first. */
-const NICE = (() => {
-  try {
-    os.setPriority(-15);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-/**
- * With the kernel's autogroup scheduling (sched_autogroup_enabled), nice only ranks processes of the same
- * session: a busy process of another session (a terminal, a CI job) still gets an equal share of the CPU.
- * The bench raises its whole session's autogroup to -15 when permitted, and puts the old value back at
- * exit, so that its processes are ranked above the rest of the machine's.
- */
-const AUTOGROUP = (() => {
-  try {
-    const before = /nice (-?\d+)/.exec(readFileSync("/proc/self/autogroup", "utf8"))?.[1];
-    if (before === undefined) return null;
-    writeFileSync("/proc/self/autogroup", "-15");
-    const restore = () => {
-      try {
-        writeFileSync("/proc/self/autogroup", before);
-      } catch {
-        /* the session is gone */
-      }
-    };
-    process.on("exit", restore);
-    return before;
-  } catch {
-    return null;
-  }
-})();
-const TASKSET = have("taskset");
-if (TASKSET) {
-  try {
-    execFileSync("taskset", ["-a", "-cp", LOAD_CPU, String(process.pid)], { stdio: "ignore" });
-  } catch {
-    /* not pinned: the bench process only samples /proc */
-  }
-}
-
-function prefix(cpu: string): string[] {
-  return [...(TASKSET ? ["taskset", "-c", cpu] : []), ...(NICE ? ["nice", "-n", "-15"] : [])];
-}
-
-interface Started {
-  readonly child: ChildProcess;
-  readonly logFile: string;
-  /** Resolves with the exit code (or signal) when the process ends. */
-  readonly exited: Promise<string>;
-}
-
-/** Starts `argv` pinned to `cpu`, in its own process group, output to a log file in the temp dir. */
-function start(name: string, argv: string[], cpu: string, opts: { cwd?: string } = {}): Started {
-  const logFile = join(tmp, `${name}.log`);
-  const fd = openSync(logFile, "a");
-  const [cmd, ...args] = [...prefix(cpu), ...argv];
-  const child = spawn(cmd!, args, { cwd: opts.cwd ?? tmp, detached: true, stdio: ["ignore", fd, fd] });
-  closeSync(fd);
-  children.add(child);
-  const exited = new Promise<string>((resolve) => {
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      resolve(signal ?? String(code));
-    });
-    child.on("error", (err) => {
-      children.delete(child);
-      resolve(err.message);
-    });
-  });
-  return { child, logFile, exited };
-}
-
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      /* gone */
-    }
-  }
-}
-
-async function stop(s: Started): Promise<void> {
-  if (!children.has(s.child)) return;
-  signalGroup(s.child, "SIGTERM");
-  const done = await Promise.race([s.exited.then(() => true), sleep(3000).then(() => false)]);
-  if (!done) {
-    signalGroup(s.child, "SIGKILL");
-    await Promise.race([s.exited, sleep(1000)]);
-  }
-}
-
-let cleanedUp = false;
+const procs = processes({ label: "bench", tmp, loadCpu: LOAD_CPU, pin: true, autogroup: true });
+const { nice: NICE, autogroup: AUTOGROUP, taskset: TASKSET, prefix, start, stop } = procs;
 /** Set by Ctrl-C (or another stop signal): nothing more is measured or reported. */
-let interrupted = false;
-async function cleanup(): Promise<void> {
-  if (cleanedUp) return;
-  cleanedUp = true;
-  const all = [...children];
-  for (const c of all) signalGroup(c, "SIGTERM");
-  const deadline = Date.now() + 3000;
-  while (children.size > 0 && Date.now() < deadline) await sleep(50);
-  for (const c of children) signalGroup(c, "SIGKILL");
-  rmSync(tmp, { recursive: true, force: true });
-}
-process.on("exit", () => {
-  for (const c of children) signalGroup(c, "SIGKILL");
-  rmSync(tmp, { recursive: true, force: true });
-});
-for (const [sig, code] of [
-  ["SIGINT", 130],
-  ["SIGTERM", 143],
-  ["SIGHUP", 129],
-] as const) {
-  process.on(sig, () => {
-    interrupted = true;
-    log(`${sig}: stopping every child process`);
-    void cleanup().then(() => process.exit(code));
-  });
-}
-
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "";
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function get(
-  port: number,
-  path: string,
-  headers: readonly string[] = [],
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const h = Object.fromEntries(
-      headers.map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trim()]),
-    );
-    const req = http.get(
-      { host: "127.0.0.1", port, path, agent: false, timeout: 2000, headers: h },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on("error", reject);
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", reject);
-  });
-}
+const interrupted = () => procs.interrupted();
 
 /** Waits until the proxy answers 200 with the upstream's body (10 s at most). */
-async function ready(
-  name: string,
-  port: number,
-  s: Started | null,
-  headers: readonly string[] = [],
-): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  let last = "";
-  while (Date.now() < deadline) {
-    if (s && !children.has(s.child)) throw new Error(`${name} exited at start:\n${tail(s.logFile)}`);
-    try {
-      const r = await get(port, PATH, headers);
-      if (r.status === 200 && r.body === BODY) return;
-      last = `status ${r.status}, body ${JSON.stringify(r.body.slice(0, 200))}`;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${name} did not answer 200 with the upstream body within 10 s (${last})`);
-}
-
-// ───────────── /proc ─────────────
-
-const TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-interface ProcInfo {
-  readonly pid: number;
-  readonly ppid: number;
-  /** utime + stime + cutime + cstime, in ticks. */
-  readonly ticks: number;
-}
-
-function readProc(pid: number | string): ProcInfo | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return {
-      pid: Number(pid),
-      ppid: Number(f[1]),
-      ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]),
-    };
-  } catch {
-    return null;
-  }
-}
-
-function allProcs(): ProcInfo[] {
-  const out: ProcInfo[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
-    const p = readProc(name);
-    if (p) out.push(p);
-  }
-  return out;
-}
-
-/** The pids of `root` and all its descendants. */
-function tree(root: number, procs: ProcInfo[] = allProcs()): ProcInfo[] {
-  const byParent = new Map<number, ProcInfo[]>();
-  for (const p of procs) byParent.set(p.ppid, [...(byParent.get(p.ppid) ?? []), p]);
-  const self = procs.find((p) => p.pid === root);
-  if (!self) return [];
-  const out = [self];
-  for (let i = 0; i < out.length; i++) out.push(...(byParent.get(out[i]!.pid) ?? []));
-  return out;
-}
-
-const treeTicks = (root: number, procs?: ProcInfo[]) => tree(root, procs).reduce((s, p) => s + p.ticks, 0);
-
-function treeRssKiB(root: number): number {
-  let kib = 0;
-  for (const p of tree(root)) {
-    try {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p.pid}/status`, "utf8"));
-      if (m) kib += Number(m[1]);
-    } catch {
-      /* exited */
-    }
-  }
-  return kib;
-}
-
-/** Busy ticks of the whole machine (user, nice, system, irq, softirq, steal). */
-function machineBusy(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
-}
+const ready = (name: string, port: number, s: Started | null, headers: readonly string[] = []) =>
+  waitReady(procs, { name, port, path: PATH, body: BODY, headers }, s ? [s] : [], 10_000);
 
 interface Snapshot {
   readonly t: number;
@@ -513,15 +261,7 @@ async function h2load(
     TASKSET ? LOAD_CPU : null,
     NICE,
   );
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let out = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (out += c));
-  const killer = setTimeout(() => signalGroup(child, "SIGKILL"), (seconds + 20) * 1000);
-  await new Promise<void>((resolve) => child.on("close", () => resolve()));
-  clearTimeout(killer);
-  children.delete(child);
+  const out = await procs.output(argv, (seconds + 20) * 1000);
   const probed = await probe.result();
   let text: string;
   try {
@@ -583,15 +323,7 @@ async function wrk(
     ...headers.flatMap((h) => ["-H", h]),
     `http://127.0.0.1:${port}${PATH}`,
   ];
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let out = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (out += c));
-  const killer = setTimeout(() => signalGroup(child, "SIGKILL"), (seconds + 20) * 1000);
-  await new Promise<void>((resolve) => child.on("close", () => resolve()));
-  clearTimeout(killer);
-  children.delete(child);
+  const out = await procs.output(argv, (seconds + 20) * 1000);
   const m =
     /MGBENCH requests=(\d+) duration_us=(\d+) p50=(\d+) p90=(\d+) p99=(\d+) socket=(\d+) status=(\d+)/.exec(
       out,
@@ -742,7 +474,7 @@ async function measure(subject: Subject): Promise<Result> {
       diagnostics: await diagnostics(),
     };
   } catch (err) {
-    if (!interrupted) log(`${subject.name}: failed: ${(err as Error).message}`);
+    if (!interrupted()) log(`${subject.name}: failed: ${(err as Error).message}`);
     return {
       name: subject.name,
       error: (err as Error).message.split("\n")[0]!,
@@ -1187,7 +919,7 @@ async function workerScaling(
 ): Promise<Scaling[]> {
   const out: Scaling[] = [];
   for (const subject of subjects) {
-    if (interrupted) break;
+    if (interrupted()) break;
     const rps: Record<1 | 2, number[]> = { 1: [], 2: [] };
     const costs: Record<1 | 2, ScalingCost[]> = { 1: [], 2: [] };
     const running: Started[] = [];
@@ -1206,7 +938,7 @@ async function workerScaling(
       for (let i = 0; i < SCALING_ROUNDS; i++)
         order.push(...(i % 2 === 0 ? ([1, 2, 2, 1] as const) : ([2, 1, 1, 2] as const)));
       for (const [i, workers] of order.entries()) {
-        if (interrupted) break;
+        if (interrupted()) break;
         const pid = running[workers - 1]!.child.pid ?? null;
         await waitQuiet(pid);
         const before = snapshot(pid);
@@ -1332,7 +1064,7 @@ async function loadedTogether(a: Subject, b: Subject): Promise<Paired> {
         wrk(sb.port, C_MAX, seconds, doneScript, b.headers ?? []),
       ]);
     await both(WARMUP_S);
-    for (let round = 0; round < REPS && !interrupted; round++) {
+    for (let round = 0; round < REPS && !interrupted(); round++) {
       await waitQuiet(sa.started?.child.pid ?? null);
       const [ra, rb] = await both(DURATION_S);
       log(
@@ -1522,7 +1254,7 @@ async function main(): Promise<number> {
   const results: Result[] = [];
   const paired: Paired[] = [];
   if (!ONLY_SCALING) {
-    for (const subject of subjects) if (!interrupted) results.push(await measure(subject));
+    for (const subject of subjects) if (!interrupted()) results.push(await measure(subject));
     if (results[0]!.error) log("the direct passes failed: added latencies cannot be computed");
     const bareSubject = subjects.find((x) => x.name === "meshgate")!;
     const fullSubject = subjects.find((x) => x.name === "meshgate full route")!;
@@ -1535,7 +1267,7 @@ async function main(): Promise<number> {
       [bareSubject, fastifySubject],
       [bareSubject, nodeSubject],
     ] as const)
-      if (!interrupted) paired.push(await loadedTogether(a, b));
+      if (!interrupted()) paired.push(await loadedTogether(a, b));
   }
   const scaling =
     SCALING || ONLY_SCALING
@@ -1571,7 +1303,7 @@ async function main(): Promise<number> {
       : [];
   await stop(upstream);
   meta.push(`bench time ${((performance.now() - began) / 1000).toFixed(0)} s`);
-  if (interrupted) return 0;
+  if (interrupted()) return 0;
   if (ONLY_SCALING) console.log([...meta, ...scalingReport(scaling)].join("\n"));
   else report(results, meta, scaling, paired);
   return 0;
@@ -1581,5 +1313,5 @@ const code = await main().catch((err: Error) => {
   log(`error: ${err.stack ?? err.message}`);
   return 1;
 });
-await cleanup();
+await procs.stopAll();
 process.exitCode = code;

@@ -29,19 +29,8 @@
  *
  * Needs nginx and h2load (`apt-get install -y nginx nghttp2-client`; a dev-machine benchmark, not CI).
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import {
-  closeSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -64,6 +53,19 @@ import {
   type HostReport,
 } from "./hostprobe.ts";
 import { median, meshgateEntry, table } from "./support.ts";
+import {
+  freePort,
+  get,
+  have,
+  machineBusy,
+  processes,
+  ready as waitReady,
+  TCK,
+  treeRssKiB,
+  treeStatusKiB,
+  treeTicks,
+  type Started,
+} from "./procs.ts";
 
 // ───────────── settings ─────────────
 
@@ -119,216 +121,28 @@ const BODY = (() => {
   return JSON.stringify(base);
 })();
 
-// ───────────── processes (as in bench/gateway.ts) ─────────────
+// ───────────── processes (bench/procs.ts, shared with bench/gateway.ts) ─────────────
 
 const log = (msg: string) => process.stderr.write(`[bench:mesh] ${msg}\n`);
 const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-bench-mesh-"));
-const children = new Set<ChildProcess>();
 const cpus = os.availableParallelism();
 const PROXY_CPU = "0";
 const LOAD_CPU = cpus >= 2 ? "1" : "0";
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const NICE = (() => {
-  try {
-    os.setPriority(-15);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-/** --no-pin: no taskset (the scheduler places every process; for a machine where CPU 0 is busy). */
-const TASKSET = have("taskset") && !process.argv.includes("--no-pin");
-if (TASKSET) {
-  try {
-    execFileSync("taskset", ["-a", "-cp", LOAD_CPU, String(process.pid)], { stdio: "ignore" });
-  } catch {
-    /* not pinned */
-  }
-}
-const prefix = (cpu: string) => [
-  ...(TASKSET ? ["taskset", "-c", cpu] : []),
-  ...(NICE ? ["nice", "-n", "-15"] : []),
-];
-
-interface Started {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly logFile: string;
-  readonly exited: Promise<string>;
-}
-
-function start(name: string, argv: string[], cpu: string): Started {
-  const logFile = join(tmp, `${name}.log`);
-  const fd = openSync(logFile, "a");
-  const [cmd, ...args] = [...prefix(cpu), ...argv];
-  const child = spawn(cmd!, args, { cwd: tmp, detached: true, stdio: ["ignore", fd, fd] });
-  closeSync(fd);
-  children.add(child);
-  const exited = new Promise<string>((resolve) => {
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      resolve(signal ?? String(code));
-    });
-    child.on("error", (err) => {
-      children.delete(child);
-      resolve(err.message);
-    });
-  });
-  return { name, child, logFile, exited };
-}
-
-function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      /* gone */
-    }
-  }
-}
-
-async function stopAll(): Promise<void> {
-  for (const c of children) signalGroup(c, "SIGTERM");
-  const deadline = Date.now() + 3000;
-  while (children.size > 0 && Date.now() < deadline) await sleep(50);
-  for (const c of children) signalGroup(c, "SIGKILL");
-}
-/** --keep: leave the temp dir (configs, SVIDs, every process's log) and print its path. */
-const KEEP = process.argv.includes("--keep");
-process.on("exit", () => {
-  for (const c of children) signalGroup(c, "SIGKILL");
-  if (KEEP) process.stderr.write(`[bench:mesh] kept ${tmp}\n`);
-  else rmSync(tmp, { recursive: true, force: true });
+const procs = processes({
+  label: "bench:mesh",
+  tmp,
+  loadCpu: LOAD_CPU,
+  // --no-pin: no taskset (the scheduler places every process; for a machine where CPU 0 is busy).
+  pin: !process.argv.includes("--no-pin"),
+  // --keep: leave the temp dir (configs, SVIDs, every process's log) and print its path.
+  keep: process.argv.includes("--keep"),
 });
-for (const [sig, code] of [
-  ["SIGINT", 130],
-  ["SIGTERM", 143],
-] as const) {
-  process.on(sig, () => {
-    log(`${sig}: stopping every child process`);
-    void stopAll().then(() => process.exit(code));
-  });
-}
+const { nice: NICE, taskset: TASKSET, prefix, start, stopAll } = procs;
 
-const tail = (file: string, lines = 15) => {
-  try {
-    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "";
-  }
-};
-
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: "127.0.0.1", port, path, agent: false, timeout: 2000 }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on("error", reject);
-    });
-    req.on("timeout", () => req.destroy(new Error("timeout")));
-    req.on("error", reject);
-  });
-}
-
-async function ready(name: string, port: number, procs: Started[]): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  let last = "";
-  while (Date.now() < deadline) {
-    for (const s of procs)
-      if (!children.has(s.child)) throw new Error(`${s.name} exited at start:\n${tail(s.logFile)}`);
-    try {
-      const r = await get(port, PATH);
-      if (r.status === 200 && r.body === BODY) return;
-      last = `status ${r.status}, body ${JSON.stringify(r.body.slice(0, 200))}`;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${name} did not answer 200 with the server's body within 15 s (${last})`);
-}
-
-// ───────────── /proc ─────────────
-
-const TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-function procTicks(pid: number): number {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  } catch {
-    return 0;
-  }
-}
-
-/** The pids of `root` and its descendants (taskset / nice exec themselves, nginx forks a worker). */
-function tree(root: number): number[] {
-  const parents = new Map<number, number[]>();
-  for (const name of readdirSync("/proc")) {
-    if (name.charCodeAt(0) < 48 || name.charCodeAt(0) > 57) continue;
-    try {
-      const text = readFileSync(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
-      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(name)]);
-    } catch {
-      /* gone */
-    }
-  }
-  const out = [root];
-  for (let i = 0; i < out.length; i++) out.push(...(parents.get(out[i]!) ?? []));
-  return out;
-}
-
-const treeTicks = (root: number) => tree(root).reduce((s, p) => s + procTicks(p), 0);
-
-/** A /proc/<pid>/status field (kB) summed over the process tree: VmRSS, or RssAnon (private memory). */
-function treeStatusKiB(root: number, field: "VmRSS" | "RssAnon"): number {
-  let kib = 0;
-  for (const p of tree(root)) {
-    try {
-      const m = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${p}/status`, "utf8"));
-      if (m) kib += Number(m[1]);
-    } catch {
-      /* gone */
-    }
-  }
-  return kib;
-}
-const treeRssKiB = (root: number) => treeStatusKiB(root, "VmRSS");
-
-function machineBusy(): number {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
-}
+/** Waits until `port` answers 200 with the server's body (15 s at most). */
+const ready = (name: string, port: number, started: Started[]) =>
+  waitReady(procs, { name, port, path: PATH, body: BODY }, started, 15_000);
 
 /** Ticks of this bench's own tree (h2load, the server, every proxy). */
 const oursTicks = () => treeTicks(process.pid);
@@ -383,15 +197,7 @@ async function h2load(port: number, seconds: number, rate = RATE, probed = false
   const probe = probed
     ? startHostProbe(seconds + 2, join(tmp, `hostprobe-${port}.json`), TASKSET ? LOAD_CPU : null, NICE)
     : null;
-  const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let out = "";
-  child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-  child.stderr.setEncoding("utf8").on("data", (c: string) => (out += c));
-  const killer = setTimeout(() => signalGroup(child, "SIGKILL"), (seconds + 20) * 1000);
-  await new Promise<void>((resolve) => child.on("close", () => resolve()));
-  clearTimeout(killer);
-  children.delete(child);
+  const out = await procs.output(argv, (seconds + 20) * 1000);
   const probeResult = probe ? await probe.result() : null;
   let text: string;
   try {
@@ -655,7 +461,7 @@ interface Run extends LoadResult {
 async function measuredRun(s: Subject, seconds: number): Promise<Run> {
   await waitQuiet();
   const pids = s.proxies.map((p) => p.started.child.pid!);
-  const before = pids.map(treeTicks);
+  const before = pids.map((pid) => treeTicks(pid));
   const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
   const sampler = setInterval(() => {
     for (const p of s.proxies) {
@@ -666,7 +472,7 @@ async function measuredRun(s: Subject, seconds: number): Promise<Run> {
   const r = await h2load(s.port, seconds, RATE, true);
   clearInterval(sampler);
   const elapsed = (performance.now() - t0) / 1000;
-  const after = pids.map(treeTicks);
+  const after = pids.map((pid) => treeTicks(pid));
   const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
   const cores = Object.fromEntries(
     s.proxies.map((p, i) => [p.label, (after[i]! - before[i]!) / TCK / elapsed]),
