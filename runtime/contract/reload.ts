@@ -42,6 +42,8 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
    * (the previous state keeps serving); once swapped, nothing may throw.
    */
   commit(next: C, built: S): Promise<void> | void;
+  /** Releases a built state that was not swapped in (commit threw): its pools, timers, exporters. */
+  discard?(built: S): void;
 }
 
 /** The reload function of one proxy: call it with a config's text, or without to re-read the file. */
@@ -101,6 +103,7 @@ export function createReloader<C extends { readonly hash: string }, S>(
       await o.commit(next, built);
     } catch (err) {
       // The swap could not happen (a new identity that does not start): the previous state keeps serving.
+      o.discard?.(built);
       const message = (err as Error).message;
       return reject(message, "E_RT_CONFIG_INVALID", "config not applied; the previous config keeps serving");
     }

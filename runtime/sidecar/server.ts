@@ -1145,6 +1145,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       const keep = new Set([...built.clusters.values(), built.app].flatMap((c) => c.poolKeys()));
       void pools.retain(keep);
     },
+    discard: (built) => {
+      for (const c of built.clusters.values()) c.close();
+      built.app.close();
+      void built.tracer.shutdown(2000);
+    },
   });
 
   async function drain(): Promise<void> {

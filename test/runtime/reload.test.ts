@@ -51,6 +51,7 @@ function rig(opts: { configPath?: string; fail?: "unchanged" | "build" | "commit
       return next;
     },
     buildFailed: () => calls.push("buildFailed"),
+    discard: (built) => calls.push(`discard ${built.hash}`),
     commit: (next, built) => {
       calls.push(`commit ${next.hash}`);
       if (opts.fail === "commit") throw new Error("the new identity did not start");
@@ -118,11 +119,12 @@ describe("config reload: rejections keep the old config serving", () => {
       message: /ca\.pem/,
     },
     {
-      claim: "a swap that throws before swapping is a rejection, not a crash",
+      claim:
+        "a swap that throws before swapping is a rejection, not a crash, and the built state is released",
       rig: { fail: "commit" },
       text: '{"hash":"h2"}',
       code: "E_RT_CONFIG_INVALID",
-      calls: ["build h2", "commit h2"],
+      calls: ["build h2", "commit h2", "discard h2"],
       message: /identity did not start/,
     },
   ])("$claim", async ({ rig: o, text, code, calls, message }) => {
