@@ -115,7 +115,12 @@ export function createReloader<C extends { readonly hash: string }, S>(
   }
 
   let queue: Promise<ReloadResult> = Promise.resolve({ ok: true, hash: o.current().hash, changed: false });
-  return (text?: string) => (queue = queue.then(() => once(text)));
+  // Each reload runs after the one before, whatever that one's outcome (even an unexpected throw).
+  return (text?: string) =>
+    (queue = queue.then(
+      () => once(text),
+      () => once(text),
+    ));
 }
 
 /**

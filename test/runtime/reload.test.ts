@@ -19,7 +19,15 @@ const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-reload-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A reloader over configs written as `{"hash": …}`, with hooks that record what ran and can be told to fail. */
-function rig(opts: { configPath?: string; fail?: "unchanged" | "build" | "commit"; buildMs?: number } = {}) {
+function rig(
+  opts: {
+    configPath?: string;
+    fail?: "unchanged" | "build" | "commit";
+    buildMs?: number;
+    /** A hook that itself throws (a defect): the reload fails, later ones must still run. */
+    brokenUndo?: boolean;
+  } = {},
+) {
   const registry = new MetricsRegistry({ prefix: "meshgate_" });
   const reloads = registry.counter("config_reloads_total", "reloads", ["proxy", "result"]);
   const info = registry.gauge("config_info", "config", ["proxy", "hash"]);
@@ -50,7 +58,10 @@ function rig(opts: { configPath?: string; fail?: "unchanged" | "build" | "commit
       if (opts.fail === "build") throw Object.assign(new Error("cannot read ca.pem"), { code: "ENOENT" });
       return next;
     },
-    buildFailed: () => calls.push("buildFailed"),
+    buildFailed: () => {
+      calls.push("buildFailed");
+      if (opts.brokenUndo) throw new Error("undo failed");
+    },
     discard: (built) => calls.push(`discard ${built.hash}`),
     commit: (next, built) => {
       calls.push(`commit ${next.hash}`);
@@ -172,6 +183,14 @@ describe("config reload: accepted configs", () => {
     expect(r.calls).toEqual(["build h2", "commit h2", "build h3", "commit h3"]);
     expect(results.map((x) => x.ok && x.hash)).toEqual(["h2", "h3"]);
     expect(r.serving()).toBe("h3");
+  });
+
+  it("a reload that throws unexpectedly (a broken hook) does not block the ones after it", async () => {
+    const r = rig({ fail: "build", brokenUndo: true });
+    const first = r.reload('{"hash":"h2"}');
+    const second = r.reload('{"hash":"h1"}');
+    await expect(first).rejects.toThrow("undo failed");
+    expect(await second).toEqual({ ok: true, hash: "h1", changed: false });
   });
 
   it("a rejected reload does not block the ones after it", async () => {
