@@ -186,6 +186,8 @@ export function resolveDeferred(
       .apply((values) => tokens.reduce((s, t, i) => s.split(t).join(values[i]!), value));
   }
   if (Array.isArray(value)) return value.map((v) => resolveDeferred(v, deferred));
+  // An output already (a config hash folded by rollOnDeferred) is a value, not a record to walk.
+  if (pulumi.Output.isInstance(value)) return value;
   if (value !== null && typeof value === "object")
     return mapValues(value as Record<string, unknown>, (v) => resolveDeferred(v, deferred));
   return value;

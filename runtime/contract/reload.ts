@@ -22,10 +22,13 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
   readonly proxy: "gateway" | "sidecar";
   /** Where a reload without text reads the config from; none → such a reload is rejected. */
   readonly configPath?: string;
-  /** `meshgate_config_reloads_total`, labelled (proxy, result). */
-  readonly reloads: { labels(proxy: string, result: string): { inc(): void } };
-  /** `meshgate_config_info`, labelled (proxy, hash). */
-  readonly info: { labels(proxy: string, hash: string): { set(value: number): void } };
+  /** The proxy's lifecycle metrics (telemetry/metrics.ts registerLifecycleMetrics). */
+  readonly metrics: {
+    /** `meshgate_config_reloads_total`, labelled (proxy, result). */
+    readonly reloads: { labels(proxy: string, result: string): { inc(): void } };
+    /** `meshgate_config_info`, labelled (proxy, hash). */
+    readonly info: { labels(proxy: string, hash: string): { set(value: number): void } };
+  };
   readonly log: Logger;
   /** The config serving now. */
   current(): C;
@@ -50,7 +53,7 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
 export function createReloader<C extends { readonly hash: string }, S>(
   o: ReloaderOptions<C, S>,
 ): (text?: string) => Promise<ReloadResult> {
-  const { reloads, info } = o;
+  const { reloads, info } = o.metrics;
   /** A rejection: counted, logged (never the config itself), and the old config keeps serving. */
   const reject = (message: string, code: string, consequence: string): ReloadResult => {
     reloads.labels(o.proxy, "failure").inc();

@@ -253,11 +253,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     health: mHealth,
     panic: mPanic,
   } = registerUpstreamMetrics(metrics);
-  const {
-    inFlight: mInFlight,
-    reloads: mReloads,
-    info: mConfig,
-  } = registerLifecycleMetrics(metrics, "gateway");
+  const lifecycle = registerLifecycleMetrics(metrics, "gateway");
+  const mInFlight = lifecycle.inFlight;
   const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
     "proxy",
     "cluster",
@@ -603,7 +600,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   let state = await buildState(options.config);
   activateRateLimits(state);
-  mConfig.labels("gateway", state.config.hash).set(1);
+  lifecycle.info.labels("gateway", state.config.hash).set(1);
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -1263,8 +1260,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const reload = createReloader<GatewayRuntimeConfig, State>({
     proxy: "gateway",
     ...(options.configPath ? { configPath: options.configPath } : {}),
-    reloads: mReloads,
-    info: mConfig,
+    metrics: lifecycle,
     log,
     current: () => state.config,
     load: (text) => loadRuntimeConfig(text, "gateway"),

@@ -291,11 +291,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       "proxy",
     ])
     .labels("sidecar");
-  const {
-    inFlight: mInFlight,
-    reloads: mReloads,
-    info: mConfig,
-  } = registerLifecycleMetrics(metrics, "sidecar");
+  const lifecycle = registerLifecycleMetrics(metrics, "sidecar");
+  const mInFlight = lifecycle.inFlight;
   const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
     "proxy",
     "reason",
@@ -400,7 +397,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   let state = await buildState(options.config);
-  mConfig.labels("sidecar", state.config.hash).set(1);
+  lifecycle.info.labels("sidecar", state.config.hash).set(1);
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -1112,8 +1109,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const reload = createReloader<SidecarRuntimeConfig, State>({
     proxy: "sidecar",
     ...(options.configPath ? { configPath: options.configPath } : {}),
-    reloads: mReloads,
-    info: mConfig,
+    metrics: lifecycle,
     log,
     current: () => state.config,
     load: (text) => loadRuntimeConfig(text, "sidecar"),

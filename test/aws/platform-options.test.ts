@@ -201,5 +201,8 @@ describe("Platform arguments given as outputs", () => {
     const out = m.resolveDeferred({ a: ["x", "pre-tok-0.invalid-post"] }, deferred) as Json;
     expect(out.a[0]).toBe("x");
     expect(pulumi.Output.isInstance(out.a[1])).toBe(true);
+    // An output inside the value (a folded config hash) is passed through as it is, not walked.
+    const folded = pulumi.output("sha256:x");
+    expect((m.resolveDeferred({ h: folded }, deferred) as Json).h).toBe(folded);
   });
 });

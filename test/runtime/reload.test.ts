@@ -38,8 +38,7 @@ function rig(
   const reload = createReloader<Config, Config>({
     proxy: "gateway",
     ...(opts.configPath ? { configPath: opts.configPath } : {}),
-    reloads,
-    info,
+    metrics: { reloads, info },
     log: log.logger,
     current: () => serving,
     load: (text) => {
