@@ -76,6 +76,8 @@ function hitCost(): string[][] {
       vary: vary ? ["accept-encoding"] : [],
       perPrincipal: false,
       maxEntryBytes: 1 << 20,
+      staleWhileRevalidateMs: 0,
+      staleIfErrorMs: 0,
     };
     const now = Date.now();
     const N = 10_000;

@@ -132,7 +132,7 @@ export function parsePolicyObject(
           base.join("."),
           issue.message,
           base[0] === "limits"
-            ? "see the limits in the documentation (docs/wip/policies.md)"
+            ? "see the limits in the documentation (docs/policies.md)"
             : "write a mapping with rules: and limits:",
         );
       }

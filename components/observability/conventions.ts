@@ -95,7 +95,7 @@ export const METRICS: readonly MetricConvention[] = [
     name: "meshgate_cache_requests_total",
     type: "counter",
     unit: "requests",
-    help: "Requests on caching routes, by route and result (hit, miss, stale, revalidated, bypass, coalesced).",
+    help: "Requests on caching routes, by route and result (hit, miss, stale, revalidated, bypass, coalesced, stale_while_revalidate, stale_if_error).",
     labels: { gateway: ["proxy", "route", "result"] },
   },
   {

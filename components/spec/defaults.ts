@@ -162,6 +162,14 @@ export const DEFAULTS = {
     "responses to authenticated requests are not cached unless you opt in per principal",
   ),
   "gateway.routes.*.cache.maxEntrySize": d("1MiB", "large bodies stream through uncached"),
+  "gateway.routes.*.cache.staleWhileRevalidate": d(
+    "0s",
+    "stale responses are served during revalidation only when the origin says so (RFC 5861)",
+  ),
+  "gateway.routes.*.cache.staleIfError": d(
+    "0s",
+    "stale responses replace upstream errors only when the origin says so (RFC 5861)",
+  ),
   "gateway.routes.*.redirect.status": d(
     302,
     "temporary, so a wrong redirect is not cached forever by browsers",

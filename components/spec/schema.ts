@@ -483,6 +483,8 @@ const GatewayRoute = z.strictObject({
       vary: z.array(headerName()).optional(),
       perPrincipal: z.boolean().default(D["gateway.routes.*.cache.perPrincipal"].value),
       maxEntrySize: size().default(D["gateway.routes.*.cache.maxEntrySize"].value),
+      staleWhileRevalidate: duration().default(D["gateway.routes.*.cache.staleWhileRevalidate"].value),
+      staleIfError: duration().default(D["gateway.routes.*.cache.staleIfError"].value),
     })
     .optional(),
   transform: z.strictObject({ request: Transform.optional(), response: Transform.optional() }).optional(),

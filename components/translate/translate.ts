@@ -593,6 +593,8 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
           vary: sortedUnique(r.cache.vary ?? []),
           perPrincipal: r.cache.perPrincipal,
           maxEntryBytes: parseSize(r.cache.maxEntrySize),
+          staleWhileRevalidateMs: parseDuration(r.cache.staleWhileRevalidate),
+          staleIfErrorMs: parseDuration(r.cache.staleIfError),
         }
       : null,
     transform: { request: transform(r.transform?.request), response: transform(r.transform?.response) },

@@ -358,6 +358,8 @@ export default defineMesh({
         },
         cache: {
           ttl: "60s",
+          // A product page stays up when the catalog is down: the last good copy for 10 minutes.
+          staleIfError: "10m",
         },
       },
       {

@@ -3,7 +3,7 @@
  * limits — compiled once per config (at load and at each reload) into one `RouteApim` per route that
  * uses any of them, looked up by the router's compiled route (one Map lookup per request).
  *
- * Where each runs in the gateway's filter order (see docs/wip/apim.md):
+ * Where each runs in the gateway's filter order (see docs/api-management.md):
  *   3. CORS preflight answered (decide() routes a preflight by its Access-Control-Request-Method)
  *  10. the action: `static` | `aggregate` | `forward` with the request transform (headers, JSON body)
  *  11. on the response: response transform (headers, JSON body), CORS headers, response size limit

@@ -17,7 +17,7 @@
  */
 import type { GatewayRuntimeConfig, RouteAuth } from "../contract/schema.ts";
 import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
-import { headerValue } from "../gateway/headers.ts";
+import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
 import { JwtVerifier, decodeToken, type JwtOptions } from "./jwt.ts";

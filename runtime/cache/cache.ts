@@ -34,6 +34,11 @@ import {
   freshnessLifetimeMs,
   hasClientConditional,
   initialAgeMs,
+  isServerError,
+  longestStaleMs,
+  mayServeOnError,
+  mayServeWhileRevalidating,
+  NO_DIRECTIVES,
   NOT_MODIFIED_FIELDS,
   notModified,
   notModifiedSelects,
@@ -47,6 +52,7 @@ import {
   requestCacheControl,
   reuse,
   secondaryKey,
+  staleWindowsMs,
   unionNames,
   type BypassReason,
   type CacheControl,
@@ -54,11 +60,20 @@ import {
   type Forward,
   type HeaderBag,
   type NotStoredReason,
+  type StaleWindows,
 } from "./policy.ts";
 import type { CacheStore, MaybePromise, PurgeRequest, StoredResponse, StoredValue } from "./store.ts";
 
 /** The `result` label of meshgate_cache_requests_total. */
-export type CacheResult = "hit" | "miss" | "stale" | "revalidated" | "bypass" | "coalesced";
+export type CacheResult =
+  | "hit"
+  | "miss"
+  | "stale"
+  | "revalidated"
+  | "bypass"
+  | "coalesced"
+  | "stale_while_revalidate"
+  | "stale_if_error";
 
 /** Metrics hooks (the gateway maps them to counters; tests count them). */
 export interface CacheObserver {
@@ -96,10 +111,19 @@ export interface CacheHit {
   readonly kind: "hit";
   readonly entry: StoredResponse;
   readonly request: CacheRequest;
-  /** "coalesced" when the entry was filled by a request this one waited for. */
-  readonly result: "hit" | "coalesced";
+  /**
+   * "coalesced" when the entry was filled by a request this one waited for; "stale_while_revalidate" when
+   * a stale entry is served while it is revalidated (RFC 5861 §3).
+   */
+  readonly result: "hit" | "coalesced" | "stale_while_revalidate";
   /** When the lookup found it (ms): Age and ttl are computed for this instant. */
   readonly at: number;
+  /**
+   * The background revalidation the caller must run after answering (a GET forwarded like a miss, its
+   * response going to onHead with REVALIDATION_TARGET, which discards the body once captured), or null.
+   * Only the first request that serves a stale entry gets one; later ones find its fill in flight.
+   */
+  readonly revalidate: CacheExchange | null;
 }
 
 export type CacheDecision =
@@ -155,12 +179,15 @@ function openResponse(target: ResponseTarget, status: number, headers: OutgoingH
 }
 
 /** A Writable that discards what it is given (the body of a 304, or of a response already answered). */
-const sink = () =>
+const sink = (): Writable =>
   new Writable({
     write(_chunk, _enc, cb) {
       cb();
     },
   });
+
+/** Where a background revalidation's response goes: nowhere (the tee stores it; no client waits). */
+export const REVALIDATION_TARGET: ResponseTarget = () => sink();
 
 const text = (v: string | readonly string[] | number | undefined): string | undefined =>
   v === undefined ? undefined : typeof v === "string" ? v : typeof v === "number" ? String(v) : v.join(", ");
@@ -268,7 +295,34 @@ export class HttpCache {
     if (entry !== null && reuse(entry, reqCC, now) !== "validate") {
       const result = waited ? "coalesced" : "hit";
       this.observer?.request(req.route, result);
-      return { kind: "hit", entry, request: req, result, at: now };
+      return { kind: "hit", entry, request: req, result, at: now, revalidate: null };
+    }
+    if (
+      entry !== null &&
+      mayServeWhileRevalidating(entry, this.staleWindows(entry, req.config), reqCC, now)
+    ) {
+      this.observer?.request(req.route, "stale_while_revalidate");
+      // One background revalidation per key: a fill in flight (a revalidation, or a request's own forward)
+      // will store what it gets.
+      let revalidate: CacheExchange | null = null;
+      if (!this.#fills.has(key)) {
+        const fill = this.#newFill(key, req.waitMs ?? this.coalesceWaitMs);
+        const get: CacheRequest = req.method === "GET" ? req : { ...req, method: "GET" };
+        revalidate = new CacheExchange(
+          this,
+          get,
+          NO_DIRECTIVES,
+          "stale",
+          null,
+          primary,
+          key,
+          entry,
+          fill,
+          true,
+        );
+        revalidate.background = true;
+      }
+      return { kind: "hit", entry, request: req, result: "stale_while_revalidate", at: now, revalidate };
     }
     if (reqCC.onlyIfCached) {
       this.observer?.request(req.route, "miss");
@@ -325,6 +379,14 @@ export class HttpCache {
     return fill;
   }
 
+  /**
+   * The stale windows of a stored response on a route (RFC 5861): from its stored Cache-Control (a 304
+   * that freshened it updated that too) and the route's defaults. Read only for stale entries.
+   */
+  staleWindows(e: StoredResponse, config: RouteCache): StaleWindows {
+    return staleWindowsMs(parseCacheControl(e.headers["cache-control"]), config);
+  }
+
   /** Answers a hit: the stored response with Age and Cache-Status, or 304 to a matching conditional. */
   respond(hit: CacheHit, res: ResponseTarget, extra?: OutgoingHttpHeaders): void {
     const e = hit.entry;
@@ -333,7 +395,9 @@ export class HttpCache {
     const member =
       hit.result === "coalesced"
         ? cacheStatusMember(this.name, { fwd: "miss", fwdStatus: e.status, collapsed: true, ttl })
-        : this.#hitPrefix + ttl;
+        : hit.result === "stale_while_revalidate"
+          ? cacheStatusMember(this.name, { hit: true, ttl, detail: "stale-while-revalidate" })
+          : this.#hitPrefix + ttl;
     this.writeEntry(res, e, hit.request, age, member, extra);
   }
 
@@ -485,6 +549,13 @@ export class CacheExchange {
   #teeing = false;
   #requestTime = 0;
   #reported = false;
+  /**
+   * A background revalidation (RFC 5861 §3): no client waits on it — it is not counted as a request
+   * (the request that started it was, as stale_while_revalidate) and never answers with a stale entry.
+   */
+  background = false;
+  /** The client was answered with the stored response instead of an upstream error (serveStaleOnError). */
+  servedStale = false;
 
   constructor(
     cache: HttpCache,
@@ -558,6 +629,8 @@ export class CacheExchange {
       return openResponse(res, status, responseHeaders);
     }
     if (this.#validating && status === 304) return this.#notModified(headers, res, responseTime, extra);
+    // RFC 5861 §4: an error from upstream is answered with the stored response when it allows that.
+    if (isServerError(status) && this.serveStaleOnError(res, extra, status)) return sink();
 
     const resCC = parseCacheControl(upstreamHeaders["cache-control"]);
     const reason: NotStoredReason | null = this.#mayStore
@@ -570,6 +643,7 @@ export class CacheExchange {
           routeTtlMs: this.request.config.ttlMs,
           maxEntryBytes: this.request.config.maxEntryBytes,
           framed,
+          stale: this.request.config,
         })
       : this.request.method === "HEAD"
         ? "head"
@@ -622,6 +696,7 @@ export class CacheExchange {
       ),
       mustRevalidate:
         resCC.mustRevalidate || resCC.proxyRevalidate || resCC.sMaxAge !== null || resCC.noCache,
+      staleMs: longestStaleMs(staleWindowsMs(resCC, this.request.config)),
       etag,
       lastModified,
       date,
@@ -718,8 +793,10 @@ export class CacheExchange {
       routeTtlMs: config.ttlMs,
       maxEntryBytes: config.maxEntryBytes,
       framed: true,
+      stale: config,
     });
-    const retention = retentionMs(entry, cache.staleRetentionMs, responseTime);
+    const staleMs = longestStaleMs(staleWindowsMs(resCC, config));
+    const retention = retentionMs(entry, cache.staleRetentionMs, responseTime, staleMs);
     if (reason === null && retention > 0) {
       const r = cache.set(this.#key, entry, retention);
       if (r instanceof Promise) void r.then(() => this.#releaseFill());
@@ -748,6 +825,37 @@ export class CacheExchange {
     return sink();
   }
 
+  /**
+   * RFC 5861 §4: answers the client with the stored response instead of an upstream error — the
+   * upstream's 500/502/503/504 (`upstreamStatus`), or no response at all (null: refused, timed out, reset,
+   * no endpoint, breaker open) — when the stored response (or the request's own `stale-if-error`) allows it.
+   * Returns false, writing nothing, when it does not: the caller answers with the error. Never for a
+   * bypass, a miss, or a background revalidation.
+   */
+  serveStaleOnError(
+    res: ResponseTarget,
+    extra: OutgoingHttpHeaders | undefined,
+    upstreamStatus: number | null,
+  ): boolean {
+    const s = this.#stale;
+    if (s === null || this.background || this.#bypass !== null) return false;
+    const cache = this.#cache;
+    const now = cache.now();
+    if (!mayServeOnError(s, cache.staleWindows(s, this.request.config), this.#reqCC, now)) return false;
+    this.servedStale = true;
+    this.#releaseFill();
+    this.#report("stale_if_error");
+    const age = currentAgeMs(s, now);
+    const member = cacheStatusMember(cache.name, {
+      fwd: this.mode,
+      ...(upstreamStatus === null ? {} : { fwdStatus: upstreamStatus }),
+      ttl: Math.floor((s.lifetimeMs - age) / 1000),
+      detail: "stale-if-error",
+    });
+    cache.writeEntry(res, s, this.request, age, member, extra);
+    return true;
+  }
+
   /** Stores a completely received body (called by the tee); releases the waiters once it is visible. */
   commit(p: PendingEntry, body: Buffer): void {
     const cache = this.#cache;
@@ -769,7 +877,7 @@ export class CacheExchange {
       lastModified: p.lastModified,
       date: p.date,
     };
-    const retention = retentionMs(entry, cache.staleRetentionMs, cache.now());
+    const retention = retentionMs(entry, cache.staleRetentionMs, cache.now(), p.staleMs);
     if (retention <= 0) {
       cache.observer?.notStored(this.request.route, "no-freshness");
       this.abandon();
@@ -815,7 +923,8 @@ export class CacheExchange {
   }
 
   #report(result: CacheResult): void {
-    if (this.#reported || this.mode === "bypass") return; // bypasses are counted at lookup
+    // Bypasses are counted at lookup; a background revalidation is not a request.
+    if (this.#reported || this.mode === "bypass" || this.background) return;
     this.#reported = true;
     this.#cache.observer?.request(this.request.route, result);
   }
@@ -830,6 +939,8 @@ interface PendingEntry {
   readonly initialAgeMs: number;
   readonly lifetimeMs: number;
   readonly mustRevalidate: boolean;
+  /** How long it may be served stale (RFC 5861 windows): the store keeps it that long past its lifetime. */
+  readonly staleMs: number;
   readonly etag: string | null;
   readonly lastModified: string | null;
   readonly date: string | null;
@@ -838,11 +949,17 @@ interface PendingEntry {
   readonly declaredLength: number;
 }
 
-/** How long to keep an entry: its remaining freshness, plus the stale retention when it can be revalidated. */
-function retentionMs(e: StoredResponse, staleRetentionMs: number, now: number): number {
-  const remaining = Math.max(0, e.lifetimeMs - currentAgeMs(e, now));
+/**
+ * How long to keep an entry: its remaining freshness, plus the stale retention when it can be
+ * revalidated, or the longest it may be served stale (RFC 5861) if that is longer.
+ */
+function retentionMs(e: StoredResponse, staleRetentionMs: number, now: number, staleMs: number): number {
+  const age = currentAgeMs(e, now);
+  const remaining = Math.max(0, e.lifetimeMs - age);
   const validators = e.etag !== null || e.lastModified !== null;
-  return remaining + (validators ? staleRetentionMs : 0);
+  // Serving stale is bounded by staleness (age − lifetime), so the extra time counts from the expiry.
+  const stale = Math.max(0, e.lifetimeMs + staleMs - age) - remaining;
+  return remaining + Math.max(validators ? staleRetentionMs : 0, stale);
 }
 
 /** Where a variant is stored: the primary key, a tab, and the secondary key of its selecting headers. */

@@ -23,7 +23,7 @@ export interface CacheMetrics {
 export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): CacheMetrics {
   const requests = registry.counter(
     "cache_requests_total",
-    "Requests on caching routes, by route and result (hit, miss, stale, revalidated, bypass, coalesced).",
+    "Requests on caching routes, by route and result (hit, miss, stale, revalidated, bypass, coalesced, stale_while_revalidate, stale_if_error).",
     ["proxy", "route", "result"],
   );
   const notStored = registry.counter(

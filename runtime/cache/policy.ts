@@ -1,12 +1,12 @@
 /**
  * HTTP caching policy for a shared cache (RFC 9111) as pure functions: Cache-Control parsing, which
  * requests may be answered from the cache, which responses may be stored, freshness lifetime, age, Vary
- * secondary keys, conditional requests and the Cache-Status header (RFC 9211).
+ * secondary keys, conditional requests, serving stale (RFC 5861) and the Cache-Status header (RFC 9211).
  *
  * No I/O, no clock: every time is passed in (milliseconds since the epoch). The engine (cache.ts) calls
  * these per request; the tests call them table-driven, each case citing its RFC section.
  *
- * Choices where the RFC leaves room (documented in docs/wip/cache.md):
+ * Choices where the RFC leaves room (documented in docs/cache.md):
  * - the route's `cache.ttlMs` fills in as the heuristic freshness lifetime (RFC 9111 §4.2.2) when the
  *   response has no explicit one; it never caps an explicit `s-maxage`/`max-age`/`Expires`;
  * - stored status codes: the heuristically cacheable ones (RFC 9110 §15.1, plus 451) with any freshness,
@@ -14,7 +14,9 @@
  * - never stored: `no-store` (request or response), `private` (qualified or not), `Set-Cookie`,
  *   `Vary: *`, close-delimited bodies (truncation would be indistinguishable from the end);
  * - qualified `no-cache="…"` is treated as unqualified (RFC 9111 §5.2.2.4 allows it);
- * - duplicate or invalid `max-age`/`s-maxage` make the response stale (RFC 9111 §4.2.1).
+ * - duplicate or invalid `max-age`/`s-maxage` make the response stale (RFC 9111 §4.2.1);
+ * - an explicit `stale-while-revalidate`/`stale-if-error` overrides the proxy-revalidate that `s-maxage`
+ *   implies; `must-revalidate`, `proxy-revalidate` and `no-cache` forbid stale serving (staleWindowsMs).
  */
 import { createHash } from "node:crypto";
 
@@ -34,6 +36,10 @@ export interface CacheControl {
   /** Request: null when absent, Infinity without a value. */
   readonly maxStale: number | null;
   readonly minFresh: number | null;
+  /** RFC 5861 §3 (response): null when absent or invalid. */
+  readonly staleWhileRevalidate: number | null;
+  /** RFC 5861 §4 (response or request): null when absent or invalid. */
+  readonly staleIfError: number | null;
 }
 
 export const NO_DIRECTIVES: CacheControl = Object.freeze({
@@ -49,6 +55,8 @@ export const NO_DIRECTIVES: CacheControl = Object.freeze({
   sMaxAge: null,
   maxStale: null,
   minFresh: null,
+  staleWhileRevalidate: null,
+  staleIfError: null,
 });
 
 /** RFC 9111 §1.2.2: delta-seconds beyond 2^31 are sent as 2^31. */
@@ -153,6 +161,12 @@ export function parseCacheControl(value: FieldValue): CacheControl {
       case "min-fresh":
         cc.minFresh = deltaSeconds(arg) ?? cc.minFresh;
         break;
+      case "stale-while-revalidate":
+        cc.staleWhileRevalidate = deltaSeconds(arg) ?? cc.staleWhileRevalidate;
+        break;
+      case "stale-if-error":
+        cc.staleIfError = deltaSeconds(arg) ?? cc.staleIfError;
+        break;
     }
   }
   return cc;
@@ -252,6 +266,8 @@ export interface StorableInput {
   readonly maxEntryBytes: number;
   /** The body's end is explicit (Content-Length, chunked, or an HTTP/2 stream end). */
   readonly framed: boolean;
+  /** The route's stale-serving defaults (RFC 5861 windows when the response names none). */
+  readonly stale?: StaleDefaults;
 }
 
 /**
@@ -280,8 +296,12 @@ export function notStorable(x: StorableInput): NotStoredReason | null {
     x.response.sMaxAge !== null || x.response.maxAge !== null || x.headers.expires !== undefined;
   if (!explicit && !heuristic && !x.response.public) return "no-freshness";
   if (!explicit && x.routeTtlMs === 0 && !hasValidator(x.headers)) return "no-freshness";
-  if (explicit && !hasValidator(x.headers)) {
-    // A response that is stale on arrival and has no validator can never be reused.
+  if (
+    explicit &&
+    !hasValidator(x.headers) &&
+    longestStaleMs(staleWindowsMs(x.response, x.stale ?? NO_STALE_DEFAULTS)) === 0
+  ) {
+    // A response that is stale on arrival, has no validator and may not be served stale is never reused.
     const sec = x.response.sMaxAge ?? x.response.maxAge;
     if (sec === 0 || (sec === null && expiresInPast(x.headers))) return "no-freshness";
   }
@@ -389,6 +409,101 @@ export function reuse(e: FreshnessFacts, request: CacheControl, now: number): Re
   }
   return "validate";
 }
+
+// ──────────────────────────────────────── serving stale (RFC 5861) ────────────────────────────────────────
+
+/** A route's windows for serving stale responses when the response names none (ms; 0 = off). */
+export interface StaleDefaults {
+  readonly staleWhileRevalidateMs: number;
+  readonly staleIfErrorMs: number;
+}
+
+/** How long past its freshness a stored response may still be served, and when (ms). */
+export interface StaleWindows {
+  /** Served while one background request revalidates it (RFC 5861 §3). */
+  readonly whileRevalidateMs: number;
+  /** Served instead of an error (500, 502, 503, 504, or no response at all) from upstream (RFC 5861 §4). */
+  readonly ifErrorMs: number;
+  /** The response forbids serving it stale (must-revalidate, proxy-revalidate, no-cache): no request may either. */
+  readonly forbidden: boolean;
+}
+
+export const NO_STALE_DEFAULTS: StaleDefaults = Object.freeze({
+  staleWhileRevalidateMs: 0,
+  staleIfErrorMs: 0,
+});
+const NO_WINDOWS: StaleWindows = Object.freeze({ whileRevalidateMs: 0, ifErrorMs: 0, forbidden: false });
+const FORBIDDEN: StaleWindows = Object.freeze({ whileRevalidateMs: 0, ifErrorMs: 0, forbidden: true });
+
+/**
+ * The stale windows of a stored response, from its Cache-Control and the route's defaults:
+ * - `must-revalidate`, `proxy-revalidate` and `no-cache` forbid serving it stale at all (RFC 9111 §4.2.4,
+ *   §5.2.2.2, §5.2.2.4, §5.2.2.8), whatever else is said;
+ * - an explicit `stale-while-revalidate=N` / `stale-if-error=N` from the origin is its permission and is
+ *   honoured as given — also beside `s-maxage`, whose implied proxy-revalidate (§5.2.2.10) it overrides, as
+ *   CDNs do for the common `s-maxage=60, stale-while-revalidate=30`;
+ * - otherwise the route's defaults apply, except to an `s-maxage` response (the origin asked shared caches
+ *   to revalidate, and gave no permission).
+ */
+export function staleWindowsMs(response: CacheControl, defaults: StaleDefaults): StaleWindows {
+  if (response.mustRevalidate || response.proxyRevalidate || response.noCache) return FORBIDDEN;
+  const routeMay = response.sMaxAge === null;
+  const swr =
+    response.staleWhileRevalidate !== null
+      ? response.staleWhileRevalidate * 1000
+      : routeMay
+        ? defaults.staleWhileRevalidateMs
+        : 0;
+  const sie =
+    response.staleIfError !== null ? response.staleIfError * 1000 : routeMay ? defaults.staleIfErrorMs : 0;
+  if (sie === 0 && swr === 0) return response.sMaxAge === null ? NO_WINDOWS : FORBIDDEN;
+  return { whileRevalidateMs: swr, ifErrorMs: sie, forbidden: false };
+}
+
+/** The longest a response may be served past its freshness (how long a store must keep it for that). */
+export const longestStaleMs = (w: StaleWindows): number => Math.max(w.whileRevalidateMs, w.ifErrorMs);
+
+/**
+ * RFC 5861 §3: whether a stored response that needs validation may be served now while the cache
+ * revalidates it in the background — only when staleness is the one reason it needs validation (a request's
+ * `no-cache`, `max-age` or `min-fresh` asks for an answer from the origin and gets one) and its staleness is
+ * within the window.
+ */
+export function mayServeWhileRevalidating(
+  e: FreshnessFacts,
+  windows: StaleWindows,
+  request: CacheControl,
+  now: number,
+): boolean {
+  if (windows.whileRevalidateMs === 0) return false;
+  if (request.noCache || request.minFresh !== null) return false;
+  const age = currentAgeMs(e, now);
+  if (request.maxAge !== null && age > request.maxAge * 1000) return false;
+  const staleness = age - e.lifetimeMs;
+  return staleness >= 0 && staleness <= windows.whileRevalidateMs;
+}
+
+/**
+ * RFC 5861 §4: whether a stored response may answer a request whose forward ended in an error (the
+ * upstream's 500, 502, 503 or 504, or no response: refused, timed out, reset, no endpoint, breaker open),
+ * "regardless of other freshness information": its staleness is within the response's window, or the
+ * request's own `stale-if-error`. Responses that forbid stale serving (staleWindowsMs) never qualify.
+ */
+export function mayServeOnError(
+  e: FreshnessFacts,
+  windows: StaleWindows,
+  request: CacheControl | null,
+  now: number,
+): boolean {
+  if (windows.forbidden) return false;
+  const window = Math.max(windows.ifErrorMs, (request?.staleIfError ?? 0) * 1000);
+  if (window === 0) return false;
+  return currentAgeMs(e, now) - e.lifetimeMs <= window;
+}
+
+/** The upstream statuses RFC 5861 §4 counts as errors. */
+export const isServerError = (status: number): boolean =>
+  status === 500 || status === 502 || status === 503 || status === 504;
 
 // ─────────────────────────────────────────────── keys ───────────────────────────────────────────────
 

@@ -264,6 +264,9 @@ export const GatewayRoute = z.strictObject({
       vary: z.array(z.string()),
       perPrincipal: z.boolean(),
       maxEntryBytes: bytes,
+      /** RFC 5861 windows used when the response names none (0 = only what the origin says). */
+      staleWhileRevalidateMs: ms,
+      staleIfErrorMs: ms,
     })
     .nullable(),
   transform: z.strictObject({ request: Transform.nullable(), response: Transform.nullable() }),

@@ -48,13 +48,14 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import type { Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
-import { forwardTimeoutMs, grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
+import { forwardTimeoutMs } from "../upstream/grpc.ts";
+import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
 import { identityObserver } from "../telemetry/identity.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
-import { HttpCache, type CacheExchange } from "../cache/cache.ts";
+import { HttpCache, REVALIDATION_TARGET, type CacheExchange, type ResponseTarget } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
 import { RedisStore, redisCachePrefix } from "../cache/redis-store.ts";
 import { MemoryStore, type CacheStore, type PurgeRequest } from "../cache/store.ts";
@@ -72,14 +73,8 @@ import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetr
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { LeaseClient } from "../ratelimit/lease.ts";
 import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
-import {
-  checkRequestHeaders,
-  clientAddress,
-  forwardedHeader,
-  requestId,
-  notForwarded,
-  upstreamRequestHeaders,
-} from "./headers.ts";
+import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
+import { clientAddress, forwardedHeader, notForwarded, NOT_FORWARDED } from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import {
   createListener,
@@ -630,24 +625,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     extra?: Record<string, string>,
   ): void {
     mErrors.labels("gateway", code).inc();
-    if (!res.headersSent && "stream" in req && isGrpc(req.headers["content-type"])) {
-      // gRPC callers read the outcome from grpc-status: a trailers-only answer (HTTP 200, as Envoy's
-      // local replies) with the status mapped from the HTTP one; metrics and the access log count `status`.
-      res.statusCode = status || 500;
-      if (respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra)))
-        return;
-    }
-    const body = JSON.stringify({ error: { code, message } });
-    if (!res.headersSent) {
-      res.writeHead(status, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "x-meshgate-error": code,
-        ...(closing(req) ? { connection: "close" } : {}),
-        ...extra,
-      });
-    }
-    res.end(req.method === "HEAD" ? undefined : body);
+    writeLocalReply(req, res, { status, code, message, extra }, "stream" in req, closing(req));
   }
 
   /**
@@ -893,6 +871,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
     // Cache lookup (GET/HEAD on a route with `cache`): a hit answers here; a miss may wait for a fill.
     let cacheExchange: CacheExchange | null = null;
+    let revalidation: CacheExchange | null = null;
     const method = req.method ?? "GET";
     if (d.route.config.cache !== null && (method === "GET" || method === "HEAD")) {
       let c = current.cache.lookup({
@@ -917,22 +896,26 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         }
       }
       if (c.kind === "hit") {
-        ex.outcome = c.result === "hit" ? "cache_hit" : "cache_coalesced";
+        ex.outcome = `cache_${c.result}`;
         const extra = perResponseHeaders(rateHeaders, closing(req));
-        if (!ap) return current.cache.respond(c, res, extra);
-        // The cache holds the upstream's response: the route's response shaping runs on hits as on misses.
-        const shaper = new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel);
-        current.cache.respond(c, (st, h) => shaper.head(st, h), extra);
-        ex.outcome = (await shaper.finish({ kind: "ok" })) ?? ex.outcome;
-        return;
-      }
-      if (c.kind === "unsatisfiable")
+        if (!ap) current.cache.respond(c, res, extra);
+        else {
+          // The cache holds the upstream's response: the route's response shaping runs on hits as on misses.
+          const shaper = new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel);
+          current.cache.respond(c, (st, h) => shaper.head(st, h), extra);
+          ex.outcome = (await shaper.finish({ kind: "ok" })) ?? ex.outcome;
+        }
+        // A stale entry went to the client (RFC 5861 §3): the request is sent on in the background, built
+        // exactly as a miss's, and its response refreshes the entry.
+        if (c.revalidate === null) return;
+        revalidation = c.revalidate;
+      } else if (c.kind === "unsatisfiable")
         return respondError(req, res, 504, "not_cached", "only-if-cached: no stored response can answer");
-      cacheExchange = c.exchange;
+      else cacheExchange = c.exchange;
     }
     const invalidates = current.caching && method !== "GET" && method !== "HEAD" && method !== "OPTIONS";
 
-    const headers = upstreamRequestHeaders(req.headers, current.notForwarded.get(d.route));
+    const headers = upstreamRequestHeaders(req.headers, current.notForwarded.get(d.route) ?? NOT_FORWARDED);
     current.auth.upstreamHeaders(headers, d.auth, principal);
     const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
     headers["x-forwarded-for"] = forwardedFor;
@@ -946,6 +929,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (ap) {
       transformRequestHeaders(ap, headers, tctx);
       prepareForResponseTransform(ap, headers);
+    }
+    if (revalidation !== null) {
+      revalidation.prepare(headers);
+      return revalidateInBackground(
+        revalidation,
+        cluster,
+        upstreamPath,
+        headers,
+        d.timeoutMs,
+        d.retry,
+        client,
+      );
     }
     cacheExchange?.prepare(headers);
     // A gRPC call's deadline: the client's grpc-timeout shortens the route's timeout (never extends it),
@@ -1058,6 +1053,19 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
       observer,
     );
+    // RFC 5861 §4: no response from upstream (refused, timed out, reset, no endpoint, breaker open) is
+    // answered with the stored response when it allows that (an upstream 5xx is handled in onHead).
+    if (
+      cacheExchange !== null &&
+      result.kind === "error" &&
+      !result.headersSent &&
+      !res.headersSent &&
+      result.outcome !== "client_aborted" &&
+      result.outcome !== "body_too_large"
+    ) {
+      const target: ResponseTarget = shaper ? (st, h) => shaper.head(st, h) : res;
+      cacheExchange.serveStaleOnError(target, perResponseHeaders(rateHeaders, closing(req)), null);
+    }
     cacheExchange?.finish();
     const upstreamKey = (ex.upstreamKey = result.endpoint?.key ?? "");
     if (upstreamKey) upstreamSpan.setAttribute("server.address", upstreamKey);
@@ -1067,6 +1075,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         ? { statusCode: result.status }
         : { error: result.error ?? new Error(result.outcome), errorType: result.outcome },
     );
+    if (cacheExchange?.servedStale) {
+      ex.outcome = (shaper ? await shaper.finish({ kind: "ok" }) : null) ?? "cache_stale_if_error";
+      return;
+    }
     const shaped = shaper ? await shaper.finish(result) : null;
     if (shaped !== null) {
       ex.outcome = shaped;
@@ -1086,19 +1098,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       res.destroy(result.error ?? undefined);
       return;
     }
-    const [status, code]: [number, GatewayErrorCode] =
-      result.outcome === "timeout"
-        ? [504, "upstream_timeout"]
-        : result.outcome === "connect_failure"
-          ? [503, "upstream_connect_failure"]
-          : result.outcome === "no_endpoint"
-            ? [503, "no_healthy_upstream"]
-            : result.outcome === "overflow"
-              ? [503, "upstream_overflow"]
-              : [502, "upstream_reset"];
-    // Fast failures (no endpoint, breaker open) are in the access log and metrics; a warn line each would
-    // flood the log exactly during an incident.
-    if (result.outcome !== "no_endpoint" && result.outcome !== "overflow")
+    const [status, code] = upstreamFailure(result.outcome);
+    if (logsUpstreamFailure(result.outcome))
       log.warn({
         event: "upstream_error",
         requestId: ex.requestId,
@@ -1109,6 +1110,48 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         code: result.error ? (result.error as { code?: string }).code : undefined,
       });
     respondError(req, res, status, code, `upstream ${backend}: ${result.outcome.replaceAll("_", " ")}`);
+  }
+
+  /**
+   * Forwards a cache revalidation with no client waiting (RFC 5861 §3): a GET with the headers a miss
+   * would have sent, its own cancel token (the client's exchange is over), the route's timeout and retry
+   * plan; its response goes to the cache only. Failures leave the stored entry as it was.
+   */
+  function revalidateInBackground(
+    revalidation: CacheExchange,
+    cluster: UpstreamCluster,
+    path: string,
+    headers: Record<string, string | string[]>,
+    timeoutMs: number,
+    retry: RouteDecision["retry"],
+    hashKey: string,
+  ): void {
+    void forward(
+      cluster,
+      {
+        cancel: { aborted: false, onabort: null },
+        method: "GET",
+        path,
+        headers,
+        body: null,
+        timeoutMs,
+        retry,
+        hashKey,
+      },
+      (status, upstreamHeaders, closeDelimited) =>
+        revalidation.onHead(status, upstreamHeaders, REVALIDATION_TARGET, !closeDelimited),
+      observer,
+    )
+      .then((result) => {
+        if (result.kind === "error" && logsUpstreamFailure(result.outcome))
+          log.warn({
+            event: "cache_revalidation_error",
+            route: revalidation.request.route,
+            outcome: result.outcome,
+            attempts: result.attempts,
+          });
+      })
+      .finally(() => revalidation.finish());
   }
 
   /** Writes what authentication decided instead of forwarding: a deny, or a response (OIDC redirects). */

@@ -21,13 +21,8 @@ import type { RateLimitDecision } from "../ratelimit/local.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import type { MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
-import {
-  checkRequestHeaders,
-  clientAddress,
-  forwardedHeader,
-  requestId,
-  upstreamRequestHeaders,
-} from "./headers.ts";
+import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
+import { clientAddress, forwardedHeader, NOT_FORWARDED } from "./headers.ts";
 
 export interface UpgradeContext {
   readonly config: GatewayRuntimeConfig;
@@ -217,7 +212,7 @@ function openTunnel(
   if (!endpoint)
     return fail(503, "no_healthy_upstream", `cluster ${backend} has no available endpoint`, route);
 
-  const headers = upstreamRequestHeaders(req.headers);
+  const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
   ctx.auth?.upstreamHeaders(headers, d.auth, principal);
   headers.connection = "Upgrade";
   headers.upgrade = "websocket";

@@ -34,7 +34,7 @@ import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schem
 import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
 import { compileOutbound, decideOutbound, type CompiledOutbound } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
-import { checkRequestHeaders, requestId } from "../gateway/headers.ts";
+import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
 import {
@@ -53,15 +53,10 @@ import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
-import { forwardedRequestHeaders, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
+import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
-import {
-  forwardTimeoutMs,
-  grpcStatusFor,
-  grpcTrailersOnly,
-  isGrpc,
-  parseGrpcTimeout,
-} from "../upstream/grpc.ts";
+import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
+import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import {
   createInboundListener,
   createLocalListener,
@@ -157,8 +152,6 @@ class Exchange {
   readonly res: ServerResponse;
   /** The request came over HTTP/2 (a stream of a session). */
   readonly h2: boolean;
-  /** The status counted and logged when the response on the wire differs (a gRPC trailers-only error). */
-  status = 0;
   readonly started = performance.now();
   readonly requestId: string;
   /** Metric label: the peer (inbound) or the destination service (outbound). */
@@ -414,29 +407,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     message: string,
     extra?: Record<string, string>,
   ): void {
-    const { req, res } = ex;
     mErrors.labels("sidecar", ex.direction, code).inc();
-    if (ex.h2) {
-      if (res.headersSent) return void res.end();
-      if (isGrpc(req.headers["content-type"])) {
-        // gRPC callers read the outcome from grpc-status: a trailers-only response (HTTP 200, as
-        // Envoy's local replies) with the status mapped from the HTTP one; metrics and logs count `status`.
-        ex.status = status;
-        respondTrailersOnly(res, 200, grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra));
-        return;
-      }
-    }
-    const body = JSON.stringify({ error: { code, message } });
-    if (!res.headersSent) {
-      res.writeHead(status, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-        "x-meshgate-error": code,
-        ...(draining && !ex.h2 ? { connection: "close" } : {}),
-        ...extra,
-      });
-    }
-    res.end(req.method === "HEAD" ? undefined : body);
+    writeLocalReply(ex.req, ex.res, { status, code, message, extra }, ex.h2, draining);
   }
 
   function exchangeClosed(this: InboundResponse): void {
@@ -447,7 +419,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       ex.cancel.onabort?.();
     }
     const seconds = (performance.now() - ex.started) / 1000;
-    const status = ex.status || res.statusCode;
+    // A gRPC local reply went out as 200 + grpc-status; statusCode keeps the HTTP status (writeLocalReply).
+    const status = res.statusCode;
     ex.span.end({ statusCode: status });
     countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
@@ -559,7 +532,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       noKeepAlive(ex);
       return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
-    const headers = forwardedRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
     headers["x-request-id"] = ex.requestId; // the caller's (when well-formed) or a new one, as logged
     if (peer !== null) {
       headers[PEER_HEADER] = peer.id;
@@ -657,7 +630,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         "no valid workload identity is loaded; mTLS to the mesh is impossible",
       );
     }
-    const headers = forwardedRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
     headers.host = d.host;
     headers["x-request-id"] = ex.requestId; // the app's (when well-formed) or a new one, as logged
     const declared = req.headers["content-length"];
@@ -848,7 +821,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     u.path = d.path;
     u.rule = d.source;
-    const headers = forwardedRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
     headers["x-request-id"] = u.requestId;
     if (peer !== null) {
       headers[PEER_HEADER] = peer.id;
@@ -900,7 +873,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const endpoint = cluster.pick(socket.remoteAddress ?? "", Date.now());
     if (!endpoint)
       return refuse(u, socket, 503, "no_healthy_upstream", `cluster ${d.cluster} has no available endpoint`);
-    const headers = forwardedRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
     headers.host = d.host;
     headers["x-request-id"] = u.requestId;
     // WebSocket handshakes are HTTP/1.1: the callee's sidecar is reached with ALPN http/1.1 even when
@@ -961,17 +934,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       res.destroy(result.error ?? new Error(result.outcome));
       return;
     }
-    const [status, code]: [number, SidecarErrorCode] =
-      result.outcome === "timeout"
-        ? [504, "upstream_timeout"]
-        : result.outcome === "connect_failure"
-          ? [503, "upstream_connect_failure"]
-          : result.outcome === "no_endpoint"
-            ? [503, "no_healthy_upstream"]
-            : result.outcome === "overflow"
-              ? [503, "upstream_overflow"]
-              : [502, "upstream_reset"];
-    if (result.outcome !== "no_endpoint" && result.outcome !== "overflow")
+    const [status, code] = upstreamFailure(result.outcome);
+    if (logsUpstreamFailure(result.outcome))
       log.warn({
         event: "upstream_error",
         direction: ex.direction,

@@ -13,7 +13,7 @@
  *   never extends it, and the upstream is told the deadline the proxy enforces.
  */
 import type { IncomingHttpHeaders } from "node:http";
-import { headerValue } from "../gateway/headers.ts";
+import { headerValue } from "../net/headers.ts";
 
 /** gRPC status codes used here (https://grpc.github.io/grpc/core/md_doc_statuscodes.html). */
 export const GrpcStatus = {

@@ -13,7 +13,8 @@ import type { NotStoredReason } from "../../runtime/cache/policy.ts";
 import { MemoryStore } from "../../runtime/cache/store.ts";
 import type { Cluster } from "../../runtime/contract/schema.ts";
 import { canonicalizeTarget } from "../../runtime/decide/canonical.ts";
-import { upstreamRequestHeaders } from "../../runtime/gateway/headers.ts";
+import { upstreamRequestHeaders } from "../../runtime/net/headers.ts";
+import { NOT_FORWARDED } from "../../runtime/gateway/headers.ts";
 import { PoolCache, UpstreamCluster } from "../../runtime/upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../../runtime/upstream/forward.ts";
 import type { CancelToken } from "../../runtime/upstream/h1pool.ts";
@@ -41,7 +42,14 @@ export interface ProxyOptions {
 const quietForward: ForwardObserver = { attempt() {}, retry() {}, budgetExhausted() {}, overflow() {} };
 
 /** The route cache settings a spec route with `cache: { ttl: 30s }` translates to. */
-export const ROUTE: RouteCache = { ttlMs: 30_000, vary: [], perPrincipal: false, maxEntryBytes: 1024 * 1024 };
+export const ROUTE: RouteCache = {
+  ttlMs: 30_000,
+  vary: [],
+  perPrincipal: false,
+  maxEntryBytes: 1024 * 1024,
+  staleWhileRevalidateMs: 0,
+  staleIfErrorMs: 0,
+};
 
 export async function startCacheProxy(
   upstreamPort: number,
@@ -106,7 +114,7 @@ export async function startCacheProxy(
     const route = routes[routeName];
     const principal =
       typeof req.headers["x-test-principal"] === "string" ? req.headers["x-test-principal"] : null;
-    const headers = upstreamRequestHeaders(req.headers);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
     delete headers["x-test-principal"];
     if (principal !== null) headers["x-principal"] = principal;
     let exchange = null;

@@ -11,6 +11,10 @@ import {
   freshenHeaders,
   freshnessLifetimeMs,
   initialAgeMs,
+  isServerError,
+  longestStaleMs,
+  mayServeOnError,
+  mayServeWhileRevalidating,
   noneMatchHits,
   notModified,
   notModifiedSelects,
@@ -24,6 +28,7 @@ import {
   requestCacheControl,
   reuse,
   secondaryKey,
+  staleWindowsMs,
   urlOfKey,
   type CacheControl,
   type FreshnessFacts,
@@ -73,6 +78,18 @@ describe("parseCacheControl", () => {
       name: "reads_request_directives",
       value: "only-if-cached, min-fresh=5, max-stale=30",
       want: { onlyIfCached: true, minFresh: 5, maxStale: 30 },
+    },
+    // RFC 5861 §3, §4: delta-seconds arguments.
+    {
+      name: "reads_stale_while_revalidate_and_stale_if_error",
+      value: "max-age=60, stale-while-revalidate=30, stale-if-error=86400",
+      want: { maxAge: 60, staleWhileRevalidate: 30, staleIfError: 86400 },
+    },
+    // RFC 5861 §3: the argument is required; an invalid one grants nothing.
+    {
+      name: "ignores_stale_directives_without_a_valid_argument",
+      value: "stale-while-revalidate, stale-if-error=soon",
+      want: { staleWhileRevalidate: null, staleIfError: null },
     },
   ];
   it.each(rows)("$name", ({ value, want }) => {
@@ -249,6 +266,17 @@ describe("notStorable", () => {
     },
     { name: "does_not_store_max_age_0_without_validator", input: res("max-age=0"), want: "no-freshness" },
     { name: "stores_max_age_0_with_validator", input: res("max-age=0", etag), want: null },
+    // RFC 5861: a response stale on arrival may still be served stale, so it is worth storing.
+    {
+      name: "stores_max_age_0_without_validator_that_may_be_served_on_error",
+      input: res("max-age=0, stale-if-error=60"),
+      want: null,
+    },
+    {
+      name: "stores_max_age_0_without_validator_under_a_route_stale_default",
+      input: res("max-age=0", {}, { stale: { staleWhileRevalidateMs: 10_000, staleIfErrorMs: 0 } }),
+      want: null,
+    },
     // RFC 9111 §5.3: an invalid Expires ("0") means already expired.
     {
       name: "does_not_store_expired_without_validator",
@@ -454,6 +482,169 @@ describe("reuse", () => {
   ];
   it.each(rows)("$name", ({ e, req, pragma, want }) => {
     expect(reuse(e, requestCacheControl(req, pragma), T0)).toBe(want);
+  });
+});
+
+describe("serving stale (RFC 5861)", () => {
+  const route = (swr: number, sie: number) => ({ staleWhileRevalidateMs: swr, staleIfErrorMs: sie });
+  const windows: {
+    name: string;
+    cc: string;
+    route?: ReturnType<typeof route>;
+    want: { whileRevalidateMs: number; ifErrorMs: number; forbidden: boolean };
+  }[] = [
+    {
+      name: "takes_the_windows_the_origin_names",
+      cc: "max-age=60, stale-while-revalidate=30, stale-if-error=600",
+      want: { whileRevalidateMs: 30_000, ifErrorMs: 600_000, forbidden: false },
+    },
+    {
+      name: "prefers_the_origin_windows_to_the_route_defaults",
+      cc: "max-age=60, stale-if-error=5",
+      route: route(10_000, 60_000),
+      want: { whileRevalidateMs: 10_000, ifErrorMs: 5_000, forbidden: false },
+    },
+    {
+      name: "fills_in_the_route_defaults_when_the_origin_names_none",
+      cc: "max-age=60",
+      route: route(10_000, 60_000),
+      want: { whileRevalidateMs: 10_000, ifErrorMs: 60_000, forbidden: false },
+    },
+    // RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.4, §5.2.2.8: explicit prohibitions win over any permission.
+    {
+      name: "must_revalidate_forbids_serving_stale",
+      cc: "max-age=60, must-revalidate, stale-if-error=600",
+      route: route(10_000, 60_000),
+      want: { whileRevalidateMs: 0, ifErrorMs: 0, forbidden: true },
+    },
+    {
+      name: "proxy_revalidate_forbids_serving_stale",
+      cc: "max-age=60, proxy-revalidate, stale-while-revalidate=30",
+      want: { whileRevalidateMs: 0, ifErrorMs: 0, forbidden: true },
+    },
+    {
+      name: "no_cache_forbids_serving_stale",
+      cc: "no-cache, stale-if-error=600",
+      want: { whileRevalidateMs: 0, ifErrorMs: 0, forbidden: true },
+    },
+    // Gateway choice (as CDNs): the origin's explicit permission overrides s-maxage's implied
+    // proxy-revalidate (RFC 9111 §5.2.2.10); the route's defaults do not.
+    {
+      name: "s_maxage_with_an_explicit_window_keeps_it",
+      cc: "s-maxage=60, stale-while-revalidate=30",
+      route: route(10_000, 60_000),
+      want: { whileRevalidateMs: 30_000, ifErrorMs: 0, forbidden: false },
+    },
+    {
+      name: "s_maxage_without_a_window_forbids_the_route_defaults",
+      cc: "s-maxage=60",
+      route: route(10_000, 60_000),
+      want: { whileRevalidateMs: 0, ifErrorMs: 0, forbidden: true },
+    },
+    {
+      name: "nothing_named_means_no_window",
+      cc: "max-age=60",
+      want: { whileRevalidateMs: 0, ifErrorMs: 0, forbidden: false },
+    },
+  ];
+  it.each(windows)("$name", ({ cc, route: r, want }) => {
+    expect(staleWindowsMs(parseCacheControl(cc), r ?? route(0, 0))).toEqual(want);
+  });
+
+  it("longest_stale_is_the_larger_window", () => {
+    expect(
+      longestStaleMs(
+        staleWindowsMs(parseCacheControl("stale-while-revalidate=30, stale-if-error=5"), route(0, 0)),
+      ),
+    ).toBe(30_000);
+  });
+
+  const facts = (lifetime: number, age: number): FreshnessFacts => ({
+    lifetimeMs: lifetime,
+    initialAgeMs: age,
+    responseTime: T0,
+    mustRevalidate: false,
+  });
+  const swr = staleWindowsMs(parseCacheControl("max-age=60, stale-while-revalidate=30"), route(0, 0));
+  const whileRevalidating: { name: string; e: FreshnessFacts; req?: string; want: boolean }[] = [
+    { name: "serves_an_entry_stale_within_the_window", e: facts(60_000, 80_000), want: true },
+    { name: "serves_at_the_window_edge", e: facts(60_000, 90_000), want: true },
+    { name: "refuses_an_entry_stale_beyond_the_window", e: facts(60_000, 90_001), want: false },
+    // RFC 5861 §3 applies to stale responses; a fresh one is a plain hit.
+    { name: "does_not_apply_to_a_fresh_entry", e: facts(60_000, 59_000), want: false },
+    // The request asks for an answer from the origin (RFC 9111 §5.2.1): it gets one.
+    { name: "refuses_a_request_that_says_no_cache", e: facts(60_000, 80_000), req: "no-cache", want: false },
+    {
+      name: "refuses_a_request_max_age_the_entry_exceeds",
+      e: facts(60_000, 80_000),
+      req: "max-age=70",
+      want: false,
+    },
+    { name: "refuses_a_request_with_min_fresh", e: facts(60_000, 80_000), req: "min-fresh=1", want: false },
+  ];
+  it.each(whileRevalidating)("while_revalidating_$name", ({ e, req, want }) => {
+    expect(mayServeWhileRevalidating(e, swr, requestCacheControl(req, undefined), T0)).toBe(want);
+  });
+
+  const sie = staleWindowsMs(parseCacheControl("max-age=60, stale-if-error=300"), route(0, 0));
+  const none = staleWindowsMs(parseCacheControl("max-age=60"), route(0, 0));
+  const forbidden = staleWindowsMs(parseCacheControl("max-age=60, must-revalidate"), route(0, 0));
+  const onError: {
+    name: string;
+    e: FreshnessFacts;
+    w: typeof sie;
+    req?: string;
+    want: boolean;
+  }[] = [
+    { name: "serves_an_entry_stale_within_the_window", e: facts(60_000, 300_000), w: sie, want: true },
+    { name: "refuses_an_entry_stale_beyond_the_window", e: facts(60_000, 360_001), w: sie, want: false },
+    // RFC 5861 §4: "regardless of other freshness information" — a request's no-cache included.
+    {
+      name: "serves_despite_a_request_no_cache",
+      e: facts(60_000, 100_000),
+      w: sie,
+      req: "no-cache",
+      want: true,
+    },
+    { name: "refuses_without_any_window", e: facts(60_000, 61_000), w: none, want: false },
+    // RFC 5861 §4: the request directive is a permission of its own.
+    {
+      name: "serves_within_the_request_window",
+      e: facts(60_000, 100_000),
+      w: none,
+      req: "stale-if-error=60",
+      want: true,
+    },
+    {
+      name: "refuses_beyond_the_request_window",
+      e: facts(60_000, 130_000),
+      w: none,
+      req: "stale-if-error=60",
+      want: false,
+    },
+    // RFC 9111 §4.2.4: a response that forbids stale serving refuses the request's permission too.
+    {
+      name: "refuses_what_the_response_forbids",
+      e: facts(60_000, 61_000),
+      w: forbidden,
+      req: "stale-if-error=60",
+      want: false,
+    },
+  ];
+  it.each(onError)("on_error_$name", ({ e, w, req, want }) => {
+    expect(mayServeOnError(e, w, requestCacheControl(req, undefined), T0)).toBe(want);
+  });
+
+  it.each([
+    [500, true],
+    [502, true],
+    [503, true],
+    [504, true],
+    [501, false],
+    [505, false],
+    [404, false],
+  ])("counts_%i_as_an_error_%s", (status, want) => {
+    expect(isServerError(status)).toBe(want);
   });
 });
 
