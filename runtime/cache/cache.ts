@@ -143,6 +143,12 @@ export interface HttpCacheOptions {
   readonly staleRetentionMs?: number;
   /** The cache's name in Cache-Status. Default "meshgate". */
   readonly name?: string;
+  /**
+   * Called when an unsafe request invalidated URLs here (RFC 9111 §4.4), with the host and the URLs: a
+   * process whose store is its own memory tells the other processes (gateway workers), which apply it
+   * with dropUrls. A shared store (Redis) needs no relay.
+   */
+  readonly onInvalidate?: (host: string, urls: readonly string[]) => void;
 }
 
 interface Fill {
@@ -199,6 +205,7 @@ export class HttpCache {
   readonly staleRetentionMs: number;
   readonly coalesceWaitMs: number;
   readonly observer: CacheObserver | undefined;
+  readonly #onInvalidate: ((host: string, urls: readonly string[]) => void) | undefined;
   readonly #fills = new Map<string, Fill>();
   /** `meshgate; hit; ttl=` */
   readonly #hitPrefix: string;
@@ -212,6 +219,7 @@ export class HttpCache {
     this.coalesceWaitMs = options.coalesceWaitMs ?? 10_000;
     this.staleRetentionMs = options.staleRetentionMs ?? 600_000;
     this.name = options.name ?? "meshgate";
+    this.#onInvalidate = options.onInvalidate;
     this.#hitPrefix = `${this.name}; hit; ttl=`;
   }
 
@@ -459,6 +467,17 @@ export class HttpCache {
       const c = canonicalizeTarget(v);
       if (c.ok && (c.host === null || c.host === host)) urls.add(c.query ? `${c.path}?${c.query}` : c.path);
     }
+    const list = [...urls];
+    this.#onInvalidate?.(host, list);
+    return this.dropUrls(host, list);
+  }
+
+  /**
+   * Removes every stored response of these URLs (path and query, canonical) on `host`: all routes,
+   * principals and variants. What invalidate() does here, and what another process's invalidation does
+   * when it is relayed (HttpCacheOptions.onInvalidate). Resolves with how many entries went.
+   */
+  async dropUrls(host: string, urls: readonly string[]): Promise<number> {
     let n = 0;
     for (const url of urls) n += await this.#purgeOp(() => this.store.purgeUrl(url, host));
     return n;

@@ -106,6 +106,11 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
   accessLogger?: Logger;
+  /**
+   * In a worker with the memory cache store: called when an unsafe request invalidated URLs in this
+   * process's cache, so the primary can relay it to the other workers (their invalidateCached).
+   */
+  onCacheInvalidate?: (host: string, urls: readonly string[]) => void;
 }
 
 export type { ReloadResult } from "../contract/reload.ts";
@@ -122,6 +127,11 @@ export interface GatewayHandle {
   drain(): Promise<void>;
   /** Removes cached responses (the admin listener's POST /cache/purge); resolves with how many. */
   purge(request: PurgeRequest): Promise<number>;
+  /**
+   * Applies an invalidation another process made (its onCacheInvalidate): removes the cached responses
+   * of these URLs on `host`. Resolves with how many.
+   */
+  invalidateCached(host: string, urls: readonly string[]): Promise<number>;
 }
 
 /**
@@ -426,7 +436,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         : new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
     cacheMetrics.watch(() => store.stats());
     cacheMetrics.available(true);
-    return new HttpCache({ store, observer: cacheMetrics.observer });
+    // Only a process-local store needs invalidations relayed; a shared Redis store saw them already.
+    const relay = sc.kind === "memory" ? options.onCacheInvalidate : undefined;
+    return new HttpCache({
+      store,
+      observer: cacheMetrics.observer,
+      ...(relay !== undefined ? { onInvalidate: relay } : {}),
+    });
   }
   /** A Redis store with its own client; its outages are logged once each (never the URL's password). */
   function redisCacheStore(
@@ -1364,6 +1380,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     reload,
     drain,
     purge: (request) => state.cache.purge(request),
+    invalidateCached: (host, urls) => state.cache.dropUrls(host, urls),
   };
 }
 

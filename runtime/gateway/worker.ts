@@ -1,7 +1,7 @@
 /**
  * A gateway worker process, forked by the primary (workers.ts). It serves the listeners with
  * SO_REUSEPORT and no admin listener, and obeys the primary over IPC: reload a config text, render
- * metrics, drain. In-process rate limits spend leases on the primary's buckets over the same channel.
+ * metrics, purge or invalidate cached URLs, drain. In-process rate limits spend leases on the primary's buckets over the same channel.
  * It exits when the primary goes away.
  */
 import { readFile } from "node:fs/promises";
@@ -15,6 +15,8 @@ export type ToWorker =
   | { type: "reload"; id: number; text: string }
   | { type: "metrics"; id: number }
   | { type: "purge"; id: number; request: PurgeRequest }
+  /** Another worker invalidated these URLs in its memory cache (RFC 9111 §4.4): do the same. */
+  | { type: "invalidate"; host: string; urls: readonly string[] }
   | { type: "drain" }
   | LeaseReply;
 
@@ -24,6 +26,8 @@ export type FromWorker =
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
   | { type: "metrics"; id: number; text: string }
   | { type: "purged"; id: number; purged: number; error?: string }
+  /** This worker invalidated these URLs in its memory cache: relay to the others. */
+  | { type: "invalidated"; host: string; urls: readonly string[] }
   | { type: "failed"; error: string; code?: string };
 
 const send = (m: FromWorker) => process.send?.(m);
@@ -44,6 +48,7 @@ async function main(): Promise<void> {
       reusePort: true,
       admin: false,
       rateLimitLeases: leases,
+      onCacheInvalidate: (host, urls) => send({ type: "invalidated", host, urls }),
       logger: log,
       accessLogger: access,
     });
@@ -80,6 +85,8 @@ async function main(): Promise<void> {
         (purged) => send({ type: "purged", id: m.id, purged }),
         (err: Error) => send({ type: "purged", id: m.id, purged: 0, error: err.message }),
       );
+    } else if (m.type === "invalidate") {
+      void gateway.invalidateCached(m.host, m.urls);
     } else if (m.type === "drain") {
       void drain();
     }

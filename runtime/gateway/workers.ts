@@ -2,9 +2,10 @@
  * The gateway primary for several workers: forks one worker process per core (each binds the listeners
  * with SO_REUSEPORT, so the kernel spreads connections), serves the admin listener itself (merged
  * metrics, readiness of all workers, the config), fans reloads out to every worker (an invalid config is
- * rejected by the primary before any worker sees it), restarts a crashed worker with backoff, and drains
- * every worker on SIGTERM/SIGINT. It also owns the in-process rate-limit buckets: workers spend leases
- * on them over IPC (ratelimit/lease.ts), so a limit holds across all workers together.
+ * rejected by the primary before any worker sees it), restarts a crashed worker with backoff, drains every
+ * worker on SIGTERM/SIGINT, and relays cache invalidations between workers (each worker's memory cache is
+ * its own). It also owns the in-process rate-limit buckets: workers spend leases on them over IPC
+ * (ratelimit/lease.ts), so a limit holds across all workers together.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { watch } from "node:fs";
@@ -119,6 +120,11 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         if (slots.every((s) => s.ready)) readyResolve?.();
       } else if (m.type === "ratelimit") {
         if (child.connected) child.send(leases.handle(m, slots.filter((s) => s.child?.connected).length));
+      } else if (m.type === "invalidated") {
+        // Each worker's memory cache is its own: an invalidation reaches the others (best effort, at
+        // once; a worker that is restarting starts with an empty cache anyway).
+        const relay: ToWorker = { type: "invalidate", host: m.host, urls: m.urls };
+        for (const other of slots) if (other !== slot && other.child?.connected) other.child.send(relay);
       } else if (m.type === "failed") {
         failed?.(Object.assign(new Error(m.error), m.code ? { code: m.code } : {}));
       } else if ("id" in m) {

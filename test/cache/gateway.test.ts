@@ -1,7 +1,8 @@
 /**
  * Caching end to end through the real gateway (translated spec → RuntimeConfig → startGateway) in front
  * of real upstreams: hits with Age and Cache-Status, metrics, POST /cache/purge on the admin listener
- * (single process and two worker processes), invalidation by an unsafe method on another route,
+ * (single process and two worker processes), invalidation by an unsafe method on another route (and,
+ * with two workers, in both),
  * coalescing, credentials bypass, only-if-cached, routes without cache untouched.
  */
 import { spawn } from "node:child_process";
@@ -286,48 +287,81 @@ describe("credentials", () => {
   });
 });
 
-describe("workers", () => {
-  it("purges_the_cache_of_every_worker", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
-    const [port, admin] = [await freePort(), await freePort()];
-    const c = gatewayConfig(
-      [{ name: "w", match: { path: "/w/**" }, to: "app", cache: { ttl: "60s" }, ...PUBLIC }],
+/** Runs `bin/meshgate.js gateway --workers 2` on one route caching /w/** and gives the test its ports. */
+async function withTwoWorkers(test: (port: number, admin: number) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
+  const [port, admin] = [await freePort(), await freePort()];
+  const c = gatewayConfig(
+    [
       {
-        app,
+        name: "w",
+        match: { path: "/w/**", methods: ["GET", "HEAD"] },
+        to: "app",
+        cache: { ttl: "60s" },
+        ...PUBLIC,
       },
-    );
-    const { hash: _h, ...rest } = c;
-    await writeFile(
+      { name: "w-write", match: { path: "/w/**", methods: ["POST"] }, to: "app", ...PUBLIC },
+    ],
+    { app },
+  );
+  const { hash: _h, ...rest } = c;
+  await writeFile(
+    join(dir, "gw.json"),
+    JSON.stringify(
+      sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        listeners: rest.listeners.map((l) => ({ ...l, port })),
+        admin: { port: admin },
+      }),
+    ),
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, "bin/meshgate.js"),
+      "gateway",
+      "--config",
       join(dir, "gw.json"),
-      JSON.stringify(
-        sealRuntimeConfig<GatewayRuntimeConfig>({
-          ...rest,
-          listeners: rest.listeners.map((l) => ({ ...l, port })),
-          admin: { port: admin },
-        }),
-      ),
-    );
-    const child = spawn(
-      process.execPath,
-      [
-        join(ROOT, "bin/meshgate.js"),
-        "gateway",
-        "--config",
-        join(dir, "gw.json"),
-        "--host",
-        "127.0.0.1",
-        "--workers",
-        "2",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
-    try {
-      for (let i = 0; i < 300 && !out.includes(`admin http://127.0.0.1:${admin}`); i++) await sleep(50);
-      expect(out).toContain(`admin http://127.0.0.1:${admin}`);
+      "--host",
+      "127.0.0.1",
+      "--workers",
+      "2",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+  try {
+    for (let i = 0; i < 300 && !out.includes(`admin http://127.0.0.1:${admin}`); i++) await sleep(50);
+    expect(out).toContain(`admin http://127.0.0.1:${admin}`);
+    await test(port, admin);
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe("workers", () => {
+  it("invalidates_a_url_in_every_worker_after_an_unsafe_request_through_one", async () => {
+    await withTwoWorkers(async (port) => {
       // New connections spread over both workers; each worker fills its own cache once.
+      for (let i = 0; i < 40; i++) expect((await request(`http://127.0.0.1:${port}/w/inv`)).status).toBe(200);
+      expect(count("/w/inv")).toBe(2);
+      // The POST goes through one worker; the primary relays the invalidation to the other.
+      expect((await request(`http://127.0.0.1:${port}/w/inv`, { method: "POST", body: "x" })).status).toBe(
+        201,
+      );
+      await sleep(100);
+      // Both workers fetch again (without the relay, the other worker kept serving its entry: 3).
+      for (let i = 0; i < 40; i++) await request(`http://127.0.0.1:${port}/w/inv`);
+      expect(count("/w/inv")).toBe(4);
+    });
+  }, 60_000);
+
+  it("purges_the_cache_of_every_worker", async () => {
+    await withTwoWorkers(async (port, admin) => {
       for (let i = 0; i < 40; i++) expect((await request(`http://127.0.0.1:${port}/w/x`)).status).toBe(200);
       expect(count("/w/x")).toBe(2);
       const r = await fetch(`http://127.0.0.1:${admin}/cache/purge`, {
@@ -337,10 +371,6 @@ describe("workers", () => {
       expect(await r.json()).toEqual({ purged: 2 });
       for (let i = 0; i < 40; i++) await request(`http://127.0.0.1:${port}/w/x`);
       expect(count("/w/x")).toBe(4);
-    } finally {
-      child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 });
