@@ -5,17 +5,15 @@
  * with two workers, in both),
  * coalescing, credentials bypass, only-if-cached, routes without cache untouched.
  */
-import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
-  freePort,
   gatewayConfig,
   request,
+  startGatewayProcess,
   startTestGateway,
   startUpstream,
   type TestGateway,
@@ -23,7 +21,6 @@ import {
 } from "../support/gateway.ts";
 
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
-const ROOT = new URL("../../", import.meta.url).pathname;
 
 let app: Upstream;
 let gw: TestGateway;
@@ -287,11 +284,10 @@ describe("credentials", () => {
   });
 });
 
-/** Runs `bin/meshgate.js gateway --workers 2` on one route caching /w/** and gives the test its ports. */
+/** Runs `meshgate gateway --workers 2` on a route caching GET/HEAD /w/** (and one for POST there). */
 async function withTwoWorkers(test: (port: number, admin: number) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
-  const [port, admin] = [await freePort(), await freePort()];
-  const c = gatewayConfig(
+  const config = gatewayConfig(
     [
       {
         name: "w",
@@ -304,41 +300,11 @@ async function withTwoWorkers(test: (port: number, admin: number) => Promise<voi
     ],
     { app },
   );
-  const { hash: _h, ...rest } = c;
-  await writeFile(
-    join(dir, "gw.json"),
-    JSON.stringify(
-      sealRuntimeConfig<GatewayRuntimeConfig>({
-        ...rest,
-        listeners: rest.listeners.map((l) => ({ ...l, port })),
-        admin: { port: admin },
-      }),
-    ),
-  );
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, "bin/meshgate.js"),
-      "gateway",
-      "--config",
-      join(dir, "gw.json"),
-      "--host",
-      "127.0.0.1",
-      "--workers",
-      "2",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let out = "";
-  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-  child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+  const gw = await startGatewayProcess(dir, "gw", config, 2);
   try {
-    for (let i = 0; i < 300 && !out.includes(`admin http://127.0.0.1:${admin}`); i++) await sleep(50);
-    expect(out).toContain(`admin http://127.0.0.1:${admin}`);
-    await test(port, admin);
+    await test(Number(new URL(gw.url).port), Number(new URL(gw.adminUrl).port));
   } finally {
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await gw.stop();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -6,18 +6,17 @@
  * running gateway gives the declared fail mode, counted in the metrics, and never logs the password.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
-  freePort,
   gatewayConfig,
   request,
+  startGatewayProcess,
   startTestGateway,
   startUpstream,
   type TestGateway,
@@ -25,7 +24,6 @@ import {
 } from "../support/gateway.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
 let app: Upstream;
 /** An upstream in its own process, for the load tests. */
 let remote: { port: number; child: ChildProcess };
@@ -214,68 +212,6 @@ async function until(check: () => Promise<boolean> | boolean, ms: number): Promi
   throw new Error(`not met within ${ms} ms`);
 }
 
-interface GatewayProcess {
-  readonly url: string;
-  readonly adminUrl: string;
-  readonly child: ChildProcess;
-  output(): string;
-  stop(): Promise<void>;
-}
-
-async function startGatewayProcess(
-  name: string,
-  config: GatewayRuntimeConfig,
-  workers = 1,
-): Promise<GatewayProcess> {
-  const [port, admin] = [await freePort(), await freePort()];
-  const { hash: _h, ...rest } = config;
-  const file = join(dir, `${name}.json`);
-  await writeFile(
-    file,
-    JSON.stringify(
-      sealRuntimeConfig<GatewayRuntimeConfig>({
-        ...rest,
-        listeners: rest.listeners.map((l) => ({ ...l, port })),
-        admin: { port: admin },
-      }),
-    ),
-  );
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, "bin/meshgate.js"),
-      "gateway",
-      "--config",
-      file,
-      "--host",
-      "127.0.0.1",
-      "--workers",
-      String(workers),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let out = "";
-  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr!.on("data", (c: Buffer) => (out += c.toString()));
-  await until(() => out.includes(`admin http://127.0.0.1:${admin}`), 20_000).catch((e: Error) => {
-    child.kill("SIGKILL");
-    throw new Error(`${e.message}: ${out}`);
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    adminUrl: `http://127.0.0.1:${admin}`,
-    child,
-    output: () => out,
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise<void>((r) => child.once("exit", () => r()));
-      child.kill("SIGTERM");
-      await Promise.race([exited, sleep(10_000)]);
-      child.kill("SIGKILL");
-    },
-  };
-}
-
 /**
  * Hundreds of concurrent requests over keep-alive connections for a bounded time: each loop sends a
  * request, waits for the answer, pauses `paceMs`. Counts answers by status and error code, and how many
@@ -320,6 +256,7 @@ async function load(
 describe("rate limits across worker processes", () => {
   it("holds_100_per_second_within_5_percent_across_two_workers", async () => {
     const gw = await startGatewayProcess(
+      dir,
       "workers",
       gatewayConfig([route("hot", "/hot", { requests: 100, per: "1s", scope: "replica" }), WARM], {
         app: remote,
@@ -360,6 +297,7 @@ describe("rate limits across worker processes", () => {
 
   it("lets_one_connection_on_one_worker_use_the_whole_limit", async () => {
     const gw = await startGatewayProcess(
+      dir,
       "one-worker",
       gatewayConfig([route("hot", "/hot", { requests: 50, per: "1s", scope: "replica" })], { app: remote }),
       2,
@@ -409,8 +347,8 @@ describe("rate limits shared through redis", () => {
   it("holds_100_per_second_within_5_percent_across_two_gateway_processes", async () => {
     const [a, b] = await Promise.all([
       // A generous timeout: this test is about the shared count, not about a loaded machine's latency.
-      startGatewayProcess("redis-a", redisConfig("closed", 100, "1s")),
-      startGatewayProcess("redis-b", redisConfig("closed", 100, "1s")),
+      startGatewayProcess(dir, "redis-a", redisConfig("closed", 100, "1s")),
+      startGatewayProcess(dir, "redis-b", redisConfig("closed", 100, "1s")),
     ]);
     try {
       const durationMs = 6000;

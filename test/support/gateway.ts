@@ -3,11 +3,15 @@
  * by translate() (so tests exercise the real contract), switched to static endpoints and plaintext
  * upstreams, and started on free ports with a captured log.
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import { writeFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Writable } from "node:stream";
 import pino from "pino";
-import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { plaintextStatic, type LocalEndpoints } from "../../testing/static.ts";
 import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
@@ -169,4 +173,67 @@ export function request(
     if (opts.body !== undefined) req.end(opts.body);
     else req.end();
   });
+}
+
+export interface GatewayProcess {
+  readonly url: string;
+  readonly adminUrl: string;
+  readonly child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+const BIN = new URL("../../bin/meshgate.js", import.meta.url).pathname;
+
+/**
+ * Runs `meshgate gateway --workers N` as its own process (the primary forks the workers) on free ports,
+ * with `config` written to `dir/<name>.json`; resolves once its admin listener is announced (20 s at most).
+ */
+export async function startGatewayProcess(
+  dir: string,
+  name: string,
+  config: GatewayRuntimeConfig,
+  workers = 1,
+): Promise<GatewayProcess> {
+  const [port, admin] = [await freePort(), await freePort()];
+  const { hash: _h, ...rest } = config;
+  const file = join(dir, `${name}.json`);
+  await writeFile(
+    file,
+    JSON.stringify(
+      sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        listeners: rest.listeners.map((l) => ({ ...l, port })),
+        admin: { port: admin },
+      }),
+    ),
+  );
+  const child = spawn(
+    process.execPath,
+    [BIN, "gateway", "--config", file, "--host", "127.0.0.1", "--workers", String(workers)],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr!.on("data", (c: Buffer) => (out += c.toString()));
+  const announced = `admin http://127.0.0.1:${admin}`;
+  for (const end = Date.now() + 20_000; !out.includes(announced); await sleep(50)) {
+    if (Date.now() > end || child.exitCode !== null) {
+      child.kill("SIGKILL");
+      throw new Error(`the gateway did not start within 20 s: ${out}`);
+    }
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${admin}`,
+    child,
+    output: () => out,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      await Promise.race([exited, sleep(10_000)]);
+      child.kill("SIGKILL");
+    },
+  };
 }
