@@ -30,6 +30,7 @@ import {
   appendCacheStatus,
   cacheStatusMember,
   currentAgeMs,
+  entryRange,
   freshenHeaders,
   freshnessLifetimeMs,
   hasClientConditional,
@@ -338,6 +339,9 @@ export class HttpCache {
     }
     const fill = this.#fills.get(key);
     if (fill !== undefined && mayWait) return this.#wait(fill, req);
+    // A partial request that no stored response answers goes to the origin as it is, and its 206 is not
+    // stored (the cache fills from full responses only).
+    if (req.method === "GET" && req.headers.range !== undefined) return this.#bypass(req, "range");
     const mayStore = req.method === "GET" && !reqCC.noStore;
     let mine: Fill | null = null;
     if (mayStore && fill === undefined) {
@@ -439,8 +443,34 @@ export class HttpCache {
     const h: OutgoingHttpHeaders = Object.assign({}, e.headers);
     h.age = age;
     h["cache-status"] = appendCacheStatus(status, member);
-    if (e.status !== 204) h["content-length"] = e.body.length;
     if (extra !== undefined) Object.assign(h, extra);
+    // RFC 9110 §14: a GET for a byte range of a stored 200 gets that range (after the conditionals above).
+    const range =
+      req.method === "GET" && e.status === 200
+        ? entryRange(req.headers.range, req.headers["if-range"], e.etag, e.lastModified, e.body.length)
+        : null;
+    if (range?.kind === "range") {
+      h["content-range"] = `bytes ${range.start}-${range.end}/${e.body.length}`;
+      h["content-length"] = range.end - range.start + 1;
+      openResponse(res, 206, h).end(e.body.subarray(range.start, range.end + 1));
+      return;
+    }
+    if (range?.kind === "unsatisfiable") {
+      const code: GatewayErrorCode = "range_not_satisfiable";
+      const body = JSON.stringify({
+        error: { code, message: `the range is outside the ${e.body.length} bytes of the response` },
+      });
+      openResponse(res, 416, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+        "content-range": `bytes */${e.body.length}`,
+        "x-meshgate-error": code,
+        "cache-status": h["cache-status"],
+        ...extra,
+      }).end(body);
+      return;
+    }
+    if (e.status !== 204) h["content-length"] = e.body.length;
     const out = openResponse(res, e.status, h);
     if (req.method === "HEAD") out.end();
     else out.end(e.body);
@@ -601,8 +631,8 @@ export class CacheExchange {
   }
 
   /**
-   * Adjusts the headers sent upstream: when the response may be stored, the client's own conditionals
-   * are removed (the cache wants the full response, and answers the client's conditional itself) and,
+   * Adjusts the headers sent upstream: when the response may be stored, the client's own conditionals and
+   * ranges are removed (the cache wants the full response, and answers the client's conditional itself) and,
    * for a stored response being revalidated, its validators are sent (RFC 9111 §4.3.1).
    */
   prepare(headers: Record<string, string | string[]>): void {
@@ -610,6 +640,9 @@ export class CacheExchange {
     if (!this.#mayStore) return;
     delete headers["if-none-match"];
     delete headers["if-modified-since"];
+    // A background revalidation started by a range request fetches the whole response.
+    delete headers.range;
+    delete headers["if-range"];
     const s = this.#stale;
     if (s === null) return;
     if (s.etag !== null) headers["if-none-match"] = s.etag;

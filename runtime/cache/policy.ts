@@ -10,7 +10,8 @@
  * - the route's `cache.ttlMs` fills in as the heuristic freshness lifetime (RFC 9111 §4.2.2) when the
  *   response has no explicit one; it never caps an explicit `s-maxage`/`max-age`/`Expires`;
  * - stored status codes: the heuristically cacheable ones (RFC 9110 §15.1, plus 451) with any freshness,
- *   and 302/303/307 only with explicit freshness; never 206 (no range support), 304, 1xx or other 5xx;
+ *   and 302/303/307 only with explicit freshness; never 206 (ranges are served from stored 200s), 304,
+ *   1xx or other 5xx;
  * - never stored: `no-store` (request or response), `private` (qualified or not), `Set-Cookie`,
  *   `Vary: *`, close-delimited bodies (truncation would be indistinguishable from the end);
  * - qualified `no-cache="…"` is treated as unqualified (RFC 9111 §5.2.2.4 allows it);
@@ -19,6 +20,7 @@
  *   implies; `must-revalidate`, `proxy-revalidate` and `no-cache` forbid stale serving (staleWindowsMs).
  */
 import { createHash } from "node:crypto";
+import { parseRange, type RangeResult } from "../apim/http-cache.ts";
 
 /** Parsed Cache-Control directives (request or response). Delta-seconds are in seconds. */
 export interface CacheControl {
@@ -211,8 +213,10 @@ export const CREDENTIAL_HEADERS: readonly string[] = ["authorization"];
  *   (the principal is then part of the key): an `Authorization` header (or another of
  *   `credentialHeaders`, e.g. the gateway's API-key header), or a principal the gateway established by
  *   other means (client certificate, session);
- * - `Range`/`If-Range` (no partial-content support), `If-Match`/`If-Unmodified-Since` (preconditions for
- *   the origin to evaluate), and GET/HEAD requests carrying a body.
+ * - `If-Match`/`If-Unmodified-Since` (preconditions for the origin to evaluate), and GET/HEAD requests
+ *   carrying a body.
+ * A `Range` request is looked up (a stored full response answers it: entryRange); only when it must be
+ * forwarded does it bypass the store (the engine decides that: a partial response is never stored).
  */
 export function requestBypass(
   method: string,
@@ -229,7 +233,6 @@ export function requestBypass(
     if (!perPrincipal) return "authorization";
     if (principal === null) return "no-principal";
   }
-  if (headers.range !== undefined || headers["if-range"] !== undefined) return "range";
   if (headers["if-match"] !== undefined || headers["if-unmodified-since"] !== undefined)
     return "precondition";
   const cl = headers["content-length"];
@@ -237,7 +240,42 @@ export function requestBypass(
   return null;
 }
 
-/** Status codes cacheable by default (RFC 9110 §15.1; 451 by RFC 7725). 206 is left out: no ranges. */
+/**
+ * The byte range a stored 200 response answers a GET with (RFC 9110 §14): one `bytes=` range → "range",
+ * a range outside the body → "unsatisfiable" (416), and "none" (the whole response, 200) for no Range, a
+ * malformed or multi-range header (§14.2 lets a server ignore Range), or an If-Range that does not hold
+ * (§13.1.5: an entity-tag must equal the stored strong ETag; a date must equal the stored Last-Modified).
+ */
+export function entryRange(
+  range: FieldValue,
+  ifRange: FieldValue,
+  etag: string | null,
+  lastModified: string | null,
+  size: number,
+): RangeResult {
+  const r = headerText(range);
+  if (r === undefined) return WHOLE;
+  const condition = headerText(ifRange)?.trim();
+  if (condition !== undefined) {
+    if (condition.startsWith('"')) {
+      if (etag === null || condition !== etag) return WHOLE;
+    } else if (condition.startsWith("W/")) {
+      return WHOLE; // a weak tag never validates a range
+    } else {
+      const at = parseHttpDate(condition);
+      const lm = parseHttpDate(lastModified ?? undefined);
+      if (at === null || lm === null || at !== lm) return WHOLE;
+    }
+  }
+  return parseRange(r, size);
+}
+
+const WHOLE: RangeResult = Object.freeze({ kind: "none" });
+
+/**
+ * Status codes cacheable by default (RFC 9110 §15.1; 451 by RFC 7725). 206 is left out: partial responses
+ * are never stored; ranges are answered from stored 200s.
+ */
 const HEURISTIC_STATUS = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 451, 501]);
 /** Further codes stored only with explicit freshness (RFC 9111 §3 "understood" codes). */
 const EXPLICIT_ONLY_STATUS = new Set([302, 303, 307]);

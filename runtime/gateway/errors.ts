@@ -49,7 +49,7 @@ export const GatewayErrorCatalog = {
   body_too_large: [413, "the request body exceeds the route's limit"],
   range_not_satisfiable: [
     416,
-    "a static file was asked for a byte range outside it (Content-Range: bytes */size)",
+    "a static file or a cached response was asked for a byte range outside it (Content-Range: bytes */size)",
   ],
   rate_limited: [
     429,

@@ -309,6 +309,57 @@ async function withTwoWorkers(test: (port: number, admin: number) => Promise<voi
   }
 }
 
+describe("ranges from the cache (RFC 9110 §14)", () => {
+  it("answers_a_range_request_from_a_stored_response_with_206", async () => {
+    const full = await request(`${gw.url}/api/items/r1`);
+    const size = Buffer.byteLength(full.body);
+    const r = await request(`${gw.url}/api/items/r1`, { headers: { range: "bytes=2-9" } });
+    expect(r.status).toBe(206);
+    expect(r.body).toBe(full.body.slice(2, 10));
+    expect(r.headers["content-range"]).toBe(`bytes 2-9/${size}`);
+    expect(r.headers["content-length"]).toBe("8");
+    expect(r.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=\d+$/);
+    const suffix = await request(`${gw.url}/api/items/r1`, { headers: { range: "bytes=-5" } });
+    expect(suffix.status).toBe(206);
+    expect(suffix.body).toBe(full.body.slice(-5));
+    expect(count("/items/r1")).toBe(1);
+  });
+
+  it("answers_a_range_outside_the_stored_response_with_416", async () => {
+    const full = await request(`${gw.url}/api/items/r2`);
+    const size = Buffer.byteLength(full.body);
+    const r = await request(`${gw.url}/api/items/r2`, { headers: { range: `bytes=${size}-` } });
+    expect(r.status).toBe(416);
+    expect(r.headers["content-range"]).toBe(`bytes */${size}`);
+    expect(r.headers["x-meshgate-error"]).toBe("range_not_satisfiable");
+    expect(count("/items/r2")).toBe(1);
+  });
+
+  it("answers_several_ranges_or_a_failed_if_range_with_the_whole_response", async () => {
+    const full = await request(`${gw.url}/api/items/r3`);
+    const multi = await request(`${gw.url}/api/items/r3`, { headers: { range: "bytes=0-1,4-5" } });
+    expect(multi.status).toBe(200);
+    expect(multi.body).toBe(full.body);
+    const stale = await request(`${gw.url}/api/items/r3`, {
+      headers: { range: "bytes=0-1", "if-range": '"another"' },
+    });
+    expect(stale.status).toBe(200);
+    expect(stale.body).toBe(full.body);
+    expect(count("/items/r3")).toBe(1);
+  });
+
+  it("forwards_a_range_request_nothing_stored_answers_and_does_not_store_it", async () => {
+    const r = await request(`${gw.url}/api/items/r4`, { headers: { range: "bytes=0-3" } });
+    expect(r.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=range");
+    const sent = app.received.filter((x) => x.url === "/items/r4");
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.headers.range).toBe("bytes=0-3");
+    // The next full request is a miss: the forwarded range request stored nothing.
+    const full = await request(`${gw.url}/api/items/r4`);
+    expect(full.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+  });
+});
+
 describe("workers", () => {
   it("invalidates_a_url_in_every_worker_after_an_unsafe_request_through_one", async () => {
     await withTwoWorkers(async (port) => {

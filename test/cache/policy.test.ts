@@ -8,6 +8,7 @@ import {
   appendCacheStatus,
   cacheStatusMember,
   currentAgeMs,
+  entryRange,
   freshenHeaders,
   freshnessLifetimeMs,
   initialAgeMs,
@@ -160,8 +161,9 @@ describe("requestBypass", () => {
       headers: { "x-api-key": "k" },
       want: null,
     },
-    // Gateway choice: no partial content (RFC 9111 §3.3/§3.4 not implemented): ranges pass through.
-    { name: "bypasses_range_requests", method: "GET", headers: { range: "bytes=0-9" }, want: "range" },
+    // RFC 9111 §3.4 is not implemented (partial responses are not stored), but a stored 200 answers a
+    // range (entryRange): range requests are looked up; the engine bypasses the store when it forwards.
+    { name: "looks_up_range_requests", method: "GET", headers: { range: "bytes=0-9" }, want: null },
     // RFC 9110 §13.1.1/§13.1.4: If-Match/If-Unmodified-Since are for the origin to evaluate.
     { name: "bypasses_if_match", method: "GET", headers: { "if-match": '"a"' }, want: "precondition" },
     {
@@ -482,6 +484,82 @@ describe("reuse", () => {
   ];
   it.each(rows)("$name", ({ e, req, pragma, want }) => {
     expect(reuse(e, requestCacheControl(req, pragma), T0)).toBe(want);
+  });
+});
+
+describe("entryRange (RFC 9110 §14, §13.1.5)", () => {
+  const etag = '"v1"';
+  const lm = httpDate(T0);
+  const rows: {
+    name: string;
+    range?: string;
+    ifRange?: string;
+    etag?: string | null;
+    want: ReturnType<typeof entryRange>;
+  }[] = [
+    { name: "answers_the_whole_response_without_range", want: { kind: "none" } },
+    { name: "answers_a_first_last_range", range: "bytes=0-3", want: { kind: "range", start: 0, end: 3 } },
+    {
+      name: "answers_an_open_range_to_the_end",
+      range: "bytes=90-",
+      want: { kind: "range", start: 90, end: 99 },
+    },
+    { name: "answers_a_suffix_range", range: "bytes=-10", want: { kind: "range", start: 90, end: 99 } },
+    {
+      name: "clamps_a_last_position_past_the_end",
+      range: "bytes=95-500",
+      want: { kind: "range", start: 95, end: 99 },
+    },
+    { name: "refuses_a_range_past_the_end", range: "bytes=100-", want: { kind: "unsatisfiable" } },
+    // §14.2: a server may ignore Range; several ranges get the whole response (no multipart/byteranges).
+    {
+      name: "answers_several_ranges_with_the_whole_response",
+      range: "bytes=0-1,5-6",
+      want: { kind: "none" },
+    },
+    { name: "ignores_another_unit", range: "items=0-3", want: { kind: "none" } },
+    { name: "ignores_a_malformed_range", range: "bytes=5-2", want: { kind: "none" } },
+    // §13.1.5: If-Range.
+    {
+      name: "serves_the_range_when_if_range_names_the_etag",
+      range: "bytes=0-3",
+      ifRange: etag,
+      want: { kind: "range", start: 0, end: 3 },
+    },
+    {
+      name: "serves_the_whole_response_when_if_range_names_another_etag",
+      range: "bytes=0-3",
+      ifRange: '"v0"',
+      want: { kind: "none" },
+    },
+    {
+      name: "never_validates_with_a_weak_etag",
+      range: "bytes=0-3",
+      ifRange: 'W/"v1"',
+      want: { kind: "none" },
+    },
+    {
+      name: "serves_the_range_when_if_range_is_the_last_modified_date",
+      range: "bytes=0-3",
+      ifRange: lm,
+      want: { kind: "range", start: 0, end: 3 },
+    },
+    {
+      name: "serves_the_whole_response_for_another_date",
+      range: "bytes=0-3",
+      ifRange: httpDate(T0 - 1000),
+      want: { kind: "none" },
+    },
+    {
+      name: "serves_the_whole_response_when_no_etag_is_stored",
+      range: "bytes=0-3",
+      ifRange: etag,
+      etag: null,
+      want: { kind: "none" },
+    },
+  ];
+  it.each(rows)("$name", ({ range, ifRange, etag: e, want }) => {
+    expect(entryRange(range, ifRange, e === undefined ? etag : e, lm, 100)).toEqual(want);
   });
 });
 
