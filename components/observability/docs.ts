@@ -102,6 +102,7 @@ function alertsTable(): string {
     MeshgateCertExpiringSoon: "`meshgate_cert_expiry_seconds` < min(1h, renewBefore / 4) (and ≠ 0) for 1m",
     MeshgateOutlierEjections: `≥ ${t.ejectionsPer10m} ejections of one cluster in 10m, for 5m`,
     MeshgateRateLimitSaturated: `> ${t.rateLimitedRatio * 100}% of a route's requests answered 429 (and > ${t.rateLimitMinRps} req/s), for 10m`,
+    MeshgateServingStale: `≥ ${t.staleServedPer10m} responses of one route served stale instead of an upstream error (stale-if-error) in 10m, for 5m`,
     MeshgateAuthzDenySpike: `denials/s over 5m > ${t.denySpikeFactor}× their average over the day before (up to 30m ago) and > ${t.denyMinRps}/s, for 2m`,
     MeshgateConfigReloadFailed: "a reload failed in the last 15m (the failure counter rose, or appeared)",
     MeshgateProxyDown: "`up == 0` for 5m",

@@ -623,6 +623,49 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
       input_series: limited(t.rateLimitedRatio / 10),
       alert_rule_test: [{ eval_time: "20m", alertname: saturated.alert, exp_alerts: [] }],
     });
+
+    // Serving stale on upstream errors (RFC 5861 stale-if-error): sustained, by route.
+    const stale = alertRule(ctx, "MeshgateServingStale");
+    const staleSeries = (perMinute: number): InputSeries[] => [
+      {
+        series: seriesText("meshgate_cache_requests_total", { ...gw, route, result: "stale_if_error" }),
+        values: valuesText(cumulative(repeat(perMinute, 25))),
+      },
+      {
+        series: seriesText("meshgate_cache_requests_total", { ...gw, route, result: "hit" }),
+        values: valuesText(cumulative(repeat(600, 25))),
+      },
+    ];
+    const perMinute = Math.ceil(t.staleServedPer10m / 5); // twice the threshold per 10 minutes
+    tests.push({
+      name: `serving stale: ${perMinute} stale-if-error responses a minute fire`,
+      interval: "1m",
+      input_series: staleSeries(perMinute),
+      alert_rule_test: [
+        { eval_time: "5m", alertname: stale.alert, exp_alerts: [] },
+        {
+          eval_time: "20m",
+          alertname: stale.alert,
+          exp_alerts: [expAlert(stale, { namespace: ns, route }, perMinute * 10)],
+        },
+      ],
+    });
+    tests.push({
+      name: "serving stale: hits alone, or a few stale-if-error responses, do not fire",
+      interval: "1m",
+      input_series: [
+        ...staleSeries(0),
+        {
+          series: seriesText("meshgate_cache_requests_total", {
+            ...gw,
+            route: "b-route",
+            result: "stale_if_error",
+          }),
+          values: valuesText([0, 0, 0, 1, 2, ...repeat(2, 20)]),
+        },
+      ],
+      alert_rule_test: [{ eval_time: "20m", alertname: stale.alert, exp_alerts: [] }],
+    });
   }
 
   // Authorization denials: at the first service's sidecar (the mesh), or at the gateway.

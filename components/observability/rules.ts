@@ -48,6 +48,8 @@ export interface AlertThresholds {
   readonly denySpikeFactor: number;
   /** …and above this rate. */
   readonly denyMinRps: number;
+  /** MeshgateServingStale: responses of one route served stale instead of an upstream error within 10 minutes. */
+  readonly staleServedPer10m: number;
 }
 
 export const DEFAULT_THRESHOLDS: AlertThresholds = {
@@ -56,6 +58,7 @@ export const DEFAULT_THRESHOLDS: AlertThresholds = {
   rateLimitMinRps: 0.05,
   denySpikeFactor: 3,
   denyMinRps: 0.1,
+  staleServedPer10m: 10,
 };
 
 export interface RulesOptions {
@@ -314,6 +317,11 @@ export const ALERT_KINDS = [
     what: "a route answers a large share of its requests with 429",
   },
   {
+    alert: "MeshgateServingStale",
+    severity: "warning",
+    what: "the gateway answers a route's requests with stale cached responses because the upstream fails (stale-if-error hides the outage from clients)",
+  },
+  {
     alert: "MeshgateAuthzDenySpike",
     severity: "warning",
     what: "authorization denials jump above their usual rate",
@@ -407,6 +415,14 @@ function operationalAlerts(
       "warning",
       "Route {{ $labels.route }} rejects many requests with 429",
       `{{ $value | humanizePercentage }} of the requests to route {{ $labels.route }} are rate-limited (above ${pct(t.rateLimitedRatio)} for 10 minutes).`,
+    ),
+    a(
+      "MeshgateServingStale",
+      `sum by (namespace, route) (increase(${selector("meshgate_cache_requests_total", { ...on, proxy: "gateway", result: "stale_if_error" })}[10m])) >= ${t.staleServedPer10m}`,
+      "5m",
+      "warning",
+      "Route {{ $labels.route }} is answered from stale cached responses: its upstream fails",
+      "{{ $value | humanize }} responses of route {{ $labels.route }} in 10 minutes were stored copies served instead of an upstream error (stale-if-error). Clients do not see the failure; the upstream has it. The gateway's upstream_error log lines and meshgate_upstream_requests_total{outcome} say which endpoints fail and how.",
     ),
     a(
       "MeshgateAuthzDenySpike",
