@@ -498,7 +498,11 @@ export class HttpCache {
       if (c.ok && (c.host === null || c.host === host)) urls.add(c.query ? `${c.path}?${c.query}` : c.path);
     }
     const list = [...urls];
-    this.#onInvalidate?.(host, list);
+    try {
+      this.#onInvalidate?.(host, list);
+    } catch {
+      // Best effort (the other processes' entries still expire); never a failure of this request.
+    }
     return this.dropUrls(host, list);
   }
 

@@ -1158,15 +1158,25 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         revalidation.onHead(status, upstreamHeaders, REVALIDATION_TARGET, !closeDelimited),
       observer,
     )
-      .then((result) => {
-        if (result.kind === "error" && logsUpstreamFailure(result.outcome))
-          log.warn({
+      .then(
+        (result) => {
+          if (result.kind === "error" && logsUpstreamFailure(result.outcome))
+            log.warn({
+              event: "cache_revalidation_error",
+              route: revalidation.request.route,
+              outcome: result.outcome,
+              attempts: result.attempts,
+            });
+        },
+        // No client waits on it: a defect here is logged, never an unhandled rejection (which ends the process).
+        (err: Error) =>
+          log.error({
             event: "cache_revalidation_error",
             route: revalidation.request.route,
-            outcome: result.outcome,
-            attempts: result.attempts,
-          });
-      })
+            message: err.message,
+            stack: err.stack,
+          }),
+      )
       .finally(() => revalidation.finish());
   }
 
