@@ -32,6 +32,29 @@ export type FromWorker =
 
 const send = (m: FromWorker) => process.send?.(m);
 
+/**
+ * Invalidations to relay, by host, gathered over one turn of the event loop: under write load one
+ * message per host per turn instead of one per request.
+ */
+let invalidations: Map<string, Set<string>> | null = null;
+
+function relayInvalidation(host: string, urls: readonly string[]): void {
+  if (invalidations === null) {
+    invalidations = new Map();
+    setImmediate(flushInvalidations);
+  }
+  let set = invalidations.get(host);
+  if (set === undefined) invalidations.set(host, (set = new Set()));
+  for (const url of urls) set.add(url);
+}
+
+function flushInvalidations(): void {
+  const batch = invalidations;
+  invalidations = null;
+  if (batch === null) return;
+  for (const [host, urls] of batch) send({ type: "invalidated", host, urls: [...urls] });
+}
+
 async function main(): Promise<void> {
   const configPath = process.env.MESHGATE_CONFIG ?? "";
   const host = process.env.MESHGATE_HOST || undefined;
@@ -48,7 +71,7 @@ async function main(): Promise<void> {
       reusePort: true,
       admin: false,
       rateLimitLeases: leases,
-      onCacheInvalidate: (host, urls) => send({ type: "invalidated", host, urls }),
+      onCacheInvalidate: relayInvalidation,
       logger: log,
       accessLogger: access,
     });
