@@ -28,6 +28,7 @@ import { compileInbound, decideInbound, type CompiledInbound } from "../runtime/
 import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runtime/decide/outbound.ts";
 import { compileTemplate } from "../runtime/decide/router.ts";
 import { scopesOf } from "../runtime/auth/jwt.ts";
+import { credentialHeaders, upstreamMethod } from "../runtime/cache/policy.ts";
 import { GATEWAY, INTERNET, type MeshModel } from "./model.ts";
 import { networkEdge, networkEdges, type NetworkEdge } from "./network.ts";
 import type { PolicyInput } from "./run.ts";
@@ -487,11 +488,23 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
     what: string;
   }[] = [];
   if (action.kind === "forward") {
+    // A HEAD the route's cache fills is sent as a GET (the gateway's cache: upstreamMethod).
+    const cached = d.route.config.cache;
+    const sent =
+      cached === null
+        ? req.method
+        : upstreamMethod(
+            req.method,
+            req.headers,
+            principal === null ? null : principal.subject,
+            cached.perPrincipal,
+            credentialHeaders(gw.auth.apiKeys?.header),
+          );
     for (const b of action.backends)
       if (b.weight > 0)
         hops.push({
           service: b.cluster,
-          method: req.method,
+          method: sent,
           target: d.upstreamPath,
           kind: "backend",
           decisive: true,

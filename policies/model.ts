@@ -12,6 +12,7 @@ import type {
   RetryPlan,
   SidecarRuntimeConfig,
 } from "../runtime/contract/schema.ts";
+import { upstreamMethods } from "../runtime/cache/policy.ts";
 import { IDEMPOTENT_METHODS } from "../runtime/contract/schema.ts";
 import { compileGateway, type CompiledGateway } from "../runtime/decide/decide.ts";
 import { admission, type Admission, type RequestSet } from "./patterns.ts";
@@ -245,6 +246,9 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
   if (a.kind === "forward") {
     const path = a.rewrite?.path ?? route.match.path;
     const methods = route.match.methods;
+    // A caching route's HEAD misses go upstream as GETs (runtime/cache: upstreamMethods); the mirror gets
+    // the client's method.
+    const sent = route.cache === null ? methods : upstreamMethods(methods);
     const source = (service: string) => {
       if (specRoute?.split) {
         const j = specRoute.split.findIndex((s) => s.service === service);
@@ -256,7 +260,7 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
       service: b.cluster,
       kind: "backend",
       part: null,
-      methods,
+      methods: sent,
       path,
       attemptMs: perAttempt,
       source: source(b.cluster),

@@ -37,6 +37,7 @@ import {
   initialAgeMs,
   isServerError,
   longestStaleMs,
+  mayFill,
   mayServeOnError,
   mayServeWhileRevalidating,
   NO_DIRECTIVES,
@@ -342,7 +343,10 @@ export class HttpCache {
     // A partial request that no stored response answers goes to the origin as it is, and its 206 is not
     // stored (the cache fills from full responses only).
     if (req.method === "GET" && req.headers.range !== undefined) return this.#bypass(req, "range");
-    const mayStore = req.method === "GET" && !reqCC.noStore;
+    // A HEAD that nothing stored answers is sent as a GET, whose response fills the cache (the client
+    // gets its head only): later GETs and HEADs are hits. nginx (proxy_cache_convert_head) and Varnish do
+    // the same. With `no-store` the HEAD goes on as it is.
+    const mayStore = mayFill(req.method, reqCC);
     let mine: Fill | null = null;
     if (mayStore && fill === undefined) {
       mine = this.#newFill(key, req.waitMs ?? this.coalesceWaitMs);
@@ -635,6 +639,19 @@ export class CacheExchange {
   }
 
   /**
+   * The method to send upstream: GET whenever the response may be stored (a HEAD miss fetches the GET
+   * response to fill the cache), else the client's.
+   */
+  get upstreamMethod(): string {
+    return this.#mayStore ? "GET" : this.request.method;
+  }
+
+  /** The client asked with HEAD: it gets the response's head, never its body. */
+  get #headOnly(): boolean {
+    return this.request.method === "HEAD";
+  }
+
+  /**
    * Adjusts the headers sent upstream: when the response may be stored, the client's own conditionals and
    * ranges are removed (the cache wants the full response, and answers the client's conditional itself) and,
    * for a stored response being revalidated, its validators are sent (RFC 9111 §4.3.1).
@@ -691,7 +708,7 @@ export class CacheExchange {
     const resCC = parseCacheControl(upstreamHeaders["cache-control"]);
     const reason: NotStoredReason | null = this.#mayStore
       ? notStorable({
-          method: this.request.method,
+          method: this.upstreamMethod,
           status,
           request: this.#reqCC!,
           response: resCC,
@@ -701,7 +718,7 @@ export class CacheExchange {
           framed,
           stale: this.request.config,
         })
-      : this.request.method === "HEAD"
+      : this.#headOnly
         ? "head"
         : "request-no-store";
     this.#report(this.mode === "stale" ? "stale" : "miss");
@@ -720,7 +737,11 @@ export class CacheExchange {
         cacheStatusMember(cache.name, params),
       );
       if (extra !== undefined) Object.assign(responseHeaders, extra);
-      return openResponse(res, status, responseHeaders);
+      const out = openResponse(res, status, responseHeaders);
+      if (!this.#headOnly || !this.#mayStore) return out;
+      // A HEAD sent upstream as a GET: the client has its answer; the body is read and dropped.
+      out.end();
+      return sink();
     }
     const stored = storedHeaders(responseHeaders);
     responseHeaders["cache-status"] = appendCacheStatus(
@@ -778,7 +799,12 @@ export class CacheExchange {
       toClient = false;
     }
     if (toClient && extra !== undefined) Object.assign(responseHeaders, extra);
-    const out = toClient ? openResponse(res, status, responseHeaders) : null;
+    let out = toClient ? openResponse(res, status, responseHeaders) : null;
+    if (out !== null && this.#headOnly) {
+      // A HEAD sent upstream as a GET: the client has its answer now; the tee captures the body alone.
+      out.end();
+      out = null;
+    }
     this.#teeing = true;
     return new CacheTee(this, out, this.request.config.maxEntryBytes, pending);
   }

@@ -206,6 +206,12 @@ export type BypassReason =
 /** Request headers that carry credentials unless the gateway says more (its API-key header). */
 export const CREDENTIAL_HEADERS: readonly string[] = ["authorization"];
 
+/** The request headers that carry credentials for a gateway with this API-key header (if any). */
+export function credentialHeaders(apiKeyHeader: string | undefined): readonly string[] {
+  const k = apiKeyHeader?.toLowerCase();
+  return k && k !== "authorization" ? ["authorization", k] : CREDENTIAL_HEADERS;
+}
+
 /**
  * Whether a request bypasses the cache entirely (neither lookup nor store):
  * - methods other than GET and HEAD (RFC 9111 §2: the cache key is for GET; HEAD is served from it);
@@ -238,6 +244,43 @@ export function requestBypass(
   const cl = headers["content-length"];
   if ((cl !== undefined && cl !== "0") || headers["transfer-encoding"] !== undefined) return "request-body";
   return null;
+}
+
+/**
+ * Whether a looked-up request that goes upstream may fill the cache with its response: a GET or a HEAD
+ * (sent as a GET: the cache stores the GET response and the client gets its head — nginx's
+ * proxy_cache_convert_head, Varnish's builtin), unless the request says `no-store`.
+ */
+export function mayFill(method: string, request: CacheControl): boolean {
+  return (method === "GET" || method === "HEAD") && !request.noStore;
+}
+
+/**
+ * The method a request on a caching route is sent upstream with when the cache forwards it: GET for a
+ * HEAD that may fill the cache (not bypassed, not `no-store`), else the request's own. What the callee
+ * sees — the policies check the callee's allow rules with it.
+ */
+export function upstreamMethod(
+  method: string,
+  headers: HeaderBag,
+  principal: string | null,
+  perPrincipal: boolean,
+  credentials: readonly string[] = CREDENTIAL_HEADERS,
+): string {
+  if (method !== "HEAD") return method;
+  if (requestBypass(method, headers, principal, perPrincipal, credentials) !== null) return method;
+  return mayFill(method, requestCacheControl(headers["cache-control"], headers.pragma)) ? "GET" : method;
+}
+
+/**
+ * The methods a caching route may send upstream, for the methods it matches (empty: every method): a
+ * route that matches HEAD also sends GET (a HEAD that fills the cache).
+ */
+export function upstreamMethods<M extends string>(methods: readonly M[]): (M | "GET")[] {
+  const sent: (M | "GET")[] = [...methods];
+  const names: readonly string[] = methods;
+  if (names.length > 0 && names.includes("HEAD") && !names.includes("GET")) sent.push("GET");
+  return sent;
 }
 
 /**

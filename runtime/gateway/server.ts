@@ -57,6 +57,7 @@ import { identityObserver } from "../telemetry/identity.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, REVALIDATION_TARGET, type CacheExchange, type ResponseTarget } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
+import { credentialHeaders } from "../cache/policy.ts";
 import { RedisStore, redisCachePrefix } from "../cache/redis-store.ts";
 import { MemoryStore, type CacheStore, type PurgeRequest } from "../cache/store.ts";
 import { RedisClient } from "../redis/client.ts";
@@ -579,9 +580,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     auth.prefetch(); // last: nothing after it can refuse the config
     const caching = config.routes.some((r) => r.cache !== null);
-    const apiKey = config.auth.apiKeys?.header.toLowerCase();
-    const credentialHeaders =
-      apiKey && apiKey !== "authorization" ? ["authorization", apiKey] : ["authorization"];
+    const credentials = credentialHeaders(config.auth.apiKeys?.header);
     const matchHeaders = conditionHeaders(config, auth);
     const skipSets = new Map<string, ReadonlySet<string>>();
     const skips = new Map<CompiledRoute, ReadonlySet<string>>();
@@ -603,7 +602,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       auth,
       cache,
       caching,
-      credentialHeaders,
+      credentialHeaders: credentials,
       matchHeaders,
       notForwarded: skips,
     };
@@ -1011,8 +1010,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         mirrorRequest(shadow, req.method ?? "GET", upstreamPath, headers, body, d.timeoutMs, client);
     }
 
+    // A HEAD the cache fills is sent as a GET (CacheExchange.upstreamMethod).
+    const upstreamMethod = cacheExchange?.upstreamMethod ?? method;
     const upstreamSpan = current.tracer.startClientSpan(span, {
-      method: req.method ?? "GET",
+      method: upstreamMethod,
       upstream: backend,
     });
     const traceparent = upstreamSpan.traceparent();
@@ -1033,7 +1034,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       cluster,
       {
         cancel: ex.cancel,
-        method: req.method ?? "GET",
+        method: upstreamMethod,
         path: upstreamPath,
         headers,
         body,

@@ -6,6 +6,7 @@
  * coalescing, credentials bypass, only-if-cached, routes without cache untouched.
  */
 import { mkdtemp, rm } from "node:fs/promises";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -118,6 +119,43 @@ describe("caching in the gateway", () => {
     expect(h.body).toBe("");
     expect(h.headers["cache-status"]).toContain("hit");
     expect(count("/items/h", "HEAD")).toBe(0);
+  });
+
+  it("fills_the_cache_from_a_head_miss_sent_upstream_as_a_get", async () => {
+    const h = await request(`${gw.url}/api/items/hm`, { method: "HEAD" });
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.complete).toBe(true);
+    expect(h.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    expect(Number(h.headers["content-length"])).toBeGreaterThan(0);
+    expect([count("/items/hm"), count("/items/hm", "HEAD")]).toEqual([1, 0]);
+    const g = await request(`${gw.url}/api/items/hm`);
+    expect(g.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=/);
+    expect(g.headers["content-length"]).toBe(h.headers["content-length"]);
+    expect(count("/items/hm")).toBe(1);
+  });
+
+  it("answers_a_head_miss_over_h2c_with_the_head_alone", async () => {
+    const client = http2.connect(gw.url);
+    try {
+      const h = await new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const stream = client.request({ ":method": "HEAD", ":path": "/api/items/h2" });
+        let body = "";
+        let headers: http2.IncomingHttpHeaders = {};
+        stream.setEncoding("utf8");
+        stream.on("response", (r) => (headers = r));
+        stream.on("data", (c: string) => (body += c));
+        stream.on("end", () => resolve({ headers, body }));
+        stream.on("error", reject);
+      });
+      expect(h.headers[":status"]).toBe(200);
+      expect(h.body).toBe("");
+      expect(h.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    } finally {
+      client.close();
+    }
+    expect([count("/items/h2"), count("/items/h2", "HEAD")]).toEqual([1, 0]);
+    expect((await request(`${gw.url}/api/items/h2`)).headers["cache-status"]).toMatch(/^meshgate; hit;/);
   });
 
   it("invalidates_after_a_post_to_the_same_url_on_another_route", async () => {

@@ -157,7 +157,7 @@ export async function startCacheProxy(
       cluster,
       {
         cancel,
-        method,
+        method: exchange?.upstreamMethod ?? method,
         path: target.query ? `${target.path}?${target.query}` : target.path,
         headers,
         body,

@@ -36,6 +36,9 @@ import {
   type HeaderBag,
   type NotStoredReason,
   type StorableInput,
+  credentialHeaders,
+  upstreamMethod,
+  upstreamMethods,
 } from "../../runtime/cache/policy.ts";
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
@@ -176,6 +179,68 @@ describe("requestBypass", () => {
   ];
   it.each(rows)("$name", ({ method, headers, principal, perPrincipal, credentials, want }) => {
     expect(requestBypass(method, headers, principal ?? null, perPrincipal ?? false, credentials)).toBe(want);
+  });
+});
+
+describe("the method a forwarded request is sent with (HEAD fills with GET)", () => {
+  const principalRoute = { principal: "alice", perPrincipal: true };
+  const apiKeys = { credentials: credentialHeaders("X-Api-Key") };
+  it.each<
+    [
+      string,
+      string,
+      HeaderBag,
+      string,
+      { principal?: string; perPrincipal?: boolean; credentials?: readonly string[] }?,
+    ]
+  >([
+    ["sends_a_head_that_may_fill_as_a_get", "HEAD", {}, "GET"],
+    ["sends_a_get_as_a_get", "GET", {}, "GET"],
+    ["sends_a_post_as_a_post", "POST", {}, "POST"],
+    ["sends_a_head_with_no_store_as_a_head", "HEAD", { "cache-control": "no-store" }, "HEAD"],
+    ["sends_a_head_with_no_cache_as_a_get", "HEAD", { pragma: "no-cache" }, "GET"],
+    [
+      "sends_a_head_with_credentials_on_a_shared_route_as_a_head",
+      "HEAD",
+      { authorization: "Bearer x" },
+      "HEAD",
+    ],
+    [
+      "sends_a_head_with_the_gateways_api_key_header_as_a_head",
+      "HEAD",
+      { "x-api-key": "k" },
+      "HEAD",
+      apiKeys,
+    ],
+    [
+      "sends_a_head_of_a_principal_on_a_per_principal_route_as_a_get",
+      "HEAD",
+      { authorization: "Bearer x" },
+      "GET",
+      principalRoute,
+    ],
+    ["sends_a_head_with_a_precondition_as_a_head", "HEAD", { "if-match": '"a"' }, "HEAD"],
+  ])("%s", (_claim, method, headers, want, o = {}) => {
+    expect(upstreamMethod(method, headers, o.principal ?? null, o.perPrincipal ?? false, o.credentials)).toBe(
+      want,
+    );
+  });
+
+  it.each<[string, string[], string[]]>([
+    ["adds_get_to_a_route_matching_head_alone", ["HEAD"], ["HEAD", "GET"]],
+    ["keeps_a_route_matching_get_and_head", ["GET", "HEAD"], ["GET", "HEAD"]],
+    ["keeps_a_route_matching_every_method", [], []],
+    ["keeps_a_route_without_head", ["POST"], ["POST"]],
+  ])("%s", (_claim, methods, want) => {
+    expect(upstreamMethods(methods)).toEqual(want);
+  });
+
+  it.each<[string, string | undefined, string[]]>([
+    ["names_authorization_without_an_api_key_header", undefined, ["authorization"]],
+    ["adds_the_api_key_header_in_lower_case", "X-Api-Key", ["authorization", "x-api-key"]],
+    ["names_authorization_once_when_it_carries_api_keys", "Authorization", ["authorization"]],
+  ])("%s", (_claim, header, want) => {
+    expect(credentialHeaders(header)).toEqual(want);
   });
 });
 

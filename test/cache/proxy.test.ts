@@ -275,12 +275,65 @@ describe("hits and misses", () => {
     expect(hits("/h/1", "HEAD")).toBe(0);
   });
 
-  it("does_not_store_a_head_miss", async () => {
-    await get("/h/2", {}, "HEAD");
-    const g = await get("/h/2");
-    expect(g.headers["cache-status"]).toContain("fwd=miss");
-    expect(hits("/h/2", "HEAD")).toBe(1);
+  it("fills_the_cache_from_a_head_miss_with_a_get", async () => {
+    // nginx's proxy_cache_convert_head, Varnish's builtin: the HEAD goes upstream as a GET.
+    const h = await get("/h/2", {}, "HEAD");
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.headers["content-length"]).toBe(String("body of /h/2".length));
+    expect(h.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    expect(hits("/h/2", "HEAD")).toBe(0);
     expect(hits("/h/2")).toBe(1);
+    const g = await get("/h/2");
+    expect(g.body).toBe("body of /h/2");
+    expect(g.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=/);
+    expect((await get("/h/2", {}, "HEAD")).headers["cache-status"]).toMatch(/^meshgate; hit; ttl=/);
+    expect(hits("/h/2")).toBe(1);
+  });
+
+  it("sends_a_head_with_no_store_upstream_as_a_head", async () => {
+    const h = await get("/h/3", { "cache-control": "no-store" }, "HEAD");
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.headers["cache-status"]).toContain("detail=head");
+    expect(hits("/h/3", "HEAD")).toBe(1);
+    expect(hits("/h/3")).toBe(0);
+    expect((await get("/h/3")).headers["cache-status"]).toContain("fwd=miss");
+  });
+
+  it("answers_a_head_miss_that_may_not_be_stored_with_the_head_alone", async () => {
+    const h = await get("/private/h", {}, "HEAD");
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.headers["content-length"]).toBe("7");
+    expect(h.headers["cache-status"]).toContain("detail=private");
+    expect(hits("/private/h")).toBe(1);
+    expect(hits("/private/h", "HEAD")).toBe(0);
+    // The connection carries on: the dropped body was read to its end.
+    expect((await get("/private/h")).body).toBe("private");
+  });
+
+  it("revalidates_a_stale_entry_for_a_head_with_a_conditional_get", async () => {
+    await get("/etag/h");
+    proxy.advance(5_000);
+    const h = await get("/etag/h", {}, "HEAD");
+    expect(h.status).toBe(200);
+    expect(h.body).toBe("");
+    expect(h.headers["x-refreshed"]).toBe("yes");
+    expect(h.headers["cache-status"]).toContain("fwd=stale; fwd-status=304");
+    const sent = upstream.received.filter((r) => r.url === "/etag/h");
+    expect(sent.map((r) => [r.method, r.headers["if-none-match"] ?? null])).toEqual([
+      ["GET", null],
+      ["GET", '"v1"'],
+    ]);
+  });
+
+  it("lets_a_get_wait_for_the_fill_of_a_head_miss", async () => {
+    const [h, g] = await Promise.all([get("/slow/h", {}, "HEAD"), get("/slow/h")]);
+    expect(h.body).toBe("");
+    expect(g.body).toBe("slow /slow/h");
+    expect(hits("/slow/h")).toBe(1);
+    expect(hits("/slow/h", "HEAD")).toBe(0);
   });
 
   it("answers_a_client_conditional_against_a_fresh_entry_with_304", async () => {

@@ -171,6 +171,25 @@ describe("explainRequest on the shop", () => {
     expect(formatDecision(d)).toContain("backend catalog-v2 (weight 10)");
   });
 
+  it.each<[string, Record<string, string>, string, string]>([
+    ["checks_a_head_the_cache_fills_as_the_get_it_is_sent_as", {}, "deny", "GET /products/7"],
+    ["checks_a_head_with_no_store_as_a_head", { "cache-control": "no-store" }, "allow", "HEAD /products/7"],
+    ["checks_a_head_that_bypasses_the_cache_as_a_head", { authorization: "Basic eA==" }, "allow", "HEAD"],
+  ])("%s", (_claim, headers, verdict, text) => {
+    // get-product caches; the catalogs admit the gateway for HEAD only here.
+    const raw = shopRaw();
+    for (const s of ["catalog", "catalog-v2"])
+      raw.services[s].allow = [{ from: ["gateway"], methods: ["HEAD"], paths: ["/products/*"] }];
+    const d = explainRequest(inputOf(raw), {
+      from: "internet",
+      method: "HEAD",
+      path: "/api/products/7",
+      headers,
+    });
+    expect(d.verdict).toBe(verdict);
+    expect(formatDecision(d)).toContain(text);
+  });
+
   it("ignores_a_denied_mirror_for_the_verdict_but_shows_it", () => {
     const raw = shopRaw();
     raw.services["search-next"].allow = [{ from: ["search"], methods: ["GET"], paths: ["/search"] }];
