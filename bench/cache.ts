@@ -217,22 +217,29 @@ async function overSockets(): Promise<string[][]> {
     ["cached route (hits), 1 connection", `${url}/cached/items/42`, 0, 1],
   ];
   let redis: TestRedis | null = null;
-  let gwRedis: Awaited<ReturnType<typeof start>> | null = null;
+  const redisGateways: Awaited<ReturnType<typeof start>>[] = [];
   try {
     redis = await startRedis();
-    gwRedis = await start(
-      specGatewayConfig({
-        routes: [
-          { name: "cached", match: { path: "/cached/**" }, to: "app", cache: { ttl: "1h" }, ...PUBLIC },
-        ],
-        upstreams: { app: port },
-        gateway: { cache: { redis: { url: redis.url } } },
-        observability: { logs: { access: false } },
-      }),
-    );
-    const redisUrl = `http://127.0.0.1:${Object.values(gwRedis.ports.listeners)[0]}/cached/items/42`;
-    cases.push(["cached route, Redis store (hits)", redisUrl, redis.pid(), 32]);
-    cases.push(["cached route, Redis store (hits), 1 connection", redisUrl, redis.pid(), 1]);
+    // With the local layer (the default, 16MiB) and without it (every hit a GET to Redis).
+    for (const [label, localSize] of [
+      ["Redis store + local layer", "16MiB"],
+      ["Redis store, no local layer", "0B"],
+    ] as const) {
+      const g = await start(
+        specGatewayConfig({
+          routes: [
+            { name: "cached", match: { path: "/cached/**" }, to: "app", cache: { ttl: "1h" }, ...PUBLIC },
+          ],
+          upstreams: { app: port },
+          gateway: { cache: { redis: { url: redis.url, localSize } } },
+          observability: { logs: { access: false } },
+        }),
+      );
+      redisGateways.push(g);
+      const redisUrl = `http://127.0.0.1:${Object.values(g.ports.listeners)[0]}/cached/items/42`;
+      cases.push([`cached route, ${label} (hits)`, redisUrl, redis.pid(), 32]);
+      cases.push([`cached route, ${label} (hits), 1 connection`, redisUrl, redis.pid(), 1]);
+    }
   } catch (err) {
     console.log(`(no Redis case: ${(err as Error).message})`);
   }
@@ -269,7 +276,7 @@ async function overSockets(): Promise<string[][]> {
     }
   } finally {
     await gw.drain();
-    await gwRedis?.drain();
+    for (const g of redisGateways) await g.drain();
     await redis?.stop();
     upstream.kill();
   }

@@ -135,6 +135,10 @@ export const DEFAULTS = {
     "100ms",
     "a lookup Redis does not answer in time is a miss: the origin answers instead",
   ),
+  "gateway.cache.redis.localSize": d(
+    "16MiB",
+    "each gateway process keeps the Redis entries it reads, kept coherent by Redis' client tracking (announced changes drop them; off while the announcements cannot arrive): repeated hits need no round trip; 0B turns it off",
+  ),
   "gateway.routes.*.timeout": d(
     "<service timeout>",
     "the target service's route policy for the upstream path and methods, else its timeout, else mesh.defaults.timeout",

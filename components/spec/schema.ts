@@ -662,6 +662,11 @@ const Gateway = z.strictObject({
         .strictObject({
           url: z.string(),
           timeout: duration().default(D["gateway.cache.redis.timeout"].value),
+          localSize: size()
+            .default(D["gateway.cache.redis.localSize"].value)
+            .describe(
+              "A local layer per gateway process in front of Redis, kept coherent by Redis' client tracking; 0B = every lookup is a round trip.",
+            ),
         })
         .optional()
         .describe("A cache shared by every gateway replica (Redis ≥ 7); omitted = process memory."),

@@ -500,6 +500,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
           url: g.cache.redis.url,
           maxBytes: parseSize(g.cache.maxSize),
           timeoutMs: parseDuration(g.cache.redis.timeout),
+          localMaxBytes: parseSize(g.cache.redis.localSize),
         }
       : { kind: "memory", maxBytes: parseSize(g.cache?.maxSize ?? "64MiB") },
     routes,

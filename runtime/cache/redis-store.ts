@@ -31,6 +31,19 @@
  * users of the server): if Redis evicts or refuses (`OOM`), stores fail (dropped, counted), never a
  * response.
  *
+ * **The local layer** (`local`, the gateway's `gateway.cache.redis.localSize`): each process keeps the
+ * entries it read in a byte-bounded LRU (a MemoryStore) and answers repeated lookups from it without a
+ * round trip — kept coherent by Redis itself (client-side caching, `CLIENT TRACKING … OPTIN` redirected to
+ * a second connection subscribed to `__redis__:invalidate`): every GET whose reply may be kept is sent
+ * right after `CLIENT CACHING YES`, so Redis remembers that this connection holds the key and announces
+ * any change to it — a store, a delete, a purge, an eviction, expiry, `FLUSHDB` — from any process or
+ * replica; the announced keys leave the layer. Fail closed: the layer is only used while both connections
+ * are up and tracking is confirmed for them; a lost connection (either), a new subscriber, or a flush
+ * empties it, and a reply whose key was announced while the GET was in flight is not kept. Entries also
+ * leave after `maxAgeMs` (defence in depth; freshness is the entry's own). This process's own stores,
+ * deletes and purges drop its copies at once. A server that refuses tracking (ACLs without `CLIENT`,
+ * an old server) leaves the layer off, reported once; the store works as without it.
+ *
  * **Failures.** Every command is bounded by the client's command timeout. A timeout or a lost connection
  * opens a breaker for `breakMs`: operations then fail at once (a lookup is a synchronous miss) instead of
  * each waiting for the timeout; after it the next operations go through again. The observer hears about
@@ -48,11 +61,20 @@ import {
   RedisConnectionError,
   RedisError,
   RedisOverloadError,
+  RedisReplyError,
   RedisTimeoutError,
 } from "../redis/errors.ts";
 import type { RespValue } from "../redis/resp.ts";
 import { hostOfKey, urlOfKey } from "./policy.ts";
-import { decodeValue, encodeValue, type CacheStore, type StoreStats, type StoredValue } from "./store.ts";
+import {
+  decodeValue,
+  encodeValue,
+  MemoryStore,
+  type CacheStore,
+  type MaybePromise,
+  type StoreStats,
+  type StoredValue,
+} from "./store.ts";
 
 /** Partitions of the key space (hash tags). Fixed, so that every gateway agrees on where a URL lives. */
 export const REDIS_PARTITIONS = 16;
@@ -78,6 +100,11 @@ export interface RedisStoreObserver {
   evicted?(count: number): void;
   /** The first failure of an outage (a timeout, a lost connection): operations fail fast for a while. */
   unavailable?(error: Error): void;
+  /**
+   * The local layer was turned on (tracking confirmed) or off (a connection lost, or the server refused
+   * tracking: `error`). Reported on changes only.
+   */
+  local?(on: boolean, error?: Error): void;
   /** The first success after an outage; `replayed` URL purges remembered during it follow. */
   recovered?(): void;
   /** Redis answered with an error reply (e.g. `OOM`, `NOPERM`); reported at most once a minute. */
@@ -100,7 +127,26 @@ export interface RedisStoreOptions {
   /** URLs whose failed purge is remembered for replay; default 1000 (beyond: purge all on recovery). */
   readonly maxPendingPurges?: number;
   readonly observer?: RedisStoreObserver;
+  /** The local layer (see the module comment); omitted = every lookup is a round trip. */
+  readonly local?: RedisLocalLayerOptions;
 }
+
+export interface RedisLocalLayerOptions {
+  /** Bytes kept in this process (accounted as the memory store does). */
+  readonly maxBytes: number;
+  /** Longest an entry stays in the layer; default 10 s. */
+  readonly maxAgeMs?: number;
+  /** Ping the subscriber connection this often, so a silently dead one is noticed; default 1000 ms. */
+  readonly pingEveryMs?: number;
+  /**
+   * Creates the subscriber connection (same server as the store's client) that receives the
+   * invalidations: a RedisClient whose `onMessage` is the given function. Owned by the store.
+   */
+  readonly subscriber: (onMessage: (channel: string, payload: RespValue) => void) => RedisClient;
+}
+
+/** The channel Redis announces tracked keys' changes on (RESP2 client-side caching). */
+export const INVALIDATION_CHANNEL = "__redis__:invalidate";
 
 /** Helper shared by the scripts: removes entry `h` and its bookkeeping; returns its kind and liveness. */
 const DROP = `
@@ -317,6 +363,32 @@ export class RedisStore implements CacheStore {
   #pendingOverflow = false;
   #replaying = false;
   #closed = false;
+  /** The local layer, its subscriber connection and tracking state (null without a local layer). */
+  readonly #local: MemoryStore | null = null;
+  readonly #localAgeMs: number = 0;
+  readonly #sub: RedisClient | null = null;
+  /** The subscriber connection's client id once it is subscribed, else null. */
+  #subId: number | null = null;
+  /** Bumped on every event of the subscriber connection. */
+  #subGen = 0;
+  /** A subscription or a tracking request is under way. */
+  #subscribing = false;
+  #enabling = false;
+  /** The server refused tracking (ACLs, an old server): the layer stays off. */
+  #refused: Error | null = null;
+  /** Tracking is confirmed on the store's current connection, redirected to the current subscriber. */
+  #tracking = false;
+  /** Reported state of the layer (for observer.local). */
+  #localOn = false;
+  /** Bumped whenever the layer is emptied: a read begun before may not fill it. */
+  #epoch = 0;
+  /** Redis key → cache key of the entries in the layer. */
+  readonly #localKeys = new Map<string, string>();
+  /** Reads in flight per Redis key, and the keys announced while one was. */
+  readonly #inflight = new Map<string, number>();
+  readonly #announced = new Set<string>();
+  #pingTimer: NodeJS.Timeout | null = null;
+  #unwatch: (() => void)[] = [];
 
   constructor(options: RedisStoreOptions) {
     if (!(options.maxBytes > 0)) throw new RangeError("RedisStore maxBytes must be a positive number");
@@ -334,6 +406,34 @@ export class RedisStore implements CacheStore {
     this.#bases = Array.from({ length: REDIS_PARTITIONS }, (_, n) => `${prefix}:{mgc${n}}:`);
     this.#bytes = new Array<number>(REDIS_PARTITIONS).fill(0);
     this.#entries = new Array<number>(REDIS_PARTITIONS).fill(0);
+    const local = options.local;
+    if (local !== undefined && local.maxBytes > 0) {
+      this.#local = new MemoryStore({ maxBytes: local.maxBytes });
+      this.#localAgeMs = local.maxAgeMs ?? 10_000;
+      const sub = (this.#sub = local.subscriber((_channel, payload) => this.#announce(payload)));
+      this.#unwatch.push(
+        this.client.watch((e) => (e.type === "ready" ? this.#track() : this.#lose())),
+        sub.watch((e) => {
+          this.#subId = null;
+          this.#subGen++;
+          if (e.type === "ready") void this.#subscribe();
+          else this.#lose();
+        }),
+      );
+      void sub.connect().catch(() => {}); // retried by the client; the layer stays off meanwhile
+      this.#pingTimer = setInterval(() => this.#repair(), local.pingEveryMs ?? 1000);
+      this.#pingTimer.unref();
+    }
+  }
+
+  /** Whether lookups may be answered by the local layer now (tracking confirmed). */
+  get localActive(): boolean {
+    return this.#tracking;
+  }
+
+  /** The local layer's entries and bytes (zeros without one). */
+  localStats(): StoreStats {
+    return this.#local?.stats() ?? { entries: 0, bytes: 0 };
   }
 
   /** True while operations fail fast after an outage. */
@@ -362,8 +462,13 @@ export class RedisStore implements CacheStore {
     );
   }
 
-  get(key: string): Promise<StoredValue | undefined> {
+  get(key: string): MaybePromise<StoredValue | undefined> {
     this.#gate();
+    if (this.#tracking) {
+      const held = this.#local!.get(key);
+      if (held !== undefined) return held;
+      return this.#trackedGet(key);
+    }
     return this.client.command(["GET", this.entryKey(key)], { buffers: true }).then(
       (v) => {
         this.#ok();
@@ -374,8 +479,170 @@ export class RedisStore implements CacheStore {
     );
   }
 
+  /** A GET that Redis tracks for this connection (CLIENT CACHING YES right before it); fills the layer. */
+  #trackedGet(key: string): Promise<StoredValue | undefined> {
+    const rk = this.entryKey(key);
+    const epoch = this.#epoch;
+    let tracked = false;
+    // Both go out in this order on the one connection: the GET is the command CACHING applies to.
+    this.client.command(["CLIENT", "CACHING", "YES"]).then(
+      () => (tracked = true),
+      () => {},
+    );
+    this.#inflight.set(rk, (this.#inflight.get(rk) ?? 0) + 1);
+    return this.client.command(["GET", rk], { buffers: true }).then(
+      (v) => {
+        const announced = this.#settle(rk);
+        this.#ok();
+        if (!Buffer.isBuffer(v)) return undefined;
+        const keep = tracked && !announced && epoch === this.#epoch && this.#tracking;
+        // Kept values own their body (a reply may share the socket's buffer).
+        const value = decodeValue(v, keep) ?? undefined;
+        if (keep && value !== undefined && this.#local!.set(key, value, this.#localAgeMs)) {
+          this.#localKeys.set(rk, key);
+          // Keys evicted or expired from the layer are only announced when Redis changes them: forget
+          // the ones the layer no longer holds once they outnumber what it holds.
+          if (this.#localKeys.size > 2 * this.#local!.size + 1024) {
+            for (const [r, k] of this.#localKeys) if (!this.#local!.has(k)) this.#localKeys.delete(r);
+          }
+        }
+        return value;
+      },
+      (err: unknown) => {
+        this.#settle(rk);
+        return this.#failed(err);
+      },
+    );
+  }
+
+  /** A tracked read of `rk` is over: whether its key was announced while it was in flight. */
+  #settle(rk: string): boolean {
+    const announced = this.#announced.has(rk);
+    const n = this.#inflight.get(rk)! - 1;
+    if (n > 0) this.#inflight.set(rk, n);
+    else {
+      this.#inflight.delete(rk);
+      this.#announced.delete(rk);
+    }
+    return announced;
+  }
+
+  /** Drops this process's copy of a key (its own store, delete: no waiting for the announcement). */
+  #dropLocal(key: string): void {
+    if (this.#local === null) return;
+    const rk = this.entryKey(key);
+    this.#local.delete(key);
+    this.#localKeys.delete(rk);
+    if (this.#inflight.has(rk)) this.#announced.add(rk);
+  }
+
+  /** An invalidation message: the keys that changed, or null (the database was flushed). */
+  #announce(payload: RespValue): void {
+    if (this.#local === null) return;
+    if (!Array.isArray(payload)) {
+      this.#empty();
+      return;
+    }
+    for (const k of payload) {
+      const rk = String(k);
+      const key = this.#localKeys.get(rk);
+      if (key !== undefined) {
+        this.#localKeys.delete(rk);
+        this.#local.delete(key);
+      }
+      if (this.#inflight.has(rk)) this.#announced.add(rk);
+    }
+  }
+
+  /** Empties the layer; reads in flight will not fill it. */
+  #empty(): void {
+    this.#epoch++;
+    this.#local?.purgeAll();
+    this.#localKeys.clear();
+  }
+
+  /** Tracking is lost (a connection went down or changed): the layer is off and empty. */
+  #lose(error?: Error): void {
+    this.#tracking = false;
+    this.#empty();
+    if (this.#localOn || error !== undefined) {
+      this.#localOn = false;
+      this.#observer.local?.(false, error);
+    }
+  }
+
+  /** The subscriber (re)connected: learn its id and subscribe, then redirect tracking to it. */
+  async #subscribe(): Promise<void> {
+    const sub = this.#sub!;
+    this.#lose();
+    if (this.#refused !== null || this.#subscribing) return;
+    this.#subscribing = true;
+    const gen = this.#subGen;
+    try {
+      const [id] = await Promise.all([
+        sub.command(["CLIENT", "ID"]),
+        sub.command(["SUBSCRIBE", INVALIDATION_CHANNEL]),
+      ]);
+      if (gen !== this.#subGen || this.#closed) return;
+      this.#subId = Number(id);
+      this.#track();
+    } catch (err) {
+      if (gen !== this.#subGen || this.#closed) return;
+      if (err instanceof RedisReplyError) this.#refuse(err);
+      // Timed out: whether it subscribed is unknown; a new connection subscribes on its ready event.
+      else sub.drop("the subscription for cache invalidations was not confirmed in time");
+    } finally {
+      this.#subscribing = false;
+    }
+  }
+
+  /** Turns tracking on for the store's connection, redirected to the subscriber (when both are up). */
+  #track(): void {
+    this.#lose();
+    const id = this.#subId;
+    if (id === null || this.client.state !== "ready" || this.#closed || this.#refused !== null) return;
+    const epoch = this.#epoch;
+    this.#enabling = true;
+    this.client.command(["CLIENT", "TRACKING", "ON", "REDIRECT", id, "OPTIN"]).then(
+      () => {
+        this.#enabling = false;
+        if (epoch !== this.#epoch || this.#subId !== id) return;
+        this.#tracking = true;
+        if (!this.#localOn) {
+          this.#localOn = true;
+          this.#observer.local?.(true);
+        }
+      },
+      (err: unknown) => {
+        this.#enabling = false;
+        // Refused for good; a timeout or a lost connection is retried (#repair, the next ready event).
+        if (err instanceof RedisReplyError) this.#refuse(err);
+      },
+    );
+  }
+
+  /** The server refused what the layer needs: it stays off (reported once). */
+  #refuse(err: RedisReplyError): void {
+    this.#refused = err;
+    this.#lose(err);
+  }
+
+  /**
+   * Every `pingEveryMs`: pings the subscriber (a silently dead connection then times out and is replaced)
+   * and finishes what a timeout left undone (a subscription, the tracking request).
+   */
+  #repair(): void {
+    const sub = this.#sub!;
+    if (this.#closed || this.#refused !== null || sub.state !== "ready") return;
+    sub.command(["PING"]).catch(() => {});
+    // Not subscribed and not subscribing: the connection's state is unknown; a new one subscribes.
+    if (this.#subId === null && !this.#subscribing) sub.drop("no subscription for cache invalidations");
+    else if (!this.#tracking && !this.#enabling && this.client.state === "ready") this.#track();
+  }
+
   async set(key: string, value: StoredValue, ttlMs: number): Promise<boolean> {
     this.#gate();
+    this.#dropLocal(key);
     const encoded = encodeValue(value);
     const bytes = this.accountedBytes(key, encoded.length);
     if (bytes > this.maxEntryBytes || !(ttlMs > 0)) {
@@ -410,6 +677,7 @@ export class RedisStore implements CacheStore {
 
   async delete(key: string): Promise<boolean> {
     this.#gate();
+    this.#dropLocal(key);
     const p = partitionOf(urlOfKey(key));
     const base = this.#bases[p]!;
     const r = await this.#eval(DELETE_SCRIPT, [`${base}a`], [hashKey(key)]);
@@ -419,6 +687,7 @@ export class RedisStore implements CacheStore {
 
   /** Removes every entry of a URL (or of one host); a failure is remembered and replayed on recovery. */
   async purgeUrl(url: string, host?: string): Promise<number> {
+    this.#purgeLocal(url, host);
     try {
       this.#gate();
       return await this.#purgeUrl(url, host ?? "");
@@ -429,6 +698,10 @@ export class RedisStore implements CacheStore {
   }
 
   async purgePrefix(prefix: string, host?: string): Promise<number> {
+    if (this.#local !== null) {
+      this.#epoch++;
+      this.#local.purgePrefix(prefix, host);
+    }
     this.#gate();
     let n = 0;
     // One partition after another, each a range of its URL index read in batches after the last URL seen.
@@ -449,6 +722,7 @@ export class RedisStore implements CacheStore {
   }
 
   async purgeAll(): Promise<number> {
+    this.#empty();
     this.#gate();
     const all = await Promise.all(
       this.#bases.map(async (base, p) => {
@@ -511,10 +785,22 @@ export class RedisStore implements CacheStore {
   }
 
   /** Closes the client; operations fail from now on (without reports: it is no outage). */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#closed = true;
     this.#pending.clear();
-    return this.client.close();
+    if (this.#pingTimer !== null) clearInterval(this.#pingTimer);
+    for (const u of this.#unwatch) u();
+    this.#tracking = false;
+    this.#empty();
+    await Promise.all([this.client.close(), this.#sub?.close()]);
+  }
+
+  /** Drops this process's copies of a URL's entries (a purge here needs no announcement to apply). */
+  #purgeLocal(url: string, host: string | undefined): void {
+    if (this.#local === null) return;
+    // Reads in flight for the URL may not fill the layer with what is being purged.
+    this.#epoch++;
+    this.#local.purgeUrl(url, host);
   }
 
   // ── internals ──

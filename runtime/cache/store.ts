@@ -150,6 +150,17 @@ export class MemoryStore implements CacheStore {
     return slot.value;
   }
 
+  /** Whether an unexpired value is held for `key` (without counting as a use). */
+  has(key: string): boolean {
+    const slot = this.#slots.get(key);
+    return slot !== undefined && slot.expiresAt > this.#now();
+  }
+
+  /** Values held (responses and Vary records, expired ones not yet met included). */
+  get size(): number {
+    return this.#slots.size;
+  }
+
   set(key: string, value: StoredValue, ttlMs: number): boolean {
     const bytes = accountedBytes(key, value);
     const old = this.#slots.get(key);

@@ -443,7 +443,14 @@ export const GatewayRuntimeConfig = z.strictObject({
   ]),
   cacheStore: z.discriminatedUnion("kind", [
     z.strictObject({ kind: z.literal("memory"), maxBytes: bytes }),
-    z.strictObject({ kind: z.literal("redis"), url: z.string(), maxBytes: bytes, timeoutMs: ms }),
+    z.strictObject({
+      kind: z.literal("redis"),
+      url: z.string(),
+      maxBytes: bytes,
+      timeoutMs: ms,
+      /** The local layer in each process (0 = none): RedisStore `local`. */
+      localMaxBytes: bytes,
+    }),
   ]),
   routes: z.array(GatewayRoute),
 });

@@ -464,7 +464,29 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       client,
       maxBytes: sc.maxBytes,
       prefix: redisCachePrefix(config.mesh, config.namespace),
+      ...(sc.localMaxBytes > 0
+        ? {
+            local: {
+              maxBytes: sc.localMaxBytes,
+              subscriber: (onMessage) =>
+                new RedisClient({
+                  url: sc.url,
+                  commandTimeoutMs: Math.max(1, sc.timeoutMs),
+                  connectTimeoutMs: Math.max(1000, sc.timeoutMs),
+                  onMessage,
+                }),
+            },
+          }
+        : {}),
       observer: {
+        local: (on, error) => {
+          if (error !== undefined)
+            log.warn(
+              { event: "cache_local_layer", server, on, error: error.message },
+              "Redis refused client tracking: every cache lookup is a round trip (gateway.cache.redis.localSize: 0B turns the layer off)",
+            );
+          else log.info({ event: "cache_local_layer", server, on });
+        },
         evicted: cacheMetrics.evicted,
         unavailable: (e) => {
           cacheMetrics.available(false);
@@ -489,6 +511,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       prefix: store.prefix,
       maxBytes: sc.maxBytes,
       timeoutMs: sc.timeoutMs,
+      localMaxBytes: sc.localMaxBytes,
     });
     const large = config.routes.filter(
       (r) => r.cache !== null && r.cache.maxEntryBytes > store.maxEntryBytes,

@@ -21,6 +21,10 @@
  *   after a capped, jittered exponential backoff. While it is down, commands fail at once — a caller
  *   with a fallback (a rate limiter's fail mode) never waits for a dead server.
  * - **Errors** are typed (errors.ts). An error reply rejects only its own command.
+ * - **Pub/sub.** After `SUBSCRIBE` (one channel per command) the connection receives messages
+ *   (`["message", channel, payload]`), which go to `onMessage` instead of answering a command; only
+ *   `SUBSCRIBE`, `UNSUBSCRIBE` and `PING` may be sent on it then (Redis' rule). A new connection is not
+ *   subscribed: subscribe again on its `ready` event.
  */
 import { createHash } from "node:crypto";
 import net from "node:net";
@@ -56,6 +60,8 @@ export interface RedisClientOptions {
   readonly tls?: tls.ConnectionOptions;
   /** Connection events, for logs and metrics. Messages never hold the password. */
   readonly onEvent?: (event: RedisClientEvent) => void;
+  /** Pub/sub messages of a subscribed connection: the channel and the payload (bulk strings decoded). */
+  readonly onMessage?: (channel: string, payload: RespValue) => void;
 }
 
 export type RedisClientEvent =
@@ -88,6 +94,15 @@ interface Pending {
 
 const NOOP = () => {};
 
+/** A pub/sub message: `["message", channel, payload]`. */
+function isMessage(v: RespValue): v is RespValue[] {
+  if (!Array.isArray(v) || v.length !== 3) return false;
+  const kind = v[0];
+  return Buffer.isBuffer(kind)
+    ? kind.length === 7 && kind.toString("latin1") === "message"
+    : kind === "message";
+}
+
 export class RedisClient {
   readonly target: RedisTarget;
   readonly #connectTimeoutMs: number;
@@ -98,6 +113,11 @@ export class RedisClient {
   readonly #maxPending: number;
   readonly #tls: tls.ConnectionOptions | undefined;
   readonly #onEvent: (e: RedisClientEvent) => void;
+  readonly #onMessage: ((channel: string, payload: RespValue) => void) | null;
+  /** Further event listeners (watch()). */
+  readonly #watchers = new Set<(e: RedisClientEvent) => void>();
+  /** This connection sent SUBSCRIBE: arrays starting with "message" are messages, not replies. */
+  #subscribed = false;
 
   #state: RedisClientState = "idle";
   #socket: net.Socket | null = null;
@@ -139,11 +159,23 @@ export class RedisClient {
     this.#maxPending = positive("maxPending", options.maxPending, 10_000);
     this.#tls = options.tls;
     this.#onEvent = options.onEvent ?? NOOP;
+    this.#onMessage = options.onMessage ?? null;
     this.#parser = new RespParser((v) => this.#onReply(v));
   }
 
   get state(): RedisClientState {
     return this.#state;
+  }
+
+  /** Calls `listener` with every connection event from now on (besides `onEvent`); returns the unwatch. */
+  watch(listener: (event: RedisClientEvent) => void): () => void {
+    this.#watchers.add(listener);
+    return () => this.#watchers.delete(listener);
+  }
+
+  #emit(e: RedisClientEvent): void {
+    this.#onEvent(e);
+    for (const w of this.#watchers) w(e);
   }
 
   /** Commands issued and not yet answered (timed-out ones included until their reply arrives). */
@@ -188,6 +220,7 @@ export class RedisClient {
     } catch (err) {
       return Promise.reject(err as Error);
     }
+    if (this.#onMessage !== null && String(args[0]).toUpperCase() === "SUBSCRIBE") this.#subscribed = true;
     return new Promise<RespValue>((resolve, reject) => {
       this.#push({
         resolve,
@@ -225,6 +258,18 @@ export class RedisClient {
     }
   }
 
+  /**
+   * Drops the current connection as if it had failed (pending commands fail, the client reconnects after
+   * its backoff): for a caller whose connection state is no longer known, e.g. a subscription that timed
+   * out and may or may not have happened.
+   */
+  drop(reason: string): void {
+    const socket = this.#socket;
+    if (socket === null || this.#state === "closed") return;
+    this.#closeReason ??= new RedisConnectionError(`Redis at ${this.target.server}: ${reason}`);
+    socket.destroy();
+  }
+
   /** Closes the connection; pending commands fail with RedisClosedError. Idempotent. */
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
@@ -243,7 +288,7 @@ export class RedisClient {
       socket.once("close", () => resolve());
       socket.destroy();
     });
-    this.#onEvent({ type: "closed", server: this.target.server });
+    this.#emit({ type: "closed", server: this.target.server });
     return this.#closed;
   }
 
@@ -256,6 +301,7 @@ export class RedisClient {
     }
     this.#state = "connecting";
     this.#closeReason = null;
+    this.#subscribed = false;
     this.#parser.reset();
     const t = this.target;
     const socket = t.tls
@@ -336,7 +382,7 @@ export class RedisClient {
     this.#state = "ready";
     this.#attempt = 0;
     this.#lastError = null;
-    this.#onEvent({ type: "ready", server: this.target.server });
+    this.#emit({ type: "ready", server: this.target.server });
     for (const w of this.#readyWaiters.splice(0)) w.resolve();
   }
 
@@ -364,7 +410,7 @@ export class RedisClient {
       this.#reconnectTimer = null;
       if (this.#state === "down") this.#open();
     }, delay);
-    this.#onEvent({ type: "down", server: this.target.server, error: reason, retryInMs: delay });
+    this.#emit({ type: "down", server: this.target.server, error: reason, retryInMs: delay });
   }
 
   // ── commands ──
@@ -393,6 +439,10 @@ export class RedisClient {
   #onReply(v: RespValue): void {
     // The connection is being dropped (a failed AUTH, a stall): its remaining commands fail with the reason.
     if (this.#closeReason) return;
+    if (this.#subscribed && isMessage(v)) {
+      this.#onMessage!(String(decodeReply(v[1]!)), decodeReply(v[2]!));
+      return;
+    }
     const p = this.#q[this.#head];
     if (p === undefined) throw new RedisProtocolError("a reply arrived for no command");
     this.#q[this.#head] = undefined;

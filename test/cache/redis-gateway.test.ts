@@ -230,6 +230,30 @@ describe("two gateways sharing Redis", () => {
     expect(count("/api/items/1", "HEAD")).toBe(0);
   });
 
+  it("answers_repeated_hits_on_b_from_its_local_layer_until_a_post_through_a", async () => {
+    const gets = async () =>
+      Number(/cmdstat_get:calls=(\d+)/.exec(String(await admin.call("INFO", "commandstats")))?.[1] ?? 0);
+    const first = await request(`${a.url}/api/items/local`);
+    await filled("/api/items/local");
+    await request(`${b.url}/api/items/local`); // a round trip; B keeps what it read
+    const before = await gets();
+    for (let i = 0; i < 3; i++) {
+      const hit = await request(`${b.url}/api/items/local`);
+      expect(hit.headers["cache-status"]).toMatch(/^meshgate; hit;/);
+      expect(hit.body).toBe(first.body);
+    }
+    expect(await gets()).toBe(before);
+    expect(b.logs.some((l) => l.event === "cache_local_layer" && l.on === true)).toBe(true);
+    // The POST through A changes the entry in Redis; Redis tells B, whose copy goes.
+    expect((await request(`${a.url}/api/items/local`, { method: "POST", body: "{}" })).status).toBe(201);
+    await until(
+      async () =>
+        (await request(`${b.url}/api/items/local`)).headers["cache-status"]?.includes("fwd=miss") === true,
+      2000,
+      "a miss on B after the POST",
+    );
+  });
+
   it("invalidates_on_b_after_a_post_through_a", async () => {
     const first = await request(`${a.url}/api/items/2`);
     await filled("/api/items/2");
@@ -433,15 +457,29 @@ describe("Redis failures", () => {
 });
 
 describe("client lifecycle", () => {
-  const connections = async () =>
-    String(await admin.call("CLIENT", "LIST", "TYPE", "normal"))
-      .split("\n")
-      .filter((l) => l.trim() && !l.includes("cmd=client")).length;
+  /**
+   * The connections of the gateways' stores as "normal pubsub": each store has one, and one subscribed to
+   * the invalidations of its local layer; both come and go together (the test's own clients count in
+   * `normal` and stay).
+   */
+  const connections = async () => {
+    const own = `id=${String(await admin.call("CLIENT", "ID"))} `;
+    const count = async (type: string) =>
+      String(await admin.call("CLIENT", "LIST", "TYPE", type))
+        .split("\n")
+        .filter((l) => l.trim() && !l.startsWith(own)).length;
+    return `${await count("normal")} ${await count("pubsub")}`;
+  };
+  const plus = (base: string, n: number) =>
+    base
+      .split(" ")
+      .map((c) => Number(c) + n)
+      .join(" ");
 
   it("closes_the_client_on_reload_when_the_store_changes_and_at_drain", async () => {
     const base = await connections();
     const c = await startTestGateway(config);
-    await until(async () => (await connections()) === base + 1, 3000, "the new gateway's connection");
+    await until(async () => (await connections()) === plus(base, 1), 3000, "the new gateway's connections");
     // Another route set, the same store settings: the cache and its client are kept.
     const { hash: _hash, ...rest } = config;
     const fewer = sealRuntimeConfig<GatewayRuntimeConfig>({
@@ -453,8 +491,8 @@ describe("client lifecycle", () => {
     // Another timeout: a new client; the old one goes after the drain timeout (1 s).
     expect((await c.reload(JSON.stringify(configWith("300ms")))).ok).toBe(true);
     expect(c.logs.filter((l) => l.event === "cache_store" && l.kind === "redis")).toHaveLength(2);
-    await until(async () => (await connections()) === base + 2, 3000, "both clients connected");
-    await until(async () => (await connections()) === base + 1, 4000, "the old client closed");
+    await until(async () => (await connections()) === plus(base, 2), 3000, "both clients connected");
+    await until(async () => (await connections()) === plus(base, 1), 4000, "the old client closed");
     await c.drain();
     await until(async () => (await connections()) === base, 3000, "the client closed at drain");
   }, 20_000);

@@ -20,26 +20,10 @@ import {
   type RedisStoreObserver,
 } from "../../runtime/cache/redis-store.ts";
 import { encodeValue, type StoredResponse } from "../../runtime/cache/store.ts";
+import { storedResponse as response } from "./entries.ts";
 import { RedisClient } from "../../runtime/redis/client.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
-const response = (
-  body: string | Buffer,
-  headers: Record<string, string | string[]> = {},
-): StoredResponse => ({
-  kind: "response",
-  status: 200,
-  headers: { "content-type": "application/octet-stream", ...headers },
-  body: Buffer.isBuffer(body) ? body : Buffer.from(body),
-  requestTime: 1,
-  responseTime: 2,
-  initialAgeMs: 0,
-  lifetimeMs: 60_000,
-  mustRevalidate: false,
-  etag: '"e"',
-  lastModified: null,
-  date: null,
-});
 const key = (path: string, host = "h", variant = "", principal: string | null = null, query = "") =>
   `${primaryKey(path, query, host, "r", principal)}\t${variant}`;
 

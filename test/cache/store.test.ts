@@ -11,25 +11,8 @@ import {
   encodeValue,
   ENTRY_OVERHEAD_BYTES,
   MemoryStore,
-  type StoredResponse,
 } from "../../runtime/cache/store.ts";
-
-const response = (body: string, headers: Record<string, string | string[]> = {}): StoredResponse => ({
-  kind: "response",
-  status: 200,
-  headers: { "content-type": "text/plain", ...headers },
-  body: Buffer.from(body),
-  requestTime: 1,
-  responseTime: 2,
-  initialAgeMs: 0,
-  lifetimeMs: 60_000,
-  mustRevalidate: false,
-  etag: '"e"',
-  lastModified: null,
-  date: null,
-});
-const key = (path: string, host = "h", variant = "") =>
-  `${primaryKey(path, "", host, "r", null)}\t${variant}`;
+import { storedResponse as response, storeKey as key } from "./entries.ts";
 
 describe("MemoryStore", () => {
   it("accounts_key_header_and_body_bytes", () => {

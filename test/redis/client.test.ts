@@ -245,6 +245,49 @@ describe("redis client against redis-server", () => {
     expect(c.state).toBe("closed");
   });
 
+  it("delivers_pubsub_messages_apart_from_the_replies_it_still_answers_in_order", async () => {
+    const got: [string, unknown][] = [];
+    const sub = client({ onMessage: (channel, payload) => got.push([channel, payload]) });
+    const pub = client();
+    expect(await sub.call("SUBSCRIBE", "news")).toEqual(["subscribe", "news", 1]);
+    // Messages arriving between replies do not take a command's place.
+    const pings = [sub.call("PING"), pub.call("PUBLISH", "news", "a"), sub.call("PING")];
+    expect(await Promise.all(pings)).toEqual([["pong", ""], 1, ["pong", ""]]);
+    await pub.call("PUBLISH", "news", "b");
+    await until(() => got.length === 2, 2000);
+    expect(got).toEqual([
+      ["news", "a"],
+      ["news", "b"],
+    ]);
+    // A tracking announcement carries a list of keys, or null for a flush.
+    const tracked = client();
+    const other = client({ onMessage: (channel, payload) => got.push([channel, payload]) });
+    const otherId = Number(await other.call("CLIENT", "ID"));
+    await other.call("SUBSCRIBE", "__redis__:invalidate");
+    await tracked.call("CLIENT", "TRACKING", "ON", "REDIRECT", otherId);
+    await tracked.call("GET", "tracked-key");
+    await pub.call("SET", "tracked-key", "v");
+    await until(() => got.length === 3, 2000);
+    expect(got[2]).toEqual(["__redis__:invalidate", ["tracked-key"]]);
+  });
+
+  it("tells_watchers_of_ready_and_down_and_reconnects_after_drop", async () => {
+    const seen: string[] = [];
+    const c = client({ reconnect: { baseMs: 10, maxMs: 20 } });
+    const unwatch = c.watch((e) => seen.push(e.type));
+    await c.connect();
+    const first = Number(await c.call("CLIENT", "ID"));
+    const pending = c.call("DEBUG", "SLEEP", "0.1");
+    c.drop("a test drops it");
+    await expect(pending).rejects.toThrow(/a test drops it/);
+    await until(() => c.state === "ready", 2000);
+    expect(Number(await c.call("CLIENT", "ID"))).toBeGreaterThan(first);
+    expect(seen).toEqual(["ready", "down", "ready"]);
+    unwatch();
+    await c.close();
+    expect(seen).toEqual(["ready", "down", "ready"]);
+  });
+
   it("refuses_commands_beyond_max_pending", async () => {
     const c = client({ maxPending: 10 });
     await c.connect();
