@@ -106,6 +106,20 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { gateway: ["proxy", "operation"] },
   },
   {
+    name: "meshgate_cache_local_active",
+    type: "gauge",
+    unit: "boolean",
+    help: "1 while the Redis store's local layer answers lookups in this process (Redis tracks its keys); 0 while it is off (a connection down, tracking refused, or not configured).",
+    labels: { gateway: ["proxy"] },
+  },
+  {
+    name: "meshgate_cache_local_bytes",
+    type: "gauge",
+    unit: "bytes",
+    help: "Bytes the Redis store's local layer holds in this process.",
+    labels: { gateway: ["proxy"] },
+  },
+  {
     name: "meshgate_cache_store_available",
     type: "gauge",
     unit: "boolean",

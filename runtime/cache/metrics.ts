@@ -2,20 +2,21 @@
  * The cache's metrics in the shared registry: meshgate_cache_requests_total{route,result},
  * meshgate_cache_not_stored_total{route,reason}, meshgate_cache_evictions_total,
  * meshgate_cache_store_errors_total{operation}, and the gauges meshgate_cache_stored_bytes and
- * meshgate_cache_entries (read from the store when metrics are rendered) and
- * meshgate_cache_store_available. Counter children are kept per route, so a hit costs no label lookup.
+ * meshgate_cache_entries (read from the store when metrics are rendered),
+ * meshgate_cache_store_available, and the Redis store's local layer: meshgate_cache_local_active and
+ * meshgate_cache_local_bytes. Counter children are kept per route, so a hit costs no label lookup.
  */
 import type { CounterChild, MetricsRegistry } from "../telemetry/metrics.ts";
 import type { CacheObserver, CacheResult } from "./cache.ts";
 import type { NotStoredReason } from "./policy.ts";
-import type { StoreStats } from "./store.ts";
+import type { CacheStore } from "./store.ts";
 
 export interface CacheMetrics {
   readonly observer: CacheObserver;
   /** For MemoryStore's onEvict. */
   evicted(count: number): void;
   /** The store whose size the gauges show (replaced when the cache is). */
-  watch(stats: () => StoreStats): void;
+  watch(store: CacheStore): void;
   /** Whether the store answers (a remote store's outage sets 0 until it is back). */
   available(up: boolean): void;
 }
@@ -52,12 +53,25 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
       ["proxy"],
     )
     .labels(proxy);
-  let stats: (() => StoreStats) | null = null;
+  const localActive = registry
+    .gauge(
+      "cache_local_active",
+      "1 while the Redis store's local layer answers lookups in this process (Redis tracks its keys); 0 while it is off (a connection down, tracking refused, or not configured).",
+      ["proxy"],
+    )
+    .labels(proxy);
+  const localBytes = registry
+    .gauge("cache_local_bytes", "Bytes the Redis store's local layer holds in this process.", ["proxy"])
+    .labels(proxy);
+  let watched: CacheStore | null = null;
   registry.onCollect(() => {
-    if (stats === null) return;
-    const s = stats();
+    if (watched === null) return;
+    const s = watched.stats();
     bytes.set(s.bytes);
     entries.set(s.entries);
+    const local = watched.localStats?.();
+    localActive.set(local?.active ? 1 : 0);
+    localBytes.set(local?.bytes ?? 0);
   });
   const perRoute = new Map<string, Partial<Record<CacheResult, CounterChild>>>();
   return {
@@ -75,8 +89,8 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
       },
     },
     evicted: (n) => evictions.inc(n),
-    watch: (s) => {
-      stats = s;
+    watch: (store) => {
+      watched = store;
     },
     available: (up) => available.set(up ? 1 : 0),
   };

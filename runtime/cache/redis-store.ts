@@ -71,6 +71,7 @@ import {
   encodeValue,
   MemoryStore,
   type CacheStore,
+  type LocalLayerStats,
   type MaybePromise,
   type StoreStats,
   type StoredValue,
@@ -431,9 +432,10 @@ export class RedisStore implements CacheStore {
     return this.#tracking;
   }
 
-  /** The local layer's entries and bytes (zeros without one). */
-  localStats(): StoreStats {
-    return this.#local?.stats() ?? { entries: 0, bytes: 0 };
+  /** The local layer: whether it answers, its entries and bytes (off and zeros without one). */
+  localStats(): LocalLayerStats {
+    const s = this.#local?.stats() ?? { entries: 0, bytes: 0 };
+    return { active: this.#tracking, entries: s.entries, bytes: s.bytes };
   }
 
   /** True while operations fail fast after an outage. */

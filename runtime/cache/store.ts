@@ -72,7 +72,14 @@ export interface CacheStore {
   purgeAll(): MaybePromise<number>;
   /** This process's view (a remote store may report what it last saw). */
   stats(): StoreStats;
+  /** A remote store's copies in this process (RedisStore's local layer): whether it answers, and its size. */
+  localStats?(): LocalLayerStats;
   close?(): MaybePromise<void>;
+}
+
+export interface LocalLayerStats extends StoreStats {
+  /** The layer answers lookups now. */
+  readonly active: boolean;
 }
 
 /** Per-entry bookkeeping counted on top of key, headers and body (object, Map slot, index entry). */

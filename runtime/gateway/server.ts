@@ -435,7 +435,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       sc.kind === "redis"
         ? redisCacheStore(sc, config)
         : new MemoryStore({ maxBytes: sc.maxBytes, onEvict: cacheMetrics.evicted });
-    cacheMetrics.watch(() => store.stats());
+    cacheMetrics.watch(store);
     cacheMetrics.available(true);
     // Only a process-local store needs invalidations relayed; a shared Redis store saw them already.
     const relay = sc.kind === "memory" ? options.onCacheInvalidate : undefined;
@@ -597,7 +597,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (cache !== previous?.cache) {
         // The refused config's new store goes; the serving one stays watched.
         void cache.store.close?.();
-        if (previous) cacheMetrics.watch(() => previous.cache.store.stats());
+        if (previous) cacheMetrics.watch(previous.cache.store);
       }
       throw err;
     }
