@@ -39,7 +39,9 @@
  * any change to it — a store, a delete, a purge, an eviction, expiry, `FLUSHDB` — from any process or
  * replica; the announced keys leave the layer. Fail closed: the layer is only used while both connections
  * are up and tracking is confirmed for them; a lost connection (either), a new subscriber, or a flush
- * empties it, and a reply whose key was announced while the GET was in flight is not kept. Entries also
+ * empties it, a subscriber that misses a ping's timeout turns it off at once (so a silently dead
+ * connection costs at most one ping interval plus the timeout), and a reply whose key was announced while
+ * the GET was in flight is not kept. Entries also
  * leave after `maxAgeMs` (defence in depth; freshness is the entry's own). This process's own stores,
  * deletes and purges drop its copies at once. A server that refuses tracking (ACLs without `CLIENT`,
  * an old server) leaves the layer off, reported once; the store works as without it.
@@ -636,7 +638,14 @@ export class RedisStore implements CacheStore {
   #repair(): void {
     const sub = this.#sub!;
     if (this.#closed || this.#refused !== null || sub.state !== "ready") return;
-    sub.command(["PING"]).catch(() => {});
+    sub.command(["PING"]).catch((err: unknown) => {
+      // A subscriber that does not answer may miss announcements: the layer goes off at once, and a new
+      // connection replaces it (without waiting for the client's stall timeout).
+      if (err instanceof RedisTimeoutError && sub.state === "ready") {
+        this.#lose();
+        sub.drop("the subscriber for cache invalidations did not answer a ping");
+      }
+    });
     // Not subscribed and not subscribing: the connection's state is unknown; a new one subscribes.
     if (this.#subId === null && !this.#subscribing) sub.drop("no subscription for cache invalidations");
     else if (!this.#tracking && !this.#enabling && this.client.state === "ready") this.#track();

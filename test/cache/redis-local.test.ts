@@ -208,6 +208,22 @@ describe("the local layer in front of Redis", () => {
     expect(events).toEqual([true, false, true]);
   });
 
+  it("turns_off_at_once_when_the_subscriber_misses_a_ping", async () => {
+    // A server that stops answering (SIGSTOP: the connections stay open, nothing is announced).
+    const { a, b } = await pair({ pingEveryMs: 100 });
+    await b.set(key("/ping"), response("one"), 60_000);
+    await fill(a, key("/ping"));
+    redis.pause();
+    try {
+      // The ping times out after the client's 500 ms: off before the 2 s stall timeout would notice.
+      await until(() => !a.localActive, "the layer off", 1500);
+      expect(heldLocally(a, key("/ping"))).toBe(false);
+    } finally {
+      redis.resume();
+    }
+    await until(() => a.localActive, "the layer on again");
+  });
+
   it("stays_off_and_reports_once_when_the_server_refuses_tracking", async () => {
     await admin.call("ACL", "SETUSER", "notrack", "on", ">pw", "~*", "&*", "+@all", "-client");
     const refused: string[] = [];
