@@ -471,7 +471,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
               subscriber: (onMessage) =>
                 new RedisClient({
                   url: sc.url,
-                  commandTimeoutMs: Math.max(1, sc.timeoutMs),
+                  // Off the request path: a ping may take longer than a lookup before the layer goes off.
+                  commandTimeoutMs: Math.max(500, sc.timeoutMs),
                   connectTimeoutMs: Math.max(1000, sc.timeoutMs),
                   onMessage,
                 }),
