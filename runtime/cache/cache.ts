@@ -159,6 +159,11 @@ interface Fill {
   readonly timer: NodeJS.Timeout;
 }
 
+/** How long HEADs of a key whose GET response was too large to store are sent as HEADs. */
+export const HEAD_PASS_MS = 60_000;
+/** Most keys remembered so (beyond: forgotten all at once; each costs one more download). */
+const HEAD_PASS_KEYS = 10_000;
+
 const UNSATISFIABLE: CacheDecision = Object.freeze({ kind: "unsatisfiable" });
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
 /** Response header fields never stored (per message or per client). */
@@ -209,6 +214,11 @@ export class HttpCache {
   readonly observer: CacheObserver | undefined;
   readonly #onInvalidate: ((host: string, urls: readonly string[]) => void) | undefined;
   readonly #fills = new Map<string, Fill>();
+  /**
+   * Keys whose GET response was too large to store when a HEAD was sent as a GET: until the time given,
+   * HEADs of them go upstream as HEADs (one full download per key and HEAD_PASS_MS, not one per HEAD).
+   */
+  readonly #headPass = new Map<string, number>();
   /** `meshgate; hit; ttl=` */
   readonly #hitPrefix: string;
   /** Per route config: the route's Vary names, lower-case and sorted (computed once). */
@@ -223,6 +233,21 @@ export class HttpCache {
     this.name = options.name ?? "meshgate";
     this.#onInvalidate = options.onInvalidate;
     this.#hitPrefix = `${this.name}; hit; ttl=`;
+  }
+
+  /** A HEAD of `key` goes upstream as a HEAD for now (its GET response was too large to store). */
+  #passesHead(key: string, now: number): boolean {
+    const until = this.#headPass.get(key);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#headPass.delete(key);
+    return false;
+  }
+
+  /** Remembers that `key`'s GET response is too large to store (see #headPass). */
+  rememberTooLargeForHead(key: string): void {
+    if (this.#headPass.size >= HEAD_PASS_KEYS) this.#headPass.clear();
+    this.#headPass.set(key, this.now() + HEAD_PASS_MS);
   }
 
   /** Fills in progress (keys being fetched by one request while others may wait). */
@@ -346,7 +371,7 @@ export class HttpCache {
     // A HEAD that nothing stored answers is sent as a GET, whose response fills the cache (the client
     // gets its head only): later GETs and HEADs are hits. nginx (proxy_cache_convert_head) and Varnish do
     // the same. With `no-store` the HEAD goes on as it is.
-    const mayStore = mayFill(req.method, reqCC);
+    const mayStore = mayFill(req.method, reqCC) && !(req.method === "HEAD" && this.#passesHead(key, now));
     let mine: Fill | null = null;
     if (mayStore && fill === undefined) {
       mine = this.#newFill(key, req.waitMs ?? this.coalesceWaitMs);
@@ -739,7 +764,9 @@ export class CacheExchange {
       if (extra !== undefined) Object.assign(responseHeaders, extra);
       const out = openResponse(res, status, responseHeaders);
       if (!this.#headOnly || !this.#mayStore) return out;
-      // A HEAD sent upstream as a GET: the client has its answer; the body is read and dropped.
+      // A HEAD sent upstream as a GET: the client has its answer; the body is read and dropped. Too
+      // large to store: the next HEADs of the key go as HEADs for a while.
+      if (reason === "too-large") cache.rememberTooLargeForHead(this.#key);
       out.end();
       return sink();
     }
@@ -979,6 +1006,7 @@ export class CacheExchange {
   /** The body outgrew the route's maxEntryBytes: it streams on uncached, and waiters go upstream. */
   tooLarge(): void {
     this.#cache.observer?.notStored(this.request.route, "too-large");
+    if (this.#headOnly) this.#cache.rememberTooLargeForHead(this.#key);
     this.#releaseFill();
   }
 

@@ -185,6 +185,7 @@ beforeAll(async () => {
     tenant: { ...ROUTE, vary: ["x-tenant"] },
     me: { ...ROUTE, perPrincipal: true },
     big: { ...ROUTE, maxEntryBytes: 1024 },
+    bigdeclared: { ...ROUTE, maxEntryBytes: 10 },
   });
 });
 
@@ -311,6 +312,30 @@ describe("hits and misses", () => {
     expect(hits("/private/h", "HEAD")).toBe(0);
     // The connection carries on: the dropped body was read to its end.
     expect((await get("/private/h")).body).toBe("private");
+  });
+
+  it.each([
+    // A streamed body is found too large after its head went out: its Cache-Status could not say so.
+    ["sends_heads_as_heads_for_a_while_after_a_streamed_get_too_large_to_store", "/big/h", "stored"],
+    [
+      "sends_heads_as_heads_for_a_while_after_a_declared_get_too_large_to_store",
+      "/bigdeclared/h",
+      "detail=too-large",
+    ],
+  ])("%s", async (_claim, path, firstStatus) => {
+    // One full download per key and minute, not one per HEAD.
+    expect((await get(path, {}, "HEAD")).headers["cache-status"]).toContain(firstStatus);
+    const second = await get(path, {}, "HEAD");
+    expect(second.status).toBe(200);
+    expect(second.headers["cache-status"]).toContain("detail=head");
+    expect([hits(path), hits(path, "HEAD")]).toEqual([1, 1]);
+    proxy.advance(61_000);
+    try {
+      await get(path, {}, "HEAD");
+      expect([hits(path), hits(path, "HEAD")]).toEqual([2, 1]);
+    } finally {
+      proxy.advance(-61_000); // the other claims' entries stay fresh
+    }
   });
 
   it("revalidates_a_stale_entry_for_a_head_with_a_conditional_get", async () => {
