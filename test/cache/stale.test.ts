@@ -156,7 +156,11 @@ describe("stale-while-revalidate (RFC 5861 §3)", () => {
     await sleep(50);
     const fresh = await request(`${gw.url}${url}`);
     expect(version(fresh.body)).toBe(1);
-    expect(fresh.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=(59|60)$/);
+    // Freshened by the 304's max-age=60 (the stored entry said max-age=1): a busy machine may take a
+    // second or two between the 304 and this request, so the claim is "about a minute", not an exact count.
+    const ttl = Number(/^meshgate; hit; ttl=(\d+)$/.exec(String(fresh.headers["cache-status"]))?.[1]);
+    expect(ttl).toBeGreaterThanOrEqual(50);
+    expect(ttl).toBeLessThanOrEqual(60);
     expect(count(url)).toBe(2);
   });
 
