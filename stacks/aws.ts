@@ -6,14 +6,16 @@
  * (`EksCluster`) or an existing cluster (`ExistingEksCluster`), an ECR repository with the runtime image
  * built and pushed (`RuntimeRegistry`), an Amazon Managed Prometheus workspace the bundled Prometheus
  * remote-writes to (`ManagedPrometheus`), container logs to CloudWatch (`ContainerLogs`), EBS volumes
- * on a created cluster (`BlockStorage`: the EBS CSI driver and a default gp3 StorageClass), and the
- * `Platform` on the cluster, its gateway behind a Network Load Balancer.
+ * on a created cluster (`BlockStorage`: the EBS CSI driver and a default gp3 StorageClass), the AWS Load
+ * Balancer Controller when `nlb-ip` needs it (`LoadBalancerController`), and the `Platform` on the
+ * cluster, its gateway behind a Network Load Balancer.
  *
  * Every AWS resource is created with one explicit aws provider in the spec's region whose default tags
  * are `meshgate:mesh`, `meshgate:stack` and `managed-by: meshgate`; every name starts with
  * `<mesh>-<stack>`. Stack config (besides the Kubernetes stack's meshgate:spec, namespace, identities,
  * observability, caRotation):
  *   meshgate:awsLoadBalancer   nlb (default: the cloud provider's NLB) | nlb-ip (the AWS Load Balancer Controller's)
+ *   meshgate:awsLoadBalancerController  true | false: install the controller (default: for nlb-ip on a created cluster)
  *   meshgate:awsNatGateways    single (default) | perZone
  *   meshgate:awsContainerLogs  true (default) | false: the amazon-cloudwatch-observability add-on
  *   meshgate:awsEcrForceDelete true (default) | false: whether destroy deletes the repository's images
@@ -27,6 +29,7 @@ import {
   ContainerLogs,
   EksCluster,
   ExistingEksCluster,
+  LoadBalancerController,
   ManagedPrometheus,
   Network,
   RuntimeRegistry,
@@ -34,6 +37,8 @@ import {
   defaultTags,
   gatewayServiceAnnotations,
   imagePlatformOf,
+  installsLoadBalancerController,
+  meshNamespaceLabels,
   namePrefix,
   partitionOf,
   type ClusterHandle,
@@ -64,6 +69,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
   const natGateways = config.get("awsNatGateways", { allowedValues: [...NAT] }) ?? "single";
   const containerLogs = config.getBoolean("awsContainerLogs") ?? true;
   const forceDelete = config.getBoolean("awsEcrForceDelete") ?? true;
+  const controllerConfigured = config.getBoolean("awsLoadBalancerController");
 
   // The spec first, then the AWS settings: both before any resource.
   const checked = preparePlatform(base);
@@ -74,6 +80,8 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
     aws: infra.targets.aws,
     gatewayServiceType: infra.targets.kubernetes?.gatewayServiceType ?? "LoadBalancer",
     observability: resolved.observability,
+    loadBalancer,
+    ...(controllerConfigured !== undefined ? { loadBalancerController: controllerConfigured } : {}),
   });
   if (errors.length > 0) invalid(specPath, errors);
   const target = infra.targets.aws!;
@@ -165,6 +173,26 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
         )
       : undefined;
 
+  // The AWS Load Balancer Controller (nlb-ip): the gateway's Service waits for its webhook, and on destroy
+  // goes first, so the controller is still there to delete the NLB and its security groups.
+  const controller = installsLoadBalancerController(loadBalancer, target.cluster.kind, controllerConfigured)
+    ? new LoadBalancerController(
+        `${prefix}-lb`,
+        {
+          clusterName: cluster.clusterName,
+          region: target.region,
+          vpcId: cluster.vpcId,
+          oidcProviderArn: cluster.oidcProviderArn,
+          oidcIssuerUrl: cluster.oidcIssuerUrl,
+          provider: cluster.provider,
+          partition,
+          tags: defaultTags(infra.name, stack),
+          dependsOn: cluster.ready,
+        },
+        withAws,
+      )
+    : undefined;
+
   // TLS at the NLB on the gateway's http port, when a certificate is given.
   const gatewayService = checked.objects.find(
     (o) => o.kind === "Service" && o.metadata.labels?.[LABELS.role] === "gateway",
@@ -178,6 +206,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
       ...base,
       runtimeImage: registry.ref,
       observabilityNamespace: resolved.obsNs,
+      namespaceLabels: meshNamespaceLabels(loadBalancer),
       gatewayServiceAnnotations: gatewayServiceAnnotations(
         loadBalancer,
         target.certificateArn,
@@ -191,7 +220,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
         : {}),
       provider: cluster.provider,
     },
-    { dependsOn: [...cluster.ready, ...(storage ? [storage] : [])] },
+    { dependsOn: [...cluster.ready, ...(storage ? [storage] : []), ...(controller ? [controller] : [])] },
   );
 
   return {

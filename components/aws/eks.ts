@@ -28,6 +28,8 @@ export interface ClusterHandle {
   readonly provider: k8s.Provider;
   /** What workloads must wait for (the node group of a created cluster). */
   readonly ready: pulumi.Resource[];
+  /** The cluster's VPC. */
+  readonly vpcId: pulumi.Output<string>;
 }
 
 /**
@@ -120,6 +122,7 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
   readonly kubeconfig: pulumi.Output<string>;
   readonly provider: k8s.Provider;
   readonly ready: pulumi.Resource[];
+  readonly vpcId: pulumi.Output<string>;
 
   /**
    * @param name The unique name; children are `<name>-cluster-role`, `<name>-node-role`, `<name>-nodes`, ….
@@ -220,6 +223,7 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
     );
     this.oidcProviderArn = this.oidcProvider.arn;
     this.clusterName = this.cluster.name;
+    this.vpcId = this.cluster.vpcConfig.vpcId;
     this.kubeconfig = pulumi.secret(
       pulumi
         .all([this.cluster.name, this.cluster.endpoint, this.cluster.certificateAuthority])
@@ -265,6 +269,7 @@ export class ExistingEksCluster extends pulumi.ComponentResource implements Clus
   readonly kubeconfig: pulumi.Output<string>;
   readonly provider: k8s.Provider;
   readonly ready: pulumi.Resource[] = [];
+  readonly vpcId: pulumi.Output<string>;
 
   /**
    * @param name The unique name; the Kubernetes provider is `<name>-k8s`.
@@ -275,6 +280,7 @@ export class ExistingEksCluster extends pulumi.ComponentResource implements Clus
     super("meshgate:aws:ExistingEksCluster", name, {}, opts);
     const cluster = aws.eks.getClusterOutput({ name: args.clusterName }, { parent: this });
     this.clusterName = cluster.name;
+    this.vpcId = cluster.vpcConfig.vpcId;
     this.oidcIssuerUrl = cluster.identities.apply((ids) => {
       const issuer = ids?.[0]?.oidcs?.[0]?.issuer;
       if (!issuer)

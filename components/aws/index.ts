@@ -1,7 +1,8 @@
 /**
  * meshgate on AWS: the components the AWS stack (stacks/aws.ts) is made of — `Network` (VPC over 2–3
  * zones), `EksCluster` / `ExistingEksCluster`, `IrsaRole`, `ManagedPrometheus`, `ContainerLogs`,
- * `RuntimeRegistry` (ECR + the pushed runtime image) — and the pure settings checks. See docs/aws.md.
+ * `RuntimeRegistry` (ECR + the pushed runtime image), `LoadBalancerController` (the AWS Load Balancer
+ * Controller with its IAM role) — and the pure settings checks. See docs/aws.md.
  */
 export { Network, subnetCidrs, type NetworkArgs } from "./network.ts";
 export {
@@ -31,6 +32,13 @@ export {
   type ContainerLogsArgs,
 } from "./observability.ts";
 export { BlockStorage, EBS_CSI_CONTROLLER, type BlockStorageArgs } from "./storage.ts";
+export {
+  LoadBalancerController,
+  loadBalancerControllerPolicy,
+  LOAD_BALANCER_CONTROLLER,
+  LOAD_BALANCER_CONTROLLER_CHART,
+  type LoadBalancerControllerArgs,
+} from "./loadbalancer.ts";
 export { RuntimeRegistry, sourceTag, LIFECYCLE_POLICY, type RuntimeRegistryArgs } from "./registry.ts";
 export {
   awsSettingErrors,
@@ -38,7 +46,9 @@ export {
   defaultTags,
   gatewayServiceAnnotations,
   imagePlatformOf,
+  installsLoadBalancerController,
   isGraviton,
+  meshNamespaceLabels,
   namePrefix,
   partitionOf,
   type AwsTarget,

@@ -66,6 +66,23 @@ export interface AwsCheckInput {
   gatewayServiceType: string;
   /** The observability mode the Platform runs with. */
   observability: "bundled" | "operator" | "none";
+  /** `meshgate:awsLoadBalancer`. @default nlb */
+  loadBalancer?: LoadBalancerMode;
+  /** `meshgate:awsLoadBalancerController` as configured (undefined: not set). */
+  loadBalancerController?: boolean;
+}
+
+/**
+ * Whether the stack installs the AWS Load Balancer Controller: as configured, else exactly when `nlb-ip`
+ * needs it on a cluster the stack creates (an existing cluster usually runs one already; a second
+ * installation would fight it for the same Services).
+ */
+export function installsLoadBalancerController(
+  mode: LoadBalancerMode,
+  cluster: "create" | "existing",
+  configured: boolean | undefined,
+): boolean {
+  return configured ?? (mode === "nlb-ip" && cluster === "create");
 }
 
 /** Every problem with the AWS settings (empty when valid), each naming its field and the fix. */
@@ -122,6 +139,12 @@ export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
       propertyPath: "targets.aws.managedPrometheus",
       reason: `Amazon Managed Prometheus is written by the bundled Prometheus, but observability is "${input.observability}": use observability.metrics.backend prometheus, or set managedPrometheus: false`,
     });
+  if (input.loadBalancer === "nlb-ip" && cluster.kind === "create" && input.loadBalancerController === false)
+    errors.push({
+      propertyPath: "meshgate:awsLoadBalancerController",
+      reason:
+        "nlb-ip load balancers are made by the AWS Load Balancer Controller, and a cluster the stack creates has none: leave meshgate:awsLoadBalancerController unset (or true), or use meshgate:awsLoadBalancer nlb",
+    });
   if (input.gatewayServiceType !== "LoadBalancer")
     errors.push({
       propertyPath: "targets.kubernetes.gatewayServiceType",
@@ -133,6 +156,15 @@ export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
 /** Tags on every AWS resource (the provider's default tags). */
 export function defaultTags(mesh: string, stack: string): Record<string, string> {
   return { "meshgate:mesh": mesh, "meshgate:stack": stack, "managed-by": "meshgate" };
+}
+
+/**
+ * The mesh namespace's labels for a load balancer mode: with `nlb-ip`, the AWS Load Balancer Controller's
+ * readiness gate — a gateway pod counts as ready only once the NLB reports its target healthy, so a
+ * rolling update (`maxUnavailable: 0`) never stops old pods before new ones receive traffic.
+ */
+export function meshNamespaceLabels(mode: LoadBalancerMode): Record<string, string> {
+  return mode === "nlb-ip" ? { "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled" } : {};
 }
 
 /**

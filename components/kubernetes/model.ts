@@ -44,6 +44,13 @@ export interface ChartOptions {
    */
   gatewayServiceAnnotations?: Record<string, string>;
   /**
+   * More labels of the mesh namespace, e.g. the AWS Load Balancer Controller's
+   * `elbv2.k8s.aws/pod-readiness-gate-inject: enabled`. The chart's own labels (`app.kubernetes.io/*`,
+   * `pod-security.kubernetes.io/*`) cannot be replaced.
+   * @default none
+   */
+  namespaceLabels?: Record<string, string>;
+  /**
    * Where the bundled Prometheus also remote-writes its samples (e.g. an Amazon Managed Prometheus
    * workspace's `<endpoint>api/v1/remote_write`, signed with SigV4 in `sigv4Region`). Only with
    * `observability: "bundled"`.
@@ -71,6 +78,7 @@ export interface Resolved {
   /** The bundled trace store, or null (no tracing, a user endpoint, or not bundled). */
   readonly traceStore: "tempo" | "jaeger" | null;
   readonly gatewayServiceAnnotations: Readonly<Record<string, string>> | null;
+  readonly namespaceLabels: Readonly<Record<string, string>>;
   readonly prometheusRemoteWrite: { url: string; sigv4Region?: string } | null;
   readonly prometheusServiceAccountAnnotations: Readonly<Record<string, string>> | null;
 }
@@ -130,6 +138,20 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
         throw new ChartInputError(
           `${field}: ${JSON.stringify(key)} is not an annotation key ([prefix/]name, name ≤ 63 of a-z, A-Z, 0-9, '-', '_', '.')`,
         );
+  for (const [key, value] of Object.entries(opts.namespaceLabels ?? {})) {
+    if (!ANNOTATION_KEY.test(key))
+      throw new ChartInputError(
+        `namespaceLabels: ${JSON.stringify(key)} is not a label key ([prefix/]name, name ≤ 63 of a-z, A-Z, 0-9, '-', '_', '.')`,
+      );
+    if (/^(app\.kubernetes\.io|pod-security\.kubernetes\.io)\//.test(key))
+      throw new ChartInputError(
+        `namespaceLabels: ${JSON.stringify(key)} is the chart's own label (it sets app.kubernetes.io/* and pod-security.kubernetes.io/*): choose another key`,
+      );
+    if (!LABEL_VALUE.test(value))
+      throw new ChartInputError(
+        `namespaceLabels.${key}: ${JSON.stringify(value)} is not a label value (≤ 63 of a-z, A-Z, 0-9, '-', '_', '.', alphanumeric at both ends)`,
+      );
+  }
   const remoteWrite = opts.prometheusRemoteWrite ?? null;
   if (remoteWrite !== null && !/^https:\/\/[^\s/]+\/\S*$/.test(remoteWrite.url))
     throw new ChartInputError(
@@ -156,6 +178,7 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
     obsNs,
     traceStore,
     gatewayServiceAnnotations: opts.gatewayServiceAnnotations ?? null,
+    namespaceLabels: opts.namespaceLabels ?? {},
     prometheusRemoteWrite: remoteWrite,
     prometheusServiceAccountAnnotations: opts.prometheusServiceAccountAnnotations ?? null,
   };
@@ -164,6 +187,9 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
 /** An annotation key: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters. */
 const ANNOTATION_KEY =
   /^(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** A label value: empty, or ≤ 63 characters, alphanumeric at both ends. */
+const LABEL_VALUE = /^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 /** Pinned: a sha256 digest, or a tag other than `latest` (the policy pack's rule). */
 export function imagePinned(image: string): boolean {

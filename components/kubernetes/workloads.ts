@@ -15,6 +15,8 @@ import {
 } from "../../runtime/contract/index.ts";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
+import { DEFAULTS } from "../spec/defaults.ts";
+import { parseDuration } from "../spec/units.ts";
 import {
   ANNOTATIONS,
   BACKEND_PORTS,
@@ -84,11 +86,17 @@ export function collectorEndpoint(r: Resolved): string {
   return `http://otel-collector.${r.obsNs}.svc.cluster.local:${BACKEND_PORTS.otlpHttp}`;
 }
 
-export function namespaceObject(r: Resolved, name: string, component: string): KubeObject {
+export function namespaceObject(
+  r: Resolved,
+  name: string,
+  component: string,
+  extraLabels: Readonly<Record<string, string>> = {},
+): KubeObject {
   return {
     apiVersion: "v1",
     kind: "Namespace",
     metadata: meta(r, name, null, component, {
+      ...extraLabels,
       // Every pod the chart creates meets the restricted Pod Security Standard.
       "pod-security.kubernetes.io/enforce": "restricted",
       "pod-security.kubernetes.io/enforce-version": "latest",
@@ -448,6 +456,14 @@ function gatewayVolumes(
   };
 }
 
+/** The gateway's preStop sleep (targets.kubernetes.gatewayDrainDelay; its default without targets.kubernetes). */
+function gatewayDrainDelaySeconds(r: Resolved): number {
+  return (
+    r.infra.targets.kubernetes?.gatewayDrainDelaySeconds ??
+    Math.ceil(parseDuration(DEFAULTS["targets.kubernetes.gatewayDrainDelay"].value) / 1000)
+  );
+}
+
 function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntimeConfig): KubeObject[] {
   const selector = workloadSelector(r, w.name);
   const labels = { ...selector, [LABELS.role]: "gateway" };
@@ -461,6 +477,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
   ];
   const extra = gatewayVolumes(r, ownMounts);
   const env = gatewayEnv(w);
+  const drainDelay = gatewayDrainDelaySeconds(r);
   const container: Container = {
     name: GATEWAY_CONTAINER,
     image: r.runtimeImage,
@@ -476,6 +493,9 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
       { name: PORT_NAMES.admin, containerPort: w.adminPort, protocol: "TCP" },
     ],
     ...adminProbes(PORT_NAMES.admin),
+    // Kubernetes takes a stopping pod out of endpoints (and kube-proxy, load balancers) while it stops:
+    // the gateway keeps serving that long before SIGTERM starts its drain (no binary needed: sleep action).
+    ...(drainDelay > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainDelay } } } } : {}),
     resources: { requests: { cpu: PROXY_RESOURCES.gatewayCpu, memory }, limits: { memory } },
     securityContext: containerSecurity(RUNTIME_UID),
     volumeMounts: [...ownMounts, ...extra.mounts],
@@ -498,8 +518,8 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
           serviceAccountName: w.serviceAccount,
           automountServiceAccountToken: false,
           enableServiceLinks: false,
-          // The gateway drains in-flight requests on SIGTERM (limits.drainTimeout).
-          terminationGracePeriodSeconds: Math.ceil(config.limits.drainTimeoutMs / 1000) + 5,
+          // The preStop sleep, then the drain of in-flight requests on SIGTERM (limits.drainTimeout).
+          terminationGracePeriodSeconds: drainDelay + Math.ceil(config.limits.drainTimeoutMs / 1000) + 5,
           securityContext: {
             ...podSecurity(RUNTIME_UID),
             // Listeners below 1024 without any capability: the namespaced, "safe" sysctl.
@@ -596,7 +616,7 @@ export function gatewayAdminService(r: Resolved, w: GatewayWorkloadIR): KubeObje
 /** Every object of the mesh namespace but its NetworkPolicies and the observability objects. */
 export function workloadObjects(r: Resolved): KubeObject[] {
   const out: KubeObject[] = [
-    namespaceObject(r, r.ns, "mesh"),
+    namespaceObject(r, r.ns, "mesh", r.namespaceLabels),
     ...serviceAccounts(r),
     ...certManagerObjects(r),
   ];

@@ -75,6 +75,12 @@ export interface PlatformArgs {
    */
   gatewayServiceAnnotations?: Record<string, pulumi.Input<string>>;
   /**
+   * More labels of the mesh namespace, e.g. the AWS Load Balancer Controller's
+   * `elbv2.k8s.aws/pod-readiness-gate-inject: enabled` (the chart's own labels cannot be replaced).
+   * @default none
+   */
+  namespaceLabels?: Record<string, string>;
+  /**
    * Where the bundled Prometheus also remote-writes (the URL may be an output, e.g. an Amazon Managed
    * Prometheus workspace's `<endpoint>api/v1/remote_write`), SigV4-signed in `sigv4Region` when given.
    * Only with bundled observability.
@@ -203,6 +209,7 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
           ),
         }
       : {}),
+    ...(args.namespaceLabels !== undefined ? { namespaceLabels: args.namespaceLabels } : {}),
     ...(args.identities !== undefined ? { identities: args.identities } : {}),
     ...(args.observability !== undefined ? { observability: args.observability } : {}),
     ...(args.observabilityNamespace !== undefined

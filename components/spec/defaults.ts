@@ -208,6 +208,10 @@ export const DEFAULTS = {
     "LoadBalancer",
     "the gateway is the only Service exposed outside the cluster",
   ),
+  "targets.kubernetes.gatewayDrainDelay": d(
+    "5s",
+    "a stopping gateway pod keeps serving this long (a preStop sleep) while Services and load balancers stop sending to it: new connections in that window are not refused",
+  ),
 } as const;
 
 export type DefaultPath = keyof typeof DEFAULTS;

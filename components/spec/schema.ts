@@ -748,6 +748,10 @@ const Targets = z.strictObject({
       gatewayServiceType: z
         .enum(["LoadBalancer", "ClusterIP", "NodePort"])
         .default(D["targets.kubernetes.gatewayServiceType"].value),
+      gatewayDrainDelay: boundedDuration(
+        "60s",
+        "How long a stopping gateway pod keeps serving before it drains (a preStop sleep, whole seconds rounded up): Kubernetes removes the pod from Service endpoints and load balancers while it stops, and connections sent in that window would otherwise be refused. 0s turns it off.",
+      ).default(D["targets.kubernetes.gatewayDrainDelay"].value),
       runtimeImage: fmt(FORMATS.image).optional(),
       gatewayVolumes: z
         .array(GatewayVolume)

@@ -125,6 +125,8 @@ export interface TargetsIR {
   local: { gatewayPort: number; adminPort: number; stateDir: string } | null;
   kubernetes: {
     gatewayServiceType: "LoadBalancer" | "ClusterIP" | "NodePort";
+    /** targets.kubernetes.gatewayDrainDelay in whole seconds (rounded up): the gateway's preStop sleep. */
+    gatewayDrainDelaySeconds: number;
     runtimeImage: string | null;
     /** Volumes mounted read-only into the gateway container, sorted by name. */
     gatewayVolumes: GatewayVolumeIR[];

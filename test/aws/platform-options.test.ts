@@ -1,6 +1,7 @@
 /**
  * The chart and Platform options the AWS target needs, on the shop example: gateway Service annotations
- * (the NLB's), the bundled Prometheus' remote write with SigV4 and its ServiceAccount's IRSA annotation —
+ * (the NLB's), the mesh namespace's labels (the load balancer controller's readiness gate), the bundled
+ * Prometheus' remote write with SigV4 and its ServiceAccount's IRSA annotation —
  * strict-schema valid — and arguments given as outputs (the pushed image's digest reference, an AMP
  * endpoint, an IAM role ARN) substituted into the registered resources, no placeholder left.
  */
@@ -45,9 +46,11 @@ beforeEach(() => resetRecords());
 
 const find = (objects: readonly KubeObject[], kind: string, name: string, ns?: string) =>
   objects.find((o) => o.kind === kind && o.metadata.name === name && (!ns || o.metadata.namespace === ns));
+const GATE = { "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled" };
 const AWS_OPTIONS: ChartOptions = {
   observability: "bundled",
   gatewayServiceAnnotations: NLB,
+  namespaceLabels: GATE,
   prometheusRemoteWrite: { url: AMP, sigv4Region: "eu-west-1" },
   prometheusServiceAccountAnnotations: { "eks.amazonaws.com/role-arn": ROLE },
 };
@@ -58,6 +61,18 @@ describe("chart options for AWS", () => {
     const annotated = objects.filter((o) => o.kind === "Service" && o.metadata.annotations);
     expect(annotated.map((o) => o.metadata.name)).toEqual(["gateway"]);
     expect(annotated[0]!.metadata.annotations).toEqual(NLB);
+  });
+
+  it("labels_the_mesh_namespace_and_not_the_observability_one_keeping_the_charts_labels", () => {
+    const objects = synthesize(shop, AWS_OPTIONS);
+    const mesh = find(objects, "Namespace", "shop")!;
+    expect(mesh.metadata.labels).toMatchObject({
+      ...GATE,
+      "pod-security.kubernetes.io/enforce": "restricted",
+      "app.kubernetes.io/managed-by": "meshgate",
+    });
+    const obs = find(objects, "Namespace", "shop-observability")!;
+    expect(Object.keys(obs.metadata.labels ?? {})).not.toContain("elbv2.k8s.aws/pod-readiness-gate-inject");
   });
 
   it("remote_writes_the_bundled_prometheus_with_sigv4_and_annotates_its_service_account", () => {
@@ -102,6 +117,22 @@ describe("chart options for AWS", () => {
       "an_invalid_annotation_key",
       { gatewayServiceAnnotations: { "bad key": "x" } },
       "gatewayServiceAnnotations:",
+    ],
+    ["an_invalid_namespace_label_key", { namespaceLabels: { "bad key": "x" } }, "namespaceLabels:"],
+    [
+      "a_namespace_label_value_with_a_space",
+      { namespaceLabels: { "example.com/team": "a b" } },
+      "namespaceLabels.example.com/team:",
+    ],
+    [
+      "a_namespace_label_that_would_weaken_pod_security",
+      { namespaceLabels: { "pod-security.kubernetes.io/enforce": "privileged" } },
+      "is the chart's own label",
+    ],
+    [
+      "a_namespace_label_that_would_change_the_charts_ownership",
+      { namespaceLabels: { "app.kubernetes.io/managed-by": "helm" } },
+      "is the chart's own label",
     ],
   ])("refuses_%s_naming_the_option", (_name, opts, message) => {
     expect(() => synthesize(shop, { observability: "bundled", ...opts })).toThrow(message);

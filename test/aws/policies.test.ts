@@ -64,12 +64,15 @@ function policyResource(type: string, name: string, props: Json): PolicyResource
 }
 
 /** The stack's resources as the policy engine sees them after `up`: their outputs (inputs + computed). */
-async function stackResources(aws: (a: Json) => void = () => {}): Promise<PolicyResource[]> {
+async function stackResources(
+  aws: (a: Json) => void = () => {},
+  config: Record<string, string> = {},
+): Promise<PolicyResource[]> {
   const spec = structuredClone(shopSpec);
   aws(spec.targets.aws);
   const file = join(dir, `shop-${Math.random().toString(36).slice(2)}.yaml`);
   await writeFile(file, stringify(spec));
-  pulumi.runtime.setAllConfig({ "meshgate:target": "aws", "meshgate:spec": file });
+  pulumi.runtime.setAllConfig({ "meshgate:target": "aws", "meshgate:spec": file, ...config });
   const run = await runStack(program);
   expect(run.errors).toEqual([]);
   return mockState.registered.map((r) => policyResource(r.type, r.name, registeredOutputs(r.type, r.name)));
@@ -115,6 +118,20 @@ describe("the pack on the AWS stack", () => {
     const resources = await stackResources();
     expect(resources.filter((r) => r.type === "aws:eks/nodeGroup:NodeGroup")).toHaveLength(1);
     expect(await violations(resources)).toEqual([]);
+  });
+
+  it("passes_every_pack_policy_with_the_load_balancer_controller_and_its_iam_policy", async () => {
+    const resources = await stackResources(undefined, { "meshgate:awsLoadBalancer": "nlb-ip" });
+    const controller = resources.find((r) => r.name === "shop-test-lb-controller-policy")!;
+    expect(JSON.parse(String(controller.props.policy)).Statement.length).toBeGreaterThan(10);
+    expect(await violations(resources)).toEqual([]);
+    // The same check fails on a seeded wildcard in the controller's policy.
+    const policy = JSON.parse(String(controller.props.policy)) as Json;
+    policy.Statement[1].Action.push("elasticloadbalancing:*");
+    controller.props.policy = JSON.stringify(policy);
+    expect(await violations(resources)).toEqual([
+      `aws-iam-no-wildcard-actions ${controller.name}: policy: statement 1 allows "elasticloadbalancing:*": list the actions the workload needs`,
+    ]);
   });
 
   it("passes_every_pack_policy_on_the_resources_of_an_existing_cluster", async () => {

@@ -9,6 +9,7 @@ import {
   awsSettingErrors,
   gatewayServiceAnnotations,
   imagePlatformOf,
+  installsLoadBalancerController,
   irsaTrustPolicy,
   isGraviton,
   kubeconfigOf,
@@ -29,12 +30,19 @@ const target = (over: Partial<AwsTarget> = {}): AwsTarget => ({
 });
 const check = (
   aws: AwsTarget | null,
-  over: { observability?: "bundled" | "operator" | "none"; service?: string } = {},
+  over: {
+    observability?: "bundled" | "operator" | "none";
+    service?: string;
+    loadBalancer?: "nlb" | "nlb-ip";
+    controller?: boolean;
+  } = {},
 ) =>
   awsSettingErrors({
     aws,
     observability: over.observability ?? "bundled",
     gatewayServiceType: over.service ?? "LoadBalancer",
+    ...(over.loadBalancer ? { loadBalancer: over.loadBalancer } : {}),
+    ...(over.controller !== undefined ? { loadBalancerController: over.controller } : {}),
   });
 const CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012";
 
@@ -43,6 +51,10 @@ describe("AWS settings", () => {
     expect(check(target())).toEqual([]);
     expect(check(target({ certificateArn: CERT }))).toEqual([]);
     expect(check(target({ cluster: { kind: "existing", name: "platform-prod" } }))).toEqual([]);
+    expect(check(target(), { loadBalancer: "nlb-ip" })).toEqual([]);
+    // An existing cluster may already run the controller: nlb-ip without installing it is allowed there.
+    const existing = target({ cluster: { kind: "existing", name: "platform-prod" } });
+    expect(check(existing, { loadBalancer: "nlb-ip", controller: false })).toEqual([]);
   });
 
   it.each<[string, AwsTarget | null, Parameters<typeof check>[1], string]>([
@@ -88,6 +100,12 @@ describe("AWS settings", () => {
       "targets.aws.managedPrometheus",
     ],
     ["a_cluster_ip_gateway", target(), { service: "ClusterIP" }, "targets.kubernetes.gatewayServiceType"],
+    [
+      "nlb_ip_on_a_created_cluster_without_the_controller",
+      target(),
+      { loadBalancer: "nlb-ip", controller: false },
+      "meshgate:awsLoadBalancerController",
+    ],
   ])("refuses_%s_naming_the_field", (_name, aws, over, field) => {
     const errors = check(aws, over);
     expect(errors.map((e) => e.propertyPath)).toEqual([field]);
@@ -110,6 +128,20 @@ describe("AWS settings", () => {
     expect(amiTypeOf(type)).toBe(graviton ? "AL2023_ARM_64_STANDARD" : "AL2023_x86_64_STANDARD");
     expect(imagePlatformOf(type)).toBe(graviton ? "linux/arm64" : "linux/amd64");
   });
+
+  it.each<["nlb" | "nlb-ip", "create" | "existing", boolean | undefined, boolean]>([
+    ["nlb", "create", undefined, false],
+    ["nlb-ip", "create", undefined, true],
+    ["nlb-ip", "existing", undefined, false],
+    ["nlb-ip", "existing", true, true],
+    ["nlb", "create", true, true],
+    ["nlb-ip", "create", false, false],
+  ])(
+    "with_%s_on_a_%s_cluster_configured_%s_installs_the_controller_%s",
+    (mode, cluster, configured, installs) => {
+      expect(installsLoadBalancerController(mode, cluster, configured)).toBe(installs);
+    },
+  );
 
   it.each([
     ["eu-west-1", "aws"],

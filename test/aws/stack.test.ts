@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { parse, stringify } from "yaml";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { GATEWAY_CONTAINER, SIDECAR_CONTAINER } from "../../components/kubernetes/index.ts";
+import { LOAD_BALANCER_CONTROLLER_CHART, loadBalancerControllerPolicy } from "../../components/aws/index.ts";
 import { ACCOUNT, awsCalls, awsMock, awsResources } from "../support/aws.ts";
 import {
   installMocks,
@@ -389,6 +390,146 @@ describe("AWS stack: a created cluster", () => {
   });
 });
 
+describe("AWS stack: the AWS Load Balancer Controller", () => {
+  const RELEASE = "kubernetes:helm.sh/v3:Release";
+  const NLB_IP = { "meshgate:awsLoadBalancer": "nlb-ip" };
+  const dependencyNames = (type: string) =>
+    (mockState.constructed.find((c) => c.type === type)!.opts.dependsOn as pulumi.Resource[]).map(
+      (d) => mockState.constructed.find((c) => c.resource === d)?.name,
+    );
+
+  it("installs_the_controller_chart_for_nlb_ip_on_a_created_cluster_in_its_vpc_with_its_own_role", async () => {
+    await deploy(undefined, NLB_IP);
+    expect(all("meshgate:aws:LoadBalancerController")).toHaveLength(1);
+    const release = one(RELEASE);
+    expect(release.provider).toMatch(/[:$]pulumi:providers:kubernetes::shop-test-k8s::/);
+    expect(release.inputs).toMatchObject({
+      name: "aws-load-balancer-controller",
+      namespace: "kube-system",
+      chart: "aws-load-balancer-controller",
+      version: LOAD_BALANCER_CONTROLLER_CHART.version,
+      repositoryOpts: { repo: "https://aws.github.io/eks-charts" },
+      atomic: true,
+    });
+    const vpc = await idOf("aws:ec2/vpc:Vpc", "shop-test-vpc");
+    expect(release.inputs.values).toEqual({
+      clusterName: "shop-test",
+      region: "eu-west-1",
+      vpcId: vpc,
+      replicaCount: 2,
+      serviceAccount: {
+        create: true,
+        name: "aws-load-balancer-controller",
+        annotations: {
+          "eks.amazonaws.com/role-arn": `arn:aws:iam::${ACCOUNT}:role/${await physicalRole("shop-test-lb-controller")}`,
+        },
+      },
+      enableServiceMutatorWebhook: false,
+      podDisruptionBudget: { maxUnavailable: 1 },
+      defaultTags: { "meshgate:mesh": "shop", "meshgate:stack": "test", "managed-by": "meshgate" },
+    });
+    // On the nodes: the release waits for the node group.
+    expect(dependencyNames(RELEASE)).toContain("shop-test-nodes");
+  });
+
+  it("trusts_the_controller_role_to_exactly_its_service_account_and_scopes_it_by_the_cluster_tag", async () => {
+    await deploy(undefined, NLB_IP);
+    const trust = doc(one("aws:iam/role:Role", "shop-test-lb-controller"), "assumeRolePolicy");
+    const host = String(trust.Statement[0].Principal.Federated).replace(/^.*:oidc-provider\//, "");
+    expect(trust.Statement[0].Condition).toEqual({
+      StringEquals: {
+        [`${host}:sub`]: "system:serviceaccount:kube-system:aws-load-balancer-controller",
+        [`${host}:aud`]: "sts.amazonaws.com",
+      },
+    });
+    const inline = all("aws:iam/rolePolicy:RolePolicy").find(
+      (p) => p.name === "shop-test-lb-controller-policy",
+    )!;
+    expect(inline.inputs.role).toBe(await physicalRole("shop-test-lb-controller"));
+    const statements = doc(inline, "policy").Statement as Json[];
+    expect(JSON.stringify(statements)).toBe(
+      JSON.stringify(JSON.parse(loadBalancerControllerPolicy("aws")).Statement),
+    );
+    const grants = (action: string) => statements.filter((st) => (st.Action as string[]).includes(action));
+    // What destroys or reshapes a load balancer, target group or security group needs the cluster tag on it…
+    for (const action of [
+      "elasticloadbalancing:DeleteLoadBalancer",
+      "elasticloadbalancing:DeleteTargetGroup",
+      "elasticloadbalancing:ModifyLoadBalancerAttributes",
+      "elasticloadbalancing:SetSecurityGroups",
+      "ec2:DeleteSecurityGroup",
+    ]) {
+      expect(grants(action), action).toHaveLength(1);
+      expect(grants(action)[0]!.Condition, action).toEqual({
+        Null: { "aws:ResourceTag/elbv2.k8s.aws/cluster": "false" },
+      });
+    }
+    // …and what creates one must tag it in the same call.
+    for (const action of [
+      "elasticloadbalancing:CreateLoadBalancer",
+      "elasticloadbalancing:CreateTargetGroup",
+    ])
+      expect(
+        grants(action).map((st) => st.Condition),
+        action,
+      ).toEqual([{ Null: { "aws:RequestTag/elbv2.k8s.aws/cluster": "false" } }]);
+    expect(grants("iam:CreateServiceLinkedRole")[0]!.Condition).toEqual({
+      StringEquals: { "iam:AWSServiceName": "elasticloadbalancing.amazonaws.com" },
+    });
+    for (const st of statements)
+      for (const a of st.Action as string[])
+        expect(a, "named actions only").toMatch(/^[a-z0-9-]+:[A-Za-z]+$/);
+  });
+
+  it.each<[string, Record<string, string>, string | undefined]>([
+    ["nlb_ip", NLB_IP, "enabled"],
+    ["nlb", {}, undefined],
+  ])(
+    "labels_the_mesh_namespace_for_the_target_health_readiness_gate_only_with_nlb_ip_here_%s",
+    async (_n, config, value) => {
+      await deploy(undefined, config);
+      const ns = all("kubernetes:core/v1:Namespace").find(
+        (r) => (r.inputs as Json).metadata.name === "shop",
+      )!;
+      expect((ns.inputs as Json).metadata.labels["elbv2.k8s.aws/pod-readiness-gate-inject"]).toBe(value);
+    },
+  );
+
+  it("creates_the_gateway_service_after_the_controller_and_so_deletes_it_first", async () => {
+    const run = await deploy(undefined, NLB_IP);
+    expect(dependencyNames("meshgate:index:Platform")).toContain("shop-test-lb");
+    const service = mockState.registered.find((r) => r.name === "shop-service-shop-gateway")!;
+    expect((service.inputs as Json).metadata.annotations).toMatchObject({
+      "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+      "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+    });
+    expect(String(run.outputs.gatewayUrl)).toMatch(/\.elb\.eu-west-1\.amazonaws\.com:8080$/);
+  });
+
+  it.each<[string, (a: Json) => void, Record<string, string>]>([
+    ["the_default_nlb", () => {}, {}],
+    [
+      "nlb_ip_on_an_existing_cluster_unless_asked",
+      (a) => (a.cluster = { existing: "platform-prod" }),
+      NLB_IP,
+    ],
+  ])("installs_no_controller_with_%s", async (_name, aws, config) => {
+    await deploy(aws, config);
+    expect(all("meshgate:aws:LoadBalancerController")).toEqual([]);
+    expect(all(RELEASE)).toEqual([]);
+    expect(all("aws:iam/role:Role").map((r) => r.name)).not.toContain("shop-test-lb-controller");
+  });
+
+  it("installs_it_on_an_existing_cluster_when_asked_in_the_cluster_vpc", async () => {
+    await deploy((a) => (a.cluster = { existing: "platform-prod" }), {
+      ...NLB_IP,
+      "meshgate:awsLoadBalancerController": "true",
+    });
+    expect((one(RELEASE).inputs.values as Json).vpcId).toBe(awsMock.vpcOfExisting("platform-prod"));
+    expect((one(RELEASE).inputs.values as Json).clusterName).toBe("platform-prod");
+  });
+});
+
 describe("AWS stack: an existing cluster", () => {
   it("looks_the_cluster_up_and_creates_no_network_cluster_or_node_group", async () => {
     const run = await deploy((a) => (a.cluster = { existing: "platform-prod" }));
@@ -442,6 +583,13 @@ describe("AWS stack: invalid settings", () => {
       { "meshgate:observability": "none" },
       "targets.aws.managedPrometheus",
       /bundled/,
+    ],
+    [
+      "nlb_ip_with_the_controller_turned_off_on_a_created_cluster",
+      () => {},
+      { "meshgate:awsLoadBalancer": "nlb-ip", "meshgate:awsLoadBalancerController": "false" },
+      "meshgate:awsLoadBalancerController",
+      /AWS Load Balancer Controller/,
     ],
     [
       "an_instance_type_that_is_not_one",

@@ -1,8 +1,9 @@
 /**
  * What the gateway's pod gets beyond config and identity: each OIDC provider's client secret as an
  * environment variable from the Kubernetes Secret the spec names (and a clear refusal without one), and
- * the spec's extra volumes (targets.kubernetes.gatewayVolumes) mounted read-only — every object still
- * valid against the strict Kubernetes API schema.
+ * the spec's extra volumes (targets.kubernetes.gatewayVolumes) mounted read-only, and the preStop sleep
+ * that keeps a stopping gateway serving while it leaves endpoints (targets.kubernetes.gatewayDrainDelay) —
+ * every object still valid against the strict Kubernetes API schema.
  */
 import { describe, expect, it } from "vitest";
 import { ChartInputError, synthesize, type KubeObject } from "../../components/kubernetes/index.ts";
@@ -213,5 +214,46 @@ describe("extra gateway volumes", () => {
     expect(r.errors.map((e) => [e.path, e.message])).toEqual(
       expect.arrayContaining([[path, expect.stringContaining(message)]]),
     );
+  });
+});
+
+describe("the gateway pod's drain delay (targets.kubernetes.gatewayDrainDelay)", () => {
+  const pod = (kubernetes?: Record<string, unknown>) => {
+    const objects = synthesize(resultOf(spec({}, kubernetes)));
+    expect(objects.flatMap((o) => v.problems(o))).toEqual([]);
+    const d = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "gateway") as KubeObject & {
+      spec: {
+        template: { spec: { terminationGracePeriodSeconds: number; containers: { lifecycle?: unknown }[] } };
+      };
+    };
+    return d.spec.template.spec;
+  };
+
+  // The grace period covers the sleep, the drain (limits.drainTimeout, 30 s by default) and 5 s to exit.
+  it.each<[string, Record<string, unknown> | undefined, number | null, number]>([
+    ["sleeps_5s_by_default_without_targets_kubernetes", undefined, 5, 40],
+    ["sleeps_5s_by_default_with_targets_kubernetes", { gatewayServiceType: "ClusterIP" }, 5, 40],
+    ["sleeps_the_configured_whole_seconds", { gatewayDrainDelay: "15s" }, 15, 50],
+    ["rounds_a_fraction_of_a_second_up", { gatewayDrainDelay: "2500ms" }, 3, 38],
+    ["has_no_pre_stop_hook_with_0s", { gatewayDrainDelay: "0s" }, null, 35],
+  ])("%s", (_claim, kubernetes, seconds, grace) => {
+    const spec = pod(kubernetes);
+    expect(spec.containers[0]!.lifecycle).toEqual(
+      seconds === null ? undefined : { preStop: { sleep: { seconds } } },
+    );
+    expect(spec.terminationGracePeriodSeconds).toBe(grace);
+  });
+
+  it("the_spec_refuses_a_delay_over_a_minute_naming_the_field", () => {
+    const r = parseSpec(spec({}, { gatewayDrainDelay: "90s" }));
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => [e.path, e.code, e.message])).toEqual([
+      [
+        "targets.kubernetes.gatewayDrainDelay",
+        "E_SPEC_LIMIT_TOO_LOOSE",
+        expect.stringContaining("at most 60s"),
+      ],
+    ]);
   });
 });

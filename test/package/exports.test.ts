@@ -63,7 +63,15 @@ describe("package", () => {
     ],
     [
       "meshgate/aws",
-      ["Network", "EksCluster", "ExistingEksCluster", "IrsaRole", "ManagedPrometheus", "RuntimeRegistry"],
+      [
+        "Network",
+        "EksCluster",
+        "ExistingEksCluster",
+        "IrsaRole",
+        "ManagedPrometheus",
+        "RuntimeRegistry",
+        "LoadBalancerController",
+      ],
     ],
     ["meshgate/runtime", ["loadRuntimeConfig", "sealRuntimeConfig", "RuntimeConfig", "RuntimeErrorCatalog"]],
     [

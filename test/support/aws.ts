@@ -19,6 +19,8 @@ export const awsMock = {
   zones: 3,
   /** Existing EKS clusters by name. */
   clusters: new Set<string>(["platform-prod"]),
+  /** The VPC an existing cluster is in. */
+  vpcOfExisting: (cluster: string) => vpcOfExisting(cluster),
   /** The ECR password getAuthorizationToken returns (a secret: it must never appear unwrapped). */
   ecrPassword: "mock-ecr-password-5f2c",
 };
@@ -31,6 +33,9 @@ const issuerOf = (cluster: string) =>
 const endpointOf = (cluster: string) =>
   `https://${hex(cluster, 32).toUpperCase()}.gr7.${awsMock.region}.eks.amazonaws.com`;
 const caOf = (cluster: string) => Buffer.from(`MOCK CA ${cluster}`).toString("base64");
+const vpcOfExisting = (cluster: string) => `vpc-${hex(`existing ${cluster}`, 17)}`;
+/** The VPC of each subnet created so far (AWS derives a cluster's VPC from its subnets). */
+const subnetVpc = new Map<string, string>();
 const registryHost = () => `${ACCOUNT}.dkr.ecr.${awsMock.region}.amazonaws.com`;
 
 /** The outputs AWS computes for a resource (undefined for other providers: the default mocks). */
@@ -56,6 +61,7 @@ export const awsResources: ProviderEmulation = async (type, name, inputs) => {
     "aws:ec2/routeTable:RouteTable": `rtb-${hex(name, 17)}`,
     "aws:ec2/routeTableAssociation:RouteTableAssociation": `rtbassoc-${hex(name, 17)}`,
   };
+  if (type === "aws:ec2/subnet:Subnet") subnetVpc.set(ids[type]!, String(inputs.vpcId));
   if (ids[type])
     return { id: ids[type], arn: arn("ec2", `${type.split(":")[2]!.toLowerCase()}/${ids[type]}`) };
   switch (type) {
@@ -67,10 +73,16 @@ export const awsResources: ProviderEmulation = async (type, name, inputs) => {
     }
     case "aws:eks/cluster:Cluster": {
       const n = String(inputs.name ?? physical);
+      // Tests also read a cluster's computed outputs by name alone (no vpcConfig).
+      const vpcConfig = inputs.vpcConfig as { subnetIds: string[] } | undefined;
+      const vpcs = new Set(vpcConfig?.subnetIds.map((id) => subnetVpc.get(id)));
+      if (vpcConfig && (vpcs.size !== 1 || vpcs.has(undefined)))
+        throw new Error(`creating EKS Cluster (${n}): subnets must be known and in one VPC`);
       return {
         id: n,
         name: n,
         arn: arn("eks", `cluster/${n}`),
+        ...(vpcConfig ? { vpcConfig: { ...vpcConfig, vpcId: [...vpcs][0] } } : {}),
         endpoint: endpointOf(n),
         certificateAuthority: { data: caOf(n) },
         identities: [{ oidcs: [{ issuer: issuerOf(n) }] }],
@@ -135,6 +147,7 @@ export const awsCalls: CallEmulation = (token, inputs) => {
         arn: arn("eks", `cluster/${n}`),
         endpoint: endpointOf(n),
         certificateAuthorities: [{ data: caOf(n) }],
+        vpcConfig: { vpcId: vpcOfExisting(n), subnetIds: [], securityGroupIds: [] },
         identities: [{ oidcs: [{ issuer: issuerOf(n) }] }],
         version: "1.33",
       };
