@@ -169,9 +169,9 @@ export function meshNamespaceLabels(mode: LoadBalancerMode): Record<string, stri
 
 /**
  * The gateway Service's annotations for a load balancer mode: `nlb` — the Kubernetes AWS cloud provider's
- * Network Load Balancer (instance targets; works on a fresh EKS cluster); `nlb-ip` — the AWS Load
- * Balancer Controller's (`external`, IP targets, internet-facing; the controller must run in the
- * cluster). With a certificate, TLS terminates at the NLB on `sslPorts`.
+ * Network Load Balancer (instance targets, which keep the client's address with the Service's
+ * `externalTrafficPolicy: Local`; works on a fresh EKS cluster); `nlb-ip` — the AWS Load Balancer
+ * Controller's (`external`, IP targets with client IP preservation, internet-facing). With a certificate, TLS terminates at the NLB on `sslPorts`.
  */
 export function gatewayServiceAnnotations(
   mode: LoadBalancerMode,
@@ -185,6 +185,8 @@ export function gatewayServiceAnnotations(
           [`${prefix}-type`]: "external",
           [`${prefix}-nlb-target-type`]: "ip",
           [`${prefix}-scheme`]: "internet-facing",
+          // IP targets see the NLB's address unless the target group preserves the client's.
+          [`${prefix}-target-group-attributes`]: "preserve_client_ip.enabled=true",
         }
       : { [`${prefix}-type`]: "nlb" }),
     ...(certificateArn !== null

@@ -548,6 +548,12 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     },
   };
   const serviceType = r.infra.targets.kubernetes?.gatewayServiceType ?? "LoadBalancer";
+  // Only node ports have an external traffic policy (the API refuses one on a ClusterIP Service).
+  const externalTrafficPolicy =
+    serviceType === "ClusterIP"
+      ? null
+      : (r.infra.targets.kubernetes?.gatewayExternalTrafficPolicy ??
+        DEFAULTS["targets.kubernetes.gatewayExternalTrafficPolicy"].value);
   const service: KubeObject = {
     apiVersion: "v1",
     kind: "Service",
@@ -561,6 +567,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     ),
     spec: {
       type: serviceType,
+      ...(externalTrafficPolicy !== null ? { externalTrafficPolicy } : {}),
       selector,
       ports: w.listeners.map((l) => ({
         name: portName(l.name, l.port),

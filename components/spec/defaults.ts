@@ -208,6 +208,10 @@ export const DEFAULTS = {
     "LoadBalancer",
     "the gateway is the only Service exposed outside the cluster",
   ),
+  "targets.kubernetes.gatewayExternalTrafficPolicy": d(
+    "Local",
+    "the gateway sees each client's own address (rate limits by IP, access logs, X-Forwarded-For): kube-proxy does not rewrite it, and load balancers send only to nodes that run a gateway pod",
+  ),
   "targets.kubernetes.gatewayDrainDelay": d(
     "5s",
     "a stopping gateway pod keeps serving this long (a preStop sleep) while Services and load balancers stop sending to it: new connections in that window are not refused",

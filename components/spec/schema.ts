@@ -748,6 +748,12 @@ const Targets = z.strictObject({
       gatewayServiceType: z
         .enum(["LoadBalancer", "ClusterIP", "NodePort"])
         .default(D["targets.kubernetes.gatewayServiceType"].value),
+      gatewayExternalTrafficPolicy: z
+        .enum(["Local", "Cluster"])
+        .default(D["targets.kubernetes.gatewayExternalTrafficPolicy"].value)
+        .describe(
+          "The gateway Service's externalTrafficPolicy (LoadBalancer and NodePort types): Local keeps the client's source address — with Cluster, kube-proxy replaces it with a node's, and every client looks the same to per-IP rate limits, IP allow-lists and logs — at the price of spreading load per node rather than per pod.",
+        ),
       gatewayDrainDelay: boundedDuration(
         "60s",
         "How long a stopping gateway pod keeps serving before it drains (a preStop sleep, whole seconds rounded up): Kubernetes removes the pod from Service endpoints and load balancers while it stops, and connections sent in that window would otherwise be refused. 0s turns it off.",

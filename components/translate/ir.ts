@@ -125,6 +125,7 @@ export interface TargetsIR {
   local: { gatewayPort: number; adminPort: number; stateDir: string } | null;
   kubernetes: {
     gatewayServiceType: "LoadBalancer" | "ClusterIP" | "NodePort";
+    gatewayExternalTrafficPolicy: "Local" | "Cluster";
     /** targets.kubernetes.gatewayDrainDelay in whole seconds (rounded up): the gateway's preStop sleep. */
     gatewayDrainDelaySeconds: number;
     runtimeImage: string | null;

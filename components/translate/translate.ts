@@ -994,6 +994,7 @@ function translateTargets(ctx: Context): TargetsIR {
     kubernetes: t.kubernetes
       ? {
           gatewayServiceType: t.kubernetes.gatewayServiceType,
+          gatewayExternalTrafficPolicy: t.kubernetes.gatewayExternalTrafficPolicy,
           gatewayDrainDelaySeconds: Math.ceil(parseDuration(t.kubernetes.gatewayDrainDelay) / 1000),
           runtimeImage: t.kubernetes.runtimeImage ?? null,
           gatewayVolumes: (t.kubernetes.gatewayVolumes ?? [])

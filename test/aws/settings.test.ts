@@ -177,6 +177,8 @@ describe("AWS settings", () => {
       "service.beta.kubernetes.io/aws-load-balancer-type": "external",
       "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
       "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+      "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
+        "preserve_client_ip.enabled=true",
       "service.beta.kubernetes.io/aws-load-balancer-ssl-cert": CERT,
       "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "http",
     });

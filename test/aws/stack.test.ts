@@ -359,6 +359,8 @@ describe("AWS stack: a created cluster", () => {
         "service.beta.kubernetes.io/aws-load-balancer-type": "external",
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+        "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
+          "preserve_client_ip.enabled=true",
       },
       /^http:\/\/[0-9a-f]{32}\.elb\.eu-west-1\.amazonaws\.com:8080$/,
     ],
@@ -379,6 +381,8 @@ describe("AWS stack: a created cluster", () => {
     const service = mockState.registered.find((r) => r.name === "shop-service-shop-gateway")!;
     expect((service.inputs as Json).metadata.annotations).toEqual(annotations);
     expect((service.inputs as Json).spec.type).toBe("LoadBalancer");
+    // Instance targets keep the client's address only when kube-proxy does not forward between nodes.
+    expect((service.inputs as Json).spec.externalTrafficPolicy).toBe("Local");
     expect(String(run.outputs.gatewayUrl)).toMatch(url);
   });
 

@@ -257,3 +257,36 @@ describe("the gateway pod's drain delay (targets.kubernetes.gatewayDrainDelay)",
     ]);
   });
 });
+
+describe("the gateway Service's external traffic policy (targets.kubernetes.gatewayExternalTrafficPolicy)", () => {
+  const service = (kubernetes?: Record<string, unknown>) => {
+    const objects = synthesize(resultOf(spec({}, kubernetes)));
+    expect(objects.flatMap((o) => v.problems(o))).toEqual([]);
+    return (objects.find((o) => o.kind === "Service" && o.metadata.name === "gateway") as KubeObject & {
+      spec: { type: string; externalTrafficPolicy?: string };
+    })!.spec;
+  };
+
+  it.each<[string, Record<string, unknown> | undefined, string, string | undefined]>([
+    ["keeps_client_addresses_by_default_without_targets_kubernetes", undefined, "LoadBalancer", "Local"],
+    [
+      "keeps_client_addresses_by_default_on_a_node_port",
+      { gatewayServiceType: "NodePort" },
+      "NodePort",
+      "Local",
+    ],
+    ["spreads_per_pod_when_asked", { gatewayExternalTrafficPolicy: "Cluster" }, "LoadBalancer", "Cluster"],
+    ["sets_none_on_a_cluster_ip_service", { gatewayServiceType: "ClusterIP" }, "ClusterIP", undefined],
+  ])("%s", (_claim, kubernetes, type, policy) => {
+    const s = service(kubernetes);
+    expect(s.type).toBe(type);
+    expect(s.externalTrafficPolicy).toBe(policy);
+  });
+
+  it("the_spec_refuses_another_value_naming_the_field", () => {
+    const r = parseSpec(spec({}, { gatewayExternalTrafficPolicy: "Global" }));
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => e.path)).toEqual(["targets.kubernetes.gatewayExternalTrafficPolicy"]);
+  });
+});
