@@ -159,8 +159,22 @@ interface Fill {
   readonly timer: NodeJS.Timeout;
 }
 
-/** How long HEADs of a key whose GET response was too large to store are sent as HEADs. */
+/** How long HEADs of a key whose GET response could not be stored are sent as HEADs. */
 export const HEAD_PASS_MS = 60_000;
+/**
+ * Why a HEAD's GET was not stored that says the same GET would not be stored next time either: the
+ * response's own directives, cookies, Vary, freshness, framing or size. Not a request's no-store, nor a
+ * status (an error is transient; stale-if-error and retries deal with it).
+ */
+const HEAD_PASS_REASONS: ReadonlySet<NotStoredReason> = new Set<NotStoredReason>([
+  "no-store",
+  "private",
+  "set-cookie",
+  "vary-star",
+  "no-freshness",
+  "unframed",
+  "too-large",
+]);
 /** Most keys remembered so (beyond: forgotten all at once; each costs one more download). */
 const HEAD_PASS_KEYS = 10_000;
 
@@ -215,8 +229,9 @@ export class HttpCache {
   readonly #onInvalidate: ((host: string, urls: readonly string[]) => void) | undefined;
   readonly #fills = new Map<string, Fill>();
   /**
-   * Keys whose GET response was too large to store when a HEAD was sent as a GET: until the time given,
-   * HEADs of them go upstream as HEADs (one full download per key and HEAD_PASS_MS, not one per HEAD).
+   * Keys whose GET response could not be stored (HEAD_PASS_REASONS) when a HEAD was sent as a GET: until
+   * the time given, HEADs of them go upstream as HEADs — one full download per key and HEAD_PASS_MS, not
+   * one per HEAD (Varnish's hit-for-miss).
    */
   readonly #headPass = new Map<string, number>();
   /** `meshgate; hit; ttl=` */
@@ -235,7 +250,7 @@ export class HttpCache {
     this.#hitPrefix = `${this.name}; hit; ttl=`;
   }
 
-  /** A HEAD of `key` goes upstream as a HEAD for now (its GET response was too large to store). */
+  /** A HEAD of `key` goes upstream as a HEAD for now (its GET response could not be stored). */
   #passesHead(key: string, now: number): boolean {
     const until = this.#headPass.get(key);
     if (until === undefined) return false;
@@ -244,8 +259,8 @@ export class HttpCache {
     return false;
   }
 
-  /** Remembers that `key`'s GET response is too large to store (see #headPass). */
-  rememberTooLargeForHead(key: string): void {
+  /** Remembers that `key`'s GET response could not be stored (see #headPass). */
+  rememberUnstorableForHead(key: string): void {
     if (this.#headPass.size >= HEAD_PASS_KEYS) this.#headPass.clear();
     this.#headPass.set(key, this.now() + HEAD_PASS_MS);
   }
@@ -764,9 +779,9 @@ export class CacheExchange {
       if (extra !== undefined) Object.assign(responseHeaders, extra);
       const out = openResponse(res, status, responseHeaders);
       if (!this.#headOnly || !this.#mayStore) return out;
-      // A HEAD sent upstream as a GET: the client has its answer; the body is read and dropped. Too
-      // large to store: the next HEADs of the key go as HEADs for a while.
-      if (reason === "too-large") cache.rememberTooLargeForHead(this.#key);
+      // A HEAD sent upstream as a GET: the client has its answer; the body is read and dropped. When the
+      // same GET would not be stored next time either, the next HEADs of the key go as HEADs for a while.
+      if (HEAD_PASS_REASONS.has(reason)) cache.rememberUnstorableForHead(this.#key);
       out.end();
       return sink();
     }
@@ -1006,7 +1021,7 @@ export class CacheExchange {
   /** The body outgrew the route's maxEntryBytes: it streams on uncached, and waiters go upstream. */
   tooLarge(): void {
     this.#cache.observer?.notStored(this.request.route, "too-large");
-    if (this.#headOnly) this.#cache.rememberTooLargeForHead(this.#key);
+    if (this.#headOnly) this.#cache.rememberUnstorableForHead(this.#key);
     this.#releaseFill();
   }
 

@@ -52,6 +52,8 @@ beforeAll(async () => {
         return send(res, 200, { "cache-control": "private, max-age=60" }, "private");
       case "cookie":
         return send(res, 200, { "cache-control": "max-age=60", "set-cookie": "sid=1" }, "cookie");
+      case "error":
+        return send(res, 500, { "cache-control": "max-age=60" }, "boom");
       case "auth":
         return send(res, 200, { "cache-control": "max-age=60" }, `for ${h.authorization ?? "anonymous"}`);
       case "me":
@@ -178,6 +180,7 @@ beforeAll(async () => {
       "nodate",
       "badetag",
       "closedelim",
+      "error",
     ].map((n) => [n, ROUTE]),
   );
   proxy = await startCacheProxy(upstream.port, {
@@ -336,6 +339,31 @@ describe("hits and misses", () => {
     } finally {
       proxy.advance(-61_000); // the other claims' entries stay fresh
     }
+  });
+
+  it.each([
+    ["a_private_response", "/private/hp", "detail=private"],
+    ["a_no_store_response", "/nostore/hp", "detail=no-store"],
+    ["a_response_setting_a_cookie", "/cookie/hp", "detail=set-cookie"],
+  ])("sends_heads_as_heads_for_a_while_after_%s", async (_claim, path, firstDetail) => {
+    // The same GET would not be stored next time either: later HEADs need not download the body.
+    expect((await get(path, {}, "HEAD")).headers["cache-status"]).toContain(firstDetail);
+    expect((await get(path, {}, "HEAD")).headers["cache-status"]).toContain("detail=head");
+    expect([hits(path), hits(path, "HEAD")]).toEqual([1, 1]);
+  });
+
+  it.each([
+    ["an_upstream_error", "/error/hp", "fwd-status=500; detail=status"],
+    ["a_request_saying_no_store", "/fresh/hp-request", "detail=head"],
+  ])("keeps_converting_heads_after_%s", async (_claim, path, firstDetail) => {
+    // Transient or the request's own choice: the next HEAD may fill the cache, so it goes as a GET.
+    const first = path.includes("request")
+      ? await get(path, { "cache-control": "no-store" }, "HEAD")
+      : await get(path, {}, "HEAD");
+    expect(first.headers["cache-status"]).toContain(firstDetail);
+    await get(path, {}, "HEAD");
+    expect(hits(path, "HEAD")).toBe(path.includes("request") ? 1 : 0);
+    expect(hits(path)).toBe(path.includes("request") ? 1 : 2);
   });
 
   it("revalidates_a_stale_entry_for_a_head_with_a_conditional_get", async () => {
