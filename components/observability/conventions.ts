@@ -120,6 +120,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { gateway: ["proxy"] },
   },
   {
+    name: "meshgate_cache_local_lookups_total",
+    type: "counter",
+    unit: "lookups",
+    help: "Store lookups while the Redis store's local layer was on: hit (answered in this process, no round trip to Redis) or miss (sent on to Redis).",
+    labels: { gateway: ["proxy", "result"] },
+  },
+  {
     name: "meshgate_cache_store_available",
     type: "gauge",
     unit: "boolean",

@@ -701,6 +701,20 @@ function gatewayDashboard(infra: InfraIR): Dashboard {
           w: 4,
           thresholds: { base: "red", steps: [["green", 1]] },
         },
+        {
+          type: "timeseries",
+          title: "Redis local layer hit ratio",
+          description:
+            "Share of cache store lookups answered in the gateway process without a round trip to Redis (the Redis store's local layer; empty with the memory store or localSize 0B).",
+          queries: [
+            {
+              expr: `sum(rate(${selector("meshgate_cache_local_lookups_total", { ...gw, result: "hit" })}[${RATE}])) / sum(rate(${selector("meshgate_cache_local_lookups_total", gw)}[${RATE}]))`,
+              legend: "hit ratio",
+            },
+          ],
+          unit: "percentunit",
+          w: 12,
+        },
       ],
     },
     ...upstreamSections(gw),

@@ -3,8 +3,8 @@
  * meshgate_cache_not_stored_total{route,reason}, meshgate_cache_evictions_total,
  * meshgate_cache_store_errors_total{operation}, and the gauges meshgate_cache_stored_bytes and
  * meshgate_cache_entries (read from the store when metrics are rendered),
- * meshgate_cache_store_available, and the Redis store's local layer: meshgate_cache_local_active and
- * meshgate_cache_local_bytes. Counter children are kept per route, so a hit costs no label lookup.
+ * meshgate_cache_store_available, and the Redis store's local layer: meshgate_cache_local_active,
+ * meshgate_cache_local_bytes and meshgate_cache_local_lookups_total{result}. Counter children are kept per route, so a hit costs no label lookup.
  */
 import type { CounterChild, MetricsRegistry } from "../telemetry/metrics.ts";
 import type { CacheObserver, CacheResult } from "./cache.ts";
@@ -63,6 +63,15 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
   const localBytes = registry
     .gauge("cache_local_bytes", "Bytes the Redis store's local layer holds in this process.", ["proxy"])
     .labels(proxy);
+  const localLookups = registry.counter(
+    "cache_local_lookups_total",
+    "Store lookups while the Redis store's local layer was on: hit (answered in this process, no round trip to Redis) or miss (sent on to Redis).",
+    ["proxy", "result"],
+  );
+  const localHits = localLookups.labels(proxy, "hit");
+  const localMisses = localLookups.labels(proxy, "miss");
+  // The store counts (no work on the lookup path beyond an add); a replaced store starts again from 0.
+  let counted = { store: null as CacheStore | null, hits: 0, misses: 0 };
   let watched: CacheStore | null = null;
   registry.onCollect(() => {
     if (watched === null) return;
@@ -72,6 +81,12 @@ export function registerCacheMetrics(registry: MetricsRegistry, proxy: string): 
     const local = watched.localStats?.();
     localActive.set(local?.active ? 1 : 0);
     localBytes.set(local?.bytes ?? 0);
+    if (local !== undefined) {
+      if (counted.store !== watched) counted = { store: watched, hits: 0, misses: 0 };
+      if (local.hits > counted.hits) localHits.inc(local.hits - counted.hits);
+      if (local.misses > counted.misses) localMisses.inc(local.misses - counted.misses);
+      counted = { store: watched, hits: local.hits, misses: local.misses };
+    }
   });
   const perRoute = new Map<string, Partial<Record<CacheResult, CounterChild>>>();
   return {

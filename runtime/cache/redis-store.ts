@@ -368,6 +368,9 @@ export class RedisStore implements CacheStore {
   #closed = false;
   /** The local layer, its subscriber connection and tracking state (null without a local layer). */
   readonly #local: MemoryStore | null = null;
+  /** Lookups the local layer answered, and those it sent on to Redis while on. */
+  #localHits = 0;
+  #localMisses = 0;
   readonly #localAgeMs: number = 0;
   readonly #sub: RedisClient | null = null;
   /** The subscriber connection's client id once it is subscribed, else null. */
@@ -437,7 +440,13 @@ export class RedisStore implements CacheStore {
   /** The local layer: whether it answers, its entries and bytes (off and zeros without one). */
   localStats(): LocalLayerStats {
     const s = this.#local?.stats() ?? { entries: 0, bytes: 0 };
-    return { active: this.#tracking, entries: s.entries, bytes: s.bytes };
+    return {
+      active: this.#tracking,
+      entries: s.entries,
+      bytes: s.bytes,
+      hits: this.#localHits,
+      misses: this.#localMisses,
+    };
   }
 
   /** True while operations fail fast after an outage. */
@@ -470,7 +479,11 @@ export class RedisStore implements CacheStore {
     this.#gate();
     if (this.#tracking) {
       const held = this.#local!.get(key);
-      if (held !== undefined) return held;
+      if (held !== undefined) {
+        this.#localHits++;
+        return held;
+      }
+      this.#localMisses++;
       return this.#trackedGet(key);
     }
     return this.client.command(["GET", this.entryKey(key)], { buffers: true }).then(

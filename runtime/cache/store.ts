@@ -80,6 +80,10 @@ export interface CacheStore {
 export interface LocalLayerStats extends StoreStats {
   /** The layer answers lookups now. */
   readonly active: boolean;
+  /** Lookups the layer answered (since the store started; never reset). */
+  readonly hits: number;
+  /** Lookups made while the layer was on that it did not hold, sent on to Redis (never reset). */
+  readonly misses: number;
 }
 
 /** Per-entry bookkeeping counted on top of key, headers and body (object, Map slot, index entry). */

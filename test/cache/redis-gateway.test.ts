@@ -236,6 +236,15 @@ describe("two gateways sharing Redis", () => {
     const first = await request(`${a.url}/api/items/local`);
     await filled("/api/items/local");
     await request(`${b.url}/api/items/local`); // a round trip; B keeps what it read
+    const lookups = (result: string) =>
+      metric(
+        b,
+        new RegExp(
+          `^meshgate_cache_local_lookups_total\\{proxy="gateway",result="${result}"\\} (\\d+)$`,
+          "m",
+        ),
+      );
+    const [hitsBefore, missesBefore] = [await lookups("hit"), await lookups("miss")];
     const before = await gets();
     for (let i = 0; i < 3; i++) {
       const hit = await request(`${b.url}/api/items/local`);
@@ -246,6 +255,9 @@ describe("two gateways sharing Redis", () => {
     expect(b.logs.some((l) => l.event === "cache_local_layer" && l.on === true)).toBe(true);
     expect(await metric(b, /^meshgate_cache_local_active\{proxy="gateway"\} (\d+)$/m)).toBe(1);
     expect(await metric(b, /^meshgate_cache_local_bytes\{proxy="gateway"\} (\d+)$/m)).toBeGreaterThan(512);
+    // Every lookup of the three requests answered in the process (a request may look up more than one key).
+    expect((await lookups("hit")) - hitsBefore).toBeGreaterThanOrEqual(3);
+    expect(await lookups("miss")).toBe(missesBefore);
     // The POST through A changes the entry in Redis; Redis tells B, whose copy goes.
     expect((await request(`${a.url}/api/items/local`, { method: "POST", body: "{}" })).status).toBe(201);
     await until(

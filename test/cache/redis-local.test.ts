@@ -132,6 +132,9 @@ describe("the local layer in front of Redis", () => {
     // A miss is not kept: the next lookup asks Redis again.
     expect(await a.get(key("/none"))).toBeUndefined();
     expect(heldLocally(a, key("/none"))).toBe(false);
+    // Counted for meshgate_cache_local_lookups_total: one answer in the process; three round trips (the
+    // first read of /1, and /none twice — heldLocally looks it up again).
+    expect(a.localStats()).toMatchObject({ hits: 1, misses: 3 });
   });
 
   it.each<[string, (s: { a: RedisStore; b: RedisStore }, k: string) => Promise<unknown>, string | undefined]>(
