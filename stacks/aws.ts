@@ -75,6 +75,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
   const checked = preparePlatform(base);
   if (Array.isArray(checked)) invalid(specPath, checked);
   const { infra } = checked.result;
+  const gatewayListeners = checked.result.runtime.gateway?.listeners ?? [];
   const resolved = resolve(checked.result, checked.chart);
   const errors = awsSettingErrors({
     aws: infra.targets.aws,
@@ -82,6 +83,10 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
     observability: resolved.observability,
     loadBalancer,
     ...(controllerConfigured !== undefined ? { loadBalancerController: controllerConfigured } : {}),
+    gatewayListeners: gatewayListeners.map((l) => ({
+      name: l.name,
+      proxyProtocol: l.proxyProtocol === true,
+    })),
   });
   if (errors.length > 0) invalid(specPath, errors);
   const target = infra.targets.aws!;
@@ -211,6 +216,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
         loadBalancer,
         target.certificateArn,
         String(httpPort?.name ?? httpPort?.port ?? "http"),
+        gatewayListeners.some((l) => l.proxyProtocol === true),
       ),
       ...(prometheus
         ? {

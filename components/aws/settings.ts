@@ -70,6 +70,8 @@ export interface AwsCheckInput {
   loadBalancer?: LoadBalancerMode;
   /** `meshgate:awsLoadBalancerController` as configured (undefined: not set). */
   loadBalancerController?: boolean;
+  /** The gateway's listeners and whether each expects a PROXY protocol header. @default none */
+  gatewayListeners?: readonly { name: string; proxyProtocol: boolean }[];
 }
 
 /**
@@ -145,6 +147,13 @@ export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
       reason:
         "nlb-ip load balancers are made by the AWS Load Balancer Controller, and a cluster the stack creates has none: leave meshgate:awsLoadBalancerController unset (or true), or use meshgate:awsLoadBalancer nlb",
     });
+  const listeners = input.gatewayListeners ?? [];
+  const proxied = listeners.filter((l) => l.proxyProtocol).map((l) => l.name);
+  if (proxied.length > 0 && proxied.length < listeners.length)
+    errors.push({
+      propertyPath: "gateway.listeners",
+      reason: `the NLB sends PROXY protocol headers to every port of the gateway's Service or to none, but only ${proxied.join(", ")} of the listeners (${listeners.map((l) => l.name).join(", ")}) expect one: set proxyProtocol on all of them or on none`,
+    });
   if (input.gatewayServiceType !== "LoadBalancer")
     errors.push({
       propertyPath: "targets.kubernetes.gatewayServiceType",
@@ -171,15 +180,19 @@ export function meshNamespaceLabels(mode: LoadBalancerMode): Record<string, stri
  * The gateway Service's annotations for a load balancer mode: `nlb` — the Kubernetes AWS cloud provider's
  * Network Load Balancer (instance targets, which keep the client's address with the Service's
  * `externalTrafficPolicy: Local`; works on a fresh EKS cluster); `nlb-ip` — the AWS Load Balancer
- * Controller's (`external`, IP targets with client IP preservation, internet-facing). With a certificate, TLS terminates at the NLB on `sslPorts`.
+ * Controller's (`external`, IP targets with client IP preservation, internet-facing). With a certificate, TLS terminates at the NLB on `sslPorts`; with `proxyProtocol`, the NLB sends PROXY v2 headers.
  */
 export function gatewayServiceAnnotations(
   mode: LoadBalancerMode,
   certificateArn: string | null,
   sslPorts: string,
+  proxyProtocol = false,
 ): Record<string, string> {
   const prefix = "service.beta.kubernetes.io/aws-load-balancer";
   return {
+    // PROXY protocol v2 on every target group: the gateway's listeners expect it (awsSettingErrors
+    // refuses a mix). With TLS at the NLB, it is how the gateway learns the client's address.
+    ...(proxyProtocol ? { [`${prefix}-proxy-protocol`]: "*" } : {}),
     ...(mode === "nlb-ip"
       ? {
           [`${prefix}-type`]: "external",

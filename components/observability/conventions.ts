@@ -183,6 +183,13 @@ export const METRICS: readonly MetricConvention[] = [
       "the sidecar counts the same thing as `meshgate_sidecar_errors_total{direction,code}`: one `meshgate_proxy_errors_total{proxy,code}` would serve both",
   },
   {
+    name: "meshgate_gateway_proxy_protocol_refused_total",
+    type: "counter",
+    unit: "connections",
+    help: "Connections closed on a PROXY-protocol listener because they did not start with a valid PROXY header.",
+    labels: { gateway: ["proxy", "listener"] },
+  },
+  {
     name: "meshgate_gateway_worker_restarts_total",
     type: "counter",
     unit: "restarts",
@@ -453,6 +460,11 @@ export const LABELS: readonly LabelConvention[] = [
     name: "route",
     meaning: "the gateway route's name; `none` when no route matched",
     bounded: "the spec's routes + 1",
+  },
+  {
+    name: "listener",
+    meaning: "the gateway listener's name (gateway.listeners)",
+    bounded: "the spec's listeners",
   },
   { name: "code_class", meaning: "the response status class: `1xx`…`5xx`", bounded: "5 values" },
   {

@@ -98,6 +98,10 @@ export const DEFAULTS = {
     "plain HTTP on 8080 behind a TLS-terminating load balancer",
   ),
   "gateway.listeners.*.http2": d(true, "h2 over TLS (ALPN) or h2c with prior knowledge, next to HTTP/1.1"),
+  "gateway.listeners.*.proxyProtocol": d(
+    false,
+    "a PROXY header is accepted only where a load balancer is configured to send one: anyone else reaching the port could name any address",
+  ),
   "gateway.listeners.*.tls.minVersion": d("TLSv1.2", "TLS 1.2+ only; 1.0/1.1 are deprecated (RFC 8996)"),
   "gateway.clientIp.trustedHops": d(
     0,

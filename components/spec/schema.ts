@@ -546,6 +546,12 @@ const Listener = z.strictObject({
   port: port(),
   protocol: z.enum(["http", "https"]),
   http2: z.boolean().default(D["gateway.listeners.*.http2"].value),
+  proxyProtocol: z
+    .boolean()
+    .default(D["gateway.listeners.*.proxyProtocol"].value)
+    .describe(
+      "Every connection starts with a PROXY protocol header (v1 or v2, as an AWS NLB with proxy protocol v2, HAProxy or most cloud load balancers send it): the client's address it names is the one rate limits, X-Forwarded-For and logs use. A connection without a valid header is closed — turn it on only for a port that nothing but the load balancer reaches.",
+    ),
   tls: z
     .strictObject({
       minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default(D["gateway.listeners.*.tls.minVersion"].value),

@@ -413,6 +413,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
         port: l.port,
         protocol: l.protocol,
         http2: l.http2,
+        ...(l.proxyProtocol ? { proxyProtocol: true as const } : {}),
         tls: l.tls
           ? {
               minVersion: l.tls.minVersion,
@@ -1048,6 +1049,7 @@ function gatewayListeners(g: GatewaySpec): ListenerSpec[] {
   return DEFAULTS["gateway.listeners"].value.map((l) => ({
     ...l,
     http2: DEFAULTS["gateway.listeners.*.http2"].value,
+    proxyProtocol: DEFAULTS["gateway.listeners.*.proxyProtocol"].value,
   }));
 }
 

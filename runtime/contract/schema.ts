@@ -347,6 +347,11 @@ export const Listener = z.strictObject({
   port: port,
   protocol: z.enum(["http", "https"]),
   http2: z.boolean(),
+  /**
+   * Every connection starts with a PROXY protocol header (v1 or v2) naming the client's address; one
+   * without it is closed (runtime/net/proxy-protocol.ts). Absent: no header.
+   */
+  proxyProtocol: z.literal(true).optional(),
   tls: z
     .strictObject({
       minVersion: z.enum(["TLSv1.2", "TLSv1.3"]),

@@ -5,6 +5,10 @@
  *
  * Certificates are read at config load and at every reload; the SNI callback reads the current set, so
  * a reload rotates certificates on a live listener without dropping connections.
+ *
+ * With `proxyProtocol`, every mode gets a front that reads the PROXY header first (bounded by the header
+ * timeout), closes a connection without a valid one, and gives the servers behind it the socket with the
+ * client's address as its remote address — what rate limits, X-Forwarded-For and logs use.
  */
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -12,7 +16,9 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:h
 import https from "node:https";
 import net, { type Socket } from "node:net";
 import tls, { type SecureContext } from "node:tls";
-import { sniffPreface } from "../net/sniff.ts";
+import type { Duplex } from "node:stream";
+import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
+import { replaying, sniffPreface } from "../net/sniff.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 
 type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
@@ -90,6 +96,91 @@ export interface Listener {
   closeAll(): void;
 }
 
+/** Gives a socket (or the stream a server reads) the client's address a PROXY header named. */
+function stamp(s: Socket | Duplex, source: ProxiedSource): void {
+  Object.defineProperties(s, {
+    remoteAddress: { value: source.address, configurable: true },
+    remotePort: { value: source.port, configurable: true },
+    remoteFamily: { value: source.family, configurable: true },
+  });
+}
+
+/**
+ * A front that reads each connection's PROXY header, then hands the socket (paused), the bytes read past
+ * the header and the header's source to `next`. A connection whose first bytes are not a valid header,
+ * or whose header does not arrive within the header timeout, is closed; `onInvalid` hears why.
+ */
+function proxyProtocolFront(
+  limits: Limits,
+  next: (socket: Socket, rest: Buffer, source: ProxiedSource | null, timer: NodeJS.Timeout) => void,
+  onInvalid: (reason: string) => void,
+): net.Server {
+  return net.createServer({ noDelay: true }, (socket) => {
+    const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
+    socket.on("error", () => socket.destroy());
+    let seen: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const h = parseProxyHeader(seen);
+      if (h.kind === "incomplete") return;
+      socket.off("data", onData);
+      socket.pause();
+      if (h.kind === "invalid") {
+        clearTimeout(timer);
+        onInvalid(h.reason);
+        socket.destroy();
+        return;
+      }
+      next(socket, seen.subarray(h.length), h.source, timer);
+    };
+    socket.on("data", onData);
+  });
+}
+
+/**
+ * The TLS server reads a PROXY connection through a stream that replays the bytes read past the header
+ * (TLS reads a socket's native handle, so unshifted bytes would be lost); that stream carries the client's
+ * address, and the TLS socket gets it once the handshake is done. Node keeps the stream a TLS socket wraps
+ * at `_handle._parentWrap.stream` (internal, stable since Node 8): when that changes, PROXY connections
+ * over TLS are closed with an error logged, never served with the load balancer's address.
+ */
+function proxiedTls(server: tls.Server, onInvalid: (reason: string) => void) {
+  const sources = new WeakMap<Duplex, ProxiedSource>();
+  server.prependListener("secureConnection", (s: tls.TLSSocket) => {
+    const inner = (s as unknown as { _handle?: { _parentWrap?: { stream?: Duplex } } })._handle?._parentWrap
+      ?.stream;
+    if (inner === undefined) {
+      onInvalid("the TLS socket's stream is not reachable (Node internals changed): connection closed");
+      s.destroy();
+      return;
+    }
+    const source = sources.get(inner);
+    if (source !== undefined) stamp(s, source);
+  });
+  return (socket: Socket, rest: Buffer, source: ProxiedSource | null, timer: NodeJS.Timeout) => {
+    clearTimeout(timer); // the TLS server's handshake timeout takes over
+    const stream = replaying(socket, rest);
+    // A TLS socket over a stream knows no address: give it the connection's own when the header names none.
+    sources.set(
+      stream,
+      source ?? {
+        address: socket.remoteAddress ?? "",
+        port: socket.remotePort ?? 0,
+        family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4",
+      },
+    );
+    server.emit("connection", stream);
+  };
+}
+
+/** The front of a PROXY-protocol listener, started and stopped with `inner` (which never listens). */
+function fronted(front: net.Server, inner: net.Server): net.Server {
+  // Node starts the timer that enforces HTTP/1 header and request timeouts when a server starts listening.
+  front.on("listening", () => inner.emit("listening"));
+  front.on("close", () => inner.close());
+  return front;
+}
+
 export function createListener(
   l: ListenerConfig,
   limits: Limits,
@@ -101,6 +192,8 @@ export function createListener(
    * the config at start has client-certificate providers.
    */
   requestClientCerts = false,
+  /** A connection refused for its PROXY header (the reason; never the bytes). */
+  onProxyRefused: (reason: string) => void = () => {},
 ): Listener {
   const http1Options: http.ServerOptions = {
     maxHeaderSize: limits.maxHeaderBytes,
@@ -161,7 +254,9 @@ export function createListener(
       h1Timeouts.connectionsCheckingInterval = http1Options.connectionsCheckingInterval!;
       return {
         name: l.name,
-        server,
+        server: l.proxyProtocol
+          ? fronted(proxyProtocolFront(limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+          : server,
         http1: null,
         closeIdle: () => sessions.forEach((s) => s.close()),
         closeAll: () => sessions.forEach((s) => s.destroy()),
@@ -175,7 +270,9 @@ export function createListener(
     );
     return {
       name: l.name,
-      server,
+      server: l.proxyProtocol
+        ? fronted(proxyProtocolFront(limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+        : server,
       http1: server,
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),
@@ -185,9 +282,16 @@ export function createListener(
   const h1 = http.createServer(http1Options, (req, res) => handler(req, res, "http"));
   h1.on("clientError", (err: Error & { code?: string }, socket: Socket) => onClientError(h1, err, socket));
   if (!l.http2) {
+    const toH1 = (socket: Socket, rest: Buffer, source: ProxiedSource | null, timer: NodeJS.Timeout) => {
+      clearTimeout(timer); // the HTTP/1 server's header timeout takes over
+      if (source !== null) stamp(socket, source);
+      if (rest.length > 0) socket.unshift(rest);
+      h1.emit("connection", socket);
+      socket.resume();
+    };
     return {
       name: l.name,
-      server: h1,
+      server: l.proxyProtocol ? fronted(proxyProtocolFront(limits, toH1, onProxyRefused), h1) : h1,
       http1: h1,
       closeIdle: () => h1.closeIdleConnections(),
       closeAll: () => h1.closeAllConnections(),
@@ -197,11 +301,21 @@ export function createListener(
   // HTTP/1.1 and h2c on one port: read until the first bytes decide, then hand the socket over.
   const h2 = http2.createServer({ settings: h2Settings }, (req, res) => handler(req, res, "http"));
   trackSessions(h2);
-  const front = net.createServer({ noDelay: true }, (socket) => {
-    const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
-    sniffPreface(socket, Buffer.alloc(0), timer, h1, h2);
-    socket.on("error", () => socket.destroy());
-  });
+  const front = l.proxyProtocol
+    ? proxyProtocolFront(
+        limits,
+        (socket, rest, source, timer) => {
+          if (source !== null) stamp(socket, source);
+          socket.resume();
+          sniffPreface(socket, rest, timer, h1, h2);
+        },
+        onProxyRefused,
+      )
+    : net.createServer({ noDelay: true }, (socket) => {
+        const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
+        sniffPreface(socket, Buffer.alloc(0), timer, h1, h2);
+        socket.on("error", () => socket.destroy());
+      });
   // The HTTP/1 server never listens itself (the front does): Node starts the timer that enforces its
   // header and request timeouts when a server starts listening, so start it with the front — without it
   // a slow client could hold a connection forever. Closing the front stops it again.

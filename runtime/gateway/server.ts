@@ -88,6 +88,7 @@ import {
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
+import { peerAddress } from "../net/sniff.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -249,6 +250,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "gateway_errors_total",
     "Error responses the gateway generated itself, by error code.",
     ["proxy", "code"],
+  );
+  const mProxyRefused = metrics.counter(
+    "gateway_proxy_protocol_refused_total",
+    "Connections closed on a PROXY-protocol listener because they did not start with a valid PROXY header.",
+    ["proxy", "listener"],
   );
   const {
     upstream: mUpstream,
@@ -731,7 +737,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {
     const current = state;
-    const peer = req.socket.remoteAddress ?? "";
+    const peer = peerAddress(req);
     const clientIp = current.config.clientIp;
     const { client, trusted, forwardedFor } = clientAddress(
       clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
@@ -1284,6 +1290,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   // ── listeners ──
   const listeners: Listener[] = [];
   const listenerPorts: Record<string, number> = {};
+  const proxyRefusalLogged = new Map<string, number>();
   for (const l of state.config.listeners) {
     const listener = createListener(
       l,
@@ -1311,6 +1318,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         } else socket.destroy();
       },
       state.config.auth.clientCert.length > 0,
+      (reason) => {
+        mProxyRefused.labels("gateway", l.name).inc();
+        // One line per listener and 10 s at most: whoever floods the port does not flood the log.
+        const now = Date.now();
+        if (now - (proxyRefusalLogged.get(l.name) ?? 0) < 10_000) return;
+        proxyRefusalLogged.set(l.name, now);
+        log.warn({ event: "proxy_protocol_refused", listener: l.name, reason });
+      },
     );
     listener.server.maxConnections = state.config.limits.maxConnections;
     listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {

@@ -8,6 +8,26 @@ import type http2 from "node:http2";
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 
+/** The client address of each h2c session, as its connection had it (see peerAddress). */
+const sessionPeers = new WeakMap<object, string>();
+
+/**
+ * The client address of a request: its socket's, or for a request of an h2c session the one its
+ * connection had — HTTP/2 serves such a session over the replaying stream below, which it wraps in a
+ * socket of its own that knows no address (so `req.socket.remoteAddress` is undefined there).
+ */
+export function peerAddress(req: {
+  readonly socket: { readonly remoteAddress?: string | undefined } | null;
+  readonly stream?: { readonly session?: object | undefined } | undefined;
+}): string {
+  const session = req.stream?.session;
+  if (session !== undefined) {
+    const peer = sessionPeers.get(session);
+    if (peer !== undefined) return peer;
+  }
+  return req.socket?.remoteAddress ?? "";
+}
+
 /** The HTTP/2 connection preface (RFC 9113 §3.4). */
 export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -32,8 +52,16 @@ export function sniffPreface(
     socket.pause();
     if (prefix) {
       // HTTP/2 sessions read a socket's native handle, so unshifted bytes would be lost: give the HTTP/2
-      // server a stream that replays what was read, then relays the socket.
-      h2.emit("connection", replaying(socket, seen));
+      // server a stream that replays what was read, then relays the socket. The server creates the session
+      // within emit: it gets the connection's client address then.
+      const peer = socket.remoteAddress ?? "";
+      const onSession = (session: object) => sessionPeers.set(session, peer);
+      h2.once("session", onSession);
+      try {
+        h2.emit("connection", replaying(socket, seen));
+      } finally {
+        h2.off("session", onSession);
+      }
     } else {
       socket.unshift(seen);
       h1.emit("connection", socket);

@@ -57,6 +57,7 @@ import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
 import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
 import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
+import { peerAddress } from "../net/sniff.ts";
 import {
   createInboundListener,
   createLocalListener,
@@ -511,7 +512,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       path: d.kind === "allow" ? d.path : "",
       scheme: ex.mtls ? "https" : "http",
       ...(d.kind === "allow" ? { meshgateRoute: d.source } : {}),
-      peerAddress: req.socket.remoteAddress ?? "",
+      peerAddress: peerAddress(req),
       attributes: { "meshgate.direction": "inbound", ...(peer ? { "meshgate.peer": peer.id } : {}) },
     }));
     if (d.kind === "deny") {
@@ -607,7 +608,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       scheme: "http",
       ...(d.kind === "route" && d.route !== null ? { meshgateRoute: d.route } : {}),
       ...(d.kind === "route" ? { serverAddress: d.host } : {}),
-      peerAddress: req.socket.remoteAddress ?? "",
+      peerAddress: peerAddress(req),
       attributes: { "meshgate.direction": "outbound" },
     }));
     if (d.kind === "reject") {
@@ -665,7 +666,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         body,
         timeoutMs,
         retry: d.retry,
-        hashKey: req.socket.remoteAddress ?? "",
+        hashKey: peerAddress(req),
       },
       (status, upstreamHeaders, _closeDelimited, trailersOnly) => {
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones).

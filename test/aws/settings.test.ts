@@ -35,6 +35,7 @@ const check = (
     service?: string;
     loadBalancer?: "nlb" | "nlb-ip";
     controller?: boolean;
+    listeners?: { name: string; proxyProtocol: boolean }[];
   } = {},
 ) =>
   awsSettingErrors({
@@ -43,6 +44,7 @@ const check = (
     gatewayServiceType: over.service ?? "LoadBalancer",
     ...(over.loadBalancer ? { loadBalancer: over.loadBalancer } : {}),
     ...(over.controller !== undefined ? { loadBalancerController: over.controller } : {}),
+    ...(over.listeners ? { gatewayListeners: over.listeners } : {}),
   });
 const CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/12345678-1234-1234-1234-123456789012";
 
@@ -100,6 +102,17 @@ describe("AWS settings", () => {
       "targets.aws.managedPrometheus",
     ],
     ["a_cluster_ip_gateway", target(), { service: "ClusterIP" }, "targets.kubernetes.gatewayServiceType"],
+    [
+      "proxy_protocol_on_some_listeners_only",
+      target(),
+      {
+        listeners: [
+          { name: "http", proxyProtocol: true },
+          { name: "https", proxyProtocol: false },
+        ],
+      },
+      "gateway.listeners",
+    ],
     [
       "nlb_ip_on_a_created_cluster_without_the_controller",
       target(),
@@ -167,6 +180,23 @@ describe("AWS settings", () => {
     });
     expect(subnetCidrs("172.20.0.0/16", 2).private).toEqual(["172.20.64.0/18", "172.20.128.0/18"]);
     expect(() => subnetCidrs("10.0.0.0/20", 2)).toThrow(/cidrBlock/);
+  });
+
+  it("asks_the_nlb_for_proxy_protocol_only_when_the_listeners_expect_it", () => {
+    const all = [
+      { name: "http", proxyProtocol: true },
+      { name: "https", proxyProtocol: true },
+    ];
+    expect(check(target(), { listeners: all })).toEqual([]);
+    expect(gatewayServiceAnnotations("nlb", CERT, "http", true)).toEqual({
+      "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+      "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-cert": CERT,
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "http",
+    });
+    expect(Object.keys(gatewayServiceAnnotations("nlb", null, "http"))).not.toContain(
+      "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol",
+    );
   });
 
   it("annotates_tls_at_the_nlb_only_with_a_certificate", () => {

@@ -386,6 +386,20 @@ describe("AWS stack: a created cluster", () => {
     expect(String(run.outputs.gatewayUrl)).toMatch(url);
   });
 
+  it("asks_the_nlb_for_proxy_protocol_when_every_gateway_listener_expects_it", async () => {
+    const spec = structuredClone(shopSpec);
+    for (const l of spec.gateway.listeners as Json[]) l.proxyProtocol = true;
+    const file = join(dir, "proxied.yaml");
+    await writeFile(file, stringify(spec));
+    pulumi.runtime.setAllConfig({ "meshgate:target": "aws", "meshgate:spec": file });
+    const run = await runStack(program);
+    expect(run.errors).toEqual([]);
+    const service = mockState.registered.find((r) => r.name === "shop-service-shop-gateway")!;
+    expect((service.inputs as Json).metadata.annotations).toMatchObject({
+      "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+    });
+  });
+
   it("never_outputs_the_registry_password", async () => {
     const run = await deploy();
     expect(JSON.stringify(run.outputs)).not.toContain(awsMock.ecrPassword);

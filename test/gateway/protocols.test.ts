@@ -11,6 +11,7 @@ import tls from "node:tls";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { selfSignedCert } from "../support/certs.ts";
 import {
   gatewayConfig,
   startTestGateway,
@@ -28,30 +29,7 @@ let gw: TestGateway;
 let httpsPort: number;
 let h2cPort: number;
 
-async function cert(name: string, cn: string, san: string): Promise<{ certFile: string; keyFile: string }> {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile,
-    "-days",
-    "1",
-    "-subj",
-    `/CN=${cn}`,
-    "-addext",
-    `subjectAltName=${san}`,
-  ]);
-  return { certFile, keyFile };
-}
+const cert = (name: string, cn: string, san: string) => selfSignedCert(dir, name, cn, san);
 
 function config(
   a: { certFile: string; keyFile: string },

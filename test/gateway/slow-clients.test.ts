@@ -3,13 +3,11 @@
  * kind of listener — plain HTTP with and without h2c sniffing, TLS with and without h2 — not up to 30 s
  * later or never (Node enforces these timeouts on an interval, which only runs once a server listens).
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   gatewayConfig,
@@ -18,35 +16,15 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { selfSignedCert } from "../support/certs.ts";
 
-const run = promisify(execFile);
 let dir: string;
 let up: Upstream;
 let gw: TestGateway;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "meshgate-slow-"));
-  const certFile = join(dir, "a.crt");
-  const keyFile = join(dir, "a.key");
-  await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile,
-    "-days",
-    "1",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-  ]);
+  const { certFile, keyFile } = await selfSignedCert(dir, "a", "127.0.0.1", "IP:127.0.0.1");
   const tls = { minVersion: "TLSv1.2", certificates: [{ hosts: ["localhost"], certFile, keyFile }] };
   up = await startUpstream();
   gw = await startTestGateway(

@@ -3,12 +3,10 @@
  * error replies, EVALSHA with the NOSCRIPT fallback, AUTH and SELECT from the URL, reconnection after
  * the server restarts, timeouts on a stalled server, and no password in any message.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisClient, RedisScript, type RedisClientEvent } from "../../runtime/redis/client.ts";
@@ -22,6 +20,7 @@ import {
 } from "../../runtime/redis/errors.ts";
 import { parseRedisUrl, redactRedisUrl } from "../../runtime/redis/url.ts";
 import { freePort } from "../support/gateway.ts";
+import { selfSignedCert } from "../support/certs.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
 let redis: TestRedis;
@@ -348,27 +347,12 @@ describe("redis client over tls", () => {
   let ca: Buffer;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "meshgate-redis-tls-"));
-    const certFile = join(dir, "redis.crt");
-    const keyFile = join(dir, "redis.key");
-    await promisify(execFile)("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ]);
+    const { certFile, keyFile } = await selfSignedCert(
+      dir,
+      "redis",
+      "localhost",
+      "DNS:localhost,IP:127.0.0.1",
+    );
     ca = await readFile(certFile);
     secure = await startRedis({ tls: { certFile, keyFile }, password: "tls-pw" });
   });
