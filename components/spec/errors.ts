@@ -48,6 +48,7 @@ export const SpecErrorCatalog = {
     "a JWT provider allows an algorithm that is not pinned asymmetric (none and HS* are refused)",
   E_SPEC_JWT_KEYS: "a JWT provider needs exactly one of jwksUri or jwks",
   E_SPEC_TLS_CONFIG: "an https listener has no certificates, or an http listener has tls",
+  E_SPEC_PROXY_PROTOCOL: "a listener names proxyProtocolSources but does not set proxyProtocol: true",
   E_SPEC_LIMIT_TOO_LOOSE:
     "a safety limit is looser than meshgate allows (header timeout > 15s, clock skew > 5m, …)",
   E_SPEC_RETRY_TIMEOUT: "the per-try timeout is longer than the total timeout it must fit in",
@@ -69,6 +70,8 @@ export const SpecErrorCatalog = {
   W_SPEC_RETRY_UNSAFE_METHOD:
     "retries are set on a route that only accepts non-idempotent methods; they apply only to bytes never sent",
   W_SPEC_PUBLIC_ROUTE_UNLIMITED: "a public route has no rate limit",
+  W_SPEC_PROXY_PROTOCOL_ANY_SOURCE:
+    "a PROXY-protocol listener takes the header from any source: whoever reaches the port can name any client address",
   W_SPEC_RATE_LIMIT_REPLICA_FLOOR:
     "a fleet rate limit divided over the replicas (no Redis) leaves each replica less than one token of burst; each allows one",
 } as const;

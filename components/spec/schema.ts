@@ -552,6 +552,13 @@ const Listener = z.strictObject({
     .describe(
       "Every connection starts with a PROXY protocol header (v1 or v2, as an AWS NLB with proxy protocol v2, HAProxy or most cloud load balancers send it): the client's address it names is the one rate limits, X-Forwarded-For and logs use. A connection without a valid header is closed — turn it on only for a port that nothing but the load balancer reaches.",
     ),
+  proxyProtocolSources: z
+    .array(z.string())
+    .min(1)
+    .optional()
+    .describe(
+      "The load balancers' addresses (CIDR ranges) a PROXY header is taken from: a connection from elsewhere is closed. Without it, any client that reaches the port can name any address (a warning says so).",
+    ),
   tls: z
     .strictObject({
       minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default(D["gateway.listeners.*.tls.minVersion"].value),

@@ -366,6 +366,22 @@ export function semanticIssues(raw: unknown): Issue[] {
           );
         else ports.set(p, `listener [${i}]`);
       }
+      arr(l.proxyProtocolSources).forEach((c, k) => {
+        if (typeof c === "string" && !isCidr(c))
+          add(
+            "E_SPEC_INVALID_CIDR",
+            ["gateway", "listeners", i, "proxyProtocolSources", k],
+            `${JSON.stringify(c)} is not a CIDR range`,
+            'write the load balancers\' range, e.g. "10.0.0.0/20"',
+          );
+      });
+      if (l.proxyProtocolSources !== undefined && l.proxyProtocol !== true)
+        add(
+          "E_SPEC_PROXY_PROTOCOL",
+          ["gateway", "listeners", i, "proxyProtocolSources"],
+          "proxyProtocolSources only applies to a listener that reads PROXY headers",
+          "set proxyProtocol: true, or remove proxyProtocolSources",
+        );
       const tls = isObj(l.tls) ? l.tls : undefined;
       if (l.protocol === "https" && !tls) {
         add(

@@ -396,6 +396,16 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
   const used = new Set<string>();
   for (const r of routes) for (const c of routeClusters(r.action)) used.add(c);
   const listeners = gatewayListeners(g);
+  listeners.forEach((l, i) => {
+    if (l.proxyProtocol && !l.proxyProtocolSources)
+      ctx.diagnose({
+        code: "W_SPEC_PROXY_PROTOCOL_ANY_SOURCE",
+        severity: "warning",
+        path: `gateway.listeners[${i}]`,
+        message: `listener "${l.name}" takes PROXY headers from any source: a client that reaches its port directly can name any address (IP rules, rate limits, logs)`,
+        hint: "add proxyProtocolSources: the load balancers' CIDR ranges",
+      });
+  });
   const config: Omit<GatewayRuntimeConfig, "hash"> = {
     ...ctx.common(),
     kind: "gateway",
@@ -414,6 +424,9 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
         protocol: l.protocol,
         http2: l.http2,
         ...(l.proxyProtocol ? { proxyProtocol: true as const } : {}),
+        ...(l.proxyProtocol && l.proxyProtocolSources
+          ? { proxyProtocolSources: sortedUnique(l.proxyProtocolSources) }
+          : {}),
         tls: l.tls
           ? {
               minVersion: l.tls.minVersion,

@@ -352,6 +352,8 @@ export const Listener = z.strictObject({
    * without it is closed (runtime/net/proxy-protocol.ts). Absent: no header.
    */
   proxyProtocol: z.literal(true).optional(),
+  /** CIDR ranges a PROXY header is taken from (a connection from elsewhere is closed). Absent: any. */
+  proxyProtocolSources: z.array(z.string()).min(1).optional(),
   tls: z
     .strictObject({
       minVersion: z.enum(["TLSv1.2", "TLSv1.3"]),

@@ -17,6 +17,7 @@ import https from "node:https";
 import net, { type Socket } from "node:net";
 import tls, { type SecureContext } from "node:tls";
 import type { Duplex } from "node:stream";
+import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
@@ -111,11 +112,21 @@ function stamp(s: Socket | Duplex, source: ProxiedSource): void {
  * or whose header does not arrive within the header timeout, is closed; `onInvalid` hears why.
  */
 function proxyProtocolFront(
+  l: ListenerConfig,
   limits: Limits,
   next: (socket: Socket, rest: Buffer, source: ProxiedSource | null, timer: NodeJS.Timeout) => void,
   onInvalid: (reason: string) => void,
 ): net.Server {
+  // The load balancers a header is taken from (validated CIDRs: the spec refuses others).
+  const from: IpRange[] | null = l.proxyProtocolSources
+    ? l.proxyProtocolSources.flatMap((c) => parseCidr(c) ?? [])
+    : null;
   return net.createServer({ noDelay: true }, (socket) => {
+    if (from !== null && !inRanges(from, socket.remoteAddress ?? "")) {
+      onInvalid("the connection does not come from a proxyProtocolSources address");
+      socket.destroy();
+      return;
+    }
     const timer = setTimeout(() => socket.destroy(), limits.headerTimeoutMs);
     socket.on("error", () => socket.destroy());
     let seen: Buffer = Buffer.alloc(0);
@@ -255,7 +266,7 @@ export function createListener(
       return {
         name: l.name,
         server: l.proxyProtocol
-          ? fronted(proxyProtocolFront(limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+          ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
           : server,
         http1: null,
         closeIdle: () => sessions.forEach((s) => s.close()),
@@ -271,7 +282,7 @@ export function createListener(
     return {
       name: l.name,
       server: l.proxyProtocol
-        ? fronted(proxyProtocolFront(limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+        ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
         : server,
       http1: server,
       closeIdle: () => server.closeIdleConnections(),
@@ -291,7 +302,7 @@ export function createListener(
     };
     return {
       name: l.name,
-      server: l.proxyProtocol ? fronted(proxyProtocolFront(limits, toH1, onProxyRefused), h1) : h1,
+      server: l.proxyProtocol ? fronted(proxyProtocolFront(l, limits, toH1, onProxyRefused), h1) : h1,
       http1: h1,
       closeIdle: () => h1.closeIdleConnections(),
       closeAll: () => h1.closeAllConnections(),
@@ -303,6 +314,7 @@ export function createListener(
   trackSessions(h2);
   const front = l.proxyProtocol
     ? proxyProtocolFront(
+        l,
         limits,
         (socket, rest, source, timer) => {
           if (source !== null) stamp(socket, source);

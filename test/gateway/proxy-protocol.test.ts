@@ -13,6 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { translate } from "../../components/translate/translate.ts";
 import { PROXY_V2_SIGNATURE } from "../../runtime/net/proxy-protocol.ts";
 import { selfSignedCert } from "../support/certs.ts";
 import {
@@ -45,6 +47,22 @@ beforeAll(async () => {
           { name: "tlsh1", port: 8444, protocol: "https", http2: false, tls, proxyProtocol: true },
           { name: "plain", port: 8082, protocol: "http", http2: false },
           { name: "plainh2c", port: 8083, protocol: "http", http2: true },
+          {
+            name: "trusted",
+            port: 8084,
+            protocol: "http",
+            http2: false,
+            proxyProtocol: true,
+            proxyProtocolSources: ["127.0.0.0/8"],
+          },
+          {
+            name: "untrusted",
+            port: 8085,
+            protocol: "http",
+            http2: false,
+            proxyProtocol: true,
+            proxyProtocolSources: ["192.0.2.0/24", "2001:db8::/32"],
+          },
         ],
       },
     ),
@@ -231,9 +249,73 @@ describe("PROXY protocol listeners", () => {
     expect(forwardedFor("/plain-h2c")).toBe("127.0.0.1");
   });
 
+  it("takes_the_header_from_a_connection_of_a_proxy_protocol_source", async () => {
+    expect((await h1("trusted", V1("203.0.113.9"), "/trusted")).split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    expect(forwardedFor("/trusted")).toBe("203.0.113.9");
+  });
+
+  it("closes_a_connection_from_outside_the_proxy_protocol_sources_even_with_a_valid_header", async () => {
+    const before = await refused("untrusted");
+    expect(await h1("untrusted", V1("203.0.113.9"), "/untrusted")).toBe("");
+    expect(up.received.some((r) => r.url === "/untrusted")).toBe(false);
+    expect(await refused("untrusted")).toBe(before + 1);
+  });
+
   it("treats_a_proxy_header_on_a_listener_without_the_option_as_a_malformed_request", async () => {
     const raw = await h1("plain", V1("203.0.113.7"), "/plain");
     expect(raw.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
     expect(up.received.some((r) => r.url === "/plain")).toBe(false);
+  });
+});
+
+describe("the spec of PROXY-protocol listeners", () => {
+  const listeners = (l: Record<string, unknown>) => ({
+    name: "t",
+    trustDomain: "t.example",
+    services: { app: { image: "r/app:1", port: 8080, allow: [{ from: ["gateway"] }] } },
+    gateway: {
+      hosts: ["t.example"],
+      listeners: [{ name: "edge", port: 8080, protocol: "http", ...l }],
+      routes: [
+        {
+          name: "all",
+          match: { path: "/**" },
+          to: "app",
+          public: true,
+          rateLimit: { requests: 10, per: "1s", key: "ip" },
+        },
+      ],
+    },
+  });
+
+  it.each<[string, Record<string, unknown>, string, string]>([
+    [
+      "a_source_that_is_not_a_cidr",
+      { proxyProtocol: true, proxyProtocolSources: ["10.0.0.0/33"] },
+      "gateway.listeners[0].proxyProtocolSources[0]",
+      "E_SPEC_INVALID_CIDR",
+    ],
+    [
+      "sources_without_proxy_protocol",
+      { proxyProtocolSources: ["10.0.0.0/20"] },
+      "gateway.listeners[0].proxyProtocolSources",
+      "E_SPEC_PROXY_PROTOCOL",
+    ],
+  ])("refuses_%s_naming_the_field", (_claim, l, path, code) => {
+    const r = parseSpec(listeners(l));
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.map((e) => [e.path, e.code])).toEqual([[path, code]]);
+  });
+
+  it.each<[string, Record<string, unknown>, boolean]>([
+    ["warns_when_any_source_may_send_the_header", { proxyProtocol: true }, true],
+    ["is_quiet_with_sources", { proxyProtocol: true, proxyProtocolSources: ["10.0.0.0/20"] }, false],
+    ["is_quiet_without_proxy_protocol", {}, false],
+  ])("%s", (_claim, l, warns) => {
+    const r = parseSpec(listeners(l));
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    const codes = translate(r.spec).diagnostics.map((d) => `${d.code} ${d.path}`);
+    expect(codes.includes("W_SPEC_PROXY_PROTOCOL_ANY_SOURCE gateway.listeners[0]")).toBe(warns);
   });
 });

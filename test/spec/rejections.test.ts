@@ -786,6 +786,23 @@ const ROWS: Row[] = [
     path: "gateway.listeners[1].tls.certificates[0]",
   },
 
+  // ── PROXY protocol ──
+  {
+    claim: "rejects_proxy_protocol_sources_without_proxy_protocol",
+    mutate: (s) => (s.gateway.listeners[0].proxyProtocolSources = ["10.0.0.0/20"]),
+    code: "E_SPEC_PROXY_PROTOCOL",
+    path: "gateway.listeners[0].proxyProtocolSources",
+  },
+  {
+    claim: "rejects_a_proxy_protocol_source_that_is_not_a_cidr",
+    mutate: (s) => {
+      s.gateway.listeners[0].proxyProtocol = true;
+      s.gateway.listeners[0].proxyProtocolSources = ["10.0.0/20"];
+    },
+    code: "E_SPEC_INVALID_CIDR",
+    path: "gateway.listeners[0].proxyProtocolSources[0]",
+  },
+
   // ── limits, retries, CA, SLOs ──
   {
     claim: "rejects_gateway_header_timeout_above_15s",
