@@ -6,7 +6,6 @@
  * three protected routes — no bypass, and the path the upstream receives is the canonical path that was
  * authorized, for every accepted request.
  */
-import { execFileSync } from "node:child_process";
 import http from "node:http";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,6 +25,7 @@ import {
 import { bypassCorpus } from "../support/paths.ts";
 import { ISS, claims, forgedTokens } from "./corpus.ts";
 import { makeKey, signToken, startJwksServer, type JwksServer, type TestKey } from "./support.ts";
+import { selfSignedCert } from "../support/certs.ts";
 
 const RATE = { rateLimit: { requests: 100000, per: "1s" } };
 const API_KEY = "e2e-partner-key-0123456789abcdef";
@@ -53,28 +53,8 @@ beforeAll(async () => {
   jwks = await startJwksServer([main.jwk]);
   attackerServer = await startJwksServer([attacker.jwk]);
   dir = mkdtempSync(join(tmpdir(), "meshgate-auth-e2e-"));
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      join(dir, "k.pem"),
-      "-out",
-      join(dir, "c.pem"),
-      "-days",
-      "1",
-      "-subj",
-      "/CN=attacker",
-    ],
-    { stdio: "ignore" },
-  );
-  attackerCertB64 = readFileSync(join(dir, "c.pem"), "utf8").replace(/-----[^-]+-----|\s/g, "");
+  const { certFile } = await selfSignedCert(dir, "c", "attacker");
+  attackerCertB64 = readFileSync(certFile, "utf8").replace(/-----[^-]+-----|\s/g, "");
   app = await startUpstream();
   config = gatewayConfig(
     [

@@ -5,7 +5,6 @@
  * refresh on unknown kid, one fetch for a stampede, the refetch rate limit, an unreachable JWKS), and every
  * log line captured and searched for tokens and keys.
  */
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +24,7 @@ import {
   type JwksServer,
   type TestKey,
 } from "./support.ts";
+import { selfSignedCert } from "../support/certs.ts";
 
 const RATE = { rateLimit: { requests: 1000, per: "1s" } };
 
@@ -121,28 +121,8 @@ beforeAll(async () => {
     jwt: { minRefetchIntervalMs: 200, minTtlMs: 100 },
   });
   dir = mkdtempSync(join(tmpdir(), "meshgate-jwt-"));
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      join(dir, "k.pem"),
-      "-out",
-      join(dir, "c.pem"),
-      "-days",
-      "1",
-      "-subj",
-      "/CN=attacker",
-    ],
-    { stdio: "ignore" },
-  );
-  attackerCertB64 = readFileSync(join(dir, "c.pem"), "utf8").replace(/-----[^-]+-----|\s/g, "");
+  const { certFile } = await selfSignedCert(dir, "c", "attacker");
+  attackerCertB64 = readFileSync(certFile, "utf8").replace(/-----[^-]+-----|\s/g, "");
 });
 
 afterAll(async () => {
