@@ -9,6 +9,8 @@ export const RuntimeErrorCatalog = {
   E_RT_CONFIG_HASH: "the RuntimeConfig hash does not match its content (edited by hand or truncated)",
   E_RT_CONFIG_KIND:
     "the RuntimeConfig is for another proxy kind (gateway config given to a sidecar, or the reverse)",
+  E_RT_RELOAD_RESTART_REQUIRED:
+    "a reload changes a setting the proxy binds when it starts (a listener's port, protocol, TLS minimum version, PROXY protocol or its sources, parser limits, admin port, the gateway's identity); restart the proxy to apply it — the previous config keeps serving",
   E_RT_IDENTITY_FILE:
     "an identity file (svid.certFile, keyFile, bundleFile) is missing or unreadable; the proxy keeps its previous identity",
   E_RT_IDENTITY_MISMATCH:

@@ -36,6 +36,11 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
   load(text: string): C;
   /** The config is unchanged (same hash): refresh what can change without it (certificate files). */
   unchanged(next: C): Promise<void>;
+  /**
+   * Refuses a new config the running proxy cannot apply (a setting bound when it started): throws a
+   * RuntimeConfigError, whose code the rejection keeps. Runs before anything of the new config is built.
+   */
+  check?(current: C, next: C): void;
   /** Builds the state of a new config; throwing rejects it (nothing swapped). */
   build(next: C): Promise<S>;
   /** Called when build threw, to undo what it started. */
@@ -61,6 +66,16 @@ export function createReloader<C extends { readonly hash: string }, S>(
     return { ok: false, error: message, code };
   };
 
+  /** A config refused before anything of it was built, with the code its error carries. */
+  const refused = (err: unknown): ReloadResult => {
+    const e = err as Error & { code?: string };
+    return reject(
+      e.message,
+      e.code ?? "E_RT_CONFIG_INVALID",
+      "config rejected; the previous config keeps serving",
+    );
+  };
+
   async function once(text?: string): Promise<ReloadResult> {
     let next: C;
     try {
@@ -71,12 +86,7 @@ export function createReloader<C extends { readonly hash: string }, S>(
       }
       next = o.load(text);
     } catch (err) {
-      const e = err as Error & { code?: string };
-      return reject(
-        e.message,
-        e.code ?? "E_RT_CONFIG_INVALID",
-        "config rejected; the previous config keeps serving",
-      );
+      return refused(err);
     }
     const previous = o.current().hash;
     if (next.hash === previous) {
@@ -92,6 +102,11 @@ export function createReloader<C extends { readonly hash: string }, S>(
       }
       reloads.labels(o.proxy, "unchanged").inc();
       return { ok: true, hash: next.hash, changed: false };
+    }
+    try {
+      o.check?.(o.current(), next);
+    } catch (err) {
+      return refused(err);
     }
     let built: S;
     try {

@@ -10,6 +10,7 @@
  * state and swaps one reference; requests in flight keep the state they started with.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
+import { gatewayRestartFields, refuseRestartFields } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
@@ -1377,6 +1378,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     unchanged: async () => {
       state = { ...state, certificates: loadAllCertificates(state.config) };
     },
+    check: (current, next) => refuseRestartFields("gateway", gatewayRestartFields(current, next)),
     build: (next) => buildState(next, state),
     buildFailed: () => limiters.discardPending(),
     commit: (next, built) => {

@@ -21,6 +21,7 @@
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
+import { refuseRestartFields, sidecarRestartFields } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -1082,6 +1083,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     unchanged: async () => {
       await identity.reload();
     },
+    check: (current, next) => refuseRestartFields("sidecar", sidecarRestartFields(current, next)),
     build: (next) => buildState(next),
     commit: async (next, built) => {
       const previous = state;

@@ -20,6 +20,7 @@ import {
   startUpstream,
   type Upstream,
 } from "../support/gateway.ts";
+import { selfSignedCert } from "../support/certs.ts";
 
 // Replica-scoped: the Redis store configured below (to check its redaction) is not reachable here, and
 // fleet-scoped limits would answer by its fail mode (closed).
@@ -125,47 +126,46 @@ describe("reload", () => {
 
   it("stops_what_a_config_refused_part_way_started", async () => {
     // The refused config's cluster starts (and health-checks its endpoint every 100 ms) before its
-    // certificate fails to load: after the refusal, nothing of it may keep running.
+    // client-certificate CA file fails to load: after the refusal, nothing of it may keep running.
     const probed = await startUpstream();
-    const gw = await startTestGateway(config());
-    try {
-      const base = gatewayConfig([{ name: "p", match: { path: "/p" }, to: "probed", ...PUBLIC }], {
-        probed,
-      });
-      const { hash: _old, ...unsealed } = {
-        ...base,
-        clusters: base.clusters.map((c) => ({
-          ...c,
-          healthCheck: {
-            path: "/healthz",
-            intervalMs: 100,
-            timeoutMs: 100,
-            healthyThreshold: 1,
-            unhealthyThreshold: 1,
-          },
-        })),
-        listeners: [
-          ...base.listeners,
-          {
-            name: "tls",
-            port: 8443,
-            protocol: "https" as const,
-            http2: false,
-            tls: {
-              minVersion: "TLSv1.2" as const,
-              certificates: [
-                {
-                  hosts: ["x.example"],
-                  certFile: join(dir, "missing.crt"),
-                  keyFile: join(dir, "missing.key"),
-                },
-              ],
-            },
-          },
+    const ca = await selfSignedCert(dir, "partners-ca", "partners CA");
+    const build = (caFile: string, healthCheck: boolean): GatewayRuntimeConfig => {
+      const c = gatewayConfig(
+        [
+          { name: "v1", match: { path: "/v1/**" }, to: "app", ...PUBLIC },
+          { name: "p", match: { path: "/p" }, to: "probed", ...PUBLIC },
         ],
-      };
-      const refused = await gw.reload(JSON.stringify(sealRuntimeConfig(unsealed)));
-      expect(refused).toMatchObject({ ok: false, error: expect.stringContaining("missing.crt") });
+        { app, probed },
+      );
+      const { hash: _h, ...rest } = c;
+      return sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        clusters: c.clusters.map((cl) =>
+          healthCheck && cl.name === "probed"
+            ? {
+                ...cl,
+                healthCheck: {
+                  path: "/healthz",
+                  intervalMs: 100,
+                  timeoutMs: 100,
+                  healthyThreshold: 1,
+                  unhealthyThreshold: 1,
+                },
+              }
+            : cl,
+        ),
+        // Listeners request client certificates when a provider exists (bound at start): both have one.
+        auth: { ...c.auth, clientCert: [{ name: "partners", caFile, subjects: [], sans: [] }] },
+      });
+    };
+    const gw = await startTestGateway(build(ca.certFile, false));
+    try {
+      const refused = await gw.reload(JSON.stringify(build(join(dir, "missing.pem"), true)));
+      expect(refused).toMatchObject({
+        ok: false,
+        code: "E_RT_CONFIG_INVALID",
+        error: expect.stringContaining("missing.pem"),
+      });
       await sleep(150);
       const after = probed.received.length;
       await sleep(500);
@@ -174,6 +174,35 @@ describe("reload", () => {
     } finally {
       await gw.drain();
       await probed.close();
+    }
+  });
+
+  it("refuses_whole_a_reload_that_moves_a_listener_and_adds_a_route", async () => {
+    // The port is bound at start: the reload is refused, so the route that came with it is not served
+    // either (a reload applies all of a config or none of it).
+    const gw = await startTestGateway(config());
+    try {
+      const next = config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]);
+      const { hash: _h, ...rest } = next;
+      const moved = sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        listeners: rest.listeners.map((l, i) => (i === 0 ? { ...l, port: l.port + 1 } : l)),
+      });
+      const r = await gw.reload(JSON.stringify(moved));
+      expect(r).toMatchObject({
+        ok: false,
+        code: "E_RT_RELOAD_RESTART_REQUIRED",
+        error: expect.stringMatching(/listeners\.\w+\.port, which the gateway sets only when it starts/),
+      });
+      expect((await request(`${gw.url}/extra`)).status).toBe(404);
+      expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(/^meshgate_config_reloads_total\{proxy="gateway",result="failure"\} 1$/m);
+      // The same route without moving the listener is applied.
+      expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, changed: true });
+      expect((await request(`${gw.url}/extra`)).status).toBe(200);
+    } finally {
+      await gw.drain();
     }
   });
 

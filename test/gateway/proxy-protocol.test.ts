@@ -15,6 +15,7 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { translate } from "../../components/translate/translate.ts";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { PROXY_V2_SIGNATURE } from "../../runtime/net/proxy-protocol.ts";
 import { selfSignedCert } from "../support/certs.ts";
 import {
@@ -28,45 +29,45 @@ import {
 let dir: string;
 let up: Upstream;
 let gw: TestGateway;
+let served: GatewayRuntimeConfig;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "meshgate-proxy-protocol-"));
   const { certFile, keyFile } = await selfSignedCert(dir, "a", "localhost");
   const tls = { minVersion: "TLSv1.2", certificates: [{ hosts: ["localhost"], certFile, keyFile }] };
   up = await startUpstream();
-  gw = await startTestGateway(
-    gatewayConfig(
-      [{ name: "all", match: { path: "/**" }, to: "app", public: true }],
-      { app: { port: up.port } },
-      {
-        limits: { headerTimeout: "1s" },
-        listeners: [
-          { name: "h1h2c", port: 8080, protocol: "http", http2: true, proxyProtocol: true },
-          { name: "h1", port: 8081, protocol: "http", http2: false, proxyProtocol: true },
-          { name: "tlsh2", port: 8443, protocol: "https", http2: true, tls, proxyProtocol: true },
-          { name: "tlsh1", port: 8444, protocol: "https", http2: false, tls, proxyProtocol: true },
-          { name: "plain", port: 8082, protocol: "http", http2: false },
-          { name: "plainh2c", port: 8083, protocol: "http", http2: true },
-          {
-            name: "trusted",
-            port: 8084,
-            protocol: "http",
-            http2: false,
-            proxyProtocol: true,
-            proxyProtocolSources: ["127.0.0.0/8"],
-          },
-          {
-            name: "untrusted",
-            port: 8085,
-            protocol: "http",
-            http2: false,
-            proxyProtocol: true,
-            proxyProtocolSources: ["192.0.2.0/24", "2001:db8::/32"],
-          },
-        ],
-      },
-    ),
+  served = gatewayConfig(
+    [{ name: "all", match: { path: "/**" }, to: "app", public: true }],
+    { app: { port: up.port } },
+    {
+      limits: { headerTimeout: "1s" },
+      listeners: [
+        { name: "h1h2c", port: 8080, protocol: "http", http2: true, proxyProtocol: true },
+        { name: "h1", port: 8081, protocol: "http", http2: false, proxyProtocol: true },
+        { name: "tlsh2", port: 8443, protocol: "https", http2: true, tls, proxyProtocol: true },
+        { name: "tlsh1", port: 8444, protocol: "https", http2: false, tls, proxyProtocol: true },
+        { name: "plain", port: 8082, protocol: "http", http2: false },
+        { name: "plainh2c", port: 8083, protocol: "http", http2: true },
+        {
+          name: "trusted",
+          port: 8084,
+          protocol: "http",
+          http2: false,
+          proxyProtocol: true,
+          proxyProtocolSources: ["127.0.0.0/8"],
+        },
+        {
+          name: "untrusted",
+          port: 8085,
+          protocol: "http",
+          http2: false,
+          proxyProtocol: true,
+          proxyProtocolSources: ["192.0.2.0/24", "2001:db8::/32"],
+        },
+      ],
+    },
   );
+  gw = await startTestGateway(served);
 });
 afterAll(async () => {
   await gw.drain();
@@ -259,6 +260,27 @@ describe("PROXY protocol listeners", () => {
     expect(await h1("untrusted", V1("203.0.113.9"), "/untrusted")).toBe("");
     expect(up.received.some((r) => r.url === "/untrusted")).toBe(false);
     expect(await refused("untrusted")).toBe(before + 1);
+  });
+
+  it("refuses_a_reload_that_changes_the_sources_naming_them_instead_of_reporting_it_applied", async () => {
+    // Listeners are bound at start: new sources would not reach them, so the reload must fail loudly.
+    const { hash: _h, ...rest } = served;
+    const narrowed = sealRuntimeConfig<GatewayRuntimeConfig>({
+      ...rest,
+      listeners: rest.listeners.map((l) =>
+        l.name === "trusted" ? { ...l, proxyProtocolSources: ["192.0.2.0/24"] } : l,
+      ),
+    });
+    const r = await gw.reload(JSON.stringify(narrowed));
+    expect(r).toMatchObject({
+      ok: false,
+      code: "E_RT_RELOAD_RESTART_REQUIRED",
+      error: expect.stringContaining("listeners.trusted.proxyProtocolSources"),
+    });
+    expect(gw.currentHash()).toBe(served.hash);
+    expect(gw.logs.find((l) => l.event === "reload_rejected")).toMatchObject({
+      code: "E_RT_RELOAD_RESTART_REQUIRED",
+    });
   });
 
   it("treats_a_proxy_header_on_a_listener_without_the_option_as_a_malformed_request", async () => {

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { RuntimeConfigError } from "../../runtime/contract/errors.ts";
 import { createReloader, type ReloadResult } from "../../runtime/contract/reload.ts";
 import { MetricsRegistry } from "../../runtime/telemetry/metrics.ts";
 import { capturedLogger } from "../auth/support.ts";
@@ -22,7 +23,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 function rig(
   opts: {
     configPath?: string;
-    fail?: "unchanged" | "build" | "commit";
+    fail?: "unchanged" | "check" | "build" | "commit";
     buildMs?: number;
     /** A hook that itself throws (a defect): the reload fails, later ones must still run. */
     brokenUndo?: boolean;
@@ -50,6 +51,14 @@ function rig(
     unchanged: async (next) => {
       calls.push(`unchanged ${next.hash}`);
       if (opts.fail === "unchanged") throw Object.assign(new Error("ENOENT: cert.pem"), { code: "ENOENT" });
+    },
+    check: (current, next) => {
+      calls.push(`check ${current.hash} → ${next.hash}`);
+      if (opts.fail === "check")
+        throw new RuntimeConfigError(
+          "E_RT_RELOAD_RESTART_REQUIRED",
+          "the new config changes listeners.web.port",
+        );
     },
     build: async (next) => {
       calls.push(`build ${next.hash}`);
@@ -121,11 +130,20 @@ describe("config reload: rejections keep the old config serving", () => {
       message: /cert\.pem/,
     },
     {
+      claim:
+        "a config the running proxy cannot apply is refused with the check's own code before anything is built",
+      rig: { fail: "check" },
+      text: '{"hash":"h2"}',
+      code: "E_RT_RELOAD_RESTART_REQUIRED",
+      calls: ["check h1 → h2"],
+      message: /listeners\.web\.port/,
+    },
+    {
       claim: "a config whose state cannot be built is rejected and the build undone, nothing committed",
       rig: { fail: "build" },
       text: '{"hash":"h2"}',
       code: "E_RT_CONFIG_INVALID",
-      calls: ["build h2", "buildFailed"],
+      calls: ["check h1 → h2", "build h2", "buildFailed"],
       message: /ca\.pem/,
     },
     {
@@ -134,7 +152,7 @@ describe("config reload: rejections keep the old config serving", () => {
       rig: { fail: "commit" },
       text: '{"hash":"h2"}',
       code: "E_RT_CONFIG_INVALID",
-      calls: ["build h2", "commit h2", "discard h2"],
+      calls: ["check h1 → h2", "build h2", "commit h2", "discard h2"],
       message: /identity did not start/,
     },
   ])("$claim", async ({ rig: o, text, code, calls, message }) => {
@@ -156,7 +174,7 @@ describe("config reload: accepted configs", () => {
   it("a new config is built, committed, counted, and moves config_info to its hash", async () => {
     const r = rig();
     expect(await r.reload('{"hash":"h2"}')).toEqual({ ok: true, hash: "h2", changed: true });
-    expect(r.calls).toEqual(["build h2", "commit h2"]);
+    expect(r.calls).toEqual(["check h1 → h2", "build h2", "commit h2"]);
     expect(r.serving()).toBe("h2");
     expect(r.metric('config_info{proxy="gateway",hash="h1"}')).toBe(0);
     expect(r.metric('config_info{proxy="gateway",hash="h2"}')).toBe(1);
@@ -179,7 +197,14 @@ describe("config reload: accepted configs", () => {
   it("reloads run one after another: the second starts when the first has committed", async () => {
     const r = rig({ buildMs: 30 });
     const results: ReloadResult[] = await Promise.all([r.reload('{"hash":"h2"}'), r.reload('{"hash":"h3"}')]);
-    expect(r.calls).toEqual(["build h2", "commit h2", "build h3", "commit h3"]);
+    expect(r.calls).toEqual([
+      "check h1 → h2",
+      "build h2",
+      "commit h2",
+      "check h2 → h3",
+      "build h3",
+      "commit h3",
+    ]);
     expect(results.map((x) => x.ok && x.hash)).toEqual(["h2", "h3"]);
     expect(r.serving()).toBe("h3");
   });

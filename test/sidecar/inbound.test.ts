@@ -422,3 +422,34 @@ describe("permissive mode", () => {
 function svidFingerprint(s: IssuedSvid): string {
   return new X509Certificate(s.der).fingerprint256.replace(/:/g, "").toLowerCase();
 }
+
+describe("reloads the running sidecar cannot apply", () => {
+  it("refuses_a_reload_from_strict_to_permissive_and_keeps_refusing_plaintext", async () => {
+    const configFor = (mtls: "strict" | "permissive") =>
+      localSidecar(
+        meshConfigs(SERVICES, { mtls }).find((c) => c.name === "orders")!,
+        {
+          identityDir: join(tmp.dir, "orders"),
+          appPort: app.port,
+        },
+      );
+    const sidecar = await startTestSidecar(configFor("strict"));
+    try {
+      const hash = sidecar.currentHash();
+      const r = await sidecar.reload(JSON.stringify(configFor("permissive")));
+      expect(r).toMatchObject({
+        ok: false,
+        code: "E_RT_RELOAD_RESTART_REQUIRED",
+        error: expect.stringMatching(/changes mtls, .*restart the sidecar/),
+      });
+      expect(sidecar.currentHash()).toBe(hash);
+      expect((await curl([`http://127.0.0.1:${sidecar.ports.inbound}/orders/1`])).status).not.toBe("200");
+      expect((await curl([...as("web"), url(sidecar, "/orders/1")])).status).toBe("200");
+      expect(
+        metricValue(await metrics(sidecar), "meshgate_config_reloads_total", { result: "failure" }),
+      ).toBe(1);
+    } finally {
+      await sidecar.drain();
+    }
+  });
+});

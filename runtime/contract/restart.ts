@@ -1,0 +1,105 @@
+/**
+ * What a reload cannot apply. A proxy binds its ports and builds its listeners once, when it starts:
+ * the sockets, the TLS minimum version, the PROXY protocol front and the sources it trusts, the HTTP
+ * parser's limits, whether client certificates are requested, the admin port — and the gateway's own mesh
+ * identity. A reload swaps everything else (routes, clusters, auth, limits per request, certificates).
+ *
+ * A new config that changes a bound setting is refused whole, naming every such field, rather than
+ * accepted and silently not applied: a reload that narrows `proxyProtocolSources` or turns a sidecar from
+ * permissive to strict must never report success while the old setting keeps serving. Applying them
+ * takes a restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation),
+ * so this only meets reloads of a file by hand or by SIGHUP.
+ *
+ * Pure: two validated configs in, the changed field paths out (spec-like paths, listeners by name).
+ */
+import { RuntimeConfigError } from "./errors.ts";
+import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "./schema.ts";
+
+type Listener = GatewayRuntimeConfig["listeners"][number];
+
+/** The settings of one gateway listener that are fixed once it is bound (certificates are not: they reload). */
+const LISTENER_BOUND: readonly ((l: Listener) => [field: string, value: unknown])[] = [
+  (l) => ["port", l.port],
+  (l) => ["protocol", l.protocol],
+  (l) => ["http2", l.http2],
+  (l) => ["tls.minVersion", l.tls?.minVersion ?? null],
+  (l) => ["proxyProtocol", l.proxyProtocol ?? false],
+  (l) => ["proxyProtocolSources", l.proxyProtocolSources ?? null],
+];
+
+/** The gateway's limits its listeners and HTTP parsers are created with. */
+const GATEWAY_LIMITS_BOUND = [
+  "maxHeaderBytes",
+  "headerTimeoutMs",
+  "requestTimeoutMs",
+  "idleTimeoutMs",
+  "maxConnections",
+] as const;
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/** The gateway fields `next` changes that only a restart applies (empty: the reload can apply it all). */
+export function gatewayRestartFields(current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): string[] {
+  const changed: string[] = [];
+  const before = new Map(current.listeners.map((l) => [l.name, l]));
+  const after = new Map(next.listeners.map((l) => [l.name, l]));
+  for (const name of before.keys()) if (!after.has(name)) changed.push(`listeners.${name} (removed)`);
+  for (const [name, l] of after) {
+    const old = before.get(name);
+    if (!old) {
+      changed.push(`listeners.${name} (added)`);
+      continue;
+    }
+    for (const get of LISTENER_BOUND) {
+      const [field, value] = get(l);
+      if (!same(get(old)[1], value)) changed.push(`listeners.${name}.${field}`);
+    }
+  }
+  for (const k of GATEWAY_LIMITS_BOUND) if (current.limits[k] !== next.limits[k]) changed.push(`limits.${k}`);
+  // Listeners request client certificates only when some clientCert provider exists.
+  if (current.auth.clientCert.length > 0 !== next.auth.clientCert.length > 0)
+    changed.push(
+      `auth.clientCert (${next.auth.clientCert.length > 0 ? "first provider added" : "last provider removed"})`,
+    );
+  if (current.admin.port !== next.admin.port) changed.push("admin.port");
+  if (!same(current.svid, next.svid)) changed.push("svid");
+  if (current.identity !== next.identity) changed.push("identity");
+  if (current.trustDomain !== next.trustDomain) changed.push("trustDomain");
+  return changed;
+}
+
+/** The sidecar fields `next` changes that only a restart applies (its identity, by contrast, reloads). */
+export function sidecarRestartFields(current: SidecarRuntimeConfig, next: SidecarRuntimeConfig): string[] {
+  const changed: string[] = [];
+  if (current.mtls !== next.mtls) changed.push("mtls");
+  if (current.inbound.port !== next.inbound.port) changed.push("inbound.port");
+  if (current.inbound.limits.maxHeaderBytes !== next.inbound.limits.maxHeaderBytes)
+    changed.push("inbound.limits.maxHeaderBytes");
+  if (current.inbound.limits.headerTimeoutMs !== next.inbound.limits.headerTimeoutMs)
+    changed.push("inbound.limits.headerTimeoutMs");
+  if (current.outbound.port !== next.outbound.port) changed.push("outbound.port");
+  const ports = (c: SidecarRuntimeConfig) =>
+    new Map(c.outbound.services.filter((s) => s.localPort !== null).map((s) => [s.service, s.localPort]));
+  const before = ports(current);
+  const after = ports(next);
+  for (const [service, port] of after)
+    if (before.get(service) !== port) changed.push(`outbound.services.${service}.localPort`);
+  for (const service of before.keys())
+    if (!after.has(service)) changed.push(`outbound.services.${service}.localPort`);
+  if (current.admin.port !== next.admin.port) changed.push("admin.port");
+  return changed;
+}
+
+/**
+ * Throws E_RT_RELOAD_RESTART_REQUIRED naming the fields when `changed` is not empty; the reloader turns it
+ * into a rejected reload (the previous config keeps serving).
+ */
+export function refuseRestartFields(proxy: "gateway" | "sidecar", changed: readonly string[]): void {
+  if (changed.length === 0) return;
+  throw new RuntimeConfigError(
+    "E_RT_RELOAD_RESTART_REQUIRED",
+    `the new config changes ${changed.join(", ")}, which the ${proxy} sets only when it starts; ` +
+      `restart the ${proxy} to apply it (on Kubernetes a changed config rolls the pods), or reload a config ` +
+      `that keeps these as they are`,
+  );
+}
