@@ -178,8 +178,29 @@ export function shouldSample(parent: TraceContext | null, traceId: string, ratio
 // ---------------------------------------------------------------------------------------------------------
 // Time: Unix nanoseconds from the monotonic clock, anchored to the wall clock once.
 
-const ANCHOR_UNIX_NS = BigInt(Date.now()) * 1_000_000n;
-const ANCHOR_HRTIME = process.hrtime.bigint();
+/**
+ * The wall clock and the monotonic clock read together: the pair whose monotonic reads around
+ * `Date.now()` are closest (a few tries), so a process preempted between the two reads — a busy host —
+ * does not shift every span by the time it was off the CPU.
+ */
+function anchorClocks(): readonly [unixNs: bigint, hrtime: bigint] {
+  let best: readonly [bigint, bigint] = [0n, 0n];
+  let bestGap = -1n;
+  for (let i = 0; i < 8; i++) {
+    const before = process.hrtime.bigint();
+    const wall = BigInt(Date.now()) * 1_000_000n;
+    const after = process.hrtime.bigint();
+    const gap = after - before;
+    if (bestGap < 0n || gap < bestGap) {
+      best = [wall, before + gap / 2n];
+      bestGap = gap;
+    }
+    if (gap < 50_000n) break; // 50 µs: well inside Date.now()'s own millisecond
+  }
+  return best;
+}
+
+const [ANCHOR_UNIX_NS, ANCHOR_HRTIME] = anchorClocks();
 
 /** Nanoseconds since the Unix epoch: monotonic within the process (anchored to `Date.now()` at load). */
 export function nowUnixNano(): bigint {
