@@ -49,6 +49,8 @@ export const SpecErrorCatalog = {
   E_SPEC_JWT_KEYS: "a JWT provider needs exactly one of jwksUri or jwks",
   E_SPEC_TLS_CONFIG: "an https listener has no certificates, or an http listener has tls",
   E_SPEC_PROXY_PROTOCOL: "a listener names proxyProtocolSources but does not set proxyProtocol: true",
+  E_SPEC_CLIENT_IP:
+    "gateway.clientIp sets both trustedHops (above 0) and trustedProxies: the client address is found one way or the other",
   E_SPEC_LIMIT_TOO_LOOSE:
     "a safety limit is looser than meshgate allows (header timeout > 15s, clock skew > 5m, …)",
   E_SPEC_RETRY_TIMEOUT: "the per-try timeout is longer than the total timeout it must fit in",

@@ -589,6 +589,13 @@ const Gateway = z.strictObject({
         .max(10)
         .default(D["gateway.clientIp.trustedHops"].value)
         .describe("Proxies in front of the gateway whose forwarding entries are trusted."),
+      trustedProxies: z
+        .array(z.string())
+        .min(1)
+        .optional()
+        .describe(
+          "The addresses (CIDR ranges) of the proxies in front of the gateway, instead of trustedHops: the client is the rightmost header entry that is not one of them, provided the connection comes from one (a connection from elsewhere is its own client). Fits paths with a varying number of proxies (a CDN in front of some requests, not others).",
+        ),
       header: z
         .enum(["x-forwarded-for", "forwarded"])
         .default(D["gateway.clientIp.header"].value)

@@ -347,6 +347,31 @@ export function semanticIssues(raw: unknown): Issue[] {
       .filter((h): h is string => typeof h === "string")
       .map((h) => h.toLowerCase());
 
+    // Client address: one way of finding it, and ranges that are ranges.
+    const clientIp = isObj(gateway.clientIp) ? gateway.clientIp : undefined;
+    if (clientIp) {
+      arr(clientIp.trustedProxies).forEach((c, k) => {
+        if (typeof c === "string" && !isCidr(c))
+          add(
+            "E_SPEC_INVALID_CIDR",
+            ["gateway", "clientIp", "trustedProxies", k],
+            `${JSON.stringify(c)} is not a CIDR range`,
+            'write the proxies\' range, e.g. "10.0.0.0/16" (a single address: "10.0.0.7/32")',
+          );
+      });
+      if (
+        clientIp.trustedProxies !== undefined &&
+        typeof clientIp.trustedHops === "number" &&
+        clientIp.trustedHops > 0
+      )
+        add(
+          "E_SPEC_CLIENT_IP",
+          ["gateway", "clientIp", "trustedHops"],
+          "trustedHops and trustedProxies both say which forwarding entries to trust",
+          "keep trustedProxies (the proxies' ranges) and remove trustedHops, or the reverse",
+        );
+    }
+
     // Listeners: unique names and ports, TLS where it belongs.
     const listeners = arr(gateway.listeners);
     uniqueNames(listeners, ["gateway", "listeners"], "listener");

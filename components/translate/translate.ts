@@ -438,7 +438,11 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
             }
           : null,
       })),
-    clientIp: { trustedHops: g.clientIp.trustedHops, header: g.clientIp.header },
+    clientIp: {
+      trustedHops: g.clientIp.trustedHops,
+      ...(g.clientIp.trustedProxies ? { trustedProxies: sortedUnique(g.clientIp.trustedProxies) } : {}),
+      header: g.clientIp.header,
+    },
     limits: {
       maxHeaderBytes: parseSize(g.limits.maxHeaderSize),
       maxBodyBytes: parseSize(g.limits.maxBodySize),

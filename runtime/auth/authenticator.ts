@@ -48,8 +48,6 @@ export interface AuthenticatorOptions {
   readonly now?: () => number;
   readonly jwt?: JwtOptions;
   readonly oidc?: OidcOptions;
-  /** config.clientIp.trustedHops: with ≥ 1, X-Forwarded-Proto decides the scheme of OIDC redirect URIs. */
-  readonly trustedHops?: number;
 }
 
 /** What authentication concluded, before authorization. */
@@ -120,7 +118,6 @@ export class Authenticator {
             ...opts.jwt,
             ...opts.oidc,
             ...(now ? { now } : {}),
-            trustedHops: opts.trustedHops ?? config.clientIp.trustedHops,
           },
           this.observer,
           log,

@@ -23,6 +23,7 @@ export class RequestFacts implements AuthRequestFacts {
   readonly authority: string;
   readonly scheme: "http" | "https";
   readonly clientIp: string;
+  readonly viaTrustedProxy: boolean;
   readonly rawHeaders: readonly string[];
   readonly tls: TlsPeer | null;
   readonly connection: object | null;
@@ -37,6 +38,7 @@ export class RequestFacts implements AuthRequestFacts {
     authority: string | undefined,
     scheme: "http" | "https",
     clientIp: string,
+    viaTrustedProxy = false,
   ) {
     this.method = req.method ?? "GET";
     this.path = path;
@@ -45,6 +47,7 @@ export class RequestFacts implements AuthRequestFacts {
     this.authority = authority ?? host;
     this.scheme = scheme;
     this.clientIp = clientIp;
+    this.viaTrustedProxy = viaTrustedProxy;
     this.rawHeaders = req.rawHeaders;
     this.headers = req.headers;
     this.tls = scheme === "https" ? tlsPeerOf(req) : null;

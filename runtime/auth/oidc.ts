@@ -61,8 +61,6 @@ const MAX_COOKIE_BYTES = 3800;
 export interface OidcOptions extends JwksOptions {
   /** Where the client secret is read from (default process.env). */
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Proxies in front of the gateway: with ≥ 1, X-Forwarded-Proto decides the external scheme. */
-  readonly trustedHops?: number;
   readonly now?: () => number;
 }
 
@@ -358,7 +356,7 @@ export class OidcClient {
   }
 
   private externalScheme(facts: AuthRequestFacts): "http" | "https" {
-    if ((this.opts.trustedHops ?? 0) > 0) {
+    if (facts.viaTrustedProxy === true) {
       const proto = facts.header("x-forwarded-proto");
       if (proto === "https" || proto === "http") return proto;
     }

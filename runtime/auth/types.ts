@@ -37,6 +37,11 @@ export interface AuthRequestFacts {
   readonly scheme: "http" | "https";
   /** The client address (trusted-hop aware). */
   readonly clientIp: string;
+  /**
+   * The request came through the gateway's trusted proxies (`clientIp.trustedHops` ≥ 1, or the peer is in
+   * `clientIp.trustedProxies`): their X-Forwarded-Proto may decide the external scheme. Absent: false.
+   */
+  readonly viaTrustedProxy?: boolean;
   /** Header lookup by lower-case name (first value). */
   readonly header: (name: string) => string | undefined;
   /** Raw header name/value pairs, to count repeated credential headers. */

@@ -421,6 +421,11 @@ export const GatewayRuntimeConfig = z.strictObject({
   listeners: z.array(Listener).min(1),
   clientIp: z.strictObject({
     trustedHops: z.number().int().min(0).max(10),
+    /**
+     * The trusted proxies' addresses (CIDR ranges), instead of a hop count: the client is the rightmost
+     * entry that is not one of them, provided the connection comes from one. Absent: hop count only.
+     */
+    trustedProxies: z.array(z.string()).min(1).optional(),
     /** The header trusted proxies append the client address to. */
     header: z.enum(["x-forwarded-for", "forwarded"]),
   }),

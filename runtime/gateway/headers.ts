@@ -4,6 +4,7 @@
  */
 import { isIP } from "node:net";
 import { HOP_BY_HOP } from "../net/headers.ts";
+import { inRanges, type IpRange } from "../decide/authorize.ts";
 
 /** Headers only the gateway sets; a client's values are dropped. */
 const GATEWAY_OWNED = new Set([
@@ -56,6 +57,11 @@ export function notForwarded(extra: Iterable<string>): ReadonlySet<string> {
 export interface ClientAddress {
   /** The client's address: the socket peer, or the first trusted entry. */
   readonly client: string;
+  /**
+   * The request came through the trusted proxies (hop count ≥ 1, or the peer is one of the trusted
+   * ranges): headers they set, such as X-Forwarded-Proto, may be believed.
+   */
+  readonly viaTrustedProxy: boolean;
   /** The trusted entries, the client first (empty when the peer is the client). */
   readonly trusted: readonly string[];
   /** What to send on in X-Forwarded-For: the trusted entries followed by the socket peer. */
@@ -65,29 +71,69 @@ export interface ClientAddress {
 const NONE: readonly string[] = Object.freeze([]);
 
 /**
- * The client address, trusting exactly `trustedHops` proxies in front of the gateway, from the header those
- * proxies append to (`x-forwarded-for`, or RFC 7239 `forwarded` and its `for=` parameters): with 0, the
- * socket peer (both headers are spoofable); with n, the n-th entry from the right. The peer is used when
- * the header has fewer entries than trusted hops, or when the trusted entry is not an IP address
- * (`unknown`, an obfuscated `_id`, garbage): the address is used for rate limits and IP rules, so it must
- * be an address. Also returns the chain to forward: the trusted entries followed by the socket peer.
+ * The client address from the header the trusted proxies append to (`x-forwarded-for`, or RFC 7239
+ * `forwarded` and its `for=` parameters). `trust` says who they are:
+ *
+ * - a hop count n: with 0, the socket peer (both headers are spoofable); with n, the n-th entry from the
+ *   right. The peer is used when the header has fewer entries than trusted hops.
+ * - CIDR ranges (`clientIp.trustedProxies`, like Envoy's `xff_trusted_cidrs` or nginx's `set_real_ip_from`
+ *   with `real_ip_recursive`): when the socket peer is in them, the header is walked from the right over
+ *   entries in them; the first entry outside them is the client (all inside: the leftmost). A peer
+ *   outside them is the client, whatever the header says.
+ *
+ * Either way an entry on the walk that is not an IP address (`unknown`, an obfuscated `_id`, garbage)
+ * makes the peer the client: the address keys rate limits and IP rules, so it must be an address. Also
+ * returns the chain to forward: the trusted entries, the client first, followed by the socket peer.
  */
 export function clientAddress(
   value: string | string[] | undefined,
   peer: string,
-  trustedHops: number,
+  trust: number | readonly IpRange[],
   header: "x-forwarded-for" | "forwarded" = "x-forwarded-for",
 ): ClientAddress {
-  const direct: ClientAddress = { client: peer, trusted: NONE, forwardedFor: peer };
-  if (trustedHops === 0 || value === undefined) return direct;
+  if (typeof trust !== "number") return behindTrustedRanges(value, peer, trust, header);
+  const direct: ClientAddress = {
+    client: peer,
+    viaTrustedProxy: trust > 0,
+    trusted: NONE,
+    forwardedFor: peer,
+  };
+  if (trust === 0 || value === undefined) return direct;
   const text = Array.isArray(value) ? value.join(",") : value;
   const entries = header === "forwarded" ? forwardedFor(text) : xffEntries(text);
-  if (entries === null || entries.length < trustedHops) return direct;
-  const trusted = entries.slice(entries.length - trustedHops);
+  if (entries === null || entries.length < trust) return direct;
+  const trusted = entries.slice(entries.length - trust);
   const client = trusted[0]!;
   // Every trusted entry must be an address: it is forwarded, and the first one keys limits and IP rules.
   for (const t of trusted) if (isIP(t) === 0) return direct;
-  return { client, trusted, forwardedFor: [...trusted, peer].join(", ") };
+  return { client, viaTrustedProxy: true, trusted, forwardedFor: [...trusted, peer].join(", ") };
+}
+
+function behindTrustedRanges(
+  value: string | string[] | undefined,
+  peer: string,
+  ranges: readonly IpRange[],
+  header: "x-forwarded-for" | "forwarded",
+): ClientAddress {
+  const fromProxy = inRanges(ranges, peer);
+  const direct: ClientAddress = {
+    client: peer,
+    viaTrustedProxy: fromProxy,
+    trusted: NONE,
+    forwardedFor: peer,
+  };
+  if (!fromProxy || value === undefined) return direct;
+  const text = Array.isArray(value) ? value.join(",") : value;
+  const entries = header === "forwarded" ? forwardedFor(text) : xffEntries(text);
+  if (entries === null || entries.length === 0) return direct;
+  let first = entries.length - 1;
+  for (; first >= 0; first--) {
+    const e = entries[first]!;
+    if (isIP(e) === 0) return direct;
+    if (!inRanges(ranges, e)) break;
+  }
+  const trusted = entries.slice(Math.max(first, 0));
+  return { client: trusted[0]!, viaTrustedProxy: true, trusted, forwardedFor: [...trusted, peer].join(", ") };
 }
 
 function xffEntries(text: string): string[] {

@@ -10,6 +10,7 @@
  * state and swaps one reference; requests in flight keep the state they started with.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
+import { RuntimeConfigError } from "../contract/errors.ts";
 import { gatewayRestartFields, refuseRestartFields } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
@@ -47,7 +48,7 @@ import { Authenticator } from "../auth/authenticator.ts";
 import { clientCertTlsOptions } from "../auth/clientcert.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
-import type { Principal } from "../decide/authorize.ts";
+import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forwardTimeoutMs } from "../upstream/grpc.ts";
 import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
@@ -170,6 +171,8 @@ interface State {
   readonly matchHeaders: readonly string[];
   /** Per route: the client request headers not copied upstream (headers.ts notForwarded; routes share sets). */
   readonly notForwarded: ReadonlyMap<CompiledRoute, ReadonlySet<string>>;
+  /** `clientIp.trustedProxies` parsed (null: the hop count decides). */
+  readonly trustedProxies: readonly IpRange[] | null;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -554,11 +557,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
+    const trustedProxies = parseTrustedProxies(config);
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
     const clusters = new Map<string, UpstreamCluster>();
     try {
-      return await buildRest(config, compiled, rateLimits, clusters, previous);
+      return await buildRest(config, compiled, rateLimits, clusters, previous, trustedProxies);
     } catch (err) {
       // A config refused part-way leaves nothing running: its clusters stop (timers, health checks)
       // and its limiters are dropped; the serving state is untouched.
@@ -574,6 +578,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     rateLimits: RateLimitPlan,
     clusters: Map<string, UpstreamCluster>,
     previous: State | undefined,
+    trustedProxies: readonly IpRange[] | null,
   ): Promise<State> {
     for (const c of config.clusters) {
       const cluster = new UpstreamCluster(c, config.discovery, pools, {
@@ -636,6 +641,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       credentialHeaders: credentials,
       matchHeaders,
       notForwarded: skips,
+      trustedProxies,
     };
   }
 
@@ -740,10 +746,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const current = state;
     const peer = peerAddress(req);
     const clientIp = current.config.clientIp;
-    const { client, trusted, forwardedFor } = clientAddress(
+    const { client, trusted, forwardedFor, viaTrustedProxy } = clientAddress(
       clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
       peer,
-      clientIp.trustedHops,
+      current.trustedProxies ?? clientIp.trustedHops,
       clientIp.header,
     );
     const ex = new Exchange(current, req, res, requestId(req.headers["x-request-id"], randomUUID), client);
@@ -810,7 +816,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // Authentication and authorization (filter steps 4 and 5); public routes without client ranges skip both.
     let principal: Principal | null = null;
     if (!d.auth.public || d.auth.clientIps.length) {
-      const facts = new RequestFacts(req, d.path, d.query, d.host, authority, scheme, client);
+      const facts = new RequestFacts(
+        req,
+        d.path,
+        d.query,
+        d.host,
+        authority,
+        scheme,
+        client,
+        viaTrustedProxy,
+      );
       const admitted = current.auth.admit(routeName, d.auth, facts);
       const verdict = admitted instanceof Promise ? await admitted : admitted;
       if (verdict.kind !== "allow") return respondAuth(req, res, ex, verdict);
@@ -1434,6 +1449,22 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     purge: (request) => state.cache.purge(request),
     invalidateCached: (host, urls) => state.cache.dropUrls(host, urls),
   };
+}
+
+/** `clientIp.trustedProxies` parsed once per config (matched per request); throws naming a bad range. */
+function parseTrustedProxies(config: GatewayRuntimeConfig): readonly IpRange[] | null {
+  const list = config.clientIp.trustedProxies;
+  if (list === undefined) return null;
+  return list.map((text, i) => {
+    const range = parseCidr(text);
+    if (range === null)
+      throw new RuntimeConfigError(
+        "E_RT_CONFIG_INVALID",
+        `${JSON.stringify(text)} is not a CIDR range; write one like "10.0.0.0/16"`,
+        `clientIp.trustedProxies[${i}]`,
+      );
+    return range;
+  });
 }
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {

@@ -13,7 +13,7 @@ import type { Authenticator } from "../auth/authenticator.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult } from "../auth/types.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import type { Principal } from "../decide/authorize.ts";
+import type { IpRange, Principal } from "../decide/authorize.ts";
 import { decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
@@ -32,6 +32,8 @@ export interface UpgradeContext {
   readonly rateLimits?: RateLimitPlan;
   /** Authentication and authorization: an upgrade is admitted like any request. */
   readonly auth?: Authenticator;
+  /** `clientIp.trustedProxies` parsed (null: the hop count decides). */
+  readonly trustedProxies?: readonly IpRange[] | null;
 }
 
 /** Opens mTLS connections for clusters with `tls.mode: "mtls"`; without it they fail closed (503). */
@@ -109,7 +111,7 @@ export function handleUpgrade(
   const addr = clientAddress(
     clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
     peer,
-    clientIp.trustedHops,
+    ctx.trustedProxies ?? clientIp.trustedHops,
     clientIp.header,
   );
   const client = addr.client;
@@ -119,7 +121,16 @@ export function handleUpgrade(
     if (!ctx.auth) {
       return fail(401, "unauthenticated", "this route requires authentication", route, BEARER);
     }
-    const facts = new RequestFacts(req, d.path, d.query, d.host, req.headers.host, scheme, client);
+    const facts = new RequestFacts(
+      req,
+      d.path,
+      d.query,
+      d.host,
+      req.headers.host,
+      scheme,
+      client,
+      addr.viaTrustedProxy,
+    );
     const admitted = ctx.auth.admit(route, d.auth, facts);
     const admit = (verdict: AdmitResult) => {
       if (verdict.kind === "allow") return limit(verdict.principal);

@@ -65,7 +65,15 @@ const routeAuth = (name: string): RouteAuth => config.routes.find((r) => r.name 
 function visit(
   url: string,
   cookies: Map<string, string>,
-  o: { method?: string; a?: Authenticator; route?: string; scheme?: "http" | "https"; host?: string } = {},
+  o: {
+    method?: string;
+    a?: Authenticator;
+    route?: string;
+    scheme?: "http" | "https";
+    host?: string;
+    headers?: Record<string, string>;
+    viaTrustedProxy?: boolean;
+  } = {},
 ): AdmitResult | Promise<AdmitResult> {
   const [path, query = ""] = url.split("?");
   const route = o.route ?? path!.split("/")[1]!;
@@ -77,10 +85,11 @@ function visit(
       path: path!,
       query,
       method: o.method ?? "GET",
-      headers: cookie ? { cookie } : {},
+      headers: { ...o.headers, ...(cookie ? { cookie } : {}) },
       authority: o.host ? o.host : AUTHORITY,
       host: o.host ?? "127.0.0.1",
       scheme: o.scheme ?? "http",
+      ...(o.viaTrustedProxy !== undefined ? { viaTrustedProxy: o.viaTrustedProxy } : {}),
     }),
   );
 }
@@ -132,6 +141,28 @@ afterAll(async () => {
 });
 
 describe("browser login", () => {
+  it.each([
+    {
+      claim: "ignores_x_forwarded_proto_from_a_client_that_did_not_come_through_a_trusted_proxy",
+      via: false,
+      scheme: "http",
+    },
+    {
+      claim: "takes_the_external_scheme_from_x_forwarded_proto_set_by_a_trusted_proxy",
+      via: true,
+      scheme: "https",
+    },
+  ])("$claim", async ({ via, scheme }) => {
+    const r = asResponse(
+      await visit("/app/page", new Map(), {
+        headers: { "x-forwarded-proto": "https" },
+        viaTrustedProxy: via,
+      }),
+    );
+    const loc = new URL(r.headers.location as string);
+    expect(loc.searchParams.get("redirect_uri")).toBe(`${scheme}://${AUTHORITY}${CALLBACK}`);
+  });
+
   it("redirects_to_the_issuer_with_state_nonce_and_pkce_s256", async () => {
     const r = asResponse(await visit("/app/page?x=1", new Map()));
     expect(r.status).toBe(302);

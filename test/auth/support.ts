@@ -129,6 +129,7 @@ export function facts(
     host?: string;
     authority?: string;
     clientIp?: string;
+    viaTrustedProxy?: boolean;
     tls?: TlsPeer | null;
   } = {},
 ): AuthRequestFacts {
@@ -149,6 +150,7 @@ export function facts(
     authority: o.authority ?? o.host ?? "127.0.0.1",
     scheme: o.scheme ?? "http",
     clientIp: o.clientIp ?? "127.0.0.1",
+    ...(o.viaTrustedProxy !== undefined ? { viaTrustedProxy: o.viaTrustedProxy } : {}),
     header: (n) => headers[n],
     rawHeaders,
     tls: o.tls ?? null,

@@ -4,6 +4,8 @@
  * chain the gateway forwards upstream (X-Forwarded-For, Forwarded, X-Real-IP).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { parseCidr } from "../../runtime/decide/authorize.ts";
 import { clientAddress, forwardedFor, forwardedHeader } from "../../runtime/gateway/headers.ts";
 import {
   gatewayConfig,
@@ -107,6 +109,103 @@ describe("clientAddress trusts exactly the configured hops", () => {
   });
 });
 
+describe("clientAddress behind trusted proxy ranges (clientIp.trustedProxies)", () => {
+  const RANGES = [parseCidr("10.0.0.0/8")!, parseCidr("2001:db8:ff::/48")!];
+  type Row = {
+    claim: string;
+    value: string | undefined;
+    peer?: string;
+    header?: "x-forwarded-for" | "forwarded";
+    client: string;
+    chain: string;
+    via: boolean;
+  };
+  it.each<Row>([
+    {
+      claim: "a peer outside the ranges is the client whatever the header says",
+      value: "203.0.113.5",
+      peer: "198.51.100.1",
+      client: "198.51.100.1",
+      chain: "198.51.100.1",
+      via: false,
+    },
+    {
+      claim: "behind one trusted proxy the last entry is the client",
+      value: "6.6.6.6, 203.0.113.5",
+      client: "203.0.113.5",
+      chain: `203.0.113.5, ${PEER}`,
+      via: true,
+    },
+    {
+      claim: "any number of trusted proxies are walked over, right to left",
+      value: "6.6.6.6, 203.0.113.5, 10.1.1.1, 10.2.2.2",
+      client: "203.0.113.5",
+      chain: `203.0.113.5, 10.1.1.1, 10.2.2.2, ${PEER}`,
+      via: true,
+    },
+    {
+      claim: "a spoofed entry left of the first untrusted one is never the client",
+      value: "10.9.9.9, 203.0.113.5, 10.1.1.1",
+      client: "203.0.113.5",
+      chain: `203.0.113.5, 10.1.1.1, ${PEER}`,
+      via: true,
+    },
+    {
+      claim: "when every entry is a trusted proxy the leftmost is the client",
+      value: "10.3.3.3, 10.1.1.1",
+      client: "10.3.3.3",
+      chain: `10.3.3.3, 10.1.1.1, ${PEER}`,
+      via: true,
+    },
+    {
+      claim: "a trusted peer without the header is the client",
+      value: undefined,
+      client: PEER,
+      chain: PEER,
+      via: true,
+    },
+    {
+      claim: "an entry on the walk that is not an address makes the peer the client",
+      value: "203.0.113.5, unknown, 10.1.1.1",
+      client: PEER,
+      chain: PEER,
+      via: true,
+    },
+    {
+      claim: "an IPv4-mapped IPv6 peer is matched against IPv4 ranges",
+      value: "203.0.113.5",
+      peer: "::ffff:10.0.0.9",
+      client: "203.0.113.5",
+      chain: "203.0.113.5, ::ffff:10.0.0.9",
+      via: true,
+    },
+    {
+      claim: "IPv6 proxies and clients are walked in Forwarded",
+      value: 'for="[2001:db8::7]:443", for="[2001:db8:ff::1]"',
+      header: "forwarded",
+      client: "2001:db8::7",
+      chain: `2001:db8::7, 2001:db8:ff::1, ${PEER}`,
+      via: true,
+    },
+    {
+      claim: "a malformed Forwarded value makes the peer the client",
+      value: 'for="203.0.113.5',
+      header: "forwarded",
+      client: PEER,
+      chain: PEER,
+      via: true,
+    },
+  ])("$claim", ({ value, peer, header, client, chain, via }) => {
+    const got = clientAddress(value, peer ?? PEER, RANGES, header ?? "x-forwarded-for");
+    expect([got.client, got.forwardedFor, got.viaTrustedProxy]).toEqual([client, chain, via]);
+  });
+
+  it("a hop count says the request came through a proxy exactly when it is at least 1", () => {
+    expect(clientAddress(undefined, PEER, 0).viaTrustedProxy).toBe(false);
+    expect(clientAddress(undefined, PEER, 1).viaTrustedProxy).toBe(true);
+  });
+});
+
 describe("the gateway forwards the client chain behind a trusted proxy", () => {
   let upstream: Upstream;
   const gateways: TestGateway[] = [];
@@ -152,6 +251,45 @@ describe("the gateway forwards the client chain behind a trusted proxy", () => {
     expect(seen["x-real-ip"]).toBe("198.51.100.4");
     expect(seen["x-forwarded-for"]).toBe("198.51.100.4, 127.0.0.1");
     expect(seen.forwarded).toMatch(/^for=198\.51\.100\.4, for=127\.0\.0\.1;proto=http/);
+  });
+
+  it("walks_over_the_trusted_proxy_ranges_to_the_first_untrusted_entry", async () => {
+    const gw = await gatewayWith({ trustedProxies: ["127.0.0.0/8", "10.0.0.0/8"] });
+    await request(`${gw.url}/r1`, {
+      headers: { "x-forwarded-for": "6.6.6.6, 203.0.113.5, 10.1.1.1" },
+    });
+    const seen = echo(upstream);
+    expect(seen["x-real-ip"]).toBe("203.0.113.5");
+    expect(seen["x-forwarded-for"]).toBe("203.0.113.5, 10.1.1.1, 127.0.0.1");
+  });
+
+  it("ignores_the_header_of_a_connection_from_outside_the_trusted_proxy_ranges", async () => {
+    const gw = await gatewayWith({ trustedProxies: ["10.0.0.0/8"] });
+    await request(`${gw.url}/r2`, { headers: { "x-forwarded-for": "203.0.113.5" } });
+    const seen = echo(upstream);
+    expect(seen["x-real-ip"]).toBe("127.0.0.1");
+    expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+  });
+
+  it("refuses_a_runtime_config_whose_trusted_proxy_is_not_a_range_and_keeps_serving", async () => {
+    const gw = await gatewayWith({ trustedProxies: ["127.0.0.0/8"] });
+    const served = gatewayConfig(
+      [{ name: "all", match: { path: "/**" }, to: "app", public: true }],
+      { app: { port: upstream.port } },
+      { clientIp: { trustedProxies: ["127.0.0.0/8"] } },
+    );
+    const { hash: _h, ...rest } = served;
+    const bad = sealRuntimeConfig<GatewayRuntimeConfig>({
+      ...rest,
+      clientIp: { ...rest.clientIp, trustedProxies: ["127.0.0.0/8", "proxies"] },
+    });
+    expect(await gw.reload(JSON.stringify(bad))).toMatchObject({
+      ok: false,
+      code: "E_RT_CONFIG_INVALID",
+      error: expect.stringContaining("clientIp.trustedProxies[1]"),
+    });
+    await request(`${gw.url}/r3`, { headers: { "x-forwarded-for": "203.0.113.8" } });
+    expect(echo(upstream)["x-real-ip"]).toBe("203.0.113.8");
   });
 
   it("falls_back_to_the_peer_when_the_trusted_entry_is_not_an_address", async () => {

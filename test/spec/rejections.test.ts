@@ -802,6 +802,18 @@ const ROWS: Row[] = [
     code: "E_SPEC_INVALID_CIDR",
     path: "gateway.listeners[0].proxyProtocolSources[0]",
   },
+  {
+    claim: "rejects_a_trusted_proxy_that_is_not_a_cidr",
+    mutate: (s) => (s.gateway.clientIp = { trustedProxies: ["10.0.0.0/16", "lb.internal"] }),
+    code: "E_SPEC_INVALID_CIDR",
+    path: "gateway.clientIp.trustedProxies[1]",
+  },
+  {
+    claim: "rejects_trusted_hops_beside_trusted_proxies",
+    mutate: (s) => (s.gateway.clientIp = { trustedHops: 1, trustedProxies: ["10.0.0.0/16"] }),
+    code: "E_SPEC_CLIENT_IP",
+    path: "gateway.clientIp.trustedHops",
+  },
 
   // ── limits, retries, CA, SLOs ──
   {
