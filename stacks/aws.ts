@@ -205,6 +205,15 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
   const ports =
     (gatewayService?.spec as { ports?: { name?: string; port: number }[] } | undefined)?.ports ?? [];
   const httpPort = ports.find((p) => p.name === "http") ?? ports[0];
+  // The NLB drains a deregistered gateway pod for as long as the pod may take to stop, no longer.
+  const gatewayDeployment = checked.objects.find(
+    (o) => o.kind === "Deployment" && o.metadata.labels?.[LABELS.role] === "gateway",
+  );
+  const gracePeriod =
+    (
+      gatewayDeployment?.spec as
+        { template?: { spec?: { terminationGracePeriodSeconds?: number } } } | undefined
+    )?.template?.spec?.terminationGracePeriodSeconds ?? null;
   const mesh = new Platform(
     infra.name,
     {
@@ -217,6 +226,7 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
         target.certificateArn,
         String(httpPort?.name ?? httpPort?.port ?? "http"),
         gatewayListeners.some((l) => l.proxyProtocol === true),
+        gracePeriod,
       ),
       ...(prometheus
         ? {

@@ -180,13 +180,20 @@ export function meshNamespaceLabels(mode: LoadBalancerMode): Record<string, stri
  * The gateway Service's annotations for a load balancer mode: `nlb` — the Kubernetes AWS cloud provider's
  * Network Load Balancer (instance targets, which keep the client's address with the Service's
  * `externalTrafficPolicy: Local`; works on a fresh EKS cluster); `nlb-ip` — the AWS Load Balancer
- * Controller's (`external`, IP targets with client IP preservation, internet-facing). With a certificate, TLS terminates at the NLB on `sslPorts`; with `proxyProtocol`, the NLB sends PROXY v2 headers.
+ * Controller's (`external`, IP targets with client IP preservation, internet-facing). With a certificate,
+ * TLS terminates at the NLB on `sslPorts`; with `proxyProtocol`, the NLB sends PROXY v2 headers.
+ *
+ * `deregistrationDelaySeconds` (`nlb-ip`; the gateway pod's termination grace period): how long the target
+ * group keeps a deregistered pod's connections. AWS's default is 300 s, long after the pod is gone — and
+ * while a target drains, a new pod that gets the same IP (the VPC CNI reuses them) cannot be registered,
+ * so its readiness gate waits up to five minutes.
  */
 export function gatewayServiceAnnotations(
   mode: LoadBalancerMode,
   certificateArn: string | null,
   sslPorts: string,
   proxyProtocol = false,
+  deregistrationDelaySeconds: number | null = null,
 ): Record<string, string> {
   const prefix = "service.beta.kubernetes.io/aws-load-balancer";
   return {
@@ -199,7 +206,12 @@ export function gatewayServiceAnnotations(
           [`${prefix}-nlb-target-type`]: "ip",
           [`${prefix}-scheme`]: "internet-facing",
           // IP targets see the NLB's address unless the target group preserves the client's.
-          [`${prefix}-target-group-attributes`]: "preserve_client_ip.enabled=true",
+          [`${prefix}-target-group-attributes`]: [
+            "preserve_client_ip.enabled=true",
+            ...(deregistrationDelaySeconds !== null
+              ? [`deregistration_delay.timeout_seconds=${deregistrationDelaySeconds}`]
+              : []),
+          ].join(","),
         }
       : { [`${prefix}-type`]: "nlb" }),
     ...(certificateArn !== null

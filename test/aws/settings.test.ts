@@ -199,6 +199,20 @@ describe("AWS settings", () => {
     );
   });
 
+  it("drains_nlb_ip_targets_for_the_given_grace_period_and_leaves_the_cloud_provider_nlb_alone", () => {
+    const key = "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes";
+    expect(gatewayServiceAnnotations("nlb-ip", null, "http", false, 40)[key]).toBe(
+      "preserve_client_ip.enabled=true,deregistration_delay.timeout_seconds=40",
+    );
+    expect(gatewayServiceAnnotations("nlb-ip", null, "http", false, null)[key]).toBe(
+      "preserve_client_ip.enabled=true",
+    );
+    // The in-tree cloud provider has no target-group attributes annotation: nothing is written.
+    expect(Object.keys(gatewayServiceAnnotations("nlb", null, "http", false, 40))).toEqual([
+      "service.beta.kubernetes.io/aws-load-balancer-type",
+    ]);
+  });
+
   it("annotates_tls_at_the_nlb_only_with_a_certificate", () => {
     expect(gatewayServiceAnnotations("nlb", null, "http")).toEqual({
       "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",

@@ -359,8 +359,9 @@ describe("AWS stack: a created cluster", () => {
         "service.beta.kubernetes.io/aws-load-balancer-type": "external",
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+        // Drained for the gateway pod's grace period (5 s delay + 30 s drain + 5 s), not AWS's 300 s.
         "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
-          "preserve_client_ip.enabled=true",
+          "preserve_client_ip.enabled=true,deregistration_delay.timeout_seconds=40",
       },
       /^http:\/\/[0-9a-f]{32}\.elb\.eu-west-1\.amazonaws\.com:8080$/,
     ],
@@ -397,6 +398,28 @@ describe("AWS stack: a created cluster", () => {
     const service = mockState.registered.find((r) => r.name === "shop-service-shop-gateway")!;
     expect((service.inputs as Json).metadata.annotations).toMatchObject({
       "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+    });
+  });
+
+  it("drains_nlb_ip_targets_for_the_gateway_pods_own_grace_period", async () => {
+    const spec = structuredClone(shopSpec);
+    (spec.targets as Json).kubernetes = { ...(spec.targets as Json).kubernetes, gatewayDrainDelay: "15s" };
+    (spec.gateway as Json).limits = { ...(spec.gateway as Json).limits, drainTimeout: "25s" };
+    const file = join(dir, "drain.yaml");
+    await writeFile(file, stringify(spec));
+    pulumi.runtime.setAllConfig({
+      "meshgate:target": "aws",
+      "meshgate:spec": file,
+      "meshgate:awsLoadBalancer": "nlb-ip",
+    });
+    const run = await runStack(program);
+    expect(run.errors).toEqual([]);
+    const deployment = mockState.registered.find((r) => r.name === "shop-deployment-shop-gateway")!;
+    expect((deployment.inputs as Json).spec.template.spec.terminationGracePeriodSeconds).toBe(45);
+    const service = mockState.registered.find((r) => r.name === "shop-service-shop-gateway")!;
+    expect((service.inputs as Json).metadata.annotations).toMatchObject({
+      "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
+        "preserve_client_ip.enabled=true,deregistration_delay.timeout_seconds=45",
     });
   });
 
