@@ -6,6 +6,7 @@
  * both hops, and no mTLS without an identity.
  */
 import http from "node:http";
+import http2 from "node:http2";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
@@ -253,6 +254,34 @@ describe("app to app through two sidecars", () => {
     for (const s of [webServer, webClient, ordersServer, ordersClient]) expect(s.traceId).toBe(traceId);
     expect(m?.[2]).toBe(ordersClient.spanId);
   });
+
+  it("records_the_apps_address_on_an_h2c_request_through_the_outbound_port", async () => {
+    // HTTP/2 over cleartext runs on a replaying stream whose own socket knows no address: the sidecar
+    // must still see the app's (span peer, ring-hash key).
+    const collector = await startCollector();
+    const traced = { otlpEndpoint: collector.url };
+    const orders = await instance("orders");
+    const web = await instance("web", {
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+      tracing: traced,
+    });
+    const session = http2.connect(`http://127.0.0.1:${web.sidecar.ports.outbound}`);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = session.request({ ":path": "/h2c", ":authority": "orders" });
+      req.on("response", (h) => resolve(Number(h[":status"])));
+      req.on("error", reject);
+      req.resume();
+      req.end();
+    });
+    session.close();
+    expect(status).toBe(200);
+    await web.sidecar.drain(); // flushes the spans
+    const spans = collector.spans();
+    await collector.close();
+    const server = spans.find((x) => x.kind === 2)!;
+    const peer = server.attributes?.find((a) => a.key === "network.peer.address")?.value.stringValue;
+    expect(peer).toBe("127.0.0.1");
+  });
 });
 
 interface ExportedSpan {
@@ -260,6 +289,7 @@ interface ExportedSpan {
   spanId: string;
   parentSpanId: string;
   kind: number;
+  attributes?: { key: string; value: { stringValue?: string } }[];
 }
 
 /** An OTLP/HTTP JSON collector on 127.0.0.1 that keeps every span it receives. */
