@@ -99,8 +99,7 @@ export function clientAddress(
     forwardedFor: peer,
   };
   if (trust === 0 || value === undefined) return direct;
-  const text = Array.isArray(value) ? value.join(",") : value;
-  const entries = header === "forwarded" ? forwardedFor(text) : xffEntries(text);
+  const entries = headerEntries(value, header);
   if (entries === null || entries.length < trust) return direct;
   const trusted = entries.slice(entries.length - trust);
   const client = trusted[0]!;
@@ -123,8 +122,7 @@ function behindTrustedRanges(
     forwardedFor: peer,
   };
   if (!fromProxy || value === undefined) return direct;
-  const text = Array.isArray(value) ? value.join(",") : value;
-  const entries = header === "forwarded" ? forwardedFor(text) : xffEntries(text);
+  const entries = headerEntries(value, header);
   if (entries === null || entries.length === 0) return direct;
   let first = entries.length - 1;
   for (; first >= 0; first--) {
@@ -134,6 +132,12 @@ function behindTrustedRanges(
   }
   const trusted = entries.slice(Math.max(first, 0));
   return { client: trusted[0]!, viaTrustedProxy: true, trusted, forwardedFor: [...trusted, peer].join(", ") };
+}
+
+/** The addresses a forwarding header lists, left to right; null when a Forwarded value is malformed. */
+function headerEntries(value: string | string[], header: "x-forwarded-for" | "forwarded"): string[] | null {
+  const text = Array.isArray(value) ? value.join(",") : value;
+  return header === "forwarded" ? forwardedFor(text) : xffEntries(text);
 }
 
 function xffEntries(text: string): string[] {

@@ -20,6 +20,7 @@ import { PROXY_V2_SIGNATURE } from "../../runtime/net/proxy-protocol.ts";
 import { selfSignedCert } from "../support/certs.ts";
 import {
   gatewayConfig,
+  h2Status,
   startTestGateway,
   startUpstream,
   type TestGateway,
@@ -139,18 +140,7 @@ async function h1(listener: string, header: Buffer | null, path: string, oneWrit
 async function h2(listener: string, header: Buffer, path: string): Promise<number> {
   const s = await open(listener, header, "h2");
   const scheme = TLS_LISTENERS.has(listener) ? "https" : "http";
-  const session = http2.connect(`${scheme}://localhost`, { createConnection: () => s });
-  try {
-    return await new Promise<number>((resolve, reject) => {
-      const req = session.request({ ":path": path });
-      req.on("response", (h) => resolve(Number(h[":status"])));
-      req.on("error", reject);
-      req.resume();
-      req.end();
-    });
-  } finally {
-    session.close();
-  }
+  return h2Status(http2.connect(`${scheme}://localhost`, { createConnection: () => s }), { ":path": path });
 }
 
 const forwardedFor = (path: string) => up.received.find((r) => r.url === path)?.headers["x-forwarded-for"];
@@ -238,15 +228,7 @@ describe("PROXY protocol listeners", () => {
     const s = createConnection(gw.ports.listeners.plainh2c!, "127.0.0.1");
     await new Promise<void>((r) => s.once("connect", r));
     const session = http2.connect("http://localhost", { createConnection: () => s });
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = session.request({ ":path": "/plain-h2c" });
-      req.on("response", (h) => resolve(Number(h[":status"])));
-      req.on("error", reject);
-      req.resume();
-      req.end();
-    });
-    session.close();
-    expect(status).toBe(200);
+    expect(await h2Status(session, { ":path": "/plain-h2c" })).toBe(200);
     expect(forwardedFor("/plain-h2c")).toBe("127.0.0.1");
   });
 

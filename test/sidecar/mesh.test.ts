@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
-import { request, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
+import { h2Status, request, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
 import {
   localSidecar,
   meshConfigs,
@@ -266,15 +266,7 @@ describe("app to app through two sidecars", () => {
       tracing: traced,
     });
     const session = http2.connect(`http://127.0.0.1:${web.sidecar.ports.outbound}`);
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = session.request({ ":path": "/h2c", ":authority": "orders" });
-      req.on("response", (h) => resolve(Number(h[":status"])));
-      req.on("error", reject);
-      req.resume();
-      req.end();
-    });
-    session.close();
-    expect(status).toBe(200);
+    expect(await h2Status(session, { ":path": "/h2c", ":authority": "orders" })).toBe(200);
     await web.sidecar.drain(); // flushes the spans
     const spans = collector.spans();
     await collector.close();

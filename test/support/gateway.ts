@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { ClientHttp2Session, OutgoingHttpHeaders } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -236,4 +237,19 @@ export async function startGatewayProcess(
       child.kill("SIGKILL");
     },
   };
+}
+
+/** One bodiless HTTP/2 request on `session` (the body is read and dropped), then the session is closed. */
+export async function h2Status(session: ClientHttp2Session, headers: OutgoingHttpHeaders): Promise<number> {
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      const req = session.request(headers);
+      req.on("response", (h) => resolve(Number(h[":status"])));
+      req.on("error", reject);
+      req.resume();
+      req.end();
+    });
+  } finally {
+    session.close();
+  }
 }
