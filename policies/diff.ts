@@ -48,11 +48,14 @@ export interface EdgeRef {
 }
 
 export interface SettingChange {
-  scope: "route" | "service";
+  /** `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name). */
+  scope: "route" | "service" | "gateway";
   name: string;
-  field: "auth" | "rateLimit" | "retry" | "timeout";
+  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress";
   before: string;
   after: string;
+  /** What the change bears on, when that is not obvious (the routes that read the client address). */
+  note?: string;
 }
 
 export interface SemanticDiff {
@@ -104,7 +107,7 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     routes: routes.routes,
     widened: [...meshChanges(rh, rb, "widened"), ...routes.widened],
     narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed],
-    settings: [...routeSettings(base, head), ...serviceSettings(base, head)],
+    settings: [...gatewaySettings(base, head), ...routeSettings(base, head), ...serviceSettings(base, head)],
     violations: {
       added: vh.filter((v) => !baseKeys.has(vkey(v))),
       resolved: vb.filter((v) => !headKeys.has(vkey(v))),
@@ -268,6 +271,58 @@ export function describeRateLimit(rl: GatewayRoute["rateLimit"]): string {
   return `${rl.requests} per ${rl.periodMs}ms by ${key}${rl.burst !== rl.requests ? `, burst ${rl.burst}` : ""} (${rl.scope})`;
 }
 
+type GatewayConfig = NonNullable<PolicyInput["runtime"]["gateway"]>;
+
+/** How the gateway finds the client address, in words (what a reviewer needs to judge who can name it). */
+export function describeClientIp(c: GatewayConfig["clientIp"]): string {
+  if (c.trustedProxies)
+    return `the rightmost ${c.header} entry outside trusted proxies ${c.trustedProxies.join(", ")}`;
+  if (c.trustedHops === 0) return "the connection's address (forwarding headers ignored)";
+  return `${c.header} entry ${c.trustedHops} from the right (${c.trustedHops} trusted ${c.trustedHops === 1 ? "hop" : "hops"})`;
+}
+
+/** Where a listener's connection address comes from: the socket, or a PROXY header from whom. */
+export function describeListenerAddress(l: GatewayConfig["listeners"][number] | undefined): string {
+  if (!l) return "no listener";
+  if (!l.proxyProtocol) return "the connection";
+  return l.proxyProtocolSources
+    ? `a PROXY header from ${l.proxyProtocolSources.join(", ")}`
+    : "a PROXY header from any source";
+}
+
+/**
+ * Changes in how the client address is found — X-Forwarded-For/Forwarded trust and the listeners' PROXY
+ * protocol. Trusting one hop too many lets a client name its own address, which `auth.clientIps` rules and
+ * per-IP rate limits then believe: the note names the routes that read it.
+ */
+function gatewaySettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const b = base.runtime.gateway;
+  const h = head.runtime.gateway;
+  if (!b || !h) return [];
+  const readers = h.routes.flatMap((r) => {
+    const why = [
+      ...(r.auth.clientIps.length > 0 ? ["clientIps"] : []),
+      ...(r.rateLimit?.key.kind === "ip" ? ["ip rate limit"] : []),
+    ];
+    return why.length > 0 ? [`${r.name} (${why.join(", ")})`] : [];
+  });
+  const note = readers.length > 0 ? `read by routes ${readers.join(", ")}` : undefined;
+  const out: SettingChange[] = [];
+  const add = (name: string, before: string, after: string) => {
+    if (before !== after)
+      out.push({ scope: "gateway", name, field: "clientAddress", before, after, ...(note ? { note } : {}) });
+  };
+  add("clientIp", describeClientIp(b.clientIp), describeClientIp(h.clientIp));
+  const names = [...new Set([...b.listeners, ...h.listeners].map((l) => l.name))].sort(cmp);
+  for (const name of names)
+    add(
+      name,
+      describeListenerAddress(b.listeners.find((l) => l.name === name)),
+      describeListenerAddress(h.listeners.find((l) => l.name === name)),
+    );
+  return out;
+}
+
 function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
   const out: SettingChange[] = [];
   const b = new Map((base.runtime.gateway?.routes ?? []).map((r) => [r.name, r]));
@@ -423,6 +478,8 @@ export function renderDiffMarkdown(
     for (const s of d.settings)
       lines.push(`| ${s.scope} ${code(s.name)} | ${s.field} | ${cell(s.before)} | ${cell(s.after)} |`);
     lines.push("");
+    const notes = [...new Set(d.settings.flatMap((s) => (s.note ? [`${s.field}: ${s.note}`] : [])))];
+    if (notes.length > 0) lines.push(...notes.map((n) => `- ${n}`), "");
   }
   if (d.violations.added.length + d.violations.resolved.length > 0) {
     lines.push("#### Guardrails", "");

@@ -171,6 +171,46 @@ describe("semantic diff", () => {
     expect(d.widened).toEqual([]);
   });
 
+  it.each<{ claim: string; mutate: (r: Raw) => void; name: string; before: string; after: string }>([
+    {
+      claim: "reports_one_more_trusted_hop_as_a_client_address_change",
+      mutate: (r) => (r.gateway.clientIp.trustedHops = 2),
+      name: "clientIp",
+      before: "x-forwarded-for entry 1 from the right (1 trusted hop)",
+      after: "x-forwarded-for entry 2 from the right (2 trusted hops)",
+    },
+    {
+      claim: "reports_trusted_proxies_instead_of_hops_as_a_client_address_change",
+      mutate: (r) => (r.gateway.clientIp = { trustedProxies: ["10.0.0.0/16"] }),
+      name: "clientIp",
+      before: "x-forwarded-for entry 1 from the right (1 trusted hop)",
+      after: "the rightmost x-forwarded-for entry outside trusted proxies 10.0.0.0/16",
+    },
+    {
+      claim: "reports_a_listener_taking_proxy_headers_from_anyone_as_a_client_address_change",
+      mutate: (r) => (r.gateway.listeners[0].proxyProtocol = true),
+      name: "http",
+      before: "the connection",
+      after: "a PROXY header from any source",
+    },
+  ])("$claim", ({ mutate, name, before, after }) => {
+    const d = diffAfter(mutate);
+    const changes = d.settings.filter((s) => s.field === "clientAddress");
+    expect(changes.map((s) => [s.scope, s.name, s.before, s.after])).toEqual([
+      ["gateway", name, before, after],
+    ]);
+    // The routes that believe the address: IP ranges and per-IP limits of the shop.
+    expect(changes[0]!.note).toMatch(/^read by routes .*\(clientIps\).*\(ip rate limit\)/);
+    const raw = shopRaw();
+    mutate(raw);
+    const md = renderDiffMarkdown(d, {
+      base: staticReachability(BASE),
+      head: staticReachability(inputOf(raw)),
+    });
+    expect(md).toContain(`| gateway \`${name}\` | clientAddress | ${before} | ${after} |`);
+    expect(md).toContain(`- clientAddress: ${changes[0]!.note}`);
+  });
+
   it("reports_violations_that_appear_and_disappear", () => {
     const d = diffAfter((r) => {
       r.mesh.mtls = "permissive";
