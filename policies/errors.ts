@@ -82,6 +82,17 @@ export const PolicyErrorCatalog = {
     "info",
     "public routes share a Redis rate-limit store that fails open: an outage lifts their limits",
   ),
+  // client-address
+  E_POLICY_CLIENT_IP_HOP_COUNT: g(
+    "client-address",
+    "warning",
+    "routes admit by client address (auth.clientIps) taken from X-Forwarded-For by hop count: a connection that bypasses the proxies names its own",
+  ),
+  E_POLICY_CLIENT_IP_PROXY_ANY_SOURCE: g(
+    "client-address",
+    "error",
+    "routes admit by client address while a listener takes PROXY headers from any source: whoever reaches its port names the address",
+  ),
   // route-precedence
   E_POLICY_ROUTE_SHADOWED: g(
     "route-precedence",

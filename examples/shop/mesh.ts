@@ -253,7 +253,8 @@ export default defineMesh({
       },
     ],
     clientIp: {
-      trustedHops: 1,
+      // X-Forwarded-For is believed only from the machine itself and the VPC (see mesh.yaml).
+      trustedProxies: ["127.0.0.0/8", "10.0.0.0/8"],
     },
     limits: {
       maxHeaderSize: "16KiB",

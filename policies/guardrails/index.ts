@@ -6,6 +6,7 @@
 import type { Guardrail } from "../types.ts";
 import { adminPorts } from "./admin-ports/index.ts";
 import { callsAllow } from "./calls-allow/index.ts";
+import { clientAddress } from "./client-address/index.ts";
 import { certificates } from "./certificates/index.ts";
 import { defaultDeny } from "./default-deny/index.ts";
 import { idempotentRetries } from "./idempotent-retries/index.ts";
@@ -23,6 +24,7 @@ export const GUARDRAILS: readonly Guardrail[] = Object.freeze([
   defaultDeny,
   routeAuth,
   publicRateLimit,
+  clientAddress,
   routePrecedence,
   references,
   callsAllow,

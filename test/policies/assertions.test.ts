@@ -354,7 +354,7 @@ describe("meshgate verify and explain", () => {
     const r = await meshgate(["verify", "examples/shop/mesh.yaml"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("✓ assertion orders cannot refund (DELETE) payments");
-    expect(r.stdout).toMatch(/^46 passed, 0 failed/m);
+    expect(r.stdout).toMatch(/^47 passed, 0 failed/m);
   });
 
   it("exits_1_with_json_when_an_assertion_fails", async () => {
@@ -379,14 +379,14 @@ describe("meshgate verify and explain", () => {
     const r = await meshgate(["verify", spec, "--assertions", file, "--format", "json"]);
     expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout);
-    expect(report).toMatchObject({ ok: false, passed: 13, failed: 1 });
+    expect(report).toMatchObject({ ok: false, passed: 14, failed: 1 });
     const failed = report.checks.find((c: { kind: string }) => c.kind === "assertion");
     expect(failed.violations[0]).toMatchObject({ code: "E_POLICY_ASSERTION_FAILED", file, line: 2 });
     const text = await meshgate(["verify", spec, "--assertions", file]);
     expect(text.stdout).toContain(
       `${file}:2:5: error: assertions[0]: payments open to the gateway: expected allow, got deny`,
     );
-    expect(text.stdout).toContain("13 passed, 1 failed");
+    expect(text.stdout).toContain("14 passed, 1 failed");
   });
 
   it("exits_2_for_an_assertion_about_an_unknown_service", async () => {

@@ -53,7 +53,7 @@ describe("meshgate verify", () => {
   it("exits_0_when_every_guardrail_passes", async () => {
     const r = await meshgate(["verify", "policies/guardrails/mini.yaml"]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("13 passed, 0 failed (0 errors, 0 warnings, 0 info)");
+    expect(r.stdout).toContain("14 passed, 0 failed (0 errors, 0 warnings, 0 info)");
   });
 
   it("exits_1_and_prints_every_violation_with_position_and_fix_for_the_shop", async () => {
@@ -69,9 +69,9 @@ describe("meshgate verify", () => {
     const r = await meshgate(["verify", SHOP_REL, "--format", "json"]);
     expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout);
-    expect(report).toMatchObject({ file: SHOP_REL, ok: false, passed: 10, failed: 3 });
-    expect(report.checks).toHaveLength(13);
-    expect(report.checks[7].violations[0]).toMatchObject({
+    expect(report).toMatchObject({ file: SHOP_REL, ok: false, passed: 11, failed: 3 });
+    expect(report.checks).toHaveLength(14);
+    expect(report.checks[8].violations[0]).toMatchObject({
       code: "E_POLICY_RETRY_AMPLIFICATION",
       severity: "error",
       line: 254,
@@ -91,7 +91,7 @@ describe("meshgate verify", () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toContain("✗ shop-health-checks (5 errors)");
     expect(r.stdout).not.toContain("E_POLICY_RATE_LIMIT_FAIL_OPEN");
-    expect(r.stdout).toContain("10 passed, 4 failed");
+    expect(r.stdout).toContain("11 passed, 4 failed");
   });
 
   it("exits_1_for_an_invalid_spec_with_its_errors", async () => {

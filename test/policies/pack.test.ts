@@ -388,12 +388,13 @@ describe("pack stack policies", () => {
       meshGuardrailWarnings,
       stackArgs([{ type: MESH, props: { meshgateSpec: shopRaw() } }]),
     );
-    expect(found.length).toBe(5);
+    expect(found.length).toBe(6);
     expect(
       found.every(
         (f) =>
           f.message.startsWith("E_POLICY_TIMEOUT_PER_TRY") ||
-          f.message.startsWith("E_POLICY_RETRIES_EXCEED_TIMEOUT"),
+          f.message.startsWith("E_POLICY_RETRIES_EXCEED_TIMEOUT") ||
+          f.message.startsWith("E_POLICY_CLIENT_IP_HOP_COUNT"),
       ),
     ).toBe(true);
   });
@@ -549,7 +550,7 @@ describe("the pack over gRPC", () => {
       byPolicy.set(d.getPolicyname(), (byPolicy.get(d.getPolicyname()) ?? 0) + 1);
     expect(Object.fromEntries(byPolicy)).toEqual({
       "meshgate-guardrails": 7,
-      "meshgate-guardrail-warnings": 5,
+      "meshgate-guardrail-warnings": 6,
     });
     const mandatory = res
       .getDiagnosticsList()
