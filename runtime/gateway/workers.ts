@@ -8,8 +8,10 @@
  * (ratelimit/lease.ts), so a limit holds across all workers together.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { watch } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { rmSync, watch } from "node:fs";
+import { mkdtemp, readFile, rename, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -52,7 +54,19 @@ interface Slot {
 
 export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   const log = pino({ name: "meshgate-gateway", base: { proxy: "gateway", role: "primary" } });
-  let config: GatewayRuntimeConfig = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
+  const initialText = await readFile(opts.configPath, "utf8");
+  let config: GatewayRuntimeConfig = loadRuntimeConfig(initialText, "gateway");
+  // Workers start from the config the workers serve, not from the file: a worker restarted after a crash
+  // must not pick up a config the others refused (a new port, say). The supervisor keeps that copy in a
+  // directory of its own (0700, removed at exit) and replaces it only when every worker accepted a reload.
+  const servingDir = await mkdtemp(join(tmpdir(), "meshgate-gateway-"));
+  process.once("exit", () => rmSync(servingDir, { recursive: true, force: true }));
+  const serving = join(servingDir, "serving.json");
+  const keepServing = async (text: string) => {
+    await writeFile(`${serving}.next`, text, { mode: 0o600 });
+    await rename(`${serving}.next`, serving);
+  };
+  await keepServing(initialText);
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
   const mWorkers = metrics.gauge("gateway_workers_ready", "Worker processes serving.");
   const mRestarts = metrics.counter(
@@ -105,7 +119,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     const child = fork(entry.module, entry.args, {
       env: {
         ...process.env,
-        MESHGATE_CONFIG: opts.configPath,
+        MESHGATE_CONFIG: serving,
         MESHGATE_HOST: opts.host ?? "",
         MESHGATE_WORKER: String(slot.index),
       },
@@ -176,9 +190,10 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
 
   const reload = async (): Promise<{ ok: boolean; hash?: string; error?: string }> => {
     let text: string;
+    let next: GatewayRuntimeConfig;
     try {
       text = await readFile(opts.configPath, "utf8");
-      config = loadRuntimeConfig(text, "gateway");
+      next = loadRuntimeConfig(text, "gateway");
     } catch (err) {
       mReloads.labels("gateway", "failure").inc();
       log.error(
@@ -193,11 +208,16 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       text,
     }));
     const ok = results.every((r) => r.ok);
+    if (ok) {
+      // A refused config never becomes the supervisor's (/config, drain timeout) or a restarted worker's.
+      config = next;
+      await keepServing(text);
+    }
     mReloads.labels("gateway", ok ? "success" : "failure").inc();
-    log.info({ event: ok ? "reloaded" : "reload_rejected", hash: config.hash, workers: results.length });
+    log.info({ event: ok ? "reloaded" : "reload_rejected", hash: next.hash, workers: results.length });
     if (ok) logRateLimitMode();
     return ok
-      ? { ok, hash: config.hash }
+      ? { ok, hash: next.hash }
       : { ok, error: results.find((r) => !r.ok)?.error ?? "a worker refused" };
   };
 

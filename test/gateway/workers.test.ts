@@ -52,7 +52,7 @@ const children = async (pid: number): Promise<number[]> => {
 describe("worker processes", () => {
   it("share_the_listeners_reload_together_restart_after_a_crash_and_stop_cleanly", async () => {
     const [port, admin] = [await freePort(), await freePort()];
-    const write = async (extra: Record<string, unknown>[] = []) => {
+    const write = async (extra: Record<string, unknown>[] = [], listenOn = port) => {
       const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
         app,
       });
@@ -62,7 +62,7 @@ describe("worker processes", () => {
         JSON.stringify(
           sealRuntimeConfig<GatewayRuntimeConfig>({
             ...rest,
-            listeners: rest.listeners.map((l) => ({ ...l, port })),
+            listeners: rest.listeners.map((l) => ({ ...l, port: listenOn })),
             admin: { port: admin },
           }),
         ),
@@ -112,6 +112,22 @@ describe("worker processes", () => {
       await until(async () => (await request(`${url}/late`)).status === 200, 5_000);
       for (let i = 0; i < 30; i++) expect((await request(`${url}/late`)).status).toBe(200);
 
+      const served = (await (await fetch(`${adminUrl}/config`)).json()) as { hash: string };
+
+      // A file that moves the listener is refused by every worker (a restart applies it), and stays
+      // refused: neither the supervisor's /config nor the worker restarted below takes it up.
+      const moved = await freePort();
+      await write([{ name: "moved", match: { path: "/moved" }, to: "app", ...PUBLIC }], moved);
+      await until(
+        async () =>
+          (await fetch(`${adminUrl}/metrics`).then((r) => r.text())).includes(
+            'meshgate_config_reloads_total{proxy="gateway",result="failure"} 1',
+          ),
+        5_000,
+      );
+      expect(out).toContain("E_RT_RELOAD_RESTART_REQUIRED");
+      expect(((await (await fetch(`${adminUrl}/config`)).json()) as { hash: string }).hash).toBe(served.hash);
+
       // A crashed worker is restarted, and the gateway keeps serving meanwhile.
       process.kill(workers[0]!, "SIGKILL");
       await until(
@@ -124,6 +140,12 @@ describe("worker processes", () => {
       await until(async () => (await fetch(`${adminUrl}/ready`)).status === 200, 10_000);
       expect(await children(child.pid!)).toHaveLength(2);
       for (let i = 0; i < 20; i++) expect((await request(`${url}/v/after`)).status).toBe(200);
+      // Both workers — the restarted one too — serve the accepted config on the old port, not the refused one.
+      for (let i = 0; i < 30; i++) {
+        expect((await request(`${url}/late`)).status).toBe(200);
+        expect((await request(`${url}/moved`)).status).toBe(404);
+      }
+      await expect(request(`http://127.0.0.1:${moved}/moved`)).rejects.toThrow();
 
       const all = await children(child.pid!);
       child.kill("SIGTERM");
