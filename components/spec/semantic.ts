@@ -85,6 +85,12 @@ export function semanticIssues(raw: unknown): Issue[] {
   const issues: Issue[] = [];
   const add = (code: SpecErrorCode, segments: Segments, message: string, hint: string) =>
     issues.push({ code, segments, message, hint });
+  /** Every entry of a list of CIDR ranges is one (E_SPEC_INVALID_CIDR at the entry, with the hint). */
+  const cidrs = (list: unknown, segments: Segments, hint: string) =>
+    arr(list).forEach((c, k) => {
+      if (typeof c === "string" && !isCidr(c))
+        add("E_SPEC_INVALID_CIDR", [...segments, k], `${JSON.stringify(c)} is not a CIDR range`, hint);
+    });
 
   const root = obj(raw);
   const services = obj(root.services);
@@ -350,15 +356,11 @@ export function semanticIssues(raw: unknown): Issue[] {
     // Client address: one way of finding it, and ranges that are ranges.
     const clientIp = isObj(gateway.clientIp) ? gateway.clientIp : undefined;
     if (clientIp) {
-      arr(clientIp.trustedProxies).forEach((c, k) => {
-        if (typeof c === "string" && !isCidr(c))
-          add(
-            "E_SPEC_INVALID_CIDR",
-            ["gateway", "clientIp", "trustedProxies", k],
-            `${JSON.stringify(c)} is not a CIDR range`,
-            'write the proxies\' range, e.g. "10.0.0.0/16" (a single address: "10.0.0.7/32")',
-          );
-      });
+      cidrs(
+        clientIp.trustedProxies,
+        ["gateway", "clientIp", "trustedProxies"],
+        'write the proxies\' range, e.g. "10.0.0.0/16" (a single address: "10.0.0.7/32")',
+      );
       if (
         clientIp.trustedProxies !== undefined &&
         typeof clientIp.trustedHops === "number" &&
@@ -391,15 +393,11 @@ export function semanticIssues(raw: unknown): Issue[] {
           );
         else ports.set(p, `listener [${i}]`);
       }
-      arr(l.proxyProtocolSources).forEach((c, k) => {
-        if (typeof c === "string" && !isCidr(c))
-          add(
-            "E_SPEC_INVALID_CIDR",
-            ["gateway", "listeners", i, "proxyProtocolSources", k],
-            `${JSON.stringify(c)} is not a CIDR range`,
-            'write the load balancers\' range, e.g. "10.0.0.0/20"',
-          );
-      });
+      cidrs(
+        l.proxyProtocolSources,
+        ["gateway", "listeners", i, "proxyProtocolSources"],
+        'write the load balancers\' range, e.g. "10.0.0.0/20"',
+      );
       if (l.proxyProtocolSources !== undefined && l.proxyProtocol !== true)
         add(
           "E_SPEC_PROXY_PROTOCOL",
@@ -847,15 +845,7 @@ export function semanticIssues(raw: unknown): Issue[] {
           ref(c, consumers, "API-key consumer", [...base, "auth", "consumers", k]),
         );
         arr(auth.groups).forEach((g, k) => ref(g, groups, "consumer group", [...base, "auth", "groups", k]));
-        arr(auth.clientIps).forEach((c, k) => {
-          if (typeof c === "string" && !isCidr(c))
-            add(
-              "E_SPEC_INVALID_CIDR",
-              [...base, "auth", "clientIps", k],
-              `${JSON.stringify(c)} is not a CIDR range`,
-              'write e.g. "10.0.0.0/8" or "2001:db8::/32"',
-            );
-        });
+        cidrs(auth.clientIps, [...base, "auth", "clientIps"], 'write e.g. "10.0.0.0/8" or "2001:db8::/32"');
       }
       const rl = isObj(r.rateLimit) ? r.rateLimit : undefined;
       if (rl?.key === "subject" && !hasJwt && !hasOidc)

@@ -108,6 +108,25 @@ export function clientAddress(
   return { client, viaTrustedProxy: true, trusted, forwardedFor: [...trusted, peer].join(", ") };
 }
 
+/**
+ * The client address of a request under a config's `clientIp`: reads the header it names and trusts the
+ * parsed `trustedProxies` ranges when there are any, else the hop count (what the gateway and its upgrade
+ * path both ask).
+ */
+export function requestClientAddress(
+  headers: { readonly forwarded?: string | undefined; readonly "x-forwarded-for"?: string | undefined },
+  peer: string,
+  clientIp: { readonly trustedHops: number; readonly header: "x-forwarded-for" | "forwarded" },
+  trustedProxies: readonly IpRange[] | null | undefined,
+): ClientAddress {
+  return clientAddress(
+    clientIp.header === "forwarded" ? headers.forwarded : headers["x-forwarded-for"],
+    peer,
+    trustedProxies ?? clientIp.trustedHops,
+    clientIp.header,
+  );
+}
+
 function behindTrustedRanges(
   value: string | string[] | undefined,
   peer: string,

@@ -77,7 +77,7 @@ import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { LeaseClient } from "../ratelimit/lease.ts";
 import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { clientAddress, forwardedHeader, notForwarded, NOT_FORWARDED } from "./headers.ts";
+import { forwardedHeader, notForwarded, NOT_FORWARDED, requestClientAddress } from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import {
   createListener,
@@ -745,12 +745,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {
     const current = state;
     const peer = peerAddress(req);
-    const clientIp = current.config.clientIp;
-    const { client, trusted, forwardedFor, viaTrustedProxy } = clientAddress(
-      clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
+    const { client, trusted, forwardedFor, viaTrustedProxy } = requestClientAddress(
+      req.headers,
       peer,
-      current.trustedProxies ?? clientIp.trustedHops,
-      clientIp.header,
+      current.config.clientIp,
+      current.trustedProxies,
     );
     const ex = new Exchange(current, req, res, requestId(req.headers["x-request-id"], randomUUID), client);
     (res as Response & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;

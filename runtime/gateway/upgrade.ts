@@ -22,7 +22,7 @@ import type { UpstreamCluster } from "../upstream/cluster.ts";
 import type { MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { clientAddress, forwardedHeader, NOT_FORWARDED } from "./headers.ts";
+import { forwardedHeader, NOT_FORWARDED, requestClientAddress, type ClientAddress } from "./headers.ts";
 
 export interface UpgradeContext {
   readonly config: GatewayRuntimeConfig;
@@ -107,13 +107,7 @@ export function handleUpgrade(
     return fail(503, "upstream_identity_unavailable", "mTLS to the mesh needs a workload identity", route);
   }
   const peer = socket.remoteAddress ?? "";
-  const clientIp = ctx.config.clientIp;
-  const addr = clientAddress(
-    clientIp.header === "forwarded" ? req.headers.forwarded : req.headers["x-forwarded-for"],
-    peer,
-    ctx.trustedProxies ?? clientIp.trustedHops,
-    clientIp.header,
-  );
+  const addr = requestClientAddress(req.headers, peer, ctx.config.clientIp, ctx.trustedProxies);
   const client = addr.client;
   // Authentication and authorization, as for any request (an OIDC login redirect cannot answer an
   // upgrade: without a session it is refused like any unauthenticated request).
@@ -209,7 +203,7 @@ function openTunnel(
   mintId: () => string,
   d: RouteDecision,
   cluster: UpstreamCluster,
-  addr: ReturnType<typeof clientAddress>,
+  addr: ClientAddress,
   peer: string,
   fail: (status: number, code: GatewayErrorCode, message: string, route?: string, extra?: string) => void,
   principal: Principal | null,

@@ -14,7 +14,7 @@
  * buy): every request is limited by something that is not the client's free choice. Each kind has its
  * own prefix, so a header value can never name another kind's bucket. Values longer than 64 characters
  * are replaced by their SHA-256, bounding the memory a key can take. The client address is the one
- * `clientAddress()` computed (X-Forwarded-For only as far as `trustedHops` allows), so it is not
+ * `clientAddress()` computed (X-Forwarded-For only as far as `trustedHops` or `trustedProxies` allow), so it is not
  * spoofable; the header kind is exactly as spoofable as the header the spec chose.
  */
 import { createHash } from "node:crypto";
