@@ -11,6 +11,8 @@ export const RuntimeErrorCatalog = {
     "the RuntimeConfig is for another proxy kind (gateway config given to a sidecar, or the reverse)",
   E_RT_RELOAD_RESTART_REQUIRED:
     "a reload changes a setting the proxy binds when it starts (a listener's port, protocol, TLS minimum version, PROXY protocol or its sources, parser limits, admin port, the gateway's identity); restart the proxy to apply it — the previous config keeps serving",
+  E_RT_RELOAD_ABORTED:
+    "a gateway worker prepared a new config but the primary aborted it, because another worker refused it (or did not answer in time): every worker keeps the previous config",
   E_RT_IDENTITY_FILE:
     "an identity file (svid.certFile, keyFile, bundleFile) is missing or unreadable; the proxy keeps its previous identity",
   E_RT_IDENTITY_MISMATCH:

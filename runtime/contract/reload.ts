@@ -54,10 +54,43 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
   discard?(built: S): void;
 }
 
+/**
+ * A reload validated, checked and built but not yet swapped in (a gateway worker's first phase: the
+ * primary commits it only when every worker prepared the same config). Until it is committed or
+ * aborted no other reload of this proxy runs; one left open longer than the hold time is aborted.
+ */
+export interface PreparedReload {
+  /**
+   * The outcome so far: a refusal (nothing to commit — commit and abort return it as is), an unchanged
+   * config (already refreshed), or `ok` with the hash commit would serve.
+   */
+  readonly result: ReloadResult;
+  /** Swaps the prepared state in (the swap itself may still refuse: its result says). */
+  commit(): Promise<ReloadResult>;
+  /** Releases the prepared state; the previous config keeps serving (counted as a failure). */
+  abort(reason: string): ReloadResult;
+}
+
+/** The reload function of one proxy, and its two phases for a fleet of workers that must agree. */
+export interface Reloader {
+  /** Reloads from the text given, or re-reads the config file: prepare and commit in one step. */
+  (text?: string): Promise<ReloadResult>;
+  /** Validates, checks and builds the config without swapping it in (see PreparedReload). */
+  prepare(text?: string, holdMs?: number): Promise<PreparedReload>;
+}
+
+/** How long a prepared reload may hold the reload queue before it is aborted (its primary went away). */
+export const PREPARED_HOLD_MS = 30_000;
+
+/** A reload staged up to its swap: `apply` swaps it in, `release` drops it; both absent when nothing to swap. */
+interface Staged {
+  readonly result: ReloadResult;
+  readonly apply?: () => Promise<ReloadResult>;
+  readonly release?: () => void;
+}
+
 /** The reload function of one proxy: call it with a config's text, or without to re-read the file. */
-export function createReloader<C extends { readonly hash: string }, S>(
-  o: ReloaderOptions<C, S>,
-): (text?: string) => Promise<ReloadResult> {
+export function createReloader<C extends { readonly hash: string }, S>(o: ReloaderOptions<C, S>): Reloader {
   const { reloads, info } = o.metrics;
   /** A rejection: counted, logged (never the config itself), and the old config keeps serving. */
   const reject = (message: string, code: string, consequence: string): ReloadResult => {
@@ -76,7 +109,8 @@ export function createReloader<C extends { readonly hash: string }, S>(
     );
   };
 
-  async function once(text?: string): Promise<ReloadResult> {
+  /** Everything up to the swap: load, unchanged refresh, check, build. */
+  async function stage(text?: string): Promise<Staged> {
     let next: C;
     try {
       if (text === undefined) {
@@ -86,7 +120,7 @@ export function createReloader<C extends { readonly hash: string }, S>(
       }
       next = o.load(text);
     } catch (err) {
-      return refused(err);
+      return { result: refused(err) };
     }
     const previous = o.current().hash;
     if (next.hash === previous) {
@@ -94,19 +128,21 @@ export function createReloader<C extends { readonly hash: string }, S>(
         await o.unchanged(next);
       } catch (err) {
         const message = (err as Error).message;
-        return reject(
-          message,
-          "E_RT_CONFIG_INVALID",
-          "certificates unreadable; the previous ones keep serving",
-        );
+        return {
+          result: reject(
+            message,
+            "E_RT_CONFIG_INVALID",
+            "certificates unreadable; the previous ones keep serving",
+          ),
+        };
       }
       reloads.labels(o.proxy, "unchanged").inc();
-      return { ok: true, hash: next.hash, changed: false };
+      return { result: { ok: true, hash: next.hash, changed: false } };
     }
     try {
       o.check?.(o.current(), next);
     } catch (err) {
-      return refused(err);
+      return { result: refused(err) };
     }
     let built: S;
     try {
@@ -115,30 +151,110 @@ export function createReloader<C extends { readonly hash: string }, S>(
       o.buildFailed?.();
       // A build failure is the config's (a file it names that cannot be read, …), whatever the error's code.
       const message = (err as Error).message;
-      return reject(message, "E_RT_CONFIG_INVALID", "config rejected; the previous config keeps serving");
+      return {
+        result: reject(message, "E_RT_CONFIG_INVALID", "config rejected; the previous config keeps serving"),
+      };
     }
-    try {
-      await o.commit(next, built);
-    } catch (err) {
-      // The swap could not happen (a new identity that does not start): the previous state keeps serving.
-      o.discard?.(built);
-      const message = (err as Error).message;
-      return reject(message, "E_RT_CONFIG_INVALID", "config not applied; the previous config keeps serving");
-    }
-    info.labels(o.proxy, previous).set(0);
-    info.labels(o.proxy, next.hash).set(1);
-    reloads.labels(o.proxy, "success").inc();
-    o.log.info({ event: "reloaded", hash: next.hash });
-    return { ok: true, hash: next.hash, changed: true };
+    const apply = async (): Promise<ReloadResult> => {
+      try {
+        await o.commit(next, built);
+      } catch (err) {
+        // The swap could not happen (a new identity that does not start): the previous state keeps serving.
+        o.discard?.(built);
+        const message = (err as Error).message;
+        return reject(
+          message,
+          "E_RT_CONFIG_INVALID",
+          "config not applied; the previous config keeps serving",
+        );
+      }
+      info.labels(o.proxy, previous).set(0);
+      info.labels(o.proxy, next.hash).set(1);
+      reloads.labels(o.proxy, "success").inc();
+      o.log.info({ event: "reloaded", hash: next.hash });
+      return { ok: true, hash: next.hash, changed: true };
+    };
+    return { result: { ok: true, hash: next.hash, changed: true }, apply, release: () => o.discard?.(built) };
   }
 
-  let queue: Promise<ReloadResult> = Promise.resolve({ ok: true, hash: o.current().hash, changed: false });
   // Each reload runs after the one before, whatever that one's outcome (even an unexpected throw).
-  return (text?: string) =>
-    (queue = queue.then(
-      () => once(text),
-      () => once(text),
-    ));
+  let tail: Promise<unknown> = Promise.resolve();
+  const enqueue = <T>(job: () => Promise<T>): Promise<T> => {
+    const run = tail.then(job, job);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+
+  const reload = (text?: string) =>
+    enqueue(async () => {
+      const staged = await stage(text);
+      return staged.apply ? staged.apply() : staged.result;
+    });
+
+  const prepare = (text?: string, holdMs = PREPARED_HOLD_MS): Promise<PreparedReload> =>
+    new Promise<PreparedReload>((handOut, fail) => {
+      // The queue's job ends only when the prepared reload is committed or aborted: nothing interleaves.
+      void enqueue(async () => {
+        let staged: Staged;
+        try {
+          staged = await stage(text);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        const { apply, release } = staged;
+        if (!apply || !release) {
+          const settled = () => staged.result;
+          handOut({ result: staged.result, commit: async () => settled(), abort: settled });
+          return;
+        }
+        await new Promise<void>((done) => {
+          let open = true;
+          const close = () => {
+            open = false;
+            clearTimeout(timer);
+            done();
+          };
+          const abort = (reason: string): ReloadResult => {
+            if (!open) return closedResult;
+            close();
+            release();
+            return reject(
+              reason,
+              "E_RT_RELOAD_ABORTED",
+              "prepared config aborted; the previous config keeps serving",
+            );
+          };
+          let closedResult: ReloadResult = {
+            ok: false,
+            error: "this prepared reload was already committed or aborted",
+            code: "E_RT_RELOAD_ABORTED",
+          };
+          const timer = setTimeout(
+            () => abort(`not committed within ${holdMs} ms (the primary that prepared it did not answer)`),
+            holdMs,
+          );
+          timer.unref();
+          handOut({
+            result: staged.result,
+            commit: async () => {
+              if (!open) return closedResult;
+              open = false;
+              clearTimeout(timer);
+              try {
+                closedResult = await apply();
+                return closedResult;
+              } finally {
+                done();
+              }
+            },
+            abort,
+          });
+        });
+      });
+    });
+
+  return Object.assign(reload, { prepare });
 }
 
 /**

@@ -9,7 +9,7 @@
  * transform, CORS headers, response size limit → access log and metrics. A reload compiles a whole new
  * state and swaps one reference; requests in flight keep the state they started with.
  */
-import { createReloader, type ReloadResult } from "../contract/reload.ts";
+import { createReloader, type PreparedReload, type ReloadResult } from "../contract/reload.ts";
 import { RuntimeConfigError } from "../contract/errors.ts";
 import { gatewayRestartFields, refuseRestartFields } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
@@ -127,6 +127,11 @@ export interface GatewayHandle {
   currentHash(): string;
   /** Validates and swaps in a new config (from `text`, or re-read from configPath); the old keeps serving on failure. */
   reload(text?: string): Promise<ReloadResult>;
+  /**
+   * A worker's first phase of a reload its primary coordinates: validates, checks and builds `text`
+   * without swapping it in; no other reload runs until it is committed or aborted.
+   */
+  prepareReload(text: string): Promise<PreparedReload>;
   /** Stops accepting, finishes in-flight requests (up to the drain timeout), then closes everything. */
   drain(): Promise<void>;
   /** Removes cached responses (the admin listener's POST /cache/purge); resolves with how many. */
@@ -1444,6 +1449,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     metrics,
     currentHash: () => state.config.hash,
     reload,
+    prepareReload: (text) => reload.prepare(text),
     drain,
     purge: (request) => state.cache.purge(request),
     invalidateCached: (host, urls) => state.cache.dropUrls(host, urls),

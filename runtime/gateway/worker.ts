@@ -8,11 +8,19 @@ import { readFile } from "node:fs/promises";
 import { processLoggers } from "../telemetry/logs.ts";
 import type { PurgeRequest } from "../cache/store.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import type { PreparedReload, ReloadResult } from "../contract/reload.ts";
 import { LeaseClient, type LeaseReply, type LeaseRequest } from "../ratelimit/lease.ts";
 import { startGateway } from "./server.ts";
 
 export type ToWorker =
+  /** Reload at once (a worker that started on an older config than the one every other worker serves). */
   | { type: "reload"; id: number; text: string }
+  /** Phase 1 of a coordinated reload: validate, check and build, but do not swap yet. */
+  | { type: "prepare"; id: number; text: string }
+  /** Phase 2: every worker prepared — swap in the reload prepared under `prepared`. */
+  | { type: "commit"; id: number; prepared: number }
+  /** Some worker refused or did not answer: drop the reload prepared under `prepared` (or being prepared). */
+  | { type: "abort"; prepared: number; reason: string }
   | { type: "metrics"; id: number }
   | { type: "purge"; id: number; request: PurgeRequest }
   /** Another worker invalidated these URLs in its memory cache (RFC 9111 §4.4): do the same. */
@@ -21,9 +29,11 @@ export type ToWorker =
   | LeaseReply;
 
 export type FromWorker =
-  | { type: "ready"; listeners: Record<string, number> }
+  | { type: "ready"; listeners: Record<string, number>; hash: string }
   | LeaseRequest
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
+  | { type: "prepared"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
+  | { type: "committed"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
   | { type: "metrics"; id: number; text: string }
   | { type: "purged"; id: number; purged: number; error?: string }
   /** This worker invalidated these URLs in its memory cache: relay to the others. */
@@ -31,6 +41,11 @@ export type FromWorker =
   | { type: "failed"; error: string; code?: string };
 
 const send = (m: FromWorker) => process.send?.(m);
+
+/** A reload result as the fields of a reply. */
+function outcome(r: ReloadResult): { ok: boolean; hash?: string; error?: string; code?: string } {
+  return r.ok ? { ok: true, hash: r.hash } : { ok: false, error: r.error, code: r.code };
+}
 
 /**
  * Invalidations to relay, by host, gathered over one turn of the event loop: under write load one
@@ -88,19 +103,50 @@ async function main(): Promise<void> {
     leases.close(); // unused tokens go back to the primary
     process.exit(0);
   };
+  /** Reloads prepared and not yet committed or aborted, by the primary's prepare id. */
+  const prepared = new Map<number, PreparedReload>();
+  /** Prepare ids being prepared now, and those of them aborted meanwhile (the primary stopped waiting). */
+  const preparing = new Set<number>();
+  const abortedEarly = new Map<number, string>();
   process.on("message", (m: ToWorker) => {
     if (m.type === "ratelimit") {
       leases.receive(m);
     } else if (m.type === "reload") {
-      void gateway
-        .reload(m.text)
-        .then((r) =>
-          send(
-            r.ok
-              ? { type: "reloaded", id: m.id, ok: true, hash: r.hash }
-              : { type: "reloaded", id: m.id, ok: false, error: r.error, code: r.code },
-          ),
-        );
+      void gateway.reload(m.text).then((r) => send({ type: "reloaded", id: m.id, ...outcome(r) }));
+    } else if (m.type === "prepare") {
+      preparing.add(m.id);
+      void gateway.prepareReload(m.text).then(
+        (p) => {
+          preparing.delete(m.id);
+          const reason = abortedEarly.get(m.id);
+          abortedEarly.delete(m.id);
+          if (reason !== undefined) {
+            p.abort(reason);
+            return;
+          }
+          if (p.result.ok && p.result.changed) prepared.set(m.id, p);
+          send({ type: "prepared", id: m.id, ...outcome(p.result) });
+        },
+        (err: Error) => {
+          preparing.delete(m.id);
+          abortedEarly.delete(m.id);
+          send({ type: "prepared", id: m.id, ok: false, error: err.message });
+        },
+      );
+    } else if (m.type === "commit") {
+      const p = prepared.get(m.prepared);
+      prepared.delete(m.prepared);
+      if (p === undefined) {
+        // Unchanged (nothing to swap) or already dropped: report the hash serving now.
+        send({ type: "committed", id: m.id, ok: true, hash: gateway.currentHash() });
+        return;
+      }
+      void p.commit().then((r) => send({ type: "committed", id: m.id, ...outcome(r) }));
+    } else if (m.type === "abort") {
+      const p = prepared.get(m.prepared);
+      prepared.delete(m.prepared);
+      if (p) p.abort(m.reason);
+      else if (preparing.has(m.prepared)) abortedEarly.set(m.prepared, m.reason);
     } else if (m.type === "metrics") {
       send({ type: "metrics", id: m.id, text: gateway.metrics.render() });
     } else if (m.type === "purge") {
@@ -119,7 +165,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => {
     /* the primary decides; a terminal Ctrl-C reaches the whole process group */
   });
-  send({ type: "ready", listeners: gateway.ports.listeners });
+  send({ type: "ready", listeners: gateway.ports.listeners, hash: gateway.currentHash() });
 }
 
 void main();

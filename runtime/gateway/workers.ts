@@ -1,8 +1,9 @@
 /**
  * The gateway primary for several workers: forks one worker process per core (each binds the listeners
  * with SO_REUSEPORT, so the kernel spreads connections), serves the admin listener itself (merged
- * metrics, readiness of all workers, the config), fans reloads out to every worker (an invalid config is
- * rejected by the primary before any worker sees it), restarts a crashed worker with backoff, drains every
+ * metrics, readiness of all workers, the config), reloads every worker together — a config every worker
+ * prepared is committed on all, one any worker refuses (or does not answer for) is aborted on all, and an
+ * invalid config is rejected by the primary before any worker sees it —, restarts a crashed worker with backoff, drains every
  * worker on SIGTERM/SIGINT, and relays cache invalidations between workers (each worker's memory cache is
  * its own). It also owns the in-process rate-limit buckets: workers spend leases on them over IPC
  * (ratelimit/lease.ts), so a limit holds across all workers together.
@@ -34,6 +35,8 @@ export interface WorkersOptions {
    * bundled runtime (runtime/cli.ts → dist/meshgate.js) forks itself with `gateway-worker`.
    */
   workerEntry?: WorkerEntry;
+  /** How long the primary waits for each worker's answer to a reload phase (default 5 s). */
+  reloadTimeoutMs?: number;
   /** Called once every worker serves, with the listener ports and the admin port. */
   onReady?: (listeners: Record<string, number>, admin: number) => void;
 }
@@ -43,6 +46,9 @@ export interface WorkerEntry {
   module: string | URL;
   args: string[];
 }
+
+/** How long the primary waits for each worker to prepare, then to commit, a reload. */
+const RELOAD_TIMEOUT_MS = 5000;
 
 interface Slot {
   index: number;
@@ -67,6 +73,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     await rename(`${serving}.next`, serving);
   };
   await keepServing(initialText);
+  let acceptedText = initialText;
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
   const mWorkers = metrics.gauge("gateway_workers_ready", "Worker processes serving.");
   const mRestarts = metrics.counter(
@@ -130,6 +137,9 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       if (m.type === "ready") {
         slot.ready = true;
         slot.listeners = m.listeners;
+        // Started from a copy a reload replaced meanwhile: bring it to the config the others serve.
+        if (m.hash !== config.hash && child.connected)
+          child.send({ type: "reload", id: nextId++, text: acceptedText } satisfies ToWorker);
         mWorkers.set(slots.filter((s) => s.ready).length);
         if (slots.every((s) => s.ready)) readyResolve?.();
       } else if (m.type === "ratelimit") {
@@ -165,30 +175,53 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   for (const slot of slots) start(slot);
   await allReady;
 
-  /** Asks every live worker and collects the answers (bounded by a timeout). */
-  const ask = <T extends FromWorker>(make: (id: number) => ToWorker, timeoutMs = 5000): Promise<T[]> =>
+  /** One worker's answer to a question, or why there is none (it did not answer in time, or exited). */
+  type Answer<T> = { slot: Slot; id: number; reply: T } | { slot: Slot; id: number; error: string };
+  /** Asks the given workers (default: every connected one); never rejects — each answer says. */
+  const askEach = <T extends FromWorker>(
+    make: (id: number, slot: Slot) => ToWorker,
+    timeoutMs = 5000,
+    among: readonly Slot[] = slots.filter((s) => s.child?.connected),
+  ): Promise<Answer<T>[]> =>
     Promise.all(
-      slots
-        .filter((s) => s.child?.connected)
-        .map(
-          (s) =>
-            new Promise<T>((resolve, reject) => {
-              const id = nextId++;
-              const timer = setTimeout(() => {
-                pending.delete(id);
-                reject(new Error(`worker ${s.index} did not answer`));
-              }, timeoutMs);
-              pending.set(id, (m) => {
-                clearTimeout(timer);
-                pending.delete(id);
-                resolve(m as T);
-              });
-              s.child!.send(make(id));
-            }),
-        ),
+      among.map(
+        (slot) =>
+          new Promise<Answer<T>>((resolve) => {
+            const id = nextId++;
+            const child = slot.child;
+            if (!child?.connected) {
+              resolve({ slot, id, error: `worker ${slot.index} is not running` });
+              return;
+            }
+            const timer = setTimeout(() => {
+              pending.delete(id);
+              resolve({ slot, id, error: `worker ${slot.index} did not answer within ${timeoutMs} ms` });
+            }, timeoutMs);
+            pending.set(id, (m) => {
+              clearTimeout(timer);
+              pending.delete(id);
+              resolve({ slot, id, reply: m as T });
+            });
+            child.send(make(id, slot));
+          }),
+      ),
     );
+  /** Asks every connected worker; rejects with the first missing answer. */
+  const ask = async <T extends FromWorker>(make: (id: number) => ToWorker, timeoutMs = 5000): Promise<T[]> =>
+    (await askEach<T>(make, timeoutMs)).map((a) => {
+      if ("error" in a) throw new Error(a.error);
+      return a.reply;
+    });
 
-  const reload = async (): Promise<{ ok: boolean; hash?: string; error?: string }> => {
+  type Outcome = Extract<FromWorker, { type: "prepared" | "committed" }>;
+  /**
+   * A reload every serving worker applies, or none: each worker first prepares the config (validates,
+   * checks, builds — without swapping it in); only when all prepared it does the primary make it the
+   * accepted config (its own /config, the copy restarted workers start from) and tell each to commit.
+   * One refusal or one worker that does not answer aborts it on all. A worker whose swap still fails is
+   * restarted, so it starts from the accepted config like the others.
+   */
+  const reloadOnce = async (): Promise<{ ok: boolean; hash?: string; error?: string }> => {
     let text: string;
     let next: GatewayRuntimeConfig;
     try {
@@ -202,23 +235,71 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       );
       return { ok: false, error: (err as Error).message };
     }
-    const results = await ask<Extract<FromWorker, { type: "reloaded" }>>((id) => ({
-      type: "reload",
-      id,
-      text,
-    }));
-    const ok = results.every((r) => r.ok);
-    if (ok) {
-      // A refused config never becomes the supervisor's (/config, drain timeout) or a restarted worker's.
-      config = next;
-      await keepServing(text);
+    const serving = slots.filter((s) => s.ready && s.child?.connected);
+    const prepared = await askEach<Outcome>(
+      (id) => ({ type: "prepare", id, text }),
+      opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS,
+      serving,
+    );
+    const refusal = prepared.find((p) => "error" in p || !p.reply.ok);
+    if (refusal) {
+      const reason =
+        "error" in refusal
+          ? refusal.error
+          : `worker ${refusal.slot.index} refused it: ${refusal.reply.error ?? "no reason given"}`;
+      for (const p of prepared)
+        if (p.slot.child?.connected)
+          p.slot.child.send({ type: "abort", prepared: p.id, reason } satisfies ToWorker);
+      mReloads.labels("gateway", "failure").inc();
+      log.error(
+        {
+          event: "reload_rejected",
+          hash: next.hash,
+          ...("error" in refusal ? {} : { code: refusal.reply.code }),
+          message: reason,
+        },
+        "config rejected; every worker keeps the previous one",
+      );
+      return { ok: false, error: reason };
     }
-    mReloads.labels("gateway", ok ? "success" : "failure").inc();
-    log.info({ event: ok ? "reloaded" : "reload_rejected", hash: next.hash, workers: results.length });
-    if (ok) logRateLimitMode();
-    return ok
-      ? { ok, hash: next.hash }
-      : { ok, error: results.find((r) => !r.ok)?.error ?? "a worker refused" };
+    // Every worker prepared it: it is the accepted config from here on (a worker restarted now starts from it).
+    config = next;
+    acceptedText = text;
+    await keepServing(text);
+    const committed = await askEach<Outcome>(
+      (id, slot) => ({ type: "commit", id, prepared: prepared.find((p) => p.slot === slot)!.id }),
+      opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS,
+      prepared.map((p) => p.slot),
+    );
+    const lagging = committed.filter((c) => "error" in c || !c.reply.ok || c.reply.hash !== next.hash);
+    for (const c of lagging) {
+      const why = "error" in c ? c.error : (c.reply.error ?? `serves ${c.reply.hash}`);
+      log.error(
+        { event: "worker_behind", worker: c.slot.index, hash: next.hash, message: why },
+        "a worker did not apply the accepted config; restarting it from that config",
+      );
+      c.slot.child?.kill("SIGKILL");
+    }
+    mReloads.labels("gateway", lagging.length === 0 ? "success" : "failure").inc();
+    log.info({ event: "reloaded", hash: next.hash, workers: committed.length, restarted: lagging.length });
+    logRateLimitMode();
+    return lagging.length === 0
+      ? { ok: true, hash: next.hash }
+      : { ok: false, hash: next.hash, error: `${lagging.length} worker(s) restarted to apply it` };
+  };
+  // Reloads run one after another (a file change and a SIGHUP at once); an unexpected throw is a refusal.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<{ ok: boolean; hash?: string; error?: string }> => {
+    const run = reloading.then(reloadOnce, reloadOnce).catch((err: Error) => {
+      mReloads.labels("gateway", "failure").inc();
+      log.error(
+        { event: "reload_rejected", message: err.message },
+        "reload failed; workers keep their config",
+      );
+      return { ok: false, error: err.message };
+    });
+    reloading = run;
+    return run;
   };
 
   const admin = createAdminServer({

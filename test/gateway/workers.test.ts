@@ -1,6 +1,7 @@
 /**
  * `meshgate gateway --workers 2`: both worker processes serve (merged metrics show each), a reload
- * reaches every worker, a killed worker is restarted, and SIGTERM leaves no process behind.
+ * reaches every worker — all of them or none —, a killed worker is restarted, and SIGTERM leaves no
+ * process behind.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -49,49 +50,48 @@ const children = async (pid: number): Promise<number[]> => {
     .filter((n) => n > 0);
 };
 
+/**
+ * A `meshgate gateway --workers 2` process on its own config file and ports; `write` rewrites the file
+ * (route "v" plus `extra`, the listener on `listenOn`), `out` is everything it printed.
+ */
+async function workersGateway(file: string) {
+  const [port, admin] = [await freePort(), await freePort()];
+  const write = async (extra: Record<string, unknown>[] = [], listenOn = port) => {
+    const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
+      app,
+    });
+    const { hash: _h, ...rest } = c;
+    await writeFile(
+      join(dir, file),
+      JSON.stringify(
+        sealRuntimeConfig<GatewayRuntimeConfig>({
+          ...rest,
+          listeners: rest.listeners.map((l) => ({ ...l, port: listenOn })),
+          admin: { port: admin },
+        }),
+      ),
+    );
+  };
+  await write();
+  const args = ["gateway", "--config", join(dir, file), "--host", "127.0.0.1", "--workers", "2"];
+  const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const g = { child, write, out: "", url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
+  child.stdout.on("data", (c: Buffer) => (g.out += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (g.out += c.toString()));
+  await until(() => g.out.includes(`admin http://127.0.0.1:${admin}`), 15_000).catch((err: Error) => {
+    child.kill("SIGKILL");
+    throw err;
+  });
+  return g;
+}
+
 describe("worker processes", () => {
   it("share_the_listeners_reload_together_restart_after_a_crash_and_stop_cleanly", async () => {
-    const [port, admin] = [await freePort(), await freePort()];
-    const write = async (extra: Record<string, unknown>[] = [], listenOn = port) => {
-      const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
-        app,
-      });
-      const { hash: _h, ...rest } = c;
-      await writeFile(
-        join(dir, "gw.json"),
-        JSON.stringify(
-          sealRuntimeConfig<GatewayRuntimeConfig>({
-            ...rest,
-            listeners: rest.listeners.map((l) => ({ ...l, port: listenOn })),
-            admin: { port: admin },
-          }),
-        ),
-      );
-    };
-    await write();
-    const child = spawn(
-      process.execPath,
-      [
-        join(ROOT, "bin/meshgate.js"),
-        "gateway",
-        "--config",
-        join(dir, "gw.json"),
-        "--host",
-        "127.0.0.1",
-        "--workers",
-        "2",
-      ],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
-    const url = `http://127.0.0.1:${port}`;
-    const adminUrl = `http://127.0.0.1:${admin}`;
+    const g = await workersGateway("gw.json");
+    const { child, write, url, adminUrl } = g;
     try {
-      await until(() => out.includes(`admin http://127.0.0.1:${admin}`), 15_000);
       const workers = await children(child.pid!);
       expect(workers).toHaveLength(2);
 
@@ -125,7 +125,7 @@ describe("worker processes", () => {
           ),
         5_000,
       );
-      expect(out).toContain("E_RT_RELOAD_RESTART_REQUIRED");
+      expect(g.out).toContain("E_RT_RELOAD_RESTART_REQUIRED");
       expect(((await (await fetch(`${adminUrl}/config`)).json()) as { hash: string }).hash).toBe(served.hash);
 
       // A crashed worker is restarted, and the gateway keeps serving meanwhile.
@@ -154,6 +154,60 @@ describe("worker processes", () => {
       await sleep(200);
       for (const pid of all) expect(() => process.kill(pid, 0)).toThrow(); // no worker left behind
     } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
+});
+
+describe("worker reloads: every worker or none", () => {
+  it("a_reload_one_worker_cannot_prepare_in_time_is_applied_by_none_and_the_next_reload_by_both", async () => {
+    const g = await workersGateway("gw2.json");
+    const { child, write, url, adminUrl } = g;
+    const [first, second] = [0, 1];
+    let stopped = 0;
+    try {
+      const workers = await children(child.pid!);
+      expect(workers).toHaveLength(2);
+      const served = ((await (await fetch(`${adminUrl}/config`)).json()) as { hash: string }).hash;
+
+      // One worker is frozen (SIGSTOP) while the file changes: it cannot prepare the reload in time.
+      stopped = workers[second]!;
+      process.kill(stopped, "SIGSTOP");
+      await write([{ name: "early", match: { path: "/early" }, to: "app", ...PUBLIC }]);
+      await until(() => g.out.includes(`worker ${second} did not answer`), 10_000);
+      process.kill(stopped, "SIGCONT");
+      stopped = 0;
+      // The primary survived the missing answer, and neither worker serves the aborted config — not the
+      // one that prepared it, nor the frozen one once it catches up with its queued messages.
+      await sleep(300);
+      for (let i = 0; i < 30; i++) {
+        expect((await request(`${url}/early`)).status).toBe(404);
+        expect((await request(`${url}/v/${i}`)).status).toBe(200);
+      }
+      expect(((await (await fetch(`${adminUrl}/config`)).json()) as { hash: string }).hash).toBe(served);
+      const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
+      expect(metrics).toContain('meshgate_config_reloads_total{proxy="gateway",result="failure"} 1');
+      // The worker that prepared it counts the abort as its own failure, with the abort's code.
+      expect(metrics).toMatch(
+        new RegExp(`meshgate_config_reloads_total\\{worker="${first}",proxy="gateway",result="failure"\\} 1`),
+      );
+      expect(g.out).toContain("E_RT_RELOAD_ABORTED");
+
+      // The next change reaches both.
+      await write([{ name: "later", match: { path: "/later" }, to: "app", ...PUBLIC }]);
+      await until(async () => (await request(`${url}/later`)).status === 200, 5_000);
+      for (let i = 0; i < 30; i++) expect((await request(`${url}/later`)).status).toBe(200);
+      const after = await (await fetch(`${adminUrl}/metrics`)).text();
+      expect(after).toContain('meshgate_config_reloads_total{proxy="gateway",result="success"} 1');
+      for (const w of [first, second])
+        expect(after).toMatch(
+          new RegExp(`meshgate_config_reloads_total\\{worker="${w}",proxy="gateway",result="success"\\} 1`),
+        );
+
+      child.kill("SIGTERM");
+      expect(await new Promise<number | null>((r) => child.on("exit", (c) => r(c)))).toBe(0);
+    } finally {
+      if (stopped) process.kill(stopped, "SIGCONT");
       child.kill("SIGKILL");
     }
   }, 60_000);

@@ -84,6 +84,9 @@ function rig(
   return { reload, calls, serving: () => serving.hash, metric, log };
 }
 
+/** The hooks of two reloads run one after the other: h1 → h2, then h2 → h3. */
+const H2_THEN_H3 = ["check h1 → h2", "build h2", "commit h2", "check h2 → h3", "build h3", "commit h3"];
+
 const CONFIG_FILE = join(tmp, "config.json");
 writeFileSync(CONFIG_FILE, JSON.stringify({ hash: "from-file" }));
 
@@ -197,14 +200,7 @@ describe("config reload: accepted configs", () => {
   it("reloads run one after another: the second starts when the first has committed", async () => {
     const r = rig({ buildMs: 30 });
     const results: ReloadResult[] = await Promise.all([r.reload('{"hash":"h2"}'), r.reload('{"hash":"h3"}')]);
-    expect(r.calls).toEqual([
-      "check h1 → h2",
-      "build h2",
-      "commit h2",
-      "check h2 → h3",
-      "build h3",
-      "commit h3",
-    ]);
+    expect(r.calls).toEqual(H2_THEN_H3);
     expect(results.map((x) => x.ok && x.hash)).toEqual(["h2", "h3"]);
     expect(r.serving()).toBe("h3");
   });
@@ -222,5 +218,88 @@ describe("config reload: accepted configs", () => {
     const [bad, good] = await Promise.all([r.reload("{"), r.reload('{"hash":"h2"}')]);
     expect(bad.ok).toBe(false);
     expect(good).toEqual({ ok: true, hash: "h2", changed: true });
+  });
+});
+
+describe("config reload in two phases (a gateway worker's prepare, then commit or abort)", () => {
+  it("a prepared config is built but not served until committed, then counted like a reload", async () => {
+    const r = rig();
+    const p = await r.reload.prepare('{"hash":"h2"}');
+    expect(p.result).toEqual({ ok: true, hash: "h2", changed: true });
+    expect(r.calls).toEqual(["check h1 → h2", "build h2"]);
+    expect(r.serving()).toBe("h1");
+    expect(r.metric('config_reloads_total{proxy="gateway",result="success"}')).toBe(0);
+    expect(await p.commit()).toEqual({ ok: true, hash: "h2", changed: true });
+    expect(r.serving()).toBe("h2");
+    expect(r.metric('config_info{proxy="gateway",hash="h2"}')).toBe(1);
+    expect(r.metric('config_reloads_total{proxy="gateway",result="success"}')).toBe(1);
+  });
+
+  it("an aborted config is released, never served, and counted a failure with E_RT_RELOAD_ABORTED", async () => {
+    const r = rig();
+    const p = await r.reload.prepare('{"hash":"h2"}');
+    expect(p.abort("worker 1 refused it")).toMatchObject({ ok: false, code: "E_RT_RELOAD_ABORTED" });
+    expect(r.calls).toEqual(["check h1 → h2", "build h2", "discard h2"]);
+    expect(r.serving()).toBe("h1");
+    expect(r.metric('config_reloads_total{proxy="gateway",result="failure"}')).toBe(1);
+    expect(r.log.lines().find((l) => l.event === "reload_rejected")).toMatchObject({
+      code: "E_RT_RELOAD_ABORTED",
+      message: "worker 1 refused it",
+    });
+    // Once aborted it cannot be committed.
+    expect(await p.commit()).toMatchObject({ ok: false, code: "E_RT_RELOAD_ABORTED" });
+    expect(r.serving()).toBe("h1");
+  });
+
+  it("a prepared config holds the queue: a reload asked meanwhile runs after the commit", async () => {
+    const r = rig();
+    const p = await r.reload.prepare('{"hash":"h2"}');
+    const later = r.reload('{"hash":"h3"}');
+    await new Promise((res) => setTimeout(res, 20));
+    expect(r.calls).toEqual(["check h1 → h2", "build h2"]);
+    await p.commit();
+    expect(await later).toEqual({ ok: true, hash: "h3", changed: true });
+    expect(r.calls).toEqual(H2_THEN_H3);
+  });
+
+  it("a prepared config nobody commits is aborted after the hold time and frees the queue", async () => {
+    const r = rig();
+    const p = await r.reload.prepare('{"hash":"h2"}', 30);
+    expect(await r.reload('{"hash":"h3"}')).toEqual({ ok: true, hash: "h3", changed: true });
+    expect(r.calls).toEqual([
+      "check h1 → h2",
+      "build h2",
+      "discard h2",
+      "check h1 → h3",
+      "build h3",
+      "commit h3",
+    ]);
+    expect(await p.commit()).toMatchObject({ ok: false, code: "E_RT_RELOAD_ABORTED" });
+    expect(r.log.lines().find((l) => l.code === "E_RT_RELOAD_ABORTED")?.message).toMatch(
+      /not committed within 30 ms/,
+    );
+  });
+
+  it.each<{ claim: string; rig: Parameters<typeof rig>[0]; text: string; result: Partial<ReloadResult> }>([
+    {
+      claim: "a refused config is refused at prepare, holds nothing, and its commit returns the refusal",
+      rig: { fail: "check" },
+      text: '{"hash":"h2"}',
+      result: { ok: false, code: "E_RT_RELOAD_RESTART_REQUIRED" },
+    },
+    {
+      claim: "an unchanged config is refreshed at prepare and its commit swaps nothing",
+      rig: {},
+      text: '{"hash":"h1"}',
+      result: { ok: true, hash: "h1", changed: false },
+    },
+  ])("$claim", async ({ rig: o, text, result }) => {
+    const r = rig(o);
+    const p = await r.reload.prepare(text);
+    expect(p.result).toMatchObject(result);
+    expect(await p.commit()).toMatchObject(result);
+    expect(r.calls.some((c) => c.startsWith("commit"))).toBe(false);
+    // Nothing is held: the next reload runs at once.
+    expect(await r.reload('{"hash":"h1"}')).toMatchObject({ ok: true, hash: "h1" });
   });
 });
