@@ -52,6 +52,7 @@ const LOCAL_UP_OPTIONS = {
   "port-base": { type: "string" },
   "svid-ttl": { type: "string" },
   "no-prometheus": { type: "boolean" },
+  watch: { type: "boolean" },
 } as const;
 
 const COMMANDS: Record<string, Command> = {
@@ -316,13 +317,14 @@ const COMMANDS: Record<string, Command> = {
   up: {
     summary: "run the whole mesh on this machine: gateway, a sidecar per service, the services, a dev CA",
     usage:
-      "meshgate up SPEC [--gateway-port N] [--admin-port N] [--state-dir DIR] [--port-base N] [--svid-ttl 10m] [--no-prometheus]",
+      "meshgate up SPEC [--gateway-port N] [--admin-port N] [--state-dir DIR] [--port-base N] [--svid-ttl 10m] [--no-prometheus] [--watch]",
     details:
       "Starts each service (its local.command, or the built-in demo service), a sidecar per service with\n" +
       "SVIDs from a dev CA in the state dir (renewed at half-life), the gateway, and Prometheus when installed;\n" +
       "prints `gateway URL`, `admin URL` and curl lines once ready, and writes STATE_DIR/state.json.\n" +
       "`meshgate token` signs JWTs the local gateway accepts. SIGINT/SIGTERM drain and stop every process;\n" +
-      "a second signal kills them at once. Details: docs/local.md.",
+      "a second signal kills them at once. With --watch, each saved change of SPEC is applied to the running\n" +
+      "mesh: proxies reload in place, changed processes restart, new ones start. Details: docs/local.md.",
     async run([file], values, io) {
       const { upCommand, LocalUsageError } = await import("../stacks/local/cli.ts");
       return upCommand(file, values, io).catch((err: unknown) => {

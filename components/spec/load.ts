@@ -18,8 +18,12 @@ export type LoadResult = (ParseResult & { raw?: unknown }) & { file: string };
 const TEXT = new Set([".yaml", ".yml", ".json"]);
 const MODULE = new Set([".ts", ".mts", ".js", ".mjs"]);
 
-/** Loads and validates a spec file. Never throws for a bad spec: problems come back as coded errors. */
-export async function loadSpecFile(file: string): Promise<LoadResult> {
+/**
+ * Loads and validates a spec file. Never throws for a bad spec: problems come back as coded errors.
+ * `fresh`: a module spec (.ts/.js) is imported again rather than from the module cache (a watcher
+ * reading the file after a change; the modules it imports stay cached).
+ */
+export async function loadSpecFile(file: string, opts: { fresh?: boolean } = {}): Promise<LoadResult> {
   const ext = extname(file).toLowerCase();
   if (!TEXT.has(ext) && !MODULE.has(ext)) {
     return fail(
@@ -29,7 +33,7 @@ export async function loadSpecFile(file: string): Promise<LoadResult> {
       "give a .yaml, .yml, .json, .ts or .js spec",
     );
   }
-  if (MODULE.has(ext)) return loadSpecModule(file);
+  if (MODULE.has(ext)) return loadSpecModule(file, opts.fresh === true);
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -120,10 +124,15 @@ export function loadWithPositions(text: string): ParseResult & { raw?: unknown }
   return { ...parseSpec(raw, locator(doc, lineCounter)), raw };
 }
 
-async function loadSpecModule(file: string): Promise<LoadResult> {
+/** Imports made with `fresh`, so each gets a URL of its own. */
+let freshImports = 0;
+
+async function loadSpecModule(file: string, fresh: boolean): Promise<LoadResult> {
   let mod: { default?: unknown };
   try {
-    mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
+    const url = pathToFileURL(resolve(file));
+    if (fresh) url.searchParams.set("meshgate-load", String(++freshImports));
+    mod = (await import(url.href)) as { default?: unknown };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ERR_MODULE_NOT_FOUND" && String((err as Error).message).includes(resolve(file))) {

@@ -21,7 +21,8 @@ import type { ChildStatus } from "./supervisor.ts";
 export type AdminHandler = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
 
 export interface LocalAdminOptions {
-  readonly plan: LocalPlan;
+  /** The plan to show, or a function giving the running one (it changes under `meshgate up --watch`). */
+  readonly plan: LocalPlan | (() => LocalPlan);
   readonly jwks: { readonly keys: readonly object[] };
   readonly status: () => readonly ChildStatus[];
 }
@@ -87,6 +88,7 @@ ${rows}
 }
 
 export function createLocalAdmin(o: LocalAdminOptions): LocalAdmin {
+  const plan = () => (typeof o.plan === "function" ? o.plan() : o.plan);
   const handlers: AdminHandler[] = [];
   const server = http.createServer((req, res) => {
     try {
@@ -103,11 +105,11 @@ export function createLocalAdmin(o: LocalAdminOptions): LocalAdmin {
       case "/.well-known/jwks.json":
         return json(res, 200, o.jwks, "public, max-age=300");
       case "/api/plan":
-        return json(res, 200, publicPlan(o.plan));
+        return json(res, 200, publicPlan(plan()));
       case "/api/status":
         return json(res, 200, o.status());
       case "/": {
-        const body = index(o.plan, o.status());
+        const body = index(plan(), o.status());
         res.writeHead(200, {
           "content-type": "text/html; charset=utf-8",
           "content-length": Buffer.byteLength(body),

@@ -143,6 +143,22 @@ export class IdentityKeeper {
     await Promise.all(identities.map((i) => this.#issue(i, false)));
   }
 
+  /**
+   * Issues these identities now and renews them from then on, replacing the renewal of a workload
+   * already kept (its SPIFFE ID changed); `retire` stops renewing workloads that are gone.
+   */
+  async add(
+    identities: readonly { workload: string; spiffeId: string; dir: string }[],
+    retire: readonly string[] = [],
+  ): Promise<void> {
+    for (const w of [...retire, ...identities.map((i) => i.workload)]) {
+      clearTimeout(this.#timers.get(w));
+      this.#timers.delete(w);
+    }
+    for (const w of retire) this.#current.delete(w);
+    await Promise.all(identities.map((i) => this.#issue(i, false)));
+  }
+
   /** Renewals done so far (not counting the first issuance). */
   get renewals(): number {
     return this.#renewals;

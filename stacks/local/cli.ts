@@ -54,6 +54,7 @@ export async function upCommand(
       out: (l) => io.out(l),
       err: (l) => io.err(l),
       prometheus: values["no-prometheus"] !== true,
+      watch: values.watch === true,
       ...(gatewayPort !== undefined ? { gatewayPort } : {}),
       ...(adminPort !== undefined ? { adminPort } : {}),
       ...(portBase !== undefined ? { portBase } : {}),

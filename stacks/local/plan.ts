@@ -56,6 +56,11 @@ export interface LocalPlanOptions {
   readonly devApiKeyHashes?: Readonly<Record<string, string>>;
   /** The Prometheus binary to run, or null to run none. */
   readonly prometheus?: string | null;
+  /**
+   * The plan running now (`meshgate up --watch` planning a changed spec): its processes keep their ports
+   * and new ones get ports above the highest it used, instead of every port following from name order.
+   */
+  readonly running?: LocalPlan;
 }
 
 /** How the supervisor knows a process is ready. */
@@ -77,6 +82,13 @@ export interface PlannedProcess {
   readonly phase: number;
   /** Which ports to name in a "port taken" error, by port: the spec field or flag that sets it. */
   readonly portFields: Readonly<Record<string, string>>;
+  /** The planned files it reads (its config file; Prometheus's config and rules). */
+  readonly reads: readonly string[];
+  /**
+   * It applies a change of `reads` itself, without a restart (the proxies reload their config file);
+   * otherwise `meshgate up --watch` restarts it when one of them changes.
+   */
+  readonly hotReload: boolean;
 }
 
 export interface PlannedFile {
@@ -152,6 +164,40 @@ interface ServicePorts {
   local: Record<string, number>;
 }
 
+/** The ports a running plan gave each service, the gateway's admin listener and Prometheus. */
+function runningPorts(plan: LocalPlan): {
+  services: Map<string, ServicePorts>;
+  gatewayAdmin: number | undefined;
+  prometheus: number | undefined;
+  highest: number;
+} {
+  const services = new Map<string, ServicePorts>();
+  const byName = new Map(plan.processes.map((p) => [p.name, p]));
+  for (const id of plan.identities) {
+    const sidecar = byName.get(`${id.workload}-sidecar`);
+    const app = byName.get(id.workload);
+    if (!sidecar || !app || app.role !== "app") continue;
+    const local: Record<string, number> = {};
+    for (const [k, v] of Object.entries(sidecar.ports)) if (k.startsWith("to-")) local[k.slice(3)] = v;
+    services.set(id.workload, {
+      app: app.ports.app!,
+      inbound: sidecar.ports.inbound!,
+      outbound: sidecar.ports.outbound!,
+      admin: sidecar.ports.admin!,
+      local,
+    });
+  }
+  const inRange = plan.processes
+    .flatMap((p) => Object.values(p.ports))
+    .filter((port) => port !== plan.ports.gateway && port !== plan.ports.admin);
+  return {
+    services,
+    gatewayAdmin: plan.ports.gatewayAdmin ?? undefined,
+    prometheus: plan.ports.prometheus ?? undefined,
+    highest: Math.max(0, ...inRange),
+  };
+}
+
 const sh = (s: string) => (/^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 const envName = (service: string) => service.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 
@@ -171,17 +217,33 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   const notes: string[] = [];
 
   // ── ports ──
-  let next = portBase;
-  const gatewayAdmin = gw ? next : null;
-  next++;
-  const prometheusPort = next++;
+  // With a running plan (`meshgate up --watch`), what it already has keeps its port and anything new
+  // takes a port above every port it used, so a new service or call moves nobody else's ports.
+  const sticky = o.running ? runningPorts(o.running) : null;
+  let next = sticky ? Math.max(portBase, sticky.highest + 1) : portBase;
+  const take = (kept: number | undefined) => kept ?? next++;
+  const fixed = sticky === null;
+  const gatewayAdmin = gw ? (fixed ? portBase : take(sticky.gatewayAdmin)) : null;
+  const prometheusPort = fixed ? portBase + 1 : o.prometheus ? take(sticky.prometheus) : 0;
+  if (fixed) next = portBase + 2;
   const ports = new Map<string, ServicePorts>();
-  for (const s of services)
-    ports.set(s.name, { app: next++, inbound: next++, outbound: next++, admin: next++, local: {} });
+  for (const s of services) {
+    const was = sticky?.services.get(s.name);
+    ports.set(s.name, {
+      app: take(was?.app),
+      inbound: take(was?.inbound),
+      outbound: take(was?.outbound),
+      admin: take(was?.admin),
+      local: {},
+    });
+  }
   for (const s of services)
     for (const callee of sidecarOf.get(s.name)!.outbound.services.map((x) => x.service))
-      ports.get(s.name)!.local[callee] = next++;
-  const last = next - 1;
+      ports.get(s.name)!.local[callee] = take(sticky?.services.get(s.name)?.local[callee]);
+  const last = Math.max(
+    next - 1,
+    ...[...ports.values()].flatMap((p) => [p.app, p.inbound, p.outbound, p.admin]),
+  );
   if (last > 65535)
     return {
       ok: false,
@@ -290,6 +352,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       ready: { kind: "http", url: `${loop(p.admin)}/ready` },
       phase: 0,
       portFields: portFieldsOf([p.inbound, p.outbound, p.admin, ...Object.values(p.local)], "--port-base"),
+      reads: [sidecarFile],
+      hotReload: true,
     });
 
     const appEnv: Record<string, string> = {
@@ -320,6 +384,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
           : { kind: "tcp", port: p.app },
         phase: 0,
         portFields: portFieldsOf([p.app], "--port-base"),
+        reads: [],
+        hotReload: false,
       });
     } else {
       const demo = demoConfig(spec, s.name, p, loop(p.outbound));
@@ -336,6 +402,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         ready: { kind: "http", url: `${loop(p.app)}/healthz` },
         phase: 0,
         portFields: portFieldsOf([p.app], "--port-base"),
+        reads: [demoFile],
+        hotReload: false,
       });
     }
   }
@@ -425,6 +493,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         [gatewayPort]: "targets.local.gatewayPort (or --gateway-port)",
         [gatewayAdmin]: "--port-base",
       },
+      reads: [gatewayFile],
+      hotReload: true,
     });
   }
 
@@ -442,8 +512,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
     );
     if (promFiles.length > 0) {
       const promDir = join(runDir, "observability");
-      for (const f of promFiles)
-        files.push({ path: join(promDir, ...f.path.split("/")), content: f.content });
+      const promPaths = promFiles.map((f) => join(promDir, ...f.path.split("/")));
+      promFiles.forEach((f, i) => files.push({ path: promPaths[i]!, content: f.content }));
       prometheusUrl = loop(prometheusPort);
       processes.push({
         name: "prometheus",
@@ -462,6 +532,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         ready: { kind: "http", url: `${prometheusUrl}/-/ready` },
         phase: 2,
         portFields: portFieldsOf([prometheusPort], "--port-base"),
+        reads: promPaths,
+        hotReload: false,
       });
     }
   }

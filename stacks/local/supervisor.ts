@@ -59,7 +59,9 @@ export class SupervisorStartError extends Error {
 }
 
 interface Child {
-  readonly spec: SupervisedProcess;
+  spec: SupervisedProcess;
+  /** Being stopped on purpose while the others run (reconcile): its exit is not a crash to restart. */
+  retiring: boolean;
   proc: ChildProcess | null;
   pid: number | null;
   state: ChildState;
@@ -84,7 +86,7 @@ export function backoffDelay(failures: number, baseMs: number, maxMs: number): n
 
 export class Supervisor {
   readonly #o: Required<Omit<SupervisorOptions, "baseEnv">> & { baseEnv: NodeJS.ProcessEnv };
-  readonly #children: Child[];
+  #children: Child[];
   #stopping = false;
 
   constructor(processes: readonly SupervisedProcess[], options: SupervisorOptions) {
@@ -97,8 +99,13 @@ export class Supervisor {
       stopTimeoutMs: options.stopTimeoutMs ?? 15_000,
       baseEnv: options.baseEnv ?? process.env,
     };
-    this.#children = processes.map((spec) => ({
+    this.#children = processes.map((spec) => this.#child(spec));
+  }
+
+  #child(spec: SupervisedProcess): Child {
+    return {
       spec,
+      retiring: false,
       proc: null,
       pid: null,
       state: "stopped",
@@ -112,7 +119,7 @@ export class Supervisor {
       tail: [],
       timer: null,
       exited: Promise.resolve(),
-    }));
+    };
   }
 
   /** Starts every phase in order and waits for each to be ready; rejects (naming the laggard) on timeout. */
@@ -123,6 +130,64 @@ export class Supervisor {
       for (const c of mine) this.#spawn(c);
       await Promise.all(mine.map((c) => this.#waitReady(c)));
       if (this.#stopping) return;
+    }
+  }
+
+  /**
+   * Moves the running set to `next` (`meshgate up --watch` after a spec change): stops the processes
+   * that are no longer planned and those named in `restart` (SIGTERM to the group, SIGKILL after
+   * stopTimeoutMs), then starts the restarted and the new ones phase by phase and waits for each phase
+   * to be ready. The others keep running untouched. Rejects (naming the laggard) when one is not ready.
+   */
+  async reconcile(next: readonly SupervisedProcess[], restart: ReadonlySet<string>): Promise<void> {
+    const planned = new Map(next.map((p) => [p.name, p]));
+    const leaving = this.#children.filter((c) => !planned.has(c.spec.name) || restart.has(c.spec.name));
+    await this.#retire(leaving);
+    const kept = new Map(this.#children.filter((c) => planned.has(c.spec.name)).map((c) => [c.spec.name, c]));
+    const starting: Child[] = [];
+    this.#children = next.map((spec) => {
+      const old = kept.get(spec.name);
+      if (old && !restart.has(spec.name)) return old;
+      const c = this.#child(spec);
+      if (old) c.restarts = old.restarts;
+      starting.push(c);
+      return c;
+    });
+    const phases = [...new Set(starting.map((c) => c.spec.phase))].sort((a, b) => a - b);
+    for (const phase of phases) {
+      const mine = starting.filter((c) => c.spec.phase === phase);
+      for (const c of mine) this.#spawn(c);
+      await Promise.all(mine.map((c) => this.#waitReady(c)));
+      if (this.#stopping) return;
+    }
+  }
+
+  /** Stops these children on purpose (no restart while the others run). */
+  async #retire(children: readonly Child[]): Promise<void> {
+    for (const c of children) {
+      c.retiring = true;
+      if (c.timer) clearTimeout(c.timer);
+      c.timer = null;
+    }
+    await this.#terminate(children.filter((c) => c.proc));
+  }
+
+  /** SIGTERM to each child's group, SIGKILL (said) to those still running after stopTimeoutMs. */
+  async #terminate(children: readonly Child[]): Promise<void> {
+    for (const c of children) this.#signal(c, "SIGTERM");
+    const timer = new Promise<"timeout">((r) =>
+      setTimeout(() => r("timeout"), this.#o.stopTimeoutMs).unref(),
+    );
+    const done = await Promise.race([
+      Promise.all(children.map((c) => c.exited)).then(() => "done" as const),
+      timer,
+    ]);
+    if (done === "timeout") {
+      for (const c of children)
+        if (c.proc)
+          this.#o.out(`[supervisor] ${c.spec.name} did not stop within ${this.#o.stopTimeoutMs} ms: SIGKILL`);
+      for (const c of children) this.#signal(c, "SIGKILL");
+      await Promise.all(children.map((c) => c.exited));
     }
   }
 
@@ -156,26 +221,8 @@ export class Supervisor {
       return;
     }
     const phases = [...new Set(this.#children.map((c) => c.spec.phase))].sort((a, b) => b - a);
-    for (const phase of phases) {
-      const mine = this.#children.filter((c) => c.spec.phase === phase && c.proc);
-      for (const c of mine) this.#signal(c, "SIGTERM");
-      const timer = new Promise<"timeout">((r) =>
-        setTimeout(() => r("timeout"), this.#o.stopTimeoutMs).unref(),
-      );
-      const done = await Promise.race([
-        Promise.all(mine.map((c) => c.exited)).then(() => "done" as const),
-        timer,
-      ]);
-      if (done === "timeout") {
-        for (const c of mine)
-          if (c.proc)
-            this.#o.out(
-              `[supervisor] ${c.spec.name} did not stop within ${this.#o.stopTimeoutMs} ms: SIGKILL`,
-            );
-        for (const c of mine) this.#signal(c, "SIGKILL");
-        await Promise.all(mine.map((c) => c.exited));
-      }
-    }
+    for (const phase of phases)
+      await this.#terminate(this.#children.filter((c) => c.spec.phase === phase && c.proc));
   }
 
   #signal(c: Child, signal: NodeJS.Signals): void {
@@ -238,7 +285,7 @@ export class Supervisor {
   #exited(c: Child, why: string): void {
     c.lastExit = why;
     c.ready = false;
-    if (this.#stopping) {
+    if (this.#stopping || c.retiring) {
       c.state = "stopped";
       return;
     }

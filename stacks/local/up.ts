@@ -7,13 +7,15 @@
  * in the CLI) drains and stops everything; `stop(true)` kills at once.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, watch } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import net from "node:net";
-import { delimiter, dirname, join, resolve } from "node:path";
+import { basename, delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { formatSpecError } from "../../components/spec/errors.ts";
+import type { MeshSpec } from "../../components/spec/schema.ts";
+import type { TranslateResult } from "../../components/translate/ir.ts";
 import { translate } from "../../components/translate/translate.ts";
 import { writeFileAtomic } from "../../runtime/pki/index.ts";
 import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
@@ -22,6 +24,7 @@ import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
+import { isEmpty, newPorts, planChanges } from "./watch.ts";
 
 /** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
 export const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -42,13 +45,38 @@ export interface UpOptions {
   readonly err: (line: string) => void;
   /** Supervisor timing (tests shorten it). */
   readonly stopTimeoutMs?: number;
+  /**
+   * Watch the spec file and apply each change to the running mesh (`apply()`; see ./watch.ts). @default false
+   */
+  readonly watch?: boolean;
 }
 
+/** The outcome of applying a changed spec to the running mesh. */
+export type ApplyReport =
+  | {
+      readonly ok: true;
+      /** Nothing differed from the running plan. */
+      readonly unchanged: boolean;
+      readonly reloaded: readonly string[];
+      readonly restarted: readonly string[];
+      readonly added: readonly string[];
+      readonly removed: readonly string[];
+    }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
 export interface UpHandle {
+  /** The running plan (a changed spec applied by `apply()` replaces it). */
   readonly plan: LocalPlan;
   readonly supervisor: Supervisor;
   readonly admin: LocalAdmin;
   readonly keeper: IdentityKeeper;
+  /**
+   * Reads the spec file again and applies what changed to the running mesh: proxies reload their new
+   * configs in place, processes whose definition changed restart, new ones start, removed ones stop. An
+   * invalid spec, or a change `meshgate up` cannot apply while running, changes nothing. Applies run one
+   * after another (the watcher calls it on every change of the file).
+   */
+  apply(): Promise<ApplyReport>;
   /** Drains and stops everything (force: SIGKILL at once). Safe to call twice. */
   stop(force?: boolean): Promise<void>;
 }
@@ -111,9 +139,7 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     );
   const spec = loaded.spec;
   const translated = translate(spec);
-  const stateDirRaw = o.stateDir ?? spec.targets.local?.stateDir ?? ".meshgate";
-  const stateDir = resolve(cwd, stateDirRaw);
-  const consumers = Object.keys(spec.gateway?.apiKeys?.consumers ?? {}).sort();
+  const stateDir = resolve(cwd, o.stateDir ?? spec.targets.local?.stateDir ?? ".meshgate");
 
   let prometheus: string | null = null;
   if (o.prometheus !== false) {
@@ -125,22 +151,27 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   }
 
   await mkdir(stateDir, { recursive: true, mode: 0o755 });
-  const devKeyHashes = await devApiKeys(join(stateDir, "api-keys"), consumers);
-  const planned = planLocal(spec, translated, {
-    cwd,
-    specDir: dirname(resolve(cwd, o.specPath)),
-    node: process.execPath,
-    packageRoot: PACKAGE_ROOT,
-    stateDir: stateDirRaw,
-    prometheus,
-    devApiKeyHashes: devKeyHashes,
-    ...(o.gatewayPort !== undefined ? { gatewayPort: o.gatewayPort } : {}),
-    ...(o.adminPort !== undefined ? { adminPort: o.adminPort } : {}),
-    ...(o.portBase !== undefined ? { portBase: o.portBase } : {}),
-    ...(o.svidTtlMs !== undefined ? { svidTtlMs: o.svidTtlMs } : {}),
-  });
+  /** The plan of a spec, with this run's options (the same for every change `apply()` makes). */
+  const planFor = async (s: MeshSpec, t: TranslateResult, running?: LocalPlan) => {
+    const names = Object.keys(s.gateway?.apiKeys?.consumers ?? {}).sort();
+    return planLocal(s, t, {
+      cwd,
+      specDir: dirname(resolve(cwd, o.specPath)),
+      node: process.execPath,
+      packageRoot: PACKAGE_ROOT,
+      stateDir: o.stateDir ?? s.targets.local?.stateDir ?? ".meshgate",
+      prometheus,
+      devApiKeyHashes: await devApiKeys(join(stateDir, "api-keys"), names),
+      ...(o.gatewayPort !== undefined ? { gatewayPort: o.gatewayPort } : {}),
+      ...(o.adminPort !== undefined ? { adminPort: o.adminPort } : {}),
+      ...(o.portBase !== undefined ? { portBase: o.portBase } : {}),
+      ...(o.svidTtlMs !== undefined ? { svidTtlMs: o.svidTtlMs } : {}),
+      ...(running ? { running } : {}),
+    });
+  };
+  const planned = await planFor(spec, translated);
   if (!planned.ok) throw new UpError(planned.error.code, planned.error.message);
-  const plan = planned.plan;
+  let plan = planned.plan;
 
   // Every port must be free before anything starts: name the port, its owner and the field to change.
   const wanted: [number, string, string][] = [
@@ -149,21 +180,13 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   for (const p of plan.processes)
     for (const [what, port] of Object.entries(p.ports))
       wanted.push([port, `${p.name} ${what}`, p.portFields[port] ?? "--port-base"]);
-  // The ports the spec names first (their fields are what a user changes), then the range.
-  wanted.sort((a, b) => Number(a[2] === "--port-base") - Number(b[2] === "--port-base"));
-  for (const [port, what, field] of wanted) {
-    const code = await portFree(port);
-    if (code)
-      throw new UpError(
-        "E_LOCAL_PORT_TAKEN",
-        `port ${port} (${what}) is ${code === "EADDRINUSE" ? "already in use" : `not available (${code})`}: change ${field}${field === "--port-base" ? " N to move the local port range" : ""}`,
-      );
-  }
-
-  for (const f of plan.files) {
-    await mkdir(dirname(f.path), { recursive: true });
-    await writeFileAtomic(f.path, f.content, 0o644);
-  }
+  const taken = await firstTaken(wanted);
+  if (taken)
+    throw new UpError(
+      "E_LOCAL_PORT_TAKEN",
+      `port ${taken.port} (${taken.what}) is ${taken.why}: change ${taken.field}${taken.field === "--port-base" ? " N to move the local port range" : ""}`,
+    );
+  await writeFiles(plan.files);
   for (const note of plan.notes) o.out(`[up] note: ${note}`);
 
   // The dev CA and every identity, before any proxy starts.
@@ -200,20 +223,22 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     out: o.out,
     ...(o.stopTimeoutMs !== undefined ? { stopTimeoutMs: o.stopTimeoutMs } : {}),
   });
-  const admin = createLocalAdmin({ plan, jwks: issuer.jwks, status: () => supervisor.status() });
+  const admin = createLocalAdmin({ plan: () => plan, jwks: issuer.jwks, status: () => supervisor.status() });
   // The live topology page at / (and /topology), scraping every proxy's admin listener.
-  const topology = createTopology({
-    spec,
-    infra: translated.infra,
-    runtime: translated.runtime,
-    targets: scrapeTargetsOf(plan.processes),
-    links: [
-      { label: "processes", href: "/api/status" },
-      { label: "plan", href: "/api/plan" },
-      { label: "JWKS", href: "/.well-known/jwks.json" },
-      ...(plan.urls.prometheus ? [{ label: "Prometheus", href: plan.urls.prometheus }] : []),
-    ],
-  });
+  const topologyOf = (s: MeshSpec, t: TranslateResult, p: LocalPlan) =>
+    createTopology({
+      spec: s,
+      infra: t.infra,
+      runtime: t.runtime,
+      targets: scrapeTargetsOf(p.processes),
+      links: [
+        { label: "processes", href: "/api/status" },
+        { label: "plan", href: "/api/plan" },
+        { label: "JWKS", href: "/.well-known/jwks.json" },
+        ...(p.urls.prometheus ? [{ label: "Prometheus", href: p.urls.prometheus }] : []),
+      ],
+    });
+  let topology = topologyOf(spec, translated, plan);
   admin.handlers.push(topology);
   try {
     await admin.listen(plan.ports.admin);
@@ -227,7 +252,9 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   }
 
   let stopping: Promise<void> | null = null;
+  let stopWatching = () => {};
   const stop = (force = false): Promise<void> => {
+    stopWatching();
     if (force) return supervisor.stop(true).then(() => finish());
     stopping ??= supervisor.stop(false).then(() => finish());
     return stopping;
@@ -251,9 +278,162 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   await warmUp(plan);
   await writeState(plan, supervisor, keeper, true);
   for (const line of summary(plan)) o.out(line);
-  return { plan, supervisor, admin, keeper, stop };
+
+  /** One apply (see UpHandle.apply): validate, plan, compare, then change only what differs. */
+  const applyOnce = async (): Promise<ApplyReport> => {
+    const refuse = (code: string, message: string): ApplyReport => {
+      o.err(`[watch] ✗ ${message} [${code}] — the running mesh keeps the previous spec`);
+      return { ok: false, code, message };
+    };
+    const next = await loadSpecFile(resolve(cwd, o.specPath), { fresh: true });
+    if (!next.ok)
+      return refuse(
+        "E_SPEC_INVALID",
+        `${next.errors.map((e) => formatSpecError(e, o.specPath)).join("\n")}\n${o.specPath}: ${next.errors.length} errors`,
+      );
+    const nextTranslated = translate(next.spec);
+    const nextPlanned = await planFor(next.spec, nextTranslated, plan);
+    if (!nextPlanned.ok) return refuse(nextPlanned.error.code, nextPlanned.error.message);
+    const nextPlan = nextPlanned.plan;
+    const change = planChanges(plan, nextPlan);
+    if (change.restartUp.length > 0)
+      return refuse(
+        "E_LOCAL_RESTART_REQUIRED",
+        `the change moves what meshgate up holds while it runs (${change.restartUp.join(", ")}): stop it and run it again`,
+      );
+    if (isEmpty(change)) {
+      o.out("[watch] the spec changed nothing the mesh runs");
+      return { ok: true, unchanged: true, reloaded: [], restarted: [], added: [], removed: [] };
+    }
+    const taken = await firstTaken(newPorts(plan, nextPlan));
+    if (taken)
+      return refuse(
+        "E_LOCAL_PORT_TAKEN",
+        `port ${taken.port} (${taken.what}) is ${taken.why}: free it and save the spec again${taken.field === "--port-base" ? "" : `, or change ${taken.field}`}`,
+      );
+
+    await keeper.add(change.identities, change.retiredIdentities);
+    await writeFiles(change.files);
+    // Proxies reload their new config in place; one that needs a restart for it (a moved port) gets one.
+    const restart = new Map(change.restart.map((r) => [r.name, r.why]));
+    const reloaded: string[] = [];
+    await Promise.all(
+      change.reload.map(async (r) => {
+        const result = await reloadProxy(r.adminUrl);
+        if (result.ok) reloaded.push(r.name);
+        else if (result.code === "E_RT_RELOAD_RESTART_REQUIRED")
+          restart.set(r.name, `its new config changes what it binds at start (${result.error})`);
+        else {
+          restart.set(r.name, `it refused its new config in place (${result.error})`);
+          o.err(
+            `[watch] ${r.name} refused its new config: ${result.error} [${result.code ?? "?"}]; restarting it`,
+          );
+        }
+      }),
+    );
+    for (const [name, why] of restart) o.out(`[watch] restarting ${name}: ${why}`);
+    for (const name of change.removed) o.out(`[watch] stopping ${name}: no longer in the spec`);
+    for (const name of change.added) o.out(`[watch] starting ${name}: new in the spec`);
+    plan = nextPlan;
+    topology.close();
+    const replaced = admin.handlers.indexOf(topology);
+    topology = topologyOf(next.spec, nextTranslated, nextPlan);
+    admin.handlers.splice(replaced, 1, topology);
+    try {
+      await supervisor.reconcile(nextPlan.processes, new Set(restart.keys()));
+    } catch (err) {
+      await writeState(plan, supervisor, keeper, true).catch(() => {});
+      return refuse((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
+    }
+    await writeState(plan, supervisor, keeper, true);
+    const report = {
+      ok: true as const,
+      unchanged: false,
+      reloaded: reloaded.sort(),
+      restarted: [...restart.keys()].sort(),
+      added: [...change.added],
+      removed: [...change.removed],
+    };
+    const parts = [
+      report.reloaded.length ? `reloaded ${report.reloaded.join(", ")}` : "",
+      report.restarted.length ? `restarted ${report.restarted.join(", ")}` : "",
+      report.added.length ? `started ${report.added.join(", ")}` : "",
+      report.removed.length ? `stopped ${report.removed.join(", ")}` : "",
+    ].filter(Boolean);
+    o.out(`[watch] ✓ applied: ${parts.length ? parts.join("; ") : `${change.files.length} files rewritten`}`);
+    return report;
+  };
+  let applying: Promise<unknown> = Promise.resolve();
+  const apply = (): Promise<ApplyReport> => {
+    const run = applying.then(applyOnce, applyOnce).catch((err: Error) => {
+      o.err(`[watch] ✗ applying the change failed: ${err.message}`);
+      return { ok: false as const, code: "E_LOCAL_APPLY", message: err.message };
+    });
+    applying = run;
+    return run;
+  };
+  if (o.watch) {
+    const specFile = resolve(cwd, o.specPath);
+    let timer: NodeJS.Timeout | null = null;
+    // Editors replace files (rename): watch the directory, and match the file's name.
+    const watcher = watch(dirname(specFile), (_event, name) => {
+      if (name !== null && name !== basename(specFile)) return;
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (stopping === null) void apply();
+      }, 300);
+    });
+    stopWatching = () => {
+      watcher.close();
+      if (timer) clearTimeout(timer);
+    };
+    o.out(`[watch] watching ${o.specPath}: a saved change is applied to the running mesh`);
+  }
+  return {
+    get plan() {
+      return plan;
+    },
+    supervisor,
+    admin,
+    keeper,
+    apply,
+    stop,
+  };
 }
 
+/** Asks a proxy's admin listener to reload its config file; its answer (ok, or the error and code). */
+async function reloadProxy(adminUrl: string): Promise<{ ok: boolean; error?: string; code?: string }> {
+  try {
+    const res = await fetch(`${adminUrl}/reload`, { method: "POST", signal: AbortSignal.timeout(10_000) });
+    return (await res.json()) as { ok: boolean; error?: string; code?: string };
+  } catch (err) {
+    return { ok: false, error: `its admin listener did not answer (${(err as Error).message})` };
+  }
+}
+
+/** Writes planned files (atomically, 0644), creating their directories. */
+async function writeFiles(files: readonly { path: string; content: string }[]): Promise<void> {
+  for (const f of files) {
+    await mkdir(dirname(f.path), { recursive: true });
+    await writeFileAtomic(f.path, f.content, 0o644);
+  }
+}
+
+/**
+ * The first of these ports (port, owner, the field that sets it) that is not free, with why; the ports
+ * the spec names are checked first (their fields are what a user changes), then the range.
+ */
+async function firstTaken(
+  wanted: [number, string, string][],
+): Promise<{ port: number; what: string; field: string; why: string } | null> {
+  const ordered = [...wanted].sort((a, b) => Number(a[2] === "--port-base") - Number(b[2] === "--port-base"));
+  for (const [port, what, field] of ordered) {
+    const code = await portFree(port);
+    if (code)
+      return { port, what, field, why: code === "EADDRINUSE" ? "already in use" : `not available (${code})` };
+  }
+  return null;
+}
 /**
  * One request to every demo service that declares calls (the first path it serves), straight to its
  * app: each of its calls opens the sidecar-to-sidecar mTLS connections and warms both sidecars, so the

@@ -5,7 +5,7 @@
  * curl and openssl. The cases share the one spawn; the last one stops it with SIGINT and checks that
  * no child is left.
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,7 +14,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { curl } from "../support/curl.ts";
 import { freeBlock } from "../support/ports.ts";
-import { killProcessesMentioning } from "../support/procs.ts";
+import { alive, killProcessesMentioning, spawnUp } from "../support/procs.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -31,7 +31,7 @@ interface State {
 
 let dir: string;
 let child: ChildProcess;
-let output = "";
+let output: () => string = () => "";
 let state: State;
 let base: number;
 let exited: Promise<number | null>;
@@ -57,21 +57,10 @@ async function token(sub: string, scopes: string[]): Promise<string> {
   return t;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "meshgate-up-"));
   base = await freeBlock(60);
   const args = [
-    BIN,
-    "up",
     "examples/shop/mesh.yaml",
     "--gateway-port",
     String(gatewayPort()),
@@ -85,17 +74,10 @@ beforeAll(async () => {
     "30s",
     ...(PROMETHEUS ? [] : ["--no-prometheus"]),
   ];
-  child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
-  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-  const deadline = Date.now() + 90_000;
-  while (!output.includes("Ctrl-C drains")) {
-    if (child.exitCode !== null)
-      throw new Error(`meshgate up exited ${child.exitCode}:\n${output.slice(-3000)}`);
-    if (Date.now() > deadline) throw new Error(`meshgate up was not ready in 90 s:\n${output.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const up = await spawnUp(args, ROOT, 90_000);
+  child = up.child;
+  exited = up.exited;
+  output = up.output;
   state = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as State;
   // The gateway's first mTLS connections to each sidecar: on a loaded machine the very first request
   // through a cold path may exceed the shop's per-try timeouts (504); wait until the path answers.
@@ -127,11 +109,11 @@ afterAll(async () => {
 
 describe("meshgate up on the shop example", () => {
   it("prints_the_gateway_and_admin_urls_and_curl_lines_once_ready", async () => {
-    expect(output).toContain(`gateway http://127.0.0.1:${gatewayPort()}\n`);
-    expect(output).toContain(`admin http://127.0.0.1:${adminPort()}\n`);
-    expect(output).toMatch(/curl -i http:\/\/127\.0\.0\.1:\d+\/api\/products/);
-    expect(output).toMatch(/\[orders-sidecar\] /);
-    expect(output).toMatch(/\[orders\] demo service orders/);
+    expect(output()).toContain(`gateway http://127.0.0.1:${gatewayPort()}\n`);
+    expect(output()).toContain(`admin http://127.0.0.1:${adminPort()}\n`);
+    expect(output()).toMatch(/curl -i http:\/\/127\.0\.0\.1:\d+\/api\/products/);
+    expect(output()).toMatch(/\[orders-sidecar\] /);
+    expect(output()).toMatch(/\[orders\] demo service orders/);
     expect(state.processes.filter((p) => p.role === "sidecar")).toHaveLength(9);
     const jwks = (await (await fetch(`${state.urls.admin}/.well-known/jwks.json`)).json()) as {
       keys: Record<string, unknown>[];
@@ -267,9 +249,9 @@ describe("meshgate up on the shop example", () => {
   it("renews_svids_while_running", async () => {
     // 30 s SVIDs renew at half-life: by now (≥ 15 s after start) every identity was renewed at least once.
     const deadline = Date.now() + 20_000;
-    while (!output.includes("[ca] renewed orders's SVID") && Date.now() < deadline)
+    while (!output().includes("[ca] renewed orders's SVID") && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 250));
-    expect(output).toContain("[ca] renewed orders's SVID");
+    expect(output()).toContain("[ca] renewed orders's SVID");
     // The sidecar picks the new files up on its next watch event or poll (≤ 1 s): wait for it.
     let loaded = 0;
     while (loaded < 2 && Date.now() < deadline + 5000) {
@@ -288,7 +270,7 @@ describe("meshgate up on the shop example", () => {
     "runs_prometheus_scraping_every_proxy",
     async () => {
       expect(state.urls.prometheus).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-      expect(output).toContain(`prometheus ${state.urls.prometheus}`);
+      expect(output()).toContain(`prometheus ${state.urls.prometheus}`);
       const deadline = Date.now() + 25_000;
       let targets: { health: string; labels: Record<string, string> }[] = [];
       while (Date.now() < deadline) {
@@ -359,14 +341,14 @@ describe("meshgate up on the shop example", () => {
     expect(pids.every(alive)).toBe(true);
     child.kill("SIGINT");
     expect(await exited).toBe(0);
-    expect(output).toContain("[up] stopped");
+    expect(output()).toContain("[up] stopped");
     const left = pids.filter(alive);
     expect(left).toEqual([]);
     // No secret ever reached the console: private keys, the dev API keys, the tokens.
-    expect(output).not.toContain("PRIVATE KEY");
+    expect(output()).not.toContain("PRIVATE KEY");
     for (const f of await readdir(join(dir, "api-keys")))
-      expect(output).not.toContain((await readFile(join(dir, "api-keys", f), "utf8")).trim());
-    for (const t of tokens) expect(output).not.toContain(t.split(".")[2]!);
+      expect(output()).not.toContain((await readFile(join(dir, "api-keys", f), "utf8")).trim());
+    for (const t of tokens) expect(output()).not.toContain(t.split(".")[2]!);
     const final = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as { running: boolean };
     expect(final.running).toBe(false);
   }, 40_000);

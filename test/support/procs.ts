@@ -3,6 +3,7 @@
  * command line mentions `marker` (a test's own temp directory), so a test that failed half-way — before
  * it learned its children's pids — leaves nothing running.
  */
+import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 
 /** The pids (other than this process) whose command line contains `marker`. */
@@ -31,4 +32,49 @@ export function killProcessesMentioning(marker: string): number {
       /* gone */
     }
   return n;
+}
+
+/** Whether a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A `meshgate up` process started by spawnUp: its exit code and everything it printed so far. */
+export interface UpProcess {
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  output(): string;
+}
+
+/**
+ * Spawns `node bin/meshgate.js up ARGS` and resolves once it printed its summary ("Ctrl-C drains");
+ * rejects with its last output when it exits first or is not ready within `timeoutMs` (killing it).
+ */
+export async function spawnUp(args: readonly string[], cwd: string, timeoutMs: number): Promise<UpProcess> {
+  const bin = new URL("../../bin/meshgate.js", import.meta.url).pathname;
+  const child = spawn(process.execPath, [bin, "up", ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let text = "";
+  const up: UpProcess = {
+    child,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+    output: () => text,
+  };
+  child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (text += d.toString()));
+  const deadline = Date.now() + timeoutMs;
+  while (!text.includes("Ctrl-C drains")) {
+    if (child.exitCode !== null)
+      throw new Error(`meshgate up exited ${child.exitCode}:\n${text.slice(-3000)}`);
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`meshgate up was not ready in ${timeoutMs / 1000} s:\n${text.slice(-3000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return up;
 }

@@ -1,0 +1,208 @@
+/**
+ * `meshgate up SPEC --watch` for real: one `meshgate up` process on a small mesh (two demo services and
+ * the gateway), whose spec file the test edits as a user would. Each saved change is applied to the
+ * running mesh — a new route by reloading the gateway in place, a new service by issuing its identity
+ * and starting its app and sidecar, a removed one by stopping them — while an invalid spec, or a change
+ * `meshgate up` cannot make while running, is refused and the mesh keeps serving the previous spec.
+ */
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import net from "node:net";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
+import { freeBlock } from "../support/ports.ts";
+import { alive, killProcessesMentioning, spawnUp } from "../support/procs.ts";
+import { TINY } from "../support/tiny-mesh.ts";
+
+interface State {
+  processes: { name: string; pid: number; state: string }[];
+}
+
+let dir: string;
+let child: ChildProcess;
+let output: () => string = () => "";
+let base: number;
+let exited: Promise<number | null>;
+const specFile = () => join(dir, "mesh.yaml");
+const gw = (path: string) => `http://127.0.0.1:${base}${path}`;
+const status = async (path: string) =>
+  (await fetch(gw(path), { signal: AbortSignal.timeout(5000) }).then((r) => r.status)) as number;
+/** The pid of every supervised process, from `<stateDir>/state.json` (rewritten after each apply). */
+const pids = async (): Promise<Record<string, number>> =>
+  Object.fromEntries(
+    (JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as State).processes.map((p) => [
+      p.name,
+      p.pid,
+    ]),
+  );
+
+/** Writes the spec (TINY edited by `edit`) and waits for the watcher's verdict line after it. */
+type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function save(edit: (raw: Raw) => void): Promise<string> {
+  const raw = parse(TINY) as Raw;
+  edit(raw);
+  const mark = output().length;
+  await writeFile(specFile(), stringify(raw));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const line = output()
+      .slice(mark)
+      .split("\n")
+      .find((l) => /^\[watch\] (✓|✗|the spec changed nothing)/.test(l));
+    if (line) {
+      // A refusal prints its reasons on the lines after the verdict.
+      await new Promise((r) => setTimeout(r, 100));
+      return output().slice(mark);
+    }
+    if (Date.now() > deadline) throw new Error(`no verdict in 60 s:\n${output().slice(mark)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const ROUTE_ROOT = {
+  name: "hello",
+  match: { path: "/hello", methods: ["GET"] },
+  to: "web",
+  rewrite: { path: "/web" },
+  public: true,
+  rateLimit: { requests: 100, per: "1s", key: "ip" },
+};
+const ZETA = {
+  image: "example/zeta:1",
+  port: 8080,
+  allow: [{ from: ["gateway"], methods: ["GET"], paths: ["/zeta"] }],
+};
+const ROUTE_ZETA = {
+  name: "zeta",
+  match: { path: "/zeta", methods: ["GET"] },
+  to: "zeta",
+  public: true,
+  rateLimit: { requests: 100, per: "1s", key: "ip" },
+};
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "meshgate-watch-"));
+  base = await freeBlock(40);
+  await writeFile(specFile(), TINY);
+  const args = [specFile(), "--watch", "--no-prometheus"].concat(
+    ["--gateway-port", String(base), "--admin-port", String(base + 1)],
+    ["--port-base", String(base + 10), "--state-dir", join(dir, "state")],
+  );
+  const up = await spawnUp(args, dir, 60_000);
+  child = up.child;
+  exited = up.exited;
+  output = up.output;
+}, 90_000);
+
+afterAll(async () => {
+  if (child && child.exitCode === null) child.kill("SIGKILL");
+  if (dir) killProcessesMentioning(dir);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe("meshgate up --watch", () => {
+  it("says_it_watches_the_spec", () => {
+    expect(output()).toContain(`[watch] watching ${specFile()}`);
+  });
+
+  it("a_new_route_is_served_after_the_gateway_reloads_in_place_and_no_process_restarts", async () => {
+    const before = await pids();
+    expect(await status("/hello")).toBe(404);
+    const out = await save((raw) => raw.gateway.routes.push(ROUTE_ROOT));
+    expect(out).toContain("[watch] ✓ applied: reloaded gateway\n");
+    expect(await status("/hello")).toBe(200);
+    expect(await pids()).toEqual(before);
+  }, 30_000);
+
+  it("an_invalid_spec_is_refused_with_its_errors_and_the_mesh_keeps_serving", async () => {
+    const out = await save((raw) => {
+      raw.gateway.routes.push(ROUTE_ROOT, { ...ROUTE_ZETA, to: "nowhere" });
+    });
+    expect(out).toMatch(/\[watch\] ✗ .*nowhere/s);
+    expect(out).toContain("[E_SPEC_INVALID] — the running mesh keeps the previous spec");
+    expect(await status("/hello")).toBe(200);
+  }, 30_000);
+
+  it("a_new_service_whose_port_is_taken_is_refused_naming_the_port_and_nothing_starts", async () => {
+    const state = JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as {
+      processes: { ports: Record<string, number> }[];
+    };
+    // New processes take ports above every port the running mesh uses: the new app's comes first.
+    const next =
+      Math.max(...state.processes.flatMap((p) => Object.values(p.ports)).filter((p) => p > base + 9)) + 1;
+    const squatter = net.createServer().listen(next, "127.0.0.1");
+    await once(squatter, "listening");
+    try {
+      const before = await pids();
+      const out = await save((raw) => {
+        raw.services.zeta = ZETA;
+        raw.gateway.routes.push(ROUTE_ROOT, ROUTE_ZETA);
+      });
+      expect(out).toContain(
+        `[watch] ✗ port ${next} (zeta app) is already in use: free it and save the spec again [E_LOCAL_PORT_TAKEN]`,
+      );
+      expect(await pids()).toEqual(before);
+      expect(await status("/zeta")).toBe(404);
+    } finally {
+      squatter.close();
+    }
+  }, 30_000);
+
+  it("a_new_service_gets_an_identity_and_its_processes_and_only_they_start", async () => {
+    const before = await pids();
+    const out = await save((raw) => {
+      raw.services.zeta = ZETA;
+      raw.gateway.routes.push(ROUTE_ROOT, ROUTE_ZETA);
+    });
+    expect(out).toContain("[watch] starting zeta-sidecar: new in the spec");
+    expect(out).toMatch(/\[watch\] ✓ applied: reloaded gateway; started zeta-sidecar, zeta\n/);
+    // Through the gateway and zeta's new sidecar, over mTLS with the SVID issued for it.
+    expect(await status("/zeta")).toBe(200);
+    const after = await pids();
+    for (const [name, pid] of Object.entries(before)) expect(after[name]).toBe(pid);
+    expect(alive(after.zeta!)).toBe(true);
+    expect(alive(after["zeta-sidecar"]!)).toBe(true);
+  }, 60_000);
+
+  it("a_changed_demo_service_restarts_and_a_removed_service_stops", async () => {
+    const before = await pids();
+    const out = await save((raw) => {
+      raw.gateway.routes.push(ROUTE_ROOT);
+      raw.services.web.allow[0].paths.push("/web2");
+    });
+    expect(out).toMatch(/\[watch\] restarting web: it reads .*demo\/web\.json, which changed/);
+    expect(out).toMatch(
+      /\[watch\] ✓ applied: reloaded gateway, web-sidecar; restarted web; stopped zeta-sidecar, zeta\n/,
+    );
+    const after = await pids();
+    expect(after.web).not.toBe(before.web);
+    expect(after["web-sidecar"]).toBe(before["web-sidecar"]);
+    expect(after.zeta).toBeUndefined();
+    expect(alive(before.zeta!)).toBe(false);
+    expect(alive(before["zeta-sidecar"]!)).toBe(false);
+    expect(await status("/hello")).toBe(200);
+    expect(await status("/zeta")).toBe(404);
+  }, 60_000);
+
+  it("a_change_meshgate_up_holds_is_refused_naming_it", async () => {
+    const out = await save((raw) => {
+      raw.trustDomain = "other.test";
+      raw.gateway.routes.push(ROUTE_ROOT);
+      raw.services.web.allow[0].paths.push("/web2");
+    });
+    expect(out).toContain("(trustDomain): stop it and run it again [E_LOCAL_RESTART_REQUIRED]");
+    expect(await status("/hello")).toBe(200);
+  }, 30_000);
+
+  it("stops_every_process_on_SIGINT", async () => {
+    const last = await pids();
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    await new Promise((r) => setTimeout(r, 300));
+    for (const pid of Object.values(last)) expect(alive(pid)).toBe(false);
+  }, 30_000);
+});

@@ -1,0 +1,188 @@
+/**
+ * `meshgate up --watch`, the pure part (stacks/local/watch.ts): what a changed spec means for the running
+ * local mesh — which proxies reload in place, which processes restart and why, which start and stop,
+ * which identities are issued or retired, and which changes `meshgate up` refuses while it runs.
+ * test/local/watch-up.test.ts applies such changes to a real running mesh.
+ */
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { parseSpec } from "../../components/spec/parse.ts";
+import type { MeshSpec } from "../../components/spec/schema.ts";
+import { translate } from "../../components/translate/translate.ts";
+import { planLocal, type LocalPlan } from "../../stacks/local/plan.ts";
+import { isEmpty, newPorts, NO_CHANGES, planChanges, type PlanChanges } from "../../stacks/local/watch.ts";
+import { TINY } from "../support/tiny-mesh.ts";
+
+type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function specOf(edit: (raw: Raw) => void = () => {}): MeshSpec {
+  const raw = parse(TINY) as Raw;
+  edit(raw);
+  const parsed = parseSpec(raw);
+  if (!parsed.ok) throw new Error(parsed.errors.map((e) => e.message).join("; "));
+  return parsed.spec;
+}
+
+function planOf(spec: MeshSpec, prometheus: string | null = null, running?: LocalPlan): LocalPlan {
+  const r = planLocal(spec, translate(spec), {
+    cwd: "/work/app",
+    specDir: "/work/app",
+    node: "/usr/bin/node",
+    packageRoot: "/opt/meshgate",
+    prometheus,
+    ...(running ? { running } : {}),
+  });
+  if (!r.ok) throw new Error(r.error.message);
+  return r.plan;
+}
+
+/** The change, with file paths shortened to what follows run/ and the restarts as "name: why". */
+function summary(c: PlanChanges) {
+  return {
+    restartUp: c.restartUp,
+    files: c.files.map((f) => f.path.replace(/^.*\/run\//, "")).sort(),
+    identities: c.identities.map((i) => i.workload),
+    retiredIdentities: c.retiredIdentities,
+    added: c.added,
+    removed: c.removed,
+    restart: c.restart.map((r) => `${r.name}: ${r.why}`),
+    reload: c.reload.map((r) => r.name),
+  };
+}
+
+const NOTHING = summary(NO_CHANGES);
+
+describe("a changed spec, as a change of the running local mesh", () => {
+  it.each<{
+    claim: string;
+    edit: (raw: Raw) => void;
+    prometheus?: boolean;
+    change: Partial<Record<keyof typeof NOTHING, string[]>>;
+  }>([
+    { claim: "the same spec changes nothing", edit: () => {}, change: {} },
+    {
+      claim: "a new gateway route rewrites the gateway's config and reloads it in place, restarting nothing",
+      edit: (raw) =>
+        raw.gateway.routes.push({
+          name: "web-root",
+          match: { path: "/web", methods: ["GET"] },
+          to: "web",
+          public: true,
+          rateLimit: { requests: 100, per: "1s", key: "ip" },
+        }),
+      change: { files: ["gateway.json"], reload: ["gateway"] },
+    },
+    {
+      claim: "a wider allow rule reloads the callee's sidecar in place; its demo app keeps running",
+      edit: (raw) => raw.services.api.allow[0].methods.push("HEAD"),
+      change: { files: ["sidecars/api.json"], reload: ["api-sidecar"] },
+    },
+    {
+      claim: "new allowed paths also restart the demo app, which reads the paths it serves at start",
+      edit: (raw) => raw.services.api.allow[0].paths.push("/v2/**"),
+      change: {
+        files: ["demo/api.json", "sidecars/api.json"],
+        reload: ["api-sidecar"],
+        restart: ["api: it reads /work/app/.meshgate/run/demo/api.json, which changed"],
+      },
+    },
+    {
+      claim: "a moved gateway listener restarts the gateway, naming its ports",
+      edit: (raw) => (raw.targets = { local: { gatewayPort: 8181 } }),
+      change: { files: ["gateway.json"], restart: ["gateway: its ports changed"] },
+    },
+    {
+      claim: "a new service starts its app and sidecar after its identity is issued",
+      edit: (raw) => {
+        raw.services.zeta = {
+          image: "example/zeta:1",
+          port: 8080,
+          allow: [{ from: ["gateway"], methods: ["GET"], paths: ["/zeta"] }],
+        };
+      },
+      change: {
+        files: ["demo/zeta.json", "sidecars/zeta.json"],
+        identities: ["zeta"],
+        added: ["zeta-sidecar", "zeta"],
+      },
+    },
+    {
+      claim: "a removed service stops its app and sidecar and its identity is no longer renewed",
+      edit: (raw) => {
+        delete raw.services.api;
+        raw.services.web.calls = [];
+      },
+      change: {
+        files: ["demo/web.json", "sidecars/web.json"],
+        retiredIdentities: ["api"],
+        removed: ["api-sidecar", "api"],
+        restart: ["web-sidecar: its ports changed", "web: its environment changed"],
+      },
+    },
+    {
+      claim: "a new trust domain needs a new dev CA: refused, meshgate up must restart",
+      edit: (raw) => (raw.trustDomain = "other.test"),
+      change: { restartUp: ["trustDomain"] },
+    },
+    {
+      claim: "a moved local admin server is refused: meshgate up holds that port",
+      edit: (raw) => (raw.targets = { local: { adminPort: 9911 } }),
+      change: { restartUp: ["targets.local.adminPort (or --admin-port)"] },
+    },
+    {
+      claim: "Prometheus, which does not reload its files itself, restarts when its rules change",
+      prometheus: true,
+      edit: (raw) => (raw.observability = { slos: [{ name: "api-up", service: "api", availability: 99.5 }] }),
+      change: {
+        files: ["observability/prometheus/rules/meshgate-tiny.rules.yml"],
+        restart: [
+          "prometheus: it reads /work/app/.meshgate/run/observability/prometheus/rules/meshgate-tiny.rules.yml, which changed",
+        ],
+      },
+    },
+  ])("$claim", ({ edit, prometheus, change }) => {
+    const bin = prometheus ? "/usr/bin/prometheus" : null;
+    const running = planOf(specOf(), bin);
+    const c = planChanges(running, planOf(specOf(edit), bin, running));
+    expect(summary(c)).toEqual({ ...NOTHING, ...change });
+    expect(isEmpty(c)).toBe(Object.keys(change).length === 0);
+  });
+});
+
+describe("ports of a changed spec", () => {
+  const running = planOf(specOf());
+  const ported = (p: LocalPlan) => Object.fromEntries(p.processes.map((x) => [x.name, x.ports]));
+
+  it("a new service and a new call take ports above the running ones; nobody else's port moves", () => {
+    const next = planOf(
+      specOf((raw) => {
+        raw.services.aaa = { image: "example/aaa:1", port: 8080, calls: ["api"], allow: [] };
+        raw.services.api.allow.push({ from: ["aaa"], methods: ["GET"], paths: ["/api/**"] });
+      }),
+      null,
+      running,
+    );
+    const highest = Math.max(
+      ...running.processes.flatMap((p) => Object.values(p.ports)).filter((x) => x < 30000),
+    );
+    for (const [name, ports] of Object.entries(ported(running))) expect(ported(next)[name]).toEqual(ports);
+    const fresh = newPorts(running, next);
+    expect(fresh.map(([, what]) => what).sort()).toEqual([
+      "aaa app",
+      "aaa-sidecar admin",
+      "aaa-sidecar inbound",
+      "aaa-sidecar outbound",
+      "aaa-sidecar to-api",
+    ]);
+    for (const [port] of fresh) expect(port).toBeGreaterThan(highest);
+    // Nothing is set aside for a Prometheus that is not run: the new ports follow the highest at once.
+    expect(Math.min(...fresh.map(([port]) => port))).toBe(highest + 1);
+  });
+
+  it("without a running plan, ports follow name order (the shop's golden plan pins them)", () => {
+    const fresh = planOf(
+      specOf((raw) => (raw.services.aaa = { image: "example/aaa:1", port: 8080, allow: [] })),
+    );
+    expect(ported(fresh)["aaa-sidecar"]!.inbound).toBeLessThan(ported(fresh)["api-sidecar"]!.inbound!);
+  });
+});
