@@ -47,6 +47,7 @@ const help = { type: "boolean", short: "h" } as const;
 /** `meshgate up`'s options (its code loads lazily from stacks/local/cli.ts). */
 const LOCAL_UP_OPTIONS = {
   "gateway-port": { type: "string" },
+  port: { type: "string" },
   "admin-port": { type: "string" },
   "state-dir": { type: "string" },
   "port-base": { type: "string" },
@@ -317,7 +318,7 @@ const COMMANDS: Record<string, Command> = {
   up: {
     summary: "run the whole mesh on this machine: gateway, a sidecar per service, the services, a dev CA",
     usage:
-      "meshgate up SPEC [--gateway-port N] [--admin-port N] [--state-dir DIR] [--port-base N] [--svid-ttl 10m] [--no-prometheus] [--watch]",
+      "meshgate up SPEC [--gateway-port|--port N] [--admin-port N] [--state-dir DIR] [--port-base N] [--svid-ttl 10m] [--no-prometheus] [--watch]",
     details:
       "Starts each service (its local.command, or the built-in demo service), a sidecar per service with\n" +
       "SVIDs from a dev CA in the state dir (renewed at half-life), the gateway, and Prometheus when installed;\n" +

@@ -42,7 +42,17 @@ export async function upCommand(
   io: CliIo,
 ): Promise<number> {
   if (!spec) throw new LocalUsageError("missing SPEC (a .yaml, .json or .ts spec file)");
-  const gatewayPort = portOption(values["gateway-port"], "--gateway-port");
+  // `--port` is the gateway port's short name (the scripted contract of DESIGN.md); both must agree.
+  if (
+    values.port !== undefined &&
+    values["gateway-port"] !== undefined &&
+    values.port !== values["gateway-port"]
+  )
+    throw new LocalUsageError("--port and --gateway-port name the same port: give one of them");
+  const gatewayPort =
+    values["gateway-port"] !== undefined
+      ? portOption(values["gateway-port"], "--gateway-port")
+      : portOption(values.port, "--port");
   const adminPort = portOption(values["admin-port"], "--admin-port");
   const portBase = portOption(values["port-base"], "--port-base");
   const svidTtlMs = durationOption(values["svid-ttl"], "--svid-ttl", 10_000);

@@ -235,6 +235,11 @@ export class Supervisor {
   }
 
   #spawn(c: Child): void {
+    // Once stopping, nothing starts (a reconcile that was under way when stop() came).
+    if (this.#stopping) {
+      c.state = "stopped";
+      return;
+    }
     const [cmd, ...args] = c.spec.argv;
     c.state = "starting";
     c.ready = false;

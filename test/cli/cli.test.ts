@@ -192,6 +192,16 @@ describe("usage", () => {
     ],
     ["requires_a_spec", ["validate"], "missing SPEC"],
     ["rejects_extra_arguments", ["validate", "a.yaml", "b.yaml"], "unexpected argument"],
+    [
+      "up_rejects_two_different_gateway_ports",
+      ["up", "examples/shop/mesh.yaml", "--port", "8181", "--gateway-port", "8282"],
+      "--port and --gateway-port name the same port",
+    ],
+    [
+      "up_rejects_a_port_that_is_not_one",
+      ["up", "examples/shop/mesh.yaml", "--port", "80a"],
+      "--port must be a port",
+    ],
   ])("%s", async (_claim, args, message) => {
     const r = await meshgate(args);
     expect(r.code).toBe(2);

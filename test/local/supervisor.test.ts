@@ -210,4 +210,35 @@ describe("supervisor", () => {
     expect(lines.some((l) => l.includes("restart"))).toBe(false);
     expect(s.status()[0]!.pid !== null && alive(s.status()[0]!.pid!)).toBe(false);
   });
+
+  it("reconciles_to_a_new_set_stopping_the_removed_restarting_the_named_starting_the_new_and_leaving_the_rest", async () => {
+    const [pa, pb, pc, pd] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const { s, lines } = supervise([node("a", SERVE, pa), node("b", SERVE, pb), node("c", SERVE, pc)]);
+    await s.start();
+    const before = s.pids();
+    await s.reconcile([node("a", SERVE, pa), node("c", SERVE, pc), node("d", SERVE, pd)], new Set(["c"]));
+    const after = s.pids();
+    expect(Object.keys(after)).toEqual(["a", "c", "d"]);
+    expect(after.a).toBe(before.a); // untouched
+    expect(after.c).not.toBe(before.c); // restarted
+    expect(alive(before.b!)).toBe(false); // removed
+    expect(alive(before.c!)).toBe(false);
+    expect(s.status().map((c) => c.state)).toEqual(["ready", "ready", "ready"]);
+    // Stopped on purpose: neither b nor the old c is reported or restarted as a crash.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(lines.some((l) => l.includes("restart"))).toBe(false);
+  });
+
+  it("starts_nothing_a_reconcile_would_have_started_once_stopping", async () => {
+    const [pa, pb] = [await freePort(), await freePort()];
+    const { s } = supervise([node("a", SERVE, pa)]);
+    await s.start();
+    const old = s.pids().a!;
+    const reconciling = s.reconcile([node("a", SERVE, pa), node("b", SERVE, pb)], new Set(["a"]));
+    await s.stop(); // while a's old process is still being stopped
+    await reconciling;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(alive(old)).toBe(false);
+    for (const pid of Object.values(s.pids())) expect(pid === null || !alive(pid)).toBe(true);
+  });
 });

@@ -89,7 +89,7 @@ beforeAll(async () => {
   base = await freeBlock(40);
   await writeFile(specFile(), TINY);
   const args = [specFile(), "--watch", "--no-prometheus"].concat(
-    ["--gateway-port", String(base), "--admin-port", String(base + 1)],
+    ["--port", String(base), "--admin-port", String(base + 1)], // --port: --gateway-port's short name
     ["--port-base", String(base + 10), "--state-dir", join(dir, "state")],
   );
   const up = await spawnUp(args, dir, 60_000);
