@@ -1400,6 +1400,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     check: (current, next) => refuseRestartFields("gateway", gatewayRestartFields(current, next)),
     build: (next) => buildState(next, state),
     buildFailed: () => limiters.discardPending(),
+    // A built state that is not swapped in (a worker's prepared reload the primary aborted) stops what
+    // it started: clusters (health checks, discovery), its tracer, authenticator and limiters, a new
+    // cache store, and the pools only it used.
+    discard: (built) => {
+      for (const c of built.clusters.values()) c.close();
+      void built.tracer.shutdown(0);
+      built.auth.close();
+      limiters.discard(built.rateLimits);
+      if (built.cache !== state.cache) {
+        void built.cache.store.close?.();
+        cacheMetrics.watch(state.cache.store);
+      }
+      void pools.retain(new Set([...state.clusters.values()].flatMap((c) => c.poolKeys())));
+    },
     commit: (next, built) => {
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs

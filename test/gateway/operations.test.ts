@@ -177,6 +177,57 @@ describe("reload", () => {
     }
   });
 
+  it("stops_what_a_prepared_reload_started_when_it_is_aborted", async () => {
+    // A worker's first phase builds the config (its cluster health-checks its endpoint every 100 ms);
+    // the primary aborts it (another worker refused): nothing of it may keep running or serve.
+    const probed = await startUpstream();
+    const c = gatewayConfig(
+      [
+        { name: "v1", match: { path: "/v1/**" }, to: "app", ...PUBLIC },
+        { name: "p", match: { path: "/p" }, to: "probed", ...PUBLIC },
+      ],
+      { app, probed },
+    );
+    const { hash: _h, ...rest } = c;
+    const next = sealRuntimeConfig<GatewayRuntimeConfig>({
+      ...rest,
+      clusters: c.clusters.map((cl) =>
+        cl.name === "probed"
+          ? {
+              ...cl,
+              healthCheck: {
+                path: "/healthz",
+                intervalMs: 100,
+                timeoutMs: 100,
+                healthyThreshold: 1,
+                unhealthyThreshold: 1,
+              },
+            }
+          : cl,
+      ),
+    });
+    const gw = await startTestGateway(config());
+    try {
+      const prepared = await gw.prepareReload(JSON.stringify(next));
+      expect(prepared.result).toMatchObject({ ok: true, changed: true });
+      await sleep(300);
+      expect(probed.received.length).toBeGreaterThan(0); // the prepared cluster runs…
+      expect((await request(`${gw.url}/p`)).status).toBe(404); // …but does not serve
+      expect(prepared.abort("worker 1 refused it")).toMatchObject({ code: "E_RT_RELOAD_ABORTED" });
+      await sleep(150);
+      const after = probed.received.length;
+      await sleep(500);
+      expect(probed.received.length).toBe(after);
+      expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+      // Nothing is held: the next reload applies.
+      expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, changed: true });
+      expect((await request(`${gw.url}/p`)).status).toBe(200);
+    } finally {
+      await gw.drain();
+      await probed.close();
+    }
+  });
+
   it("refuses_whole_a_reload_that_moves_a_listener_and_adds_a_route", async () => {
     // The port is bound at start: the reload is refused, so the route that came with it is not served
     // either (a reload applies all of a config or none of it).
