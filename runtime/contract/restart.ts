@@ -1,14 +1,20 @@
 /**
- * What a reload cannot apply. A proxy binds its ports and builds its listeners once, when it starts:
- * the sockets, the TLS minimum version, the PROXY protocol front and the sources it trusts, the HTTP
- * parser's limits, whether client certificates are requested, the admin port — and the gateway's own mesh
- * identity. A reload swaps everything else (routes, clusters, auth, limits per request, certificates).
+ * What a reload changes beyond a swap of state. A proxy builds most of what it runs per config (routes,
+ * clusters, auth, limits per request, certificates) and a reload swaps that whole. The gateway's
+ * listeners are sockets: a reload binds the listeners it adds and those it moves to another port (with
+ * their new settings) before the config is accepted — a port that cannot be bound refuses the reload —
+ * and closes removed and moved-away ports once the config serves, draining their connections
+ * (`gatewayListenerChanges`).
  *
- * A new config that changes a bound setting is refused whole, naming every such field, rather than
- * accepted and silently not applied: a reload that narrows `proxyProtocolSources` or turns a sidecar from
- * permissive to strict must never report success while the old setting keeps serving. Applying them
- * takes a restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation),
- * so this only meets reloads of a file by hand or by SIGHUP.
+ * What a socket was set up with cannot change while it stays bound: a listener that keeps its port keeps
+ * its protocol, HTTP/2, TLS minimum version, PROXY protocol and sources, and the parser and connection
+ * limits and client-certificate request every listener is created with. Nor do the admin port and the
+ * gateway's mesh identity, or the sidecar's mode (strict/permissive), ports and inbound parser limits. A
+ * new config that changes such a setting is refused whole, naming every field, rather than accepted and
+ * silently not applied: a reload that narrows `proxyProtocolSources` or turns a sidecar from permissive
+ * to strict must never report success while the old setting keeps serving. Applying them takes a
+ * restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation), so
+ * this only meets reloads of a file by hand or by SIGHUP.
  *
  * Pure: two validated configs in, the changed field paths out (spec-like paths, listeners by name).
  */
@@ -17,9 +23,8 @@ import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "./schema.ts";
 
 type Listener = GatewayRuntimeConfig["listeners"][number];
 
-/** The settings of one gateway listener that are fixed once it is bound (certificates are not: they reload). */
+/** The settings a gateway listener's socket is set up with (certificates are not: they reload in place). */
 const LISTENER_BOUND: readonly ((l: Listener) => [field: string, value: unknown])[] = [
-  (l) => ["port", l.port],
   (l) => ["protocol", l.protocol],
   (l) => ["http2", l.http2],
   (l) => ["tls.minVersion", l.tls?.minVersion ?? null],
@@ -38,29 +43,54 @@ const GATEWAY_LIMITS_BOUND = [
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+/** How a reload changes the gateway's listeners, by name. */
+export interface ListenerChanges {
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+  /** On a new port: bound anew there (with whatever else changed), the old port closed once it serves. */
+  readonly moved: readonly string[];
+}
+
+/** The listeners `next` adds, removes and moves to another port (each bound anew). */
+export function gatewayListenerChanges(
+  current: GatewayRuntimeConfig,
+  next: GatewayRuntimeConfig,
+): ListenerChanges {
+  const before = new Map(current.listeners.map((l) => [l.name, l]));
+  const after = new Set(next.listeners.map((l) => l.name));
+  const added: string[] = [];
+  const moved: string[] = [];
+  for (const l of next.listeners) {
+    const old = before.get(l.name);
+    if (!old) added.push(l.name);
+    else if (old.port !== l.port) moved.push(l.name);
+  }
+  const removed = current.listeners.map((l) => l.name).filter((n) => !after.has(n));
+  return { added, removed, moved };
+}
+
 /** The gateway fields `next` changes that only a restart applies (empty: the reload can apply it all). */
 export function gatewayRestartFields(current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): string[] {
   const changed: string[] = [];
-  const before = new Map(current.listeners.map((l) => [l.name, l]));
   const after = new Map(next.listeners.map((l) => [l.name, l]));
-  for (const name of before.keys()) if (!after.has(name)) changed.push(`listeners.${name} (removed)`);
-  for (const [name, l] of after) {
-    const old = before.get(name);
-    if (!old) {
-      changed.push(`listeners.${name} (added)`);
-      continue;
-    }
+  // A listener that keeps its port keeps its socket: what the socket was set up with cannot change.
+  const kept = current.listeners.filter((l) => after.get(l.name)?.port === l.port);
+  for (const old of kept) {
+    const l = after.get(old.name)!;
     for (const get of LISTENER_BOUND) {
       const [field, value] = get(l);
-      if (!same(get(old)[1], value)) changed.push(`listeners.${name}.${field}`);
+      if (!same(get(old)[1], value)) changed.push(`listeners.${l.name}.${field}`);
     }
   }
-  for (const k of GATEWAY_LIMITS_BOUND) if (current.limits[k] !== next.limits[k]) changed.push(`limits.${k}`);
-  // Listeners request client certificates only when some clientCert provider exists.
-  if (current.auth.clientCert.length > 0 !== next.auth.clientCert.length > 0)
-    changed.push(
-      `auth.clientCert (${next.auth.clientCert.length > 0 ? "first provider added" : "last provider removed"})`,
-    );
+  if (kept.length > 0) {
+    for (const k of GATEWAY_LIMITS_BOUND)
+      if (current.limits[k] !== next.limits[k]) changed.push(`limits.${k}`);
+    // Listeners request client certificates only when some clientCert provider exists.
+    if (current.auth.clientCert.length > 0 !== next.auth.clientCert.length > 0)
+      changed.push(
+        `auth.clientCert (${next.auth.clientCert.length > 0 ? "first provider added" : "last provider removed"})`,
+      );
+  }
   if (current.admin.port !== next.admin.port) changed.push("admin.port");
   if (!same(current.svid, next.svid)) changed.push("svid");
   if (current.identity !== next.identity) changed.push("identity");

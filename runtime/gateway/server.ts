@@ -11,7 +11,12 @@
  */
 import { createReloader, type PreparedReload, type ReloadResult } from "../contract/reload.ts";
 import { RuntimeConfigError } from "../contract/errors.ts";
-import { gatewayRestartFields, refuseRestartFields } from "../contract/restart.ts";
+import {
+  gatewayListenerChanges,
+  gatewayRestartFields,
+  refuseRestartFields,
+  type ListenerChanges,
+} from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
@@ -1308,13 +1313,22 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   };
 
   // ── listeners ──
-  const listeners: Listener[] = [];
+  // Live listeners by name; a reload that adds a listener or moves one to another port binds it before
+  // the config is accepted, and retires removed and moved-away ones (stop accepting, drain) once it serves.
+  const listeners = new Map<string, Listener>();
+  /** Retired listeners whose connections are still draining. */
+  const retired = new Set<Listener>();
   const listenerPorts: Record<string, number> = {};
   const proxyRefusalLogged = new Map<string, number>();
-  for (const l of state.config.listeners) {
+  /** Creates and binds one listener of `config` (SO_REUSEPORT in a worker, so the workers share it). */
+  const openListener = async (
+    l: GatewayRuntimeConfig["listeners"][number],
+    config: GatewayRuntimeConfig,
+    port: number,
+  ): Promise<Listener> => {
     const listener = createListener(
       l,
-      state.config.limits,
+      config.limits,
       onRequest,
       () => state.certificates.get(l.name) ?? null,
       (_server, err, socket) => {
@@ -1337,7 +1351,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
         } else socket.destroy();
       },
-      state.config.auth.clientCert.length > 0,
+      config.auth.clientCert.length > 0,
       (reason) => {
         mProxyRefused.labels("gateway", l.name).inc();
         // One line per listener and 10 s at most: whoever floods the port does not flood the log.
@@ -1347,7 +1361,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         log.warn({ event: "proxy_protocol_refused", listener: l.name, reason });
       },
     );
-    listener.server.maxConnections = state.config.limits.maxConnections;
+    listener.server.maxConnections = config.limits.maxConnections;
     listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
       if (draining) {
         socket.destroy();
@@ -1364,11 +1378,83 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         identity === null ? null : connectMtls,
       );
     });
-    const port = options.ports?.listeners?.[l.name] ?? l.port;
     await listen(listener.server, port, bindHost, options.reusePort === true);
+    return listener;
+  };
+  for (const l of state.config.listeners) {
+    const port = options.ports?.listeners?.[l.name] ?? l.port;
+    const listener = await openListener(l, state.config, port);
     listenerPorts[l.name] = (listener.server.address() as AddressInfo).port;
-    listeners.push(listener);
+    listeners.set(l.name, listener);
   }
+
+  /** Listeners a reload opened (not serving its config yet) and the live ones it retires once it does. */
+  interface ListenerSwap {
+    readonly opened: ReadonlyMap<string, Listener>;
+    readonly retire: readonly string[];
+    readonly changes: ListenerChanges;
+  }
+  /**
+   * Binds the listeners `next` adds (on their port, or a start-time override naming them) and moves (on
+   * their new port). Throws naming the listener when one cannot be bound, having closed those it opened.
+   */
+  const openChangedListeners = async (next: GatewayRuntimeConfig): Promise<ListenerSwap> => {
+    const changes = gatewayListenerChanges(state.config, next);
+    const opened = new Map<string, Listener>();
+    try {
+      for (const name of changes.added) {
+        const l = next.listeners.find((x) => x.name === name)!;
+        opened.set(name, await bound(l, next, options.ports?.listeners?.[name] ?? l.port));
+      }
+      for (const name of changes.moved) {
+        const l = next.listeners.find((x) => x.name === name)!;
+        opened.set(name, await bound(l, next, l.port));
+      }
+    } catch (err) {
+      for (const l of opened.values()) closeListener(l);
+      throw err;
+    }
+    return { opened, retire: [...changes.removed, ...changes.moved], changes };
+  };
+  /** openListener, with a failure to bind as the config's error on that listener. */
+  const bound = async (
+    l: GatewayRuntimeConfig["listeners"][number],
+    config: GatewayRuntimeConfig,
+    port: number,
+  ) => {
+    try {
+      return await openListener(l, config, port);
+    } catch (err) {
+      throw new RuntimeConfigError("E_RT_CONFIG_INVALID", (err as Error).message, `listeners.${l.name}`);
+    }
+  };
+  /** Closes a listener that never served (an aborted or refused reload's). */
+  const closeListener = (l: Listener) => {
+    l.server.close();
+    l.closeAll();
+  };
+  /** Swaps a reload's listeners in: the new ones serve, the old stop accepting and drain. */
+  const swapListeners = (swap: ListenerSwap, drainMs: number) => {
+    for (const name of swap.retire) {
+      const old = listeners.get(name)!;
+      listeners.delete(name);
+      delete listenerPorts[name];
+      old.server.close();
+      old.closeIdle();
+      retired.add(old);
+      setTimeout(() => {
+        old.closeAll();
+        retired.delete(old);
+      }, drainMs).unref();
+    }
+    for (const [name, l] of swap.opened) {
+      listeners.set(name, l);
+      listenerPorts[name] = (l.server.address() as AddressInfo).port;
+    }
+    const { added, removed, moved } = swap.changes;
+    if (added.length + removed.length + moved.length > 0)
+      log.info({ event: "listeners_changed", added, removed, moved, listeners: listenerPorts });
+  };
 
   // ── admin ──
   const admin = createAdminServer({
@@ -1386,7 +1472,23 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   log.info({ event: "started", listeners: listenerPorts, admin: adminPort, hash: state.config.hash });
 
   // ── reload and drain ──
-  const reload = createReloader<GatewayRuntimeConfig, State>({
+  /**
+   * Stops what a built state started that the serving one does not use (a config refused or aborted
+   * after it was built): clusters (health checks, discovery), its tracer, authenticator and limiters, a
+   * new cache store, and the pools only it used.
+   */
+  const discardState = (built: State) => {
+    for (const c of built.clusters.values()) c.close();
+    void built.tracer.shutdown(0);
+    built.auth.close();
+    limiters.discard(built.rateLimits);
+    if (built.cache !== state.cache) {
+      void built.cache.store.close?.();
+      cacheMetrics.watch(state.cache.store);
+    }
+    void pools.retain(new Set([...state.clusters.values()].flatMap((c) => c.poolKeys())));
+  };
+  const reload = createReloader<GatewayRuntimeConfig, { state: State; listeners: ListenerSwap }>({
     proxy: "gateway",
     ...(options.configPath ? { configPath: options.configPath } : {}),
     metrics: lifecycle,
@@ -1398,25 +1500,26 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       state = { ...state, certificates: loadAllCertificates(state.config) };
     },
     check: (current, next) => refuseRestartFields("gateway", gatewayRestartFields(current, next)),
-    build: (next) => buildState(next, state),
-    buildFailed: () => limiters.discardPending(),
-    // A built state that is not swapped in (a worker's prepared reload the primary aborted) stops what
-    // it started: clusters (health checks, discovery), its tracer, authenticator and limiters, a new
-    // cache store, and the pools only it used.
-    discard: (built) => {
-      for (const c of built.clusters.values()) c.close();
-      void built.tracer.shutdown(0);
-      built.auth.close();
-      limiters.discard(built.rateLimits);
-      if (built.cache !== state.cache) {
-        void built.cache.store.close?.();
-        cacheMetrics.watch(state.cache.store);
+    build: async (next) => {
+      const built = await buildState(next, state);
+      try {
+        return { state: built, listeners: await openChangedListeners(next) };
+      } catch (err) {
+        discardState(built);
+        throw err;
       }
-      void pools.retain(new Set([...state.clusters.values()].flatMap((c) => c.poolKeys())));
     },
-    commit: (next, built) => {
+    buildFailed: () => limiters.discardPending(),
+    // A built config that is not swapped in (a worker's prepared reload the primary aborted) stops what
+    // it started, and the listeners it opened close.
+    discard: (built) => {
+      discardState(built.state);
+      for (const l of built.listeners.opened.values()) closeListener(l);
+    },
+    commit: (next, { state: built, listeners: swap }) => {
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+      swapListeners(swap, next.limits.drainTimeoutMs);
       activateRateLimits(built);
       for (const c of previous.clusters.values()) c.close();
       void previous.tracer.shutdown(2000);
@@ -1431,7 +1534,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (draining) return;
     draining = true;
     log.info({ event: "draining", inFlight });
-    for (const l of listeners) {
+    for (const l of listeners.values()) {
       l.server.close();
       l.closeIdle();
     }
@@ -1441,7 +1544,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         sleep(state.config.limits.drainTimeoutMs),
       ]);
     }
-    for (const l of listeners) l.closeAll();
+    for (const l of [...listeners.values(), ...retired]) l.closeAll();
     for (const t of upgrades.tunnels) t.destroy();
     if (admin.listening) {
       admin.close();

@@ -228,30 +228,110 @@ describe("reload", () => {
     }
   });
 
-  it("refuses_whole_a_reload_that_moves_a_listener_and_adds_a_route", async () => {
-    // The port is bound at start: the reload is refused, so the route that came with it is not served
-    // either (a reload applies all of a config or none of it).
+  it("applies_a_reload_that_moves_a_listener_and_adds_a_route_finishing_requests_on_the_old_port", async () => {
     const gw = await startTestGateway(config());
     try {
+      const oldPort = gw.ports.listeners[Object.keys(gw.ports.listeners)[0]!]!;
+      const newPort = await freePort();
       const next = config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]);
       const { hash: _h, ...rest } = next;
       const moved = sealRuntimeConfig<GatewayRuntimeConfig>({
         ...rest,
-        listeners: rest.listeners.map((l, i) => (i === 0 ? { ...l, port: l.port + 1 } : l)),
+        listeners: rest.listeners.map((l, i) => (i === 0 ? { ...l, port: newPort } : l)),
+      });
+      const inFlight = request(`${gw.url}/slow`); // 400 ms upstream, started on the old listener
+      await sleep(50);
+      expect(await gw.reload(JSON.stringify(moved))).toMatchObject({ ok: true, changed: true });
+      // The new port serves the whole new config; the old one accepts no new connection.
+      expect((await request(`http://127.0.0.1:${newPort}/extra`)).status).toBe(200);
+      expect((await request(`http://127.0.0.1:${newPort}/v1/x`)).status).toBe(200);
+      await expect(request(`http://127.0.0.1:${oldPort}/v1/x`)).rejects.toThrow(/ECONNREFUSED/);
+      expect(Object.values(gw.ports.listeners)).toEqual([newPort]);
+      // The request that was under way on the old listener finished.
+      expect(await inFlight).toMatchObject({ status: 200, body: "slow done" });
+      expect(gw.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+        moved: [Object.keys(gw.ports.listeners)[0]],
+        added: [],
+        removed: [],
+      });
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(/^meshgate_config_reloads_total\{proxy="gateway",result="success"\} 1$/m);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("adds_a_listener_by_reload_and_removes_it_by_the_next", async () => {
+    const gw = await startTestGateway(config());
+    try {
+      const extraPort = await freePort();
+      const base = config();
+      const { hash: _h, ...rest } = base;
+      const withExtra = sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        listeners: [...rest.listeners, { ...rest.listeners[0]!, name: "extra", port: extraPort }],
+      });
+      expect(await gw.reload(JSON.stringify(withExtra))).toMatchObject({ ok: true, changed: true });
+      expect(gw.ports.listeners.extra).toBe(extraPort);
+      expect((await request(`http://127.0.0.1:${extraPort}/v1/x`)).status).toBe(200);
+      expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+      expect(await gw.reload(JSON.stringify(base))).toMatchObject({ ok: true, changed: true });
+      expect(gw.ports.listeners.extra).toBeUndefined();
+      await expect(request(`http://127.0.0.1:${extraPort}/v1/x`)).rejects.toThrow(/ECONNREFUSED/);
+      expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("refuses_whole_a_reload_whose_new_port_is_taken_and_keeps_serving_on_the_old_one", async () => {
+    const gw = await startTestGateway(config());
+    const squatter = http.createServer().listen(0, "127.0.0.1");
+    await new Promise((r) => squatter.once("listening", r));
+    try {
+      const taken = (squatter.address() as { port: number }).port;
+      const next = config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]);
+      const { hash: _h, ...rest } = next;
+      const moved = sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        listeners: rest.listeners.map((l, i) => (i === 0 ? { ...l, port: taken } : l)),
       });
       const r = await gw.reload(JSON.stringify(moved));
       expect(r).toMatchObject({
         ok: false,
-        code: "E_RT_RELOAD_RESTART_REQUIRED",
-        error: expect.stringMatching(/listeners\.\w+\.port, which the gateway sets only when it starts/),
+        code: "E_RT_CONFIG_INVALID",
+        error: expect.stringMatching(
+          new RegExp(`^listeners\\.\\w+: port ${taken} on 127\\.0\\.0\\.1 is already in use`),
+        ),
       });
+      // Nothing of it serves (a reload applies all of a config or none of it).
       expect((await request(`${gw.url}/extra`)).status).toBe(404);
       expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
-      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-      expect(metrics).toMatch(/^meshgate_config_reloads_total\{proxy="gateway",result="failure"\} 1$/m);
       // The same route without moving the listener is applied.
       expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, changed: true });
       expect((await request(`${gw.url}/extra`)).status).toBe(200);
+    } finally {
+      squatter.close();
+      await gw.drain();
+    }
+  });
+
+  it("refuses_a_reload_that_moves_the_admin_port_naming_it", async () => {
+    const gw = await startTestGateway(config());
+    try {
+      const next = config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]);
+      const { hash: _h, ...rest } = next;
+      const r = await gw.reload(
+        JSON.stringify(
+          sealRuntimeConfig<GatewayRuntimeConfig>({ ...rest, admin: { port: rest.admin.port + 1 } }),
+        ),
+      );
+      expect(r).toMatchObject({
+        ok: false,
+        code: "E_RT_RELOAD_RESTART_REQUIRED",
+        error: expect.stringContaining("admin.port, which the gateway sets only when it starts"),
+      });
+      expect((await request(`${gw.url}/extra`)).status).toBe(404);
     } finally {
       await gw.drain();
     }

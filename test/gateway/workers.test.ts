@@ -52,11 +52,12 @@ const children = async (pid: number): Promise<number[]> => {
 
 /**
  * A `meshgate gateway --workers 2` process on its own config file and ports; `write` rewrites the file
- * (route "v" plus `extra`, the listener on `listenOn`), `out` is everything it printed.
+ * (route "v" plus `extra`, the listener on `listenOn`, the admin listener on `adminOn`), `out` is
+ * everything it printed.
  */
 async function workersGateway(file: string) {
   const [port, admin] = [await freePort(), await freePort()];
-  const write = async (extra: Record<string, unknown>[] = [], listenOn = port) => {
+  const write = async (extra: Record<string, unknown>[] = [], listenOn = port, adminOn = admin) => {
     const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
       app,
     });
@@ -67,7 +68,7 @@ async function workersGateway(file: string) {
         sealRuntimeConfig<GatewayRuntimeConfig>({
           ...rest,
           listeners: rest.listeners.map((l) => ({ ...l, port: listenOn })),
-          admin: { port: admin },
+          admin: { port: adminOn },
         }),
       ),
     );
@@ -114,10 +115,14 @@ describe("worker processes", () => {
 
       const served = (await (await fetch(`${adminUrl}/config`)).json()) as { hash: string };
 
-      // A file that moves the listener is refused by every worker (a restart applies it), and stays
+      // A file that moves the admin port is refused by every worker (a restart applies it), and stays
       // refused: neither the supervisor's /config nor the worker restarted below takes it up.
-      const moved = await freePort();
-      await write([{ name: "moved", match: { path: "/moved" }, to: "app", ...PUBLIC }], moved);
+      const movedAdmin = await freePort();
+      await write(
+        [{ name: "moved", match: { path: "/moved" }, to: "app", ...PUBLIC }],
+        undefined,
+        movedAdmin,
+      );
       await until(
         async () =>
           (await fetch(`${adminUrl}/metrics`).then((r) => r.text())).includes(
@@ -140,12 +145,28 @@ describe("worker processes", () => {
       await until(async () => (await fetch(`${adminUrl}/ready`)).status === 200, 10_000);
       expect(await children(child.pid!)).toHaveLength(2);
       for (let i = 0; i < 20; i++) expect((await request(`${url}/v/after`)).status).toBe(200);
-      // Both workers — the restarted one too — serve the accepted config on the old port, not the refused one.
+      // Both workers — the restarted one too — serve the accepted config, not the refused one.
       for (let i = 0; i < 30; i++) {
         expect((await request(`${url}/late`)).status).toBe(200);
         expect((await request(`${url}/moved`)).status).toBe(404);
       }
-      await expect(request(`http://127.0.0.1:${moved}/moved`)).rejects.toThrow();
+      await expect(fetch(`http://127.0.0.1:${movedAdmin}/ready`)).rejects.toThrow();
+
+      // A file that moves the listener to another port is applied by both workers: each binds the new
+      // port (shared with SO_REUSEPORT) before the primary commits, and closes the old one after.
+      const newPort = await freePort();
+      await write([{ name: "moved", match: { path: "/moved" }, to: "app", ...PUBLIC }], newPort);
+      await until(async () => (await request(`http://127.0.0.1:${newPort}/moved`)).status === 200, 5_000);
+      for (let i = 0; i < 30; i++)
+        expect((await request(`http://127.0.0.1:${newPort}/moved`)).status).toBe(200);
+      await until(
+        async () =>
+          await request(`${url}/v/x`).then(
+            () => false,
+            () => true,
+          ),
+        5_000,
+      );
 
       const all = await children(child.pid!);
       child.kill("SIGTERM");

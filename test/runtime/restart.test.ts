@@ -1,15 +1,18 @@
 /**
- * runtime/contract/restart.ts: which changes a reload cannot apply because the proxy binds them when it
- * starts. Every bound setting is named when it changes; everything a reload does apply (routes, clusters,
- * certificates, per-request limits, the sidecar's identity files and rules) passes. The proxies' own tests
+ * runtime/contract/restart.ts: which gateway listeners a reload adds, removes and moves to another port,
+ * and which changes no reload applies because a kept socket or the proxy's start set them up. Every bound setting is named when it changes;
+ * everything a reload swaps (routes, clusters, certificates, per-request limits, the sidecar's identity
+ * files and rules) passes. The proxies' own tests
  * (test/gateway/operations.test.ts, test/sidecar/process.test.ts) check the refusal on real sockets.
  */
 import { describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
+  gatewayListenerChanges,
   gatewayRestartFields,
   refuseRestartFields,
   sidecarRestartFields,
+  type ListenerChanges,
 } from "../../runtime/contract/restart.ts";
 import { gatewayConfig } from "../support/gateway.ts";
 import { meshConfigs } from "../sidecar/support.ts";
@@ -40,6 +43,7 @@ const gateway: GatewayRuntimeConfig = (() => {
 })();
 const web = gateway.listeners[0]!.name;
 type G = GatewayRuntimeConfig;
+const NONE: ListenerChanges = { added: [], removed: [], moved: [] };
 const editEdge =
   (f: (l: G["listeners"][number]) => G["listeners"][number]) =>
   (c: G): G => ({
@@ -47,21 +51,20 @@ const editEdge =
     listeners: c.listeners.map((l) => (l.name === "edge" ? f(l) : l)),
   });
 
-describe("gateway reloads: what only a restart applies", () => {
-  it.each<{ claim: string; edit: (c: G) => G; fields: string[] }>([
-    { claim: "an identical config needs no restart", edit: (c) => c, fields: [] },
+describe("gateway reloads: listeners added, removed and moved apply; a kept socket's settings do not", () => {
+  it.each<{ claim: string; edit: (c: G) => G; changes?: Partial<ListenerChanges>; fields?: string[] }>([
+    { claim: "an identical config changes nothing", edit: (c) => c },
     {
-      claim: "routes, clusters and per-request limits reload",
+      claim: "routes, clusters and per-request limits swap without touching a listener",
       edit: (c) => ({
         ...c,
         routes: c.routes.map((r) => ({ ...r, name: `${r.name}-renamed` })),
         clusters: [],
         limits: { ...c.limits, maxBodyBytes: c.limits.maxBodyBytes + 1, drainTimeoutMs: 1 },
       }),
-      fields: [],
     },
     {
-      claim: "rotated certificate files reload (a listener's certificates are not bound)",
+      claim: "rotated certificate files reload in place (a listener's certificates are not bound)",
       edit: editEdge((l) => ({
         ...l,
         tls: {
@@ -69,43 +72,37 @@ describe("gateway reloads: what only a restart applies", () => {
           certificates: [{ hosts: ["b.example"], certFile: "/c/b.crt", keyFile: "/c/b.key" }],
         },
       })),
-      fields: [],
     },
     {
-      claim: "narrowing the PROXY protocol sources is named (never reported as applied)",
-      edit: editEdge((l) => ({ ...l, proxyProtocolSources: ["10.0.1.0/24"] })),
-      fields: ["listeners.edge.proxyProtocolSources"],
-    },
-    {
-      claim: "turning the PROXY protocol off is named, with its sources",
-      edit: editEdge(({ proxyProtocol: _p, proxyProtocolSources: _s, ...l }) => l),
-      fields: ["listeners.edge.proxyProtocol", "listeners.edge.proxyProtocolSources"],
-    },
-    {
-      claim: "a listener's port, protocol, HTTP/2 and TLS minimum version are each named",
-      edit: editEdge((l) => ({
-        ...l,
-        port: 9443,
-        http2: false,
-        tls: { ...l.tls!, minVersion: "TLSv1.3" },
-      })),
-      fields: ["listeners.edge.port", "listeners.edge.http2", "listeners.edge.tls.minVersion"],
-    },
-    {
-      claim: "an https listener turned http is named by protocol and TLS version",
-      edit: editEdge((l) => ({ ...l, protocol: "http", tls: null })),
-      fields: ["listeners.edge.protocol", "listeners.edge.tls.minVersion"],
-    },
-    {
-      claim: "an added and a removed listener are named",
+      claim: "a renamed listener is one removed and one added (a new socket), applied by the reload",
       edit: (c) => ({
         ...c,
         listeners: c.listeners.map((l) => (l.name === "edge" ? { ...l, name: "edge2" } : l)),
       }),
-      fields: ["listeners.edge (removed)", "listeners.edge2 (added)"],
+      changes: { added: ["edge2"], removed: ["edge"] },
     },
     {
-      claim: "the HTTP parser limits and the connection limit are named",
+      claim: "a listener moved to another port is bound anew there, with whatever else changed",
+      edit: editEdge((l) => ({ ...l, port: 9443, http2: false, proxyProtocolSources: ["10.0.1.0/24"] })),
+      changes: { moved: ["edge"] },
+    },
+    {
+      claim: "narrowing the PROXY protocol sources of a kept socket is named (never reported as applied)",
+      edit: editEdge((l) => ({ ...l, proxyProtocolSources: ["10.0.1.0/24"] })),
+      fields: ["listeners.edge.proxyProtocolSources"],
+    },
+    {
+      claim: "turning the PROXY protocol off on a kept socket is named, with its sources",
+      edit: editEdge(({ proxyProtocol: _p, proxyProtocolSources: _s, ...l }) => l),
+      fields: ["listeners.edge.proxyProtocol", "listeners.edge.proxyProtocolSources"],
+    },
+    {
+      claim: "a kept socket's protocol, HTTP/2 and TLS minimum version are each named",
+      edit: editEdge((l) => ({ ...l, protocol: "http", http2: false, tls: null })),
+      fields: ["listeners.edge.protocol", "listeners.edge.http2", "listeners.edge.tls.minVersion"],
+    },
+    {
+      claim: "the HTTP parser limits and the connection limit every kept listener was created with are named",
       edit: (c) => ({
         ...c,
         limits: {
@@ -126,7 +123,8 @@ describe("gateway reloads: what only a restart applies", () => {
       ],
     },
     {
-      claim: "the first client-certificate provider is named (listeners must start requesting certificates)",
+      claim:
+        "the first client-certificate provider is named (kept listeners must start requesting certificates)",
       edit: (c) => ({
         ...c,
         auth: { ...c.auth, clientCert: [{ name: "p", caFile: "/ca.pem", subjects: [], sans: [] }] },
@@ -143,9 +141,21 @@ describe("gateway reloads: what only a restart applies", () => {
       }),
       fields: ["admin.port", "identity", "trustDomain"],
     },
-  ])("$claim", ({ edit, fields }) => {
+  ])("$claim", ({ edit, changes = {}, fields = [] }) => {
+    expect(gatewayListenerChanges(gateway, edit(gateway))).toEqual({ ...NONE, ...changes });
     expect(gatewayRestartFields(gateway, edit(gateway))).toEqual(fields);
+    expect(gatewayListenerChanges(edit(gateway), edit(gateway))).toEqual(NONE);
     expect(gatewayRestartFields(edit(gateway), edit(gateway))).toEqual([]);
+  });
+
+  it("new limits with every listener moved need no restart: no socket keeps them", () => {
+    const edited: G = {
+      ...gateway,
+      listeners: gateway.listeners.map((l) => ({ ...l, port: l.port + 1000 })),
+      limits: { ...gateway.limits, maxHeaderBytes: 1024 },
+    };
+    expect(gatewayRestartFields(gateway, edited)).toEqual([]);
+    expect(gatewayListenerChanges(gateway, edited).moved).toEqual([web, "edge"]);
   });
 
   it("a second client-certificate provider added to the first reloads (certificates are already requested)", () => {
