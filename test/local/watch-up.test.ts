@@ -198,6 +198,17 @@ describe("meshgate up --watch", () => {
     expect(await status("/hello")).toBe(200);
   }, 30_000);
 
+  it("a_saved_spec_that_changes_nothing_the_mesh_runs_says_so_and_touches_nothing", async () => {
+    const before = await pids();
+    const out = await save((raw) => {
+      raw.gateway.routes.push(ROUTE_ROOT);
+      raw.services.web.allow[0].paths.push("/web2");
+      raw.services.web.allow[0].methods = ["GET"]; // the same as before, written differently
+    });
+    expect(out).toContain("[watch] the spec changed nothing the mesh runs");
+    expect(await pids()).toEqual(before);
+  }, 30_000);
+
   it("stops_every_process_on_SIGINT", async () => {
     const last = await pids();
     child.kill("SIGINT");
