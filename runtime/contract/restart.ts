@@ -9,7 +9,9 @@
  * What a socket was set up with cannot change while it stays bound: a listener that keeps its port keeps
  * its protocol, HTTP/2, TLS minimum version, PROXY protocol and sources, and the parser and connection
  * limits and client-certificate request every listener is created with. Nor do the admin port and the
- * gateway's mesh identity, or the sidecar's mode (strict/permissive), ports and inbound parser limits. A
+ * gateway's mesh identity, or the sidecar's mode (strict/permissive), its inbound, outbound and admin
+ * ports and inbound parser limits (its per-service local ports, like the gateway's listeners, are
+ * added, removed and moved by a reload: `sidecarLocalPortChanges`). A
  * new config that changes such a setting is refused whole, naming every field, rather than accepted and
  * silently not applied: a reload that narrows `proxyProtocolSources` or turns a sidecar from permissive
  * to strict must never report success while the old setting keeps serving. Applying them takes a
@@ -108,16 +110,36 @@ export function sidecarRestartFields(current: SidecarRuntimeConfig, next: Sideca
   if (current.inbound.limits.headerTimeoutMs !== next.inbound.limits.headerTimeoutMs)
     changed.push("inbound.limits.headerTimeoutMs");
   if (current.outbound.port !== next.outbound.port) changed.push("outbound.port");
+  if (current.admin.port !== next.admin.port) changed.push("admin.port");
+  return changed;
+}
+
+/** How a reload changes the sidecar's per-service local ports, by service. */
+export interface LocalPortChanges {
+  /** A service that gets a local port (a new call, or a port where it had none). */
+  readonly added: readonly string[];
+  /** A service whose local port goes (the call is gone, or the port is). */
+  readonly removed: readonly string[];
+  /** A service whose local port is another: bound anew there, the old one closed once the config serves. */
+  readonly moved: readonly string[];
+}
+
+/** The per-service local ports `next` adds, removes and moves (each a socket of its own, 127.0.0.1). */
+export function sidecarLocalPortChanges(
+  current: SidecarRuntimeConfig,
+  next: SidecarRuntimeConfig,
+): LocalPortChanges {
   const ports = (c: SidecarRuntimeConfig) =>
     new Map(c.outbound.services.filter((s) => s.localPort !== null).map((s) => [s.service, s.localPort]));
   const before = ports(current);
   const after = ports(next);
+  const added: string[] = [];
+  const moved: string[] = [];
   for (const [service, port] of after)
-    if (before.get(service) !== port) changed.push(`outbound.services.${service}.localPort`);
-  for (const service of before.keys())
-    if (!after.has(service)) changed.push(`outbound.services.${service}.localPort`);
-  if (current.admin.port !== next.admin.port) changed.push("admin.port");
-  return changed;
+    if (!before.has(service)) added.push(service);
+    else if (before.get(service) !== port) moved.push(service);
+  const removed = [...before.keys()].filter((s) => !after.has(s));
+  return { added, removed, moved };
 }
 
 /**

@@ -96,6 +96,7 @@ import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
+import { swapListeners, type PreparedSwap } from "../net/swap.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -1388,12 +1389,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     listeners.set(l.name, listener);
   }
 
-  /** Listeners a reload opened (not serving its config yet) and the live ones it retires once it does. */
-  interface ListenerSwap {
-    readonly opened: ReadonlyMap<string, Listener>;
-    readonly retire: readonly string[];
-    readonly changes: ListenerChanges;
-  }
+  type ListenerSwap = PreparedSwap<Listener, ListenerChanges>;
   /**
    * Binds the listeners `next` adds (on their port, or a start-time override naming them) and moves (on
    * their new port). Throws naming the listener when one cannot be bound, having closed those it opened.
@@ -1434,23 +1430,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     l.closeAll();
   };
   /** Swaps a reload's listeners in: the new ones serve, the old stop accepting and drain. */
-  const swapListeners = (swap: ListenerSwap, drainMs: number) => {
-    for (const name of swap.retire) {
-      const old = listeners.get(name)!;
-      listeners.delete(name);
-      delete listenerPorts[name];
-      old.server.close();
-      old.closeIdle();
-      retired.add(old);
-      setTimeout(() => {
-        old.closeAll();
-        retired.delete(old);
-      }, drainMs).unref();
-    }
-    for (const [name, l] of swap.opened) {
-      listeners.set(name, l);
-      listenerPorts[name] = (l.server.address() as AddressInfo).port;
-    }
+  const swapIn = (swap: ListenerSwap, drainMs: number) => {
+    swapListeners(listeners, listenerPorts, retired, swap.retire, swap.opened, drainMs);
     const { added, removed, moved } = swap.changes;
     if (added.length + removed.length + moved.length > 0)
       log.info({ event: "listeners_changed", added, removed, moved, listeners: listenerPorts });
@@ -1519,7 +1500,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     commit: (next, { state: built, listeners: swap }) => {
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
-      swapListeners(swap, next.limits.drainTimeoutMs);
+      swapIn(swap, next.limits.drainTimeoutMs);
       activateRateLimits(built);
       for (const c of previous.clusters.values()) c.close();
       void previous.tracer.shutdown(2000);

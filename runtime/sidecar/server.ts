@@ -21,7 +21,14 @@
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
-import { refuseRestartFields, sidecarRestartFields } from "../contract/restart.ts";
+import { RuntimeConfigError } from "../contract/errors.ts";
+import { swapListeners, type PreparedSwap } from "../net/swap.ts";
+import {
+  refuseRestartFields,
+  sidecarLocalPortChanges,
+  sidecarRestartFields,
+  type LocalPortChanges,
+} from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -1036,20 +1043,62 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     options.ports?.outbound ?? options.config.outbound.port,
     "127.0.0.1",
   );
-  const serviceServers: LocalListener[] = [];
+  // Per-service local ports by service; a reload binds added and moved ones before its config is
+  // accepted, and closes removed and moved-away ones once it serves (their requests in flight finish).
+  const serviceServers = new Map<string, LocalListener>();
+  /** Retired local listeners whose connections are still draining. */
+  const retiredLocals = new Set<LocalListener>();
   const servicePorts: Record<string, number> = {};
+  const openLocal = async (service: string, port: number): Promise<LocalListener> => {
+    const server = createLocalListener(
+      outboundServerOptions(),
+      (req, res) => onOutbound(req, res, service),
+      outboundClientError,
+      (req, socket, head) => onOutboundUpgrade(req, socket, head, service),
+    );
+    await listen(server.server, port, "127.0.0.1");
+    return server;
+  };
   for (const s of options.config.outbound.services) {
     const port = options.ports?.services?.[s.service] ?? s.localPort;
     if (port === null || port === undefined) continue;
-    const server = createLocalListener(
-      outboundServerOptions(),
-      (req, res) => onOutbound(req, res, s.service),
-      outboundClientError,
-      (req, socket, head) => onOutboundUpgrade(req, socket, head, s.service),
-    );
-    servicePorts[s.service] = await listen(server.server, port, "127.0.0.1");
-    serviceServers.push(server);
+    const server = await openLocal(s.service, port);
+    servicePorts[s.service] = (server.server.address() as AddressInfo).port;
+    serviceServers.set(s.service, server);
   }
+  type LocalSwap = PreparedSwap<LocalListener, LocalPortChanges>;
+  const closeLocal = (l: LocalListener) => {
+    l.server.close();
+    l.closeAll();
+  };
+  const openChangedLocals = async (next: SidecarRuntimeConfig): Promise<LocalSwap> => {
+    const changes = sidecarLocalPortChanges(state.config, next);
+    const opened = new Map<string, LocalListener>();
+    try {
+      for (const service of [...changes.added, ...changes.moved]) {
+        const port = next.outbound.services.find((x) => x.service === service)!.localPort!;
+        try {
+          opened.set(service, await openLocal(service, port));
+        } catch (err) {
+          throw new RuntimeConfigError(
+            "E_RT_CONFIG_INVALID",
+            (err as Error).message,
+            `outbound.services.${service}.localPort`,
+          );
+        }
+      }
+    } catch (err) {
+      for (const l of opened.values()) closeLocal(l);
+      throw err;
+    }
+    return { opened, retire: [...changes.removed, ...changes.moved], changes };
+  };
+  const swapLocals = (swap: LocalSwap) => {
+    swapListeners(serviceServers, servicePorts, retiredLocals, swap.retire, swap.opened, drainTimeoutMs);
+    const { added, removed, moved } = swap.changes;
+    if (added.length + removed.length + moved.length > 0)
+      log.info({ event: "local_ports_changed", added, removed, moved, services: servicePorts });
+  };
 
   // ── admin ──
   const admin = createAdminServer({
@@ -1072,7 +1121,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   });
 
   // ── reload and drain ──
-  const reload = createReloader<SidecarRuntimeConfig, State>({
+  /** Stops what a built state that is not swapped in started: clusters, the app pool, the tracer. */
+  const discardState = (built: State) => {
+    for (const c of built.clusters.values()) c.close();
+    built.app.close();
+    void built.tracer.shutdown(2000);
+  };
+  const reload = createReloader<SidecarRuntimeConfig, { state: State; locals: LocalSwap }>({
     proxy: "sidecar",
     ...(options.configPath ? { configPath: options.configPath } : {}),
     metrics: lifecycle,
@@ -1084,8 +1139,16 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       await identity.reload();
     },
     check: (current, next) => refuseRestartFields("sidecar", sidecarRestartFields(current, next)),
-    build: (next) => buildState(next),
-    commit: async (next, built) => {
+    build: async (next) => {
+      const built = await buildState(next);
+      try {
+        return { state: built, locals: await openChangedLocals(next) };
+      } catch (err) {
+        discardState(built);
+        throw err;
+      }
+    },
+    commit: async (next, { state: built, locals }) => {
       const previous = state;
       if (
         JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
@@ -1102,6 +1165,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         if (c) inbound?.setIdentity(c.serverOptions);
       } else await identity.reload();
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+      swapLocals(locals);
       for (const c of previous.clusters.values()) c.close();
       previous.app.close();
       void previous.tracer.shutdown(2000);
@@ -1109,9 +1173,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       void pools.retain(keep);
     },
     discard: (built) => {
-      for (const c of built.clusters.values()) c.close();
-      built.app.close();
-      void built.tracer.shutdown(2000);
+      discardState(built.state);
+      for (const l of built.locals.opened.values()) closeLocal(l);
     },
   });
 
@@ -1119,7 +1182,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (draining) return;
     draining = true;
     log.info({ event: "draining", inFlight });
-    const locals = [outboundServer, ...serviceServers];
+    const locals = [outboundServer, ...serviceServers.values()];
     const servers: net.Server[] = [inbound!.server, ...locals.map((l) => l.server)];
     for (const s of servers) s.close();
     inbound!.closeIdle();
@@ -1128,7 +1191,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), sleep(drainTimeoutMs)]);
     }
     inbound!.closeAll();
-    for (const l of locals) l.closeAll();
+    for (const l of [...locals, ...retiredLocals]) l.closeAll();
     for (const t of tunnels) t.destroy();
     admin.close();
     admin.closeAllConnections();

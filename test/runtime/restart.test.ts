@@ -11,8 +11,10 @@ import {
   gatewayListenerChanges,
   gatewayRestartFields,
   refuseRestartFields,
+  sidecarLocalPortChanges,
   sidecarRestartFields,
   type ListenerChanges,
+  type LocalPortChanges,
 } from "../../runtime/contract/restart.ts";
 import { gatewayConfig } from "../support/gateway.ts";
 import { meshConfigs } from "../sidecar/support.ts";
@@ -206,7 +208,9 @@ const editService =
     outbound: { ...c.outbound, services: c.outbound.services.map(f) },
   });
 
-describe("sidecar reloads: what only a restart applies", () => {
+const NO_LOCAL: LocalPortChanges = { added: [], removed: [], moved: [] };
+
+describe("sidecar reloads: local ports apply; what else only a restart applies", () => {
   it("the config under test has a service with a local port", () => {
     expect(sidecar.outbound.services.map((s) => [s.service, s.localPort])).toEqual([["orders", 7001]]);
   });
@@ -250,22 +254,30 @@ describe("sidecar reloads: what only a restart applies", () => {
       edit: (c) => ({ ...c, outbound: { ...c.outbound, port: c.outbound.port + 1 }, admin: { port: 1 } }),
       fields: ["outbound.port", "admin.port"],
     },
-    {
-      claim: "a service's local port changed is named",
-      edit: editService((s) => ({ ...s, localPort: 7002 })),
-      fields: ["outbound.services.orders.localPort"],
-    },
-    {
-      claim: "a service's local port removed is named",
-      edit: editService((s) => ({ ...s, localPort: null })),
-      fields: ["outbound.services.orders.localPort"],
-    },
   ])("$claim", ({ edit, fields }) => {
     expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual(fields);
   });
 
-  it("a local port added to a service that had none is named", () => {
+  it.each<{ claim: string; edit: (c: S) => S; changes: Partial<LocalPortChanges> }>([
+    { claim: "an identical config changes no local port", edit: (c) => c, changes: {} },
+    {
+      claim: "a service's local port changed is moved by the reload (bound anew, the old one closed)",
+      edit: editService((s) => ({ ...s, localPort: 7002 })),
+      changes: { moved: ["orders"] },
+    },
+    {
+      claim: "a service's local port removed is closed by the reload",
+      edit: editService((s) => ({ ...s, localPort: null })),
+      changes: { removed: ["orders"] },
+    },
+  ])("$claim", ({ edit, changes }) => {
+    expect(sidecarLocalPortChanges(sidecar, edit(sidecar))).toEqual({ ...NO_LOCAL, ...changes });
+    expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual([]);
+  });
+
+  it("a local port added to a service that had none is bound by the reload", () => {
     const none = editService((s) => ({ ...s, localPort: null }))(sidecar);
-    expect(sidecarRestartFields(none, sidecar)).toEqual(["outbound.services.orders.localPort"]);
+    expect(sidecarLocalPortChanges(none, sidecar)).toEqual({ ...NO_LOCAL, added: ["orders"] });
+    expect(sidecarRestartFields(none, sidecar)).toEqual([]);
   });
 });

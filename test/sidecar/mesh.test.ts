@@ -7,11 +7,19 @@
  */
 import http from "node:http";
 import http2 from "node:http2";
+import net from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
-import { h2Status, request, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
+import {
+  freePort,
+  h2Status,
+  request,
+  startUpstream,
+  type Upstream,
+  type UpstreamHandler,
+} from "../support/gateway.ts";
 import {
   localSidecar,
   meshConfigs,
@@ -176,6 +184,77 @@ describe("app to app through two sidecars", () => {
         mtls: "true",
       }),
     ).toBe(3);
+  });
+
+  it("adds_moves_and_removes_a_per_service_local_port_by_reload", async () => {
+    const orders = await instance("orders", {
+      handler: (req, res) => setTimeout(() => res.end("done"), req.url?.startsWith("/delayed") ? 250 : 0),
+    });
+    const app = await startUpstream();
+    const dir = join(tmp.dir, `web-${n++}`);
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem());
+    const withPort = (port: number | null) =>
+      localSidecar(config("web"), {
+        identityDir: dir,
+        appPort: app.port,
+        endpoints: { orders: [orders.sidecar.ports.inbound] },
+        edit: (c) => ({
+          ...c,
+          outbound: {
+            ...c.outbound,
+            services: c.outbound.services.map((x) =>
+              x.service === "orders" ? { ...x, localPort: port } : x,
+            ),
+          },
+        }),
+      });
+    const web = await startTestSidecar(withPort(null));
+    stops.push(async () => {
+      await web.drain();
+      await app.close();
+    });
+    const atStart = web.ports.services.orders!; // bound by the test's port override
+    expect((await request(`http://127.0.0.1:${atStart}/orders/1`)).status).toBe(200);
+
+    // Added: the new port serves, the one bound at start is closed.
+    const first = await freePort();
+    expect(await web.reload(JSON.stringify(withPort(first)))).toMatchObject({ ok: true, changed: true });
+    expect(web.ports.services.orders).toBe(first);
+    expect((await request(`http://127.0.0.1:${first}/orders/2`)).status).toBe(200);
+    await expect(request(`http://127.0.0.1:${atStart}/orders/x`)).rejects.toThrow(/ECONNREFUSED/);
+
+    // Moved, with a request under way on the old port: it finishes; the old port takes no new connection.
+    const second = await freePort();
+    const slow = request(`http://127.0.0.1:${first}/delayed`);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await web.reload(JSON.stringify(withPort(second)))).toMatchObject({ ok: true, changed: true });
+    expect((await request(`http://127.0.0.1:${second}/orders/3`)).status).toBe(200);
+    await expect(request(`http://127.0.0.1:${first}/orders/x`)).rejects.toThrow(/ECONNREFUSED/);
+    expect((await slow).status).toBe(200);
+    expect(
+      web.logs.find((l) => l.event === "local_ports_changed" && (l.moved as string[]).length),
+    ).toMatchObject({
+      moved: ["orders"],
+    });
+
+    // A port someone else holds refuses the whole reload, naming the field.
+    const squatter = net.createServer().listen(0, "127.0.0.1");
+    await new Promise((r) => squatter.once("listening", r));
+    const taken = (squatter.address() as net.AddressInfo).port;
+    expect(await web.reload(JSON.stringify(withPort(taken)))).toMatchObject({
+      ok: false,
+      code: "E_RT_CONFIG_INVALID",
+      error: expect.stringContaining("outbound.services.orders.localPort"),
+    });
+    squatter.close();
+    expect((await request(`http://127.0.0.1:${second}/orders/4`)).status).toBe(200);
+
+    // Removed.
+    expect(await web.reload(JSON.stringify(withPort(null)))).toMatchObject({ ok: true, changed: true });
+    expect(web.ports.services.orders).toBeUndefined();
+    await expect(request(`http://127.0.0.1:${second}/orders/x`)).rejects.toThrow(/ECONNREFUSED/);
+    // The proxy port still reaches orders.
+    expect((await viaProxy(web.ports.outbound, "http://orders/orders/5")).status).toBe(200);
   });
 
   it("refuses_an_undeclared_destination", async () => {
