@@ -61,6 +61,18 @@ function config(extraRoutes: Record<string, unknown>[] = []): GatewayRuntimeConf
   );
 }
 
+/** The clusters, with "probed" health-checked every 100 ms (so a cluster left running shows upstream). */
+function probedEvery100ms(clusters: GatewayRuntimeConfig["clusters"]): GatewayRuntimeConfig["clusters"] {
+  const healthCheck = {
+    path: "/healthz",
+    intervalMs: 100,
+    timeoutMs: 100,
+    healthyThreshold: 1,
+    unhealthyThreshold: 1,
+  };
+  return clusters.map((cl) => (cl.name === "probed" ? { ...cl, healthCheck } : cl));
+}
+
 describe("admin listener", () => {
   it("serves_live_ready_metrics_and_a_redacted_config", async () => {
     const gw = await startTestGateway(config());
@@ -140,20 +152,7 @@ describe("reload", () => {
       const { hash: _h, ...rest } = c;
       return sealRuntimeConfig<GatewayRuntimeConfig>({
         ...rest,
-        clusters: c.clusters.map((cl) =>
-          healthCheck && cl.name === "probed"
-            ? {
-                ...cl,
-                healthCheck: {
-                  path: "/healthz",
-                  intervalMs: 100,
-                  timeoutMs: 100,
-                  healthyThreshold: 1,
-                  unhealthyThreshold: 1,
-                },
-              }
-            : cl,
-        ),
+        clusters: healthCheck ? probedEvery100ms(c.clusters) : c.clusters,
         // Listeners request client certificates when a provider exists (bound at start): both have one.
         auth: { ...c.auth, clientCert: [{ name: "partners", caFile, subjects: [], sans: [] }] },
       });
@@ -191,20 +190,7 @@ describe("reload", () => {
     const { hash: _h, ...rest } = c;
     const next = sealRuntimeConfig<GatewayRuntimeConfig>({
       ...rest,
-      clusters: c.clusters.map((cl) =>
-        cl.name === "probed"
-          ? {
-              ...cl,
-              healthCheck: {
-                path: "/healthz",
-                intervalMs: 100,
-                timeoutMs: 100,
-                healthyThreshold: 1,
-                unhealthyThreshold: 1,
-              },
-            }
-          : cl,
-      ),
+      clusters: probedEvery100ms(c.clusters),
     });
     const gw = await startTestGateway(config());
     try {
