@@ -55,6 +55,21 @@ function definition(p: PlannedProcess): string {
   return JSON.stringify([p.role, p.workload, p.argv, p.env, p.cwd, p.ports, p.ready, p.phase, p.reads]);
 }
 
+/**
+ * A sidecar whose only change is its per-service local ports (`to-<callee>`: a call added, removed, or
+ * its port moved): the sidecar binds and closes those on reload (runtime sidecarLocalPortChanges), so it
+ * is reloaded, not restarted. Its config file carries the new ports.
+ */
+function onlyLocalPortsDiffer(a: PlannedProcess, b: PlannedProcess): boolean {
+  if (a.role !== "sidecar" || b.role !== "sidecar") return false;
+  const fixed = (p: PlannedProcess) =>
+    definition({
+      ...p,
+      ports: Object.fromEntries(Object.entries(p.ports).filter(([k]) => !k.startsWith("to-"))),
+    });
+  return fixed(a) === fixed(b);
+}
+
 /** The part of a definition that differs, for the "why" of a restart. */
 function whatDiffers(a: PlannedProcess, b: PlannedProcess): string {
   const parts: [string, unknown, unknown][] = [
@@ -101,7 +116,7 @@ export function planChanges(running: LocalPlan, next: LocalPlan): PlanChanges {
       added.push(p.name);
       continue;
     }
-    if (definition(was) !== definition(p)) {
+    if (definition(was) !== definition(p) && !onlyLocalPortsDiffer(was, p)) {
       restart.push({ name: p.name, why: whatDiffers(was, p) });
       continue;
     }

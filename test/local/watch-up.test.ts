@@ -74,7 +74,7 @@ const ROUTE_ROOT = {
 const ZETA = {
   image: "example/zeta:1",
   port: 8080,
-  allow: [{ from: ["gateway"], methods: ["GET"], paths: ["/zeta"] }],
+  allow: [{ from: ["gateway", "web"], methods: ["GET"], paths: ["/zeta"] }],
 };
 const ROUTE_ZETA = {
   name: "zeta",
@@ -168,13 +168,34 @@ describe("meshgate up --watch", () => {
     expect(alive(after["zeta-sidecar"]!)).toBe(true);
   }, 60_000);
 
-  it("a_changed_demo_service_restarts_and_a_removed_service_stops", async () => {
+  it("a_new_call_reloads_the_callers_sidecar_which_binds_its_new_local_port_without_a_restart", async () => {
+    const before = await pids();
+    const out = await save((raw) => {
+      raw.services.zeta = ZETA;
+      raw.services.web.calls = ["api", "zeta"];
+      raw.gateway.routes.push(ROUTE_ROOT, ROUTE_ZETA);
+    });
+    expect(out).toMatch(/\[watch\] ✓ applied: reloaded web-sidecar; restarted web\n/);
+    const after = await pids();
+    expect(after["web-sidecar"]).toBe(before["web-sidecar"]);
+    expect(after.web).not.toBe(before.web); // its environment names the new port
+    const state = JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as {
+      processes: { name: string; ports: Record<string, number> }[];
+    };
+    const local = state.processes.find((p) => p.name === "web-sidecar")!.ports["to-zeta"]!;
+    // The app's plain HTTP to its new local port: through web's sidecar and zeta's, over mTLS.
+    const r = await fetch(`http://127.0.0.1:${local}/zeta`, { signal: AbortSignal.timeout(5000) });
+    expect(r.status).toBe(200);
+  }, 60_000);
+
+  it("a_changed_caller_restarts_its_sidecar_reloads_and_a_removed_service_stops", async () => {
     const before = await pids();
     const out = await save((raw) => {
       raw.gateway.routes.push(ROUTE_ROOT);
       raw.services.web.allow[0].paths.push("/web2");
     });
-    expect(out).toMatch(/\[watch\] restarting web: it reads .*demo\/web\.json, which changed/);
+    // web no longer calls zeta: its environment loses the local port (and its demo config the call).
+    expect(out).toContain("[watch] restarting web: its environment changed");
     expect(out).toMatch(
       /\[watch\] ✓ applied: reloaded gateway, web-sidecar; restarted web; stopped zeta-sidecar, zeta\n/,
     );

@@ -107,7 +107,8 @@ describe("a changed spec, as a change of the running local mesh", () => {
       },
     },
     {
-      claim: "a removed service stops its app and sidecar and its identity is no longer renewed",
+      claim:
+        "a removed service stops its app and sidecar; its caller's sidecar reloads (closing the local port), its app restarts (its environment named the port)",
       edit: (raw) => {
         delete raw.services.api;
         raw.services.web.calls = [];
@@ -116,7 +117,26 @@ describe("a changed spec, as a change of the running local mesh", () => {
         files: ["demo/web.json", "sidecars/web.json"],
         retiredIdentities: ["api"],
         removed: ["api-sidecar", "api"],
-        restart: ["web-sidecar: its ports changed", "web: its environment changed"],
+        reload: ["web-sidecar"],
+        restart: ["web: its environment changed"],
+      },
+    },
+    {
+      claim: "a new call reloads the caller's sidecar, which binds the new local port itself",
+      edit: (raw) => {
+        raw.services.web.calls = ["api", "zeta"];
+        raw.services.zeta = {
+          image: "example/zeta:1",
+          port: 8080,
+          allow: [{ from: ["web"], methods: ["GET"], paths: ["/z"] }],
+        };
+      },
+      change: {
+        files: ["demo/web.json", "demo/zeta.json", "sidecars/web.json", "sidecars/zeta.json"],
+        identities: ["zeta"],
+        added: ["zeta-sidecar", "zeta"],
+        reload: ["web-sidecar"],
+        restart: ["web: its environment changed"],
       },
     },
     {
