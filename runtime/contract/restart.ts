@@ -45,29 +45,39 @@ const GATEWAY_LIMITS_BOUND = [
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
-/** How a reload changes the gateway's listeners, by name. */
-export interface ListenerChanges {
+/**
+ * How a reload changes a proxy's sockets, by name (the gateway's listeners, the sidecar's per-service
+ * local ports): added and moved ones are bound before the config is accepted, removed and moved-away
+ * ones closed once it serves.
+ */
+export interface PortChanges {
   readonly added: readonly string[];
   readonly removed: readonly string[];
   /** On a new port: bound anew there (with whatever else changed), the old port closed once it serves. */
   readonly moved: readonly string[];
 }
+/** The gateway's listeners a reload adds, removes and moves, by listener name. */
+export type ListenerChanges = PortChanges;
+/** The sidecar's per-service local ports a reload adds, removes and moves, by service. */
+export type LocalPortChanges = PortChanges;
 
 /** The listeners `next` adds, removes and moves to another port (each bound anew). */
 export function gatewayListenerChanges(
   current: GatewayRuntimeConfig,
   next: GatewayRuntimeConfig,
 ): ListenerChanges {
-  const before = new Map(current.listeners.map((l) => [l.name, l]));
-  const after = new Set(next.listeners.map((l) => l.name));
+  const ports = (c: GatewayRuntimeConfig) => new Map(c.listeners.map((l) => [l.name, l.port]));
+  return portChanges(ports(current), ports(next));
+}
+
+/** Sockets by name → port, before and after: the names added, removed, and on another port (in order). */
+function portChanges(before: ReadonlyMap<string, number>, after: ReadonlyMap<string, number>): PortChanges {
   const added: string[] = [];
   const moved: string[] = [];
-  for (const l of next.listeners) {
-    const old = before.get(l.name);
-    if (!old) added.push(l.name);
-    else if (old.port !== l.port) moved.push(l.name);
-  }
-  const removed = current.listeners.map((l) => l.name).filter((n) => !after.has(n));
+  for (const [name, port] of after)
+    if (!before.has(name)) added.push(name);
+    else if (before.get(name) !== port) moved.push(name);
+  const removed = [...before.keys()].filter((n) => !after.has(n));
   return { added, removed, moved };
 }
 
@@ -114,32 +124,16 @@ export function sidecarRestartFields(current: SidecarRuntimeConfig, next: Sideca
   return changed;
 }
 
-/** How a reload changes the sidecar's per-service local ports, by service. */
-export interface LocalPortChanges {
-  /** A service that gets a local port (a new call, or a port where it had none). */
-  readonly added: readonly string[];
-  /** A service whose local port goes (the call is gone, or the port is). */
-  readonly removed: readonly string[];
-  /** A service whose local port is another: bound anew there, the old one closed once the config serves. */
-  readonly moved: readonly string[];
-}
-
 /** The per-service local ports `next` adds, removes and moves (each a socket of its own, 127.0.0.1). */
 export function sidecarLocalPortChanges(
   current: SidecarRuntimeConfig,
   next: SidecarRuntimeConfig,
 ): LocalPortChanges {
   const ports = (c: SidecarRuntimeConfig) =>
-    new Map(c.outbound.services.filter((s) => s.localPort !== null).map((s) => [s.service, s.localPort]));
-  const before = ports(current);
-  const after = ports(next);
-  const added: string[] = [];
-  const moved: string[] = [];
-  for (const [service, port] of after)
-    if (!before.has(service)) added.push(service);
-    else if (before.get(service) !== port) moved.push(service);
-  const removed = [...before.keys()].filter((s) => !after.has(s));
-  return { added, removed, moved };
+    new Map(
+      c.outbound.services.flatMap((s) => (s.localPort === null ? [] : ([[s.service, s.localPort]] as const))),
+    );
+  return portChanges(ports(current), ports(next));
 }
 
 /**

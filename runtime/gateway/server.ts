@@ -96,7 +96,7 @@ import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
-import { swapListeners, type PreparedSwap } from "../net/swap.ts";
+import { closeUnused, openChanged, swapListeners, type PreparedSwap } from "../net/swap.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -1394,40 +1394,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
    * Binds the listeners `next` adds (on their port, or a start-time override naming them) and moves (on
    * their new port). Throws naming the listener when one cannot be bound, having closed those it opened.
    */
-  const openChangedListeners = async (next: GatewayRuntimeConfig): Promise<ListenerSwap> => {
-    const changes = gatewayListenerChanges(state.config, next);
-    const opened = new Map<string, Listener>();
-    try {
-      for (const name of changes.added) {
+  const openChangedListeners = (next: GatewayRuntimeConfig): Promise<ListenerSwap> => {
+    const serving = new Set(state.config.listeners.map((l) => l.name));
+    return openChanged(
+      gatewayListenerChanges(state.config, next),
+      (name) => {
         const l = next.listeners.find((x) => x.name === name)!;
-        opened.set(name, await bound(l, next, options.ports?.listeners?.[name] ?? l.port));
-      }
-      for (const name of changes.moved) {
-        const l = next.listeners.find((x) => x.name === name)!;
-        opened.set(name, await bound(l, next, l.port));
-      }
-    } catch (err) {
-      for (const l of opened.values()) closeListener(l);
-      throw err;
-    }
-    return { opened, retire: [...changes.removed, ...changes.moved], changes };
-  };
-  /** openListener, with a failure to bind as the config's error on that listener. */
-  const bound = async (
-    l: GatewayRuntimeConfig["listeners"][number],
-    config: GatewayRuntimeConfig,
-    port: number,
-  ) => {
-    try {
-      return await openListener(l, config, port);
-    } catch (err) {
-      throw new RuntimeConfigError("E_RT_CONFIG_INVALID", (err as Error).message, `listeners.${l.name}`);
-    }
-  };
-  /** Closes a listener that never served (an aborted or refused reload's). */
-  const closeListener = (l: Listener) => {
-    l.server.close();
-    l.closeAll();
+        const port = serving.has(name) ? l.port : (options.ports?.listeners?.[name] ?? l.port);
+        return openListener(l, next, port);
+      },
+      (name) => `listeners.${name}`,
+    );
   };
   /** Swaps a reload's listeners in: the new ones serve, the old stop accepting and drain. */
   const swapIn = (swap: ListenerSwap, drainMs: number) => {
@@ -1495,7 +1472,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // it started, and the listeners it opened close.
     discard: (built) => {
       discardState(built.state);
-      for (const l of built.listeners.opened.values()) closeListener(l);
+      for (const l of built.listeners.opened.values()) closeUnused(l);
     },
     commit: (next, { state: built, listeners: swap }) => {
       const previous = state;

@@ -5,6 +5,8 @@
  */
 import type net from "node:net";
 import type { AddressInfo } from "node:net";
+import { RuntimeConfigError } from "../contract/errors.ts";
+import type { PortChanges } from "../contract/restart.ts";
 
 /** A bound listener that can stop accepting and close its connections. */
 export interface SwappableListener {
@@ -43,10 +45,7 @@ export function swapListeners<L extends SwappableListener>(
   }
   for (const [name, l] of opened) {
     const stale = live.get(name);
-    if (stale) {
-      stale.server.close();
-      stale.closeAll();
-    }
+    if (stale) closeUnused(stale);
     live.set(name, l);
     ports[name] = (l.server.address() as AddressInfo).port;
   }
@@ -57,4 +56,33 @@ export interface PreparedSwap<L extends SwappableListener, C> {
   readonly opened: ReadonlyMap<string, L>;
   readonly retire: readonly string[];
   readonly changes: C;
+}
+
+/** Closes a listener that never served (a refused or aborted reload's, or a stale one). */
+export function closeUnused(l: SwappableListener): void {
+  l.server.close();
+  l.closeAll();
+}
+
+/**
+ * Binds what a reload adds and moves, all or none: `open` binds one name; when one cannot be bound,
+ * those already opened are closed and the failure is the config's (E_RT_CONFIG_INVALID on the field
+ * `fieldOf` names). The added and moved names are retired from the live set once the config serves,
+ * with the removed ones.
+ */
+export async function openChanged<L extends SwappableListener, C extends PortChanges>(
+  changes: C,
+  open: (name: string) => Promise<L>,
+  fieldOf: (name: string) => string,
+): Promise<PreparedSwap<L, C>> {
+  const opened = new Map<string, L>();
+  for (const name of [...changes.added, ...changes.moved]) {
+    try {
+      opened.set(name, await open(name));
+    } catch (err) {
+      for (const l of opened.values()) closeUnused(l);
+      throw new RuntimeConfigError("E_RT_CONFIG_INVALID", (err as Error).message, fieldOf(name));
+    }
+  }
+  return { opened, retire: [...changes.removed, ...changes.moved], changes };
 }

@@ -21,8 +21,7 @@
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
-import { RuntimeConfigError } from "../contract/errors.ts";
-import { swapListeners, type PreparedSwap } from "../net/swap.ts";
+import { closeUnused, openChanged, swapListeners, type PreparedSwap } from "../net/swap.ts";
 import {
   refuseRestartFields,
   sidecarLocalPortChanges,
@@ -1067,32 +1066,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     serviceServers.set(s.service, server);
   }
   type LocalSwap = PreparedSwap<LocalListener, LocalPortChanges>;
-  const closeLocal = (l: LocalListener) => {
-    l.server.close();
-    l.closeAll();
-  };
-  const openChangedLocals = async (next: SidecarRuntimeConfig): Promise<LocalSwap> => {
-    const changes = sidecarLocalPortChanges(state.config, next);
-    const opened = new Map<string, LocalListener>();
-    try {
-      for (const service of [...changes.added, ...changes.moved]) {
-        const port = next.outbound.services.find((x) => x.service === service)!.localPort!;
-        try {
-          opened.set(service, await openLocal(service, port));
-        } catch (err) {
-          throw new RuntimeConfigError(
-            "E_RT_CONFIG_INVALID",
-            (err as Error).message,
-            `outbound.services.${service}.localPort`,
-          );
-        }
-      }
-    } catch (err) {
-      for (const l of opened.values()) closeLocal(l);
-      throw err;
-    }
-    return { opened, retire: [...changes.removed, ...changes.moved], changes };
-  };
+  /** Binds the per-service local ports `next` adds and moves; a port that cannot be bound refuses it. */
+  const openChangedLocals = (next: SidecarRuntimeConfig): Promise<LocalSwap> =>
+    openChanged(
+      sidecarLocalPortChanges(state.config, next),
+      (service) => openLocal(service, next.outbound.services.find((x) => x.service === service)!.localPort!),
+      (service) => `outbound.services.${service}.localPort`,
+    );
   const swapLocals = (swap: LocalSwap) => {
     swapListeners(serviceServers, servicePorts, retiredLocals, swap.retire, swap.opened, drainTimeoutMs);
     const { added, removed, moved } = swap.changes;
@@ -1174,7 +1154,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     },
     discard: (built) => {
       discardState(built.state);
-      for (const l of built.locals.opened.values()) closeLocal(l);
+      for (const l of built.locals.opened.values()) closeUnused(l);
     },
   });
 

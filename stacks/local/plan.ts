@@ -220,12 +220,10 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   // With a running plan (`meshgate up --watch`), what it already has keeps its port and anything new
   // takes a port above every port it used, so a new service or call moves nobody else's ports.
   const sticky = o.running ? runningPorts(o.running) : null;
-  let next = sticky ? Math.max(portBase, sticky.highest + 1) : portBase;
+  let next = sticky ? Math.max(portBase, sticky.highest + 1) : portBase + 2;
   const take = (kept: number | undefined) => kept ?? next++;
-  const fixed = sticky === null;
-  const gatewayAdmin = gw ? (fixed ? portBase : take(sticky.gatewayAdmin)) : null;
-  const prometheusPort = fixed ? portBase + 1 : o.prometheus ? take(sticky.prometheus) : 0;
-  if (fixed) next = portBase + 2;
+  const gatewayAdmin = !gw ? null : sticky ? take(sticky.gatewayAdmin) : portBase;
+  const prometheusPort = !sticky ? portBase + 1 : o.prometheus ? take(sticky.prometheus) : 0;
   const ports = new Map<string, ServicePorts>();
   for (const s of services) {
     const was = sticky?.services.get(s.name);
@@ -240,10 +238,8 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   for (const s of services)
     for (const callee of sidecarOf.get(s.name)!.outbound.services.map((x) => x.service))
       ports.get(s.name)!.local[callee] = take(sticky?.services.get(s.name)?.local[callee]);
-  const last = Math.max(
-    next - 1,
-    ...[...ports.values()].flatMap((p) => [p.app, p.inbound, p.outbound, p.admin]),
-  );
+  // Every port the plan keeps lies at or below the running plan's highest, which `next` starts above.
+  const last = next - 1;
   if (last > 65535)
     return {
       ok: false,
