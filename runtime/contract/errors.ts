@@ -10,7 +10,7 @@ export const RuntimeErrorCatalog = {
   E_RT_CONFIG_KIND:
     "the RuntimeConfig is for another proxy kind (gateway config given to a sidecar, or the reverse)",
   E_RT_RELOAD_RESTART_REQUIRED:
-    "a reload changes a setting the proxy set up when it bound a socket or started (a listener kept on its port: its protocol, TLS minimum version, PROXY protocol or its sources; parser limits; the admin port; the gateway's identity; the sidecar's mtls mode and ports); restart the proxy to apply it — the previous config keeps serving. (Gateway listeners added, removed or moved to another port are applied by a reload.)",
+    "a reload changes a setting the proxy sets only when it starts (the admin port; the gateway's mesh identity: svid, identity, trustDomain); restart the proxy to apply it — the previous config keeps serving. (Listeners added, removed, moved to another port or changed on their port — protocol, TLS, PROXY protocol, limits, the sidecar's mtls mode — are applied by a reload.)",
   E_RT_RELOAD_ABORTED:
     "a gateway worker prepared a new config but the primary aborted it, because another worker refused it (or did not answer in time): every worker keeps the previous config",
   E_RT_IDENTITY_FILE:

@@ -1,21 +1,22 @@
 /**
  * What a reload changes beyond a swap of state. A proxy builds most of what it runs per config (routes,
- * clusters, auth, limits per request, certificates) and a reload swaps that whole. The gateway's
- * listeners are sockets: a reload binds the listeners it adds and those it moves to another port (with
- * their new settings) before the config is accepted — a port that cannot be bound refuses the reload —
- * and closes removed and moved-away ports once the config serves, draining their connections
- * (`gatewayListenerChanges`).
+ * clusters, auth, limits per request, certificates) and a reload swaps that whole. Sockets change too:
  *
- * What a socket was set up with cannot change while it stays bound: a listener that keeps its port keeps
- * its protocol, HTTP/2, TLS minimum version, PROXY protocol and sources, and the parser and connection
- * limits and client-certificate request every listener is created with. Nor do the admin port and the
- * gateway's mesh identity, or the sidecar's mode (strict/permissive), its inbound, outbound and admin
- * ports and inbound parser limits (its per-service local ports, like the gateway's listeners, are
- * added, removed and moved by a reload: `sidecarLocalPortChanges`). A
- * new config that changes such a setting is refused whole, naming every field, rather than accepted and
- * silently not applied: a reload that narrows `proxyProtocolSources` or turns a sidecar from permissive
- * to strict must never report success while the old setting keeps serving. Applying them takes a
- * restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation), so
+ * - the gateway's listeners and the sidecar's per-service local ports a reload adds, and those it moves
+ *   to another port, are bound before the config is accepted (a port that cannot be bound refuses the
+ *   reload) and removed and moved-away ports close once it serves, draining their connections;
+ * - a gateway listener that keeps its port but changes how it serves — protocol, HTTP/2, TLS minimum
+ *   version, PROXY protocol and sources, the parser and timeout limits, the client-certificate request —
+ *   keeps its socket and gets a new connection stack (runtime/net/acceptor.ts): new connections meet the
+ *   new settings, connections already open finish on the old ones (`rebuilt`, `gatewayListenerChanges`);
+ *   the connection limit applies to every listener at once;
+ * - the sidecar's inbound listener likewise gets a new stack when its mode (strict/permissive) or its
+ *   parser limits change, and its inbound and outbound ports move like local ports
+ *   (`sidecarListenerChanges`).
+ *
+ * What a reload cannot apply is refused whole, naming every field, rather than accepted and silently not
+ * applied: the gateway's admin port and mesh identity, and the sidecar's admin port. Applying them takes
+ * a restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation), so
  * this only meets reloads of a file by hand or by SIGHUP.
  *
  * Pure: two validated configs in, the changed field paths out (spec-like paths, listeners by name).
@@ -25,8 +26,11 @@ import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "./schema.ts";
 
 type Listener = GatewayRuntimeConfig["listeners"][number];
 
-/** The settings a gateway listener's socket is set up with (certificates are not: they reload in place). */
-const LISTENER_BOUND: readonly ((l: Listener) => [field: string, value: unknown])[] = [
+/**
+ * The settings a gateway listener's connection stack is built with (certificates are not: they reload in
+ * place, read per handshake).
+ */
+const LISTENER_STACK: readonly ((l: Listener) => [field: string, value: unknown])[] = [
   (l) => ["protocol", l.protocol],
   (l) => ["http2", l.http2],
   (l) => ["tls.minVersion", l.tls?.minVersion ?? null],
@@ -34,13 +38,12 @@ const LISTENER_BOUND: readonly ((l: Listener) => [field: string, value: unknown]
   (l) => ["proxyProtocolSources", l.proxyProtocolSources ?? null],
 ];
 
-/** The gateway's limits its listeners and HTTP parsers are created with. */
-const GATEWAY_LIMITS_BOUND = [
+/** The gateway's limits every listener's HTTP servers and parsers are built with. */
+const GATEWAY_LIMITS_STACK = [
   "maxHeaderBytes",
   "headerTimeoutMs",
   "requestTimeoutMs",
   "idleTimeoutMs",
-  "maxConnections",
 ] as const;
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
@@ -56,18 +59,50 @@ export interface PortChanges {
   /** On a new port: bound anew there (with whatever else changed), the old port closed once it serves. */
   readonly moved: readonly string[];
 }
-/** The gateway's listeners a reload adds, removes and moves, by listener name. */
-export type ListenerChanges = PortChanges;
+/** The gateway's listeners a reload adds, removes, moves and rebuilds in place, by listener name. */
+export interface ListenerChanges extends PortChanges {
+  /** Listeners that keep their port and socket but get a new connection stack (new settings). */
+  readonly rebuilt: readonly string[];
+  /** Why: the changed settings, as field paths (`listeners.edge.http2`, `limits.maxHeaderBytes`). */
+  readonly settings: readonly string[];
+}
 /** The sidecar's per-service local ports a reload adds, removes and moves, by service. */
 export type LocalPortChanges = PortChanges;
 
-/** The listeners `next` adds, removes and moves to another port (each bound anew). */
+/**
+ * The listeners `next` adds, removes and moves to another port (each bound anew), and those that keep
+ * their port but not how it serves (each gets a new connection stack on its socket).
+ */
 export function gatewayListenerChanges(
   current: GatewayRuntimeConfig,
   next: GatewayRuntimeConfig,
 ): ListenerChanges {
   const ports = (c: GatewayRuntimeConfig) => new Map(c.listeners.map((l) => [l.name, l.port]));
-  return portChanges(ports(current), ports(next));
+  const sockets = portChanges(ports(current), ports(next));
+  const after = new Map(next.listeners.map((l) => [l.name, l]));
+  const kept = current.listeners.filter((l) => after.get(l.name)?.port === l.port);
+  // Settings every listener is built with: each kept listener is rebuilt when one changes.
+  const shared: string[] = [];
+  for (const k of GATEWAY_LIMITS_STACK) if (current.limits[k] !== next.limits[k]) shared.push(`limits.${k}`);
+  // Listeners request client certificates only when some clientCert provider exists.
+  if (current.auth.clientCert.length > 0 !== next.auth.clientCert.length > 0)
+    shared.push(
+      `auth.clientCert (${next.auth.clientCert.length > 0 ? "first provider added" : "last provider removed"})`,
+    );
+  const rebuilt: string[] = [];
+  const settings: string[] = [];
+  for (const old of kept) {
+    const l = after.get(old.name)!;
+    const own = LISTENER_STACK.flatMap((get) => {
+      const [field, value] = get(l);
+      return same(get(old)[1], value) ? [] : [`listeners.${l.name}.${field}`];
+    });
+    if (own.length + shared.length === 0) continue;
+    rebuilt.push(l.name);
+    settings.push(...own);
+  }
+  if (rebuilt.length > 0) settings.push(...shared);
+  return { ...sockets, rebuilt, settings };
 }
 
 /** Sockets by name → port, before and after: the names added, removed, and on another port (in order). */
@@ -84,25 +119,6 @@ function portChanges(before: ReadonlyMap<string, number>, after: ReadonlyMap<str
 /** The gateway fields `next` changes that only a restart applies (empty: the reload can apply it all). */
 export function gatewayRestartFields(current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): string[] {
   const changed: string[] = [];
-  const after = new Map(next.listeners.map((l) => [l.name, l]));
-  // A listener that keeps its port keeps its socket: what the socket was set up with cannot change.
-  const kept = current.listeners.filter((l) => after.get(l.name)?.port === l.port);
-  for (const old of kept) {
-    const l = after.get(old.name)!;
-    for (const get of LISTENER_BOUND) {
-      const [field, value] = get(l);
-      if (!same(get(old)[1], value)) changed.push(`listeners.${l.name}.${field}`);
-    }
-  }
-  if (kept.length > 0) {
-    for (const k of GATEWAY_LIMITS_BOUND)
-      if (current.limits[k] !== next.limits[k]) changed.push(`limits.${k}`);
-    // Listeners request client certificates only when some clientCert provider exists.
-    if (current.auth.clientCert.length > 0 !== next.auth.clientCert.length > 0)
-      changed.push(
-        `auth.clientCert (${next.auth.clientCert.length > 0 ? "first provider added" : "last provider removed"})`,
-      );
-  }
   if (current.admin.port !== next.admin.port) changed.push("admin.port");
   if (!same(current.svid, next.svid)) changed.push("svid");
   if (current.identity !== next.identity) changed.push("identity");
@@ -112,16 +128,35 @@ export function gatewayRestartFields(current: GatewayRuntimeConfig, next: Gatewa
 
 /** The sidecar fields `next` changes that only a restart applies (its identity, by contrast, reloads). */
 export function sidecarRestartFields(current: SidecarRuntimeConfig, next: SidecarRuntimeConfig): string[] {
-  const changed: string[] = [];
-  if (current.mtls !== next.mtls) changed.push("mtls");
-  if (current.inbound.port !== next.inbound.port) changed.push("inbound.port");
+  return current.admin.port !== next.admin.port ? ["admin.port"] : [];
+}
+
+/** How a reload changes the sidecar's inbound and outbound listeners. */
+export interface SidecarListenerChanges {
+  /** The listeners bound anew on another port (`inbound`, `outbound`), the old port closed once it serves. */
+  readonly moved: readonly ("inbound" | "outbound")[];
+  /**
+   * The inbound settings its connection stack is built with that changed (mode, parser limits): a new
+   * stack, on the kept socket or on the moved one.
+   */
+  readonly inboundSettings: readonly string[];
+}
+
+/** The sidecar's inbound and outbound listeners `next` moves, and the inbound stack's changed settings. */
+export function sidecarListenerChanges(
+  current: SidecarRuntimeConfig,
+  next: SidecarRuntimeConfig,
+): SidecarListenerChanges {
+  const moved: ("inbound" | "outbound")[] = [];
+  if (current.inbound.port !== next.inbound.port) moved.push("inbound");
+  if (current.outbound.port !== next.outbound.port) moved.push("outbound");
+  const inboundSettings: string[] = [];
+  if (current.mtls !== next.mtls) inboundSettings.push("mtls");
   if (current.inbound.limits.maxHeaderBytes !== next.inbound.limits.maxHeaderBytes)
-    changed.push("inbound.limits.maxHeaderBytes");
+    inboundSettings.push("inbound.limits.maxHeaderBytes");
   if (current.inbound.limits.headerTimeoutMs !== next.inbound.limits.headerTimeoutMs)
-    changed.push("inbound.limits.headerTimeoutMs");
-  if (current.outbound.port !== next.outbound.port) changed.push("outbound.port");
-  if (current.admin.port !== next.admin.port) changed.push("admin.port");
-  return changed;
+    inboundSettings.push("inbound.limits.headerTimeoutMs");
+  return { moved, inboundSettings };
 }
 
 /** The per-service local ports `next` adds, removes and moves (each a socket of its own, 127.0.0.1). */

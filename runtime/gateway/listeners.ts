@@ -9,6 +9,10 @@
  * With `proxyProtocol`, every mode gets a front that reads the PROXY header first (bounded by the header
  * timeout), closes a connection without a valid one, and gives the servers behind it the socket with the
  * client's address as its remote address — what rate limits, X-Forwarded-For and logs use.
+ *
+ * None of these servers listens: a listener's port is bound by an acceptor (runtime/net/acceptor.ts) that
+ * hands each connection to the listener's current stack, so a reload that changes how the port serves
+ * builds a new stack and swaps it in without closing the socket.
  */
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -21,6 +25,7 @@ import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import { retireServers, type ConnectionStack } from "../net/acceptor.ts";
 
 type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
 type Limits = GatewayRuntimeConfig["limits"];
@@ -87,14 +92,14 @@ export function loadCertificates(
   };
 }
 
-export interface Listener {
+/**
+ * The servers behind one listener's port, built per config (runtime/net/acceptor.ts): a reload that
+ * changes how the port serves builds a new one and the listener's acceptor hands it the new connections.
+ */
+export interface ListenerStack extends ConnectionStack {
   readonly name: string;
-  /** The server that accepts connections (listen/close on this one). */
-  readonly server: net.Server;
-  /** HTTP/1 servers behind it (for clientError handling and closing idle connections). */
+  /** The HTTP/1 server behind it (for `upgrade`), if one is. */
   readonly http1: http.Server | null;
-  closeIdle(): void;
-  closeAll(): void;
 }
 
 /** Gives a socket (or the stream a server reads) the client's address a PROXY header named. */
@@ -184,7 +189,7 @@ function proxiedTls(server: tls.Server, onInvalid: (reason: string) => void) {
   };
 }
 
-/** The front of a PROXY-protocol listener, started and stopped with `inner` (which never listens). */
+/** The front of a PROXY-protocol listener, started and stopped with `inner`. */
 function fronted(front: net.Server, inner: net.Server): net.Server {
   // Node starts the timer that enforces HTTP/1 header and request timeouts when a server starts listening.
   front.on("listening", () => inner.emit("listening"));
@@ -192,6 +197,11 @@ function fronted(front: net.Server, inner: net.Server): net.Server {
   return front;
 }
 
+/**
+ * The stack of one listener: what serves the connections its acceptor hands over. None of its servers
+ * listens; the acceptor emits `listening` on `server` when it starts serving (Node's HTTP/1 timeout checks
+ * start then) and `close` when it stops.
+ */
 export function createListener(
   l: ListenerConfig,
   limits: Limits,
@@ -205,7 +215,7 @@ export function createListener(
   requestClientCerts = false,
   /** A connection refused for its PROXY header (the reason; never the bytes). */
   onProxyRefused: (reason: string) => void = () => {},
-): Listener {
+): ListenerStack {
   const http1Options: http.ServerOptions = {
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headerTimeoutMs,
@@ -269,6 +279,7 @@ export function createListener(
           ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
           : server,
         http1: null,
+        retire: () => retireServers([server], sessions),
         closeIdle: () => sessions.forEach((s) => s.close()),
         closeAll: () => sessions.forEach((s) => s.destroy()),
       };
@@ -285,6 +296,7 @@ export function createListener(
         ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
         : server,
       http1: server,
+      retire: () => retireServers([server], []),
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),
     };
@@ -304,6 +316,7 @@ export function createListener(
       name: l.name,
       server: l.proxyProtocol ? fronted(proxyProtocolFront(l, limits, toH1, onProxyRefused), h1) : h1,
       http1: h1,
+      retire: () => retireServers([h1], []),
       closeIdle: () => h1.closeIdleConnections(),
       closeAll: () => h1.closeAllConnections(),
     };
@@ -328,15 +341,16 @@ export function createListener(
         sniffPreface(socket, Buffer.alloc(0), timer, h1, h2);
         socket.on("error", () => socket.destroy());
       });
-  // The HTTP/1 server never listens itself (the front does): Node starts the timer that enforces its
-  // header and request timeouts when a server starts listening, so start it with the front — without it
-  // a slow client could hold a connection forever. Closing the front stops it again.
+  // Node starts the timer that enforces the HTTP/1 server's header and request timeouts when a server
+  // starts listening: start it with the front — without it a slow client could hold a connection
+  // forever. Closing the front stops it again.
   front.on("listening", () => h1.emit("listening"));
   front.on("close", () => h1.close());
   return {
     name: l.name,
     server: front,
     http1: h1,
+    retire: () => retireServers([h1], sessions),
     closeIdle: () => {
       h1.closeIdleConnections();
       sessions.forEach((s) => s.close());

@@ -86,12 +86,13 @@ import { forwardedHeader, notForwarded, NOT_FORWARDED, requestClientAddress } fr
 import type { GatewayErrorCode } from "./errors.ts";
 import {
   createListener,
+  type ListenerStack,
   loadCertificates,
   type AnyRequest,
   type AnyResponse,
   type CertificateSet,
-  type Listener,
 } from "./listeners.ts";
+import { createAcceptor, type Acceptor } from "../net/acceptor.ts";
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
@@ -1314,20 +1315,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   };
 
   // ── listeners ──
-  // Live listeners by name; a reload that adds a listener or moves one to another port binds it before
-  // the config is accepted, and retires removed and moved-away ones (stop accepting, drain) once it serves.
-  const listeners = new Map<string, Listener>();
+  // Live listeners by name, each an acceptor (the bound socket) and its connection stack. A reload that
+  // adds a listener or moves one to another port binds it before the config is accepted, and retires
+  // removed and moved-away ones (stop accepting, drain) once it serves; one that keeps its port but
+  // changes how it serves gets a new stack on the same socket (runtime/net/acceptor.ts).
+  const listeners = new Map<string, Acceptor<ListenerStack>>();
   /** Retired listeners whose connections are still draining. */
-  const retired = new Set<Listener>();
+  const retired = new Set<Acceptor<ListenerStack>>();
   const listenerPorts: Record<string, number> = {};
   const proxyRefusalLogged = new Map<string, number>();
-  /** Creates and binds one listener of `config` (SO_REUSEPORT in a worker, so the workers share it). */
-  const openListener = async (
-    l: GatewayRuntimeConfig["listeners"][number],
-    config: GatewayRuntimeConfig,
-    port: number,
-  ): Promise<Listener> => {
-    const listener = createListener(
+  /** Builds the connection stack of one listener of `config` (no socket: an acceptor hands it connections). */
+  const buildStack = (l: GatewayRuntimeConfig["listeners"][number], config: GatewayRuntimeConfig) => {
+    const stack = createListener(
       l,
       config.limits,
       onRequest,
@@ -1362,8 +1361,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         log.warn({ event: "proxy_protocol_refused", listener: l.name, reason });
       },
     );
-    listener.server.maxConnections = config.limits.maxConnections;
-    listener.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    stack.http1?.on("upgrade", (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
       if (draining) {
         socket.destroy();
         return;
@@ -1379,6 +1377,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         identity === null ? null : connectMtls,
       );
     });
+    return stack;
+  };
+  /** Creates and binds one listener of `config` (SO_REUSEPORT in a worker, so the workers share it). */
+  const openListener = async (
+    l: GatewayRuntimeConfig["listeners"][number],
+    config: GatewayRuntimeConfig,
+    port: number,
+  ): Promise<Acceptor<ListenerStack>> => {
+    const listener = createAcceptor(buildStack(l, config));
+    listener.server.maxConnections = config.limits.maxConnections;
     await listen(listener.server, port, bindHost, options.reusePort === true);
     return listener;
   };
@@ -1389,29 +1397,63 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     listeners.set(l.name, listener);
   }
 
-  type ListenerSwap = PreparedSwap<Listener, ListenerChanges>;
+  /** What a reload changes in the listeners: sockets bound for it, and new stacks for kept sockets. */
+  interface ListenerSwap extends PreparedSwap<Acceptor<ListenerStack>, ListenerChanges> {
+    readonly stacks: ReadonlyMap<string, ListenerStack>;
+  }
   /**
    * Binds the listeners `next` adds (on their port, or a start-time override naming them) and moves (on
-   * their new port). Throws naming the listener when one cannot be bound, having closed those it opened.
+   * their new port), and builds the new stacks of those it rebuilds in place. Throws naming the listener
+   * when one cannot be bound, having closed those it opened.
    */
-  const openChangedListeners = (next: GatewayRuntimeConfig): Promise<ListenerSwap> => {
+  const prepareListeners = async (next: GatewayRuntimeConfig): Promise<ListenerSwap> => {
     const serving = new Set(state.config.listeners.map((l) => l.name));
-    return openChanged(
-      gatewayListenerChanges(state.config, next),
-      (name) => {
-        const l = next.listeners.find((x) => x.name === name)!;
-        const port = serving.has(name) ? l.port : (options.ports?.listeners?.[name] ?? l.port);
-        return openListener(l, next, port);
-      },
-      (name) => `listeners.${name}`,
-    );
+    const changes = gatewayListenerChanges(state.config, next);
+    const listenerOf = (name: string) => next.listeners.find((x) => x.name === name)!;
+    const stacks = new Map(changes.rebuilt.map((name) => [name, buildStack(listenerOf(name), next)]));
+    try {
+      const swap = await openChanged(
+        changes,
+        (name) => {
+          const l = listenerOf(name);
+          const port = serving.has(name) ? l.port : (options.ports?.listeners?.[name] ?? l.port);
+          return openListener(l, next, port);
+        },
+        (name) => `listeners.${name}`,
+      );
+      return { ...swap, stacks };
+    } catch (err) {
+      for (const s of stacks.values()) closeStack(s);
+      throw err;
+    }
+  };
+  /** Stops a stack that never served (its servers' timers; it holds no connection). */
+  const closeStack = (s: ListenerStack) => {
+    s.server.close();
+    s.closeAll();
+  };
+  /** Closes what a reload that does not serve (refused or aborted) prepared. */
+  const discardListeners = (swap: ListenerSwap) => {
+    for (const l of swap.opened.values()) closeUnused(l);
+    for (const s of swap.stacks.values()) closeStack(s);
   };
   /** Swaps a reload's listeners in: the new ones serve, the old stop accepting and drain. */
-  const swapIn = (swap: ListenerSwap, drainMs: number) => {
+  const swapIn = (swap: ListenerSwap, next: GatewayRuntimeConfig) => {
+    const drainMs = next.limits.drainTimeoutMs;
     swapListeners(listeners, listenerPorts, retired, swap.retire, swap.opened, drainMs);
-    const { added, removed, moved } = swap.changes;
-    if (added.length + removed.length + moved.length > 0)
-      log.info({ event: "listeners_changed", added, removed, moved, listeners: listenerPorts });
+    for (const [name, stack] of swap.stacks) listeners.get(name)?.use(stack, drainMs);
+    for (const l of listeners.values()) l.server.maxConnections = next.limits.maxConnections;
+    const { added, removed, moved, rebuilt, settings } = swap.changes;
+    if (added.length + removed.length + moved.length + rebuilt.length > 0)
+      log.info({
+        event: "listeners_changed",
+        added,
+        removed,
+        moved,
+        rebuilt,
+        settings,
+        listeners: listenerPorts,
+      });
   };
 
   // ── admin ──
@@ -1461,7 +1503,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     build: async (next) => {
       const built = await buildState(next, state);
       try {
-        return { state: built, listeners: await openChangedListeners(next) };
+        return { state: built, listeners: await prepareListeners(next) };
       } catch (err) {
         discardState(built);
         throw err;
@@ -1472,12 +1514,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // it started, and the listeners it opened close.
     discard: (built) => {
       discardState(built.state);
-      for (const l of built.listeners.opened.values()) closeUnused(l);
+      discardListeners(built.listeners);
     },
     commit: (next, { state: built, listeners: swap }) => {
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
-      swapIn(swap, next.limits.drainTimeoutMs);
+      swapIn(swap, next);
       activateRateLimits(built);
       for (const c of previous.clusters.values()) c.close();
       void previous.tracer.shutdown(2000);

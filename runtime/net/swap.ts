@@ -11,13 +11,20 @@ import type { PortChanges } from "../contract/restart.ts";
 /** A bound listener that can stop accepting and close its connections. */
 export interface SwappableListener {
   readonly server: net.Server;
+  /**
+   * Stops keeping connections: HTTP/2 sessions get GOAWAY, each HTTP/1 response from now on closes its
+   * connection (runtime/net/acceptor.ts `retireServers`).
+   */
+  retire(): void;
   closeIdle(): void;
   closeAll(): void;
 }
 
 /**
- * Retires the listeners named in `retire` — they stop accepting, idle connections close now and the
- * rest after `drainMs` (kept in `draining` until then, so a drain of the whole proxy closes them too) —
+ * Retires the listeners named in `retire` — they stop accepting, HTTP/2 sessions get GOAWAY, each
+ * HTTP/1 connection closes after its next response (an idle one is not closed under a client that may be
+ * sending on it) and what is left after `drainMs` is closed (kept in `draining` until then, so a drain
+ * of the whole proxy closes them too) —
  * and puts `opened` in their place, recording each one's bound port in `ports`. A live listener of an
  * opened name that is not retired (one bound at start by a port override the config did not name) is
  * closed at once. Never throws.
@@ -36,7 +43,7 @@ export function swapListeners<L extends SwappableListener>(
     live.delete(name);
     delete ports[name];
     old.server.close();
-    old.closeIdle();
+    old.retire();
     draining.add(old);
     setTimeout(() => {
       old.closeAll();

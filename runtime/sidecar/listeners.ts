@@ -8,7 +8,12 @@
  *
  * The certificate is swapped on the live server (`setSecureContext`) when the identity changes: new
  * handshakes use the new SVID and bundle, established connections keep theirs.
+ *
+ * None of these servers listens: the inbound port is bound by an acceptor (runtime/net/acceptor.ts) that
+ * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
+ * builds a new stack and swaps it in on the same socket.
  */
+import { retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
@@ -44,8 +49,9 @@ export interface InboundListenerOptions {
   readonly onClientError: (err: Error & { code?: string }, socket: Socket) => void;
 }
 
-export interface InboundListener {
-  /** The server to listen on. */
+/** The servers behind the inbound port (a connection stack: runtime/net/acceptor.ts). */
+export interface InboundListener extends ConnectionStack {
+  /** The server an accepted connection is given to (never listens itself). */
   readonly server: net.Server;
   readonly tls: https.Server;
   readonly plain: http.Server | null;
@@ -120,6 +126,7 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       plain: null,
       h2,
       setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
+      retire: () => retireServers([secure], sessions),
       closeIdle: () => {
         secure.closeIdleConnections();
         for (const s of sessions) s.close();
@@ -158,15 +165,23 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     });
     socket.on("error", () => socket.destroy());
   });
-  // The plaintext HTTP/1 server never listens itself: start its timeout checks with the front.
-  front.on("listening", () => plain.emit("listening"));
-  front.on("close", () => plain.close());
+  // Node starts the HTTP/1 servers' header and request timeout checks when a server emits `listening`:
+  // start both (the TLS one's too — its connections arrive through the front) with the front.
+  front.on("listening", () => {
+    plain.emit("listening");
+    secure.emit("listening");
+  });
+  front.on("close", () => {
+    plain.close();
+    secure.close();
+  });
   return {
     server: front,
     tls: secure,
     plain,
     h2,
     setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
+    retire: () => retireServers([secure, plain], sessions),
     closeIdle: () => {
       secure.closeIdleConnections();
       plain.closeIdleConnections();
@@ -196,6 +211,8 @@ export interface LocalListener {
   readonly server: net.Server;
   readonly http1: http.Server;
   readonly h2: http2.Http2Server;
+  /** Stops keeping connections (a moved or removed port): runtime/net/acceptor.ts `retireServers`. */
+  retire(): void;
   closeIdle(): void;
   closeAll(): void;
 }
@@ -232,6 +249,7 @@ export function createLocalListener(
     server: front,
     http1: h1,
     h2,
+    retire: () => retireServers([h1], sessions),
     closeIdle: () => {
       h1.closeIdleConnections();
       for (const s of sessions) s.close();

@@ -21,12 +21,22 @@
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
-import { closeUnused, openChanged, swapListeners, type PreparedSwap } from "../net/swap.ts";
+import { createAcceptor, type Acceptor } from "../net/acceptor.ts";
+import {
+  closeUnused,
+  openChanged,
+  swapListeners,
+  type PreparedSwap,
+  type SwappableListener,
+} from "../net/swap.ts";
 import {
   refuseRestartFields,
+  sidecarListenerChanges,
   sidecarLocalPortChanges,
   sidecarRestartFields,
   type LocalPortChanges,
+  type PortChanges,
+  type SidecarListenerChanges,
 } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
@@ -344,9 +354,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "sidecar",
     log,
     () => identity.current(),
-    (loaded) => inbound?.setIdentity(loaded.serverOptions),
+    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions),
   );
   let identity = createIdentity(options.config);
+  /** The inbound listener (set once the identity source is up; a reload may move it). */
+  let inbound: Acceptor<InboundListener> | null = null;
   function createIdentity(config: SidecarRuntimeConfig): IdentitySource {
     return new IdentitySource(config.svid, {
       expectedId: config.identity,
@@ -989,65 +1001,144 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   const own = options.config.identity;
-  let inbound: InboundListener | null = null;
-  inbound = createInboundListener({
-    mode: options.config.mtls,
-    maxHeaderBytes: options.config.inbound.limits.maxHeaderBytes,
-    headerTimeoutMs: options.config.inbound.limits.headerTimeoutMs,
-    identity: null,
-    ...(options.maxRequestsPerSocket ? { maxRequestsPerSocket: options.maxRequestsPerSocket } : {}),
-    onRequest: onInbound,
-    onUpgrade: onInboundUpgrade,
-    onSecureConnection: (socket) => {
-      const current = identity.current();
-      const v = current
-        ? current.verifier.verify(peerChain(socket))
-        : ({ ok: false, code: "E_RT_IDENTITY_UNAVAILABLE", reason: "no identity loaded" } as const);
-      if (!v.ok) {
-        mHandshakes.labels("sidecar", v.code).inc();
-        log.warn({ event: "peer_refused", code: v.code, reason: v.reason, remote: socket.remoteAddress });
-        socket.destroy();
-        return;
-      }
-      mHandshakesOk.inc();
-      (socket as unknown as PeerSocket)[PEER] = {
-        id: v.spiffeId,
-        label: peerLabel(v.spiffeId),
-        xfcc: xfccValue(own, v.spiffeId, v.fingerprint),
-      };
-    },
-    onTlsError: (err) => mHandshakes.labels("sidecar", handshakeReason(err)).inc(),
-    onClientError: (err, socket) => onClientError("inbound", err, socket),
-  });
+  /** The inbound connection stack of `config` (mode, parser limits), with the identity loaded now. */
+  const buildInbound = (config: SidecarRuntimeConfig): InboundListener =>
+    createInboundListener({
+      mode: config.mtls,
+      maxHeaderBytes: config.inbound.limits.maxHeaderBytes,
+      headerTimeoutMs: config.inbound.limits.headerTimeoutMs,
+      identity: identity.current()?.serverOptions ?? null,
+      ...(options.maxRequestsPerSocket ? { maxRequestsPerSocket: options.maxRequestsPerSocket } : {}),
+      onRequest: onInbound,
+      onUpgrade: onInboundUpgrade,
+      onSecureConnection: (socket) => {
+        const current = identity.current();
+        const v = current
+          ? current.verifier.verify(peerChain(socket))
+          : ({ ok: false, code: "E_RT_IDENTITY_UNAVAILABLE", reason: "no identity loaded" } as const);
+        if (!v.ok) {
+          mHandshakes.labels("sidecar", v.code).inc();
+          log.warn({ event: "peer_refused", code: v.code, reason: v.reason, remote: socket.remoteAddress });
+          socket.destroy();
+          return;
+        }
+        mHandshakesOk.inc();
+        (socket as unknown as PeerSocket)[PEER] = {
+          id: v.spiffeId,
+          label: peerLabel(v.spiffeId),
+          xfcc: xfccValue(own, v.spiffeId, v.fingerprint),
+        };
+      },
+      onTlsError: (err) => mHandshakes.labels("sidecar", handshakeReason(err)).inc(),
+      onClientError: (err, socket) => onClientError("inbound", err, socket),
+    });
 
   await identity.start();
-  const current0 = identity.current();
-  if (current0) inbound.setIdentity(current0.serverOptions);
-
-  const inboundPort = await listen(
-    inbound.server,
-    options.ports?.inbound ?? options.config.inbound.port,
-    bindHost,
-  );
+  // The inbound port: an acceptor whose stack a reload that changes the mode or the parser limits
+  // replaces on the same socket (runtime/net/acceptor.ts).
+  inbound = createAcceptor(buildInbound(options.config));
+  const ports = {
+    inbound: await listen(inbound.server, options.ports?.inbound ?? options.config.inbound.port, bindHost),
+    outbound: 0,
+    admin: 0,
+    services: {} as Record<string, number>,
+  };
   const outboundClientError = (err: Error & { code?: string }, socket: Socket) =>
     onClientError("outbound", err, socket);
-  const outboundServer = createLocalListener(
-    outboundServerOptions(),
-    (req, res) => onOutbound(req, res, null),
-    outboundClientError,
-    (req, socket, head) => onOutboundUpgrade(req, socket, head, null),
-  );
-  const outboundPort = await listen(
+  const createOutbound = () =>
+    createLocalListener(
+      outboundServerOptions(),
+      (req, res) => onOutbound(req, res, null),
+      outboundClientError,
+      (req, socket, head) => onOutboundUpgrade(req, socket, head, null),
+    );
+  let outboundServer = createOutbound();
+  ports.outbound = await listen(
     outboundServer.server,
     options.ports?.outbound ?? options.config.outbound.port,
     "127.0.0.1",
   );
+  /** Inbound and outbound listeners a reload moved away, still draining. */
+  const retiredMain = new Set<SwappableListener>();
+
+  /** What a reload changes in the inbound and outbound listeners: sockets bound for it, a new stack. */
+  interface MainSwap {
+    readonly opened: ReadonlyMap<string, SwappableListener>;
+    /** The inbound stack rebuilt on the kept socket (null: kept as it is, or moved with a new one). */
+    readonly inboundStack: InboundListener | null;
+    readonly changes: SidecarListenerChanges;
+  }
+  /**
+   * Binds the inbound and outbound ports `next` moves (the inbound one with a stack of `next`) and builds
+   * the inbound stack it rebuilds in place. A port that cannot be bound refuses the reload, naming it.
+   */
+  const prepareMain = async (next: SidecarRuntimeConfig): Promise<MainSwap> => {
+    const changes = sidecarListenerChanges(state.config, next);
+    const moved = new Set<string>(changes.moved);
+    const { opened } = await openChanged<SwappableListener, PortChanges>(
+      { added: [], removed: [], moved: [...moved] },
+      async (name) => {
+        if (name === "outbound") {
+          const l = createOutbound();
+          await listen(l.server, next.outbound.port, "127.0.0.1");
+          return l;
+        }
+        const a = createAcceptor(buildInbound(next));
+        try {
+          await listen(a.server, next.inbound.port, bindHost);
+        } catch (err) {
+          a.stack.server.close();
+          throw err;
+        }
+        return a;
+      },
+      (name) => `${name}.port`,
+    );
+    const inboundStack =
+      !moved.has("inbound") && changes.inboundSettings.length > 0 ? buildInbound(next) : null;
+    return { opened, inboundStack, changes };
+  };
+  const discardMain = (swap: MainSwap) => {
+    for (const l of swap.opened.values()) closeUnused(l);
+    if (swap.inboundStack) {
+      swap.inboundStack.server.close();
+      swap.inboundStack.closeAll();
+    }
+  };
+  /** Swaps a reload's inbound and outbound listeners in; the moved-away ones stop accepting and drain. */
+  const swapMain = (swap: MainSwap) => {
+    if (swap.inboundStack) inbound!.use(swap.inboundStack, drainTimeoutMs);
+    const live = new Map<string, SwappableListener>([
+      ["inbound", inbound!],
+      ["outbound", outboundServer],
+    ]);
+    const bound: Record<string, number> = { inbound: ports.inbound, outbound: ports.outbound };
+    swapListeners(live, bound, retiredMain, swap.changes.moved, swap.opened, drainTimeoutMs);
+    inbound = live.get("inbound") as Acceptor<InboundListener>;
+    outboundServer = live.get("outbound") as LocalListener;
+    ports.inbound = bound.inbound!;
+    ports.outbound = bound.outbound!;
+    // The stack serving new handshakes holds the identity loaded last.
+    const c = identity.current();
+    if (c && (swap.inboundStack || swap.changes.moved.includes("inbound")))
+      inbound.stack.setIdentity(c.serverOptions);
+    const { moved, inboundSettings } = swap.changes;
+    if (moved.length + inboundSettings.length > 0)
+      log.info({
+        event: "listeners_changed",
+        moved,
+        rebuilt: inboundSettings.length > 0 ? ["inbound"] : [],
+        settings: inboundSettings,
+        inbound: ports.inbound,
+        outbound: ports.outbound,
+      });
+  };
   // Per-service local ports by service; a reload binds added and moved ones before its config is
   // accepted, and closes removed and moved-away ones once it serves (their requests in flight finish).
   const serviceServers = new Map<string, LocalListener>();
   /** Retired local listeners whose connections are still draining. */
   const retiredLocals = new Set<LocalListener>();
-  const servicePorts: Record<string, number> = {};
+  const servicePorts = ports.services;
   const openLocal = async (service: string, port: number): Promise<LocalListener> => {
     const server = createLocalListener(
       outboundServerOptions(),
@@ -1088,13 +1179,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     reload: () => reload(),
     purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
   });
-  const adminPort = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
+  ports.admin = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
   log.info({
     event: "started",
-    inbound: inboundPort,
-    outbound: outboundPort,
+    inbound: ports.inbound,
+    outbound: ports.outbound,
     services: servicePorts,
-    admin: adminPort,
+    admin: ports.admin,
     mtls: options.config.mtls,
     ready: identity.ready(),
     hash: state.config.hash,
@@ -1107,7 +1198,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     built.app.close();
     void built.tracer.shutdown(2000);
   };
-  const reload = createReloader<SidecarRuntimeConfig, { state: State; locals: LocalSwap }>({
+  const reload = createReloader<SidecarRuntimeConfig, { state: State; locals: LocalSwap; main: MainSwap }>({
     proxy: "sidecar",
     ...(options.configPath ? { configPath: options.configPath } : {}),
     metrics: lifecycle,
@@ -1121,14 +1212,17 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     check: (current, next) => refuseRestartFields("sidecar", sidecarRestartFields(current, next)),
     build: async (next) => {
       const built = await buildState(next);
+      let locals: LocalSwap | null = null;
       try {
-        return { state: built, locals: await openChangedLocals(next) };
+        locals = await openChangedLocals(next);
+        return { state: built, locals, main: await prepareMain(next) };
       } catch (err) {
         discardState(built);
+        for (const l of locals?.opened.values() ?? []) closeUnused(l);
         throw err;
       }
     },
-    commit: async (next, { state: built, locals }) => {
+    commit: async (next, { state: built, locals, main }) => {
       const previous = state;
       if (
         JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
@@ -1142,9 +1236,10 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         identity = fresh;
         old.close();
         const c = fresh.current();
-        if (c) inbound?.setIdentity(c.serverOptions);
+        if (c) inbound?.stack.setIdentity(c.serverOptions);
       } else await identity.reload();
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
+      swapMain(main);
       swapLocals(locals);
       for (const c of previous.clusters.values()) c.close();
       previous.app.close();
@@ -1155,6 +1250,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     discard: (built) => {
       discardState(built.state);
       for (const l of built.locals.opened.values()) closeUnused(l);
+      discardMain(built.main);
     },
   });
 
@@ -1171,7 +1267,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), sleep(drainTimeoutMs)]);
     }
     inbound!.closeAll();
-    for (const l of [...locals, ...retiredLocals]) l.closeAll();
+    for (const l of [...locals, ...retiredLocals, ...retiredMain]) l.closeAll();
     for (const t of tunnels) t.destroy();
     admin.close();
     admin.closeAllConnections();
@@ -1184,7 +1280,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   return {
-    ports: { inbound: inboundPort, outbound: outboundPort, admin: adminPort, services: servicePorts },
+    ports,
     metrics,
     ready: () => !draining && identity.ready(),
     identity: () => identity.current(),

@@ -11,9 +11,11 @@
  * - a process whose command, environment, working directory, ports or readiness check changed is
  *   restarted, and so is one that reads a changed file without reloading it itself (a demo service's
  *   config, Prometheus's config and rules);
- * - a proxy whose config file changed and nothing else is reloaded in place (its admin `POST /reload`);
- *   one that answers that the change needs a restart (`E_RT_RELOAD_RESTART_REQUIRED`: a listener's
- *   port, the sidecar's local ports) is restarted by the caller.
+ * - a proxy whose config file changed and nothing else is reloaded in place (its admin `POST /reload`),
+ *   and so is one whose only other change is the ports its config names (the gateway's listeners, the
+ *   sidecar's inbound, outbound and local ports: the proxies bind and close those on reload); one that
+ *   answers that the change needs a restart (`E_RT_RELOAD_RESTART_REQUIRED`: its admin port) is
+ *   restarted by the caller.
  */
 import type { LocalPlan, PlannedFile, PlannedIdentity, PlannedProcess } from "./plan.ts";
 
@@ -56,17 +58,15 @@ function definition(p: PlannedProcess): string {
 }
 
 /**
- * A sidecar whose only change is its per-service local ports (`to-<callee>`: a call added, removed, or
- * its port moved): the sidecar binds and closes those on reload (runtime sidecarLocalPortChanges), so it
- * is reloaded, not restarted. Its config file carries the new ports.
+ * A proxy whose only change is ports its config file names, other than its admin port (the gateway's
+ * listener, a sidecar's inbound, outbound and per-service `to-<callee>` ports): the proxy binds the new
+ * ones and closes the old ones on reload (runtime/contract/restart.ts), so it is reloaded, not
+ * restarted. Its readiness check reads the admin port, which stays.
  */
-function onlyLocalPortsDiffer(a: PlannedProcess, b: PlannedProcess): boolean {
-  if (a.role !== "sidecar" || b.role !== "sidecar") return false;
+function onlyReloadablePortsDiffer(a: PlannedProcess, b: PlannedProcess): boolean {
+  if (a.role !== b.role || (a.role !== "gateway" && a.role !== "sidecar")) return false;
   const fixed = (p: PlannedProcess) =>
-    definition({
-      ...p,
-      ports: Object.fromEntries(Object.entries(p.ports).filter(([k]) => !k.startsWith("to-"))),
-    });
+    definition({ ...p, ports: p.ports.admin === undefined ? {} : { admin: p.ports.admin } });
   return fixed(a) === fixed(b);
 }
 
@@ -116,7 +116,7 @@ export function planChanges(running: LocalPlan, next: LocalPlan): PlanChanges {
       added.push(p.name);
       continue;
     }
-    if (definition(was) !== definition(p) && !onlyLocalPortsDiffer(was, p)) {
+    if (definition(was) !== definition(p) && !onlyReloadablePortsDiffer(was, p)) {
       restart.push({ name: p.name, why: whatDiffers(was, p) });
       continue;
     }

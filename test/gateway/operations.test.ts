@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,6 +16,7 @@ import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/cont
 import {
   freePort,
   gatewayConfig,
+  h2Status,
   request,
   startTestGateway,
   startUpstream,
@@ -30,6 +32,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 let app: Upstream;
 let slow: Upstream;
 let dir: string;
+let cert: { hosts: string[]; certFile: string; keyFile: string };
 
 beforeAll(async () => {
   app = await startUpstream();
@@ -40,6 +43,7 @@ beforeAll(async () => {
     }, 400);
   });
   dir = await mkdtemp(join(tmpdir(), "meshgate-ops-"));
+  cert = { hosts: ["localhost"], ...(await selfSignedCert(dir, "edge", "localhost")) };
 });
 afterAll(async () => {
   await Promise.all([app.close(), slow.close()]);
@@ -59,6 +63,42 @@ function config(extraRoutes: Record<string, unknown>[] = []): GatewayRuntimeConf
       rateLimitStore: { redis: { url: "redis://user:hunter2@redis.internal:6379", failMode: "closed" } },
     },
   );
+}
+
+/**
+ * One request loop per entry of `clients` (an agent, or undefined: a connection per request) against
+ * `/v1/load` while 100 reloads alternate between `configs`; the statuses and errors they met.
+ */
+async function reloadsUnderLoad(
+  gw: Awaited<ReturnType<typeof startTestGateway>>,
+  clients: readonly (http.Agent | undefined)[],
+  configs: readonly GatewayRuntimeConfig[],
+): Promise<{ statuses: Map<number, number>; errors: string[]; total: number }> {
+  const statuses = new Map<number, number>();
+  const errors: string[] = [];
+  let stop = false;
+  const loop = async (agent: http.Agent | undefined) => {
+    while (!stop) {
+      try {
+        const r = await request(`${gw.url}/v1/load`, agent ? { agent } : {});
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      } catch (err) {
+        errors.push((err as Error & { code?: string }).code ?? (err as Error).message);
+      }
+    }
+  };
+  const loops = clients.map(loop);
+  try {
+    for (let i = 0; i < 100; i++) {
+      const r = await gw.reload(JSON.stringify(configs[i % configs.length]));
+      expect(r.ok).toBe(true);
+      await sleep(5);
+    }
+  } finally {
+    stop = true;
+    await Promise.all(loops);
+  }
+  return { statuses, errors, total: [...statuses.values()].reduce((a, b) => a + b, 0) };
 }
 
 /** The clusters, with "probed" health-checked every 100 ms (so a cluster left running shows upstream). */
@@ -326,36 +366,203 @@ describe("reload", () => {
   it("survives_100_reloads_under_load_with_no_failed_request", async () => {
     const gw = await startTestGateway(config());
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    const statuses = new Map<number, number>();
-    let errors = 0;
-    let stop = false;
-    const worker = async () => {
-      while (!stop) {
-        try {
-          const r = await request(`${gw.url}/v1/load`, { agent });
-          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-        } catch {
-          errors++;
-        }
-      }
-    };
     try {
-      const workers = Array.from({ length: 16 }, worker);
-      const configs = [
+      const { statuses, errors, total } = await reloadsUnderLoad(gw, Array(16).fill(agent), [
         config(),
         config([{ name: "extra", match: { path: "/extra" }, to: "app", ...PUBLIC }]),
-      ];
-      for (let i = 0; i < 100; i++) {
-        const r = await gw.reload(JSON.stringify(configs[i % 2]));
-        expect(r.ok).toBe(true);
-        await sleep(5);
-      }
-      stop = true;
-      await Promise.all(workers);
-      const total = [...statuses.values()].reduce((a, b) => a + b, 0);
+      ]);
       expect(total).toBeGreaterThan(200);
-      expect(errors).toBe(0);
+      expect(errors).toEqual([]);
       expect([...statuses.keys()]).toEqual([200]);
+    } finally {
+      agent.destroy();
+      await gw.drain();
+    }
+  });
+});
+
+type Listener = GatewayRuntimeConfig["listeners"][number];
+/** `base` with its (first) listener and limits edited, sealed: a config a reload would read. */
+function edited(
+  base: GatewayRuntimeConfig,
+  listener: (l: Listener) => Listener,
+  limits: Partial<GatewayRuntimeConfig["limits"]> = {},
+): GatewayRuntimeConfig {
+  const { hash: _h, ...rest } = base;
+  return sealRuntimeConfig<GatewayRuntimeConfig>({
+    ...rest,
+    listeners: rest.listeners.map((l, i) => (i === 0 ? listener(l) : l)),
+    limits: { ...rest.limits, ...limits },
+  });
+}
+
+/** One HTTPS GET (certificate not verified: the test's self-signed one), at most TLS `maxVersion`. */
+function httpsStatus(
+  port: number,
+  path: string,
+  maxVersion: "TLSv1.2" | "TLSv1.3" = "TLSv1.3",
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "127.0.0.1",
+        servername: "localhost",
+        port,
+        path,
+        rejectUnauthorized: false,
+        maxVersion,
+        agent: false,
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** One request over h2c with prior knowledge; rejects when the port does not speak HTTP/2. */
+async function h2cStatus(port: number, path: string): Promise<number> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  try {
+    return await h2Status(session, { ":path": path });
+  } finally {
+    session.destroy();
+  }
+}
+
+describe("reload: a listener that keeps its port gets its new settings on the same socket", () => {
+  const big = { "x-big": "b".repeat(4096) };
+  it.each<{
+    claim: string;
+    start: (c: GatewayRuntimeConfig) => GatewayRuntimeConfig;
+    next: (c: GatewayRuntimeConfig) => GatewayRuntimeConfig;
+    before: (port: number) => Promise<void>;
+    after: (port: number) => Promise<void>;
+    settings: (name: string) => string[];
+  }>([
+    {
+      claim: "http to https: new connections get TLS, plaintext is no longer served",
+      start: (c) => c,
+      next: (c) =>
+        edited(c, (l) => ({ ...l, protocol: "https", tls: { minVersion: "TLSv1.2", certificates: [cert] } })),
+      before: async (port) => expect((await request(`http://127.0.0.1:${port}/v1/a`)).status).toBe(200),
+      after: async (port) => {
+        expect(await httpsStatus(port, "/v1/b")).toBe(200);
+        await expect(request(`http://127.0.0.1:${port}/v1/c`)).rejects.toThrow();
+      },
+      settings: (n) => [`listeners.${n}.protocol`, `listeners.${n}.tls.minVersion`],
+    },
+    {
+      claim: "a TLS minimum raised from 1.2 to 1.3 refuses a TLS 1.2 client and serves a TLS 1.3 one",
+      start: (c) =>
+        edited(c, (l) => ({ ...l, protocol: "https", tls: { minVersion: "TLSv1.2", certificates: [cert] } })),
+      next: (c) =>
+        edited(c, (l) => ({ ...l, protocol: "https", tls: { minVersion: "TLSv1.3", certificates: [cert] } })),
+      before: async (port) => expect(await httpsStatus(port, "/v1/a", "TLSv1.2")).toBe(200),
+      after: async (port) => {
+        await expect(httpsStatus(port, "/v1/b", "TLSv1.2")).rejects.toThrow(/protocol version|alert/i);
+        expect(await httpsStatus(port, "/v1/c", "TLSv1.3")).toBe(200);
+      },
+      settings: (n) => [`listeners.${n}.tls.minVersion`],
+    },
+    {
+      claim: "a lower header limit answers 431 to a header the old limit let through",
+      start: (c) => c,
+      next: (c) => edited(c, (l) => l, { maxHeaderBytes: 2048 }),
+      before: async (port) =>
+        expect((await request(`http://127.0.0.1:${port}/v1/a`, { headers: big })).status).toBe(200),
+      after: async (port) =>
+        expect((await request(`http://127.0.0.1:${port}/v1/b`, { headers: big })).status).toBe(431),
+      settings: () => ["limits.maxHeaderBytes"],
+    },
+    {
+      claim: "HTTP/2 turned on serves h2c with prior knowledge beside HTTP/1.1",
+      start: (c) => edited(c, (l) => ({ ...l, http2: false })),
+      next: (c) => edited(c, (l) => ({ ...l, http2: true })),
+      before: async (port) => {
+        await expect(h2cStatus(port, "/v1/a")).rejects.toThrow();
+      },
+      after: async (port) => {
+        expect(await h2cStatus(port, "/v1/b")).toBe(200);
+        expect((await request(`http://127.0.0.1:${port}/v1/c`)).status).toBe(200);
+      },
+      settings: (n) => [`listeners.${n}.http2`],
+    },
+  ])("$claim", async ({ start, next, before, after, settings }) => {
+    const base = start(config());
+    const gw = await startTestGateway(base);
+    try {
+      const name = base.listeners[0]!.name;
+      const port = gw.ports.listeners[name]!;
+      await before(port);
+      const target = next(base);
+      expect(await gw.reload(JSON.stringify(target))).toMatchObject({ ok: true, hash: target.hash });
+      expect(gw.ports.listeners[name]).toBe(port);
+      expect(gw.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+        rebuilt: [name],
+        settings: settings(name),
+        added: [],
+        moved: [],
+        removed: [],
+      });
+      await after(port);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("finishes_a_request_under_way_on_the_old_settings_then_closes_that_connection_after_its_next_response", async () => {
+    const base = config();
+    const gw = await startTestGateway(base);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const name = base.listeners[0]!.name;
+    try {
+      const inFlight = request(`${gw.url}/slow`, { agent }); // 400 ms upstream, on the old stack
+      await sleep(50);
+      const next = edited(base, (l) => ({ ...l, http2: !l.http2 }));
+      expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, hash: next.hash });
+      expect(gw.logs.find((l) => l.event === "listeners_changed")).toMatchObject({ rebuilt: [name] });
+      const first = await inFlight;
+      expect(first).toMatchObject({ status: 200, body: "slow done" });
+      // The next request rides the same kept-alive connection (old settings) and is told it is its last.
+      const second = await request(`${gw.url}/v1/again`, { agent });
+      expect(second.status).toBe(200);
+      expect(second.headers.connection).toBe("close");
+      // Then a new connection, on the new stack: kept alive again.
+      const third = await request(`${gw.url}/v1/new`, { agent });
+      expect(third.status).toBe(200);
+      expect(third.headers.connection).toBe("keep-alive");
+    } finally {
+      agent.destroy();
+      await gw.drain();
+    }
+  });
+
+  it("survives_100_same_port_rebuilds_under_load_with_no_failed_or_reset_request", async () => {
+    // 8 clients that open a connection per request and 8 on kept-alive connections, while every reload
+    // rebuilds the listener (HTTP/2 on and off, the header limit up and down) on its socket.
+    const base = config();
+    const gw = await startTestGateway(base);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    try {
+      const { statuses, errors, total } = await reloadsUnderLoad(
+        gw,
+        [...Array<undefined>(8).fill(undefined), ...Array<http.Agent>(8).fill(agent)],
+        [
+          edited(base, (l) => ({ ...l, http2: true }), { maxHeaderBytes: 8192 }),
+          edited(base, (l) => ({ ...l, http2: false }), { maxHeaderBytes: 16384 }),
+        ],
+      );
+      expect(total).toBeGreaterThan(400);
+      expect(errors).toEqual([]);
+      expect([...statuses.keys()]).toEqual([200]);
+      expect(
+        gw.logs.filter((l) => l.event === "listeners_changed" && (l.rebuilt as string[]).length === 1),
+      ).toHaveLength(100);
     } finally {
       agent.destroy();
       await gw.drain();

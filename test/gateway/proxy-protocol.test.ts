@@ -244,8 +244,8 @@ describe("PROXY protocol listeners", () => {
     expect(await refused("untrusted")).toBe(before + 1);
   });
 
-  it("refuses_a_reload_that_changes_the_sources_naming_them_instead_of_reporting_it_applied", async () => {
-    // Listeners are bound at start: new sources would not reach them, so the reload must fail loudly.
+  it("applies_a_reload_that_narrows_the_sources_on_the_same_port_and_one_that_widens_them_again", async () => {
+    // The listener keeps its socket and port; new connections meet the new sources at once.
     const { hash: _h, ...rest } = served;
     const narrowed = sealRuntimeConfig<GatewayRuntimeConfig>({
       ...rest,
@@ -253,16 +253,23 @@ describe("PROXY protocol listeners", () => {
         l.name === "trusted" ? { ...l, proxyProtocolSources: ["192.0.2.0/24"] } : l,
       ),
     });
-    const r = await gw.reload(JSON.stringify(narrowed));
-    expect(r).toMatchObject({
-      ok: false,
-      code: "E_RT_RELOAD_RESTART_REQUIRED",
-      error: expect.stringContaining("listeners.trusted.proxyProtocolSources"),
-    });
-    expect(gw.currentHash()).toBe(served.hash);
-    expect(gw.logs.find((l) => l.event === "reload_rejected")).toMatchObject({
-      code: "E_RT_RELOAD_RESTART_REQUIRED",
-    });
+    const port = gw.ports.listeners["trusted"];
+    try {
+      expect(await gw.reload(JSON.stringify(narrowed))).toMatchObject({ ok: true, hash: narrowed.hash });
+      expect(gw.ports.listeners["trusted"]).toBe(port);
+      expect(gw.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+        rebuilt: ["trusted"],
+        settings: ["listeners.trusted.proxyProtocolSources"],
+      });
+      const before = await refused("trusted");
+      expect(await h1("trusted", V1("203.0.113.9"), "/narrowed")).toBe("");
+      expect(up.received.some((r) => r.url === "/narrowed")).toBe(false);
+      expect(await refused("trusted")).toBe(before + 1);
+    } finally {
+      expect(await gw.reload(JSON.stringify(served))).toMatchObject({ ok: true, hash: served.hash });
+    }
+    expect((await h1("trusted", V1("203.0.113.10"), "/widened")).split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    expect(forwardedFor("/widened")).toBe("203.0.113.10");
   });
 
   it("treats_a_proxy_header_on_a_listener_without_the_option_as_a_malformed_request", async () => {

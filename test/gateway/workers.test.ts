@@ -57,7 +57,12 @@ const children = async (pid: number): Promise<number[]> => {
  */
 async function workersGateway(file: string) {
   const [port, admin] = [await freePort(), await freePort()];
-  const write = async (extra: Record<string, unknown>[] = [], listenOn = port, adminOn = admin) => {
+  const write = async (
+    extra: Record<string, unknown>[] = [],
+    listenOn = port,
+    adminOn = admin,
+    limits: Partial<GatewayRuntimeConfig["limits"]> = {},
+  ) => {
     const c = gatewayConfig([{ name: "v", match: { path: "/v/**" }, to: "app", ...PUBLIC }, ...extra], {
       app,
     });
@@ -69,6 +74,7 @@ async function workersGateway(file: string) {
           ...rest,
           listeners: rest.listeners.map((l) => ({ ...l, port: listenOn })),
           admin: { port: adminOn },
+          limits: { ...rest.limits, ...limits },
         }),
       ),
     );
@@ -167,6 +173,21 @@ describe("worker processes", () => {
           ),
         5_000,
       );
+
+      // A lower header limit on the kept port: each worker builds the listener's new stack in its prepare
+      // phase and swaps it in on commit — every new connection, whichever worker takes it, answers 431.
+      const big = { "x-big": "b".repeat(4096) };
+      await write([{ name: "moved", match: { path: "/moved" }, to: "app", ...PUBLIC }], newPort, undefined, {
+        maxHeaderBytes: 2048,
+      });
+      await until(
+        async () => (await request(`http://127.0.0.1:${newPort}/moved`, { headers: big })).status === 431,
+        5_000,
+      );
+      for (let i = 0; i < 30; i++) {
+        expect((await request(`http://127.0.0.1:${newPort}/moved`, { headers: big })).status).toBe(431);
+        expect((await request(`http://127.0.0.1:${newPort}/moved`)).status).toBe(200);
+      }
 
       const all = await children(child.pid!);
       child.kill("SIGTERM");

@@ -230,6 +230,27 @@ describe("meshgate up --watch", () => {
     expect(await pids()).toEqual(before);
   }, 30_000);
 
+  it("a_permissive_mesh_reloads_every_proxy_in_place_and_a_sidecar_port_then_takes_plaintext", async () => {
+    const before = await pids();
+    const state = JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as {
+      processes: { name: string; ports: Record<string, number> }[];
+    };
+    const inbound = state.processes.find((p) => p.name === "api-sidecar")!.ports.inbound!;
+    const plaintext = () =>
+      fetch(`http://127.0.0.1:${inbound}/api/x`, { signal: AbortSignal.timeout(5000) }).then((r) => r.status);
+    await expect(plaintext()).rejects.toThrow(); // strict: TLS only
+    const out = await save((raw) => {
+      raw.gateway.routes.push(ROUTE_ROOT);
+      raw.services.web.allow[0].paths.push("/web2");
+      raw.mesh = { mtls: "permissive" };
+    });
+    expect(out).toMatch(/\[watch\] ✓ applied: reloaded api-sidecar, gateway, web-sidecar\n/);
+    expect(await pids()).toEqual(before);
+    // The same socket now serves plaintext too (permissive: authorized by the rules' methods and paths).
+    expect(await plaintext()).toBe(200);
+    expect(await status("/hello")).toBe(200);
+  }, 30_000);
+
   it("stops_every_process_on_SIGINT", async () => {
     const last = await pids();
     child.kill("SIGINT");

@@ -87,9 +87,18 @@ describe("a changed spec, as a change of the running local mesh", () => {
       },
     },
     {
-      claim: "a moved gateway listener restarts the gateway, naming its ports",
+      claim: "a moved gateway listener reloads the gateway, which binds the new port itself",
       edit: (raw) => (raw.targets = { local: { gatewayPort: 8181 } }),
-      change: { files: ["gateway.json"], restart: ["gateway: its ports changed"] },
+      change: { files: ["gateway.json"], reload: ["gateway"] },
+    },
+    {
+      claim:
+        "a permissive mesh reloads every sidecar in place (each rebuilds its inbound port on its socket)",
+      edit: (raw) => (raw.mesh = { mtls: "permissive" }),
+      change: {
+        files: ["gateway.json", "sidecars/api.json", "sidecars/web.json"],
+        reload: ["api-sidecar", "web-sidecar", "gateway"],
+      },
     },
     {
       claim: "a new service starts its app and sidecar after its identity is issued",

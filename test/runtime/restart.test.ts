@@ -1,6 +1,7 @@
 /**
- * runtime/contract/restart.ts: which gateway listeners a reload adds, removes and moves to another port,
- * and which changes no reload applies because a kept socket or the proxy's start set them up. Every bound setting is named when it changes;
+ * runtime/contract/restart.ts: which gateway listeners a reload adds, removes, moves to another port and
+ * rebuilds on their kept socket (a new connection stack), and which changes no reload applies because the
+ * proxy's start set them up. Every such setting is named when it changes;
  * everything a reload swaps (routes, clusters, certificates, per-request limits, the sidecar's identity
  * files and rules) passes. The proxies' own tests
  * (test/gateway/operations.test.ts, test/sidecar/process.test.ts) check the refusal on real sockets.
@@ -11,10 +12,12 @@ import {
   gatewayListenerChanges,
   gatewayRestartFields,
   refuseRestartFields,
+  sidecarListenerChanges,
   sidecarLocalPortChanges,
   sidecarRestartFields,
   type ListenerChanges,
   type LocalPortChanges,
+  type SidecarListenerChanges,
 } from "../../runtime/contract/restart.ts";
 import { gatewayConfig } from "../support/gateway.ts";
 import { meshConfigs } from "../sidecar/support.ts";
@@ -45,7 +48,7 @@ const gateway: GatewayRuntimeConfig = (() => {
 })();
 const web = gateway.listeners[0]!.name;
 type G = GatewayRuntimeConfig;
-const NONE: ListenerChanges = { added: [], removed: [], moved: [] };
+const NONE: ListenerChanges = { added: [], removed: [], moved: [], rebuilt: [], settings: [] };
 const editEdge =
   (f: (l: G["listeners"][number]) => G["listeners"][number]) =>
   (c: G): G => ({
@@ -53,7 +56,7 @@ const editEdge =
     listeners: c.listeners.map((l) => (l.name === "edge" ? f(l) : l)),
   });
 
-describe("gateway reloads: listeners added, removed and moved apply; a kept socket's settings do not", () => {
+describe("gateway reloads: listeners added, removed, moved and rebuilt on their socket apply; the admin port and identity do not", () => {
   it.each<{ claim: string; edit: (c: G) => G; changes?: Partial<ListenerChanges>; fields?: string[] }>([
     { claim: "an identical config changes nothing", edit: (c) => c },
     {
@@ -89,22 +92,28 @@ describe("gateway reloads: listeners added, removed and moved apply; a kept sock
       changes: { moved: ["edge"] },
     },
     {
-      claim: "narrowing the PROXY protocol sources of a kept socket is named (never reported as applied)",
+      claim: "narrowing the PROXY protocol sources of a kept socket rebuilds that listener only, naming why",
       edit: editEdge((l) => ({ ...l, proxyProtocolSources: ["10.0.1.0/24"] })),
-      fields: ["listeners.edge.proxyProtocolSources"],
+      changes: { rebuilt: ["edge"], settings: ["listeners.edge.proxyProtocolSources"] },
     },
     {
-      claim: "turning the PROXY protocol off on a kept socket is named, with its sources",
+      claim: "turning the PROXY protocol off on a kept socket rebuilds it, naming the option and its sources",
       edit: editEdge(({ proxyProtocol: _p, proxyProtocolSources: _s, ...l }) => l),
-      fields: ["listeners.edge.proxyProtocol", "listeners.edge.proxyProtocolSources"],
+      changes: {
+        rebuilt: ["edge"],
+        settings: ["listeners.edge.proxyProtocol", "listeners.edge.proxyProtocolSources"],
+      },
     },
     {
-      claim: "a kept socket's protocol, HTTP/2 and TLS minimum version are each named",
+      claim: "a kept socket's protocol, HTTP/2 and TLS minimum version are each named in its rebuild",
       edit: editEdge((l) => ({ ...l, protocol: "http", http2: false, tls: null })),
-      fields: ["listeners.edge.protocol", "listeners.edge.http2", "listeners.edge.tls.minVersion"],
+      changes: {
+        rebuilt: ["edge"],
+        settings: ["listeners.edge.protocol", "listeners.edge.http2", "listeners.edge.tls.minVersion"],
+      },
     },
     {
-      claim: "the HTTP parser limits and the connection limit every kept listener was created with are named",
+      claim: "the HTTP parser and timeout limits every listener is built with rebuild every kept listener",
       edit: (c) => ({
         ...c,
         limits: {
@@ -113,25 +122,39 @@ describe("gateway reloads: listeners added, removed and moved apply; a kept sock
           headerTimeoutMs: 1,
           requestTimeoutMs: 1,
           idleTimeoutMs: 1,
-          maxConnections: 1,
         },
       }),
-      fields: [
-        "limits.maxHeaderBytes",
-        "limits.headerTimeoutMs",
-        "limits.requestTimeoutMs",
-        "limits.idleTimeoutMs",
-        "limits.maxConnections",
-      ],
+      changes: {
+        rebuilt: [web, "edge"],
+        settings: [
+          "limits.maxHeaderBytes",
+          "limits.headerTimeoutMs",
+          "limits.requestTimeoutMs",
+          "limits.idleTimeoutMs",
+        ],
+      },
+    },
+    {
+      claim: "the connection limit rebuilds nothing: it is set on the serving sockets",
+      edit: (c) => ({ ...c, limits: { ...c.limits, maxConnections: 1 } }),
     },
     {
       claim:
-        "the first client-certificate provider is named (kept listeners must start requesting certificates)",
+        "the first client-certificate provider rebuilds every kept listener (they must request certificates)",
       edit: (c) => ({
         ...c,
         auth: { ...c.auth, clientCert: [{ name: "p", caFile: "/ca.pem", subjects: [], sans: [] }] },
       }),
-      fields: ["auth.clientCert (first provider added)"],
+      changes: { rebuilt: [web, "edge"], settings: ["auth.clientCert (first provider added)"] },
+    },
+    {
+      claim: "a listener's own change and a shared one are named once each, the listener rebuilt once",
+      edit: (c) =>
+        editEdge((l) => ({ ...l, http2: false }))({ ...c, limits: { ...c.limits, maxHeaderBytes: 1024 } }),
+      changes: {
+        rebuilt: [web, "edge"],
+        settings: ["listeners.edge.http2", "limits.maxHeaderBytes"],
+      },
     },
     {
       claim: "the admin port and the gateway's mesh identity are named",
@@ -150,17 +173,17 @@ describe("gateway reloads: listeners added, removed and moved apply; a kept sock
     expect(gatewayRestartFields(edit(gateway), edit(gateway))).toEqual([]);
   });
 
-  it("new limits with every listener moved need no restart: no socket keeps them", () => {
+  it("new limits with every listener moved rebuild nothing: every socket is new", () => {
     const edited: G = {
       ...gateway,
       listeners: gateway.listeners.map((l) => ({ ...l, port: l.port + 1000 })),
       limits: { ...gateway.limits, maxHeaderBytes: 1024 },
     };
     expect(gatewayRestartFields(gateway, edited)).toEqual([]);
-    expect(gatewayListenerChanges(gateway, edited).moved).toEqual([web, "edge"]);
+    expect(gatewayListenerChanges(gateway, edited)).toEqual({ ...NONE, moved: [web, "edge"] });
   });
 
-  it("a second client-certificate provider added to the first reloads (certificates are already requested)", () => {
+  it("a second client-certificate provider rebuilds nothing (certificates are already requested); removing the last does", () => {
     const one: G = {
       ...gateway,
       auth: { ...gateway.auth, clientCert: [{ name: "p", caFile: "/ca.pem", subjects: [], sans: [] }] },
@@ -172,8 +195,13 @@ describe("gateway reloads: listeners added, removed and moved apply; a kept sock
         clientCert: [...one.auth.clientCert, { name: "q", caFile: "/q.pem", subjects: [], sans: [] }],
       },
     };
-    expect(gatewayRestartFields(one, two)).toEqual([]);
-    expect(gatewayRestartFields(two, gateway)).toEqual(["auth.clientCert (last provider removed)"]);
+    expect(gatewayListenerChanges(one, two)).toEqual(NONE);
+    expect(gatewayListenerChanges(two, gateway)).toEqual({
+      ...NONE,
+      rebuilt: [web, "edge"],
+      settings: ["auth.clientCert (last provider removed)"],
+    });
+    expect(gatewayRestartFields(two, gateway)).toEqual([]);
   });
 
   it(`names the fields and the fix in the refusal (listener ${web} untouched)`, () => {
@@ -208,9 +236,20 @@ const editService =
     outbound: { ...c.outbound, services: c.outbound.services.map(f) },
   });
 
+/** A sidecar config with other rules, app port and body limit: what a reload swaps as state. */
+const rulesAndAppPort = (c: S): S => ({
+  ...c,
+  inbound: {
+    ...c.inbound,
+    appPort: c.inbound.appPort + 1,
+    authz: { default: "deny", rules: [] },
+    limits: { ...c.inbound.limits, maxBodyBytes: 1 },
+  },
+});
+
 const NO_LOCAL: LocalPortChanges = { added: [], removed: [], moved: [] };
 
-describe("sidecar reloads: local ports apply; what else only a restart applies", () => {
+describe("sidecar reloads: the mode, limits and ports apply; the admin port only by a restart", () => {
   it("the config under test has a service with a local port", () => {
     expect(sidecar.outbound.services.map((s) => [s.service, s.localPort])).toEqual([["orders", 7001]]);
   });
@@ -220,39 +259,30 @@ describe("sidecar reloads: local ports apply; what else only a restart applies",
     {
       claim: "authorization rules, the app port, timeouts and identity files reload",
       edit: (c) => ({
-        ...c,
-        inbound: {
-          ...c.inbound,
-          appPort: c.inbound.appPort + 1,
-          authz: { default: "deny", rules: [] },
-          limits: { ...c.inbound.limits, maxBodyBytes: 1 },
-        },
+        ...rulesAndAppPort(c),
         svid: { ...c.svid, certFile: "/elsewhere/svid.pem" },
         outbound: { ...c.outbound, services: c.outbound.services.map((s) => ({ ...s, timeoutMs: 1 })) },
       }),
       fields: [],
     },
     {
-      claim: "permissive to strict is named (plaintext must stop, so it is never reported as applied)",
-      edit: (c) => ({ ...c, mtls: c.mtls === "strict" ? "permissive" : "strict" }),
-      fields: ["mtls"],
-    },
-    {
-      claim: "the inbound port and its parser limits are named",
+      claim: "the mode, the inbound port and its parser limits, the outbound port reload",
       edit: (c) => ({
         ...c,
+        mtls: c.mtls === "strict" ? "permissive" : "strict",
         inbound: {
           ...c.inbound,
           port: c.inbound.port + 1,
           limits: { ...c.inbound.limits, maxHeaderBytes: 1024, headerTimeoutMs: 1 },
         },
+        outbound: { ...c.outbound, port: c.outbound.port + 1 },
       }),
-      fields: ["inbound.port", "inbound.limits.maxHeaderBytes", "inbound.limits.headerTimeoutMs"],
+      fields: [],
     },
     {
-      claim: "the outbound port and the admin port are named",
-      edit: (c) => ({ ...c, outbound: { ...c.outbound, port: c.outbound.port + 1 }, admin: { port: 1 } }),
-      fields: ["outbound.port", "admin.port"],
+      claim: "the admin port is named",
+      edit: (c) => ({ ...c, admin: { port: 1 } }),
+      fields: ["admin.port"],
     },
   ])("$claim", ({ edit, fields }) => {
     expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual(fields);
@@ -273,6 +303,44 @@ describe("sidecar reloads: local ports apply; what else only a restart applies",
   ])("$claim", ({ edit, changes }) => {
     expect(sidecarLocalPortChanges(sidecar, edit(sidecar))).toEqual({ ...NO_LOCAL, ...changes });
     expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual([]);
+  });
+
+  it.each<{ claim: string; edit: (c: S) => S; changes: Partial<SidecarListenerChanges> }>([
+    { claim: "an identical config moves and rebuilds nothing", edit: (c) => c, changes: {} },
+    {
+      claim: "authorization rules, the app port and body limits rebuild no listener",
+      edit: rulesAndAppPort,
+      changes: {},
+    },
+    {
+      claim: "the mode rebuilds the inbound stack (plaintext must start or stop on the kept socket)",
+      edit: (c) => ({ ...c, mtls: c.mtls === "strict" ? "permissive" : "strict" }),
+      changes: { inboundSettings: ["mtls"] },
+    },
+    {
+      claim: "the inbound parser limits rebuild the inbound stack, each named",
+      edit: (c) => ({
+        ...c,
+        inbound: { ...c.inbound, limits: { ...c.inbound.limits, maxHeaderBytes: 1024, headerTimeoutMs: 1 } },
+      }),
+      changes: { inboundSettings: ["inbound.limits.maxHeaderBytes", "inbound.limits.headerTimeoutMs"] },
+    },
+    {
+      claim: "the inbound and outbound ports move (bound anew)",
+      edit: (c) => ({
+        ...c,
+        inbound: { ...c.inbound, port: c.inbound.port + 1 },
+        outbound: { ...c.outbound, port: c.outbound.port + 1 },
+      }),
+      changes: { moved: ["inbound", "outbound"] },
+    },
+  ])("$claim", ({ edit, changes }) => {
+    expect(sidecarListenerChanges(sidecar, edit(sidecar))).toEqual({
+      moved: [],
+      inboundSettings: [],
+      ...changes,
+    });
+    expect(sidecarListenerChanges(edit(sidecar), edit(sidecar))).toEqual({ moved: [], inboundSettings: [] });
   });
 
   it("a local port added to a service that had none is bound by the reload", () => {

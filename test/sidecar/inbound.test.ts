@@ -4,6 +4,8 @@
  * a CA certificate posing as a peer are refused at the handshake; an identity of the trust domain that no
  * rule admits gets 403 with the reason; the service's limits (431, 413, 408) hold; the app receives the
  * canonical path and the peer headers the sidecar owns. Permissive mode takes plaintext on the same port.
+ * A reload changes the mode and the limits on the same socket and moves the port; the admin port it
+ * refuses whole.
  */
 import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
@@ -12,7 +14,8 @@ import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exportPrivateKey, toPem, type IssuedSvid } from "../../runtime/pki/index.ts";
 import { forge, makeCa, tempDir, writeFiles, type TestCa } from "../pki/support.ts";
-import { startUpstream, type Upstream } from "../support/gateway.ts";
+import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import { freePort, startUpstream, type Upstream } from "../support/gateway.ts";
 import {
   localSidecar,
   meshConfigs,
@@ -360,9 +363,12 @@ describe("inbound limits", () => {
     expect(lastReceived().body).toBe("z".repeat(500));
   });
 
-  it("answers_408_when_the_head_does_not_arrive_within_the_header_timeout", async () => {
+  it.each([
+    ["strict", () => strict],
+    ["permissive (mTLS through the first-bytes front)", () => permissive],
+  ])("answers_408_when_the_head_does_not_arrive_within_the_header_timeout: %s", async (_mode, sidecar) => {
     const socket = tls.connect({
-      port: strict.ports.inbound,
+      port: sidecar().ports.inbound,
       host: "127.0.0.1",
       servername: "localhost",
       ca: ca.bundle.toPem(),
@@ -423,28 +429,104 @@ function svidFingerprint(s: IssuedSvid): string {
   return new X509Certificate(s.der).fingerprint256.replace(/:/g, "").toLowerCase();
 }
 
-describe("reloads the running sidecar cannot apply", () => {
-  it("refuses_a_reload_from_strict_to_permissive_and_keeps_refusing_plaintext", async () => {
-    const configFor = (mtls: "strict" | "permissive") =>
-      localSidecar(
-        meshConfigs(SERVICES, { mtls }).find((c) => c.name === "orders")!,
-        {
-          identityDir: join(tmp.dir, "orders"),
-          appPort: app.port,
-        },
-      );
+describe("reloads change how the inbound port serves", () => {
+  const configFor = (
+    mtls: "strict" | "permissive",
+    edit: (c: Omit<SidecarRuntimeConfig, "hash">) => Omit<SidecarRuntimeConfig, "hash"> = (c) => c,
+  ) =>
+    localSidecar(
+      meshConfigs(SERVICES, { mtls }).find((c) => c.name === "orders")!,
+      {
+        identityDir: join(tmp.dir, "orders"),
+        appPort: app.port,
+        edit,
+      },
+    );
+  const plaintext = (port: number, path: string) => curl([`http://127.0.0.1:${port}${path}`]);
+
+  it("turns_strict_to_permissive_and_back_on_the_same_socket", async () => {
+    const sidecar = await startTestSidecar(configFor("strict"));
+    try {
+      const port = sidecar.ports.inbound;
+      expect((await plaintext(port, "/orders/1")).status).not.toBe("200");
+      const permissiveConfig = configFor("permissive");
+      expect(await sidecar.reload(JSON.stringify(permissiveConfig))).toMatchObject({
+        ok: true,
+        hash: permissiveConfig.hash,
+      });
+      expect(sidecar.ports.inbound).toBe(port);
+      expect(sidecar.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+        rebuilt: ["inbound"],
+        settings: ["mtls"],
+        moved: [],
+      });
+      expect((await plaintext(port, "/orders/2")).status).toBe("200");
+      expect((await curl([...as("web"), url(sidecar, "/orders/3")])).status).toBe("200");
+      // Back to strict: plaintext must stop, and mTLS keeps serving with the identity loaded.
+      expect(await sidecar.reload(JSON.stringify(configFor("strict")))).toMatchObject({ ok: true });
+      expect((await plaintext(port, "/orders/4")).status).not.toBe("200");
+      expect(app.received.some((r) => r.url === "/orders/4")).toBe(false);
+      expect((await curl([...as("web"), url(sidecar, "/orders/5")])).status).toBe("200");
+      expect(
+        metricValue(await metrics(sidecar), "meshgate_config_reloads_total", { result: "success" }),
+      ).toBe(2);
+    } finally {
+      await sidecar.drain();
+    }
+  });
+
+  it("answers_431_under_a_lowered_header_limit_on_the_same_socket", async () => {
+    const sidecar = await startTestSidecar(configFor("strict"));
+    try {
+      const header = ["-H", `x-big: ${"a".repeat(2500)}`];
+      expect((await curl([...as("web"), ...header, url(sidecar, "/orders/6")])).status).toBe("200");
+      const lowered = configFor("strict", (c) => ({
+        ...c,
+        inbound: { ...c.inbound, limits: { ...c.inbound.limits, maxHeaderBytes: 2048 } },
+      }));
+      expect(await sidecar.reload(JSON.stringify(lowered))).toMatchObject({ ok: true });
+      expect((await curl([...as("web"), ...header, url(sidecar, "/orders/7")])).status).toBe("431");
+      expect((await curl([...as("web"), url(sidecar, "/orders/8")])).status).toBe("200");
+    } finally {
+      await sidecar.drain();
+    }
+  });
+
+  it("moves_the_inbound_port_serving_mtls_on_the_new_one_and_refusing_on_the_old", async () => {
+    const sidecar = await startTestSidecar(configFor("strict"));
+    try {
+      const old = sidecar.ports.inbound;
+      const port = await freePort();
+      const moved = configFor("strict", (c) => ({ ...c, inbound: { ...c.inbound, port } }));
+      expect(await sidecar.reload(JSON.stringify(moved))).toMatchObject({ ok: true });
+      expect(sidecar.ports.inbound).toBe(port);
+      expect((await curl([...as("web"), url(sidecar, "/orders/9")])).status).toBe("200");
+      const refused = await curl([...as("web"), `https://localhost:${old}/orders/10`]);
+      expect(refused.code).toBe(7); // curl: failed to connect
+      expect(sidecar.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+        moved: ["inbound"],
+        inbound: port,
+      });
+    } finally {
+      await sidecar.drain();
+    }
+  });
+
+  it("refuses_a_reload_that_moves_the_admin_port_naming_it", async () => {
     const sidecar = await startTestSidecar(configFor("strict"));
     try {
       const hash = sidecar.currentHash();
-      const r = await sidecar.reload(JSON.stringify(configFor("permissive")));
+      const r = await sidecar.reload(
+        JSON.stringify(configFor("permissive", (c) => ({ ...c, admin: { port: c.admin.port + 1 } }))),
+      );
       expect(r).toMatchObject({
         ok: false,
         code: "E_RT_RELOAD_RESTART_REQUIRED",
-        error: expect.stringMatching(/changes mtls, .*restart the sidecar/),
+        error: expect.stringMatching(/changes admin\.port, .*restart the sidecar/),
       });
+      // Refused whole: the mode it also changed is not applied either.
       expect(sidecar.currentHash()).toBe(hash);
-      expect((await curl([`http://127.0.0.1:${sidecar.ports.inbound}/orders/1`])).status).not.toBe("200");
-      expect((await curl([...as("web"), url(sidecar, "/orders/1")])).status).toBe("200");
+      expect((await plaintext(sidecar.ports.inbound, "/orders/11")).status).not.toBe("200");
       expect(
         metricValue(await metrics(sidecar), "meshgate_config_reloads_total", { result: "failure" }),
       ).toBe(1);

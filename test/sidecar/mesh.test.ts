@@ -257,6 +257,47 @@ describe("app to app through two sidecars", () => {
     expect((await viaProxy(web.ports.outbound, "http://orders/orders/5")).status).toBe(200);
   });
 
+  it("moves_the_outbound_proxy_port_by_reload_and_refuses_a_taken_one_naming_it", async () => {
+    const orders = await instance("orders");
+    const app = await startUpstream();
+    const dir = join(tmp.dir, `web-${n++}`);
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem());
+    const withOutbound = (port: number | null) =>
+      localSidecar(config("web"), {
+        identityDir: dir,
+        appPort: app.port,
+        endpoints: { orders: [orders.sidecar.ports.inbound] },
+        edit: (c) => (port === null ? c : { ...c, outbound: { ...c.outbound, port } }),
+      });
+    const web = await startTestSidecar(withOutbound(null));
+    stops.push(async () => {
+      await web.drain();
+      await app.close();
+    });
+    const atStart = web.ports.outbound;
+    expect((await viaProxy(atStart, "http://orders/orders/1")).status).toBe(200);
+    const port = await freePort();
+    expect(await web.reload(JSON.stringify(withOutbound(port)))).toMatchObject({ ok: true, changed: true });
+    expect(web.ports.outbound).toBe(port);
+    expect((await viaProxy(port, "http://orders/orders/2")).status).toBe(200);
+    await expect(viaProxy(atStart, "http://orders/orders/x")).rejects.toThrow(/ECONNREFUSED/);
+    expect(web.logs.find((l) => l.event === "listeners_changed")).toMatchObject({
+      moved: ["outbound"],
+      outbound: port,
+    });
+
+    const squatter = net.createServer().listen(0, "127.0.0.1");
+    await new Promise((r) => squatter.once("listening", r));
+    const taken = (squatter.address() as net.AddressInfo).port;
+    expect(await web.reload(JSON.stringify(withOutbound(taken)))).toMatchObject({
+      ok: false,
+      code: "E_RT_CONFIG_INVALID",
+      error: expect.stringContaining("outbound.port"),
+    });
+    squatter.close();
+    expect((await viaProxy(port, "http://orders/orders/3")).status).toBe(200);
+  });
+
   it("refuses_an_undeclared_destination", async () => {
     const secrets = await instance("secrets");
     const web = await instance("web", { endpoints: { orders: [secrets.sidecar.ports.inbound] } });
