@@ -85,10 +85,11 @@ export interface PlannedProcess {
   /** The planned files it reads (its config file; Prometheus's config and rules). */
   readonly reads: readonly string[];
   /**
-   * It applies a change of `reads` itself, without a restart (the proxies reload their config file);
-   * otherwise `meshgate up --watch` restarts it when one of them changes.
+   * How it applies a change of `reads` without a restart: the proxies reload their config file when asked
+   * on their admin listener (`admin`), Prometheus re-reads its config and rules on SIGHUP (`sighup`);
+   * null: `meshgate up --watch` restarts it when one of them changes.
    */
-  readonly hotReload: boolean;
+  readonly reload: "admin" | "sighup" | null;
 }
 
 export interface PlannedFile {
@@ -349,7 +350,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       phase: 0,
       portFields: portFieldsOf([p.inbound, p.outbound, p.admin, ...Object.values(p.local)], "--port-base"),
       reads: [sidecarFile],
-      hotReload: true,
+      reload: "admin",
     });
 
     const appEnv: Record<string, string> = {
@@ -381,7 +382,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         phase: 0,
         portFields: portFieldsOf([p.app], "--port-base"),
         reads: [],
-        hotReload: false,
+        reload: null,
       });
     } else {
       const demo = demoConfig(spec, s.name, p, loop(p.outbound));
@@ -399,7 +400,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         phase: 0,
         portFields: portFieldsOf([p.app], "--port-base"),
         reads: [demoFile],
-        hotReload: false,
+        reload: null,
       });
     }
   }
@@ -490,7 +491,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         [gatewayAdmin]: "--port-base",
       },
       reads: [gatewayFile],
-      hotReload: true,
+      reload: "admin",
     });
   }
 
@@ -529,7 +530,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         phase: 2,
         portFields: portFieldsOf([prometheusPort], "--port-base"),
         reads: promPaths,
-        hotReload: false,
+        reload: "sighup",
       });
     }
   }

@@ -203,6 +203,14 @@ export class Supervisor {
     }));
   }
 
+  /** Sends `signal` to a running process's group (Prometheus's SIGHUP reload); false when it is not running. */
+  signal(name: string, signal: NodeJS.Signals): boolean {
+    const c = this.#children.find((x) => x.spec.name === name);
+    if (!c || c.proc === null || c.pid === null) return false;
+    this.#signal(c, signal);
+    return true;
+  }
+
   /** Pids of every process group leader ever started (alive or not), for leak checks. */
   pids(): Record<string, number | null> {
     return Object.fromEntries(this.#children.map((c) => [c.spec.name, c.pid]));

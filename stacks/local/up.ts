@@ -24,7 +24,7 @@ import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
-import { isEmpty, newPorts, planChanges } from "./watch.ts";
+import { isEmpty, newPorts, planChanges, prometheusReload } from "./watch.ts";
 
 /** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
 export const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -314,12 +314,16 @@ export async function up(o: UpOptions): Promise<UpHandle> {
 
     await keeper.add(change.identities, change.retiredIdentities);
     await writeFiles(change.files);
-    // Proxies reload their new config in place; one that needs a restart for it (a moved port) gets one.
+    // Proxies reload their new config in place and Prometheus its config and rules; one that needs a
+    // restart for it (a proxy's admin port) or fails to reload gets one.
     const restart = new Map(change.restart.map((r) => [r.name, r.why]));
     const reloaded: string[] = [];
     await Promise.all(
       change.reload.map(async (r) => {
-        const result = await reloadProxy(r.adminUrl);
+        const result =
+          r.kind === "admin"
+            ? await reloadProxy(r.url)
+            : await reloadBySighup(r.metricsUrl, () => supervisor.signal(r.name, "SIGHUP"));
         if (result.ok) reloaded.push(r.name);
         else if (result.code === "E_RT_RELOAD_RESTART_REQUIRED")
           restart.set(r.name, `its new config changes what it binds at start (${result.error})`);
@@ -402,12 +406,36 @@ export async function up(o: UpOptions): Promise<UpHandle> {
 }
 
 /** Asks a proxy's admin listener to reload its config file; its answer (ok, or the error and code). */
-async function reloadProxy(adminUrl: string): Promise<{ ok: boolean; error?: string; code?: string }> {
+async function reloadProxy(url: string): Promise<{ ok: boolean; error?: string; code?: string }> {
   try {
-    const res = await fetch(`${adminUrl}/reload`, { method: "POST", signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(url, { method: "POST", signal: AbortSignal.timeout(10_000) });
     return (await res.json()) as { ok: boolean; error?: string; code?: string };
   } catch (err) {
     return { ok: false, error: `its admin listener did not answer (${(err as Error).message})` };
+  }
+}
+
+/**
+ * Sends SIGHUP (Prometheus re-reads its config and rules) and watches its reload metrics until they say
+ * the reload completed or failed, 10 s at most (watch.ts `prometheusReload`).
+ */
+async function reloadBySighup(
+  metricsUrl: string,
+  signal: () => boolean,
+): Promise<{ ok: boolean; error?: string; code?: string }> {
+  const askedAt = Date.now();
+  if (!signal()) return { ok: false, error: "it is not running" };
+  const deadline = askedAt + 10_000;
+  for (;;) {
+    const text = await fetch(metricsUrl, { signal: AbortSignal.timeout(2000) })
+      .then((r) => r.text())
+      .catch(() => "");
+    const state = prometheusReload(text, askedAt);
+    if (state === "reloaded") return { ok: true };
+    if (state === "failed")
+      return { ok: false, error: "its reload failed (prometheus_config_last_reload_successful 0)" };
+    if (Date.now() > deadline) return { ok: false, error: "its reload did not complete within 10 s" };
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

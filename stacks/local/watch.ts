@@ -10,7 +10,9 @@
  * - a process no longer planned is stopped, a new one started (its identity issued first);
  * - a process whose command, environment, working directory, ports or readiness check changed is
  *   restarted, and so is one that reads a changed file without reloading it itself (a demo service's
- *   config, Prometheus's config and rules);
+ *   config);
+ * - Prometheus, whose config or rules changed, is sent SIGHUP (it re-reads both; `meshgate up` checks
+ *   its reload metrics and restarts it if the reload failed);
  * - a proxy whose config file changed and nothing else is reloaded in place (its admin `POST /reload`),
  *   and so is one whose only other change is the ports its config names (the gateway's listeners, the
  *   sidecar's inbound, outbound and local ports: the proxies bind and close those on reload); one that
@@ -36,9 +38,14 @@ export interface PlanChanges {
   readonly removed: readonly string[];
   /** Processes to restart, each with why. */
   readonly restart: readonly { readonly name: string; readonly why: string }[];
-  /** Proxies to reload in place: only their config file changed. */
-  readonly reload: readonly { readonly name: string; readonly adminUrl: string }[];
+  /** Processes to reload in place (only files they reload themselves changed), and how. */
+  readonly reload: readonly PlannedReload[];
 }
+
+/** A process reloaded in place: a proxy asked on its admin listener, or Prometheus sent SIGHUP. */
+export type PlannedReload =
+  | { readonly name: string; readonly kind: "admin"; readonly url: string }
+  | { readonly name: string; readonly kind: "sighup"; readonly metricsUrl: string };
 
 /** A change with nothing to do. */
 export const NO_CHANGES: PlanChanges = Object.freeze({
@@ -109,7 +116,7 @@ export function planChanges(running: LocalPlan, next: LocalPlan): PlanChanges {
   const planned = new Set(next.processes.map((p) => p.name));
   const added: string[] = [];
   const restart: { name: string; why: string }[] = [];
-  const reload: { name: string; adminUrl: string }[] = [];
+  const reload: PlannedReload[] = [];
   for (const p of next.processes) {
     const was = old.get(p.name);
     if (!was) {
@@ -122,8 +129,10 @@ export function planChanges(running: LocalPlan, next: LocalPlan): PlanChanges {
     }
     const read = p.reads.filter((f) => changedFiles.has(f));
     if (read.length === 0) continue;
-    if (p.hotReload && p.ports.admin !== undefined)
-      reload.push({ name: p.name, adminUrl: `http://127.0.0.1:${p.ports.admin}` });
+    if (p.reload === "admin" && p.ports.admin !== undefined)
+      reload.push({ name: p.name, kind: "admin", url: `http://127.0.0.1:${p.ports.admin}/reload` });
+    else if (p.reload === "sighup" && p.ports.http !== undefined)
+      reload.push({ name: p.name, kind: "sighup", metricsUrl: `http://127.0.0.1:${p.ports.http}/metrics` });
     else restart.push({ name: p.name, why: `it reads ${read.join(", ")}, which changed` });
   }
   const removed = running.processes.filter((p) => !planned.has(p.name)).map((p) => p.name);
@@ -143,4 +152,25 @@ export function newPorts(running: LocalPlan, next: LocalPlan): [number, string, 
     for (const [what, port] of Object.entries(p.ports))
       if (!held.has(port)) out.push([port, `${p.name} ${what}`, p.portFields[port] ?? "--port-base"]);
   return out;
+}
+
+/** What Prometheus's own metrics say of a reload asked for at `askedAt` (ms since the epoch). */
+export type PrometheusReload = "reloaded" | "failed" | "pending";
+
+/**
+ * Reads `prometheus_config_last_reload_successful` and `…_last_reload_success_timestamp_seconds` from
+ * Prometheus's `/metrics`: a failed last reload is `failed`; a successful one that completed in or after
+ * the second the SIGHUP was sent is `reloaded` (the timestamp has whole seconds); anything else (the
+ * signal not handled yet, the metrics missing) is `pending`.
+ */
+export function prometheusReload(metricsText: string, askedAt: number): PrometheusReload {
+  const value = (name: string): number | null => {
+    const m = new RegExp(`^${name} (\\S+)$`, "m").exec(metricsText);
+    return m ? Number(m[1]) : null;
+  };
+  const ok = value("prometheus_config_last_reload_successful");
+  const at = value("prometheus_config_last_reload_success_timestamp_seconds");
+  if (ok === 0) return "failed";
+  if (ok === 1 && at !== null && at >= Math.floor(askedAt / 1000)) return "reloaded";
+  return "pending";
 }

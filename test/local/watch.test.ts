@@ -10,7 +10,15 @@ import { parseSpec } from "../../components/spec/parse.ts";
 import type { MeshSpec } from "../../components/spec/schema.ts";
 import { translate } from "../../components/translate/translate.ts";
 import { planLocal, type LocalPlan } from "../../stacks/local/plan.ts";
-import { isEmpty, newPorts, NO_CHANGES, planChanges, type PlanChanges } from "../../stacks/local/watch.ts";
+import {
+  isEmpty,
+  newPorts,
+  NO_CHANGES,
+  planChanges,
+  prometheusReload,
+  type PlanChanges,
+  type PrometheusReload,
+} from "../../stacks/local/watch.ts";
 import { TINY } from "../support/tiny-mesh.ts";
 
 type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -159,14 +167,12 @@ describe("a changed spec, as a change of the running local mesh", () => {
       change: { restartUp: ["targets.local.adminPort (or --admin-port)"] },
     },
     {
-      claim: "Prometheus, which does not reload its files itself, restarts when its rules change",
+      claim: "Prometheus is sent SIGHUP when its rules change: it re-reads its config and rules in place",
       prometheus: true,
       edit: (raw) => (raw.observability = { slos: [{ name: "api-up", service: "api", availability: 99.5 }] }),
       change: {
         files: ["observability/prometheus/rules/meshgate-tiny.rules.yml"],
-        restart: [
-          "prometheus: it reads /work/app/.meshgate/run/observability/prometheus/rules/meshgate-tiny.rules.yml, which changed",
-        ],
+        reload: ["prometheus"],
       },
     },
   ])("$claim", ({ edit, prometheus, change }) => {
@@ -175,6 +181,46 @@ describe("a changed spec, as a change of the running local mesh", () => {
     const c = planChanges(running, planOf(specOf(edit), bin, running));
     expect(summary(c)).toEqual({ ...NOTHING, ...change });
     expect(isEmpty(c)).toBe(Object.keys(change).length === 0);
+  });
+});
+
+describe("Prometheus's reload metrics after a SIGHUP", () => {
+  const asked = Date.UTC(2026, 11, 1, 12, 0, 0, 400); // within the second 1796126400
+  const second = Math.floor(asked / 1000);
+  const metrics = (ok: number | null, at: number | null) =>
+    [
+      "# HELP prometheus_config_last_reload_successful Whether the last configuration reload attempt was successful.",
+      ...(ok === null ? [] : [`prometheus_config_last_reload_successful ${ok}`]),
+      ...(at === null
+        ? []
+        : [`prometheus_config_last_reload_success_timestamp_seconds ${at.toExponential()}`]),
+      "prometheus_tsdb_head_series 12",
+    ].join("\n");
+  it.each<{ claim: string; text: string; state: PrometheusReload }>([
+    {
+      claim: "a success in the second the signal was sent is the reload",
+      text: metrics(1, second),
+      state: "reloaded",
+    },
+    { claim: "a success after it is the reload", text: metrics(1, second + 2), state: "reloaded" },
+    {
+      claim: "an earlier success is the previous load: still pending",
+      text: metrics(1, second - 1),
+      state: "pending",
+    },
+    { claim: "a failed last reload is a failure", text: metrics(0, second - 5), state: "failed" },
+    {
+      claim: "no reload metrics (not scraped yet, or not Prometheus) is pending",
+      text: metrics(null, null),
+      state: "pending",
+    },
+    {
+      claim: "an unreachable Prometheus (no text) is pending until the deadline",
+      text: "",
+      state: "pending",
+    },
+  ])("$claim", ({ text, state }) => {
+    expect(prometheusReload(text, asked)).toBe(state);
   });
 });
 
