@@ -8,12 +8,9 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse, stringify } from "yaml";
 import { freeBlock } from "../support/ports.ts";
 import { killProcessesMentioning, spawnUp } from "../support/procs.ts";
-import { TINY } from "../support/tiny-mesh.ts";
-
-type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+import { saveTiny, TINY, type RawSpec } from "../support/tiny-mesh.ts";
 
 let dir: string;
 let child: ChildProcess;
@@ -31,19 +28,7 @@ const api = async <T>(path: string): Promise<T> =>
   ((await (await fetch(`${prometheus}${path}`, { signal: AbortSignal.timeout(5000) })).json()) as { data: T })
     .data;
 
-/** Writes TINY edited by `edit` and returns the output up to the watcher's verdict line. */
-async function save(edit: (raw: Raw) => void): Promise<string> {
-  const raw = parse(TINY) as Raw;
-  edit(raw);
-  const mark = output().length;
-  await writeFile(specFile(), stringify(raw));
-  const deadline = Date.now() + 60_000;
-  while (!/^\[watch\] (✓|✗|the spec changed nothing)/m.test(output().slice(mark))) {
-    if (Date.now() > deadline) throw new Error(`no verdict in 60 s:\n${output().slice(mark)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return output().slice(mark);
-}
+const save = (edit: (raw: RawSpec) => void) => saveTiny(specFile(), output, edit);
 
 const SLO = { slos: [{ name: "api-up", service: "api", availability: 99.5 }] };
 

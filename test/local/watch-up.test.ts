@@ -12,10 +12,9 @@ import { tmpdir } from "node:os";
 import net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse, stringify } from "yaml";
 import { freeBlock } from "../support/ports.ts";
 import { alive, killProcessesMentioning, spawnUp } from "../support/procs.ts";
-import { TINY } from "../support/tiny-mesh.ts";
+import { saveTiny, TINY, type RawSpec } from "../support/tiny-mesh.ts";
 
 interface State {
   processes: { name: string; pid: number; state: string }[];
@@ -39,29 +38,7 @@ const pids = async (): Promise<Record<string, number>> =>
     ]),
   );
 
-/** Writes the spec (TINY edited by `edit`) and waits for the watcher's verdict line after it. */
-type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function save(edit: (raw: Raw) => void): Promise<string> {
-  const raw = parse(TINY) as Raw;
-  edit(raw);
-  const mark = output().length;
-  await writeFile(specFile(), stringify(raw));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const line = output()
-      .slice(mark)
-      .split("\n")
-      .find((l) => /^\[watch\] (✓|✗|the spec changed nothing)/.test(l));
-    if (line) {
-      // A refusal prints its reasons on the lines after the verdict.
-      await new Promise((r) => setTimeout(r, 100));
-      return output().slice(mark);
-    }
-    if (Date.now() > deadline) throw new Error(`no verdict in 60 s:\n${output().slice(mark)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const save = (edit: (raw: RawSpec) => void) => saveTiny(specFile(), output, edit);
 
 const ROUTE_ROOT = {
   name: "hello",
