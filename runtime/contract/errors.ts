@@ -10,7 +10,7 @@ export const RuntimeErrorCatalog = {
   E_RT_CONFIG_KIND:
     "the RuntimeConfig is for another proxy kind (gateway config given to a sidecar, or the reverse)",
   E_RT_RELOAD_RESTART_REQUIRED:
-    "a reload changes a setting the proxy sets only when it starts (the admin port; the gateway's mesh identity: svid, identity, trustDomain); restart the proxy to apply it — the previous config keeps serving. (Listeners added, removed, moved to another port or changed on their port — protocol, TLS, PROXY protocol, limits, the sidecar's mtls mode — are applied by a reload.)",
+    "a reload changes the proxy's admin port, which it binds only when it starts; restart the proxy to apply it — the previous config keeps serving. (Everything else is applied by a reload: listeners added, removed, moved or changed on their port — protocol, TLS, PROXY protocol, limits, the sidecar's mtls mode — and the identity.)",
   E_RT_RELOAD_ABORTED:
     "a gateway worker prepared a new config but the primary aborted it, because another worker refused it (or did not answer in time): every worker keeps the previous config",
   E_RT_IDENTITY_FILE:

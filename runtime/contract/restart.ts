@@ -14,10 +14,13 @@
  *   parser limits change, and its inbound and outbound ports move like local ports
  *   (`sidecarListenerChanges`).
  *
- * What a reload cannot apply is refused whole, naming every field, rather than accepted and silently not
- * applied: the gateway's admin port and mesh identity, and the sidecar's admin port. Applying them takes
- * a restart — on Kubernetes a changed config already rolls the pods (its hash is a pod annotation), so
- * this only meets reloads of a file by hand or by SIGHUP.
+ * The proxies' identities reload too (new SVID files, another SPIFFE ID or trust domain: a new identity
+ * source, swapped in with the config).
+ *
+ * What a reload cannot apply is refused whole, naming the field, rather than accepted and silently not
+ * applied: either proxy's admin port, the operator's fixed point (as Envoy's admin address is
+ * bootstrap-only). Applying it takes a restart — on Kubernetes a changed config already rolls the pods
+ * (its hash is a pod annotation), so this only meets reloads of a file by hand or by SIGHUP.
  *
  * Pure: two validated configs in, the changed field paths out (spec-like paths, listeners by name).
  */
@@ -118,12 +121,7 @@ function portChanges(before: ReadonlyMap<string, number>, after: ReadonlyMap<str
 
 /** The gateway fields `next` changes that only a restart applies (empty: the reload can apply it all). */
 export function gatewayRestartFields(current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): string[] {
-  const changed: string[] = [];
-  if (current.admin.port !== next.admin.port) changed.push("admin.port");
-  if (!same(current.svid, next.svid)) changed.push("svid");
-  if (current.identity !== next.identity) changed.push("identity");
-  if (current.trustDomain !== next.trustDomain) changed.push("trustDomain");
-  return changed;
+  return current.admin.port !== next.admin.port ? ["admin.port"] : [];
 }
 
 /** The sidecar fields `next` changes that only a restart applies (its identity, by contrast, reloads). */

@@ -555,17 +555,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }, graceMs).unref();
   };
 
-  const svid = options.config.svid;
-  if (svid !== null) {
-    const onEvent = identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
+  const onIdentityEvent = identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
+  /** The identity source of `config` (started: its files loaded, or their absence reported), or none. */
+  const createIdentity = async (config: GatewayRuntimeConfig): Promise<IdentitySource | null> => {
+    if (config.svid === null) return null;
     const { IdentitySource } = await import("../pki/identity.ts"); // loads the PKI only for a mesh member
-    identity = new IdentitySource(svid, {
-      expectedId: options.config.identity,
-      trustDomain: options.config.trustDomain,
-      onEvent,
+    const source = new IdentitySource(config.svid, {
+      expectedId: config.identity,
+      trustDomain: config.trustDomain,
+      onEvent: onIdentityEvent,
     });
-    await identity.start();
-  }
+    await source.start();
+    return source;
+  };
+  identity = await createIdentity(options.config);
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
@@ -1488,7 +1491,15 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     void pools.retain(new Set([...state.clusters.values()].flatMap((c) => c.poolKeys())));
   };
-  const reload = createReloader<GatewayRuntimeConfig, { state: State; listeners: ListenerSwap }>({
+  /** A reload's new identity source (svid, identity or trustDomain changed), or none to swap in. */
+  type IdentitySwap = { readonly source: IdentitySource | null } | null;
+  const identityChanged = (current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): boolean =>
+    JSON.stringify([current.svid, current.identity, current.trustDomain]) !==
+    JSON.stringify([next.svid, next.identity, next.trustDomain]);
+  const reload = createReloader<
+    GatewayRuntimeConfig,
+    { state: State; listeners: ListenerSwap; identity: IdentitySwap }
+  >({
     proxy: "gateway",
     ...(options.configPath ? { configPath: options.configPath } : {}),
     metrics: lifecycle,
@@ -1502,12 +1513,19 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     check: (current, next) => refuseRestartFields("gateway", gatewayRestartFields(current, next)),
     build: async (next) => {
       const built = await buildState(next, state);
+      let listeners: ListenerSwap;
       try {
-        return { state: built, listeners: await prepareListeners(next) };
+        listeners = await prepareListeners(next);
       } catch (err) {
         discardState(built);
         throw err;
       }
+      // New identity files, or another identity: a new source, started now (its files loaded, or their
+      // absence reported: mTLS clusters then fail closed, as at start); the old one serves until the swap.
+      const swap: IdentitySwap = identityChanged(state.config, next)
+        ? { source: await createIdentity(next) }
+        : null;
+      return { state: built, listeners, identity: swap };
     },
     buildFailed: () => limiters.discardPending(),
     // A built config that is not swapped in (a worker's prepared reload the primary aborted) stops what
@@ -1515,11 +1533,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     discard: (built) => {
       discardState(built.state);
       discardListeners(built.listeners);
+      built.identity?.source?.close();
     },
-    commit: (next, { state: built, listeners: swap }) => {
+    commit: (next, { state: built, listeners: swap, identity: newIdentity }) => {
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapIn(swap, next);
+      if (newIdentity) {
+        // New mTLS connections present the new SVID; pooled ones keep the one they were made with.
+        identity?.close();
+        identity = newIdentity.source;
+        log.info({ event: "identity_changed", identity: next.svid === null ? null : next.identity });
+      }
       activateRateLimits(built);
       for (const c of previous.clusters.values()) c.close();
       void previous.tracer.shutdown(2000);

@@ -191,6 +191,29 @@ describe("gateway without an identity", () => {
     expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200); // nothing to wait for
   });
 
+  it("joins_the_mesh_by_reload_when_its_config_names_identity_files_and_leaves_it_by_the_next", async () => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw, dir } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "none");
+    expect((await request(`${gw.url}/api/orders/1`)).status).toBe(503);
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("gateway")), ca.bundle.toPem());
+    const base = translated(["gateway"]).gateway;
+    const member = gatewayOn(base, [orders.sidecar.ports.inbound], dir);
+    expect(await gw.reload(JSON.stringify(member))).toMatchObject({ ok: true, hash: member.hash });
+    expect(gw.logs.find((l) => l.event === "identity_changed")).toMatchObject({
+      identity: spiffe("gateway"),
+    });
+    const r = await request(`${gw.url}/api/orders/2`);
+    expect(r.status).toBe(200);
+    expect(orders.app.received.at(-1)?.headers["x-meshgate-peer"]).toBe(spiffe("gateway"));
+    expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200);
+    // Without identity files again: new mTLS connections fail closed (pooled ones are not reused for it).
+    const none = gatewayOn(base, [orders.sidecar.ports.inbound], null);
+    expect(await gw.reload(JSON.stringify(none))).toMatchObject({ ok: true, hash: none.hash });
+    const after = await request(`${gw.url}/api/orders/3`);
+    expect(after.status).toBe(503);
+    expect(after.headers["x-meshgate-error"]).toBe("upstream_identity_unavailable");
+  });
+
   it("is_not_ready_and_fails_closed_until_its_identity_files_appear", async () => {
     const orders = await ordersInstance(["gateway"]);
     const { gw, dir } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "later");
