@@ -6,6 +6,8 @@
  *    the credentials it requires (a renamed route that admits exactly the same is not a change);
  *  - gateway routes added and removed;
  *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
+ *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
+ *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
  *  - guardrail violations that appear or disappear.
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
@@ -51,7 +53,7 @@ export interface SettingChange {
   /** `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name). */
   scope: "route" | "service" | "gateway";
   name: string;
-  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress";
+  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport";
   before: string;
   after: string;
   /** What the change bears on, when that is not obvious (the routes that read the client address). */
@@ -107,7 +109,12 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     routes: routes.routes,
     widened: [...meshChanges(rh, rb, "widened"), ...routes.widened],
     narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed],
-    settings: [...gatewaySettings(base, head), ...routeSettings(base, head), ...serviceSettings(base, head)],
+    settings: [
+      ...listenerTransport(base, head),
+      ...gatewaySettings(base, head),
+      ...routeSettings(base, head),
+      ...serviceSettings(base, head),
+    ],
     violations: {
       added: vh.filter((v) => !baseKeys.has(vkey(v))),
       resolved: vb.filter((v) => !headKeys.has(vkey(v))),
@@ -288,6 +295,56 @@ export function describeListenerAddress(l: GatewayConfig["listeners"][number] | 
   return l.proxyProtocolSources
     ? `a PROXY header from ${l.proxyProtocolSources.join(", ")}`
     : "a PROXY header from any source";
+}
+
+type ListenerConfig = GatewayConfig["listeners"][number];
+
+/** How a listener serves, in words: its port, plaintext or the TLS floor, and the HTTP versions. */
+export function describeListenerTransport(l: ListenerConfig | undefined): string {
+  if (!l) return "no listener";
+  const tls = l.protocol === "https";
+  const versions = l.http2 ? (tls ? "HTTP/1.1 and HTTP/2" : "HTTP/1.1 and h2c") : "HTTP/1.1";
+  const security = tls ? `TLS ≥ ${(l.tls?.minVersion ?? "TLSv1.2").replace("TLSv", "")}` : "plaintext";
+  return `${l.protocol} on ${l.port} (${security}; ${versions})`;
+}
+
+/** TLS floors in order, to tell a lowered minimum (undefined for plaintext). */
+const TLS_RANK: Record<string, number> = { "TLSv1.2": 2, "TLSv1.3": 3 };
+const tlsRank = (l: ListenerConfig): number =>
+  l.protocol === "https" ? (TLS_RANK[l.tls?.minVersion ?? "TLSv1.2"] ?? 0) : 0;
+
+/**
+ * Listeners added, removed, or serving differently (a reload applies each on the running gateway). A
+ * listener that kept its name but now serves plaintext where it served TLS, or accepts an older TLS
+ * version, is noted as weakened: what its routes receive (tokens, cookies) travels less protected.
+ */
+function listenerTransport(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const b = base.runtime.gateway?.listeners ?? [];
+  const h = head.runtime.gateway?.listeners ?? [];
+  const out: SettingChange[] = [];
+  for (const name of [...new Set([...b, ...h].map((l) => l.name))].sort(cmp)) {
+    const before = b.find((l) => l.name === name);
+    const after = h.find((l) => l.name === name);
+    const [from, to] = [describeListenerTransport(before), describeListenerTransport(after)];
+    if (from === to) continue;
+    const weakened = before && after && tlsRank(after) < tlsRank(before);
+    out.push({
+      scope: "gateway",
+      name,
+      field: "transport",
+      before: from,
+      after: to,
+      ...(weakened
+        ? {
+            note:
+              after.protocol === "http"
+                ? "weakened: a listener that served TLS now serves plaintext"
+                : "weakened: a listener accepts an older TLS version",
+          }
+        : {}),
+    });
+  }
+  return out;
 }
 
 /**

@@ -211,6 +211,67 @@ describe("semantic diff", () => {
     expect(md).toContain(`- clientAddress: ${changes[0]!.note}`);
   });
 
+  it.each<{
+    claim: string;
+    mutate: (r: Raw) => void;
+    name: string;
+    before: string;
+    after: string;
+    note?: string;
+  }>([
+    {
+      claim: "reports_a_tls_listener_turned_to_plaintext_as_a_weakened_transport",
+      mutate: (r) => {
+        const l = r.gateway.listeners.find((x: { name: string }) => x.name === "https");
+        l.protocol = "http";
+        delete l.tls;
+      },
+      name: "https",
+      before: "https on 8443 (TLS ≥ 1.2; HTTP/1.1 and HTTP/2)",
+      after: "http on 8443 (plaintext; HTTP/1.1 and h2c)",
+      note: "weakened: a listener that served TLS now serves plaintext",
+    },
+    {
+      claim: "reports_a_raised_tls_minimum_without_a_warning",
+      mutate: (r) =>
+        (r.gateway.listeners.find((x: { name: string }) => x.name === "https").tls.minVersion = "TLSv1.3"),
+      name: "https",
+      before: "https on 8443 (TLS ≥ 1.2; HTTP/1.1 and HTTP/2)",
+      after: "https on 8443 (TLS ≥ 1.3; HTTP/1.1 and HTTP/2)",
+    },
+    {
+      claim: "reports_a_new_listener_with_its_port_and_transport",
+      mutate: (r) =>
+        r.gateway.listeners.push({ name: "internal", port: 9090, protocol: "http", http2: false }),
+      name: "internal",
+      before: "no listener",
+      after: "http on 9090 (plaintext; HTTP/1.1)",
+    },
+    {
+      claim: "reports_a_moved_listener",
+      mutate: (r) => (r.gateway.listeners.find((x: { name: string }) => x.name === "http").port = 8081),
+      name: "http",
+      before: "http on 8080 (plaintext; HTTP/1.1 and h2c)",
+      after: "http on 8081 (plaintext; HTTP/1.1 and h2c)",
+    },
+  ])("$claim", ({ mutate, name, before, after, note }) => {
+    const d = diffAfter(mutate);
+    const changes = d.settings.filter((s) => s.field === "transport");
+    expect(changes).toEqual([
+      { scope: "gateway", name, field: "transport", before, after, ...(note ? { note } : {}) },
+    ]);
+    expect(d.widened).toEqual([]);
+    const raw = shopRaw();
+    mutate(raw);
+    const md = renderDiffMarkdown(d, {
+      base: staticReachability(BASE),
+      head: staticReachability(inputOf(raw)),
+    });
+    expect(md).toContain(`| gateway \`${name}\` | transport | ${before} | ${after} |`);
+    if (note) expect(md).toContain(`- transport: ${note}`);
+    else expect(md).not.toContain("- transport:");
+  });
+
   it("reports_violations_that_appear_and_disappear", () => {
     const d = diffAfter((r) => {
       r.mesh.mtls = "permissive";
