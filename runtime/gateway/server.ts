@@ -555,10 +555,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }, graceMs).unref();
   };
 
-  const onIdentityEvent = identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
+  // The identity metrics (certificate expiry, identity reloads) exist once the gateway is a mesh member.
+  let onIdentityEvent: ReturnType<typeof identityObserver> | null = null;
   /** The identity source of `config` (started: its files loaded, or their absence reported), or none. */
   const createIdentity = async (config: GatewayRuntimeConfig): Promise<IdentitySource | null> => {
     if (config.svid === null) return null;
+    onIdentityEvent ??= identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
     const { IdentitySource } = await import("../pki/identity.ts"); // loads the PKI only for a mesh member
     const source = new IdentitySource(config.svid, {
       expectedId: config.identity,

@@ -195,6 +195,9 @@ describe("gateway without an identity", () => {
     const orders = await ordersInstance(["gateway"]);
     const { gw, dir } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "none");
     expect((await request(`${gw.url}/api/orders/1`)).status).toBe(503);
+    expect(await (await fetch(`${gw.adminUrl}/metrics`)).text()).not.toContain(
+      "meshgate_cert_expiry_seconds",
+    );
     await writeIdentity(dir, await ca.issuer.issue(spiffe("gateway")), ca.bundle.toPem());
     const base = translated(["gateway"]).gateway;
     const member = gatewayOn(base, [orders.sidecar.ports.inbound], dir);
@@ -206,6 +209,8 @@ describe("gateway without an identity", () => {
     expect(r.status).toBe(200);
     expect(orders.app.received.at(-1)?.headers["x-meshgate-peer"]).toBe(spiffe("gateway"));
     expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200);
+    // A mesh member's identity metrics appear with the identity.
+    expect(await (await fetch(`${gw.adminUrl}/metrics`)).text()).toMatch(/^meshgate_cert_expiry_seconds\{/m);
     // Without identity files again: new mTLS connections fail closed (pooled ones are not reused for it).
     const none = gatewayOn(base, [orders.sidecar.ports.inbound], null);
     expect(await gw.reload(JSON.stringify(none))).toMatchObject({ ok: true, hash: none.hash });
