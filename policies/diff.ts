@@ -299,19 +299,20 @@ export function describeListenerAddress(l: GatewayConfig["listeners"][number] | 
 
 type ListenerConfig = GatewayConfig["listeners"][number];
 
+/** A listener's TLS floor ("1.2", "1.3"), or null when it serves plaintext. */
+const tlsFloor = (l: ListenerConfig): string | null =>
+  l.protocol === "https" ? (l.tls?.minVersion ?? "TLSv1.2").replace("TLSv", "") : null;
+
 /** How a listener serves, in words: its port, plaintext or the TLS floor, and the HTTP versions. */
 export function describeListenerTransport(l: ListenerConfig | undefined): string {
   if (!l) return "no listener";
-  const tls = l.protocol === "https";
-  const versions = l.http2 ? (tls ? "HTTP/1.1 and HTTP/2" : "HTTP/1.1 and h2c") : "HTTP/1.1";
-  const security = tls ? `TLS ≥ ${(l.tls?.minVersion ?? "TLSv1.2").replace("TLSv", "")}` : "plaintext";
-  return `${l.protocol} on ${l.port} (${security}; ${versions})`;
+  const floor = tlsFloor(l);
+  const versions = l.http2 ? (floor ? "HTTP/1.1 and HTTP/2" : "HTTP/1.1 and h2c") : "HTTP/1.1";
+  return `${l.protocol} on ${l.port} (${floor ? `TLS ≥ ${floor}` : "plaintext"}; ${versions})`;
 }
 
-/** TLS floors in order, to tell a lowered minimum (undefined for plaintext). */
-const TLS_RANK: Record<string, number> = { "TLSv1.2": 2, "TLSv1.3": 3 };
-const tlsRank = (l: ListenerConfig): number =>
-  l.protocol === "https" ? (TLS_RANK[l.tls?.minVersion ?? "TLSv1.2"] ?? 0) : 0;
+/** A listener's protection, to tell a weakened one: 0 plaintext, then the TLS floor as a number. */
+const tlsRank = (l: ListenerConfig): number => Number(tlsFloor(l) ?? 0);
 
 /**
  * Listeners added, removed, or serving differently (a reload applies each on the running gateway). A

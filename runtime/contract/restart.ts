@@ -119,14 +119,20 @@ function portChanges(before: ReadonlyMap<string, number>, after: ReadonlyMap<str
   return { added, removed, moved };
 }
 
-/** The gateway fields `next` changes that only a restart applies (empty: the reload can apply it all). */
-export function gatewayRestartFields(current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): string[] {
+type ProxyConfig = GatewayRuntimeConfig | SidecarRuntimeConfig;
+
+/** The fields `next` changes that only a restart of the proxy applies (empty: the reload can apply it all). */
+export function restartFields(current: ProxyConfig, next: ProxyConfig): string[] {
   return current.admin.port !== next.admin.port ? ["admin.port"] : [];
 }
 
-/** The sidecar fields `next` changes that only a restart applies (its identity, by contrast, reloads). */
-export function sidecarRestartFields(current: SidecarRuntimeConfig, next: SidecarRuntimeConfig): string[] {
-  return current.admin.port !== next.admin.port ? ["admin.port"] : [];
+/** `next` names other identity files, another SPIFFE ID or trust domain: a new identity source is started. */
+export function identityChanged(current: ProxyConfig, next: ProxyConfig): boolean {
+  return (
+    !same(current.svid, next.svid) ||
+    current.identity !== next.identity ||
+    current.trustDomain !== next.trustDomain
+  );
 }
 
 /** How a reload changes the sidecar's inbound and outbound listeners. */

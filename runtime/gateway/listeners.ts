@@ -25,7 +25,7 @@ import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import { retireServers, type ConnectionStack } from "../net/acceptor.ts";
+import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 
 type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
 type Limits = GatewayRuntimeConfig["limits"];
@@ -189,14 +189,6 @@ function proxiedTls(server: tls.Server, onInvalid: (reason: string) => void) {
   };
 }
 
-/** The front of a PROXY-protocol listener, started and stopped with `inner`. */
-function fronted(front: net.Server, inner: net.Server): net.Server {
-  // Node starts the timer that enforces HTTP/1 header and request timeouts when a server starts listening.
-  front.on("listening", () => inner.emit("listening"));
-  front.on("close", () => inner.close());
-  return front;
-}
-
 /**
  * The stack of one listener: what serves the connections its acceptor hands over. None of its servers
  * listens; the acceptor emits `listening` on `server` when it starts serving (Node's HTTP/1 timeout checks
@@ -276,7 +268,10 @@ export function createListener(
       return {
         name: l.name,
         server: l.proxyProtocol
-          ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+          ? fronting(
+              proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused),
+              server,
+            )
           : server,
         http1: null,
         retire: () => retireServers([server], sessions),
@@ -293,7 +288,7 @@ export function createListener(
     return {
       name: l.name,
       server: l.proxyProtocol
-        ? fronted(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
+        ? fronting(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
         : server,
       http1: server,
       retire: () => retireServers([server], []),
@@ -314,7 +309,7 @@ export function createListener(
     };
     return {
       name: l.name,
-      server: l.proxyProtocol ? fronted(proxyProtocolFront(l, limits, toH1, onProxyRefused), h1) : h1,
+      server: l.proxyProtocol ? fronting(proxyProtocolFront(l, limits, toH1, onProxyRefused), h1) : h1,
       http1: h1,
       retire: () => retireServers([h1], []),
       closeIdle: () => h1.closeIdleConnections(),
@@ -341,14 +336,9 @@ export function createListener(
         sniffPreface(socket, Buffer.alloc(0), timer, h1, h2);
         socket.on("error", () => socket.destroy());
       });
-  // Node starts the timer that enforces the HTTP/1 server's header and request timeouts when a server
-  // starts listening: start it with the front — without it a slow client could hold a connection
-  // forever. Closing the front stops it again.
-  front.on("listening", () => h1.emit("listening"));
-  front.on("close", () => h1.close());
   return {
     name: l.name,
-    server: front,
+    server: fronting(front, h1),
     http1: h1,
     retire: () => retireServers([h1], sessions),
     closeIdle: () => {

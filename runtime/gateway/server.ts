@@ -13,7 +13,8 @@ import { createReloader, type PreparedReload, type ReloadResult } from "../contr
 import { RuntimeConfigError } from "../contract/errors.ts";
 import {
   gatewayListenerChanges,
-  gatewayRestartFields,
+  identityChanged,
+  restartFields,
   refuseRestartFields,
   type ListenerChanges,
 } from "../contract/restart.ts";
@@ -92,7 +93,7 @@ import {
   type AnyResponse,
   type CertificateSet,
 } from "./listeners.ts";
-import { createAcceptor, type Acceptor } from "../net/acceptor.ts";
+import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
@@ -1428,19 +1429,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
       return { ...swap, stacks };
     } catch (err) {
-      for (const s of stacks.values()) closeStack(s);
+      for (const s of stacks.values()) discardStack(s);
       throw err;
     }
-  };
-  /** Stops a stack that never served (its servers' timers; it holds no connection). */
-  const closeStack = (s: ListenerStack) => {
-    s.server.close();
-    s.closeAll();
   };
   /** Closes what a reload that does not serve (refused or aborted) prepared. */
   const discardListeners = (swap: ListenerSwap) => {
     for (const l of swap.opened.values()) closeUnused(l);
-    for (const s of swap.stacks.values()) closeStack(s);
+    for (const s of swap.stacks.values()) discardStack(s);
   };
   /** Swaps a reload's listeners in: the new ones serve, the old stop accepting and drain. */
   const swapIn = (swap: ListenerSwap, next: GatewayRuntimeConfig) => {
@@ -1495,9 +1491,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   };
   /** A reload's new identity source (svid, identity or trustDomain changed), or none to swap in. */
   type IdentitySwap = { readonly source: IdentitySource | null } | null;
-  const identityChanged = (current: GatewayRuntimeConfig, next: GatewayRuntimeConfig): boolean =>
-    JSON.stringify([current.svid, current.identity, current.trustDomain]) !==
-    JSON.stringify([next.svid, next.identity, next.trustDomain]);
   const reload = createReloader<
     GatewayRuntimeConfig,
     { state: State; listeners: ListenerSwap; identity: IdentitySwap }
@@ -1512,7 +1505,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     unchanged: async () => {
       state = { ...state, certificates: loadAllCertificates(state.config) };
     },
-    check: (current, next) => refuseRestartFields("gateway", gatewayRestartFields(current, next)),
+    check: (current, next) => refuseRestartFields("gateway", restartFields(current, next)),
     build: async (next) => {
       const built = await buildState(next, state);
       let listeners: ListenerSwap;

@@ -85,6 +85,24 @@ export function retireServers(
   for (const session of sessions) session.close();
 }
 
+/**
+ * A front (a server that reads a connection's first bytes, then hands it on) with the `inner` servers
+ * behind it, which never listen themselves: Node starts an HTTP/1 server's header and request timeout
+ * checks when it emits `listening` — without them a slow client could hold a connection forever — so they
+ * start when the front does, and stop when it closes.
+ */
+export function fronting(front: net.Server, ...inner: net.Server[]): net.Server {
+  front.on("listening", () => inner.forEach((s) => s.emit("listening")));
+  front.on("close", () => inner.forEach((s) => s.close()));
+  return front;
+}
+
+/** Stops a stack that never served (a refused or aborted reload's): its servers' timers; it holds no connection. */
+export function discardStack(stack: ConnectionStack): void {
+  stack.server.close();
+  stack.closeAll();
+}
+
 /** Starts a stack's HTTP/1 timeout checks: Node starts them when a server emits `listening`. */
 function start(stack: ConnectionStack): void {
   stack.server.emit("listening");

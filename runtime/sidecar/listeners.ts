@@ -13,7 +13,7 @@
  * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
  * builds a new stack and swaps it in on the same socket.
  */
-import { retireServers, type ConnectionStack } from "../net/acceptor.ts";
+import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
@@ -165,18 +165,10 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     });
     socket.on("error", () => socket.destroy());
   });
-  // Node starts the HTTP/1 servers' header and request timeout checks when a server emits `listening`:
-  // start both (the TLS one's too — its connections arrive through the front) with the front.
-  front.on("listening", () => {
-    plain.emit("listening");
-    secure.emit("listening");
-  });
-  front.on("close", () => {
-    plain.close();
-    secure.close();
-  });
   return {
-    server: front,
+    // Both HTTP/1 servers' timeout checks start with the front (the TLS one's too: its connections arrive
+    // through the front).
+    server: fronting(front, plain, secure),
     tls: secure,
     plain,
     h2,
@@ -242,11 +234,8 @@ export function createLocalListener(
     socket.once("data", (first: Buffer) => sniffPreface(socket, first, timer, h1, h2));
     socket.on("error", () => socket.destroy());
   });
-  // The HTTP/1 server never listens itself: start its connection tracking and timeouts with the front.
-  front.on("listening", () => h1.emit("listening"));
-  front.on("close", () => h1.close());
   return {
-    server: front,
+    server: fronting(front, h1),
     http1: h1,
     h2,
     retire: () => retireServers([h1], sessions),

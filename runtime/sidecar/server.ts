@@ -21,7 +21,7 @@
  * swaps one reference, as the gateway does; SIGTERM drains.
  */
 import { createReloader, type ReloadResult } from "../contract/reload.ts";
-import { createAcceptor, type Acceptor } from "../net/acceptor.ts";
+import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import {
   closeUnused,
   openChanged,
@@ -30,10 +30,11 @@ import {
   type SwappableListener,
 } from "../net/swap.ts";
 import {
+  identityChanged,
   refuseRestartFields,
+  restartFields,
   sidecarListenerChanges,
   sidecarLocalPortChanges,
-  sidecarRestartFields,
   type LocalPortChanges,
   type PortChanges,
   type SidecarListenerChanges,
@@ -1074,9 +1075,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
    */
   const prepareMain = async (next: SidecarRuntimeConfig): Promise<MainSwap> => {
     const changes = sidecarListenerChanges(state.config, next);
-    const moved = new Set<string>(changes.moved);
     const { opened } = await openChanged<SwappableListener, PortChanges>(
-      { added: [], removed: [], moved: [...moved] },
+      { added: [], removed: [], moved: changes.moved },
       async (name) => {
         if (name === "outbound") {
           const l = createOutbound();
@@ -1087,7 +1087,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         try {
           await listen(a.server, next.inbound.port, bindHost);
         } catch (err) {
-          a.stack.server.close();
+          discardStack(a.stack);
           throw err;
         }
         return a;
@@ -1095,15 +1095,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       (name) => `${name}.port`,
     );
     const inboundStack =
-      !moved.has("inbound") && changes.inboundSettings.length > 0 ? buildInbound(next) : null;
+      !changes.moved.includes("inbound") && changes.inboundSettings.length > 0 ? buildInbound(next) : null;
     return { opened, inboundStack, changes };
   };
   const discardMain = (swap: MainSwap) => {
     for (const l of swap.opened.values()) closeUnused(l);
-    if (swap.inboundStack) {
-      swap.inboundStack.server.close();
-      swap.inboundStack.closeAll();
-    }
+    if (swap.inboundStack) discardStack(swap.inboundStack);
   };
   /** Swaps a reload's inbound and outbound listeners in; the moved-away ones stop accepting and drain. */
   const swapMain = (swap: MainSwap) => {
@@ -1209,7 +1206,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     unchanged: async () => {
       await identity.reload();
     },
-    check: (current, next) => refuseRestartFields("sidecar", sidecarRestartFields(current, next)),
+    check: (current, next) => refuseRestartFields("sidecar", restartFields(current, next)),
     build: async (next) => {
       const built = await buildState(next);
       let locals: LocalSwap | null = null;
@@ -1224,11 +1221,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     },
     commit: async (next, { state: built, locals, main }) => {
       const previous = state;
-      if (
-        JSON.stringify(next.svid) !== JSON.stringify(previous.config.svid) ||
-        next.identity !== previous.config.identity ||
-        next.trustDomain !== previous.config.trustDomain
-      ) {
+      if (identityChanged(previous.config, next)) {
         // New identity files or another identity: a new source; the old one serves until the new one loads.
         const fresh = createIdentity(next);
         await fresh.start();

@@ -10,11 +10,11 @@ import { describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
   gatewayListenerChanges,
-  gatewayRestartFields,
+  identityChanged,
   refuseRestartFields,
   sidecarListenerChanges,
+  restartFields,
   sidecarLocalPortChanges,
-  sidecarRestartFields,
   type ListenerChanges,
   type LocalPortChanges,
   type SidecarListenerChanges,
@@ -168,9 +168,9 @@ describe("gateway reloads: listeners added, removed, moved and rebuilt on their 
     },
   ])("$claim", ({ edit, changes = {}, fields = [] }) => {
     expect(gatewayListenerChanges(gateway, edit(gateway))).toEqual({ ...NONE, ...changes });
-    expect(gatewayRestartFields(gateway, edit(gateway))).toEqual(fields);
+    expect(restartFields(gateway, edit(gateway))).toEqual(fields);
     expect(gatewayListenerChanges(edit(gateway), edit(gateway))).toEqual(NONE);
-    expect(gatewayRestartFields(edit(gateway), edit(gateway))).toEqual([]);
+    expect(restartFields(edit(gateway), edit(gateway))).toEqual([]);
   });
 
   it("new limits with every listener moved rebuild nothing: every socket is new", () => {
@@ -179,7 +179,7 @@ describe("gateway reloads: listeners added, removed, moved and rebuilt on their 
       listeners: gateway.listeners.map((l) => ({ ...l, port: l.port + 1000 })),
       limits: { ...gateway.limits, maxHeaderBytes: 1024 },
     };
-    expect(gatewayRestartFields(gateway, edited)).toEqual([]);
+    expect(restartFields(gateway, edited)).toEqual([]);
     expect(gatewayListenerChanges(gateway, edited)).toEqual({ ...NONE, moved: [web, "edge"] });
   });
 
@@ -201,7 +201,7 @@ describe("gateway reloads: listeners added, removed, moved and rebuilt on their 
       rebuilt: [web, "edge"],
       settings: ["auth.clientCert (last provider removed)"],
     });
-    expect(gatewayRestartFields(two, gateway)).toEqual([]);
+    expect(restartFields(two, gateway)).toEqual([]);
   });
 
   it(`names the fields and the fix in the refusal (listener ${web} untouched)`, () => {
@@ -285,7 +285,7 @@ describe("sidecar reloads: the mode, limits and ports apply; the admin port only
       fields: ["admin.port"],
     },
   ])("$claim", ({ edit, fields }) => {
-    expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual(fields);
+    expect(restartFields(sidecar, edit(sidecar))).toEqual(fields);
   });
 
   it.each<{ claim: string; edit: (c: S) => S; changes: Partial<LocalPortChanges> }>([
@@ -302,7 +302,7 @@ describe("sidecar reloads: the mode, limits and ports apply; the admin port only
     },
   ])("$claim", ({ edit, changes }) => {
     expect(sidecarLocalPortChanges(sidecar, edit(sidecar))).toEqual({ ...NO_LOCAL, ...changes });
-    expect(sidecarRestartFields(sidecar, edit(sidecar))).toEqual([]);
+    expect(restartFields(sidecar, edit(sidecar))).toEqual([]);
   });
 
   it.each<{ claim: string; edit: (c: S) => S; changes: Partial<SidecarListenerChanges> }>([
@@ -346,6 +346,38 @@ describe("sidecar reloads: the mode, limits and ports apply; the admin port only
   it("a local port added to a service that had none is bound by the reload", () => {
     const none = editService((s) => ({ ...s, localPort: null }))(sidecar);
     expect(sidecarLocalPortChanges(none, sidecar)).toEqual({ ...NO_LOCAL, added: ["orders"] });
-    expect(sidecarRestartFields(none, sidecar)).toEqual([]);
+    expect(restartFields(none, sidecar)).toEqual([]);
+  });
+});
+
+describe("identity changes: a new identity source for either proxy", () => {
+  it.each<{ claim: string; edit: (c: S) => S; changed: boolean }>([
+    { claim: "the same identity keeps its source", edit: (c) => c, changed: false },
+    { claim: "new rules keep it", edit: rulesAndAppPort, changed: false },
+    {
+      claim: "another SVID file starts a new one",
+      edit: (c) => ({ ...c, svid: { ...c.svid, certFile: "/elsewhere/svid.pem" } }),
+      changed: true,
+    },
+    {
+      claim: "another SPIFFE ID starts a new one",
+      edit: (c) => ({ ...c, identity: "spiffe://t.example/ns/x/sa/other" }),
+      changed: true,
+    },
+    {
+      claim: "another trust domain starts a new one",
+      edit: (c) => ({ ...c, trustDomain: "o.example" }),
+      changed: true,
+    },
+  ])("$claim", ({ edit, changed }) => {
+    expect(identityChanged(sidecar, edit(sidecar))).toBe(changed);
+  });
+
+  it("a gateway that gains or loses its SVID files changes identity", () => {
+    const member: G = { ...gateway, svid: { ...sidecar.svid } };
+    expect(gateway.svid).toBeNull(); // the test gateway is no mesh member
+    expect(identityChanged(gateway, member)).toBe(true);
+    expect(identityChanged(member, gateway)).toBe(true);
+    expect(identityChanged(member, { ...member })).toBe(false);
   });
 });
