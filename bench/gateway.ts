@@ -12,13 +12,16 @@
  *   agent, 1 process — Node's own cost, none of a gateway's work) and `meshgate gateway --config <file> --workers 1` twice: the bare route (one public `/**` route,
  *   plaintext, static discovery, access logs off) and the full route (the same with a JWT checked
  *   against an inline key and a scope, a rate limit keyed by the token's subject, request and response
- *   header transforms; wrk and h2load send the bearer token); the configs are built from a spec by
+ *   header transforms; wrk and the fixed-rate generator send the bearer token); the configs are built from a spec by
  *   parseSpec + translate, as the gateway tests do;
  * - per proxy: a warm-up, then max throughput `wrk -t1 -c64 --latency` (REPS runs, median), and two
- *   fixed-rate passes, ~1000 and ~5000 rps (REPS runs each, median per percentile), open loop with h2load
- *   (`--h1`, 10 / 50 keep-alive clients × 100 req/s, started 1 ms apart; percentiles from its per-request
- *   log); the ~1k pass is also reported as latency added over the same pass straight to the upstream.
- *   Without h2load (nghttp2-client) the passes fall back to wrk with a Lua `delay()` (closed loop);
+ *   fixed-rate passes, ~1000 and ~5000 rps (REPS runs each, median per percentile), open loop with
+ *   bench/loadgen.c (compiled with the machine's C compiler: 10 / 50 keep-alive connections × 100 req/s
+ *   on absolute schedules spread over each 10 ms; percentiles from the time each request was sent, and
+ *   also from the time it was due, where a stall counts for every request it delays); the ~1k pass is also reported as latency added over the
+ *   same pass straight to the upstream. `--h2load` (or no C compiler) uses h2load instead (`--h1`, the
+ *   same clients, started 1 ms apart; its clients line up after a stall of the load CPU — bench/loadgen.ts);
+ *   without either the passes fall back to wrk with a Lua `delay()` (closed loop);
  * - cost: proxy CPU from /proc/<pid>/stat over each run (whole process tree) → vCPU per 1000 rps at
  *   ~1000 rps; RSS: max VmRSS (tree total) sampled every 250 ms, and once idle after start ("cold");
  * - noise: before each run the bench waits for a quiet machine; a run during which other processes
@@ -63,6 +66,7 @@ import {
   summarizeHost,
   type HostReport,
 } from "./hostprobe.ts";
+import { buildLoadgen, fixedRate } from "./loadgen.ts";
 import {
   median,
   medianCost,
@@ -205,6 +209,8 @@ interface WrkResult {
   readonly statusErrors: number;
   /** Fixed-rate passes: what the host-speed probe saw (bench/hostprobe.ts). */
   readonly host?: HostReport;
+  /** loadgen passes: the percentiles from the time each request was due (the others are from when it was sent). */
+  readonly due?: { readonly p50: number; readonly p90: number; readonly p99: number };
 }
 
 const DONE_LUA = `
@@ -222,8 +228,41 @@ writeFileSync(doneScript, DONE_LUA);
 writeFileSync(delayScript, DELAY_LUA);
 
 const H2LOAD = have("h2load");
+/**
+ * The fixed-rate passes' generator: bench/loadgen.c (compiled here; absolute per-connection schedules;
+ * latency from the time each request was sent, and from the time it was due), or with `--h2load` (or no C compiler) h2load — whose
+ * clients line up into one burst per period after a stall of the load CPU (bench/loadgen.ts) — or, with
+ * neither, wrk with a delay script (closed loop).
+ */
+const LOADGEN = process.argv.includes("--h2load") ? null : buildLoadgen(tmp);
+const FIXED: "loadgen" | "h2load" | "wrk" =
+  LOADGEN && "path" in LOADGEN ? "loadgen" : H2LOAD ? "h2load" : "wrk";
 /** Requests per second each h2load client sends in the fixed-rate passes. */
 const RPS_PER_CLIENT = 100;
+
+/** A fixed-rate pass with the generator chosen (FIXED), `rate / 100` keep-alive connections. */
+async function fixedRatePass(
+  port: number,
+  rate: number,
+  seconds: number,
+  headers: readonly string[] = [],
+): Promise<WrkResult> {
+  if (FIXED === "h2load") return h2load(port, rate, seconds, headers);
+  const r = await fixedRate({
+    binary: (LOADGEN as { path: string }).path,
+    prefix: prefix(LOAD_CPU),
+    port,
+    path: PATH,
+    rate,
+    connections: Math.max(1, Math.round(rate / RPS_PER_CLIENT)),
+    seconds,
+    headers,
+    logFile: join(tmp, `loadgen-${port}-${rate}.tsv`),
+    run: (argv, timeoutMs) => procs.output(argv, timeoutMs),
+    probe: { file: join(tmp, `hostprobe-${port}-${rate}.json`), cpu: TASKSET ? LOAD_CPU : null, nice: NICE },
+  });
+  return r;
+}
 
 /**
  * A fixed-rate (open-loop) pass with h2load over HTTP/1.1: `rate / 100` keep-alive clients, each sending
@@ -379,7 +418,7 @@ async function measuredRun(
     const a = snapshot(proxyPid);
     const r =
       "rate" in load
-        ? await h2load(port, load.rate, DURATION_S, headers)
+        ? await fixedRatePass(port, load.rate, DURATION_S, headers)
         : await wrk(port, load.connections, DURATION_S, load.script, headers);
     const b = snapshot(proxyPid);
     const seconds = (b.t - a.t) / 1000;
@@ -389,6 +428,7 @@ async function measuredRun(
     const failed = (r.statusErrors + r.socketErrors) / Math.max(1, r.requests) > MAX_ERROR_RATE;
     log(
       `${label}: ${Math.round(r.rps).toLocaleString("en-US")} rps, p50/p90/p99 ${r.p50.toFixed(2)}/${r.p90.toFixed(2)}/${r.p99.toFixed(2)} ms` +
+        `${r.due ? ` (from due ${r.due.p50.toFixed(2)}/${r.due.p90.toFixed(2)}/${r.due.p99.toFixed(2)})` : ""}` +
         `${r.statusErrors ? `, ${r.statusErrors} responses ≥ 400` : ""}${r.socketErrors ? `, ${r.socketErrors} socket errors` : ""}, proxy ${vcpu.toFixed(2)} vCPU, others ${others.toFixed(2)} cores${noisy ? " (noisy)" : ""}` +
         (r.host ? describeHostReport(r.host, 2) : ""),
     );
@@ -458,8 +498,8 @@ async function measure(subject: Subject): Promise<Result> {
       const load = { connections: C_MAX, script: doneScript };
       max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load, headers));
     }
-    const at1k = H2LOAD ? { rate: 1000 } : { connections: C_1K, script: delayScript };
-    const at5k = H2LOAD ? { rate: 5000 } : { connections: C_5K, script: delayScript };
+    const at1k = FIXED !== "wrk" ? { rate: 1000 } : { connections: C_1K, script: delayScript };
+    const at5k = FIXED !== "wrk" ? { rate: 5000 } : { connections: C_5K, script: delayScript };
     for (let i = 0; i < REPS; i++)
       fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k, headers));
     for (let i = 0; i < REPS; i++)
@@ -840,7 +880,7 @@ function report(
     const x = mg.p5k[2] / nginx.p5k[2];
     const why = invalid(mgRaw!.fixed5k, nginxRaw!.fixed5k);
     out.push(
-      `goal: p99 at a fixed ${H2LOAD ? "" : "~"}5k rps ≤ ${GOALS.p99VsNginx}× nginx's — meshgate ${ms(mg.p5k[2])} ms vs nginx ${ms(nginx.p5k[2])} ms = ${x.toFixed(2)}× (${verdict(x <= GOALS.p99VsNginx, why)})`,
+      `goal: p99 at a fixed ${FIXED !== "wrk" ? "" : "~"}5k rps ≤ ${GOALS.p99VsNginx}× nginx's — meshgate ${ms(mg.p5k[2])} ms vs nginx ${ms(nginx.p5k[2])} ms = ${x.toFixed(2)}× (${verdict(x <= GOALS.p99VsNginx, why)})`,
     );
     const steady = steadyLine(usable(mgRaw!.fixed5k), usable(nginxRaw!.fixed5k), "~5k rps");
     if (steady) out.push(`  ${steady}`);
@@ -848,9 +888,11 @@ function report(
   out.push(
     "",
     `notes: medians of ${REPS} run(s) × ${DURATION_S} s after a ${WARMUP_S} s warm-up; "added" = proxied minus direct percentiles of the same pass;`,
-    H2LOAD
-      ? `  ~1k and ~5k rps = h2load --h1 open loop: 10 / 50 keep-alive clients × ${RPS_PER_CLIENT} req/s each, started 1 ms apart; percentiles from its per-request log;`
-      : `  ~1k rps = wrk -t1 -c${C_1K} with a ${FIXED_DELAY_MS} ms Lua delay() per request; ~5k rps = -c${C_5K}, same delay: closed-loop (h2load is not installed), an approximation of a fixed rate;`,
+    FIXED === "loadgen"
+      ? `  ~1k and ~5k rps = bench/loadgen.c, open loop: 10 / 50 keep-alive connections × ${RPS_PER_CLIENT} req/s each on absolute schedules spread over the period; percentiles from the time each request was sent (the goals' measure), and from the time it was due (coordinated omission corrected, "from due" in the log);`
+      : FIXED === "h2load"
+        ? `  ~1k and ~5k rps = h2load --h1 open loop: 10 / 50 keep-alive clients × ${RPS_PER_CLIENT} req/s each, started 1 ms apart; percentiles from its per-request log (its clients line up after a stall of the load CPU: bench/loadgen.ts);`
+        : `  ~1k rps = wrk -t1 -c${C_1K} with a ${FIXED_DELAY_MS} ms Lua delay() per request; ~5k rps = -c${C_5K}, same delay: closed-loop (h2load is not installed), an approximation of a fixed rate;`,
     `  vCPU = proxy process tree CPU from /proc/<pid>/stat over the run; RSS = sum of VmRSS over the tree (cold: idle 1 s after start; load: max sampled every 250 ms);`,
     `  ${discarded} run(s) discarded for noise (others > ${NOISE_LIMIT} cores), ${noisyKept} noisy run(s) kept (marked ~)${results[0]!.max.length === 1 ? "; ¹ direct max rps: 1 run (wrk and upstream share CPU 1)" : ""}.`,
   );
@@ -1132,6 +1174,7 @@ async function main(): Promise<number> {
     return 1;
   }
   const began = performance.now();
+  if (LOADGEN && "error" in LOADGEN) log(`${LOADGEN.error}; the fixed-rate passes use ${FIXED}`);
   if (cpus < 2) log(`only ${cpus} CPU: proxies, wrk and the upstream share it`);
   const upPort = await freePort();
   const upstream = start("upstream", nginxArgs(upstreamConf(upPort), "upstream"), LOAD_CPU);

@@ -7,9 +7,11 @@
  *
  * - server: nginx `return 200 '<104-byte JSON>'`, one worker, on CPU 1 with the load generator; the
  *   proxy pairs on CPU 0 (`taskset`), everything under `nice -n -15` when permitted; all on 127.0.0.1;
- * - load: a fixed 1,000 rps, open loop, with h2load over HTTP/1.1 (`--h1 -c10 -r1 --rate-period=1ms
- *   --rps=100`: 10 keep-alive clients × 100 req/s, started 1 ms apart); latency percentiles from its
- *   per-request log; "added" = the pair's percentile minus the direct one in the same round;
+ * - load: a fixed 1,000 rps, open loop, with bench/loadgen.c (compiled with the machine's C compiler: 10
+ *   keep-alive connections × 100 req/s on absolute schedules spread over each 10 ms); latency percentiles
+ *   from the time each request was sent (and, in the log, from the time it was due); "added" = the pair's percentile minus the direct one in the same
+ *   round; `--h2load` (or no C compiler) uses h2load over HTTP/1.1 instead (`--h1 -c10 -r1
+ *   --rate-period=1ms --rps=100`, started 1 ms apart; its clients line up after a stall of the load CPU);
  * - a second reference: a minimal Node mTLS pair (bench/node-proxy.mjs: Node's http/https with a
  *   keep-alive agent, the same SVIDs and flags as the sidecars, none of meshgate's work) — what any Node
  *   sidecar starts from on this machine;
@@ -27,7 +29,7 @@
  * machine where CPU 0 is taken); `--rate=N` another fixed rate; `--keep` keeps the temp dir with every log. Goals are reported, never turned into
  * a non-zero exit.
  *
- * Needs nginx and h2load (`apt-get install -y nginx nghttp2-client`; a dev-machine benchmark, not CI).
+ * Needs nginx and a C compiler, or h2load (`apt-get install -y nginx gcc nghttp2-client`; a dev-machine benchmark, not CI).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -52,6 +54,7 @@ import {
   summarizeHost,
   type HostReport,
 } from "./hostprobe.ts";
+import { buildLoadgen, fixedRate } from "./loadgen.ts";
 import { median, meshgateEntry, table } from "./support.ts";
 import {
   freePort,
@@ -174,6 +177,36 @@ interface LoadResult {
   readonly errors: number;
   /** What the host-speed probe saw (measured passes; bench/hostprobe.ts). */
   readonly host?: HostReport;
+  /** loadgen passes: the percentiles from the time each request was due (the others are from when it was sent). */
+  readonly due?: { readonly p50: number; readonly p90: number; readonly p99: number };
+}
+
+/**
+ * The fixed-rate generator: bench/loadgen.c (compiled here; absolute per-connection schedules; latency
+ * from the time each request was sent, and from the time it was due), or with `--h2load` (or no C compiler) h2load, whose clients line
+ * up into one burst per period after a stall of the load CPU (bench/loadgen.ts).
+ */
+const LOADGEN = process.argv.includes("--h2load") ? null : buildLoadgen(tmp);
+const FIXED: "loadgen" | "h2load" = LOADGEN && "path" in LOADGEN ? "loadgen" : "h2load";
+
+/** `rate` requests per second for `seconds` over `rate / 100` keep-alive connections (FIXED's generator). */
+async function load(port: number, seconds: number, rate = RATE, probed = false): Promise<LoadResult> {
+  if (FIXED === "h2load") return h2load(port, seconds, rate, probed);
+  const r = await fixedRate({
+    binary: (LOADGEN as { path: string }).path,
+    prefix: prefix(LOAD_CPU),
+    port,
+    path: PATH,
+    rate,
+    connections: Math.max(1, rate / RPS_PER_CLIENT),
+    seconds,
+    logFile: join(tmp, `loadgen-${port}.tsv`),
+    run: (argv, timeoutMs) => procs.output(argv, timeoutMs),
+    ...(probed
+      ? { probe: { file: join(tmp, `hostprobe-${port}.json`), cpu: TASKSET ? LOAD_CPU : null, nice: NICE } }
+      : {}),
+  });
+  return { ...r, errors: r.statusErrors + r.socketErrors };
 }
 
 /** h2load --h1 -c10 -r1 --rate-period=1ms --rps=100 for `seconds`; percentiles from its request log. */
@@ -469,7 +502,7 @@ async function measuredRun(s: Subject, seconds: number): Promise<Run> {
       p.anonMaxKiB = Math.max(p.anonMaxKiB, treeStatusKiB(p.started.child.pid!, "RssAnon"));
     }
   }, 250);
-  const r = await h2load(s.port, seconds, RATE, true);
+  const r = await load(s.port, seconds, RATE, true);
   clearInterval(sampler);
   const elapsed = (performance.now() - t0) / 1000;
   const after = pids.map((pid) => treeTicks(pid));
@@ -480,6 +513,7 @@ async function measuredRun(s: Subject, seconds: number): Promise<Run> {
   const run: Run = { ...r, cores, others, noisy: others > NOISE_LIMIT };
   log(
     `${s.name}: ${Math.round(r.rps)} rps, p50/p90/p99 ${r.p50.toFixed(3)}/${r.p90.toFixed(3)}/${r.p99.toFixed(3)} ms` +
+      `${r.due ? ` (from due ${r.due.p50.toFixed(3)}/${r.due.p90.toFixed(3)}/${r.due.p99.toFixed(3)})` : ""}` +
       `${r.errors ? `, ${r.errors} errors` : ""}; ${Object.entries(cores)
         .map(([k, v]) => `${k} ${v.toFixed(3)} cores`)
         .join(", ")}; others ${others.toFixed(2)} cores${run.noisy ? " (noisy)" : ""}` +
@@ -506,13 +540,14 @@ const version = (argv: string[], pattern: RegExp) => {
 // ───────────── main ─────────────
 
 async function main(): Promise<number> {
-  const missing = ["nginx", "h2load"].filter((c) => !have(c));
+  const missing = ["nginx", ...(FIXED === "h2load" ? ["h2load"] : [])].filter((c) => !have(c));
   if (missing.length) {
     log(
       `missing ${missing.join(", ")}: apt-get install -y nginx nghttp2-client (a dev-machine benchmark, not CI)`,
     );
     return 1;
   }
+  if (LOADGEN && "error" in LOADGEN) log(`${LOADGEN.error}; the fixed-rate passes use h2load`);
   const began = performance.now();
   const entry = await meshgateEntry(ROOT);
   const ids = await makeIdentities();
@@ -619,8 +654,8 @@ async function main(): Promise<number> {
 
   for (const s of subjects) {
     log(`${s.name}: warm-up ${WARMUP_S} s (1 s at 100 rps first: JIT, connections, the verifier's cache)`);
-    await h2load(s.port, 1, 100);
-    await h2load(s.port, WARMUP_S);
+    await load(s.port, 1, 100);
+    await load(s.port, WARMUP_S);
   }
   const runs = new Map<string, Run[]>(subjects.map((s) => [s.name, []]));
   for (let i = 0; i < REPS; i++)
@@ -728,8 +763,8 @@ async function main(): Promise<number> {
   };
   const out = [
     `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair, and through a minimal Node mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
-    `sidecars run from ${entry.label}; node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
-    `${TASKSET ? `proxy pairs on CPU ${PROXY_CPU}, h2load + server on CPU ${LOAD_CPU}` : "NOT pinned (--no-pin or no taskset)"} (server: nginx return 200, 104-byte JSON); nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
+    `sidecars run from ${entry.label}; node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, load ${FIXED === "loadgen" ? "bench/loadgen.c" : `h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}`}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
+    `${TASKSET ? `proxy pairs on CPU ${PROXY_CPU}, ${FIXED} + server on CPU ${LOAD_CPU}` : "NOT pinned (--no-pin or no taskset)"} (server: nginx return 200, 104-byte JSON); nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
     "",
     ...table(
       [
@@ -762,7 +797,9 @@ async function main(): Promise<number> {
     `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node interleaved) after ${WARMUP_S} s warm-ups; added = subject minus direct percentiles;`,
     `  spread over rounds (p50, p99): direct ${spread("direct", (r) => r.p50)} / ${spread("direct", (r) => r.p99)} ms, meshgate ${spread(mg, (r) => r.p50)} / ${spread(mg, (r) => r.p99)} ms, nginx ${spread("nginx pair", (r) => r.p50)} / ${spread("nginx pair", (r) => r.p99)} ms;`,
     `  the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores during the runs (noisy runs, > ${NOISE_LIMIT} cores, marked ~);`,
-    `  load: h2load --h1 -c${RATE / RPS_PER_CLIENT} -r1 --rate-period=1ms --rps=${RPS_PER_CLIENT} (open loop), percentiles from its per-request log; cores = /proc/<pid>/stat CPU over each run;`,
+    FIXED === "loadgen"
+      ? `  load: bench/loadgen.c, open loop: ${RATE / RPS_PER_CLIENT} keep-alive connections × ${RPS_PER_CLIENT} req/s on absolute schedules spread over the period; percentiles from the time each request was sent (the goals' measure), and from the time it was due (coordinated omission corrected, "from due" in the log); cores = /proc/<pid>/stat CPU over each run;`
+      : `  load: h2load --h1 -c${RATE / RPS_PER_CLIENT} -r1 --rate-period=1ms --rps=${RPS_PER_CLIENT} (open loop), percentiles from its per-request log (its clients line up after a stall of the load CPU: bench/loadgen.ts); cores = /proc/<pid>/stat CPU over each run;`,
     `  the meshgate client enters through web's per-service local port (127.0.0.1:${p.webLocal}); orders' inbound refused ${handshakeFailures} handshakes; web's upstream attempts that failed: ${upstreamFailures.join(", ") || "none"};`,
     `  the nginx pair verifies chains and the host name "orders" (a DNS SAN in the same SVID), not SPIFFE IDs; meshgate verifies the SPIFFE ID on both sides.`,
     `  total ${((performance.now() - began) / 1000).toFixed(0)} s`,
