@@ -98,7 +98,14 @@ import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
-import { closeUnused, openChanged, swapListeners, type PreparedSwap } from "../net/swap.ts";
+import {
+  closeUnused,
+  DRAIN_IDLE_GRACE_MS,
+  openChanged,
+  retireForDrain,
+  swapListeners,
+  type PreparedSwap,
+} from "../net/swap.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -1554,14 +1561,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (draining) return;
     draining = true;
     log.info({ event: "draining", inFlight });
-    for (const l of listeners.values()) {
-      l.server.close();
-      l.closeIdle();
-    }
+    const drainMs = state.config.limits.drainTimeoutMs;
+    const deadline = Date.now() + drainMs;
+    await retireForDrain([...listeners.values()], [...retired], Math.min(DRAIN_IDLE_GRACE_MS, drainMs));
     if (inFlight > 0) {
       await Promise.race([
         new Promise<void>((r) => idleWaiters.push(r)),
-        sleep(state.config.limits.drainTimeoutMs),
+        sleep(Math.max(0, deadline - Date.now())),
       ]);
     }
     for (const l of [...listeners.values(), ...retired]) l.closeAll();

@@ -93,3 +93,41 @@ export async function openChanged<L extends SwappableListener, C extends PortCha
   }
   return { opened, retire: [...changes.removed, ...changes.moved], changes };
 }
+
+/**
+ * How long a drain keeps an idle keep-alive connection open for its client's next request (answered, with
+ * `Connection: close`) before closing it. Closing an idle connection at once races a client that is
+ * sending on it (its request is lost: a reset); a client that sends within this time is served and told
+ * to go. Capped by the drain timeout.
+ */
+export const DRAIN_IDLE_GRACE_MS = 1000;
+
+/** Connections still open on a listener's socket (accepted and not yet closed). */
+function openConnections(l: SwappableListener): Promise<number> {
+  return new Promise((resolve) => l.server.getConnections((err, n) => resolve(err ? 0 : n)));
+}
+
+/**
+ * The first step of a proxy's drain: `serving` listeners stop accepting; they and the `draining` ones
+ * (retired by a reload) stop keeping connections (HTTP/2 GOAWAY; each HTTP/1 response closes its
+ * connection); idle keep-alive connections get `graceMs` for one more request and are closed then — or
+ * as soon as no connection is left. Requests still in flight are the caller's to wait for.
+ */
+export async function retireForDrain(
+  serving: readonly SwappableListener[],
+  draining: readonly SwappableListener[],
+  graceMs: number,
+): Promise<void> {
+  const all = [...serving, ...draining];
+  for (const l of serving) {
+    l.server.close();
+    l.retire();
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    const open = await Promise.all(all.map(openConnections));
+    if (open.every((n) => n === 0)) break;
+    await new Promise((r) => setTimeout(r, Math.min(25, Math.max(1, deadline - Date.now()))));
+  }
+  for (const l of all) l.closeIdle();
+}

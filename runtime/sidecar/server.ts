@@ -24,7 +24,9 @@ import { createReloader, type ReloadResult } from "../contract/reload.ts";
 import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import {
   closeUnused,
+  DRAIN_IDLE_GRACE_MS,
   openChanged,
+  retireForDrain,
   swapListeners,
   type PreparedSwap,
   type SwappableListener,
@@ -1252,12 +1254,17 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     draining = true;
     log.info({ event: "draining", inFlight });
     const locals = [outboundServer, ...serviceServers.values()];
-    const servers: net.Server[] = [inbound!.server, ...locals.map((l) => l.server)];
-    for (const s of servers) s.close();
-    inbound!.closeIdle();
-    for (const l of locals) l.closeIdle();
+    const deadline = Date.now() + drainTimeoutMs;
+    await retireForDrain(
+      [inbound!, ...locals],
+      [...retiredLocals, ...retiredMain],
+      Math.min(DRAIN_IDLE_GRACE_MS, drainTimeoutMs),
+    );
     if (inFlight > 0) {
-      await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), sleep(drainTimeoutMs)]);
+      await Promise.race([
+        new Promise<void>((r) => idleWaiters.push(r)),
+        sleep(Math.max(0, deadline - Date.now())),
+      ]);
     }
     inbound!.closeAll();
     for (const l of [...locals, ...retiredLocals, ...retiredMain]) l.closeAll();

@@ -23,6 +23,7 @@ import {
   type Upstream,
 } from "../support/gateway.ts";
 import { selfSignedCert } from "../support/certs.ts";
+import { rawConnection } from "../support/raw-client.ts";
 
 // Replica-scoped: the Redis store configured below (to check its redaction) is not reachable here, and
 // fleet-scoped limits would answer by its fail mode (closed).
@@ -625,6 +626,50 @@ describe("drain", () => {
       process.off("warning", onWarning);
       client.close();
     }
+  });
+});
+
+describe("drain keeps idle keep-alive connections for one more request", () => {
+  it("a_kept_connection_s_next_request_within_the_grace_is_served_with_connection_close", async () => {
+    const gw = await startTestGateway(config());
+    const c = await rawConnection(gw.url);
+    try {
+      expect((await c.get("/v1/before"))?.status).toBe(200);
+      const drained = gw.drain();
+      await sleep(300); // the connection is idle, the client has not sent yet: closing it now would race
+      expect(c.ended()).toBe(false);
+      const r = await c.get("/v1/during");
+      expect(r).toMatchObject({ status: 200 });
+      expect(r!.head).toMatch(/\r\nconnection: close/i);
+      expect(await c.closed(1000)).toBe(true);
+      await drained;
+    } finally {
+      c.socket.destroy();
+    }
+  });
+
+  it("an_idle_connection_that_sends_nothing_is_closed_after_the_grace_not_the_drain_timeout", async () => {
+    const gw = await startTestGateway(config());
+    const c = await rawConnection(gw.url);
+    try {
+      expect((await c.get("/v1/before"))?.status).toBe(200);
+      const began = Date.now();
+      await gw.drain();
+      const took = Date.now() - began;
+      expect(await c.closed(200)).toBe(true);
+      expect(took).toBeGreaterThanOrEqual(900);
+      expect(took).toBeLessThan(3000);
+    } finally {
+      c.socket.destroy();
+    }
+  });
+
+  it("a_drain_with_no_connection_open_does_not_wait_for_the_grace", async () => {
+    const gw = await startTestGateway(config());
+    expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
+    const began = Date.now();
+    await gw.drain();
+    expect(Date.now() - began).toBeLessThan(500);
   });
 });
 

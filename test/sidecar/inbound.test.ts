@@ -10,12 +10,14 @@
 import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exportPrivateKey, toPem, type IssuedSvid } from "../../runtime/pki/index.ts";
 import { forge, makeCa, tempDir, writeFiles, type TestCa } from "../pki/support.ts";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import { freePort, startUpstream, type Upstream } from "../support/gateway.ts";
+import { rawConnection } from "../support/raw-client.ts";
 import {
   localSidecar,
   meshConfigs,
@@ -422,6 +424,37 @@ describe("permissive mode", () => {
   it("refuses_a_foreign_svid_in_permissive_mode_too", async () => {
     const r = await curl([...as("foreign"), url(permissive, "/orders/1")]);
     expect(r.status).toBe("000");
+  });
+});
+
+describe("drain", () => {
+  it("serves_a_kept_connection_s_next_request_with_connection_close_then_closes_the_idle_rest_after_the_grace", async () => {
+    const [config] = meshConfigs(SERVICES, { mtls: "permissive" }).filter((c) => c.name === "orders");
+    const s = await startTestSidecar(
+      localSidecar(config!, { identityDir: join(tmp.dir, "orders"), appPort: app.port }),
+    );
+    const base = `http://127.0.0.1:${s.ports.inbound}`;
+    const busy = await rawConnection(base, "orders");
+    const quiet = await rawConnection(base, "orders");
+    try {
+      expect((await busy.get("/orders/1"))?.status).toBe(200);
+      expect((await quiet.get("/orders/2"))?.status).toBe(200);
+      const began = Date.now();
+      const drained = s.drain();
+      await sleep(300);
+      expect(busy.ended()).toBe(false); // closing it now would race a client about to send
+      const r = await busy.get("/orders/3");
+      expect(r?.status).toBe(200);
+      expect(r!.head).toMatch(/\r\nconnection: close/i);
+      expect(await busy.closed(1000)).toBe(true);
+      await drained;
+      expect(await quiet.closed(500)).toBe(true); // never sent again: closed after the grace, not the drain timeout
+      expect(Date.now() - began).toBeGreaterThanOrEqual(900);
+      expect(Date.now() - began).toBeLessThan(3000);
+    } finally {
+      busy.socket.destroy();
+      quiet.socket.destroy();
+    }
   });
 });
 
