@@ -253,8 +253,9 @@ export default defineMesh({
       },
     ],
     clientIp: {
-      // X-Forwarded-For is believed only from the machine itself and the VPC (see mesh.yaml).
-      trustedProxies: ["127.0.0.0/8", "10.0.0.0/8"],
+      // X-Forwarded-For is believed only from the machine itself and the VPC's public subnets, where an
+      // ALB has its nodes — not from the pods' private subnets (see mesh.yaml).
+      trustedProxies: ["127.0.0.0/8", "10.0.0.0/18"],
     },
     limits: {
       maxHeaderSize: "16KiB",
