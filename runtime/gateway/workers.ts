@@ -137,9 +137,9 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       if (m.type === "ready") {
         slot.ready = true;
         slot.listeners = m.listeners;
-        // Started from a copy a reload replaced meanwhile: bring it to the config the others serve.
-        if (m.hash !== config.hash && child.connected)
-          child.send({ type: "reload", id: nextId++, text: acceptedText } satisfies ToWorker);
+        // Started from a copy a reload replaced meanwhile: bring it to the config the others serve. A
+        // worker that cannot apply it is restarted, so it starts from that config (the copy now says it).
+        if (m.hash !== config.hash && child.connected) catchUp(slot, child);
         mWorkers.set(slots.filter((s) => s.ready).length);
         if (slots.every((s) => s.ready)) readyResolve?.();
       } else if (m.type === "ratelimit") {
@@ -171,6 +171,31 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         if (!stopping) start(slot);
       }, delay).unref();
     });
+  };
+  /** Sends a worker that became ready on an older config the accepted one; restarts it if it does not apply it. */
+  const catchUp = (slot: Slot, child: ChildProcess) => {
+    const id = nextId++;
+    const want = config.hash;
+    const behind = (why: string) => {
+      log.error(
+        { event: "worker_behind", worker: slot.index, hash: want, message: why },
+        "a worker did not apply the accepted config; restarting it from that config",
+      );
+      child.kill("SIGKILL");
+    };
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      if (slot.child === child) behind(`did not answer within ${RELOAD_TIMEOUT_MS} ms`);
+    }, opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS);
+    pending.set(id, (reply) => {
+      clearTimeout(timer);
+      pending.delete(id);
+      const r = reply as Extract<FromWorker, { type: "reloaded" }>;
+      if (!r.ok) behind(r.error ?? "refused it");
+      else if (r.hash !== want && r.hash !== config.hash) behind(`serves ${r.hash ?? "no config"}`);
+      else log.info({ event: "worker_caught_up", worker: slot.index, hash: r.hash });
+    });
+    child.send({ type: "reload", id, text: acceptedText } satisfies ToWorker);
   };
   for (const slot of slots) start(slot);
   await allReady;

@@ -4,6 +4,7 @@
  * process behind.
  */
 import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { freePort, gatewayConfig, request, startUpstream, type Upstream } from "
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
+const PRIMARY_FIXTURE = "test/gateway/fixtures/workers-primary.ts";
 
 let app: Upstream;
 let dir: string;
@@ -55,7 +57,7 @@ const children = async (pid: number): Promise<number[]> => {
  * (route "v" plus `extra`, the listener on `listenOn`, the admin listener on `adminOn`), `out` is
  * everything it printed.
  */
-async function workersGateway(file: string) {
+async function workersGateway(file: string, fixture?: { env: Record<string, string> }) {
   const [port, admin] = [await freePort(), await freePort()];
   const write = async (
     extra: Record<string, unknown>[] = [],
@@ -81,13 +83,20 @@ async function workersGateway(file: string) {
   };
   await write();
   const args = ["gateway", "--config", join(dir, file), "--host", "127.0.0.1", "--workers", "2"];
-  const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  // `fixture`: the primary of test/gateway/fixtures/workers-primary.ts (workers whose start a test holds).
+  const child = fixture
+    ? spawn(process.execPath, [join(ROOT, PRIMARY_FIXTURE), join(dir, file), String(admin)], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, ...fixture.env },
+      })
+    : spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
   const g = { child, write, out: "", url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
   child.stdout.on("data", (c: Buffer) => (g.out += c.toString()));
   child.stderr.on("data", (c: Buffer) => (g.out += c.toString()));
-  await until(() => g.out.includes(`admin http://127.0.0.1:${admin}`), 15_000).catch((err: Error) => {
+  const ready = fixture ? "READY" : `admin http://127.0.0.1:${admin}`;
+  await until(() => g.out.includes(ready), 15_000).catch((err: Error) => {
     child.kill("SIGKILL");
     throw err;
   });
@@ -253,4 +262,54 @@ describe("worker reloads: every worker or none", () => {
       child.kill("SIGKILL");
     }
   }, 60_000);
+});
+
+describe("a worker that becomes ready on an older config", () => {
+  /**
+   * Worker `victim` is killed; its replacement reads the serving copy, then (held by the fixture) starts
+   * only after a reload the other worker applied alone — so it reports ready with the old config's hash.
+   */
+  async function restartedBehind(file: string, deaf: boolean) {
+    const hold = await mkdtemp(join(tmpdir(), "meshgate-hold-"));
+    const g = await workersGateway(file, { env: { SLOW_START_DIR: hold } });
+    const workers = await children(g.child.pid!);
+    expect(workers).toHaveLength(2);
+    await writeFile(join(hold, "slow-start"), "");
+    if (deaf) await writeFile(join(hold, "deaf"), "");
+    process.kill(workers[1]!, "SIGKILL");
+    // The replacement has copied the config it was started with (the primary restarts it after 500 ms).
+    await until(() => !existsSync(join(hold, "slow-start")), 10_000);
+    await g.write([{ name: "late", match: { path: "/late" }, to: "app", ...PUBLIC }]);
+    await until(() => /"event":"reloaded".*"workers":1/.test(g.out), 10_000);
+    await writeFile(join(hold, "go"), "");
+    return { g, hold };
+  }
+
+  it("is_brought_to_the_accepted_config_so_every_worker_serves_it", async () => {
+    const { g, hold } = await restartedBehind("behind.json", false);
+    try {
+      await until(() => g.out.includes('"event":"worker_caught_up"'), 10_000);
+      // Fresh connections spread over both workers (SO_REUSEPORT): every one sees the new route.
+      for (let i = 0; i < 30; i++) expect((await request(`${g.url}/late`)).status).toBe(200);
+      expect(g.out).not.toContain("worker_behind");
+    } finally {
+      g.child.kill("SIGKILL");
+      await rm(hold, { recursive: true, force: true });
+    }
+  });
+
+  it("is_restarted_from_the_accepted_config_when_it_does_not_apply_it", async () => {
+    const { g, hold } = await restartedBehind("behind-deaf.json", true);
+    try {
+      await until(() => /"event":"worker_behind".*did not answer/.test(g.out), 10_000);
+      // Restarted (after its backoff) from the serving copy, which now holds the accepted config.
+      await until(async () => {
+        for (let i = 0; i < 30; i++) if ((await request(`${g.url}/late`)).status !== 200) return false;
+        return true;
+      }, 15_000);
+    } finally {
+      g.child.kill("SIGKILL");
+      await rm(hold, { recursive: true, force: true });
+    }
+  });
 });
