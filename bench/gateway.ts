@@ -12,16 +12,17 @@
  *   agent, 1 process — Node's own cost, none of a gateway's work) and `meshgate gateway --config <file> --workers 1` twice: the bare route (one public `/**` route,
  *   plaintext, static discovery, access logs off) and the full route (the same with a JWT checked
  *   against an inline key and a scope, a rate limit keyed by the token's subject, request and response
- *   header transforms; wrk and the fixed-rate generator send the bearer token); the configs are built from a spec by
- *   parseSpec + translate, as the gateway tests do;
+ *   header transforms; wrk and the fixed-rate generator send the bearer token); the configs are built
+ *   from a spec by parseSpec + translate, as the gateway tests do;
  * - per proxy: a warm-up, then max throughput `wrk -t1 -c64 --latency` (REPS runs, median), and two
  *   fixed-rate passes, ~1000 and ~5000 rps (REPS runs each, median per percentile), open loop with
  *   bench/loadgen.c (compiled with the machine's C compiler: 10 / 50 keep-alive connections × 100 req/s
  *   on absolute schedules spread over each 10 ms; percentiles from the time each request was sent, and
- *   also from the time it was due, where a stall counts for every request it delays); the ~1k pass is also reported as latency added over the
- *   same pass straight to the upstream. `--h2load` (or no C compiler) uses h2load instead (`--h1`, the
- *   same clients, started 1 ms apart; its clients line up after a stall of the load CPU — bench/loadgen.ts);
- *   without either the passes fall back to wrk with a Lua `delay()` (closed loop);
+ *   also from the time it was due, where a stall counts for every request it delays); the ~1k pass is
+ *   also reported as latency added over the same pass straight to the upstream. `--h2load` (or no C
+ *   compiler) uses h2load instead (`--h1`, the same clients, started 1 ms apart; its clients line up
+ *   after a stall of the load CPU — bench/loadgen.ts); without either the passes fall back to wrk with a
+ *   Lua `delay()` (closed loop);
  * - cost: proxy CPU from /proc/<pid>/stat over each run (whole process tree) → vCPU per 1000 rps at
  *   ~1000 rps; RSS: max VmRSS (tree total) sampled every 250 ms, and once idle after start ("cold");
  * - noise: before each run the bench waits for a quiet machine; a run during which other processes
@@ -47,9 +48,12 @@
  * happens). A run with more than 1 % errors is marked `!` and left out of the medians when other runs
  * are clean; the gateway's own error counters (admin /metrics) are printed with it.
  *
- * Needs nginx, haproxy, wrk and h2load (`apt-get install -y nginx haproxy wrk nghttp2-client`; a dev-machine benchmark, not
- * CI). Every child (nginx, haproxy, node, wrk) runs in its own process group, with its config, pid and
- * log files in a temp dir, and is stopped at exit, on Ctrl-C too.
+ * `--h2load`: the fixed-rate passes with h2load instead of bench/loadgen.c (the numbers of earlier runs).
+ *
+ * Needs nginx, haproxy, wrk and a C compiler or h2load (`apt-get install -y nginx haproxy wrk gcc`;
+ * a dev-machine benchmark, not CI). Every child (nginx, haproxy, node, wrk, the load generator) runs in
+ * its own process group, with its config, pid and log files in a temp dir, and is stopped at exit, on
+ * Ctrl-C too.
  * Benchmarks are not pass/fail: a missed goal is reported, never turned into a non-zero exit.
  */
 import { spawnSync } from "node:child_process";
@@ -230,14 +234,14 @@ writeFileSync(delayScript, DELAY_LUA);
 const H2LOAD = have("h2load");
 /**
  * The fixed-rate passes' generator: bench/loadgen.c (compiled here; absolute per-connection schedules;
- * latency from the time each request was sent, and from the time it was due), or with `--h2load` (or no C compiler) h2load — whose
- * clients line up into one burst per period after a stall of the load CPU (bench/loadgen.ts) — or, with
- * neither, wrk with a delay script (closed loop).
+ * latency from the time each request was sent, and from the time it was due), or with `--h2load` (or no
+ * C compiler) h2load — whose clients line up into one burst per period after a stall of the load CPU
+ * (bench/loadgen.ts) — or, with neither, wrk with a delay script (closed loop).
  */
 const LOADGEN = process.argv.includes("--h2load") ? null : buildLoadgen(tmp);
-const FIXED: "loadgen" | "h2load" | "wrk" =
-  LOADGEN && "path" in LOADGEN ? "loadgen" : H2LOAD ? "h2load" : "wrk";
-/** Requests per second each h2load client sends in the fixed-rate passes. */
+const LOADGEN_BINARY = LOADGEN && "path" in LOADGEN ? LOADGEN.path : null;
+const FIXED: "loadgen" | "h2load" | "wrk" = LOADGEN_BINARY ? "loadgen" : H2LOAD ? "h2load" : "wrk";
+/** Requests per second each client (keep-alive connection) sends in the fixed-rate passes. */
 const RPS_PER_CLIENT = 100;
 
 /** A fixed-rate pass with the generator chosen (FIXED), `rate / 100` keep-alive connections. */
@@ -247,9 +251,9 @@ async function fixedRatePass(
   seconds: number,
   headers: readonly string[] = [],
 ): Promise<WrkResult> {
-  if (FIXED === "h2load") return h2load(port, rate, seconds, headers);
-  const r = await fixedRate({
-    binary: (LOADGEN as { path: string }).path,
+  if (LOADGEN_BINARY === null) return h2load(port, rate, seconds, headers);
+  return fixedRate({
+    binary: LOADGEN_BINARY,
     prefix: prefix(LOAD_CPU),
     port,
     path: PATH,
@@ -261,7 +265,6 @@ async function fixedRatePass(
     run: (argv, timeoutMs) => procs.output(argv, timeoutMs),
     probe: { file: join(tmp, `hostprobe-${port}-${rate}.json`), cpu: TASKSET ? LOAD_CPU : null, nice: NICE },
   });
-  return r;
 }
 
 /**

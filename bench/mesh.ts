@@ -9,9 +9,10 @@
  *   proxy pairs on CPU 0 (`taskset`), everything under `nice -n -15` when permitted; all on 127.0.0.1;
  * - load: a fixed 1,000 rps, open loop, with bench/loadgen.c (compiled with the machine's C compiler: 10
  *   keep-alive connections × 100 req/s on absolute schedules spread over each 10 ms); latency percentiles
- *   from the time each request was sent (and, in the log, from the time it was due); "added" = the pair's percentile minus the direct one in the same
- *   round; `--h2load` (or no C compiler) uses h2load over HTTP/1.1 instead (`--h1 -c10 -r1
- *   --rate-period=1ms --rps=100`, started 1 ms apart; its clients line up after a stall of the load CPU);
+ *   from the time each request was sent (and, in the log, from the time it was due); "added" = the
+ *   pair's percentile minus the direct one in the same round; `--h2load` (or no C compiler) uses h2load
+ *   over HTTP/1.1 instead (`--h1 -c10 -r1 --rate-period=1ms --rps=100`, started 1 ms apart; its clients
+ *   line up after a stall of the load CPU);
  * - a second reference: a minimal Node mTLS pair (bench/node-proxy.mjs: Node's http/https with a
  *   keep-alive agent, the same SVIDs and flags as the sidecars, none of meshgate's work) — what any Node
  *   sidecar starts from on this machine;
@@ -26,10 +27,11 @@
  * files (a CA made by runtime/pki), the per-service local port as the client's entry (what apps that
  * cannot use a proxy call), access logs off. Options: `--node-flags="…"` the sidecars' Node/V8 flags
  * (default: SIDECAR_NODE_FLAGS); `--no-ejection` (see NO_EJECTION); `--no-pin` no CPU pinning (for a
- * machine where CPU 0 is taken); `--rate=N` another fixed rate; `--keep` keeps the temp dir with every log. Goals are reported, never turned into
- * a non-zero exit.
+ * machine where CPU 0 is taken); `--rate=N` another fixed rate; `--keep` keeps the temp dir with every
+ * log; `--h2load` the old fixed-rate generator. Goals are reported, never turned into a non-zero exit.
  *
- * Needs nginx and a C compiler, or h2load (`apt-get install -y nginx gcc nghttp2-client`; a dev-machine benchmark, not CI).
+ * Needs nginx and a C compiler, or h2load (`apt-get install -y nginx gcc nghttp2-client`; a dev-machine
+ * benchmark, not CI).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -183,17 +185,19 @@ interface LoadResult {
 
 /**
  * The fixed-rate generator: bench/loadgen.c (compiled here; absolute per-connection schedules; latency
- * from the time each request was sent, and from the time it was due), or with `--h2load` (or no C compiler) h2load, whose clients line
- * up into one burst per period after a stall of the load CPU (bench/loadgen.ts).
+ * from the time each request was sent, and from the time it was due), or with `--h2load` (or no C
+ * compiler) h2load, whose clients line up into one burst per period after a stall of the load CPU
+ * (bench/loadgen.ts).
  */
 const LOADGEN = process.argv.includes("--h2load") ? null : buildLoadgen(tmp);
-const FIXED: "loadgen" | "h2load" = LOADGEN && "path" in LOADGEN ? "loadgen" : "h2load";
+const LOADGEN_BINARY = LOADGEN && "path" in LOADGEN ? LOADGEN.path : null;
+const FIXED: "loadgen" | "h2load" = LOADGEN_BINARY ? "loadgen" : "h2load";
 
 /** `rate` requests per second for `seconds` over `rate / 100` keep-alive connections (FIXED's generator). */
 async function load(port: number, seconds: number, rate = RATE, probed = false): Promise<LoadResult> {
-  if (FIXED === "h2load") return h2load(port, seconds, rate, probed);
+  if (LOADGEN_BINARY === null) return h2load(port, seconds, rate, probed);
   const r = await fixedRate({
-    binary: (LOADGEN as { path: string }).path,
+    binary: LOADGEN_BINARY,
     prefix: prefix(LOAD_CPU),
     port,
     path: PATH,

@@ -183,10 +183,11 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       );
       child.kill("SIGKILL");
     };
+    const waitMs = opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS;
     const timer = setTimeout(() => {
       pending.delete(id);
-      if (slot.child === child) behind(`did not answer within ${RELOAD_TIMEOUT_MS} ms`);
-    }, opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS);
+      if (slot.child === child) behind(`did not answer within ${waitMs} ms`);
+    }, waitMs);
     pending.set(id, (reply) => {
       clearTimeout(timer);
       pending.delete(id);
