@@ -98,14 +98,7 @@ import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
-import {
-  closeUnused,
-  DRAIN_IDLE_GRACE_MS,
-  openChanged,
-  retireForDrain,
-  swapListeners,
-  type PreparedSwap,
-} from "../net/swap.ts";
+import { closeUnused, openChanged, retireForDrain, swapListeners, type PreparedSwap } from "../net/swap.ts";
 
 export interface GatewayOptions {
   /** A loaded, validated config (loadRuntimeConfig). */
@@ -1563,7 +1556,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     log.info({ event: "draining", inFlight });
     const drainMs = state.config.limits.drainTimeoutMs;
     const deadline = Date.now() + drainMs;
-    await retireForDrain([...listeners.values()], [...retired], Math.min(DRAIN_IDLE_GRACE_MS, drainMs));
+    await retireForDrain([...listeners.values()], [...retired], drainMs);
     if (inFlight > 0) {
       await Promise.race([
         new Promise<void>((r) => idleWaiters.push(r)),

@@ -110,20 +110,21 @@ function openConnections(l: SwappableListener): Promise<number> {
 /**
  * The first step of a proxy's drain: `serving` listeners stop accepting; they and the `draining` ones
  * (retired by a reload) stop keeping connections (HTTP/2 GOAWAY; each HTTP/1 response closes its
- * connection); idle keep-alive connections get `graceMs` for one more request and are closed then — or
- * as soon as no connection is left. Requests still in flight are the caller's to wait for.
+ * connection); idle keep-alive connections get DRAIN_IDLE_GRACE_MS (at most `drainMs`, the drain
+ * timeout) for one more request and are closed then — or as soon as no connection is left. Requests
+ * still in flight are the caller's to wait for.
  */
 export async function retireForDrain(
   serving: readonly SwappableListener[],
   draining: readonly SwappableListener[],
-  graceMs: number,
+  drainMs: number,
 ): Promise<void> {
   const all = [...serving, ...draining];
   for (const l of serving) {
     l.server.close();
     l.retire();
   }
-  const deadline = Date.now() + graceMs;
+  const deadline = Date.now() + Math.min(DRAIN_IDLE_GRACE_MS, drainMs);
   while (Date.now() < deadline) {
     const open = await Promise.all(all.map(openConnections));
     if (open.every((n) => n === 0)) break;

@@ -24,7 +24,6 @@ import { createReloader, type ReloadResult } from "../contract/reload.ts";
 import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import {
   closeUnused,
-  DRAIN_IDLE_GRACE_MS,
   openChanged,
   retireForDrain,
   swapListeners,
@@ -1255,11 +1254,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     log.info({ event: "draining", inFlight });
     const locals = [outboundServer, ...serviceServers.values()];
     const deadline = Date.now() + drainTimeoutMs;
-    await retireForDrain(
-      [inbound!, ...locals],
-      [...retiredLocals, ...retiredMain],
-      Math.min(DRAIN_IDLE_GRACE_MS, drainTimeoutMs),
-    );
+    await retireForDrain([inbound!, ...locals], [...retiredLocals, ...retiredMain], drainTimeoutMs);
     if (inFlight > 0) {
       await Promise.race([
         new Promise<void>((r) => idleWaiters.push(r)),
