@@ -17,7 +17,11 @@
  *   keep-alive agent, the same SVIDs and flags as the sidecars, none of meshgate's work) — what any Node
  *   sidecar starts from on this machine;
  * - rounds: direct, meshgate pair, nginx pair, Node pair, one after the other, REPS times (interleaved, so that
- *   drift in the machine's load hits every subject alike); medians over the rounds;
+ *   drift in the machine's load hits every subject alike); medians over the rounds; each measured run
+ *   follows RUN_WARMUP_S of the same load, unmeasured: a subject's previous run ended up to a minute
+ *   earlier, and the measure is the steady state at the rate, not the reconnection after a pause (a
+ *   proxy that closed its idle upstream connections in the meantime would pay its handshakes inside the
+ *   measured run — ~2 ms of CPU per side for an mTLS one in Node, several per connection at once);
  * - cost per proxy process: CPU from /proc/<pid>/stat over each run (→ cores per 1,000 rps) and RSS
  *   (VmRSS: idle 1 s after start, and the maximum sampled every 250 ms under load);
  * - noise: before each run the bench waits (bounded) for other processes to use ≤ 0.25 cores; it
@@ -78,6 +82,8 @@ const QUICK = process.argv.includes("--quick");
 const REPS = QUICK ? 1 : 3;
 const DURATION_S = QUICK ? 5 : 15;
 const WARMUP_S = QUICK ? 2 : 5;
+/** Unmeasured load just before each measured run (see the header: rounds). */
+const RUN_WARMUP_S = 1;
 /** Requests per second of the measured passes (`--rate=N`, a multiple of 100; default 1,000). */
 const RATE = (() => {
   const arg = process.argv.find((a) => a.startsWith("--rate="));
@@ -497,6 +503,7 @@ interface Run extends LoadResult {
 
 async function measuredRun(s: Subject, seconds: number): Promise<Run> {
   await waitQuiet();
+  await load(s.port, RUN_WARMUP_S);
   const pids = s.proxies.map((p) => p.started.child.pid!);
   const before = pids.map((pid) => treeTicks(pid));
   const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
@@ -798,7 +805,7 @@ async function main(): Promise<number> {
     ...(NO_EJECTION
       ? ["--no-ejection: web's sidecar ran with outlier detection that never ejects (consecutive5xx 1e9)."]
       : []),
-    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node interleaved) after ${WARMUP_S} s warm-ups; added = subject minus direct percentiles;`,
+    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node interleaved) after ${WARMUP_S} s warm-ups, each run right after ${RUN_WARMUP_S} s of the same load, unmeasured; added = subject minus direct percentiles;`,
     `  spread over rounds (p50, p99): direct ${spread("direct", (r) => r.p50)} / ${spread("direct", (r) => r.p99)} ms, meshgate ${spread(mg, (r) => r.p50)} / ${spread(mg, (r) => r.p99)} ms, nginx ${spread("nginx pair", (r) => r.p50)} / ${spread("nginx pair", (r) => r.p99)} ms;`,
     `  the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores during the runs (noisy runs, > ${NOISE_LIMIT} cores, marked ~);`,
     FIXED === "loadgen"

@@ -15,6 +15,7 @@
  */
 import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
+import { MESH_IDLE_MS } from "../upstream/tls.ts";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
@@ -26,6 +27,12 @@ import type { TLSSocket } from "node:tls";
 const TLS_HANDSHAKE = 0x16;
 /** Idle HTTP/2 sessions are closed (GOAWAY) after this long; the callers' pools open a new one. */
 const H2_IDLE_MS = 65_000;
+/**
+ * Idle HTTP/1.1 connections are kept this long (Node's default is 5 s): longer than mesh callers keep
+ * theirs (MESH_IDLE_MS), so the caller closes first and no request crosses the server's close; the
+ * `Keep-Alive: timeout` Node sends says so to callers that read it.
+ */
+const H1_IDLE_MS = MESH_IDLE_MS + 15_000;
 
 export type InboundRequest = IncomingMessage | Http2ServerRequest;
 export type InboundResponse = ServerResponse | Http2ServerResponse;
@@ -73,6 +80,7 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     // The whole request (head and body) within 5 minutes, as Node's default; the callers' own timeouts
     // are shorter and end the exchange first.
     requestTimeout: 300_000,
+    keepAliveTimeout: H1_IDLE_MS,
     requireHostHeader: true,
     joinDuplicateHeaders: false,
     insecureHTTPParser: false,

@@ -10,6 +10,7 @@ import { lookup, resolve4, resolve6 } from "node:dns/promises";
 import net from "node:net";
 import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
+import { MESH_IDLE_MS } from "./tls.ts";
 import { H2Pool } from "./h2pool.ts";
 import type { MtlsConnect } from "./tls.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
@@ -122,6 +123,7 @@ export class PoolCache {
           ? {
               connect: (this.options.mtls ?? noIdentity)(tls.serverIdentity),
               readyEvent: "secureConnect" as const,
+              keepAliveMs: MESH_IDLE_MS,
             }
           : {}),
       });

@@ -186,6 +186,19 @@ describe("app to app through two sidecars", () => {
     ).toBe(3);
   });
 
+  it("keeps_an_idle_mtls_connection_between_sidecars_past_nodes_5_s_keep_alive", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const url = `http://127.0.0.1:${web.sidecar.ports.services.orders}/orders/1`;
+    expect((await request(url)).status).toBe(200);
+    // Longer than Node's default server keep-alive (5 s) and the plain pools' 4 s: a mesh connection
+    // idle this long is still there, so the next call pays no handshake.
+    await new Promise((r) => setTimeout(r, 5600));
+    expect((await request(url)).status).toBe(200);
+    const handshakes = metricValue(await metrics(orders.sidecar), "meshgate_tls_handshakes_total");
+    expect(handshakes).toBe(1);
+  }, 15_000);
+
   it("adds_moves_and_removes_a_per_service_local_port_by_reload", async () => {
     const orders = await instance("orders", {
       handler: (req, res) => setTimeout(() => res.end("done"), req.url?.startsWith("/delayed") ? 250 : 0),
