@@ -359,6 +359,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy"] },
   },
   {
+    name: "meshgate_tls_resumptions_total",
+    type: "counter",
+    unit: "connections",
+    help: "Inbound mTLS connections that resumed a TLS session (counted in meshgate_tls_handshakes_total too; the peer's leaf is verified either way).",
+    labels: { sidecar: ["proxy"] },
+  },
+  {
     name: "meshgate_trace_spans_dropped_total",
     type: "counter",
     unit: "spans",

@@ -1018,6 +1018,10 @@ function serviceDashboard(infra: InfraIR, svc: ServiceWorkloadIR): Dashboard {
               legend: "accepted",
             },
             {
+              expr: `sum(rate(${selector("meshgate_tls_resumptions_total", me)}[${RATE}]))`,
+              legend: "of them resumed",
+            },
+            {
               expr: rateBy("reason", "meshgate_tls_handshake_failures_total", me),
               legend: "refused {{reason}}",
             },

@@ -15,7 +15,8 @@
  */
 import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
-import { MESH_IDLE_MS } from "../upstream/tls.ts";
+import { MESH_IDLE_MS, SESSION_MAX_AGE_MS } from "../upstream/tls.ts";
+import { randomBytes } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
@@ -93,6 +94,9 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     rejectUnauthorized: true,
     ALPNProtocols: ["h2", "http/1.1"],
     handshakeTimeout: o.headerTimeoutMs,
+    // Session tickets (TLS 1.3 resumption) are accepted this long; the peer's leaf is verified again
+    // on every connection, resumed or not (onSecureConnection).
+    sessionTimeout: SESSION_MAX_AGE_MS / 1000,
   };
   const secure = https.createServer({ ...httpOptions, ...tlsOptions }, (req, res) =>
     o.onRequest(req, res, true),
@@ -133,7 +137,7 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       tls: secure,
       plain: null,
       h2,
-      setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
+      setIdentity: (options) => setIdentity(secure, options),
       retire: () => retireServers([secure], sessions),
       closeIdle: () => {
         secure.closeIdleConnections();
@@ -180,7 +184,7 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     tls: secure,
     plain,
     h2,
-    setIdentity: (options) => secure.setSecureContext({ ...options, minVersion: "TLSv1.3" }),
+    setIdentity: (options) => setIdentity(secure, options),
     retire: () => retireServers([secure, plain], sessions),
     closeIdle: () => {
       secure.closeIdleConnections();
@@ -256,4 +260,16 @@ export function createLocalListener(
       for (const s of sessions) s.destroy();
     },
   };
+}
+
+/**
+ * Serves a new identity to new handshakes, and new session-ticket keys with it: a session made under
+ * the previous certificate or bundle is not resumed (its client gets a full handshake, checked by the
+ * trust in force now), rather than resumed and then refused by the verifier after the handshake. Node 24's
+ * setSecureContext happens to give the new context fresh keys already; they are set here so that the
+ * guarantee does not rest on that.
+ */
+function setIdentity(secure: https.Server, options: tls.SecureContextOptions): void {
+  secure.setSecureContext({ ...options, minVersion: "TLSv1.3" });
+  secure.setTicketKeys(randomBytes(48));
 }

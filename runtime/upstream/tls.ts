@@ -49,27 +49,82 @@ const ALPN_HTTP1 = ["http/1.1"];
 const ALPN_HTTP2 = ["h2"];
 
 /**
+ * How long a TLS session is offered for resumption at most: the sidecar's inbound listener accepts its
+ * tickets for Node's default 300 s (`sessionTimeout`), and a session is never offered past the earliest
+ * notAfter of the server chain it was verified with.
+ */
+export const SESSION_MAX_AGE_MS = 300_000;
+/** Sessions remembered per connector (one per server address, identity and protocol; FIFO). */
+const MAX_SESSIONS = 1024;
+
+/** A TLS session of a verified server, for the next connection to the same address. */
+interface KeptSession {
+  /** The identity the session was made with: a renewed SVID or a new bundle starts a full handshake. */
+  readonly identity: LoadedIdentity;
+  readonly session: Buffer;
+  /** Not offered after this (epoch ms). */
+  readonly until: number;
+}
+
+/**
  * The PoolCache `mtls` factory: for a server identity, a connect function opening TLS 1.3 connections
  * with the provider's current SVID, offering ALPN `http/1.1` (the default) or `h2` (HTTP/2 clusters,
  * whose pool needs the server to select h2).
+ *
+ * **Session resumption.** A new connection to an address offers the TLS session ticket of the last
+ * verified connection to that address, for that server identity and protocol, made with the identity
+ * serving now: resuming skips both certificate chains and signatures, about half of a full mTLS
+ * handshake's CPU on each side (measured: 4.2 → 2.3 ms for both sides in one Node process). Node does
+ * not call `checkServerIdentity` for a resumed session; the server proved the identity checked when the
+ * session was made (only a server holding the session's keys can resume it), and a session is offered
+ * only within SESSION_MAX_AGE_MS and the earliest notAfter of the chain checked then. The server verifies
+ * the client's leaf again on every connection, resumed or not (runtime/sidecar/server.ts).
  */
 export function mtlsConnector(identity: IdentityProvider): MtlsConnect {
+  const sessions = new Map<string, KeptSession>();
+  const keep = (key: string, kept: KeptSession) => {
+    sessions.delete(key);
+    if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value!);
+    sessions.set(key, kept);
+  };
   return (serverIdentity, protocol = "http1") =>
     (host, port) => {
       const id = identity.ready() ? identity.current() : null;
       if (id === null) return failedSocket("no valid mesh identity is loaded (mTLS needs one)");
       const verifier = id.verifier;
-      return tls.connect({
+      const key = `${serverIdentity} ${protocol} ${host} ${port}`;
+      const kept = sessions.get(key);
+      const offered = kept && kept.identity === id && Date.now() < kept.until ? kept : undefined;
+      /** Until when this connection's sessions may be offered: set once the server is verified. */
+      let until = 0;
+      let pending: Buffer | null = null;
+      const socket = tls.connect({
         host,
         port,
         secureContext: id.clientContext,
         minVersion: "TLSv1.3",
         ALPNProtocols: protocol === "http2" ? ALPN_HTTP2 : ALPN_HTTP1,
-        // Called by Node only after OpenSSL verified the chain against the bundle (the context's CA).
+        ...(offered ? { session: offered.session } : {}),
+        // Called by Node only after OpenSSL verified the chain against the bundle (the context's CA), and
+        // only for a full handshake.
         checkServerIdentity: (_hostname, cert) => {
           const v = verifier.verify(chainFromPeerCertificate(cert), { expect: serverIdentity });
-          return v.ok ? undefined : new SvidVerificationError(v.code, v.reason);
+          if (!v.ok) return new SvidVerificationError(v.code, v.reason);
+          until = Math.min(Date.now() + SESSION_MAX_AGE_MS, v.chainNotAfter);
+          return undefined;
         },
       });
+      // "secureConnect" comes only after the server was verified (or resumed a verified session); a
+      // ticket may arrive before it and waits for it.
+      socket.once("secureConnect", () => {
+        if (socket.isSessionReused()) until = offered?.until ?? 0;
+        if (pending && until > Date.now()) keep(key, { identity: id, session: pending, until });
+        pending = null;
+      });
+      socket.on("session", (session: Buffer) => {
+        if (until === 0) pending = session;
+        else if (until > Date.now()) keep(key, { identity: id, session, until });
+      });
+      return socket;
     };
 }

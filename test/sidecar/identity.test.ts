@@ -328,6 +328,117 @@ describe("hot reload of identity files", () => {
   });
 });
 
+/** A raw mTLS connection to an inbound port as `client`, offering `session`; resolves once it settled. */
+async function rawMtls(
+  port: number,
+  client: IssuedSvid,
+  session?: Buffer,
+): Promise<{ resumed: boolean; sessions: Buffer[]; answer: string; closed: boolean }> {
+  const sessions: Buffer[] = [];
+  const socket = tls.connect({
+    host: "127.0.0.1",
+    port,
+    ca: ca.bundle.toPem(),
+    cert: client.chainPem,
+    key: client.keyPem!.reveal(),
+    minVersion: "TLSv1.3",
+    ALPNProtocols: ["http/1.1"],
+    checkServerIdentity: () => undefined,
+    ...(session ? { session } : {}),
+  });
+  socket.on("session", (s: Buffer) => sessions.push(s));
+  let answer = "";
+  socket.on("data", (d: Buffer) => (answer += d.toString()));
+  const resumed = await new Promise<boolean>((r, j) =>
+    socket.once("secureConnect", () => r(socket.isSessionReused())).once("error", j),
+  );
+  socket.write("GET /r HTTP/1.1\r\nhost: orders\r\n\r\n");
+  const closed = await new Promise<boolean>((r) => {
+    socket.once("close", () => r(true));
+    socket.on("error", () => {});
+    setTimeout(() => r(false), 1500);
+  });
+  socket.destroy();
+  return { resumed, sessions, answer, closed };
+}
+
+describe("TLS session resumption between sidecars", () => {
+  /** orders closes each connection after one request, so every call through web opens a new one. */
+  async function pair(webSvid: IssuedSvid) {
+    const orders = await instance("orders", { maxRequestsPerSocket: 1 });
+    const web = await instance("web", {
+      svid: webSvid,
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+    });
+    const call = async (path: string) => {
+      const r = await viaProxy(web.sidecar.ports.outbound, `http://orders${path}`);
+      expect(r.status).toBe(200);
+      return orders.app.received.at(-1)!.headers;
+    };
+    const counts = async () => {
+      const text = await metrics(orders.sidecar);
+      return {
+        handshakes: metricValue(text, "meshgate_tls_handshakes_total"),
+        resumed: metricValue(text, "meshgate_tls_resumptions_total"),
+      };
+    };
+    return { orders, web, call, counts };
+  }
+
+  it("resumes_the_session_on_each_new_connection_and_still_verifies_and_names_the_peer", async () => {
+    const webSvid = await issue("web");
+    const { call, counts } = await pair(webSvid);
+    for (let i = 0; i < 4; i++) {
+      const headers = await call(`/r/${i}`);
+      expect(headers["x-meshgate-peer"]).toBe(spiffe("web"));
+      expect(headers["x-forwarded-client-cert"]).toContain(`Hash=${fingerprint(webSvid)}`);
+    }
+    expect(await counts()).toEqual({ handshakes: 4, resumed: 3 });
+  });
+
+  it("makes_a_full_handshake_after_the_caller_renewed_its_svid", async () => {
+    const { web, call, counts } = await pair(await issue("web"));
+    await call("/a");
+    await call("/b");
+    const renewed = await issue("web");
+    await writeIdentity(web.dir, renewed, ca.bundle.toPem());
+    await until(() => web.sidecar.identity()?.serial === renewed.serial, 5000, "web reload");
+    expect((await call("/c"))["x-forwarded-client-cert"]).toContain(`Hash=${fingerprint(renewed)}`);
+    expect(await counts()).toEqual({ handshakes: 3, resumed: 1 });
+  });
+
+  it("makes_a_full_handshake_after_the_callee_changed_its_identity", async () => {
+    const { orders, call, counts } = await pair(await issue("web"));
+    await call("/a");
+    await call("/b");
+    const renewed = await issue("orders");
+    await writeIdentity(orders.dir, renewed, ca.bundle.toPem());
+    await until(() => orders.sidecar.identity()?.serial === renewed.serial, 5000, "orders reload");
+    await call("/c");
+    // The callee's new ticket keys refused the session made under its previous certificate.
+    expect(await counts()).toEqual({ handshakes: 3, resumed: 1 });
+  });
+
+  it("refuses_a_resumed_session_whose_peer_certificate_expired_since", async () => {
+    const { sidecar } = await instance("orders");
+    const client = await issue("web", 2500);
+    const first = await rawMtls(sidecar.ports.inbound, client);
+    expect(first.answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(first.sessions.length).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, client.notAfter - Date.now() + 1200));
+    // OpenSSL resumes the session (it does not look at the certificate again); the verifier does.
+    const again = await rawMtls(sidecar.ports.inbound, client, first.sessions.at(-1));
+    expect(again.resumed).toBe(true);
+    expect(again.closed).toBe(true);
+    expect(again.answer).toBe("");
+    const text = await metrics(sidecar);
+    expect(metricValue(text, "meshgate_tls_resumptions_total")).toBe(0);
+    expect(metricValue(text, "meshgate_tls_handshake_failures_total", { reason: "E_RT_PKI_EXPIRED" })).toBe(
+      1,
+    );
+  }, 15_000);
+});
+
 describe("the development issuer", () => {
   it("issues_its_own_svid_from_a_ca_directory_and_renews_it", async () => {
     const caDir = join(tmp.dir, "dev-ca");
