@@ -7,7 +7,8 @@
  * first bytes decide (0x16 starts a TLS ClientHello, `PRI * HTTP/2.0` the HTTP/2 preface).
  *
  * The certificate is swapped on the live server (`setSecureContext`) when the identity changes: new
- * handshakes use the new SVID and bundle, established connections keep theirs.
+ * handshakes use the new SVID and bundle (and new session-ticket keys), established connections keep
+ * theirs.
  *
  * None of these servers listens: the inbound port is bound by an acceptor (runtime/net/acceptor.ts) that
  * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
