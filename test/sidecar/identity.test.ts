@@ -396,26 +396,21 @@ describe("TLS session resumption between sidecars", () => {
     expect(await counts()).toEqual({ handshakes: 4, resumed: 3 });
   });
 
-  it("makes_a_full_handshake_after_the_caller_renewed_its_svid", async () => {
-    const { web, call, counts } = await pair(await issue("web"));
+  it.each([
+    ["makes_a_full_handshake_after_the_caller_renewed_its_svid", "web"],
+    // The callee's new ticket keys refuse the session made under its previous certificate.
+    ["makes_a_full_handshake_after_the_callee_changed_its_identity", "orders"],
+  ] as const)("%s", async (_claim, renewing) => {
+    const webSvid = await issue("web");
+    const { web, orders, call, counts } = await pair(webSvid);
     await call("/a");
     await call("/b");
-    const renewed = await issue("web");
-    await writeIdentity(web.dir, renewed, ca.bundle.toPem());
-    await until(() => web.sidecar.identity()?.serial === renewed.serial, 5000, "web reload");
-    expect((await call("/c"))["x-forwarded-client-cert"]).toContain(`Hash=${fingerprint(renewed)}`);
-    expect(await counts()).toEqual({ handshakes: 3, resumed: 1 });
-  });
-
-  it("makes_a_full_handshake_after_the_callee_changed_its_identity", async () => {
-    const { orders, call, counts } = await pair(await issue("web"));
-    await call("/a");
-    await call("/b");
-    const renewed = await issue("orders");
-    await writeIdentity(orders.dir, renewed, ca.bundle.toPem());
-    await until(() => orders.sidecar.identity()?.serial === renewed.serial, 5000, "orders reload");
-    await call("/c");
-    // The callee's new ticket keys refused the session made under its previous certificate.
+    const renewed = await issue(renewing);
+    const side = renewing === "web" ? web : orders;
+    await writeIdentity(side.dir, renewed, ca.bundle.toPem());
+    await until(() => side.sidecar.identity()?.serial === renewed.serial, 5000, `${renewing} reload`);
+    const caller = renewing === "web" ? renewed : webSvid;
+    expect((await call("/c"))["x-forwarded-client-cert"]).toContain(`Hash=${fingerprint(caller)}`);
     expect(await counts()).toEqual({ handshakes: 3, resumed: 1 });
   });
 
