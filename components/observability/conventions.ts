@@ -366,6 +366,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy"] },
   },
   {
+    name: "meshgate_tls_connections_retired_total",
+    type: "counter",
+    unit: "connections",
+    help: "Inbound mTLS connections retired because the peer's chain expired (expired) or a new bundle no longer holds its root (untrusted).",
+    labels: { sidecar: ["proxy", "reason"] },
+  },
+  {
     name: "meshgate_trace_spans_dropped_total",
     type: "counter",
     unit: "spans",

@@ -8,7 +8,11 @@
  *
  * The certificate is swapped on the live server (`setSecureContext`) when the identity changes: new
  * handshakes use the new SVID and bundle (and new session-ticket keys), established connections keep
- * theirs.
+ * theirs — but no longer than the peer's certificates: a connection is retired when the earliest notAfter
+ * of the chain its peer was verified with passes, or when a new bundle no longer holds the root that
+ * chain ended at (after a root rotation). Retiring stops it taking requests (HTTP/2: GOAWAY; HTTP/1.1:
+ * closed when idle, else `Connection: close` on the response in progress) and closes it after
+ * RETIRE_GRACE_MS whatever is still running.
  *
  * None of these servers listens: the inbound port is bound by an acceptor (runtime/net/acceptor.ts) that
  * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
@@ -50,13 +54,39 @@ export interface InboundListenerOptions {
   readonly onRequest: (req: InboundRequest, res: InboundResponse, mtls: boolean) => void;
   /** An HTTP/1.1 `Upgrade` request (WebSocket), after the connection's peer was verified. */
   readonly onUpgrade?: (req: IncomingMessage, socket: Socket, head: Buffer, mtls: boolean) => void;
-  /** A handshake completed: verify the peer (destroy the socket to refuse it). Runs before any request. */
-  readonly onSecureConnection: (socket: TLSSocket) => void;
+  /**
+   * A handshake completed: verify the peer, and return what it was verified as — or null, having destroyed
+   * the socket, to refuse it. Runs before any request.
+   */
+  readonly onSecureConnection: (socket: TLSSocket) => PeerTrust | null;
+  /** A verified connection was retired: its peer's chain expired, or the bundle dropped its root. */
+  readonly onRetire?: (reason: RetireReason) => void;
   /** A handshake failed (no certificate, untrusted chain, protocol, timeout). */
   readonly onTlsError: (err: Error & { code?: string }) => void;
   /** A request could not be parsed (431, 408, 400 are answered here). */
   readonly onClientError: (err: Error & { code?: string }, socket: Socket) => void;
 }
+
+/** What a connection's peer was verified as: it serves that peer no longer than this holds. */
+export interface PeerTrust {
+  /** The earliest notAfter of the peer's verified chain (epoch ms). */
+  readonly until: number;
+  /** SHA-256 of the bundle root the chain ended at (hex). */
+  readonly root: string;
+}
+
+export type RetireReason = "expired" | "untrusted";
+
+/**
+ * How long a retired connection's exchanges in progress may still run before it is closed (as Envoy's
+ * drain timeout after max_connection_duration): a long stream of a peer whose certificate expired is
+ * cut then. Callers stop reusing a connection before the certificates on either side expire
+ * (runtime/upstream/tls.ts EXPIRY_MARGIN_MS), so a retirement reaches a well-behaved caller's
+ * connection only with a long exchange still running on it.
+ */
+export const RETIRE_GRACE_MS = 10_000;
+/** setTimeout's longest delay; a longer wait is taken in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The servers behind the inbound port (a connection stack: runtime/net/acceptor.ts). */
 export interface InboundListener extends ConnectionStack {
@@ -66,8 +96,11 @@ export interface InboundListener extends ConnectionStack {
   readonly plain: http.Server | null;
   /** The HTTP/2 server of the TLS connections that negotiated h2. */
   readonly h2: http2.Http2Server;
-  /** Serves a new identity to new handshakes. */
-  setIdentity(options: tls.SecureContextOptions): void;
+  /**
+   * Serves a new identity to new handshakes; `roots`: the fingerprints of the new bundle's roots —
+   * established connections whose peer chain ended at another root are retired.
+   */
+  setIdentity(options: tls.SecureContextOptions, roots: ReadonlySet<string>): void;
   closeIdle(): void;
   closeAll(): void;
 }
@@ -109,15 +142,26 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
   };
   const h2 = http2.createServer(h2Options, (req, res) => o.onRequest(req, res, true));
   trackSessions(h2, sessions);
+  const leases = new Leases(o.onRetire ?? null);
   // The HTTP/1 server's own connection listener (https.Server registers it for "secureConnection") runs
   // only for connections that did not negotiate h2; every connection's peer is verified first.
   const http1Connection = secure.listeners("secureConnection")[0] as (socket: TLSSocket) => void;
   secure.removeAllListeners("secureConnection");
   secure.on("secureConnection", (socket: TLSSocket) => {
-    o.onSecureConnection(socket);
-    if (socket.destroyed) return;
-    if (socket.alpnProtocol === "h2") h2.emit("connection", socket);
-    else http1Connection.call(secure, socket);
+    const trust = o.onSecureConnection(socket);
+    if (trust === null || socket.destroyed) return;
+    if (socket.alpnProtocol === "h2") {
+      // The server makes the connection's session synchronously, announcing it with "session".
+      let session: http2.ServerHttp2Session | null = null;
+      const take = (s: http2.ServerHttp2Session) => (session = s);
+      h2.prependOnceListener("session", take);
+      h2.emit("connection", socket);
+      h2.off("session", take);
+      leases.add(socket, trust, session);
+    } else {
+      http1Connection.call(secure, socket);
+      leases.add(socket, trust, null);
+    }
   });
   if (o.onUpgrade) {
     const onUpgrade = o.onUpgrade;
@@ -138,7 +182,10 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       tls: secure,
       plain: null,
       h2,
-      setIdentity: (options) => setIdentity(secure, options),
+      setIdentity: (options, roots) => {
+        setIdentity(secure, options);
+        leases.revalidate(roots);
+      },
       retire: () => retireServers([secure], sessions),
       closeIdle: () => {
         secure.closeIdleConnections();
@@ -185,7 +232,10 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     tls: secure,
     plain,
     h2,
-    setIdentity: (options) => setIdentity(secure, options),
+    setIdentity: (options, roots) => {
+      setIdentity(secure, options);
+      leases.revalidate(roots);
+    },
     retire: () => retireServers([secure, plain], sessions),
     closeIdle: () => {
       secure.closeIdleConnections();
@@ -198,6 +248,65 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       for (const s of sessions) s.destroy();
     },
   };
+}
+
+/** The verified connections of an inbound listener, each retired when its peer's trust ends. */
+class Leases {
+  private readonly live = new Map<TLSSocket, Lease>();
+  private readonly onRetire: ((reason: RetireReason) => void) | null;
+  constructor(onRetire: ((reason: RetireReason) => void) | null) {
+    this.onRetire = onRetire;
+  }
+
+  add(socket: TLSSocket, trust: PeerTrust, session: http2.ServerHttp2Session | null): void {
+    const lease: Lease = { trust, session, timer: null, retired: false };
+    this.live.set(socket, lease);
+    const arm = () => {
+      const wait = trust.until - Date.now();
+      if (wait <= 0) return this.retire(socket, lease, "expired");
+      lease.timer = setTimeout(arm, Math.min(wait + 1, MAX_TIMER_MS));
+      lease.timer.unref();
+    };
+    arm();
+    socket.once("close", () => {
+      if (lease.timer !== null) clearTimeout(lease.timer);
+      this.live.delete(socket);
+    });
+  }
+
+  /** A new bundle: retires the connections whose peer chain ended at a root it no longer holds. */
+  revalidate(roots: ReadonlySet<string>): void {
+    for (const [socket, lease] of this.live) {
+      if (!roots.has(lease.trust.root)) this.retire(socket, lease, "untrusted");
+    }
+  }
+
+  private retire(socket: TLSSocket, lease: Lease, reason: RetireReason): void {
+    if (lease.retired || socket.destroyed) return;
+    lease.retired = true;
+    if (lease.timer !== null) clearTimeout(lease.timer);
+    this.onRetire?.(reason);
+    lease.timer = setTimeout(() => socket.destroy(), RETIRE_GRACE_MS);
+    lease.timer.unref();
+    if (lease.session !== null) {
+      // GOAWAY: streams already open finish, the caller opens a new connection for the next ones.
+      lease.session.close();
+      return;
+    }
+    const res = (socket as TLSSocket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    // Idle (or an upgraded tunnel, which no longer belongs to the HTTP server): closed now.
+    if (!res) return void socket.destroy();
+    // A response in progress: the last on this connection.
+    if (!res.headersSent) res.setHeader("connection", "close");
+    res.once("close", () => socket.end());
+  }
+}
+
+interface Lease {
+  readonly trust: PeerTrust;
+  readonly session: http2.ServerHttp2Session | null;
+  timer: NodeJS.Timeout | null;
+  retired: boolean;
 }
 
 /** Counts HTTP/2 sessions (for drain) and closes idle ones. */

@@ -3,7 +3,7 @@
  *
  * - **Inbound** (`inbound.port`, all interfaces): mTLS 1.3 with a required client certificate (strict;
  *   permissive also takes plaintext on the same port), the peer's SPIFFE ID verified by the PKI's SVID
- *   verifier, authorization by decideInbound() (deny by default; 403 + `x-meshgate-denied`), the service's
+ *   verifier (the connection retired when the peer's chain expires or the bundle drops its root), authorization by decideInbound() (deny by default; 403 + `x-meshgate-denied`), the service's
  *   inbound limits (431 / 413 / 408), then the request goes to the app on 127.0.0.1:`appPort` through the
  *   shared upstream code, with `x-meshgate-peer` and `x-forwarded-client-cert` set by the sidecar.
  * - **Outbound** (`outbound.port` and each service's `localPort`, 127.0.0.1 only): the app's plain HTTP
@@ -311,6 +311,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       ["proxy"],
     )
     .labels("sidecar");
+  const mRetired = metrics.counter(
+    "tls_connections_retired_total",
+    "Inbound mTLS connections retired because the peer's chain expired (expired) or a new bundle no longer holds its root (untrusted).",
+    ["proxy", "reason"],
+  );
   const lifecycle = registerLifecycleMetrics(metrics, "sidecar");
   const mInFlight = lifecycle.inFlight;
   const mSpansDropped = metrics.counter("trace_spans_dropped_total", "Spans not exported, by reason.", [
@@ -363,7 +368,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "sidecar",
     log,
     () => identity.current(),
-    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions),
+    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions, bundleRoots(loaded)),
   );
   let identity = createIdentity(options.config);
   /** The inbound listener (set once the identity source is up; a reload may move it). */
@@ -1032,7 +1037,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
           mHandshakes.labels("sidecar", v.code).inc();
           log.warn({ event: "peer_refused", code: v.code, reason: v.reason, remote: socket.remoteAddress });
           socket.destroy();
-          return;
+          return null;
         }
         mHandshakesOk.inc();
         if (socket.isSessionReused()) mResumed.inc();
@@ -1041,7 +1046,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
           label: peerLabel(v.spiffeId),
           xfcc: xfccValue(own, v.spiffeId, v.fingerprint),
         };
+        return { until: v.chainNotAfter, root: v.rootFingerprint };
       },
+      onRetire: (reason) => mRetired.labels("sidecar", reason).inc(),
       onTlsError: (err) => mHandshakes.labels("sidecar", handshakeReason(err)).inc(),
       onClientError: (err, socket) => onClientError("inbound", err, socket),
     });
@@ -1130,7 +1137,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     // The stack serving new handshakes holds the identity loaded last.
     const c = identity.current();
     if (c && (swap.inboundStack || swap.changes.moved.includes("inbound")))
-      inbound.stack.setIdentity(c.serverOptions);
+      inbound.stack.setIdentity(c.serverOptions, bundleRoots(c));
     const { moved, inboundSettings } = swap.changes;
     if (moved.length + inboundSettings.length > 0)
       log.info({
@@ -1241,7 +1248,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         identity = fresh;
         old.close();
         const c = fresh.current();
-        if (c) inbound?.stack.setIdentity(c.serverOptions);
+        if (c) inbound?.stack.setIdentity(c.serverOptions, bundleRoots(c));
       } else await identity.reload();
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapMain(main);
@@ -1371,4 +1378,9 @@ function headerListSize(raw: readonly string[]): number {
 /** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
 function authorityOf(req: InboundRequest): string | undefined {
   return req.headers.host ?? (req.headers[":authority"] as string | undefined);
+}
+
+/** The fingerprints of an identity's bundle roots: what inbound connections' peer chains must end at. */
+function bundleRoots(identity: LoadedIdentity): ReadonlySet<string> {
+  return new Set(identity.bundle.roots.map((r) => r.fingerprint));
 }

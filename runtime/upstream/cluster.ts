@@ -11,7 +11,7 @@ import net from "node:net";
 import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
-import { MESH_IDLE_MS, type MtlsConnect } from "./tls.ts";
+import { connectionReusable, MESH_IDLE_MS, type MtlsConnect } from "./tls.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
@@ -110,6 +110,7 @@ export class PoolCache {
         port,
         cluster.connectTimeoutMs || this.options.connectTimeoutMs,
         tls.mode === "mtls" ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2") : undefined,
+        tls.mode === "mtls" ? connectionReusable : undefined,
       );
       this.pools.set(key, pool);
     }
@@ -123,6 +124,7 @@ export class PoolCache {
               connect: (this.options.mtls ?? noIdentity)(tls.serverIdentity),
               readyEvent: "secureConnect" as const,
               keepAliveMs: MESH_IDLE_MS,
+              reusable: connectionReusable,
             }
           : {}),
       });

@@ -76,6 +76,12 @@ export interface H1PoolOptions {
    * fails the request as a connect failure (nothing was sent).
    */
   readyEvent?: "connect" | "secureConnect";
+  /**
+   * Whether an established connection may take another request (checked before each reuse and while it
+   * is idle); one that may not is closed once its current exchange ends. mTLS origination passes
+   * `connectionReusable` (runtime/upstream/tls.ts): never past the certificates it was authenticated with.
+   */
+  reusable?: (socket: net.Socket) => boolean;
 }
 
 const MAX_HEAD_BYTES = 64 * 1024;
@@ -853,6 +859,7 @@ export class H1Pool {
   readonly keepAliveMs: number;
   readonly readyEvent: "connect" | "secureConnect";
   private readonly connectFn: (host: string, port: number) => net.Socket;
+  private readonly reusable: ((socket: net.Socket) => boolean) | null;
   private readonly idle: Conn[] = [];
   private readonly all = new Set<Conn>();
   private readonly queue: Pending[] = [];
@@ -870,6 +877,7 @@ export class H1Pool {
     this.keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
     this.connectFn = options.connect ?? ((h, p) => net.connect({ host: h, port: p }));
     this.readyEvent = options.readyEvent ?? "connect";
+    this.reusable = options.reusable ?? null;
   }
 
   /** Sends the request; the response body goes to the factory's writable. Resolves when it completed. */
@@ -911,7 +919,11 @@ export class H1Pool {
   }
 
   private dispatch(p: Pending): void {
-    const conn = this.idle.pop();
+    let conn = this.idle.pop();
+    while (conn !== undefined && this.reusable !== null && !this.reusable(conn.socket)) {
+      this.discard(conn);
+      conn = this.idle.pop();
+    }
     if (conn !== undefined) return conn.start(p);
     if (this.all.size < this.maxConnections) return this.open().start(p);
     this.queue.push(p);
@@ -937,14 +949,19 @@ export class H1Pool {
     return conn;
   }
 
-  /** A connection is free: serve the queue, else keep it idle until its keep-alive time runs out. */
+  /** Closes a connection no request uses, and opens another for waiting requests. */
+  private discard(conn: Conn): void {
+    conn.closed = true;
+    conn.socket.destroy();
+    this.forget(conn);
+  }
+
+  /**
+   * A connection is free: serve the queue, else keep it idle until its keep-alive time runs out — unless
+   * the pool closed or the connection may not be reused.
+   */
   release(conn: Conn): void {
-    if (this.closed) {
-      conn.closed = true;
-      conn.socket.destroy();
-      this.forget(conn);
-      return;
-    }
+    if (this.closed || (this.reusable !== null && !this.reusable(conn.socket))) return this.discard(conn);
     const next = this.queue.shift();
     if (next !== undefined) {
       this.stats.pending = this.queue.length;
@@ -958,12 +975,12 @@ export class H1Pool {
     }
   }
 
-  /** Closes connections idle longer than their keep-alive time; stops when none is idle. */
+  /** Closes idle connections past their keep-alive time or no longer reusable; stops when none is idle. */
   private sweep(): void {
     const now = performance.now();
     for (let i = this.idle.length - 1; i >= 0; i--) {
       const c = this.idle[i]!;
-      if (now - c.idleSince < c.idleMs) continue;
+      if (now - c.idleSince < c.idleMs && (this.reusable === null || this.reusable(c.socket))) continue;
       this.idle.splice(i, 1);
       c.closed = true;
       c.socket.destroy();

@@ -54,6 +54,9 @@ export class H2Pool {
   private readonly host: string;
   private readonly port: number;
   private session: ClientHttp2Session | null = null;
+  /** The TLS connection under `session` (null for h2c). */
+  private sessionSocket: net.Socket | null = null;
+  private readonly reusable: ((socket: net.Socket) => boolean) | null;
   private connecting: Promise<ClientHttp2Session> | null = null;
   private closed = false;
   readonly stats = { pending: 0 };
@@ -61,14 +64,18 @@ export class H2Pool {
   /**
    * `connect`: opens the session's connection (a TLS socket negotiating ALPN h2); without it the session
    * is cleartext h2c. The connect timeout covers the TLS handshake: a failed handshake fails the attempt
-   * before any stream was opened (a connect failure).
+   * before any stream was opened (a connect failure). `reusable`: whether the session's TLS connection
+   * may take another stream (`connectionReusable` of runtime/upstream/tls.ts); when it may not, the
+   * session is closed gracefully — its streams finish — and the next stream opens a new one.
    */
   constructor(
     host: string,
     port: number,
     connectTimeoutMs: number,
     connect?: (host: string, port: number) => net.Socket,
+    reusable?: (socket: net.Socket) => boolean,
   ) {
+    this.reusable = reusable ?? null;
     this.host = host;
     this.port = port;
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -78,7 +85,13 @@ export class H2Pool {
   }
 
   private connect(): Promise<ClientHttp2Session> {
-    if (this.session && !this.session.closed && !this.session.destroyed) return Promise.resolve(this.session);
+    const session = this.session;
+    if (session && !session.closed && !session.destroyed) {
+      const socket = this.sessionSocket;
+      if (socket === null || this.reusable === null || this.reusable(socket)) return Promise.resolve(session);
+      this.session = null;
+      session.close();
+    }
     if (this.connecting) return this.connecting;
     const connecting = this.connectFn
       ? this.secureSocket().then((socket) => this.startSession(socket))
@@ -143,6 +156,7 @@ export class H2Pool {
       s.once("connect", () => {
         clearTimeout(timer);
         this.session = s;
+        this.sessionSocket = socket;
         resolve(s);
       });
       s.once("error", (err) => {

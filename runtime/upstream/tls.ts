@@ -64,6 +64,54 @@ interface KeptSession {
   readonly session: Buffer;
   /** Not offered after this (epoch ms). */
   readonly until: number;
+  /** What the server's chain was verified as when the session was made (a resumed connection's trust). */
+  readonly trust: ServerTrust;
+}
+
+/** What a server's chain was verified as: the earliest notAfter of its path, and the bundle root it ends at. */
+interface ServerTrust {
+  readonly chainNotAfter: number;
+  readonly root: string;
+}
+
+/**
+ * How much earlier than the server, at the least, a caller stops reusing a connection whose certificates
+ * expire: the server closes its side when the caller's chain expires (runtime/sidecar/listeners.ts), and a
+ * request written into that close would fail, so the caller's own deadline comes first by this margin.
+ */
+export const EXPIRY_MARGIN_MS = 1000;
+
+/** The lease of an established mTLS connection (on the socket): why and until when it may be reused. */
+interface Lease {
+  /** Not reused from then on (epoch ms): the earliest notAfter of both chains, less EXPIRY_MARGIN_MS. */
+  readonly until: number;
+  /** The bundle root the server's chain ends at. */
+  readonly root: string;
+  readonly provider: IdentityProvider;
+  /** The identity whose bundle was last found to hold `root`. */
+  checkedWith: LoadedIdentity;
+}
+const LEASE = Symbol("meshgate.mtlsLease");
+type LeasedSocket = net.Socket & { [LEASE]?: Lease };
+
+/**
+ * Whether a pool may send another request on this connection (H1Pool's and H2Pool's `reusable`): always
+ * for a plain one; for an mTLS one, only before its lease ends — the earliest notAfter of the server's
+ * chain and of the chain this proxy presented, less EXPIRY_MARGIN_MS — and while a valid identity is
+ * loaded whose bundle still holds the root the server's chain ended at (after a root rotation drops it,
+ * the connection is not reused). A connection is never used past the certificates it was authenticated
+ * with, however busy it stays.
+ */
+export function connectionReusable(socket: net.Socket): boolean {
+  const lease = (socket as LeasedSocket)[LEASE];
+  if (lease === undefined) return true;
+  if (Date.now() >= lease.until) return false;
+  const provider = lease.provider;
+  const current = provider.ready() ? provider.current() : null;
+  if (current === lease.checkedWith) return true;
+  if (current === null || !current.bundle.roots.some((r) => r.fingerprint === lease.root)) return false;
+  lease.checkedWith = current;
+  return true;
 }
 
 /**
@@ -97,6 +145,7 @@ export function mtlsConnector(identity: IdentityProvider): MtlsConnect {
       const offered = kept && kept.identity === id && Date.now() < kept.until ? kept : undefined;
       /** Until when this connection's sessions may be offered: set once the server is verified. */
       let until = 0;
+      let trust: ServerTrust | null = null;
       let pending: Buffer | null = null;
       const socket = tls.connect({
         host,
@@ -111,19 +160,37 @@ export function mtlsConnector(identity: IdentityProvider): MtlsConnect {
           const v = verifier.verify(chainFromPeerCertificate(cert), { expect: serverIdentity });
           if (!v.ok) return new SvidVerificationError(v.code, v.reason);
           until = Math.min(Date.now() + SESSION_MAX_AGE_MS, v.chainNotAfter);
+          trust = { chainNotAfter: v.chainNotAfter, root: v.rootFingerprint };
           return undefined;
         },
       });
-      // "secureConnect" comes only after the server was verified (or resumed a verified session); a
-      // ticket may arrive before it and waits for it.
+      // "secureConnect" comes only after the server was verified (or resumed a verified session), and
+      // before the pool's own listener (registered after this one) sends anything; a ticket may arrive
+      // before it and waits for it.
       socket.once("secureConnect", () => {
-        if (socket.isSessionReused()) until = offered?.until ?? 0;
-        if (pending && until > Date.now()) keep(key, { identity: id, session: pending, until });
+        if (socket.isSessionReused() && offered) {
+          until = offered.until;
+          trust = offered.trust;
+        }
+        if (trust === null) {
+          // Unreachable: a full handshake reaches "secureConnect" only through checkServerIdentity.
+          socket.destroy(
+            new SvidVerificationError("E_RT_PKI_UNEXPECTED_PEER", "the server was not verified"),
+          );
+          return;
+        }
+        (socket as LeasedSocket)[LEASE] = {
+          until: Math.min(trust.chainNotAfter, id.chainNotAfter) - EXPIRY_MARGIN_MS,
+          root: trust.root,
+          provider: identity,
+          checkedWith: id,
+        };
+        if (pending && until > Date.now()) keep(key, { identity: id, session: pending, until, trust });
         pending = null;
       });
       socket.on("session", (session: Buffer) => {
-        if (until === 0) pending = session;
-        else if (until > Date.now()) keep(key, { identity: id, session, until });
+        if (trust === null) pending = session;
+        else if (until > Date.now()) keep(key, { identity: id, session, until, trust });
       });
       return socket;
     };

@@ -22,6 +22,7 @@ import {
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { svidFiles, translate } from "../../components/translate/translate.ts";
+import { EXPIRY_MARGIN_MS } from "../../runtime/upstream/tls.ts";
 import { makeCa, tempDir, writeFiles, type TestCa } from "../pki/support.ts";
 import { startTestGateway, startUpstream, type TestGateway, type Upstream } from "../support/gateway.ts";
 import {
@@ -477,6 +478,41 @@ describe("gRPC app to app through two sidecars", () => {
     const r = await unary(local(caller, "notifications"), "Send", "x");
     expect(r.code).not.toBe(grpc.status.OK);
   });
+});
+
+describe("an HTTP/2 mesh session and the certificates it was authenticated with", () => {
+  it("is_replaced_by_a_new_session_a_second_before_the_callees_certificate_expires", async () => {
+    const dir = join(tmp.dir, "notifications-short-lived");
+    const short = await ca.issuer.issue(spiffe("notifications"), { ttlMs: 3500, clockSkewMs: 0 });
+    await writeIdentity(dir, short, ca.bundle.toPem());
+    const callee = await startTestSidecar(
+      localSidecar(sidecarConfig("notifications"), {
+        identityDir: dir,
+        appPort: grpcApp.port,
+        endpoints: {},
+      }),
+    );
+    cleanups.push(() => callee.drain());
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, {
+      notifications: [callee.ports.inbound],
+    });
+    const send = async (text: string) =>
+      expect(await unary(local(caller, "notifications"), "Send", text)).toMatchObject({
+        value: `sent ${text}`,
+        code: grpc.status.OK,
+      });
+    const handshakes = async () => metricValue(await metrics(callee), "meshgate_tls_handshakes_total");
+    await send("a");
+    // The callee renews; the session made before keeps carrying calls until its lease ends.
+    const renewed = await ca.issuer.issue(spiffe("notifications"));
+    await writeIdentity(dir, renewed, ca.bundle.toPem());
+    await until(() => callee.identity()?.serial === renewed.serial, 5000, "callee reload");
+    await send("b");
+    expect(await handshakes()).toBe(1);
+    await new Promise((r) => setTimeout(r, short.notAfter - EXPIRY_MARGIN_MS - Date.now() + 150));
+    await send("c");
+    expect(await handshakes()).toBe(2);
+  }, 20_000);
 });
 
 describe("HTTP/2 on the inbound port", () => {
