@@ -108,7 +108,7 @@ export class Authenticator {
     this.ownedList = [...owned];
     this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
     for (const c of config.auth.clientCert)
-      this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1));
+      this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1, now));
     for (const o of config.auth.oidc)
       this.oidc.set(
         o.name,

@@ -8,7 +8,9 @@
  * provider does not allow) instead of a TLS alert nobody can read.
  *
  * Per request (the verdict is cached per connection): the peer chain must have verified (OpenSSL, dates
- * included) against the listener's CA bundle, and must belong to this provider. With one provider the bundle
+ * included) against the listener's CA bundle, and must belong to this provider. A connection outlives the
+ * handshake: once the earliest notAfter of the chain it was verified with has passed, its requests get 401
+ * ("expired since the connection was made"), as a new handshake with that certificate would. With one provider the bundle
  * is its CA file, so verification is attribution. With several providers sharing a listener, the leaf must be
  * issued (`X509Certificate.checkIssued` + `verify`) by a certificate of this provider's CA file — Node does not
  * expose the intermediates a client sends on the server side, so such a provider's caFile must hold the
@@ -74,10 +76,12 @@ export class ClientCertVerifier {
 
   /** True when this is the only client-certificate provider: the listener then trusts only its CAs. */
   private readonly soleProvider: boolean;
+  private readonly now: () => number;
 
-  constructor(cfg: ClientCertProviderConfig, soleProvider = false) {
+  constructor(cfg: ClientCertProviderConfig, soleProvider = false, now: () => number = Date.now) {
     this.name = cfg.name;
     this.soleProvider = soleProvider;
+    this.now = now;
     this.cas = readCaBundle(cfg.caFile, `clientCerts.${cfg.name}`);
     this.caFingerprints = new Set(this.cas.map((c) => c.fingerprint256));
     this.subjects = cfg.subjects.map((s, i) => {
@@ -99,16 +103,20 @@ export class ClientCertVerifier {
 
   /**
    * The principal for the connection's certificate: null when there is no TLS or no certificate, a failure
-   * when it did not verify, is not from this provider's CA (401), or is not allowed (403).
+   * when it did not verify, is not from this provider's CA (401), is not allowed (403), or expired since
+   * the handshake (401).
    */
   authenticate(peer: TlsPeer | null): Principal | null | AuthFailure {
     if (!peer) return null;
-    const cached = this.verdicts.get(peer);
-    if (cached) return cached;
-    const leaf = peer.getPeerX509Certificate();
-    if (!leaf) return null;
-    const verdict = this.check(peer, leaf);
-    this.verdicts.set(peer, verdict);
+    let verdict = this.verdicts.get(peer);
+    if (verdict === undefined) {
+      const leaf = peer.getPeerX509Certificate();
+      if (!leaf) return null;
+      verdict = this.check(peer, leaf);
+      this.verdicts.set(peer, verdict);
+    }
+    if (!("kind" in verdict) && verdict.expiresAt !== null && this.now() > verdict.expiresAt)
+      return failure("clientCert", "client certificate expired since the connection was made");
     return verdict;
   }
 
@@ -140,6 +148,9 @@ export class ClientCertVerifier {
     if (!allowed)
       return failure("clientCert", `client certificate subject is not allowed by provider ${this.name}`, 403);
     const dn = parsed.subject;
+    // The leaf, and the issuers OpenSSL completed the chain with (the CA file's certificates).
+    let expiresAt = leaf.validToDate.getTime();
+    for (const c of chainOf(peer)) expiresAt = Math.min(expiresAt, c.validToDate.getTime());
     return Object.freeze({
       mechanism: "clientCert" as const,
       provider: this.name,
@@ -154,7 +165,7 @@ export class ClientCertVerifier {
         serialNumber: leaf.serialNumber,
         fingerprint256: leaf.fingerprint256,
       }),
-      expiresAt: leaf.validToDate.getTime(),
+      expiresAt,
     });
   }
 

@@ -2,7 +2,8 @@
  * Client certificates at the edge (runtime/auth/clientcert.ts) over real TLS: an https server built with
  * clientCertTlsOptions() and certificates made by openssl. Allowed subjects and SANs pass, other subjects get
  * 403, no certificate 401, an untrusted CA 401 (the handshake itself succeeds, so routes without certificate
- * requirements keep working), a certificate of another provider's CA 401, chains through an intermediate.
+ * requirements keep working), a certificate of another provider's CA 401, chains through an intermediate,
+ * and a kept connection whose certificate expired since its handshake 401.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
@@ -14,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
 import { gatewayConfig } from "../support/gateway.ts";
+import { makeCa as makePkiCa } from "../pki/support.ts";
 import { makeCa, makeCert, type Pem } from "./pki.ts";
 import { facts } from "./support.ts";
 
@@ -29,6 +31,7 @@ let auth: Authenticator;
 let singleServer: https.Server;
 let singlePort: number;
 let singleAuth: Authenticator;
+let serverCert: Pem;
 
 /** An https server with the listener options for client certificates, answering with admit()'s verdict. */
 async function serve(
@@ -70,7 +73,7 @@ beforeAll(async () => {
   const inter2 = makeCert(dir, "inter2", ca1, "/O=Acme/CN=Partners Issuing CA 2", { ca: true });
   const bundle = join(dir, "partners-bundle.pem");
   writeFileSync(bundle, ca1.cert + inter.cert);
-  const serverCert = makeCert(dir, "server", ca1, "/CN=localhost", {
+  serverCert = makeCert(dir, "server", ca1, "/CN=localhost", {
     usage: "server",
     san: "DNS:localhost,IP:127.0.0.1",
   });
@@ -160,7 +163,8 @@ function call(
   path: string,
   client?: Pem & { chain?: string },
   to = port,
-): Promise<{ status: number; body: Record<string, unknown> }> {
+  agent: https.Agent | false = false,
+): Promise<{ status: number; body: Record<string, unknown>; reused: boolean }> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
@@ -169,14 +173,18 @@ function call(
         path,
         ca: ca1.cert,
         servername: "localhost",
-        agent: false,
+        agent,
         ...(client ? { cert: client.chain ? client.cert + client.chain : client.cert, key: client.key } : {}),
       },
       (res) => {
         let text = "";
         res.on("data", (c: Buffer) => (text += c.toString()));
         res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }),
+          resolve({
+            status: res.statusCode ?? 0,
+            body: JSON.parse(text) as Record<string, unknown>,
+            reused: req.reusedSocket,
+          }),
         );
       },
     );
@@ -238,6 +246,39 @@ describe("client certificates over real TLS", () => {
       /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/,
     );
   });
+
+  it("refuses_requests_on_a_kept_connection_once_its_client_certificate_expired", async () => {
+    // A 2.5 s certificate (runtime/pki: the openssl CLI here counts validity in days).
+    const pki = await makePkiCa("partners.test", { skewMs: 0 });
+    const short = await pki.issuer.issue("spiffe://partners.test/ns/x/sa/short", {
+      ttlMs: 2500,
+      clockSkewMs: 0,
+    });
+    const caFile = join(dir, "short-ca.pem");
+    writeFileSync(caFile, pki.bundle.toPem());
+    const cfg = gatewayConfig(
+      [{ name: "short", match: { path: "/short" }, to: "app", auth: { clientCert: "short" }, ...RATE }],
+      { app: { port: 1 } },
+      { clientCerts: { short: { caFile } } },
+    );
+    const a = new Authenticator(cfg);
+    const { server: s, port: p } = await serve(cfg, a, serverCert);
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const client = { cert: short.chainPem, key: short.keyPem!.reveal(), certFile: "", keyFile: "" };
+      const first = await call("/short", client, p, agent);
+      expect([first.status, first.reused]).toEqual([200, false]);
+      await new Promise((r) => setTimeout(r, short.notAfter - Date.now() + 300));
+      const second = await call("/short", client, p, agent);
+      expect([second.status, second.reused]).toEqual([401, true]);
+      expect(second.body.reason).toContain("client certificate expired since the connection was made");
+    } finally {
+      agent.destroy();
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+      a.close();
+    }
+  }, 10_000);
 
   it("refuses_to_build_with_an_unreadable_ca_file", () => {
     const bad = {
