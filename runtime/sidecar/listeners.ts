@@ -11,8 +11,8 @@
  * theirs — but no longer than the peer's certificates: a connection is retired when the earliest notAfter
  * of the chain its peer was verified with passes, or when a new bundle no longer holds the root that
  * chain ended at (after a root rotation). Retiring stops it taking requests (HTTP/2: GOAWAY; HTTP/1.1:
- * closed when idle, else `Connection: close` on the response in progress) and closes it after
- * RETIRE_GRACE_MS whatever is still running.
+ * closed when idle or upgraded to a tunnel, else `Connection: close` on the response in progress) and
+ * closes it after RETIRE_GRACE_MS whatever is still running.
  *
  * None of these servers listens: the inbound port is bound by an acceptor (runtime/net/acceptor.ts) that
  * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
