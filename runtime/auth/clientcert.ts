@@ -9,9 +9,9 @@
  *
  * Per request (the verdict is cached per connection): the peer chain must have verified (OpenSSL, dates
  * included) against the listener's CA bundle, and must belong to this provider. A connection outlives the
- * handshake: once the earliest notAfter of the chain it was verified with has passed, its requests get 401
- * ("expired since the connection was made"), as a new handshake with that certificate would. With one provider the bundle
- * is its CA file, so verification is attribution. With several providers sharing a listener, the leaf must be
+ * handshake: once the earliest notAfter of the chain it was verified with has passed, its requests get
+ * 401 ("expired since the connection was made"), as a new handshake with that certificate would. With one
+ * provider the bundle is its CA file, so verification is attribution. With several providers sharing a listener, the leaf must be
  * issued (`X509Certificate.checkIssued` + `verify`) by a certificate of this provider's CA file — Node does not
  * expose the intermediates a client sends on the server side, so such a provider's caFile must hold the
  * issuing CA (the intermediate), not only the root.

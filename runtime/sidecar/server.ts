@@ -3,7 +3,8 @@
  *
  * - **Inbound** (`inbound.port`, all interfaces): mTLS 1.3 with a required client certificate (strict;
  *   permissive also takes plaintext on the same port), the peer's SPIFFE ID verified by the PKI's SVID
- *   verifier (the connection retired when the peer's chain expires or the bundle drops its root), authorization by decideInbound() (deny by default; 403 + `x-meshgate-denied`), the service's
+ *   verifier (the connection retired when the peer's chain expires or the bundle drops its root),
+ *   authorization by decideInbound() (deny by default; 403 + `x-meshgate-denied`), the service's
  *   inbound limits (431 / 413 / 408), then the request goes to the app on 127.0.0.1:`appPort` through the
  *   shared upstream code, with `x-meshgate-peer` and `x-forwarded-client-cert` set by the sidecar.
  * - **Outbound** (`outbound.port` and each service's `localPort`, 127.0.0.1 only): the app's plain HTTP

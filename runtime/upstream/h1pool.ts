@@ -982,9 +982,7 @@ export class H1Pool {
       const c = this.idle[i]!;
       if (now - c.idleSince < c.idleMs && (this.reusable === null || this.reusable(c.socket))) continue;
       this.idle.splice(i, 1);
-      c.closed = true;
-      c.socket.destroy();
-      this.forget(c);
+      this.discard(c);
     }
     if (this.idle.length === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper);
