@@ -1025,6 +1025,10 @@ function serviceDashboard(infra: InfraIR, svc: ServiceWorkloadIR): Dashboard {
               expr: rateBy("reason", "meshgate_tls_handshake_failures_total", me),
               legend: "refused {{reason}}",
             },
+            {
+              expr: rateBy("reason", "meshgate_tls_connections_retired_total", me),
+              legend: "connections retired {{reason}}",
+            },
           ],
           unit: "short",
         },
