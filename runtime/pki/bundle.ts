@@ -46,7 +46,12 @@ export class TrustBundle {
   }
 
   has(cert: ParsedCertificate): boolean {
-    return this.roots.some((r) => r.fingerprint === cert.fingerprint);
+    return this.hasRoot(cert.fingerprint);
+  }
+
+  /** Holds the root of that fingerprint (what a verified chain ended at: SvidSuccess.rootFingerprint). */
+  hasRoot(fingerprint: string): boolean {
+    return this.roots.some((r) => r.fingerprint === fingerprint);
   }
 
   /** The roots as one PEM text (what `ca` of a Node TLS context and `openssl -CAfile` read). */

@@ -20,6 +20,7 @@
  */
 import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
+import type { TrustBundle } from "../pki/bundle.ts";
 import { MESH_IDLE_MS, SESSION_MAX_AGE_MS } from "../upstream/tls.ts";
 import { randomBytes } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -77,6 +78,9 @@ export interface PeerTrust {
 
 export type RetireReason = "expired" | "untrusted";
 
+/** The trust bundle, as far as retiring connections needs it (runtime/pki TrustBundle). */
+export type RootSet = Pick<TrustBundle, "hasRoot">;
+
 /**
  * How long a retired connection's exchanges in progress may still run before it is closed (as Envoy's
  * drain timeout after max_connection_duration): a long stream of a peer whose certificate expired is
@@ -97,10 +101,10 @@ export interface InboundListener extends ConnectionStack {
   /** The HTTP/2 server of the TLS connections that negotiated h2. */
   readonly h2: http2.Http2Server;
   /**
-   * Serves a new identity to new handshakes; `roots`: the fingerprints of the new bundle's roots —
-   * established connections whose peer chain ended at another root are retired.
+   * Serves a new identity to new handshakes; established connections whose peer chain ended at a root
+   * the new `bundle` no longer holds are retired.
    */
-  setIdentity(options: tls.SecureContextOptions, roots: ReadonlySet<string>): void;
+  setIdentity(options: tls.SecureContextOptions, bundle: RootSet): void;
   closeIdle(): void;
   closeAll(): void;
 }
@@ -182,9 +186,9 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
       tls: secure,
       plain: null,
       h2,
-      setIdentity: (options, roots) => {
+      setIdentity: (options, bundle) => {
         setIdentity(secure, options);
-        leases.revalidate(roots);
+        leases.revalidate(bundle);
       },
       retire: () => retireServers([secure], sessions),
       closeIdle: () => {
@@ -232,9 +236,9 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
     tls: secure,
     plain,
     h2,
-    setIdentity: (options, roots) => {
+    setIdentity: (options, bundle) => {
       setIdentity(secure, options);
-      leases.revalidate(roots);
+      leases.revalidate(bundle);
     },
     retire: () => retireServers([secure, plain], sessions),
     closeIdle: () => {
@@ -275,9 +279,9 @@ class Leases {
   }
 
   /** A new bundle: retires the connections whose peer chain ended at a root it no longer holds. */
-  revalidate(roots: ReadonlySet<string>): void {
+  revalidate(bundle: RootSet): void {
     for (const [socket, lease] of this.live) {
-      if (!roots.has(lease.trust.root)) this.retire(socket, lease, "untrusted");
+      if (!bundle.hasRoot(lease.trust.root)) this.retire(socket, lease, "untrusted");
     }
   }
 

@@ -369,7 +369,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "sidecar",
     log,
     () => identity.current(),
-    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions, bundleRoots(loaded)),
+    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions, loaded.bundle),
   );
   let identity = createIdentity(options.config);
   /** The inbound listener (set once the identity source is up; a reload may move it). */
@@ -1138,7 +1138,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     // The stack serving new handshakes holds the identity loaded last.
     const c = identity.current();
     if (c && (swap.inboundStack || swap.changes.moved.includes("inbound")))
-      inbound.stack.setIdentity(c.serverOptions, bundleRoots(c));
+      inbound.stack.setIdentity(c.serverOptions, c.bundle);
     const { moved, inboundSettings } = swap.changes;
     if (moved.length + inboundSettings.length > 0)
       log.info({
@@ -1249,7 +1249,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         identity = fresh;
         old.close();
         const c = fresh.current();
-        if (c) inbound?.stack.setIdentity(c.serverOptions, bundleRoots(c));
+        if (c) inbound?.stack.setIdentity(c.serverOptions, c.bundle);
       } else await identity.reload();
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapMain(main);
@@ -1379,9 +1379,4 @@ function headerListSize(raw: readonly string[]): number {
 /** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
 function authorityOf(req: InboundRequest): string | undefined {
   return req.headers.host ?? (req.headers[":authority"] as string | undefined);
-}
-
-/** The fingerprints of an identity's bundle roots: what inbound connections' peer chains must end at. */
-function bundleRoots(identity: LoadedIdentity): ReadonlySet<string> {
-  return new Set(identity.bundle.roots.map((r) => r.fingerprint));
 }

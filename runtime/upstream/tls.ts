@@ -109,7 +109,7 @@ export function connectionReusable(socket: net.Socket): boolean {
   const provider = lease.provider;
   const current = provider.ready() ? provider.current() : null;
   if (current === lease.checkedWith) return true;
-  if (current === null || !current.bundle.roots.some((r) => r.fingerprint === lease.root)) return false;
+  if (current === null || !current.bundle.hasRoot(lease.root)) return false;
   lease.checkedWith = current;
   return true;
 }
