@@ -369,6 +369,7 @@ function sidecarConfigs(ports: {
       outbound: {
         port: ports.webOutbound,
         services: web.outbound.services.map((s) => ({ ...s, localPort: ports.webLocal })),
+        external: [],
       },
     }),
     orders: sealRuntimeConfig<SidecarRuntimeConfig>({

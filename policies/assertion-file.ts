@@ -22,6 +22,12 @@
  *     expect: deny
  *     layer: mesh             # optional: the layer that must refuse it
  *     code: method_not_allowed
+ *   - name: payments reaches the card processor   # a destination outside the mesh (spec `external`)
+ *     from: payments
+ *     to: card-processor
+ *     path: /v1/charges       # travels inside the tunnel: the sidecar decides on the destination alone
+ *     expect: allow
+ *     rule: external.card-processor.allow[0]
  * ```
  *
  * Each assertion becomes one check of `meshgate verify` (kind "assertion"); a failed one is an
@@ -60,7 +66,10 @@ export interface TrafficExpectation {
   status?: number;
   /** The denial's code (`unauthenticated`, `forbidden`, `peer_not_allowed`, …). */
   code?: string;
-  /** Mesh: the callee's allow rule that must admit it (`services.payments.allow[0]`). */
+  /**
+   * Mesh: the callee's allow rule that must admit it (`services.payments.allow[0]`); to an external
+   * destination, its allow rule (`external.card-processor.allow[0]`).
+   */
   rule?: string;
 }
 
@@ -252,7 +261,7 @@ export function checkAssertionReferences(input: PolicyInput, set: AssertionSet):
 
 const fixFor = (field: string): string =>
   field === "from" || field === "to"
-    ? "name a service of the spec (or internet / gateway as the caller)"
+    ? "name a service of the spec (or internet / gateway as the caller, an external destination as a service's callee)"
     : field === "consumer"
       ? "name a consumer of gateway.apiKeys.consumers"
       : field === "provider"

@@ -4,15 +4,21 @@
  *
  * A request comes from `internet` (optionally with a token's claims and scopes, an API-key consumer and a
  * client address) and enters at the gateway, or from a mesh workload (`from: orders`, or `from: gateway`)
- * and goes through the caller's sidecar to the callee's. The layers, in the order the packets meet them:
+ * and goes through the caller's sidecar to the callee's; or from a service to a destination outside the mesh
+ * (`from: payments, to: card-processor`, an external destination of the spec), which the caller's sidecar
+ * relays as a TCP tunnel (CONNECT host:port) when the service calls the destination and one of its allow
+ * rules names the service. The layers, in the order the packets meet them:
  *
  *  - `edge` — the gateway's decide(): canonical request target, host, route (400/404/405 otherwise);
  *  - `authentication` — which of the caller's credentials the route accepts (401 when none);
  *  - `authorization` — the gateway's authorize(): client ranges, scopes, claims, consumers, groups (403);
- *  - `outbound` — a mesh caller's sidecar, decideOutbound(): only declared destinations (403);
+ *  - `outbound` — a mesh caller's sidecar, decideOutbound(): only declared destinations (403); for an
+ *    external destination, only one it calls and whose allow rules name it (403 egress_denied, the rule
+ *    or the call that is missing named); the method and path travel inside the tunnel, unseen;
  *  - `mesh` — the callee's sidecar, decideInbound() with the caller's SPIFFE ID (the gateway's for
  *    internet requests): deny by default (403);
- *  - `network` — the open L4 edges (networkEdges(): what the NetworkPolicies open).
+ *  - `network` — the open L4 edges (networkEdges(), egressEdges(): what the NetworkPolicies open; for an
+ *    external DNS name that is every address on its port — only the sidecar checks the name).
  *
  * explainRequest() returns the decision with every step that produced it; the traffic assertions
  * (assertion-file.ts), `meshgate explain`, `meshgate replay` and the vitest matchers are built on it.
@@ -29,8 +35,16 @@ import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runti
 import { compileTemplate } from "../runtime/decide/router.ts";
 import { scopesOf } from "../runtime/auth/jwt.ts";
 import { credentialHeaders, upstreamMethod } from "../runtime/cache/policy.ts";
+import { canonicalHost } from "../components/spec/semantic.ts";
 import { GATEWAY, INTERNET, type MeshModel } from "./model.ts";
-import { networkEdge, networkEdges, type NetworkEdge } from "./network.ts";
+import {
+  egressEdges,
+  networkEdge,
+  networkEdges,
+  type EgressNetworkEdge,
+  type NetworkEdge,
+} from "./network.ts";
+import { destinationOf } from "./reachability.ts";
 import type { PolicyInput } from "./run.ts";
 
 /** The layers a request meets, in order. */
@@ -42,15 +56,19 @@ export interface TrafficRequest {
   /** `internet`, a service of the mesh, or `gateway`. */
   from: string;
   /**
-   * Mesh callers: the callee (required). Internet callers: optional, the service the route must send the
-   * request to (an expectation, checked against the route's targets).
+   * Mesh callers: the callee (required) — a service, or for a service an external destination. Internet
+   * callers: optional, the service the route must send the request to (an expectation, checked against the
+   * route's targets).
    */
   to?: string;
   /** Default GET. */
   method?: string;
   /** The request target as sent: path and optional query (`/api/orders/7?x=1`). */
   path: string;
-  /** Internet: the Host header (default: the gateway's first host). Mesh: default the callee's name. */
+  /**
+   * Internet: the Host header (default: the gateway's first host). Mesh: default the callee's name; to an
+   * external destination: the host of the CONNECT (default the destination's).
+   */
   host?: string;
   /** Other request headers (route header conditions); lower-case names. Never credentials. */
   headers?: Record<string, string>;
@@ -88,7 +106,10 @@ export interface TrafficDecision {
   code: string | null;
   /** Internet: the gateway route; mesh: the caller's per-route policy of the callee (null: its defaults). */
   route: string | null;
-  /** Mesh: the callee's allow rule that admitted the request. Internet: null. */
+  /**
+   * Mesh: the callee's allow rule that admitted the request (to an external destination: its allow rule,
+   * `external.card-processor.allow[0]`). Internet: null.
+   */
   rule: string | null;
   /** The services the request reaches (backends, aggregate parts; not mirrors). */
   targets: string[];
@@ -129,13 +150,19 @@ interface Prepared {
   inbound: Map<string, CompiledInbound>;
   outbound: Map<string, CompiledOutbound>;
   network: NetworkEdge[];
+  egress: EgressNetworkEdge[];
 }
 const prepared = new WeakMap<MeshModel, Prepared>();
 
 function prepare(model: MeshModel): Prepared {
   let p = prepared.get(model);
   if (!p) {
-    p = { inbound: new Map(), outbound: new Map(), network: networkEdges(model.infra) };
+    p = {
+      inbound: new Map(),
+      outbound: new Map(),
+      network: networkEdges(model.infra),
+      egress: egressEdges(model.infra),
+    };
     prepared.set(model, p);
   }
   return p;
@@ -170,7 +197,14 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
   if (r.from === INTERNET) {
     if (!gw)
       out.push(new TrafficRequestError("from", "internet requests need a gateway; this mesh has none"));
-    if (r.to !== undefined && !known(r.to))
+    if (r.to !== undefined && model.isExternal(r.to))
+      out.push(
+        new TrafficRequestError(
+          "to",
+          `${JSON.stringify(r.to)} is a destination outside the mesh: services reach it (from: <service>), the internet does not`,
+        ),
+      );
+    else if (r.to !== undefined && !known(r.to))
       out.push(
         new TrafficRequestError(
           "to",
@@ -218,11 +252,23 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
     if (r.from === GATEWAY && !gw) out.push(new TrafficRequestError("from", "this mesh has no gateway"));
     if (r.to === undefined)
       out.push(new TrafficRequestError("to", "a mesh request needs the callee: to: <service>"));
-    else if (!known(r.to))
+    else if (model.isExternal(r.to)) {
+      if (r.from === GATEWAY)
+        out.push(
+          new TrafficRequestError(
+            "from",
+            `the gateway is no caller of external destinations (its own dependencies come from its config): ask from a service`,
+          ),
+        );
+    } else if (!known(r.to))
       out.push(
         new TrafficRequestError(
           "to",
-          `unknown service ${JSON.stringify(r.to)} (services: ${services.join(", ")})`,
+          `unknown service ${JSON.stringify(r.to)} (services: ${services.join(", ")})${
+            model.externalNames.length > 0
+              ? ` or external destination (${model.externalNames.join(", ")})`
+              : ""
+          }`,
         ),
       );
     for (const f of ["claims", "scopes", "provider", "consumer", "clientIp"] as const)
@@ -245,7 +291,8 @@ export function explainRequest(mesh: MeshModel | PolicyInput, request: TrafficRe
   const model = modelOf(mesh);
   const problems = requestProblems(model, request);
   if (problems.length > 0) throw problems[0]!;
-  return request.from === INTERNET ? fromInternet(model, request) : fromMesh(model, request);
+  if (request.from === INTERNET) return fromInternet(model, request);
+  return model.isExternal(request.to!) ? toExternal(model, request) : fromMesh(model, request);
 }
 
 /** Request facts decide() reads, over a plain header record. */
@@ -346,7 +393,9 @@ function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
     path: r.path,
     host:
       r.host ??
-      (internet ? (model.runtime.gateway?.hosts.find((h) => !h.startsWith("*.")) ?? "localhost") : r.to!),
+      (internet
+        ? (model.runtime.gateway?.hosts.find((h) => !h.startsWith("*.")) ?? "localhost")
+        : (model.infra.externals.find((x) => x.name === r.to)?.host ?? r.to!)),
     headers: lower(r.headers),
     credentials: internet
       ? credentialsText(r)
@@ -765,6 +814,114 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
     detail: `${r.from} → ${callee} :${edge.ports.join(",")} open`,
   });
   return out("allow", "network", null, null, route, inbound.source);
+}
+
+/** A CONNECT host as the sidecar compares it: lower case, no trailing dot or brackets, IPv6 canonical. */
+function connectHost(host: string): string {
+  const h = host.toLowerCase().replace(/\.$/, "");
+  return canonicalHost(h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h);
+}
+
+/**
+ * A service's tunnel to a destination outside the mesh: its sidecar relays `CONNECT host:port` only to a
+ * destination its config lists (`outbound.external`: declared in `calls` and named by an allow rule of the
+ * destination), then the NetworkPolicy's egress to the destination's address and port. The request itself
+ * (method, path, headers) travels inside the tunnel, where the sidecar does not look.
+ */
+function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
+  const req = resolve(model, r);
+  const steps: DecisionStep[] = [];
+  const name = r.to!;
+  const ext = model.infra.externals.find((x) => x.name === name)!;
+  const at = `${r.from} (sidecar)`;
+  const out = (
+    verdict: "allow" | "deny",
+    layer: Layer,
+    status: number | null,
+    code: string | null,
+    rule: string | null = null,
+  ): TrafficDecision => ({
+    verdict,
+    layer,
+    status,
+    code,
+    route: null,
+    rule,
+    targets: verdict === "allow" ? [name] : [],
+    action: null,
+    steps,
+    request: req,
+  });
+  const deny = (rule: string, detail: string, code = "egress_denied") => {
+    steps.push({ layer: "outbound", outcome: "deny", at, rule, detail: `403 ${code}: ${detail}` });
+    return out("deny", "outbound", 403, code);
+  };
+
+  const target = destinationOf({ host: connectHost(req.host), port: ext.port });
+  const relays = model.sidecar(r.from)!.outbound.external;
+  const relayed = relays.find((x) => destinationOf(x) === target);
+  const allowedBy = model.spec.external[name]!.allow.flatMap((a, i) =>
+    a.from.includes(r.from) ? [`external.${name}.allow[${i}]`] : [],
+  );
+  if (relayed === undefined) {
+    if (target !== destinationOf(ext))
+      return deny(
+        `services.${r.from}.calls`,
+        `CONNECT ${target} names no destination ${r.from} may reach (${name} is ${destinationOf(ext)})`,
+      );
+    if (!model.externalCalls(r.from).includes(name))
+      return deny(
+        `services.${r.from}.calls`,
+        `${name} (${destinationOf(ext)}) is not a declared call of ${r.from}: its sidecar relays nothing there`,
+      );
+    if (allowedBy.length === 0)
+      return deny(
+        `external.${name}.allow`,
+        `no allow rule of external.${name} names ${r.from}: its sidecar refuses CONNECT ${target}`,
+      );
+    return deny(
+      `services.${r.from}.calls`,
+      `the sidecar config of ${r.from} does not list ${name} (deploy the configs translate() produces)`,
+    );
+  }
+  if (relayed.name !== name)
+    return deny(
+      `services.${r.from}.calls`,
+      `CONNECT ${target} is the destination ${relayed.name}, not ${name}`,
+      "destination_mismatch",
+    );
+  const rule = allowedBy[0] ?? null;
+  steps.push({
+    layer: "outbound",
+    outcome: "pass",
+    at,
+    rule: rule ?? `services.${r.from}.calls`,
+    detail: `${name} is a declared call and ${rule ?? "an allow rule"} admits ${r.from}: CONNECT ${target} is relayed (connect timeout ${relayed.connectTimeoutMs}ms; ${req.method} ${req.path} travels inside the tunnel, unseen)`,
+  });
+  const edge = prepare(model).egress.find((e) => e.from === r.from && e.to === name);
+  if (!edge) {
+    steps.push({
+      layer: "network",
+      outcome: "deny",
+      at: "network",
+      rule: "",
+      detail: `${r.from} → ${target}: no open egress (default deny)`,
+    });
+    return out("deny", "network", null, "network_denied", rule);
+  }
+  const anyAddress = edge.peers.includes("0.0.0.0/0");
+  steps.push({
+    layer: "network",
+    outcome: "pass",
+    at: "network",
+    rule: edge.source,
+    detail: `${r.from} → ${edge.peers.join(", ")} :${edge.port} open${
+      anyAddress
+        ? ` (a NetworkPolicy cannot name ${edge.host}: every address on port ${edge.port} is open to the pods of ${r.from}; only its sidecar checks the name)`
+        : ""
+    }`,
+  });
+  return out("allow", "network", null, null, rule);
 }
 
 /** The text form of a decision: the request, one line per step, the verdict. */

@@ -2,6 +2,10 @@
  * The semantic diff of two specs: what changed in who can reach what, not in the text. From the
  * reachability relation of both (reachability.ts) it reports
  *  - allowed edges and declared calls added and removed;
+ *  - destinations outside the mesh (spec `external`) added, removed, or moved to another host or port, and
+ *    the egress edges the sidecars relay to them (declared and allowed) added and removed — a service that
+ *    now tunnels to a host it did not is widened access, like a new mesh edge — plus declared calls to an
+ *    external destination that no allow rule admits (the sidecar refuses them);
  *  - access widened or narrowed, and for whom: a mesh peer, or `internet` through a gateway route with
  *    the credentials it requires (a renamed route that admits exactly the same is not a change);
  *  - gateway routes added and removed;
@@ -17,9 +21,12 @@ import { GATEWAY, INTERNET } from "./model.ts";
 import {
   authCovers,
   describeGrants,
+  destinationOf,
   principalOf,
   staticReachability,
   uncovered,
+  type EgressAccess,
+  type ExternalDestination,
   type Grant,
   type Reachability,
   type ReachabilityFn,
@@ -32,7 +39,10 @@ import { cmp } from "./order.ts";
 export interface AccessChange {
   /** A service, `gateway`, or `internet`. */
   from: string;
-  /** The services (or `gateway`, for routes that answer themselves) the access leads to. */
+  /**
+   * The services (or `gateway`, for routes that answer themselves) the access leads to; for egress, the
+   * external destination.
+   */
   to: string[];
   /** The gateway route, for access from the internet. */
   via: string | null;
@@ -42,11 +52,28 @@ export interface AccessChange {
   grants: string;
   /** Why: "new allow rule", "route added", "auth: jwt main with scopes a → anyone", … */
   reason: string;
+  /** Set on access to a destination outside the mesh (`grants` is then `TCP host:port`). */
+  egress?: true;
 }
 
 export interface EdgeRef {
   from: string;
   to: string;
+}
+
+/** An edge to an external destination, with where its tunnels go (`api.stripe.com:443`). */
+export interface EgressRef {
+  from: string;
+  /** The external destination's name. */
+  to: string;
+  destination: string;
+}
+
+/** An external destination that now points elsewhere (its host or port changed). */
+export interface ExternalChange {
+  name: string;
+  before: string;
+  after: string;
 }
 
 export interface SettingChange {
@@ -70,6 +97,22 @@ export interface SemanticDiff {
     callsRemoved: EdgeRef[];
   };
   routes: { added: string[]; removed: string[] };
+  /** Destinations outside the mesh (spec `external`): `api.stripe.com:443` in `destination`. */
+  externals: {
+    added: (ExternalDestination & { destination: string })[];
+    removed: (ExternalDestination & { destination: string })[];
+    changed: ExternalChange[];
+  };
+  /**
+   * Egress edges the sidecars relay (declared and allowed) added and removed, and declared calls to an
+   * external destination that the sidecar refuses (no allow rule names the caller) added and removed.
+   */
+  egress: {
+    added: EgressRef[];
+    removed: EgressRef[];
+    deniedAdded: EgressRef[];
+    deniedRemoved: EgressRef[];
+  };
   widened: AccessChange[];
   narrowed: AccessChange[];
   settings: SettingChange[];
@@ -107,8 +150,10 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     head: options.headLabel ?? "head",
     edges: edgeChanges(rb, rh),
     routes: routes.routes,
-    widened: [...meshChanges(rh, rb, "widened"), ...routes.widened],
-    narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed],
+    externals: externalChanges(rb, rh),
+    egress: egressEdgeChanges(rb, rh),
+    widened: [...meshChanges(rh, rb, "widened"), ...routes.widened, ...egressAccess(rh, rb, "widened")],
+    narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed, ...egressAccess(rb, rh, "narrowed")],
     settings: [
       ...listenerTransport(base, head),
       ...gatewaySettings(base, head),
@@ -169,6 +214,77 @@ function meshChanges(a: Reachability, b: Reachability, direction: "widened" | "n
           : o
             ? `allow rules narrowed (now ${o.rules.join(", ")})`
             : "edge removed",
+    });
+  }
+  return out;
+}
+
+// ───────────── outside the mesh ─────────────
+
+function externalChanges(rb: Reachability, rh: Reachability): SemanticDiff["externals"] {
+  const base = new Map(rb.externals.map((x) => [x.name, x]));
+  const head = new Map(rh.externals.map((x) => [x.name, x]));
+  const withDestination = (x: ExternalDestination) => ({ ...x, destination: destinationOf(x) });
+  return {
+    added: rh.externals.filter((x) => !base.has(x.name)).map(withDestination),
+    removed: rb.externals.filter((x) => !head.has(x.name)).map(withDestination),
+    changed: rh.externals.flatMap((x) => {
+      const o = base.get(x.name);
+      if (!o || destinationOf(o) === destinationOf(x)) return [];
+      return [{ name: x.name, before: destinationOf(o), after: destinationOf(x) }];
+    }),
+  };
+}
+
+/** A declared call the caller's sidecar refuses (no allow rule of the destination names the caller). */
+const deniedEgress = (e: EgressAccess) => e.declared && !e.relayed;
+
+function egressEdgeChanges(rb: Reachability, rh: Reachability): SemanticDiff["egress"] {
+  const refs = (r: Reachability, keep: (e: EgressAccess) => boolean): EgressRef[] =>
+    r.egress.filter(keep).map((e) => ({ from: e.from, to: e.to, destination: destinationOf(e) }));
+  const minus = (a: EgressRef[], b: EgressRef[]) => {
+    const keys = new Set(b.map(ekey));
+    return a.filter((e) => !keys.has(ekey(e)));
+  };
+  const [rlb, rlh] = [refs(rb, (e) => e.relayed), refs(rh, (e) => e.relayed)];
+  const [db, dh] = [refs(rb, deniedEgress), refs(rh, deniedEgress)];
+  return {
+    added: minus(rlh, rlb),
+    removed: minus(rlb, rlh),
+    deniedAdded: minus(dh, db),
+    deniedRemoved: minus(db, dh),
+  };
+}
+
+/**
+ * Egress of `a` that `b` does not relay: a service now tunnelling to a host and port it could not reach
+ * (widened when a = head, narrowed when a = base). Compared by destination, not name: renaming an external
+ * destination reaches nothing new; moving one to another host does, for each of its callers.
+ */
+function egressAccess(a: Reachability, b: Reachability, direction: "widened" | "narrowed"): AccessChange[] {
+  const relayed = b.egress.filter((e) => e.relayed);
+  const reached = new Set(relayed.map((e) => `${e.from}\u0000${destinationOf(e)}`));
+  const byName = new Map(relayed.map((e) => [ekey(e), e]));
+  const out: AccessChange[] = [];
+  for (const e of a.egress) {
+    if (!e.relayed || reached.has(`${e.from}\u0000${destinationOf(e)}`)) continue;
+    const o = byName.get(ekey(e));
+    const moved =
+      direction === "widened"
+        ? `${destinationOf(o ?? e)} → ${destinationOf(e)}`
+        : `${destinationOf(e)} → ${destinationOf(o ?? e)}`;
+    out.push({
+      from: e.from,
+      to: [e.to],
+      via: null,
+      principal: null,
+      grants: `TCP ${destinationOf(e)}`,
+      reason: o
+        ? `destination changed: ${moved}`
+        : direction === "widened"
+          ? `new egress (${e.rules.join(", ")})`
+          : "egress removed",
+      egress: true,
     });
   }
   return out;
@@ -475,10 +591,14 @@ export function renderDiffMarkdown(
 ): string {
   const lines: string[] = [DIFF_MARKER, `### meshgate diff: ${code(d.base)} → ${code(d.head)}`, ""];
   const e = d.edges;
+  const x = d.externals;
+  const g = d.egress;
+  const outside = graph.base.externals.length + graph.head.externals.length > 0;
   lines.push(
     [
       `**access widened: ${d.widened.length}**, narrowed: ${d.narrowed.length}`,
       `edges: ${e.added.length} added, ${e.removed.length} removed`,
+      ...(outside ? [`egress: ${g.added.length} added, ${g.removed.length} removed`] : []),
       `routes: ${d.routes.added.length} added, ${d.routes.removed.length} removed`,
       `settings: ${d.settings.length} changed`,
       `guardrails: ${plural(d.violations.added.length, "new violation")}, ${d.violations.resolved.length} resolved`,
@@ -492,6 +612,13 @@ export function renderDiffMarkdown(
       e.removed.length +
       e.callsAdded.length +
       e.callsRemoved.length +
+      x.added.length +
+      x.removed.length +
+      x.changed.length +
+      g.added.length +
+      g.removed.length +
+      g.deniedAdded.length +
+      g.deniedRemoved.length +
       d.routes.added.length +
       d.routes.removed.length +
       d.settings.length +
@@ -508,7 +635,7 @@ export function renderDiffMarkdown(
     lines.push(`#### ${title}`, "", "| who | reaches | on | via | why |", "|---|---|---|---|---|");
     for (const a of list)
       lines.push(
-        `| ${code(a.from)}${a.principal ? ` (${cell(a.principal)})` : ""} | ${a.to.map(code).join(", ")} | ${cell(a.grants)} | ${a.via ? `route ${code(a.via)}` : "mesh"} | ${cell(a.reason)} |`,
+        `| ${code(a.from)}${a.principal ? ` (${cell(a.principal)})` : ""} | ${a.to.map(code).join(", ")} | ${cell(a.grants)} | ${a.via ? `route ${code(a.via)}` : a.egress ? "egress" : "mesh"} | ${cell(a.reason)} |`,
       );
     lines.push("");
   };
@@ -523,6 +650,41 @@ export function renderDiffMarkdown(
     edgeList("allowed edges removed", e.removed);
     edgeList("declared calls added", e.callsAdded);
     edgeList("declared calls removed", e.callsRemoved);
+    lines.push("");
+  }
+  if (
+    x.added.length +
+      x.removed.length +
+      x.changed.length +
+      g.added.length +
+      g.removed.length +
+      g.deniedAdded.length +
+      g.deniedRemoved.length >
+    0
+  ) {
+    const egressList = (title: string, list: EgressRef[]) => {
+      if (list.length > 0)
+        lines.push(
+          `- ${title}: ${list.map((r) => `${code(`${r.from} → ${r.to}`)} (${r.destination})`).join(", ")}`,
+        );
+    };
+    lines.push("#### Outside the mesh", "");
+    if (x.added.length)
+      lines.push(
+        `- external destinations added: ${x.added.map((a) => `${code(a.name)} (${a.destination})`).join(", ")}`,
+      );
+    if (x.removed.length)
+      lines.push(
+        `- external destinations removed: ${x.removed.map((a) => `${code(a.name)} (${a.destination})`).join(", ")}`,
+      );
+    if (x.changed.length)
+      lines.push(
+        `- external destinations moved: ${x.changed.map((c) => `${code(c.name)} ${c.before} → ${c.after}`).join(", ")}`,
+      );
+    egressList("egress added (the sidecar relays it)", g.added);
+    egressList("egress removed", g.removed);
+    egressList("declared egress calls denied (no allow rule names the caller)", g.deniedAdded);
+    egressList("denied egress calls resolved (now allowed, or no longer declared)", g.deniedRemoved);
     lines.push("");
   }
   if (d.routes.added.length + d.routes.removed.length > 0) {
@@ -554,18 +716,34 @@ export function renderDiffMarkdown(
 const FULL_GRAPH_EDGES = 60;
 
 const nodeId = (n: string) => `n_${n.replace(/[^A-Za-z0-9]/g, "_")}`;
+const externalId = (n: string) => `ext_${n.replace(/[^A-Za-z0-9]/g, "_")}`;
+const mq = (s: string) => `"${s.replace(/"/g, "#quot;")}"`;
 function nodeDecl(n: string): string {
   if (n === INTERNET) return `${nodeId(n)}((internet))`;
   if (n === GATEWAY) return `${nodeId(n)}{{gateway}}`;
   return `${nodeId(n)}[${n}]`;
 }
 
-/** A mermaid flowchart of the union of both sides: added edges red, widened orange, removed dashed. */
+/**
+ * A mermaid flowchart of the union of both sides: added edges red, widened orange, removed dashed; external
+ * destinations as parallelograms with their host and port (old → new when they moved), new declared calls
+ * to one that the sidecar refuses dashed red.
+ */
 export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachability): string {
-  const status = new Map<string, "added" | "removed" | "widened" | "narrowed" | "same">();
+  const status = new Map<string, "added" | "removed" | "widened" | "narrowed" | "same" | "denied">();
   for (const e of allowedEdgesOf(head)) status.set(ekey(e), "same");
   for (const e of allowedEdgesOf(base)) if (!status.has(ekey(e))) status.set(ekey(e), "removed");
   for (const e of d.edges.added) status.set(ekey(e), "added");
+  // Egress: the relayed edges of both sides, and the declared calls the head's sidecars newly refuse.
+  for (const e of head.egress) if (e.relayed) status.set(ekey(e), "same");
+  for (const e of base.egress) if (e.relayed && !status.has(ekey(e))) status.set(ekey(e), "removed");
+  for (const e of d.egress.added) status.set(ekey(e), "added");
+  for (const e of d.egress.deniedAdded) status.set(ekey(e), "denied");
+  const externals = new Map<string, string>();
+  for (const x of [...base.externals, ...head.externals])
+    externals.set(x.name, `${x.name}<br/>${destinationOf(x)}`);
+  for (const c of d.externals.changed) externals.set(c.name, `${c.name}<br/>${c.before} → ${c.after}`);
+  const idOf = (n: string) => (externals.has(n) ? externalId(n) : nodeId(n));
   const mark = (list: AccessChange[], s: "widened" | "narrowed") => {
     for (const a of list) {
       const keys =
@@ -582,9 +760,13 @@ export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachabil
   const hidden = edges.length > FULL_GRAPH_EDGES ? edges.filter((x) => x.s === "same").length : 0;
   if (hidden > 0) edges = edges.filter((x) => x.s !== "same");
   edges.sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
-  const nodes = [...new Set(edges.flatMap((x) => [x.from, x.to]))].sort();
+  // The mesh's nodes, then the destinations outside it.
+  const nodes = [...new Set(edges.flatMap((x) => [x.from, x.to]))].sort(
+    (a, b) => Number(externals.has(a)) - Number(externals.has(b)) || cmp(a, b),
+  );
   const lines = ["flowchart LR"];
-  for (const n of nodes) lines.push(`  ${nodeDecl(n)}`);
+  for (const n of nodes)
+    lines.push(`  ${externals.has(n) ? `${externalId(n)}[/${mq(externals.get(n)!)}/]` : nodeDecl(n)}`);
   const styles: string[] = [];
   const label = {
     added: "added",
@@ -592,6 +774,7 @@ export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachabil
     widened: "widened",
     narrowed: "narrowed",
     same: "",
+    denied: "declared, denied",
   } as const;
   const color = {
     added: "#d62728",
@@ -599,12 +782,16 @@ export function diffMermaid(d: SemanticDiff, base: Reachability, head: Reachabil
     widened: "#ff7f0e",
     narrowed: "#1f77b4",
     same: "",
+    denied: "#d62728",
   } as const;
   edges.forEach((x, i) => {
-    const arrow = x.s === "removed" ? "-.->" : x.s === "added" || x.s === "widened" ? "==>" : "-->";
-    lines.push(`  ${nodeId(x.from)} ${arrow}${label[x.s] ? `|${label[x.s]}|` : ""} ${nodeId(x.to)}`);
+    const arrow =
+      x.s === "removed" || x.s === "denied" ? "-.->" : x.s === "added" || x.s === "widened" ? "==>" : "-->";
+    lines.push(`  ${idOf(x.from)} ${arrow}${label[x.s] ? `|${label[x.s]}|` : ""} ${idOf(x.to)}`);
     if (x.s !== "same")
-      styles.push(`  linkStyle ${i} stroke:${color[x.s]},stroke-width:${x.s === "removed" ? 1 : 3}px`);
+      styles.push(
+        `  linkStyle ${i} stroke:${color[x.s]},stroke-width:${x.s === "removed" || x.s === "denied" ? 1 : 3}px`,
+      );
   });
   if (hidden > 0) lines.push(`  %% ${hidden} unchanged edges not shown`);
   return [...lines, ...styles].join("\n");

@@ -2,24 +2,29 @@
  * `meshgate graph`: the service graph of one spec as mermaid or Graphviz dot — `internet`, the gateway and
  * the services as nodes; the allowed edges labelled with what they admit (methods and path patterns); the
  * public entry points (public gateway routes) apart from the authenticated ones; declared calls the callee
- * denies as dashed red edges; the mesh's mTLS state on the mesh boundary and on its edges. The output is
- * deterministic (sorted), so it can be committed and diffed.
+ * denies as dashed red edges; the mesh's mTLS state on the mesh boundary and on its edges; the destinations
+ * outside the mesh (spec `external`) as nodes outside the mesh boundary, with an edge labelled `host:port`
+ * from each service whose sidecar relays to them (it calls them and an allow rule names it), and a declared
+ * call that no allow rule admits dashed red, like a denied mesh call. The output is deterministic (sorted),
+ * so it can be committed and diffed.
  */
 import { GATEWAY, INTERNET } from "./model.ts";
-import { describeGrants, type Reachability } from "./reachability.ts";
+import { describeGrants, destinationOf, type Reachability } from "./reachability.ts";
 import type { PolicyInput } from "./run.ts";
 
 interface GraphEdge {
   from: string;
   to: string;
   label: string;
-  kind: "public" | "authenticated" | "allowed" | "denied";
+  kind: "public" | "authenticated" | "allowed" | "denied" | "egress";
 }
 
 interface Graph {
   name: string;
   mtls: "strict" | "permissive";
   services: string[];
+  /** Destinations outside the mesh, by name. */
+  externals: string[];
   hasGateway: boolean;
   edges: GraphEdge[];
 }
@@ -57,25 +62,34 @@ export function buildGraph(input: PolicyInput, reach: Reachability): Graph {
   for (const c of reach.calls)
     if (!allowed.has(`${c.from}\u0000${c.to}`))
       edges.push({ from: c.from, to: c.to, kind: "denied", label: "declared call, denied" });
+  for (const e of reach.egress) {
+    if (e.relayed) edges.push({ from: e.from, to: e.to, kind: "egress", label: destinationOf(e) });
+    else if (e.declared)
+      edges.push({ from: e.from, to: e.to, kind: "denied", label: "declared call, denied" });
+  }
   return {
     name: input.infra.name,
     mtls: input.infra.mtls,
     services: [...input.model.serviceNames],
+    externals: reach.externals.map((x) => x.name),
     hasGateway: input.runtime.gateway !== null,
     edges,
   };
 }
 
-const id = (n: string) => `n_${n.replace(/[^A-Za-z0-9]/g, "_")}`;
+const safe = (n: string) => n.replace(/[^A-Za-z0-9]/g, "_");
 const mq = (s: string) => `"${s.replace(/"/g, "#quot;")}"`;
 
 /** Mermaid flowchart. */
 export function renderMermaid(g: Graph): string {
+  const externals = new Set(g.externals);
+  const id = (n: string) => (externals.has(n) ? `ext_${safe(n)}` : `n_${safe(n)}`);
   const lines = ["flowchart LR", `  ${id(INTERNET)}((internet))`];
   lines.push(`  subgraph mesh[${mq(`${g.name} · mTLS ${g.mtls}`)}]`);
   if (g.hasGateway) lines.push(`    ${id(GATEWAY)}{{gateway}}`);
   for (const s of g.services) lines.push(`    ${id(s)}[${mq(s)}]`);
   lines.push("  end");
+  for (const x of g.externals) lines.push(`  ${id(x)}[/${mq(x)}/]`);
   const styles: string[] = [];
   g.edges.forEach((e, i) => {
     const arrow = e.kind === "denied" ? "-.->" : e.kind === "allowed" && g.mtls === "strict" ? "==>" : "-->";
@@ -103,6 +117,8 @@ export function renderDot(g: Graph): string {
   if (g.hasGateway) lines.push(`    ${dq(GATEWAY)} [shape=hexagon];`);
   for (const s of g.services) lines.push(`    ${dq(s)};`);
   lines.push("  }");
+  // Outside the mesh's cluster; their names never clash with a service's, `gateway` or `internet`.
+  for (const x of g.externals) lines.push(`  ${dq(x)} [shape=parallelogram];`);
   for (const e of g.edges) {
     const attrs = [`label=${dq(e.label)}`];
     if (e.kind === "public") attrs.push('color="#ff7f0e"', "penwidth=2");

@@ -3,7 +3,7 @@
  * assertions and explanations through the proxies' decision code (explainRequest), replay of access logs,
  * the reachability relation, the semantic diff, and the service graph.
  */
-import type { EdgeIR, InfraIR } from "../components/translate/ir.ts";
+import type { EdgeIR, EgressIR, InfraIR } from "../components/translate/ir.ts";
 
 /** Who may open a connection to whom, as the callee's authorization rules say (deny by default). */
 export function allowedEdges(infra: InfraIR): EdgeIR[] {
@@ -13,6 +13,11 @@ export function allowedEdges(infra: InfraIR): EdgeIR[] {
 /** Declared calls (the `calls` graph and the gateway's routes) that the callee's rules would deny. */
 export function deniedCalls(infra: InfraIR): EdgeIR[] {
   return infra.edges.filter((e) => e.declared && !e.allowed);
+}
+
+/** Declared calls to destinations outside the mesh that no allow rule of the destination admits. */
+export function deniedEgress(infra: InfraIR): EgressIR[] {
+  return infra.egress.filter((e) => e.declared && !e.allowed);
 }
 
 export { PolicyErrorCatalog, formatPolicyLoadError } from "./errors.ts";
@@ -41,10 +46,25 @@ export type { CaseResult, Suite } from "./suite.ts";
 export { analyzeRoutes } from "./route-analysis.ts";
 export type { RouteAnalysis } from "./route-analysis.ts";
 export { admission, patternContains, patternsOverlap } from "./patterns.ts";
-export { authCovers, principalOf, staticReachability } from "./reachability.ts";
-export type { Grant, MeshAccess, Reachability, ReachabilityFn, RouteAccess } from "./reachability.ts";
+export { authCovers, destinationOf, principalOf, staticReachability } from "./reachability.ts";
+export type {
+  EgressAccess,
+  ExternalDestination,
+  Grant,
+  MeshAccess,
+  Reachability,
+  ReachabilityFn,
+  RouteAccess,
+} from "./reachability.ts";
 export { renderDiffMarkdown, semanticDiff } from "./diff.ts";
-export type { AccessChange, DiffOptions, SemanticDiff, SettingChange } from "./diff.ts";
+export type {
+  AccessChange,
+  DiffOptions,
+  EgressRef,
+  ExternalChange,
+  SemanticDiff,
+  SettingChange,
+} from "./diff.ts";
 export { buildGraph, renderDot, renderMermaid } from "./graph.ts";
 export {
   DEFAULT_CLIENT_IP,
@@ -70,7 +90,7 @@ export type {
   TrafficAssertion,
   TrafficExpectation,
 } from "./assertion-file.ts";
-export { networkEdge, networkEdges } from "./network.ts";
-export type { NetworkEdge } from "./network.ts";
+export { egressEdges, egressPeers, networkEdge, networkEdges } from "./network.ts";
+export type { EgressNetworkEdge, NetworkEdge } from "./network.ts";
 export { formatReplayText, parseAccessLog, replay } from "./replay.ts";
 export type { LoggedRequest, ReplayChange, ReplayOutcome, ReplayReport } from "./replay.ts";

@@ -56,11 +56,15 @@ export class MeshModel {
   readonly infra: InfraIR;
   readonly runtime: RuntimeConfigs;
   readonly serviceNames: readonly string[];
+  /** The destinations outside the mesh (spec `external`), sorted. */
+  readonly externalNames: readonly string[];
   readonly routes: readonly GatewayRoute[];
   private readonly routeIndex = new Map<string, number>();
   private readonly sidecars = new Map<string, SidecarRuntimeConfig>();
   private readonly identities = new Map<string, string>();
   private readonly callerMap = new Map<string, string[]>();
+  private readonly calleeMap = new Map<string, string[]>();
+  private readonly externalCallMap = new Map<string, string[]>();
   private compiled: CompiledGateway | null | undefined;
   private targetCache = new Map<string, RouteTarget[]>();
 
@@ -69,13 +73,22 @@ export class MeshModel {
     this.infra = infra;
     this.runtime = runtime;
     this.serviceNames = Object.keys(spec.services).sort();
+    this.externalNames = Object.keys(spec.external).sort();
     this.routes = runtime.gateway?.routes ?? [];
     spec.gateway?.routes.forEach((r, i) => this.routeIndex.set(r.name, i));
     for (const s of runtime.sidecars) this.sidecars.set(s.name, s);
     for (const id of infra.identities) this.identities.set(id.spiffeId, id.name);
     for (const name of this.serviceNames) this.callerMap.set(name, []);
-    for (const name of this.serviceNames)
-      for (const callee of spec.services[name]!.calls) this.callerMap.get(callee)?.push(name);
+    // `calls` names services and external destinations (never the same name: the spec checks); the
+    // call graph is over services, external destinations are its leaves (externalCalls).
+    for (const name of this.serviceNames) {
+      const calls = spec.services[name]!.calls;
+      const callees = calls.filter((c) => Object.hasOwn(spec.services, c));
+      this.calleeMap.set(name, callees);
+      const externals = calls.filter((c) => Object.hasOwn(spec.external, c));
+      this.externalCallMap.set(name, externals);
+      for (const callee of callees) this.callerMap.get(callee)!.push(name);
+    }
   }
 
   /** The spec's route of a name. */
@@ -117,9 +130,19 @@ export class MeshModel {
     return `spiffe://${this.infra.trustDomain}/ns/${this.infra.namespace}/sa/${workload}`;
   }
 
-  /** The services `name` declares it calls. */
+  /** The services `name` declares it calls (not its external destinations: externalCalls). */
   callees(name: string): readonly string[] {
-    return this.spec.services[name]?.calls ?? [];
+    return this.calleeMap.get(name) ?? [];
+  }
+
+  /** The external destinations `name` declares it calls (whether or not their allow rules admit it). */
+  externalCalls(name: string): readonly string[] {
+    return this.externalCallMap.get(name) ?? [];
+  }
+
+  /** Is `name` an external destination of this spec (not a service)? */
+  isExternal(name: string): boolean {
+    return Object.hasOwn(this.spec.external, name);
   }
 
   /** The services that declare a call to `name`. */

@@ -8,6 +8,12 @@
  * the sidecars would refuse it anyway (the caller's outbound side refuses undeclared destinations, the
  * callee's inbound side refuses peers it does not allow), so the network layer opens nothing nobody needs.
  *
+ * Egress to destinations outside the mesh (spec `external`) opens for the edges a sidecar relays (declared
+ * and allowed), on the destination's port, to what a NetworkPolicy can name (components/kubernetes
+ * network.ts destinationEgress): an IP address → that address (/32, /128); a cluster Service name
+ * (`x.ns.svc…`) → the pods of that namespace, a bare name → of the mesh's; any other DNS name → every
+ * address (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name, so only the sidecar checks the name.
+ *
  * Traffic assertions evaluate this layer with the same function the Kubernetes chart renders from, so a
  * verified request is one the NetworkPolicies let through.
  */
@@ -45,4 +51,42 @@ export function networkEdge(
   to: string,
 ): NetworkEdge | undefined {
   return edges.find((e) => e.from === from && e.to === to);
+}
+
+/** One open L4 egress edge to a destination outside the mesh. */
+export interface EgressNetworkEdge {
+  from: string;
+  /** The external destination's name. */
+  to: string;
+  host: string;
+  port: number;
+  /** What the NetworkPolicy admits: CIDRs (`10.20.0.7/32`), or `namespace <ns>` for cluster Services. */
+  peers: string[];
+  /** The destination's allow rules that open it (`external.card-processor.allow[0]`). */
+  source: string;
+}
+
+/** The peers a NetworkPolicy can name for a host (as components/kubernetes destinationEgress). */
+export function egressPeers(host: string, namespace: string): string[] {
+  const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
+  if (svc) return [`namespace ${svc[1]}`];
+  if (/^[a-z0-9-]+$/.test(host)) return [`namespace ${namespace}`];
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return [`${host}/32`];
+  if (host.includes(":")) return [`${host}/128`];
+  return ["0.0.0.0/0", "::/0"];
+}
+
+/** The open L4 egress edges of a mesh: the relayed ones (declared and allowed), sorted by from, to. */
+export function egressEdges(infra: InfraIR): EgressNetworkEdge[] {
+  return infra.egress
+    .filter((e) => e.declared && e.allowed)
+    .map((e) => ({
+      from: e.from,
+      to: e.external,
+      host: e.host,
+      port: e.port,
+      peers: egressPeers(e.host, infra.namespace),
+      source: e.allowedBy.join(", "),
+    }))
+    .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
 }

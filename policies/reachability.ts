@@ -6,7 +6,11 @@
  *  - route access: `internet` → the gateway's routes → the services they send to, with the route's
  *    authentication requirement (who on the internet: anyone for public routes, the holders of a token
  *    with these scopes, the API-key consumers of these groups, …), and whether the target's allow rules
- *    admit what the route sends.
+ *    admit what the route sends;
+ *  - egress: a service → a destination outside the mesh (spec `external`), relayed by the caller's
+ *    sidecar only when the service both calls it and one of the destination's allow rules names it (deny by
+ *    default; the NetworkPolicies open exactly the relayed ones). External destinations are leaves: nothing
+ *    is reached through them.
  *
  * `staticReachability` derives it from the IR and the pattern algebra (patterns.ts). The semantic diff
  * takes the relation through a `ReachabilityFn`, so a later round can pass one refined by evaluating
@@ -59,11 +63,41 @@ export interface RouteAccess {
   targets: RouteTargetAccess[];
 }
 
+/** A destination outside the mesh (spec `external`). */
+export interface ExternalDestination {
+  name: string;
+  /** A lower-case DNS name, or an IP address (canonical). */
+  host: string;
+  port: number;
+}
+
+/**
+ * A service's edge to an external destination that it declares (`calls`) or that the destination's allow
+ * rules admit — the caller's sidecar relays it (CONNECT host:port, or its local port) only when both hold.
+ */
+export interface EgressAccess {
+  from: string;
+  /** The external destination's name. */
+  to: string;
+  host: string;
+  port: number;
+  /** Does the service list the destination in `calls`? */
+  declared: boolean;
+  /** The destination's allow rules that name the service (`external.card-processor.allow[0]`); [] = none. */
+  rules: string[];
+  /** Does the caller's sidecar relay it (its RuntimeConfig's `outbound.external` lists the destination)? */
+  relayed: boolean;
+}
+
 export interface Reachability {
   mesh: MeshAccess[];
   routes: RouteAccess[];
-  /** Declared calls (the `calls` graph), from → to. */
+  /** Declared calls between services (the `calls` graph), from → to. */
   calls: { from: string; to: string }[];
+  /** The destinations outside the mesh, by name. */
+  externals: ExternalDestination[];
+  /** Edges to them, declared or allowed (sorted by from, to); only `relayed` ones reach anything. */
+  egress: EgressAccess[];
 }
 
 /** Computes the relation of one spec; the diff is parameterized by it. */
@@ -124,8 +158,25 @@ export const staticReachability: ReachabilityFn = (input) => {
   const calls = model.serviceNames
     .flatMap((from) => [...new Set(model.callees(from))].map((to) => ({ from, to })))
     .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
-  return { mesh, routes, calls };
+  const externals = input.infra.externals.map((x) => ({ name: x.name, host: x.host, port: x.port }));
+  const egress = input.infra.egress
+    .map((e) => ({
+      from: e.from,
+      to: e.external,
+      host: e.host,
+      port: e.port,
+      declared: e.declared,
+      rules: [...e.allowedBy],
+      relayed: model.sidecar(e.from)?.outbound.external.some((x) => x.name === e.external) ?? false,
+    }))
+    .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
+  return { mesh, routes, calls, externals, egress };
 };
+
+/** "api.stripe.com:443", "[2001:db8::25]:587": where an external destination's tunnels go. */
+export function destinationOf(d: { host: string; port: number }): string {
+  return d.host.includes(":") ? `[${d.host}]:${d.port}` : `${d.host}:${d.port}`;
+}
 
 /** "anyone", "jwt main with scopes orders:read", "API key of group partners from 203.0.113.0/24", … */
 export function principalOf(a: RouteAuth): string {

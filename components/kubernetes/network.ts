@@ -73,12 +73,14 @@ function prometheusPeer(r: Resolved): NetworkPolicyPeer {
 
 const DEFAULT_PORTS: Record<string, number> = { "https:": 443, "http:": 80, "redis:": 6379, "rediss:": 6379 };
 
-/**
- * The egress a URL needs: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare name in the mesh
- * namespace) → that namespace's pods; an IP literal → that address; any other host → any address
- * outside the cluster's pods (0.0.0.0/0, ::/0). Null when the URL cannot be parsed (translate validated it).
- */
-export function urlEgress(r: Resolved, url: string): NetworkPolicyEgressRule | null {
+/** A host and TCP port outside the mesh that a proxy connects to. */
+export interface Destination {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** The destination of a URL (its port, or the scheme's); null when it cannot be parsed (translate validated it). */
+function urlDestination(url: string): Destination | null {
   let u: URL;
   try {
     u = new URL(url);
@@ -87,7 +89,16 @@ export function urlEgress(r: Resolved, url: string): NetworkPolicyEgressRule | n
   }
   const port = u.port !== "" ? Number(u.port) : DEFAULT_PORTS[u.protocol];
   if (port === undefined) return null;
-  const host = u.hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return { host: u.hostname.replace(/^\[|\]$/g, "").toLowerCase(), port };
+}
+
+/**
+ * The egress a destination needs: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare name in the
+ * mesh namespace) → that namespace's pods; an IP literal → that address; any other host → any address
+ * outside the cluster's pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name; the sidecar
+ * checks the name of every tunnel it relays.
+ */
+export function destinationEgress(r: Resolved, { host, port }: Destination): NetworkPolicyEgressRule {
   let to: NetworkPolicyPeer[];
   const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
   if (svc) to = [inNamespace(svc[1]!)];
@@ -98,8 +109,18 @@ export function urlEgress(r: Resolved, url: string): NetworkPolicyEgressRule | n
   return { to, ports: [tcp(port)] };
 }
 
+/**
+ * The destinations outside the mesh a proxy's config makes it reach: the URLs it calls (trace collector;
+ * the gateway's JWKS URIs, OIDC issuers, Redis) and a sidecar's external destinations (spec `external`).
+ */
+export function externalDestinations(r: Resolved, config: RuntimeConfig): Destination[] {
+  const urls = externalUrls(r, config).flatMap((u) => urlDestination(u) ?? []);
+  if (config.kind === "gateway") return urls;
+  return [...urls, ...config.outbound.external.map((x) => ({ host: x.host, port: x.port }))];
+}
+
 /** The URLs outside the mesh a proxy's config makes it call. */
-export function externalUrls(r: Resolved, config: RuntimeConfig): string[] {
+function externalUrls(r: Resolved, config: RuntimeConfig): string[] {
   const urls: string[] = [];
   const t = config.telemetry.tracing;
   if (t.enabled && t.otlpEndpoint !== null && r.traceStore === null) urls.push(t.otlpEndpoint);
@@ -157,7 +178,7 @@ export function meshPolicies(r: Resolved): KubeObject[] {
     const config = configs.get(w.name);
     if (config)
       egress.push(
-        ...dedupe(externalUrls(r, config).flatMap((u) => urlEgress(r, u) ?? [])).sort((a, b) =>
+        ...dedupe(externalDestinations(r, config).map((d) => destinationEgress(r, d))).sort((a, b) =>
           JSON.stringify(a) < JSON.stringify(b) ? -1 : 1,
         ),
       );
@@ -176,8 +197,8 @@ export function meshPolicies(r: Resolved): KubeObject[] {
   // are not mesh workloads (a workload's app is only reachable through its sidecar).
   const local = new Map<number, Set<string>>();
   for (const [workload, config] of [...configs].sort(([a], [b]) => (a < b ? -1 : 1)))
-    for (const u of externalUrls(r, config)) {
-      const rule = urlEgress(r, u);
+    for (const d of externalDestinations(r, config)) {
+      const rule = destinationEgress(r, d);
       if (rule?.to?.[0]?.namespaceSelector?.matchLabels?.[NAMESPACE_NAME] !== r.ns) continue;
       for (const p of rule.ports ?? []) {
         const port = p.port as number;

@@ -275,6 +275,10 @@ export function appEnv(
   const mesh: [string, string][] = [
     ["HTTP_PROXY", proxy],
     ["http_proxy", proxy],
+    // HTTPS through the sidecar too: CONNECT tunnels to the external destinations the spec allows, a
+    // clear 403 for any other (the NetworkPolicies deny what bypasses the proxy, but only at L4).
+    ["HTTPS_PROXY", proxy],
+    ["https_proxy", proxy],
     ["NO_PROXY", "localhost,127.0.0.1,::1"],
     ["no_proxy", "localhost,127.0.0.1,::1"],
   ];
@@ -283,6 +287,12 @@ export function appEnv(
       mesh.push([
         `MESHGATE_SERVICE_${s.service.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_URL`,
         `http://127.0.0.1:${s.localPort}`,
+      ]);
+  for (const x of config.outbound.external)
+    if (x.localPort !== null)
+      mesh.push([
+        `MESHGATE_EXTERNAL_${x.name.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_ADDR`,
+        `127.0.0.1:${x.localPort}`,
       ]);
   const user = Object.entries(w.env);
   const taken = new Set(user.map(([k]) => k));

@@ -167,6 +167,27 @@ export const METRICS: readonly MetricConvention[] = [
       'the `result="failure"` series is created by the first failure (at 1), so `increase()` cannot see that first one; the reload alert also fires on the series appearing. Pre-creating it at 0 would fix that',
   },
   {
+    name: "meshgate_egress_bytes_total",
+    type: "counter",
+    unit: "bytes",
+    help: "Bytes relayed to and from destinations outside the mesh, by external and direction (sent: app to external; received).",
+    labels: { sidecar: ["proxy", "external", "direction"] },
+  },
+  {
+    name: "meshgate_egress_connections_total",
+    type: "counter",
+    unit: "connections",
+    help: "Connections to destinations outside the mesh (CONNECT tunnels and external local ports), by external and outcome (opened, failed).",
+    labels: { sidecar: ["proxy", "external", "outcome"] },
+  },
+  {
+    name: "meshgate_egress_tunnels_active",
+    type: "gauge",
+    unit: "tunnels",
+    help: "Tunnels to destinations outside the mesh open now, by external.",
+    labels: { sidecar: ["proxy", "external"] },
+  },
+  {
     name: "meshgate_faults_injected_total",
     type: "counter",
     unit: "requests",
@@ -483,8 +504,14 @@ export const LABELS: readonly LabelConvention[] = [
   { name: "code_class", meaning: "the response status class: `1xx`…`5xx`", bounded: "5 values" },
   {
     name: "direction",
-    meaning: "sidecar: `inbound` (from peers) or `outbound` (from the app)",
+    meaning:
+      "sidecar: `inbound` (from peers) or `outbound` (from the app); egress bytes: `sent` (app to external) or `received`",
     bounded: "2 values",
+  },
+  {
+    name: "external",
+    meaning: "sidecar: a destination outside the mesh the config declares (`outbound.external[].name`)",
+    bounded: "the spec's external destinations",
   },
   {
     name: "peer",
@@ -504,7 +531,8 @@ export const LABELS: readonly LabelConvention[] = [
   },
   {
     name: "outcome",
-    meaning: "an upstream attempt's result: `success`, `2xx`…`5xx`, `connect_failure`, `timeout`, `reset`, …",
+    meaning:
+      "an upstream attempt's result: `success`, `2xx`…`5xx`, `connect_failure`, `timeout`, `reset`, …; an egress connection's: `opened` or `failed`",
     bounded: "the forwarder's outcome words",
   },
   {
@@ -716,7 +744,14 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     sidecar: "when known",
   },
   { name: "proxy", type: "string", meaning: "`gateway` or `sidecar`", gateway: "always", sidecar: "always" },
-  { name: "event", type: "string", meaning: "`access`", gateway: "always", sidecar: "always" },
+  {
+    name: "event",
+    type: "string",
+    meaning:
+      "`access` (the sidecar's egress tunnels write `egress` lines of their own, with other fields: docs/sidecar.md, *Egress*)",
+    gateway: "always",
+    sidecar: "always",
+  },
   {
     name: "requestId",
     type: "string",

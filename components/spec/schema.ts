@@ -296,7 +296,9 @@ const Service = z.strictObject({
   calls: z
     .array(z.string())
     .default([])
-    .describe("Declared dependencies: the services this one calls (the call graph)."),
+    .describe(
+      "Declared dependencies: the services and external destinations this one calls (the call graph).",
+    ),
   allow: z.array(AllowRule).default([]).describe("Inbound authorization rules; deny by default."),
   routes: z.array(ServiceRoute).optional().describe("Per-route timeout/retry overrides that callers apply."),
   timeout: duration().optional(),
@@ -332,6 +334,34 @@ const Service = z.strictObject({
     .optional()
     .describe("How `meshgate up` runs this service locally; omitted = the built-in demo service."),
 });
+
+// ───────────────────────────── external ─────────────────────────────
+
+const ExternalAllowRule = z.strictObject({
+  from: z
+    .array(z.string())
+    .min(1)
+    .describe("Services allowed to reach this destination. Everything else is denied."),
+});
+
+const External = z
+  .strictObject({
+    host: z
+      .string()
+      .describe("The destination: a lower-case DNS name (no wildcard) or an IPv4 / IPv6 address."),
+    port: port().describe("The destination's TCP port."),
+    connectTimeout: duration({
+      description: "Time to open the connection; default mesh.defaults.connectTimeout.",
+    }).optional(),
+    allow: z
+      .array(ExternalAllowRule)
+      .default([])
+      .describe("Which services may reach it (their sidecars relay the connection); deny by default."),
+  })
+  .describe(
+    "A destination outside the mesh (a database, a SaaS API). Callers list it in `calls`; their sidecars relay " +
+      "CONNECT tunnels and a local TCP port to it, and nothing else outside the mesh.",
+  );
 
 // ───────────────────────────── gateway ─────────────────────────────
 
@@ -828,6 +858,10 @@ export const MeshSpecSchema = z
     ),
     mesh: Mesh.prefault({}),
     services: z.record(name(), Service).describe("The workloads of the mesh, by name."),
+    external: z
+      .record(name(), External)
+      .default({})
+      .describe("Destinations outside the mesh that services may reach, by name (deny by default)."),
     gateway: Gateway.optional(),
     observability: Observability.prefault({}),
     targets: Targets.prefault({}),
@@ -839,6 +873,7 @@ export type MeshSpecInput = z.input<typeof MeshSpecSchema>;
 /** The spec after parsing, with every default filled in. */
 export type MeshSpec = z.output<typeof MeshSpecSchema>;
 export type ServiceSpec = MeshSpec["services"][string];
+export type ExternalSpec = MeshSpec["external"][string];
 export type GatewaySpec = NonNullable<MeshSpec["gateway"]>;
 export type GatewayRouteSpec = GatewaySpec["routes"][number];
 export type RetriesOverrideSpec = z.output<typeof RetriesOverride>;

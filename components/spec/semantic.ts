@@ -240,6 +240,68 @@ export function semanticIssues(raw: unknown): Issue[] {
     );
   }
 
+  // External destinations (before the services: their calls may name them).
+  const external = obj(root.external);
+  const externalNames = Object.keys(external);
+  const callable = [...serviceNames, ...externalNames];
+  const destinations = new Map<string, string>();
+  for (const [extName, extRaw] of entries(external)) {
+    if (!isObj(extRaw)) continue; // the schema reports the wrong type
+    const base: Segments = ["external", extName];
+    if ((RESERVED_SERVICE_NAMES as readonly string[]).includes(extName))
+      add(
+        "E_SPEC_RESERVED_NAME",
+        base,
+        `"${extName}" is reserved by meshgate`,
+        `rename the destination (e.g. "${extName}-api")`,
+      );
+    if (includes(serviceNames, extName))
+      add(
+        "E_SPEC_DUPLICATE_NAME",
+        base,
+        `"${extName}" names both a service and an external destination`,
+        "rename one: calls name either, so each name must mean one thing",
+      );
+    const host = str(extRaw.host);
+    if (host !== undefined) {
+      const problem = externalHostProblem(host);
+      if (problem)
+        add(
+          "E_SPEC_INVALID_HOST",
+          [...base, "host"],
+          `${JSON.stringify(host)} ${problem}`,
+          'write one lower-case DNS name such as "api.stripe.com", or an IP address such as "10.0.12.7"; list each host of a wildcard as its own destination',
+        );
+      else if (typeof extRaw.port === "number") {
+        const key = `${canonicalHost(host)}:${extRaw.port}`;
+        const first = destinations.get(key);
+        if (first !== undefined)
+          add(
+            "E_SPEC_DUPLICATE_NAME",
+            [...base, "host"],
+            `external "${extName}" is the same destination as external "${first}" (${key})`,
+            `remove one, and allow its callers on external.${first}`,
+          );
+        else destinations.set(key, extName);
+      }
+    }
+    arr(extRaw.allow).forEach((ruleRaw, r) => {
+      arr(obj(ruleRaw).from).forEach((f, i) => {
+        const seg = [...base, "allow", r, "from", i];
+        if (f === "gateway") {
+          add(
+            "E_SPEC_UNKNOWN_REFERENCE",
+            seg,
+            `the gateway is not a caller of external destinations`,
+            "the gateway's own dependencies (JWKS URIs, OIDC issuers, Redis) come from its config; allow services here",
+          );
+          return;
+        }
+        ref(f, serviceNames, "service", seg);
+      });
+    });
+  }
+
   // Services.
   const serviceTimeouts = new Map<string, number>();
   for (const [svcName, svcRaw] of entries(root.services)) {
@@ -284,7 +346,7 @@ export function semanticIssues(raw: unknown): Issue[] {
         );
       }
       if (typeof c === "string") seenCalls.add(c);
-      ref(c, serviceNames, "service", [...base, "calls", i]);
+      ref(c, callable, "service or external destination", [...base, "calls", i]);
     });
     arr(svc.allow).forEach((ruleRaw, r) => {
       const rule = obj(ruleRaw);
@@ -1047,4 +1109,23 @@ function isCidr(value: string): boolean {
   const version = isIP(ip);
   if (version === 0 || !/^(0|[1-9][0-9]{0,2})$/.test(bits)) return false;
   return Number(bits) <= (version === 4 ? 32 : 128);
+}
+
+/** Why a string is not an external destination's host (a DNS name without wildcard, or an IP), or null. */
+export function externalHostProblem(host: string): string | null {
+  if (isIP(host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host) !== 0)
+    return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;
+  if (host.startsWith("*.")) return "is a wildcard: the sidecar relays named destinations only";
+  if (host !== host.toLowerCase()) return "has upper-case letters";
+  if (
+    host.length > 253 ||
+    !/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(host)
+  )
+    return "is not a DNS name or an IP address";
+  return null;
+}
+
+/** The form two hosts are compared in: IPv6 addresses in their canonical text, names as written. */
+export function canonicalHost(host: string): string {
+  return isIP(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host;
 }

@@ -76,6 +76,30 @@ export interface EdgeIR {
   allowedBy: string[];
 }
 
+/** A destination outside the mesh (spec `external`): what workloads may reach beyond it. */
+export interface ExternalIR {
+  name: string;
+  /** A lower-case DNS name, or an IPv4 / IPv6 address. */
+  host: string;
+  port: number;
+}
+
+/**
+ * A workload's edge to a destination outside the mesh. `allowed` edges are what the external's allow
+ * rules admit (the caller's sidecar relays them, the NetworkPolicies open them); `declared` edges are the
+ * caller's `calls`. Only pairs that are one or the other are listed.
+ */
+export interface EgressIR {
+  from: string;
+  external: string;
+  host: string;
+  port: number;
+  declared: boolean;
+  allowed: boolean;
+  /** The spec locations of the allow rules that admit this edge. */
+  allowedBy: string[];
+}
+
 export interface SloIR {
   name: string;
   kind: "route" | "service";
@@ -153,6 +177,10 @@ export interface InfraIR {
   workloads: WorkloadIR[];
   identities: IdentityIR[];
   edges: EdgeIR[];
+  /** Destinations outside the mesh, sorted by name. */
+  externals: ExternalIR[];
+  /** Edges to them, sorted by from, then external. */
+  egress: EgressIR[];
   observability: ObservabilityIR;
   targets: TargetsIR;
 }

@@ -29,8 +29,11 @@ import {
   type ServiceSpec,
 } from "../spec/schema.ts";
 import { parseDuration, parseSize } from "../spec/units.ts";
+import { canonicalHost } from "../spec/semantic.ts";
 import type {
   EdgeIR,
+  EgressIR,
+  ExternalIR,
   GatewayWorkloadIR,
   IdentityIR,
   InfraIR,
@@ -98,6 +101,8 @@ export function translate(spec: MeshSpec): TranslateResult {
   const gateway = translateGateway(ctx, clusters);
   const workloads = translateWorkloads(ctx);
   const edges = translateEdges(ctx);
+  const externals = translateExternals(ctx);
+  const egress = translateEgress(ctx);
   const observability = translateObservability(ctx, workloads);
   const targets = translateTargets(ctx);
   const infra: InfraIR = {
@@ -109,6 +114,8 @@ export function translate(spec: MeshSpec): TranslateResult {
     workloads,
     identities,
     edges,
+    externals,
+    egress,
     observability,
     targets,
   };
@@ -131,6 +138,8 @@ class Context {
   readonly spec: MeshSpec;
   readonly namespace: string;
   readonly serviceNames: string[];
+  /** The external destinations' names, sorted. */
+  readonly externalNames: string[];
   readonly policies = new Map<string, EffectivePolicy>();
   /** The mesh defaults with no service override: for routes that forward to no service. */
   readonly meshPolicy: EffectivePolicy;
@@ -140,6 +149,7 @@ class Context {
     this.spec = spec;
     this.namespace = spec.namespace ?? spec.name;
     this.serviceNames = Object.keys(spec.services).sort();
+    this.externalNames = Object.keys(spec.external).sort();
     this.meshPolicy = effectivePolicy(spec, undefined);
     for (const name of this.serviceNames) this.policies.set(name, effectivePolicy(spec, this.service(name)));
   }
@@ -171,6 +181,28 @@ class Context {
   localPort(service: string): number | null {
     const port = PROXY_PORTS.sidecarOutboundServices + this.serviceNames.indexOf(service);
     return port <= 65535 ? port : null;
+  }
+
+  /**
+   * The local TCP port of an external destination: after the services' ports, the same in every
+   * sidecar (null past 65535).
+   */
+  externalLocalPort(external: string): number | null {
+    const port =
+      PROXY_PORTS.sidecarOutboundServices + this.serviceNames.length + this.externalNames.indexOf(external);
+    return port <= 65535 ? port : null;
+  }
+
+  /** The mesh's services among a list of names (calls name services and external destinations). */
+  servicesOf(names: readonly string[]): string[] {
+    return names.filter((n) => this.spec.services[n] !== undefined);
+  }
+
+  /** The allow rules (spec locations) of an external destination that admit `caller`. */
+  externalAllowedBy(external: string, caller: string): string[] {
+    return this.spec.external[external]!.allow.flatMap((r, i) =>
+      r.from.includes(caller) ? [`external.${external}.allow[${i}]`] : [],
+    );
   }
 
   /** Does some allow rule of `callee` admit `caller`? */
@@ -314,7 +346,12 @@ function translateClusters(ctx: Context): Map<string, Cluster> {
 function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): SidecarRuntimeConfig[] {
   return ctx.serviceNames.map((name) => {
     const svc = ctx.service(name);
-    const callees = sortedUnique(svc.calls);
+    const callees = sortedUnique(ctx.servicesOf(svc.calls));
+    const externals = sortedUnique(
+      svc.calls.filter(
+        (c) => ctx.spec.external[c] !== undefined && ctx.externalAllowedBy(c, name).length > 0,
+      ),
+    );
     diagnoseCalls(ctx, name);
     const config: Omit<SidecarRuntimeConfig, "hash"> = {
       ...ctx.common(),
@@ -367,6 +404,16 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
               })),
           };
         }),
+        external: externals.map((e) => {
+          const x = ctx.spec.external[e]!;
+          return {
+            name: e,
+            host: canonicalHost(x.host),
+            port: x.port,
+            localPort: ctx.externalLocalPort(e),
+            connectTimeoutMs: parseDuration(x.connectTimeout ?? ctx.spec.mesh.defaults.connectTimeout),
+          };
+        }),
       },
     };
     return sealRuntimeConfig<SidecarRuntimeConfig>(config);
@@ -384,7 +431,48 @@ function diagnoseCalls(ctx: Context, caller: string): void {
         hint: `add "${caller}" to an allow rule of services.${callee}, or remove the call`,
       });
     }
+    if (ctx.spec.external[callee] && ctx.externalAllowedBy(callee, caller).length === 0) {
+      ctx.diagnose({
+        code: "W_SPEC_CALL_NOT_ALLOWED",
+        severity: "warning",
+        path: `services.${caller}.calls[${i}]`,
+        message: `"${caller}" declares a call to the external destination "${callee}", but no allow rule of it admits "${caller}": its sidecar refuses every such connection`,
+        hint: `add "${caller}" to an allow rule of external.${callee}, or remove the call`,
+      });
+    }
   });
+}
+
+/** The external destinations, sorted by name. */
+function translateExternals(ctx: Context): ExternalIR[] {
+  return ctx.externalNames.map((name) => {
+    const x = ctx.spec.external[name]!;
+    return { name, host: canonicalHost(x.host), port: x.port };
+  });
+}
+
+/** Edges to external destinations that are declared (calls) or allowed (the destination's allow rules). */
+function translateEgress(ctx: Context): EgressIR[] {
+  const out: EgressIR[] = [];
+  for (const from of ctx.serviceNames) {
+    const calls = ctx.service(from).calls;
+    for (const external of ctx.externalNames) {
+      const allowedBy = ctx.externalAllowedBy(external, from);
+      const declared = calls.includes(external);
+      if (!declared && allowedBy.length === 0) continue;
+      const x = ctx.spec.external[external]!;
+      out.push({
+        from,
+        external,
+        host: canonicalHost(x.host),
+        port: x.port,
+        declared,
+        allowed: allowedBy.length > 0,
+        allowedBy,
+      });
+    }
+  }
+  return out;
 }
 
 function translateGateway(ctx: Context, clusters: Map<string, Cluster>): GatewayRuntimeConfig | null {
@@ -892,7 +980,7 @@ function translateEdges(ctx: Context): EdgeIR[] {
   };
   for (const name of ctx.serviceNames) {
     const svc = ctx.service(name);
-    for (const callee of svc.calls) edge(name, callee).declared = true;
+    for (const callee of ctx.servicesOf(svc.calls)) edge(name, callee).declared = true;
     svc.allow.forEach((rule, i) => {
       for (const peer of rule.from) {
         const e = edge(peer, name);

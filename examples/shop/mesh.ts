@@ -121,6 +121,7 @@ export default defineMesh({
         "ghcr.io/acme/payments:5.0.1@sha256:3b1f8a3c2e6d4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90",
       port: 8443,
       replicas: 3,
+      calls: ["card-processor"],
       timeout: "4s",
       circuitBreaker: {
         consecutive5xx: 3,
@@ -226,6 +227,15 @@ export default defineMesh({
           paths: ["/shop.notifications.v1.Notifier/Send"],
         },
       ],
+    },
+  },
+  // Destinations outside the mesh, deny by default: payments' sidecar relays tunnels to the card
+  // processor (HTTPS_PROXY → CONNECT api.stripe.com:443, or its local port) and refuses any other.
+  external: {
+    "card-processor": {
+      host: "api.stripe.com",
+      port: 443,
+      allow: [{ from: ["payments"] }],
     },
   },
   gateway: {

@@ -175,6 +175,18 @@ export function sidecarLocalPortChanges(
   return portChanges(ports(current), ports(next));
 }
 
+/** The local ports of externals (`outbound.external[].localPort`) `next` adds, removes and moves, by name. */
+export function sidecarExternalPortChanges(
+  current: SidecarRuntimeConfig,
+  next: SidecarRuntimeConfig,
+): LocalPortChanges {
+  const ports = (c: SidecarRuntimeConfig) =>
+    new Map(
+      c.outbound.external.flatMap((e) => (e.localPort === null ? [] : ([[e.name, e.localPort]] as const))),
+    );
+  return portChanges(ports(current), ports(next));
+}
+
 /**
  * Throws E_RT_RELOAD_RESTART_REQUIRED naming the fields when `changed` is not empty; the reloader turns it
  * into a rejected reload (the previous config keeps serving).

@@ -517,6 +517,22 @@ export const SidecarRuntimeConfig = z.strictObject({
         routes: z.array(ServiceRoutePolicy),
       }),
     ),
+    /**
+     * Destinations outside the mesh this workload may reach (spec `external`, whose allow rules admit
+     * it and which it calls), sorted by name; every other destination outside the mesh is refused.
+     * Reached by `CONNECT <host>:<port>` on the proxy port (HTTPS_PROXY), or through `localPort`: a TCP
+     * port on 127.0.0.1 relayed to host:port, for clients that cannot use a proxy (databases).
+     */
+    external: z.array(
+      z.strictObject({
+        name: z.string(),
+        /** A lower-case DNS name, or an IPv4 / IPv6 address (no brackets). */
+        host: z.string().min(1),
+        port: port,
+        localPort: port.nullable(),
+        connectTimeoutMs: ms,
+      }),
+    ),
   }),
 });
 export type SidecarRuntimeConfig = z.infer<typeof SidecarRuntimeConfig>;

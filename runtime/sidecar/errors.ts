@@ -20,6 +20,10 @@ export const SidecarErrorCatalog = {
     400,
     "outbound: an https:// target; the app speaks plain HTTP to its sidecar, which originates mTLS",
   ],
+  egress_bad_authority: [
+    400,
+    "outbound: a CONNECT target that is not host:port (a DNS name, an IPv4 address or [an IPv6 address], port 1–65535)",
+  ],
   authz_denied: [
     403,
     "inbound: deny by default — no allow rule admits the peer, method and path (x-meshgate-denied says why)",
@@ -28,6 +32,10 @@ export const SidecarErrorCatalog = {
     403,
     "outbound: the destination is not a service this one declares in `calls` (fail closed)",
   ],
+  egress_denied: [
+    403,
+    "outbound: a CONNECT to a host and port no declared external destination names (deny by default; nothing is connected)",
+  ],
   request_timeout: [408, "the request head did not arrive within the service's header timeout"],
   body_too_large: [413, "inbound: the request body exceeds the service's limits.maxBodySize"],
   headers_too_large: [431, "the request head exceeds the service's limits.maxHeaderSize"],
@@ -35,6 +43,10 @@ export const SidecarErrorCatalog = {
   upstream_reset: [
     502,
     "the upstream (peer sidecar or app) closed or reset the connection before a complete response head",
+  ],
+  egress_connect_failed: [
+    502,
+    "outbound: the connection to a declared external destination failed (refused, unreachable, or its name did not resolve)",
   ],
   upstream_connect_failure: [
     503,
@@ -47,6 +59,10 @@ export const SidecarErrorCatalog = {
     "outbound: no valid identity is loaded (not yet, or expired), so no mTLS connection can be opened",
   ],
   upstream_timeout: [504, "the upstream did not answer within the route's timeout"],
+  egress_connect_timeout: [
+    504,
+    "outbound: no connection to a declared external destination within its connectTimeoutMs",
+  ],
   http_version_not_supported: [505, "a request line with an HTTP version other than 1.0 or 1.1"],
 } as const satisfies Record<string, readonly [number, string]>;
 

@@ -341,17 +341,21 @@ const LOCAL_FIRST_BYTES_MS = 30_000;
 /**
  * The app's side of the sidecar (the proxy port and the per-service ports, 127.0.0.1): HTTP/1.1, and
  * HTTP/2 cleartext with prior knowledge — what gRPC clients send to a plaintext address — told apart by
- * the connection preface on the first bytes, as the gateway's h2c listener does.
+ * the connection preface on the first bytes, as the gateway's h2c listener does. `onConnect` takes
+ * HTTP/1 `CONNECT` requests (the proxy port's egress tunnels).
  */
 export function createLocalListener(
   http1Options: http.ServerOptions,
   onRequest: (req: InboundRequest, res: InboundResponse) => void,
   onClientError: (err: Error & { code?: string }, socket: Socket) => void,
   onUpgrade?: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
+  onConnect?: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
 ): LocalListener {
   const h1 = http.createServer(http1Options, onRequest);
   h1.on("clientError", onClientError);
   if (onUpgrade) h1.on("upgrade", onUpgrade);
+  // Without a `connect` listener Node closes a CONNECT's connection without an answer.
+  if (onConnect) h1.on("connect", onConnect);
   const sessions = new Set<http2.ServerHttp2Session>();
   const h2 = http2.createServer({ settings: { enablePush: false }, maxSessionMemory: 16 }, onRequest);
   trackSessions(h2, sessions);

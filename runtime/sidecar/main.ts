@@ -42,6 +42,9 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
       ...Object.entries(p.services).map(
         ([s, port]) => `sidecar ${config.name} to ${s} http://127.0.0.1:${port}`,
       ),
+      ...Object.entries(p.external).map(
+        ([e, port]) => `sidecar ${config.name} to external ${e} tcp://127.0.0.1:${port}`,
+      ),
       `admin http://127.0.0.1:${p.admin}`,
       "",
     ].join("\n"),

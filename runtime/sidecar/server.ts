@@ -11,6 +11,9 @@
  *   request to a declared service (decideOutbound), forwarded with the cluster's load balancing, per-try
  *   and total timeouts, safe retries within the budget and outlier ejection (forward()), over mTLS with
  *   this workload's SVID to a server that must prove the destination's SPIFFE ID.
+ * - **Egress** (egress.ts): `CONNECT host:port` on the proxy port and a TCP port per external with a
+ *   `localPort` tunnel to the destinations outside the mesh the config declares (`outbound.external`),
+ *   and to nothing else (deny by default).
  * - **Admin** (`admin.port`): /live, /ready (a valid identity is loaded and not draining), /metrics,
  *   /config (redacted), POST /reload.
  *
@@ -36,6 +39,7 @@ import {
   refuseRestartFields,
   restartFields,
   sidecarListenerChanges,
+  sidecarExternalPortChanges,
   sidecarLocalPortChanges,
   type LocalPortChanges,
   type PortChanges,
@@ -73,6 +77,13 @@ import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
+import {
+  compileExternals,
+  Egress,
+  type CompiledExternals,
+  type EgressScope,
+  type ExternalListener,
+} from "./egress.ts";
 import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
 import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
@@ -94,8 +105,17 @@ export interface SidecarOptions {
   configPath?: string;
   /** Address of the inbound and admin listeners; default "0.0.0.0". Outbound ports bind 127.0.0.1 only. */
   host?: string;
-  /** Port overrides (0 = any free port). `services`: per-service local ports by service name. */
-  ports?: { inbound?: number; outbound?: number; admin?: number; services?: Record<string, number> };
+  /**
+   * Port overrides (0 = any free port). `services`: per-service local ports by service name; `external`:
+   * the local ports of externals by name.
+   */
+  ports?: {
+    inbound?: number;
+    outbound?: number;
+    admin?: number;
+    services?: Record<string, number>;
+    external?: Record<string, number>;
+  };
   logger?: Logger;
   /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
   accessLogger?: Logger;
@@ -110,7 +130,14 @@ export interface SidecarOptions {
 export type { ReloadResult } from "../contract/reload.ts";
 
 export interface SidecarHandle {
-  readonly ports: { inbound: number; outbound: number; admin: number; services: Record<string, number> };
+  readonly ports: {
+    inbound: number;
+    outbound: number;
+    admin: number;
+    services: Record<string, number>;
+    /** The local ports of externals, by name. */
+    external: Record<string, number>;
+  };
   readonly metrics: MetricsRegistry;
   /** A valid identity is loaded and the sidecar is not draining. */
   ready(): boolean;
@@ -150,6 +177,8 @@ interface State {
   /** The local app. */
   readonly app: UpstreamCluster;
   readonly tracer: Tracer;
+  /** Destinations outside the mesh (`outbound.external`), as egress tunnels are opened under. */
+  readonly egress: EgressScope;
 }
 
 /** What the inbound side learned about a verified peer, kept on its TLS socket. */
@@ -323,6 +352,28 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "proxy",
     "reason",
   ]);
+  const egress = new Egress({
+    log,
+    accessLog,
+    metrics: {
+      connections: metrics.counter(
+        "egress_connections_total",
+        "Connections to destinations outside the mesh (CONNECT tunnels and external local ports), by external and outcome (opened, failed).",
+        ["proxy", "external", "outcome"],
+      ),
+      bytes: metrics.counter(
+        "egress_bytes_total",
+        "Bytes relayed to and from destinations outside the mesh, by external and direction (sent: app to external; received).",
+        ["proxy", "external", "direction"],
+      ),
+      active: metrics.gauge(
+        "egress_tunnels_active",
+        "Tunnels to destinations outside the mesh open now, by external.",
+        ["proxy", "external"],
+      ),
+    },
+    countError: (code) => mErrors.labels("sidecar", "outbound", code).inc(),
+  });
 
   /** Request metric children by direction, peer label and mtls, looked up once. */
   const perPeer = new Map<string, { requests: (CounterChild | undefined)[]; duration: HistogramChild }>();
@@ -421,7 +472,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("sidecar", reason).inc(n),
     });
-    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer };
+    const egressScope: EgressScope = {
+      externals: compileExternals(config.outbound.external),
+      service: config.name,
+      accessLog: config.telemetry.accessLog.enabled,
+    };
+    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer, egress: egressScope };
   }
 
   let state = await buildState(options.config);
@@ -929,6 +985,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     );
   }
 
+  // ── egress ──
+  /** A CONNECT on the proxy port: a tunnel to a declared external, or a refusal (egress.ts). */
+  function onOutboundConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (draining) return void socket.destroy();
+    egress.connect(state.egress, req.url ?? "", req.httpVersionMajor, socket, head);
+  }
+
   function setTraceHeaders(headers: Record<string, string | string[]>, span: SpanLike): void {
     const traceparent = span.traceparent();
     if (traceparent === undefined) return;
@@ -999,12 +1062,17 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       socket.destroy();
       return;
     }
+    const raw = (err as { rawPacket?: Buffer }).rawPacket;
     const [status, code]: [number, SidecarErrorCode] =
       err.code === "HPE_HEADER_OVERFLOW"
         ? [431, "headers_too_large"]
         : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
           ? [408, "request_timeout"]
-          : [400, "bad_request_target"];
+          : err.code === "HPE_INVALID_URL" &&
+              direction === "outbound" &&
+              raw?.subarray(0, 8).toString("latin1") === "CONNECT "
+            ? [400, "egress_bad_authority"] // a target even Node's parser refuses (`h:1#x`)
+            : [400, "bad_request_target"];
     mErrors.labels("sidecar", direction, code).inc();
     if (socket.writable && !socket.destroyed) {
       const body = JSON.stringify({ error: { code, message: http.STATUS_CODES[status] ?? "Bad Request" } });
@@ -1063,6 +1131,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     outbound: 0,
     admin: 0,
     services: {} as Record<string, number>,
+    external: {} as Record<string, number>,
   };
   const outboundClientError = (err: Error & { code?: string }, socket: Socket) =>
     onClientError("outbound", err, socket);
@@ -1072,6 +1141,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       (req, res) => onOutbound(req, res, null),
       outboundClientError,
       (req, socket, head) => onOutboundUpgrade(req, socket, head, null),
+      onOutboundConnect,
     );
   let outboundServer = createOutbound();
   ports.outbound = await listen(
@@ -1187,6 +1257,38 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (added.length + removed.length + moved.length > 0)
       log.info({ event: "local_ports_changed", added, removed, moved, services: servicePorts });
   };
+  // The local ports of externals, the same way: bound before a reload is accepted, removed and moved-away
+  // ones closed once it serves (their tunnels go on while the external is still declared, up to the drain
+  // timeout; a reload that drops the external closes them at once: egress.reconcile).
+  const externalServers = new Map<string, ExternalListener>();
+  const retiredExternal = new Set<ExternalListener>();
+  const externalPorts = ports.external;
+  const openExternal = (name: string, port: number): Promise<ExternalListener> =>
+    egress.listen(name, port, () => (draining ? null : state.egress));
+  for (const e of options.config.outbound.external) {
+    const port = options.ports?.external?.[e.name] ?? e.localPort;
+    if (port === null || port === undefined) continue;
+    const server = await openExternal(e.name, port);
+    externalPorts[e.name] = (server.server.address() as AddressInfo).port;
+    externalServers.set(e.name, server);
+  }
+  type ExternalSwap = PreparedSwap<ExternalListener, LocalPortChanges>;
+  /** Binds the external local ports `next` adds and moves; a port that cannot be bound refuses it. */
+  const openChangedExternal = (next: SidecarRuntimeConfig): Promise<ExternalSwap> =>
+    openChanged(
+      sidecarExternalPortChanges(state.config, next),
+      (name) => openExternal(name, next.outbound.external.find((x) => x.name === name)!.localPort!),
+      (name) => `outbound.external.${name}.localPort`,
+    );
+  const swapExternal = (swap: ExternalSwap, externals: CompiledExternals) => {
+    // Tunnels to externals the new config no longer declares (or moved to another host or port) end now.
+    const cut = egress.reconcile(externals);
+    swapListeners(externalServers, externalPorts, retiredExternal, swap.retire, swap.opened, drainTimeoutMs);
+    const { added, removed, moved } = swap.changes;
+    if (added.length + removed.length + moved.length > 0)
+      log.info({ event: "external_ports_changed", added, removed, moved, external: externalPorts });
+    if (cut.length > 0) log.info({ event: "egress_tunnels_closed", reason: "reload", external: cut });
+  };
 
   // ── admin ──
   const admin = createAdminServer({
@@ -1202,6 +1304,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     inbound: ports.inbound,
     outbound: ports.outbound,
     services: servicePorts,
+    external: externalPorts,
     admin: ports.admin,
     mtls: options.config.mtls,
     ready: identity.ready(),
@@ -1215,7 +1318,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     built.app.close();
     void built.tracer.shutdown(2000);
   };
-  const reload = createReloader<SidecarRuntimeConfig, { state: State; locals: LocalSwap; main: MainSwap }>({
+  interface Built {
+    state: State;
+    locals: LocalSwap;
+    external: ExternalSwap;
+    main: MainSwap;
+  }
+  const reload = createReloader<SidecarRuntimeConfig, Built>({
     proxy: "sidecar",
     ...(options.configPath ? { configPath: options.configPath } : {}),
     metrics: lifecycle,
@@ -1230,16 +1339,19 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     build: async (next) => {
       const built = await buildState(next);
       let locals: LocalSwap | null = null;
+      let external: ExternalSwap | null = null;
       try {
         locals = await openChangedLocals(next);
-        return { state: built, locals, main: await prepareMain(next) };
+        external = await openChangedExternal(next);
+        return { state: built, locals, external, main: await prepareMain(next) };
       } catch (err) {
         discardState(built);
         for (const l of locals?.opened.values() ?? []) closeUnused(l);
+        for (const l of external?.opened.values() ?? []) closeUnused(l);
         throw err;
       }
     },
-    commit: async (next, { state: built, locals, main }) => {
+    commit: async (next, { state: built, locals, external, main }) => {
       const previous = state;
       if (identityChanged(previous.config, next)) {
         // New identity files or another identity: a new source; the old one serves until the new one loads.
@@ -1254,6 +1366,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapMain(main);
       swapLocals(locals);
+      swapExternal(external, built.egress.externals);
       for (const c of previous.clusters.values()) c.close();
       previous.app.close();
       void previous.tracer.shutdown(2000);
@@ -1263,6 +1376,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     discard: (built) => {
       discardState(built.state);
       for (const l of built.locals.opened.values()) closeUnused(l);
+      for (const l of built.external.opened.values()) closeUnused(l);
       discardMain(built.main);
     },
   });
@@ -1272,7 +1386,10 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     draining = true;
     log.info({ event: "draining", inFlight });
     const locals = [outboundServer, ...serviceServers.values()];
+    const externalLocals = [...externalServers.values(), ...retiredExternal];
     const deadline = Date.now() + drainTimeoutMs;
+    // External local ports stop accepting with the rest; their tunnels end with the WebSocket tunnels.
+    for (const l of externalServers.values()) l.server.close();
     await retireForDrain([inbound!, ...locals], [...retiredLocals, ...retiredMain], drainTimeoutMs);
     if (inFlight > 0) {
       await Promise.race([
@@ -1283,6 +1400,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     inbound!.closeAll();
     for (const l of [...locals, ...retiredLocals, ...retiredMain]) l.closeAll();
     for (const t of tunnels) t.destroy();
+    egress.closeAll("drained");
+    for (const l of externalLocals) l.closeAll();
     admin.close();
     admin.closeAllConnections();
     identity.close();

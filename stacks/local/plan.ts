@@ -236,9 +236,15 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       local: {},
     });
   }
-  for (const s of services)
-    for (const callee of sidecarOf.get(s.name)!.outbound.services.map((x) => x.service))
+  // One local port per callee and per external destination (their names never clash: the spec checks).
+  for (const s of services) {
+    const outbound = sidecarOf.get(s.name)!.outbound;
+    for (const callee of [
+      ...outbound.services.map((x) => x.service),
+      ...outbound.external.map((x) => x.name),
+    ])
       ports.get(s.name)!.local[callee] = take(sticky?.services.get(s.name)?.local[callee]);
+  }
   // Every port the plan keeps lies at or below the running plan's highest, which `next` starts above.
   const last = next - 1;
   if (last > 65535)
@@ -325,6 +331,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       outbound: {
         port: p.outbound,
         services: rest.outbound.services.map((x) => ({ ...x, localPort: p.local[x.service]! })),
+        external: rest.outbound.external.map((x) => ({ ...x, localPort: p.local[x.name]! })),
       },
     });
     const sidecarFile = join(runDir, "sidecars", `${s.name}.json`);
@@ -359,7 +366,11 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       MESHGATE_SERVICE: s.name,
       MESHGATE_OUTBOUND_URL: loop(p.outbound),
       ...Object.fromEntries(
-        Object.entries(p.local).map(([c, port]) => [`MESHGATE_CALL_${envName(c)}_URL`, loop(port)]),
+        Object.entries(p.local).map(([c, port]) =>
+          spec.external[c] === undefined
+            ? [`MESHGATE_CALL_${envName(c)}_URL`, loop(port)]
+            : [`MESHGATE_EXTERNAL_${envName(c)}_ADDR`, `127.0.0.1:${port}`],
+        ),
       ),
       ...(s.local?.env ?? {}),
     };
@@ -594,7 +605,7 @@ function demoConfig(spec: MeshSpec, name: string, p: ServicePorts, outbound: str
   const paths = new Set<string>();
   for (const r of svc.allow) for (const path of r.paths ?? []) paths.add(path);
   for (const r of svc.routes ?? []) paths.add(r.match.path);
-  const calls = [...new Set(svc.calls)].sort().map((callee) => {
+  const calls = [...new Set(svc.calls.filter((c) => spec.services[c] !== undefined))].sort().map((callee) => {
     const rules = spec.services[callee]?.allow.filter((r) => r.from.includes(name)) ?? [];
     const pick =
       rules.find((r) => (r.methods ?? []).includes("GET")) ??

@@ -12,7 +12,10 @@ import { synthesize, type ChartOptions, type KubeObject } from "../../components
 import type { TranslateResult } from "../../components/translate/ir.ts";
 import { networkEdges } from "../../policies/network.ts";
 import { allowedConnections, cluster, probePorts, selectorMatches, type Pod } from "./netpol.ts";
-import { generatedResult, shopResult } from "./support.ts";
+import { generatedResult, ROOT, shopResult } from "./support.ts";
+import { join } from "node:path";
+import { loadSpecFile } from "../../components/spec/load.ts";
+import { translate } from "../../components/translate/translate.ts";
 
 const ADMIN = { gateway: 9901, sidecar: 15000 };
 const INBOUND = 15006;
@@ -75,6 +78,12 @@ function expected(result: TranslateResult, mode: "bundled" | "operator", obsNs: 
       out.add(`${ns}/gateway -> ${inCluster ? `${inCluster[1]}/foreign` : "external"}:${port}/TCP`);
     }
   }
+  // The destinations outside the mesh a sidecar relays to (declared and allowed): an address or a name
+  // outside the cluster → "external"; a cluster Service name → that namespace's pods.
+  for (const e of infra.egress.filter((x) => x.declared && x.allowed)) {
+    const inCluster = /^[^.]+\.([^.]+)\.svc\.cluster\.local$/.exec(e.host);
+    out.add(`${ns}/${e.from} -> ${inCluster ? `${inCluster[1]}/foreign` : "external"}:${e.port}/TCP`);
+  }
   return out;
 }
 
@@ -103,6 +112,15 @@ describe("NetworkPolicies derived from the authorization rules", () => {
   const cases: { name: string; result: () => Promise<TranslateResult>; opts: ChartOptions }[] = [
     { name: "shop_bundled", result: shopResult, opts: {} },
     { name: "shop_operator", result: shopResult, opts: { observability: "operator" } },
+    {
+      name: "external_destinations",
+      result: async () => {
+        const loaded = await loadSpecFile(join(ROOT, "test/translate/testdata/external.in.yaml"));
+        if (!loaded.ok) throw new Error(loaded.errors.map((e) => e.message).join("; "));
+        return translate(loaded.spec);
+      },
+      opts: {},
+    },
     {
       name: "generated_40_services",
       result: async () => generatedResult({ services: 40, routes: 60, seed: 7 }),

@@ -166,7 +166,7 @@ describe("the metric naming rules", () => {
       if (m.type === "counter" && !m.name.endsWith("_total")) breaks.push("a counter without _total");
       if (m.type !== "counter" && m.name.endsWith("_total")) breaks.push("_total on a non-counter");
       if (m.unit === "seconds" && !/_seconds(_total)?$/.test(m.name)) breaks.push("seconds without _seconds");
-      if (m.unit === "bytes" && !m.name.endsWith("_bytes")) breaks.push("bytes without _bytes");
+      if (m.unit === "bytes" && !/_bytes(_total)?$/.test(m.name)) breaks.push("bytes without _bytes");
       if (m.unit === "info" && !m.name.endsWith("_info")) breaks.push("an info metric without _info");
       if (/_(ms|milliseconds|kb|mb)(_|$)/.test(m.name)) breaks.push("a non-base unit");
       if (m.name.startsWith(`${METRIC_PREFIX}process_`))

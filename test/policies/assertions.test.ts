@@ -463,6 +463,44 @@ describe("meshgate verify and explain", () => {
     expect(chaos.stdout).toContain("ALLOW via route products-chaos → catalog-v2");
   });
 
+  it("explains_a_tunnel_to_an_external_destination", async () => {
+    const r = await meshgate([
+      "explain",
+      "examples/shop/mesh.yaml",
+      "--from",
+      "payments",
+      "--to",
+      "card-processor",
+      "--method",
+      "POST",
+      "--path",
+      "/v1/charges",
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      "✓ outbound        payments (sidecar) [external.card-processor.allow[0]]: card-processor is a declared call",
+    );
+    expect(r.stdout).toContain("ALLOW → card-processor (external.card-processor.allow[0])");
+    const denied = await meshgate([
+      "explain",
+      "examples/shop/mesh.yaml",
+      "--from",
+      "orders",
+      "--to",
+      "card-processor",
+      "--path",
+      "/",
+      "--format",
+      "json",
+    ]);
+    expect(JSON.parse(denied.stdout)).toMatchObject({
+      verdict: "deny",
+      layer: "outbound",
+      status: 403,
+      code: "egress_denied",
+    });
+  });
+
   it.each([
     ["exits_2_without_a_path", ["--from", "internet"], "missing --path"],
     [

@@ -169,6 +169,27 @@ describe("meshgate diff", () => {
     ]);
   });
 
+  it("exits_1_with_fail_on_widen_when_an_external_destination_moves_to_another_host", async () => {
+    const raw = shopRaw();
+    raw.external["card-processor"].host = "api.evil.example";
+    const moved = join(dir, "card-processor-moved.yaml");
+    await writeFile(moved, stringify(raw));
+    const r = await meshgate(["diff", SHOP_REL, moved, "--fail-on", "widen", "--format", "json"]);
+    expect(r.code).toBe(1);
+    const d = JSON.parse(r.stdout);
+    expect(d.widened).toEqual([
+      expect.objectContaining({
+        from: "payments",
+        to: ["card-processor"],
+        grants: "TCP api.evil.example:443",
+        egress: true,
+      }),
+    ]);
+    expect(d.externals.changed).toEqual([
+      { name: "card-processor", before: "api.stripe.com:443", after: "api.evil.example:443" },
+    ]);
+  });
+
   it("exits_0_with_fail_on_widen_when_access_only_narrowed", async () => {
     const r = await meshgate([
       "diff",

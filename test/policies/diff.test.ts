@@ -338,3 +338,210 @@ describe("semantic diff", () => {
     );
   });
 });
+
+describe("semantic diff outside the mesh", () => {
+  /** The diff between the shop changed by `base` and by `head`, with its markdown. */
+  function between(base: (raw: Raw) => void, head: (raw: Raw) => void) {
+    const [rb, rh] = [shopRaw(), shopRaw()];
+    base(rb);
+    head(rh);
+    const [ib, ih] = [inputOf(rb), inputOf(rh)];
+    const d = semanticDiff(ib, ih);
+    const md = renderDiffMarkdown(d, { base: staticReachability(ib), head: staticReachability(ih) });
+    return { d, md, mermaid: md.slice(md.indexOf("```mermaid"), md.lastIndexOf("```")) };
+  }
+  const unchanged = () => {};
+  const egress = (from: string, to: string, destination: string) => ({ from, to, destination });
+  const ledger = (r: Raw) => {
+    r.external.ledger = { host: "10.0.0.9", port: 5432, allow: [{ from: ["orders"] }] };
+    r.services.orders.calls.push("ledger");
+  };
+
+  it("reports_a_new_external_destination_and_its_caller_as_egress_widened", () => {
+    const { d, md } = between(unchanged, ledger);
+    expect(d.externals).toEqual({
+      added: [{ name: "ledger", host: "10.0.0.9", port: 5432, destination: "10.0.0.9:5432" }],
+      removed: [],
+      changed: [],
+    });
+    expect(d.egress.added).toEqual([egress("orders", "ledger", "10.0.0.9:5432")]);
+    expect(d.widened).toEqual([
+      {
+        from: "orders",
+        to: ["ledger"],
+        via: null,
+        principal: null,
+        grants: "TCP 10.0.0.9:5432",
+        reason: "new egress (external.ledger.allow[0])",
+        egress: true,
+      },
+    ]);
+    // An external destination is no mesh edge and no service call.
+    expect([d.edges.added, d.edges.callsAdded, d.narrowed]).toEqual([[], [], []]);
+    expect(md).toContain("· egress: 1 added, 0 removed ·");
+    expect(md).toContain(
+      "| `orders` | `ledger` | TCP 10.0.0.9:5432 | egress | new egress (external.ledger.allow[0]) |",
+    );
+    expect(md).toContain("- external destinations added: `ledger` (10.0.0.9:5432)");
+    expect(md).toContain("- egress added (the sidecar relays it): `orders → ledger` (10.0.0.9:5432)");
+  });
+
+  it("reports_a_removed_external_destination_as_egress_narrowed", () => {
+    const { d, md } = between(unchanged, (r) => {
+      delete r.external["card-processor"];
+      r.services.payments.calls = [];
+    });
+    expect(d.externals.removed.map((x) => x.destination)).toEqual(["api.stripe.com:443"]);
+    expect(d.egress.removed).toEqual([egress("payments", "card-processor", "api.stripe.com:443")]);
+    expect(d.narrowed).toEqual([
+      expect.objectContaining({
+        from: "payments",
+        to: ["card-processor"],
+        reason: "egress removed",
+        egress: true,
+      }),
+    ]);
+    expect([d.widened, d.edges.removed, d.edges.callsRemoved]).toEqual([[], [], []]);
+    expect(md).toContain("- external destinations removed: `card-processor` (api.stripe.com:443)");
+  });
+
+  it.each<[string, (r: Raw) => void, string]>([
+    [
+      "reports_an_external_destination_moved_to_another_host_as_widened_for_its_caller",
+      (r) => (r.external["card-processor"].host = "api.evil.example"),
+      "api.evil.example:443",
+    ],
+    [
+      "reports_an_external_destination_moved_to_another_port_as_widened_for_its_caller",
+      (r) => (r.external["card-processor"].port = 8443),
+      "api.stripe.com:8443",
+    ],
+    [
+      "reports_an_external_destination_moved_to_an_ip_address_in_brackets_when_ipv6",
+      (r) => (r.external["card-processor"].host = "2001:db8::7"),
+      "[2001:db8::7]:443",
+    ],
+  ])("%s", (_claim, move, after) => {
+    const { d, md, mermaid } = between(unchanged, move);
+    expect(d.externals.changed).toEqual([{ name: "card-processor", before: "api.stripe.com:443", after }]);
+    expect(d.widened).toEqual([
+      {
+        from: "payments",
+        to: ["card-processor"],
+        via: null,
+        principal: null,
+        grants: `TCP ${after}`,
+        reason: `destination changed: api.stripe.com:443 → ${after}`,
+        egress: true,
+      },
+    ]);
+    expect(d.narrowed).toEqual([
+      expect.objectContaining({
+        grants: "TCP api.stripe.com:443",
+        reason: `destination changed: api.stripe.com:443 → ${after}`,
+      }),
+    ]);
+    // The same caller relays to the same name: no egress edge added or removed, the move is the change.
+    expect([d.egress.added, d.egress.removed]).toEqual([[], []]);
+    expect(md).toContain(`- external destinations moved: \`card-processor\` api.stripe.com:443 → ${after}`);
+    expect(mermaid).toContain(`ext_card_processor[/"card-processor<br/>api.stripe.com:443 → ${after}"/]`);
+    const edges = mermaid.split("\n").filter((l) => / (-->|==>|-\.->)/.test(l));
+    const i = edges.indexOf("  n_payments ==>|widened| ext_card_processor");
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(mermaid).toContain(`linkStyle ${i} stroke:#ff7f0e,stroke-width:3px`);
+  });
+
+  it("reports_a_caller_newly_allowed_to_a_destination_it_calls_as_widened_and_its_denial_resolved", () => {
+    const calls = (r: Raw) => (r.services.users.calls = ["card-processor"]);
+    const { d, mermaid } = between(calls, (r) => {
+      calls(r);
+      r.external["card-processor"].allow.push({ from: ["users"] });
+    });
+    expect(d.egress).toEqual({
+      added: [egress("users", "card-processor", "api.stripe.com:443")],
+      removed: [],
+      deniedAdded: [],
+      deniedRemoved: [egress("users", "card-processor", "api.stripe.com:443")],
+    });
+    expect(d.widened).toEqual([
+      expect.objectContaining({
+        from: "users",
+        to: ["card-processor"],
+        reason: "new egress (external.card-processor.allow[1])",
+      }),
+    ]);
+    expect(d.violations.resolved.map((v) => `${v.code} ${v.path}`)).toEqual([
+      "E_POLICY_CALL_DENIED services.users.calls[0]",
+    ]);
+    expect(mermaid).toContain("  n_users ==>|added| ext_card_processor");
+  });
+
+  it("reports_a_caller_removed_from_the_allow_rules_as_narrowed_and_its_call_as_denied", () => {
+    const { d, md, mermaid } = between(unchanged, (r) => (r.external["card-processor"].allow = []));
+    expect(d.egress).toEqual({
+      added: [],
+      removed: [egress("payments", "card-processor", "api.stripe.com:443")],
+      deniedAdded: [egress("payments", "card-processor", "api.stripe.com:443")],
+      deniedRemoved: [],
+    });
+    expect(d.narrowed.map((n) => `${n.from}->${n.to.join()} ${n.reason}`)).toEqual([
+      "payments->card-processor egress removed",
+    ]);
+    expect(d.widened).toEqual([]);
+    expect(d.violations.added.map((v) => `${v.code} ${v.path}`)).toEqual([
+      "E_POLICY_CALL_DENIED services.payments.calls[0]",
+    ]);
+    expect(md).toContain(
+      "- declared egress calls denied (no allow rule names the caller): `payments → card-processor` (api.stripe.com:443)",
+    );
+    const edges = mermaid.split("\n").filter((l) => / (-->|==>|-\.->)/.test(l));
+    const i = edges.indexOf("  n_payments -.->|declared, denied| ext_card_processor");
+    expect(i).toBeGreaterThanOrEqual(0);
+    expect(mermaid).toContain(`linkStyle ${i} stroke:#d62728,stroke-width:1px`);
+  });
+
+  it("reports_a_new_call_no_allow_rule_admits_as_denied_not_widened", () => {
+    const { d } = between(unchanged, (r) => (r.services.users.calls = ["card-processor"]));
+    expect(d.egress.deniedAdded).toEqual([egress("users", "card-processor", "api.stripe.com:443")]);
+    expect([d.widened, d.egress.added]).toEqual([[], []]);
+    expect(d.violations.added.map((v) => v.code)).toEqual(["E_POLICY_CALL_DENIED"]);
+  });
+
+  it("reports_an_allow_rule_without_a_call_as_no_access_but_a_new_violation", () => {
+    const { d } = between(unchanged, (r) => r.external["card-processor"].allow[0].from.push("users"));
+    expect([d.widened, d.narrowed, d.egress.added, d.egress.deniedAdded]).toEqual([[], [], [], []]);
+    expect(d.violations.added.map((v) => `${v.code} ${v.path}`)).toEqual([
+      "E_POLICY_ALLOW_WITHOUT_CALL external.card-processor.allow[0].from[1]",
+    ]);
+  });
+
+  it("reports_a_renamed_external_destination_as_no_access_change", () => {
+    const { d } = between(unchanged, (r) => {
+      r.external.stripe = r.external["card-processor"];
+      delete r.external["card-processor"];
+      r.services.payments.calls = ["stripe"];
+    });
+    expect(d.externals.added.map((x) => x.name)).toEqual(["stripe"]);
+    expect(d.externals.removed.map((x) => x.name)).toEqual(["card-processor"]);
+    expect(d.egress.added).toEqual([egress("payments", "stripe", "api.stripe.com:443")]);
+    expect(d.egress.removed).toEqual([egress("payments", "card-processor", "api.stripe.com:443")]);
+    expect([d.widened, d.narrowed]).toEqual([[], []]);
+  });
+
+  it("reports_nothing_outside_the_mesh_for_the_same_spec_and_leaves_egress_out_of_meshes_without_externals", () => {
+    const { d, md } = between(unchanged, unchanged);
+    expect(d.externals).toEqual({ added: [], removed: [], changed: [] });
+    expect(d.egress).toEqual({ added: [], removed: [], deniedAdded: [], deniedRemoved: [] });
+    expect(md).toContain("No change in who can reach what");
+    const none = (r: Raw) => {
+      delete r.external;
+      r.services.payments.calls = [];
+    };
+    const without = between(none, (r) => {
+      none(r);
+      r.services.payments.timeout = "5s";
+    });
+    expect(without.md).not.toContain("egress:");
+    expect(without.mermaid).not.toContain("ext_");
+  });
+});

@@ -10,9 +10,17 @@ import { runGuardrails, type PolicyInput } from "../../policies/run.ts";
 import { plaintextStatic } from "../../testing/static.ts";
 import { inputOf, miniRaw } from "./support.ts";
 
+/** The mini spec where web calls an external destination that admits it. */
+function egressRaw() {
+  const raw = miniRaw();
+  raw.services.web.calls.push("billing");
+  raw.external = { billing: { host: "billing.example", port: 443, allow: [{ from: ["web"] }] } };
+  return raw;
+}
+
 /** The mini spec's input with its IR and RuntimeConfigs changed by `edit` (the model rebuilt on them). */
-function edited(edit: (infra: InfraIR, runtime: RuntimeConfigs) => void): PolicyInput {
-  const base = inputOf(miniRaw());
+function edited(edit: (infra: InfraIR, runtime: RuntimeConfigs) => void, raw = miniRaw()): PolicyInput {
+  const base = inputOf(raw);
   const infra = structuredClone(base.infra);
   const runtime = structuredClone(base.runtime);
   edit(infra, runtime);
@@ -98,5 +106,51 @@ describe("IR integrity", () => {
     ],
   ])("%s", (_claim, edit, expected) => {
     expect(codes(edited(edit))).toContain(expected);
+  });
+
+  it("accepts_the_ir_translate_produces_for_an_external_destination", () => {
+    expect(codes(inputOf(egressRaw()))).toEqual([]);
+  });
+
+  it.each<[string, (infra: InfraIR, runtime: RuntimeConfigs) => void, string]>([
+    [
+      "refuses_a_sidecar_relaying_to_a_destination_the_ir_does_not_define",
+      (infra) => {
+        infra.externals = [];
+        infra.egress = [];
+      },
+      "E_POLICY_DANGLING_REFERENCE services.web.calls",
+    ],
+    [
+      "refuses_a_sidecar_relaying_to_another_host_than_the_irs_destination",
+      (_i, rt) => {
+        rt.sidecars.find((s) => s.name === "web")!.outbound.external[0]!.host = "billing.evil.example";
+      },
+      "E_POLICY_DANGLING_REFERENCE external.billing",
+    ],
+    [
+      "refuses_a_sidecar_relaying_an_edge_the_ir_does_not_allow",
+      (infra) => {
+        infra.egress[0]!.allowed = false;
+        infra.egress[0]!.allowedBy = [];
+      },
+      "E_POLICY_DANGLING_REFERENCE external.billing.allow",
+    ],
+    [
+      "refuses_an_allowed_declared_edge_the_sidecar_does_not_relay",
+      (_i, rt) => {
+        rt.sidecars.find((s) => s.name === "web")!.outbound.external = [];
+      },
+      "E_POLICY_DANGLING_REFERENCE external.billing.allow[0]",
+    ],
+    [
+      "refuses_an_egress_edge_from_no_workload",
+      (infra) => {
+        infra.egress.push({ ...infra.egress[0]!, from: "ghost", allowedBy: [] });
+      },
+      "E_POLICY_DANGLING_REFERENCE external.billing",
+    ],
+  ])("%s", (_claim, edit, expected) => {
+    expect(codes(edited(edit, egressRaw()))).toContain(expected);
   });
 });

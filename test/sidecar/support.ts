@@ -139,6 +139,10 @@ export async function startTestSidecar(
       outbound: 0,
       admin: 0,
       services: Object.fromEntries(config.outbound.services.map((s) => [s.service, 0])),
+      // Externals with a local port get a free one (those without keep none).
+      external: Object.fromEntries(
+        config.outbound.external.filter((e) => e.localPort !== null).map((e) => [e.name, 0]),
+      ),
     },
     logger: pino({ base: { proxy: "sidecar", name: config.name } }, sink),
     identityPollMs: 200,

@@ -33,6 +33,7 @@ const BASE = {
     payments: {
       image: "ghcr.io/acme/payments:5.0.1",
       port: 8443,
+      calls: ["card-processor"],
       allow: [{ from: ["orders"], methods: ["POST"], paths: ["/payments"] }],
     },
     users: {
@@ -40,6 +41,9 @@ const BASE = {
       port: 8080,
       allow: [{ from: ["gateway"], methods: ["GET"], paths: ["/me"] }],
     },
+  },
+  external: {
+    "card-processor": { host: "api.stripe.com", port: 443, allow: [{ from: ["payments"] }] },
   },
   gateway: {
     hosts: ["api.base.example"],
@@ -582,6 +586,96 @@ const ROWS: Row[] = [
     mutate: (s) => (s.services.payments.allow[0].from = ["orders", "payments"]),
     code: "E_SPEC_SELF_REFERENCE",
     path: "services.payments.allow[0].from[1]",
+  },
+
+  // ── external destinations ──
+  {
+    claim: "rejects_external_destination_named_like_a_service",
+    mutate: (s) => (s.external.orders = { host: "orders.example.com", port: 443 }),
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "external.orders",
+  },
+  {
+    claim: "rejects_external_destination_with_a_reserved_name",
+    mutate: (s) => (s.external.internet = { host: "example.com", port: 443 }),
+    code: "E_SPEC_RESERVED_NAME",
+    path: "external.internet",
+  },
+  {
+    claim: "rejects_external_destination_without_a_port",
+    mutate: (s) => delete s.external["card-processor"].port,
+    code: "E_SPEC_MISSING_FIELD",
+    path: "external.card-processor.port",
+  },
+  {
+    claim: "rejects_external_destination_with_an_unknown_field",
+    mutate: (s) => (s.external["card-processor"].hosts = ["api.stripe.com"]),
+    code: "E_SPEC_UNKNOWN_KEY",
+    path: "external.card-processor.hosts",
+    message: 'did you mean "host"',
+  },
+  {
+    claim: "rejects_wildcard_external_host",
+    mutate: (s) => (s.external["card-processor"].host = "*.stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "wildcard",
+  },
+  {
+    claim: "rejects_upper_case_external_host",
+    mutate: (s) => (s.external["card-processor"].host = "API.stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "upper-case",
+  },
+  {
+    claim: "rejects_url_as_external_host",
+    mutate: (s) => (s.external["card-processor"].host = "https://api.stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+  },
+  {
+    claim: "rejects_bracketed_ipv6_external_host",
+    mutate: (s) => (s.external["card-processor"].host = "[2001:db8::1]"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "without them",
+  },
+  {
+    claim: "rejects_two_external_destinations_for_one_host_and_port",
+    mutate: (s) => (s.external.stripe = { host: "api.stripe.com", port: 443 }),
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "external.stripe.host",
+  },
+  {
+    claim: "rejects_ipv6_destination_written_twice_differently",
+    mutate: (s) => {
+      s.external.mail = { host: "2001:db8::25", port: 587 };
+      s.external.smtp = { host: "2001:DB8:0:0::25", port: 587 };
+    },
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "external.smtp.host",
+  },
+  {
+    claim: "rejects_gateway_allowed_to_an_external_destination",
+    mutate: (s) => (s.external["card-processor"].allow[0].from = ["gateway"]),
+    code: "E_SPEC_UNKNOWN_REFERENCE",
+    path: "external.card-processor.allow[0].from[0]",
+    message: "not a caller of external destinations",
+  },
+  {
+    claim: "rejects_unknown_service_allowed_to_an_external_destination",
+    mutate: (s) => (s.external["card-processor"].allow[0].from = ["payment"]),
+    code: "E_SPEC_UNKNOWN_REFERENCE",
+    path: "external.card-processor.allow[0].from[0]",
+    message: 'did you mean "payments"',
+  },
+  {
+    claim: "rejects_call_to_a_misspelt_external_destination",
+    mutate: (s) => (s.services.payments.calls = ["card-procesor"]),
+    code: "E_SPEC_UNKNOWN_REFERENCE",
+    path: "services.payments.calls[0]",
+    message: 'did you mean "card-processor"',
   },
 
   // ── routes ──

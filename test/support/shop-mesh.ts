@@ -126,7 +126,7 @@ function startOrder(s: MeshSpec): string[] {
   const order: string[] = [];
   const visit = (n: string) => {
     if (order.includes(n)) return;
-    for (const c of s.services[n]!.calls) visit(c);
+    for (const c of s.services[n]!.calls) if (s.services[c]) visit(c); // external destinations start nothing
     order.push(n);
   };
   for (const n of Object.keys(s.services).sort()) visit(n);
@@ -203,7 +203,9 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
       const appPort = await listen(app);
       const config = translated.runtime.sidecars.find((c) => c.name === name)!;
       const endpoints = Object.fromEntries(
-        spec.services[name]!.calls.map((c) => [c, [sidecars.get(c)!.ports.inbound]]),
+        spec.services[name]!.calls.flatMap((c) =>
+          spec.services[c] ? [[c, [sidecars.get(c)!.ports.inbound]]] : [],
+        ),
       );
       const sidecar = await startTestSidecar(
         localSidecar(config, {

@@ -187,6 +187,13 @@ describe("the topology page of meshgate up in chromium", () => {
       WORKLOADS,
       { timeout: 15_000 },
     );
+    // the external destination payments may reach, with its address instead of a certificate
+    expect(await page.locator('g.node.external[data-node="card-processor"] text.cert').textContent()).toBe(
+      "api.stripe.com:443",
+    );
+    expect(await page.locator('tr[data-edge="payments->card-processor"] .badge').textContent()).toBe(
+      "allowed",
+    );
 
     // the numbers rise under traffic (the edge table shows requests/s over the window)
     const edges = [

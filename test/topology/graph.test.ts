@@ -13,8 +13,14 @@ import { shopInfra } from "../observability/support.ts";
 
 const TESTDATA = new URL("./testdata/", import.meta.url).pathname;
 
-function infraOf(services: Record<string, unknown>, gateway?: unknown) {
-  const r = parseSpec({ name: "t", trustDomain: "t.example", services, ...(gateway ? { gateway } : {}) });
+function infraOf(services: Record<string, unknown>, gateway?: unknown, external?: unknown) {
+  const r = parseSpec({
+    name: "t",
+    trustDomain: "t.example",
+    services,
+    ...(gateway ? { gateway } : {}),
+    ...(external ? { external } : {}),
+  });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
   return translate(r.spec).infra;
 }
@@ -36,6 +42,52 @@ describe("buildTopology", () => {
   it("renders_the_shop_graph_as_the_golden_file", async () => {
     const graph = buildTopology(await shopInfra());
     expectGolden(`${TESTDATA}shop.graph.json`, JSON.stringify(graph, null, 2) + "\n");
+  });
+
+  it("draws_external_destinations_with_their_address_and_the_egress_edges_by_status", () => {
+    const g = buildTopology(
+      infraOf(
+        {
+          web: { image: "r/web:1", port: 8080, calls: ["psp", "mail"] },
+          api: { image: "r/api:1", port: 8080 },
+        },
+        undefined,
+        {
+          psp: { host: "api.stripe.com", port: 443, allow: [{ from: ["web"] }] },
+          mail: { host: "2001:db8::25", port: 587, allow: [{ from: ["api"] }] },
+          unused: { host: "10.0.0.9", port: 5432 },
+        },
+      ),
+    );
+    const externals = g.nodes.filter((n) => n.kind === "external");
+    // A destination nobody calls or may reach is not drawn; the others sit after their callers.
+    expect(externals.map((n) => [n.id, n.address, n.identity])).toEqual([
+      ["mail", "[2001:db8::25]:587", null],
+      ["psp", "api.stripe.com:443", null],
+    ]);
+    const web = g.nodes.find((n) => n.id === "web")!;
+    for (const n of externals) expect(n.layer).toBeGreaterThan(web.layer);
+    expect(g.edges.filter((e) => e.egress).map((e) => [e.id, e.status, e.allowedBy])).toEqual([
+      ["api->mail", "unused", ["external.mail.allow[0]"]],
+      ["web->mail", "denied", []],
+      ["web->psp", "allowed", ["external.psp.allow[0]"]],
+    ]);
+    // Live numbers: the caller's sidecar's tunnels to that destination; none for a refused one.
+    const spiffeOf = (w: string) => `spiffe://t.example/ns/t/sa/${w}`;
+    const psp = edgeSource(
+      g.edges.find((e) => e.id === "web->psp")!,
+      spiffeOf,
+    )!;
+    expect(psp.target).toBe("web");
+    expect(psp.stats.counter).toBe("meshgate_egress_connections_total");
+    expect(psp.stats.match).toEqual({ external: "psp" });
+    expect([psp.stats.isError("failed"), psp.stats.isError("opened")]).toEqual([true, false]);
+    expect(
+      edgeSource(
+        g.edges.find((e) => e.id === "web->mail")!,
+        spiffeOf,
+      ),
+    ).toBeNull();
   });
 
   it("marks_edges_allowed_denied_and_unused", () => {

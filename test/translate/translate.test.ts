@@ -116,6 +116,47 @@ describe("translate", () => {
     expect(runtime.sidecars.find((s) => s.name === "payments")!.clusters).toEqual([]);
   });
 
+  it.each([
+    { claim: "relays_a_destination_it_calls_and_that_allows_it", calls: true, allows: true, relayed: true },
+    {
+      claim: "does_not_relay_a_destination_it_calls_that_does_not_allow_it",
+      calls: true,
+      allows: false,
+      relayed: false,
+    },
+    {
+      claim: "does_not_relay_a_destination_that_allows_it_but_it_does_not_call",
+      calls: false,
+      allows: true,
+      relayed: false,
+    },
+  ])("external_destinations_$claim", ({ calls, allows, relayed }) => {
+    const raw = {
+      name: "x",
+      trustDomain: "x.example",
+      services: {
+        a: { image: "r.example/a:1", port: 8080, calls: calls ? ["db"] : [] },
+        b: { image: "r.example/b:1", port: 8080, calls: ["db"] },
+      },
+      external: {
+        db: { host: "10.0.0.5", port: 5432, allow: [{ from: allows ? ["a", "b"] : ["b"] }] },
+      },
+    };
+    const { runtime, infra } = translate(specOf(raw));
+    const a = runtime.sidecars.find((s) => s.name === "a")!;
+    expect(a.outbound.external.map((x) => x.name)).toEqual(relayed ? ["db"] : []);
+    // b is the control: it calls and is allowed, whatever a does.
+    expect(runtime.sidecars.find((s) => s.name === "b")!.outbound.external).toEqual([
+      { name: "db", host: "10.0.0.5", port: 5432, localPort: 15103, connectTimeoutMs: 1000 },
+    ]);
+    // No cluster and no mesh edge for a destination outside the mesh; the egress edge says what it is.
+    expect(a.clusters).toEqual([]);
+    expect(infra.edges.some((e) => e.to === "db")).toBe(false);
+    const edge = infra.egress.find((e) => e.from === "a");
+    if (!calls && !allows) expect(edge).toBeUndefined();
+    else expect(edge).toMatchObject({ external: "db", declared: calls, allowed: allows });
+  });
+
   it("callers_apply_the_callees_per_route_overrides", async () => {
     const { runtime } = translate(specOf(await shopRaw()));
     const toPayments = runtime.sidecars

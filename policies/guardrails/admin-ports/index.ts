@@ -1,9 +1,14 @@
 /**
  * admin-ports: the admin listeners (/config, /metrics, the local JWKS, /ready) are for operators and the
  * metrics scraper, never for clients. They must not share a port with a gateway listener or with the
- * local gateway port, and a service must not listen on one of its own sidecar's ports.
+ * local gateway port, and a service must not listen on one of its own sidecar's ports — including the local
+ * ports it binds on 127.0.0.1 for apps that cannot use a proxy: one per callee service (15101 + the
+ * service's index among all services, in name order) and one per external destination it relays to
+ * (after every service's: 15101 + the number of services + the destination's index among the external
+ * destinations, in name order).
  */
 import { PROXY_PORTS } from "../../../components/spec/defaults.ts";
+import { destinationOf } from "../../reachability.ts";
 import { builtin } from "../support.ts";
 
 const SIDECAR_PORTS: readonly [string, number][] = [
@@ -39,15 +44,26 @@ export const adminPorts = builtin(
             `use another port for the service (the sidecar takes ${SIDECAR_PORTS.map(([, p]) => p).join(", ")})`,
           );
         }
-        // The sidecar also binds a local port on 127.0.0.1 per declared callee (apps that cannot use a proxy).
+        // The sidecar also binds a local port on 127.0.0.1 per declared callee and per external destination
+        // it relays to (apps that cannot use a proxy).
         const sidecar = runtime.sidecars.find((c) => c.name === w.name);
-        for (const o of sidecar?.outbound.services ?? []) {
-          if (o.localPort !== w.appPort) continue;
+        const local = [
+          ...(sidecar?.outbound.services ?? []).map((o) => ({
+            port: o.localPort,
+            what: `calls to "${o.service}"`,
+          })),
+          ...(sidecar?.outbound.external ?? []).map((x) => ({
+            port: x.localPort,
+            what: `the external destination "${x.name}" (${destinationOf(x)})`,
+          })),
+        ];
+        for (const l of local) {
+          if (l.port === null || l.port !== w.appPort) continue;
           report(
             "E_POLICY_PORT_COLLISION",
             `services.${w.name}.port`,
-            `"${w.name}" listens on ${w.appPort}, its sidecar's local port for calls to "${o.service}": one of them cannot bind`,
-            `use another port for the service (the sidecar's local ports start at ${PROXY_PORTS.sidecarOutboundServices}, one per service in name order)`,
+            `"${w.name}" listens on ${w.appPort}, its sidecar's local port for ${l.what}: one of them cannot bind`,
+            `use another port for the service (the sidecar's local ports start at ${PROXY_PORTS.sidecarOutboundServices}: one per service in name order, then one per external destination in name order)`,
           );
         }
       }

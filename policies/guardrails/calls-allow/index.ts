@@ -3,10 +3,14 @@
  * the callee would refuse is an error — every such request gets 403 — and a route some of whose requests
  * would be refused is a warning; an allow rule for a peer that never calls is reachable surface nobody
  * needs. Gateway routes are checked per method and path against the callee's rules (patterns.ts); a later
- * round refines this with the sidecar's own decision code.
+ * round refines this with the sidecar's own decision code. The same holds for destinations outside the
+ * mesh (spec `external`): a declared call no allow rule of the destination admits is refused by the
+ * caller's sidecar, and an allow rule naming a service that never calls the destination opens nothing
+ * today but lets a later `calls` entry reach it unreviewed.
  */
 import { GATEWAY } from "../../model.ts";
 import { describeSet } from "../../patterns.ts";
+import { destinationOf } from "../../reachability.ts";
 import { builtin } from "../support.ts";
 
 export const callsAllow = builtin(
@@ -16,6 +20,17 @@ export const callsAllow = builtin(
     const routed = new Set<string>();
     for (const name of model.serviceNames) {
       spec.services[name]!.calls.forEach((callee, i) => {
+        const external = spec.external[callee];
+        if (external) {
+          if (!external.allow.some((r) => r.from.includes(name)))
+            report(
+              "E_POLICY_CALL_DENIED",
+              `services.${name}.calls[${i}]`,
+              `"${name}" declares a call to the external destination "${callee}" (${destinationOf(external)}), but no allow rule of external.${callee} admits "${name}": its sidecar refuses every such connection`,
+              `add "${name}" to an allow rule of external.${callee}, or remove the call`,
+            );
+          return;
+        }
         const rules = model.sidecar(callee)?.inbound.authz.rules ?? [];
         if (!rules.some((r) => r.from.includes(model.spiffeId(name)))) {
           report(
@@ -64,6 +79,19 @@ export const callsAllow = builtin(
             peer === GATEWAY
               ? "remove the gateway from this rule, or add a gateway route to the service"
               : `remove "${peer}" here, or add "${name}" to services.${peer}.calls`,
+          );
+        });
+      });
+    }
+    for (const name of model.externalNames) {
+      spec.external[name]!.allow.forEach((rule, i) => {
+        rule.from.forEach((peer, j) => {
+          if (model.externalCalls(peer).includes(name)) return;
+          report(
+            "E_POLICY_ALLOW_WITHOUT_CALL",
+            `external.${name}.allow[${i}].from[${j}]`,
+            `the external destination "${name}" admits "${peer}", which never declares a call to it (its sidecar relays nothing there until it does)`,
+            `remove "${peer}" here, or add "${name}" to services.${peer}.calls`,
           );
         });
       });

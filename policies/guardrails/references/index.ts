@@ -1,11 +1,12 @@
 /**
  * references: what the spec cannot check by name alone. The spec refuses unknown names; this guardrail
  * checks the IR's own cross-references (so hand-edited or mismatched RuntimeConfigs are caught before they
- * are deployed), that every gateway host has a certificate on each https listener, that redirects to this
+ * are deployed) — a sidecar's external destinations included — that every gateway host has a certificate on each https listener, that redirects to this
  * gateway land on a route (asked of decide()), and reports providers and consumers nothing uses.
  */
 import { decide } from "../../../runtime/decide/decide.ts";
 import { INTERNET } from "../../model.ts";
+import { destinationOf } from "../../reachability.ts";
 import { builtin, names } from "../support.ts";
 
 /** Does a certificate host cover a served host? TLS wildcards match exactly one label. */
@@ -63,6 +64,49 @@ export const references = builtin(
       });
       if (!workloads.has(s.name))
         dangling(`services.${s.name}`, `a sidecar config exists for "${s.name}", which is no workload`);
+    }
+    // Destinations outside the mesh: a sidecar relays only to a destination of the IR, at its host and
+    // port, for an egress edge that is both declared and allowed; every egress edge names a workload and
+    // a destination of the IR.
+    const externals = new Map(infra.externals.map((x) => [x.name, x]));
+    for (const s of runtime.sidecars) {
+      for (const x of s.outbound.external) {
+        const ir = externals.get(x.name);
+        const edge = infra.egress.find((e) => e.from === s.name && e.external === x.name);
+        if (!ir)
+          dangling(
+            `services.${s.name}.calls`,
+            `the sidecar of "${s.name}" relays to the external destination "${x.name}", which the IR does not define`,
+          );
+        else if (ir.host !== x.host || ir.port !== x.port)
+          dangling(
+            `external.${x.name}`,
+            `the sidecar of "${s.name}" relays "${x.name}" to ${destinationOf(x)}, but the IR's destination is ${destinationOf(ir)}`,
+          );
+        else if (!edge || !edge.declared || !edge.allowed)
+          dangling(
+            `external.${x.name}.allow`,
+            `the sidecar of "${s.name}" relays to "${x.name}", but the IR's edge ${s.name} → ${x.name} is ${edge ? (edge.declared ? "not allowed" : "not declared") : "missing"}`,
+          );
+      }
+    }
+    for (const e of infra.egress) {
+      if (!workloads.has(e.from))
+        dangling(
+          e.allowedBy[0] ?? `external.${e.external}`,
+          `the egress edge ${e.from} → ${e.external} names "${e.from}", which is no workload`,
+        );
+      if (!externals.has(e.external))
+        dangling(
+          `services.${e.from}.calls`,
+          `the egress edge ${e.from} → ${e.external} names "${e.external}", which is no external destination of the IR`,
+        );
+      const sidecar = runtime.sidecars.find((c) => c.name === e.from);
+      if (e.declared && e.allowed && sidecar && !sidecar.outbound.external.some((x) => x.name === e.external))
+        dangling(
+          e.allowedBy[0] ?? `external.${e.external}`,
+          `the IR's egress edge ${e.from} → ${e.external} is declared and allowed, but the sidecar of "${e.from}" does not relay it`,
+        );
     }
     for (const t of infra.observability.metrics.targets) {
       if (!workloads.has(t.workload))

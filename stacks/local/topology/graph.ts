@@ -3,7 +3,9 @@
  * services as nodes placed by a layered layout (longest path from `internet`, nodes of a layer ordered by
  * the mean position of their callers, then by name), and the InfraIR's edges — allowed (the callee's
  * rules admit the caller), denied (a declared call the callee's rules refuse), or allowed but never
- * declared — each with where its live numbers are read from the proxies' metrics.
+ * declared — each with where its live numbers are read from the proxies' metrics; and the destinations
+ * outside the mesh (spec `external`) that some service calls or may reach, with the InfraIR's egress
+ * edges (the caller's sidecar's tunnels).
  */
 import type { InfraIR } from "../../../components/translate/ir.ts";
 import { sumOf, type Match, type Sample, type StatsSource } from "./metrics.ts";
@@ -13,9 +15,11 @@ export const GATEWAY = "gateway";
 
 export interface TopologyNode {
   readonly id: string;
-  readonly kind: "internet" | "gateway" | "service";
-  /** The workload's SPIFFE ID (null for `internet`). */
+  readonly kind: "internet" | "gateway" | "service" | "external";
+  /** The workload's SPIFFE ID (null for `internet` and external destinations). */
   readonly identity: string | null;
+  /** An external destination's `host:port` (null for the others). */
+  readonly address: string | null;
   readonly layer: number;
   /** Centre of the node in the page's SVG coordinates. */
   readonly x: number;
@@ -35,6 +39,8 @@ export interface TopologyEdge {
   readonly allowedBy: readonly string[];
   /** Where the live numbers come from, in words (`orders sidecar, outbound to payments`). */
   readonly source: string;
+  /** To a destination outside the mesh (the caller's sidecar relays tunnels; no requests to count). */
+  readonly egress: boolean;
 }
 
 export interface TopologyGraph {
@@ -61,19 +67,40 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
     .filter((w) => w.kind === "service")
     .map((w) => w.name)
     .sort();
-  const ids = [INTERNET, ...(hasGateway ? [GATEWAY] : []), ...services];
+  const egress = infra.egress.filter((e) => e.allowed || e.declared);
+  const externals = new Map(
+    infra.externals
+      .filter((x) => egress.some((e) => e.external === x.name))
+      .map((x) => [x.name, x.host.includes(":") ? `[${x.host}]:${x.port}` : `${x.host}:${x.port}`]),
+  );
+  const ids = [INTERNET, ...(hasGateway ? [GATEWAY] : []), ...services, ...externals.keys()];
   const known = new Set(ids);
-  const edges = infra.edges
-    .filter((e) => known.has(e.from) && known.has(e.to) && (e.allowed || e.declared))
-    .map((e) => ({
-      id: `${e.from}->${e.to}`,
-      from: e.from,
-      to: e.to,
-      status: (e.allowed ? (e.declared ? "allowed" : "unused") : "denied") as EdgeStatus,
-      allowedBy: [...e.allowedBy],
-      source: statsSourceText(e.from, e.to, e.allowed),
-    }))
-    .sort((a, b) => cmp(a.id, b.id));
+  const status = (e: { allowed: boolean; declared: boolean }) =>
+    (e.allowed ? (e.declared ? "allowed" : "unused") : "denied") as EdgeStatus;
+  const edges = [
+    ...infra.edges
+      .filter((e) => known.has(e.from) && known.has(e.to) && (e.allowed || e.declared))
+      .map((e) => ({
+        id: `${e.from}->${e.to}`,
+        from: e.from,
+        to: e.to,
+        status: status(e),
+        allowedBy: [...e.allowedBy],
+        source: statsSourceText(e.from, e.to, e.allowed),
+        egress: false,
+      })),
+    ...egress
+      .filter((e) => known.has(e.from))
+      .map((e) => ({
+        id: `${e.from}->${e.external}`,
+        from: e.from,
+        to: e.external,
+        status: status(e),
+        allowedBy: [...e.allowedBy],
+        source: `${e.from} sidecar: tunnels to ${e.external} (${externals.get(e.external)})`,
+        egress: true,
+      })),
+  ].sort((a, b) => cmp(a.id, b.id));
 
   const layer = layers(ids, edges, hasGateway);
   const byLayer = new Map<number, string[]>();
@@ -100,8 +127,15 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
   const height = MARGIN_Y * 2 + (tallest - 1) * ROW;
   const nodes: TopologyNode[] = ids.map((id) => ({
     id,
-    kind: id === INTERNET ? "internet" : id === GATEWAY && hasGateway ? "gateway" : "service",
-    identity: id === INTERNET ? null : (identities.get(id) ?? null),
+    kind: externals.has(id)
+      ? "external"
+      : id === INTERNET
+        ? "internet"
+        : id === GATEWAY && hasGateway
+          ? "gateway"
+          : "service",
+    identity: id === INTERNET || externals.has(id) ? null : (identities.get(id) ?? null),
+    address: externals.get(id) ?? null,
     layer: layer.get(id)!,
     x: MARGIN_X + layer.get(id)! * COLUMN,
     y: height / 2 + row.get(id)! * ROW,
@@ -188,9 +222,24 @@ export interface EdgeSource {
  * - `internet->gateway`: the gateway's requests and latency, every route;
  * - `gateway->S`: S's sidecar, inbound from the gateway's SPIFFE ID (the peer label holds the ID only
  *   when an allow rule names it); for a denied edge, the gateway's upstream attempts to cluster S;
- * - `A->B`: A's sidecar, outbound to B (the peer label is the destination service).
+ * - `A->B`: A's sidecar, outbound to B (the peer label is the destination service);
+ * - `A->X`, X outside the mesh: A's sidecar's tunnels to X (rate = tunnels opened, errors = failed
+ *   connects, no latency); none for a denied one (the sidecar refuses it before naming X).
  */
 export function edgeSource(edge: TopologyEdge, spiffeOf: (workload: string) => string): EdgeSource | null {
+  if (edge.egress)
+    return edge.status === "denied"
+      ? null
+      : {
+          target: edge.from,
+          stats: {
+            counter: "meshgate_egress_connections_total",
+            statusLabel: "outcome",
+            isError: (s) => s === "failed",
+            histogram: null,
+            match: { external: edge.to },
+          },
+        };
   if (edge.from === INTERNET)
     return {
       target: GATEWAY,

@@ -22,6 +22,7 @@ svg { width: 100%; height: auto; display: block; }
 .node rect { fill: #fff; stroke: #4a5568; stroke-width: 1.2; rx: 6; }
 .node.gateway rect { fill: #eef4ff; stroke: #2b59c3; }
 .node.internet rect { fill: #f3f3f3; stroke: #888; stroke-dasharray: 4 3; }
+.node.external rect { fill: #fbf7ef; stroke: #8a6d3b; stroke-dasharray: 6 3; }
 .node.down rect { stroke: var(--deny); stroke-width: 2; }
 .node text { font-size: 12px; text-anchor: middle; }
 .node .name { font-weight: 600; }
@@ -133,10 +134,11 @@ function build(g) {
   const nodes = el("g");
   for (const n of g.nodes) {
     const grp = el("g", { class: "node " + n.kind, "data-node": n.id, transform: "translate(" + (n.x - W / 2) + "," + (n.y - H / 2) + ")" });
-    grp.append(el("title", {}, n.identity || "the internet"));
+    grp.append(el("title", {}, n.identity || (n.kind === "external" ? "outside the mesh: " + n.address : "the internet")));
     grp.append(el("rect", { width: W, height: H, rx: 6 }));
     grp.append(el("text", { x: W / 2, y: n.kind === "internet" ? 28 : 19, class: "name" }, n.id));
-    if (n.kind !== "internet") grp.append(el("text", { x: W / 2, y: 35, class: "cert" }, "cert: –"));
+    if (n.kind === "external") grp.append(el("text", { x: W / 2, y: 35, class: "cert" }, n.address));
+    else if (n.kind !== "internet") grp.append(el("text", { x: W / 2, y: 35, class: "cert" }, "cert: –"));
     nodes.append(grp);
   }
   svg.append(nodes, labels);
@@ -152,7 +154,7 @@ function build(g) {
 }
 function update(s) {
   if (!built) build(s.graph);
-  $("meta").textContent = s.graph.nodes.length - 1 + " workloads · mTLS " + s.graph.mtls + " · window " + s.window.seconds.toFixed(0) + " s · updated " + new Date(s.generatedAt).toLocaleTimeString();
+  $("meta").textContent = s.graph.nodes.filter((n) => n.kind === "gateway" || n.kind === "service").length + " workloads · mTLS " + s.graph.mtls + " · window " + s.window.seconds.toFixed(0) + " s · updated " + new Date(s.generatedAt).toLocaleTimeString();
   for (const e of s.graph.edges) {
     const st = s.stats[e.id];
     const g = document.querySelector('g.edge[data-edge="' + CSS.escape(e.id) + '"]');
@@ -166,7 +168,7 @@ function update(s) {
   }
   const down = new Set(s.targets.filter((t) => t.up === false).map((t) => t.workload));
   for (const n of s.graph.nodes) {
-    if (n.kind === "internet") continue;
+    if (n.kind === "internet" || n.kind === "external") continue;
     const g = document.querySelector('g.node[data-node="' + CSS.escape(n.id) + '"]');
     g.classList.toggle("down", down.has(n.id));
     const c = s.certificates[n.id];

@@ -1,0 +1,487 @@
+/**
+ * Egress: TCP tunnels from the app to the destinations outside the mesh its config declares
+ * (`outbound.external`, deny by default), as Istio's ServiceEntry with `REGISTRY_ONLY` and Consul's
+ * upstream local ports do it.
+ *
+ * - `CONNECT host:port` on the proxy port (what HTTPS_PROXY clients send): the authority is parsed
+ *   strictly and must name a declared external's host and port (400 `egress_bad_authority`, 403
+ *   `egress_denied`; nothing is connected then), the external is dialled within its `connectTimeoutMs`
+ *   (504 `egress_connect_timeout`, 502 `egress_connect_failed`), then `200 Connection Established` and
+ *   bytes flow both ways untouched (TLS stays end to end between the app and the external).
+ * - A local TCP port per external with a `localPort`: each accepted connection is relayed to the
+ *   external's host and port (a failed connect closes the app's connection).
+ *
+ * The sidecar always connects to the host the config names, never to the string the app sent. A tunnel
+ * relays with backpressure (stream.pipeline); a half-close (FIN) on one side is passed on as a
+ * half-close, an error or a close without one on either side closes both. A reload that no longer
+ * declares a tunnel's external (or changes its host or port) closes the tunnel at once.
+ */
+import net, { type Socket } from "node:net";
+import { pipeline } from "node:stream";
+import type { Logger } from "pino";
+import type { SidecarRuntimeConfig } from "../contract/schema.ts";
+import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metrics.ts";
+import type { SidecarErrorCode } from "./errors.ts";
+import { refuseUpgrade } from "./upgrade.ts";
+
+export type External = SidecarRuntimeConfig["outbound"]["external"][number];
+
+/** A tunnel with no byte in either direction for this long is closed (Envoy's tcp_proxy default). */
+export const EGRESS_IDLE_MS = 3_600_000;
+/** The longest CONNECT target quoted back in an error message or an access line. */
+const MAX_TARGET_CHARS = 255;
+
+// ───────────────────────────── authorities ─────────────────────────────
+
+/** One DNS label (lower case): letters, digits, `-` and `_`, not starting or ending with `-`. */
+const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
+const DIGITS = /^[0-9]+$/;
+const PORT = /^[0-9]{1,5}$/;
+
+/**
+ * A host as the sidecar compares it: an IPv6 address in its canonical form (no brackets), an IPv4
+ * address, or a DNS name in lower case without its trailing dot; null when it is none of them.
+ */
+export function canonicalHost(host: string): string | null {
+  if (net.isIPv6(host)) {
+    if (host.includes("%")) return null; // a zone ID names an interface of this host, not a destination
+    return new URL(`http://[${host}]`).hostname.slice(1, -1);
+  }
+  if (net.isIPv4(host)) return host;
+  let name = host.toLowerCase();
+  if (name.endsWith(".")) name = name.slice(0, -1);
+  if (name.length === 0 || name.length > 253) return null;
+  const labels = name.split(".");
+  if (!labels.every((l) => LABEL.test(l))) return null;
+  // An all-numeric last label is no DNS name (RFC 3696 §2): `127.1`, `10.0.0.256` are malformed addresses.
+  if (DIGITS.test(labels[labels.length - 1]!)) return null;
+  return name;
+}
+
+export type Authority =
+  | { readonly ok: true; readonly host: string; readonly port: number }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * A CONNECT request target (RFC 9110 §9.3.6 authority-form): `host:port` with a DNS name or an IPv4
+ * address, or `[IPv6]:port`; the port is required, digits only, 1–65535. No userinfo, path, query or
+ * anything else.
+ */
+export function parseConnectAuthority(target: string): Authority {
+  const bad = (reason: string): Authority => ({ ok: false, reason });
+  if (target.length === 0) return bad("the target is empty");
+  let hostText: string;
+  let portText: string;
+  let host: string | null;
+  if (target.startsWith("[")) {
+    const close = target.indexOf("]");
+    if (close < 0) return bad("an IPv6 address without its closing ]");
+    hostText = target.slice(1, close);
+    const rest = target.slice(close + 1);
+    if (!rest.startsWith(":")) return bad(rest.length === 0 ? "no port" : "junk after the ]");
+    portText = rest.slice(1);
+    host = net.isIPv6(hostText) ? canonicalHost(hostText) : null;
+    if (host === null) return bad("not an IPv6 address between [ and ]");
+  } else {
+    const colon = target.lastIndexOf(":");
+    if (colon < 0) return bad("no port");
+    hostText = target.slice(0, colon);
+    portText = target.slice(colon + 1);
+    if (hostText.length === 0) return bad("no host");
+    if (hostText.includes(":")) return bad("an IPv6 address must be written in brackets, [::1]:443");
+    host = canonicalHost(hostText);
+    if (host === null) return bad("the host is not a DNS name or an IPv4 address");
+  }
+  if (portText.length === 0) return bad("no port");
+  if (!PORT.test(portText)) return bad("the port is not a number from 1 to 65535");
+  const port = Number(portText);
+  if (port < 1 || port > 65535) return bad("the port is not a number from 1 to 65535");
+  return { ok: true, host, port };
+}
+
+/** `host:port`, an IPv6 host in brackets. */
+export function targetText(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+// ───────────────────────────── a config's externals ─────────────────────────────
+
+/** A config's externals, by canonical host and port and by name (compiled once per config). */
+export interface CompiledExternals {
+  readonly byTarget: ReadonlyMap<string, External>;
+  readonly byName: ReadonlyMap<string, External>;
+}
+
+const key = (host: string, port: number) => `${host}\u0000${port}`;
+
+export function compileExternals(list: readonly External[]): CompiledExternals {
+  const byTarget = new Map<string, External>();
+  const byName = new Map<string, External>();
+  for (const e of list) {
+    byName.set(e.name, e);
+    const host = canonicalHost(e.host);
+    // A host that is no name or address (translate refuses it) matches no CONNECT; its local port, if
+    // any, still dials it (and fails there).
+    if (host !== null && !byTarget.has(key(host, e.port))) byTarget.set(key(host, e.port), e);
+  }
+  return { byTarget, byName };
+}
+
+/** The tunnel to `e` may go on under `next`: an external of the same name, host and port. */
+function stillDeclared(e: External, next: CompiledExternals): boolean {
+  const n = next.byName.get(e.name);
+  return n !== undefined && n.host === e.host && n.port === e.port;
+}
+
+// ───────────────────────────── tunnels ─────────────────────────────
+
+export type EgressVia = "connect" | "local";
+
+/** What a tunnel is opened under: the config serving when it started. */
+export interface EgressScope {
+  readonly externals: CompiledExternals;
+  /** The service whose sidecar this is (for messages and access lines). */
+  readonly service: string;
+  readonly accessLog: boolean;
+}
+
+export interface EgressMetrics {
+  readonly connections: Counter<readonly ["proxy", "external", "outcome"]>;
+  readonly bytes: Counter<readonly ["proxy", "external", "direction"]>;
+  readonly active: Gauge<readonly ["proxy", "external"]>;
+}
+
+interface ExternalChildren {
+  readonly opened: CounterChild;
+  readonly failed: CounterChild;
+  readonly sent: CounterChild;
+  readonly received: CounterChild;
+  readonly active: GaugeChild;
+}
+
+export interface EgressOptions {
+  readonly log: Logger;
+  readonly accessLog: Logger;
+  readonly metrics: EgressMetrics;
+  /** An error answer the sidecar generated (sidecar_errors_total{direction="outbound"}). */
+  readonly countError: (code: SidecarErrorCode) => void;
+}
+
+/** One tunnel (or attempt): from the app's connection to the external. */
+class Tunnel {
+  readonly external: External;
+  readonly via: EgressVia;
+  readonly scope: EgressScope;
+  readonly client: Socket;
+  readonly started = performance.now();
+  /** Set once the external accepted the connection. */
+  upstream: Socket | null = null;
+  bytesSent = 0;
+  bytesReceived = 0;
+  /** Why it ended; the first reason wins (a reload, a drain, an error, or a clean close). */
+  outcome = "";
+  done = false;
+  /** The local listener it came through (its tunnels close with it). */
+  readonly owner: Set<Tunnel> | null;
+  /** Gives up the connection attempt (set while connecting). */
+  abort: (() => void) | null = null;
+
+  constructor(
+    scope: EgressScope,
+    external: External,
+    via: EgressVia,
+    client: Socket,
+    owner: Set<Tunnel> | null,
+  ) {
+    this.scope = scope;
+    this.external = external;
+    this.via = via;
+    this.client = client;
+    this.owner = owner;
+  }
+}
+
+/** A local TCP port of an external (runtime/net/swap.ts SwappableListener). */
+export interface ExternalListener {
+  readonly server: net.Server;
+  /** Raw TCP has nothing to signal: a retired port's tunnels go on until closeAll (or a reload ends them). */
+  retire(): void;
+  closeIdle(): void;
+  closeAll(): void;
+}
+
+export class Egress {
+  readonly #o: EgressOptions;
+  /** Tunnels open or connecting. */
+  readonly #tunnels = new Set<Tunnel>();
+  readonly #children = new Map<string, ExternalChildren>();
+
+  constructor(o: EgressOptions) {
+    this.#o = o;
+  }
+
+  #childrenOf(name: string): ExternalChildren {
+    let c = this.#children.get(name);
+    if (c === undefined) {
+      const m = this.#o.metrics;
+      c = {
+        opened: m.connections.labels("sidecar", name, "opened"),
+        failed: m.connections.labels("sidecar", name, "failed"),
+        sent: m.bytes.labels("sidecar", name, "sent"),
+        received: m.bytes.labels("sidecar", name, "received"),
+        active: m.active.labels("sidecar", name),
+      };
+      this.#children.set(name, c);
+    }
+    return c;
+  }
+
+  /**
+   * A `CONNECT` on the proxy port (the HTTP server's `connect` event): refused (400, 403) unless its
+   * target is a declared external's host and port; otherwise tunnelled once the external accepts.
+   */
+  connect(scope: EgressScope, target: string, httpVersionMajor: number, client: Socket, head: Buffer): void {
+    client.on("error", () => client.destroy());
+    const shown = target.slice(0, MAX_TARGET_CHARS);
+    if (httpVersionMajor !== 1)
+      return this.#refuse(scope, client, shown, 400, "egress_bad_authority", "CONNECT needs HTTP/1.x");
+    const a = parseConnectAuthority(target);
+    if (!a.ok)
+      return this.#refuse(
+        scope,
+        client,
+        shown,
+        400,
+        "egress_bad_authority",
+        `CONNECT ${JSON.stringify(shown)}: ${a.reason}; the target must be host:port (a DNS name, an IPv4 address or [an IPv6 address], port 1–65535)`,
+      );
+    const e = scope.externals.byTarget.get(key(a.host, a.port));
+    const text = targetText(a.host, a.port);
+    if (e === undefined)
+      return this.#refuse(
+        scope,
+        client,
+        text,
+        403,
+        "egress_denied",
+        `CONNECT ${text}: no external destination with this host and port is declared for ${scope.service} (deny by default); declare it under \`external\` and allow this service`,
+      );
+    const t = new Tunnel(scope, e, "connect", client, null);
+    this.#dial(t, head, true);
+  }
+
+  /**
+   * Opens an external's local port on 127.0.0.1; `current` gives the scope (and so the external by
+   * `name`) of each connection when it arrives, null to refuse it (draining).
+   */
+  async listen(name: string, port: number, current: () => EgressScope | null): Promise<ExternalListener> {
+    const owned = new Set<Tunnel>();
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
+      client.on("error", () => client.destroy());
+      const scope = current();
+      const e = scope?.externals.byName.get(name);
+      if (scope === null || e === undefined) return void client.destroy();
+      this.#dial(new Tunnel(scope, e, "local", client, owned), null, false);
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error & { code?: string }) =>
+        reject(err.code === "EADDRINUSE" ? new Error(`port ${port} on 127.0.0.1 is already in use`) : err);
+      server.once("error", onError);
+      server.listen({ port, host: "127.0.0.1" }, () => {
+        server.off("error", onError);
+        resolve();
+      });
+    });
+    const closeAll = () => {
+      for (const t of owned) this.#end(t, "port_closed");
+    };
+    return { server, retire: () => {}, closeIdle: () => {}, closeAll };
+  }
+
+  /** A new config serves: tunnels to externals it no longer declares (or moved elsewhere) close now. */
+  reconcile(next: CompiledExternals): string[] {
+    const closed = new Set<string>();
+    for (const t of this.#tunnels)
+      if (!stillDeclared(t.external, next)) {
+        closed.add(t.external.name);
+        this.#end(t, "removed_by_reload");
+      }
+    return [...closed].sort();
+  }
+
+  /** Closes every tunnel (the end of a drain). */
+  closeAll(outcome = "drained"): void {
+    for (const t of this.#tunnels) this.#end(t, outcome);
+  }
+
+  #refuse(
+    scope: EgressScope,
+    client: Socket,
+    target: string,
+    status: 400 | 403,
+    code: SidecarErrorCode,
+    message: string,
+  ): void {
+    refuseUpgrade(client, status, status === 400 ? "Bad Request" : "Forbidden", code, message);
+    this.#o.countError(code);
+    if (scope.accessLog)
+      this.#o.accessLog.info({
+        event: "egress",
+        service: scope.service,
+        via: "connect",
+        target,
+        status,
+        durationMs: 0,
+        outcome: `denied_${code}`,
+      });
+  }
+
+  /** Connects to the external, then relays (answering a CONNECT first). */
+  #dial(t: Tunnel, head: Buffer | null, answer: boolean): void {
+    const e = t.external;
+    const m = this.#childrenOf(e.name);
+    this.#tunnels.add(t);
+    t.owner?.add(t);
+    const upstream = net.connect({ host: e.host, port: e.port, noDelay: true, allowHalfOpen: true });
+    let connected = false;
+    let timedOut = false;
+    const timer =
+      e.connectTimeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" }));
+          }, e.connectTimeoutMs)
+        : null;
+    const giveUp = () => {
+      // The app left, or a reload or drain ended the attempt, before the external accepted.
+      if (connected || t.done) return;
+      if (timer) clearTimeout(timer);
+      upstream.destroy();
+      this.#finish(t, t.outcome || "client_aborted", 0);
+    };
+    t.client.allowHalfOpen = true; // a FIN from the app ends only its direction (see #relay)
+    t.client.once("close", giveUp);
+    t.abort = giveUp;
+    upstream.once("connect", () => {
+      connected = true;
+      t.abort = null;
+      if (timer) clearTimeout(timer);
+      t.client.off("close", giveUp);
+      if (t.done || t.client.destroyed) {
+        upstream.destroy();
+        if (!t.done) this.#finish(t, "client_aborted", 0);
+        return;
+      }
+      t.upstream = upstream;
+      m.opened.inc();
+      m.active.inc();
+      if (answer) t.client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      if (head !== null && head.length > 0) {
+        t.bytesSent += head.length;
+        m.sent.inc(head.length);
+        upstream.write(head);
+      }
+      this.#relay(t, upstream, m);
+    });
+    upstream.on("error", (err: Error & { code?: string }) => {
+      if (connected || t.done) return;
+      if (timer) clearTimeout(timer);
+      t.client.off("close", giveUp);
+      upstream.destroy();
+      m.failed.inc();
+      const outcome = timedOut ? "connect_timeout" : "connect_failed";
+      this.#o.log.warn({
+        event: "egress_error",
+        external: e.name,
+        target: targetText(e.host, e.port),
+        via: t.via,
+        outcome,
+        code: err.code,
+      });
+      if (answer) {
+        const [status, code, reason]: [number, SidecarErrorCode, string] = timedOut
+          ? [504, "egress_connect_timeout", "Gateway Timeout"]
+          : [502, "egress_connect_failed", "Bad Gateway"];
+        refuseUpgrade(
+          t.client,
+          status,
+          reason,
+          code,
+          timedOut
+            ? `external ${e.name} (${targetText(e.host, e.port)}): no connection within ${e.connectTimeoutMs} ms`
+            : `external ${e.name} (${targetText(e.host, e.port)}): the connection failed (${err.code ?? err.message})`,
+        );
+        this.#o.countError(code);
+        this.#finish(t, outcome, status);
+      } else {
+        t.client.destroy();
+        this.#finish(t, outcome, 0);
+      }
+    });
+  }
+
+  /**
+   * Relays both ways until both directions ended (each FIN passed on as a FIN), or one side failed: an
+   * error, or a close before its end, destroys both (stream.pipeline).
+   */
+  #relay(t: Tunnel, upstream: Socket, m: ExternalChildren): void {
+    const client = t.client;
+    client.once("error", () => (t.outcome ||= "client_reset"));
+    upstream.once("error", () => (t.outcome ||= "external_reset"));
+    const done = (err: NodeJS.ErrnoException | null | undefined) => {
+      if (err) t.outcome ||= "reset"; // a close without an end (ERR_STREAM_PREMATURE_CLOSE)
+    };
+    pipeline(client, upstream, done);
+    pipeline(upstream, client, done);
+    client.on("data", (chunk: Buffer) => {
+      t.bytesSent += chunk.length;
+      m.sent.inc(chunk.length);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      t.bytesReceived += chunk.length;
+      m.received.inc(chunk.length);
+    });
+    const idle = () => this.#end(t, "idle_timeout");
+    client.setTimeout(EGRESS_IDLE_MS, idle);
+    upstream.setTimeout(EGRESS_IDLE_MS, idle);
+    let open = 2;
+    const closed = () => {
+      if (--open > 0) return;
+      m.active.dec();
+      this.#finish(t, t.outcome || "closed", 200);
+    };
+    client.once("close", closed);
+    upstream.once("close", closed);
+  }
+
+  /** Ends a tunnel now (a reload, a drain, an idle timeout): both sides are destroyed. */
+  #end(t: Tunnel, outcome: string): void {
+    if (t.done) return;
+    if (!t.outcome) t.outcome = outcome;
+    t.client.destroy();
+    if (t.upstream === null) t.abort?.();
+    else t.upstream.destroy();
+  }
+
+  /** Accounts for a tunnel that ended (or an attempt that failed): its access line. */
+  #finish(t: Tunnel, outcome: string, status: number): void {
+    if (t.done) return;
+    t.done = true;
+    this.#tunnels.delete(t);
+    t.owner?.delete(t);
+    if (!t.scope.accessLog) return;
+    const seconds = (performance.now() - t.started) / 1000;
+    this.#o.accessLog.info({
+      event: "egress",
+      service: t.scope.service,
+      external: t.external.name,
+      target: targetText(t.external.host, t.external.port),
+      via: t.via,
+      ...(t.via === "connect" ? { status } : {}),
+      bytesSent: t.bytesSent,
+      bytesReceived: t.bytesReceived,
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+      outcome,
+    });
+  }
+}
