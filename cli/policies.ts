@@ -172,7 +172,7 @@ function guarded(
 const VERIFY_USAGE =
   "meshgate verify SPEC [--assertions FILE]… [--policy FILE] [--rules MODULE]… [--format text|json]";
 const EXPLAIN_USAGE =
-  "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE] [--method M] --path P [--host H]\n" +
+  "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE|EXTERNAL] [--method M] --path P [--host H]\n" +
   "       [--header NAME:VALUE]… [--claims JSON] [--scopes S,S] [--provider P] [--consumer C] [--client-ip IP]\n" +
   "       [--format text|json]";
 const REPLAY_USAGE = "meshgate replay SPEC --log FILE [--base SPEC] [--format text|json] [--fail-on change]";
@@ -261,15 +261,19 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       const format = option(values.format, ["text", "json"], "format");
       if (!file) throw new Usage("missing SPEC (a .yaml, .json or .ts spec file)");
       if (typeof values.from !== "string") throw new Usage("missing --from (internet, gateway or a service)");
-      if (typeof values.path !== "string")
-        throw new Usage("missing --path (the request target, e.g. /api/orders/7)");
-      const request = explainRequestOf(values);
       const t = await tools();
       const source = await loadSource(file, t);
       if (!source.loaded.ok) {
         printSpecErrors(source, io, t);
         return 1;
       }
+      // A tunnel to an external destination carries no path the sidecar sees: --path is optional there.
+      const tunnel = typeof values.to === "string" && source.loaded.spec.external[values.to] !== undefined;
+      if (typeof values.path !== "string" && !tunnel)
+        throw new Usage("missing --path (the request target, e.g. /api/orders/7)");
+      const request = explainRequestOf(
+        tunnel && typeof values.path !== "string" ? { ...values, path: "/" } : values,
+      );
       const input = t.run.policyInput(source.loaded.spec);
       const problems = t.assertions.requestProblems(input, request);
       if (problems.length > 0)

@@ -488,8 +488,6 @@ describe("meshgate verify and explain", () => {
       "orders",
       "--to",
       "card-processor",
-      "--path",
-      "/",
       "--format",
       "json",
     ]);
@@ -499,6 +497,18 @@ describe("meshgate verify and explain", () => {
       status: 403,
       code: "egress_denied",
     });
+    // --path is optional for a tunnel (nothing in it is seen), still required for a mesh call.
+    expect(denied.code).toBe(0);
+    const meshCall = await meshgate([
+      "explain",
+      "examples/shop/mesh.yaml",
+      "--from",
+      "orders",
+      "--to",
+      "payments",
+    ]);
+    expect(meshCall.code).toBe(2);
+    expect(meshCall.stderr).toContain("missing --path");
   });
 
   it.each([
