@@ -1122,6 +1122,8 @@ export function externalHostProblem(host: string): string | null {
     !/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(host)
   )
     return "is not a DNS name or an IP address";
+  // An all-numeric last label is no DNS name (RFC 3696 §2): `10.0.0.256` and `127.1` are malformed addresses.
+  if (/^[0-9]+$/.test(host.slice(host.lastIndexOf(".") + 1))) return "is not a valid IP address";
   return null;
 }
 

@@ -635,6 +635,13 @@ const ROWS: Row[] = [
     path: "external.card-processor.host",
   },
   {
+    claim: "rejects_malformed_ipv4_external_host",
+    mutate: (s) => (s.external["card-processor"].host = "10.0.0.256"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "not a valid IP address",
+  },
+  {
     claim: "rejects_bracketed_ipv6_external_host",
     mutate: (s) => (s.external["card-processor"].host = "[2001:db8::1]"),
     code: "E_SPEC_INVALID_HOST",
