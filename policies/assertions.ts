@@ -35,7 +35,7 @@ import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runti
 import { compileTemplate } from "../runtime/decide/router.ts";
 import { scopesOf } from "../runtime/auth/jwt.ts";
 import { credentialHeaders, upstreamMethod } from "../runtime/cache/policy.ts";
-import { canonicalHost } from "../components/spec/semantic.ts";
+import { canonicalHost as egressHost } from "../runtime/sidecar/egress.ts";
 import { GATEWAY, INTERNET, type MeshModel } from "./model.ts";
 import {
   egressEdges,
@@ -816,10 +816,10 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
   return out("allow", "network", null, null, route, inbound.source);
 }
 
-/** A CONNECT host as the sidecar compares it: lower case, no trailing dot or brackets, IPv6 canonical. */
+/** A CONNECT host as the sidecar compares it (its own canonicalHost), brackets of an IPv6 address removed. */
 function connectHost(host: string): string {
-  const h = host.toLowerCase().replace(/\.$/, "");
-  return canonicalHost(h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h);
+  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return egressHost(h) ?? h.toLowerCase();
 }
 
 /**

@@ -17,6 +17,7 @@
  * Traffic assertions evaluate this layer with the same function the Kubernetes chart renders from, so a
  * verified request is one the NetworkPolicies let through.
  */
+import { destinationPeer } from "../components/kubernetes/network.ts";
 import type { InfraIR } from "../components/translate/ir.ts";
 import { cmp } from "./order.ts";
 
@@ -66,14 +67,10 @@ export interface EgressNetworkEdge {
   source: string;
 }
 
-/** The peers a NetworkPolicy can name for a host (as components/kubernetes destinationEgress). */
+/** The peers the chart's NetworkPolicy names for a host (components/kubernetes destinationPeer), as text. */
 export function egressPeers(host: string, namespace: string): string[] {
-  const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
-  if (svc) return [`namespace ${svc[1]}`];
-  if (/^[a-z0-9-]+$/.test(host)) return [`namespace ${namespace}`];
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return [`${host}/32`];
-  if (host.includes(":")) return [`${host}/128`];
-  return ["0.0.0.0/0", "::/0"];
+  const peer = destinationPeer(host, namespace);
+  return "namespace" in peer ? [`namespace ${peer.namespace}`] : peer.cidrs;
 }
 
 /** The open L4 egress edges of a mesh: the relayed ones (declared and allowed), sorted by from, to. */

@@ -93,19 +93,28 @@ function urlDestination(url: string): Destination | null {
 }
 
 /**
- * The egress a destination needs: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare name in the
- * mesh namespace) → that namespace's pods; an IP literal → that address; any other host → any address
- * outside the cluster's pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name; the sidecar
- * checks the name of every tunnel it relays.
+ * What a NetworkPolicy can name for a host: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare
+ * name in the mesh namespace `namespace`) → that namespace's pods; an IP literal → that address; any other
+ * host → any address outside the cluster's pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name;
+ * the sidecar checks the name of every tunnel it relays. policies/network.ts reads the same answer.
  */
-export function destinationEgress(r: Resolved, { host, port }: Destination): NetworkPolicyEgressRule {
-  let to: NetworkPolicyPeer[];
+export function destinationPeer(
+  host: string,
+  namespace: string,
+): { namespace: string } | { cidrs: string[] } {
   const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
-  if (svc) to = [inNamespace(svc[1]!)];
-  else if (/^[a-z0-9-]+$/.test(host)) to = [inNamespace(r.ns)];
-  else if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) to = [{ ipBlock: { cidr: `${host}/32` } }];
-  else if (host.includes(":")) to = [{ ipBlock: { cidr: `${host}/128` } }];
-  else to = [{ ipBlock: { cidr: "0.0.0.0/0" } }, { ipBlock: { cidr: "::/0" } }];
+  if (svc) return { namespace: svc[1]! };
+  if (/^[a-z0-9-]+$/.test(host)) return { namespace };
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return { cidrs: [`${host}/32`] };
+  if (host.includes(":")) return { cidrs: [`${host}/128`] };
+  return { cidrs: ["0.0.0.0/0", "::/0"] };
+}
+
+/** The egress a destination needs (destinationPeer), on its port. */
+export function destinationEgress(r: Resolved, { host, port }: Destination): NetworkPolicyEgressRule {
+  const peer = destinationPeer(host, r.ns);
+  const to: NetworkPolicyPeer[] =
+    "namespace" in peer ? [inNamespace(peer.namespace)] : peer.cidrs.map((cidr) => ({ ipBlock: { cidr } }));
   return { to, ports: [tcp(port)] };
 }
 

@@ -13,6 +13,7 @@ import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
 import { isIP } from "node:net";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
+import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
 
 export type Segments = (string | number)[];
 
@@ -273,7 +274,7 @@ export function semanticIssues(raw: unknown): Issue[] {
           'write one lower-case DNS name such as "api.stripe.com", or an IP address such as "10.0.12.7"; list each host of a wildcard as its own destination',
         );
       else if (typeof extRaw.port === "number") {
-        const key = `${canonicalHost(host)}:${extRaw.port}`;
+        const key = `${egressHost(host)}:${extRaw.port}`;
         const first = destinations.get(key);
         if (first !== undefined)
           add(
@@ -1117,17 +1118,10 @@ export function externalHostProblem(host: string): string | null {
     return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;
   if (host.startsWith("*.")) return "is a wildcard: the sidecar relays named destinations only";
   if (host !== host.toLowerCase()) return "has upper-case letters";
-  if (
-    host.length > 253 ||
-    !/^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(host)
-  )
-    return "is not a DNS name or an IP address";
+  // As the sidecar reads a CONNECT target, and written as it compares it (no trailing dot).
+  if (egressHost(host) === host) return null;
   // An all-numeric last label is no DNS name (RFC 3696 §2): `10.0.0.256` and `127.1` are malformed addresses.
-  if (/^[0-9]+$/.test(host.slice(host.lastIndexOf(".") + 1))) return "is not a valid IP address";
-  return null;
-}
-
-/** The form two hosts are compared in: IPv6 addresses in their canonical text, names as written. */
-export function canonicalHost(host: string): string {
-  return isIP(host) === 6 ? new URL(`http://[${host}]/`).hostname.slice(1, -1) : host;
+  return /^[0-9]+$/.test(host.slice(host.lastIndexOf(".") + 1))
+    ? "is not a valid IP address"
+    : "is not a DNS name or an IP address";
 }

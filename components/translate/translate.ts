@@ -29,7 +29,10 @@ import {
   type ServiceSpec,
 } from "../spec/schema.ts";
 import { parseDuration, parseSize } from "../spec/units.ts";
-import { canonicalHost } from "../spec/semantic.ts";
+import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
+
+/** An external's host as the sidecar compares it (the spec checked it is one). */
+const canonicalHost = (host: string): string => egressHost(host) ?? host;
 import type {
   EdgeIR,
   EgressIR,

@@ -20,6 +20,7 @@ import net, { type Socket } from "node:net";
 import { pipeline } from "node:stream";
 import type { Logger } from "pino";
 import type { SidecarRuntimeConfig } from "../contract/schema.ts";
+import { canonicalHost as canonicalAuthorityHost } from "../decide/canonical.ts";
 import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metrics.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
@@ -33,28 +34,24 @@ const MAX_TARGET_CHARS = 255;
 
 // ───────────────────────────── authorities ─────────────────────────────
 
-/** One DNS label (lower case): letters, digits, `-` and `_`, not starting or ending with `-`. */
-const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
 const DIGITS = /^[0-9]+$/;
 const PORT = /^[0-9]{1,5}$/;
 
 /**
  * A host as the sidecar compares it: an IPv6 address in its canonical form (no brackets), an IPv4
- * address, or a DNS name in lower case without its trailing dot; null when it is none of them.
+ * address, or a DNS name in lower case without its trailing dot (the Host-header rules of
+ * decide/canonical.ts); null when it is none of them.
  */
 export function canonicalHost(host: string): string | null {
   if (net.isIPv6(host)) {
     if (host.includes("%")) return null; // a zone ID names an interface of this host, not a destination
-    return new URL(`http://[${host}]`).hostname.slice(1, -1);
+    return canonicalAuthorityHost(`[${host}]`)?.slice(1, -1) ?? null;
   }
   if (net.isIPv4(host)) return host;
-  let name = host.toLowerCase();
-  if (name.endsWith(".")) name = name.slice(0, -1);
-  if (name.length === 0 || name.length > 253) return null;
-  const labels = name.split(".");
-  if (!labels.every((l) => LABEL.test(l))) return null;
+  if (host.includes(":")) return null; // the Host-header rules would read a port
+  const name = canonicalAuthorityHost(host);
   // An all-numeric last label is no DNS name (RFC 3696 §2): `127.1`, `10.0.0.256` are malformed addresses.
-  if (DIGITS.test(labels[labels.length - 1]!)) return null;
+  if (name === null || DIGITS.test(name.slice(name.lastIndexOf(".") + 1))) return null;
   return name;
 }
 
