@@ -755,6 +755,16 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
       });
       return out("deny", "outbound", o.status, o.code, null);
     }
+    if (o.kind === "external") {
+      steps.push({
+        layer: "outbound",
+        outcome: "deny",
+        at: `${r.from} (sidecar)`,
+        rule: `services.${r.from}.calls`,
+        detail: `host ${req.host} is the external destination ${o.external}, not ${callee}`,
+      });
+      return out("deny", "outbound", 403, "destination_mismatch", null);
+    }
     if (o.service !== callee) {
       steps.push({
         layer: "outbound",
@@ -896,7 +906,7 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
     outcome: "pass",
     at,
     rule: rule ?? `services.${r.from}.calls`,
-    detail: `${name} is a declared call and ${rule ?? "an allow rule"} admits ${r.from}: CONNECT ${target} is relayed (connect timeout ${relayed.connectTimeoutMs}ms; ${req.method} ${req.path} travels inside the tunnel, unseen)`,
+    detail: `${name} is a declared call and ${rule ?? "an allow rule"} admits ${r.from}: CONNECT ${target} is relayed (connect timeout ${relayed.connectTimeoutMs}ms; ${req.method} ${req.path} travels inside the tunnel, unseen; plain HTTP to it is forwarded${relayed.tls === "originate" ? " over the TLS the sidecar originates" : ""})`,
   });
   const edge = prepare(model).egress.find((e) => e.from === r.from && e.to === name);
   if (!edge) {

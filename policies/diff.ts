@@ -12,10 +12,13 @@
  *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
  *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
+ *  - external destinations' transport: TLS originated by the sidecar (and against which CA) or not,
+ *    noting as weakened a destination the sidecar no longer encrypts plain HTTP to;
  *  - guardrail violations that appear or disappear.
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
  */
+import { createHash } from "node:crypto";
 import type { GatewayRoute, RetryPlan } from "../runtime/contract/schema.ts";
 import { GATEWAY, INTERNET } from "./model.ts";
 import {
@@ -77,8 +80,11 @@ export interface ExternalChange {
 }
 
 export interface SettingChange {
-  /** `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name). */
-  scope: "route" | "service" | "gateway";
+  /**
+   * `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name);
+   * `external`: a destination outside the mesh (its transport: who does the TLS).
+   */
+  scope: "route" | "service" | "gateway" | "external";
   name: string;
   field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport";
   before: string;
@@ -156,6 +162,7 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed, ...egressAccess(rb, rh, "narrowed")],
     settings: [
       ...listenerTransport(base, head),
+      ...externalTransport(base, head),
       ...gatewaySettings(base, head),
       ...routeSettings(base, head),
       ...serviceSettings(base, head),
@@ -458,6 +465,39 @@ function listenerTransport(base: PolicyInput, head: PolicyInput): SettingChange[
                 ? "weakened: a listener that served TLS now serves plaintext"
                 : "weakened: a listener accepts an older TLS version",
           }
+        : {}),
+    });
+  }
+  return out;
+}
+
+/** Who does the TLS to an external destination, in words. */
+function describeExternalTransport(x: { tls: string; ca?: string | undefined }): string {
+  return x.tls === "originate"
+    ? `TLS originated by the sidecar (verified against ${x.ca !== undefined ? `ca sha256:${createHash("sha256").update(x.ca).digest("hex").slice(0, 12)}` : "the system's roots"})`
+    : "passthrough (the app's own TLS; plain HTTP forwarded as sent)";
+}
+
+/**
+ * External destinations (in both specs) whose transport changed. One that the sidecar originated TLS to
+ * and no longer does is noted as weakened: the app's plain-HTTP calls to it now leave the pod unencrypted.
+ */
+function externalTransport(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const out: SettingChange[] = [];
+  for (const name of Object.keys(head.spec.external).sort(cmp)) {
+    const before = base.spec.external[name];
+    const after = head.spec.external[name]!;
+    if (!before) continue;
+    const [from, to] = [describeExternalTransport(before), describeExternalTransport(after)];
+    if (from === to) continue;
+    out.push({
+      scope: "external",
+      name,
+      field: "transport",
+      before: from,
+      after: to,
+      ...(before.tls === "originate" && after.tls !== "originate"
+        ? { note: "weakened: plain HTTP to a destination the sidecar encrypted now leaves unencrypted" }
         : {}),
     });
   }

@@ -353,6 +353,24 @@ const External = z
     connectTimeout: duration({
       description: "Time to open the connection; default mesh.defaults.connectTimeout.",
     }).optional(),
+    timeout: duration({
+      description:
+        "Total time for a plain HTTP request forwarded to it (never retried); default mesh.defaults.timeout.",
+    }).optional(),
+    tls: z
+      .enum(["passthrough", "originate"])
+      .default("passthrough")
+      .describe(
+        "`passthrough`: the app does TLS itself (CONNECT through HTTPS_PROXY); plain HTTP to it is forwarded as " +
+          "it is. `originate`: the sidecar opens TLS to it and verifies its certificate for `host` — the app " +
+          "calls `http://<host>/…` through HTTP_PROXY (or writes to the local port) and the bytes leave encrypted.",
+      ),
+    ca: z
+      .string()
+      .optional()
+      .describe(
+        "PEM certificates the originated TLS trusts instead of the system's roots (a private CA); only with `tls: originate`.",
+      ),
     allow: z
       .array(ExternalAllowRule)
       .default([])
@@ -360,7 +378,7 @@ const External = z
   })
   .describe(
     "A destination outside the mesh (a database, a SaaS API). Callers list it in `calls`; their sidecars relay " +
-      "CONNECT tunnels and a local TCP port to it, and nothing else outside the mesh.",
+      "CONNECT tunnels, plain HTTP requests and a local TCP port to it, and nothing else outside the mesh.",
   );
 
 // ───────────────────────────── gateway ─────────────────────────────

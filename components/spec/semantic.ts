@@ -12,6 +12,7 @@ import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
 import { isIP } from "node:net";
+import { X509Certificate } from "node:crypto";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
 
@@ -285,6 +286,20 @@ export function semanticIssues(raw: unknown): Issue[] {
           );
         else destinations.set(key, extName);
       }
+    }
+    const ca = str(extRaw.ca);
+    if (ca !== undefined) {
+      const problem =
+        extRaw.tls !== "originate" ? "is only used when the sidecar originates TLS" : pemProblem(ca);
+      if (problem)
+        add(
+          "E_SPEC_TLS_CONFIG",
+          [...base, "ca"],
+          `external "${extName}": ca ${problem}`,
+          extRaw.tls !== "originate"
+            ? "add tls: originate (the sidecar verifies the destination with this CA), or remove ca"
+            : "give the PEM text of one or more CA certificates (-----BEGIN CERTIFICATE----- …)",
+        );
     }
     arr(extRaw.allow).forEach((ruleRaw, r) => {
       arr(obj(ruleRaw).from).forEach((f, i) => {
@@ -1113,6 +1128,22 @@ function isCidr(value: string): boolean {
 }
 
 /** Why a string is not an external destination's host (a DNS name without wildcard, or an IP), or null. */
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/** Why a CA bundle is unusable: no PEM certificate in it, or one that does not parse; null when it is fine. */
+function pemProblem(pem: string): string | null {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) return "holds no PEM certificate";
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      return `certificate ${i + 1} of ${blocks.length} does not parse`;
+    }
+  }
+  return null;
+}
+
 export function externalHostProblem(host: string): string | null {
   if (isIP(host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host) !== 0)
     return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;

@@ -415,6 +415,9 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
             port: x.port,
             localPort: ctx.externalLocalPort(e),
             connectTimeoutMs: parseDuration(x.connectTimeout ?? ctx.spec.mesh.defaults.connectTimeout),
+            timeoutMs: parseDuration(x.timeout ?? ctx.spec.mesh.defaults.timeout),
+            tls: x.tls,
+            ca: x.ca ?? null,
           };
         }),
       },

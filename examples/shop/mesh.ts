@@ -229,12 +229,14 @@ export default defineMesh({
       ],
     },
   },
-  // Destinations outside the mesh, deny by default: payments' sidecar relays tunnels to the card
-  // processor (HTTPS_PROXY → CONNECT api.stripe.com:443, or its local port) and refuses any other.
+  // Destinations outside the mesh, deny by default: payments' sidecar relays to the card processor —
+  // http://api.stripe.com/… through HTTP_PROXY over TLS it originates and verifies, CONNECT tunnels
+  // (HTTPS_PROXY), or its local port — and refuses any other destination.
   external: {
     "card-processor": {
       host: "api.stripe.com",
       port: 443,
+      tls: "originate",
       allow: [{ from: ["payments"] }],
     },
   },

@@ -113,6 +113,12 @@ export const Cluster = z.strictObject({
   tls: z.discriminatedUnion("mode", [
     z.strictObject({ mode: z.literal("mtls"), serverIdentity: z.string() }),
     z.strictObject({ mode: z.literal("none") }),
+    /**
+     * TLS to a server outside the mesh: its certificate must verify against `ca` (PEM; null = the
+     * system's roots) and name `serverName` (also sent as SNI; an IP address is checked against the
+     * certificate's IP addresses and not sent).
+     */
+    z.strictObject({ mode: z.literal("tls"), serverName: z.string(), ca: z.string().nullable() }),
   ]),
 });
 export type Cluster = z.infer<typeof Cluster>;
@@ -520,8 +526,10 @@ export const SidecarRuntimeConfig = z.strictObject({
     /**
      * Destinations outside the mesh this workload may reach (spec `external`, whose allow rules admit
      * it and which it calls), sorted by name; every other destination outside the mesh is refused.
-     * Reached by `CONNECT <host>:<port>` on the proxy port (HTTPS_PROXY), or through `localPort`: a TCP
-     * port on 127.0.0.1 relayed to host:port, for clients that cannot use a proxy (databases).
+     * Reached by `CONNECT <host>:<port>` on the proxy port (HTTPS_PROXY), by plain HTTP requests to
+     * `http://<host>:<port>/…` on the proxy port (HTTP_PROXY; forwarded, or over TLS the sidecar
+     * originates), or through `localPort`: a TCP port on 127.0.0.1 relayed to host:port, for clients that
+     * cannot use a proxy (databases).
      */
     external: z.array(
       z.strictObject({
@@ -531,6 +539,17 @@ export const SidecarRuntimeConfig = z.strictObject({
         port: port,
         localPort: port.nullable(),
         connectTimeoutMs: ms,
+        /** Total time for a plain HTTP request forwarded to it (requests are never retried). */
+        timeoutMs: ms,
+        /**
+         * `passthrough`: the app does TLS itself (CONNECT), plain HTTP is forwarded in the clear.
+         * `originate`: the sidecar opens TLS to host:port, verifying its certificate for `host` — plain
+         * HTTP requests (`http://<host>/…`) and the local port's bytes travel inside it; CONNECT tunnels
+         * stay the app's own TLS.
+         */
+        tls: z.enum(["passthrough", "originate"]),
+        /** PEM certificates the originated TLS trusts instead of the system's roots; null = the system's. */
+        ca: z.string().nullable(),
       }),
     ),
   }),

@@ -5,6 +5,11 @@
  * the caller declares in `calls` (the config's `outbound.services`) are reachable; every other
  * destination is refused (fail closed). The matching per-route policy (`outbound.services[].routes`,
  * most specific path first, as the router orders them) gives the timeout and retry plan.
+ *
+ * A plain-HTTP request whose authority names a declared external destination (`outbound.external`:
+ * `http://<host>:<port>/…`, port 80 when omitted; an external whose TLS the sidecar originates is also
+ * `http://<host>/…`) is forwarded to it, once, within the external's timeout — never retried: the app
+ * knows which of its calls to a third party are safe to repeat.
  */
 import type { RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
@@ -47,7 +52,22 @@ export interface OutboundReject {
   readonly detail: string;
 }
 
-export type OutboundDecision = OutboundRoute | OutboundReject;
+/** A plain-HTTP request to a declared external destination. */
+export interface OutboundExternal {
+  readonly kind: "external";
+  readonly external: string;
+  /** The canonical path, and what is sent upstream (path and query). */
+  readonly path: string;
+  readonly query: string;
+  readonly upstreamTarget: string;
+  /** The Host header sent: the external's host, with its port unless that is the scheme's default. */
+  readonly host: string;
+  readonly timeoutMs: number;
+}
+
+export type OutboundDecision = OutboundRoute | OutboundExternal | OutboundReject;
+
+type ExternalEntry = SidecarRuntimeConfig["outbound"]["external"][number];
 
 interface CompiledPolicy {
   readonly name: string;
@@ -70,7 +90,54 @@ export interface CompiledOutbound {
   /** Services by every host name that reaches them: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`. */
   readonly byHost: ReadonlyMap<string, CompiledService>;
   readonly byName: ReadonlyMap<string, CompiledService>;
+  /** External destinations by the authority plain-HTTP requests name them with (`host:port`, IPv6 in brackets). */
+  readonly externals: ReadonlyMap<string, OutboundExternalTarget>;
 }
+
+interface OutboundExternalTarget {
+  readonly name: string;
+  /** The Host header sent upstream. */
+  readonly host: string;
+  readonly timeoutMs: number;
+}
+
+/** A host as authorities write it: an IPv6 address in brackets. */
+const authorityHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
+
+/**
+ * The authorities that reach each external: `host:port`; one whose TLS the sidecar originates also
+ * `host:80` (`http://host/…`), unless another external declares that port.
+ */
+function compileExternalTargets(list: readonly ExternalEntry[]): Map<string, OutboundExternalTarget> {
+  const out = new Map<string, OutboundExternalTarget>();
+  const target = (e: ExternalEntry): OutboundExternalTarget => ({
+    name: e.name,
+    host:
+      e.port === (e.tls === "originate" ? 443 : 80)
+        ? authorityHost(e.host)
+        : `${authorityHost(e.host)}:${e.port}`,
+    timeoutMs: e.timeoutMs,
+  });
+  for (const e of list) {
+    const k = `${authorityHost(e.host)}:${e.port}`;
+    if (!out.has(k)) out.set(k, target(e));
+  }
+  for (const e of list) {
+    const k = `${authorityHost(e.host)}:80`;
+    if (e.tls === "originate" && !out.has(k)) out.set(k, target(e));
+  }
+  return out;
+}
+
+/** The port of a well-formed authority (canonicalHost accepted it): its digits after the host, or 80. */
+function authorityPort(authority: string): number {
+  const colon = authority.lastIndexOf(":");
+  if (colon < 0 || colon < authority.lastIndexOf("]")) return 80;
+  const digits = authority.slice(colon + 1);
+  return digits.length === 0 ? 80 : Number(digits);
+}
+
+const ABSOLUTE_AUTHORITY = /^http:\/\/([^/?#]*)/i;
 
 /** Compiles `outbound` once; throws naming the route when a path pattern is malformed. */
 export function compileOutbound(
@@ -116,7 +183,7 @@ export function compileOutbound(
     ])
       byHost.set(h, compiled);
   }
-  return { byHost, byName };
+  return { byHost, byName, externals: compileExternalTargets(outbound.external) };
 }
 
 const HTTPS_TARGET = /^https:\/\//i;
@@ -136,7 +203,7 @@ export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): Outbo
     return reject(
       400,
       "unsupported_scheme",
-      "the sidecar originates mTLS itself: call http://<service>/… through it, not https://",
+      "the sidecar originates TLS itself: call http://<service>/… through it, not https:// (HTTPS to a destination outside the mesh goes through CONNECT: set HTTPS_PROXY)",
     );
   const t = canonicalizeTarget(target);
   if (!t.ok) return reject(400, "bad_request_target", t.detail, t.reason);
@@ -155,6 +222,20 @@ export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): Outbo
   } else {
     if (named === null) return reject(400, "bad_host", "missing or malformed Host header (which service?)");
     svc = c.byHost.get(named);
+    if (svc === undefined && c.externals.size > 0) {
+      const authority = ABSOLUTE_AUTHORITY.exec(target)?.[1] ?? facts.host ?? "";
+      const e = c.externals.get(`${named}:${authorityPort(authority)}`);
+      if (e !== undefined)
+        return {
+          kind: "external",
+          external: e.name,
+          path: t.path,
+          query: t.query,
+          upstreamTarget: t.query ? `${t.path}?${t.query}` : t.path,
+          host: e.host,
+          timeoutMs: e.timeoutMs,
+        };
+    }
     if (svc === undefined)
       return reject(
         403,

@@ -19,7 +19,7 @@ import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
 import type { RateLimitDecision } from "../ratelimit/local.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
-import type { MtlsConnect } from "../upstream/tls.ts";
+import { originateConnector, type MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
 import { forwardedHeader, NOT_FORWARDED, requestClientAddress, type ClientAddress } from "./headers.ts";
@@ -239,14 +239,16 @@ function openTunnel(
   const upstream =
     tlsMode.mode === "mtls" && mtls !== null
       ? mtls(tlsMode.serverIdentity, "http1")(endpoint.host, endpoint.port)
-      : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true });
+      : tlsMode.mode === "tls"
+        ? originateConnector(tlsMode)(endpoint.host, endpoint.port)
+        : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true });
   const connectTimer = setTimeout(
     () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
     cluster.config.connectTimeoutMs,
   );
   let status = 0;
   let connected = false;
-  upstream.once(tlsMode.mode === "mtls" ? "secureConnect" : "connect", () => {
+  upstream.once(tlsMode.mode === "none" ? "connect" : "secureConnect", () => {
     connected = true;
     clearTimeout(connectTimer);
     observer.tunnels.add(socket);

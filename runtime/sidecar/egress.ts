@@ -24,6 +24,7 @@ import { canonicalHost as canonicalAuthorityHost } from "../decide/canonical.ts"
 import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metrics.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
+import { originateConnector } from "../upstream/tls.ts";
 
 export type External = SidecarRuntimeConfig["outbound"]["external"][number];
 
@@ -124,10 +125,10 @@ export function compileExternals(list: readonly External[]): CompiledExternals {
   return { byTarget, byName };
 }
 
-/** The tunnel to `e` may go on under `next`: an external of the same name, host and port. */
+/** The tunnel to `e` may go on under `next`: an external of the same name, host, port and TLS. */
 function stillDeclared(e: External, next: CompiledExternals): boolean {
   const n = next.byName.get(e.name);
-  return n !== undefined && n.host === e.host && n.port === e.port;
+  return n !== undefined && n.host === e.host && n.port === e.port && n.tls === e.tls && n.ca === e.ca;
 }
 
 // ───────────────────────────── tunnels ─────────────────────────────
@@ -333,13 +334,34 @@ export class Egress {
       });
   }
 
+  /** TLS connectors of externals the sidecar originates TLS to, one per config entry (its trust built once). */
+  readonly #originators = new WeakMap<External, (host: string, port: number) => Socket>();
+  #originator(e: External): (host: string, port: number) => Socket {
+    let c = this.#originators.get(e);
+    if (c === undefined) {
+      const tlsConnect = originateConnector({ serverName: e.host, ca: e.ca }, null);
+      c = (host, port) => {
+        const socket = tlsConnect(host, port);
+        socket.setNoDelay(true);
+        return socket;
+      };
+      this.#originators.set(e, c);
+    }
+    return c;
+  }
+
   /** Connects to the external, then relays (answering a CONNECT first). */
   #dial(t: Tunnel, head: Buffer | null, answer: boolean): void {
     const e = t.external;
     const m = this.#childrenOf(e.name);
     this.#tunnels.add(t);
     t.owner?.add(t);
-    const upstream = net.connect({ host: e.host, port: e.port, noDelay: true, allowHalfOpen: true });
+    // A local port to an external whose TLS the sidecar originates carries the app's plaintext inside it;
+    // a CONNECT tunnel is always the app's own TLS.
+    const originate = t.via === "local" && e.tls === "originate";
+    const upstream = originate
+      ? this.#originator(e)(e.host, e.port)
+      : net.connect({ host: e.host, port: e.port, noDelay: true, allowHalfOpen: true });
     let connected = false;
     let timedOut = false;
     const timer =
@@ -359,7 +381,7 @@ export class Egress {
     t.client.allowHalfOpen = true; // a FIN from the app ends only its direction (see #relay)
     t.client.once("close", giveUp);
     t.abort = giveUp;
-    upstream.once("connect", () => {
+    upstream.once(originate ? "secureConnect" : "connect", () => {
       connected = true;
       t.abort = null;
       if (timer) clearTimeout(timer);

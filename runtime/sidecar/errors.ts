@@ -50,7 +50,7 @@ export const SidecarErrorCatalog = {
   ],
   upstream_connect_failure: [
     503,
-    "no connection to the upstream could be opened (outbound: includes failed mTLS handshakes and a wrong server identity)",
+    "no connection to the upstream could be opened (outbound: includes failed mTLS handshakes, a wrong server identity, and an external destination whose certificate does not verify when the sidecar originates TLS)",
   ],
   no_healthy_upstream: [503, "the destination has no available endpoint"],
   upstream_overflow: [503, "the destination's circuit breaker is open (max requests or max pending reached)"],

@@ -56,7 +56,12 @@ import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
-import { compileOutbound, decideOutbound, type CompiledOutbound } from "../decide/outbound.ts";
+import {
+  compileOutbound,
+  decideOutbound,
+  type CompiledOutbound,
+  type OutboundExternal,
+} from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
@@ -75,7 +80,7 @@ import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
-import { mtlsConnector } from "../upstream/tls.ts";
+import { mtlsConnector, originateConnector } from "../upstream/tls.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import {
   compileExternals,
@@ -179,7 +184,24 @@ interface State {
   readonly tracer: Tracer;
   /** Destinations outside the mesh (`outbound.external`), as egress tunnels are opened under. */
   readonly egress: EgressScope;
+  /** The same destinations as clusters, by name, for plain-HTTP requests forwarded to them. */
+  readonly externals: ReadonlyMap<string, UpstreamCluster>;
 }
+
+/** Whether the app's request has a body to forward (HTTP/2: the stream did not end with its headers). */
+function requestHasBody(ex: Exchange): boolean {
+  const req = ex.req;
+  if (ex.h2) return !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+  const declared = req.headers["content-length"];
+  return declared !== undefined ? declared !== "0" : req.headers["transfer-encoding"] !== undefined;
+}
+
+/** Every cluster a state started: destinations, externals and the app (closed together). */
+const stateClusters = (s: State): UpstreamCluster[] => [
+  ...s.clusters.values(),
+  ...s.externals.values(),
+  s.app,
+];
 
 /** What the inbound side learned about a verified peer, kept on its TLS socket. */
 interface PeerInfo {
@@ -208,7 +230,8 @@ class Exchange {
   peer: string;
   /** Inbound: the caller's verified SPIFFE ID (null over plaintext), for the access line. */
   peerId: string | null = null;
-  readonly mtls: boolean;
+  /** Over mTLS: inbound, the caller's connection; outbound, the connection to the destination's sidecar. */
+  mtls: boolean;
   accessPath = "";
   rule = "";
   outcome = "";
@@ -244,7 +267,7 @@ class UpgradeRecord {
   readonly requestId: string;
   peer: string;
   peerId: string | null = null;
-  readonly mtls: boolean;
+  mtls: boolean;
   path = "";
   rule = "";
 
@@ -262,27 +285,54 @@ const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 /** The app as an upstream cluster: one static endpoint, no TLS, never ejected (it is the only one). */
+/**
+ * The one-endpoint clusters the sidecar makes itself (the app, an external destination): generous limits,
+ * no ejection (there is nowhere else to go), no retry budget (their requests are not retried).
+ */
+const SINGLE_ENDPOINT = {
+  loadBalancer: "round-robin",
+  circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 4096 },
+  outlierDetection: {
+    consecutive5xx: 2 ** 31 - 1,
+    intervalMs: 10_000,
+    baseEjectionMs: 0,
+    maxEjectedPercent: 0,
+    panicThreshold: 0,
+  },
+  retryBudget: { ratio: 0, minPerSecond: 0 },
+  healthCheck: null,
+} as const satisfies Partial<Cluster>;
+
 function appCluster(config: SidecarRuntimeConfig): Cluster {
   return {
+    ...SINGLE_ENDPOINT,
     name: "app",
     service: config.name,
     namespace: config.namespace,
     port: config.inbound.appPort,
     // HTTP/2 services (gRPC) get h2c with prior knowledge, every stream on one session.
     protocol: config.inbound.protocol,
-    loadBalancer: "round-robin",
     connectTimeoutMs: 1000,
-    circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 4096 },
-    outlierDetection: {
-      consecutive5xx: 2 ** 31 - 1,
-      intervalMs: 10_000,
-      baseEjectionMs: 0,
-      maxEjectedPercent: 0,
-      panicThreshold: 0,
-    },
-    retryBudget: { ratio: 0, minPerSecond: 0 },
-    healthCheck: null,
     tls: { mode: "none" },
+  };
+}
+
+/**
+ * The cluster plain-HTTP requests to an external destination are forwarded through: its one endpoint is
+ * the declared host and port (a name is resolved on each connect); TLS when the sidecar originates it,
+ * verified for the declared host; no retries and no ejection (one endpoint, and the app decides what
+ * to repeat).
+ */
+function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number]): Cluster {
+  return {
+    ...SINGLE_ENDPOINT,
+    name: e.name,
+    service: e.name,
+    namespace: "",
+    port: e.port,
+    protocol: "http1",
+    connectTimeoutMs: e.connectTimeoutMs,
+    tls: e.tls === "originate" ? { mode: "tls", serverName: e.host, ca: e.ca } : { mode: "none" },
   };
 }
 
@@ -477,7 +527,18 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       service: config.name,
       accessLog: config.telemetry.accessLog.enabled,
     };
-    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer, egress: egressScope };
+    const externals = new Map<string, UpstreamCluster>();
+    for (const e of config.outbound.external) {
+      const cluster = new UpstreamCluster(
+        externalCluster(e),
+        { kind: "static", endpoints: { [e.name]: [{ host: e.host, port: e.port }] } },
+        pools,
+        events,
+      );
+      await cluster.start();
+      externals.set(e.name, cluster);
+    }
+    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer, egress: egressScope, externals };
   }
 
   let state = await buildState(options.config);
@@ -694,18 +755,19 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     });
     const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
       method,
-      path: d.kind === "route" ? d.path : "",
+      path: d.kind === "reject" ? "" : d.path,
       scheme: "http",
       ...(d.kind === "route" && d.route !== null ? { meshgateRoute: d.route } : {}),
-      ...(d.kind === "route" ? { serverAddress: d.host } : {}),
+      ...(d.kind === "reject" ? {} : { serverAddress: d.host }),
       peerAddress: peerAddress(req),
-      attributes: { "meshgate.direction": "outbound" },
+      attributes: { "meshgate.direction": d.kind === "external" ? "egress" : "outbound" },
     }));
     if (d.kind === "reject") {
       ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
       ex.outcome = `denied_${d.code}`;
       return respondError(ex, d.status, d.code, d.detail);
     }
+    if (d.kind === "external") return forwardExternal(ex, d, method, span);
     ex.peer = d.service;
     ex.accessPath = d.path;
     ex.rule = d.route ?? "";
@@ -725,11 +787,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     headers.host = d.host;
     headers["x-request-id"] = ex.requestId; // the app's (when well-formed) or a new one, as logged
     const declared = req.headers["content-length"];
-    const hasBody = ex.h2
-      ? !(req as unknown as Http2ServerRequest).stream.endAfterHeaders
-      : declared !== undefined
-        ? declared !== "0"
-        : req.headers["transfer-encoding"] !== undefined;
+    const hasBody = requestHasBody(ex);
     let body: Buffer | NodeJS.ReadableStream | null = null;
     if (hasBody) {
       if (declared !== undefined && Number(declared) <= REPLAY_BUFFER_BYTES && d.retry.attempts > 0) {
@@ -769,6 +827,49 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       observer,
     );
     finishForward(ex, result, upstreamSpan, d.cluster, 0);
+  }
+
+  /**
+   * A plain-HTTP request to a declared external destination: forwarded once (no retry, so the body
+   * streams through unbuffered), over the TLS the sidecar originates when the external says so. The app's
+   * end-to-end headers go as sent — no request ID or trace context of the mesh is added for a third party.
+   */
+  async function forwardExternal(
+    ex: Exchange,
+    d: OutboundExternal,
+    method: string,
+    span: SpanLike,
+  ): Promise<void> {
+    const { req, res, state: current } = ex;
+    ex.peer = d.external;
+    ex.mtls = false; // outside the mesh: no mTLS (TLS, when the sidecar originates it)
+    ex.accessPath = d.path;
+    const cluster = current.externals.get(d.external);
+    if (cluster === undefined)
+      return respondError(ex, 503, "no_healthy_upstream", `external ${d.external} is not configured`);
+    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
+    headers.host = d.host;
+    const upstreamSpan = current.tracer.startClientSpan(span, { method, upstream: d.external });
+    const result = await forward(
+      cluster,
+      {
+        cancel: ex.cancel,
+        method,
+        path: d.upstreamTarget,
+        headers,
+        body: requestHasBody(ex) ? req : null,
+        timeoutMs: d.timeoutMs,
+        retry: NO_RETRY,
+        hashKey: "",
+      },
+      (status, upstreamHeaders) => {
+        if (!ex.h2 && draining) upstreamHeaders.connection = "close";
+        res.writeHead(status, upstreamHeaders);
+        return res;
+      },
+      observer,
+    );
+    finishForward(ex, result, upstreamSpan, d.external, 0);
   }
 
   // ── WebSocket upgrades ──
@@ -846,6 +947,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     path: string,
     headers: Record<string, string | string[]>,
     upstreamName: string,
+    connectTimeoutMs = 1000,
   ): void {
     openTunnel(
       socket,
@@ -853,7 +955,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       readyEvent,
       upgradeHandshake(path, headers),
       head,
-      { connectTimeoutMs: 1000, idleTimeoutMs: TUNNEL_IDLE_MS, tunnels },
+      { connectTimeoutMs, idleTimeoutMs: TUNNEL_IDLE_MS, tunnels },
       {
         failed: (err) => {
           if (err.code === "ECONNABORTED") return upgradeDone(u, 499, null, "client_aborted", upstreamName);
@@ -945,6 +1047,36 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (d.kind === "reject") {
       u.path = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
       return refuse(u, socket, d.status, d.code, d.detail);
+    }
+    if (d.kind === "external") {
+      // A WebSocket to a destination outside the mesh: the app's headers as sent, over the TLS the
+      // sidecar originates when the external says so.
+      u.peer = d.external;
+      u.mtls = false;
+      u.path = d.path;
+      const cluster = current.externals.get(d.external);
+      const endpoint = cluster?.pick("", Date.now());
+      if (cluster === undefined || !endpoint)
+        return refuse(u, socket, 503, "no_healthy_upstream", `external ${d.external} is not available`);
+      const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
+      headers.host = d.host;
+      const tlsMode = cluster.config.tls;
+      const upstream =
+        tlsMode.mode === "tls"
+          ? originateConnector(tlsMode)(endpoint.host, endpoint.port)
+          : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true, allowHalfOpen: true });
+      tunnel(
+        u,
+        socket,
+        head,
+        upstream,
+        tlsMode.mode === "tls" ? "secureConnect" : "connect",
+        d.upstreamTarget,
+        headers,
+        endpoint.key,
+        cluster.config.connectTimeoutMs,
+      );
+      return;
     }
     u.peer = d.service;
     u.path = d.path;
@@ -1314,8 +1446,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   // ── reload and drain ──
   /** Stops what a built state that is not swapped in started: clusters, the app pool, the tracer. */
   const discardState = (built: State) => {
-    for (const c of built.clusters.values()) c.close();
-    built.app.close();
+    for (const c of stateClusters(built)) c.close();
     void built.tracer.shutdown(2000);
   };
   interface Built {
@@ -1367,10 +1498,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       swapMain(main);
       swapLocals(locals);
       swapExternal(external, built.egress.externals);
-      for (const c of previous.clusters.values()) c.close();
-      previous.app.close();
+      for (const c of stateClusters(previous)) c.close();
       void previous.tracer.shutdown(2000);
-      const keep = new Set([...built.clusters.values(), built.app].flatMap((c) => c.poolKeys()));
+      const keep = new Set(stateClusters(built).flatMap((c) => c.poolKeys()));
       void pools.retain(keep);
     },
     discard: (built) => {
@@ -1405,8 +1535,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     admin.close();
     admin.closeAllConnections();
     identity.close();
-    for (const c of state.clusters.values()) c.close();
-    state.app.close();
+    for (const c of stateClusters(state)) c.close();
     await state.tracer.shutdown(2000);
     await pools.closeAll();
     log.info({ event: "stopped" });

@@ -11,7 +11,7 @@ import net from "node:net";
 import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
-import { connectionReusable, MESH_IDLE_MS, type MtlsConnect } from "./tls.ts";
+import { connectionReusable, MESH_IDLE_MS, originateConnector, type MtlsConnect } from "./tls.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
@@ -87,9 +87,11 @@ export interface PoolCacheOptions {
 
 /** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
 export function poolKey(endpointKey: string, cluster: Cluster): string {
-  return cluster.tls.mode === "mtls"
-    ? `${endpointKey}/${cluster.protocol}/mtls:${cluster.tls.serverIdentity}`
-    : `${endpointKey}/${cluster.protocol}`;
+  const tls = cluster.tls;
+  if (tls.mode === "mtls") return `${endpointKey}/${cluster.protocol}/mtls:${tls.serverIdentity}`;
+  if (tls.mode === "tls")
+    return `${endpointKey}/${cluster.protocol}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}`;
+  return `${endpointKey}/${cluster.protocol}`;
 }
 
 /** Pools by "host:port", shared by every cluster and kept across reloads. */
@@ -109,7 +111,11 @@ export class PoolCache {
         host,
         port,
         cluster.connectTimeoutMs || this.options.connectTimeoutMs,
-        tls.mode === "mtls" ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2") : undefined,
+        tls.mode === "mtls"
+          ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2")
+          : tls.mode === "tls"
+            ? originateConnector(tls, "http2")
+            : undefined,
         tls.mode === "mtls" ? connectionReusable : undefined,
       );
       this.pools.set(key, pool);
@@ -126,7 +132,9 @@ export class PoolCache {
               keepAliveMs: MESH_IDLE_MS,
               reusable: connectionReusable,
             }
-          : {}),
+          : tls.mode === "tls"
+            ? { connect: originateConnector(tls), readyEvent: "secureConnect" as const }
+            : {}),
       });
       this.pools.set(key, pool);
     }

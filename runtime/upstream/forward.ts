@@ -104,6 +104,41 @@ function classify(e: Error & { code?: string }): AttemptFailure | "client_aborte
   }
 }
 
+/**
+ * The codes Node gives a certificate chain OpenSSL did not verify (X509_V_ERR_* without the prefix, as
+ * node's crypto_common.cc names them): the TLS the sidecar originates to an external destination fails
+ * with these before a byte is sent.
+ */
+const CERTIFICATE_VERIFY_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_CRL",
+  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECRYPT_CRL_SIGNATURE",
+  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+  "CERT_SIGNATURE_FAILURE",
+  "CRL_SIGNATURE_FAILURE",
+  "CERT_NOT_YET_VALID",
+  "CERT_HAS_EXPIRED",
+  "CRL_NOT_YET_VALID",
+  "CRL_HAS_EXPIRED",
+  "ERROR_IN_CERT_NOT_BEFORE_FIELD",
+  "ERROR_IN_CERT_NOT_AFTER_FIELD",
+  "ERROR_IN_CRL_LAST_UPDATE_FIELD",
+  "ERROR_IN_CRL_NEXT_UPDATE_FIELD",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_CHAIN_TOO_LONG",
+  "CERT_REVOKED",
+  "INVALID_CA",
+  "PATH_LENGTH_EXCEEDED",
+  "INVALID_PURPOSE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "HOSTNAME_MISMATCH",
+]);
+
 /** Codes of a TLS connection that failed before it was established (OpenSSL, Node, the SVID verifier). */
 function isHandshakeFailure(code: string | undefined): boolean {
   return (
@@ -111,7 +146,8 @@ function isHandshakeFailure(code: string | undefined): boolean {
     (code.startsWith("ERR_SSL_") ||
       code.startsWith("ERR_TLS_") ||
       code.startsWith("E_RT_PKI_") ||
-      code === "E_RT_IDENTITY_UNAVAILABLE")
+      code === "E_RT_IDENTITY_UNAVAILABLE" ||
+      CERTIFICATE_VERIFY_CODES.has(code))
   );
 }
 

@@ -195,3 +195,42 @@ export function mtlsConnector(identity: IdentityProvider): MtlsConnect {
       return socket;
     };
 }
+
+/** The trust of TLS to a server outside the mesh (a cluster's `tls.mode: "tls"`). */
+export interface OriginateTls {
+  /** The name the certificate must carry, sent as SNI (not sent when it is an IP address). */
+  serverName: string;
+  /** PEM certificates trusted instead of the system's roots; null = the system's roots. */
+  ca: string | null;
+}
+
+/**
+ * Opens TLS connections to a server outside the mesh (egress with TLS origination): TLS 1.2 or later,
+ * the chain verified against `ca` (or Node's root store), the certificate checked for `serverName` by
+ * Node's RFC 6125 rules (DNS names and IP addresses in the SAN). One secure context per trust, built once.
+ * A failed verification fails the connection before anything is sent (the pool sees a connect failure).
+ * `protocol` is the ALPN offered: HTTP/1.1, h2, or none (null).
+ */
+export function originateConnector(
+  trust: OriginateTls,
+  protocol: MtlsProtocol | null = "http1",
+): (host: string, port: number) => net.Socket {
+  const context = tls.createSecureContext({
+    minVersion: "TLSv1.2",
+    ...(trust.ca !== null ? { ca: trust.ca } : {}),
+  });
+  const servername = net.isIP(trust.serverName) === 0 ? trust.serverName : undefined;
+  return (host, port) =>
+    tls.connect({
+      host,
+      port,
+      secureContext: context,
+      ...(servername !== undefined ? { servername } : {}),
+      // null: a byte relay (an external's local port) — the app's protocol is unknown, so no ALPN is
+      // offered, and a half-close is the relay's to pass on (the socket does not end itself on the server's).
+      ...(protocol !== null
+        ? { ALPNProtocols: protocol === "http2" ? ALPN_HTTP2 : ALPN_HTTP1 }
+        : { allowHalfOpen: true }),
+      checkServerIdentity: (_host, cert) => tls.checkServerIdentity(trust.serverName, cert),
+    });
+}

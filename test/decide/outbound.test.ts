@@ -16,7 +16,11 @@ function webSidecar(): SidecarRuntimeConfig {
     name: "shop",
     trustDomain: "shop.example",
     services: {
-      web: { image: "r/web:1", port: 8080, calls: ["orders", "payments"] },
+      web: {
+        image: "r/web:1",
+        port: 8080,
+        calls: ["orders", "payments", "legacy", "stripe", "v6", "ledger", "ledger-tls", "not-allowed"],
+      },
       orders: {
         image: "r/orders:1",
         port: 8080,
@@ -32,6 +36,15 @@ function webSidecar(): SidecarRuntimeConfig {
       payments: { image: "r/payments:1", port: 8080, allow: [{ from: ["web"] }] },
       secrets: { image: "r/secrets:1", port: 8080 },
     },
+    external: {
+      legacy: { host: "legacy.corp.example", port: 8080, timeout: "4s", allow: [{ from: ["web"] }] },
+      stripe: { host: "api.stripe.com", port: 443, tls: "originate", allow: [{ from: ["web"] }] },
+      v6: { host: "2001:DB8::7", port: 80, allow: [{ from: ["web"] }] },
+      // Declares port 80 of the host another external originates TLS to: http://ledger.example/ is this one.
+      ledger: { host: "ledger.example", port: 80, allow: [{ from: ["web"] }] },
+      "ledger-tls": { host: "ledger.example", port: 443, tls: "originate", allow: [{ from: ["web"] }] },
+      "not-allowed": { host: "nope.example", port: 80 },
+    },
   });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
   return translate(r.spec).runtime.sidecars.find((s) => s.name === "web")!;
@@ -42,7 +55,11 @@ const compiled = compileOutbound(config.outbound, config.namespace);
 const decide = (target: string, host: string | undefined, method = "GET", service: string | null = null) =>
   decideOutbound(compiled, { method, target, host, service });
 const verdict = (d: OutboundDecision) =>
-  d.kind === "route" ? `${d.service} ${d.route ?? "-"} ${d.timeoutMs}` : `${d.status} ${d.code}`;
+  d.kind === "route"
+    ? `${d.service} ${d.route ?? "-"} ${d.timeoutMs}`
+    : d.kind === "external"
+      ? `external ${d.external} ${d.host} ${d.upstreamTarget} ${d.timeoutMs}`
+      : `${d.status} ${d.code}`;
 
 describe("decideOutbound", () => {
   it.each([
@@ -94,6 +111,111 @@ describe("decideOutbound", () => {
     ["matches_rest_route_on_its_prefix", "/reports", "orders", "GET", null, "orders slow-report 10000"],
     ["matches_the_canonical_path", "/reports/../orders/./recent", "orders", "GET", null, "orders recent 700"],
     ["uses_service_defaults_without_a_route", "/other", "orders", "GET", null, "orders - 3000"],
+    // Plain HTTP to external destinations (HTTP_PROXY): host and port must be a declared one.
+    [
+      "forwards_plain_http_to_a_declared_external_at_its_port",
+      "http://legacy.corp.example:8080/a?b=1",
+      undefined,
+      "POST",
+      null,
+      "external legacy legacy.corp.example:8080 /a?b=1 4000",
+    ],
+    [
+      "finds_the_external_by_the_host_header_too",
+      "/a",
+      "LEGACY.corp.example.:8080",
+      "GET",
+      null,
+      "external legacy legacy.corp.example:8080 /a 4000",
+    ],
+    [
+      "refuses_a_declared_external_host_at_another_port",
+      "http://legacy.corp.example/a",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "takes_http_on_port_80_to_an_originating_external",
+      "http://api.stripe.com/v1/charges",
+      undefined,
+      "POST",
+      null,
+      "external stripe api.stripe.com /v1/charges 2000",
+    ],
+    [
+      "takes_its_declared_port_too",
+      "http://api.stripe.com:443/v1",
+      undefined,
+      "GET",
+      null,
+      "external stripe api.stripe.com /v1 2000",
+    ],
+    [
+      "leaves_port_80_to_an_external_declaring_it",
+      "http://ledger.example/x",
+      undefined,
+      "GET",
+      null,
+      "external ledger ledger.example /x 2000",
+    ],
+    [
+      "still_reaches_the_originating_one_at_its_port",
+      "http://ledger.example:443/x",
+      undefined,
+      "GET",
+      null,
+      "external ledger-tls ledger.example /x 2000",
+    ],
+    [
+      "matches_an_ipv6_external_canonically",
+      "http://[2001:db8:0::7]/x",
+      undefined,
+      "GET",
+      null,
+      "external v6 [2001:db8::7] /x 2000",
+    ],
+    [
+      "refuses_an_external_the_caller_is_not_allowed",
+      "http://nope.example/x",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "refuses_https_to_an_external_use_connect",
+      "https://api.stripe.com/v1",
+      undefined,
+      "GET",
+      null,
+      "400 unsupported_scheme",
+    ],
+    [
+      "canonicalizes_the_path_sent_to_an_external",
+      "http://legacy.corp.example:8080/a/./b/../c",
+      undefined,
+      "GET",
+      null,
+      "external legacy legacy.corp.example:8080 /a/c 4000",
+    ],
+    [
+      "refuses_an_ambiguous_path_to_an_external",
+      "http://legacy.corp.example:8080/a%2fb",
+      undefined,
+      "GET",
+      null,
+      "400 bad_request_target",
+    ],
+    [
+      "local_port_of_a_service_never_reaches_an_external",
+      "http://legacy.corp.example:8080/a",
+      undefined,
+      "GET",
+      "orders",
+      "orders - 3000",
+    ],
   ])("%s", (_claim, target, host, method, service, expected) => {
     expect(verdict(decide(target, host, method, service))).toBe(expected);
   });

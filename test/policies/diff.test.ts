@@ -2,7 +2,9 @@
  * The semantic diff: who can now reach what. The issue's done-when — opening payments to a new caller is
  * reported as exactly that edge widened — and the other kinds of change, each as a claim.
  */
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { STATIC_CA_PEM } from "../support/certs.ts";
 import { renderDiffMarkdown, semanticDiff, type SemanticDiff } from "../../policies/diff.ts";
 import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
 import { runGuardrails } from "../../policies/run.ts";
@@ -268,6 +270,51 @@ describe("semantic diff", () => {
       head: staticReachability(inputOf(raw)),
     });
     expect(md).toContain(`| gateway \`${name}\` | transport | ${before} | ${after} |`);
+    if (note) expect(md).toContain(`- transport: ${note}`);
+    else expect(md).not.toContain("- transport:");
+  });
+
+  it.each<{ claim: string; mutate: (r: Raw) => void; before: string; after: string; note?: string }>([
+    {
+      claim: "reports_an_external_no_longer_given_tls_by_the_sidecar_as_a_weakened_transport",
+      mutate: (r) => delete r.external["card-processor"].tls,
+      before: "TLS originated by the sidecar (verified against the system's roots)",
+      after: "passthrough (the app's own TLS; plain HTTP forwarded as sent)",
+      note: "weakened: plain HTTP to a destination the sidecar encrypted now leaves unencrypted",
+    },
+    {
+      claim: "reports_a_private_ca_for_an_external_without_a_warning",
+      mutate: (r) => (r.external["card-processor"].ca = STATIC_CA_PEM),
+      before: "TLS originated by the sidecar (verified against the system's roots)",
+      after: `TLS originated by the sidecar (verified against ca sha256:${createHash("sha256").update(STATIC_CA_PEM).digest("hex").slice(0, 12)})`,
+    },
+  ])("$claim", ({ mutate, before, after, note }) => {
+    // The shop, whose payments calls card-processor, with the sidecar originating TLS to it.
+    const withExternal = () => {
+      const r = shopRaw();
+      r.external["card-processor"].tls = "originate";
+      return r;
+    };
+    const base = inputOf(withExternal());
+    const raw = withExternal();
+    mutate(raw);
+    const d = semanticDiff(base, inputOf(raw));
+    expect(d.settings).toEqual([
+      {
+        scope: "external",
+        name: "card-processor",
+        field: "transport",
+        before,
+        after,
+        ...(note ? { note } : {}),
+      },
+    ]);
+    expect([d.widened, d.narrowed, d.externals.changed]).toEqual([[], [], []]);
+    const md = renderDiffMarkdown(d, {
+      base: staticReachability(base),
+      head: staticReachability(inputOf(raw)),
+    });
+    expect(md).toContain(`| external \`card-processor\` | transport | ${before} | ${after} |`);
     if (note) expect(md).toContain(`- transport: ${note}`);
     else expect(md).not.toContain("- transport:");
   });

@@ -6,28 +6,24 @@
  * dropped external closed at once, local ports added and removed), drain, metrics and access lines.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
-import http from "node:http";
-import https from "node:https";
 import net, { type AddressInfo, type Socket } from "node:net";
-import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
-import { makeCa, run, tempDir, type TestCa } from "../pki/support.ts";
-import { freePort, request } from "../support/gateway.ts";
+import { run, tempDir } from "../pki/support.ts";
+import { freePort } from "../support/gateway.ts";
 import {
-  localSidecar,
-  meshConfigs,
-  metricValue,
-  spiffe,
-  startTestSidecar,
-  TD,
-  until,
-  writeIdentity,
-  type TestSidecar,
-} from "./support.ts";
-
-type External = SidecarRuntimeConfig["outbound"]["external"][number];
+  destroyClients,
+  dial,
+  egressSidecars,
+  ended,
+  external as ext,
+  httpsOutside,
+  readBytes,
+  readToEnd,
+  type EgressSidecars,
+  type External,
+  type HTTPSOutside,
+} from "./outside.ts";
+import { metricValue, until } from "./support.ts";
 
 // ───────────────────────────── servers outside the mesh ─────────────────────────────
 
@@ -172,56 +168,6 @@ function connectTo(port: number, authority: string, after: Buffer = Buffer.alloc
   });
 }
 
-/** Reads from `socket` until `n` bytes arrived (starting with `have`). */
-function readBytes(socket: Socket, n: number, have: Buffer = Buffer.alloc(0)): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let buf = have;
-    if (buf.length >= n) return resolve(buf);
-    const onData = (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      if (buf.length >= n) {
-        socket.off("data", onData);
-        socket.pause();
-        resolve(buf);
-      }
-    };
-    socket.on("data", onData);
-    socket.once("error", reject);
-    socket.resume();
-  });
-}
-
-/** Everything `socket` sends until its end (FIN). */
-function readToEnd(socket: Socket, have: Buffer = Buffer.alloc(0)): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks = [have];
-    socket.on("data", (c: Buffer) => chunks.push(c));
-    socket.once("end", () => resolve(Buffer.concat(chunks)));
-    socket.once("error", reject);
-    socket.resume();
-  });
-}
-
-/** The sidecar ended the connection: its FIN (the socket is half-open here) or a reset arrived. */
-const ended = (socket: Socket) =>
-  socket.readableEnded || socket.destroyed
-    ? Promise.resolve()
-    : new Promise<void>((r) => {
-        socket.once("end", () => r());
-        socket.once("close", () => r());
-        socket.on("error", () => {});
-        socket.resume();
-      });
-
-/** Every client socket a test opened (destroyed after it, so that drains do not wait for them). */
-const clients = new Set<Socket>();
-/** A TCP connection to 127.0.0.1:port (half-open allowed). */
-function dial(port: number): Socket {
-  const c = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
-  clients.add(c);
-  return c;
-}
-
 /** `bytes` with every byte value, so that the relay is proven binary-safe. */
 const binary = (n: number, seed = 0) =>
   Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff));
@@ -231,8 +177,7 @@ const errorOf = (r: ConnectReply) => JSON.parse(r.body) as { error: { code: stri
 // ───────────────────────────── the sidecar ─────────────────────────────
 
 let tmp: Awaited<ReturnType<typeof tempDir>>;
-let ca: TestCa;
-let base: SidecarRuntimeConfig;
+let sidecars: EgressSidecars;
 let echo: EchoServer;
 /** Never declared under its own address and port: a CONNECT that reached it would show here. */
 let trap: EchoServer;
@@ -240,93 +185,10 @@ let web: HTTPSOutside;
 let hole: Awaited<ReturnType<typeof blackhole>>;
 /** A port nothing listens on. */
 let refusedPort: number;
-const stops: (() => Promise<void>)[] = [];
-
-interface HTTPSOutside {
-  readonly port: number;
-  readonly caFile: string;
-  connections: number;
-  close(): Promise<void>;
-}
-
-/** A real HTTPS server for `localhost`, its certificate from a CA made with openssl. */
-async function httpsOutside(dir: string): Promise<HTTPSOutside> {
-  const p = (f: string) => join(dir, f);
-  await writeFile(
-    p("leaf.ext"),
-    "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-  await run("openssl", [
-    "req",
-    "-x509",
-    ...ec,
-    "-keyout",
-    p("ca.key"),
-    "-out",
-    p("ca.pem"),
-    "-subj",
-    "/CN=egress test CA",
-    "-days",
-    "1",
-  ]);
-  await run("openssl", [
-    "req",
-    ...ec,
-    "-keyout",
-    p("leaf.key"),
-    "-out",
-    p("leaf.csr"),
-    "-subj",
-    "/CN=localhost",
-  ]);
-  await run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    p("leaf.csr"),
-    "-CA",
-    p("ca.pem"),
-    "-CAkey",
-    p("ca.key"),
-    "-CAcreateserial",
-    "-out",
-    p("leaf.pem"),
-    "-days",
-    "1",
-    "-extfile",
-    p("leaf.ext"),
-  ]);
-  const server = https.createServer(
-    { key: await readFile(p("leaf.key")), cert: await readFile(p("leaf.pem")) },
-    (_req, res) => {
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("hello from outside the mesh\n");
-    },
-  );
-  const s = {
-    port: 0,
-    caFile: p("ca.pem"),
-    connections: 0,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-  server.on("connection", () => s.connections++);
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  s.port = (server.address() as AddressInfo).port;
-  return s;
-}
 
 beforeAll(async () => {
   tmp = await tempDir("sidecar-egress");
-  ca = await makeCa(TD);
-  base = meshConfigs({
-    web: { image: "r/web:1", port: 8080, calls: ["orders"] },
-    orders: { image: "r/orders:1", port: 8080, allow: [{ from: ["web"] }] },
-  }).find((c) => c.name === "web")!;
+  sidecars = await egressSidecars(tmp.dir);
   echo = await echoServer();
   trap = await echoServer();
   web = await httpsOutside(tmp.dir);
@@ -334,9 +196,8 @@ beforeAll(async () => {
   refusedPort = await freePort();
 }, 30_000);
 afterEach(async () => {
-  for (const c of clients) c.destroy();
-  clients.clear();
-  for (const stop of stops.splice(0).reverse()) await stop();
+  destroyClients();
+  await sidecars?.stopAll();
 });
 afterAll(async () => {
   hole?.close();
@@ -344,15 +205,6 @@ afterAll(async () => {
   await trap?.close();
   await web?.close();
   await tmp?.cleanup();
-});
-
-const ext = (name: string, host: string, port: number, o: Partial<External> = {}): External => ({
-  name,
-  host,
-  port,
-  localPort: null,
-  connectTimeoutMs: 1000,
-  ...o,
 });
 
 /** The externals most tests declare. */
@@ -363,36 +215,8 @@ const declared = (): External[] => [
   ext("slow", "127.0.0.1", hole.port, { connectTimeoutMs: 200 }),
 ];
 
-let n = 0;
-interface Egress {
-  sidecar: TestSidecar;
-  /** The sidecar's config with other externals (for reload). */
-  configWith(externals: External[]): SidecarRuntimeConfig;
-  metrics(): Promise<string>;
-}
-
-async function start(externals: External[] = declared(), o: { accessLog?: boolean } = {}): Promise<Egress> {
-  const dir = join(tmp.dir, `web-${n++}`);
-  await writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem());
-  const appPort = await freePort();
-  const configWith = (list: External[]) =>
-    localSidecar(base, {
-      identityDir: dir,
-      appPort,
-      edit: (c) => ({
-        ...c,
-        outbound: { ...c.outbound, external: [...list].sort((a, b) => a.name.localeCompare(b.name)) },
-        telemetry: { ...c.telemetry, accessLog: { enabled: o.accessLog ?? true } },
-      }),
-    });
-  const sidecar = await startTestSidecar(configWith(externals));
-  stops.push(() => sidecar.drain());
-  return {
-    sidecar,
-    configWith,
-    metrics: async () => (await request(`${sidecar.adminUrl}/metrics`)).body,
-  };
-}
+const start = (externals: External[] = declared(), o: { accessLog?: boolean } = {}) =>
+  sidecars.start(externals, o);
 
 // ───────────────────────────── tests ─────────────────────────────
 
@@ -487,29 +311,6 @@ describe("CONNECT deny by default", () => {
         code: "egress_denied",
       }),
     ).toBe(1);
-  });
-});
-
-describe("plain HTTP to an external", () => {
-  it("stays_destination_not_declared_in_absolute_form_and_connects_nothing", async () => {
-    const { sidecar } = await start();
-    const before = echo.connections;
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
-      http
-        .request({
-          host: "127.0.0.1",
-          port: sidecar.ports.outbound,
-          path: `http://127.0.0.1:${echo.port}/`,
-          agent: false,
-        })
-        .on("response", resolve)
-        .on("error", reject)
-        .end(),
-    );
-    res.resume();
-    expect(res.statusCode).toBe(403);
-    expect(res.headers["x-meshgate-error"]).toBe("destination_not_declared");
-    expect(echo.connections).toBe(before);
   });
 });
 

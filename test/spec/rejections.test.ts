@@ -4,6 +4,7 @@
  * every E_SPEC_* code a parsed document can produce must be claimed by at least one row.
  */
 import { describe, expect, it } from "vitest";
+import { STATIC_CA_PEM } from "../support/certs.ts";
 import { SpecErrorCatalog } from "../../components/spec/errors.ts";
 import type { SpecError, SpecErrorCode } from "../../components/spec/errors.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
@@ -683,6 +684,40 @@ const ROWS: Row[] = [
     code: "E_SPEC_UNKNOWN_REFERENCE",
     path: "services.payments.calls[0]",
     message: 'did you mean "card-processor"',
+  },
+  {
+    claim: "rejects_ca_on_an_external_destination_whose_tls_the_app_does",
+    mutate: (s) => (s.external["card-processor"].ca = STATIC_CA_PEM),
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.ca",
+    message: "only used when the sidecar originates TLS",
+  },
+  {
+    claim: "rejects_ca_without_a_pem_certificate",
+    mutate: (s) => {
+      s.external["card-processor"].tls = "originate";
+      s.external["card-processor"].ca = "/etc/ssl/certs/partner-ca.pem";
+    },
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.ca",
+    message: "holds no PEM certificate",
+  },
+  {
+    claim: "rejects_ca_whose_certificate_does_not_parse",
+    mutate: (s) => {
+      s.external["card-processor"].tls = "originate";
+      s.external["card-processor"].ca =
+        `${STATIC_CA_PEM}\n-----BEGIN CERTIFICATE-----\nTUlJQm9ndXM=\n-----END CERTIFICATE-----\n`;
+    },
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.ca",
+    message: "certificate 2 of 2 does not parse",
+  },
+  {
+    claim: "rejects_unknown_tls_mode_of_an_external_destination",
+    mutate: (s) => (s.external["card-processor"].tls = "mutual"),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "external.card-processor.tls",
   },
 
   // ── routes ──

@@ -147,7 +147,16 @@ describe("translate", () => {
     expect(a.outbound.external.map((x) => x.name)).toEqual(relayed ? ["db"] : []);
     // b is the control: it calls and is allowed, whatever a does.
     expect(runtime.sidecars.find((s) => s.name === "b")!.outbound.external).toEqual([
-      { name: "db", host: "10.0.0.5", port: 5432, localPort: 15103, connectTimeoutMs: 1000 },
+      {
+        name: "db",
+        host: "10.0.0.5",
+        port: 5432,
+        localPort: 15103,
+        connectTimeoutMs: 1000,
+        timeoutMs: 2000,
+        tls: "passthrough",
+        ca: null,
+      },
     ]);
     // No cluster and no mesh edge for a destination outside the mesh; the egress edge says what it is.
     expect(a.clusters).toEqual([]);
