@@ -284,7 +284,6 @@ class UpgradeRecord {
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
-/** The app as an upstream cluster: one static endpoint, no TLS, never ejected (it is the only one). */
 /**
  * The one-endpoint clusters the sidecar makes itself (the app, an external destination): generous limits,
  * no ejection (there is nowhere else to go), no retry budget (their requests are not retried).
@@ -303,6 +302,7 @@ const SINGLE_ENDPOINT = {
   healthCheck: null,
 } as const satisfies Partial<Cluster>;
 
+/** The app as an upstream cluster: one static endpoint, no TLS, never ejected (it is the only one). */
 function appCluster(config: SidecarRuntimeConfig): Cluster {
   return {
     ...SINGLE_ENDPOINT,
@@ -760,7 +760,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       ...(d.kind === "route" && d.route !== null ? { meshgateRoute: d.route } : {}),
       ...(d.kind === "reject" ? {} : { serverAddress: d.host }),
       peerAddress: peerAddress(req),
-      attributes: { "meshgate.direction": d.kind === "external" ? "egress" : "outbound" },
+      attributes: { "meshgate.direction": "outbound" },
     }));
     if (d.kind === "reject") {
       ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);

@@ -58,6 +58,11 @@ export interface ShopMeshOptions {
   readonly tracing?: { readonly otlpEndpoint: string };
   /** Lifetime of the SVIDs. @default 10 minutes */
   readonly svidTtlMs?: number;
+  /**
+   * Where the spec's external destinations are, for the sidecars that reach them (plain, no TLS
+   * origination): a server on 127.0.0.1 instead of api.stripe.com, so that nothing leaves the machine.
+   */
+  readonly externals?: Readonly<Record<string, { readonly host: string; readonly port: number }>>;
 }
 
 const listen = async (server: http.Server) => {
@@ -212,7 +217,22 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
           identityDir: await identity(name),
           appPort,
           endpoints,
-          edit: (c) => generousTimeouts(withTracing<SidecarRuntimeConfig>(c, o.tracing)),
+          edit: (c) =>
+            generousTimeouts(
+              withTracing<SidecarRuntimeConfig>(
+                {
+                  ...c,
+                  outbound: {
+                    ...c.outbound,
+                    external: c.outbound.external.map((e) => {
+                      const at = o.externals?.[e.name];
+                      return at ? { ...e, ...at, tls: "passthrough" as const, ca: null } : e;
+                    }),
+                  },
+                },
+                o.tracing,
+              ),
+            ),
         }),
       );
       outbound = sidecar.ports.outbound;

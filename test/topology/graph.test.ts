@@ -72,16 +72,22 @@ describe("buildTopology", () => {
       ["web->mail", "denied", []],
       ["web->psp", "allowed", ["external.psp.allow[0]"]],
     ]);
-    // Live numbers: the caller's sidecar's tunnels to that destination; none for a refused one.
+    // Live numbers: the caller's sidecar's plain-HTTP requests to that destination plus its tunnels
+    // there; none for a refused one.
     const spiffeOf = (w: string) => `spiffe://t.example/ns/t/sa/${w}`;
     const psp = edgeSource(
       g.edges.find((e) => e.id === "web->psp")!,
       spiffeOf,
     )!;
     expect(psp.target).toBe("web");
-    expect(psp.stats.counter).toBe("meshgate_egress_connections_total");
-    expect(psp.stats.match).toEqual({ external: "psp" });
-    expect([psp.stats.isError("failed"), psp.stats.isError("opened")]).toEqual([true, false]);
+    expect([psp.stats.counter, psp.stats.histogram]).toEqual([
+      "meshgate_requests_total",
+      "meshgate_request_duration_seconds",
+    ]);
+    expect(psp.stats.match).toEqual({ direction: "outbound", peer: "psp" });
+    expect(psp.also!.counter).toBe("meshgate_egress_connections_total");
+    expect(psp.also!.match).toEqual({ external: "psp" });
+    expect([psp.also!.isError("failed"), psp.also!.isError("opened")]).toEqual([true, false]);
     expect(
       edgeSource(
         g.edges.find((e) => e.id === "web->mail")!,

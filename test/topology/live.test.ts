@@ -31,8 +31,18 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
   res.end(text);
 };
 
+/** The card processor, on 127.0.0.1: answers plain HTTP, and accepts the tunnels CONNECT opens. */
+let processor: http.Server;
+let processorPort: number;
+
 beforeAll(async () => {
-  shop = await startShopMesh({ svidTtlMs: SVID_TTL_MS });
+  processor = http.createServer((_req, res) => json(res, 200, { charged: true }));
+  await new Promise<void>((r) => processor.listen(0, "127.0.0.1", r));
+  processorPort = (processor.address() as AddressInfo).port;
+  shop = await startShopMesh({
+    svidTtlMs: SVID_TTL_MS,
+    externals: { "card-processor": { host: "127.0.0.1", port: processorPort } },
+  });
   topology = createTopology({
     spec: shop.spec,
     infra: shop.translated.infra,
@@ -53,6 +63,8 @@ afterAll(async () => {
   topology?.close();
   await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
   await shop?.stop();
+  processor?.closeAllConnections();
+  await new Promise<void>((r) => (processor ? processor.close(() => r()) : r()));
 });
 
 const traffic = (rounds: number) => shop.traffic(rounds);
@@ -107,6 +119,52 @@ describe("the topology api", () => {
     ).toBe(6);
     expect(requestsOn(after, "internet->gateway") - requestsOn(before, "internet->gateway")).toBe(24);
     expect(after.targets.every((x) => x.up === true && x.error === null)).toBe(true);
+  });
+
+  it("counts_an_egress_edges_plain_http_requests_and_tunnels_together", async () => {
+    await topology.scrape();
+    const edge = "payments->card-processor";
+    const before = topology.state();
+    const proxy = shop.sidecars.get("payments")!.outboundUrl;
+    const target = `http://127.0.0.1:${processorPort}`;
+    // 3 plain-HTTP requests through payments' sidecar (absolute form, as HTTP_PROXY clients send them)…
+    for (let i = 0; i < 3; i++) {
+      const r = await new Promise<number>((resolve, reject) => {
+        const u = new URL(proxy);
+        const req = http.request({ host: u.hostname, port: u.port, path: `${target}/charges`, agent: false });
+        req.on("response", (res) => res.resume().on("end", () => resolve(res.statusCode ?? 0)));
+        req.on("error", reject);
+        req.end();
+      });
+      expect(r).toBe(200);
+    }
+    // …and 2 tunnels (CONNECT), each closed after its answer.
+    for (let i = 0; i < 2; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const u = new URL(proxy);
+        const req = http.request({
+          host: u.hostname,
+          port: u.port,
+          method: "CONNECT",
+          path: `127.0.0.1:${processorPort}`,
+          agent: false,
+        });
+        req.on("connect", (res, socket) => {
+          socket.destroy();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+      expect(status).toBe(200);
+    }
+    const after = await settle((s) => requestsOn(s, edge) >= requestsOn(before, edge) + 5);
+    const stats = after.stats[edge]!;
+    expect(stats.requests - requestsOn(before, edge)).toBe(5);
+    expect(stats.codes["2xx"]).toBeGreaterThan(0);
+    expect(stats.codes.opened).toBeGreaterThan(0);
+    expect(stats.errorRatio).toBe(0);
+    expect(stats.p99).toBeGreaterThan(0);
   });
 
   it("reports_each_identity_certificate_expiry", () => {

@@ -9,6 +9,7 @@ import {
   increaseBy,
   parseExposition,
   parseSampleLine,
+  mergeStats,
   windowStats,
   withinWindow,
   type Sample,
@@ -239,6 +240,44 @@ describe("windowStats", () => {
   it("an_idle_edge_has_zero_rate_and_no_p99", () => {
     const stats = windowStats([snap(0, series(5, 0, 5, 0, 0)), snap(2000, series(5, 0, 5, 0, 0))], src);
     expect(stats).toEqual({ rate: 0, errorRatio: 0, codes: {}, p99: null, requests: 0 });
+  });
+
+  it("adds_an_egress_edges_tunnels_to_its_requests_keeping_the_requests_p99", () => {
+    // 10 s: 100 plain-HTTP requests (5 answered 5xx) and 20 tunnels opened + 5 failed connects.
+    const tunnels: StatsSource = {
+      counter: "meshgate_egress_connections_total",
+      statusLabel: "outcome",
+      isError: (s) => s === "failed",
+      histogram: null,
+      match: { external: "payments" },
+    };
+    const egress = (opened: number, failed: number) =>
+      [
+        `meshgate_egress_connections_total{external="payments",outcome="opened"} ${opened}`,
+        `meshgate_egress_connections_total{external="payments",outcome="failed"} ${failed}`,
+      ].join("\n");
+    const s = [
+      snap(0, `${series(100, 0, 100, 0, 0)}\n${egress(0, 0)}`),
+      snap(10_000, `${series(195, 5, 190, 10, 0)}\n${egress(20, 5)}`),
+    ];
+    const both = mergeStats(windowStats(s, src), windowStats(s, tunnels));
+    expect(both.requests).toBe(125);
+    expect(both.rate).toBe(12.5);
+    expect(both.errorRatio).toBeCloseTo(10 / 125, 12);
+    expect(both.codes).toEqual({ "2xx": 9.5, "5xx": 0.5, opened: 2, failed: 0.5 });
+    expect(both.p99).toBeCloseTo(0.091, 12);
+    // Tunnels alone: no latency, the failed share of connects.
+    const idle = [
+      snap(0, `${series(5, 0, 5, 0, 0)}\n${egress(0, 0)}`),
+      snap(10_000, `${series(5, 0, 5, 0, 0)}\n${egress(20, 5)}`),
+    ];
+    expect(mergeStats(windowStats(idle, src), windowStats(idle, tunnels))).toEqual({
+      rate: 2.5,
+      errorRatio: 0.2,
+      codes: { opened: 2, failed: 0.5 },
+      p99: null,
+      requests: 25,
+    });
   });
 
   it("keeps_the_snapshots_of_the_window_and_at_least_two", () => {

@@ -5,7 +5,7 @@
  * rules admit the caller), denied (a declared call the callee's rules refuse), or allowed but never
  * declared — each with where its live numbers are read from the proxies' metrics; and the destinations
  * outside the mesh (spec `external`) that some service calls or may reach, with the InfraIR's egress
- * edges (the caller's sidecar's tunnels).
+ * edges (the caller's sidecar's requests and tunnels).
  */
 import type { InfraIR } from "../../../components/translate/ir.ts";
 import { sumOf, type Match, type Sample, type StatsSource } from "./metrics.ts";
@@ -39,7 +39,7 @@ export interface TopologyEdge {
   readonly allowedBy: readonly string[];
   /** Where the live numbers come from, in words (`orders sidecar, outbound to payments`). */
   readonly source: string;
-  /** To a destination outside the mesh (the caller's sidecar relays tunnels; no requests to count). */
+  /** To a destination outside the mesh (the caller's sidecar forwards plain HTTP to it and relays tunnels). */
   readonly egress: boolean;
 }
 
@@ -97,7 +97,7 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
         to: e.external,
         status: status(e),
         allowedBy: [...e.allowedBy],
-        source: `${e.from} sidecar: tunnels to ${e.external} (${externals.get(e.external)})`,
+        source: `${e.from} sidecar: requests and tunnels to ${e.external} (${externals.get(e.external)})`,
         egress: true,
       })),
   ].sort((a, b) => cmp(a.id, b.id));
@@ -215,6 +215,8 @@ const upstreamError = (s: string) => s !== "success" && s !== "2xx" && s !== "3x
 export interface EdgeSource {
   readonly target: string;
   readonly stats: StatsSource;
+  /** A second source on the same target whose counts add to the first (an egress edge's tunnels). */
+  readonly also?: StatsSource;
 }
 
 /**
@@ -223,8 +225,9 @@ export interface EdgeSource {
  * - `gateway->S`: S's sidecar, inbound from the gateway's SPIFFE ID (the peer label holds the ID only
  *   when an allow rule names it); for a denied edge, the gateway's upstream attempts to cluster S;
  * - `A->B`: A's sidecar, outbound to B (the peer label is the destination service);
- * - `A->X`, X outside the mesh: A's sidecar's tunnels to X (rate = tunnels opened, errors = failed
- *   connects, no latency); none for a denied one (the sidecar refuses it before naming X).
+ * - `A->X`, X outside the mesh: A's sidecar's plain-HTTP requests to X plus its tunnels to X (rate =
+ *   requests + tunnels opened, errors = 5xx + failed connects, p99 of the requests); none for a denied
+ *   one (the sidecar refuses it before naming X).
  */
 export function edgeSource(edge: TopologyEdge, spiffeOf: (workload: string) => string): EdgeSource | null {
   if (edge.egress)
@@ -233,6 +236,13 @@ export function edgeSource(edge: TopologyEdge, spiffeOf: (workload: string) => s
       : {
           target: edge.from,
           stats: {
+            counter: REQUESTS,
+            statusLabel: "code_class",
+            isError: is5xx,
+            histogram: DURATION,
+            match: { direction: "outbound", peer: edge.to },
+          },
+          also: {
             counter: "meshgate_egress_connections_total",
             statusLabel: "outcome",
             isError: (s) => s === "failed",

@@ -36,6 +36,7 @@ import {
   type TopologyGraph,
 } from "./graph.ts";
 import {
+  mergeStats,
   parseExposition,
   spanSeconds,
   windowStats,
@@ -222,7 +223,8 @@ export function createTopology(opts: TopologyOptions): TopologyHandler {
         continue;
       }
       seconds = Math.max(seconds, spanSeconds(win));
-      stats[e.id] = windowStats(win, src.stats);
+      const first = windowStats(win, src.stats);
+      stats[e.id] = src.also ? mergeStats(first, windowStats(win, src.also)) : first;
     }
     const certificates: Record<string, CertificateExpiry | null> = {};
     for (const n of graph.nodes) {

@@ -276,6 +276,24 @@ export function windowStats(snapshots: readonly Snapshot[], src: StatsSource): T
   };
 }
 
+/**
+ * Two sources' numbers as one (an egress edge: requests and tunnels): rates, counts and the status mix
+ * add up, the error ratio is over both, the p99 is the first's (the second has no latency).
+ */
+export function mergeStats(a: TrafficStats, b: TrafficStats): TrafficStats {
+  const requests = a.requests + b.requests;
+  const errors = a.errorRatio * a.requests + b.errorRatio * b.requests;
+  const codes: Record<string, number> = { ...a.codes };
+  for (const [k, v] of Object.entries(b.codes)) codes[k] = (codes[k] ?? 0) + v;
+  return {
+    rate: a.rate + b.rate,
+    errorRatio: requests > 0 ? errors / requests : 0,
+    codes,
+    p99: a.p99 ?? b.p99,
+    requests,
+  };
+}
+
 /** The snapshots within `windowMs` of the newest one (at least the newest two, when there are two). */
 export function withinWindow(snapshots: readonly Snapshot[], windowMs: number): Snapshot[] {
   if (snapshots.length === 0) return [];
