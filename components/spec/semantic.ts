@@ -1127,7 +1127,6 @@ function isCidr(value: string): boolean {
   return Number(bits) <= (version === 4 ? 32 : 128);
 }
 
-/** Why a string is not an external destination's host (a DNS name without wildcard, or an IP), or null. */
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
 
 /** Why a CA bundle is unusable: no PEM certificate in it, or one that does not parse; null when it is fine. */
@@ -1144,6 +1143,7 @@ function pemProblem(pem: string): string | null {
   return null;
 }
 
+/** Why a string is not an external destination's host (a DNS name without wildcard, or an IP), or null. */
 export function externalHostProblem(host: string): string | null {
   if (isIP(host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host) !== 0)
     return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;

@@ -19,6 +19,8 @@ export const RuntimeErrorCatalog = {
     "the SVID in svid.certFile names another SPIFFE ID than the config's `identity`; the proxy refuses to serve as someone else",
   E_RT_IDENTITY_UNAVAILABLE:
     "an mTLS connection was needed but no valid identity is loaded yet (or it expired)",
+  E_RT_EGRESS_ADDRESS_REFUSED:
+    "an external destination's DNS name resolved only to loopback, link-local (cloud metadata) or unspecified addresses, which the sidecar does not connect to by name (declare the IP address if it is meant)",
 } as const;
 
 export type RuntimeErrorCode = keyof typeof RuntimeErrorCatalog;

@@ -163,6 +163,8 @@ export interface EgressOptions {
   readonly metrics: EgressMetrics;
   /** An error answer the sidecar generated (sidecar_errors_total{direction="outbound"}). */
   readonly countError: (code: SidecarErrorCode) => void;
+  /** Resolves external destinations' names (net/lookup.ts egressLookup: loopback / link-local refused). */
+  readonly lookup: net.LookupFunction;
 }
 
 /** One tunnel (or attempt): from the app's connection to the external. */
@@ -339,7 +341,7 @@ export class Egress {
   #originator(e: External): (host: string, port: number) => Socket {
     let c = this.#originators.get(e);
     if (c === undefined) {
-      const tlsConnect = originateConnector({ serverName: e.host, ca: e.ca }, null);
+      const tlsConnect = originateConnector({ serverName: e.host, ca: e.ca }, null, this.#o.lookup);
       c = (host, port) => {
         const socket = tlsConnect(host, port);
         socket.setNoDelay(true);
@@ -361,7 +363,13 @@ export class Egress {
     const originate = t.via === "local" && e.tls === "originate";
     const upstream = originate
       ? this.#originator(e)(e.host, e.port)
-      : net.connect({ host: e.host, port: e.port, noDelay: true, allowHalfOpen: true });
+      : net.connect({
+          host: e.host,
+          port: e.port,
+          lookup: this.#o.lookup,
+          noDelay: true,
+          allowHalfOpen: true,
+        });
     let connected = false;
     let timedOut = false;
     const timer =

@@ -63,6 +63,7 @@ import {
   type OutboundExternal,
 } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
+import { egressLookup } from "../net/lookup.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
@@ -130,6 +131,11 @@ export interface SidecarOptions {
   maxRequestsPerSocket?: number;
   /** In-flight requests get this long to finish on drain (default 30 s). */
   drainTimeoutMs?: number;
+  /**
+   * Resolves the names of external destinations (plain HTTP, tunnels, local ports); default
+   * net/lookup.ts egressLookup, which refuses loopback, link-local and unspecified answers.
+   */
+  externalLookup?: net.LookupFunction;
 }
 
 export type { ReloadResult } from "../contract/reload.ts";
@@ -341,6 +347,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const accessLog = options.accessLogger ?? log;
   const bindHost = options.host ?? "0.0.0.0";
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+  /** Names of external destinations resolve through this (loopback / link-local answers refused). */
+  const externalLookup = options.externalLookup ?? egressLookup;
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
@@ -423,6 +431,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       ),
     },
     countError: (code) => mErrors.labels("sidecar", "outbound", code).inc(),
+    lookup: externalLookup,
   });
 
   /** Request metric children by direction, peer label and mtls, looked up once. */
@@ -485,6 +494,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
   const connectMtls = mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() });
   const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
+  /** The pools to external destinations: their names resolve through externalLookup. */
+  const externalPools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, lookup: externalLookup });
 
   // ── state ──
   async function buildState(config: SidecarRuntimeConfig): Promise<State> {
@@ -532,7 +543,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       const cluster = new UpstreamCluster(
         externalCluster(e),
         { kind: "static", endpoints: { [e.name]: [{ host: e.host, port: e.port }] } },
-        pools,
+        externalPools,
         events,
       );
       await cluster.start();
@@ -1063,8 +1074,14 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       const tlsMode = cluster.config.tls;
       const upstream =
         tlsMode.mode === "tls"
-          ? originateConnector(tlsMode)(endpoint.host, endpoint.port)
-          : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true, allowHalfOpen: true });
+          ? originateConnector(tlsMode, "http1", externalLookup)(endpoint.host, endpoint.port)
+          : net.connect({
+              host: endpoint.host,
+              port: endpoint.port,
+              lookup: externalLookup,
+              noDelay: true,
+              allowHalfOpen: true,
+            });
       tunnel(
         u,
         socket,
@@ -1502,6 +1519,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       void previous.tracer.shutdown(2000);
       const keep = new Set(stateClusters(built).flatMap((c) => c.poolKeys()));
       void pools.retain(keep);
+      void externalPools.retain(keep);
     },
     discard: (built) => {
       discardState(built.state);
@@ -1538,6 +1556,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     for (const c of stateClusters(state)) c.close();
     await state.tracer.shutdown(2000);
     await pools.closeAll();
+    await externalPools.closeAll();
     log.info({ event: "stopped" });
   }
 

@@ -83,6 +83,11 @@ export interface PoolCacheOptions {
    * attempt fails with E_RT_IDENTITY_UNAVAILABLE.
    */
   mtls?: MtlsConnect;
+  /**
+   * Resolves the endpoint names of `tls` clusters and of plain HTTP/1.1 ones (the sidecar's pools to
+   * external destinations: net/lookup.ts egressLookup); the system's resolver when absent.
+   */
+  lookup?: net.LookupFunction;
 }
 
 /** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
@@ -93,6 +98,12 @@ export function poolKey(endpointKey: string, cluster: Cluster): string {
     return `${endpointKey}/${cluster.protocol}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}`;
   return `${endpointKey}/${cluster.protocol}`;
 }
+
+/** Plain TCP connections whose host is resolved by `lookup`. */
+const plainConnector =
+  (lookup: net.LookupFunction) =>
+  (host: string, port: number): net.Socket =>
+    net.connect({ host, port, lookup, noDelay: true });
 
 /** Pools by "host:port", shared by every cluster and kept across reloads. */
 export class PoolCache {
@@ -114,7 +125,7 @@ export class PoolCache {
         tls.mode === "mtls"
           ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2")
           : tls.mode === "tls"
-            ? originateConnector(tls, "http2")
+            ? originateConnector(tls, "http2", this.options.lookup)
             : undefined,
         tls.mode === "mtls" ? connectionReusable : undefined,
       );
@@ -133,8 +144,13 @@ export class PoolCache {
               reusable: connectionReusable,
             }
           : tls.mode === "tls"
-            ? { connect: originateConnector(tls), readyEvent: "secureConnect" as const }
-            : {}),
+            ? {
+                connect: originateConnector(tls, "http1", this.options.lookup),
+                readyEvent: "secureConnect" as const,
+              }
+            : this.options.lookup !== undefined
+              ? { connect: plainConnector(this.options.lookup) }
+              : {}),
       });
       this.pools.set(key, pool);
     }

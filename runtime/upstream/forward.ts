@@ -85,6 +85,7 @@ function classify(e: Error & { code?: string }): AttemptFailure | "client_aborte
     case "ENETUNREACH":
     case "ENOTFOUND":
     case "EAI_AGAIN":
+    case "E_RT_EGRESS_ADDRESS_REFUSED":
     case "UND_ERR_CONNECT_TIMEOUT":
       return { kind: "connect-failure" };
     case "REFUSED_STREAM":

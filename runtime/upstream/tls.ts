@@ -209,11 +209,13 @@ export interface OriginateTls {
  * the chain verified against `ca` (or Node's root store), the certificate checked for `serverName` by
  * Node's RFC 6125 rules (DNS names and IP addresses in the SAN). One secure context per trust, built once.
  * A failed verification fails the connection before anything is sent (the pool sees a connect failure).
- * `protocol` is the ALPN offered: HTTP/1.1, h2, or none (null).
+ * `protocol` is the ALPN offered: HTTP/1.1, h2, or none (null); `lookup` resolves the host (egress:
+ * net/lookup.ts).
  */
 export function originateConnector(
   trust: OriginateTls,
   protocol: MtlsProtocol | null = "http1",
+  lookup?: net.LookupFunction,
 ): (host: string, port: number) => net.Socket {
   const context = tls.createSecureContext({
     minVersion: "TLSv1.2",
@@ -225,6 +227,7 @@ export function originateConnector(
       host,
       port,
       secureContext: context,
+      ...(lookup !== undefined ? { lookup } : {}),
       ...(servername !== undefined ? { servername } : {}),
       // null: a byte relay (an external's local port) — the app's protocol is unknown, so no ALPN is
       // offered, and a half-close is the relay's to pass on (the socket does not end itself on the server's).

@@ -150,19 +150,44 @@ beforeAll(async () => {
     30_000,
     "prometheus to be ready",
   );
+  // The ratios come out near 25% when the window holds whole cycles of four requests: one whole cycle
+  // first (three 200s, then a 500), scraped by both jobs before the rest, then whole cycles only, then a
+  // scrape after the traffic. (Not exactly 25%: each of the gateway's two workers counts its own share,
+  // and rate() extrapolates each series by where it started — measured 23.9–25.0%.) Without the waits a
+  // loaded machine could leave a window of a few dozen requests cut mid-cycle: 30.6% was seen.
+  let sent = 0;
+  const scrapedAll = (n: number) => async () => {
+    const r = await query('sum by (job) (meshgate_requests_total{route="items"})');
+    return r.length === 2 && r.every((x) => Number(x.value[1]) === n);
+  };
+  for (; sent < 4; sent++) await request(`${gateway.url}/items`);
+  await waitFor(scrapedAll(sent), 30_000, "both jobs to scrape the first cycle");
   // Traffic for ~6 seconds, so that rate() over [5m] has several scrapes to work with.
   const end = Date.now() + 6000;
   while (Date.now() < end) {
     await Promise.all(Array.from({ length: 8 }, () => request(`${gateway.url}/items`)));
+    sent += 8;
     await new Promise((r) => setTimeout(r, 100));
   }
-  // Each group runs on its own schedule: wait until every one has recorded from the traffic.
+  await waitFor(scrapedAll(sent), 30_000, "both jobs to scrape the end of the traffic");
+  const scraped = Math.max(
+    ...(await query('timestamp(meshgate_requests_total{route="items"})')).map((x) => Number(x.value[1])),
+  );
+  // Each group runs on its own schedule: wait until every one has evaluated after that scrape (the
+  // alert after the recording rules it reads).
   for (const q of [
     'slo:meshgate_sli_error:ratio_rate5m{sli="availability"}',
     'route:meshgate_request_errors:ratio_rate5m{route="items"}',
     'ALERTS{alertname="MeshgateSLOBudgetBurnFast",alertstate="firing"}',
   ])
-    await waitFor(async () => (await query(q)).length > 0, 30_000, `${q} to have a value`);
+    await waitFor(
+      async () => {
+        const r = await query(`timestamp(${q})`);
+        return r.length > 0 && r.every((x) => Number(x.value[1]) > scraped);
+      },
+      30_000,
+      `${q} to be evaluated after the last scrape`,
+    );
 }, 120_000);
 
 afterAll(async () => {

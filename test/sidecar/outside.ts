@@ -10,6 +10,7 @@ import https from "node:https";
 import net, { type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
+import type { SidecarOptions } from "../../runtime/sidecar/server.ts";
 import { makeCa, run, type TestCa } from "../pki/support.ts";
 import { freePort, request } from "../support/gateway.ts";
 import {
@@ -246,7 +247,10 @@ export interface Egress {
 
 /** Starts sidecars of `web` (which calls `orders`) with externals declared; `stopAll` drains them. */
 export interface EgressSidecars {
-  start(externals: External[], o?: { accessLog?: boolean }): Promise<Egress>;
+  start(
+    externals: External[],
+    o?: { accessLog?: boolean; externalLookup?: SidecarOptions["externalLookup"] },
+  ): Promise<Egress>;
   stopAll(): Promise<void>;
 }
 
@@ -273,7 +277,10 @@ export async function egressSidecars(dir: string): Promise<EgressSidecars> {
             telemetry: { ...c.telemetry, accessLog: { enabled: o.accessLog ?? true } },
           }),
         });
-      const sidecar = await startTestSidecar(configWith(externals));
+      const sidecar = await startTestSidecar(
+        configWith(externals),
+        o.externalLookup ? { externalLookup: o.externalLookup } : {},
+      );
       stops.push(() => sidecar.drain());
       return {
         sidecar,
