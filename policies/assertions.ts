@@ -755,23 +755,13 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
       });
       return out("deny", "outbound", o.status, o.code, null);
     }
-    if (o.kind === "external") {
+    if (o.kind === "external" || o.service !== callee) {
       steps.push({
         layer: "outbound",
         outcome: "deny",
         at: `${r.from} (sidecar)`,
         rule: `services.${r.from}.calls`,
-        detail: `host ${req.host} is the external destination ${o.external}, not ${callee}`,
-      });
-      return out("deny", "outbound", 403, "destination_mismatch", null);
-    }
-    if (o.service !== callee) {
-      steps.push({
-        layer: "outbound",
-        outcome: "deny",
-        at: `${r.from} (sidecar)`,
-        rule: `services.${r.from}.calls`,
-        detail: `host ${req.host} resolves to ${o.service}, not ${callee}`,
+        detail: `host ${req.host} ${o.kind === "external" ? `is the external destination ${o.external}` : `resolves to ${o.service}`}, not ${callee}`,
       });
       return out("deny", "outbound", 403, "destination_mismatch", null);
     }

@@ -634,6 +634,15 @@ export function renderDiffMarkdown(
   const x = d.externals;
   const g = d.egress;
   const outside = graph.base.externals.length + graph.head.externals.length > 0;
+  /** Changes outside the mesh: destinations added, removed or moved, and egress edges. */
+  const egressChanges =
+    x.added.length +
+    x.removed.length +
+    x.changed.length +
+    g.added.length +
+    g.removed.length +
+    g.deniedAdded.length +
+    g.deniedRemoved.length;
   lines.push(
     [
       `**access widened: ${d.widened.length}**, narrowed: ${d.narrowed.length}`,
@@ -652,13 +661,7 @@ export function renderDiffMarkdown(
       e.removed.length +
       e.callsAdded.length +
       e.callsRemoved.length +
-      x.added.length +
-      x.removed.length +
-      x.changed.length +
-      g.added.length +
-      g.removed.length +
-      g.deniedAdded.length +
-      g.deniedRemoved.length +
+      egressChanges +
       d.routes.added.length +
       d.routes.removed.length +
       d.settings.length +
@@ -692,16 +695,7 @@ export function renderDiffMarkdown(
     edgeList("declared calls removed", e.callsRemoved);
     lines.push("");
   }
-  if (
-    x.added.length +
-      x.removed.length +
-      x.changed.length +
-      g.added.length +
-      g.removed.length +
-      g.deniedAdded.length +
-      g.deniedRemoved.length >
-    0
-  ) {
+  if (egressChanges > 0) {
     const egressList = (title: string, list: EgressRef[]) => {
       if (list.length > 0)
         lines.push(

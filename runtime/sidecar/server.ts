@@ -1385,13 +1385,29 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     await listen(server.server, port, "127.0.0.1");
     return server;
   };
-  for (const s of options.config.outbound.services) {
-    const port = options.ports?.services?.[s.service] ?? s.localPort;
-    if (port === null || port === undefined) continue;
-    const server = await openLocal(s.service, port);
-    servicePorts[s.service] = (server.server.address() as AddressInfo).port;
-    serviceServers.set(s.service, server);
+  /** Binds the local ports the config starts with (a port option wins), recording each bound port. */
+  async function bindInitial<L extends { readonly server: net.Server }>(
+    wanted: readonly (readonly [name: string, port: number | null | undefined])[],
+    open: (name: string, port: number) => Promise<L>,
+    bound: Record<string, number>,
+    servers: Map<string, L>,
+  ): Promise<void> {
+    for (const [name, port] of wanted) {
+      if (port === null || port === undefined) continue;
+      const server = await open(name, port);
+      bound[name] = (server.server.address() as AddressInfo).port;
+      servers.set(name, server);
+    }
   }
+  await bindInitial(
+    options.config.outbound.services.map((s) => [
+      s.service,
+      options.ports?.services?.[s.service] ?? s.localPort,
+    ]),
+    openLocal,
+    servicePorts,
+    serviceServers,
+  );
   type LocalSwap = PreparedSwap<LocalListener, LocalPortChanges>;
   /** Binds the per-service local ports `next` adds and moves; a port that cannot be bound refuses it. */
   const openChangedLocals = (next: SidecarRuntimeConfig): Promise<LocalSwap> =>
@@ -1414,13 +1430,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const externalPorts = ports.external;
   const openExternal = (name: string, port: number): Promise<ExternalListener> =>
     egress.listen(name, port, () => (draining ? null : state.egress));
-  for (const e of options.config.outbound.external) {
-    const port = options.ports?.external?.[e.name] ?? e.localPort;
-    if (port === null || port === undefined) continue;
-    const server = await openExternal(e.name, port);
-    externalPorts[e.name] = (server.server.address() as AddressInfo).port;
-    externalServers.set(e.name, server);
-  }
+  await bindInitial(
+    options.config.outbound.external.map((e) => [e.name, options.ports?.external?.[e.name] ?? e.localPort]),
+    openExternal,
+    externalPorts,
+    externalServers,
+  );
   type ExternalSwap = PreparedSwap<ExternalListener, LocalPortChanges>;
   /** Binds the external local ports `next` adds and moves; a port that cannot be bound refuses it. */
   const openChangedExternal = (next: SidecarRuntimeConfig): Promise<ExternalSwap> =>

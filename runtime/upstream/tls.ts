@@ -205,9 +205,15 @@ export interface OriginateTls {
 }
 
 /**
+ * The secure context of each trust (a cluster's `tls` object, kept as long as its config): built once,
+ * whether a pool, a WebSocket or a relay asks for a connector.
+ */
+const contexts = new WeakMap<OriginateTls, tls.SecureContext>();
+
+/**
  * Opens TLS connections to a server outside the mesh (egress with TLS origination): TLS 1.2 or later,
  * the chain verified against `ca` (or Node's root store), the certificate checked for `serverName` by
- * Node's RFC 6125 rules (DNS names and IP addresses in the SAN). One secure context per trust, built once.
+ * Node's RFC 6125 rules (DNS names and IP addresses in the SAN). One secure context per trust object.
  * A failed verification fails the connection before anything is sent (the pool sees a connect failure).
  * `protocol` is the ALPN offered: HTTP/1.1, h2, or none (null); `lookup` resolves the host (egress:
  * net/lookup.ts).
@@ -217,10 +223,15 @@ export function originateConnector(
   protocol: MtlsProtocol | null = "http1",
   lookup?: net.LookupFunction,
 ): (host: string, port: number) => net.Socket {
-  const context = tls.createSecureContext({
-    minVersion: "TLSv1.2",
-    ...(trust.ca !== null ? { ca: trust.ca } : {}),
-  });
+  let context = contexts.get(trust);
+  if (context === undefined)
+    contexts.set(
+      trust,
+      (context = tls.createSecureContext({
+        minVersion: "TLSv1.2",
+        ...(trust.ca !== null ? { ca: trust.ca } : {}),
+      })),
+    );
   const servername = net.isIP(trust.serverName) === 0 ? trust.serverName : undefined;
   return (host, port) =>
     tls.connect({
