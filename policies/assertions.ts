@@ -35,7 +35,7 @@ import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runti
 import { compileTemplate } from "../runtime/decide/router.ts";
 import { scopesOf } from "../runtime/auth/jwt.ts";
 import { credentialHeaders, upstreamMethod } from "../runtime/cache/policy.ts";
-import { canonicalHost as egressHost } from "../runtime/sidecar/egress.ts";
+import { canonicalHost as egressHost, compileExternals } from "../runtime/sidecar/egress.ts";
 import { GATEWAY, INTERNET, type MeshModel } from "./model.ts";
 import {
   egressEdges,
@@ -45,6 +45,7 @@ import {
   type NetworkEdge,
 } from "./network.ts";
 import { destinationOf } from "./reachability.ts";
+import { isWildcardHost, wildcardCovers } from "../runtime/decide/external.ts";
 import type { PolicyInput } from "./run.ts";
 
 /** The layers a request meets, in order. */
@@ -384,6 +385,16 @@ function credentialsText(r: TrafficRequest): string {
   return parts.length ? parts.join(" + ") : "anonymous";
 }
 
+/**
+ * The host a request to `to` names when the assertion gives none: a service's name, an external's host —
+ * for a wildcard external one name it covers (`*.s3.amazonaws.com` → `example.s3.amazonaws.com`).
+ */
+function externalHostOf(model: MeshModel, to: string): string {
+  const host = model.infra.externals.find((x) => x.name === to)?.host;
+  if (host === undefined) return to;
+  return isWildcardHost(host) ? `example${host.slice(1)}` : host;
+}
+
 function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
   const internet = r.from === INTERNET;
   return {
@@ -395,7 +406,7 @@ function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
       r.host ??
       (internet
         ? (model.runtime.gateway?.hosts.find((h) => !h.startsWith("*.")) ?? "localhost")
-        : (model.infra.externals.find((x) => x.name === r.to)?.host ?? r.to!)),
+        : externalHostOf(model, r.to!)),
     headers: lower(r.headers),
     credentials: internet
       ? credentialsText(r)
@@ -857,14 +868,16 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
     return out("deny", "outbound", 403, code);
   };
 
-  const target = destinationOf({ host: connectHost(req.host), port: ext.port });
+  const host = connectHost(req.host);
+  const target = destinationOf({ host, port: ext.port });
+  // The sidecar's own matching (exact hosts, then the longest wildcard).
   const relays = model.sidecar(r.from)!.outbound.external;
-  const relayed = relays.find((x) => destinationOf(x) === target);
+  const relayed = compileExternals(relays).byTarget.match(host, ext.port);
   const allowedBy = model.spec.external[name]!.allow.flatMap((a, i) =>
     a.from.includes(r.from) ? [`external.${name}.allow[${i}]`] : [],
   );
   if (relayed === undefined) {
-    if (target !== destinationOf(ext))
+    if (!(isWildcardHost(ext.host) ? wildcardCovers(ext.host, host) : target === destinationOf(ext)))
       return deny(
         `services.${r.from}.calls`,
         `CONNECT ${target} names no destination ${r.from} may reach (${name} is ${destinationOf(ext)})`,

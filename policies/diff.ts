@@ -18,6 +18,7 @@
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
  */
+import { isWildcardHost, wildcardCovers } from "../runtime/decide/external.ts";
 import { createHash } from "node:crypto";
 import type { GatewayRoute, RetryPlan } from "../runtime/contract/schema.ts";
 import { GATEWAY, INTERNET } from "./model.ts";
@@ -270,11 +271,10 @@ function egressEdgeChanges(rb: Reachability, rh: Reachability): SemanticDiff["eg
  */
 function egressAccess(a: Reachability, b: Reachability, direction: "widened" | "narrowed"): AccessChange[] {
   const relayed = b.egress.filter((e) => e.relayed);
-  const reached = new Set(relayed.map((e) => `${e.from}\u0000${destinationOf(e)}`));
   const byName = new Map(relayed.map((e) => [ekey(e), e]));
   const out: AccessChange[] = [];
   for (const e of a.egress) {
-    if (!e.relayed || reached.has(`${e.from}\u0000${destinationOf(e)}`)) continue;
+    if (!e.relayed || relayed.some((x) => x.from === e.from && coversDestination(x, e))) continue;
     const o = byName.get(ekey(e));
     const moved =
       direction === "widened"
@@ -295,6 +295,16 @@ function egressAccess(a: Reachability, b: Reachability, direction: "widened" | "
     });
   }
   return out;
+}
+
+/**
+ * Does destination `x` take every connection `y` does: the same host and port, or a wildcard over y's host
+ * (a wildcard y: over the name y is a wildcard of, `*.x.com` covers `*.a.x.com`)?
+ */
+function coversDestination(x: { host: string; port: number }, y: { host: string; port: number }): boolean {
+  if (x.port !== y.port) return false;
+  if (x.host === y.host) return true;
+  return isWildcardHost(x.host) && wildcardCovers(x.host, isWildcardHost(y.host) ? y.host.slice(2) : y.host);
 }
 
 const targetsOf = (r: RouteAccess) => {

@@ -348,7 +348,11 @@ const External = z
   .strictObject({
     host: z
       .string()
-      .describe("The destination: a lower-case DNS name (no wildcard) or an IPv4 / IPv6 address."),
+      .describe(
+        "The destination: a lower-case DNS name, an IPv4 / IPv6 address, or a wildcard `*.<domain>` — every name below " +
+          "the domain (`*.s3.amazonaws.com`: `b.s3.amazonaws.com`, `x.b.s3.amazonaws.com`; not the domain itself), reached " +
+          "by CONNECT and plain HTTP (no local port). An exact host wins over a wildcard, a longer wildcard over a shorter.",
+      ),
     port: port().describe("The destination's TCP port."),
     connectTimeout: duration({
       description: "Time to open the connection; default mesh.defaults.connectTimeout.",

@@ -15,6 +15,7 @@ import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
+import { isWildcardHost } from "../../runtime/decide/external.ts";
 
 export type Segments = (string | number)[];
 
@@ -272,10 +273,10 @@ export function semanticIssues(raw: unknown): Issue[] {
           "E_SPEC_INVALID_HOST",
           [...base, "host"],
           `${JSON.stringify(host)} ${problem}`,
-          'write one lower-case DNS name such as "api.stripe.com", or an IP address such as "10.0.12.7"; list each host of a wildcard as its own destination',
+          'write one lower-case DNS name such as "api.stripe.com", an IP address such as "10.0.12.7", or a wildcard of a domain such as "*.s3.eu-west-1.amazonaws.com"',
         );
       else if (typeof extRaw.port === "number") {
-        const key = `${egressHost(host)}:${extRaw.port}`;
+        const key = `${isWildcardHost(host) ? host : egressHost(host)}:${extRaw.port}`;
         const first = destinations.get(key);
         if (first !== undefined)
           add(
@@ -1143,12 +1144,23 @@ function pemProblem(pem: string): string | null {
   return null;
 }
 
-/** Why a string is not an external destination's host (a DNS name without wildcard, or an IP), or null. */
+/**
+ * Why a string is not an external destination's host (a DNS name, an IP address, or a wildcard
+ * `*.<DNS name of two labels or more>` that covers no Kubernetes Service name), or null.
+ */
 export function externalHostProblem(host: string): string | null {
   if (isIP(host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host) !== 0)
     return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;
-  if (host.startsWith("*.")) return "is a wildcard: the sidecar relays named destinations only";
   if (host !== host.toLowerCase()) return "has upper-case letters";
+  if (host.startsWith("*.")) {
+    const name = host.slice(2);
+    if (egressHost(name) !== name || /^[0-9]+$/.test(name.slice(name.lastIndexOf(".") + 1)))
+      return "is a wildcard of no DNS name";
+    if (!name.includes(".")) return "is a wildcard of a top-level domain";
+    if (/(^|\.)(svc|cluster\.local)$/.test(name))
+      return "is a wildcard over Kubernetes Service names (mesh services are called through the mesh, by name)";
+    return null;
+  }
   // As the sidecar reads a CONNECT target, and written as it compares it (no trailing dot).
   if (egressHost(host) === host) return null;
   // An all-numeric last label is no DNS name (RFC 3696 §2): `10.0.0.256` and `127.1` are malformed addresses.

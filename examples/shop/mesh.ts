@@ -43,6 +43,7 @@ export default defineMesh({
       healthCheck: {
         path: "/healthz",
       },
+      calls: ["product-images"],
       allow: [
         {
           from: ["gateway", "search", "search-next"],
@@ -238,6 +239,14 @@ export default defineMesh({
       port: 443,
       tls: "originate",
       allow: [{ from: ["payments"] }],
+    },
+    // A wildcard: every bucket of the region, not the region's own name; catalog's sidecar opens TLS to
+    // the bucket it calls (http://<bucket>.s3.eu-west-1.amazonaws.com/…).
+    "product-images": {
+      host: "*.s3.eu-west-1.amazonaws.com",
+      port: 443,
+      tls: "originate",
+      allow: [{ from: ["catalog"] }],
     },
   },
   gateway: {

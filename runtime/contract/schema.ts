@@ -532,25 +532,34 @@ export const SidecarRuntimeConfig = z.strictObject({
      * cannot use a proxy (databases).
      */
     external: z.array(
-      z.strictObject({
-        name: z.string(),
-        /** A lower-case DNS name, or an IPv4 / IPv6 address (no brackets). */
-        host: z.string().min(1),
-        port: port,
-        localPort: port.nullable(),
-        connectTimeoutMs: ms,
-        /** Total time for a plain HTTP request forwarded to it (requests are never retried). */
-        timeoutMs: ms,
-        /**
-         * `passthrough`: the app does TLS itself (CONNECT), plain HTTP is forwarded in the clear.
-         * `originate`: the sidecar opens TLS to host:port, verifying its certificate for `host` — plain
-         * HTTP requests (`http://<host>/…`) and the local port's bytes travel inside it; CONNECT tunnels
-         * stay the app's own TLS.
-         */
-        tls: z.enum(["passthrough", "originate"]),
-        /** PEM certificates the originated TLS trusts instead of the system's roots; null = the system's. */
-        ca: z.string().nullable(),
-      }),
+      z
+        .strictObject({
+          name: z.string(),
+          /**
+           * A lower-case DNS name, an IPv4 / IPv6 address (no brackets), or a wildcard `*.<name>`: every name
+           * below <name> (decide/external.ts), connected to by the name the app asked for.
+           */
+          host: z.string().min(1),
+          port: port,
+          localPort: port.nullable(),
+          connectTimeoutMs: ms,
+          /** Total time for a plain HTTP request forwarded to it (requests are never retried). */
+          timeoutMs: ms,
+          /**
+           * `passthrough`: the app does TLS itself (CONNECT), plain HTTP is forwarded in the clear.
+           * `originate`: the sidecar opens TLS to host:port, verifying its certificate for `host` — plain
+           * HTTP requests (`http://<host>/…`) and the local port's bytes travel inside it; CONNECT tunnels
+           * stay the app's own TLS.
+           */
+          tls: z.enum(["passthrough", "originate"]),
+          /** PEM certificates the originated TLS trusts instead of the system's roots; null = the system's. */
+          ca: z.string().nullable(),
+        })
+        // A wildcard host (`*.example.com`) names no one destination a local port could relay to.
+        .refine((e) => !(e.host.startsWith("*.") && e.localPort !== null), {
+          message: "an external with a wildcard host has no local port (localPort must be null)",
+          path: ["localPort"],
+        }),
     ),
   }),
 });

@@ -9,10 +9,13 @@
  * A plain-HTTP request whose authority names a declared external destination (`outbound.external`:
  * `http://<host>:<port>/…`, port 80 when omitted; an external whose TLS the sidecar originates is also
  * `http://<host>/…`) is forwarded to it, once, within the external's timeout — never retried: the app
- * knows which of its calls to a third party are safe to repeat.
+ * knows which of its calls to a third party are safe to repeat. A wildcard external (`*.example.com`)
+ * takes every name below it (decide/external.ts: an exact host first, then the longest wildcard), and
+ * the request goes to the host the app named.
  */
 import type { RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
+import { compileExternalMatcher, isWildcardHost, type ExternalMatcher } from "./external.ts";
 import { comparePatterns, isPatternError, matchPath, parsePathPattern, type PathPattern } from "./pattern.ts";
 
 export type OutboundRejectCode =
@@ -60,7 +63,12 @@ export interface OutboundExternal {
   readonly path: string;
   readonly query: string;
   readonly upstreamTarget: string;
-  /** The Host header sent: the external's host, with its port unless that is the scheme's default. */
+  /**
+   * The host the sidecar connects to (and verifies originated TLS for): the external's, or for a
+   * wildcard external the canonical name the app called.
+   */
+  readonly destination: string;
+  /** The Host header sent: the destination, with its port unless that is the scheme's default. */
   readonly host: string;
   readonly timeoutMs: number;
 }
@@ -90,14 +98,21 @@ export interface CompiledOutbound {
   /** Services by every host name that reaches them: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`. */
   readonly byHost: ReadonlyMap<string, CompiledService>;
   readonly byName: ReadonlyMap<string, CompiledService>;
-  /** External destinations by the authority plain-HTTP requests name them with (`host:port`, IPv6 in brackets). */
-  readonly externals: ReadonlyMap<string, OutboundExternalTarget>;
+  /**
+   * External destinations by the host and port plain-HTTP requests name them with (the declared port;
+   * port 80 too for one whose TLS the sidecar originates).
+   */
+  readonly externals: ExternalMatcher<OutboundExternalTarget>;
 }
 
 interface OutboundExternalTarget {
   readonly name: string;
-  /** The Host header sent upstream. */
+  /** The external's host (canonical, or a wildcard) and the port it is reached at through the sidecar. */
   readonly host: string;
+  readonly port: number;
+  /** The declared port, where the sidecar connects. */
+  readonly externalPort: number;
+  readonly tls: ExternalEntry["tls"];
   readonly timeoutMs: number;
 }
 
@@ -105,28 +120,30 @@ interface OutboundExternalTarget {
 const authorityHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
 
 /**
- * The authorities that reach each external: `host:port`; one whose TLS the sidecar originates also
- * `host:80` (`http://host/…`), unless another external declares that port.
+ * The host and ports that reach each external: `host:port`; one whose TLS the sidecar originates also
+ * `host:80` (`http://host/…`), unless another external declares that port (the matcher takes the first
+ * of equal entries, and these come after every declared port).
  */
-function compileExternalTargets(list: readonly ExternalEntry[]): Map<string, OutboundExternalTarget> {
-  const out = new Map<string, OutboundExternalTarget>();
-  const target = (e: ExternalEntry): OutboundExternalTarget => ({
+function compileExternalTargets(list: readonly ExternalEntry[]): ExternalMatcher<OutboundExternalTarget> {
+  const target = (e: ExternalEntry, port: number): OutboundExternalTarget => ({
     name: e.name,
-    host:
-      e.port === (e.tls === "originate" ? 443 : 80)
-        ? authorityHost(e.host)
-        : `${authorityHost(e.host)}:${e.port}`,
+    host: e.host,
+    port,
+    externalPort: e.port,
+    tls: e.tls,
     timeoutMs: e.timeoutMs,
   });
-  for (const e of list) {
-    const k = `${authorityHost(e.host)}:${e.port}`;
-    if (!out.has(k)) out.set(k, target(e));
-  }
-  for (const e of list) {
-    const k = `${authorityHost(e.host)}:80`;
-    if (e.tls === "originate" && !out.has(k)) out.set(k, target(e));
-  }
-  return out;
+  return compileExternalMatcher([
+    ...list.map((e) => target(e, e.port)),
+    ...list.filter((e) => e.tls === "originate").map((e) => target(e, 80)),
+  ]);
+}
+
+/** The Host header of a request to `host` at the external's port: the port unless the scheme's default. */
+function externalHostHeader(host: string, e: OutboundExternalTarget): string {
+  return e.externalPort === (e.tls === "originate" ? 443 : 80)
+    ? authorityHost(host)
+    : `${authorityHost(host)}:${e.externalPort}`;
 }
 
 /** The port of a well-formed authority (canonicalHost accepted it): its digits after the host, or 80. */
@@ -222,19 +239,24 @@ export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): Outbo
   } else {
     if (named === null) return reject(400, "bad_host", "missing or malformed Host header (which service?)");
     svc = c.byHost.get(named);
-    if (svc === undefined && c.externals.size > 0) {
+    if (svc === undefined) {
       const authority = ABSOLUTE_AUTHORITY.exec(target)?.[1] ?? facts.host ?? "";
-      const e = c.externals.get(`${named}:${authorityPort(authority)}`);
-      if (e !== undefined)
+      // Externals name an IPv6 address without brackets; the Host-header rules keep them.
+      const bare = named.charCodeAt(0) === 91 /* [ */ ? named.slice(1, -1) : named;
+      const e = c.externals.match(bare, authorityPort(authority));
+      if (e !== undefined) {
+        const destination = isWildcardHost(e.host) ? bare : e.host;
         return {
           kind: "external",
           external: e.name,
           path: t.path,
           query: t.query,
           upstreamTarget: t.query ? `${t.path}?${t.query}` : t.path,
-          host: e.host,
+          destination,
+          host: externalHostHeader(destination, e),
           timeoutMs: e.timeoutMs,
         };
+      }
     }
     if (svc === undefined)
       return reject(

@@ -11,7 +11,9 @@
  * - A local TCP port per external with a `localPort`: each accepted connection is relayed to the
  *   external's host and port (a failed connect closes the app's connection).
  *
- * The sidecar always connects to the host the config names, never to the string the app sent. A tunnel
+ * The sidecar connects to the host the config names — for a wildcard external (`*.example.com`), to the
+ * canonical name the app asked for, which the wildcard covers (decide/external.ts) — never to the string
+ * the app sent, and a name only through the egress lookup (no loopback or link-local answer). A tunnel
  * relays with backpressure (stream.pipeline); a half-close (FIN) on one side is passed on as a
  * half-close, an error or a close without one on either side closes both. A reload that no longer
  * declares a tunnel's external (or changes its host or port) closes the tunnel at once.
@@ -25,6 +27,7 @@ import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metr
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
 import { originateConnector } from "../upstream/tls.ts";
+import { compileExternalMatcher, isWildcardHost, type ExternalMatcher } from "../decide/external.ts";
 
 export type External = SidecarRuntimeConfig["outbound"]["external"][number];
 
@@ -104,25 +107,24 @@ export function targetText(host: string, port: number): string {
 
 // ───────────────────────────── a config's externals ─────────────────────────────
 
-/** A config's externals, by canonical host and port and by name (compiled once per config). */
+/** A config's externals, by the host and port a CONNECT names and by name (compiled once per config). */
 export interface CompiledExternals {
-  readonly byTarget: ReadonlyMap<string, External>;
+  /** Host and port (canonical) to the external they reach: exact hosts, then the longest wildcard. */
+  readonly byTarget: ExternalMatcher<External>;
   readonly byName: ReadonlyMap<string, External>;
 }
 
-const key = (host: string, port: number) => `${host}\u0000${port}`;
-
 export function compileExternals(list: readonly External[]): CompiledExternals {
-  const byTarget = new Map<string, External>();
   const byName = new Map<string, External>();
+  const targets: External[] = [];
   for (const e of list) {
     byName.set(e.name, e);
-    const host = canonicalHost(e.host);
-    // A host that is no name or address (translate refuses it) matches no CONNECT; its local port, if
-    // any, still dials it (and fails there).
-    if (host !== null && !byTarget.has(key(host, e.port))) byTarget.set(key(host, e.port), e);
+    // A host that is no name, address or wildcard (translate refuses it) matches no CONNECT; its local
+    // port, if any, still dials it (and fails there).
+    const host = isWildcardHost(e.host) ? e.host : canonicalHost(e.host);
+    if (host !== null) targets.push(host === e.host ? e : { ...e, host });
   }
-  return { byTarget, byName };
+  return { byTarget: compileExternalMatcher(targets), byName };
 }
 
 /** The tunnel to `e` may go on under `next`: an external of the same name, host, port and TLS. */
@@ -170,6 +172,8 @@ export interface EgressOptions {
 /** One tunnel (or attempt): from the app's connection to the external. */
 class Tunnel {
   readonly external: External;
+  /** Where it goes: the external's host, or the name a CONNECT asked for under a wildcard external. */
+  readonly host: string;
   readonly via: EgressVia;
   readonly scope: EgressScope;
   readonly client: Socket;
@@ -192,9 +196,11 @@ class Tunnel {
     via: EgressVia,
     client: Socket,
     owner: Set<Tunnel> | null,
+    host: string = external.host,
   ) {
     this.scope = scope;
     this.external = external;
+    this.host = host;
     this.via = via;
     this.client = client;
     this.owner = owner;
@@ -255,7 +261,7 @@ export class Egress {
         "egress_bad_authority",
         `CONNECT ${JSON.stringify(shown)}: ${a.reason}; the target must be host:port (a DNS name, an IPv4 address or [an IPv6 address], port 1–65535)`,
       );
-    const e = scope.externals.byTarget.get(key(a.host, a.port));
+    const e = scope.externals.byTarget.match(a.host, a.port);
     const text = targetText(a.host, a.port);
     if (e === undefined)
       return this.#refuse(
@@ -266,7 +272,7 @@ export class Egress {
         "egress_denied",
         `CONNECT ${text}: no external destination with this host and port is declared for ${scope.service} (deny by default); declare it under \`external\` and allow this service`,
       );
-    const t = new Tunnel(scope, e, "connect", client, null);
+    const t = new Tunnel(scope, e, "connect", client, null, isWildcardHost(e.host) ? a.host : e.host);
     this.#dial(t, head, true);
   }
 
@@ -362,9 +368,9 @@ export class Egress {
     // a CONNECT tunnel is always the app's own TLS.
     const originate = t.via === "local" && e.tls === "originate";
     const upstream = originate
-      ? this.#originator(e)(e.host, e.port)
+      ? this.#originator(e)(t.host, e.port)
       : net.connect({
-          host: e.host,
+          host: t.host,
           port: e.port,
           lookup: this.#o.lookup,
           noDelay: true,
@@ -420,7 +426,7 @@ export class Egress {
       this.#o.log.warn({
         event: "egress_error",
         external: e.name,
-        target: targetText(e.host, e.port),
+        target: targetText(t.host, e.port),
         via: t.via,
         outcome,
         code: err.code,
@@ -435,8 +441,8 @@ export class Egress {
           reason,
           code,
           timedOut
-            ? `external ${e.name} (${targetText(e.host, e.port)}): no connection within ${e.connectTimeoutMs} ms`
-            : `external ${e.name} (${targetText(e.host, e.port)}): the connection failed (${err.code ?? err.message})`,
+            ? `external ${e.name} (${targetText(t.host, e.port)}): no connection within ${e.connectTimeoutMs} ms`
+            : `external ${e.name} (${targetText(t.host, e.port)}): the connection failed (${err.code ?? err.message})`,
         );
         this.#o.countError(code);
         this.#finish(t, outcome, status);
@@ -502,7 +508,7 @@ export class Egress {
       event: "egress",
       service: t.scope.service,
       external: t.external.name,
-      target: targetText(t.external.host, t.external.port),
+      target: targetText(t.host, t.external.port),
       via: t.via,
       ...(t.via === "connect" ? { status } : {}),
       bytesSent: t.bytesSent,

@@ -55,6 +55,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
+import { isWildcardHost } from "../decide/external.ts";
 import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
 import {
   compileOutbound,
@@ -192,7 +193,15 @@ interface State {
   readonly egress: EgressScope;
   /** The same destinations as clusters, by name, for plain-HTTP requests forwarded to them. */
   readonly externals: ReadonlyMap<string, UpstreamCluster>;
+  /**
+   * Clusters of the names reached under wildcard externals, made on first use (by external and host),
+   * least recently used first; at most MAX_WILDCARD_HOSTS.
+   */
+  readonly wildcardHosts: Map<string, UpstreamCluster>;
 }
+
+/** The most names under wildcard externals a state keeps a cluster (and a pool of connections) for. */
+const MAX_WILDCARD_HOSTS = 256;
 
 /** Whether the app's request has a body to forward (HTTP/2: the stream did not end with its headers). */
 function requestHasBody(ex: Exchange): boolean {
@@ -206,6 +215,7 @@ function requestHasBody(ex: Exchange): boolean {
 const stateClusters = (s: State): UpstreamCluster[] => [
   ...s.clusters.values(),
   ...s.externals.values(),
+  ...s.wildcardHosts.values(),
   s.app,
 ];
 
@@ -329,7 +339,7 @@ function appCluster(config: SidecarRuntimeConfig): Cluster {
  * verified for the declared host; no retries and no ejection (one endpoint, and the app decides what
  * to repeat).
  */
-function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number]): Cluster {
+function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number], host: string): Cluster {
   return {
     ...SINGLE_ENDPOINT,
     name: e.name,
@@ -338,7 +348,7 @@ function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number]
     port: e.port,
     protocol: "http1",
     connectTimeoutMs: e.connectTimeoutMs,
-    tls: e.tls === "originate" ? { mode: "tls", serverName: e.host, ca: e.ca } : { mode: "none" },
+    tls: e.tls === "originate" ? { mode: "tls", serverName: host, ca: e.ca } : { mode: "none" },
   };
 }
 
@@ -497,22 +507,24 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   /** The pools to external destinations: their names resolve through externalLookup. */
   const externalPools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, lookup: externalLookup });
 
+  /** Cluster events (ejections, health) of every state's clusters. */
+  const events = {
+    onError: (m: string) => log.warn({ event: "discovery" }, m),
+    onEjection: (cl: string, ep: string) => {
+      mEjections.labels("sidecar", cl).inc();
+      log.warn({ event: "ejected", cluster: cl, endpoint: ep });
+    },
+    onHealthChange: (cl: string, ep: string, healthy: boolean) => {
+      mHealth.labels("sidecar", cl, String(healthy)).inc();
+      log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
+    },
+    onPanic: (cl: string) => mPanic.labels("sidecar", cl).inc(),
+  };
+
   // ── state ──
   async function buildState(config: SidecarRuntimeConfig): Promise<State> {
     const inboundAuthz = compileInbound(config.inbound.authz, { permissive: config.mtls === "permissive" });
     const outbound = compileOutbound(config.outbound, config.namespace);
-    const events = {
-      onError: (m: string) => log.warn({ event: "discovery" }, m),
-      onEjection: (cl: string, ep: string) => {
-        mEjections.labels("sidecar", cl).inc();
-        log.warn({ event: "ejected", cluster: cl, endpoint: ep });
-      },
-      onHealthChange: (cl: string, ep: string, healthy: boolean) => {
-        mHealth.labels("sidecar", cl, String(healthy)).inc();
-        log.warn({ event: "health", cluster: cl, endpoint: ep, healthy });
-      },
-      onPanic: (cl: string) => mPanic.labels("sidecar", cl).inc(),
-    };
     const clusters = new Map<string, UpstreamCluster>();
     for (const s of config.outbound.services) {
       const c = config.clusters.find((x) => x.name === s.cluster);
@@ -540,8 +552,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     };
     const externals = new Map<string, UpstreamCluster>();
     for (const e of config.outbound.external) {
+      if (isWildcardHost(e.host)) continue; // a cluster per name reached, on first use (externalClusterOf)
       const cluster = new UpstreamCluster(
-        externalCluster(e),
+        externalCluster(e, e.host),
         { kind: "static", endpoints: { [e.name]: [{ host: e.host, port: e.port }] } },
         externalPools,
         events,
@@ -549,7 +562,52 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       await cluster.start();
       externals.set(e.name, cluster);
     }
-    return { config, inbound: inboundAuthz, outbound, clusters, app, tracer, egress: egressScope, externals };
+    return {
+      config,
+      inbound: inboundAuthz,
+      outbound,
+      clusters,
+      app,
+      tracer,
+      egress: egressScope,
+      externals,
+      wildcardHosts: new Map(),
+    };
+  }
+
+  /**
+   * The cluster a plain-HTTP request (or a WebSocket) to an external goes through: the external's, or
+   * under a wildcard external the one of the name the app called — made on first use, one endpoint
+   * (resolved through the egress lookup), TLS verified for that name when the sidecar originates it.
+   * Past MAX_WILDCARD_HOSTS names the least recently used one's cluster and idle connections go.
+   */
+  function externalClusterOf(s: State, d: OutboundExternal): UpstreamCluster | undefined {
+    const exact = s.externals.get(d.external);
+    if (exact !== undefined) return exact;
+    const e = s.egress.externals.byName.get(d.external);
+    if (e === undefined || !isWildcardHost(e.host)) return undefined;
+    const k = `${e.name}\u0000${d.destination}`;
+    let c = s.wildcardHosts.get(k);
+    if (c !== undefined) {
+      s.wildcardHosts.delete(k); // most recently used last
+      s.wildcardHosts.set(k, c);
+      return c;
+    }
+    if (s.wildcardHosts.size >= MAX_WILDCARD_HOSTS) {
+      const [oldKey, old] = s.wildcardHosts.entries().next().value!;
+      s.wildcardHosts.delete(oldKey);
+      old.close();
+      void externalPools.release(old.poolKeys());
+    }
+    c = new UpstreamCluster(
+      externalCluster(e, d.destination),
+      { kind: "static", endpoints: { [e.name]: [{ host: d.destination, port: e.port }] } },
+      externalPools,
+      events,
+    );
+    void c.start(); // static endpoints: set before start() first awaits
+    s.wildcardHosts.set(k, c);
+    return c;
   }
 
   let state = await buildState(options.config);
@@ -855,7 +913,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     ex.peer = d.external;
     ex.mtls = false; // outside the mesh: no mTLS (TLS, when the sidecar originates it)
     ex.accessPath = d.path;
-    const cluster = current.externals.get(d.external);
+    const cluster = externalClusterOf(current, d);
     if (cluster === undefined)
       return respondError(ex, 503, "no_healthy_upstream", `external ${d.external} is not configured`);
     const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
@@ -1065,7 +1123,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       u.peer = d.external;
       u.mtls = false;
       u.path = d.path;
-      const cluster = current.externals.get(d.external);
+      const cluster = externalClusterOf(current, d);
       const endpoint = cluster?.pick("", Date.now());
       if (cluster === undefined || !endpoint)
         return refuse(u, socket, 503, "no_healthy_upstream", `external ${d.external} is not available`);

@@ -164,6 +164,16 @@ export class PoolCache {
     await Promise.allSettled(stale.map(([, p]) => p.close()));
   }
 
+  /** Closes the pools of these keys now (a cluster made on demand was evicted); in-flight requests finish. */
+  async release(keys: readonly string[]): Promise<void> {
+    const gone = keys.flatMap((k) => {
+      const p = this.pools.get(k);
+      this.pools.delete(k);
+      return p === undefined ? [] : [p];
+    });
+    await Promise.allSettled(gone.map((p) => p.close()));
+  }
+
   async closeAll(): Promise<void> {
     const all = [...this.pools.values()];
     this.pools.clear();

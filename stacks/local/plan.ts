@@ -241,7 +241,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
     const outbound = sidecarOf.get(s.name)!.outbound;
     for (const callee of [
       ...outbound.services.map((x) => x.service),
-      ...outbound.external.map((x) => x.name),
+      ...outbound.external.filter((x) => x.localPort !== null).map((x) => x.name),
     ])
       ports.get(s.name)!.local[callee] = take(sticky?.services.get(s.name)?.local[callee]);
   }
@@ -331,7 +331,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       outbound: {
         port: p.outbound,
         services: rest.outbound.services.map((x) => ({ ...x, localPort: p.local[x.service]! })),
-        external: rest.outbound.external.map((x) => ({ ...x, localPort: p.local[x.name]! })),
+        external: rest.outbound.external.map((x) => ({ ...x, localPort: p.local[x.name] ?? null })),
       },
     });
     const sidecarFile = join(runDir, "sidecars", `${s.name}.json`);

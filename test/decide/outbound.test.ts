@@ -19,7 +19,19 @@ function webSidecar(): SidecarRuntimeConfig {
       web: {
         image: "r/web:1",
         port: 8080,
-        calls: ["orders", "payments", "legacy", "stripe", "v6", "ledger", "ledger-tls", "not-allowed"],
+        calls: [
+          "orders",
+          "payments",
+          "legacy",
+          "stripe",
+          "v6",
+          "ledger",
+          "ledger-tls",
+          "not-allowed",
+          "buckets",
+          "corp",
+          "corp-eu",
+        ],
       },
       orders: {
         image: "r/orders:1",
@@ -44,6 +56,10 @@ function webSidecar(): SidecarRuntimeConfig {
       ledger: { host: "ledger.example", port: 80, allow: [{ from: ["web"] }] },
       "ledger-tls": { host: "ledger.example", port: 443, tls: "originate", allow: [{ from: ["web"] }] },
       "not-allowed": { host: "nope.example", port: 80 },
+      // Wildcards: every name below the domain; an exact host wins, then the longer wildcard.
+      buckets: { host: "*.s3.example.com", port: 443, tls: "originate", allow: [{ from: ["web"] }] },
+      corp: { host: "*.corp.example", port: 8080, timeout: "6s", allow: [{ from: ["web"] }] },
+      "corp-eu": { host: "*.eu.corp.example", port: 8080, timeout: "7s", allow: [{ from: ["web"] }] },
     },
   });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
@@ -208,6 +224,79 @@ describe("decideOutbound", () => {
       null,
       "400 bad_request_target",
     ],
+    // Wildcard externals: the request goes to the name the app called.
+    [
+      "a_wildcard_takes_a_name_below_its_domain",
+      "http://media.s3.example.com/k?v=1",
+      undefined,
+      "PUT",
+      null,
+      "external buckets media.s3.example.com /k?v=1 2000",
+    ],
+    [
+      "a_wildcard_takes_names_several_labels_below",
+      "http://a.b.s3.example.com:443/k",
+      undefined,
+      "GET",
+      null,
+      "external buckets a.b.s3.example.com /k 2000",
+    ],
+    [
+      "a_wildcard_never_takes_its_domain_itself",
+      "http://s3.example.com/k",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "a_wildcard_never_takes_a_lookalike_name",
+      "http://evils3.example.com/k",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "a_wildcard_takes_the_host_header_name_canonically",
+      "/x",
+      "Files.CORP.example.:8080",
+      "GET",
+      null,
+      "external corp files.corp.example:8080 /x 6000",
+    ],
+    [
+      "an_exact_host_wins_over_a_wildcard",
+      "http://legacy.corp.example:8080/a",
+      undefined,
+      "GET",
+      null,
+      "external legacy legacy.corp.example:8080 /a 4000",
+    ],
+    [
+      "the_longer_wildcard_wins",
+      "http://db.eu.corp.example:8080/a",
+      undefined,
+      "GET",
+      null,
+      "external corp-eu db.eu.corp.example:8080 /a 7000",
+    ],
+    [
+      "a_wildcard_holds_only_its_port",
+      "http://files.corp.example:9090/a",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "a_wildcard_never_takes_an_address",
+      "http://10.0.0.1:8080/a",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
     [
       "local_port_of_a_service_never_reaches_an_external",
       "http://legacy.corp.example:8080/a",
@@ -227,6 +316,22 @@ describe("decideOutbound", () => {
       cluster: "orders",
     });
     expect(decide("/x", "127.0.0.1:15102", "GET", "orders")).toMatchObject({ host: "orders" });
+  });
+
+  it("connects_to_the_external_s_host_or_the_name_a_wildcard_covers", () => {
+    expect(decide("http://legacy.corp.example:8080/a", undefined)).toMatchObject({
+      destination: "legacy.corp.example",
+      host: "legacy.corp.example:8080",
+    });
+    expect(decide("http://[2001:db8::7]/x", undefined)).toMatchObject({ destination: "2001:db8::7" });
+    expect(decide("/x", "Files.CORP.example.:8080")).toMatchObject({
+      destination: "files.corp.example",
+      host: "files.corp.example:8080",
+    });
+    expect(decide("http://media.s3.example.com/k", undefined)).toMatchObject({
+      destination: "media.s3.example.com",
+      host: "media.s3.example.com",
+    });
   });
 
   it("carries_the_route_retry_plan", () => {

@@ -498,6 +498,36 @@ describe("semantic diff outside the mesh", () => {
     expect(mermaid).toContain(`linkStyle ${i} stroke:#ff7f0e,stroke-width:3px`);
   });
 
+  it("reports_an_exact_destination_turned_into_a_wildcard_over_it_as_widened_only", () => {
+    const { d, md } = between(unchanged, (r) => (r.external["card-processor"].host = "*.stripe.com"));
+    expect(d.externals.changed).toEqual([
+      { name: "card-processor", before: "api.stripe.com:443", after: "*.stripe.com:443" },
+    ]);
+    expect(d.widened).toEqual([
+      expect.objectContaining({
+        from: "payments",
+        grants: "TCP *.stripe.com:443",
+        reason: "destination changed: api.stripe.com:443 → *.stripe.com:443",
+      }),
+    ]);
+    // Every connection the exact host took, the wildcard takes too: nothing narrowed.
+    expect(d.narrowed).toEqual([]);
+    expect(md).toContain(
+      "- external destinations moved: `card-processor` api.stripe.com:443 → *.stripe.com:443",
+    );
+  });
+
+  it("reports_a_wildcard_narrowed_to_a_name_or_a_deeper_wildcard_as_narrowed_only", () => {
+    const wide = (r: Raw) => (r.external["card-processor"].host = "*.stripe.com");
+    for (const host of ["api.stripe.com", "*.eu.stripe.com"]) {
+      const { d } = between(wide, (r) => (r.external["card-processor"].host = host));
+      expect(d.widened).toEqual([]);
+      expect(d.narrowed).toEqual([
+        expect.objectContaining({ from: "payments", grants: "TCP *.stripe.com:443" }),
+      ]);
+    }
+  });
+
   it("reports_a_caller_newly_allowed_to_a_destination_it_calls_as_widened_and_its_denial_resolved", () => {
     const calls = (r: Raw) => (r.services.users.calls = ["card-processor"]);
     const { d, mermaid } = between(calls, (r) => {
@@ -583,6 +613,7 @@ describe("semantic diff outside the mesh", () => {
     const none = (r: Raw) => {
       delete r.external;
       r.services.payments.calls = [];
+      r.services.catalog.calls = [];
     };
     const without = between(none, (r) => {
       none(r);

@@ -26,7 +26,7 @@ import { staticReachability } from "../../policies/reachability.ts";
 import { runGuardrails } from "../../policies/run.ts";
 import { meshgateMatchers, meshOf } from "../../testing/matchers.ts";
 import { expectGolden } from "../support/golden.ts";
-import { inputOf, ROOT } from "./support.ts";
+import { inputOf, ROOT, shopRaw } from "./support.ts";
 
 const FILE = join(ROOT, "test/policies/testdata/egress.yaml");
 const GOLDEN = join(ROOT, "test/policies/testdata");
@@ -168,6 +168,44 @@ describe("explainRequest to external destinations", () => {
     expect(formatDecision(d)).toContain(text);
     // No sidecar at the destination: the mesh layer never decides a tunnel.
     expect(d.steps.map((s) => s.layer)).not.toContain("mesh");
+  });
+
+  // The shop's product-images is a wildcard (*.s3.eu-west-1.amazonaws.com): the sidecar's own matching.
+  it.each<[string, TrafficRequest, Partial<TrafficDecision>, string]>([
+    [
+      "allows_a_name_a_wildcard_destination_covers",
+      { from: "catalog", to: "product-images", host: "Images.s3.eu-west-1.amazonaws.com", path: "/" },
+      { verdict: "allow", layer: "network", rule: "external.product-images.allow[0]" },
+      "CONNECT images.s3.eu-west-1.amazonaws.com:443 is relayed",
+    ],
+    [
+      "takes_a_name_the_wildcard_covers_when_the_request_names_none",
+      { from: "catalog", to: "product-images", path: "/" },
+      { verdict: "allow" },
+      "CONNECT example.s3.eu-west-1.amazonaws.com:443 is relayed",
+    ],
+    [
+      "denies_the_wildcards_domain_itself",
+      { from: "catalog", to: "product-images", host: "s3.eu-west-1.amazonaws.com", path: "/" },
+      { verdict: "deny", layer: "outbound", status: 403, code: "egress_denied" },
+      "CONNECT s3.eu-west-1.amazonaws.com:443 names no destination catalog may reach",
+    ],
+    [
+      "denies_a_lookalike_of_the_wildcards_domain",
+      { from: "catalog", to: "product-images", host: "evils3.eu-west-1.amazonaws.com", path: "/" },
+      { verdict: "deny", layer: "outbound", status: 403, code: "egress_denied" },
+      "names no destination catalog may reach (product-images is *.s3.eu-west-1.amazonaws.com:443)",
+    ],
+    [
+      "denies_a_covered_name_to_a_service_that_does_not_call_the_wildcard",
+      { from: "orders", to: "product-images", host: "images.s3.eu-west-1.amazonaws.com", path: "/" },
+      { verdict: "deny", layer: "outbound", status: 403, code: "egress_denied" },
+      "is not a declared call of orders",
+    ],
+  ])("%s", (_claim, request, expected, text) => {
+    const d = explainRequest(inputOf(shopRaw()), request);
+    expect(d).toMatchObject(expected);
+    expect(formatDecision(d)).toContain(text);
   });
 
   it.each<[string, TrafficRequest, string, RegExp]>([

@@ -24,25 +24,14 @@ import {
   httpsOutside,
   readBytes,
   readToEnd,
+  sleep,
+  within,
   type EgressSidecars,
   type External,
   type HTTPOutside,
   type HTTPSOutside,
 } from "./outside.ts";
 import { metricValue, until } from "./support.ts";
-
-// ───────────────────────────── bounds ─────────────────────────────
-
-/** `p`, or a rejection naming `what` after `ms`: no await of this file waits for ever. */
-function within<T>(p: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ───────────────────────────── servers outside the mesh ─────────────────────────────
 

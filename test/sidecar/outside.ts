@@ -351,3 +351,14 @@ export const ended = (socket: Socket) =>
         socket.on("error", () => {});
         socket.resume();
       });
+
+/** `p`, or a rejection naming `what` after `ms`: no await of a test waits for ever. */
+export function within<T>(p: Promise<T>, what: string, ms = 5000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -616,11 +616,46 @@ const ROWS: Row[] = [
     message: 'did you mean "host"',
   },
   {
-    claim: "rejects_wildcard_external_host",
-    mutate: (s) => (s.external["card-processor"].host = "*.stripe.com"),
+    claim: "rejects_a_wildcard_of_a_top_level_domain",
+    mutate: (s) => (s.external["card-processor"].host = "*.com"),
     code: "E_SPEC_INVALID_HOST",
     path: "external.card-processor.host",
-    message: "wildcard",
+    message: "top-level domain",
+  },
+  {
+    claim: "rejects_a_wildcard_inside_a_name",
+    mutate: (s) => (s.external["card-processor"].host = "api.*.stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "not a DNS name",
+  },
+  {
+    claim: "rejects_a_partial_wildcard_label",
+    mutate: (s) => (s.external["card-processor"].host = "*api.stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "not a DNS name",
+  },
+  {
+    claim: "rejects_a_wildcard_of_an_address",
+    mutate: (s) => (s.external["card-processor"].host = "*.10.0.0.1"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "wildcard of no DNS name",
+  },
+  {
+    claim: "rejects_a_wildcard_over_kubernetes_service_names",
+    mutate: (s) => (s.external["card-processor"].host = "*.svc.cluster.local"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "Kubernetes Service names",
+  },
+  {
+    claim: "rejects_an_upper_case_wildcard",
+    mutate: (s) => (s.external["card-processor"].host = "*.Stripe.com"),
+    code: "E_SPEC_INVALID_HOST",
+    path: "external.card-processor.host",
+    message: "upper-case",
   },
   {
     claim: "rejects_upper_case_external_host",
@@ -654,6 +689,15 @@ const ROWS: Row[] = [
     mutate: (s) => (s.external.stripe = { host: "api.stripe.com", port: 443 }),
     code: "E_SPEC_DUPLICATE_NAME",
     path: "external.stripe.host",
+  },
+  {
+    claim: "rejects_the_same_wildcard_at_the_same_port_twice",
+    mutate: (s) => {
+      s.external.buckets = { host: "*.s3.amazonaws.com", port: 443 };
+      s.external.objects = { host: "*.s3.amazonaws.com", port: 443 };
+    },
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "external.objects.host",
   },
   {
     claim: "rejects_ipv6_destination_written_twice_differently",
