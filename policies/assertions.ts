@@ -45,7 +45,7 @@ import {
   type NetworkEdge,
 } from "./network.ts";
 import { destinationOf } from "./reachability.ts";
-import { isWildcardHost, wildcardCovers } from "../runtime/decide/external.ts";
+import { hostCovers, isCidrHost, isPatternHost, isWildcardHost } from "../runtime/decide/external.ts";
 import type { PolicyInput } from "./run.ts";
 
 /** The layers a request meets, in order. */
@@ -387,11 +387,13 @@ function credentialsText(r: TrafficRequest): string {
 
 /**
  * The host a request to `to` names when the assertion gives none: a service's name, an external's host —
- * for a wildcard external one name it covers (`*.s3.amazonaws.com` → `example.s3.amazonaws.com`).
+ * for a wildcard external one name it covers (`*.s3.amazonaws.com` → `example.s3.amazonaws.com`), for a
+ * range its first address.
  */
 function externalHostOf(model: MeshModel, to: string): string {
   const host = model.infra.externals.find((x) => x.name === to)?.host;
   if (host === undefined) return to;
+  if (isCidrHost(host)) return host.slice(0, host.indexOf("/"));
   return isWildcardHost(host) ? `example${host.slice(1)}` : host;
 }
 
@@ -877,7 +879,7 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
     a.from.includes(r.from) ? [`external.${name}.allow[${i}]`] : [],
   );
   if (relayed === undefined) {
-    if (!(isWildcardHost(ext.host) ? wildcardCovers(ext.host, host) : target === destinationOf(ext)))
+    if (!(isPatternHost(ext.host) ? hostCovers(ext.host, host) : target === destinationOf(ext)))
       return deny(
         `services.${r.from}.calls`,
         `CONNECT ${target} names no destination ${r.from} may reach (${name} is ${destinationOf(ext)})`,

@@ -18,7 +18,7 @@
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
  */
-import { isWildcardHost, wildcardCovers } from "../runtime/decide/external.ts";
+import { hostCovers } from "../runtime/decide/external.ts";
 import { createHash } from "node:crypto";
 import type { GatewayRoute, RetryPlan } from "../runtime/contract/schema.ts";
 import { GATEWAY, INTERNET } from "./model.ts";
@@ -298,13 +298,11 @@ function egressAccess(a: Reachability, b: Reachability, direction: "widened" | "
 }
 
 /**
- * Does destination `x` take every connection `y` does: the same host and port, or a wildcard over y's host
- * (a wildcard y: over the name y is a wildcard of, `*.x.com` covers `*.a.x.com`)?
+ * Does destination `x` take every connection `y` does: the same port, and the same host or a pattern over
+ * y's host (`*.x.com` covers `a.x.com` and `*.a.x.com`, `10.0.0.0/8` covers `10.1.0.0/16` and `10.1.2.3`)?
  */
 function coversDestination(x: { host: string; port: number }, y: { host: string; port: number }): boolean {
-  if (x.port !== y.port) return false;
-  if (x.host === y.host) return true;
-  return isWildcardHost(x.host) && wildcardCovers(x.host, isWildcardHost(y.host) ? y.host.slice(2) : y.host);
+  return x.port === y.port && hostCovers(x.host, y.host);
 }
 
 const targetsOf = (r: RouteAccess) => {

@@ -94,7 +94,8 @@ function urlDestination(url: string): Destination | null {
 
 /**
  * What a NetworkPolicy can name for a host: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare
- * name in the mesh namespace `namespace`) → that namespace's pods; an IP literal → that address; any other
+ * name in the mesh namespace `namespace`) → that namespace's pods; an IP literal → that address; a CIDR
+ * range (an external's `10.20.0.0/16`) → that range; any other
  * host → any address outside the cluster's pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name;
  * the sidecar checks the name of every tunnel it relays. policies/network.ts reads the same answer.
  */
@@ -102,6 +103,7 @@ export function destinationPeer(
   host: string,
   namespace: string,
 ): { namespace: string } | { cidrs: string[] } {
+  if (host.includes("/")) return { cidrs: [host] }; // a CIDR range (spec external host)
   const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
   if (svc) return { namespace: svc[1]! };
   if (/^[a-z0-9-]+$/.test(host)) return { namespace };

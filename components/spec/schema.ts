@@ -351,7 +351,9 @@ const External = z
       .describe(
         "The destination: a lower-case DNS name, an IPv4 / IPv6 address, or a wildcard `*.<domain>` — every name below " +
           "the domain (`*.s3.amazonaws.com`: `b.s3.amazonaws.com`, `x.b.s3.amazonaws.com`; not the domain itself), reached " +
-          "by CONNECT and plain HTTP (no local port). An exact host wins over a wildcard, a longer wildcard over a shorter.",
+          "by CONNECT and plain HTTP (no local port) — or a CIDR range such as `10.20.0.0/16`: every address in it (no local " +
+          "port; none that is loopback, link-local or unspecified). An exact host wins over a pattern, a longer wildcard or " +
+          "prefix over a shorter.",
       ),
     port: port().describe("The destination's TCP port."),
     connectTimeout: duration({

@@ -15,7 +15,7 @@ import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
-import { isWildcardHost } from "../../runtime/decide/external.ts";
+import { cidrProblem, isPatternHost } from "../../runtime/decide/external.ts";
 
 export type Segments = (string | number)[];
 
@@ -273,10 +273,10 @@ export function semanticIssues(raw: unknown): Issue[] {
           "E_SPEC_INVALID_HOST",
           [...base, "host"],
           `${JSON.stringify(host)} ${problem}`,
-          'write one lower-case DNS name such as "api.stripe.com", an IP address such as "10.0.12.7", or a wildcard of a domain such as "*.s3.eu-west-1.amazonaws.com"',
+          'write one lower-case DNS name such as "api.stripe.com", an IP address such as "10.0.12.7", a wildcard of a domain such as "*.s3.eu-west-1.amazonaws.com", or a CIDR range such as "10.20.0.0/16"',
         );
       else if (typeof extRaw.port === "number") {
-        const key = `${isWildcardHost(host) ? host : egressHost(host)}:${extRaw.port}`;
+        const key = `${isPatternHost(host) ? host : egressHost(host)}:${extRaw.port}`;
         const first = destinations.get(key);
         if (first !== undefined)
           add(
@@ -1145,10 +1145,12 @@ function pemProblem(pem: string): string | null {
 }
 
 /**
- * Why a string is not an external destination's host (a DNS name, an IP address, or a wildcard
- * `*.<DNS name of two labels or more>` that covers no Kubernetes Service name), or null.
+ * Why a string is not an external destination's host (a DNS name, an IP address, a wildcard
+ * `*.<DNS name of two labels or more>` that covers no Kubernetes Service name, or a canonical CIDR range
+ * holding no loopback, link-local or unspecified address), or null.
  */
 export function externalHostProblem(host: string): string | null {
+  if (host.includes("/")) return cidrProblem(host);
   if (isIP(host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host) !== 0)
     return host.startsWith("[") ? "is an IPv6 address in brackets (write it without them)" : null;
   if (host !== host.toLowerCase()) return "has upper-case letters";

@@ -30,7 +30,7 @@ import {
 } from "../spec/schema.ts";
 import { parseDuration, parseSize } from "../spec/units.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
-import { isWildcardHost } from "../../runtime/decide/external.ts";
+import { isPatternHost } from "../../runtime/decide/external.ts";
 
 /** An external's host as the sidecar compares it (the spec checked it is one). */
 const canonicalHost = (host: string): string => egressHost(host) ?? host;
@@ -414,8 +414,8 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
             name: e,
             host: canonicalHost(x.host),
             port: x.port,
-            // A wildcard names no one host a local port could relay to.
-            localPort: isWildcardHost(x.host) ? null : ctx.externalLocalPort(e),
+            // A wildcard or a range names no one host a local port could relay to.
+            localPort: isPatternHost(x.host) ? null : ctx.externalLocalPort(e),
             connectTimeoutMs: parseDuration(x.connectTimeout ?? ctx.spec.mesh.defaults.connectTimeout),
             timeoutMs: parseDuration(x.timeout ?? ctx.spec.mesh.defaults.timeout),
             tls: x.tls,

@@ -122,7 +122,7 @@ export default defineMesh({
         "ghcr.io/acme/payments:5.0.1@sha256:3b1f8a3c2e6d4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90",
       port: 8443,
       replicas: 3,
-      calls: ["card-processor"],
+      calls: ["card-processor", "risk-engine"],
       timeout: "4s",
       circuitBreaker: {
         consecutive5xx: 3,
@@ -247,6 +247,13 @@ export default defineMesh({
       port: 443,
       tls: "originate",
       allow: [{ from: ["catalog"] }],
+    },
+    // A range: the on-premises risk-scoring appliances, by address; payments reaches any of them with
+    // CONNECT <address>:8443 (TLS end to end), and the NetworkPolicy opens exactly this range.
+    "risk-engine": {
+      host: "10.40.0.0/24",
+      port: 8443,
+      allow: [{ from: ["payments"] }],
     },
   },
   gateway: {

@@ -537,7 +537,8 @@ export const SidecarRuntimeConfig = z.strictObject({
           name: z.string(),
           /**
            * A lower-case DNS name, an IPv4 / IPv6 address (no brackets), or a wildcard `*.<name>`: every name
-           * below <name> (decide/external.ts), connected to by the name the app asked for.
+           * below <name> (decide/external.ts), or a CIDR range `10.20.0.0/16` / `2001:db8::/48`: connected
+           * to by the name or address the app asked for.
            */
           host: z.string().min(1),
           port: port,
@@ -555,9 +556,11 @@ export const SidecarRuntimeConfig = z.strictObject({
           /** PEM certificates the originated TLS trusts instead of the system's roots; null = the system's. */
           ca: z.string().nullable(),
         })
-        // A wildcard host (`*.example.com`) names no one destination a local port could relay to.
-        .refine((e) => !(e.host.startsWith("*.") && e.localPort !== null), {
-          message: "an external with a wildcard host has no local port (localPort must be null)",
+        // A wildcard host (`*.example.com`) or a range (`10.20.0.0/16`) names no one destination a local
+        // port could relay to.
+        .refine((e) => !((e.host.startsWith("*.") || e.host.includes("/")) && e.localPort !== null), {
+          message:
+            "an external with a wildcard host or a CIDR range has no local port (localPort must be null)",
           path: ["localPort"],
         }),
     ),

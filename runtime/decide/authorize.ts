@@ -223,7 +223,8 @@ export function inRanges(ranges: readonly IpRange[], ip: string): boolean {
   return false;
 }
 
-function rangeHas(r: IpRange, w: readonly number[]): boolean {
+/** Does range `r` hold the address whose words (parseIpInto) are `w`? */
+export function rangeHas(r: IpRange, w: readonly number[]): boolean {
   let bits = r.bits;
   for (let i = 0; i < 4; i++) {
     if (bits <= 0) return true;

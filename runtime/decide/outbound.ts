@@ -10,12 +10,12 @@
  * `http://<host>:<port>/…`, port 80 when omitted; an external whose TLS the sidecar originates is also
  * `http://<host>/…`) is forwarded to it, once, within the external's timeout — never retried: the app
  * knows which of its calls to a third party are safe to repeat. A wildcard external (`*.example.com`)
- * takes every name below it (decide/external.ts: an exact host first, then the longest wildcard), and
- * the request goes to the host the app named.
+ * takes every name below it, a range (`10.20.0.0/16`) every address in it (decide/external.ts: an exact
+ * host first, then the most specific pattern), and the request goes to the host the app named.
  */
 import type { RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
-import { compileExternalMatcher, isWildcardHost, type ExternalMatcher } from "./external.ts";
+import { compileExternalMatcher, isPatternHost, type ExternalMatcher } from "./external.ts";
 import { comparePatterns, isPatternError, matchPath, parsePathPattern, type PathPattern } from "./pattern.ts";
 
 export type OutboundRejectCode =
@@ -245,7 +245,7 @@ export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): Outbo
       const bare = named.charCodeAt(0) === 91 /* [ */ ? named.slice(1, -1) : named;
       const e = c.externals.match(bare, authorityPort(authority));
       if (e !== undefined) {
-        const destination = isWildcardHost(e.host) ? bare : e.host;
+        const destination = isPatternHost(e.host) ? bare : e.host;
         return {
           kind: "external",
           external: e.name,

@@ -12,7 +12,8 @@
  *   external's host and port (a failed connect closes the app's connection).
  *
  * The sidecar connects to the host the config names — for a wildcard external (`*.example.com`), to the
- * canonical name the app asked for, which the wildcard covers (decide/external.ts) — never to the string
+ * canonical name the app asked for, which the wildcard covers (decide/external.ts); for a range
+ * (`10.20.0.0/16`), to the address asked for, which it holds — never to the string
  * the app sent, and a name only through the egress lookup (no loopback or link-local answer). A tunnel
  * relays with backpressure (stream.pipeline); a half-close (FIN) on one side is passed on as a
  * half-close, an error or a close without one on either side closes both. A reload that no longer
@@ -27,7 +28,7 @@ import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metr
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
 import { originateConnector } from "../upstream/tls.ts";
-import { compileExternalMatcher, isWildcardHost, type ExternalMatcher } from "../decide/external.ts";
+import { compileExternalMatcher, isPatternHost, type ExternalMatcher } from "../decide/external.ts";
 
 export type External = SidecarRuntimeConfig["outbound"]["external"][number];
 
@@ -121,7 +122,7 @@ export function compileExternals(list: readonly External[]): CompiledExternals {
     byName.set(e.name, e);
     // A host that is no name, address or wildcard (translate refuses it) matches no CONNECT; its local
     // port, if any, still dials it (and fails there).
-    const host = isWildcardHost(e.host) ? e.host : canonicalHost(e.host);
+    const host = isPatternHost(e.host) ? e.host : canonicalHost(e.host);
     if (host !== null) targets.push(host === e.host ? e : { ...e, host });
   }
   return { byTarget: compileExternalMatcher(targets), byName };
@@ -272,7 +273,7 @@ export class Egress {
         "egress_denied",
         `CONNECT ${text}: no external destination with this host and port is declared for ${scope.service} (deny by default); declare it under \`external\` and allow this service`,
       );
-    const t = new Tunnel(scope, e, "connect", client, null, isWildcardHost(e.host) ? a.host : e.host);
+    const t = new Tunnel(scope, e, "connect", client, null, isPatternHost(e.host) ? a.host : e.host);
     this.#dial(t, head, true);
   }
 

@@ -55,7 +55,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import type { Cluster, RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
-import { isWildcardHost } from "../decide/external.ts";
+import { isPatternHost } from "../decide/external.ts";
 import { compileInbound, decideInbound, type CompiledInbound } from "../decide/inbound.ts";
 import {
   compileOutbound,
@@ -552,7 +552,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     };
     const externals = new Map<string, UpstreamCluster>();
     for (const e of config.outbound.external) {
-      if (isWildcardHost(e.host)) continue; // a cluster per name reached, on first use (externalClusterOf)
+      if (isPatternHost(e.host)) continue; // a cluster per name or address reached, on first use (externalClusterOf)
       const cluster = new UpstreamCluster(
         externalCluster(e, e.host),
         { kind: "static", endpoints: { [e.name]: [{ host: e.host, port: e.port }] } },
@@ -585,7 +585,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     const exact = s.externals.get(d.external);
     if (exact !== undefined) return exact;
     const e = s.egress.externals.byName.get(d.external);
-    if (e === undefined || !isWildcardHost(e.host)) return undefined;
+    if (e === undefined || !isPatternHost(e.host)) return undefined;
     const k = `${e.name}\u0000${d.destination}`;
     let c = s.wildcardHosts.get(k);
     if (c !== undefined) {

@@ -5,7 +5,12 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { compileExternalMatcher, wildcardCovers } from "../../runtime/decide/external.ts";
+import {
+  cidrProblem,
+  compileExternalMatcher,
+  hostCovers,
+  wildcardCovers,
+} from "../../runtime/decide/external.ts";
 
 const entries = [
   { name: "exact", host: "api.corp.example", port: 443 },
@@ -14,6 +19,10 @@ const entries = [
   { name: "corp-80", host: "*.corp.example", port: 80 },
   { name: "v4", host: "10.1.2.3", port: 443 },
   { name: "v6", host: "2001:db8::1", port: 443 },
+  { name: "net16", host: "10.20.0.0/16", port: 5432 },
+  { name: "net24", host: "10.20.30.0/24", port: 5432 },
+  { name: "db", host: "10.20.30.40", port: 5432 },
+  { name: "v6net", host: "2001:db8:1::/48", port: 5432 },
 ];
 const matcher = compileExternalMatcher(entries);
 
@@ -34,6 +43,15 @@ describe("external matcher", () => {
     ["an_ipv4_address_matches_exactly", "10.1.2.3", 443, "v4"],
     ["an_ipv6_address_matches_exactly", "2001:db8::1", 443, "v6"],
     ["an_undeclared_address_matches_nothing", "10.1.2.4", 443, null],
+    ["a_range_holds_an_address_in_it", "10.20.1.2", 5432, "net16"],
+    ["the_longer_prefix_wins", "10.20.30.7", 5432, "net24"],
+    ["an_exact_address_wins_over_the_ranges_holding_it", "10.20.30.40", 5432, "db"],
+    ["an_ipv4_range_holds_the_ipv4_mapped_form_of_its_addresses", "::ffff:a14:102", 5432, "net16"],
+    ["a_range_is_per_port", "10.20.1.2", 443, null],
+    ["a_range_never_holds_an_address_outside_it", "10.21.0.1", 5432, null],
+    ["a_range_never_holds_a_name", "10.20.1.2.nip.example", 5432, null],
+    ["an_ipv6_range_holds_its_addresses", "2001:db8:1:2::9", 5432, "v6net"],
+    ["an_ipv6_range_holds_nothing_past_its_prefix", "2001:db8:2::1", 5432, null],
   ])("%s", (_claim, host, port, expected) => {
     expect(matcher.match(host, port)?.name ?? null).toBe(expected);
   });
@@ -46,6 +64,44 @@ describe("external matcher", () => {
       { name: "d", host: "h.x.example", port: 1 },
     ]);
     expect([m.match("y.x.example", 1)?.name, m.match("h.x.example", 1)?.name]).toEqual(["a", "c"]);
+  });
+});
+
+describe("hostCovers", () => {
+  it.each([
+    ["an_exact_host_covers_itself", "api.x.example", "api.x.example", true],
+    ["a_wildcard_covers_a_name_below", "*.x.example", "a.b.x.example", true],
+    ["a_wildcard_covers_a_deeper_wildcard", "*.x.example", "*.a.x.example", true],
+    ["a_deeper_wildcard_never_covers_a_wider_one", "*.a.x.example", "*.x.example", false],
+    ["a_range_covers_an_address_in_it", "10.0.0.0/8", "10.1.2.3", true],
+    ["a_range_covers_a_narrower_range", "10.0.0.0/8", "10.1.0.0/16", true],
+    ["a_narrower_range_never_covers_a_wider_one", "10.1.0.0/16", "10.0.0.0/8", false],
+    ["a_range_never_covers_a_name", "10.0.0.0/8", "ten.example", false],
+    ["an_exact_address_covers_nothing_else", "10.1.2.3", "10.1.2.4", false],
+  ])("%s", (_claim, pattern, host, expected) => {
+    expect(hostCovers(pattern, host)).toBe(expected);
+  });
+});
+
+describe("cidrProblem", () => {
+  it.each([
+    ["accepts_an_ipv4_range", "10.20.0.0/16", null],
+    ["accepts_an_ipv6_range", "2001:db8::/48", null],
+    ["accepts_a_single_address_range", "192.0.2.7/32", null],
+    ["refuses_a_malformed_prefix", "10.20.0.0/33", "is not a CIDR range"],
+    ["refuses_a_malformed_address", "10.20.0/16", "is not a CIDR range"],
+    ["refuses_address_bits_past_the_prefix", "10.20.1.0/16", "address bits set past its /16 prefix"],
+    ["refuses_an_ipv6_range_not_written_canonically", "2001:DB8:0::/48", "(2001:db8::/48)"],
+    ["refuses_a_range_holding_loopback", "127.0.0.0/24", "(127.0.0.0/8)"],
+    ["refuses_a_range_inside_link_local_metadata", "169.254.169.254/32", "(169.254.0.0/16)"],
+    ["refuses_every_ipv4_address", "0.0.0.0/0", "loopback, link-local"],
+    ["refuses_every_address", "::/0", "loopback, link-local"],
+    ["refuses_the_ipv4_mapped_space", "::ffff:0:0/96", "loopback, link-local"],
+    ["refuses_a_zone", "fe80::1%eth0/128", "is not a CIDR range"],
+  ])("%s", (_claim, text, problem) => {
+    const p = cidrProblem(text);
+    if (problem === null) expect(p).toBeNull();
+    else expect(p).toContain(problem);
   });
 });
 

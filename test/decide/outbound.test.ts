@@ -31,6 +31,7 @@ function webSidecar(): SidecarRuntimeConfig {
           "buckets",
           "corp",
           "corp-eu",
+          "onprem",
         ],
       },
       orders: {
@@ -60,6 +61,8 @@ function webSidecar(): SidecarRuntimeConfig {
       buckets: { host: "*.s3.example.com", port: 443, tls: "originate", allow: [{ from: ["web"] }] },
       corp: { host: "*.corp.example", port: 8080, timeout: "6s", allow: [{ from: ["web"] }] },
       "corp-eu": { host: "*.eu.corp.example", port: 8080, timeout: "7s", allow: [{ from: ["web"] }] },
+      // A range: every address in it.
+      onprem: { host: "10.20.0.0/16", port: 8080, allow: [{ from: ["web"] }] },
     },
   });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
@@ -292,6 +295,22 @@ describe("decideOutbound", () => {
     [
       "a_wildcard_never_takes_an_address",
       "http://10.0.0.1:8080/a",
+      undefined,
+      "GET",
+      null,
+      "403 destination_not_declared",
+    ],
+    [
+      "a_range_takes_an_address_in_it",
+      "http://10.20.3.4:8080/x",
+      undefined,
+      "GET",
+      null,
+      "external onprem 10.20.3.4:8080 /x 2000",
+    ],
+    [
+      "a_range_never_takes_an_address_outside_it",
+      "http://10.21.0.1:8080/x",
       undefined,
       "GET",
       null,

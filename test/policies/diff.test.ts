@@ -436,7 +436,7 @@ describe("semantic diff outside the mesh", () => {
   it("reports_a_removed_external_destination_as_egress_narrowed", () => {
     const { d, md } = between(unchanged, (r) => {
       delete r.external["card-processor"];
-      r.services.payments.calls = [];
+      r.services.payments.calls = ["risk-engine"];
     });
     expect(d.externals.removed.map((x) => x.destination)).toEqual(["api.stripe.com:443"]);
     expect(d.egress.removed).toEqual([egress("payments", "card-processor", "api.stripe.com:443")]);
@@ -528,6 +528,21 @@ describe("semantic diff outside the mesh", () => {
     }
   });
 
+  it("reports_an_address_turned_into_a_range_holding_it_as_widened_only_and_back_as_narrowed_only", () => {
+    const one = (r: Raw) => (r.external["card-processor"].host = "10.20.30.40");
+    const range = (r: Raw) => (r.external["card-processor"].host = "10.20.0.0/16");
+    const wider = between(one, range).d;
+    expect(wider.widened).toEqual([
+      expect.objectContaining({ from: "payments", grants: "TCP 10.20.0.0/16:443" }),
+    ]);
+    expect(wider.narrowed).toEqual([]);
+    const narrower = between(range, one).d;
+    expect(narrower.widened).toEqual([]);
+    expect(narrower.narrowed).toEqual([
+      expect.objectContaining({ from: "payments", grants: "TCP 10.20.0.0/16:443" }),
+    ]);
+  });
+
   it("reports_a_caller_newly_allowed_to_a_destination_it_calls_as_widened_and_its_denial_resolved", () => {
     const calls = (r: Raw) => (r.services.users.calls = ["card-processor"]);
     const { d, mermaid } = between(calls, (r) => {
@@ -596,7 +611,7 @@ describe("semantic diff outside the mesh", () => {
     const { d } = between(unchanged, (r) => {
       r.external.stripe = r.external["card-processor"];
       delete r.external["card-processor"];
-      r.services.payments.calls = ["stripe"];
+      r.services.payments.calls = ["stripe", "risk-engine"];
     });
     expect(d.externals.added.map((x) => x.name)).toEqual(["stripe"]);
     expect(d.externals.removed.map((x) => x.name)).toEqual(["card-processor"]);

@@ -208,6 +208,25 @@ describe("explainRequest to external destinations", () => {
     expect(formatDecision(d)).toContain(text);
   });
 
+  it("explains_a_range_destination_by_the_address_asked_for_and_opens_exactly_the_range", () => {
+    const raw = egressRaw();
+    raw.services.checkout.calls.push("corp-net");
+    raw.external["corp-net"] = { host: "10.30.0.0/16", port: 5432, allow: [{ from: ["checkout"] }] };
+    const ranged = inputOf(raw);
+    const explain = (host?: string) =>
+      explainRequest(ranged, { from: "checkout", to: "corp-net", path: "/", ...(host ? { host } : {}) });
+    const inside = explain("10.30.7.8");
+    expect(inside).toMatchObject({ verdict: "allow", layer: "network", rule: "external.corp-net.allow[0]" });
+    expect(formatDecision(inside)).toContain("CONNECT 10.30.7.8:5432 is relayed");
+    expect(formatDecision(inside)).toContain("checkout → 10.30.0.0/16 :5432 open");
+    expect(formatDecision(explain())).toContain("CONNECT 10.30.0.0:5432 is relayed");
+    const outside = explain("10.31.0.1");
+    expect(outside).toMatchObject({ verdict: "deny", layer: "outbound", status: 403, code: "egress_denied" });
+    expect(formatDecision(outside)).toContain(
+      "CONNECT 10.31.0.1:5432 names no destination checkout may reach",
+    );
+  });
+
   it.each<[string, TrafficRequest, string, RegExp]>([
     [
       "rejects_the_gateway_as_a_caller_of_an_external_destination",

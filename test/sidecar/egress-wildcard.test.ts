@@ -817,8 +817,16 @@ describe("the runtime contract", () => {
     ]) {
       expect(e).toBeInstanceOf(RuntimeConfigError);
       expect(e).toMatchObject({ code: "E_RT_CONFIG_INVALID", path: "outbound.external[1].localPort" });
-      expect((e as Error).message).toContain("wildcard");
+      expect((e as Error).message).toContain("wildcard host");
     }
+  });
+
+  it("refuses_a_range_external_with_a_local_port_naming_the_field", () => {
+    const e = refusal(() =>
+      validateRuntimeConfig(withExternals([external("net", "10.20.0.0/16", 5432, { localPort: 15501 })])),
+    );
+    expect(e).toMatchObject({ code: "E_RT_CONFIG_INVALID", path: "outbound.external[0].localPort" });
+    expect((e as Error).message).toContain("CIDR range");
   });
 
   it("accepts_a_wildcard_external_without_a_local_port_and_an_exact_one_with_one", () => {
@@ -837,5 +845,76 @@ describe("the runtime contract", () => {
     expect(r).toMatchObject({ ok: false, code: "E_RT_CONFIG_INVALID" });
     expect(e.sidecar.ports.external).toEqual({});
     expect((await send(e.sidecar.ports.outbound, `http://a.corp.test:${corp.port}/still`)).status).toBe(200);
+  });
+});
+
+// ───────────────────────────── ranges (CIDR) ─────────────────────────────
+
+describe("range destinations", () => {
+  /** `net`: the addresses of a range at corp's port, plain (the runtime contract takes loopback ranges). */
+  const range = (cidr: string) => external("net", cidr, corp.port);
+
+  it("connect_under_a_range_reaches_the_address_asked_for_without_a_lookup", async () => {
+    const { sidecar } = await start([range("127.0.0.0/30")]);
+    const t = await connectTo(sidecar.ports.outbound, `127.0.0.1:${corp.port}`);
+    expect(t.status).toBe(200);
+    t.socket.write(`GET /ranged HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`);
+    const reply = (await within(readToEnd(t.socket, t.rest), "the reply through the tunnel")).toString();
+    expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    t.socket.end();
+    expect(corp.requests).toMatchObject([{ url: "/ranged" }]);
+    expect(asked).toEqual([]);
+    await until(() => egressLines(sidecar.logs).length === 1, 3000, "the egress line");
+    expect(egressLines(sidecar.logs)[0]).toMatchObject({ external: "net", target: `127.0.0.1:${corp.port}` });
+  });
+
+  it("forwards_plain_http_under_a_range_to_the_address_asked_for", async () => {
+    const { sidecar, metrics } = await start([range("127.0.0.0/30")]);
+    const r = await send(sidecar.ports.outbound, `http://127.0.0.1:${corp.port}/r?q=1`);
+    expect(r.status).toBe(200);
+    expect(corp.requests).toMatchObject([{ url: "/r?q=1", headers: { host: `127.0.0.1:${corp.port}` } }]);
+    expect(
+      metricValue(await metrics(), "meshgate_requests_total", { direction: "outbound", peer: "net" }),
+    ).toBe(1);
+  });
+
+  it.each([
+    ["connect_refuses_an_address_outside_the_range", () => `127.0.0.9:${corp.port}`, 403],
+    ["connect_refuses_an_address_of_the_range_at_another_port", () => `127.0.0.1:${trap.port}`, 403],
+    ["connect_refuses_a_name_under_a_range", () => `a.corp.test:${corp.port}`, 403],
+  ])("%s_with_nothing_connected", async (_name, authority, status) => {
+    const { sidecar } = await start([range("127.0.0.0/30")]);
+    const before = connections();
+    const r = await connectTo(sidecar.ports.outbound, authority());
+    expect(r.status).toBe(status);
+    expect(errorCode(r)).toBe("egress_denied");
+    await sleep(50);
+    expect(connections()).toEqual(before);
+    expect(asked).toEqual([]);
+  });
+
+  it("an_exact_address_wins_over_a_range_and_the_longer_prefix_over_the_shorter", async () => {
+    const { sidecar } = await start([
+      external("wide", "127.0.0.0/8", corp.port),
+      external("narrow", "127.0.0.0/29", corp.port),
+      external("one", "127.0.0.2", corp.port),
+    ]);
+    for (const [address, name] of [
+      ["127.0.0.1", "narrow"],
+      ["127.0.0.2", "one"],
+      ["127.0.0.10", "wide"],
+    ] as const) {
+      const t = await connectTo(sidecar.ports.outbound, `${address}:${corp.port}`);
+      // 127.0.0.10 and .2 may not answer (nothing listens there): the decision is what is checked.
+      t.socket.destroy();
+      await until(
+        () => egressLines(sidecar.logs).some((l) => l.target === `${address}:${corp.port}`),
+        3000,
+        `the egress line of ${address}`,
+      );
+      expect(egressLines(sidecar.logs).find((l) => l.target === `${address}:${corp.port}`)).toMatchObject({
+        external: name,
+      });
+    }
   });
 });
