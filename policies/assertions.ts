@@ -71,6 +71,8 @@ export interface TrafficRequest {
    * external destination: the host of the CONNECT (default the destination's).
    */
   host?: string;
+  /** To an external destination: the port of the CONNECT (default the destination's). */
+  port?: number;
   /** Other request headers (route header conditions); lower-case names. Never credentials. */
   headers?: Record<string, string>;
   /** Internet: the claims of a (valid) token the caller presents. */
@@ -272,6 +274,10 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
           }`,
         ),
       );
+    if (r.port !== undefined && (r.to === undefined || !model.isExternal(r.to)))
+      out.push(new TrafficRequestError("port", "a port is given only for a destination outside the mesh"));
+    else if (r.port !== undefined && !(Number.isInteger(r.port) && r.port >= 1 && r.port <= 65535))
+      out.push(new TrafficRequestError("port", "the port must be a number from 1 to 65535"));
     for (const f of ["claims", "scopes", "provider", "consumer", "clientIp"] as const)
       if (r[f] !== undefined)
         out.push(
@@ -871,15 +877,19 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
   };
 
   const host = connectHost(req.host);
-  const target = destinationOf({ host, port: ext.port });
-  // The sidecar's own matching (exact hosts, then the longest wildcard).
+  const port = r.port ?? ext.port;
+  const target = destinationOf({ host, port });
+  // The sidecar's own matching (exact hosts, then the most specific pattern).
   const relays = model.sidecar(r.from)!.outbound.external;
-  const relayed = compileExternals(relays).byTarget.match(host, ext.port);
+  const relayed = compileExternals(relays).byTarget.match(host, port);
   const allowedBy = model.spec.external[name]!.allow.flatMap((a, i) =>
     a.from.includes(r.from) ? [`external.${name}.allow[${i}]`] : [],
   );
   if (relayed === undefined) {
-    if (!(isPatternHost(ext.host) ? hostCovers(ext.host, host) : target === destinationOf(ext)))
+    if (
+      port !== ext.port ||
+      !(isPatternHost(ext.host) ? hostCovers(ext.host, host) : target === destinationOf(ext))
+    )
       return deny(
         `services.${r.from}.calls`,
         `CONNECT ${target} names no destination ${r.from} may reach (${name} is ${destinationOf(ext)})`,

@@ -9,10 +9,18 @@
  * route, the status class of a refusal) is compared with the logged one, or with the decision under a base
  * spec (`--base`), which isolates the effect of the change from whatever else the log recorded.
  *
+ * A sidecar's egress lines (tunnels: `CONNECT host:port` on the proxy port, or an external's local port)
+ * are replayed too: the tunnel's caller, host and port are decided again — under the proposed spec a target
+ * is the external destination the caller's sidecar would match (decide/external.ts), and a target no
+ * external declares any more is refused; an outbound access line to an external carries the name or
+ * address the request went to (`host`).
+ *
  * What a line cannot carry is said, not guessed: the query string (it may hold credentials) is not logged,
  * so routes with query conditions are replayed without one; token claims other than `sub` and the scopes
  * are not logged (claim conditions see only those); client-certificate and OIDC principals are skipped.
  */
+import { compileExternalMatcher } from "../runtime/decide/external.ts";
+import { canonicalHost as egressHost, parseConnectAuthority } from "../runtime/sidecar/egress.ts";
 import { explainRequest, requestProblems, type TrafficDecision, type TrafficRequest } from "./assertions.ts";
 import { INTERNET } from "./model.ts";
 import type { PolicyInput } from "./run.ts";
@@ -39,6 +47,12 @@ export interface LoggedRequest {
   /** Why the line is not replayed. */
   skipped: string | null;
   logged: ReplayOutcome & { status: number };
+  /**
+   * A tunnel (an egress line): through `connect` the host and port the app asked for, decided again to
+   * whichever external destination they reach under each spec; through `local` the external's local port,
+   * which exists as long as the external does.
+   */
+  tunnel?: { via: "connect" | "local"; host: string; port: number; external: string | null };
 }
 
 export interface ReplayChange {
@@ -86,6 +100,10 @@ export function parseAccessLog(text: string): { requests: LoggedRequest[]; ignor
       l = JSON.parse(raw) as Record<string, unknown>;
     } catch {
       ignored++;
+      return;
+    }
+    if (l.event === "egress" && typeof l.service === "string" && typeof l.target === "string") {
+      requests.push(fromEgressLine(l, i + 1));
       return;
     }
     if (l.event !== "access" || typeof l.requestId !== "string" || typeof l.method !== "string") {
@@ -154,24 +172,31 @@ function fromGatewayLine(l: Record<string, unknown>, line: number): LoggedReques
   return { ...base, request, principal };
 }
 
-function fromSidecarLine(l: Record<string, unknown>, line: number): LoggedRequest {
+/** A sidecar line not yet made into a request: its outcome, refused (`denied_*`) or let through. */
+function sidecarLine(l: Record<string, unknown>, line: number, requestId: string, route: string | null) {
   const status = typeof l.status === "number" ? l.status : 0;
   const outcome = str(l.outcome) ?? "";
   const refused = outcome.startsWith("denied_");
   const base: LoggedRequest = {
     line,
-    requestId: l.requestId as string,
+    requestId,
     proxy: "sidecar",
     request: null,
     principal: null,
     skipped: null,
     logged: {
       verdict: refused ? "deny" : "allow",
-      route: str(l.direction) === "inbound" ? (str(l.rule) ?? null) : null,
+      route,
       statusClass: refused ? statusClass(status) : null,
       status,
     },
   };
+  return { base, outcome, refused };
+}
+
+function fromSidecarLine(l: Record<string, unknown>, line: number): LoggedRequest {
+  const route = str(l.direction) === "inbound" ? (str(l.rule) ?? null) : null;
+  const { base, outcome, refused } = sidecarLine(l, line, l.requestId as string, route);
   const skip = (reason: string): LoggedRequest => ({ ...base, skipped: reason });
   if (outcome === "denied_bad_request_target")
     return skip("the target was refused by canonicalization (under every spec)");
@@ -188,11 +213,52 @@ function fromSidecarLine(l: Record<string, unknown>, line: number): LoggedReques
   if (!to || refused)
     return skip("an outbound request the caller's sidecar refused: its destination is not logged");
   // The callee's inbound line has the allow rule; from the caller's side only the verdict is compared.
+  // To an external destination, `host` is the name or address the request went to.
+  const host = str(l.host);
   return {
     ...base,
     logged: { ...base.logged, route: null },
-    request: { from: service, to, method: l.method as string, path },
+    request: { from: service, to, method: l.method as string, path, ...(host ? { host } : {}) },
   };
+}
+
+/** A tunnel's line (`event: "egress"`): refused (`denied_*`), or let through (whatever the network did). */
+function fromEgressLine(l: Record<string, unknown>, line: number): LoggedRequest {
+  const { base, outcome } = sidecarLine(l, line, `line ${line}`, null);
+  if (outcome === "denied_egress_bad_authority")
+    return { ...base, skipped: "the CONNECT target was malformed (refused under every spec)" };
+  const via = str(l.via) === "local" ? "local" : "connect";
+  const a = parseConnectAuthority(l.target as string);
+  if (!a.ok) return { ...base, skipped: `the target ${JSON.stringify(l.target)} is not host:port` };
+  const external = str(l.external) ?? null;
+  return {
+    ...base,
+    tunnel: { via, host: a.host, port: a.port, external },
+    request: { from: l.service as string, to: external ?? "", method: "CONNECT", path: "/" },
+  };
+}
+
+/**
+ * A tunnel under one spec: the external destination it reaches — for a CONNECT, the one the caller's
+ * sidecar matches for the host and port (else the one any external declaring them is, for the reason it
+ * is refused); for a local port, the external of that name — or the refusal when none does.
+ */
+function tunnelRequest(input: PolicyInput, r: LoggedRequest): TrafficRequest | ReplayOutcome {
+  const t = r.tunnel!;
+  const from = r.request!.from;
+  const externals = input.model.infra.externals;
+  if (t.via === "local") {
+    if (t.external === null || !externals.some((x) => x.name === t.external))
+      return { verdict: "deny", route: null, statusClass: "none" };
+    return { from, to: t.external, method: "CONNECT", path: "/" };
+  }
+  const canonical = <T extends { host: string }>(x: T): T => ({ ...x, host: egressHost(x.host) ?? x.host });
+  const relays = input.model.sidecar(from)?.outbound.external ?? [];
+  const e =
+    compileExternalMatcher(relays.map(canonical)).match(t.host, t.port) ??
+    compileExternalMatcher(externals.map(canonical)).match(t.host, t.port);
+  if (e === undefined) return { verdict: "deny", route: null, statusClass: "4xx" };
+  return { from, to: e.name, method: "CONNECT", path: "/", host: t.host, port: t.port };
 }
 
 /** The request under one spec: the SPIFFE ID named as a workload, credentials the spec no longer has dropped. */
@@ -266,6 +332,10 @@ export function replay(
       report.skipped.push({ line: r.line, reason: r.skipped ?? "cannot be replayed" });
       continue;
     }
+    if (r.tunnel !== undefined) {
+      replayTunnel(r, head, options.base, report);
+      continue;
+    }
     const headReq = requestFor(head, r);
     if (typeof headReq === "string") {
       report.skipped.push({ line: r.line, reason: headReq });
@@ -300,6 +370,61 @@ export function replay(
       });
   }
   return report;
+}
+
+/** A tunnel decided again: no destination is a refusal of its own (the sidecar answers 403, or has no port). */
+function replayTunnel(
+  r: LoggedRequest,
+  head: PolicyInput,
+  base: PolicyInput | undefined,
+  report: ReplayReport,
+) {
+  const t = r.tunnel!;
+  const decideUnder = (input: PolicyInput): { outcome: ReplayOutcome; detail: string } | string => {
+    const req = tunnelRequest(input, r);
+    if (!("from" in req))
+      return {
+        outcome: req,
+        detail:
+          t.via === "local"
+            ? `denied: no external destination ${t.external ?? ""} any more (its local port is gone)`
+            : `denied at outbound: 403 egress_denied (no external destination declares ${t.host}:${t.port})`,
+      };
+    const problems = requestProblems(input, req);
+    if (problems.length) return problems.map((p) => p.message).join("; ");
+    const d = explainRequest(input, req);
+    const outcome = outcomeOf(d);
+    return {
+      // A tunnel's line names no allow rule: a refusal and a let-through are what is compared.
+      outcome: { ...outcome, route: null },
+      detail:
+        d.verdict === "deny"
+          ? `denied at ${d.layer}: ${d.status ?? ""} ${d.code ?? ""}`.trim()
+          : `allowed → ${req.to} (${d.rule ?? "allowed"})`,
+    };
+  };
+  const after = decideUnder(head);
+  if (typeof after === "string") return void report.skipped.push({ line: r.line, reason: after });
+  let before: ReplayOutcome = r.logged;
+  if (base) {
+    const b = decideUnder(base);
+    if (typeof b === "string") return void report.skipped.push({ line: r.line, reason: `base: ${b}` });
+    before = b.outcome;
+    if (!sameOutcome(r.logged, before, false)) report.drift++;
+  }
+  report.replayed++;
+  if (sameOutcome(before, after.outcome, false)) return;
+  report.changed.push({
+    line: r.line,
+    requestId: r.requestId,
+    request:
+      t.via === "local"
+        ? `TCP to the local port of ${t.external} from ${r.request!.from}`
+        : `CONNECT ${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port} from ${r.request!.from}`,
+    before: { verdict: before.verdict, route: before.route, statusClass: before.statusClass },
+    after: after.outcome,
+    detail: after.detail,
+  });
 }
 
 const show = (o: ReplayOutcome) =>

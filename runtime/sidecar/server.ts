@@ -249,6 +249,8 @@ class Exchange {
   /** Over mTLS: inbound, the caller's connection; outbound, the connection to the destination's sidecar. */
   mtls: boolean;
   accessPath = "";
+  /** Outbound to an external destination: the name or address connected to (for the access line). */
+  accessHost = "";
   rule = "";
   outcome = "";
   upstreamKey = "";
@@ -285,6 +287,8 @@ class UpgradeRecord {
   peerId: string | null = null;
   mtls: boolean;
   path = "";
+  /** To an external destination: the name or address connected to. */
+  host = "";
   rule = "";
 
   constructor(state: State, direction: Direction, req: IncomingMessage, peer: string, mtls: boolean) {
@@ -651,6 +655,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         requestId: ex.requestId,
         method: ex.req.method,
         path: ex.accessPath,
+        host: ex.accessHost || undefined,
         peer: ex.peer,
         peerId: ex.peerId ?? undefined,
         service: ex.state.config.name,
@@ -913,6 +918,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     ex.peer = d.external;
     ex.mtls = false; // outside the mesh: no mTLS (TLS, when the sidecar originates it)
     ex.accessPath = d.path;
+    ex.accessHost = d.destination;
     const cluster = externalClusterOf(current, d);
     if (cluster === undefined)
       return respondError(ex, 503, "no_healthy_upstream", `external ${d.external} is not configured`);
@@ -963,6 +969,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         requestId: u.requestId,
         method: u.req.method,
         path: u.path,
+        host: u.host || undefined,
         peer: u.peer,
         peerId: u.peerId ?? undefined,
         service: u.state.config.name,
@@ -1123,6 +1130,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       u.peer = d.external;
       u.mtls = false;
       u.path = d.path;
+      u.host = d.destination;
       const cluster = externalClusterOf(current, d);
       const endpoint = cluster?.pick("", Date.now());
       if (cluster === undefined || !endpoint)

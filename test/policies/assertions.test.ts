@@ -656,6 +656,139 @@ describe("parseAccessLog", () => {
     expect(r.requests[0]!.request).toMatchObject({ from: "orders", to: "payments" });
   });
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  type SpecDoc = Record<string, any>;
+  const egressLine = (o: Record<string, unknown>) =>
+    JSON.stringify({ level: 30, event: "egress", service: "payments", durationMs: 1, ...o });
+
+  it.each([
+    [
+      "makes_a_connect_tunnel_into_a_tunnel_request",
+      {
+        external: "card-processor",
+        target: "API.stripe.com:443",
+        via: "connect",
+        status: 200,
+        outcome: "closed",
+      },
+      {
+        tunnel: { via: "connect", host: "api.stripe.com", port: 443, external: "card-processor" },
+        logged: { verdict: "allow", statusClass: null },
+      },
+    ],
+    [
+      "reads_a_refused_connect_without_a_destination",
+      { target: "api.evil.example:443", via: "connect", status: 403, outcome: "denied_egress_denied" },
+      {
+        tunnel: { via: "connect", host: "api.evil.example", port: 443, external: null },
+        logged: { verdict: "deny", statusClass: "4xx" },
+      },
+    ],
+    [
+      "counts_a_failed_connect_as_let_through_by_the_policy",
+      {
+        external: "card-processor",
+        target: "api.stripe.com:443",
+        via: "connect",
+        status: 502,
+        outcome: "connect_failed",
+      },
+      { logged: { verdict: "allow" } },
+    ],
+  ])("%s", (_claim, fields, expected) => {
+    const [r] = parseAccessLog(egressLine(fields)).requests;
+    expect(r).toMatchObject({ skipped: null, ...expected });
+  });
+
+  it("skips_a_malformed_connect_target", () => {
+    const [r] = parseAccessLog(
+      egressLine({ target: "nope", via: "connect", status: 400, outcome: "denied_egress_bad_authority" }),
+    ).requests;
+    expect(r!.skipped).toContain("malformed");
+  });
+
+  it.each([
+    [
+      "lists_a_tunnel_the_proposed_spec_would_refuse",
+      (raw: SpecDoc) => {
+        delete raw.external["card-processor"];
+        raw.services.payments.calls = ["risk-engine"];
+      },
+      {
+        external: "card-processor",
+        target: "api.stripe.com:443",
+        via: "connect",
+        status: 200,
+        outcome: "closed",
+      },
+      ["allow", "deny", "no external destination declares api.stripe.com:443"],
+    ],
+    [
+      "lists_a_refused_tunnel_a_new_destination_would_relay",
+      (raw: SpecDoc) => {
+        raw.external.partner = { host: "api.partner.example", port: 443, allow: [{ from: ["payments"] }] };
+        raw.services.payments.calls.push("partner");
+      },
+      { target: "api.partner.example:443", via: "connect", status: 403, outcome: "denied_egress_denied" },
+      ["deny", "allow", "allowed → partner (external.partner.allow[0])"],
+    ],
+    [
+      "lists_a_tunnel_to_another_port_when_the_destination_moves_there",
+      (raw: SpecDoc) => (raw.external["card-processor"].port = 8443),
+      { target: "api.stripe.com:8443", via: "connect", status: 403, outcome: "denied_egress_denied" },
+      ["deny", "allow", "allowed → card-processor"],
+    ],
+    [
+      "lists_a_local_port_tunnel_whose_destination_is_gone",
+      (raw: SpecDoc) => {
+        delete raw.external["card-processor"];
+        raw.services.payments.calls = ["risk-engine"];
+      },
+      { external: "card-processor", target: "api.stripe.com:443", via: "local", outcome: "closed" },
+      ["allow", "deny", "its local port is gone"],
+    ],
+    [
+      "lists_a_tunnel_the_caller_is_no_longer_allowed",
+      (raw: SpecDoc) => (raw.external["card-processor"].allow = [{ from: ["orders"] }]),
+      {
+        external: "card-processor",
+        target: "api.stripe.com:443",
+        via: "connect",
+        status: 200,
+        outcome: "closed",
+      },
+      ["allow", "deny", "403 egress_denied"],
+    ],
+  ])("%s", (_claim, change, fields, [before, after, detail]) => {
+    const raw = shopRaw();
+    change(raw);
+    const requests = parseAccessLog(egressLine(fields)).requests;
+    expect(replay(requests, shop).changed).toEqual([]);
+    const r = replay(requests, inputOf(raw));
+    expect(r.changed.map((c) => [c.before.verdict, c.after.verdict])).toEqual([[before, after]]);
+    expect(r.changed[0]!.detail).toContain(detail);
+  });
+
+  it("replays_a_request_to_a_wildcard_destination_by_the_name_it_went_to", () => {
+    const log = line({
+      proxy: "sidecar",
+      direction: "outbound",
+      path: "/img.png",
+      host: "media.s3.eu-west-1.amazonaws.com",
+      service: "catalog",
+      peer: "product-images",
+      status: 200,
+    });
+    const requests = parseAccessLog(log).requests;
+    expect(replay(requests, shop).changed).toEqual([]);
+    const raw = shopRaw();
+    raw.external["product-images"].host = "images.s3.eu-west-1.amazonaws.com";
+    const r = replay(requests, inputOf(raw));
+    expect(r.changed.map((c) => c.request)).toEqual([
+      "GET media.s3.eu-west-1.amazonaws.com /img.png from catalog to product-images",
+    ]);
+  });
+
   it("replays_a_removed_consumer_as_anonymous_and_reports_the_change", () => {
     const raw = shopRaw();
     delete raw.gateway.apiKeys.consumers["acme-retail"];

@@ -40,7 +40,10 @@ import {
   type HTTPOutside,
   type HTTPSOutside,
 } from "./outside.ts";
-import { meshConfigs, metricValue, until } from "./support.ts";
+import { meshConfigs, metricValue, NS, TD, until } from "./support.ts";
+import { parseSpec } from "../../components/spec/parse.ts";
+import { policyInput, type PolicyInput } from "../../policies/run.ts";
+import { parseAccessLog, replay } from "../../policies/replay.ts";
 
 // ───────────────────────────── the test's resolver ─────────────────────────────
 
@@ -916,5 +919,63 @@ describe("range destinations", () => {
         external: name,
       });
     }
+  });
+});
+
+// ───────────────────────────── replay of the sidecar's egress log ─────────────────────────────
+
+describe("meshgate replay of tunnels and requests outside the mesh", () => {
+  /** The spec the test sidecar's config comes from, with `corp` as given. */
+  const specWith = (corpHost: string): PolicyInput => {
+    const r = parseSpec({
+      name: "mesh",
+      namespace: NS,
+      trustDomain: TD,
+      services: {
+        web: { image: "r/web:1", port: 8080, calls: ["orders", "corp"] },
+        orders: { image: "r/orders:1", port: 8080, allow: [{ from: ["web"] }] },
+      },
+      external: { corp: { host: corpHost, port: corp.port, allow: [{ from: ["web"] }] } },
+    });
+    if (!r.ok) throw new Error(r.errors.map((e) => e.message).join("; "));
+    return policyInput(r.spec);
+  };
+
+  it("reproduces_the_logged_tunnels_and_lists_those_a_narrower_host_would_refuse", async () => {
+    const { sidecar } = await start();
+    for (const name of ["a.corp.test", "b.corp.test"]) {
+      const t = await connectTo(sidecar.ports.outbound, `${name}:${corp.port}`);
+      expect(t.status).toBe(200);
+      t.socket.end();
+    }
+    const denied = await connectTo(sidecar.ports.outbound, `corp.test:${corp.port}`);
+    expect(denied.status).toBe(403);
+    expect((await send(sidecar.ports.outbound, `http://b.corp.test:${corp.port}/p`)).status).toBe(200);
+    await until(() => egressLines(sidecar.logs).length === 3, 3000, "three egress lines");
+    await until(() => accessLines(sidecar.logs).length === 1, 3000, "the access line");
+    const log = sidecar.logs.map((l) => JSON.stringify(l)).join("\n");
+    const { requests } = parseAccessLog(log);
+    expect(requests).toHaveLength(4);
+
+    // Under the spec the config came from, every logged outcome is reproduced.
+    const same = replay(requests, specWith("*.corp.test"));
+    expect([same.replayed, same.changed, same.skipped]).toEqual([4, [], []]);
+
+    // Narrowed to one name: the tunnel and the request to b.corp.test would be refused, nothing else.
+    const narrowed = replay(requests, specWith("a.corp.test"));
+    expect(narrowed.changed.map((c) => [c.request, c.before.verdict, c.after.verdict]).sort()).toEqual([
+      [`CONNECT b.corp.test:${corp.port} from web`, "allow", "deny"],
+      ["GET b.corp.test /p from web to corp", "allow", "deny"],
+    ]);
+
+    // Moved to the domain's own name (which no wildcard covers): the refused tunnel would now go through.
+    const exact = replay(requests, specWith("corp.test"));
+    // (In log order: a tunnel's line is written when it closes.)
+    expect(exact.changed.map((c) => [c.request, c.before.verdict, c.after.verdict]).sort()).toEqual([
+      [`CONNECT a.corp.test:${corp.port} from web`, "allow", "deny"],
+      [`CONNECT b.corp.test:${corp.port} from web`, "allow", "deny"],
+      [`CONNECT corp.test:${corp.port} from web`, "deny", "allow"],
+      ["GET b.corp.test /p from web to corp", "allow", "deny"],
+    ]);
   });
 });
