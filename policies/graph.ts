@@ -63,7 +63,14 @@ export function buildGraph(input: PolicyInput, reach: Reachability): Graph {
     if (!allowed.has(`${c.from}\u0000${c.to}`))
       edges.push({ from: c.from, to: c.to, kind: "denied", label: "declared call, denied" });
   for (const e of reach.egress) {
-    if (e.relayed) edges.push({ from: e.from, to: e.to, kind: "egress", label: destinationOf(e) });
+    if (e.relayed)
+      edges.push({
+        from: e.from,
+        to: e.to,
+        kind: "egress",
+        // The app's plain HTTP leaves encrypted by its sidecar: say so where the edge leaves the mesh.
+        label: e.tls === "originate" ? `${destinationOf(e)} · TLS by the sidecar` : destinationOf(e),
+      });
     else if (e.declared)
       edges.push({ from: e.from, to: e.to, kind: "denied", label: "declared call, denied" });
   }

@@ -66,9 +66,11 @@ export interface RouteAccess {
 /** A destination outside the mesh (spec `external`). */
 export interface ExternalDestination {
   name: string;
-  /** A lower-case DNS name, or an IP address (canonical). */
+  /** A lower-case DNS name, an IP address (canonical), a wildcard or a range. */
   host: string;
   port: number;
+  /** Does the caller's sidecar open the TLS (`originate`), or the app (`passthrough`)? */
+  tls: "passthrough" | "originate";
 }
 
 /**
@@ -81,6 +83,8 @@ export interface EgressAccess {
   to: string;
   host: string;
   port: number;
+  /** The destination's `tls`: `originate` when the caller's sidecar opens the TLS. */
+  tls: "passthrough" | "originate";
   /** Does the service list the destination in `calls`? */
   declared: boolean;
   /** The destination's allow rules that name the service (`external.card-processor.allow[0]`); [] = none. */
@@ -158,13 +162,20 @@ export const staticReachability: ReachabilityFn = (input) => {
   const calls = model.serviceNames
     .flatMap((from) => [...new Set(model.callees(from))].map((to) => ({ from, to })))
     .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
-  const externals = input.infra.externals.map((x) => ({ name: x.name, host: x.host, port: x.port }));
+  const externals = input.infra.externals.map((x) => ({
+    name: x.name,
+    host: x.host,
+    port: x.port,
+    tls: x.tls,
+  }));
+  const tlsOf = new Map(externals.map((x) => [x.name, x.tls]));
   const egress = input.infra.egress
     .map((e) => ({
       from: e.from,
       to: e.external,
       host: e.host,
       port: e.port,
+      tls: tlsOf.get(e.external) ?? "passthrough",
       declared: e.declared,
       rules: [...e.allowedBy],
       relayed: model.sidecar(e.from)?.outbound.external.some((x) => x.name === e.external) ?? false,

@@ -79,9 +79,11 @@ export interface EdgeIR {
 /** A destination outside the mesh (spec `external`): what workloads may reach beyond it. */
 export interface ExternalIR {
   name: string;
-  /** A lower-case DNS name, or an IPv4 / IPv6 address. */
+  /** A lower-case DNS name, an IPv4 / IPv6 address, a wildcard `*.<domain>` or a CIDR range. */
   host: string;
   port: number;
+  /** `originate`: the callers' sidecars open TLS to it (the apps speak plain HTTP); `passthrough`: the apps do. */
+  tls: "passthrough" | "originate";
 }
 
 /**

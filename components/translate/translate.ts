@@ -455,7 +455,7 @@ function diagnoseCalls(ctx: Context, caller: string): void {
 function translateExternals(ctx: Context): ExternalIR[] {
   return ctx.externalNames.map((name) => {
     const x = ctx.spec.external[name]!;
-    return { name, host: canonicalHost(x.host), port: x.port };
+    return { name, host: canonicalHost(x.host), port: x.port, tls: x.tls };
   });
 }
 

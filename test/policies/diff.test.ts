@@ -407,7 +407,9 @@ describe("semantic diff outside the mesh", () => {
   it("reports_a_new_external_destination_and_its_caller_as_egress_widened", () => {
     const { d, md } = between(unchanged, ledger);
     expect(d.externals).toEqual({
-      added: [{ name: "ledger", host: "10.0.0.9", port: 5432, destination: "10.0.0.9:5432" }],
+      added: [
+        { name: "ledger", host: "10.0.0.9", port: 5432, tls: "passthrough", destination: "10.0.0.9:5432" },
+      ],
       removed: [],
       changed: [],
     });

@@ -98,6 +98,14 @@ describe("meshgate graph with external destinations", () => {
     expect(edges.filter((l) => l.includes("n_ledger") && l.includes("ext_legacy_db"))).toEqual([]);
   });
 
+  it("says_on_the_edge_when_the_callers_sidecar_opens_the_tls", () => {
+    const shop = inputOf(parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8")));
+    const shopGraph = buildGraph(shop, staticReachability(shop));
+    const label = (to: string) => shopGraph.edges.find((e) => e.kind === "egress" && e.to === to)?.label;
+    expect(label("card-processor")).toBe("api.stripe.com:443 · TLS by the sidecar");
+    expect(label("risk-engine")).toBe("10.40.0.0/24:8443");
+  });
+
   it("draws_externals_as_parallelograms_outside_the_cluster_in_dot", () => {
     const dot = renderDot(graph);
     const cluster = dot.slice(dot.indexOf('subgraph "cluster_mesh"'), dot.indexOf("  }\n"));
