@@ -89,8 +89,6 @@ export interface ExternalHostPort {
 export interface ExternalMatcher<T extends ExternalHostPort> {
   /** The entry for a canonical host and port, by the precedence above; undefined when none. */
   match(host: string, port: number): T | undefined;
-  /** Are there wildcard or range entries (a matched host may then differ from the entry's)? */
-  readonly wildcards: boolean;
 }
 
 const exactKey = (host: string, port: number) => `${host}\u0000${port}`;
@@ -121,7 +119,6 @@ export function compileExternalMatcher<T extends ExternalHostPort>(
   ranges.sort((a, b) => b.range.bits - a.range.bits);
   const words: [number, number, number, number] = [0, 0, 0, 0];
   return {
-    wildcards: wild.length + ranges.length > 0,
     match(host, port) {
       const e = exact.get(exactKey(host, port));
       if (e !== undefined) return e;

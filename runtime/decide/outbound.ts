@@ -65,7 +65,7 @@ export interface OutboundExternal {
   readonly upstreamTarget: string;
   /**
    * The host the sidecar connects to (and verifies originated TLS for): the external's, or for a
-   * wildcard external the canonical name the app called.
+   * wildcard or range external the canonical name or address the app called.
    */
   readonly destination: string;
   /** The Host header sent: the destination, with its port unless that is the scheme's default. */
@@ -107,7 +107,7 @@ export interface CompiledOutbound {
 
 interface OutboundExternalTarget {
   readonly name: string;
-  /** The external's host (canonical, or a wildcard) and the port it is reached at through the sidecar. */
+  /** The external's host (canonical, a wildcard or a range) and the port it is reached at through the sidecar. */
   readonly host: string;
   readonly port: number;
   /** The declared port, where the sidecar connects. */

@@ -89,6 +89,7 @@ import {
   Egress,
   type CompiledExternals,
   type EgressScope,
+  type External,
   type ExternalListener,
 } from "./egress.ts";
 import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
@@ -194,11 +195,19 @@ interface State {
   /** The same destinations as clusters, by name, for plain-HTTP requests forwarded to them. */
   readonly externals: ReadonlyMap<string, UpstreamCluster>;
   /**
-   * Clusters of the names reached under wildcard externals, made on first use (by external and host),
-   * least recently used first; at most MAX_WILDCARD_HOSTS.
+   * Clusters of the names (or addresses) reached under wildcard (or range) externals, made on first use
+   * (by external and host), least recently used first; at most MAX_WILDCARD_HOSTS.
    */
   readonly wildcardHosts: Map<string, UpstreamCluster>;
 }
+
+/** Does an external reach its destinations the same way under two configs (host, port, TLS, timeouts)? */
+const sameExternal = (a: External, b: External): boolean =>
+  a.host === b.host &&
+  a.port === b.port &&
+  a.tls === b.tls &&
+  a.ca === b.ca &&
+  a.connectTimeoutMs === b.connectTimeoutMs;
 
 /** The most names under wildcard externals a state keeps a cluster (and a pool of connections) for. */
 const MAX_WILDCARD_HOSTS = 256;
@@ -1599,6 +1608,14 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       for (const c of stateClusters(previous)) c.close();
       void previous.tracer.shutdown(2000);
       const keep = new Set(stateClusters(built).flatMap((c) => c.poolKeys()));
+      // Names reached under a wildcard or range the new config declares the same way keep their pooled
+      // connections: the new state makes its clusters on first use, over the same pools.
+      for (const c of previous.wildcardHosts.values()) {
+        const was = previous.egress.externals.byName.get(c.config.name);
+        const now = built.egress.externals.byName.get(c.config.name);
+        if (was !== undefined && now !== undefined && sameExternal(was, now))
+          for (const k of c.poolKeys()) keep.add(k);
+      }
       void pools.retain(keep);
       void externalPools.retain(keep);
     },

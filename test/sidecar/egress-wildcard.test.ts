@@ -412,6 +412,27 @@ describe("plain HTTP under a wildcard", () => {
     expect(corp.connections).toBe(before + 2);
   });
 
+  it("keeps_a_names_pooled_connection_across_a_reload_that_leaves_its_wildcard_alone", async () => {
+    const e = await start();
+    const port = e.sidecar.ports.outbound;
+    const before = corp.connections;
+    expect((await send(port, `http://a.corp.test:${corp.port}/1`)).status).toBe(200);
+    // Another external added: corp is declared the same way, its names keep their connections.
+    const other = external("other", "other.test", trap.port);
+    expect(await e.sidecar.reload(JSON.stringify(e.configWith([wildcard(), other])))).toMatchObject({
+      ok: true,
+      changed: true,
+    });
+    expect((await send(port, `http://a.corp.test:${corp.port}/2`)).status).toBe(200);
+    expect(corp.connections).toBe(before + 1);
+    // corp's connect timeout changed: a new state of its own, new connections.
+    expect(
+      await e.sidecar.reload(JSON.stringify(e.configWith([wildcard({ connectTimeoutMs: 2500 }), other]))),
+    ).toMatchObject({ ok: true, changed: true });
+    expect((await send(port, `http://a.corp.test:${corp.port}/3`)).status).toBe(200);
+    expect(corp.connections).toBe(before + 2);
+  });
+
   type Row = [
     name: string,
     target: () => string,
