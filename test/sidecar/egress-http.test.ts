@@ -23,6 +23,7 @@ import {
   httpOutside,
   httpsOutside,
   readBytes,
+  openWebSocket,
   readToEnd,
   sleep,
   within,
@@ -227,27 +228,6 @@ function readUntil(socket: Socket, text: string): Promise<string> {
     }),
     `reading ${JSON.stringify(text)}`,
   );
-}
-
-/** A raw WebSocket handshake on the proxy port; resolves with the status and the socket after the head. */
-async function openWebSocket(
-  port: number,
-  target: string,
-  host: string,
-): Promise<{ status: number; socket: Socket; rest: Buffer }> {
-  const socket = dial(port);
-  socket.write(
-    `GET ${target} HTTP/1.1\r\nhost: ${host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
-      "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-  );
-  let buf: Buffer = Buffer.alloc(0);
-  while (buf.indexOf("\r\n\r\n") < 0) buf = await within(readBytes(socket, buf.length + 1, buf), "the 101");
-  const end = buf.indexOf("\r\n\r\n");
-  return {
-    status: Number(buf.subarray(0, end).toString("latin1").split(" ")[1]),
-    socket,
-    rest: buf.subarray(end + 4),
-  };
 }
 
 /** One plaintext HTTP/1.1 request on a local port, then the app's FIN; everything until the sidecar's end. */

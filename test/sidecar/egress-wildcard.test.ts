@@ -32,6 +32,7 @@ import {
   httpOutside,
   httpsOutside,
   readBytes,
+  openWebSocket,
   readToEnd,
   sleep,
   within,
@@ -224,26 +225,6 @@ function connectTo(port: number, authority: string): Promise<ConnectReply> {
     socket.write(`CONNECT ${authority} HTTP/1.1\r\nhost: ${authority}\r\n\r\n`);
   });
   return within(reply, `CONNECT ${authority}`);
-}
-
-/** A raw WebSocket handshake on the proxy port; resolves with the status and the socket after the head. */
-async function openWebSocket(
-  port: number,
-  target: string,
-): Promise<{ status: number; socket: Socket; rest: Buffer }> {
-  const socket = dial(port);
-  socket.write(
-    `GET ${target} HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
-      "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-  );
-  let buf: Buffer = Buffer.alloc(0);
-  while (buf.indexOf("\r\n\r\n") < 0) buf = await within(readBytes(socket, buf.length + 1, buf), "the 101");
-  const end = buf.indexOf("\r\n\r\n");
-  return {
-    status: Number(buf.subarray(0, end).toString("latin1").split(" ")[1]),
-    socket,
-    rest: buf.subarray(end + 4),
-  };
 }
 
 const accessLines = (logs: Record<string, unknown>[]) => logs.filter((l) => l.event === "access");
@@ -756,7 +737,11 @@ describe("WebSocket under a wildcard", () => {
         : wildcard(),
     ]);
     const port = originate ? wildTls.port : corp.port;
-    const ws = await openWebSocket(sidecar.ports.outbound, `http://chat.corp.test:${port}/chat?room=1`);
+    const ws = await openWebSocket(
+      sidecar.ports.outbound,
+      `http://chat.corp.test:${port}/chat?room=1`,
+      `127.0.0.1:${sidecar.ports.outbound}`,
+    );
     expect(ws.status).toBe(101);
     const payload = randomBytes(4096);
     ws.socket.write(payload);
@@ -781,7 +766,11 @@ describe("WebSocket under a wildcard", () => {
     const { sidecar } = await start([
       external("corp", "*.corp.test", wildTls.port, { tls: "originate", ca: wildTls.ca.pem }),
     ]);
-    const ws = await openWebSocket(sidecar.ports.outbound, `http://x.chat.corp.test/chat`);
+    const ws = await openWebSocket(
+      sidecar.ports.outbound,
+      `http://x.chat.corp.test/chat`,
+      `127.0.0.1:${sidecar.ports.outbound}`,
+    );
     expect(ws.status).toBe(503);
     expect((await within(readToEnd(ws.socket, ws.rest), "the refusal's body")).toString()).toContain(
       '"code":"upstream_connect_failure"',
@@ -796,7 +785,11 @@ describe("WebSocket under a wildcard", () => {
   it("refuses_a_websocket_to_the_wildcards_domain_itself_with_nothing_connected", async () => {
     const { sidecar } = await start();
     const before = connections();
-    const ws = await openWebSocket(sidecar.ports.outbound, `http://corp.test:${corp.port}/chat`);
+    const ws = await openWebSocket(
+      sidecar.ports.outbound,
+      `http://corp.test:${corp.port}/chat`,
+      `127.0.0.1:${sidecar.ports.outbound}`,
+    );
     expect(ws.status).toBe(403);
     expect((await within(readToEnd(ws.socket, ws.rest), "the refusal's body")).toString()).toContain(
       '"code":"destination_not_declared"',
