@@ -172,7 +172,7 @@ function guarded(
 const VERIFY_USAGE =
   "meshgate verify SPEC [--assertions FILE]… [--policy FILE] [--rules MODULE]… [--format text|json]";
 const EXPLAIN_USAGE =
-  "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE|EXTERNAL] [--method M] --path P [--host H]\n" +
+  "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE|EXTERNAL] [--method M] --path P [--host H] [--port N]\n" +
   "       [--header NAME:VALUE]… [--claims JSON] [--scopes S,S] [--provider P] [--consumer C] [--client-ip IP]\n" +
   "       [--format text|json]";
 const REPLAY_USAGE = "meshgate replay SPEC --log FILE [--base SPEC] [--format text|json] [--fail-on change]";
@@ -240,7 +240,8 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       "authentication (--claims/--scopes: a valid token of --provider; --consumer: that consumer's API key)\n" +
       "and authorization (--client-ip), then the sidecars of the services the route reaches (with the\n" +
       "gateway's identity) and the open network edges; for --from SERVICE (or gateway) --to SERVICE the\n" +
-      "caller's sidecar, the callee's allow rules and the network edge. Exit 0 whatever the verdict,\n" +
+      "caller's sidecar, the callee's allow rules and the network edge; --to EXTERNAL with --host and\n" +
+      "--port: the name (or address) and port the app asks its sidecar for. Exit 0 whatever the verdict,\n" +
       "1 when SPEC is invalid, 2 on usage errors (an unknown service, consumer or provider).",
     options: {
       from: { type: "string" },
@@ -248,6 +249,7 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       method: { type: "string", default: "GET" },
       path: { type: "string" },
       host: { type: "string" },
+      port: { type: "string" },
       header: { type: "string", multiple: true },
       claims: { type: "string" },
       scopes: { type: "string" },
@@ -425,6 +427,12 @@ function explainRequestOf(values: Record<string, unknown>): TrafficRequest {
   ] as const) {
     const v = str(flag);
     if (v !== undefined) r[key] = v;
+  }
+  const port = str("port");
+  if (port !== undefined) {
+    if (!/^[0-9]{1,5}$/.test(port))
+      throw new Usage(`--port must be a TCP port number (1-65535), got ${JSON.stringify(port)}`);
+    r.port = Number(port);
   }
   const headers = (values.header as string[] | undefined) ?? [];
   if (headers.length) {

@@ -89,6 +89,7 @@ const Assertion = z.strictObject({
     .optional(),
   path: z.string().min(1),
   host: z.string().min(1).optional(),
+  port: z.number().int().min(1).max(65535).optional(),
   headers: z.record(z.string(), z.string()).optional(),
   claims: z.record(z.string(), z.unknown()).optional(),
   scopes: z.array(z.string()).optional(),

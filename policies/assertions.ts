@@ -133,6 +133,8 @@ export interface ResolvedRequest {
   headers: Record<string, string>;
   credentials: string;
   clientIp: string | null;
+  /** To an external destination: the port the app asks its sidecar for. */
+  port?: number;
 }
 
 /** The default client address of internet requests (TEST-NET-2, RFC 5737). */
@@ -848,10 +850,10 @@ function connectHost(host: string): string {
  * (method, path, headers) travels inside the tunnel, where the sidecar does not look.
  */
 function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
-  const req = resolve(model, r);
   const steps: DecisionStep[] = [];
   const name = r.to!;
   const ext = model.infra.externals.find((x) => x.name === name)!;
+  const req: ResolvedRequest = { ...resolve(model, r), port: r.port ?? ext.port };
   const at = `${r.from} (sidecar)`;
   const out = (
     verdict: "allow" | "deny",
@@ -877,7 +879,7 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
   };
 
   const host = connectHost(req.host);
-  const port = r.port ?? ext.port;
+  const port = req.port!;
   const target = destinationOf({ host, port });
   // The sidecar's own matching (exact hosts, then the most specific pattern).
   const relays = model.sidecar(r.from)!.outbound.external;

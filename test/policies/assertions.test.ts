@@ -303,6 +303,13 @@ describe("assertion files", () => {
       "assertions[0].expect",
       4,
     ],
+    [
+      "refuses_a_port_that_is_no_tcp_port",
+      "assertions:\n  - from: payments\n    to: risk-engine\n    path: /\n    port: 70000\n    expect: deny\n",
+      "",
+      "assertions[0].port",
+      5,
+    ],
     ["refuses_broken_yaml", "assertions: [\n", "", "", 2],
     ["refuses_a_file_without_assertions", "tests: []\n", 'unknown key "tests"', "tests", 1],
   ])("%s", (_claim, text, message, path, line) => {
@@ -354,7 +361,7 @@ describe("meshgate verify and explain", () => {
     const r = await meshgate(["verify", "examples/shop/mesh.yaml"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("✓ assertion orders cannot refund (DELETE) payments");
-    expect(r.stdout).toMatch(/^47 passed, 0 failed/m);
+    expect(r.stdout).toMatch(/^54 passed, 0 failed/m);
   });
 
   it("exits_1_with_json_when_an_assertion_fails", async () => {
@@ -512,6 +519,23 @@ describe("meshgate verify and explain", () => {
   });
 
   it.each([
+    ["explains_an_address_of_a_range_at_its_port_as_allowed", "8443", "allow", "ALLOW → risk-engine"],
+    [
+      "explains_the_same_address_at_another_port_as_denied",
+      "443",
+      "deny",
+      "CONNECT 10.40.0.7:443 names no destination",
+    ],
+  ])("%s", async (_claim, port, verdict, text) => {
+    const args = ["explain", "examples/shop/mesh.yaml", "--from", "payments", "--to", "risk-engine"];
+    const r = await meshgate([...args, "--host", "10.40.0.7", "--port", port]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(text);
+    const json = await meshgate([...args, "--host", "10.40.0.7", "--port", port, "--format", "json"]);
+    expect(JSON.parse(json.stdout)).toMatchObject({ verdict, request: { port: Number(port) } });
+  });
+
+  it.each([
     ["exits_2_without_a_path", ["--from", "internet"], "missing --path"],
     [
       "exits_2_for_claims_that_are_not_an_object",
@@ -522,6 +546,21 @@ describe("meshgate verify and explain", () => {
       "exits_2_for_an_unknown_consumer",
       ["--from", "internet", "--path", "/", "--consumer", "x"],
       '--consumer unknown API-key consumer "x"',
+    ],
+    [
+      "exits_2_for_a_port_that_is_no_number",
+      ["--from", "payments", "--to", "risk-engine", "--port", "https"],
+      '--port must be a TCP port number (1-65535), got "https"',
+    ],
+    [
+      "exits_2_for_a_port_out_of_range",
+      ["--from", "payments", "--to", "risk-engine", "--port", "70000"],
+      "--port the port must be a number from 1 to 65535",
+    ],
+    [
+      "exits_2_for_a_port_to_a_mesh_service",
+      ["--from", "orders", "--to", "payments", "--path", "/", "--port", "8080"],
+      "--port a port is given only for a destination outside the mesh",
     ],
     [
       "exits_2_for_a_malformed_header",
