@@ -923,7 +923,13 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
     outcome: "pass",
     at,
     rule: rule ?? `services.${r.from}.calls`,
-    detail: `${name} is a declared call and ${rule ?? "an allow rule"} admits ${r.from}: CONNECT ${target} is relayed (connect timeout ${relayed.connectTimeoutMs}ms; ${req.method} ${req.path} travels inside the tunnel, unseen; plain HTTP to it is forwarded${relayed.tls === "originate" ? " over the TLS the sidecar originates" : ""})`,
+    detail: `${name} is a declared call and ${rule ?? "an allow rule"} admits ${r.from}: CONNECT ${target} is relayed (connect timeout ${relayed.connectTimeoutMs}ms; ${req.method} ${req.path} travels inside the tunnel, unseen; plain HTTP to it is forwarded${
+      relayed.tls !== "originate"
+        ? ""
+        : relayed.clientCertificate !== null
+          ? ` over the mutual TLS the sidecar originates, presenting the client certificate ${relayed.clientCertificate.certFile}`
+          : " over the TLS the sidecar originates"
+    })`,
   });
   const edge = prepare(model).egress.find((e) => e.from === r.from && e.to === name);
   if (!edge) {

@@ -12,7 +12,8 @@
  *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
  *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
- *  - external destinations' transport: TLS originated by the sidecar (and against which CA) or not,
+ *  - external destinations' transport: TLS originated by the sidecar (against which CA, presenting which
+ *    client certificate) or not,
  *    noting as weakened a destination the sidecar no longer encrypts plain HTTP to;
  *  - guardrail violations that appear or disappear.
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
@@ -480,10 +481,18 @@ function listenerTransport(base: PolicyInput, head: PolicyInput): SettingChange[
 }
 
 /** Who does the TLS to an external destination, in words. */
-function describeExternalTransport(x: { tls: string; ca?: string | undefined }): string {
-  return x.tls === "originate"
-    ? `TLS originated by the sidecar (verified against ${x.ca !== undefined ? `ca sha256:${createHash("sha256").update(x.ca).digest("hex").slice(0, 12)}` : "the system's roots"})`
-    : "passthrough (the app's own TLS; plain HTTP forwarded as sent)";
+function describeExternalTransport(x: {
+  tls: string;
+  ca?: string | undefined;
+  clientCertificate?: { secret?: string | undefined; certFile?: string | undefined } | undefined;
+}): string {
+  if (x.tls !== "originate") return "passthrough (the app's own TLS; plain HTTP forwarded as sent)";
+  const c = x.clientCertificate;
+  return `${c ? "mutual TLS" : "TLS"} originated by the sidecar (verified against ${x.ca !== undefined ? `ca sha256:${createHash("sha256").update(x.ca).digest("hex").slice(0, 12)}` : "the system's roots"}${
+    c
+      ? `; presenting the client certificate ${c.secret !== undefined ? `of Secret ${c.secret}` : c.certFile}`
+      : ""
+  })`;
 }
 
 /**

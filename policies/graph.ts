@@ -69,7 +69,10 @@ export function buildGraph(input: PolicyInput, reach: Reachability): Graph {
         to: e.to,
         kind: "egress",
         // The app's plain HTTP leaves encrypted by its sidecar: say so where the edge leaves the mesh.
-        label: e.tls === "originate" ? `${destinationOf(e)} · TLS by the sidecar` : destinationOf(e),
+        label:
+          e.tls === "originate"
+            ? `${destinationOf(e)} · ${e.mutual ? "mTLS" : "TLS"} by the sidecar`
+            : destinationOf(e),
       });
     else if (e.declared)
       edges.push({ from: e.from, to: e.to, kind: "denied", label: "declared call, denied" });

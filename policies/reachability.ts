@@ -71,6 +71,8 @@ export interface ExternalDestination {
   port: number;
   /** Does the caller's sidecar open the TLS (`originate`), or the app (`passthrough`)? */
   tls: "passthrough" | "originate";
+  /** Does the sidecar present a client certificate on the TLS it opens (mutual TLS)? */
+  mutual: boolean;
 }
 
 /**
@@ -85,6 +87,8 @@ export interface EgressAccess {
   port: number;
   /** The destination's `tls`: `originate` when the caller's sidecar opens the TLS. */
   tls: "passthrough" | "originate";
+  /** The caller's sidecar presents a client certificate on that TLS (mutual TLS). */
+  mutual: boolean;
   /** Does the service list the destination in `calls`? */
   declared: boolean;
   /** The destination's allow rules that name the service (`external.card-processor.allow[0]`); [] = none. */
@@ -167,15 +171,17 @@ export const staticReachability: ReachabilityFn = (input) => {
     host: x.host,
     port: x.port,
     tls: x.tls,
+    mutual: x.clientCertificate !== null,
   }));
-  const tlsOf = new Map(externals.map((x) => [x.name, x.tls]));
+  const byName = new Map(externals.map((x) => [x.name, x]));
   const egress = input.infra.egress
     .map((e) => ({
       from: e.from,
       to: e.external,
       host: e.host,
       port: e.port,
-      tls: tlsOf.get(e.external) ?? "passthrough",
+      tls: byName.get(e.external)?.tls ?? "passthrough",
+      mutual: byName.get(e.external)?.mutual ?? false,
       declared: e.declared,
       rules: [...e.allowedBy],
       relayed: model.sidecar(e.from)?.outbound.external.some((x) => x.name === e.external) ?? false,

@@ -7,7 +7,8 @@
  *   meshgate:gatewayAdminPort  host port of the gateway's admin listener on 127.0.0.1 (default 9901)
  *   meshgate:prometheusPort    host port of Prometheus on 127.0.0.1 (default 9090)
  *   meshgate:runtimePlatform   linux/amd64 (default) or linux/arm64: the platform the runtime image is built for
- *   meshgate:tlsCertificates   the https listeners' certificate files, by the spec's secret name:
+ *   meshgate:tlsCertificates   the https listeners' certificate files and the externals' client certificates
+ *                              (mutual TLS), by the spec's secret name:
  *                              {"<secret>": {"certFile": "tls/cert.pem", "keyFile": "tls/key.pem"}} (read at
  *                              deploy time; the key becomes a Pulumi secret)
  *   meshgate:oidcClientSecrets the client secret of each OIDC provider, by name (set with --secret:

@@ -288,11 +288,48 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       "mesh.ca.provider cert-manager: on Docker the Pulumi MeshCa issues every SVID (no cert-manager)",
     );
 
+  // Certificates (listeners', externals' client certificates) come from the secrets the caller gives.
+  const provided = new Set(o.tlsSecrets ?? []);
+  const tlsPrefix = `${TLS_DIR}/`;
+  const secretOf = (path: string) =>
+    path.startsWith(tlsPrefix) ? path.slice(tlsPrefix.length).split("/")[0]! : null;
+  const givenSecret = (c: { certFile: string; keyFile: string }) => {
+    const secret = secretOf(c.certFile);
+    return secret !== null && secret === secretOf(c.keyFile) && provided.has(secret) ? secret : null;
+  };
+
   // ── services: the app, then its sidecar in the app's network namespace ──
   for (const s of services) {
     const sc = sidecarOf.get(s.name);
     if (!sc) throw new Error(`the IR has service "${s.name}" but no sidecar RuntimeConfig for it`);
-    const config = dockerConfig(sc);
+    // An external whose client certificate is not given is not relayed (its callers get 403), never
+    // reached without the certificate.
+    const uncertified = sc.outbound.external.filter(
+      (x) => x.clientCertificate !== null && givenSecret(x.clientCertificate) === null,
+    );
+    if (uncertified.length > 0)
+      notes.push(
+        `${s.name}'s sidecar does not relay to ${uncertified.map((x) => x.name).join(", ")}: give the client certificate secrets (${[...new Set(uncertified.map((x) => secretOf(x.clientCertificate!.certFile) ?? x.clientCertificate!.certFile))].join(", ")}) in tlsCertificates`,
+      );
+    const config = dockerConfig(
+      uncertified.length > 0
+        ? {
+            ...sc,
+            outbound: {
+              ...sc.outbound,
+              external: sc.outbound.external.filter((x) => !uncertified.includes(x)),
+            },
+          }
+        : sc,
+    );
+    const clientCertFiles = config.outbound.external.flatMap((x) => {
+      if (x.clientCertificate === null) return [];
+      const secret = givenSecret(x.clientCertificate)!;
+      return [
+        file(x.clientCertificate.certFile, { kind: "tls-cert", secret }),
+        { ...file(x.clientCertificate.keyFile, { kind: "tls-key", secret }), mode: "0400" as const },
+      ];
+    });
     configs[s.name] = config;
     remote.add(s.image);
     const env = Object.fromEntries(appEnv(s, config).map((e) => [e.name, e.value]));
@@ -329,7 +366,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       secretEnv: {},
       network: { kind: "container", container: names.app(s.name) },
       ports: [],
-      files: [configFile(config), ...identityFiles(s.name)],
+      files: uniqueFiles([configFile(config), ...identityFiles(s.name), ...clientCertFiles]),
       sysctls: {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },
       labels: baseLabels(s.name, "sidecar", config.hash, config.admin.port),
@@ -343,17 +380,8 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
   let gatewayUrl: string | null = null;
   const gw = runtime.gateway;
   if (gw && gatewayIR) {
-    const provided = new Set(o.tlsSecrets ?? []);
-    const tlsPrefix = `${TLS_DIR}/`;
-    const secretOf = (path: string) =>
-      path.startsWith(tlsPrefix) ? path.slice(tlsPrefix.length).split("/")[0]! : null;
     const opened = gw.listeners.filter(
-      (l) =>
-        l.tls === null ||
-        l.tls.certificates.every((c) => {
-          const secret = secretOf(c.certFile);
-          return secret !== null && secret === secretOf(c.keyFile) && provided.has(secret);
-        }),
+      (l) => l.tls === null || l.tls.certificates.every((c) => givenSecret(c) !== null),
     );
     const closed = gw.listeners.filter((l) => !opened.includes(l));
     if (closed.length > 0)

@@ -262,7 +262,25 @@ function sidecarContainer(r: Resolved, w: ServiceWorkloadIR): Container {
     volumeMounts: [
       { name: "config", mountPath: PATHS.configDir, readOnly: true },
       { name: "identity", mountPath: PATHS.identityDir, readOnly: true },
+      // Client certificates of the externals it relays to: Kubernetes rewrites them in place when the
+      // Secret changes, and the sidecar re-reads them.
+      ...w.tlsSecrets.map((s, i) => ({ name: `tls-${i}`, mountPath: PATHS.tlsDir(s), readOnly: true })),
     ],
+  };
+}
+
+/** A Kubernetes TLS Secret as a volume of its two files, readable by the proxy's group only. */
+function tlsSecretVolume(secretName: string, i: number): Volume {
+  return {
+    name: `tls-${i}`,
+    secret: {
+      secretName,
+      defaultMode: 0o440,
+      items: [
+        { key: "tls.crt", path: "tls.crt" },
+        { key: "tls.key", path: "tls.key" },
+      ],
+    },
   };
 }
 
@@ -338,6 +356,7 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
     volumes: [
       { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
       identityVolume(r, w.name),
+      ...w.tlsSecrets.map(tlsSecretVolume),
       tmpVolume("tmp"),
     ],
   };
@@ -539,17 +558,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
           volumes: [
             { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
             identityVolume(r, w.name),
-            ...w.tlsSecrets.map((s, i) => ({
-              name: `tls-${i}`,
-              secret: {
-                secretName: s,
-                defaultMode: 0o440,
-                items: [
-                  { key: "tls.crt", path: "tls.crt" },
-                  { key: "tls.key", path: "tls.key" },
-                ],
-              },
-            })),
+            ...w.tlsSecrets.map(tlsSecretVolume),
             tmpVolume("tmp"),
             ...extra.volumes,
           ],

@@ -188,6 +188,24 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy", "external"] },
   },
   {
+    name: "meshgate_external_cert_expiry_seconds",
+    type: "gauge",
+    unit: "seconds",
+    help: "Seconds until the client certificate presented to an external destination expires (negative once expired), by external.",
+    labels: { sidecar: ["proxy", "external"] },
+    only: { sidecar: "with an external that has a clientCertificate" },
+    deviation:
+      "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp)",
+  },
+  {
+    name: "meshgate_external_cert_reloads_total",
+    type: "counter",
+    unit: "loads",
+    help: "Loads of the client certificates presented to external destinations: loaded (a new pair serves new connections), rejected (refused; the previous pair keeps serving).",
+    labels: { sidecar: ["proxy", "result"] },
+    only: { sidecar: "with an external that has a clientCertificate" },
+  },
+  {
     name: "meshgate_faults_injected_total",
     type: "counter",
     unit: "requests",

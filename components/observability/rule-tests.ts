@@ -14,6 +14,7 @@ import { renderTemplate } from "./gotemplate.ts";
 import { promDuration, promNumber } from "./promql.ts";
 import {
   certThresholds,
+  EXTERNAL_CERT_WARN_SECONDS,
   RECORDS,
   sloMatchers,
   type AlertingRule,
@@ -543,6 +544,51 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
         eval_time: "30m",
         alertname: expiring.alert,
         exp_alerts: [expAlert(expiring, cert, floorStart - 30 * step)],
+      },
+    ],
+  });
+
+  // Client certificates presented to external destinations: 14 days ahead, for an hour.
+  const externalCert = alertRule(ctx, "MeshgateExternalCertExpiring");
+  const extLabels = { ...target, external: "partner-api" };
+  const extStart = EXTERNAL_CERT_WARN_SECONDS + 1800;
+  tests.push({
+    name: "external client certificates: below 14 days for an hour fires (and keeps firing once expired); a month left raises nothing",
+    interval: "1m",
+    input_series: [
+      {
+        series: seriesText("meshgate_external_cert_expiry_seconds", extLabels),
+        values: valuesText(Array.from({ length: 121 }, (_, i) => extStart - 60 * i)),
+      },
+      {
+        series: seriesText("meshgate_external_cert_expiry_seconds", { ...extLabels, external: "fresh" }),
+        values: valuesText(repeat(30 * 86_400, 121)),
+      },
+    ],
+    alert_rule_test: [
+      // Below the threshold from 31m on: not yet an hour at 80m.
+      { eval_time: "80m", alertname: externalCert.alert, exp_alerts: [] },
+      {
+        eval_time: "100m",
+        alertname: externalCert.alert,
+        exp_alerts: [expAlert(externalCert, extLabels, extStart - 60 * 100)],
+      },
+    ],
+  });
+  tests.push({
+    name: "external client certificates: an expired one keeps firing",
+    interval: "1m",
+    input_series: [
+      {
+        series: seriesText("meshgate_external_cert_expiry_seconds", extLabels),
+        values: valuesText(repeat(-3600, 91)),
+      },
+    ],
+    alert_rule_test: [
+      {
+        eval_time: "90m",
+        alertname: externalCert.alert,
+        exp_alerts: [expAlert(externalCert, extLabels, -3600)],
       },
     ],
   });

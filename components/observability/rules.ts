@@ -307,6 +307,11 @@ export const ALERT_KINDS = [
     what: "a proxy's SVID expires within min(1h, renewBefore/4), or has expired",
   },
   {
+    alert: "MeshgateExternalCertExpiring",
+    severity: "warning",
+    what: "a client certificate sidecars present to an external destination (mutual TLS) expires within 14 days, or has expired",
+  },
+  {
     alert: "MeshgateOutlierEjections",
     severity: "warning",
     what: "outlier detection keeps ejecting a cluster's endpoints",
@@ -341,6 +346,9 @@ export const ALERT_KINDS = [
 ] as const;
 
 export type AlertName = (typeof ALERT_KINDS)[number]["alert"];
+
+/** How long before a client certificate to an external expires its alert fires: 14 days, time to renew it. */
+export const EXTERNAL_CERT_WARN_SECONDS = 14 * 86_400;
 
 /** The certificate alerts' thresholds, in seconds: renewal overdue, and the hard floor. */
 export function certThresholds(infra: InfraIR): { renewBefore: number; floor: number } {
@@ -399,6 +407,14 @@ function operationalAlerts(
       "critical",
       "The SVID of {{ $labels.service }} ({{ $labels.proxy }}) is about to expire",
       `{{ $labels.identity }} expires in {{ $value | humanizeDuration }} (below ${formatWindow(floor * 1000)}). Once expired, mTLS to and from this proxy fails closed.`,
+    ),
+    a(
+      "MeshgateExternalCertExpiring",
+      `${selector("meshgate_external_cert_expiry_seconds", on)} < ${EXTERNAL_CERT_WARN_SECONDS}`,
+      "1h",
+      "warning",
+      "The client certificate {{ $labels.service }} presents to {{ $labels.external }} expires soon",
+      "It expires in {{ $value | humanizeDuration }} (negative: it has expired, and the destination refuses the sidecar's connections). Renew it — replace the files or the Kubernetes Secret: the sidecars present the new certificate on their next connections, without a restart.",
     ),
     a(
       "MeshgateOutlierEjections",

@@ -377,6 +377,24 @@ const External = z
       .describe(
         "PEM certificates the originated TLS trusts instead of the system's roots (a private CA); only with `tls: originate`.",
       ),
+    clientCertificate: z
+      .strictObject({
+        secret: name()
+          .optional()
+          .describe(
+            "A Kubernetes TLS Secret (tls.crt, tls.key) in the services' namespace, mounted read-only into the sidecars of its callers; on Docker, the secret's files come from the platform's tlsCertificates.",
+          ),
+        certFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe("The certificate's PEM file (leaf first, then its chain) as the sidecar sees it."),
+        keyFile: z.string().min(1).optional().describe("Its private key's PEM file (unencrypted)."),
+      })
+      .optional()
+      .describe(
+        "The certificate the sidecar presents on the TLS it originates (mutual TLS to a partner that authenticates callers by certificate); only with `tls: originate`. Either `secret`, or both `certFile` and `keyFile`. The files are re-read when they change (a renewed Secret): new connections present the new certificate.",
+      ),
     allow: z
       .array(ExternalAllowRule)
       .default([])

@@ -302,6 +302,28 @@ export function semanticIssues(raw: unknown): Issue[] {
             : "give the PEM text of one or more CA certificates (-----BEGIN CERTIFICATE----- …)",
         );
     }
+    if (isObj(extRaw.clientCertificate)) {
+      const cert = extRaw.clientCertificate;
+      const hasSecret = cert.secret !== undefined;
+      const hasFiles = cert.certFile !== undefined || cert.keyFile !== undefined;
+      if (extRaw.tls !== "originate")
+        add(
+          "E_SPEC_TLS_CONFIG",
+          [...base, "clientCertificate"],
+          `external "${extName}": a client certificate is only presented when the sidecar originates TLS`,
+          "add tls: originate (the sidecar opens the TLS and presents the certificate), or remove clientCertificate",
+        );
+      else if (
+        hasSecret === hasFiles ||
+        (hasFiles && (cert.certFile === undefined || cert.keyFile === undefined))
+      )
+        add(
+          "E_SPEC_TLS_CONFIG",
+          [...base, "clientCertificate"],
+          `external "${extName}": a client certificate needs either secret, or both certFile and keyFile`,
+          "name a Kubernetes TLS secret (secret: partner-client-cert), or give both file paths",
+        );
+    }
     arr(extRaw.allow).forEach((ruleRaw, r) => {
       arr(obj(ruleRaw).from).forEach((f, i) => {
         const seg = [...base, "allow", r, "from", i];

@@ -40,6 +40,8 @@ export interface ServiceWorkloadIR {
   healthCheckPath: string | null;
   resources: { cpu: string; memory: string } | null;
   env: Record<string, string>;
+  /** Kubernetes TLS Secrets the sidecar reads: client certificates of the externals it relays to. */
+  tlsSecrets: string[];
   local: { command: string[]; env: Record<string, string>; cwd: string | null } | null;
 }
 
@@ -84,6 +86,11 @@ export interface ExternalIR {
   port: number;
   /** `originate`: the callers' sidecars open TLS to it (the apps speak plain HTTP); `passthrough`: the apps do. */
   tls: "passthrough" | "originate";
+  /**
+   * The certificate the callers' sidecars present on the TLS they originate (mutual TLS): the Kubernetes
+   * TLS Secret it comes from (null: files the spec names) and where the sidecars read it. Null = none.
+   */
+  clientCertificate: { secret: string | null; certFile: string; keyFile: string } | null;
 }
 
 /**

@@ -347,15 +347,20 @@ function translateClusters(ctx: Context): Map<string, Cluster> {
   return clusters;
 }
 
+/** The externals a service's sidecar relays to: declared in its calls and allowed by their rules. */
+function relayedExternals(ctx: Context, name: string): string[] {
+  return sortedUnique(
+    ctx
+      .service(name)
+      .calls.filter((c) => ctx.spec.external[c] !== undefined && ctx.externalAllowedBy(c, name).length > 0),
+  );
+}
+
 function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): SidecarRuntimeConfig[] {
   return ctx.serviceNames.map((name) => {
     const svc = ctx.service(name);
     const callees = sortedUnique(ctx.servicesOf(svc.calls));
-    const externals = sortedUnique(
-      svc.calls.filter(
-        (c) => ctx.spec.external[c] !== undefined && ctx.externalAllowedBy(c, name).length > 0,
-      ),
-    );
+    const externals = relayedExternals(ctx, name);
     diagnoseCalls(ctx, name);
     const config: Omit<SidecarRuntimeConfig, "hash"> = {
       ...ctx.common(),
@@ -420,6 +425,7 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
             timeoutMs: parseDuration(x.timeout ?? ctx.spec.mesh.defaults.timeout),
             tls: x.tls,
             ca: x.ca ?? null,
+            clientCertificate: clientCertificateFiles(x.clientCertificate),
           };
         }),
       },
@@ -455,8 +461,29 @@ function diagnoseCalls(ctx: Context, caller: string): void {
 function translateExternals(ctx: Context): ExternalIR[] {
   return ctx.externalNames.map((name) => {
     const x = ctx.spec.external[name]!;
-    return { name, host: canonicalHost(x.host), port: x.port, tls: x.tls };
+    const files = clientCertificateFiles(x.clientCertificate);
+    return {
+      name,
+      host: canonicalHost(x.host),
+      port: x.port,
+      tls: x.tls,
+      clientCertificate: files && { secret: x.clientCertificate?.secret ?? null, ...files },
+    };
   });
+}
+
+/**
+ * Where a sidecar reads an external's client certificate: the files the spec names, or the Kubernetes
+ * TLS Secret's mounted at /etc/meshgate/tls/<secret> (as the gateway's listener certificates).
+ */
+function clientCertificateFiles(
+  c: { secret?: string; certFile?: string; keyFile?: string } | undefined,
+): { certFile: string; keyFile: string } | null {
+  if (c === undefined) return null;
+  return {
+    certFile: c.certFile ?? `/etc/meshgate/tls/${c.secret}/tls.crt`,
+    keyFile: c.keyFile ?? `/etc/meshgate/tls/${c.secret}/tls.key`,
+  };
 }
 
 /** Edges to external destinations that are declared (calls) or allowed (the destination's allow rules). */
@@ -932,6 +959,12 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
       healthCheckPath: svc.healthCheck?.path ?? null,
       resources: svc.resources ?? null,
       env: sortRecord(svc.env ?? {}),
+      tlsSecrets: sortedUnique(
+        relayedExternals(ctx, name).flatMap((e) => {
+          const secret = ctx.spec.external[e]!.clientCertificate?.secret;
+          return secret !== undefined ? [secret] : [];
+        }),
+      ),
       local: svc.local
         ? {
             command:

@@ -122,7 +122,7 @@ export default defineMesh({
         "ghcr.io/acme/payments:5.0.1@sha256:3b1f8a3c2e6d4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90",
       port: 8443,
       replicas: 3,
-      calls: ["card-processor", "risk-engine"],
+      calls: ["card-processor", "risk-engine", "bank-payouts"],
       timeout: "4s",
       circuitBreaker: {
         consecutive5xx: 3,
@@ -253,6 +253,15 @@ export default defineMesh({
     "risk-engine": {
       host: "10.40.0.0/24",
       port: 8443,
+      allow: [{ from: ["payments"] }],
+    },
+    // Mutual TLS: the bank authenticates the shop by a client certificate; payments' sidecar opens TLS
+    // to it presenting the certificate of the Kubernetes TLS Secret bank-payouts-client.
+    "bank-payouts": {
+      host: "payouts.bank.example",
+      port: 443,
+      tls: "originate",
+      clientCertificate: { secret: "bank-payouts-client" },
       allow: [{ from: ["payments"] }],
     },
   },

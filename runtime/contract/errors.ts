@@ -19,6 +19,8 @@ export const RuntimeErrorCatalog = {
     "the SVID in svid.certFile names another SPIFFE ID than the config's `identity`; the proxy refuses to serve as someone else",
   E_RT_IDENTITY_UNAVAILABLE:
     "an mTLS connection was needed but no valid identity is loaded yet (or it expired)",
+  E_RT_CLIENT_CERT_INVALID:
+    "a client certificate for TLS the proxy originates (an external's clientCertificate) cannot be read, holds no certificate, is not for client authentication, or its key is not the certificate's: a config naming it is rejected whole; a rotated pair that fails so is refused and the previous one keeps serving",
   E_RT_EGRESS_ADDRESS_REFUSED:
     "an external destination's DNS name resolved only to loopback, link-local (cloud metadata) or unspecified addresses, which the sidecar does not connect to by name (declare the IP address if it is meant)",
 } as const;

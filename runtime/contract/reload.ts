@@ -12,6 +12,7 @@
 import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
+import { RuntimeConfigError } from "./errors.ts";
 
 /** The outcome of one reload, as the admin API and the handles return it. */
 export type ReloadResult =
@@ -149,10 +150,12 @@ export function createReloader<C extends { readonly hash: string }, S>(o: Reload
       built = await o.build(next);
     } catch (err) {
       o.buildFailed?.();
-      // A build failure is the config's (a file it names that cannot be read, …), whatever the error's code.
+      // A build failure is the config's (a file it names that cannot be read, …): E_RT_CONFIG_INVALID
+      // unless it is a runtime error with its own code (a client certificate that cannot serve).
       const message = (err as Error).message;
+      const code = err instanceof RuntimeConfigError ? err.code : "E_RT_CONFIG_INVALID";
       return {
-        result: reject(message, "E_RT_CONFIG_INVALID", "config rejected; the previous config keeps serving"),
+        result: reject(message, code, "config rejected; the previous config keeps serving"),
       };
     }
     const apply = async (): Promise<ReloadResult> => {

@@ -98,6 +98,12 @@ export const HealthCheck = z.strictObject({
 });
 
 /** An upstream cluster: one mesh service, reached through its sidecar's inbound port with mTLS. */
+/** A client certificate's PEM files: the certificate (leaf first, then its chain) and its private key. */
+export const ClientCertificateFiles = z.strictObject({
+  certFile: z.string().min(1),
+  keyFile: z.string().min(1),
+});
+
 export const Cluster = z.strictObject({
   name: z.string(),
   service: z.string(),
@@ -118,7 +124,13 @@ export const Cluster = z.strictObject({
      * system's roots) and name `serverName` (also sent as SNI; an IP address is checked against the
      * certificate's IP addresses and not sent).
      */
-    z.strictObject({ mode: z.literal("tls"), serverName: z.string(), ca: z.string().nullable() }),
+    z.strictObject({
+      mode: z.literal("tls"),
+      serverName: z.string(),
+      ca: z.string().nullable(),
+      /** The certificate presented to the server (mutual TLS); absent or null = none. */
+      clientCertificate: ClientCertificateFiles.nullable().optional(),
+    }),
   ]),
 });
 export type Cluster = z.infer<typeof Cluster>;
@@ -555,6 +567,11 @@ export const SidecarRuntimeConfig = z.strictObject({
           tls: z.enum(["passthrough", "originate"]),
           /** PEM certificates the originated TLS trusts instead of the system's roots; null = the system's. */
           ca: z.string().nullable(),
+          /**
+           * The client certificate the originated TLS presents (mutual TLS to a partner): PEM files, read
+           * when the config loads and re-read when they change (runtime/upstream/client-cert.ts); null = none.
+           */
+          clientCertificate: ClientCertificateFiles.nullable(),
         })
         // A wildcard host (`*.example.com`) or a range (`10.20.0.0/16`) names no one destination a local
         // port could relay to.
@@ -562,6 +579,11 @@ export const SidecarRuntimeConfig = z.strictObject({
           message:
             "an external with a wildcard host or a CIDR range has no local port (localPort must be null)",
           path: ["localPort"],
+        })
+        .refine((e) => e.clientCertificate === null || e.tls === "originate", {
+          message:
+            "a client certificate is presented only on TLS the sidecar originates (tls must be originate)",
+          path: ["clientCertificate"],
         }),
     ),
   }),

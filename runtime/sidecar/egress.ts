@@ -28,6 +28,7 @@ import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metr
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
 import { originateConnector } from "../upstream/tls.ts";
+import { sameClientCertificate, type ClientCertificateStore } from "../upstream/client-cert.ts";
 import { compileExternalMatcher, isPatternHost, type ExternalMatcher } from "../decide/external.ts";
 
 export type External = SidecarRuntimeConfig["outbound"]["external"][number];
@@ -131,7 +132,14 @@ export function compileExternals(list: readonly External[]): CompiledExternals {
 /** The tunnel to `e` may go on under `next`: an external of the same name, host, port and TLS. */
 function stillDeclared(e: External, next: CompiledExternals): boolean {
   const n = next.byName.get(e.name);
-  return n !== undefined && n.host === e.host && n.port === e.port && n.tls === e.tls && n.ca === e.ca;
+  return (
+    n !== undefined &&
+    n.host === e.host &&
+    n.port === e.port &&
+    n.tls === e.tls &&
+    n.ca === e.ca &&
+    sameClientCertificate(n.clientCertificate, e.clientCertificate)
+  );
 }
 
 // ───────────────────────────── tunnels ─────────────────────────────
@@ -168,6 +176,8 @@ export interface EgressOptions {
   readonly countError: (code: SidecarErrorCode) => void;
   /** Resolves external destinations' names (net/lookup.ts egressLookup: loopback / link-local refused). */
   readonly lookup: net.LookupFunction;
+  /** The client certificates externals with one present when the sidecar originates their TLS. */
+  readonly clientCertificates: ClientCertificateStore;
 }
 
 /** One tunnel (or attempt): from the app's connection to the external. */
@@ -348,7 +358,12 @@ export class Egress {
   #originator(e: External): (host: string, port: number) => Socket {
     let c = this.#originators.get(e);
     if (c === undefined) {
-      const tlsConnect = originateConnector({ serverName: e.host, ca: e.ca }, null, this.#o.lookup);
+      const tlsConnect = originateConnector(
+        { serverName: e.host, ca: e.ca, clientCertificate: e.clientCertificate },
+        null,
+        this.#o.lookup,
+        this.#o.clientCertificates,
+      );
       c = (host, port) => {
         const socket = tlsConnect(host, port);
         socket.setNoDelay(true);

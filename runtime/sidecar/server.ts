@@ -83,6 +83,11 @@ import { forward, type ForwardObserver, type ForwardResult } from "../upstream/f
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector, originateConnector } from "../upstream/tls.ts";
+import {
+  ClientCertificateStore,
+  sameClientCertificate,
+  type ClientCertificateFiles,
+} from "../upstream/client-cert.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import {
   compileExternals,
@@ -207,6 +212,7 @@ const sameExternal = (a: External, b: External): boolean =>
   a.port === b.port &&
   a.tls === b.tls &&
   a.ca === b.ca &&
+  sameClientCertificate(a.clientCertificate, b.clientCertificate) &&
   a.connectTimeoutMs === b.connectTimeoutMs;
 
 /** The most names under wildcard externals a state keeps a cluster (and a pool of connections) for. */
@@ -361,8 +367,22 @@ function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number]
     port: e.port,
     protocol: "http1",
     connectTimeoutMs: e.connectTimeoutMs,
-    tls: e.tls === "originate" ? { mode: "tls", serverName: host, ca: e.ca } : { mode: "none" },
+    tls:
+      e.tls === "originate"
+        ? { mode: "tls", serverName: host, ca: e.ca, clientCertificate: e.clientCertificate }
+        : { mode: "none" },
   };
+}
+
+/** The client certificates a config's externals present, with where the config names each. */
+function clientCertificatesOf(
+  config: SidecarRuntimeConfig,
+): { files: ClientCertificateFiles; field: string }[] {
+  return config.outbound.external.flatMap((e, i) =>
+    e.clientCertificate !== null
+      ? [{ files: e.clientCertificate, field: `outbound.external[${i}].clientCertificate` }]
+      : [],
+  );
 }
 
 export async function startSidecar(options: SidecarOptions): Promise<SidecarHandle> {
@@ -433,6 +453,50 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "proxy",
     "reason",
   ]);
+  /** The client certificates externals present (mutual TLS), re-read when their files change. */
+  const mClientCertReloads = metrics.counter(
+    "external_cert_reloads_total",
+    "Loads of the client certificates presented to external destinations: loaded (a new pair serves new connections), rejected (refused; the previous pair keeps serving).",
+    ["proxy", "result"],
+  );
+  const mClientCertExpiry = metrics.gauge(
+    "external_cert_expiry_seconds",
+    "Seconds until the client certificate presented to an external destination expires (negative once expired), by external.",
+    ["proxy", "external"],
+    { maxChildren: 64 },
+  );
+  const clientCerts = new ClientCertificateStore({
+    ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
+    onEvent: (e) => {
+      const c = e.certificate;
+      const files = { certFile: c.files.certFile, keyFile: c.files.keyFile };
+      if (e.kind === "rejected") {
+        mClientCertReloads.labels("sidecar", "rejected").inc();
+        log.warn(
+          { event: "external_cert_rejected", code: e.code, reason: e.message, ...files, keptPrevious: true },
+          "client certificate files refused; the previous certificate keeps serving",
+        );
+        return;
+      }
+      mClientCertReloads.labels("sidecar", "loaded").inc();
+      const expired = c.notAfter <= Date.now();
+      log[expired ? "warn" : "info"]({
+        event: "external_cert_loaded",
+        ...files,
+        subject: c.subject,
+        serial: c.serial,
+        notAfter: new Date(c.notAfter).toISOString(),
+        ...(expired ? { expired: true } : {}),
+      });
+    },
+  });
+  metrics.onCollect(() => {
+    for (const e of state.config.outbound.external) {
+      const c = e.clientCertificate !== null ? clientCerts.get(e.clientCertificate) : undefined;
+      if (c !== undefined)
+        mClientCertExpiry.labels("sidecar", e.name).set(Math.round((c.notAfter - Date.now()) / 1000));
+    }
+  });
   const egress = new Egress({
     log,
     accessLog,
@@ -455,6 +519,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     },
     countError: (code) => mErrors.labels("sidecar", "outbound", code).inc(),
     lookup: externalLookup,
+    clientCertificates: clientCerts,
   });
 
   /** Request metric children by direction, peer label and mtls, looked up once. */
@@ -518,7 +583,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const connectMtls = mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() });
   const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
   /** The pools to external destinations: their names resolve through externalLookup. */
-  const externalPools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, lookup: externalLookup });
+  const externalPools = new PoolCache({
+    connectTimeoutMs: 1000,
+    connections: 1024,
+    lookup: externalLookup,
+    clientCertificates: clientCerts,
+  });
 
   /** Cluster events (ejections, health) of every state's clusters. */
   const events = {
@@ -536,6 +606,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
 
   // ── state ──
   async function buildState(config: SidecarRuntimeConfig): Promise<State> {
+    // First: a client certificate that cannot serve rejects the config before anything starts.
+    await clientCerts.prepare(clientCertificatesOf(config));
     const inboundAuthz = compileInbound(config.inbound.authz, { permissive: config.mtls === "permissive" });
     const outbound = compileOutbound(config.outbound, config.namespace);
     const clusters = new Map<string, UpstreamCluster>();
@@ -587,6 +659,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       wildcardHosts: new Map(),
     };
   }
+  const keepClientCertificates = (config: SidecarRuntimeConfig) =>
+    clientCerts.retain(clientCertificatesOf(config).map((c) => c.files));
 
   /**
    * The cluster a plain-HTTP request (or a WebSocket) to an external goes through: the external's, or
@@ -1149,7 +1223,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       const tlsMode = cluster.config.tls;
       const upstream =
         tlsMode.mode === "tls"
-          ? originateConnector(tlsMode, "http1", externalLookup)(endpoint.host, endpoint.port)
+          ? originateConnector(tlsMode, "http1", externalLookup, clientCerts)(endpoint.host, endpoint.port)
           : net.connect({
               host: endpoint.host,
               port: endpoint.port,
@@ -1572,6 +1646,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     // Same config: the identity files may still have been rotated in place (Kubernetes Secrets).
     unchanged: async () => {
       await identity.reload();
+      await clientCerts.refresh();
     },
     check: (current, next) => refuseRestartFields("sidecar", restartFields(current, next)),
     build: async (next) => {
@@ -1618,9 +1693,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       }
       void pools.retain(keep);
       void externalPools.retain(keep);
+      keepClientCertificates(next);
     },
     discard: (built) => {
       discardState(built.state);
+      keepClientCertificates(state.config);
       for (const l of built.locals.opened.values()) closeUnused(l);
       for (const l of built.external.opened.values()) closeUnused(l);
       discardMain(built.main);
@@ -1651,6 +1728,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     admin.close();
     admin.closeAllConnections();
     identity.close();
+    clientCerts.close();
     for (const c of stateClusters(state)) c.close();
     await state.tracer.shutdown(2000);
     await pools.closeAll();

@@ -12,6 +12,7 @@ import type { Writable } from "node:stream";
 import { H1Pool, type CancelToken } from "./h1pool.ts";
 import { H2Pool } from "./h2pool.ts";
 import { connectionReusable, MESH_IDLE_MS, originateConnector, type MtlsConnect } from "./tls.ts";
+import { clientCertificateKey, type ClientCertificateStore } from "./client-cert.ts";
 import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import { RetryBudget, available, newHealth, recordResult, type EndpointHealth } from "./resilience.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
@@ -88,6 +89,11 @@ export interface PoolCacheOptions {
    * external destinations: net/lookup.ts egressLookup); the system's resolver when absent.
    */
   lookup?: net.LookupFunction;
+  /**
+   * The client certificates `tls` clusters with a `clientCertificate` present (mutual TLS). Without it,
+   * or without the pair loaded in it, such clusters fail closed: every connection fails at once.
+   */
+  clientCertificates?: ClientCertificateStore;
 }
 
 /** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
@@ -95,7 +101,9 @@ export function poolKey(endpointKey: string, cluster: Cluster): string {
   const tls = cluster.tls;
   if (tls.mode === "mtls") return `${endpointKey}/${cluster.protocol}/mtls:${tls.serverIdentity}`;
   if (tls.mode === "tls")
-    return `${endpointKey}/${cluster.protocol}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}`;
+    return `${endpointKey}/${cluster.protocol}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}${
+      tls.clientCertificate ? `:client:${fnv1a(clientCertificateKey(tls.clientCertificate))}` : ""
+    }`;
   return `${endpointKey}/${cluster.protocol}`;
 }
 
@@ -125,7 +133,7 @@ export class PoolCache {
         tls.mode === "mtls"
           ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2")
           : tls.mode === "tls"
-            ? originateConnector(tls, "http2", this.options.lookup)
+            ? originateConnector(tls, "http2", this.options.lookup, this.options.clientCertificates)
             : undefined,
         tls.mode === "mtls" ? connectionReusable : undefined,
       );
@@ -145,7 +153,12 @@ export class PoolCache {
             }
           : tls.mode === "tls"
             ? {
-                connect: originateConnector(tls, "http1", this.options.lookup),
+                connect: originateConnector(
+                  tls,
+                  "http1",
+                  this.options.lookup,
+                  this.options.clientCertificates,
+                ),
                 readyEvent: "secureConnect" as const,
               }
             : this.options.lookup !== undefined

@@ -9,6 +9,7 @@ import net from "node:net";
 import tls from "node:tls";
 import type { LoadedIdentity } from "../pki/identity.ts";
 import { chainFromPeerCertificate, SvidVerificationError } from "../pki/tls.ts";
+import type { ClientCertificateFiles, ClientCertificateStore } from "./client-cert.ts";
 
 /** Where the current identity comes from (an IdentitySource). */
 export interface IdentityProvider {
@@ -18,11 +19,9 @@ export interface IdentityProvider {
 }
 
 /** A socket that fails at once (no identity): H1Pool sees a connect failure that names the cause. */
-function failedSocket(message: string): net.Socket {
+function failedSocket(message: string, code = "E_RT_IDENTITY_UNAVAILABLE"): net.Socket {
   const socket = new net.Socket();
-  process.nextTick(() =>
-    socket.destroy(Object.assign(new Error(message), { code: "E_RT_IDENTITY_UNAVAILABLE" })),
-  );
+  process.nextTick(() => socket.destroy(Object.assign(new Error(message), { code })));
   return socket;
 }
 
@@ -202,6 +201,8 @@ export interface OriginateTls {
   serverName: string;
   /** PEM certificates trusted instead of the system's roots; null = the system's roots. */
   ca: string | null;
+  /** The certificate presented to the server (mutual TLS), loaded in the connector's store; null = none. */
+  clientCertificate?: ClientCertificateFiles | null;
 }
 
 /**
@@ -216,15 +217,19 @@ const contexts = new WeakMap<OriginateTls, tls.SecureContext>();
  * Node's RFC 6125 rules (DNS names and IP addresses in the SAN). One secure context per trust object.
  * A failed verification fails the connection before anything is sent (the pool sees a connect failure).
  * `protocol` is the ALPN offered: HTTP/1.1, h2, or none (null); `lookup` resolves the host (egress:
- * net/lookup.ts).
+ * net/lookup.ts). With a `clientCertificate`, each connection presents the pair `clients` serves for its
+ * files at that moment (mutual TLS); without one loaded there, the connection fails at once
+ * (E_RT_CLIENT_CERT_INVALID) — it is never opened without the certificate.
  */
 export function originateConnector(
   trust: OriginateTls,
   protocol: MtlsProtocol | null = "http1",
   lookup?: net.LookupFunction,
+  clients?: ClientCertificateStore,
 ): (host: string, port: number) => net.Socket {
+  const files = trust.clientCertificate ?? null;
   let context = contexts.get(trust);
-  if (context === undefined)
+  if (context === undefined && files === null)
     contexts.set(
       trust,
       (context = tls.createSecureContext({
@@ -233,11 +238,22 @@ export function originateConnector(
       })),
     );
   const servername = net.isIP(trust.serverName) === 0 ? trust.serverName : undefined;
-  return (host, port) =>
-    tls.connect({
+  return (host, port) => {
+    let secureContext = context;
+    if (files !== null) {
+      // The pair serving now: a rotated certificate is presented from the next connection on.
+      const client = clients?.get(files);
+      if (client === undefined)
+        return failedSocket(
+          `no client certificate is loaded from ${files.certFile} (mutual TLS needs one)`,
+          "E_RT_CLIENT_CERT_INVALID",
+        );
+      secureContext = client.context(trust.ca);
+    }
+    return tls.connect({
       host,
       port,
-      secureContext: context,
+      secureContext,
       ...(lookup !== undefined ? { lookup } : {}),
       ...(servername !== undefined ? { servername } : {}),
       // null: a byte relay (an external's local port) — the app's protocol is unknown, so no ALPN is
@@ -247,4 +263,5 @@ export function originateConnector(
         : { allowHalfOpen: true }),
       checkServerIdentity: (_host, cert) => tls.checkServerIdentity(trust.serverName, cert),
     });
+  };
 }

@@ -236,12 +236,24 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       local: {},
     });
   }
+  // A client certificate from a Kubernetes Secret has no files here: its external is not relayed (the
+  // callers get 403), never reached without the certificate.
+  const fromSecret = new Map(
+    infra.externals.flatMap((x) =>
+      x.clientCertificate?.secret ? [[x.name, x.clientCertificate.secret] as const] : [],
+    ),
+  );
+  if (fromSecret.size > 0)
+    notes.push(
+      `${[...fromSecret.keys()].join(", ")}: not relayed locally — the client certificate is a Kubernetes Secret (${[...new Set(fromSecret.values())].join(", ")}); give certFile and keyFile to reach it from here`,
+    );
+
   // One local port per callee and per external destination (their names never clash: the spec checks).
   for (const s of services) {
     const outbound = sidecarOf.get(s.name)!.outbound;
     for (const callee of [
       ...outbound.services.map((x) => x.service),
-      ...outbound.external.filter((x) => x.localPort !== null).map((x) => x.name),
+      ...outbound.external.filter((x) => x.localPort !== null && !fromSecret.has(x.name)).map((x) => x.name),
     ])
       ports.get(s.name)!.local[callee] = take(sticky?.services.get(s.name)?.local[callee]);
   }
@@ -331,7 +343,16 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       outbound: {
         port: p.outbound,
         services: rest.outbound.services.map((x) => ({ ...x, localPort: p.local[x.service]! })),
-        external: rest.outbound.external.map((x) => ({ ...x, localPort: p.local[x.name] ?? null })),
+        external: rest.outbound.external
+          .filter((x) => !fromSecret.has(x.name))
+          .map((x) => ({
+            ...x,
+            localPort: p.local[x.name] ?? null,
+            clientCertificate: x.clientCertificate && {
+              certFile: resolve(o.cwd, x.clientCertificate.certFile),
+              keyFile: resolve(o.cwd, x.clientCertificate.keyFile),
+            },
+          })),
       },
     });
     const sidecarFile = join(runDir, "sidecars", `${s.name}.json`);

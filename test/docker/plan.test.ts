@@ -177,6 +177,41 @@ describe("docker plan: wiring", () => {
   });
 });
 
+describe("docker plan: client certificates of externals (mutual TLS)", () => {
+  it.each<[string, string[], boolean]>([
+    ["does_not_relay_to_an_external_whose_client_certificate_secret_is_not_given", [], false],
+    ["relays_to_it_with_the_secrets_files_in_the_sidecar_when_given", ["bank-payouts-client"], true],
+    ["does_not_relay_to_it_when_another_secret_is_given", ["shop-tls"], false],
+  ])("%s", (_claim, tlsSecrets, relayed) => {
+    const plan = planOf(shopRaw(), { tlsSecrets });
+    const payments = plan.configs.payments as {
+      outbound: { external: { name: string; clientCertificate: unknown }[] };
+    };
+    expect(payments.outbound.external.some((x) => x.name === "bank-payouts")).toBe(relayed);
+    // The other externals stay relayed either way.
+    expect(payments.outbound.external.map((x) => x.name)).toEqual(expect.arrayContaining(["card-processor"]));
+    expect(
+      plan.notes.some((n) =>
+        n.includes(
+          "payments's sidecar does not relay to bank-payouts: give the client certificate secrets (bank-payouts-client) in tlsCertificates",
+        ),
+      ),
+    ).toBe(!relayed);
+    const files = named(plan, "shop-payments-sidecar").files.filter((f) => f.source.kind.startsWith("tls-"));
+    expect(files).toEqual(
+      relayed
+        ? [
+            expect.objectContaining({ path: "/etc/meshgate/tls/bank-payouts-client/tls.crt", mode: "0444" }),
+            expect.objectContaining({ path: "/etc/meshgate/tls/bank-payouts-client/tls.key", mode: "0400" }),
+          ]
+        : [],
+    );
+    // The app's environment names no local port of an external its sidecar does not relay.
+    const env = named(plan, "shop-payments").env;
+    expect("MESHGATE_EXTERNAL_BANK_PAYOUTS_ADDR" in env).toBe(relayed);
+  });
+});
+
 describe("docker plan: the gateway on one engine", () => {
   it.each<[string, string[], string[], boolean]>([
     ["keeps_an_https_listener_closed_without_its_certificate_secret", [], ["http"], true],

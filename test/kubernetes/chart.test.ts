@@ -29,7 +29,7 @@ import {
   type KubeObject,
 } from "../../components/kubernetes/index.ts";
 import { grafanaDashboards } from "../../components/observability/grafana.ts";
-import { loadRuntimeConfig } from "../../runtime/contract/index.ts";
+import { loadRuntimeConfig, type SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import { main } from "../../cli/main.ts";
 import { expectGolden } from "../support/golden.ts";
 import { promtool } from "../observability/support.ts";
@@ -181,6 +181,40 @@ describe("proxies and their RuntimeConfigs", () => {
     expect(env.HTTP_PROXY).toBe("http://127.0.0.1:15001");
     expect(env.MESHGATE_SERVICE_PAYMENTS_URL).toBe("http://127.0.0.1:15106");
     expect(env.MESHGATE_SERVICE_CATALOG_URL).toBeUndefined(); // orders does not call catalog
+  });
+
+  it("mounts_an_externals_client_certificate_secret_into_the_sidecars_of_its_callers_only", async () => {
+    const objects = synthesize(await shopResult());
+    const payments = byName(objects, "Deployment", "payments")!.spec.template.spec;
+    expect(payments.initContainers[0].volumeMounts).toContainEqual({
+      name: "tls-0",
+      mountPath: "/etc/meshgate/tls/bank-payouts-client",
+      readOnly: true,
+    });
+    expect(payments.volumes).toContainEqual({
+      name: "tls-0",
+      secret: {
+        secretName: "bank-payouts-client",
+        defaultMode: 0o440,
+        items: [
+          { key: "tls.crt", path: "tls.crt" },
+          { key: "tls.key", path: "tls.key" },
+        ],
+      },
+    });
+    // The app container does not get it; nor does a service that does not call the bank.
+    expect(JSON.stringify(payments.containers)).not.toContain("bank-payouts-client");
+    expect(JSON.stringify(byName(objects, "Deployment", "orders")!.spec)).not.toContain(
+      "bank-payouts-client",
+    );
+    const config = loadRuntimeConfig(
+      byName(objects, "ConfigMap", "meshgate-config-payments")!.data["config.json"],
+      "sidecar",
+    ) as SidecarRuntimeConfig;
+    expect(config.outbound.external.find((x) => x.name === "bank-payouts")!.clientCertificate).toEqual({
+      certFile: "/etc/meshgate/tls/bank-payouts-client/tls.crt",
+      keyFile: "/etc/meshgate/tls/bank-payouts-client/tls.key",
+    });
   });
 
   it("gives_the_gateway_a_service_hpa_and_pdb", async () => {

@@ -175,6 +175,36 @@ describe("local plan", () => {
     expect(p.notes.join("\n")).toMatch(/one replica/);
   });
 
+  it("does_not_relay_to_an_external_whose_client_certificate_is_a_kubernetes_secret_and_says_so", async () => {
+    const p = plan(await shop());
+    const payments = sidecarOf(p, "payments");
+    expect(payments.outbound.external.map((x) => x.name)).not.toContain("bank-payouts");
+    expect(payments.outbound.external.map((x) => x.name)).toContain("card-processor");
+    expect(p.notes).toContain(
+      "bank-payouts: not relayed locally — the client certificate is a Kubernetes Secret (bank-payouts-client); give certFile and keyFile to reach it from here",
+    );
+    const app = p.processes.find((x) => x.name === "payments")!;
+    expect(Object.keys(app.env)).not.toContain("MESHGATE_EXTERNAL_BANK_PAYOUTS_ADDR");
+  });
+
+  it("reads_client_certificate_files_relative_to_the_working_directory", async () => {
+    const spec = await shop();
+    const raw = structuredClone(spec) as unknown as { external: Record<string, Record<string, unknown>> };
+    raw.external["bank-payouts"]!.clientCertificate = {
+      certFile: "certs/bank.crt",
+      keyFile: "/secure/bank.key",
+    };
+    const parsed = parseSpec(raw);
+    if (!parsed.ok) throw new Error(parsed.errors.map((e) => e.message).join("\n"));
+    const p = plan(parsed.spec);
+    const bank = sidecarOf(p, "payments").outbound.external.find((x) => x.name === "bank-payouts")!;
+    expect(bank.clientCertificate).toEqual({
+      certFile: "/work/app/certs/bank.crt",
+      keyFile: "/secure/bank.key",
+    });
+    expect(p.notes.join("\n")).not.toContain("bank-payouts: not relayed locally");
+  });
+
   it("runs_the_demo_service_unless_the_spec_gives_a_local_command", async () => {
     const spec = await shop();
     const withCommand = parseSpec({

@@ -101,9 +101,25 @@ beforeAll(async () => {
   const start = async (name: string): Promise<void> => {
     if (started.has(name)) return;
     started.add(name);
-    const config: SidecarRuntimeConfig = configs.get(name)!;
-    for (const callee of config.outbound.services) await start(callee.service);
     const dir = join(tmp.dir, name);
+    // A client certificate for mutual TLS to an external (a Kubernetes Secret's path in the config): here
+    // the service's own SVID files, which are for client authentication too.
+    const translated = configs.get(name)!;
+    const config: SidecarRuntimeConfig = {
+      ...translated,
+      outbound: {
+        ...translated.outbound,
+        external: translated.outbound.external.map((x) =>
+          x.clientCertificate === null
+            ? x
+            : {
+                ...x,
+                clientCertificate: { certFile: join(dir, "svid.pem"), keyFile: join(dir, "svid-key.pem") },
+              },
+        ),
+      },
+    };
+    for (const callee of config.outbound.services) await start(callee.service);
     await writeIdentity(dir, await ca.issuer.issue(config.identity), ca.bundle.toPem());
     const endpoints = Object.fromEntries(
       config.clusters.map((c) => [c.name, [sidecars.get(c.service)!.ports.inbound]]),

@@ -288,6 +288,24 @@ describe("semantic diff", () => {
       before: "TLS originated by the sidecar (verified against the system's roots)",
       after: `TLS originated by the sidecar (verified against ca sha256:${createHash("sha256").update(STATIC_CA_PEM).digest("hex").slice(0, 12)})`,
     },
+    {
+      claim: "reports_a_client_certificate_the_sidecar_now_presents",
+      mutate: (r) => (r.external["card-processor"].clientCertificate = { secret: "stripe-client" }),
+      before: "TLS originated by the sidecar (verified against the system's roots)",
+      after:
+        "mutual TLS originated by the sidecar (verified against the system's roots; presenting the client certificate of Secret stripe-client)",
+    },
+    {
+      claim: "reports_a_client_certificate_moved_to_other_files",
+      mutate: (r) =>
+        (r.external["card-processor"].clientCertificate = {
+          certFile: "/etc/stripe/client.crt",
+          keyFile: "/etc/stripe/client.key",
+        }),
+      before: "TLS originated by the sidecar (verified against the system's roots)",
+      after:
+        "mutual TLS originated by the sidecar (verified against the system's roots; presenting the client certificate /etc/stripe/client.crt)",
+    },
   ])("$claim", ({ mutate, before, after, note }) => {
     // The shop, whose payments calls card-processor, with the sidecar originating TLS to it.
     const withExternal = () => {
@@ -408,7 +426,14 @@ describe("semantic diff outside the mesh", () => {
     const { d, md } = between(unchanged, ledger);
     expect(d.externals).toEqual({
       added: [
-        { name: "ledger", host: "10.0.0.9", port: 5432, tls: "passthrough", destination: "10.0.0.9:5432" },
+        {
+          name: "ledger",
+          host: "10.0.0.9",
+          port: 5432,
+          tls: "passthrough",
+          mutual: false,
+          destination: "10.0.0.9:5432",
+        },
       ],
       removed: [],
       changed: [],
@@ -438,7 +463,7 @@ describe("semantic diff outside the mesh", () => {
   it("reports_a_removed_external_destination_as_egress_narrowed", () => {
     const { d, md } = between(unchanged, (r) => {
       delete r.external["card-processor"];
-      r.services.payments.calls = ["risk-engine"];
+      r.services.payments.calls = ["risk-engine", "bank-payouts"];
     });
     expect(d.externals.removed.map((x) => x.destination)).toEqual(["api.stripe.com:443"]);
     expect(d.egress.removed).toEqual([egress("payments", "card-processor", "api.stripe.com:443")]);
@@ -613,7 +638,7 @@ describe("semantic diff outside the mesh", () => {
     const { d } = between(unchanged, (r) => {
       r.external.stripe = r.external["card-processor"];
       delete r.external["card-processor"];
-      r.services.payments.calls = ["stripe", "risk-engine"];
+      r.services.payments.calls = ["stripe", "risk-engine", "bank-payouts"];
     });
     expect(d.externals.added.map((x) => x.name)).toEqual(["stripe"]);
     expect(d.externals.removed.map((x) => x.name)).toEqual(["card-processor"]);

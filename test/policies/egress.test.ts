@@ -104,6 +104,7 @@ describe("meshgate graph with external destinations", () => {
     const label = (to: string) => shopGraph.edges.find((e) => e.kind === "egress" && e.to === to)?.label;
     expect(label("card-processor")).toBe("api.stripe.com:443 · TLS by the sidecar");
     expect(label("risk-engine")).toBe("10.40.0.0/24:8443");
+    expect(label("bank-payouts")).toBe("payouts.bank.example:443 · mTLS by the sidecar");
   });
 
   it("draws_externals_as_parallelograms_outside_the_cluster_in_dot", () => {

@@ -34,6 +34,8 @@ export interface OutsideCa {
   readonly pem: string;
   /** A key and a certificate for `dnsName` (its only SAN), signed by this CA (made once per name). */
   leaf(dnsName: string): Promise<{ key: Buffer; cert: Buffer }>;
+  /** The files of a client certificate `/CN=<cn>` with extended key usage `eku`, signed by this CA. */
+  client(cn: string, eku?: string): Promise<{ certFile: string; keyFile: string }>;
 }
 
 const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
@@ -54,39 +56,41 @@ export async function outsideCa(dir: string): Promise<OutsideCa> {
     "1",
   ]);
   const leaves = new Map<string, Promise<{ key: Buffer; cert: Buffer }>>();
-  const issue = async (dnsName: string) => {
-    await writeFile(
-      p(`${dnsName}.ext`),
-      `subjectAltName=DNS:${dnsName}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
-    );
+  /** Signs `/CN=<name>` with the extensions given; the files are <name>.key and <name>.pem. */
+  const sign = async (name: string, extensions: string) => {
+    await writeFile(p(`${name}.ext`), `basicConstraints=CA:FALSE\n${extensions}`);
     await run("openssl", [
       "req",
       ...EC,
       "-keyout",
-      p(`${dnsName}.key`),
+      p(`${name}.key`),
       "-out",
-      p(`${dnsName}.csr`),
+      p(`${name}.csr`),
       "-subj",
-      `/CN=${dnsName}`,
+      `/CN=${name}`,
     ]);
     await run("openssl", [
       "x509",
       "-req",
       "-in",
-      p(`${dnsName}.csr`),
+      p(`${name}.csr`),
       "-CA",
       p("ca.pem"),
       "-CAkey",
       p("ca.key"),
       "-CAcreateserial",
       "-out",
-      p(`${dnsName}.pem`),
+      p(`${name}.pem`),
       "-days",
       "1",
       "-extfile",
-      p(`${dnsName}.ext`),
+      p(`${name}.ext`),
     ]);
-    return { key: await readFile(p(`${dnsName}.key`)), cert: await readFile(p(`${dnsName}.pem`)) };
+    return { certFile: p(`${name}.pem`), keyFile: p(`${name}.key`) };
+  };
+  const issue = async (dnsName: string) => {
+    const f = await sign(dnsName, `subjectAltName=DNS:${dnsName}\nextendedKeyUsage=serverAuth\n`);
+    return { key: await readFile(f.keyFile), cert: await readFile(f.certFile) };
   };
   return {
     caFile: p("ca.pem"),
@@ -96,6 +100,7 @@ export async function outsideCa(dir: string): Promise<OutsideCa> {
       if (l === undefined) leaves.set(dnsName, (l = issue(dnsName)));
       return l;
     },
+    client: (cn, eku = "clientAuth") => sign(cn, `extendedKeyUsage=${eku}\n`),
   };
 }
 
@@ -235,6 +240,7 @@ export const external = (name: string, host: string, port: number, o: Partial<Ex
   timeoutMs: 2000,
   tls: "passthrough",
   ca: null,
+  clientCertificate: null,
   ...o,
 });
 

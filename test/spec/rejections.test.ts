@@ -765,6 +765,47 @@ const ROWS: Row[] = [
     message: "only used when the sidecar originates TLS",
   },
   {
+    claim: "rejects_a_client_certificate_on_an_external_destination_whose_tls_the_app_does",
+    mutate: (s) => (s.external["card-processor"].clientCertificate = { secret: "stripe-client" }),
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.clientCertificate",
+    message: "only presented when the sidecar originates TLS",
+  },
+  {
+    claim: "rejects_a_client_certificate_with_both_a_secret_and_files",
+    mutate: (s) => {
+      s.external["card-processor"].tls = "originate";
+      s.external["card-processor"].clientCertificate = {
+        secret: "stripe-client",
+        certFile: "/etc/stripe/tls.crt",
+        keyFile: "/etc/stripe/tls.key",
+      };
+    },
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.clientCertificate",
+    message: "needs either secret, or both certFile and keyFile",
+  },
+  {
+    claim: "rejects_a_client_certificate_file_without_its_key",
+    mutate: (s) => {
+      s.external["card-processor"].tls = "originate";
+      s.external["card-processor"].clientCertificate = { certFile: "/etc/stripe/tls.crt" };
+    },
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.clientCertificate",
+    message: "needs either secret, or both certFile and keyFile",
+  },
+  {
+    claim: "rejects_an_empty_client_certificate",
+    mutate: (s) => {
+      s.external["card-processor"].tls = "originate";
+      s.external["card-processor"].clientCertificate = {};
+    },
+    code: "E_SPEC_TLS_CONFIG",
+    path: "external.card-processor.clientCertificate",
+    message: "needs either secret, or both certFile and keyFile",
+  },
+  {
     claim: "rejects_ca_without_a_pem_certificate",
     mutate: (s) => {
       s.external["card-processor"].tls = "originate";

@@ -212,9 +212,10 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
           spec.services[c] ? [[c, [sidecars.get(c)!.ports.inbound]]] : [],
         ),
       );
+      const identityDir = await identity(name);
       const sidecar = await startTestSidecar(
         localSidecar(config, {
-          identityDir: await identity(name),
+          identityDir,
           appPort,
           endpoints,
           edit: (c) =>
@@ -226,7 +227,25 @@ export async function startShopMesh(o: ShopMeshOptions = {}): Promise<ShopMesh> 
                     ...c.outbound,
                     external: c.outbound.external.map((e) => {
                       const at = o.externals?.[e.name];
-                      return at ? { ...e, ...at, tls: "passthrough" as const, ca: null } : e;
+                      if (at)
+                        return {
+                          ...e,
+                          ...at,
+                          tls: "passthrough" as const,
+                          ca: null,
+                          clientCertificate: null,
+                        };
+                      // A client certificate (a Kubernetes Secret's path in the config): the service's own
+                      // SVID files here, which are for client authentication too.
+                      return e.clientCertificate === null
+                        ? e
+                        : {
+                            ...e,
+                            clientCertificate: {
+                              certFile: join(identityDir, "svid.pem"),
+                              keyFile: join(identityDir, "svid-key.pem"),
+                            },
+                          };
                     }),
                   },
                 },

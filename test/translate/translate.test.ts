@@ -156,6 +156,7 @@ describe("translate", () => {
         timeoutMs: 2000,
         tls: "passthrough",
         ca: null,
+        clientCertificate: null,
       },
     ]);
     // No cluster and no mesh edge for a destination outside the mesh; the egress edge says what it is.
