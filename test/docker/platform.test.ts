@@ -221,6 +221,25 @@ describe("DockerPlatform resources", () => {
     });
   });
 
+  it("copies_an_externals_client_certificate_into_its_callers_sidecar_only_with_its_key_secret", async () => {
+    await deploy({
+      tlsCertificates: {
+        "bank-payouts-client": {
+          certPem: "-----BEGIN CERTIFICATE-----\nBANK\n",
+          keyPem: "-----BEGIN PRIVATE KEY-----\nK\n",
+        },
+      },
+    });
+    const sidecar = container("shop-payments-sidecar");
+    const at = (path: string) => uploads(sidecar).find((u) => u.file === path);
+    expect(at("/etc/meshgate/tls/bank-payouts-client/tls.crt")?.content).toMatch(/BANK/);
+    expect(at("/etc/meshgate/tls/bank-payouts-client/tls.key")).toMatchObject({ permissions: "0400" });
+    for (const other of ["shop-orders-sidecar", "shop-payments", "shop-gateway"])
+      expect(uploads(container(other)).map((u) => u.file)).not.toContain(
+        "/etc/meshgate/tls/bank-payouts-client/tls.key",
+      );
+  });
+
   it("passes_an_oidc_client_secret_to_the_gateway_as_a_secret_environment_variable", async () => {
     const { loadSpecFile } = await import("../../components/spec/load.ts");
     const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Loose;
