@@ -191,6 +191,10 @@ describe("the topology page of meshgate up in chromium", () => {
     expect(await page.locator('g.node.external[data-node="card-processor"] text.cert').textContent()).toBe(
       "api.stripe.com:443",
     );
+    // …and, on hover, who does its TLS: here the caller's sidecar
+    expect(await page.locator('g.node.external[data-node="card-processor"] > title').textContent()).toBe(
+      "outside the mesh: api.stripe.com:443 · TLS by the sidecar",
+    );
     expect(await page.locator('tr[data-edge="payments->card-processor"] .badge').textContent()).toBe(
       "allowed",
     );

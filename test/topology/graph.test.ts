@@ -53,7 +53,13 @@ describe("buildTopology", () => {
         },
         undefined,
         {
-          psp: { host: "api.stripe.com", port: 443, allow: [{ from: ["web"] }] },
+          psp: {
+            host: "api.stripe.com",
+            port: 443,
+            tls: "originate",
+            clientCertificate: { secret: "psp-client" },
+            allow: [{ from: ["web"] }],
+          },
           mail: { host: "2001:db8::25", port: 587, allow: [{ from: ["api"] }] },
           unused: { host: "10.0.0.9", port: 5432 },
         },
@@ -61,10 +67,12 @@ describe("buildTopology", () => {
     );
     const externals = g.nodes.filter((n) => n.kind === "external");
     // A destination nobody calls or may reach is not drawn; the others sit after their callers.
-    expect(externals.map((n) => [n.id, n.address, n.identity])).toEqual([
-      ["mail", "[2001:db8::25]:587", null],
-      ["psp", "api.stripe.com:443", null],
+    expect(externals.map((n) => [n.id, n.address, n.identity, n.transport])).toEqual([
+      ["mail", "[2001:db8::25]:587", null, "passthrough"],
+      ["psp", "api.stripe.com:443", null, "mtls"],
     ]);
+    // Mesh nodes have no transport of their own.
+    expect(g.nodes.filter((n) => n.kind !== "external").every((n) => n.transport === null)).toBe(true);
     const web = g.nodes.find((n) => n.id === "web")!;
     for (const n of externals) expect(n.layer).toBeGreaterThan(web.layer);
     expect(g.edges.filter((e) => e.egress).map((e) => [e.id, e.status, e.allowedBy])).toEqual([

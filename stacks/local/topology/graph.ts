@@ -20,6 +20,11 @@ export interface TopologyNode {
   readonly identity: string | null;
   /** An external destination's `host:port` (null for the others). */
   readonly address: string | null;
+  /**
+   * An external destination's TLS: the app's own (`passthrough`), opened by the callers' sidecars (`tls`),
+   * or opened by them presenting a client certificate (`mtls`); null for the others.
+   */
+  readonly transport: "passthrough" | "tls" | "mtls" | null;
   readonly layer: number;
   /** Centre of the node in the page's SVG coordinates. */
   readonly x: number;
@@ -72,6 +77,15 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
     infra.externals
       .filter((x) => egress.some((e) => e.external === x.name))
       .map((x) => [x.name, x.host.includes(":") ? `[${x.host}]:${x.port}` : `${x.host}:${x.port}`]),
+  );
+  const transports = new Map(
+    infra.externals.map(
+      (x) =>
+        [
+          x.name,
+          x.tls === "passthrough" ? "passthrough" : x.clientCertificate !== null ? "mtls" : "tls",
+        ] as const,
+    ),
   );
   const ids = [INTERNET, ...(hasGateway ? [GATEWAY] : []), ...services, ...externals.keys()];
   const known = new Set(ids);
@@ -136,6 +150,7 @@ export function buildTopology(infra: InfraIR): TopologyGraph {
           : "service",
     identity: id === INTERNET || externals.has(id) ? null : (identities.get(id) ?? null),
     address: externals.get(id) ?? null,
+    transport: externals.has(id) ? (transports.get(id) ?? null) : null,
     layer: layer.get(id)!,
     x: MARGIN_X + layer.get(id)! * COLUMN,
     y: height / 2 + row.get(id)! * ROW,

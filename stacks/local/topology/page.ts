@@ -62,6 +62,7 @@ const SCRIPT = String.raw`
 "use strict";
 const NS = "http://www.w3.org/2000/svg";
 const W = 150, H = 46;
+const TRANSPORTS = { passthrough: "the app's own TLS (passthrough)", tls: "TLS by the sidecar", mtls: "mutual TLS by the sidecar (client certificate)" };
 let last = null, built = false;
 const $ = (id) => document.getElementById(id);
 function el(tag, attrs, text) {
@@ -134,7 +135,7 @@ function build(g) {
   const nodes = el("g");
   for (const n of g.nodes) {
     const grp = el("g", { class: "node " + n.kind, "data-node": n.id, transform: "translate(" + (n.x - W / 2) + "," + (n.y - H / 2) + ")" });
-    grp.append(el("title", {}, n.identity || (n.kind === "external" ? "outside the mesh: " + n.address : "the internet")));
+    grp.append(el("title", {}, n.identity || (n.kind === "external" ? "outside the mesh: " + n.address + " · " + TRANSPORTS[n.transport] : "the internet")));
     grp.append(el("rect", { width: W, height: H, rx: 6 }));
     grp.append(el("text", { x: W / 2, y: n.kind === "internet" ? 28 : 19, class: "name" }, n.id));
     if (n.kind === "external") grp.append(el("text", { x: W / 2, y: 35, class: "cert" }, n.address));
