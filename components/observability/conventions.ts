@@ -195,7 +195,7 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy", "external"] },
     only: { sidecar: "with an external that has a clientCertificate" },
     deviation:
-      "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp)",
+      "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp). An external that no longer presents a certificate keeps its series at 0 (the alert ignores it)",
   },
   {
     name: "meshgate_external_cert_reloads_total",

@@ -553,7 +553,7 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
   const extLabels = { ...target, external: "partner-api" };
   const extStart = EXTERNAL_CERT_WARN_SECONDS + 1800;
   tests.push({
-    name: "external client certificates: below 14 days for an hour fires (and keeps firing once expired); a month left raises nothing",
+    name: "external client certificates: below 14 days for an hour fires; a month left, or a series left at 0, raises nothing",
     interval: "1m",
     input_series: [
       {
@@ -563,6 +563,11 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
       {
         series: seriesText("meshgate_external_cert_expiry_seconds", { ...extLabels, external: "fresh" }),
         values: valuesText(repeat(30 * 86_400, 121)),
+      },
+      // No longer presenting a certificate: left at 0 by the sidecar.
+      {
+        series: seriesText("meshgate_external_cert_expiry_seconds", { ...extLabels, external: "dropped" }),
+        values: valuesText(repeat(0, 121)),
       },
     ],
     alert_rule_test: [

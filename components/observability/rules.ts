@@ -410,7 +410,8 @@ function operationalAlerts(
     ),
     a(
       "MeshgateExternalCertExpiring",
-      `${selector("meshgate_external_cert_expiry_seconds", on)} < ${EXTERNAL_CERT_WARN_SECONDS}`,
+      // Exactly 0: an external that no longer has a client certificate (its series stays, at 0).
+      `${selector("meshgate_external_cert_expiry_seconds", on)} < ${EXTERNAL_CERT_WARN_SECONDS} and ${selector("meshgate_external_cert_expiry_seconds", on)} != 0`,
       "1h",
       "warning",
       "The client certificate {{ $labels.service }} presents to {{ $labels.external }} expires soon",

@@ -490,12 +490,18 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       });
     },
   });
+  /** Externals whose expiry series exists: one no longer presenting a certificate is set to 0 (ignored). */
+  const certExpiryShown = new Set<string>();
   metrics.onCollect(() => {
+    const now = new Set<string>();
     for (const e of state.config.outbound.external) {
       const c = e.clientCertificate !== null ? clientCerts.get(e.clientCertificate) : undefined;
-      if (c !== undefined)
-        mClientCertExpiry.labels("sidecar", e.name).set(Math.round((c.notAfter - Date.now()) / 1000));
+      if (c === undefined) continue;
+      now.add(e.name);
+      certExpiryShown.add(e.name);
+      mClientCertExpiry.labels("sidecar", e.name).set(Math.round((c.notAfter - Date.now()) / 1000));
     }
+    for (const name of certExpiryShown) if (!now.has(name)) mClientCertExpiry.labels("sidecar", name).set(0);
   });
   const egress = new Egress({
     log,

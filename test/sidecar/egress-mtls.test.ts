@@ -309,7 +309,7 @@ describe("rotation", () => {
     expect(sidecar.rawLog()).not.toContain("PRIVATE KEY");
   });
 
-  it("starts_a_new_pool_when_a_reload_names_other_files", async () => {
+  it("starts_a_new_pool_when_a_reload_names_other_files_and_zeroes_the_expiry_when_none_is_named", async () => {
     const e = await sidecars.start([partnerExternal({ clientCertificate: pairs.get("payments-1")! })]);
     expect((await viaProxy(e.sidecar.ports.outbound, "/one")).body).toBe("partner saw payments-1");
     expect(
@@ -318,5 +318,17 @@ describe("rotation", () => {
       ),
     ).toMatchObject({ ok: true, changed: true });
     expect((await viaProxy(e.sidecar.ports.outbound, "/two")).body).toBe("partner saw payments-2");
+    // Without a certificate any more: its expiry series stays, at 0 (which the alert ignores).
+    const labels = { proxy: "sidecar", external: "partner" };
+    expect(metricValue(await e.metrics(), "meshgate_external_cert_expiry_seconds", labels)).toBeGreaterThan(
+      0,
+    );
+    expect(await e.sidecar.reload(JSON.stringify(e.configWith([partnerExternal()])))).toMatchObject({
+      ok: true,
+    });
+    expect(metricValue(await e.metrics(), "meshgate_external_cert_expiry_seconds", labels)).toBe(0);
+    expect(await e.metrics()).toContain(
+      'meshgate_external_cert_expiry_seconds{proxy="sidecar",external="partner"} 0',
+    );
   });
 });
