@@ -104,9 +104,14 @@ export class ClientCertificate {
   async refresh(field: string): Promise<"unchanged" | "loaded" | RuntimeConfigError> {
     let signature: string;
     try {
-      signature = await signatureOf(this.files);
+      signature = await signatureOf(this.files, field);
     } catch (err) {
-      return new RuntimeConfigError("E_RT_CLIENT_CERT_INVALID", unreadable(err), field);
+      if (!(err instanceof RuntimeConfigError)) throw err;
+      // Gone (between a Secret's writes, or deleted): refused once, not on every poll while it lasts.
+      const mark = `unreadable ${err.message}`;
+      if (this.#refused === mark) return "unchanged";
+      this.#refused = mark;
+      return err;
     }
     if (signature === this.#pair.signature || signature === this.#refused) return "unchanged";
     let next: LoadedPair;
@@ -134,9 +139,22 @@ const unreadable = (err: unknown) => {
   return `cannot be read (${e.code ?? e.message})`;
 };
 
-async function signatureOf(f: ClientCertificateFiles): Promise<string> {
-  const [c, k] = await Promise.all([stat(f.certFile), stat(f.keyFile)]);
-  return `${c.ino}:${c.size}:${c.mtimeMs} ${k.ino}:${k.size}:${k.mtimeMs}`;
+/** What the files look like now (inode, size, mtime of each); refused naming the file that cannot be read. */
+async function signatureOf(f: ClientCertificateFiles, field: string): Promise<string> {
+  const one = async (sub: "certFile" | "keyFile", file: string) => {
+    try {
+      const s = await stat(file);
+      return `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch (err) {
+      throw new RuntimeConfigError(
+        "E_RT_CLIENT_CERT_INVALID",
+        `${file} ${unreadable(err)}`,
+        `${field}.${sub}`,
+      );
+    }
+  };
+  const [c, k] = await Promise.all([one("certFile", f.certFile), one("keyFile", f.keyFile)]);
+  return `${c} ${k}`;
 }
 
 async function readPair(f: ClientCertificateFiles, field: string): Promise<LoadedPair> {
@@ -150,12 +168,7 @@ async function readPair(f: ClientCertificateFiles, field: string): Promise<Loade
     }
   };
   // The signature first: a change between stat and read is seen again at the next poll.
-  let signature: string;
-  try {
-    signature = await signatureOf(f);
-  } catch (err) {
-    throw fail("certFile", `${f.certFile} or ${f.keyFile} ${unreadable(err)}`);
-  }
+  const signature = await signatureOf(f, field);
   const [cert, key] = await Promise.all([read("certFile", f.certFile), read("keyFile", f.keyFile)]);
   let leaf: X509Certificate;
   try {

@@ -11,7 +11,7 @@ import http from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { copyFile, mkdtemp, readFile, rename } from "node:fs/promises";
+import { copyFile, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { tempDir } from "../pki/support.ts";
@@ -307,6 +307,19 @@ describe("rotation", () => {
     await new Promise((r) => setTimeout(r, 600));
     expect(sidecar.logs.filter((l) => l.event === "external_cert_rejected")).toHaveLength(1);
     expect(sidecar.rawLog()).not.toContain("PRIVATE KEY");
+  });
+
+  it("refuses_files_that_disappear_once_and_keeps_presenting_the_pair_it_holds", async () => {
+    const files = await pairFiles("payments-1", "vanishing");
+    const { sidecar } = await sidecars.start([partnerExternal({ clientCertificate: files })]);
+    await rm(files.keyFile);
+    await until(() => sidecar.logs.some((l) => l.event === "external_cert_rejected"), 5000);
+    expect(sidecar.logs.find((l) => l.event === "external_cert_rejected")!.reason).toContain(
+      "outbound.external[0].clientCertificate.keyFile: ",
+    );
+    await new Promise((r) => setTimeout(r, 600));
+    expect(sidecar.logs.filter((l) => l.event === "external_cert_rejected")).toHaveLength(1);
+    expect((await viaProxy(sidecar.ports.outbound, "/held")).body).toBe("partner saw payments-1");
   });
 
   it("starts_a_new_pool_when_a_reload_names_other_files_and_zeroes_the_expiry_when_none_is_named", async () => {
