@@ -473,18 +473,22 @@ function translateExternals(ctx: Context): ExternalIR[] {
 }
 
 /**
- * Where a sidecar reads an external's client certificate: the files the spec names, or the Kubernetes
- * TLS Secret's mounted at /etc/meshgate/tls/<secret> (as the gateway's listener certificates).
+ * Where a proxy reads a certificate and its key (a gateway listener's, an external's client certificate):
+ * the files the spec names, or the Kubernetes TLS Secret's, mounted at /etc/meshgate/tls/<secret>.
  */
-function clientCertificateFiles(
-  c: { secret?: string; certFile?: string; keyFile?: string } | undefined,
-): { certFile: string; keyFile: string } | null {
-  if (c === undefined) return null;
+function certificateFiles(c: { secret?: string; certFile?: string; keyFile?: string }): {
+  certFile: string;
+  keyFile: string;
+} {
   return {
     certFile: c.certFile ?? `/etc/meshgate/tls/${c.secret}/tls.crt`,
     keyFile: c.keyFile ?? `/etc/meshgate/tls/${c.secret}/tls.key`,
   };
 }
+
+/** An external's client certificate files; null without one. */
+const clientCertificateFiles = (c: Parameters<typeof certificateFiles>[0] | undefined) =>
+  c === undefined ? null : certificateFiles(c);
 
 /** Edges to external destinations that are declared (calls) or allowed (the destination's allow rules). */
 function translateEgress(ctx: Context): EgressIR[] {
@@ -555,8 +559,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
               minVersion: l.tls.minVersion,
               certificates: l.tls.certificates.map((c) => ({
                 hosts: sortedUnique(c.hosts.map((h) => h.toLowerCase())),
-                certFile: c.certFile ?? `/etc/meshgate/tls/${c.secret}/tls.crt`,
-                keyFile: c.keyFile ?? `/etc/meshgate/tls/${c.secret}/tls.key`,
+                ...certificateFiles(c),
               })),
             }
           : null,

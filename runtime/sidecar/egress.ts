@@ -129,17 +129,18 @@ export function compileExternals(list: readonly External[]): CompiledExternals {
   return { byTarget: compileExternalMatcher(targets), byName };
 }
 
-/** The tunnel to `e` may go on under `next`: an external of the same name, host, port and TLS. */
+/** Do two declarations of an external reach it the same way: host, port, TLS, CA and client certificate? */
+export const sameTransport = (a: External, b: External): boolean =>
+  a.host === b.host &&
+  a.port === b.port &&
+  a.tls === b.tls &&
+  a.ca === b.ca &&
+  sameClientCertificate(a.clientCertificate, b.clientCertificate);
+
+/** The tunnel to `e` may go on under `next`: an external of the same name, reached the same way. */
 function stillDeclared(e: External, next: CompiledExternals): boolean {
   const n = next.byName.get(e.name);
-  return (
-    n !== undefined &&
-    n.host === e.host &&
-    n.port === e.port &&
-    n.tls === e.tls &&
-    n.ca === e.ca &&
-    sameClientCertificate(n.clientCertificate, e.clientCertificate)
-  );
+  return n !== undefined && sameTransport(n, e);
 }
 
 // ───────────────────────────── tunnels ─────────────────────────────

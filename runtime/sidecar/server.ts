@@ -83,15 +83,12 @@ import { forward, type ForwardObserver, type ForwardResult } from "../upstream/f
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector, originateConnector } from "../upstream/tls.ts";
-import {
-  ClientCertificateStore,
-  sameClientCertificate,
-  type ClientCertificateFiles,
-} from "../upstream/client-cert.ts";
+import { ClientCertificateStore, type ClientCertificateFiles } from "../upstream/client-cert.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import {
   compileExternals,
   Egress,
+  sameTransport,
   type CompiledExternals,
   type EgressScope,
   type External,
@@ -206,14 +203,9 @@ interface State {
   readonly wildcardHosts: Map<string, UpstreamCluster>;
 }
 
-/** Does an external reach its destinations the same way under two configs (host, port, TLS, timeouts)? */
+/** Does an external reach its destinations the same way under two configs (transport, connect timeout)? */
 const sameExternal = (a: External, b: External): boolean =>
-  a.host === b.host &&
-  a.port === b.port &&
-  a.tls === b.tls &&
-  a.ca === b.ca &&
-  sameClientCertificate(a.clientCertificate, b.clientCertificate) &&
-  a.connectTimeoutMs === b.connectTimeoutMs;
+  sameTransport(a, b) && a.connectTimeoutMs === b.connectTimeoutMs;
 
 /** The most names under wildcard externals a state keeps a cluster (and a pool of connections) for. */
 const MAX_WILDCARD_HOSTS = 256;
@@ -469,11 +461,16 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
     onEvent: (e) => {
       const c = e.certificate;
-      const files = { certFile: c.files.certFile, keyFile: c.files.keyFile };
       if (e.kind === "rejected") {
         mClientCertReloads.labels("sidecar", "rejected").inc();
         log.warn(
-          { event: "external_cert_rejected", code: e.code, reason: e.message, ...files, keptPrevious: true },
+          {
+            event: "external_cert_rejected",
+            code: e.code,
+            reason: e.message,
+            ...c.files,
+            keptPrevious: true,
+          },
           "client certificate files refused; the previous certificate keeps serving",
         );
         return;
@@ -482,7 +479,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       const expired = c.notAfter <= Date.now();
       log[expired ? "warn" : "info"]({
         event: "external_cert_loaded",
-        ...files,
+        ...c.files,
         subject: c.subject,
         serial: c.serial,
         notAfter: new Date(c.notAfter).toISOString(),
