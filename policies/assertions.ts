@@ -202,14 +202,17 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
   if (r.from === INTERNET) {
     if (!gw)
       out.push(new TrafficRequestError("from", "internet requests need a gateway; this mesh has none"));
-    if (r.to !== undefined && model.isExternal(r.to))
-      out.push(
-        new TrafficRequestError(
-          "to",
-          `${JSON.stringify(r.to)} is a destination outside the mesh: services reach it (from: <service>), the internet does not`,
-        ),
-      );
-    else if (r.to !== undefined && !known(r.to))
+    // `to` of an internet request: what the route reaches — a service, or an external destination a
+    // gateway route forwards to (to: { external }).
+    if (r.to !== undefined && model.isExternal(r.to)) {
+      if (!model.externalCalls(GATEWAY).includes(r.to))
+        out.push(
+          new TrafficRequestError(
+            "to",
+            `${JSON.stringify(r.to)} is a destination outside the mesh that no gateway route forwards to: services reach it (from: <service>), the internet only through a route (to: { external })`,
+          ),
+        );
+    } else if (r.to !== undefined && !known(r.to))
       out.push(
         new TrafficRequestError(
           "to",
@@ -262,7 +265,7 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
         out.push(
           new TrafficRequestError(
             "from",
-            `the gateway is no caller of external destinations (its own dependencies come from its config): ask from a service`,
+            `the gateway reaches an external destination only through a route (to: { external }): ask from internet with the route's path, or from a service`,
           ),
         );
     } else if (!known(r.to))
@@ -631,6 +634,16 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
   );
   for (const h of hops) {
     if (h.kind !== "mirror") targets.push(h.service);
+    if (model.isExternal(h.service)) {
+      // A route to an external destination: the gateway itself opens the connection (no sidecar admits
+      // it; the destination's allow rules name the gateway, which the spec checks), then the egress edge.
+      const stepsOf = externalHop(model, h.service, h.what);
+      meshSteps.push(stepsOf.mesh);
+      netSteps.push(stepsOf.network);
+      if (stepsOf.network.outcome === "deny" && h.decisive && denied === null)
+        denied = out("deny", "network", 503, "network_denied", routeName, [], action.kind);
+      continue;
+    }
     const s = model.sidecar(h.service);
     const inbound = s
       ? decideInbound(inboundOf(model, s), {
@@ -707,6 +720,53 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
   if (!ingress) return out("deny", "network", null, "network_denied", routeName, [], action.kind);
   if (denied) return { ...denied, steps };
   return out("allow", "network", null, null, routeName, [...new Set(targets)], action.kind);
+}
+
+/** The steps of a gateway route's hop to an external destination: how the gateway reaches it, and its egress edge. */
+function externalHop(
+  model: MeshModel,
+  name: string,
+  what: string,
+): { mesh: DecisionStep; network: DecisionStep } {
+  const cluster = model.runtime.gateway?.clusters.find((c) => c.name === name);
+  const where = cluster ? `${cluster.address}:${cluster.port}` : name;
+  const tls = cluster?.tls;
+  const how =
+    tls?.mode === "tls"
+      ? tls.clientCertificate
+        ? `over mutual TLS verified for ${tls.serverName}, presenting the client certificate ${tls.clientCertificate.certFile}`
+        : `over TLS verified for ${tls.serverName}`
+      : "over plain HTTP";
+  const ir = model.infra.egress.find((e) => e.from === GATEWAY && e.external === name);
+  const rule = ir?.allowedBy.join(", ") ?? `external.${name}.allow`;
+  const mesh: DecisionStep = {
+    layer: "mesh",
+    outcome: "pass",
+    at: `${name} (external)`,
+    rule,
+    detail: `${what}: ${rule} admits the gateway; it forwards to ${where} ${how}`,
+  };
+  const edge = prepare(model).egress.find((e) => e.from === GATEWAY && e.to === name);
+  const network: DecisionStep = edge
+    ? {
+        layer: "network",
+        outcome: "pass",
+        at: "network",
+        rule: edge.source,
+        detail: `gateway → ${edge.peers.join(", ")} :${edge.port} open${
+          edge.peers.includes("0.0.0.0/0")
+            ? ` (a NetworkPolicy cannot name ${edge.host}: every address on port ${edge.port} is open to the gateway's pods)`
+            : ""
+        }`,
+      }
+    : {
+        layer: "network",
+        outcome: "deny",
+        at: "network",
+        rule: "",
+        detail: `gateway → ${where}: no open egress (default deny)`,
+      };
+  return { mesh, network };
 }
 
 function grantsText(d: RouteDecision, p: Principal | null, clientIp: string): string {

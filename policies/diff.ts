@@ -480,19 +480,35 @@ function listenerTransport(base: PolicyInput, head: PolicyInput): SettingChange[
   return out;
 }
 
-/** Who does the TLS to an external destination, in words. */
-function describeExternalTransport(x: {
-  tls: string;
-  ca?: string | undefined;
-  clientCertificate?: { secret?: string | undefined; certFile?: string | undefined } | undefined;
-}): string {
-  if (x.tls !== "originate") return "passthrough (the app's own TLS; plain HTTP forwarded as sent)";
+/**
+ * Who does the TLS to an external destination, in words: `by` is who opens it — "the sidecar" (its
+ * callers' sidecars), "the gateway" (a route forwards to it), or both.
+ */
+function describeExternalTransport(
+  x: {
+    tls: string;
+    ca?: string | undefined;
+    clientCertificate?: { secret?: string | undefined; certFile?: string | undefined } | undefined;
+  },
+  by: string,
+): string {
+  if (x.tls !== "originate")
+    return by === "the gateway"
+      ? "plain HTTP from the gateway"
+      : "passthrough (the app's own TLS; plain HTTP forwarded as sent)";
   const c = x.clientCertificate;
-  return `${c ? "mutual TLS" : "TLS"} originated by the sidecar (verified against ${x.ca !== undefined ? `ca sha256:${createHash("sha256").update(x.ca).digest("hex").slice(0, 12)}` : "the system's roots"}${
+  return `${c ? "mutual TLS" : "TLS"} originated by ${by} (verified against ${x.ca !== undefined ? `ca sha256:${createHash("sha256").update(x.ca).digest("hex").slice(0, 12)}` : "the system's roots"}${
     c
       ? `; presenting the client certificate ${c.secret !== undefined ? `of Secret ${c.secret}` : c.certFile}`
       : ""
   })`;
+}
+
+/** Who opens the connections to an external destination: its callers' sidecars, the gateway, or both. */
+function originator(input: PolicyInput, name: string): string {
+  const routed = input.model.externalCalls(GATEWAY).includes(name);
+  const called = input.model.serviceNames.some((s) => input.model.externalCalls(s).includes(name));
+  return routed ? (called ? "the sidecars and the gateway" : "the gateway") : "the sidecar";
 }
 
 /**
@@ -505,7 +521,10 @@ function externalTransport(base: PolicyInput, head: PolicyInput): SettingChange[
     const before = base.spec.external[name];
     const after = head.spec.external[name]!;
     if (!before) continue;
-    const [from, to] = [describeExternalTransport(before), describeExternalTransport(after)];
+    const [from, to] = [
+      describeExternalTransport(before, originator(base, name)),
+      describeExternalTransport(after, originator(head, name)),
+    ];
     if (from === to) continue;
     out.push({
       scope: "external",
@@ -732,7 +751,14 @@ export function renderDiffMarkdown(
       lines.push(
         `- external destinations moved: ${x.changed.map((c) => `${code(c.name)} ${c.before} → ${c.after}`).join(", ")}`,
       );
-    egressList("egress added (the sidecar relays it)", g.added);
+    egressList(
+      "egress added (the sidecar relays it)",
+      g.added.filter((r) => r.from !== GATEWAY),
+    );
+    egressList(
+      "egress added (a gateway route forwards to it)",
+      g.added.filter((r) => r.from === GATEWAY),
+    );
     egressList("egress removed", g.removed);
     egressList("declared egress calls denied (no allow rule names the caller)", g.deniedAdded);
     egressList("denied egress calls resolved (now allowed, or no longer declared)", g.deniedRemoved);

@@ -38,6 +38,11 @@ export const PolicyErrorCatalog = {
     "warning",
     "the gateway has no https listener and no TLS-terminating target: clients reach the edge in plaintext",
   ),
+  E_POLICY_EXTERNAL_PLAINTEXT: g(
+    "strict-mtls",
+    "warning",
+    "a gateway route forwards to an external destination over plain HTTP (no tls: originate): its requests leave the mesh unencrypted",
+  ),
   // default-deny
   E_POLICY_ALLOW_ANY_REQUEST: g(
     "default-deny",

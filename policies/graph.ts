@@ -71,7 +71,7 @@ export function buildGraph(input: PolicyInput, reach: Reachability): Graph {
         // The app's plain HTTP leaves encrypted by its sidecar: say so where the edge leaves the mesh.
         label:
           e.tls === "originate"
-            ? `${destinationOf(e)} · ${e.mutual ? "mTLS" : "TLS"} by the sidecar`
+            ? `${destinationOf(e)} · ${e.mutual ? "mTLS" : "TLS"} by the ${e.from === GATEWAY ? "gateway" : "sidecar"}`
             : destinationOf(e),
       });
     else if (e.declared)

@@ -6,6 +6,7 @@
  */
 import type { GatewayRouteSpec, MeshSpec } from "../components/spec/schema.ts";
 import type { InfraIR, RuntimeConfigs } from "../components/translate/ir.ts";
+import { toExternal } from "../components/translate/translate.ts";
 import type {
   GatewayRoute,
   HttpMethod,
@@ -22,7 +23,10 @@ export const INTERNET = "internet";
 
 /** One place a gateway route sends requests: a backend, a mirror, or an aggregate part. */
 export interface RouteTarget {
+  /** The service (or, with `external`, the external destination) the target names. */
   service: string;
+  /** An external destination (`to: { external }`): reached by the gateway itself, no sidecar admits it. */
+  external: boolean;
   kind: "backend" | "mirror" | "part";
   /** The part's name for aggregate parts. */
   part: string | null;
@@ -89,6 +93,11 @@ export class MeshModel {
       this.externalCallMap.set(name, externals);
       for (const callee of callees) this.callerMap.get(callee)!.push(name);
     }
+    // The gateway's routes to external destinations are its declared calls to them.
+    this.externalCallMap.set(
+      GATEWAY,
+      [...new Set((spec.gateway?.routes ?? []).flatMap((r) => toExternal(r) ?? []))].sort(),
+    );
   }
 
   /** The spec's route of a name. */
@@ -277,10 +286,11 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
         const j = specRoute.split.findIndex((s) => s.service === service);
         if (j >= 0) return `${base}.split[${j}].service`;
       }
-      return `${base}.to`;
+      return specRoute && toExternal(specRoute) !== undefined ? `${base}.to.external` : `${base}.to`;
     };
     const out: RouteTarget[] = a.backends.map((b) => ({
       service: b.cluster,
+      external: model.isExternal(b.cluster),
       kind: "backend",
       part: null,
       methods: sent,
@@ -291,6 +301,7 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
     if (a.mirror)
       out.push({
         service: a.mirror.cluster,
+        external: false,
         kind: "mirror",
         part: null,
         methods,
@@ -303,6 +314,7 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
   if (a.kind === "aggregate") {
     return a.parts.map((p) => ({
       service: p.cluster,
+      external: false,
       kind: "part",
       part: p.name,
       methods: [p.method],

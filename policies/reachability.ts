@@ -46,6 +46,8 @@ export interface RouteTargetAccess {
   grants: Grant[];
   /** Whether the target's allow rules admit it from the gateway. */
   admitted: Admission;
+  /** An external destination: its allow rules name the gateway (the spec checks), no sidecar admits it. */
+  external?: true;
 }
 
 export interface RouteAccess {
@@ -129,7 +131,8 @@ export const staticReachability: ReachabilityFn = (input) => {
         service: t.service,
         kind: t.kind,
         grants: grantsOf(t.methods, [t.path]),
-        admitted: model.admits(t.service, GATEWAY, { methods: t.methods, path: t.path }),
+        admitted: t.external ? "all" : model.admits(t.service, GATEWAY, { methods: t.methods, path: t.path }),
+        ...(t.external ? { external: true as const } : {}),
       };
     });
     routes.push({
@@ -184,7 +187,11 @@ export const staticReachability: ReachabilityFn = (input) => {
       mutual: byName.get(e.external)?.mutual ?? false,
       declared: e.declared,
       rules: [...e.allowedBy],
-      relayed: model.sidecar(e.from)?.outbound.external.some((x) => x.name === e.external) ?? false,
+      // Relayed by the caller's sidecar — or, from the gateway, forwarded by a route of its own.
+      relayed:
+        e.from === GATEWAY
+          ? (input.runtime.gateway?.clusters.some((c) => c.name === e.external && c.address) ?? false)
+          : (model.sidecar(e.from)?.outbound.external.some((x) => x.name === e.external) ?? false),
     }))
     .sort((a, b) => cmp(a.from, b.from) || cmp(a.to, b.to));
   return { mesh, routes, calls, externals, egress };

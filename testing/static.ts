@@ -1,6 +1,7 @@
 /**
- * Points a translated gateway config at endpoints on this machine: every cluster gets static endpoints
- * on 127.0.0.1 and plaintext (no mesh identity), and the config is resealed. For tests and benchmarks
+ * Points a translated gateway config at endpoints on this machine: every mesh cluster gets static
+ * endpoints on 127.0.0.1 and plaintext (no mesh identity) — a backend outside the mesh (an `address`)
+ * keeps its own — and the config is resealed. For tests and benchmarks
  * that run a real gateway in front of local upstreams.
  */
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../runtime/contract/index.ts";
@@ -24,7 +25,8 @@ export function plaintextStatic(
         ]),
       ),
     },
-    clusters: rest.clusters.map((c) => ({ ...c, tls: { mode: "none" as const } })),
+    // Backends outside the mesh (an address) keep their TLS; mesh services are reached in plaintext.
+    clusters: rest.clusters.map((c) => (c.address ? c : { ...c, tls: { mode: "none" as const } })),
     svid: null,
   });
 }

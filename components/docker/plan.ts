@@ -186,7 +186,8 @@ export interface DockerPlanError {
     | "E_DOCKER_NO_LISTENER"
     | "E_DOCKER_PORT_COLLISION"
     | "E_DOCKER_STATIC_FILES"
-    | "E_DOCKER_OIDC_SECRET";
+    | "E_DOCKER_OIDC_SECRET"
+    | "E_DOCKER_CLIENT_CERT";
   /** The spec field or option to change. */
   readonly field: string;
   readonly message: string;
@@ -480,15 +481,32 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
         });
       seen.set(p.external, what);
     }
-    const tlsFiles: PlannedFile[] = [...new Set(opened.flatMap((l) => l.tls?.certificates ?? []))].flatMap(
-      (c) => {
-        const secret = secretOf(c.certFile)!;
-        return [
-          file(c.certFile, { kind: "tls-cert", secret }),
-          { ...file(c.keyFile, { kind: "tls-key", secret }), mode: "0400" as const },
-        ];
-      },
+    // The client certificates of the external backends its routes forward to (mutual TLS): the gateway
+    // would not start without them, and never reaches the backend without one.
+    const clientCerts = config.clusters.flatMap((c) =>
+      c.tls.mode === "tls" && c.tls.clientCertificate
+        ? [{ cluster: c.name, files: c.tls.clientCertificate }]
+        : [],
     );
+    for (const c of clientCerts)
+      if (givenSecret(c.files) === null)
+        errors.push({
+          code: "E_DOCKER_CLIENT_CERT",
+          field: "tlsCertificates",
+          message: `the gateway forwards to external ${c.cluster} with mutual TLS: give its client certificate secret (${secretOf(c.files.certFile) ?? c.files.certFile}) in tlsCertificates`,
+        });
+    const tlsFiles: PlannedFile[] = [
+      ...new Set([
+        ...opened.flatMap((l) => l.tls?.certificates ?? []),
+        ...clientCerts.flatMap((c) => (givenSecret(c.files) !== null ? [c.files] : [])),
+      ]),
+    ].flatMap((c) => {
+      const secret = secretOf(c.certFile)!;
+      return [
+        file(c.certFile, { kind: "tls-cert", secret }),
+        { ...file(c.keyFile, { kind: "tls-key", secret }), mode: "0400" as const },
+      ];
+    });
     const lowPort = opened.some((l) => l.port < 1024);
     containers.push({
       ...proxyDefaults,

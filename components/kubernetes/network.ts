@@ -122,11 +122,17 @@ export function destinationEgress(r: Resolved, { host, port }: Destination): Net
 
 /**
  * The destinations outside the mesh a proxy's config makes it reach: the URLs it calls (trace collector;
- * the gateway's JWKS URIs, OIDC issuers, Redis) and a sidecar's external destinations (spec `external`).
+ * the gateway's JWKS URIs, OIDC issuers, Redis), a sidecar's external destinations (spec `external`) and
+ * the external backends of the gateway's routes.
  */
 export function externalDestinations(r: Resolved, config: RuntimeConfig): Destination[] {
   const urls = externalUrls(r, config).flatMap((u) => urlDestination(u) ?? []);
-  if (config.kind === "gateway") return urls;
+  if (config.kind === "gateway")
+    // …and the external backends its routes forward to (clusters with an address).
+    return [
+      ...urls,
+      ...config.clusters.flatMap((c) => (c.address ? [{ host: c.address, port: c.port }] : [])),
+    ];
   return [...urls, ...config.outbound.external.map((x) => ({ host: x.host, port: x.port }))];
 }
 

@@ -192,8 +192,7 @@ export const METRICS: readonly MetricConvention[] = [
     type: "gauge",
     unit: "seconds",
     help: "Seconds until the client certificate presented to an external destination expires (negative once expired), by external.",
-    labels: { sidecar: ["proxy", "external"] },
-    only: { sidecar: "with an external that has a clientCertificate" },
+    labels: both(["proxy", "external"]),
     deviation:
       "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp). An external that no longer presents a certificate keeps its series at 0 (the alert ignores it)",
   },
@@ -202,8 +201,7 @@ export const METRICS: readonly MetricConvention[] = [
     type: "counter",
     unit: "loads",
     help: "Loads of the client certificates presented to external destinations: loaded (a new pair serves new connections), rejected (refused; the previous pair keeps serving).",
-    labels: { sidecar: ["proxy", "result"] },
-    only: { sidecar: "with an external that has a clientCertificate" },
+    labels: both(["proxy", "result"]),
   },
   {
     name: "meshgate_faults_injected_total",

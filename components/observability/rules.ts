@@ -309,7 +309,7 @@ export const ALERT_KINDS = [
   {
     alert: "MeshgateExternalCertExpiring",
     severity: "warning",
-    what: "a client certificate sidecars present to an external destination (mutual TLS) expires within 14 days, or has expired",
+    what: "a client certificate sidecars or the gateway present to an external destination (mutual TLS) expires within 14 days, or has expired",
   },
   {
     alert: "MeshgateOutlierEjections",

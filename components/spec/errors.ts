@@ -39,6 +39,8 @@ export const SpecErrorCatalog = {
   E_SPEC_ROUTE_WITHOUT_AUTH: "a gateway route has no auth and does not say public: true",
   E_SPEC_ROUTE_AUTH_AND_PUBLIC: "a gateway route has auth and also says public: true",
   E_SPEC_ROUTE_ACTION: "a gateway route needs exactly one of to, split, redirect, aggregate, static",
+  E_SPEC_EXTERNAL_ROUTE:
+    "a gateway route forwards to an external destination that is a wildcard or an address range (no one host), or whose allow rules do not name gateway",
   E_SPEC_ROUTE_MIRROR: "mirror is only allowed beside to or split, and not to the route's own backend",
   E_SPEC_SPLIT_WEIGHTS: "the weights of a split do not add up to 100",
   E_SPEC_REWRITE_PARAM: "a rewrite uses a {param} that the route's path pattern does not capture",

@@ -432,9 +432,22 @@ const RouteMatch = z.strictObject({
   query: z.record(z.string(), HeaderCondition).optional(),
 });
 
-const ServiceTarget = z.union([z.string(), z.strictObject({ service: z.string() })], {
-  error: 'expected a service name or { service: "<name>" }',
-});
+const ServiceTarget = z.union(
+  [
+    z.string(),
+    z.strictObject({ service: z.string() }),
+    z.strictObject({
+      external: z
+        .string()
+        .describe(
+          "An external destination (spec `external`) whose allow rules name `gateway`: a backend outside the mesh (a partner's API, a legacy system), reached at its host and port — with TLS verified for its host when it says `tls: originate` (and its client certificate, for mutual TLS), plain HTTP otherwise. Host is set to the destination's unless rewrite.host says otherwise.",
+        ),
+    }),
+  ],
+  {
+    error: 'expected a service name, { service: "<name>" } or { external: "<name>" }',
+  },
+);
 
 const HeaderOps = z
   .strictObject({
@@ -498,7 +511,9 @@ const AggregatePart = z.strictObject({
 const GatewayRoute = z.strictObject({
   name: name(),
   match: RouteMatch,
-  to: ServiceTarget.optional().describe("Forward to one service."),
+  to: ServiceTarget.optional().describe(
+    "Forward to one service (a name, or { service }), or to an external destination ({ external }).",
+  ),
   split: z
     .array(z.strictObject({ service: z.string(), weight: z.number().int().min(0).max(100) }))
     .min(2)

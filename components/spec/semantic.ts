@@ -328,12 +328,14 @@ export function semanticIssues(raw: unknown): Issue[] {
       arr(obj(ruleRaw).from).forEach((f, i) => {
         const seg = [...base, "allow", r, "from", i];
         if (f === "gateway") {
-          add(
-            "E_SPEC_UNKNOWN_REFERENCE",
-            seg,
-            `the gateway is not a caller of external destinations`,
-            "the gateway's own dependencies (JWKS URIs, OIDC issuers, Redis) come from its config; allow services here",
-          );
+          // The gateway reaches a destination a route forwards to (to: { external }).
+          if (!gateway)
+            add(
+              "E_SPEC_UNKNOWN_REFERENCE",
+              seg,
+              'allow names "gateway" but the spec has no gateway',
+              "add a gateway section or remove this peer",
+            );
           return;
         }
         ref(f, serviceNames, "service", seg);
@@ -753,7 +755,29 @@ export function semanticIssues(raw: unknown): Issue[] {
       }
       const forwards = r.to !== undefined || r.split !== undefined;
       const primary: string[] = [];
-      if (r.to !== undefined) {
+      if (r.to !== undefined && isObj(r.to) && "external" in r.to) {
+        const x = r.to.external;
+        const seg = [...base, "to", "external"];
+        if (ref(x, externalNames, "external destination", seg) && typeof x === "string") {
+          const ext = obj(external[x]);
+          const host = str(ext.host) ?? "";
+          if (isPatternHost(host))
+            add(
+              "E_SPEC_EXTERNAL_ROUTE",
+              seg,
+              `external "${x}" is ${host.includes("/") ? "an address range" : "a wildcard"} (${host}): a route needs one host to forward to`,
+              `declare the one host the route calls as its own external destination and forward to that`,
+            );
+          const allowed = arr(ext.allow).some((rule) => arr(obj(rule).from).includes("gateway"));
+          if (!allowed)
+            add(
+              "E_SPEC_EXTERNAL_ROUTE",
+              seg,
+              `external "${x}" does not allow the gateway (deny by default)`,
+              `add "gateway" to an allow rule of external.${x}: allow: [{ from: [gateway] }]`,
+            );
+        }
+      } else if (r.to !== undefined) {
         const target = typeof r.to === "string" ? r.to : obj(r.to).service;
         const seg = typeof r.to === "string" ? [...base, "to"] : [...base, "to", "service"];
         if (ref(target, serviceNames, "service", seg) && typeof target === "string") primary.push(target);

@@ -490,16 +490,33 @@ function certificateFiles(c: { secret?: string; certFile?: string; keyFile?: str
 const clientCertificateFiles = (c: Parameters<typeof certificateFiles>[0] | undefined) =>
   c === undefined ? null : certificateFiles(c);
 
-/** Edges to external destinations that are declared (calls) or allowed (the destination's allow rules). */
+/**
+ * Edges to external destinations that are declared (a service's calls; a gateway route's `to`) or allowed
+ * (the destination's allow rules).
+ */
 function translateEgress(ctx: Context): EgressIR[] {
   const out: EgressIR[] = [];
-  for (const from of ctx.serviceNames) {
-    const calls = ctx.service(from).calls;
+  const routed = new Set((ctx.spec.gateway?.routes ?? []).flatMap((r) => toExternal(r) ?? []));
+  const callers = ctx.spec.gateway ? [...ctx.serviceNames, GATEWAY].sort(compareCodeUnits) : ctx.serviceNames;
+  for (const from of callers) {
+    const calls = from === GATEWAY ? [...routed] : ctx.service(from).calls;
     for (const external of ctx.externalNames) {
       const allowedBy = ctx.externalAllowedBy(external, from);
       const declared = calls.includes(external);
       if (!declared && allowedBy.length === 0) continue;
       const x = ctx.spec.external[external]!;
+      if (from === GATEWAY && !declared)
+        x.allow.forEach((rule, i) => {
+          const j = rule.from.indexOf(GATEWAY);
+          if (j >= 0)
+            ctx.diagnose({
+              code: "W_SPEC_ALLOW_WITHOUT_CALL",
+              severity: "info",
+              path: `external.${external}.allow[${i}].from[${j}]`,
+              message: `"${external}" allows "gateway", which never routes to it`,
+              hint: `remove the rule, or add a gateway route with to: { external: ${external} }`,
+            });
+        });
       out.push({
         from,
         external,
@@ -541,7 +558,7 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
     svid: ctx.svid(),
     admin: { port: PROXY_PORTS.gatewayAdmin },
     telemetry: ctx.telemetry(GATEWAY),
-    clusters: [...used].sort().map((c) => clusters.get(c)!),
+    clusters: [...used].sort().map((c) => clusters.get(c) ?? externalCluster(ctx, c)),
     hosts: sortedUnique(g.hosts.map((h) => h.toLowerCase())),
     listeners: [...listeners]
       .sort((a, b) => compareCodeUnits(a.name, b.name))
@@ -664,9 +681,65 @@ function routeClusters(action: RouteAction): string[] {
   }
 }
 
+/** The service a route's `to` names (undefined: none, or an external destination). */
+export function toService(r: Pick<GatewayRouteSpec, "to">): string | undefined {
+  if (r.to === undefined) return undefined;
+  return typeof r.to === "string" ? r.to : "service" in r.to ? r.to.service : undefined;
+}
+
+/** The external destination a route's `to` names, if it names one. */
+export function toExternal(r: Pick<GatewayRouteSpec, "to">): string | undefined {
+  return r.to !== undefined && typeof r.to !== "string" && "external" in r.to ? r.to.external : undefined;
+}
+
+/**
+ * The cluster of an external destination a gateway route forwards to: its one endpoint the declared host
+ * and port (`address`: the name resolved on each connection, by the egress rules), TLS verified for the
+ * host when it says `tls: originate` (with its client certificate), plain HTTP otherwise; never ejected
+ * (it is the only endpoint); the mesh's connection limits and retry budget.
+ */
+function externalCluster(ctx: Context, name: string): Cluster {
+  const x = ctx.spec.external[name]!;
+  const host = canonicalHost(x.host);
+  const p = ctx.meshPolicy;
+  return {
+    name,
+    service: name,
+    namespace: "",
+    port: x.port,
+    protocol: "http1",
+    loadBalancer: "round-robin",
+    connectTimeoutMs: parseDuration(x.connectTimeout ?? ctx.spec.mesh.defaults.connectTimeout),
+    circuitBreaker: p.circuitBreaker,
+    outlierDetection: { ...p.outlierDetection, consecutive5xx: 2 ** 31 - 1, maxEjectedPercent: 0 },
+    retryBudget: p.retryBudget,
+    healthCheck: null,
+    address: host,
+    tls:
+      x.tls === "originate"
+        ? {
+            mode: "tls",
+            serverName: host,
+            ca: x.ca ?? null,
+            clientCertificate: clientCertificateFiles(x.clientCertificate),
+          }
+        : { mode: "none" },
+  };
+}
+
+/**
+ * The Host an external destination is called with: its name, with the port unless it is the scheme's
+ * default (an IPv6 address in brackets).
+ */
+function externalAuthority(x: { host: string; port: number; tls: "passthrough" | "originate" }): string {
+  const host = canonicalHost(x.host);
+  const name = host.includes(":") ? `[${host}]` : host;
+  return x.port === (x.tls === "originate" ? 443 : 80) ? name : `${name}:${x.port}`;
+}
+
 /** The service whose timeout/retry policy a route inherits: its heaviest backend (ties by name). */
 function primaryService(r: GatewayRouteSpec): string | undefined {
-  if (r.to !== undefined) return typeof r.to === "string" ? r.to : r.to.service;
+  if (r.to !== undefined) return toService(r);
   if (r.split)
     return [...r.split].sort((a, b) => b.weight - a.weight || compareCodeUnits(a.service, b.service))[0]
       ?.service;
@@ -701,7 +774,11 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
   const primary = primaryService(r);
   const inherited = primary ? ctx.policy(primary) : undefined;
   const own = primary ? servicePolicyFor(ctx, primary, r) : undefined;
-  const meshTimeout = parseDuration(ctx.spec.mesh.defaults.timeout);
+  const external = toExternal(r);
+  const meshTimeout = parseDuration(
+    (external !== undefined ? ctx.spec.external[external]!.timeout : undefined) ??
+      ctx.spec.mesh.defaults.timeout,
+  );
   const timeoutMs =
     r.timeout !== undefined
       ? parseDuration(r.timeout)
@@ -719,7 +796,7 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
       headers: conditions(r.match.headers),
       query: conditions(r.match.query),
     },
-    action: translateAction(r, timeoutMs),
+    action: translateAction(ctx, r, timeoutMs),
     auth: translateAuth(r),
     rateLimit: r.rateLimit
       ? {
@@ -777,7 +854,7 @@ function maxResponseBytes(r: GatewayRouteSpec): number | null {
   return buffers ? parseSize(DEFAULTS["gateway.routes.*.limits.maxResponseSize"].value) : null;
 }
 
-function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
+function translateAction(ctx: Context, r: GatewayRouteSpec, timeoutMs: number): RouteAction {
   if (r.redirect) {
     return {
       kind: "redirect",
@@ -818,12 +895,17 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
     ? [...r.split]
         .sort((a, b) => compareCodeUnits(a.service, b.service))
         .map((s) => ({ cluster: s.service, weight: s.weight }))
-    : [{ cluster: primaryService(r)!, weight: 100 }];
+    : [{ cluster: primaryService(r) ?? toExternal(r)!, weight: 100 }];
+  // An external destination is called by its own name (a partner's virtual host), unless rewrite.host says.
+  const external = toExternal(r);
+  const host =
+    r.rewrite?.host?.toLowerCase() ??
+    (external !== undefined ? externalAuthority(ctx.spec.external[external]!) : null);
   return {
     kind: "forward",
     backends,
     mirror: r.mirror ? { cluster: r.mirror.service, percent: r.mirror.percent } : null,
-    rewrite: r.rewrite ? { path: r.rewrite.path ?? null, host: r.rewrite.host?.toLowerCase() ?? null } : null,
+    rewrite: r.rewrite || host !== null ? { path: r.rewrite?.path ?? null, host } : null,
   };
 }
 
@@ -863,7 +945,8 @@ function diagnoseGatewayRoutes(ctx: Context): void {
   ctx.spec.gateway!.routes.forEach((r, i) => {
     const base = `gateway.routes[${i}]`;
     const targets: [string, string][] = [];
-    if (r.to !== undefined) targets.push([typeof r.to === "string" ? r.to : r.to.service, `${base}.to`]);
+    const to = toService(r);
+    if (to !== undefined) targets.push([to, typeof r.to === "string" ? `${base}.to` : `${base}.to.service`]);
     r.split?.forEach((s, j) => targets.push([s.service, `${base}.split[${j}].service`]));
     if (r.mirror) targets.push([r.mirror.service, `${base}.mirror.service`]);
     for (const [part, p] of Object.entries(r.aggregate ?? {}))
@@ -934,9 +1017,14 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
         .sort((a, b) => compareCodeUnits(a.name, b.name))
         .map((l) => ({ name: l.name, port: l.port, protocol: l.protocol })),
       adminPort: PROXY_PORTS.gatewayAdmin,
-      tlsSecrets: sortedUnique(
-        listeners.flatMap((l) => l.tls?.certificates.flatMap((c) => (c.secret ? [c.secret] : [])) ?? []),
-      ),
+      // The listeners' certificates, and the client certificates of the external backends routes forward to.
+      tlsSecrets: sortedUnique([
+        ...listeners.flatMap((l) => l.tls?.certificates.flatMap((c) => (c.secret ? [c.secret] : [])) ?? []),
+        ...g.routes.flatMap((r) => {
+          const secret = ctx.spec.external[toExternal(r) ?? ""]?.clientCertificate?.secret;
+          return secret !== undefined ? [secret] : [];
+        }),
+      ]),
       oidcSecrets: Object.entries(g.oidc ?? {})
         .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([provider, o]) => ({ provider, env: o.clientSecretEnv, secret: o.secret ?? null })),
@@ -994,7 +1082,7 @@ function healthCheckRule(ctx: Context, name: string): SidecarRuntimeConfig["inbo
   const probers = ctx.serviceNames.filter((s) => ctx.service(s).calls.includes(name));
   const routed = (ctx.spec.gateway?.routes ?? []).some(
     (r) =>
-      (typeof r.to === "string" ? r.to : r.to?.service) === name ||
+      toService(r) === name ||
       (r.split ?? []).some((x) => x.service === name) ||
       r.mirror?.service === name ||
       Object.values(r.aggregate ?? {}).some((p) => p.service === name),
@@ -1045,7 +1133,8 @@ function translateEdges(ctx: Context): EdgeIR[] {
   const routed = new Set<string>();
   for (const r of ctx.spec.gateway?.routes ?? []) {
     const t: string[] = [];
-    if (r.to !== undefined) t.push(typeof r.to === "string" ? r.to : r.to.service);
+    const to = toService(r);
+    if (to !== undefined) t.push(to);
     for (const s of r.split ?? []) t.push(s.service);
     if (r.mirror) t.push(r.mirror.service);
     for (const p of Object.values(r.aggregate ?? {})) t.push(p.service);

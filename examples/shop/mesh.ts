@@ -264,6 +264,15 @@ export default defineMesh({
       clientCertificate: { secret: "bank-payouts-client" },
       allow: [{ from: ["payments"] }],
     },
+    // A gateway route's backend outside the mesh: track-shipment forwards to the carrier's tracking API
+    // itself (TLS the gateway opens, verified for the carrier's name); only the gateway is allowed.
+    "carrier-tracking": {
+      host: "tracking.carrier.example",
+      port: 443,
+      tls: "originate",
+      timeout: "3s",
+      allow: [{ from: ["gateway"] }],
+    },
   },
   gateway: {
     replicas: 2,
@@ -695,6 +704,23 @@ export default defineMesh({
           per: "1m",
           key: "ip",
         },
+      },
+      {
+        name: "track-shipment",
+        match: {
+          path: "/api/shipments/{id}",
+          methods: ["GET"],
+        },
+        to: { external: "carrier-tracking" },
+        rewrite: {
+          path: "/v2/shipments/{id}",
+        },
+        auth: {
+          jwt: "main",
+          scopes: ["orders:read"],
+        },
+        rateLimit: { requests: 60, per: "1m", key: "subject" },
+        cache: { ttl: "30s", perPrincipal: true },
       },
     ],
   },

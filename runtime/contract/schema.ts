@@ -116,6 +116,13 @@ export const Cluster = z.strictObject({
   outlierDetection: OutlierDetection,
   retryBudget: RetryBudget,
   healthCheck: HealthCheck.nullable(),
+  /**
+   * A backend outside the mesh (the gateway's route to an external destination): the cluster's one
+   * endpoint is this DNS name or IP address at `port`, resolved on each connection by the egress rules
+   * (loopback, link-local and unspecified answers refused) instead of `discovery`. Absent or null = a mesh
+   * service, found by `discovery`.
+   */
+  address: z.string().min(1).nullable().optional(),
   tls: z.discriminatedUnion("mode", [
     z.strictObject({ mode: z.literal("mtls"), serverIdentity: z.string() }),
     z.strictObject({ mode: z.literal("none") }),

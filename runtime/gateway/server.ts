@@ -27,7 +27,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
-import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
 import {
   compileGateway,
   decide,
@@ -61,7 +61,9 @@ import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/re
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
+import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
+import { egressLookup } from "../net/lookup.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, REVALIDATION_TARGET, type CacheExchange, type ResponseTarget } from "../cache/cache.ts";
 import { registerCacheMetrics } from "../cache/metrics.ts";
@@ -123,6 +125,13 @@ export interface GatewayOptions {
    * process's cache, so the primary can relay it to the other workers (their invalidateCached).
    */
   onCacheInvalidate?: (host: string, urls: readonly string[]) => void;
+  /**
+   * Resolves the names of backends outside the mesh (clusters with an `address`, and `tls` clusters);
+   * default the egress rules' lookup (net/lookup.ts: loopback, link-local and unspecified answers refused).
+   */
+  externalLookup?: net.LookupFunction;
+  /** How often client certificate files are checked for a rotation; default 1 s. */
+  certificatePollMs?: number;
 }
 
 export type { ReloadResult } from "../contract/reload.ts";
@@ -284,6 +293,27 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   } = registerUpstreamMetrics(metrics);
   const lifecycle = registerLifecycleMetrics(metrics, "gateway");
   const mInFlight = lifecycle.inFlight;
+  /** The client certificates external backends are reached with (mutual TLS), re-read when their files change. */
+  const clientCerts = observedClientCertificates(
+    metrics,
+    "gateway",
+    log,
+    () =>
+      state.config.clusters.flatMap((c) =>
+        c.tls.mode === "tls" ? [{ external: c.service, files: c.tls.clientCertificate ?? null }] : [],
+      ),
+    options.certificatePollMs,
+  );
+  /**
+   * Pools to backends outside the mesh: names resolved by the egress rules, TLS verified for the
+   * cluster's server name, the client certificate from `clientCerts` (connections fail closed without it).
+   */
+  const externalPools = new PoolCache({
+    connectTimeoutMs: 1000,
+    connections: 1024,
+    lookup: options.externalLookup ?? egressLookup,
+    clientCertificates: clientCerts,
+  });
   const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
     "proxy",
     "cluster",
@@ -575,6 +605,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   // ── state ──
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
+    // First: a client certificate that cannot serve rejects the config before anything starts.
+    await clientCerts.prepare(clientCertificatesOf(config));
     const trustedProxies = parseTrustedProxies(config);
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
@@ -599,7 +631,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     trustedProxies: readonly IpRange[] | null,
   ): Promise<State> {
     for (const c of config.clusters) {
-      const cluster = new UpstreamCluster(c, config.discovery, pools, {
+      const outside = c.tls.mode === "tls" || (c.address ?? null) !== null;
+      const discovery: typeof config.discovery =
+        (c.address ?? null) !== null
+          ? { kind: "static", endpoints: { [c.name]: [{ host: c.address!, port: c.port }] } }
+          : config.discovery;
+      const cluster = new UpstreamCluster(c, discovery, outside ? externalPools : pools, {
         onError: (m) => log.warn({ event: "discovery" }, m),
         onEjection: (cl, ep) => {
           mEjections.labels("gateway", cl).inc();
@@ -1381,6 +1418,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         upgrades,
         randomUUID,
         identity === null ? null : connectMtls,
+        { lookup: options.externalLookup ?? egressLookup, clientCertificates: clientCerts },
       );
     });
     return stack;
@@ -1487,7 +1525,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       void built.cache.store.close?.();
       cacheMetrics.watch(state.cache.store);
     }
-    void pools.retain(new Set([...state.clusters.values()].flatMap((c) => c.poolKeys())));
+    keepPools(state);
+  };
+  /** Closes the pools and forgets the client certificates no cluster of `serving` uses. */
+  const keepPools = (serving: State) => {
+    const keep = new Set([...serving.clusters.values()].flatMap((c) => c.poolKeys()));
+    void pools.retain(keep);
+    void externalPools.retain(keep);
+    clientCerts.retain(clientCertificatesOf(serving.config).map((c) => c.files));
   };
   /** A reload's new identity source (svid, identity or trustDomain changed), or none to swap in. */
   type IdentitySwap = { readonly source: IdentitySource | null } | null;
@@ -1504,6 +1549,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
     unchanged: async () => {
       state = { ...state, certificates: loadAllCertificates(state.config) };
+      await clientCerts.refresh();
     },
     check: (current, next) => refuseRestartFields("gateway", restartFields(current, next)),
     build: async (next) => {
@@ -1545,8 +1591,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       void previous.tracer.shutdown(2000);
       previous.auth.close();
       if (previous.cache !== built.cache) retireStore(previous.cache.store, next.limits.drainTimeoutMs);
-      const keep = new Set([...built.clusters.values()].flatMap((c) => c.poolKeys()));
-      void pools.retain(keep);
+      keepPools(built);
     },
   });
 
@@ -1574,6 +1619,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     await state.tracer.shutdown(2000);
     state.auth.close();
     await pools.closeAll();
+    await externalPools.closeAll();
+    clientCerts.close();
     await limiters.close();
     await Promise.all([state.cache.store, ...retiredStores].map((s) => s.close?.()));
     retiredStores.clear();
@@ -1590,6 +1637,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     purge: (request) => state.cache.purge(request),
     invalidateCached: (host, urls) => state.cache.dropUrls(host, urls),
   };
+}
+
+/** The client certificates a config's clusters present, with where the config names each. */
+function clientCertificatesOf(
+  config: GatewayRuntimeConfig,
+): { files: NonNullable<Extract<Cluster["tls"], { mode: "tls" }>["clientCertificate"]>; field: string }[] {
+  return config.clusters.flatMap((c, i) =>
+    c.tls.mode === "tls" && c.tls.clientCertificate
+      ? [{ files: c.tls.clientCertificate, field: `clusters[${i}].tls.clientCertificate` }]
+      : [],
+  );
 }
 
 /** `clientIp.trustedProxies` parsed once per config (matched per request); throws naming a bad range. */

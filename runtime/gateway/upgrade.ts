@@ -19,6 +19,7 @@ import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
 import type { RateLimitDecision } from "../ratelimit/local.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
+import type { ClientCertificateStore } from "../upstream/client-cert.ts";
 import { originateConnector, type MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
@@ -38,6 +39,15 @@ export interface UpgradeContext {
 
 /** Opens mTLS connections for clusters with `tls.mode: "mtls"`; without it they fail closed (503). */
 export type UpgradeMtls = MtlsConnect | null;
+
+/**
+ * How backends outside the mesh are reached (clusters with an `address`, `tls` clusters): their names
+ * resolved by `lookup` (the egress rules), the client certificates of mutual TLS from `clientCertificates`.
+ */
+export interface UpgradeOutside {
+  readonly lookup?: net.LookupFunction;
+  readonly clientCertificates?: ClientCertificateStore;
+}
 
 export interface UpgradeObserver {
   /** Called when the tunnel ends (or the upgrade is refused), with the route and the status. */
@@ -74,6 +84,7 @@ export function handleUpgrade(
   observer: UpgradeObserver,
   mintId: () => string,
   mtls: UpgradeMtls = null,
+  outside: UpgradeOutside = {},
 ): void {
   socket.on("error", () => socket.destroy());
   const fail = (status: number, code: GatewayErrorCode, message: string, route = "none", extra = "") => {
@@ -157,6 +168,7 @@ export function handleUpgrade(
         fail,
         principal,
         mtls,
+        outside,
       );
     rateLimit(principal, tunnel);
   }
@@ -208,6 +220,7 @@ function openTunnel(
   fail: (status: number, code: GatewayErrorCode, message: string, route?: string, extra?: string) => void,
   principal: Principal | null,
   mtls: UpgradeMtls,
+  outside: UpgradeOutside,
 ): void {
   const { client, trusted, forwardedFor } = addr;
   const route = d.route.name;
@@ -240,8 +253,20 @@ function openTunnel(
     tlsMode.mode === "mtls" && mtls !== null
       ? mtls(tlsMode.serverIdentity, "http1")(endpoint.host, endpoint.port)
       : tlsMode.mode === "tls"
-        ? originateConnector(tlsMode)(endpoint.host, endpoint.port)
-        : net.connect({ host: endpoint.host, port: endpoint.port, noDelay: true });
+        ? originateConnector(
+            tlsMode,
+            "http1",
+            outside.lookup,
+            outside.clientCertificates,
+          )(endpoint.host, endpoint.port)
+        : net.connect({
+            host: endpoint.host,
+            port: endpoint.port,
+            noDelay: true,
+            ...((cluster.config.address ?? null) !== null && outside.lookup
+              ? { lookup: outside.lookup }
+              : {}),
+          });
   const connectTimer = setTimeout(
     () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
     cluster.config.connectTimeoutMs,

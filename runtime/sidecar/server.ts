@@ -76,6 +76,7 @@ import {
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
+import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
 import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
@@ -83,7 +84,7 @@ import { forward, type ForwardObserver, type ForwardResult } from "../upstream/f
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector, originateConnector } from "../upstream/tls.ts";
-import { ClientCertificateStore, type ClientCertificateFiles } from "../upstream/client-cert.ts";
+import type { ClientCertificateFiles } from "../upstream/client-cert.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import {
   compileExternals,
@@ -446,60 +447,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "reason",
   ]);
   /** The client certificates externals present (mutual TLS), re-read when their files change. */
-  const mClientCertReloads = metrics.counter(
-    "external_cert_reloads_total",
-    "Loads of the client certificates presented to external destinations: loaded (a new pair serves new connections), rejected (refused; the previous pair keeps serving).",
-    ["proxy", "result"],
+  const clientCerts = observedClientCertificates(
+    metrics,
+    "sidecar",
+    log,
+    () => state.config.outbound.external.map((e) => ({ external: e.name, files: e.clientCertificate })),
+    options.identityPollMs,
   );
-  const mClientCertExpiry = metrics.gauge(
-    "external_cert_expiry_seconds",
-    "Seconds until the client certificate presented to an external destination expires (negative once expired), by external.",
-    ["proxy", "external"],
-    { maxChildren: 64 },
-  );
-  const clientCerts = new ClientCertificateStore({
-    ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
-    onEvent: (e) => {
-      const c = e.certificate;
-      if (e.kind === "rejected") {
-        mClientCertReloads.labels("sidecar", "rejected").inc();
-        log.warn(
-          {
-            event: "external_cert_rejected",
-            code: e.code,
-            reason: e.message,
-            ...c.files,
-            keptPrevious: true,
-          },
-          "client certificate files refused; the previous certificate keeps serving",
-        );
-        return;
-      }
-      mClientCertReloads.labels("sidecar", "loaded").inc();
-      const expired = c.notAfter <= Date.now();
-      log[expired ? "warn" : "info"]({
-        event: "external_cert_loaded",
-        ...c.files,
-        subject: c.subject,
-        serial: c.serial,
-        notAfter: new Date(c.notAfter).toISOString(),
-        ...(expired ? { expired: true } : {}),
-      });
-    },
-  });
-  /** Externals whose expiry series exists: one no longer presenting a certificate is set to 0 (ignored). */
-  const certExpiryShown = new Set<string>();
-  metrics.onCollect(() => {
-    const now = new Set<string>();
-    for (const e of state.config.outbound.external) {
-      const c = e.clientCertificate !== null ? clientCerts.get(e.clientCertificate) : undefined;
-      if (c === undefined) continue;
-      now.add(e.name);
-      certExpiryShown.add(e.name);
-      mClientCertExpiry.labels("sidecar", e.name).set(Math.round((c.notAfter - Date.now()) / 1000));
-    }
-    for (const name of certExpiryShown) if (!now.has(name)) mClientCertExpiry.labels("sidecar", name).set(0);
-  });
   const egress = new Egress({
     log,
     accessLog,

@@ -301,8 +301,9 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   const caDir = join(stateDir, "ca");
   const meshgate = [o.node, join(o.packageRoot, "bin", "meshgate.js")];
   const endpoint = (svc: string) => [{ host: "127.0.0.1", port: ports.get(svc)!.inbound }];
+  // Clusters with an address (external backends of gateway routes) are reached at it, not through a sidecar.
   const staticEndpoints = (clusters: readonly Cluster[]) =>
-    Object.fromEntries(clusters.map((c) => [c.name, endpoint(c.service)]));
+    Object.fromEntries(clusters.flatMap((c) => (c.address ? [] : [[c.name, endpoint(c.service)]])));
   // HTTP/2 services are carried as HTTP/2 between the proxies (mTLS, ALPN h2); the built-in demo service
   // speaks HTTP/1.1, so the sidecar of a demo-served HTTP/2 service talks HTTP/1.1 to it (an app started
   // by `local.command` gets the service's protocol).
@@ -470,6 +471,39 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       );
     const hosts =
       rest.hosts.length === 0 ? [] : [...new Set([...rest.hosts, "127.0.0.1", "localhost"])].sort();
+    // External backends of routes: client certificate files resolved from here; one from a Kubernetes
+    // Secret has no files locally, so the routes to it are not served (never reached without it).
+    const unreachable = new Set(
+      rest.clusters.filter((c) => c.address && fromSecret.has(c.name)).map((c) => c.name),
+    );
+    const localRoutes = rest.routes.filter(
+      (r) => r.action.kind !== "forward" || !r.action.backends.some((b) => unreachable.has(b.cluster)),
+    );
+    if (localRoutes.length < rest.routes.length)
+      notes.push(
+        `gateway routes ${rest.routes
+          .filter((r) => !localRoutes.includes(r))
+          .map((r) => r.name)
+          .join(
+            ", ",
+          )} are not served locally — they forward to ${[...unreachable].join(", ")}, whose client certificate is a Kubernetes Secret`,
+      );
+    const gatewayClusters = rest.clusters
+      .filter((c) => !unreachable.has(c.name))
+      .map((c) =>
+        c.tls.mode === "tls" && c.tls.clientCertificate
+          ? {
+              ...c,
+              tls: {
+                ...c.tls,
+                clientCertificate: {
+                  certFile: resolve(o.cwd, c.tls.clientCertificate.certFile),
+                  keyFile: resolve(o.cwd, c.tls.clientCertificate.keyFile),
+                },
+              },
+            }
+          : c,
+      );
     const gateway = sealRuntimeConfig<GatewayRuntimeConfig>({
       ...rest,
       svid: {
@@ -477,9 +511,9 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         ...svidFiles(identityOf("gateway")),
         issuer: null,
       },
-      discovery: { kind: "static", endpoints: staticEndpoints(rest.clusters) },
+      discovery: { kind: "static", endpoints: staticEndpoints(gatewayClusters) },
       admin: { port: gatewayAdmin },
-      clusters: rest.clusters,
+      clusters: gatewayClusters,
       hosts,
       listeners: [{ name: "http", port: gatewayPort, protocol: "http", http2: true, tls: null }],
       auth: {
@@ -500,7 +534,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         rest.cacheStore.kind === "redis"
           ? { kind: "memory", maxBytes: rest.cacheStore.maxBytes }
           : rest.cacheStore,
-      routes: rest.routes.map((r) =>
+      routes: localRoutes.map((r) =>
         r.action.kind === "static" && !isAbsolute(r.action.root)
           ? { ...r, action: { ...r.action, root: resolve(o.cwd, r.action.root) } }
           : r,

@@ -57,7 +57,7 @@ describe("meshgate validate", () => {
   it("exits_0_for_the_shop_example", async () => {
     const r = await meshgate(["validate", "examples/shop/mesh.yaml"]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("✓ examples/shop/mesh.yaml is valid: 9 services, 13 gateway routes");
+    expect(r.stdout).toContain("✓ examples/shop/mesh.yaml is valid: 9 services, 14 gateway routes");
   });
 
   it("exits_0_for_the_typescript_variant", async () => {
@@ -101,7 +101,7 @@ describe("meshgate validate", () => {
     expect(good).toMatchObject({
       valid: true,
       errors: [],
-      summary: { services: 9, gatewayRoutes: 13, identities: 10 },
+      summary: { services: 9, gatewayRoutes: 14, identities: 10 },
     });
   });
 

@@ -87,7 +87,9 @@ describe("docker plan: wiring", () => {
   it("has_the_proxies_discover_services_by_docker_dns_on_the_standard_inbound_port", () => {
     for (const [workload, config] of Object.entries(shop.configs)) {
       expect(config.discovery, workload).toMatchObject({ kind: "dns", template: "{service}" });
-      for (const cluster of config.clusters) expect(cluster.port, cluster.name).toBe(15006);
+      // Mesh services through their sidecars' inbound port; a route's external destination at its own.
+      for (const cluster of config.clusters)
+        expect(cluster.port, cluster.name).toBe(cluster.address ? 443 : 15006);
     }
     expect(Object.keys(shop.configs).sort()).toEqual(
       ["gateway", ...shopResult.runtime.sidecars.map((s) => s.name)].sort(),
@@ -325,6 +327,49 @@ describe("docker plan: OIDC client secrets", () => {
         field: "oidcClientSecrets",
         message:
           "OIDC provider sso: the gateway reads its client secret from the environment variable SSO_CLIENT_SECRET; give it in oidcClientSecrets.sso",
+      });
+  });
+});
+
+describe("docker plan: a gateway route to an external destination with mutual TLS", () => {
+  const withPartner = () => {
+    const raw = shopRaw();
+    raw.external.partner = {
+      host: "api.partner.example",
+      port: 443,
+      tls: "originate",
+      clientCertificate: { secret: "partner-client" },
+      allow: [{ from: ["gateway"] }],
+    };
+    raw.gateway.routes.push({
+      name: "partner",
+      match: { path: "/partner/api/**", methods: ["GET"] },
+      to: { external: "partner" },
+      auth: { apiKey: true, groups: ["partners"] },
+    });
+    return raw;
+  };
+
+  it("copies_the_client_certificate_into_the_gateway_only_with_the_key_0400", () => {
+    const p = planOf(withPartner(), { tlsSecrets: ["partner-client"] });
+    expect(named(p, "shop-gateway").files.filter((f) => f.path.includes("partner-client"))).toEqual([
+      expect.objectContaining({ path: "/etc/meshgate/tls/partner-client/tls.crt", mode: "0444" }),
+      expect.objectContaining({ path: "/etc/meshgate/tls/partner-client/tls.key", mode: "0400" }),
+    ]);
+    for (const c of p.containers.filter((x) => x.role !== "gateway"))
+      expect(JSON.stringify(c.files), c.name).not.toContain("partner-client");
+  });
+
+  it("refuses_the_plan_when_the_client_certificate_secret_is_not_given", () => {
+    const result = translated(withPartner());
+    const r = planDocker(result, { staticFiles: staticFilesOf(result) });
+    expect(r.ok).toBe(false);
+    if (!r.ok)
+      expect(r.errors).toContainEqual({
+        code: "E_DOCKER_CLIENT_CERT",
+        field: "tlsCertificates",
+        message:
+          "the gateway forwards to external partner with mutual TLS: give its client certificate secret (partner-client) in tlsCertificates",
       });
   });
 });

@@ -217,6 +217,82 @@ describe("proxies and their RuntimeConfigs", () => {
     });
   });
 
+  it("mounts_a_routed_externals_client_certificate_into_the_gateway_and_opens_its_egress", () => {
+    const objects = synthesize(
+      resultOf({
+        name: "edge",
+        trustDomain: "edge.example",
+        services: { web: { image: "r/web:1", port: 8080, allow: [{ from: ["gateway"] }] } },
+        external: {
+          partner: {
+            host: "api.partner.example",
+            port: 8443,
+            tls: "originate",
+            clientCertificate: { secret: "partner-client" },
+            allow: [{ from: ["gateway"] }],
+          },
+          legacy: { host: "10.20.0.5", port: 8080, allow: [{ from: ["gateway"] }] },
+        },
+        gateway: {
+          hosts: ["edge.example"],
+          routes: [
+            {
+              name: "web",
+              match: { path: "/web" },
+              to: "web",
+              public: true,
+              rateLimit: { requests: 9, per: "1s" },
+            },
+            {
+              name: "partner",
+              match: { path: "/partner/**" },
+              to: { external: "partner" },
+              public: true,
+              rateLimit: { requests: 9, per: "1s" },
+            },
+            {
+              name: "legacy",
+              match: { path: "/legacy/**" },
+              to: { external: "legacy" },
+              public: true,
+              rateLimit: { requests: 9, per: "1s" },
+            },
+          ],
+        },
+      }),
+    );
+    const gw = byName(objects, "Deployment", "gateway")!.spec.template.spec;
+    const mounts = gw.containers[0].volumeMounts as Json[];
+    expect(mounts).toContainEqual({
+      name: "tls-0",
+      mountPath: "/etc/meshgate/tls/partner-client",
+      readOnly: true,
+    });
+    expect(gw.volumes).toContainEqual(
+      expect.objectContaining({
+        name: "tls-0",
+        secret: expect.objectContaining({ secretName: "partner-client" }),
+      }),
+    );
+    // The gateway's NetworkPolicy opens exactly the destinations' addresses and ports (a name: any address).
+    const egress = byName(objects, "NetworkPolicy", "meshgate-gateway")!.spec.egress as Json[];
+    expect(egress).toContainEqual({
+      to: [{ ipBlock: { cidr: "10.20.0.5/32" } }],
+      ports: [{ protocol: "TCP", port: 8080 }],
+    });
+    expect(egress).toContainEqual({
+      to: [{ ipBlock: { cidr: "0.0.0.0/0" } }, { ipBlock: { cidr: "::/0" } }],
+      ports: [{ protocol: "TCP", port: 8443 }],
+    });
+    // No service's sidecar gets the certificate or the destinations.
+    expect(JSON.stringify(byName(objects, "Deployment", "web")!.spec)).not.toContain("partner-client");
+    const web = loadRuntimeConfig(
+      byName(objects, "ConfigMap", "meshgate-config-web")!.data["config.json"],
+      "sidecar",
+    ) as SidecarRuntimeConfig;
+    expect(web.outbound.external).toEqual([]);
+  });
+
   it("gives_the_gateway_a_service_hpa_and_pdb", async () => {
     const result = await shopResult();
     const objects = synthesize(result);

@@ -125,7 +125,11 @@ describe("local plan", () => {
     const inbound = (s: string) => p.processes.find((x) => x.name === `${s}-sidecar`)!.ports.inbound!;
     const gw = gatewayOf(p);
     const orders = sidecarOf(p, "orders");
-    for (const c of [...gw.clusters, ...orders.clusters]) {
+    // The one external backend of a gateway route (track-shipment) is reached at its own address with TLS.
+    expect(gw.clusters.filter((c) => c.address).map((c) => [c.name, c.address, c.tls.mode])).toEqual([
+      ["carrier-tracking", "tracking.carrier.example", "tls"],
+    ]);
+    for (const c of [...gw.clusters.filter((x) => !x.address), ...orders.clusters]) {
       expect(c.tls).toEqual({
         mode: "mtls",
         serverIdentity: `spiffe://shop.example/ns/shop/sa/${c.service}`,
@@ -138,7 +142,9 @@ describe("local plan", () => {
     for (const cfg of [gw, orders]) {
       if (cfg.discovery.kind !== "static") throw new Error("static discovery expected");
       for (const c of cfg.clusters)
-        expect(cfg.discovery.endpoints[c.name]).toEqual([{ host: "127.0.0.1", port: inbound(c.service) }]);
+        expect(cfg.discovery.endpoints[c.name]).toEqual(
+          c.address ? undefined : [{ host: "127.0.0.1", port: inbound(c.service) }],
+        );
     }
     expect(orders.inbound.appPort).toBe(p.processes.find((x) => x.name === "orders")!.ports.app);
   });
@@ -203,6 +209,45 @@ describe("local plan", () => {
       keyFile: "/secure/bank.key",
     });
     expect(p.notes.join("\n")).not.toContain("bank-payouts: not relayed locally");
+  });
+
+  it.each<[string, Record<string, string>, boolean]>([
+    [
+      "serves_a_route_to_an_external_with_client_certificate_files_resolved_from_the_working_directory",
+      { certFile: "certs/carrier.crt", keyFile: "/secure/carrier.key" },
+      true,
+    ],
+    [
+      "does_not_serve_a_route_to_an_external_whose_client_certificate_is_a_kubernetes_secret_and_says_so",
+      { secret: "carrier-client" },
+      false,
+    ],
+  ])("%s", async (_claim, clientCertificate, served) => {
+    const raw = structuredClone(await shop()) as unknown as {
+      external: Record<string, Record<string, unknown>>;
+    };
+    raw.external["carrier-tracking"]!.clientCertificate = clientCertificate;
+    const parsed = parseSpec(raw);
+    if (!parsed.ok) throw new Error(parsed.errors.map((e) => e.message).join("\n"));
+    const p = plan(parsed.spec);
+    const gw = gatewayOf(p);
+    const carrier = gw.clusters.find((c) => c.name === "carrier-tracking");
+    expect(gw.routes.some((r) => r.name === "track-shipment")).toBe(served);
+    expect(carrier?.tls).toEqual(
+      served
+        ? {
+            mode: "tls",
+            serverName: "tracking.carrier.example",
+            ca: null,
+            clientCertificate: { certFile: "/work/app/certs/carrier.crt", keyFile: "/secure/carrier.key" },
+          }
+        : undefined,
+    );
+    expect(
+      p.notes.includes(
+        "gateway routes track-shipment are not served locally — they forward to carrier-tracking, whose client certificate is a Kubernetes Secret",
+      ),
+    ).toBe(!served);
   });
 
   it("runs_the_demo_service_unless_the_spec_gives_a_local_command", async () => {

@@ -215,7 +215,10 @@ describe("the catalog against the runtime's source", () => {
 
   it.skipIf(!SIDECAR)("matches_the_sidecars_registrations_with_the_catalog", () => {
     const regs = registrations().filter(
-      (r) => r.file.startsWith("runtime/sidecar/") || r.file.endsWith("telemetry/identity.ts"),
+      (r) =>
+        r.file.startsWith("runtime/sidecar/") ||
+        r.file.endsWith("telemetry/identity.ts") ||
+        r.file.endsWith("telemetry/client-cert.ts"),
     );
     const shared = ["telemetry/metrics.ts"];
     const fromSource = new Set([

@@ -10,8 +10,10 @@
  * proxy's: allow or deny, the same route (read from the access log by request id) and, for denials, the
  * same status; for mesh calls also the same deny code and the allow rule the callee's sidecar logged.
  *
- * Two deliberate departures from the shop's deployment, neither on the decision path: the rate-limit store
- * is in-process (the shop's Redis lives at a cluster DNS name), and only the plaintext listener is served.
+ * Three deliberate departures from the shop's deployment, none on the decision path: the rate-limit store
+ * is in-process (the shop's Redis lives at a cluster DNS name), only the plaintext listener is served, and
+ * the carrier's tracking API (track-shipment's external destination) is a real HTTPS server on 127.0.0.1
+ * with a certificate for its name from a CA of the test's own, which the gateway trusts for it.
  * Every token has its own subject, so per-subject limits never interfere.
  */
 import { randomUUID } from "node:crypto";
@@ -36,6 +38,8 @@ import {
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
 import { makeCa, tempDir } from "../pki/support.ts";
+import { httpsOutside, outsideCa, type HTTPSOutside } from "../sidecar/outside.ts";
+import type { LookupFunction } from "node:net";
 import { localSidecar, startTestSidecar, writeIdentity, type TestSidecar } from "../sidecar/support.ts";
 import {
   request,
@@ -57,6 +61,13 @@ let gw: TestGateway;
 /** The shop with five more gateway routes that its services' sidecars (partly) refuse. */
 let wideInput: PolicyInput;
 let wide: TestGateway;
+/** The carrier's tracking API (external carrier-tracking): HTTPS on 127.0.0.1 for its name. */
+let carrier: HTTPSOutside;
+/** The carrier's name resolves to 127.0.0.1 (the gateway's egress lookup would refuse a loopback answer). */
+const carrierLookup = ((_host: string, o: { all?: boolean }, cb: (...a: unknown[]) => void) =>
+  o.all
+    ? cb(null, [{ address: "127.0.0.1", family: 4 }])
+    : cb(null, "127.0.0.1", 4)) as unknown as LookupFunction;
 const sidecars = new Map<string, TestSidecar>();
 /** Every token sent (the access log must hold none of them). */
 const tokens: string[] = [];
@@ -78,12 +89,18 @@ function gatewayConfig(
     discovery: {
       kind: "static",
       endpoints: Object.fromEntries(
-        rest.clusters.map((c) => [
-          c.name,
-          [{ host: "127.0.0.1", port: sidecars.get(c.service)!.ports.inbound }],
-        ]),
+        // A route's external destination is reached at its own address, not through a sidecar.
+        rest.clusters.flatMap((c) =>
+          c.address ? [] : [[c.name, [{ host: "127.0.0.1", port: sidecars.get(c.service)!.ports.inbound }]]],
+        ),
       ),
     },
+    // The external backend: the test's HTTPS server, its CA trusted.
+    clusters: rest.clusters.map((c) =>
+      c.address && c.tls.mode === "tls"
+        ? { ...c, port: carrier.port, tls: { ...c.tls, ca: carrier.ca.pem } }
+        : c,
+    ),
   });
 }
 
@@ -134,11 +151,19 @@ beforeAll(async () => {
   privateKey = keys.privateKey;
   const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256", use: "sig" };
   const gatewayDir = join(tmp.dir, "gateway");
+  carrier = await httpsOutside(join(tmp.dir, "carrier"), undefined, {
+    ca: await outsideCa(tmp.dir),
+    dnsName: "tracking.carrier.example",
+  });
   await writeIdentity(gatewayDir, await ca.issuer.issue(t.runtime.gateway!.identity), ca.bundle.toPem());
-  gw = await startTestGateway(gatewayConfig(t.runtime.gateway!, gatewayDir, jwk));
+  gw = await startTestGateway(gatewayConfig(t.runtime.gateway!, gatewayDir, jwk), undefined, {
+    externalLookup: carrierLookup,
+  });
   const spec = parseSpecOk(widerShop());
   wideInput = policyInput(spec);
-  wide = await startTestGateway(gatewayConfig(translate(spec).runtime.gateway!, gatewayDir, jwk));
+  wide = await startTestGateway(gatewayConfig(translate(spec).runtime.gateway!, gatewayDir, jwk), undefined, {
+    externalLookup: carrierLookup,
+  });
 }, 60_000);
 
 /**
@@ -205,6 +230,7 @@ afterAll(async () => {
   await wide?.drain();
   for (const s of sidecars.values()) await s.drain();
   await app?.close();
+  await carrier?.close();
   await tmp?.cleanup();
 });
 
@@ -617,6 +643,14 @@ describe("replay of the proxies' access logs", () => {
     const raw = parse(readFileSync(SHOP, "utf8")) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
     raw.gateway.routes.find((r: { name: string }) => r.name === "partner-stock").auth.groups = ["bulk"];
     await writeFile(file, stringify(raw));
+    // One request the change flips whatever the generator drew: acme-retail (group partners, not bulk).
+    const flipped = await send(
+      `${gw.url}/partner/stock/sku-1`,
+      "GET",
+      { host: "api.shop.example", "x-api-key": KEYS["acme-retail"]! },
+      undefined,
+    );
+    expect(flipped.status).toBe(200);
     const log = join(tmp.dir, "gateway.log");
     await writeFile(log, gw.rawLog());
     const bin = new URL("../../bin/meshgate.js", import.meta.url).pathname;

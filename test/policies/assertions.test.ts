@@ -361,7 +361,7 @@ describe("meshgate verify and explain", () => {
     const r = await meshgate(["verify", "examples/shop/mesh.yaml"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("✓ assertion orders cannot refund (DELETE) payments");
-    expect(r.stdout).toMatch(/^55 passed, 0 failed/m);
+    expect(r.stdout).toMatch(/^58 passed, 0 failed/m);
   });
 
   it("exits_1_with_json_when_an_assertion_fails", async () => {

@@ -460,6 +460,30 @@ describe("semantic diff outside the mesh", () => {
     expect(md).toContain("- egress added (the sidecar relays it): `orders → ledger` (10.0.0.9:5432)");
   });
 
+  it("reports_a_gateway_route_to_an_external_destination_as_widened_access_and_gateway_egress", () => {
+    const noRoute = (r: Raw) => {
+      r.gateway.routes = r.gateway.routes.filter((x: { name: string }) => x.name !== "track-shipment");
+      r.external["carrier-tracking"].allow = [{ from: ["orders"] }];
+      r.services.orders.calls.push("carrier-tracking");
+    };
+    const { d, md } = between(noRoute, unchanged);
+    expect(d.egress.added).toEqual([egress("gateway", "carrier-tracking", "tracking.carrier.example:443")]);
+    expect(d.egress.removed).toEqual([egress("orders", "carrier-tracking", "tracking.carrier.example:443")]);
+    expect(d.routes.added).toEqual(["track-shipment"]);
+    expect(d.widened.map((w) => [w.from, w.to, w.via, w.reason])).toEqual([
+      ["internet", ["carrier-tracking"], "track-shipment", "route added"],
+      ["gateway", ["carrier-tracking"], null, "new egress (external.carrier-tracking.allow[0])"],
+    ]);
+    expect(md).toContain(
+      "- egress added (a gateway route forwards to it): `gateway → carrier-tracking` (tracking.carrier.example:443)",
+    );
+    // Who opens the TLS: the sidecars of its callers before, the gateway now.
+    expect(d.settings.find((c) => c.scope === "external" && c.name === "carrier-tracking")).toMatchObject({
+      before: "TLS originated by the sidecar (verified against the system's roots)",
+      after: "TLS originated by the gateway (verified against the system's roots)",
+    });
+  });
+
   it("reports_a_removed_external_destination_as_egress_narrowed", () => {
     const { d, md } = between(unchanged, (r) => {
       delete r.external["card-processor"];
@@ -656,6 +680,7 @@ describe("semantic diff outside the mesh", () => {
       delete r.external;
       r.services.payments.calls = [];
       r.services.catalog.calls = [];
+      r.gateway.routes = r.gateway.routes.filter((x: { name: string }) => x.name !== "track-shipment");
     };
     const without = between(none, (r) => {
       none(r);

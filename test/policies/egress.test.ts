@@ -238,10 +238,10 @@ describe("explainRequest to external destinations", () => {
 
   it.each<[string, TrafficRequest, string, RegExp]>([
     [
-      "rejects_the_gateway_as_a_caller_of_an_external_destination",
+      "rejects_the_gateway_as_a_direct_caller_of_an_external_destination",
       { from: "gateway", to: "card-processor", path: "/" },
       "from",
-      /gateway is no caller of external destinations/,
+      /gateway reaches an external destination only through a route/,
     ],
     [
       "rejects_an_internet_request_to_an_external_destination",

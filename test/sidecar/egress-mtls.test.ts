@@ -17,6 +17,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { tempDir } from "../pki/support.ts";
 import {
   answerWebSocket,
+  ClientPairs,
   destroyClients,
   dial,
   egressSidecars,
@@ -39,28 +40,9 @@ let partnerPort = 0;
 /** The client certificate subject CN the partner saw on each request (null: none presented). */
 const seen: { url: string; cn: string | null }[] = [];
 /** Pairs issued by the partner CA (or a stranger), by name: their files. */
-const pairs = new Map<string, { certFile: string; keyFile: string }>();
-
-/** Copies a pair to fresh files (the ones a test rotates), named `as`. */
-async function pairFiles(of: string, as: string): Promise<{ certFile: string; keyFile: string }> {
-  const from = pairs.get(of)!;
-  const to = { certFile: join(tmp.dir, `${as}.crt`), keyFile: join(tmp.dir, `${as}.key.pem`) };
-  await copyFile(from.certFile, to.certFile);
-  await copyFile(from.keyFile, to.keyFile);
-  return to;
-}
-
-/** Replaces `files` with the pair `of` as Kubernetes does: new files renamed into place. */
-async function rotate(files: { certFile: string; keyFile: string }, of: string): Promise<void> {
-  const from = pairs.get(of)!;
-  for (const [src, dst] of [
-    [from.keyFile, files.keyFile],
-    [from.certFile, files.certFile],
-  ] as const) {
-    await copyFile(src, `${dst}.new`);
-    await rename(`${dst}.new`, dst);
-  }
-}
+const pairs = new ClientPairs(() => tmp.dir);
+const pairFiles = (of: string, as: string) => pairs.copy(of, as);
+const rotate = (files: { certFile: string; keyFile: string }, of: string) => pairs.rotate(files, of);
 
 beforeAll(async () => {
   tmp = await tempDir("sidecar-egress-mtls");

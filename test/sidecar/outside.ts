@@ -4,7 +4,7 @@
  * Everything listens and connects on 127.0.0.1.
  */
 import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { copyFile, readFile, rename, writeFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
 import net, { type AddressInfo, type Socket } from "node:net";
@@ -102,6 +102,46 @@ export async function outsideCa(dir: string): Promise<OutsideCa> {
     },
     client: (cn, eku = "clientAuth") => sign(cn, `extendedKeyUsage=${eku}\n`),
   };
+}
+
+/** Files of a client certificate and its key. */
+export interface PairFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/**
+ * Client certificate pairs by name (issued by `OutsideCa.client`), copied to fresh files a test may
+ * rotate, and rotated in place as Kubernetes updates a mounted Secret (new files renamed over the old).
+ */
+export class ClientPairs extends Map<string, PairFiles> {
+  readonly #dir: () => string;
+  /** `dir` (read when a pair is copied): where copies go. */
+  constructor(dir: () => string) {
+    super();
+    this.#dir = dir;
+  }
+
+  /** Copies the pair `of` to fresh files named `as`. */
+  async copy(of: string, as: string): Promise<PairFiles> {
+    const from = this.get(of)!;
+    const to = { certFile: join(this.#dir(), `${as}.crt`), keyFile: join(this.#dir(), `${as}.key.pem`) };
+    await copyFile(from.certFile, to.certFile);
+    await copyFile(from.keyFile, to.keyFile);
+    return to;
+  }
+
+  /** Replaces `files` with the pair `of`: the key first, then the certificate, each renamed into place. */
+  async rotate(files: PairFiles, of: string): Promise<void> {
+    const from = this.get(of)!;
+    for (const [src, dst] of [
+      [from.keyFile, files.keyFile],
+      [from.certFile, files.certFile],
+    ] as const) {
+      await copyFile(src, `${dst}.new`);
+      await rename(`${dst}.new`, dst);
+    }
+  }
 }
 
 export interface HTTPSOutside {
@@ -369,15 +409,19 @@ export function within<T>(p: Promise<T>, what: string, ms = 5000): Promise<T> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A raw WebSocket handshake on the proxy port; resolves with the status and the socket after the head. */
+/** A raw WebSocket handshake on a proxy's port (with extra `headers`); resolves with the status and the socket after the head. */
 export async function openWebSocket(
   port: number,
   target: string,
   host: string,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; socket: Socket; rest: Buffer }> {
   const socket = dial(port);
   socket.write(
     `GET ${target} HTTP/1.1\r\nhost: ${host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n` +
+      Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join("") +
       "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
   );
   let buf: Buffer = Buffer.alloc(0);

@@ -737,11 +737,54 @@ const ROWS: Row[] = [
     path: "external.smtp.host",
   },
   {
-    claim: "rejects_gateway_allowed_to_an_external_destination",
-    mutate: (s) => (s.external["card-processor"].allow[0].from = ["gateway"]),
+    claim: "rejects_gateway_allowed_to_an_external_destination_without_a_gateway",
+    mutate: (s) => {
+      s.external["card-processor"].allow[0].from = ["gateway"];
+      delete s.gateway;
+    },
     code: "E_SPEC_UNKNOWN_REFERENCE",
     path: "external.card-processor.allow[0].from[0]",
-    message: "not a caller of external destinations",
+    message: "the spec has no gateway",
+  },
+  {
+    claim: "rejects_route_to_an_external_destination_that_does_not_allow_the_gateway",
+    mutate: (s) => (s.gateway.routes[0].to = { external: "card-processor" }),
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].to.external",
+    message: 'external "card-processor" does not allow the gateway',
+  },
+  {
+    claim: "rejects_route_to_a_wildcard_external_destination",
+    mutate: (s) => {
+      s.external.buckets = { host: "*.s3.example.com", port: 443, allow: [{ from: ["gateway"] }] };
+      s.gateway.routes[0].to = { external: "buckets" };
+    },
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].to.external",
+    message: "a wildcard (*.s3.example.com): a route needs one host",
+  },
+  {
+    claim: "rejects_route_to_an_external_address_range",
+    mutate: (s) => {
+      s.external.appliances = { host: "10.40.0.0/24", port: 8443, allow: [{ from: ["gateway"] }] };
+      s.gateway.routes[0].to = { external: "appliances" };
+    },
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].to.external",
+    message: "an address range (10.40.0.0/24)",
+  },
+  {
+    claim: "rejects_route_to_a_misspelt_external_destination",
+    mutate: (s) => (s.gateway.routes[0].to = { external: "card-procesor" }),
+    code: "E_SPEC_UNKNOWN_REFERENCE",
+    path: "gateway.routes[0].to.external",
+    message: 'did you mean "card-processor"',
+  },
+  {
+    claim: "rejects_route_target_naming_both_a_service_and_an_external_destination",
+    mutate: (s) => (s.gateway.routes[0].to = { service: "orders", external: "card-processor" }),
+    code: "E_SPEC_INVALID_TYPE",
+    path: "gateway.routes[0].to",
   },
   {
     claim: "rejects_unknown_service_allowed_to_an_external_destination",

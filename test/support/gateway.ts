@@ -14,7 +14,7 @@ import { Writable } from "node:stream";
 import pino from "pino";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { plaintextStatic, type LocalEndpoints } from "../../testing/static.ts";
-import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.ts";
+import { startGateway, type GatewayHandle, type GatewayOptions } from "../../runtime/gateway/server.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { translate } from "../../components/translate/translate.ts";
 
@@ -57,14 +57,16 @@ export async function startUpstream(handler?: UpstreamHandler): Promise<Upstream
 type Loose = Record<string, unknown>;
 
 /**
- * A gateway config from spec routes. Every cluster is pointed at `upstreams[service]` (static
- * discovery, plaintext); `gateway` merges extra gateway-level spec fields.
+ * A gateway config from spec routes. Every mesh cluster is pointed at `upstreams[service]` (static
+ * discovery, plaintext); `gateway` merges extra gateway-level spec fields; `external` declares external
+ * destinations (spec `external`), which routes reach at their own host and port.
  */
 export function gatewayConfig(
   routes: Loose[],
   upstreams: Record<string, Endpoints>,
   gateway: Loose = {},
   services?: Record<string, Loose>,
+  external?: Record<string, Loose>,
 ): GatewayRuntimeConfig {
   const svc =
     services ??
@@ -78,6 +80,7 @@ export function gatewayConfig(
     name: "t",
     trustDomain: "t.example",
     services: svc,
+    ...(external ? { external } : {}),
     gateway: { hosts: ["127.0.0.1", "localhost"], ...gateway, routes },
   });
   if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
@@ -100,6 +103,7 @@ export interface TestGateway extends GatewayHandle {
 export async function startTestGateway(
   config: GatewayRuntimeConfig,
   configPath?: string,
+  extra: Pick<GatewayOptions, "externalLookup" | "certificatePollMs"> = {},
 ): Promise<TestGateway> {
   const logs: Record<string, unknown>[] = [];
   let raw = "";
@@ -119,6 +123,7 @@ export async function startTestGateway(
     host: "127.0.0.1",
     ports: { listeners: Object.fromEntries(config.listeners.map((l) => [l.name, 0])), admin: 0 },
     logger,
+    ...extra,
   });
   const port = Object.values(handle.ports.listeners)[0]!;
   return Object.assign(handle, {

@@ -193,7 +193,7 @@ describe("the topology page of meshgate up in chromium", () => {
     );
     // …and, on hover, who does its TLS: here the caller's sidecar
     expect(await page.locator('g.node.external[data-node="card-processor"] > title').textContent()).toBe(
-      "outside the mesh: api.stripe.com:443 · TLS by the sidecar",
+      "outside the mesh: api.stripe.com:443 · TLS by the caller's proxy (sidecar or gateway)",
     );
     expect(await page.locator('tr[data-edge="payments->card-processor"] .badge').textContent()).toBe(
       "allowed",

@@ -76,7 +76,7 @@ describe("translate", () => {
   it("every_runtime_config_loads_in_the_data_plane", async () => {
     const { runtime } = translate(specOf(await shopRaw()));
     const gateway = loadRuntimeConfig(JSON.stringify(runtime.gateway), "gateway");
-    expect(gateway.routes).toHaveLength(13);
+    expect(gateway.routes).toHaveLength(14);
     for (const s of runtime.sidecars)
       expect(loadRuntimeConfig(JSON.stringify(s), "sidecar").name).toBe(s.name);
   });
@@ -279,6 +279,111 @@ describe("translate", () => {
     expect(r.diagnostics).toContainEqual(
       expect.objectContaining({ code: "W_SPEC_CALL_NOT_ALLOWED", path: "gateway.routes[0].to" }),
     );
+  });
+
+  describe("routes to external destinations", () => {
+    const edge = (external: Loose, route: Loose = { to: { external: "x" } }) =>
+      translate(
+        specOf({
+          name: "m",
+          trustDomain: "m.example",
+          services: { a: { image: "r/a:1", port: 80, allow: [{ from: ["gateway"] }] } },
+          external: { x: { allow: [{ from: ["gateway"] }], ...external } },
+          gateway: {
+            hosts: ["a.example"],
+            routes: [
+              {
+                name: "a",
+                match: { path: "/a" },
+                to: "a",
+                public: true,
+                rateLimit: { requests: 1, per: "1s" },
+              },
+              ...(route
+                ? [
+                    {
+                      name: "r",
+                      match: { path: "/x/**" },
+                      public: true,
+                      rateLimit: { requests: 1, per: "1s" },
+                      ...route,
+                    },
+                  ]
+                : []),
+            ],
+          },
+        }),
+      );
+    const cluster = (r: ReturnType<typeof translate>) =>
+      r.runtime.gateway!.clusters.find((c) => c.name === "x");
+    const hostOf = (r: ReturnType<typeof translate>) => {
+      const a = r.runtime.gateway!.routes.find((x) => x.name === "r")!.action;
+      return a.kind === "forward" ? a.rewrite?.host : undefined;
+    };
+
+    it.each<[string, Loose, Loose, string]>([
+      [
+        "calls_a_tls_destination_on_443_by_its_bare_name",
+        { host: "api.partner.example", port: 443, tls: "originate" },
+        undefined,
+        "api.partner.example",
+      ],
+      [
+        "calls_a_plain_destination_on_80_by_its_bare_name",
+        { host: "legacy.example", port: 80 },
+        undefined,
+        "legacy.example",
+      ],
+      [
+        "adds_any_other_port_to_the_host",
+        { host: "legacy.example", port: 8443, tls: "originate" },
+        undefined,
+        "legacy.example:8443",
+      ],
+      ["brackets_an_ipv6_address", { host: "2001:db8::7", port: 8080 }, undefined, "[2001:db8::7]:8080"],
+      [
+        "keeps_the_routes_own_rewrite_host",
+        { host: "legacy.example", port: 80 },
+        { host: "internal.example" },
+        "internal.example",
+      ],
+    ])("%s", (_claim, external, rewrite, host) => {
+      const r = edge(external, { to: { external: "x" }, ...(rewrite ? { rewrite } : {}) });
+      expect(hostOf(r)).toBe(host);
+    });
+
+    it("gives_the_cluster_the_destinations_address_tls_timeouts_and_one_never_ejected_endpoint", () => {
+      const r = edge({
+        host: "api.partner.example",
+        port: 443,
+        tls: "originate",
+        connectTimeout: "250ms",
+        timeout: "4s",
+      });
+      expect(cluster(r)).toMatchObject({
+        address: "api.partner.example",
+        port: 443,
+        namespace: "",
+        connectTimeoutMs: 250,
+        healthCheck: null,
+        outlierDetection: { maxEjectedPercent: 0 },
+        tls: { mode: "tls", serverName: "api.partner.example", ca: null, clientCertificate: null },
+      });
+      expect(r.runtime.gateway!.routes.find((x) => x.name === "r")!.timeoutMs).toBe(4000);
+      expect(r.infra.egress).toEqual([
+        expect.objectContaining({ from: "gateway", external: "x", declared: true, allowed: true }),
+      ]);
+      // No service's sidecar relays to it: the gateway reaches it itself.
+      expect(r.runtime.sidecars.flatMap((s) => s.outbound.external)).toEqual([]);
+    });
+
+    it("notes_a_destination_that_allows_the_gateway_without_a_route_to_it", () => {
+      const r = edge({ host: "api.partner.example", port: 443 }, null);
+      expect(cluster(r)).toBeUndefined();
+      expect(r.diagnostics).toContainEqual(
+        expect.objectContaining({ code: "W_SPEC_ALLOW_WITHOUT_CALL", path: "external.x.allow[0].from[0]" }),
+      );
+    });
   });
 
   it("warns_about_public_routes_without_rate_limit_and_unsafe_retries", () => {

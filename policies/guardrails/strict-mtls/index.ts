@@ -1,7 +1,8 @@
 /**
  * strict-mtls: every hop of the mesh is mutually authenticated. The spec accepts `mesh.mtls: permissive`
  * for migrations (with a warning); this guardrail refuses it, refuses any RuntimeConfig that reaches a
- * mesh service without mTLS, and warns when clients reach the edge itself in plaintext.
+ * mesh service without mTLS, and warns when clients reach the edge itself in plaintext, or when a gateway
+ * route's requests leave the mesh in plaintext (an external backend without `tls: originate`).
  */
 import { builtin } from "../support.ts";
 
@@ -23,6 +24,17 @@ export const strictMtls = builtin(
     ];
     for (const { config, path } of proxies) {
       for (const c of config.clusters) {
+        if (c.address) {
+          // A backend outside the mesh (a route's external destination): TLS is the destination's choice.
+          if (c.tls.mode === "none")
+            report(
+              "E_POLICY_EXTERNAL_PLAINTEXT",
+              `external.${c.name}.tls`,
+              `gateway routes forward to external "${c.name}" (${c.address}:${c.port}) over plain HTTP: requests, with the principal headers the gateway adds, leave the mesh unencrypted`,
+              `set tls: originate on external.${c.name} if it speaks TLS (with ca for a private CA); keep plain HTTP only on a network you trust`,
+            );
+          continue;
+        }
         if (c.tls.mode !== "mtls") {
           report(
             "E_POLICY_CLUSTER_PLAINTEXT",

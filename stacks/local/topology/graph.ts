@@ -21,8 +21,9 @@ export interface TopologyNode {
   /** An external destination's `host:port` (null for the others). */
   readonly address: string | null;
   /**
-   * An external destination's TLS: the app's own (`passthrough`), opened by the callers' sidecars (`tls`),
-   * or opened by them presenting a client certificate (`mtls`); null for the others.
+   * An external destination's TLS: the app's own (`passthrough`; plain HTTP from the gateway), opened by
+   * the callers' proxies — sidecars, or the gateway for a route to it — (`tls`), or opened by them
+   * presenting a client certificate (`mtls`); null for the others.
    */
   readonly transport: "passthrough" | "tls" | "mtls" | null;
   readonly layer: number;

@@ -62,7 +62,7 @@ const SCRIPT = String.raw`
 "use strict";
 const NS = "http://www.w3.org/2000/svg";
 const W = 150, H = 46;
-const TRANSPORTS = { passthrough: "the app's own TLS (passthrough)", tls: "TLS by the sidecar", mtls: "mutual TLS by the sidecar (client certificate)" };
+const TRANSPORTS = { passthrough: "the caller's own TLS, or plain HTTP (passthrough)", tls: "TLS by the caller's proxy (sidecar or gateway)", mtls: "mutual TLS by the caller's proxy (client certificate)" };
 let last = null, built = false;
 const $ = (id) => document.getElementById(id);
 function el(tag, attrs, text) {
