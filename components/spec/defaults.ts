@@ -230,10 +230,11 @@ export const PROXY_PORTS = {
   sidecarOutbound: 15001,
   sidecarAdmin: 15000,
   /**
-   * Per-service outbound ports on 127.0.0.1 (for apps that cannot use an HTTP proxy): the mesh's
-   * services in name order get this port, the next, … — the same port for a service in every sidecar.
+   * The sidecars' local ports on 127.0.0.1 (for apps that cannot use an HTTP proxy): one per service and
+   * per external destination with one host, chosen in this range by a hash of the name (translate's
+   * localPorts) — the same port for a name in every sidecar, unmoved when other names come and go.
    */
-  sidecarOutboundServices: 15101,
+  localPortRange: { first: 15101, size: 899 },
   gatewayAdmin: 9901,
 } as const;
 

@@ -31,6 +31,7 @@ import {
 import { parseDuration, parseSize } from "../spec/units.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
 import { isPatternHost } from "../../runtime/decide/external.ts";
+import { segmentHash } from "../../runtime/decide/router.ts";
 
 /** An external's host as the sidecar compares it (the spec checked it is one). */
 const canonicalHost = (host: string): string => egressHost(host) ?? host;
@@ -147,6 +148,8 @@ class Context {
   readonly policies = new Map<string, EffectivePolicy>();
   /** The mesh defaults with no service override: for routes that forward to no service. */
   readonly meshPolicy: EffectivePolicy;
+  /** The local port of every service and every external destination with one host (localPorts()). */
+  readonly localPorts: ReadonlyMap<string, number>;
   private readonly diagnostics: Diagnostic[] = [];
 
   constructor(spec: MeshSpec) {
@@ -155,6 +158,10 @@ class Context {
     this.serviceNames = Object.keys(spec.services).sort();
     this.externalNames = Object.keys(spec.external).sort();
     this.meshPolicy = effectivePolicy(spec, undefined);
+    this.localPorts = localPorts([
+      ...this.serviceNames,
+      ...this.externalNames.filter((x) => !isPatternHost(spec.external[x]!.host)),
+    ]);
     for (const name of this.serviceNames) this.policies.set(name, effectivePolicy(spec, this.service(name)));
   }
 
@@ -181,20 +188,14 @@ class Context {
     };
   }
 
-  /** The per-service outbound port of a service: the same in every sidecar (null past 65535). */
+  /** The per-service outbound port of a service: the same in every sidecar (null: none left). */
   localPort(service: string): number | null {
-    const port = PROXY_PORTS.sidecarOutboundServices + this.serviceNames.indexOf(service);
-    return port <= 65535 ? port : null;
+    return this.localPorts.get(service) ?? null;
   }
 
-  /**
-   * The local TCP port of an external destination: after the services' ports, the same in every
-   * sidecar (null past 65535).
-   */
+  /** The local TCP port of an external destination: the same in every sidecar (null: none left). */
   externalLocalPort(external: string): number | null {
-    const port =
-      PROXY_PORTS.sidecarOutboundServices + this.serviceNames.length + this.externalNames.indexOf(external);
-    return port <= 65535 ? port : null;
+    return this.localPorts.get(external) ?? null;
   }
 
   /** The mesh's services among a list of names (calls name services and external destinations). */
@@ -296,6 +297,31 @@ function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): Effectiv
     },
     loadBalancer: svc?.loadBalancer ?? d.loadBalancer,
   };
+}
+
+/**
+ * The sidecars' local ports (one per service, one per external destination with one host), the same in
+ * every sidecar: each name's port comes from a hash of the name into PROXY_PORTS.localPortRange, so
+ * adding or removing a service or a destination leaves the others' ports as they were (and the other
+ * workloads' configs, which would otherwise all change and roll). Names whose slots collide take the next
+ * free one, in the order of (slot, name): only a name in the same run of taken slots can move another.
+ * Past the range's size the rest get none.
+ */
+export function localPorts(names: readonly string[]): Map<string, number> {
+  const { first, size } = PROXY_PORTS.localPortRange;
+  const homes = names
+    .map((name) => ({ name, home: (segmentHash(name, 0, name.length) >>> 0) % size }))
+    .sort((a, b) => a.home - b.home || compareCodeUnits(a.name, b.name));
+  const taken = new Set<number>();
+  const out = new Map<string, number>();
+  for (const { name, home } of homes) {
+    if (taken.size === size) break;
+    let slot = home;
+    while (taken.has(slot)) slot = (slot + 1) % size;
+    taken.add(slot);
+    out.set(name, first + slot);
+  }
+  return out;
 }
 
 // ───────────── steps ─────────────

@@ -179,7 +179,7 @@ describe("proxies and their RuntimeConfigs", () => {
     expect(sidecar.resources.limits.memory).toBe("256Mi");
     const env = Object.fromEntries(pod.containers[0].env.map((e: Json) => [e.name, e.value]));
     expect(env.HTTP_PROXY).toBe("http://127.0.0.1:15001");
-    expect(env.MESHGATE_SERVICE_PAYMENTS_URL).toBe("http://127.0.0.1:15106");
+    expect(env.MESHGATE_SERVICE_PAYMENTS_URL).toBe("http://127.0.0.1:15450");
     expect(env.MESHGATE_SERVICE_CATALOG_URL).toBeUndefined(); // orders does not call catalog
   });
 

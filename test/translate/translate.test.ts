@@ -6,7 +6,7 @@ import { canonicalJson, loadRuntimeConfig } from "../../runtime/contract/index.t
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import type { MeshSpec } from "../../components/spec/schema.ts";
-import { translate } from "../../components/translate/translate.ts";
+import { localPorts, translate } from "../../components/translate/translate.ts";
 import { allowedEdges, deniedCalls } from "../../policies/index.ts";
 
 const SHOP = new URL("../../examples/shop/mesh.yaml", import.meta.url).pathname;
@@ -151,7 +151,7 @@ describe("translate", () => {
         name: "db",
         host: "10.0.0.5",
         port: 5432,
-        localPort: 15103,
+        localPort: 15192, // localPorts(): a hash of "db" into 15101–15999
         connectTimeoutMs: 1000,
         timeoutMs: 2000,
         tls: "passthrough",
@@ -279,6 +279,35 @@ describe("translate", () => {
     expect(r.diagnostics).toContainEqual(
       expect.objectContaining({ code: "W_SPEC_CALL_NOT_ALLOWED", path: "gateway.routes[0].to" }),
     );
+  });
+
+  describe("local ports", () => {
+    const names = ["catalog", "orders", "payments", "users", "card-processor"];
+    it.each<[string, string[]]>([
+      ["adding_a_service_moves_no_other_names_port", [...names, "accounts"]],
+      ["removing_a_service_moves_no_other_names_port", names.filter((n) => n !== "orders")],
+      ["adding_an_external_destination_moves_no_other_names_port", [...names, "bank-payouts"]],
+    ])("%s", (_claim, after) => {
+      const [before, now] = [localPorts(names), localPorts(after)];
+      for (const n of names.filter((x) => after.includes(x))) expect(now.get(n), n).toBe(before.get(n));
+    });
+
+    it("gives_colliding_names_the_next_free_port_whatever_their_order", () => {
+      // svc-55 and svc-56 share a slot (842); w256's slot is the range's last (898), w616's the first (0).
+      const a = localPorts(["svc-56", "svc-55", "w616", "w256"]);
+      const b = localPorts(["w256", "w616", "svc-55", "svc-56"]);
+      expect([...a].sort()).toEqual([...b].sort());
+      expect(Object.fromEntries(a)).toEqual({ "svc-55": 15943, "svc-56": 15944, w256: 15999, w616: 15101 });
+      expect(new Set(a.values()).size).toBe(4);
+    });
+
+    it("keeps_every_port_inside_the_range_and_distinct_until_it_is_full", () => {
+      const many = Array.from({ length: 950 }, (_, i) => `s${i}`);
+      const ports = localPorts(many);
+      expect(ports.size).toBe(899);
+      expect(new Set(ports.values()).size).toBe(899);
+      for (const p of ports.values()) expect(p >= 15101 && p <= 15999).toBe(true);
+    });
   });
 
   describe("routes to external destinations", () => {

@@ -2,10 +2,9 @@
  * admin-ports: the admin listeners (/config, /metrics, the local JWKS, /ready) are for operators and the
  * metrics scraper, never for clients. They must not share a port with a gateway listener or with the
  * local gateway port, and a service must not listen on one of its own sidecar's ports — including the local
- * ports it binds on 127.0.0.1 for apps that cannot use a proxy: one per callee service (15101 + the
- * service's index among all services, in name order) and one per external destination it relays to
- * (after every service's: 15101 + the number of services + the destination's index among the external
- * destinations, in name order).
+ * ports it binds on 127.0.0.1 for apps that cannot use a proxy: one per callee service and one per
+ * external destination it relays to (15101–15999, by a hash of the name: translate's localPorts), read
+ * from its RuntimeConfig.
  */
 import { PROXY_PORTS } from "../../../components/spec/defaults.ts";
 import { destinationOf } from "../../reachability.ts";
@@ -63,7 +62,7 @@ export const adminPorts = builtin(
             "E_POLICY_PORT_COLLISION",
             `services.${w.name}.port`,
             `"${w.name}" listens on ${w.appPort}, its sidecar's local port for ${l.what}: one of them cannot bind`,
-            `use another port for the service (the sidecar's local ports start at ${PROXY_PORTS.sidecarOutboundServices}: one per service in name order, then one per external destination in name order)`,
+            `use another port for the service (the sidecar's local ports lie in ${PROXY_PORTS.localPortRange.first}–${PROXY_PORTS.localPortRange.first + PROXY_PORTS.localPortRange.size - 1}: one per service and per external destination, by a hash of its name)`,
           );
         }
       }
