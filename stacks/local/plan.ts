@@ -388,10 +388,14 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       MESHGATE_SERVICE: s.name,
       MESHGATE_OUTBOUND_URL: loop(p.outbound),
       ...Object.fromEntries(
-        Object.entries(p.local).map(([c, port]) =>
+        Object.entries(p.local).flatMap(([c, port]) =>
           spec.external[c] === undefined
-            ? [`MESHGATE_CALL_${envName(c)}_URL`, loop(port)]
-            : [`MESHGATE_EXTERNAL_${envName(c)}_ADDR`, `127.0.0.1:${port}`],
+            ? // MESHGATE_SERVICE_<X>_URL as on Kubernetes and Docker, so an app reads the same name anywhere.
+              [
+                [`MESHGATE_CALL_${envName(c)}_URL`, loop(port)],
+                [`MESHGATE_SERVICE_${envName(c)}_URL`, loop(port)],
+              ]
+            : [[`MESHGATE_EXTERNAL_${envName(c)}_ADDR`, `127.0.0.1:${port}`]],
         ),
       ),
       ...(s.local?.env ?? {}),

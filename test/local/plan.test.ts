@@ -273,6 +273,8 @@ describe("local plan", () => {
     expect(orders.argv.slice(1, 2)).toEqual(["/opt/meshgate/stacks/local/demo/main.ts"]);
     const sidecar = p.processes.find((x) => x.name === "orders-sidecar")!;
     expect(orders.env.MESHGATE_CALL_PAYMENTS_URL).toBe(`http://127.0.0.1:${sidecar.ports["to-payments"]}`);
+    // The name the Kubernetes and Docker targets set, for the same port.
+    expect(orders.env.MESHGATE_SERVICE_PAYMENTS_URL).toBe(`http://127.0.0.1:${sidecar.ports["to-payments"]}`);
     expect(orders.env.MESHGATE_OUTBOUND_URL).toBe(`http://127.0.0.1:${sidecar.ports.outbound}`);
     expect(p.files.some((f) => f.path.endsWith("/demo/users.json"))).toBe(false);
   });
