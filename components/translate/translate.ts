@@ -800,8 +800,9 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
   const primary = primaryService(r);
   const inherited = primary ? ctx.policy(primary) : undefined;
   const own = primary ? servicePolicyFor(ctx, primary, r) : undefined;
+  // Without a service to inherit from: an external destination's own timeout, else the mesh default.
   const external = toExternal(r);
-  const meshTimeout = parseDuration(
+  const defaultTimeout = parseDuration(
     (external !== undefined ? ctx.spec.external[external]!.timeout : undefined) ??
       ctx.spec.mesh.defaults.timeout,
   );
@@ -810,7 +811,7 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
       ? parseDuration(r.timeout)
       : own?.timeout !== undefined
         ? parseDuration(own.timeout)
-        : (inherited?.timeoutMs ?? meshTimeout);
+        : (inherited?.timeoutMs ?? defaultTimeout);
   const serviceRetry = (inherited ?? ctx.meshPolicy).retry;
   const baseRetry = own ? retryPlan(serviceRetry, own.retries) : serviceRetry;
   return {

@@ -27,7 +27,8 @@ import type { AddressInfo, Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import pino, { type Logger } from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
-import type { Cluster, GatewayRuntimeConfig } from "../contract/schema.ts";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
+import type { ClientCertificateFiles } from "../upstream/client-cert.ts";
 import {
   compileGateway,
   decide,
@@ -607,6 +608,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   async function buildState(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
     // First: a client certificate that cannot serve rejects the config before anything starts.
     await clientCerts.prepare(clientCertificatesOf(config));
+    try {
+      return await buildChecked(config, previous);
+    } catch (err) {
+      // The pairs only the refused config named are forgotten (no longer polled).
+      if (previous) clientCerts.retain(clientCertificatesOf(previous.config).map((c) => c.files));
+      throw err;
+    }
+  }
+
+  async function buildChecked(config: GatewayRuntimeConfig, previous?: State): Promise<State> {
     const trustedProxies = parseTrustedProxies(config);
     const compiled = compileGateway(config);
     const rateLimits = limiters.configure(config); // throws for limits that cannot be counted exactly
@@ -631,11 +642,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     trustedProxies: readonly IpRange[] | null,
   ): Promise<State> {
     for (const c of config.clusters) {
-      const outside = c.tls.mode === "tls" || (c.address ?? null) !== null;
+      // A backend outside the mesh: its one endpoint is its address, reached through the external pools.
+      const address = c.address ?? null;
       const discovery: typeof config.discovery =
-        (c.address ?? null) !== null
-          ? { kind: "static", endpoints: { [c.name]: [{ host: c.address!, port: c.port }] } }
+        address !== null
+          ? { kind: "static", endpoints: { [c.name]: [{ host: address, port: c.port }] } }
           : config.discovery;
+      const outside = address !== null || c.tls.mode === "tls";
       const cluster = new UpstreamCluster(c, discovery, outside ? externalPools : pools, {
         onError: (m) => log.warn({ event: "discovery" }, m),
         onEjection: (cl, ep) => {
@@ -1642,7 +1655,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 /** The client certificates a config's clusters present, with where the config names each. */
 function clientCertificatesOf(
   config: GatewayRuntimeConfig,
-): { files: NonNullable<Extract<Cluster["tls"], { mode: "tls" }>["clientCertificate"]>; field: string }[] {
+): { files: ClientCertificateFiles; field: string }[] {
   return config.clusters.flatMap((c, i) =>
     c.tls.mode === "tls" && c.tls.clientCertificate
       ? [{ files: c.tls.clientCertificate, field: `clusters[${i}].tls.clientCertificate` }]
