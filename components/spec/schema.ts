@@ -363,6 +363,15 @@ const External = z
       description:
         "Total time for a plain HTTP request forwarded to it (never retried); default mesh.defaults.timeout.",
     }).optional(),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe(
+        "The most connections each caller's sidecar keeps to it at once (Istio's connectionPool.tcp.maxConnections): its CONNECT tunnels and local-port relays together — one more is refused (503 egress_overflow; a local-port connection is closed) — and, apart, its pooled plain-HTTP connections, past which requests queue; for the gateway, its pooled connections for routes to it. Omitted: no limit of its own (the pools' 1024).",
+      ),
     tls: z
       .enum(["passthrough", "originate"])
       .default("passthrough")

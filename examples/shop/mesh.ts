@@ -253,6 +253,7 @@ export default defineMesh({
     "risk-engine": {
       host: "10.40.0.0/24",
       port: 8443,
+      maxConnections: 16, // the appliances take few connections: each payments sidecar opens at most 16
       allow: [{ from: ["payments"] }],
     },
     // Mutual TLS: the bank authenticates the shop by a client certificate; payments' sidecar opens TLS

@@ -566,6 +566,13 @@ export const SidecarRuntimeConfig = z.strictObject({
           /** Total time for a plain HTTP request forwarded to it (requests are never retried). */
           timeoutMs: ms,
           /**
+           * The most connections this sidecar keeps to it at once (Istio's connectionPool.tcp.maxConnections):
+           * its CONNECT tunnels and local-port relays together — one past it is refused (503
+           * `egress_overflow`; a local-port connection is closed) — and, apart, its pooled plain-HTTP
+           * connections (requests past it queue, then overflow). null = no limit of its own.
+           */
+          maxConnections: z.number().int().positive().nullable(),
+          /**
            * `passthrough`: the app does TLS itself (CONNECT), plain HTTP is forwarded in the clear.
            * `originate`: the sidecar opens TLS to host:port, verifying its certificate for `host` — plain
            * HTTP requests (`http://<host>/…`) and the local port's bytes travel inside it; CONNECT tunnels

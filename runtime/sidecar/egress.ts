@@ -164,6 +164,8 @@ export interface EgressMetrics {
 interface ExternalChildren {
   readonly opened: CounterChild;
   readonly failed: CounterChild;
+  /** Refused at the external's maxConnections. */
+  readonly overflow: CounterChild;
   readonly sent: CounterChild;
   readonly received: CounterChild;
   readonly active: GaugeChild;
@@ -232,6 +234,8 @@ export class Egress {
   readonly #o: EgressOptions;
   /** Tunnels open or connecting. */
   readonly #tunnels = new Set<Tunnel>();
+  /** Tunnels open or connecting, by external name (its maxConnections counts them). */
+  readonly #perExternal = new Map<string, number>();
   readonly #children = new Map<string, ExternalChildren>();
 
   constructor(o: EgressOptions) {
@@ -245,6 +249,7 @@ export class Egress {
       c = {
         opened: m.connections.labels("sidecar", name, "opened"),
         failed: m.connections.labels("sidecar", name, "failed"),
+        overflow: m.connections.labels("sidecar", name, "overflow"),
         sent: m.bytes.labels("sidecar", name, "sent"),
         received: m.bytes.labels("sidecar", name, "received"),
         active: m.active.labels("sidecar", name),
@@ -284,6 +289,17 @@ export class Egress {
         "egress_denied",
         `CONNECT ${text}: no external destination with this host and port is declared for ${scope.service} (deny by default); declare it under \`external\` and allow this service`,
       );
+    if (this.#full(e)) {
+      this.#childrenOf(e.name).overflow.inc();
+      return this.#refuse(
+        scope,
+        client,
+        text,
+        503,
+        "egress_overflow",
+        `CONNECT ${text}: external ${e.name} already has its maxConnections (${e.maxConnections}) of tunnels and local-port relays from this sidecar`,
+      );
+    }
     const t = new Tunnel(scope, e, "connect", client, null, isPatternHost(e.host) ? a.host : e.host);
     this.#dial(t, head, true);
   }
@@ -299,6 +315,22 @@ export class Egress {
       const scope = current();
       const e = scope?.externals.byName.get(name);
       if (scope === null || e === undefined) return void client.destroy();
+      if (this.#full(e)) {
+        // Nothing to answer on a raw TCP port: the connection closes before anything is connected.
+        client.destroy();
+        this.#childrenOf(e.name).overflow.inc();
+        this.#o.countError("egress_overflow");
+        if (scope.accessLog)
+          this.#o.accessLog.info({
+            event: "egress",
+            service: scope.service,
+            external: e.name,
+            via: "local",
+            durationMs: 0,
+            outcome: "denied_egress_overflow",
+          });
+        return;
+      }
       this.#dial(new Tunnel(scope, e, "local", client, owned), null, false);
     });
     await new Promise<void>((resolve, reject) => {
@@ -336,11 +368,17 @@ export class Egress {
     scope: EgressScope,
     client: Socket,
     target: string,
-    status: 400 | 403,
+    status: 400 | 403 | 503,
     code: SidecarErrorCode,
     message: string,
   ): void {
-    refuseUpgrade(client, status, status === 400 ? "Bad Request" : "Forbidden", code, message);
+    refuseUpgrade(
+      client,
+      status,
+      status === 400 ? "Bad Request" : status === 503 ? "Service Unavailable" : "Forbidden",
+      code,
+      message,
+    );
     this.#o.countError(code);
     if (scope.accessLog)
       this.#o.accessLog.info({
@@ -375,11 +413,17 @@ export class Egress {
     return c;
   }
 
+  /** Whether the external has its maxConnections of tunnels (open or connecting) from this sidecar. */
+  #full(e: External): boolean {
+    return e.maxConnections !== null && (this.#perExternal.get(e.name) ?? 0) >= e.maxConnections;
+  }
+
   /** Connects to the external, then relays (answering a CONNECT first). */
   #dial(t: Tunnel, head: Buffer | null, answer: boolean): void {
     const e = t.external;
     const m = this.#childrenOf(e.name);
     this.#tunnels.add(t);
+    this.#perExternal.set(e.name, (this.#perExternal.get(e.name) ?? 0) + 1);
     t.owner?.add(t);
     // A local port to an external whose TLS the sidecar originates carries the app's plaintext inside it;
     // a CONNECT tunnel is always the app's own TLS.
@@ -518,6 +562,9 @@ export class Egress {
     if (t.done) return;
     t.done = true;
     this.#tunnels.delete(t);
+    const left = (this.#perExternal.get(t.external.name) ?? 1) - 1;
+    if (left > 0) this.#perExternal.set(t.external.name, left);
+    else this.#perExternal.delete(t.external.name);
     t.owner?.delete(t);
     if (!t.scope.accessLog) return;
     const seconds = (performance.now() - t.started) / 1000;

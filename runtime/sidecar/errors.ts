@@ -54,6 +54,10 @@ export const SidecarErrorCatalog = {
   ],
   no_healthy_upstream: [503, "the destination has no available endpoint"],
   upstream_overflow: [503, "the destination's circuit breaker is open (max requests or max pending reached)"],
+  egress_overflow: [
+    503,
+    "outbound: a CONNECT to an external destination that already has its maxConnections of tunnels and local-port relays from this sidecar (nothing is connected)",
+  ],
   upstream_identity_unavailable: [
     503,
     "outbound: no valid identity is loaded (not yet, or expired), so no mTLS connection can be opened",

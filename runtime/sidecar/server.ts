@@ -360,6 +360,11 @@ function externalCluster(e: SidecarRuntimeConfig["outbound"]["external"][number]
     port: e.port,
     protocol: "http1",
     connectTimeoutMs: e.connectTimeoutMs,
+    // Its maxConnections bounds the pool too (requests past it queue, then overflow).
+    circuitBreaker: {
+      ...SINGLE_ENDPOINT.circuitBreaker,
+      maxConnections: e.maxConnections ?? SINGLE_ENDPOINT.circuitBreaker.maxConnections,
+    },
     tls:
       e.tls === "originate"
         ? { mode: "tls", serverName: host, ca: e.ca, clientCertificate: e.clientCertificate }

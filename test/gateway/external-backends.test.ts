@@ -38,6 +38,8 @@ let legacyPort = 0;
 /** What the partner saw: the target, Host, and the client certificate's CN (null: none presented). */
 const seen: { url: string; host: string | undefined; cn: string | null; subject: string | undefined }[] = [];
 const legacySeen: { url: string; host: string | undefined }[] = [];
+/** The legacy server's requests in progress now, the most at once, and its connections. */
+const legacyOpen = { now: 0, most: 0, connections: 0 };
 /** Pairs issued by the partner CA, by name: their files. */
 const pairs = new ClientPairs(() => tmp.dir);
 let gw: TestGateway | undefined;
@@ -85,8 +87,15 @@ beforeAll(async () => {
   partnerPort = (partner.address() as AddressInfo).port;
   legacy = http.createServer((req, res) => {
     legacySeen.push({ url: req.url ?? "", host: req.headers.host });
-    res.end("legacy");
+    legacyOpen.most = Math.max(legacyOpen.most, ++legacyOpen.now);
+    const done = () => {
+      legacyOpen.now--;
+      res.end("legacy");
+    };
+    if (req.url?.includes("/slow")) setTimeout(done, 50);
+    else done();
   });
+  legacy.on("connection", () => legacyOpen.connections++);
   await new Promise<void>((r) => legacy.listen(0, "127.0.0.1", r));
   legacyPort = (legacy.address() as AddressInfo).port;
 }, 60_000);
@@ -105,8 +114,14 @@ afterAll(async () => {
 
 const pairFiles = (of: string, as: string) => pairs.copy(of, as);
 
-/** The gateway's config from a spec: the partner (mutual TLS with `files`) and the legacy system. */
-function config(files: { certFile: string; keyFile: string } | null): GatewayRuntimeConfig {
+/**
+ * The gateway's config from a spec: the partner (mutual TLS with `files`) and the legacy system (at most
+ * `legacyMax` connections).
+ */
+function config(
+  files: { certFile: string; keyFile: string } | null,
+  legacyMax?: number,
+): GatewayRuntimeConfig {
   return gatewayConfig(
     [
       {
@@ -137,7 +152,12 @@ function config(files: { certFile: string; keyFile: string } | null): GatewayRun
         ...(files ? { clientCertificate: files } : {}),
         allow: [{ from: ["gateway"] }],
       },
-      legacy: { host: "127.0.0.1", port: legacyPort, allow: [{ from: ["gateway"] }] },
+      legacy: {
+        host: "127.0.0.1",
+        port: legacyPort,
+        ...(legacyMax !== undefined ? { maxConnections: legacyMax } : {}),
+        allow: [{ from: ["gateway"] }],
+      },
       "legacy-named": { host: "legacy.test", port: legacyPort, allow: [{ from: ["gateway"] }] },
     },
   );
@@ -169,12 +189,30 @@ describe("gateway routes to external destinations", () => {
     expect(legacySeen).toEqual([{ url: "/legacy/a/b", host: `127.0.0.1:${legacyPort}` }]);
   });
 
+  it("keeps_at_most_the_destinations_max_connections_open_to_it", async () => {
+    await start(config(null, 1));
+    Object.assign(legacyOpen, { most: 0, connections: 0 });
+    const statuses = await Promise.all(
+      Array.from({ length: 4 }, () => get("/legacy/slow").then((r) => r.status)),
+    );
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    expect([legacyOpen.most, legacyOpen.connections]).toEqual([1, 1]);
+  });
+
   it("refuses_a_destination_name_that_resolves_to_loopback_before_any_byte_is_sent", async () => {
     await start(config(null));
     const r = await get("/named/x");
     expect(r.status).toBe(503);
     expect(r.headers["x-meshgate-error"]).toBe("upstream_connect_failure");
     expect(legacySeen).toEqual([]);
+    // Refused by the egress rules (the name resolved, to loopback), not by a failed resolution.
+    expect(gw!.logs).toContainEqual(
+      expect.objectContaining({
+        event: "upstream_error",
+        route: "legacy-named",
+        code: "E_RT_EGRESS_ADDRESS_REFUSED",
+      }),
+    );
   });
 
   it("without_a_client_certificate_the_partner_refuses_and_the_gateway_answers_an_error", async () => {

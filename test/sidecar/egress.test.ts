@@ -9,13 +9,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import net, { type AddressInfo, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { run, tempDir } from "../pki/support.ts";
-import { freePort } from "../support/gateway.ts";
+import { freePort, request } from "../support/gateway.ts";
 import {
   destroyClients,
   dial,
   egressSidecars,
   ended,
   external as ext,
+  httpOutside,
   httpsOutside,
   readBytes,
   readToEnd,
@@ -403,6 +404,87 @@ describe("external local ports", () => {
   it("opens_no_port_for_an_external_without_local_port", async () => {
     const { sidecar } = await start();
     expect(Object.keys(sidecar.ports.external).sort()).toEqual(["echo", "refused"]);
+  });
+});
+
+describe("connection limits (maxConnections)", () => {
+  const limited = () => [ext("echo", "127.0.0.1", echo.port, { localPort: 15201, maxConnections: 2 })];
+
+  it("refuses_a_connect_past_the_limit_with_503_and_takes_one_again_when_a_tunnel_closes", async () => {
+    const e = await start(limited());
+    const before = echo.connections;
+    const [a, b] = [
+      await connectTo(e.sidecar.ports.outbound, `127.0.0.1:${echo.port}`),
+      await connectTo(e.sidecar.ports.outbound, `127.0.0.1:${echo.port}`),
+    ];
+    expect([a.status, b.status]).toEqual([200, 200]);
+    const third = await connectTo(e.sidecar.ports.outbound, `127.0.0.1:${echo.port}`);
+    expect(third.status).toBe(503);
+    expect(errorOf(third).error.code).toBe("egress_overflow");
+    expect(errorOf(third).error.message).toContain("maxConnections (2)");
+    expect(echo.connections - before).toBe(2); // the refused one was never connected
+    a.socket.end();
+    await readToEnd(a.socket);
+    await until(
+      async () => (await connectTo(e.sidecar.ports.outbound, `127.0.0.1:${echo.port}`)).status === 200,
+    );
+    expect(
+      metricValue(await e.metrics(), "meshgate_egress_connections_total", {
+        external: "echo",
+        outcome: "overflow",
+      }),
+    ).toBe(1);
+  });
+
+  it("counts_local_port_relays_with_tunnels_and_closes_one_past_the_limit_unconnected", async () => {
+    const e = await start(limited());
+    const before = echo.connections;
+    const tunnel = await connectTo(e.sidecar.ports.outbound, `127.0.0.1:${echo.port}`);
+    expect(tunnel.status).toBe(200);
+    const relay = dial(e.sidecar.ports.external.echo!);
+    relay.write("x");
+    expect((await readBytes(relay, 1)).toString()).toBe("x");
+    const refused = dial(e.sidecar.ports.external.echo!);
+    refused.write("y");
+    expect((await readToEnd(refused)).length).toBe(0); // closed with nothing relayed
+    expect(echo.connections - before).toBe(2);
+    expect(e.sidecar.logs).toContainEqual(
+      expect.objectContaining({
+        event: "egress",
+        external: "echo",
+        via: "local",
+        outcome: "denied_egress_overflow",
+      }),
+    );
+  });
+
+  it("bounds_the_pooled_plain_http_connections_to_it", async () => {
+    const http1 = await httpOutside();
+    try {
+      const e = await start([ext("plain", "127.0.0.1", http1.port, { maxConnections: 1 })]);
+      let open = 0;
+      let most = 0;
+      http1.handler = (_req, res) => {
+        most = Math.max(most, ++open);
+        setTimeout(() => {
+          open--;
+          res.end("slow");
+        }, 50);
+      };
+      const statuses = await Promise.all(
+        Array.from({ length: 4 }, () =>
+          // Absolute form, as an HTTP_PROXY client sends it.
+          request(`http://127.0.0.1:${e.sidecar.ports.outbound}http://127.0.0.1:${http1.port}/x`, {
+            headers: { host: `127.0.0.1:${http1.port}` },
+          }).then((r) => r.status),
+        ),
+      );
+      expect(statuses).toEqual([200, 200, 200, 200]);
+      expect(most).toBe(1);
+      expect(http1.connections).toBe(1);
+    } finally {
+      await http1.close();
+    }
   });
 });
 

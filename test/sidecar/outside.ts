@@ -278,6 +278,7 @@ export const external = (name: string, host: string, port: number, o: Partial<Ex
   localPort: null,
   connectTimeoutMs: 1000,
   timeoutMs: 2000,
+  maxConnections: null,
   tls: "passthrough",
   ca: null,
   clientCertificate: null,

@@ -747,6 +747,12 @@ const ROWS: Row[] = [
     message: "the spec has no gateway",
   },
   {
+    claim: "rejects_zero_max_connections_to_an_external_destination",
+    mutate: (s) => (s.external["card-processor"].maxConnections = 0),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "external.card-processor.maxConnections",
+  },
+  {
     claim: "rejects_route_to_an_external_destination_that_does_not_allow_the_gateway",
     mutate: (s) => (s.gateway.routes[0].to = { external: "card-processor" }),
     code: "E_SPEC_EXTERNAL_ROUTE",

@@ -154,6 +154,7 @@ describe("translate", () => {
         localPort: 15192, // localPorts(): a hash of "db" into 15101–15999
         connectTimeoutMs: 1000,
         timeoutMs: 2000,
+        maxConnections: null,
         tls: "passthrough",
         ca: null,
         clientCertificate: null,
@@ -388,12 +389,14 @@ describe("translate", () => {
         tls: "originate",
         connectTimeout: "250ms",
         timeout: "4s",
+        maxConnections: 8,
       });
       expect(cluster(r)).toMatchObject({
         address: "api.partner.example",
         port: 443,
         namespace: "",
         connectTimeoutMs: 250,
+        circuitBreaker: { maxConnections: 8 },
         healthCheck: null,
         outlierDetection: { maxEjectedPercent: 0 },
         tls: { mode: "tls", serverName: "api.partner.example", ca: null, clientCertificate: null },
