@@ -12,9 +12,9 @@
  *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
  *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
- *  - external destinations' transport: TLS originated by the sidecar (against which CA, presenting which
- *    client certificate) or not,
- *    noting as weakened a destination the sidecar no longer encrypts plain HTTP to;
+ *  - external destinations' transport: TLS originated by the sidecar or the gateway (against which CA,
+ *    presenting which client certificate) or not, noting as weakened a destination the sidecar no longer
+ *    encrypts plain HTTP to; and their connection limits (maxConnections);
  *  - guardrail violations that appear or disappear.
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
@@ -84,11 +84,11 @@ export interface ExternalChange {
 export interface SettingChange {
   /**
    * `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name);
-   * `external`: a destination outside the mesh (its transport: who does the TLS).
+   * `external`: a destination outside the mesh (its transport: who does the TLS; its connection limit).
    */
   scope: "route" | "service" | "gateway" | "external";
   name: string;
-  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport";
+  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport" | "maxConnections";
   before: string;
   after: string;
   /** What the change bears on, when that is not obvious (the routes that read the client address). */
@@ -536,6 +536,15 @@ function externalTransport(base: PolicyInput, head: PolicyInput): SettingChange[
         ? { note: "weakened: plain HTTP to a destination the sidecar encrypted now leaves unencrypted" }
         : {}),
     });
+  }
+  // The connection limit each proxy keeps to it (tunnels, relays, pooled connections).
+  for (const name of Object.keys(head.spec.external).sort(cmp)) {
+    const before = base.spec.external[name];
+    if (!before) continue;
+    const [from, to] = [before.maxConnections, head.spec.external[name]!.maxConnections];
+    if (from === to) continue;
+    const text = (n: number | undefined) => (n === undefined ? "no limit of its own" : `${n} per proxy`);
+    out.push({ scope: "external", name, field: "maxConnections", before: text(from), after: text(to) });
   }
   return out;
 }

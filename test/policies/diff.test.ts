@@ -460,6 +460,30 @@ describe("semantic diff outside the mesh", () => {
     expect(md).toContain("- egress added (the sidecar relays it): `orders → ledger` (10.0.0.9:5432)");
   });
 
+  it.each<[string, number | undefined, number | undefined, string, string]>([
+    ["reports_a_lowered_connection_limit", 16, 4, "16 per proxy", "4 per proxy"],
+    ["reports_a_removed_connection_limit", 16, undefined, "16 per proxy", "no limit of its own"],
+    ["reports_a_new_connection_limit", undefined, 8, "no limit of its own", "8 per proxy"],
+  ])("%s_of_an_external_destination", (_claim, before, after, textBefore, textAfter) => {
+    const limit = (n: number | undefined) => (r: Raw) => {
+      if (n === undefined) delete r.external["risk-engine"].maxConnections;
+      else r.external["risk-engine"].maxConnections = n;
+    };
+    const { d, md } = between(limit(before), limit(after));
+    expect(d.settings).toEqual([
+      {
+        scope: "external",
+        name: "risk-engine",
+        field: "maxConnections",
+        before: textBefore,
+        after: textAfter,
+      },
+    ]);
+    expect(md).toContain(`| external \`risk-engine\` | maxConnections | ${textBefore} | ${textAfter} |`);
+    // No one reaches anything new or less.
+    expect([d.widened, d.narrowed]).toEqual([[], []]);
+  });
+
   it("reports_a_gateway_route_to_an_external_destination_as_widened_access_and_gateway_egress", () => {
     const noRoute = (r: Raw) => {
       r.gateway.routes = r.gateway.routes.filter((x: { name: string }) => x.name !== "track-shipment");
