@@ -746,27 +746,34 @@ function externalHop(
     rule,
     detail: `${what}: ${rule} admits the gateway; it forwards to ${where} ${how}`,
   };
-  const edge = prepare(model).egress.find((e) => e.from === GATEWAY && e.to === name);
-  const network: DecisionStep = edge
-    ? {
-        layer: "network",
-        outcome: "pass",
-        at: "network",
-        rule: edge.source,
-        detail: `gateway → ${edge.peers.join(", ")} :${edge.port} open${
-          edge.peers.includes("0.0.0.0/0")
-            ? ` (a NetworkPolicy cannot name ${edge.host}: every address on port ${edge.port} is open to the gateway's pods)`
-            : ""
-        }`,
-      }
-    : {
-        layer: "network",
-        outcome: "deny",
-        at: "network",
-        rule: "",
-        detail: `gateway → ${where}: no open egress (default deny)`,
-      };
-  return { mesh, network };
+  return { mesh, network: egressNetworkStep(model, GATEWAY, name, where) };
+}
+
+/**
+ * The network step of an egress edge from `from` (a service's sidecar, or the gateway) to an external
+ * destination: the NetworkPolicy's peers and port, or a denial naming `target`.
+ */
+function egressNetworkStep(model: MeshModel, from: string, name: string, target: string): DecisionStep {
+  const edge = prepare(model).egress.find((e) => e.from === from && e.to === name);
+  if (!edge)
+    return {
+      layer: "network",
+      outcome: "deny",
+      at: "network",
+      rule: "",
+      detail: `${from} → ${target}: no open egress (default deny)`,
+    };
+  return {
+    layer: "network",
+    outcome: "pass",
+    at: "network",
+    rule: edge.source,
+    detail: `${from} → ${edge.peers.join(", ")} :${edge.port} open${
+      edge.peers.includes("0.0.0.0/0")
+        ? ` (a NetworkPolicy cannot name ${edge.host}: every address on port ${edge.port} is open to the pods of ${from}; only ${from === GATEWAY ? "the gateway" : "its sidecar"} checks the name)`
+        : ""
+    }`,
+  };
 }
 
 function grantsText(d: RouteDecision, p: Principal | null, clientIp: string): string {
@@ -991,30 +998,11 @@ function toExternal(model: MeshModel, r: TrafficRequest): TrafficDecision {
           : " over the TLS the sidecar originates"
     })`,
   });
-  const edge = prepare(model).egress.find((e) => e.from === r.from && e.to === name);
-  if (!edge) {
-    steps.push({
-      layer: "network",
-      outcome: "deny",
-      at: "network",
-      rule: "",
-      detail: `${r.from} → ${target}: no open egress (default deny)`,
-    });
-    return out("deny", "network", null, "network_denied", rule);
-  }
-  const anyAddress = edge.peers.includes("0.0.0.0/0");
-  steps.push({
-    layer: "network",
-    outcome: "pass",
-    at: "network",
-    rule: edge.source,
-    detail: `${r.from} → ${edge.peers.join(", ")} :${edge.port} open${
-      anyAddress
-        ? ` (a NetworkPolicy cannot name ${edge.host}: every address on port ${edge.port} is open to the pods of ${r.from}; only its sidecar checks the name)`
-        : ""
-    }`,
-  });
-  return out("allow", "network", null, null, rule);
+  const network = egressNetworkStep(model, r.from, name, target);
+  steps.push(network);
+  return network.outcome === "deny"
+    ? out("deny", "network", null, "network_denied", rule)
+    : out("allow", "network", null, null, rule);
 }
 
 /** The text form of a decision: the request, one line per step, the verdict. */

@@ -305,6 +305,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ),
     options.certificatePollMs,
   );
+  /** Names of backends outside the mesh resolve through this (loopback / link-local answers refused). */
+  const externalLookup = options.externalLookup ?? egressLookup;
   /**
    * Pools to backends outside the mesh: names resolved by the egress rules, TLS verified for the
    * cluster's server name, the client certificate from `clientCerts` (connections fail closed without it).
@@ -312,7 +314,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const externalPools = new PoolCache({
     connectTimeoutMs: 1000,
     connections: 1024,
-    lookup: options.externalLookup ?? egressLookup,
+    lookup: externalLookup,
     clientCertificates: clientCerts,
   });
   const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
@@ -1431,7 +1433,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         upgrades,
         randomUUID,
         identity === null ? null : connectMtls,
-        { lookup: options.externalLookup ?? egressLookup, clientCertificates: clientCerts },
+        { lookup: externalLookup, clientCertificates: clientCerts },
       );
     });
     return stack;

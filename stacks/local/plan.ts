@@ -209,6 +209,11 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
   const adminPort = o.adminPort ?? target?.adminPort ?? 9901;
   const stateDirRaw = o.stateDir ?? target?.stateDir ?? ".meshgate";
   const stateDir = resolve(o.cwd, stateDirRaw);
+  /** A client certificate's files as this machine reads them: relative to the working directory. */
+  const fromHere = (f: { certFile: string; keyFile: string }) => ({
+    certFile: resolve(o.cwd, f.certFile),
+    keyFile: resolve(o.cwd, f.keyFile),
+  });
   const portBase = o.portBase ?? DEFAULT_PORT_BASE;
   const svidTtlMs = o.svidTtlMs ?? DEFAULT_SVID_TTL_MS;
   const { infra, runtime } = translated;
@@ -349,10 +354,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
           .map((x) => ({
             ...x,
             localPort: p.local[x.name] ?? null,
-            clientCertificate: x.clientCertificate && {
-              certFile: resolve(o.cwd, x.clientCertificate.certFile),
-              keyFile: resolve(o.cwd, x.clientCertificate.keyFile),
-            },
+            clientCertificate: x.clientCertificate && fromHere(x.clientCertificate),
           })),
       },
     });
@@ -498,13 +500,7 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
         c.tls.mode === "tls" && c.tls.clientCertificate
           ? {
               ...c,
-              tls: {
-                ...c.tls,
-                clientCertificate: {
-                  certFile: resolve(o.cwd, c.tls.clientCertificate.certFile),
-                  keyFile: resolve(o.cwd, c.tls.clientCertificate.keyFile),
-                },
-              },
+              tls: { ...c.tls, clientCertificate: fromHere(c.tls.clientCertificate) },
             }
           : c,
       );
