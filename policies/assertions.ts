@@ -744,9 +744,18 @@ function externalHop(
     outcome: "pass",
     at: `${name} (external)`,
     rule,
-    detail: `${what}: ${rule} admits the gateway; it forwards to ${where} ${how}`,
+    detail: `${what}: ${rule} admits the gateway; it forwards to ${where} ${how}, ${sharedText(cluster?.share)}`,
   };
   return { mesh, network: egressNetworkStep(model, GATEWAY, name, where) };
+}
+
+/** What the gateway sends a backend outside the mesh about the client (the cluster's `share`). */
+function sharedText(share: { identity: boolean; clientAddress: boolean } | null | undefined): string {
+  if (!share) return "with the client's identity and address";
+  if (share.identity && share.clientAddress) return "with the client's identity and address (shared)";
+  if (share.identity) return "with the client's identity (shared), not its address";
+  if (share.clientAddress) return "with the client's address (shared), not its identity";
+  return "without the client's identity or address";
 }
 
 /**

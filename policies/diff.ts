@@ -14,7 +14,8 @@
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
  *  - external destinations' transport: TLS originated by the sidecar or the gateway (against which CA,
  *    presenting which client certificate) or not, noting as weakened a destination the sidecar no longer
- *    encrypts plain HTTP to; and their connection limits (maxConnections);
+ *    encrypts plain HTTP to; their connection limits (maxConnections); and what the gateway tells them
+ *    about the client (share), noting newly shared identity or addresses;
  *  - guardrail violations that appear or disappear.
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
@@ -84,11 +85,13 @@ export interface ExternalChange {
 export interface SettingChange {
   /**
    * `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name);
-   * `external`: a destination outside the mesh (its transport: who does the TLS; its connection limit).
+   * `external`: a destination outside the mesh (its transport: who does the TLS; its connection limit;
+   * what the gateway's routes to it say about the client).
    */
   scope: "route" | "service" | "gateway" | "external";
   name: string;
-  field: "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport" | "maxConnections";
+  field:
+    "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport" | "maxConnections" | "share";
   before: string;
   after: string;
   /** What the change bears on, when that is not obvious (the routes that read the client address). */
@@ -546,7 +549,35 @@ function externalTransport(base: PolicyInput, head: PolicyInput): SettingChange[
     const text = (n: number | undefined) => (n === undefined ? "no limit of its own" : `${n} per proxy`);
     out.push({ scope: "external", name, field: "maxConnections", before: text(from), after: text(to) });
   }
+  // What the gateway's routes to it send about the client (only where a route forwards to it).
+  for (const name of Object.keys(head.spec.external).sort(cmp)) {
+    const before = base.spec.external[name];
+    if (!before || !head.model.externalCalls(GATEWAY).includes(name)) continue;
+    const after = head.spec.external[name]!;
+    const [from, to] = [sharedWith(before), sharedWith(after)];
+    if (from === to) continue;
+    const more =
+      (after.share.identity && !before.share.identity) ||
+      (after.share.clientAddress && !before.share.clientAddress);
+    out.push({
+      scope: "external",
+      name,
+      field: "share",
+      before: from,
+      after: to,
+      ...(more ? { note: "widened: the gateway now tells a third party more about its clients" } : {}),
+    });
+  }
   return out;
+}
+
+/** What the gateway's routes to an external destination send about the client (spec `share`). */
+function sharedWith(x: { share: { identity: boolean; clientAddress: boolean } }): string {
+  const what = [
+    ...(x.share.identity ? ["the client's identity (principal headers, forwarded claims)"] : []),
+    ...(x.share.clientAddress ? ["the client's address (X-Forwarded-For, Forwarded, X-Real-IP)"] : []),
+  ];
+  return what.length === 0 ? "nothing about the client" : what.join(" and ");
 }
 
 /**

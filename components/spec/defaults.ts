@@ -79,6 +79,14 @@ export const DEFAULTS = {
     "least-request",
     "P2C least-request beats round-robin under uneven latency",
   ),
+  "external.*.share.identity": d(
+    false,
+    "a third party the gateway forwards to sees no consumer identity (principal headers, forwarded claims) unless you opt in",
+  ),
+  "external.*.share.clientAddress": d(
+    false,
+    "a third party the gateway forwards to sees no client IP addresses (X-Forwarded-For, Forwarded, X-Real-IP) unless you opt in",
+  ),
   "services.*.protocol": d("http", "HTTP/1.1 is what most apps speak; set http2 or grpc explicitly"),
   "services.*.replicas": d(1, "scale explicitly; one replica is the cheapest working default"),
   "services.*.calls": d([], "no declared dependencies until you list them"),

@@ -69,6 +69,8 @@ export const SpecErrorCatalog = {
   W_SPEC_CALL_NOT_ALLOWED:
     "a declared call (or a gateway route) targets a service whose allow rules deny the caller",
   W_SPEC_ALLOW_WITHOUT_CALL: "an allow rule names a peer that never declares a call to this service",
+  W_SPEC_SHARE_WITHOUT_ROUTE:
+    "an external destination's share names what the gateway tells it about clients, but no gateway route forwards to it (share has no effect)",
   W_SPEC_MTLS_PERMISSIVE: "mTLS is permissive: plaintext is accepted (for migrations only)",
   W_SPEC_UNREACHABLE_SERVICE: "no allow rule admits any caller, so the service can receive no traffic",
   W_SPEC_RETRY_UNSAFE_METHOD:

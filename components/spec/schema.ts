@@ -404,6 +404,23 @@ const External = z
       .describe(
         "The certificate the sidecar presents on the TLS it originates (mutual TLS to a partner that authenticates callers by certificate); only with `tls: originate`. Either `secret`, or both `certFile` and `keyFile`. The files are re-read when they change (a renewed Secret): new connections present the new certificate.",
       ),
+    share: z
+      .strictObject({
+        identity: z
+          .boolean()
+          .default(D["external.*.share.identity"].value)
+          .describe(
+            "Send the authenticated principal: x-meshgate-subject, -consumer, -groups, -scopes, -auth and the jwt providers' forwardClaims headers.",
+          ),
+        clientAddress: z
+          .boolean()
+          .default(D["external.*.share.clientAddress"].value)
+          .describe("Send the client's address: X-Forwarded-For, Forwarded, X-Real-IP."),
+      })
+      .prefault({})
+      .describe(
+        "What the gateway's routes to it send about the client besides the request itself. A mesh service gets all of it; a third party gets none of it unless you say so here.",
+      ),
     allow: z
       .array(ExternalAllowRule)
       .default([])

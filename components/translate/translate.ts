@@ -524,6 +524,17 @@ const clientCertificateFiles = (c: Parameters<typeof certificateFiles>[0] | unde
 function translateEgress(ctx: Context): EgressIR[] {
   const out: EgressIR[] = [];
   const routed = new Set((ctx.spec.gateway?.routes ?? []).flatMap((r) => toExternal(r) ?? []));
+  for (const external of ctx.externalNames) {
+    const share = ctx.spec.external[external]!.share;
+    if ((share.identity || share.clientAddress) && !routed.has(external))
+      ctx.diagnose({
+        code: "W_SPEC_SHARE_WITHOUT_ROUTE",
+        severity: "warning",
+        path: `external.${external}.share`,
+        message: `"${external}" shares the client's ${share.identity ? "identity" : "address"} with no gateway route forwarding to it: sidecars relay what the apps send, and share has no effect there`,
+        hint: `remove share, or add a gateway route with to: { external: ${external} }`,
+      });
+  }
   const callers = ctx.spec.gateway ? [...ctx.serviceNames, GATEWAY].sort(compareCodeUnits) : ctx.serviceNames;
   for (const from of callers) {
     const calls = from === GATEWAY ? [...routed] : ctx.service(from).calls;
@@ -723,7 +734,8 @@ export function toExternal(r: Pick<GatewayRouteSpec, "to">): string | undefined 
  * The cluster of an external destination a gateway route forwards to: its one endpoint the declared host
  * and port (`address`: the name resolved on each connection, by the egress rules), TLS verified for the
  * host when it says `tls: originate` (with its client certificate), plain HTTP otherwise; never ejected
- * (it is the only endpoint); the mesh's connection limits and retry budget.
+ * (it is the only endpoint); the mesh's connection limits and retry budget; what it is told about the
+ * client (`share`).
  */
 function externalCluster(ctx: Context, name: string): Cluster {
   const x = ctx.spec.external[name]!;
@@ -745,6 +757,7 @@ function externalCluster(ctx: Context, name: string): Cluster {
     retryBudget: p.retryBudget,
     healthCheck: null,
     address: host,
+    share: { identity: x.share.identity, clientAddress: x.share.clientAddress },
     tls:
       x.tls === "originate"
         ? {

@@ -123,6 +123,12 @@ export const Cluster = z.strictObject({
    * service, found by `discovery`.
    */
   address: z.string().min(1).nullable().optional(),
+  /**
+   * What the gateway sends a backend outside the mesh about the client: `identity` (the principal headers
+   * and forwardClaims headers) and `clientAddress` (X-Forwarded-For, Forwarded, X-Real-IP). Absent or null
+   * = a mesh service, which gets both.
+   */
+  share: z.strictObject({ identity: z.boolean(), clientAddress: z.boolean() }).nullable().optional(),
   tls: z.discriminatedUnion("mode", [
     z.strictObject({ mode: z.literal("mtls"), serverIdentity: z.string() }),
     z.strictObject({ mode: z.literal("none") }),

@@ -54,6 +54,24 @@ export function notForwarded(extra: Iterable<string>): ReadonlySet<string> {
   return names;
 }
 
+/** The headers in which the gateway tells an upstream the client's address. */
+export const CLIENT_ADDRESS_HEADERS: readonly string[] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+
+/**
+ * The headers the gateway leaves out of every request to a cluster, or null for none: a mesh service gets
+ * everything; a backend outside the mesh (`share` set) gets the identity headers (`identity`: the principal
+ * headers and forwardClaims headers) only when it shares identity, and the client's address only when it
+ * shares that. Built once per config.
+ */
+export function withheldHeaders(
+  share: { readonly identity: boolean; readonly clientAddress: boolean } | null | undefined,
+  identity: Iterable<string>,
+): readonly string[] | null {
+  if (!share) return null;
+  const names = [...(share.identity ? [] : identity), ...(share.clientAddress ? [] : CLIENT_ADDRESS_HEADERS)];
+  return names.length === 0 ? null : names;
+}
+
 export interface ClientAddress {
   /** The client's address: the socket peer, or the first trusted entry. */
   readonly client: string;

@@ -86,7 +86,13 @@ import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { LeaseClient } from "../ratelimit/lease.ts";
 import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { forwardedHeader, notForwarded, NOT_FORWARDED, requestClientAddress } from "./headers.ts";
+import {
+  forwardedHeader,
+  notForwarded,
+  NOT_FORWARDED,
+  requestClientAddress,
+  withheldHeaders,
+} from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import {
   createListener,
@@ -196,6 +202,8 @@ interface State {
   readonly notForwarded: ReadonlyMap<CompiledRoute, ReadonlySet<string>>;
   /** `clientIp.trustedProxies` parsed (null: the hop count decides). */
   readonly trustedProxies: readonly IpRange[] | null;
+  /** Per cluster outside the mesh: the headers it is not sent (headers.ts withheldHeaders); mesh clusters absent. */
+  readonly withheld: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Where a response keeps its Exchange, for the shared close listener. */
@@ -697,6 +705,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (set === undefined) skipSets.set(key, (set = notForwarded(names)));
       skips.set(r, set);
     }
+    const withheld = new Map<string, readonly string[]>();
+    for (const c of config.clusters) {
+      const names = withheldHeaders(c.share, auth.ownedHeaders);
+      if (names !== null) withheld.set(c.name, names);
+    }
     return {
       config,
       compiled,
@@ -712,6 +725,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       matchHeaders,
       notForwarded: skips,
       trustedProxies,
+      withheld,
     };
   }
 
@@ -1056,6 +1070,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (overH2 && authority && !headers.host) headers.host = authority;
     headers["x-request-id"] = ex.requestId;
     if (d.upstreamHost) headers.host = d.upstreamHost;
+    const withheld = current.withheld.get(backend);
+    if (withheld !== undefined) for (const name of withheld) delete headers[name];
     if (ap) {
       transformRequestHeaders(ap, headers, tctx);
       prepareForResponseTransform(ap, headers);

@@ -35,6 +35,8 @@ export interface UpgradeContext {
   readonly auth?: Authenticator;
   /** `clientIp.trustedProxies` parsed (null: the hop count decides). */
   readonly trustedProxies?: readonly IpRange[] | null;
+  /** Per cluster outside the mesh: the headers it is not sent (headers.ts withheldHeaders). */
+  readonly withheld?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Opens mTLS connections for clusters with `tls.mode: "mtls"`; without it they fail closed (503). */
@@ -241,6 +243,7 @@ function openTunnel(
   headers["x-real-ip"] = client;
   headers["x-request-id"] = requestId(req.headers["x-request-id"], mintId);
   if (d.upstreamHost) headers.host = d.upstreamHost;
+  for (const name of ctx.withheld?.get(backend) ?? []) delete headers[name];
   const path = ctx.auth ? ctx.auth.upstreamPath(d.auth, d.upstreamPath) : d.upstreamPath;
   let handshake = `GET ${path} HTTP/1.1\r\n`;
   for (const [name, value] of Object.entries(headers)) {

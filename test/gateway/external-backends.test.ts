@@ -35,9 +35,24 @@ let partner: https.Server;
 let partnerPort = 0;
 let legacy: http.Server;
 let legacyPort = 0;
-/** What the partner saw: the target, Host, and the client certificate's CN (null: none presented). */
-const seen: { url: string; host: string | undefined; cn: string | null; subject: string | undefined }[] = [];
-const legacySeen: { url: string; host: string | undefined }[] = [];
+/**
+ * What the partner saw: the target, Host, the client certificate's CN (null: none presented), and which of
+ * the headers that describe the client arrived (CLIENT_HEADERS, in that order).
+ */
+const seen: { url: string; host: string | undefined; cn: string | null; about: string[] }[] = [];
+/** The headers in which the gateway may describe the client: its identity, then its address. */
+const CLIENT_HEADERS = [
+  "x-meshgate-subject",
+  "x-meshgate-consumer",
+  "x-meshgate-auth",
+  "x-forwarded-for",
+  "forwarded",
+  "x-real-ip",
+];
+const IDENTITY = CLIENT_HEADERS.slice(0, 3);
+const ADDRESS = CLIENT_HEADERS.slice(3);
+const about = (req: http.IncomingMessage) => CLIENT_HEADERS.filter((h) => req.headers[h] !== undefined);
+const legacySeen: { url: string; host: string | undefined; about: string[] }[] = [];
 /** The legacy server's requests in progress now, the most at once, and its connections. */
 const legacyOpen = { now: 0, most: 0, connections: 0 };
 /** Pairs issued by the partner CA, by name: their files. */
@@ -65,7 +80,7 @@ beforeAll(async () => {
         url: req.url ?? "",
         host: req.headers.host,
         cn: peer?.subject ? String(peer.subject.CN) : null,
-        subject: req.headers["x-meshgate-subject"] as string | undefined,
+        about: about(req),
       });
       // A new connection per request: each shows the certificate presented at that moment.
       res.writeHead(200, { "content-type": "text/plain", connection: "close" });
@@ -78,7 +93,7 @@ beforeAll(async () => {
       url: req.url ?? "",
       host: req.headers.host,
       cn: String(peer.subject.CN),
-      subject: undefined,
+      about: about(req),
     });
     answerWebSocket(req, socket, head);
   });
@@ -86,7 +101,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => partner.listen(0, "127.0.0.1", r));
   partnerPort = (partner.address() as AddressInfo).port;
   legacy = http.createServer((req, res) => {
-    legacySeen.push({ url: req.url ?? "", host: req.headers.host });
+    legacySeen.push({ url: req.url ?? "", host: req.headers.host, about: about(req) });
     legacyOpen.most = Math.max(legacyOpen.most, ++legacyOpen.now);
     const done = () => {
       legacyOpen.now--;
@@ -115,12 +130,13 @@ afterAll(async () => {
 const pairFiles = (of: string, as: string) => pairs.copy(of, as);
 
 /**
- * The gateway's config from a spec: the partner (mutual TLS with `files`) and the legacy system (at most
- * `legacyMax` connections).
+ * The gateway's config from a spec: the partner (mutual TLS with `files`, told `share` about the client)
+ * and the legacy system (at most `legacyMax` connections).
  */
 function config(
   files: { certFile: string; keyFile: string } | null,
   legacyMax?: number,
+  share?: { identity?: boolean; clientAddress?: boolean },
 ): GatewayRuntimeConfig {
   return gatewayConfig(
     [
@@ -150,6 +166,7 @@ function config(
         tls: "originate",
         ca: serverCa.pem,
         ...(files ? { clientCertificate: files } : {}),
+        ...(share ? { share } : {}),
         allow: [{ from: ["gateway"] }],
       },
       legacy: {
@@ -178,15 +195,43 @@ describe("gateway routes to external destinations", () => {
     expect(r.status).toBe(200);
     expect(r.body).toBe("partner saw gateway-1");
     expect(seen).toEqual([
-      { url: "/v1/accounts?x=1", host: `localhost:${partnerPort}`, cn: "gateway-1", subject: "acme" },
+      { url: "/v1/accounts?x=1", host: `localhost:${partnerPort}`, cn: "gateway-1", about: [] },
     ]);
+  });
+
+  it.each([
+    { shares: "nothing_by_default", share: undefined, about: [] },
+    { shares: "identity", share: { identity: true }, about: IDENTITY },
+    { shares: "client_address", share: { clientAddress: true }, about: ADDRESS },
+    { shares: "both", share: { identity: true, clientAddress: true }, about: CLIENT_HEADERS },
+  ])("tells_the_destination_about_the_client_exactly_what_it_shares: $shares", async ({ share, about }) => {
+    await start(config(await pairFiles("gateway-1", "s"), undefined, share));
+    // A client's own copies of these headers never pass: the gateway owns them.
+    const r = await request(`${gw!.url}/partner/me`, {
+      headers: { "x-api-key": KEY, "x-meshgate-subject": "forged", "x-forwarded-for": "198.51.100.7" },
+    });
+    expect(r.status).toBe(200);
+    expect(seen.map((s) => s.about)).toEqual([about]);
+  });
+
+  it("sends_a_mesh_service_the_clients_identity_and_address_as_before", async () => {
+    // The control of the table above: withholding is for destinations outside the mesh only (here the
+    // legacy server stands in as a mesh service's endpoint).
+    const c = gatewayConfig(
+      [{ name: "orders", match: { path: "/orders/**" }, to: "orders", auth: { apiKey: true } }],
+      { orders: { port: legacyPort } },
+      { apiKeys: { consumers: { acme: { keyHashes: [KEY_HASH] } } } },
+    );
+    await start(c);
+    expect((await get("/orders/1")).status).toBe(200);
+    expect(legacySeen.map((s) => s.about)).toEqual([CLIENT_HEADERS]);
   });
 
   it("forwards_plain_http_to_a_destination_declared_by_address_with_its_host", async () => {
     await start(config(null));
     const r = await get("/legacy/a/b");
     expect(r.status).toBe(200);
-    expect(legacySeen).toEqual([{ url: "/legacy/a/b", host: `127.0.0.1:${legacyPort}` }]);
+    expect(legacySeen).toEqual([{ url: "/legacy/a/b", host: `127.0.0.1:${legacyPort}`, about: [] }]);
   });
 
   it("keeps_at_most_the_destinations_max_connections_open_to_it", async () => {
@@ -257,9 +302,7 @@ describe("gateway routes to external destinations", () => {
     const ws = await openWebSocket(port, "/partner/ws", "127.0.0.1", { "x-api-key": KEY });
     expect(ws.status).toBe(101);
     ws.socket.destroy();
-    expect(seen).toEqual([
-      { url: "/v1/ws", host: `localhost:${partnerPort}`, cn: "gateway-1", subject: undefined },
-    ]);
+    expect(seen).toEqual([{ url: "/v1/ws", host: `localhost:${partnerPort}`, cn: "gateway-1", about: [] }]);
   });
 
   it("reports_the_certificates_expiry_and_never_logs_key_material", async () => {

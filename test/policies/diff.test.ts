@@ -484,6 +484,54 @@ describe("semantic diff outside the mesh", () => {
     expect([d.widened, d.narrowed]).toEqual([[], []]);
   });
 
+  const NOTHING = "nothing about the client";
+  const IDENTITY = "the client's identity (principal headers, forwarded claims)";
+  const ADDRESS = "the client's address (X-Forwarded-For, Forwarded, X-Real-IP)";
+  it.each<[string, object, object, string, string, boolean]>([
+    ["reports_newly_shared_identity_as_widened", {}, { identity: true }, NOTHING, IDENTITY, true],
+    [
+      "reports_newly_shared_addresses_as_widened",
+      { identity: true },
+      { identity: true, clientAddress: true },
+      IDENTITY,
+      `${IDENTITY} and ${ADDRESS}`,
+      true,
+    ],
+    ["reports_identity_no_longer_shared_without_a_note", { identity: true }, {}, IDENTITY, NOTHING, false],
+    [
+      "reports_identity_traded_for_addresses_as_widened",
+      { identity: true },
+      { clientAddress: true },
+      IDENTITY,
+      ADDRESS,
+      true,
+    ],
+  ])("%s_by_a_gateway_route_to_an_external_destination", (_c, before, after, from, to, widened) => {
+    const share = (s: object) => (r: Raw) => {
+      r.external["carrier-tracking"].share = s;
+    };
+    const { d, md } = between(share(before), share(after));
+    const note = "widened: the gateway now tells a third party more about its clients";
+    expect(d.settings).toEqual([
+      {
+        scope: "external",
+        name: "carrier-tracking",
+        field: "share",
+        before: from,
+        after: to,
+        ...(widened ? { note } : {}),
+      },
+    ]);
+    expect(md).toContain(`| external \`carrier-tracking\` | share | ${from} | ${to} |`);
+    expect(md.includes(note)).toBe(widened);
+  });
+
+  it("does_not_report_sharing_with_a_destination_no_gateway_route_forwards_to", () => {
+    // risk-engine is reached by sidecars only: the gateway tells it nothing whatever it says.
+    const { d } = between(unchanged, (r) => (r.external["risk-engine"].share = { identity: true }));
+    expect(d.settings).toEqual([]);
+  });
+
   it("reports_a_gateway_route_to_an_external_destination_as_widened_access_and_gateway_egress", () => {
     const noRoute = (r: Raw) => {
       r.gateway.routes = r.gateway.routes.filter((x: { name: string }) => x.name !== "track-shipment");

@@ -217,6 +217,29 @@ describe("explainRequest to external destinations", () => {
     expect(formatDecision(d)).toContain(text);
   });
 
+  it.each<[string, object | undefined, string]>([
+    ["by_default", undefined, "without the client's identity or address"],
+    ["when_it_shares_identity", { identity: true }, "with the client's identity (shared), not its address"],
+    [
+      "when_it_shares_both",
+      { identity: true, clientAddress: true },
+      "with the client's identity and address (shared)",
+    ],
+  ])("explains_what_a_gateway_route_tells_an_external_destination_about_the_client_%s", (_c, share, text) => {
+    const raw = shopRaw();
+    if (share) raw.external["carrier-tracking"].share = share;
+    const d = explainRequest(inputOf(raw), {
+      from: "internet",
+      path: "/api/shipments/1Z",
+      scopes: ["orders:read"],
+      to: "carrier-tracking",
+    });
+    expect(d).toMatchObject({ verdict: "allow", route: "track-shipment" });
+    expect(formatDecision(d)).toContain(
+      `external.carrier-tracking.allow[0] admits the gateway; it forwards to tracking.carrier.example:443 over TLS verified for tracking.carrier.example, ${text}`,
+    );
+  });
+
   it("explains_a_range_destination_by_the_address_asked_for_and_opens_exactly_the_range", () => {
     const raw = egressRaw();
     raw.services.checkout.calls.push("corp-net");

@@ -753,6 +753,18 @@ const ROWS: Row[] = [
     path: "external.card-processor.maxConnections",
   },
   {
+    claim: "rejects_a_share_that_is_not_a_boolean",
+    mutate: (s) => (s.external["card-processor"].share = { identity: "yes" }),
+    code: "E_SPEC_INVALID_TYPE",
+    path: "external.card-processor.share.identity",
+  },
+  {
+    claim: "rejects_an_unknown_kind_of_client_detail_to_share",
+    mutate: (s) => (s.external["card-processor"].share = { email: true }),
+    code: "E_SPEC_UNKNOWN_KEY",
+    path: "external.card-processor.share.email",
+  },
+  {
     claim: "rejects_route_to_an_external_destination_that_does_not_allow_the_gateway",
     mutate: (s) => (s.gateway.routes[0].to = { external: "card-processor" }),
     code: "E_SPEC_EXTERNAL_ROUTE",

@@ -416,6 +416,24 @@ describe("translate", () => {
         expect.objectContaining({ code: "W_SPEC_ALLOW_WITHOUT_CALL", path: "external.x.allow[0].from[0]" }),
       );
     });
+
+    it.each<[string, object, boolean, unknown]>([
+      ["withholds_identity_and_address_by_default", {}, true, { identity: false, clientAddress: false }],
+      [
+        "shares_what_the_destination_says",
+        { identity: true },
+        true,
+        { identity: true, clientAddress: false },
+      ],
+      ["warns_that_share_without_a_route_has_no_effect", { clientAddress: true }, false, undefined],
+    ])("%s", (_claim, share, routed, expected) => {
+      const r = edge({ host: "api.partner.example", port: 443, share }, routed ? undefined : null);
+      expect(cluster(r)?.share).toEqual(expected);
+      const warned = r.diagnostics.filter((d) => d.code === "W_SPEC_SHARE_WITHOUT_ROUTE");
+      expect(warned.map((d) => [d.severity, d.path])).toEqual(
+        routed ? [] : [["warning", "external.x.share"]],
+      );
+    });
   });
 
   it("warns_about_public_routes_without_rate_limit_and_unsafe_retries", () => {
