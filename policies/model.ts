@@ -6,7 +6,7 @@
  */
 import type { GatewayRouteSpec, MeshSpec } from "../components/spec/schema.ts";
 import type { InfraIR, RuntimeConfigs } from "../components/translate/ir.ts";
-import { toExternal } from "../components/translate/translate.ts";
+import { routeExternals, splitTarget, toExternal } from "../components/translate/translate.ts";
 import type {
   GatewayRoute,
   HttpMethod,
@@ -96,7 +96,7 @@ export class MeshModel {
     // The gateway's routes to external destinations are its declared calls to them.
     this.externalCallMap.set(
       GATEWAY,
-      [...new Set((spec.gateway?.routes ?? []).flatMap((r) => toExternal(r) ?? []))].sort(),
+      [...new Set((spec.gateway?.routes ?? []).flatMap(routeExternals))].sort(),
     );
   }
 
@@ -283,8 +283,8 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
     const sent = route.cache === null ? methods : upstreamMethods(methods);
     const source = (service: string) => {
       if (specRoute?.split) {
-        const j = specRoute.split.findIndex((s) => s.service === service);
-        if (j >= 0) return `${base}.split[${j}].service`;
+        const j = specRoute.split.findIndex((s) => splitTarget(s) === service);
+        if (j >= 0) return `${base}.split[${j}].${"service" in specRoute.split[j]! ? "service" : "external"}`;
       }
       return specRoute && toExternal(specRoute) !== undefined ? `${base}.to.external` : `${base}.to`;
     };

@@ -466,7 +466,7 @@ const ServiceTarget = z.union(
       external: z
         .string()
         .describe(
-          "An external destination (spec `external`) whose allow rules name `gateway`: a backend outside the mesh (a partner's API, a legacy system), reached at its host and port — with TLS verified for its host when it says `tls: originate` (and its client certificate, for mutual TLS), plain HTTP otherwise. Host is set to the destination's unless rewrite.host says otherwise.",
+          "An external destination (spec `external`) whose allow rules name `gateway`: a backend outside the mesh (a partner's API, a legacy system), reached at its host and port — with TLS verified for its host when it says `tls: originate` (and its client certificate, for mutual TLS), plain HTTP otherwise. Host is set to the destination's unless rewrite.host says otherwise; what it is told about the client is its `share`.",
         ),
     }),
   ],
@@ -541,10 +541,27 @@ const GatewayRoute = z.strictObject({
     "Forward to one service (a name, or { service }), or to an external destination ({ external }).",
   ),
   split: z
-    .array(z.strictObject({ service: z.string(), weight: z.number().int().min(0).max(100) }))
+    .array(
+      z.union(
+        [
+          z.strictObject({ service: z.string(), weight: z.number().int().min(0).max(100) }),
+          z.strictObject({
+            external: z
+              .string()
+              .describe(
+                "An external destination whose allow rules name `gateway`, as in `to: { external }`: a legacy system or partner that takes this share while a service takes over (its own Host, TLS and `share`).",
+              ),
+            weight: z.number().int().min(0).max(100),
+          }),
+        ],
+        { error: 'expected { service: "<name>", weight: N } or { external: "<name>", weight: N }' },
+      ),
+    )
     .min(2)
     .optional()
-    .describe("Weighted split across services; weights add up to 100."),
+    .describe(
+      "Weighted split across services and external destinations; weights add up to 100 (a migration off a system outside the mesh shifts weight from its entry to the service's).",
+    ),
   mirror: z
     .strictObject({ service: z.string(), percent: percent().default(100) })
     .optional()

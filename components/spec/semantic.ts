@@ -755,9 +755,8 @@ export function semanticIssues(raw: unknown): Issue[] {
       }
       const forwards = r.to !== undefined || r.split !== undefined;
       const primary: string[] = [];
-      if (r.to !== undefined && isObj(r.to) && "external" in r.to) {
-        const x = r.to.external;
-        const seg = [...base, "to", "external"];
+      /** An external destination a route forwards to (`to` or a split entry): one host, and it allows the gateway. */
+      const routeExternal = (x: unknown, seg: Segments) => {
         if (ref(x, externalNames, "external destination", seg) && typeof x === "string") {
           const ext = obj(external[x]);
           const host = str(ext.host) ?? "";
@@ -777,7 +776,10 @@ export function semanticIssues(raw: unknown): Issue[] {
               `add "gateway" to an allow rule of external.${x}: allow: [{ from: [gateway] }]`,
             );
         }
-      } else if (r.to !== undefined) {
+      };
+      if (r.to !== undefined && isObj(r.to) && "external" in r.to)
+        routeExternal(r.to.external, [...base, "to", "external"]);
+      else if (r.to !== undefined) {
         const target = typeof r.to === "string" ? r.to : obj(r.to).service;
         const seg = typeof r.to === "string" ? [...base, "to"] : [...base, "to", "service"];
         if (ref(target, serviceNames, "service", seg) && typeof target === "string") primary.push(target);
@@ -788,17 +790,19 @@ export function semanticIssues(raw: unknown): Issue[] {
         r.split.forEach((partRaw, j) => {
           const part = obj(partRaw);
           if (typeof part.weight === "number") sum += part.weight;
-          const s = part.service;
+          const kind = "external" in part ? "external" : "service";
+          const s = part[kind];
+          const seg = [...base, "split", j, kind];
           if (typeof s === "string" && seen.has(s))
             add(
               "E_SPEC_DUPLICATE_NAME",
-              [...base, "split", j, "service"],
-              `service "${s}" appears twice in the split`,
+              seg,
+              `${kind === "service" ? "service" : "external destination"} "${s}" appears twice in the split`,
               "merge the two entries",
             );
           if (typeof s === "string") seen.add(s);
-          if (ref(s, serviceNames, "service", [...base, "split", j, "service"]) && typeof s === "string")
-            primary.push(s);
+          if (kind === "external") routeExternal(s, seg);
+          else if (ref(s, serviceNames, "service", seg) && typeof s === "string") primary.push(s);
         });
         if (r.split.every((p) => typeof obj(p).weight === "number") && sum !== 100) {
           add(
@@ -1118,18 +1122,20 @@ export function semanticIssues(raw: unknown): Issue[] {
   return issues;
 }
 
-/** The service a route inherits its timeout from: `to`, or the heaviest split entry (ties by name). */
 /** A latency for a message: `250ms`, `2.5s`. */
 const formatMs = (ms: number) => (ms < 1000 ? `${ms}ms` : `${ms / 1000}s`);
 
+/**
+ * The service a route inherits its timeout from: `to`, or the heaviest split entry (ties by name);
+ * undefined when that is an external destination.
+ */
 function primaryOf(r: Obj): string | undefined {
   if (typeof r.to === "string") return r.to;
   if (isObj(r.to)) return str(r.to.service);
   const parts = arr(r.split).filter(isObj);
+  const target = (p: Obj) => String(p.service ?? p.external);
   parts.sort(
-    (a, b) =>
-      (Number(b.weight) || 0) - (Number(a.weight) || 0) ||
-      compareCodeUnits(String(a.service), String(b.service)),
+    (a, b) => (Number(b.weight) || 0) - (Number(a.weight) || 0) || compareCodeUnits(target(a), target(b)),
   );
   return str(parts[0]?.service);
 }

@@ -523,7 +523,7 @@ const clientCertificateFiles = (c: Parameters<typeof certificateFiles>[0] | unde
  */
 function translateEgress(ctx: Context): EgressIR[] {
   const out: EgressIR[] = [];
-  const routed = new Set((ctx.spec.gateway?.routes ?? []).flatMap((r) => toExternal(r) ?? []));
+  const routed = new Set((ctx.spec.gateway?.routes ?? []).flatMap(routeExternals));
   for (const external of ctx.externalNames) {
     const share = ctx.spec.external[external]!.share;
     if ((share.identity || share.clientAddress) && !routed.has(external))
@@ -757,6 +757,7 @@ function externalCluster(ctx: Context, name: string): Cluster {
     retryBudget: p.retryBudget,
     healthCheck: null,
     address: host,
+    authority: externalAuthority(x),
     share: { identity: x.share.identity, clientAddress: x.share.clientAddress },
     tls:
       x.tls === "originate"
@@ -780,13 +781,37 @@ function externalAuthority(x: { host: string; port: number; tls: "passthrough" |
   return x.port === (x.tls === "originate" ? 443 : 80) ? name : `${name}:${x.port}`;
 }
 
-/** The service whose timeout/retry policy a route inherits: its heaviest backend (ties by name). */
-function primaryService(r: GatewayRouteSpec): string | undefined {
-  if (r.to !== undefined) return toService(r);
+type SplitEntry = NonNullable<GatewayRouteSpec["split"]>[number];
+
+/** What a split entry sends its share to: a service or an external destination (by name). */
+export function splitTarget(s: SplitEntry): string {
+  return "service" in s ? s.service : s.external;
+}
+
+/** The external destinations a route forwards to: its `to`, or its split's entries that name one. */
+export function routeExternals(r: Pick<GatewayRouteSpec, "to" | "split">): string[] {
+  const to = toExternal(r);
+  if (to !== undefined) return [to];
+  return (r.split ?? []).flatMap((s) => ("external" in s ? [s.external] : []));
+}
+
+/** A route's heaviest backend (ties by name): `to`, or the split entry with the largest weight. */
+function primaryTarget(r: GatewayRouteSpec): { service: string } | { external: string } | undefined {
+  if (r.to !== undefined) {
+    const external = toExternal(r);
+    return external !== undefined ? { external } : { service: toService(r)! };
+  }
   if (r.split)
-    return [...r.split].sort((a, b) => b.weight - a.weight || compareCodeUnits(a.service, b.service))[0]
-      ?.service;
+    return [...r.split].sort(
+      (a, b) => b.weight - a.weight || compareCodeUnits(splitTarget(a), splitTarget(b)),
+    )[0];
   return undefined;
+}
+
+/** The service whose timeout/retry policy a route inherits: its heaviest backend, when that is a service. */
+function primaryService(r: GatewayRouteSpec): string | undefined {
+  const p = primaryTarget(r);
+  return p !== undefined && "service" in p ? p.service : undefined;
 }
 
 /**
@@ -818,7 +843,8 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
   const inherited = primary ? ctx.policy(primary) : undefined;
   const own = primary ? servicePolicyFor(ctx, primary, r) : undefined;
   // Without a service to inherit from: an external destination's own timeout, else the mesh default.
-  const external = toExternal(r);
+  const heaviest = primaryTarget(r);
+  const external = heaviest !== undefined && "external" in heaviest ? heaviest.external : undefined;
   const defaultTimeout = parseDuration(
     (external !== undefined ? ctx.spec.external[external]!.timeout : undefined) ??
       ctx.spec.mesh.defaults.timeout,
@@ -840,7 +866,7 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
       headers: conditions(r.match.headers),
       query: conditions(r.match.query),
     },
-    action: translateAction(ctx, r, timeoutMs),
+    action: translateAction(r, timeoutMs),
     auth: translateAuth(r),
     rateLimit: r.rateLimit
       ? {
@@ -898,7 +924,7 @@ function maxResponseBytes(r: GatewayRouteSpec): number | null {
   return buffers ? parseSize(DEFAULTS["gateway.routes.*.limits.maxResponseSize"].value) : null;
 }
 
-function translateAction(ctx: Context, r: GatewayRouteSpec, timeoutMs: number): RouteAction {
+function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
   if (r.redirect) {
     return {
       kind: "redirect",
@@ -936,20 +962,17 @@ function translateAction(ctx: Context, r: GatewayRouteSpec, timeoutMs: number): 
     };
   }
   const backends = r.split
-    ? [...r.split]
-        .sort((a, b) => compareCodeUnits(a.service, b.service))
-        .map((s) => ({ cluster: s.service, weight: s.weight }))
-    : [{ cluster: primaryService(r) ?? toExternal(r)!, weight: 100 }];
-  // An external destination is called by its own name (a partner's virtual host), unless rewrite.host says.
-  const external = toExternal(r);
-  const host =
-    r.rewrite?.host?.toLowerCase() ??
-    (external !== undefined ? externalAuthority(ctx.spec.external[external]!) : null);
+    ? r.split
+        .map((s) => ({ cluster: splitTarget(s), weight: s.weight }))
+        .sort((a, b) => compareCodeUnits(a.cluster, b.cluster))
+    : [{ cluster: toService(r) ?? toExternal(r)!, weight: 100 }];
+  // An external destination is called by its own name (its cluster's authority) unless rewrite.host says.
+  const host = r.rewrite?.host?.toLowerCase() ?? null;
   return {
     kind: "forward",
     backends,
     mirror: r.mirror ? { cluster: r.mirror.service, percent: r.mirror.percent } : null,
-    rewrite: r.rewrite || host !== null ? { path: r.rewrite?.path ?? null, host } : null,
+    rewrite: r.rewrite ? { path: r.rewrite.path ?? null, host } : null,
   };
 }
 
@@ -991,7 +1014,9 @@ function diagnoseGatewayRoutes(ctx: Context): void {
     const targets: [string, string][] = [];
     const to = toService(r);
     if (to !== undefined) targets.push([to, typeof r.to === "string" ? `${base}.to` : `${base}.to.service`]);
-    r.split?.forEach((s, j) => targets.push([s.service, `${base}.split[${j}].service`]));
+    r.split?.forEach((s, j) => {
+      if ("service" in s) targets.push([s.service, `${base}.split[${j}].service`]);
+    });
     if (r.mirror) targets.push([r.mirror.service, `${base}.mirror.service`]);
     for (const [part, p] of Object.entries(r.aggregate ?? {}))
       targets.push([p.service, `${base}.aggregate.${part}.service`]);
@@ -1064,8 +1089,8 @@ function translateWorkloads(ctx: Context): WorkloadIR[] {
       // The listeners' certificates, and the client certificates of the external backends routes forward to.
       tlsSecrets: sortedUnique([
         ...listeners.flatMap((l) => l.tls?.certificates.flatMap((c) => (c.secret ? [c.secret] : [])) ?? []),
-        ...g.routes.flatMap((r) => {
-          const secret = ctx.spec.external[toExternal(r) ?? ""]?.clientCertificate?.secret;
+        ...g.routes.flatMap(routeExternals).flatMap((x) => {
+          const secret = ctx.spec.external[x]!.clientCertificate?.secret;
           return secret !== undefined ? [secret] : [];
         }),
       ]),
@@ -1127,7 +1152,7 @@ function healthCheckRule(ctx: Context, name: string): SidecarRuntimeConfig["inbo
   const routed = (ctx.spec.gateway?.routes ?? []).some(
     (r) =>
       toService(r) === name ||
-      (r.split ?? []).some((x) => x.service === name) ||
+      (r.split ?? []).some((x) => "service" in x && x.service === name) ||
       r.mirror?.service === name ||
       Object.values(r.aggregate ?? {}).some((p) => p.service === name),
   );
@@ -1179,7 +1204,7 @@ function translateEdges(ctx: Context): EdgeIR[] {
     const t: string[] = [];
     const to = toService(r);
     if (to !== undefined) t.push(to);
-    for (const s of r.split ?? []) t.push(s.service);
+    for (const s of r.split ?? []) if ("service" in s) t.push(s.service);
     if (r.mirror) t.push(r.mirror.service);
     for (const p of Object.values(r.aggregate ?? {})) t.push(p.service);
     for (const svc of t) {

@@ -124,6 +124,11 @@ export const Cluster = z.strictObject({
    */
   address: z.string().min(1).nullable().optional(),
   /**
+   * The Host a backend outside the mesh is called with (its name, with the port unless it is the scheme's
+   * default) when the route's rewrite.host does not say otherwise. Absent or null = the client's Host.
+   */
+  authority: z.string().min(1).nullable().optional(),
+  /**
    * What the gateway sends a backend outside the mesh about the client: `identity` (the principal headers
    * and forwardClaims headers) and `clientAddress` (X-Forwarded-For, Forwarded, X-Real-IP). Absent or null
    * = a mesh service, which gets both.

@@ -1069,7 +1069,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     headers["x-real-ip"] = client;
     if (overH2 && authority && !headers.host) headers.host = authority;
     headers["x-request-id"] = ex.requestId;
-    if (d.upstreamHost) headers.host = d.upstreamHost;
+    // rewrite.host, else a backend outside the mesh's own name (its authority), else the client's Host.
+    const upstreamHost = d.upstreamHost ?? cluster.config.authority ?? null;
+    if (upstreamHost !== null) headers.host = upstreamHost;
     const withheld = current.withheld.get(backend);
     if (withheld !== undefined) for (const name of withheld) delete headers[name];
     if (ap) {

@@ -242,7 +242,8 @@ function openTunnel(
   headers.forwarded = forwardedHeader(trusted, peer, scheme, req.headers.host);
   headers["x-real-ip"] = client;
   headers["x-request-id"] = requestId(req.headers["x-request-id"], mintId);
-  if (d.upstreamHost) headers.host = d.upstreamHost;
+  const upstreamHost = d.upstreamHost ?? cluster.config.authority ?? null;
+  if (upstreamHost !== null) headers.host = upstreamHost;
   for (const name of ctx.withheld?.get(backend) ?? []) delete headers[name];
   const path = ctx.auth ? ctx.auth.upstreamPath(d.auth, d.upstreamPath) : d.upstreamPath;
   let handshake = `GET ${path} HTTP/1.1\r\n`;

@@ -227,6 +227,49 @@ describe("gateway routes to external destinations", () => {
     expect(legacySeen.map((s) => s.about)).toEqual([CLIENT_HEADERS]);
   });
 
+  it("splits_between_a_destination_and_a_mesh_service_each_called_with_its_own_host_and_headers", async () => {
+    // A migration off the legacy system: half the requests still go to it, half to the new service.
+    const orders: { host: string | undefined; about: string[] }[] = [];
+    const service = http.createServer((req, res) => {
+      orders.push({ host: req.headers.host, about: about(req) });
+      res.end("orders");
+    });
+    await new Promise<void>((r) => service.listen(0, "127.0.0.1", r));
+    try {
+      const c = gatewayConfig(
+        [
+          {
+            name: "migrating",
+            match: { path: "/accounts/**" },
+            split: [
+              { external: "legacy", weight: 50 },
+              { service: "orders", weight: 50 },
+            ],
+            auth: { apiKey: true },
+          },
+        ],
+        { orders: { port: (service.address() as AddressInfo).port } },
+        { apiKeys: { consumers: { acme: { keyHashes: [KEY_HASH] } } } },
+        undefined,
+        { legacy: { host: "127.0.0.1", port: legacyPort, allow: [{ from: ["gateway"] }] } },
+      );
+      await start(c);
+      const bodies = [];
+      for (let i = 0; i < 40; i++) bodies.push((await get("/accounts/7")).body);
+      expect(new Set(bodies)).toEqual(new Set(["legacy", "orders"]));
+      expect(legacySeen.length + orders.length).toBe(40);
+      const gatewayHost = new URL(gw!.url).host;
+      expect(new Set(legacySeen.map((s) => `${s.host} ${s.about.join(",")}`))).toEqual(
+        new Set([`127.0.0.1:${legacyPort} `]),
+      );
+      expect(new Set(orders.map((s) => `${s.host} ${s.about.join(",")}`))).toEqual(
+        new Set([`${gatewayHost} ${CLIENT_HEADERS.join(",")}`]),
+      );
+    } finally {
+      await new Promise((r) => service.close(r));
+    }
+  });
+
   it("forwards_plain_http_to_a_destination_declared_by_address_with_its_host", async () => {
     await start(config(null));
     const r = await get("/legacy/a/b");

@@ -240,6 +240,32 @@ describe("explainRequest to external destinations", () => {
     );
   });
 
+  it("explains_a_split_between_an_external_destination_and_a_service_hop_by_hop", () => {
+    const raw = shopRaw();
+    const route = raw.gateway.routes.find((r: { name: string }) => r.name === "track-shipment");
+    delete route.to;
+    route.split = [
+      { external: "carrier-tracking", weight: 80 },
+      { service: "orders", weight: 20 },
+    ];
+    raw.services.orders.allow.push({ from: ["gateway"], methods: ["GET"], paths: ["/v2/shipments/*"] });
+    const i = inputOf(raw);
+    const d = explainRequest(i, { from: "internet", path: "/api/shipments/1Z", scopes: ["orders:read"] });
+    expect(d).toMatchObject({ verdict: "allow", route: "track-shipment" });
+    const text = formatDecision(d);
+    expect(text).toContain(
+      "backend carrier-tracking (weight 80): external.carrier-tracking.allow[0] admits the gateway; it forwards to tracking.carrier.example:443",
+    );
+    expect(text).toContain("backend orders (weight 20): admits spiffe://shop.example/ns/shop/sa/gateway");
+    expect(i.model.externalCalls("gateway")).toEqual(["carrier-tracking"]);
+    // The entry's spec path is the split's, for guardrails and diffs that cite it.
+    const routeOf = i.model.routes.find((r) => r.name === "track-shipment")!;
+    expect(i.model.targets(routeOf).map((t) => [t.service, t.external, t.source])).toEqual([
+      ["carrier-tracking", true, "gateway.routes[13].split[0].external"],
+      ["orders", false, "gateway.routes[13].split[1].service"],
+    ]);
+  });
+
   it("explains_a_range_destination_by_the_address_asked_for_and_opens_exactly_the_range", () => {
     const raw = egressRaw();
     raw.services.checkout.calls.push("corp-net");

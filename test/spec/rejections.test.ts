@@ -799,6 +799,72 @@ const ROWS: Row[] = [
     message: 'did you mean "card-processor"',
   },
   {
+    claim: "rejects_a_split_entry_to_an_external_destination_that_does_not_allow_the_gateway",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].split = [
+        { service: "orders", weight: 90 },
+        { external: "card-processor", weight: 10 },
+      ];
+    },
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].split[1].external",
+    message: 'external "card-processor" does not allow the gateway',
+  },
+  {
+    claim: "rejects_a_split_entry_to_a_wildcard_external_destination",
+    mutate: (s) => {
+      s.external.buckets = { host: "*.s3.example.com", port: 443, allow: [{ from: ["gateway"] }] };
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].split = [
+        { external: "buckets", weight: 50 },
+        { service: "orders", weight: 50 },
+      ];
+    },
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].split[0].external",
+    message: "a wildcard (*.s3.example.com): a route needs one host",
+  },
+  {
+    claim: "rejects_a_split_entry_to_a_misspelt_external_destination",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].split = [
+        { external: "card-procesor", weight: 50 },
+        { service: "orders", weight: 50 },
+      ];
+    },
+    code: "E_SPEC_UNKNOWN_REFERENCE",
+    path: "gateway.routes[0].split[0].external",
+    message: 'did you mean "card-processor"',
+  },
+  {
+    claim: "rejects_the_same_external_destination_twice_in_a_split",
+    mutate: (s) => {
+      s.external["card-processor"].allow.push({ from: ["gateway"] });
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].split = [
+        { external: "card-processor", weight: 50 },
+        { external: "card-processor", weight: 50 },
+      ];
+    },
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "gateway.routes[0].split[1].external",
+    message: 'external destination "card-processor" appears twice in the split',
+  },
+  {
+    claim: "rejects_a_split_entry_naming_both_a_service_and_an_external_destination",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].split = [
+        { service: "orders", external: "card-processor", weight: 50 },
+        { service: "orders", weight: 50 },
+      ];
+    },
+    code: "E_SPEC_INVALID_TYPE",
+    path: "gateway.routes[0].split[0]",
+  },
+  {
     claim: "rejects_route_target_naming_both_a_service_and_an_external_destination",
     mutate: (s) => (s.gateway.routes[0].to = { service: "orders", external: "card-processor" }),
     code: "E_SPEC_INVALID_TYPE",

@@ -346,9 +346,10 @@ describe("translate", () => {
       );
     const cluster = (r: ReturnType<typeof translate>) =>
       r.runtime.gateway!.clusters.find((c) => c.name === "x");
+    /** The Host the gateway sends (runtime/gateway: rewrite.host, else the cluster's authority). */
     const hostOf = (r: ReturnType<typeof translate>) => {
       const a = r.runtime.gateway!.routes.find((x) => x.name === "r")!.action;
-      return a.kind === "forward" ? a.rewrite?.host : undefined;
+      return a.kind === "forward" ? (a.rewrite?.host ?? cluster(r)?.authority) : undefined;
     };
 
     it.each<[string, Loose, Loose, string]>([
@@ -407,6 +408,45 @@ describe("translate", () => {
       ]);
       // No service's sidecar relays to it: the gateway reaches it itself.
       expect(r.runtime.sidecars.flatMap((s) => s.outbound.external)).toEqual([]);
+    });
+
+    it("splits_between_a_service_and_an_external_destination_each_with_its_own_host", () => {
+      const r = edge(
+        {
+          host: "legacy.example",
+          port: 8443,
+          tls: "originate",
+          timeout: "5s",
+          clientCertificate: { secret: "legacy-client" },
+        },
+        {
+          split: [
+            { external: "x", weight: 90 },
+            { service: "a", weight: 10 },
+          ],
+          rewrite: { path: "/v1/x" },
+        },
+      );
+      const route = r.runtime.gateway!.routes.find((x) => x.name === "r")!;
+      expect(route.action).toMatchObject({
+        kind: "forward",
+        backends: [
+          { cluster: "a", weight: 10 },
+          { cluster: "x", weight: 90 },
+        ],
+        rewrite: { path: "/v1/x", host: null },
+      });
+      expect(cluster(r)).toMatchObject({ address: "legacy.example", authority: "legacy.example:8443" });
+      // The mesh service keeps the client's Host: its cluster has no authority.
+      expect(r.runtime.gateway!.clusters.find((c) => c.name === "a")?.authority).toBeUndefined();
+      // The heaviest entry is the destination: the route takes its timeout.
+      expect(route.timeoutMs).toBe(5000);
+      expect(r.infra.egress).toEqual([
+        expect.objectContaining({ from: "gateway", external: "x", declared: true, allowed: true }),
+      ]);
+      expect(r.infra.workloads.find((w) => w.name === "gateway")).toMatchObject({
+        tlsSecrets: ["legacy-client"],
+      });
     });
 
     it("notes_a_destination_that_allows_the_gateway_without_a_route_to_it", () => {
