@@ -96,15 +96,22 @@ export interface PoolCacheOptions {
   clientCertificates?: ClientCertificateStore;
 }
 
-/** The PoolCache key of an endpoint of a cluster: address, protocol, and the server identity for mTLS. */
+/**
+ * The PoolCache key of an endpoint of a cluster: address, protocol, what the pool is built with (an
+ * HTTP/1.1 pool's connection limit, the connect timeout — a reload that changes one gets a pool that
+ * applies it, and the old one retires: H1Pool.close) and the TLS: the server identity for mTLS.
+ */
 export function poolKey(endpointKey: string, cluster: Cluster): string {
   const tls = cluster.tls;
-  if (tls.mode === "mtls") return `${endpointKey}/${cluster.protocol}/mtls:${tls.serverIdentity}`;
+  // An HTTP/2 pool is one session: no connection limit to apply.
+  const limit = cluster.protocol === "http1" ? `/max:${cluster.circuitBreaker.maxConnections}` : "";
+  const base = `${endpointKey}/${cluster.protocol}${limit}/connect:${cluster.connectTimeoutMs}`;
+  if (tls.mode === "mtls") return `${base}/mtls:${tls.serverIdentity}`;
   if (tls.mode === "tls")
-    return `${endpointKey}/${cluster.protocol}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}${
+    return `${base}/tls:${tls.serverName}:${tls.ca === null ? "system" : fnv1a(tls.ca)}${
       tls.clientCertificate ? `:client:${fnv1a(clientCertificateKey(tls.clientCertificate))}` : ""
     }`;
-  return `${endpointKey}/${cluster.protocol}`;
+  return base;
 }
 
 /** Plain TCP connections whose host is resolved by `lookup`. */

@@ -883,7 +883,6 @@ export class H1Pool {
   /** Sends the request; the response body goes to the factory's writable. Resolves when it completed. */
   stream(opts: H1StreamOptions, factory: H1Factory): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.closed) return reject(fail("pool closed", "UND_ERR_CLOSED"));
       if (opts.cancel?.aborted) return reject(fail("request aborted", "UND_ERR_ABORTED"));
       const p: Pending = { opts, factory, resolve, reject, conn: null, bodyError: null, streaming: false };
       const body = opts.body;
@@ -958,15 +957,17 @@ export class H1Pool {
 
   /**
    * A connection is free: serve the queue, else keep it idle until its keep-alive time runs out — unless
-   * the pool closed or the connection may not be reused.
+   * the pool closed (nothing is kept idle) or the connection may not be reused.
    */
   release(conn: Conn): void {
-    if (this.closed || (this.reusable !== null && !this.reusable(conn.socket))) return this.discard(conn);
+    if (this.reusable !== null && !this.reusable(conn.socket)) return this.discard(conn);
     const next = this.queue.shift();
     if (next !== undefined) {
       this.stats.pending = this.queue.length;
+      if (next.opts.cancel) next.opts.cancel.onabort = null;
       return conn.start(next);
     }
+    if (this.closed) return this.discard(conn);
     conn.idleSince = performance.now();
     this.idle.push(conn);
     if (this.sweeper === null) {
@@ -996,7 +997,7 @@ export class H1Pool {
     this.stats.connections = this.all.size;
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
-    if (!this.closed && this.queue.length > 0 && this.all.size < this.maxConnections) {
+    if (this.queue.length > 0 && this.all.size < this.maxConnections) {
       const next = this.queue.shift()!;
       this.stats.pending = this.queue.length;
       if (next.opts.cancel) next.opts.cancel.onabort = null;
@@ -1004,15 +1005,18 @@ export class H1Pool {
     }
   }
 
-  /** Closes idle connections now and the rest as their requests finish; queued requests fail. */
+  /**
+   * Retires the pool (a reload left no cluster using it, or its limits changed): idle connections close
+   * now, busy ones once no request waits for them. Requests still queued are served, and a request that
+   * still reaches it (a retry of a request that started before the reload) gets a connection of its own:
+   * nothing fails for the reload, and nothing stays open after.
+   */
   async close(): Promise<void> {
     this.closed = true;
     if (this.sweeper !== null) {
       clearInterval(this.sweeper);
       this.sweeper = null;
     }
-    for (const p of this.queue.splice(0)) p.reject(fail("pool closed", "UND_ERR_CLOSED"));
-    this.stats.pending = 0;
     for (const c of this.idle.splice(0)) {
       c.closed = true;
       c.socket.destroy();

@@ -287,6 +287,20 @@ describe("gateway routes to external destinations", () => {
     expect([legacyOpen.most, legacyOpen.connections]).toEqual([1, 1]);
   });
 
+  it("applies_a_changed_max_connections_on_reload", async () => {
+    await start(config(null, 1));
+    const slow = () => get("/legacy/slow").then((r) => r.status);
+    // Four requests on the old pool of one connection: one running, three queued across the reload.
+    const old = Array.from({ length: 4 }, slow);
+    await until(async () => legacyOpen.now === 1, 5_000);
+    expect(await gw!.reload(JSON.stringify(config(null, 4)))).toMatchObject({ ok: true });
+    expect(await Promise.all(old)).toEqual([200, 200, 200, 200]);
+    Object.assign(legacyOpen, { most: 0, connections: 0 });
+    expect(await Promise.all(Array.from({ length: 4 }, slow))).toEqual([200, 200, 200, 200]);
+    // Four connections at once: the new limit, not the old pool's one.
+    expect([legacyOpen.most, legacyOpen.connections]).toEqual([4, 4]);
+  });
+
   it("refuses_a_destination_name_that_resolves_to_loopback_before_any_byte_is_sent", async () => {
     await start(config(null));
     const r = await get("/named/x");
