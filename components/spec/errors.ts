@@ -32,7 +32,10 @@ export const SpecErrorCatalog = {
   E_SPEC_INVALID_IMAGE: "a container image reference is malformed or not pinned (tag or digest required)",
   E_SPEC_INVALID_KEY_HASH: 'an API-key hash is not "sha256:<64 hex digits>" (keys are never stored in clear)',
   E_SPEC_DUPLICATE_NAME: "two items of a list share a name (or a mount path) that must be unique",
-  E_SPEC_DUPLICATE_PORT: "two listeners (or a listener and the admin port) use the same port",
+  E_SPEC_DUPLICATE_PORT:
+    "two listeners (or a listener and the admin port) use the same port, or two services or destinations pin the same localPort",
+  E_SPEC_LOCAL_PORT:
+    "a localPort on an external destination that is a wildcard or an address range (it has no local port)",
   // Meaning
   E_SPEC_UNKNOWN_REFERENCE: "a name refers to a service, route, provider or consumer that is not defined",
   E_SPEC_SELF_REFERENCE: "a service lists itself in calls or allow.from",

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { HTTP_METHODS } from "../../runtime/contract/schema.ts";
-import { DEFAULTS } from "./defaults.ts";
+import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
 import { DURATION_PATTERN, SIZE_PATTERN, parseDuration } from "./units.ts";
 
 // ───────────────────────────── formats ─────────────────────────────
@@ -288,9 +288,23 @@ const HealthCheck = z.strictObject({
   unhealthyThreshold: z.number().int().positive().default(3),
 });
 
+const LOCAL_PORTS = PROXY_PORTS.localPortRange;
+/** A pinned local port of the sidecars (Consul's local_bind_port): in the range the hashed ones use. */
+const localPort = (what: string) =>
+  z
+    .number()
+    .int()
+    .min(LOCAL_PORTS.first)
+    .max(LOCAL_PORTS.first + LOCAL_PORTS.size - 1)
+    .optional()
+    .describe(
+      `The port on 127.0.0.1 at which every caller's sidecar offers ${what}, instead of the one a hash of the name picks (for an app that hard-codes it); ${LOCAL_PORTS.first}–${LOCAL_PORTS.first + LOCAL_PORTS.size - 1}, one name per port.`,
+    );
+
 const Service = z.strictObject({
   image: fmt(FORMATS.image).describe("Container image, pinned by tag or digest."),
   port: port().describe("Port the application listens on (inside its pod, on localhost)."),
+  localPort: localPort("this service"),
   protocol: z.enum(["http", "http2", "grpc"]).default(D["services.*.protocol"].value),
   replicas: z.number().int().min(0).max(1000).default(D["services.*.replicas"].value),
   calls: z
@@ -356,6 +370,7 @@ const External = z
           "prefix over a shorter.",
       ),
     port: port().describe("The destination's TCP port."),
+    localPort: localPort("a TCP relay to this destination (one host only: not a wildcard or a range)"),
     connectTimeout: duration({
       description: "Time to open the connection; default mesh.defaults.connectTimeout.",
     }).optional(),

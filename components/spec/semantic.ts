@@ -243,6 +243,34 @@ export function semanticIssues(raw: unknown): Issue[] {
     );
   }
 
+  // Pinned local ports: one name per port, and only where a local port exists (not a wildcard or range).
+  const pins = new Map<number, string>();
+  for (const [kind, group] of [
+    ["services", obj(root.services)],
+    ["external", obj(root.external)],
+  ] as const)
+    for (const [name, raw] of entries(group)) {
+      const p = isObj(raw) ? raw.localPort : undefined;
+      if (typeof p !== "number") continue;
+      const owner = pins.get(p);
+      if (owner !== undefined)
+        add(
+          "E_SPEC_DUPLICATE_PORT",
+          [kind, name, "localPort"],
+          `local port ${p} is already pinned by ${owner}`,
+          "give each service and destination its own localPort, or leave it out to get one from the name",
+        );
+      else pins.set(p, `${kind}.${name}`);
+      const host = kind === "external" && isObj(raw) ? str(raw.host) : undefined;
+      if (host !== undefined && isPatternHost(host))
+        add(
+          "E_SPEC_LOCAL_PORT",
+          [kind, name, "localPort"],
+          `external "${name}" is ${host.includes("/") ? "an address range" : "a wildcard"} (${host}): it has no local port (the app names the host it wants through CONNECT or HTTP_PROXY)`,
+          "remove localPort, or declare the one host the app needs as its own destination and pin that",
+        );
+    }
+
   // External destinations (before the services: their calls may name them).
   const external = obj(root.external);
   const externalNames = Object.keys(external);

@@ -158,10 +158,13 @@ class Context {
     this.serviceNames = Object.keys(spec.services).sort();
     this.externalNames = Object.keys(spec.external).sort();
     this.meshPolicy = effectivePolicy(spec, undefined);
-    this.localPorts = localPorts([
-      ...this.serviceNames,
-      ...this.externalNames.filter((x) => !isPatternHost(spec.external[x]!.host)),
-    ]);
+    const pinned = new Map<string, number>();
+    for (const [name, x] of [...Object.entries(spec.services), ...Object.entries(spec.external)])
+      if (x.localPort !== undefined) pinned.set(name, x.localPort);
+    this.localPorts = localPorts(
+      [...this.serviceNames, ...this.externalNames.filter((x) => !isPatternHost(spec.external[x]!.host))],
+      pinned,
+    );
     for (const name of this.serviceNames) this.policies.set(name, effectivePolicy(spec, this.service(name)));
   }
 
@@ -303,17 +306,28 @@ function effectivePolicy(spec: MeshSpec, svc: ServiceSpec | undefined): Effectiv
  * The sidecars' local ports (one per service, one per external destination with one host), the same in
  * every sidecar: each name's port comes from a hash of the name into PROXY_PORTS.localPortRange, so
  * adding or removing a service or a destination leaves the others' ports as they were (and the other
- * workloads' configs, which would otherwise all change and roll). Names whose slots collide take the next
- * free one, in the order of (slot, name): only a name in the same run of taken slots can move another.
- * Past the range's size the rest get none.
+ * workloads' configs, which would otherwise all change and roll). A name `pinned` to a port (the spec's
+ * `localPort`, distinct and in the range: the spec checks) has it, and the hashed names go around the
+ * pins. Names whose slots collide take the next free one, in the order of (slot, name): only a name in
+ * the same run of taken slots can move another. Past the range's size the rest get none.
  */
-export function localPorts(names: readonly string[]): Map<string, number> {
+export function localPorts(
+  names: readonly string[],
+  pinned: ReadonlyMap<string, number> = new Map(),
+): Map<string, number> {
   const { first, size } = PROXY_PORTS.localPortRange;
-  const homes = names
-    .map((name) => ({ name, home: (segmentHash(name, 0, name.length) >>> 0) % size }))
-    .sort((a, b) => a.home - b.home || compareCodeUnits(a.name, b.name));
   const taken = new Set<number>();
   const out = new Map<string, number>();
+  for (const name of names) {
+    const port = pinned.get(name);
+    if (port === undefined) continue;
+    taken.add(port - first);
+    out.set(name, port);
+  }
+  const homes = names
+    .filter((name) => !out.has(name))
+    .map((name) => ({ name, home: (segmentHash(name, 0, name.length) >>> 0) % size }))
+    .sort((a, b) => a.home - b.home || compareCodeUnits(a.name, b.name));
   for (const { name, home } of homes) {
     if (taken.size === size) break;
     let slot = home;

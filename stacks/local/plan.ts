@@ -253,6 +253,15 @@ export function planLocal(spec: MeshSpec, translated: TranslateResult, o: LocalP
       `${[...fromSecret.keys()].join(", ")}: not relayed locally — the client certificate is a Kubernetes Secret (${[...new Set(fromSecret.values())].join(", ")}); give certFile and keyFile to reach it from here`,
     );
 
+  // Every sidecar here shares 127.0.0.1: a pinned localPort (one per pod or container) cannot hold.
+  const pinned = [...Object.entries(spec.services), ...Object.entries(spec.external)]
+    .filter(([, x]) => x.localPort !== undefined)
+    .map(([name, x]) => `${name} (${x.localPort})`);
+  if (pinned.length > 0)
+    notes.push(
+      `localPort pins do not apply locally (every sidecar shares 127.0.0.1): ${pinned.join(", ")} get ports from --port-base; apps read MESHGATE_SERVICE_<CALLEE>_URL and MESHGATE_EXTERNAL_<NAME>_ADDR`,
+    );
+
   // One local port per callee and per external destination (their names never clash: the spec checks).
   for (const s of services) {
     const outbound = sidecarOf.get(s.name)!.outbound;

@@ -193,6 +193,21 @@ describe("local plan", () => {
     expect(Object.keys(app.env)).not.toContain("MESHGATE_EXTERNAL_BANK_PAYOUTS_ADDR");
   });
 
+  it("says_that_localport_pins_do_not_apply_and_gives_ports_from_the_base_instead", async () => {
+    const spec = await shop();
+    const raw = structuredClone(spec) as unknown as { services: Record<string, Record<string, unknown>> };
+    raw.services.payments!.localPort = 15450;
+    const parsed = parseSpec(raw);
+    if (!parsed.ok) throw new Error(parsed.errors.map((e) => e.message).join("\n"));
+    const p = plan(parsed.spec);
+    expect(p.notes).toContain(
+      "localPort pins do not apply locally (every sidecar shares 127.0.0.1): payments (15450) get ports from --port-base; apps read MESHGATE_SERVICE_<CALLEE>_URL and MESHGATE_EXTERNAL_<NAME>_ADDR",
+    );
+    const toPayments = sidecarOf(p, "orders").outbound.services.find((x) => x.service === "payments")!;
+    expect(toPayments.localPort).not.toBe(15450);
+    expect(plan(await shop()).notes.join("\n")).not.toContain("localPort pins");
+  });
+
   it("reads_client_certificate_files_relative_to_the_working_directory", async () => {
     const spec = await shop();
     const raw = structuredClone(spec) as unknown as { external: Record<string, Record<string, unknown>> };

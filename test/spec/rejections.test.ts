@@ -753,6 +753,36 @@ const ROWS: Row[] = [
     path: "external.card-processor.maxConnections",
   },
   {
+    claim: "rejects_a_local_port_pinned_twice",
+    mutate: (s) => {
+      s.services.orders.localPort = 15432;
+      s.external["card-processor"].localPort = 15432;
+    },
+    code: "E_SPEC_DUPLICATE_PORT",
+    path: "external.card-processor.localPort",
+    message: "local port 15432 is already pinned by services.orders",
+  },
+  {
+    claim: "rejects_a_local_port_outside_the_sidecars_range",
+    mutate: (s) => (s.services.orders.localPort = 5432),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "services.orders.localPort",
+  },
+  {
+    claim: "rejects_a_local_port_on_a_wildcard_destination",
+    mutate: (s) => {
+      s.external.buckets = {
+        host: "*.s3.example.com",
+        port: 443,
+        localPort: 15443,
+        allow: [{ from: ["orders"] }],
+      };
+    },
+    code: "E_SPEC_LOCAL_PORT",
+    path: "external.buckets.localPort",
+    message: "a wildcard (*.s3.example.com): it has no local port",
+  },
+  {
     claim: "rejects_a_share_that_is_not_a_boolean",
     mutate: (s) => (s.external["card-processor"].share = { identity: "yes" }),
     code: "E_SPEC_INVALID_TYPE",

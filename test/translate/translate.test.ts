@@ -302,6 +302,33 @@ describe("translate", () => {
       expect(new Set(a.values()).size).toBe(4);
     });
 
+    it("gives_a_pinned_name_its_port_and_moves_only_a_name_hashed_onto_it", () => {
+      const hashed = localPorts(names);
+      // Pin users to the port the hash gave orders: orders takes the next free one, nobody else moves.
+      const pinned = localPorts(names, new Map([["users", hashed.get("orders")!]]));
+      expect(pinned.get("users")).toBe(hashed.get("orders"));
+      expect(pinned.get("orders")).toBe(hashed.get("orders")! + 1);
+      for (const n of ["catalog", "payments", "card-processor"]) expect(pinned.get(n), n).toBe(hashed.get(n));
+      expect(new Set(pinned.values()).size).toBe(names.length);
+    });
+
+    it("offers_a_pinned_local_port_in_every_callers_sidecar", () => {
+      const r = translate(
+        specOf({
+          name: "m",
+          trustDomain: "m.example",
+          services: {
+            a: { image: "r/a:1", port: 80, calls: ["b", "db"] },
+            b: { image: "r/b:1", port: 80, localPort: 15500, allow: [{ from: ["a"] }] },
+          },
+          external: { db: { host: "10.0.0.5", port: 5432, localPort: 15432, allow: [{ from: ["a"] }] } },
+        }),
+      );
+      const out = r.runtime.sidecars.find((s) => s.name === "a")!.outbound;
+      expect(out.services.map((x) => [x.service, x.localPort])).toEqual([["b", 15500]]);
+      expect(out.external.map((x) => [x.name, x.localPort])).toEqual([["db", 15432]]);
+    });
+
     it("keeps_every_port_inside_the_range_and_distinct_until_it_is_full", () => {
       const many = Array.from({ length: 950 }, (_, i) => `s${i}`);
       const ports = localPorts(many);
