@@ -537,7 +537,13 @@ const RateLimitKey = z.union(
 );
 
 const AggregatePart = z.strictObject({
-  service: z.string(),
+  service: z.string().optional().describe("The service this part calls (or external)."),
+  external: z
+    .string()
+    .optional()
+    .describe(
+      "An external destination whose allow rules name `gateway` (a partner's API) this part calls instead of a service: its own Host, TLS and `share`, as for `to: { external }`.",
+    ),
   path: z.string().regex(/^\//, { error: "must start with /" }),
   method: z.enum(["GET", "HEAD"]).default(D["gateway.routes.*.aggregate.*.method"].value),
   timeout: duration().optional(),

@@ -859,8 +859,19 @@ export function semanticIssues(raw: unknown): Issue[] {
           );
         ref(m, serviceNames, "service", [...base, "mirror", "service"]);
       }
-      for (const [part, pRaw] of entries(r.aggregate))
-        ref(obj(pRaw).service, serviceNames, "service", [...base, "aggregate", part, "service"]);
+      for (const [part, pRaw] of entries(r.aggregate)) {
+        const p = obj(pRaw);
+        const seg = [...base, "aggregate", part];
+        if ((p.service === undefined) === (p.external === undefined))
+          add(
+            "E_SPEC_ROUTE_ACTION",
+            seg,
+            `aggregate part ${part} names ${p.service === undefined ? "neither a service nor" : "both a service and"} an external destination`,
+            "give the part exactly one of service or external",
+          );
+        else if (p.external !== undefined) routeExternal(p.external, [...seg, "external"]);
+        else ref(p.service, serviceNames, "service", [...seg, "service"]);
+      }
       if (r.aggregate !== undefined && Object.keys(obj(r.aggregate)).length === 0) {
         add(
           "E_SPEC_ROUTE_ACTION",

@@ -802,11 +802,14 @@ export function splitTarget(s: SplitEntry): string {
   return "service" in s ? s.service : s.external;
 }
 
-/** The external destinations a route forwards to: its `to`, or its split's entries that name one. */
-export function routeExternals(r: Pick<GatewayRouteSpec, "to" | "split">): string[] {
+/** The external destinations a route calls: its `to`, its split's entries or its aggregate parts that name one. */
+export function routeExternals(r: Pick<GatewayRouteSpec, "to" | "split" | "aggregate">): string[] {
   const to = toExternal(r);
   if (to !== undefined) return [to];
-  return (r.split ?? []).flatMap((s) => ("external" in s ? [s.external] : []));
+  return [
+    ...(r.split ?? []).flatMap((s) => ("external" in s ? [s.external] : [])),
+    ...Object.values(r.aggregate ?? {}).flatMap((p) => (p.external !== undefined ? [p.external] : [])),
+  ];
 }
 
 /** A route's heaviest backend (ties by name): `to`, or the split entry with the largest weight. */
@@ -880,7 +883,7 @@ function translateRoute(ctx: Context, r: GatewayRouteSpec): GatewayRoute {
       headers: conditions(r.match.headers),
       query: conditions(r.match.query),
     },
-    action: translateAction(r, timeoutMs),
+    action: translateAction(ctx, r, timeoutMs),
     auth: translateAuth(r),
     rateLimit: r.rateLimit
       ? {
@@ -938,7 +941,7 @@ function maxResponseBytes(r: GatewayRouteSpec): number | null {
   return buffers ? parseSize(DEFAULTS["gateway.routes.*.limits.maxResponseSize"].value) : null;
 }
 
-function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
+function translateAction(ctx: Context, r: GatewayRouteSpec, timeoutMs: number): RouteAction {
   if (r.redirect) {
     return {
       kind: "redirect",
@@ -956,10 +959,10 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
         .sort(([a], [b]) => compareCodeUnits(a, b))
         .map(([name, p]) => ({
           name,
-          cluster: p.service,
+          cluster: (p.service ?? p.external)!,
           method: p.method,
           path: p.path,
-          timeoutMs: p.timeout !== undefined ? parseDuration(p.timeout) : timeoutMs,
+          timeoutMs: partTimeoutMs(ctx, p, timeoutMs),
           onError: p.onError,
           default: p.default ?? null,
           forwardHeaders: sortedUnique(p.forwardHeaders ?? []),
@@ -988,6 +991,16 @@ function translateAction(r: GatewayRouteSpec, timeoutMs: number): RouteAction {
     mirror: r.mirror ? { cluster: r.mirror.service, percent: r.mirror.percent } : null,
     rewrite: r.rewrite ? { path: r.rewrite.path ?? null, host } : null,
   };
+}
+
+/** An aggregate part's timeout: its own, else its external destination's, else the route's. */
+function partTimeoutMs(
+  ctx: Context,
+  p: NonNullable<GatewayRouteSpec["aggregate"]>[string],
+  routeMs: number,
+): number {
+  const own = p.timeout ?? (p.external !== undefined ? ctx.spec.external[p.external]!.timeout : undefined);
+  return own !== undefined ? parseDuration(own) : routeMs;
 }
 
 function translateAuth(r: GatewayRouteSpec): RouteAuth {
@@ -1033,7 +1046,7 @@ function diagnoseGatewayRoutes(ctx: Context): void {
     });
     if (r.mirror) targets.push([r.mirror.service, `${base}.mirror.service`]);
     for (const [part, p] of Object.entries(r.aggregate ?? {}))
-      targets.push([p.service, `${base}.aggregate.${part}.service`]);
+      if (p.service !== undefined) targets.push([p.service, `${base}.aggregate.${part}.service`]);
     for (const [svc, path] of targets) {
       if (!ctx.allows(svc, GATEWAY)) {
         ctx.diagnose({
@@ -1220,7 +1233,7 @@ function translateEdges(ctx: Context): EdgeIR[] {
     if (to !== undefined) t.push(to);
     for (const s of r.split ?? []) if ("service" in s) t.push(s.service);
     if (r.mirror) t.push(r.mirror.service);
-    for (const p of Object.values(r.aggregate ?? {})) t.push(p.service);
+    for (const p of Object.values(r.aggregate ?? {})) if (p.service !== undefined) t.push(p.service);
     for (const svc of t) {
       edge(GATEWAY, svc).declared = true;
       routed.add(svc);

@@ -23,7 +23,8 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { GatewayRoute, RetryPlan } from "../contract/schema.ts";
 import { compileTemplate as compilePathTemplate } from "../decide/router.ts";
-import { reservedHeader } from "../gateway/headers.ts";
+import { PRINCIPAL_HEADERS } from "../auth/authenticator.ts";
+import { reservedHeader, withheldHeaders } from "../gateway/headers.ts";
 import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
@@ -48,6 +49,10 @@ export interface CompiledPart {
   /** The default value serialized once. */
   readonly defaultJson: string;
   readonly forwardHeaders: readonly string[];
+  /** A backend outside the mesh: the Host it is called with (its cluster's authority), else null. */
+  readonly authority: string | null;
+  /** The headers it is not sent (gateway/headers.ts withheldHeaders; its cluster's `share`). */
+  readonly withheld: readonly string[];
 }
 
 export interface CompiledAggregate {
@@ -87,11 +92,14 @@ export function compileAggregate(
           `route ${route.name}: aggregate part ${p.name}: forwardHeaders cannot copy ${h}: it is ${reason}`,
         );
     }
+    const cluster = clusters.get(p.cluster) ?? null;
     return {
       name: p.name,
       key: JSON.stringify(p.name),
       clusterName: p.cluster,
-      cluster: clusters.get(p.cluster) ?? null,
+      cluster,
+      authority: cluster?.config.authority ?? null,
+      withheld: withheldHeaders(cluster?.config.share, [...PRINCIPAL_HEADERS, ...ownedHeaders]) ?? [],
       method: p.method,
       path: compilePathTemplate(p.path),
       timeoutMs: p.timeoutMs,
@@ -296,6 +304,8 @@ async function runPart(
   if (agg.requestHeaders !== null) applyHeaderOps(agg.requestHeaders, headers, req.templateContext);
   headers.accept = "application/json";
   headers["accept-encoding"] = "identity";
+  if (part.authority !== null) headers.host = part.authority;
+  for (const name of part.withheld) delete headers[name];
   const traceparent = span.traceparent();
   if (traceparent !== undefined) {
     headers.traceparent = traceparent;

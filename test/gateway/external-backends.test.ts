@@ -105,7 +105,12 @@ beforeAll(async () => {
     legacyOpen.most = Math.max(legacyOpen.most, ++legacyOpen.now);
     const done = () => {
       legacyOpen.now--;
-      res.end("legacy");
+      // /json: what it saw, for an aggregate part.
+      if (req.url?.includes("/json"))
+        res
+          .setHeader("content-type", "application/json")
+          .end(JSON.stringify({ host: req.headers.host, about: about(req) }));
+      else res.end("legacy");
     };
     if (req.url?.includes("/slow")) setTimeout(done, 50);
     else done();
@@ -188,6 +193,33 @@ const start = async (c: GatewayRuntimeConfig) =>
 const get = (path: string) => request(`${gw!.url}${path}`, { headers: { "x-api-key": KEY } });
 const metrics = async () => (await request(`${gw!.adminUrl}/metrics`)).body;
 
+/**
+ * Runs `body` against a gateway with one API-key `route` over a mesh service, orders (a server on
+ * 127.0.0.1 that `answer`s), and the legacy destination.
+ */
+async function withMeshService(
+  answer: http.RequestListener,
+  route: Record<string, unknown>,
+  body: () => Promise<void>,
+): Promise<void> {
+  const service = http.createServer(answer);
+  await new Promise<void>((r) => service.listen(0, "127.0.0.1", r));
+  try {
+    await start(
+      gatewayConfig(
+        [{ ...route, auth: { apiKey: true } }],
+        { orders: { port: (service.address() as AddressInfo).port } },
+        { apiKeys: { consumers: { acme: { keyHashes: [KEY_HASH] } } } },
+        undefined,
+        { legacy: { host: "127.0.0.1", port: legacyPort, allow: [{ from: ["gateway"] }] } },
+      ),
+    );
+    await body();
+  } finally {
+    await new Promise((r) => service.close(r));
+  }
+}
+
 describe("gateway routes to external destinations", () => {
   it("forwards_over_mutual_tls_presenting_the_client_certificate_with_the_destinations_host", async () => {
     await start(config(await pairFiles("gateway-1", "a")));
@@ -230,44 +262,54 @@ describe("gateway routes to external destinations", () => {
   it("splits_between_a_destination_and_a_mesh_service_each_called_with_its_own_host_and_headers", async () => {
     // A migration off the legacy system: half the requests still go to it, half to the new service.
     const orders: { host: string | undefined; about: string[] }[] = [];
-    const service = http.createServer((req, res) => {
+    const route = {
+      name: "migrating",
+      match: { path: "/accounts/**" },
+      split: [
+        { external: "legacy", weight: 50 },
+        { service: "orders", weight: 50 },
+      ],
+    };
+    const answer: http.RequestListener = (req, res) => {
       orders.push({ host: req.headers.host, about: about(req) });
       res.end("orders");
-    });
-    await new Promise<void>((r) => service.listen(0, "127.0.0.1", r));
-    try {
-      const c = gatewayConfig(
-        [
-          {
-            name: "migrating",
-            match: { path: "/accounts/**" },
-            split: [
-              { external: "legacy", weight: 50 },
-              { service: "orders", weight: 50 },
-            ],
-            auth: { apiKey: true },
-          },
-        ],
-        { orders: { port: (service.address() as AddressInfo).port } },
-        { apiKeys: { consumers: { acme: { keyHashes: [KEY_HASH] } } } },
-        undefined,
-        { legacy: { host: "127.0.0.1", port: legacyPort, allow: [{ from: ["gateway"] }] } },
-      );
-      await start(c);
+    };
+    await withMeshService(answer, route, async () => {
       const bodies = [];
       for (let i = 0; i < 40; i++) bodies.push((await get("/accounts/7")).body);
       expect(new Set(bodies)).toEqual(new Set(["legacy", "orders"]));
       expect(legacySeen.length + orders.length).toBe(40);
-      const gatewayHost = new URL(gw!.url).host;
       expect(new Set(legacySeen.map((s) => `${s.host} ${s.about.join(",")}`))).toEqual(
         new Set([`127.0.0.1:${legacyPort} `]),
       );
       expect(new Set(orders.map((s) => `${s.host} ${s.about.join(",")}`))).toEqual(
-        new Set([`${gatewayHost} ${CLIENT_HEADERS.join(",")}`]),
+        new Set([`${new URL(gw!.url).host} ${CLIENT_HEADERS.join(",")}`]),
       );
-    } finally {
-      await new Promise((r) => service.close(r));
-    }
+    });
+  });
+
+  it("aggregates_a_destination_and_a_mesh_service_each_with_its_own_host_and_headers", async () => {
+    const route = {
+      name: "overview",
+      match: { path: "/overview" },
+      aggregate: {
+        ledger: { external: "legacy", path: "/json/ledger" },
+        profile: { service: "orders", path: "/profile" },
+      },
+    };
+    const answer: http.RequestListener = (req, res) => {
+      res
+        .setHeader("content-type", "application/json")
+        .end(JSON.stringify({ host: req.headers.host, about: about(req) }));
+    };
+    await withMeshService(answer, route, async () => {
+      const r = await get("/overview");
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body)).toEqual({
+        ledger: { host: `127.0.0.1:${legacyPort}`, about: [] },
+        profile: { host: new URL(gw!.url).host, about: CLIENT_HEADERS },
+      });
+    });
   });
 
   it("forwards_plain_http_to_a_destination_declared_by_address_with_its_host", async () => {

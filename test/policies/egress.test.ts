@@ -266,6 +266,25 @@ describe("explainRequest to external destinations", () => {
     ]);
   });
 
+  it("explains_an_aggregate_part_from_an_external_destination_as_its_own_hop", () => {
+    const raw = shopRaw();
+    const route = raw.gateway.routes.find((r: { name: string }) => r.name === "track-shipment");
+    delete route.to;
+    delete route.rewrite;
+    delete route.cache;
+    route.aggregate = { tracking: { external: "carrier-tracking", path: "/v2/shipments/{id}" } };
+    const i = inputOf(raw);
+    const d = explainRequest(i, { from: "internet", path: "/api/shipments/1Z", scopes: ["orders:read"] });
+    expect(d).toMatchObject({ verdict: "allow", route: "track-shipment" });
+    expect(formatDecision(d)).toContain(
+      "part tracking (carrier-tracking, onError fail): external.carrier-tracking.allow[0] admits the gateway; it forwards to tracking.carrier.example:443",
+    );
+    const routeOf = i.model.routes.find((r) => r.name === "track-shipment")!;
+    expect(i.model.targets(routeOf).map((t) => [t.service, t.external, t.kind, t.source])).toEqual([
+      ["carrier-tracking", true, "part", "gateway.routes[13].aggregate.tracking"],
+    ]);
+  });
+
   it("explains_a_range_destination_by_the_address_asked_for_and_opens_exactly_the_range", () => {
     const raw = egressRaw();
     raw.services.checkout.calls.push("corp-net");

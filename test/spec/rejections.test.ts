@@ -895,6 +895,38 @@ const ROWS: Row[] = [
     path: "gateway.routes[0].split[0]",
   },
   {
+    claim: "rejects_an_aggregate_part_naming_both_a_service_and_an_external_destination",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].aggregate = {
+        a: { service: "orders", external: "card-processor", path: "/x" },
+      };
+    },
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[0].aggregate.a",
+    message: "aggregate part a names both a service and an external destination",
+  },
+  {
+    claim: "rejects_an_aggregate_part_naming_neither_a_service_nor_an_external_destination",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].aggregate = { a: { path: "/x" } };
+    },
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[0].aggregate.a",
+    message: "aggregate part a names neither a service nor an external destination",
+  },
+  {
+    claim: "rejects_an_aggregate_part_to_an_external_destination_that_does_not_allow_the_gateway",
+    mutate: (s) => {
+      delete s.gateway.routes[0].to;
+      s.gateway.routes[0].aggregate = { a: { external: "card-processor", path: "/x" } };
+    },
+    code: "E_SPEC_EXTERNAL_ROUTE",
+    path: "gateway.routes[0].aggregate.a.external",
+    message: 'external "card-processor" does not allow the gateway',
+  },
+  {
     claim: "rejects_route_target_naming_both_a_service_and_an_external_destination",
     mutate: (s) => (s.gateway.routes[0].to = { service: "orders", external: "card-processor" }),
     code: "E_SPEC_INVALID_TYPE",

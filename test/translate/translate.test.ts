@@ -476,6 +476,27 @@ describe("translate", () => {
       });
     });
 
+    it("calls_an_external_destination_from_an_aggregate_part_within_its_timeout", () => {
+      const r = edge(
+        { host: "api.partner.example", port: 443, tls: "originate", timeout: "750ms" },
+        {
+          aggregate: {
+            partner: { external: "x", path: "/v1/summary" },
+            mine: { service: "a", path: "/a" },
+          },
+        },
+      );
+      const route = r.runtime.gateway!.routes.find((x) => x.name === "r")!;
+      expect(route.action.kind === "aggregate" && route.action.parts).toMatchObject([
+        { name: "mine", cluster: "a", timeoutMs: route.timeoutMs },
+        { name: "partner", cluster: "x", timeoutMs: 750 },
+      ]);
+      expect(cluster(r)).toMatchObject({ address: "api.partner.example", authority: "api.partner.example" });
+      expect(r.infra.egress).toEqual([
+        expect.objectContaining({ from: "gateway", external: "x", declared: true, allowed: true }),
+      ]);
+    });
+
     it("notes_a_destination_that_allows_the_gateway_without_a_route_to_it", () => {
       const r = edge({ host: "api.partner.example", port: 443 }, null);
       expect(cluster(r)).toBeUndefined();
