@@ -9,7 +9,8 @@
  *  - access widened or narrowed, and for whom: a mesh peer, or `internet` through a gateway route with
  *    the credentials it requires (a renamed route that admits exactly the same is not a change);
  *  - gateway routes added and removed;
- *  - auth, rate-limit, retry and timeout changes per route, and retry/timeout changes per service;
+ *  - auth, rate-limit, retry, timeout and backend (weights, mirror, aggregate parts) changes per route, and
+ *    retry/timeout changes per service;
  *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
  *  - external destinations' transport: TLS originated by the sidecar or the gateway (against which CA,
@@ -91,7 +92,15 @@ export interface SettingChange {
   scope: "route" | "service" | "gateway" | "external";
   name: string;
   field:
-    "auth" | "rateLimit" | "retry" | "timeout" | "clientAddress" | "transport" | "maxConnections" | "share";
+    | "auth"
+    | "rateLimit"
+    | "retry"
+    | "timeout"
+    | "backends"
+    | "clientAddress"
+    | "transport"
+    | "maxConnections"
+    | "share";
   before: string;
   after: string;
   /** What the change bears on, when that is not obvious (the routes that read the client address). */
@@ -628,8 +637,28 @@ function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
       add("rateLimit", describeRateLimit(o.rateLimit), describeRateLimit(h.rateLimit));
     if (!sameJson(o.retry, h.retry)) add("retry", describeRetry(o.retry), describeRetry(h.retry));
     if (o.timeoutMs !== h.timeoutMs) add("timeout", `${o.timeoutMs}ms`, `${h.timeoutMs}ms`);
+    // Where its requests go, and in which shares: a canary's or a migration's next step.
+    add("backends", describeBackends(base, o.action), describeBackends(head, h.action));
   }
   return out;
+}
+
+/** Where a route sends requests: its backends with their weights and its mirror, or its aggregate parts. */
+function describeBackends(input: PolicyInput, a: GatewayRoute["action"]): string {
+  const name = (cluster: string) => (input.model.isExternal(cluster) ? `${cluster} (external)` : cluster);
+  switch (a.kind) {
+    case "forward": {
+      const to =
+        a.backends.length === 1
+          ? name(a.backends[0]!.cluster)
+          : a.backends.map((b) => `${name(b.cluster)} ${b.weight}%`).join(", ");
+      return a.mirror ? `${to}; mirror ${name(a.mirror.cluster)} ${a.mirror.percent}%` : to;
+    }
+    case "aggregate":
+      return `parts ${a.parts.map((p) => `${p.name} → ${name(p.cluster)}`).join(", ")}`;
+    default:
+      return a.kind;
+  }
 }
 
 /** Deep equality of JSON values, without allocating. */

@@ -484,6 +484,48 @@ describe("semantic diff outside the mesh", () => {
     expect([d.widened, d.narrowed]).toEqual([[], []]);
   });
 
+  type Route = { name: string; [k: string]: unknown };
+  const route = (r: Raw, name: string) => r.gateway.routes.find((x: Route) => x.name === name) as Route;
+  it.each<[string, string, (r: Raw) => void, string, string]>([
+    [
+      "reports_a_canarys_next_step_as_changed_weights",
+      "list-products",
+      (r) =>
+        (route(r, "list-products").split = [
+          { service: "catalog", weight: 50 },
+          { service: "catalog-v2", weight: 50 },
+        ]),
+      "catalog 90%, catalog-v2 10%",
+      "catalog 50%, catalog-v2 50%",
+    ],
+    [
+      "reports_a_route_moving_off_an_external_destination_a_share_at_a_time",
+      "track-shipment",
+      (r) => {
+        const t = route(r, "track-shipment");
+        delete t.to;
+        t.split = [
+          { external: "carrier-tracking", weight: 70 },
+          { service: "orders", weight: 30 },
+        ];
+      },
+      "carrier-tracking (external)",
+      "carrier-tracking (external) 70%, orders 30%",
+    ],
+    [
+      "reports_a_mirror_share_changed",
+      "search",
+      (r) => (route(r, "search").mirror = { service: "search-next", percent: 50 }),
+      "search; mirror search-next 20%",
+      "search; mirror search-next 50%",
+    ],
+  ])("%s", (_claim, name, change, before, after) => {
+    const { d } = between(unchanged, change);
+    expect(d.settings.filter((x) => x.field === "backends")).toEqual([
+      { scope: "route", name, field: "backends", before, after },
+    ]);
+  });
+
   const NOTHING = "nothing about the client";
   const IDENTITY = "the client's identity (principal headers, forwarded claims)";
   const ADDRESS = "the client's address (X-Forwarded-For, Forwarded, X-Real-IP)";
