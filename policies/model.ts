@@ -314,13 +314,13 @@ function computeTargets(model: MeshModel, route: GatewayRoute): RouteTarget[] {
   if (a.kind === "aggregate") {
     return a.parts.map((p) => ({
       service: p.cluster,
+      external: model.isExternal(p.cluster),
       kind: "part",
       part: p.name,
       methods: [p.method],
       path: p.path.split("?")[0]!,
       attemptMs: attemptMs(p.timeoutMs, route.retry),
       source: `${base}.aggregate.${p.name}`,
-      external: model.isExternal(p.cluster),
     }));
   }
   return [];

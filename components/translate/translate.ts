@@ -545,7 +545,7 @@ function translateEgress(ctx: Context): EgressIR[] {
         code: "W_SPEC_SHARE_WITHOUT_ROUTE",
         severity: "warning",
         path: `external.${external}.share`,
-        message: `"${external}" shares the client's ${share.identity ? "identity" : "address"} with no gateway route forwarding to it: sidecars relay what the apps send, and share has no effect there`,
+        message: `"${external}" shares the client's ${[share.identity ? "identity" : "", share.clientAddress ? "address" : ""].filter(Boolean).join(" and ")} with no gateway route forwarding to it: sidecars relay what the apps send, and share has no effect there`,
         hint: `remove share, or add a gateway route with to: { external: ${external} }`,
       });
   }

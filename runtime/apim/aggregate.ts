@@ -23,7 +23,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { GatewayRoute, RetryPlan } from "../contract/schema.ts";
 import { compileTemplate as compilePathTemplate } from "../decide/router.ts";
-import { PRINCIPAL_HEADERS } from "../auth/authenticator.ts";
 import { reservedHeader, withheldHeaders } from "../gateway/headers.ts";
 import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
@@ -99,7 +98,7 @@ export function compileAggregate(
       clusterName: p.cluster,
       cluster,
       authority: cluster?.config.authority ?? null,
-      withheld: withheldHeaders(cluster?.config.share, [...PRINCIPAL_HEADERS, ...ownedHeaders]) ?? [],
+      withheld: withheldHeaders(cluster?.config.share, ownedHeaders) ?? [],
       method: p.method,
       path: compilePathTemplate(p.path),
       timeoutMs: p.timeoutMs,

@@ -8,6 +8,7 @@
  *  10. the action: `static` | `aggregate` | `forward` with the request transform (headers, JSON body)
  *  11. on the response: response transform (headers, JSON body), CORS headers, response size limit
  */
+import { identityHeaders } from "../auth/authenticator.ts";
 import type { OutgoingHttpHeaders } from "node:http";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import type { CompiledRoute } from "../decide/router.ts";
@@ -47,13 +48,6 @@ export class ApimCompileError extends Error {
   readonly code = "E_RT_APIM";
 }
 
-/** The header names authentication owns (principal headers from jwt forwardClaims), lower-case. */
-export function principalHeaders(config: GatewayRuntimeConfig): Set<string> {
-  const owned = new Set<string>();
-  for (const p of config.auth.jwt) for (const h of Object.keys(p.forwardClaims)) owned.add(h.toLowerCase());
-  return owned;
-}
-
 /**
  * Compiles every route's API-management settings. `clusters` are the state's upstream clusters
  * (aggregation sends through them); `cwd` resolves relative static roots. Throws ApimCompileError
@@ -65,7 +59,8 @@ export function compileApim(
   clusters: ReadonlyMap<string, UpstreamCluster>,
   cwd: string = process.cwd(),
 ): Map<CompiledRoute, RouteApim> {
-  const owned = principalHeaders(config);
+  // The header names authentication owns: never copied or changed by a route, withheld where not shared.
+  const owned = identityHeaders(config);
   const out = new Map<CompiledRoute, RouteApim>();
   for (const r of routes) {
     const c = r.config;

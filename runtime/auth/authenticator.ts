@@ -42,6 +42,13 @@ export const PRINCIPAL_HEADERS = [
   "x-meshgate-auth",
 ] as const;
 
+/** Every header name the gateway owns for identity: PRINCIPAL_HEADERS plus every jwt provider's forwardClaims header, lower-case. */
+export function identityHeaders(config: GatewayRuntimeConfig): Set<string> {
+  const owned = new Set<string>(PRINCIPAL_HEADERS);
+  for (const p of config.auth.jwt) for (const h of Object.keys(p.forwardClaims)) owned.add(h.toLowerCase());
+  return owned;
+}
+
 export interface AuthenticatorOptions {
   readonly observer?: AuthObserver;
   readonly log?: AuthLog;
@@ -99,11 +106,9 @@ export class Authenticator {
     this.observer = opts.observer ?? NO_OBSERVER;
     const log = opts.log ?? SILENT;
     const now = opts.now;
-    const owned = new Set<string>(PRINCIPAL_HEADERS);
-    for (const p of config.auth.jwt) {
+    for (const p of config.auth.jwt)
       this.jwt.set(p.name, new JwtVerifier(p, { ...opts.jwt, ...(now ? { now } : {}) }, this.observer, log));
-      for (const h of Object.keys(p.forwardClaims)) owned.add(h.toLowerCase());
-    }
+    const owned = identityHeaders(config);
     this.ownedHeaders = owned;
     this.ownedList = [...owned];
     this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
