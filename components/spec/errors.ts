@@ -78,6 +78,8 @@ export const SpecErrorCatalog = {
   W_SPEC_UNREACHABLE_SERVICE: "no allow rule admits any caller, so the service can receive no traffic",
   W_SPEC_RETRY_UNSAFE_METHOD:
     "retries are set on a route that only accepts non-idempotent methods; they apply only to bytes never sent",
+  W_SPEC_SPLIT_TIMEOUTS:
+    "a split's entries have different timeouts and the route sets none: every request gets the heaviest entry's, which changes with the weights",
   W_SPEC_PUBLIC_ROUTE_UNLIMITED: "a public route has no rate limit",
   W_SPEC_PROXY_PROTOCOL_ANY_SOURCE:
     "a PROXY-protocol listener takes the header from any source: whoever reaches the port can name any client address",

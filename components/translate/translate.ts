@@ -28,7 +28,7 @@ import {
   type RetriesOverrideSpec,
   type ServiceSpec,
 } from "../spec/schema.ts";
-import { parseDuration, parseSize } from "../spec/units.ts";
+import { formatDuration, parseDuration, parseSize } from "../spec/units.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
 import { isPatternHost } from "../../runtime/decide/external.ts";
 import { segmentHash } from "../../runtime/decide/router.ts";
@@ -1074,6 +1074,23 @@ function diagnoseGatewayRoutes(ctx: Context): void {
         message: `route "${r.name}" only matches ${methods.join(", ")}: retries apply only when no byte reached the upstream`,
         hint: "remove retries, or make the upstream idempotent (e.g. with an Idempotency-Key) and accept that",
       });
+    }
+    if (r.split && r.timeout === undefined) {
+      // The route takes its heaviest entry's timeout: with entries that differ, a lighter entry that needs
+      // longer is cut short — and which entry is heaviest changes as the weights do.
+      const of = (s: SplitEntry) =>
+        "service" in s
+          ? ctx.policy(s.service).timeoutMs
+          : parseDuration(ctx.spec.external[s.external]!.timeout ?? ctx.spec.mesh.defaults.timeout);
+      const timeouts = r.split.map((s) => `${splitTarget(s)} ${formatDuration(of(s))}`);
+      if (new Set(r.split.map(of)).size > 1)
+        ctx.diagnose({
+          code: "W_SPEC_SPLIT_TIMEOUTS",
+          severity: "warning",
+          path: `${base}.split`,
+          message: `route "${r.name}" splits between entries with different timeouts (${timeouts.join(", ")}) and sets none: every request gets the heaviest entry's`,
+          hint: "give the route its own timeout, long enough for every entry",
+        });
     }
     const rl = r.rateLimit;
     const g = ctx.spec.gateway;

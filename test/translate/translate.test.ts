@@ -476,6 +476,33 @@ describe("translate", () => {
       });
     });
 
+    it.each<[string, Loose, boolean]>([
+      ["warns_when_split_entries_have_different_timeouts_and_the_route_sets_none", {}, true],
+      ["does_not_warn_when_the_route_sets_its_own_timeout", { timeout: "5s" }, false],
+    ])("%s", (_claim, extra, warned) => {
+      const r = edge(
+        { host: "legacy.example", port: 80, timeout: "5s" },
+        {
+          split: [
+            { external: "x", weight: 90 },
+            { service: "a", weight: 10 },
+          ],
+          ...extra,
+        },
+      );
+      expect(r.diagnostics.filter((d) => d.code === "W_SPEC_SPLIT_TIMEOUTS")).toEqual(
+        warned
+          ? [
+              expect.objectContaining({
+                severity: "warning",
+                path: "gateway.routes[1].split",
+                message: expect.stringContaining("(x 5s, a 2s)"),
+              }),
+            ]
+          : [],
+      );
+    });
+
     it("calls_an_external_destination_from_an_aggregate_part_within_its_timeout", () => {
       const r = edge(
         { host: "api.partner.example", port: 443, tls: "originate", timeout: "750ms" },
