@@ -783,7 +783,7 @@ export function semanticIssues(raw: unknown): Issue[] {
       }
       const forwards = r.to !== undefined || r.split !== undefined;
       const primary: string[] = [];
-      /** An external destination a route forwards to (`to` or a split entry): one host, and it allows the gateway. */
+      /** An external destination a route calls (`to`, a split entry, an aggregate part): one host, allowing the gateway. */
       const routeExternal = (x: unknown, seg: Segments) => {
         if (ref(x, externalNames, "external destination", seg) && typeof x === "string") {
           const ext = obj(external[x]);
