@@ -173,7 +173,6 @@ export class H2Pool {
   }
 
   private async open(opts: StreamOptions): Promise<ClientHttp2Stream> {
-    if (this.closed) throw error("pool closed", "UND_ERR_CLOSED");
     this.stats.pending++;
     let session: ClientHttp2Session;
     try {
@@ -192,6 +191,9 @@ export class H2Pool {
     }
     const body = opts.body ?? null;
     const stream = session.request(headers, { endStream: body === null });
+    // A retired pool still serves a late stream (a retry of a request that began before the reload) on a
+    // session of its own, closed gracefully once the stream ends.
+    if (this.closed) stream.once("close", () => session.close());
     if (body !== null) {
       if (typeof body === "string" || Buffer.isBuffer(body)) stream.end(body);
       else (body as NodeJS.ReadableStream).pipe(stream);
@@ -298,6 +300,11 @@ export class H2Pool {
     });
   }
 
+  /**
+   * Retires the pool (a reload left no cluster using it, or its settings changed): the session closes
+   * gracefully — its streams finish — and a stream that still reaches the pool gets a session that closes
+   * after it (open), so nothing fails for the reload and nothing stays open.
+   */
   async close(): Promise<void> {
     this.closed = true;
     const s = this.session;

@@ -1,0 +1,74 @@
+/**
+ * The HTTP/2 pool retired by a reload (close): streams in progress finish, a late stream (a retry of a
+ * request that began before the reload) is still served, and no session stays open after — against a real
+ * h2c server on 127.0.0.1.
+ */
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { Writable } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import { H2Pool } from "../../runtime/upstream/h2pool.ts";
+
+let server: http2.Http2Server | undefined;
+afterEach(async () => {
+  await new Promise((r) => (server ? server.close(r) : r(null)));
+  server = undefined;
+});
+
+/** An h2c server answering each path after `delayMs`; counts its sessions open now and in all. */
+async function h2c(delayMs: number) {
+  const sessions = { open: 0, total: 0 };
+  server = http2.createServer();
+  server.on("session", (s) => {
+    sessions.open++;
+    sessions.total++;
+    s.once("close", () => sessions.open--);
+  });
+  server.on("stream", (stream, headers) => {
+    setTimeout(() => {
+      stream.respond({ ":status": 200 });
+      stream.end(String(headers[":path"]));
+    }, delayMs);
+  });
+  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+  return { port: (server.address() as AddressInfo).port, sessions };
+}
+
+/** One exchange through the pool: the body, or the error's code. */
+async function get(pool: H2Pool, path: string): Promise<string> {
+  let body = "";
+  try {
+    await pool.stream(
+      { method: "GET", path, headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
+      () =>
+        new Writable({
+          write(chunk: Buffer, _e, cb) {
+            body += chunk.toString();
+            cb();
+          },
+        }),
+    );
+    return body;
+  } catch (err) {
+    return `error ${(err as { code?: string }).code}`;
+  }
+}
+
+const until = async (check: () => boolean) => {
+  for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+  return check();
+};
+
+describe("a retired HTTP/2 pool", () => {
+  it("finishes_its_streams_serves_a_late_one_and_leaves_no_session_open", async () => {
+    const { port, sessions } = await h2c(80);
+    const pool = new H2Pool("127.0.0.1", port, 1000);
+    const running = get(pool, "/running");
+    await until(() => sessions.open === 1);
+    await pool.close();
+    const late = get(pool, "/late");
+    expect([await running, await late]).toEqual(["/running", "/late"]);
+    expect(sessions.total).toBe(2);
+    expect(await until(() => sessions.open === 0)).toBe(true);
+  });
+});
