@@ -106,6 +106,11 @@ const NO_EJECTION = process.argv.includes("--no-ejection");
 const SCALING = !process.argv.includes("--no-scaling");
 /** `--only-scaling`: run the worker-scaling pass alone (its own report; no throughput or latency passes). */
 const ONLY_SCALING = process.argv.includes("--only-scaling");
+/** `--node-flags="…"`: Node/V8 flags for meshgate's processes (default: none — Node's own settings). */
+const MESHGATE_NODE_FLAGS = (() => {
+  const arg = process.argv.find((a) => a.startsWith("--node-flags="));
+  return arg ? arg.slice("--node-flags=".length).split(/\s+/).filter(Boolean) : [];
+})();
 const NOISE_LIMIT = 0.25; // cores used by other processes during a run
 const MAX_ERROR_RATE = 0.01; // a run with more failed requests is marked failed (!)
 const MAX_RETRIES = 2; // per run
@@ -1184,6 +1189,21 @@ async function main(): Promise<number> {
   await ready("upstream nginx", upPort, upstream);
 
   const entry = await meshgateEntry(ROOT);
+  /** `meshgate gateway` with a config file, on 127.0.0.1, with MESHGATE_NODE_FLAGS (admin port 0: any). */
+  const gatewayArgv = (file: string, adminPort: number, workers: number) => [
+    process.execPath,
+    ...MESHGATE_NODE_FLAGS,
+    entry.path,
+    "gateway",
+    "--config",
+    file,
+    "--host",
+    "127.0.0.1",
+    "--admin-port",
+    String(adminPort),
+    "--workers",
+    String(workers),
+  ];
   const meta = [
     `meshgate runs from ${entry.label}`,
     `node ${process.version}, nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, HAProxy ${version(["haproxy", "-v"], /version (\S+)/)}, ` +
@@ -1246,22 +1266,9 @@ async function main(): Promise<number> {
         const admin = await freePort();
         const file = join(tmp, "meshgate.json");
         writeFileSync(file, meshgateConf(port, upPort));
-        const argv = [
-          process.execPath,
-          entry.path,
-          "gateway",
-          "--config",
-          file,
-          "--host",
-          "127.0.0.1",
-          "--admin-port",
-          String(admin),
-          "--workers",
-          "1",
-        ];
         return {
           port,
-          started: start("meshgate", argv, PROXY_CPU, { cwd: ROOT }),
+          started: start("meshgate", gatewayArgv(file, admin, 1), PROXY_CPU, { cwd: ROOT }),
           diagnose: () => meshgateErrors(admin),
         };
       },
@@ -1275,22 +1282,9 @@ async function main(): Promise<number> {
         const admin = await freePort();
         const file = join(tmp, "meshgate-full.json");
         writeFileSync(file, meshgateConf(port, upPort, true));
-        const argv = [
-          process.execPath,
-          entry.path,
-          "gateway",
-          "--config",
-          file,
-          "--host",
-          "127.0.0.1",
-          "--admin-port",
-          String(admin),
-          "--workers",
-          "1",
-        ];
         return {
           port,
-          started: start("meshgate-full", argv, PROXY_CPU, { cwd: ROOT }),
+          started: start("meshgate-full", gatewayArgv(file, admin, 1), PROXY_CPU, { cwd: ROOT }),
           diagnose: () => meshgateErrors(admin),
         };
       },
@@ -1323,8 +1317,7 @@ async function main(): Promise<number> {
             start: (workers, port) => {
               const file = join(tmp, `meshgate-scaling-${port}.json`);
               writeFileSync(file, meshgateConf(port, upPort));
-              const argv = [process.execPath, entry.path, "gateway", "--config", file, "--host", "127.0.0.1"];
-              argv.push("--admin-port", "0", "--workers", String(workers));
+              const argv = gatewayArgv(file, 0, workers);
               return start(`meshgate-x${workers}`, argv, ALL_CPUS, { cwd: ROOT });
             },
           },

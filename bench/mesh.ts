@@ -32,7 +32,8 @@
  * cannot use a proxy call), access logs off. Options: `--node-flags="…"` the sidecars' Node/V8 flags
  * (default: SIDECAR_NODE_FLAGS); `--no-ejection` (see NO_EJECTION); `--no-pin` no CPU pinning (for a
  * machine where CPU 0 is taken); `--rate=N` another fixed rate; `--keep` keeps the temp dir with every
- * log; `--h2load` the old fixed-rate generator. Goals are reported, never turned into a non-zero exit.
+ * log; `--h2load` the old fixed-rate generator; `--versus-flags="…"` an A/B of the sidecars' flags instead
+ * of the report (see VERSUS; `--versus-entry=FILE` for another bundle). Goals are reported, never turned into a non-zero exit.
  *
  * Needs nginx and a C compiler, or h2load (`apt-get install -y nginx gcc nghttp2-client`; a dev-machine
  * benchmark, not CI).
@@ -110,6 +111,25 @@ const NODE_FLAGS = (() => {
   return arg ? arg.slice("--node-flags=".length).split(/\s+/).filter(Boolean) : SIDECAR_NODE_FLAGS;
 })();
 const GOALS = { addedP50: 0.4, addedP99: 1.0, rssMiB: 50, coresPer1k: 0.15 };
+/**
+ * `--versus-flags="…"` and/or `--versus-entry=FILE`: instead of the report, an A/B — two meshgate pairs,
+ * A with NODE_FLAGS and this run's bundle, B with these flags (default: A's) and this entry (default: A's;
+ * e.g. a bundle of another revision, `npm run build` there and copy dist/meshgate.js), both on CPU 0 and
+ * loaded at the same time at RATE each, so that the host's drift (tens of percent between passes on this
+ * machine, more than most changes make) hits both alike; per round the cores per 1k rps of each sidecar
+ * and B's over A's, medians over REPS rounds. Sequential passes cannot tell a 10 % change from the drift.
+ */
+const VERSUS = (() => {
+  const value = (name: string) =>
+    process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const flags = value("versus-flags");
+  const entry = value("versus-entry");
+  if (flags === undefined && entry === undefined) return null;
+  return {
+    flags: flags === undefined ? null : flags.split(/\s+/).filter(Boolean),
+    entry: entry ?? null,
+  };
+})();
 /** The reference subject made of Node's own http/https (bench/node-proxy.mjs). */
 const NODE_PAIR = "minimal Node pair";
 /**
@@ -581,6 +601,7 @@ async function main(): Promise<number> {
   };
   const server = start("server", nginxArgs(serverConf(p.server), "server"), LOAD_CPU);
   await ready("the server", p.server, [server]);
+  if (VERSUS) return versus(entry, ids, p.server, began);
 
   // meshgate pair
   const configs = sidecarConfigs({ ...p, webDir: ids.web.dir, ordersDir: ids.orders.dir });
@@ -817,6 +838,181 @@ async function main(): Promise<number> {
     `  total ${((performance.now() - began) / 1000).toFixed(0)} s`,
   ];
   console.log(out.join("\n"));
+  return 0;
+}
+
+// ───────────── --versus-flags: an A/B of the sidecars' flags, loaded together ─────────────
+
+interface Pair {
+  readonly name: string;
+  readonly flags: readonly string[];
+  readonly entry: string;
+  readonly port: number;
+  readonly proxies: Proxy[];
+}
+
+async function versus(
+  entry: { path: string; label: string },
+  ids: { web: Identity; orders: Identity },
+  serverPort: number,
+  began: number,
+): Promise<number> {
+  const startPair = async (name: string, flags: readonly string[], entryPath: string): Promise<Pair> => {
+    const ports = {
+      server: serverPort,
+      webLocal: await freePort(),
+      webOutbound: await freePort(),
+      webInbound: await freePort(),
+      webAdmin: await freePort(),
+      ordersInbound: await freePort(),
+      ordersOutbound: await freePort(),
+      ordersAdmin: await freePort(),
+    };
+    const configs = sidecarConfigs({ ...ports, webDir: ids.web.dir, ordersDir: ids.orders.dir });
+    const one = (role: string, config: SidecarRuntimeConfig) => {
+      const file = join(tmp, `${name}-${role}.json`);
+      writeFileSync(file, JSON.stringify(config));
+      const argv = [
+        process.execPath,
+        ...flags,
+        entry.path,
+        "sidecar",
+        "--config",
+        file,
+        "--host",
+        "127.0.0.1",
+      ];
+      return start(`sidecar-${name}-${role}`, argv, PROXY_CPU);
+    };
+    const orders = one("orders", configs.orders);
+    const web = one("web", configs.web);
+    await ready(`pair ${name}`, ports.webLocal, [web, orders]);
+    const proxy = (label: string, started: Started): Proxy => ({
+      label,
+      started,
+      rssColdKiB: treeRssKiB(started.child.pid!),
+      rssMaxKiB: 0,
+      anonMaxKiB: 0,
+    });
+    return {
+      name,
+      flags,
+      entry: entryPath,
+      port: ports.webLocal,
+      proxies: [proxy("outbound (web)", web), proxy("inbound (orders)", orders)],
+    };
+  };
+  let pairs: Pair[];
+  try {
+    pairs = [
+      await startPair("A", NODE_FLAGS, entry.path),
+      await startPair("B", VERSUS!.flags ?? NODE_FLAGS, VERSUS!.entry ?? entry.path),
+    ];
+  } catch (err) {
+    log((err as Error).message);
+    await stopAll();
+    return 1;
+  }
+  for (const pair of pairs) {
+    log(`pair ${pair.name}: warm-up ${WARMUP_S} s`);
+    await load(pair.port, 1, 100);
+    await load(pair.port, WARMUP_S);
+  }
+  interface Round {
+    readonly load: LoadResult[];
+    /** cores per 1k rps by pair, then by proxy (outbound, inbound). */
+    readonly per1k: number[][];
+    readonly others: number;
+  }
+  const rounds: Round[] = [];
+  for (let i = 0; i < REPS && !procs.interrupted(); i++) {
+    await waitQuiet();
+    await Promise.all(pairs.map((pair) => load(pair.port, RUN_WARMUP_S)));
+    const all = pairs.flatMap((pair) => pair.proxies);
+    const before = all.map((x) => treeTicks(x.started.child.pid!));
+    const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
+    const sampler = setInterval(() => {
+      for (const x of all) {
+        x.rssMaxKiB = Math.max(x.rssMaxKiB, treeRssKiB(x.started.child.pid!));
+        x.anonMaxKiB = Math.max(x.anonMaxKiB, treeStatusKiB(x.started.child.pid!, "RssAnon"));
+      }
+    }, 250);
+    const results = await Promise.all(pairs.map((pair) => load(pair.port, DURATION_S)));
+    clearInterval(sampler);
+    const elapsed = (performance.now() - t0) / 1000;
+    const cores = all.map((x, j) => (treeTicks(x.started.child.pid!) - before[j]!) / TCK / elapsed);
+    const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
+    const per1k = pairs.map((pair, k) =>
+      pair.proxies.map((_, j) => cores[k * pair.proxies.length + j]! / (results[k]!.rps / 1000)),
+    );
+    rounds.push({ load: results, per1k, others });
+    log(
+      `round ${i + 1}: ` +
+        pairs
+          .map(
+            (pair, k) =>
+              `${pair.name} ${Math.round(results[k]!.rps)} rps p50/p99 ${results[k]!.p50.toFixed(3)}/${results[k]!.p99.toFixed(3)} ms, ` +
+              `${per1k[k]!.map((c) => c.toFixed(3)).join(" / ")} cores per 1k rps${results[k]!.errors ? `, ${results[k]!.errors} errors` : ""}`,
+          )
+          .join("; ") +
+        `; others ${others.toFixed(2)} cores`,
+    );
+  }
+  await stopAll();
+  if (rounds.length === 0) return 1;
+  const ms3 = (n: number) => n.toFixed(3);
+  const rows = pairs.flatMap((pair, k) => [
+    [
+      `${pair.name}: ${pair.entry === entry.path ? "" : `${pair.entry} `}${pair.flags.join(" ") || "(no flags)"}`,
+      String(Math.round(median(rounds.map((r) => r.load[k]!.rps)))),
+      `${ms3(median(rounds.map((r) => r.load[k]!.p50)))} / ${ms3(median(rounds.map((r) => r.load[k]!.p99)))}`,
+      String(rounds.reduce((a, r) => a + r.load[k]!.errors, 0)),
+      "",
+      "",
+      "",
+    ],
+    ...pair.proxies.map((x, j) => [
+      `  ${x.label}`,
+      "",
+      "",
+      "",
+      median(rounds.map((r) => r.per1k[k]![j]!)).toFixed(3),
+      `${(x.rssColdKiB / 1024).toFixed(0)} / ${(x.rssMaxKiB / 1024).toFixed(0)}`,
+      (x.anonMaxKiB / 1024).toFixed(0),
+    ]),
+  ]);
+  const ratio = (j: number) => median(rounds.map((r) => r.per1k[1]![j]! / r.per1k[0]![j]!));
+  const spread = (j: number) => {
+    const v = rounds.map((r) => r.per1k[1]![j]! / r.per1k[0]![j]!);
+    return `${Math.min(...v).toFixed(2)}–${Math.max(...v).toFixed(2)}`;
+  };
+  const othersAll = rounds.map((r) => r.others);
+  console.log(
+    [
+      `meshgate bench:mesh --versus-flags — two meshgate pairs loaded together, ${RATE} rps each, both on CPU ${PROXY_CPU}${QUICK ? " (--quick)" : ""}`,
+      `sidecars run from ${entry.label}; node ${process.version}; meshgate ${meshgateVersion()}`,
+      "",
+      ...table(
+        [
+          "pair / sidecar",
+          "rps",
+          "p50 / p99 ms",
+          "errors",
+          "cores/1k rps",
+          "RSS idle/max MiB",
+          "anon max MiB",
+        ],
+        rows,
+        (i) => i >= 1,
+      ),
+      "",
+      ...pairs[0]!.proxies.map(
+        (x, j) =>
+          `B / A cores per 1k rps, ${x.label}: ${ratio(j).toFixed(3)}× (median of ${rounds.length} round(s); ${spread(j)})`,
+      ),
+      `notes: ${rounds.length} round(s) × ${DURATION_S} s, each after ${RUN_WARMUP_S} s of the same load; the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores; total ${((performance.now() - began) / 1000).toFixed(0)} s`,
+    ].join("\n"),
+  );
   return 0;
 }
 
