@@ -22,6 +22,10 @@ export const GatewayErrorCatalog = {
     400,
     "the route transforms JSON request bodies and this one is not valid JSON (or its Content-Encoding is not supported)",
   ],
+  bad_grpc_web_body: [
+    400,
+    "a gRPC-Web text call (application/grpc-web-text) to a gRPC service whose body is not base64",
+  ],
   action_unavailable: [
     400,
     "the route's action cannot serve the request (a WebSocket upgrade on a route that does not forward)",

@@ -58,6 +58,13 @@ import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forwardTimeoutMs } from "../upstream/grpc.ts";
+import {
+  decodeGrpcWebText,
+  grpcWebCall,
+  grpcWebRequestHeaders,
+  grpcWebResponseHeaders,
+  GrpcWebResponse,
+} from "../upstream/grpc-web.ts";
 import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
@@ -1091,9 +1098,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
     }
     cacheExchange?.prepare(headers);
+    // A browser's gRPC-Web call to a gRPC service is sent as the gRPC call it encodes (grpc-web.ts).
+    const grpcWeb = cluster.config.protocol === "http2" ? grpcWebCall(req.headers["content-type"]) : null;
+    if (grpcWeb !== null) grpcWebRequestHeaders(headers, grpcWeb);
     // A gRPC call's deadline: the client's grpc-timeout shortens the route's timeout (never extends it),
     // and the upstream is told the deadline the gateway enforces.
-    const timeoutMs = forwardTimeoutMs(overH2, req.headers, headers, d.timeoutMs);
+    const timeoutMs =
+      grpcWeb !== null
+        ? forwardTimeoutMs(
+            true,
+            { ...GRPC_REQUEST, "grpc-timeout": req.headers["grpc-timeout"] },
+            headers,
+            d.timeoutMs,
+          )
+        : forwardTimeoutMs(overH2, req.headers, headers, d.timeoutMs);
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -1114,6 +1132,21 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         return respondError(req, res, transformed.status, transformed.code, transformed.message);
       }
       body = transformed.body;
+    } else if (hasBody && grpcWeb?.mode === "text") {
+      // The base64 form is read whole and checked before anything is sent (grpc-web.ts).
+      let text: Buffer;
+      try {
+        text = await readBody(req, limit);
+      } catch (err) {
+        noKeepAlive(res);
+        if ((err as { code?: string }).code === "E_BODY_TOO_LARGE")
+          return respondError(req, res, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
+        return void res.destroy();
+      }
+      const decoded = decodeGrpcWebText(text);
+      if (decoded === null)
+        return respondError(req, res, 400, "bad_grpc_web_body", "the gRPC-Web text body is not base64");
+      body = decoded;
     } else if (hasBody) {
       const mirror = d.action.mirror !== null;
       if (
@@ -1189,6 +1222,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
             perResponseHeaders(rateHeaders, closing(req)),
           );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
+        if (grpcWeb !== null) grpcWebResponseHeaders(upstreamHeaders, grpcWeb);
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
         if (shaper === null && ap !== undefined) decorateResponse(ap, origin, upstreamHeaders, tctx);
         if (trailersOnly && overH2 && !shaper) {
@@ -1197,9 +1231,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           if (rest !== null) return rest;
         }
         if (draining && !overH2) upstreamHeaders.connection = "close";
-        if (shaper) return shaper.head(status, upstreamHeaders);
-        res.writeHead(status, upstreamHeaders);
-        return res;
+        const target = shaper ? shaper.head(status, upstreamHeaders) : res.writeHead(status, upstreamHeaders);
+        // gRPC-Web: the body in the browser's form, the trailers as its last frame.
+        return grpcWeb !== null ? new GrpcWebResponse(target, grpcWeb.mode) : target;
       },
       observer,
     );
@@ -1746,6 +1780,8 @@ function chooseBackend(backends: readonly { cluster: string; weight: number }[])
 
 /** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */
 const REPLAY_BUFFER_BYTES = 64 * 1024;
+/** A gRPC-Web call's request as forwardTimeoutMs reads a gRPC one (its deadline is the same header). */
+const GRPC_REQUEST = { "content-type": "application/grpc" } as const;
 
 function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): void {
   if (d.action.kind !== "redirect") return;

@@ -8,17 +8,13 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
+import { answerSpecialMethod, grpcFrame } from "../support/grpc.ts";
 
 let upstream: http2.Http2Server;
 let gw: TestGateway;
 let seenHeaders: http2.IncomingHttpHeaders[] = [];
 
-const frame = (payload: string) => {
-  const body = Buffer.from(payload);
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(body.length, 1);
-  return Buffer.concat([head, body]);
-};
+const frame = (payload: string) => grpcFrame(payload);
 const unframe = (buf: Buffer) => buf.subarray(5, 5 + buf.readUInt32BE(1)).toString();
 
 beforeAll(async () => {
@@ -28,30 +24,8 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", () => {
-      if (headers[":path"] === "/shop.v1.Orders/Slow") {
-        // Answers after 1.5 s (unless the call is cancelled first).
-        const timer = setTimeout(() => {
-          if (stream.destroyed) return;
-          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-          stream.end(frame("late"));
-        }, 1500);
-        stream.on("close", () => clearTimeout(timer));
-        return;
-      }
-      if (headers[":path"] === "/shop.v1.Orders/Missing") {
-        // Trailers-only response: the status travels in the headers, with END_STREAM.
-        stream.respond(
-          {
-            ":status": 200,
-            "content-type": "application/grpc",
-            "grpc-status": "5",
-            "grpc-message": "not found",
-          },
-          { endStream: true },
-        );
-        return;
-      }
+      // Slow answers after 1.5 s (unless cancelled first); Missing is trailers-only (test/support/grpc.ts).
+      if (answerSpecialMethod(stream, headers[":path"])) return;
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.on("wantTrailers", () =>
         stream.sendTrailers({ "grpc-status": "0", "grpc-message": "OK", "x-order-version": "7" }),

@@ -1,0 +1,275 @@
+/**
+ * gRPC-Web through the gateway (runtime/upstream/grpc-web.ts), over real sockets: a browser's call over
+ * HTTP/1.1 — binary or base64 text — reaches a gRPC service (h2c) as the gRPC call it encodes, and the
+ * answer comes back with the trailers as the body's last frame; a trailers-only answer keeps its status
+ * in the headers; the call's grpc-timeout is enforced; a text body that is not base64 is refused before
+ * anything is sent; a service that is not gRPC gets the request as the browser sent it.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
+import { answerSpecialMethod, grpcFrame } from "../support/grpc.ts";
+
+let grpcServer: http2.Http2Server;
+let plainServer: http.Server;
+let gw: TestGateway;
+const seen: http2.IncomingHttpHeaders[] = [];
+const plainSeen: { contentType: string | undefined; body: string }[] = [];
+
+const frame = grpcFrame;
+
+/** The frames of a gRPC-Web body: data frames (flag 0) and the trailer frame (flag 0x80). */
+function frames(body: Buffer): { flag: number; payload: string }[] {
+  const out: { flag: number; payload: string }[] = [];
+  let i = 0;
+  while (i + 5 <= body.length) {
+    const length = body.readUInt32BE(i + 1);
+    out.push({ flag: body[i]!, payload: body.subarray(i + 5, i + 5 + length).toString("latin1") });
+    i += 5 + length;
+  }
+  expect(i, "the body ends on a frame boundary").toBe(body.length);
+  return out;
+}
+
+beforeAll(async () => {
+  grpcServer = http2.createServer();
+  grpcServer.on("stream", (stream, headers) => {
+    seen.push(headers);
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => {
+      // Slow answers after 1.5 s (unless cancelled first); Missing is trailers-only (test/support/grpc.ts).
+      if (answerSpecialMethod(stream, headers[":path"])) return;
+      // Echo every request frame back (two messages when the client sent two), then the trailers.
+      const request = Buffer.concat(chunks);
+      const replies: Buffer[] = [];
+      for (let i = 0; i + 5 <= request.length;) {
+        const length = request.readUInt32BE(i + 1);
+        replies.push(frame(`reply to ${request.subarray(i + 5, i + 5 + length).toString()}`));
+        i += 5 + length;
+      }
+      stream.respond(
+        { ":status": 200, "content-type": String(headers["content-type"]) },
+        { waitForTrailers: true },
+      );
+      stream.on("wantTrailers", () =>
+        stream.sendTrailers({ "grpc-status": "0", "grpc-message": "OK", "x-order-version": "7" }),
+      );
+      stream.end(Buffer.concat(replies));
+    });
+  });
+  await new Promise<void>((r) => grpcServer.listen(0, "127.0.0.1", r));
+  plainServer = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      plainSeen.push({
+        contentType: req.headers["content-type"],
+        body: Buffer.concat(chunks).toString("latin1"),
+      });
+      res.writeHead(200, { "content-type": "application/grpc-web+proto" });
+      res.end(frame("from a gRPC-Web server"));
+    });
+  });
+  await new Promise<void>((r) => plainServer.listen(0, "127.0.0.1", r));
+  gw = await startTestGateway(
+    gatewayConfig(
+      [
+        {
+          name: "orders-rpc",
+          match: { path: "/shop.v1.Orders/*", methods: ["POST"] },
+          to: "orders",
+          public: true,
+          timeout: "3s",
+          // The README's route for a browser on another origin.
+          cors: {
+            origins: ["https://shop.example"],
+            headers: ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"],
+            exposeHeaders: ["grpc-status", "grpc-message"],
+          },
+        },
+        {
+          name: "legacy-rpc",
+          match: { path: "/shop.v1.Legacy/*", methods: ["POST"] },
+          to: "legacy",
+          public: true,
+        },
+      ],
+      {
+        orders: { port: (grpcServer.address() as AddressInfo).port },
+        legacy: { port: (plainServer.address() as AddressInfo).port },
+      },
+      {},
+      {
+        orders: { image: "r/orders:1", port: 9090, protocol: "grpc", allow: [{ from: ["gateway"] }] },
+        legacy: { image: "r/legacy:1", port: 8080, allow: [{ from: ["gateway"] }] },
+      },
+    ),
+  );
+});
+
+afterAll(async () => {
+  await gw.drain();
+  await new Promise<void>((r) => grpcServer.close(() => r()));
+  await new Promise<void>((r) => plainServer.close(() => r()));
+});
+
+/** A browser's gRPC-Web call: HTTP/1.1 POST with the given content-type and body. */
+function call(
+  path: string,
+  contentType: string,
+  body: Buffer | string,
+  extra: Record<string, string> = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer; ms: number }> {
+  const started = performance.now();
+  const url = new URL(path, gw.url);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      {
+        method: "POST",
+        headers: {
+          "content-type": contentType,
+          "x-grpc-web": "1",
+          "content-length": Buffer.byteLength(body),
+          ...extra,
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode!,
+            headers: res.headers,
+            body: Buffer.concat(chunks),
+            ms: performance.now() - started,
+          }),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const TRAILERS = "grpc-status: 0\r\ngrpc-message: OK\r\nx-order-version: 7\r\n";
+
+describe("a gRPC-Web call reaches a gRPC service as the gRPC call it encodes", () => {
+  it.each([
+    {
+      claim: "binary (+proto): frames pass through, the trailers come back as the last frame",
+      contentType: "application/grpc-web+proto",
+      body: frame("hello"),
+      upstreamType: "application/grpc+proto",
+      responseType: "application/grpc-web+proto",
+      text: false,
+      replies: ["reply to hello"],
+    },
+    {
+      claim: "binary without a format suffix",
+      contentType: "application/grpc-web",
+      body: frame("plain"),
+      upstreamType: "application/grpc",
+      responseType: "application/grpc-web",
+      text: false,
+      replies: ["reply to plain"],
+    },
+    {
+      claim: "text: base64 decoded on the way in, the answer base64 on the way out",
+      contentType: "application/grpc-web-text",
+      body: frame("over text").toString("base64"),
+      upstreamType: "application/grpc",
+      responseType: "application/grpc-web-text",
+      text: true,
+      replies: ["reply to over text"],
+    },
+    {
+      claim: "text of two padded base64 segments (one per message) is read as both messages",
+      contentType: "application/grpc-web-text+proto",
+      body: frame("a").toString("base64") + frame("bb").toString("base64"),
+      upstreamType: "application/grpc+proto",
+      responseType: "application/grpc-web-text+proto",
+      text: true,
+      replies: ["reply to a", "reply to bb"],
+    },
+  ])("$claim", async ({ contentType, body, upstreamType, responseType, text, replies }) => {
+    const before = seen.length;
+    const r = await call("/shop.v1.Orders/Get", contentType, body);
+    expect(r.status).toBe(200);
+    expect(r.headers["content-type"]).toBe(responseType);
+    const upstream = seen[before]!;
+    expect(upstream["content-type"]).toBe(upstreamType);
+    expect(upstream.te).toBe("trailers");
+    expect(upstream["x-grpc-web"]).toBeUndefined();
+    const raw = text ? Buffer.from(r.body.toString("latin1"), "base64") : r.body;
+    if (text) expect(r.body.toString("latin1")).toMatch(/^[A-Za-z0-9+/]*={0,2}$/);
+    expect(frames(raw)).toEqual([
+      ...replies.map((payload) => ({ flag: 0, payload })),
+      { flag: 0x80, payload: TRAILERS },
+    ]);
+  });
+});
+
+describe("what a gRPC-Web call gets besides a normal answer", () => {
+  it("a browser on another origin: the preflight admits the gRPC-Web headers, the answer exposes the status", async () => {
+    const preflight = await fetch(new URL("/shop.v1.Orders/Get", gw.url), {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://shop.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,x-grpc-web,x-user-agent,grpc-timeout",
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("https://shop.example");
+    expect(preflight.headers.get("access-control-allow-headers")).toContain("x-grpc-web");
+    const r = await call("/shop.v1.Orders/Missing", "application/grpc-web+proto", frame("x"), {
+      origin: "https://shop.example",
+    });
+    expect(r.headers["access-control-allow-origin"]).toBe("https://shop.example");
+    expect(r.headers["access-control-expose-headers"]).toContain("grpc-status");
+    expect(r.headers["grpc-status"]).toBe("5");
+  });
+
+  it("a trailers-only answer keeps its status in the headers and has no body", async () => {
+    const r = await call("/shop.v1.Orders/Missing", "application/grpc-web+proto", frame("x"));
+    expect(r.status).toBe(200);
+    expect(r.headers["grpc-status"]).toBe("5");
+    expect(r.headers["grpc-message"]).toBe("not found");
+    expect(r.headers["content-type"]).toBe("application/grpc-web+proto");
+    expect(r.body.length).toBe(0);
+  });
+
+  it("the call's grpc-timeout is enforced (504 well before the slow answer) and sent upstream", async () => {
+    const before = seen.length;
+    const r = await call("/shop.v1.Orders/Slow", "application/grpc-web+proto", frame("x"), {
+      "grpc-timeout": "200m",
+    });
+    expect(r.status).toBe(504);
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_timeout");
+    expect(r.ms).toBeLessThan(1200);
+    expect(seen[before]!["grpc-timeout"]).toBe("200m");
+  });
+
+  it("a text body that is not base64 is refused with 400 bad_grpc_web_body and nothing is sent", async () => {
+    const before = seen.length;
+    const r = await call("/shop.v1.Orders/Get", "application/grpc-web-text", "AAAA@@@@");
+    expect(r.status).toBe(400);
+    expect(r.headers["x-meshgate-error"]).toBe("bad_grpc_web_body");
+    expect(seen.length).toBe(before);
+  });
+
+  it("a service that is not gRPC gets the gRPC-Web request as the browser sent it", async () => {
+    const r = await call("/shop.v1.Legacy/Get", "application/grpc-web+proto", frame("as is"));
+    expect(r.status).toBe(200);
+    expect(plainSeen.at(-1)).toEqual({
+      contentType: "application/grpc-web+proto",
+      body: frame("as is").toString("latin1"),
+    });
+    expect(frames(r.body)).toEqual([{ flag: 0, payload: "from a gRPC-Web server" }]);
+  });
+});
