@@ -4,6 +4,8 @@
  *
  * - a gRPC call over HTTP/2 gets a trailers-only response (HTTP 200 and `grpc-status` mapped from the
  *   HTTP status, as Envoy's local replies) — gRPC clients read the outcome from grpc-status only;
+ * - a gRPC-Web call (HTTP/1.1 or HTTP/2) gets the same in its form: HTTP 200, the status in the
+ *   headers, no body (clients map a bare HTTP status each their own way; the header is exact);
  * - everything else gets `{"error":{"code","message"}}` with `x-meshgate-error: <code>` (no body for HEAD);
  * - a response whose head already went out cannot carry a reply: it is reset, never ended cleanly
  *   (a truncated response must not look complete).
@@ -11,6 +13,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { ForwardOutcome } from "../upstream/forward.ts";
 import { grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
+import { grpcWebCall } from "../upstream/grpc-web.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 
 /** What writeLocalReply needs of a request: HTTP/1 and HTTP/2 compatibility requests both fit. */
@@ -37,7 +40,7 @@ export interface LocalReply {
   readonly extra?: Readonly<Record<string, string>> | undefined;
 }
 
-/** How the reply went out: JSON, gRPC trailers-only, or a reset (the head was already sent). */
+/** How the reply went out: JSON, gRPC (or gRPC-Web) trailers-only, or a reset (the head was already sent). */
 export type ReplyForm = "json" | "grpc" | "reset";
 
 /**
@@ -62,6 +65,20 @@ export function writeLocalReply(
     res.statusCode = status;
     const headers = grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra);
     if (respondTrailersOnly(res, 200, headers) !== null) return "grpc";
+  }
+  const web = grpcWebCall(req.headers["content-type"]);
+  if (web !== null) {
+    const headers: OutgoingHttpHeaders = {
+      ...grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra),
+      "content-type": `application/${web.mode === "text" ? "grpc-web-text" : "grpc-web"}${web.suffix}`,
+      "content-length": 0,
+    };
+    if (close && !h2) headers.connection = "close";
+    res.writeHead(200, headers);
+    // The head is written: statusCode now only tells the metrics and the access log what the reply was.
+    res.statusCode = status;
+    res.end();
+    return "grpc";
   }
   const body = JSON.stringify({ error: { code, message } });
   const headers: OutgoingHttpHeaders = {

@@ -2,8 +2,9 @@
  * gRPC-Web through the gateway (runtime/upstream/grpc-web.ts), over real sockets: a browser's call over
  * HTTP/1.1 — binary or base64 text — reaches a gRPC service (h2c) as the gRPC call it encodes, and the
  * answer comes back with the trailers as the body's last frame; a trailers-only answer keeps its status
- * in the headers; the call's grpc-timeout is enforced; a text body that is not base64 is refused before
- * anything is sent; a service that is not gRPC gets the request as the browser sent it.
+ * in the headers; the call's grpc-timeout is enforced; the gateway's own refusals (a text body that is
+ * not base64 — before anything is sent —, no route, the deadline) come in the gRPC-Web trailers-only form;
+ * a service that is not gRPC gets the request as the browser sent it.
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -156,6 +157,11 @@ function call(
   });
 }
 
+const metric = async (pattern: RegExp): Promise<number> => {
+  const m = pattern.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text());
+  return m ? Number(m[1]) : 0;
+};
+
 const TRAILERS = "grpc-status: 0\r\ngrpc-message: OK\r\nx-order-version: 7\r\n";
 
 describe("a gRPC-Web call reaches a gRPC service as the gRPC call it encodes", () => {
@@ -244,22 +250,53 @@ describe("what a gRPC-Web call gets besides a normal answer", () => {
     expect(r.body.length).toBe(0);
   });
 
-  it("the call's grpc-timeout is enforced (504 well before the slow answer) and sent upstream", async () => {
+  it("the call's grpc-timeout is enforced: DEADLINE_EXCEEDED well before the slow answer, the deadline sent upstream", async () => {
     const before = seen.length;
+    const timeouts = await metric(
+      /meshgate_requests_total\{proxy="gateway",route="orders-rpc",code_class="5xx"\} (\d+)/,
+    );
     const r = await call("/shop.v1.Orders/Slow", "application/grpc-web+proto", frame("x"), {
       "grpc-timeout": "200m",
     });
-    expect(r.status).toBe(504);
-    expect(r.headers["x-meshgate-error"]).toBe("upstream_timeout");
     expect(r.ms).toBeLessThan(1200);
     expect(seen[before]!["grpc-timeout"]).toBe("200m");
+    // The gateway's own answer in the gRPC-Web form: 200, the status in the headers, no body.
+    expect(r.status).toBe(200);
+    expect(r.headers["grpc-status"]).toBe("4");
+    expect(r.headers["x-meshgate-error"]).toBe("upstream_timeout");
+    expect(r.headers["content-type"]).toBe("application/grpc-web+proto");
+    expect(r.body.length).toBe(0);
+    // Metrics count the HTTP status the reply stands for (504), as for gRPC.
+    expect(
+      await metric(/meshgate_requests_total\{proxy="gateway",route="orders-rpc",code_class="5xx"\} (\d+)/),
+    ).toBe(timeouts + 1);
   });
 
-  it("a text body that is not base64 is refused with 400 bad_grpc_web_body and nothing is sent", async () => {
+  it.each([
+    {
+      claim: "a text body that is not base64: INTERNAL (400 bad_grpc_web_body), nothing sent",
+      path: "/shop.v1.Orders/Get",
+      contentType: "application/grpc-web-text",
+      body: "AAAA@@@@",
+      grpcStatus: "13",
+      code: "bad_grpc_web_body",
+    },
+    {
+      claim: "no route: UNIMPLEMENTED (404 no_route), in the text form's content-type",
+      path: "/shop.v1.Nowhere/Get",
+      contentType: "application/grpc-web-text+proto",
+      body: frame("x").toString("base64"),
+      grpcStatus: "12",
+      code: "no_route",
+    },
+  ])("$claim", async ({ path, contentType, body, grpcStatus, code }) => {
     const before = seen.length;
-    const r = await call("/shop.v1.Orders/Get", "application/grpc-web-text", "AAAA@@@@");
-    expect(r.status).toBe(400);
-    expect(r.headers["x-meshgate-error"]).toBe("bad_grpc_web_body");
+    const r = await call(path, contentType, body);
+    expect(r.status).toBe(200);
+    expect(r.headers["grpc-status"]).toBe(grpcStatus);
+    expect(r.headers["x-meshgate-error"]).toBe(code);
+    expect(r.headers["content-type"]).toBe(contentType);
+    expect(r.body.length).toBe(0);
     expect(seen.length).toBe(before);
   });
 

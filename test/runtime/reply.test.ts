@@ -1,6 +1,6 @@
 /**
  * runtime/net/reply.ts, the local-reply writer of the gateway and the sidecar, over real HTTP/1.1 and
- * HTTP/2 (h2c) servers on 127.0.0.1: JSON for HTTP callers, trailers-only for gRPC callers, a reset once
+ * HTTP/2 (h2c) servers on 127.0.0.1: JSON for HTTP callers, trailers-only for gRPC and gRPC-Web callers, a reset once
  * a response head is out, and the status every upstream failure answers with. The proxies' own tests run
  * it through their servers.
  */
@@ -68,10 +68,17 @@ interface H1Answer {
   error: string | null;
 }
 
-function h1(port: number, method = "GET"): Promise<H1Answer> {
+function h1(port: number, method = "GET", headers: http.OutgoingHttpHeaders = {}): Promise<H1Answer> {
   return new Promise((resolve) => {
     const req = http.request(
-      { host: "127.0.0.1", port, method, path: "/", agent: false, headers: { connection: "keep-alive" } },
+      {
+        host: "127.0.0.1",
+        port,
+        method,
+        path: "/",
+        agent: false,
+        headers: { connection: "keep-alive", ...headers },
+      },
       (res) => {
         let body = "";
         res.setEncoding("utf8");
@@ -212,6 +219,35 @@ describe("writeLocalReply answers an HTTP/2 caller", () => {
     expect(a.ended).toBe(false);
     expect(a.rstCode).not.toBe(0);
     expect(served.form).toBe("reset");
+  });
+});
+
+describe("writeLocalReply answers a gRPC-Web caller in its trailers-only form", () => {
+  it("over HTTP/1.1: 200, the mapped grpc-status in the headers, its content-type, no body", async () => {
+    const { port, served } = await serve(false, DENIED, true);
+    const a = await h1(port, "POST", { "content-type": "application/grpc-web+proto" });
+    expect(a.status).toBe(200);
+    expect(a.headers["grpc-status"]).toBe("7"); // PERMISSION_DENIED
+    expect(a.headers["grpc-message"]).toBe(DENIED.message);
+    expect(a.headers["x-meshgate-error"]).toBe("authz_denied");
+    expect(a.headers["x-meshgate-denied"]).toBe("no_rule");
+    expect(a.headers["content-type"]).toBe("application/grpc-web+proto");
+    expect(a.headers["content-length"]).toBe("0");
+    expect(a.headers.connection).toBe("close");
+    expect(a.body).toBe("");
+    // Metrics and access logs count the HTTP status, not the 200 on the wire.
+    expect(served).toEqual({ form: "grpc", statusCode: 403 });
+  });
+
+  it("over HTTP/2, in the text form", async () => {
+    const { port, served } = await serve(true, DENIED);
+    const a = await h2(port, { "content-type": "application/grpc-web-text" });
+    expect(a.headers[":status"]).toBe(200);
+    expect(a.headers["grpc-status"]).toBe("7");
+    expect(a.headers["content-type"]).toBe("application/grpc-web-text");
+    expect(a.body).toBe("");
+    expect(a.ended).toBe(true);
+    expect(served).toEqual({ form: "grpc", statusCode: 403 });
   });
 });
 
