@@ -243,8 +243,14 @@ export class H2Pool {
       stream.on("trailers", (t) => {
         trailers = t;
       });
+      let completed = false;
       stream.once("end", () => {
         if (headersTimer) clearTimeout(headersTimer);
+        // Node ends the readable side of a stream whose session died (the upstream's connection closed
+        // mid-response) as well, with a reset code: that response is truncated, never complete — the close
+        // handler rejects it, and the target is not ended. A complete one was closed with NO_ERROR.
+        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) return;
+        completed = true;
         const rest: Record<string, string> = {};
         for (const [k, v] of Object.entries(trailers))
           if (k.charCodeAt(0) !== 58 && v !== undefined) rest[k] = String(v);
@@ -257,7 +263,7 @@ export class H2Pool {
       stream.once("close", () => {
         if (headersTimer) clearTimeout(headersTimer);
         const code = stream.rstCode;
-        if (stream.readableEnded) return;
+        if (completed) return;
         const e =
           headersTimer && out === null && code === http2.constants.NGHTTP2_CANCEL
             ? error("headers timeout", "UND_ERR_HEADERS_TIMEOUT")

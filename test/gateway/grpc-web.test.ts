@@ -43,6 +43,13 @@ beforeAll(async () => {
     stream.on("end", () => {
       // Slow answers after 1.5 s (unless cancelled first); Missing is trailers-only (test/support/grpc.ts).
       if (answerSpecialMethod(stream, headers[":path"])) return;
+      if (headers[":path"] === "/shop.v1.Orders/Cut") {
+        // One message, then the service's connection dies: no trailers, the call did not complete.
+        stream.respond({ ":status": 200, "content-type": "application/grpc" });
+        stream.write(grpcFrame("partial"));
+        setTimeout(() => stream.session?.socket.destroy(), 50);
+        return;
+      }
       // Echo every request frame back (two messages when the client sent two), then the trailers.
       const request = Buffer.concat(chunks);
       const replies: Buffer[] = [];
@@ -298,6 +305,30 @@ describe("what a gRPC-Web call gets besides a normal answer", () => {
     expect(r.headers["content-type"]).toBe(contentType);
     expect(r.body.length).toBe(0);
     expect(seen.length).toBe(before);
+  });
+
+  it("the service's connection dying mid-answer resets the browser's response: never a clean end, no trailer frame", async () => {
+    const url = new URL("/shop.v1.Orders/Cut", gw.url);
+    const outcome = await new Promise<{ status: number; body: Buffer; complete: boolean }>((resolve) => {
+      const req = http.request(
+        url,
+        { method: "POST", headers: { "content-type": "application/grpc-web+proto" } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          const done = () =>
+            resolve({ status: res.statusCode!, body: Buffer.concat(chunks), complete: res.complete });
+          res.on("end", done);
+          res.on("error", done);
+          res.on("aborted", done);
+        },
+      );
+      req.on("error", () => resolve({ status: 0, body: Buffer.alloc(0), complete: false }));
+      req.end(frame("x"));
+    });
+    expect(outcome.status).toBe(200);
+    expect(outcome.complete).toBe(false);
+    expect(outcome.body.includes(Buffer.from([0x80]))).toBe(false);
   });
 
   it("a service that is not gRPC gets the gRPC-Web request as the browser sent it", async () => {

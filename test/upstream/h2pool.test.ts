@@ -1,7 +1,8 @@
 /**
- * The HTTP/2 pool retired by a reload (close): streams in progress finish, a late stream (a retry of a
- * request that began before the reload) is still served, and no session stays open after — against a real
- * h2c server on 127.0.0.1.
+ * The HTTP/2 pool against a real h2c server on 127.0.0.1: retired by a reload (close), streams in progress
+ * finish, a late stream (a retry of a request that began before the reload) is still served, and no
+ * session stays open after; a response cut short — its stream reset, or the upstream's connection closed
+ * mid-body — is a failure, and the body's target is never ended as if it were complete.
  */
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -70,5 +71,56 @@ describe("a retired HTTP/2 pool", () => {
     expect([await running, await late]).toEqual(["/running", "/late"]);
     expect(sessions.total).toBe(2);
     expect(await until(() => sessions.open === 0)).toBe(true);
+  });
+});
+
+describe("a response cut short is a failure, never a complete response", () => {
+  it.each([
+    [
+      "the stream reset (RST_STREAM)",
+      (stream: http2.ServerHttp2Stream) => stream.destroy(new Error("reset")),
+    ],
+    [
+      "the upstream's connection closed mid-body",
+      (stream: http2.ServerHttp2Stream) => stream.session!.socket.destroy(),
+    ],
+  ])("%s", async (_claim, cut) => {
+    server = http2.createServer();
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.respond({ ":status": 200 });
+      stream.write("first half;");
+      setTimeout(() => cut(stream), 50);
+    });
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    const pool = new H2Pool("127.0.0.1", (server.address() as AddressInfo).port, 1000);
+    let body = "";
+    let ended = false;
+    const outcome = await pool
+      .stream(
+        { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
+        () =>
+          new Writable({
+            write(chunk: Buffer, _e, cb) {
+              body += chunk.toString();
+              cb();
+            },
+            final(cb) {
+              ended = true;
+              cb();
+            },
+          }),
+      )
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    // The pool's own error (ECONNRESET) or the stream's (ERR_HTTP2_STREAM_ERROR): forward() maps both to "reset".
+    expect({ outcome, body, ended }).toEqual({
+      outcome: expect.stringMatching(/^error /),
+      body: "first half;",
+      ended: false,
+    });
+    await pool.close();
   });
 });
