@@ -13,7 +13,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import type { ForwardOutcome } from "../upstream/forward.ts";
 import { grpcStatusFor, grpcTrailersOnly, isGrpc } from "../upstream/grpc.ts";
-import { grpcWebCall } from "../upstream/grpc-web.ts";
+import { grpcWebCall, grpcWebContentType } from "../upstream/grpc-web.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 
 /** What writeLocalReply needs of a request: HTTP/1 and HTTP/2 compatibility requests both fit. */
@@ -70,7 +70,7 @@ export function writeLocalReply(
   if (web !== null) {
     const headers: OutgoingHttpHeaders = {
       ...grpcTrailersOnly(grpcStatusFor(status, code), message, code, extra),
-      "content-type": `application/${web.mode === "text" ? "grpc-web-text" : "grpc-web"}${web.suffix}`,
+      "content-type": grpcWebContentType(web),
       "content-length": 0,
     };
     if (close && !h2) headers.connection = "close";

@@ -42,6 +42,11 @@ export function grpcWebCall(contentType: string | undefined): GrpcWebCall | null
   return { mode, suffix };
 }
 
+/** The content-type of a gRPC-Web answer in the call's form, with `suffix` (default: the call's). */
+export function grpcWebContentType(call: GrpcWebCall, suffix = call.suffix): string {
+  return `${call.mode === "text" ? TEXT : BINARY}${suffix}`;
+}
+
 /**
  * The upstream request's headers for the gRPC call: `content-type: application/grpc<suffix>`,
  * `te: trailers`; the length goes when the body changes size (text form), and the browser-only
@@ -66,8 +71,7 @@ export function grpcWebResponseHeaders(
   const type = headers["content-type"];
   if (typeof type === "string" && type.toLowerCase().startsWith("application/grpc")) {
     const suffix = type.slice("application/grpc".length).split(";", 1)[0]!.trim();
-    headers["content-type"] =
-      `${call.mode === "text" ? TEXT : BINARY}${suffix.startsWith("+") ? suffix : call.suffix}`;
+    headers["content-type"] = grpcWebContentType(call, suffix.startsWith("+") ? suffix : call.suffix);
   }
   delete headers["content-length"];
 }
