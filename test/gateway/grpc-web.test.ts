@@ -248,6 +248,49 @@ describe("what a gRPC-Web call gets besides a normal answer", () => {
     expect(r.headers["grpc-status"]).toBe("5");
   });
 
+  it("over HTTP/2 (h2c): the answer in the browser's form, and a trailers-only one as one HEADERS frame", async () => {
+    const session = http2.connect(gw.url);
+    const h2call = (path: string) =>
+      new Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer; endedWithHeaders: boolean }>(
+        (resolve, reject) => {
+          const req = session.request({
+            ":method": "POST",
+            ":path": path,
+            "content-type": "application/grpc-web+proto",
+            "x-grpc-web": "1",
+          });
+          let headers: http2.IncomingHttpHeaders = {};
+          let endedWithHeaders = false;
+          const chunks: Buffer[] = [];
+          req.on("response", (h, flags) => {
+            headers = h;
+            endedWithHeaders = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+          });
+          req.on("data", (c: Buffer) => chunks.push(c));
+          req.on("end", () => resolve({ headers, body: Buffer.concat(chunks), endedWithHeaders }));
+          req.on("error", reject);
+          req.end(frame("over h2"));
+        },
+      );
+    try {
+      const ok = await h2call("/shop.v1.Orders/Get");
+      expect(ok.headers[":status"]).toBe(200);
+      expect(ok.headers["content-type"]).toBe("application/grpc-web+proto");
+      expect(frames(ok.body)).toEqual([
+        { flag: 0, payload: "reply to over h2" },
+        { flag: 0x80, payload: TRAILERS },
+      ]);
+      const missing = await h2call("/shop.v1.Orders/Missing");
+      expect(missing.headers[":status"]).toBe(200);
+      expect(missing.headers["grpc-status"]).toBe("5");
+      expect(missing.headers["content-type"]).toBe("application/grpc-web+proto");
+      expect(missing.endedWithHeaders).toBe(true);
+      expect(missing.body.length).toBe(0);
+    } finally {
+      session.close();
+    }
+  });
+
   it("a trailers-only answer keeps its status in the headers and has no body", async () => {
     const r = await call("/shop.v1.Orders/Missing", "application/grpc-web+proto", frame("x"));
     expect(r.status).toBe(200);
