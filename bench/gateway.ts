@@ -106,6 +106,14 @@ const NO_EJECTION = process.argv.includes("--no-ejection");
 const SCALING = !process.argv.includes("--no-scaling");
 /** `--only-scaling`: run the worker-scaling pass alone (its own report; no throughput or latency passes). */
 const ONLY_SCALING = process.argv.includes("--only-scaling");
+/**
+ * `--versus-entry=FILE`: instead of the report, an A/B of two builds — this run's bundle (A) and FILE (B,
+ * e.g. a bundle of another revision: `npm run build` there, copy dist/meshgate.js), the bare route of each
+ * loaded together on CPU 0 (REPS runs); B's rps over A's is the ratio of their costs per request,
+ * whatever the host's speed (sequential passes drift by tens of percent on this machine).
+ */
+const VERSUS_ENTRY =
+  process.argv.find((a) => a.startsWith("--versus-entry="))?.slice("--versus-entry=".length) ?? null;
 /** `--node-flags="…"`: Node/V8 flags for meshgate's processes (default: none — Node's own settings). */
 const MESHGATE_NODE_FLAGS = (() => {
   const arg = process.argv.find((a) => a.startsWith("--node-flags="));
@@ -1190,10 +1198,10 @@ async function main(): Promise<number> {
 
   const entry = await meshgateEntry(ROOT);
   /** `meshgate gateway` with a config file, on 127.0.0.1, with MESHGATE_NODE_FLAGS (admin port 0: any). */
-  const gatewayArgv = (file: string, adminPort: number, workers: number) => [
+  const gatewayArgv = (file: string, adminPort: number, workers: number, entryPath = entry.path) => [
     process.execPath,
     ...MESHGATE_NODE_FLAGS,
-    entry.path,
+    entryPath,
     "gateway",
     "--config",
     file,
@@ -1290,6 +1298,39 @@ async function main(): Promise<number> {
       },
     },
   ];
+
+  if (VERSUS_ENTRY !== null) {
+    const bare = subjects.find((x) => x.name === "meshgate")!;
+    const versus: Subject = {
+      name: `meshgate B (${VERSUS_ENTRY})`,
+      maxReps: REPS,
+      start: async () => {
+        const port = await freePort();
+        const file = join(tmp, "meshgate-versus.json");
+        writeFileSync(file, meshgateConf(port, upPort));
+        const argv = gatewayArgv(file, await freePort(), 1, VERSUS_ENTRY);
+        return { port, started: start("meshgate-versus", argv, PROXY_CPU, { cwd: ROOT }) };
+      },
+    };
+    const pair = await loadedTogether(versus, bare);
+    if (pair.error !== undefined || pair.rpsA.length === 0) {
+      log(`the A/B failed: ${pair.error ?? "no run"}`);
+      return 1;
+    }
+    const ratios = pair.rpsA.map((b, i) => b / pair.rpsB[i]!);
+    console.log(
+      [
+        `meshgate bench:gateway --versus-entry — the bare route of two builds loaded together on CPU ${PROXY_CPU}, wrk -c${C_MAX} each`,
+        `A: ${entry.path} (this tree); B: ${VERSUS_ENTRY}; node ${process.version}; meshgate ${meshgateVersion()}`,
+        ...ratios.map(
+          (r, i) =>
+            `  run ${i + 1}: B ${num(pair.rpsA[i]!)} / A ${num(pair.rpsB[i]!)} rps = ${r.toFixed(3)}×`,
+        ),
+        `B / A throughput (= A's cost per request over B's): ${median(ratios).toFixed(3)}× (median of ${ratios.length} run(s); ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+      ].join("\n"),
+    );
+    return 0;
+  }
 
   const results: Result[] = [];
   const paired: Paired[] = [];
