@@ -522,26 +522,37 @@ interface Run extends LoadResult {
   readonly noisy: boolean;
 }
 
+/**
+ * Runs `load` while measuring the proxies: the cores each used (their process trees' CPU over the run),
+ * their maximum RSS and private memory (sampled every 250 ms into each Proxy), and the cores the rest of
+ * the machine (outside this bench) used.
+ */
+async function measuring<T>(
+  proxies: readonly Proxy[],
+  load: () => Promise<T>,
+): Promise<{ result: T; cores: number[]; others: number }> {
+  const before = proxies.map((x) => treeTicks(x.started.child.pid!));
+  const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
+  const sampler = setInterval(() => {
+    for (const x of proxies) {
+      x.rssMaxKiB = Math.max(x.rssMaxKiB, treeRssKiB(x.started.child.pid!));
+      x.anonMaxKiB = Math.max(x.anonMaxKiB, treeStatusKiB(x.started.child.pid!, "RssAnon"));
+    }
+  }, 250);
+  const result = await load();
+  clearInterval(sampler);
+  const elapsed = (performance.now() - t0) / 1000;
+  const cores = proxies.map((x, i) => (treeTicks(x.started.child.pid!) - before[i]!) / TCK / elapsed);
+  const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
+  return { result, cores, others };
+}
+
 async function measuredRun(s: Subject, seconds: number): Promise<Run> {
   await waitQuiet();
   await load(s.port, RUN_WARMUP_S);
-  const pids = s.proxies.map((p) => p.started.child.pid!);
-  const before = pids.map((pid) => treeTicks(pid));
-  const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
-  const sampler = setInterval(() => {
-    for (const p of s.proxies) {
-      p.rssMaxKiB = Math.max(p.rssMaxKiB, treeRssKiB(p.started.child.pid!));
-      p.anonMaxKiB = Math.max(p.anonMaxKiB, treeStatusKiB(p.started.child.pid!, "RssAnon"));
-    }
-  }, 250);
-  const r = await load(s.port, seconds, RATE, true);
-  clearInterval(sampler);
-  const elapsed = (performance.now() - t0) / 1000;
-  const after = pids.map((pid) => treeTicks(pid));
-  const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
-  const cores = Object.fromEntries(
-    s.proxies.map((p, i) => [p.label, (after[i]! - before[i]!) / TCK / elapsed]),
-  );
+  const m = await measuring(s.proxies, () => load(s.port, seconds, RATE, true));
+  const [r, others] = [m.result, m.others];
+  const cores = Object.fromEntries(s.proxies.map((p, i) => [p.label, m.cores[i]!]));
   const run: Run = { ...r, cores, others, noisy: others > NOISE_LIMIT };
   log(
     `${s.name}: ${Math.round(r.rps)} rps, p50/p90/p99 ${r.p50.toFixed(3)}/${r.p90.toFixed(3)}/${r.p99.toFixed(3)} ms` +
@@ -929,19 +940,8 @@ async function versus(
     await waitQuiet();
     await Promise.all(pairs.map((pair) => load(pair.port, RUN_WARMUP_S)));
     const all = pairs.flatMap((pair) => pair.proxies);
-    const before = all.map((x) => treeTicks(x.started.child.pid!));
-    const [b0, o0, t0] = [machineBusy(), oursTicks(), performance.now()];
-    const sampler = setInterval(() => {
-      for (const x of all) {
-        x.rssMaxKiB = Math.max(x.rssMaxKiB, treeRssKiB(x.started.child.pid!));
-        x.anonMaxKiB = Math.max(x.anonMaxKiB, treeStatusKiB(x.started.child.pid!, "RssAnon"));
-      }
-    }, 250);
-    const results = await Promise.all(pairs.map((pair) => load(pair.port, DURATION_S)));
-    clearInterval(sampler);
-    const elapsed = (performance.now() - t0) / 1000;
-    const cores = all.map((x, j) => (treeTicks(x.started.child.pid!) - before[j]!) / TCK / elapsed);
-    const others = Math.max(0, machineBusy() - b0 - (oursTicks() - o0)) / TCK / elapsed;
+    const m = await measuring(all, () => Promise.all(pairs.map((pair) => load(pair.port, DURATION_S))));
+    const [results, cores, others] = [m.result, m.cores, m.others];
     const per1k = pairs.map((pair, k) =>
       pair.proxies.map((_, j) => cores[k * pair.proxies.length + j]! / (results[k]!.rps / 1000)),
     );

@@ -57,7 +57,7 @@ import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
-import { forwardTimeoutMs } from "../upstream/grpc.ts";
+import { forwardTimeoutMs, grpcCallTimeoutMs } from "../upstream/grpc.ts";
 import {
   decodeGrpcWebText,
   grpcWebCall,
@@ -1105,12 +1105,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     // and the upstream is told the deadline the gateway enforces.
     const timeoutMs =
       grpcWeb !== null
-        ? forwardTimeoutMs(
-            true,
-            { ...GRPC_REQUEST, "grpc-timeout": req.headers["grpc-timeout"] },
-            headers,
-            d.timeoutMs,
-          )
+        ? grpcCallTimeoutMs(req.headers, headers, d.timeoutMs)
         : forwardTimeoutMs(overH2, req.headers, headers, d.timeoutMs);
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
@@ -1780,8 +1775,6 @@ function chooseBackend(backends: readonly { cluster: string; weight: number }[])
 
 /** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */
 const REPLAY_BUFFER_BYTES = 64 * 1024;
-/** A gRPC-Web call's request as forwardTimeoutMs reads a gRPC one (its deadline is the same header). */
-const GRPC_REQUEST = { "content-type": "application/grpc" } as const;
 
 function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): void {
   if (d.action.kind !== "redirect") return;

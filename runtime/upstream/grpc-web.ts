@@ -14,6 +14,7 @@
  *   requests whole: unary and server-streaming calls); a body that is not base64 is refused.
  */
 import { Writable } from "node:stream";
+import { isGrpc } from "./grpc.ts";
 
 /** How a gRPC-Web body is carried: as binary frames, or base64 text. */
 export type GrpcWebMode = "binary" | "text";
@@ -69,39 +70,26 @@ export function grpcWebResponseHeaders(
   call: GrpcWebCall,
 ): void {
   const type = headers["content-type"];
-  if (typeof type === "string" && type.toLowerCase().startsWith("application/grpc")) {
+  if (typeof type === "string" && isGrpc(type)) {
     const suffix = type.slice("application/grpc".length).split(";", 1)[0]!.trim();
     headers["content-type"] = grpcWebContentType(call, suffix.startsWith("+") ? suffix : call.suffix);
   }
   delete headers["content-length"];
 }
 
-const BASE64_QUAD = /^[A-Za-z0-9+/]{2}(?:[A-Za-z0-9+/]{2}|[A-Za-z0-9+/]=|==)$/;
-const BASE64_PLAIN = /^[A-Za-z0-9+/]*$/;
+/** Base64 in groups of four; a group with padding ends a segment, and another may follow. */
+const BASE64_SEGMENTS = /^(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)*$/;
 
 /**
  * Decodes a text-form request body: base64, possibly several padded segments one after another (a
- * client may encode each message on its own). Null when it is not base64 — Node's decoder would skip
- * the characters it does not know and forward something else than the client sent.
+ * client may encode each message on its own), each decoded on its own. Null when it is not base64 —
+ * Node's decoder would skip the characters it does not know and forward something else than the client
+ * sent.
  */
 export function decodeGrpcWebText(body: Buffer): Buffer | null {
   const text = body.toString("latin1").replace(/[\r\n]/g, "");
-  if (text.length % 4 !== 0) return null;
-  if (BASE64_PLAIN.test(text)) return Buffer.from(text, "base64");
-  const parts: Buffer[] = [];
-  let plainStart = 0;
-  for (let i = 0; i < text.length; i += 4) {
-    const quad = text.slice(i, i + 4);
-    if (!quad.includes("=")) {
-      if (!BASE64_PLAIN.test(quad)) return null;
-      continue;
-    }
-    if (!BASE64_QUAD.test(quad)) return null;
-    parts.push(Buffer.from(text.slice(plainStart, i + 4), "base64"));
-    plainStart = i + 4;
-  }
-  if (plainStart < text.length) parts.push(Buffer.from(text.slice(plainStart), "base64"));
-  return Buffer.concat(parts);
+  if (!BASE64_SEGMENTS.test(text)) return null;
+  return Buffer.concat(text.split(/(?<==)(?!=)/).map((segment) => Buffer.from(segment, "base64")));
 }
 
 /** The trailer frame: flag 0x80, a 4-byte length, then `name: value\r\n` lines (names lower-case). */

@@ -127,6 +127,18 @@ export function forwardTimeoutMs(
   routeTimeoutMs: number,
 ): number {
   if (!h2 || !isGrpc(requestHeaders["content-type"])) return routeTimeoutMs;
+  return grpcCallTimeoutMs(requestHeaders, upstreamHeaders, routeTimeoutMs);
+}
+
+/**
+ * The timeout of a request known to be a gRPC call (or a gRPC-Web one): its deadline (grpcDeadline), with
+ * `upstreamHeaders["grpc-timeout"]` set when the upstream must be told another deadline than the client's.
+ */
+export function grpcCallTimeoutMs(
+  requestHeaders: IncomingHttpHeaders,
+  upstreamHeaders: Record<string, string | string[]>,
+  routeTimeoutMs: number,
+): number {
   const deadline = grpcDeadline(routeTimeoutMs, requestHeaders["grpc-timeout"] as string | undefined);
   if (deadline.upstreamHeader !== undefined) upstreamHeaders["grpc-timeout"] = deadline.upstreamHeader;
   return deadline.timeoutMs;
