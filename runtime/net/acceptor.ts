@@ -47,6 +47,11 @@ export interface Acceptor<S extends ConnectionStack> {
   closeIdle(): void;
   /** Closes every connection of the serving and the retired stacks. */
   closeAll(): void;
+  /**
+   * Calls `fn` for the serving stack and each retired one still draining (whose connections, though no
+   * longer accepted here, still serve: a new trust bundle must reach them too).
+   */
+  forEachStack(fn: (stack: S) => void): void;
 }
 
 /** Accepted sockets get the options the stack's first server would have given them. */
@@ -153,6 +158,10 @@ export function createAcceptor<S extends ConnectionStack>(first: S): Acceptor<S>
     closeAll() {
       current.closeAll();
       for (const s of retired) s.closeAll();
+    },
+    forEachStack(fn) {
+      fn(current);
+      for (const s of retired) fn(s);
     },
   };
 }

@@ -529,11 +529,23 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "sidecar",
     log,
     () => identity.current(),
-    (loaded) => inbound?.stack.setIdentity(loaded.serverOptions, loaded.bundle),
+    (loaded) => applyIdentity(loaded),
   );
   let identity = createIdentity(options.config);
   /** The inbound listener (set once the identity source is up; a reload may move it). */
   let inbound: Acceptor<InboundListener> | null = null;
+  /** Inbound and outbound listeners a reload moved away, still draining. */
+  const retiredMain = new Set<SwappableListener>();
+  /**
+   * An identity loaded: the serving inbound stack takes it for new handshakes, and every stack whose
+   * connections still serve — the serving one, those a reload rebuilt and those on a port a reload moved
+   * away from, until they drain — retires the connections whose caller's root the new bundle dropped.
+   */
+  const applyIdentity = (loaded: Pick<LoadedIdentity, "serverOptions" | "bundle">) => {
+    inbound?.forEachStack((s) => s.setIdentity(loaded.serverOptions, loaded.bundle));
+    for (const l of retiredMain)
+      if (isAcceptor(l)) l.forEachStack((s) => s.setIdentity(loaded.serverOptions, loaded.bundle));
+  };
   function createIdentity(config: SidecarRuntimeConfig): IdentitySource {
     return new IdentitySource(config.svid, {
       expectedId: config.identity,
@@ -1409,8 +1421,6 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     options.ports?.outbound ?? options.config.outbound.port,
     "127.0.0.1",
   );
-  /** Inbound and outbound listeners a reload moved away, still draining. */
-  const retiredMain = new Set<SwappableListener>();
 
   /** What a reload changes in the inbound and outbound listeners: sockets bound for it, a new stack. */
   interface MainSwap {
@@ -1467,8 +1477,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     ports.outbound = bound.outbound!;
     // The stack serving new handshakes holds the identity loaded last.
     const c = identity.current();
-    if (c && (swap.inboundStack || swap.changes.moved.includes("inbound")))
-      inbound.stack.setIdentity(c.serverOptions, c.bundle);
+    if (c && (swap.inboundStack || swap.changes.moved.includes("inbound"))) applyIdentity(c);
     const { moved, inboundSettings } = swap.changes;
     if (moved.length + inboundSettings.length > 0)
       log.info({
@@ -1636,7 +1645,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         identity = fresh;
         old.close();
         const c = fresh.current();
-        if (c) inbound?.stack.setIdentity(c.serverOptions, c.bundle);
+        if (c) applyIdentity(c);
       } else await identity.reload();
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapMain(main);
@@ -1784,4 +1793,9 @@ function headerListSize(raw: readonly string[]): number {
 /** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
 function authorityOf(req: InboundRequest): string | undefined {
   return req.headers.host ?? (req.headers[":authority"] as string | undefined);
+}
+
+/** A retired main listener that is the inbound acceptor (the outbound one is a local listener). */
+function isAcceptor(l: SwappableListener): l is Acceptor<InboundListener> {
+  return "forEachStack" in l;
 }

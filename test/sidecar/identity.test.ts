@@ -28,7 +28,7 @@ import {
 } from "../../runtime/pki/index.ts";
 import { svidFiles } from "../../components/translate/translate.ts";
 import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
-import { startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
+import { freePort, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
 import {
   localSidecar,
   meshConfigs,
@@ -622,6 +622,56 @@ describe("mesh connections live no longer than the certificates they were authen
       await sleep(100);
       await pair.call("/c");
       expect(await pair.handshakes()).toBe(2);
+    });
+
+    // A reload that rebuilds orders' inbound stack (another header limit) or moves its port: web's idle
+    // connection, made before, stays with the old stack while it drains (30 s) — its next request would
+    // still be served there.
+    it.each([
+      [
+        "retires_a_connection_draining_on_a_rebuilt_inbound_stack_whose_callers_root_the_new_bundle_dropped",
+        "rebuilt",
+      ],
+      [
+        "retires_a_connection_draining_on_a_moved_inbound_port_whose_callers_root_the_new_bundle_dropped",
+        "moved",
+      ],
+    ] as const)("%s", async (_claim, change) => {
+      const pair = await rotatingPair();
+      await pair.call("/a");
+      const port = await freePort();
+      const reloaded = localSidecar(config("orders"), {
+        identityDir: pair.orders.dir,
+        appPort: pair.orders.app.port,
+        edit: (c) =>
+          change === "moved"
+            ? { ...c, inbound: { ...c.inbound, port } }
+            : {
+                ...c,
+                inbound: {
+                  ...c.inbound,
+                  limits: { ...c.inbound.limits, maxHeaderBytes: c.inbound.limits.maxHeaderBytes + 1024 },
+                },
+              },
+      });
+      expect(await pair.orders.sidecar.reload(JSON.stringify(reloaded))).toMatchObject({
+        ok: true,
+        changed: true,
+      });
+      expect(pair.orders.sidecar.logs.find((l) => l.event === "listeners_changed")).toMatchObject(
+        change === "moved" ? { moved: ["inbound"] } : { rebuilt: ["inbound"] },
+      );
+      // Orders drops the old root: the draining stack's connection is retired too (closed now, being
+      // idle), not kept for the rest of the drain to serve web's next request.
+      await pair.move(pair.web, "web", both);
+      await pair.move(pair.orders, "orders", next.bundle.toPem());
+      await until(async () => (await retired(pair.orders.sidecar, "untrusted")) === 1, 3000, "retired");
+      if (change === "rebuilt") {
+        // Web's next call needs a new connection (web's endpoint is still the port that serves).
+        await sleep(100);
+        await pair.call("/c");
+        expect(await pair.handshakes()).toBe(2);
+      }
     });
   });
 });
