@@ -10,7 +10,9 @@
  * Per request (the verdict is cached per connection): the peer chain must have verified (OpenSSL, dates
  * included) against the listener's CA bundle, and must belong to this provider. A connection outlives the
  * handshake: once the earliest notAfter of the chain it was verified with has passed, its requests get
- * 401 ("expired since the connection was made"), as a new handshake with that certificate would. With one
+ * 401 ("expired since the connection was made"), as a new handshake with that certificate would; and once a
+ * reload or a CA file rotated in place removed a CA its handshake was verified against, its chain must anchor
+ * in the CAs of now (markHandshakeClientCas). With one
  * provider the bundle is its CA file, so verification is attribution. With several providers sharing a listener, the leaf must be
  * issued (`X509Certificate.checkIssued` + `verify`) by a certificate of this provider's CA file — Node does not
  * expose the intermediates a client sends on the server side, so such a provider's caFile must hold the
@@ -66,13 +68,34 @@ export function clientCertTlsOptions(
   return { requestCert: true, rejectUnauthorized: false, ca };
 }
 
+/**
+ * The SHA-256 fingerprints of the client-certificate CAs a TLS handshake was verified against, put on the
+ * socket by the listener that chose its context (runtime/gateway/listeners.ts). OpenSSL's verdict
+ * (`authorized`) holds under those CAs — a reload, or a CA file rotated in place, may since have removed one.
+ */
+const HANDSHAKE_CAS = Symbol("meshgate.handshakeClientCas");
+type Marked = { [HANDSHAKE_CAS]?: ReadonlySet<string> };
+
+/** Records on a TLS socket, when its context is chosen, the client CAs its handshake verifies against. */
+export function markHandshakeClientCas(socket: object, fingerprints: ReadonlySet<string>): void {
+  (socket as Marked)[HANDSHAKE_CAS] = fingerprints;
+}
+
+/** The fingerprints of PEM certificates (a listener's client CAs), for markHandshakeClientCas. */
+export function caFingerprints(pems: readonly string[]): ReadonlySet<string> {
+  return new Set(pems.map((p) => new X509Certificate(p).fingerprint256));
+}
+
 export class ClientCertVerifier {
   readonly name: string;
-  private readonly cas: readonly X509Certificate[];
-  private readonly caFingerprints: ReadonlySet<string>;
+  private readonly caFile: string;
+  private cas: readonly X509Certificate[];
+  private caFingerprints: ReadonlySet<string>;
   private readonly subjects: readonly (Pair[] | string)[];
   private readonly sans: readonly SanRule[];
-  private readonly verdicts = new WeakMap<object, Principal | AuthFailure>();
+  private verdicts = new WeakMap<object, Principal | AuthFailure>();
+  /** Per handshake CA set (one object per listener context): whether each of its CAs is still this provider's. */
+  private held = new WeakMap<ReadonlySet<string>, boolean>();
 
   /** True when this is the only client-certificate provider: the listener then trusts only its CAs. */
   private readonly soleProvider: boolean;
@@ -80,6 +103,7 @@ export class ClientCertVerifier {
 
   constructor(cfg: ClientCertProviderConfig, soleProvider = false, now: () => number = Date.now) {
     this.name = cfg.name;
+    this.caFile = cfg.caFile;
     this.soleProvider = soleProvider;
     this.now = now;
     this.cas = readCaBundle(cfg.caFile, `clientCerts.${cfg.name}`);
@@ -99,6 +123,20 @@ export class ClientCertVerifier {
         );
       return rule;
     });
+  }
+
+  /**
+   * Reads the CA file again (rotated in place) and returns what makes it current; verdicts are then made
+   * again. Throws, naming the file, when it is unreadable — the CAs in use stay.
+   */
+  prepareReload(): () => void {
+    const cas = readCaBundle(this.caFile, `clientCerts.${this.name}`);
+    return () => {
+      this.cas = cas;
+      this.caFingerprints = new Set(cas.map((c) => c.fingerprint256));
+      this.verdicts = new WeakMap();
+      this.held = new WeakMap();
+    };
   }
 
   /**
@@ -130,10 +168,12 @@ export class ClientCertVerifier {
         `client certificate did not verify${/^[A-Z0-9_]{1,64}$/.test(code) ? ` (${code})` : ""}`,
       );
     }
-    if (!this.anchored(leaf, chainOf(peer)))
+    if (!this.anchored(leaf, chainOf(peer), peer))
       return failure(
         "clientCert",
-        `client certificate is not issued by a CA in the caFile of provider ${this.name} (with several providers, caFile must hold the issuing intermediate)`,
+        this.soleProvider
+          ? `client certificate is not issued by a CA in the caFile of provider ${this.name} (the CA that verified it when the connection was made has been removed since)`
+          : `client certificate is not issued by a CA in the caFile of provider ${this.name} (with several providers, caFile must hold the issuing intermediate)`,
       );
     const parsed = new x509.X509Certificate(leaf.raw);
     const subject = subjectPairs(parsed);
@@ -173,10 +213,11 @@ export class ClientCertVerifier {
    * The certificate chains up to this provider's CA file: the leaf (or a certificate of the chain Node exposes)
    * is one of its certificates or is issued and signed by one. When the listener trusts no other provider's CA,
    * the TLS layer's own verification already anchored it here (this covers chains through intermediates the
-   * client sent, which Node does not expose on the server side).
+   * client sent, which Node does not expose on the server side) — while every CA of that handshake is still
+   * this provider's: once one was removed, the chain must anchor in the CAs of now.
    */
-  private anchored(leaf: X509Certificate, chain: readonly X509Certificate[]): boolean {
-    if (this.soleProvider) return true;
+  private anchored(leaf: X509Certificate, chain: readonly X509Certificate[], peer: TlsPeer): boolean {
+    if (this.soleProvider && this.handshakeTrustHolds(peer)) return true;
     const certs = chain.length && chain[0]!.fingerprint256 === leaf.fingerprint256 ? chain : [leaf, ...chain];
     for (let i = 0; i < certs.length; i++) {
       const c = certs[i]!;
@@ -186,6 +227,27 @@ export class ClientCertVerifier {
       if (!next || !c.checkIssued(next) || !c.verify(next.publicKey)) return false;
     }
     return false;
+  }
+
+  /**
+   * Whether the CAs the peer's handshake was verified against are all still this provider's. A socket no
+   * gateway listener marked (a server without reloads, as in this module's tests) is taken as verified
+   * against them.
+   */
+  private handshakeTrustHolds(peer: TlsPeer): boolean {
+    const at = (peer as Marked)[HANDSHAKE_CAS];
+    if (at === undefined) return true;
+    let held = this.held.get(at);
+    if (held === undefined) {
+      held = true;
+      for (const fp of at)
+        if (!this.caFingerprints.has(fp)) {
+          held = false;
+          break;
+        }
+      this.held.set(at, held);
+    }
+    return held;
   }
 }
 

@@ -19,8 +19,9 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
 import https from "node:https";
 import net, { type Socket } from "node:net";
-import tls, { type SecureContext } from "node:tls";
+import tls, { type SecureContext, type TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
+import { caFingerprints, markHandshakeClientCas } from "../auth/clientcert.ts";
 import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
@@ -37,6 +38,11 @@ export type Handler = (req: AnyRequest, res: AnyResponse, scheme: "http" | "http
 export interface CertificateSet {
   /** The context for a server name (exact host, then the longest wildcard, then the first certificate). */
   contextFor(serverName: string): SecureContext;
+  /**
+   * The fingerprints of the client CAs these contexts verify client certificates against (null: none asked
+   * for), put on each connection at its handshake (runtime/auth/clientcert.ts markHandshakeClientCas).
+   */
+  readonly clientCas: ReadonlySet<string> | null;
 }
 
 /**
@@ -46,6 +52,7 @@ export interface CertificateSet {
 export function loadCertificates(
   l: ListenerConfig,
   clientCa: readonly string[] | null = null,
+  clientCas: ReadonlySet<string> | null = clientCa ? caFingerprints(clientCa) : null,
 ): CertificateSet {
   if (!l.tls) throw new Error(`listener ${l.name}: https without tls`);
   const entries = l.tls.certificates.map((c) => {
@@ -81,6 +88,7 @@ export function loadCertificates(
   wildcard.sort((a, b) => b[0].length - a[0].length);
   const fallback = entries[0]!.context;
   return {
+    clientCas,
     contextFor(serverName: string): SecureContext {
       const name = serverName.toLowerCase();
       const hit = exact.get(name);
@@ -240,9 +248,13 @@ export function createListener(
     const tlsOptions: tls.TlsOptions = {
       minVersion: l.tls?.minVersion ?? "TLSv1.2",
       ...(requestClientCerts ? { requestCert: true, rejectUnauthorized: false } : {}),
-      SNICallback: (servername, cb) => {
+      // Node calls it as a method of the TLS socket: the connection learns the client CAs it is verified
+      // against, which a later reload may remove (the client-certificate verifier then checks again).
+      SNICallback(this: TLSSocket | undefined, servername, cb) {
         try {
-          cb(null, certs().contextFor(servername));
+          const set = certs();
+          if (set.clientCas !== null && this) markHandshakeClientCas(this, set.clientCas);
+          cb(null, set.contextFor(servername));
         } catch (err) {
           cb(err as Error);
         }

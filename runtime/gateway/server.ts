@@ -52,7 +52,7 @@ import {
   type ApimHost,
 } from "../apim/pipeline.ts";
 import { Authenticator } from "../auth/authenticator.ts";
-import { clientCertTlsOptions } from "../auth/clientcert.ts";
+import { caFingerprints, clientCertTlsOptions } from "../auth/clientcert.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
@@ -1610,7 +1610,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     load: (text) => loadRuntimeConfig(text, "gateway"),
     // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
     unchanged: async () => {
-      state = { ...state, certificates: loadAllCertificates(state.config) };
+      const certificates = loadAllCertificates(state.config);
+      // The client-certificate CAs too: a connection verified under one removed since is checked again.
+      state.auth.reloadClientCerts();
+      state = { ...state, certificates };
       await clientCerts.refresh();
     },
     check: (current, next) => refuseRestartFields("gateway", restartFields(current, next)),
@@ -1731,8 +1734,10 @@ function parseTrustedProxies(config: GatewayRuntimeConfig): readonly IpRange[] |
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {
   const certificates = new Map<string, CertificateSet>();
   const clientCa = clientCertTlsOptions(config.auth.clientCert)?.ca ?? null;
+  // One set for every listener: the client CAs each connection's handshake is verified against.
+  const clientCas = clientCa ? caFingerprints(clientCa) : null;
   for (const l of config.listeners)
-    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa));
+    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa, clientCas));
   return certificates;
 }
 

@@ -3,7 +3,8 @@
  * clientCertTlsOptions() and certificates made by openssl. Allowed subjects and SANs pass, other subjects get
  * 403, no certificate 401, an untrusted CA 401 (the handshake itself succeeds, so routes without certificate
  * requirements keep working), a certificate of another provider's CA 401, chains through an intermediate,
- * and a kept connection whose certificate expired since its handshake 401.
+ * and a kept connection whose certificate expired since its handshake 401; at a real gateway, a kept
+ * connection whose CA a reload or a CA file rotated in place removed 401, and one whose CA stays 200.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import https from "node:https";
@@ -14,7 +15,7 @@ import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
-import { gatewayConfig } from "../support/gateway.ts";
+import { gatewayConfig, startTestGateway, startUpstream } from "../support/gateway.ts";
 import { makeCa as makePkiCa } from "../pki/support.ts";
 import { makeCa, makeCert, type Pem } from "./pki.ts";
 import { facts } from "./support.ts";
@@ -335,5 +336,88 @@ describe("parseDn", () => {
 
   it.each(["", "=a", "CN", "C N=a", "CN=a\\"])("refuses_%s", (text) => {
     expect(parseDn(text)).toBeNull();
+  });
+});
+
+describe("client certificates at the gateway, across changes of the client CAs", () => {
+  // OpenSSL verifies a client certificate once, at the handshake, against the CAs of then. A partner that
+  // keeps its connection open must lose access when its CA is removed — by a reload naming another CA file
+  // or by the file rotated in place — and keep it when a CA is only added beside its own.
+  it.each([
+    ["refuses_a_kept_connection_once_a_reload_names_a_ca_file_without_its_ca", "other-file", 401],
+    ["refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_without_its_ca", "in-place", 401],
+    ["keeps_admitting_a_kept_connection_when_a_ca_is_added_beside_its_own", "added", 200],
+  ] as const)("%s", async (_claim, change, after) => {
+    const app = await startUpstream();
+    const caFile = join(dir, `rotating-${change}.pem`);
+    writeFileSync(caFile, ca1.cert);
+    const other = makeCa(dir, `other-${change}`, "/CN=Next Partners CA");
+    const cfg = (file: string) =>
+      gatewayConfig(
+        [
+          {
+            name: "partners",
+            match: { path: "/partners" },
+            to: "app",
+            auth: { clientCert: "partners" },
+            ...RATE,
+          },
+        ],
+        { app },
+        {
+          listeners: [
+            {
+              name: "https",
+              port: 8443,
+              protocol: "https",
+              tls: {
+                certificates: [
+                  { hosts: ["localhost"], certFile: serverCert.certFile, keyFile: serverCert.keyFile },
+                ],
+              },
+            },
+          ],
+          clientCerts: { partners: { caFile: file, subjects: ["CN=partner-a, o=Acme"] } },
+        },
+      );
+    const gw = await startTestGateway(cfg(caFile));
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (): Promise<{ status: number; reused: boolean }> =>
+      new Promise((resolve, reject) => {
+        const req = https.request(
+          {
+            host: "127.0.0.1",
+            port: gw.ports.listeners.https,
+            path: "/partners",
+            ca: ca1.cert,
+            servername: "localhost",
+            cert: certs.a!.cert,
+            key: certs.a!.key,
+            agent,
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+          },
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    try {
+      expect(await get()).toEqual({ status: 200, reused: false });
+      if (change === "other-file") {
+        const file = join(dir, `rotating-${change}-next.pem`);
+        writeFileSync(file, other.cert);
+        expect(await gw.reload(JSON.stringify(cfg(file)))).toMatchObject({ ok: true, changed: true });
+      } else {
+        writeFileSync(caFile, change === "added" ? ca1.cert + other.cert : other.cert);
+        expect(await gw.reload(JSON.stringify(cfg(caFile)))).toMatchObject({ ok: true, changed: false });
+      }
+      expect(await get()).toEqual({ status: after, reused: true });
+    } finally {
+      agent.destroy();
+      await gw.drain();
+      await app.close();
+    }
   });
 });
