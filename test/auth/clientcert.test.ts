@@ -15,7 +15,7 @@ import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
-import { gatewayConfig, startTestGateway, startUpstream } from "../support/gateway.ts";
+import { gatewayConfig, httpsListener, startTestGateway, startUpstream } from "../support/gateway.ts";
 import { makeCa as makePkiCa } from "../pki/support.ts";
 import { makeCa, makeCert, type Pem } from "./pki.ts";
 import { facts } from "./support.ts";
@@ -365,18 +365,7 @@ describe("client certificates at the gateway, across changes of the client CAs",
         ],
         { app },
         {
-          listeners: [
-            {
-              name: "https",
-              port: 8443,
-              protocol: "https",
-              tls: {
-                certificates: [
-                  { hosts: ["localhost"], certFile: serverCert.certFile, keyFile: serverCert.keyFile },
-                ],
-              },
-            },
-          ],
+          listeners: [httpsListener(serverCert)],
           clientCerts: { partners: { caFile: file, subjects: ["CN=partner-a, o=Acme"] } },
         },
       );

@@ -15,6 +15,7 @@ import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.t
 import {
   freePort,
   gatewayConfig,
+  httpsListener,
   request,
   startTestGateway,
   startUpstream,
@@ -68,16 +69,7 @@ describe("client certificates at a gateway https listener", () => {
       ],
       { app },
       {
-        listeners: [
-          {
-            name: "https",
-            port: 8443,
-            protocol: "https",
-            tls: {
-              certificates: [{ hosts: ["localhost"], certFile: server.certFile, keyFile: server.keyFile }],
-            },
-          },
-        ],
+        listeners: [httpsListener(server)],
         clientCerts: { partners: { caFile: ca.certFile, subjects: ["CN=partner-a, O=Acme"] } },
       },
     );

@@ -88,6 +88,19 @@ export function gatewayConfig(
   return plaintextStatic(config, upstreams);
 }
 
+/** A spec's https listener on 8443 (the test gateway binds a free port) serving one certificate for `hosts`. */
+export function httpsListener(
+  cert: { certFile: string; keyFile: string },
+  hosts: readonly string[] = ["localhost"],
+): Loose {
+  return {
+    name: "https",
+    port: 8443,
+    protocol: "https",
+    tls: { certificates: [{ hosts, certFile: cert.certFile, keyFile: cert.keyFile }] },
+  };
+}
+
 /** One upstream, several (a multi-endpoint cluster), or just a port (e.g. one nothing listens on). */
 export type Endpoints = LocalEndpoints;
 export { plaintextStatic };
