@@ -14,6 +14,7 @@
  * hands each connection to the listener's current stack, so a reload that changes how the port serves
  * builds a new stack and swaps it in without closing the socket.
  */
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
@@ -108,6 +109,12 @@ export interface ListenerStack extends ConnectionStack {
   readonly name: string;
   /** The HTTP/1 server behind it (for `upgrade`), if one is. */
   readonly http1: http.Server | null;
+  /**
+   * https: new session-ticket keys, so that no TLS session made before is resumed — a resumed session
+   * keeps the client-certificate verdict of its first handshake, which the client CAs of now may no
+   * longer give (called when they change).
+   */
+  readonly rotateTicketKeys?: () => void;
 }
 
 /** Gives a socket (or the stream a server reads) the client's address a PROXY header named. */
@@ -286,6 +293,7 @@ export function createListener(
             )
           : server,
         http1: null,
+        rotateTicketKeys: () => server.setTicketKeys(randomBytes(48)),
         retire: () => retireServers([server], sessions),
         closeIdle: () => sessions.forEach((s) => s.close()),
         closeAll: () => sessions.forEach((s) => s.destroy()),
@@ -303,6 +311,7 @@ export function createListener(
         ? fronting(proxyProtocolFront(l, limits, proxiedTls(server, onProxyRefused), onProxyRefused), server)
         : server,
       http1: server,
+      rotateTicketKeys: () => server.setTicketKeys(randomBytes(48)),
       retire: () => retireServers([server], []),
       closeIdle: () => server.closeIdleConnections(),
       closeAll: () => server.closeAllConnections(),

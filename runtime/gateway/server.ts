@@ -1430,6 +1430,18 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const listenerPorts: Record<string, number> = {};
   const proxyRefusalLogged = new Map<string, number>();
   /** Builds the connection stack of one listener of `config` (no socket: an acceptor hands it connections). */
+  /**
+   * When the client-certificate CAs change, the https listeners take new session-ticket keys: a client
+   * resuming a TLS session made before would carry OpenSSL's verdict of then (`authorized`), given under
+   * CAs that may no longer hold (a new handshake verifies against the CAs of now).
+   */
+  const clientCasChanged = (
+    before: ReadonlyMap<string, CertificateSet>,
+    after: ReadonlyMap<string, CertificateSet>,
+  ) => {
+    if (sameClientCas(before, after)) return;
+    for (const l of listeners.values()) l.stack.rotateTicketKeys?.();
+  };
   const buildStack = (l: GatewayRuntimeConfig["listeners"][number], config: GatewayRuntimeConfig) => {
     const stack = createListener(
       l,
@@ -1613,7 +1625,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       const certificates = loadAllCertificates(state.config);
       // The client-certificate CAs too: a connection verified under one removed since is checked again.
       state.auth.reloadClientCerts();
+      const before = state.certificates;
       state = { ...state, certificates };
+      clientCasChanged(before, certificates);
       await clientCerts.refresh();
     },
     check: (current, next) => refuseRestartFields("gateway", restartFields(current, next)),
@@ -1645,6 +1659,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapIn(swap, next);
+      clientCasChanged(previous.certificates, built.certificates);
       if (newIdentity) {
         // New mTLS connections present the new SVID; pooled ones keep the one they were made with.
         identity?.close();
@@ -1729,6 +1744,20 @@ function parseTrustedProxies(config: GatewayRuntimeConfig): readonly IpRange[] |
       );
     return range;
   });
+}
+
+/** Whether two loads verify client certificates against the same CAs (every listener shares one set). */
+function sameClientCas(
+  a: ReadonlyMap<string, CertificateSet>,
+  b: ReadonlyMap<string, CertificateSet>,
+): boolean {
+  const first = (m: ReadonlyMap<string, CertificateSet>) => m.values().next().value?.clientCas ?? null;
+  const x = first(a);
+  const y = first(b);
+  if (x === y) return true;
+  if (x === null || y === null || x.size !== y.size) return false;
+  for (const f of x) if (!y.has(f)) return false;
+  return true;
 }
 
 function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {

@@ -11,11 +11,17 @@ import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TLSSocket } from "node:tls";
+import tls, { type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
-import { gatewayConfig, httpsListener, startTestGateway, startUpstream } from "../support/gateway.ts";
+import {
+  gatewayConfig,
+  httpsListener,
+  startTestGateway,
+  startUpstream,
+  type Upstream,
+} from "../support/gateway.ts";
 import { makeCa as makePkiCa } from "../pki/support.ts";
 import { makeCa, makeCert, type Pem } from "./pki.ts";
 import { facts } from "./support.ts";
@@ -339,6 +345,29 @@ describe("parseDn", () => {
   });
 });
 
+/**
+ * A gateway config: an https listener whose one route, /partners, needs a certificate of provider partners
+ * (CAs from `caFile`, subject partner-a), answered by `app`.
+ */
+function partnersAtTheGateway(app: Upstream, caFile: string): GatewayRuntimeConfig {
+  return gatewayConfig(
+    [
+      {
+        name: "partners",
+        match: { path: "/partners" },
+        to: "app",
+        auth: { clientCert: "partners" },
+        ...RATE,
+      },
+    ],
+    { app },
+    {
+      listeners: [httpsListener(serverCert)],
+      clientCerts: { partners: { caFile, subjects: ["CN=partner-a, o=Acme"] } },
+    },
+  );
+}
+
 describe("client certificates at the gateway, across changes of the client CAs", () => {
   // OpenSSL verifies a client certificate once, at the handshake, against the CAs of then. A partner that
   // keeps its connection open must lose access when its CA is removed — by a reload naming another CA file
@@ -352,23 +381,7 @@ describe("client certificates at the gateway, across changes of the client CAs",
     const caFile = join(dir, `rotating-${change}.pem`);
     writeFileSync(caFile, ca1.cert);
     const other = makeCa(dir, `other-${change}`, "/CN=Next Partners CA");
-    const cfg = (file: string) =>
-      gatewayConfig(
-        [
-          {
-            name: "partners",
-            match: { path: "/partners" },
-            to: "app",
-            auth: { clientCert: "partners" },
-            ...RATE,
-          },
-        ],
-        { app },
-        {
-          listeners: [httpsListener(serverCert)],
-          clientCerts: { partners: { caFile: file, subjects: ["CN=partner-a, o=Acme"] } },
-        },
-      );
+    const cfg = (file: string) => partnersAtTheGateway(app, file);
     const gw = await startTestGateway(cfg(caFile));
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
     const get = (): Promise<{ status: number; reused: boolean }> =>
@@ -405,6 +418,58 @@ describe("client certificates at the gateway, across changes of the client CAs",
       expect(await get()).toEqual({ status: after, reused: true });
     } finally {
       agent.destroy();
+      await gw.drain();
+      await app.close();
+    }
+  });
+});
+
+describe("client certificates at the gateway, TLS sessions resumed across changes of the client CAs", () => {
+  // A resumed TLS session keeps OpenSSL's verdict of its first handshake: once a CA is removed, a client
+  // must not resume a session made under it (the https listeners take new ticket keys); while the CAs stay,
+  // sessions resume as before.
+  it.each([
+    ["refuses_a_session_resumed_from_before_its_ca_was_removed", true, { resumed: false, status: 401 }],
+    ["resumes_sessions_across_a_reload_that_keeps_the_client_cas", false, { resumed: true, status: 200 }],
+  ] as const)("%s", async (_claim, remove, after) => {
+    const app = await startUpstream();
+    const caFile = join(dir, `resumed-${String(remove)}.pem`);
+    writeFileSync(caFile, ca1.cert);
+    const other = makeCa(dir, `resumed-other-${String(remove)}`, "/CN=Next Partners CA");
+    const cfg = partnersAtTheGateway(app, caFile);
+    const gw = await startTestGateway(cfg);
+    let session: Buffer | undefined;
+    /** One request on a new connection, offering the last session the gateway gave. */
+    const get = (): Promise<{ resumed: boolean; status: number }> =>
+      new Promise((resolve, reject) => {
+        const socket = tls.connect({
+          host: "127.0.0.1",
+          port: gw.ports.listeners.https,
+          servername: "localhost",
+          ca: ca1.cert,
+          cert: certs.a!.cert,
+          key: certs.a!.key,
+          ALPNProtocols: ["http/1.1"],
+          ...(session ? { session } : {}),
+        });
+        let text = "";
+        socket.on("session", (s: Buffer) => (session = s));
+        socket.on("secureConnect", () =>
+          socket.write("GET /partners HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"),
+        );
+        socket.on("data", (d: Buffer) => (text += d.toString("latin1")));
+        socket.on("end", () =>
+          resolve({ resumed: socket.isSessionReused(), status: Number(text.slice(9, 12)) }),
+        );
+        socket.on("error", reject);
+      });
+    try {
+      expect(await get()).toEqual({ resumed: false, status: 200 });
+      expect(await get()).toEqual({ resumed: true, status: 200 }); // the server does resume sessions
+      if (remove) writeFileSync(caFile, other.cert);
+      expect(await gw.reload(JSON.stringify(cfg))).toMatchObject({ ok: true, changed: false });
+      expect(await get()).toEqual(after);
+    } finally {
       await gw.drain();
       await app.close();
     }
