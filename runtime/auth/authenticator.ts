@@ -500,6 +500,7 @@ export class Authenticator {
       requirement: f.status === 503 ? "unavailable" : "authentication",
       reason: f.reason,
       headers,
+      ...(f.reconnect ? { reconnect: true as const } : {}),
     };
   }
 

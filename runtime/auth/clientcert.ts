@@ -168,13 +168,23 @@ export class ClientCertVerifier {
         `client certificate did not verify${/^[A-Z0-9_]{1,64}$/.test(code) ? ` (${code})` : ""}`,
       );
     }
-    if (!this.anchored(leaf, chainOf(peer), peer))
-      return failure(
-        "clientCert",
-        this.soleProvider
-          ? `client certificate is not issued by a CA in the caFile of provider ${this.name} (the CA that verified it when the connection was made has been removed since)`
-          : `client certificate is not issued by a CA in the caFile of provider ${this.name} (with several providers, caFile must hold the issuing intermediate)`,
-      );
+    if (!this.anchored(leaf, chainOf(peer), peer)) {
+      if (!this.soleProvider)
+        return failure(
+          "clientCert",
+          `client certificate is not issued by a CA in the caFile of provider ${this.name} (with several providers, caFile must hold the issuing intermediate)`,
+        );
+      // The handshake's CAs changed since, and the chain Node exposes does not reach one of now (its CA was
+      // removed, or it runs through an intermediate only the client sent): a new connection's handshake,
+      // against the CAs of now, decides.
+      return {
+        ...failure(
+          "clientCert",
+          `client certificate is not issued by a CA in the caFile of provider ${this.name} (the CAs changed since the connection was made: reconnect)`,
+        ),
+        reconnect: true,
+      };
+    }
     const parsed = new x509.X509Certificate(leaf.raw);
     const subject = subjectPairs(parsed);
     const sans = sanList(parsed);

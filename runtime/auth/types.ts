@@ -65,6 +65,11 @@ export interface AuthFailure {
   readonly reason: string;
   /** RFC 6750 error for Bearer challenges ("invalid_token", "invalid_request"), when one applies. */
   readonly bearerError: "invalid_token" | "invalid_request" | null;
+  /**
+   * The connection, not the credential, is what no longer holds (a client certificate verified under a CA
+   * removed since): the answer closes it, so the client's next request is verified on a new one.
+   */
+  readonly reconnect?: true;
 }
 
 /** A response the gateway writes as is (OIDC: login redirect, callback, logout). */
@@ -91,6 +96,8 @@ export type AdmitResult =
       readonly headers: Readonly<Record<string, string>>;
       /** The principal that authenticated but was refused by authorization (403), for the access log. */
       readonly principal?: Principal | null;
+      /** The answer closes the connection (AuthFailure.reconnect). */
+      readonly reconnect?: true;
     }
   | AuthResponse;
 

@@ -1353,6 +1353,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (verdict.kind === "deny") {
       ex.outcome = `denied_${verdict.requirement}`;
       ex.principal = verdict.principal ?? null;
+      if (verdict.reconnect) noKeepAlive(res);
       return respondError(req, res, verdict.status, verdict.code, verdict.reason, verdict.headers);
     }
     ex.outcome = verdict.event;

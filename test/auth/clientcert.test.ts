@@ -370,7 +370,7 @@ function partnersAtTheGateway(app: Upstream, caFile: string): GatewayRuntimeConf
 
 describe("client certificates at the gateway, across changes of the client CAs", () => {
   // OpenSSL verifies a client certificate once, at the handshake, against the CAs of then. A partner that
-  // keeps its connection open must lose access when its CA is removed — by a reload naming another CA file
+  // keeps its connection open must lose access (and the connection) when its CA is removed — by a reload naming another CA file
   // or by the file rotated in place — and keep it when a CA is only added beside its own.
   it.each([
     ["refuses_a_kept_connection_once_a_reload_names_a_ca_file_without_its_ca", "other-file", 401],
@@ -384,7 +384,7 @@ describe("client certificates at the gateway, across changes of the client CAs",
     const cfg = (file: string) => partnersAtTheGateway(app, file);
     const gw = await startTestGateway(cfg(caFile));
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
-    const get = (): Promise<{ status: number; reused: boolean }> =>
+    const get = (): Promise<{ status: number; reused: boolean; connection: string | undefined }> =>
       new Promise((resolve, reject) => {
         const req = https.request(
           {
@@ -399,14 +399,20 @@ describe("client certificates at the gateway, across changes of the client CAs",
           },
           (res) => {
             res.resume();
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+            res.on("end", () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                reused: req.reusedSocket,
+                connection: res.headers.connection,
+              }),
+            );
           },
         );
         req.on("error", reject);
         req.end();
       });
     try {
-      expect(await get()).toEqual({ status: 200, reused: false });
+      expect(await get()).toEqual({ status: 200, reused: false, connection: "keep-alive" });
       if (change === "other-file") {
         const file = join(dir, `rotating-${change}-next.pem`);
         writeFileSync(file, other.cert);
@@ -415,7 +421,12 @@ describe("client certificates at the gateway, across changes of the client CAs",
         writeFileSync(caFile, change === "added" ? ca1.cert + other.cert : other.cert);
         expect(await gw.reload(JSON.stringify(cfg(caFile)))).toMatchObject({ ok: true, changed: false });
       }
-      expect(await get()).toEqual({ status: after, reused: true });
+      // A refusal closes the connection: the client's next one is verified against the CAs of now.
+      expect(await get()).toEqual({
+        status: after,
+        reused: true,
+        connection: after === 401 ? "close" : "keep-alive",
+      });
     } finally {
       agent.destroy();
       await gw.drain();
