@@ -1353,7 +1353,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (verdict.kind === "deny") {
       ex.outcome = `denied_${verdict.requirement}`;
       ex.principal = verdict.principal ?? null;
-      if (verdict.reconnect) noKeepAlive(res);
+      if (verdict.reconnect) endConnectionAfter(req, res);
       return respondError(req, res, verdict.status, verdict.code, verdict.reason, verdict.headers);
     }
     ex.outcome = verdict.event;
@@ -1782,6 +1782,15 @@ function perResponseHeaders(
 
 function noKeepAlive(res: Response): void {
   if ("shouldKeepAlive" in res) res.shouldKeepAlive = false;
+}
+
+/**
+ * The connection ends once this answer is written: HTTP/1.1 with `Connection: close`, HTTP/2 with GOAWAY
+ * (the session's other streams finish; the client opens a new connection for the next ones).
+ */
+function endConnectionAfter(req: AnyRequest, res: Response): void {
+  if ("stream" in req) req.stream.session?.close();
+  else noKeepAlive(res);
 }
 
 function listen(server: net.Server, port: number, host: string, reusePort: boolean): Promise<void> {

@@ -7,9 +7,11 @@
  * connection whose CA a reload or a CA file rotated in place removed 401, and one whose CA stays 200.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import tls, { type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -349,7 +351,7 @@ describe("parseDn", () => {
  * A gateway config: an https listener whose one route, /partners, needs a certificate of provider partners
  * (CAs from `caFile`, subject partner-a), answered by `app`.
  */
-function partnersAtTheGateway(app: Upstream, caFile: string): GatewayRuntimeConfig {
+function partnersAtTheGateway(app: Upstream, caFile: string, http2 = false): GatewayRuntimeConfig {
   return gatewayConfig(
     [
       {
@@ -362,7 +364,7 @@ function partnersAtTheGateway(app: Upstream, caFile: string): GatewayRuntimeConf
     ],
     { app },
     {
-      listeners: [httpsListener(serverCert)],
+      listeners: [{ ...httpsListener(serverCert), ...(http2 ? { http2: true } : {}) }],
       clientCerts: { partners: { caFile, subjects: ["CN=partner-a, o=Acme"] } },
     },
   );
@@ -429,6 +431,44 @@ describe("client certificates at the gateway, across changes of the client CAs",
       });
     } finally {
       agent.destroy();
+      await gw.drain();
+      await app.close();
+    }
+  });
+  it("ends_an_http2_session_whose_ca_was_removed_after_answering_401", async () => {
+    const app = await startUpstream();
+    const caFile = join(dir, "rotating-h2.pem");
+    writeFileSync(caFile, ca1.cert);
+    const other = makeCa(dir, "other-h2", "/CN=Next Partners CA");
+    const gw = await startTestGateway(partnersAtTheGateway(app, caFile, true));
+    const session = http2.connect(`https://127.0.0.1:${gw.ports.listeners.https}`, {
+      servername: "localhost",
+      ca: ca1.cert,
+      cert: certs.a!.cert,
+      key: certs.a!.key,
+    });
+    session.on("error", () => {});
+    const goaway = new Promise<void>((resolve) => session.once("goaway", () => resolve()));
+    const get = (): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const stream = session.request({ ":path": "/partners", ":authority": "localhost" });
+        stream.on("response", (h) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.resume();
+        stream.end();
+      });
+    try {
+      expect(await get()).toBe(200);
+      writeFileSync(caFile, other.cert);
+      expect(await gw.reload(JSON.stringify(partnersAtTheGateway(app, caFile, true)))).toMatchObject({
+        ok: true,
+        changed: false,
+      });
+      expect(await get()).toBe(401);
+      const late = sleep(2000).then(() => Promise.reject(new Error("no GOAWAY within 2 s")));
+      await Promise.race([goaway, late]);
+    } finally {
+      session.destroy();
       await gw.drain();
       await app.close();
     }
