@@ -101,15 +101,6 @@ export class Authenticator {
   private readonly ownedList: readonly string[];
   private readonly forwarded = new WeakMap<Principal, readonly (readonly [string, string])[]>();
 
-  /**
-   * Reads the client-certificate providers' CA files again (rotated in place, the config unchanged): all
-   * or none — an unreadable file throws, naming it, and the CAs in use stay.
-   */
-  reloadClientCerts(): void {
-    const commits = [...this.certs.values()].map((v) => v.prepareReload());
-    for (const commit of commits) commit();
-  }
-
   /** Builds every provider (throws, naming the field, when a provider cannot work: unreadable CA file, missing secret). */
   constructor(config: GatewayRuntimeConfig, opts: AuthenticatorOptions = {}) {
     this.observer = opts.observer ?? NO_OBSERVER;
@@ -144,6 +135,15 @@ export class Authenticator {
           `route ${r.name}: auth names unknown providers (${missing.join(", ")}); define them under gateway auth`,
         );
     }
+  }
+
+  /**
+   * Reads the client-certificate providers' CA files again (rotated in place, the config unchanged): all
+   * or none — an unreadable file throws, naming it, and the CAs in use stay.
+   */
+  reloadClientCerts(): void {
+    const commits = [...this.certs.values()].map((v) => v.prepareReload());
+    for (const commit of commits) commit();
   }
 
   /** Starts fetching remote JWKS and OIDC discovery documents (never throws, never blocks). */

@@ -3,14 +3,7 @@ export { Authenticator, PRINCIPAL_HEADERS } from "./authenticator.ts";
 export { headerValue } from "../net/headers.ts";
 export type { AuthenticatorOptions, AuthnOutcome } from "./authenticator.ts";
 export { ApiKeyVerifier, apiKeyHash, MAX_API_KEY_BYTES } from "./apikeys.ts";
-export {
-  caFingerprints,
-  ClientCertVerifier,
-  clientCertTlsOptions,
-  markHandshakeClientCas,
-  parseDn,
-  readCaBundle,
-} from "./clientcert.ts";
+export { ClientCertVerifier, clientCertTlsOptions, parseDn, readCaBundle } from "./clientcert.ts";
 export { JwksStore, ASYMMETRIC_ALGORITHMS } from "./jwks.ts";
 export type { JwksOptions, KeyLookup } from "./jwks.ts";
 export {

@@ -1430,7 +1430,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const retired = new Set<Acceptor<ListenerStack>>();
   const listenerPorts: Record<string, number> = {};
   const proxyRefusalLogged = new Map<string, number>();
-  /** Builds the connection stack of one listener of `config` (no socket: an acceptor hands it connections). */
   /**
    * When the client-certificate CAs change, the https listeners take new session-ticket keys: a client
    * resuming a TLS session made before would carry OpenSSL's verdict of then (`authorized`), given under
@@ -1443,6 +1442,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (sameClientCas(before, after)) return;
     for (const l of listeners.values()) l.stack.rotateTicketKeys?.();
   };
+  /** Builds the connection stack of one listener of `config` (no socket: an acceptor hands it connections). */
   const buildStack = (l: GatewayRuntimeConfig["listeners"][number], config: GatewayRuntimeConfig) => {
     const stack = createListener(
       l,

@@ -4,7 +4,8 @@
  * an invalid set of files is refused while the old identity keeps serving, /ready follows the identity
  * (false before it exists and after it expired), renewal is announced, and the development issuer
  * re-issues the sidecar's own SVID. TLS sessions resume between sidecars, and no connection outlives the
- * certificates (or the roots) it was authenticated with, on either side. No log line, metric or /config
+ * certificates (or the roots) it was authenticated with, on either side — nor one still draining after a
+ * reload rebuilt or moved the inbound port. No log line, metric or /config
  * output ever holds a private key.
  */
 import { X509Certificate } from "node:crypto";
