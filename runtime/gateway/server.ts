@@ -20,6 +20,7 @@ import {
 } from "../contract/restart.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
+import { statSync } from "node:fs";
 import http, { type OutgoingHttpHeaders, type ServerResponse } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import type net from "node:net";
@@ -144,7 +145,10 @@ export interface GatewayOptions {
    * default the egress rules' lookup (net/lookup.ts: loopback, link-local and unspecified answers refused).
    */
   externalLookup?: net.LookupFunction;
-  /** How often client certificate files are checked for a rotation; default 1 s. */
+  /**
+   * How often certificate files are checked for a rotation — the client certificates backends are reached
+   * with, the listeners' certificates and keys, the client-certificate CA files; default 1 s.
+   */
   certificatePollMs?: number;
 }
 
@@ -188,6 +192,8 @@ interface State {
   readonly tracer: Tracer;
   /** TLS certificates by listener name (https listeners). */
   readonly certificates: ReadonlyMap<string, CertificateSet>;
+  /** The listener certificate and client CA files as they were when `certificates` was read (fileStamp). */
+  readonly certificatesStamp: string;
   /** API-management settings (CORS, transforms, aggregate, static, limits) of the routes that have any. */
   readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
   /** The rate limiter of each route with a rateLimit. */
@@ -682,6 +688,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       clusters.set(c.name, cluster);
     }
     const apim = compileApim(config, compiled.router.routes, clusters);
+    // Stamped before reading: a file replaced while it is read is read again at the next check.
+    const certificatesStamp = fileStamp(certificateFiles(config));
     const certificates = loadAllCertificates(config);
     const cache = cacheFor(config, previous);
     const tracer = createTracer(config.telemetry, {
@@ -722,6 +730,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       compiled,
       clusters,
       certificates,
+      certificatesStamp,
       tracer,
       apim,
       rateLimits,
@@ -1442,6 +1451,39 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (sameClientCas(before, after)) return;
     for (const l of listeners.values()) l.stack.rotateTicketKeys?.();
   };
+  /**
+   * Reads the listener certificates and the client-certificate CA files again (the config unchanged):
+   * all or none — an unreadable file throws, naming it, and the ones in use stay.
+   */
+  const refreshCertificates = () => {
+    const certificatesStamp = fileStamp(certificateFiles(state.config));
+    const certificates = loadAllCertificates(state.config);
+    // The client-certificate CAs too: a connection verified under one removed since is checked again.
+    state.auth.reloadClientCerts();
+    const before = state.certificates;
+    state = { ...state, certificates, certificatesStamp };
+    clientCasChanged(before, certificates);
+  };
+  /**
+   * Certificate files are checked every `certificatePollMs` (1 s): a Secret renewed in place (Kubernetes
+   * swaps the mounted files; cert-manager renews before expiry) is served without a reload or a restart.
+   * A rotation that cannot be read yet (a file half-written, a key not matching) is logged and tried again
+   * at the next change; the certificates in use keep serving.
+   */
+  let certificateCheckFailed = "";
+  const checkCertificates = () => {
+    if (draining) return;
+    const stamp = fileStamp(certificateFiles(state.config));
+    if (stamp === state.certificatesStamp || stamp === certificateCheckFailed) return;
+    try {
+      refreshCertificates();
+      certificateCheckFailed = "";
+      log.info({ event: "certificates_reloaded" });
+    } catch (err) {
+      certificateCheckFailed = stamp;
+      log.warn({ event: "certificates_reload_failed", error: (err as Error).message });
+    }
+  };
   /** Builds the connection stack of one listener of `config` (no socket: an acceptor hands it connections). */
   const buildStack = (l: GatewayRuntimeConfig["listeners"][number], config: GatewayRuntimeConfig) => {
     const stack = createListener(
@@ -1623,12 +1665,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     load: (text) => loadRuntimeConfig(text, "gateway"),
     // Same config: certificate files may still have been rotated in place (Kubernetes Secrets).
     unchanged: async () => {
-      const certificates = loadAllCertificates(state.config);
-      // The client-certificate CAs too: a connection verified under one removed since is checked again.
-      state.auth.reloadClientCerts();
-      const before = state.certificates;
-      state = { ...state, certificates };
-      clientCasChanged(before, certificates);
+      refreshCertificates();
       await clientCerts.refresh();
     },
     check: (current, next) => refuseRestartFields("gateway", restartFields(current, next)),
@@ -1679,6 +1716,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   async function drain(): Promise<void> {
     if (draining) return;
     draining = true;
+    clearInterval(certificateTimer);
     log.info({ event: "draining", inFlight });
     const drainMs = state.config.limits.drainTimeoutMs;
     const deadline = Date.now() + drainMs;
@@ -1707,6 +1745,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     retiredStores.clear();
     log.info({ event: "stopped" });
   }
+
+  const certificateTimer = setInterval(checkCertificates, options.certificatePollMs ?? 1000);
+  certificateTimer.unref();
 
   return {
     ports: { listeners: listenerPorts, admin: adminPort },
@@ -1745,6 +1786,32 @@ function parseTrustedProxies(config: GatewayRuntimeConfig): readonly IpRange[] |
       );
     return range;
   });
+}
+
+/** The files a config's TLS reads: listener certificates and keys, client-certificate CA files. */
+function certificateFiles(config: GatewayRuntimeConfig): string[] {
+  const files: string[] = [];
+  for (const l of config.listeners)
+    for (const c of l.tls?.certificates ?? []) files.push(c.certFile, c.keyFile);
+  for (const p of config.auth.clientCert) files.push(p.caFile);
+  return files;
+}
+
+/**
+ * What identifies the files' contents cheaply: inode, size and modification time of each (stat follows
+ * symlinks, so Kubernetes' swap of its `..data` link changes the inode); a missing file counts too.
+ */
+function fileStamp(files: readonly string[]): string {
+  let stamp = "";
+  for (const f of files) {
+    try {
+      const s = statSync(f);
+      stamp += `${f}:${s.ino}:${s.size}:${s.mtimeMs}\n`;
+    } catch {
+      stamp += `${f}:missing\n`;
+    }
+  }
+  return stamp;
 }
 
 /** Whether two loads verify client certificates against the same CAs (every listener shares one set). */

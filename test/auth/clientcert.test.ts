@@ -377,6 +377,11 @@ describe("client certificates at the gateway, across changes of the client CAs",
   it.each([
     ["refuses_a_kept_connection_once_a_reload_names_a_ca_file_without_its_ca", "other-file", 401],
     ["refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_without_its_ca", "in-place", 401],
+    [
+      "refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_with_no_reload_at_all",
+      "files-only",
+      401,
+    ],
     ["keeps_admitting_a_kept_connection_when_a_ca_is_added_beside_its_own", "added", 200],
   ] as const)("%s", async (_claim, change, after) => {
     const app = await startUpstream();
@@ -384,7 +389,8 @@ describe("client certificates at the gateway, across changes of the client CAs",
     writeFileSync(caFile, ca1.cert);
     const other = makeCa(dir, `other-${change}`, "/CN=Next Partners CA");
     const cfg = (file: string) => partnersAtTheGateway(app, file);
-    const gw = await startTestGateway(cfg(caFile));
+    // The files are checked every 100 ms here (1 s by default): the files-only row needs no reload.
+    const gw = await startTestGateway(cfg(caFile), undefined, { certificatePollMs: 100 });
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
     const get = (): Promise<{ status: number; reused: boolean; connection: string | undefined }> =>
       new Promise((resolve, reject) => {
@@ -419,6 +425,9 @@ describe("client certificates at the gateway, across changes of the client CAs",
         const file = join(dir, `rotating-${change}-next.pem`);
         writeFileSync(file, other.cert);
         expect(await gw.reload(JSON.stringify(cfg(file)))).toMatchObject({ ok: true, changed: true });
+      } else if (change === "files-only") {
+        writeFileSync(caFile, other.cert);
+        await sleep(600);
       } else {
         writeFileSync(caFile, change === "added" ? ca1.cert + other.cert : other.cert);
         expect(await gw.reload(JSON.stringify(cfg(caFile)))).toMatchObject({ ok: true, changed: false });

@@ -1,13 +1,14 @@
 /**
  * Listener protocols with real tools: TLS termination with SNI (certificates from openssl), HTTP/2 over
  * TLS by ALPN and HTTP/1.1 on the same port (curl), cleartext HTTP/2 with prior knowledge next to
- * HTTP/1.1 (curl --http2-prior-knowledge), and certificate rotation by reload.
+ * HTTP/1.1 (curl --http2-prior-knowledge), and certificate rotation by reload and by the files alone.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
@@ -174,7 +175,32 @@ describe("TLS", () => {
     expect(await peerCn("a.test")).toBe("a-rotated.test");
   });
 
+  it("serves_a_certificate_renewed_in_place_without_a_reload", async () => {
+    // What a Secret renewed by cert-manager looks like to the pod: the mounted files change, nobody
+    // signals the gateway. The files are checked every second (certificatePollMs).
+    expect(await peerCn("x.b.test")).toBe("wild.b.test");
+    await cert("b", "renewed.b.test", "DNS:*.b.test");
+    const deadline = Date.now() + 5000;
+    while ((await peerCn("x.b.test")) !== "renewed.b.test" && Date.now() < deadline) await sleep(100);
+    expect(await peerCn("x.b.test")).toBe("renewed.b.test");
+    expect(gw.logs.some((l) => l.event === "certificates_reloaded")).toBe(true);
+  });
+
+  it("keeps_serving_the_old_certificate_while_a_renewal_is_half_written_then_takes_the_new_one", async () => {
+    // The new certificate lands before its key: the pair does not match yet, so the one serving stays.
+    const next = await cert("a-next", "next.a.test", "DNS:a.test");
+    await copyFile(next.certFile, join(dir, "a.crt"));
+    await sleep(1500);
+    expect(await peerCn("a.test")).toBe("a-rotated.test");
+    expect(gw.logs.some((l) => l.event === "certificates_reload_failed")).toBe(true);
+    await copyFile(next.keyFile, join(dir, "a.key"));
+    const deadline = Date.now() + 5000;
+    while ((await peerCn("a.test")) !== "next.a.test" && Date.now() < deadline) await sleep(100);
+    expect(await peerCn("a.test")).toBe("next.a.test");
+  });
+
   it("rejects_a_reload_whose_certificate_is_unreadable_and_keeps_serving", async () => {
+    const serving = await peerCn("a.test");
     const broken = config(
       { certFile: join(dir, "missing.crt"), keyFile: join(dir, "missing.key") },
       { certFile: join(dir, "b.crt"), keyFile: join(dir, "b.key") },
@@ -182,7 +208,7 @@ describe("TLS", () => {
     const r = await gw.reload(JSON.stringify(broken));
     expect(r.ok).toBe(false);
     expect(r.ok === false && r.error).toContain("missing.crt");
-    expect(await peerCn("a.test")).toBe("a-rotated.test");
+    expect(await peerCn("a.test")).toBe(serving);
   });
 });
 
