@@ -22,7 +22,7 @@ import https from "node:https";
 import net, { type Socket } from "node:net";
 import tls, { type SecureContext, type TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
-import { caFingerprints, markHandshakeClientCas } from "../auth/clientcert.ts";
+import { markHandshakeClientCas } from "../auth/clientcert.ts";
 import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
@@ -48,12 +48,13 @@ export interface CertificateSet {
 
 /**
  * Loads a listener's certificates into secure contexts (throws with the file name when one is unreadable).
- * `clientCa`: the CA certificates client certificates are verified against (runtime/auth/clientcert.ts).
+ * `clientCa`: the CA certificates client certificates are verified against (runtime/auth/clientcert.ts);
+ * `clientCas`: their fingerprints, the mark each connection gets (one set shared by every listener).
  */
 export function loadCertificates(
   l: ListenerConfig,
-  clientCa: readonly string[] | null = null,
-  clientCas: ReadonlySet<string> | null = clientCa ? caFingerprints(clientCa) : null,
+  clientCa: readonly string[] | null,
+  clientCas: ReadonlySet<string> | null,
 ): CertificateSet {
   if (!l.tls) throw new Error(`listener ${l.name}: https without tls`);
   const entries = l.tls.certificates.map((c) => {

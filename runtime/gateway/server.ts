@@ -190,10 +190,8 @@ interface State {
   readonly compiled: CompiledGateway;
   readonly clusters: ReadonlyMap<string, UpstreamCluster>;
   readonly tracer: Tracer;
-  /** TLS certificates by listener name (https listeners). */
-  readonly certificates: ReadonlyMap<string, CertificateSet>;
-  /** The listener certificate and client CA files as they were when `certificates` was read (fileStamp). */
-  readonly certificatesStamp: string;
+  /** TLS certificates by listener name (https listeners), and the files they were read from. */
+  readonly tls: LoadedTls;
   /** API-management settings (CORS, transforms, aggregate, static, limits) of the routes that have any. */
   readonly apim: ReadonlyMap<CompiledRoute, RouteApim>;
   /** The rate limiter of each route with a rateLimit. */
@@ -688,9 +686,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       clusters.set(c.name, cluster);
     }
     const apim = compileApim(config, compiled.router.routes, clusters);
-    // Stamped before reading: a file replaced while it is read is read again at the next check.
-    const certificatesStamp = fileStamp(certificateFiles(config));
-    const certificates = loadAllCertificates(config);
+    const tls = loadTls(config);
     const cache = cacheFor(config, previous);
     const tracer = createTracer(config.telemetry, {
       onDrop: (n, reason) => mSpansDropped.labels("gateway", reason).inc(n),
@@ -729,8 +725,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       config,
       compiled,
       clusters,
-      certificates,
-      certificatesStamp,
+      tls,
       tracer,
       apim,
       rateLimits,
@@ -1444,11 +1439,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
    * resuming a TLS session made before would carry OpenSSL's verdict of then (`authorized`), given under
    * CAs that may no longer hold (a new handshake verifies against the CAs of now).
    */
-  const clientCasChanged = (
-    before: ReadonlyMap<string, CertificateSet>,
-    after: ReadonlyMap<string, CertificateSet>,
-  ) => {
-    if (sameClientCas(before, after)) return;
+  const clientCasChanged = (before: LoadedTls, after: LoadedTls) => {
+    if (sameSet(before.clientCas, after.clientCas)) return;
     for (const l of listeners.values()) l.stack.rotateTicketKeys?.();
   };
   /**
@@ -1456,13 +1448,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
    * all or none — an unreadable file throws, naming it, and the ones in use stay.
    */
   const refreshCertificates = () => {
-    const certificatesStamp = fileStamp(certificateFiles(state.config));
-    const certificates = loadAllCertificates(state.config);
+    const tls = loadTls(state.config);
     // The client-certificate CAs too: a connection verified under one removed since is checked again.
     state.auth.reloadClientCerts();
-    const before = state.certificates;
-    state = { ...state, certificates, certificatesStamp };
-    clientCasChanged(before, certificates);
+    const before = state.tls;
+    state = { ...state, tls };
+    clientCasChanged(before, tls);
   };
   /**
    * Certificate files are checked every `certificatePollMs` (1 s): a Secret renewed in place (Kubernetes
@@ -1473,8 +1464,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   let certificateCheckFailed = "";
   const checkCertificates = () => {
     if (draining) return;
-    const stamp = fileStamp(certificateFiles(state.config));
-    if (stamp === state.certificatesStamp || stamp === certificateCheckFailed) return;
+    const stamp = fileStamp(state.tls.files);
+    if (stamp === state.tls.stamp || stamp === certificateCheckFailed) return;
     try {
       refreshCertificates();
       certificateCheckFailed = "";
@@ -1490,7 +1481,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       l,
       config.limits,
       onRequest,
-      () => state.certificates.get(l.name) ?? null,
+      () => state.tls.certificates.get(l.name) ?? null,
       (_server, err, socket) => {
         // A client that resets or times out its own connection is not a parse error.
         if (err.code === "ECONNRESET" || err.code === "EPIPE") {
@@ -1697,7 +1688,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       const previous = state;
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapIn(swap, next);
-      clientCasChanged(previous.certificates, built.certificates);
+      clientCasChanged(previous.tls, built.tls);
       if (newIdentity) {
         // New mTLS connections present the new SVID; pooled ones keep the one they were made with.
         identity?.close();
@@ -1788,13 +1779,32 @@ function parseTrustedProxies(config: GatewayRuntimeConfig): readonly IpRange[] |
   });
 }
 
-/** The files a config's TLS reads: listener certificates and keys, client-certificate CA files. */
-function certificateFiles(config: GatewayRuntimeConfig): string[] {
+/** What a config's TLS was read as: the listeners' certificates, the client CAs, and the files. */
+interface LoadedTls {
+  /** By listener name (https listeners). */
+  readonly certificates: ReadonlyMap<string, CertificateSet>;
+  /** Fingerprints of the client-certificate CAs every https listener verifies against (null: none). */
+  readonly clientCas: ReadonlySet<string> | null;
+  /** Listener certificates and keys, client-certificate CA files: what the periodic check watches. */
+  readonly files: readonly string[];
+  /** The files as they were just before they were read (fileStamp). */
+  readonly stamp: string;
+}
+
+function loadTls(config: GatewayRuntimeConfig): LoadedTls {
   const files: string[] = [];
   for (const l of config.listeners)
     for (const c of l.tls?.certificates ?? []) files.push(c.certFile, c.keyFile);
   for (const p of config.auth.clientCert) files.push(p.caFile);
-  return files;
+  // Stamped before reading: a file replaced while it is read is read again at the next check.
+  const stamp = fileStamp(files);
+  const clientCa = clientCertTlsOptions(config.auth.clientCert)?.ca ?? null;
+  // One set for every listener: the client CAs each connection's handshake is verified against.
+  const clientCas = clientCa ? caFingerprints(clientCa) : null;
+  const certificates = new Map<string, CertificateSet>();
+  for (const l of config.listeners)
+    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa, clientCas));
+  return { certificates, clientCas, files, stamp };
 }
 
 /**
@@ -1814,28 +1824,11 @@ function fileStamp(files: readonly string[]): string {
   return stamp;
 }
 
-/** Whether two loads verify client certificates against the same CAs (every listener shares one set). */
-function sameClientCas(
-  a: ReadonlyMap<string, CertificateSet>,
-  b: ReadonlyMap<string, CertificateSet>,
-): boolean {
-  const first = (m: ReadonlyMap<string, CertificateSet>) => m.values().next().value?.clientCas ?? null;
-  const x = first(a);
-  const y = first(b);
-  if (x === y) return true;
-  if (x === null || y === null || x.size !== y.size) return false;
-  for (const f of x) if (!y.has(f)) return false;
+function sameSet(a: ReadonlySet<string> | null, b: ReadonlySet<string> | null): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
   return true;
-}
-
-function loadAllCertificates(config: GatewayRuntimeConfig): Map<string, CertificateSet> {
-  const certificates = new Map<string, CertificateSet>();
-  const clientCa = clientCertTlsOptions(config.auth.clientCert)?.ca ?? null;
-  // One set for every listener: the client CAs each connection's handshake is verified against.
-  const clientCas = clientCa ? caFingerprints(clientCa) : null;
-  for (const l of config.listeners)
-    if (l.protocol === "https") certificates.set(l.name, loadCertificates(l, clientCa, clientCas));
-  return certificates;
 }
 
 /** Headers of one response that a cache never stores: the gateway's RateLimit-*, and Connection: close. */
