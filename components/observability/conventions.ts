@@ -268,7 +268,7 @@ export const METRICS: readonly MetricConvention[] = [
     name: "meshgate_mirrored_requests_total",
     type: "counter",
     unit: "requests",
-    help: "Mirrored request copies, by outcome.",
+    help: "Mirrored request copies, by outcome (success, 5xx, failure, no_endpoint, overflow: dropped at the shadow cluster's circuit breaker).",
     labels: { gateway: ["proxy", "cluster", "outcome"] },
   },
   {

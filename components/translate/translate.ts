@@ -17,7 +17,7 @@ import {
   type SidecarRuntimeConfig,
   type Svid,
 } from "../../runtime/contract/index.ts";
-import { IDEMPOTENT_METHODS } from "../../runtime/contract/schema.ts";
+import { IDEMPOTENT_METHODS, PRINCIPAL_HEADERS } from "../../runtime/contract/schema.ts";
 import { DEFAULTS, PROXY_PORTS } from "../spec/defaults.ts";
 import type { Diagnostic } from "../spec/errors.ts";
 import {
@@ -396,6 +396,19 @@ function relayedExternals(ctx: Context, name: string): string[] {
   );
 }
 
+/**
+ * The headers that assert an end user (the gateway's principal headers and its JWT providers'
+ * forwardClaims headers) and who may send them to a service: the gateway alone, when there is one.
+ */
+function principalHeaders(ctx: Context): SidecarRuntimeConfig["inbound"]["principalHeaders"] {
+  const g = ctx.spec.gateway;
+  const claims = Object.values(g?.jwt ?? {}).flatMap((p) => Object.keys(p.forwardClaims ?? {}));
+  return {
+    names: sortedUnique([...PRINCIPAL_HEADERS, ...claims.map((h) => h.toLowerCase())]),
+    from: g ? [ctx.spiffeId(GATEWAY)] : [],
+  };
+}
+
 function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): SidecarRuntimeConfig[] {
   return ctx.serviceNames.map((name) => {
     const svc = ctx.service(name);
@@ -432,6 +445,7 @@ function translateSidecars(ctx: Context, clusters: Map<string, Cluster>): Sideca
           maxBodyBytes: parseSize(svc.limits.maxBodySize),
           headerTimeoutMs: parseDuration(svc.limits.headerTimeout),
         },
+        principalHeaders: principalHeaders(ctx),
       },
       outbound: {
         port: PROXY_PORTS.sidecarOutbound,

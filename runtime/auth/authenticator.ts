@@ -15,7 +15,7 @@
  * route accepts removed (bearer token header, API-key header, OIDC cookies): upstreams receive the verified
  * identity, never a replayable credential.
  */
-import type { GatewayRuntimeConfig, RouteAuth } from "../contract/schema.ts";
+import { PRINCIPAL_HEADERS, type GatewayRuntimeConfig, type RouteAuth } from "../contract/schema.ts";
 import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
 import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
@@ -34,13 +34,7 @@ import {
 } from "./types.ts";
 
 /** Headers the gateway sets from the principal; a client's copies are removed from every request. */
-export const PRINCIPAL_HEADERS = [
-  "x-meshgate-subject",
-  "x-meshgate-consumer",
-  "x-meshgate-groups",
-  "x-meshgate-scopes",
-  "x-meshgate-auth",
-] as const;
+export { PRINCIPAL_HEADERS };
 
 /** Every header name the gateway owns for identity: PRINCIPAL_HEADERS plus every jwt provider's forwardClaims header, lower-case. */
 export function identityHeaders(config: GatewayRuntimeConfig): Set<string> {

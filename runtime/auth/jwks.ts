@@ -5,8 +5,8 @@
  * (default ttlMs without one) and refreshed in the background once stale — stale keys keep verifying
  * meanwhile. A token with a `kid` the set does not hold triggers a refetch, at most one in flight per
  * provider and at most one per `minRefetchIntervalMs`: a stampede of unknown-kid tokens causes one fetch,
- * and the rest wait for it or fail fast. Fetches have a timeout, follow no redirects and read at most
- * `maxBytes`.
+ * and the rest wait for it or fail fast. A failed refresh keeps the keys and is retried no sooner than
+ * `minRefetchIntervalMs` later. Fetches have a timeout, follow no redirects and read at most `maxBytes`.
  *
  * Keys are looked up by exact `kid` in this set only; tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never
  * consulted. Each key is imported once per pinned algorithm it fits (kty/crv, its own `alg`, `use: sig`,
@@ -199,6 +199,11 @@ export class JwksStore {
         },
         (err: Error) => {
           if (this.closed) return;
+          // A stale set whose refresh failed is tried again no sooner than an unknown kid may cause a fetch:
+          // left stale, every token not yet cached would start another fetch as soon as this one failed — a
+          // request-paced retry storm against an issuer that is already failing (and a warning per request).
+          if (this.loaded)
+            this.expiresAt = Math.max(this.expiresAt, this.now() + this.opts.minRefetchIntervalMs);
           this.observer.jwksFetch(this.provider, "failure");
           this.log.warn(
             {

@@ -105,13 +105,36 @@ export function decodeToken(token: string): DecodedToken | AuthFailure {
   const h = token.slice(0, first);
   const p = token.slice(first + 1, second);
   const s = token.slice(second + 1);
-  if (!B64URL_SEGMENT.test(h) || !B64URL_SEGMENT.test(p) || !B64URL_SEGMENT.test(s))
+  if (
+    !B64URL_SEGMENT.test(h) ||
+    !B64URL_SEGMENT.test(p) ||
+    !B64URL_SEGMENT.test(s) ||
+    !canonicalBase64url(h) ||
+    !canonicalBase64url(p) ||
+    !canonicalBase64url(s)
+  )
     return failure("jwt", "malformed token: segments must be non-empty base64url", 401, "invalid_token");
   const header = decodeJsonSegment(h, "header");
   if ("kind" in header) return header;
   const payload = decodeJsonSegment(p, "payload");
   if ("kind" in payload) return payload;
   return { header: header.value, payload: payload.value };
+}
+
+const B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/**
+ * The one encoding of its bytes (RFC 4648 §3.5): a length that leaves no lone character and zero unused
+ * bits in the last one. Decoders drop those bits, so without this check every signature had up to 16
+ * spellings that verify alike — the same token as distinct strings (distinct cache entries, and past any
+ * comparison of token text).
+ */
+function canonicalBase64url(segment: string): boolean {
+  const rest = segment.length % 4;
+  if (rest === 0) return true;
+  if (rest === 1) return false;
+  const last = B64URL_ALPHABET.indexOf(segment[segment.length - 1]!);
+  return (last & (rest === 2 ? 0x0f : 0x03)) === 0;
 }
 
 function decodeJsonSegment(
@@ -291,6 +314,10 @@ export class JwtVerifier {
         "invalid_token",
       );
     }
+    // RFC 7519 §4.1.2: `sub` is a string. Another type would leave the principal without a subject while
+    // upstreams (forwardClaims) and logs saw a value: refused like any malformed claim.
+    if (payload.sub !== undefined && typeof payload.sub !== "string")
+      return failure("jwt", "token sub claim is invalid", 401, "invalid_token");
     const exp = payload.exp as number;
     const principal: Principal = Object.freeze({
       mechanism: "jwt" as const,

@@ -557,8 +557,16 @@ export class OidcClient {
       });
       if (typeof payload.nonce !== "string" || !safeEqual(payload.nonce, nonce))
         return failure("oidc", "the id_token's nonce does not match the login");
-      if (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp !== this.config.clientId)
+      // OIDC Core §3.1.3.7 (4, 5): with several audiences azp must be present, and an azp that is present
+      // must be this client (an id_token issued to another client that merely lists this one is not ours).
+      if (
+        (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp === undefined) ||
+        (payload.azp !== undefined && payload.azp !== this.config.clientId)
+      )
         return failure("oidc", "the id_token's azp is not this client");
+      // §2: sub is a string; a session without one is unusable (every request would be sent to log in again).
+      if (typeof payload.sub !== "string" || payload.sub === "")
+        return failure("oidc", "the id_token's sub is not a non-empty string");
       return { claims: payload as Record<string, unknown> };
     } catch (err) {
       return failure("oidc", `the id_token did not verify (${(err as { code?: string }).code ?? "invalid"})`);

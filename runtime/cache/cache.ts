@@ -101,12 +101,36 @@ export interface CacheRequest {
   readonly query: string;
   /** The client's request headers (lower-case names). */
   readonly headers: HeaderBag;
-  /** The principal the gateway authenticated (subject or consumer), or null. */
+  /**
+   * The request headers as the upstream gets them (the gateway's X-Forwarded-*, X-Real-IP, principal
+   * headers, the route's header transforms), built when first asked: variants are selected by them, since
+   * a response's Vary names what the upstream saw (RFC 9111 §4.1). Default: `headers`.
+   */
+  readonly forwardedHeaders?: () => HeaderBag;
+  /**
+   * The principal the gateway authenticated (subject or consumer), or null; "" for one without a subject
+   * (it bypasses: requestBypass).
+   */
   readonly principal: string | null;
+  /**
+   * The scheme and authority the upstream is told (`X-Forwarded-Proto`; `Host`, `X-Forwarded-Host` and
+   * `Forwarded` as the client sent them), e.g. `https://api.example.com:8443`: part of the key. The
+   * canonical host drops the port, a trailing dot and case, and says nothing of the scheme, while upstreams
+   * build redirects and absolute links from exactly these — one client's `Host: api.example.com:1337` or a
+   * plain-http request's redirect to https must not be served to the others.
+   */
+  readonly origin?: string;
   /** How long this request may wait for another request's fill (default: the cache's coalesceWaitMs). */
   readonly waitMs?: number;
   /** Request headers that carry credentials (default: Authorization; the gateway adds its API-key header). */
   readonly credentialHeaders?: readonly string[];
+  /**
+   * The client gets the stored response reshaped (the route transforms the response body): a byte range
+   * of the stored body is no range of that, and a slice of it would be transformed as if it were the
+   * whole document (a nested object passing paths meant for the top level). Range is then ignored — the
+   * whole response, transformed (RFC 9110 §14.2 lets a server ignore Range).
+   */
+  readonly ignoreRange?: boolean;
 }
 
 export interface CacheHit {
@@ -300,6 +324,7 @@ export class HttpCache {
       req.host,
       req.route,
       req.config.perPrincipal ? req.principal : null,
+      req.origin,
     );
     // Under the primary key: the response when no request header selects variants (one lookup), else
     // the Vary record naming the selecting headers, and the variant under primary + tab + secondary key.
@@ -322,7 +347,7 @@ export class HttpCache {
     const names = first?.kind === "vary" ? first.names : routeVary;
     if (names.length === 0) return this.#decide(req, reqCC, primary, primary, first, false, mayWait, waited);
     const record = first?.kind === "vary";
-    const key = variantKey(primary, names, req.headers);
+    const key = variantKey(primary, names, selecting(req));
     const value = this.#get(key);
     if (value instanceof Promise) {
       return value.then((v) => this.#decide(req, reqCC, primary, key, v, record, mayWait, waited));
@@ -382,7 +407,8 @@ export class HttpCache {
     if (fill !== undefined && mayWait) return this.#wait(fill, req);
     // A partial request that no stored response answers goes to the origin as it is, and its 206 is not
     // stored (the cache fills from full responses only).
-    if (req.method === "GET" && req.headers.range !== undefined) return this.#bypass(req, "range");
+    if (req.method === "GET" && req.headers.range !== undefined && req.ignoreRange !== true)
+      return this.#bypass(req, "range");
     // A HEAD that nothing stored answers is sent as a GET, whose response fills the cache (the client
     // gets its head only): later GETs and HEADs are hits. nginx (proxy_cache_convert_head) and Varnish do
     // the same. With `no-store` the HEAD goes on as it is.
@@ -490,7 +516,7 @@ export class HttpCache {
     if (extra !== undefined) Object.assign(h, extra);
     // RFC 9110 §14: a GET for a byte range of a stored 200 gets that range (after the conditionals above).
     const range =
-      req.method === "GET" && e.status === 200
+      req.method === "GET" && e.status === 200 && req.ignoreRange !== true
         ? entryRange(req.headers.range, req.headers["if-range"], e.etag, e.lastModified, e.body.length)
         : null;
     if (range?.kind === "range") {
@@ -1011,7 +1037,7 @@ export class CacheExchange {
     const primary = this.#primary;
     // Without selecting headers the response sits under the primary key itself; with them, the Vary
     // record does, and the response under its variant key.
-    const key = names.length === 0 ? primary : variantKey(primary, names, this.request.headers);
+    const key = names.length === 0 ? primary : variantKey(primary, names, selecting(this.request));
     const writes: MaybePromise<boolean>[] = [cache.set(key, entry, retention)];
     if (names.length > 0) writes.push(cache.set(primary, { kind: "vary", names }, retention));
     if (writes.some((w) => w instanceof Promise)) void Promise.all(writes).then(() => this.#releaseFill());
@@ -1086,6 +1112,9 @@ function retentionMs(e: StoredResponse, staleRetentionMs: number, now: number, s
   const stale = Math.max(0, e.lifetimeMs + staleMs - age) - remaining;
   return remaining + Math.max(validators ? staleRetentionMs : 0, stale);
 }
+
+/** The headers that select a request's variant: as the upstream gets them (CacheRequest.forwardedHeaders). */
+const selecting = (req: CacheRequest): HeaderBag => req.forwardedHeaders?.() ?? req.headers;
 
 /** Where a variant is stored: the primary key, a tab, and the secondary key of its selecting headers. */
 function variantKey(primary: string, names: readonly string[], headers: HeaderBag): string {

@@ -216,9 +216,9 @@ export function credentialHeaders(apiKeyHeader: string | undefined): readonly st
  * Whether a request bypasses the cache entirely (neither lookup nor store):
  * - methods other than GET and HEAD (RFC 9111 §2: the cache key is for GET; HEAD is served from it);
  * - credentials (RFC 9111 §3.5), unless the route caches per principal and the gateway authenticated one
- *   (the principal is then part of the key): an `Authorization` header (or another of
- *   `credentialHeaders`, e.g. the gateway's API-key header), or a principal the gateway established by
- *   other means (client certificate, session);
+ *   with a subject (the principal is then part of the key; "" is one without): an `Authorization`
+ *   header (or another of `credentialHeaders`, e.g. the gateway's API-key header), or a principal the
+ *   gateway established by other means (client certificate, session);
  * - `If-Match`/`If-Unmodified-Since` (preconditions for the origin to evaluate), and GET/HEAD requests
  *   carrying a body.
  * A `Range` request is looked up (a stored full response answers it: entryRange); only when it must be
@@ -237,7 +237,9 @@ export function requestBypass(
     credentials = headers[credentialHeaders[i]!] !== undefined;
   if (credentials) {
     if (!perPrincipal) return "authorization";
-    if (principal === null) return "no-principal";
+    // "" is a principal without a subject (a JWT without `sub`): keyed by it, every such principal would
+    // share one entry.
+    if (principal === null || principal === "") return "no-principal";
   }
   if (headers["if-match"] !== undefined || headers["if-unmodified-since"] !== undefined)
     return "precondition";
@@ -590,9 +592,10 @@ export const isServerError = (status: number): boolean =>
 
 /**
  * The primary cache key (RFC 9111 §2): the canonical path and query first (so purges by URL and by prefix
- * are prefix matches), then the host, the route, and the principal for per-principal routes. Components
- * are separated by a tab, which no canonical path, query or host contains; route and principal are
- * length-prefixed, so no value can forge another key.
+ * are prefix matches), then the host, the route, the principal for per-principal routes, and the origin
+ * the upstream is told (scheme and authority as forwarded, when given). Components are separated by a
+ * tab, which no canonical path, query or host contains; route, principal and origin are length-prefixed,
+ * so no value can forge another key.
  */
 export function primaryKey(
   path: string,
@@ -600,10 +603,12 @@ export function primaryKey(
   host: string,
   route: string,
   principal: string | null,
+  origin = "",
 ): string {
   const url = query.length > 0 ? `${path}?${query}` : path;
   const p = principal === null ? "-" : `${principal.length}:${principal}`;
-  return `${url}\t${host}\t${route.length}:${route}\t${p}`;
+  const key = `${url}\t${host}\t${route.length}:${route}\t${p}`;
+  return origin.length > 0 ? `${key}\t${origin.length}:${origin}` : key;
 }
 
 /** The URL (path and query) a key starts with. */

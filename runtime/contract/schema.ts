@@ -523,6 +523,19 @@ export const ServiceRoutePolicy = z.strictObject({
   retry: RetryPlan,
 });
 
+/**
+ * Headers the gateway sets from the principal it authenticated (its clients' copies are removed on every
+ * route); upstreams read the end user from them. A sidecar passes them to its app only from the peers its
+ * config names (SidecarRuntimeConfig.inbound.principalHeaders).
+ */
+export const PRINCIPAL_HEADERS = [
+  "x-meshgate-subject",
+  "x-meshgate-consumer",
+  "x-meshgate-groups",
+  "x-meshgate-scopes",
+  "x-meshgate-auth",
+] as const;
+
 export const SidecarRuntimeConfig = z.strictObject({
   ...Common,
   kind: z.literal("sidecar"),
@@ -535,6 +548,13 @@ export const SidecarRuntimeConfig = z.strictObject({
     /** Deny-by-default: a request is allowed only when a rule below matches it. */
     authz: z.strictObject({ default: z.literal("deny"), rules: z.array(AuthzRule) }),
     limits: z.strictObject({ maxHeaderBytes: bytes, maxBodyBytes: bytes, headerTimeoutMs: ms }),
+    /**
+     * The headers that assert an end user — PRINCIPAL_HEADERS and every JWT provider's forwardClaims
+     * headers, lower-case, sorted — reach the app only from the peers in `from` (the gateway's SPIFFE ID;
+     * empty without a gateway). From any other caller, mTLS or plaintext, they are dropped: an allowed
+     * caller must not be able to say which user its request is for.
+     */
+    principalHeaders: z.strictObject({ names: z.array(z.string()), from: z.array(z.string()) }),
   }),
   outbound: z.strictObject({
     /** The HTTP proxy port on 127.0.0.1: `GET http://orders/x` (absolute form) or `Host: orders`. */

@@ -61,6 +61,10 @@ export const GatewayErrorCatalog = {
   ],
   internal_error: [500, "an unexpected gateway error (logged with the request id)"],
   upstream_reset: [502, "the upstream closed or reset the connection before a complete response head"],
+  upstream_bad_upgrade: [
+    502,
+    "the upstream answered a WebSocket upgrade with a 101 that is not a WebSocket handshake (Upgrade, Sec-WebSocket-Accept), or with a malformed head: no tunnel",
+  ],
   response_too_large: [
     502,
     "the upstream response exceeds the route's limits.maxResponseBytes (a response already started is reset instead)",

@@ -26,6 +26,20 @@ const GATEWAY_OWNED = new Set([
 ]);
 
 /**
+ * RFC 9112 §3.2.2: a request with an absolute-form target (`GET http://api.example/x HTTP/1.1`) is for the
+ * target's host, whatever its Host header says — decide() routes and authorizes it by that host, so it is
+ * also the Host the upstream gets (and X-Forwarded-Host, Forwarded, the cache key): the received Host is
+ * replaced, or a request routed as one host would reach the upstream as another. An invalid authority is
+ * left to decide(), which refuses the target.
+ */
+export function useTargetAuthority(req: { url?: string; headers: { host?: string } }): void {
+  const url = req.url;
+  if (url === undefined || url.charCodeAt(0) === 47 /* / */) return;
+  const m = /^https?:\/\/([^/?#]*)/i.exec(url);
+  if (m !== null) req.headers.host = m[1]!;
+}
+
+/**
  * Why a header may not be changed by a route's transform, or null when it may: hop-by-hop headers
  * describe one connection, gateway-owned ones are set by the gateway alone (after stripping the
  * client's), `x-meshgate-*` is the gateway's namespace, Content-Length is recomputed, and Host is

@@ -36,6 +36,11 @@ export type AnyRequest = IncomingMessage | Http2ServerRequest;
 export type AnyResponse = ServerResponse | Http2ServerResponse;
 export type Handler = (req: AnyRequest, res: AnyResponse, scheme: "http" | "https") => void;
 
+/** What emits the HTTP/1.1 upgrade requests of a listener. */
+export interface UpgradeSource {
+  on(event: "upgrade", listener: (req: IncomingMessage, socket: Socket, head: Buffer) => void): unknown;
+}
+
 export interface CertificateSet {
   /** The context for a server name (exact host, then the longest wildcard, then the first certificate). */
   contextFor(serverName: string): SecureContext;
@@ -108,8 +113,12 @@ export function loadCertificates(
  */
 export interface ListenerStack extends ConnectionStack {
   readonly name: string;
-  /** The HTTP/1 server behind it (for `upgrade`), if one is. */
-  readonly http1: http.Server | null;
+  /**
+   * The server HTTP/1.1 requests arrive on, for its `upgrade` events (WebSocket): the HTTP/1 server, or the
+   * HTTP/2 TLS server, which serves HTTP/1.1 clients (allowHTTP1) with Node's HTTP/1 machinery and emits
+   * their upgrades itself.
+   */
+  readonly http1: UpgradeSource | null;
   /**
    * https: new session-ticket keys, so that no TLS session made before is resumed — a resumed session
    * keeps the client-certificate verdict of its first handshake, which the client CAs of now may no
@@ -276,13 +285,15 @@ export function createListener(
       trackSessions(server);
       server.setTimeout(limits.requestTimeoutMs);
       // HTTP/1.1 over this TLS port (allowHTTP1) is served by Node's HTTP/1 machinery with its own
-      // timeouts (60 s for headers by default): give it the listener's.
+      // timeouts (60 s for headers, 5 s keep-alive by default): give it the listener's.
       const h1Timeouts = server as unknown as {
         headersTimeout: number;
         requestTimeout: number;
+        keepAliveTimeout: number;
         connectionsCheckingInterval: number;
       };
       h1Timeouts.headersTimeout = limits.headerTimeoutMs;
+      h1Timeouts.keepAliveTimeout = limits.idleTimeoutMs;
       h1Timeouts.requestTimeout = limits.requestTimeoutMs;
       h1Timeouts.connectionsCheckingInterval = http1Options.connectionsCheckingInterval!;
       return {
@@ -293,7 +304,9 @@ export function createListener(
               server,
             )
           : server,
-        http1: null,
+        // Without an upgrade listener here, an HTTP/1.1 WebSocket handshake over TLS would be served as a
+        // plain request (its Upgrade header stripped): wss:// through the default listener would not work.
+        http1: server,
         rotateTicketKeys: () => server.setTicketKeys(randomBytes(48)),
         retire: () => retireServers([server], sessions),
         closeIdle: () => sessions.forEach((s) => s.close()),

@@ -99,6 +99,7 @@ import {
   notForwarded,
   NOT_FORWARDED,
   requestClientAddress,
+  useTargetAuthority,
   withheldHeaders,
 } from "./headers.ts";
 import type { GatewayErrorCode } from "./errors.ts";
@@ -336,11 +337,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     lookup: externalLookup,
     clientCertificates: clientCerts,
   });
-  const mMirrors = metrics.counter("mirrored_requests_total", "Mirrored request copies, by outcome.", [
-    "proxy",
-    "cluster",
-    "outcome",
-  ]);
+  const mMirrors = metrics.counter(
+    "mirrored_requests_total",
+    "Mirrored request copies, by outcome (success, 5xx, failure, no_endpoint, overflow: dropped at the shadow cluster's circuit breaker).",
+    ["proxy", "cluster", "outcome"],
+  );
   /** Metric children per route, looked up once per route instead of by label values per request. */
   const perRoute = new Map<string, { requests: (CounterChild | undefined)[]; duration: HistogramChild }>();
   const routeMetrics = (route: string) => {
@@ -849,10 +850,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const ex = new Exchange(current, req, res, requestId(req.headers["x-request-id"], randomUUID), client);
     (res as Response & { [EXCHANGE]?: Exchange })[EXCHANGE] = ex;
     res.on("close", exchangeClosed);
-    // HTTP/2 carries the host in :authority (the compat API also shows a Host header when one was sent).
-    const authority = req.headers.host ?? (req.headers[":authority"] as string | undefined);
-
+    useTargetAuthority(req);
     const overH2 = "stream" in req;
+    if (overH2 && (req as Http2ServerRequest).stream.destroyed) {
+      // The client reset the stream (or nghttp2 did: a Content-Length its DATA contradicted) in the bytes
+      // that carried its HEADERS: Node still emits the request, whose body then "ends" empty and whose
+      // session (the client's address) is gone. Nothing is decided or forwarded for it.
+      ex.outcome = "client_aborted";
+      return;
+    }
+    // HTTP/2 carries the host in :authority, which is the target's authority when present: RFC 9113 §8.3.1
+    // forbids using a Host header then (the compat API shows one when it was sent), and one that differs is
+    // refused below — else a front proxy routing on :authority and this gateway on Host would disagree.
+    const h2Authority = overH2 ? (req.headers[":authority"] as string | undefined) : undefined;
+    const authority = h2Authority ?? req.headers.host;
     if (
       !overH2 &&
       (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1))
@@ -866,7 +877,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         `HTTP/${req.httpVersion} is not supported`,
       );
     }
-    const headerProblem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
+    if (
+      h2Authority !== undefined &&
+      req.headers.host !== undefined &&
+      req.headers.host.toLowerCase() !== h2Authority.toLowerCase()
+    )
+      return respondError(req, res, 400, "bad_host", "the Host header differs from :authority");
+    const headerProblem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor, req.httpVersionMajor);
     if (headerProblem) {
       noKeepAlive(res);
       return respondError(req, res, 400, headerProblem.code, headerProblem.detail);
@@ -934,7 +951,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (limiter !== undefined) {
       let rl = limiter.check(
         client,
-        principal?.subject ?? undefined,
+        // Qualified by mechanism and provider (a subject is unique only within its issuer: an `alice` of a
+        // second issuer cannot drain the first one's bucket), and for a client certificate by its SANs.
+        principalId(principal) || undefined,
         principal?.consumer ?? undefined,
         limiter.header === null ? undefined : req.headers[limiter.header],
       );
@@ -1024,6 +1043,36 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       );
     }
 
+    // The request headers as the upstream gets them, built once when first needed: the cache selects
+    // variants by them (a Vary names what the upstream saw — X-Real-IP, a header a transform set from
+    // another one — not what the client sent), and they are forwarded.
+    let built: Record<string, string | string[]> | null = null;
+    const forwardedHeaders = (): Record<string, string | string[]> => {
+      if (built !== null) return built;
+      const headers = (built = upstreamRequestHeaders(
+        req.headers,
+        current.notForwarded.get(d.route) ?? NOT_FORWARDED,
+      ));
+      current.auth.upstreamHeaders(headers, d.auth, principal);
+      headers["x-forwarded-for"] = forwardedFor;
+      headers["x-forwarded-proto"] = scheme;
+      if (authority) headers["x-forwarded-host"] = authority;
+      headers.forwarded = forwardedHeader(trusted, peer, scheme, authority);
+      headers["x-real-ip"] = client;
+      if (overH2 && authority && !headers.host) headers.host = authority;
+      headers["x-request-id"] = ex.requestId;
+      // rewrite.host, else a backend outside the mesh's own name (its authority), else the client's Host.
+      const upstreamHost = d.upstreamHost ?? cluster.config.authority ?? null;
+      if (upstreamHost !== null) headers.host = upstreamHost;
+      const withheld = current.withheld.get(backend);
+      if (withheld !== undefined) for (const name of withheld) delete headers[name];
+      if (ap) {
+        transformRequestHeaders(ap, headers, tctx);
+        prepareForResponseTransform(ap, headers);
+      }
+      return headers;
+    };
+
     // Cache lookup (GET/HEAD on a route with `cache`): a hit answers here; a miss may wait for a fill.
     let cacheExchange: CacheExchange | null = null;
     let revalidation: CacheExchange | null = null;
@@ -1037,10 +1086,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         path: d.path,
         query: d.query,
         headers: req.headers,
-        // Per-principal entries are keyed by who authenticated, through which provider.
-        principal: principal ? `${principal.mechanism}/${principal.provider}/${principal.subject}` : null,
+        principal: principalId(principal),
         waitMs: d.timeoutMs,
         credentialHeaders: current.credentialHeaders,
+        // What the upstream is told of scheme and authority (X-Forwarded-Proto, Host, X-Forwarded-Host).
+        origin: `${scheme}://${authority ?? ""}`,
+        forwardedHeaders,
+        // A body transform reshapes what the cache holds: no byte range of the stored body answers.
+        ignoreRange: (ap?.response?.body ?? null) !== null,
       });
       if (c instanceof Promise) {
         c = await c;
@@ -1070,25 +1123,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     const invalidates = current.caching && method !== "GET" && method !== "HEAD" && method !== "OPTIONS";
 
-    const headers = upstreamRequestHeaders(req.headers, current.notForwarded.get(d.route) ?? NOT_FORWARDED);
-    current.auth.upstreamHeaders(headers, d.auth, principal);
+    const headers = forwardedHeaders();
     const upstreamPath = current.auth.upstreamPath(d.auth, d.upstreamPath);
-    headers["x-forwarded-for"] = forwardedFor;
-    headers["x-forwarded-proto"] = scheme;
-    if (authority) headers["x-forwarded-host"] = authority;
-    headers.forwarded = forwardedHeader(trusted, peer, scheme, authority);
-    headers["x-real-ip"] = client;
-    if (overH2 && authority && !headers.host) headers.host = authority;
-    headers["x-request-id"] = ex.requestId;
-    // rewrite.host, else a backend outside the mesh's own name (its authority), else the client's Host.
-    const upstreamHost = d.upstreamHost ?? cluster.config.authority ?? null;
-    if (upstreamHost !== null) headers.host = upstreamHost;
-    const withheld = current.withheld.get(backend);
-    if (withheld !== undefined) for (const name of withheld) delete headers[name];
-    if (ap) {
-      transformRequestHeaders(ap, headers, tctx);
-      prepareForResponseTransform(ap, headers);
-    }
     if (revalidation !== null) {
       revalidation.prepare(headers);
       return revalidateInBackground(
@@ -1385,6 +1421,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       mMirrors.labels("gateway", shadow.config.name, "no_endpoint").inc();
       return;
     }
+    // A copy counts against the shadow cluster's circuit breaker like any request (as Envoy's shadowing
+    // does): the pool's queue has no bound of its own, so a slow shadow would otherwise hold a copy — its
+    // body included — of every request the route receives, and the service's own callers would wait
+    // behind them in that queue. A copy beyond the limits is dropped, never waited for.
+    const cb = shadow.config.circuitBreaker;
+    if (shadow.active >= cb.maxRequests || endpoint.inFlight >= cb.maxConnections + cb.maxPendingRequests) {
+      mMirrors.labels("gateway", shadow.config.name, "overflow").inc();
+      return;
+    }
+    shadow.active++;
+    endpoint.inFlight++;
     const host = typeof headers.host === "string" ? `${headers.host.replace(/:\d+$/, "")}-shadow` : undefined;
     endpoint.pool
       .request({
@@ -1399,7 +1446,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         await r.body.dump();
         mMirrors.labels("gateway", shadow.config.name, r.statusCode >= 500 ? "5xx" : "success").inc();
       })
-      .catch(() => mMirrors.labels("gateway", shadow.config.name, "failure").inc());
+      .catch(() => mMirrors.labels("gateway", shadow.config.name, "failure").inc())
+      .finally(() => {
+        shadow.active--;
+        endpoint.inFlight--;
+      });
   }
 
   function onRequest(req: AnyRequest, anyRes: AnyResponse, scheme: "http" | "https"): void {
@@ -1829,6 +1880,21 @@ function sameSet(a: ReadonlySet<string> | null, b: ReadonlySet<string> | null): 
   if (a === null || b === null || a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
   return true;
+}
+
+/**
+ * Who a principal is, for a per-principal cache entry and a rate-limit bucket keyed by subject: who
+ * authenticated, through which provider — the subject, and for a client certificate its SANs too (SPIFFE
+ * SVIDs share one subject, such as `C=US, O=SPIRE`, and are told apart by their URI SAN alone). "" for a
+ * principal that nothing identifies (a JWT without `sub`): it bypasses the cache (requestBypass) and is
+ * limited by its client address, as every such principal would otherwise share one entry or bucket.
+ */
+function principalId(p: Principal | null): string | null {
+  if (p === null) return null;
+  const sans = p.mechanism === "clientCert" ? p.claims.sans : undefined;
+  // JSON: no SAN value can pose as a list of others.
+  const id = Array.isArray(sans) && sans.length > 0 ? JSON.stringify([p.subject, sans]) : p.subject;
+  return id ? `${p.mechanism}/${p.provider}/${id}` : "";
 }
 
 /** Headers of one response that a cache never stores: the gateway's RateLimit-*, and Connection: close. */

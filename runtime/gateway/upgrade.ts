@@ -2,8 +2,11 @@
  * WebSocket upgrades (RFC 6455 over HTTP/1.1): the same checks and decide() as any request — header
  * hygiene, canonical path and route, authentication and authorization, rate limit — then a tunnel to an endpoint of the
  * route's backend: the handshake request is re-serialized from the canonical path and the filtered
- * headers, and from then on bytes flow both ways untouched until either side closes or the connection
- * idles past the listener's idle timeout. Only `Upgrade: websocket` is accepted. A cluster with
+ * headers, and once the upstream has switched protocols (a 101 with `Upgrade: websocket` and the
+ * handshake's Sec-WebSocket-Accept) bytes flow both ways untouched until either side closes or the
+ * connection idles past the listener's idle timeout. Any other answer is relayed to the client and ends
+ * the connection: no byte the client sends after its handshake reaches an upstream that did not switch.
+ * Only `Upgrade: websocket` is accepted. A cluster with
  * `tls.mode: "mtls"` (a mesh service) is reached over mTLS with the gateway's identity (ALPN http/1.1, the
  * server proving the cluster's SPIFFE ID), through the service's sidecar, which authorizes the upgrade.
  */
@@ -23,7 +26,14 @@ import type { ClientCertificateStore } from "../upstream/client-cert.ts";
 import { originateConnector, type MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { forwardedHeader, NOT_FORWARDED, requestClientAddress, type ClientAddress } from "./headers.ts";
+import { readUpgradeAnswer } from "../net/upgrade.ts";
+import {
+  forwardedHeader,
+  NOT_FORWARDED,
+  requestClientAddress,
+  useTargetAuthority,
+  type ClientAddress,
+} from "./headers.ts";
 
 export interface UpgradeContext {
   readonly config: GatewayRuntimeConfig;
@@ -96,8 +106,9 @@ export function handleUpgrade(
   if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
     return fail(400, "bad_request_target", "only Upgrade: websocket is supported");
   }
-  const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
+  const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor, req.httpVersionMajor);
   if (problem) return fail(400, problem.code, problem.detail);
+  useTargetAuthority(req);
   const d = decide(ctx.compiled, {
     method: req.method ?? "GET",
     target: req.url ?? "",
@@ -277,18 +288,57 @@ function openTunnel(
   );
   let status = 0;
   let connected = false;
+  /** The client's connection ends by itself (an answer being flushed): the upstream's close leaves it be. */
+  let ending = false;
+  const key = req.headers["sec-websocket-key"];
   upstream.once(tlsMode.mode === "none" ? "connect" : "secureConnect", () => {
     connected = true;
     clearTimeout(connectTimer);
     observer.tunnels.add(socket);
     upstream.write(handshake);
-    if (head.length) upstream.write(head);
-    upstream.once("data", (chunk: Buffer) => {
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(chunk.subarray(0, 16).toString("latin1"));
-      status = m ? Number(m[1]) : 502;
+    // Nothing more of the client's goes upstream until the upstream has switched protocols: an upstream
+    // that refuses the upgrade with an ordinary response keeps its connection an HTTP/1.1 one, and bytes
+    // relayed into it would be requests no route admitted (WebSocket smuggling, as nginx and Envoy avoid
+    // by tunnelling only after a 101).
+    readUpgradeAnswer(upstream, key, (answer) => {
+      if (answer.kind === "switched") {
+        status = 101;
+        socket.write(answer.bytes);
+        if (head.length) upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+        return;
+      }
+      if (answer.kind === "invalid") {
+        // A 101 that is not this handshake's (no Upgrade: websocket, or another Sec-WebSocket-Accept) does
+        // not prove a WebSocket server took the connection; a malformed answer proves nothing: no tunnel.
+        status = 502;
+        ending = true;
+        observer.tunnels.delete(socket);
+        fail(502, "upstream_bad_upgrade", `upstream ${backend}: ${answer.reason}`, route);
+        upstream.destroy();
+        return;
+      }
+      // The upstream refused the upgrade: its answer goes to the client, and the connection ends with it
+      // (by its Content-Length; else when the upstream closes or idles out). The client's bytes are dropped.
+      status = answer.status;
+      ending = true;
+      socket.resume();
+      socket.on("data", () => {});
+      let rest = answer.contentLength === null ? Infinity : answer.headEnd + answer.contentLength;
+      const relay = (b: Buffer) => {
+        if (b.length >= rest) {
+          upstream.off("data", relay);
+          socket.end(b.subarray(0, rest)); // its close destroys the upstream connection
+          return;
+        }
+        rest -= b.length;
+        socket.write(b);
+      };
+      upstream.on("data", relay);
+      upstream.on("end", () => socket.end());
+      relay(answer.bytes);
     });
-    upstream.pipe(socket);
-    socket.pipe(upstream);
   });
   const idle = ctx.config.limits.idleTimeoutMs;
   socket.setTimeout(idle, () => socket.destroy());
@@ -327,5 +377,5 @@ function openTunnel(
     upstream.destroy();
     if (connected && observer.tunnels.delete(socket)) observer.done(route, status || 502, null);
   });
-  upstream.on("close", () => socket.destroy());
+  upstream.on("close", () => (ending ? socket.end() : socket.destroy()));
 }

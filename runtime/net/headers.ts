@@ -45,9 +45,15 @@ export type HeaderProblem = {
  * Checks the raw request headers once: singletons duplicated, names with "_" or "." (which some stacks
  * alias to dashes: `x_user_id` or `x.user.id` → `x-user-id`, forging an identity header), any
  * Transfer-Encoding other than exactly "chunked", and Transfer-Encoding in an HTTP/1.0 request
- * (RFC 9112 §6.1: faulty framing).
+ * (RFC 9112 §6.1: faulty framing). Over HTTP/2 (`httpMajor` 2) a Cookie may come in several fields
+ * (RFC 9113 §8.2.3: browsers split it into crumbs for HPACK); Node joins them with "; ", which is the one
+ * Cookie header an HTTP/1.1 upstream must get.
  */
-export function checkRequestHeaders(rawHeaders: readonly string[], httpMinor = 1): HeaderProblem | null {
+export function checkRequestHeaders(
+  rawHeaders: readonly string[],
+  httpMinor = 1,
+  httpMajor = 1,
+): HeaderProblem | null {
   let seen = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const raw = rawHeaders[i]!;
@@ -55,7 +61,7 @@ export function checkRequestHeaders(rawHeaders: readonly string[], httpMinor = 1
     if (info === AMBIGUOUS) {
       return { code: "ambiguous_header_name", detail: `header names with "_" or "." are refused (${raw})` };
     }
-    if (info === 0) continue;
+    if (info === 0 || (info === COOKIE_BIT && httpMajor === 2)) continue;
     if (info === TE_BIT && httpMinor === 0) {
       return {
         code: "bad_transfer_encoding",
@@ -76,6 +82,7 @@ export function checkRequestHeaders(rawHeaders: readonly string[], httpMinor = 1
 /** One bit per singleton header (SINGLETON, in order); AMBIGUOUS for names with "_" or "."; 0 otherwise. */
 const SINGLETON_BITS = new Map([...SINGLETON].map((name, i) => [name, 1 << i] as const));
 const TE_BIT = SINGLETON_BITS.get("transfer-encoding")!;
+const COOKIE_BIT = SINGLETON_BITS.get("cookie")!;
 const AMBIGUOUS = -1;
 /** Header names as received → their check class; bounded, so random names cannot grow it. */
 const NAME_INFO = new Map<string, number>();

@@ -108,9 +108,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** An identity error with a code from the runtime or PKI catalogs. */
 class IdentityError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** When the same files may be accepted without changing (a certificate not valid yet): epoch ms. */
+  readonly retryAt: number | null;
+  constructor(code: string, message: string, retryAt: number | null = null) {
     super(message);
     this.code = code;
+    this.retryAt = retryAt;
   }
 }
 
@@ -126,6 +129,7 @@ export class IdentitySource {
   #debounce: NodeJS.Timeout | null = null;
   #renewTimer: NodeJS.Timeout | null = null;
   #expiryTimer: NodeJS.Timeout | null = null;
+  #retryTimer: NodeJS.Timeout | null = null;
   #issuer: SvidIssuer | null = null;
   #issuerBundlePem: string | null = null;
   #closed = false;
@@ -194,7 +198,8 @@ export class IdentitySource {
     this.#closed = true;
     for (const w of this.#watchers.values()) w.close();
     this.#watchers.clear();
-    for (const t of [this.#poll, this.#debounce, this.#renewTimer, this.#expiryTimer]) if (t) clearTimeout(t);
+    for (const t of [this.#poll, this.#debounce, this.#renewTimer, this.#expiryTimer, this.#retryTimer])
+      if (t) clearTimeout(t);
   }
 
   // ───────────── loading ─────────────
@@ -206,6 +211,12 @@ export class IdentitySource {
     } catch (err) {
       const { code, message } = describeError(err);
       this.#emit({ kind: "rejected", code, message, keptPrevious: this.#current !== null });
+      // Files refused only for the clock (issued by a machine whose clock runs ahead) become valid
+      // without changing: read them again then, or the proxy would wait for a change that may never come.
+      if (err instanceof IdentityError && err.retryAt !== null && !this.#closed) {
+        if (this.#retryTimer) clearTimeout(this.#retryTimer);
+        this.#retryTimer = this.#at(err.retryAt + 1, () => void this.reload());
+      }
       return { ok: false, code, message };
     }
     const previous = this.#current;
@@ -237,6 +248,12 @@ export class IdentitySource {
     const previous = this.#current;
     if (previous !== null && previous.contentHash === contentHash) return previous;
 
+    // PEM parsing skips a block without its END line, so a file caught mid-write would load as the
+    // blocks written so far: a bundle short of a root, a chain short of its intermediate.
+    incompletePem(chainText, "svid.certFile");
+    incompletePem(keyText, "svid.keyFile");
+    incompletePem(bundleText, "svid.bundleFile");
+    if (intermediatesText) incompletePem(intermediatesText, "svid.intermediatesFile");
     const chain = parseCertificates(chainText);
     const leaf = chain[0]!;
     const checked = checkSvidLeaf(leaf);
@@ -256,11 +273,24 @@ export class IdentitySource {
     const verifier =
       reuseVerifier(previous, bundle, intermediates) ?? new SvidVerifier(bundle, { intermediates });
     const now = this.#o.now();
-    const self = verifier.verify(
+    // The chain is checked as it will be presented — its own intermediates only, not the known ones:
+    // a peer's OpenSSL holds the bundle's roots alone and refuses a leaf whose intermediate is missing,
+    // so a chain file caught mid-write (the leaf whole, the intermediate cut off, which PEM parsing
+    // skips) or written without its intermediate must be refused, not served to every handshake.
+    const self = new SvidVerifier(bundle, { cacheSize: 1 }).verify(
       chain.map((c) => c.der),
       { now, expect: this.#o.expectedId },
     );
-    if (!self.ok) throw new IdentityError(self.code, `svid.certFile: ${self.reason}`);
+    if (!self.ok) {
+      // Not valid yet: worth reading again when the next certificate of the chain or bundle becomes
+      // valid (always a time to come, so a retry never spins).
+      const later = [...chain, ...bundle.roots].map((c) => c.notBefore).filter((t) => t > now);
+      throw new IdentityError(
+        self.code,
+        `svid.certFile: ${self.reason}`,
+        self.code === "E_RT_PKI_NOT_YET_VALID" && later.length > 0 ? Math.min(...later) : null,
+      );
+    }
     const chainPem = certificatesToPem(chain);
     const bundlePem = bundle.toPem();
     const serverOptions: tls.SecureContextOptions = {
@@ -452,6 +482,20 @@ function reuseVerifier(
   return key(previous.bundle.roots, previous.intermediates) === key(bundle.roots, intermediates)
     ? previous.verifier
     : null;
+}
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g;
+
+/**
+ * Refuses a PEM text with a block begun and not ended (a file read while it is written): what is left
+ * once the complete blocks are removed must hold no PEM boundary, whole or cut.
+ */
+function incompletePem(text: string, field: string): void {
+  if (text.replace(PEM_BLOCK, "").includes("-----"))
+    throw new IdentityError(
+      "E_RT_PKI_PEM",
+      `${field}: a PEM block is incomplete (the file is being written?)`,
+    );
 }
 
 async function readText(path: string, field: string, required: boolean): Promise<string | null> {

@@ -4,7 +4,7 @@
  * | key kind | bucket per | when the fact is missing |
  * |---|---|---|
  * | `ip` | client address (trusted-hop aware); IPv6 by its /64 | — (always known) |
- * | `subject` | authenticated principal's subject | the client address |
+ * | `subject` | authenticated principal's subject (the gateway qualifies it by mechanism and provider) | the client address |
  * | `consumer` | API-key consumer | the client address |
  * | `header` | value of the named request header | the client address |
  * | `route` | the route: one bucket for everyone | — |

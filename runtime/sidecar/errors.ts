@@ -44,6 +44,10 @@ export const SidecarErrorCatalog = {
     502,
     "the upstream (peer sidecar or app) closed or reset the connection before a complete response head",
   ],
+  upstream_bad_upgrade: [
+    502,
+    "the upstream answered a WebSocket upgrade with a 101 that is not a WebSocket handshake (Upgrade, Sec-WebSocket-Accept), or with a malformed head: no tunnel",
+  ],
   egress_connect_failed: [
     502,
     "outbound: the connection to a declared external destination failed (refused, unreachable, or its name did not resolve)",

@@ -202,6 +202,19 @@ interface State {
    * (by external and host), least recently used first; at most MAX_WILDCARD_HOSTS.
    */
   readonly wildcardHosts: Map<string, UpstreamCluster>;
+  /** The peers whose principal headers reach the app (inbound.principalHeaders.from). */
+  readonly principalFrom: ReadonlySet<string>;
+  /** NOT_FORWARDED and the principal headers: what the app is not sent of any other caller's headers. */
+  readonly notForwardedUntrusted: ReadonlySet<string>;
+}
+
+/**
+ * The caller's headers the app is not sent: hop-by-hop and sidecar-owned ones, and — unless the verified
+ * peer may assert an end user (the gateway) — the principal headers, which a plaintext caller or any
+ * other service could otherwise forge (`x-meshgate-subject: admin`).
+ */
+function inboundNotForwarded(s: State, peer: PeerInfo | null): ReadonlySet<string> {
+  return peer !== null && s.principalFrom.has(peer.id) ? NOT_FORWARDED : s.notForwardedUntrusted;
 }
 
 /** Does an external reach its destinations the same way under two configs (transport, connect timeout)? */
@@ -631,6 +644,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       egress: egressScope,
       externals,
       wildcardHosts: new Map(),
+      principalFrom: new Set(config.inbound.principalHeaders.from),
+      notForwardedUntrusted: new Set([...NOT_FORWARDED, ...config.inbound.principalHeaders.names]),
     };
   }
   const keepClientCertificates = (config: SidecarRuntimeConfig) =>
@@ -751,10 +766,21 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       respondError(ex, 505, "http_version_not_supported", `HTTP/${req.httpVersion} is not supported`);
       return false;
     }
-    const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor);
+    const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor, req.httpVersionMajor);
     if (problem) {
       noKeepAlive(ex);
       respondError(ex, 400, problem.code, problem.detail);
+      return false;
+    }
+    // RFC 9113 §8.3.1: over HTTP/2 the target's authority is :authority, and a Host that differs makes the
+    // request malformed — a hop before this one routing on one and this sidecar on the other would disagree.
+    const authority = ex.h2 ? req.headers[":authority"] : undefined;
+    if (
+      typeof authority === "string" &&
+      req.headers.host !== undefined &&
+      req.headers.host.toLowerCase() !== authority.toLowerCase()
+    ) {
+      respondError(ex, 400, "bad_host", "the Host header differs from :authority");
       return false;
     }
     return true;
@@ -815,7 +841,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       noKeepAlive(ex);
       return respondError(ex, 413, "body_too_large", `the request body exceeds ${limit} bytes`);
     }
-    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
+    const headers = upstreamRequestHeaders(req.headers, inboundNotForwarded(current, peer));
     headers["x-request-id"] = ex.requestId; // the caller's (when well-formed) or a new one, as logged
     if (peer !== null) {
       headers[PEER_HEADER] = peer.id;
@@ -1063,7 +1089,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       refuse(u, socket, 400, "bad_request_target", "only Upgrade: websocket is proxied");
       return false;
     }
-    const problem = checkRequestHeaders(u.req.rawHeaders, u.req.httpVersionMinor);
+    const problem = checkRequestHeaders(u.req.rawHeaders, u.req.httpVersionMinor, u.req.httpVersionMajor);
     if (problem) {
       refuse(u, socket, 400, problem.code, problem.detail);
       return false;
@@ -1082,11 +1108,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     upstreamName: string,
     connectTimeoutMs = 1000,
   ): void {
+    let badAnswer = false;
     openTunnel(
       socket,
       upstream,
       readyEvent,
       upgradeHandshake(path, headers),
+      headers["sec-websocket-key"],
       head,
       { connectTimeoutMs, idleTimeoutMs: TUNNEL_IDLE_MS, tunnels },
       {
@@ -1113,14 +1141,26 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
           );
           upgradeDone(u, status, code, outcome, upstreamName);
         },
+        badAnswer: (reason) => {
+          badAnswer = true;
+          refuseUpgrade(
+            socket,
+            502,
+            "Bad Gateway",
+            "upstream_bad_upgrade",
+            `upstream ${upstreamName}: ${reason}`,
+          );
+        },
         closed: (status) =>
-          upgradeDone(
-            u,
-            status || 502,
-            null,
-            status === 101 ? "tunnel_closed" : "refused_upstream",
-            upstreamName,
-          ),
+          badAnswer
+            ? upgradeDone(u, 502, "upstream_bad_upgrade", "bad_upgrade_answer", upstreamName)
+            : upgradeDone(
+                u,
+                status || 502,
+                null,
+                status === 101 ? "tunnel_closed" : "refused_upstream",
+                upstreamName,
+              ),
       },
     );
   }
@@ -1147,7 +1187,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     u.path = d.path;
     u.rule = d.source;
-    const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
+    const headers = upstreamRequestHeaders(req.headers, inboundNotForwarded(current, peer));
     headers["x-request-id"] = u.requestId;
     if (peer !== null) {
       headers[PEER_HEADER] = peer.id;
@@ -1790,9 +1830,9 @@ function headerListSize(raw: readonly string[]): number {
   return n;
 }
 
-/** The authority of an HTTP/2 request (`:authority`, or a Host header when the client sent one). */
+/** The authority of an HTTP/2 request: `:authority`, or a Host header when the client sent none (checkHead refuses the two differing). */
 function authorityOf(req: InboundRequest): string | undefined {
-  return req.headers.host ?? (req.headers[":authority"] as string | undefined);
+  return (req.headers[":authority"] as string | undefined) ?? req.headers.host;
 }
 
 /** A retired main listener that is the inbound acceptor (the outbound one is a local listener). */

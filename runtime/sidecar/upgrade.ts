@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
+import { readUpgradeAnswer } from "../net/upgrade.ts";
 
 /** Refuses an upgrade on the raw socket with a JSON error body (and closes the connection). */
 export function refuseUpgrade(
@@ -39,6 +40,11 @@ export function upgradeHandshake(path: string, headers: Record<string, string | 
 export interface TunnelEvents {
   /** The upstream connection could not be established (nothing was relayed). */
   failed(err: Error & { code?: string }): void;
+  /**
+   * The upstream's answer was no WebSocket handshake answer and no ordinary response (a 101 with another
+   * Sec-WebSocket-Accept, a malformed head): nothing was relayed to the client; it is to be refused.
+   */
+  badAnswer(reason: string): void;
   /** The tunnel ended; `status` is the upstream's handshake answer (101, or a refusal), 0 if none came. */
   closed(status: number): void;
 }
@@ -52,6 +58,7 @@ export function openTunnel(
   upstream: Socket,
   readyEvent: "connect" | "secureConnect",
   handshake: string,
+  key: string | string[] | undefined,
   head: Buffer,
   o: { connectTimeoutMs: number; idleTimeoutMs: number; tunnels: Set<Socket> },
   events: TunnelEvents,
@@ -59,6 +66,7 @@ export function openTunnel(
   let status = 0;
   let connected = false;
   let done = false;
+  let refusing = false;
   // A FIN (or TLS close_notify) from one side ends only that direction: the other may still answer.
   client.allowHalfOpen = true;
   upstream.allowHalfOpen = true;
@@ -71,7 +79,9 @@ export function openTunnel(
     done = true;
     clearTimeout(connectTimer);
     o.tunnels.delete(client);
-    client.destroy();
+    // A refusal being written (badAnswer) closes the client's connection once it is flushed.
+    if (refusing && !client.writableFinished) client.once("finish", () => client.destroy());
+    else client.destroy();
     upstream.destroy();
     if (connected) events.closed(status);
   };
@@ -81,15 +91,35 @@ export function openTunnel(
     if (client.destroyed) return finish();
     o.tunnels.add(client);
     upstream.write(handshake);
-    if (head.length) upstream.write(head);
-    upstream.once("data", (chunk: Buffer) => {
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(chunk.subarray(0, 16).toString("latin1"));
-      status = m ? Number(m[1]) : 502;
+    // Nothing of the client's goes upstream until the upstream switched protocols (101): until then
+    // that connection still speaks HTTP, and a request pipelined after the handshake (in `head`, or sent
+    // after a refusal) would reach it unchecked — no authorization, forged peer headers (WebSocket
+    // smuggling). nginx likewise tunnels only after a 101. The client's socket stays paused meanwhile.
+    readUpgradeAnswer(upstream, key, (answer) => {
+      if (answer.kind === "invalid") {
+        // A 101 that does not answer this handshake, or a malformed answer: no tunnel.
+        status = 502;
+        refusing = true;
+        events.badAnswer(answer.reason);
+        return finish();
+      }
+      client.write(answer.bytes);
+      if (answer.kind === "switched") {
+        status = 101;
+        if (head.length) upstream.write(head);
+        upstream.pipe(client);
+        client.pipe(upstream);
+        return;
+      }
+      // Refused: the rest of its answer goes to the client, then both close; the upstream gets a FIN
+      // (no further request) and the client's bytes are dropped.
+      status = answer.status;
+      upstream.end();
+      upstream.pipe(client);
+      client.resume();
     });
-    upstream.pipe(client);
-    client.pipe(upstream);
   });
-  client.setTimeout(o.idleTimeoutMs, finish);
+  client.setTimeout(o.idleTimeoutMs, () => (finish(), client.destroy()));
   upstream.setTimeout(o.idleTimeoutMs, finish);
   upstream.on("error", (err: Error & { code?: string }) => {
     if (connected) return finish();

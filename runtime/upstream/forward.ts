@@ -201,6 +201,17 @@ export async function forward(
 
   try {
     for (;;) {
+      // The client went away (before the first attempt, e.g. while its request was authenticated or its
+      // body read, or between attempts): nothing is sent on its behalf.
+      if (req.cancel?.aborted)
+        return {
+          kind: "error",
+          outcome: "client_aborted",
+          headersSent: false,
+          attempts,
+          endpoint: null,
+          error: null,
+        };
       const endpoint = cluster.pick(req.hashKey, now(), previous);
       if (!endpoint) {
         observer.attempt(name, "no_endpoint");

@@ -129,7 +129,9 @@ const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const BAD_TARGET = /[\x00-\x20\x7f]/;
 /* eslint-enable no-control-regex */
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})(?:[ \t]*;.*)?$/;
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: [^\r\n]*)?$/;
+// Status codes are 100–599 (RFC 9110 §15): a 6xx–9xx has no class a client can fall back to (an HTTP/2
+// downstream cannot even send one), so it is a malformed response like any other bad status line.
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9][0-9])(?: [^\r\n]*)?$/;
 
 function fail(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
@@ -526,7 +528,12 @@ class Conn {
       }
     }
     if (this.noBody || status === 204 || status === 304) {
-      if (status === 204 && (te !== null || contentLength > 0)) this.reusable = false;
+      if (status === 204) {
+        if (te !== null || contentLength > 0) this.reusable = false;
+        // RFC 9110 §8.6: a 204 never carries Content-Length — an HTTP/2 client treats a non-zero one on a
+        // response without DATA as a malformed stream (nghttp2: PROTOCOL_ERROR), losing the answer.
+        delete headers["content-length"];
+      }
       this.noBody = true;
     } else if (te !== null) {
       // RFC 9112 §6.3: both framings at once may be an attempt at response splitting — an error here.

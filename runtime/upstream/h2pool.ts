@@ -225,14 +225,32 @@ export class H2Pool {
           timedOut = true;
           stream.close(http2.constants.NGHTTP2_CANCEL);
         });
+      /** The response was refused (or its head could not be handed on): the stream is cancelled. */
+      let failure: Error | null = null;
+      const fail = (err: Error) => {
+        failure = err;
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        stream.resume(); // body bytes already received are dropped: the stream can then close
+        reject(err);
+      };
       stream.once("response", (h, flags) => {
         if (headersTimer) clearTimeout(headersTimer);
         const status = Number(h[":status"]);
+        // nghttp2 takes any three digits; status codes are 100–599 (RFC 9110 §15) and interim ones never
+        // come here. A 6xx–9xx is malformed as in H1Pool — an HTTP/2 downstream cannot even send one.
+        if (!(status >= 200 && status <= 599))
+          return fail(error(`malformed upstream response: status ${h[":status"]}`, "UND_ERR_RESPONSE"));
         const rest: Record<string, string | string[] | undefined> = {};
         for (const [k, v] of Object.entries(h))
           if (k.charCodeAt(0) !== 58) rest[k] = v as string | string[] | undefined;
         const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-        out = factory({ statusCode: status, headers: rest, opaque: null, endStream });
+        // This runs in the session's event, not under the caller's promise: a throw here (the caller's
+        // writeHead refusing the head) would be an uncaught exception that ends the process.
+        try {
+          out = factory({ statusCode: status, headers: rest, opaque: null, endStream });
+        } catch (err) {
+          return fail(err as Error);
+        }
         stream.on("data", (chunk: Buffer) => {
           if (!out!.write(chunk)) {
             stream.pause();
@@ -249,7 +267,7 @@ export class H2Pool {
         // Node ends the readable side of a stream whose session died (the upstream's connection closed
         // mid-response) as well, with a reset code: that response is truncated, never complete — the close
         // handler rejects it, and the target is not ended. A complete one was closed with NO_ERROR.
-        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) return;
+        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || failure !== null) return;
         completed = true;
         const rest: Record<string, string> = {};
         for (const [k, v] of Object.entries(trailers))
@@ -263,7 +281,7 @@ export class H2Pool {
       stream.once("close", () => {
         if (headersTimer) clearTimeout(headersTimer);
         const code = stream.rstCode;
-        if (completed) return;
+        if (completed || failure !== null) return;
         const e =
           headersTimer && out === null && code === http2.constants.NGHTTP2_CANCEL
             ? error("headers timeout", "UND_ERR_HEADERS_TIMEOUT")

@@ -263,6 +263,11 @@ function entries(ctx: CorpusKeys): Entry[] {
       async () => ({ token: await signToken(main, claims({ exp: String(nowS() + 600) })) }),
     ],
     [
+      "rejects_sub_that_is_not_a_string",
+      "token sub claim is invalid",
+      async () => ({ token: await signToken(main, claims({ sub: 42 })) }),
+    ],
+    [
       "rejects_tampered_payload",
       "signature verification failed",
       async () => {
@@ -309,6 +314,20 @@ function entries(ctx: CorpusKeys): Entry[] {
       "rejects_non_base64url_characters",
       "segments must be non-empty base64url",
       async () => ({ token: (await signToken(main, claims())).replace(/-/g, "+").replace(/_/g, "/") + "==" }),
+    ],
+    [
+      "rejects_a_signature_with_non_zero_unused_bits",
+      "segments must be non-empty base64url",
+      async () => {
+        const t = await signToken(main, claims());
+        const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        return { token: t.slice(0, -1) + abc[abc.indexOf(t.at(-1)!) ^ 1] };
+      },
+    ],
+    [
+      "rejects_a_segment_with_a_lone_last_character",
+      "segments must be non-empty base64url",
+      async () => ({ token: `${await signToken(main, claims())}AAA` }), // 86 + 3: one character too many
     ],
     [
       "rejects_whitespace_inside_the_token",

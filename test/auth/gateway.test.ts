@@ -86,6 +86,21 @@ beforeAll(async () => {
       },
       { name: "public", match: { path: "/public/**" }, to: "app", public: true, ...RATE },
       {
+        name: "mine",
+        match: { path: "/mine" },
+        to: "app",
+        auth: { jwt: ["main", "cq"] },
+        cache: { ttl: "30s", perPrincipal: true },
+        ...RATE,
+      },
+      {
+        name: "per-user",
+        match: { path: "/per-user" },
+        to: "app",
+        auth: { jwt: ["main", "cq"] },
+        rateLimit: { requests: 1, per: "1m", key: "subject" },
+      },
+      {
         name: "internal",
         match: { path: "/internal" },
         to: "app",
@@ -277,6 +292,59 @@ describe("honest requests through the gateway", () => {
       expect(r.status).toBe(200);
     }
     expect(jwks.fetches).toBe(1);
+  });
+
+  it.each([
+    {
+      claim: "keeps_per_principal_cache_entries_apart_for_tokens_with_a_subject",
+      subs: ["ann", "bob"],
+      upstream: 2,
+    },
+    // A token without `sub` leaves the principal without a subject: keyed by it, every such caller shared one
+    // entry (client b was served client a's response), so these requests bypass the cache.
+    {
+      claim: "bypasses_the_per_principal_cache_for_bearer_tokens_without_a_subject",
+      subs: [null, null],
+      upstream: 2,
+    },
+    {
+      claim: "bypasses_the_per_principal_cache_for_cookie_tokens_without_a_subject",
+      subs: [null, null],
+      upstream: 2,
+      cookie: true,
+    },
+    { claim: "serves_a_per_principal_cache_hit_to_the_same_subject", subs: ["cy", "cy"], upstream: 1 },
+  ])("$claim", async ({ subs, upstream, cookie }) => {
+    const path = `/mine?case=${Math.random().toString(36).slice(2)}`;
+    const before = app.received.filter((r) => r.url.startsWith("/mine")).length;
+    for (const [i, sub] of subs.entries()) {
+      const { sub: _, ...rest } = claims({
+        client_id: `client-${i}`,
+        ...(cookie ? { iss: "https://cq.test/" } : {}),
+      });
+      const token = await signToken(main, sub === null ? rest : { ...rest, sub });
+      const r = await request(`${gw.url}${path}`, {
+        headers: cookie ? { cookie: `tok=${token}` } : { authorization: `Bearer ${token}` },
+        agent,
+      });
+      expect(r.status).toBe(200);
+    }
+    expect(app.received.filter((r) => r.url.startsWith("/mine")).length - before).toBe(upstream);
+  });
+
+  it("keeps_rate_limit_buckets_of_the_same_subject_from_two_issuers_apart", async () => {
+    // `sub` is unique only per issuer: keyed by the bare subject, dana of the cookie issuer shared (and could
+    // drain) the bucket of dana of the main one.
+    const statuses: number[] = [];
+    for (const iss of [undefined, "https://cq.test/", undefined]) {
+      const token = await signToken(main, claims({ sub: "dana", ...(iss ? { iss } : {}) }));
+      const r = await request(`${gw.url}/per-user`, {
+        headers: iss ? { cookie: `tok=${token}` } : { authorization: `Bearer ${token}` },
+        agent,
+      });
+      statuses.push(r.status);
+    }
+    expect(statuses).toEqual([200, 200, 429]);
   });
 
   it("exposes_authn_and_authz_metrics", async () => {

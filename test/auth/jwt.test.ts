@@ -496,6 +496,34 @@ describe("remote JWKS", () => {
     await server.close();
   });
 
+  it("retries_a_failed_background_refresh_no_sooner_than_the_refetch_interval", async () => {
+    // Left stale after a failed refresh, every token not yet cached started another fetch as soon as the
+    // previous one failed: a request-paced retry storm against an issuer that is already failing.
+    const server = await startJwksServer([main.jwk]);
+    server.cacheControl = "max-age=0";
+    const a = new Authenticator(buildConfig(server.url), {
+      jwt: { minTtlMs: 50, minRefetchIntervalMs: 300 },
+    });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    server.status = 503;
+    await new Promise((r) => setTimeout(r, 80));
+    for (let i = 0; i < 10; i++) {
+      const t = await signToken(main, claims({ sub: `u${i}` }));
+      expect((await a.admit("main", routeAuth("main"), bearer(t))).kind).toBe("allow");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(server.fetches).toBe(2); // the first fetch, and one failed refresh
+    server.status = 200;
+    await new Promise((r) => setTimeout(r, 320));
+    await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: "later" }))));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(server.fetches).toBe(3); // retried once the interval passed
+    a.close();
+    await server.close();
+  });
+
   it("drops_cached_verifications_when_their_key_is_removed", async () => {
     const server = await startJwksServer([main.jwk, rotated.jwk]);
     const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 10 } });

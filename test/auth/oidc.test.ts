@@ -4,6 +4,10 @@
  * full browser flow ends with a session cookie that authenticates later requests; tampered cookies, expired
  * sessions, wrong state, replayed codes, missing or foreign PKCE verifiers are refused.
  */
+import { generateKeyPairSync } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig, RouteAuth } from "../../runtime/contract/index.ts";
 import { Authenticator, type AdmitResult, type AuthResponse } from "../../runtime/auth/index.ts";
@@ -392,5 +396,88 @@ describe("refusals", () => {
     const text = log.text();
     expect(text).not.toContain(SECRET);
     expect(text).not.toContain("v1.");
+  });
+});
+
+/**
+ * id_tokens a real issuer would not send, from a minimal issuer on 127.0.0.1 (discovery, JWKS, and a token
+ * endpoint answering with the id_token the case builds for the login's nonce).
+ */
+describe("id_token claims", () => {
+  const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const jwk = { ...publicKey.export({ format: "jwk" }), kid: "k1", alg: "RS256", use: "sig" };
+  let server: http.Server;
+  let issuer = "";
+  let claimsFor: (nonce: string) => Record<string, unknown> = () => ({});
+  let nonce = "";
+  let fake: Authenticator;
+  let fakeConfig: GatewayRuntimeConfig;
+
+  beforeAll(async () => {
+    server = http.createServer(async (req, res) => {
+      for await (const _ of req);
+      res.setHeader("content-type", "application/json");
+      if (req.url === "/.well-known/openid-configuration")
+        res.end(
+          JSON.stringify({
+            issuer,
+            authorization_endpoint: `${issuer}/auth`,
+            token_endpoint: `${issuer}/token`,
+            jwks_uri: `${issuer}/jwks`,
+          }),
+        );
+      else if (req.url === "/jwks") res.end(JSON.stringify({ keys: [jwk] }));
+      else {
+        const idToken = await new SignJWT(claimsFor(nonce))
+          .setProtectedHeader({ alg: "RS256", kid: "k1" })
+          .sign(privateKey);
+        res.end(JSON.stringify({ id_token: idToken, token_type: "Bearer" }));
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    fakeConfig = buildConfig(issuer);
+    fake = new Authenticator(fakeConfig, { oidc: { env: ENV } });
+  });
+
+  afterAll(async () => {
+    fake.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  const s = () => Math.floor(Date.now() / 1000);
+  it.each([
+    { claim: "admits_an_id_token_issued_to_this_client", over: {}, ok: true },
+    {
+      claim: "admits_several_audiences_with_azp_this_client",
+      over: { aud: ["gw", "x"], azp: "gw" },
+      ok: true,
+    },
+    { claim: "refuses_several_audiences_without_azp", over: { aud: ["gw", "x"] }, ok: false },
+    { claim: "refuses_an_azp_naming_another_client", over: { azp: "other-client" }, ok: false },
+    {
+      claim: "refuses_an_azp_naming_another_client_with_aud_a_one_element_array",
+      over: { aud: ["gw"], azp: "other" },
+      ok: false,
+    },
+    { claim: "refuses_a_sub_that_is_not_a_string", over: { sub: 42 }, ok: false },
+  ])("$claim", async ({ over, ok }) => {
+    claimsFor = (n) => ({ iss: issuer, aud: "gw", sub: "alice", nonce: n, iat: s(), exp: s() + 60, ...over });
+    const first = asResponse(await fake.admit("app", fakeConfig.routes[0]!.auth, facts({ path: "/app/x" })));
+    const loc = new URL(first.headers.location as string);
+    nonce = loc.searchParams.get("nonce")!;
+    const pending = (first.headers["set-cookie"] as string).split(";")[0]!;
+    const done = await fake.admit(
+      "app",
+      fakeConfig.routes[0]!.auth,
+      facts({
+        path: CALLBACK,
+        query: `code=c&state=${loc.searchParams.get("state")}`,
+        headers: { cookie: pending },
+      }),
+    );
+    if (ok) expect(done).toMatchObject({ kind: "respond", status: 302, headers: { location: "/app/x" } });
+    else expect(done).toMatchObject({ kind: "deny", status: 401 });
   });
 });

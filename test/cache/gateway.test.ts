@@ -3,16 +3,27 @@
  * of real upstreams: hits with Age and Cache-Status, metrics, POST /cache/purge on the admin listener
  * (single process and two worker processes), invalidation by an unsafe method on another route (and,
  * with two workers, in both),
- * coalescing, credentials bypass, only-if-cached, routes without cache untouched.
+ * coalescing, credentials bypass, only-if-cached, routes without cache untouched; the scheme and authority
+ * the upstream is told kept apart in the key, per-principal entries of JWTs without `sub` never made and
+ * of client certificates sharing a subject kept apart by their SANs,
+ * variants selected by the headers as the upstream gets them, and ranges ignored where a body transform
+ * reshapes the stored response.
  */
 import { mkdtemp, rm } from "node:fs/promises";
+import http from "node:http";
 import http2 from "node:http2";
+import https from "node:https";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeCa, makeCert, type Pem } from "../auth/pki.ts";
+import { makeKey, nowS, signToken } from "../auth/support.ts";
+import { selfSignedCert } from "../support/certs.ts";
 import {
   gatewayConfig,
+  httpsListener,
   request,
   startGatewayProcess,
   startTestGateway,
@@ -322,6 +333,313 @@ describe("credentials", () => {
   });
 });
 
+describe("whom per-principal entries belong to", () => {
+  it("never_caches_per_principal_for_jwts_without_sub", async () => {
+    const key = makeKey("k1");
+    const iss = "https://id.test/";
+    const config = gatewayConfig(
+      [
+        {
+          name: "mine",
+          match: { path: "/mine/**" },
+          to: "app",
+          auth: { jwt: "main" },
+          cache: { ttl: "30s", perPrincipal: true },
+          rateLimit: { requests: 100000, per: "1s" },
+        },
+      ],
+      { app },
+      {
+        jwt: {
+          main: {
+            issuer: iss,
+            audiences: ["api"],
+            jwks: { keys: [key.jwk] },
+            algorithms: ["ES256"],
+            forwardClaims: { "x-client-id": "client_id" },
+          },
+        },
+      },
+    );
+    const g = await startTestGateway(config);
+    try {
+      // Two clients whose tokens carry no `sub` (the upstream tells them apart by another claim).
+      const as = async (client: string) =>
+        request(`${g.url}/mine/1`, {
+          headers: {
+            authorization: `Bearer ${await signToken(key, { iss, aud: "api", exp: nowS() + 600, client_id: client })}`,
+          },
+        });
+      const a = await as("alice-app");
+      const b = await as("bob-app");
+      expect(a.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=no-principal");
+      expect(b.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=no-principal");
+      expect(count("/mine/1")).toBe(2);
+      expect(app.received.filter((r) => r.url === "/mine/1").map((r) => r.headers["x-client-id"])).toEqual([
+        "alice-app",
+        "bob-app",
+      ]);
+    } finally {
+      await g.drain();
+    }
+  });
+  it("keeps_client_certificates_sharing_a_subject_apart_by_their_sans", async () => {
+    // SPIRE-style SVIDs: one subject for every workload, the identity in the URI SAN (what the provider
+    // admits them by, and what the route forwards).
+    const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-svid-"));
+    const ca = makeCa(dir, "ca", "/CN=Workload CA");
+    const server = makeCert(dir, "server", ca, "/CN=localhost", {
+      usage: "server",
+      san: "DNS:localhost,IP:127.0.0.1",
+    });
+    const svid = (sa: string) =>
+      makeCert(dir, sa, ca, "/C=US/O=SPIRE", { san: `URI:spiffe://t.example/ns/x/sa/${sa}` });
+    const [a, b] = [svid("a"), svid("b")];
+    const config = gatewayConfig(
+      [
+        {
+          name: "svid",
+          match: { path: "/svid/**" },
+          to: "app",
+          auth: { clientCert: "spire" },
+          cache: { ttl: "30s", perPrincipal: true },
+          transform: { request: { headers: { set: { "x-workload": "${principal.claims.sans}" } } } },
+          rateLimit: { requests: 100000, per: "1s" },
+        },
+      ],
+      { app },
+      {
+        listeners: [httpsListener(server)],
+        clientCerts: {
+          spire: {
+            caFile: ca.certFile,
+            sans: ["URI:spiffe://t.example/ns/x/sa/a", "URI:spiffe://t.example/ns/x/sa/b"],
+          },
+        },
+      },
+    );
+    const g = await startTestGateway(config);
+    const as = (c: Pem) =>
+      new Promise<string | undefined>((resolve, reject) => {
+        const r = https.request(
+          {
+            host: "127.0.0.1",
+            port: g.ports.listeners.https,
+            path: "/svid/1",
+            ca: ca.cert,
+            servername: "localhost",
+            cert: c.cert,
+            key: c.key,
+            agent: false,
+          },
+          (res) => {
+            res.resume();
+            res.on("end", () => resolve(res.headers["cache-status"] as string | undefined));
+          },
+        );
+        r.on("error", reject);
+        r.end();
+      });
+    try {
+      expect(await as(a)).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+      expect(await as(b)).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+      expect(await as(a)).toMatch(/^meshgate; hit;/);
+      expect(app.received.filter((r) => r.url === "/svid/1").map((r) => r.headers["x-workload"])).toEqual([
+        '["URI:spiffe://t.example/ns/x/sa/a"]',
+        '["URI:spiffe://t.example/ns/x/sa/b"]',
+      ]);
+    } finally {
+      await g.drain();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the scheme and authority the upstream is told", () => {
+  // An upstream that builds redirects and links from X-Forwarded-Proto and X-Forwarded-Host, as
+  // frameworks behind a proxy do.
+  let linker: Upstream;
+  let g: TestGateway;
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "meshgate-cache-origin-"));
+    const cert = await selfSignedCert(dir, "srv", "localhost", "DNS:localhost");
+    linker = await startUpstream((req, res) => {
+      const origin = `${String(req.headers["x-forwarded-proto"])}://${String(req.headers["x-forwarded-host"])}`;
+      if (req.url!.startsWith("/secure") && req.headers["x-forwarded-proto"] !== "https") {
+        res.writeHead(301, { location: `https://${String(req.headers["x-forwarded-host"])}${req.url}` });
+        return res.end();
+      }
+      const out = JSON.stringify({ next: `${origin}/next` });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(out),
+        "cache-control": "max-age=60",
+      });
+      res.end(out);
+    });
+    g = await startTestGateway(
+      gatewayConfig(
+        [{ name: "pages", match: { path: "/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+        { app: linker },
+        { listeners: [{ name: "http", port: 8080, protocol: "http" }, httpsListener(cert, ["localhost"])] },
+      ),
+    );
+  });
+  afterAll(async () => {
+    await g.drain();
+    await linker.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** One request as raw text (Connection: close); the response's body. */
+  const raw = (text: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const s = net.connect(g.ports.listeners.http!, "127.0.0.1");
+      let out = "";
+      s.setEncoding("latin1");
+      s.on("data", (d: string) => (out += d));
+      s.on("end", () => resolve(out.slice(out.indexOf("\r\n\r\n") + 4)));
+      s.on("error", reject);
+      s.write(text);
+    });
+  const plain = (path: string) =>
+    request(`http://127.0.0.1:${g.ports.listeners.http}${path}`, { headers: { host: "localhost" } });
+
+  it.each([
+    ["keeps_a_host_with_another_port_apart", "/p/port", "GET /p/port HTTP/1.1\r\nHost: localhost:1337"],
+  ])("%s", async (_claim, path, head) => {
+    const first = await raw(`${head}\r\nConnection: close\r\n\r\n`);
+    expect(first).not.toContain("http://localhost/next");
+    // Everyone else asking for the URL gets a response built for what their own request said.
+    const other = await plain(path);
+    expect(JSON.parse(other.body)).toEqual({ next: "http://localhost/next" });
+    expect(other.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+  });
+
+  it("fills_the_entry_of_an_absolute_form_targets_host_with_what_that_host_gets", async () => {
+    // RFC 9112 §3.2.2: the target's host replaces the Host header, so the upstream built the response for
+    // localhost (not for the evil.example it was sent as) and it is everyone's under localhost's key.
+    const first = await raw(
+      "GET http://localhost/p/absolute HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    expect(JSON.parse(first)).toEqual({ next: "http://localhost/next" });
+    const other = await plain("/p/absolute");
+    expect(JSON.parse(other.body)).toEqual({ next: "http://localhost/next" });
+    expect(other.headers["cache-status"]).toMatch(/^meshgate; hit/);
+  });
+
+  it("never_serves_a_plain_http_requests_redirect_to_https_clients", async () => {
+    const redirect = await plain("/secure/1");
+    expect([redirect.status, redirect.headers["cache-status"]]).toEqual([
+      301,
+      "meshgate; fwd=miss; fwd-status=301; stored",
+    ]);
+    const secure = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const r = https.request(
+        {
+          host: "127.0.0.1",
+          port: g.ports.listeners.https,
+          path: "/secure/1",
+          servername: "localhost",
+          rejectUnauthorized: false,
+          headers: { host: "localhost" },
+        },
+        (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode!, body }));
+        },
+      );
+      r.on("error", reject);
+      r.end();
+    });
+    expect(secure.status).toBe(200);
+    expect(JSON.parse(secure.body)).toEqual({ next: "https://localhost/next" });
+  });
+});
+
+describe("variants by the headers the upstream gets (RFC 9111 §4.1)", () => {
+  // The upstream varies on headers the gateway sets: the route's transform (X-Tenant from the client's
+  // X-Org) and its own X-Real-IP. The client's copies of those names say nothing of what it saw.
+  let tenants: Upstream;
+  let g: TestGateway;
+  beforeAll(async () => {
+    tenants = await startUpstream((req, res) => {
+      const out = JSON.stringify({ tenant: req.headers["x-tenant"] ?? null, ip: req.headers["x-real-ip"] });
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(out),
+        "cache-control": "max-age=60",
+        vary: req.url!.startsWith("/tenant") ? "X-Tenant" : "X-Real-IP",
+      });
+      res.end(out);
+    });
+    g = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "tenant",
+            match: { path: "/tenant/**" },
+            to: "app",
+            cache: { ttl: "30s" },
+            transform: { request: { headers: { set: { "x-tenant": "${request.header.x-org}" } } } },
+            ...PUBLIC,
+          },
+          { name: "geo", match: { path: "/geo/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC },
+        ],
+        { app: tenants },
+      ),
+    );
+  });
+  afterAll(async () => {
+    await g.drain();
+    await tenants.close();
+  });
+
+  it("selects_by_a_header_the_routes_transform_sets", async () => {
+    const as = (org: string, tenant?: string) =>
+      request(`${g.url}/tenant/1`, { headers: { "x-org": org, ...(tenant ? { "x-tenant": tenant } : {}) } });
+    expect(JSON.parse((await as("alpha")).body).tenant).toBe("alpha");
+    // The same client headers but for X-Org, or the first tenant's name sent as X-Tenant itself.
+    expect(JSON.parse((await as("beta")).body).tenant).toBe("beta");
+    expect(JSON.parse((await as("beta", "alpha")).body).tenant).toBe("beta");
+    const again = await as("alpha", "beta");
+    expect([JSON.parse(again.body).tenant, again.headers["cache-status"]]).toEqual([
+      "alpha",
+      expect.stringMatching(/^meshgate; hit;/),
+    ]);
+  });
+
+  it("selects_by_the_client_address_the_gateway_forwards", async () => {
+    const from = (localAddress: string) =>
+      new Promise<string>((resolve, reject) => {
+        const r = http.request(
+          {
+            host: "127.0.0.1",
+            port: g.ports.listeners.http,
+            path: "/geo/1",
+            localAddress,
+            headers: { "x-real-ip": "10.9.9.9" },
+          },
+          (res) => {
+            let body = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (body += c));
+            res.on("end", () => resolve(JSON.parse(body).ip as string));
+          },
+        );
+        r.on("error", reject);
+        r.end();
+      });
+    expect(await from("127.0.0.1")).toBe("127.0.0.1");
+    expect(await from("127.0.0.2")).toBe("127.0.0.2");
+    expect(await from("127.0.0.1")).toBe("127.0.0.1");
+    expect(tenants.received.filter((r) => r.url === "/geo/1")).toHaveLength(2);
+  });
+});
+
 /** Runs `meshgate gateway --workers 2` on a route caching GET/HEAD /w/** (and one for POST there). */
 async function withTwoWorkers(test: (port: number, admin: number) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "meshgate-cache-"));
@@ -384,6 +702,50 @@ describe("ranges from the cache (RFC 9110 §14)", () => {
     expect(stale.status).toBe(200);
     expect(stale.body).toBe(full.body);
     expect(count("/items/r3")).toBe(1);
+  });
+
+  it("answers_a_range_request_on_a_body_transform_route_with_the_whole_transformed_response", async () => {
+    // A slice of the stored (untransformed) body can be a JSON document itself — here the nested object
+    // whose field the route drops — and would pass the transform untouched.
+    const doc = JSON.stringify({ user: { name: "ann", ssn: "123-45-6789" } });
+    const inner = doc.indexOf('{"name"');
+    const users = await startUpstream((_req, res) => {
+      res.writeHead(200, {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(doc),
+        "cache-control": "max-age=60",
+      });
+      res.end(doc);
+    });
+    const g = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "users",
+            match: { path: "/users/**" },
+            to: "app",
+            cache: { ttl: "30s" },
+            transform: { response: { body: { drop: ["user.ssn"] } } },
+            ...PUBLIC,
+          },
+        ],
+        { app: users },
+      ),
+    );
+    try {
+      const range = { range: `bytes=${inner}-${doc.length - 2}` };
+      // On a miss (the range is not forwarded: the transform needs the whole document) and on the hit.
+      for (const want of ["fwd=miss", "hit"]) {
+        const r = await request(`${g.url}/users/1`, { headers: range });
+        expect(r.status).toBe(200);
+        expect(r.headers["cache-status"]).toContain(want);
+        expect(r.headers["content-range"]).toBeUndefined();
+        expect(JSON.parse(r.body)).toEqual({ user: { name: "ann" } });
+      }
+    } finally {
+      await g.drain();
+      await users.close();
+    }
   });
 
   it("forwards_a_range_request_nothing_stored_answers_and_does_not_store_it", async () => {

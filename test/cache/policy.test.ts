@@ -10,6 +10,7 @@ import {
   currentAgeMs,
   entryRange,
   freshenHeaders,
+  hostOfKey,
   freshnessLifetimeMs,
   initialAgeMs,
   isServerError,
@@ -150,6 +151,23 @@ describe("requestBypass", () => {
       headers: { authorization: "Bearer x" },
       perPrincipal: true,
       want: "no-principal",
+    },
+    {
+      // A principal without a subject (a JWT without `sub`) names no one: keyed by it, every such
+      // principal would share one entry.
+      name: "bypasses_a_principal_without_a_subject_on_per_principal_route",
+      method: "GET",
+      headers: { authorization: "Bearer x" },
+      principal: "",
+      perPrincipal: true,
+      want: "no-principal",
+    },
+    {
+      name: "bypasses_a_principal_without_a_subject_on_shared_route",
+      method: "GET",
+      headers: {},
+      principal: "",
+      want: "authorization",
     },
     {
       name: "bypasses_a_configured_api_key_header",
@@ -796,6 +814,10 @@ describe("keys and Vary", () => {
     // The URL first, so purges by URL and prefix are prefix matches.
     expect(urlOfKey(primaryKey("/a/b", "x=1", "api.example", "r", null))).toBe("/a/b?x=1");
     expect(urlOfKey(primaryKey("/a/b", "", "api.example", "r", null))).toBe("/a/b");
+    // Purges by host read the canonical host, whatever authority the key also holds.
+    expect(hostOfKey(primaryKey("/a", "", "api.example", "r", null, "https://API.example:8443"))).toBe(
+      "api.example",
+    );
   });
 
   it.each([
@@ -813,6 +835,17 @@ describe("keys and Vary", () => {
       b: ["/p", "", "h", "r", "bob"],
     },
     { name: "principal_and_anonymous_differ", a: ["/p", "", "h", "r", ""], b: ["/p", "", "h", "r", null] },
+    // What the upstream is told of scheme and authority (it builds redirects and links from them).
+    {
+      name: "scheme_is_part_of_the_key",
+      a: ["/p", "", "h", "r", null, "http://h"],
+      b: ["/p", "", "h", "r", null, "https://h"],
+    },
+    {
+      name: "forwarded_authority_is_part_of_the_key",
+      a: ["/p", "", "h", "r", null, "http://h"],
+      b: ["/p", "", "h", "r", null, "http://h:1337"],
+    },
     // Length prefixes: a principal holding the separator cannot forge another route's or principal's key.
     {
       name: "separator_in_principal_cannot_forge_a_key",

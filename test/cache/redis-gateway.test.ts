@@ -20,7 +20,7 @@ import { ISS, claims } from "../auth/corpus.ts";
 import { makeKey, signToken, type TestKey } from "../auth/support.ts";
 import {
   gatewayConfig,
-  request,
+  request as send,
   startTestGateway,
   startUpstream,
   type TestGateway,
@@ -44,6 +44,14 @@ let probe: RedisStore;
 let admin: RedisClient;
 const tokens: Record<string, string> = {};
 let version = 0;
+
+/**
+ * A request with the Host every replica behind one load balancer sees: the key holds the authority the
+ * upstream is told (the gateways listen on different ports here).
+ */
+const request = (url: string, opts: Parameters<typeof send>[1] = {}) =>
+  send(url, { ...opts, headers: { host: "127.0.0.1", ...opts.headers } });
+const ORIGIN = "http://127.0.0.1";
 
 const count = (url: string, method = "GET") =>
   app.received.filter((r) => r.url === url && r.method === method).length;
@@ -184,7 +192,7 @@ async function until(check: () => Promise<boolean>, ms: number, what: string): P
 /** Waits until the public entry of `url` on `route` is in Redis. */
 const filled = (path: string, route = "items") =>
   until(
-    async () => (await probe.get(primaryKey(path, "", "127.0.0.1", route, null))) !== undefined,
+    async () => (await probe.get(primaryKey(path, "", "127.0.0.1", route, null, ORIGIN))) !== undefined,
     3000,
     `fill of ${path}`,
   );
@@ -458,7 +466,10 @@ describe("Redis failures", () => {
     await until(
       async () => {
         await request(`${a.url}/api/items/poke${poke++}`);
-        return (await probe.get(primaryKey("/api/items/inv", "", "127.0.0.1", "items", null))) === undefined;
+        return (
+          (await probe.get(primaryKey("/api/items/inv", "", "127.0.0.1", "items", null, ORIGIN))) ===
+          undefined
+        );
       },
       10_000,
       "the invalidation replayed after the pause",

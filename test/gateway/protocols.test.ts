@@ -2,8 +2,13 @@
  * Listener protocols with real tools: TLS termination with SNI (certificates from openssl), HTTP/2 over
  * TLS by ALPN and HTTP/1.1 on the same port (curl), cleartext HTTP/2 with prior knowledge next to
  * HTTP/1.1 (curl --http2-prior-knowledge), and certificate rotation by reload and by the files alone.
+ * Then HTTP/2 requests forwarded to an HTTP/1.1 upstream (the h2 → h1 downgrade, where desync lives):
+ * malformed header blocks written frame by frame never reach the upstream with the malformed field,
+ * Cookie crumbs are joined, a Host that contradicts :authority is refused, and a stream the client reset
+ * is never forwarded with the truncated body presented as complete.
  */
 import { execFile } from "node:child_process";
+import http2 from "node:http2";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +25,7 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { data, headers, rawH2, rst } from "../support/raw-h2.ts";
 
 const run = promisify(execFile);
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
@@ -37,7 +43,17 @@ function config(
   b: { certFile: string; keyFile: string },
 ): GatewayRuntimeConfig {
   return gatewayConfig(
-    [{ name: "all", match: { path: "/**" }, to: "app", ...PUBLIC }],
+    [
+      { name: "all", match: { path: "/**" }, to: "app", ...PUBLIC },
+      // The handler awaits before it reads the body: a reset during the wait must still be seen.
+      {
+        name: "slow",
+        match: { path: "/slow/**" },
+        to: "app",
+        fault: { delay: { duration: "300ms", percent: 100 } },
+        ...PUBLIC,
+      },
+    ],
     { app },
     {
       hosts: ["a.test", "*.b.test", "127.0.0.1"],
@@ -143,6 +159,35 @@ describe("TLS", () => {
     expect(JSON.parse(r.body)).toMatchObject({ path: "/v", proto: "https" });
   });
 
+  it("keeps_http1_1_connections_alive_over_tls_for_the_listener_idle_timeout", async () => {
+    // HTTP/1.1 on the HTTP/2 TLS port is Node's HTTP/1 machinery, whose keep-alive default is 5 s.
+    const keepAlive = (head: string) => /\r\nkeep-alive: *([^\r]*)/i.exec(head)?.[1];
+    const overTls = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect(
+        {
+          host: "127.0.0.1",
+          port: httpsPort,
+          servername: "a.test",
+          rejectUnauthorized: false,
+          ALPNProtocols: ["http/1.1"],
+        },
+        () => s.write("GET /ka HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+      );
+      let out = "";
+      s.on("data", (c: Buffer) => {
+        out += c.toString("latin1");
+        if (!out.includes("\r\n\r\n")) return;
+        s.destroy();
+        resolve(out);
+      });
+      s.on("error", reject);
+    });
+    const r = await fetch(`http://127.0.0.1:${h2cPort}/ka`);
+    await r.arrayBuffer();
+    expect(keepAlive(overTls)).toBe(r.headers.get("keep-alive"));
+    expect(keepAlive(overTls)).not.toBe("timeout=5");
+  });
+
   it("applies_decide_over_http2_too", async () => {
     const { stdout } = await run("curl", [
       "-sk",
@@ -223,5 +268,229 @@ describe("cleartext", () => {
     const r = await curl(["--http1.1", `http://127.0.0.1:${h2cPort}/h1`]);
     expect(r.version).toBe("1.1");
     expect(JSON.parse(r.body)).toMatchObject({ path: "/h1" });
+  });
+});
+
+describe("HTTP/2 to an HTTP/1.1 upstream", () => {
+  const base = (path: string, method = "GET"): [string, string][] => [
+    [":method", method],
+    [":scheme", "http"],
+    [":authority", "127.0.0.1"],
+    [":path", path],
+  ];
+  const forwarded = (path: string) => app.received.filter((r) => r.url === path);
+
+  /** One request over Node's client; the status and the body. */
+  function h2(headers: http2.OutgoingHttpHeaders): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const c = http2.connect(`http://127.0.0.1:${h2cPort}`);
+      c.on("error", reject);
+      const r = c.request(headers);
+      let status = 0;
+      let body = "";
+      r.on("response", (h) => (status = Number(h[":status"])));
+      r.on("data", (d: Buffer) => (body += d.toString()));
+      r.on("end", () => (c.close(), resolve({ status, body })));
+      r.on("error", reject);
+      r.end();
+    });
+  }
+
+  // Each row: the fields after the pseudo-headers of a GET to its own path. Either nghttp2 resets the
+  // stream (connection-specific headers, RFC 9113 §8.2.2) or the field is dropped as invalid (§8.2.1):
+  // never is it written into the HTTP/1.1 request.
+  it.each([
+    ["a_value_with_cr", "/h2/cr", [["x-a", "a\rb"]]],
+    ["a_value_with_lf", "/h2/lf", [["x-a", "a\nb"]]],
+    ["a_value_with_crlf_and_a_header", "/h2/crlf", [["x-a", "a\r\nx-injected: 1"]]],
+    ["a_value_with_nul", "/h2/nul", [["x-a", "a\0b"]]],
+    ["an_uppercase_name", "/h2/upper", [["X-A", "b"]]],
+    ["a_name_with_a_space", "/h2/space", [["x a", "b"]]],
+    ["a_name_with_a_colon", "/h2/colon", [["x:a", "b"]]],
+    ["connection", "/h2/connection", [["connection", "close"]]],
+    ["keep_alive", "/h2/keep-alive", [["keep-alive", "1"]]],
+    ["proxy_connection", "/h2/proxy-connection", [["proxy-connection", "x"]]],
+    ["transfer_encoding", "/h2/te", [["transfer-encoding", "chunked"]]],
+    ["upgrade", "/h2/upgrade", [["upgrade", "websocket"]]],
+    ["te_other_than_trailers", "/h2/te-gzip", [["te", "gzip"]]],
+    ["a_host_with_crlf", "/h2/host-crlf", [["host", "127.0.0.1\r\nx-injected: 1"]]],
+    ["http2_settings", "/h2/settings", [["http2-settings", "AAAA"]]],
+  ] as [string, string, [string, string][]][])(
+    "an_h2_request_with_%s_never_reaches_the_upstream_with_it",
+    async (_claim, path, fields) => {
+      await rawH2(h2cPort, [headers(1, [...base(path), ...fields])], 300);
+      for (const r of forwarded(path)) {
+        const sent = JSON.stringify(r.headers);
+        expect(sent).not.toContain("injected");
+        expect(r.headers["x-a"]).toBeUndefined();
+        for (const name of ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade"])
+          expect(r.headers[name]).toBeUndefined();
+        expect(r.headers.te).toBeUndefined();
+        expect(r.headers["http2-settings"]).toBeUndefined();
+        expect(r.headers.host).toBe("127.0.0.1");
+      }
+    },
+  );
+
+  it.each([
+    [
+      "a_path_without_a_leading_slash",
+      [
+        [":method", "GET"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", "h2/np"],
+      ],
+    ],
+    [
+      "the_asterisk_path",
+      [
+        [":method", "GET"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", "*"],
+      ],
+    ],
+    [
+      "no_path",
+      [
+        [":method", "GET"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+      ],
+    ],
+    [
+      "a_duplicate_path",
+      [
+        [":method", "GET"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", "/h2/d1"],
+        [":path", "/h2/d2"],
+      ],
+    ],
+    [
+      "a_pseudo_header_after_a_regular_one",
+      [
+        [":method", "GET"],
+        [":scheme", "http"],
+        ["x-a", "1"],
+        [":authority", "127.0.0.1"],
+        [":path", "/h2/after"],
+      ],
+    ],
+    [
+      "connect_with_protocol_not_enabled",
+      [
+        [":method", "CONNECT"],
+        [":protocol", "websocket"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", "/h2/cp"],
+      ],
+    ],
+    [
+      "connect_without_protocol",
+      [
+        [":method", "CONNECT"],
+        [":authority", "127.0.0.1:1"],
+      ],
+    ],
+    [
+      "a_method_with_a_request_line_in_it",
+      [
+        [":method", "GET /h2/x HTTP/1.1\r\n"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", "/h2/m"],
+      ],
+    ],
+    ["two_hosts", [...base("/h2/2h"), ["host", "127.0.0.1"], ["host", "a.test"]]],
+  ] as [string, [string, string][]][])(
+    "an_h2_request_with_%s_is_refused_before_anything_is_forwarded",
+    async (_c, fields) => {
+      const before = app.received.length;
+      const r = await rawH2(h2cPort, [headers(1, fields)], 300);
+      expect(String(r.streams[1]?.[0])).toMatch(/^rst:|^4\d\d$/);
+      expect(app.received.length).toBe(before);
+    },
+  );
+
+  it("joins_cookie_fields_with_a_semicolon_for_the_http1_upstream", async () => {
+    // RFC 9113 §8.2.3: browsers send a Cookie in crumbs (one field per pair) for HPACK.
+    const r = await h2({ ":method": "GET", ":path": "/h2/cookies", cookie: ["a=1", "b=2", "c=3"] });
+    expect(r.status).toBe(200);
+    expect(forwarded("/h2/cookies").map((x) => x.headers.cookie)).toEqual(["a=1; b=2; c=3"]);
+  });
+
+  it("refuses_a_host_header_that_differs_from_the_authority_before_anything_is_forwarded", async () => {
+    // RFC 9113 §8.3.1: the target's authority is :authority; a Host naming another must not route it.
+    const r = await h2({ ":method": "GET", ":path": "/h2/host", ":authority": "127.0.0.1", host: "a.test" });
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error.code).toBe("bad_host");
+    expect(forwarded("/h2/host")).toHaveLength(0);
+    const same = await h2({
+      ":method": "GET",
+      ":path": "/h2/host-same",
+      ":authority": "A.test",
+      host: "a.test",
+    });
+    expect(same.status).toBe(200);
+    expect(forwarded("/h2/host-same").map((x) => x.headers["x-forwarded-host"])).toEqual(["A.test"]);
+  });
+
+  it.each([
+    [
+      "reset_in_the_bytes_of_its_headers",
+      "/h2/reset-now",
+      [Buffer.concat([headers(1, base("/h2/reset-now", "POST"), false), data(1, "hello", false), rst(1)])],
+    ],
+    [
+      "whose_content_length_exceeds_its_data",
+      "/h2/cl-more",
+      [
+        Buffer.concat([
+          headers(1, [...base("/h2/cl-more", "POST"), ["content-length", "10"]], false),
+          data(1, "hello"),
+        ]),
+      ],
+    ],
+    [
+      "whose_content_length_is_below_its_data",
+      "/h2/cl-less",
+      [
+        Buffer.concat([
+          headers(1, [...base("/h2/cl-less", "POST"), ["content-length", "3"]], false),
+          data(1, "hello"),
+        ]),
+      ],
+    ],
+    [
+      "reset_while_the_gateway_waits_streamed",
+      "/slow/chunked",
+      [headers(1, base("/slow/chunked", "POST"), false), data(1, "hello", false), 100, rst(1)],
+    ],
+    [
+      "reset_while_the_gateway_waits_buffered",
+      "/slow/length",
+      [
+        headers(1, [...base("/slow/length", "POST"), ["content-length", "10"]], false),
+        data(1, "hello", false),
+        100,
+        rst(1),
+      ],
+    ],
+  ] as [string, string, (Buffer | number)[]][])("never_forwards_a_post_%s", async (_claim, path, frames) => {
+    await rawH2(h2cPort, frames, 700);
+    expect(forwarded(path)).toHaveLength(0);
+  });
+
+  it("forwards_a_complete_h2_post_body_positive_control", async () => {
+    await rawH2(
+      h2cPort,
+      [headers(1, [...base("/h2/post", "POST"), ["content-length", "5"]], false), data(1, "hello")],
+      300,
+    );
+    expect(forwarded("/h2/post").map((r) => r.body)).toEqual(["hello"]);
   });
 });

@@ -3,6 +3,7 @@
  * addresses, body limits, upstream faults (refused, stalled, killed mid-body), redirects, fail-closed
  * auth and identity, weighted splits and fault injection.
  */
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   freePort,
@@ -189,6 +190,23 @@ describe("forwarding", () => {
     expect(seen.forwarded).toBe(`for=127.0.0.1;proto=http;host="127.0.0.1:${new URL(gw.url).port}"`);
     expect(seen["x-real-ip"]).toBe("127.0.0.1"); // the gateway's value (the peer), not the client's
     expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("tells_the_upstream_the_host_of_an_absolute_form_target_not_the_received_host", async () => {
+    // RFC 9112 §3.2.2: the target's host replaces Host. The request was routed by the target's host; the
+    // upstream (and a cache keyed by what it was told) got the client's Host before.
+    const { port } = new URL(gw.url);
+    const socket = net.connect(Number(port), "127.0.0.1");
+    socket.write(
+      `GET http://127.0.0.1:${port}/echo/abs HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
+    );
+    let text = "";
+    for await (const chunk of socket) text += String(chunk);
+    expect(text.slice(0, 12)).toBe("HTTP/1.1 200");
+    const seen = JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)).headers as Record<string, string>;
+    expect(seen.host).toBe(`127.0.0.1:${port}`);
+    expect(seen["x-forwarded-host"]).toBe(`127.0.0.1:${port}`);
+    expect(seen.forwarded).toContain(`host="127.0.0.1:${port}"`);
   });
 
   it("keeps_a_well_formed_client_request_id_and_replaces_a_malformed_one", async () => {

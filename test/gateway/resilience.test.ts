@@ -393,4 +393,31 @@ describe("mirroring", () => {
     expect(shadow.received[0]).toMatchObject({ url: "/m?q=1" });
     expect(shadow.received[0]!.headers).toMatchObject({ host: "127.0.0.1-shadow", "x-meshgate-mirror": "1" });
   });
+
+  it("drops_copies_beyond_the_shadow_clusters_circuit_breaker_instead_of_queueing_them", async () => {
+    const primary = await answer(200, "primary");
+    const shadow = await upstream((_req, res) => setTimeout(() => res.end("shadow"), 500));
+    const gw = await gateway(
+      [
+        {
+          name: "m",
+          match: { path: "/m" },
+          to: "app",
+          mirror: { service: "shadow", percent: 100 },
+          ...PUBLIC,
+        },
+      ],
+      { app: primary, shadow },
+      { shadow: { circuitBreaker: { maxConnections: 1, maxPendingRequests: 1 } } },
+    );
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => request(`${gw.url}/m`, { headers: { host: "127.0.0.1" } })),
+    );
+    for (const r of answers) expect(r).toMatchObject({ status: 200, body: "primary" });
+    // One copy on the connection and one waiting: the 18 others are dropped, not queued (they would all
+    // reach the shadow, 500 ms apart, long after their requests were answered).
+    await sleep(1500);
+    expect(shadow.received).toHaveLength(2);
+    expect(await metric(gw, /meshgate_mirrored_requests_total\{[^}]*outcome="overflow"\} (\d+)/)).toBe(18);
+  });
 });

@@ -8,6 +8,7 @@
  * controls: every well-formed row arrives intact (status, byte-identical body, the upstream's headers
  * minus hop-by-hop ones), so the failure rows cannot pass because nothing gets through.
  */
+import http2 from "node:http2";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +19,7 @@ import {
   TRUNCATED,
   sendParts,
   startBlackhole,
+  startRawH2Upstream,
   startRawUpstream,
   type GoodRow,
   type RawUpstream,
@@ -435,5 +437,69 @@ describe("retries_and_connect_failures", () => {
     expect(seen.status).toBe(503);
     expect(seen.headers["x-meshgate-error"]).toEqual(["upstream_connect_failure"]);
     expect(performance.now() - t).toBeLessThan(1000);
+  });
+});
+
+// After the tables: these requests reach the same targets, and the table rows count their own hits.
+describe("http2_clients", () => {
+  /** One GET over h2c: the status and headers, or the stream's error. */
+  const h2 = (path: string) =>
+    new Promise<{ status?: number; headers?: http2.IncomingHttpHeaders; error?: string }>((resolve) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on("error", () => {});
+      const stream = session.request({ ":path": path, ":method": "DELETE" });
+      let out: { status?: number; headers?: http2.IncomingHttpHeaders } = {};
+      stream.on("response", (h) => (out = { status: h[":status"], headers: h }));
+      stream.resume();
+      stream.on("end", () => resolve(out));
+      stream.on("error", (e: Error & { code?: string }) => resolve({ ...out, error: e.code }));
+      stream.on("close", () => session.close());
+    });
+
+  it("answers_an_http2_client_a_204_whose_upstream_sent_a_content_length", async () => {
+    const r = await h2("/c/good/no_content_204_with_a_content_length_not_passed_on");
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(204);
+    expect(r.headers!["x-up"]).toBe("1");
+    expect(r.headers!["content-length"]).toBeUndefined();
+  });
+
+  it("answers_an_http2_client_502_for_a_status_above_599_like_an_http1_client", async () => {
+    expect((await h2("/c/bad/status_600")).status).toBe(502);
+  });
+});
+
+describe("http2_upstreams", () => {
+  it("answers_502_for_an_http2_upstreams_status_above_599_and_keeps_serving_other_requests", async () => {
+    const h2up = await startRawH2Upstream("600");
+    const g = await startTestGateway(
+      gatewayConfig(
+        [{ name: "c", match: { path: "/**" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+        { app: { port: h2up.port } },
+        {},
+        { app: { image: "r/app:1", port: 8080, protocol: "http2", allow: [{ from: ["gateway"] }] } },
+      ),
+    );
+    try {
+      // Over HTTP/2 the gateway's writeHead throws for a 600: from the upstream session's event that was
+      // an uncaught exception, ending the whole process.
+      const session = http2.connect(g.url);
+      session.on("error", () => {});
+      const status = await new Promise<number | string>((resolve) => {
+        const stream = session.request({ ":path": "/x" });
+        stream.on("response", (h) => resolve(h[":status"]!));
+        stream.on("error", (e: Error & { code?: string }) => resolve(String(e.code)));
+        stream.resume();
+        setTimeout(() => resolve("no answer"), 3000);
+      });
+      session.close();
+      expect(status).toBe(502);
+      const h1 = await fetch(`${g.url}/x`);
+      expect(h1.status).toBe(502);
+      expect(h1.headers.get("x-meshgate-error")).toBe("upstream_reset");
+    } finally {
+      await g.drain();
+      h2up.close();
+    }
   });
 });

@@ -1,12 +1,25 @@
 /**
  * WebSocket through the gateway: a real `ws` server upstream, Node's WebSocket client, the same decide()
- * and fail-closed rules as any request.
+ * and fail-closed rules as any request; and a raw upstream that answers the upgrade with anything but a
+ * valid 101, which must never leave a tunnel the client could send further requests through; and wss://
+ * through an https listener that also serves HTTP/2.
  */
+import { mkdtemp, rm } from "node:fs/promises";
 import { createConnection } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WebSocketServer, type WebSocket as WsSocket } from "ws";
+import { WebSocket as WsClient, WebSocketServer, type WebSocket as WsSocket } from "ws";
 import { makeKey, nowS, signToken } from "../auth/support.ts";
-import { freePort, gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
+import { selfSignedCert } from "../support/certs.ts";
+import {
+  freePort,
+  gatewayConfig,
+  httpsListener,
+  startTestGateway,
+  type TestGateway,
+} from "../support/gateway.ts";
+import { startRawUpstream, type RawUpstream } from "../support/raw-upstream.ts";
 
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
 
@@ -159,5 +172,177 @@ describe("websocket", () => {
     await new Promise((r) => setTimeout(r, 100));
     const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     expect(text).toMatch(/meshgate_requests_total\{proxy="gateway",route="ws",code_class="1xx"\} [1-9]/);
+  });
+});
+
+describe("an upstream that does not switch protocols gets no tunnel", () => {
+  // A raw upstream answering each request with what its path names, and serving further requests on the
+  // same connection, as any HTTP/1.1 server does after an ordinary response.
+  const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
+  const ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; // RFC 6455 §1.3's example for KEY
+  const answers: Record<string, string> = {
+    "/refuse/404": "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot found",
+    "/refuse/200": "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    "/refuse/426": "HTTP/1.1 426 Upgrade Required\r\nsec-websocket-version: 13\r\ncontent-length: 0\r\n\r\n",
+    "/refuse/101-no-accept":
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+    "/refuse/101-wrong-accept":
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+    "/refuse/101-not-websocket": `HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\nsec-websocket-accept: ${ACCEPT}\r\n\r\n`,
+  };
+  let raw: RawUpstream;
+  let gw2: TestGateway;
+  beforeAll(async () => {
+    raw = await startRawUpstream((conn, request) => {
+      const path = request.split(" ")[1]!;
+      conn.socket.write(answers[path] ?? `HTTP/1.1 200 OK\r\ncontent-length: ${path.length}\r\n\r\n${path}`);
+    });
+    gw2 = await startTestGateway(
+      gatewayConfig([{ name: "refuse", match: { path: "/refuse/**" }, to: "chat", ...PUBLIC }], {
+        chat: { port: raw.port },
+      }),
+    );
+  });
+  afterAll(async () => {
+    await gw2.drain();
+    await raw.close();
+  });
+
+  /** Writes the upgrade (and `smuggled` with it, or after the answer arrived), collects what comes back. */
+  function exchange(path: string, smuggled: string, later: boolean): Promise<string> {
+    return new Promise((resolve) => {
+      const s = createConnection(Number(new URL(gw2.url).port), "127.0.0.1", () => {
+        s.write(
+          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${KEY}\r\n\r\n${later ? "" : smuggled}`,
+        );
+      });
+      let out = "";
+      let sent = !later;
+      s.on("data", (c: Buffer) => {
+        out += c.toString("latin1");
+        if (!sent && !s.destroyed) s.write(smuggled);
+        sent = true;
+      });
+      s.on("error", () => {});
+      s.on("close", () => resolve(out));
+      setTimeout(() => s.destroy(), 1000);
+    });
+  }
+
+  it.each([
+    [
+      "a_404_is_relayed_and_bytes_sent_with_the_upgrade_never_reach_the_upstream",
+      "/refuse/404",
+      false,
+      "HTTP/1.1 404 Not Found",
+    ],
+    [
+      "a_404_is_relayed_and_bytes_sent_after_it_never_reach_the_upstream",
+      "/refuse/404",
+      true,
+      "HTTP/1.1 404 Not Found",
+    ],
+    ["a_200_is_relayed_and_the_connection_then_ends", "/refuse/200", true, "HTTP/1.1 200 OK"],
+    ["a_426_is_relayed", "/refuse/426", false, "HTTP/1.1 426 Upgrade Required"],
+    [
+      "a_101_without_sec_websocket_accept_is_refused",
+      "/refuse/101-no-accept",
+      true,
+      "HTTP/1.1 502 Bad Gateway",
+    ],
+    [
+      "a_101_with_another_sec_websocket_accept_is_refused",
+      "/refuse/101-wrong-accept",
+      true,
+      "HTTP/1.1 502 Bad Gateway",
+    ],
+    ["a_101_to_another_protocol_is_refused", "/refuse/101-not-websocket", false, "HTTP/1.1 502 Bad Gateway"],
+  ])("%s", async (_claim, path, later, statusLine) => {
+    const before = raw.requests.length;
+    const out = await exchange(path, "GET /internal/admin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", later);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(out.split("\r\n")[0]).toBe(statusLine);
+    expect(out).not.toContain("/internal/admin");
+    expect(raw.requests.slice(before).map((r) => r.split("\r\n")[0])).toEqual([`GET ${path} HTTP/1.1`]);
+  });
+
+  it("a_valid_101_still_opens_the_tunnel", async () => {
+    answers["/refuse/ok"] =
+      `HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: ${ACCEPT}\r\n\r\n`;
+    const before = raw.requests.length;
+    const out = await exchange("/refuse/ok", "GET /after-switch HTTP/1.1\r\nHost: x\r\n\r\n", true);
+    expect(out.split("\r\n")[0]).toBe("HTTP/1.1 101 Switching Protocols");
+    // Past a 101 the bytes are the tunnel's: they reach the upstream untouched.
+    await new Promise((r) => setTimeout(r, 100));
+    expect(raw.requests.slice(before).map((r) => r.split("\r\n")[0])).toEqual([
+      "GET /refuse/ok HTTP/1.1",
+      "GET /after-switch HTTP/1.1",
+    ]);
+  });
+});
+
+describe("wss through an https listener serving HTTP/2 and HTTP/1.1 (the default)", () => {
+  let dir: string;
+  let gw3: TestGateway;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "meshgate-wss-"));
+    const cert = await selfSignedCert(dir, "wss", "localhost", "DNS:localhost");
+    gw3 = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "ws",
+            match: { path: "/ws/{room}" },
+            to: "chat",
+            rewrite: { path: "/rooms/{room}" },
+            ...PUBLIC,
+          },
+          { name: "private", match: { path: "/private" }, to: "chat", auth: { jwt: "inline" } },
+        ],
+        { chat: { port: wsPort } },
+        {
+          listeners: [httpsListener(cert)],
+          jwt: {
+            inline: {
+              issuer: "https://id.t.example/",
+              audiences: ["t"],
+              jwks: { keys: [key.jwk] },
+              algorithms: ["ES256"],
+            },
+          },
+        },
+      ),
+    );
+  });
+  afterAll(async () => {
+    await gw3.drain();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const wssUrl = (path: string) => `wss://localhost:${gw3.ports.listeners.https}${path}`;
+
+  it("echoes_through_the_tunnel", async () => {
+    const before = handshakes.length;
+    const ws = new WsClient(wssUrl("/ws/tls"), { rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => ws.on("open", () => resolve()).on("error", reject));
+    const echoed = new Promise<string>((r) => ws.once("message", (d) => r(String(d))));
+    ws.send("over tls");
+    expect(await echoed).toBe("echo:over tls");
+    ws.close();
+    expect(handshakes[before]?.url).toBe("/rooms/tls");
+  });
+
+  it("refuses_an_upgrade_to_a_route_that_requires_auth", async () => {
+    const before = handshakes.length;
+    const ws = new WsClient(wssUrl("/private"), { rejectUnauthorized: false });
+    const status = await new Promise<number>((resolve) => {
+      ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on("open", () => resolve(101));
+      ws.on("error", () => resolve(-1));
+    });
+    ws.terminate();
+    expect(status).toBe(401);
+    expect(handshakes.length).toBe(before);
   });
 });

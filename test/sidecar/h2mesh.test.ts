@@ -547,6 +547,23 @@ describe("h2c in permissive mode", () => {
     expect(
       metricValue(await metrics(plain), "meshgate_requests_total", { direction: "inbound", mtls: "false" }),
     ).toBe(2);
+    // RFC 9113 §8.3.1: :authority names the target; a Host header that differs is refused, not routed by.
+    const seen = plainApp.received.length;
+    const client = http2.connect(`http://127.0.0.1:${plain.ports.inbound}`);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = client.request({
+        ":path": "/plain",
+        ":authority": `127.0.0.1:${plain.ports.inbound}`,
+        host: "other.example",
+      });
+      req.on("response", (h) => resolve(Number(h[":status"])));
+      req.on("error", reject);
+      req.resume();
+      req.end();
+    });
+    client.close();
+    expect(status).toBe(400);
+    expect(plainApp.received.length).toBe(seen);
   });
 });
 
@@ -630,7 +647,8 @@ describe("WebSocket through the mesh", () => {
         if (!answered && seen.includes("\r\n\r\n")) {
           answered = true;
           socket.write(
-            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" +
+              "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", // RFC 6455 §1.3's example key
           );
         }
       });
@@ -657,9 +675,75 @@ describe("WebSocket through the mesh", () => {
       c.on("error", reject);
     });
     expect(text).toBe(
-      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\ngot payload",
+      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" +
+        "sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\ngot payload",
     );
   });
+
+  // WebSocket smuggling: an upgrade the app does not accept leaves its connection speaking HTTP; a
+  // request the caller pipelines after the handshake, or sends after the refusal, must never reach it
+  // through a tunnel (it would skip authorization and carry forged peer headers).
+  it.each([
+    ["pipelined_with_the_handshake", true, "404"],
+    ["sent_after_the_apps_refusal", false, "404"],
+    // A 101 that does not answer the handshake (no Sec-WebSocket-Accept) proves no WebSocket server took
+    // the connection: the caller gets 502 and nothing is tunnelled.
+    ["pipelined_after_a_101_without_the_handshakes_accept", true, "101"],
+  ] as const)(
+    "never_tunnels_a_request_to_an_app_that_refused_the_upgrade: %s",
+    async (_when, pipelined, answer) => {
+      const net = await import("node:net");
+      // An HTTP/1.1 app without WebSocket support that reads pipelined requests (heads only), as most
+      // servers do: 404 to the upgrade, keep-alive, and its /private answers 200.
+      const seen: string[] = [];
+      const app = net.createServer((socket) => {
+        let buffered = "";
+        socket.on("error", () => {});
+        socket.on("data", (d: Buffer) => {
+          buffered += d.toString("latin1");
+          for (let end = buffered.indexOf("\r\n\r\n"); end >= 0; end = buffered.indexOf("\r\n\r\n")) {
+            const url = buffered.slice(0, end).split(" ")[1]!;
+            buffered = buffered.slice(end + 4);
+            seen.push(url);
+            const body = url === "/private" ? "SECRET" : "no websocket here";
+            if (url !== "/private" && answer === "101")
+              socket.write(
+                "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+              );
+            else
+              socket.write(
+                `HTTP/1.1 ${url === "/private" ? "200 OK" : "404 Not Found"}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+              );
+          }
+        });
+      });
+      await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+      cleanups.push(() => new Promise((r) => app.close(r)));
+      const callee = await sidecar(sidecarConfig("chat"), (app.address() as AddressInfo).port);
+      const caller = await sidecar(sidecarConfig("web"), plainApp.port, { chat: [callee.ports.inbound] });
+      const handshake =
+        "GET /ws/none HTTP/1.1\r\nhost: chat\r\nconnection: Upgrade\r\nupgrade: websocket\r\n" +
+        "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+      const smuggled = `GET /private HTTP/1.1\r\nhost: chat\r\nx-meshgate-peer: ${spiffe("admin")}\r\n\r\n`;
+      const text = await new Promise<string>((resolve) => {
+        const c = net.connect({ host: "127.0.0.1", port: caller.ports.services.chat! });
+        let got = "";
+        c.on("connect", () => c.write(pipelined ? handshake + smuggled : handshake));
+        c.on("data", (d: Buffer) => {
+          got += d.toString("latin1");
+          if (!pipelined && got.includes("no websocket here") && !c.writableEnded) c.write(smuggled);
+        });
+        c.on("close", () => resolve(got));
+        c.on("error", () => {});
+        setTimeout(() => c.destroy(), 1500);
+      });
+      expect(text).toMatch(
+        answer === "404" ? /^HTTP\/1\.1 404 / : /^HTTP\/1\.1 502 [^]*x-meshgate-error: upstream_bad_upgrade/,
+      );
+      expect(text).not.toContain("SECRET");
+      expect(seen).toEqual(["/ws/none"]);
+    },
+  );
 
   it("carries_a_gateway_upgrade_to_an_mtls_service_through_its_sidecar", async () => {
     const r = await wsEcho(`${gateway.url.replace("http", "ws")}/ws/lobby`, "edge");

@@ -271,6 +271,39 @@ describe("hot reload of identity files", () => {
       async (dir: string) => writeFile(join(dir, "bundle.pem"), (await issue("orders")).certPem),
       "E_RT_PKI_NOT_A_CA",
     ],
+    // PEM parsing skips a block without its END line: a file read mid-write would load as the blocks
+    // written so far — a chain without its intermediate (every peer's OpenSSL refuses the leaf), a
+    // bundle without the root a rotation still needs (its callers refused, their connections retired).
+    [
+      "refuses_a_certificate_file_whose_intermediate_is_cut_off",
+      async (dir: string) => {
+        const next = await issue("orders");
+        const intermediate = next.chainPem.slice(next.certPem.length);
+        await writeFile(join(dir, "svid-key.pem"), next.keyPem!.reveal());
+        await writeFile(join(dir, "svid.pem"), next.certPem + intermediate.slice(0, intermediate.length / 2));
+      },
+      "E_RT_PKI_PEM",
+    ],
+    [
+      "refuses_a_bundle_whose_last_root_is_cut_off",
+      async (dir: string) => {
+        const other = (await makeCa(TD)).bundle.toPem();
+        await writeFile(join(dir, "bundle.pem"), ca.bundle.toPem() + other.slice(0, other.length / 2));
+      },
+      "E_RT_PKI_PEM",
+    ],
+    // Peers hold the bundle's roots alone: the chain must verify as presented, whatever intermediates
+    // the sidecar knows for verifying others.
+    [
+      "refuses_a_certificate_file_without_its_intermediate_though_intermediates_pem_holds_it",
+      async (dir: string) => {
+        const next = await issue("orders");
+        await writeFile(join(dir, "intermediates.pem"), next.chainPem.slice(next.certPem.length));
+        await writeFile(join(dir, "svid-key.pem"), next.keyPem!.reveal());
+        await writeFile(join(dir, "svid.pem"), next.certPem);
+      },
+      "E_RT_PKI_UNTRUSTED_ISSUER",
+    ],
   ])("%s_and_keeps_serving_the_old_identity", async (_claim, corrupt, code) => {
     const original = await issue("orders");
     const { sidecar, dir } = await instance("orders", { svid: original });
@@ -720,6 +753,30 @@ describe("IdentitySource", () => {
     expect(
       JSON.stringify(events.map((e) => ({ ...e, identity: undefined, previous: undefined }))),
     ).not.toContain("PRIVATE");
+  });
+
+  it("takes_an_svid_refused_as_not_yet_valid_once_its_not_before_passes_without_another_file_change", async () => {
+    // Issued by a machine whose clock runs 1.5 s ahead, not backdated: refused when read, valid soon.
+    const dir = join(tmp.dir, "not-yet-valid");
+    const svid = await ca.issuer.issue(spiffe("orders"), { now: Date.now() + 1500, clockSkewMs: 0 });
+    keysSeen.push(svid.keyPem!.reveal());
+    await writeIdentity(dir, svid, ca.bundle.toPem());
+    const events: IdentityEvent[] = [];
+    const source = new IdentitySource(
+      { ...svidFiles(dir), renewBeforeMs: 3_600_000, clockSkewMs: 0, issuer: null },
+      { expectedId: spiffe("orders"), trustDomain: TD, pollIntervalMs: 100, onEvent: (e) => events.push(e) },
+    );
+    try {
+      await source.start();
+      expect(source.ready()).toBe(false);
+      expect(events.map((e) => (e.kind === "rejected" ? e.code : e.kind))).toEqual([
+        "E_RT_PKI_NOT_YET_VALID",
+      ]);
+      await until(() => source.ready(), 4000, "the SVID's notBefore");
+      expect(source.current()!.serial).toBe(svid.serial);
+    } finally {
+      source.close();
+    }
   });
 
   it("keeps_the_peer_verifier_across_leaf_renewals_and_replaces_it_when_the_bundle_changes", async () => {

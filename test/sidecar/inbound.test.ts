@@ -427,6 +427,51 @@ describe("permissive mode", () => {
   });
 });
 
+describe("principal headers (the end user the gateway authenticated)", () => {
+  const FORGED = ["-H", "x-meshgate-subject: admin", "-H", "x-meshgate-scopes: orders:admin"];
+  let trusting: TestSidecar;
+  beforeAll(async () => {
+    // A sidecar whose config names web as a peer that may assert the user (as translate names the gateway).
+    const [orders] = meshConfigs(SERVICES).filter((c) => c.name === "orders");
+    trusting = await startTestSidecar(
+      localSidecar(orders!, {
+        identityDir: join(tmp.dir, "orders"),
+        appPort: app.port,
+        edit: (c) => ({
+          ...c,
+          inbound: {
+            ...c.inbound,
+            principalHeaders: { ...c.inbound.principalHeaders, from: [spiffe("web")] },
+          },
+        }),
+      }),
+    );
+  });
+  afterAll(() => trusting?.drain());
+
+  it.each([
+    // Any allowed caller could otherwise tell the app which user its request is for.
+    [
+      "drops_them_from_a_mesh_peer_that_is_not_the_gateway",
+      () => [...as("web"), url(strict, "/orders/5")],
+      undefined,
+    ],
+    [
+      "drops_them_from_a_plaintext_caller_in_permissive_mode",
+      () => [`http://127.0.0.1:${permissive.ports.inbound}/orders/5`],
+      undefined,
+    ],
+    ["passes_them_from_a_peer_the_config_names", () => [...as("web"), url(trusting, "/orders/5")], "admin"],
+  ] as const)("%s", async (_claim, target, expected) => {
+    const r = await curl([...FORGED, ...target()]);
+    expect(r.status).toBe("200");
+    expect(lastReceived().headers["x-meshgate-subject"]).toBe(expected);
+    expect(lastReceived().headers["x-meshgate-scopes"]).toBe(
+      expected === undefined ? undefined : "orders:admin",
+    );
+  });
+});
+
 describe("drain", () => {
   it("serves_a_kept_connection_s_next_request_with_connection_close_then_closes_the_idle_rest_after_the_grace", async () => {
     const [config] = meshConfigs(SERVICES, { mtls: "permissive" }).filter((c) => c.name === "orders");

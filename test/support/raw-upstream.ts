@@ -2,12 +2,14 @@
  * Hostile HTTP/1.1 upstreams for tests: a raw `net` server on 127.0.0.1 that answers each request with
  * exact bytes (split into chunks at chosen points, so that the client's parser meets them across TCP
  * reads), counts connections and records who closed each one. Also the shared tables of well-formed,
- * malformed and truncated responses that the H1Pool tests and the gateway tests both run.
+ * malformed and truncated responses that the H1Pool tests and the gateway tests both run, and an h2c
+ * upstream written frame by frame (for what Node's own HTTP/2 server refuses to send).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { frame } from "./raw-h2.ts";
 
 /** One accepted connection, as the raw server saw it. */
 export interface RawConn {
@@ -171,7 +173,7 @@ export interface GoodRow {
   readonly body: string;
   /** Headers the client must see with these values (lower-case names). */
   readonly headers: Record<string, string | string[]>;
-  /** Header names the client must not see (from an interim response). */
+  /** Header names the client must not see (from an interim response, or not allowed in this one). */
   readonly absent?: readonly string[];
   /** The connection may serve the next request. */
   readonly reused: boolean;
@@ -271,6 +273,17 @@ export const GOOD: readonly GoodRow[] = [
     body: "",
     headers: { "x-up": "1" },
     reused: true,
+  },
+  {
+    // RFC 9110 §8.6: no Content-Length in a 204 — an HTTP/2 client refuses one that is not 0.
+    name: "no_content_204_with_a_content_length_not_passed_on",
+    method: "DELETE",
+    response: "HTTP/1.1 204 No Content\r\nX-Up: 1\r\nContent-Length: 5\r\n\r\n",
+    status: 204,
+    body: "",
+    headers: { "x-up": "1" },
+    absent: ["content-length"],
+    reused: false,
   },
   {
     name: "not_modified_304_with_content_length_and_no_body",
@@ -484,6 +497,8 @@ export const MALFORMED: readonly BadRow[] = [
   // Status line.
   bad("two_digit_status", "HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n", "head"),
   bad("four_digit_status", "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", "head"),
+  bad("status_600", "HTTP/1.1 600 Weird\r\nContent-Length: 2\r\n\r\nok", "head"),
+  bad("status_999", "HTTP/1.1 999 Weird\r\nContent-Length: 2\r\n\r\nok", "head"),
   bad("http2_version_in_status_line", "HTTP/2 200\r\nContent-Length: 0\r\n\r\n", "head"),
   bad("http12_version_in_status_line", "HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n", "head"),
   bad("icy_status_line", "ICY 200 OK\r\nContent-Length: 0\r\n\r\n", "head"),
@@ -610,4 +625,38 @@ export async function startBlackhole(): Promise<{ port: number; close(): void }>
   }
   close();
   throw new Error("blackhole: the listener kept accepting connections");
+}
+
+/**
+ * A hand-written h2c upstream (Node's own server refuses to send a status outside 200–599): every
+ * request is answered with one HEADERS frame, `:status: <status>` and END_STREAM.
+ */
+export async function startRawH2Upstream(status: string): Promise<{ port: number; close(): void }> {
+  const raw = net.createServer((s) => {
+    let buf = Buffer.alloc(0);
+    let prefaced = false;
+    s.on("error", () => {});
+    s.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!prefaced) {
+        if (buf.length < 24) return;
+        buf = buf.subarray(24); // the client preface
+        prefaced = true;
+        s.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
+      }
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) return;
+        const [type, flags] = [buf[3]!, buf[4]!];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === 4 && !(flags & 1)) s.write(frame(4, 1, 0, Buffer.alloc(0))); // SETTINGS ACK
+        // HPACK: literal without indexing, name :status (static index 8).
+        const block = Buffer.concat([Buffer.from([0x08, status.length]), Buffer.from(status, "latin1")]);
+        if (type === 1) s.write(frame(1, 0x5, id, block)); // HEADERS, END_HEADERS | END_STREAM
+      }
+    });
+  });
+  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
+  return { port: (raw.address() as AddressInfo).port, close: () => raw.close() };
 }

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { H2Pool } from "../../runtime/upstream/h2pool.ts";
+import { startRawH2Upstream } from "../support/raw-upstream.ts";
 
 let server: http2.Http2Server | undefined;
 afterEach(async () => {
@@ -121,6 +122,43 @@ describe("a response cut short is a failure, never a complete response", () => {
       body: "first half;",
       ended: false,
     });
+    await pool.close();
+  });
+});
+
+describe("a response head the caller cannot take is a failure of that request alone", () => {
+  it.each(["600", "999"])("refuses_status_%s_as_a_malformed_response", async (status) => {
+    const up = await startRawH2Upstream(status);
+    const pool = new H2Pool("127.0.0.1", up.port, 1000);
+    let called = false;
+    const outcome = await pool
+      .stream({ method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000 }, () => {
+        called = true;
+        return new Writable({ write: (_c, _e, cb) => cb() });
+      })
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    expect({ outcome, called }).toEqual({ outcome: "error UND_ERR_RESPONSE", called: false });
+    await pool.close();
+    up.close();
+  });
+
+  it("rejects_with_the_error_a_throwing_factory_raised_instead_of_throwing_it_in_the_session", async () => {
+    const { port } = await h2c(0);
+    const pool = new H2Pool("127.0.0.1", port, 1000);
+    const outcome = await pool
+      .stream({ method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000 }, () => {
+        throw Object.assign(new RangeError("Invalid status code"), { code: "ERR_HTTP2_STATUS_INVALID" });
+      })
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    expect(outcome).toBe("error ERR_HTTP2_STATUS_INVALID");
+    // The session still serves the next request.
+    expect(await get(pool, "/next")).toBe("/next");
     await pool.close();
   });
 });
