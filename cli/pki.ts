@@ -124,6 +124,12 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
       } else {
         const service = required(values, "service");
         const namespace = required(values, "namespace");
+        // Each is one path segment: "a/b" would make another ID's shape (ns/x/sa/a/b).
+        for (const [flag, v] of [
+          ["--service", service],
+          ["--namespace", namespace],
+        ] as const)
+          if (v.includes("/")) throw new UsageError(`${flag}: ${JSON.stringify(v)} is one name, without '/'`);
         id = workloadSpiffeId(ca.trustDomain, namespace, service);
         const parsed = parseSpiffeId(id);
         if (!parsed.ok) throw new UsageError(`--service/--namespace: ${parsed.reason} [${parsed.code}]`);
@@ -243,12 +249,31 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
       const current = await readCaCertificates(caDir);
       const next =
         typeof values["new-root"] === "string" ? await readCaCertificates(values["new-root"]) : null;
-      const leaves = (await Promise.all(leafPaths.map(collectPem))).flat().filter((c) => !lib.isCa(c));
+      const collected = (await Promise.all(leafPaths.map(collectPem))).flat();
+      const leaves = collected.filter((c) => !lib.isCa(c));
       const unique = [...new Map(leaves.map((l) => [l.fingerprint, l])).values()];
+      // The intermediates the leaves present (svid.pem: leaf, then its intermediate) count too: a live
+      // leaf of an earlier intermediate of the same root (replaced in DIR since) still chains to that
+      // root, and must block dropping it. Only those a known root really signed are taken.
+      const roots = [...current.bundle, ...(next ? [next.root] : [])];
+      const presented = collected.filter(
+        (c) =>
+          lib.isCa(c) &&
+          c.subjectName !== c.issuerName &&
+          roots.some((r) => r.subjectName === c.issuerName && c.native.verify(r.publicKey)),
+      );
+      const intermediates = [
+        ...new Map(
+          [current.intermediate, ...(next ? [next.intermediate] : []), ...presented].map((c) => [
+            c.fingerprint,
+            c,
+          ]),
+        ).values(),
+      ];
       const inventory = {
         trustDomain: current.trustDomain,
         bundle: current.bundle,
-        intermediates: [current.intermediate, ...(next ? [next.intermediate] : [])],
+        intermediates,
         leaves: unique,
       };
       if (next && next.trustDomain !== current.trustDomain)

@@ -339,6 +339,13 @@ function principalFor(
   if (token) {
     const provider = r.provider ?? gw.auth.jwt[0]!.name;
     if (accepts.has(mechanismKey("jwt", provider))) {
+      // The gateway refuses a token whose `sub` is not a string (runtime/auth/jwt.ts, RFC 7519 §4.1.2)
+      // whatever else it grants: such claims authenticate nobody.
+      if (r.claims?.sub !== undefined && typeof r.claims.sub !== "string")
+        return {
+          principal: null,
+          detail: `the token (jwt ${provider}) is invalid: its sub claim is not a string`,
+        };
       const claims: Record<string, unknown> = { ...(r.claims ?? {}) };
       const scopes = [...new Set([...scopesOf(claims), ...(r.scopes ?? [])])];
       if (r.scopes !== undefined) claims.scope = scopes.join(" ");

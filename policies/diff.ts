@@ -39,6 +39,8 @@ import {
   type ReachabilityFn,
   type RouteAccess,
 } from "./reachability.ts";
+import { patternsOverlap } from "./patterns.ts";
+import { comparePatterns, isPatternError, parsePathPattern } from "../runtime/decide/pattern.ts";
 import { runGuardrails, type PolicyInput, type RunOptions } from "./run.ts";
 import type { CheckResult, Violation } from "./types.ts";
 import { cmp } from "./order.ts";
@@ -172,8 +174,18 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
     routes: routes.routes,
     externals: externalChanges(rb, rh),
     egress: egressEdgeChanges(rb, rh),
-    widened: [...meshChanges(rh, rb, "widened"), ...routes.widened, ...egressAccess(rh, rb, "widened")],
-    narrowed: [...meshChanges(rb, rh, "narrowed"), ...routes.narrowed, ...egressAccess(rb, rh, "narrowed")],
+    widened: [
+      ...meshChanges(rh, rb, "widened"),
+      ...plaintextAccess(head, base, "widened"),
+      ...routes.widened,
+      ...egressAccess(rh, rb, "widened"),
+    ],
+    narrowed: [
+      ...meshChanges(rb, rh, "narrowed"),
+      ...plaintextAccess(base, head, "narrowed"),
+      ...routes.narrowed,
+      ...egressAccess(rb, rh, "narrowed"),
+    ],
     settings: [
       ...listenerTransport(base, head),
       ...externalTransport(base, head),
@@ -235,6 +247,39 @@ function meshChanges(a: Reachability, b: Reachability, direction: "widened" | "n
           : o
             ? `allow rules narrowed (now ${o.rules.join(", ")})`
             : "edge removed",
+    });
+  }
+  return out;
+}
+
+/** The caller named for plaintext requests (no SPIFFE ID) that a permissive sidecar admits. */
+export const PLAINTEXT = "plaintext callers";
+
+/**
+ * Services whose sidecar admits plaintext callers in `a` but not in `b` (widened when a = head): in
+ * permissive mTLS a request without a peer identity is authorized by the rules' methods and paths alone
+ * (runtime/decide/inbound.ts), so anyone who can open a connection to the sidecar reaches what any peer may.
+ */
+function plaintextAccess(a: PolicyInput, b: PolicyInput, direction: "widened" | "narrowed"): AccessChange[] {
+  const out: AccessChange[] = [];
+  for (const s of a.runtime.sidecars) {
+    if (s.mtls !== "permissive" || s.inbound.authz.rules.length === 0) continue;
+    if (b.model.sidecar(s.name)?.mtls === "permissive") continue;
+    const grants = s.inbound.authz.rules.flatMap((r) => {
+      const ms = r.methods.length > 0 ? r.methods : (["*"] as const);
+      const ps = r.paths.length > 0 ? r.paths : ["/**"];
+      return ms.flatMap((method) => ps.map((path) => ({ method, path })));
+    });
+    out.push({
+      from: PLAINTEXT,
+      to: [s.name],
+      via: null,
+      principal: null,
+      grants: describeGrants(grants),
+      reason:
+        direction === "widened"
+          ? "mtls strict → permissive: requests without a peer identity are admitted by the rules' methods and paths"
+          : "mtls permissive → strict: requests without a peer identity are refused",
     });
   }
   return out;
@@ -329,8 +374,20 @@ function routeCovers(r2: RouteAccess, r: RouteAccess): boolean {
   if (!targetsOf(r).every((t) => t2.has(t))) return false;
   if (r2.hosts.length > 0 && (r.hosts.length === 0 || !r.hosts.every((h) => r2.hosts.includes(h))))
     return false;
-  return authCovers(r2.auth, r.auth) && uncovered(r.grants, r2.grants).length === 0;
+  return (
+    authCovers(r2.auth, r.auth) &&
+    uncovered(r.grants, r2.grants).length === 0 &&
+    targetsOf(r).every((t) => uncovered(sentTo(r, t), sentTo(r2, t)).length === 0)
+  );
 }
+
+/**
+ * What a route sends one of its targets (its rewrite, a part's path, or the route's own pattern): a rewrite
+ * that now points at another path of the same service reaches what the route did not, with the route's
+ * principal — the callee's allow rules for the gateway are the same either way.
+ */
+const sentTo = (r: RouteAccess, service: string): Grant[] =>
+  r.targets.filter((t) => t.service === service).flatMap((t) => t.grants);
 
 /** The same route access on both sides (the common case, checked without allocating). */
 function sameAccess(a: RouteAccess, b: RouteAccess): boolean {
@@ -394,6 +451,16 @@ function routeChanges(rb: Reachability, rh: Reachability) {
       }
       const fromTargets = new Set(targetsOf(from));
       const newTargets = targetsOf(to).filter((t) => !fromTargets.has(t));
+      // The same targets, other upstream paths (a changed rewrite or aggregate part path).
+      for (const t of targetsOf(to)) {
+        if (!fromTargets.has(t) || t === GATEWAY) continue;
+        const sent = uncovered(sentTo(to, t), sentTo(from, t));
+        if (sent.length === 0) continue;
+        reasons.push(
+          `${dir === "widened" ? "now sends" : "no longer sends"} ${describeGrants(sent)} to ${t}`,
+        );
+        if (grants.length === 0) grants = to.grants;
+      }
       if (newTargets.length > 0) {
         reasons.push(
           `${dir === "widened" ? "now also reaches" : "no longer reaches"} ${newTargets.join(", ")}`,
@@ -406,7 +473,63 @@ function routeChanges(rb: Reachability, rh: Reachability) {
       list.push(c);
     }
   }
+  // Requests a route no longer takes (it was removed, or its match narrowed) go to the next route that
+  // matches them — often a less specific one with weaker auth (a public `/files/{name}` under a removed
+  // `/files/secret` that required a token). The relation above compares each route with itself, so that
+  // hand-over is looked for here.
+  for (const r of rb.routes) {
+    const h = head.get(r.route);
+    // Still on every host it served (the same hosts, more, or every host): only a narrower match loses requests.
+    const hostsKept =
+      h !== undefined &&
+      (h.hosts.length === 0 || (r.hosts.length > 0 && r.hosts.every((x) => h.hosts.includes(x))));
+    const lost = h && hostsKept ? uncovered(r.grants, h.grants) : r.grants;
+    if (lost.length === 0) continue;
+    // A renamed route (another name, the same match) still takes its requests: compared above as added.
+    if (!h && rh.routes.some((o) => sameJson(o.hosts, r.hosts) && sameJson(o.grants, r.grants))) continue;
+    for (const o of rh.routes) {
+      if (o.route === r.route || !hostsOverlap(o.hosts, r.hosts)) continue;
+      const taken = takenOver(lost, o.grants);
+      if (taken.length === 0) continue;
+      const rt = new Set(targetsOf(r));
+      const more = targetsOf(o).filter((t) => !rt.has(t));
+      if (authCovers(r.auth, o.auth) && more.length === 0) continue;
+      widened.push({
+        from: INTERNET,
+        to: targetsOf(o),
+        via: o.route,
+        principal: o.principal,
+        grants: describeGrants(taken),
+        reason: `takes over requests of ${r.route} (${h ? "match narrowed" : "route removed"}): ${r.principal} → ${o.principal}`,
+      });
+    }
+  }
   return { routes: { added, removed }, widened, narrowed };
+}
+
+/** Do two routes' host lists share a host (empty = every host; a wildcard may cover the other's names)? */
+function hostsOverlap(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length === 0 || b.length === 0) return true;
+  return a.some((x) => b.some((y) => x === y || x.startsWith("*.") || y.startsWith("*.")));
+}
+
+/**
+ * The grants of `lost` that a route matching `by` may now take: the methods and paths overlap, and the
+ * route's pattern is not more specific than the lost one (a more specific route already took them).
+ */
+function takenOver(lost: readonly Grant[], by: readonly Grant[]): Grant[] {
+  const parsed = (p: string) => {
+    const x = parsePathPattern(p);
+    return isPatternError(x) ? null : x;
+  };
+  return lost.filter((g) =>
+    by.some((b) => {
+      if (b.method !== "*" && g.method !== "*" && b.method !== g.method) return false;
+      if (!patternsOverlap(b.path, g.path)) return false;
+      const [pb, pg] = [parsed(b.path), parsed(g.path)];
+      return pb === null || pg === null || comparePatterns(pb, pg) >= 0;
+    }),
+  );
 }
 
 // ───────────── settings ─────────────

@@ -26,7 +26,13 @@ import type { MeshSpecInput } from "../spec/schema.ts";
 import type { TranslateResult } from "../translate/ir.ts";
 import { MeshCa, type MeshCaRotation } from "../pulumi/ca.ts";
 import { RuntimeImage } from "../pulumi/image.ts";
-import { SPEC_OUTPUT, logDiagnostics, meshCaArgs, prepareSpec } from "../pulumi/platform.ts";
+import {
+  SPEC_OUTPUT,
+  carriedSpecOutput,
+  logDiagnostics,
+  meshCaArgs,
+  prepareSpec,
+} from "../pulumi/platform.ts";
 import {
   planDocker,
   RESTART_POLICY,
@@ -301,7 +307,7 @@ export class DockerPlatform extends pulumi.ComponentResource {
       trustBundlePem: this.trustBundlePem,
       runtimeImageRef: this.runtimeImageRef,
       configHashes: this.configHashes,
-      [SPEC_OUTPUT]: carried,
+      [SPEC_OUTPUT]: carriedSpecOutput(carried, result),
     });
   }
 }

@@ -157,6 +157,11 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
     throw new ChartInputError(
       `prometheusRemoteWrite.url: ${JSON.stringify(remoteWrite.url)} is not an https:// URL`,
     );
+  // Credentials in the URL would land in the prometheus-config ConfigMap (readable with the `view` role).
+  if (remoteWrite !== null && /^https:\/\/[^/]*@/.test(remoteWrite.url))
+    throw new ChartInputError(
+      "prometheusRemoteWrite.url: holds credentials (user:password@), which would be written into a ConfigMap; sign with sigv4Region (IAM roles for service accounts) instead",
+    );
   for (const field of ["prometheusRemoteWrite", "prometheusServiceAccountAnnotations"] as const)
     if (observability !== "bundled" && opts[field] !== undefined)
       throw new ChartInputError(

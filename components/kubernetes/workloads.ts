@@ -123,15 +123,42 @@ function serviceAccounts(r: Resolved): KubeObject[] {
   }));
 }
 
+/**
+ * Whether a RuntimeConfig holds a credential: the password (or ACL user) of a gateway's Redis URL
+ * (`redis://:password@host`, docs/rate-limiting.md). Such a config is stored in a Secret, not a ConfigMap:
+ * ConfigMaps are readable by every holder of the `view` role and are not encrypted at rest, nor kept
+ * secret in Pulumi's state.
+ */
+export function configHoldsCredentials(config: RuntimeConfig): boolean {
+  if (config.kind !== "gateway") return false;
+  const stores = [config.rateLimitStore, config.cacheStore];
+  return stores.some((s) => {
+    if (s.kind !== "redis") return false;
+    try {
+      const u = new URL(s.url);
+      return u.password !== "" || u.username !== "";
+    } catch {
+      return /@/.test(s.url); // unparsable: assume the worst (translate validated it anyway)
+    }
+  });
+}
+
+/** A proxy's RuntimeConfig as the object its pod mounts: a ConfigMap, or a Secret when it holds a credential. */
 function configMap(r: Resolved, workload: string, config: RuntimeConfig): KubeObject {
-  return {
-    apiVersion: "v1",
-    kind: "ConfigMap",
-    metadata: meta(r, NAMES.configMap(workload), r.ns, "config", workloadSelector(r, workload), {
-      [ANNOTATIONS.configHash]: config.hash,
-    }),
-    data: { "config.json": `${JSON.stringify(config, null, 2)}\n` },
-  };
+  const metadata = meta(r, NAMES.configMap(workload), r.ns, "config", workloadSelector(r, workload), {
+    [ANNOTATIONS.configHash]: config.hash,
+  });
+  const content = { "config.json": `${JSON.stringify(config, null, 2)}\n` };
+  if (configHoldsCredentials(config))
+    return { apiVersion: "v1", kind: "Secret", metadata, type: "Opaque", stringData: content };
+  return { apiVersion: "v1", kind: "ConfigMap", metadata, data: content };
+}
+
+/** The volume of a proxy's RuntimeConfig (configMap() above); a Secret's file is readable by the proxy's group only. */
+function configVolume(workload: string, config: RuntimeConfig): Volume {
+  return configHoldsCredentials(config)
+    ? { name: "config", secret: { secretName: NAMES.configMap(workload), defaultMode: 0o440 } }
+    : { name: "config", configMap: { name: NAMES.configMap(workload), defaultMode: 0o444 } };
 }
 
 // ───────────── identity volumes ─────────────
@@ -354,7 +381,7 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
     initContainers: [sidecarContainer(r, w)],
     containers: [app],
     volumes: [
-      { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
+      configVolume(w.name, config),
       identityVolume(r, w.name),
       ...w.tlsSecrets.map(tlsSecretVolume),
       tmpVolume("tmp"),
@@ -556,7 +583,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
           },
           containers: [container],
           volumes: [
-            { name: "config", configMap: { name: NAMES.configMap(w.name), defaultMode: 0o444 } },
+            configVolume(w.name, config),
             identityVolume(r, w.name),
             ...w.tlsSecrets.map(tlsSecretVolume),
             tmpVolume("tmp"),

@@ -28,6 +28,7 @@ import {
   preparePlatform,
   runtimeImageOf,
   SPEC_OUTPUT,
+  carriedSpecOutput,
   type PlatformArgs,
   type PreparedPlatform,
 } from "./platform.ts";
@@ -149,7 +150,7 @@ export class Mesh extends pulumi.ComponentResource {
       spiffeIds: this.spiffeIds,
       configHashes: this.configHashes,
       runtimeImage: this.gatewayDefaults.runtimeImage,
-      [SPEC_OUTPUT]: carried,
+      [SPEC_OUTPUT]: carriedSpecOutput(carried, result),
     });
   }
 }

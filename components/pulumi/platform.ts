@@ -28,6 +28,7 @@ import {
   type ChartOptions,
   type KubeObject,
 } from "../kubernetes/index.ts";
+import { configHoldsCredentials } from "../kubernetes/workloads.ts";
 import type { SpecError } from "../spec/errors.ts";
 import { loadSpecText } from "../spec/load.ts";
 import { parseSpec } from "../spec/parse.ts";
@@ -261,6 +262,16 @@ function specError(e: SpecError, file: string | null): pulumi.InputPropertyError
   return specProblem(e.path ? `spec.${e.path}` : "spec", describeSpecError(e, file));
 }
 
+/**
+ * The spec as the `meshgateSpec` output carries it (for the CrossGuard pack, which sees secrets unwrapped):
+ * a Pulumi secret when the spec holds a credential — the password of the gateway's Redis URL — so that it
+ * is encrypted in the stack's state like the Secret the chart renders it into.
+ */
+export function carriedSpecOutput(carried: unknown, result: TranslateResult): unknown {
+  const gateway = result.runtime.gateway;
+  return gateway && configHoldsCredentials(gateway) ? pulumi.secret(carried) : carried;
+}
+
 /** The identity mode of the arguments, else the spec's CA provider's. */
 export function identityModeOf(
   args: Pick<PlatformArgs, "identities">,
@@ -389,7 +400,7 @@ export class Platform extends pulumi.ComponentResource {
       spiffeIds: this.spiffeIds,
       configHashes: this.configHashes,
       runtimeImage: resolveDeferred(runtimeImageOf(prepared), prepared.deferred),
-      [SPEC_OUTPUT]: carried,
+      [SPEC_OUTPUT]: carriedSpecOutput(carried, result),
     });
   }
 }

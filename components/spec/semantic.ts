@@ -3,6 +3,7 @@
  * wrong shape, which the schema reports), so they run on every spec and one run lists every error.
  */
 import { isPatternError, parsePathPattern } from "../../runtime/decide/pattern.ts";
+import { linearRegExp } from "../../runtime/decide/regex.ts";
 import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
@@ -754,13 +755,14 @@ export function semanticIssues(raw: unknown): Issue[] {
           }
           if (typeof cond.regex === "string") {
             try {
-              new RegExp(cond.regex);
+              // As the router compiles it: for the linear-time engine (runtime/decide/regex.ts).
+              linearRegExp(cond.regex);
             } catch (err) {
               add(
                 "E_SPEC_INVALID_REGEX",
                 [...base, "match", kind, k, "regex"],
                 `regex does not compile: ${(err as Error).message}`,
-                "fix the regular expression (JavaScript syntax)",
+                "fix the regular expression (JavaScript syntax, matched in linear time as RE2 does: no backreferences or lookaheads)",
               );
             }
           }
@@ -1179,6 +1181,16 @@ function primaryOf(r: Obj): string | undefined {
   return str(parts[0]?.service);
 }
 
+/**
+ * A URL as an error message may show it: whatever stands between `://` and the last `@` (a user name and a
+ * password — an unparseable URL may hold a raw `/` in a token) is replaced, so no error echoes a secret.
+ */
+function withoutCredentials(value: string): string {
+  const start = value.indexOf("://");
+  const at = value.lastIndexOf("@");
+  return start >= 0 && at > start ? `${value.slice(0, start + 3)}[credentials]${value.slice(at)}` : value;
+}
+
 function checkUrl(
   value: string | undefined,
   segments: Segments,
@@ -1194,8 +1206,8 @@ function checkUrl(
     add(
       "E_SPEC_INVALID_URL",
       segments,
-      `${JSON.stringify(value)} is not a URL`,
-      `write an absolute ${schemes[0]}// URL`,
+      `${JSON.stringify(withoutCredentials(value))} is not a URL`,
+      `write an absolute ${schemes[0]}// URL (percent-encode "/", "@" and ":" in a user name or password)`,
     );
     return;
   }

@@ -15,8 +15,9 @@
  * - Each part request carries: the gateway's forwarding headers (X-Forwarded-*, Forwarded, X-Request-Id,
  *   the principal headers authentication sets), `accept: application/json`, `accept-encoding: identity`,
  *   its own `traceparent` (a client span per part under the request's server span), the client headers
- *   the part lists in `forwardHeaders` — and nothing else of the client's: no cookies, no Authorization
- *   unless listed — then the route's request header transform.
+ *   the part lists in `forwardHeaders` less the route's credentials (as on a forwarded request) — and
+ *   nothing else of the client's: no cookies, no Authorization unless listed — then the route's request
+ *   header transform.
  * - A part on a cluster that needs mTLS, which the gateway cannot originate yet (no mesh identity), makes
  *   the whole route answer 503 `upstream_identity_unavailable` (fail closed, whatever its onError).
  */
@@ -33,7 +34,8 @@ import { applyHeaderOps, type CompiledHeaderOps } from "./transform.ts";
 import type { TemplateContext } from "./template.ts";
 
 type AggregateAction = Extract<GatewayRoute["action"], { kind: "aggregate" }>;
-type PathTemplate = readonly (string | { readonly param: string })[];
+/** A part's path: literals and parameters; `query` marks a parameter after the template's `?`. */
+type PathTemplate = readonly (string | { readonly param: string; readonly query?: true })[];
 
 export interface CompiledPart {
   readonly name: string;
@@ -100,7 +102,7 @@ export function compileAggregate(
       authority: cluster?.config.authority ?? null,
       withheld: withheldHeaders(cluster?.config.share, ownedHeaders) ?? [],
       method: p.method,
-      path: compilePathTemplate(p.path),
+      path: compilePartPath(p.path),
       timeoutMs: p.timeoutMs,
       onError: p.onError,
       defaultJson: JSON.stringify(p.default ?? null),
@@ -154,6 +156,14 @@ export interface AggregateRequest {
   readonly templateContext: TemplateContext | null;
   /** The gateway holds a valid mesh identity: parts on mTLS clusters may be called (else they fail closed). */
   readonly meshIdentityReady?: boolean;
+  /**
+   * Authentication's edits of an upstream request (auth.upstreamHeaders): removes client copies of identity
+   * headers and the route's credentials (its JWT header or cookie, API key, OIDC cookies), sets the
+   * principal's headers. Applied to each part's headers after the `forwardHeaders` copy, so a part gets
+   * what a forwarded request would: listing `cookie` for the app's cookies never hands a part the
+   * route's token cookie (docs/auth.md: credentials are not forwarded).
+   */
+  readonly authHeaders?: (headers: Record<string, string | string[]>) => void;
 }
 
 export type AggregateResult =
@@ -275,10 +285,34 @@ function merge(agg: CompiledAggregate, results: readonly PartResult[]): Aggregat
   return { kind: "ok", body, degraded };
 }
 
+/** Compiles a part's path template, marking the parameters that land in its query. */
+function compilePartPath(path: string): PathTemplate {
+  let inQuery = false;
+  return compilePathTemplate(path).map((p) => {
+    if (typeof p === "string") {
+      if (p.includes("?")) inQuery = true;
+      return p;
+    }
+    return inQuery ? { param: p.param, query: true } : p;
+  });
+}
+
+/**
+ * Characters a path segment holds raw (the canonical path even decodes `%26` to `&`) that delimit or
+ * change a query's fields: escaped where a parameter lands in the query, so a client's `{user}` of
+ * `bob&admin=true` stays one value and cannot add `admin=true` (or a second `user`) to the part's query.
+ */
+const QUERY_DELIMITERS = /[&=+;#]/g;
+const escapeQueryValue = (v: string): string =>
+  v.replace(QUERY_DELIMITERS, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
 function fillPath(path: PathTemplate, params: Readonly<Record<string, string>>): string {
   let out = "";
-  for (const p of path)
-    out += typeof p === "string" ? p : Object.hasOwn(params, p.param) ? params[p.param] : "";
+  for (const p of path) {
+    if (typeof p === "string") out += p;
+    else if (Object.hasOwn(params, p.param))
+      out += p.query ? escapeQueryValue(params[p.param]!) : params[p.param];
+  }
   return out;
 }
 
@@ -300,6 +334,7 @@ async function runPart(
     const v = req.clientHeaders[name];
     if (v !== undefined) headers[name] = v;
   }
+  req.authHeaders?.(headers);
   if (agg.requestHeaders !== null) applyHeaderOps(agg.requestHeaders, headers, req.templateContext);
   headers.accept = "application/json";
   headers["accept-encoding"] = "identity";

@@ -173,6 +173,8 @@ export async function aggregateRoute(
     readonly cancel: CancelToken;
     /** The gateway holds a valid mesh identity (parts on mTLS clusters may be called). */
     readonly meshIdentityReady?: boolean;
+    /** Authentication's edits of each part's headers (AggregateRequest.authHeaders). */
+    readonly authHeaders?: (headers: Record<string, string | string[]>) => void;
   },
 ): Promise<string> {
   const cancel = upstream.cancel;
@@ -189,6 +191,7 @@ export async function aggregateRoute(
       tracer: upstream.tracer,
       templateContext: ctx,
       meshIdentityReady: upstream.meshIdentityReady === true,
+      ...(upstream.authHeaders ? { authHeaders: upstream.authHeaders } : {}),
     },
     host.aggregateObserver,
   );
@@ -225,6 +228,20 @@ export async function aggregateRoute(
   res.writeHead(200, headers);
   res.end(req.method === "HEAD" ? undefined : body);
   return result.degraded.length > 0 ? "partial" : "success";
+}
+
+/**
+ * Removes what describes the upstream's bytes rather than the transformed body: validators, range
+ * support and digests (RFC 9530 Content-Digest/Repr-Digest, RFC 3230 Digest, Content-MD5) — a digest
+ * of the untransformed body would fail the client's check and is a hash over the dropped fields.
+ */
+function dropRepresentationHeaders(h: OutgoingHttpHeaders): void {
+  delete h.etag;
+  delete h["content-md5"];
+  delete h["accept-ranges"];
+  delete h.digest;
+  delete h["content-digest"];
+  delete h["repr-digest"];
 }
 
 export type RequestBodyResult =
@@ -347,6 +364,8 @@ export class ResponseShaper {
   private collector: BoundedCollector | null = null;
   private limiter: LimitedWritable | null = null;
   private tooLarge = false;
+  /** A body-transform route got a response with several Content-Type fields (refused: 502). */
+  private repeatedType = false;
   private status = 0;
   private headers: OutgoingHttpHeaders = {};
 
@@ -380,13 +399,25 @@ export class ResponseShaper {
     const limit = ap.maxResponseBytes;
     const method = this.req.method;
     const hasBody = method !== "HEAD" && status >= 200 && status !== 204 && status !== 304;
+    if (ap.response?.body && hasBody && Array.isArray(headers["content-type"])) {
+      // Content-Type is a singleton field (RFC 9110 §8.3): an HTTP/1.1 upstream that repeats it sent an
+      // invalid answer, and passing it on untransformed would hand the client the fields the route
+      // drops (a browser reads "application/json, application/json" as JSON). Refused like invalid JSON.
+      this.repeatedType = true;
+      process.nextTick(this.stop);
+      return new BoundedCollector(0);
+    }
     if (ap.response?.body && hasBody && isJsonMediaType(headers["content-type"] as string | undefined)) {
       this.status = status;
       this.headers = headers;
       this.collector = new BoundedCollector(limit!, this.stop);
       return this.collector;
     }
-    if (ap.response?.body && method === "HEAD") delete headers["content-length"];
+    if (ap.response?.body && method === "HEAD") {
+      delete headers["content-length"];
+      // The same head a GET gets (RFC 9110 §9.3.2): its body would be transformed.
+      if (isJsonMediaType(headers["content-type"] as string | undefined)) dropRepresentationHeaders(headers);
+    }
     const declared = Number(headers["content-length"]);
     if (limit !== null && hasBody && declared > limit) {
       // Known to be too large before a byte was sent: refuse cleanly (502) instead of a reset later.
@@ -418,6 +449,17 @@ export class ResponseShaper {
         errorCorsHeaders(ap, this.origin),
       );
       return "response_too_large";
+    }
+    if (this.repeatedType) {
+      host.respondError(
+        req,
+        res,
+        502,
+        "response_transform_failed",
+        "the upstream response has several Content-Type fields",
+        errorCorsHeaders(ap, this.origin),
+      );
+      return "response_transform_failed";
     }
     if (this.limiter?.exceeded) {
       // The head is out: the client must see a reset, never a clean but truncated response.
@@ -476,9 +518,7 @@ export class ResponseShaper {
       return "response_transform_failed";
     }
     delete h["content-encoding"];
-    delete h.etag; // the representation changed
-    delete h["content-md5"];
-    delete h["accept-ranges"];
+    dropRepresentationHeaders(h);
     h["content-length"] = t.body.length;
     decorateResponse(ap, this.origin, h, this.ctx);
     res.writeHead(this.status, h);

@@ -425,11 +425,20 @@ async function send(
     res.end();
     return { kind: "served", status };
   }
+  const length = end - start + 1;
   const stream = file.fh.createReadStream({ start, end, autoClose: true });
   stream.on("error", (err) => res.destroy(err));
   res.once("close", () => {
     if (!stream.destroyed) stream.destroy();
   });
-  stream.pipe(res);
+  // A file cut short while it is sent (truncated or replaced in place) ends the stream early: ending the
+  // response then would present a short body as complete, and on a kept-alive HTTP/1.1 connection the
+  // client would read the next response as the rest of this body. Reset instead (nginx: "file was
+  // truncated", connection closed).
+  stream.pipe(res, { end: false });
+  stream.once("end", () => {
+    if (stream.bytesRead < length) res.destroy(new Error(`${path} shrank while it was sent`));
+    else res.end();
+  });
   return { kind: "served", status };
 }

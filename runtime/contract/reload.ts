@@ -9,8 +9,9 @@
  * What differs between the proxies is given as hooks: what an unchanged config still refreshes
  * (certificate files rotated in place), how the new state is built, and the swap itself.
  */
-import { watch } from "node:fs";
+import { realpathSync, statSync, watch, type FSWatcher } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { RuntimeConfigError } from "./errors.ts";
 
@@ -269,11 +270,7 @@ export function reloadAndDrainOnSignals(
   proxy: { reload(): Promise<unknown>; drain(): Promise<void> },
   log: Logger,
 ): void {
-  let timer: NodeJS.Timeout | null = null;
-  const watcher = watch(configPath, () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void proxy.reload(), 100);
-  });
+  const watcher = watchConfigFile(configPath, () => void proxy.reload());
   process.on("SIGHUP", () => void proxy.reload());
   let stopping = false;
   const stop = (signal: string) => {
@@ -287,4 +284,89 @@ export function reloadAndDrainOnSignals(
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/** What identifies the config file's contents cheaply: inode, size, mtime (stat follows symlinks). */
+function fileSignature(path: string): string {
+  try {
+    const s = statSync(path);
+    return `${s.ino}:${s.size}:${s.mtimeMs}`;
+  } catch {
+    return "missing";
+  }
+}
+
+/**
+ * Calls `changed` (debounced 100 ms) when the config file's contents may have changed. Directories are
+ * watched, not the file: a watch on a file follows its inode, and both an editor's atomic save (write a
+ * temporary file, rename it over) and Kubernetes' update of a mounted ConfigMap (a new timestamped
+ * directory, the `..data` symlink renamed over, the old directory removed) replace the inode — a file
+ * watch saw the first replacement and nothing ever again. Watched: the directory of the path (the file or
+ * the symlink replaced there) and, when the path is a symlink, the directory of the file it resolves to
+ * now (written in place there), re-resolved after each change. Events on other names are ignored, and an
+ * event counts only when the file's signature (stat through the symlinks) changed.
+ */
+export function watchConfigFile(configPath: string, changed: () => void): { close(): void } {
+  const linkDir = dirname(configPath);
+  const watchers = new Map<string, FSWatcher>();
+  let names = new Set<string>();
+  let seen = fileSignature(configPath);
+  let timer: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  const onEvent = (_event: string, name: string | Buffer | null) => {
+    if (name !== null && !names.has(String(name))) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(check, 100);
+  };
+  /** Watches the path's directory and the current target's; forgets a target directory no longer used. */
+  const track = () => {
+    let real = configPath;
+    try {
+      real = realpathSync(configPath);
+    } catch {
+      // Missing for now (between a removal and its replacement): the path's directory still tells.
+    }
+    names = new Set([basename(configPath), basename(real), "..data"]);
+    const dirs = new Set([linkDir, dirname(real)]);
+    for (const [dir, w] of watchers)
+      if (!dirs.has(dir)) {
+        w.close();
+        watchers.delete(dir);
+      }
+    for (const dir of dirs) {
+      if (watchers.has(dir)) continue;
+      try {
+        const w = watch(dir, onEvent);
+        w.on("error", () => {
+          w.close();
+          watchers.delete(dir);
+        });
+        watchers.set(dir, w);
+      } catch (err) {
+        // The path's own directory must be watchable (as the file had to be before); a target directory
+        // that just went away is resolved again at the next change.
+        if (dir === linkDir) throw err;
+      }
+    }
+  };
+  function check(): void {
+    timer = null;
+    if (closed) return;
+    track();
+    const now = fileSignature(configPath);
+    if (now === seen) return;
+    seen = now;
+    changed();
+  }
+
+  track();
+  return {
+    close: () => {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      for (const w of watchers.values()) w.close();
+      watchers.clear();
+    },
+  };
 }

@@ -14,6 +14,7 @@
 import type { GatewayRoute, HttpMethod } from "../contract/schema.ts";
 import { isPatternError, parsePathPattern, type PatternSegment } from "./pattern.ts";
 import { compareCodeUnits } from "../contract/canonical.ts";
+import { linearRegExp } from "./regex.ts";
 
 interface Condition {
   readonly name: string;
@@ -473,8 +474,8 @@ function compileCondition(c: GatewayRoute["match"]["headers"][number]): Conditio
       return { name, test: (x) => x !== undefined && x.startsWith(v) };
     }
     case "regex": {
-      // Full-match semantics (as Envoy's RE2 matchers): the whole value must match.
-      const re = new RegExp(`^(?:${c.value ?? ""})$`);
+      // Full-match semantics (as Envoy's RE2 matchers): the whole value must match, in linear time.
+      const re = linearRegExp(`^(?:${c.value ?? ""})$`);
       return { name, test: (x) => x !== undefined && re.test(x) };
     }
     case "present":

@@ -1,6 +1,7 @@
 /**
  * The admin listener, shared by the single-process gateway and the multi-worker primary: /live, /ready,
- * /metrics (Prometheus text format), /config (redacted), POST /reload, POST /cache/purge.
+ * /metrics (Prometheus text format), /config (redacted), POST /reload, POST /cache/purge. A POST carrying
+ * an Origin header (a browser page's cross-site request) is refused with 403.
  */
 import http from "node:http";
 import { parsePurgeRequest, PURGE_BODY_LIMIT } from "../cache/purge.ts";
@@ -30,6 +31,17 @@ export function createAdminServer(src: AdminSources): http.Server {
       return src.ready() ? send(200, "text/plain", "ready\n") : send(503, "text/plain", "not ready\n");
     if (path === "/config")
       return send(200, "application/json", `${JSON.stringify(src.config(), null, 2)}\n`);
+    // A browser page (any site, on the operator's machine or a pod's neighbour) can POST here: a form or a
+    // `no-cors` fetch with a text/plain body needs no preflight, so {"all":true} would purge the cache. Browsers
+    // always send Origin on a cross-origin POST and the tools that call this API (curl, kubectl, the local
+    // stack, Prometheus) never do: a state-changing request with one is refused.
+    if (req.method === "POST" && req.headers.origin !== undefined) {
+      return send(
+        403,
+        "application/json",
+        `${JSON.stringify({ error: "refused: a request from a browser page (Origin header)" })}\n`,
+      );
+    }
     if (path === "/reload" && req.method === "POST") {
       void src.reload().then((r) => send(r.ok ? 200 : 422, "application/json", `${JSON.stringify(r)}\n`));
       return;

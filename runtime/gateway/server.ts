@@ -114,7 +114,7 @@ import {
 import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
-import { handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
+import { chooseBackend, handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
 import { closeUnused, openChanged, retireForDrain, swapListeners, type PreparedSwap } from "../net/swap.ts";
 
@@ -1012,10 +1012,11 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           "x-real-ip": client,
           "x-request-id": ex.requestId,
         };
-        // The parts see the same authenticated principal as a forwarded request would.
-        current.auth.upstreamHeaders(baseHeaders, d.auth, principal);
         ex.outcome = await aggregateRoute(apimHost, req, res, d, ap!, origin, tctx, {
           baseHeaders,
+          // The parts see the same authenticated principal as a forwarded request would, and no more of
+          // the client's credentials: applied after each part's forwardHeaders copy.
+          authHeaders: (h) => current.auth.upstreamHeaders(h, d.auth, principal),
           hashKey: client,
           span,
           tracer: current.tracer,
@@ -1257,7 +1258,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
             perResponseHeaders(rateHeaders, closing(req)),
           );
         // The pools hand on end-to-end headers only (H1Pool strips hop-by-hop ones; HTTP/2 has none).
-        if (grpcWeb !== null) grpcWebResponseHeaders(upstreamHeaders, grpcWeb);
+        // An answer that is not gRPC (an error page) keeps its own body: nothing to encode or frame.
+        const webBody = grpcWeb !== null && grpcWebResponseHeaders(upstreamHeaders, grpcWeb);
         if (rateHeaders !== null) Object.assign(upstreamHeaders, rateHeaders); // the gateway's limit, not an upstream's
         if (shaper === null && ap !== undefined) decorateResponse(ap, origin, upstreamHeaders, tctx);
         if (trailersOnly && overH2 && !shaper) {
@@ -1268,7 +1270,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         if (draining && !overH2) upstreamHeaders.connection = "close";
         const target = shaper ? shaper.head(status, upstreamHeaders) : res.writeHead(status, upstreamHeaders);
         // gRPC-Web: the body in the browser's form, the trailers as its last frame.
-        return grpcWeb !== null ? new GrpcWebResponse(target, grpcWeb.mode) : target;
+        return webBody ? new GrpcWebResponse(target, grpcWeb.mode) : target;
       },
       observer,
     );
@@ -1930,17 +1932,6 @@ function listen(server: net.Server, port: number, host: string, reusePort: boole
       resolve();
     });
   });
-}
-
-function chooseBackend(backends: readonly { cluster: string; weight: number }[]): string {
-  if (backends.length === 1) return backends[0]!.cluster;
-  const total = backends.reduce((s, b) => s + b.weight, 0);
-  let x = Math.random() * total;
-  for (const b of backends) {
-    x -= b.weight;
-    if (x < 0) return b.cluster;
-  }
-  return backends[backends.length - 1]!.cluster;
 }
 
 /** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */

@@ -124,7 +124,8 @@ export function handleUpgrade(
   const route = d.route.name;
   if (d.action.kind !== "forward")
     return fail(400, "action_unavailable", "WebSocket upgrades need a forwarding route", route);
-  const backend = d.action.backends[0]!.cluster;
+  // By weight, as any request: the first backend (by name) may be a canary's 10 % or a retired 0 %.
+  const backend = chooseBackend(d.action.backends);
   const cluster = ctx.clusters.get(backend);
   if (!cluster) return fail(503, "no_cluster", `cluster ${backend} is not configured`, route);
   if (cluster.config.tls.mode === "mtls" && mtls === null) {
@@ -216,6 +217,21 @@ export function handleUpgrade(
 }
 
 const BEARER = 'www-authenticate: Bearer realm="meshgate"\r\n';
+
+/**
+ * A split's backend for one request, by weight (a backend of weight 0 never gets one); shared by plain
+ * requests and WebSocket upgrades, so a tunnel lands where `explain` and the split's weights say.
+ */
+export function chooseBackend(backends: readonly { cluster: string; weight: number }[]): string {
+  if (backends.length === 1) return backends[0]!.cluster;
+  const total = backends.reduce((s, b) => s + b.weight, 0);
+  let x = Math.random() * total;
+  for (const b of backends) {
+    x -= b.weight;
+    if (x < 0) return b.cluster;
+  }
+  return backends[backends.length - 1]!.cluster;
+}
 
 /** The tunnel of an accepted upgrade: connect, replay the handshake, then pipe both ways. */
 function openTunnel(

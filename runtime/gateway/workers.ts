@@ -9,13 +9,14 @@
  * (ratelimit/lease.ts), so a limit holds across all workers together.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { rmSync, watch } from "node:fs";
+import { rmSync } from "node:fs";
 import { mkdtemp, readFile, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import { watchConfigFile } from "../contract/reload.ts";
 import { LeaseServer } from "../ratelimit/lease.ts";
 import { rateLimitMode } from "../ratelimit/limiter.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
@@ -367,11 +368,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     hash: config.hash,
   });
 
-  let timer: NodeJS.Timeout | null = null;
-  const watcher = watch(opts.configPath, () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void reload(), 100);
-  });
+  const watcher = watchConfigFile(opts.configPath, () => void reload());
   process.on("SIGHUP", () => void reload());
   const stop = (signal: string) => {
     if (stopping) {

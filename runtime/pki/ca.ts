@@ -168,6 +168,13 @@ export function validityWindow(
   let notBefore = sec(now - clockSkewMs);
   let notAfter = sec(now + lifetimeMs);
   let clamped = false;
+  // X.509 times are whole seconds: a lifetime under a second can round down to a certificate that has
+  // already expired (or expires as it is issued).
+  if (notAfter <= now)
+    throw new PkiError(
+      "E_RT_PKI_LIFETIME",
+      `a lifetime of ${lifetimeMs} ms ends before the next whole second; X.509 validity has one-second resolution`,
+    );
   if (issuer) {
     if (issuer.notAfter <= now)
       throw new PkiError(

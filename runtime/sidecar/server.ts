@@ -64,6 +64,7 @@ import {
   type OutboundExternal,
 } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
+import { redactSidecarConfig } from "../gateway/redact.ts";
 import { egressLookup } from "../net/lookup.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
@@ -1618,7 +1619,10 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const admin = createAdminServer({
     ready: () => !draining && identity.ready(),
     metrics: () => metrics.render(),
-    config: () => ({ ...state.config, identityStatus: identityStatus(identity.current(), identity.ready()) }),
+    config: () => ({
+      ...redactSidecarConfig(state.config),
+      identityStatus: identityStatus(identity.current(), identity.ready()),
+    }),
     reload: () => reload(),
     purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
   });

@@ -668,6 +668,8 @@ export class Tracer {
   readonly sampling: number;
   /** The full export URL, or null when nothing is recorded. */
   readonly exportUrl: string | null;
+  /** The export URL without user and password, for error messages. */
+  #shownUrl = "";
   readonly #threshold: RatioThreshold;
   readonly #resource: Attributes;
   readonly #maxQueue: number;
@@ -717,6 +719,7 @@ export class Tracer {
       const url = exportUrl(options.otlpEndpoint);
       this.#url = url;
       this.exportUrl = url.href;
+      this.#shownUrl = `${url.protocol}//${url.host}${url.pathname}`;
       const Agent = url.protocol === "https:" ? https.Agent : http.Agent;
       this.#agent = new Agent({ keepAlive: true, maxSockets: 1 });
     } else {
@@ -959,7 +962,7 @@ export class Tracer {
       }
       this.#inflight = req;
       const timer = setTimeout(() => {
-        req.destroy(new Error(`OTLP export to ${url.href} timed out after ${timeoutMs} ms`));
+        req.destroy(new Error(`OTLP export to ${this.#shownUrl} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref();
       let settled = false;
@@ -982,7 +985,7 @@ export class Tracer {
             settle({
               ok: false,
               retryable: status >= 500 || status === 429 || status === 408,
-              error: new Error(`OTLP export to ${url.href} answered HTTP ${status}`),
+              error: new Error(`OTLP export to ${this.#shownUrl} answered HTTP ${status}`),
             });
           }
         });
@@ -992,7 +995,7 @@ export class Tracer {
         settle({
           ok: false,
           retryable: true,
-          error: new Error(`OTLP export to ${url.href}: connection closed`),
+          error: new Error(`OTLP export to ${this.#shownUrl}: connection closed`),
         }),
       );
       req.end(body);
@@ -1000,15 +1003,22 @@ export class Tracer {
   }
 }
 
+/**
+ * The export URL of an endpoint. Errors never echo the endpoint: it may carry basic-auth credentials
+ * (`https://user:token@…`), and an unencoded `/` or `#` in a token is exactly what makes it unparseable —
+ * the message goes to the reload's answer and the log.
+ */
 function exportUrl(endpoint: string): URL {
   let url: URL;
   try {
     url = new URL(endpoint);
   } catch {
-    throw new Error(`tracing otlpEndpoint ${JSON.stringify(endpoint)} is not a URL`);
+    throw new Error(
+      "tracing otlpEndpoint is not a URL; write http(s)://[user:password@]host[:port][/path] (percent-encode special characters of user and password)",
+    );
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new Error(`tracing otlpEndpoint ${JSON.stringify(endpoint)} must be http: or https:`);
+    throw new Error(`tracing otlpEndpoint must be http: or https:, not ${url.protocol}//`);
   }
   const path = url.pathname.replace(/\/+$/, "");
   url.pathname = path.endsWith("/v1/traces") ? path : `${path}/v1/traces`;

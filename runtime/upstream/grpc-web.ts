@@ -63,18 +63,21 @@ export function grpcWebRequestHeaders(headers: Record<string, string | string[]>
 /**
  * The response headers for the browser: the gRPC content-type back in the call's form (a response that is
  * not gRPC — an upstream's HTTP error page — keeps its own), no length (the body gains the trailer frame;
- * base64 changes its size).
+ * base64 changes its size). Returns false for an answer that declares a type other than gRPC: its body is
+ * then sent as it is (GrpcWebResponse would base64 an error page still labelled text/html).
  */
 export function grpcWebResponseHeaders(
   headers: Record<string, string | string[] | undefined>,
   call: GrpcWebCall,
-): void {
+): boolean {
   const type = headers["content-type"];
+  delete headers["content-length"];
   if (typeof type === "string" && isGrpc(type)) {
     const suffix = type.slice("application/grpc".length).split(";", 1)[0]!.trim();
     headers["content-type"] = grpcWebContentType(call, suffix.startsWith("+") ? suffix : call.suffix);
+    return true;
   }
-  delete headers["content-length"];
+  return type === undefined;
 }
 
 /** Base64 in groups of four; a group with padding ends a segment, and another may follow. */

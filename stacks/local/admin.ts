@@ -9,6 +9,10 @@
  * | `/api/status` | every supervised process: pid, state, restarts, crash loop |
  * | `/healthz` | 200 while the launcher runs |
  *
+ * Like the topology page, every route but the JWKS and `/healthz` answers only for the loopback Host
+ * names (403 `host_not_allowed` otherwise): a web page that rebinds its DNS name to 127.0.0.1 must not
+ * read the plan (configs, file paths, the apps' environment) or the processes.
+ *
  * **Mount point**: `handlers` is an array the server tries in order before its own routes; a handler
  * returns true when it answered. The topology page (`topologyHandler({ plan, spec, … })`) is pushed
  * there (`admin.handlers.unshift(handler)`).
@@ -16,6 +20,7 @@
 import http from "node:http";
 import type { LocalPlan } from "./plan.ts";
 import type { ChildStatus } from "./supervisor.ts";
+import { LOOPBACK_HOSTS } from "./topology/index.ts";
 
 /** Answers a request (and returns true) or leaves it to the next handler (false). */
 export type AdminHandler = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
@@ -99,6 +104,11 @@ export function createLocalAdmin(o: LocalAdminOptions): LocalAdmin {
     }
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") return json(res, 405, { error: "method_not_allowed" });
+    // Public by nature (the gateway fetches the JWKS; a liveness probe shows nothing): any Host.
+    if (path !== "/.well-known/jwks.json" && path !== "/healthz") {
+      const host = (req.headers.host ?? "").toLowerCase().replace(/:[0-9]+$/, "");
+      if (!LOOPBACK_HOSTS.includes(host)) return json(res, 403, { error: "host_not_allowed" });
+    }
     switch (path) {
       case "/healthz":
         return json(res, 200, { status: "ok" });

@@ -57,9 +57,37 @@ export async function upCommand(
   const portBase = portOption(values["port-base"], "--port-base");
   const svidTtlMs = durationOption(values["svid-ttl"], "--svid-ttl", 10_000);
   const { up, UpError } = await import("./up.ts");
-  let handle;
+  // Signals are handled from the start: the children lead their own process groups (a terminal's Ctrl-C
+  // reaches only this process), so dying of SIGINT while they start would leave them all running.
+  const starting = new AbortController();
+  let handle: Awaited<ReturnType<typeof up>> | undefined;
+  let signals = 0;
+  let done: (code: number) => void = () => {};
+  const onSignal = (signal: string) => {
+    signals++;
+    if (!handle) {
+      io.out(
+        signals === 1
+          ? `[up] ${signal}: stopping every process started so far`
+          : `[up] ${signal} again: still stopping (SIGKILL after the stop timeout)`,
+      );
+      starting.abort();
+    } else if (signals === 1) {
+      io.out(`[up] ${signal}: draining and stopping every process (again to force)`);
+      void handle.stop().then(() => {
+        io.out("[up] stopped");
+        done(0);
+      });
+    } else {
+      io.out(`[up] ${signal} again: killing every process now`);
+      void handle.stop(true).then(() => done(130));
+    }
+  };
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
   try {
     handle = await up({
+      signal: starting.signal,
       specPath: spec,
       out: (l) => io.out(l),
       err: (l) => io.err(l),
@@ -74,28 +102,11 @@ export async function upCommand(
   } catch (err) {
     if (err instanceof UpError) {
       io.err(`meshgate up: ${err.message} [${err.code}]`);
-      return 1;
+      return err.code === "E_LOCAL_INTERRUPTED" ? 130 : 1;
     }
     throw err;
   }
-  return new Promise<number>((done) => {
-    let signals = 0;
-    const onSignal = (signal: string) => {
-      signals++;
-      if (signals === 1) {
-        io.out(`[up] ${signal}: draining and stopping every process (again to force)`);
-        void handle.stop().then(() => {
-          io.out("[up] stopped");
-          done(0);
-        });
-      } else {
-        io.out(`[up] ${signal} again: killing every process now`);
-        void handle.stop(true).then(() => done(130));
-      }
-    };
-    process.on("SIGINT", () => onSignal("SIGINT"));
-    process.on("SIGTERM", () => onSignal("SIGTERM"));
-  });
+  return new Promise<number>((resolve) => (done = resolve));
 }
 
 /** `meshgate token`: prints a JWT signed by the dev issuer of the state dir. */

@@ -71,7 +71,28 @@ export async function loadDevIssuer(dir: string): Promise<{ issuer: DevIssuer; i
     throw new IssuerError(
       `no dev issuer in ${dir}: run \`meshgate up SPEC\` first (or pass the --state-dir it uses)`,
     );
-  return { issuer: await fromPem(pem), info: JSON.parse(infoText) as IssuerInfo };
+  return { issuer: await fromPem(pem), info: parseIssuerInfo(infoText, join(dir, ISSUER_FILES.info)) };
+}
+
+/** issuer.json as `meshgate up` writes it; anything else (cut short, edited) is the user's to fix. */
+function parseIssuerInfo(text: string, path: string): IssuerInfo {
+  let info: unknown;
+  try {
+    info = JSON.parse(text);
+  } catch {
+    info = null;
+  }
+  const i = info as Partial<IssuerInfo> | null;
+  if (
+    typeof i?.issuer !== "string" ||
+    typeof i.jwksUri !== "string" ||
+    !Array.isArray(i.providers) ||
+    !i.providers.every((p) => typeof p?.name === "string" && Array.isArray(p.audiences))
+  )
+    throw new IssuerError(
+      `${path} is not what \`meshgate up\` writes: run \`meshgate up SPEC\` again to rewrite it`,
+    );
+  return i as IssuerInfo;
 }
 
 export async function writeIssuerInfo(dir: string, info: IssuerInfo): Promise<void> {

@@ -49,6 +49,12 @@ export interface UpOptions {
    * Watch the spec file and apply each change to the running mesh (`apply()`; see ./watch.ts). @default false
    */
   readonly watch?: boolean;
+  /**
+   * Aborted (the first Ctrl-C while starting): stops every process started so far and rejects with
+   * E_LOCAL_INTERRUPTED. The children lead their own process groups, so a terminal's SIGINT never reaches
+   * them: a launcher that died of that signal here would leave them running, holding their ports.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** The outcome of applying a changed spec to the running mesh. */
@@ -269,13 +275,26 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     await writeState(plan, supervisor, keeper, false).catch(() => {});
   };
 
+  const interrupted = async () => {
+    await stop();
+    return new UpError(
+      "E_LOCAL_INTERRUPTED",
+      "interrupted while starting: every started process was stopped",
+    );
+  };
+  const onAbort = () => void stop();
+  o.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await supervisor.start();
+    if (!o.signal?.aborted) await supervisor.start();
   } catch (err) {
+    if (o.signal?.aborted) throw await interrupted();
     await stop();
     throw new UpError((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
   }
+  if (o.signal?.aborted) throw await interrupted();
   await warmUp(plan);
+  o.signal?.removeEventListener("abort", onAbort);
+  if (o.signal?.aborted) throw await interrupted();
   await writeState(plan, supervisor, keeper, true);
   for (const line of summary(plan)) o.out(line);
 

@@ -85,6 +85,20 @@ beforeAll(async () => {
         return res.end("secret plain text");
       case "/big":
         return sendJson(res, 200, { ...PROFILE, blob: "x".repeat(4096) });
+      case "/digest":
+        return sendJson(res, 200, PROFILE, {
+          etag: '"v1"',
+          "accept-ranges": "bytes",
+          "repr-digest": "sha-256=:AAAA:",
+          "content-digest": "sha-256=:AAAA:",
+        });
+      case "/dup-type": {
+        // Content-Type twice (a framework and a middleware both set it): Node writes both field lines.
+        const text = JSON.stringify(PROFILE);
+        res.setHeader("content-type", ["application/json", "application/json"]);
+        res.writeHead(200, { "content-length": Buffer.byteLength(text) });
+        return res.end(text);
+      }
       default:
         return sendJson(res, 200, PROFILE, { etag: '"v1"' });
     }
@@ -204,7 +218,7 @@ beforeAll(async () => {
       },
       {
         name: "me",
-        match: { path: "/api/me/{variant}", methods: ["GET"] },
+        match: { path: "/api/me/{variant}", methods: ["GET", "HEAD"] },
         to: "users",
         rewrite: { path: "/{variant}" },
         limits: { maxResponseSize: "2KiB" },
@@ -249,6 +263,12 @@ beforeAll(async () => {
           html: part("html", "/html", "default"),
         },
         transform: { response: { headers: { set: { "cache-control": "private" } } } },
+        ...PUBLIC,
+      },
+      {
+        name: "dash-query",
+        match: { path: "/dash-query/{user}", methods: ["GET"] },
+        aggregate: { items: part("good", "/items?user={user}&view=summary", "fail") },
         ...PUBLIC,
       },
       {
@@ -550,6 +570,23 @@ describe("response transforms", () => {
     expect(r.headers["x-powered-by"]).toBeUndefined();
   });
 
+  it.each(["GET", "HEAD"])(
+    "a transformed %s answer carries no validator, range support or digest of the upstream's bytes",
+    async (method) => {
+      const r = await request(url("/api/me/digest"), { method });
+      expect(r.status).toBe(200);
+      for (const h of ["etag", "accept-ranges", "repr-digest", "content-digest"])
+        expect(r.headers[h], h).toBeUndefined();
+    },
+  );
+
+  it("answers_502_for_a_repeated_content_type_instead_of_passing_the_dropped_fields", async () => {
+    const r = await curl(url("/api/me/dup-type"));
+    expect(r.status).toBe(502);
+    expect(r.headers["x-meshgate-error"]).toBe("response_transform_failed");
+    expect(r.text).not.toContain("s3cr3t");
+  });
+
   it("answers_502_for_a_buffered_response_over_the_limit", async () => {
     const r = await curl(url("/api/me/big"));
     expect(r.status).toBe(502);
@@ -643,6 +680,18 @@ describe("aggregation", () => {
     expect(r.headers["cache-control"]).toBe("private");
     expect(JSON.parse(r.text)).toEqual({ html: null, items: { ok: true, path: "/items/u1" } });
     expect(ms).toBeLessThan(650); // the slow part is cut at 300 ms; in sequence it would be ≥ 100 + 300 + …
+  });
+
+  it.each([
+    ["an_encoded_ampersand", "/dash-query/bob%26admin=true", "/items?user=bob%26admin%3Dtrue&view=summary"],
+    ["a_raw_ampersand", "/dash-query/bob&user=alice", "/items?user=bob%26user%3Dalice&view=summary"],
+    ["a_plus", "/dash-query/a+b", "/items?user=a%2Bb&view=summary"],
+    ["a_semicolon", "/dash-query/a;view=full", "/items?user=a%3Bview%3Dfull&view=summary"],
+    ["an_escape_it_keeps", "/dash-query/a%3Fb%23c", "/items?user=a%3Fb%23c&view=summary"],
+  ])("a path parameter with %s stays one value of the part's query", async (_claim, path, sent) => {
+    const r = await request(url(path));
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toEqual({ items: { ok: true, path: sent } });
   });
 
   it("fails_with_502_naming_the_part", async () => {

@@ -6,6 +6,8 @@
  */
 import { execFileSync } from "node:child_process";
 import http from "node:http";
+import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   mkdirSync,
   mkdtempSync,
@@ -52,6 +54,8 @@ beforeAll(async () => {
   writeFileSync(join(root, ".git", "config"), "[core]");
   mkdirSync(join(root, "docs"));
   writeFileSync(join(root, "docs", "index.html"), "<html>docs</html>");
+  writeFileSync(join(root, "shrink.bin"), "");
+  truncateSync(join(root, "shrink.bin"), 16 * 1024 * 1024);
   writeFileSync(join(root, "big.bin"), "");
   truncateSync(join(root, "big.bin"), BIG_BYTES); // sparse: cheap to create, real bytes to send
   symlinkSync(join(root, "range.txt"), join(root, "inside-link.txt"));
@@ -351,6 +355,28 @@ describe("route settings on static responses", () => {
 });
 
 describe("streaming", () => {
+  it("resets_the_response_of_a_file_cut_short_while_it_is_sent_never_a_clean_end", async () => {
+    // Content-Length promised 16 MiB; the file shrinks to 1 MiB under the stream. Ending the response
+    // there would keep the HTTP/1.1 connection for the next request, whose answer the client would read
+    // as the rest of this body: the connection must be closed instead.
+    const sock = net.connect(Number(new URL(gw.url).port), "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    let received = 0;
+    const closed = new Promise<boolean>((r) => {
+      sock.once("close", () => r(true));
+      setTimeout(() => r(false), 3000);
+    });
+    sock.pause();
+    sock.write("GET /site/shrink.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    await sleep(300);
+    truncateSync(join(root, "shrink.bin"), 1024 * 1024);
+    sock.on("data", (c: Buffer) => (received += c.length));
+    sock.resume();
+    expect(await closed).toBe(true);
+    expect(received).toBeLessThan(16 * 1024 * 1024);
+    sock.destroy();
+  });
+
   /** Bytes this process has read through read(2) and friends, all threads (the gateway runs here). */
   const bytesRead = () => Number(/rchar:\s+(\d+)/.exec(readFileSync("/proc/self/io", "utf8"))![1]);
 

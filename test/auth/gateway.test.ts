@@ -100,6 +100,21 @@ beforeAll(async () => {
         auth: { jwt: ["main", "cq"] },
         rateLimit: { requests: 1, per: "1m", key: "subject" },
       },
+      // Aggregate parts that copy the client's cookies, Authorization and API-key header.
+      {
+        name: "agg-me",
+        match: { path: "/agg-me", methods: ["GET"] },
+        auth: { jwt: ["main", "cq"] },
+        aggregate: { me: { service: "app", path: "/me", forwardHeaders: ["cookie", "authorization"] } },
+        ...RATE,
+      },
+      {
+        name: "agg-partner",
+        match: { path: "/agg-partner", methods: ["GET"] },
+        auth: { apiKey: true },
+        aggregate: { me: { service: "app", path: "/partner", forwardHeaders: ["x-api-key"] } },
+        ...RATE,
+      },
       {
         name: "internal",
         match: { path: "/internal" },
@@ -262,6 +277,31 @@ describe("honest requests through the gateway", () => {
     expect(seen["x-meshgate-consumer"]).toBe("partner");
     expect(seen["x-meshgate-groups"]).toBe("partners");
   });
+
+  it.each([
+    { claim: "a_token_cookie", path: "/agg-me", cookie: true, key: false },
+    { claim: "a_bearer_token", path: "/agg-me", cookie: false, key: false },
+    { claim: "an_api_key", path: "/agg-partner", cookie: false, key: true },
+  ])(
+    "an aggregate part listing the client's headers never gets the route's credential: $claim",
+    async ({ path, cookie, key }) => {
+      const token = await signToken(main, claims(cookie ? { iss: "https://cq.test/" } : {}));
+      const headers: Record<string, string> = key
+        ? { "x-api-key": API_KEY }
+        : cookie
+          ? { cookie: `tok=${token}; lang=de` }
+          : { authorization: `Bearer ${token}`, cookie: "lang=de" };
+      const before = app.received.length;
+      const r = await request(`${gw.url}${path}`, { headers, agent });
+      expect(r.status).toBe(200);
+      const seen = app.received.slice(before).at(-1)!.headers;
+      // What a forwarded request gets: the principal, the app's own cookies, no replayable credential.
+      expect(seen["x-meshgate-auth"]).toBe(key ? "apiKey" : cookie ? "jwt:cq" : "jwt:main");
+      expect(seen["x-api-key"]).toBeUndefined();
+      expect(seen.authorization).toBeUndefined();
+      expect(seen.cookie).toBe(key ? undefined : "lang=de");
+    },
+  );
 
   it.each([
     ["refuses_a_wrong_api_key", { "x-api-key": "nope-nope-nope" }, 401, "unauthenticated"],

@@ -1,11 +1,14 @@
 /** The `meshgate` command as a user runs it: a real process, real files, exit codes and output. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadRuntimeConfig } from "../../runtime/contract/index.ts";
+import { freeBlock } from "../support/ports.ts";
+import { killProcessesMentioning, pidsMentioning } from "../support/procs.ts";
+import { TINY } from "../support/tiny-mesh.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -213,4 +216,44 @@ describe("usage", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("meshgate needs Node.js 24 or newer");
   });
+});
+
+describe("meshgate up", () => {
+  it("a_ctrl_c_while_it_starts_stops_every_child_started_so_far_and_exits_130", async () => {
+    // The children lead their own process groups, so the terminal's SIGINT reaches only the launcher:
+    // one that died of it would leave them running, holding their ports. The app here never gets ready.
+    const upDir = await mkdtemp(join(tmpdir(), "meshgate-up-intr-"));
+    try {
+      const never = `["${process.execPath}", "-e", "setTimeout(() => {}, 60000)", "${upDir}"]`;
+      await writeFile(
+        join(upDir, "mesh.yaml"),
+        TINY.replace("image: example/web:1\n", `image: example/web:1\n    local:\n      command: ${never}\n`),
+      );
+      const base = await freeBlock(40);
+      const child = spawn(
+        process.execPath,
+        [BIN, "up", join(upDir, "mesh.yaml"), "--no-prometheus", "--port", String(base), "--admin-port",
+          String(base + 1), "--port-base", String(base + 10), "--state-dir", join(upDir, "state")],
+        { cwd: upDir, stdio: ["ignore", "pipe", "pipe"] },
+      ); // prettier-ignore
+      let text = "";
+      child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+      child.stderr!.on("data", (d: Buffer) => (text += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      const children = () => pidsMentioning(upDir).filter((p) => p !== child.pid);
+      const deadline = Date.now() + 20_000;
+      while (children().length < 3) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`never started:\n${text}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill("SIGINT");
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("no exit"), 20_000))]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+      expect({ code, left: children() }).toEqual({ code: 130, left: [] });
+      expect(text).toContain("[E_LOCAL_INTERRUPTED]");
+    } finally {
+      killProcessesMentioning(upDir);
+      await rm(upDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -43,6 +43,12 @@ beforeAll(async () => {
     stream.on("end", () => {
       // Slow answers after 1.5 s (unless cancelled first); Missing is trailers-only (test/support/grpc.ts).
       if (answerSpecialMethod(stream, headers[":path"])) return;
+      if (headers[":path"] === "/shop.v1.Orders/Plain") {
+        // Not a gRPC answer: an HTTP error page in front of the service.
+        stream.respond({ ":status": 404, "content-type": "text/plain" });
+        stream.end("no such method");
+        return;
+      }
       if (headers[":path"] === "/shop.v1.Orders/Cut") {
         // One message, then the service's connection dies: no trailers, the call did not complete.
         stream.respond({ ":status": 200, "content-type": "application/grpc" });
@@ -373,6 +379,21 @@ describe("what a gRPC-Web call gets besides a normal answer", () => {
     expect(outcome.complete).toBe(false);
     expect(outcome.body.includes(Buffer.from([0x80]))).toBe(false);
   });
+
+  it.each(["application/grpc-web-text", "application/grpc-web"])(
+    "an answer that is not gRPC reaches a %s call as it was sent: its own type, body neither encoded nor framed",
+    async (contentType) => {
+      const body = frame("x");
+      const r = await call(
+        "/shop.v1.Orders/Plain",
+        contentType,
+        contentType.endsWith("text") ? body.toString("base64") : body,
+      );
+      expect(r.status).toBe(404);
+      expect(r.headers["content-type"]).toBe("text/plain");
+      expect(r.body.toString("latin1")).toBe("no such method");
+    },
+  );
 
   it("a service that is not gRPC gets the gRPC-Web request as the browser sent it", async () => {
     const r = await call("/shop.v1.Legacy/Get", "application/grpc-web+proto", frame("as is"));

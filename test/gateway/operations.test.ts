@@ -4,13 +4,14 @@
  * `meshgate gateway` process driven by real signals.
  */
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import {
@@ -152,6 +153,114 @@ describe("admin listener", () => {
       await gw.drain();
     }
   });
+});
+
+describe("admin listener: no secret in /config", () => {
+  it("hides_private_jwk_members_symmetric_keys_and_url_credentials_keeping_public_keys_and_exact_urls", async () => {
+    // An inline JWKS is meant to hold public keys; a key pair pasted whole, or an `oct` key, is accepted
+    // (the runtime verifies with the public members only) and must not be published by /config. URLs may
+    // carry credentials: OTLP gateways take basic auth as https://user:token@….
+    const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+    const pair = { ...(await exportJWK(privateKey)), kid: "pair" };
+    const base = gatewayConfig(
+      [{ name: "v1", match: { path: "/v1/**" }, to: "app", ...PUBLIC }],
+      { app },
+      {
+        jwt: {
+          inline: {
+            issuer: "https://idp.example",
+            audiences: ["api"],
+            algorithms: ["ES256"],
+            jwks: { keys: [pair, { kty: "oct", kid: "sym", k: "c3ltbWV0cmljLXNlY3JldA" }] },
+          },
+          remote: {
+            issuer: "https://idp2.example",
+            audiences: ["api"],
+            algorithms: ["ES256"],
+            jwksUri: "https://jwks-user:jwks-pass@idp2.example/keys",
+          },
+        },
+      },
+    );
+    const { hash: _h, ...rest } = base;
+    const otlpEndpoint = "https://123456:glc_secret-token@otlp.example.com/otlp";
+    const gw = await startTestGateway(
+      sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...rest,
+        telemetry: { ...rest.telemetry, tracing: { ...rest.telemetry.tracing, otlpEndpoint } },
+      }),
+    );
+    try {
+      const text = await (await fetch(`${gw.adminUrl}/config`)).text();
+      for (const secret of [pair.d!, "c3ltbWV0cmljLXNlY3JldA", "glc_secret-token", "jwks-pass"])
+        expect(text, secret).not.toContain(secret);
+      const shown = JSON.parse(text) as GatewayRuntimeConfig;
+      const [inline, remote] = shown.auth.jwt;
+      expect(inline!.jwks!.keys[0]).toEqual({ ...pair, d: "[redacted]" });
+      expect(inline!.jwks!.keys[1]).toEqual({ kty: "oct", kid: "sym", k: "[redacted]" });
+      expect(inline!.issuer).toBe("https://idp.example");
+      expect(remote!.jwksUri).toBe("https://%5Bredacted%5D:%5Bredacted%5D@idp2.example/keys");
+      expect(shown.telemetry.tracing.otlpEndpoint).toBe(
+        "https://%5Bredacted%5D:%5Bredacted%5D@otlp.example.com/otlp",
+      );
+    } finally {
+      await gw.drain();
+    }
+  });
+});
+
+describe("admin listener: requests from a browser page", () => {
+  // A page on any site can make the operator's browser POST to 127.0.0.1: a form, or a no-cors fetch with
+  // a text/plain body (no preflight). Browsers always send Origin on such a request; curl, kubectl and the
+  // local stack never do.
+  const CASES: readonly { claim: string; path: string; init: RequestInit; status: number }[] = [
+    {
+      claim: "a cross-site purge of the whole cache (text/plain JSON) is refused",
+      path: "/cache/purge",
+      init: {
+        method: "POST",
+        headers: { origin: "https://evil.example", "content-type": "text/plain" },
+        body: '{"all":true}',
+      },
+      status: 403,
+    },
+    {
+      claim: "a cross-site form POST to /reload is refused",
+      path: "/reload",
+      init: {
+        method: "POST",
+        headers: { origin: "null", "content-type": "application/x-www-form-urlencoded" },
+        body: "a=b",
+      },
+      status: 403,
+    },
+    {
+      claim: "a purge without Origin (curl, kubectl) is served",
+      path: "/cache/purge",
+      init: { method: "POST", body: '{"all":true}' },
+      status: 200,
+    },
+    {
+      claim: "GET /reload changes nothing (404)",
+      path: "/reload",
+      init: { method: "GET" },
+      status: 404,
+    },
+  ];
+  for (const c of CASES) {
+    it(c.claim, async () => {
+      const gw = await startTestGateway(config());
+      try {
+        const before = gw.logs.length;
+        const r = await fetch(`${gw.adminUrl}${c.path}`, c.init);
+        expect(r.status).toBe(c.status);
+        if (c.status !== 200)
+          expect(gw.logs.slice(before).filter((l) => l.event === "reload_rejected")).toEqual([]);
+      } finally {
+        await gw.drain();
+      }
+    });
+  }
 });
 
 describe("reload", () => {
@@ -737,6 +846,60 @@ describe("the meshgate gateway process", () => {
       child.kill("SIGKILL");
     }
   }, 30_000);
+
+  for (const workers of ["1", "2"]) {
+    it(`picks_up_every_atomic_save_of_its_config_file_not_only_the_first_with_${workers}_worker(s)`, async () => {
+      // Editors and config tools save by renaming a new file over the old one (a new inode each time);
+      // a watch on the file itself followed the first inode and saw no save after the first.
+      const file = join(dir, `atomic-${workers}.json`);
+      const ports = await Promise.all([freePort(), freePort()]);
+      const withRoutes = (n: number) => {
+        const late = Array.from({ length: n }, (_, i) => ({
+          name: `late${i + 1}`,
+          match: { path: `/late${i + 1}` },
+          to: "app",
+          ...PUBLIC,
+        }));
+        const { hash: _x, ...r } = config(late);
+        return JSON.stringify(
+          sealRuntimeConfig<GatewayRuntimeConfig>({
+            ...r,
+            listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
+            admin: { port: ports[1]! },
+          }),
+        );
+      };
+      await writeFile(file, withRoutes(0));
+      const child = spawn(
+        process.execPath,
+        [
+          join(ROOT, "bin/meshgate.js"),
+          "gateway",
+          "--config",
+          file,
+          "--host",
+          "127.0.0.1",
+          "--workers",
+          workers,
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+      try {
+        await waitFor(() => out.includes("admin http://127.0.0.1:"), 15_000);
+        const url = `http://127.0.0.1:${ports[0]}`;
+        for (let n = 1; n <= 3; n++) {
+          await writeFile(`${file}.tmp`, withRoutes(n));
+          await rename(`${file}.tmp`, file);
+          await waitFor(async () => (await request(`${url}/late${n}`)).status === 200, 5_000);
+        }
+      } finally {
+        child.kill("SIGKILL");
+      }
+    }, 40_000);
+  }
 
   it("writes_access_lines_in_batches_within_a_second_and_flushes_them_on_sigterm", async () => {
     const file = join(dir, "access.json");

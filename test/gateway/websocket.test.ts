@@ -346,3 +346,54 @@ describe("wss through an https listener serving HTTP/2 and HTTP/1.1 (the default
     expect(handshakes.length).toBe(before);
   });
 });
+
+describe("an upgrade on a split route goes where the weights say", () => {
+  // Backends are held sorted by name: a tunnel to the first one would reach a retired backend of weight 0
+  // (or a canary's 10 %) on every upgrade, where `explain` and the split send none (or a tenth).
+  const hits = { alpha: 0, beta: 0 };
+  const servers: WebSocketServer[] = [];
+  let gw4: TestGateway;
+
+  beforeAll(async () => {
+    const serve = async (name: keyof typeof hits) => {
+      const port = await freePort();
+      const s = new WebSocketServer({ host: "127.0.0.1", port });
+      s.on("connection", (socket: WsSocket) => {
+        hits[name]++;
+        socket.close();
+      });
+      await new Promise<void>((r) => s.on("listening", () => r()));
+      servers.push(s);
+      return port;
+    };
+    const [a, b] = [await serve("alpha"), await serve("beta")];
+    gw4 = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "moved",
+            match: { path: "/moved" },
+            split: [
+              { service: "alpha", weight: 0 },
+              { service: "beta", weight: 100 },
+            ],
+            ...PUBLIC,
+          },
+        ],
+        { alpha: { port: a }, beta: { port: b } },
+      ),
+    );
+  });
+  afterAll(async () => {
+    await gw4.drain();
+    for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
+  });
+
+  it("never_opens_a_tunnel_to_a_backend_of_weight_0", async () => {
+    for (let i = 0; i < 5; i++) {
+      const ws = new WsClient(`${gw4.url.replace("http", "ws")}/moved`);
+      await new Promise<void>((r) => ws.on("close", () => r()).on("error", () => r()));
+    }
+    expect(hits).toEqual({ alpha: 0, beta: 5 });
+  });
+});

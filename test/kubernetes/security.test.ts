@@ -13,7 +13,10 @@ import {
 import { describe, expect, it } from "vitest";
 import { synthesize, type ChartOptions, type KubeObject } from "../../components/kubernetes/index.ts";
 import { PACK_POLICIES, imagePinned } from "../../policies/pack/policies.ts";
-import { generatedResult, shopResult } from "./support.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse } from "yaml";
+import { ROOT, generatedResult, resultOf, shopResult } from "./support.ts";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -145,5 +148,75 @@ describe("every pod the chart deploys is hardened", () => {
     }
     expect(violations.some((v) => v.startsWith("kubernetes-images-pinned"))).toBe(true);
     expect(violations.some((v) => v.startsWith("kubernetes-meshed-workloads-have-their-sidecar"))).toBe(true);
+  });
+});
+
+describe("credentials of the gateway's config stay in Secrets", () => {
+  const SECRET = "s3cret-Redis-pw";
+  const shopWith = (edit: (raw: Json) => void) => {
+    const raw = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8")) as Json;
+    edit(raw);
+    return resultOf(raw);
+  };
+  const cases: [string, (raw: Json) => void][] = [
+    [
+      "a rate-limit Redis password",
+      (raw) =>
+        (raw.gateway.rateLimitStore.redis.url = `redis://:${SECRET}@redis.shop.svc.cluster.local:6379`),
+    ],
+    [
+      "a rate-limit Redis ACL user and password",
+      (raw) =>
+        (raw.gateway.rateLimitStore.redis.url = `rediss://meshgate:${SECRET}@redis.example.com:6380/0`),
+    ],
+    [
+      "a cache Redis password",
+      (raw) =>
+        (raw.gateway.cache = {
+          ...raw.gateway.cache,
+          redis: { url: `redis://:${SECRET}@redis.shop.svc.cluster.local:6379` },
+        }),
+    ],
+  ];
+  for (const [what, edit] of cases)
+    it(`${what} is rendered into a Secret mounted read-only, never a ConfigMap, env value or argument`, () => {
+      for (const opts of OPTIONS) {
+        const objects = synthesize(shopWith(edit), opts);
+        const holders = objects.filter((o) => JSON.stringify(o).includes(SECRET));
+        expect(holders.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
+          "Secret/meshgate-config-gateway",
+        ]);
+        expect((holders[0] as Json).type).toBe("Opaque");
+        expect(
+          objects.some((o) => o.kind === "ConfigMap" && o.metadata.name === "meshgate-config-gateway"),
+        ).toBe(false);
+        const pod = (objects.find((o) => o.kind === "Deployment" && o.metadata.name === "gateway") as Json)
+          .spec.template.spec;
+        expect(pod.volumes.find((v: Json) => v.name === "config")).toEqual({
+          name: "config",
+          secret: { secretName: "meshgate-config-gateway", defaultMode: 0o440 },
+        });
+        expect(pod.containers[0].volumeMounts.find((m: Json) => m.name === "config").readOnly).toBe(true);
+      }
+    });
+
+  it("a config without credentials stays a ConfigMap (the shop)", async () => {
+    const objects = synthesize(await shopResult());
+    expect(objects.filter((o) => o.kind === "Secret")).toEqual([]);
+    expect(objects.some((o) => o.kind === "ConfigMap" && o.metadata.name === "meshgate-config-gateway")).toBe(
+      true,
+    );
+  });
+
+  it("a Prometheus remote-write URL with credentials is refused (it would be written into a ConfigMap)", async () => {
+    const result = await shopResult();
+    expect(() =>
+      synthesize(result, {
+        prometheusRemoteWrite: { url: `https://user:${SECRET}@aps.example.com/api/v1/remote_write` },
+      }),
+    ).toThrow(/prometheusRemoteWrite.url: holds credentials/);
+    expect(() =>
+      synthesize(result, { prometheusRemoteWrite: { url: "https://aps.example.com/api/v1/remote_write" } }),
+    ).not.toThrow();
   });
 });

@@ -5,7 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import http from "node:http";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -153,6 +153,23 @@ describe("dev token issuer", () => {
     expect(b.issuer.kid).toBe(a.issuer.kid);
   });
 
+  it("refuses_an_issuer_json_cut_short_or_edited_with_a_clear_error", async () => {
+    const idir = join(dir, "issuer-bad-info");
+    await openDevIssuer(idir);
+    for (const text of [
+      "{bad",
+      "null",
+      '{"issuer":"x","jwksUri":"y"}',
+      '{"issuer":"x","jwksUri":"y","providers":[1]}',
+    ]) {
+      await writeFile(join(idir, "issuer.json"), text);
+      await expect(loadDevIssuer(idir), text).rejects.toMatchObject({
+        code: "E_LOCAL_ISSUER",
+        message: expect.stringMatching(/is not what `meshgate up` writes/),
+      });
+    }
+  });
+
   it("loads_what_up_wrote_and_refuses_without_it", async () => {
     const idir = join(dir, "issuer3");
     await expect(loadDevIssuer(idir)).rejects.toThrow(IssuerError);
@@ -241,6 +258,49 @@ describe("demo service", () => {
 });
 
 describe("local admin server", () => {
+  it("answers_the_plan_status_and_index_only_for_loopback_host_names", async () => {
+    // A page that rebinds its DNS name to 127.0.0.1 must not read the plan (configs, paths, the apps'
+    // environment): the same Host check as the topology page. The JWKS and /healthz are public.
+    const plan = {
+      mesh: "shop",
+      urls: { gateway: "http://127.0.0.1:8080", prometheus: null },
+      processes: [{ name: "orders", env: { DATABASE_PASSWORD: "hunter2" } }],
+      files: [],
+    } as unknown as LocalPlan;
+    const admin = createLocalAdmin({ plan, jwks: { keys: [] }, status: () => [] });
+    const port = await admin.listen(0);
+    const status = (path: string, host: string) =>
+      new Promise<number>((resolve, reject) =>
+        http
+          .get({ host: "127.0.0.1", port, path, headers: { host } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          })
+          .on("error", reject),
+      );
+    try {
+      const seen: string[] = [];
+      for (const path of ["/api/plan", "/api/status", "/", "/.well-known/jwks.json", "/healthz"])
+        for (const host of [
+          `rebound.example:${port}`,
+          `127.0.0.1:${port}`,
+          `localhost:${port}`,
+          `[::1]:${port}`,
+        ])
+          seen.push(`${path} ${host.replace(`:${port}`, "")} ${await status(path, host)}`);
+      expect(seen).toEqual([
+        "/api/plan rebound.example 403", "/api/plan 127.0.0.1 200", "/api/plan localhost 200", "/api/plan [::1] 200",
+        "/api/status rebound.example 403", "/api/status 127.0.0.1 200", "/api/status localhost 200", "/api/status [::1] 200",
+        "/ rebound.example 403", "/ 127.0.0.1 200", "/ localhost 200", "/ [::1] 200",
+        "/.well-known/jwks.json rebound.example 200", "/.well-known/jwks.json 127.0.0.1 200",
+        "/.well-known/jwks.json localhost 200", "/.well-known/jwks.json [::1] 200",
+        "/healthz rebound.example 200", "/healthz 127.0.0.1 200", "/healthz localhost 200", "/healthz [::1] 200",
+      ]); // prettier-ignore
+    } finally {
+      await admin.close();
+    }
+  });
+
   it("serves_jwks_plan_status_and_tries_mounted_handlers_first", async () => {
     const plan = {
       mesh: "shop",

@@ -4,7 +4,17 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { exportPrivateKey, parseCertificate, toPem } from "../../runtime/pki/index.ts";
+import {
+  createIntermediateCa,
+  createRootCa,
+  exportPrivateKey,
+  parseCertificate,
+  SvidIssuer,
+  toPem,
+  TrustBundle,
+  writeCaDirectory,
+  writeSvidDirectory,
+} from "../../runtime/pki/index.ts";
 import { forge, makeCa, opensslVerify, tempDir } from "./support.ts";
 
 const run = promisify(execFile);
@@ -37,6 +47,7 @@ let tmp: Awaited<ReturnType<typeof tempDir>>;
 let dir: string;
 const TD = "shop.example";
 const ORDERS = `spiffe://${TD}/ns/shop/sa/orders`;
+const PAYMENTS = `spiffe://${TD}/ns/shop/sa/payments`;
 
 beforeAll(async () => {
   tmp = await tempDir("pki-cli");
@@ -148,6 +159,17 @@ describe("meshgate pki issue", () => {
       "[E_RT_PKI_ID_DOT_SEGMENT]",
     ],
     ["rejects_a_bad_ttl", ["--spiffe-id", ORDERS, "--out", "x", "--ttl", "soon"], "--ttl"],
+    // ns/shop/sa/a/b: another ID's shape, not the service "a/b"
+    [
+      "rejects_a_service_name_with_a_slash",
+      ["--service", "a/b", "--namespace", "shop", "--out", "x"],
+      "--service",
+    ],
+    [
+      "rejects_a_namespace_with_a_slash",
+      ["--service", "a", "--namespace", "shop/sa/x", "--out", "x"],
+      "--namespace",
+    ],
   ])("%s", async (_claim, args, message) => {
     const r = await meshgate(["pki", "issue", "--ca", join(dir, "ca"), ...args]);
     expect(r.code).toBe(2);
@@ -376,6 +398,47 @@ describe("meshgate pki plan-rotation", () => {
 });
 
 describe.concurrent("usage", () => {
+  it("a_live_leaf_of_an_earlier_intermediate_blocks_drop_root_through_the_intermediate_it_presents", async () => {
+    // The CA directory's intermediate was replaced under the same root; payments still serves a live
+    // leaf of the earlier one (svid.pem: leaf, then that intermediate) and has none under the new root.
+    const d = join(dir, "earlier-int");
+    const root = await createRootCa({ trustDomain: TD });
+    const earlier = await createIntermediateCa(root);
+    const nextRoot = await createRootCa({ trustDomain: TD });
+    const nextInt = await createIntermediateCa(nextRoot);
+    await writeCaDirectory(join(d, "ca"), { root, intermediate: await createIntermediateCa(root) });
+    await writeFile(
+      join(d, "ca", "bundle.pem"),
+      new TrustBundle(TD, [root.certificate, nextRoot.certificate]).toPem(),
+    );
+    await writeCaDirectory(join(d, "ca-next"), { root: nextRoot, intermediate: nextInt });
+    const bundle = new TrustBundle(TD, [root.certificate]);
+    await writeSvidDirectory(join(d, "svids", "orders"), await new SvidIssuer(nextInt).issue(ORDERS), bundle);
+    await writeSvidDirectory(
+      join(d, "svids", "payments"),
+      await new SvidIssuer(earlier).issue(PAYMENTS),
+      bundle,
+    );
+    const r = await meshgate([
+      "pki", "plan-rotation", "--ca", join(d, "ca"), "--new-root", join(d, "ca-next"),
+      "--leaves", join(d, "svids"), "--format", "json",
+    ]); // prettier-ignore
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout) as {
+      plan: { steps: { action: string; spiffeId?: string }[] };
+      checks: { ok: boolean; code?: string; blocking?: string[] }[];
+    };
+    const drop = j.plan.steps.findIndex((s) => s.action === "drop-root");
+    expect(j.plan.steps.filter((s) => s.action === "reissue-leaf").map((s) => s.spiffeId)).toEqual([
+      PAYMENTS,
+    ]);
+    expect(j.checks[drop]).toMatchObject({
+      ok: false,
+      code: "E_RT_PKI_ROTATION_NOT_REISSUED",
+      blocking: [PAYMENTS],
+    });
+  });
+
   it.each(["init", "issue", "inspect", "plan-rotation"])("pki_%s_has_help", async (sub) => {
     const r = await meshgate(["pki", sub, "--help"]);
     expect(r.code).toBe(0);

@@ -308,6 +308,12 @@ describe("lifetimes", () => {
     expect(() => validityWindow(ttl, skew, Date.now())).toThrow(PkiError);
   });
 
+  it("refuses_a_ttl_that_rounds_down_to_a_certificate_already_expired", () => {
+    // X.509 has whole seconds: 300 ms from xx.200 s would end at xx.000 s, before the issuance
+    expect(() => validityWindow(300, 0, 1_000_000_000_200)).toThrow(/one-second resolution/);
+    expect(validityWindow(300, 0, 1_000_000_000_800).notAfter).toBe(1_000_000_001_000);
+  });
+
   it("refuses_to_issue_from_an_expired_intermediate", async () => {
     const ca = cas["shop.example"]!;
     await expect(

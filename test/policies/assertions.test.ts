@@ -68,6 +68,12 @@ describe("explainRequest on the shop", () => {
       "requires authentication (jwt main)",
     ],
     [
+      "denies_a_token_whose_sub_is_not_a_string_at_authentication_as_the_gateway_does",
+      { from: "internet", path: "/api/orders/7", claims: { sub: 42 }, scopes: ["orders:read"] },
+      { verdict: "deny", layer: "authentication", status: 401, code: "unauthenticated", route: "get-order" },
+      "sub claim is not a string",
+    ],
+    [
       "denies_a_token_without_the_scope_at_authorization",
       { from: "internet", path: "/api/orders/7", scopes: ["orders:write"] },
       { verdict: "deny", layer: "authorization", status: 403, code: "forbidden" },

@@ -149,6 +149,104 @@ describe("semantic diff", () => {
     ]);
   });
 
+  describe("access that moves without the route's own match or auth changing", () => {
+    /** A public route to inventory, and an authenticated one more specific than it, on both sides. */
+    const stock = (r: Raw) =>
+      r.gateway.routes.push(
+        {
+          name: "stock",
+          match: { path: "/api/stock/{sku}", methods: ["GET"] },
+          to: "inventory",
+          rewrite: { path: "/inventory/{sku}" },
+          public: true,
+          rateLimit: { requests: 60, per: "1m", key: "ip" },
+        },
+        {
+          name: "stock-reserved",
+          match: { path: "/api/stock/reserved", methods: ["GET"] },
+          to: "inventory",
+          rewrite: { path: "/inventory/reserved" },
+          auth: { jwt: "main", scopes: ["stock:admin"] },
+        },
+      );
+    const between = (head: (r: Raw) => void) => {
+      const [rb, rh] = [shopRaw(), shopRaw()];
+      stock(rb);
+      stock(rh);
+      head(rh);
+      return semanticDiff(inputOf(rb), inputOf(rh));
+    };
+    it.each([
+      {
+        change: "a public route rewritten to another path of the same service",
+        head: (r: Raw) => (route(r, "stock").rewrite = { path: "/inventory/admin/{sku}" }),
+        widened: {
+          via: "stock",
+          principal: "anyone",
+          reason: "now sends GET /inventory/admin/{sku} to inventory",
+        },
+      },
+      {
+        change: "an authenticated route removed under a public one that matches its paths",
+        head: (r: Raw) => r.gateway.routes.splice(routeIndex(r, "stock-reserved"), 1),
+        widened: {
+          via: "stock",
+          principal: "anyone",
+          grants: "GET /api/stock/reserved",
+          reason:
+            "takes over requests of stock-reserved (route removed): jwt main with scopes stock:admin → anyone",
+        },
+      },
+      {
+        change: "an authenticated route moved off a path a public one matches",
+        head: (r: Raw) => (route(r, "stock-reserved").match.path = "/api/stock-reserved"),
+        widened: {
+          via: "stock",
+          principal: "anyone",
+          grants: "GET /api/stock/reserved",
+          reason:
+            "takes over requests of stock-reserved (match narrowed): jwt main with scopes stock:admin → anyone",
+        },
+      },
+      {
+        change: "an authenticated route moved to another host",
+        head: (r: Raw) => {
+          r.gateway.hosts.push("admin.shop.example");
+          route(r, "stock-reserved").match.hosts = ["admin.shop.example"];
+        },
+        widened: { via: "stock", principal: "anyone", grants: "GET /api/stock/reserved" },
+      },
+    ])("reports $change as widened", ({ head, widened }) => {
+      const d = between(head);
+      expect(d.widened).toContainEqual(expect.objectContaining({ from: "internet", ...widened }));
+    });
+
+    it("reports_no_hand_over_when_the_authenticated_route_is_renamed_or_its_auth_changes", () => {
+      expect(between((r) => (route(r, "stock-reserved").name = "reserved-stock")).widened).toEqual([]);
+      const scoped = between((r) => (route(r, "stock-reserved").auth.scopes = ["stock:admin", "stock:read"]));
+      expect(scoped.widened).toEqual([]);
+    });
+
+    it("reports_mtls_made_permissive_as_widened_for_plaintext_callers_of_every_service", () => {
+      const d = diffAfter((r) => (r.mesh.mtls = "permissive"));
+      expect(d.widened).toContainEqual({
+        from: "plaintext callers",
+        to: ["payments"],
+        via: null,
+        principal: null,
+        grants: "POST /payments; GET /payments/{id}",
+        reason:
+          "mtls strict → permissive: requests without a peer identity are admitted by the rules' methods and paths",
+      });
+      const back = semanticDiff(
+        inputOf({ ...shopRaw(), mesh: { ...shopRaw().mesh, mtls: "permissive" } }),
+        BASE,
+      );
+      expect(back.widened).toEqual([]);
+      expect(back.narrowed.map((n) => n.from)).toContain("plaintext callers");
+    });
+  });
+
   it("reports_retry_timeout_and_rate_limit_changes_per_route_and_service", () => {
     const d = diffAfter((r) => {
       route(r, "get-order").retries.attempts = 1;

@@ -183,6 +183,33 @@ describe("Platform identities", () => {
 });
 
 describe("Platform outputs", () => {
+  it("a Redis password in the spec reaches the state only inside Pulumi secrets (the config Secret, the carried spec)", async () => {
+    const PASSWORD = "s3cret-redis-pw";
+    const raw = (await loadSpecFile(SHOP)).raw as Raw;
+    raw.gateway.rateLimitStore.redis.url = `redis://:${PASSWORD}@redis.shop.svc.cluster.local:6379`;
+    const { run } = await deploy({ spec: raw as never });
+    expect(run.errors).toEqual([]);
+    const holders = mockState.registered.filter((r) => JSON.stringify(r.inputs).includes(PASSWORD));
+    expect(holders.map((r) => [r.type, r.name, r.secretInputs])).toEqual([
+      ["kubernetes:core/v1:Secret", "shop-secret-shop-meshgate-config-gateway", ["stringData"]],
+    ]);
+    // The component's own outputs (the spec for the policy pack) are in the state too: as a secret.
+    const monitor = (
+      pulumi.runtime as unknown as {
+        getMonitor(): { getRegisteredResources(): Map<string, { state: { toJavaScript(): Raw } }> };
+      }
+    ).getMonitor();
+    const state = [...monitor.getRegisteredResources()]
+      .find(([urn]) => urn.endsWith("$meshgate:index:Platform::shop"))![1]
+      .state.toJavaScript();
+    expect(JSON.stringify(state[m.SPEC_OUTPUT])).toContain(PASSWORD);
+    expect(state[m.SPEC_OUTPUT]["4dabf18193072939515e22adb298388d"]).toBe("1b47061264138c4ac30d75fd1eb44270");
+    // …while the policy pack still reads it (secrets are unwrapped for policies).
+    expect(registeredOutputs("meshgate:index:Platform", "shop")[m.SPEC_OUTPUT]).toMatchObject({
+      gateway: { rateLimitStore: { redis: { url: expect.stringContaining(PASSWORD) } } },
+    });
+  });
+
   it("resolves_every_output_and_carries_the_spec_for_the_policy_pack", async () => {
     const { platform, run } = await deploy();
     expect(run.errors).toEqual([]);

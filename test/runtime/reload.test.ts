@@ -3,12 +3,12 @@
  * (and that the old config then keeps serving), what is counted and logged, and that reloads run one
  * after another. The proxies' own reload tests (test/gateway, test/sidecar) run it for real.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { RuntimeConfigError } from "../../runtime/contract/errors.ts";
-import { createReloader, type ReloadResult } from "../../runtime/contract/reload.ts";
+import { createReloader, watchConfigFile, type ReloadResult } from "../../runtime/contract/reload.ts";
 import { MetricsRegistry } from "../../runtime/telemetry/metrics.ts";
 import { capturedLogger } from "../auth/support.ts";
 
@@ -302,4 +302,85 @@ describe("config reload in two phases (a gateway worker's prepare, then commit o
     // Nothing is held: the next reload runs at once.
     expect(await r.reload('{"hash":"h1"}')).toMatchObject({ ok: true, hash: "h1" });
   });
+});
+
+describe("config file watch (watchConfigFile): every change is seen, however the file is replaced", () => {
+  /**
+   * Ways a config file changes: written in place, saved atomically (a temporary file renamed over it: a new
+   * inode), and a mounted ConfigMap's update (kubelet: a new timestamped directory, `..data` swapped to it,
+   * the old directory removed; the file is a symlink through `..data`). A watch on the file itself follows
+   * the first inode and saw only the first replacement.
+   */
+  const STYLES: readonly {
+    style: string;
+    setup(dir: string): string;
+    write(dir: string, n: number): void;
+  }[] = [
+    {
+      style: "written in place",
+      setup: (dir) => (writeFileSync(join(dir, "c.json"), "0"), join(dir, "c.json")),
+      write: (dir, n) => writeFileSync(join(dir, "c.json"), String(n)),
+    },
+    {
+      style: "saved atomically (temporary file renamed over it)",
+      setup: (dir) => (writeFileSync(join(dir, "c.json"), "0"), join(dir, "c.json")),
+      write: (dir, n) => {
+        writeFileSync(join(dir, "c.json.tmp"), String(n));
+        renameSync(join(dir, "c.json.tmp"), join(dir, "c.json"));
+      },
+    },
+    {
+      style: "reached through a symlink to another directory, written in place there",
+      setup: (dir) => {
+        mkdirSync(join(dir, "real"));
+        writeFileSync(join(dir, "real", "gateway.json"), "0");
+        mkdirSync(join(dir, "etc"));
+        symlinkSync(join(dir, "real", "gateway.json"), join(dir, "etc", "c.json"));
+        return join(dir, "etc", "c.json");
+      },
+      write: (dir, n) => writeFileSync(join(dir, "real", "gateway.json"), String(n)),
+    },
+    {
+      style: "in a Kubernetes ConfigMap volume (..data symlink swap)",
+      setup: (dir) => {
+        mkdirSync(join(dir, "..v0"));
+        writeFileSync(join(dir, "..v0", "c.json"), "0");
+        symlinkSync("..v0", join(dir, "..data"));
+        symlinkSync(join("..data", "c.json"), join(dir, "c.json"));
+        return join(dir, "c.json");
+      },
+      write: (dir, n) => {
+        mkdirSync(join(dir, `..v${n}`));
+        writeFileSync(join(dir, `..v${n}`, "c.json"), String(n));
+        symlinkSync(`..v${n}`, join(dir, "..data_tmp"));
+        renameSync(join(dir, "..data_tmp"), join(dir, "..data"));
+        rmSync(join(dir, `..v${n - 1}`), { recursive: true });
+      },
+    },
+  ];
+
+  for (const { style, setup, write } of STYLES) {
+    it(`a config file ${style} is seen changed each time, not only the first`, async () => {
+      const dir = mkdtempSync(join(tmp, "watch-"));
+      const path = setup(dir);
+      let changes = 0;
+      const watcher = watchConfigFile(path, () => changes++);
+      try {
+        for (let n = 1; n <= 3; n++) {
+          // Past the 100 ms debounce, and a distinct mtime.
+          await new Promise((r) => setTimeout(r, 50));
+          write(dir, n);
+          const deadline = Date.now() + 3000;
+          while (changes < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+          expect(changes, `change ${n}`).toBe(n);
+        }
+        // Other files of the directory changing are not the config's change.
+        writeFileSync(join(dir, "other.txt"), "x");
+        await new Promise((r) => setTimeout(r, 300));
+        expect(changes).toBe(3);
+      } finally {
+        watcher.close();
+      }
+    });
+  }
 });

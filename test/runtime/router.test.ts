@@ -523,6 +523,31 @@ describe("Router edge cases", () => {
     expect(viaRouter(new Router(routes.map(gatewayRoute)), req)).toEqual(expected);
   });
 
+  it.each([
+    ["a_nested_quantifier", "(a+)+", "a".repeat(25) + "!"],
+    ["an_ambiguous_alternation", "(a|a)*b", "a".repeat(24)],
+  ])("matches_a_hostile_header_value_against_%s_in_linear_time", (_claim, regex, value) => {
+    // A backtracking engine takes exponential time on these: 1.4 s and 0.8 s here (a few characters more
+    // and it never ends); the linear engine well under a millisecond.
+    const router = new Router([
+      gatewayRoute({ name: "r", path: "/x", headers: [{ name: "x-t", kind: "regex", value: regex }] }),
+    ]);
+    const t = performance.now();
+    expect(outcome(router.match("h.example", query({ ...get("/x"), headers: { "x-t": value } })))).toEqual({
+      kind: "no-route",
+    });
+    expect(performance.now() - t).toBeLessThan(250);
+  });
+
+  it.each(["(a)\\1", "a(?=b)"])("refuses_%s_which_only_a_backtracking_engine_can_run", (regex) => {
+    expect(
+      () =>
+        new Router([
+          gatewayRoute({ name: "r", path: "/x", headers: [{ name: "x-t", kind: "regex", value: regex }] }),
+        ]),
+    ).toThrow(/linear/);
+  });
+
   it("a_wide_node_finds_every_child_among_thousands", () => {
     // 5,000 siblings under one node (the hash table's probe chains and collisions), each with its route.
     const routes: RouteSpec[] = Array.from({ length: 5000 }, (_, i) => ({ name: `s${i}`, path: `/w/s${i}` }));

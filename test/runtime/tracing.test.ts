@@ -741,6 +741,29 @@ describe("OTLP/HTTP JSON export", () => {
     await failing.close();
   });
 
+  it("an_endpoint_s_credentials_appear_in_no_error_neither_a_refused_endpoint_s_nor_a_failed_export_s", async () => {
+    // Basic-auth OTLP gateways take https://user:token@…; the errors reach the reload's answer and the log.
+    // A token with an unencoded "/" is what makes the URL unparseable.
+    for (const otlpEndpoint of ["https://123456:glc_ab/cd+ef=@otlp.example.com/otlp", "ftp://u:glc_ab@x/"])
+      expect(() => new Tracer({ serviceName: "s", sampling: 1, otlpEndpoint })).toThrow(
+        expect.objectContaining({ message: expect.not.stringContaining("glc_ab") }) as Error,
+      );
+    const failing = await startReceiver(() => 500);
+    const errors: string[] = [];
+    const tracer = new Tracer({
+      serviceName: "g",
+      sampling: 1,
+      otlpEndpoint: failing.url.replace("http://", "http://123456:glc_ab@"),
+      retryDelayMs: 10,
+      onExportError: (err) => errors.push(err.message),
+    });
+    tracer.startServerSpan(undefined, undefined, SERVER_INIT).end({ statusCode: 200 });
+    await tracer.flush();
+    expect(errors).toEqual([`OTLP export to ${failing.url}/v1/traces answered HTTP 500`]);
+    await tracer.shutdown();
+    await failing.close();
+  });
+
   it("a_receiver_answering_400_is_not_retried", async () => {
     const rejecting = await startReceiver(() => 400);
     const tracer = new Tracer({

@@ -365,6 +365,22 @@ describe("hot reload of identity files", () => {
     expect(text).not.toContain("PRIVATE KEY");
     expect(text).not.toContain(svid.keyPem!.reveal().split("\n")[1]!);
   });
+
+  it("shows_the_otlp_endpoint_in_config_without_its_credentials", async () => {
+    // https://user:token@… is how basic-auth OTLP gateways are configured (Node sends it as Authorization).
+    const otlpEndpoint = "https://123456:glc_secret-token@otlp.example.com/otlp";
+    const { sidecar } = await instance("orders", {
+      edit: (c) => ({
+        ...c,
+        telemetry: { ...c.telemetry, tracing: { ...c.telemetry.tracing, otlpEndpoint } },
+      }),
+    });
+    const text = await (await fetch(`${sidecar.adminUrl}/config`)).text();
+    expect(text).not.toContain("glc_secret-token");
+    expect((JSON.parse(text) as SidecarRuntimeConfig).telemetry.tracing.otlpEndpoint).toBe(
+      "https://%5Bredacted%5D:%5Bredacted%5D@otlp.example.com/otlp",
+    );
+  });
 });
 
 /** A TLS 1.3 connection to an inbound port presenting `client`, offering `alpn` (and `session`). */

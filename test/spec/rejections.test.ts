@@ -367,6 +367,12 @@ const ROWS: Row[] = [
     path: "gateway.routes[0].match.headers.x-tenant.regex",
   },
   {
+    claim: "rejects_query_regex_with_a_backreference_that_needs_backtracking",
+    mutate: (s) => (gatewayRoute(s, 0).match.query = { v: { regex: "(a+)\\1" } }),
+    code: "E_SPEC_INVALID_REGEX",
+    path: "gateway.routes[0].match.query.v.regex",
+  },
+  {
     claim: "rejects_cidr_prefix_too_long",
     mutate: (s) => (gatewayRoute(s, 2).auth.clientIps = ["10.0.0.0/33"]),
     code: "E_SPEC_INVALID_CIDR",
@@ -1686,6 +1692,16 @@ describe("reporting", () => {
     const error = errorsOf(spec).find((e) => e.path === "services.orders.allow[0].from[0]");
     expect(error?.code).toBe("E_SPEC_UNKNOWN_REFERENCE");
     expect(error?.message).toContain('did you mean "gateway"');
+  });
+
+  it("never_echoes_the_credentials_of_a_url_it_cannot_parse", () => {
+    // A token with a raw "/" makes the URL unparseable; the error must still not show it.
+    const spec = base();
+    spec.observability.tracing = { otlpEndpoint: "https://123456:glc_ab/cd+ef=@otlp.example/v1/traces" };
+    const error = errorsOf(spec).find((e) => e.path === "observability.tracing.otlpEndpoint");
+    expect(error?.code).toBe("E_SPEC_INVALID_URL");
+    expect(error?.message).toBe('"https://[credentials]@otlp.example/v1/traces" is not a URL');
+    expect(JSON.stringify(error)).not.toContain("glc_ab");
   });
 
   it("hints_a_unit_for_a_duration_written_as_a_number", () => {
