@@ -952,8 +952,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       let rl = limiter.check(
         client,
         // Qualified by mechanism and provider (a subject is unique only within its issuer: an `alice` of a
-        // second issuer cannot drain the first one's bucket), and for a client certificate by its SANs.
-        principalId(principal) || undefined,
+        // second issuer cannot drain the first one's bucket), and for a client certificate by its SANs;
+        // built only for a limit keyed by subject.
+        limiter.keyKind === "subject" ? principalId(principal) || undefined : undefined,
         principal?.consumer ?? undefined,
         limiter.header === null ? undefined : req.headers[limiter.header],
       );
