@@ -224,7 +224,9 @@ describe("the local layer in front of Redis", () => {
     } finally {
       redis.resume();
     }
-    await until(() => a.localActive, "the layer on again");
+    // Back on once the server answers again: reconnecting after the stall (the clients' backoff) took over
+    // 3 s once in a full parallel run, so the wait is generous — the claim above is how fast it turns off.
+    await until(() => a.localActive, "the layer on again", 10_000);
   });
 
   it("stays_off_and_reports_once_when_the_server_refuses_tracking", async () => {
