@@ -78,12 +78,21 @@ const reject = (reason: TargetRejectReason, detail: string): CanonicalTarget => 
   detail,
 });
 
+/** An absolute-form request target's scheme and authority (RFC 9112 §3.2.2): `http(s)://authority`. */
+const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)/i;
+
+/** The authority of an absolute-form target as written (`http://a.example:8080/x` → `a.example:8080`), or null. */
+export function absoluteFormAuthority(target: string): string | null {
+  if (target.charCodeAt(0) === 47 /* / */) return null;
+  return ABSOLUTE_FORM.exec(target)?.[2] ?? null;
+}
+
 export function canonicalizeTarget(target: string, options: CanonicalizeOptions = {}): CanonicalTarget {
   if (target.length === 0) return reject("empty_target", "empty request target");
   let host: string | null = null;
   let rest = target;
   if (target.charCodeAt(0) !== 47 /* / */) {
-    const absolute = /^(https?):\/\/([^/?#]*)/i.exec(target);
+    const absolute = ABSOLUTE_FORM.exec(target);
     if (!absolute) {
       return reject("unsupported_form", "the request target must be a path (origin-form) or an http(s) URL");
     }

@@ -5,6 +5,7 @@
 import { isIP } from "node:net";
 import { HOP_BY_HOP } from "../net/headers.ts";
 import { inRanges, type IpRange } from "../decide/authorize.ts";
+import { absoluteFormAuthority } from "../decide/canonical.ts";
 
 /** Headers only the gateway sets; a client's values are dropped. */
 const GATEWAY_OWNED = new Set([
@@ -33,10 +34,8 @@ const GATEWAY_OWNED = new Set([
  * left to decide(), which refuses the target.
  */
 export function useTargetAuthority(req: { url?: string; headers: { host?: string } }): void {
-  const url = req.url;
-  if (url === undefined || url.charCodeAt(0) === 47 /* / */) return;
-  const m = /^https?:\/\/([^/?#]*)/i.exec(url);
-  if (m !== null) req.headers.host = m[1]!;
+  const authority = req.url === undefined ? null : absoluteFormAuthority(req.url);
+  if (authority !== null) req.headers.host = authority;
 }
 
 /**

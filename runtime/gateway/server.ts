@@ -93,7 +93,12 @@ import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetr
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { LeaseClient } from "../ratelimit/lease.ts";
 import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
-import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
+import {
+  checkRequestHeaders,
+  hostContradictsAuthority,
+  requestId,
+  upstreamRequestHeaders,
+} from "../net/headers.ts";
 import {
   forwardedHeader,
   notForwarded,
@@ -859,9 +864,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ex.outcome = "client_aborted";
       return;
     }
-    // HTTP/2 carries the host in :authority, which is the target's authority when present: RFC 9113 §8.3.1
-    // forbids using a Host header then (the compat API shows one when it was sent), and one that differs is
-    // refused below — else a front proxy routing on :authority and this gateway on Host would disagree.
+    // HTTP/2 carries the host in :authority, which is the target's authority when present (the compat API
+    // also shows a Host header when one was sent; one that differs is refused below).
     const h2Authority = overH2 ? (req.headers[":authority"] as string | undefined) : undefined;
     const authority = h2Authority ?? req.headers.host;
     if (
@@ -877,11 +881,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         `HTTP/${req.httpVersion} is not supported`,
       );
     }
-    if (
-      h2Authority !== undefined &&
-      req.headers.host !== undefined &&
-      req.headers.host.toLowerCase() !== h2Authority.toLowerCase()
-    )
+    if (hostContradictsAuthority(h2Authority, req.headers.host))
       return respondError(req, res, 400, "bad_host", "the Host header differs from :authority");
     const headerProblem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor, req.httpVersionMajor);
     if (headerProblem) {

@@ -79,6 +79,17 @@ export function checkRequestHeaders(
   return null;
 }
 
+/**
+ * RFC 9113 §8.3.1: over HTTP/2 the target's authority is `:authority`, and a Host header that differs
+ * makes the request malformed — a hop before this one routing on one and this proxy on the other would
+ * disagree about which host the request is for. True when `host` contradicts `authority` (case aside).
+ */
+export function hostContradictsAuthority(authority: unknown, host: string | undefined): boolean {
+  return (
+    typeof authority === "string" && host !== undefined && host.toLowerCase() !== authority.toLowerCase()
+  );
+}
+
 /** One bit per singleton header (SINGLETON, in order); AMBIGUOUS for names with "_" or "."; 0 otherwise. */
 const SINGLETON_BITS = new Map([...SINGLETON].map((name, i) => [name, 1 << i] as const));
 const TE_BIT = SINGLETON_BITS.get("transfer-encoding")!;

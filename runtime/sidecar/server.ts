@@ -66,7 +66,12 @@ import {
 import { createAdminServer } from "../gateway/admin.ts";
 import { redactSidecarConfig } from "../gateway/redact.ts";
 import { egressLookup } from "../net/lookup.ts";
-import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
+import {
+  checkRequestHeaders,
+  hostContradictsAuthority,
+  requestId,
+  upstreamRequestHeaders,
+} from "../net/headers.ts";
 import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
 import {
@@ -773,14 +778,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       respondError(ex, 400, problem.code, problem.detail);
       return false;
     }
-    // RFC 9113 §8.3.1: over HTTP/2 the target's authority is :authority, and a Host that differs makes the
-    // request malformed — a hop before this one routing on one and this sidecar on the other would disagree.
-    const authority = ex.h2 ? req.headers[":authority"] : undefined;
-    if (
-      typeof authority === "string" &&
-      req.headers.host !== undefined &&
-      req.headers.host.toLowerCase() !== authority.toLowerCase()
-    ) {
+    if (ex.h2 && hostContradictsAuthority(req.headers[":authority"], req.headers.host)) {
       respondError(ex, 400, "bad_host", "the Host header differs from :authority");
       return false;
     }

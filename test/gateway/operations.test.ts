@@ -19,6 +19,7 @@ import {
   gatewayConfig,
   h2Status,
   request,
+  startGatewayProcess,
   startTestGateway,
   startUpstream,
   type Upstream,
@@ -851,8 +852,9 @@ describe("the meshgate gateway process", () => {
     it(`picks_up_every_atomic_save_of_its_config_file_not_only_the_first_with_${workers}_worker(s)`, async () => {
       // Editors and config tools save by renaming a new file over the old one (a new inode each time);
       // a watch on the file itself followed the first inode and saw no save after the first.
+      const g = await startGatewayProcess(dir, `atomic-${workers}`, config(), Number(workers));
       const file = join(dir, `atomic-${workers}.json`);
-      const ports = await Promise.all([freePort(), freePort()]);
+      const [port, admin] = [Number(new URL(g.url).port), Number(new URL(g.adminUrl).port)];
       const withRoutes = (n: number) => {
         const late = Array.from({ length: n }, (_, i) => ({
           name: `late${i + 1}`,
@@ -864,39 +866,19 @@ describe("the meshgate gateway process", () => {
         return JSON.stringify(
           sealRuntimeConfig<GatewayRuntimeConfig>({
             ...r,
-            listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
-            admin: { port: ports[1]! },
+            listeners: r.listeners.map((l) => ({ ...l, port })),
+            admin: { port: admin },
           }),
         );
       };
-      await writeFile(file, withRoutes(0));
-      const child = spawn(
-        process.execPath,
-        [
-          join(ROOT, "bin/meshgate.js"),
-          "gateway",
-          "--config",
-          file,
-          "--host",
-          "127.0.0.1",
-          "--workers",
-          workers,
-        ],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      );
-      let out = "";
-      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-      child.stderr.on("data", (c: Buffer) => (out += c.toString()));
       try {
-        await waitFor(() => out.includes("admin http://127.0.0.1:"), 15_000);
-        const url = `http://127.0.0.1:${ports[0]}`;
         for (let n = 1; n <= 3; n++) {
           await writeFile(`${file}.tmp`, withRoutes(n));
           await rename(`${file}.tmp`, file);
-          await waitFor(async () => (await request(`${url}/late${n}`)).status === 200, 5_000);
+          await waitFor(async () => (await request(`${g.url}/late${n}`)).status === 200, 5_000);
         }
       } finally {
-        child.kill("SIGKILL");
+        g.child.kill("SIGKILL");
       }
     }, 40_000);
   }
