@@ -174,7 +174,7 @@ const VERIFY_USAGE =
 const EXPLAIN_USAGE =
   "meshgate explain SPEC --from internet|gateway|SERVICE [--to SERVICE|EXTERNAL] [--method M] --path P [--host H] [--port N]\n" +
   "       [--header NAME:VALUE]… [--claims JSON] [--scopes S,S] [--provider P] [--consumer C] [--client-ip IP]\n" +
-  "       [--format text|json]";
+  "       [--plaintext] [--format text|json]";
 const REPLAY_USAGE = "meshgate replay SPEC --log FILE [--base SPEC] [--format text|json] [--fail-on change]";
 const GRAPH_USAGE = "meshgate graph SPEC [--format mermaid|dot]";
 const DIFF_USAGE =
@@ -241,7 +241,11 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       "and authorization (--client-ip), then the sidecars of the services the route reaches (with the\n" +
       "gateway's identity) and the open network edges; for --from SERVICE (or gateway) --to SERVICE the\n" +
       "caller's sidecar, the callee's allow rules and the network edge; --to EXTERNAL with --host and\n" +
-      "--port: the name (or address) and port the app asks its sidecar for. Exit 0 whatever the verdict,\n" +
+      "--port: the name (or address) and port the app asks its sidecar for. --plaintext (--from SERVICE\n" +
+      "--to SERVICE): a pod of the caller that bypasses its sidecar, without a client certificate (refused by\n" +
+      "a strict sidecar; a permissive one admits it by its allow rules' methods and paths alone). --method is\n" +
+      "taken as sent: methods are case-sensitive, and `get` is refused (400) as the proxies refuse it.\n" +
+      "Exit 0 whatever the verdict,\n" +
       "1 when SPEC is invalid, 2 on usage errors (an unknown service, consumer or provider).",
     options: {
       from: { type: "string" },
@@ -256,6 +260,7 @@ export const POLICY_COMMANDS: Record<string, Command> = {
       provider: { type: "string" },
       consumer: { type: "string" },
       "client-ip": { type: "string" },
+      plaintext: { type: "boolean" },
       format: { type: "string", default: "text" },
       help,
     },
@@ -417,7 +422,9 @@ const flagOf = (field: string) => (field === "clientIp" ? "client-ip" : field);
 /** The request `meshgate explain` describes with its flags. */
 function explainRequestOf(values: Record<string, unknown>): TrafficRequest {
   const str = (k: string) => (typeof values[k] === "string" ? (values[k] as string) : undefined);
-  const r: TrafficRequest = { from: str("from")!, path: str("path")!, method: str("method")!.toUpperCase() };
+  // The method as sent (RFC 9110 §9.1: case-sensitive): `get` gets the refusal the proxies give it.
+  const r: TrafficRequest = { from: str("from")!, path: str("path")!, method: str("method")! };
+  if (values.plaintext === true) r.plaintext = true;
   for (const [flag, key] of [
     ["to", "to"],
     ["host", "host"],

@@ -29,7 +29,12 @@
  */
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../runtime/contract/schema.ts";
 import { API_KEY_PROVIDER, authorize, mechanismKey, type Principal } from "../runtime/decide/authorize.ts";
-import { decide, type GatewayRequestFacts, type RouteDecision } from "../runtime/decide/decide.ts";
+import {
+  decide,
+  methodProblem,
+  type GatewayRequestFacts,
+  type RouteDecision,
+} from "../runtime/decide/decide.ts";
 import { compileInbound, decideInbound, type CompiledInbound } from "../runtime/decide/inbound.ts";
 import { compileOutbound, decideOutbound, type CompiledOutbound } from "../runtime/decide/outbound.ts";
 import { compileTemplate } from "../runtime/decide/router.ts";
@@ -62,7 +67,7 @@ export interface TrafficRequest {
    * route's targets).
    */
   to?: string;
-  /** Default GET. */
+  /** Default GET. As sent: methods are case-sensitive (`get` is refused as the proxies refuse it). */
   method?: string;
   /** The request target as sent: path and optional query (`/api/orders/7?x=1`). */
   path: string;
@@ -85,6 +90,12 @@ export interface TrafficRequest {
   consumer?: string;
   /** Internet: the client address as the gateway sees it (default 198.51.100.10, TEST-NET-2). */
   clientIp?: string;
+  /**
+   * Mesh (`from` a service, `to` a service): a pod of the caller that bypasses its sidecar — plain HTTP, no
+   * client certificate, so no peer identity. A strict sidecar refuses the connection (its TLS handshake
+   * fails); a permissive one authorizes it by its allow rules' methods and paths alone.
+   */
+  plaintext?: boolean;
 }
 
 /** One step of a decision: what one layer concluded, and the rule behind it. */
@@ -202,6 +213,13 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
   if (r.from === INTERNET) {
     if (!gw)
       out.push(new TrafficRequestError("from", "internet requests need a gateway; this mesh has none"));
+    if (r.plaintext === true)
+      out.push(
+        new TrafficRequestError(
+          "plaintext",
+          "a plaintext caller is a pod of a service calling another service past its sidecar: from a service, to a service",
+        ),
+      );
     // `to` of an internet request: what the route reaches — a service, or an external destination a
     // gateway route forwards to (to: { external }).
     if (r.to !== undefined && model.isExternal(r.to)) {
@@ -283,6 +301,13 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
       out.push(new TrafficRequestError("port", "a port is given only for a destination outside the mesh"));
     else if (r.port !== undefined && !(Number.isInteger(r.port) && r.port >= 1 && r.port <= 65535))
       out.push(new TrafficRequestError("port", "the port must be a number from 1 to 65535"));
+    if (r.plaintext === true && (r.from === GATEWAY || (r.to !== undefined && model.isExternal(r.to))))
+      out.push(
+        new TrafficRequestError(
+          "plaintext",
+          "a plaintext caller is a pod of a service calling another service past its sidecar: from a service, to a service",
+        ),
+      );
     for (const f of ["claims", "scopes", "provider", "consumer", "clientIp"] as const)
       if (r[f] !== undefined)
         out.push(
@@ -420,7 +445,7 @@ function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
   return {
     from: r.from,
     to: r.to ?? null,
-    method: (r.method ?? "GET").toUpperCase(),
+    method: r.method ?? "GET",
     path: r.path,
     host:
       r.host ??
@@ -430,7 +455,9 @@ function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
     headers: lower(r.headers),
     credentials: internet
       ? credentialsText(r)
-      : (model.sidecar(r.from)?.identity ?? model.runtime.gateway?.identity ?? r.from),
+      : r.plaintext === true
+        ? "plaintext: no client certificate"
+        : (model.sidecar(r.from)?.identity ?? model.runtime.gateway?.identity ?? r.from),
     clientIp: internet ? (r.clientIp ?? DEFAULT_CLIENT_IP) : null,
   };
 }
@@ -837,8 +864,37 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
   let target = req.path;
   let host = req.host;
   let route: string | null = null;
-  let peer: string;
-  if (r.from === GATEWAY) {
+  let peer: string | null;
+  const s = model.sidecar(callee)!;
+  // The first proxy the request meets refuses a method that is not an upper-case token: its HTTP/1.1
+  // parser does (400, no response code of its own), as the gateway's does.
+  const badMethod = methodProblem(req.method);
+  if (badMethod !== null) {
+    const first = r.plaintext === true || r.from === GATEWAY ? callee : r.from;
+    const layer: Layer = r.plaintext === true || r.from === GATEWAY ? "mesh" : "outbound";
+    steps.push({
+      layer,
+      outcome: "deny",
+      at: `${first} (sidecar)`,
+      rule: "",
+      detail: `400 bad_method: ${badMethod}`,
+    });
+    return out("deny", layer, 400, "bad_method", null);
+  }
+  if (r.plaintext === true) {
+    peer = null;
+    if (s.mtls !== "permissive") {
+      // A strict sidecar serves only mTLS: the plaintext request fails its TLS handshake (no HTTP answer).
+      steps.push({
+        layer: "mesh",
+        outcome: "deny",
+        at: `${callee} (sidecar)`,
+        rule: "mesh.mtls",
+        detail: "mTLS is strict: a plaintext connection fails the sidecar's TLS handshake (no peer identity)",
+      });
+      return out("deny", "mesh", null, "no_peer_identity", null);
+    }
+  } else if (r.from === GATEWAY) {
     peer = model.runtime.gateway!.identity;
   } else {
     const caller = model.sidecar(r.from)!;
@@ -880,7 +936,6 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
       detail: `${callee} is a declared call; ${o.route ? `route policy ${o.route}` : "the service's default policy"} (timeout ${o.timeoutMs}ms, ${o.retry.attempts} retries)`,
     });
   }
-  const s = model.sidecar(callee)!;
   const inbound = decideInbound(inboundOf(model, s), { peer, method: req.method, target, host });
   if (inbound.kind === "deny") {
     steps.push({
@@ -897,7 +952,7 @@ function fromMesh(model: MeshModel, r: TrafficRequest): TrafficDecision {
     outcome: "pass",
     at: `${callee} (sidecar)`,
     rule: inbound.source,
-    detail: `admits ${peer} to ${req.method} ${inbound.path}`,
+    detail: `admits ${peer ?? "a plaintext caller (permissive mTLS: by the rules' methods and paths alone)"} to ${req.method} ${inbound.path}`,
   });
   const edge = networkEdge(net, r.from, callee);
   if (!edge) {

@@ -125,7 +125,18 @@ export const staticReachability: ReachabilityFn = (input) => {
   const routedTo = new Set<string>();
   const routes: RouteAccess[] = [];
   for (const r of runtime.gateway?.routes ?? []) {
-    const targets: RouteTargetAccess[] = model.targets(r).map((t) => {
+    // A backend of a split with weight 0 receives no request (the gateway's chooseBackend never picks it):
+    // it is not reached, so raising its weight is a widening the diff shows.
+    const idle =
+      r.action.kind === "forward" &&
+      r.action.backends.length > 1 &&
+      r.action.backends.some((b) => b.weight === 0)
+        ? new Set(r.action.backends.filter((b) => b.weight === 0).map((b) => b.cluster))
+        : null;
+    const reached = model
+      .targets(r)
+      .filter((t) => t.kind !== "backend" || idle === null || !idle.has(t.service));
+    const targets: RouteTargetAccess[] = reached.map((t) => {
       routedTo.add(t.service);
       return {
         service: t.service,

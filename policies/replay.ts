@@ -79,6 +79,7 @@ export interface ReplayReport {
 }
 
 const DECIDE_REJECTS = new Set([
+  "bad_method",
   "bad_request_target",
   "bad_host",
   "host_not_served",

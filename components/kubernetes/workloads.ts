@@ -13,7 +13,7 @@ import {
   type RuntimeConfig,
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
-import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
+import { canonicalJson, compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { DEFAULTS } from "../spec/defaults.ts";
 import { parseDuration } from "../spec/units.ts";
@@ -27,6 +27,7 @@ import {
   PORT_NAMES,
   RUNTIME_UID,
   containerSecurity,
+  contentHash,
   meta,
   podSecurity,
   portName,
@@ -143,10 +144,51 @@ export function configHoldsCredentials(config: RuntimeConfig): boolean {
   });
 }
 
+/**
+ * The `meshgate.io/config-hash` annotation of a proxy's pods and config object. For a config without
+ * credentials it is the RuntimeConfig's own hash. For one with credentials (configHoldsCredentials) the
+ * RuntimeConfig's hash is an unsalted SHA-256 over them — whoever can read the Deployment could test
+ * password guesses against it offline — so the annotation is the hash of the config with the credentials'
+ * userinfo redacted: derivable from nothing secret. Everything else still rolls the pods; a credential
+ * changed alone reaches the gateway without a rollout: the kubelet updates the mounted Secret's files in
+ * place and the gateway reloads its config file when it changes (new Redis connections with the new
+ * credentials; the sealed hash inside the file, which only Secret readers see, changes with them).
+ */
+export function configAnnotationHash(config: RuntimeConfig): string {
+  if (config.kind !== "gateway" || !configHoldsCredentials(config)) return config.hash;
+  const { hash: _sealed, ...rest } = config;
+  const redacted = {
+    ...rest,
+    rateLimitStore:
+      rest.rateLimitStore.kind === "redis"
+        ? { ...rest.rateLimitStore, url: redactUserinfo(rest.rateLimitStore.url) }
+        : rest.rateLimitStore,
+    cacheStore:
+      rest.cacheStore.kind === "redis"
+        ? { ...rest.cacheStore, url: redactUserinfo(rest.cacheStore.url) }
+        : rest.cacheStore,
+  };
+  return contentHash("meshgate config-hash: credentials redacted", canonicalJson(redacted));
+}
+
+/** A URL with its user and password (when present) replaced by a fixed word. */
+function redactUserinfo(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username !== "") u.username = "redacted";
+    if (u.password !== "") u.password = "redacted";
+    return u.href;
+  } catch {
+    const at = url.lastIndexOf("@");
+    const scheme = url.indexOf("://");
+    return at < 0 ? url : `${scheme < 0 ? "" : url.slice(0, scheme + 3)}redacted${url.slice(at)}`;
+  }
+}
+
 /** A proxy's RuntimeConfig as the object its pod mounts: a ConfigMap, or a Secret when it holds a credential. */
 function configMap(r: Resolved, workload: string, config: RuntimeConfig): KubeObject {
   const metadata = meta(r, NAMES.configMap(workload), r.ns, "config", workloadSelector(r, workload), {
-    [ANNOTATIONS.configHash]: config.hash,
+    [ANNOTATIONS.configHash]: configAnnotationHash(config),
   });
   const content = { "config.json": `${JSON.stringify(config, null, 2)}\n` };
   if (configHoldsCredentials(config))
@@ -399,7 +441,10 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
       template: {
         metadata: {
           labels: { ...selector, [LABELS.name]: w.name, [LABELS.proxy]: "sidecar" },
-          annotations: { [ANNOTATIONS.configHash]: config.hash, [ANNOTATIONS.spiffeId]: w.identity },
+          annotations: {
+            [ANNOTATIONS.configHash]: configAnnotationHash(config),
+            [ANNOTATIONS.spiffeId]: w.identity,
+          },
         },
         spec: pod,
       },
@@ -568,7 +613,10 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
       template: {
         metadata: {
           labels: { ...labels, [LABELS.name]: w.name, [LABELS.proxy]: "gateway" },
-          annotations: { [ANNOTATIONS.configHash]: config.hash, [ANNOTATIONS.spiffeId]: w.identity },
+          annotations: {
+            [ANNOTATIONS.configHash]: configAnnotationHash(config),
+            [ANNOTATIONS.spiffeId]: w.identity,
+          },
         },
         spec: {
           serviceAccountName: w.serviceAccount,

@@ -194,7 +194,7 @@ export const METRICS: readonly MetricConvention[] = [
     help: "Seconds until the client certificate presented to an external destination expires (negative once expired), by external.",
     labels: both(["proxy", "external"]),
     deviation:
-      "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp). An external that no longer presents a certificate keeps its series at 0 (the alert ignores it)",
+      "a time-until gauge computed at scrape time, as meshgate_cert_expiry_seconds (the convention is a not-after timestamp). An external that no longer presents a certificate has its series removed",
   },
   {
     name: "meshgate_external_cert_reloads_total",
@@ -780,14 +780,16 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
   {
     name: "path",
     type: "string",
-    meaning: "the canonical path (no query); empty when the target was refused",
+    meaning:
+      "the canonical path (no query); for a request refused before routing, the target as sent without query or userinfo (at most 200 characters), empty when the target itself was refused",
     gateway: "always",
     sidecar: "always",
   },
   {
     name: "host",
     type: "string",
-    meaning: "the Host header (or :authority) as received, at most 255 characters",
+    meaning:
+      "the Host header (or :authority) as received, without userinfo (`user:password@`), at most 255 characters",
     gateway: "when known",
     sidecar: "no",
   },

@@ -59,6 +59,8 @@ export const SpecErrorCatalog = {
   E_SPEC_LIMIT_TOO_LOOSE:
     "a safety limit is looser than meshgate allows (header timeout > 15s, clock skew > 5m, …)",
   E_SPEC_RETRY_TIMEOUT: "the per-try timeout is longer than the total timeout it must fit in",
+  E_SPEC_GATEWAY_TIMEOUTS:
+    "gateway.limits: a header, request or idle timeout of 0s (which would turn it off), or a request timeout shorter than the header timeout",
   E_SPEC_CA_LIFETIMES:
     "certificate lifetimes are inconsistent (leaf outlives intermediate, renewBefore ≥ TTL, …)",
   E_SPEC_SLO_TARGET: "an SLO names both or neither of route and service",

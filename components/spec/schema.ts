@@ -759,9 +759,10 @@ const Gateway = z.strictObject({
     .strictObject({
       maxHeaderSize: size().default(D["gateway.limits.maxHeaderSize"].value),
       maxBodySize: size().default(D["gateway.limits.maxBodySize"].value),
-      headerTimeout: boundedDuration("15s", "Time allowed to receive request headers.").default(
-        D["gateway.limits.headerTimeout"].value,
-      ),
+      headerTimeout: boundedDuration(
+        "15s",
+        "Time allowed to receive request headers; a new connection's first ones from its start (its TLS handshake and HTTP/2 preface included).",
+      ).default(D["gateway.limits.headerTimeout"].value),
       requestTimeout: duration().default(D["gateway.limits.requestTimeout"].value),
       idleTimeout: duration().default(D["gateway.limits.idleTimeout"].value),
       maxConnections: z.number().int().positive().default(D["gateway.limits.maxConnections"].value),

@@ -8,6 +8,7 @@ import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
+import { parseRedisUrl } from "../../runtime/redis/url.ts";
 import { DEFAULT_LATENCY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
 import type { SpecErrorCode } from "./errors.ts";
 import { isDuration, parseDuration } from "./units.ts";
@@ -243,6 +244,27 @@ export function semanticIssues(raw: unknown): Issue[] {
       "lower clockSkew (5m is the default)",
     );
   }
+
+  // The gateway's connection timeouts: 0s would turn one off (Node reads 0 as "none": a slowloris or an idle
+  // connection held for ever), and Node refuses a request timeout shorter than the header timeout.
+  const gatewayLimits = obj(obj(root.gateway).limits);
+  const limitMs = (key: "headerTimeout" | "requestTimeout" | "idleTimeout") =>
+    ms(gatewayLimits[key]) ?? parseDuration(DEFAULTS[`gateway.limits.${key}`].value);
+  for (const key of ["headerTimeout", "requestTimeout", "idleTimeout"] as const)
+    if (limitMs(key) === 0)
+      add(
+        "E_SPEC_GATEWAY_TIMEOUTS",
+        ["gateway", "limits", key],
+        `gateway.limits.${key} is 0s, which would turn it off`,
+        "give it a duration above 0s (leave it out for the default)",
+      );
+  if (limitMs("requestTimeout") > 0 && limitMs("requestTimeout") < limitMs("headerTimeout"))
+    add(
+      "E_SPEC_GATEWAY_TIMEOUTS",
+      ["gateway", "limits", "requestTimeout"],
+      `requestTimeout ${limitMs("requestTimeout")}ms is shorter than headerTimeout ${limitMs("headerTimeout")}ms: the request timeout covers the whole request, its headers included`,
+      "raise requestTimeout to at least headerTimeout, or lower headerTimeout",
+    );
 
   // Pinned local ports: one name per port, and only where a local port exists (not a wildcard or range).
   const pins = new Map<number, string>();
@@ -630,11 +652,9 @@ export function semanticIssues(raw: unknown): Issue[] {
 
     // Stores.
     const redisUrl = str(obj(obj(gateway.rateLimitStore).redis).url);
-    if (redisUrl !== undefined)
-      checkUrl(redisUrl, ["gateway", "rateLimitStore", "redis", "url"], ["redis:", "rediss:"], add);
+    checkRedisUrl(redisUrl, ["gateway", "rateLimitStore", "redis", "url"], add);
     const cacheRedis = str(obj(obj(obj(gateway.cache).redis)).url);
-    if (cacheRedis !== undefined)
-      checkUrl(cacheRedis, ["gateway", "cache", "redis", "url"], ["redis:", "rediss:"], add);
+    checkRedisUrl(cacheRedis, ["gateway", "cache", "redis", "url"], add);
 
     // Transforms: headers the gateway owns stay out of reach; templates and field paths compile.
     const principalHeaders = new Set<string>();
@@ -1219,6 +1239,35 @@ function checkUrl(
     `scheme ${url.protocol.replace(/:$/, "")} is not allowed here`,
     `use ${schemes.map((s) => s.replace(/:$/, "")).join(" or ")}${httpOnLoopback ? " (plain http only on localhost)" : ""}`,
   );
+}
+
+/**
+ * A Redis URL as the gateway's client reads it (runtime/redis/url.ts): besides the scheme, the path must
+ * be a database number and there is no query or fragment — refused here rather than by every gateway
+ * at start. The client's messages never hold the password.
+ */
+function checkRedisUrl(
+  value: string | undefined,
+  segments: Segments,
+  add: (code: SpecErrorCode, segments: Segments, message: string, hint: string) => void,
+) {
+  if (value === undefined) return;
+  let reported = false;
+  checkUrl(value, segments, ["redis:", "rediss:"], (...a) => {
+    reported = true;
+    add(...a);
+  });
+  if (reported) return;
+  try {
+    parseRedisUrl(value);
+  } catch (err) {
+    add(
+      "E_SPEC_INVALID_URL",
+      segments,
+      (err as Error).message,
+      "write redis://[user:password@]host[:port][/db] with a database number and no query; rediss:// for TLS",
+    );
+  }
 }
 
 function isCidr(value: string): boolean {

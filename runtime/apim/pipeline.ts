@@ -249,8 +249,8 @@ export type RequestBodyResult =
   | { readonly kind: "untouched" }
   | {
       readonly kind: "error";
-      readonly status: 400 | 413;
-      readonly code: "bad_json_body" | "body_too_large";
+      readonly status: 400 | 413 | 415;
+      readonly code: "bad_json_body" | "body_too_large" | "unsupported_media_type";
       readonly message: string;
     }
   | { readonly kind: "aborted" };
@@ -258,7 +258,11 @@ export type RequestBodyResult =
 /**
  * Step 10, `forward` with a request body transform: a JSON body (Content-Type application/json or
  * +json) is read whole — at most the route's body limit — decoded if it has a Content-Encoding,
- * transformed, and sent with a recomputed Content-Length. Any other body streams untouched.
+ * transformed, and sent with a recomputed Content-Length. Any other body streams untouched — except on a
+ * route whose operations set, template or drop fields: those are fields the upstream trusts the gateway to
+ * have written (`${principal.subject}`) or removed, and an upstream that parses JSON whatever the declared
+ * type would take the client's own values from the same JSON sent as text/plain (or with no type). Such a
+ * body is refused, 415 unsupported_media_type (fail closed).
  * Mutates `headers` (content-length, content-encoding) when it returns a body.
  */
 export async function transformRequestBody(
@@ -269,7 +273,18 @@ export async function transformRequestBody(
   ctx: TemplateContext | null,
 ): Promise<RequestBodyResult> {
   const ops = ap.request?.body;
-  if (!ops || !isJsonMediaType(req.headers["content-type"])) return { kind: "untouched" };
+  if (!ops) return { kind: "untouched" };
+  if (!isJsonMediaType(req.headers["content-type"])) {
+    if (ops.set.length === 0 && ops.template.length === 0 && ops.drop.length === 0)
+      return { kind: "untouched" };
+    return {
+      kind: "error",
+      status: 415,
+      code: "unsupported_media_type",
+      message:
+        "the route sets or removes fields of JSON request bodies: send the body as application/json (or a +json type)",
+    };
+  }
   const collected = await readBounded(req, limit);
   if (collected === "aborted") return { kind: "aborted" };
   if (collected === "too_large")

@@ -8,8 +8,8 @@
  * and the rest wait for it or fail fast. A failed refresh keeps the keys and is retried no sooner than
  * `minRefetchIntervalMs` later. Fetches have a timeout, follow no redirects and read at most `maxBytes`.
  *
- * Keys are looked up by exact `kid` in this set only; tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never
- * consulted. Each key is imported once per pinned algorithm it fits (kty/crv, its own `alg`, `use: sig`,
+ * Keys are looked up by exact `kid` in this set only (every key with that kid fitting the token's alg is
+ * tried); tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never consulted. Each key is imported once per pinned algorithm it fits (kty/crv, its own `alg`, `use: sig`,
  * `key_ops` with verify); symmetric (`oct`) keys and private members are never used.
  */
 import { importJWK, type CryptoKey, type JWK } from "jose";
@@ -31,11 +31,19 @@ export interface JwksOptions {
   readonly now?: () => number;
 }
 
+/**
+ * `keys` holds every key of the set with the token's kid that fits its alg, in the set's order: a JWKS may
+ * publish one kid twice (a rotation that reuses the kid, two algorithms), and like Envoy's jwt_authn and
+ * jose's createLocalJWKSet the verifier tries each of them. Usually it is one key.
+ */
 export type KeyLookup =
-  | { readonly kind: "key"; readonly key: CryptoKey }
+  | { readonly kind: "key"; readonly keys: readonly CryptoKey[] }
   | { readonly kind: "unknown_kid" }
   | { readonly kind: "no_kid" }
   | { readonly kind: "unavailable" };
+
+const UNKNOWN_KID: KeyLookup = Object.freeze({ kind: "unknown_kid" });
+const NO_KID: KeyLookup = Object.freeze({ kind: "no_kid" });
 
 /** Which JWK fits which JWS algorithm. */
 const FITS: Readonly<Record<string, (jwk: JWK) => boolean>> = {
@@ -72,6 +80,8 @@ export class JwksStore {
   private readonly opts: Required<Omit<JwksOptions, "now">>;
   private readonly now: () => number;
   private keys: readonly KeyEntry[] = [];
+  /** kid → alg → the lookup answer (built once per key set: a lookup is two map reads, no allocation). */
+  private byKid: ReadonlyMap<string, ReadonlyMap<string, KeyLookup>> = new Map();
   private loaded = false;
   private expiresAt = 0;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
@@ -112,7 +122,7 @@ export class JwksStore {
     if (cfg.jwks) {
       const inline = cfg.jwks.keys;
       this.inlineReady = importKeys(inline, this.algorithms).then((keys) => {
-        this.keys = keys;
+        this.setKeys(keys);
         this.loaded = true;
         if (keys.length === 0)
           this.log.error(
@@ -161,24 +171,40 @@ export class JwksStore {
     return !this.closed && this.now() - this.lastAttemptAt >= this.opts.minRefetchIntervalMs;
   }
 
-  private find(kid: string | undefined, alg: string): KeyLookup {
-    if (kid !== undefined) {
-      for (const k of this.keys) {
-        if (k.kid !== kid) continue;
-        const key = k.byAlg.get(alg);
-        if (key) return { kind: "key", key };
+  private setKeys(keys: readonly KeyEntry[]): void {
+    const byKid = new Map<string, Map<string, CryptoKey[]>>();
+    for (const k of keys) {
+      if (k.kid === undefined) continue;
+      let perAlg = byKid.get(k.kid);
+      if (!perAlg) byKid.set(k.kid, (perAlg = new Map()));
+      for (const [alg, key] of k.byAlg) {
+        const list = perAlg.get(alg);
+        if (list) list.push(key);
+        else perAlg.set(alg, [key]);
       }
-      return { kind: "unknown_kid" };
     }
+    const index = new Map<string, Map<string, KeyLookup>>();
+    for (const [kid, perAlg] of byKid) {
+      const answers = new Map<string, KeyLookup>();
+      for (const [alg, list] of perAlg)
+        answers.set(alg, Object.freeze({ kind: "key", keys: Object.freeze(list) }));
+      index.set(kid, answers);
+    }
+    this.keys = keys;
+    this.byKid = index;
+  }
+
+  private find(kid: string | undefined, alg: string): KeyLookup {
+    if (kid !== undefined) return this.byKid.get(kid)?.get(alg) ?? UNKNOWN_KID;
     // No kid: acceptable only when exactly one key of the set fits the algorithm.
     let only: CryptoKey | null = null;
     for (const k of this.keys) {
       const key = k.byAlg.get(alg);
       if (!key) continue;
-      if (only) return { kind: "no_kid" };
+      if (only) return NO_KID;
       only = key;
     }
-    return only ? { kind: "key", key: only } : { kind: "no_kid" };
+    return only ? { kind: "key", keys: [only] } : NO_KID;
   }
 
   /** One fetch (callers share `inflight`). Failures keep the previous keys. */
@@ -190,7 +216,7 @@ export class JwksStore {
       .then(
         ({ keys, ttlMs }) => {
           const previous = this.keys;
-          this.keys = keys;
+          this.setKeys(keys);
           this.loaded = true;
           this.expiresAt = this.now() + ttlMs;
           this.observer.jwksFetch(this.provider, "success");

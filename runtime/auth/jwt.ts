@@ -296,23 +296,30 @@ export class JwtVerifier {
       return failure("jwt", "no key of the provider has the token's kid", 401, "invalid_token");
     if (found.kind === "no_kid")
       return failure("jwt", "the token has no kid and the provider has several keys", 401, "invalid_token");
-    return this.check(token, found.key, key);
+    return this.check(token, found.keys, key);
   }
 
-  private async check(token: string, cryptoKey: CryptoKey, key: string): Promise<Principal | AuthFailure> {
-    let payload: Record<string, unknown>;
-    try {
-      ({ payload } = await jwtVerify(token, cryptoKey, {
-        ...this.verifyOptions,
-        currentDate: new Date(this.now()),
-      }));
-    } catch (err) {
-      return failure(
-        "jwt",
-        joseReason(err as Error & { code?: string; claim?: string; reason?: string }),
-        401,
-        "invalid_token",
-      );
+  /**
+   * Verifies with each candidate key in turn (several keys may share the token's kid): a signature that does
+   * not verify moves on to the next; any other failure (claims, expiry) is the token's own and ends the search.
+   */
+  private async check(
+    token: string,
+    candidates: readonly CryptoKey[],
+    key: string,
+  ): Promise<Principal | AuthFailure> {
+    let payload: Record<string, unknown> | undefined;
+    for (let i = 0; payload === undefined; i++) {
+      try {
+        ({ payload } = await jwtVerify(token, candidates[i]!, {
+          ...this.verifyOptions,
+          currentDate: new Date(this.now()),
+        }));
+      } catch (err) {
+        const e = err as Error & { code?: string; claim?: string; reason?: string };
+        if (e.code === "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" && i + 1 < candidates.length) continue;
+        return failure("jwt", joseReason(e), 401, "invalid_token");
+      }
     }
     // RFC 7519 §4.1.2: `sub` is a string. Another type would leave the principal without a subject while
     // upstreams (forwardClaims) and logs saw a value: refused like any malformed claim.

@@ -547,14 +547,23 @@ export class OidcClient {
         found.kind === "unavailable" ? 503 : 401,
       );
     try {
-      const { payload } = await jwtVerify(idToken, found.key, {
-        algorithms: d.algorithms,
-        issuer: this.config.issuer,
-        audience: this.config.clientId,
-        requiredClaims: ["exp", "iat", "sub"],
-        clockTolerance: ID_TOKEN_SKEW_S,
-        currentDate: new Date(this.now()),
-      });
+      let payload: Record<string, unknown> | undefined;
+      // Every key with the id_token's kid is tried (a JWKS may publish one kid twice).
+      for (let i = 0; payload === undefined; i++) {
+        try {
+          ({ payload } = await jwtVerify(idToken, found.keys[i]!, {
+            algorithms: d.algorithms,
+            issuer: this.config.issuer,
+            audience: this.config.clientId,
+            requiredClaims: ["exp", "iat", "sub"],
+            clockTolerance: ID_TOKEN_SKEW_S,
+            currentDate: new Date(this.now()),
+          }));
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          if (code !== "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" || i + 1 >= found.keys.length) throw err;
+        }
+      }
       if (typeof payload.nonce !== "string" || !safeEqual(payload.nonce, nonce))
         return failure("oidc", "the id_token's nonce does not match the login");
       // OIDC Core §3.1.3.7 (4, 5): with several audiences azp must be present, and an azp that is present

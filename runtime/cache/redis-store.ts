@@ -52,7 +52,8 @@
  * the first failure of an outage and the first success after it (the gateway logs once per outage). URL
  * purges that fail (invalidations after unsafe methods, purge API calls) are remembered (up to
  * `maxPendingPurges` URLs, beyond that everything is purged) and replayed when Redis answers again, so a
- * stalled and resumed server does not serve what was invalidated meanwhile.
+ * stalled and resumed server does not serve what was invalidated meanwhile: until a URL's purge is
+ * replayed, lookups of it are misses (the answers that end the outage come before the replay runs).
  */
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -489,8 +490,9 @@ export class RedisStore implements CacheStore {
     return this.client.command(["GET", this.entryKey(key)], { buffers: true }).then(
       (v) => {
         this.#ok();
+        if (!Buffer.isBuffer(v) || this.#purgePending(key)) return undefined;
         // The reply is this value's own buffer: the body need not be copied again.
-        return Buffer.isBuffer(v) ? (decodeValue(v, false) ?? undefined) : undefined;
+        return decodeValue(v, false) ?? undefined;
       },
       (err: unknown) => this.#failed(err),
     );
@@ -511,7 +513,7 @@ export class RedisStore implements CacheStore {
       (v) => {
         const announced = this.#settle(rk);
         this.#ok();
-        if (!Buffer.isBuffer(v)) return undefined;
+        if (!Buffer.isBuffer(v) || this.#purgePending(key)) return undefined;
         const keep = tracked && !announced && epoch === this.#epoch && this.#tracking;
         // Kept values own their body (a reply may share the socket's buffer).
         const value = decodeValue(v, keep) ?? undefined;
@@ -542,6 +544,17 @@ export class RedisStore implements CacheStore {
       this.#announced.delete(rk);
     }
     return announced;
+  }
+
+  /**
+   * Whether a purge of the key's URL failed during an outage and has not been replayed yet (or more
+   * failed than were remembered): Redis may still hold what it removes, so a read must be a miss.
+   */
+  #purgePending(key: string): boolean {
+    if (this.#pendingOverflow) return true;
+    if (this.#pending.size === 0) return false;
+    const hosts = this.#pending.get(urlOfKey(key));
+    return hosts !== undefined && (hosts.has("") || hosts.has(hostOfKey(key)));
   }
 
   /** Drops this process's copy of a key (its own store, delete: no waiting for the announcement). */
@@ -933,10 +946,14 @@ export class RedisStore implements CacheStore {
       }
       while (this.#pending.size > 0) {
         const [url, hosts] = this.#pending.entries().next().value!;
-        this.#pending.delete(url);
         // Purging every host covers the narrower purges of the same URL.
         const list = hosts.has("") ? [""] : [...hosts];
-        for (const host of list) await this.purgeUrl(url, host);
+        for (const host of list) {
+          await this.purgeUrl(url, host);
+          // Forgotten only once done: reads answered before the purge ran are misses (#purgePending).
+          hosts.delete(host);
+        }
+        if (hosts.size === 0 && this.#pending.get(url) === hosts) this.#pending.delete(url);
       }
     } catch {
       // Still failing: what is left stays remembered for the next recovery.

@@ -4,7 +4,7 @@
  * from the config file), validated whole and built before it replaces anything — an invalid config, or
  * one whose state cannot be built, is rejected with its code and the old one keeps serving. Each attempt
  * is counted in `meshgate_config_reloads_total{proxy,result}` (success, unchanged, failure), and a
- * swap moves `meshgate_config_info{proxy,hash}` from the old hash (0) to the new one (1).
+ * swap moves `meshgate_config_info{proxy,hash}` from the old hash (its series removed) to the new one (1).
  *
  * What differs between the proxies is given as hooks: what an unchanged config still refreshes
  * (certificate files rotated in place), how the new state is built, and the swap itself.
@@ -29,7 +29,10 @@ export interface ReloaderOptions<C extends { readonly hash: string }, S> {
     /** `meshgate_config_reloads_total`, labelled (proxy, result). */
     readonly reloads: { labels(proxy: string, result: string): { inc(): void } };
     /** `meshgate_config_info`, labelled (proxy, hash). */
-    readonly info: { labels(proxy: string, hash: string): { set(value: number): void } };
+    readonly info: {
+      labels(proxy: string, hash: string): { set(value: number): void };
+      remove(proxy: string, hash: string): boolean;
+    };
   };
   readonly log: Logger;
   /** The config serving now. */
@@ -172,8 +175,10 @@ export function createReloader<C extends { readonly hash: string }, S>(o: Reload
           "config not applied; the previous config keeps serving",
         );
       }
-      info.labels(o.proxy, previous).set(0);
+      // Only the serving hash has a series: kept at 0, every past hash took a child until the cap folded
+      // the serving one into hash="__overflow__" (after 4 reloads).
       info.labels(o.proxy, next.hash).set(1);
+      if (previous !== next.hash) info.remove(o.proxy, previous);
       reloads.labels(o.proxy, "success").inc();
       o.log.info({ event: "reloaded", hash: next.hash });
       return { ok: true, hash: next.hash, changed: true };

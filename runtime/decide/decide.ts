@@ -7,12 +7,18 @@
  * timeout and retry plan), or a reject with its HTTP status, a stable code and the reason. It never throws
  * for a request, never reads the clock or randomness, and does no I/O.
  */
-import type { GatewayRuntimeConfig, RetryPlan, RouteAction, RouteAuth } from "../contract/schema.ts";
+import {
+  HTTP_METHODS,
+  type GatewayRuntimeConfig,
+  type RetryPlan,
+  type RouteAction,
+  type RouteAuth,
+} from "../contract/schema.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
 import { paramsOf, Router, type CompiledRoute } from "./router.ts";
 
 export type RejectCode =
-  "bad_request_target" | "bad_host" | "host_not_served" | "no_route" | "method_not_allowed";
+  "bad_method" | "bad_request_target" | "bad_host" | "host_not_served" | "no_route" | "method_not_allowed";
 
 export interface RejectDecision {
   readonly kind: "reject";
@@ -34,7 +40,10 @@ export interface RouteDecision {
   readonly path: string;
   readonly query: string;
   readonly params: Readonly<Record<string, string>>;
-  /** Path and query sent upstream (the canonical path, or the rewrite with params substituted). */
+  /**
+   * Path and query sent upstream (the canonical path, or the rewrite with params substituted); for a
+   * redirect route, the path and query of its Location (the redirect path with params substituted).
+   */
   readonly upstreamPath: string;
   /** Host header sent upstream when the route rewrites it, else null (keep the client's). */
   readonly upstreamHost: string | null;
@@ -90,7 +99,24 @@ const reject = (
   allow: readonly string[] = [],
 ): RejectDecision => ({ kind: "reject", status, code, reason, detail, allow });
 
+/** The methods the proxies route (one Set lookup for almost every request). */
+const KNOWN_METHODS: ReadonlySet<string> = new Set<string>(HTTP_METHODS);
+/** An RFC 9110 §9.1 method token without lower-case letters. */
+const UPPER_METHOD_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Z-]+$/;
+
+/**
+ * Why a method is refused, or null. Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET, and the
+ * proxies' HTTP/1.1 parser refuses it (400). The same rule here refuses it over HTTP/2 (whose `:method` Node
+ * passes through as sent) and in `meshgate explain`, so every path gives one verdict.
+ */
+export function methodProblem(method: string): string | null {
+  if (KNOWN_METHODS.has(method) || UPPER_METHOD_TOKEN.test(method)) return null;
+  return `the method ${JSON.stringify(method.slice(0, 32))} is not an upper-case token (methods are case-sensitive, RFC 9110 §9.1)`;
+}
+
 export function decide(gw: CompiledGateway, facts: GatewayRequestFacts): Decision {
+  const badMethod = methodProblem(facts.method);
+  if (badMethod !== null) return reject(400, "bad_method", badMethod);
   const target = canonicalizeTarget(facts.target, { mergeSlashes: gw.mergeSlashes });
   if (!target.ok) return reject(400, "bad_request_target", target.detail, target.reason);
   const host = target.host ?? canonicalHost(facts.host);

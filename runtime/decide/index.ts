@@ -4,7 +4,7 @@ export { parsePathPattern, isPatternError, matchPath, comparePatterns } from "./
 export type { PathPattern, PatternSegment } from "./pattern.ts";
 export { Router } from "./router.ts";
 export type { CompiledRoute, RouterResult, RouteQuery } from "./router.ts";
-export { compileGateway, decide } from "./decide.ts";
+export { compileGateway, decide, methodProblem } from "./decide.ts";
 export type {
   CompiledGateway,
   Decision,

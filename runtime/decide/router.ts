@@ -37,8 +37,8 @@ export interface CompiledRoute {
   /** captureNames.length, inline. */
   readonly captureCount: number;
   /**
-   * The compiled rewrite path, when the route rewrites it: literal parts, and numbers that index the
-   * captured segments — filled per request without a name lookup.
+   * The compiled rewrite path, when the route rewrites it (or the redirect path, for a redirect route):
+   * literal parts, and numbers that index the captured segments — filled per request without a name lookup.
    */
   readonly rewrite: readonly (string | number)[] | null;
   readonly source: string;
@@ -462,8 +462,13 @@ class TableBuilder {
   }
 }
 
-function compileCondition(c: GatewayRoute["match"]["headers"][number]): Condition {
-  const name = c.name.toLowerCase();
+/**
+ * A header condition's name is compared lower-case (header names are case-insensitive, and the header
+ * source is keyed by lower-case names); a query parameter's name as written (`apiVersion` and
+ * `apiversion` are two parameters to the upstream).
+ */
+function compileCondition(c: GatewayRoute["match"]["headers"][number], header: boolean): Condition {
+  const name = header ? c.name.toLowerCase() : c.name;
   switch (c.kind) {
     case "exact": {
       const v = c.value ?? "";
@@ -508,8 +513,14 @@ function compileRoute(config: GatewayRoute, shared: Map<string, unknown>): Compi
     else if (seg.kind === "any") captureNames.push(null);
   }
   const action = config.action;
-  const template =
-    action.kind === "forward" && action.rewrite?.path ? compileTemplate(action.rewrite.path) : null;
+  // The path a forward sends (rewrite.path) or a redirect points to (redirect.path): both may use {params}.
+  const path =
+    action.kind === "forward"
+      ? (action.rewrite?.path ?? null)
+      : action.kind === "redirect"
+        ? action.path
+        : null;
+  const template = path ? compileTemplate(path) : null;
   const rewrite =
     template === null
       ? null
@@ -518,7 +529,7 @@ function compileRoute(config: GatewayRoute, shared: Map<string, unknown>): Compi
           const index = captureNames.indexOf(part.param);
           if (index < 0)
             throw new Error(
-              `route ${config.name}: rewrite uses {${part.param}}, which the path does not capture`,
+              `route ${config.name}: ${action.kind} uses {${part.param}}, which the path does not capture`,
             );
           return index;
         });
@@ -532,8 +543,14 @@ function compileRoute(config: GatewayRoute, shared: Map<string, unknown>): Compi
         : null,
     methodMask: methods.reduce((mask, m) => mask | (METHOD_BITS[m] ?? 0), 0),
     conditionCount: config.match.headers.length + config.match.query.length,
-    headers: config.match.headers.length > 0 ? config.match.headers.map(compileCondition) : NO_CONDITIONS,
-    query: config.match.query.length > 0 ? config.match.query.map(compileCondition) : NO_CONDITIONS,
+    headers:
+      config.match.headers.length > 0
+        ? config.match.headers.map((c) => compileCondition(c, true))
+        : NO_CONDITIONS,
+    query:
+      config.match.query.length > 0
+        ? config.match.query.map((c) => compileCondition(c, false))
+        : NO_CONDITIONS,
     captureNames: sharedValue(shared, `captures ${JSON.stringify(captureNames)}`, captureNames),
     captureCount: captureNames.length,
     source: config.match.path,

@@ -1,7 +1,8 @@
 /**
  * The admin listener, shared by the single-process gateway and the multi-worker primary: /live, /ready,
  * /metrics (Prometheus text format), /config (redacted), POST /reload, POST /cache/purge. A POST carrying
- * an Origin header (a browser page's cross-site request) is refused with 403.
+ * an Origin header (a browser page's cross-site request) is refused with 403, and so is, on a connection
+ * to a loopback address, a request whose Host names anything but the loopback (DNS rebinding).
  */
 import http from "node:http";
 import { parsePurgeRequest, PURGE_BODY_LIMIT } from "../cache/purge.ts";
@@ -19,6 +20,27 @@ export interface AdminSources {
   purge(request: PurgeRequest): Promise<number>;
 }
 
+/** A connection that arrived on a loopback address (127.0.0.0/8, ::1, their IPv4-mapped form). */
+function arrivedOnLoopback(localAddress: string | undefined): boolean {
+  if (localAddress === undefined) return false;
+  const a = localAddress.startsWith("::ffff:") ? localAddress.slice(7) : localAddress;
+  return a === "::1" || a.startsWith("127.");
+}
+
+const LOOPBACK_NAMES: ReadonlySet<string> = new Set(["localhost", "[::1]"]);
+const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
+/**
+ * A Host header naming the loopback — `localhost`, `[::1]` or a 127.0.0.0/8 literal, any port — or none at
+ * all (no browser sends a request without one).
+ */
+function loopbackHost(host: string | undefined): boolean {
+  if (host === undefined) return true;
+  const colon = host.lastIndexOf(":");
+  const name = colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
+  return LOOPBACK_NAMES.has(name.toLowerCase()) || LOOPBACK_V4.test(name);
+}
+
 export function createAdminServer(src: AdminSources): http.Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -29,6 +51,18 @@ export function createAdminServer(src: AdminSources): http.Server {
     if (path === "/live") return send(200, "text/plain", "live\n");
     if (path === "/ready")
       return src.ready() ? send(200, "text/plain", "ready\n") : send(503, "text/plain", "not ready\n");
+    // DNS rebinding: a web page in a browser on this machine (local mode binds the admin to 127.0.0.1)
+    // can rebind its own name to 127.0.0.1 and read what it fetches as same-origin — the config, the
+    // metrics. A connection to a loopback address names the loopback in its Host (curl, Prometheus and
+    // the local stack do); the page's request names the page's host and is refused. Probes (/live,
+    // /ready) show nothing and answer any Host.
+    if (arrivedOnLoopback(req.socket.localAddress) && !loopbackHost(req.headers.host)) {
+      return send(
+        403,
+        "application/json",
+        `${JSON.stringify({ error: "refused: the admin on a loopback address answers Host names of the loopback only (127.0.0.1, localhost, [::1])" })}\n`,
+      );
+    }
     if (path === "/config")
       return send(200, "application/json", `${JSON.stringify(src.config(), null, 2)}\n`);
     // A browser page (any site, on the operator's machine or a pod's neighbour) can POST here: a form or a

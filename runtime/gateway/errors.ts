@@ -8,6 +8,10 @@ export const GatewayErrorCatalog = {
     400,
     "the request target was refused by canonicalization (the message names the rule)",
   ],
+  bad_method: [
+    400,
+    "the method is not an upper-case token (methods are case-sensitive, RFC 9110 §9.1: `get` is not GET; HTTP/1.1 requests with one are refused by the parser, without this code)",
+  ],
   bad_host: [400, "the Host header is missing or malformed"],
   duplicate_header: [
     400,
@@ -50,7 +54,15 @@ export const GatewayErrorCatalog = {
     "a static route has no file for the path (also: dotfiles, paths that would leave the root)",
   ],
   method_not_allowed: [405, "routes match the path but not the method (see the Allow header)"],
+  request_timeout: [
+    408,
+    "an HTTP/2 request whose body did not arrive within limits.requestTimeout (the stream is then reset with NO_ERROR; HTTP/1.1 gets a bare 408 and its connection closed)",
+  ],
   body_too_large: [413, "the request body exceeds the route's limit"],
+  unsupported_media_type: [
+    415,
+    "the route sets, templates or drops fields of JSON request bodies and this request's body is not JSON (its Content-Type is not application/json or +json, or it has none)",
+  ],
   range_not_satisfiable: [
     416,
     "a static file or a cached response was asked for a byte range outside it (Content-Range: bytes */size)",

@@ -1,7 +1,8 @@
 /**
  * Listeners: plain HTTP/1.1; HTTP/1.1 with cleartext HTTP/2 on the same port (h2c with prior knowledge:
  * the first bytes are sniffed for the HTTP/2 preface and the socket handed to the right server); and
- * TLS with SNI (a certificate per host set, wildcards allowed) and ALPN offering h2 and http/1.1.
+ * TLS with SNI (a certificate per host set, wildcards allowed; the first one for a client that names no
+ * host or one no certificate lists) and ALPN offering h2 and http/1.1.
  *
  * Certificates are read at config load and at every reload; the SNI callback reads the current set, so
  * a reload rotates certificates on a live listener without dropping connections.
@@ -26,8 +27,10 @@ import { markHandshakeClientCas } from "../auth/clientcert.ts";
 import { inRanges, parseCidr, type IpRange } from "../decide/authorize.ts";
 import { parseProxyHeader, type ProxiedSource } from "../net/proxy-protocol.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
+import { writeLocalReply, type ReplyResponse } from "../net/reply.ts";
+import type { GatewayErrorCode } from "./errors.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
+import { fronting, H2_MAX_CONCURRENT_STREAMS, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 
 type ListenerConfig = GatewayRuntimeConfig["listeners"][number];
 type Limits = GatewayRuntimeConfig["limits"];
@@ -49,6 +52,12 @@ export interface CertificateSet {
    * for), put on each connection at its handshake (runtime/auth/clientcert.ts markHandshakeClientCas).
    */
   readonly clientCas: ReadonlySet<string> | null;
+  /**
+   * What the default context is made of (the first certificate, its key, the client CAs): a client that
+   * sends no server name (one that connects by IP address) gets no SNI callback, so the TLS server's own
+   * context serves it — set from these (tls.Server#setSecureContext) when the set changes.
+   */
+  readonly defaultOptions: tls.SecureContextOptions;
 }
 
 /**
@@ -74,15 +83,13 @@ export function loadCertificates(
         { cause: err },
       );
     }
-    return {
-      hosts: c.hosts,
-      context: tls.createSecureContext({
-        cert,
-        key,
-        minVersion: l.tls!.minVersion,
-        ...(clientCa ? { ca: [...clientCa] } : {}),
-      }),
+    const options: tls.SecureContextOptions = {
+      cert,
+      key,
+      minVersion: l.tls!.minVersion,
+      ...(clientCa ? { ca: [...clientCa] } : {}),
     };
+    return { hosts: c.hosts, options, context: tls.createSecureContext(options) };
   });
   const exact = new Map<string, SecureContext>();
   const wildcard: [string, SecureContext][] = [];
@@ -96,6 +103,7 @@ export function loadCertificates(
   const fallback = entries[0]!.context;
   return {
     clientCas,
+    defaultOptions: entries[0]!.options,
     contextFor(serverName: string): SecureContext {
       const name = serverName.toLowerCase();
       const hit = exact.get(name);
@@ -214,6 +222,108 @@ function proxiedTls(server: tls.Server, onInvalid: (reason: string) => void) {
   };
 }
 
+/** The answer to an HTTP/2 request whose body is late (runtime/gateway/errors.ts). */
+const REQUEST_TIMEOUT = Object.freeze({
+  status: 408,
+  code: "request_timeout" satisfies GatewayErrorCode,
+  message: "the request body did not arrive within the request timeout",
+});
+
+/**
+ * HTTP/2 requests get the request timeout Node gives HTTP/1.1 ones (limits.requestTimeout: the whole
+ * request, its body included) — nghttp2 has none, and the session's idle timeout does not end a session
+ * with a stream open: a body trickled a byte at a time held its stream, its upstream request and a drain
+ * for as long as the route's timeout allowed. A request whose body has not ended in time is answered 408 (a reset when its
+ * response has begun) and the client is told to stop sending (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+ * Requests without a body are never tracked; the others are checked on the interval Node checks HTTP/1.1
+ * timeouts on, so no timer is made per request. Returns what to call with each HTTP/2 response.
+ */
+function h2RequestTimeouts(timeoutMs: number, intervalMs: number): (res: Http2ServerResponse) => void {
+  if (timeoutMs <= 0) return () => {}; // none, as Node reads 0 for HTTP/1.1 (the spec refuses it)
+  // The responses whose request is still being received, with when it started (insertion order).
+  const receiving = new Map<Http2ServerResponse, number>();
+  let sweeper: NodeJS.Timeout | null = null;
+  function forget(this: Http2ServerResponse): void {
+    receiving.delete(this);
+  }
+  const sweep = () => {
+    const now = performance.now();
+    for (const [res, since] of receiving) {
+      const stream = res.stream;
+      if (stream.destroyed || stream.closed || stream.state.remoteClose) {
+        receiving.delete(res); // the body ended (or the stream is gone)
+        continue;
+      }
+      if (now - since < timeoutMs) continue;
+      receiving.delete(res);
+      if (res.headersSent) {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        continue;
+      }
+      // A gRPC call gets it in its form (trailers-only, grpc-status from 408) like every local reply.
+      writeLocalReply(res.req, res as unknown as ReplyResponse, REQUEST_TIMEOUT, true, false);
+      stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    }
+    if (receiving.size === 0 && sweeper !== null) {
+      clearInterval(sweeper);
+      sweeper = null;
+    }
+  };
+  return (res) => {
+    if (res.stream.endAfterHeaders) return;
+    receiving.set(res, performance.now());
+    res.once("close", forget);
+    sweeper ??= setInterval(sweep, intervalMs).unref();
+  };
+}
+
+/** Marks a handshake whose client CAs are not known: its chain must anchor in the CAs of now. */
+const UNKNOWN_CLIENT_CAS: ReadonlySet<string> = new Set([
+  "(not a fingerprint: the handshake's CAs are not known)",
+]);
+
+/**
+ * A client that sends no server name (one connecting by IP address, a load balancer's health check) gets no
+ * SNI callback: the TLS server's own context serves it. That context follows the listener's certificates —
+ * the first certificate, as for a name no certificate lists — set again whenever they change. Its handshake
+ * is marked with the client CAs of the set it was served with (markHandshakeClientCas), as the SNI callback
+ * marks the others.
+ */
+function defaultContextFollows(
+  server: tls.Server,
+  certs: () => CertificateSet,
+  requestClientCerts: boolean,
+): void {
+  let serving: CertificateSet | null = null;
+  // The set each connection was handed with (for the mark): only when client certificates are asked for.
+  const setOf = requestClientCerts ? new WeakMap<object, CertificateSet>() : null;
+  server.prependListener("connection", (connection: Duplex) => {
+    let set: CertificateSet;
+    try {
+      set = certs();
+    } catch {
+      return; // none loaded: the handshake fails, as the SNI callback's does
+    }
+    if (set !== serving) {
+      // The session-ticket keys stay (new ones only when the client CAs change: rotateTicketKeys).
+      server.setSecureContext({ ...set.defaultOptions, ticketKeys: server.getTicketKeys() });
+      serving = set;
+    }
+    setOf?.set(connection, set);
+  });
+  if (setOf === null) return;
+  server.prependListener("secureConnection", (s: TLSSocket) => {
+    if (s.servername) return; // the SNI callback marked it
+    // The connection the TLS socket reads: the socket, or the stream a PROXY front hands over.
+    const inner = s as unknown as { _parent?: object; _handle?: { _parentWrap?: { stream?: object } } };
+    const set =
+      (inner._parent && setOf.get(inner._parent)) ??
+      (inner._handle?._parentWrap?.stream && setOf.get(inner._handle._parentWrap.stream));
+    if (!set) markHandshakeClientCas(s, UNKNOWN_CLIENT_CAS);
+    else if (set.clientCas !== null) markHandshakeClientCas(s, set.clientCas);
+  });
+}
+
 /**
  * The stack of one listener: what serves the connections its acceptor hands over. None of its servers
  * listens; the acceptor emits `listening` on `server` when it starts serving (Node's HTTP/1 timeout checks
@@ -246,13 +356,25 @@ export function createListener(
     insecureHTTPParser: false,
     noDelay: true,
   };
-  const h2Settings: http2.Settings = { maxHeaderListSize: limits.maxHeaderBytes, enablePush: false };
+  const h2Settings: http2.Settings = {
+    maxHeaderListSize: limits.maxHeaderBytes,
+    enablePush: false,
+    maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS,
+  };
+  const h2Timed = h2RequestTimeouts(limits.requestTimeoutMs, http1Options.connectionsCheckingInterval!);
   const sessions = new Set<http2.ServerHttp2Session>();
   const trackSessions = (s: http2.Http2Server | http2.Http2SecureServer) => {
     s.on("session", (session: http2.ServerHttp2Session) => {
       sessions.add(session);
       session.setTimeout(limits.idleTimeoutMs, () => session.close());
-      session.on("close", () => sessions.delete(session));
+      // Its first request head within the header timeout, as Node's HTTP/1 server wants of a new connection:
+      // a session that sent no preface, or trickles its first header block, was held for the idle timeout.
+      const first = setTimeout(() => session.destroy(), limits.headerTimeoutMs);
+      session.once("stream", () => clearTimeout(first));
+      session.on("close", () => {
+        clearTimeout(first);
+        sessions.delete(session);
+      });
     });
   };
 
@@ -264,6 +386,9 @@ export function createListener(
     };
     const tlsOptions: tls.TlsOptions = {
       minVersion: l.tls?.minVersion ?? "TLSv1.2",
+      // A handshake not done is a request head not received: the header timeout bounds it (Node's default
+      // of 120 s let a client that never finished its ClientHello hold a connection that long).
+      handshakeTimeout: limits.headerTimeoutMs,
       ...(requestClientCerts ? { requestCert: true, rejectUnauthorized: false } : {}),
       // Node calls it as a method of the TLS socket: the connection learns the client CAs it is verified
       // against, which a later reload may remove (the client-certificate verifier then checks again).
@@ -280,9 +405,14 @@ export function createListener(
     if (l.http2) {
       const server = http2.createSecureServer(
         { ...tlsOptions, allowHTTP1: true, settings: h2Settings, maxSessionMemory: 16 },
-        (req, res) => handler(req, res, "https"),
+        (req, res) => {
+          // HTTP/1.1 requests on this port have Node's request timeout (set below).
+          if (req.httpVersionMajor === 2) h2Timed(res);
+          handler(req, res, "https");
+        },
       );
       trackSessions(server);
+      defaultContextFollows(server, certs, requestClientCerts);
       server.setTimeout(limits.requestTimeoutMs);
       // HTTP/1.1 over this TLS port (allowHTTP1) is served by Node's HTTP/1 machinery with its own
       // timeouts (60 s for headers, 5 s keep-alive by default): give it the listener's.
@@ -319,6 +449,12 @@ export function createListener(
     server.on("clientError", (err: Error & { code?: string }, socket: Socket) =>
       onClientError(server, err, socket),
     );
+    // A failed TLS handshake (timed out, not TLS, no shared version) is no HTTP error: Node's https server
+    // hands it to clientError, whose 400 went to a TLS socket still in its handshake — a timed-out one was
+    // never written nor closed. It is closed now, as the HTTP/2 server closes it.
+    server.removeAllListeners("tlsClientError");
+    server.on("tlsClientError", (_err: Error, socket: Duplex) => socket.destroy());
+    defaultContextFollows(server, certs, requestClientCerts);
     return {
       name: l.name,
       server: l.proxyProtocol
@@ -353,7 +489,10 @@ export function createListener(
   }
 
   // HTTP/1.1 and h2c on one port: read until the first bytes decide, then hand the socket over.
-  const h2 = http2.createServer({ settings: h2Settings }, (req, res) => handler(req, res, "http"));
+  const h2 = http2.createServer({ settings: h2Settings }, (req, res) => {
+    h2Timed(res);
+    handler(req, res, "http");
+  });
   trackSessions(h2);
   const front = l.proxyProtocol
     ? proxyProtocolFront(

@@ -3,6 +3,7 @@
  * changes (Kubernetes updates mounted ConfigMaps in place); drains and exits on SIGTERM/SIGINT.
  */
 import { reloadAndDrainOnSignals } from "../contract/reload.ts";
+import { urlHost } from "../net/acceptor.ts";
 import { readFile } from "node:fs/promises";
 import { processLoggers } from "../telemetry/logs.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -28,7 +29,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
       ...(opts.host ? { host: opts.host } : {}),
       ...(opts.adminPort !== undefined ? { adminPort: opts.adminPort } : {}),
       ...(opts.workerEntry ? { workerEntry: opts.workerEntry } : {}),
-      onReady: (listeners, admin) => printReady(listeners, admin),
+      onReady: (listeners, admin) => printReady(listeners, admin, opts.host),
     });
     return;
   }
@@ -42,15 +43,17 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     logger: log,
     accessLogger: access,
   });
-  printReady(gateway.ports.listeners, gateway.ports.admin);
+  printReady(gateway.ports.listeners, gateway.ports.admin, opts.host);
 
   reloadAndDrainOnSignals(opts.configPath, gateway, log);
 }
 
-function printReady(listeners: Record<string, number>, admin: number): void {
+/** The start lines: the address the listeners and the admin listener are bound to (--host, default every IPv4 address). */
+function printReady(listeners: Record<string, number>, admin: number, host: string | undefined): void {
+  const at = urlHost(host ?? "0.0.0.0");
   process.stdout.write(
     `${Object.entries(listeners)
-      .map(([name, port]) => `gateway ${name} http://127.0.0.1:${port}`)
-      .join("\n")}\nadmin http://127.0.0.1:${admin}\n`,
+      .map(([name, port]) => `gateway ${name} http://${at}:${port}`)
+      .join("\n")}\nadmin http://${at}:${admin}\n`,
   );
 }

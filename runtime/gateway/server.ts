@@ -72,6 +72,7 @@ import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentitySource } from "../pki/identity.ts";
 import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
+import { loggedAuthority, loggedTarget } from "../telemetry/logs.ts";
 import { egressLookup } from "../net/lookup.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import { HttpCache, REVALIDATION_TARGET, type CacheExchange, type ResponseTarget } from "../cache/cache.ts";
@@ -818,7 +819,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       requestId: ex.requestId,
       method: ex.req.method,
       path: ex.accessPath,
-      host: ex.host === undefined ? undefined : ex.host.slice(0, 255),
+      host: ex.host === undefined ? undefined : loggedAuthority(ex.host),
       route: ex.routeName,
       status: l.status,
       completed: l.completed,
@@ -906,7 +907,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         : { method: ex.method, path: "", scheme, peerAddress: peer },
     ));
     if (d.kind === "reject") {
-      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.accessPath = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       ex.outcome = d.code;
       return respondError(
         req,
@@ -1000,7 +1001,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
     switch (d.action.kind) {
       case "redirect":
-        return redirect(res, scheme, d);
+        return redirect(res, scheme, d, current.auth.upstreamPath(d.auth, d.upstreamPath));
       case "static":
         ex.outcome = await serveStaticRoute(apimHost, req, res, d, ap!, origin, tctx);
         return;
@@ -1938,7 +1939,12 @@ function listen(server: net.Server, port: number, host: string, reusePort: boole
 /** Bodies up to this size are buffered when a retry or a mirror may need to replay them. */
 const REPLAY_BUFFER_BYTES = 64 * 1024;
 
-function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): void {
+/**
+ * Answers a redirect route. `pathAndQuery` is decide()'s upstreamPath (the canonical path, or the redirect
+ * path with the captured {params}, and the query) without the route's query-parameter credentials: a
+ * token read from `?access_token=` must not travel on to the Location's host, or into browser history.
+ */
+function redirect(res: Response, scheme: "http" | "https", d: RouteDecision, pathAndQuery: string): void {
   if (d.action.kind !== "redirect") return;
   const a = d.action;
   const target = a.scheme ?? scheme;
@@ -1946,9 +1952,8 @@ function redirect(res: Response, scheme: "http" | "https", d: RouteDecision): vo
   const defaultPort = (target === "https" && a.port === 443) || (target === "http" && a.port === 80);
   const port = a.port !== null && !defaultPort ? `:${a.port}` : "";
   // Built from the canonical path (never the raw target), so "//evil.example" cannot become the authority.
-  const path = a.path ?? d.path;
   res.writeHead(a.status, {
-    location: `${target}://${host}${port}${path}${d.query ? `?${d.query}` : ""}`,
+    location: `${target}://${host}${port}${pathAndQuery}`,
     "content-length": 0,
   });
   res.end();

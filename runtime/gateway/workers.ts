@@ -345,12 +345,24 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       if (failed) throw new Error(failed.error);
       return parts.reduce((n, p) => n + p.purged, 0);
     },
+    // Only serving workers are asked — a replacement still starting cannot answer yet, and waiting for it
+    // failed the whole scrape —, and each worker's series carry its own index: numbered by position among
+    // those answering, worker 1's counters were shown as worker="0" while worker 0 restarted (a jump
+    // Prometheus reads as traffic, then a reset).
     metrics: async () => {
-      const parts = await ask<Extract<FromWorker, { type: "metrics" }>>(
+      const answers = await askEach<Extract<FromWorker, { type: "metrics" }>>(
         (id) => ({ type: "metrics", id }),
         2000,
+        slots.filter((s) => s.ready && s.child?.connected),
       );
-      return metrics.render() + mergeExpositions(parts.map((p, i) => ({ label: String(i), text: p.text })));
+      // The primary's own families first, merged with the workers' (config_reloads_total is both):
+      // appended as a second exposition, each shared family had two HELP and TYPE lines.
+      const parts: { label: string | null; text: string }[] = [{ label: null, text: metrics.render() }];
+      for (const a of answers) {
+        if ("error" in a) throw new Error(a.error);
+        parts.push({ label: String(a.slot.index), text: a.reply.text });
+      }
+      return mergeExpositions(parts);
     },
   });
   await new Promise<void>((resolve, reject) => {

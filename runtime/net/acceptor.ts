@@ -13,6 +13,15 @@
  */
 import net, { type Socket } from "node:net";
 
+/**
+ * The streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; RFC 9113 §6.5.2
+ * recommends no fewer than 100). Clients wait for a stream to close; one that opens more anyway loses the
+ * connection (nghttp2: PROTOCOL_ERROR, which §5.1.2 allows). Node's default (2^32-1) let one connection
+ * hold any number of requests in flight, past what maxConnections bounds. Gateway and sidecar listeners
+ * (inbound, and the app's local ports) all advertise it.
+ */
+export const H2_MAX_CONCURRENT_STREAMS = 100;
+
 /** The servers behind a port, as a proxy builds them per config. */
 export interface ConnectionStack {
   /**
@@ -164,4 +173,9 @@ export function createAcceptor<S extends ConnectionStack>(first: S): Acceptor<S>
       for (const s of retired) fn(s);
     },
   };
+}
+
+/** A bind address as a URL writes it (the proxies' start lines): an IPv6 address in brackets. */
+export function urlHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }

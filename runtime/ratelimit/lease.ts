@@ -53,12 +53,17 @@ export interface LeaseReply {
   readonly id: number;
   /**
    * [tokens granted, ms until they may be spent (0: now; > 0: a reserved token, or with none granted,
-   * when the next one exists), tokens left in the primary's bucket, ms until it is full]
+   * when the next one exists; `UNKNOWN_POLICY`: the primary does not know the policy — it dropped it
+   * as idle — and the worker must define it again), tokens left in the primary's bucket, ms until it
+   * is full]
    */
   readonly results: readonly (readonly [number, number, number, number])[];
 }
 
 const monotonicMs = () => Math.floor(performance.now());
+
+/** The "ms" of a result for a policy the primary does not hold (dropped after `policyIdleMs`). */
+export const UNKNOWN_POLICY = -1;
 
 // ── primary ───────────────────────────────────────────────────────────────────────────────────────────
 
@@ -111,7 +116,8 @@ export class LeaseServer {
     for (const [policyId, key, need, want, back] of req.ops) {
       const table = this.#tables.get(policyId);
       if (!table) {
-        results.push([0, 1000, 0, 0]); // unknown policy: a protocol slip, refuse for a second
+        // Dropped as idle (or never defined): the worker defines it again and asks again.
+        results.push([0, UNKNOWN_POLICY, 0, 0]);
         continue;
       }
       table.lastUsed = now;
@@ -206,6 +212,8 @@ export class LeaseClient {
   /** Entries per limit (policy id), then per key: no string joined per check. */
   readonly #tables = new Map<string, Map<string, Entry>>();
   #count = 0;
+  /** Every policy a limiter was made for, by id; and the ids the primary was told about. */
+  readonly #policies = new Map<string, LeasePolicy>();
   readonly #defined = new Set<string>();
   #newPolicies: LeasePolicy[] = [];
   #ops: [string, string, number, number, number][] = [];
@@ -229,6 +237,8 @@ export class LeaseClient {
   /** A per-limit view whose `check` spends this worker's leases. `scope` separates routes. */
   limiter(scope: string, policy: BucketPolicy): LeasedBuckets {
     const id = `${scope}|${policy.id}`;
+    if (!this.#policies.has(id))
+      this.#policies.set(id, { id, rate: policy.rate, cost: policy.cost, capacity: policy.capacity });
     let table = this.#tables.get(id);
     if (!table) this.#tables.set(id, (table = new Map()));
     return new LeasedBuckets(this, id, policy, table);
@@ -246,6 +256,13 @@ export class LeaseClient {
       if (!e || !r) continue;
       const [granted, readyIn, remaining, resetMs] = r;
       e.inflight = false;
+      if (readyIn === UNKNOWN_POLICY) {
+        // The primary dropped the policy while this worker did not use it: define it again, and ask
+        // again for the requests waiting (a top-up is asked again by the next check).
+        this.#defined.delete(e.policy);
+        if (e.waiters) this.#ask(e, e.waiters.length);
+        continue;
+      }
       e.lastGrant = granted;
       e.remaining = remaining;
       e.resetAt = now + resetMs;
@@ -310,15 +327,6 @@ export class LeaseClient {
     let e = table.get(key);
     if (e === undefined) {
       if (this.#count >= this.#maxKeys) this.#makeRoom();
-      if (!this.#defined.has(policyId)) {
-        this.#defined.add(policyId);
-        this.#newPolicies.push({
-          id: policyId,
-          rate: policy.rate,
-          cost: policy.cost,
-          capacity: policy.capacity,
-        });
-      }
       e = {
         policy: policyId,
         key,
@@ -399,6 +407,12 @@ export class LeaseClient {
   }
 
   #queue(policy: string, key: string, need: number, want: number, back: number, e: Entry | null): void {
+    // An ask defines its policy first, unless the primary was told already (give-backs need none: a
+    // bucket the primary does not hold is full).
+    if (e !== null && !this.#defined.has(policy)) {
+      this.#defined.add(policy);
+      this.#newPolicies.push(this.#policies.get(policy)!);
+    }
     this.#ops.push([policy, key, need, want, back]);
     this.#opEntries.push(e);
     if (!this.#flushScheduled) {

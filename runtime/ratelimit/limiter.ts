@@ -267,6 +267,8 @@ export class RateLimiters {
   #newRedisClient(url: string, timeoutMs: number): RedisClient {
     const observer = this.#observer;
     const client: RedisClient = new RedisClient({
+      // Its replies are four integers or a script's SHA1: a server sending more is broken.
+      maxReplyBytes: 64 * 1024,
       ...this.#redisOptions,
       url,
       commandTimeoutMs: Math.max(1, timeoutMs),

@@ -18,8 +18,10 @@
  * - **Connection.** The first command (or `connect()`) connects, within `connectTimeoutMs`, then sends
  *   `AUTH` and `SELECT` from the URL before anything else. When the connection is lost every pending
  *   command fails (`RedisConnectionError`; it may or may not have run), and the client reconnects
- *   after a capped, jittered exponential backoff. While it is down, commands fail at once — a caller
- *   with a fallback (a rate limiter's fail mode) never waits for a dead server.
+ *   after a capped, jittered exponential backoff (which starts over only once a connection was
+ *   answered, so a server that accepts and closes at once is not reconnected to in a loop). While it is
+ *   down, commands fail at once — a caller with a fallback (a rate limiter's fail mode) never waits for a
+ *   dead server.
  * - **Errors** are typed (errors.ts). An error reply rejects only its own command.
  * - **Pub/sub.** After `SUBSCRIBE` (one channel per command) the connection receives messages
  *   (`["message", channel, payload]`), which go to `onMessage` instead of answering a command; only
@@ -56,6 +58,12 @@ export interface RedisClientOptions {
   readonly reconnect?: { readonly baseMs?: number; readonly maxMs?: number };
   /** Commands waiting for a reply before new ones fail with RedisOverloadError; default 10,000. */
   readonly maxPending?: number;
+  /**
+   * Largest bulk string accepted in a reply; a longer one is refused as soon as its length is read
+   * (`RedisProtocolError`, the connection is dropped) instead of being buffered. Default 512 MiB
+   * (Redis' own limit): a caller whose replies are small bounds what a broken server can make it hold.
+   */
+  readonly maxReplyBytes?: number;
   /** Extra TLS options for `rediss://` (e.g. `ca` for a private CA). */
   readonly tls?: tls.ConnectionOptions;
   /** Connection events, for logs and metrics. Messages never hold the password. */
@@ -160,7 +168,9 @@ export class RedisClient {
     this.#tls = options.tls;
     this.#onEvent = options.onEvent ?? NOOP;
     this.#onMessage = options.onMessage ?? null;
-    this.#parser = new RespParser((v) => this.#onReply(v));
+    this.#parser = new RespParser((v) => this.#onReply(v), {
+      maxBulkBytes: positive("maxReplyBytes", options.maxReplyBytes, 512 * 1024 * 1024),
+    });
   }
 
   get state(): RedisClientState {
@@ -346,8 +356,10 @@ export class RedisClient {
     socket.once("close", () => this.#onClose(socket));
     // AUTH and SELECT go first; commands issued meanwhile are queued behind them on the same socket.
     this.#handshakesLeft = 0;
-    if (t.password !== undefined)
-      this.#handshake(t.username !== undefined ? ["AUTH", t.username, t.password] : ["AUTH", t.password]);
+    // A user without a password is an ACL user with `nopass` (any password, even an empty one, is
+    // accepted); one that has a password refuses the empty one. Never the default user instead.
+    if (t.username !== undefined) this.#handshake(["AUTH", t.username, t.password ?? ""]);
+    else if (t.password !== undefined) this.#handshake(["AUTH", t.password]);
     if (t.db !== 0) this.#handshake(["SELECT", t.db]);
   }
 
@@ -380,7 +392,8 @@ export class RedisClient {
     if (this.#connectTimer) clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
     this.#state = "ready";
-    this.#attempt = 0;
+    // The backoff restarts only once the server answered (#onReply): a proxy whose Redis is gone
+    // accepts and closes at once, and must not be reconnected to every base delay.
     this.#lastError = null;
     this.#emit({ type: "ready", server: this.target.server });
     for (const w of this.#readyWaiters.splice(0)) w.resolve();
@@ -457,9 +470,13 @@ export class RedisClient {
       this.#scan -= this.#head;
       this.#head = 0;
     }
+    if (v instanceof RedisReplyError) {
+      if (!p.settled) p.reject(v);
+      return;
+    }
+    this.#attempt = 0; // the server answers: a later loss reconnects from the base delay
     if (p.settled) return; // timed out earlier
-    if (v instanceof RedisReplyError) p.reject(v);
-    else p.resolve(p.buffers ? v : decodeReply(v));
+    p.resolve(p.buffers ? v : decodeReply(v));
   }
 
   #failAll(err: Error): void {

@@ -4,7 +4,8 @@
  * The parser takes TCP chunks as they come — a reply may be split anywhere, even inside `\r\n` or a
  * bulk string's length — and calls `onReply` once per complete top-level reply, in order. Its work is
  * linear in the bytes fed: nested arrays keep their progress on an explicit stack, and the body of a
- * bulk string is collected chunk by chunk and joined once, when it is complete.
+ * bulk string — like a line whose end has not arrived — is collected chunk by chunk and joined once,
+ * when it is complete.
  *
  * Replies map to: simple string → `string`; error → `RedisReplyError` (a value, not thrown, so that an
  * error inside an array — EXEC, a script's table — stays in place); integer → `number` (`bigint`
@@ -81,7 +82,9 @@ export class RespParser {
   #pos = 0;
   /** Length of the bulk body being read (its header consumed), or -1. */
   #bulk = -1;
-  /** Chunks that arrived while a bulk body was incomplete: joined once it is complete. */
+  /** The buffer ends inside a line (no LF yet): only a later chunk can end it. */
+  #inLine = false;
+  /** Chunks that arrived while a bulk body or a line was incomplete: joined once it is complete. */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   readonly #stack: Frame[] = [];
@@ -112,6 +115,7 @@ export class RespParser {
     this.#bulk = -1;
     this.#pending = [];
     this.#pendingBytes = 0;
+    this.#inLine = false;
     this.#stack.length = 0;
     this.#failed = false;
   }
@@ -126,6 +130,25 @@ export class RespParser {
       this.#buf = Buffer.concat([this.#buf.subarray(this.#pos), ...this.#pending]);
       this.#pending = [];
       this.#pendingBytes = 0;
+    } else if (this.#inLine) {
+      // The LF that ends the line can only be in what arrives now (its CR may be the last byte before).
+      if (chunk.indexOf(LF) === -1) {
+        this.#pending.push(chunk);
+        this.#pendingBytes += chunk.length;
+        if (this.#buf.length - this.#pos + this.#pendingBytes > this.#maxLine) {
+          this.#failed = true;
+          throw new RedisProtocolError("reply line too long");
+        }
+        return;
+      }
+      const head = this.#buf.subarray(this.#pos);
+      if (this.#pending.length === 0) this.#buf = Buffer.concat([head, chunk]);
+      else {
+        this.#buf = Buffer.concat([head, ...this.#pending, chunk]);
+        this.#pending = [];
+        this.#pendingBytes = 0;
+      }
+      this.#inLine = false;
     } else if (this.#pos < this.#buf.length) {
       this.#buf = Buffer.concat([this.#buf.subarray(this.#pos), chunk]);
     } else {
@@ -165,6 +188,7 @@ export class RespParser {
       const lf = buf.indexOf(LF, this.#pos);
       if (lf === -1) {
         if (buf.length - this.#pos > this.#maxLine) throw new RedisProtocolError("reply line too long");
+        this.#inLine = true;
         return;
       }
       if (lf - this.#pos > this.#maxLine) throw new RedisProtocolError("reply line too long");

@@ -8,7 +8,7 @@ export interface RedisTarget {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
-  /** ACL user (Redis 6+); absent = the default user. */
+  /** ACL user (Redis 6+; authenticated even without a password, as a `nopass` user); absent = the default user. */
   readonly username: string | undefined;
   readonly password: string | undefined;
   readonly db: number;

@@ -24,6 +24,7 @@ import { pipeline } from "node:stream";
 import type { Logger } from "pino";
 import type { SidecarRuntimeConfig } from "../contract/schema.ts";
 import { canonicalHost as canonicalAuthorityHost } from "../decide/canonical.ts";
+import { loggedAuthority } from "../telemetry/logs.ts";
 import type { Counter, CounterChild, Gauge, GaugeChild } from "../telemetry/metrics.ts";
 import type { SidecarErrorCode } from "./errors.ts";
 import { refuseUpgrade } from "./upgrade.ts";
@@ -267,13 +268,13 @@ export class Egress {
     client.on("error", () => client.destroy());
     const shown = target.slice(0, MAX_TARGET_CHARS);
     if (httpVersionMajor !== 1)
-      return this.#refuse(scope, client, shown, 400, "egress_bad_authority", "CONNECT needs HTTP/1.x");
+      return this.#refuse(scope, client, target, 400, "egress_bad_authority", "CONNECT needs HTTP/1.x");
     const a = parseConnectAuthority(target);
     if (!a.ok)
       return this.#refuse(
         scope,
         client,
-        shown,
+        target,
         400,
         "egress_bad_authority",
         `CONNECT ${JSON.stringify(shown)}: ${a.reason}; the target must be host:port (a DNS name, an IPv4 address or [an IPv6 address], port 1–65535)`,
@@ -385,7 +386,8 @@ export class Egress {
         event: "egress",
         service: scope.service,
         via: "connect",
-        target,
+        // A refused target as written may carry userinfo (user:password@host:443): never logged.
+        target: loggedAuthority(target, MAX_TARGET_CHARS),
         status,
         durationMs: 0,
         outcome: `denied_${code}`,

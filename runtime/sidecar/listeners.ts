@@ -18,7 +18,7 @@
  * hands each connection to the current stack, so a reload that changes the mode or the inbound limits
  * builds a new stack and swaps it in on the same socket.
  */
-import { fronting, retireServers, type ConnectionStack } from "../net/acceptor.ts";
+import { fronting, H2_MAX_CONCURRENT_STREAMS, retireServers, type ConnectionStack } from "../net/acceptor.ts";
 import { replaying, sniffPreface } from "../net/sniff.ts";
 import type { TrustBundle } from "../pki/bundle.ts";
 import { MESH_IDLE_MS, SESSION_MAX_AGE_MS } from "../upstream/tls.ts";
@@ -141,7 +141,11 @@ export function createInboundListener(o: InboundListenerOptions): InboundListene
   );
   const sessions = new Set<http2.ServerHttp2Session>();
   const h2Options: http2.ServerOptions = {
-    settings: { maxHeaderListSize: o.maxHeaderBytes, enablePush: false },
+    settings: {
+      maxHeaderListSize: o.maxHeaderBytes,
+      enablePush: false,
+      maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS,
+    },
     maxSessionMemory: 16,
   };
   const h2 = http2.createServer(h2Options, (req, res) => o.onRequest(req, res, true));
@@ -357,7 +361,13 @@ export function createLocalListener(
   // Without a `connect` listener Node closes a CONNECT's connection without an answer.
   if (onConnect) h1.on("connect", onConnect);
   const sessions = new Set<http2.ServerHttp2Session>();
-  const h2 = http2.createServer({ settings: { enablePush: false }, maxSessionMemory: 16 }, onRequest);
+  const h2 = http2.createServer(
+    {
+      settings: { enablePush: false, maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS },
+      maxSessionMemory: 16,
+    },
+    onRequest,
+  );
   trackSessions(h2, sessions);
   const front = net.createServer({ noDelay: true }, (socket) => {
     const timer = setTimeout(() => socket.destroy(), LOCAL_FIRST_BYTES_MS);

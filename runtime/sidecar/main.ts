@@ -4,6 +4,7 @@
  * whole and the old one keeps serving; the identity files are watched on their own); drains and exits on
  * SIGTERM/SIGINT (a second signal forces the exit).
  */
+import { urlHost } from "../net/acceptor.ts";
 import { reloadAndDrainOnSignals } from "../contract/reload.ts";
 import { readFile } from "node:fs/promises";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -37,7 +38,7 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
   const p = sidecar.ports;
   process.stdout.write(
     [
-      `sidecar ${config.name} inbound ${config.mtls === "strict" ? "https" : "http+https"}://${opts.host ?? "0.0.0.0"}:${p.inbound}`,
+      `sidecar ${config.name} inbound ${config.mtls === "strict" ? "https" : "http+https"}://${urlHost(opts.host ?? "0.0.0.0")}:${p.inbound}`,
       `sidecar ${config.name} outbound http://127.0.0.1:${p.outbound}`,
       ...Object.entries(p.services).map(
         ([s, port]) => `sidecar ${config.name} to ${s} http://127.0.0.1:${port}`,
@@ -45,7 +46,7 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
       ...Object.entries(p.external).map(
         ([e, port]) => `sidecar ${config.name} to external ${e} tcp://127.0.0.1:${port}`,
       ),
-      `admin http://127.0.0.1:${p.admin}`,
+      `admin http://${urlHost(opts.host ?? "0.0.0.0")}:${p.admin}`,
       "",
     ].join("\n"),
   );

@@ -84,6 +84,7 @@ import {
 } from "../telemetry/metrics.ts";
 import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
+import { loggedTarget } from "../telemetry/logs.ts";
 import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
@@ -823,7 +824,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       attributes: { "meshgate.direction": "inbound", ...(peer ? { "meshgate.peer": peer.id } : {}) },
     }));
     if (d.kind === "deny") {
-      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.accessPath = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       ex.outcome = `denied_${d.code}`;
       if (d.status === 403) {
         mDenied.labels("sidecar", config.name, ex.peer, d.code).inc();
@@ -919,7 +920,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       attributes: { "meshgate.direction": "outbound" },
     }));
     if (d.kind === "reject") {
-      ex.accessPath = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      ex.accessPath = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       ex.outcome = `denied_${d.code}`;
       return respondError(ex, d.status, d.code, d.detail);
     }
@@ -1177,7 +1178,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       host: req.headers.host,
     });
     if (d.kind === "deny") {
-      u.path = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      u.path = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       if (d.status === 403) {
         mDenied.labels("sidecar", current.config.name, u.peer, d.code).inc();
         return refuse(u, socket, 403, "authz_denied", d.detail, { "x-meshgate-denied": d.code });
@@ -1217,7 +1218,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       service,
     });
     if (d.kind === "reject") {
-      u.path = d.code === "bad_request_target" ? "" : (req.url ?? "").split("?")[0]!.slice(0, 200);
+      u.path = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       return refuse(u, socket, d.status, d.code, d.detail);
     }
     if (d.kind === "external") {

@@ -70,10 +70,14 @@ export function openTunnel(
   // A FIN (or TLS close_notify) from one side ends only that direction: the other may still answer.
   client.allowHalfOpen = true;
   upstream.allowHalfOpen = true;
-  const connectTimer = setTimeout(
-    () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
-    o.connectTimeoutMs,
-  );
+  // 0: no timeout of the proxy's own (an external's `connectTimeoutMs: 0` leaves it to the system).
+  const connectTimer =
+    o.connectTimeoutMs > 0
+      ? setTimeout(
+          () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
+          o.connectTimeoutMs,
+        )
+      : undefined;
   const finish = () => {
     if (done) return;
     done = true;

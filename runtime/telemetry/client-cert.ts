@@ -5,8 +5,9 @@
  *
  * - `meshgate_external_cert_reloads_total{proxy,result}`: loaded (a new pair serves new connections),
  *   rejected (refused; the previous pair keeps serving);
- * - `meshgate_external_cert_expiry_seconds{proxy,external}`, read at scrape time; an external that no
- *   longer presents one is set to 0, which MeshgateExternalCertExpiring ignores (as a replaced SVID's);
+ * - `meshgate_external_cert_expiry_seconds{proxy,external}`, read at scrape time; the series of an external
+ *   that no longer presents one is removed (kept at 0, the dropped externals of many reloads would fill
+ *   the metric's 64 label sets and fold a live certificate's expiry into `__overflow__`, hiding it);
  * - `external_cert_loaded` / `external_cert_rejected` log lines naming files, subject, serial and
  *   expiry — never key material.
  */
@@ -72,7 +73,7 @@ export function observedClientCertificates(
       });
     },
   });
-  /** Externals whose expiry series exists: one no longer presenting a certificate is set to 0 (ignored). */
+  /** Externals whose expiry series exists: one no longer presenting a certificate has it removed. */
   const shown = new Set<string>();
   metrics.onCollect(() => {
     const now = new Set<string>();
@@ -83,7 +84,11 @@ export function observedClientCertificates(
       shown.add(p.external);
       expiry.labels(proxy, p.external).set(Math.round((c.notAfter - Date.now()) / 1000));
     }
-    for (const name of shown) if (!now.has(name)) expiry.labels(proxy, name).set(0);
+    for (const name of shown) {
+      if (now.has(name)) continue;
+      expiry.remove(proxy, name);
+      shown.delete(name);
+    }
   });
   return store;
 }

@@ -202,6 +202,23 @@ abstract class Metric<L extends readonly string[], C> {
     return this.#add(key, values);
   }
 
+  /**
+   * Drops the child of these label values, if any: its series is no longer rendered (Prometheus marks it
+   * stale) and its slot counts against `maxChildren` no more. For series that describe a state which ended
+   * (the config that served before a reload); a caller must not keep using a child it removed. Folded
+   * label sets stay in the `__overflow__` child. Not for the hot path (a linear scan of the series).
+   */
+  remove(...values: LabelValues<L>): boolean {
+    if (values.length !== this.labelNames.length || values.length === 0) return false;
+    const key = values.length === 1 ? values[0]! : values.join(KEY_SEPARATOR);
+    const child = this.#lookup.get(key);
+    if (child === undefined) return false;
+    this.#lookup.delete(key);
+    const i = this.#series.findIndex((s) => s.child === child);
+    if (i >= 0) this.#series.splice(i, 1);
+    return true;
+  }
+
   #overflowChild(): C {
     this.#overflow ??= {
       child: this.#newChild(),
@@ -585,7 +602,8 @@ export function registerUpstreamMetrics(registry: MetricsRegistry) {
 
 /**
  * The lifecycle metrics both proxies keep: requests in flight (the child of `proxy`), config reload
- * attempts by result, and the serving config's hash (config_info, at most 4 hashes kept).
+ * attempts by result, and the serving config's hash (config_info: one series, the serving hash's; a reload
+ * removes the previous one).
  */
 export function registerLifecycleMetrics(registry: MetricsRegistry, proxy: "gateway" | "sidecar") {
   return {

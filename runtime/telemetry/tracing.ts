@@ -78,6 +78,7 @@ export function formatTraceparent(ctx: TraceContext): string {
 }
 
 const TRACESTATE_MAX_LENGTH = 512;
+const OWS_AROUND = /^[ \t]+|[ \t]+$/g;
 const TRACESTATE_MAX_MEMBERS = 32;
 // key "=" value (W3C Trace Context §3.3.1): a simple key, or tenant@system; a value of printable ASCII
 // without "," and "=", not ending in a space.
@@ -95,7 +96,9 @@ export function sanitizeTracestate(value: string | readonly string[] | undefined
   if (text.length === 0 || text.length > TRACESTATE_MAX_LENGTH) return undefined;
   const keys: string[] = [];
   for (const raw of text.split(",")) {
-    const member = raw.trim();
+    // OWS is space and tab only: String.prototype.trim also strips U+00A0 (a Latin-1 byte a header may
+    // carry), which passed a member the format refuses — and the header was forwarded as received.
+    const member = raw.replace(OWS_AROUND, "");
     if (member === "") continue; // empty list members are allowed
     if (keys.length === TRACESTATE_MAX_MEMBERS || !TRACESTATE_MEMBER.test(member)) return undefined;
     const key = member.slice(0, member.indexOf("="));

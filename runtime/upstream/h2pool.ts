@@ -46,6 +46,23 @@ function error(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/**
+ * Why a stream that was sent failed, in the codes the forwarding engine classifies: `REFUSED_STREAM` when
+ * the upstream refused it — RST_STREAM with that code, or a GOAWAY below its id (RFC 9113 §8.7: never
+ * processed, so safe to retry whatever the method; Node reports both as ERR_HTTP2_STREAM_ERROR) — and
+ * otherwise a reset (ECONNRESET, the cause kept): the session's connection failing under a sent stream
+ * keeps that connection's code (EHOSTUNREACH, a TLS record error, …), which must never read as a connect
+ * failure — the request went out, and a POST resent then could run twice.
+ */
+function streamFailure(stream: ClientHttp2Stream, err: Error & { code?: string }): Error {
+  if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM)
+    return error("stream refused", "REFUSED_STREAM");
+  return Object.assign(error(`stream failed: ${err.message}`, "ECONNRESET"), {
+    cause: err,
+    ...(err.code !== undefined ? { socketCode: err.code } : {}),
+  });
+}
+
 export class H2Pool {
   private readonly origin: string;
   private readonly authority: string;
@@ -203,7 +220,24 @@ export class H2Pool {
 
   /** Streams the response into the writable the factory returns; resolves with the trailers. */
   async stream(opts: StreamOptions, factory: Factory): Promise<{ trailers: IncomingHttpHeaders }> {
+    // A streamed body can fail (over the body limit, the client gone) while the session connects or while
+    // it is sent: that error is this request's — forward() answers 413 or counts the client's abort — and
+    // the upstream's stream is reset, so the part already sent is never taken for a whole body. (Unheard,
+    // the error would be thrown from the body's own event and end the process.)
+    const body = opts.body;
+    const source = body != null && typeof body !== "string" && !Buffer.isBuffer(body) ? body : null;
+    let bodyFailed: Error | null = null;
+    let onBodyError: ((err: Error) => void) | null = null;
+    if (source !== null)
+      source.on("error", (err: Error) => {
+        bodyFailed ??= err;
+        onBodyError?.(err);
+      });
     const stream = await this.open(opts);
+    if (bodyFailed !== null) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      throw bodyFailed;
+    }
     const cancel = opts.cancel;
     if (cancel) {
       if (cancel.aborted) stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -262,6 +296,9 @@ export class H2Pool {
         trailers = t;
       });
       let completed = false;
+      onBodyError = (err) => {
+        if (!completed && failure === null) fail(err);
+      };
       stream.once("end", () => {
         if (headersTimer) clearTimeout(headersTimer);
         // Node ends the readable side of a stream whose session died (the upstream's connection closed
@@ -292,7 +329,7 @@ export class H2Pool {
                 : error(`stream reset (${code})`, "ECONNRESET");
         reject(e);
       });
-      stream.once("error", (err) => reject(err));
+      stream.once("error", (err) => reject(streamFailure(stream, err)));
     });
   }
 
@@ -320,7 +357,7 @@ export class H2Pool {
         if (timer) clearTimeout(timer);
         reject(error("stream closed before a response", "ECONNRESET"));
       });
-      stream.once("error", reject);
+      stream.once("error", (err) => reject(streamFailure(stream, err)));
     });
   }
 

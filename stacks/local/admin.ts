@@ -46,6 +46,7 @@ function json(res: http.ServerResponse, status: number, value: unknown, cache = 
     "content-type": "application/json",
     "content-length": Buffer.byteLength(body),
     "cache-control": cache,
+    "x-content-type-options": "nosniff",
   });
   res.end(body);
 }
@@ -61,6 +62,10 @@ export function publicPlan(plan: LocalPlan): unknown {
   };
 }
 
+/** The index page's Content-Security-Policy: its inline style, nothing else. */
+const INDEX_CSP =
+  "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 const escape = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 
@@ -72,11 +77,13 @@ function index(plan: LocalPlan, status: readonly ChildStatus[]): string {
     )
     .join("\n");
   const links = [
-    plan.urls.gateway ? `<li>gateway: <a href="${plan.urls.gateway}">${plan.urls.gateway}</a></li>` : "",
+    plan.urls.gateway
+      ? `<li>gateway: <a href="${escape(plan.urls.gateway)}">${escape(plan.urls.gateway)}</a></li>`
+      : "",
     `<li>JWKS: <a href="/.well-known/jwks.json">/.well-known/jwks.json</a></li>`,
     `<li>plan: <a href="/api/plan">/api/plan</a>, status: <a href="/api/status">/api/status</a></li>`,
     plan.urls.prometheus
-      ? `<li>Prometheus: <a href="${plan.urls.prometheus}">${plan.urls.prometheus}</a></li>`
+      ? `<li>Prometheus: <a href="${escape(plan.urls.prometheus)}">${escape(plan.urls.prometheus)}</a></li>`
       : "",
   ].join("\n");
   return `<!doctype html>
@@ -124,6 +131,10 @@ export function createLocalAdmin(o: LocalAdminOptions): LocalAdmin {
           "content-type": "text/html; charset=utf-8",
           "content-length": Buffer.byteLength(body),
           "cache-control": "no-store",
+          "x-content-type-options": "nosniff",
+          // No script at all, and never framed (as the topology page).
+          "content-security-policy": INDEX_CSP,
+          "x-frame-options": "DENY",
         });
         return void res.end(body);
       }

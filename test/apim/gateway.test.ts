@@ -217,6 +217,13 @@ beforeAll(async () => {
         ...PUBLIC,
       },
       {
+        name: "renamed",
+        match: { path: "/api/renamed", methods: ["POST"] },
+        to: "app",
+        transform: { request: { body: { rename: { ref: "reference" } } } },
+        ...PUBLIC,
+      },
+      {
         name: "me",
         match: { path: "/api/me/{variant}", methods: ["GET", "HEAD"] },
         to: "users",
@@ -249,7 +256,8 @@ beforeAll(async () => {
         name: "upload-json",
         match: { path: "/upload-json", methods: ["POST"] },
         to: "sink",
-        transform: { request: { body: { set: { tagged: true } } } },
+        // Only a rename: a route that sets fields refuses non-JSON bodies (415) instead of streaming them.
+        transform: { request: { body: { rename: { tag: "label" } } } },
         retries: { attempts: 0 },
         ...PUBLIC,
       },
@@ -521,13 +529,46 @@ describe("request transforms", () => {
     expect(r.headers["x-meshgate-error"]).toBe("body_too_large");
   });
 
-  it("forwards_a_non_json_body_untouched", async () => {
-    const r = await request(url("/api/orders/1"), {
-      method: "POST",
-      headers: { "content-type": "text/plain" },
-      body: '{"password":"kept as text"}',
-    });
-    expect((JSON.parse(r.body) as { body: string }).body).toBe('{"password":"kept as text"}');
+  // The route sets and templates fields the upstream trusts to be the gateway's: the same JSON sent as
+  // another media type (or none) would reach an upstream that parses JSON anyway with the client's values.
+  it.each<[string, string, Record<string, string>, number, string | null]>([
+    [
+      "refuses_a_text_plain_body_on_a_route_that_sets_fields",
+      "/api/orders/1",
+      { "content-type": "text/plain" },
+      415,
+      "unsupported_media_type",
+    ],
+    [
+      "refuses_a_body_without_a_content_type_on_a_route_that_sets_fields",
+      "/api/orders/1",
+      {},
+      415,
+      "unsupported_media_type",
+    ],
+    [
+      "refuses_a_form_body_on_a_route_that_sets_fields",
+      "/api/orders/1",
+      { "content-type": "application/x-www-form-urlencoded" },
+      415,
+      "unsupported_media_type",
+    ],
+    [
+      "forwards_a_text_plain_body_untouched_on_a_route_that_only_renames",
+      "/api/renamed",
+      { "content-type": "text/plain" },
+      200,
+      null,
+    ],
+  ])("%s", async (_claim, path, headers, status, code) => {
+    const before = app.received.length;
+    const body = '{"orderId":"999","source":"client","password":"kept as text"}';
+    const r = await request(url(path), { method: "POST", headers, body });
+    expect(r.status).toBe(status);
+    if (code !== null) {
+      expect(r.headers["x-meshgate-error"]).toBe(code);
+      expect(app.received.length).toBe(before);
+    } else expect((JSON.parse(r.body) as { body: string }).body).toBe(body);
   });
 });
 
@@ -661,7 +702,7 @@ describe("streaming without a body transform", () => {
     expect(clientEndAt - rec.firstChunkAt).toBeGreaterThan(400);
   });
 
-  it("streams_a_non_json_body_on_a_route_with_a_json_body_transform", async () => {
+  it("streams_a_non_json_body_on_a_route_whose_json_body_transform_only_renames", async () => {
     const { clientEndAt } = await slowUpload("/upload-json", "text/csv");
     const rec = uploads.at(-1)!;
     expect(rec.bytes).toBe(5 * 64 * 1024);

@@ -374,20 +374,36 @@ describe("client certificates at the gateway, across changes of the client CAs",
   // OpenSSL verifies a client certificate once, at the handshake, against the CAs of then. A partner that
   // keeps its connection open must lose access (and the connection) when its CA is removed — by a reload naming another CA file
   // or by the file rotated in place — and keep it when a CA is only added beside its own.
+  // A client that sends no server name (it connects by IP) is served by the TLS server's default context,
+  // not through the SNI callback: its handshake must be marked with its client CAs all the same.
   it.each([
-    ["refuses_a_kept_connection_once_a_reload_names_a_ca_file_without_its_ca", "other-file", 401],
-    ["refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_without_its_ca", "in-place", 401],
+    ["refuses_a_kept_connection_once_a_reload_names_a_ca_file_without_its_ca", "other-file", 401, true],
+    ["refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_without_its_ca", "in-place", 401, true],
     [
       "refuses_a_kept_connection_once_its_ca_file_is_rotated_in_place_with_no_reload_at_all",
       "files-only",
       401,
+      true,
     ],
-    ["keeps_admitting_a_kept_connection_when_a_ca_is_added_beside_its_own", "added", 200],
-  ] as const)("%s", async (_claim, change, after) => {
+    ["keeps_admitting_a_kept_connection_when_a_ca_is_added_beside_its_own", "added", 200, true],
+    [
+      "refuses_a_kept_connection_without_sni_once_a_reload_names_a_ca_file_without_its_ca",
+      "other-file",
+      401,
+      false,
+    ],
+    [
+      "refuses_a_kept_connection_without_sni_once_its_ca_file_is_rotated_in_place_with_no_reload_at_all",
+      "files-only",
+      401,
+      false,
+    ],
+    ["keeps_admitting_a_kept_connection_without_sni_when_a_ca_is_added_beside_its_own", "added", 200, false],
+  ] as const)("%s", async (_claim, change, after, sni) => {
     const app = await startUpstream();
-    const caFile = join(dir, `rotating-${change}.pem`);
+    const caFile = join(dir, `rotating-${change}-${sni}.pem`);
     writeFileSync(caFile, ca1.cert);
-    const other = makeCa(dir, `other-${change}`, "/CN=Next Partners CA");
+    const other = makeCa(dir, `other-${change}-${sni}`, "/CN=Next Partners CA");
     const cfg = (file: string) => partnersAtTheGateway(app, file);
     // The files are checked every 100 ms here (1 s by default): the files-only row needs no reload.
     const gw = await startTestGateway(cfg(caFile), undefined, { certificatePollMs: 100 });
@@ -400,7 +416,7 @@ describe("client certificates at the gateway, across changes of the client CAs",
             port: gw.ports.listeners.https,
             path: "/partners",
             ca: ca1.cert,
-            servername: "localhost",
+            ...(sni ? { servername: "localhost" } : {}),
             cert: certs.a!.cert,
             key: certs.a!.key,
             agent,
@@ -422,7 +438,7 @@ describe("client certificates at the gateway, across changes of the client CAs",
     try {
       expect(await get()).toEqual({ status: 200, reused: false, connection: "keep-alive" });
       if (change === "other-file") {
-        const file = join(dir, `rotating-${change}-next.pem`);
+        const file = join(dir, `rotating-${change}-${sni}-next.pem`);
         writeFileSync(file, other.cert);
         expect(await gw.reload(JSON.stringify(cfg(file)))).toMatchObject({ ok: true, changed: true });
       } else if (change === "files-only") {

@@ -62,6 +62,13 @@ beforeAll(async () => {
       { name: "main", match: { path: "/main" }, to: "app", auth: { jwt: "main" }, ...RATE },
       { name: "rsa", match: { path: "/rsa" }, to: "app", auth: { jwt: "rsa" }, ...RATE },
       { name: "cq", match: { path: "/cq" }, to: "app", auth: { jwt: "cq" }, ...RATE },
+      {
+        name: "cq-moved",
+        match: { path: "/cq-moved" },
+        redirect: { host: "elsewhere.example", path: "/new" },
+        auth: { jwt: "cq" },
+        ...RATE,
+      },
       // The path corpus' routes: three protected prefixes and a public one.
       {
         name: "admin",
@@ -247,6 +254,13 @@ describe("honest requests through the gateway", () => {
     const r = await request(`${gw.url}/cq?a=1&access_token=${t}&b=2`, { agent });
     expect(r.status).toBe(200);
     expect(app.received.at(-1)!.url).toBe("/cq?a=1&b=2");
+  });
+
+  it("removes_a_query_token_from_a_redirect_location", async () => {
+    const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+    const r = await request(`${gw.url}/cq-moved?a=1&access_token=${t}&b=2`, { agent });
+    expect(r.status).toBe(302);
+    expect(r.headers.location).toBe("http://elsewhere.example/new?a=1&b=2");
   });
 
   it("answers_403_for_a_token_without_the_scope_and_counts_it", async () => {

@@ -555,6 +555,51 @@ describe("remote JWKS", () => {
   });
 });
 
+describe("keys sharing one kid", () => {
+  // A JWKS may publish one kid twice (a rotation that reused it): every key with the kid is tried, as Envoy's
+  // jwt_authn and jose's local JWKS do; a token signed by none of them still fails.
+  let twinKeys: TestKey[] = [];
+  const twins = () =>
+    twinKeys.length ? twinKeys : (twinKeys = [makeKey("twin"), makeKey("twin"), makeKey("twin")]);
+  it.each([
+    ["remote", 0, "allow"],
+    ["remote", 1, "allow"],
+    ["remote", 2, "deny"],
+    ["inline", 0, "allow"],
+    ["inline", 1, "allow"],
+    ["inline", 2, "deny"],
+  ] as const)(
+    "a_%s_set_verifies_a_token_signed_by_key_%i_of_the_twins_as_%s",
+    async (where, signer, want) => {
+      const [a, b, c] = twins();
+      const server = await startJwksServer([a!.jwk, b!.jwk]);
+      const base = buildConfig(server.url);
+      const cfg =
+        where === "remote"
+          ? base
+          : {
+              ...base,
+              auth: {
+                ...base.auth,
+                jwt: base.auth.jwt.map((p) =>
+                  p.name === "main" ? { ...p, jwksUri: null, jwks: { keys: [a!.jwk, b!.jwk] } } : p,
+                ),
+              },
+            };
+      const x = new Authenticator(cfg as GatewayRuntimeConfig);
+      const d = await x.admit(
+        "main",
+        routeAuth("main"),
+        bearer(await signToken([a, b, c][signer]!, claims())),
+      );
+      expect(d.kind).toBe(want);
+      if (d.kind === "deny") expect(d.reason).toContain("signature verification failed");
+      x.close();
+      await server.close();
+    },
+  );
+});
+
 describe("logs", () => {
   it("never_contain_a_token_or_key_from_the_corpus", () => {
     const text = log.text();

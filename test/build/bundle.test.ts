@@ -58,7 +58,7 @@ function startBundle(args: string[]): Promise<Started> {
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      if (/^admin http:\/\/127\.0\.0\.1:\d+$/m.test(out)) {
+      if (/^admin http:\/\/\S+:\d+$/m.test(out)) {
         clearTimeout(timer);
         resolve({ child, readyMs: performance.now() - t0, stdout: () => out, stderr: () => err });
       }
@@ -128,7 +128,8 @@ describe("runtime bundle", () => {
     const before = upstream.received.length;
     const gw = await startBundle(["gateway", "--config", path, "--admin-port", String(admin), ...workerArgs]);
     console.log(`bundled gateway ${workerArgs.join(" ")}: serving ${gw.readyMs.toFixed(0)} ms after spawn`);
-    expect(gw.stdout()).toContain(`gateway http http://127.0.0.1:${port}`);
+    // No --host: bound to every IPv4 address, and the start line says so.
+    expect(gw.stdout()).toContain(`gateway http http://0.0.0.0:${port}`);
     const res = await request(`http://127.0.0.1:${port}/api/orders`, { headers: { host: "localhost" } });
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toEqual({ path: "/orders", method: "GET" });

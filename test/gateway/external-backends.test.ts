@@ -424,7 +424,9 @@ describe("gateway routes to external destinations", () => {
     expect(gw!.rawLog()).not.toContain(body);
   });
 
-  it("a_reload_that_drops_the_route_keeps_serving_the_rest_and_zeroes_its_certificate_expiry", async () => {
+  // The series is removed, not kept at 0: the dropped externals of many reloads would fill the gauge's 64
+  // label sets and fold a live certificate's expiry into external="__overflow__", hiding it from the alert.
+  it("a_reload_that_drops_the_route_keeps_serving_the_rest_and_removes_its_certificate_expiry", async () => {
     await start(config(await pairFiles("gateway-1", "f")));
     expect((await get("/legacy/x")).status).toBe(200);
     expect(await metrics()).toMatch(
@@ -440,8 +442,6 @@ describe("gateway routes to external destinations", () => {
     expect(await gw!.reload(JSON.stringify(without))).toMatchObject({ ok: true });
     expect((await get("/partner/x")).status).toBe(404);
     expect((await get("/legacy/y")).status).toBe(200);
-    expect(await metrics()).toMatch(
-      /meshgate_external_cert_expiry_seconds\{proxy="gateway",external="partner"\} 0\n/,
-    );
+    expect(await metrics()).not.toMatch(/meshgate_external_cert_expiry_seconds\{[^}]*external="partner"/);
   });
 });

@@ -264,6 +264,37 @@ describe("admin listener: requests from a browser page", () => {
   }
 });
 
+describe("admin listener on 127.0.0.1: a page that rebinds its DNS name to the loopback", () => {
+  // The page's fetches are same-origin for the browser once evil.example resolves to 127.0.0.1: it could
+  // read what they answer. Its requests name its own host; curl, Prometheus and the local stack name the
+  // loopback.
+  const CASES: readonly { claim: string; path: string; host: (port: number) => string; status: number }[] = [
+    { claim: "cannot read /config", path: "/config", host: (p) => `evil.example:${p}`, status: 403 },
+    { claim: "cannot read /metrics", path: "/metrics", host: () => "evil.example", status: 403 },
+    { claim: "127.0.0.1 reads /config", path: "/config", host: (p) => `127.0.0.1:${p}`, status: 200 },
+    { claim: "localhost reads /metrics", path: "/metrics", host: (p) => `LOCALHOST:${p}`, status: 200 },
+    { claim: "[::1] reads /config", path: "/config", host: () => "[::1]", status: 200 },
+    { claim: "127.0.0.2 reads /metrics", path: "/metrics", host: (p) => `127.0.0.2:${p}`, status: 200 },
+    {
+      claim: "a name starting like a loopback address cannot read /config",
+      path: "/config",
+      host: (p) => `127.0.0.1.evil.example:${p}`,
+      status: 403,
+    },
+    { claim: "a probe of /ready answers any Host", path: "/ready", host: () => "10.1.2.3:9901", status: 200 },
+  ];
+  it.each(CASES)("$claim", async ({ path, host, status }) => {
+    const gw = await startTestGateway(config());
+    try {
+      const port = Number(new URL(gw.adminUrl).port);
+      const r = await request(`${gw.adminUrl}${path}`, { headers: { host: host(port) } });
+      expect(r.status).toBe(status);
+    } finally {
+      await gw.drain();
+    }
+  });
+});
+
 describe("reload", () => {
   it("rejects_an_invalid_config_whole_and_keeps_serving_the_old_one", async () => {
     const gw = await startTestGateway(config());
@@ -282,6 +313,24 @@ describe("reload", () => {
       const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
       expect(metrics).toContain('meshgate_config_reloads_total{proxy="gateway",result="failure"} 3');
       expect(gw.logs.filter((l) => l.event === "reload_rejected")).toHaveLength(3);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it("names_the_serving_config_s_hash_in_config_info_after_any_number_of_reloads", async () => {
+    // A gateway reloaded more often than config_info kept hashes showed hash="__overflow__" as the config
+    // serving: which config a replica runs (the runbook's first question) could no longer be read.
+    const gw = await startTestGateway(config());
+    try {
+      for (let i = 0; i < 8; i++) {
+        const next = config([{ name: `r${i}`, match: { path: `/r${i}` }, to: "app", ...PUBLIC }]);
+        expect((await gw.reload(JSON.stringify(next))).ok).toBe(true);
+        const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+        const serving = [...metrics.matchAll(/^meshgate_config_info\{proxy="gateway",hash="([^"]+)"\} 1$/gm)];
+        expect([i, serving.map((m) => m[1])]).toEqual([i, [next.hash]]);
+        expect([i, metrics.includes(`hash="__overflow__"`)]).toEqual([i, false]);
+      }
     } finally {
       await gw.drain();
     }
@@ -519,17 +568,21 @@ function edited(
   });
 }
 
-/** One HTTPS GET (certificate not verified: the test's self-signed one), at most TLS `maxVersion`. */
+/**
+ * One HTTPS GET (certificate not verified: the test's self-signed one), at most TLS `maxVersion`; `sni`
+ * false: no server name, as a client connecting by IP address.
+ */
 function httpsStatus(
   port: number,
   path: string,
   maxVersion: "TLSv1.2" | "TLSv1.3" = "TLSv1.3",
+  sni = true,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
         host: "127.0.0.1",
-        servername: "localhost",
+        ...(sni ? { servername: "localhost" } : {}),
         port,
         path,
         rejectUnauthorized: false,
@@ -589,6 +642,11 @@ describe("reload: a listener that keeps its port gets its new settings on the sa
       after: async (port) => {
         await expect(httpsStatus(port, "/v1/b", "TLSv1.2")).rejects.toThrow(/protocol version|alert/i);
         expect(await httpsStatus(port, "/v1/c", "TLSv1.3")).toBe(200);
+        // Without SNI too (the TLS server's default context, not the SNI callback's, serves those).
+        await expect(httpsStatus(port, "/v1/b2", "TLSv1.2", false)).rejects.toThrow(
+          /protocol version|alert/i,
+        );
+        expect(await httpsStatus(port, "/v1/c2", "TLSv1.3", false)).toBe(200);
       },
       settings: (n) => [`listeners.${n}.tls.minVersion`],
     },
@@ -795,6 +853,45 @@ describe("drain keeps idle keep-alive connections for one more request", () => {
 });
 
 describe("the meshgate gateway process", () => {
+  /** The test config with its listener and admin on free ports, written to `name` for a gateway process. */
+  const configOnFreePorts = async (name: string) => {
+    const file = join(dir, name);
+    const ports = await Promise.all([freePort(), freePort()]);
+    const { hash: _x, ...r } = config();
+    const sealed = sealRuntimeConfig<GatewayRuntimeConfig>({
+      ...r,
+      listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
+      admin: { port: ports[1]! },
+    });
+    await writeFile(file, JSON.stringify(sealed));
+    return { file, ports };
+  };
+
+  // The start line names the address --host bound (127.0.0.2 is loopback too, and not 127.0.0.1), with
+  // one worker and with several (the primary prints it).
+  it.each([["1"], ["2"]])(
+    "prints_the_address_it_bound_with_%s_workers",
+    async (workers) => {
+      const { file, ports } = await configOnFreePorts(`bound-${workers}.json`);
+      const args = ["gateway", "--config", file, "--host", "127.0.0.2", "--workers", workers];
+      const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+      try {
+        await waitFor(() => /^admin http:\/\/\S+$/m.test(out), 15_000);
+        expect(out).toContain(`gateway http http://127.0.0.2:${ports[0]}\n`);
+        expect(out).toContain(`admin http://127.0.0.2:${ports[1]}\n`);
+        expect((await request(`http://127.0.0.2:${ports[1]}/ready`)).status).toBe(200);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+    30_000,
+  );
+
   it("serves_reloads_on_file_change_and_sighup_and_exits_0_on_sigterm", async () => {
     const file = join(dir, "gateway.json");
     const base = config();
@@ -884,20 +981,8 @@ describe("the meshgate gateway process", () => {
   }
 
   it("writes_access_lines_in_batches_within_a_second_and_flushes_them_on_sigterm", async () => {
-    const file = join(dir, "access.json");
-    const ports = await Promise.all([freePort(), freePort()]);
-    const { hash: _x, ...r } = config();
-    expect(r.telemetry.accessLog.enabled).toBe(true);
-    await writeFile(
-      file,
-      JSON.stringify(
-        sealRuntimeConfig<GatewayRuntimeConfig>({
-          ...r,
-          listeners: r.listeners.map((l) => ({ ...l, port: ports[0]! })),
-          admin: { port: ports[1]! },
-        }),
-      ),
-    );
+    expect(config().telemetry.accessLog.enabled).toBe(true);
+    const { file, ports } = await configOnFreePorts("access.json");
     const child = spawn(
       process.execPath,
       [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file, "--host", "127.0.0.1"],

@@ -5,7 +5,8 @@
  * Then HTTP/2 requests forwarded to an HTTP/1.1 upstream (the h2 → h1 downgrade, where desync lives):
  * malformed header blocks written frame by frame never reach the upstream with the malformed field,
  * Cookie crumbs are joined, a Host that contradicts :authority is refused, and a stream the client reset
- * is never forwarded with the truncated body presented as complete.
+ * is never forwarded with the truncated body presented as complete. A client without SNI gets the first
+ * certificate; one HTTP/2 connection holds at most 100 streams.
  */
 import { execFile } from "node:child_process";
 import http2 from "node:http2";
@@ -76,13 +77,14 @@ function config(
   );
 }
 
-function peerCn(servername: string): Promise<string> {
+/** The CN of the certificate served for `servername` (none: no SNI, as a client connecting by IP). */
+function peerCn(servername: string | undefined): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = tls.connect(
       {
         host: "127.0.0.1",
         port: httpsPort,
-        servername,
+        ...(servername !== undefined ? { servername } : {}),
         rejectUnauthorized: false,
         ALPNProtocols: ["http/1.1"],
       },
@@ -134,6 +136,28 @@ describe("TLS", () => {
     expect(await peerCn("x.b.test")).toBe("wild.b.test");
     expect(await peerCn("unknown.test")).toBe("a.test"); // the first certificate is the default
   });
+
+  // No SNI callback runs for them: the TLS server's own context must serve the first certificate (it had
+  // none, and the handshake failed).
+  it.each([
+    ["a_tls_client_connecting_by_ip", () => peerCn(undefined), "a.test"],
+    [
+      "curl_over_http1_1",
+      async () =>
+        JSON.parse((await curl(["-k", "--http1.1", `https://127.0.0.1:${httpsPort}/ip`])).body).path,
+      "/ip",
+    ],
+    [
+      "curl_over_http2",
+      async () => (await curl(["-k", "--http2", `https://127.0.0.1:${httpsPort}/ip2`])).version,
+      "2",
+    ],
+  ] as [string, () => Promise<string>, string][])(
+    "serves_the_first_certificate_to_%s_without_a_server_name",
+    async (_claim, get, expected) => {
+      expect(await get()).toBe(expected);
+    },
+  );
 
   it("serves_http2_negotiated_by_alpn", async () => {
     const r = await curl([
@@ -218,6 +242,7 @@ describe("TLS", () => {
     expect(r).toMatchObject({ ok: true, changed: false });
     expect(before).toBe("a.test");
     expect(await peerCn("a.test")).toBe("a-rotated.test");
+    expect(await peerCn(undefined)).toBe("a-rotated.test"); // no SNI: the default context follows
   });
 
   it("serves_a_certificate_renewed_in_place_without_a_reload", async () => {
@@ -237,11 +262,13 @@ describe("TLS", () => {
     await copyFile(next.certFile, join(dir, "a.crt"));
     await sleep(1500);
     expect(await peerCn("a.test")).toBe("a-rotated.test");
+    expect(await peerCn(undefined)).toBe("a-rotated.test");
     expect(gw.logs.some((l) => l.event === "certificates_reload_failed")).toBe(true);
     await copyFile(next.keyFile, join(dir, "a.key"));
     const deadline = Date.now() + 5000;
     while ((await peerCn("a.test")) !== "next.a.test" && Date.now() < deadline) await sleep(100);
     expect(await peerCn("a.test")).toBe("next.a.test");
+    expect(await peerCn(undefined)).toBe("next.a.test");
   });
 
   it("rejects_a_reload_whose_certificate_is_unreadable_and_keeps_serving", async () => {
@@ -492,5 +519,57 @@ describe("HTTP/2 to an HTTP/1.1 upstream", () => {
       300,
     );
     expect(forwarded("/h2/post").map((r) => r.body)).toEqual(["hello"]);
+  });
+});
+
+describe("HTTP/2 streams per connection", () => {
+  const slow = (stream: number): Buffer =>
+    headers(stream, [
+      [":method", "GET"],
+      [":scheme", "http"],
+      [":authority", "127.0.0.1"],
+      [":path", `/slow/streams/${stream}`],
+    ]);
+
+  // Without SETTINGS_MAX_CONCURRENT_STREAMS (Node's default: 2^32-1) one connection could hold any number of
+  // requests in flight at once: the listener's maxConnections would bound nothing.
+  it.each([
+    ["cleartext", () => http2.connect(`http://127.0.0.1:${h2cPort}`)],
+    [
+      "tls",
+      () =>
+        http2.connect(`https://127.0.0.1:${httpsPort}`, {
+          servername: "a.test",
+          rejectUnauthorized: false,
+        }),
+    ],
+  ] as [string, () => http2.ClientHttp2Session][])(
+    "advertises_a_bounded_max_concurrent_streams_over_%s",
+    async (_claim, open) => {
+      const c = open();
+      try {
+        const settings = await new Promise<http2.Settings>((resolve, reject) => {
+          c.once("remoteSettings", resolve);
+          c.once("error", reject);
+        });
+        expect(settings.maxConcurrentStreams).toBe(100);
+      } finally {
+        c.destroy();
+      }
+    },
+  );
+
+  // Past the limit nghttp2 ends the connection (RFC 9113 §5.1.2 allows PROTOCOL_ERROR): its requests,
+  // held by the route's delay, are never forwarded.
+  it.each([
+    ["answers_every_stream_of_a_connection_within_the_limit", 100, null, 100],
+    ["closes_a_connection_that_opens_streams_past_the_limit_with_protocol_error", 150, 1, 0],
+  ] as [string, number, number | null, number][])("%s", async (_claim, count, goaway, forwarded) => {
+    const ids = Array.from({ length: count }, (_, i) => 2 * i + 1 + (goaway === null ? 0 : 1000));
+    const r = await rawH2(h2cPort, [100, Buffer.concat(ids.map(slow))], 1500);
+    expect(r.goaway).toBe(goaway);
+    const paths = new Set(ids.map((id) => `/slow/streams/${id}`));
+    expect(app.received.filter((x) => paths.has(x.url))).toHaveLength(forwarded);
+    expect(ids.filter((id) => r.streams[id]?.[0] === 200)).toHaveLength(forwarded);
   });
 });

@@ -94,7 +94,12 @@ const V2_LOCAL = Buffer.concat([PROXY_V2_SIGNATURE, Buffer.from([0x20, 0x00, 0, 
 const TLS_LISTENERS = new Set(["tlsh2", "tlsh1"]);
 
 /** A TCP connection to `listener` with `header` written first (null: none), ready for the protocol. */
-async function open(listener: string, header: Buffer | null, alpn = "http/1.1"): Promise<Socket | TLSSocket> {
+async function open(
+  listener: string,
+  header: Buffer | null,
+  alpn = "http/1.1",
+  sni = true,
+): Promise<Socket | TLSSocket> {
   const port = gw.ports.listeners[listener]!;
   const raw = createConnection(port, "127.0.0.1");
   await new Promise<void>((r, j) => raw.once("connect", r).once("error", j));
@@ -102,7 +107,7 @@ async function open(listener: string, header: Buffer | null, alpn = "http/1.1"):
   if (!TLS_LISTENERS.has(listener)) return raw;
   const s = tlsConnect({
     socket: raw,
-    servername: "localhost",
+    ...(sni ? { servername: "localhost" } : {}),
     rejectUnauthorized: false,
     ALPNProtocols: [alpn],
   });
@@ -175,6 +180,23 @@ describe("PROXY protocol listeners", () => {
       const path = `/one-write/${listener}`;
       expect((await h1(listener, V1("203.0.113.8"), path, true)).split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
       expect(forwardedFor(path)).toBe("203.0.113.8");
+    },
+  );
+
+  // No server name: the TLS server's default context serves the handshake, behind the PROXY header too.
+  it.each(["tlsh2", "tlsh1"])(
+    "forwards_the_client_a_v1_header_names_to_a_tls_client_without_a_server_name_on_%s",
+    async (listener) => {
+      const path = `/nosni/${listener}`;
+      const s = await open(listener, V1("203.0.113.21"), "http/1.1", false);
+      s.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+      const raw = await new Promise<string>((resolve) => {
+        let text = "";
+        s.on("data", (c: Buffer) => (text += c.toString("latin1")));
+        s.on("close", () => resolve(text));
+      });
+      expect(raw.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+      expect(forwardedFor(path)).toBe("203.0.113.21");
     },
   );
 

@@ -72,12 +72,19 @@ beforeAll(async () => {
         ...PUBLIC,
       },
       { name: "echo", match: { path: "/echo/**" }, to: "app", ...PUBLIC, limits: { maxBodySize: "1KiB" } },
+      { name: "echo-v2", match: { path: "/echo/**", query: { apiVersion: "2" } }, to: "other", ...PUBLIC },
       { name: "stream", match: { path: "/stream" }, to: "chunked", ...PUBLIC },
       { name: "killed", match: { path: "/killed/**" }, to: "killer", ...PUBLIC },
       { name: "stalled", match: { path: "/stalled" }, to: "staller", ...PUBLIC, timeout: "300ms" },
       { name: "refused", match: { path: "/refused" }, to: "dead", ...PUBLIC },
       { name: "private", match: { path: "/private" }, to: "app", auth: { jwt: "main" } },
       { name: "moved", match: { path: "/old/**" }, redirect: { path: "/new", status: 308 }, ...PUBLIC },
+      {
+        name: "moved-item",
+        match: { path: "/items/{id}" },
+        redirect: { path: "/new/items/{id}", status: 301 },
+        ...PUBLIC,
+      },
       {
         name: "moved-keep",
         match: { path: "/keep/**" },
@@ -220,6 +227,12 @@ describe("forwarding", () => {
     expect(replaced.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it("matches_query_parameter_names_as_written", async () => {
+    expect((await request(`${gw.url}/echo/v?apiVersion=2`)).body).toBe("other");
+    const lower = await request(`${gw.url}/echo/v?apiversion=2`);
+    expect(JSON.parse(lower.body)).toMatchObject({ path: "/echo/v?apiversion=2" });
+  });
+
   it("splits_by_weight", async () => {
     const counts = { app: 0, other: 0 };
     for (let i = 0; i < 400; i++) {
@@ -345,6 +358,12 @@ describe("redirects and faults", () => {
     expect(r.headers.location).toBe("http://127.0.0.1/new?y=1");
   });
 
+  it("fills_the_redirect_path_with_the_captured_params", async () => {
+    const r = await request(`${gw.url}/items/%41b?y=1`);
+    expect(r.status).toBe(301);
+    expect(r.headers.location).toBe("http://127.0.0.1/new/items/Ab?y=1");
+  });
+
   it("keeps_the_canonical_path_when_the_redirect_changes_scheme_and_host", async () => {
     const r = await request(`${gw.url}/keep//evil.example/%2e%2e/x`);
     expect(r.status).toBe(302);
@@ -386,5 +405,24 @@ describe("logs", () => {
     for (const secret of ["sekret-token-value", "sekret-cookie", "sekret-query", "sekret-key"]) {
       expect(gw.rawLog()).not.toContain(secret);
     }
+  });
+
+  // RFC 9110 §4.2.4: userinfo is deprecated and decide() refuses it (400), but the line still names the host
+  // the request was for: as received, it held the password.
+  it.each([
+    ["an_absolute_form_target_s_password", "http://alice:userinfo-pw-1@127.0.0.1/echo/u", "127.0.0.1"],
+    ["a_password_holding_an_at_sign", "http://alice:userinfo@pw-2@127.0.0.1/echo/u", "127.0.0.1"],
+    ["a_host_header_s_userinfo", "/echo/u", "127.0.0.1"],
+  ])("logs_the_host_of_a_refused_request_without_%s", async (_name, target, host) => {
+    const { port } = new URL(gw.url);
+    const socket = net.connect(Number(port), "127.0.0.1");
+    const hostHeader = target.startsWith("/") ? "bob:userinfo-pw-3@127.0.0.1" : "127.0.0.1";
+    socket.write(`GET ${target} HTTP/1.1\r\nHost: ${hostHeader}\r\nConnection: close\r\n\r\n`);
+    let text = "";
+    for await (const chunk of socket) text += String(chunk);
+    expect(text.slice(0, 12)).toBe("HTTP/1.1 400");
+    const line = gw.logs.filter((l) => l.event === "access").at(-1);
+    expect(line).toMatchObject({ status: 400, host });
+    expect(gw.rawLog()).not.toMatch(/userinfo-pw|userinfo@pw/);
   });
 });

@@ -3,9 +3,9 @@
  * reaches every worker — all of them or none —, a killed worker is restarted, and SIGTERM leaves no
  * process behind.
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -260,6 +260,78 @@ describe("worker reloads: every worker or none", () => {
     } finally {
       if (stopped) process.kill(stopped, "SIGCONT");
       child.kill("SIGKILL");
+    }
+  }, 60_000);
+});
+
+describe("the primary's merged metrics", () => {
+  /** The pid of worker `index` among the primary's children (its MESHGATE_WORKER). */
+  const workerPid = async (primary: number, index: number): Promise<number> => {
+    for (const pid of await children(primary)) {
+      const env = await readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
+      if (env.split("\0").includes(`MESHGATE_WORKER=${index}`)) return pid;
+    }
+    throw new Error(`no worker ${index}`);
+  };
+  const requestsOf = (text: string, worker: string) =>
+    new RegExp(
+      `^meshgate_requests_total\\{worker="${worker}",proxy="gateway",route="v",code_class="2xx"\\} (\\d+)$`,
+      "m",
+    ).exec(text)?.[1];
+
+  it("serves_one_exposition_promtool_accepts_with_the_primary_s_families_merged_into_the_workers", async () => {
+    // The primary counts reloads (config_reloads_total) and folds (metrics_label_overflow_total) as the
+    // workers do: its exposition was appended to theirs, each such family with a second HELP and TYPE.
+    const g = await workersGateway("promtool.json");
+    try {
+      for (let i = 0; i < 20; i++) expect((await request(`${g.url}/v/${i}`)).status).toBe(200);
+      await g.write([{ name: "more", match: { path: "/more" }, to: "app", ...PUBLIC }]);
+      await until(async () => (await request(`${g.url}/more`)).status === 200, 5_000);
+      const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
+      expect(text.match(/^# TYPE meshgate_config_reloads_total counter$/gm)).toHaveLength(1);
+      expect(text).toMatch(/^meshgate_config_reloads_total\{proxy="gateway",result="success"\} 1$/m);
+      expect(text).toMatch(
+        /^meshgate_config_reloads_total\{worker="1",proxy="gateway",result="success"\} 1$/m,
+      );
+      const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+      expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+      g.child.kill("SIGTERM");
+      expect(await new Promise<number | null>((r) => g.child.on("exit", (c) => r(c)))).toBe(0);
+    } finally {
+      g.child.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  it("labels_each_worker_s_series_by_its_own_index_and_asks_only_workers_that_serve", async () => {
+    // Worker 0 is killed and its replacement held before it serves: the scrape must keep showing worker
+    // 1's series as worker="1" (not relabelled "0": a counter jump Prometheus reads as traffic), and must
+    // not wait for — and fail on — a replacement that cannot answer yet.
+    const hold = await mkdtemp(join(tmpdir(), "meshgate-hold-"));
+    const g = await workersGateway("relabel.json", { env: { SLOW_START_DIR: hold } });
+    try {
+      for (let i = 0; i < 60; i++) expect((await request(`${g.url}/v/${i}`)).status).toBe(200);
+      const before = await (await fetch(`${g.adminUrl}/metrics`)).text();
+      const [zero, one] = [requestsOf(before, "0"), requestsOf(before, "1")];
+      expect(zero !== undefined && one !== undefined).toBe(true);
+
+      await writeFile(join(hold, "slow-start"), "");
+      process.kill(await workerPid(g.child.pid!, 0), "SIGKILL");
+      await until(() => !existsSync(join(hold, "slow-start")), 10_000); // the replacement is held
+      const during = await fetch(`${g.adminUrl}/metrics`);
+      const text = await during.text();
+      expect([during.status, requestsOf(text, "1"), requestsOf(text, "0")]).toEqual([200, one, undefined]);
+      expect(text).toContain("meshgate_gateway_workers_ready 1");
+
+      await writeFile(join(hold, "go"), "");
+      await until(async () => (await fetch(`${g.adminUrl}/ready`)).status === 200, 15_000);
+      const after = await (await fetch(`${g.adminUrl}/metrics`)).text();
+      expect(requestsOf(after, "1")).toBe(one);
+      expect(after).toContain("meshgate_gateway_workers_ready 2");
+    } finally {
+      // A replacement still held would wait for its "go" file forever.
+      for (const pid of await children(g.child.pid!)) process.kill(pid, "SIGKILL");
+      g.child.kill("SIGKILL");
+      await rm(hold, { recursive: true, force: true });
     }
   }, 60_000);
 });

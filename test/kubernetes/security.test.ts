@@ -12,6 +12,7 @@ import {
 } from "@pulumi/policy";
 import { describe, expect, it } from "vitest";
 import { synthesize, type ChartOptions, type KubeObject } from "../../components/kubernetes/index.ts";
+import { configAnnotationHash } from "../../components/kubernetes/workloads.ts";
 import { PACK_POLICIES, imagePinned } from "../../policies/pack/policies.ts";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -198,6 +199,37 @@ describe("credentials of the gateway's config stay in Secrets", () => {
         });
         expect(pod.containers[0].volumeMounts.find((m: Json) => m.name === "config").readOnly).toBe(true);
       }
+    });
+
+  // The RuntimeConfig's own hash is an unsalted SHA-256 over the password: annotated where the Deployment's
+  // readers see it, it would let them test guesses offline. The annotation must not depend on the password.
+  for (const [what, edit] of cases)
+    it(`${what} does not reach the config-hash annotations or the chart's hash outputs`, () => {
+      const other = (raw: Json) => {
+        edit(raw);
+        const s = JSON.stringify(raw).replaceAll(SECRET, "another-Redis-pw");
+        for (const k of Object.keys(raw)) delete raw[k];
+        Object.assign(raw, JSON.parse(s));
+      };
+      const [a, b] = [shopWith(edit), shopWith(other)];
+      const hashes = (result: typeof a) => {
+        const objects = synthesize(result);
+        const deployment = objects.find(
+          (o) => o.kind === "Deployment" && o.metadata.name === "gateway",
+        ) as Json;
+        const secret = objects.find((o) => o.kind === "Secret") as Json;
+        return {
+          pod: deployment.spec.template.metadata.annotations["meshgate.io/config-hash"] as string,
+          secret: secret.metadata.annotations["meshgate.io/config-hash"] as string,
+          sealed: JSON.parse(secret.stringData["config.json"]).hash as string,
+        };
+      };
+      const [ha, hb] = [hashes(a), hashes(b)];
+      expect(ha.sealed).not.toBe(hb.sealed); // the mounted config changes (and the gateway reloads it)
+      expect([ha.pod, ha.secret]).toEqual([hb.pod, hb.secret]); // the annotations do not move with the password
+      expect(ha.pod).not.toBe(ha.sealed);
+      expect(ha.secret).toBe(ha.pod);
+      expect(configAnnotationHash(a.runtime.gateway!)).toBe(configAnnotationHash(b.runtime.gateway!));
     });
 
   it("a config without credentials stays a ConfigMap (the shop)", async () => {

@@ -301,6 +301,40 @@ describe("local admin server", () => {
     }
   });
 
+  it("serves_its_index_without_script_or_framing_and_no_answer_a_browser_may_sniff", async () => {
+    const plan = {
+      mesh: "shop",
+      urls: { gateway: "http://127.0.0.1:8080", prometheus: null },
+      files: [],
+    } as unknown as LocalPlan;
+    const admin = createLocalAdmin({ plan, jwks: { keys: [] }, status: () => [] });
+    const port = await admin.listen(0);
+    try {
+      const seen: Record<string, (string | null)[]> = {};
+      for (const path of ["/", "/api/plan", "/api/status", "/.well-known/jwks.json", "/healthz"]) {
+        const r = await fetch(`http://127.0.0.1:${port}${path}`);
+        await r.arrayBuffer();
+        seen[path] = ["x-content-type-options", "content-security-policy", "x-frame-options"].map((h) =>
+          r.headers.get(h),
+        );
+      }
+      const json = ["nosniff", null, null];
+      expect(seen).toEqual({
+        "/": [
+          "nosniff",
+          "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+          "DENY",
+        ],
+        "/api/plan": json,
+        "/api/status": json,
+        "/.well-known/jwks.json": json,
+        "/healthz": json,
+      });
+    } finally {
+      await admin.close();
+    }
+  });
+
   it("serves_jwks_plan_status_and_tries_mounted_handlers_first", async () => {
     const plan = {
       mesh: "shop",

@@ -421,7 +421,7 @@ describe("meshgate verify and explain", () => {
       "--from",
       "internet",
       "--method",
-      "post",
+      "POST",
       "--path",
       "/partner/orders",
       "--consumer",
@@ -541,6 +541,72 @@ describe("meshgate verify and explain", () => {
     expect(JSON.parse(json.stdout)).toMatchObject({ verdict, request: { port: Number(port) } });
   });
 
+  // The method as sent (RFC 9110 §9.1: case-sensitive), and a caller past its sidecar (no client
+  // certificate): the verdicts the proxies give them.
+  it.each<[string, "strict" | "permissive", string[], Record<string, unknown>]>([
+    [
+      "refuses_a_lower_case_method_at_the_gateway_as_the_gateway_does",
+      "strict",
+      ["--from", "internet", "--method", "get", "--path", "/api/products"],
+      { verdict: "deny", layer: "edge", status: 400, code: "bad_method" },
+    ],
+    [
+      "allows_the_same_request_with_the_upper_case_method",
+      "strict",
+      ["--from", "internet", "--method", "GET", "--path", "/api/products"],
+      { verdict: "allow" },
+    ],
+    [
+      "refuses_a_lower_case_method_at_the_callers_sidecar",
+      "strict",
+      ["--from", "orders", "--to", "payments", "--method", "post", "--path", "/payments"],
+      { verdict: "deny", layer: "outbound", status: 400, code: "bad_method" },
+    ],
+    [
+      "refuses_a_plaintext_caller_of_a_strict_sidecar_at_its_tls_handshake",
+      "strict",
+      ["--from", "orders", "--to", "payments", "--method", "POST", "--path", "/payments", "--plaintext"],
+      { verdict: "deny", layer: "mesh", status: null, code: "no_peer_identity" },
+    ],
+    [
+      "admits_a_plaintext_caller_of_a_permissive_sidecar_by_the_rules_methods_and_paths",
+      "permissive",
+      ["--from", "orders", "--to", "payments", "--method", "POST", "--path", "/payments", "--plaintext"],
+      { verdict: "allow", request: { credentials: "plaintext: no client certificate" } },
+    ],
+    [
+      "refuses_a_plaintext_caller_of_a_permissive_sidecar_a_method_no_rule_admits",
+      "permissive",
+      [
+        "--from",
+        "orders",
+        "--to",
+        "payments",
+        "--method",
+        "DELETE",
+        "--path",
+        "/payments/p-1",
+        "--plaintext",
+      ],
+      { verdict: "deny", layer: "mesh", status: 403, code: "method_not_allowed" },
+    ],
+  ])("%s", async (_claim, mtls, args, want) => {
+    let spec = "examples/shop/mesh.yaml";
+    if (mtls === "permissive") {
+      spec = join(dir, "permissive.yaml");
+      await writeFile(
+        spec,
+        readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8").replace(
+          "mtls: strict",
+          "mtls: permissive",
+        ),
+      );
+    }
+    const r = await meshgate(["explain", spec, ...args, "--format", "json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject(want);
+  });
+
   it.each([
     ["exits_2_without_a_path", ["--from", "internet"], "missing --path"],
     [
@@ -567,6 +633,11 @@ describe("meshgate verify and explain", () => {
       "exits_2_for_a_port_to_a_mesh_service",
       ["--from", "orders", "--to", "payments", "--path", "/", "--port", "8080"],
       "--port a port is given only for a destination outside the mesh",
+    ],
+    [
+      "exits_2_for_a_plaintext_caller_from_the_internet",
+      ["--from", "internet", "--path", "/", "--plaintext"],
+      "--plaintext a plaintext caller is a pod of a service",
     ],
     [
       "exits_2_for_a_malformed_header",

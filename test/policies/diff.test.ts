@@ -624,6 +624,31 @@ describe("semantic diff outside the mesh", () => {
     ]);
   });
 
+  // A weight-0 entry of a split receives no request: it is not reached, and giving it weight widens access.
+  const weights = (v2: number) => (r: Raw) =>
+    (route(r, "list-products").split = [
+      { service: "catalog", weight: 100 - v2 },
+      { service: "catalog-v2", weight: v2 },
+    ]);
+  it.each<[string, number, number, string[], string[]]>([
+    ["reports_a_weight_0_backend_given_weight_as_widened", 0, 10, ["catalog-v2"], []],
+    ["reports_a_backend_set_to_weight_0_as_narrowed", 10, 0, [], ["catalog-v2"]],
+    ["reports_nothing_for_a_weight_0_backend_that_stays_at_0", 0, 0, [], []],
+  ])("%s", (_claim, before, after, widenedTo, narrowedTo) => {
+    const { d } = between(weights(before), weights(after));
+    const via = (list: typeof d.widened) =>
+      list.filter((c) => c.via === "list-products").flatMap((c) => c.to);
+    expect(via(d.widened)).toEqual(widenedTo);
+    expect(via(d.narrowed)).toEqual(narrowedTo);
+  });
+
+  it("does_not_count_a_weight_0_backend_as_reached", () => {
+    const raw = shopRaw();
+    weights(0)(raw);
+    const r = staticReachability(inputOf(raw)).routes.find((x) => x.route === "list-products")!;
+    expect(r.targets.map((t) => t.service)).toEqual(["catalog"]);
+  });
+
   const NOTHING = "nothing about the client";
   const IDENTITY = "the client's identity (principal headers, forwarded claims)";
   const ADDRESS = "the client's address (X-Forwarded-For, Forwarded, X-Real-IP)";

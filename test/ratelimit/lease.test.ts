@@ -17,8 +17,13 @@ import type { RateLimitDecision } from "../../runtime/ratelimit/local.ts";
 import type { DoneMessage, StartMessage } from "./fixtures/load-worker.ts";
 
 /** Two (or more) workers talking to one primary through a channel that answers after one macrotask. */
-function cluster(n: number, clock: { t: number }, opts: { idleMs?: number; timeoutMs?: number } = {}) {
-  const server = new LeaseServer({ now: () => clock.t });
+function cluster(
+  n: number,
+  clock: { t: number },
+  opts: { idleMs?: number; timeoutMs?: number } = {},
+  serverOpts: { policyIdleMs?: number } = {},
+) {
+  const server = new LeaseServer({ now: () => clock.t, ...serverOpts });
   let dropping = false;
   const clients: LeaseClient[] = [];
   const messages = { requests: 0 };
@@ -155,6 +160,26 @@ describe("leases between workers and the primary", () => {
     const d = await pending;
     expect(d.allowed).toBe(false);
     expect(d.storeError).toBe("unavailable");
+  });
+
+  it("serves_a_route_again_after_the_primary_dropped_its_idle_policy", async () => {
+    // The primary drops a policy no worker used for policyIdleMs; the worker, which defined it once,
+    // must define it again rather than be refused ("unknown policy") for ever.
+    const clock = { t: 0 };
+    const c = cluster(1, clock, { idleMs: 100 }, { policyIdleMs: 1000 });
+    open.push(c);
+    const a = c.clients[0]!.limiter("r", policy);
+    expect((await resolve(a.check("k"))).allowed).toBe(true);
+    clock.t = 5000;
+    c.clients[0]!.sweep(); // the worker's lease is idle: given back
+    await sleep(5);
+    clock.t = 7000;
+    c.server.sweep(); // the policy is idle on the primary: dropped
+    expect(c.server.stats().policies).toBe(0);
+    const after = [];
+    for (let i = 0; i < 5; i++) after.push(await resolve(a.check("k")));
+    expect(after.map((d) => d.allowed)).toEqual([true, true, true, true, true]);
+    expect(c.server.stats().policies).toBe(1);
   });
 
   it("keeps_routes_and_keys_apart", async () => {

@@ -4,6 +4,7 @@
  * is killed or stalls mid-test — answered within the timeout, counted, and recovered from.
  */
 import { fork } from "node:child_process";
+import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
@@ -277,4 +278,65 @@ describe("redis dying mid-test", () => {
       await registry.close();
     }
   }, 20_000);
+});
+
+describe("a broken redis server", () => {
+  it("refuses_a_huge_bulk_reply_at_its_length_instead_of_buffering_it", async () => {
+    // A server (or something else on its port) that answers with a 64 MiB bulk string: the limiter's
+    // replies are a few integers, so the client drops the connection as soon as it reads the length,
+    // answers by the fail mode, and never holds the body.
+    const huge = 64 * 1024 * 1024;
+    let written = 0;
+    const sockets: net.Socket[] = [];
+    const broken = net.createServer((s) => {
+      sockets.push(s);
+      s.on("error", () => {});
+      s.once("data", async () => {
+        s.write(`$${huge}\r\n`);
+        const chunk = Buffer.alloc(64 * 1024, 0x61);
+        while (written < huge && !s.destroyed) {
+          written += chunk.length;
+          if (!s.write(chunk)) await new Promise((r) => s.once("drain", r).once("close", r));
+        }
+      });
+    });
+    await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+    const port = (broken.address() as net.AddressInfo).port;
+    const errors: StoreErrorReason[] = [];
+    const registry = new RateLimiters({
+      observer: { storeError: (reason) => errors.push(reason) },
+      redis: { reconnect: { baseMs: 5000, maxMs: 5000 } },
+    });
+    try {
+      const plan = registry.configure(
+        gatewayConfig(
+          [
+            {
+              name: "fleet",
+              match: { path: "/f" },
+              to: "app",
+              public: true,
+              rateLimit: { requests: 10, per: "1s" },
+            },
+          ],
+          { app: { port: 1 } },
+          {
+            rateLimitStore: {
+              redis: { url: `redis://127.0.0.1:${port}/0`, failMode: "closed", timeout: "300ms" },
+            },
+          },
+        ),
+      );
+      registry.activate(plan);
+      const d = await plan.limiters.get("fleet")!.check("10.0.0.1", undefined, undefined, undefined);
+      expect(d.allowed).toBe(false);
+      expect(d.storeError).toBe("reply"); // a protocol error, not a timeout
+      await sleep(300);
+      expect(written).toBeLessThan(8 * 1024 * 1024);
+    } finally {
+      await registry.close();
+      for (const s of sockets) s.destroy();
+      broken.close();
+    }
+  });
 });

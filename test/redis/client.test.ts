@@ -201,6 +201,37 @@ describe("redis client against redis-server", () => {
     }
   });
 
+  it("backs_off_from_a_server_that_accepts_and_closes_every_connection_at_once", async () => {
+    // A TCP proxy whose Redis is gone (or a server at maxclients) accepts and closes: a connection that
+    // never answered a command must not reset the backoff, or the client reconnects every base delay.
+    let accepted = 0;
+    const slam = net.createServer((s) => {
+      accepted++;
+      s.destroy();
+    });
+    await new Promise<void>((r) => slam.listen(0, "127.0.0.1", r));
+    const port = (slam.address() as net.AddressInfo).port;
+    const downs: number[] = [];
+    const c = client({
+      url: `redis://127.0.0.1:${port}`,
+      reconnect: { baseMs: 20, maxMs: 320 },
+      onEvent: (e) => {
+        if (e.type === "down") downs.push(e.retryInMs);
+      },
+    });
+    try {
+      void c.connect().catch(() => {});
+      await sleep(1500);
+      // 10-20, 20-40, 40-80, 80-160, then 160-320 ms apart: at most a dozen in 1.5 s (not ~100).
+      expect(accepted).toBeGreaterThanOrEqual(4);
+      expect(accepted).toBeLessThanOrEqual(13);
+      expect(Math.max(...downs)).toBeGreaterThanOrEqual(160);
+    } finally {
+      await c.close();
+      slam.close();
+    }
+  });
+
   it("times_out_the_connect_handshake_when_auth_gets_no_answer", async () => {
     const silent = net.createServer(() => {});
     await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
@@ -331,6 +362,20 @@ describe("redis client auth", () => {
       events.map((e) => ("error" in e ? e.error.message : e)),
     ]);
     expect(everything).not.toContain("wrong-password-123");
+  });
+
+  it("authenticates_as_the_url_user_when_it_has_no_password", async () => {
+    // An ACL user without a password (`nopass`) is named by the URL alone: the connection must be that
+    // user, not the default one (which may hold every right), and a user that needs a password is refused.
+    // On a server whose default user needs no password (Redis' default):
+    const admin = client();
+    await admin.call("ACL", "SETUSER", "limiter", "on", "nopass", "~rl:*", "+@all");
+    await admin.call("ACL", "SETUSER", "guarded", "on", ">guarded-pw", "~*", "+@all");
+    const c = client({ url: `redis://limiter@127.0.0.1:${redis.port}` });
+    expect(await c.call("ACL", "WHOAMI")).toBe("limiter");
+    await expect(c.call("SET", "other:key", "v")).rejects.toThrow(/NOPERM/);
+    const g = client({ url: `redis://guarded@127.0.0.1:${redis.port}`, reconnect: { baseMs: 1000 } });
+    await expect(g.connect()).rejects.toThrow(/refused AUTH: WRONGPASS/);
   });
 
   it("answers_noauth_without_a_password", async () => {

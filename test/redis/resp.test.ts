@@ -118,6 +118,25 @@ describe("resp parser", () => {
     expect(ms).toBeLessThan(2000);
   });
 
+  it("joins_a_long_reply_line_once_in_linear_time", () => {
+    // A 256 KiB error line in 4-byte chunks (a server trickling it): joining on every chunk would copy
+    // ~8 GiB and block the event loop for seconds; linear work takes milliseconds.
+    const text = "ERR " + "e".repeat(256 * 1024);
+    const wire = b(`-${text}\r\n+after\r\n`);
+    const out: RespValue[] = [];
+    const p = new RespParser((v) => out.push(v), { maxLineBytes: 512 * 1024 });
+    const started = performance.now();
+    for (let i = 0; i < wire.length; i += 4) p.feed(wire.subarray(i, i + 4));
+    const ms = performance.now() - started;
+    expect(out).toEqual([new RedisReplyError(text), "after"]);
+    expect(ms).toBeLessThan(1000);
+    // The line limit still holds for a line that arrives in pieces.
+    const q = new RespParser(() => {}, { maxLineBytes: 100 });
+    expect(() => {
+      for (let i = 0; i < 30; i++) q.feed(b("+aaaaaaa"));
+    }).toThrow(RedisProtocolError);
+  });
+
   it.each([
     ["unknown_type_byte", "?what\r\n"],
     ["resp3_map", "%1\r\n+a\r\n+b\r\n"],

@@ -50,6 +50,7 @@ const PRECEDENCE_ROUTES: RouteSpec[] = [
   { name: "preview", match: { path: "/api/orders/{id}", hosts: ["*.preview.example"] } },
   { name: "post-only", match: { path: "/submit", methods: ["POST"] } },
   { name: "query-v2", match: { path: "/search", query: { v: "2" } } },
+  { name: "query-camel", match: { path: "/search", query: { apiVersion: "3" } } },
   { name: "search", match: { path: "/search" } },
   { name: "root", match: { path: "/" } },
 ];
@@ -83,6 +84,22 @@ describe("route precedence", () => {
     ],
     ["query_conditions_select_a_route", "GET", "/search?q=x&v=2", {}, "api.example", "query-v2"],
     ["without_the_query_the_plain_route_wins", "GET", "/search?q=x", {}, "api.example", "search"],
+    [
+      "query_parameter_names_are_matched_as_written",
+      "GET",
+      "/search?apiVersion=3",
+      {},
+      "api.example",
+      "query-camel",
+    ],
+    [
+      "a_query_parameter_named_in_another_case_is_another_parameter",
+      "GET",
+      "/search?apiversion=3",
+      {},
+      "api.example",
+      "search",
+    ],
     [
       "a_method_restricted_route_falls_through_to_a_catch_all",
       "GET",
@@ -146,6 +163,20 @@ describe("rejects are values", () => {
     expect(d).toMatchObject({ kind: "reject", status, code, reason });
   });
 
+  // RFC 9110 §9.1: methods are case-sensitive. The HTTP/1.1 parser refuses `get`; decide() refuses it alike
+  // (HTTP/2 passes :method as sent), on a route without a method list too, and `meshgate explain` with it.
+  it.each([
+    ["refuses_a_lower_case_method", "get", "reject"],
+    ["refuses_a_mixed_case_method", "Post", "reject"],
+    ["refuses_a_method_with_a_space", "GET X", "reject"],
+    ["routes_an_upper_case_method", "GET", "route"],
+    ["routes_an_upper_case_extension_method", "PROPFIND", "route"],
+  ])("%s", (_claim, method, kind) => {
+    const d = decide(gw, { method, target: "/orders/1", host: "api.example", header: () => undefined });
+    expect(d.kind).toBe(kind);
+    if (d.kind === "reject") expect(d).toMatchObject({ status: 400, code: "bad_method" });
+  });
+
   it("uses_the_host_of_an_absolute_form_target", () => {
     const d = decide(gw, {
       method: "GET",
@@ -176,6 +207,25 @@ describe("the route decision", () => {
       query: "expand=lines",
       upstreamPath: "/orders/Ab~?expand=lines",
       upstreamHost: "orders.internal",
+    });
+  });
+
+  it("fills_a_redirect_path_with_the_captured_params", () => {
+    const gw = compileGateway(
+      gatewayOf([
+        {
+          name: "moved",
+          match: { path: "/items/{id}" },
+          to: undefined,
+          redirect: { path: "/v2/items/{id}" },
+        },
+        { name: "v2", match: { path: "/v2/items/{id}" } },
+      ]),
+    );
+    expect(decide(gw, request("GET", "/items/%41b?x=1"))).toMatchObject({
+      kind: "route",
+      params: { id: "Ab" },
+      upstreamPath: "/v2/items/Ab?x=1",
     });
   });
 

@@ -29,6 +29,35 @@ describe("mergeExpositions", () => {
     expect(merged).toContain('meshgate_duration_seconds_count{worker="1",route="a"} 1');
   });
 
+  it("keeps_a_label_value_holding_a_comma_and_brace_as_it_is", () => {
+    const r = new MetricsRegistry({ prefix: "meshgate_" });
+    r.counter("odd_total", "Odd.", ["a", "b"]).labels("x,}y", "z").inc();
+    expect(mergeExpositions([{ label: "0", text: r.render() }])).toContain(
+      'meshgate_odd_total{worker="0",a="x,}y",b="z"} 1',
+    );
+    expect(mergeExpositions([{ label: "0", text: "# TYPE m gauge\nm{} 1\n" }])).toBe(
+      '# TYPE m gauge\nm{worker="0"} 1\n',
+    );
+  });
+
+  it("writes_a_family_the_merging_process_shares_with_the_others_once_keeping_its_own_samples_unlabelled", () => {
+    // A gateway primary counts reloads too (config_reloads_total): its own exposition was appended as a
+    // second one, and the family had two HELP and two TYPE lines, which promtool refuses.
+    const own = new MetricsRegistry({ prefix: "meshgate_" });
+    own.counter("requests_total", "Requests (primary).", ["route"]).labels("p").inc(7);
+    const all = mergeExpositions([
+      { label: null, text: own.render() },
+      { label: "0", text: registry(1) },
+    ]);
+    expect(all.match(/^# (HELP|TYPE) meshgate_requests_total /gm)).toHaveLength(2);
+    expect(all.match(/^# (HELP|TYPE) meshgate_metrics_label_overflow_total /gm)).toHaveLength(2);
+    expect(all).toContain(
+      'meshgate_requests_total{route="p"} 7\nmeshgate_requests_total{worker="0",route="a"} 1',
+    );
+    const r = spawnSync("promtool", ["check", "metrics"], { input: all, encoding: "utf8" });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+  });
+
   it("is_accepted_by_promtool", () => {
     const r = spawnSync("promtool", ["check", "metrics"], { input: merged, encoding: "utf8" });
     if (r.error) throw new Error("promtool is not on PATH: .ci/run must install the prometheus package");

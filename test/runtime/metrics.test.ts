@@ -183,6 +183,22 @@ describe("metrics registry", () => {
     expect(text.match(/__overflow__",code_class/g)).toHaveLength(1);
   });
 
+  it("removes_a_child_whose_state_ended_freeing_its_slot_under_the_cap", () => {
+    const registry = new MetricsRegistry();
+    const g = registry.gauge("info", "Info.", ["proxy", "hash"], { maxChildren: 2 });
+    for (const hash of ["h1", "h2", "h3", "h4", "h5"]) {
+      const previous = g.labels("gateway", hash);
+      previous.set(1);
+      expect(g.remove("gateway", `h${Number(hash.slice(1)) - 1}`)).toBe(hash !== "h1");
+    }
+    expect(g.remove("gateway", "nope")).toBe(false);
+    expect(g.remove("__overflow__", "__overflow__")).toBe(false);
+    const text = registry.render();
+    expect(text).toContain('info{proxy="gateway",hash="h5"} 1\n');
+    expect(text).not.toMatch(/hash="(h1|h2|h3|h4|__overflow__)"/);
+    expect(text).not.toContain('metric="info"');
+  });
+
   it("caps_metrics_at_2000_children_by_default_and_per_registry", () => {
     expect(DEFAULT_MAX_CHILDREN).toBe(2_000);
     const registry = new MetricsRegistry();

@@ -81,7 +81,14 @@ function rig(
     const m = new RegExp(`^meshgate_${line.replace(/[{}]/g, "\\$&")} (\\S+)$`, "m").exec(registry.render());
     return m ? Number(m[1]) : 0;
   };
-  return { reload, calls, serving: () => serving.hash, metric, log };
+  /** The sample lines of one metric. */
+  const series = (name: string) =>
+    registry
+      .render()
+      .split("\n")
+      .filter((l) => l.startsWith(`meshgate_${name}{`))
+      .map((l) => l.slice("meshgate_".length));
+  return { reload, calls, serving: () => serving.hash, metric, series, log };
 }
 
 /** The hooks of two reloads run one after the other: h1 → h2, then h2 → h3. */
@@ -174,13 +181,12 @@ describe("config reload: rejections keep the old config serving", () => {
 });
 
 describe("config reload: accepted configs", () => {
-  it("a new config is built, committed, counted, and moves config_info to its hash", async () => {
+  it("a new config is built, committed, counted, and replaces config_info by its hash", async () => {
     const r = rig();
     expect(await r.reload('{"hash":"h2"}')).toEqual({ ok: true, hash: "h2", changed: true });
     expect(r.calls).toEqual(["check h1 → h2", "build h2", "commit h2"]);
     expect(r.serving()).toBe("h2");
-    expect(r.metric('config_info{proxy="gateway",hash="h1"}')).toBe(0);
-    expect(r.metric('config_info{proxy="gateway",hash="h2"}')).toBe(1);
+    expect(r.series("config_info")).toEqual(['config_info{proxy="gateway",hash="h2"} 1']);
     expect(r.metric('config_reloads_total{proxy="gateway",result="success"}')).toBe(1);
     expect(r.log.lines().find((l) => l.event === "reloaded")).toMatchObject({ hash: "h2" });
   });

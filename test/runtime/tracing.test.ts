@@ -208,6 +208,9 @@ describe("W3C trace context", () => {
     ["upper-case key", "Congo=1", undefined],
     ["member without =", "a=1,b", undefined],
     ["= in a value", "a=x=y", undefined],
+    // U+00A0 is whitespace to String.prototype.trim, not to the format (OWS is space and tab).
+    ["a no-break space after a member", "a=1\u00a0", undefined],
+    ["a no-break space before a member", "a=1,\u00a0b=2", undefined],
   ];
 
   it.each(states)("passes_tracestate_through_unchanged_only_when_valid: %s", (_name, header, expected) => {

@@ -387,6 +387,35 @@ describe("plain HTTP to a declared external", () => {
   });
 });
 
+describe("refused targets in the access log", () => {
+  // An app that put a partner's credentials in the URL (https://user:password@…) and sent it through the
+  // proxy port: refused (the sidecar originates TLS itself), and the line names the target — never the
+  // password, nor the query.
+  it.each([
+    [
+      "logs_a_refused_https_target_without_its_userinfo",
+      (p: number) => `https://app:http-pw-1@127.0.0.1:${p}/x`,
+      (p: number) => `https://127.0.0.1:${p}/x`,
+    ],
+    [
+      "logs_a_refused_https_target_without_a_password_holding_an_at_sign",
+      (p: number) => `https://app:http@pw-2@127.0.0.1:${p}/x?key=http-pw-3`,
+      (p: number) => `https://127.0.0.1:${p}/x`,
+    ],
+  ])("%s", async (_name, target, logged) => {
+    const { sidecar } = await start();
+    const r = await send(sidecar.ports.outbound, target(api.port));
+    expect([r.status, errorCode(r)]).toEqual([400, "unsupported_scheme"]);
+    await until(() => accessLines(sidecar.logs).length === 1);
+    expect(accessLines(sidecar.logs)[0]).toMatchObject({
+      direction: "outbound",
+      status: 400,
+      path: logged(api.port),
+    });
+    expect(JSON.stringify(sidecar.logs)).not.toMatch(/http-pw|http@pw/);
+  });
+});
+
 describe("deny by default", () => {
   type Row = [
     name: string,
@@ -784,10 +813,21 @@ describe("reload", () => {
 
 describe("WebSocket to an external", () => {
   it.each([
-    ["tunnels_a_websocket_to_a_plain_external_through_the_proxy_port", () => `127.0.0.1:${api.port}`, "api"],
-    ["tunnels_a_websocket_inside_tls_the_sidecar_originates", () => `localhost:${web.port}`, "site"],
-  ])("%s", async (_name, authority, name) => {
-    const { sidecar } = await start();
+    [
+      "tunnels_a_websocket_to_a_plain_external_through_the_proxy_port",
+      () => `127.0.0.1:${api.port}`,
+      "api",
+      {},
+    ],
+    ["tunnels_a_websocket_inside_tls_the_sidecar_originates", () => `localhost:${web.port}`, "site", {}],
+    [
+      "tunnels_a_websocket_to_an_external_whose_connect_timeout_is_0_the_systems_own",
+      () => `127.0.0.1:${api.port}`,
+      "api",
+      { api: { connectTimeoutMs: 0 } },
+    ],
+  ])("%s", async (_name, authority, name, edit) => {
+    const { sidecar } = await start(declared(edit));
     const ws = await openWebSocket(
       sidecar.ports.outbound,
       `http://${authority()}/chat?room=1`,

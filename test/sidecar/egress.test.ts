@@ -347,6 +347,39 @@ describe("CONNECT authorities", () => {
   });
 });
 
+describe("CONNECT refusals in the access log", () => {
+  // A proxy URL with credentials (HTTPS_PROXY=http://u:p@…) or a target with userinfo: the line names the
+  // target the app asked for, never the password it wrote.
+  it.each<[string, (p: number) => string, (p: number) => string]>([
+    [
+      "logs_a_userinfo_target_without_its_password",
+      (p) => `app:egress-pw-1@127.0.0.1:${p}`,
+      (p) => `127.0.0.1:${p}`,
+    ],
+    [
+      "logs_a_password_holding_an_at_sign_without_it",
+      (p) => `app:egress@pw-2@127.0.0.1:${p}`,
+      (p) => `127.0.0.1:${p}`,
+    ],
+    [
+      "logs_a_password_longer_than_the_shown_target_without_it",
+      (p) => `app:${"egress-pw-3".repeat(30)}@127.0.0.1:${p}`,
+      (p) => `127.0.0.1:${p}`,
+    ],
+  ])("%s", async (_name, authority, logged) => {
+    const { sidecar } = await start();
+    const r = await connectTo(sidecar.ports.outbound, authority(echo.port));
+    expect(r.status).toBe(400);
+    await until(() => sidecar.logs.some((l) => l.event === "egress"));
+    expect(sidecar.logs.find((l) => l.event === "egress")).toMatchObject({
+      via: "connect",
+      target: logged(echo.port),
+      outcome: "denied_egress_bad_authority",
+    });
+    expect(JSON.stringify(sidecar.logs)).not.toMatch(/egress-pw|egress@pw/);
+  });
+});
+
 describe("CONNECT connect failures", () => {
   it("answers_502_egress_connect_failed_when_the_external_refuses", async () => {
     const { sidecar } = await start();

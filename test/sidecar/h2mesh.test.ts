@@ -8,8 +8,9 @@
  * app and gateway → sidecar → app, and a denied upgrade.
  */
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -24,7 +25,13 @@ import { parseSpec } from "../../components/spec/parse.ts";
 import { svidFiles, translate } from "../../components/translate/translate.ts";
 import { EXPIRY_MARGIN_MS } from "../../runtime/upstream/tls.ts";
 import { makeCa, tempDir, writeFiles, type TestCa } from "../pki/support.ts";
-import { startTestGateway, startUpstream, type TestGateway, type Upstream } from "../support/gateway.ts";
+import {
+  request,
+  startTestGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from "../support/gateway.ts";
 import {
   localSidecar,
   metricValue,
@@ -480,6 +487,147 @@ describe("gRPC app to app through two sidecars", () => {
   });
 });
 
+/**
+ * An HTTP/2 mesh session failing under a POST: the caller's sidecar may resend it only when the callee
+ * never took the stream. `fault` is applied by a relay between the caller's sidecar and `callee` (a TLS
+ * record of the answer corrupted once the app saw the request) or by the callee itself.
+ */
+describe("a POST over an HTTP/2 mesh session is resent only when the callee never took it", () => {
+  /** A TCP relay to `port` that corrupts the next bytes from upstream once `arm()` was called. */
+  async function corruptingRelay(port: number) {
+    let armed = false;
+    const server = net.createServer((c) => {
+      const u = net.connect(port, "127.0.0.1");
+      c.pipe(u);
+      u.on("data", (d: Buffer) => {
+        if (armed) {
+          armed = false;
+          d = Buffer.from(d);
+          d[5]! ^= 0xff; // the first record's first encrypted byte: it fails to decrypt, nothing is read
+        }
+        c.write(d);
+      });
+      u.on("end", () => c.end());
+      u.on("error", () => c.destroy());
+      c.on("error", () => u.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return { port: (server.address() as AddressInfo).port, arm: () => (armed = true) };
+  }
+
+  /** The notifications sidecar's stand-in over mTLS h2 (its SVID): refuses the first stream it gets. */
+  async function refusingCallee(seen: string[]) {
+    const svid = await ca.issuer.issue(spiffe("notifications"));
+    const server = http2.createSecureServer({
+      cert: svid.chainPem,
+      key: svid.keyPem!.reveal(),
+      ca: ca.bundle.toPem(),
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.3",
+    });
+    server.on("stream", (stream, headers) => {
+      stream.on("error", () => {});
+      if (seen.push(String(headers[":method"])) === 1)
+        return stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      stream.resume();
+      stream.respond({ ":status": 200 });
+      stream.end("taken");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return (server.address() as AddressInfo).port;
+  }
+
+  it.each([
+    [
+      "a_session_that_fails_once_the_app_saw_the_post_is_a_reset_never_a_resent_post",
+      "corrupted",
+      { status: 502, error: "upstream_reset", seen: ["POST"] },
+    ],
+    [
+      "a_stream_the_callee_refused_unprocessed_is_resent",
+      "refused",
+      { status: 200, error: undefined, seen: ["POST", "POST"] },
+    ],
+  ])("%s", async (_claim, fault, expected) => {
+    const seen: string[] = [];
+    let calleePort: number;
+    if (fault === "corrupted") {
+      let relay: { port: number; arm: () => boolean } | null = null;
+      const app = http2.createServer((req, res) => {
+        seen.push(req.method);
+        req.resume();
+        req.on("end", () => {
+          relay!.arm();
+          setTimeout(() => res.end("done"), 50);
+        });
+      });
+      await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+      cleanups.push(() => new Promise((r) => app.close(r)));
+      const callee = await sidecar(sidecarConfig("notifications"), (app.address() as AddressInfo).port);
+      relay = await corruptingRelay(callee.ports.inbound);
+      calleePort = relay.port;
+    } else calleePort = await refusingCallee(seen);
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, { notifications: [calleePort] });
+    // A small body with its length: buffered, so a retry could replay it (notifications retries on
+    // connect-failure and refused-stream).
+    const r = await request(`http://${local(caller, "notifications")}${RPC}/Send`, {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: "charge the card",
+    });
+    expect({ status: r.status, error: r.headers["x-meshgate-error"], seen }).toEqual(expected);
+  });
+});
+
+describe("a request body over the limit on its way to an HTTP/2 app", () => {
+  it("is_answered_413_and_the_sidecar_keeps_serving", async () => {
+    // No Content-Length: the body streams to the app and passes the callee's 1 KiB limit on the way.
+    let received = 0;
+    const app = http2.createServer((req, res) => {
+      req.on("data", (d: Buffer) => (received += d.length));
+      req.on("end", () => res.end("whole body"));
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => app.close(r)));
+    const dir = join(tmp.dir, "notifications-1kib");
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("notifications")), ca.bundle.toPem());
+    const callee = await startTestSidecar(
+      localSidecar(sidecarConfig("notifications"), {
+        identityDir: dir,
+        appPort: (app.address() as AddressInfo).port,
+        edit: (c) => ({
+          ...c,
+          inbound: { ...c.inbound, limits: { ...c.inbound.limits, maxBodyBytes: 1024 } },
+        }),
+      }),
+    );
+    cleanups.push(() => callee.drain());
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, {
+      notifications: [callee.ports.inbound],
+    });
+    const post = (size: number) =>
+      new Promise<{ status: number; error: unknown; body: string }>((resolve, reject) => {
+        const client = http2.connect(`http://${local(caller, "notifications")}`);
+        client.on("error", reject);
+        const s = client.request({ ":method": "POST", ":path": `${RPC}/Send` });
+        let status = 0;
+        let error: unknown;
+        let body = "";
+        s.on("response", (h) => ((status = Number(h[":status"])), (error = h["x-meshgate-error"])));
+        s.on("data", (d: Buffer) => (body += d.toString()));
+        s.on("error", () => {});
+        s.on("close", () => (client.close(), resolve({ status, error, body })));
+        s.end(Buffer.alloc(size, 120));
+      });
+    expect(await post(4096)).toMatchObject({ status: 413, error: "body_too_large" });
+    expect(received).toBeLessThan(4096);
+    expect(await post(100)).toEqual({ status: 200, error: undefined, body: "whole body" });
+  });
+});
+
 describe("an HTTP/2 mesh session and the certificates it was authenticated with", () => {
   it("is_replaced_by_a_new_session_a_second_before_the_callees_certificate_expires", async () => {
     const dir = join(tmp.dir, "notifications-short-lived");
@@ -532,6 +680,36 @@ describe("HTTP/2 on the inbound port", () => {
     // Authorization per stream: a path no rule opens is refused on the same kind of connection.
     const denied = await curl(["--http2", "-k", ...as, `https://127.0.0.1:${plain.ports.inbound}/other`]);
     expect(denied).toMatchObject({ status: "403", version: "2" });
+  });
+});
+
+describe("HTTP/2 streams per connection", () => {
+  // SETTINGS_MAX_CONCURRENT_STREAMS was Node's default (2^32-1): one connection could hold any number of
+  // requests in flight at the callee's sidecar (inbound) or the caller's (the app's local port).
+  const remoteSettings = async (session: http2.ClientHttp2Session) => {
+    try {
+      return await new Promise<http2.Settings>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+    } finally {
+      session.destroy();
+    }
+  };
+  it.each([
+    [
+      "the_inbound_port_over_mtls",
+      () =>
+        http2.connect(`https://127.0.0.1:${web.ports.inbound}`, {
+          cert: readFileSync(files["web.pem"]!),
+          key: readFileSync(files["web-key.pem"]!),
+          rejectUnauthorized: false,
+        }),
+    ],
+    ["an_app_s_local_port_over_h2c", () => http2.connect(`http://${local(web, "notifications")}`)],
+    ["the_proxy_port_over_h2c", () => http2.connect(`http://127.0.0.1:${web.ports.outbound}`)],
+  ] as [string, () => http2.ClientHttp2Session][])("advertises_a_bounded_limit_on_%s", async (_c, open) => {
+    expect((await remoteSettings(open())).maxConcurrentStreams).toBe(100);
   });
 });
 

@@ -536,3 +536,18 @@ describe("resilience through the shared upstream code", () => {
     expect(orders.app.received).toHaveLength(0);
   });
 });
+
+describe("the sidecar's admin on 127.0.0.1 and a page that rebinds its DNS name to the loopback", () => {
+  it.each([
+    ["refuses_config_to_the_pages_host", "/config", "evil.example", 403],
+    ["refuses_metrics_to_the_pages_host", "/metrics", "evil.example", 403],
+    ["serves_config_to_the_loopback", "/config", "127.0.0.1", 200],
+    ["answers_ready_probes_whatever_the_host", "/ready", "evil.example", 200],
+  ])("%s", async (_claim, path, host, status) => {
+    const { sidecar } = await instance("orders");
+    const r = await request(`${sidecar.adminUrl}${path}`, {
+      headers: { host: `${host}:${sidecar.ports.admin}` },
+    });
+    expect(r.status).toBe(status);
+  });
+});

@@ -166,6 +166,29 @@ describe("the meshgate sidecar process", () => {
     }
   }, 60_000);
 
+  // The start lines name the address --host bound (127.0.0.2: loopback, and not 127.0.0.1), admin included.
+  it.each([["127.0.0.2"]])(
+    "prints_the_admin_address_it_bound_%s",
+    async (host) => {
+      const dir = join(tmp.dir, "orders-bound");
+      const file = join(tmp.dir, "orders-bound.json");
+      await writeIdentity(dir, await issue("orders"), ca.bundle.toPem());
+      await writeFile(file, JSON.stringify(ordersConfig(["web"], dir)));
+      const [inbound, outbound, admin] = await Promise.all([freePort(), freePort(), freePort()]);
+      const ports = ["--inbound-port", String(inbound), "--outbound-port", String(outbound)];
+      const { child, out } = start(file, [...ports, "--admin-port", String(admin), "--host", host]);
+      try {
+        await until(() => /^admin http:\/\/\S+$/m.test(out()), 15_000, "startup lines");
+        expect(out()).toContain(`sidecar orders inbound https://${host}:${inbound}\n`);
+        expect(out()).toContain(`admin http://${host}:${admin}\n`);
+        expect((await fetch(`http://${host}:${admin}/ready`)).status).toBe(200);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+    30_000,
+  );
+
   it("exits_1_with_a_coded_error_for_an_invalid_config_file", async () => {
     const file = join(tmp.dir, "bad.json");
     await writeFile(file, JSON.stringify({ version: 1, kind: "sidecar" }));

@@ -397,6 +397,21 @@ const ROWS: Row[] = [
     path: "gateway.rateLimitStore.redis.url",
   },
   {
+    // The gateway's Redis client refuses these at start; the spec must refuse them first, not a
+    // crash-looping gateway after the deploy.
+    claim: "rejects_redis_url_whose_path_is_not_a_database_number",
+    mutate: (s) =>
+      (s.gateway.rateLimitStore = { redis: { url: "redis://redis:6379/limits", failMode: "open" } }),
+    code: "E_SPEC_INVALID_URL",
+    path: "gateway.rateLimitStore.redis.url",
+  },
+  {
+    claim: "rejects_cache_redis_url_with_a_query",
+    mutate: (s) => (s.gateway.cache = { redis: { url: "redis://redis:6379/0?ssl=true" } }),
+    code: "E_SPEC_INVALID_URL",
+    path: "gateway.cache.redis.url",
+  },
+  {
     claim: "rejects_rate_limit_period_of_zero",
     mutate: (s) => (gatewayRoute(s, 0).rateLimit = { requests: 5, per: "0s" }),
     code: "E_SPEC_OUT_OF_RANGE",
@@ -1271,6 +1286,36 @@ const ROWS: Row[] = [
     mutate: (s) => (s.services.users.limits = { headerTimeout: "1m" }),
     code: "E_SPEC_LIMIT_TOO_LOOSE",
     path: "services.users.limits.headerTimeout",
+  },
+  {
+    claim: "rejects_a_gateway_request_timeout_shorter_than_the_default_header_timeout",
+    mutate: (s) => (s.gateway.limits = { requestTimeout: "5s" }),
+    code: "E_SPEC_GATEWAY_TIMEOUTS",
+    path: "gateway.limits.requestTimeout",
+  },
+  {
+    claim: "rejects_a_gateway_request_timeout_shorter_than_its_header_timeout",
+    mutate: (s) => (s.gateway.limits = { headerTimeout: "3s", requestTimeout: "2s" }),
+    code: "E_SPEC_GATEWAY_TIMEOUTS",
+    path: "gateway.limits.requestTimeout",
+  },
+  {
+    claim: "rejects_a_gateway_header_timeout_of_zero",
+    mutate: (s) => (s.gateway.limits = { headerTimeout: "0s" }),
+    code: "E_SPEC_GATEWAY_TIMEOUTS",
+    path: "gateway.limits.headerTimeout",
+  },
+  {
+    claim: "rejects_a_gateway_request_timeout_of_zero",
+    mutate: (s) => (s.gateway.limits = { requestTimeout: "0s" }),
+    code: "E_SPEC_GATEWAY_TIMEOUTS",
+    path: "gateway.limits.requestTimeout",
+  },
+  {
+    claim: "rejects_a_gateway_idle_timeout_of_zero",
+    mutate: (s) => (s.gateway.limits = { idleTimeout: "0ms" }),
+    code: "E_SPEC_GATEWAY_TIMEOUTS",
+    path: "gateway.limits.idleTimeout",
   },
   {
     claim: "rejects_jwt_clock_skew_above_5m",

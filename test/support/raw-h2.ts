@@ -86,10 +86,16 @@ export interface RawH2Result {
  * Sends the preface, an empty SETTINGS and `frames` (a number waits that many ms; consecutive buffers should
  * be concatenated by the caller when they must arrive in one read), then collects for `ms`.
  */
-export function rawH2(port: number, frames: (Buffer | number)[], ms = 600): Promise<RawH2Result> {
+export function rawH2(
+  port: number,
+  frames: (Buffer | number)[],
+  ms = 600,
+  /** Opens the connection and calls `ready` once it can be written (default: h2c on 127.0.0.1). */
+  open: (port: number, ready: () => void) => net.Socket = (p, ready) => net.connect(p, "127.0.0.1", ready),
+): Promise<RawH2Result> {
   return new Promise((resolve) => {
     const res: RawH2Result = { streams: {}, goaway: null, data: {} };
-    const s = net.connect(port, "127.0.0.1", () => {
+    const s = open(port, () => {
       s.write(Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0))]));
       void (async () => {
         for (const f of frames) {

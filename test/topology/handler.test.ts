@@ -5,7 +5,8 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadSpecFile } from "../../components/spec/load.ts";
 import type { MeshSpec } from "../../components/spec/schema.ts";
 import { translate } from "../../components/translate/translate.ts";
@@ -83,6 +84,89 @@ describe("mounting", () => {
     expect(nav).toBe(
       '<a href="/api/status">processes</a><a href="http://127.0.0.1:9090">Prometheus &#60;9090&#62;</a>',
     );
+  });
+});
+
+describe("header link text", () => {
+  // String.replace reads "$'", "$`" and "$&" in a replacement string as parts of the template: a label holding
+  // one pasted a copy of the page into its own header (duplicated ids, a broken page).
+  it.each([["$'"], ["$`"], ["$&"], ["$$"]])("shows_a_label_holding_%s_as_written", async (pattern) => {
+    const { url } = await serve({ links: [{ label: `costs ${pattern} today`, href: "/api/status" }] });
+    const html = await (await fetch(url)).text();
+    const text = pattern.replace(/[&']/g, (c) => `&#${c.charCodeAt(0)};`);
+    expect(/<nav>(.*?)<\/nav>/.exec(html)![1]).toBe(`<a href="/api/status">costs ${text} today</a>`);
+    expect(html.match(/id="graph"/g)).toHaveLength(1);
+  });
+});
+
+describe("security headers, in chromium", () => {
+  // The page's one script runs by its hash: markup that got into the page anyway (a name, a label, an
+  // explain answer inserted as HTML by a future change) could run no script; and no site may frame the page.
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await chromium.launch({ executablePath: "/usr/bin/chromium" });
+  }, 30_000);
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it("runs_its_own_script_but_no_injected_inline_script_or_event_handler", async () => {
+    const { url } = await serve();
+    const page = await browser.newPage();
+    const blocked: string[] = [];
+    page.on("console", (m) => {
+      if (m.type() === "error" && m.text().includes("Content Security Policy")) blocked.push(m.text());
+    });
+    await page.goto(`${url}/topology`);
+    await page.locator('g.node[data-node="orders"]').waitFor(); // the page's script drew the graph
+    expect(blocked).toEqual([]);
+    // Markup as an injection would add it (evaluated in the page, where the page's CSP applies to it).
+    const ran = (await page.evaluate(`(async () => {
+      window.injected = [];
+      const script = document.createElement("script");
+      script.textContent = "window.injected.push('inline script')";
+      document.body.append(script);
+      const div = document.createElement("div");
+      div.setAttribute("onclick", "window.injected.push('event handler')");
+      document.body.append(div);
+      div.click();
+      const img = document.createElement("img");
+      img.setAttribute("onerror", "window.injected.push('onerror')");
+      img.src = "data:image/png;base64,AAAA";
+      document.body.append(img);
+      await new Promise((r) => setTimeout(r, 200));
+      return window.injected;
+    })()`)) as string[];
+    expect(ran).toEqual([]);
+    await page.close();
+  });
+
+  it("cannot_be_framed_by_a_page_of_another_origin", async () => {
+    const { url } = await serve();
+    const evil = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(`<!doctype html><iframe id="f" src="${url}/topology" width="800" height="600"></iframe>`);
+    });
+    await new Promise<void>((r) => evil.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise<void>((r) => evil.close(() => r())));
+    const r = await fetch(`${url}/topology`);
+    expect([r.headers.get("x-content-type-options"), r.headers.get("x-frame-options")]).toEqual([
+      "nosniff",
+      "DENY", // for browsers without CSP frame-ancestors
+    ]);
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${(evil.address() as AddressInfo).port}/`);
+    await page.waitForTimeout(1000);
+    const frame = page.frames().find((f) => f !== page.mainFrame());
+    // A refused frame shows Chromium's error page, never the topology page.
+    expect(frame?.url()).not.toBe(`${url}/topology`);
+    expect(
+      await frame
+        ?.locator("#graph")
+        .count()
+        .catch(() => 0),
+    ).toBe(0);
+    await page.close();
   });
 });
 

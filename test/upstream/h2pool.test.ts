@@ -6,7 +6,7 @@
  */
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Writable } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { H2Pool } from "../../runtime/upstream/h2pool.ts";
 import { startRawH2Upstream } from "../support/raw-upstream.ts";
@@ -159,6 +159,73 @@ describe("a response head the caller cannot take is a failure of that request al
     expect(outcome).toBe("error ERR_HTTP2_STATUS_INVALID");
     // The session still serves the next request.
     expect(await get(pool, "/next")).toBe("/next");
+    await pool.close();
+  });
+});
+
+describe("a stream the upstream refused is REFUSED_STREAM (never processed: forward() may resend it)", () => {
+  it.each([
+    [
+      "refused_by_rst_stream_with_refused_stream",
+      { onStream: (stream: http2.ServerHttp2Stream) => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM) },
+    ],
+    [
+      "refused_by_a_goaway_below_its_stream_id",
+      { onSession: (s: http2.ServerHttp2Session) => s.goaway(http2.constants.NGHTTP2_NO_ERROR, 0) },
+    ],
+  ])("%s", async (_claim, refuse) => {
+    server = http2.createServer();
+    server.on("session", (s) => ("onSession" in refuse ? refuse.onSession(s) : undefined));
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      if ("onStream" in refuse) refuse.onStream(stream);
+    });
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    const pool = new H2Pool("127.0.0.1", (server.address() as AddressInfo).port, 1000);
+    const outcome = await pool
+      .stream(
+        { method: "POST", path: "/", headers: {}, body: Buffer.from("x"), headersTimeout: 2000 },
+        () => new Writable({ write: (_c, _e, cb) => cb() }),
+      )
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    expect(outcome).toBe("error REFUSED_STREAM");
+    await pool.close();
+  });
+});
+
+describe("a streamed request body that fails on its way upstream", () => {
+  it("fails_the_request_with_the_bodys_error_and_resets_the_upstreams_stream_never_ending_it", async () => {
+    const seen = { bytes: 0, rstCode: -1 };
+    server = http2.createServer();
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.on("data", (d: Buffer) => (seen.bytes += d.length));
+      stream.on("close", () => (seen.rstCode = stream.rstCode));
+    });
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    const pool = new H2Pool("127.0.0.1", (server.address() as AddressInfo).port, 1000);
+    // What runtime/upstream/body.ts limitBody does past the limit: the body stream fails.
+    const body = new PassThrough();
+    body.write("first part;");
+    setTimeout(
+      () => body.destroy(Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" })),
+      50,
+    );
+    const outcome = await pool
+      .stream(
+        { method: "POST", path: "/", headers: {}, body, headersTimeout: 2000, bodyTimeout: 2000 },
+        () => new Writable({ write: (_c, _e, cb) => cb() }),
+      )
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    expect(outcome).toBe("error E_BODY_TOO_LARGE");
+    expect(await until(() => seen.rstCode !== -1)).toBe(true);
+    expect(seen).toEqual({ bytes: 11, rstCode: http2.constants.NGHTTP2_CANCEL });
     await pool.close();
   });
 });

@@ -44,7 +44,7 @@ import {
   type Snapshot,
   type TrafficStats,
 } from "./metrics.ts";
-import { topologyPage, type PageLink } from "./page.ts";
+import { TOPOLOGY_CSP, topologyPage, type PageLink } from "./page.ts";
 
 export type { ScrapeTarget, TopologyGraph, TopologyEdge, TopologyNode, CertificateExpiry } from "./graph.ts";
 export type { TrafficStats } from "./metrics.ts";
@@ -334,10 +334,7 @@ function send(res: ServerResponse, status: number, type: string, body: string, h
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
     ...(type.startsWith("text/html")
-      ? {
-          "content-security-policy":
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
-        }
+      ? { "content-security-policy": TOPOLOGY_CSP, "x-frame-options": "DENY" }
       : {}),
   });
   res.end(head ? undefined : body);

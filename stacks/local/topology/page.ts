@@ -4,7 +4,12 @@
  * with their certificate expiry, edges coloured allowed / denied / unused and labelled with request rate,
  * error ratio and p99 latency — lists the same numbers in a table, and runs `/api/explain` from a form.
  * Every value from the API is inserted as text (textContent / createTextNode), never as markup.
+ *
+ * It is served with `TOPOLOGY_CSP`: its one script runs by its hash, so markup that got into the page
+ * anyway could run none (no other inline script, no event-handler attribute), and no page may frame it
+ * (clickjacking the explain form from any site the operator visits).
  */
+import { createHash } from "node:crypto";
 
 const STYLE = `
 :root { --ok: #2e7d32; --deny: #c62828; --unused: #9e9e9e; --ink: #1d2433; --muted: #5b6475; --line: #d8dce3; }
@@ -299,6 +304,21 @@ export interface PageLink {
   readonly href: string;
 }
 
+/**
+ * The page's Content-Security-Policy: nothing loaded from elsewhere, only its own script (by hash: no other
+ * inline script or handler attribute runs), fetches to its own server, and never framed.
+ */
+export const TOPOLOGY_CSP = [
+  "default-src 'none'",
+  `script-src 'sha256-${createHash("sha256").update(SCRIPT).digest("base64")}'`,
+  "style-src 'unsafe-inline'",
+  "connect-src 'self'",
+  "img-src data:",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** The page for a mesh called `name`, with header links (every text HTML-escaped). */
@@ -312,6 +332,6 @@ export function topologyPage(name: string, links: readonly PageLink[] = []): str
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${safe} · meshgate topology</title>
 <style>${STYLE}</style></head>
-<body>${BODY.replace("__NAME__", safe).replace("__LINKS__", nav)}<script>${SCRIPT}</script></body></html>
+<body>${BODY.replace("__NAME__", () => safe).replace("__LINKS__", () => nav)}<script>${SCRIPT}</script></body></html>
 `;
 }
