@@ -9,8 +9,9 @@
  * `minRefetchIntervalMs` later. Fetches have a timeout, follow no redirects and read at most `maxBytes`.
  *
  * Keys are looked up by exact `kid` in this set only (every key with that kid fitting the token's alg is
- * tried); tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never consulted. Each key is imported once per pinned algorithm it fits (kty/crv, its own `alg`, `use: sig`,
- * `key_ops` with verify); symmetric (`oct`) keys and private members are never used.
+ * tried); tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never consulted. Each key is imported once
+ * per pinned algorithm it fits (kty/crv, its own `alg`, `use: sig`, `key_ops` with verify); symmetric
+ * (`oct`) keys and private members are never used.
  */
 import { importJWK, type CryptoKey, type JWK } from "jose";
 import { request } from "undici";
