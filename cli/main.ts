@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import type { LoadResult } from "../components/spec/load.ts";
 import type { Diagnostic } from "../components/spec/errors.ts";
 import type { TranslateResult } from "../components/translate/ir.ts";
-import { pkiCommand } from "./pki.ts";
+import { fileProblem, pkiCommand } from "./pki.ts";
 import { POLICY_COMMANDS } from "./policies.ts";
 
 /** The spec machinery (zod schemas, YAML) loads on first use, so `--help` and usage errors start fast. */
@@ -290,7 +290,7 @@ const COMMANDS: Record<string, Command> = {
     async run(_positionals, values, io) {
       if (typeof values.config !== "string") throw new UsageError("missing --config FILE");
       const adminPort = values["admin-port"];
-      if (adminPort !== undefined && !/^[0-9]{1,5}$/.test(String(adminPort))) {
+      if (adminPort !== undefined && (!/^[0-9]{1,5}$/.test(String(adminPort)) || Number(adminPort) > 65535)) {
         throw new UsageError(`--admin-port must be a port number, got ${JSON.stringify(adminPort)}`);
       }
       const workersArg = String(values.workers);
@@ -515,6 +515,11 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
       io.err(`meshgate ${name}: ${(err as Error).message}\nUsage: ${command.usage}`);
       return 2;
+    }
+    const problem = fileProblem(err);
+    if (problem !== null) {
+      io.err(`meshgate ${name}: ${problem}`);
+      return 1;
     }
     throw err;
   }

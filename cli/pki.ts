@@ -339,8 +339,28 @@ async function runPki(argv: string[], io: Io): Promise<number> {
       io.err(`meshgate pki ${name}: ${e.message} [${e.code}]`);
       return 1;
     }
+    const problem = fileProblem(err);
+    if (problem !== null) {
+      io.err(`meshgate pki ${name}: ${problem}`);
+      return 1;
+    }
     throw err;
   }
+}
+
+/**
+ * A file-system failure as a message (an --out that names a file, a directory without write permission),
+ * never a stack trace; null for any other error.
+ */
+export function fileProblem(err: unknown): string | null {
+  const e = err as NodeJS.ErrnoException;
+  // A file system error names its path (a socket's names an address instead).
+  if (!(err instanceof Error) || typeof e.code !== "string" || typeof e.syscall !== "string") return null;
+  if (typeof e.path !== "string") return null;
+  return (
+    `cannot ${e.syscall} ${e.path}: ${e.code}\n` +
+    "    fix: check the path: a file stands where a directory is expected, or it is not writable"
+  );
 }
 
 function groupHelp(): string {

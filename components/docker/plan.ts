@@ -21,7 +21,12 @@ import {
 import { observabilityFiles } from "../observability/index.ts";
 import { prometheusFlags } from "../observability/scrape.ts";
 import { IMAGES, PATHS, RUNTIME_UID } from "../kubernetes/model.ts";
-import { appEnv } from "../kubernetes/workloads.ts";
+import {
+  appEnv,
+  configAnnotationHash,
+  configHoldsCredentials,
+  redactUserinfo,
+} from "../kubernetes/workloads.ts";
 import { IDENTITY_FILES } from "../translate/translate.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR, TranslateResult } from "../translate/ir.ts";
 
@@ -59,7 +64,8 @@ export type ContainerRole = "app" | "sidecar" | "gateway" | "prometheus";
 
 /** Where a file's content comes from: text in the plan, or a certificate or key MeshCa issues. */
 export type FileSource =
-  | { readonly kind: "text"; readonly content: string }
+  /** `secret`: the text holds a credential (a Redis password in the gateway's config): a Pulumi secret. */
+  | { readonly kind: "text"; readonly content: string; readonly secret?: true }
   | { readonly kind: "trust-bundle" }
   | { readonly kind: "intermediates" }
   | { readonly kind: "svid-chain"; readonly identity: string }
@@ -185,6 +191,7 @@ export interface DockerPlanError {
     | "E_DOCKER_TARGET_MISSING"
     | "E_DOCKER_NO_LISTENER"
     | "E_DOCKER_PORT_COLLISION"
+    | "E_DOCKER_NAME_COLLISION"
     | "E_DOCKER_STATIC_FILES"
     | "E_DOCKER_OIDC_SECRET"
     | "E_DOCKER_CLIENT_CERT";
@@ -266,8 +273,13 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     file(`${PATHS.identityDir}/${IDENTITY_FILES.bundle}`, { kind: "trust-bundle" }),
     file(`${PATHS.identityDir}/${IDENTITY_FILES.intermediates}`, { kind: "intermediates" }),
   ];
+  // A config with a Redis password is a secret in the state, like the Secret the Kubernetes chart renders.
   const configFile = (config: RuntimeConfig) =>
-    file(PATHS.configFile, { kind: "text", content: `${JSON.stringify(config, null, 2)}\n` });
+    file(PATHS.configFile, {
+      kind: "text",
+      content: `${JSON.stringify(config, null, 2)}\n`,
+      ...(configHoldsCredentials(config) ? { secret: true as const } : {}),
+    });
   const proxyDefaults = {
     image: { kind: "runtime" } as const,
     filesDir: DOCKER_FILES_DIR,
@@ -411,12 +423,15 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       });
     const { hash: _h, ...rest } = gw;
     const cluster = (u: string) => CLUSTER_LOCAL.test(u);
+    // Notes are logged and a stack output: a URL's password never reaches them.
     if (rest.rateLimitStore.kind === "redis" && cluster(rest.rateLimitStore.url))
       notes.push(
-        `rate limits are kept in the gateway container: ${rest.rateLimitStore.url} is a Kubernetes name (one gateway container, so the limits are exact)`,
+        `rate limits are kept in the gateway container: ${redactUserinfo(rest.rateLimitStore.url)} is a Kubernetes name (one gateway container, so the limits are exact)`,
       );
     if (rest.cacheStore.kind === "redis" && cluster(rest.cacheStore.url))
-      notes.push(`the HTTP cache is kept in memory: ${rest.cacheStore.url} is a Kubernetes name`);
+      notes.push(
+        `the HTTP cache is kept in memory: ${redactUserinfo(rest.cacheStore.url)} is a Kubernetes name`,
+      );
     const staticFiles: PlannedFile[] = [];
     const routes = rest.routes.map((r) => {
       if (r.action.kind !== "static") return r;
@@ -522,9 +537,10 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       // Listeners below 1024 without any capability: the namespaced sysctl.
       sysctls: lowPort ? { "net.ipv4.ip_unprivileged_port_start": "0" } : {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },
-      labels: baseLabels("gateway", "gateway", config.hash, config.admin.port),
+      // Not the sealed hash: over a Redis password it would let label and output readers test guesses.
+      labels: baseLabels("gateway", "gateway", configAnnotationHash(config), config.admin.port),
       after: sidecars.map((c) => c.name),
-      configHash: config.hash,
+      configHash: configAnnotationHash(config),
     });
     gatewayUrl = http ? `http://localhost:${target.gatewayPort}` : null;
   }
@@ -590,6 +606,28 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     notes.push(
       "tracing has no collector on Docker: set observability.tracing.otlpEndpoint to export spans (none is bundled)",
     );
+
+  // Container names and network aliases share the engine's DNS on the network, and a name is unique on
+  // the engine: a service named like another container (prometheus, <service>-sidecar) would replace it
+  // or answer for it.
+  const owners = new Map<string, PlannedContainer>();
+  const clashes = new Set<string>();
+  for (const c of containers)
+    for (const dnsName of new Set([c.name, ...(c.network.kind === "network" ? c.network.aliases : [])])) {
+      const first = owners.get(dnsName);
+      if (!first) {
+        owners.set(dnsName, c);
+        continue;
+      }
+      if (clashes.has(`${first.name} ${c.name}`)) continue; // one error per pair of containers
+      clashes.add(`${first.name} ${c.name}`);
+      const app = [c, first].find((x) => x.role === "app" && x.workload !== null);
+      errors.push({
+        code: "E_DOCKER_NAME_COLLISION",
+        field: app ? `services.${app.workload}` : "services",
+        message: `the name ${dnsName} would belong to two containers on the engine (${first.role} ${first.name} and ${c.role} ${c.name}): rename the service`,
+      });
+    }
 
   if (errors.length > 0) return { ok: false, errors };
   const plan: DockerPlan = {

@@ -26,6 +26,7 @@ import type { MeshSpecInput } from "../spec/schema.ts";
 import type { TranslateResult } from "../translate/ir.ts";
 import { MeshCa, type MeshCaRotation } from "../pulumi/ca.ts";
 import { RuntimeImage } from "../pulumi/image.ts";
+import { configAnnotationHash } from "../kubernetes/workloads.ts";
 import {
   SPEC_OUTPUT,
   carriedSpecOutput,
@@ -240,7 +241,7 @@ export class DockerPlatform extends pulumi.ComponentResource {
     const content = (source: FileSource): pulumi.Input<string> => {
       switch (source.kind) {
         case "text":
-          return source.content;
+          return source.secret ? pulumi.secret(source.content) : source.content;
         case "trust-bundle":
           return this.ca.trustBundlePem;
         case "intermediates":
@@ -296,7 +297,8 @@ export class DockerPlatform extends pulumi.ComponentResource {
     this.trustBundlePem = this.ca.trustBundlePem;
     this.runtimeImageRef = this.runtimeImage.ref;
     this.configHashes = Object.freeze(
-      Object.fromEntries(Object.entries(plan.configs).map(([w, c]) => [w, c.hash])),
+      // Not the sealed hash: that of a config with a Redis password would let stack-output readers test guesses.
+      Object.fromEntries(Object.entries(plan.configs).map(([w, c]) => [w, configAnnotationHash(c)])),
     );
     this.registerOutputs({
       gatewayUrl: this.gatewayUrl,

@@ -172,7 +172,7 @@ export function configAnnotationHash(config: RuntimeConfig): string {
 }
 
 /** A URL with its user and password (when present) replaced by a fixed word. */
-function redactUserinfo(url: string): string {
+export function redactUserinfo(url: string): string {
   try {
     const u = new URL(url);
     if (u.username !== "") u.username = "redacted";

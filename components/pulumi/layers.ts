@@ -234,6 +234,8 @@ export class Gateway extends pulumi.ComponentResource {
       configHash: this.configHash,
       identitySecretName: mesh.gatewayIdentitySecretName,
       runtimeImage: runtimeImageOf(prepared),
+      // A spec of its own (its routes may differ from the Mesh's) is carried for the CrossGuard pack too.
+      ...(args.spec !== undefined ? { [SPEC_OUTPUT]: carriedSpecOutput(prepared.carried, result) } : {}),
     });
   }
 }

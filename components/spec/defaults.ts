@@ -126,7 +126,10 @@ export const DEFAULTS = {
   ),
   "gateway.limits.headerTimeout": d("10s", "slowloris defence; meshgate refuses more than 15s"),
   "gateway.limits.requestTimeout": d("60s", "bounds slow uploads; routes set their own upstream timeouts"),
-  "gateway.limits.idleTimeout": d("60s", "keep-alive connections are closed after a minute of silence"),
+  "gateway.limits.idleTimeout": d(
+    "60s",
+    "keep-alive connections are closed after a minute of silence; a response its client reads none of for as long is cut (nginx's send_timeout)",
+  ),
   "gateway.limits.maxConnections": d(10000, "bounds file descriptors and memory per gateway process"),
   "gateway.limits.drainTimeout": d(
     "30s",

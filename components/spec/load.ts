@@ -61,7 +61,7 @@ export function loadSpecText(text: string): ParseResult & { raw?: unknown } {
   if (!ALIAS_OR_ANCHOR.test(text)) {
     let raw: unknown;
     try {
-      raw = fastYaml.load(text, { schema: fastYaml.CORE_SCHEMA, json: false });
+      raw = fastLoad(text);
     } catch {
       raw = undefined; // the position-keeping reader reports the syntax error
     }
@@ -71,6 +71,30 @@ export function loadSpecText(text: string): ParseResult & { raw?: unknown } {
     }
   }
   return loadWithPositions(text);
+}
+
+/**
+ * YAML 1.2 core-schema integers as `yaml` reads them — decimal with an optional sign, unsigned 0o octal and
+ * 0x hex. js-yaml's own also takes 0b binary and signed hex and octal (`port: 0b1111101000` validated, but
+ * was a string to the position-keeping reader as soon as another error sent the text there).
+ */
+const CORE_INT = new fastYaml.Type("tag:yaml.org,2002:int", {
+  kind: "scalar",
+  resolve: (data: unknown) =>
+    typeof data === "string" && /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/.test(data),
+  construct: (data: string) =>
+    data.startsWith("0o")
+      ? parseInt(data.slice(2), 8)
+      : data.startsWith("0x")
+        ? parseInt(data.slice(2), 16)
+        : parseInt(data, 10),
+  predicate: (v: unknown) => Number.isInteger(v),
+});
+const FAST_SCHEMA = fastYaml.CORE_SCHEMA.extend({ implicit: [CORE_INT] });
+
+/** The fast reader alone (YAML 1.2 core schema, duplicate keys refused); throws on a syntax error. */
+export function fastLoad(text: string): unknown {
+  return fastYaml.load(text, { schema: FAST_SCHEMA, json: false });
 }
 
 const MAX_ALIAS_COUNT = 100;

@@ -6,7 +6,7 @@
 import type { z } from "zod";
 import { SpecValidationError, formatPath, type SpecError, type SpecErrorCode } from "./errors.ts";
 import { FORMATS, MeshSpecSchema, type MeshSpec, type StringFormat } from "./schema.ts";
-import { closest, semanticIssues, type Issue, type Segments } from "./semantic.ts";
+import { closest, semanticIssues, withoutCredentials, type Issue, type Segments } from "./semantic.ts";
 import { compareCodeUnits } from "../../runtime/contract/canonical.ts";
 
 const SUPERSEDES: ReadonlySet<SpecErrorCode> = new Set(["E_SPEC_JWT_ALGORITHM"]);
@@ -72,11 +72,27 @@ function valueAt(raw: unknown, segments: readonly PropertyKey[]): unknown {
   return v;
 }
 
-function describeType(v: unknown): string {
+/**
+ * Fields where a secret is written by mistake: an API key where its hash belongs (keyHashes), a client
+ * secret where the name of its environment variable belongs (clientSecretEnv). Errors never quote them.
+ */
+const SECRET_FIELDS: ReadonlySet<string> = new Set(["keyHashes", "clientSecretEnv"]);
+
+function isSecretField(segments: readonly (string | number)[]): boolean {
+  const named = segments.findLast((s) => typeof s === "string");
+  return named !== undefined && SECRET_FIELDS.has(named);
+}
+
+/** A value as an error message shows it: never a secret field's text, never a URL's user and password. */
+function describeType(v: unknown, secret = false): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
   if (typeof v === "object") return "a mapping";
-  if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === "string") {
+    if (secret) return `a string of ${v.length} characters`;
+    const shown = withoutCredentials(v);
+    return `the string ${JSON.stringify(shown.length > 40 ? `${shown.slice(0, 40)}…` : shown)}`;
+  }
   return `${typeof v} ${String(v)}`;
 }
 
@@ -93,6 +109,7 @@ const EXPECTED: Record<string, string> = {
 function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
   const segments = issue.path.map((p) => (typeof p === "number" ? p : String(p)));
   const here = valueAt(raw, issue.path);
+  const secret = isSecretField(segments);
   switch (issue.code) {
     case "unrecognized_keys":
       return issue.keys.map((key) => {
@@ -122,8 +139,8 @@ function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
         {
           code: "E_SPEC_INVALID_TYPE",
           segments,
-          message: `expected ${expected}, got ${describeType(here)}`,
-          hint: hintForType(issue.expected, here),
+          message: `expected ${expected}, got ${describeType(here, secret)}`,
+          hint: hintForType(issue.expected, secret && typeof here === "string" ? "…" : here),
         },
       ];
     }
@@ -134,7 +151,7 @@ function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
         {
           code: "E_SPEC_INVALID_VALUE",
           segments,
-          message: `${describeType(here)} is not allowed${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : ""}`,
+          message: `${describeType(here, secret)} is not allowed${guess ? ` (did you mean ${JSON.stringify(guess)}?)` : ""}`,
           hint: `use one of: ${allowed.join(", ")}`,
         },
       ];
@@ -165,7 +182,7 @@ function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
     }
     case "invalid_format": {
       const format = "pattern" in issue ? FORMAT_BY_PATTERN.get(String(issue.pattern)) : undefined;
-      const valueText = describeType(here);
+      const valueText = describeType(here, secret);
       if (format)
         return [
           { code: format.code, segments, message: `${valueText} is ${format.message}`, hint: format.hint },
@@ -184,7 +201,7 @@ function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
         {
           code: "E_SPEC_INVALID_TYPE",
           segments,
-          message: `${describeType(here)}: ${issue.message}`,
+          message: `${describeType(here, secret)}: ${issue.message}`,
           hint: "see the spec reference for the accepted forms",
         },
       ];
@@ -207,7 +224,7 @@ function mapIssue(issue: z.core.$ZodIssue, raw: unknown): Issue[] {
         {
           code: params.code ?? "E_SPEC_INVALID_VALUE",
           segments,
-          message: `${typeof here === "string" ? JSON.stringify(here) : describeType(here)} ${issue.message}`,
+          message: `${typeof here === "string" && !secret ? JSON.stringify(withoutCredentials(here)) : describeType(here, secret)} ${issue.message}`,
           hint: params.hint ?? "see the spec reference",
         },
       ];

@@ -7,7 +7,7 @@
 import { z } from "zod";
 import { HTTP_METHODS } from "../../runtime/contract/schema.ts";
 import { DEFAULTS, PROXY_PORTS } from "./defaults.ts";
-import { DURATION_PATTERN, SIZE_PATTERN, parseDuration } from "./units.ts";
+import { DURATION_PATTERN, SIZE_PATTERN, parseDuration, parseSize } from "./units.ts";
 
 // ───────────────────────────── formats ─────────────────────────────
 
@@ -82,8 +82,29 @@ export const FORMATS = {
 
 const fmt = (f: StringFormat) => z.string().regex(f.pattern, { error: f.message });
 
-const duration = (opts?: { description?: string }) => {
-  const s = fmt(FORMATS.duration);
+/**
+ * The longest duration and the largest size a spec may hold: beyond them a value is no exact integer of
+ * milliseconds or bytes (the proxies refuse such a config at start, and a certificate cannot end there).
+ */
+export const MAX_DURATION = "1000y";
+export const MAX_SIZE = "1048576GiB";
+const boundedBy = (max: string, parse: (v: string) => number, pattern: RegExp) =>
+  [
+    (v: string) => !pattern.test(v) || parse(v) <= parse(max),
+    {
+      error: `must be at most ${max}`,
+      params: { code: "E_SPEC_OUT_OF_RANGE", hint: `use a value of at most ${max}` },
+    },
+  ] as const;
+
+const duration = (opts?: { description?: string; positive?: boolean }) => {
+  let s = fmt(FORMATS.duration).refine(...boundedBy(MAX_DURATION, parseDuration, FORMATS.duration.pattern));
+  // A rate the generated Prometheus config and rules are written in: 0 (or under 1ms) has no meaning there.
+  if (opts?.positive)
+    s = s.refine((v) => !FORMATS.duration.pattern.test(v) || parseDuration(v) >= 1, {
+      error: "must be at least 1ms",
+      params: { code: "E_SPEC_OUT_OF_RANGE", hint: "give a duration above 0, e.g. 15s" },
+    });
   return opts?.description ? s.describe(opts.description) : s;
 };
 /** A duration with an upper bound that meshgate enforces whatever the spec says. */
@@ -94,8 +115,10 @@ const boundedDuration = (max: string, description: string) =>
       params: { code: "E_SPEC_LIMIT_TOO_LOOSE", hint: `meshgate refuses more than ${max} here; lower it` },
     })
     .describe(description);
-const size = (description?: string) =>
-  description ? fmt(FORMATS.size).describe(description) : fmt(FORMATS.size);
+const size = (description?: string) => {
+  const s = fmt(FORMATS.size).refine(...boundedBy(MAX_SIZE, parseSize, FORMATS.size.pattern));
+  return description ? s.describe(description) : s;
+};
 const name = () => fmt(FORMATS.name);
 const host = () => fmt(FORMATS.host);
 const headerName = () => fmt(FORMATS.headerName);
@@ -856,8 +879,8 @@ const Observability = z.strictObject({
       backend: z
         .enum(["prometheus", "prometheus-operator", "none"])
         .default(D["observability.metrics.backend"].value),
-      scrapeInterval: duration().default(D["observability.metrics.scrapeInterval"].value),
-      retention: duration().default(D["observability.metrics.retention"].value),
+      scrapeInterval: duration({ positive: true }).default(D["observability.metrics.scrapeInterval"].value),
+      retention: duration({ positive: true }).default(D["observability.metrics.retention"].value),
     })
     .prefault({}),
   tracing: z
@@ -885,7 +908,7 @@ const Observability = z.strictObject({
         service: z.string().optional(),
         availability: z.number().gt(0).lt(100).describe("Target percentage of non-5xx responses, e.g. 99.9."),
         latencyP99: duration().optional(),
-        window: duration().default(D["observability.slos.*.window"].value),
+        window: duration({ positive: true }).default(D["observability.slos.*.window"].value),
       }),
     )
     .default([]),

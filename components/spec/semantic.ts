@@ -1205,7 +1205,7 @@ function primaryOf(r: Obj): string | undefined {
  * A URL as an error message may show it: whatever stands between `://` and the last `@` (a user name and a
  * password — an unparseable URL may hold a raw `/` in a token) is replaced, so no error echoes a secret.
  */
-function withoutCredentials(value: string): string {
+export function withoutCredentials(value: string): string {
   const start = value.indexOf("://");
   const at = value.lastIndexOf("@");
   return start >= 0 && at > start ? `${value.slice(0, start + 3)}[credentials]${value.slice(at)}` : value;

@@ -31,6 +31,7 @@ import {
 import { formatDuration, parseDuration, parseSize } from "../spec/units.ts";
 import { canonicalHost as egressHost } from "../../runtime/sidecar/egress.ts";
 import { isPatternHost } from "../../runtime/decide/external.ts";
+import { publicJwk } from "../../runtime/gateway/redact.ts";
 import { segmentHash } from "../../runtime/decide/router.ts";
 
 /** An external's host as the sidecar compares it (the spec checked it is one). */
@@ -670,7 +671,9 @@ function translateGateway(ctx: Context, clusters: Map<string, Cluster>): Gateway
           audiences: sortedUnique(p.audiences),
           algorithms: sortedUnique(p.algorithms),
           jwksUri: p.jwksUri ?? null,
-          jwks: p.jwks ?? null,
+          // A key pair pasted whole keeps only its public members: the private ones never reach a
+          // RuntimeConfig (a ConfigMap, `meshgate translate`'s output, the Pulumi state).
+          jwks: p.jwks ? { ...p.jwks, keys: p.jwks.keys.map(publicJwk) } : null,
           clockSkewMs: parseDuration(p.clockSkew),
           tokenFrom: {
             header: p.tokenFrom?.header ?? "authorization",

@@ -234,12 +234,18 @@ export const readOnlyRootFilesystem = podPolicy(
 
 export const notPrivileged = podPolicy(
   "kubernetes-not-privileged",
-  "no privileged containers, and no host network, PID or IPC namespace",
+  "no privileged containers, no added capabilities beyond NET_BIND_SERVICE, and no host network, PID or IPC namespace",
   ({ spec }, report) => {
     for (const key of ["hostNetwork", "hostPID", "hostIPC"])
       if (spec[key] === true) report(`the pod sets ${key}: true`);
-    for (const c of containersOf(spec))
+    for (const c of containersOf(spec)) {
       if (c.securityContext?.privileged === true) report(`container "${c.name}" is privileged`);
+      // SYS_ADMIN, NET_ADMIN or ALL give a container what privileged would (as docker-no-privileged-containers).
+      const adds = ((c.securityContext?.capabilities?.add ?? []) as unknown[])
+        .map((x) => String(x))
+        .filter((x) => x.replace(/^CAP_/i, "").toUpperCase() !== "NET_BIND_SERVICE");
+      if (adds.length > 0) report(`container "${c.name}" adds capabilities ${adds.join(", ")}`);
+    }
   },
 );
 
@@ -263,15 +269,17 @@ export const sidecarPresent = podPolicy(
 
 export const loadBalancerOnlyForGateway: ResourceValidationPolicy = {
   name: "kubernetes-load-balancer-only-for-the-gateway",
-  description: `no Service of type LoadBalancer except the gateway's (labelled ${ROLE_LABEL}: gateway)`,
+  description: `no Service of type LoadBalancer or NodePort except the gateway's (labelled ${ROLE_LABEL}: gateway)`,
   enforcementLevel: "mandatory",
   validateResource: (args, report) => {
     if (args.type !== "kubernetes:core/v1:Service") return;
     const props = args.props as Loose;
-    if (props.spec?.type !== "LoadBalancer") return;
+    // A NodePort Service is reachable on every node's address: outside the cluster as much as a LoadBalancer.
+    const type = props.spec?.type;
+    if (type !== "LoadBalancer" && type !== "NodePort") return;
     if (props.metadata?.labels?.[ROLE_LABEL] === "gateway") return;
     report(
-      `Service "${props.metadata?.name ?? args.name}" is a LoadBalancer: only the meshgate gateway is exposed outside the cluster (use ClusterIP and a gateway route)`,
+      `Service "${props.metadata?.name ?? args.name}" is a ${type}: only the meshgate gateway is exposed outside the cluster (use ClusterIP and a gateway route)`,
     );
   },
 };

@@ -385,7 +385,9 @@ async function runPart(
   if (collector.failure !== null) {
     r = fail("too_large", `the answer exceeds ${agg.maxBytes} bytes`);
   } else if (result.kind === "error") {
-    if (result.outcome === "client_aborted" || cancel.aborted) r = fail("cancelled", "cancelled");
+    // (A part's collector never refuses a write, so no send timeout applies; the outcome is the client's.)
+    if (result.outcome === "client_aborted" || result.outcome === "send_timeout" || cancel.aborted)
+      r = fail("cancelled", "cancelled");
     else if (result.outcome === "body_too_large") r = fail("reset", "request refused");
     else r = fail(result.outcome, result.outcome.replaceAll("_", " "));
   } else if (status < 200 || status > 299) {

@@ -83,8 +83,11 @@ export interface CacheObserver {
   request(route: string, result: CacheResult): void;
   /** A forwarded GET response that was not stored, and why. */
   notStored(route: string, reason: NotStoredReason): void;
-  /** A store operation failed (a remote store): the request went on as a miss. */
-  storeError(operation: "get" | "set" | "delete" | "purge"): void;
+  /**
+   * A store operation failed (a remote store): the request went on as a miss. `damaged`: a stored entry
+   * did not decode (its bytes cut short or grown inside the store).
+   */
+  storeError(operation: "get" | "set" | "delete" | "purge" | "damaged"): void;
 }
 
 /** A route's cache settings (the contract's `routes[].cache`). */

@@ -72,6 +72,7 @@ import { hostOfKey, urlOfKey } from "./policy.ts";
 import {
   decodeValue,
   encodeValue,
+  isCurrentEncoding,
   MemoryStore,
   type CacheStore,
   type LocalLayerStats,
@@ -113,6 +114,8 @@ export interface RedisStoreObserver {
   recovered?(): void;
   /** Redis answered with an error reply (e.g. `OOM`, `NOPERM`); reported at most once a minute. */
   replyError?(error: Error): void;
+  /** An entry of this format whose bytes do not decode (e.g. cut short): the lookup is a miss. */
+  damaged?(): void;
 }
 
 export interface RedisStoreOptions {
@@ -492,10 +495,18 @@ export class RedisStore implements CacheStore {
         this.#ok();
         if (!Buffer.isBuffer(v) || this.#purgePending(key)) return undefined;
         // The reply is this value's own buffer: the body need not be copied again.
-        return decodeValue(v, false) ?? undefined;
+        return this.#decode(v, false);
       },
       (err: unknown) => this.#failed(err),
     );
+  }
+
+  /** The stored value, or a miss for bytes that do not decode (counted when they claim this format). */
+  #decode(v: Buffer, copyBody: boolean): StoredValue | undefined {
+    const value = decodeValue(v, copyBody);
+    if (value !== null) return value;
+    if (isCurrentEncoding(v)) this.#observer.damaged?.();
+    return undefined;
   }
 
   /** A GET that Redis tracks for this connection (CLIENT CACHING YES right before it); fills the layer. */
@@ -516,7 +527,7 @@ export class RedisStore implements CacheStore {
         if (!Buffer.isBuffer(v) || this.#purgePending(key)) return undefined;
         const keep = tracked && !announced && epoch === this.#epoch && this.#tracking;
         // Kept values own their body (a reply may share the socket's buffer).
-        const value = decodeValue(v, keep) ?? undefined;
+        const value = this.#decode(v, keep);
         if (keep && value !== undefined && this.#local!.set(key, value, this.#localAgeMs)) {
           this.#localKeys.set(rk, key);
           // Keys evicted or expired from the layer are only announced when Redis changes them: forget

@@ -268,35 +268,44 @@ export class MemoryStore implements CacheStore {
 // ─────────────────────────────────────── encoding for remote stores ───────────────────────────────────────
 
 const MAGIC = 0x4d43; // "MC"
-const VERSION = 1;
+/** 2: the body's length is recorded (a value cut short is refused); values of version 1 are misses. */
+const VERSION = 2;
+const FIXED = 11;
 
 /**
  * A stored value as bytes, for remote stores: a 2-byte magic, a version byte, a 4-byte length of a JSON
- * head (everything but the body), the head, then the body bytes.
+ * head (everything but the body), a 4-byte length of the body, the head, then the body bytes.
  */
 export function encodeValue(value: StoredValue): Buffer {
   const { body, ...rest } = value.kind === "response" ? value : { ...value, body: Buffer.alloc(0) };
   const head = Buffer.from(JSON.stringify(rest), "utf8");
-  const out = Buffer.allocUnsafe(7 + head.length + body.length);
+  const out = Buffer.allocUnsafe(FIXED + head.length + body.length);
   out.writeUInt16BE(MAGIC, 0);
   out.writeUInt8(VERSION, 2);
   out.writeUInt32BE(head.length, 3);
-  head.copy(out, 7);
-  body.copy(out, 7 + head.length);
+  out.writeUInt32BE(body.length, 7);
+  head.copy(out, FIXED);
+  body.copy(out, FIXED + head.length);
   return out;
 }
 
+/** The bytes say they are a value of this version (decodeValue refusing them means they are damaged). */
+export function isCurrentEncoding(bytes: Buffer): boolean {
+  return bytes.length >= 3 && bytes.readUInt16BE(0) === MAGIC && bytes.readUInt8(2) === VERSION;
+}
+
 /**
- * The value `encodeValue` wrote, or null for bytes it did not write (another version, corruption). The
- * body is copied out of `bytes` unless `copyBody` is false (the caller owns `bytes`, e.g. a Redis reply).
+ * The value `encodeValue` wrote, or null for bytes it did not write (another version, corruption, a value
+ * cut short or grown: its length is not the one recorded). The body is copied out of `bytes` unless
+ * `copyBody` is false (the caller owns `bytes`, e.g. a Redis reply).
  */
 export function decodeValue(bytes: Buffer, copyBody = true): StoredValue | null {
-  if (bytes.length < 7 || bytes.readUInt16BE(0) !== MAGIC || bytes.readUInt8(2) !== VERSION) return null;
+  if (bytes.length < FIXED || !isCurrentEncoding(bytes)) return null;
   const headLength = bytes.readUInt32BE(3);
-  if (7 + headLength > bytes.length) return null;
+  if (FIXED + headLength + bytes.readUInt32BE(7) !== bytes.length) return null;
   let head: Record<string, unknown>;
   try {
-    head = JSON.parse(bytes.subarray(7, 7 + headLength).toString("utf8")) as Record<string, unknown>;
+    head = JSON.parse(bytes.subarray(FIXED, FIXED + headLength).toString("utf8")) as Record<string, unknown>;
   } catch {
     return null;
   }
@@ -304,7 +313,7 @@ export function decodeValue(bytes: Buffer, copyBody = true): StoredValue | null 
     return { kind: "vary", names: head.names.map(String) };
   }
   if (head.kind !== "response") return null;
-  const rest = bytes.subarray(7 + headLength);
+  const rest = bytes.subarray(FIXED + headLength);
   const body = copyBody ? Buffer.from(rest) : rest;
   return { ...(head as unknown as Omit<StoredResponse, "body">), body };
 }

@@ -27,6 +27,11 @@ function redactUrl(url: string): string {
  */
 const PRIVATE_JWK_MEMBERS = new Set(["d", "p", "q", "dp", "dq", "qi", "oth", "k"]);
 
+/** A JWK without its secret members: what translate writes into a RuntimeConfig (the runtime verifies with the rest). */
+export function publicJwk(jwk: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(jwk).filter(([k]) => !PRIVATE_JWK_MEMBERS.has(k)));
+}
+
 function redactJwk(jwk: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(
     Object.entries(jwk).map(([k, v]) => [k, PRIVATE_JWK_MEMBERS.has(k) ? REDACTED : v]),

@@ -583,6 +583,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
           log.info({ event: "cache_store_recovered", server }, "the Redis cache store answers again");
         },
         replyError: (e) => log.warn({ event: "cache_store_error", server, error: e.message }),
+        damaged: () => cacheMetrics.observer.storeError("damaged"),
       },
     });
     loadScripts = () => void store.loadScripts();
@@ -1243,6 +1244,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         headers,
         body,
         timeoutMs,
+        // nginx's send_timeout: a response the client stops reading for the idle timeout is cut.
+        sendTimeoutMs: current.config.limits.idleTimeoutMs,
         retry: d.retry,
         hashKey: client,
         // Headers the route removes need not be parsed when nothing else reads the upstream's head.
@@ -1318,6 +1321,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     if ((result.headersSent && res.headersSent) || result.outcome === "client_aborted") {
       // The response started (never present a truncated body as complete), or the client left: reset.
+      if (result.outcome === "send_timeout")
+        log.warn({
+          event: "send_timeout",
+          requestId: ex.requestId,
+          route: routeName,
+          upstream: upstreamKey || undefined,
+          timeoutMs: current.config.limits.idleTimeoutMs,
+        });
       res.destroy(result.error ?? undefined);
       return;
     }

@@ -153,6 +153,9 @@ export function randomSerial(): string {
   return `00${b.toString("hex")}`;
 }
 
+/** 9999-12-31T23:59:59Z: the last time an X.509 validity can hold. */
+const MAX_X509_TIME = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 /** The validity window of a new certificate, in whole seconds (X.509 has no milliseconds). */
 export function validityWindow(
   lifetimeMs: number,
@@ -174,6 +177,13 @@ export function validityWindow(
     throw new PkiError(
       "E_RT_PKI_LIFETIME",
       `a lifetime of ${lifetimeMs} ms ends before the next whole second; X.509 validity has one-second resolution`,
+    );
+  // The last time an X.509 certificate can hold (RFC 5280 §4.1.2.5: GeneralizedTime has four-digit years);
+  // past it the certificate cannot be encoded at all.
+  if (notAfter > MAX_X509_TIME)
+    throw new PkiError(
+      "E_RT_PKI_LIFETIME",
+      `a lifetime of ${lifetimeMs} ms ends after ${new Date(MAX_X509_TIME).toISOString()}, the last time X.509 can express; shorten it`,
     );
   if (issuer) {
     if (issuer.notAfter <= now)

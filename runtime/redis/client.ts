@@ -251,7 +251,8 @@ export class RedisClient {
 
   /**
    * Runs a Lua script by its SHA1 (`EVALSHA`); when the server does not have it (`NOSCRIPT`, after a
-   * restart or `SCRIPT FLUSH`) sends the source with `EVAL`, which also caches it again.
+   * restart or `SCRIPT FLUSH`) sends the source with `EVAL`, which also caches it again. Both share one
+   * command timeout: the whole call fails with RedisTimeoutError once it is spent.
    */
   async evalScript(
     script: RedisScript,
@@ -259,12 +260,30 @@ export class RedisClient {
     args: readonly RedisArg[],
     options?: { readonly buffers?: boolean },
   ): Promise<RespValue> {
+    const issued = performance.now();
     try {
       return await this.command(["EVALSHA", script.sha1, keys.length, ...keys, ...args], options);
     } catch (err) {
-      if (err instanceof RedisReplyError && err.prefix === "NOSCRIPT")
-        return this.command(["EVAL", script.source, keys.length, ...keys, ...args], options);
-      throw err;
+      if (!(err instanceof RedisReplyError && err.prefix === "NOSCRIPT")) throw err;
+    }
+    // One deadline for both round trips: the EVAL gets what the EVALSHA left of the command timeout, so
+    // a caller never waits longer than that (a fresh timeout would let it wait twice as long).
+    const left = issued + this.#commandTimeoutMs - performance.now();
+    const timedOut = () =>
+      new RedisTimeoutError(
+        `Redis at ${this.target.server} did not answer within ${this.#commandTimeoutMs} ms`,
+      );
+    if (left <= 0) throw timedOut();
+    const reply = this.command(["EVAL", script.source, keys.length, ...keys, ...args], options);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(timedOut()), Math.ceil(left));
+    });
+    reply.catch(() => {}); // a rejection after the deadline has no one waiting for it
+    try {
+      return await Promise.race([reply, expired]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -179,6 +179,11 @@ export interface SidecarHandle {
 const TUNNEL_IDLE_MS = 300_000;
 /** The inbound forward's total time: the callers' (shorter) timeouts end an exchange first. */
 const INBOUND_TIMEOUT_MS = 300_000;
+/**
+ * How long a response may stay blocked on a client that reads none of it (nginx's send_timeout, 60 s by
+ * default; the gateway's is its idle timeout): the exchange is then reset and the app's request cancelled.
+ */
+const SEND_TIMEOUT_MS = 60_000;
 /** Bodies up to this size are buffered when a retry may need to replay them. */
 const REPLAY_BUFFER_BYTES = 64 * 1024;
 const NO_RETRY: RetryPlan = Object.freeze({
@@ -875,6 +880,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
                 parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined) ?? INBOUND_TIMEOUT_MS,
               )
             : INBOUND_TIMEOUT_MS,
+        sendTimeoutMs: SEND_TIMEOUT_MS,
         retry: NO_RETRY,
         hashKey: "",
       },
@@ -970,6 +976,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         headers,
         body,
         timeoutMs,
+        sendTimeoutMs: SEND_TIMEOUT_MS,
         retry: d.retry,
         hashKey: peerAddress(req),
       },
@@ -1017,6 +1024,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         headers,
         body: requestHasBody(ex) ? req : null,
         timeoutMs: d.timeoutMs,
+        sendTimeoutMs: SEND_TIMEOUT_MS,
         retry: NO_RETRY,
         hashKey: "",
       },

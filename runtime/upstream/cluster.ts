@@ -27,6 +27,11 @@ export interface UpstreamPool {
       body: Buffer | NodeJS.ReadableStream | null;
       headersTimeout: number;
       bodyTimeout: number;
+      /**
+       * Time the response may stay blocked on its target (a write refused, no 'drain' since): the client
+       * stopped reading. 0: none. Armed only on backpressure, never per write.
+       */
+      sendTimeout?: number;
       cancel?: CancelToken;
       /** Response headers the pool may leave out of the head it hands on (HTTP/1 does; HTTP/2 ignores it). */
       dropResponseHeaders?: ReadonlySet<string> | null;

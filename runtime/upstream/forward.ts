@@ -20,6 +20,12 @@ export interface ForwardRequest {
   /** A Buffer (replayable on retry), a stream (sent once, never retried after it starts), or null. */
   readonly body: Buffer | NodeJS.ReadableStream | null;
   readonly timeoutMs: number;
+  /**
+   * How long the response may stay blocked on the caller's target (a write refused, no 'drain' since)
+   * before the exchange fails with "send_timeout": the client stopped reading (nginx's send_timeout).
+   * 0 or absent: none.
+   */
+  readonly sendTimeoutMs?: number;
   readonly retry: RetryPlan;
   /** Ring-hash key (the client address). */
   readonly hashKey: string;
@@ -44,7 +50,14 @@ export interface ForwardObserver {
 }
 
 export type ForwardOutcome =
-  "connect_failure" | "timeout" | "reset" | "no_endpoint" | "overflow" | "client_aborted" | "body_too_large";
+  | "connect_failure"
+  | "timeout"
+  | "reset"
+  | "no_endpoint"
+  | "overflow"
+  | "client_aborted"
+  | "body_too_large"
+  | "send_timeout";
 
 export type ForwardResult =
   | { readonly kind: "ok"; readonly endpoint: Endpoint; readonly attempts: number; readonly status: number }
@@ -78,7 +91,9 @@ const drain = () =>
     },
   });
 
-function classify(e: Error & { code?: string }): AttemptFailure | "client_aborted" | "body_too_large" {
+function classify(
+  e: Error & { code?: string },
+): AttemptFailure | "client_aborted" | "body_too_large" | "send_timeout" {
   switch (e.code) {
     case "ECONNREFUSED":
     case "EHOSTUNREACH":
@@ -95,6 +110,9 @@ function classify(e: Error & { code?: string }): AttemptFailure | "client_aborte
       return { kind: "timeout" };
     case "E_BODY_TOO_LARGE":
       return "body_too_large";
+    // The client stopped reading the response: its failure, never the upstream's.
+    case "E_SEND_TIMEOUT":
+      return "send_timeout";
     case "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH":
     case "UND_ERR_ABORTED":
     case "ECONNABORTED":
@@ -249,6 +267,7 @@ export async function forward(
             body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
+            sendTimeout: req.sendTimeoutMs ?? 0,
             cancel: req.cancel,
             dropResponseHeaders: req.dropResponseHeaders ?? null,
           },
@@ -273,8 +292,10 @@ export async function forward(
         observer.retry(name, outcomeOf(discarded));
       } catch (err) {
         const e = err as Error & { code?: string };
-        const failure = req.cancel?.aborted ? "client_aborted" : classify(e);
-        if (failure === "client_aborted" || failure === "body_too_large") {
+        // A send timeout destroys the client's side first: that is not the client leaving on its own.
+        const kind = classify(e);
+        const failure = kind !== "send_timeout" && req.cancel?.aborted ? "client_aborted" : kind;
+        if (failure === "client_aborted" || failure === "body_too_large" || failure === "send_timeout") {
           observer.attempt(name, failure);
           return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };
         }

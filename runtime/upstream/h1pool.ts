@@ -40,6 +40,11 @@ export interface H1StreamOptions {
   headersTimeout: number;
   /** Time allowed between body bytes. */
   bodyTimeout: number;
+  /**
+   * Time the response may stay blocked on its sink (a write refused, no 'drain' since): the client
+   * stopped reading, and the request fails with E_SEND_TIMEOUT. 0 or absent: none.
+   */
+  sendTimeout?: number;
   cancel?: CancelToken;
   /**
    * Response headers to leave out while parsing the head (lower-case names; a route's `remove`
@@ -183,6 +188,8 @@ class Conn {
   crlfSeen = 0;
   sink: Writable | null = null;
   sinkBlocked = false;
+  /** Armed while the sink refuses writes (sendTimeout), cleared by its 'drain'. */
+  sendTimer: NodeJS.Timeout | null = null;
   /** The response may leave the connection open (keep-alive, known framing). */
   reusable = true;
   /** The request (head and body) was written completely. */
@@ -690,13 +697,33 @@ class Conn {
     if (!more && !this.sinkBlocked && this.sink === sink) {
       this.sinkBlocked = true;
       this.socket.pause();
-      sink.once("drain", () => this.onSinkDrain());
+      // A sink of an earlier request (the connection reused since) draining late changes nothing here.
+      sink.once("drain", () => {
+        if (this.sink === sink) this.onSinkDrain();
+      });
+      const st = this.req!.opts.sendTimeout;
+      if (st !== undefined && st > 0) this.sendTimer = setTimeout(() => this.onSendTimeout(), st);
     }
   }
 
   private onSinkDrain(): void {
+    this.clearSendTimer();
     this.sinkBlocked = false;
     if (!this.closed) this.socket.resume();
+  }
+
+  private clearSendTimer(): void {
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = null;
+    }
+  }
+
+  /** The sink took no write for the send timeout: its reader is gone or stalled. */
+  private onSendTimeout(): void {
+    this.sendTimer = null;
+    if (this.sinkBlocked && this.req !== null)
+      this.abort(fail("the client read nothing of the response within the send timeout", "E_SEND_TIMEOUT"));
   }
 
   /** The response ended where its framing said. */
@@ -723,6 +750,7 @@ class Conn {
     if (req?.opts.cancel) req.opts.cancel.onabort = null;
     this.req = null;
     this.sink = null;
+    this.clearSendTimer();
     if (this.sinkBlocked) this.socket.resume();
     this.sinkBlocked = false;
   }

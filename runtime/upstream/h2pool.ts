@@ -22,6 +22,8 @@ export interface StreamOptions {
   body?: Buffer | NodeJS.ReadableStream | string | null;
   headersTimeout?: number;
   bodyTimeout?: number;
+  /** Time the response may stay blocked on its target (no 'drain'): E_SEND_TIMEOUT. 0 or absent: none. */
+  sendTimeout?: number;
   cancel?: CancelToken;
 }
 
@@ -267,6 +269,17 @@ export class H2Pool {
         stream.resume(); // body bytes already received are dropped: the stream can then close
         reject(err);
       };
+      let completed = false;
+      /** The target refused a write and has not drained since. */
+      let blocked = false;
+      /** Armed while blocked (opts.sendTimeout): the client stopped reading. */
+      let sendTimer: NodeJS.Timeout | null = null;
+      const sendTimeout = opts.sendTimeout ?? 0;
+      const onSendTimeout = () => {
+        sendTimer = null;
+        if (!completed && failure === null)
+          fail(error("the client read nothing of the response within the send timeout", "E_SEND_TIMEOUT"));
+      };
       stream.once("response", (h, flags) => {
         if (headersTimer) clearTimeout(headersTimer);
         const status = Number(h[":status"]);
@@ -286,16 +299,23 @@ export class H2Pool {
           return fail(err as Error);
         }
         stream.on("data", (chunk: Buffer) => {
-          if (!out!.write(chunk)) {
+          if (!out!.write(chunk) && !blocked) {
+            blocked = true;
             stream.pause();
-            out!.once("drain", () => stream.resume());
+            // Armed only on backpressure, never per write.
+            if (sendTimeout > 0) sendTimer = setTimeout(onSendTimeout, sendTimeout);
+            out!.once("drain", () => {
+              blocked = false;
+              if (sendTimer !== null) clearTimeout(sendTimer);
+              sendTimer = null;
+              stream.resume();
+            });
           }
         });
       });
       stream.on("trailers", (t) => {
         trailers = t;
       });
-      let completed = false;
       onBodyError = (err) => {
         if (!completed && failure === null) fail(err);
       };
@@ -317,6 +337,7 @@ export class H2Pool {
       });
       stream.once("close", () => {
         if (headersTimer) clearTimeout(headersTimer);
+        if (sendTimer !== null) clearTimeout(sendTimer);
         const code = stream.rstCode;
         if (completed || failure !== null) return;
         const e =

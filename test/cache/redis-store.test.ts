@@ -255,6 +255,30 @@ describe.each([
     expect(await b.purgeUrl("/shared")).toBe(1);
     expect(await a.get(key("/shared"))).toBeUndefined();
   });
+
+  // A value changed inside Redis (written over by something else): a miss, never a shorter body served as
+  // the whole one; one of this format whose length is not the one recorded is counted as damaged.
+  it.each([
+    ["reads_a_value_cut_short_by_a_byte_as_a_miss", (v: Buffer) => v.subarray(0, v.length - 1), 1],
+    ["reads_a_value_cut_to_half_its_body_as_a_miss", (v: Buffer) => v.subarray(0, v.length - 2048), 1],
+    ["reads_a_value_grown_by_a_byte_as_a_miss", (v: Buffer) => Buffer.concat([v, Buffer.from("x")]), 1],
+    // The format before the body's length was recorded (version 1): a miss after an upgrade, not damage.
+    [
+      "reads_a_value_of_the_previous_format_as_an_uncounted_miss",
+      (v: Buffer) => Buffer.concat([Buffer.from([0x4d, 0x43, 1]), v.subarray(3, 7), v.subarray(11)]),
+      0,
+    ],
+  ] as [string, (v: Buffer) => Buffer, number][])("%s", async (_claim, change, counted) => {
+    let damaged = 0;
+    const s = storeOn(url(), { observer: { damaged: () => damaged++ } });
+    const raw = client(url());
+    const k = key("/cut");
+    expect(await s.set(k, response(Buffer.alloc(4096, 0x61)), 60_000)).toBe(true);
+    const stored = (await raw.command(["GET", s.entryKey(k)], { buffers: true })) as Buffer;
+    expect(await raw.command(["SET", s.entryKey(k), change(stored), "KEEPTTL"])).toBe("OK");
+    expect(await s.get(k)).toBeUndefined();
+    expect(damaged).toBe(counted);
+  });
 });
 
 describe("RedisStore scripts", () => {

@@ -201,6 +201,11 @@ describe("usage", () => {
       "--port and --gateway-port name the same port",
     ],
     [
+      "gateway_rejects_an_admin_port_above_65535",
+      ["gateway", "--config", "no-such-gateway.json", "--admin-port", "99999"],
+      '--admin-port must be a port number, got "99999"',
+    ],
+    [
       "up_rejects_a_port_that_is_not_one",
       ["up", "examples/shop/mesh.yaml", "--port", "80a"],
       "--port must be a port",
@@ -209,6 +214,27 @@ describe("usage", () => {
     const r = await meshgate(args);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
+  });
+
+  // --out naming a file (or a path through one): exit 1 with the path and the errno, never a stack trace.
+  it.each([
+    ["translate_writes_nowhere_through_a_file", ["translate", "examples/shop/mesh.yaml", "--out"], "ENOTDIR"],
+    [
+      "observability_writes_nowhere_through_a_file",
+      ["observability", "examples/shop/mesh.yaml", "--out"],
+      "ENOTDIR",
+    ],
+    ["synth_writes_no_manifests_over_a_file", ["synth", "examples/shop/mesh.yaml", "--out"], "EEXIST"],
+    ["pki_init_writes_no_ca_over_a_file", ["pki", "init", "--trust-domain", "a.example", "--out"], "EEXIST"],
+  ])("%s", async (_claim, args, errno) => {
+    const file = join(dir, "a-file");
+    await writeFile(file, "not a directory\n");
+    const r = await meshgate([...args, file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot mkdir ${file}`);
+    expect(r.stderr).toContain(errno);
+    expect(r.stderr).toContain("fix: ");
+    expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
   it("refuses_a_node_without_type_stripping_with_a_clear_message", async () => {

@@ -254,6 +254,15 @@ describe("docker plan: the gateway on one engine", () => {
     if (kind === "local") expect(gw.rateLimitStore.replicas).toBe(1);
   });
 
+  it("never_writes_a_redis_password_into_the_notes_which_are_logged_and_a_stack_output", () => {
+    const raw = shopRaw();
+    raw.gateway.rateLimitStore.redis.url = "redis://:s3cret-redis-pw@redis.shop.svc.cluster.local:6379";
+    const notes = planOf(raw).notes.join("\n");
+    expect(notes).toContain("rate limits are kept in the gateway container");
+    expect(notes).toContain("redis.shop.svc.cluster.local:6379");
+    expect(notes).not.toContain("s3cret-redis-pw");
+  });
+
   it("serves_localhost_besides_the_spec_hosts_so_that_the_gateway_url_answers", () => {
     expect(shop.configs.gateway).toMatchObject({
       hosts: ["127.0.0.1", "api.shop.example", "localhost", "shop.example"],
@@ -396,6 +405,20 @@ describe("docker plan: errors", () => {
       { prometheusPort: 8080 },
       "prometheusPort",
       "E_DOCKER_PORT_COLLISION",
+    ],
+    [
+      "refuses_a_service_named_like_the_prometheus_container",
+      (r) => (r.services.prometheus = { image: "ghcr.io/acme/metrics:1.0.0", port: 8080 }),
+      {},
+      "services.prometheus",
+      "E_DOCKER_NAME_COLLISION",
+    ],
+    [
+      "refuses_a_service_named_like_another_services_sidecar",
+      (r) => (r.services["search-sidecar"] = { image: "ghcr.io/acme/search:1.0.0", port: 8080 }),
+      {},
+      "services.search-sidecar",
+      "E_DOCKER_NAME_COLLISION",
     ],
     [
       "refuses_a_gateway_whose_only_listener_cannot_be_opened",

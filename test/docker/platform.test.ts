@@ -20,7 +20,7 @@ import {
   valueOf,
   type StackRun,
 } from "../support/pulumi.ts";
-import { SHOP } from "./support.ts";
+import { SHOP, shopRaw } from "./support.ts";
 import { SSO_PROVIDER } from "../support/oidc.ts";
 
 type Loose = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -253,6 +253,27 @@ describe("DockerPlatform resources", () => {
     expect(gateway.secretInputs).toContain("envs");
     for (const c of containers().filter((x) => role(x) !== "gateway"))
       expect((c.inputs.envs as string[] | undefined)?.join() ?? "", c.name).not.toContain("s3cr3t-value");
+  });
+
+  it("keeps_a_redis_password_of_the_spec_secret_in_the_state_and_out_of_the_gateways_config_hash", async () => {
+    const PASSWORD = "s3cret-redis-pw";
+    const raw = shopRaw();
+    raw.gateway.rateLimitStore.redis.url = `redis://:${PASSWORD}@redis.example:6379`;
+    const { platform, run } = await deploy({ spec: raw as never });
+    expect(run.errors).toEqual([]);
+    const holders = mockState.registered.filter((r) => JSON.stringify(r.inputs).includes(PASSWORD));
+    expect(holders.map((r) => r.name)).toEqual(["shop-container-shop-gateway"]);
+    const gateway = holders[0]!;
+    const at = uploads(gateway).findIndex((u) => String(u.content).includes(PASSWORD));
+    expect(uploads(gateway)[at]!.file).toBe("/etc/meshgate/config/config.json");
+    // The config file reaches the provider (and the state) as a secret, as the key files do.
+    expect(gateway.secretInputs.filter((p) => `uploads[${at}].content`.startsWith(p))).not.toEqual([]);
+    // The sealed hash is an unsalted SHA-256 over the password: neither a label nor an output carries it.
+    const sealed = platform.plan.configs.gateway!.hash;
+    expect(labelsOf(gateway)["meshgate.io/config-hash"]).toMatch(/^sha256:/);
+    expect(labelsOf(gateway)["meshgate.io/config-hash"]).not.toBe(sealed);
+    expect(platform.configHashes.gateway).not.toBe(sealed);
+    expect(JSON.stringify(registeredOutputs("meshgate:docker:DockerPlatform", "shop"))).not.toContain(sealed);
   });
 
   it("creates_every_docker_resource_with_the_given_provider", async () => {

@@ -185,9 +185,16 @@ describe("admin listener: no secret in /config", () => {
     );
     const { hash: _h, ...rest } = base;
     const otlpEndpoint = "https://123456:glc_secret-token@otlp.example.com/otlp";
+    // translate keeps only public members; a RuntimeConfig written by hand (or by an older translate) may
+    // still hold the pair and the oct key: put them back as such a config would carry them.
+    const keys = [pair, { kty: "oct", kid: "sym", k: "c3ltbWV0cmljLXNlY3JldA" }];
     const gw = await startTestGateway(
       sealRuntimeConfig<GatewayRuntimeConfig>({
         ...rest,
+        auth: {
+          ...rest.auth,
+          jwt: rest.auth.jwt.map((p) => (p.jwks ? { ...p, jwks: { keys } } : p)),
+        },
         telemetry: { ...rest.telemetry, tracing: { ...rest.telemetry.tracing, otlpEndpoint } },
       }),
     );

@@ -3,9 +3,12 @@
  * kind of listener — plain HTTP with and without h2c sniffing, TLS with and without h2 — not up to 30 s
  * later or never (Node enforces these timeouts on an interval, which only runs once a server listens); a
  * TLS handshake never finished is cut at the header timeout too; and a request body trickled in is cut at
- * the request timeout, over HTTP/2 as over HTTP/1.1.
+ * the request timeout, over HTTP/2 as over HTTP/1.1. A client that stops reading a large response is cut
+ * at the send timeout (the idle timeout) and the upstream request cancelled; one that reads slowly is not.
  */
 import { mkdtemp, rm } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import http2 from "node:http2";
 import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -283,4 +286,207 @@ describe("slow uploads", () => {
     expect(await upload()).toBe(answer);
     expect(up.received.filter((r) => r.url.startsWith("/u/"))).toHaveLength(0);
   });
+});
+
+describe("slow readers", () => {
+  // The send timeout is the idle timeout (1 s here): a response blocked on a client that reads none of it
+  // for that long is cut; the route would wait 20 s for the upstream.
+  const MiB = 1024 * 1024;
+  let big: Upstream;
+  let h2big: http2.Http2Server;
+  let rgw: TestGateway;
+  /** Per path: when the upstream got the request, when its response closed, and whether it finished. */
+  const served = new Map<string, { at: number; closedAt: number; complete: boolean }>();
+
+  /** Answers `?mb=N` mebibytes, written as fast as the gateway takes them. */
+  function serveBig(
+    req: IncomingMessage | http2.Http2ServerRequest,
+    response: ServerResponse | http2.Http2ServerResponse,
+  ): void {
+    // What both response kinds share (their overloads do not unify).
+    const res = response as ServerResponse;
+    const url = req.url ?? "";
+    const row = { at: performance.now(), closedAt: 0, complete: false };
+    served.set(url, row);
+    let left = Number(new URL(url, "http://x").searchParams.get("mb")) * MiB;
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": left });
+    const chunk = Buffer.alloc(64 * 1024, 97);
+    const pump = (): void => {
+      while (left > 0) {
+        left -= chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      res.end();
+    };
+    res.on("close", () => {
+      row.closedAt = performance.now();
+      row.complete = "stream" in response ? response.stream.rstCode === 0 : response.writableFinished;
+    });
+    pump();
+  }
+
+  beforeAll(async () => {
+    big = await startUpstream(serveBig);
+    h2big = http2.createServer(serveBig);
+    await new Promise<void>((r) => h2big.listen(0, "127.0.0.1", r));
+    rgw = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "h2up",
+            match: { path: "/h2up/**" },
+            to: "app2",
+            public: true,
+            timeout: "20s",
+            retries: { attempts: 0, perTryTimeout: "20s" },
+          },
+          {
+            name: "all",
+            match: { path: "/**" },
+            to: "app",
+            public: true,
+            timeout: "20s",
+            retries: { attempts: 0, perTryTimeout: "20s" },
+          },
+        ],
+        { app: { port: big.port }, app2: { port: (h2big.address() as { port: number }).port } },
+        {
+          limits: { idleTimeout: "1s" },
+          listeners: [{ name: "h1h2c", port: 8080, protocol: "http", http2: true }],
+        },
+        {
+          app: { image: "r/app:1", port: 8080, allow: [{ from: ["gateway"] }] },
+          app2: { image: "r/app2:1", port: 8080, protocol: "http2", allow: [{ from: ["gateway"] }] },
+        },
+      ),
+    );
+  });
+  afterAll(async () => {
+    await rgw.drain();
+    await big.close();
+    await new Promise((r) => h2big.close(r));
+  });
+
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  /**
+   * An HTTP/1.1 GET of `size` bytes read `perTick` bytes every 100 ms (0: none until 4 s later, then all):
+   * how it ended ("all": the whole body arrived; "cut": the gateway closed the connection before).
+   */
+  function h1Reader(path: string, size: number, perTick: number): Promise<string> {
+    return new Promise((resolve) => {
+      const s = createConnection(rgw.ports.listeners.h1h2c!, "127.0.0.1");
+      s.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      s.pause();
+      let pre = Buffer.alloc(0);
+      let body = -1;
+      let timer: NodeJS.Timeout | undefined;
+      const limit = setTimeout(() => done("timeout"), 12_000);
+      const done = (how: string) => (clearInterval(timer), clearTimeout(limit), s.destroy(), resolve(how));
+      const took = (c: Buffer) => {
+        if (body < 0) {
+          pre = Buffer.concat([pre, c]);
+          const end = pre.indexOf("\r\n\r\n");
+          if (end < 0) return;
+          body = pre.length - (end + 4);
+        } else body += c.length;
+        if (body >= size) done("all");
+      };
+      s.on("error", () => {});
+      s.on("end", () => done("cut"));
+      s.on("close", () => done("cut"));
+      if (perTick > 0)
+        timer = setInterval(() => {
+          const n = Math.min(perTick, s.readableLength);
+          if (n > 0) took(s.read(n) as Buffer);
+          else s.read(0); // asks the socket for more (a paused stream reads only when read)
+        }, 100);
+      else
+        setTimeout(() => {
+          s.on("data", took);
+          s.resume();
+        }, 4000);
+    });
+  }
+
+  /** An HTTP/2 GET that never grants a WINDOW_UPDATE (its 64 KiB window is spent at once): what stream 1 got. */
+  async function h2NoWindow(path: string): Promise<string> {
+    const head = frame(
+      1,
+      END_HEADERS | END_STREAM,
+      1,
+      block([
+        [":method", "GET"],
+        [":scheme", "http"],
+        [":authority", "127.0.0.1"],
+        [":path", path],
+      ]),
+    );
+    const r = await rawH2(rgw.ports.listeners.h1h2c!, [head], 4000);
+    return (r.streams[1] ?? []).join(" ");
+  }
+
+  /** upstream_requests_total{outcome="send_timeout"}, summed over clusters. */
+  const sendTimeouts = async () => {
+    const text = await (await fetch(`${rgw.adminUrl}/metrics`)).text();
+    const counts = text.matchAll(/upstream_requests_total\{[^}]*outcome="send_timeout"[^}]*\} (\d+)/g);
+    return [...counts].reduce((sum, m) => sum + Number(m[1]), 0);
+  };
+
+  it.each([
+    // The client never reads: the connection is cut (the 32 MiB never arrive: more than the sockets buffer)
+    // and the upstream request aborted.
+    [
+      "cuts_an_http1_1_client_that_reads_none_of_a_32_mib_response",
+      "/h1?mb=32",
+      () => h1Reader("/h1?mb=32", 32 * MiB, 0),
+      "cut",
+      true,
+    ],
+    // The same behind an HTTP/2 upstream: its stream is cancelled.
+    [
+      "cuts_an_http1_1_client_that_reads_none_of_an_http2_upstreams_response",
+      "/h2up/x?mb=32",
+      () => h1Reader("/h2up/x?mb=32", 32 * MiB, 0),
+      "cut",
+      true,
+    ],
+    // HTTP/2: the stream is reset (RST_STREAM INTERNAL_ERROR), never ended cleanly.
+    [
+      "resets_an_http2_stream_whose_client_grants_no_flow_control_window",
+      "/h2?mb=32",
+      () => h2NoWindow("/h2?mb=32"),
+      "200 rst:2",
+      true,
+    ],
+    // Control: a slow client that keeps reading (64 KiB every 100 ms, 3 s for 2 MiB) gets it all.
+    [
+      "keeps_a_slow_client_that_reads_64_kib_every_100_ms",
+      "/steady?mb=2",
+      () => h1Reader("/steady?mb=2", 2 * MiB, 64 * 1024),
+      "all",
+      false,
+    ],
+  ] as [string, string, () => Promise<string>, string, boolean][])(
+    "%s",
+    async (_claim, path, run, seen, cut) => {
+      const before = await sendTimeouts();
+      const logged = rgw.logs.filter((l) => l.event === "send_timeout").length;
+      const got = await run();
+      await sleep(100);
+      const row = served.get(path)!;
+      expect(got).toBe(seen);
+      expect(row.complete).toBe(!cut);
+      if (cut) {
+        // Cut within the send timeout (1 s after the client stopped taking bytes) plus slack.
+        expect(row.closedAt - row.at).toBeGreaterThanOrEqual(900);
+        expect(row.closedAt - row.at).toBeLessThan(3500);
+        expect(await sendTimeouts()).toBe(before + 1);
+        expect(rgw.logs.filter((l) => l.event === "send_timeout")).toHaveLength(logged + 1);
+      } else {
+        expect(await sendTimeouts()).toBe(before);
+      }
+    },
+    15_000,
+  );
 });

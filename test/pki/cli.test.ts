@@ -83,6 +83,24 @@ describe("meshgate pki init", () => {
     expect(await readFile(join(dir, "ca", "root-key.pem"), "utf8")).toBe(before);
   });
 
+  it("refuses_a_root_validity_past_the_year_9999_as_a_lifetime", async () => {
+    const out = join(dir, "ca-forever");
+    const r = await meshgate([
+      "pki",
+      "init",
+      "--trust-domain",
+      TD,
+      "--out",
+      out,
+      "--root-validity",
+      "100000y",
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("the last time X.509 can express");
+    expect(r.stderr).toContain("[E_RT_PKI_LIFETIME]");
+    expect(r.stderr).not.toContain("not a DER X.509 certificate");
+  });
+
   it.concurrent.each([
     [
       "rejects_an_uppercase_trust_domain",

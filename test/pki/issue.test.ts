@@ -304,6 +304,8 @@ describe("lifetimes", () => {
     ["refuses_a_negative_ttl", -5, 0],
     ["refuses_a_negative_skew", HOUR, -1],
     ["refuses_a_non_finite_ttl", Infinity, 0],
+    // Past 9999-12-31 no certificate can be encoded (it used to fail as "not a DER X.509 certificate").
+    ["refuses_a_ttl_that_ends_after_the_year_9999", 9000 * 365 * 24 * HOUR, 0],
   ])("%s", (_claim, ttl, skew) => {
     expect(() => validityWindow(ttl, skew, Date.now())).toThrow(PkiError);
   });

@@ -185,6 +185,23 @@ describe("pack resource policies", () => {
       deployment((d) => (d.spec.template.spec.hostNetwork = true)),
       "hostNetwork: true",
     ],
+    [
+      "refuses_a_container_that_adds_a_capability_privileged_would_give",
+      notPrivileged,
+      DEPLOYMENT,
+      deployment((d) => (containers(d)[0]!.securityContext.capabilities = { add: ["SYS_ADMIN"] })),
+      '"orders" adds capabilities SYS_ADMIN',
+    ],
+    [
+      "accepts_a_container_that_adds_only_net_bind_service",
+      notPrivileged,
+      DEPLOYMENT,
+      deployment(
+        (d) =>
+          (containers(d)[0]!.securityContext.capabilities = { drop: ["ALL"], add: ["NET_BIND_SERVICE"] }),
+      ),
+      null,
+    ],
     ["accepts_a_meshed_workload_with_its_sidecar", sidecarPresent, DEPLOYMENT, deployment(), null],
     [
       "accepts_the_sidecar_as_a_native_sidecar_init_container",
@@ -237,6 +254,23 @@ describe("pack resource policies", () => {
       "kubernetes:core/v1:Service",
       { metadata: { name: "orders" }, spec: { type: "LoadBalancer" } },
       'Service "orders" is a LoadBalancer',
+    ],
+    [
+      "refuses_another_node_port_service",
+      loadBalancerOnlyForGateway,
+      "kubernetes:core/v1:Service",
+      { metadata: { name: "orders" }, spec: { type: "NodePort" } },
+      'Service "orders" is a NodePort',
+    ],
+    [
+      "accepts_the_gateways_node_port_service",
+      loadBalancerOnlyForGateway,
+      "kubernetes:core/v1:Service",
+      {
+        metadata: { name: "gateway", labels: { "meshgate.io/role": "gateway" } },
+        spec: { type: "NodePort" },
+      },
+      null,
     ],
     [
       "accepts_a_config_map_with_a_certificate",

@@ -173,6 +173,34 @@ describe("Mesh and Gateway", () => {
     expect(JSON.stringify([meshOutputs, gatewayOutputs])).not.toMatch(/PRIVATE KEY/);
   });
 
+  it("carries_a_gateways_own_spec_so_that_the_crossguard_guardrails_check_its_routes", async () => {
+    const spec = structuredClone(shopRaw) as { gateway: { routes: { match: { methods: string[] } }[] } };
+    spec.gateway.routes[0]!.match.methods.push("DELETE"); // a public route that now writes
+    const run = await runStack(() => {
+      const mesh = new m.Mesh("shop-mesh", { spec: SHOP });
+      new m.Gateway("shop-edge", { mesh, spec: spec as never });
+    });
+    expect(run.errors).toEqual([]);
+    const { PACK_POLICIES } = await import("../../policies/pack/policies.ts");
+    const guardrails = PACK_POLICIES.find((p) => p.name === "meshgate-guardrails")!;
+    if (!("validateStack" in guardrails)) throw new Error("meshgate-guardrails is a stack policy");
+    const resources = mockState.registered
+      .filter((r) => r.type.startsWith("meshgate:index:"))
+      .map((r) => ({
+        type: r.type,
+        name: r.name,
+        urn: `urn:pulumi:test::meshgate::${r.type}::${r.name}`,
+        props: registeredOutputs(r.type, r.name),
+      }));
+    const reported: string[] = [];
+    await guardrails.validateStack!({ resources, getConfig: () => ({}) } as never, (message, urn) =>
+      reported.push(`${urn}: ${message}`),
+    );
+    // The Mesh's spec is sound; the Gateway deploys a public route that deletes, and the pack says so.
+    expect(reported.filter((r) => r.includes("::shop-mesh:"))).toEqual([]);
+    expect(reported.join("\n")).toMatch(/Gateway::shop-edge: E_POLICY_PUBLIC_WRITE/);
+  });
+
   it("names_the_cert_manager_certificate_secret_as_the_gateways_identity", async () => {
     const { mesh } = await deployLayers({ identities: { mode: "cert-manager", caSecretName: "mesh-ca" } });
     expect(await valueOf(mesh.gatewayIdentitySecretName!)).toBe("meshgate-svid-gateway");

@@ -339,4 +339,87 @@ describe("a broken redis server", () => {
       broken.close();
     }
   });
+
+  it("gives_the_eval_after_a_noscript_only_what_is_left_of_the_timeout", async () => {
+    // A server that answers EVALSHA with NOSCRIPT after 250 ms, then never answers the EVAL: the check
+    // ends at its 400 ms timeout (docs/rate-limiting.md: no request waits longer), not 250 + 400 ms.
+    const sockets: net.Socket[] = [];
+    const broken = net.createServer((s) => {
+      sockets.push(s);
+      s.on("error", () => {});
+      let buf = Buffer.alloc(0);
+      // Replies go out in order (another command, e.g. a SCRIPT LOAD, waits behind the late NOSCRIPT).
+      let replied = Promise.resolve();
+      const reply = (text: string, delayMs = 0) =>
+        (replied = replied.then(() => sleep(delayMs)).then(() => void s.write(text)));
+      s.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        for (;;) {
+          const cmd = nextCommand(buf);
+          if (cmd === null) return;
+          buf = buf.subarray(cmd.length);
+          if (cmd.name === "EVALSHA") reply("-NOSCRIPT No matching script. Please use EVAL.\r\n", 250);
+          else if (cmd.name === "EVAL")
+            replied = new Promise(() => {}); // never answered, nor what follows
+          else reply("+OK\r\n");
+        }
+      });
+    });
+    await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+    const port = (broken.address() as net.AddressInfo).port;
+    const registry = new RateLimiters({ redis: { reconnect: { baseMs: 5000, maxMs: 5000 } } });
+    try {
+      const plan = registry.configure(
+        gatewayConfig(
+          [
+            {
+              name: "n",
+              match: { path: "/n" },
+              to: "app",
+              public: true,
+              rateLimit: { requests: 10, per: "1s" },
+            },
+          ],
+          { app: { port: 1 } },
+          {
+            rateLimitStore: {
+              redis: { url: `redis://127.0.0.1:${port}/0`, failMode: "open", timeout: "400ms" },
+            },
+          },
+        ),
+      );
+      registry.activate(plan);
+      const started = performance.now();
+      const d = await plan.limiters.get("n")!.check("10.0.0.1", undefined, undefined, undefined);
+      const waited = performance.now() - started;
+      expect(d.storeError).toBe("timeout");
+      expect(waited).toBeGreaterThanOrEqual(350);
+      expect(waited).toBeLessThan(550);
+    } finally {
+      await registry.close();
+      for (const s of sockets) s.destroy();
+      broken.close();
+    }
+  });
 });
+
+/** The name and byte length of the first whole RESP command in `buf`, or null when it is not all there. */
+function nextCommand(buf: Buffer): { name: string; length: number } | null {
+  const line = (at: number): [string, number] | null => {
+    const end = buf.indexOf("\r\n", at);
+    return end < 0 ? null : [buf.toString("latin1", at, end), end + 2];
+  };
+  const head = line(0);
+  if (head === null) return null;
+  let pos = head[1];
+  let name = "";
+  for (let i = 0; i < Number(head[0].slice(1)); i++) {
+    const len = line(pos);
+    if (len === null) return null;
+    const n = Number(len[0].slice(1));
+    if (buf.length < len[1] + n + 2) return null;
+    if (i === 0) name = buf.toString("latin1", len[1], len[1] + n).toUpperCase();
+    pos = len[1] + n + 2;
+  }
+  return { name, length: pos };
+}

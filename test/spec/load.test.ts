@@ -9,12 +9,11 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import type { SpecError } from "../../components/spec/errors.ts";
-import fastYaml from "js-yaml";
-import { loadSpecFile, loadSpecText, loadWithPositions } from "../../components/spec/load.ts";
+import { fastLoad, loadSpecFile, loadSpecText, loadWithPositions } from "../../components/spec/load.ts";
 import { generateSpecYaml } from "../../testing/index.ts";
 
 /** The fast reader exactly as load.ts configures it. */
-const fastRead = (text: string) => fastYaml.load(text, { schema: fastYaml.CORE_SCHEMA, json: false });
+const fastRead = fastLoad;
 
 const SHOP_YAML = fileURLToPath(new URL("../../examples/shop/mesh.yaml", import.meta.url));
 const DEFINE_TS = fileURLToPath(new URL("../../components/spec/define.ts", import.meta.url));
@@ -310,11 +309,24 @@ describe("the two YAML readers", () => {
     ["yaml_1_2_scalars", "a: on\nb: yes\nc: 0o17\nd: 1e3\ne: ~\nf: .inf\ng: 012\nh: '503'\ni: 2001-01-01\n"],
     ["flow_collections", "a: [1, 'x', {b: c}]\nd: {e: [f, g]}\n"],
     ["block_scalars", "a: |\n  line1\n  line2\nb: >-\n  folded\n  text\n"],
+    // js-yaml alone reads 0b binary and signed hex/octal as numbers; YAML 1.2 core (and `yaml`) as strings.
+    ["integer_forms", "a: 0b1111101000\nb: +0x1F90\nc: -0o17\nd: 0x1F90\ne: 0o17\nf: +12\ng: -0\nh: 007\n"],
   ])("agree_on_%s", (_name, text) => {
     const slow = loadWithPositions(text).raw;
     const fast = fastRead(text);
     expect(fast).toEqual(slow);
   });
+
+  it.each(["0b1111101000", "+0x1F90", "-0o17620"])(
+    "a_port_written_%s_is_refused_whatever_else_the_spec_holds",
+    (port) => {
+      const text = `name: t\ntrustDomain: t.example\nservices:\n  a:\n    image: r/a:1.0.0\n    port: ${port}\n`;
+      for (const result of [loadSpecText(text), loadWithPositions(text)])
+        expect(result.errors).toContainEqual(
+          expect.objectContaining({ code: "E_SPEC_INVALID_TYPE", path: "services.a.port" }),
+        );
+    },
+  );
 
   it("bounds_alias_expansion_instead_of_crashing", () => {
     const lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"];

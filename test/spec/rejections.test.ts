@@ -237,6 +237,46 @@ const ROWS: Row[] = [
     code: "E_SPEC_OUT_OF_RANGE",
     path: "gateway.jwt.main.audiences",
   },
+  // Durations and sizes past an exact integer of ms or bytes validated, then the proxies refused the config
+  // at start (E_RT_CONFIG_INVALID); 0 in the Prometheus config crashed synth and observability.
+  {
+    claim: "rejects_a_duration_beyond_1000y",
+    mutate: (s) => (s.services.orders.timeout = "999999y"),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "services.orders.timeout",
+    message: "must be at most 1000y",
+  },
+  {
+    claim: "rejects_a_duration_too_long_for_a_number",
+    mutate: (s) => (gatewayRoute(s, 0).timeout = `${"9".repeat(400)}ms`),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "gateway.routes[0].timeout",
+  },
+  {
+    claim: "rejects_a_size_beyond_a_pebibyte",
+    mutate: (s) => (s.gateway.limits = { maxBodySize: "99999999GiB" }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "gateway.limits.maxBodySize",
+    message: "must be at most 1048576GiB",
+  },
+  {
+    claim: "rejects_a_scrape_interval_of_0s",
+    mutate: (s) => (s.observability.metrics = { scrapeInterval: "0s" }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "observability.metrics.scrapeInterval",
+  },
+  {
+    claim: "rejects_a_metrics_retention_under_1ms",
+    mutate: (s) => (s.observability.metrics = { retention: "0.4ms" }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "observability.metrics.retention",
+  },
+  {
+    claim: "rejects_an_slo_window_of_0s",
+    mutate: (s) => (s.observability.slos[0].window = "0s"),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "observability.slos[0].window",
+  },
   {
     claim: "rejects_more_than_ten_retry_attempts",
     mutate: (s) => (s.services.orders.retries = { attempts: 11 }),
@@ -1747,6 +1787,57 @@ describe("reporting", () => {
     expect(error?.code).toBe("E_SPEC_INVALID_URL");
     expect(error?.message).toBe('"https://[credentials]@otlp.example/v1/traces" is not a URL');
     expect(JSON.stringify(error)).not.toContain("glc_ab");
+  });
+
+  // A secret written where its hash, its variable's name or a mapping belongs: the error names the field
+  // and the fix, and never quotes the secret (validate's output ends up in CI logs).
+  it.each([
+    {
+      claim: "an_api_key_written_where_its_hash_belongs",
+      mutate: (s: Doc) => (s.gateway.apiKeys.consumers.acme.keyHashes = ["demo-key-acme-s3cr3t"]),
+      path: "gateway.apiKeys.consumers.acme.keyHashes[0]",
+      code: "E_SPEC_INVALID_KEY_HASH",
+    },
+    {
+      claim: "an_api_key_written_as_a_string_instead_of_a_list",
+      mutate: (s: Doc) => (s.gateway.apiKeys.consumers.acme.keyHashes = "demo-key-acme-s3cr3t"),
+      path: "gateway.apiKeys.consumers.acme.keyHashes",
+      code: "E_SPEC_INVALID_TYPE",
+    },
+    {
+      claim: "a_client_secret_written_where_its_variable_name_belongs",
+      mutate: (s: Doc) =>
+        (s.gateway.oidc = {
+          sso: {
+            issuer: "https://id.base.example/",
+            clientId: "web",
+            clientSecretEnv: "Zx9-s3cr3t-client-value",
+            redirectPath: "/callback",
+          },
+        }),
+      path: "gateway.oidc.sso.clientSecretEnv",
+      code: "E_SPEC_INVALID_VALUE",
+    },
+    {
+      claim: "a_redis_url_with_a_password_written_instead_of_the_mapping",
+      mutate: (s: Doc) =>
+        (s.gateway.rateLimitStore = { redis: "redis://:s3cr3tPassw0rd@redis.base.example:6379" }),
+      path: "gateway.rateLimitStore.redis",
+      code: "E_SPEC_INVALID_TYPE",
+    },
+    {
+      claim: "a_url_with_a_password_in_a_field_of_another_type",
+      mutate: (s: Doc) =>
+        (s.observability.tracing = { backend: "https://user:s3cr3t@otlp.example/v1/traces" }),
+      path: "observability.tracing.backend",
+      code: "E_SPEC_INVALID_VALUE",
+    },
+  ])("never_echoes_$claim", ({ mutate, path, code }) => {
+    const spec = base();
+    mutate(spec);
+    const error = errorsOf(spec).find((e) => e.path === path);
+    expect(error?.code).toBe(code);
+    expect(JSON.stringify(error)).not.toContain("s3cr3t");
   });
 
   it("hints_a_unit_for_a_duration_written_as_a_number", () => {

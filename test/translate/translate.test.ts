@@ -214,6 +214,41 @@ describe("translate", () => {
     expect(translate(specOf(raw)).runtime.gateway!.rateLimitStore).toEqual({ kind: "local", replicas: 2 });
   });
 
+  it.each([
+    ["EC", { type: "ec", options: { namedCurve: "P-256" } }],
+    ["RSA", { type: "rsa", options: { modulusLength: 2048 } }],
+  ] as const)(
+    "an_inline_%s_key_pair_reaches_the_runtime_config_without_its_private_members",
+    async (_kty, { type, options }) => {
+      const { generateKeyPairSync } = await import("node:crypto");
+      const { privateKey } = generateKeyPairSync(type as "ec", options as { namedCurve: string });
+      const pair = {
+        ...privateKey.export({ format: "jwk" }),
+        kid: "k1",
+        alg: type === "ec" ? "ES256" : "RS256",
+      };
+      const raw: Loose = await shopRaw();
+      delete raw.gateway.jwt.main.jwksUri;
+      raw.gateway.jwt.main.jwks = { keys: [pair] };
+      raw.gateway.jwt.main.algorithms = [pair.alg];
+      const gateway = translate(specOf(raw)).runtime.gateway!;
+      const key = gateway.auth.jwt.find((p) => p.name === "main")!.jwks!.keys[0]!;
+      for (const member of ["d", "p", "q", "dp", "dq", "qi"]) expect(key).not.toHaveProperty(member);
+      const {
+        d: _d,
+        p: _p,
+        q: _q,
+        dp: _dp,
+        dq: _dq,
+        qi: _qi,
+        ...publicPart
+      } = pair as Record<string, unknown>;
+      expect(key).toEqual(publicPart);
+      expect(JSON.stringify(gateway)).not.toContain(String(pair.d));
+      expect(() => loadRuntimeConfig(JSON.stringify(gateway), "gateway")).not.toThrow();
+    },
+  );
+
   it("public_routes_are_marked_public_and_authenticated_routes_list_their_mechanisms", async () => {
     const { runtime } = translate(specOf(await shopRaw()));
     const route = (n: string) => runtime.gateway!.routes.find((r) => r.name === n)!;
