@@ -21,12 +21,8 @@ import {
 import { observabilityFiles } from "../observability/index.ts";
 import { prometheusFlags } from "../observability/scrape.ts";
 import { IMAGES, PATHS, RUNTIME_UID } from "../kubernetes/model.ts";
-import {
-  appEnv,
-  configAnnotationHash,
-  configHoldsCredentials,
-  redactUserinfo,
-} from "../kubernetes/workloads.ts";
+import { appEnv, configAnnotationHash, configHoldsCredentials } from "../kubernetes/workloads.ts";
+import { withoutCredentials } from "../spec/semantic.ts";
 import { IDENTITY_FILES } from "../translate/translate.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR, TranslateResult } from "../translate/ir.ts";
 
@@ -426,11 +422,11 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     // Notes are logged and a stack output: a URL's password never reaches them.
     if (rest.rateLimitStore.kind === "redis" && cluster(rest.rateLimitStore.url))
       notes.push(
-        `rate limits are kept in the gateway container: ${redactUserinfo(rest.rateLimitStore.url)} is a Kubernetes name (one gateway container, so the limits are exact)`,
+        `rate limits are kept in the gateway container: ${withoutCredentials(rest.rateLimitStore.url)} is a Kubernetes name (one gateway container, so the limits are exact)`,
       );
     if (rest.cacheStore.kind === "redis" && cluster(rest.cacheStore.url))
       notes.push(
-        `the HTTP cache is kept in memory: ${redactUserinfo(rest.cacheStore.url)} is a Kubernetes name`,
+        `the HTTP cache is kept in memory: ${withoutCredentials(rest.cacheStore.url)} is a Kubernetes name`,
       );
     const staticFiles: PlannedFile[] = [];
     const routes = rest.routes.map((r) => {

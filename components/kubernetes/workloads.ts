@@ -16,6 +16,7 @@ import {
 import { canonicalJson, compareCodeUnits } from "../../runtime/contract/canonical.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { DEFAULTS } from "../spec/defaults.ts";
+import { withoutCredentials } from "../spec/semantic.ts";
 import { parseDuration } from "../spec/units.ts";
 import {
   ANNOTATIONS,
@@ -161,28 +162,14 @@ export function configAnnotationHash(config: RuntimeConfig): string {
     ...rest,
     rateLimitStore:
       rest.rateLimitStore.kind === "redis"
-        ? { ...rest.rateLimitStore, url: redactUserinfo(rest.rateLimitStore.url) }
+        ? { ...rest.rateLimitStore, url: withoutCredentials(rest.rateLimitStore.url) }
         : rest.rateLimitStore,
     cacheStore:
       rest.cacheStore.kind === "redis"
-        ? { ...rest.cacheStore, url: redactUserinfo(rest.cacheStore.url) }
+        ? { ...rest.cacheStore, url: withoutCredentials(rest.cacheStore.url) }
         : rest.cacheStore,
   };
   return contentHash("meshgate config-hash: credentials redacted", canonicalJson(redacted));
-}
-
-/** A URL with its user and password (when present) replaced by a fixed word. */
-export function redactUserinfo(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username !== "") u.username = "redacted";
-    if (u.password !== "") u.password = "redacted";
-    return u.href;
-  } catch {
-    const at = url.lastIndexOf("@");
-    const scheme = url.indexOf("://");
-    return at < 0 ? url : `${scheme < 0 ? "" : url.slice(0, scheme + 3)}redacted${url.slice(at)}`;
-  }
 }
 
 /** A proxy's RuntimeConfig as the object its pod mounts: a ConfigMap, or a Secret when it holds a credential. */
