@@ -5,6 +5,7 @@
  * to a loopback address, a request whose Host names anything but the loopback (DNS rebinding).
  */
 import http from "node:http";
+import { isLoopbackHost } from "../auth/oidc.ts";
 import { parsePurgeRequest, PURGE_BODY_LIMIT } from "../cache/purge.ts";
 import type { PurgeRequest } from "../cache/store.ts";
 import { EXPOSITION_CONTENT_TYPE } from "../telemetry/metrics.ts";
@@ -27,9 +28,6 @@ function arrivedOnLoopback(localAddress: string | undefined): boolean {
   return a === "::1" || a.startsWith("127.");
 }
 
-const LOOPBACK_NAMES: ReadonlySet<string> = new Set(["localhost", "[::1]"]);
-const LOOPBACK_V4 = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
-
 /**
  * A Host header naming the loopback — `localhost`, `[::1]` or a 127.0.0.0/8 literal, any port — or none at
  * all (no browser sends a request without one).
@@ -38,7 +36,7 @@ function loopbackHost(host: string | undefined): boolean {
   if (host === undefined) return true;
   const colon = host.lastIndexOf(":");
   const name = colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
-  return LOOPBACK_NAMES.has(name.toLowerCase()) || LOOPBACK_V4.test(name);
+  return isLoopbackHost(name.toLowerCase());
 }
 
 export function createAdminServer(src: AdminSources): http.Server {
