@@ -296,7 +296,6 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   o.signal?.removeEventListener("abort", onAbort);
   if (o.signal?.aborted) throw await interrupted();
   await writeState(plan, supervisor, keeper, true);
-  for (const line of summary(plan)) o.out(line);
 
   /** One apply (see UpHandle.apply): validate, plan, compare, then change only what differs. */
   const applyOnce = async (): Promise<ApplyReport> => {
@@ -412,6 +411,8 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     };
     o.out(`[watch] watching ${o.specPath}: a saved change is applied to the running mesh`);
   }
+  // The summary is the last thing printed: its closing line ("Ctrl-C drains") says everything is up.
+  for (const line of summary(plan)) o.out(line);
   return {
     get plan() {
       return plan;
