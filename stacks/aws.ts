@@ -121,6 +121,8 @@ export default async function awsProgram(): Promise<Record<string, unknown>> {
               instanceType: spec.instanceType,
               minNodes: spec.minNodes,
               maxNodes: spec.maxNodes,
+              publicEndpoint: spec.publicEndpoint,
+              publicAccessCidrs: spec.publicAccessCidrs,
               partition,
             },
             withAws,

@@ -91,6 +91,17 @@ export interface EksClusterArgs {
   privateSubnetIds: pulumi.Input<string>[];
   /** The nodes' instance type; a Graviton type (`m7g.large`) selects the arm64 AMI. */
   instanceType: string;
+  /**
+   * Whether the API endpoint is reachable from the internet (always IAM-authenticated); it is reachable
+   * from the VPC either way. Without it, `pulumi up` must run where the VPC is reachable.
+   * @default true
+   */
+  publicEndpoint?: boolean;
+  /**
+   * The IPv4 ranges allowed to reach the public endpoint (only with `publicEndpoint`).
+   * @default ["0.0.0.0/0"]
+   */
+  publicAccessCidrs?: string[];
   /** The node group's size: it starts with `minNodes`. */
   minNodes: number;
   maxNodes: number;
@@ -165,7 +176,10 @@ export class EksCluster extends pulumi.ComponentResource implements ClusterHandl
         vpcConfig: {
           subnetIds: [...args.privateSubnetIds, ...args.publicSubnetIds],
           endpointPrivateAccess: true,
-          endpointPublicAccess: true,
+          endpointPublicAccess: args.publicEndpoint ?? true,
+          ...((args.publicEndpoint ?? true)
+            ? { publicAccessCidrs: args.publicAccessCidrs ?? ["0.0.0.0/0"] }
+            : {}),
         },
         accessConfig: { authenticationMode: "API", bootstrapClusterCreatorAdminPermissions: true },
         enabledClusterLogTypes: [...CONTROL_PLANE_LOGS],

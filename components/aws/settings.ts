@@ -87,6 +87,26 @@ export function installsLoadBalancerController(
   return configured ?? (mode === "nlb-ip" && cluster === "create");
 }
 
+/**
+ * Why a string is not a range EKS takes in `publicAccessCidrs` — an IPv4 CIDR block (`203.0.113.0/24`)
+ * written as its first address, no host bits past the prefix — or null.
+ */
+export function publicAccessCidrProblem(text: string): string | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  const bits = m ? Number(m[5]) : -1;
+  if (!m || octets.some((o, i) => o > 255 || String(o) !== m[i + 1]) || bits > 32)
+    return "is not an IPv4 CIDR block (such as 203.0.113.0/24; EKS takes IPv4 ranges only)";
+  const address = octets.reduce((a, o) => a * 256 + o, 0);
+  const size = 2 ** (32 - bits);
+  if (address % size !== 0) {
+    const first = address - (address % size);
+    const text4 = [24, 16, 8, 0].map((s) => Math.floor(first / 2 ** s) % 256).join(".");
+    return `has address bits set past its /${bits} prefix: write ${text4}/${bits}`;
+  }
+  return null;
+}
+
 /** Every problem with the AWS settings (empty when valid), each naming its field and the fix. */
 export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
   const { aws } = input;
@@ -121,6 +141,17 @@ export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
       errors.push({
         propertyPath: `${path}.minNodes`,
         reason: `minNodes (${cluster.minNodes}) exceeds maxNodes (${cluster.maxNodes}): raise maxNodes or lower minNodes`,
+      });
+    for (const cidr of cluster.publicAccessCidrs) {
+      const problem = publicAccessCidrProblem(cidr);
+      if (problem !== null)
+        errors.push({ propertyPath: `${path}.publicAccessCidrs`, reason: `"${cidr}" ${problem}` });
+    }
+    if (!cluster.publicEndpoint && cluster.publicAccessCidrs.join() !== "0.0.0.0/0")
+      errors.push({
+        propertyPath: `${path}.publicAccessCidrs`,
+        reason:
+          "publicAccessCidrs limits the public endpoint, and publicEndpoint is false: remove publicAccessCidrs, or set publicEndpoint to true",
       });
   }
   if (aws.certificateArn !== null) {

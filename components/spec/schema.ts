@@ -976,6 +976,19 @@ const Targets = z.strictObject({
             instanceType: z.string().default("m7g.large"),
             minNodes: z.number().int().min(1).default(2),
             maxNodes: z.number().int().min(1).default(6),
+            publicEndpoint: z
+              .boolean()
+              .default(true)
+              .describe(
+                "Whether the cluster's API endpoint is reachable from the internet (always with IAM authentication). false keeps it private to the VPC: `pulumi up` (and kubectl) must then run where the VPC is reachable — a runner inside it, a VPN or a bastion.",
+              ),
+            publicAccessCidrs: z
+              .array(z.string())
+              .min(1)
+              .default(["0.0.0.0/0"])
+              .describe(
+                "The IPv4 ranges (CIDR) allowed to reach the public API endpoint, e.g. your office's and your CI runners' egress addresses. The default, 0.0.0.0/0, is EKS's: any address, IAM authentication still required.",
+              ),
           }),
         }),
       ]),

@@ -170,7 +170,17 @@ export interface TargetsIR {
     availabilityZones: number;
     cluster:
       | { kind: "existing"; name: string }
-      | { kind: "create"; version: string; instanceType: string; minNodes: number; maxNodes: number };
+      | {
+          kind: "create";
+          version: string;
+          instanceType: string;
+          minNodes: number;
+          maxNodes: number;
+          /** Whether the API endpoint is public (always IAM-authenticated); it is private to the VPC too. */
+          publicEndpoint: boolean;
+          /** The IPv4 ranges allowed to reach the public endpoint, sorted. */
+          publicAccessCidrs: string[];
+        };
     managedPrometheus: boolean;
     certificateArn: string | null;
   } | null;

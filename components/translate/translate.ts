@@ -1387,7 +1387,11 @@ function translateTargets(ctx: Context): TargetsIR {
           cluster:
             "existing" in t.aws.cluster
               ? { kind: "existing", name: t.aws.cluster.existing }
-              : { kind: "create", ...t.aws.cluster.create },
+              : {
+                  kind: "create",
+                  ...t.aws.cluster.create,
+                  publicAccessCidrs: [...t.aws.cluster.create.publicAccessCidrs].sort(compareCodeUnits),
+                },
           managedPrometheus: t.aws.managedPrometheus,
           certificateArn: t.aws.certificateArn ?? null,
         }

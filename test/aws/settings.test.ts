@@ -20,10 +20,21 @@ import {
   type AwsTarget,
 } from "../../components/aws/index.ts";
 
+type Created = Extract<AwsTarget["cluster"], { kind: "create" }>;
+const created = (over: Partial<Created> = {}): Created => ({
+  kind: "create",
+  version: "1.33",
+  instanceType: "m7g.large",
+  minNodes: 2,
+  maxNodes: 6,
+  publicEndpoint: true,
+  publicAccessCidrs: ["0.0.0.0/0"],
+  ...over,
+});
 const target = (over: Partial<AwsTarget> = {}): AwsTarget => ({
   region: "eu-west-1",
   availabilityZones: 3,
-  cluster: { kind: "create", version: "1.33", instanceType: "m7g.large", minNodes: 2, maxNodes: 6 },
+  cluster: created(),
   managedPrometheus: true,
   certificateArn: null,
   ...over,
@@ -52,6 +63,9 @@ describe("AWS settings", () => {
   it("accepts_the_defaults", () => {
     expect(check(target())).toEqual([]);
     expect(check(target({ certificateArn: CERT }))).toEqual([]);
+    const limited = created({ publicAccessCidrs: ["203.0.113.0/24", "198.51.100.7/32"] });
+    expect(check(target({ cluster: limited }))).toEqual([]);
+    expect(check(target({ cluster: created({ publicEndpoint: false }) }))).toEqual([]);
     expect(check(target({ cluster: { kind: "existing", name: "platform-prod" } }))).toEqual([]);
     expect(check(target(), { loadBalancer: "nlb-ip" })).toEqual([]);
     // An existing cluster may already run the controller: nlb-ip without installing it is allowed there.
@@ -69,19 +83,29 @@ describe("AWS settings", () => {
     ],
     [
       "a_version_that_is_not_a_minor",
-      target({
-        cluster: { kind: "create", version: "latest", instanceType: "m7g.large", minNodes: 1, maxNodes: 2 },
-      }),
+      target({ cluster: created({ version: "latest", minNodes: 1, maxNodes: 2 }) }),
       {},
       "targets.aws.cluster.create.version",
     ],
     [
       "min_nodes_above_max_nodes",
-      target({
-        cluster: { kind: "create", version: "1.33", instanceType: "m7g.large", minNodes: 4, maxNodes: 2 },
-      }),
+      target({ cluster: created({ minNodes: 4, maxNodes: 2 }) }),
       {},
       "targets.aws.cluster.create.minNodes",
+    ],
+    ...["203.0.113.0/33", "203.0.113.0", "2001:db8::/32", "203.0.113.1/24", "010.0.0.0/8", "256.0.0.0/8"].map(
+      (cidr): [string, AwsTarget, Parameters<typeof check>[1], string] => [
+        `a_public_access_range_${cidr}`,
+        target({ cluster: created({ publicAccessCidrs: [cidr] }) }),
+        {},
+        "targets.aws.cluster.create.publicAccessCidrs",
+      ],
+    ),
+    [
+      "public_access_ranges_on_a_private_endpoint",
+      target({ cluster: created({ publicEndpoint: false, publicAccessCidrs: ["203.0.113.0/24"] }) }),
+      {},
+      "targets.aws.cluster.create.publicAccessCidrs",
     ],
     [
       "a_certificate_arn_of_another_service",

@@ -168,6 +168,28 @@ describe("AWS stack: a created cluster", () => {
     });
   });
 
+  it("keeps_the_api_endpoint_public_to_the_ranges_given_or_private_to_the_vpc", async () => {
+    await deploy();
+    expect(one("aws:eks/cluster:Cluster").inputs.vpcConfig).toMatchObject({
+      endpointPrivateAccess: true,
+      endpointPublicAccess: true,
+      publicAccessCidrs: ["0.0.0.0/0"],
+    });
+    resetRecords();
+    await deploy(
+      (a) => (a.cluster = { create: { publicAccessCidrs: ["203.0.113.0/24", "198.51.100.7/32"] } }),
+    );
+    expect((one("aws:eks/cluster:Cluster").inputs.vpcConfig as Json).publicAccessCidrs).toEqual([
+      "198.51.100.7/32",
+      "203.0.113.0/24",
+    ]);
+    resetRecords();
+    await deploy((a) => (a.cluster = { create: { publicEndpoint: false } }));
+    const vpc = one("aws:eks/cluster:Cluster").inputs.vpcConfig as Json;
+    expect(vpc).toMatchObject({ endpointPrivateAccess: true, endpointPublicAccess: false });
+    expect(vpc.publicAccessCidrs).toBeUndefined();
+  });
+
   it("enforces_network_policies_with_the_vpc_cni_before_nodes_join", async () => {
     await deploy();
     const addon = one("aws:eks/addon:Addon", "shop-test-vpc-cni");
@@ -631,6 +653,13 @@ describe("AWS stack: invalid settings", () => {
       { "meshgate:awsLoadBalancer": "nlb-ip", "meshgate:awsLoadBalancerController": "false" },
       "meshgate:awsLoadBalancerController",
       /AWS Load Balancer Controller/,
+    ],
+    [
+      "a_public_access_range_with_host_bits",
+      (a) => (a.cluster = { create: { publicAccessCidrs: ["203.0.113.9/24"] } }),
+      {},
+      "targets.aws.cluster.create.publicAccessCidrs",
+      /write 203\.0\.113\.0\/24/,
     ],
     [
       "an_instance_type_that_is_not_one",
