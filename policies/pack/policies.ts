@@ -42,6 +42,8 @@ export const MESH_LABEL = "meshgate.io/mesh";
 export const ROLE_LABEL = "meshgate.io/role";
 /** The sidecar container's name. */
 export const SIDECAR_CONTAINER = "meshgate-sidecar";
+/** The gateway container's name (it runs `meshgate gateway`). */
+export const GATEWAY_CONTAINER = "gateway";
 
 // ───────────── stack policies: the guardrails on the carried spec ─────────────
 
@@ -253,7 +255,13 @@ export const sidecarPresent = podPolicy(
   "kubernetes-meshed-workloads-have-their-sidecar",
   `every pod labelled ${MESH_LABEL} (other than the gateway's) runs the ${SIDECAR_CONTAINER} container`,
   ({ spec, labels }, report) => {
-    if (labels[MESH_LABEL] === undefined || labels[ROLE_LABEL] === "gateway") return;
+    if (labels[MESH_LABEL] === undefined) return;
+    // The gateway is its own mesh member (no sidecar). The role label alone does not exempt a pod — any
+    // workload can set it — only with the gateway container, running the meshgate gateway, in it.
+    const runsGateway = (spec.containers ?? []).some(
+      (c: Loose) => c.name === GATEWAY_CONTAINER && Array.isArray(c.args) && c.args[0] === "gateway",
+    );
+    if (labels[ROLE_LABEL] === "gateway" && runsGateway) return;
     const names = [
       ...(spec.containers ?? []).map((c: Loose) => c.name),
       ...(spec.initContainers ?? [])

@@ -227,9 +227,24 @@ describe("pack resource policies", () => {
       DEPLOYMENT,
       deployment((d) => {
         containers(d).pop();
+        containers(d)[0] = {
+          ...containers(d)[0],
+          name: "gateway",
+          args: ["gateway", "--config", "/etc/meshgate/config.json", "--workers", "1"],
+        };
         d.spec.template.metadata.labels["meshgate.io/role"] = "gateway";
       }),
       null,
+    ],
+    [
+      "refuses_a_workload_that_only_wears_the_gateway_label",
+      sidecarPresent,
+      DEPLOYMENT,
+      deployment((d) => {
+        containers(d).pop();
+        d.spec.template.metadata.labels["meshgate.io/role"] = "gateway";
+      }),
+      'part of mesh "shop" but has no meshgate-sidecar',
     ],
     [
       "accepts_the_gateway_load_balancer",
