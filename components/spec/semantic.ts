@@ -902,7 +902,9 @@ export function semanticIssues(raw: unknown): Issue[] {
           "name at least one part: { <part>: { service, path } }",
         );
       }
-      for (const needsForward of ["rewrite", "fault"] as const) {
+      // `cache` too: the cache stores forwarded responses; a route the gateway answers itself (redirect,
+      // static files) or assembles (aggregate) never reaches the lookup, and its cache would be ignored.
+      for (const needsForward of ["rewrite", "fault", "cache"] as const) {
         if (r[needsForward] !== undefined && !forwards) {
           add(
             "E_SPEC_ROUTE_ACTION",

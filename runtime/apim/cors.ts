@@ -11,7 +11,8 @@
  * - On actual requests the upstream's own Access-Control-* headers are dropped (the route's policy owns
  *   CORS) and the policy's are added when the origin is allowed; a request
  *   from another origin is still forwarded, its response carries no CORS header (the browser hides it
- *   from the page), as Envoy and Kong do. `Vary: Origin` is added whenever the answer depends on it.
+ *   from the page), as Envoy and Kong do. `Vary: Origin` is added whenever the answer depends on it; `*`
+ *   (which does not depend on it) is sent on requests without an Origin too.
  */
 import type { OutgoingHttpHeaders } from "node:http";
 import type { GatewayRoute } from "../contract/schema.ts";
@@ -199,8 +200,12 @@ export function addCorsHeaders(
   // The route's policy owns CORS: whatever the upstream said about it is replaced.
   for (const h of UPSTREAM_CORS) delete headers[h];
   if (c.varyOrigin) appendVary(headers, "Origin");
-  if (origin === undefined || !originAllowed(c, origin)) return false;
-  headers["access-control-allow-origin"] = allowOriginValue(c, origin);
+  // `*` answers every origin alike, so it goes on requests without an Origin too — the Fetch standard's
+  // "CORS protocol and HTTP caches": a shared cache in front that stored the answer to a same-origin or
+  // non-browser request (no Origin, and no Vary: Origin since nothing depends on it) serves it to the
+  // CORS requests of every page; without the header there, the browser hides all of them.
+  if (origin === undefined ? !c.anyOrigin : !originAllowed(c, origin)) return false;
+  headers["access-control-allow-origin"] = origin === undefined ? "*" : allowOriginValue(c, origin);
   if (c.credentials) headers["access-control-allow-credentials"] = "true";
   if (c.exposeHeaders !== null) headers["access-control-expose-headers"] = c.exposeHeaders;
   return true;

@@ -178,11 +178,16 @@ export function applyHeaderOps(
 
 const renderConstant = (t: Template): string => (t.parts.length === 0 ? "" : (t.parts[0] as string));
 
-/** RFC 9110 field-value: no CR, LF or NUL (a rendered value from a header or claim could carry them). */
+/**
+ * RFC 9110 §5.5 field-value: HTAB, visible ASCII, space and obs-text (0x80–0xFF) — no CR, LF, NUL nor any
+ * other control character, which Node refuses to send (ERR_INVALID_CHAR). A rendered value from a query
+ * parameter (`?q=%01`, decoded), a header or a claim could carry one: sent, it failed the forward as an
+ * upstream reset (a 502 counted against a healthy endpoint by outlier detection) or the response with a 500.
+ */
 function isHeaderValue(v: string): boolean {
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i);
-    if (c === 0 || c === 10 || c === 13 || c > 0xff) return false;
+    if ((c < 0x20 && c !== 9) || c === 0x7f || c > 0xff) return false;
   }
   return true;
 }

@@ -242,6 +242,16 @@ export class Authenticator {
     return kept.length ? `${pathAndQuery.slice(0, q)}?${kept.join("&")}` : pathAndQuery.slice(0, q);
   }
 
+  /**
+   * A canonical query without the route's query-parameter credentials (the same one when it has none):
+   * what the HTTP cache keys and invalidates by, so a bearer token never sits in a cache key (nor in the
+   * Redis store's URL index) and a purge or an invalidation of the URL reaches every principal's entry.
+   */
+  credentialFreeQuery(auth: RouteAuth, query: string): string {
+    if (query.length === 0 || this.plan(auth).stripQuery.length === 0) return query;
+    return this.upstreamPath(auth, `?${query}`).slice(1);
+  }
+
   // ── internals ──
 
   private plan(auth: RouteAuth): RoutePlan {

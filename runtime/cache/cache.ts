@@ -297,6 +297,16 @@ export class HttpCache {
     return this.#fills.size;
   }
 
+  /**
+   * The largest body a route's response is captured and stored with: its `maxEntryBytes`, and no more
+   * than the store takes (a body the store would refuse is not buffered whole in vain, nor reported as
+   * `stored`: it streams through as `too-large`).
+   */
+  maxBodyBytes(config: RouteCache): number {
+    const s = this.store.maxEntryBytes;
+    return s === undefined || s >= config.maxEntryBytes ? config.maxEntryBytes : s;
+  }
+
   routeVary(config: RouteCache): readonly string[] {
     let v = this.#routeVary.get(config);
     if (v === undefined) {
@@ -783,7 +793,7 @@ export class CacheExchange {
           response: resCC,
           headers: upstreamHeaders,
           routeTtlMs: this.request.config.ttlMs,
-          maxEntryBytes: this.request.config.maxEntryBytes,
+          maxEntryBytes: cache.maxBodyBytes(this.request.config),
           framed,
           stale: this.request.config,
         })
@@ -877,7 +887,7 @@ export class CacheExchange {
       out = null;
     }
     this.#teeing = true;
-    return new CacheTee(this, out, this.request.config.maxEntryBytes, pending);
+    return new CacheTee(this, out, cache.maxBodyBytes(this.request.config), pending);
   }
 
   /** A 304 to the cache's conditional request: freshen the stored response and answer from it. */
@@ -944,7 +954,7 @@ export class CacheExchange {
       response: resCC,
       headers,
       routeTtlMs: config.ttlMs,
-      maxEntryBytes: config.maxEntryBytes,
+      maxEntryBytes: cache.maxBodyBytes(config),
       framed: true,
       stale: config,
     });

@@ -70,6 +70,11 @@ export interface CacheStore {
   /** Removes every entry of one URL (all hosts, routes, principals and variants, or those of `host`). */
   purgeUrl(url: string, host?: string): MaybePromise<number>;
   purgeAll(): MaybePromise<number>;
+  /**
+   * The largest entry it stores (accounted bytes, at least the body): a larger value is refused by `set`.
+   * The cache neither captures nor reports as stored a body above it.
+   */
+  readonly maxEntryBytes?: number;
   /** This process's view (a remote store may report what it last saw). */
   stats(): StoreStats;
   /** A remote store's copies in this process (RedisStore's local layer): whether it answers, and its size. */
@@ -133,6 +138,10 @@ export interface MemoryStoreOptions {
  */
 export class MemoryStore implements CacheStore {
   readonly maxBytes: number;
+  /** An entry is at most the whole budget. */
+  get maxEntryBytes(): number {
+    return this.maxBytes;
+  }
   readonly #now: () => number;
   readonly #onEvict: ((count: number) => void) | undefined;
   /** Insertion order (with second chances) is recency order: the first key is the oldest. */

@@ -53,8 +53,43 @@ export function reservedHeader(name: string): string | null {
   return null;
 }
 
-/** The names the gateway never forwards upstream: hop-by-hop and gateway-owned headers. */
-export const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...GATEWAY_OWNED]);
+/**
+ * Aliases of the forwarding headers the gateway owns, which frameworks read for the scheme, host or path
+ * the client used: Rack's `X-Forwarded-Scheme` and `X-Forwarded-Ssl`, Spring's and Werkzeug's
+ * `X-Forwarded-Prefix` (and `-Ssl`), IIS's and old Symfony's `X-Original-URL`/`X-Rewrite-URL`, Microsoft's
+ * `Front-End-Https`, the rest of Traefik's list (`-Server`, `-Uri`, `-Method`), and the method overrides
+ * (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`). A client's copy would
+ * tell the upstream another origin or path than the one the gateway routed, authorized and keyed its cache
+ * by (a redirect to https, or links to another prefix, cached for everyone: web cache poisoning). Client
+ * values are dropped; unlike the owned headers, a route's request transform may still set them.
+ */
+const FORWARDING_ALIASES = [
+  "x-forwarded-scheme",
+  "x-forwarded-ssl",
+  "x-forwarded-protocol",
+  "x-url-scheme",
+  "front-end-https",
+  "x-forwarded-prefix",
+  "x-forwarded-server",
+  "x-forwarded-uri",
+  "x-forwarded-method",
+  "x-original-url",
+  "x-rewrite-url",
+  "x-original-host",
+  "x-host",
+  // The method the gateway routed and authorized is the request's: an override would turn an allowed POST
+  // into a DELETE at an upstream that honours it (Rails, Express's method-override, Spring's filter).
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
+];
+
+/** The names the gateway never forwards upstream: hop-by-hop, gateway-owned headers and their aliases. */
+export const NOT_FORWARDED: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  ...GATEWAY_OWNED,
+  ...FORWARDING_ALIASES,
+]);
 
 /**
  * The names to leave out of a request sent upstream: hop-by-hop and gateway-owned headers plus `extra`

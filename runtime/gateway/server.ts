@@ -1088,7 +1088,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         method,
         host: d.host,
         path: d.path,
-        query: d.query,
+        // Without the route's query-parameter credentials (a JWT in `?access_token=`), as the upstream gets it.
+        query: current.auth.credentialFreeQuery(d.auth, d.query),
         headers: req.headers,
         principal: principalId(principal),
         waitMs: d.timeoutMs,
@@ -1253,7 +1254,14 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       },
       (status, upstreamHeaders, closeDelimited, trailersOnly) => {
         if (invalidates)
-          void current.cache.invalidate(method, status, d.host, d.path, d.query, upstreamHeaders);
+          void current.cache.invalidate(
+            method,
+            status,
+            d.host,
+            d.path,
+            current.auth.credentialFreeQuery(d.auth, d.query),
+            upstreamHeaders,
+          );
         if (cacheExchange !== null)
           return cacheExchange.onHead(
             status,

@@ -178,9 +178,14 @@ describe("actual responses", () => {
     expect(h).toEqual({ vary: "Origin" });
   });
 
-  it("answers_star_without_vary_for_the_any_origin", () => {
+  it.each([
+    ["answers_star_without_vary_for_the_any_origin", "https://x.example"],
+    // Fetch, "CORS protocol and HTTP caches": a static `*` goes on non-CORS responses as well, without
+    // Vary, or a cache in front stores the Origin-less answer and serves it to every page's CORS request.
+    ["answers_star_without_vary_for_the_any_origin_to_a_request_without_an_origin", undefined],
+  ])("%s", (_claim, origin) => {
     const h: OutgoingHttpHeaders = {};
-    addCorsHeaders(policy({ origins: ["*"], credentials: false, exposeHeaders: [] }), "https://x.example", h);
+    addCorsHeaders(policy({ origins: ["*"], credentials: false, exposeHeaders: [] }), origin, h);
     expect(h).toEqual({ "access-control-allow-origin": "*" });
   });
 

@@ -217,6 +217,23 @@ beforeAll(async () => {
         ...PUBLIC,
       },
       {
+        name: "open",
+        match: { path: "/api/open", methods: ["GET"] },
+        to: "app",
+        cors: { origins: ["*"] },
+        ...PUBLIC,
+      },
+      {
+        name: "tagged",
+        match: { path: "/api/tagged", methods: ["GET"] },
+        to: "app",
+        transform: {
+          request: { headers: { set: { "x-tag": "${request.query.tag}" } } },
+          response: { headers: { set: { "x-tag": "${request.query.tag}" } } },
+        },
+        ...PUBLIC,
+      },
+      {
         name: "renamed",
         match: { path: "/api/renamed", methods: ["POST"] },
         to: "app",
@@ -455,6 +472,18 @@ describe("cors on actual requests", () => {
     expect(r.headers.vary).toBe("Origin");
   });
 
+  it.each<[string, Record<string, string>]>([
+    ["answers_star_to_any_origin_without_vary", { origin: "https://anyone.example" }],
+    // Fetch, "CORS protocol and HTTP caches": `*` on the answer to a request without Origin too, or a CDN
+    // in front that stored it (no Vary: Origin, nothing depends on it) serves every page a response the
+    // browser hides.
+    ["answers_star_to_a_request_without_an_origin_too", {}],
+  ])("%s", async (_claim, headers) => {
+    const r = await request(url("/api/open"), { headers });
+    expect(r.status).toBe(200);
+    expect([r.headers["access-control-allow-origin"], r.headers.vary]).toEqual(["*", undefined]);
+  });
+
   it("adds_cors_headers_to_the_401_of_an_authenticated_route", async () => {
     const r = await curl(url("/api/private"), ["-H", `Origin: ${ORIGIN}`]);
     expect(r.status).toBe(401);
@@ -569,6 +598,22 @@ describe("request transforms", () => {
       expect(r.headers["x-meshgate-error"]).toBe(code);
       expect(app.received.length).toBe(before);
     } else expect((JSON.parse(r.body) as { body: string }).body).toBe(body);
+  });
+});
+
+describe("header templates with a value that cannot be a field value", () => {
+  it.each<[string, string, string | undefined]>([
+    ["sets_a_plain_query_value_both_ways", "tag=ok", "ok"],
+    ["skips_a_value_with_a_control_character_instead_of_failing_the_forward", "tag=a%01b", undefined],
+    ["skips_a_value_with_del_instead_of_failing_the_forward", "tag=a%7Fb", undefined],
+    ["skips_a_value_with_an_escape_character", "tag=%1B%5B31m", undefined],
+  ])("%s", async (_claim, query, tag) => {
+    // A skipped operation, as for a missing value: never a 502 blamed on (and counted against) the
+    // upstream, nor a 500 after it answered.
+    const r = await request(url(`/api/tagged?${query}`));
+    expect(r.status).toBe(200);
+    const seen = JSON.parse(r.body) as { headers: http.IncomingHttpHeaders };
+    expect([seen.headers["x-tag"], r.headers["x-tag"]]).toEqual([tag, tag]);
   });
 });
 

@@ -455,9 +455,127 @@ describe("whom per-principal entries belong to", () => {
   });
 });
 
+describe("a store smaller than a route's maxEntrySize", () => {
+  it.each<[string, Record<string, string>, string | null]>([
+    [
+      "reports_a_declared_body_the_store_cannot_hold_as_too_large_not_stored",
+      { "content-length": String(96 * 1024) },
+      "meshgate; fwd=miss; fwd-status=200; detail=too-large",
+    ],
+    // Chunked: the head (and its Cache-Status) goes out before the size is known; the capture stops at
+    // what the store holds and the response is counted as not stored.
+    ["stops_capturing_a_chunked_body_the_store_cannot_hold", {}, null],
+  ])("%s", async (_claim, framing, status) => {
+    // maxSize 64KiB, maxEntrySize 1MiB (the default): a 96 KiB body cannot be stored, so it must not be
+    // buffered whole for the store nor announced as stored.
+    const big = await startUpstream((_req, res) => {
+      res.writeHead(200, { "content-type": "text/plain", "cache-control": "max-age=60", ...framing });
+      res.end("b".repeat(96 * 1024));
+    });
+    const g = await startTestGateway(
+      gatewayConfig(
+        [{ name: "big", match: { path: "/big/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+        { app: big },
+        { cache: { maxSize: "64KiB" } },
+      ),
+    );
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await request(`${g.url}/big/1`);
+        expect([r.status, r.body.length, r.complete]).toEqual([200, 96 * 1024, true]);
+        expect(r.headers["cache-status"]).toMatch(/^meshgate; fwd=miss;/);
+        if (status !== null) expect(r.headers["cache-status"]).toBe(status);
+      }
+      const metrics = await (await fetch(`${g.adminUrl}/metrics`)).text();
+      expect(metrics).toContain(
+        'meshgate_cache_not_stored_total{proxy="gateway",route="big",reason="too-large"} 2',
+      );
+    } finally {
+      await g.drain();
+      await big.close();
+    }
+  });
+});
+
+describe("per-principal entries of a token read from the query", () => {
+  // A provider that reads its JWT from `?access_token=`: the upstream is sent the URL without it, and so
+  // is the cache keyed — the token is no part of a key (Redis key names, the URL index), and a purge or an
+  // invalidation of the URL reaches every principal's entry.
+  const key = makeKey("kq");
+  const iss = "https://id.query.test/";
+  let g: TestGateway;
+  beforeAll(async () => {
+    g = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "feed",
+            match: { path: "/feed/**", methods: ["GET", "POST"] },
+            to: "app",
+            auth: { jwt: "main" },
+            cache: { ttl: "30s", perPrincipal: true },
+            rateLimit: { requests: 100000, per: "1s" },
+          },
+        ],
+        { app },
+        {
+          jwt: {
+            main: {
+              issuer: iss,
+              audiences: ["api"],
+              jwks: { keys: [key.jwk] },
+              algorithms: ["ES256"],
+              tokenFrom: { query: "access_token" },
+            },
+          },
+        },
+      ),
+    );
+  });
+  afterAll(() => g.drain());
+  const token = () => signToken(key, { iss, aud: "api", sub: "alice", exp: nowS() + 600 });
+  const get = async (path: string) =>
+    (await request(`${g.url}${path}${path.includes("?") ? "&" : "?"}access_token=${await token()}`)).headers[
+      "cache-status"
+    ];
+
+  it.each<[string, (path: string) => Promise<unknown>]>([
+    [
+      "purges_every_principals_entry_of_the_url_the_admin_names",
+      async (path) => {
+        const r = await fetch(`${g.adminUrl}/cache/purge`, {
+          method: "POST",
+          body: JSON.stringify({ url: path }),
+        });
+        expect(await r.json()).toEqual({ purged: 1 });
+      },
+    ],
+    [
+      "invalidates_them_after_an_unsafe_request_with_another_token",
+      async (path) => {
+        const r = await request(`${g.url}${path}?access_token=${await token()}`, {
+          method: "POST",
+          body: "{}",
+        });
+        expect(r.status).toBe(201);
+      },
+    ],
+  ])("%s", async (claim, change) => {
+    const path = `/feed/${claim}`;
+    expect(await get(path)).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    // Another token of the same principal: the same entry.
+    expect(await get(path)).toMatch(/^meshgate; hit;/);
+    await change(path);
+    expect(await get(path)).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    expect(count(path)).toBe(2);
+    expect(app.received.filter((r) => r.url!.startsWith(path)).every((r) => r.url === path)).toBe(true);
+  });
+});
+
 describe("the scheme and authority the upstream is told", () => {
   // An upstream that builds redirects and links from X-Forwarded-Proto and X-Forwarded-Host, as
-  // frameworks behind a proxy do.
+  // frameworks behind a proxy do — and from their aliases where frameworks read those (Rack's
+  // X-Forwarded-Ssl and -Scheme, Spring's and Werkzeug's X-Forwarded-Prefix, IIS's X-Original-URL).
   let linker: Upstream;
   let g: TestGateway;
   let dir: string;
@@ -465,8 +583,12 @@ describe("the scheme and authority the upstream is told", () => {
     dir = await mkdtemp(join(tmpdir(), "meshgate-cache-origin-"));
     const cert = await selfSignedCert(dir, "srv", "localhost", "DNS:localhost");
     linker = await startUpstream((req, res) => {
-      const origin = `${String(req.headers["x-forwarded-proto"])}://${String(req.headers["x-forwarded-host"])}`;
-      if (req.url!.startsWith("/secure") && req.headers["x-forwarded-proto"] !== "https") {
+      const h = req.headers;
+      const scheme =
+        h["x-forwarded-ssl"] === "on" ? "https" : String(h["x-forwarded-scheme"] ?? h["x-forwarded-proto"]);
+      const path = `${String(h["x-forwarded-prefix"] ?? "")}${String(h["x-original-url"] ?? "")}`;
+      const origin = `${scheme}://${String(h["x-forwarded-host"])}${path}`;
+      if (req.url!.startsWith("/secure") && scheme !== "https") {
         res.writeHead(301, { location: `https://${String(req.headers["x-forwarded-host"])}${req.url}` });
         return res.end();
       }
@@ -515,6 +637,23 @@ describe("the scheme and authority the upstream is told", () => {
     const other = await plain(path);
     expect(JSON.parse(other.body)).toEqual({ next: "http://localhost/next" });
     expect(other.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+  });
+
+  it.each([
+    ["never_lets_a_clients_x_forwarded_scheme_choose_everyones_scheme", "x-forwarded-scheme: https"],
+    ["never_lets_a_clients_x_forwarded_ssl_choose_everyones_scheme", "x-forwarded-ssl: on"],
+    ["never_lets_a_clients_x_forwarded_prefix_into_everyones_links", "x-forwarded-prefix: /evil"],
+    ["never_lets_a_clients_x_original_url_into_everyones_links", "x-original-url: /admin"],
+  ])("%s", async (claim, alias) => {
+    // The aliases are not the gateway's to key by: they never reach the upstream, so the response (filled
+    // by the request that carried one) is built for what every client of the URL is told.
+    const path = `/p/${claim}`;
+    const first = await raw(
+      `GET ${path} HTTP/1.1\r\nHost: localhost\r\n${alias}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(JSON.parse(first)).toEqual({ next: "http://localhost/next" });
+    const other = await plain(path);
+    expect(JSON.parse(other.body)).toEqual({ next: "http://localhost/next" });
   });
 
   it("fills_the_entry_of_an_absolute_form_targets_host_with_what_that_host_gets", async () => {

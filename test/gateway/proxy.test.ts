@@ -199,6 +199,19 @@ describe("forwarding", () => {
     expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it.each(["x-http-method-override", "x-http-method", "x-method-override"])(
+    "never_lets_a_client_turn_its_authorized_method_into_another_with_%s",
+    async (name) => {
+      const r = await request(`${gw.url}/echo/m`, {
+        method: "POST",
+        body: "{}",
+        headers: { "content-type": "application/json", [name]: "DELETE", "x-plain": "p" },
+      });
+      const seen = JSON.parse(r.body) as { method: string; headers: Record<string, string> };
+      expect([seen.method, seen.headers[name], seen.headers["x-plain"]]).toEqual(["POST", undefined, "p"]);
+    },
+  );
+
   it("tells_the_upstream_the_host_of_an_absolute_form_target_not_the_received_host", async () => {
     // RFC 9112 §3.2.2: the target's host replaces Host. The request was routed by the target's host; the
     // upstream (and a cache keyed by what it was told) got the client's Host before.

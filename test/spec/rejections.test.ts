@@ -217,6 +217,32 @@ const ROWS: Row[] = [
     code: "E_SPEC_INVALID_VALUE",
     path: "gateway.routes[2].cache",
   },
+  {
+    claim: "rejects_cache_on_an_aggregate_route_which_never_reaches_the_cache",
+    mutate: (s) => {
+      const r = gatewayRoute(s, 1);
+      delete r.to;
+      delete r.rewrite;
+      r.aggregate = { me: { service: "users", path: "/me" } };
+      r.cache = { ttl: "10s" };
+    },
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[1].cache",
+    message: "applies only to routes that forward",
+  },
+  {
+    claim: "rejects_cache_on_a_redirect_route",
+    mutate: (s) => {
+      const r = gatewayRoute(s, 1);
+      delete r.to;
+      delete r.rewrite;
+      r.redirect = { path: "/v2/me" };
+      r.cache = { ttl: "10s" };
+    },
+    code: "E_SPEC_ROUTE_ACTION",
+    path: "gateway.routes[1].cache",
+    message: "applies only to routes that forward",
+  },
 
   // ── ranges ──
   {
