@@ -1010,14 +1010,18 @@ function translateAction(ctx: Context, r: GatewayRouteSpec, timeoutMs: number): 
   };
 }
 
-/** An aggregate part's timeout: its own, else its external destination's, else the route's. */
+/**
+ * An aggregate part's timeout: its own, else the route's — or its external destination's when that is
+ * shorter (an external's timeout bounds every call to it; it never stretches the route's).
+ */
 function partTimeoutMs(
   ctx: Context,
   p: NonNullable<GatewayRouteSpec["aggregate"]>[string],
   routeMs: number,
 ): number {
-  const own = p.timeout ?? (p.external !== undefined ? ctx.spec.external[p.external]!.timeout : undefined);
-  return own !== undefined ? parseDuration(own) : routeMs;
+  if (p.timeout !== undefined) return parseDuration(p.timeout);
+  const external = p.external !== undefined ? ctx.spec.external[p.external]!.timeout : undefined;
+  return external !== undefined ? Math.min(parseDuration(external), routeMs) : routeMs;
 }
 
 function translateAuth(r: GatewayRouteSpec): RouteAuth {

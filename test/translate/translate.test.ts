@@ -559,6 +559,23 @@ describe("translate", () => {
       ]);
     });
 
+    it.each<[string, string, string | undefined, number]>([
+      ["the_external_timeout_when_shorter_than_the_routes", "750ms", "2s", 750],
+      ["the_routes_timeout_when_shorter_than_the_externals", "30s", "1s", 1000],
+      ["its_own_timeout_over_both", "30s", "1s", 5000],
+    ])("times_an_aggregate_part_to_an_external_with_%s", (claim, external, routeTimeout, expected) => {
+      const own = claim === "its_own_timeout_over_both" ? { timeout: "5s" } : {};
+      const r = edge(
+        { host: "api.partner.example", port: 443, tls: "originate", timeout: external },
+        {
+          ...(routeTimeout !== undefined ? { timeout: routeTimeout } : {}),
+          aggregate: { partner: { external: "x", path: "/v1/summary", ...own } },
+        },
+      );
+      const route = r.runtime.gateway!.routes.find((x) => x.name === "r")!;
+      expect(route.action.kind === "aggregate" && route.action.parts[0]!.timeoutMs).toBe(expected);
+    });
+
     it("notes_a_destination_that_allows_the_gateway_without_a_route_to_it", () => {
       const r = edge({ host: "api.partner.example", port: 443 }, null);
       expect(cluster(r)).toBeUndefined();
