@@ -109,6 +109,11 @@ export const PolicyErrorCatalog = {
     "error",
     "two routes match the same requests with equal precedence: only their names decide which one serves",
   ),
+  E_POLICY_ROUTE_VARIANT_PUBLIC: g(
+    "route-precedence",
+    "warning",
+    "a path differing from an authenticated route's only in a trailing slash, case or ;param reaches a public route to the same upstream",
+  ),
   E_POLICY_ROUTE_UNANALYZED: g(
     "route-precedence",
     "info",

@@ -83,6 +83,68 @@ export function analyzeRoutes(gw: CompiledGateway): RouteAnalysis {
   return { shadowed, conflicts, unanalyzed };
 }
 
+/** A path variant of an authenticated route's request that a public route serves (see publicVariants). */
+export interface PublicVariant {
+  /** The authenticated route, and a request it serves. */
+  route: string;
+  probe: Probe;
+  /** The variant request and the public route that serves it. */
+  variant: Probe;
+  by: string;
+  /** The clusters both routes forward to. */
+  clusters: string[];
+}
+
+/**
+ * Requests that differ from an authenticated route's only in a trailing slash, letter case or a `;param`
+ * on the last segment, which decide() sends to a *public* route forwarding to the same upstream. The
+ * gateway matches paths exactly (Istio's must-not-normalize list): `/admin/` is not `/admin`. Many
+ * upstream frameworks read them as one (Express's non-strict routing, Spring's trailing-slash match and
+ * `;jsessionid` stripping, ASP.NET's case-insensitive routes), and serve the protected resource unauthenticated.
+ */
+export function publicVariants(gw: CompiledGateway): PublicVariant[] {
+  const ctx = new ProbeContext(gw);
+  const byName = new Map(gw.config.routes.map((r) => [r.name, r]));
+  const clustersOf = (r: GatewayRoute): string[] =>
+    r.action.kind === "forward" ? r.action.backends.map((b) => b.cluster) : [];
+  const out: PublicVariant[] = [];
+  for (const r of gw.config.routes) {
+    const own = clustersOf(r);
+    if (r.auth.public || own.length === 0) continue;
+    const probes = ctx.probesFor(r);
+    if (typeof probes === "string") continue;
+    let probe: Probe | null = null;
+    for (const p of probes)
+      if (ctx.decide(p) === r.name) {
+        probe = p;
+        break;
+      }
+    if (probe === null) continue; // shadowed: route-precedence reports it
+    for (const path of pathVariants(probe.path)) {
+      const variant = { ...probe, path };
+      const by = byName.get(ctx.decide(variant) ?? "");
+      if (by === undefined || by.name === r.name || !by.auth.public) continue;
+      const shared = clustersOf(by).filter((c) => own.includes(c));
+      if (shared.length === 0) continue; // another upstream: it has no such resource to give away
+      out.push({ route: r.name, probe, variant, by: by.name, clusters: [...new Set(shared)].sort() });
+      break;
+    }
+  }
+  return out;
+}
+
+/** A path with a trailing slash added or removed, upper-cased, and with `;x` on its last segment. */
+function pathVariants(path: string): string[] {
+  const out = new Set<string>();
+  if (path.endsWith("/")) {
+    if (path.length > 1) out.add(path.slice(0, -1));
+  } else out.add(`${path}/`);
+  out.add(path.toUpperCase());
+  if (!path.endsWith("/")) out.add(`${path};x`);
+  out.delete(path);
+  return [...out];
+}
+
 class ProbeContext {
   readonly gw: CompiledGateway;
   readonly fresh: string;

@@ -1,9 +1,10 @@
 /**
- * route-precedence: every gateway route can be reached, and no two routes tie. Both are decided by the
+ * route-precedence: every gateway route can be reached, no two routes tie, and no public route serves an
+ * authenticated route's path with only a trailing slash, letter case or `;param` changed. All are decided by the
  * compiled router and decide() on probe requests (policies/route-analysis.ts), so what this guardrail
  * reports is what the gateway will do.
  */
-import { analyzeRoutes, type Probe } from "../../route-analysis.ts";
+import { analyzeRoutes, publicVariants, type Probe } from "../../route-analysis.ts";
 import { builtin, names } from "../support.ts";
 
 export function describeProbe(p: Probe): string {
@@ -35,6 +36,14 @@ export const routePrecedence = builtin(
         `${model.routePath(c.loser)}.match`,
         `routes "${c.winner}" and "${c.loser}" match the same requests with equal precedence (e.g. ${describeProbe(c.probe)}); only the alphabetical order of their names makes "${c.winner}" win`,
         `merge the two routes, or tell them apart (methods, hosts, a header or query condition) so that each request has one route`,
+      );
+    }
+    for (const v of publicVariants(gw)) {
+      report(
+        "E_POLICY_ROUTE_VARIANT_PUBLIC",
+        `${model.routePath(v.route)}.match`,
+        `route "${v.route}" authenticates ${describeProbe(v.probe)}, but ${describeProbe(v.variant)} reaches public route "${v.by}", which forwards to ${v.clusters.join(", ")} too: an upstream that ignores a trailing slash, letter case or ;parameters serves it without authentication`,
+        `narrow public route "${v.by}" so it does not cover ${v.variant.path}, or add an authenticated route for it; or make ${v.clusters.join(", ")} route strictly (a trailing slash, case or ;parameter is another resource)`,
       );
     }
     for (const u of analysis.unanalyzed) {
