@@ -324,7 +324,12 @@ function gatewayRoute(r: Rng, n: number, serviceCount: number, targets: Set<numb
   }
 
   // Caching, timeouts and retries.
-  if (!write && r.chance(0.3)) route.cache = { ttl: r.pick(["5s", "30s", "60s"]), vary: ["accept-language"] };
+  // The draw happens for every read route (the rest of the spec stays as it was); an aggregate assembles its
+  // answer, which the cache never sees: it gets none.
+  if (!write && r.chance(0.3)) {
+    const cache = { ttl: r.pick(["5s", "30s", "60s"]), vary: ["accept-language"] };
+    if (route.aggregate === undefined) route.cache = cache;
+  }
   if (r.chance(0.25)) route.timeout = r.pick(["1s", "1500ms", "5s"]);
   if (!write && r.chance(0.2)) {
     route.retries = { attempts: 3, perTryTimeout: "300ms", on: ["connect-failure", "reset", "503", "504"] };

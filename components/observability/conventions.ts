@@ -144,7 +144,7 @@ export const METRICS: readonly MetricConvention[] = [
     name: "meshgate_cert_expiry_seconds",
     type: "gauge",
     unit: "seconds",
-    help: "Seconds until the serving SVID expires (negative once expired), by SPIFFE ID.",
+    help: "Seconds until the serving SVID or an intermediate of its chain expires, whichever is first (negative once expired), by SPIFFE ID.",
     labels: both(["proxy", "identity"]),
     only: { gateway: "with a mesh identity (svid configured)" },
     deviation:

@@ -69,7 +69,7 @@ import {
 import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
-import type { IdentitySource } from "../pki/identity.ts";
+import type { IdentityEvent, IdentitySource } from "../pki/identity.ts";
 import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
 import { loggedAuthority, loggedTarget } from "../telemetry/logs.ts";
@@ -619,14 +619,27 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   // The identity metrics (certificate expiry, identity reloads) exist once the gateway is a mesh member.
   let onIdentityEvent: ReturnType<typeof identityObserver> | null = null;
   /** The identity source of `config` (started: its files loaded, or their absence reported), or none. */
-  const createIdentity = async (config: GatewayRuntimeConfig): Promise<IdentitySource | null> => {
+  const createIdentity = async (
+    config: GatewayRuntimeConfig,
+    also?: (event: IdentityEvent) => void,
+  ): Promise<IdentitySource | null> => {
     if (config.svid === null) return null;
-    onIdentityEvent ??= identityObserver(metrics, "gateway", log, () => identity?.current() ?? null);
+    const observe = (onIdentityEvent ??= identityObserver(
+      metrics,
+      "gateway",
+      log,
+      () => identity?.current() ?? null,
+    ));
     const { IdentitySource } = await import("../pki/identity.ts"); // loads the PKI only for a mesh member
     const source = new IdentitySource(config.svid, {
       expectedId: config.identity,
       trustDomain: config.trustDomain,
-      onEvent: onIdentityEvent,
+      onEvent: also
+        ? (event) => {
+            also(event);
+            observe(event);
+          }
+        : observe,
     });
     await source.start();
     return source;
@@ -1745,9 +1758,28 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       }
       // New identity files, or another identity: a new source, started now (its files loaded, or their
       // absence reported: mTLS clusters then fail closed, as at start); the old one serves until the swap.
+      const refused: { last: { code: string; message: string } | null } = { last: null };
       const swap: IdentitySwap = identityChanged(state.config, next)
-        ? { source: await createIdentity(next) }
+        ? {
+            source: await createIdentity(next, (e) => {
+              if (e.kind === "rejected") refused.last = e;
+            }),
+          }
         : null;
+      // Other identity files that hold no valid identity while the serving one is valid: the reload is
+      // refused, as the sidecar's is — swapping a working identity for none would fail every mTLS
+      // cluster. (Leaving the mesh, svid null, is a reload like any other.)
+      if (swap?.source && !swap.source.ready() && identity?.ready()) {
+        swap.source.close();
+        discardState(built);
+        discardListeners(listeners);
+        const why = refused.last;
+        throw new Error(
+          `svid: the new identity files hold no valid identity for ${next.identity}` +
+            (why ? ` (${why.code}: ${why.message})` : "") +
+            "; the current identity keeps serving",
+        );
+      }
       return { state: built, listeners, identity: swap };
     },
     buildFailed: () => limiters.discardPending(),

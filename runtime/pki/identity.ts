@@ -28,7 +28,7 @@ import { TrustBundle } from "./bundle.ts";
 import { importPrivateKey, PrivateKeyPem, SvidIssuer } from "./ca.ts";
 import { certificatesToPem, parseCertificates, type ParsedCertificate } from "./cert.ts";
 import { PkiError } from "./errors.ts";
-import { loadCaDirectory, writeFileAtomic } from "./files.ts";
+import { loadCaDirectory, writeFileAtomic, type CaDirectory } from "./files.ts";
 import { renewalTime } from "./rotation.ts";
 import { checkSvidLeaf, SvidVerifier } from "./verify.ts";
 
@@ -130,8 +130,10 @@ export class IdentitySource {
   #renewTimer: NodeJS.Timeout | null = null;
   #expiryTimer: NodeJS.Timeout | null = null;
   #retryTimer: NodeJS.Timeout | null = null;
-  #issuer: SvidIssuer | null = null;
-  #issuerBundlePem: string | null = null;
+  /** Development issuer: failed issuances in a row (the retry backs off). */
+  #issueFailures = 0;
+  /** Development issuer: the CA directory as last read (issued from while the directory cannot be read). */
+  #ca: CaDirectory | null = null;
   #closed = false;
 
   constructor(files: IdentityFiles, options: IdentitySourceOptions) {
@@ -163,21 +165,9 @@ export class IdentitySource {
    * ready when the files appear.
    */
   async start(): Promise<void> {
-    if (this.files.issuer) {
-      try {
-        const ca = await loadCaDirectory(this.files.issuer.caDir);
-        this.#issuer = new SvidIssuer(ca.intermediate, {
-          workloadTtlMs: this.files.issuer.workloadTtlMs,
-          clockSkewMs: this.files.clockSkewMs,
-        });
-        this.#issuerBundlePem = ca.bundle.toPem();
-      } catch (err) {
-        this.#emit({ kind: "issue_failed", ...describeError(err) });
-      }
-    }
     await this.reload();
     // Nothing valid on disk: issue now (a loaded identity past its renewal time is renewed by its timer).
-    if (this.#issuer !== null && !this.ready()) await this.#issueAndLoad();
+    if (this.files.issuer !== null && !this.ready()) await this.#issueAndLoad();
     if (this.#closed) return;
     this.#watch();
     this.#poll = setInterval(() => void this.#checkFiles(), this.#o.pollIntervalMs);
@@ -336,7 +326,7 @@ export class IdentitySource {
     this.#renewTimer = this.#at(identity.renewAt, () => {
       if (this.#current !== identity) return;
       this.#emit({ kind: "renewal_due", identity });
-      if (this.#issuer !== null) void this.#issueAndLoad();
+      if (this.files.issuer !== null) void this.#issueAndLoad();
     });
     this.#expiryTimer = this.#at(identity.chainNotAfter + 1, () => {
       if (this.#current === identity) this.#emit({ kind: "expired", identity });
@@ -358,12 +348,29 @@ export class IdentitySource {
     return t;
   }
 
-  /** Development only: issue a new SVID from the CA directory, write it to the files, load it. */
+  /**
+   * Development only: issue a new SVID from the CA directory, write it to the files, load it. The CA
+   * directory is read at each issuance, so one rotated since is used, and one not readable yet (not
+   * written, mid-write) is read again at the next try — retried with backoff; once read, the CA last read
+   * serves while the directory cannot be.
+   */
   async #issueAndLoad(): Promise<void> {
-    const issuer = this.#issuer;
-    if (issuer === null || this.#closed) return;
+    const spec = this.files.issuer;
+    if (spec === null || this.#closed) return;
     const run = this.#loading.then(async () => {
       try {
+        // A directory that cannot be read (mid-write, unmounted) leaves the CA read before serving.
+        const ca = await loadCaDirectory(spec.caDir).then(
+          (read) => (this.#ca = read),
+          (err: unknown) => {
+            if (this.#ca === null) throw err;
+            return this.#ca;
+          },
+        );
+        const issuer = new SvidIssuer(ca.intermediate, {
+          workloadTtlMs: spec.workloadTtlMs,
+          clockSkewMs: this.files.clockSkewMs,
+        });
         const svid = await issuer.issue(this.#o.expectedId, { now: this.#o.now() });
         const f = this.files;
         await Promise.all(
@@ -371,15 +378,17 @@ export class IdentitySource {
             mkdir(d, { recursive: true, mode: 0o755 }),
           ),
         );
-        if (!(await exists(f.bundleFile))) await writeFileAtomic(f.bundleFile, this.#issuerBundlePem!, 0o644);
+        if (!(await exists(f.bundleFile))) await writeFileAtomic(f.bundleFile, ca.bundle.toPem(), 0o644);
         await writeFileAtomic(f.keyFile, svid.keyPem!.reveal(), 0o600);
         await writeFileAtomic(f.certFile, svid.chainPem, 0o644);
         this.#emit({ kind: "issued", spiffeId: svid.spiffeId, notAfter: svid.notAfter });
+        this.#issueFailures = 0;
       } catch (err) {
         this.#emit({ kind: "issue_failed", ...describeError(err) });
-        // Try again soon, well before the current identity runs out.
+        // Try again soon — 0.5 s, doubling, at most 5 s — and well before the current identity runs out.
         const c = this.#current;
-        const retryIn = c ? Math.max(1000, Math.min(5000, (c.chainNotAfter - this.#o.now()) / 4)) : 5000;
+        const cap = c ? Math.max(1000, Math.min(5000, (c.chainNotAfter - this.#o.now()) / 4)) : 5000;
+        const retryIn = Math.min(cap, 500 * 2 ** Math.min(this.#issueFailures++, 10));
         if (!this.#closed) this.#at(this.#o.now() + retryIn, () => void this.#issueAndLoad());
         return;
       }

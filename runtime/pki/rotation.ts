@@ -292,6 +292,12 @@ function describeStep(s: RotationAction, o: RotationOptions): string {
 
 export interface CheckOptions {
   clockSkewMs: number;
+  /**
+   * How long a new bundle takes to reach every peer: a new root's intermediate and leaves wait this long
+   * after the root entered the bundle (`bundleSince`), as the wait-propagation step does — a leaf of a
+   * root a peer has not loaded yet fails its handshakes.
+   */
+  propagationMs: number;
 }
 
 /**
@@ -330,7 +336,7 @@ export function checkStep(
     case "wait-propagation":
       return step.action === "add-root" ? { ok: true } : propagated(step.root, step.minMs);
     case "issue-intermediate":
-      return propagated(step.root, 0);
+      return propagated(step.root, options.propagationMs);
     case "reissue-leaf": {
       if (!step.intermediate) return { ok: true };
       const int = inventory.intermediates.find((i) => i.fingerprint === step.intermediate!.fingerprint);
@@ -341,7 +347,7 @@ export function checkStep(
           `the intermediate ${step.intermediate.subject} does not chain to a root of the trust bundle yet`,
           [],
         );
-      return propagated(ref(root), 0);
+      return propagated(ref(root), options.propagationMs);
     }
     case "wait-leaf-expiry": {
       const blocking = liveLeaves.filter((l) =>

@@ -72,7 +72,12 @@ import {
   requestId,
   upstreamRequestHeaders,
 } from "../net/headers.ts";
-import { IdentitySource, type IdentityReload, type LoadedIdentity } from "../pki/identity.ts";
+import {
+  IdentitySource,
+  type IdentityEvent,
+  type IdentityReload,
+  type LoadedIdentity,
+} from "../pki/identity.ts";
 import { peerChain } from "../pki/tls.ts";
 import {
   MetricsRegistry,
@@ -571,12 +576,20 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     for (const l of retiredMain)
       if (isAcceptor(l)) l.forEachStack((s) => s.setIdentity(loaded.serverOptions, loaded.bundle));
   };
-  function createIdentity(config: SidecarRuntimeConfig): IdentitySource {
+  function createIdentity(
+    config: SidecarRuntimeConfig,
+    also?: (event: IdentityEvent) => void,
+  ): IdentitySource {
     return new IdentitySource(config.svid, {
       expectedId: config.identity,
       trustDomain: config.trustDomain,
       ...(options.identityPollMs !== undefined ? { pollIntervalMs: options.identityPollMs } : {}),
-      onEvent: onIdentityEvent,
+      onEvent: also
+        ? (event) => {
+            also(event);
+            onIdentityEvent(event);
+          }
+        : onIdentityEvent,
     });
   }
   const connectMtls = mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() });
@@ -1403,7 +1416,6 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     } else socket.destroy();
   }
 
-  const own = options.config.identity;
   /** The inbound connection stack of `config` (mode, parser limits), with the identity loaded now. */
   const buildInbound = (config: SidecarRuntimeConfig): InboundListener =>
     createInboundListener({
@@ -1433,7 +1445,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         (socket as unknown as PeerSocket)[PEER] = {
           id: v.spiffeId,
           label: peerLabel(v.spiffeId),
-          xfcc: xfccValue(own, v.spiffeId, v.fingerprint),
+          // By= the identity this connection was served with (a reload may have changed it).
+          xfcc: xfccValue(current!.spiffeId, v.spiffeId, v.fingerprint),
         };
         return { until: v.chainNotAfter, root: v.rootFingerprint };
       },
@@ -1689,9 +1702,23 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     commit: async (next, { state: built, locals, external, main }) => {
       const previous = state;
       if (identityChanged(previous.config, next)) {
-        // New identity files or another identity: a new source; the old one serves until the new one loads.
-        const fresh = createIdentity(next);
+        // New identity files or another identity: a new source, swapped in once it loaded a valid
+        // identity. One that cannot (files missing, another workload's SVID, expired) refuses the reload
+        // while the serving identity is valid: swapping it for none would refuse every caller.
+        const refused: { last: { code: string; message: string } | null } = { last: null };
+        const fresh = createIdentity(next, (e) => {
+          if (e.kind === "rejected") refused.last = e;
+        });
         await fresh.start();
+        if (!fresh.ready() && identity.ready()) {
+          fresh.close();
+          const why = refused.last;
+          throw new Error(
+            `svid: the new identity files hold no valid identity for ${next.identity}` +
+              (why ? ` (${why.code}: ${why.message})` : "") +
+              "; the current identity keeps serving",
+          );
+        }
         const old = identity;
         identity = fresh;
         old.close();

@@ -27,21 +27,30 @@ export function identityObserver(
   );
   const expiry = metrics.gauge(
     "cert_expiry_seconds",
-    "Seconds until the serving SVID expires (negative once expired), by SPIFFE ID.",
+    "Seconds until the serving SVID or an intermediate of its chain expires, whichever is first (negative once expired), by SPIFFE ID.",
     ["proxy", "identity"],
     { maxChildren: 16 },
   );
+  /**
+   * The SPIFFE ID whose series shows the serving SVID. Another one serving (a reload that changed the
+   * proxy's identity: a new identity source) or none (the gateway left the mesh) leaves that series at 0,
+   * what the alerts ignore — never frozen at its last value, which would raise them for a replaced identity.
+   */
+  let shown: string | null = null;
   metrics.onCollect(() => {
     const c = current();
-    if (c) expiry.labels(proxy, c.spiffeId).set(Math.round((c.notAfter - Date.now()) / 1000));
+    const id = c?.spiffeId ?? null;
+    if (shown !== null && shown !== id) expiry.labels(proxy, shown).set(0);
+    shown = id;
+    // The chain's earliest notAfter: an intermediate that ends before the leaf ends the identity (/ready
+    // goes false then), and the alerts must see that time, not the leaf's.
+    if (c) expiry.labels(proxy, c.spiffeId).set(Math.round((c.chainNotAfter - Date.now()) / 1000));
   });
   const iso = (t: number) => new Date(t).toISOString();
   return (e) => {
     switch (e.kind) {
       case "loaded":
         reloads.labels(proxy, "loaded").inc();
-        if (e.previous && e.previous.spiffeId !== e.identity.spiffeId)
-          expiry.labels(proxy, e.previous.spiffeId).set(0);
         onLoaded?.(e.identity);
         log.info({
           event: "identity_loaded",

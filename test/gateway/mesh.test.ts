@@ -5,6 +5,7 @@
  * or not loaded yet) mTLS clusters fail closed with 503 upstream_identity_unavailable and /ready is false
  * until the identity files appear.
  */
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -174,6 +175,45 @@ describe("gateway → service over mTLS", () => {
     expect(r.status).toBe(503);
     expect(r.headers["x-meshgate-error"]).toBe("upstream_connect_failure");
     expect(impostor.app.received).toHaveLength(0);
+  });
+});
+
+describe("gateway identity reloads", () => {
+  // A mesh member's reload naming other identity files: swapped in once they hold a valid identity,
+  // refused whole while the serving identity is valid and they do not (as the sidecar's reload is) —
+  // swapping a working identity for none fails every mTLS cluster.
+  it.each<{ claim: string; files: (dir: string) => Promise<unknown>; accepted: boolean; code?: string }>([
+    {
+      claim: "refuses_a_reload_naming_identity_files_that_do_not_exist",
+      files: async () => {},
+      accepted: false,
+      code: "E_RT_IDENTITY_FILE",
+    },
+    {
+      claim: "refuses_a_reload_naming_files_that_hold_another_workloads_svid",
+      files: async (dir) => writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem()),
+      accepted: false,
+      code: "E_RT_IDENTITY_MISMATCH",
+    },
+    {
+      claim: "swaps_in_a_reload_naming_other_valid_identity_files",
+      files: async (dir) => writeIdentity(dir, await ca.issuer.issue(spiffe("gateway")), ca.bundle.toPem()),
+      accepted: true,
+    },
+  ])("$claim", async ({ files, accepted, code }) => {
+    const orders = await ordersInstance(["gateway"]);
+    const { gw } = await gateway(["gateway"], [orders.sidecar.ports.inbound], "files");
+    expect((await request(`${gw.url}/api/orders/1`)).status).toBe(200);
+    const other = join(tmp.dir, `gateway-other-${n++}`);
+    await mkdir(other, { recursive: true });
+    await files(other);
+    const next = gatewayOn(translated(["gateway"]).gateway, [orders.sidecar.ports.inbound], other);
+    const r = await gw.reload(JSON.stringify(next));
+    expect(r.ok).toBe(accepted);
+    if (!accepted) expect(r.ok ? "" : r.error).toContain(code);
+    // A new connection (another path through the pool may reuse one; the status is what matters).
+    expect((await request(`${gw.url}/api/orders/2`)).status).toBe(200);
+    expect((await fetch(`${gw.adminUrl}/ready`)).status).toBe(200);
   });
 });
 

@@ -39,7 +39,7 @@ const OPTIONS: RotationOptions = {
   propagationMs: 2 * MIN,
   warningWindowMs: 30 * DAY,
 };
-const skew = { clockSkewMs: OPTIONS.clockSkewMs };
+const skew = { clockSkewMs: OPTIONS.clockSkewMs, propagationMs: OPTIONS.propagationMs };
 
 let oldRoot: IssuedCa;
 let oldInt: IssuedCa;
@@ -221,6 +221,39 @@ describe("checkStep", () => {
       ),
     ).toMatchObject({ ok: false, code: "E_RT_PKI_ROTATION_LAST_ROOT" });
   });
+
+  // A leaf of the new root presented to a peer that has not loaded the root yet fails its handshake:
+  // every step that puts the new root's certificates to use waits for the propagation, not only the
+  // wait step itself.
+  it.each([
+    ["wait-propagation", MIN, false],
+    ["issue-intermediate", MIN, false],
+    ["reissue-leaf", MIN, false],
+    ["wait-propagation", 2 * MIN, true],
+    ["issue-intermediate", 2 * MIN, true],
+    ["reissue-leaf", 2 * MIN, true],
+  ] as const)(
+    "%s_%d_ms_after_the_new_root_entered_the_bundle_waits_for_its_propagation",
+    (action, after, ok) => {
+      const plan = planRotation(
+        initial(),
+        { kind: "root", newRoot: newRoot.certificate, newIntermediate: newInt.certificate },
+        OPTIONS,
+      );
+      const inv: PkiInventory = {
+        ...initial(),
+        bundle: [oldRoot.certificate, newRoot.certificate],
+        bundleSince: new Map([[newRoot.certificate.fingerprint, T]]),
+      };
+      const check = checkStep(
+        inv,
+        plan.steps.find((s) => s.action === action)!,
+        T + after,
+        skew,
+      );
+      expect(check).toMatchObject(ok ? { ok: true } : { ok: false, code: "E_RT_PKI_ROTATION_WAIT" });
+    },
+  );
 
   it("guards_an_intermediate_rotation_the_same_way", async () => {
     const inv0: PkiInventory = {

@@ -9,8 +9,9 @@
  * output ever holds a private key.
  */
 import { X509Certificate } from "node:crypto";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
+import https from "node:https";
 import http2 from "node:http2";
 import { join } from "node:path";
 import tls from "node:tls";
@@ -21,6 +22,7 @@ import {
   certificatesToPem,
   createIntermediateCa,
   createRootCa,
+  exportPrivateKey,
   IdentitySource,
   TrustBundle,
   writeCaDirectory,
@@ -28,7 +30,7 @@ import {
   type IssuedSvid,
 } from "../../runtime/pki/index.ts";
 import { svidFiles } from "../../components/translate/translate.ts";
-import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
+import { forge, makeCa, tempDir, type TestCa } from "../pki/support.ts";
 import { freePort, startUpstream, type Upstream, type UpstreamHandler } from "../support/gateway.ts";
 import {
   localSidecar,
@@ -169,6 +171,34 @@ describe("hot reload of identity files", () => {
     const expiry = metricValue(text, "meshgate_cert_expiry_seconds", { identity: spiffe("orders") });
     expect(expiry).toBeGreaterThan(86_000);
     expect(expiry).toBeLessThanOrEqual(86_400);
+  });
+
+  // An issuer that does not clamp its leaves (cert-manager's CA issuer) can sign a leaf that outlives
+  // its intermediate: the identity ends with the intermediate (/ready false, no mTLS), and the expiry
+  // gauge the alerts read must say so, not the leaf's later notAfter.
+  it("reports_the_expiry_of_the_chain_when_its_intermediate_ends_before_the_leaf", async () => {
+    const root = await createRootCa({ trustDomain: TD, clockSkewMs: 0 });
+    const shortInt = await createIntermediateCa(root, { validityMs: 3_600_000, clockSkewMs: 0 });
+    const leaf = await forge(shortInt, { uris: [spiffe("orders")], notAfter: Date.now() + 86_400_000 });
+    const dir = join(tmp.dir, `short-intermediate-${n++}`);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "bundle.pem"), certificatesToPem([root.certificate]));
+    await writeFile(join(dir, "svid-key.pem"), (await exportPrivateKey(leaf.keys.privateKey)).reveal());
+    await writeFile(join(dir, "svid.pem"), leaf.pem + certificatesToPem([shortInt.certificate]));
+    const app = await startUpstream();
+    const sidecar = await startTestSidecar(
+      localSidecar(config("orders"), { identityDir: dir, appPort: app.port }),
+    );
+    stops.push(async () => {
+      await sidecar.drain();
+      await app.close();
+    });
+    expect(sidecar.ready()).toBe(true);
+    const expiry = metricValue(await metrics(sidecar), "meshgate_cert_expiry_seconds", {
+      identity: spiffe("orders"),
+    });
+    expect(expiry).toBeGreaterThan(3000);
+    expect(expiry).toBeLessThanOrEqual(3600);
   });
 
   it("serves_new_svids_to_new_connections_without_dropping_in_flight_requests", async () => {
@@ -324,6 +354,100 @@ describe("hot reload of identity files", () => {
     const fixed = await issue("orders");
     await writeIdentity(dir, fixed, ca.bundle.toPem());
     await until(() => sidecar.identity()?.serial === fixed.serial, 5000, "recovery");
+  });
+
+  // A config reload that names other identity files (or another SPIFFE ID) starts a new identity source;
+  // one that cannot load an identity is refused whole, as docs/sidecar.md says: the serving identity
+  // must not be swapped for none (every caller refused, every call 503).
+  it.each<{
+    claim: string;
+    files: (dir: string) => Promise<void>;
+    as: string;
+    accepted: boolean;
+    code?: string;
+  }>([
+    {
+      claim: "a_config_naming_identity_files_that_do_not_exist_is_refused",
+      files: async () => {},
+      as: "orders",
+      accepted: false,
+      code: "E_RT_IDENTITY_FILE",
+    },
+    {
+      claim: "a_config_naming_files_that_hold_another_workloads_svid_is_refused",
+      files: async (dir) => writeIdentity(dir, await issue("web"), ca.bundle.toPem()),
+      as: "orders",
+      accepted: false,
+      code: "E_RT_IDENTITY_MISMATCH",
+    },
+    {
+      claim: "a_config_naming_files_whose_svid_expired_is_refused",
+      files: async (dir) => {
+        const short = await issue("orders", 1000);
+        await writeIdentity(dir, short, ca.bundle.toPem());
+        await until(() => Date.now() > short.notAfter, 3000, "the short leaf's expiry");
+      },
+      as: "orders",
+      accepted: false,
+      code: "E_RT_PKI_EXPIRED",
+    },
+    {
+      claim: "a_config_naming_valid_files_of_another_identity_is_served_and_named_in_xfcc",
+      files: async (dir) => writeIdentity(dir, await issue("orders-v2"), ca.bundle.toPem()),
+      as: "orders-v2",
+      accepted: true,
+    },
+  ])("$claim", async ({ files, as, accepted, code }) => {
+    const original = await issue("orders");
+    const { sidecar, app } = await instance("orders", { svid: original });
+    const dir = join(tmp.dir, `reload-${n++}`);
+    await mkdir(dir, { recursive: true });
+    await files(dir);
+    const next = localSidecar(config("orders"), {
+      identityDir: dir,
+      appPort: app.port,
+      edit: (c) => ({ ...c, identity: spiffe(as) }),
+    });
+    await metrics(sidecar); // a scrape shows the serving identity's expiry before the reload
+    const r = await sidecar.reload(JSON.stringify(next));
+    expect(r.ok).toBe(accepted);
+    if (!accepted) expect(r.ok ? "" : r.error).toContain(code);
+    expect(sidecar.ready()).toBe(true);
+    const served = accepted ? sidecar.identity()! : original;
+    expect(sidecar.identity()?.serial).toBe(served.serial);
+    // A caller still gets through, and the app is told which identity received it.
+    const caller = await issue("web");
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = https.request(
+        {
+          host: "127.0.0.1",
+          port: sidecar.ports.inbound,
+          path: "/x",
+          ca: ca.bundle.toPem(),
+          cert: caller.chainPem,
+          key: caller.keyPem!.reveal(),
+          checkServerIdentity: () => undefined,
+          agent: false,
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    expect(status).toBe(200);
+    expect(app.received.at(-1)!.headers["x-forwarded-client-cert"]).toBe(
+      `By=${spiffe(accepted ? as : "orders")};Hash=${fingerprint(caller)};URI=${spiffe("web")}`,
+    );
+    // The expiry gauge follows the identity serving; a replaced identity's series is left at 0 (what the
+    // alerts ignore), not frozen at its last value.
+    const text = await metrics(sidecar);
+    const expiry = (sa: string) =>
+      metricValue(text, "meshgate_cert_expiry_seconds", { identity: spiffe(sa) });
+    expect(expiry(accepted ? as : "orders")).toBeGreaterThan(80_000);
+    if (accepted) expect(expiry("orders")).toBe(0);
   });
 
   it("announces_renewal_and_is_not_ready_once_the_svid_expired", async () => {
@@ -747,6 +871,50 @@ describe("the development issuer", () => {
     expect(sidecar.ready()).toBe(true);
     expect(sidecar.logs.filter((l) => l.event === "identity_issued").length).toBeGreaterThanOrEqual(2);
     expect(sidecar.rawLog()).not.toContain("PRIVATE KEY");
+  });
+
+  it("renews_at_half_life_from_the_ca_it_read_while_the_directory_is_briefly_unreadable", async () => {
+    const caDir = join(tmp.dir, `dev-ca-gone-${n++}`);
+    const root = await createRootCa({ trustDomain: TD, clockSkewMs: 0 });
+    await writeCaDirectory(caDir, {
+      root,
+      intermediate: await createIntermediateCa(root, { clockSkewMs: 0 }),
+    });
+    const { sidecar } = await instance("orders", {
+      svid: null,
+      edit: (c) => ({ ...c, svid: { ...c.svid, clockSkewMs: 0, issuer: { caDir, workloadTtlMs: 4000 } } }),
+    });
+    const first = sidecar.identity()!;
+    await rm(caDir, { recursive: true });
+    await until(() => (sidecar.identity()?.serial ?? first.serial) !== first.serial, 6000, "renewal");
+    expect(sidecar.ready()).toBe(true);
+  });
+
+  // The CA directory is read at each issuance: one missing when the sidecar starts (written a moment
+  // later) is read again at the next try, and a CA directory rotated since is issued from.
+  it.each([
+    ["issues_once_a_ca_directory_missing_at_start_appears", "missing"],
+    ["issues_once_a_ca_directory_damaged_at_start_is_repaired", "damaged"],
+  ] as const)("%s", async (_claim, state) => {
+    const caDir = join(tmp.dir, `dev-ca-${state}-${n++}`);
+    if (state === "damaged") {
+      await mkdir(caDir, { recursive: true });
+      await writeFile(join(caDir, "intermediate.pem"), "-----BEGIN CERTIFICATE-----\nAAAA");
+    }
+    const { sidecar } = await instance("orders", {
+      svid: null,
+      edit: (c) => ({ ...c, svid: { ...c.svid, clockSkewMs: 0, issuer: { caDir, workloadTtlMs: 60_000 } } }),
+    });
+    expect(sidecar.ready()).toBe(false);
+    expect(sidecar.logs.some((l) => l.event === "identity_issue_failed")).toBe(true);
+    const root = await createRootCa({ trustDomain: TD, clockSkewMs: 0 });
+    const intermediate = await createIntermediateCa(root, { clockSkewMs: 0 });
+    if (state === "damaged") await rm(caDir, { recursive: true });
+    await writeCaDirectory(caDir, { root, intermediate });
+    await until(() => sidecar.ready(), 10_000, "an SVID issued from the CA directory");
+    expect(sidecar.identity()!.intermediates.map((c) => c.fingerprint)).toContain(
+      intermediate.certificate.fingerprint,
+    );
   });
 });
 

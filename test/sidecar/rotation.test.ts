@@ -305,13 +305,17 @@ describe("rotation under load", () => {
           await renewing;
           const check = checkStep(issuer.inventory(), withNewIntermediate(step, int2), Date.now(), {
             clockSkewMs: SKEW_MS,
+            propagationMs: PROPAGATION_MS,
           });
           if (check.ok) break;
           expect(["E_RT_PKI_ROTATION_WAIT"]).toContain(check.code);
           if (step.action === "wait-leaf-expiry") {
             // Meanwhile the guard refuses dropping the old root: leaves chaining to it are still live.
             const drop = plan.steps.find((s) => s.action === "drop-root")!;
-            const early = checkStep(issuer.inventory(), drop, Date.now(), { clockSkewMs: SKEW_MS });
+            const early = checkStep(issuer.inventory(), drop, Date.now(), {
+              clockSkewMs: SKEW_MS,
+              propagationMs: PROPAGATION_MS,
+            });
             expect(early.ok).toBe(false);
             earlyDropsRefused++;
           }
