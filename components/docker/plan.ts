@@ -458,6 +458,10 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       ...rest,
       hash: gw.hash,
       hosts,
+      // The admin is published on the host's 127.0.0.1 only, but its connections arrive from the bridge:
+      // the loopback-Host check (DNS rebinding) must hold on every connection. Prometheus scrapes it as
+      // `gateway:<port>` on the network; the container's name resolves too.
+      admin: { ...rest.admin, hosts: [...new Set(["gateway", names.gateway])].sort() },
       listeners: opened,
       routes,
       rateLimitStore:

@@ -173,7 +173,26 @@ export const Telemetry = z.strictObject({
   accessLog: z.strictObject({ enabled: z.boolean() }),
 });
 
-export const Admin = z.strictObject({ port: port });
+export const Admin = z.strictObject({
+  port: port,
+  /**
+   * Host names (lower case, no port) the admin answers besides the loopback's (127.0.0.0/8, `localhost`,
+   * `[::1]`), checked on **every** connection for all but `/live` and `/ready`. Absent: a connection to a
+   * loopback address answers the loopback names only, others any Host. Set where the admin is published
+   * on the host's loopback through a port forward (Docker), whose connections arrive from a bridge
+   * address, so that a page rebinding its DNS name to 127.0.0.1 is refused there too.
+   */
+  hosts: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .max(253)
+        .regex(/^[a-z0-9.-]+$/, "a lower-case host name without a port"),
+    )
+    .min(1)
+    .optional(),
+});
 
 const HeaderMatch = z.strictObject({
   name: z.string(),

@@ -1,7 +1,9 @@
 /**
  * decideOutbound(): where the sidecar's outbound side sends an app's request — pure, shared with the
  * policy checks. The app calls `http://<service>/…` through the sidecar (absolute-form target, or
- * origin-form with `Host: <service>`), or sends anything to a service's local port. Only the services
+ * origin-form with `Host: <service>`), or sends anything to a service's local port under a Host naming
+ * the loopback or that service (another is 421: DNS rebinding). A browser page's request (Origin, or
+ * Sec-Fetch-Site naming another site) is refused on every outbound port (403). Only the services
  * the caller declares in `calls` (the config's `outbound.services`) are reachable; every other
  * destination is refused (fail closed). The matching per-route policy (`outbound.services[].routes`,
  * most specific path first, as the router orders them) gives the timeout and retry plan.
@@ -19,7 +21,12 @@ import { compileExternalMatcher, isPatternHost, type ExternalMatcher } from "./e
 import { comparePatterns, isPatternError, matchPath, parsePathPattern, type PathPattern } from "./pattern.ts";
 
 export type OutboundRejectCode =
-  "bad_request_target" | "bad_host" | "unsupported_scheme" | "destination_not_declared";
+  | "bad_request_target"
+  | "bad_host"
+  | "unsupported_scheme"
+  | "destination_not_declared"
+  | "browser_request"
+  | "misdirected_request";
 
 export interface OutboundFacts {
   readonly method: string;
@@ -29,6 +36,10 @@ export interface OutboundFacts {
   readonly host: string | undefined;
   /** The service whose local port the request arrived on; null on the proxy port. */
   readonly service: string | null;
+  /** The Origin header, raw (a browser page's request); absent for server-side clients. */
+  readonly origin?: string | undefined;
+  /** The Sec-Fetch-Site header, raw (browsers send it; Node's fetch does not). */
+  readonly fetchSite?: string | undefined;
 }
 
 export interface OutboundRoute {
@@ -49,7 +60,7 @@ export interface OutboundRoute {
 
 export interface OutboundReject {
   readonly kind: "reject";
-  readonly status: 400 | 403;
+  readonly status: 400 | 403 | 421;
   readonly code: OutboundRejectCode;
   readonly targetReason: TargetRejectReason | null;
   readonly detail: string;
@@ -206,14 +217,56 @@ export function compileOutbound(
 const HTTPS_TARGET = /^https:\/\//i;
 
 const reject = (
-  status: 400 | 403,
+  status: 400 | 403 | 421,
   code: OutboundRejectCode,
   detail: string,
   targetReason: TargetRejectReason | null = null,
 ): OutboundReject => ({ kind: "reject", status, code, targetReason, detail });
 
+/**
+ * A loopback name in canonical form (canonicalHost): `localhost`, `[::1]` or a 127.0.0.0/8 dotted quad.
+ * No regular expression: it runs per request on a local port (after the map lookup of the service's names).
+ */
+export function isLoopbackName(host: string): boolean {
+  if (host === "localhost" || host === "127.0.0.1" || host === "[::1]") return true;
+  if (!host.startsWith("127.")) return false;
+  let parts = 1;
+  let digits = 0;
+  let value = 0;
+  for (let i = 4; i < host.length; i++) {
+    const ch = host.charCodeAt(i);
+    if (ch === 46 /* . */) {
+      if (digits === 0 || ++parts > 3) return false;
+      digits = 0;
+      value = 0;
+    } else if (ch >= 48 && ch <= 57) {
+      value = value * 10 + (ch - 48);
+      if (++digits > 3 || value > 255) return false;
+    } else return false;
+  }
+  return parts === 3 && digits > 0;
+}
+
+/**
+ * A request a browser page made: it carries Origin (every cross-origin request but a plain GET/HEAD
+ * navigation, every WebSocket handshake, and same-origin POSTs), or Sec-Fetch-Site naming another site.
+ * Server-side clients send neither (Node's fetch sends `sec-fetch-mode: cors` and no Sec-Fetch-Site or
+ * Origin; curl, Go, Python, gRPC nothing of the kind). The outbound ports send what they receive with the
+ * workload's identity: a page on any site must not use them (cross-site requests, DNS rebinding).
+ */
+function browserRequest(facts: OutboundFacts): string | null {
+  if (facts.origin !== undefined)
+    return "a request from a browser page (Origin header) is refused: the sidecar's outbound ports serve the app, with the workload's identity";
+  const site = facts.fetchSite;
+  if (site !== undefined && site !== "same-origin" && site !== "none")
+    return `a request from a browser page (Sec-Fetch-Site: ${site.length > 32 ? `${site.slice(0, 32)}…` : site}) is refused: the sidecar's outbound ports serve the app, with the workload's identity`;
+  return null;
+}
+
 export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): OutboundDecision {
   const target = facts.target;
+  const browser = browserRequest(facts);
+  if (browser !== null) return reject(403, "browser_request", browser);
   // An https:// absolute-form target would mean TLS from the app to this hop: the sidecar originates
   // mTLS itself, so the app speaks plain HTTP to it.
   if (HTTPS_TARGET.test(target))
@@ -235,7 +288,19 @@ export function decideOutbound(c: CompiledOutbound, facts: OutboundFacts): Outbo
         "destination_not_declared",
         `${facts.service} is not a declared call of this service`,
       );
-    host = named !== null && c.byHost.get(named) === svc ? named : svc.service;
+    // A local port serves one service: a Host naming it, or the loopback the app dialled (any port). Any
+    // other name is a request meant for another server — a page whose DNS name was rebound to 127.0.0.1
+    // names its own host — and is refused (421, RFC 9110 §15.5.20). No Host at all (HTTP/1.0) is no
+    // browser's request.
+    if (named !== null && c.byHost.get(named) === svc) host = named;
+    else if (named === null ? facts.host === undefined : isLoopbackName(named)) host = svc.service;
+    else if (named === null) return reject(400, "bad_host", "malformed Host header");
+    else
+      return reject(
+        421,
+        "misdirected_request",
+        `the local port of ${svc.service} answers Host names of the loopback (127.0.0.1, localhost, [::1]) and of ${svc.service} only, not ${named}`,
+      );
   } else {
     if (named === null) return reject(400, "bad_host", "missing or malformed Host header (which service?)");
     svc = c.byHost.get(named);

@@ -2,7 +2,8 @@
  * The admin listener, shared by the single-process gateway and the multi-worker primary: /live, /ready,
  * /metrics (Prometheus text format), /config (redacted), POST /reload, POST /cache/purge. A POST carrying
  * an Origin header (a browser page's cross-site request) is refused with 403, and so is, on a connection
- * to a loopback address, a request whose Host names anything but the loopback (DNS rebinding).
+ * to a loopback address — or on any connection when the config lists `admin.hosts` — a request whose Host
+ * names anything but the loopback (or one of those hosts): DNS rebinding.
  */
 import http from "node:http";
 import { isLoopbackHost } from "../auth/oidc.ts";
@@ -19,6 +20,11 @@ export interface AdminSources {
   reload(): Promise<{ ok: boolean }>;
   /** Removes cached responses; resolves with how many were removed. */
   purge(request: PurgeRequest): Promise<number>;
+  /**
+   * The config's `admin.hosts`: Host names answered besides the loopback's, on every connection (an admin
+   * published on the host's loopback through Docker's port forward sees the bridge as its local address).
+   */
+  hosts?(): readonly string[] | undefined;
 }
 
 /** A connection that arrived on a loopback address (127.0.0.0/8, ::1, their IPv4-mapped form). */
@@ -32,11 +38,19 @@ function arrivedOnLoopback(localAddress: string | undefined): boolean {
  * A Host header naming the loopback — `localhost`, `[::1]` or a 127.0.0.0/8 literal, any port — or none at
  * all (no browser sends a request without one).
  */
-function loopbackHost(host: string | undefined): boolean {
+function loopbackHost(host: string | undefined, also: ReadonlySet<string> | null): boolean {
   if (host === undefined) return true;
   const colon = host.lastIndexOf(":");
-  const name = colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
-  return isLoopbackHost(name.toLowerCase());
+  const name = (colon > host.lastIndexOf("]") ? host.slice(0, colon) : host).toLowerCase();
+  return isLoopbackHost(name) || (also !== null && also.has(name));
+}
+
+/** `admin.hosts` as a set, made once per config (the array is the frozen config's). */
+const hostSets = new WeakMap<readonly string[], ReadonlySet<string>>();
+function hostSet(hosts: readonly string[]): ReadonlySet<string> {
+  let set = hostSets.get(hosts);
+  if (set === undefined) hostSets.set(hosts, (set = new Set(hosts)));
+  return set;
 }
 
 export function createAdminServer(src: AdminSources): http.Server {
@@ -54,7 +68,14 @@ export function createAdminServer(src: AdminSources): http.Server {
     // metrics. A connection to a loopback address names the loopback in its Host (curl, Prometheus and
     // the local stack do); the page's request names the page's host and is refused. Probes (/live,
     // /ready) show nothing and answer any Host.
-    if (arrivedOnLoopback(req.socket.localAddress) && !loopbackHost(req.headers.host)) {
+    // With `admin.hosts` the check holds on every connection: Docker publishes the admin on the host's
+    // 127.0.0.1, but its connections arrive on the container's bridge address.
+    const hosts = src.hosts?.();
+    const also = hosts === undefined ? null : hostSet(hosts);
+    if (
+      (also !== null || arrivedOnLoopback(req.socket.localAddress)) &&
+      !loopbackHost(req.headers.host, also)
+    ) {
       return send(
         403,
         "application/json",

@@ -1697,6 +1697,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     config: () => redactConfig(state.config),
     reload: () => reload(),
     purge: (request) => state.cache.purge(request),
+    hosts: () => state.config.admin.hosts,
   });
   let adminPort = 0;
   if (options.admin !== false) {

@@ -333,6 +333,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     ready: () => !stopping && slots.every((s) => s.ready),
     config: () => redactConfig(config),
     reload,
+    hosts: () => config.admin.hosts,
     // Every worker keeps its own memory cache: the purge goes to each, and the counts add up. With the
     // Redis store each worker purges the shared store (atomic per batch: the first one finds the entries).
     purge: async (request) => {

@@ -36,8 +36,16 @@ export const SidecarErrorCatalog = {
     403,
     "outbound: a CONNECT to a host and port no declared external destination names (deny by default; nothing is connected)",
   ],
+  browser_request: [
+    403,
+    "outbound: a request from a browser page (an Origin header, or Sec-Fetch-Site other than same-origin or none): the outbound ports serve the app only",
+  ],
   request_timeout: [408, "the request head did not arrive within the service's header timeout"],
   body_too_large: [413, "inbound: the request body exceeds the service's limits.maxBodySize"],
+  misdirected_request: [
+    421,
+    "outbound: a service's local port got a Host that names neither the loopback (127.0.0.0/8, localhost, [::1]) nor that service (DNS rebinding)",
+  ],
   headers_too_large: [431, "the request head exceeds the service's limits.maxHeaderSize"],
   internal_error: [500, "an unexpected sidecar error (logged with the request id)"],
   upstream_reset: [

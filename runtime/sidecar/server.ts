@@ -62,6 +62,7 @@ import {
   decideOutbound,
   type CompiledOutbound,
   type OutboundExternal,
+  type OutboundRejectCode,
 } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
 import { redactSidecarConfig } from "../gateway/redact.ts";
@@ -928,6 +929,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       target: req.url ?? "",
       host: ex.h2 ? authorityOf(req) : req.headers.host,
       service,
+      origin: req.headers.origin,
+      fetchSite: req.headers["sec-fetch-site"] as string | undefined,
     });
     const span = (ex.span = current.tracer.startServerSpan(req.headers.traceparent, req.headers.tracestate, {
       method,
@@ -941,6 +944,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (d.kind === "reject") {
       ex.accessPath = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
       ex.outcome = `denied_${d.code}`;
+      if (d.code === "browser_request" || d.code === "misdirected_request")
+        logLocalRefusal(req, d.code, service, ex.requestId);
       return respondError(ex, d.status, d.code, d.detail);
     }
     if (d.kind === "external") return forwardExternal(ex, d, method, span);
@@ -1237,9 +1242,13 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       target: req.url ?? "",
       host: req.headers.host,
       service,
+      origin: req.headers.origin,
+      fetchSite: req.headers["sec-fetch-site"] as string | undefined,
     });
     if (d.kind === "reject") {
       u.path = d.code === "bad_request_target" ? "" : loggedTarget(req.url ?? "");
+      if (d.code === "browser_request" || d.code === "misdirected_request")
+        logLocalRefusal(req, d.code, service, u.requestId);
       return refuse(u, socket, d.status, d.code, d.detail);
     }
     if (d.kind === "external") {
@@ -1316,6 +1325,29 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       headers,
       endpoint.key,
     );
+  }
+
+  /**
+   * A refusal on an outbound port that is a web page's doing (a browser's request, a Host a local port
+   * does not serve): logged with what identifies it — the headers that decided, cut short, never a
+   * credential — and counted in sidecar_errors_total by its code (respondError, refuse).
+   */
+  function logLocalRefusal(
+    req: IncomingMessage,
+    code: OutboundRejectCode,
+    service: string | null,
+    requestId: string,
+  ): void {
+    log.warn({
+      event: "outbound_refused",
+      code,
+      requestId,
+      port: service === null ? "proxy" : service,
+      host: clip(req.headers.host ?? (req.headers[":authority"] as string | undefined)),
+      origin: clip(req.headers.origin),
+      fetchSite: clip(req.headers["sec-fetch-site"] as string | undefined),
+      remote: req.socket?.remoteAddress,
+    });
   }
 
   // ── egress ──
@@ -1645,6 +1677,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }),
     reload: () => reload(),
     purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
+    hosts: () => state.config.admin.hosts,
   });
   ports.admin = await listen(admin, options.ports?.admin ?? options.config.admin.port, bindHost);
   log.info({
@@ -1862,6 +1895,11 @@ function noKeepAlive(ex: Exchange): void {
 }
 
 /** An HTTP/2 header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it: name + value + 32 each. */
+/** A header value for a log line: at most 128 characters. */
+function clip(value: string | undefined): string | undefined {
+  return value === undefined || value.length <= 128 ? value : `${value.slice(0, 128)}…`;
+}
+
 function headerListSize(raw: readonly string[]): number {
   let n = 0;
   for (let i = 0; i < raw.length; i += 2) n += raw[i]!.length + raw[i + 1]!.length + 32;

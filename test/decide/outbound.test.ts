@@ -108,7 +108,7 @@ describe("decideOutbound", () => {
     ["refuses_a_missing_host", "/x", undefined, "GET", null, "400 bad_host"],
     ["refuses_an_ambiguous_target", "/x%2fy", "orders", "GET", null, "400 bad_request_target"],
     ["refuses_authority_form", "orders:443", "orders", "CONNECT", null, "400 bad_request_target"],
-    ["local_port_routes_whatever_the_host", "/x", "127.0.0.1:15102", "GET", "orders", "orders - 3000"],
+    ["local_port_routes_a_loopback_host", "/x", "127.0.0.1:15102", "GET", "orders", "orders - 3000"],
     [
       "local_port_of_an_undeclared_service_is_refused",
       "/x",
@@ -322,10 +322,93 @@ describe("decideOutbound", () => {
       undefined,
       "GET",
       "orders",
-      "orders - 3000",
+      "421 misdirected_request",
     ],
+    // A local port serves its service under a loopback Host or the service's names, nothing else (DNS
+    // rebinding: a page whose name resolves to 127.0.0.1 sends its own host).
+    ["local_port_answers_localhost", "/x", "LOCALHOST:15102", "GET", "orders", "orders - 3000"],
+    ["local_port_answers_any_127_8_address", "/x", "127.9.8.7:1", "GET", "orders", "orders - 3000"],
+    ["local_port_answers_the_ipv6_loopback", "/x", "[::1]:15102", "GET", "orders", "orders - 3000"],
+    ["local_port_answers_the_services_names", "/x", "orders.shop.svc", "GET", "orders", "orders - 3000"],
+    ["local_port_answers_http_1_0_without_host", "/x", undefined, "GET", "orders", "orders - 3000"],
+    [
+      "local_port_refuses_a_rebound_host",
+      "/x",
+      "evil.example:15102",
+      "GET",
+      "orders",
+      "421 misdirected_request",
+    ],
+    [
+      "local_port_refuses_another_services_name",
+      "/x",
+      "payments",
+      "GET",
+      "orders",
+      "421 misdirected_request",
+    ],
+    [
+      "local_port_refuses_a_name_starting_like_the_loopback",
+      "/x",
+      "127.0.0.1.evil.example",
+      "GET",
+      "orders",
+      "421 misdirected_request",
+    ],
+    [
+      "local_port_refuses_a_quad_out_of_range",
+      "/x",
+      "127.0.0.256",
+      "GET",
+      "orders",
+      "421 misdirected_request",
+    ],
+    ["local_port_refuses_a_short_127_form", "/x", "127.1", "GET", "orders", "421 misdirected_request"],
+    [
+      "local_port_refuses_a_localhost_subdomain",
+      "/x",
+      "localhost.evil.example",
+      "GET",
+      "orders",
+      "421 misdirected_request",
+    ],
+    ["local_port_refuses_a_malformed_host", "/x", "evil_example:15102", "GET", "orders", "400 bad_host"],
   ])("%s", (_claim, target, host, method, service, expected) => {
     expect(verdict(decide(target, host, method, service))).toBe(expected);
+  });
+
+  it.each([
+    ["refuses_a_cross_site_fetch", "orders", undefined, "cross-site", "403 browser_request"],
+    ["refuses_a_same_site_fetch", "orders", undefined, "same-site", "403 browser_request"],
+    ["refuses_an_unknown_fetch_site_value", "orders", undefined, "x", "403 browser_request"],
+    ["refuses_any_origin_header", "orders", "null", undefined, "403 browser_request"],
+    [
+      "refuses_a_same_origin_post_with_origin",
+      "orders",
+      "http://127.0.0.1:15102",
+      "same-origin",
+      "403 browser_request",
+    ],
+    [
+      "refuses_a_browser_on_the_proxy_port",
+      null,
+      "https://evil.example",
+      "cross-site",
+      "403 browser_request",
+    ],
+    ["serves_node_fetch_which_sends_neither", "orders", undefined, undefined, "orders - 3000"],
+    ["serves_a_same_origin_fetch_without_origin", "orders", undefined, "same-origin", "orders - 3000"],
+    ["serves_a_user_initiated_request", "orders", undefined, "none", "orders - 3000"],
+  ])("%s", (_claim, service, origin, fetchSite, expected) => {
+    const d = decideOutbound(compiled, {
+      method: "GET",
+      target: "/x",
+      host: service === null ? "orders" : "127.0.0.1:15102",
+      service,
+      origin,
+      fetchSite,
+    });
+    expect(verdict(d)).toBe(expected);
   });
 
   it("sends_the_named_host_or_the_service_name", () => {

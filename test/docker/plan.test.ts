@@ -17,6 +17,7 @@ import { listStaticFiles } from "../../components/docker/platform.ts";
 import { PATHS } from "../../components/kubernetes/model.ts";
 import type { TranslateResult } from "../../components/translate/ir.ts";
 import { loadRuntimeConfig } from "../../runtime/contract/load.ts";
+import type { GatewayRuntimeConfig } from "../../runtime/contract/schema.ts";
 import { expectGolden } from "../support/golden.ts";
 import { ROOT, shopRaw, translated } from "./support.ts";
 import { SSO_PROVIDER } from "../support/oidc.ts";
@@ -157,6 +158,18 @@ describe("docker plan: wiring", () => {
       { internal: 9901, external: 19901, ip: "127.0.0.1" },
     ]);
     expect(moved.urls).toEqual({ gateway: "http://localhost:18080", prometheus: "http://localhost:19090" });
+  });
+
+  it("has_the_gateway_admin_refuse_foreign_hosts_on_every_connection", () => {
+    // Published on the host's 127.0.0.1, but Docker's port forward delivers the connection on the
+    // container's bridge address: the admin is told which names it answers, so that a page rebinding its
+    // DNS name to 127.0.0.1 is refused there too (runtime/gateway/admin.ts).
+    const admin = (shop.configs.gateway as GatewayRuntimeConfig).admin;
+    expect(admin.hosts).toEqual(["gateway", "shop-gateway"]);
+    const yml = text(shop, "shop-prometheus", "/etc/meshgate/prometheus/prometheus.yml");
+    expect(yml).toContain(`- ${admin.hosts![0]}:${admin.port}`);
+    for (const c of Object.values(shop.configs))
+      if (c.kind === "sidecar") expect(c.admin.hosts).toBeUndefined();
   });
 
   it("has_prometheus_scrape_every_proxy_admin_port_by_its_name_on_the_network", () => {

@@ -4,7 +4,7 @@
  * `meshgate gateway` process driven by real signals.
  */
 import { spawn } from "node:child_process";
-import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
@@ -27,6 +27,7 @@ import {
 import { selfSignedCert } from "../support/certs.ts";
 import { until } from "../sidecar/support.ts";
 import { rawConnection } from "../support/raw-client.ts";
+import { createAdminServer } from "../../runtime/gateway/admin.ts";
 
 // Replica-scoped: the Redis store configured below (to check its redaction) is not reachable here, and
 // fleet-scoped limits would answer by its fail mode (closed).
@@ -298,6 +299,73 @@ describe("admin listener on 127.0.0.1: a page that rebinds its DNS name to the l
       expect(r.status).toBe(status);
     } finally {
       await gw.drain();
+    }
+  });
+});
+
+describe("admin listener with admin.hosts (Docker: published on the host's loopback, reached from the bridge)", () => {
+  // Docker's port forward delivers a connection to 127.0.0.1:9901 on the container's bridge address, so the
+  // loopback-connection rule alone never applies there: with `admin.hosts` the Host check holds on every
+  // connection, answering the loopback names and the listed ones (Prometheus scrapes `gateway:9901`).
+  const withHosts = (): GatewayRuntimeConfig => {
+    const { hash: _h, ...rest } = config();
+    return sealRuntimeConfig<GatewayRuntimeConfig>({ ...rest, admin: { ...rest.admin, hosts: ["gateway"] } });
+  };
+  const CASES: readonly { claim: string; path: string; host: (port: number) => string; status: number }[] = [
+    { claim: "the listed name reads /metrics", path: "/metrics", host: (p) => `Gateway:${p}`, status: 200 },
+    { claim: "the loopback reads /config", path: "/config", host: (p) => `127.0.0.1:${p}`, status: 200 },
+    {
+      claim: "a rebound name cannot read /config",
+      path: "/config",
+      host: (p) => `evil.example:${p}`,
+      status: 403,
+    },
+    { claim: "a probe of /ready answers any Host", path: "/ready", host: () => "10.1.2.3:9901", status: 200 },
+  ];
+  it.each(CASES)("$claim", async ({ path, host, status }) => {
+    const gw = await startTestGateway(withHosts());
+    try {
+      const port = Number(new URL(gw.adminUrl).port);
+      const r = await request(`${gw.adminUrl}${path}`, { headers: { host: host(port) } });
+      expect(r.status).toBe(status);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it.each([
+    {
+      claim: "refuses a rebound name on a connection to no loopback address",
+      hosts: ["gateway"],
+      status: 403,
+    },
+    { claim: "without admin.hosts such a connection answers any Host", hosts: undefined, status: 200 },
+  ])("$claim", async ({ hosts, status }) => {
+    // A Unix socket: a real connection whose local address is no loopback one, as the bridge's is.
+    const dir = await mkdtemp(join(tmpdir(), "meshgate-admin-"));
+    const path = join(dir, "admin.sock");
+    const admin = createAdminServer({
+      ready: () => true,
+      metrics: () => "",
+      config: () => ({ shown: true }),
+      reload: () => Promise.resolve({ ok: true }),
+      purge: () => Promise.resolve(0),
+      hosts: () => hosts,
+    });
+    await new Promise<void>((r) => admin.listen(path, r));
+    try {
+      const got = await new Promise<number>((resolve, reject) =>
+        http
+          .get({ socketPath: path, path: "/config", headers: { host: "evil.example:9901" } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          })
+          .on("error", reject),
+      );
+      expect(got).toBe(status);
+    } finally {
+      await new Promise((r) => admin.close(r));
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
@@ -892,6 +960,37 @@ describe("the meshgate gateway process", () => {
         expect(out).toContain(`gateway http http://127.0.0.2:${ports[0]}\n`);
         expect(out).toContain(`admin http://127.0.0.2:${ports[1]}\n`);
         expect((await request(`http://127.0.0.2:${ports[1]}/ready`)).status).toBe(200);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+    30_000,
+  );
+
+  // admin.hosts (the Docker target's gateway): the listed name and the loopback are answered, another Host
+  // is not — by the single process and by the primary of several workers.
+  it.each([["1"], ["2"]])(
+    "answers_the_admin_hosts_of_its_config_with_%s_workers",
+    async (workers) => {
+      const { file: plain, ports } = await configOnFreePorts(`admin-hosts-${workers}.json`);
+      const { hash: _x, ...r } = JSON.parse(await readFile(plain, "utf8")) as GatewayRuntimeConfig;
+      const sealed = sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...r,
+        admin: { ...r.admin, hosts: ["gateway"] },
+      });
+      await writeFile(plain, JSON.stringify(sealed));
+      const args = ["gateway", "--config", plain, "--host", "127.0.0.1", "--workers", workers];
+      const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+      try {
+        await waitFor(() => /^admin http:\/\/\S+$/m.test(out), 15_000);
+        const admin = `http://127.0.0.1:${ports[1]}/config`;
+        expect((await request(admin, { headers: { host: `gateway:${ports[1]}` } })).status).toBe(200);
+        expect((await request(admin, { headers: { host: `evil.example:${ports[1]}` } })).status).toBe(403);
       } finally {
         child.kill("SIGKILL");
       }

@@ -9,6 +9,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { join } from "node:path";
+import { chromium } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { SidecarRuntimeConfig } from "../../runtime/contract/index.ts";
 import { makeCa, tempDir, type TestCa } from "../pki/support.ts";
@@ -550,4 +551,172 @@ describe("the sidecar's admin on 127.0.0.1 and a page that rebinds its DNS name 
     });
     expect(r.status).toBe(status);
   });
+});
+
+describe("the outbound ports and a browser page (cross-site requests, DNS rebinding)", () => {
+  // A page on any site can send requests to 127.0.0.1:<port>, and once its own DNS name resolves to
+  // 127.0.0.1 read the answers as same-origin: each would carry this workload's mTLS identity.
+  it.each([
+    {
+      claim: "refuses_a_cross_site_fetch_on_a_local_port",
+      port: "local",
+      headers: (_p: number) => ({ origin: "https://evil.example", "sec-fetch-site": "cross-site" }),
+      status: 403,
+      code: "browser_request",
+    },
+    {
+      claim: "refuses_a_no_cors_request_without_origin_on_a_local_port",
+      port: "local",
+      headers: (_p: number) => ({ "sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors" }),
+      status: 403,
+      code: "browser_request",
+    },
+    {
+      claim: "refuses_a_rebound_host_on_a_local_port",
+      port: "local",
+      headers: (p: number) => ({ host: `evil.example:${p}`, "sec-fetch-site": "same-origin" }),
+      status: 421,
+      code: "misdirected_request",
+    },
+    {
+      claim: "refuses_a_browser_on_the_proxy_port",
+      port: "proxy",
+      headers: (_p: number) => ({ host: "orders", origin: "https://evil.example" }),
+      status: 403,
+      code: "browser_request",
+    },
+    {
+      claim: "refuses_a_rebound_host_on_the_proxy_port",
+      port: "proxy",
+      headers: (p: number) => ({ host: `evil.example:${p}` }),
+      status: 403,
+      code: "destination_not_declared",
+    },
+    {
+      claim: "serves_the_headers_node_fetch_sends",
+      port: "local",
+      headers: (p: number) => ({
+        host: `127.0.0.1:${p}`,
+        "sec-fetch-mode": "cors",
+        "accept-language": "*",
+        "user-agent": "node",
+      }),
+      status: 200,
+      code: undefined,
+    },
+    {
+      claim: "serves_localhost_on_a_local_port",
+      port: "local",
+      headers: (p: number) => ({ host: `localhost:${p}` }),
+      status: 200,
+      code: undefined,
+    },
+  ])("$claim", async ({ port, headers, status, code }) => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const p = port === "local" ? web.sidecar.ports.services.orders! : web.sidecar.ports.outbound;
+    const r = await request(`http://127.0.0.1:${p}/orders/1`, { headers: headers(p) });
+    expect(r.status).toBe(status);
+    expect(r.headers["x-meshgate-error"]).toBe(code);
+    expect(orders.app.received).toHaveLength(status === 200 ? 1 : 0);
+    if (code === "browser_request" || code === "misdirected_request") {
+      expect(
+        metricValue(await metrics(web.sidecar), "meshgate_sidecar_errors_total", {
+          direction: "outbound",
+          code,
+        }),
+      ).toBe(1);
+      expect(web.sidecar.logs.find((l) => l.event === "outbound_refused")).toMatchObject({ code });
+    }
+  });
+
+  it("serves_nodes_fetch_on_a_local_port", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const r = await fetch(`http://127.0.0.1:${web.sidecar.ports.services.orders}/orders/1`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    expect(r.status).toBe(200);
+    expect(orders.app.received).toHaveLength(1);
+  });
+
+  it("refuses_a_browser_websocket_handshake_on_a_local_port", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const port = web.sidecar.ports.services.orders!;
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(port, "127.0.0.1", () =>
+        s.write(
+          `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+            "Origin: https://evil.example\r\n\r\n",
+        ),
+      );
+      let got = "";
+      s.on("data", (d: Buffer) => (got += d.toString()));
+      s.on("close", () => resolve(got));
+      s.on("error", reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+    expect(answer.toLowerCase()).toContain("x-meshgate-error: browser_request");
+    expect(orders.app.received).toHaveLength(0);
+  });
+});
+
+describe("headless Chromium against a local port", () => {
+  it("refuses_a_page_of_another_origin_and_a_rebound_name", async () => {
+    const orders = await instance("orders");
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const local = web.sidecar.ports.services.orders!;
+    // The attacker's page, on another origin (another port of 127.0.0.1).
+    const page = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<!doctype html><title>page</title>");
+    });
+    await new Promise<void>((r) => page.listen(0, "127.0.0.1", r));
+    const pagePort = (page.address() as net.AddressInfo).port;
+    // evil.example resolves to 127.0.0.1: the state of a DNS rebinding once the name was rebound.
+    const browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--host-resolver-rules=MAP evil.example 127.0.0.1"],
+    });
+    try {
+      const tab = await browser.newPage();
+      await tab.goto(`http://127.0.0.1:${pagePort}/`);
+      const sent = await tab.evaluate(async (url) => {
+        const out: string[] = [];
+        // A blind POST (no preflight) and a CORS GET: Chromium sends Origin and Sec-Fetch-Site: same-site.
+        await fetch(`${url}/orders/1`, { method: "POST", mode: "no-cors", body: "x" }).then(
+          (r) => out.push(`no-cors ${r.type}`),
+          (e: Error) => out.push(`no-cors ${e.name}`),
+        );
+        await fetch(`${url}/orders/2`).then(
+          (r) => out.push(`cors ${r.status}`),
+          (e: Error) => out.push(`cors ${e.name}`),
+        );
+        return out;
+      }, `http://127.0.0.1:${local}`);
+      expect(sent).toEqual(["no-cors opaque", "cors TypeError"]);
+      // The rebound name: the page's own origin is now the local port, its Host names evil.example.
+      const rebound = await tab.goto(`http://evil.example:${local}/orders/3`);
+      expect(rebound?.status()).toBe(421);
+      expect(await rebound?.text()).toContain("misdirected_request");
+    } finally {
+      await browser.close();
+      await new Promise((r) => page.close(r));
+    }
+    expect(orders.app.received).toHaveLength(0);
+    const text = await metrics(web.sidecar);
+    expect(
+      metricValue(text, "meshgate_sidecar_errors_total", { direction: "outbound", code: "browser_request" }),
+    ).toBe(2);
+    expect(
+      metricValue(text, "meshgate_sidecar_errors_total", {
+        direction: "outbound",
+        code: "misdirected_request",
+      }),
+    ).toBeGreaterThanOrEqual(1); // Chromium retries a 421 once on a new connection (RFC 9110 allows it)
+  }, 60_000);
 });
