@@ -831,7 +831,12 @@ const Gateway = z.strictObject({
           ),
         redirectPath: z.string().regex(/^\//, { error: "must start with /" }),
         scopes: z.array(z.string()).default(["openid"]),
-        cookieName: z.string().default("meshgate_session"),
+        cookieName: z
+          .string()
+          .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, {
+            error: "not a cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~, at most 64)",
+          })
+          .default("meshgate_session"),
         sessionTtl: duration().default(D["gateway.oidc.*.sessionTtl"].value),
       }),
     )

@@ -632,6 +632,24 @@ export function semanticIssues(raw: unknown): Issue[] {
     }
     for (const [n, pRaw] of entries(gateway.oidc))
       checkUrl(str(obj(pRaw).issuer), ["gateway", "oidc", n, "issuer"], ["https:"], add, true);
+    // OIDC cookies: each provider's session (and its <name>_login pending login) under its own names —
+    // two providers on one cookie overwrite each other's sessions, sending the browser round both issuers.
+    const cookieOwner = new Map<string, string>();
+    for (const [n, pRaw] of entries(gateway.oidc)) {
+      const cookie = str(obj(pRaw).cookieName) ?? "meshgate_session";
+      const taken = cookieOwner.get(cookie) ?? cookieOwner.get(`${cookie}_login`);
+      if (taken !== undefined)
+        add(
+          "E_SPEC_DUPLICATE_NAME",
+          ["gateway", "oidc", n, "cookieName"],
+          `cookie ${JSON.stringify(cookie)} is already used by OIDC provider ${taken} (its session or pending-login cookie)`,
+          "give each OIDC provider its own cookieName (e.g. meshgate_session_<provider>)",
+        );
+      else {
+        cookieOwner.set(cookie, n);
+        cookieOwner.set(`${cookie}_login`, n);
+      }
+    }
 
     // API keys: one key, one consumer.
     const hashOwner = new Map<string, string>();

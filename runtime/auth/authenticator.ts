@@ -21,7 +21,7 @@ import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
 import { JwtVerifier, decodeToken, type JwtOptions } from "./jwt.ts";
-import { OidcClient, type OidcDeny, type OidcOptions } from "./oidc.ts";
+import { OidcClient, type OidcDeny, type OidcOptions, type RevokedSessions } from "./oidc.ts";
 import {
   NO_OBSERVER,
   failure,
@@ -49,6 +49,8 @@ export interface AuthenticatorOptions {
   readonly now?: () => number;
   readonly jwt?: JwtOptions;
   readonly oidc?: OidcOptions;
+  /** Sessions ended by logout: one set the gateway keeps across config reloads. */
+  readonly revokedSessions?: RevokedSessions;
 }
 
 /** What authentication concluded, before authorization. */
@@ -94,6 +96,12 @@ export class Authenticator {
   /** ownedHeaders as a list (walked per request without an iterator). */
   private readonly ownedList: readonly string[];
   private readonly forwarded = new WeakMap<Principal, readonly (readonly [string, string])[]>();
+  /**
+   * The gateway's own OIDC cookies (session and pending login of every provider): the browser sends the
+   * session cookie (Path=/) with every request to the host, so they are removed upstream on every route,
+   * not only on the provider's — a public or JWT route's upstream must not receive a replayable session.
+   */
+  private readonly oidcCookies: readonly string[];
 
   /** Builds every provider (throws, naming the field, when a provider cannot work: unreadable CA file, missing secret). */
   constructor(config: GatewayRuntimeConfig, opts: AuthenticatorOptions = {}) {
@@ -108,6 +116,7 @@ export class Authenticator {
     this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
     for (const c of config.auth.clientCert)
       this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1, now));
+    this.oidcCookies = config.auth.oidc.flatMap((o) => [o.cookieName, `${o.cookieName}_login`]);
     for (const o of config.auth.oidc)
       this.oidc.set(
         o.name,
@@ -117,6 +126,7 @@ export class Authenticator {
             ...opts.jwt,
             ...opts.oidc,
             ...(now ? { now } : {}),
+            ...(opts.revokedSessions ? { revoked: opts.revokedSessions } : {}),
           },
           this.observer,
           log,
@@ -207,7 +217,11 @@ export class Authenticator {
     const plan = this.plan(auth);
     const strip = plan.stripHeaders;
     for (let i = 0; i < strip.length; i++) if (strip[i]! in headers) delete headers[strip[i]!];
-    if (plan.stripCookies.length && headers.cookie !== undefined) {
+    if (
+      plan.stripCookies.length &&
+      headers.cookie !== undefined &&
+      mentions(headers.cookie, plan.stripCookies)
+    ) {
       const kept = withoutCookies(headers.cookie, plan.stripCookies);
       if (kept) headers.cookie = kept;
       else delete headers.cookie;
@@ -266,6 +280,7 @@ export class Authenticator {
     const stripHeaders = new Set<string>();
     const stripCookies = new Set<string>();
     const stripQuery = new Set<string>();
+    for (const c of this.oidcCookies) stripCookies.add(c);
     for (const m of auth.anyOf) {
       if (m.kind === "jwt") {
         const v = this.jwt.get(m.provider);
@@ -448,12 +463,12 @@ export class Authenticator {
       (facts.method === "GET" || facts.method === "HEAD") &&
       !(state.best && state.best.status !== 401)
     ) {
-      const clear = sessionFailed ? first.logout(facts).headers["set-cookie"] : undefined;
+      const clear = sessionFailed ? first.clearSession(facts) : undefined;
       return first.login(facts).then((r): AuthnOutcome => {
         if (r.kind === "respond") {
           if (!clear) return r;
           const pending = r.headers["set-cookie"] as string;
-          return { ...r, headers: { ...r.headers, "set-cookie": [pending, clear as string] } };
+          return { ...r, headers: { ...r.headers, "set-cookie": [pending, clear] } };
         }
         this.note(state, r);
         return { kind: "none", failure: state.best };
@@ -594,6 +609,16 @@ function withoutCookies(value: string | string[], names: readonly string[]): str
     .map((c) => c.trim())
     .filter((c) => c && !names.includes(nameOf(c).trim()))
     .join("; ");
+}
+
+/** Whether a Cookie header may hold one of the names (a cheap test before rewriting it). */
+function mentions(value: string | string[], names: readonly string[]): boolean {
+  for (let i = 0; i < names.length; i++) {
+    if (typeof value === "string") {
+      if (value.includes(names[i]!)) return true;
+    } else if (value.some((v) => v.includes(names[i]!))) return true;
+  }
+  return false;
 }
 
 /** The name of a "name=value" pair (the whole text when it has no "="). */

@@ -15,7 +15,7 @@ export {
   MAX_CLOCK_SKEW_MS,
 } from "./jwt.ts";
 export type { DecodedToken, JwtOptions } from "./jwt.ts";
-export { OidcClient, PENDING_LOGIN_MS, isLoopbackHost } from "./oidc.ts";
+export { OidcClient, PENDING_LOGIN_MS, RevokedSessions, isLoopbackHost } from "./oidc.ts";
 export type { OidcOptions } from "./oidc.ts";
 export { parseStrictJson } from "./json.ts";
 export { NO_OBSERVER } from "./types.ts";

@@ -73,6 +73,9 @@ export class TokenCache {
     }
     this.map.set(key, principal);
   }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
   clear(): void {
     this.map.clear();
     this.generation++;

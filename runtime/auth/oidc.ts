@@ -3,14 +3,18 @@
  * standards-compliant issuer, expressed as values the gateway writes:
  *  - a valid session cookie → the principal (synchronous: the cookie is opened with AES-GCM once, then
  *    found by the hash of its value in a bounded cache until the session ends);
- *  - no session on a GET/HEAD → a redirect to the issuer's authorization endpoint, with a pending-login
- *    cookie (state, nonce, PKCE S256 verifier, where to return), sealed and scoped to the callback path;
- *  - the callback (`redirectPath`) → state checked against the pending cookie (constant time, single use),
+ *  - no session on a GET/HEAD page navigation → a redirect to the issuer's authorization endpoint, with a
+ *    pending-login cookie (state, nonce, PKCE S256 verifier, where to return), sealed and scoped to the
+ *    callback path (script and API requests get 401);
+ *  - the callback (`redirectPath`) → the RFC 9207 `iss` parameter checked, state checked against the
+ *    pending cookie (constant time, single use),
  *    the code exchanged at the token endpoint (client secret from the env var `clientSecretEnv`, sent with
  *    client_secret_basic, or client_secret_post when the issuer supports only that), the id_token verified
  *    with jose against the issuer's JWKS (iss, aud = clientId, azp, exp, nonce, pinned asymmetric
  *    algorithms), then a redirect back with the session cookie;
- *  - logout (`logout` beside redirectPath: /oauth2/callback → /oauth2/logout) → the session cookie cleared.
+ *  - logout (`logout` beside redirectPath: /oauth2/callback → /oauth2/logout) → the session cookie cleared
+ *    and the session revoked (RevokedSessions: copies of the cookie are refused by this process, and by
+ *    the other workers of a multi-worker gateway once the primary relays it).
  *
  * Cookies: HttpOnly, SameSite=Lax, Path=/ (the pending one: Path=redirectPath, 10 minutes), Secure unless the
  * request came over plaintext HTTP to a loopback host (local development; browsers treat localhost as a
@@ -62,6 +66,50 @@ export interface OidcOptions extends JwksOptions {
   /** Where the client secret is read from (default process.env). */
   readonly env?: Readonly<Record<string, string | undefined>>;
   readonly now?: () => number;
+  /** Sessions ended by logout; the gateway passes one set to every config it loads (default: a new one). */
+  readonly revoked?: RevokedSessions;
+}
+
+/**
+ * Session cookies ended by logout (hash of the cookie value → when the session would have expired), kept
+ * by the gateway across config reloads: a copy of a logged-out cookie is refused by this process until it
+ * would have expired anyway. Bounded: past 100 000 live entries the oldest are forgotten first.
+ * `onRevoke` hears the logouts made here (not those applied from elsewhere), so a primary can relay them
+ * to its other workers. Only hashes travel, never a cookie.
+ */
+export class RevokedSessions {
+  private readonly map = new Map<string, number>();
+  private readonly onRevoke: ((key: string, until: number) => void) | undefined;
+  constructor(onRevoke?: (key: string, until: number) => void) {
+    this.onRevoke = onRevoke;
+  }
+  get size(): number {
+    return this.map.size;
+  }
+  has(key: string): boolean {
+    return this.map.has(key);
+  }
+  add(key: string, until: number, now: number): void {
+    if (this.map.size >= 1000) {
+      for (const [k, t] of this.map) if (t <= now) this.map.delete(k);
+      while (this.map.size >= 100_000) {
+        const oldest = this.map.keys().next();
+        if (oldest.done) break;
+        this.map.delete(oldest.value);
+      }
+    }
+    this.map.set(key, until);
+  }
+  /** A logout in this process: recorded, and told to `onRevoke`. */
+  revoke(key: string, until: number, now: number): void {
+    this.add(key, until, now);
+    this.onRevoke?.(key, until);
+  }
+  /** Revocations another process made (relayed): recorded, not told again. */
+  apply(entries: readonly (readonly [string, number])[], now: number): void {
+    for (const [key, until] of entries)
+      if (typeof key === "string" && typeof until === "number" && until > now) this.add(key, until, now);
+  }
 }
 
 interface Discovery {
@@ -70,6 +118,8 @@ interface Discovery {
   readonly jwks: JwksStore;
   readonly algorithms: string[];
   readonly basicAuth: boolean;
+  /** RFC 9207: the issuer names itself in every authorization response (`iss` parameter). */
+  readonly issParameter: boolean;
 }
 
 interface Pending {
@@ -101,6 +151,10 @@ export class OidcClient {
   private readonly secret: string;
   private readonly key: Buffer;
   private readonly pendingCookie: string;
+  /** The pending-login cookie's Path: the callback, or "/" for a `__Host-` name (RFC 6265bis §4.1.3.2). */
+  private readonly pendingPath: string;
+  /** Cookie names with a `__Secure-` / `__Host-` prefix are always Secure (browsers drop them otherwise). */
+  private readonly prefixed: boolean;
   private readonly now: () => number;
   private readonly opts: OidcOptions;
   private readonly observer: AuthObserver;
@@ -113,6 +167,11 @@ export class OidcClient {
   private readonly abort = new AbortController();
   /** Opened session cookies by the hash of their value, until the session ends (AES-GCM once per cookie). */
   private readonly sessions = new TokenCache(10_000);
+  /**
+   * Sessions ended by logout in this process: a copy of the cookie kept by someone else stops working
+   * here too, until the session would have expired anyway.
+   */
+  private readonly revoked: RevokedSessions;
 
   constructor(cfg: OidcProviderConfig, opts: OidcOptions, observer: AuthObserver, log: AuthLog) {
     const env = opts.env ?? process.env;
@@ -123,15 +182,23 @@ export class OidcClient {
       );
     if (!cfg.redirectPath.startsWith("/") || cfg.redirectPath.startsWith("//"))
       throw new Error(`oidc.${cfg.name}.redirectPath: must be an absolute path`);
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/.test(cfg.cookieName))
+      throw new Error(
+        `oidc.${cfg.name}.cookieName: not a cookie name (an RFC 6265 token of at most 64 characters)`,
+      );
     this.name = cfg.name;
     this.config = cfg;
     this.secret = secret;
     this.key = deriveKey(secret, "meshgate-oidc-session-v1", `${cfg.name}\0${cfg.issuer}\0${cfg.clientId}`);
     this.pendingCookie = `${cfg.cookieName}_login`;
     this.callbackPath = cfg.redirectPath;
+    const hostPrefix = /^__host-/i.test(cfg.cookieName);
+    this.pendingPath = hostPrefix ? "/" : cfg.redirectPath;
+    this.prefixed = hostPrefix || /^__secure-/i.test(cfg.cookieName);
     this.logoutPath = `${cfg.redirectPath.slice(0, cfg.redirectPath.lastIndexOf("/"))}/logout`;
     this.now = opts.now ?? Date.now;
     this.opts = opts;
+    this.revoked = opts.revoked ?? new RevokedSessions();
     this.observer = observer;
     this.log = log;
     if (secret.length < 16)
@@ -158,6 +225,8 @@ export class OidcClient {
     if (v === false) return failure("oidc", "the session cookie appears more than once");
     const now = this.now();
     const key = tokenHash(v);
+    if (this.revoked.size !== 0 && this.revoked.has(key))
+      return failure("oidc", "the session was ended by logout");
     const hit = this.sessions.get(key, now);
     if (hit) return hit;
     const s = unseal(this.key, `session:${this.name}`, v) as Session | null;
@@ -182,21 +251,34 @@ export class OidcClient {
   async login(facts: AuthRequestFacts): Promise<AuthResponse | AuthFailure> {
     if (facts.method !== "GET" && facts.method !== "HEAD")
       return failure("oidc", "no session; log in with a browser navigation (GET) first");
+    // A script's request (fetch/XHR, an API client) cannot follow a redirect to the issuer's login page:
+    // it gets 401, and the pending login of a page navigation in progress is not overwritten.
+    if (!isNavigation(facts))
+      return failure(
+        "oidc",
+        "no session; API and script requests get 401, log in with a browser navigation first",
+      );
     const d = await this.discover();
     if (!d) return failure("oidc", `the issuer of OIDC provider ${this.name} is unavailable`, 503);
     const state = randomBytes(32).toString("base64url");
     const nonce = randomBytes(32).toString("base64url");
     const verifier = randomBytes(32).toString("base64url");
     const challenge = createHash("sha256").update(verifier).digest("base64url");
-    const returnTo =
-      (facts.path.startsWith("//") ? "/" : facts.path) + (facts.query ? `?${facts.query}` : "");
+    const path = facts.path.startsWith("//") ? "/" : facts.path;
     const pending: Pending = {
       st: state,
       n: nonce,
       v: verifier,
-      r: returnTo,
+      r: path + (facts.query ? `?${facts.query}` : ""),
       exp: this.now() + PENDING_LOGIN_MS,
     };
+    // A long query (or path) would make the pending cookie one a browser drops without a word, and the
+    // callback would then find no login to finish: the way back loses its query (then its path) instead.
+    let sealedPending = seal(this.key, `pending:${this.name}`, pending);
+    if (sealedPending.length > MAX_COOKIE_BYTES)
+      sealedPending = seal(this.key, `pending:${this.name}`, { ...pending, r: path });
+    if (sealedPending.length > MAX_COOKIE_BYTES)
+      sealedPending = seal(this.key, `pending:${this.name}`, { ...pending, r: "/" });
     const scopes = ["openid", ...this.config.scopes.filter((x) => x !== "openid")];
     const url = new URL(d.authorizationEndpoint);
     url.searchParams.set("response_type", "code");
@@ -214,15 +296,10 @@ export class OidcClient {
       headers: {
         location: url.toString(),
         "cache-control": "no-store",
-        "set-cookie": this.cookie(
-          facts,
-          this.pendingCookie,
-          seal(this.key, `pending:${this.name}`, pending),
-          {
-            path: this.callbackPath,
-            maxAgeS: PENDING_LOGIN_MS / 1000,
-          },
-        ),
+        "set-cookie": this.cookie(facts, this.pendingCookie, sealedPending, {
+          path: this.pendingPath,
+          maxAgeS: PENDING_LOGIN_MS / 1000,
+        }),
       },
       body: "",
     };
@@ -231,7 +308,7 @@ export class OidcClient {
   /** The callback from the issuer: a redirect back with the session cookie, or a refusal. */
   async callback(facts: AuthRequestFacts): Promise<AuthResponse | OidcDeny> {
     const clearPending = {
-      "set-cookie": this.cookie(facts, this.pendingCookie, "", { path: this.callbackPath, maxAgeS: 0 }),
+      "set-cookie": this.cookie(facts, this.pendingCookie, "", { path: this.pendingPath, maxAgeS: 0 }),
       "cache-control": "no-store",
     };
     const refuse = (reason: string, status: 401 | 503 = 401): OidcDeny => ({
@@ -251,6 +328,20 @@ export class OidcClient {
     )
       return refuse("the pending login cookie is invalid");
     if (pending.exp <= this.now()) return refuse("the pending login expired");
+    // RFC 9207 §2.4: an authorization response (success or error) naming another issuer is refused — a
+    // mix-up attack sends the code of one issuer to the callback of another — and so is one without `iss`
+    // from an issuer that says it always sends it.
+    const d = await this.discover();
+    if (!d) return refuse(`the issuer of OIDC provider ${this.name} is unavailable`, 503);
+    const iss = queryValue(facts.query, "iss");
+    if (iss !== null || d.issParameter) {
+      if (iss !== this.config.issuer)
+        return refuse(
+          iss === null
+            ? "the callback lacks the issuer's iss parameter (RFC 9207)"
+            : "the callback's iss parameter names another issuer (RFC 9207)",
+        );
+    }
     const issuerError = queryValue(facts.query, "error");
     if (typeof issuerError === "string")
       return refuse(
@@ -265,8 +356,6 @@ export class OidcClient {
     if (this.consumed.has(pending.st)) return refuse("this login was already completed (replayed callback)");
     this.consumed.set(pending.st, pending.exp);
 
-    const d = await this.discover();
-    if (!d) return refuse(`the issuer of OIDC provider ${this.name} is unavailable`, 503);
     const exchanged = await this.exchange(d, facts, code, pending.v);
     if (!("tokens" in exchanged)) return { ...exchanged, headers: clearPending };
     const tokens = exchanged.tokens;
@@ -305,6 +394,17 @@ export class OidcClient {
       sealed = seal(this.key, `session:${this.name}`, { ...session, c: small });
       if (sealed.length > MAX_COOKIE_BYTES)
         sealed = seal(this.key, `session:${this.name}`, { ...session, c: { sub: session.sub } });
+      // Still too large (a very long sub or granted scope): a browser would drop the cookie without a
+      // word and the user would go round the login forever. Refuse it plainly instead.
+      if (sealed.length > MAX_COOKIE_BYTES) {
+        this.log.warn(
+          { event: "oidc_session_too_large", provider: this.name, bytes: sealed.length },
+          "the OIDC session does not fit in a cookie (sub or granted scope too long); the login is refused",
+        );
+        return refuse(
+          `the session does not fit in a cookie (${sealed.length} bytes sealed, at most ${MAX_COOKIE_BYTES}): the id_token's sub or the granted scope is too long`,
+        );
+      }
     }
     const returnTo =
       typeof pending.r === "string" && pending.r.startsWith("/") && !pending.r.startsWith("//")
@@ -329,8 +429,13 @@ export class OidcClient {
     };
   }
 
-  /** Clears the session cookie and sends the browser to "/". */
+  /**
+   * Clears the session cookie and sends the browser to "/". A valid session presented is also revoked in
+   * this process: a copy of its cookie no longer authenticates here.
+   */
   logout(facts: AuthRequestFacts): AuthResponse {
+    const v = cookieValue(facts.header("cookie"), this.config.cookieName);
+    if (typeof v === "string" && v !== "") this.revoke(v);
     return {
       kind: "respond",
       status: 302,
@@ -338,10 +443,30 @@ export class OidcClient {
       headers: {
         location: "/",
         "cache-control": "no-store",
-        "set-cookie": this.cookie(facts, this.config.cookieName, "", { path: "/", maxAgeS: 0 }),
+        "set-cookie": this.clearSession(facts),
       },
       body: "",
     };
+  }
+
+  /** The Set-Cookie that removes the session cookie from the browser (nothing revoked). */
+  clearSession(facts: AuthRequestFacts): string {
+    return this.cookie(facts, this.config.cookieName, "", { path: "/", maxAgeS: 0 });
+  }
+
+  /** Ends a session in this process (its cookie, when valid and not expired, is refused from now on). */
+  private revoke(v: string): void {
+    const key = tokenHash(v);
+    const now = this.now();
+    let exp = this.sessions.get(key, now)?.expiresAt ?? null;
+    if (exp === null) {
+      const s = unseal(this.key, `session:${this.name}`, v) as Session | null;
+      if (!s || s.p !== this.name || typeof s.exp !== "number") return;
+      exp = s.exp;
+    }
+    if (exp <= now) return;
+    this.sessions.delete(key);
+    this.revoked.revoke(key, exp, now);
   }
 
   /** A Set-Cookie value: HttpOnly, SameSite=Lax, Secure unless plaintext to a loopback host. */
@@ -351,7 +476,7 @@ export class OidcClient {
     value: string,
     o: { path: string; maxAgeS: number },
   ): string {
-    const secure = this.externalScheme(facts) === "https" || !isLoopbackHost(facts.host);
+    const secure = this.prefixed || this.externalScheme(facts) === "https" || !isLoopbackHost(facts.host);
     return `${name}=${value}; Path=${o.path}; Max-Age=${o.maxAgeS}; HttpOnly; SameSite=Lax${secure ? "; Secure" : ""}`;
   }
 
@@ -463,6 +588,7 @@ export class OidcClient {
       jwks,
       algorithms,
       basicAuth,
+      issParameter: doc.authorization_response_iss_parameter_supported === true,
     };
   }
 
@@ -587,6 +713,22 @@ function safeEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * Whether a request without a session may be a page navigation, which is sent to log in: not when it says
+ * it is a script's (Sec-Fetch-Mode other than navigate, X-Requested-With), asks for JSON rather than HTML,
+ * or carries a bearer token — as oauth2-proxy answers such requests 401 (Envoy's OAuth2 filter:
+ * deny_redirect_matcher).
+ */
+function isNavigation(facts: AuthRequestFacts): boolean {
+  const mode = facts.header("sec-fetch-mode");
+  if (mode !== undefined && mode !== "navigate") return false;
+  if (facts.header("x-requested-with")?.toLowerCase() === "xmlhttprequest") return false;
+  // A bearer token is an API client's (a browser sends Basic credentials on navigations by itself).
+  if (/^bearer /i.test(facts.header("authorization") ?? "")) return false;
+  const accept = facts.header("accept")?.toLowerCase();
+  return !(accept !== undefined && accept.includes("json") && !accept.includes("text/html"));
 }
 
 /** Loopback names: plain-HTTP development where a Secure cookie would be dropped by some clients. */

@@ -55,6 +55,7 @@ import {
 import { Authenticator } from "../auth/authenticator.ts";
 import { caFingerprints, clientCertTlsOptions } from "../auth/clientcert.ts";
 import { RequestFacts } from "../auth/facts.ts";
+import { RevokedSessions } from "../auth/oidc.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
@@ -148,6 +149,11 @@ export interface GatewayOptions {
    */
   onCacheInvalidate?: (host: string, urls: readonly string[]) => void;
   /**
+   * In a worker: called when a logout here ended an OIDC session (the hash of its cookie, and when it
+   * would have expired), so the primary can relay it to the other workers (their revokeSessions).
+   */
+  onSessionRevoked?: (key: string, until: number) => void;
+  /**
    * Resolves the names of backends outside the mesh (clusters with an `address`, and `tls` clusters);
    * default the egress rules' lookup (net/lookup.ts: loopback, link-local and unspecified answers refused).
    */
@@ -183,6 +189,8 @@ export interface GatewayHandle {
    * of these URLs on `host`. Resolves with how many.
    */
   invalidateCached(host: string, urls: readonly string[]): Promise<number>;
+  /** Applies logouts another process made (its onSessionRevoked): those sessions are refused here too. */
+  revokeSessions(entries: readonly (readonly [string, number])[]): void;
 }
 
 /**
@@ -410,6 +418,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   };
   /** authn_total children by mechanism then result (two lookups, no key string built per request). */
   const authnChildren = new Map<string, Map<string, CounterChild>>();
+  // OIDC sessions ended by logout: kept across config reloads (each reload builds a new Authenticator).
+  const revokedSessions = new RevokedSessions(options.onSessionRevoked);
   const authObserver: AuthObserver = {
     authn: (m, r) => {
       let byResult = authnChildren.get(m);
@@ -714,7 +724,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     });
     let auth: Authenticator;
     try {
-      auth = new Authenticator(config, { observer: authObserver, log });
+      auth = new Authenticator(config, { observer: authObserver, log, revokedSessions });
     } catch (err) {
       void tracer.shutdown(0);
       if (cache !== previous?.cache) {
@@ -1856,6 +1866,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     drain,
     purge: (request) => state.cache.purge(request),
     invalidateCached: (host, urls) => state.cache.dropUrls(host, urls),
+    revokeSessions: (entries) => revokedSessions.apply(entries, Date.now()),
   };
 }
 

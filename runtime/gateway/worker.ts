@@ -25,6 +25,8 @@ export type ToWorker =
   | { type: "purge"; id: number; request: PurgeRequest }
   /** Another worker invalidated these URLs in its memory cache (RFC 9111 §4.4): do the same. */
   | { type: "invalidate"; host: string; urls: readonly string[] }
+  /** OIDC sessions other workers ended by logout (cookie hash, expiry): refuse them here too. */
+  | { type: "revoke_sessions"; entries: readonly (readonly [string, number])[] }
   | { type: "drain" }
   | LeaseReply;
 
@@ -38,6 +40,8 @@ export type FromWorker =
   | { type: "purged"; id: number; purged: number; error?: string }
   /** This worker invalidated these URLs in its memory cache: relay to the others. */
   | { type: "invalidated"; host: string; urls: readonly string[] }
+  /** A logout in this worker ended an OIDC session: relay to the others. */
+  | { type: "session_revoked"; key: string; until: number }
   | { type: "failed"; error: string; code?: string };
 
 const send = (m: FromWorker) => process.send?.(m);
@@ -87,6 +91,7 @@ async function main(): Promise<void> {
       admin: false,
       rateLimitLeases: leases,
       onCacheInvalidate: relayInvalidation,
+      onSessionRevoked: (key, until) => send({ type: "session_revoked", key, until }),
       logger: log,
       accessLogger: access,
     });
@@ -156,6 +161,8 @@ async function main(): Promise<void> {
       );
     } else if (m.type === "invalidate") {
       void gateway.invalidateCached(m.host, m.urls);
+    } else if (m.type === "revoke_sessions") {
+      gateway.revokeSessions(m.entries);
     } else if (m.type === "drain") {
       void drain();
     }

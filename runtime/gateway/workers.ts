@@ -115,6 +115,16 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     }
   };
   const pending = new Map<number, (m: FromWorker) => void>();
+  /**
+   * OIDC sessions a worker ended by logout (cookie hash → expiry): relayed to the other workers at once,
+   * and given to a worker that (re)starts later. Bounded like each worker's own set.
+   */
+  const revokedSessions = new Map<string, number>();
+  const liveRevocations = (): [string, number][] => {
+    const now = Date.now();
+    for (const [k, until] of revokedSessions) if (until <= now) revokedSessions.delete(k);
+    return [...revokedSessions];
+  };
   let readyResolve: (() => void) | null = null;
   let failed: ((e: Error) => void) | null = null;
   const allReady = new Promise<void>((resolve, reject) => {
@@ -141,6 +151,9 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         // Started from a copy a reload replaced meanwhile: bring it to the config the others serve. A
         // worker that cannot apply it is restarted, so it starts from that config (the copy now says it).
         if (m.hash !== config.hash && child.connected) catchUp(slot, child);
+        // A worker that (re)started after some logouts learns them.
+        const revoked = liveRevocations();
+        if (revoked.length && child.connected) child.send({ type: "revoke_sessions", entries: revoked });
         mWorkers.set(slots.filter((s) => s.ready).length);
         if (slots.every((s) => s.ready)) readyResolve?.();
       } else if (m.type === "ratelimit") {
@@ -149,6 +162,13 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         // Each worker's memory cache is its own: an invalidation reaches the others (best effort, at
         // once; a worker that is restarting starts with an empty cache anyway).
         const relay: ToWorker = { type: "invalidate", host: m.host, urls: m.urls };
+        for (const other of slots) if (other !== slot && other.child?.connected) other.child.send(relay);
+      } else if (m.type === "session_revoked") {
+        // A logout ends the session on every worker, not only on the one that served it.
+        if (revokedSessions.size >= 100_000) liveRevocations();
+        while (revokedSessions.size >= 100_000) revokedSessions.delete(revokedSessions.keys().next().value!);
+        revokedSessions.set(m.key, m.until);
+        const relay: ToWorker = { type: "revoke_sessions", entries: [[m.key, m.until]] };
         for (const other of slots) if (other !== slot && other.child?.connected) other.child.send(relay);
       } else if (m.type === "failed") {
         failed?.(Object.assign(new Error(m.error), m.code ? { code: m.code } : {}));

@@ -371,7 +371,9 @@ describe("refusals", () => {
 
   it("refuses_the_login_when_the_issuer_reports_an_error", async () => {
     const { cookies } = await startLogin("nina");
-    const r = await visit(`${CALLBACK}?error=access_denied&state=x`, cookies, { route: "app" });
+    // RFC 9207: the issuer names itself in error responses too (oidc-provider does).
+    const iss = encodeURIComponent(idp.issuer);
+    const r = await visit(`${CALLBACK}?error=access_denied&state=x&iss=${iss}`, cookies, { route: "app" });
     expect(r).toMatchObject({ kind: "deny", reason: "the issuer refused the login (access_denied)" });
   });
 
@@ -409,6 +411,7 @@ describe("id_token claims", () => {
   let server: http.Server;
   let issuer = "";
   let claimsFor: (nonce: string) => Record<string, unknown> = () => ({});
+  let grantedScope: string | undefined;
   let nonce = "";
   let fake: Authenticator;
   let fakeConfig: GatewayRuntimeConfig;
@@ -431,7 +434,7 @@ describe("id_token claims", () => {
         const idToken = await new SignJWT(claimsFor(nonce))
           .setProtectedHeader({ alg: "RS256", kid: "k1" })
           .sign(privateKey);
-        res.end(JSON.stringify({ id_token: idToken, token_type: "Bearer" }));
+        res.end(JSON.stringify({ id_token: idToken, token_type: "Bearer", scope: grantedScope }));
       }
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -447,6 +450,54 @@ describe("id_token claims", () => {
   });
 
   const s = () => Math.floor(Date.now() / 1000);
+
+  /** The login through the fake issuer: the gateway's redirect, then its callback with the code. */
+  async function fakeLogin() {
+    const first = asResponse(await fake.admit("app", fakeConfig.routes[0]!.auth, facts({ path: "/app/x" })));
+    const loc = new URL(first.headers.location as string);
+    nonce = loc.searchParams.get("nonce")!;
+    const pending = (first.headers["set-cookie"] as string).split(";")[0]!;
+    return fake.admit(
+      "app",
+      fakeConfig.routes[0]!.auth,
+      facts({
+        path: CALLBACK,
+        query: `code=c&state=${loc.searchParams.get("state")}`,
+        headers: { cookie: pending },
+      }),
+    );
+  }
+
+  it.each([
+    {
+      claim: "refuses_a_session_whose_sub_does_not_fit_in_a_cookie",
+      sub: "u".repeat(3000),
+      scope: undefined,
+    },
+    {
+      claim: "refuses_a_session_whose_granted_scope_does_not_fit_in_a_cookie",
+      sub: "alice",
+      scope: Array.from({ length: 300 }, (_, i) => `api://orders/scope-${i}`).join(" "),
+    },
+  ])("$claim", async ({ sub, scope }) => {
+    claimsFor = (n) => ({ iss: issuer, aud: "gw", sub, nonce: n, iat: s(), exp: s() + 60 });
+    grantedScope = scope;
+    try {
+      const done = await fakeLogin();
+      // A Set-Cookie over the browsers' 4096 bytes is dropped silently: the user would loop through the
+      // issuer forever. The login is refused with a reason instead, and no session cookie is set.
+      expect(done).toMatchObject({
+        kind: "deny",
+        status: 401,
+        reason: expect.stringContaining("does not fit in a cookie"),
+      });
+      const set = (done as { headers: Record<string, unknown> }).headers["set-cookie"];
+      expect(String(set)).not.toMatch(/meshgate_session=v1/);
+    } finally {
+      grantedScope = undefined;
+    }
+  });
+
   it.each([
     { claim: "admits_an_id_token_issued_to_this_client", over: {}, ok: true },
     {

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
 import { freePort, gatewayConfig, request, startUpstream, type Upstream } from "../support/gateway.ts";
+import { Jar, loginAtIdp, startIdp } from "../auth/idp.ts";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -384,4 +385,99 @@ describe("a worker that becomes ready on an older config", () => {
       await rm(hold, { recursive: true, force: true });
     }
   });
+});
+
+describe("worker processes and OIDC sessions", () => {
+  it("a_logout_on_one_worker_ends_the_session_on_every_worker_and_on_a_restarted_one", async () => {
+    const secret = "workers-oidc-client-secret-0123456789";
+    process.env.MESHGATE_WORKERS_OIDC_SECRET = secret; // the spawned gateway inherits it
+    const [port, admin] = [await freePort(), await freePort()];
+    const url = `http://127.0.0.1:${port}`;
+    const idp = await startIdp({ clientId: "gw", secret, redirectUris: [`${url}/app/oauth2/callback`] });
+    const c = gatewayConfig(
+      [
+        {
+          name: "app",
+          match: { path: "/app/**" },
+          to: "app",
+          auth: { oidc: "sso" },
+          rateLimit: PUBLIC.rateLimit,
+        },
+      ],
+      { app },
+      {
+        oidc: {
+          sso: {
+            issuer: idp.issuer,
+            clientId: "gw",
+            clientSecretEnv: "MESHGATE_WORKERS_OIDC_SECRET",
+            redirectPath: "/app/oauth2/callback",
+          },
+        },
+      },
+    );
+    const { hash: _h, ...rest } = c;
+    const file = join(dir, "oidc.json");
+    await writeFile(
+      file,
+      JSON.stringify(
+        sealRuntimeConfig<GatewayRuntimeConfig>({
+          ...rest,
+          listeners: rest.listeners.map((l) => ({ ...l, port })),
+          admin: { port: admin },
+        }),
+      ),
+    );
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file, "--host", "127.0.0.1", "--workers", "2"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    try {
+      await until(() => out.includes(`admin http://127.0.0.1:${admin}`), 15_000);
+      // Each request on a new connection: the kernel spreads them over both workers.
+      const visit = async (jar: Jar, path: string, method = "GET") => {
+        const r = await request(`${url}${path}`, {
+          method,
+          headers: jar.cookies.size ? { cookie: jar.header() } : {},
+        });
+        jar.take(r.headers["set-cookie"]);
+        return r;
+      };
+      const jar = new Jar();
+      const first = await visit(jar, "/app/home");
+      expect(first.status).toBe(302);
+      const callback = new URL(await loginAtIdp(first.headers.location!, "alice"));
+      expect((await visit(jar, callback.pathname + callback.search)).status).toBe(302);
+      const stolen = `meshgate_session=${jar.cookies.get("meshgate_session")!}`;
+      const replay = () => request(`${url}/app/home`, { method: "POST", headers: { cookie: stolen } });
+      expect((await replay()).status).toBe(200);
+
+      expect((await visit(jar, "/app/oauth2/logout", "POST")).status).toBe(302);
+      // Relayed through the primary (a few milliseconds): then every worker refuses the copy.
+      const allRefused = async () => {
+        for (let i = 0; i < 40; i++) if ((await replay()).status !== 401) return false;
+        return true;
+      };
+      await until(allRefused, 10_000);
+
+      // A worker started after the logout learns it from the primary.
+      const workers = await children(child.pid!);
+      expect(workers).toHaveLength(2);
+      process.kill(workers[0]!, "SIGKILL");
+      await until(
+        async () => (await children(child.pid!)).filter((p) => p !== workers[0]).length === 2,
+        10_000,
+      );
+      await until(async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200, 10_000);
+      await until(allRefused, 10_000);
+    } finally {
+      child.kill("SIGKILL");
+      await idp.close();
+      delete process.env.MESHGATE_WORKERS_OIDC_SECRET;
+    }
+  }, 60_000);
 });

@@ -37,6 +37,7 @@ const oidc = (providers: Record<string, { env: string; secret?: string }>) => ({
         clientSecretEnv: p.env,
         ...(p.secret ? { secret: p.secret } : {}),
         redirectPath: `/oauth2/${name}/callback`,
+        cookieName: `meshgate_session_${name}`,
       },
     ]),
   ),

@@ -1714,6 +1714,58 @@ const ROWS: Row[] = [
     code: "E_SPEC_INVALID_CIDR",
     path: "gateway.routes[2].auth.clientIps[0]",
   },
+  {
+    // Written into Set-Cookie as is: "; Domain=…" would add an attribute, a space or "=" breaks the cookie.
+    claim: "rejects_an_oidc_cookie_name_with_an_attribute_in_it",
+    mutate: (s) =>
+      (s.gateway.oidc = {
+        sso: {
+          issuer: "https://id.base.example/",
+          clientId: "web",
+          clientSecretEnv: "SSO_CLIENT_SECRET",
+          redirectPath: "/callback",
+          cookieName: "sso; Domain=base.example",
+        },
+      }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.oidc.sso.cookieName",
+  },
+  {
+    // Both on the default meshgate_session: a login at one provider ends the other's session.
+    claim: "rejects_two_oidc_providers_on_one_session_cookie",
+    mutate: (s) =>
+      (s.gateway.oidc = {
+        sso: {
+          issuer: "https://id.base.example/",
+          clientId: "web",
+          clientSecretEnv: "SSO_CLIENT_SECRET",
+          redirectPath: "/app/callback",
+        },
+        partners: {
+          issuer: "https://id.partners.example/",
+          clientId: "web",
+          clientSecretEnv: "PARTNERS_CLIENT_SECRET",
+          redirectPath: "/partners/callback",
+        },
+      }),
+    code: "E_SPEC_DUPLICATE_NAME",
+    path: "gateway.oidc.partners.cookieName",
+  },
+  {
+    claim: "rejects_an_oidc_cookie_name_with_a_space",
+    mutate: (s) =>
+      (s.gateway.oidc = {
+        sso: {
+          issuer: "https://id.base.example/",
+          clientId: "web",
+          clientSecretEnv: "SSO_CLIENT_SECRET",
+          redirectPath: "/callback",
+          cookieName: "my session",
+        },
+      }),
+    code: "E_SPEC_INVALID_VALUE",
+    path: "gateway.oidc.sso.cookieName",
+  },
 ];
 
 const LOADING_CODES = new Set<SpecErrorCode>([
