@@ -671,7 +671,11 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       externals,
       wildcardHosts: new Map(),
       principalFrom: new Set(config.inbound.principalHeaders.from),
-      notForwardedUntrusted: new Set([...NOT_FORWARDED, ...config.inbound.principalHeaders.names]),
+      // Lower case, as Node gives header names (a hand-written config may name them otherwise).
+      notForwardedUntrusted: new Set([
+        ...NOT_FORWARDED,
+        ...config.inbound.principalHeaders.names.map((n) => n.toLowerCase()),
+      ]),
     };
   }
   const keepClientCertificates = (config: SidecarRuntimeConfig) =>

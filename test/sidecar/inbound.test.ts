@@ -472,6 +472,46 @@ describe("principal headers (the end user the gateway authenticated)", () => {
   });
 });
 
+describe("principal header names written in upper case (a hand-written config)", () => {
+  let upper: TestSidecar;
+  beforeAll(async () => {
+    const [orders] = meshConfigs(SERVICES).filter((c) => c.name === "orders");
+    upper = await startTestSidecar(
+      localSidecar(orders!, {
+        identityDir: join(tmp.dir, "orders"),
+        appPort: app.port,
+        edit: (c) => ({
+          ...c,
+          inbound: {
+            ...c.inbound,
+            principalHeaders: {
+              ...c.inbound.principalHeaders,
+              names: c.inbound.principalHeaders.names.map((n) => n.toUpperCase()),
+            },
+          },
+        }),
+      }),
+    );
+  });
+  afterAll(() => upper?.drain());
+
+  it("still_drops_them_from_a_mesh_peer_that_is_not_the_gateway", async () => {
+    const r = await curl([
+      "-H",
+      "x-meshgate-subject: admin",
+      "-H",
+      "x-meshgate-scopes: orders:admin",
+      ...as("web"),
+      url(upper, "/orders/5"),
+    ]);
+    expect(r.status).toBe("200");
+    expect([
+      lastReceived().headers["x-meshgate-subject"],
+      lastReceived().headers["x-meshgate-scopes"],
+    ]).toEqual([undefined, undefined]);
+  });
+});
+
 describe("drain", () => {
   it("serves_a_kept_connection_s_next_request_with_connection_close_then_closes_the_idle_rest_after_the_grace", async () => {
     const [config] = meshConfigs(SERVICES, { mtls: "permissive" }).filter((c) => c.name === "orders");
