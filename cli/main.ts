@@ -3,7 +3,8 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+import { parseCommandLine, portFlag } from "../runtime/args.ts";
 import type { LoadResult } from "../components/spec/load.ts";
 import type { Diagnostic } from "../components/spec/errors.ts";
 import type { TranslateResult } from "../components/translate/ir.ts";
@@ -289,10 +290,8 @@ const COMMANDS: Record<string, Command> = {
     },
     async run(_positionals, values, io) {
       if (typeof values.config !== "string") throw new UsageError("missing --config FILE");
-      const adminPort = values["admin-port"];
-      if (adminPort !== undefined && (!/^[0-9]{1,5}$/.test(String(adminPort)) || Number(adminPort) > 65535)) {
-        throw new UsageError(`--admin-port must be a port number, got ${JSON.stringify(adminPort)}`);
-      }
+      const adminPort =
+        values["admin-port"] === undefined ? undefined : portFlag("admin-port", values["admin-port"]);
       const workersArg = String(values.workers);
       if (workersArg !== "auto" && !/^[1-9][0-9]{0,2}$/.test(workersArg)) {
         throw new UsageError(`--workers must be auto or a number from 1, got ${JSON.stringify(workersArg)}`);
@@ -305,7 +304,7 @@ const COMMANDS: Record<string, Command> = {
           configPath: values.config,
           workers,
           ...(typeof values.host === "string" ? { host: values.host } : {}),
-          ...(adminPort !== undefined ? { adminPort: Number(adminPort) } : {}),
+          ...(adminPort !== undefined ? { adminPort } : {}),
         });
       } catch (err) {
         const e = err as Error & { code?: string };
@@ -384,10 +383,7 @@ const COMMANDS: Record<string, Command> = {
       const ports: Record<string, number> = {};
       for (const name of ["inbound-port", "outbound-port", "admin-port"] as const) {
         const v = values[name];
-        if (v === undefined) continue;
-        if (!/^[0-9]{1,5}$/.test(String(v)) || Number(v) > 65535)
-          throw new UsageError(`--${name} must be a port number, got ${JSON.stringify(v)}`);
-        ports[name] = Number(v);
+        if (v !== undefined) ports[name] = portFlag(name, v);
       }
       const { runSidecar } = await import("../runtime/sidecar/main.ts");
       try {
@@ -497,11 +493,10 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return 2;
   }
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseCommandLine({
       args: rest,
       options: command.options,
       allowPositionals: true,
-      strict: true,
     });
     if (values.help) {
       io.out(commandHelp(name, command));

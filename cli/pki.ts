@@ -5,7 +5,8 @@
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { ParseArgsConfig } from "node:util";
+import { parseCommandLine } from "../runtime/args.ts";
 import type { Io } from "./main.ts";
 import type {
   ParsedCertificate,
@@ -316,11 +317,10 @@ async function runPki(argv: string[], io: Io): Promise<number> {
     return 2;
   }
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseCommandLine({
       args: rest,
       options: sub.options,
       allowPositionals: true,
-      strict: true,
     });
     if (values.help) {
       io.out(`meshgate pki ${name} — ${sub.summary}\n\nUsage: ${sub.usage}\n\n${sub.details}`);

@@ -16,6 +16,7 @@ import type { PolicyConfig, PolicyInput } from "../policies/run.ts";
 import type { TrafficRequest } from "../policies/assertions.ts";
 import type { AssertionSet } from "../policies/assertion-file.ts";
 import type { Command, Io } from "./main.ts";
+import { portFlag } from "../runtime/args.ts";
 
 const help = { type: "boolean", short: "h" } as const;
 
@@ -436,11 +437,7 @@ function explainRequestOf(values: Record<string, unknown>): TrafficRequest {
     if (v !== undefined) r[key] = v;
   }
   const port = str("port");
-  if (port !== undefined) {
-    if (!/^[0-9]{1,5}$/.test(port))
-      throw new Usage(`--port must be a TCP port number (1-65535), got ${JSON.stringify(port)}`);
-    r.port = Number(port);
-  }
+  if (port !== undefined) r.port = portFlag("port", port, 1);
   const headers = (values.header as string[] | undefined) ?? [];
   if (headers.length) {
     r.headers = {};

@@ -237,6 +237,15 @@ export function requestProblems(mesh: MeshModel | PolicyInput, r: TrafficRequest
           `unknown service ${JSON.stringify(r.to)} (services: ${services.join(", ")})`,
         ),
       );
+    // The port a sidecar is asked to CONNECT to; an internet request reaches the gateway's listener, and a
+    // route to an external destination uses the destination's declared port.
+    if (r.port !== undefined)
+      out.push(
+        new TrafficRequestError(
+          "port",
+          "a port is given only for a service's request to a destination outside the mesh (from: <service>, to: <external>)",
+        ),
+      );
     const token = r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined;
     if (token && gw) {
       const providers = gw.auth.jwt.map((p) => p.name);

@@ -11,7 +11,7 @@
  */
 import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { OptionValueError, parseCommandLine, portFlag } from "./args.ts";
 
 const USAGE = {
   gateway: "gateway --config FILE [--host ADDR] [--admin-port PORT] [--workers N|auto]",
@@ -45,11 +45,7 @@ const HELP = [
   "DIR/sidecars/<service>.json). Both reload on SIGHUP and when FILE changes, and drain on SIGTERM/SIGINT.",
 ].join("\n");
 
-function port(name: string, value: unknown): number {
-  if (!/^[0-9]{1,5}$/.test(String(value)) || Number(value) > 65535)
-    throw new UsageError(`--${name} must be a port number, got ${JSON.stringify(value)}`);
-  return Number(value);
-}
+const port = (name: string, value: unknown) => portFlag(name, value);
 
 /**
  * Runs a runtime command. Resolves with the exit code when the command ends by itself (usage errors,
@@ -72,9 +68,8 @@ export async function runtimeMain(argv: readonly string[], io: RuntimeIo = proce
     return 2;
   }
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseCommandLine({
       args: [...rest],
-      strict: true,
       allowPositionals: true,
       options:
         command === "gateway"
@@ -132,7 +127,7 @@ export async function runtimeMain(argv: readonly string[], io: RuntimeIo = proce
         });
       }
     } catch (err) {
-      if (err instanceof UsageError) throw err;
+      if (err instanceof UsageError || err instanceof OptionValueError) throw err;
       const e = err as Error & { code?: string };
       io.err(`meshgate ${command}: ${e.message}${e.code ? ` [${e.code}]` : ""}`);
       return 1;

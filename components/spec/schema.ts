@@ -88,17 +88,33 @@ const fmt = (f: StringFormat) => z.string().regex(f.pattern, { error: f.message 
  */
 export const MAX_DURATION = "1000y";
 export const MAX_SIZE = "1048576GiB";
-const boundedBy = (max: string, parse: (v: string) => number, pattern: RegExp) =>
+const boundedBy = (max: string, parse: (v: string) => number, pattern: RegExp, hint?: string) =>
   [
     (v: string) => !pattern.test(v) || parse(v) <= parse(max),
     {
       error: `must be at most ${max}`,
-      params: { code: "E_SPEC_OUT_OF_RANGE", hint: `use a value of at most ${max}` },
+      params: { code: "E_SPEC_OUT_OF_RANGE", hint: hint ?? `use a value of at most ${max}` },
     },
   ] as const;
 
-const duration = (opts?: { description?: string; positive?: boolean }) => {
-  let s = fmt(FORMATS.duration).refine(...boundedBy(MAX_DURATION, parseDuration, FORMATS.duration.pattern));
+/**
+ * The longest duration a proxy arms as a timer (a timeout, an interval, a delay). Node's timers hold at
+ * most 2^31−1 ms (about 24.8 days): a longer one fires after 1 ms (TimeoutOverflowWarning), so a 30d
+ * timeout would be an immediate one. Lifetimes and windows that are no timers (cache TTLs, certificate
+ * lifetimes, SLO windows) keep MAX_DURATION.
+ */
+export const MAX_TIMER = "24d";
+const duration = (opts?: { description?: string; positive?: boolean; timer?: boolean }) => {
+  let s = fmt(FORMATS.duration).refine(
+    ...(opts?.timer
+      ? boundedBy(
+          MAX_TIMER,
+          parseDuration,
+          FORMATS.duration.pattern,
+          `the proxies arm this as a timer, which holds at most about 24.8 days; use a value of at most ${MAX_TIMER}`,
+        )
+      : boundedBy(MAX_DURATION, parseDuration, FORMATS.duration.pattern)),
+  );
   // A rate the generated Prometheus config and rules are written in: 0 (or under 1ms) has no meaning there.
   if (opts?.positive)
     s = s.refine((v) => !FORMATS.duration.pattern.test(v) || parseDuration(v) >= 1, {
@@ -162,10 +178,10 @@ export const RETRY_ON = [
 /** Retry policy; every field optional in overrides (merged over the defaults). */
 const RetriesShape = {
   attempts: z.number().int().min(0).max(10).describe("Retries after the first attempt (0 disables retries)."),
-  perTryTimeout: duration({ description: "Timeout of each attempt." }),
+  perTryTimeout: duration({ description: "Timeout of each attempt.", timer: true }),
   on: z.array(z.enum(RETRY_ON)).describe("Failures that may be retried."),
   backoff: z
-    .strictObject({ base: duration(), max: duration() })
+    .strictObject({ base: duration({ timer: true }), max: duration({ timer: true }) })
     .partial()
     .describe("Jittered exponential backoff between attempts."),
 };
@@ -213,10 +229,10 @@ const LoadBalancer = z.enum(["round-robin", "least-request", "ring-hash"]);
 const D = DEFAULTS;
 
 const MeshDefaults = z.strictObject({
-  timeout: duration({ description: "Total time for one call, retries included." }).default(
+  timeout: duration({ description: "Total time for one call, retries included.", timer: true }).default(
     D["mesh.defaults.timeout"].value,
   ),
-  connectTimeout: duration().default(D["mesh.defaults.connectTimeout"].value),
+  connectTimeout: duration({ timer: true }).default(D["mesh.defaults.connectTimeout"].value),
   retries: z
     .strictObject({
       attempts: RetriesShape.attempts.default(D["mesh.defaults.retries.attempts"].value),
@@ -224,8 +240,8 @@ const MeshDefaults = z.strictObject({
       on: RetriesShape.on.default([...D["mesh.defaults.retries.on"].value]),
       backoff: z
         .strictObject({
-          base: duration().default(D["mesh.defaults.retries.backoff.base"].value),
-          max: duration().default(D["mesh.defaults.retries.backoff.max"].value),
+          base: duration({ timer: true }).default(D["mesh.defaults.retries.backoff.base"].value),
+          max: duration({ timer: true }).default(D["mesh.defaults.retries.backoff.max"].value),
         })
         .prefault({}),
       budget: z
@@ -299,14 +315,14 @@ const AllowRule = z.strictObject({
 const ServiceRoute = z.strictObject({
   name: name(),
   match: z.strictObject({ path: PathPattern, methods: z.array(Method).optional() }),
-  timeout: duration().optional(),
+  timeout: duration({ timer: true }).optional(),
   retries: RetriesOverride.optional(),
 });
 
 const HealthCheck = z.strictObject({
   path: PathPattern,
-  interval: duration().default("10s"),
-  timeout: duration().default("1s"),
+  interval: duration({ timer: true }).default("10s"),
+  timeout: duration({ timer: true }).default("1s"),
   healthyThreshold: z.number().int().positive().default(2),
   unhealthyThreshold: z.number().int().positive().default(3),
 });
@@ -338,8 +354,8 @@ const Service = z.strictObject({
     ),
   allow: z.array(AllowRule).default([]).describe("Inbound authorization rules; deny by default."),
   routes: z.array(ServiceRoute).optional().describe("Per-route timeout/retry overrides that callers apply."),
-  timeout: duration().optional(),
-  connectTimeout: duration().optional(),
+  timeout: duration({ timer: true }).optional(),
+  connectTimeout: duration({ timer: true }).optional(),
   retries: ServiceRetries.optional(),
   circuitBreaker: CircuitBreakerOverride.optional(),
   loadBalancer: LoadBalancer.optional(),
@@ -396,10 +412,12 @@ const External = z
     localPort: localPort("a TCP relay to this destination (one host only: not a wildcard or a range)"),
     connectTimeout: duration({
       description: "Time to open the connection; default mesh.defaults.connectTimeout.",
+      timer: true,
     }).optional(),
     timeout: duration({
       description:
         "Total time for a plain HTTP request forwarded to it (never retried); default mesh.defaults.timeout.",
+      timer: true,
     }).optional(),
     maxConnections: z
       .number()
@@ -569,7 +587,7 @@ const AggregatePart = z.strictObject({
     ),
   path: z.string().regex(/^\//, { error: "must start with /" }),
   method: z.enum(["GET", "HEAD"]).default(D["gateway.routes.*.aggregate.*.method"].value),
-  timeout: duration().optional(),
+  timeout: duration({ timer: true }).optional(),
   onError: z.enum(["fail", "omit", "default"]).default(D["gateway.routes.*.aggregate.*.onError"].value),
   default: z.unknown().optional().describe("Value used when onError is default."),
   forwardHeaders: z
@@ -664,7 +682,7 @@ const GatewayRoute = z.strictObject({
   transform: z.strictObject({ request: Transform.optional(), response: Transform.optional() }).optional(),
   fault: z
     .strictObject({
-      delay: z.strictObject({ duration: duration(), percent: percent() }).optional(),
+      delay: z.strictObject({ duration: duration({ timer: true }), percent: percent() }).optional(),
       abort: z.strictObject({ status: z.number().int().min(200).max(599), percent: percent() }).optional(),
     })
     .optional(),
@@ -678,7 +696,7 @@ const GatewayRoute = z.strictObject({
       maxAge: duration().default(D["gateway.routes.*.cors.maxAge"].value),
     })
     .optional(),
-  timeout: duration().optional(),
+  timeout: duration({ timer: true }).optional(),
   retries: RetriesOverride.optional(),
   limits: z
     .strictObject({
@@ -786,10 +804,10 @@ const Gateway = z.strictObject({
         "15s",
         "Time allowed to receive request headers; a new connection's first ones from its start (its TLS handshake and HTTP/2 preface included).",
       ).default(D["gateway.limits.headerTimeout"].value),
-      requestTimeout: duration().default(D["gateway.limits.requestTimeout"].value),
-      idleTimeout: duration().default(D["gateway.limits.idleTimeout"].value),
+      requestTimeout: duration({ timer: true }).default(D["gateway.limits.requestTimeout"].value),
+      idleTimeout: duration({ timer: true }).default(D["gateway.limits.idleTimeout"].value),
       maxConnections: z.number().int().positive().default(D["gateway.limits.maxConnections"].value),
-      drainTimeout: duration().default(D["gateway.limits.drainTimeout"].value),
+      drainTimeout: duration({ timer: true }).default(D["gateway.limits.drainTimeout"].value),
     })
     .prefault({}),
   jwt: z.record(name(), JwtProvider).optional(),
@@ -850,7 +868,7 @@ const Gateway = z.strictObject({
           .describe(
             "What happens when Redis is unreachable: open = allow, closed = 503. No default: choose.",
           ),
-        timeout: duration().default("50ms"),
+        timeout: duration({ timer: true }).default("50ms"),
       }),
     })
     .optional()
@@ -861,7 +879,7 @@ const Gateway = z.strictObject({
       redis: z
         .strictObject({
           url: z.string(),
-          timeout: duration().default(D["gateway.cache.redis.timeout"].value),
+          timeout: duration({ timer: true }).default(D["gateway.cache.redis.timeout"].value),
           localSize: size()
             .default(D["gateway.cache.redis.localSize"].value)
             .describe(

@@ -16,7 +16,7 @@ import { aggregate, type AggregateObserver } from "./aggregate.ts";
 import { BodyError, BoundedCollector, LimitedWritable, decodeContent, isJsonMediaType } from "./body.ts";
 import { preflight } from "./cors.ts";
 import { decorateResponse, type RouteApim } from "./index.ts";
-import { serveStatic } from "./static.ts";
+import { serveStatic, type SendTimeout } from "./static.ts";
 import type { TemplateContext, TemplatePrincipal } from "./template.ts";
 import { applyHeaderOps, transformJson } from "./transform.ts";
 
@@ -33,6 +33,8 @@ export interface ApimHost {
   /** Counts an error the gateway could not answer as a response (a reset after the head went out). */
   countError(code: GatewayErrorCode): void;
   readonly aggregateObserver: AggregateObserver;
+  /** The send timeout of a static file's body (the gateway's idle timeout), and its log line. */
+  readonly fileSendTimeout: SendTimeout;
 }
 
 const firstHeader = (req: AnyRequest, name: string): string | undefined => {
@@ -146,6 +148,7 @@ export async function serveStaticRoute(
     { method: req.method ?? "GET", path: d.path, query: d.query, header: (n) => firstHeader(req, n) },
     res,
     (h) => decorateResponse(ap, origin, h, ctx),
+    host.fileSendTimeout,
   );
   if (r.kind === "served") return `static_${r.status}`;
   host.respondError(req, res, r.status, r.code, r.message, {

@@ -279,6 +279,12 @@ const notFound = (path: string): StaticOutcome => ({
   message: `no file for ${path}`,
 });
 
+/** The send timeout of a file's body, and what to do (log) when it cuts one. */
+export interface SendTimeout {
+  readonly ms: number;
+  onTimeout(): void;
+}
+
 /**
  * Serves one request from a static route. Writes the response itself (200/206/301/304, HEAD without a
  * body) and returns "served", or returns the error for the gateway to answer (404/405/416/500).
@@ -289,6 +295,7 @@ export async function serveStatic(
   req: StaticRequest,
   res: ServerResponse,
   decorate?: (headers: OutgoingHttpHeaders) => void,
+  sendTimeout?: SendTimeout,
 ): Promise<StaticOutcome> {
   if (req.method !== "GET" && req.method !== "HEAD") {
     return {
@@ -325,7 +332,7 @@ export async function serveStatic(
     res.end();
     return { kind: "served", status: 301 };
   }
-  return send(s, req, res, found.file, found.path, decorate);
+  return send(s, req, res, found.file, found.path, decorate, sendTimeout);
 }
 
 function acceptsHtml(accept: string | undefined): boolean {
@@ -339,6 +346,7 @@ async function send(
   original: OpenFile,
   path: string,
   decorate: ((headers: OutgoingHttpHeaders) => void) | undefined,
+  sendTimeout: SendTimeout | undefined,
 ): Promise<StaticOutcome> {
   let file = original;
   let coding: "br" | "gzip" | null = null;
@@ -436,6 +444,30 @@ async function send(
   // client would read the next response as the rest of this body. Reset instead (nginx: "file was
   // truncated", connection closed).
   stream.pipe(res, { end: false });
+  // The send timeout (nginx's send_timeout): pipe() pauses the file while the client takes nothing; a
+  // client that takes nothing for that long has its response destroyed (the descriptor closed with it).
+  const timeoutMs = sendTimeout?.ms ?? 0;
+  if (sendTimeout !== undefined && timeoutMs > 0) {
+    let timer: NodeJS.Timeout | null = null;
+    const stop = () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+    };
+    stream.on("pause", () => {
+      stop();
+      timer = setTimeout(() => {
+        timer = null;
+        sendTimeout.onTimeout();
+        res.destroy(
+          Object.assign(new Error("the client read nothing of the response within the send timeout"), {
+            code: "E_SEND_TIMEOUT",
+          }),
+        );
+      }, timeoutMs);
+    });
+    res.on("drain", stop); // pipe() resumes the file on the client's 'drain' (no 'resume' event)
+    stream.once("close", stop);
+  }
   stream.once("end", () => {
     if (stream.bytesRead < length) res.destroy(new Error(`${path} shrank while it was sent`));
     else res.end();

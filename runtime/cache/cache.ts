@@ -178,7 +178,12 @@ export interface HttpCacheOptions {
    * with dropUrls. A shared store (Redis) needs no relay.
    */
   readonly onInvalidate?: (host: string, urls: readonly string[]) => void;
+  /** Called when a stored body was cut at the send timeout (see HttpCache.sendTimeoutMs). */
+  readonly onSendTimeout?: () => void;
 }
+
+/** The size of the slices a stored body is written in (each waits for the client to take the one before). */
+const SEND_SLICE = 64 * 1024;
 
 interface Fill {
   readonly promise: Promise<void>;
@@ -266,7 +271,18 @@ export class HttpCache {
   /** Per route config: the route's Vary names, lower-case and sorted (computed once). */
   readonly #routeVary = new WeakMap<RouteCache, readonly string[]>();
 
+  /**
+   * The send timeout (nginx's send_timeout; the gateway's idle timeout): a stored body is written in
+   * slices, and a client that takes none of it for this long has its response destroyed — as the upstream
+   * pools do for a forwarded response (E_SEND_TIMEOUT). Written whole with end(body), a large hit sat in the
+   * socket's buffer of a client that never read it until the connection's own idle handling. 0: none.
+   * Settable: the cache outlives a reload that changes the timeout.
+   */
+  sendTimeoutMs = 0;
+  readonly #onSendTimeout: (() => void) | undefined;
+
   constructor(options: HttpCacheOptions) {
+    this.#onSendTimeout = options.onSendTimeout;
     this.store = options.store;
     this.observer = options.observer;
     this.now = options.now ?? Date.now;
@@ -535,7 +551,7 @@ export class HttpCache {
     if (range?.kind === "range") {
       h["content-range"] = `bytes ${range.start}-${range.end}/${e.body.length}`;
       h["content-length"] = range.end - range.start + 1;
-      openResponse(res, 206, h).end(e.body.subarray(range.start, range.end + 1));
+      this.#send(openResponse(res, 206, h), e.body.subarray(range.start, range.end + 1));
       return;
     }
     if (range?.kind === "unsatisfiable") {
@@ -556,7 +572,55 @@ export class HttpCache {
     if (e.status !== 204) h["content-length"] = e.body.length;
     const out = openResponse(res, e.status, h);
     if (req.method === "HEAD") out.end();
-    else out.end(e.body);
+    else this.#send(out, e.body);
+  }
+
+  /**
+   * Writes a stored body under the send timeout: one end() for a body of one slice; a larger one slice by
+   * slice, each written once the client took the one before ('drain'), the timer armed while it takes
+   * nothing. Never more than a slice buffered beyond what the socket holds.
+   */
+  #send(out: Writable, body: Buffer): void {
+    const timeoutMs = this.sendTimeoutMs;
+    if (timeoutMs <= 0 || body.length <= SEND_SLICE) {
+      out.end(body);
+      return;
+    }
+    let offset = 0;
+    let timer: NodeJS.Timeout | null = null;
+    const stop = () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+    };
+    const pump = () => {
+      stop();
+      while (offset < body.length) {
+        const next = Math.min(offset + SEND_SLICE, body.length);
+        const slice = body.subarray(offset, next);
+        offset = next;
+        if (offset === body.length) {
+          out.off("close", stop);
+          out.end(slice);
+          return;
+        }
+        if (!out.write(slice)) {
+          timer = setTimeout(() => {
+            timer = null;
+            out.off("drain", pump);
+            this.#onSendTimeout?.();
+            out.destroy(
+              Object.assign(new Error("the client read nothing of the response within the send timeout"), {
+                code: "E_SEND_TIMEOUT",
+              }),
+            );
+          }, timeoutMs);
+          out.once("drain", pump);
+          return;
+        }
+      }
+    };
+    out.once("close", stop);
+    pump();
   }
 
   /**

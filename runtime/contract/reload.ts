@@ -14,6 +14,7 @@ import { readFile } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import { RuntimeConfigError } from "./errors.ts";
+import { exposedConfigHash } from "./exposed-hash.ts";
 
 /** The outcome of one reload, as the admin API and the handles return it. */
 export type ReloadResult =
@@ -127,7 +128,8 @@ export function createReloader<C extends { readonly hash: string }, S>(o: Reload
     } catch (err) {
       return { result: refused(err) };
     }
-    const previous = o.current().hash;
+    const before = o.current();
+    const previous = before.hash;
     if (next.hash === previous) {
       try {
         await o.unchanged(next);
@@ -177,10 +179,10 @@ export function createReloader<C extends { readonly hash: string }, S>(o: Reload
       }
       // Only the serving hash has a series: kept at 0, every past hash took a child until the cap folded
       // the serving one into hash="__overflow__" (after 4 reloads).
-      info.labels(o.proxy, next.hash).set(1);
-      if (previous !== next.hash) info.remove(o.proxy, previous);
+      info.labels(o.proxy, exposedConfigHash(next)).set(1);
+      if (previous !== next.hash) info.remove(o.proxy, exposedConfigHash(before));
       reloads.labels(o.proxy, "success").inc();
-      o.log.info({ event: "reloaded", hash: next.hash });
+      o.log.info({ event: "reloaded", hash: exposedConfigHash(next) });
       return { ok: true, hash: next.hash, changed: true };
     };
     return { result: { ok: true, hash: next.hash, changed: true }, apply, release: () => o.discard?.(built) };

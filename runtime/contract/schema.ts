@@ -11,6 +11,13 @@ import { z } from "zod";
 export const RUNTIME_CONFIG_VERSION = 1;
 
 const ms = z.number().int().nonnegative();
+/**
+ * setTimeout's longest delay. A duration the proxies arm as a timer (a timeout, an interval, a delay) is
+ * refused above it: Node fires a longer timer after 1 ms (TimeoutOverflowWarning), which would turn a huge
+ * timeout into an immediate one. Durations that are no timers (TTLs, lifetimes) stay unbounded.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+const timerMs = ms.max(MAX_TIMER_MS);
 const bytes = z.number().int().nonnegative();
 const port = z.number().int().min(1).max(65535);
 const percent = z.number().min(0).max(100);
@@ -56,9 +63,9 @@ export type RetryOn = z.infer<typeof RetryOn>;
 export const RetryPlan = z.strictObject({
   /** Retries after the first attempt (0 = never retry). */
   attempts: z.number().int().min(0).max(10),
-  perTryTimeoutMs: ms,
+  perTryTimeoutMs: timerMs,
   retryOn: z.array(RetryOn),
-  backoff: z.strictObject({ baseMs: ms, maxMs: ms }),
+  backoff: z.strictObject({ baseMs: timerMs, maxMs: timerMs }),
 });
 export type RetryPlan = z.infer<typeof RetryPlan>;
 
@@ -91,8 +98,8 @@ export const LoadBalancer = z.enum(["round-robin", "least-request", "ring-hash"]
 
 export const HealthCheck = z.strictObject({
   path: z.string(),
-  intervalMs: ms,
-  timeoutMs: ms,
+  intervalMs: timerMs,
+  timeoutMs: timerMs,
   healthyThreshold: z.number().int().positive(),
   unhealthyThreshold: z.number().int().positive(),
 });
@@ -111,7 +118,7 @@ export const Cluster = z.strictObject({
   port: port,
   protocol: z.enum(["http1", "http2"]),
   loadBalancer: LoadBalancer,
-  connectTimeoutMs: ms,
+  connectTimeoutMs: timerMs,
   circuitBreaker: CircuitBreaker,
   outlierDetection: OutlierDetection,
   retryBudget: RetryBudget,
@@ -155,7 +162,7 @@ export type Cluster = z.infer<typeof Cluster>;
 
 /** How endpoints of a cluster are found. Targets set this: Kubernetes DNS by default, static ports locally. */
 export const Discovery = z.discriminatedUnion("kind", [
-  z.strictObject({ kind: z.literal("dns"), template: z.string(), refreshMs: ms }),
+  z.strictObject({ kind: z.literal("dns"), template: z.string(), refreshMs: timerMs }),
   z.strictObject({
     kind: z.literal("static"),
     endpoints: z.record(z.string(), z.array(z.strictObject({ host: z.string(), port: port }))),
@@ -238,7 +245,7 @@ export const RouteAction = z.discriminatedUnion("kind", [
           cluster: z.string(),
           method: HttpMethod,
           path: z.string(),
-          timeoutMs: ms,
+          timeoutMs: timerMs,
           onError: z.enum(["fail", "omit", "default"]),
           default: z.unknown(),
           /** Client request headers copied to this part (cookies and credentials only when listed here). */
@@ -327,7 +334,7 @@ export const GatewayRoute = z.strictObject({
   transform: z.strictObject({ request: Transform.nullable(), response: Transform.nullable() }),
   fault: z
     .strictObject({
-      delay: z.strictObject({ ms: ms, percent: percent }).nullable(),
+      delay: z.strictObject({ ms: timerMs, percent: percent }).nullable(),
       abort: z.strictObject({ status: z.number().int().min(200).max(599), percent: percent }).nullable(),
     })
     .nullable(),
@@ -341,7 +348,7 @@ export const GatewayRoute = z.strictObject({
       maxAgeSeconds: z.number().int().nonnegative(),
     })
     .nullable(),
-  timeoutMs: ms,
+  timeoutMs: timerMs,
   retry: RetryPlan,
   limits: z.strictObject({
     maxBodyBytes: bytes,
@@ -487,11 +494,11 @@ export const GatewayRuntimeConfig = z.strictObject({
   limits: z.strictObject({
     maxHeaderBytes: bytes,
     maxBodyBytes: bytes,
-    headerTimeoutMs: ms,
-    requestTimeoutMs: ms,
-    idleTimeoutMs: ms,
+    headerTimeoutMs: timerMs,
+    requestTimeoutMs: timerMs,
+    idleTimeoutMs: timerMs,
     maxConnections: z.number().int().positive(),
-    drainTimeoutMs: ms,
+    drainTimeoutMs: timerMs,
   }),
   auth: z.strictObject({
     jwt: z.array(JwtProvider),
@@ -505,7 +512,7 @@ export const GatewayRuntimeConfig = z.strictObject({
       kind: z.literal("redis"),
       url: z.string(),
       failMode: z.enum(["open", "closed"]),
-      timeoutMs: ms,
+      timeoutMs: timerMs,
     }),
   ]),
   cacheStore: z.discriminatedUnion("kind", [
@@ -514,7 +521,7 @@ export const GatewayRuntimeConfig = z.strictObject({
       kind: z.literal("redis"),
       url: z.string(),
       maxBytes: bytes,
-      timeoutMs: ms,
+      timeoutMs: timerMs,
       /** The local layer in each process (0 = none): RedisStore `local`. */
       localMaxBytes: bytes,
     }),
@@ -538,7 +545,7 @@ export type AuthzRule = z.infer<typeof AuthzRule>;
 export const ServiceRoutePolicy = z.strictObject({
   name: z.string(),
   match: z.strictObject({ path: z.string(), methods: z.array(HttpMethod) }),
-  timeoutMs: ms,
+  timeoutMs: timerMs,
   retry: RetryPlan,
 });
 
@@ -566,7 +573,7 @@ export const SidecarRuntimeConfig = z.strictObject({
     protocol: z.enum(["http1", "http2"]),
     /** Deny-by-default: a request is allowed only when a rule below matches it. */
     authz: z.strictObject({ default: z.literal("deny"), rules: z.array(AuthzRule) }),
-    limits: z.strictObject({ maxHeaderBytes: bytes, maxBodyBytes: bytes, headerTimeoutMs: ms }),
+    limits: z.strictObject({ maxHeaderBytes: bytes, maxBodyBytes: bytes, headerTimeoutMs: timerMs }),
     /**
      * The headers that assert an end user — PRINCIPAL_HEADERS and every JWT provider's forwardClaims
      * headers, lower-case, sorted — reach the app only from the peers in `from` (the gateway's SPIFFE ID;
@@ -587,7 +594,7 @@ export const SidecarRuntimeConfig = z.strictObject({
          * HTTP proxy (`http://127.0.0.1:<localPort>/…`); null = only through the proxy port.
          */
         localPort: port.nullable(),
-        timeoutMs: ms,
+        timeoutMs: timerMs,
         retry: RetryPlan,
         routes: z.array(ServiceRoutePolicy),
       }),
@@ -612,9 +619,9 @@ export const SidecarRuntimeConfig = z.strictObject({
           host: z.string().min(1),
           port: port,
           localPort: port.nullable(),
-          connectTimeoutMs: ms,
+          connectTimeoutMs: timerMs,
           /** Total time for a plain HTTP request forwarded to it (requests are never retried). */
-          timeoutMs: ms,
+          timeoutMs: timerMs,
           /**
            * The most connections this sidecar keeps to it at once (Istio's connectionPool.tcp.maxConnections):
            * its CONNECT tunnels and local-port relays together — one past it is refused (503

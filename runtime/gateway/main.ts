@@ -9,6 +9,7 @@ import { processLoggers } from "../telemetry/logs.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
 import { startGateway } from "./server.ts";
 import type { WorkerEntry } from "./workers.ts";
+import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 
 export interface RunGatewayOptions {
   configPath: string;
@@ -29,7 +30,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
       ...(opts.host ? { host: opts.host } : {}),
       ...(opts.adminPort !== undefined ? { adminPort: opts.adminPort } : {}),
       ...(opts.workerEntry ? { workerEntry: opts.workerEntry } : {}),
-      onReady: (listeners, admin) => printReady(listeners, admin, opts.host),
+      onReady: (listeners, admin, config) => printReady(listeners, admin, opts.host, config),
     });
     return;
   }
@@ -43,17 +44,33 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     logger: log,
     accessLogger: access,
   });
-  printReady(gateway.ports.listeners, gateway.ports.admin, opts.host);
+  printReady(gateway.ports.listeners, gateway.ports.admin, opts.host, config);
 
   reloadAndDrainOnSignals(opts.configPath, gateway, log);
 }
 
-/** The start lines: the address the listeners and the admin listener are bound to (--host, default every IPv4 address). */
-function printReady(listeners: Record<string, number>, admin: number, host: string | undefined): void {
+/**
+ * The start lines: the address the listeners and the admin listener are bound to (--host, default every
+ * IPv4 address), each listener with its own scheme (a TLS listener's URL is https://).
+ */
+function readyLines(
+  listeners: Record<string, number>,
+  admin: number,
+  host: string | undefined,
+  config: Pick<GatewayRuntimeConfig, "listeners">,
+): string {
   const at = urlHost(host ?? "0.0.0.0");
-  process.stdout.write(
-    `${Object.entries(listeners)
-      .map(([name, port]) => `gateway ${name} http://${at}:${port}`)
-      .join("\n")}\nadmin http://${at}:${admin}\n`,
-  );
+  const scheme = new Map(config.listeners.map((l) => [l.name, l.protocol]));
+  return `${Object.entries(listeners)
+    .map(([name, port]) => `gateway ${name} ${scheme.get(name) ?? "http"}://${at}:${port}`)
+    .join("\n")}\nadmin http://${at}:${admin}\n`;
+}
+
+function printReady(
+  listeners: Record<string, number>,
+  admin: number,
+  host: string | undefined,
+  config: Pick<GatewayRuntimeConfig, "listeners">,
+): void {
+  process.stdout.write(readyLines(listeners, admin, host, config));
 }

@@ -4,6 +4,7 @@
  * Public material (JWKS public keys, issuers) stays, it helps debugging.
  */
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../contract/schema.ts";
+import { exposedConfigHash } from "../contract/exposed-hash.ts";
 
 const REDACTED = "[redacted]";
 
@@ -48,12 +49,13 @@ function redactTelemetry<T extends GatewayRuntimeConfig["telemetry"]>(telemetry:
 
 /** What the sidecar's /config shows: its config without the OTLP endpoint's credentials. */
 export function redactSidecarConfig(config: SidecarRuntimeConfig): SidecarRuntimeConfig {
-  return { ...config, telemetry: redactTelemetry(config.telemetry) };
+  return { ...config, hash: exposedConfigHash(config), telemetry: redactTelemetry(config.telemetry) };
 }
 
 export function redactConfig(config: GatewayRuntimeConfig): unknown {
   return {
     ...config,
+    hash: exposedConfigHash(config),
     telemetry: redactTelemetry(config.telemetry),
     auth: {
       ...config.auth,

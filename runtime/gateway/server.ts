@@ -121,6 +121,7 @@ import {
 import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
+import { exposedConfigHash, exposedReloadResult } from "../contract/exposed-hash.ts";
 import { chooseBackend, handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
 import { closeUnused, openChanged, retireForDrain, swapListeners, type PreparedSwap } from "../net/swap.ts";
@@ -450,6 +451,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ...observer,
       part: (route, part, outcome) => mParts.labels("gateway", route, part, outcome).inc(),
     },
+    fileSendTimeout: {
+      get ms() {
+        return state.config.limits.idleTimeoutMs;
+      },
+      onTimeout: () =>
+        log.warn({ event: "send_timeout", source: "static", timeoutMs: state.config.limits.idleTimeoutMs }),
+    },
   };
   const mLimited = metrics.counter(
     "ratelimit_limited_total",
@@ -520,8 +528,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   const cacheMetrics = registerCacheMetrics(metrics, "gateway");
   /** The cache for a config: the previous one while the store settings are the same. */
   function cacheFor(config: GatewayRuntimeConfig, previous: State | undefined): HttpCache {
-    if (previous && JSON.stringify(previous.config.cacheStore) === JSON.stringify(config.cacheStore))
+    if (previous && JSON.stringify(previous.config.cacheStore) === JSON.stringify(config.cacheStore)) {
+      previous.cache.sendTimeoutMs = config.limits.idleTimeoutMs;
       return previous.cache;
+    }
     const sc = config.cacheStore;
     const store =
       sc.kind === "redis"
@@ -531,11 +541,16 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     cacheMetrics.available(true);
     // Only a process-local store needs invalidations relayed; a shared Redis store saw them already.
     const relay = sc.kind === "memory" ? options.onCacheInvalidate : undefined;
-    return new HttpCache({
+    const cache = new HttpCache({
       store,
       observer: cacheMetrics.observer,
       ...(relay !== undefined ? { onInvalidate: relay } : {}),
+      // A stored body the client stops reading is cut at the send timeout, as a forwarded one is.
+      onSendTimeout: () =>
+        log.warn({ event: "send_timeout", source: "cache", timeoutMs: cache.sendTimeoutMs }),
     });
+    cache.sendTimeoutMs = config.limits.idleTimeoutMs;
+    return cache;
   }
   /** A Redis store with its own client; its outages are logged once each (never the URL's password). */
   function redisCacheStore(
@@ -773,7 +788,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   let state = await buildState(options.config);
   activateRateLimits(state);
-  lifecycle.info.labels("gateway", state.config.hash).set(1);
+  lifecycle.info.labels("gateway", exposedConfigHash(state.config)).set(1);
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -1705,7 +1720,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     ready: () => !draining && (identity === null || identity.ready()),
     metrics: () => metrics.render(),
     config: () => redactConfig(state.config),
-    reload: () => reload(),
+    reload: () => reload().then((r) => exposedReloadResult(r, state.config)),
     purge: (request) => state.cache.purge(request),
     hosts: () => state.config.admin.hosts,
   });
@@ -1714,7 +1729,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     await listen(admin, options.ports?.admin ?? state.config.admin.port, bindHost, false);
     adminPort = (admin.address() as AddressInfo).port;
   }
-  log.info({ event: "started", listeners: listenerPorts, admin: adminPort, hash: state.config.hash });
+  log.info({
+    event: "started",
+    listeners: listenerPorts,
+    admin: adminPort,
+    hash: exposedConfigHash(state.config),
+  });
 
   // ── reload and drain ──
   /**

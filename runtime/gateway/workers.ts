@@ -16,6 +16,13 @@ import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
+import {
+  CONFIG_HASH_KEY_ENV,
+  configHashKeyHex,
+  exposedConfigHash,
+  exposedReloadResult,
+  maskConfigHash,
+} from "../contract/exposed-hash.ts";
 import { watchConfigFile } from "../contract/reload.ts";
 import { LeaseServer } from "../ratelimit/lease.ts";
 import { rateLimitMode } from "../ratelimit/limiter.ts";
@@ -39,7 +46,7 @@ export interface WorkersOptions {
   /** How long the primary waits for each worker's answer to a reload phase (default 5 s). */
   reloadTimeoutMs?: number;
   /** Called once every worker serves, with the listener ports and the admin port. */
-  onReady?: (listeners: Record<string, number>, admin: number) => void;
+  onReady?: (listeners: Record<string, number>, admin: number, config: GatewayRuntimeConfig) => void;
 }
 
 /** A module to fork as a gateway worker, with its arguments. */
@@ -140,6 +147,8 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
         MESHGATE_CONFIG: serving,
         MESHGATE_HOST: opts.host ?? "",
         MESHGATE_WORKER: String(slot.index),
+        // One gateway shows one config hash: its workers mask a credential-holding config's hash with its key.
+        [CONFIG_HASH_KEY_ENV]: configHashKeyHex(),
       },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
@@ -196,10 +205,11 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   /** Sends a worker that became ready on an older config the accepted one; restarts it if it does not apply it. */
   const catchUp = (slot: Slot, child: ChildProcess) => {
     const id = nextId++;
-    const want = config.hash;
+    const wanted = config;
+    const want = wanted.hash;
     const behind = (why: string) => {
       log.error(
-        { event: "worker_behind", worker: slot.index, hash: want, message: why },
+        { event: "worker_behind", worker: slot.index, hash: exposedConfigHash(wanted), message: why },
         "a worker did not apply the accepted config; restarting it from that config",
       );
       child.kill("SIGKILL");
@@ -214,8 +224,14 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       pending.delete(id);
       const r = reply as Extract<FromWorker, { type: "reloaded" }>;
       if (!r.ok) behind(r.error ?? "refused it");
-      else if (r.hash !== want && r.hash !== config.hash) behind(`serves ${r.hash ?? "no config"}`);
-      else log.info({ event: "worker_caught_up", worker: slot.index, hash: r.hash });
+      else if (r.hash !== want && r.hash !== config.hash)
+        behind(`serves ${r.hash === undefined ? "no config" : maskConfigHash(r.hash)}`);
+      else
+        log.info({
+          event: "worker_caught_up",
+          worker: slot.index,
+          hash: exposedConfigHash(r.hash === want ? wanted : config),
+        });
     });
     child.send({ type: "reload", id, text: acceptedText } satisfies ToWorker);
   };
@@ -301,7 +317,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
       log.error(
         {
           event: "reload_rejected",
-          hash: next.hash,
+          hash: exposedConfigHash(next),
           ...("error" in refusal ? {} : { code: refusal.reply.code }),
           message: reason,
         },
@@ -320,15 +336,24 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     );
     const lagging = committed.filter((c) => "error" in c || !c.reply.ok || c.reply.hash !== next.hash);
     for (const c of lagging) {
-      const why = "error" in c ? c.error : (c.reply.error ?? `serves ${c.reply.hash}`);
+      const why =
+        "error" in c
+          ? c.error
+          : (c.reply.error ??
+            `serves ${c.reply.hash === undefined ? "no config" : maskConfigHash(c.reply.hash)}`);
       log.error(
-        { event: "worker_behind", worker: c.slot.index, hash: next.hash, message: why },
+        { event: "worker_behind", worker: c.slot.index, hash: exposedConfigHash(next), message: why },
         "a worker did not apply the accepted config; restarting it from that config",
       );
       c.slot.child?.kill("SIGKILL");
     }
     mReloads.labels("gateway", lagging.length === 0 ? "success" : "failure").inc();
-    log.info({ event: "reloaded", hash: next.hash, workers: committed.length, restarted: lagging.length });
+    log.info({
+      event: "reloaded",
+      hash: exposedConfigHash(next),
+      workers: committed.length,
+      restarted: lagging.length,
+    });
     logRateLimitMode();
     return lagging.length === 0
       ? { ok: true, hash: next.hash }
@@ -352,7 +377,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   const admin = createAdminServer({
     ready: () => !stopping && slots.every((s) => s.ready),
     config: () => redactConfig(config),
-    reload,
+    reload: () => reload().then((r) => exposedReloadResult(r, config)),
     hosts: () => config.admin.hosts,
     // Every worker keeps its own memory cache: the purge goes to each, and the counts add up. With the
     // Redis store each worker purges the shared store (atomic per batch: the first one finds the entries).
@@ -391,14 +416,14 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     admin.listen(opts.adminPort ?? config.admin.port, opts.host ?? "0.0.0.0", () => resolve());
   });
   const adminPort = (admin.address() as AddressInfo).port;
-  opts.onReady?.(slots[0]!.listeners, adminPort);
+  opts.onReady?.(slots[0]!.listeners, adminPort, config);
   logRateLimitMode();
   log.info({
     event: "started",
     workers: slots.length,
     listeners: slots[0]!.listeners,
     admin: adminPort,
-    hash: config.hash,
+    hash: exposedConfigHash(config),
   });
 
   const watcher = watchConfigFile(opts.configPath, () => void reload());

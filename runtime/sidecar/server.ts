@@ -66,6 +66,7 @@ import {
 } from "../decide/outbound.ts";
 import { createAdminServer } from "../gateway/admin.ts";
 import { redactSidecarConfig } from "../gateway/redact.ts";
+import { exposedConfigHash, exposedReloadResult } from "../contract/exposed-hash.ts";
 import { egressLookup } from "../net/lookup.ts";
 import {
   checkRequestHeaders,
@@ -717,7 +718,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   }
 
   let state = await buildState(options.config);
-  lifecycle.info.labels("sidecar", state.config.hash).set(1);
+  lifecycle.info.labels("sidecar", exposedConfigHash(state.config)).set(1);
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -1679,7 +1680,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       ...redactSidecarConfig(state.config),
       identityStatus: identityStatus(identity.current(), identity.ready()),
     }),
-    reload: () => reload(),
+    reload: () => reload().then((r) => exposedReloadResult(r, state.config)),
     purge: () => Promise.reject(new Error("the sidecar has no HTTP cache")),
     hosts: () => state.config.admin.hosts,
   });
@@ -1693,7 +1694,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     admin: ports.admin,
     mtls: options.config.mtls,
     ready: identity.ready(),
-    hash: state.config.hash,
+    hash: exposedConfigHash(state.config),
   });
 
   // ── reload and drain ──

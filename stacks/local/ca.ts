@@ -22,6 +22,7 @@ import {
   type IssuedSvid,
 } from "../../runtime/pki/index.ts";
 import { IDENTITY_FILES } from "../../components/translate/translate.ts";
+import { MAX_TIMER_MS } from "../../runtime/contract/schema.ts";
 
 export interface DevCaPolicy {
   readonly rootValidityMs: number;
@@ -185,7 +186,9 @@ export class IdentityKeeper {
       this.#current.set(i.workload, { serial: svid.serial, notAfter: svid.notAfter });
       if (renewal) this.#renewals++;
       this.#sink.issued({ workload: i.workload, serial: svid.serial, notAfter: svid.notAfter, renewal });
-      delay = Math.max(1000, Math.floor((svid.notAfter - issuedAt) / 2));
+      // At half-life, but never past setTimeout's limit (about 24.8 days): Node fires a longer timer
+      // after 1 ms, which renewed every SVID of a long --svid-ttl in a loop. Renewing early is harmless.
+      delay = Math.min(MAX_TIMER_MS, Math.max(1000, Math.floor((svid.notAfter - issuedAt) / 2)));
     } catch (err) {
       if (!renewal) throw err;
       this.#sink.failed({ workload: i.workload, error: err as Error });

@@ -377,6 +377,52 @@ describe("streaming", () => {
     sock.destroy();
   });
 
+  // The send timeout (the idle timeout, 1 s here) covers a file as it covers a forwarded response: a
+  // client that reads none of a large file had its connection (and the open descriptor) kept until the
+  // request timeout; one that pauses for less, then reads on, gets the whole file.
+  it.each([
+    ["cuts_a_client_that_reads_none_of_a_large_file_for_the_send_timeout", 3000, false],
+    ["keeps_a_client_that_pauses_for_less_than_the_send_timeout", 400, true],
+  ] as const)(
+    "%s",
+    async (_claim, pauseMs, whole) => {
+      const quick = await startTestGateway(
+        gatewayConfig(
+          [{ name: "site", match: { path: "/site/**" }, static: { dir: root }, ...PUBLIC }],
+          {},
+          { limits: { idleTimeout: "1s" } },
+        ),
+      );
+      try {
+        const sock = net.connect(Number(new URL(quick.url).port), "127.0.0.1");
+        await new Promise((r) => sock.once("connect", r));
+        let received = 0;
+        const ended = new Promise<void>((r) => {
+          sock.once("close", () => r());
+          sock.once("end", () => r());
+        });
+        sock.pause();
+        sock.write("GET /site/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        await sleep(pauseMs);
+        sock.on("data", (c: Buffer) => (received += c.length));
+        sock.resume();
+        await ended;
+        sock.destroy();
+        // The head (about 300 bytes) comes before the body.
+        if (whole) expect(received).toBeGreaterThan(BIG_BYTES);
+        else {
+          expect(received).toBeLessThan(BIG_BYTES);
+          expect(quick.logs.filter((l) => l.event === "send_timeout" && l.source === "static")).toHaveLength(
+            1,
+          );
+        }
+      } finally {
+        await quick.drain();
+      }
+    },
+    30_000,
+  );
+
   /** Bytes this process has read through read(2) and friends, all threads (the gateway runs here). */
   const bytesRead = () => Number(/rchar:\s+(\d+)/.exec(readFileSync("/proc/self/io", "utf8"))![1]);
 

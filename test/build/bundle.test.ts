@@ -150,6 +150,13 @@ describe("runtime bundle", () => {
       /--inbound-port must be a port/,
     ],
     ["an_unknown_option", ["gateway", "--config", "x.json", "--spec", "y"], 2, /Unknown option '--spec'/],
+    // parseArgs keeps the last of a repeated flag: the runtime's command line refuses it, as meshgate's does.
+    [
+      "a_flag_given_twice",
+      ["gateway", "--config", "a.json", "--config", "b.json"],
+      2,
+      /--config given twice/,
+    ],
     [
       "a_missing_config_file",
       ["sidecar", "--config", "/nonexistent/meshgate.json"],

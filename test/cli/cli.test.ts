@@ -203,7 +203,60 @@ describe("usage", () => {
     [
       "gateway_rejects_an_admin_port_above_65535",
       ["gateway", "--config", "no-such-gateway.json", "--admin-port", "99999"],
-      '--admin-port must be a port number, got "99999"',
+      '--admin-port must be a port number from 0 to 65535, got "99999"',
+    ],
+    [
+      "sidecar_rejects_an_outbound_port_above_65535",
+      ["sidecar", "--config", "no-such-sidecar.json", "--outbound-port", "65536"],
+      '--outbound-port must be a port number from 0 to 65535, got "65536"',
+    ],
+    [
+      "explain_rejects_a_port_above_65535_whatever_the_caller",
+      [
+        "explain",
+        "examples/shop/mesh.yaml",
+        "--from",
+        "internet",
+        "--path",
+        "/api/orders",
+        "--port",
+        "99999",
+      ],
+      '--port must be a port number from 1 to 65535, got "99999"',
+    ],
+    [
+      "explain_rejects_port_0",
+      ["explain", "examples/shop/mesh.yaml", "--from", "payments", "--to", "card-processor", "--port", "0"],
+      '--port must be a port number from 1 to 65535, got "0"',
+    ],
+    [
+      "explain_rejects_a_port_on_an_internet_request_instead_of_ignoring_it",
+      ["explain", "examples/shop/mesh.yaml", "--from", "internet", "--path", "/api/orders", "--port", "443"],
+      "--port a port is given only for a service's request to a destination outside the mesh",
+    ],
+    [
+      "a_single_valued_flag_given_twice_is_refused_not_last_wins",
+      [
+        "explain",
+        "examples/shop/mesh.yaml",
+        "--from",
+        "internet",
+        "--path",
+        "/api/orders",
+        "--path",
+        "/admin",
+      ],
+      "--path given twice",
+    ],
+    [
+      "a_flag_given_twice_in_the_equals_form_is_refused",
+      ["gateway", "--config=a.json", "--config=b.json"],
+      "--config given twice",
+    ],
+    [
+      "a_pki_flag_given_twice_is_refused",
+      ["pki", "init", "--trust-domain", "a.example", "--trust-domain", "b.example", "--out", "/dev/null/ca"],
+      "--trust-domain given twice",
     ],
     [
       "up_rejects_a_port_that_is_not_one",
@@ -214,6 +267,24 @@ describe("usage", () => {
     const r = await meshgate(args);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
+  });
+
+  it("a_multi_valued_flag_still_repeats", async () => {
+    const r = await meshgate([
+      "explain",
+      "examples/shop/mesh.yaml",
+      "--from",
+      "internet",
+      "--path",
+      "/api/orders",
+      "--header",
+      "x-a:1",
+      "--header",
+      "x-b:2",
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("route list-orders matches");
   });
 
   // --out naming a file (or a path through one): exit 1 with the path and the errno, never a stack trace.

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
+import { maskConfigHash } from "../../runtime/contract/exposed-hash.ts";
 import {
   freePort,
   gatewayConfig,
@@ -145,12 +146,75 @@ describe("admin listener", () => {
         'meshgate_request_duration_seconds_bucket{proxy="gateway",route="v1",le="+Inf"} 1',
       );
       expect(text).toMatch(
-        new RegExp(`meshgate_config_info\\{proxy="gateway",hash="${gw.currentHash()}"\\} 1`),
+        // The config holds a Redis password: its hash is shown masked (see "the config hash it shows").
+        new RegExp(`meshgate_config_info\\{proxy="gateway",hash="${maskConfigHash(gw.currentHash())}"\\} 1`),
       );
       const shown = await (await fetch(`${gw.adminUrl}/config`)).text();
       expect(shown).not.toContain("a".repeat(64));
       expect(shown).not.toContain("hunter2");
       expect(JSON.parse(shown).auth.apiKeys.consumers[0].keyHashes).toEqual(["[redacted]"]);
+    } finally {
+      await gw.drain();
+    }
+  });
+});
+
+// The sealed hash is an unsalted SHA-256 over the whole config: shown in config_info, /config and the start
+// and reload lines, it let whoever reads a metric test guesses of a Redis password offline (recompute the
+// hash of the config for each guess). A config with a credential shows an HMAC of it under a key of the
+// process; one without shows the sealed hash (what the config-hash annotation and Docker label carry).
+describe("admin listener: the config hash it shows", () => {
+  const withRedis = (url: string | null, apiKeys = false) => {
+    const { hash: _h, ...r } = config();
+    return sealRuntimeConfig<GatewayRuntimeConfig>({
+      ...r,
+      auth: { ...r.auth, apiKeys: apiKeys ? r.auth.apiKeys : null },
+      rateLimitStore: url === null ? { kind: "local", replicas: 1 } : { ...r.rateLimitStore, url },
+    } as never);
+  };
+  const shown = async (gw: Awaited<ReturnType<typeof startTestGateway>>) => {
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const info = [...metrics.matchAll(/^meshgate_config_info\{proxy="gateway",hash="([^"]+)"\} 1$/gm)];
+    const config = (await (await fetch(`${gw.adminUrl}/config`)).json()) as { hash: string };
+    return { info: info.map((m) => m[1]), config: config.hash };
+  };
+
+  it.each<[string, string | null, boolean, boolean]>([
+    [
+      "is_no_guessing_oracle_for_a_redis_password_yet_changes_with_it",
+      "redis://u:hunter2@redis.internal:6379",
+      true,
+      false,
+    ],
+    ["is_the_sealed_hash_for_a_config_without_credentials", null, false, false],
+    // API-key hashes are written in the spec (the repository) and keys are random tokens: no secret to guess.
+    ["is_the_sealed_hash_for_a_config_whose_only_secrets_are_api_key_hashes", null, false, true],
+  ])("%s", async (_claim, url, masked, apiKeys) => {
+    const first = withRedis(url, apiKeys);
+    const gw = await startTestGateway(first);
+    try {
+      const before = await shown(gw);
+      const started = gw.logs.find((l) => l.event === "started")!.hash as string;
+      expect(before.info).toEqual([before.config]);
+      expect(started).toBe(before.config);
+      if (!masked) {
+        expect(before.config).toBe(first.hash);
+        return;
+      }
+      // Not the sealed hash (the value a guess of the password reproduces), nor anything derived from the
+      // config alone.
+      expect(before.config).not.toBe(first.hash);
+      expect(before.config).toMatch(/^hmac-sha256:[0-9a-f]{64}$/);
+      // Only the password changes: the shown hash changes too (the reload is visible), and is no oracle either.
+      const next = withRedis("redis://u:hunter3@redis.internal:6379");
+      expect((await gw.reload(JSON.stringify(next))).ok).toBe(true);
+      const after = await shown(gw);
+      expect(after.info).toEqual([after.config]);
+      expect(after.config).not.toBe(before.config);
+      expect(after.config).not.toBe(next.hash);
+      expect(gw.logs.find((l) => l.event === "reloaded")!.hash).toBe(after.config);
+      expect(gw.rawLog()).not.toContain(first.hash);
+      expect(gw.rawLog()).not.toContain(next.hash);
     } finally {
       await gw.drain();
     }
@@ -403,7 +467,7 @@ describe("reload", () => {
         expect((await gw.reload(JSON.stringify(next))).ok).toBe(true);
         const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
         const serving = [...metrics.matchAll(/^meshgate_config_info\{proxy="gateway",hash="([^"]+)"\} 1$/gm)];
-        expect([i, serving.map((m) => m[1])]).toEqual([i, [next.hash]]);
+        expect([i, serving.map((m) => m[1])]).toEqual([i, [maskConfigHash(next.hash)]]);
         expect([i, metrics.includes(`hash="__overflow__"`)]).toEqual([i, false]);
       }
     } finally {
@@ -943,11 +1007,33 @@ describe("the meshgate gateway process", () => {
   };
 
   // The start line names the address --host bound (127.0.0.2 is loopback too, and not 127.0.0.1), with
-  // one worker and with several (the primary prints it).
+  // one worker and with several (the primary prints it), and each listener's scheme: a TLS listener's
+  // line said http:// (a script that curls it got a TLS alert back).
   it.each([["1"], ["2"]])(
-    "prints_the_address_it_bound_with_%s_workers",
+    "prints_the_address_it_bound_and_each_listeners_scheme_with_%s_workers",
     async (workers) => {
-      const { file, ports } = await configOnFreePorts(`bound-${workers}.json`);
+      const file = join(dir, `bound-${workers}.json`);
+      const ports = await Promise.all([freePort(), freePort(), freePort()]);
+      const { hash: _x, ...r } = config();
+      await writeFile(
+        file,
+        JSON.stringify(
+          sealRuntimeConfig<GatewayRuntimeConfig>({
+            ...r,
+            listeners: [
+              ...r.listeners.map((l) => ({ ...l, port: ports[0]! })),
+              {
+                name: "secure",
+                port: ports[2]!,
+                protocol: "https",
+                http2: false,
+                tls: { minVersion: "TLSv1.2", certificates: [cert] },
+              },
+            ],
+            admin: { port: ports[1]! },
+          }),
+        ),
+      );
       const args = ["gateway", "--config", file, "--host", "127.0.0.2", "--workers", workers];
       const child = spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
         stdio: ["ignore", "pipe", "pipe"],
@@ -958,6 +1044,7 @@ describe("the meshgate gateway process", () => {
       try {
         await waitFor(() => /^admin http:\/\/\S+$/m.test(out), 15_000);
         expect(out).toContain(`gateway http http://127.0.0.2:${ports[0]}\n`);
+        expect(out).toContain(`gateway secure https://127.0.0.2:${ports[2]}\n`);
         expect(out).toContain(`admin http://127.0.0.2:${ports[1]}\n`);
         expect((await request(`http://127.0.0.2:${ports[1]}/ready`)).status).toBe(200);
       } finally {

@@ -16,12 +16,14 @@ import { connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   gatewayConfig,
+  request,
   startTestGateway,
   startUpstream,
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
 import { selfSignedCert } from "../support/certs.ts";
+import { until } from "../sidecar/support.ts";
 import { data, END_HEADERS, END_STREAM, frame, block, rawH2 } from "../support/raw-h2.ts";
 
 let dir: string;
@@ -341,6 +343,15 @@ describe("slow readers", () => {
             retries: { attempts: 0, perTryTimeout: "20s" },
           },
           {
+            name: "cached",
+            match: { path: "/cached/**", methods: ["GET"] },
+            to: "app",
+            public: true,
+            timeout: "20s",
+            retries: { attempts: 0, perTryTimeout: "20s" },
+            cache: { ttl: "10m", maxEntrySize: "40MiB" },
+          },
+          {
             name: "all",
             match: { path: "/**" },
             to: "app",
@@ -352,6 +363,7 @@ describe("slow readers", () => {
         { app: { port: big.port }, app2: { port: (h2big.address() as { port: number }).port } },
         {
           limits: { idleTimeout: "1s" },
+          cache: { maxSize: "100MiB" },
           listeners: [{ name: "h1h2c", port: 8080, protocol: "http", http2: true }],
         },
         {
@@ -488,5 +500,46 @@ describe("slow readers", () => {
       }
     },
     15_000,
+  );
+
+  // A cache hit was written whole with end(body), outside the send timeout: a client that read none of a
+  // large cached response kept its connection (and the body's memory) until the connection's own idle
+  // handling. Each row first stores the response (read whole), then asks again.
+  it.each([
+    [
+      "cuts_an_http1_1_client_that_reads_none_of_a_32_mib_cached_response",
+      "/cached/a?mb=32",
+      () => h1Reader("/cached/a?mb=32", 32 * MiB, 0),
+      "cut",
+    ],
+    [
+      "resets_an_http2_stream_of_a_cached_response_whose_client_grants_no_window",
+      "/cached/b?mb=32",
+      () => h2NoWindow("/cached/b?mb=32"),
+      "200 rst:2",
+    ],
+    // Control: a client that keeps reading, slower than the socket could send, gets the whole hit.
+    [
+      "keeps_a_slow_client_that_reads_a_cached_response_64_kib_every_100_ms",
+      "/cached/c?mb=2",
+      () => h1Reader("/cached/c?mb=2", 2 * MiB, 64 * 1024),
+      "all",
+    ],
+  ] as [string, string, () => Promise<string>, string][])(
+    "%s",
+    async (_claim, path, run, seen) => {
+      // Host 127.0.0.1, as the readers below send it (the host is part of the cache key).
+      const url = `http://127.0.0.1:${rgw.ports.listeners.h1h2c!}${path}`;
+      await request(url, { headers: { host: "127.0.0.1" } });
+      const hit = await request(url, { headers: { host: "127.0.0.1", range: "bytes=0-0" } });
+      expect(hit.headers["cache-status"]).toMatch(/; hit/);
+      const upstreamCalls = big.received.filter((r) => r.url === path).length;
+      const logged = rgw.logs.filter((l) => l.event === "send_timeout").length;
+      expect(await run()).toBe(seen);
+      expect(big.received.filter((r) => r.url === path)).toHaveLength(upstreamCalls); // answered from the cache
+      if (seen !== "all")
+        await until(() => rgw.logs.filter((l) => l.event === "send_timeout").length === logged + 1, 2000);
+    },
+    20_000,
   );
 });

@@ -112,6 +112,32 @@ describe("dev CA", () => {
   });
 });
 
+describe("dev CA renewal timer", () => {
+  // Half of a 60-day SVID is past setTimeout's 2^31−1 ms: Node fired the renewal after 1 ms, and each
+  // renewal armed the next one the same way (a new SVID written every few milliseconds, forever).
+  it("a_lifetime_past_what_a_timer_holds_is_not_renewed_at_once", async () => {
+    const { ca } = await openDevCa(join(dir, "ca-long"), "shop.example", POLICY);
+    const keeper = new IdentityKeeper(ca, {
+      ttlMs: 60 * 86_400_000,
+      clockSkewMs: 0,
+      sink: { issued: () => {}, failed: () => {} },
+    });
+    try {
+      await keeper.start([
+        {
+          workload: "orders",
+          spiffeId: "spiffe://shop.example/ns/shop/sa/orders",
+          dir: join(dir, "identities-long", "orders"),
+        },
+      ]);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(keeper.renewals).toBe(0);
+    } finally {
+      keeper.stop();
+    }
+  });
+});
+
 describe("dev token issuer", () => {
   const info = {
     issuer: "http://127.0.0.1:9901/",

@@ -622,12 +622,12 @@ describe("meshgate verify and explain", () => {
     [
       "exits_2_for_a_port_that_is_no_number",
       ["--from", "payments", "--to", "risk-engine", "--port", "https"],
-      '--port must be a TCP port number (1-65535), got "https"',
+      '--port must be a port number from 1 to 65535, got "https"',
     ],
     [
       "exits_2_for_a_port_out_of_range",
       ["--from", "payments", "--to", "risk-engine", "--port", "70000"],
-      "--port the port must be a number from 1 to 65535",
+      '--port must be a port number from 1 to 65535, got "70000"',
     ],
     [
       "exits_2_for_a_port_to_a_mesh_service",

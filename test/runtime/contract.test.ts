@@ -83,6 +83,19 @@ describe("RuntimeConfig loader", () => {
       code: "E_RT_CONFIG_INVALID",
       path: "admin.port",
     },
+    // Node fires a timer above 2^31−1 ms after 1 ms: a sealed config with such a timeout would time out at once.
+    {
+      claim: "rejects_a_timer_duration_setTimeout_cannot_hold",
+      edit: ({ hash: _h, ...c }) =>
+        JSON.stringify(
+          sealRuntimeConfig({
+            ...c,
+            limits: { ...(c.limits as object), drainTimeoutMs: 2 ** 31 },
+          } as unknown as Omit<GatewayRuntimeConfig, "hash">),
+        ),
+      code: "E_RT_CONFIG_INVALID",
+      path: "limits.drainTimeoutMs",
+    },
     {
       claim: "rejects_content_edited_after_sealing",
       edit: (c) => JSON.stringify({ ...c, hosts: ["evil.example"] }),

@@ -81,9 +81,11 @@ function mtlsGet(port: number, client: IssuedSvid, path: string): Promise<number
 }
 
 function start(file: string, extra: string[] = []): { child: ChildProcess; out: () => string } {
+  // --host 127.0.0.1 unless `extra` names its own (a flag given twice is a usage error).
+  const host = extra.includes("--host") ? [] : ["--host", "127.0.0.1"];
   const child = spawn(
     process.execPath,
-    [join(ROOT, "bin/meshgate.js"), "sidecar", "--config", file, "--host", "127.0.0.1", ...extra],
+    [join(ROOT, "bin/meshgate.js"), "sidecar", "--config", file, ...host, ...extra],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";

@@ -267,11 +267,50 @@ const ROWS: Row[] = [
   // at start (E_RT_CONFIG_INVALID); 0 in the Prometheus config crashed synth and observability.
   {
     claim: "rejects_a_duration_beyond_1000y",
-    mutate: (s) => (s.services.orders.timeout = "999999y"),
+    mutate: (s) => (gatewayRoute(s, 0).cache = { ttl: "999999y" }),
     code: "E_SPEC_OUT_OF_RANGE",
-    path: "services.orders.timeout",
+    path: "gateway.routes[0].cache.ttl",
     message: "must be at most 1000y",
   },
+  // A duration the proxies arm as a timer: Node fires a timer above 2^31−1 ms (~24.8 days) after 1 ms,
+  // so a 30d timeout was an immediate one (and a 30d health-check interval probed every millisecond).
+  ...(
+    [
+      ["a_service_timeout", (s: Doc) => (s.services.orders.timeout = "30d"), "services.orders.timeout"],
+      ["a_route_timeout", (s: Doc) => (gatewayRoute(s, 0).timeout = "25d"), "gateway.routes[0].timeout"],
+      [
+        "a_per_try_timeout",
+        (s: Doc) => (gatewayRoute(s, 0).retries = { perTryTimeout: "1y" }),
+        "gateway.routes[0].retries.perTryTimeout",
+      ],
+      [
+        "a_health_check_interval",
+        (s: Doc) => (s.services.orders.healthCheck = { path: "/healthz", interval: "30d" }),
+        "services.orders.healthCheck.interval",
+      ],
+      [
+        "a_fault_delay",
+        (s: Doc) => (gatewayRoute(s, 1).fault = { delay: { duration: "30d", percent: 1 } }),
+        "gateway.routes[1].fault.delay.duration",
+      ],
+      [
+        "a_drain_timeout",
+        (s: Doc) => (s.gateway.limits = { drainTimeout: "100d" }),
+        "gateway.limits.drainTimeout",
+      ],
+      [
+        "an_external_connect_timeout",
+        (s: Doc) => (s.external["card-processor"].connectTimeout = "30d"),
+        "external.card-processor.connectTimeout",
+      ],
+    ] as const
+  ).map(([what, mutate, path]): Row => ({
+    claim: `rejects_${what}_above_the_24d_a_timer_holds`,
+    mutate,
+    code: "E_SPEC_OUT_OF_RANGE",
+    path,
+    message: "must be at most 24d",
+  })),
   {
     claim: "rejects_a_duration_too_long_for_a_number",
     mutate: (s) => (gatewayRoute(s, 0).timeout = `${"9".repeat(400)}ms`),

@@ -209,3 +209,65 @@ describe("scraping", () => {
     ]);
   });
 });
+
+// POST /api/explain takes the flags of `meshgate explain`: plaintext (a pod of the caller bypassing its
+// sidecar) and port (the port a service asks its sidecar for at an external destination) were refused as
+// unknown fields, so the panel could not ask what the CLI answers.
+describe("POST /api/explain over HTTP", () => {
+  const rows: {
+    claim: string;
+    body: Record<string, unknown>;
+    status: number;
+    /** The verdict and deciding layer (200), or the error message's start (400). */
+    expected: { verdict: string; layer: string } | string;
+  }[] = [
+    {
+      claim: "a_plaintext_caller_is_refused_by_a_strict_sidecar_as_the_cli_says",
+      body: { from: "orders", to: "payments", method: "POST", path: "/payments", plaintext: true },
+      status: 200,
+      expected: { verdict: "deny", layer: "mesh" },
+    },
+    {
+      claim: "plaintext_false_is_the_sidecar_path",
+      body: { from: "orders", to: "payments", method: "POST", path: "/payments", plaintext: false },
+      status: 200,
+      expected: { verdict: "allow", layer: "network" },
+    },
+    {
+      claim: "plaintext_from_the_internet_is_refused_with_the_cli_message",
+      body: { from: "internet", method: "GET", path: "/api/orders", plaintext: true },
+      status: 400,
+      expected: "plaintext: a plaintext caller is a pod of a service",
+    },
+    {
+      claim: "plaintext_must_be_a_boolean",
+      body: { from: "orders", to: "payments", method: "POST", path: "/payments", plaintext: "yes" },
+      status: 400,
+      expected: "plaintext: must be true or false",
+    },
+    {
+      claim: "a_port_other_than_the_destinations_is_decided_as_the_cli_decides_it",
+      body: { from: "payments", to: "card-processor", method: "GET", path: "/", port: 8443 },
+      status: 200,
+      expected: { verdict: "deny", layer: "outbound" },
+    },
+    {
+      claim: "a_port_out_of_range_is_refused",
+      body: { from: "payments", to: "card-processor", method: "GET", path: "/", port: 99999 },
+      status: 400,
+      expected: "port: must be a port number from 1 to 65535",
+    },
+  ];
+  it.each(rows)("$claim", async ({ body, status, expected }) => {
+    const { url } = await serve();
+    const res = await fetch(`${url}/api/explain`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = (await res.json()) as { verdict: string; layer: string; error?: { message: string } };
+    expect(res.status).toBe(status);
+    if (typeof expected === "string") expect(answer.error?.message).toMatch(new RegExp(`^${expected}`));
+    else expect({ verdict: answer.verdict, layer: answer.layer }).toEqual(expected);
+  });
+});

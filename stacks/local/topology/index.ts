@@ -388,8 +388,10 @@ function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
 const METHOD = /^[A-Z]{1,16}$/;
 
 /**
- * Validates an explain request body: `{ from, method, path, host?, to?, headers?, claims?, scopes?,
- * provider?, consumer?, clientIp? }`. Returns the request or a message naming the field.
+ * Validates an explain request body: `{ from, method, path, host?, port?, to?, headers?, claims?, scopes?,
+ * provider?, consumer?, clientIp?, plaintext? }` — the flags of `meshgate explain`, with the same meaning
+ * (`plaintext: true`: a pod of the caller that bypasses its sidecar; `port`: the port a service asks its
+ * sidecar for at an external destination). Returns the request or a message naming the field.
  */
 export function parseExplainRequest(body: unknown): TrafficRequest | string {
   if (typeof body !== "object" || body === null || Array.isArray(body))
@@ -407,6 +409,8 @@ export function parseExplainRequest(body: unknown): TrafficRequest | string {
     "provider",
     "consumer",
     "clientIp",
+    "plaintext",
+    "port",
   ]);
   for (const k of Object.keys(b))
     if (!known.has(k)) return `${k}: unknown field (allowed: ${[...known].join(", ")})`;
@@ -445,6 +449,15 @@ export function parseExplainRequest(body: unknown): TrafficRequest | string {
     if (k === "headers" && Object.values(v).some((x) => typeof x !== "string"))
       return "headers: every value must be a string";
     out[k] = v;
+  }
+  if (b.plaintext !== undefined && b.plaintext !== null) {
+    if (typeof b.plaintext !== "boolean") return "plaintext: must be true or false";
+    if (b.plaintext) out.plaintext = true;
+  }
+  if (b.port !== undefined && b.port !== null) {
+    if (!Number.isInteger(b.port) || (b.port as number) < 1 || (b.port as number) > 65535)
+      return "port: must be a port number from 1 to 65535";
+    out.port = b.port;
   }
   if (out.claims !== undefined && out.consumer !== undefined)
     return "claims, consumer: give a token's claims or an API-key consumer, not both";
