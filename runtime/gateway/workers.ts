@@ -416,7 +416,6 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     admin.listen(opts.adminPort ?? config.admin.port, opts.host ?? "0.0.0.0", () => resolve());
   });
   const adminPort = (admin.address() as AddressInfo).port;
-  opts.onReady?.(slots[0]!.listeners, adminPort, config);
   logRateLimitMode();
   log.info({
     event: "started",
@@ -425,6 +424,8 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     admin: adminPort,
     hash: exposedConfigHash(config),
   });
+  // The start lines last: whoever waits for them (a supervisor, a test) then has every line before.
+  opts.onReady?.(slots[0]!.listeners, adminPort, config);
 
   const watcher = watchConfigFile(opts.configPath, () => void reload());
   process.on("SIGHUP", () => void reload());

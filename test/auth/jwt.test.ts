@@ -381,7 +381,10 @@ describe("remote JWKS", () => {
         (await x.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: "later" })))))
           .kind,
       ).toBe("allow");
-    await new Promise((r) => setTimeout(r, 50));
+    // The refresh runs in the background: wait for it to reach the server (a loaded machine can take
+    // longer than a fixed pause), then for nothing more.
+    for (const end = Date.now() + 5000; short.fetches < 2 && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, 10));
     expect(short.fetches).toBe(2); // max-age 0 clamped up to 150 ms, then a stale-while-revalidate refresh
     expect(long.fetches).toBe(1);
     a.close();
@@ -446,15 +449,16 @@ describe("remote JWKS", () => {
 
   it("rate_limits_refetches_for_unknown_kids", async () => {
     const server = await startJwksServer([main.jwk]);
-    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 300 } });
+    // An interval that the five tries below (signed beforehand) stay well within on a loaded machine.
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 1000 } });
+    const unknown = await Promise.all(Array.from({ length: 6 }, () => signToken(attacker, claims())));
     expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
       "allow",
     );
-    for (let i = 0; i < 5; i++)
-      await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims())));
+    for (let i = 0; i < 5; i++) await a.admit("main", routeAuth("main"), bearer(unknown[i]!));
     expect(server.fetches).toBe(1);
-    await new Promise((r) => setTimeout(r, 320));
-    await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims())));
+    await new Promise((r) => setTimeout(r, 1020));
+    await a.admit("main", routeAuth("main"), bearer(unknown[5]!));
     expect(server.fetches).toBe(2);
     a.close();
     await server.close();
@@ -501,24 +505,29 @@ describe("remote JWKS", () => {
     // previous one failed: a request-paced retry storm against an issuer that is already failing.
     const server = await startJwksServer([main.jwk]);
     server.cacheControl = "max-age=0";
+    // An interval that the ten requests below (signed beforehand) stay well within on a loaded machine.
     const a = new Authenticator(buildConfig(server.url), {
-      jwt: { minTtlMs: 50, minRefetchIntervalMs: 300 },
+      jwt: { minTtlMs: 50, minRefetchIntervalMs: 1000 },
     });
+    const tokens = await Promise.all(
+      Array.from({ length: 11 }, (_, i) => signToken(main, claims({ sub: i < 10 ? `u${i}` : "later" }))),
+    );
     expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
       "allow",
     );
     server.status = 503;
     await new Promise((r) => setTimeout(r, 80));
     for (let i = 0; i < 10; i++) {
-      const t = await signToken(main, claims({ sub: `u${i}` }));
-      expect((await a.admit("main", routeAuth("main"), bearer(t))).kind).toBe("allow");
+      expect((await a.admit("main", routeAuth("main"), bearer(tokens[i]!))).kind).toBe("allow");
       await new Promise((r) => setTimeout(r, 5));
     }
     expect(server.fetches).toBe(2); // the first fetch, and one failed refresh
     server.status = 200;
-    await new Promise((r) => setTimeout(r, 320));
-    await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims({ sub: "later" }))));
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 1020));
+    await a.admit("main", routeAuth("main"), bearer(tokens[10]!));
+    // The retry runs in the background: wait for it to reach the server.
+    for (const end = Date.now() + 5000; server.fetches < 3 && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, 10));
     expect(server.fetches).toBe(3); // retried once the interval passed
     a.close();
     await server.close();

@@ -40,6 +40,8 @@ let app: Upstream;
 let gw: TestGateway;
 
 const count = (url: string) => app.received.filter((r) => r.url === url).length;
+/** How many 200 and 304 answers the upstream has finished sending, per URL. */
+const sent = new Map<string, number>();
 
 function answer(req: IncomingMessage, res: ServerResponse): void {
   const url = req.url ?? "/";
@@ -52,6 +54,7 @@ function answer(req: IncomingMessage, res: ServerResponse): void {
   }
   const current = versions.get(url) ?? 0;
   if (b.notModified && b.etag && req.headers["if-none-match"] === `"v${current}"`) {
+    res.on("finish", () => sent.set(url, (sent.get(url) ?? 0) + 1));
     res.writeHead(304, {
       etag: `"v${current}"`,
       "cache-control": b.notModified,
@@ -70,6 +73,7 @@ function answer(req: IncomingMessage, res: ServerResponse): void {
   if (b.cacheControl) headers["cache-control"] = b.cacheControl;
   if (b.etag) headers.etag = `"v${version}"`;
   setTimeout(() => {
+    res.on("finish", () => sent.set(url, (sent.get(url) ?? 0) + 1));
     res.writeHead(200, headers);
     res.end(out);
   }, b.delayMs ?? 0);
@@ -129,8 +133,11 @@ describe("stale-while-revalidate (RFC 5861 §3)", () => {
       expect(r.headers["cache-status"]).toMatch(/^meshgate; hit; ttl=-\d+; detail=stale-while-revalidate$/);
       expect(Number(r.headers.age)).toBeGreaterThanOrEqual(4);
     }
-    // One background request for the whole burst, answered 100 ms after the burst was served.
+    // One background request for the whole burst, answered 100 ms after the burst was served: wait until
+    // the answer is sent (the upstream's timer can fire late on a loaded machine), then for the gateway
+    // to store it.
     await untilReceived(url, 2);
+    for (let i = 0; i < 500 && (sent.get(url) ?? 0) < 2; i++) await sleep(10);
     await sleep(150);
     expect(count(url)).toBe(2);
     const after = await request(`${gw.url}${url}`);
@@ -153,7 +160,9 @@ describe("stale-while-revalidate (RFC 5861 §3)", () => {
     expect(stale.headers["cache-status"]).toContain("detail=stale-while-revalidate");
     await untilReceived(url, 2);
     expect(app.received.filter((r) => r.url === url)[1]!.headers["if-none-match"]).toBe('"v1"');
-    await sleep(50);
+    // Once the 304 is sent, the gateway freshens the entry.
+    for (let i = 0; i < 500 && (sent.get(url) ?? 0) < 2; i++) await sleep(10);
+    await sleep(150);
     const fresh = await request(`${gw.url}${url}`);
     expect(version(fresh.body)).toBe(1);
     // Freshened by the 304's max-age=60 (the stored entry said max-age=1): a busy machine may take a

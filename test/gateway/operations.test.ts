@@ -517,10 +517,7 @@ describe("reload", () => {
         code: "E_RT_CONFIG_INVALID",
         error: expect.stringContaining("missing.pem"),
       });
-      await sleep(150);
-      const after = probed.received.length;
-      await sleep(500);
-      expect(probed.received.length).toBe(after);
+      expect(await quiet(probed)).toBe(true);
       expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
     } finally {
       await gw.drain();
@@ -548,14 +545,10 @@ describe("reload", () => {
     try {
       const prepared = await gw.prepareReload(JSON.stringify(next));
       expect(prepared.result).toMatchObject({ ok: true, changed: true });
-      await sleep(300);
-      expect(probed.received.length).toBeGreaterThan(0); // the prepared cluster runs…
+      await waitFor(() => probed.received.length > 0, 5000); // the prepared cluster runs…
       expect((await request(`${gw.url}/p`)).status).toBe(404); // …but does not serve
       expect(prepared.abort("worker 1 refused it")).toMatchObject({ code: "E_RT_RELOAD_ABORTED" });
-      await sleep(150);
-      const after = probed.received.length;
-      await sleep(500);
-      expect(probed.received.length).toBe(after);
+      expect(await quiet(probed)).toBe(true);
       expect((await request(`${gw.url}/v1/x`)).status).toBe(200);
       // Nothing is held: the next reload applies.
       expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, changed: true });
@@ -577,8 +570,9 @@ describe("reload", () => {
         ...rest,
         listeners: rest.listeners.map((l, i) => (i === 0 ? { ...l, port: newPort } : l)),
       });
+      const seen = slow.received.length;
       const inFlight = request(`${gw.url}/slow`); // 400 ms upstream, started on the old listener
-      await sleep(50);
+      await waitFor(() => slow.received.length > seen, 5000); // under way (a fixed pause may not be)
       expect(await gw.reload(JSON.stringify(moved))).toMatchObject({ ok: true, changed: true });
       // The new port serves the whole new config; the old one accepts no new connection.
       expect((await request(`http://127.0.0.1:${newPort}/extra`)).status).toBe(200);
@@ -841,8 +835,9 @@ describe("reload: a listener that keeps its port gets its new settings on the sa
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const name = base.listeners[0]!.name;
     try {
+      const seen = slow.received.length;
       const inFlight = request(`${gw.url}/slow`, { agent }); // 400 ms upstream, on the old stack
-      await sleep(50);
+      await waitFor(() => slow.received.length > seen, 5000); // under way (a fixed pause may not be)
       const next = edited(base, (l) => ({ ...l, http2: !l.http2 }));
       expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, hash: next.hash });
       expect(gw.logs.find((l) => l.event === "listeners_changed")).toMatchObject({ rebuilt: [name] });
@@ -892,8 +887,9 @@ describe("reload: a listener that keeps its port gets its new settings on the sa
 describe("drain", () => {
   it("finishes_in_flight_requests_and_refuses_new_connections", async () => {
     const gw = await startTestGateway(config());
+    const seen = slow.received.length;
     const inflight = request(`${gw.url}/slow`);
-    await sleep(100);
+    await waitFor(() => slow.received.length > seen, 5000); // under way (a fixed pause may not be)
     const drained = gw.drain();
     await sleep(50);
     expect((await fetch(`${gw.adminUrl}/ready`).catch(() => ({ status: 0 }))).status).not.toBe(200);
@@ -916,6 +912,7 @@ describe("drain", () => {
     const warnings: string[] = [];
     const onWarning = (w: Error) => warnings.push(w.message);
     process.on("warning", onWarning);
+    const seen = slow.received.length;
     const h1 = request(`${gw.url}/slow`);
     const client = http2.connect(gw.url);
     const h2 = new Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }>(
@@ -931,7 +928,7 @@ describe("drain", () => {
       },
     );
     try {
-      await sleep(100);
+      await waitFor(() => slow.received.length >= seen + 2, 5000); // both under way
       const drained = gw.drain();
       const [a, b] = await Promise.all([h1, h2]);
       expect(a).toMatchObject({ status: 200, body: "slow done", complete: true });
@@ -1110,7 +1107,7 @@ describe("the meshgate gateway process", () => {
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     child.stderr.on("data", (c: Buffer) => (out += c.toString()));
     try {
-      await waitFor(() => out.includes("admin http://127.0.0.1:"), 10_000);
+      await waitFor(() => out.includes("admin http://127.0.0.1:"), 20_000);
       expect(out).toContain(`gateway http http://127.0.0.1:${ports[0]}`);
       const url = `http://127.0.0.1:${ports[0]}`;
       expect((await request(`${url}/v1/x`)).status).toBe(200);
@@ -1190,7 +1187,7 @@ describe("the meshgate gateway process", () => {
         .filter((l) => l.includes('"event":"access"'))
         .map((l) => (JSON.parse(l) as { path: string }).path);
     try {
-      await waitFor(() => out.includes("admin http://127.0.0.1:"), 10_000);
+      await waitFor(() => out.includes("admin http://127.0.0.1:"), 20_000);
       const url = `http://127.0.0.1:${ports[0]}`;
       for (let i = 0; i < 5; i++) expect((await request(`${url}/v1/first-${i}`)).status).toBe(200);
       // Buffered, then written by the flush timer (1 s): all five lines, whole (the default two workers
@@ -1223,6 +1220,20 @@ describe("the meshgate gateway process", () => {
     expect(err).toMatch(/meshgate gateway: .* \[E_RT_CONFIG_INVALID\]/);
   });
 });
+
+/**
+ * Whether `probed` (health-checked every 100 ms while a cluster runs) gets no request for 500 ms within
+ * 10 s. (A probe sent just before the cluster stopped can arrive late on a loaded machine: one fixed
+ * pause after another could count it.)
+ */
+async function quiet(probed: { received: unknown[] }): Promise<boolean> {
+  for (const end = Date.now() + 10_000; Date.now() < end;) {
+    const before = probed.received.length;
+    await sleep(500);
+    if (probed.received.length === before) return true;
+  }
+  return false;
+}
 
 async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -47,11 +47,15 @@ function config(
     [
       { name: "all", match: { path: "/**" }, to: "app", ...PUBLIC },
       // The handler awaits before it reads the body: a reset during the wait must still be seen.
+      // Generous timeouts: a hundred requests at once through this process on a loaded machine must show
+      // up as latency, not as 504s (the defaults: 500 ms per try, 2 s in all).
       {
         name: "slow",
         match: { path: "/slow/**" },
         to: "app",
         fault: { delay: { duration: "300ms", percent: 100 } },
+        timeout: "30s",
+        retries: { perTryTimeout: "30s" },
         ...PUBLIC,
       },
     ],
@@ -260,10 +264,14 @@ describe("TLS", () => {
     // The new certificate lands before its key: the pair does not match yet, so the one serving stays.
     const next = await cert("a-next", "next.a.test", "DNS:a.test");
     await copyFile(next.certFile, join(dir, "a.crt"));
-    await sleep(1500);
+    // The files are checked every second: wait until the half-written pair was looked at (a fixed pause
+    // can end before the check on a loaded machine), then the old one must still be served.
+    const looked = Date.now() + 5000;
+    while (!gw.logs.some((l) => l.event === "certificates_reload_failed") && Date.now() < looked)
+      await sleep(100);
+    expect(gw.logs.some((l) => l.event === "certificates_reload_failed")).toBe(true);
     expect(await peerCn("a.test")).toBe("a-rotated.test");
     expect(await peerCn(undefined)).toBe("a-rotated.test");
-    expect(gw.logs.some((l) => l.event === "certificates_reload_failed")).toBe(true);
     await copyFile(next.keyFile, join(dir, "a.key"));
     const deadline = Date.now() + 5000;
     while ((await peerCn("a.test")) !== "next.a.test" && Date.now() < deadline) await sleep(100);
@@ -566,7 +574,14 @@ describe("HTTP/2 streams per connection", () => {
     ["closes_a_connection_that_opens_streams_past_the_limit_with_protocol_error", 150, 1, 0],
   ] as [string, number, number | null, number][])("%s", async (_claim, count, goaway, forwarded) => {
     const ids = Array.from({ length: count }, (_, i) => 2 * i + 1 + (goaway === null ? 0 : 1000));
-    const r = await rawH2(h2cPort, [100, Buffer.concat(ids.map(slow))], 1500);
+    // Within the limit: until every stream is answered (a hundred delayed requests can take longer than
+    // a second on a loaded machine). Past it: 1.5 s, long enough for a forwarded request to show.
+    const r =
+      goaway === null
+        ? await rawH2(h2cPort, [100, Buffer.concat(ids.map(slow))], 15_000, undefined, (x) =>
+            ids.every((id) => x.streams[id] !== undefined),
+          )
+        : await rawH2(h2cPort, [100, Buffer.concat(ids.map(slow))], 1500);
     expect(r.goaway).toBe(goaway);
     const paths = new Set(ids.map((id) => `/slow/streams/${id}`));
     expect(app.received.filter((x) => paths.has(x.url))).toHaveLength(forwarded);

@@ -43,7 +43,9 @@ const SPEC = {
   },
   observability: {
     metrics: { scrapeInterval: "1s" },
-    slos: [{ route: "items", availability: 99, latencyP99: "250ms" }],
+    // A latency objective no request of this test comes near, even on a loaded machine (a handful of
+    // requests slower than 250 ms were seen there, with load average 17): its indicator must be 0.
+    slos: [{ route: "items", availability: 99, latencyP99: "2500ms" }],
   },
 };
 
@@ -286,13 +288,13 @@ describe("a real Prometheus with the generated configuration", () => {
       sli: "availability",
     });
     expect(Number(availability[0]!.value[1])).toBeCloseTo(0.25, 1);
-    // Every request is far faster than 250ms: no latency errors.
+    // Every request is far faster than 2.5 s: no latency errors.
     const latency = await query('slo:meshgate_sli_error:ratio_rate5m{slo="items-route",sli="latency"}');
     expect(Number(latency[0]!.value[1])).toBe(0);
     const p99 = await query(
       'route:meshgate_request_duration_seconds:quantile_rate5m{route="items",quantile="0.99"}',
     );
-    expect(Number(p99[0]!.value[1])).toBeLessThan(0.25);
+    expect(Number(p99[0]!.value[1])).toBeLessThan(2.5);
     // 25% errors against a 1% budget: overspent.
     const left = await query('slo:meshgate_error_budget:remaining{slo="items-route",sli="availability"}');
     expect(Number(left[0]!.value[1])).toBeLessThan(0);

@@ -203,13 +203,22 @@ describe("leases across two real worker processes", () => {
   async function runWorkers(
     start: Omit<StartMessage, "type" | "mode" | "startAt">,
     active: boolean[],
-  ): Promise<{ done: DoneMessage[]; server: LeaseServer; ipcRequests: number }> {
+  ): Promise<{ done: DoneMessage[]; server: LeaseServer; ipcRequests: number; startAt: number }> {
     const server = new LeaseServer();
     const children: ChildProcess[] = active.map(() =>
       fork(FIXTURE, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] }),
     );
     let ipcRequests = 0;
-    const startAt = Date.now() + 1500; // every worker counts over the same window
+    // Every worker counts over the same window, which opens once all of them are ready (a fork can take
+    // seconds on a loaded machine: a window fixed before would open without it).
+    let startAt = 0;
+    let ready = 0;
+    const startAll = () => {
+      startAt = Date.now() + 200;
+      children.forEach((child, i) => {
+        if (active[i]) child.send({ type: "start", mode: "lease", startAt, ...start } satisfies StartMessage);
+      });
+    };
     try {
       const done = await Promise.all(
         children.map(
@@ -217,9 +226,8 @@ describe("leases across two real worker processes", () => {
             new Promise<DoneMessage>((resolveDone, reject) => {
               child.on("message", (m: { type: string }) => {
                 if (m.type === "ready") {
-                  if (active[i])
-                    child.send({ type: "start", mode: "lease", startAt, ...start } satisfies StartMessage);
-                  else
+                  if (++ready === children.length) startAll();
+                  if (!active[i])
                     resolveDone({
                       type: "done",
                       allowed: 0,
@@ -228,6 +236,7 @@ describe("leases across two real worker processes", () => {
                       sync: 0,
                       async: 0,
                       maxWaitMs: 0,
+                      lastAt: 0,
                     });
                 } else if (m.type === "ratelimit") {
                   ipcRequests++;
@@ -238,15 +247,23 @@ describe("leases across two real worker processes", () => {
             }),
         ),
       );
-      return { done, server, ipcRequests };
+      return { done, server, ipcRequests, startAt };
     } finally {
       for (const c of children) c.kill();
     }
   }
 
+  /**
+   * The most a limit of `requests` per second with a burst of `requests` admits: the burst plus the
+   * refill over the window as the primary saw it, from its opening to the last decision that came back
+   * (checks issued just before the end are decided after it; on a loaded machine that can be 100 ms).
+   */
+  const most = (requests: number, durationMs: number, startAt: number, done: DoneMessage[]) =>
+    requests + (requests * Math.max(durationMs, Math.max(...done.map((d) => d.lastAt)) - startAt)) / 1000;
+
   it("holds_100_per_second_within_5_percent_across_two_workers_under_concurrent_load", async () => {
     const durationMs = 6000;
-    const { done, ipcRequests } = await runWorkers(
+    const { done, ipcRequests, startAt } = await runWorkers(
       {
         limit: { requests: 100, periodMs: 1000, burst: 100 },
         key: "client",
@@ -259,7 +276,7 @@ describe("leases across two real worker processes", () => {
     const allowed = done.reduce((s, d) => s + d.allowed, 0);
     const expected = 100 + (100 * durationMs) / 1000;
     expect(allowed).toBeGreaterThanOrEqual(expected * 0.95);
-    expect(allowed).toBeLessThanOrEqual(expected * 1.05);
+    expect(allowed).toBeLessThanOrEqual(most(100, durationMs, startAt, done) * 1.05);
     for (const d of done) {
       expect(d.storeErrors).toBe(0);
       expect(d.allowed).toBeGreaterThan(0); // both workers got a share
@@ -272,7 +289,7 @@ describe("leases across two real worker processes", () => {
 
   it("lets_a_client_on_one_worker_use_the_whole_limit", async () => {
     const durationMs = 3000;
-    const { done } = await runWorkers(
+    const { done, startAt } = await runWorkers(
       {
         limit: { requests: 100, periodMs: 1000, burst: 100 },
         key: "client",
@@ -284,6 +301,6 @@ describe("leases across two real worker processes", () => {
     );
     const expected = 100 + (100 * durationMs) / 1000;
     expect(done[0]!.allowed).toBeGreaterThanOrEqual(expected * 0.95);
-    expect(done[0]!.allowed).toBeLessThanOrEqual(expected * 1.05);
+    expect(done[0]!.allowed).toBeLessThanOrEqual(most(100, durationMs, startAt, done) * 1.05);
   }, 30_000);
 });

@@ -8,7 +8,7 @@ import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
-import { RateLimiters, type RateLimitObserver } from "../../runtime/ratelimit/limiter.ts";
+import { RateLimiters, type RateLimitObserver, type RouteLimiter } from "../../runtime/ratelimit/limiter.ts";
 import type { RateLimitDecision, StoreErrorReason } from "../../runtime/ratelimit/local.ts";
 import { RedisBuckets, TOKEN_BUCKET_SCRIPT, redisBucketKey } from "../../runtime/ratelimit/redis-store.ts";
 import { RedisClient, type RedisClientEvent } from "../../runtime/redis/client.ts";
@@ -32,8 +32,9 @@ describe("redis token bucket script", () => {
   it("allows_the_burst_then_refuses_with_the_time_to_the_next_token", async () => {
     const p = compilePolicy({ requests: 10, periodMs: 1000, burst: 10 });
     const b = new RedisBuckets(client, "burst-route", p, { failMode: "closed" });
-    const results: RateLimitDecision[] = [];
-    for (let i = 0; i < 12; i++) results.push(await b.check("k"));
+    // Pipelined on one connection: Redis runs them in order, back to back. (One after the other, twelve
+    // round trips can take longer than the 100 ms a token takes to refill on a loaded machine.)
+    const results = await Promise.all(Array.from({ length: 12 }, () => b.check("k")));
     expect(results.map((r) => r.allowed)).toEqual([...Array(10).fill(true), false, false]);
     expect(results.slice(0, 10).map((r) => r.remaining)).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
     const denied = results[11]!;
@@ -99,27 +100,35 @@ describe("two processes sharing one redis", () => {
   it("hold_100_per_second_within_5_percent_under_concurrent_load", async () => {
     const FIXTURE = new URL("./fixtures/load-worker.ts", import.meta.url);
     const durationMs = 6000;
-    const start: StartMessage = {
+    const start = (startAt: number): StartMessage => ({
       type: "start",
       mode: "redis",
       limit: { requests: 100, periodMs: 1000, burst: 100 },
-      key: `shared-${Date.now()}`,
-      startAt: Date.now() + 1500,
+      key: `shared-${startAt}`,
+      startAt,
       durationMs,
       concurrency: 100,
       paceMs: 10,
       redisUrl: redis.url,
-      timeoutMs: 500,
-    };
+      // Generous: this test is about the shared count, not about a loaded machine's latency (two
+      // processes of 100 loops each; a check that times out counts as a store error below).
+      timeoutMs: 2000,
+    });
     const children = [0, 1].map(() => fork(FIXTURE, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+    // Both count over one window, which opens once both are ready (a fork can take seconds on a loaded
+    // machine: a window fixed before would open without it).
+    let startAt = 0;
+    let ready = 0;
     try {
       const done = await Promise.all(
         children.map(
           (child) =>
             new Promise<DoneMessage>((resolve, reject) => {
               child.on("message", (m: { type: string }) => {
-                if (m.type === "ready") child.send(start);
-                else if (m.type === "done") resolve(m as DoneMessage);
+                if (m.type === "ready" && ++ready === children.length) {
+                  startAt = Date.now() + 500; // each connects to Redis first
+                  for (const c of children) c.send(start(startAt));
+                } else if (m.type === "done") resolve(m as DoneMessage);
               });
               child.once("exit", (code) => reject(new Error(`worker exited with ${code}`)));
             }),
@@ -127,8 +136,11 @@ describe("two processes sharing one redis", () => {
       );
       const allowed = done.reduce((s, d) => s + d.allowed, 0);
       const expected = 100 + (100 * durationMs) / 1000;
+      // At most the burst plus the refill over the window as Redis saw it: from its opening to the last
+      // decision that came back (a check issued just before the end is decided after it).
+      const windowMs = Math.max(durationMs, Math.max(...done.map((d) => d.lastAt)) - startAt);
       expect(allowed).toBeGreaterThanOrEqual(expected * 0.95);
-      expect(allowed).toBeLessThanOrEqual(expected * 1.05);
+      expect(allowed).toBeLessThanOrEqual((100 + (100 * windowMs) / 1000) * 1.05);
       for (const d of done) {
         expect(d.storeErrors).toBe(0);
         expect(d.allowed).toBeGreaterThan(0);
@@ -189,6 +201,22 @@ describe("redis dying mid-test", () => {
     return { ...r, ms: performance.now() - started };
   };
 
+  /**
+   * Checks `key` until Redis answers one (5 s at most) and returns that answer. Redis is up, but the
+   * first check also connects and loads the script (several round trips), which a loaded machine can
+   * take longer than the short timeouts below for.
+   */
+  const answered = async (fleet: RouteLimiter, key: string): Promise<RateLimitDecision | null> => {
+    const end = Date.now() + 5000;
+    let d: RateLimitDecision | null = null;
+    while (Date.now() < end) {
+      d = await fleet.check(key, undefined, undefined, undefined);
+      if (d.storeError === null) break;
+      await sleep(20);
+    }
+    return d;
+  };
+
   it.each([
     ["open", true],
     ["closed", false],
@@ -204,9 +232,9 @@ describe("redis dying mid-test", () => {
         expect(plan.mode.summary).toMatch(
           /through Redis at redis:\/\/127\.0\.0\.1:\d+\/0 \(fail (open|closed), timeout 100 ms\)/,
         );
-        const ok = await timed(fleet.check("10.0.0.1", undefined, undefined, undefined));
-        expect(ok.allowed).toBe(true);
-        expect(ok.storeError).toBeNull();
+        const ok = await answered(fleet, "10.0.0.1");
+        expect(ok?.allowed).toBe(true);
+        expect(ok?.storeError).toBeNull();
 
         await dying.kill();
         // Every check while Redis is gone answers by the fail mode, promptly, and is counted.
@@ -228,13 +256,7 @@ describe("redis dying mid-test", () => {
         expect((l as RateLimitDecision).allowed).toBe(true);
 
         await dying.restart();
-        const end = Date.now() + 5000;
-        let back: RateLimitDecision | null = null;
-        while (Date.now() < end) {
-          back = await fleet.check("10.0.0.2", undefined, undefined, undefined);
-          if (back.storeError === null) break;
-          await sleep(20);
-        }
+        const back = await answered(fleet, "10.0.0.2");
         expect(back?.storeError).toBeNull();
         expect(back?.allowed).toBe(true);
         expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(["ready", "down"]));
@@ -246,10 +268,12 @@ describe("redis dying mid-test", () => {
   );
 
   it("answers_within_the_timeout_when_redis_stalls", async () => {
-    const { registry, plan, errors } = limiters("open", "80ms");
+    // The timeout is long enough that a loaded machine's timer lateness (tens of ms) is small beside
+    // it, and short enough that twice the timeout would fail the bound below.
+    const { registry, plan, errors } = limiters("open", "250ms");
     try {
       const fleet = plan.limiters.get("fleet")!;
-      expect((await fleet.check("10.0.0.1", undefined, undefined, undefined)).storeError).toBeNull();
+      expect((await answered(fleet, "10.0.0.1"))?.storeError).toBeNull();
       dying.pause();
       try {
         const stalled = await Promise.all(
@@ -260,20 +284,13 @@ describe("redis dying mid-test", () => {
         for (const d of stalled) {
           expect(d.allowed).toBe(true);
           expect(d.storeError).toBe("timeout");
-          expect(d.ms).toBeLessThan(80 + 60);
+          expect(d.ms).toBeLessThan(250 + 200);
         }
         expect(errors.filter(([r]) => r === "timeout").length).toBeGreaterThanOrEqual(20);
       } finally {
         dying.resume();
       }
-      const end = Date.now() + 5000;
-      let back: RateLimitDecision | null = null;
-      while (Date.now() < end) {
-        back = await fleet.check("10.0.0.3", undefined, undefined, undefined);
-        if (back.storeError === null) break;
-        await sleep(20);
-      }
-      expect(back?.storeError).toBeNull();
+      expect((await answered(fleet, "10.0.0.3"))?.storeError).toBeNull();
     } finally {
       await registry.close();
     }
@@ -341,8 +358,9 @@ describe("a broken redis server", () => {
   });
 
   it("gives_the_eval_after_a_noscript_only_what_is_left_of_the_timeout", async () => {
-    // A server that answers EVALSHA with NOSCRIPT after 250 ms, then never answers the EVAL: the check
-    // ends at its 400 ms timeout (docs/rate-limiting.md: no request waits longer), not 250 + 400 ms.
+    // A server that answers EVALSHA with NOSCRIPT after 600 ms, then never answers the EVAL: the check
+    // ends at its 1000 ms timeout (docs/rate-limiting.md: no request waits longer), not 600 + 1000 ms.
+    // (Long enough that a loaded machine's timer lateness is small beside the 600 ms told apart.)
     const sockets: net.Socket[] = [];
     const broken = net.createServer((s) => {
       sockets.push(s);
@@ -358,7 +376,7 @@ describe("a broken redis server", () => {
           const cmd = nextCommand(buf);
           if (cmd === null) return;
           buf = buf.subarray(cmd.length);
-          if (cmd.name === "EVALSHA") reply("-NOSCRIPT No matching script. Please use EVAL.\r\n", 250);
+          if (cmd.name === "EVALSHA") reply("-NOSCRIPT No matching script. Please use EVAL.\r\n", 600);
           else if (cmd.name === "EVAL")
             replied = new Promise(() => {}); // never answered, nor what follows
           else reply("+OK\r\n");
@@ -383,7 +401,7 @@ describe("a broken redis server", () => {
           { app: { port: 1 } },
           {
             rateLimitStore: {
-              redis: { url: `redis://127.0.0.1:${port}/0`, failMode: "open", timeout: "400ms" },
+              redis: { url: `redis://127.0.0.1:${port}/0`, failMode: "open", timeout: "1000ms" },
             },
           },
         ),
@@ -393,8 +411,8 @@ describe("a broken redis server", () => {
       const d = await plan.limiters.get("n")!.check("10.0.0.1", undefined, undefined, undefined);
       const waited = performance.now() - started;
       expect(d.storeError).toBe("timeout");
-      expect(waited).toBeGreaterThanOrEqual(350);
-      expect(waited).toBeLessThan(550);
+      expect(waited).toBeGreaterThanOrEqual(950);
+      expect(waited).toBeLessThan(1500);
     } finally {
       await registry.close();
       for (const s of sockets) s.destroy();

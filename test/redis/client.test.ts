@@ -138,7 +138,8 @@ describe("redis client against redis-server", () => {
   it("times_out_a_command_behind_debug_sleep_and_keeps_later_replies_in_order", async () => {
     const c = client({ commandTimeoutMs: 100, stallTimeoutMs: 5000 });
     await c.connect();
-    const sleeping = c.call("DEBUG", "SLEEP", "0.4");
+    // A sleep long enough that the commands below are all sent while it lasts, on a loaded machine too.
+    const sleeping = c.call("DEBUG", "SLEEP", "1.5");
     const started = performance.now();
     const ping = c.call("PING");
     await expect(ping).rejects.toBeInstanceOf(RedisTimeoutError);
@@ -146,8 +147,9 @@ describe("redis client against redis-server", () => {
     await expect(sleeping).rejects.toBeInstanceOf(RedisTimeoutError);
     // While the server sleeps, newer commands time out as well.
     await expect(c.call("ECHO", "during")).rejects.toBeInstanceOf(RedisTimeoutError);
-    await sleep(350);
-    // The late replies (OK, PONG) arrive and are discarded; the next commands get their own replies.
+    // Until the server wakes up, every command times out (its late reply discarded in turn).
+    await until(async () => (await c.call("ECHO", "awake")) === "awake", 5000);
+    // The late replies (OK, PONG, …) arrived and were discarded; the next commands get their own replies.
     await c.call("SET", "t:after-sleep", "right");
     expect(await c.call("GET", "t:after-sleep")).toBe("right");
     expect(await c.call("ECHO", "in-order")).toBe("in-order");
@@ -156,7 +158,8 @@ describe("redis client against redis-server", () => {
 
   it("refuses_at_once_when_nothing_listens", async () => {
     const port = await freePort();
-    const c = client({ url: `redis://127.0.0.1:${port}`, reconnect: { baseMs: 50, maxMs: 100 } });
+    // A reconnect delay of 1-2 s: a command that waited for it could not pass for one refused at once.
+    const c = client({ url: `redis://127.0.0.1:${port}`, reconnect: { baseMs: 2000, maxMs: 4000 } });
     const started = performance.now();
     const err = (await c.call("PING").catch((e: unknown) => e)) as RedisConnectionError;
     expect(err).toBeInstanceOf(RedisConnectionError);
@@ -165,7 +168,7 @@ describe("redis client against redis-server", () => {
     // While down, commands fail without waiting.
     const t = performance.now();
     await expect(c.call("PING")).rejects.toBeInstanceOf(RedisConnectionError);
-    expect(performance.now() - t).toBeLessThan(20);
+    expect(performance.now() - t).toBeLessThan(500);
   });
 
   it("times_out_on_a_server_that_accepts_and_never_answers_then_drops_the_stalled_connection", async () => {
@@ -223,9 +226,10 @@ describe("redis client against redis-server", () => {
       void c.connect().catch(() => {});
       await sleep(1500);
       // 10-20, 20-40, 40-80, 80-160, then 160-320 ms apart: at most a dozen in 1.5 s (not ~100).
-      expect(accepted).toBeGreaterThanOrEqual(4);
       expect(accepted).toBeLessThanOrEqual(13);
-      expect(Math.max(...downs)).toBeGreaterThanOrEqual(160);
+      // And it does go on reconnecting, with growing delays (a loaded machine's late timers can leave
+      // fewer attempts than that in the first 1.5 s: wait for them).
+      await until(() => accepted >= 4 && Math.max(...downs) >= 160, 10_000);
     } finally {
       await c.close();
       slam.close();

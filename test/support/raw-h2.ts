@@ -84,7 +84,8 @@ export interface RawH2Result {
 
 /**
  * Sends the preface, an empty SETTINGS and `frames` (a number waits that many ms; consecutive buffers should
- * be concatenated by the caller when they must arrive in one read), then collects for `ms`.
+ * be concatenated by the caller when they must arrive in one read), then collects for `ms` — or, given
+ * `settled`, until what was collected satisfies it (`ms` at most) and 300 ms more.
  */
 export function rawH2(
   port: number,
@@ -92,6 +93,7 @@ export function rawH2(
   ms = 600,
   /** Opens the connection and calls `ready` once it can be written (default: h2c on 127.0.0.1). */
   open: (port: number, ready: () => void) => net.Socket = (p, ready) => net.connect(p, "127.0.0.1", ready),
+  settled?: (r: RawH2Result) => boolean,
 ): Promise<RawH2Result> {
   return new Promise((resolve) => {
     const res: RawH2Result = { streams: {}, goaway: null, data: {} };
@@ -126,9 +128,16 @@ export function rawH2(
         if (type === 3) (res.streams[id] ??= []).push(`rst:${p.readUInt32BE(0)}`);
         if (type === 7) res.goaway = p.readUInt32BE(4);
       }
+      if (!lingering && settled?.(res)) {
+        // Then 300 ms more for what may follow (a GOAWAY).
+        lingering = true;
+        clearTimeout(timer);
+        setTimeout(() => (s.destroy(), resolve(res)), 300);
+      }
     });
     s.on("error", () => {});
-    setTimeout(() => (s.destroy(), resolve(res)), ms);
+    let lingering = false;
+    const timer = setTimeout(() => (s.destroy(), resolve(res)), ms);
   });
 }
 

@@ -533,8 +533,10 @@ describe("cancellation", () => {
   };
 
   it("aborts_a_request_waiting_in_the_queue", async () => {
+    // The first answer comes late enough that the second is still queued when it is cancelled, on a
+    // loaded machine too.
     const up = await upstream(async (conn) => {
-      await sleep(150);
+      await sleep(600);
       conn.socket.write(okResponse("first"));
     });
     const c = client(up.port, { maxConnections: 1 });
@@ -734,8 +736,10 @@ describe("request_side", () => {
   });
 
   it("fails_a_request_whose_body_stream_errors_while_it_is_queued", async () => {
+    // The first answer comes late enough that the second is still queued when its body fails, on a
+    // loaded machine too.
     const up = await upstream(async (conn, req) => {
-      await sleep(100);
+      await sleep(600);
       conn.socket.write(okResponse(/^\S+ (\S+)/.exec(req)![1]!));
     });
     const c = client(up.port, { maxConnections: 1 });
