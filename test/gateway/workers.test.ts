@@ -3,7 +3,7 @@
  * reaches every worker — all of them or none —, a killed worker is restarted, and SIGTERM leaves no
  * process behind.
  */
-import { execFile, spawn, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,7 +12,14 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sealRuntimeConfig, type GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
-import { freePort, gatewayConfig, request, startUpstream, type Upstream } from "../support/gateway.ts";
+import {
+  freePort,
+  gatewayConfig,
+  request,
+  startGatewayProcess,
+  startUpstream,
+  type Upstream,
+} from "../support/gateway.ts";
 import { Jar, loginAtIdp, startIdp } from "../auth/idp.ts";
 
 const run = promisify(execFile);
@@ -416,28 +423,9 @@ describe("worker processes and OIDC sessions", () => {
         },
       },
     );
-    const { hash: _h, ...rest } = c;
-    const file = join(dir, "oidc.json");
-    await writeFile(
-      file,
-      JSON.stringify(
-        sealRuntimeConfig<GatewayRuntimeConfig>({
-          ...rest,
-          listeners: rest.listeners.map((l) => ({ ...l, port })),
-          admin: { port: admin },
-        }),
-      ),
-    );
-    const child = spawn(
-      process.execPath,
-      [join(ROOT, "bin/meshgate.js"), "gateway", "--config", file, "--host", "127.0.0.1", "--workers", "2"],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let out = "";
-    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    let child: ChildProcess | undefined;
     try {
-      await until(() => out.includes(`admin http://127.0.0.1:${admin}`), 15_000);
+      child = (await startGatewayProcess(dir, "oidc", c, 2, { port, admin })).child;
       // Each request on a new connection: the kernel spreads them over both workers.
       const visit = async (jar: Jar, path: string, method = "GET") => {
         const r = await request(`${url}${path}`, {
@@ -465,17 +453,15 @@ describe("worker processes and OIDC sessions", () => {
       await until(allRefused, 10_000);
 
       // A worker started after the logout learns it from the primary.
-      const workers = await children(child.pid!);
+      const primary = child.pid!;
+      const workers = await children(primary);
       expect(workers).toHaveLength(2);
       process.kill(workers[0]!, "SIGKILL");
-      await until(
-        async () => (await children(child.pid!)).filter((p) => p !== workers[0]).length === 2,
-        10_000,
-      );
+      await until(async () => (await children(primary)).filter((p) => p !== workers[0]).length === 2, 10_000);
       await until(async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200, 10_000);
       await until(allRefused, 10_000);
     } finally {
-      child.kill("SIGKILL");
+      child?.kill("SIGKILL");
       await idp.close();
       delete process.env.MESHGATE_WORKERS_OIDC_SECRET;
     }

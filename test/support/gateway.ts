@@ -205,16 +205,18 @@ export interface GatewayProcess {
 const BIN = new URL("../../bin/meshgate.js", import.meta.url).pathname;
 
 /**
- * Runs `meshgate gateway --workers N` as its own process (the primary forks the workers) on free ports,
- * with `config` written to `dir/<name>.json`; resolves once its admin listener is announced (20 s at most).
+ * Runs `meshgate gateway --workers N` as its own process (the primary forks the workers) on free ports (or
+ * those given: a test that must name its URL beforehand), with `config` written to `dir/<name>.json`;
+ * resolves once its admin listener is announced (20 s at most).
  */
 export async function startGatewayProcess(
   dir: string,
   name: string,
   config: GatewayRuntimeConfig,
   workers = 1,
+  ports?: { port: number; admin: number },
 ): Promise<GatewayProcess> {
-  const [port, admin] = [await freePort(), await freePort()];
+  const { port, admin } = ports ?? { port: await freePort(), admin: await freePort() };
   const { hash: _h, ...rest } = config;
   const file = join(dir, `${name}.json`);
   await writeFile(
