@@ -4,6 +4,7 @@
  */
 import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
+import { isIP } from "node:net";
 import type { ObjectMeta } from "kubernetes-types/meta/v1.js";
 import { IDENTITY_DIRS, IDENTITY_FILES } from "../translate/translate.ts";
 import type { InfraIR, TranslateResult } from "../translate/ir.ts";
@@ -63,7 +64,18 @@ export interface ChartOptions {
    * @default none
    */
   prometheusServiceAccountAnnotations?: Record<string, string>;
+  /**
+   * The cluster's DNS servers: the only destination of the pods' DNS egress (port 53, UDP and TCP) —
+   * pods labelled `podLabels` in `namespace`, and the addresses `cidrs` (e.g. NodeLocal DNSCache's
+   * `169.254.20.10/32`). Not "anywhere on port 53": a pod could then reach any host that listens there.
+   * @default `{ namespace: "kube-system", podLabels: { "k8s-app": "kube-dns" } }` (CoreDNS or kube-dns on
+   * kubeadm, EKS, GKE and AKS)
+   */
+  dns?: { namespace?: string; podLabels?: Record<string, string>; cidrs?: string[] };
 }
+
+/** The cluster DNS servers' defaults (ChartOptions.dns). */
+export const DEFAULT_DNS = { namespace: "kube-system", podLabels: { "k8s-app": "kube-dns" } } as const;
 
 /** ChartOptions with every default applied. */
 export interface Resolved {
@@ -81,6 +93,11 @@ export interface Resolved {
   readonly namespaceLabels: Readonly<Record<string, string>>;
   readonly prometheusRemoteWrite: { url: string; sigv4Region?: string } | null;
   readonly prometheusServiceAccountAnnotations: Readonly<Record<string, string>> | null;
+  readonly dns: {
+    readonly namespace: string;
+    readonly podLabels: Readonly<Record<string, string>>;
+    readonly cidrs: readonly string[];
+  };
 }
 
 const require = createRequire(import.meta.url);
@@ -167,6 +184,7 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
       throw new ChartInputError(
         `${field}: the chart's Prometheus exists only with observability "bundled" (it is "${observability}")`,
       );
+  const dns = resolveDns(opts.dns);
   const t = o.tracing;
   const traceStore =
     observability === "bundled" && t.enabled && t.otlpEndpoint === null && t.backend !== "none"
@@ -186,7 +204,42 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
     namespaceLabels: opts.namespaceLabels ?? {},
     prometheusRemoteWrite: remoteWrite,
     prometheusServiceAccountAnnotations: opts.prometheusServiceAccountAnnotations ?? null,
+    dns,
   };
+}
+
+/** ChartOptions.dns with its defaults, checked. */
+function resolveDns(dns: ChartOptions["dns"] = {}): Resolved["dns"] {
+  const namespace = dns.namespace ?? DEFAULT_DNS.namespace;
+  if (!DNS_LABEL.test(namespace) || namespace.length > 63)
+    throw new ChartInputError(`dns.namespace: ${JSON.stringify(namespace)} is not a namespace name`);
+  const podLabels = dns.podLabels ?? DEFAULT_DNS.podLabels;
+  if (Object.keys(podLabels).length === 0)
+    throw new ChartInputError(
+      "dns.podLabels: give the labels of the DNS server's pods (no labels would admit every pod of the namespace on port 53)",
+    );
+  for (const [key, value] of Object.entries(podLabels))
+    if (!ANNOTATION_KEY.test(key) || !LABEL_VALUE.test(value))
+      throw new ChartInputError(
+        `dns.podLabels: ${JSON.stringify(key)}: ${JSON.stringify(value)} is not a label`,
+      );
+  const cidrs = dns.cidrs ?? [];
+  for (const cidr of cidrs) {
+    const [ip, bits, ...rest] = cidr.split("/");
+    const family = isIP(ip ?? "");
+    const max = family === 6 ? 128 : 32;
+    if (
+      family === 0 ||
+      rest.length > 0 ||
+      bits === undefined ||
+      !/^\d{1,3}$/.test(bits) ||
+      Number(bits) > max
+    )
+      throw new ChartInputError(
+        `dns.cidrs: ${JSON.stringify(cidr)} is not a CIDR range (e.g. "169.254.20.10/32")`,
+      );
+  }
+  return { namespace, podLabels: { ...podLabels }, cidrs: [...cidrs] };
 }
 
 /** An annotation key: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters. */

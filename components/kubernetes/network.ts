@@ -2,7 +2,7 @@
  * NetworkPolicies derived from the same authorization rules the sidecars enforce, so L4 backs up the mesh:
  *
  * - default deny (ingress and egress) for every pod of the mesh namespace, and of the bundled backends';
- * - DNS egress (port 53, UDP and TCP) for every pod;
+ * - DNS egress (port 53, UDP and TCP) to the cluster's DNS servers only (ChartOptions.dns) for every pod;
  * - per mesh workload: ingress on the sidecar's inbound port from exactly the workloads the IR's
  *   `allowed` edges name, egress to exactly the workloads it may call; the gateway's listeners open to
  *   everyone; the proxies' admin ports open to Prometheus; egress to the trace collector, and the
@@ -164,7 +164,7 @@ function dedupe<T>(items: readonly T[]): T[] {
 export function meshPolicies(r: Resolved): KubeObject[] {
   const out: KubeObject[] = [
     policy(r, "meshgate-default-deny", r.ns, {}, {}),
-    policy(r, "meshgate-allow-dns", r.ns, {}, { egress: [{ ports: dnsPorts() }] }, ["Egress"]),
+    policy(r, "meshgate-allow-dns", r.ns, {}, { egress: [dnsEgress(r)] }, ["Egress"]),
   ];
   // An edge opens at L4 when it is both declared (the caller's `calls`, or a gateway route) and allowed by
   // the callee: either sidecar would refuse the others. policies' networkEdges() is the same relation.
@@ -243,11 +243,21 @@ export function meshPolicies(r: Resolved): KubeObject[] {
   return out;
 }
 
-function dnsPorts(): NetworkPolicyPort[] {
-  return [
-    { protocol: "UDP", port: 53 },
-    { protocol: "TCP", port: 53 },
-  ];
+/**
+ * DNS (port 53, UDP and TCP) to the cluster's DNS servers only: not to any address, where a pod (an app
+ * that bypasses its sidecar) could reach any host that listens on port 53 — a tunnel out of the mesh.
+ */
+function dnsEgress(r: Resolved): NetworkPolicyEgressRule {
+  return {
+    to: [
+      { ...inNamespace(r.dns.namespace), podSelector: { matchLabels: { ...r.dns.podLabels } } },
+      ...r.dns.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
+    ],
+    ports: [
+      { protocol: "UDP", port: 53 },
+      { protocol: "TCP", port: 53 },
+    ],
+  };
 }
 
 /** The bundled backends' namespace: default deny, DNS, and exactly the pipeline's connections. */
@@ -266,7 +276,7 @@ export function observabilityPolicies(r: Resolved, grafana: boolean): KubeObject
   const storeQueryPort = store === "jaeger" ? BACKEND_PORTS.jaegerQuery : BACKEND_PORTS.tempo;
   const out: KubeObject[] = [
     policy(r, "meshgate-observability-default-deny", ns, {}, {}),
-    policy(r, "meshgate-observability-allow-dns", ns, {}, { egress: [{ ports: dnsPorts() }] }, ["Egress"]),
+    policy(r, "meshgate-observability-allow-dns", ns, {}, { egress: [dnsEgress(r)] }, ["Egress"]),
     policy(r, "prometheus", ns, sel("prometheus"), {
       ingress: grafana ? [{ from: [local("grafana")], ports: [tcp(BACKEND_PORTS.prometheus)] }] : [],
       egress: [

@@ -2,7 +2,8 @@
  * The mesh's workloads on Kubernetes: namespace, a ServiceAccount per identity, a ConfigMap per proxy
  * (its RuntimeConfig), the services' Deployments with the meshgate sidecar (a native sidecar: an init
  * container with restartPolicy Always, started — and ready — before the app, stopped after it), headless
- * Services (the sidecars load-balance over the pods themselves), the gateway's Deployment, Service,
+ * Services (the sidecars load-balance over the pods themselves), a PodDisruptionBudget per service of
+ * more than one replica, the gateway's Deployment, Service,
  * HorizontalPodAutoscaler and PodDisruptionBudget, and the identity volumes (caller-provided Secrets, or
  * cert-manager Certificates). Pure.
  */
@@ -439,6 +440,23 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
   };
 }
 
+/**
+ * A service of more than one replica keeps all but one running through voluntary disruptions (node
+ * drains, cluster upgrades): without a budget, a drain may evict every replica at once.
+ */
+function serviceDisruptionBudget(r: Resolved, w: ServiceWorkloadIR): KubeObject[] {
+  if (w.replicas <= 1) return [];
+  const selector = workloadSelector(r, w.name);
+  return [
+    {
+      apiVersion: "policy/v1",
+      kind: "PodDisruptionBudget",
+      metadata: meta(r, w.name, r.ns, "service", selector),
+      spec: { maxUnavailable: 1, selector: { matchLabels: selector } },
+    },
+  ];
+}
+
 function headlessService(r: Resolved, w: ServiceWorkloadIR): KubeObject {
   const selector = workloadSelector(r, w.name);
   return {
@@ -593,7 +611,9 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     kind: "Deployment",
     metadata: meta(r, w.name, r.ns, "gateway", labels),
     spec: {
-      replicas: w.replicas,
+      // No `replicas`: the HorizontalPodAutoscaler owns the count (from `gateway.replicas` up). With it
+      // here, every apply of the chart (a config change) would scale a scaled-out gateway back down to
+      // `gateway.replicas` under load (the Kubernetes docs' warning; Istio's gateway chart omits it too).
       revisionHistoryLimit: 5,
       selector: { matchLabels: selector },
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
@@ -720,7 +740,12 @@ export function workloadObjects(r: Resolved): KubeObject[] {
     const sidecar = sidecars.get(w.name);
     if (!sidecar) throw new Error(`the IR has service "${w.name}" but no sidecar RuntimeConfig for it`);
     const config = kubernetesConfig(r, sidecar);
-    out.push(configMap(r, w.name, config), serviceDeployment(r, w, config), headlessService(r, w));
+    out.push(
+      configMap(r, w.name, config),
+      serviceDeployment(r, w, config),
+      headlessService(r, w),
+      ...serviceDisruptionBudget(r, w),
+    );
   }
   return out;
 }

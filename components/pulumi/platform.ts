@@ -114,6 +114,12 @@ export interface PlatformArgs {
    */
   observabilityNamespace?: string;
   /**
+   * The cluster's DNS servers, the only destination of the pods' DNS egress (e.g. add NodeLocal
+   * DNSCache's `cidrs: ["169.254.20.10/32"]`).
+   * @default `{ namespace: "kube-system", podLabels: { "k8s-app": "kube-dns" } }`
+   */
+  dns?: ChartOptions["dns"];
+  /**
    * The mesh's namespace (it is part of every SPIFFE ID).
    * @default the spec's `namespace`, else its `name`
    */
@@ -211,6 +217,7 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
         }
       : {}),
     ...(args.namespaceLabels !== undefined ? { namespaceLabels: args.namespaceLabels } : {}),
+    ...(args.dns !== undefined ? { dns: args.dns } : {}),
     ...(args.identities !== undefined ? { identities: args.identities } : {}),
     ...(args.observability !== undefined ? { observability: args.observability } : {}),
     ...(args.observabilityNamespace !== undefined

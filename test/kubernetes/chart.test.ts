@@ -315,6 +315,35 @@ describe("proxies and their RuntimeConfigs", () => {
     expect(byName(synthesize(resultOf(clusterIp)), "Service", "gateway")!.spec.type).toBe("ClusterIP");
   });
 
+  // The Kubernetes docs: with an HPA, leave spec.replicas out of the manifest, or every apply (a
+  // config change) scales the Deployment back to it; Istio's gateway chart omits it when autoscaling.
+  it("leaves_the_gateway_replica_count_to_its_hpa_so_an_apply_does_not_scale_it_down", async () => {
+    const objects = synthesize(await shopResult());
+    const hpa = byName(objects, "HorizontalPodAutoscaler", "gateway")!;
+    expect(hpa.spec.scaleTargetRef).toEqual({ apiVersion: "apps/v1", kind: "Deployment", name: "gateway" });
+    expect(byName(objects, "Deployment", "gateway")!.spec).not.toHaveProperty("replicas");
+    expect(hpa.spec.minReplicas).toBe(2);
+  });
+
+  it.each<[string, number, boolean]>([
+    ["a_service_of_three_replicas_keeps_two_through_a_node_drain", 3, true],
+    ["a_service_of_two_replicas_keeps_one_through_a_node_drain", 2, true],
+    ["a_single_replica_service_gets_no_budget_that_would_block_drains", 1, false],
+    ["a_service_scaled_to_zero_gets_none", 0, false],
+  ])("%s", async (_claim, replicas, budget) => {
+    const doc = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8"));
+    doc.services.orders.replicas = replicas;
+    const objects = synthesize(resultOf(doc));
+    const pdb = byName(objects, "PodDisruptionBudget", "orders");
+    if (!budget) {
+      expect(pdb).toBeUndefined();
+      return;
+    }
+    const pods = byName(objects, "Deployment", "orders")!.spec.template.metadata.labels;
+    expect(pdb!.spec.maxUnavailable).toBe(1);
+    for (const [k, v] of Object.entries(pdb!.spec.selector.matchLabels)) expect(pods[k]).toBe(v);
+  });
+
   it("makes_every_mesh_service_headless", async () => {
     const result = await shopResult();
     const objects = synthesize(result);

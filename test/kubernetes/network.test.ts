@@ -24,6 +24,17 @@ function foreignPods(namespaces: string[], ports: { port: number; protocol: stri
   return namespaces.map((ns) => ({ id: `${ns}/foreign`, namespace: ns, labels: {}, ports }));
 }
 
+/** The cluster's DNS server (CoreDNS as kubeadm, EKS, GKE and AKS label it): added to every evaluation. */
+const KUBE_DNS: Pod = {
+  id: "kube-system/kube-dns",
+  namespace: "kube-system",
+  labels: { "k8s-app": "kube-dns" },
+  ports: [
+    { name: "dns", port: 53, protocol: "UDP" },
+    { name: "dns-tcp", port: 53, protocol: "TCP" },
+  ],
+};
+
 /** The connections the mesh and its observability pipeline need, computed from the IR (not the chart). */
 function expected(result: TranslateResult, mode: "bundled" | "operator", obsNs: string, foreign: string[]) {
   const infra = result.infra;
@@ -39,7 +50,7 @@ function expected(result: TranslateResult, mode: "bundled" | "operator", obsNs: 
   const open = foreign.filter((f) => f !== ns && !(mode === "bundled" && f === obsNs));
   if (gateway)
     for (const l of gateway.listeners)
-      for (const src of ["external", ...open.map((f) => `${f}/foreign`)])
+      for (const src of ["external", KUBE_DNS.id, ...open.map((f) => `${f}/foreign`)])
         out.add(`${src} -> ${ns}/gateway:${l.port}/TCP`);
   const scraper = mode === "bundled" ? `${obsNs}/prometheus` : `${obsNs}/foreign`;
   for (const w of infra.workloads)
@@ -55,14 +66,11 @@ function expected(result: TranslateResult, mode: "bundled" | "operator", obsNs: 
       out.add(`${obsNs}/prometheus -> elsewhere/foreign:${port}/TCP`);
     }
   }
-  // DNS from every pod of the policed namespaces, to anywhere that admits it: outside, and pods of
-  // namespaces without policies.
+  // DNS from every pod of the policed namespaces, to the cluster's DNS server only (not to any host
+  // that listens on port 53).
   chartPods.push(`${ns}/foreign`, ...(mode === "bundled" ? [`${obsNs}/foreign`] : []));
   for (const p of chartPods)
-    for (const proto of ["UDP", "TCP"]) {
-      out.add(`${p} -> external:53/${proto}`);
-      for (const f of open) out.add(`${p} -> ${f}/foreign:53/${proto}`);
-    }
+    for (const proto of ["UDP", "TCP"]) out.add(`${p} -> ${KUBE_DNS.id}:53/${proto}`);
   // The gateway's dependencies: JWKS endpoints outside, the Redis beside it.
   const g = result.runtime.gateway;
   if (g) {
@@ -96,7 +104,7 @@ function evaluate(objects: readonly KubeObject[], foreignNs: string[]) {
   const chartNs = new Set(objects.filter((o) => o.kind === "Namespace").map((o) => o.metadata.name));
   const inChart = (end: string) => chartNs.has(end.split("/")[0]!);
   return new Set(
-    [...allowedConnections(cluster(objects, foreignPods(foreignNs, ports)))].filter((c) => {
+    [...allowedConnections(cluster(objects, [...foreignPods(foreignNs, ports), KUBE_DNS]))].filter((c) => {
       const [src, dst] = c.split(" -> ") as [string, string];
       return inChart(src) || inChart(dst);
     }),
@@ -196,6 +204,38 @@ describe("NetworkPolicies derived from the authorization rules", () => {
       ),
     );
     expect([...actual].filter((x) => appPorts.has(x.split(" -> ")[1]!))).toEqual([]);
+  });
+
+  it.each<[string, ChartOptions, string[]]>([
+    ["the_default_reaches_only_kube_dns", {}, [KUBE_DNS.id]],
+    ["operator_mode_too", { observability: "operator" }, [KUBE_DNS.id]],
+    [
+      "an_added_node_local_cache_is_reached_by_its_address",
+      { dns: { cidrs: ["169.254.20.10/32"] } },
+      [KUBE_DNS.id, "external"],
+    ],
+  ])("dns_egress_goes_to_the_cluster_dns_not_to_any_host_on_port_53_%s", async (_, opts, want) => {
+    const objects = synthesize(await shopResult(), opts);
+    const actual = evaluate(objects, ["shop", "shop-observability", "monitoring", "elsewhere"]);
+    const dnsFromChart = [...actual].filter((c) => /^shop(-observability)?\//.test(c) && /:53\//.test(c));
+    expect(new Set(dnsFromChart.map((c) => c.split(" -> ")[1]!.replace(/:53\/(UDP|TCP)$/, "")))).toEqual(
+      new Set(want),
+    );
+    for (const policy of objects.filter((o) => /allow-dns$/.test(o.metadata.name)))
+      expect(
+        (policy.spec as { egress: { to?: unknown[] }[] }).egress.every((e) => (e.to ?? []).length > 0),
+      ).toBe(true);
+  });
+
+  it.each<[string, ChartOptions["dns"], string]>([
+    ["a_namespace_that_is_no_dns_label", { namespace: "Kube_System" }, "dns.namespace"],
+    ["no_pod_labels", { podLabels: {} }, "dns.podLabels"],
+    ["a_bad_label_value", { podLabels: { "k8s-app": "kube dns" } }, "dns.podLabels"],
+    ["a_cidr_without_prefix", { cidrs: ["169.254.20.10"] }, "dns.cidrs"],
+    ["a_prefix_too_long", { cidrs: ["10.0.0.0/33"] }, "dns.cidrs"],
+  ])("a_bad_dns_option_is_refused_naming_the_field_%s", async (_, dns, field) => {
+    const result = await shopResult();
+    expect(() => synthesize(result, { dns })).toThrow(new RegExp(`^${field.replace(".", "\\.")}: `));
   });
 
   it("no_observability_means_no_scrape_and_no_trace_rules", async () => {
