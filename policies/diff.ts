@@ -13,6 +13,8 @@
  *    retry/timeout changes per service;
  *  - how each gateway listener serves (port, plaintext or the TLS floor, HTTP versions) and where it takes
  *    the client address from, noting a weakened transport (TLS to plaintext, a lower TLS minimum);
+ *  - who holds the credentials the routes accept: each JWT provider's issuer, audiences, algorithms and keys,
+ *    and each API-key consumer's groups and keys, noting the routes that accept them;
  *  - external destinations' transport: TLS originated by the sidecar or the gateway (against which CA,
  *    presenting which client certificate) or not, noting as weakened a destination the sidecar no longer
  *    encrypts plain HTTP to; their connection limits (maxConnections); and what the gateway tells them
@@ -39,7 +41,7 @@ import {
   type ReachabilityFn,
   type RouteAccess,
 } from "./reachability.ts";
-import { patternsOverlap } from "./patterns.ts";
+import { patternContains, patternsOverlap } from "./patterns.ts";
 import { comparePatterns, isPatternError, parsePathPattern } from "../runtime/decide/pattern.ts";
 import { runGuardrails, type PolicyInput, type RunOptions } from "./run.ts";
 import type { CheckResult, Violation } from "./types.ts";
@@ -87,7 +89,8 @@ export interface ExternalChange {
 
 export interface SettingChange {
   /**
-   * `gateway`: a setting of the gateway as a whole (`name` is `clientIp` or a listener's name);
+   * `gateway`: a setting of the gateway as a whole (`name` is `clientIp`, a listener's name, `jwt <provider>`
+   * or `apiKey consumer <name>`);
    * `external`: a destination outside the mesh (its transport: who does the TLS; its connection limit;
    * what the gateway's routes to it say about the client).
    */
@@ -190,6 +193,7 @@ export function semanticDiff(base: PolicyInput, head: PolicyInput, options: Diff
       ...listenerTransport(base, head),
       ...externalTransport(base, head),
       ...gatewaySettings(base, head),
+      ...credentialSettings(base, head),
       ...routeSettings(base, head),
       ...serviceSettings(base, head),
     ],
@@ -256,34 +260,44 @@ function meshChanges(a: Reachability, b: Reachability, direction: "widened" | "n
 export const PLAINTEXT = "plaintext callers";
 
 /**
- * Services whose sidecar admits plaintext callers in `a` but not in `b` (widened when a = head): in
- * permissive mTLS a request without a peer identity is authorized by the rules' methods and paths alone
- * (runtime/decide/inbound.ts), so anyone who can open a connection to the sidecar reaches what any peer may.
+ * What plaintext callers reach on a service in `a` but not in `b` (widened when a = head): in permissive
+ * mTLS a request without a peer identity is authorized by the rules' methods and paths alone
+ * (runtime/decide/inbound.ts), so anyone who can open a connection to the sidecar reaches what any peer may
+ * — a sidecar turned permissive opens all of it, and a rule added to one already permissive (for any peer)
+ * opens its methods and paths to them too.
  */
 function plaintextAccess(a: PolicyInput, b: PolicyInput, direction: "widened" | "narrowed"): AccessChange[] {
   const out: AccessChange[] = [];
-  for (const s of a.runtime.sidecars) {
-    if (s.mtls !== "permissive" || s.inbound.authz.rules.length === 0) continue;
-    if (b.model.sidecar(s.name)?.mtls === "permissive") continue;
-    const grants = s.inbound.authz.rules.flatMap((r) => {
+  const grantsOf = (rules: SidecarRules) =>
+    rules.flatMap((r) => {
       const ms = r.methods.length > 0 ? r.methods : (["*"] as const);
       const ps = r.paths.length > 0 ? r.paths : ["/**"];
       return ms.flatMap((method) => ps.map((path) => ({ method, path })));
     });
+  for (const s of a.runtime.sidecars) {
+    if (s.mtls !== "permissive" || s.inbound.authz.rules.length === 0) continue;
+    const o = b.model.sidecar(s.name);
+    const was = o?.mtls === "permissive";
+    const grants = grantsOf(s.inbound.authz.rules);
+    const diff = was ? uncovered(grants, grantsOf(o.inbound.authz.rules)) : grants;
+    if (diff.length === 0) continue;
     out.push({
       from: PLAINTEXT,
       to: [s.name],
       via: null,
       principal: null,
-      grants: describeGrants(grants),
-      reason:
-        direction === "widened"
+      grants: describeGrants(diff),
+      reason: was
+        ? `mtls permissive: allow rules ${direction} for requests without a peer identity`
+        : direction === "widened"
           ? "mtls strict → permissive: requests without a peer identity are admitted by the rules' methods and paths"
           : "mtls permissive → strict: requests without a peer identity are refused",
     });
   }
   return out;
 }
+
+type SidecarRules = PolicyInput["runtime"]["sidecars"][number]["inbound"]["authz"]["rules"];
 
 // ───────────── outside the mesh ─────────────
 
@@ -393,6 +407,7 @@ const sentTo = (r: RouteAccess, service: string): Grant[] =>
 function sameAccess(a: RouteAccess, b: RouteAccess): boolean {
   return (
     a.action === b.action &&
+    a.conditions === b.conditions &&
     sameJson(a.hosts, b.hosts) &&
     sameJson(a.grants, b.grants) &&
     sameJson(a.auth, b.auth) &&
@@ -416,9 +431,12 @@ function routeChanges(rb: Reachability, rh: Reachability) {
     reason,
   });
   // Added and removed routes: access changes unless another route already granted the same (a rename).
+  const reportedAdded = new Set<string>();
   for (const name of added) {
     const r = head.get(name)!;
-    if (!rb.routes.some((o) => routeCovers(o, r))) widened.push(change(r, r.grants, "route added"));
+    if (rb.routes.some((o) => routeCovers(o, r))) continue;
+    widened.push(change(r, r.grants, "route added"));
+    reportedAdded.add(name);
   }
   for (const name of removed) {
     const r = base.get(name)!;
@@ -504,7 +522,76 @@ function routeChanges(rb: Reachability, rh: Reachability) {
       });
     }
   }
+  // A route added or changed that now wins requests another route still matches: the router prefers a
+  // route on named hosts, then the more specific path, then one naming methods, then more header or query
+  // conditions, then the name — so a public `/api/stock/reserved` added beside an authenticated route of
+  // that path takes its requests, even when an older public route's access covers the new one's (which
+  // hides it from "route added" above). The route it was before (or, for a new one, a removed route it
+  // may be a rename of) shows which requests it already took.
+  const renamedFrom = rb.routes.filter((r) => !head.has(r.route));
+  for (const o of rh.routes) {
+    const ob = base.get(o.route);
+    // A new route whose access is already reported as widened (every request it takes) needs no more rows.
+    if ((ob && sameAccess(ob, o)) || reportedAdded.has(o.route)) continue;
+    for (const r of rb.routes) {
+      if (r.route === o.route || !head.has(r.route)) continue;
+      const rt = new Set(targetsOf(r));
+      const more = targetsOf(o).filter((t) => !rt.has(t));
+      if (authCovers(r.auth, o.auth) && more.length === 0) continue;
+      const before = ob ? shadowed(ob, r) : renamedFrom.flatMap((p) => shadowed(p, r));
+      const taken = uncovered(shadowed(o, r), before);
+      if (taken.length === 0) continue;
+      widened.push({
+        from: INTERNET,
+        to: targetsOf(o),
+        via: o.route,
+        principal: o.principal,
+        grants: describeGrants(taken),
+        reason: `takes over requests of ${r.route} (${ob ? "route changed" : "route added"}, router precedence): ${r.principal} → ${o.principal}`,
+      });
+    }
+  }
   return { routes: { added, removed }, widened, narrowed };
+}
+
+const parsedPattern = (p: string) => {
+  const x = parsePathPattern(p);
+  return isPatternError(x) ? null : x;
+};
+
+/**
+ * The requests of route `r` that route `o` wins when both are served (the router's precedence, see
+ * runtime/decide/router.ts): on a host both serve, a route naming hosts before one serving every host; then
+ * the more specific path pattern; for the same pattern, one naming methods, then more conditions, then the
+ * name. Each grant is the intersection (the narrower method and path).
+ */
+function shadowed(o: RouteAccess, r: RouteAccess): Grant[] {
+  if (!hostsOverlap(o.hosts, r.hosts)) return [];
+  const byHost = Number(o.hosts.length > 0) - Number(r.hosts.length > 0);
+  if (byHost < 0) return [];
+  const names = (x: RouteAccess) => x.grants.some((g) => g.method !== "*");
+  const tie = (): boolean =>
+    names(o) !== names(r)
+      ? names(o)
+      : o.conditions !== r.conditions
+        ? o.conditions > r.conditions
+        : cmp(o.route, r.route) < 0;
+  const out: Grant[] = [];
+  for (const g of r.grants)
+    for (const b of o.grants) {
+      if (b.method !== "*" && g.method !== "*" && b.method !== g.method) continue;
+      if (!patternsOverlap(b.path, g.path)) continue;
+      const method = g.method === "*" ? b.method : g.method;
+      if (byHost > 0) {
+        out.push({ method, path: patternContains(b.path, g.path) ? g.path : b.path });
+        continue;
+      }
+      const [pb, pg] = [parsedPattern(b.path), parsedPattern(g.path)];
+      if (pb === null || pg === null) continue;
+      const c = comparePatterns(pb, pg);
+      if (c < 0 || (c === 0 && tie())) out.push({ method, path: c < 0 ? b.path : g.path });
+    }
+  return out;
 }
 
 /** Do two routes' host lists share a host (empty = every host; a wildcard may cover the other's names)? */
@@ -745,6 +832,70 @@ function gatewaySettings(base: PolicyInput, head: PolicyInput): SettingChange[] 
   return out;
 }
 
+const digest = (x: unknown) => createHash("sha256").update(JSON.stringify(x)).digest("hex").slice(0, 12);
+
+/** Which tokens a JWT provider accepts, in words: issuer, audiences, algorithms, and the keys it verifies with. */
+function describeJwtProvider(p: GatewayConfig["auth"]["jwt"][number] | undefined): string {
+  if (!p) return "no provider";
+  const keys = p.jwksUri !== null ? `keys from ${p.jwksUri}` : `inline keys sha256:${digest(p.jwks)}`;
+  return `issuer ${p.issuer}, audiences ${p.audiences.join(" ")}, ${p.algorithms.join(" ")}, ${keys}`;
+}
+
+/** An API-key consumer in words: its groups and its keys (counted, and a digest of their hashes). */
+function describeConsumer(c: NonNullable<GatewayConfig["auth"]["apiKeys"]>["consumers"][number] | undefined) {
+  if (!c) return "no consumer";
+  const keys = `${c.keyHashes.length} key${c.keyHashes.length === 1 ? "" : "s"} #${digest([...c.keyHashes].sort(cmp))}`;
+  return `${c.groups.length > 0 ? `groups ${c.groups.join(", ")}` : "no group"}; ${keys}`;
+}
+
+/**
+ * Who holds a credential the routes accept: a JWT provider's issuer, audiences, algorithms and keys, and the
+ * API-key consumers with their groups and keys. A provider that now trusts another issuer or key admits
+ * other token holders on every route naming it — a widening no route's own auth shows; the note names them.
+ */
+function credentialSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
+  const b = base.runtime.gateway;
+  const h = head.runtime.gateway;
+  if (!b || !h) return [];
+  const out: SettingChange[] = [];
+  const readBy = (accepts: (m: GatewayRoute["auth"]["anyOf"][number]) => boolean) => {
+    const names = h.routes.filter((r) => !r.auth.public && r.auth.anyOf.some(accepts)).map((r) => r.name);
+    return names.length > 0 ? { note: `accepted by routes ${names.sort(cmp).join(", ")}` } : {};
+  };
+  for (const name of [...new Set([...b.auth.jwt, ...h.auth.jwt].map((p) => p.name))].sort(cmp)) {
+    const [from, to] = [
+      describeJwtProvider(b.auth.jwt.find((p) => p.name === name)),
+      describeJwtProvider(h.auth.jwt.find((p) => p.name === name)),
+    ];
+    if (from !== to)
+      out.push({
+        scope: "gateway",
+        name: `jwt ${name}`,
+        field: "auth",
+        before: from,
+        after: to,
+        ...readBy((m) => m.kind === "jwt" && m.provider === name),
+      });
+  }
+  const [cb, ch] = [b.auth.apiKeys?.consumers ?? [], h.auth.apiKeys?.consumers ?? []];
+  for (const name of [...new Set([...cb, ...ch].map((c) => c.name))].sort(cmp)) {
+    const [from, to] = [
+      describeConsumer(cb.find((c) => c.name === name)),
+      describeConsumer(ch.find((c) => c.name === name)),
+    ];
+    if (from !== to)
+      out.push({
+        scope: "gateway",
+        name: `apiKey consumer ${name}`,
+        field: "auth",
+        before: from,
+        after: to,
+        ...readBy((m) => m.kind === "apiKey"),
+      });
+  }
+  return out;
+}
+
 function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
   const out: SettingChange[] = [];
   const b = new Map((base.runtime.gateway?.routes ?? []).map((r) => [r.name, r]));
@@ -761,7 +912,22 @@ function routeSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
     if (!sameJson(o.retry, h.retry)) add("retry", describeRetry(o.retry), describeRetry(h.retry));
     if (o.timeoutMs !== h.timeoutMs) add("timeout", `${o.timeoutMs}ms`, `${h.timeoutMs}ms`);
     // Where its requests go, and in which shares: a canary's or a migration's next step.
-    add("backends", describeBackends(base, o.action), describeBackends(head, h.action));
+    const [bb, bh] = [describeBackends(base, o.action), describeBackends(head, h.action)];
+    // The files a static route serves: a root that no longer lies within the old one serves files it did not.
+    const outside =
+      o.action.kind === "static" &&
+      h.action.kind === "static" &&
+      h.action.root !== o.action.root &&
+      !h.action.root.startsWith(`${o.action.root.replace(/\/+$/, "")}/`);
+    if (bb !== bh)
+      out.push({
+        scope: "route",
+        name: h.name,
+        field: "backends",
+        before: bb,
+        after: bh,
+        ...(outside ? { note: "widened: the route serves files outside the directory it served" } : {}),
+      });
   }
   return out;
 }
@@ -779,6 +945,8 @@ function describeBackends(input: PolicyInput, a: GatewayRoute["action"]): string
     }
     case "aggregate":
       return `parts ${a.parts.map((p) => `${p.name} → ${name(p.cluster)}`).join(", ")}`;
+    case "static":
+      return `static files under ${a.root}${a.spaFallback !== null ? ` (SPA fallback ${a.spaFallback})` : ""}`;
     default:
       return a.kind;
   }

@@ -60,6 +60,11 @@ export interface RouteAccess {
   hosts: string[];
   /** The requests the route matches at the edge. */
   grants: Grant[];
+  /**
+   * Its header and query conditions: among routes of one path pattern the router prefers more of them (a
+   * client sends whatever headers it likes, so a route with conditions can take another route's requests).
+   */
+  conditions: number;
   /** "forward", "aggregate", "redirect" or "static". */
   action: string;
   targets: RouteTargetAccess[];
@@ -155,6 +160,7 @@ export const staticReachability: ReachabilityFn = (input) => {
       auth: r.auth,
       hosts: r.match.hosts,
       grants: grantsOf(r.match.methods, [r.match.path]),
+      conditions: r.match.headers.length + r.match.query.length,
       action: r.action.kind,
       targets,
     });

@@ -225,6 +225,19 @@ describe("meshgate diff", () => {
     expect(await readFile(join(repo, "mesh.yaml"), "utf8")).toContain("users");
   });
 
+  it("exits_1_naming_the_side_and_the_field_when_one_spec_is_invalid", async () => {
+    const raw = shopRaw();
+    raw.services.payments.allow[0].methds = ["POST"];
+    const broken = join(dir, "broken-head.yaml");
+    await writeFile(broken, stringify(raw));
+    const r = await meshgate(["diff", SHOP_REL, broken]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain("services.payments.allow[0].methds");
+    expect(r.stderr).toContain(`✗ ${broken}: 1 error`);
+    expect(r.stderr).not.toContain(`✗ ${SHOP_REL}`);
+  });
+
   it.each([
     [
       "exits_2_for_a_revision_git_does_not_know",

@@ -5,7 +5,14 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { STATIC_CA_PEM } from "../support/certs.ts";
-import { renderDiffMarkdown, semanticDiff, type SemanticDiff } from "../../policies/diff.ts";
+import {
+  renderDiffMarkdown,
+  semanticDiff,
+  type AccessChange,
+  type SemanticDiff,
+  type SettingChange,
+} from "../../policies/diff.ts";
+import { explainRequest } from "../../policies/assertions.ts";
 import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
 import { runGuardrails } from "../../policies/run.ts";
 import { inputOf, routeIndex, shopRaw } from "./support.ts";
@@ -499,6 +506,231 @@ describe("semantic diff", () => {
     expect(md).toContain(
       "| `users` | `payments` | POST /payments | mesh | new edge (services.payments.allow[2]) |",
     );
+  });
+});
+
+describe("semantic diff of the widenings a reviewer must see", () => {
+  const permissive = (r: Raw) => (r.mesh.mtls = "permissive");
+  /** A public route that wins products-chaos' requests: its match with one more header condition. */
+  const publicChaos = (r: Raw) => {
+    const { auth: _auth, ...chaos } = structuredClone(route(r, "products-chaos"));
+    chaos.match.headers["x-debug"] = "1";
+    r.gateway.routes.push({
+      ...chaos,
+      name: "products-chaos-debug",
+      public: true,
+      rateLimit: { requests: 60, per: "1m", key: "ip" },
+    });
+  };
+  const MAIN =
+    "issuer https://id.shop.example/, audiences shop-api, ES256, keys from https://id.shop.example/.well-known/jwks.json";
+  it.each<{
+    change: string;
+    base?: (r: Raw) => void;
+    head: (r: Raw) => void;
+    widened?: Partial<AccessChange>;
+    setting?: Partial<SettingChange>;
+  }>([
+    {
+      change: "an allow rule gaining a method",
+      head: (r) => r.services.payments.allow[0].methods.push("PUT"),
+      widened: { from: "orders", to: ["payments"], grants: "PUT /payments" },
+    },
+    {
+      change: "an allow rule gaining a path pattern",
+      head: (r) => r.services.inventory.allow[1].paths.push("/inventory/admin/**"),
+      widened: { from: "gateway", to: ["inventory"], grants: "GET /inventory/admin/**" },
+    },
+    {
+      change: "a path pattern made broader (/users/* → /users/**)",
+      head: (r) => (r.services.users.allow[1].paths = ["/users/**"]),
+      widened: { from: "orders", to: ["users"], grants: "GET /users/**" },
+    },
+    {
+      change: "the mesh turned from strict to permissive mTLS",
+      head: permissive,
+      widened: { from: "plaintext callers", to: ["users"], grants: "GET /me, /users/*" },
+    },
+    {
+      change: "an allow rule added for a peer on a permissive mesh (plaintext callers get it too)",
+      base: permissive,
+      head: (r) => {
+        permissive(r);
+        r.services.users.allow.push({ from: ["orders"], methods: ["DELETE"], paths: ["/users/*"] });
+      },
+      widened: {
+        from: "plaintext callers",
+        to: ["users"],
+        grants: "DELETE /users/*",
+        reason: "mtls permissive: allow rules widened for requests without a peer identity",
+      },
+    },
+    {
+      change: "a route losing its scopes",
+      head: (r) => delete route(r, "get-order").auth.scopes,
+      widened: {
+        via: "get-order",
+        principal: "jwt main",
+        reason: "auth: jwt main with scopes orders:read → jwt main",
+      },
+    },
+    {
+      change: "a route's methods list removed (any method)",
+      head: (r) => delete route(r, "me").match.methods,
+      widened: { via: "me", principal: "jwt main", reason: expect.stringMatching(/^match widened/) },
+    },
+    {
+      change: "a route's hosts removed (served on every host)",
+      head: (r) => delete route(r, "partner-bulk-orders").match.hosts,
+      widened: { via: "partner-bulk-orders", reason: "hosts: api.shop.example → every host" },
+    },
+    {
+      change: "a mirror sending traffic to another service",
+      head: (r) => (route(r, "me").mirror = { service: "catalog-v2", percent: 5 }),
+      widened: { via: "me", to: ["catalog-v2"], reason: "now also reaches catalog-v2" },
+    },
+    {
+      change: "a new public route winning an authenticated route's requests by router precedence",
+      head: publicChaos,
+      widened: {
+        from: "internet",
+        to: ["catalog-v2"],
+        via: "products-chaos-debug",
+        principal: "anyone",
+        grants: "GET /api/products",
+        reason:
+          "takes over requests of products-chaos (route added, router precedence): jwt main with scopes chaos:inject → anyone",
+      },
+    },
+    {
+      change: "an external destination's allow rule naming a caller that calls it",
+      base: (r) => (r.services.users.calls = ["card-processor"]),
+      head: (r) => {
+        r.services.users.calls = ["card-processor"];
+        r.external["card-processor"].allow.push({ from: ["users"] });
+      },
+      widened: { from: "users", to: ["card-processor"], egress: true },
+    },
+    {
+      change: "a JWT provider trusting another issuer (every route naming it admits its tokens)",
+      head: (r) => (r.gateway.jwt.main.issuer = "https://id.partner.example/"),
+      setting: {
+        scope: "gateway",
+        name: "jwt main",
+        field: "auth",
+        before: MAIN,
+        after: MAIN.replace("https://id.shop.example/,", "https://id.partner.example/,"),
+        note: "accepted by routes create-order, dashboard, get-order, list-orders, me, products-chaos, track-shipment",
+      },
+    },
+    {
+      change: "an authenticated route switched to a JWT provider of another issuer",
+      head: (r) => {
+        r.gateway.jwt.partner = { ...r.gateway.jwt.main, issuer: "https://id.partner.example/" };
+        route(r, "me").auth = { jwt: "partner" };
+      },
+      widened: { via: "me", principal: "jwt partner", reason: "auth: jwt main → jwt partner" },
+    },
+    {
+      change: "an API-key consumer added to a group routes require",
+      head: (r) => r.gateway.apiKeys.consumers["acme-retail"].groups.push("bulk"),
+      setting: {
+        scope: "gateway",
+        name: "apiKey consumer acme-retail",
+        field: "auth",
+        before: expect.stringMatching(/^groups partners; 1 key #[0-9a-f]{12}$/),
+        after: expect.stringMatching(/^groups bulk, partners; 1 key #[0-9a-f]{12}$/),
+        note: "accepted by routes partner-bulk-orders, partner-stock",
+      },
+    },
+    {
+      change: "an API-key consumer given a second key",
+      head: (r) => r.gateway.apiKeys.consumers["acme-retail"].keyHashes.push(`sha256:${"ab".repeat(32)}`),
+      setting: { name: "apiKey consumer acme-retail", after: expect.stringMatching(/; 2 keys #/) },
+    },
+    {
+      change: "a public static route serving a parent of its directory",
+      head: (r) => (route(r, "app").static.dir = "examples/shop"),
+      setting: {
+        scope: "route",
+        name: "app",
+        field: "backends",
+        before: expect.stringMatching(
+          /^static files under \S*examples\/shop\/web \(SPA fallback \/index.html\)$/,
+        ),
+        after: expect.stringMatching(/^static files under \S*examples\/shop \(SPA fallback \/index.html\)$/),
+        note: "widened: the route serves files outside the directory it served",
+      },
+    },
+    {
+      change: "a public route's rate limit removed",
+      head: (r) => delete route(r, "search").rateLimit,
+      setting: { scope: "route", name: "search", field: "rateLimit", after: "none" },
+    },
+  ])("reports $change", ({ base, head, widened, setting }) => {
+    const [rb, rh] = [shopRaw(), shopRaw()];
+    base?.(rb);
+    head(rh);
+    const d = semanticDiff(inputOf(rb), inputOf(rh));
+    if (widened) expect(d.widened).toContainEqual(expect.objectContaining(widened));
+    if (setting) expect(d.settings).toContainEqual(expect.objectContaining(setting));
+  });
+
+  it("reports_no_take_over_when_a_route_that_already_won_is_renamed_or_given_other_settings", () => {
+    const [rb, renamed, limited] = [shopRaw(), shopRaw(), shopRaw()];
+    for (const r of [rb, renamed, limited]) publicChaos(r);
+    route(renamed, "products-chaos-debug").name = "chaos-debug";
+    route(limited, "products-chaos-debug").rateLimit.requests = 30;
+    for (const head of [renamed, limited])
+      expect(semanticDiff(inputOf(rb), inputOf(head)).widened).toEqual([]);
+  });
+
+  it("names_the_route_the_proxies_choose_for_a_public_route_that_wins_by_precedence", () => {
+    // decide() is the source of truth: the anonymous request the diff names is refused before, served after.
+    const head = shopRaw();
+    publicChaos(head);
+    const request = { from: "internet", path: "/api/products", headers: { "x-chaos": "on", "x-debug": "1" } };
+    expect(explainRequest(BASE, request)).toMatchObject({ verdict: "deny", route: "products-chaos" });
+    expect(explainRequest(inputOf(head), request)).toMatchObject({
+      verdict: "allow",
+      route: "products-chaos-debug",
+    });
+  });
+
+  it("names_what_a_plaintext_caller_reaches_after_a_rule_is_added_on_a_permissive_mesh", () => {
+    // A request without a peer identity: refused before, admitted by the new rule's method and path after.
+    const [base, head] = [shopRaw(), shopRaw()];
+    permissive(base);
+    permissive(head);
+    head.services.users.allow.push({ from: ["orders"], methods: ["DELETE"], paths: ["/users/*"] });
+    const request = { from: "orders", to: "users", method: "DELETE", path: "/users/7", plaintext: true };
+    expect(explainRequest(inputOf(base), request).verdict).toBe("deny");
+    expect(explainRequest(inputOf(head), request)).toMatchObject({
+      verdict: "allow",
+      rule: "services.users.allow[2]",
+    });
+  });
+
+  it("gives_the_same_diff_whatever_the_order_of_the_spec_and_on_every_run", () => {
+    const change = (r: Raw) => {
+      publicChaos(r);
+      r.services.payments.allow[0].methods.push("PUT");
+      r.gateway.jwt.main.issuer = "https://id.partner.example/";
+      delete route(r, "search").rateLimit;
+    };
+    const reversed = (r: Raw) => {
+      change(r);
+      r.gateway.routes.reverse();
+      r.services = Object.fromEntries(Object.entries(r.services).reverse());
+    };
+    const [rb, ra, rr] = [shopRaw(), shopRaw(), shopRaw()];
+    change(ra);
+    reversed(rr);
+    const d = semanticDiff(inputOf(rb), inputOf(ra));
+    expect(JSON.stringify(semanticDiff(inputOf(rb), inputOf(ra)))).toBe(JSON.stringify(d));
+    // Guardrail violations name spec positions (gateway.routes[3]), which the reordering moves.
+    const access = ({ violations: _v, ...rest }: SemanticDiff) => JSON.stringify(rest);
+    expect(access(semanticDiff(inputOf(rb), inputOf(rr)))).toBe(access(d));
   });
 });
 
