@@ -59,7 +59,7 @@ import { RevokedSessions } from "../auth/oidc.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
-import { forwardTimeoutMs, grpcCallTimeoutMs } from "../upstream/grpc.ts";
+import { forwardTimeoutMs, grpcCallTimeoutMs, isGrpc } from "../upstream/grpc.ts";
 import {
   decodeGrpcWebText,
   grpcWebCall,
@@ -1190,6 +1190,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       grpcWeb !== null
         ? grpcCallTimeoutMs(req.headers, headers, d.timeoutMs)
         : forwardTimeoutMs(overH2, req.headers, headers, d.timeoutMs);
+    // A gRPC call's deadline bounds the whole call, a stream that keeps sending included.
+    const wholeCall = grpcWeb !== null || (overH2 && isGrpc(req.headers["content-type"]));
 
     // Small bodies of known length are buffered, so a retry or a mirror can replay them; larger or
     // chunked bodies stream through once (and are then never retried after they started).
@@ -1283,6 +1285,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         headers,
         body,
         timeoutMs,
+        wholeCall,
         // nginx's send_timeout: a response the client stops reading for the idle timeout is cut.
         sendTimeoutMs: current.config.limits.idleTimeoutMs,
         retry: d.retry,

@@ -319,6 +319,10 @@ function openTunnel(
     readUpgradeAnswer(upstream, key, (answer) => {
       if (answer.kind === "switched") {
         status = 101;
+        // A FIN from one side ends only that direction (as in the sidecar's tunnels): the other side may
+        // still send, and what the upstream wrote before its FIN still reaches a client that reads slowly.
+        socket.allowHalfOpen = true;
+        upstream.allowHalfOpen = true;
         socket.write(answer.bytes);
         if (head.length) upstream.write(head);
         upstream.pipe(socket);
@@ -357,12 +361,13 @@ function openTunnel(
     });
   });
   const idle = ctx.config.limits.idleTimeoutMs;
-  socket.setTimeout(idle, () => socket.destroy());
-  upstream.setTimeout(idle, () => upstream.destroy());
   const close = () => {
     socket.destroy();
     upstream.destroy();
   };
+  // An idle tunnel closes both sides; a refusal's relayed answer still flushes (ending).
+  socket.setTimeout(idle, close);
+  upstream.setTimeout(idle, () => (ending ? upstream.destroy() : close()));
   upstream.on("error", (err: Error & { code?: string }) => {
     clearTimeout(connectTimer);
     if (!connected) {
@@ -389,9 +394,14 @@ function openTunnel(
     }
     close();
   });
-  socket.on("close", () => {
-    upstream.destroy();
+  // A side that ended cleanly (its FIN read, no error) lets the other flush what it still holds (end);
+  // an error, a reset or an idle timeout closes both at once (destroy).
+  socket.on("close", (hadError) => {
+    if (status === 101 && !hadError && socket.readableEnded) upstream.end();
+    else upstream.destroy();
     if (connected && observer.tunnels.delete(socket)) observer.done(route, status || 502, null);
   });
-  upstream.on("close", () => (ending ? socket.end() : socket.destroy()));
+  upstream.on("close", (hadError) =>
+    ending || (status === 101 && !hadError && upstream.readableEnded) ? socket.end() : socket.destroy(),
+  );
 }

@@ -883,6 +883,10 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       upstream: "app",
     });
     setTraceHeaders(headers, upstreamSpan);
+    const inboundDeadline =
+      ex.h2 && isGrpc(req.headers["content-type"])
+        ? parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined)
+        : undefined;
     const result = await forward(
       current.app,
       {
@@ -891,14 +895,10 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         path: d.upstreamTarget,
         headers,
         body,
-        // A gRPC caller's deadline (grpc-timeout, forwarded as it is) ends the exchange at the app too.
-        timeoutMs:
-          ex.h2 && isGrpc(req.headers["content-type"])
-            ? Math.min(
-                INBOUND_TIMEOUT_MS,
-                parseGrpcTimeout(req.headers["grpc-timeout"] as string | undefined) ?? INBOUND_TIMEOUT_MS,
-              )
-            : INBOUND_TIMEOUT_MS,
+        // A gRPC caller's deadline (grpc-timeout, forwarded as it is) ends the exchange at the app too,
+        // a stream that keeps sending included.
+        timeoutMs: Math.min(INBOUND_TIMEOUT_MS, inboundDeadline ?? INBOUND_TIMEOUT_MS),
+        wholeCall: inboundDeadline !== undefined,
         sendTimeoutMs: SEND_TIMEOUT_MS,
         retry: NO_RETRY,
         hashKey: "",
@@ -999,6 +999,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         headers,
         body,
         timeoutMs,
+        // A gRPC call's deadline bounds the whole call, a stream that keeps sending included.
+        wholeCall: ex.h2 && isGrpc(req.headers["content-type"]),
         sendTimeoutMs: SEND_TIMEOUT_MS,
         retry: d.retry,
         hashKey: peerAddress(req),

@@ -32,6 +32,8 @@ export interface UpstreamPool {
        * stopped reading. 0: none. Armed only on backpressure, never per write.
        */
       sendTimeout?: number;
+      /** HTTP/2 pools: time the whole exchange may take, its body included (a gRPC call's deadline). 0: none. */
+      callTimeout?: number;
       cancel?: CancelToken;
       /** Response headers the pool may leave out of the head it hands on (HTTP/1 does; HTTP/2 ignores it). */
       dropResponseHeaders?: ReadonlySet<string> | null;

@@ -21,6 +21,12 @@ export interface ForwardRequest {
   readonly body: Buffer | NodeJS.ReadableStream | null;
   readonly timeoutMs: number;
   /**
+   * `timeoutMs` bounds the whole exchange, a streaming response included — a gRPC call's deadline
+   * (gRPC over HTTP/2: the deadline is the call's, not a silence's). Otherwise, once the head is in, it
+   * bounds only the silences of the body (a streaming body that keeps sending is not cut).
+   */
+  readonly wholeCall?: boolean;
+  /**
    * How long the response may stay blocked on the caller's target (a write refused, no 'drain' since)
    * before the exchange fails with "send_timeout": the client stopped reading (nginx's send_timeout).
    * 0 or absent: none.
@@ -267,6 +273,7 @@ export async function forward(
             body: req.body,
             headersTimeout: perTry,
             bodyTimeout: Math.max(1, deadline - now()),
+            callTimeout: req.wholeCall === true ? Math.max(1, deadline - now()) : 0,
             sendTimeout: req.sendTimeoutMs ?? 0,
             cancel: req.cancel,
             dropResponseHeaders: req.dropResponseHeaders ?? null,

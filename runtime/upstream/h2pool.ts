@@ -24,6 +24,12 @@ export interface StreamOptions {
   bodyTimeout?: number;
   /** Time the response may stay blocked on its target (no 'drain'): E_SEND_TIMEOUT. 0 or absent: none. */
   sendTimeout?: number;
+  /**
+   * Time the whole exchange may take, a streaming response included (a gRPC call's deadline), whatever
+   * arrives meanwhile: the stream is then cancelled (UND_ERR_BODY_TIMEOUT once its head is in). 0 or
+   * absent: none (bodyTimeout alone bounds the silences between body bytes).
+   */
+  callTimeout?: number;
   cancel?: CancelToken;
 }
 
@@ -256,6 +262,12 @@ export class H2Pool {
         : null;
       let timedOut = false;
       if (headersTimer) headersTimer.unref();
+      const callTimer = opts.callTimeout
+        ? setTimeout(() => {
+            timedOut = true;
+            stream.close(http2.constants.NGHTTP2_CANCEL);
+          }, opts.callTimeout)
+        : null;
       if (opts.bodyTimeout)
         stream.setTimeout(opts.bodyTimeout, () => {
           timedOut = true;
@@ -337,6 +349,7 @@ export class H2Pool {
       });
       stream.once("close", () => {
         if (headersTimer) clearTimeout(headersTimer);
+        if (callTimer) clearTimeout(callTimer);
         if (sendTimer !== null) clearTimeout(sendTimer);
         const code = stream.rstCode;
         if (completed || failure !== null) return;

@@ -13,6 +13,7 @@ import { answerSpecialMethod, grpcFrame } from "../support/grpc.ts";
 let upstream: http2.Http2Server;
 let gw: TestGateway;
 let seenHeaders: http2.IncomingHttpHeaders[] = [];
+let ticksCancelled = false;
 
 const frame = (payload: string) => grpcFrame(payload);
 const unframe = (buf: Buffer) => buf.subarray(5, 5 + buf.readUInt32BE(1)).toString();
@@ -29,6 +30,16 @@ beforeAll(async () => {
       if (Buffer.concat(chunks).length < 5) return;
       // Slow answers after 1.5 s (unless cancelled first); Missing is trailers-only (test/support/grpc.ts).
       if (answerSpecialMethod(stream, headers[":path"])) return;
+      if (headers[":path"]?.endsWith("/Ticks")) {
+        // A server stream that never ends by itself: a message every 100 ms until the call is cancelled.
+        stream.respond({ ":status": 200, "content-type": "application/grpc" });
+        const timer = setInterval(() => stream.destroyed || stream.write(frame("tick")), 100);
+        stream.on("close", () => {
+          clearInterval(timer);
+          ticksCancelled = true;
+        });
+        return;
+      }
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
       stream.on("wantTrailers", () =>
         stream.sendTrailers({ "grpc-status": "0", "grpc-message": "OK", "x-order-version": "7" }),
@@ -199,6 +210,44 @@ describe("gRPC", () => {
     expect(
       await metric(/meshgate_requests_total\{proxy="gateway",route="orders-rpc",code_class="5xx"\} (\d+)/),
     ).toBeGreaterThanOrEqual(1);
+  });
+
+  it("ends_a_streaming_call_that_keeps_sending_at_its_deadline_with_a_reset_never_a_clean_end", async () => {
+    // The deadline is the call's, not a silence's (gRPC over HTTP/2): a stream that sends every 100 ms
+    // is still ended at grpc-timeout 500m, and the upstream's call is cancelled.
+    ticksCancelled = false;
+    const started = performance.now();
+    const client = http2.connect(gw.url);
+    client.on("error", () => {});
+    const outcome = await new Promise<{ how: string; ms: number; bytes: number }>((resolve) => {
+      const req = client.request({
+        ":method": "POST",
+        ":path": "/shop.v1.Orders/Ticks",
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "500m",
+      });
+      let bytes = 0;
+      let settled = false;
+      const done = (how: string) => {
+        if (settled) return;
+        settled = true;
+        resolve({ how, ms: performance.now() - started, bytes });
+      };
+      req.on("data", (c: Buffer) => (bytes += c.length));
+      req.on("end", () => done("ended cleanly"));
+      req.on("close", () => done(req.rstCode ? "reset" : "closed"));
+      req.on("error", () => {});
+      setTimeout(() => done("still streaming"), 2500);
+      req.end(frame("tick me"));
+    });
+    client.destroy();
+    expect(outcome.how).toBe("reset");
+    expect(outcome.bytes).toBeGreaterThan(0); // the head and messages went out before the deadline
+    expect(outcome.ms).toBeGreaterThanOrEqual(450);
+    const deadline = Date.now() + 3000;
+    while (!ticksCancelled && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(ticksCancelled).toBe(true);
   });
 
   it("ends_a_call_at_the_route_timeout_when_the_clients_deadline_is_longer", async () => {

@@ -5,7 +5,7 @@
  * through an https listener that also serves HTTP/2.
  */
 import { mkdtemp, rm } from "node:fs/promises";
-import { createConnection } from "node:net";
+import { createConnection, createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -395,5 +395,101 @@ describe("an upgrade on a split route goes where the weights say", () => {
       await new Promise<void>((r) => ws.on("close", () => r()).on("error", () => r()));
     }
     expect(hits).toEqual({ alpha: 0, beta: 5 });
+  });
+});
+
+describe("a tunnel ends one direction at a time", () => {
+  // A raw WebSocket server that, once switched, writes what its path names and then half-closes (FIN):
+  // "/tunnel/half" a short farewell, "/tunnel/bulk" 4 MiB; it keeps reading what the client sends after.
+  const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
+  const ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; // RFC 6455 §1.3's example for KEY
+  const BULK = Buffer.alloc(4 * 1024 * 1024, "x");
+  BULK.write("last", BULK.length - 4);
+  const afterFin: Record<string, string> = {};
+  let server: Server;
+  let gw5: TestGateway;
+  beforeAll(async () => {
+    server = createServer({ allowHalfOpen: true }, (socket) => {
+      let head = "";
+      let path = "";
+      socket.on("data", (c: Buffer) => {
+        if (path !== "") return void (afterFin[path] += c.toString("latin1"));
+        head += c.toString("latin1");
+        if (!head.includes("\r\n\r\n")) return;
+        path = head.split(" ")[1]!;
+        afterFin[path] = "";
+        socket.write(
+          `HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: ${ACCEPT}\r\n\r\n`,
+        );
+        socket.end(path === "/tunnel/bulk" ? BULK : "farewell");
+      });
+      socket.on("end", () => socket.end());
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    gw5 = await startTestGateway(
+      gatewayConfig([{ name: "tunnel", match: { path: "/tunnel/**" }, to: "chat", ...PUBLIC }], {
+        chat: { port: (server.address() as AddressInfo).port },
+      }),
+    );
+  });
+  afterAll(async () => {
+    await gw5.drain();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  /**
+   * Upgrades `path`, reads the tunnel (pausing after each chunk when `slow`), and once the upstream's FIN
+   * arrived sends `late` and half-closes. Resolves with the bytes after the 101's head.
+   */
+  function tunnel(path: string, slow: boolean, late: string): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const s = createConnection({
+        port: Number(new URL(gw5.url).port),
+        host: "127.0.0.1",
+        allowHalfOpen: true,
+      });
+      s.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${KEY}\r\n\r\n`,
+      );
+      const chunks: Buffer[] = [];
+      s.on("data", (c: Buffer) => {
+        chunks.push(c);
+        if (!slow) return;
+        s.pause();
+        setTimeout(() => s.resume(), 2);
+      });
+      s.on("end", () => s.end(late));
+      s.on("error", () => {});
+      s.on("close", () => {
+        const all = Buffer.concat(chunks);
+        resolve(all.subarray(all.indexOf("\r\n\r\n") + 4));
+      });
+      setTimeout(() => s.destroy(), 8000);
+    });
+  }
+
+  it.each([
+    [
+      "the_upstreams_fin_is_a_half_close_the_client_still_sends_and_the_upstream_reads_it",
+      "/tunnel/half",
+      false,
+      Buffer.from("farewell"),
+    ],
+    [
+      "after_4_MiB_and_the_upstreams_fin_a_slow_client_gets_every_byte_and_may_still_answer",
+      "/tunnel/bulk",
+      true,
+      BULK,
+    ],
+  ])("%s", async (_claim, path, slow, expected) => {
+    const got = await tunnel(path, slow, "client's last word");
+    expect(got.length).toBe(expected.length);
+    expect(got.equals(expected)).toBe(true);
+    const deadline = Date.now() + 3000;
+    while (afterFin[path] !== "client's last word" && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(afterFin[path]).toBe("client's last word");
   });
 });

@@ -487,6 +487,61 @@ describe("gRPC app to app through two sidecars", () => {
   });
 });
 
+describe("a gRPC call's deadline bounds the whole call through two sidecars", () => {
+  it("ends_a_stream_that_keeps_sending_at_the_callers_grpc_timeout_with_a_reset_and_cancels_it_at_the_app", async () => {
+    // The app streams a message every 100 ms and never ends; the caller's deadline is 500 ms.
+    let cancelled = false;
+    const ticking = http2.createServer();
+    ticking.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+      const timer = setInterval(() => stream.destroyed || stream.write(Buffer.from([0, 0, 0, 0, 1, 7])), 100);
+      stream.on("close", () => {
+        clearInterval(timer);
+        cancelled = true;
+      });
+    });
+    await new Promise<void>((r) => ticking.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => ticking.close(r)));
+    const callee = await sidecar(sidecarConfig("notifications"), (ticking.address() as AddressInfo).port);
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, {
+      notifications: [callee.ports.inbound],
+    });
+    const client = http2.connect(`http://${local(caller, "notifications")}`);
+    client.on("error", () => {});
+    const started = performance.now();
+    const result = await new Promise<{ how: string; ms: number; bytes: number }>((resolve) => {
+      const s = client.request({
+        ":method": "POST",
+        ":path": `${RPC}/Watch`,
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "500m",
+      });
+      let bytes = 0;
+      let settled = false;
+      const done = (how: string) => {
+        if (settled) return;
+        settled = true;
+        resolve({ how, ms: performance.now() - started, bytes });
+      };
+      s.on("data", (c: Buffer) => (bytes += c.length));
+      s.on("end", () => done("ended cleanly"));
+      s.on("close", () => done(s.rstCode ? "reset" : "closed"));
+      s.on("error", () => {});
+      setTimeout(() => done("still streaming"), 2500);
+      s.end(Buffer.from([0, 0, 0, 0, 0]));
+    });
+    client.destroy();
+    expect(result.how).toBe("reset");
+    expect(result.bytes).toBeGreaterThan(0);
+    expect(result.ms).toBeGreaterThanOrEqual(450);
+    const deadline = Date.now() + 3000;
+    while (!cancelled && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(cancelled).toBe(true);
+  });
+});
+
 /**
  * An HTTP/2 mesh session failing under a POST: the caller's sidecar may resend it only when the callee
  * never took the stream. `fault` is applied by a relay between the caller's sidecar and `callee` (a TLS
