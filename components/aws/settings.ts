@@ -3,6 +3,7 @@
  * stack options, and what derives from them — the partition, the nodes' CPU architecture (Graviton →
  * arm64), the EKS AMI type, the image platform, and the names every resource derives from. Pure.
  */
+import { parseIpv4 } from "../../runtime/decide/authorize.ts";
 import type { TargetsIR } from "../translate/ir.ts";
 
 /** The translated `targets.aws`. */
@@ -92,17 +93,17 @@ export function installsLoadBalancerController(
  * written as its first address, no host bits past the prefix — or null.
  */
 export function publicAccessCidrProblem(text: string): string | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
-  const octets = m ? m.slice(1, 5).map(Number) : [];
-  const bits = m ? Number(m[5]) : -1;
-  if (!m || octets.some((o, i) => o > 255 || String(o) !== m[i + 1]) || bits > 32)
+  const slash = text.indexOf("/");
+  const address = slash < 0 ? null : parseIpv4(text.slice(0, slash));
+  const prefix = text.slice(slash + 1);
+  const bits = /^(0|[1-9][0-9]?)$/.test(prefix) ? Number(prefix) : 33;
+  if (address === null || bits > 32)
     return "is not an IPv4 CIDR block (such as 203.0.113.0/24; EKS takes IPv4 ranges only)";
-  const address = octets.reduce((a, o) => a * 256 + o, 0);
   const size = 2 ** (32 - bits);
   if (address % size !== 0) {
     const first = address - (address % size);
-    const text4 = [24, 16, 8, 0].map((s) => Math.floor(first / 2 ** s) % 256).join(".");
-    return `has address bits set past its /${bits} prefix: write ${text4}/${bits}`;
+    const dotted = [24, 16, 8, 0].map((s) => Math.floor(first / 2 ** s) % 256).join(".");
+    return `has address bits set past its /${bits} prefix: write ${dotted}/${bits}`;
   }
   return null;
 }

@@ -4,8 +4,8 @@
  */
 import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
-import { isIP } from "node:net";
 import type { ObjectMeta } from "kubernetes-types/meta/v1.js";
+import { parseCidr } from "../../runtime/decide/authorize.ts";
 import { IDENTITY_DIRS, IDENTITY_FILES } from "../translate/translate.ts";
 import type { InfraIR, TranslateResult } from "../translate/ir.ts";
 
@@ -225,16 +225,7 @@ function resolveDns(dns: ChartOptions["dns"] = {}): Resolved["dns"] {
       );
   const cidrs = dns.cidrs ?? [];
   for (const cidr of cidrs) {
-    const [ip, bits, ...rest] = cidr.split("/");
-    const family = isIP(ip ?? "");
-    const max = family === 6 ? 128 : 32;
-    if (
-      family === 0 ||
-      rest.length > 0 ||
-      bits === undefined ||
-      !/^\d{1,3}$/.test(bits) ||
-      Number(bits) > max
-    )
+    if (!cidr.includes("/") || parseCidr(cidr) === null)
       throw new ChartInputError(
         `dns.cidrs: ${JSON.stringify(cidr)} is not a CIDR range (e.g. "169.254.20.10/32")`,
       );

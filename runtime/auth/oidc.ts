@@ -26,6 +26,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { jwtVerify } from "jose";
 import { request } from "undici";
 import type { Principal } from "../decide/authorize.ts";
+import { isLoopbackName } from "../decide/outbound.ts";
 import { JwksStore, type JwksOptions, safeUri } from "./jwks.ts";
 import { TokenCache, cookieValue, queryValue, tokenHash } from "./jwt.ts";
 import { deriveKey, seal, unseal } from "./seal.ts";
@@ -731,14 +732,13 @@ function isNavigation(facts: AuthRequestFacts): boolean {
   return !(accept !== undefined && accept.includes("json") && !accept.includes("text/html"));
 }
 
-/** Loopback names: plain-HTTP development where a Secure cookie would be dropped by some clients. */
+/**
+ * Loopback names: plain-HTTP development where a Secure cookie would be dropped by some clients. The
+ * outbound decision's isLoopbackName, plus a bare `::1` (a URL's hostname keeps the brackets, a Host
+ * header's name may not).
+ */
 export function isLoopbackHost(host: string): boolean {
-  return (
-    host === "localhost" ||
-    host === "::1" ||
-    host === "[::1]" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
-  );
+  return host === "::1" || isLoopbackName(host);
 }
 
 function allowedUrl(v: string): boolean {

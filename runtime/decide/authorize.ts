@@ -293,7 +293,7 @@ export function parseIpInto(ip: string, out: [number, number, number, number]): 
 }
 
 /** Dotted-quad IPv4 (decimal, no leading zeros) → unsigned 32-bit, else null. */
-function parseIpv4(s: string): number | null {
+export function parseIpv4(s: string): number | null {
   let value = 0;
   let part = 0;
   let digits = 0;

@@ -16,6 +16,7 @@
  * host first, then the most specific pattern), and the request goes to the host the app named.
  */
 import type { RetryPlan, SidecarRuntimeConfig } from "../contract/schema.ts";
+import { parseIpv4 } from "./authorize.ts";
 import { canonicalHost, canonicalizeTarget, type TargetRejectReason } from "./canonical.ts";
 import { compileExternalMatcher, isPatternHost, type ExternalMatcher } from "./external.ts";
 import { comparePatterns, isPatternError, matchPath, parsePathPattern, type PathPattern } from "./pattern.ts";
@@ -230,21 +231,8 @@ const reject = (
 export function isLoopbackName(host: string): boolean {
   if (host === "localhost" || host === "127.0.0.1" || host === "[::1]") return true;
   if (!host.startsWith("127.")) return false;
-  let parts = 1;
-  let digits = 0;
-  let value = 0;
-  for (let i = 4; i < host.length; i++) {
-    const ch = host.charCodeAt(i);
-    if (ch === 46 /* . */) {
-      if (digits === 0 || ++parts > 3) return false;
-      digits = 0;
-      value = 0;
-    } else if (ch >= 48 && ch <= 57) {
-      value = value * 10 + (ch - 48);
-      if (++digits > 3 || value > 255) return false;
-    } else return false;
-  }
-  return parts === 3 && digits > 0;
+  const v4 = parseIpv4(host);
+  return v4 !== null && v4 >>> 24 === 127;
 }
 
 /**

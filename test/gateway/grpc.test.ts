@@ -8,7 +8,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
-import { answerSpecialMethod, grpcFrame } from "../support/grpc.ts";
+import { answerSpecialMethod, grpcFrame, grpcStreamOutcome } from "../support/grpc.ts";
 
 let upstream: http2.Http2Server;
 let gw: TestGateway;
@@ -216,32 +216,7 @@ describe("gRPC", () => {
     // The deadline is the call's, not a silence's (gRPC over HTTP/2): a stream that sends every 100 ms
     // is still ended at grpc-timeout 500m, and the upstream's call is cancelled.
     ticksCancelled = false;
-    const started = performance.now();
-    const client = http2.connect(gw.url);
-    client.on("error", () => {});
-    const outcome = await new Promise<{ how: string; ms: number; bytes: number }>((resolve) => {
-      const req = client.request({
-        ":method": "POST",
-        ":path": "/shop.v1.Orders/Ticks",
-        "content-type": "application/grpc",
-        te: "trailers",
-        "grpc-timeout": "500m",
-      });
-      let bytes = 0;
-      let settled = false;
-      const done = (how: string) => {
-        if (settled) return;
-        settled = true;
-        resolve({ how, ms: performance.now() - started, bytes });
-      };
-      req.on("data", (c: Buffer) => (bytes += c.length));
-      req.on("end", () => done("ended cleanly"));
-      req.on("close", () => done(req.rstCode ? "reset" : "closed"));
-      req.on("error", () => {});
-      setTimeout(() => done("still streaming"), 2500);
-      req.end(frame("tick me"));
-    });
-    client.destroy();
+    const outcome = await grpcStreamOutcome(gw.url, "/shop.v1.Orders/Ticks", frame("tick me"), "500m");
     expect(outcome.how).toBe("reset");
     expect(outcome.bytes).toBeGreaterThan(0); // the head and messages went out before the deadline
     expect(outcome.ms).toBeGreaterThanOrEqual(450);

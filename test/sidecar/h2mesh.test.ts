@@ -32,6 +32,7 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { grpcStreamOutcome } from "../support/grpc.ts";
 import {
   localSidecar,
   metricValue,
@@ -507,32 +508,12 @@ describe("a gRPC call's deadline bounds the whole call through two sidecars", ()
     const caller = await sidecar(sidecarConfig("web"), plainApp.port, {
       notifications: [callee.ports.inbound],
     });
-    const client = http2.connect(`http://${local(caller, "notifications")}`);
-    client.on("error", () => {});
-    const started = performance.now();
-    const result = await new Promise<{ how: string; ms: number; bytes: number }>((resolve) => {
-      const s = client.request({
-        ":method": "POST",
-        ":path": `${RPC}/Watch`,
-        "content-type": "application/grpc",
-        te: "trailers",
-        "grpc-timeout": "500m",
-      });
-      let bytes = 0;
-      let settled = false;
-      const done = (how: string) => {
-        if (settled) return;
-        settled = true;
-        resolve({ how, ms: performance.now() - started, bytes });
-      };
-      s.on("data", (c: Buffer) => (bytes += c.length));
-      s.on("end", () => done("ended cleanly"));
-      s.on("close", () => done(s.rstCode ? "reset" : "closed"));
-      s.on("error", () => {});
-      setTimeout(() => done("still streaming"), 2500);
-      s.end(Buffer.from([0, 0, 0, 0, 0]));
-    });
-    client.destroy();
+    const result = await grpcStreamOutcome(
+      `http://${local(caller, "notifications")}`,
+      `${RPC}/Watch`,
+      Buffer.from([0, 0, 0, 0, 0]),
+      "500m",
+    );
     expect(result.how).toBe("reset");
     expect(result.bytes).toBeGreaterThan(0);
     expect(result.ms).toBeGreaterThanOrEqual(450);
