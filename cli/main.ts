@@ -1,7 +1,7 @@
 /**
  * The `meshgate` command. Exit codes: 0 success, 1 the spec (or check) failed, 2 usage error.
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { ParseArgsConfig } from "node:util";
 import { parseCommandLine, portFlag } from "../runtime/args.ts";
@@ -322,7 +322,7 @@ const COMMANDS: Record<string, Command> = {
       "Starts each service (its local.command, or the built-in demo service), a sidecar per service with\n" +
       "SVIDs from a dev CA in the state dir (renewed at half-life), the gateway, and Prometheus when installed;\n" +
       "prints `gateway URL`, `admin URL` and curl lines once ready, and writes STATE_DIR/state.json.\n" +
-      "`meshgate token` signs JWTs the local gateway accepts. SIGINT/SIGTERM drain and stop every process;\n" +
+      "`meshgate token` signs JWTs the local gateway accepts. SIGINT/SIGTERM/SIGHUP drain and stop every process;\n" +
       "a second signal kills them at once. With --watch, each saved change of SPEC is applied to the running\n" +
       "mesh: proxies reload in place, changed processes restart, new ones start. Details: docs/local.md.",
     async run([file], values, io) {
@@ -451,12 +451,37 @@ function summarize(r: TranslateResult) {
   };
 }
 
+/**
+ * `translate --out`: the IR and every proxy's RuntimeConfig. A config that holds a credential (a user or
+ * password in a Redis, OTLP, JWKS or OIDC URL — what the chart puts in a Secret) is written readable by its
+ * owner only (0600), and so is infra.json when any does (it carries the same URLs); a wider file left by an
+ * earlier run is narrowed before the credential is written into it.
+ */
 async function writeConfigs(result: TranslateResult, dir: string): Promise<string[]> {
+  const { configHoldsCredentials } = await import("../components/kubernetes/workloads.ts");
   await mkdir(join(dir, "sidecars"), { recursive: true });
-  const files: [string, unknown][] = [["infra.json", result.infra]];
-  if (result.runtime.gateway) files.push(["gateway.json", result.runtime.gateway]);
-  for (const s of result.runtime.sidecars) files.push([join("sidecars", `${s.name}.json`), s]);
-  for (const [name, value] of files) await writeFile(join(dir, name), `${JSON.stringify(value, null, 2)}\n`);
+  const configs = [...(result.runtime.gateway ? [result.runtime.gateway] : []), ...result.runtime.sidecars];
+  const files: [string, unknown, boolean][] = [
+    ["infra.json", result.infra, configs.some(configHoldsCredentials)],
+  ];
+  for (const c of configs)
+    files.push([
+      c.kind === "gateway" ? "gateway.json" : join("sidecars", `${c.name}.json`),
+      c,
+      configHoldsCredentials(c),
+    ]);
+  for (const [name, value, secret] of files) {
+    const path = join(dir, name);
+    const content = `${JSON.stringify(value, null, 2)}\n`;
+    if (!secret) {
+      await writeFile(path, content);
+      continue;
+    }
+    await chmod(path, 0o600).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+    });
+    await writeFile(path, content, { mode: 0o600 });
+  }
   return files.map(([name]) => join(dir, name));
 }
 

@@ -72,8 +72,9 @@ export interface TrafficRequest {
   /** The request target as sent: path and optional query (`/api/orders/7?x=1`). */
   path: string;
   /**
-   * Internet: the Host header (default: the gateway's first host). Mesh: default the callee's name; to an
-   * external destination: the host of the CONNECT (default the destination's).
+   * Internet: the Host header (default: the gateway's first host; under a wildcard, a name it covers).
+   * Mesh: default the callee's name; to an external destination: the host of the CONNECT (default the
+   * destination's).
    */
   host?: string;
   /** To an external destination: the port of the CONNECT (default the destination's). */
@@ -424,6 +425,40 @@ function principalFor(
   return { principal: null, detail: tried.length ? tried.join("; ") : "no credentials presented" };
 }
 
+/** What stands for a credential's value in the headers of a modelled request (never a real token or key). */
+const TOKEN_PLACEHOLDER = "header.payload.signature";
+const API_KEY_PLACEHOLDER = "api-key";
+
+/**
+ * The headers the gateway receives from an internet caller: the request's own, plus the credentials it
+ * presents where the gateway reads them — the token in its provider's header after the scheme prefix
+ * (`authorization: Bearer …`), the API key in the key header. Route conditions may name those headers (a
+ * route for the callers that send an API key, `x-api-key: { present: true }`), and the router sees them
+ * before any authentication: without them the engine chose another route than the gateway does. The
+ * values are placeholders (a condition on a credential's value is not decided before deploy); a header
+ * the request itself names is kept as given.
+ */
+function wireHeaders(
+  gw: GatewayRuntimeConfig,
+  r: TrafficRequest,
+  headers: Record<string, string>,
+): Record<string, string> {
+  const token = r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined;
+  const provider = token
+    ? gw.auth.jwt.find((p) => p.name === (r.provider ?? gw.auth.jwt[0]?.name))
+    : undefined;
+  const keyHeader = r.consumer !== undefined ? gw.auth.apiKeys?.header.toLowerCase() : undefined;
+  if (provider === undefined && keyHeader === undefined) return headers;
+  const out = { ...headers };
+  if (provider !== undefined) {
+    const name = provider.tokenFrom.header.toLowerCase();
+    const prefix = provider.tokenFrom.prefix;
+    out[name] ??= `${prefix}${prefix === "" || prefix.endsWith(" ") ? "" : " "}${TOKEN_PLACEHOLDER}`;
+  }
+  if (keyHeader !== undefined) out[keyHeader] ??= API_KEY_PLACEHOLDER;
+  return out;
+}
+
 function credentialsText(r: TrafficRequest): string {
   const parts: string[] = [];
   if (r.claims !== undefined || r.scopes !== undefined || r.provider !== undefined) {
@@ -449,6 +484,17 @@ function externalHostOf(model: MeshModel, to: string): string {
   return isWildcardHost(host) ? `example${host.slice(1)}` : host;
 }
 
+/**
+ * The Host of an internet request that names none: the gateway's first exact host, else a name its first
+ * wildcard covers (`*.shop.example` → `example.shop.example`: the gateway serves no `localhost` then, and a
+ * request to an unserved host would make every `expect: deny` hold), else `localhost` (every host served).
+ */
+function defaultGatewayHost(hosts: readonly string[]): string {
+  const exact = hosts.find((h) => !h.startsWith("*."));
+  if (exact !== undefined) return exact;
+  return hosts.length > 0 ? `example${hosts[0]!.slice(1)}` : "localhost";
+}
+
 function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
   const internet = r.from === INTERNET;
   return {
@@ -458,9 +504,7 @@ function resolve(model: MeshModel, r: TrafficRequest): ResolvedRequest {
     path: r.path,
     host:
       r.host ??
-      (internet
-        ? (model.runtime.gateway?.hosts.find((h) => !h.startsWith("*.")) ?? "localhost")
-        : externalHostOf(model, r.to!)),
+      (internet ? defaultGatewayHost(model.runtime.gateway?.hosts ?? []) : externalHostOf(model, r.to!)),
     headers: lower(r.headers),
     credentials: internet
       ? credentialsText(r)
@@ -497,7 +541,8 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
     request: req,
   });
 
-  const d = decide(compiled, new Facts(req.method, req.path, req.host, req.headers));
+  const wire = wireHeaders(gw, r, req.headers);
+  const d = decide(compiled, new Facts(req.method, req.path, req.host, wire));
   if (d.kind === "reject") {
     steps.push({
       layer: "edge",
@@ -611,7 +656,7 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
         ? req.method
         : upstreamMethod(
             req.method,
-            req.headers,
+            wire,
             principal === null ? null : principal.subject,
             cached.perPrincipal,
             credentialHeaders(gw.auth.apiKeys?.header),

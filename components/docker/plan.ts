@@ -378,9 +378,9 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       files: uniqueFiles([configFile(config), ...identityFiles(s.name), ...clientCertFiles]),
       sysctls: {},
       healthcheck: { test: readyCheck(config.admin.port), startPeriod: "30s" },
-      labels: baseLabels(s.name, "sidecar", config.hash, config.admin.port),
+      labels: baseLabels(s.name, "sidecar", configAnnotationHash(config), config.admin.port),
       after: [names.app(s.name)],
-      configHash: config.hash,
+      configHash: configAnnotationHash(config),
     });
   }
   containers.push(...sidecars);

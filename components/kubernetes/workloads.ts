@@ -15,6 +15,7 @@ import {
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
 import { canonicalJson, compareCodeUnits } from "../../runtime/contract/canonical.ts";
+import { configHoldsSecrets, urlHoldsCredentials } from "../../runtime/contract/exposed-hash.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { DEFAULTS } from "../spec/defaults.ts";
 import { withoutCredentials } from "../spec/semantic.ts";
@@ -127,49 +128,65 @@ function serviceAccounts(r: Resolved): KubeObject[] {
 }
 
 /**
- * Whether a RuntimeConfig holds a credential: the password (or ACL user) of a gateway's Redis URL
- * (`redis://:password@host`, docs/rate-limiting.md). Such a config is stored in a Secret, not a ConfigMap:
- * ConfigMaps are readable by every holder of the `view` role and are not encrypted at rest, nor kept
- * secret in Pulumi's state.
+ * Whether a RuntimeConfig holds a credential: a user or password in one of its URLs — a gateway's Redis
+ * stores (`redis://:password@host`, docs/rate-limiting.md), the OTLP endpoint of any proxy, gateway or
+ * sidecar (`https://user:token@collector`, sent as basic auth), a JWT provider's `jwksUri`, an OIDC issuer:
+ * the runtime's own list (`configHoldsSecrets`, the URLs /config redacts). Such a config is stored in a
+ * Secret, not a ConfigMap: ConfigMaps are readable by every holder of the `view` role and are not
+ * encrypted at rest, nor kept secret in Pulumi's state.
  */
 export function configHoldsCredentials(config: RuntimeConfig): boolean {
-  if (config.kind !== "gateway") return false;
-  const stores = [config.rateLimitStore, config.cacheStore];
-  return stores.some((s) => {
-    if (s.kind !== "redis") return false;
-    try {
-      const u = new URL(s.url);
-      return u.password !== "" || u.username !== "";
-    } catch {
-      return /@/.test(s.url); // unparsable: assume the worst (translate validated it anyway)
-    }
-  });
+  return configHoldsSecrets(config);
+}
+
+/** A URL of a config as the annotation hashes it: its user and password replaced, when it has any. */
+function hiddenUserinfo<T extends string | null>(url: T): T {
+  return (url !== null && urlHoldsCredentials(url) ? withoutCredentials(url) : url) as T;
 }
 
 /**
  * The `meshgate.io/config-hash` annotation of a proxy's pods and config object. For a config without
  * credentials it is the RuntimeConfig's own hash. For one with credentials (configHoldsCredentials) the
  * RuntimeConfig's hash is an unsalted SHA-256 over them — whoever can read the Deployment could test
- * password guesses against it offline — so the annotation is the hash of the config with the credentials'
+ * password guesses against it offline — so the annotation is the hash of the config with every URL's
  * userinfo redacted: derivable from nothing secret. Everything else still rolls the pods; a credential
- * changed alone reaches the gateway without a rollout: the kubelet updates the mounted Secret's files in
- * place and the gateway reloads its config file when it changes (new Redis connections with the new
+ * changed alone reaches the proxy without a rollout: the kubelet updates the mounted Secret's files in
+ * place and the proxy reloads its config file when it changes (new connections with the new
  * credentials; the sealed hash inside the file, which only Secret readers see, changes with them).
  */
 export function configAnnotationHash(config: RuntimeConfig): string {
-  if (config.kind !== "gateway" || !configHoldsCredentials(config)) return config.hash;
-  const { hash: _sealed, ...rest } = config;
-  const redacted = {
-    ...rest,
-    rateLimitStore:
-      rest.rateLimitStore.kind === "redis"
-        ? { ...rest.rateLimitStore, url: withoutCredentials(rest.rateLimitStore.url) }
-        : rest.rateLimitStore,
-    cacheStore:
-      rest.cacheStore.kind === "redis"
-        ? { ...rest.cacheStore, url: withoutCredentials(rest.cacheStore.url) }
-        : rest.cacheStore,
+  if (!configHoldsCredentials(config)) return config.hash;
+  const telemetry = {
+    ...config.telemetry,
+    tracing: {
+      ...config.telemetry.tracing,
+      otlpEndpoint: hiddenUserinfo(config.telemetry.tracing.otlpEndpoint),
+    },
   };
+  let redacted: object;
+  if (config.kind === "gateway") {
+    const { hash: _sealed, ...rest } = config;
+    redacted = {
+      ...rest,
+      telemetry,
+      auth: {
+        ...rest.auth,
+        jwt: rest.auth.jwt.map((p) => ({ ...p, jwksUri: hiddenUserinfo(p.jwksUri) })),
+        oidc: rest.auth.oidc.map((p) => ({ ...p, issuer: hiddenUserinfo(p.issuer) })),
+      },
+      rateLimitStore:
+        rest.rateLimitStore.kind === "redis"
+          ? { ...rest.rateLimitStore, url: hiddenUserinfo(rest.rateLimitStore.url) }
+          : rest.rateLimitStore,
+      cacheStore:
+        rest.cacheStore.kind === "redis"
+          ? { ...rest.cacheStore, url: hiddenUserinfo(rest.cacheStore.url) }
+          : rest.cacheStore,
+    };
+  } else {
+    const { hash: _sealed, ...rest } = config;
+    redacted = { ...rest, telemetry };
+  }
   return contentHash("meshgate config-hash: credentials redacted", canonicalJson(redacted));
 }
 

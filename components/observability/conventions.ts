@@ -338,7 +338,7 @@ export const METRICS: readonly MetricConvention[] = [
     help: "Time from request to response end (gateway: by route; sidecar: by direction and peer).",
     labels: { gateway: ["proxy", "route"], sidecar: ["proxy", "direction", "peer"] },
     deviation:
-      "no `code_class`: latency SLOs count every request, failures included. The gateway's series carry no destination service (a route may split or aggregate)",
+      "no `code_class`: latency SLOs count every request, failures included. The gateway's series carry no destination service (a route may split or aggregate). WebSocket upgrades are counted in `meshgate_requests_total` only: a tunnel's lifetime is no request latency",
   },
   {
     name: "meshgate_requests_in_flight",
@@ -842,7 +842,14 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     gateway: "always",
     sidecar: "no",
   },
-  { name: "status", type: "number", meaning: "the response status", gateway: "always", sidecar: "always" },
+  {
+    name: "status",
+    type: "number",
+    meaning:
+      "the response status; 499 (as nginx writes it) when the client left before any response started — counted so in `meshgate_requests_total` (`4xx`) and on the span",
+    gateway: "always",
+    sidecar: "always",
+  },
   {
     name: "completed",
     type: "boolean",

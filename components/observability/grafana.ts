@@ -802,7 +802,9 @@ function proxySections(m: Record<string, MatcherValue>): Section[] {
           type: "stat",
           title: "Certificate expires in",
           description: "The serving SVID's remaining lifetime (lowest replica).",
-          queries: [{ expr: `min(${selector("meshgate_cert_expiry_seconds", m)})` }],
+          // Exactly 0 is an identity the proxy replaced (its series stays at 0, as the alerts know): left
+          // in, the panel showed 0 — expired, red — for as long as the proxy ran after the change.
+          queries: [{ expr: `min(${selector("meshgate_cert_expiry_seconds", m)} != 0)` }],
           unit: "s",
           w: 6,
           h: 5,

@@ -141,7 +141,7 @@ export class Mesh extends pulumi.ComponentResource {
     this.gatewayIdentitySecretName = gatewaySecretOf(prepared, name, resources);
     this.spiffeIds = Object.freeze(Object.fromEntries(infra.identities.map((i) => [i.name, i.spiffeId])));
     this.configHashes = Object.freeze(
-      Object.fromEntries(result.runtime.sidecars.map((s) => [s.name, s.hash])),
+      Object.fromEntries(result.runtime.sidecars.map((s) => [s.name, configAnnotationHash(s)])),
     );
     this.registerOutputs({
       namespace: this.namespace,

@@ -271,12 +271,14 @@ function specError(e: SpecError, file: string | null): pulumi.InputPropertyError
 
 /**
  * The spec as the `meshgateSpec` output carries it (for the CrossGuard pack, which sees secrets unwrapped):
- * a Pulumi secret when the spec holds a credential — the password of the gateway's Redis URL — so that it
- * is encrypted in the stack's state like the Secret the chart renders it into.
+ * a Pulumi secret when the spec holds a credential — a user or password in a URL that reaches a proxy's
+ * config (configHoldsCredentials: Redis stores, the OTLP endpoint, JWKS and OIDC URLs) — so that it is
+ * encrypted in the stack's state like the Secrets the chart renders those configs into.
  */
 export function carriedSpecOutput(carried: unknown, result: TranslateResult): unknown {
-  const gateway = result.runtime.gateway;
-  return gateway && configHoldsCredentials(gateway) ? pulumi.secret(carried) : carried;
+  const { gateway, sidecars } = result.runtime;
+  const configs = gateway ? [gateway, ...sidecars] : sidecars;
+  return configs.some(configHoldsCredentials) ? pulumi.secret(carried) : carried;
 }
 
 /** The identity mode of the arguments, else the spec's CA provider's. */
@@ -395,9 +397,9 @@ export class Platform extends pulumi.ComponentResource {
     this.spiffeIds = Object.freeze(Object.fromEntries(infra.identities.map((i) => [i.name, i.spiffeId])));
     this.configHashes = Object.freeze(
       Object.fromEntries([
-        // Not the sealed hash: that of a config with a Redis password would let stack-output readers test guesses.
+        // Not the sealed hash: that of a config with a credential would let stack-output readers test guesses.
         ...(result.runtime.gateway ? [["gateway", configAnnotationHash(result.runtime.gateway)]] : []),
-        ...result.runtime.sidecars.map((s) => [s.name, s.hash]),
+        ...result.runtime.sidecars.map((s) => [s.name, configAnnotationHash(s)]),
       ]),
     );
     this.registerOutputs({

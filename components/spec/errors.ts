@@ -85,6 +85,8 @@ export const SpecErrorCatalog = {
   W_SPEC_PUBLIC_ROUTE_UNLIMITED: "a public route has no rate limit",
   W_SPEC_PROXY_PROTOCOL_ANY_SOURCE:
     "a PROXY-protocol listener takes the header from any source: whoever reaches the port can name any client address",
+  W_SPEC_AUTH_MECHANISM_UNCONSTRAINED:
+    "a route's scopes/claims constrain only token callers (JWT, OIDC) and its consumers/groups only API-key callers: another mechanism the route accepts is admitted without them",
   W_SPEC_RATE_LIMIT_REPLICA_FLOOR:
     "a fleet rate limit divided over the replicas (no Redis) leaves each replica less than one token of burst; each allows one",
 } as const;

@@ -1145,6 +1145,24 @@ export function semanticIssues(raw: unknown): Issue[] {
   }
 
   // Observability.
+  // The generated rules read 5-minute rates (the RED recordings, the SLO ratios, the 5m short window of
+  // the fast page): rate() needs two samples inside its window, so a longer scrape interval leaves them
+  // empty — or empty every other evaluation — and every SLO alert silent, with nothing saying so.
+  const metricsSpec = obj(obj(root.observability).metrics);
+  const scrapeInterval = ms(metricsSpec.scrapeInterval);
+  if (
+    scrapeInterval !== undefined &&
+    scrapeInterval > MAX_SCRAPE_INTERVAL_MS &&
+    metricsSpec.enabled !== false &&
+    metricsSpec.backend !== "none"
+  )
+    add(
+      "E_SPEC_OUT_OF_RANGE",
+      ["observability", "metrics", "scrapeInterval"],
+      `scrapeInterval ${formatMs(scrapeInterval)} leaves fewer than two samples in the 5-minute windows the generated ` +
+        "recording rules and SLO alerts read: their rates would be empty and no alert would ever fire",
+      `use at most ${formatMs(MAX_SCRAPE_INTERVAL_MS)} (1m or less keeps a missed scrape harmless; 15s is usual)`,
+    );
   const slos = arr(obj(root.observability).slos);
   uniqueNames(slos, ["observability", "slos"], "SLO");
   slos.forEach((sRaw, i) => {
@@ -1205,6 +1223,9 @@ export function semanticIssues(raw: unknown): Issue[] {
 
 /** A latency for a message: `250ms`, `2.5s`. */
 const formatMs = (ms: number) => (ms < 1000 ? `${ms}ms` : `${ms / 1000}s`);
+
+/** The longest scrape interval that still puts two samples in every 5-minute rate window of the rules. */
+const MAX_SCRAPE_INTERVAL_MS = 150_000;
 
 /**
  * The service a route inherits its timeout from: `to`, or the heaviest split entry (ties by name);

@@ -1124,6 +1124,15 @@ function diagnoseGatewayRoutes(ctx: Context): void {
         hint: "raise burst to at least gateway.replicas, use scope: replica, or share the limit through rateLimitStore.redis",
       });
     }
+    const unconstrained = r.auth ? unconstrainedMechanisms(r.auth) : [];
+    if (unconstrained.length > 0)
+      ctx.diagnose({
+        code: "W_SPEC_AUTH_MECHANISM_UNCONSTRAINED",
+        severity: "warning",
+        path: `${base}.auth`,
+        message: `route "${r.name}": ${unconstrained.join("; ")}`,
+        hint: "split the route per mechanism (a header condition on the credential's header chooses between them), or constrain each mechanism it accepts",
+      });
     if (r.public && !r.rateLimit) {
       ctx.diagnose({
         code: "W_SPEC_PUBLIC_ROUTE_UNLIMITED",
@@ -1475,4 +1484,48 @@ function transform(t: TransformSpec | undefined): GatewayRoute["transform"]["req
         }
       : null,
   };
+}
+
+/**
+ * What a route's requirements leave open (docs/auth.md, Authorization): `scopes` and `claims` apply to
+ * token principals (JWT, OIDC) only, `consumers` and `groups` to API-key principals only — a route that
+ * also accepts another mechanism admits its callers without them (`{ jwt: main, apiKey: true, scopes:
+ * [orders:write] }` admits an API key of any consumer). Each entry names the requirement and the
+ * mechanisms it does not reach.
+ */
+function unconstrainedMechanisms(auth: NonNullable<GatewayRouteSpec["auth"]>): string[] {
+  const accepts = {
+    token: auth.jwt !== undefined || auth.oidc !== undefined,
+    apiKey: auth.apiKey === true,
+    clientCert: auth.clientCert !== undefined,
+  };
+  const out: string[] = [];
+  const tokenRules = [
+    auth.scopes?.length ? "scopes" : null,
+    auth.claims && Object.keys(auth.claims).length ? "claims" : null,
+  ].filter((x) => x !== null);
+  if (tokenRules.length > 0) {
+    const open = [
+      accepts.apiKey ? "API keys" : null,
+      accepts.clientCert ? "client certificates" : null,
+    ].filter((x) => x !== null);
+    if (open.length > 0)
+      out.push(
+        `${tokenRules.join(" and ")} apply to tokens only: ${open.join(" and ")} are admitted without them`,
+      );
+  }
+  const keyRules = [
+    auth.consumers?.length ? "consumers" : null,
+    auth.groups?.length ? "groups" : null,
+  ].filter((x) => x !== null);
+  if (keyRules.length > 0) {
+    const open = [accepts.token ? "tokens" : null, accepts.clientCert ? "client certificates" : null].filter(
+      (x) => x !== null,
+    );
+    if (open.length > 0)
+      out.push(
+        `${keyRules.join(" and ")} apply to API keys only: ${open.join(" and ")} are admitted without them`,
+      );
+  }
+  return out;
 }

@@ -23,6 +23,7 @@
  */
 import type { IncomingHttpHeaders } from "node:http";
 import type { GatewayRoute, RetryPlan } from "../contract/schema.ts";
+import { inboundDenyCodeOf, type InboundDenyCode } from "../decide/inbound.ts";
 import { compileTemplate as compilePathTemplate } from "../decide/router.ts";
 import { reservedHeader, withheldHeaders } from "../gateway/headers.ts";
 import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
@@ -180,12 +181,20 @@ export type AggregateResult =
       readonly message: string;
       /** The part that failed the request, if one did. */
       readonly part: string | null;
+      /** That part's refusal by its service's sidecar (403 with `x-meshgate-denied`), if it was one. */
+      readonly denied?: InboundDenyCode;
     }
   | { readonly kind: "cancelled" };
 
 type PartResult =
   | { readonly ok: true; readonly json: string }
-  | { readonly ok: false; readonly outcome: Exclude<PartOutcome, "success">; readonly detail: string };
+  | {
+      readonly ok: false;
+      readonly outcome: Exclude<PartOutcome, "success">;
+      readonly detail: string;
+      /** The sidecar of the part's service refused it (its x-meshgate-denied code). */
+      readonly denied?: InboundDenyCode;
+    };
 
 /** Fans out, waits for every part (or the first failure of a `fail` part), and merges. */
 export function aggregate(
@@ -246,6 +255,7 @@ export function aggregate(
             code: r.outcome === "timeout" ? "aggregate_part_timeout" : "aggregate_part_failed",
             message: `aggregate part ${part.name} (${part.clusterName}): ${r.detail}`,
             part: part.name,
+            ...(r.denied !== undefined ? { denied: r.denied } : {}),
           });
         }
         if (pending === 0) settle(merge(agg, results as PartResult[]));
@@ -349,6 +359,8 @@ async function runPart(
   }
 
   let status = 0;
+  // (Set by the head callback: typed by `as`, so the flow analysis does not keep it null.)
+  let denied = null as InboundDenyCode | null;
   let contentType: string | string[] | undefined;
   let contentEncoding: string | string[] | undefined;
   const collector = new BoundedCollector(agg.maxBytes, () => {
@@ -371,6 +383,8 @@ async function runPart(
     },
     (statusCode, h) => {
       status = statusCode;
+      if (statusCode === 403 && part.cluster!.config.tls.mode === "mtls")
+        denied = inboundDenyCodeOf(h["x-meshgate-denied"]);
       contentType = h["content-type"];
       contentEncoding = h["content-encoding"];
       return collector;
@@ -391,7 +405,7 @@ async function runPart(
     else if (result.outcome === "body_too_large") r = fail("reset", "request refused");
     else r = fail(result.outcome, result.outcome.replaceAll("_", " "));
   } else if (status < 200 || status > 299) {
-    r = fail("error_status", `upstream answered ${status}`);
+    r = fail("error_status", `upstream answered ${status}`, denied);
   } else if (part.method === "HEAD") {
     r = { ok: true, json: "true" };
   } else if (!isJsonMediaType(contentType)) {
@@ -412,11 +426,11 @@ async function runPart(
   return r;
 }
 
-const fail = (outcome: Exclude<PartOutcome, "success">, detail: string): PartResult => ({
-  ok: false,
-  outcome,
-  detail,
-});
+const fail = (
+  outcome: Exclude<PartOutcome, "success">,
+  detail: string,
+  denied: InboundDenyCode | null = null,
+): PartResult => (denied === null ? { ok: false, outcome, detail } : { ok: false, outcome, detail, denied });
 
 async function parsePart(
   body: Buffer,

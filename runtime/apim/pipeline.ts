@@ -207,7 +207,8 @@ export async function aggregateRoute(
       ...(result.part !== null ? { "x-meshgate-part": result.part } : {}),
       ...errorCorsHeaders(ap, origin),
     });
-    return result.code;
+    // A part the sidecar of its service refused: logged as that refusal (replay reads it as one).
+    return result.denied !== undefined ? `denied_mesh_${result.denied}` : result.code;
   }
   let body = result.body;
   if (ap.response?.body) {

@@ -20,7 +20,7 @@ import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } f
 import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
-import { JwtVerifier, decodeToken, type JwtOptions } from "./jwt.ts";
+import { JwtVerifier, decodeToken, queryName, type JwtOptions } from "./jwt.ts";
 import { OidcClient, type OidcDeny, type OidcOptions, type RevokedSessions } from "./oidc.ts";
 import {
   NO_OBSERVER,
@@ -252,7 +252,7 @@ export class Authenticator {
     const kept = pathAndQuery
       .slice(q + 1)
       .split("&")
-      .filter((pair) => !plan.stripQuery.includes(nameOf(pair)));
+      .filter((pair) => !plan.stripQuery.includes(queryName(nameOf(pair))));
     return kept.length ? `${pathAndQuery.slice(0, q)}?${kept.join("&")}` : pathAndQuery.slice(0, q);
   }
 

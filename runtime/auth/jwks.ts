@@ -6,7 +6,8 @@
  * meanwhile. A token with a `kid` the set does not hold triggers a refetch, at most one in flight per
  * provider and at most one per `minRefetchIntervalMs`: a stampede of unknown-kid tokens causes one fetch,
  * and the rest wait for it or fail fast. A failed refresh keeps the keys and is retried no sooner than
- * `minRefetchIntervalMs` later. Fetches have a timeout, follow no redirects and read at most `maxBytes`.
+ * `minRefetchIntervalMs` later; a fetched set without a usable key is no failure: its keys (none) replace
+ * the previous ones. Fetches have a timeout, follow no redirects and read at most `maxBytes`.
  *
  * Keys are looked up by exact `kid` in this set only (every key with that kid fitting the token's alg is
  * tried); tokens' `jku`, `x5u`, `jwk` and `x5c` headers are never consulted. Each key is imported once
@@ -77,6 +78,8 @@ interface KeyEntry {
 export class JwksStore {
   readonly provider: string;
   private readonly uri: string | null;
+  /** What a fetch sends: the URI without its user and password, and those as basic auth (fetchTarget). */
+  private readonly target: FetchTarget | null;
   private readonly algorithms: readonly string[];
   private readonly opts: Required<Omit<JwksOptions, "now">>;
   private readonly now: () => number;
@@ -110,6 +113,7 @@ export class JwksStore {
     this.onKeysChanged = onKeysChanged;
     this.provider = cfg.name;
     this.uri = cfg.jwksUri;
+    this.target = cfg.jwksUri === null ? null : fetchTarget(cfg.jwksUri);
     this.algorithms = cfg.algorithms;
     this.now = opts.now ?? Date.now;
     this.opts = {
@@ -250,9 +254,13 @@ export class JwksStore {
   }
 
   private async fetchOnce(): Promise<{ keys: KeyEntry[]; ttlMs: number }> {
-    const res = await request(this.uri!, {
+    const { url, authorization } = this.target!;
+    const res = await request(url, {
       method: "GET",
-      headers: { accept: "application/jwk-set+json, application/json" },
+      headers: {
+        accept: "application/jwk-set+json, application/json",
+        ...(authorization === null ? {} : { authorization }),
+      },
       headersTimeout: this.opts.timeoutMs,
       bodyTimeout: this.opts.timeoutMs,
       signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.opts.timeoutMs)]),
@@ -284,8 +292,17 @@ export class JwksStore {
     }
     const list = (doc as { keys?: unknown } | null)?.keys;
     if (!Array.isArray(list)) throw new Error('JWKS has no "keys" array');
+    // A set that holds no usable key is still the issuer's word: it withdrew the keys it published (the last
+    // one of them revoked, or replaced by keys of an algorithm this provider does not pin). Taken as a failed
+    // fetch, the withdrawn keys kept verifying for good — every later refresh "failed" the same way — while a
+    // withdrawn key beside a usable one stopped at once. The keys become none (tokens get 401) until a
+    // refresh finds usable ones.
     const keys = await importKeys(list as Record<string, unknown>[], this.algorithms);
-    if (keys.length === 0) throw new Error("no JWKS key fits the provider's pinned algorithms");
+    if (keys.length === 0)
+      this.log.error(
+        { event: "jwks_unusable", provider: this.provider, uri: safeUri(this.uri!) },
+        "no key of the fetched JWKS fits the provider's pinned algorithms: tokens are refused until one does",
+      );
     const cc = res.headers["cache-control"];
     return { keys, ttlMs: this.ttlFrom(Array.isArray(cc) ? cc.join(",") : cc) };
   }
@@ -328,6 +345,36 @@ async function importKeys(
       out.push({ kid: jwk.kid, byAlg, id: `${jwk.kid ?? ""}|${pub.n ?? ""}|${pub.x ?? ""}|${pub.y ?? ""}` });
   }
   return out;
+}
+
+interface FetchTarget {
+  readonly url: string;
+  readonly authorization: string | null;
+}
+
+/**
+ * How a JWKS URI is fetched. A user and password in it (`https://user:password@idp/jwks`, accepted by the
+ * spec like the OTLP endpoint's) are sent as basic auth (RFC 7617), percent-decoded, as Node's http client
+ * and curl do — undici's request() drops them silently, so the issuer saw an anonymous request — and
+ * never sent in the request target. An unparsable URI is left to fail the fetch (logged without it).
+ */
+export function fetchTarget(uri: string): FetchTarget {
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    return { url: uri, authorization: null };
+  }
+  if (u.username === "" && u.password === "") return { url: uri, authorization: null };
+  let credentials: string;
+  try {
+    credentials = `${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`;
+  } catch {
+    credentials = `${u.username}:${u.password}`; // a stray "%": sent as written, as Node's client does
+  }
+  u.username = "";
+  u.password = "";
+  return { url: u.href, authorization: `Basic ${Buffer.from(credentials, "utf8").toString("base64")}` };
 }
 
 /** A URI for logs: scheme, host and path only (no userinfo, no query). */

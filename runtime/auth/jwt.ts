@@ -9,7 +9,7 @@
  *
  * Tokens come from the configured header with its prefix (scheme compared case-insensitively), and from a
  * cookie or a query parameter only when the provider names one; a token in more than one place is refused
- * (RFC 6750 §2). Verified tokens are cached per provider by the SHA-256 of the token until their `exp`
+ * (RFC 6750 §2). Verified tokens are cached per provider, keyed by the token text, until their `exp`
  * (bounded entries, oldest evicted first): a cache hit is synchronous.
  */
 import { hash } from "node:crypto";
@@ -413,13 +413,16 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return found;
 }
 
-/** The value of query parameter `name` (percent-decoded): null when absent, false when repeated or malformed. */
+/**
+ * The value of query parameter `name` (percent-decoded): null when absent, false when repeated or malformed.
+ * Names are compared as a query parser reads them (queryName): `access%5Ftoken` is the parameter too.
+ */
 export function queryValue(query: string, name: string): string | null | false {
   let found: string | null = null;
   for (const pair of query.split("&")) {
     const eq = pair.indexOf("=");
     const k = eq < 0 ? pair : pair.slice(0, eq);
-    if (k !== name) continue;
+    if (queryName(k) !== name) continue;
     if (found !== null) return false;
     try {
       found = decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1));
@@ -428,4 +431,21 @@ export function queryValue(query: string, name: string): string | null | false {
     }
   }
   return found;
+}
+
+/**
+ * A query parameter's name as the upstream's query parser reads it (URLSearchParams, Express, Django, Rails:
+ * application/x-www-form-urlencoded, "+" a space and percent-escapes decoded). Compared raw, `access%5Ftoken`
+ * was not the token parameter here but is `access_token` upstream: a second, never verified token passed
+ * beside the verified one (and past the one-place rule of RFC 6750 §2). Names without "%" or "+" are
+ * returned as they are (no allocation), and so is a name whose escapes are not UTF-8 (it decodes to no
+ * configured name).
+ */
+export function queryName(name: string): string {
+  if (!name.includes("%") && !name.includes("+")) return name;
+  try {
+    return decodeURIComponent(name.replaceAll("+", " "));
+  } catch {
+    return name;
+  }
 }

@@ -31,7 +31,8 @@ export function configHashKeyHex(): string {
   return KEY.toString("hex");
 }
 
-function urlHoldsCredentials(url: string | null | undefined): boolean {
+/** Whether a URL carries a user or password (an unparsable one with an `@` is assumed to). */
+export function urlHoldsCredentials(url: string | null | undefined): boolean {
   if (!url) return false;
   try {
     const u = new URL(url);
@@ -41,7 +42,7 @@ function urlHoldsCredentials(url: string | null | undefined): boolean {
   }
 }
 
-interface ConfigWithSecrets {
+export interface ConfigWithSecrets {
   readonly hash: string;
   readonly telemetry?: { readonly tracing?: { readonly otlpEndpoint?: string | null } };
   readonly rateLimitStore?: { readonly kind: string; readonly url?: string };

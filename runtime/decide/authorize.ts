@@ -47,6 +47,22 @@ export interface Principal {
   readonly expiresAt: number | null;
 }
 
+/**
+ * Who a principal is, for a per-principal cache entry and a rate-limit bucket keyed by subject (requests
+ * and WebSocket upgrades alike): who authenticated, through which provider — the subject, and for a client
+ * certificate its SANs too (SPIFFE SVIDs share one subject, such as `C=US, O=SPIRE`, and are told apart by
+ * their URI SAN alone). "" for a principal that nothing identifies (a JWT without `sub`): it bypasses the
+ * cache (requestBypass) and is limited by its client address, as every such principal would otherwise
+ * share one entry or bucket.
+ */
+export function principalId(p: Principal | null): string | null {
+  if (p === null) return null;
+  const sans = p.mechanism === "clientCert" ? p.claims.sans : undefined;
+  // JSON: no SAN value can pose as a list of others.
+  const id = Array.isArray(sans) && sans.length > 0 ? JSON.stringify([p.subject, sans]) : p.subject;
+  return id ? `${p.mechanism}/${p.provider}/${id}` : "";
+}
+
 /** Which requirement of the route refused the request: a bounded label for metrics. */
 export type AuthzRequirement = "authentication" | "mechanism" | "client_ip" | "scope" | "claim" | "consumer";
 

@@ -35,6 +35,16 @@ export const INBOUND_DENY_CODES: readonly InboundDenyCode[] = [
   "path_not_allowed",
 ];
 
+/**
+ * The refusal a sidecar's answer carries in `x-meshgate-denied` (one of the stable codes), or null: how a
+ * proxy that forwarded a request to a mesh service tells the callee sidecar's refusal from the app's 403.
+ */
+export function inboundDenyCodeOf(value: string | string[] | undefined): InboundDenyCode | null {
+  return typeof value === "string" && (INBOUND_DENY_CODES as readonly string[]).includes(value)
+    ? (value as InboundDenyCode)
+    : null;
+}
+
 export interface InboundFacts {
   /** The peer's verified SPIFFE ID; null for a plaintext connection (permissive mode). */
   readonly peer: string | null;

@@ -32,7 +32,7 @@ export type {
   IpRange,
   Principal,
 } from "./authorize.ts";
-export { compileInbound, decideInbound, INBOUND_DENY_CODES } from "./inbound.ts";
+export { compileInbound, decideInbound, INBOUND_DENY_CODES, inboundDenyCodeOf } from "./inbound.ts";
 export type {
   CompiledInbound,
   InboundAllow,

@@ -57,7 +57,8 @@ import { caFingerprints, clientCertTlsOptions } from "../auth/clientcert.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import { RevokedSessions } from "../auth/oidc.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
-import { parseCidr, type IpRange, type Principal } from "../decide/authorize.ts";
+import { parseCidr, principalId, type IpRange, type Principal } from "../decide/authorize.ts";
+import { inboundDenyCodeOf } from "../decide/inbound.ts";
 import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forwardTimeoutMs, grpcCallTimeoutMs, isGrpc } from "../upstream/grpc.ts";
 import {
@@ -67,7 +68,7 @@ import {
   grpcWebResponseHeaders,
   GrpcWebResponse,
 } from "../upstream/grpc-web.ts";
-import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
+import { logsUpstreamFailure, responseCompleted, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentityEvent, IdentitySource } from "../pki/identity.ts";
@@ -197,7 +198,8 @@ export interface GatewayHandle {
 /**
  * The response as the handler uses it. HTTP/1 responses and HTTP/2 compat responses share every member
  * used here (writeHead, end, destroy, headersSent, statusCode, writableFinished, events), so the handler
- * is written once against the HTTP/1 type; onRequest narrows once.
+ * is written once against the HTTP/1 type; onRequest narrows once. (Whether a closed response went out
+ * whole is responseCompleted's: an HTTP/2 stream the client reset reads as writableFinished.)
  */
 type Response = ServerResponse;
 
@@ -256,6 +258,8 @@ class Exchange implements GatewayRequestFacts {
   upstreamKey = "";
   /** Who authenticated (also on a 403: the principal authorization refused), for the access line. */
   principal: Principal | null = null;
+  /** The RateLimit-* fields of an admitted request on a limited route: every local reply carries them. */
+  rateHeaders: Record<string, string> | null = null;
   span: SpanLike = NOOP_SPAN;
   /** Aborted when the client goes away before the response finished. */
   readonly cancel: CancelToken = { aborted: false, onabort: null };
@@ -281,6 +285,8 @@ class Exchange implements GatewayRequestFacts {
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+/** The status metrics, spans and access lines show for a request whose client left before any response (nginx's 499). */
+const CLIENT_CLOSED_REQUEST = 499;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
@@ -503,16 +509,19 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     },
   });
   let rateLimitSummary = "";
-  let rateLimitModeChild: { set(v: number): void } | null = null;
+  /** The label values (store, fleet_divisor) of the mode in effect: its series is the info gauge's only one. */
+  let rateLimitModeLabels: readonly [string, string] | null = null;
   /** Makes a state's limiters the serving ones; logs the mode when it changed. */
   const activateRateLimits = (s: State) => {
     limiters.activate(s.rateLimits);
     const mode = s.rateLimits.mode;
     if (mode.summary === rateLimitSummary) return;
     rateLimitSummary = mode.summary;
-    rateLimitModeChild?.set(0);
-    rateLimitModeChild = mRateLimitMode.labels("gateway", mode.store, String(mode.fleetDivisor));
-    rateLimitModeChild.set(1);
+    // The previous mode's series goes (an info gauge shows what is in effect): kept at 0, every past mode
+    // took a child until the cap folded the serving one into store="__overflow__" (after 8 changes).
+    if (rateLimitModeLabels !== null) mRateLimitMode.remove("gateway", ...rateLimitModeLabels);
+    rateLimitModeLabels = [mode.store, String(mode.fleetDivisor)];
+    mRateLimitMode.labels("gateway", ...rateLimitModeLabels).set(1);
     log.info(
       {
         event: "ratelimit_mode",
@@ -818,6 +827,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     extra?: Record<string, string>,
   ): void {
     mErrors.labels("gateway", code).inc();
+    // An admitted request's token is spent whatever answers it: its RateLimit-* fields go with the reply.
+    const limit = (res as Response & { [EXCHANGE]?: Exchange })[EXCHANGE]?.rateHeaders;
+    if (limit) extra = extra === undefined ? limit : { ...limit, ...extra };
     writeLocalReply(req, res, { status, code, message, extra }, "stream" in req, closing(req));
   }
 
@@ -831,16 +843,19 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     const res = ex.res;
     // Destroyed with an error: the upstream side failed (the pool destroys the response it streams into).
     // Closed unfinished without one: the client went away, which cancels the upstream request.
-    if (!res.writableFinished && !res.errored) {
+    const completed = responseCompleted(res);
+    if (!completed && !res.errored) {
       ex.cancel.aborted = true;
       ex.cancel.onabort?.();
     }
     const seconds = (performance.now() - ex.started) / 1000;
-    const status = res.statusCode;
+    // No response started: the client left first (Node's statusCode is then its default 200, which
+    // counted a request nobody answered as a success in requests_total, the SLOs and the access line).
+    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST;
     ex.span.end({ statusCode: status });
     countRequest(ex.routeName, status).duration.observe(seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
-      ex.logged = { status, completed: res.writableFinished, seconds };
+      ex.logged = { status, completed, seconds };
       // The response can close before forward() returns (its end is written by the pool): the line
       // then waits for the handler, which knows the upstream and the outcome.
       if (!ex.handling) writeAccessLog(ex);
@@ -1012,7 +1027,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         });
       }
       if (rl.storeError !== null) mFailOpen.labels("gateway", routeName).inc();
-      else if (d.action.kind !== "forward") for (const k in rateHeaders) res.setHeader(k, rateHeaders[k]!);
+      else {
+        ex.rateHeaders = rateHeaders;
+        if (d.action.kind !== "forward") for (const k in rateHeaders) res.setHeader(k, rateHeaders[k]!);
+      }
     }
 
     const declared = req.headers["content-length"];
@@ -1276,6 +1294,9 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ap !== undefined && (ap.shapesBody || cacheExchange !== null)
         ? new ResponseShaper(apimHost, ap, req, res, origin, tctx, ex.cancel)
         : null;
+    // The callee's sidecar refused the request (403 with its x-meshgate-denied code): the access line says
+    // so (`denied_mesh_<code>`), not `success` — replay reads the line as the refusal it was.
+    let meshDenied = null as string | null; // set by the head callback (`as`: not narrowed to null)
     const result = await forward(
       cluster,
       {
@@ -1294,6 +1315,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         dropResponseHeaders: shaper === null && !invalidates ? (ap?.dropResponseHeaders ?? null) : null,
       },
       (status, upstreamHeaders, closeDelimited, trailersOnly) => {
+        if (status === 403 && cluster.config.tls.mode === "mtls")
+          meshDenied = inboundDenyCodeOf(upstreamHeaders["x-meshgate-denied"]);
         if (invalidates)
           void current.cache.invalidate(
             method,
@@ -1360,7 +1383,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       return;
     }
     if (result.kind === "ok") {
-      ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
+      ex.outcome =
+        meshDenied !== null
+          ? `denied_mesh_${meshDenied}`
+          : result.attempts > 1
+            ? `success_after_${result.attempts - 1}_retries`
+            : "success";
       return;
     }
     ex.outcome = result.outcome;
@@ -1537,6 +1565,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       if (code === "rate_limited") mLimited.labels("gateway", route).inc();
       if (code) mErrors.labels("gateway", code).inc();
     },
+    failOpen: (route) => mFailOpen.labels("gateway", route).inc(),
   };
 
   // ── listeners ──
@@ -1970,21 +1999,6 @@ function sameSet(a: ReadonlySet<string> | null, b: ReadonlySet<string> | null): 
   if (a === null || b === null || a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
   return true;
-}
-
-/**
- * Who a principal is, for a per-principal cache entry and a rate-limit bucket keyed by subject: who
- * authenticated, through which provider — the subject, and for a client certificate its SANs too (SPIFFE
- * SVIDs share one subject, such as `C=US, O=SPIRE`, and are told apart by their URI SAN alone). "" for a
- * principal that nothing identifies (a JWT without `sub`): it bypasses the cache (requestBypass) and is
- * limited by its client address, as every such principal would otherwise share one entry or bucket.
- */
-function principalId(p: Principal | null): string | null {
-  if (p === null) return null;
-  const sans = p.mechanism === "clientCert" ? p.claims.sans : undefined;
-  // JSON: no SAN value can pose as a list of others.
-  const id = Array.isArray(sans) && sans.length > 0 ? JSON.stringify([p.subject, sans]) : p.subject;
-  return id ? `${p.mechanism}/${p.provider}/${id}` : "";
 }
 
 /** Headers of one response that a cache never stores: the gateway's RateLimit-*, and Connection: close. */

@@ -16,7 +16,7 @@ import type { Authenticator } from "../auth/authenticator.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult } from "../auth/types.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
-import type { IpRange, Principal } from "../decide/authorize.ts";
+import { principalId, type IpRange, type Principal } from "../decide/authorize.ts";
 import { decide, type CompiledGateway, type RouteDecision } from "../decide/decide.ts";
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { RateLimitPlan } from "../ratelimit/limiter.ts";
@@ -64,6 +64,8 @@ export interface UpgradeOutside {
 export interface UpgradeObserver {
   /** Called when the tunnel ends (or the upgrade is refused), with the route and the status. */
   done(route: string, status: number, code: GatewayErrorCode | null): void;
+  /** An upgrade the rate-limit store could not count, admitted by its fail mode `open`. */
+  failOpen?(route: string): void;
   tunnels: Set<Socket>;
 }
 
@@ -191,7 +193,10 @@ export function handleUpgrade(
     const limiter = ctx.rateLimits?.limiters.get(route);
     if (limiter === undefined) return tunnel();
     const limited = (rl: RateLimitDecision) => {
-      if (rl.allowed) return tunnel();
+      if (rl.allowed) {
+        if (rl.storeError !== null) observer.failOpen?.(route);
+        return tunnel();
+      }
       if (rl.storeError !== null)
         return fail(
           503,
@@ -207,7 +212,9 @@ export function handleUpgrade(
     };
     const rl = limiter.check(
       client,
-      principal?.subject ?? undefined,
+      // The subject as a plain request's bucket names it (mechanism, provider, a certificate's SANs): an
+      // upgrade counts in that bucket, and an `alice` of another issuer has her own.
+      limiter.keyKind === "subject" ? principalId(principal) || undefined : undefined,
       principal?.consumer ?? undefined,
       limiter.header === null ? undefined : req.headers[limiter.header],
     );

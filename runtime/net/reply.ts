@@ -40,6 +40,24 @@ export interface LocalReply {
   readonly extra?: Readonly<Record<string, string>> | undefined;
 }
 
+/** What responseCompleted reads: HTTP/1 and HTTP/2 compatibility responses both fit. */
+export interface ClosedResponse {
+  readonly writableFinished: boolean;
+  /** The HTTP/2 stream of a compatibility response. */
+  readonly stream?: { readonly rstCode?: number | undefined };
+}
+
+/**
+ * Whether a response that closed went out whole: HTTP/1, every byte handed to the socket; HTTP/2, the
+ * stream closed without RST_STREAM (rstCode 0, trailers-only answers included). Node reports a stream the
+ * client reset as writableFinished: read that way, a request nobody answered was logged as completed, and
+ * its upstream request — the client gone — was never cancelled.
+ */
+export function responseCompleted(res: ClosedResponse): boolean {
+  const stream = res.stream;
+  return stream === undefined ? res.writableFinished : stream.rstCode === 0;
+}
+
 /** How the reply went out: JSON, gRPC (or gRPC-Web) trailers-only, or a reset (the head was already sent). */
 export type ReplyForm = "json" | "grpc" | "reset";
 

@@ -71,7 +71,10 @@ export interface LeaseServerOptions {
   readonly now?: () => number;
   /** Keys per policy; default 100,000. */
   readonly maxKeys?: number;
-  /** Policies unused this long are dropped (after a reload changed them); default 10 min. */
+  /**
+   * Policies unused this long (after a reload changed them) are dropped once all their buckets are full;
+   * default 10 min.
+   */
   readonly policyIdleMs?: number;
   readonly onEvict?: (kind: EvictionKind) => void;
 }
@@ -146,12 +149,16 @@ export class LeaseServer {
     return { type: "ratelimit", id: req.id, results };
   }
 
-  /** Drops policies no worker used for `policyIdleMs`, and full buckets of the others. */
+  /**
+   * Drops full buckets (they answer like absent ones), and policies no worker used for `policyIdleMs`
+   * once they hold no other: a quiet route's spent bucket (a daily limit nobody asked about for minutes)
+   * is kept until it is full again, never handed back full.
+   */
   sweep(): void {
     const now = this.#now();
     for (const [id, t] of this.#tables) {
-      if (now - t.lastUsed > this.#policyIdleMs) this.#tables.delete(id);
-      else t.buckets.sweep(now);
+      t.buckets.sweep(now);
+      if (now - t.lastUsed > this.#policyIdleMs && t.buckets.size === 0) this.#tables.delete(id);
     }
   }
 

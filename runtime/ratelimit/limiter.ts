@@ -198,7 +198,9 @@ export class RateLimiters {
         const failMode = toRedis && store.kind === "redis" ? store.failMode : null;
         // Buckets in a shared Redis are named by mesh, namespace and route: two meshes never share one.
         const scope = `${config.mesh}/${config.namespace}/${r.name}`;
-        const id = `${scope}\u0000${kind}\u0000${policy.id}\u0000${rl.key.kind}\u0000${header ?? ""}\u0000${failMode ?? ""}\u0000${redisKey ?? ""}`;
+        // The Redis client and fail mode name only a Redis limiter: an in-process one keeps its buckets
+        // when a reload changes the store's URL or timeout, or adds the first fleet route.
+        const id = `${scope}\u0000${kind}\u0000${policy.id}\u0000${rl.key.kind}\u0000${header ?? ""}\u0000${toRedis ? `${failMode}\u0000${redisKey}` : ""}`;
         const limiter =
           previous.get(id) ?? this.#newLimiter(id, scope, r, policy, kind, header, failMode, redisClient);
         limiters.set(r.name, limiter);

@@ -112,7 +112,7 @@ import {
 import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
 import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
-import { logsUpstreamFailure, upstreamFailure, writeLocalReply } from "../net/reply.ts";
+import { logsUpstreamFailure, responseCompleted, upstreamFailure, writeLocalReply } from "../net/reply.ts";
 import { peerAddress } from "../net/sniff.ts";
 import {
   createInboundListener,
@@ -342,6 +342,8 @@ class UpgradeRecord {
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+/** The status metrics, spans and access lines show for a request whose caller left before any response (nginx's 499). */
+const CLIENT_CLOSED_REQUEST = 499;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 /**
@@ -523,7 +525,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     peer: string,
     mtls: boolean,
     status: number,
-    seconds: number,
+    seconds: number | null,
   ) => {
     const key = `${direction}\u0000${peer}\u0000${mtls ? 1 : 0}`;
     let m = perPeer.get(key);
@@ -539,7 +541,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       CODE_CLASSES[i]!,
       mtls ? "true" : "false",
     )).inc();
-    m.duration.observe(seconds);
+    if (seconds !== null) m.duration.observe(seconds);
   };
   const attemptChildren = new Map<string, CounterChild>();
   const observer: ForwardObserver = {
@@ -742,13 +744,16 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   function exchangeClosed(this: InboundResponse): void {
     const ex = (this as InboundResponse & { [EXCHANGE]?: Exchange })[EXCHANGE]!;
     const res = ex.res;
-    if (!res.writableFinished && !res.errored) {
+    const completed = responseCompleted(res);
+    if (!completed && !res.errored) {
       ex.cancel.aborted = true;
       ex.cancel.onabort?.();
     }
     const seconds = (performance.now() - ex.started) / 1000;
     // A gRPC local reply went out as 200 + grpc-status; statusCode keeps the HTTP status (writeLocalReply).
-    const status = res.statusCode;
+    // No response started: the caller left first (Node's statusCode is then its default 200, a success
+    // nobody received); 499 as nginx writes it.
+    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST;
     ex.span.end({ statusCode: status });
     countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
@@ -765,7 +770,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         mtls: ex.mtls,
         rule: ex.rule || undefined,
         status,
-        completed: res.writableFinished,
+        completed,
         durationMs: Math.round(seconds * 1e6) / 1e3,
         upstream: ex.upstreamKey || undefined,
         outcome: ex.outcome || undefined,
@@ -1076,7 +1081,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     upstream = "",
   ): void {
     const seconds = (performance.now() - u.started) / 1000;
-    countRequest(u.direction, u.peer, u.mtls, status, seconds);
+    // A tunnel's lifetime (minutes, hours) is no request latency: observed, it counted every WebSocket as
+    // a request slower than any latency SLO. The handshake is counted in requests_total, as at the gateway.
+    countRequest(u.direction, u.peer, u.mtls, status, status === 101 ? null : seconds);
     if (code !== null) mErrors.labels("sidecar", u.direction, code).inc();
     if (u.state.config.telemetry.accessLog.enabled)
       accessLog.info({

@@ -11,6 +11,7 @@ export type BodySource = IncomingMessage | Http2ServerRequest;
 
 const tooLarge = () => Object.assign(new Error("request body too large"), { code: "E_BODY_TOO_LARGE" });
 const aborted = () => Object.assign(new Error("client aborted"), { code: "ECONNABORTED" });
+const ignoreError = (): void => {};
 
 /**
  * The client gave up on the request before its body was read: an HTTP/2 stream it reset (or whose
@@ -53,6 +54,11 @@ export function limitBody(req: BodySource, limit: number): Transform {
       else cb(null, chunk);
     },
   });
+  // The stream is read only once forwarded. A request given up before its first attempt — the client left
+  // while the proxy waited (authentication, a Redis rate limit, a fault delay) — is destroyed here with
+  // nobody reading it, and an 'error' nobody listens to is an uncaught exception: the whole process ended.
+  // Whoever reads the stream listens for its errors as before.
+  t.on("error", ignoreError);
   req.on("error", (err) => t.destroy(err));
   req.on("aborted", () => t.destroy(aborted()));
   // Before the pipe's own end listener: a body that ended because the client aborted is not complete.

@@ -218,6 +218,8 @@ export class UpstreamCluster {
   private rr = 0;
   private ring: { hashes: Uint32Array; owners: Endpoint[] } | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** Resolutions failed in a row (the next one is retried sooner: resolveAndSchedule). */
+  private dnsFailures = 0;
   private probeTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Until when some endpoint may be unavailable (ejected); 0 = none, so pick() takes the fast path. */
@@ -262,7 +264,12 @@ export class UpstreamCluster {
             await r.body.dump();
             return r.statusCode >= 200 && r.statusCode < 300;
           })
-          .catch(() => false);
+          // A probe that never got one of the pool's connections (every one busy, e.g. with long streams)
+          // learnt nothing of the endpoint: neither a success nor a failure.
+          .catch((err: { code?: string }) => (err.code === "UND_ERR_QUEUE_TIMEOUT" ? null : false));
+        // The endpoint left meanwhile (DNS replaced it, the cluster closed): its result is nobody's, and
+        // counted it would skew activeUnhealthy — the count pick() trusts to skip the health filter.
+        if (ok === null || this.closed || !this.endpoints.includes(e)) return;
         if (ok) {
           e.probeFailures = 0;
           e.probeSuccesses++;
@@ -287,7 +294,10 @@ export class UpstreamCluster {
   /**
    * Resolves the cluster's DNS name and schedules the next resolution when the shortest record TTL
    * expires (between 1 s and discovery.refreshMs). Names DNS does not answer (e.g. from /etc/hosts)
-   * fall back to the system resolver and the refresh interval.
+   * fall back to the system resolver and the refresh interval. A failed resolution is retried after 1 s,
+   * then 2, 4, … up to the refresh interval (Envoy's dns_failure_refresh_rate): a service whose pods
+   * become ready just after the proxy started — its headless name answering nothing yet — is reachable
+   * within seconds, not a whole refresh interval later.
    */
   private async resolveAndSchedule(): Promise<void> {
     if (this.discovery.kind !== "dns" || this.closed) return;
@@ -310,8 +320,11 @@ export class UpstreamCluster {
         const addrs = await lookup(name, { all: true });
         this.setEndpoints(addrs.map((a) => ({ host: a.address, port: this.config.port })));
       }
+      this.dnsFailures = 0;
     } catch (err) {
       // Keep the last known endpoints: a DNS hiccup must not empty a cluster.
+      nextMs = Math.min(maxMs, 1000 * 2 ** Math.min(this.dnsFailures, 30));
+      this.dnsFailures++;
       this.events.onError(
         `cluster ${this.config.name}: resolving ${name} failed (${(err as Error).message})`,
       );
@@ -387,10 +400,10 @@ export class UpstreamCluster {
       if (up.length * 100 < eps.length * this.config.outlierDetection.panicThreshold) {
         if (eps.length > 0) this.events.onPanic?.(this.config.name);
         if (this.config.loadBalancer === "ring-hash" && eps.length > 0)
-          return this.ringPick(hashKey, nowMs, true);
+          return this.ringPick(hashKey, nowMs, true, avoid);
       } else {
         eps = up;
-        if (this.config.loadBalancer === "ring-hash") return this.ringPick(hashKey, nowMs);
+        if (this.config.loadBalancer === "ring-hash") return this.ringPick(hashKey, nowMs, false, avoid);
       }
     }
     if (avoid && eps.length > 1) eps = eps.filter((e) => e !== avoid);
@@ -409,17 +422,19 @@ export class UpstreamCluster {
         return b.inFlight < a.inFlight ? b : a;
       }
       case "ring-hash":
-        return this.ringPick(hashKey, nowMs);
+        return this.ringPick(hashKey, nowMs, false, avoid);
     }
   }
 
   /**
    * The ring owner of the key, or the next available owner clockwise when it is unavailable; in panic,
-   * the owner whatever its health.
+   * the owner whatever its health. `avoid` (a retry's previous endpoint) is passed over for the next
+   * owner clockwise, and taken only when no other is available — a retry of a key must not go back to
+   * the endpoint that just failed it.
    */
-  private ringPick(key: string, nowMs: number, panic = false): Endpoint | null {
+  private ringPick(key: string, nowMs: number, panic = false, avoid?: Endpoint): Endpoint | null {
     if (!this.ring) this.ring = buildRing(this.endpoints);
-    const h = fnv1a(key);
+    const h = ringHash(key);
     const { hashes, owners } = this.ring;
     let lo = 0;
     let hi = hashes.length;
@@ -428,11 +443,14 @@ export class UpstreamCluster {
       if (hashes[mid]! < h) lo = mid + 1;
       else hi = mid;
     }
+    let fallback: Endpoint | null = null;
     for (let k = 0; k < owners.length; k++) {
       const owner = owners[(lo + k) % owners.length]!;
-      if (panic || available(owner.health, nowMs)) return owner;
+      if (!panic && !available(owner.health, nowMs)) continue;
+      if (owner !== avoid) return owner;
+      fallback = owner;
     }
-    return null;
+    return fallback;
   }
 
   close(): void {
@@ -461,17 +479,33 @@ const VNODES = 100;
 
 function buildRing(endpoints: readonly Endpoint[]): { hashes: Uint32Array; owners: Endpoint[] } {
   const points: [number, Endpoint][] = [];
-  for (const e of endpoints) for (let v = 0; v < VNODES; v++) points.push([fnv1a(`${e.key}#${v}`), e]);
+  for (const e of endpoints) for (let v = 0; v < VNODES; v++) points.push([ringHash(`${e.key}#${v}`), e]);
   points.sort((a, b) => a[0] - b[0]);
   return { hashes: Uint32Array.from(points.map((p) => p[0])), owners: points.map((p) => p[1]) };
 }
 
-/** FNV-1a, 32-bit: a fast, well-spread hash for the ring. */
+/** FNV-1a, 32-bit: a fast hash of a string (keys of pools). */
 export function fnv1a(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
+  return h >>> 0;
+}
+
+/**
+ * A position on the ring: FNV-1a finished with murmur3's fmix32. FNV-1a alone barely spreads strings
+ * that differ only in their last characters — an endpoint's points (`10.244.1.17:8080#0` … `#99`), the
+ * addresses of one subnet — so an endpoint's points bunched up, and its share of the keys was anything
+ * from a third to twice its due; the finalizer spreads every bit over the whole ring.
+ */
+function ringHash(text: string): number {
+  let h = fnv1a(text);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
   return h >>> 0;
 }

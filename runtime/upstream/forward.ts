@@ -113,6 +113,7 @@ function classify(
       return { kind: "refused-stream" };
     case "UND_ERR_HEADERS_TIMEOUT":
     case "UND_ERR_BODY_TIMEOUT":
+    case "UND_ERR_QUEUE_TIMEOUT":
       return { kind: "timeout" };
     case "E_BODY_TOO_LARGE":
       return "body_too_large";
@@ -306,7 +307,9 @@ export async function forward(
           observer.attempt(name, failure);
           return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };
         }
-        cluster.record(endpoint, true, now());
+        // A wait for one of the pool's own connections (every one busy) says nothing of the endpoint's
+        // health: only what the endpoint did counts towards its ejection.
+        if (e.code !== "UND_ERR_QUEUE_TIMEOUT") cluster.record(endpoint, true, now());
         observer.attempt(name, outcomeOf(failure));
         // A retry already granted (the 5xx whose body was being drained) goes ahead; otherwise ask.
         if (headSent || (discarded === null && !mayRetry(failure))) {

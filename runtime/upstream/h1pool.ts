@@ -14,6 +14,7 @@
  * was fully written, and that did not say `Connection: close`; anything else closes it. Errors carry the
  * codes the forwarding engine classifies (shared with H2Pool): connect failures keep the socket's code
  * (`ECONNREFUSED`, …) or `UND_ERR_CONNECT_TIMEOUT`; `UND_ERR_HEADERS_TIMEOUT` / `UND_ERR_BODY_TIMEOUT`;
+ * `UND_ERR_QUEUE_TIMEOUT` for a request that waited its headers timeout for a connection (nothing sent);
  * `UND_ERR_SOCKET` for a connection closed before the response completed; `UND_ERR_RESPONSE` for a
  * malformed response; `UND_ERR_ABORTED` when the caller cancelled.
  */
@@ -35,7 +36,8 @@ export interface H1StreamOptions {
   body?: Buffer | NodeJS.ReadableStream | null;
   /**
    * Time allowed from the end of the request until the response head is complete (interim responses
-   * included); a silence that long ends it too.
+   * included); a silence that long ends it too. A request that waits for a connection (every one busy)
+   * waits at most this long (UND_ERR_QUEUE_TIMEOUT), and the wait is taken from it.
    */
   headersTimeout: number;
   /** Time allowed between body bytes. */
@@ -161,7 +163,8 @@ const HEAD_BODY = 3;
 type HeadOutcome = typeof HEAD_FAILED | typeof HEAD_INTERIM | typeof HEAD_DONE | typeof HEAD_BODY;
 
 interface Pending {
-  readonly opts: H1StreamOptions;
+  /** Replaced once, when it leaves the queue: its headers timeout is what the wait left of it. */
+  opts: H1StreamOptions;
   readonly factory: H1Factory;
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
@@ -171,6 +174,10 @@ interface Pending {
   bodyError: Error | null;
   /** Its body stream is being written (pipeBody owns the body's errors from then on). */
   streaming: boolean;
+  /** Armed while it waits in the queue for a connection (its headers timeout): UND_ERR_QUEUE_TIMEOUT. */
+  queueTimer: NodeJS.Timeout | null;
+  /** When it entered the queue (performance.now() ms). */
+  queuedAt: number;
 }
 
 /** One upstream connection; carries the state of the request it serves (one at a time). */
@@ -919,7 +926,17 @@ export class H1Pool {
   stream(opts: H1StreamOptions, factory: H1Factory): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (opts.cancel?.aborted) return reject(fail("request aborted", "UND_ERR_ABORTED"));
-      const p: Pending = { opts, factory, resolve, reject, conn: null, bodyError: null, streaming: false };
+      const p: Pending = {
+        opts,
+        factory,
+        resolve,
+        reject,
+        conn: null,
+        bodyError: null,
+        streaming: false,
+        queueTimer: null,
+        queuedAt: 0,
+      };
       const body = opts.body;
       if (body && !Buffer.isBuffer(body)) {
         // The body can fail (too large, client gone) while the request waits for a connection.
@@ -964,6 +981,17 @@ export class H1Pool {
     this.stats.pending = this.queue.length;
     const cancel = p.opts.cancel;
     if (cancel) cancel.onabort = () => this.unqueue(p, fail("request aborted", "UND_ERR_ABORTED"));
+    // Every connection is busy (a long stream can hold one for hours): the wait for one counts against the
+    // time the caller gave the response head, or a request — a health probe — would wait without bound.
+    const t = p.opts.headersTimeout;
+    if (t > 0) {
+      p.queuedAt = performance.now();
+      p.queueTimer = setTimeout(
+        () =>
+          this.unqueue(p, fail("no connection to the upstream became free in time", "UND_ERR_QUEUE_TIMEOUT")),
+        t,
+      );
+    }
   }
 
   /** Fails a request still waiting in the queue. */
@@ -973,7 +1001,24 @@ export class H1Pool {
     this.queue.splice(i, 1);
     this.stats.pending = this.queue.length;
     if (p.opts.cancel) p.opts.cancel.onabort = null;
+    if (p.queueTimer !== null) clearTimeout(p.queueTimer);
+    p.queueTimer = null;
     p.reject(err);
+  }
+
+  /** The next request of the queue, taken to be started: its headers timeout is what its wait left. */
+  private dequeue(): Pending | undefined {
+    const p = this.queue.shift();
+    if (p === undefined) return undefined;
+    this.stats.pending = this.queue.length;
+    if (p.opts.cancel) p.opts.cancel.onabort = null;
+    if (p.queueTimer !== null) {
+      clearTimeout(p.queueTimer);
+      p.queueTimer = null;
+      const left = p.opts.headersTimeout - (performance.now() - p.queuedAt);
+      p.opts = { ...p.opts, headersTimeout: Math.max(1, Math.ceil(left)) };
+    }
+    return p;
   }
 
   private open(): Conn {
@@ -996,12 +1041,8 @@ export class H1Pool {
    */
   release(conn: Conn): void {
     if (this.reusable !== null && !this.reusable(conn.socket)) return this.discard(conn);
-    const next = this.queue.shift();
-    if (next !== undefined) {
-      this.stats.pending = this.queue.length;
-      if (next.opts.cancel) next.opts.cancel.onabort = null;
-      return conn.start(next);
-    }
+    const next = this.dequeue();
+    if (next !== undefined) return conn.start(next);
     if (this.closed) return this.discard(conn);
     conn.idleSince = performance.now();
     this.idle.push(conn);
@@ -1032,12 +1073,7 @@ export class H1Pool {
     this.stats.connections = this.all.size;
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
-    if (this.queue.length > 0 && this.all.size < this.maxConnections) {
-      const next = this.queue.shift()!;
-      this.stats.pending = this.queue.length;
-      if (next.opts.cancel) next.opts.cancel.onabort = null;
-      this.open().start(next);
-    }
+    if (this.queue.length > 0 && this.all.size < this.maxConnections) this.open().start(this.dequeue()!);
   }
 
   /**

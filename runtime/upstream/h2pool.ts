@@ -367,32 +367,19 @@ export class H2Pool {
     });
   }
 
-  /** A whole request whose body is drained by the caller (health checks, mirrors). */
+  /**
+   * A whole exchange whose body is discarded (health checks, mirrored copies), as H1Pool's: it settles
+   * once the response ended, under the same timeouts as stream() — the head's, and the body's between
+   * DATA frames — so a response whose body never ends fails, instead of holding its stream (and the
+   * caller's counters) for as long as the upstream keeps it open.
+   */
   async request(opts: StreamOptions): Promise<{ statusCode: number; body: { dump(): Promise<void> } }> {
-    const stream = await this.open(opts);
-    return new Promise((resolve, reject) => {
-      const timer = opts.headersTimeout
-        ? setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), opts.headersTimeout)
-        : null;
-      stream.once("response", (h) => {
-        if (timer) clearTimeout(timer);
-        resolve({
-          statusCode: Number(h[":status"]),
-          body: {
-            dump: () =>
-              new Promise<void>((done) => {
-                stream.resume();
-                stream.once("close", () => done());
-              }),
-          },
-        });
-      });
-      stream.once("close", () => {
-        if (timer) clearTimeout(timer);
-        reject(error("stream closed before a response", "ECONNRESET"));
-      });
-      stream.once("error", (err) => reject(streamFailure(stream, err)));
+    let statusCode = 0;
+    await this.stream(opts, (d) => {
+      statusCode = d.statusCode;
+      return new Discard();
     });
+    return { statusCode, body: { dump: () => Promise.resolve() } };
   }
 
   /**

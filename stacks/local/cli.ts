@@ -35,7 +35,7 @@ function durationOption(v: unknown, flag: string, minMs: number): number | undef
   return ms;
 }
 
-/** `meshgate up SPEC …`: runs until SIGINT/SIGTERM (a second one forces). */
+/** `meshgate up SPEC …`: runs until SIGINT/SIGTERM/SIGHUP (a second one forces). */
 export async function upCommand(
   spec: string | undefined,
   values: Record<string, unknown>,
@@ -60,6 +60,7 @@ export async function upCommand(
   // Signals are handled from the start: the children lead their own process groups (a terminal's Ctrl-C
   // reaches only this process), so dying of SIGINT while they start would leave them all running.
   const starting = new AbortController();
+  const forcing = new AbortController();
   let handle: Awaited<ReturnType<typeof up>> | undefined;
   let signals = 0;
   let done: (code: number) => void = () => {};
@@ -68,10 +69,11 @@ export async function upCommand(
     if (!handle) {
       io.out(
         signals === 1
-          ? `[up] ${signal}: stopping every process started so far`
-          : `[up] ${signal} again: still stopping (SIGKILL after the stop timeout)`,
+          ? `[up] ${signal}: stopping every process started so far (again to force)`
+          : `[up] ${signal} again: killing every process started so far now`,
       );
-      starting.abort();
+      if (signals === 1) starting.abort();
+      else forcing.abort();
     } else if (signals === 1) {
       io.out(`[up] ${signal}: draining and stopping every process (again to force)`);
       void handle.stop().then(() => {
@@ -83,11 +85,17 @@ export async function upCommand(
       void handle.stop(true).then(() => done(130));
     }
   };
-  process.on("SIGINT", () => onSignal("SIGINT"));
-  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  // SIGHUP is the terminal closing (or an ssh session dropping): the children are in their own process
+  // groups and get no hangup of their own, so a launcher that died of it would leave them all running.
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => onSignal(signal));
+  // A reader that is gone — the closed terminal (EIO), or a `| tee` the same Ctrl-C killed (EPIPE) — must
+  // not kill the launcher mid-stop either: an unhandled stream error would, leaving every child running.
+  // What is left to print is lost; the stop goes on.
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => {});
   try {
     handle = await up({
       signal: starting.signal,
+      force: forcing.signal,
       specPath: spec,
       out: (l) => io.out(l),
       err: (l) => io.err(l),

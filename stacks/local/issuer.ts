@@ -55,7 +55,7 @@ async function fromPem(pem: string): Promise<DevIssuer> {
 export async function openDevIssuer(dir: string): Promise<{ issuer: DevIssuer; created: boolean }> {
   const path = join(dir, ISSUER_FILES.key);
   const existing = await readFile(path, "utf8").catch(() => null);
-  if (existing !== null) return { issuer: await fromPem(existing), created: false };
+  if (existing !== null) return { issuer: await fromKeyFile(existing, path), created: false };
   const { privateKey } = await generateKeyPair(ALG, { extractable: true });
   const pem = await exportPKCS8(privateKey);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -71,7 +71,21 @@ export async function loadDevIssuer(dir: string): Promise<{ issuer: DevIssuer; i
     throw new IssuerError(
       `no dev issuer in ${dir}: run \`meshgate up SPEC\` first (or pass the --state-dir it uses)`,
     );
-  return { issuer: await fromPem(pem), info: parseIssuerInfo(infoText, join(dir, ISSUER_FILES.info)) };
+  return {
+    issuer: await fromKeyFile(pem, join(dir, ISSUER_FILES.key)),
+    info: parseIssuerInfo(infoText, join(dir, ISSUER_FILES.info)),
+  };
+}
+
+/** The key file as `meshgate up` writes it (a PKCS#8 P-256 key); anything else is the user's to fix. */
+async function fromKeyFile(pem: string, path: string): Promise<DevIssuer> {
+  try {
+    return await fromPem(pem);
+  } catch {
+    throw new IssuerError(
+      `${path} is not the ES256 key \`meshgate up\` writes: delete it and run \`meshgate up SPEC\` again to make a new one (tokens signed with the old key stop working)`,
+    );
+  }
 }
 
 /** issuer.json as `meshgate up` writes it; anything else (cut short, edited) is the user's to fix. */

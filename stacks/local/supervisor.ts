@@ -40,6 +40,8 @@ export interface SupervisorOptions {
   readonly stopTimeoutMs?: number;
   /** Environment every child inherits (default process.env). */
   readonly baseEnv?: NodeJS.ProcessEnv;
+  /** Called when a child's pid or state changed (`meshgate up` keeps state.json current with it). */
+  readonly onChange?: () => void;
 }
 
 export type ChildState = "starting" | "running" | "ready" | "backoff" | "crash-loop" | "stopped";
@@ -98,6 +100,7 @@ export class Supervisor {
       readyTimeoutMs: options.readyTimeoutMs ?? 60_000,
       stopTimeoutMs: options.stopTimeoutMs ?? 15_000,
       baseEnv: options.baseEnv ?? process.env,
+      onChange: options.onChange ?? (() => {}),
     };
     this.#children = processes.map((spec) => this.#child(spec));
   }
@@ -266,6 +269,7 @@ export class Supervisor {
     }
     c.proc = proc;
     c.pid = proc.pid ?? null;
+    this.#o.onChange();
     let resolveExit!: () => void;
     c.exited = new Promise<void>((r) => (resolveExit = r));
     for (const stream of [proc.stdout!, proc.stderr!]) {
@@ -300,6 +304,7 @@ export class Supervisor {
     c.ready = false;
     if (this.#stopping || c.retiring) {
       c.state = "stopped";
+      this.#o.onChange();
       return;
     }
     const now = Date.now();
@@ -317,12 +322,30 @@ export class Supervisor {
       c.state = "backoff";
       this.#o.out(`[supervisor] ${c.spec.name} exited (${why}); restart ${c.restarts + 1} in ${delay} ms`);
     }
+    this.#o.onChange();
     c.timer = setTimeout(() => {
       c.timer = null;
       if (this.#stopping) return;
       c.restarts++;
       this.#spawn(c);
+      // A restart is ready again by the same check as at start (start() and reconcile() wait on their
+      // own; this one only marks it): otherwise it stayed "starting" for good, in /api/status and state.json.
+      if (c.proc) void this.#markReady(c, c.proc);
     }, delay);
+  }
+
+  /** Probes a restarted child until it is ready (then marks it), or until it exits or the stop. */
+  async #markReady(c: Child, proc: ChildProcess): Promise<void> {
+    while (!this.#stopping && c.proc === proc) {
+      if (await probe(c.spec.ready)) {
+        if (c.proc !== proc || this.#stopping || c.ready) return;
+        c.ready = true;
+        c.state = "ready";
+        this.#o.onChange();
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   async #waitReady(c: Child): Promise<void> {
@@ -331,6 +354,7 @@ export class Supervisor {
       if (c.proc && (await probe(c.spec.ready))) {
         c.ready = true;
         c.state = "ready";
+        this.#o.onChange();
         return;
       }
       if (Date.now() > deadline)

@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, watch } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { basename, delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,8 +19,8 @@ import type { TranslateResult } from "../../components/translate/ir.ts";
 import { translate } from "../../components/translate/translate.ts";
 import { writeFileAtomic } from "../../runtime/pki/index.ts";
 import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
-import { IdentityKeeper, openDevCa } from "./ca.ts";
-import { openDevIssuer, writeIssuerInfo } from "./issuer.ts";
+import { DevCaError, IdentityKeeper, openDevCa } from "./ca.ts";
+import { IssuerError, openDevIssuer, writeIssuerInfo, type DevIssuer } from "./issuer.ts";
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
@@ -55,6 +55,11 @@ export interface UpOptions {
    * them: a launcher that died of that signal here would leave them running, holding their ports.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Aborted (a second Ctrl-C while starting): kills every process started so far at once (SIGKILL to
+   * each group) instead of waiting out the stop timeout of one that ignores SIGTERM.
+   */
+  readonly force?: AbortSignal;
 }
 
 /** The outcome of applying a changed spec to the running mesh. */
@@ -134,8 +139,93 @@ async function devApiKeys(dir: string, consumers: readonly string[]): Promise<Re
 
 const time = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
 
+/** The lock of a state directory (`<stateDir>/up.lock`, holding the launcher's pid). */
+interface StateLock {
+  release(): Promise<void>;
+}
+
+export const LOCK_FILE = "up.lock";
+
+/** Whether `pid` is a running `meshgate up` (best effort: a process we cannot inspect counts as one). */
+async function upRunning(pid: number): Promise<boolean> {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  // A pid reused by another program after a crash or a reboot is no meshgate: its lock is stale.
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => null);
+  return cmdline === null || cmdline.includes("meshgate");
+}
+
+/**
+ * Takes `<stateDir>/up.lock` for this launcher. A second `meshgate up` on the same state dir (other
+ * ports) would rewrite the running mesh's configs (which its proxies reload), its identities and its
+ * state.json: refused (E_LOCAL_STATE_LOCKED) while the holder runs; a lock left by one that died is taken.
+ */
+async function lockStateDir(stateDir: string): Promise<StateLock> {
+  const path = join(stateDir, LOCK_FILE);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: "wx", mode: 0o644 });
+      let released: Promise<void> | null = null;
+      return { release: () => (released ??= rm(path, { force: true })) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const text = await readFile(path, "utf8").catch(() => "");
+    const pid = /^[1-9][0-9]*$/.test(text.trim()) ? Number(text.trim()) : null;
+    if (attempt > 0 || (pid !== null && (await upRunning(pid))))
+      throw new UpError(
+        "E_LOCAL_STATE_LOCKED",
+        `the state dir ${stateDir} is in use by another meshgate up${pid !== null ? ` (pid ${pid})` : ""}: stop it, or pass another --state-dir (if none runs, delete ${path})`,
+      );
+    await rm(path, { force: true });
+  }
+}
+
+/**
+ * The state dir and the directories in it that hold trust and configuration (the CA, the identities,
+ * the token issuer, the dev API keys, the proxies' configs) must be this user's and writable by no one
+ * else: another user who can write there can plant a CA of their own (every sidecar then trusts it and
+ * `up` issues SVIDs from a key they know) or a proxy config. Refused (E_LOCAL_STATE_DIR), like ssh's
+ * StrictModes, before anything is read or written.
+ */
+async function checkStateDir(stateDir: string): Promise<void> {
+  const uid = process.getuid?.();
+  for (const dir of [
+    stateDir,
+    ...["ca", "identities", "issuer", "api-keys", "run"].map((d) => join(stateDir, d)),
+  ]) {
+    const st = await stat(dir).catch(() => null);
+    if (st === null) continue;
+    const fix = `or pass another --state-dir`;
+    if (uid !== undefined && st.uid !== uid)
+      throw new UpError(
+        "E_LOCAL_STATE_DIR",
+        `${dir} belongs to uid ${st.uid}, not to this user (uid ${uid}): whoever owns it can replace the dev CA, the keys or the proxies' configs; use a state dir of your own (chown it), ${fix}`,
+      );
+    if ((st.mode & 0o022) !== 0)
+      throw new UpError(
+        "E_LOCAL_STATE_DIR",
+        `${dir} is writable by other users (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}): they could replace the dev CA, the keys or the proxies' configs; chmod go-w ${dir}, ${fix}`,
+      );
+  }
+}
+
 /** Starts the local mesh; resolves once everything is ready (see the module comment). */
 export async function up(o: UpOptions): Promise<UpHandle> {
+  const held: { lock: StateLock | null } = { lock: null };
+  try {
+    return await startUp(o, held);
+  } catch (err) {
+    await held.lock?.release();
+    throw err;
+  }
+}
+
+async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<UpHandle> {
   const cwd = o.cwd ?? process.cwd();
   const loaded = await loadSpecFile(resolve(cwd, o.specPath));
   if (!loaded.ok)
@@ -157,6 +247,9 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   }
 
   await mkdir(stateDir, { recursive: true, mode: 0o755 });
+  await checkStateDir(stateDir);
+  held.lock = await lockStateDir(stateDir);
+  const lock = held.lock;
   /** The plan of a spec, with this run's options (the same for every change `apply()` makes). */
   const planFor = async (s: MeshSpec, t: TranslateResult, running?: LocalPlan) => {
     const names = Object.keys(s.gateway?.apiKeys?.consumers ?? {}).sort();
@@ -193,13 +286,22 @@ export async function up(o: UpOptions): Promise<UpHandle> {
       `port ${taken.port} (${taken.what}) is ${taken.why}: change ${taken.field}${taken.field === "--port-base" ? " N to move the local port range" : ""}`,
     );
   await writeFiles(plan.files);
+  // Prometheus creates its data dirs with the umask's modes: under a 0700 parent, others reach none of them.
+  await mkdir(join(stateDir, "prometheus-data"), { recursive: true, mode: 0o700 });
   for (const note of plan.notes) o.out(`[up] note: ${note}`);
 
-  // The dev CA and every identity, before any proxy starts.
+  // The dev CA and every identity, before any proxy starts. A CA of another mesh, or one damaged on disk,
+  // is the user's to resolve: one coded line, never a stack trace.
   const { ca, created, renewedIntermediate } = await openDevCa(plan.caDir, plan.trustDomain, {
     rootValidityMs: translated.infra.ca.rootValidityMs,
     intermediateValidityMs: translated.infra.ca.intermediateValidityMs,
     clockSkewMs: plan.clockSkewMs,
+  }).catch((err: Error & { code?: string }) => {
+    if (err instanceof DevCaError) throw new UpError(err.code, err.message);
+    throw new UpError(
+      "E_LOCAL_CA",
+      `the dev CA in ${plan.caDir} cannot be used (${err.message}${err.code ? ` [${err.code}]` : ""}): delete ${plan.caDir} to make a new one (every SVID is issued again; trust its new root.pem)`,
+    );
   });
   o.out(
     `[ca] ${created ? "created" : "reusing"} the dev CA in ${plan.caDir}${renewedIntermediate ? " (new intermediate)" : ""}; SVIDs live ${Math.round(plan.svidTtlMs / 1000)} s and renew at half-life`,
@@ -216,17 +318,25 @@ export async function up(o: UpOptions): Promise<UpHandle> {
         o.err(`[ca] ✗ renewing ${e.workload}'s SVID failed: ${e.error.message}; retrying in 5 s`),
     },
   });
-  await keeper.start(plan.identities);
-
-  const { issuer } = await openDevIssuer(join(stateDir, "issuer"));
-  await writeIssuerInfo(join(stateDir, "issuer"), {
-    issuer: plan.issuer.url,
-    jwksUri: plan.issuer.jwksUri,
-    providers: plan.issuer.providers,
-  });
+  let issuer: DevIssuer;
+  try {
+    await keeper.start(plan.identities);
+    ({ issuer } = await openDevIssuer(join(stateDir, "issuer")));
+    await writeIssuerInfo(join(stateDir, "issuer"), {
+      issuer: plan.issuer.url,
+      jwksUri: plan.issuer.jwksUri,
+      providers: plan.issuer.providers,
+    });
+  } catch (err) {
+    // The renewal timers would keep this process alive after the error, renewing forever.
+    keeper.stop();
+    if (err instanceof IssuerError) throw new UpError(err.code, err.message);
+    throw err;
+  }
 
   const supervisor = new Supervisor(plan.processes, {
     out: o.out,
+    onChange: () => refreshState(),
     ...(o.stopTimeoutMs !== undefined ? { stopTimeoutMs: o.stopTimeoutMs } : {}),
   });
   const admin = createLocalAdmin({ plan: () => plan, jwks: issuer.jwks, status: () => supervisor.status() });
@@ -259,7 +369,30 @@ export async function up(o: UpOptions): Promise<UpHandle> {
 
   let stopping: Promise<void> | null = null;
   let stopWatching = () => {};
+  let stopRequested = false;
+  // Once the mesh is up, state.json follows every restart (a new pid, backoff, crash loop, ready again):
+  // a script that signals a pid from it must not hit a process that is gone. One write at a time.
+  let live = false;
+  let writing: Promise<void> | null = null;
+  let dirty = false;
+  function refreshState(): void {
+    if (!live || stopRequested) return;
+    if (writing) {
+      dirty = true;
+      return;
+    }
+    writing = writeState(plan, supervisor, keeper, true)
+      .catch(() => {})
+      .finally(() => {
+        writing = null;
+        if (dirty) {
+          dirty = false;
+          refreshState();
+        }
+      });
+  }
   const stop = (force = false): Promise<void> => {
+    stopRequested = true;
     stopWatching();
     if (force) return supervisor.stop(true).then(() => finish());
     stopping ??= supervisor.stop(false).then(() => finish());
@@ -272,18 +405,22 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     keeper.stop();
     topology.close();
     await admin.close();
+    await writing;
     await writeState(plan, supervisor, keeper, false).catch(() => {});
+    await lock.release();
   };
 
   const interrupted = async () => {
-    await stop();
+    await stop(o.force?.aborted === true);
     return new UpError(
       "E_LOCAL_INTERRUPTED",
       "interrupted while starting: every started process was stopped",
     );
   };
   const onAbort = () => void stop();
+  const onForce = () => void stop(true);
   o.signal?.addEventListener("abort", onAbort, { once: true });
+  o.force?.addEventListener("abort", onForce, { once: true });
   try {
     if (!o.signal?.aborted) await supervisor.start();
   } catch (err) {
@@ -294,8 +431,10 @@ export async function up(o: UpOptions): Promise<UpHandle> {
   if (o.signal?.aborted) throw await interrupted();
   await warmUp(plan);
   o.signal?.removeEventListener("abort", onAbort);
+  o.force?.removeEventListener("abort", onForce);
   if (o.signal?.aborted) throw await interrupted();
   await writeState(plan, supervisor, keeper, true);
+  live = true;
 
   /** One apply (see UpHandle.apply): validate, plan, compare, then change only what differs. */
   const applyOnce = async (): Promise<ApplyReport> => {
@@ -364,10 +503,11 @@ export async function up(o: UpOptions): Promise<UpHandle> {
     try {
       await supervisor.reconcile(nextPlan.processes, new Set(restart.keys()));
     } catch (err) {
-      await writeState(plan, supervisor, keeper, true).catch(() => {});
+      if (!stopRequested) await writeState(plan, supervisor, keeper, true).catch(() => {});
       return refuse((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
     }
-    await writeState(plan, supervisor, keeper, true);
+    // A change still being applied when `up` was stopped (Ctrl-C) never marks the stopped mesh running.
+    if (!stopRequested) await writeState(plan, supervisor, keeper, true);
     const report = {
       ok: true as const,
       unchanged: false,
@@ -459,11 +599,16 @@ async function reloadBySighup(
   }
 }
 
-/** Writes planned files (atomically, 0644), creating their directories. */
+/**
+ * Writes planned files (atomically), creating their directories 0700 — never group-writable, whatever the
+ * umask (a umask of 002 made run/ 0775, which the next `up` refuses: checkStateDir) — and the files 0600:
+ * a proxy's config may hold a credential (a Redis password, an OTLP token), and every reader of these files
+ * (the proxies, the demo services, Prometheus) runs as this user.
+ */
 async function writeFiles(files: readonly { path: string; content: string }[]): Promise<void> {
   for (const f of files) {
-    await mkdir(dirname(f.path), { recursive: true });
-    await writeFileAtomic(f.path, f.content, 0o644);
+    await mkdir(dirname(f.path), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(f.path, f.content, 0o600);
   }
 }
 
@@ -537,7 +682,8 @@ async function writeState(plan: LocalPlan, sup: Supervisor, keeper: IdentityKeep
     })),
     svidRenewals: keeper.renewals,
   };
-  await writeFile(join(plan.stateDir, "state.json"), `${JSON.stringify(state, null, 2)}\n`);
+  // Atomically: it is rewritten at every restart, and a script may read it at any moment.
+  await writeFileAtomic(join(plan.stateDir, "state.json"), `${JSON.stringify(state, null, 2)}\n`, 0o644);
 }
 
 /** The lines printed once everything is ready (the `gateway …` and `admin …` lines are stable for scripts). */

@@ -468,5 +468,23 @@ function entries(ctx: CorpusKeys): Entry[] {
         return { route: "cq", query: `access_token=${t}&access_token=${t}` };
       },
     ],
+    // `access%5Ftoken` is `access_token` to every query parser upstream: read as another parameter, its
+    // token (never verified) went upstream beside the verified one.
+    [
+      "rejects_token_in_a_query_parameter_repeated_under_an_escaped_name",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access%5Ftoken=forged.x.y` };
+      },
+    ],
+    [
+      "rejects_token_presented_in_a_cookie_and_a_query_parameter_under_an_escaped_name",
+      "more than one place",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access%5ftoken=forged.x.y`, headers: { cookie: `tok=${t}` } };
+      },
+    ],
   ];
 }

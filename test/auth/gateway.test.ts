@@ -249,16 +249,25 @@ describe("honest requests through the gateway", () => {
     expect(seen.authorization).toBe("Basic abc"); // public routes take no credential, so none is removed
   });
 
-  it("removes_a_query_token_from_the_upstream_path", async () => {
+  it.each([
+    { claim: "removes_a_query_token_from_the_upstream_path", name: "access_token" },
+    // The name as the upstream's query parser reads it: left in, an escaped spelling reached the upstream.
+    { claim: "reads_and_removes_a_query_token_under_a_percent_escaped_name", name: "access%5Ftoken" },
+    { claim: "reads_and_removes_a_query_token_under_a_lower_case_escape", name: "%61ccess%5ftoken" },
+  ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
-    const r = await request(`${gw.url}/cq?a=1&access_token=${t}&b=2`, { agent });
+    const r = await request(`${gw.url}/cq?a=1&${name}=${t}&b=2`, { agent });
     expect(r.status).toBe(200);
+    expect(app.received.at(-1)!.headers["x-meshgate-auth"]).toBe("jwt:cq");
     expect(app.received.at(-1)!.url).toBe("/cq?a=1&b=2");
   });
 
-  it("removes_a_query_token_from_a_redirect_location", async () => {
+  it.each([
+    { claim: "removes_a_query_token_from_a_redirect_location", name: "access_token" },
+    { claim: "removes_a_query_token_under_an_escaped_name_from_a_redirect_location", name: "access%5Ftoken" },
+  ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
-    const r = await request(`${gw.url}/cq-moved?a=1&access_token=${t}&b=2`, { agent });
+    const r = await request(`${gw.url}/cq-moved?a=1&${name}=${t}&b=2`, { agent });
     expect(r.status).toBe(302);
     expect(r.headers.location).toBe("http://elsewhere.example/new?a=1&b=2");
   });

@@ -548,6 +548,73 @@ describe("remote JWKS", () => {
     await server.close();
   });
 
+  // The issuer withdrew the last usable key: taken as a failed fetch, the withdrawn key went on verifying
+  // for good (every refresh "failed" alike), while a key withdrawn beside a usable one stopped at once.
+  it.each([
+    { claim: "stops_verifying_with_keys_withdrawn_by_an_empty_set", keys: () => [] },
+    { claim: "stops_verifying_with_keys_replaced_by_unpinned_algorithms", keys: () => [rsa.jwk] },
+    {
+      claim: "stops_verifying_with_a_key_republished_for_encryption",
+      keys: () => [{ ...main.jwk, use: "enc" }],
+    },
+  ])("$claim", async ({ keys }) => {
+    const server = await startJwksServer([main.jwk]);
+    const captured = capturedLogger();
+    const a = new Authenticator(buildConfig(server.url), {
+      log: captured.logger,
+      jwt: { minRefetchIntervalMs: 10 },
+    });
+    const token = await signToken(main, claims());
+    const fresh = await signToken(main, claims({ sub: "fresh" }));
+    expect((await a.admit("main", routeAuth("main"), bearer(token))).kind).toBe("allow");
+    server.keys = keys();
+    await new Promise((r) => setTimeout(r, 20));
+    await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims()))); // unknown kid → refetch
+    expect(server.fetches).toBe(2);
+    for (const t of [token, fresh])
+      expect(await a.admit("main", routeAuth("main"), bearer(t))).toMatchObject({
+        kind: "deny",
+        status: 401,
+      });
+    expect(captured.lines().some((l) => l.event === "jwks_unusable")).toBe(true);
+    // A set with a usable key again is taken up at the next refresh.
+    server.keys = [main.jwk];
+    await new Promise((r) => setTimeout(r, 20));
+    await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims())));
+    expect((await a.admit("main", routeAuth("main"), bearer(fresh))).kind).toBe("allow");
+    a.close();
+    await server.close();
+  });
+
+  it.each([
+    ["a_user_and_password", "idp-reader:s3cret", "Basic aWRwLXJlYWRlcjpzM2NyZXQ="],
+    [
+      "percent_encoded_ones_decoded_first",
+      "idp%40corp:p%3Ass%2Fw",
+      `Basic ${Buffer.from("idp@corp:p:ss/w").toString("base64")}`,
+    ],
+    ["a_user_without_password", "reader@", "Basic cmVhZGVyOg=="],
+  ])(
+    "fetches_a_jwks_uri_carrying_%s_with_basic_auth_and_never_in_the_target",
+    async (_n, userinfo, expected) => {
+      const server = await startJwksServer([main.jwk]);
+      server.requireAuthorization = expected;
+      const uri = server.url.replace(
+        "http://",
+        `http://${userinfo.endsWith("@") ? userinfo : `${userinfo}@`}`,
+      );
+      const a = new Authenticator(buildConfig(uri), { jwt: { minTtlMs: 100 } });
+      try {
+        const result = await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())));
+        expect(result.kind).toBe("allow");
+        expect(server.requests).toEqual([{ target: "/jwks.json", authorization: expected }]);
+      } finally {
+        a.close();
+        await server.close();
+      }
+    },
+  );
+
   it("verifies_inline_keys_without_any_fetch", async () => {
     const before = jwks.fetches;
     const d = await admit("rsa", bearer(await signToken(rsa, claims({ iss: "https://rsa.test/" })), "rsa"));

@@ -84,17 +84,32 @@ export interface JwksServer {
   status: number;
   /** Delay before answering (ms). */
   delayMs: number;
+  /** When set, only requests with this `Authorization` header get the keys (others 401). */
+  requireAuthorization: string | null;
+  /** The request target and Authorization header of each request served. */
+  readonly requests: { target: string; authorization: string | undefined }[];
   close(): Promise<void>;
 }
 
 /** A JWKS endpoint on 127.0.0.1 whose key set, Cache-Control and status the test changes at will. */
 export async function startJwksServer(keys: Record<string, unknown>[]): Promise<JwksServer> {
-  const state = { fetches: 0, keys, cacheControl: null as string | null, status: 200, delayMs: 0 };
-  const server = http.createServer((_req, res) => {
+  const state = {
+    fetches: 0,
+    keys,
+    cacheControl: null as string | null,
+    status: 200,
+    delayMs: 0,
+    requireAuthorization: null as string | null,
+    requests: [] as { target: string; authorization: string | undefined }[],
+  };
+  const server = http.createServer((req, res) => {
     state.fetches++;
+    state.requests.push({ target: req.url ?? "", authorization: req.headers.authorization });
     setTimeout(() => {
-      if (state.status !== 200) {
-        res.writeHead(state.status);
+      const refused =
+        state.requireAuthorization !== null && req.headers.authorization !== state.requireAuthorization;
+      if (state.status !== 200 || refused) {
+        res.writeHead(refused ? 401 : state.status);
         res.end();
         return;
       }

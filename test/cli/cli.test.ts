@@ -1,13 +1,14 @@
 /** The `meshgate` command as a user runs it: a real process, real files, exit codes and output. */
 import { execFile, spawn } from "node:child_process";
-import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadRuntimeConfig } from "../../runtime/contract/index.ts";
 import { freeBlock } from "../support/ports.ts";
-import { killProcessesMentioning, pidsMentioning } from "../support/procs.ts";
+import { alive, killProcessesMentioning, pidsMentioning, spawnUp } from "../support/procs.ts";
 import { TINY } from "../support/tiny-mesh.ts";
 
 const run = promisify(execFile);
@@ -164,6 +165,36 @@ describe("meshgate translate", () => {
       );
   });
 
+  it("writes_configs_holding_a_credential_readable_by_their_owner_only_even_over_wider_files", async () => {
+    // The chart puts such configs in Secrets; on disk they were world-readable (0644 under the usual umask).
+    const out = join(dir, "config-with-credentials");
+    const spec = join(dir, "shop-with-credentials.yaml");
+    const shop = await readFile(join(ROOT, "examples/shop/mesh.yaml"), "utf8");
+    const tracing = "tracing: { sampling: 0.1, backend: tempo }";
+    expect(shop).toContain(tracing);
+    await writeFile(
+      spec,
+      shop.replace(
+        tracing,
+        'tracing: { sampling: 0.1, otlpEndpoint: "https://otel:s3cret@collector.example:4318" }',
+      ),
+    );
+    await mkdir(join(out, "sidecars"), { recursive: true });
+    await writeFile(join(out, "gateway.json"), "{}", { mode: 0o644 }); // an earlier run's, wider
+    const r = await meshgate(["translate", spec, "--out", out]);
+    expect(r.code, r.stderr).toBe(0);
+    const files = [
+      "infra.json",
+      "gateway.json",
+      ...(await readdir(join(out, "sidecars"))).map((f) => `sidecars/${f}`),
+    ];
+    expect(files.length).toBe(11);
+    for (const f of files) {
+      expect(await readFile(join(out, f), "utf8"), f).toContain("s3cret");
+      expect((await stat(join(out, f))).mode & 0o777, f).toBe(0o600);
+    }
+  });
+
   it("exits_1_on_an_invalid_spec_and_writes_nothing", async () => {
     const out = join(dir, "not-written");
     const r = await meshgate(["translate", join(dir, "broken.yaml"), "--out", out]);
@@ -315,7 +346,193 @@ describe("usage", () => {
   });
 });
 
+/**
+ * Runs `meshgate up` on TINY until it settles: it exits by itself (its code and output), or it comes
+ * up ("Ctrl-C drains": stopped again with SIGINT, `cameUp` true), or 60 s pass (killed: code "no exit").
+ */
+async function upUntilSettled(
+  upDir: string,
+  extra: string[] = [],
+): Promise<{ code: number | null | "no exit"; text: string; cameUp: boolean }> {
+  const base = await freeBlock(40);
+  const child = spawn(
+    process.execPath,
+    [BIN, "up", join(upDir, "mesh.yaml"), "--no-prometheus", "--port", String(base), "--admin-port",
+      String(base + 1), "--port-base", String(base + 10), "--state-dir", join(upDir, "state"), ...extra],
+    { cwd: upDir, stdio: ["ignore", "pipe", "pipe"] },
+  ); // prettier-ignore
+  let text = "";
+  child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (text += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  const deadline = Date.now() + 60_000;
+  let cameUp = false;
+  while (child.exitCode === null && child.signalCode === null && Date.now() < deadline) {
+    if (!cameUp && text.includes("Ctrl-C drains")) {
+      cameUp = true;
+      child.kill("SIGINT");
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGKILL");
+    return { code: "no exit", text, cameUp };
+  }
+  return { code: await exited, text, cameUp };
+}
+
 describe("meshgate up", () => {
+  // A state dir up cannot use is one coded line and exit 1, before anything starts: never a stack
+  // trace, never a hang, never a mesh started on a CA someone else could have planted.
+  it.each<[string, (state: string) => Promise<unknown>, string, string]>([
+    [
+      "a_ca_of_another_trust_domain_is_refused_naming_it",
+      (state) => meshgate(["pki", "init", "--trust-domain", "other.example", "--out", join(state, "ca")]),
+      "E_LOCAL_CA",
+      "holds a CA for trust domain other.example, not tiny.test",
+    ],
+    [
+      "a_damaged_ca_is_refused_naming_its_directory",
+      async (state) => {
+        await meshgate(["pki", "init", "--trust-domain", "tiny.test", "--out", join(state, "ca")]);
+        await writeFile(join(state, "ca", "intermediate.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n");
+      },
+      "E_LOCAL_CA",
+      "/state/ca cannot be used (",
+    ],
+    [
+      "a_damaged_issuer_key_is_refused_naming_it",
+      async (state) => {
+        await mkdir(join(state, "issuer"), { recursive: true, mode: 0o700 });
+        await writeFile(join(state, "issuer", "jwt-key.pem"), "not a key\n", { mode: 0o600 });
+      },
+      "E_LOCAL_ISSUER",
+      "issuer/jwt-key.pem is not the ES256 key `meshgate up` writes",
+    ],
+    [
+      "a_world_writable_state_dir_is_refused",
+      (state) => chmod(state, 0o777),
+      "E_LOCAL_STATE_DIR",
+      "is writable by other users (mode 0777)",
+    ],
+    [
+      "a_group_writable_ca_dir_is_refused",
+      async (state) => {
+        await meshgate(["pki", "init", "--trust-domain", "tiny.test", "--out", join(state, "ca")]);
+        await chmod(join(state, "ca"), 0o775);
+      },
+      "E_LOCAL_STATE_DIR",
+      "/ca is writable by other users (mode 0775)",
+    ],
+    ...(process.getuid?.() === 0
+      ? [
+          [
+            "a_state_dir_of_another_user_is_refused",
+            (state: string) => chown(state, 65534, 65534),
+            "E_LOCAL_STATE_DIR",
+            "belongs to uid 65534, not to this user (uid 0)",
+          ] as [string, (state: string) => Promise<unknown>, string, string],
+        ]
+      : []),
+  ])(
+    "%s",
+    async (_claim, prepare, code, message) => {
+      const upDir = await mkdtemp(join(tmpdir(), "meshgate-up-state-"));
+      try {
+        await writeFile(join(upDir, "mesh.yaml"), TINY);
+        const state = join(upDir, "state");
+        await mkdir(state, { mode: 0o755 });
+        await prepare(state);
+        const r = await upUntilSettled(upDir);
+        expect({ code: r.code, cameUp: r.cameUp }).toEqual({ code: 1, cameUp: false });
+        expect(r.text).toContain(`meshgate up: `);
+        expect(r.text).toContain(message);
+        expect(r.text).toContain(`[${code}]`);
+        expect(r.text).not.toMatch(/\n\s+at /);
+        expect(pidsMentioning(upDir)).toEqual([]);
+      } finally {
+        killProcessesMentioning(upDir);
+        await rm(upDir, { recursive: true, force: true });
+      }
+    },
+    90_000,
+  );
+
+  it("a_second_up_on_the_same_state_dir_is_refused_while_the_first_runs_and_leaves_its_configs_alone", async () => {
+    // With other ports the second would rewrite the first one's configs (which its proxies reload),
+    // identities and state.json.
+    const upDir = await mkdtemp(join(tmpdir(), "meshgate-up-lock-"));
+    try {
+      await writeFile(join(upDir, "mesh.yaml"), TINY);
+      const base = await freeBlock(40);
+      const first = await spawnUp(
+        [join(upDir, "mesh.yaml"), "--no-prometheus", "--port", String(base), "--admin-port",
+          String(base + 1), "--port-base", String(base + 10), "--state-dir", join(upDir, "state")],
+        upDir,
+        60_000,
+      ); // prettier-ignore
+      const config = await readFile(join(upDir, "state", "run", "gateway.json"), "utf8");
+      const second = await upUntilSettled(upDir);
+      expect({ code: second.code, cameUp: second.cameUp }).toEqual({ code: 1, cameUp: false });
+      expect(second.text).toContain(
+        `the state dir ${join(upDir, "state")} is in use by another meshgate up (pid ${first.child.pid})`,
+      );
+      expect(second.text).toContain("[E_LOCAL_STATE_LOCKED]");
+      expect(await readFile(join(upDir, "state", "run", "gateway.json"), "utf8")).toBe(config);
+      first.child.kill("SIGINT");
+      expect(await first.exited).toBe(0);
+      // Stopped, it leaves the state dir to the next one.
+      expect(existsSync(join(upDir, "state", "up.lock"))).toBe(false);
+    } finally {
+      killProcessesMentioning(upDir);
+      await rm(upDir, { recursive: true, force: true });
+    }
+  }, 150_000);
+
+  // The children lead their own process groups: a closed terminal's SIGHUP reaches only the launcher,
+  // and a reader gone from its output (the closed terminal, or a `| tee` killed by the same Ctrl-C)
+  // fails its writes. A launcher that died of either would leave every child running, holding its ports.
+  it.each([
+    ["sigint_with_its_output_pipe_gone", "SIGINT"],
+    ["sighup_when_the_terminal_closes", "SIGHUP"],
+  ] as const)(
+    "stops_every_child_on_%s",
+    async (_claim, signal) => {
+      const upDir = await mkdtemp(join(tmpdir(), "meshgate-up-hup-"));
+      try {
+        await writeFile(join(upDir, "mesh.yaml"), TINY);
+        const base = await freeBlock(40);
+        const up = await spawnUp(
+        [join(upDir, "mesh.yaml"), "--no-prometheus", "--port", String(base), "--admin-port",
+          String(base + 1), "--port-base", String(base + 10), "--state-dir", join(upDir, "state")],
+        upDir,
+        60_000,
+      ); // prettier-ignore
+        const state = JSON.parse(await readFile(join(upDir, "state", "state.json"), "utf8")) as {
+          processes: { pid: number }[];
+        };
+        const pids = state.processes.map((p) => p.pid);
+        expect(pids.length).toBeGreaterThan(0);
+        expect(pids.every(alive)).toBe(true);
+        up.child.stdout!.destroy();
+        up.child.stderr!.destroy();
+        up.child.kill(signal);
+        const code = await Promise.race([
+          up.exited,
+          new Promise((r) => setTimeout(() => r("no exit"), 40_000)),
+        ]);
+        // Whatever the launcher did, its children must be gone once it has.
+        const deadline = Date.now() + 5000;
+        while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        expect({ code, left: pids.filter(alive) }).toEqual({ code: 0, left: [] });
+      } finally {
+        killProcessesMentioning(upDir);
+        await rm(upDir, { recursive: true, force: true });
+      }
+    },
+    120_000,
+  );
+
   it("a_ctrl_c_while_it_starts_stops_every_child_started_so_far_and_exits_130", async () => {
     // The children lead their own process groups, so the terminal's SIGINT reaches only the launcher:
     // one that died of it would leave them running, holding their ports. The app here never gets ready.
@@ -348,6 +565,52 @@ describe("meshgate up", () => {
       if (child.exitCode === null) child.kill("SIGKILL");
       expect({ code, left: children() }).toEqual({ code: 130, left: [] });
       expect(text).toContain("[E_LOCAL_INTERRUPTED]");
+    } finally {
+      killProcessesMentioning(upDir);
+      await rm(upDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("a_second_ctrl_c_while_it_starts_kills_every_child_at_once_instead_of_waiting_out_the_stop_timeout", async () => {
+    // The app ignores SIGTERM and never gets ready: the first Ctrl-C waits 15 s for it, the second
+    // one kills it now (docs/local.md: "A second Ctrl-C kills every group at once").
+    const upDir = await mkdtemp(join(tmpdir(), "meshgate-up-force-"));
+    try {
+      const stubborn = `["${process.execPath}", "-e", "process.on('SIGTERM', () => {}); console.log('ignoring SIGTERM'); setTimeout(() => {}, 60000)", "${upDir}"]`;
+      await writeFile(
+        join(upDir, "mesh.yaml"),
+        TINY.replace(
+          "image: example/web:1\n",
+          `image: example/web:1\n    local:\n      command: ${stubborn}\n`,
+        ),
+      );
+      const base = await freeBlock(40);
+      const child = spawn(
+        process.execPath,
+        [BIN, "up", join(upDir, "mesh.yaml"), "--no-prometheus", "--port", String(base), "--admin-port",
+          String(base + 1), "--port-base", String(base + 10), "--state-dir", join(upDir, "state")],
+        { cwd: upDir, stdio: ["ignore", "pipe", "pipe"] },
+      ); // prettier-ignore
+      let text = "";
+      child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+      child.stderr!.on("data", (d: Buffer) => (text += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      const children = () => pidsMentioning(upDir).filter((p) => p !== child.pid);
+      const deadline = Date.now() + 20_000;
+      while (children().length < 3 || !text.includes("[web] ignoring SIGTERM")) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`never started:\n${text}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child.kill("SIGINT");
+      while (!text.includes("[up] SIGINT: stopping every process started so far")) {
+        if (Date.now() > deadline + 10_000) throw new Error(`no stop:\n${text}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill("SIGINT");
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r("no exit"), 30_000))]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+      expect({ code, left: children() }).toEqual({ code: 130, left: [] });
+      expect(text).not.toContain("did not stop within"); // killed, not timed out
     } finally {
       killProcessesMentioning(upDir);
       await rm(upDir, { recursive: true, force: true });

@@ -276,6 +276,36 @@ describe("DockerPlatform resources", () => {
     expect(JSON.stringify(registeredOutputs("meshgate:docker:DockerPlatform", "shop"))).not.toContain(sealed);
   });
 
+  it("keeps_an_otlp_endpoint_token_secret_in_every_proxys_config_and_out_of_their_config_hashes", async () => {
+    // Every proxy exports spans, so every proxy's config holds the endpoint; before, only a Redis URL made
+    // a config secret, and the sidecars' labels and outputs carried the sealed hash over the token.
+    const TOKEN = "s3cret-otlp-token";
+    const raw = shopRaw();
+    raw.observability.tracing = {
+      sampling: 0.1,
+      otlpEndpoint: `https://otel:${TOKEN}@collector.example:4318`,
+    };
+    const { platform, run } = await deploy({ spec: raw as never });
+    expect(run.errors).toEqual([]);
+    const holders = mockState.registered.filter((r) => JSON.stringify(r.inputs).includes(TOKEN));
+    const proxies = Object.keys(platform.plan.configs);
+    expect(holders.length).toBe(proxies.length);
+    expect(proxies.length).toBeGreaterThan(5);
+    for (const holder of holders) {
+      const at = uploads(holder).findIndex((u) => String(u.content).includes(TOKEN));
+      expect(uploads(holder)[at]!.file, holder.name).toBe("/etc/meshgate/config/config.json");
+      expect(
+        holder.secretInputs.filter((p) => `uploads[${at}].content`.startsWith(p)),
+        holder.name,
+      ).not.toEqual([]);
+      const sealed = JSON.parse(String(uploads(holder)[at]!.content)).hash as string;
+      expect(labelsOf(holder)["meshgate.io/config-hash"], holder.name).toMatch(/^sha256:/);
+      expect(labelsOf(holder)["meshgate.io/config-hash"], holder.name).not.toBe(sealed);
+    }
+    for (const [w, config] of Object.entries(platform.plan.configs))
+      expect(platform.configHashes[w], w).not.toBe(config.hash);
+  });
+
   it("creates_every_docker_resource_with_the_given_provider", async () => {
     let platform!: DockerModule.DockerPlatform;
     await runStack(async () => {

@@ -475,6 +475,32 @@ describe("reload", () => {
     }
   });
 
+  it("names_the_rate_limit_mode_in_effect_alone_after_any_number_of_reloads", async () => {
+    // The previous mode's series stayed at 0: the info gauge listed every past mode, and after 8 changes
+    // the one in effect folded into store="__overflow__".
+    const withReplicas = (replicas: number) => {
+      const { hash: _h, ...r } = config();
+      return sealRuntimeConfig<GatewayRuntimeConfig>({
+        ...r,
+        rateLimitStore: { kind: "local", replicas },
+      } as never);
+    };
+    const gw = await startTestGateway(withReplicas(1));
+    try {
+      for (let replicas = 2; replicas <= 11; replicas++) {
+        expect((await gw.reload(JSON.stringify(withReplicas(replicas)))).ok).toBe(true);
+        const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+        const modes = [...metrics.matchAll(/^meshgate_ratelimit_mode_info\{([^}]*)\} (\S+)$/gm)];
+        expect([replicas, modes.map((m) => `${m[1]} ${m[2]}`)]).toEqual([
+          replicas,
+          [`proxy="gateway",store="local",fleet_divisor="${replicas}" 1`],
+        ]);
+      }
+    } finally {
+      await gw.drain();
+    }
+  });
+
   it("swaps_in_a_valid_config", async () => {
     const gw = await startTestGateway(config());
     try {
@@ -1077,6 +1103,56 @@ describe("the meshgate gateway process", () => {
         expect((await request(admin, { headers: { host: `evil.example:${ports[1]}` } })).status).toBe(403);
       } finally {
         child.kill("SIGKILL");
+      }
+    },
+    30_000,
+  );
+
+  // A streamed body is read only once forwarded: a client that left while the gateway waited before its
+  // first attempt (here a fault delay; authentication or a Redis rate limit alike) had it destroyed with
+  // nobody listening — an uncaught exception that ended the process and every request it served.
+  it.each([
+    ["an_http1_client_leaving_mid_body_while_the_gateway_waits", "h1"],
+    ["an_h2_client_resetting_mid_body_while_the_gateway_waits", "h2"],
+  ])(
+    "survives_%s",
+    async (_claim, protocol) => {
+      const delayed = { name: "delayed", match: { path: "/delayed" }, to: "app", ...PUBLIC };
+      const gw = await startGatewayProcess(
+        dir,
+        `left-mid-body-${protocol}`,
+        config([{ ...delayed, fault: { delay: { duration: "300ms", percent: 100 } } }]),
+      );
+      try {
+        const port = Number(new URL(gw.url).port);
+        if (protocol === "h1") {
+          const { connect } = await import("node:net");
+          const s = connect(port, "127.0.0.1");
+          s.on("error", () => {});
+          s.write(
+            "POST /delayed HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+          );
+          await sleep(50);
+          s.destroy();
+        } else {
+          const session = http2.connect(gw.url);
+          session.on("error", () => {});
+          const stream = session.request({ ":path": "/delayed", ":method": "POST" });
+          stream.on("error", () => {});
+          stream.write("hello");
+          await sleep(50);
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          session.close();
+        }
+        // Sent after the one that left, so its delay ends after that one's: the process must still answer.
+        const next = await request(`${gw.url}/delayed`, { method: "POST", body: "x" }).catch(
+          (err: Error) => ({ status: 0, body: err.message }),
+        );
+        expect(next.status).toBe(200);
+        expect(gw.child.exitCode).toBeNull();
+        expect(gw.output()).not.toContain("client aborted");
+      } finally {
+        await gw.stop();
       }
     },
     30_000,

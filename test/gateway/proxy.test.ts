@@ -420,6 +420,43 @@ describe("logs", () => {
     }
   });
 
+  // Node's statusCode is 200 until a response is written: a client that gave up on a stalled upstream was
+  // logged, traced and counted (requests_total, so the availability SLO) as a 200 it never received.
+  it.each([
+    ["http1_client_that_left_before_any_response", "h1"],
+    ["h2_client_that_reset_its_stream_before_any_response", "h2"],
+  ])("counts_and_logs_a_%s_as_499_not_200", async (_name, protocol) => {
+    const requestId = `client-left-${protocol}`;
+    const { port } = new URL(gw.url);
+    if (protocol === "h1") {
+      const socket = net.connect(Number(port), "127.0.0.1");
+      socket.write(`GET /stalled HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: ${requestId}\r\n\r\n`);
+      await new Promise((r) => setTimeout(r, 50));
+      socket.destroy();
+    } else {
+      const http2 = await import("node:http2");
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on("error", () => {});
+      const stream = session.request({ ":path": "/stalled", "x-request-id": requestId });
+      stream.on("error", () => {});
+      await new Promise((r) => setTimeout(r, 50));
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+    }
+    const line = () => gw.logs.find((l) => l.event === "access" && l.requestId === requestId);
+    for (const end = Date.now() + 5000; line() === undefined && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(line()).toMatchObject({ route: "stalled", status: 499, completed: false });
+    // The stalled route never answers 2xx: no request of it may be counted as one.
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).not.toMatch(
+      /meshgate_requests_total\{proxy="gateway",route="stalled",code_class="2xx"\}/,
+    );
+    expect(metrics).toMatch(
+      /meshgate_requests_total\{proxy="gateway",route="stalled",code_class="4xx"\} [1-9]/,
+    );
+  });
+
   // RFC 9110 §4.2.4: userinfo is deprecated and decide() refuses it (400), but the line still names the host
   // the request was for: as received, it held the password.
   it.each([

@@ -2,6 +2,9 @@
  * Resilience against real upstream sockets: retries only when safe and inside the budget, per-try
  * timeouts, outlier ejection, the circuit breaker, active health checks and mirroring.
  */
+import http from "node:http";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -54,6 +57,36 @@ const metric = async (gw: TestGateway, pattern: RegExp): Promise<number> => {
   const m = pattern.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text());
   return m ? Number(m[1]) : 0;
 };
+
+/** The promise's value, or null when it has not settled within `ms` (its timer cleared either way). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An h2c upstream answering `answer(path)`; its sessions are destroyed on cleanup. */
+async function h2Upstream(answer: (stream: http2.ServerHttp2Stream, path: string) => void) {
+  const server = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    answer(stream, String(headers[":path"]));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanup.push(async () => {
+    for (const s of sessions) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+  return { port: (server.address() as AddressInfo).port };
+}
 
 /** Polls `check` every 50 ms until it holds; fails after `ms`. */
 async function until(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
@@ -182,6 +215,45 @@ describe("retries", () => {
     expect(
       await metric(gw, /meshgate_retry_budget_exhausted_total\{proxy="gateway",cluster="app"\} (\d+)/),
     ).toBeGreaterThan(50);
+  });
+});
+
+describe("retries of a ring-hash cluster", () => {
+  it("retries_a_503_on_the_next_endpoint_of_the_ring_not_on_the_one_that_failed_it", async () => {
+    // Whichever endpoint owns the client's key answers the first request 503; every later one is 200.
+    const answered: string[] = [];
+    const handler = (name: string) => (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.statusCode = answered.length === 0 ? 503 : 200;
+      answered.push(`${name} ${res.statusCode}`);
+      res.end(String(res.statusCode));
+    };
+    // Three endpoints: with two, avoiding the one that failed leaves a single choice whatever the balancer.
+    const [a, b, c] = [
+      await upstream(handler("a")),
+      await upstream(handler("b")),
+      await upstream(handler("c")),
+    ];
+    const gw = await gateway(
+      [
+        {
+          name: "r",
+          match: { path: "/r" },
+          to: "app",
+          ...PUBLIC,
+          retries: { attempts: 1, on: ["503"], backoff: { base: "1ms", max: "1ms" } },
+        },
+      ],
+      { app: [a, b, c] },
+      { app: { loadBalancer: "ring-hash" } },
+    );
+    expect(await request(`${gw.url}/r`)).toMatchObject({ status: 200, body: "200" });
+    const owner = answered[0]!.split(" ")[0]!;
+    // The retry went on to another endpoint, not back to the owner that had just failed the key.
+    expect(answered).toEqual([`${owner} 503`, expect.stringMatching(/^[abc] 200$/)]);
+    expect(answered[1]!.startsWith(owner)).toBe(false);
+    // One 5xx ejects nothing: the key stays with its owner.
+    for (let i = 0; i < 3; i++) expect((await request(`${gw.url}/r`)).status).toBe(200);
+    expect(answered.slice(2)).toEqual([`${owner} 200`, `${owner} 200`, `${owner} 200`]);
   });
 });
 
@@ -346,6 +418,60 @@ describe("outlier detection and the circuit breaker", () => {
     ).toBe(6);
   });
 
+  // Node reports an HTTP/2 stream the client reset as writableFinished: the gateway took the reset for a
+  // completed response and let the upstream request run to its end (a client resetting streams as fast as
+  // it opens them kept that many upstream requests busy), logged "success" and "completed".
+  it.each([
+    ["an_http1_client_that_disconnects", "h1"],
+    ["an_h2_client_that_resets_its_stream", "h2"],
+  ])("cancels_the_upstream_request_of_%s", async (_name, protocol) => {
+    let closedUnanswered = 0;
+    let answered = 0;
+    const slow = await upstream((_req, res) => {
+      const timer = setTimeout(() => {
+        answered++;
+        res.end("late");
+      }, 3000);
+      res.on("close", () => {
+        if (!res.writableFinished) {
+          clearTimeout(timer);
+          closedUnanswered++;
+        }
+      });
+    });
+    const gw = await gateway(
+      [{ name: "s", match: { path: "/s" }, to: "app", ...PUBLIC, timeout: "10s", retries: { attempts: 0 } }],
+      { app: slow },
+    );
+    const port = Number(new URL(gw.url).port);
+    if (protocol === "h1") {
+      const { createConnection } = await import("node:net");
+      const s = createConnection(port, "127.0.0.1");
+      s.on("error", () => {});
+      s.write("GET /s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      await until(() => slow.received.length === 1);
+      s.destroy();
+    } else {
+      const http2 = await import("node:http2");
+      const session = http2.connect(gw.url);
+      session.on("error", () => {});
+      const stream = session.request({ ":path": "/s" });
+      stream.on("error", () => {});
+      await until(() => slow.received.length === 1);
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      cleanup.push(async () => void session.close());
+    }
+    await until(() => closedUnanswered + answered > 0);
+    expect({ closedUnanswered, answered }).toEqual({ closedUnanswered: 1, answered: 0 });
+    await until(
+      async () =>
+        (await metric(
+          gw,
+          /meshgate_upstream_requests_total\{proxy="gateway",cluster="app",outcome="client_aborted"\} (\d+)/,
+        )) === 1,
+    );
+  });
+
   it("refuses_requests_beyond_max_requests_with_503_overflow", async () => {
     const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 300));
     const gw = await gateway(
@@ -357,6 +483,61 @@ describe("outlier detection and the circuit breaker", () => {
     const statuses = results.map((r) => r.status).sort();
     expect(statuses.filter((s) => s === 200)).toHaveLength(2);
     expect(results.filter((r) => r.headers["x-meshgate-error"] === "upstream_overflow")).toHaveLength(4);
+  });
+
+  it("answers_504_to_a_request_that_no_connection_frees_for_within_its_timeout_and_ejects_no_one", async () => {
+    // A response that keeps streaming holds the cluster's one connection for as long as it lasts.
+    const app = await upstream((req, res) => {
+      if (req.url !== "/stream") return void res.end("quick");
+      res.writeHead(200, { "content-type": "text/plain" });
+      const timer = setInterval(() => res.write("tick\n"), 100);
+      res.on("close", () => clearInterval(timer));
+    });
+    const gw = await gateway(
+      [{ name: "s", match: { path: "/**" }, to: "app", ...PUBLIC, timeout: "1s", retries: { attempts: 0 } }],
+      { app },
+      { app: { circuitBreaker: { maxConnections: 1, consecutive5xx: 1, baseEjection: "30s" } } },
+    );
+    const stream = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get(`${gw.url}/stream`, { agent: false }, resolve).on("error", reject),
+    );
+    cleanup.push(async () => void stream.destroy());
+    // Waiting for the connection is bounded by the route's timeout like the rest of the exchange.
+    const queued = await within(request(`${gw.url}/quick`), 10_000);
+    expect(queued).toMatchObject({ status: 504, headers: { "x-meshgate-error": "upstream_timeout" } });
+    expect(app.received.map((r) => r.url)).toEqual(["/stream"]);
+    // The gateway's own wait is not the endpoint's failure (consecutive5xx 1 would have ejected it).
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      0,
+    );
+  });
+
+  it("takes_an_http2_endpoint_out_when_its_health_check_answers_but_never_ends_the_body", async () => {
+    const h2 = (name: string, hangs: boolean) =>
+      h2Upstream((stream, path) => {
+        stream.respond({ ":status": 200 });
+        if (hangs && path === "/healthz") stream.write("so far so good");
+        else stream.end(name);
+      });
+    const gw = await gateway(
+      [{ name: "h", match: { path: "/h" }, to: "app", ...PUBLIC }],
+      { app: [await h2("sick", true), await h2("well", false)] },
+      {
+        app: {
+          protocol: "http2",
+          loadBalancer: "round-robin",
+          healthCheck: { path: "/healthz", interval: "100ms", timeout: "200ms", unhealthyThreshold: 2 },
+        },
+      },
+    );
+    // A probe is a whole exchange: a body still open at the probe's timeout is a failed probe.
+    await until(async () => {
+      for (let i = 0; i < 10; i++) if ((await request(`${gw.url}/h`)).body !== "well") return false;
+      return true;
+    });
+    const bodies = new Set<string>();
+    for (let i = 0; i < 10; i++) bodies.add((await request(`${gw.url}/h`)).body);
+    expect([...bodies]).toEqual(["well"]);
   });
 
   it("takes_an_endpoint_out_when_its_active_health_check_fails", async () => {
@@ -412,6 +593,39 @@ describe("mirroring", () => {
     expect(shadow.received).toHaveLength(1);
     expect(shadow.received[0]).toMatchObject({ url: "/m?q=1" });
     expect(shadow.received[0]!.headers).toMatchObject({ host: "127.0.0.1-shadow", "x-meshgate-mirror": "1" });
+  });
+
+  it("frees_the_shadow_clusters_circuit_breaker_of_a_copy_whose_http2_answer_never_ends", async () => {
+    const primary = await answer(200, "primary");
+    // The shadow answers every copy's head, then never ends its body.
+    let copies = 0;
+    const shadow = await h2Upstream((stream) => {
+      copies++;
+      stream.respond({ ":status": 200 });
+      stream.write("so far so good");
+    });
+    const gw = await gateway(
+      [
+        {
+          name: "m",
+          match: { path: "/m" },
+          to: "app",
+          mirror: { service: "shadow", percent: 100 },
+          ...PUBLIC,
+          timeout: "300ms",
+        },
+      ],
+      { app: primary, shadow },
+      { shadow: { protocol: "http2", circuitBreaker: { maxRequests: 1 } } },
+    );
+    // One copy at a time: the next one goes only once the open one has failed at the route's timeout.
+    await until(async () => {
+      expect(await request(`${gw.url}/m`)).toMatchObject({ status: 200, body: "primary" });
+      return copies >= 2;
+    });
+    expect(
+      await metric(gw, /meshgate_mirrored_requests_total\{[^}]*outcome="failure"\} (\d+)/),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it("drops_copies_beyond_the_shadow_clusters_circuit_breaker_instead_of_queueing_them", async () => {

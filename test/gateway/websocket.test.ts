@@ -57,6 +57,13 @@ beforeAll(async () => {
           auth: { jwt: "inline", scopes: ["chat"] },
           rateLimit: { requests: 100000, per: "1s" },
         },
+        {
+          name: "per-user",
+          match: { path: "/per-user" },
+          to: "chat",
+          auth: { jwt: ["inline", "partner"] },
+          rateLimit: { requests: 1, per: "1m", key: "subject" },
+        },
       ],
       { chat: { port: wsPort } },
       {
@@ -69,6 +76,12 @@ beforeAll(async () => {
           },
           inline: {
             issuer: "https://id.t.example/",
+            audiences: ["t"],
+            jwks: { keys: [key.jwk] },
+            algorithms: ["ES256"],
+          },
+          partner: {
+            issuer: "https://partner.t.example/",
             audiences: ["t"],
             jwks: { keys: [key.jwk] },
             algorithms: ["ES256"],
@@ -164,6 +177,77 @@ describe("websocket", () => {
     const extra = scope ? `Authorization: Bearer ${await token(scope)}\r\n` : "";
     expect(await upgradeStatus("/secure/r2", extra)).toBe(statusLine);
     expect(handshakes.length).toBe(before);
+  });
+
+  /** The status code the gateway answers a request (`http`) or an upgrade (`ws`) with on /per-user. */
+  async function perUserStatus(via: "http" | "ws", iss: "inline" | "partner", sub: string): Promise<number> {
+    const t = await signToken(key, {
+      iss: iss === "inline" ? "https://id.t.example/" : "https://partner.t.example/",
+      aud: "t",
+      sub,
+      exp: nowS() + 300,
+    });
+    if (via === "http") {
+      const r = await fetch(`${gw.url}/per-user`, { headers: { authorization: `Bearer ${t}` } });
+      await r.arrayBuffer();
+      return r.status;
+    }
+    return new Promise((resolve, reject) => {
+      const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () => {
+        s.write(
+          "GET /per-user HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+            `Authorization: Bearer ${t}\r\n\r\n`,
+        );
+      });
+      let out = "";
+      s.on("data", (c: Buffer) => {
+        out += c.toString("latin1");
+        const m = /^HTTP\/1\.1 (\d{3}) /.exec(out);
+        if (m) {
+          s.destroy();
+          resolve(Number(m[1]));
+        }
+      });
+      s.on("error", reject);
+      s.on("close", () => reject(new Error(`no status line: ${JSON.stringify(out)}`)));
+    });
+  }
+
+  // A rate limit keyed by subject buckets a principal by mechanism, provider and subject, on upgrades as on
+  // requests: keyed by the bare `sub`, an upgrade shared the bucket of every issuer's user of that name, and
+  // a subject spelled like a request's key (`jwt/inline/erin`) drew on that user's bucket. (The ws server
+  // answers a plain GET 426: admitted; 429: limited.)
+  it.each([
+    {
+      claim: "keeps_the_upgrade_buckets_of_one_subject_from_two_issuers_apart",
+      steps: [
+        ["ws", "inline", "dana"],
+        ["ws", "partner", "dana"],
+        ["ws", "inline", "dana"],
+      ],
+      statuses: [101, 101, 429],
+    },
+    {
+      claim: "an_upgrade_by_a_subject_spelled_like_another_principals_key_draws_on_its_own_bucket",
+      steps: [
+        ["http", "inline", "erin"],
+        ["ws", "partner", "jwt/inline/erin"],
+      ],
+      statuses: [426, 101],
+    },
+    {
+      claim: "a_principals_requests_and_upgrades_share_its_bucket",
+      steps: [
+        ["http", "inline", "frank"],
+        ["ws", "inline", "frank"],
+      ],
+      statuses: [426, 429],
+    },
+  ] as const)("$claim", async ({ steps, statuses }) => {
+    const got: number[] = [];
+    for (const [via, iss, sub] of steps) got.push(await perUserStatus(via, iss, sub));
+    expect(got).toEqual(statuses);
   });
 
   it("counts_the_tunnel_in_the_request_metrics", async () => {

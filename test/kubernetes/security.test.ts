@@ -152,23 +152,29 @@ describe("every pod the chart deploys is hardened", () => {
   });
 });
 
-describe("credentials of the gateway's config stay in Secrets", () => {
+describe("credentials of the proxies' configs stay in Secrets", () => {
   const SECRET = "s3cret-Redis-pw";
   const shopWith = (edit: (raw: Json) => void) => {
     const raw = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8")) as Json;
     edit(raw);
     return resultOf(raw);
   };
-  const cases: [string, (raw: Json) => void][] = [
+  const SERVICES = Object.keys(
+    (parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8")) as Json).services,
+  ).sort();
+  // Each case: the edit, and the workloads whose config then holds the credential.
+  const cases: [string, (raw: Json) => void, string[]][] = [
     [
       "a rate-limit Redis password",
       (raw) =>
         (raw.gateway.rateLimitStore.redis.url = `redis://:${SECRET}@redis.shop.svc.cluster.local:6379`),
+      ["gateway"],
     ],
     [
       "a rate-limit Redis ACL user and password",
       (raw) =>
         (raw.gateway.rateLimitStore.redis.url = `rediss://meshgate:${SECRET}@redis.example.com:6380/0`),
+      ["gateway"],
     ],
     [
       "a cache Redis password",
@@ -177,33 +183,58 @@ describe("credentials of the gateway's config stay in Secrets", () => {
           ...raw.gateway.cache,
           redis: { url: `redis://:${SECRET}@redis.shop.svc.cluster.local:6379` },
         }),
+      ["gateway"],
+    ],
+    // Before: only Redis URLs counted, so these were written into ConfigMaps (readable with the `view`
+    // role) and annotated with the sealed hash over the password.
+    [
+      "a JWKS URL user and password",
+      (raw) =>
+        (raw.gateway.jwt.main.jwksUri = `https://jwks-reader:${SECRET}@id.shop.example/.well-known/jwks.json`),
+      ["gateway"],
+    ],
+    [
+      "an OTLP endpoint token (every proxy exports spans)",
+      (raw) =>
+        (raw.observability.tracing = {
+          sampling: 0.1,
+          otlpEndpoint: `https://otel:${SECRET}@collector.example.com:4318`,
+        }),
+      ["gateway", ...SERVICES],
     ],
   ];
-  for (const [what, edit] of cases)
+  for (const [what, edit, workloads] of cases)
     it(`${what} is rendered into a Secret mounted read-only, never a ConfigMap, env value or argument`, () => {
       for (const opts of OPTIONS) {
         const objects = synthesize(shopWith(edit), opts);
         const holders = objects.filter((o) => JSON.stringify(o).includes(SECRET));
-        expect(holders.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
-          "Secret/meshgate-config-gateway",
-        ]);
-        expect((holders[0] as Json).type).toBe("Opaque");
-        expect(
-          objects.some((o) => o.kind === "ConfigMap" && o.metadata.name === "meshgate-config-gateway"),
-        ).toBe(false);
-        const pod = (objects.find((o) => o.kind === "Deployment" && o.metadata.name === "gateway") as Json)
-          .spec.template.spec;
-        expect(pod.volumes.find((v: Json) => v.name === "config")).toEqual({
-          name: "config",
-          secret: { secretName: "meshgate-config-gateway", defaultMode: 0o440 },
-        });
-        expect(pod.containers[0].volumeMounts.find((m: Json) => m.name === "config").readOnly).toBe(true);
+        expect(holders.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
+          workloads.map((w) => `Secret/meshgate-config-${w}`).sort(),
+        );
+        for (const holder of holders) expect((holder as Json).type).toBe("Opaque");
+        for (const w of workloads) {
+          expect(
+            objects.some((o) => o.kind === "ConfigMap" && o.metadata.name === `meshgate-config-${w}`),
+          ).toBe(false);
+          const pod = (objects.find((o) => o.kind === "Deployment" && o.metadata.name === w) as Json).spec
+            .template.spec;
+          expect(pod.volumes.find((v: Json) => v.name === "config")).toEqual({
+            name: "config",
+            secret: { secretName: `meshgate-config-${w}`, defaultMode: 0o440 },
+          });
+          const mounts = [...(pod.initContainers ?? []), ...pod.containers].flatMap(
+            (c: Json) => (c.volumeMounts ?? []) as Json[],
+          );
+          const configMounts = mounts.filter((m: Json) => m.name === "config");
+          expect(configMounts.length).toBeGreaterThan(0);
+          for (const m of configMounts) expect(m.readOnly).toBe(true);
+        }
       }
     });
 
   // The RuntimeConfig's own hash is an unsalted SHA-256 over the password: annotated where the Deployment's
   // readers see it, it would let them test guesses offline. The annotation must not depend on the password.
-  for (const [what, edit] of cases)
+  for (const [what, edit, workloads] of cases)
     it(`${what} does not reach the config-hash annotations or the chart's hash outputs`, () => {
       const other = (raw: Json) => {
         edit(raw);
@@ -212,24 +243,28 @@ describe("credentials of the gateway's config stay in Secrets", () => {
         Object.assign(raw, JSON.parse(s));
       };
       const [a, b] = [shopWith(edit), shopWith(other)];
-      const hashes = (result: typeof a) => {
+      const hashes = (result: typeof a, w: string) => {
         const objects = synthesize(result);
-        const deployment = objects.find(
-          (o) => o.kind === "Deployment" && o.metadata.name === "gateway",
+        const deployment = objects.find((o) => o.kind === "Deployment" && o.metadata.name === w) as Json;
+        const secret = objects.find(
+          (o) => o.kind === "Secret" && o.metadata.name === `meshgate-config-${w}`,
         ) as Json;
-        const secret = objects.find((o) => o.kind === "Secret") as Json;
         return {
           pod: deployment.spec.template.metadata.annotations["meshgate.io/config-hash"] as string,
           secret: secret.metadata.annotations["meshgate.io/config-hash"] as string,
           sealed: JSON.parse(secret.stringData["config.json"]).hash as string,
         };
       };
-      const [ha, hb] = [hashes(a), hashes(b)];
-      expect(ha.sealed).not.toBe(hb.sealed); // the mounted config changes (and the gateway reloads it)
-      expect([ha.pod, ha.secret]).toEqual([hb.pod, hb.secret]); // the annotations do not move with the password
-      expect(ha.pod).not.toBe(ha.sealed);
-      expect(ha.secret).toBe(ha.pod);
-      expect(configAnnotationHash(a.runtime.gateway!)).toBe(configAnnotationHash(b.runtime.gateway!));
+      const configOf = (result: typeof a, w: string) =>
+        w === "gateway" ? result.runtime.gateway! : result.runtime.sidecars.find((s) => s.name === w)!;
+      for (const w of workloads) {
+        const [ha, hb] = [hashes(a, w), hashes(b, w)];
+        expect(ha.sealed).not.toBe(hb.sealed); // the mounted config changes (and the proxy reloads it)
+        expect([ha.pod, ha.secret]).toEqual([hb.pod, hb.secret]); // the annotations do not move with the password
+        expect(ha.pod).not.toBe(ha.sealed);
+        expect(ha.secret).toBe(ha.pod);
+        expect(configAnnotationHash(configOf(a, w))).toBe(configAnnotationHash(configOf(b, w)));
+      }
     });
 
   it("a config without credentials stays a ConfigMap (the shop)", async () => {

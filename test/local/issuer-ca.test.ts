@@ -4,6 +4,7 @@
  * the demo answering over a real socket.
  */
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import http from "node:http";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
@@ -194,6 +195,31 @@ describe("dev token issuer", () => {
         message: expect.stringMatching(/is not what `meshgate up` writes/),
       });
     }
+  });
+
+  it.each([
+    ["not a key", "not a key\n"],
+    [
+      "a key cut short",
+      "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH\n-----END PRIVATE KEY-----\n",
+    ],
+    ["an RSA key", null],
+  ])("refuses_a_damaged_or_foreign_jwt_key_pem_with_a_clear_error (%s)", async (what, text) => {
+    const idir = join(dir, `issuer-bad-key-${what.replace(/ /g, "-")}`);
+    await openDevIssuer(idir);
+    await writeIssuerInfo(idir, info);
+    const pem =
+      text ??
+      (generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({
+        type: "pkcs8",
+        format: "pem",
+      }) as string);
+    await writeFile(join(idir, "jwt-key.pem"), pem);
+    for (const open of [() => openDevIssuer(idir), () => loadDevIssuer(idir)])
+      await expect(open()).rejects.toMatchObject({
+        code: "E_LOCAL_ISSUER",
+        message: expect.stringMatching(/jwt-key\.pem is not the ES256 key `meshgate up` writes: delete it/),
+      });
   });
 
   it("loads_what_up_wrote_and_refuses_without_it", async () => {

@@ -160,6 +160,24 @@ describe("supervisor", () => {
     });
   });
 
+  it("marks_a_child_restarted_after_start_ready_again_and_reports_each_change", async () => {
+    const port = await freePort();
+    let changes = 0;
+    const { s, lines } = supervise([node("svc", SERVE, port)], {
+      backoff: { baseMs: 20, maxMs: 100 },
+      onChange: () => changes++,
+    });
+    await s.start();
+    const first = s.status()[0]!;
+    expect(first.state).toBe("ready");
+    const before = changes;
+    process.kill(first.pid!, "SIGKILL");
+    await until(() => s.status()[0]!.restarts === 1 && s.status()[0]!.state === "ready", 10_000);
+    expect(s.status()[0]!.pid).not.toBe(first.pid);
+    expect(lines).toContain("[supervisor] svc exited (signal SIGKILL); restart 1 in 20 ms");
+    expect(changes - before).toBeGreaterThanOrEqual(3); // exited (backoff), spawned (new pid), ready
+  });
+
   it("stops_the_whole_process_group_leaving_no_grandchild", async () => {
     const port = await freePort();
     // The child forks a grandchild (as `sh -c` commands do) and prints its pid.

@@ -7,7 +7,7 @@
  */
 import { execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -25,7 +25,7 @@ interface State {
   launcherPid: number;
   urls: { gateway: string; admin: string; prometheus: string | null };
   caDir: string;
-  processes: { name: string; role: string; pid: number; ports: Record<string, number> }[];
+  processes: { name: string; role: string; pid: number; state: string; ports: Record<string, number> }[];
   identities: { workload: string; cert: string; key: string; bundle: string }[];
 }
 
@@ -74,7 +74,15 @@ beforeAll(async () => {
     "30s",
     ...(PROMETHEUS ? [] : ["--no-prometheus"]),
   ];
-  const up = await spawnUp(args, ROOT, 90_000);
+  // A loose umask (002, many desktop distributions' default): whatever `up` creates must still pass its own
+  // state-dir check (no group or other write) on the next run — run/ was created 0775 under it.
+  const umask = process.umask(0o002);
+  let up: Awaited<ReturnType<typeof spawnUp>>;
+  try {
+    up = await spawnUp(args, ROOT, 90_000);
+  } finally {
+    process.umask(umask);
+  }
   child = up.child;
   exited = up.exited;
   output = up.output;
@@ -300,6 +308,47 @@ describe("meshgate up on the shop example", () => {
     },
     30_000,
   );
+
+  it("leaves_nothing_in_its_state_dir_writable_by_group_or_others_under_a_loose_umask", async () => {
+    const loose: string[] = [];
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const path = join(d, e.name);
+        if (((await stat(path)).mode & 0o022) !== 0) loose.push(path.slice(dir.length + 1));
+        // Prometheus makes its own data dirs with the umask's modes: their 0700 parent keeps others out.
+        if (e.isDirectory() && e.name !== "prometheus-data") await walk(path);
+      }
+    };
+    await walk(dir);
+    expect(loose).toEqual([]);
+    // The generated configs may hold credentials: readable by this user only.
+    expect((await stat(join(dir, "run", "gateway.json"))).mode & 0o777).toBe(0o600);
+    if (PROMETHEUS) expect((await stat(join(dir, "prometheus-data"))).mode & 0o777).toBe(0o700);
+  });
+
+  it("restarts_a_killed_process_and_api_status_and_state_json_follow_its_new_pid_until_ready", async () => {
+    type Status = { name: string; pid: number; state: string; restarts: number };
+    const old = proc("catalog").pid;
+    process.kill(old, "SIGKILL");
+    const written = async () => JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as State;
+    const deadline = Date.now() + 30_000;
+    let live: Status | undefined;
+    let file: State["processes"][number] | undefined;
+    while (Date.now() < deadline) {
+      const status = (await (await fetch(`${state.urls.admin}/api/status`)).json()) as Status[];
+      live = status.find((x) => x.name === "catalog");
+      file = (await written()).processes.find((x) => x.name === "catalog");
+      const restarted = live !== undefined && live.pid !== old && live.state === "ready";
+      if (restarted && file?.pid === live!.pid && file.state === "ready") break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(output()).toContain("[supervisor] catalog exited (signal SIGKILL); restart 1 in 250 ms");
+    expect(live).toMatchObject({ state: "ready", restarts: 1 });
+    expect(live!.pid).not.toBe(old);
+    expect(alive(live!.pid)).toBe(true);
+    expect(file).toMatchObject({ pid: live!.pid, state: "ready" });
+    state = await written(); // the last case checks every pid it lists is gone after the stop
+  }, 40_000);
 
   it("refuses_a_taken_port_naming_it_and_the_field_to_change", async () => {
     const other = await mkdtemp(join(tmpdir(), "meshgate-up-taken-"));

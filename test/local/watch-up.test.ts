@@ -7,11 +7,12 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
 import { freeBlock } from "../support/ports.ts";
 import { alive, killProcessesMentioning, spawnUp } from "../support/procs.ts";
 import { saveTiny, TINY, type RawSpec } from "../support/tiny-mesh.ts";
@@ -235,4 +236,61 @@ describe("meshgate up --watch", () => {
     await new Promise((r) => setTimeout(r, 300));
     for (const pid of Object.values(last)) expect(alive(pid)).toBe(false);
   }, 30_000);
+});
+
+describe("meshgate up --watch stopped while a change is applied", () => {
+  // A Prometheus stand-in that never reports the reload a SIGHUP asks for: the apply waits (10 s at
+  // most) for it, and Ctrl-C comes meanwhile.
+  const FAKE_PROMETHEUS = `#!${process.execPath}
+const addr = process.argv.find((a) => a.startsWith("--web.listen-address=")).split("=")[1];
+process.on("SIGHUP", () => console.log("SIGHUP: not reloading"));
+require("node:http")
+  .createServer((req, res) => res.end(req.url === "/-/ready" ? "ready" : "prometheus_config_last_reload_successful 1\\nprometheus_config_last_reload_success_timestamp_seconds 1\\n"))
+  .listen(Number(addr.split(":")[1]), "127.0.0.1", () => console.log("fake prometheus"));
+`;
+
+  it("state_json_says_not_running_once_stopped_even_when_the_apply_finishes_after_the_stop", async () => {
+    const top = await mkdtemp(join(tmpdir(), "meshgate-watch-stop-"));
+    const path = process.env.PATH;
+    try {
+      await mkdir(join(top, "bin"));
+      await writeFile(join(top, "bin", "prometheus"), FAKE_PROMETHEUS);
+      await chmod(join(top, "bin", "prometheus"), 0o755);
+      await writeFile(join(top, "mesh.yaml"), TINY);
+      const b = await freeBlock(40);
+      process.env.PATH = `${join(top, "bin")}:${path}`;
+      const up = await spawnUp(
+        [join(top, "mesh.yaml"), "--watch", "--port", String(b), "--admin-port", String(b + 1),
+          "--port-base", String(b + 10), "--state-dir", join(top, "state")],
+        top,
+        60_000,
+      ); // prettier-ignore
+      process.env.PATH = path;
+      try {
+        expect(up.output()).toContain("[prometheus] fake prometheus");
+        const raw = parse(TINY) as RawSpec;
+        raw.observability = { slos: [{ name: "api-up", service: "api", availability: 99.5 }] };
+        await writeFile(join(top, "mesh.yaml"), stringify(raw));
+        const deadline = Date.now() + 30_000;
+        while (!up.output().includes("[prometheus] SIGHUP: not reloading")) {
+          if (Date.now() > deadline) throw new Error(`no SIGHUP:\n${up.output()}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        up.child.kill("SIGINT"); // while the apply waits for Prometheus's reload
+        expect(await up.exited).toBe(0);
+        const state = JSON.parse(await readFile(join(top, "state", "state.json"), "utf8")) as {
+          running: boolean;
+          processes: { pid: number }[];
+        };
+        expect(state.running).toBe(false);
+        for (const p of state.processes) expect(p.pid === null || !alive(p.pid)).toBe(true);
+      } finally {
+        if (up.child.exitCode === null) up.child.kill("SIGKILL");
+      }
+    } finally {
+      process.env.PATH = path;
+      killProcessesMentioning(top);
+      await rm(top, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -3,8 +3,11 @@
  * that Grafana renders as laid out (no overlaps, inside the 24-column grid), consistent ids and datasource
  * references, and the panels the issue asks for.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
+import { parse, stringify } from "yaml";
 import {
   bundlePaths,
   grafanaDashboardProvider,
@@ -23,7 +26,7 @@ import {
   DashboardSchema,
   DatasourceProvisioningSchema,
 } from "./grafana-schema.ts";
-import { infraOf, shopInfra, smallSpec } from "./support.ts";
+import { infraOf, promtool, shopInfra, smallSpec } from "./support.ts";
 
 async function meshes(): Promise<{ name: string; infra: InfraIR }[]> {
   return [
@@ -160,6 +163,87 @@ describe("grafana dashboards", () => {
     expect(payments.panels.map((p) => p.title)).toContain(
       "Budget left: payments-availability (availability)",
     );
+  });
+});
+
+/**
+ * Panel queries evaluated by a real Prometheus engine (`promtool test rules`, promql_expr_test) on series
+ * shaped as the proxies expose them after scraping: the number a panel shows is the one the claim says.
+ */
+describe("grafana panels evaluated by promtool", () => {
+  const ORDERS = { namespace: "shop", service: "orders", proxy: "sidecar", job: "meshgate-shop-sidecar" };
+  const series = (name: string, labels: Record<string, string>) =>
+    `${name}{${Object.entries(labels)
+      .map(([k, v]) => `${k}="${v}"`)
+      .join(",")}}`;
+  it.each([
+    {
+      // A proxy that changed its SPIFFE ID keeps the old identity's series at exactly 0 (the alerts skip
+      // it): the panel showed 0 — expired, red — next to a certificate with a day left.
+      claim: "certificate_expiry_ignores_the_series_of_a_replaced_identity",
+      dashboard: "meshgate-shop-service-orders",
+      panel: "Certificate expires in",
+      input: [
+        {
+          series: series("meshgate_cert_expiry_seconds", {
+            ...ORDERS,
+            instance: "10.0.0.1:15000",
+            identity: "spiffe://shop.example/ns/shop/sa/orders-old",
+          }),
+          values: "0x10",
+        },
+        {
+          series: series("meshgate_cert_expiry_seconds", {
+            ...ORDERS,
+            instance: "10.0.0.1:15000",
+            identity: "spiffe://shop.example/ns/shop/sa/orders",
+          }),
+          values: "86400x10",
+        },
+        {
+          series: series("meshgate_cert_expiry_seconds", {
+            ...ORDERS,
+            instance: "10.0.0.2:15000",
+            identity: "spiffe://shop.example/ns/shop/sa/orders",
+          }),
+          values: "7200x10",
+        },
+      ],
+      expected: 7200,
+    },
+  ])("$claim", async ({ dashboard, panel, input, expected }) => {
+    const d = grafanaDashboards(await shopInfra()).find((x) => x.dashboard.uid === dashboard)!.dashboard;
+    const p = d.panels.find((x) => x.title === panel) as Panel & { targets: { expr: string }[] };
+    expect(p, `${dashboard}: panel ${panel}`).toBeDefined();
+    const dir = await mkdtemp(join(tmpdir(), "meshgate-panels-"));
+    try {
+      const file = join(dir, "panel.test.yml");
+      await writeFile(
+        file,
+        stringify({
+          rule_files: [],
+          evaluation_interval: "1m",
+          tests: [
+            {
+              interval: "1m",
+              input_series: input,
+              promql_expr_test: [
+                {
+                  expr: p.targets[0]!.expr,
+                  eval_time: "5m",
+                  exp_samples: [{ labels: "{}", value: expected }],
+                },
+              ],
+            },
+          ],
+        }),
+      );
+      const r = promtool(["test", "rules", file], dir);
+      expect(r.output).toContain("SUCCESS");
+      expect(r.status).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

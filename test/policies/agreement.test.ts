@@ -212,6 +212,39 @@ function widerShop(): Record<string, unknown> {
         products: { service: "catalog", path: "/products" },
       },
     },
+    // Route variants chosen by the credential a caller sends: the router reads the credential headers.
+    {
+      name: "stock-staff",
+      match: { path: "/api/stock/{sku}", methods: ["GET"] },
+      to: "inventory",
+      rewrite: { path: "/inventory/{sku}" },
+      auth: { jwt: "main", scopes: ["stock:read"] },
+    },
+    {
+      name: "stock-partner",
+      match: { path: "/api/stock/{sku}", methods: ["GET"], headers: { "x-api-key": { present: true } } },
+      to: "inventory",
+      rewrite: { path: "/inventory/{sku}" },
+      auth: { apiKey: true, groups: ["partners"] },
+    },
+    {
+      name: "browse-partner",
+      match: { path: "/api/browse/{id}", methods: ["GET"] },
+      to: "catalog",
+      rewrite: { path: "/products/{id}" },
+      auth: { apiKey: true, groups: ["bulk"] },
+    },
+    {
+      name: "browse-member",
+      match: {
+        path: "/api/browse/{id}",
+        methods: ["GET"],
+        headers: { authorization: { prefix: "Bearer " } },
+      },
+      to: "catalog",
+      rewrite: { path: "/products/{id}" },
+      auth: { jwt: "main" },
+    },
     {
       name: "search-shadowed",
       match: { path: "/api/search2", methods: ["GET"] },
@@ -555,6 +588,58 @@ describe("where a callee's sidecar refuses the gateway", () => {
   });
 });
 
+describe("where a route's header conditions name a credential header", () => {
+  it.each([
+    [
+      "routes_an_api_key_holder_to_the_route_for_key_holders",
+      "/api/stock/sku-9",
+      "acme-retail",
+      "allow",
+      "stock-partner",
+      200,
+    ],
+    [
+      "routes_a_bearer_token_holder_to_the_route_for_tokens",
+      "/api/browse/7",
+      null,
+      "allow",
+      "browse-member",
+      200,
+    ],
+    [
+      "refuses_a_key_holder_outside_the_group_of_the_route_without_conditions",
+      "/api/browse/7",
+      "acme-retail",
+      "deny",
+      "browse-partner",
+      403,
+    ],
+    [
+      "refuses_a_token_without_the_scope_of_the_route_without_conditions",
+      "/api/stock/sku-9",
+      null,
+      "deny",
+      "stock-staff",
+      403,
+    ],
+  ] as const)("%s", async (_name, path, consumer, verdict, route, status) => {
+    const request: TrafficRequest = {
+      from: "internet",
+      method: "GET",
+      path,
+      host: "api.shop.example",
+      clientIp: "198.51.100.20",
+      ...(consumer !== null ? { consumer } : { claims: { sub: `u-${randomUUID()}` } }),
+    };
+    const c: Case = { request, wire: { token: consumer === null, apiKey: consumer && KEYS[consumer]! } };
+    const got = await viaGateway(c, wide);
+    expect([got.verdict, got.route, got.status]).toEqual([verdict, route, status]);
+    const d = explainRequest(wideInput, request);
+    expect([d.verdict, d.route]).toEqual([verdict, route]);
+    if (d.verdict === "deny") expect(d.status).toBe(status);
+  });
+});
+
 describe("replay of the proxies' access logs", () => {
   /** The shop with two changes: create-order wants orders:read, partner stock only the bulk group. */
   function changedShop(): { input: PolicyInput; file: string } {
@@ -637,6 +722,39 @@ describe("replay of the proxies' access logs", () => {
     for (const c of mesh.changed)
       expect(c.request).toMatch(/^GET \/payments\/[^ ]+ from orders to payments$/);
   });
+
+  // A request the callee's sidecar refused (a forward route: its 403 relayed; an aggregate's `fail` part:
+  // 502): the gateway's line must read as a refusal, or replay sees no change when the callee opens up.
+  it.each([
+    ["a_forwarded_request_reads_as_the_refusal_it_was", "/api/payments/p-1", 403, null, []],
+    ["a_forwarded_request_shows_the_widening", "/api/payments/p-1", 403, "payments", ["deny 4xx → allow"]],
+    ["an_aggregate_part_reads_as_the_refusal_it_was", "/api/strict-dash", 502, null, []],
+    ["an_aggregate_part_shows_the_widening", "/api/strict-dash", 502, "users", ["deny 5xx → allow"]],
+  ] as const)(
+    "replays_the_gateway_line_of_a_sidecar_refusal_%s",
+    async (_name, path, status, opened, changes) => {
+      const id = randomUUID();
+      const res = await send(
+        `${wide.url}${path}`,
+        "GET",
+        { host: "api.shop.example", "x-request-id": id },
+        undefined,
+      );
+      expect(res.status).toBe(status);
+      await accessLine(wide.logs, id);
+      const logged = parseAccessLog(wide.rawLog()).requests.filter((l) => l.requestId === id);
+      expect(logged).toHaveLength(1);
+      const raw = widerShop() as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+      // The callee admits the gateway on the path the route sends it.
+      if (opened !== null)
+        raw.services[opened].allow.push({ from: ["gateway"], methods: ["GET"], paths: [`/${opened}/*`] });
+      const r = replay(logged, policyInput(parseSpecOk(raw)));
+      expect(r.replayed).toBe(1);
+      expect(
+        r.changed.map((c) => `${c.before.verdict} ${c.before.statusClass ?? ""} → ${c.after.verdict}`),
+      ).toEqual(changes);
+    },
+  );
 
   it("runs_as_meshgate_replay_with_a_base_spec", async () => {
     const { file } = changedShop();

@@ -196,6 +196,27 @@ describe("explainRequest on the shop", () => {
     expect(formatDecision(d)).toContain(text);
   });
 
+  it.each<[string, string[], string]>([
+    // A gateway of wildcard hosts only serves no localhost: that default made every request a 404
+    // host_not_served, so an `expect: deny` assertion held whatever the routes said.
+    [
+      "asks_a_wildcard_only_gateway_with_a_name_its_first_wildcard_covers",
+      ["*.shop.example"],
+      "example.shop.example",
+    ],
+    [
+      "asks_the_first_exact_host_when_the_gateway_has_one",
+      ["*.shop.example", "api.shop.example"],
+      "api.shop.example",
+    ],
+  ])("%s", (_claim, hosts, host) => {
+    const raw = shopRaw();
+    raw.gateway.hosts = hosts;
+    raw.gateway.listeners = raw.gateway.listeners.filter((l: { protocol: string }) => l.protocol === "http");
+    const d = explainRequest(inputOf(raw), { from: "internet", path: "/api/products" });
+    expect(d).toMatchObject({ verdict: "allow", route: "list-products", request: { host } });
+  });
+
   it("ignores_a_denied_mirror_for_the_verdict_but_shows_it", () => {
     const raw = shopRaw();
     raw.services["search-next"].allow = [{ from: ["search"], methods: ["GET"], paths: ["/search"] }];

@@ -183,32 +183,62 @@ describe("Platform identities", () => {
 });
 
 describe("Platform outputs", () => {
-  it("a Redis password in the spec reaches the state only inside Pulumi secrets (the config Secret, the carried spec)", async () => {
-    const PASSWORD = "s3cret-redis-pw";
-    const raw = (await loadSpecFile(SHOP)).raw as Raw;
-    raw.gateway.rateLimitStore.redis.url = `redis://:${PASSWORD}@redis.shop.svc.cluster.local:6379`;
-    const { run } = await deploy({ spec: raw as never });
-    expect(run.errors).toEqual([]);
-    const holders = mockState.registered.filter((r) => JSON.stringify(r.inputs).includes(PASSWORD));
-    expect(holders.map((r) => [r.type, r.name, r.secretInputs])).toEqual([
-      ["kubernetes:core/v1:Secret", "shop-secret-shop-meshgate-config-gateway", ["stringData"]],
-    ]);
-    // The component's own outputs (the spec for the policy pack) are in the state too: as a secret.
-    const monitor = (
-      pulumi.runtime as unknown as {
-        getMonitor(): { getRegisteredResources(): Map<string, { state: { toJavaScript(): Raw } }> };
+  const PASSWORD = "s3cret-redis-pw";
+  it.each<[string, (raw: Raw) => void, (shop: TranslateResult) => string[]]>([
+    [
+      "a_redis_password",
+      (raw) =>
+        (raw.gateway.rateLimitStore.redis.url = `redis://:${PASSWORD}@redis.shop.svc.cluster.local:6379`),
+      () => ["gateway"],
+    ],
+    // Every proxy's config holds the OTLP endpoint: before, only a Redis URL made a config a Secret, and the
+    // sidecars' hash outputs were the sealed hashes over the token.
+    [
+      "an_otlp_endpoint_token",
+      (raw) =>
+        (raw.observability.tracing = {
+          sampling: 0.1,
+          otlpEndpoint: `https://otel:${PASSWORD}@otel.example:4318`,
+        }),
+      (shop) => ["gateway", ...shop.runtime.sidecars.map((s) => s.name)],
+    ],
+  ])(
+    "%s_in_the_spec_reaches_the_state_only_inside_pulumi_secrets_and_no_hash_output",
+    async (_claim, edit, holding) => {
+      const raw = (await loadSpecFile(SHOP)).raw as Raw;
+      edit(raw);
+      const { run, platform } = await deploy({ spec: raw as never });
+      expect(run.errors).toEqual([]);
+      const holders = mockState.registered.filter((r) => JSON.stringify(r.inputs).includes(PASSWORD));
+      expect(holders.map((r) => [r.type, r.name, r.secretInputs]).sort()).toEqual(
+        holding(shop)
+          .map((w) => ["kubernetes:core/v1:Secret", `shop-secret-shop-meshgate-config-${w}`, ["stringData"]])
+          .sort(),
+      );
+      for (const h of holders) {
+        const sealed = JSON.parse((h.inputs.stringData as Record<string, string>)["config.json"]!)
+          .hash as string;
+        expect(Object.values(platform.configHashes)).not.toContain(sealed);
       }
-    ).getMonitor();
-    const state = [...monitor.getRegisteredResources()]
-      .find(([urn]) => urn.endsWith("$meshgate:index:Platform::shop"))![1]
-      .state.toJavaScript();
-    expect(JSON.stringify(state[m.SPEC_OUTPUT])).toContain(PASSWORD);
-    expect(state[m.SPEC_OUTPUT]["4dabf18193072939515e22adb298388d"]).toBe("1b47061264138c4ac30d75fd1eb44270");
-    // …while the policy pack still reads it (secrets are unwrapped for policies).
-    expect(registeredOutputs("meshgate:index:Platform", "shop")[m.SPEC_OUTPUT]).toMatchObject({
-      gateway: { rateLimitStore: { redis: { url: expect.stringContaining(PASSWORD) } } },
-    });
-  });
+      // The component's own outputs (the spec for the policy pack) are in the state too: as a secret.
+      const monitor = (
+        pulumi.runtime as unknown as {
+          getMonitor(): { getRegisteredResources(): Map<string, { state: { toJavaScript(): Raw } }> };
+        }
+      ).getMonitor();
+      const state = [...monitor.getRegisteredResources()]
+        .find(([urn]) => urn.endsWith("$meshgate:index:Platform::shop"))![1]
+        .state.toJavaScript();
+      expect(JSON.stringify(state[m.SPEC_OUTPUT])).toContain(PASSWORD);
+      expect(state[m.SPEC_OUTPUT]["4dabf18193072939515e22adb298388d"]).toBe(
+        "1b47061264138c4ac30d75fd1eb44270",
+      );
+      // …while the policy pack still reads it (secrets are unwrapped for policies).
+      expect(JSON.stringify(registeredOutputs("meshgate:index:Platform", "shop")[m.SPEC_OUTPUT])).toContain(
+        PASSWORD,
+      );
+    },
+  );
 
   it("resolves_every_output_and_carries_the_spec_for_the_policy_pack", async () => {
     const { platform, run } = await deploy();

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  freePort,
   gatewayConfig,
   request,
   startGatewayProcess,
@@ -72,6 +73,14 @@ describe("rate limits in a single gateway process", () => {
       gatewayConfig(
         [
           route("five", "/five/**", { requests: 5, per: "1m", scope: "replica" }),
+          // Admitted, then answered by the gateway itself: nothing listens on `down`; `small` takes 1 KiB.
+          route("down", "/down", { requests: 5, per: "1m", scope: "replica" }, { to: "down" }),
+          route(
+            "small",
+            "/small",
+            { requests: 5, per: "1m", scope: "replica" },
+            { limits: { maxBodySize: "1KiB" } },
+          ),
           route("tenant", "/tenant", { requests: 2, per: "1m", key: "header:x-tenant", scope: "replica" }),
           route("whole", "/whole", { requests: 3, per: "1m", key: "route", scope: "replica" }),
           {
@@ -82,7 +91,7 @@ describe("rate limits in a single gateway process", () => {
             rateLimit: { requests: 1, per: "1m", scope: "replica" },
           },
         ],
-        { app },
+        { app, down: { port: await freePort() } },
         { clientIp: { trustedHops: 1 } },
       ),
     );
@@ -156,6 +165,35 @@ describe("rate limits in a single gateway process", () => {
     expect([await t("b"), await t("b"), await t("b")]).toEqual([200, 200, 429]);
     expect([await t(), await t(), await t()]).toEqual([200, 200, 429]); // no header: the client's bucket
     expect(await t("i:198.51.100.9")).toBe(200); // a header value cannot name the address bucket
+  });
+
+  it.each([
+    {
+      claim: "sends_ratelimit_headers_on_the_gateways_answer_when_the_upstream_is_unreachable",
+      path: "/down",
+      body: undefined,
+      status: 503,
+      code: "upstream_connect_failure",
+    },
+    {
+      claim: "sends_ratelimit_headers_on_a_413_for_an_admitted_request",
+      path: "/small",
+      body: "x".repeat(4096),
+      status: 413,
+      code: "body_too_large",
+    },
+  ])("$claim", async ({ path, body, status, code }) => {
+    // The request was admitted and its token spent: the local reply says what is left, as an upstream's would.
+    const r = await request(`${gw.url}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      headers: { "x-forwarded-for": "198.51.100.20" },
+      ...(body === undefined ? {} : { body }),
+    });
+    expect(r.status).toBe(status);
+    expect(r.headers["x-meshgate-error"]).toBe(code);
+    expect(r.headers["ratelimit-limit"]).toBe("5");
+    expect(r.headers["ratelimit-remaining"]).toBe("4");
+    expect(r.headers["ratelimit-policy"]).toBe("5;w=60");
   });
 
   it("sends_ratelimit_headers_on_a_redirect_and_limits_it", async () => {
@@ -432,4 +470,78 @@ describe("rate limits shared through redis", () => {
     },
     30_000,
   );
+
+  it("counts_a_websocket_upgrade_admitted_by_fail_open", async () => {
+    // Nothing listens where the store points: every check fails, and `open` admits it, counted per route.
+    const gw = await startTestGateway(
+      gatewayConfig(
+        [route("fleet-ws", "/fleet", { requests: 1, per: "1m" })],
+        { app },
+        {
+          rateLimitStore: {
+            redis: { url: `redis://127.0.0.1:${await freePort()}/0`, failMode: "open", timeout: "100ms" },
+          },
+        },
+      ),
+    );
+    try {
+      const status = await new Promise<string>((resolve, reject) => {
+        const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () =>
+          s.write(
+            "GET /fleet HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+              "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+          ),
+        );
+        let got = "";
+        s.on("data", (d: Buffer) => {
+          got += d.toString("latin1");
+          if (got.includes("\r\n")) {
+            s.destroy();
+            resolve(got.slice(0, got.indexOf("\r\n")));
+          }
+        });
+        s.on("error", reject);
+      });
+      expect(status).toBe("HTTP/1.1 200 OK"); // admitted: the upstream's answer (it refuses the upgrade)
+      const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(/meshgate_ratelimit_fail_open_total\{proxy="gateway",route="fleet-ws"\} 1\n/);
+    } finally {
+      await gw.drain();
+    }
+  });
+
+  it.each([
+    {
+      claim: "keeps_in_process_buckets_when_a_reload_changes_the_redis_timeout",
+      before: { fleet: true, timeout: "100ms" },
+      after: { fleet: true, timeout: "250ms" },
+    },
+    {
+      claim: "keeps_in_process_buckets_when_a_reload_adds_the_first_fleet_route",
+      before: { fleet: false, timeout: "100ms" },
+      after: { fleet: true, timeout: "100ms" },
+    },
+  ])("$claim", async ({ before, after }) => {
+    // The limit of a replica-scoped route did not change: its in-process buckets must survive the reload,
+    // or every client gets a fresh bucket at each change of the Redis store's settings.
+    const config = (o: { fleet: boolean; timeout: string }) =>
+      gatewayConfig(
+        [
+          route("replica", "/replica", { requests: 2, per: "1m", scope: "replica" }),
+          ...(o.fleet ? [route("fleet-reload", "/fleet", { requests: 100, per: "1s" })] : []),
+        ],
+        { app },
+        { rateLimitStore: { redis: { url: redis.url, failMode: "open", timeout: o.timeout } } },
+      );
+    const gw = await startTestGateway(config(before));
+    try {
+      const ask = async () => (await request(`${gw.url}/replica`)).status;
+      expect([await ask(), await ask(), await ask()]).toEqual([200, 200, 429]);
+      const next = config(after);
+      expect(await gw.reload(JSON.stringify(next))).toMatchObject({ ok: true, changed: true });
+      expect(await ask()).toBe(429);
+    } finally {
+      await gw.drain();
+    }
+  });
 });

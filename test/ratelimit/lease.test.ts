@@ -182,6 +182,38 @@ describe("leases between workers and the primary", () => {
     expect(c.server.stats().policies).toBe(1);
   });
 
+  it.each([
+    {
+      claim: "keeps_the_spent_bucket_of_a_quiet_route_when_the_primary_sweeps_its_idle_policy",
+      requests: 11, // 10 admitted, then refused
+      quietMs: 12 * 60_000, // 11 minutes after the lease went back
+      policies: 1,
+      allowedAfter: false,
+    },
+    {
+      claim: "drops_an_idle_policy_once_its_buckets_are_full_again",
+      requests: 1,
+      quietMs: 86_400_000,
+      policies: 0,
+      allowedAfter: true,
+    },
+  ])("$claim", async ({ requests, quietMs, policies, allowedAfter }) => {
+    // 10 a day and nobody on the route for 11 minutes (past policyIdleMs): dropping the policy with its
+    // buckets handed the client a full bucket again, 10 more after minutes instead of a day.
+    const clock = { t: 0 };
+    const c = cluster(1, clock, { idleMs: 100 }, { policyIdleMs: 600_000 });
+    open.push(c);
+    const a = c.clients[0]!.limiter("r", compilePolicy({ requests: 10, periodMs: 86_400_000, burst: 10 }));
+    for (let i = 0; i < requests; i++) expect((await resolve(a.check("k"))).allowed).toBe(i < 10);
+    clock.t = 60_000;
+    c.clients[0]!.sweep(); // the worker's entry is idle: its lease (or reserved token) goes back
+    await sleep(5);
+    clock.t = quietMs;
+    c.server.sweep();
+    expect(c.server.stats().policies).toBe(policies);
+    expect((await resolve(a.check("k"))).allowed).toBe(allowedAfter);
+  });
+
   it("keeps_routes_and_keys_apart", async () => {
     const clock = { t: 0 };
     const c = cluster(1, clock);

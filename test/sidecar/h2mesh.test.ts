@@ -849,6 +849,44 @@ describe("WebSocket through the mesh", () => {
     expect(line).toMatchObject({ direction: "inbound", peer: spiffe("web"), mtls: true, path: "/ws/room1" });
   });
 
+  // A tunnel's lifetime was observed in meshgate_request_duration_seconds: every WebSocket that stayed open
+  // counted as a request slower than any latency SLO (and the p99 panels showed how long chats last).
+  it("counts_a_tunnel_as_a_request_but_never_its_lifetime_as_request_latency", async () => {
+    const seen = async (s: TestSidecar, direction: string) => {
+      const text = await metrics(s);
+      return {
+        tunnels: metricValue(text, "meshgate_requests_total", { direction, code_class: "1xx" }),
+        observed: metricValue(text, "meshgate_request_duration_seconds_count", { direction }),
+        withinOneSecond: metricValue(text, "meshgate_request_duration_seconds_bucket", {
+          direction,
+          le: "1",
+        }),
+      };
+    };
+    const before = [await seen(web, "outbound"), await seen(chat, "inbound")];
+    const ws = new WebSocket(`ws://${local(web, "chat")}/ws/long`);
+    await new Promise<void>((resolve, reject) => {
+      ws.on("open", () => ws.send("still there"));
+      ws.on("message", () => resolve());
+      ws.on("error", reject);
+    });
+    await new Promise((r) => setTimeout(r, 1200)); // a conversation longer than the largest bound asked below
+    ws.close();
+    await until(
+      async () =>
+        (await seen(web, "outbound")).tunnels > before[0]!.tunnels &&
+        (await seen(chat, "inbound")).tunnels > before[1]!.tunnels,
+      5000,
+      "both sidecars count the closed tunnel",
+    );
+    const after = [await seen(web, "outbound"), await seen(chat, "inbound")];
+    for (const [i, side] of ["web outbound", "chat inbound"].entries()) {
+      const slow =
+        after[i]!.observed - before[i]!.observed - (after[i]!.withinOneSecond - before[i]!.withinOneSecond);
+      expect(slow, `${side}: observations above 1s`).toBe(0);
+    }
+  });
+
   it("passes_a_half_close_on_and_closes_both_sides", async () => {
     // A raw tunnel: the client half-closes after its message; the app answers and then closes.
     const net = await import("node:net");

@@ -28,6 +28,7 @@ import {
   spiffe,
   startTestSidecar,
   TD,
+  until,
   writeIdentity,
   type TestSidecar,
 } from "./support.ts";
@@ -535,6 +536,31 @@ describe("resilience through the shared upstream code", () => {
     expect(r.status).toBe(403);
     expect(r.headers["x-meshgate-denied"]).toBe("peer_not_allowed");
     expect(orders.app.received).toHaveLength(0);
+  });
+});
+
+describe("a caller that leaves before any response", () => {
+  // Node's statusCode is 200 until a response is written: the exchange was counted (requests_total, so a
+  // service's availability SLO), traced and logged as a 200 that nobody received.
+  it.each([
+    ["outbound_at_the_callers_sidecar", "web", "outbound"],
+    ["inbound_at_the_callees_sidecar", "orders", "inbound"],
+  ])("is_counted_and_logged_as_499_not_200_%s", async (_name, side, direction) => {
+    const orders = await instance("orders", { handler: () => {} }); // never answers
+    const web = await instance("web", { endpoints: { orders: [orders.sidecar.ports.inbound] } });
+    const socket = net.connect(web.sidecar.ports.services.orders!, "127.0.0.1");
+    socket.on("error", () => {});
+    socket.write("GET /stall HTTP/1.1\r\nHost: orders\r\n\r\n");
+    // Both sidecars hold the exchange once the app has the request; then the caller goes.
+    await until(() => orders.app.received.length === 1, 5000, "the app got the request");
+    socket.destroy();
+    const sidecar = side === "web" ? web.sidecar : orders.sidecar;
+    const line = () => sidecar.logs.find((l) => l.event === "access" && l.direction === direction);
+    await until(() => line() !== undefined, 5000, `the ${direction} access line`);
+    expect(line()).toMatchObject({ path: "/stall", status: 499, completed: false });
+    const text = await metrics(sidecar);
+    expect(metricValue(text, "meshgate_requests_total", { direction, code_class: "2xx" })).toBe(0);
+    expect(metricValue(text, "meshgate_requests_total", { direction, code_class: "4xx" })).toBe(1);
   });
 });
 

@@ -331,6 +331,14 @@ const ROWS: Row[] = [
     path: "observability.metrics.scrapeInterval",
   },
   {
+    // rate(…[5m]) needs two samples in 5 minutes: every recording rule and SLO alert stayed empty.
+    claim: "rejects_a_scrape_interval_too_long_for_the_5m_rates_the_rules_read",
+    mutate: (s) => (s.observability.metrics = { scrapeInterval: "3m" }),
+    code: "E_SPEC_OUT_OF_RANGE",
+    path: "observability.metrics.scrapeInterval",
+    message: "no alert would ever fire",
+  },
+  {
     claim: "rejects_a_metrics_retention_under_1ms",
     mutate: (s) => (s.observability.metrics = { retention: "0.4ms" }),
     code: "E_SPEC_OUT_OF_RANGE",

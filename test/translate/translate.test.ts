@@ -641,6 +641,63 @@ describe("translate", () => {
     expect(codes).toContain("W_SPEC_RATE_LIMIT_REPLICA_FLOOR gateway.routes[1].rateLimit");
   });
 
+  // docs/auth.md: scopes and claims constrain token principals only, consumers and groups API-key principals
+  // only — a route accepting another mechanism admits its callers without them, which the spec accepted
+  // silently (`{ jwt, apiKey, scopes }` admitted an API key of any consumer).
+  it.each([
+    [
+      "warns_that_scopes_leave_api_keys_open",
+      { jwt: "corp", apiKey: true, scopes: ["orders:write"] },
+      ["scopes apply to tokens only: API keys are admitted without them"],
+    ],
+    [
+      "warns_that_claims_leave_client_certificates_open",
+      { jwt: "corp", clientCert: "partner-ca", claims: { tenant: "a" } },
+      ["claims apply to tokens only: client certificates are admitted without them"],
+    ],
+    [
+      "warns_that_consumers_leave_tokens_open",
+      { jwt: "corp", apiKey: true, consumers: ["initech"] },
+      ["consumers apply to API keys only: tokens are admitted without them"],
+    ],
+    [
+      "warns_that_groups_leave_oidc_sessions_open",
+      { oidc: "sso", apiKey: true, groups: ["partners"] },
+      ["groups apply to API keys only: tokens are admitted without them"],
+    ],
+    [
+      "warns_about_both_sides_at_once",
+      { jwt: "corp", apiKey: true, scopes: ["a"], groups: ["partners"] },
+      [
+        "scopes apply to tokens only: API keys are admitted without them",
+        "groups apply to API keys only: tokens are admitted without them",
+      ],
+    ],
+    [
+      "is_silent_when_each_accepted_mechanism_is_constrained_alone",
+      { jwt: "corp", scopes: ["a"], claims: { tenant: "a" } },
+      [],
+    ],
+    ["is_silent_for_api_keys_with_groups_alone", { apiKey: true, groups: ["partners"] }, []],
+    ["is_silent_for_two_mechanisms_without_requirements", { jwt: "corp", apiKey: true }, []],
+  ])("%s", async (_claim, auth, expected) => {
+    const raw = parse(
+      await readFile(new URL("./testdata/gateway-auth.in.yaml", import.meta.url), "utf8"),
+    ) as {
+      gateway: { routes: unknown[] };
+    };
+    raw.gateway.routes = [{ name: "r", match: { path: "/r" }, to: "api", auth }];
+    const warned = translate(specOf(raw)).diagnostics.filter(
+      (d) => d.code === "W_SPEC_AUTH_MECHANISM_UNCONSTRAINED",
+    );
+    expect(warned.map((d) => [d.severity, d.path])).toEqual(
+      expected.length ? [["warning", "gateway.routes[0].auth"]] : [],
+    );
+    expect(warned.map((d) => d.message)).toEqual(
+      expected.length ? [`route "r": ${expected.join("; ")}`] : [],
+    );
+  });
+
   it("the_shop_example_has_no_warnings", async () => {
     const { diagnostics } = translate(specOf(await shopRaw()));
     expect(diagnostics.filter((d) => d.severity === "warning")).toEqual([]);

@@ -944,6 +944,48 @@ describe("pool_limits", () => {
     expect(up.conns).toHaveLength(1);
   });
 
+  it("fails_a_request_still_waiting_for_a_connection_at_its_headers_timeout_without_sending_it", async () => {
+    // The one connection is held by a response that keeps streaming (a chunk every 50 ms, never the last).
+    const up = await upstream((conn, req) => {
+      if (!req.startsWith("GET /stream ")) return void conn.socket.write(okResponse("quick"));
+      conn.socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      const t = setInterval(() => conn.socket.destroyed || conn.socket.write("5\r\ntick\n\r\n"), 50);
+      conn.socket.once("close", () => clearInterval(t));
+    });
+    const c = client(up.port, { maxConnections: 1 });
+    const streaming = run(c.pool, { path: "/stream" });
+    let timer: NodeJS.Timeout | undefined;
+    const queued = await Promise.race([
+      run(c.pool, { path: "/queued", headersTimeout: 200 }),
+      new Promise<string>((r) => (timer = setTimeout(() => r("still queued after 5 s"), 5000))),
+    ]);
+    clearTimeout(timer);
+    expect(queued).toMatchObject({ result: "rejected", code: "UND_ERR_QUEUE_TIMEOUT", sink: "none" });
+    expect(c.pool.stats.pending).toBe(0);
+    expect(up.requests).toHaveLength(1);
+    // The stream goes on, untouched; a request queued behind it gets the connection once it is free.
+    const next = run(c.pool, { path: "/next", headersTimeout: 5000 });
+    c.sockets[0]!.destroy();
+    expect(await streaming).toMatchObject({ result: "rejected", code: "UND_ERR_SOCKET", sink: "destroyed" });
+    expect(await next).toMatchObject({ result: "resolved", body: "quick" });
+    expect(up.requests.map((r) => /^GET (\S+)/.exec(r)![1])).toEqual(["/stream", "/next"]);
+  });
+
+  it("takes_the_wait_for_a_connection_from_the_time_the_head_may_take_after_it", async () => {
+    // Each answer takes 1 s: the second request waits ~1 s for the connection, then would get its head
+    // 1 s after it was sent — 2 s in all, past its headers timeout of 1.5 s (500 ms either side).
+    const up = await upstream(async (conn) => {
+      await sleep(1000);
+      conn.socket.write(okResponse("late"));
+    });
+    const c = client(up.port, { maxConnections: 1 });
+    const first = run(c.pool, { path: "/first", headersTimeout: 5000 });
+    const second = run(c.pool, { path: "/second", headersTimeout: 1500 });
+    expect(await first).toMatchObject({ result: "resolved", body: "late" });
+    expect(await second).toMatchObject({ result: "rejected", code: "UND_ERR_HEADERS_TIMEOUT", sink: "none" });
+    expect(up.requests).toHaveLength(2);
+  });
+
   it("serves_queued_requests_after_close_and_keeps_no_connection_open_after", async () => {
     // A reload retires the pool: nothing that reached it fails for that, and nothing stays open.
     const up = await upstream(echo(80));

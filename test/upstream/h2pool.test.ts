@@ -229,3 +229,54 @@ describe("a streamed request body that fails on its way upstream", () => {
     await pool.close();
   });
 });
+
+describe("a whole exchange (health checks, mirrored copies) settles under the stream's timeouts", () => {
+  it.each([
+    [
+      "resolves_once_a_complete_response_ended",
+      (stream: http2.ServerHttp2Stream) => {
+        stream.respond({ ":status": 503 });
+        stream.end("down");
+      },
+      "status 503",
+    ],
+    [
+      "fails_a_response_whose_body_never_ends_at_its_body_timeout",
+      (stream: http2.ServerHttp2Stream) => {
+        stream.respond({ ":status": 200 });
+        stream.write("so far so good");
+      },
+      "error UND_ERR_BODY_TIMEOUT",
+    ],
+    [
+      "fails_a_response_whose_head_never_comes_at_its_headers_timeout",
+      () => {},
+      "error UND_ERR_HEADERS_TIMEOUT",
+    ],
+  ])("%s", async (_claim, answer, expected) => {
+    const sessions = new Set<http2.ServerHttp2Session>();
+    server = http2.createServer();
+    server.on("session", (s) => sessions.add(s));
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      answer(stream);
+    });
+    await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+    const pool = new H2Pool("127.0.0.1", (server.address() as AddressInfo).port, 1000);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      pool
+        .request({ method: "GET", path: "/healthz", headersTimeout: 300, bodyTimeout: 300 })
+        .then(async (r) => {
+          await r.body.dump();
+          return `status ${r.statusCode}`;
+        })
+        .catch((err: { code?: string }) => `error ${err.code}`),
+      new Promise<string>((r) => (timer = setTimeout(() => r("still open after 5 s"), 5000))),
+    ]);
+    clearTimeout(timer);
+    for (const s of sessions) s.destroy();
+    await pool.close();
+    expect(outcome).toBe(expected);
+  });
+});
