@@ -875,7 +875,7 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     name: "outcome",
     type: "string",
     meaning:
-      "`success`, `success_after_N_retries` or the failure (`timeout`, `connect_failure`, …); a refusal: decide()'s code (`no_route`, …), `denied_<requirement>` (gateway authorization), `denied_<code>` (sidecar)",
+      "`success`, `success_after_N_retries` or the failure (`timeout`, `connect_failure`, …); a refusal: decide()'s code (`no_route`, …), `denied_<requirement>` (gateway authorization), `denied_<code>` (sidecar), `denied_mesh_<code>` (gateway: the callee's sidecar refused the request, or the aggregate part that failed it — 403 with its `x-meshgate-denied` code)",
     gateway: "when known",
     sidecar: "when known",
   },
