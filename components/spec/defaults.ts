@@ -208,7 +208,10 @@ export const DEFAULTS = {
     "a bundled Prometheus; prometheus-operator or none are options",
   ),
   "observability.metrics.scrapeInterval": d("15s", "Prometheus' common default"),
-  "observability.metrics.retention": d("15d", "Prometheus' default retention"),
+  "observability.metrics.retention": d(
+    "30d",
+    "the default SLO window: an error budget is read over its whole window (Prometheus' own default, 15d, would read half)",
+  ),
   "observability.tracing.enabled": d(true, "W3C trace context is always propagated; spans are sampled"),
   "observability.tracing.sampling": d(0.01, "1% of traces keeps the store small; raise it for debugging"),
   "observability.tracing.backend": d("tempo", "Tempo stores traces cheaply; jaeger or none are options"),

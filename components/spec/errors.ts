@@ -87,6 +87,8 @@ export const SpecErrorCatalog = {
     "a PROXY-protocol listener takes the header from any source: whoever reaches the port can name any client address",
   W_SPEC_AUTH_MECHANISM_UNCONSTRAINED:
     "a route's scopes/claims constrain only token callers (JWT, OIDC) and its consumers/groups only API-key callers: another mechanism the route accepts is admitted without them",
+  W_SPEC_SLO_WINDOW_BEYOND_RETENTION:
+    "an SLO's window is longer than the metrics retention: its error budget and burn are read over the retention only, and an older outage is forgotten",
   W_SPEC_RATE_LIMIT_REPLICA_FLOOR:
     "a fleet rate limit divided over the replicas (no Redis) leaves each replica less than one token of burst; each allows one",
 } as const;

@@ -1330,12 +1330,26 @@ function translateEdges(ctx: Context): EdgeIR[] {
 
 function translateObservability(ctx: Context, workloads: WorkloadIR[]): ObservabilityIR {
   const o = ctx.spec.observability;
+  // The bundled Prometheus keeps what the SLO rules read: a window past its retention reads less than
+  // the window (the spec's old default, 15d retention under 30d windows, read half a window).
+  const retentionMs = parseDuration(o.metrics.retention);
+  if (o.metrics.enabled && o.metrics.backend !== "none")
+    o.slos.forEach((s, i) => {
+      if (parseDuration(s.window) <= retentionMs) return;
+      ctx.diagnose({
+        code: "W_SPEC_SLO_WINDOW_BEYOND_RETENTION",
+        severity: "warning",
+        path: `observability.slos[${i}].window`,
+        message: `SLO ${s.name ?? s.route ?? s.service} has a ${s.window} window but metrics are kept ${o.metrics.retention}: its error budget is read over ${o.metrics.retention} only`,
+        hint: `raise observability.metrics.retention to at least ${s.window}, or shorten the window`,
+      });
+    });
   return {
     metrics: {
       enabled: o.metrics.enabled,
       backend: o.metrics.backend,
       scrapeIntervalMs: parseDuration(o.metrics.scrapeInterval),
-      retentionMs: parseDuration(o.metrics.retention),
+      retentionMs,
       targets: o.metrics.enabled
         ? workloads.map((w) =>
             w.kind === "gateway"

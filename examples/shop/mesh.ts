@@ -729,7 +729,7 @@ export default defineMesh({
     metrics: {
       backend: "prometheus",
       scrapeInterval: "15s",
-      retention: "15d",
+      retention: "30d",
     },
     tracing: {
       sampling: 0.1,

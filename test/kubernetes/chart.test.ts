@@ -375,7 +375,7 @@ describe("the bundled Prometheus", () => {
       ["shop"],
       ["shop"],
     ]);
-    expect(pod.containers[0].args).toContain("--storage.tsdb.retention.time=15d");
+    expect(pod.containers[0].args).toContain("--storage.tsdb.retention.time=30d");
   });
 });
 

@@ -698,6 +698,52 @@ describe("translate", () => {
     );
   });
 
+  // An SLO's error budget is read from the bundled Prometheus: a window past the retention read less than
+  // the window (the old defaults — 15d retention, 30d windows — read half, and forgot older outages).
+  it.each([
+    [
+      "warns_about_a_window_longer_than_the_retention",
+      { retention: "15d" },
+      [{ window: "30d" }],
+      ["observability.slos[0].window"],
+    ],
+    ["is_silent_with_the_default_retention_and_window", {}, [{}], []],
+    ["is_silent_when_the_window_equals_the_retention", { retention: "28d" }, [{ window: "28d" }], []],
+    [
+      "names_only_the_slos_past_the_retention",
+      { retention: "7d" },
+      [{ window: "7d" }, { window: "14d" }],
+      ["observability.slos[1].window"],
+    ],
+    ["is_silent_without_a_metrics_backend", { retention: "1d", backend: "none" }, [{ window: "30d" }], []],
+  ])("%s", (_claim, metrics, windows, expected) => {
+    const r = translate(
+      specOf({
+        name: "m",
+        trustDomain: "m.example",
+        services: { a: { image: "r/a:1", port: 80, allow: [{ from: ["gateway"] }] } },
+        gateway: {
+          hosts: ["a.example"],
+          routes: [
+            {
+              name: "r",
+              match: { path: "/r" },
+              to: "a",
+              public: true,
+              rateLimit: { requests: 1, per: "1s" },
+            },
+          ],
+        },
+        observability: {
+          metrics,
+          slos: windows.map((w) => ({ route: "r", availability: 99.9, ...w })),
+        },
+      }),
+    );
+    const warned = r.diagnostics.filter((d) => d.code === "W_SPEC_SLO_WINDOW_BEYOND_RETENTION");
+    expect(warned.map((d) => [d.severity, d.path])).toEqual(expected.map((p) => ["warning", p]));
+  });
+
   it("the_shop_example_has_no_warnings", async () => {
     const { diagnostics } = translate(specOf(await shopRaw()));
     expect(diagnostics.filter((d) => d.severity === "warning")).toEqual([]);
