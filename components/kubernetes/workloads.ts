@@ -15,7 +15,11 @@ import {
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
 import { canonicalJson, compareCodeUnits } from "../../runtime/contract/canonical.ts";
-import { configHoldsSecrets, urlHoldsCredentials } from "../../runtime/contract/exposed-hash.ts";
+import {
+  configHoldsSecrets,
+  mapCredentialUrls,
+  urlHoldsCredentials,
+} from "../../runtime/contract/exposed-hash.ts";
 import type { GatewayWorkloadIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { DEFAULTS } from "../spec/defaults.ts";
 import { withoutCredentials } from "../spec/semantic.ts";
@@ -140,9 +144,7 @@ export function configHoldsCredentials(config: RuntimeConfig): boolean {
 }
 
 /** A URL of a config as the annotation hashes it: its user and password replaced, when it has any. */
-function hiddenUserinfo<T extends string | null>(url: T): T {
-  return (url !== null && urlHoldsCredentials(url) ? withoutCredentials(url) : url) as T;
-}
+const hiddenUserinfo = (url: string): string => (urlHoldsCredentials(url) ? withoutCredentials(url) : url);
 
 /**
  * The `meshgate.io/config-hash` annotation of a proxy's pods and config object. For a config without
@@ -156,37 +158,7 @@ function hiddenUserinfo<T extends string | null>(url: T): T {
  */
 export function configAnnotationHash(config: RuntimeConfig): string {
   if (!configHoldsCredentials(config)) return config.hash;
-  const telemetry = {
-    ...config.telemetry,
-    tracing: {
-      ...config.telemetry.tracing,
-      otlpEndpoint: hiddenUserinfo(config.telemetry.tracing.otlpEndpoint),
-    },
-  };
-  let redacted: object;
-  if (config.kind === "gateway") {
-    const { hash: _sealed, ...rest } = config;
-    redacted = {
-      ...rest,
-      telemetry,
-      auth: {
-        ...rest.auth,
-        jwt: rest.auth.jwt.map((p) => ({ ...p, jwksUri: hiddenUserinfo(p.jwksUri) })),
-        oidc: rest.auth.oidc.map((p) => ({ ...p, issuer: hiddenUserinfo(p.issuer) })),
-      },
-      rateLimitStore:
-        rest.rateLimitStore.kind === "redis"
-          ? { ...rest.rateLimitStore, url: hiddenUserinfo(rest.rateLimitStore.url) }
-          : rest.rateLimitStore,
-      cacheStore:
-        rest.cacheStore.kind === "redis"
-          ? { ...rest.cacheStore, url: hiddenUserinfo(rest.cacheStore.url) }
-          : rest.cacheStore,
-    };
-  } else {
-    const { hash: _sealed, ...rest } = config;
-    redacted = { ...rest, telemetry };
-  }
+  const { hash: _sealed, ...redacted } = mapCredentialUrls(config, hiddenUserinfo);
   return contentHash("meshgate config-hash: credentials redacted", canonicalJson(redacted));
 }
 

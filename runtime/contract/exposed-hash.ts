@@ -53,16 +53,44 @@ export interface ConfigWithSecrets {
   };
 }
 
+/**
+ * The config with each URL that may carry a credential — the OTLP endpoint, the Redis stores', the JWKS
+ * and OIDC URLs — replaced by `f(url)`, the rest as it is. The one list of those fields: whether a config
+ * holds secrets, what /config redacts and what the Kubernetes config-hash annotation hashes all go
+ * through it, so a URL field added here is handled everywhere.
+ */
+export function mapCredentialUrls<T extends ConfigWithSecrets>(config: T, f: (url: string) => string): T {
+  const c: ConfigWithSecrets = config;
+  const out: Record<string, unknown> = { ...c };
+  const tracing = c.telemetry?.tracing;
+  if (typeof tracing?.otlpEndpoint === "string")
+    out.telemetry = { ...c.telemetry, tracing: { ...tracing, otlpEndpoint: f(tracing.otlpEndpoint) } };
+  for (const store of ["rateLimitStore", "cacheStore"] as const) {
+    const s = c[store];
+    if (typeof s?.url === "string") out[store] = { ...s, url: f(s.url) };
+  }
+  const auth = c.auth;
+  if (auth)
+    out.auth = {
+      ...auth,
+      ...(auth.jwt && {
+        jwt: auth.jwt.map((p) => (typeof p.jwksUri === "string" ? { ...p, jwksUri: f(p.jwksUri) } : p)),
+      }),
+      ...(auth.oidc && {
+        oidc: auth.oidc.map((p) => (typeof p.issuer === "string" ? { ...p, issuer: f(p.issuer) } : p)),
+      }),
+    };
+  return out as T;
+}
+
 /** Whether the config holds a credential in a URL (what /config redacts from them): then its sealed hash is not shown. */
 export function configHoldsSecrets(config: ConfigWithSecrets): boolean {
-  const urls = [
-    config.telemetry?.tracing?.otlpEndpoint,
-    config.rateLimitStore?.url,
-    config.cacheStore?.url,
-    ...(config.auth?.jwt ?? []).map((p) => p.jwksUri),
-    ...(config.auth?.oidc ?? []).map((p) => p.issuer),
-  ];
-  return urls.some(urlHoldsCredentials);
+  let holds = false;
+  mapCredentialUrls(config, (url) => {
+    holds ||= urlHoldsCredentials(url);
+    return url;
+  });
+  return holds;
 }
 
 const cache = new WeakMap<object, string>();

@@ -4,7 +4,7 @@
  * Public material (JWKS public keys, issuers) stays, it helps debugging.
  */
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../contract/schema.ts";
-import { exposedConfigHash } from "../contract/exposed-hash.ts";
+import { exposedConfigHash, mapCredentialUrls } from "../contract/exposed-hash.ts";
 
 const REDACTED = "[redacted]";
 
@@ -39,47 +39,29 @@ function redactJwk(jwk: Record<string, unknown>): Record<string, unknown> {
   );
 }
 
-/** The telemetry settings without the OTLP endpoint's credentials (`https://user:token@…`: basic auth). */
-function redactTelemetry<T extends GatewayRuntimeConfig["telemetry"]>(telemetry: T): T {
-  const endpoint = telemetry.tracing.otlpEndpoint;
-  return endpoint === null
-    ? telemetry
-    : { ...telemetry, tracing: { ...telemetry.tracing, otlpEndpoint: redactUrl(endpoint) } };
-}
-
 /** What the sidecar's /config shows: its config without the OTLP endpoint's credentials. */
 export function redactSidecarConfig(config: SidecarRuntimeConfig): SidecarRuntimeConfig {
-  return { ...config, hash: exposedConfigHash(config), telemetry: redactTelemetry(config.telemetry) };
+  return { ...mapCredentialUrls(config, redactUrl), hash: exposedConfigHash(config) };
 }
 
 export function redactConfig(config: GatewayRuntimeConfig): unknown {
+  const redacted = mapCredentialUrls(config, redactUrl);
   return {
-    ...config,
+    ...redacted,
     hash: exposedConfigHash(config),
-    telemetry: redactTelemetry(config.telemetry),
     auth: {
-      ...config.auth,
-      jwt: config.auth.jwt.map((p) => ({
+      ...redacted.auth,
+      jwt: redacted.auth.jwt.map((p) => ({
         ...p,
-        jwksUri: p.jwksUri === null ? null : redactUrl(p.jwksUri),
         jwks: p.jwks && { ...p.jwks, keys: p.jwks.keys.map(redactJwk) },
       })),
-      oidc: config.auth.oidc.map((p) => ({ ...p, issuer: redactUrl(p.issuer) })),
-      apiKeys: config.auth.apiKeys && {
-        ...config.auth.apiKeys,
-        consumers: config.auth.apiKeys.consumers.map((c) => ({
+      apiKeys: redacted.auth.apiKeys && {
+        ...redacted.auth.apiKeys,
+        consumers: redacted.auth.apiKeys.consumers.map((c) => ({
           ...c,
           keyHashes: c.keyHashes.map(() => REDACTED),
         })),
       },
     },
-    rateLimitStore:
-      config.rateLimitStore.kind === "redis"
-        ? { ...config.rateLimitStore, url: redactUrl(config.rateLimitStore.url) }
-        : config.rateLimitStore,
-    cacheStore:
-      config.cacheStore.kind === "redis"
-        ? { ...config.cacheStore, url: redactUrl(config.cacheStore.url) }
-        : config.cacheStore,
   };
 }

@@ -68,7 +68,13 @@ import {
   grpcWebResponseHeaders,
   GrpcWebResponse,
 } from "../upstream/grpc-web.ts";
-import { logsUpstreamFailure, responseCompleted, upstreamFailure, writeLocalReply } from "../net/reply.ts";
+import {
+  closedStatus,
+  logsUpstreamFailure,
+  responseCompleted,
+  upstreamFailure,
+  writeLocalReply,
+} from "../net/reply.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
 import { mtlsConnector } from "../upstream/tls.ts";
 import type { IdentityEvent, IdentitySource } from "../pki/identity.ts";
@@ -285,8 +291,6 @@ class Exchange implements GatewayRequestFacts {
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
-/** The status metrics, spans and access lines show for a request whose client left before any response (nginx's 499). */
-const CLIENT_CLOSED_REQUEST = 499;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 export async function startGateway(options: GatewayOptions): Promise<GatewayHandle> {
@@ -849,9 +853,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       ex.cancel.onabort?.();
     }
     const seconds = (performance.now() - ex.started) / 1000;
-    // No response started: the client left first (Node's statusCode is then its default 200, which
-    // counted a request nobody answered as a success in requests_total, the SLOs and the access line).
-    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST;
+    const status = closedStatus(res); // 499 when the client left before any response
     ex.span.end({ statusCode: status });
     countRequest(ex.routeName, status).duration.observe(seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {

@@ -58,6 +58,15 @@ export function responseCompleted(res: ClosedResponse): boolean {
   return stream === undefined ? res.writableFinished : stream.rstCode === 0;
 }
 
+/**
+ * The status a closed exchange is counted and logged with: its response's, or 499 (nginx's "client closed
+ * request") when no response head went out — the client left first, and Node's statusCode would still read
+ * its default 200, a success nobody received.
+ */
+export function closedStatus(res: { readonly headersSent: boolean; readonly statusCode: number }): number {
+  return res.headersSent ? res.statusCode : 499;
+}
+
 /** How the reply went out: JSON, gRPC (or gRPC-Web) trailers-only, or a reset (the head was already sent). */
 export type ReplyForm = "json" | "grpc" | "reset";
 

@@ -112,7 +112,13 @@ import {
 import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
 import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
 import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
-import { logsUpstreamFailure, responseCompleted, upstreamFailure, writeLocalReply } from "../net/reply.ts";
+import {
+  closedStatus,
+  logsUpstreamFailure,
+  responseCompleted,
+  upstreamFailure,
+  writeLocalReply,
+} from "../net/reply.ts";
 import { peerAddress } from "../net/sniff.ts";
 import {
   createInboundListener,
@@ -342,8 +348,6 @@ class UpgradeRecord {
 }
 
 const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
-/** The status metrics, spans and access lines show for a request whose caller left before any response (nginx's 499). */
-const CLIENT_CLOSED_REQUEST = 499;
 const codeClassIndex = (status: number) => Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1;
 
 /**
@@ -751,9 +755,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     }
     const seconds = (performance.now() - ex.started) / 1000;
     // A gRPC local reply went out as 200 + grpc-status; statusCode keeps the HTTP status (writeLocalReply).
-    // No response started: the caller left first (Node's statusCode is then its default 200, a success
-    // nobody received); 499 as nginx writes it.
-    const status = res.headersSent ? res.statusCode : CLIENT_CLOSED_REQUEST;
+    const status = closedStatus(res); // 499 when the caller left before any response
     ex.span.end({ statusCode: status });
     countRequest(ex.direction, ex.peer, ex.mtls, status, seconds);
     if (ex.state.config.telemetry.accessLog.enabled) {
