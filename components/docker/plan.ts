@@ -20,7 +20,7 @@ import {
 } from "../../runtime/contract/index.ts";
 import { observabilityFiles } from "../observability/index.ts";
 import { prometheusFlags } from "../observability/scrape.ts";
-import { IMAGES, PATHS, RUNTIME_UID } from "../kubernetes/model.ts";
+import { IMAGES, PATHS, RUNTIME_UID, SIDECAR_ENTRYPOINT } from "../kubernetes/model.ts";
 import { appEnv, configAnnotationHash, configHoldsCredentials } from "../kubernetes/workloads.ts";
 import { withoutCredentials } from "../spec/semantic.ts";
 import { IDENTITY_FILES } from "../translate/translate.ts";
@@ -51,8 +51,6 @@ export const PROMETHEUS_IMAGE = IMAGES.prometheus;
 /** Prometheus' user in its image (nobody). */
 const PROMETHEUS_UID = 65534;
 const PROMETHEUS_PORT = 9090;
-/** Node flags of the sidecar for a small footprint (docs/sidecar.md, Measured). */
-const SIDECAR_NODE_OPTIONS = "--max-semi-space-size=2 --max-old-space-size=96";
 /** Docker's restart policy for every container. */
 export const RESTART_POLICY = "unless-stopped";
 
@@ -106,7 +104,12 @@ export interface PlannedContainer {
   readonly workload: string | null;
   /** `runtime`: the meshgate runtime image built from runtime/Dockerfile; else a pinned registry image. */
   readonly image: { readonly kind: "runtime" } | { readonly kind: "remote"; readonly ref: string };
-  /** The image's CMD (the runtime image's entrypoint is `node /app/meshgate.js`). */
+  /**
+   * The entrypoint instead of the image's (null: the image's; the runtime image's is
+   * RUNTIME_ENTRYPOINT, `node /app/meshgate.js`): the sidecars put their Node flags there.
+   */
+  readonly entrypoint: readonly string[] | null;
+  /** The image's CMD (the arguments after the entrypoint). */
   readonly command: readonly string[];
   readonly env: Readonly<Record<string, string>>;
   /**
@@ -347,6 +350,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       role: "app",
       workload: s.name,
       image: { kind: "remote", ref: s.image },
+      entrypoint: null,
       command: [],
       env,
       secretEnv: {},
@@ -370,8 +374,9 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       name: names.sidecar(s.name),
       role: "sidecar",
       workload: s.name,
+      entrypoint: SIDECAR_ENTRYPOINT,
       command: ["sidecar", "--config", PATHS.configFile],
-      env: { NODE_OPTIONS: SIDECAR_NODE_OPTIONS },
+      env: {},
       secretEnv: {},
       network: { kind: "container", container: names.app(s.name) },
       ports: [],
@@ -528,6 +533,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       name: names.gateway,
       role: "gateway",
       workload: "gateway",
+      entrypoint: null,
       command: ["gateway", "--config", PATHS.configFile, "--workers", "1"],
       env: {},
       secretEnv,
@@ -568,6 +574,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       role: "prometheus",
       workload: null,
       image: { kind: "remote", ref: PROMETHEUS_IMAGE },
+      entrypoint: null,
       command: [
         `--config.file=${DOCKER_FILES_DIR}/prometheus/prometheus.yml`,
         "--storage.tsdb.path=/prometheus",

@@ -330,6 +330,7 @@ export function containerArgs(c: PlannedContainer, w: Wiring): docker.ContainerA
   return {
     name: c.name,
     image: w.image,
+    ...(c.entrypoint !== null ? { entrypoints: [...c.entrypoint] } : {}),
     ...(c.command.length > 0 ? { command: [...c.command] } : {}),
     envs: [
       ...Object.entries(c.env).map(([k, v]) => `${k}=${v}`),

@@ -6,6 +6,7 @@ import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
 import type { ObjectMeta } from "kubernetes-types/meta/v1.js";
 import { parseCidr } from "../../runtime/decide/authorize.ts";
+import { SIDECAR_NODE_FLAGS } from "../../runtime/contract/node-flags.ts";
 import { IDENTITY_DIRS, IDENTITY_FILES } from "../translate/translate.ts";
 import type { InfraIR, TranslateResult } from "../translate/ir.ts";
 
@@ -18,7 +19,11 @@ export interface KubeObject {
 }
 
 export interface ChartOptions {
-  /** Runtime image reference (default: `targets.kubernetes.runtimeImage`, else `ghcr.io/meshgate/runtime:<package.json version>`). */
+  /**
+   * Runtime image reference (default: `targets.kubernetes.runtimeImage`, else `ghcr.io/meshgate/runtime:<package.json version>`).
+   * It must have `node` on its PATH and the bundle at `/app/meshgate.js` (the sidecar's `command` is
+   * SIDECAR_ENTRYPOINT), as runtime/Dockerfile builds it.
+   */
   runtimeImage?: string;
   /**
    * "secrets": SVIDs/trust bundle come from Secrets the caller provides (names from `secretNames`),
@@ -342,6 +347,19 @@ export const IDENTITY_SECRET_KEYS = {
   /** In the trust-bundle Secret (optional key): the trust domain's intermediates. */
   intermediates: IDENTITY_FILES.intermediates,
 } as const;
+
+/** The runtime image's entrypoint (runtime/Dockerfile `ENTRYPOINT`): Node and the bundle. */
+export const RUNTIME_ENTRYPOINT: readonly string[] = ["node", "/app/meshgate.js"];
+/**
+ * The sidecar containers' entrypoint: the image's, with the sidecar's Node/V8 flags on Node's command
+ * line (runtime/contract/node-flags.ts) — some of them (`--no-memory-reducer`) are refused in
+ * `NODE_OPTIONS`, where Node exits with status 9 before running anything.
+ */
+export const SIDECAR_ENTRYPOINT: readonly string[] = [
+  RUNTIME_ENTRYPOINT[0]!,
+  ...SIDECAR_NODE_FLAGS,
+  ...RUNTIME_ENTRYPOINT.slice(1),
+];
 
 /** The user the runtime image's processes run as (distroless "nonroot"). */
 export const RUNTIME_UID = 65532;

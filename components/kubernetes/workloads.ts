@@ -33,6 +33,7 @@ import {
   PATHS,
   PORT_NAMES,
   RUNTIME_UID,
+  SIDECAR_ENTRYPOINT,
   containerSecurity,
   contentHash,
   meta,
@@ -58,9 +59,6 @@ export const PROXY_RESOURCES = {
   gatewayBaseMemoryMi: 320,
   gatewayCpu: "250m",
 } as const;
-
-/** Node flags of the sidecar for a small footprint (docs/sidecar.md, Measured). */
-const SIDECAR_NODE_OPTIONS = "--max-semi-space-size=2 --max-old-space-size=96";
 
 /** The names of the Secrets the chart mounts in "secrets" mode: the caller creates them. */
 export function secretNames(infra: { identities: readonly { name: string }[] }): {
@@ -288,10 +286,10 @@ function sidecarContainer(r: Resolved, w: ServiceWorkloadIR): Container {
   return {
     name: SIDECAR_CONTAINER,
     image: r.runtimeImage,
+    command: [...SIDECAR_ENTRYPOINT],
     args: ["sidecar", "--config", PATHS.configFile],
     // A native sidecar: started (and, by its startup probe, ready) before the app, stopped after it.
     restartPolicy: "Always",
-    env: [{ name: "NODE_OPTIONS", value: SIDECAR_NODE_OPTIONS }],
     ports: [
       { name: PORT_NAMES.mesh, containerPort: w.sidecar.inbound, protocol: "TCP" },
       { name: PORT_NAMES.admin, containerPort: w.sidecar.admin, protocol: "TCP" },

@@ -16,6 +16,7 @@
 import { isAbsolute, join, resolve } from "node:path";
 import {
   sealRuntimeConfig,
+  SIDECAR_NODE_FLAGS,
   type Cluster,
   type GatewayRuntimeConfig,
   type SidecarRuntimeConfig,
@@ -30,8 +31,6 @@ import { prometheusFlags } from "../../components/observability/scrape.ts";
 export const DEFAULT_PORT_BASE = 20000;
 /** Lifetime of the SVIDs `meshgate up` issues: short, so renewal (at half-life) happens every run. */
 export const DEFAULT_SVID_TTL_MS = 10 * 60_000;
-/** Node/V8 flags of the sidecars (see docs/sidecar.md, *Measured*). */
-const SIDECAR_NODE_FLAGS = ["--max-semi-space-size=2", "--max-old-space-size=96"];
 
 export interface LocalPlanOptions {
   /** Absolute working directory: relative paths (state dir, static roots) resolve against it. */

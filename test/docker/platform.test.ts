@@ -20,6 +20,7 @@ import {
   valueOf,
   type StackRun,
 } from "../support/pulumi.ts";
+import { PATHS, SIDECAR_ENTRYPOINT } from "../../components/kubernetes/model.ts";
 import { SHOP, shopRaw } from "./support.ts";
 import { SSO_PROVIDER } from "../support/oidc.ts";
 
@@ -141,7 +142,13 @@ describe("DockerPlatform resources", () => {
       expect(s.inputs.networksAdvanced).toBeUndefined();
       expect(s.inputs.ports).toEqual([]);
       expect(app.inputs.networksAdvanced).toEqual([{ name: "shop", aliases: [workload] }]);
+      // Node's flags on its command line (NODE_OPTIONS refuses --no-memory-reducer).
+      expect(s.inputs.entrypoints).toEqual([...SIDECAR_ENTRYPOINT]);
+      expect(s.inputs.command).toEqual(["sidecar", "--config", PATHS.configFile]);
+      expect((s.inputs.envs as string[]).some((e) => e.startsWith("NODE_OPTIONS="))).toBe(false);
     }
+    for (const c of containers().filter((x) => role(x) !== "sidecar"))
+      expect(c.inputs.entrypoints).toBeUndefined();
   });
 
   it("copies_configs_and_certificates_where_the_runtime_reads_them_with_keys_secret_and_private", async () => {
