@@ -2,7 +2,8 @@
  * Replay: re-decide logged requests under a proposed spec and list those whose outcome would change.
  *
  * The access lines of the gateway and the sidecars carry the facts decide() used: the method, the
- * canonical path (the raw path of requests refused before routing), the Host header, the client address, the values of headers that route conditions read,
+ * canonical path (the raw path of requests refused before routing), the Host header, the client address, the values of headers that route conditions read
+ * (`[redacted]` for a credential-like name: presence is replayed, a value comparison is skipped),
  * and the principal's identity and grants (mechanism and provider, subject, API-key consumer, scopes — never
  * a credential); a sidecar's inbound line carries the caller's SPIFFE ID. Each line becomes a
  * TrafficRequest that explainRequest() decides under the proposed spec; the outcome (allow or deny, the
@@ -21,6 +22,7 @@
  */
 import { compileExternalMatcher } from "../runtime/decide/external.ts";
 import { canonicalHost as egressHost, parseConnectAuthority } from "../runtime/sidecar/egress.ts";
+import { REDACTED } from "../runtime/gateway/redact.ts";
 import { explainRequest, requestProblems, type TrafficDecision, type TrafficRequest } from "./assertions.ts";
 import { INTERNET } from "./model.ts";
 import type { PolicyInput } from "./run.ts";
@@ -272,6 +274,14 @@ function requestFor(input: PolicyInput, r: LoggedRequest): TrafficRequest | stri
   }
   if (req.from === INTERNET) {
     const gw = input.runtime.gateway;
+    // A credential-like header is logged present, its value REDACTED: a route comparing its value cannot
+    // be decided again from the line.
+    for (const [name, value] of Object.entries(req.headers ?? {}))
+      if (
+        value === REDACTED &&
+        gw?.routes.some((r) => r.match.headers.some((h) => h.name.toLowerCase() === name && h.value !== null))
+      )
+        return `the value of ${name} is not in access lines (a credential header) and a route compares it`;
     // A token of a provider the spec no longer has, or the key of a removed consumer, authenticates
     // nobody: the request is anonymous under that spec (as the gateway would see it).
     if (req.provider !== undefined && !gw?.auth.jwt.some((p) => p.name === req.provider)) {

@@ -6,7 +6,20 @@
 import type { GatewayRuntimeConfig, SidecarRuntimeConfig } from "../contract/schema.ts";
 import { exposedConfigHash, mapCredentialUrls } from "../contract/exposed-hash.ts";
 
-const REDACTED = "[redacted]";
+/** What stands for a secret value in /config and in access lines. */
+export const REDACTED = "[redacted]";
+
+/**
+ * A header name that carries a credential by convention — a hyphen-separated word auth, authorization,
+ * token, key, apikey, secret, password, passwd, session, cookie, credential(s), signature or jwt
+ * (`x-api-key`, `x-auth-token`, `x-amz-security-token`, `x-session-id`): a route may test one that its
+ * service checks itself, and the access line then shows it present, never its value.
+ */
+export function credentialHeaderName(name: string): boolean {
+  return CREDENTIAL_WORD.test(name);
+}
+const CREDENTIAL_WORD =
+  /(?:^|-)(?:auth|authorization|token|key|apikey|secret|password|passwd|session|cookie|credentials?|signature|jwt)(?:-|$)/i;
 
 /** The URL with its user and password replaced; as written when it has none (an issuer must stay exact). */
 function redactUrl(url: string): string {

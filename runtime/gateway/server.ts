@@ -127,7 +127,7 @@ import {
 } from "./listeners.ts";
 import { createAcceptor, discardStack, type Acceptor } from "../net/acceptor.ts";
 import { createAdminServer } from "./admin.ts";
-import { redactConfig } from "./redact.ts";
+import { credentialHeaderName, REDACTED, redactConfig } from "./redact.ts";
 import { exposedConfigHash, exposedReloadResult } from "../contract/exposed-hash.ts";
 import { chooseBackend, handleUpgrade, type UpgradeObserver } from "./upgrade.ts";
 import { peerAddress } from "../net/sniff.ts";
@@ -229,10 +229,11 @@ interface State {
   /** Request headers holding credentials, for the cache: Authorization and the API-key header. */
   readonly credentialHeaders: readonly string[];
   /**
-   * Headers some route's match conditions read (never credentials): their values go to the access line,
-   * so that a request can be decided again from its line (`meshgate replay`).
+   * Headers some route's match conditions read (never the credentials the gateway checks): their values
+   * go to the access line, so that a request can be decided again from its line (`meshgate replay`) —
+   * REDACTED for a credential-like name (credentialHeaderName): [name, redacted].
    */
-  readonly matchHeaders: readonly string[];
+  readonly matchHeaders: readonly (readonly [name: string, redacted: boolean])[];
   /** Per route: the client request headers not copied upstream (headers.ts notForwarded; routes share sets). */
   readonly notForwarded: ReadonlyMap<CompiledRoute, ReadonlySet<string>>;
   /** `clientIp.trustedProxies` parsed (null: the hop count decides). */
@@ -2063,25 +2064,35 @@ function redirect(res: Response, scheme: "http" | "https", d: RouteDecision, pat
 
 /**
  * The headers route conditions read, lower-case, without credential headers (Authorization, Cookie, the
- * API-key header, a JWT provider's token header): they may go to access lines.
+ * API-key header, a JWT provider's token header): they may go to access lines — with their values
+ * REDACTED when the name is credential-like (a service-checked `x-api-key`).
  */
-function conditionHeaders(config: GatewayRuntimeConfig, auth: Authenticator): string[] {
+function conditionHeaders(
+  config: GatewayRuntimeConfig,
+  auth: Authenticator,
+): (readonly [name: string, redacted: boolean])[] {
   const secret = new Set(["authorization", "proxy-authorization", "cookie", ...auth.ownedHeaders]);
   if (config.auth.apiKeys) secret.add(config.auth.apiKeys.header.toLowerCase());
   for (const p of config.auth.jwt) secret.add(p.tokenFrom.header.toLowerCase());
   const names = new Set<string>();
   for (const r of config.routes)
     for (const h of r.match.headers) if (!secret.has(h.name.toLowerCase())) names.add(h.name.toLowerCase());
-  return [...names].sort();
+  return [...names].sort().map((n) => [n, credentialHeaderName(n)] as const);
 }
 
-/** The values of the named request headers that are present (first value, at most 256 characters). */
-function headerValues(req: AnyRequest, names: readonly string[]): Record<string, string> | undefined {
+/**
+ * The values of the named request headers that are present (first value, at most 256 characters;
+ * REDACTED for a credential-like name: present, never its value).
+ */
+function headerValues(
+  req: AnyRequest,
+  names: readonly (readonly [name: string, redacted: boolean])[],
+): Record<string, string> | undefined {
   let out: Record<string, string> | undefined;
-  for (const n of names) {
+  for (const [n, redacted] of names) {
     const v = req.headers[n];
     const first = Array.isArray(v) ? v[0] : v;
-    if (typeof first === "string") (out ??= {})[n] = first.slice(0, 256);
+    if (typeof first === "string") (out ??= {})[n] = redacted ? REDACTED : first.slice(0, 256);
   }
   return out;
 }

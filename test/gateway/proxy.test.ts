@@ -72,6 +72,12 @@ beforeAll(async () => {
         ...PUBLIC,
       },
       { name: "echo", match: { path: "/echo/**" }, to: "app", ...PUBLIC, limits: { maxBodySize: "1KiB" } },
+      {
+        name: "service-keyed",
+        match: { path: "/keyed", headers: { "x-auth-token": { present: true }, "x-canary": "on" } },
+        to: "app",
+        ...PUBLIC,
+      },
       { name: "echo-v2", match: { path: "/echo/**", query: { apiVersion: "2" } }, to: "other", ...PUBLIC },
       { name: "stream", match: { path: "/stream" }, to: "chunked", ...PUBLIC },
       { name: "killed", match: { path: "/killed/**" }, to: "killer", ...PUBLIC },
@@ -418,6 +424,21 @@ describe("logs", () => {
     for (const secret of ["sekret-token-value", "sekret-cookie", "sekret-query", "sekret-key"]) {
       expect(gw.rawLog()).not.toContain(secret);
     }
+  });
+
+  // A route may test a credential its service checks itself: the line shows it present, never its value
+  // (replay still decides presence conditions; value conditions on it are skipped, test/policies).
+  it("logs_a_service_checked_credential_header_a_route_reads_as_present_never_its_value", async () => {
+    const r = await request(`${gw.url}/keyed`, {
+      headers: { "x-auth-token": "sekret-service-token", "x-canary": "on", "x-request-id": "keyed-1" },
+    });
+    expect(r.status).toBe(200);
+    const line = gw.logs.find((l) => l.event === "access" && l.requestId === "keyed-1");
+    expect(line).toMatchObject({
+      route: "service-keyed",
+      headers: { "x-auth-token": "[redacted]", "x-canary": "on" },
+    });
+    expect(gw.rawLog()).not.toContain("sekret-service-token");
   });
 
   // Node's statusCode is 200 until a response is written: a client that gave up on a stalled upstream was

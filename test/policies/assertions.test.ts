@@ -926,6 +926,42 @@ describe("parseAccessLog", () => {
     ]);
   });
 
+  // The gateway logs a credential-like header a route reads as "[redacted]" (runtime/gateway/redact.ts):
+  // presence is replayed, a comparison of its value cannot be.
+  it.each([
+    ["replays_a_presence_condition_on_a_redacted_credential_header", { present: true }, null],
+    [
+      "skips_a_line_whose_redacted_credential_header_a_route_compares",
+      "abc",
+      "x-auth-token is not in access lines",
+    ],
+  ])("%s", (_claim, condition, skipped) => {
+    const raw = shopRaw();
+    raw.gateway.routes.unshift({
+      name: "tokened",
+      match: { path: "/api/tokened", methods: ["GET"], headers: { "x-auth-token": condition } },
+      to: "catalog",
+      rewrite: { path: "/products" },
+      public: true,
+      rateLimit: { requests: 100, per: "1m", key: "ip" },
+    });
+    const log = line({
+      proxy: "gateway",
+      path: "/api/tokened",
+      host: "api.shop.example",
+      route: "tokened",
+      status: 200,
+      client: "203.0.113.1",
+      headers: { "x-auth-token": "[redacted]" },
+    });
+    const r = replay(parseAccessLog(log).requests, inputOf(raw));
+    if (skipped === null) {
+      expect(r.skipped).toEqual([]);
+      expect(r.changed).toEqual([]);
+      expect(r.replayed).toBe(1);
+    } else expect(r.skipped.map((s) => s.reason)).toEqual([expect.stringContaining(skipped)]);
+  });
+
   it("replays_a_removed_consumer_as_anonymous_and_reports_the_change", () => {
     const raw = shopRaw();
     delete raw.gateway.apiKeys.consumers["acme-retail"];
