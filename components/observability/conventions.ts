@@ -410,6 +410,13 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy", "reason"] },
   },
   {
+    name: "meshgate_access_log_dropped_total",
+    type: "counter",
+    unit: "lines",
+    help: "Access lines dropped because stdout did not take them (a stalled log collector); the requests were served.",
+    labels: both(["proxy"]),
+  },
+  {
     name: "meshgate_trace_spans_dropped_total",
     type: "counter",
     unit: "spans",

@@ -863,9 +863,10 @@ function proxySections(m: Record<string, MatcherValue>): Section[] {
         },
         {
           type: "timeseries",
-          title: "Spans dropped",
+          title: "Telemetry dropped",
           queries: [
-            { expr: rateBy("reason", "meshgate_trace_spans_dropped_total", m), legend: "{{reason}}" },
+            { expr: rateBy("reason", "meshgate_trace_spans_dropped_total", m), legend: "spans: {{reason}}" },
+            { expr: rateBy("proxy", "meshgate_access_log_dropped_total", m), legend: "access lines" },
           ],
           unit: "short",
           w: 8,

@@ -34,7 +34,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     });
     return;
   }
-  const { log, access } = processLoggers("meshgate-gateway", { proxy: "gateway" });
+  const { log, access, accessDropped } = processLoggers("meshgate-gateway", { proxy: "gateway" });
   const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "gateway");
   const gateway = await startGateway({
     config,
@@ -43,6 +43,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<void> {
     ...(opts.adminPort !== undefined ? { ports: { admin: opts.adminPort } } : {}),
     logger: log,
     accessLogger: access,
+    accessLogDropped: accessDropped,
   });
   printReady(gateway.ports.listeners, gateway.ports.admin, opts.host, config);
 

@@ -92,6 +92,7 @@ import { RedisClient } from "../redis/client.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import {
   MetricsRegistry,
+  registerAccessLogDropped,
   registerLifecycleMetrics,
   registerProcessMetrics,
   registerUpstreamMetrics,
@@ -151,6 +152,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
   accessLogger?: Logger;
+  /** Access lines the buffered logger dropped so far (telemetry/logs.ts: a stalled stdout); counted in metrics. */
+  accessLogDropped?: () => number;
   /**
    * In a worker with the memory cache store: called when an unsafe request invalidated URLs in this
    * process's cache, so the primary can relay it to the other workers (their invalidateCached).
@@ -391,6 +394,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     "proxy",
     "reason",
   ]);
+  registerAccessLogDropped(metrics, "gateway", options.accessLogDropped);
   /** upstream_requests_total children by cluster and outcome, looked up once instead of per attempt. */
   const attemptChildren = new Map<string, Map<string, CounterChild>>();
   const observer: ForwardObserver = {

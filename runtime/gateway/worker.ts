@@ -78,7 +78,10 @@ async function main(): Promise<void> {
   const configPath = process.env.MESHGATE_CONFIG ?? "";
   const host = process.env.MESHGATE_HOST || undefined;
   const index = Number(process.env.MESHGATE_WORKER ?? "0");
-  const { log, access } = processLoggers("meshgate-gateway", { proxy: "gateway", worker: index });
+  const { log, access, accessDropped } = processLoggers("meshgate-gateway", {
+    proxy: "gateway",
+    worker: index,
+  });
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   const leases = new LeaseClient((m) => send(m));
   try {
@@ -94,6 +97,7 @@ async function main(): Promise<void> {
       onSessionRevoked: (key, until) => send({ type: "session_revoked", key, until }),
       logger: log,
       accessLogger: access,
+      accessLogDropped: accessDropped,
     });
   } catch (err) {
     const e = err as Error & { code?: string };

@@ -21,7 +21,7 @@ export interface RunSidecarOptions {
 }
 
 export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
-  const { log, access } = processLoggers("meshgate-sidecar", { proxy: "sidecar" });
+  const { log, access, accessDropped } = processLoggers("meshgate-sidecar", { proxy: "sidecar" });
   const config = loadRuntimeConfig(await readFile(opts.configPath, "utf8"), "sidecar");
   const sidecar = await startSidecar({
     config,
@@ -34,6 +34,7 @@ export async function runSidecar(opts: RunSidecarOptions): Promise<void> {
     },
     logger: log,
     accessLogger: access,
+    accessLogDropped: accessDropped,
   });
   const p = sidecar.ports;
   process.stdout.write(

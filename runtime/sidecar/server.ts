@@ -83,6 +83,7 @@ import {
 import { peerChain } from "../pki/tls.ts";
 import {
   MetricsRegistry,
+  registerAccessLogDropped,
   registerLifecycleMetrics,
   registerProcessMetrics,
   registerUpstreamMetrics,
@@ -150,6 +151,8 @@ export interface SidecarOptions {
   logger?: Logger;
   /** Where access lines go (default `logger`); the process entry passes a buffered one (telemetry/logs.ts). */
   accessLogger?: Logger;
+  /** Access lines the buffered logger dropped so far (telemetry/logs.ts: a stalled stdout); counted in metrics. */
+  accessLogDropped?: () => number;
   /** How often the identity files are stat()ed besides fs.watch (default 1000 ms). */
   identityPollMs?: number;
   /** Close inbound keep-alive connections after this many requests (0 = never, the default). */
@@ -489,6 +492,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     "proxy",
     "reason",
   ]);
+  registerAccessLogDropped(metrics, "sidecar", options.accessLogDropped);
   /** The client certificates externals present (mutual TLS), re-read when their files change. */
   const clientCerts = observedClientCertificates(
     metrics,

@@ -11,6 +11,15 @@
  *   from pool threads and ~2.2 futex calls per request; batched, one write per ~30 lines.
  *
  * Lines are whole in every write; the two streams interleave only between lines.
+ *
+ * A stalled stdout (a log collector that stopped reading: the pipe fills, the pending write waits) must not
+ * grow the process without bound: at most `ACCESS_LOG_MAX_BUFFER_BYTES` of access lines wait, and a line
+ * that would go past that is dropped and counted (`accessDropped()`, exposed as
+ * `meshgate_access_log_dropped_total`) — the request is served either way, as Docker's non-blocking log
+ * mode does (`max-buffer-size`, 1 MiB by default). Once lines flow again, one line
+ * `{"event":"access_log_dropped","dropped":N}` says how many went missing since the last such line.
+ * Events stay synchronous: on a stalled stdout the next event blocks, as every write does under Docker's
+ * default (blocking) log mode.
  */
 import pino, { type Logger } from "pino";
 
@@ -18,12 +27,16 @@ import pino, { type Logger } from "pino";
 export const ACCESS_LOG_BUFFER_BYTES = 8 * 1024;
 /** The longest an access line waits in the buffer. */
 export const ACCESS_LOG_FLUSH_MS = 1000;
+/** Access lines (bytes) that may wait for a stalled stdout; past it lines are dropped and counted. */
+export const ACCESS_LOG_MAX_BUFFER_BYTES = 1024 * 1024;
 
 export interface ProcessLoggers {
   /** Events: written at once. */
   readonly log: Logger;
   /** Access lines: buffered (see the module comment). */
   readonly access: Logger;
+  /** Access lines dropped so far because `ACCESS_LOG_MAX_BUFFER_BYTES` were waiting. */
+  readonly accessDropped: () => number;
 }
 
 /**
@@ -32,13 +45,38 @@ export interface ProcessLoggers {
  */
 export function processLoggers(name: string, base: Record<string, unknown>, fd = 1): ProcessLoggers {
   const events = pino.destination({ dest: fd, sync: true });
-  const buffered = pino.destination({ dest: fd, sync: false, minLength: ACCESS_LOG_BUFFER_BYTES });
+  const buffered = pino.destination({
+    dest: fd,
+    sync: false,
+    minLength: ACCESS_LOG_BUFFER_BYTES,
+    maxLength: ACCESS_LOG_MAX_BUFFER_BYTES,
+  });
+  let dropped = 0;
+  let unreported = 0;
+  // sonic-boom emits "drop" synchronously, inside the write that did not fit.
+  buffered.on("drop", () => {
+    dropped++;
+    unreported++;
+  });
   const log = pino({ name, base }, events);
   const access = pino({ name, base }, buffered);
   // An asynchronous flush: the write happens on libuv's pool, once per interval at most. At exit, pino
   // writes what is left synchronously (it registers every asynchronous destination for that).
-  setInterval(() => buffered.flush(), ACCESS_LOG_FLUSH_MS).unref();
-  return { log, access };
+  setInterval(() => {
+    if (unreported > 0) {
+      // Reported only when the notice itself fits (the stall is over); otherwise the next tick tries.
+      const before = dropped;
+      const n = unreported;
+      access.warn({ event: "access_log_dropped", dropped: n, maxBufferBytes: ACCESS_LOG_MAX_BUFFER_BYTES });
+      if (dropped === before) unreported -= n;
+      else {
+        dropped = before; // the notice is not an access line: it does not count
+        unreported = n;
+      }
+    }
+    buffered.flush();
+  }, ACCESS_LOG_FLUSH_MS).unref();
+  return { log, access, accessDropped: () => dropped };
 }
 
 /**

@@ -622,3 +622,29 @@ export function registerLifecycleMetrics(registry: MetricsRegistry, proxy: "gate
     ),
   };
 }
+
+/**
+ * `access_log_dropped_total{proxy}`: access lines the buffered logger dropped on a stalled stdout
+ * (telemetry/logs.ts), read from `dropped` (a running total) at each render. The series exists (0) without
+ * a source too, so dashboards show 0, not nothing.
+ */
+export function registerAccessLogDropped(
+  registry: MetricsRegistry,
+  proxy: "gateway" | "sidecar",
+  dropped: (() => number) | undefined,
+): void {
+  const child = registry
+    .counter(
+      "access_log_dropped_total",
+      "Access lines dropped because stdout did not take them (a stalled log collector); the requests were served.",
+      ["proxy"],
+    )
+    .labels(proxy);
+  if (dropped === undefined) return;
+  let counted = 0;
+  registry.onCollect(() => {
+    const n = dropped();
+    if (n > counted) child.inc(n - counted);
+    counted = n;
+  });
+}
