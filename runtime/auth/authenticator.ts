@@ -82,6 +82,10 @@ interface RoutePlan {
 }
 
 const noop = () => {};
+/** The challenge of a 401 on a route a client certificate can authenticate (no registered scheme exists). */
+export const CLIENT_CERT_CHALLENGE = 'ClientCert realm="meshgate"';
+/** The challenge of a 401 on an OIDC route (a request that is not a page navigation: it cannot log in). */
+export const OIDC_CHALLENGE = 'OIDC realm="meshgate"';
 const SILENT: AuthLog = { warn: noop, error: noop, info: noop };
 
 export class Authenticator {
@@ -311,8 +315,12 @@ export class Authenticator {
         }
       }
     }
+    // RFC 9110 §11.6.1: a 401 carries at least one challenge. Bearer (RFC 6750) for tokens; mechanisms
+    // without a registered scheme get one named after the spec's mechanism, as Kong's `Key realm=…`.
     if (jwt.length) challenges.push('Bearer realm="meshgate"');
     if (apiKey) challenges.push(`ApiKey realm="meshgate", header="${apiKey.header}"`);
+    if (certs.length) challenges.push(CLIENT_CERT_CHALLENGE);
+    if (oidc.length) challenges.push(OIDC_CHALLENGE);
     const plan: RoutePlan = {
       compiled: compileRouteAuth(auth),
       jwt,
@@ -549,6 +557,11 @@ export class Authenticator {
       headers,
       principal: p,
     };
+  }
+
+  /** The WWW-Authenticate challenges of a 401 on a route with this `auth` (null: none applies). */
+  challengeFor(auth: RouteAuth): string | null {
+    return this.plan(auth).challenge;
   }
 
   /** RFC 6750 §3 challenge: no error code without credentials; invalid_token / invalid_request otherwise. */

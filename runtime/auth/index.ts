@@ -1,5 +1,5 @@
 /** Authentication at the edge: JWT (JWKS), API keys, client certificates, OIDC login; one Authenticator per config. */
-export { Authenticator, PRINCIPAL_HEADERS } from "./authenticator.ts";
+export { Authenticator, CLIENT_CERT_CHALLENGE, OIDC_CHALLENGE, PRINCIPAL_HEADERS } from "./authenticator.ts";
 export { headerValue } from "../net/headers.ts";
 export type { AuthenticatorOptions, AuthnOutcome } from "./authenticator.ts";
 export { ApiKeyVerifier, apiKeyHash, MAX_API_KEY_BYTES } from "./apikeys.ts";

@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import net, { type Socket } from "node:net";
-import type { Authenticator } from "../auth/authenticator.ts";
+import { OIDC_CHALLENGE, type Authenticator } from "../auth/authenticator.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import type { AdmitResult } from "../auth/types.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
@@ -155,8 +155,17 @@ export function handleUpgrade(
     const admitted = ctx.auth.admit(route, d.auth, facts);
     const admit = (verdict: AdmitResult) => {
       if (verdict.kind === "allow") return limit(verdict.principal);
-      if (verdict.kind === "respond")
-        return fail(401, "unauthenticated", "this route requires a login session", route, BEARER);
+      if (verdict.kind === "respond") {
+        // The route's challenges (an OIDC route's, and a token's when the route takes one too).
+        const challenge = ctx.auth!.challengeFor(d.auth) ?? OIDC_CHALLENGE;
+        return fail(
+          401,
+          "unauthenticated",
+          "this route requires a login session",
+          route,
+          `www-authenticate: ${challenge}\r\n`,
+        );
+      }
       let extra = "";
       for (const [k, v] of Object.entries(verdict.headers ?? {})) extra += `${k}: ${String(v)}\r\n`;
       fail(verdict.status, verdict.code, verdict.reason, route, extra);

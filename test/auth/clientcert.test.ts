@@ -16,7 +16,12 @@ import { join } from "node:path";
 import tls, { type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig } from "../../runtime/contract/index.ts";
-import { Authenticator, clientCertTlsOptions, parseDn } from "../../runtime/auth/index.ts";
+import {
+  Authenticator,
+  CLIENT_CERT_CHALLENGE,
+  clientCertTlsOptions,
+  parseDn,
+} from "../../runtime/auth/index.ts";
 import {
   gatewayConfig,
   httpsListener,
@@ -236,6 +241,16 @@ describe("client certificates over real TLS", () => {
     expect((await call("/partners", certs.c, singlePort)).status).toBe(200);
     expect((await call("/partners", certs.a, singlePort)).status).toBe(403);
     expect((await call("/partners", certs.bcorp, singlePort)).status).toBe(401);
+  });
+
+  it.each([
+    ["without_a_certificate", undefined],
+    ["with_a_certificate_of_an_untrusted_ca", "untrusted"],
+    ["with_a_certificate_of_another_providers_ca", "bcorp"],
+  ])("challenges_a_401_%s_with_the_client_certificate_scheme", async (_name, who) => {
+    // RFC 9110 §11.6.1: a 401 carries at least one challenge; client certificates have no registered scheme.
+    const r = await call("/partners", who ? certs[who] : undefined);
+    expect([r.status, r.body.headers]).toEqual([401, { "www-authenticate": CLIENT_CERT_CHALLENGE }]);
   });
 
   it("names_the_reason_of_each_refusal", async () => {

@@ -4,13 +4,16 @@
  * untrusted CA 401, public routes unaffected), and the OIDC browser flow against oidc-provider with plain
  * HTTP requests (redirect, issuer login, callback, session cookie on later requests, logout, tampering).
  */
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import https from "node:https";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { OIDC_CHALLENGE } from "../../runtime/auth/index.ts";
 import { startGateway, type GatewayHandle } from "../../runtime/gateway/server.ts";
 import {
   freePort,
@@ -218,6 +221,28 @@ describe("OIDC login through the gateway", () => {
     expect(seen.url).toBe("/app/home?tab=2");
     expect(seen.headers["x-meshgate-subject"]).toBe("alice");
     expect(seen.headers.cookie).toBeUndefined(); // the session cookie is the gateway's, not the app's
+  });
+
+  it("challenges_every_401_without_a_session_with_the_oidc_scheme_a_fetch_and_a_websocket_upgrade_alike", async () => {
+    // RFC 9110 §11.6.1: a 401 carries at least one challenge. A fetch cannot follow a login redirect…
+    const fetched = await visit(new Jar(), "/app/data", "GET", { "sec-fetch-mode": "cors" });
+    expect([fetched.status, fetched.headers["www-authenticate"]]).toEqual([401, OIDC_CHALLENGE]);
+    // …and neither can an upgrade: a navigation-looking one (no Sec-Fetch-Mode) gets 401, not a redirect.
+    const socket = net.connect(Number(new URL(base).port), "127.0.0.1");
+    await once(socket, "connect");
+    socket.write(
+      "GET /app/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    let head = "";
+    socket.setEncoding("latin1");
+    for await (const chunk of socket) {
+      head += chunk as string;
+      if (head.includes("\r\n\r\n")) break;
+    }
+    socket.destroy();
+    expect(head).toMatch(/^HTTP\/1\.1 401 /);
+    expect(head).toContain(`\r\nwww-authenticate: ${OIDC_CHALLENGE}\r\n`);
   });
 
   it("refuses_a_tampered_session_cookie", async () => {

@@ -10,7 +10,12 @@ import type { AddressInfo } from "node:net";
 import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayRuntimeConfig, RouteAuth } from "../../runtime/contract/index.ts";
-import { Authenticator, type AdmitResult, type AuthResponse } from "../../runtime/auth/index.ts";
+import {
+  Authenticator,
+  OIDC_CHALLENGE,
+  type AdmitResult,
+  type AuthResponse,
+} from "../../runtime/auth/index.ts";
 import type { Principal } from "../../runtime/decide/index.ts";
 import { gatewayConfig } from "../support/gateway.ts";
 import { fetchRaw, loginAtIdp, startIdp, type Idp } from "./idp.ts";
@@ -235,7 +240,11 @@ describe("browser login", () => {
   });
 
   it("answers_401_instead_of_a_redirect_for_requests_that_are_not_navigations", async () => {
-    expect(await visit("/app/x", new Map(), { method: "POST" })).toMatchObject({ kind: "deny", status: 401 });
+    expect(await visit("/app/x", new Map(), { method: "POST" })).toMatchObject({
+      kind: "deny",
+      status: 401,
+      headers: { "www-authenticate": OIDC_CHALLENGE }, // RFC 9110 §11.6.1: a 401 carries a challenge
+    });
   });
 
   it("clears_the_session_on_logout", async () => {
