@@ -506,9 +506,24 @@ function commandHelp(name: string, c: Command): string {
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
   const [name, ...rest] = argv;
-  if (!name || name === "--help" || name === "-h" || name === "help") {
+  if (!name || name === "--help" || name === "-h") {
     io.out(mainHelp());
     return name ? 0 : 2;
+  }
+  // `meshgate help [COMMAND [SUBCOMMAND]]`: the same text as `meshgate COMMAND [SUBCOMMAND] --help`.
+  if (name === "help") {
+    const [topic, ...sub] = rest;
+    if (topic === undefined) {
+      io.out(mainHelp());
+      return 0;
+    }
+    if (COMMANDS[topic] && sub.length === 0) {
+      io.out(commandHelp(topic, COMMANDS[topic]));
+      return 0;
+    }
+    if (GROUPS[topic] && sub.length <= 1) return GROUPS[topic].dispatch([...sub, "--help"], io);
+    io.err(`meshgate help: no command ${JSON.stringify([topic, ...sub].join(" "))}\n\n${mainHelp()}`);
+    return 2;
   }
   const group = GROUPS[name];
   if (group) return group.dispatch(rest, io);

@@ -210,6 +210,26 @@ describe("usage", () => {
     expect(r.stdout).toContain(`Usage: meshgate ${command}`);
   });
 
+  it.each([
+    ["up", ["up"], "meshgate up — run the whole mesh"],
+    ["validate", ["validate"], "Usage: meshgate validate"],
+    ["a_group", ["pki"], "Usage: meshgate pki <subcommand>"],
+    ["a_subcommand", ["pki", "issue"], "Usage: meshgate pki issue"],
+  ])("help_names_the_same_text_as_--help_for_%s", async (_name, topic, text) => {
+    const viaHelp = await meshgate(["help", ...topic]);
+    const viaFlag = await meshgate([...topic, "--help"]);
+    expect([viaHelp.code, viaFlag.code]).toEqual([0, 0]);
+    expect(viaHelp.stdout).toContain(text);
+    expect(viaHelp.stdout).toBe(viaFlag.stdout);
+  });
+
+  it("help_refuses_an_unknown_topic_and_lists_the_commands", async () => {
+    const r = await meshgate(["help", "frobnicate"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('no command "frobnicate"');
+    expect(r.stderr).toMatch(/validate .*\n.*translate/);
+  });
+
   it("lists_the_commands", async () => {
     const r = await meshgate(["--help"]);
     expect(r.code).toBe(0);
