@@ -59,7 +59,7 @@ import { RevokedSessions } from "../auth/oidc.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, principalId, type IpRange, type Principal } from "../decide/authorize.ts";
 import { inboundDenyCodeOf } from "../decide/inbound.ts";
-import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { inheritClusterState, PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forwardTimeoutMs, grpcCallTimeoutMs, isGrpc } from "../upstream/grpc.ts";
 import {
   decodeGrpcWebText,
@@ -1862,6 +1862,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     },
     commit: (next, { state: built, listeners: swap, identity: newIdentity }) => {
       const previous = state;
+      inheritClusterState(previous.clusters.values(), built.clusters.values());
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapIn(swap, next);
       clientCasChanged(previous.tls, built.tls);

@@ -94,7 +94,7 @@ import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
 import { loggedTarget } from "../telemetry/logs.ts";
 import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
-import { PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
+import { inheritClusterState, PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { respondTrailersOnly } from "../upstream/h2pool.ts";
@@ -1778,6 +1778,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         const c = fresh.current();
         if (c) applyIdentity(c);
       } else await identity.reload();
+      inheritClusterState(stateClusters(previous), stateClusters(built));
       state = built; // the atomic swap: new requests see the new state, in-flight ones keep theirs
       swapMain(main);
       swapLocals(locals);

@@ -453,10 +453,49 @@ export class UpstreamCluster {
     return fallback;
   }
 
+  /**
+   * Takes over the outlier-detection and health-check state of `previous` (the same cluster in the config
+   * a reload replaces) for every endpoint both have: an ejected endpoint stays ejected until its ejection
+   * ends, its ejection count (the next ejection's length) and failure run carry on, and an endpoint active
+   * health checks found unhealthy stays out until probes find it healthy — as Envoy keeps the state of a
+   * cluster a config update leaves unchanged. Without it every reload (a route added) sent traffic back to
+   * endpoints just ejected.
+   */
+  inheritFrom(previous: UpstreamCluster): void {
+    const before = new Map(previous.endpoints.map((e) => [e.key, e]));
+    for (const e of this.endpoints) {
+      const was = before.get(e.key);
+      if (was === undefined) continue;
+      Object.assign(e.health, was.health);
+      e.probeSuccesses = was.probeSuccesses;
+      e.probeFailures = was.probeFailures;
+    }
+    this.activeUnhealthy = this.endpoints.filter((e) => !e.health.activeHealthy).length;
+    this.degradedUntil = Math.max(this.degradedUntil, previous.degradedUntil);
+  }
+
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.probeTimer) clearInterval(this.probeTimer);
+  }
+}
+
+/**
+ * At a reload's swap: each cluster of `next` takes over the endpoint state of the cluster of `previous`
+ * with its name and the same config (UpstreamCluster.inheritFrom). A cluster whose config changed starts
+ * afresh — its thresholds or endpoints may mean something else now.
+ */
+export function inheritClusterState(
+  previous: Iterable<UpstreamCluster>,
+  next: Iterable<UpstreamCluster>,
+): void {
+  const byName = new Map<string, UpstreamCluster>();
+  for (const c of previous) byName.set(c.config.name, c);
+  for (const c of next) {
+    const was = byName.get(c.config.name);
+    if (was !== undefined && was !== c && JSON.stringify(was.config) === JSON.stringify(c.config))
+      c.inheritFrom(was);
   }
 }
 

@@ -380,6 +380,47 @@ describe("outlier detection and the circuit breaker", () => {
     expect(await metric(gw, /meshgate_upstream_panic_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(0);
   });
 
+  it("keeps_an_ejected_endpoint_ejected_across_a_reload_that_leaves_its_cluster_unchanged_not_one_that_changes_it", async () => {
+    const bad = await answer(500);
+    const good = [await answer(200, "a"), await answer(200, "b")];
+    const breaker = (consecutive5xx: number) => ({
+      loadBalancer: "round-robin",
+      circuitBreaker: { consecutive5xx, baseEjection: "30s", maxEjectedPercent: 100, panicThreshold: 50 },
+    });
+    const config = (routes: string[], consecutive5xx: number) =>
+      gatewayConfig(
+        routes.map((name) => ({
+          name,
+          match: { path: `/${name}` },
+          to: "app",
+          ...PUBLIC,
+          retries: { attempts: 0 },
+        })),
+        { app: [bad, good[0]!, good[1]!] },
+        {},
+        {
+          app: { image: "r/app:1", port: 8080, allow: [{ from: ["gateway"] }], ...breaker(consecutive5xx) },
+        },
+      );
+    const gw = await startTestGateway(config(["o"], 2));
+    cleanup.push(() => gw.drain());
+    for (let i = 0; i < 6; i++) await request(`${gw.url}/o`);
+    expect(await metric(gw, /meshgate_upstream_ejections_total\{proxy="gateway",cluster="app"\} (\d+)/)).toBe(
+      1,
+    );
+
+    // A route added: the cluster is the same, its ejected endpoint stays out (was: back at once).
+    expect(await gw.reload(JSON.stringify(config(["o", "p"], 2)))).toMatchObject({ ok: true });
+    const ejected = bad.received.length;
+    for (let i = 0; i < 9; i++) expect((await request(`${gw.url}/${i % 2 ? "p" : "o"}`)).status).toBe(200);
+    expect(bad.received.length).toBe(ejected);
+
+    // The cluster's own config changed: it starts afresh, and the endpoint takes its share again.
+    expect(await gw.reload(JSON.stringify(config(["o", "p"], 3)))).toMatchObject({ ok: true });
+    for (let i = 0; i < 6; i++) await request(`${gw.url}/o`);
+    expect(bad.received.length).toBeGreaterThan(ejected);
+  });
+
   it("never_counts_clients_that_disconnect_against_the_upstream", async () => {
     const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 100));
     const gw = await gateway(

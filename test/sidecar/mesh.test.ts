@@ -80,6 +80,21 @@ afterAll(async () => {
 
 let n = 0;
 /** A service instance: its app and its sidecar (with a fresh SVID for `identity`, default its own). */
+/** web's sidecar config calling orders at `endpoints`, by the per-service local port (null: none) for orders. */
+const webWithOrdersPort = (dir: string, appPort: number, endpoints: number[]) => (port: number | null) =>
+  localSidecar(config("web"), {
+    identityDir: dir,
+    appPort,
+    endpoints: { orders: endpoints },
+    edit: (c) => ({
+      ...c,
+      outbound: {
+        ...c.outbound,
+        services: c.outbound.services.map((x) => (x.service === "orders" ? { ...x, localPort: port } : x)),
+      },
+    }),
+  });
+
 async function instance(
   service: string,
   o: {
@@ -208,21 +223,7 @@ describe("app to app through two sidecars", () => {
     const app = await startUpstream();
     const dir = join(tmp.dir, `web-${n++}`);
     await writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem());
-    const withPort = (port: number | null) =>
-      localSidecar(config("web"), {
-        identityDir: dir,
-        appPort: app.port,
-        endpoints: { orders: [orders.sidecar.ports.inbound] },
-        edit: (c) => ({
-          ...c,
-          outbound: {
-            ...c.outbound,
-            services: c.outbound.services.map((x) =>
-              x.service === "orders" ? { ...x, localPort: port } : x,
-            ),
-          },
-        }),
-      });
+    const withPort = webWithOrdersPort(dir, app.port, [orders.sidecar.ports.inbound]);
     const web = await startTestSidecar(withPort(null));
     stops.push(async () => {
       await web.drain();
@@ -504,6 +505,40 @@ describe("resilience through the shared upstream code", () => {
       metricValue(await metrics(web.sidecar), "meshgate_upstream_ejections_total", { cluster: "orders" }),
     ).toBe(1);
     expect(web.sidecar.logs.some((l) => l.event === "ejected")).toBe(true);
+  });
+
+  it("keeps_an_ejected_endpoint_ejected_across_a_reload_that_leaves_its_cluster_unchanged", async () => {
+    const good = await instance("orders");
+    const bad = await instance("orders", {
+      handler: (_req, res) => {
+        res.writeHead(500, { "content-length": 0 });
+        res.end();
+      },
+    });
+    const app = await startUpstream();
+    const dir = join(tmp.dir, `web-${n++}`);
+    await writeIdentity(dir, await ca.issuer.issue(spiffe("web")), ca.bundle.toPem());
+    const withPort = webWithOrdersPort(dir, app.port, [
+      good.sidecar.ports.inbound,
+      bad.sidecar.ports.inbound,
+    ]);
+    const web = await startTestSidecar(withPort(null));
+    stops.push(async () => {
+      await web.drain();
+      await app.close();
+    });
+    for (let i = 0; i < 6; i++) await viaProxy(web.ports.outbound, `http://orders/e/${i}`);
+    expect(bad.app.received).toHaveLength(2); // ejected by its second consecutive 500
+    // A per-service local port added: the orders cluster is the same, its ejected endpoint stays out.
+    expect(await web.reload(JSON.stringify(withPort(await freePort())))).toMatchObject({
+      ok: true,
+      changed: true,
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++)
+      statuses.push((await viaProxy(web.ports.outbound, `http://orders/r/${i}`)).status);
+    expect(statuses).toEqual(Array(8).fill(200));
+    expect(bad.app.received).toHaveLength(2);
   });
 
   it("applies_the_per_route_timeout", async () => {
