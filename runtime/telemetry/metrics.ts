@@ -25,9 +25,13 @@ import { performance } from "node:perf_hooks";
 /** The Content-Type of `render()`'s output. */
 export const EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
-/** Request-latency buckets, in seconds: 0.5 ms to 10 s. */
+/**
+ * Request-latency buckets, in seconds: 0.5 ms to 5 min — the longest a request may take (the sidecar's
+ * inbound limit, 300 s), so a slow request's quantile is not clamped at the last bound below it (with
+ * 10 s last, a 40 s p99 read "10 s").
+ */
 export const DEFAULT_LATENCY_BUCKETS: readonly number[] = Object.freeze([
-  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 ]);
 
 export const DEFAULT_MAX_CHILDREN = 2_000;

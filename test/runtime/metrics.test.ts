@@ -316,7 +316,7 @@ describe("metrics registry", () => {
 
   it("declares_the_default_latency_buckets_and_content_type", () => {
     expect(DEFAULT_LATENCY_BUCKETS).toEqual([
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
     ]);
     expect(EXPOSITION_CONTENT_TYPE).toBe("text/plain; version=0.0.4; charset=utf-8");
   });
