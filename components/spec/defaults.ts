@@ -66,7 +66,10 @@ export const DEFAULTS = {
   ),
   "mesh.defaults.circuitBreaker.consecutive5xx": d(5, "Envoy's outlier-detection default"),
   "mesh.defaults.circuitBreaker.interval": d("10s", "Envoy's outlier-detection sweep interval"),
-  "mesh.defaults.circuitBreaker.baseEjection": d("30s", "Envoy's default; grows with each repeated ejection"),
+  "mesh.defaults.circuitBreaker.baseEjection": d(
+    "30s",
+    "Envoy's default; grows with each repeated ejection, up to 300 s (Envoy's max_ejection_time)",
+  ),
   "mesh.defaults.circuitBreaker.maxEjectedPercent": d(
     10,
     "never eject most of a service because of a shared fault",

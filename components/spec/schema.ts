@@ -216,7 +216,10 @@ const CircuitBreakerOverride = z
     maxRequests: z.number().int().positive(),
     consecutive5xx: z.number().int().positive().describe("Consecutive 5xx that eject an endpoint."),
     interval: duration(),
-    baseEjection: duration({ description: "First ejection time; multiplied by the ejection count." }),
+    baseEjection: duration({
+      description:
+        "First ejection time; multiplied by the ejection count, up to 300 s (or this time when longer).",
+    }),
     maxEjectedPercent: percent(),
     panicThreshold: percent().describe(
       "Below this percentage of available endpoints, requests go to every endpoint, available or not (panic routing); 0 fails fast instead.",

@@ -138,10 +138,18 @@ export interface OutlierConfig {
 }
 
 /**
+ * The longest one ejection lasts — Envoy's `max_ejection_time` default — unless `baseEjection` itself is
+ * longer. Without it an endpoint that failed for a day was ejected for hours after it recovered (30 s ×
+ * its 100th ejection = 50 min), and its multiplier took as many healthy intervals to come back down.
+ */
+export const MAX_EJECTION_MS = 300_000;
+
+/**
  * Records an attempt's result; returns true when this result ejects the endpoint. A failure is a 5xx,
- * a reset, a timeout or a connect failure. The ejection lasts baseEjectionMs × (number of ejections);
- * the multiplier shrinks by one for each interval the endpoint then stays healthy. At most
- * maxEjectedPercent of the endpoints are ejected at once — but at least one may be (as Envoy does).
+ * a reset, a timeout or a connect failure. The ejection lasts baseEjectionMs × (number of ejections), at
+ * most MAX_EJECTION_MS (the multiplier stops growing there); the multiplier shrinks by one for each
+ * interval the endpoint then stays healthy. At most maxEjectedPercent of the endpoints are ejected at once
+ * — but at least one may be (as Envoy does).
  */
 export function recordResult(
   h: EndpointHealth,
@@ -163,8 +171,9 @@ export function recordResult(
   if (h.consecutiveFailures < cfg.consecutive5xx || h.ejectedUntil > nowMs) return false;
   const maxEjected = Math.max(1, Math.floor((total * cfg.maxEjectedPercent) / 100));
   if (ejectedNow >= maxEjected) return false;
-  h.ejections++;
-  h.ejectedUntil = nowMs + cfg.baseEjectionMs * h.ejections;
+  const longest = Math.max(MAX_EJECTION_MS, cfg.baseEjectionMs);
+  h.ejections = Math.min(h.ejections + 1, Math.ceil(longest / cfg.baseEjectionMs));
+  h.ejectedUntil = nowMs + Math.min(cfg.baseEjectionMs * h.ejections, longest);
   h.lastEjectionEnd = h.ejectedUntil;
   h.consecutiveFailures = 0;
   return true;

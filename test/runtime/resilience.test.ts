@@ -6,6 +6,7 @@ import {
   available,
   backoffMs,
   newHealth,
+  MAX_EJECTION_MS,
   recordResult,
   retryable,
   type AttemptFailure,
@@ -89,6 +90,23 @@ describe("outlier detection", () => {
     expect(available(h, 30_000)).toBe(true);
     for (let i = 0; i < 3; i++) recordResult(h, true, cfg, 31_000, 0, 10);
     expect(h.ejectedUntil).toBe(31_000 + 60_000);
+  });
+
+  it.each([
+    // [base ms, ejections in a row, the last one's length ms, the multiplier then]
+    ["30s_base_reaches_300s_at_the_10th_and_stays", 30_000, 25, 300_000, 10],
+    ["7s_base_is_capped_at_300s_not_301s", 7_000, 60, 300_000, 43],
+    ["a_base_over_300s_lasts_its_base", 600_000, 5, 600_000, 1],
+  ])("caps_an_ejection_at_max_ejection_time_%s", (_name, baseEjectionMs, times, last, multiplier) => {
+    const c = { ...cfg, baseEjectionMs };
+    const h = newHealth();
+    let now = 0;
+    for (let i = 0; i < times; i++) {
+      now = Math.max(now, h.ejectedUntil); // each ejection ends, then three failures in a row
+      for (let j = 0; j < 3; j++) recordResult(h, true, c, now, 0, 10);
+    }
+    expect([h.ejectedUntil - now, h.ejections]).toEqual([last, multiplier]);
+    expect(MAX_EJECTION_MS).toBe(300_000);
   });
 
   it("a_success_resets_the_consecutive_count", () => {
