@@ -19,6 +19,12 @@ export interface AwsSettingError {
 }
 
 /** The AWS partition of a region: `aws`, `aws-cn` or `aws-us-gov`. */
+/**
+ * The oldest Kubernetes minor the chart runs on: native sidecars (1.29). (The preStop `sleep` action of
+ * the drain delays needs 1.30; on 1.29 both delays must be 0s — docs/kubernetes.md.)
+ */
+export const MIN_KUBERNETES_MINOR = 29;
+
 export function partitionOf(region: string): "aws" | "aws-cn" | "aws-us-gov" {
   if (region.startsWith("cn-")) return "aws-cn";
   if (region.startsWith("us-gov-")) return "aws-us-gov";
@@ -132,6 +138,11 @@ export function awsSettingErrors(input: AwsCheckInput): AwsSettingError[] {
       errors.push({
         propertyPath: `${path}.version`,
         reason: `"${cluster.version}" is not a Kubernetes minor version EKS offers (e.g. "1.33")`,
+      });
+    else if (Number(cluster.version.slice(2)) < MIN_KUBERNETES_MINOR)
+      errors.push({
+        propertyPath: `${path}.version`,
+        reason: `Kubernetes ${cluster.version} is too old for the chart: it needs 1.${MIN_KUBERNETES_MINOR} or newer (native sidecars); use "1.33"`,
       });
     if (!INSTANCE_TYPE.test(cluster.instanceType))
       errors.push({

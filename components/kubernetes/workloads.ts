@@ -363,6 +363,7 @@ export function appEnv(
 
 function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRuntimeConfig): KubeObject {
   const selector = workloadSelector(r, w.name);
+  const drainDelay = serviceDrainDelaySeconds(r);
   const app: Container = {
     name: APP_CONTAINER,
     image: w.image,
@@ -387,13 +388,16 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
       : {}),
     securityContext: containerSecurity(),
     volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
+    // Callers' sidecars keep sending here until they re-resolve the headless Service: the app serves on
+    // for the delay before SIGTERM. The sidecar, a native sidecar, is stopped only after the app exits.
+    ...(drainDelay > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainDelay } } } } : {}),
   };
   const pod: PodSpec = {
     serviceAccountName: w.serviceAccount,
     automountServiceAccountToken: false,
     enableServiceLinks: false,
-    // The sidecar drains in-flight requests for up to 30 s on SIGTERM.
-    terminationGracePeriodSeconds: 35,
+    // The app's preStop sleep, then the sidecar drains in-flight requests for up to 30 s on SIGTERM.
+    terminationGracePeriodSeconds: drainDelay + 35,
     securityContext: podSecurity(RUNTIME_UID),
     initContainers: [sidecarContainer(r, w)],
     containers: [app],
@@ -547,6 +551,14 @@ function gatewayVolumes(
     }),
     mounts: extra.map((v) => ({ name: v.name, mountPath: v.mountPath, readOnly: true })),
   };
+}
+
+/** A service app's preStop sleep (targets.kubernetes.serviceDrainDelay; its default without targets.kubernetes). */
+function serviceDrainDelaySeconds(r: Resolved): number {
+  return (
+    r.infra.targets.kubernetes?.serviceDrainDelaySeconds ??
+    Math.ceil(parseDuration(DEFAULTS["targets.kubernetes.serviceDrainDelay"].value) / 1000)
+  );
 }
 
 /** The gateway's preStop sleep (targets.kubernetes.gatewayDrainDelay; its default without targets.kubernetes). */

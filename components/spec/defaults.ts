@@ -237,6 +237,10 @@ export const DEFAULTS = {
     "5s",
     "a stopping gateway pod keeps serving this long (a preStop sleep) while Services and load balancers stop sending to it: new connections in that window are not refused",
   ),
+  "targets.kubernetes.serviceDrainDelay": d(
+    "5s",
+    "a stopping service pod's app keeps serving this long (a preStop sleep) while callers' sidecars still send to it — they re-resolve the headless Service within its DNS TTL (CoreDNS: 5 s)",
+  ),
 } as const;
 
 export type DefaultPath = keyof typeof DEFAULTS;

@@ -979,6 +979,10 @@ const Targets = z.strictObject({
         "60s",
         "How long a stopping gateway pod keeps serving before it drains (a preStop sleep, whole seconds rounded up): Kubernetes removes the pod from Service endpoints and load balancers while it stops, and connections sent in that window would otherwise be refused. 0s turns it off.",
       ).default(D["targets.kubernetes.gatewayDrainDelay"].value),
+      serviceDrainDelay: boundedDuration(
+        "60s",
+        "How long a stopping service pod's app keeps serving before it gets SIGTERM (a preStop sleep on the app container, whole seconds rounded up): callers' sidecars send to the pod until they re-resolve the headless Service, and an app that stops at once would fail those requests. Its sidecar (a native sidecar) stops after the app. 0s turns it off.",
+      ).default(D["targets.kubernetes.serviceDrainDelay"].value),
       runtimeImage: fmt(FORMATS.image).optional(),
       gatewayVolumes: z
         .array(GatewayVolume)

@@ -161,6 +161,8 @@ export interface TargetsIR {
     gatewayExternalTrafficPolicy: "Local" | "Cluster";
     /** targets.kubernetes.gatewayDrainDelay in whole seconds (rounded up): the gateway's preStop sleep. */
     gatewayDrainDelaySeconds: number;
+    /** targets.kubernetes.serviceDrainDelay in whole seconds (rounded up): each service app's preStop sleep. */
+    serviceDrainDelaySeconds: number;
     runtimeImage: string | null;
     /** Volumes mounted read-only into the gateway container, sorted by name. */
     gatewayVolumes: GatewayVolumeIR[];

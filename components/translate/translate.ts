@@ -1392,6 +1392,7 @@ function translateTargets(ctx: Context): TargetsIR {
           gatewayServiceType: t.kubernetes.gatewayServiceType,
           gatewayExternalTrafficPolicy: t.kubernetes.gatewayExternalTrafficPolicy,
           gatewayDrainDelaySeconds: Math.ceil(parseDuration(t.kubernetes.gatewayDrainDelay) / 1000),
+          serviceDrainDelaySeconds: Math.ceil(parseDuration(t.kubernetes.serviceDrainDelay) / 1000),
           runtimeImage: t.kubernetes.runtimeImage ?? null,
           gatewayVolumes: (t.kubernetes.gatewayVolumes ?? [])
             .map((v) => ({

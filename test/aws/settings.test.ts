@@ -88,6 +88,12 @@ describe("AWS settings", () => {
       "targets.aws.cluster.create.version",
     ],
     [
+      "a_version_older_than_the_chart_needs",
+      target({ cluster: created({ version: "1.28" }) }),
+      {},
+      "targets.aws.cluster.create.version",
+    ],
+    [
       "min_nodes_above_max_nodes",
       target({ cluster: created({ minNodes: 4, maxNodes: 2 }) }),
       {},
