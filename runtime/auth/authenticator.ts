@@ -101,11 +101,12 @@ export class Authenticator {
   private readonly ownedList: readonly string[];
   private readonly forwarded = new WeakMap<Principal, readonly (readonly [string, string])[]>();
   /**
-   * The gateway's own OIDC cookies (session and pending login of every provider): the browser sends the
-   * session cookie (Path=/) with every request to the host, so they are removed upstream on every route,
-   * not only on the provider's — a public or JWT route's upstream must not receive a replayable session.
+   * The credential cookies the gateway reads: every OIDC provider's session and pending login, and every
+   * JWT provider's `tokenFrom.cookie`. The browser sends them with every request to the host, so they are
+   * removed upstream on every route, not only on the provider's — a public route's upstream, or one of a
+   * route that takes another mechanism, must not receive a replayable session or bearer token.
    */
-  private readonly oidcCookies: readonly string[];
+  private readonly credentialCookies: readonly string[];
 
   /** Builds every provider (throws, naming the field, when a provider cannot work: unreadable CA file, missing secret). */
   constructor(config: GatewayRuntimeConfig, opts: AuthenticatorOptions = {}) {
@@ -120,7 +121,10 @@ export class Authenticator {
     this.apiKey = config.auth.apiKeys ? new ApiKeyVerifier(config.auth.apiKeys) : null;
     for (const c of config.auth.clientCert)
       this.certs.set(c.name, new ClientCertVerifier(c, config.auth.clientCert.length === 1, now));
-    this.oidcCookies = config.auth.oidc.flatMap((o) => [o.cookieName, `${o.cookieName}_login`]);
+    this.credentialCookies = [
+      ...config.auth.oidc.flatMap((o) => [o.cookieName, `${o.cookieName}_login`]),
+      ...config.auth.jwt.flatMap((p) => (p.tokenFrom.cookie ? [p.tokenFrom.cookie] : [])),
+    ];
     for (const o of config.auth.oidc)
       this.oidc.set(
         o.name,
@@ -284,7 +288,7 @@ export class Authenticator {
     const stripHeaders = new Set<string>();
     const stripCookies = new Set<string>();
     const stripQuery = new Set<string>();
-    for (const c of this.oidcCookies) stripCookies.add(c);
+    for (const c of this.credentialCookies) stripCookies.add(c);
     for (const m of auth.anyOf) {
       if (m.kind === "jwt") {
         const v = this.jwt.get(m.provider);

@@ -327,6 +327,28 @@ describe("honest requests through the gateway", () => {
   );
 
   it.each([
+    ["a_public_route", "/public/page", {}, "none"],
+    ["a_route_of_another_jwt_provider", "/main", { authorization: "Bearer MAIN" }, "jwt:main"],
+    ["a_route_of_the_api_key", "/api/partners", { "x-api-key": API_KEY }, "apiKey"],
+  ])(
+    "keeps_a_jwt_providers_token_cookie_from_the_upstream_of_%s",
+    async (_name, path, extra: Record<string, string>, auth) => {
+      // The browser sends the cq provider's `tok` cookie with every request to the host: only the gateway
+      // may read it, whichever route the request takes (as the OIDC session cookie).
+      const cookieToken = await signToken(main, claims({ iss: "https://cq.test/" }));
+      const headers: Record<string, string> = { cookie: `tok=${cookieToken}; lang=de` };
+      for (const [k, v] of Object.entries(extra))
+        headers[k] = v === "Bearer MAIN" ? `Bearer ${await signToken(main, claims())}` : v;
+      const before = app.received.length;
+      const r = await request(`${gw.url}${path}`, { headers, agent });
+      expect(r.status).toBe(200);
+      const seen = app.received.slice(before).at(-1)!.headers;
+      expect(seen["x-meshgate-auth"] ?? "none").toBe(auth);
+      expect(seen.cookie).toBe("lang=de");
+    },
+  );
+
+  it.each([
     ["refuses_a_wrong_api_key", { "x-api-key": "nope-nope-nope" }, 401, "unauthenticated"],
     [
       "refuses_an_api_key_outside_the_routes_groups",
