@@ -363,7 +363,7 @@ export function appEnv(
 
 function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRuntimeConfig): KubeObject {
   const selector = workloadSelector(r, w.name);
-  const drainDelay = serviceDrainDelaySeconds(r);
+  const drainDelay = drainDelaySeconds(r, "service");
   const app: Container = {
     name: APP_CONTAINER,
     image: w.image,
@@ -390,7 +390,7 @@ function serviceDeployment(r: Resolved, w: ServiceWorkloadIR, config: SidecarRun
     volumeMounts: [{ name: "tmp", mountPath: "/tmp" }],
     // Callers' sidecars keep sending here until they re-resolve the headless Service: the app serves on
     // for the delay before SIGTERM. The sidecar, a native sidecar, is stopped only after the app exits.
-    ...(drainDelay > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainDelay } } } } : {}),
+    ...preStopSleep(drainDelay),
   };
   const pod: PodSpec = {
     serviceAccountName: w.serviceAccount,
@@ -553,21 +553,20 @@ function gatewayVolumes(
   };
 }
 
-/** A service app's preStop sleep (targets.kubernetes.serviceDrainDelay; its default without targets.kubernetes). */
-function serviceDrainDelaySeconds(r: Resolved): number {
+/**
+ * A pod's preStop sleep in whole seconds — the gateway's (targets.kubernetes.gatewayDrainDelay) or each
+ * service app's (serviceDrainDelay); their defaults without targets.kubernetes.
+ */
+function drainDelaySeconds(r: Resolved, pod: "gateway" | "service"): number {
   return (
-    r.infra.targets.kubernetes?.serviceDrainDelaySeconds ??
-    Math.ceil(parseDuration(DEFAULTS["targets.kubernetes.serviceDrainDelay"].value) / 1000)
+    r.infra.targets.kubernetes?.[`${pod}DrainDelaySeconds`] ??
+    Math.ceil(parseDuration(DEFAULTS[`targets.kubernetes.${pod}DrainDelay`].value) / 1000)
   );
 }
 
-/** The gateway's preStop sleep (targets.kubernetes.gatewayDrainDelay; its default without targets.kubernetes). */
-function gatewayDrainDelaySeconds(r: Resolved): number {
-  return (
-    r.infra.targets.kubernetes?.gatewayDrainDelaySeconds ??
-    Math.ceil(parseDuration(DEFAULTS["targets.kubernetes.gatewayDrainDelay"].value) / 1000)
-  );
-}
+/** The container field that sleeps `seconds` before SIGTERM (none for 0). */
+const preStopSleep = (seconds: number) =>
+  seconds > 0 ? { lifecycle: { preStop: { sleep: { seconds } } } } : {};
 
 function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntimeConfig): KubeObject[] {
   const selector = workloadSelector(r, w.name);
@@ -582,7 +581,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
   ];
   const extra = gatewayVolumes(r, ownMounts);
   const env = gatewayEnv(w);
-  const drainDelay = gatewayDrainDelaySeconds(r);
+  const drainDelay = drainDelaySeconds(r, "gateway");
   const container: Container = {
     name: GATEWAY_CONTAINER,
     image: r.runtimeImage,
@@ -600,7 +599,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     ...adminProbes(PORT_NAMES.admin),
     // Kubernetes takes a stopping pod out of endpoints (and kube-proxy, load balancers) while it stops:
     // the gateway keeps serving that long before SIGTERM starts its drain (no binary needed: sleep action).
-    ...(drainDelay > 0 ? { lifecycle: { preStop: { sleep: { seconds: drainDelay } } } } : {}),
+    ...preStopSleep(drainDelay),
     resources: { requests: { cpu: PROXY_RESOURCES.gatewayCpu, memory }, limits: { memory } },
     securityContext: containerSecurity(RUNTIME_UID),
     volumeMounts: [...ownMounts, ...extra.mounts],

@@ -11,7 +11,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ACCESS_LOG_MAX_BUFFER_BYTES } from "../../runtime/telemetry/logs.ts";
-import { gatewayConfig, startGatewayProcess, startUpstream, type Upstream } from "../support/gateway.ts";
+import {
+  gatewayConfig,
+  request,
+  startGatewayProcess,
+  startUpstream,
+  type Upstream,
+} from "../support/gateway.ts";
 import { until } from "../sidecar/support.ts";
 
 /** Requests sent while stdout is stalled: several times what the buffer and the pipe can hold. */
@@ -32,21 +38,6 @@ afterAll(async () => {
   await app.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-/** GET `url` on `agent`; the status and the body. */
-function get(url: string, agent?: http.Agent): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, agent ? { agent } : {}, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => resolve({ status: res.statusCode!, body }));
-        res.on("error", reject);
-      })
-      .on("error", reject);
-  });
-}
 
 function droppedMetric(exposition: string): number {
   const m = /^meshgate_access_log_dropped_total\{proxy="gateway"\} (\d+)$/m.exec(exposition);
@@ -72,7 +63,7 @@ describe("a stalled stdout", () => {
     const gw = await startGatewayProcess(dir, "stall", config);
     const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
     try {
-      expect(droppedMetric((await get(`${gw.adminUrl}/metrics`)).body)).toBe(0);
+      expect(droppedMetric((await request(`${gw.adminUrl}/metrics`)).body)).toBe(0);
       gw.child.stdout!.pause(); // the collector stops reading: Node's buffer, then the pipe, then ours fill
 
       const statuses = new Map<number, number>();
@@ -81,14 +72,14 @@ describe("a stalled stdout", () => {
         Array.from({ length: CONCURRENCY }, async () => {
           while (next < REQUESTS) {
             next++;
-            const { status } = await get(`${gw.url}${PATH}`, agent);
+            const { status } = await request(`${gw.url}${PATH}`, { agent });
             statuses.set(status, (statuses.get(status) ?? 0) + 1);
           }
         }),
       );
       expect(Object.fromEntries(statuses)).toEqual({ 200: REQUESTS });
 
-      const dropped = droppedMetric((await get(`${gw.adminUrl}/metrics`)).body);
+      const dropped = droppedMetric((await request(`${gw.adminUrl}/metrics`)).body);
       expect(dropped, "lines dropped while stalled").toBeGreaterThan(0);
 
       gw.child.stdout!.resume(); // reading again: the buffer drains, then the notice follows
@@ -115,7 +106,7 @@ describe("a stalled stdout", () => {
       const writtenBytes = written.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
       expect(writtenBytes).toBeLessThanOrEqual(ACCESS_LOG_MAX_BUFFER_BYTES + STALLED_PIPE_BYTES);
       // Served while stalled and after: the stall did not wedge the process.
-      expect((await get(`${gw.url}${PATH}`, agent)).status).toBe(200);
+      expect((await request(`${gw.url}${PATH}`, { agent })).status).toBe(200);
     } finally {
       agent.destroy();
       await gw.stop();
