@@ -4,7 +4,6 @@
  * metrics, purge or invalidate cached URLs, drain. In-process rate limits spend leases on the primary's buckets over the same channel.
  * It exits when the primary goes away.
  */
-import { readFile } from "node:fs/promises";
 import { processLoggers } from "../telemetry/logs.ts";
 import type { PurgeRequest } from "../cache/store.ts";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -13,6 +12,8 @@ import { LeaseClient, type LeaseReply, type LeaseRequest } from "../ratelimit/le
 import { startGateway } from "./server.ts";
 
 export type ToWorker =
+  /** The answer to `config_request`: the config every serving worker serves (the one to start from). */
+  | { type: "config"; text: string }
   /** Reload at once (a worker that started on an older config than the one every other worker serves). */
   | { type: "reload"; id: number; text: string }
   /** Phase 1 of a coordinated reload: validate, check and build, but do not swap yet. */
@@ -31,6 +32,8 @@ export type ToWorker =
   | LeaseReply;
 
 export type FromWorker =
+  /** Sent once at start: which config to serve (answered by `config`). */
+  | { type: "config_request" }
   | { type: "ready"; listeners: Record<string, number>; hash: string }
   | LeaseRequest
   | { type: "reloaded"; id: number; ok: boolean; hash?: string; error?: string; code?: string }
@@ -74,8 +77,26 @@ function flushInvalidations(): void {
   for (const [host, urls] of batch) send({ type: "invalidated", host, urls: [...urls] });
 }
 
+/** The config to start from, asked of the primary (it keeps the accepted config in memory, not on disk). */
+function startingConfig(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    if (!process.send || !process.connected) {
+      reject(
+        new Error("a gateway worker is started by `meshgate gateway --workers N`, which sends it its config"),
+      );
+      return;
+    }
+    const onMessage = (m: ToWorker) => {
+      if (m.type !== "config") return;
+      process.off("message", onMessage);
+      resolve(m.text);
+    };
+    process.on("message", onMessage);
+    send({ type: "config_request" });
+  });
+}
+
 async function main(): Promise<void> {
-  const configPath = process.env.MESHGATE_CONFIG ?? "";
   const host = process.env.MESHGATE_HOST || undefined;
   const index = Number(process.env.MESHGATE_WORKER ?? "0");
   const { log, access, accessDropped } = processLoggers("meshgate-gateway", {
@@ -85,10 +106,9 @@ async function main(): Promise<void> {
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   const leases = new LeaseClient((m) => send(m));
   try {
-    const config = loadRuntimeConfig(await readFile(configPath, "utf8"), "gateway");
+    const config = loadRuntimeConfig(await startingConfig(), "gateway");
     gateway = await startGateway({
       config,
-      configPath,
       ...(host ? { host } : {}),
       reusePort: true,
       admin: false,

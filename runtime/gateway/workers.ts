@@ -9,10 +9,7 @@
  * (ratelimit/lease.ts), so a limit holds across all workers together.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
-import { mkdtemp, readFile, rename, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { loadRuntimeConfig } from "../contract/load.ts";
@@ -71,16 +68,9 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   const initialText = await readFile(opts.configPath, "utf8");
   let config: GatewayRuntimeConfig = loadRuntimeConfig(initialText, "gateway");
   // Workers start from the config the workers serve, not from the file: a worker restarted after a crash
-  // must not pick up a config the others refused (a new port, say). The supervisor keeps that copy in a
-  // directory of its own (0700, removed at exit) and replaces it only when every worker accepted a reload.
-  const servingDir = await mkdtemp(join(tmpdir(), "meshgate-gateway-"));
-  process.once("exit", () => rmSync(servingDir, { recursive: true, force: true }));
-  const serving = join(servingDir, "serving.json");
-  const keepServing = async (text: string) => {
-    await writeFile(`${serving}.next`, text, { mode: 0o600 });
-    await rename(`${serving}.next`, serving);
-  };
-  await keepServing(initialText);
+  // must not pick up a config the others refused (a new port, say). The primary keeps that text in memory
+  // (replaced only when every worker accepted a reload) and hands it to each worker that asks over the IPC
+  // channel — never a copy on disk, which a killed primary would leave behind with the config's secrets.
   let acceptedText = initialText;
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
   const mWorkers = metrics.gauge("gateway_workers_ready", "Worker processes serving.");
@@ -144,7 +134,6 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     const child = fork(entry.module, entry.args, {
       env: {
         ...process.env,
-        MESHGATE_CONFIG: serving,
         MESHGATE_HOST: opts.host ?? "",
         MESHGATE_WORKER: String(slot.index),
         // One gateway shows one config hash: its workers mask a credential-holding config's hash with its key.
@@ -154,7 +143,9 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     });
     slot.child = child;
     child.on("message", (m: FromWorker) => {
-      if (m.type === "ready") {
+      if (m.type === "config_request") {
+        if (child.connected) child.send({ type: "config", text: acceptedText } satisfies ToWorker);
+      } else if (m.type === "ready") {
         slot.ready = true;
         slot.listeners = m.listeners;
         // Started from a copy a reload replaced meanwhile: bring it to the config the others serve. A
@@ -328,7 +319,6 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     // Every worker prepared it: it is the accepted config from here on (a worker restarted now starts from it).
     config = next;
     acceptedText = text;
-    await keepServing(text);
     const committed = await askEach<Outcome>(
       (id, slot) => ({ type: "commit", id, prepared: prepared.find((p) => p.slot === slot)!.id }),
       opts.reloadTimeoutMs ?? RELOAD_TIMEOUT_MS,

@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -65,7 +65,11 @@ const children = async (pid: number): Promise<number[]> => {
  * (route "v" plus `extra`, the listener on `listenOn`, the admin listener on `adminOn`), `out` is
  * everything it printed.
  */
-async function workersGateway(file: string, fixture?: { env: Record<string, string> }) {
+async function workersGateway(
+  file: string,
+  fixture?: { env: Record<string, string> },
+  env: Record<string, string> = {},
+) {
   const [port, admin] = [await freePort(), await freePort()];
   const write = async (
     extra: Record<string, unknown>[] = [],
@@ -99,6 +103,7 @@ async function workersGateway(file: string, fixture?: { env: Record<string, stri
       })
     : spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
         stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, ...env },
       });
   const g = { child, write, out: "", url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
   child.stdout.on("data", (c: Buffer) => (g.out += c.toString()));
@@ -344,9 +349,36 @@ describe("the primary's merged metrics", () => {
   }, 60_000);
 });
 
+describe("the config the workers serve", () => {
+  it("is_handed_to_workers_over_ipc_so_a_killed_primary_leaves_no_copy_of_it_on_disk", async () => {
+    // The primary once kept the served config (secrets included) in $TMPDIR/meshgate-gateway-*, removed
+    // at exit: a SIGKILLed primary left it behind. Now nothing is written there at all.
+    const tmp = await mkdtemp(join(tmpdir(), "meshgate-primary-tmp-"));
+    const g = await workersGateway("ipc.json", undefined, { TMPDIR: tmp });
+    try {
+      const workers = await children(g.child.pid!);
+      expect(workers).toHaveLength(2);
+      for (let i = 0; i < 10; i++) expect((await request(`${g.url}/v/${i}`)).status).toBe(200);
+      // A worker killed now is restarted and asks for the config again: it serves the same routes.
+      process.kill(workers[0]!, "SIGKILL");
+      await until(async () => (await children(g.child.pid!)).length === 2, 10_000);
+      await until(async () => (await fetch(`${g.adminUrl}/ready`)).status === 200, 15_000);
+      for (let i = 0; i < 10; i++) expect((await request(`${g.url}/v/${i}`)).status).toBe(200);
+      const after = await children(g.child.pid!);
+      g.child.kill("SIGKILL");
+      for (const pid of after) process.kill(pid, "SIGKILL");
+      await new Promise((r) => (g.child.exitCode !== null ? r(null) : g.child.once("exit", r)));
+      expect(await readdir(tmp)).toEqual([]);
+    } finally {
+      g.child.kill("SIGKILL");
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe("a worker that becomes ready on an older config", () => {
   /**
-   * Worker `victim` is killed; its replacement reads the serving copy, then (held by the fixture) starts
+   * Worker `victim` is killed; its replacement gets the accepted config, then (held by the fixture) starts
    * only after a reload the other worker applied alone — so it reports ready with the old config's hash.
    */
   async function restartedBehind(file: string, deaf: boolean) {
@@ -382,7 +414,7 @@ describe("a worker that becomes ready on an older config", () => {
     const { g, hold } = await restartedBehind("behind-deaf.json", true);
     try {
       await until(() => /"event":"worker_behind".*did not answer/.test(g.out), 10_000);
-      // Restarted (after its backoff) from the serving copy, which now holds the accepted config.
+      // Restarted (after its backoff) and given the config the primary accepted since.
       await until(async () => {
         for (let i = 0; i < 30; i++) if ((await request(`${g.url}/late`)).status !== 200) return false;
         return true;
