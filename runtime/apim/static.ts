@@ -32,6 +32,7 @@ import { extname, isAbsolute, join, resolve, sep } from "node:path";
 import type { GatewayRoute } from "../contract/schema.ts";
 import { parsePathPattern, isPatternError } from "../decide/pattern.ts";
 import { encodingQuality, ifRangeHolds, makeEtag, notModified, parseRange } from "./http-cache.ts";
+import { sendTimeoutError } from "../net/send-timeout.ts";
 
 type StaticAction = Extract<GatewayRoute["action"], { kind: "static" }>;
 
@@ -458,11 +459,7 @@ async function send(
       timer = setTimeout(() => {
         timer = null;
         sendTimeout.onTimeout();
-        res.destroy(
-          Object.assign(new Error("the client read nothing of the response within the send timeout"), {
-            code: "E_SEND_TIMEOUT",
-          }),
-        );
+        res.destroy(sendTimeoutError());
       }, timeoutMs);
     });
     res.on("drain", stop); // pipe() resumes the file on the client's 'drain' (no 'resume' event)

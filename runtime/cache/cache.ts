@@ -65,6 +65,7 @@ import {
   type StaleWindows,
 } from "./policy.ts";
 import type { CacheStore, MaybePromise, PurgeRequest, StoredResponse, StoredValue } from "./store.ts";
+import { sendTimeoutError } from "../net/send-timeout.ts";
 
 /** The `result` label of meshgate_cache_requests_total. */
 export type CacheResult =
@@ -608,11 +609,7 @@ export class HttpCache {
             timer = null;
             out.off("drain", pump);
             this.#onSendTimeout?.();
-            out.destroy(
-              Object.assign(new Error("the client read nothing of the response within the send timeout"), {
-                code: "E_SEND_TIMEOUT",
-              }),
-            );
+            out.destroy(sendTimeoutError());
           }, timeoutMs);
           out.once("drain", pump);
           return;

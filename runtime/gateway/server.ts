@@ -18,6 +18,7 @@ import {
   refuseRestartFields,
   type ListenerChanges,
 } from "../contract/restart.ts";
+import { guardSendTail } from "../net/send-timeout.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import { statSync } from "node:fs";
@@ -903,6 +904,19 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (ex === undefined) return;
     ex.handling = false;
     if (ex.logged !== null) writeAccessLog(ex);
+    // Every writer is done (or still streaming a cached or static body under its own timer): what is left
+    // for the client is under the send timeout too.
+    else guardSendTail(this, ex.state.config.limits.idleTimeoutMs, () => sendTailTimedOut(ex));
+  }
+
+  function sendTailTimedOut(ex: Exchange): void {
+    log.warn({
+      event: "send_timeout",
+      source: "response_end",
+      requestId: ex.requestId,
+      route: ex.routeName,
+      timeoutMs: ex.state.config.limits.idleTimeoutMs,
+    });
   }
 
   async function handle(req: AnyRequest, res: Response, scheme: "http" | "https"): Promise<void> {

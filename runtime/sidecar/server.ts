@@ -45,6 +45,7 @@ import {
   type PortChanges,
   type SidecarListenerChanges,
 } from "../contract/restart.ts";
+import { guardSendTail } from "../net/send-timeout.ts";
 import { limitBody, readBody } from "../upstream/body.ts";
 import { randomUUID } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
@@ -159,6 +160,11 @@ export interface SidecarOptions {
   maxRequestsPerSocket?: number;
   /** In-flight requests get this long to finish on drain (default 30 s). */
   drainTimeoutMs?: number;
+  /**
+   * How long a response may stay blocked on a client that reads none of it, while it is forwarded and
+   * after the app's part ended (default 60 s, nginx's send_timeout).
+   */
+  sendTimeoutMs?: number;
   /**
    * Resolves the names of external destinations (plain HTTP, tunnels, local ports); default
    * net/lookup.ts egressLookup, which refuses loopback, link-local and unspecified answers.
@@ -429,6 +435,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   const accessLog = options.accessLogger ?? log;
   const bindHost = options.host ?? "0.0.0.0";
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
+  const sendTimeoutMs = options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
   /** Names of external destinations resolve through this (loopback / link-local answers refused). */
   const externalLookup = options.externalLookup ?? egressLookup;
 
@@ -910,7 +917,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         // a stream that keeps sending included.
         timeoutMs: Math.min(INBOUND_TIMEOUT_MS, inboundDeadline ?? INBOUND_TIMEOUT_MS),
         wholeCall: inboundDeadline !== undefined,
-        sendTimeoutMs: SEND_TIMEOUT_MS,
+        sendTimeoutMs,
         retry: NO_RETRY,
         hashKey: "",
       },
@@ -1012,7 +1019,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         timeoutMs,
         // A gRPC call's deadline bounds the whole call, a stream that keeps sending included.
         wholeCall: ex.h2 && isGrpc(req.headers["content-type"]),
-        sendTimeoutMs: SEND_TIMEOUT_MS,
+        sendTimeoutMs,
         retry: d.retry,
         hashKey: peerAddress(req),
       },
@@ -1060,7 +1067,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
         headers,
         body: requestHasBody(ex) ? req : null,
         timeoutMs: d.timeoutMs,
-        sendTimeoutMs: SEND_TIMEOUT_MS,
+        sendTimeoutMs,
         retry: NO_RETRY,
         hashKey: "",
       },
@@ -1404,6 +1411,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     );
     if (result.kind === "ok") {
       ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
+      // The pool ended the response: what of it still waits for the client is under the send timeout too.
+      guardSendTail(res, sendTimeoutMs);
       return;
     }
     ex.outcome = result.outcome;

@@ -315,8 +315,10 @@ describe("slow readers", () => {
     const chunk = Buffer.alloc(64 * 1024, 97);
     const pump = (): void => {
       while (left > 0) {
-        left -= chunk.length;
-        if (!res.write(chunk)) return void res.once("drain", pump);
+        const n = Math.min(chunk.length, left);
+        left -= n;
+        if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n)))
+          return void res.once("drain", pump);
       }
       res.end();
     };
@@ -421,6 +423,43 @@ describe("slow readers", () => {
     });
   }
 
+  /**
+   * HTTP/1.1 pipelining: every GET of `paths` sent at once (each answered with `size` bytes), nothing read
+   * for 4 s, then everything: "all" when every byte of every response arrived, "cut" when the gateway
+   * closed the connection first.
+   */
+  function h1Pipeliner(paths: readonly string[], size: number): Promise<string> {
+    return new Promise((resolve) => {
+      const s = createConnection(rgw.ports.listeners.h1h2c!, "127.0.0.1");
+      s.write(paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`).join(""));
+      s.pause();
+      let raw = Buffer.alloc(0);
+      const limit = setTimeout(() => done("timeout"), 12_000);
+      const done = (how: string) => (clearTimeout(limit), s.destroy(), resolve(how));
+      /** Complete responses in `raw` (each head then `size` bytes of body). */
+      const complete = () => {
+        let at = 0;
+        let n = 0;
+        for (;;) {
+          const end = raw.indexOf("\r\n\r\n", at);
+          if (end < 0 || raw.length < end + 4 + size) return n;
+          at = end + 4 + size;
+          n++;
+        }
+      };
+      s.on("error", () => {});
+      s.on("end", () => done(complete() === paths.length ? "all" : "cut"));
+      s.on("close", () => done(complete() === paths.length ? "all" : "cut"));
+      setTimeout(() => {
+        s.on("data", (c: Buffer) => {
+          raw = Buffer.concat([raw, c]);
+          if (complete() === paths.length) done("all");
+        });
+        s.resume();
+      }, 4000);
+    });
+  }
+
   /** An HTTP/2 GET that never grants a WINDOW_UPDATE (its 64 KiB window is spent at once): what stream 1 got. */
   async function h2NoWindow(path: string): Promise<string> {
     const head = frame(
@@ -501,6 +540,34 @@ describe("slow readers", () => {
     },
     15_000,
   );
+
+  // Each response fits the sockets' buffer on its own (60 KiB, written in one write that never waits for
+  // 'drain'), so no write ever armed the send timeout; pipelined, they fill the client's socket and the
+  // last one ended with bytes still waiting — before, the connection stayed open for as long as the
+  // client kept reading nothing (the upstream's part was done, nothing watched the rest).
+  it("cuts_a_pipelining_http1_1_client_that_reads_none_of_its_responses_once_the_upstream_finished_them", async () => {
+    const size = 60 * 1024;
+    const paths = Array.from({ length: 200 }, (_, i) => `/pipe/${i}?mb=${size / MiB}`);
+    const logged = rgw.logs.filter((l) => l.event === "send_timeout" && l.source === "response_end").length;
+    const before = await sendTimeouts();
+    expect(await h1Pipeliner(paths, size)).toBe("cut");
+    // The upstream answered every request it got in full: the cut is the client's, at the gateway.
+    const got = paths.map((p) => served.get(p)).filter((r) => r !== undefined);
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.every((r) => r.complete)).toBe(true);
+    await until(
+      () => rgw.logs.filter((l) => l.event === "send_timeout" && l.source === "response_end").length > logged,
+      2000,
+    );
+    expect(await sendTimeouts()).toBe(before); // no upstream attempt failed
+  }, 20_000);
+
+  it("keeps_a_pipelining_http1_1_client_whose_responses_all_fit_the_socket_buffers", async () => {
+    // Control: 8 × 60 KiB are taken by the kernel whole; nothing waits in the gateway, nothing is cut.
+    const size = 60 * 1024;
+    const paths = Array.from({ length: 8 }, (_, i) => `/fits/${i}?mb=${size / MiB}`);
+    expect(await h1Pipeliner(paths, size)).toBe("all");
+  }, 20_000);
 
   // A cache hit was written whole with end(body), outside the send timeout: a client that read none of a
   // large cached response kept its connection (and the body's memory) until the connection's own idle

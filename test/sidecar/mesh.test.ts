@@ -103,6 +103,7 @@ async function instance(
     endpoints?: Record<string, number[]>;
     noIdentity?: boolean;
     tracing?: { otlpEndpoint: string };
+    sendTimeoutMs?: number;
   } = {},
 ): Promise<{ app: Upstream; sidecar: TestSidecar }> {
   const app = await startUpstream(o.handler);
@@ -127,6 +128,7 @@ async function instance(
           }
         : {}),
     }),
+    o.sendTimeoutMs !== undefined ? { sendTimeoutMs: o.sendTimeoutMs } : {},
   );
   stops.push(async () => {
     await sidecar.drain();
@@ -597,6 +599,44 @@ describe("a caller that leaves before any response", () => {
     expect(metricValue(text, "meshgate_requests_total", { direction, code_class: "2xx" })).toBe(0);
     expect(metricValue(text, "meshgate_requests_total", { direction, code_class: "4xx" })).toBe(1);
   });
+});
+
+describe("a caller that stops reading", () => {
+  // Each 60 KiB answer fits the socket buffers on its own (one write, never a wait for 'drain', so the
+  // forward's send timer never armed); pipelined, they fill the caller's socket and the last one ended with
+  // bytes waiting in the sidecar. Before, nothing watched them: the connection stayed open as long as the
+  // caller read nothing.
+  it("is_cut_at_the_send_timeout_after_the_app_finished_its_responses", async () => {
+    const size = 60 * 1024;
+    const orders = await instance("orders", {
+      handler: (_req, res) => res.writeHead(200, { "content-length": size }).end(Buffer.alloc(size, 97)),
+    });
+    const web = await instance("web", {
+      endpoints: { orders: [orders.sidecar.ports.inbound] },
+      sendTimeoutMs: 1000,
+    });
+    const socket = net.connect(web.sidecar.ports.services.orders!, "127.0.0.1");
+    socket.on("error", () => {});
+    const closed = new Promise<number>((r) => socket.once("close", () => r(performance.now())));
+    socket.write("GET /orders/x HTTP/1.1\r\nHost: orders\r\n\r\n".repeat(200));
+    socket.pause();
+    const started = performance.now();
+    await until(() => orders.app.received.length >= 10, 5000, "the app got requests");
+    // Nothing read for 4 s, then everything: the sidecar must have closed the connection by then.
+    await new Promise((r) => setTimeout(r, 4000));
+    let got = 0;
+    socket.on("data", (c: Buffer) => (got += c.length));
+    socket.resume();
+    const at = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 8000))]);
+    expect(at).toBeGreaterThan(0);
+    expect(got).toBeLessThan(200 * size);
+    expect(at - started).toBeLessThan(12_000);
+    const cut = web.sidecar.logs.filter(
+      (l) => l.event === "access" && l.direction === "outbound" && l.completed === false,
+    );
+    expect(cut.length).toBeGreaterThan(0);
+    expect(cut[0]).toMatchObject({ status: 200, outcome: "success" }); // the app's part was complete
+  }, 30_000);
 });
 
 describe("the sidecar's admin on 127.0.0.1 and a page that rebinds its DNS name to the loopback", () => {
