@@ -292,6 +292,10 @@ export class JwtVerifier {
     const kid = header.kid;
     if (kid !== undefined && (typeof kid !== "string" || kid.length === 0 || kid.length > 256))
       return failure("jwt", "malformed token: kid must be a short string", 401, "invalid_token");
+    // Keys removed while this verification is under way (a refresh between the lookup and the signature
+    // check) clear the cache; the result must not be stored after that clear, or a token of a withdrawn key
+    // would go on verifying from the cache until it expires.
+    const generation = this.cache.generation;
     const found = await this.keys.lookup(kid, alg);
     if (found.kind === "unavailable")
       return failure("jwt", `the keys of JWT provider ${this.name} are unavailable`, 503);
@@ -299,7 +303,7 @@ export class JwtVerifier {
       return failure("jwt", "no key of the provider has the token's kid", 401, "invalid_token");
     if (found.kind === "no_kid")
       return failure("jwt", "the token has no kid and the provider has several keys", 401, "invalid_token");
-    return this.check(token, found.keys, key);
+    return this.check(token, found.keys, key, generation);
   }
 
   /**
@@ -310,6 +314,7 @@ export class JwtVerifier {
     token: string,
     candidates: readonly CryptoKey[],
     key: string,
+    generation: number,
   ): Promise<Principal | AuthFailure> {
     let payload: Record<string, unknown> | undefined;
     for (let i = 0; payload === undefined; i++) {
@@ -339,7 +344,7 @@ export class JwtVerifier {
       claims: Object.freeze(payload),
       expiresAt: exp * 1000,
     });
-    this.cache.set(key, principal);
+    if (this.cache.generation === generation) this.cache.set(key, principal);
     return principal;
   }
 }

@@ -5,6 +5,7 @@
  * refresh on unknown kid, one fetch for a stampede, the refetch rate limit, an unreachable JWKS), and every
  * log line captured and searched for tokens and keys.
  */
+import { pbkdf2 } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -544,6 +545,40 @@ describe("remote JWKS", () => {
     await a.admit("main", routeAuth("main"), bearer(await signToken(attacker, claims()))); // unknown kid → refetch
     const after = await a.admit("main", routeAuth("main"), bearer(token));
     expect(after).toMatchObject({ kind: "deny", status: 401 });
+    a.close();
+    await server.close();
+  });
+
+  it("does_not_cache_a_verification_under_way_when_its_key_was_removed", async () => {
+    // The signature check runs on libuv's thread pool. With the pool busy, a refresh that withdraws the key
+    // lands between the key lookup and the check: the verification still answers (the key was the issuer's
+    // when it began) but must not be stored — stored after the refresh had cleared the cache, the
+    // withdrawn key's token went on verifying from the cache until it expired.
+    const server = await startJwksServer([main.jwk, rotated.jwk]);
+    const a = new Authenticator(buildConfig(server.url), { jwt: { minRefetchIntervalMs: 10 } });
+    expect((await a.admit("main", routeAuth("main"), bearer(await signToken(main, claims())))).kind).toBe(
+      "allow",
+    );
+    const token = await signToken(rotated, claims({ sub: "in-flight" }));
+    const unknownKid = await signToken(attacker, claims());
+    server.keys = [main.jwk];
+    await new Promise((r) => setTimeout(r, 20));
+    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    const busy = Array.from(
+      { length: threads },
+      () => new Promise((r) => pbkdf2("p", "s", 2_000_000, 64, "sha256", r)), // ~0.5 s each
+    );
+    const refetch = a.admit("main", routeAuth("main"), bearer(unknownKid)); // unknown kid: a refresh starts
+    const inFlight = a.admit("main", routeAuth("main"), bearer(token)); // key found; its check waits for the pool
+    expect(await refetch).toMatchObject({ kind: "deny", status: 401 });
+    expect(server.fetches).toBe(2); // the refresh withdrew the key while the check waited
+    expect((await inFlight).kind).toBe("allow");
+    await Promise.all(busy);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await a.admit("main", routeAuth("main"), bearer(token))).toMatchObject({
+      kind: "deny",
+      status: 401,
+    });
     a.close();
     await server.close();
   });
