@@ -442,15 +442,23 @@ export function queryValue(query: string, name: string): string | null | false {
  * A query parameter's name as the upstream's query parser reads it (URLSearchParams, Express, Django, Rails:
  * application/x-www-form-urlencoded, "+" a space and percent-escapes decoded). Compared raw, `access%5Ftoken`
  * was not the token parameter here but is `access_token` upstream: a second, never verified token passed
- * beside the verified one (and past the one-place rule of RFC 6750 §2). Names without "%" or "+" are
- * returned as they are (no allocation), and so is a name whose escapes are not UTF-8 (it decodes to no
- * configured name).
+ * beside the verified one (and past the one-place rule of RFC 6750 §2). Framework spellings of a name are
+ * that name too: `access_token[]`, `access_token[0]`, `access_token[k]` (PHP, Rack/Rails, Express's qs: an
+ * array or map under `access_token`), and PHP's `access.token`, `access token` and `access[token` (PHP turns
+ * dots, spaces and an unclosed "[" in names into "_"). A name needing none of this is returned as it is (no
+ * allocation), and so is a name whose escapes are not UTF-8 (it decodes to no configured name).
  */
 export function queryName(name: string): string {
-  if (!name.includes("%") && !name.includes("+")) return name;
-  try {
-    return decodeURIComponent(name.replaceAll("+", " "));
-  } catch {
-    return name;
+  let n = name;
+  if (n.includes("%") || n.includes("+")) {
+    try {
+      n = decodeURIComponent(n.replaceAll("+", " "));
+    } catch {
+      return name;
+    }
   }
+  const bracket = n.indexOf("[");
+  if (bracket > 0)
+    n = n.indexOf("]", bracket) < 0 ? `${n.slice(0, bracket)}_${n.slice(bracket + 1)}` : n.slice(0, bracket);
+  return n.includes(".") || n.includes(" ") ? n.replace(/[. ]/g, "_") : n;
 }

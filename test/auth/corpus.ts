@@ -478,6 +478,56 @@ function entries(ctx: CorpusKeys): Entry[] {
         return { route: "cq", query: `access_token=${t}&access%5Ftoken=forged.x.y` };
       },
     ],
+    // `access_token%5B%5D` (`access_token[]`; a raw bracket is refused as a target) is `access_token` to
+    // PHP, Rack and qs (an array): the same parameter, repeated.
+    [
+      "rejects_token_in_a_query_parameter_repeated_as_an_array",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access_token%5B%5D=forged.x.y` };
+      },
+    ],
+    // `access_token%5B0%5D` (`access_token[0]`) is `access_token` to PHP, Rack and qs (an array): the same
+    // parameter, repeated.
+    [
+      "rejects_token_in_a_query_parameter_repeated_as_an_indexed_array",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access_token%5B0%5D=forged.x.y` };
+      },
+    ],
+    // `access.token` is `access_token` to PHP (dots in names become underscores): the same parameter,
+    // repeated.
+    [
+      "rejects_token_in_a_query_parameter_repeated_as_a_php_dotted_name",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access.token=forged.x.y` };
+      },
+    ],
+    // `access+token` is `access_token` to PHP (a space in a name becomes an underscore): the same
+    // parameter, repeated.
+    [
+      "rejects_token_in_a_query_parameter_repeated_as_a_php_spaced_name",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access+token=forged.x.y` };
+      },
+    ],
+    // `access%5Btoken` (`access[token`) is `access_token` to PHP (an unclosed bracket becomes an
+    // underscore): the same parameter, repeated.
+    [
+      "rejects_token_in_a_query_parameter_repeated_as_a_php_unclosed_bracket",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&access%5Btoken=forged.x.y` };
+      },
+    ],
     [
       "rejects_token_presented_in_a_cookie_and_a_query_parameter_under_an_escaped_name",
       "more than one place",

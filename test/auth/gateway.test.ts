@@ -254,6 +254,9 @@ describe("honest requests through the gateway", () => {
     // The name as the upstream's query parser reads it: left in, an escaped spelling reached the upstream.
     { claim: "reads_and_removes_a_query_token_under_a_percent_escaped_name", name: "access%5Ftoken" },
     { claim: "reads_and_removes_a_query_token_under_a_lower_case_escape", name: "%61ccess%5ftoken" },
+    // Framework spellings the upstream reads as access_token (PHP, Rack, qs; a raw "[" is refused as a target).
+    { claim: "reads_and_removes_a_query_token_sent_as_an_escaped_array", name: "access_token%5B%5D" },
+    { claim: "reads_and_removes_a_query_token_under_php_s_dotted_spelling", name: "access.token" },
   ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
     const r = await request(`${gw.url}/cq?a=1&${name}=${t}&b=2`, { agent });
