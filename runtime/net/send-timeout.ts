@@ -42,14 +42,18 @@ export function guardSendTail(res: GuardedResponse, ms: number, onTimeout?: () =
   const w = res.stream ?? res;
   if (w.destroyed || w.writableFinished || (res.writableEnded && w.writableLength === 0)) return;
   let left = w.writableLength;
+  /** Ended at the last look: only then does an unchanged length mean a whole period without progress. */
+  let ended = res.writableEnded;
   let timer: NodeJS.Timeout | null = null;
   const check = () => {
     timer = null;
     if (w.destroyed || w.writableFinished) return;
     const now = w.writableLength;
-    if (now !== left) {
-      // Progress (the client took bytes, or a pipeline still feeding the response wrote more): another period.
+    // Not ended: its writer (a file, a cached body) still streams and watches its own writes. Ended for a
+    // whole period: the bytes left only shrink as the client takes them.
+    if (!ended || now !== left) {
       left = now;
+      ended = res.writableEnded;
       timer = setTimeout(check, ms);
       return;
     }
