@@ -193,9 +193,11 @@ async function main(): Promise<void> {
   });
   process.on("disconnect", () => void drain());
   process.on("SIGTERM", () => void drain());
-  process.on("SIGINT", () => {
-    /* the primary decides; a terminal Ctrl-C reaches the whole process group */
-  });
+  // The primary decides: a terminal's Ctrl-C and hang-up reach the whole process group. A worker ending on
+  // SIGHUP (Node's default) cost every worker a restart while the primary only reloaded.
+  const primaryDecides = () => {};
+  process.on("SIGINT", primaryDecides);
+  process.on("SIGHUP", primaryDecides);
   send({ type: "ready", listeners: gateway.ports.listeners, hash: gateway.currentHash() });
 }
 

@@ -69,6 +69,8 @@ async function workersGateway(
   file: string,
   fixture?: { env: Record<string, string> },
   env: Record<string, string> = {},
+  /** In a process group of its own (as a terminal's foreground job), for signals to the whole group. */
+  detached = false,
 ) {
   const [port, admin] = [await freePort(), await freePort()];
   const write = async (
@@ -104,6 +106,7 @@ async function workersGateway(
     : spawn(process.execPath, [join(ROOT, "bin/meshgate.js"), ...args], {
         stdio: ["ignore", "pipe", "pipe"],
         env: { ...process.env, ...env },
+        detached,
       });
   const g = { child, write, out: "", url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
   child.stdout.on("data", (c: Buffer) => (g.out += c.toString()));
@@ -372,6 +375,27 @@ describe("the config the workers serve", () => {
     } finally {
       g.child.kill("SIGKILL");
       await rm(tmp, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe("signals to the whole process group", () => {
+  it("keeps_the_workers_on_a_hang_up_the_primary_reloads_on", async () => {
+    // A terminal's hang-up reaches every process of its foreground group: the primary reloads, and the
+    // workers (which ended on Node's default SIGHUP action, each restarted after a backoff) stay.
+    const g = await workersGateway("hup.json", undefined, {}, true);
+    try {
+      const before = await children(g.child.pid!);
+      expect(before).toHaveLength(2);
+      process.kill(-g.child.pid!, "SIGHUP");
+      await until(() => g.out.includes('"event":"reloaded"'), 10_000);
+      await sleep(1000); // past the first restart backoff (500 ms)
+      expect(await children(g.child.pid!)).toEqual(before);
+      expect(g.out).not.toContain("worker_exited");
+      for (let i = 0; i < 10; i++) expect((await request(`${g.url}/v/${i}`)).status).toBe(200);
+    } finally {
+      for (const pid of await children(g.child.pid!)) process.kill(pid, "SIGKILL");
+      g.child.kill("SIGKILL");
     }
   }, 60_000);
 });
