@@ -18,7 +18,7 @@ export interface GuardedResponse {
     readonly writableLength: number;
     readonly destroyed: boolean;
   };
-  once(event: "finish" | "close", listener: () => void): unknown;
+  once(event: "finish", listener: () => void): unknown;
   destroy(error?: Error): unknown;
 }
 
@@ -34,8 +34,9 @@ export function sendTimeoutError(): Error {
  * Watches what is left of a response whose writer is done: if its client takes none of it for `ms`
  * (the bytes waiting in user space do not shrink), the response is destroyed — the connection closed, an
  * HTTP/2 stream reset, never a clean end — and `onTimeout` is called. A client that keeps reading, however
- * slowly, is not cut. Costs nothing for a response already handed to the kernel whole (the usual case): no
- * timer is armed then. Call it when the writer is done, ended or about to end (a pipeline still flushing).
+ * slowly, is not cut. Costs nothing for an HTTP/1 response already handed to the kernel whole (the usual
+ * case): no timer is armed then; an HTTP/2 one, whose frames nghttp2 sends after this turn, gets a timer
+ * that its 'finish' clears. Call it when the writer is done, ended or about to end (a pipeline still flushing).
  */
 export function guardSendTail(res: GuardedResponse, ms: number, onTimeout?: () => void): void {
   if (!(ms > 0)) return;
@@ -54,7 +55,7 @@ export function guardSendTail(res: GuardedResponse, ms: number, onTimeout?: () =
     if (!ended || now !== left) {
       left = now;
       ended = res.writableEnded;
-      timer = setTimeout(check, ms);
+      timer = setTimeout(check, ms).unref();
       return;
     }
     onTimeout?.();
@@ -64,7 +65,8 @@ export function guardSendTail(res: GuardedResponse, ms: number, onTimeout?: () =
     if (timer !== null) clearTimeout(timer);
     timer = null;
   };
-  timer = setTimeout(check, ms);
+  // One listener: a response closed without finishing (reset, destroyed) is seen by check(), at the latest
+  // one period later. The timer never holds a draining process up.
+  timer = setTimeout(check, ms).unref();
   res.once("finish", stop);
-  res.once("close", stop);
 }
