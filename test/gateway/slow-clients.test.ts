@@ -562,6 +562,36 @@ describe("slow readers", () => {
     expect(await sendTimeouts()).toBe(before); // no upstream attempt failed
   }, 20_000);
 
+  it("resets_an_http2_stream_whose_finished_response_waits_on_a_spent_connection_window", async () => {
+    // Stream 1 takes 60 KiB of the connection's 64 KiB window, which the client never replenishes; stream 3's
+    // 60 KiB answer then ends (the upstream's part done) with all but 4 KiB waiting in the gateway. PINGs
+    // keep the session from idling out: only the send timeout can end that stream.
+    const size = 60 * 1024;
+    const get = (id: number, path: string) =>
+      frame(
+        1,
+        END_HEADERS | END_STREAM,
+        id,
+        block([
+          [":method", "GET"],
+          [":scheme", "http"],
+          [":authority", "127.0.0.1"],
+          [":path", path],
+        ]),
+      );
+    const ping = frame(6, 0, 0, Buffer.alloc(8));
+    const pings = Array.from({ length: 16 }, () => [200, ping]).flat();
+    const r = await rawH2(
+      rgw.ports.listeners.h1h2c!,
+      [get(1, `/h2tail/a?mb=${size / MiB}`), 300, get(3, `/h2tail/b?mb=${size / MiB}`), ...pings],
+      4000,
+    );
+    expect(r.streams[1]).toEqual([200]);
+    expect(r.data[1]).toHaveLength(size);
+    expect(r.streams[3]).toEqual([200, "rst:2"]);
+    expect(served.get(`/h2tail/b?mb=${size / MiB}`)?.complete).toBe(true);
+  }, 20_000);
+
   it("keeps_a_pipelining_http1_1_client_whose_responses_all_fit_the_socket_buffers", async () => {
     // Control: 8 × 60 KiB are taken by the kernel whole; nothing waits in the gateway, nothing is cut.
     const size = 60 * 1024;
