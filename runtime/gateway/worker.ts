@@ -1,8 +1,9 @@
 /**
- * A gateway worker process, forked by the primary (workers.ts). It serves the listeners with
- * SO_REUSEPORT and no admin listener, and obeys the primary over IPC: reload a config text, render
- * metrics, purge or invalidate cached URLs, drain. In-process rate limits spend leases on the primary's buckets over the same channel.
- * It exits when the primary goes away.
+ * A gateway worker process, forked by the primary (workers.ts). It asks the primary for the config to
+ * start from (never read from a file), serves the listeners with SO_REUSEPORT and no admin listener, and
+ * obeys the primary over IPC: reload a config text, render metrics, purge or invalidate cached URLs, drain.
+ * In-process rate limits spend leases on the primary's buckets over the same channel. Signals are the
+ * primary's to act on (SIGINT, SIGHUP ignored here; SIGTERM drains). It exits when the primary goes away.
  */
 import { processLoggers } from "../telemetry/logs.ts";
 import type { PurgeRequest } from "../cache/store.ts";
