@@ -1393,6 +1393,16 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     else delete headers.tracestate;
   }
 
+  function sendTailTimedOut(ex: Exchange): void {
+    log.warn({
+      event: "send_timeout",
+      source: "response_end",
+      direction: ex.direction,
+      requestId: ex.requestId,
+      timeoutMs: sendTimeoutMs,
+    });
+  }
+
   function finishForward(
     ex: Exchange,
     result: ForwardResult,
@@ -1412,7 +1422,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     if (result.kind === "ok") {
       ex.outcome = result.attempts > 1 ? `success_after_${result.attempts - 1}_retries` : "success";
       // The pool ended the response: what of it still waits for the client is under the send timeout too.
-      guardSendTail(res, sendTimeoutMs);
+      guardSendTail(res, sendTimeoutMs, () => sendTailTimedOut(ex));
       return;
     }
     ex.outcome = result.outcome;

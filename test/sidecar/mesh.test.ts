@@ -636,6 +636,11 @@ describe("a caller that stops reading", () => {
     );
     expect(cut.length).toBeGreaterThan(0);
     expect(cut[0]).toMatchObject({ status: 200, outcome: "success" }); // the app's part was complete
+    expect(web.sidecar.logs.find((l) => l.event === "send_timeout")).toMatchObject({
+      source: "response_end",
+      direction: "outbound",
+      timeoutMs: 1000,
+    });
   }, 30_000);
 });
 
