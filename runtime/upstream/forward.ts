@@ -11,6 +11,7 @@ import type { RetryPlan } from "../contract/schema.ts";
 import type { Endpoint, UpstreamCluster } from "./cluster.ts";
 import type { CancelToken } from "./h1pool.ts";
 import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
+import { SEND_TIMEOUT_CODE } from "../net/send-timeout.ts";
 
 export interface ForwardRequest {
   readonly method: string;
@@ -118,7 +119,7 @@ function classify(
     case "E_BODY_TOO_LARGE":
       return "body_too_large";
     // The client stopped reading the response: its failure, never the upstream's.
-    case "E_SEND_TIMEOUT":
+    case SEND_TIMEOUT_CODE:
       return "send_timeout";
     case "UND_ERR_REQ_CONTENT_LENGTH_MISMATCH":
     case "UND_ERR_ABORTED":

@@ -20,6 +20,7 @@
  */
 import net from "node:net";
 import { Writable } from "node:stream";
+import { sendTimeoutError } from "../net/send-timeout.ts";
 
 /** Cancellation without AbortController: the caller sets `aborted` and calls `onabort` when it gives up. */
 export interface CancelToken {
@@ -729,8 +730,7 @@ class Conn {
   /** The sink took no write for the send timeout: its reader is gone or stalled. */
   private onSendTimeout(): void {
     this.sendTimer = null;
-    if (this.sinkBlocked && this.req !== null)
-      this.abort(fail("the client read nothing of the response within the send timeout", "E_SEND_TIMEOUT"));
+    if (this.sinkBlocked && this.req !== null) this.abort(sendTimeoutError());
   }
 
   /** The response ended where its framing said. */

@@ -14,6 +14,7 @@ import http2, {
 import net from "node:net";
 import { Writable } from "node:stream";
 import type { CancelToken } from "./h1pool.ts";
+import { sendTimeoutError } from "../net/send-timeout.ts";
 
 export interface StreamOptions {
   method: string;
@@ -289,8 +290,7 @@ export class H2Pool {
       const sendTimeout = opts.sendTimeout ?? 0;
       const onSendTimeout = () => {
         sendTimer = null;
-        if (!completed && failure === null)
-          fail(error("the client read nothing of the response within the send timeout", "E_SEND_TIMEOUT"));
+        if (!completed && failure === null) fail(sendTimeoutError());
       };
       stream.once("response", (h, flags) => {
         if (headersTimer) clearTimeout(headersTimer);
