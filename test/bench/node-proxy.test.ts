@@ -12,20 +12,13 @@ import os from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createIntermediateCa, createRootCa, SvidIssuer, TrustBundle } from "../../runtime/pki/index.ts";
+import { freePort } from "../support/ports.ts";
 
 const SCRIPT = new URL("../../bench/node-proxy.mjs", import.meta.url).pathname;
 const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-node-proxy-"));
 const children: ChildProcess[] = [];
 let upstream: http.Server;
 let upstreamPort = 0;
-
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** Starts the script and resolves once it printed its listening line. */
 function run(args: string[]): Promise<ChildProcess> {

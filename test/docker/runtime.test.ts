@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
-import { createServer, type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type * as DockerModule from "../../components/docker/platform.ts";
@@ -25,6 +25,7 @@ import { tempDir } from "../pki/support.ts";
 import { installMocks, mockState, runStack } from "../support/pulumi.ts";
 import { emulatedTlsProvider } from "../support/tls-provider.ts";
 import { ROOT, SHOP } from "./support.ts";
+import { freePort } from "../support/ports.ts";
 
 type Loose = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Upload = { file: string; content?: string; source?: string; permissions: string };
@@ -66,14 +67,6 @@ afterAll(async () => {
   await new Promise<void>((r) => app?.close(() => r()));
   await tmp?.cleanup();
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** Writes a container's uploads under `root` (content and mode as the provider copies them). */
 async function materialize(container: string): Promise<string> {

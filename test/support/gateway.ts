@@ -17,6 +17,7 @@ import { plaintextStatic, type LocalEndpoints } from "../../testing/static.ts";
 import { startGateway, type GatewayHandle, type GatewayOptions } from "../../runtime/gateway/server.ts";
 import { parseSpec } from "../../components/spec/parse.ts";
 import { translate } from "../../components/translate/translate.ts";
+import { freePort } from "./ports.ts";
 
 export interface Upstream {
   readonly port: number;
@@ -104,6 +105,8 @@ export function httpsListener(
 /** One upstream, several (a multi-endpoint cluster), or just a port (e.g. one nothing listens on). */
 export type Endpoints = LocalEndpoints;
 export { plaintextStatic };
+/** A free port on 127.0.0.1 below the ephemeral range (see ./ports.ts). */
+export { freePort };
 
 export interface TestGateway extends GatewayHandle {
   readonly url: string;
@@ -145,15 +148,6 @@ export async function startTestGateway(
     logs,
     rawLog: () => raw,
   });
-}
-
-/** A port with nothing listening on 127.0.0.1 (bound, then closed). */
-export async function freePort(): Promise<number> {
-  const s = http.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** A plain HTTP request with full control of headers (fetch would normalize them). */

@@ -16,3 +16,12 @@ export async function freeBlock(n: number): Promise<number> {
   }
   throw new Error("no free port block");
 }
+
+/**
+ * A port with nothing listening on 127.0.0.1, from below the ephemeral range (32768+): a child
+ * process binds it later, and a port the kernel hands out for outgoing connections could be taken by
+ * one of the suite's client sockets in between (EADDRINUSE in the child, seen in CI).
+ */
+export function freePort(): Promise<number> {
+  return freeBlock(1);
+}
