@@ -434,6 +434,10 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
   o.force?.removeEventListener("abort", onForce);
   if (o.signal?.aborted) throw await interrupted();
   await writeState(plan, supervisor, keeper, true);
+  // A signal while state.json was written (the listeners are off: a stop racing this write could be
+  // overtaken by it and leave "running: true") is seen here. From here to the return nothing awaits, and
+  // the caller holds the handle before any later signal is handled: no Ctrl-C falls between the two.
+  if (o.signal?.aborted) throw await interrupted();
   live = true;
 
   /** One apply (see UpHandle.apply): validate, plan, compare, then change only what differs. */
