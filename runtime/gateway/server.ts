@@ -57,6 +57,7 @@ import { Authenticator } from "../auth/authenticator.ts";
 import { caFingerprints, clientCertTlsOptions } from "../auth/clientcert.ts";
 import { RequestFacts } from "../auth/facts.ts";
 import { RevokedSessions } from "../auth/oidc.ts";
+import { SharedRevocations, sharedRevocationsKey } from "../auth/shared-revocations.ts";
 import type { AdmitResult, AuthObserver } from "../auth/types.ts";
 import { parseCidr, principalId, type IpRange, type Principal } from "../decide/authorize.ts";
 import { inboundDenyCodeOf } from "../decide/inbound.ts";
@@ -436,7 +437,46 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
   /** authn_total children by mechanism then result (two lookups, no key string built per request). */
   const authnChildren = new Map<string, Map<string, CounterChild>>();
   // OIDC sessions ended by logout: kept across config reloads (each reload builds a new Authenticator).
-  const revokedSessions = new RevokedSessions(options.onSessionRevoked);
+  const revokedSessions = new RevokedSessions((key, until) => {
+    options.onSessionRevoked?.(key, until);
+    shared?.sync.publish(key, until);
+  });
+  /** Logouts shared with the other replicas through the Redis this config shares with them (or none). */
+  let shared: { url: string; key: string; sync: SharedRevocations } | null = null;
+  const shareRevocations = (config: GatewayRuntimeConfig) => {
+    const store =
+      config.rateLimitStore.kind === "redis"
+        ? config.rateLimitStore
+        : config.cacheStore.kind === "redis"
+          ? config.cacheStore
+          : null;
+    const want =
+      config.auth.oidc.length > 0 && store !== null
+        ? {
+            url: store.url,
+            key: sharedRevocationsKey(config.mesh, config.namespace),
+            timeoutMs: store.timeoutMs,
+          }
+        : null;
+    if (shared !== null && want !== null && shared.url === want.url && shared.key === want.key) return;
+    if (shared !== null) void shared.sync.close();
+    shared = null;
+    if (want === null) return;
+    const sync = new SharedRevocations({
+      ...want,
+      // A poll reads everything up to now: a slow Redis gets more than one command timeout for it.
+      timeoutMs: Math.max(want.timeoutMs, 1000),
+      revoked: revokedSessions,
+      onUnavailable: (e) =>
+        log.warn(
+          { event: "session_revocations_unavailable", server: sync.server, error: e.message },
+          "logouts are not shared with the other replicas until Redis answers again (they end the session here)",
+        ),
+      onRecovered: () => log.info({ event: "session_revocations_recovered", server: sync.server }),
+    });
+    shared = { url: want.url, key: want.key, sync };
+    log.info({ event: "session_revocations", kind: "redis", server: sync.server, key: want.key });
+  };
   const authObserver: AuthObserver = {
     authn: (m, r) => {
       let byResult = authnChildren.get(m);
@@ -807,6 +847,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   let state = await buildState(options.config);
   activateRateLimits(state);
+  shareRevocations(state.config);
   lifecycle.info.labels("gateway", exposedConfigHash(state.config)).set(1);
   let draining = false;
   let inFlight = 0;
@@ -1887,6 +1928,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         log.info({ event: "identity_changed", identity: next.svid === null ? null : next.identity });
       }
       activateRateLimits(built);
+      shareRevocations(built.config);
       for (const c of previous.clusters.values()) c.close();
       void previous.tracer.shutdown(2000);
       previous.auth.close();
@@ -1923,6 +1965,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     await externalPools.closeAll();
     clientCerts.close();
     await limiters.close();
+    await shared?.sync.close();
     await Promise.all([state.cache.store, ...retiredStores].map((s) => s.close?.()));
     retiredStores.clear();
     log.info({ event: "stopped" });
