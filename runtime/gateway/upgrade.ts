@@ -237,15 +237,21 @@ const BEARER = 'www-authenticate: Bearer realm="meshgate"\r\n';
 /**
  * A split's backend for one request, by weight (a backend of weight 0 never gets one); shared by plain
  * requests and WebSocket upgrades, so a tunnel lands where `explain` and the split's weights say.
+ * Weights are integers (the config schema's): the draw is an integer in [0, total) and every step of the
+ * walk is exact, so no rounding can land a draw on a backend of weight 0. `random` is for tests.
  */
-export function chooseBackend(backends: readonly { cluster: string; weight: number }[]): string {
+export function chooseBackend(
+  backends: readonly { cluster: string; weight: number }[],
+  random: () => number = Math.random,
+): string {
   if (backends.length === 1) return backends[0]!.cluster;
   const total = backends.reduce((s, b) => s + b.weight, 0);
-  let x = Math.random() * total;
+  let x = Math.min(total - 1, Math.floor(random() * total));
   for (const b of backends) {
     x -= b.weight;
     if (x < 0) return b.cluster;
   }
+  // Only when every weight is 0 (the spec refuses that: a split's weights sum to 100).
   return backends[backends.length - 1]!.cluster;
 }
 
