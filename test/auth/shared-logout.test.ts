@@ -29,10 +29,12 @@ let app: Upstream;
 let idp: Idp;
 let redis: TestRedis;
 let config: GatewayRuntimeConfig;
+/** The same gateway without a shared store: nothing to share logouts through. */
+let alone: GatewayRuntimeConfig;
 const ports: number[] = [];
 const running: Replica[] = [];
 
-async function replica(port: number): Promise<Replica> {
+async function replica(port: number, cfg = config): Promise<Replica> {
   let raw = "";
   const sink = new Writable({
     write(chunk: Buffer, _e, cb) {
@@ -41,7 +43,7 @@ async function replica(port: number): Promise<Replica> {
     },
   });
   const gw = await startGateway({
-    config,
+    config: cfg,
     host: "127.0.0.1",
     ports: { listeners: { [config.listeners[0]!.name]: port }, admin: 0 },
     logger: pino({}, sink),
@@ -61,29 +63,32 @@ beforeAll(async () => {
     redirectUris: ports.map((p) => `http://127.0.0.1:${p}/app/oauth2/callback`),
   });
   process.env.MESHGATE_SHARED_LOGOUT_SECRET = SECRET;
-  config = gatewayConfig(
-    [
-      {
-        name: "app",
-        match: { path: "/app/**" },
-        to: "app",
-        auth: { oidc: "sso" },
-        rateLimit: { requests: 100_000, per: "1s" },
-      },
-    ],
-    { app },
-    {
-      oidc: {
-        sso: {
-          issuer: idp.issuer,
-          clientId: "gw",
-          clientSecretEnv: "MESHGATE_SHARED_LOGOUT_SECRET",
-          redirectPath: "/app/oauth2/callback",
+  const gateway = (store: object) =>
+    gatewayConfig(
+      [
+        {
+          name: "app",
+          match: { path: "/app/**" },
+          to: "app",
+          auth: { oidc: "sso" },
+          rateLimit: { requests: 100_000, per: "1s" },
         },
+      ],
+      { app },
+      {
+        oidc: {
+          sso: {
+            issuer: idp.issuer,
+            clientId: "gw",
+            clientSecretEnv: "MESHGATE_SHARED_LOGOUT_SECRET",
+            redirectPath: "/app/oauth2/callback",
+          },
+        },
+        ...store,
       },
-      rateLimitStore: { redis: { url: redis.url, failMode: "open", timeout: "500ms" } },
-    },
-  );
+    );
+  config = gateway({ rateLimitStore: { redis: { url: redis.url, failMode: "open", timeout: "500ms" } } });
+  alone = gateway({});
 });
 
 afterAll(async () => {
@@ -135,6 +140,13 @@ describe("OIDC logouts shared through the replicas' Redis", () => {
     // A replica started after the logout reads the stream when it starts.
     const c = await replica(ports[2]!);
     await until(async () => (await replay(c, stolen)) === 401, 5000);
+
+    // A replica without the shared store accepts the copy; reloaded with it, it reads the stream too.
+    const d = await replica(await freePort(), alone);
+    expect(await replay(d, stolen)).toBe(200);
+    expect(d.raw()).not.toContain('"event":"session_revocations"');
+    expect(await d.gw.reload(JSON.stringify(config))).toMatchObject({ ok: true });
+    await until(async () => (await replay(d, stolen)) === 401, 5000);
 
     // What Redis holds: the cookie's hash and its expiry, never the cookie or the user.
     const client = new RedisClient({ url: redis.url });
