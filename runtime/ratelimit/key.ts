@@ -68,7 +68,16 @@ export function clientKey(address: string): string {
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
     if (mapped) return mapped[1]!;
     const groups = expandIpv6(lower);
-    if (groups) return `${groups.slice(0, 4).join(":")}::/64`;
+    if (groups) {
+      // Every other spelling of an IPv4-mapped address (::ffff:102:304, 0:0:0:0:0:ffff:1.2.3.4, …) is
+      // that IPv4 address too, not one /64 shared by every IPv4 client spelled so.
+      if (groups[5] === "ffff" && groups.slice(0, 5).every((g) => g === "0")) {
+        const hi = parseInt(groups[6]!, 16);
+        const lo = parseInt(groups[7]!, 16);
+        return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+      }
+      return `${groups.slice(0, 4).join(":")}::/64`;
+    }
   }
   return bounded(address);
 }
