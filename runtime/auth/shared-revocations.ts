@@ -142,7 +142,10 @@ export class SharedRevocations {
   }
 }
 
-/** XRANGE's reply as [id, hash, until] (entries not in this shape — not ours — are skipped). */
+/**
+ * XRANGE's reply as [id, hash, until]. An entry without our fields (not written by a gateway) comes back
+ * with until 0, so that its id still moves the read on and nothing is applied from it.
+ */
 function streamEntries(reply: RespValue): [string, string, number][] {
   const out: [string, string, number][] = [];
   if (!Array.isArray(reply)) return out;
@@ -155,7 +158,6 @@ function streamEntries(reply: RespValue): [string, string, number][] {
       if (fields[i] === "s" && typeof fields[i + 1] === "string") hash = fields[i + 1] as string;
       else if (fields[i] === "u") until = Number(fields[i + 1]);
     }
-    // The id still moves the read on, whatever the entry holds.
     out.push([e[0], hash ?? "", hash === null ? 0 : until]);
   }
   return out;

@@ -455,7 +455,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         ? {
             url: store.url,
             key: sharedRevocationsKey(config.mesh, config.namespace),
-            timeoutMs: store.timeoutMs,
+            // A poll reads everything up to now: a slow Redis gets more than one store timeout for it.
+            timeoutMs: Math.max(store.timeoutMs, 1000),
           }
         : null;
     if (shared !== null && want !== null && shared.url === want.url && shared.key === want.key) return;
@@ -464,8 +465,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (want === null) return;
     const sync = new SharedRevocations({
       ...want,
-      // A poll reads everything up to now: a slow Redis gets more than one command timeout for it.
-      timeoutMs: Math.max(want.timeoutMs, 1000),
       revoked: revokedSessions,
       onUnavailable: (e) =>
         log.warn(

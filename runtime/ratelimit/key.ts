@@ -65,6 +65,7 @@ export function clientKey(address: string): string {
   if (!address.includes(":")) return address.length <= MAX_KEY_VALUE ? address : bounded(address);
   if (isIP(address) === 6) {
     const lower = address.toLowerCase();
+    // The spelling Node gives IPv4 peers of a dual-stack socket: answered without expanding the groups.
     const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
     if (mapped) return mapped[1]!;
     const groups = expandIpv6(lower);
