@@ -21,7 +21,7 @@ import {
   maskConfigHash,
 } from "../contract/exposed-hash.ts";
 import { watchConfigFile } from "../contract/reload.ts";
-import { LeaseServer } from "../ratelimit/lease.ts";
+import { LeaseServer, type LeaseServerOptions } from "../ratelimit/lease.ts";
 import { rateLimitMode } from "../ratelimit/limiter.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { mergeExpositions } from "../telemetry/merge.ts";
@@ -91,7 +91,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   }));
   let stopping = false;
   let nextId = 1;
-  const leases = new LeaseServer();
+  const leases = primaryLeases(metrics);
   const leaseSweep = setInterval(() => leases.sweep(), 60_000);
   leaseSweep.unref();
   const logRateLimitMode = () => {
@@ -442,4 +442,22 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/**
+ * The primary's rate-limit buckets (every worker spends leases taken from them), with their evictions
+ * at the key cap counted in the primary's own `ratelimit_evictions_total` — with `--workers` the workers
+ * hold no buckets, so the family their expositions carry never moved. Its series carry no `worker`
+ * label when /metrics merges the workers' in: the buckets are the primary's.
+ */
+export function primaryLeases(
+  metrics: MetricsRegistry,
+  options: Omit<LeaseServerOptions, "onEvict"> = {},
+): LeaseServer {
+  const evictions = metrics.counter(
+    "ratelimit_evictions_total",
+    "In-process buckets dropped at the key cap: idle (full, nothing lost) or active.",
+    ["proxy", "kind"],
+  );
+  return new LeaseServer({ ...options, onEvict: (kind) => evictions.labels("gateway", kind).inc() });
 }

@@ -14,6 +14,8 @@ import {
   type LeaseRequest,
 } from "../../runtime/ratelimit/lease.ts";
 import type { RateLimitDecision } from "../../runtime/ratelimit/local.ts";
+import { primaryLeases } from "../../runtime/gateway/workers.ts";
+import { MetricsRegistry } from "../../runtime/telemetry/metrics.ts";
 import type { DoneMessage, StartMessage } from "./fixtures/load-worker.ts";
 
 /** Two (or more) workers talking to one primary through a channel that answers after one macrotask. */
@@ -226,6 +228,32 @@ describe("leases between workers and the primary", () => {
     expect((await resolve(r1.check("other"))).allowed).toBe(true);
     expect((await resolve(r2.check("k"))).allowed).toBe(true);
     expect(c.server.stats()).toEqual({ policies: 2, keys: 3 });
+  });
+});
+
+describe("the primary's buckets in its metrics", () => {
+  // With --workers every bucket is the primary's: its evictions at the key cap are counted there.
+  const ask = (id: number, keys: string[]): LeaseRequest => ({
+    type: "ratelimit",
+    id,
+    policies: [{ id: "route-a", rate: 1, cost: 1, capacity: 10 }],
+    ops: keys.map((k) => ["route-a", k, 1, 0, 0] as const),
+  });
+  const evictions = (metrics: MetricsRegistry) =>
+    metrics
+      .render()
+      .split("\n")
+      .filter((l) => l.startsWith("meshgate_ratelimit_evictions_total{"));
+
+  it("counts_an_eviction_at_the_key_cap_in_ratelimit_evictions_total", () => {
+    const metrics = new MetricsRegistry({ prefix: "meshgate_" });
+    const clock = { t: 0 };
+    const leases = primaryLeases(metrics, { maxKeys: 2, now: () => clock.t });
+    leases.handle(ask(1, ["a", "b"]), 2);
+    expect(evictions(metrics)).toEqual([]);
+    clock.t += 60_000; // a and b are full again: dropping one loses nothing
+    leases.handle(ask(2, ["c"]), 2);
+    expect(evictions(metrics)).toEqual(['meshgate_ratelimit_evictions_total{proxy="gateway",kind="idle"} 1']);
   });
 });
 
