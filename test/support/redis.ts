@@ -50,6 +50,11 @@ export interface StartRedisOptions {
 export async function startRedis(options: StartRedisOptions = {}): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), "meshgate-redis-"));
   const port = await freePort();
+  // A cluster node also listens on a bus port, by default port + 10,000 — inside the ephemeral range
+  // (32768+), where one of the suite's client sockets can hold it (EADDRINUSE at start, seen in a full
+  // run): the bus gets a free port from below that range too.
+  const cluster = (options.args ?? []).includes("--cluster-enabled");
+  const busPort = cluster ? await freePortBesides(port) : 0;
   let child: ChildProcess | null = null;
   let out = "";
   let exited: Promise<void> = Promise.resolve();
@@ -85,6 +90,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
       "--loglevel",
       "warning",
       ...(options.password ? ["--requirepass", options.password] : []),
+      ...(cluster ? ["--cluster-port", String(busPort)] : []),
       ...(options.args ?? []),
     ];
     const c = spawn(REDIS_SERVER, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
@@ -160,4 +166,12 @@ function answersPing(port: number, password: string | undefined, overTls: boolea
       else if (got.includes("-")) done(false);
     });
   });
+}
+
+/** A free port other than `taken` (probed while `taken` is still unbound). */
+async function freePortBesides(taken: number): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    if (p !== taken) return p;
+  }
 }
