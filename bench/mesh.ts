@@ -16,9 +16,11 @@
  * - a second reference: a minimal Node mTLS pair (bench/node-proxy.mjs: Node's http/https with a
  *   keep-alive agent, the same SVIDs and flags as the sidecars, none of meshgate's work) — what any Node
  *   sidecar starts from on this machine;
+ * - a floor: a raw-socket mTLS pair (bench/raw-pair.mjs: node:net/node:tls, messages framed by their
+ *   Content-Length, one write each — no HTTP semantics) — what a Node process pays for the hop itself;
  * - warm-up: WARMUP_S (20 s) of the load per subject before the first round, until V8 has optimized
  *   the hot path (see WARMUP_S);
- * - rounds: direct, meshgate pair, nginx pair, Node pair, one after the other, REPS times (interleaved, so that
+ * - rounds: direct, meshgate pair, nginx pair, Node pair, raw pair, one after the other, REPS times (interleaved, so that
  *   drift in the machine's load hits every subject alike); medians over the rounds; each measured run
  *   follows RUN_WARMUP_S of the same load, unmeasured: a subject's previous run ended up to a minute
  *   earlier, and the measure is the steady state at the rate, not the reconnection after a pause (a
@@ -138,6 +140,8 @@ const VERSUS = (() => {
 })();
 /** The reference subject made of Node's own http/https (bench/node-proxy.mjs). */
 const NODE_PAIR = "minimal Node pair";
+/** The floor subject: a raw-socket mTLS pair with no HTTP semantics (bench/raw-pair.mjs). */
+const RAW_PAIR = "raw socket pair";
 /**
  * --no-ejection: web's sidecar never ejects orders (consecutive5xx 1e9). With one endpoint, outlier
  * detection may eject it (at least one host may always be ejected), and a stall of the loaded machine
@@ -615,6 +619,8 @@ async function main(): Promise<number> {
     nginxIn: await freePort(),
     nodeOut: await freePort(),
     nodeIn: await freePort(),
+    rawOut: await freePort(),
+    rawIn: await freePort(),
   };
   const server = start("server", nginxArgs(serverConf(p.server), "server"), LOAD_CPU);
   await ready("the server", p.server, [server]);
@@ -645,14 +651,21 @@ async function main(): Promise<number> {
     PROXY_CPU,
   );
 
-  // minimal Node pair: Node's own cost for the hop (bench/node-proxy.mjs), with the sidecars' flags
-  const nodeProxy = (role: "outbound" | "inbound", listen: number, nextPort: number, id: Identity) =>
+  // The reference pairs, with the sidecars' flags: the minimal Node pair, Node's own cost for the hop
+  // (bench/node-proxy.mjs), and the raw socket pair, the floor under it (bench/raw-pair.mjs).
+  const referenceProxy = (
+    script: "node-proxy" | "raw-pair",
+    role: "outbound" | "inbound",
+    listen: number,
+    nextPort: number,
+    id: Identity,
+  ) =>
     start(
-      `node-${role}`,
+      `${script === "node-proxy" ? "node" : "raw"}-${role}`,
       [
         process.execPath,
         ...NODE_FLAGS,
-        join(ROOT, "bench/node-proxy.mjs"),
+        join(ROOT, `bench/${script}.mjs`),
         role,
         String(listen),
         String(nextPort),
@@ -661,8 +674,10 @@ async function main(): Promise<number> {
       ],
       PROXY_CPU,
     );
-  const nodeIn = nodeProxy("inbound", p.nodeIn, p.server, ids.orders);
-  const nodeOut = nodeProxy("outbound", p.nodeOut, p.nodeIn, ids.web);
+  const nodeIn = referenceProxy("node-proxy", "inbound", p.nodeIn, p.server, ids.orders);
+  const nodeOut = referenceProxy("node-proxy", "outbound", p.nodeOut, p.nodeIn, ids.web);
+  const rawIn = referenceProxy("raw-pair", "inbound", p.rawIn, p.server, ids.orders);
+  const rawOut = referenceProxy("raw-pair", "outbound", p.rawOut, p.rawIn, ids.web);
 
   const proxy = (label: string, started: Started): Proxy => ({
     label,
@@ -688,11 +703,17 @@ async function main(): Promise<number> {
       port: p.nodeOut,
       proxies: [proxy("outbound", nodeOut), proxy("inbound", nodeIn)],
     },
+    {
+      name: RAW_PAIR,
+      port: p.rawOut,
+      proxies: [proxy("outbound", rawOut), proxy("inbound", rawIn)],
+    },
   ];
   try {
     await ready("the meshgate pair", p.webLocal, [webSidecar, ordersSidecar]);
     await ready("the nginx pair", p.nginxOut, [nginxIn, nginxOut]);
     await ready("the minimal Node pair", p.nodeOut, [nodeIn, nodeOut]);
+    await ready("the raw socket pair", p.rawOut, [rawIn, rawOut]);
   } catch (err) {
     log((err as Error).message);
     await stopAll();
@@ -797,22 +818,25 @@ async function main(): Promise<number> {
   ]
     .filter((m) => m[1] !== "success")
     .map((m) => `${m[1]} ${m[2]}`);
-  /** The minimal Node pair beside the goals: where any Node sidecar starts from on this machine. */
-  const nodeLine = (): string => {
-    const node = subjects.find((x) => x.name === NODE_PAIR)!;
-    const cores = node.proxies.map((x) =>
-      median(runs.get(NODE_PAIR)!.map((r) => r.cores[x.label]! / (r.rps / 1000))).toFixed(3),
+  /**
+   * A reference pair beside the goals: the minimal Node pair (where any Node sidecar starts from on this
+   * machine) and the raw socket pair (what a Node process pays for the hop itself).
+   */
+  const referenceLine = (name: string, what: string): string => {
+    const pair = subjects.find((x) => x.name === name)!;
+    const cores = pair.proxies.map((x) =>
+      median(runs.get(name)!.map((r) => r.cores[x.label]! / (r.rps / 1000))).toFixed(3),
     );
     const mib = (kib: number) => (kib / 1024).toFixed(0);
     return (
-      `reference: the minimal Node mTLS pair (Node's http/https and a keep-alive agent, none of meshgate's work) adds ` +
-      `+${ms3(med(NODE_PAIR, (r) => r.p50) - direct.p50)} ms p50 / +${ms3(med(NODE_PAIR, (r) => r.p99) - direct.p99)} ms p99; ` +
-      `${cores.join(" / ")} cores per 1k rps, ${node.proxies.map((x) => mib(x.rssMaxKiB)).join(" / ")} MiB RSS ` +
-      `(${node.proxies.map((x) => mib(x.anonMaxKiB)).join(" / ")} private) per proxy (outbound / inbound)`
+      `${what} adds ` +
+      `+${ms3(med(name, (r) => r.p50) - direct.p50)} ms p50 / +${ms3(med(name, (r) => r.p99) - direct.p99)} ms p99; ` +
+      `${cores.join(" / ")} cores per 1k rps, ${pair.proxies.map((x) => mib(x.rssMaxKiB)).join(" / ")} MiB RSS ` +
+      `(${pair.proxies.map((x) => mib(x.anonMaxKiB)).join(" / ")} private) per proxy (outbound / inbound)`
     );
   };
   const out = [
-    `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair, and through a minimal Node mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
+    `meshgate bench:mesh — client → server at a fixed ${RATE} rps: direct, through two meshgate sidecars (mTLS between them), and through an nginx mTLS pair, a minimal Node mTLS pair and a raw socket mTLS pair${QUICK ? " (--quick: 1 round × 5 s — a smoke run, not a measurement)" : ""}`,
     `sidecars run from ${entry.label}; node ${process.version} (sidecar flags: ${NODE_FLAGS.join(" ") || "none"}), nginx ${version(["nginx", "-v"], /nginx\/(\S+)/)}, load ${FIXED === "loadgen" ? "bench/loadgen.c" : `h2load ${version(["h2load", "--version"], /nghttp2\/(\S+)/)}`}; ${cpus} CPUs (${os.cpus()[0]?.model ?? "?"}); meshgate ${meshgateVersion()}`,
     `${TASKSET ? `proxy pairs on CPU ${PROXY_CPU}, ${FIXED} + server on CPU ${LOAD_CPU}` : "NOT pinned (--no-pin or no taskset)"} (server: nginx return 200, 104-byte JSON); nice -n -15: ${NICE ? "yes" : "not permitted"}; GET ${PATH}, keep-alive`,
     "",
@@ -834,7 +858,14 @@ async function main(): Promise<number> {
     `goal: two sidecars add ≤ ${GOALS.addedP50} ms p50 — +${ms3(mgAdded50)} ms (${verdict(mgAdded50 <= GOALS.addedP50)}); nginx pair +${ms3(med("nginx pair", (r) => r.p50) - direct.p50)} ms`,
     `goal: two sidecars add ≤ ${GOALS.addedP99} ms p99 — +${ms3(mgAdded99)} ms (${verdict(mgAdded99 <= GOALS.addedP99)}); nginx pair +${ms3(med("nginx pair", (r) => r.p99) - direct.p99)} ms`,
     ...steadyLines(),
-    nodeLine(),
+    referenceLine(
+      NODE_PAIR,
+      "reference: the minimal Node mTLS pair (Node's http/https and a keep-alive agent, none of meshgate's work)",
+    ),
+    referenceLine(
+      RAW_PAIR,
+      "floor: the raw socket mTLS pair (node:net/node:tls, Content-Length framing, one write per message, no HTTP semantics)",
+    ),
     ...mgProxies.map((x) => {
       const c = median(runs.get(mg)!.map((r) => r.cores[x.label]! / (r.rps / 1000)));
       const rss = x.rssMaxKiB / 1024;
@@ -844,7 +875,7 @@ async function main(): Promise<number> {
     ...(NO_EJECTION
       ? ["--no-ejection: web's sidecar ran with outlier detection that never ejects (consecutive5xx 1e9)."]
       : []),
-    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node interleaved) after ${WARMUP_S} s warm-ups, each run right after ${RUN_WARMUP_S} s of the same load, unmeasured; added = subject minus direct percentiles;`,
+    `notes: medians of ${REPS} round(s) × ${DURATION_S} s (direct, meshgate, nginx, Node, raw interleaved) after ${WARMUP_S} s warm-ups, each run right after ${RUN_WARMUP_S} s of the same load, unmeasured; added = subject minus direct percentiles;`,
     `  spread over rounds (p50, p99): direct ${spread("direct", (r) => r.p50)} / ${spread("direct", (r) => r.p99)} ms, meshgate ${spread(mg, (r) => r.p50)} / ${spread(mg, (r) => r.p99)} ms, nginx ${spread("nginx pair", (r) => r.p50)} / ${spread("nginx pair", (r) => r.p99)} ms;`,
     `  the rest of the machine used ${Math.min(...othersAll).toFixed(2)}–${Math.max(...othersAll).toFixed(2)} cores during the runs (noisy runs, > ${NOISE_LIMIT} cores, marked ~);`,
     FIXED === "loadgen"

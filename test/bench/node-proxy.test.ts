@@ -1,7 +1,8 @@
 /**
- * bench/node-proxy.mjs, the benches' minimal Node reference, run for real on 127.0.0.1: it must proxy
- * (a reference that fails every request would make the benches' comparisons meaningless) and its mTLS
- * pair must really require and verify certificates, as the nginx pair and the sidecars do.
+ * bench/node-proxy.mjs, the benches' minimal Node reference, and bench/raw-pair.mjs, bench:mesh's floor,
+ * run for real on 127.0.0.1: each must proxy (a reference that fails every request would make the
+ * benches' comparisons meaningless) and each mTLS pair must really require and verify certificates, as
+ * the nginx pair and the sidecars do.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -15,20 +16,21 @@ import { createIntermediateCa, createRootCa, SvidIssuer, TrustBundle } from "../
 import { freePort } from "../support/ports.ts";
 
 const SCRIPT = new URL("../../bench/node-proxy.mjs", import.meta.url).pathname;
+const RAW = new URL("../../bench/raw-pair.mjs", import.meta.url).pathname;
 const tmp = mkdtempSync(join(os.tmpdir(), "meshgate-node-proxy-"));
 const children: ChildProcess[] = [];
 let upstream: http.Server;
 let upstreamPort = 0;
 
 /** Starts the script and resolves once it printed its listening line. */
-function run(args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [SCRIPT, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function run(args: string[], script = SCRIPT): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   children.push(child);
   return new Promise((resolve, reject) => {
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d));
     child.stdout!.once("data", () => resolve(child));
-    child.once("exit", (code) => reject(new Error(`node-proxy.mjs exited ${code}: ${err}`)));
+    child.once("exit", (code) => reject(new Error(`${script} exited ${code}: ${err}`)));
   });
 }
 
@@ -51,6 +53,11 @@ let ids: { web: string; orders: string; stranger: string; bundle: string };
 beforeAll(async () => {
   upstream = http.createServer((req, res) => {
     res.setHeader("x-echo-path", req.url ?? "");
+    if (req.url === "/chunked") {
+      res.write("hello from ");
+      res.end("upstream"); // no Content-Length: chunked
+      return;
+    }
     res.end("hello from upstream");
   });
   await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
@@ -85,6 +92,12 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
+/** The clients every inbound side must refuse (as the nginx pair and the sidecars do). */
+const REFUSED = [
+  { claim: "without a client certificate", dir: null },
+  { claim: "with a certificate from a CA outside the bundle", dir: "stranger" as const },
+];
+
 describe("bench/node-proxy.mjs, the minimal Node reference", () => {
   it.each([{ workers: "1" }, { workers: "2" }])(
     "http mode with $workers worker(s) forwards the request and returns the upstream's answer",
@@ -107,41 +120,72 @@ describe("bench/node-proxy.mjs, the minimal Node reference", () => {
     expect(await get(outbound, "/x")).toEqual({ status: 200, body: "hello from upstream", echoed: "/x" });
   });
 
-  it.each([
-    { claim: "without a client certificate", dir: null },
-    { claim: "with a certificate from a CA outside the bundle", dir: "stranger" as const },
-  ])("the inbound side refuses a client $claim", async ({ dir }) => {
-    const inbound = await freePort();
-    await run(["inbound", String(inbound), String(upstreamPort), ids.orders, ids.bundle]);
-    const outcome = await new Promise<string>((resolve) => {
-      const req = https.get(
-        {
-          host: "127.0.0.1",
-          port: inbound,
-          path: "/",
-          agent: false,
-          ca: readFileSync(ids.bundle),
-          servername: "orders",
-          ...(dir
-            ? {
-                cert: readFileSync(join(ids[dir], "svid.pem")),
-                key: readFileSync(join(ids[dir], "svid-key.pem")),
-              }
-            : {}),
-        },
-        (res) => resolve(`answered ${res.statusCode}`),
-      );
-      req.on("error", (err) => resolve(`refused: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
-    });
-    expect(outcome).toMatch(/^refused: /);
+  it.each(REFUSED)("the inbound side refuses a client $claim", async ({ dir }) => {
+    expect(await inboundOutcome(SCRIPT, dir)).toMatch(/^refused: /);
   });
 
   it("a usage error exits 2 and names the usage", async () => {
-    const child = spawn(process.execPath, [SCRIPT, "tcp", "1"], { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    child.stderr.on("data", (d: Buffer) => (err += d));
-    const code = await new Promise<number | null>((r) => child.once("exit", r));
-    expect(code).toBe(2);
-    expect(err).toContain("usage: node bench/node-proxy.mjs http");
+    expect(await usageError(SCRIPT)).toContain("usage: node bench/node-proxy.mjs http");
   });
 });
+
+describe("bench/raw-pair.mjs, the floor under the Node pair", () => {
+  it("carries requests from plain HTTP through TLS 1.3 to the server", async () => {
+    const [inbound, outbound] = [await freePort(), await freePort()];
+    await run(["inbound", String(inbound), String(upstreamPort), ids.orders, ids.bundle], RAW);
+    await run(["outbound", String(outbound), String(inbound), ids.web, ids.bundle], RAW);
+    for (const path of ["/x", "/api/v1/items/42", "/y?z=1"])
+      expect(await get(outbound, path)).toEqual({ status: 200, body: "hello from upstream", echoed: path });
+  });
+
+  it("answers 502 to a response it cannot frame, never a truncated 200", async () => {
+    const [inbound, outbound] = [await freePort(), await freePort()];
+    await run(["inbound", String(inbound), String(upstreamPort), ids.orders, ids.bundle], RAW);
+    await run(["outbound", String(outbound), String(inbound), ids.web, ids.bundle], RAW);
+    expect((await get(outbound, "/chunked")).status).toBe(502);
+  });
+
+  it.each(REFUSED)("the inbound side refuses a client $claim", async ({ dir }) => {
+    expect(await inboundOutcome(RAW, dir)).toMatch(/^refused: /);
+  });
+
+  it("a usage error exits 2 and names the usage", async () => {
+    expect(await usageError(RAW)).toContain("usage: node bench/raw-pair.mjs outbound|inbound");
+  });
+});
+
+/** What a client with `dir`'s certificate (or none) gets from `script`'s inbound side. */
+async function inboundOutcome(script: string, dir: "stranger" | null): Promise<string> {
+  const inbound = await freePort();
+  await run(["inbound", String(inbound), String(upstreamPort), ids.orders, ids.bundle], script);
+  return new Promise<string>((resolve) => {
+    const req = https.get(
+      {
+        host: "127.0.0.1",
+        port: inbound,
+        path: "/",
+        agent: false,
+        ca: readFileSync(ids.bundle),
+        servername: "orders",
+        ...(dir
+          ? {
+              cert: readFileSync(join(ids[dir], "svid.pem")),
+              key: readFileSync(join(ids[dir], "svid-key.pem")),
+            }
+          : {}),
+      },
+      (res) => resolve(`answered ${res.statusCode}`),
+    );
+    req.on("error", (err) => resolve(`refused: ${(err as NodeJS.ErrnoException).code ?? err.message}`));
+  });
+}
+
+/** The stderr of `script` run with bad arguments, which must exit 2. */
+async function usageError(script: string): Promise<string> {
+  const child = spawn(process.execPath, [script, "tcp", "1"], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => (err += d));
+  const code = await new Promise<number | null>((r) => child.once("exit", r));
+  expect(code).toBe(2);
+  return err;
+}
