@@ -70,11 +70,18 @@ let standalone: TestRedis;
 let cluster: TestRedis;
 
 beforeAll(async () => {
-  [standalone, cluster] = await Promise.all([
+  // Both starts settle before either failure is thrown: every server that started is stopped in afterAll
+  // (with Promise.all, a failed start of one left the other running after the suite).
+  const starts = await Promise.allSettled([
     startRedis(),
     startRedis({ args: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] }),
   ]);
-  servers.push(standalone, cluster);
+  for (const r of starts) if (r.status === "fulfilled") servers.push(r.value);
+  for (const r of starts) if (r.status === "rejected") throw r.reason;
+  [standalone, cluster] = starts.map((r) => (r as PromiseFulfilledResult<TestRedis>).value) as [
+    TestRedis,
+    TestRedis,
+  ];
   const c = client(cluster.url);
   await c.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383);
   for (let i = 0; i < 200; i++) {
