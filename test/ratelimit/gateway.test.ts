@@ -17,7 +17,9 @@ import {
   freePort,
   gatewayConfig,
   request,
+  allStarted,
   startGatewayProcess,
+  type GatewayProcess,
   startTestGateway,
   startUpstream,
   type TestGateway,
@@ -394,11 +396,11 @@ describe("rate limits shared through redis", () => {
     );
 
   it("holds_100_per_second_within_5_percent_across_two_gateway_processes", async () => {
-    const [a, b] = await Promise.all([
+    const [a, b] = (await allStarted([
       // A generous timeout: this test is about the shared count, not about a loaded machine's latency.
       startGatewayProcess(dir, "redis-a", redisConfig("closed", 100, "1s")),
       startGatewayProcess(dir, "redis-b", redisConfig("closed", 100, "1s")),
-    ]);
+    ])) as [GatewayProcess, GatewayProcess];
     try {
       const durationMs = 6000;
       const { byStatus, admitted, perUrl, windowMs } = await load([a.url, b.url], {
