@@ -22,6 +22,7 @@ import {
 import { encodeValue, type StoredResponse } from "../../runtime/cache/store.ts";
 import { storedResponse as response } from "./entries.ts";
 import { RedisClient } from "../../runtime/redis/client.ts";
+import { allStarted } from "../support/procs.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
 const key = (path: string, host = "h", variant = "", principal: string | null = null, query = "") =>
@@ -70,18 +71,12 @@ let standalone: TestRedis;
 let cluster: TestRedis;
 
 beforeAll(async () => {
-  // Both starts settle before either failure is thrown: every server that started is stopped in afterAll
-  // (with Promise.all, a failed start of one left the other running after the suite).
-  const starts = await Promise.allSettled([
+  // A failed start of one stops the other (with Promise.all, it outlived the suite).
+  [standalone, cluster] = (await allStarted([
     startRedis(),
     startRedis({ args: ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] }),
-  ]);
-  for (const r of starts) if (r.status === "fulfilled") servers.push(r.value);
-  for (const r of starts) if (r.status === "rejected") throw r.reason;
-  [standalone, cluster] = starts.map((r) => (r as PromiseFulfilledResult<TestRedis>).value) as [
-    TestRedis,
-    TestRedis,
-  ];
+  ])) as [TestRedis, TestRedis];
+  servers.push(standalone, cluster);
   const c = client(cluster.url);
   await c.call("CLUSTER", "ADDSLOTSRANGE", 0, 16383);
   for (let i = 0; i < 200; i++) {

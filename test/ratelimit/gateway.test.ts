@@ -17,7 +17,6 @@ import {
   freePort,
   gatewayConfig,
   request,
-  allStarted,
   startGatewayProcess,
   type GatewayProcess,
   startTestGateway,
@@ -25,6 +24,7 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { allStarted } from "../support/procs.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
 let app: Upstream;

@@ -253,21 +253,6 @@ export async function startGatewayProcess(
   };
 }
 
-/**
- * Waits for gateway processes started together; if any failed to start, stops the others before throwing
- * (with Promise.all, the ones that did start outlived the test).
- */
-export async function allStarted(starts: readonly Promise<GatewayProcess>[]): Promise<GatewayProcess[]> {
-  const settled = await Promise.allSettled(starts);
-  const up = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-  const failed = settled.find((r) => r.status === "rejected");
-  if (failed) {
-    await Promise.all(up.map((g) => g.stop()));
-    throw failed.reason;
-  }
-  return up;
-}
-
 /** One bodiless HTTP/2 request on `session` (the body is read and dropped), then the session is closed. */
 export async function h2Status(session: ClientHttp2Session, headers: OutgoingHttpHeaders): Promise<number> {
   try {

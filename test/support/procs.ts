@@ -6,6 +6,23 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 
+/**
+ * Waits for servers or processes started together; if any failed to start, stops the others before
+ * throwing (with Promise.all, the ones that did start outlived the test). In the order given.
+ */
+export async function allStarted<T extends { stop(): Promise<void> }>(
+  starts: readonly Promise<T>[],
+): Promise<T[]> {
+  const settled = await Promise.allSettled(starts);
+  const up = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) {
+    await Promise.all(up.map((s) => s.stop()));
+    throw failed.reason;
+  }
+  return up;
+}
+
 /** The pids (other than this process) whose command line contains `marker`. */
 export function pidsMentioning(marker: string): number[] {
   const out: number[] = [];

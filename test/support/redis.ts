@@ -15,7 +15,7 @@ import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { freePort } from "./gateway.ts";
+import { freeBlock, freePort } from "./ports.ts";
 
 /** The server binary: `$REDIS_SERVER`, else `redis-server` on the PATH (Debian: /usr/bin/redis-server). */
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? "redis-server";
@@ -49,12 +49,12 @@ export interface StartRedisOptions {
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), "meshgate-redis-"));
-  const port = await freePort();
   // A cluster node also listens on a bus port, by default port + 10,000 — inside the ephemeral range
   // (32768+), where one of the suite's client sockets can hold it (EADDRINUSE at start, seen in a full
-  // run): the bus gets a free port from below that range too.
+  // run): the bus gets the next port of a free pair from below that range.
   const cluster = (options.args ?? []).includes("--cluster-enabled");
-  const busPort = cluster ? await freePortBesides(port) : 0;
+  const port = cluster ? await freeBlock(2) : await freePort();
+  const busPort = port + 1;
   let child: ChildProcess | null = null;
   let out = "";
   let exited: Promise<void> = Promise.resolve();
@@ -166,12 +166,4 @@ function answersPing(port: number, password: string | undefined, overTls: boolea
       else if (got.includes("-")) done(false);
     });
   });
-}
-
-/** A free port other than `taken` (probed while `taken` is still unbound). */
-async function freePortBesides(taken: number): Promise<number> {
-  for (;;) {
-    const p = await freePort();
-    if (p !== taken) return p;
-  }
 }
