@@ -235,7 +235,11 @@ const MeshDefaults = z.strictObject({
   timeout: duration({ description: "Total time for one call, retries included.", timer: true }).default(
     D["mesh.defaults.timeout"].value,
   ),
-  connectTimeout: duration({ timer: true }).default(D["mesh.defaults.connectTimeout"].value),
+  connectTimeout: duration({
+    description:
+      "Time to open a connection to a service or an external destination. `0s`: no timeout of meshgate's own — the system's (on Linux about 2 minutes of SYN retries).",
+    timer: true,
+  }).default(D["mesh.defaults.connectTimeout"].value),
   retries: z
     .strictObject({
       attempts: RetriesShape.attempts.default(D["mesh.defaults.retries.attempts"].value),
@@ -358,7 +362,11 @@ const Service = z.strictObject({
   allow: z.array(AllowRule).default([]).describe("Inbound authorization rules; deny by default."),
   routes: z.array(ServiceRoute).optional().describe("Per-route timeout/retry overrides that callers apply."),
   timeout: duration({ timer: true }).optional(),
-  connectTimeout: duration({ timer: true }).optional(),
+  connectTimeout: duration({
+    description:
+      "Time to open a connection to this service; default mesh.defaults.connectTimeout. `0s`: no timeout of meshgate's own — the system's (on Linux about 2 minutes of SYN retries); a call's `timeout` still ends it.",
+    timer: true,
+  }).optional(),
   retries: ServiceRetries.optional(),
   circuitBreaker: CircuitBreakerOverride.optional(),
   loadBalancer: LoadBalancer.optional(),
@@ -414,7 +422,8 @@ const External = z
     port: port().describe("The destination's TCP port."),
     localPort: localPort("a TCP relay to this destination (one host only: not a wildcard or a range)"),
     connectTimeout: duration({
-      description: "Time to open the connection; default mesh.defaults.connectTimeout.",
+      description:
+        "Time to open the connection; default mesh.defaults.connectTimeout. `0s`: no timeout of meshgate's own — the system's (on Linux about 2 minutes of SYN retries).",
       timer: true,
     }).optional(),
     timeout: duration({

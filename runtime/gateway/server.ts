@@ -309,7 +309,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     current: () => identity?.current() ?? null,
     ready: () => identity?.ready() ?? false,
   });
-  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
+  const pools = new PoolCache({ connections: 1024, mtls: connectMtls });
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
@@ -363,7 +363,6 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
    * cluster's server name, the client certificate from `clientCerts` (connections fail closed without it).
    */
   const externalPools = new PoolCache({
-    connectTimeoutMs: 1000,
     connections: 1024,
     lookup: externalLookup,
     clientCertificates: clientCerts,
@@ -1593,6 +1592,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         headers: { ...headers, ...(host ? { host } : {}), "x-meshgate-mirror": "1" },
         body,
         headersTimeout: timeoutMs,
+        totalTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       })
       .then(async (r) => {

@@ -320,10 +320,14 @@ function openTunnel(
               ? { lookup: outside.lookup }
               : {}),
           });
-  const connectTimer = setTimeout(
-    () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
-    cluster.config.connectTimeoutMs,
-  );
+  // 0: no timer of the gateway's own (the system's connect timeout; the tunnel's idle timeout still applies).
+  const connectTimer =
+    cluster.config.connectTimeoutMs > 0
+      ? setTimeout(
+          () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
+          cluster.config.connectTimeoutMs,
+        )
+      : undefined;
   let status = 0;
   let connected = false;
   /** The client's connection ends by itself (an answer being flushed): the upstream's close leaves it be. */

@@ -612,10 +612,9 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     });
   }
   const connectMtls = mtlsConnector({ current: () => identity.current(), ready: () => identity.ready() });
-  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024, mtls: connectMtls });
+  const pools = new PoolCache({ connections: 1024, mtls: connectMtls });
   /** The pools to external destinations: their names resolve through externalLookup. */
   const externalPools = new PoolCache({
-    connectTimeoutMs: 1000,
     connections: 1024,
     lookup: externalLookup,
     clientCertificates: clientCerts,

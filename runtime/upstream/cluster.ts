@@ -26,6 +26,8 @@ export interface UpstreamPool {
       headers: Record<string, string | string[]>;
       body: Buffer | NodeJS.ReadableStream | null;
       headersTimeout: number;
+      /** The time left of the whole request: a new connection must open within it too. 0: none. */
+      totalTimeout?: number;
       bodyTimeout: number;
       /**
        * Time the response may stay blocked on its target (a write refused, no 'drain' since): the client
@@ -53,6 +55,7 @@ export interface UpstreamPool {
     headers?: Record<string, string | string[]>;
     body?: Buffer | null;
     headersTimeout: number;
+    totalTimeout?: number;
     bodyTimeout: number;
   }): Promise<{ statusCode: number; body: { dump(): Promise<unknown> } }>;
   readonly stats: { readonly pending: number };
@@ -83,7 +86,7 @@ export interface ClusterEvents {
 type Discovery = GatewayRuntimeConfig["discovery"];
 
 export interface PoolCacheOptions {
-  connectTimeoutMs: number;
+  /** The connection limit of an HTTP/1.1 pool whose cluster sets no `circuitBreaker.maxConnections` (0). */
   connections: number;
   /**
    * Opens mTLS connections to clusters with `tls.mode: "mtls"`, verifying that the server is
@@ -143,7 +146,7 @@ export class PoolCache {
       pool = new H2Pool(
         host,
         port,
-        cluster.connectTimeoutMs || this.options.connectTimeoutMs,
+        cluster.connectTimeoutMs,
         tls.mode === "mtls"
           ? (this.options.mtls ?? noIdentity)(tls.serverIdentity, "http2")
           : tls.mode === "tls"
@@ -157,7 +160,7 @@ export class PoolCache {
       const tls = cluster.tls;
       pool = new H1Pool(host, port, {
         maxConnections: cluster.circuitBreaker.maxConnections || this.options.connections,
-        connectTimeoutMs: cluster.connectTimeoutMs || this.options.connectTimeoutMs,
+        connectTimeoutMs: cluster.connectTimeoutMs,
         ...(tls.mode === "mtls"
           ? {
               connect: (this.options.mtls ?? noIdentity)(tls.serverIdentity),
@@ -259,7 +262,13 @@ export class UpstreamCluster {
     await Promise.all(
       this.endpoints.map(async (e) => {
         const ok = await e.pool
-          .request({ method: "GET", path: hc.path, headersTimeout: hc.timeoutMs, bodyTimeout: hc.timeoutMs })
+          .request({
+            method: "GET",
+            path: hc.path,
+            headersTimeout: hc.timeoutMs,
+            totalTimeout: hc.timeoutMs, // a connect that hangs is a failed probe, not a stalled round
+            bodyTimeout: hc.timeoutMs,
+          })
           .then(async (r) => {
             await r.body.dump();
             return r.statusCode >= 200 && r.statusCode < 300;

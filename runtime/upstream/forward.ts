@@ -274,6 +274,7 @@ export async function forward(
             headers: req.headers,
             body: req.body,
             headersTimeout: perTry,
+            totalTimeout: remaining,
             bodyTimeout: Math.max(1, deadline - now()),
             callTimeout: req.wholeCall === true ? Math.max(1, deadline - now()) : 0,
             sendTimeout: req.sendTimeoutMs ?? 0,

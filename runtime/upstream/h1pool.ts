@@ -41,6 +41,14 @@ export interface H1StreamOptions {
    * waits at most this long (UND_ERR_QUEUE_TIMEOUT), and the wait is taken from it.
    */
   headersTimeout: number;
+  /**
+   * The time left of the whole request (its route's timeout) when this attempt starts. A new connection
+   * must open within it as well as within the pool's connect timeout — whichever runs out first ends the
+   * connect: UND_ERR_HEADERS_TIMEOUT for this one, UND_ERR_CONNECT_TIMEOUT for the other (0 sets none:
+   * the system's) — and the head must then come within what it leaves. As in Envoy, the headers (per-try)
+   * timeout starts once connected. 0 or absent: only the connect timeout bounds the connect.
+   */
+  totalTimeout?: number;
   /** Time allowed between body bytes. */
   bodyTimeout: number;
   /**
@@ -208,6 +216,10 @@ class Conn {
   idleMs: number;
   /** When the connection last became idle (performance.now() ms), for the pool's idle sweep. */
   idleSince = 0;
+  /** When its connect began (performance.now() ms), for the head time the first request has left. */
+  connectStartedAt = 0;
+  /** The request's total timeout, not the connect timeout, is what ends the connect if it fires. */
+  connectCutByTotal = false;
   /** The socket's inactivity timeout now set (changed only when a request needs another value). */
   timeoutMs = -1;
   bodyStream: NodeJS.ReadableStream | null = null;
@@ -227,8 +239,15 @@ class Conn {
   private onConnect(): void {
     this.connected = true;
     this.socket.setNoDelay(true);
-    if (this.req) this.send();
-    else this.pool.release(this);
+    const p = this.req;
+    if (p === null) return this.pool.release(this);
+    const t = p.opts.totalTimeout ?? 0;
+    if (t > 0) {
+      const left = Math.max(1, Math.ceil(t - (performance.now() - this.connectStartedAt)));
+      const h = p.opts.headersTimeout;
+      if (h === 0 || left < h) p.opts = { ...p.opts, headersTimeout: left };
+    }
+    this.send();
   }
 
   /** Starts the request on this connection (connected or not). */
@@ -244,8 +263,14 @@ class Conn {
     this.noBody = p.opts.method === "HEAD";
     const cancel = p.opts.cancel;
     if (cancel) cancel.onabort = () => this.abort(fail("request aborted", "UND_ERR_ABORTED"));
-    if (this.connected) this.send();
-    else this.armTimeout(this.pool.connectTimeoutMs);
+    if (this.connected) return this.send();
+    // The connect counts against the time left of the whole request: with a connect timeout of 0 (the
+    // system's own) or a longer one, the request still ends at its route's timeout.
+    const c = this.pool.connectTimeoutMs;
+    const t = p.opts.totalTimeout ?? 0;
+    this.connectStartedAt = performance.now();
+    this.connectCutByTotal = t > 0 && (c === 0 || t < c);
+    this.armTimeout(this.connectCutByTotal ? t : c);
   }
 
   private send(): void {
@@ -825,7 +850,12 @@ class Conn {
     // keep-alive time is up, so a timeout without a request means nothing (the timer re-arms on the
     // next request's first write).
     if (this.req === null) return;
-    if (!this.connected) this.abort(fail("connect timeout", "UND_ERR_CONNECT_TIMEOUT"));
+    if (!this.connected)
+      this.abort(
+        this.connectCutByTotal
+          ? fail("no connection to the upstream within the request's timeout", "UND_ERR_HEADERS_TIMEOUT")
+          : fail("connect timeout", "UND_ERR_CONNECT_TIMEOUT"),
+      );
     else if (this.sink === null)
       this.abort(fail("no response head within the timeout", "UND_ERR_HEADERS_TIMEOUT"));
     else this.abort(fail("response body stalled past the timeout", "UND_ERR_BODY_TIMEOUT"));
@@ -959,6 +989,7 @@ export class H1Pool {
     headers?: Record<string, string | string[]>;
     body?: Buffer | null;
     headersTimeout: number;
+    totalTimeout?: number;
     bodyTimeout: number;
   }): Promise<{ statusCode: number; body: { dump(): Promise<void> } }> {
     let statusCode = 0;
@@ -1015,8 +1046,13 @@ export class H1Pool {
     if (p.queueTimer !== null) {
       clearTimeout(p.queueTimer);
       p.queueTimer = null;
-      const left = p.opts.headersTimeout - (performance.now() - p.queuedAt);
-      p.opts = { ...p.opts, headersTimeout: Math.max(1, Math.ceil(left)) };
+      const waited = performance.now() - p.queuedAt;
+      const t = p.opts.totalTimeout ?? 0;
+      p.opts = {
+        ...p.opts,
+        headersTimeout: Math.max(1, Math.ceil(p.opts.headersTimeout - waited)),
+        ...(t > 0 ? { totalTimeout: Math.max(1, Math.ceil(t - waited)) } : {}),
+      };
     }
     return p;
   }

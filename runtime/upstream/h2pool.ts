@@ -22,6 +22,12 @@ export interface StreamOptions {
   headers?: Record<string, string | string[]> | null;
   body?: Buffer | NodeJS.ReadableStream | string | null;
   headersTimeout?: number;
+  /**
+   * The time left of the whole request when this attempt starts: a session still to be connected must be
+   * within it (UND_ERR_HEADERS_TIMEOUT past it; the connect goes on for later streams), and the head must
+   * then come within what it leaves. 0 or absent: only the connect timeout bounds the connect.
+   */
+  totalTimeout?: number;
   bodyTimeout?: number;
   /** Time the response may stay blocked on its target (no 'drain'): E_SEND_TIMEOUT. 0 or absent: none. */
   sendTimeout?: number;
@@ -110,18 +116,25 @@ export class H2Pool {
     this.connectTimeoutMs = connectTimeoutMs;
   }
 
-  private connect(): Promise<ClientHttp2Session> {
+  /** The session new streams may use now, or null (a session that may not be reused is closed). */
+  private live(): ClientHttp2Session | null {
     const session = this.session;
     if (session && !session.closed && !session.destroyed) {
       const socket = this.sessionSocket;
-      if (socket === null || this.reusable === null || this.reusable(socket)) return Promise.resolve(session);
+      if (socket === null || this.reusable === null || this.reusable(socket)) return session;
       this.session = null;
       session.close();
     }
+    return null;
+  }
+
+  private connect(): Promise<ClientHttp2Session> {
+    const session = this.live();
+    if (session) return Promise.resolve(session);
     if (this.connecting) return this.connecting;
     const connecting = this.connectFn
       ? this.secureSocket().then((socket) => this.startSession(socket))
-      : this.startSession(null);
+      : this.plainSocket().then((socket) => this.startSession(socket));
     this.connecting = connecting;
     connecting.then(
       () => {
@@ -135,16 +148,23 @@ export class H2Pool {
   }
 
   /**
-   * The TLS connection of an mTLS session, established (handshake done, the server's SPIFFE ID verified)
-   * before the session starts, so that a failed handshake, or a server that did not select h2, fails the
-   * attempt as a connect failure with nothing sent.
+   * The connect timer (`connectTimeoutMs`); none for 0, which leaves the connect to the system's own
+   * timeout, as an HTTP/1.1 pool (a socket timeout of 0) and the sidecar's tunnels do.
    */
-  private secureSocket(): Promise<net.Socket> {
+  private connectTimer(onTimeout: () => void): NodeJS.Timeout | undefined {
+    return this.connectTimeoutMs > 0 ? setTimeout(onTimeout, this.connectTimeoutMs) : undefined;
+  }
+
+  /**
+   * `socket` once it is established ('connect' for h2c, 'secureConnect' for TLS), within the connect
+   * timeout; the session starts only then — Node's http2 session destroyed while its socket still
+   * connects emits neither 'error' nor 'close', so a connect timeout on the session would leave the
+   * attempt waiting for good.
+   */
+  private established(socket: net.Socket, ready: "connect" | "secureConnect"): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
-      const socket = this.connectFn!(this.host, this.port);
-      const timer = setTimeout(
-        () => socket.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
-        this.connectTimeoutMs,
+      const timer = this.connectTimer(() =>
+        socket.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
       );
       const onError = (err: Error) => {
         clearTimeout(timer);
@@ -152,37 +172,48 @@ export class H2Pool {
         reject(err);
       };
       socket.once("error", onError);
-      socket.once("secureConnect", () => {
+      socket.once(ready, () => {
         clearTimeout(timer);
         socket.off("error", onError);
-        const alpn = (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol;
-        if (alpn !== "h2") {
-          socket.destroy();
-          reject(error(`the server did not select ALPN h2 (${String(alpn)})`, "ERR_TLS_ALPN_NOT_H2"));
-          return;
-        }
         resolve(socket);
       });
     });
   }
 
-  /** Starts a session (h2c, or over an established TLS socket). */
-  private startSession(socket: net.Socket | null): Promise<ClientHttp2Session> {
+  /** The TCP connection of an h2c session. */
+  private plainSocket(): Promise<net.Socket> {
+    return this.established(net.connect({ host: this.host, port: this.port, noDelay: true }), "connect");
+  }
+
+  /**
+   * The TLS connection of an mTLS session, established (handshake done, the server's SPIFFE ID verified)
+   * before the session starts, so that a failed handshake, or a server that did not select h2, fails the
+   * attempt as a connect failure with nothing sent.
+   */
+  private async secureSocket(): Promise<net.Socket> {
+    const socket = await this.established(this.connectFn!(this.host, this.port), "secureConnect");
+    const alpn = (socket as net.Socket & { alpnProtocol?: string | false }).alpnProtocol;
+    if (alpn !== "h2") {
+      socket.destroy();
+      throw error(`the server did not select ALPN h2 (${String(alpn)})`, "ERR_TLS_ALPN_NOT_H2");
+    }
+    return socket;
+  }
+
+  /** Starts a session over an established connection (TCP for h2c, TLS for mTLS). */
+  private startSession(socket: net.Socket): Promise<ClientHttp2Session> {
     return new Promise<ClientHttp2Session>((resolve, reject) => {
-      // Small frames go out at once (no Nagle delay): TLS sockets are set here, h2c ones connect so.
-      socket?.setNoDelay(true);
+      // Small frames go out at once (no Nagle delay).
+      socket.setNoDelay(true);
       const s = http2.connect(this.origin, {
         settings: { enablePush: false },
-        createConnection: () => socket ?? net.connect({ host: this.host, port: this.port, noDelay: true }),
+        createConnection: () => socket,
       });
-      const timer = setTimeout(
-        () => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")),
-        this.connectTimeoutMs,
-      );
+      const timer = this.connectTimer(() => s.destroy(error("connect timeout", "UND_ERR_CONNECT_TIMEOUT")));
       s.once("connect", () => {
         clearTimeout(timer);
         this.session = s;
-        this.sessionSocket = socket;
+        this.sessionSocket = this.connectFn ? socket : null;
         resolve(s);
       });
       s.once("error", (err) => {
@@ -198,14 +229,47 @@ export class H2Pool {
     });
   }
 
-  private async open(opts: StreamOptions): Promise<ClientHttp2Stream> {
+  /**
+   * The session for a new stream — the live one, or one connected within the request's total timeout
+   * (with a connect timeout of 0, the system's own, or a longer one the request still ends at its
+   * route's timeout) — and the head time left: the headers timeout, at most what the connect left.
+   */
+  private async sessionFor(opts: StreamOptions): Promise<{ session: ClientHttp2Session; headMs: number }> {
+    const h = opts.headersTimeout ?? 0;
+    const live = this.live();
+    if (live) return { session: live, headMs: h };
+    const t = opts.totalTimeout ?? 0;
+    const startedAt = performance.now();
     this.stats.pending++;
-    let session: ClientHttp2Session;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      session = await this.connect();
+      const connecting = this.connect();
+      if (t <= 0) return { session: await connecting, headMs: h };
+      const session = await Promise.race([
+        connecting,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                error(
+                  "no connection to the upstream within the request's timeout",
+                  "UND_ERR_HEADERS_TIMEOUT",
+                ),
+              ),
+            t,
+          );
+        }),
+      ]);
+      const left = Math.max(1, Math.ceil(t - (performance.now() - startedAt)));
+      return { session, headMs: h === 0 || left < h ? left : h };
     } finally {
+      clearTimeout(timer);
       this.stats.pending--;
     }
+  }
+
+  private async open(opts: StreamOptions): Promise<{ stream: ClientHttp2Stream; headMs: number }> {
+    const { session, headMs } = await this.sessionFor(opts);
     const headers: http2.OutgoingHttpHeaders = {
       ":method": opts.method,
       ":path": opts.path,
@@ -224,7 +288,7 @@ export class H2Pool {
       if (typeof body === "string" || Buffer.isBuffer(body)) stream.end(body);
       else (body as NodeJS.ReadableStream).pipe(stream);
     }
-    return stream;
+    return { stream, headMs };
   }
 
   /** Streams the response into the writable the factory returns; resolves with the trailers. */
@@ -242,7 +306,7 @@ export class H2Pool {
         bodyFailed ??= err;
         onBodyError?.(err);
       });
-    const stream = await this.open(opts);
+    const { stream, headMs } = await this.open(opts);
     if (bodyFailed !== null) {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       throw bodyFailed;
@@ -258,8 +322,8 @@ export class H2Pool {
     return new Promise((resolve, reject) => {
       let out: Writable | null = null;
       let trailers: IncomingHttpHeaders = {};
-      const headersTimer = opts.headersTimeout
-        ? setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), opts.headersTimeout)
+      const headersTimer = headMs
+        ? setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), headMs)
         : null;
       let timedOut = false;
       if (headersTimer) headersTimer.unref();

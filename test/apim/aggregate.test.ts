@@ -161,7 +161,7 @@ beforeAll(async () => {
       ]),
     ),
   );
-  pools = new PoolCache({ connectTimeoutMs: 1000, connections: 64 });
+  pools = new PoolCache({ connections: 64 });
   const events = { onError: () => {}, onEjection: () => {}, onHealthChange: () => {} };
   for (const c of config.clusters) {
     const cluster = new UpstreamCluster(c, config.discovery, pools, events);

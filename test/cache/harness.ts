@@ -94,7 +94,7 @@ export async function startCacheProxy(
     healthCheck: null,
     tls: { mode: "none" },
   };
-  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 1024 });
+  const pools = new PoolCache({ connections: 1024 });
   const cluster = new UpstreamCluster(
     config,
     { kind: "static", endpoints: { app: [{ host: "127.0.0.1", port: upstreamPort }] } },

@@ -430,6 +430,80 @@ describe("retries_and_connect_failures", () => {
     expect(seen.headers["x-meshgate-error"]).toEqual(["upstream_connect_failure"]);
   });
 
+  /** The gateway in front of the blackhole, with the service's protocol and connectTimeout. */
+  async function gatewayToHole(protocol: string, connectTimeout: string) {
+    const hole = await startBlackhole();
+    cleanup.push(() => hole.close());
+    const g = await startTestGateway(
+      gatewayConfig(
+        [
+          {
+            name: "r",
+            match: { path: "/**" },
+            to: "app",
+            ...PUBLIC,
+            retries: { attempts: 0 },
+            timeout: "2500ms",
+          },
+        ],
+        { app: { port: hole.port } },
+        {},
+        { app: { ...APP.app, protocol, connectTimeout } },
+      ),
+    );
+    cleanup.push(() => g.drain());
+    return Number(new URL(g.url).port);
+  }
+
+  // A service's connectTimeout bounds the connect over HTTP/1.1 and HTTP/2 alike; 0s sets no timer of the
+  // gateway's own (the system's: ~2 minutes of SYN retries on Linux), so the route's timeout ends the
+  // request. Before, 0s meant 1 s for requests and an immediate 503 for a WebSocket upgrade.
+  it.each([
+    ["cuts_an_http1_connect_at_the_services_connect_timeout", "http", "300ms", 503, "upstream_connect_failure", 250, 1500],
+    ["cuts_an_http2_connect_at_the_services_connect_timeout", "http2", "300ms", 503, "upstream_connect_failure", 250, 1500],
+    ["leaves_an_http1_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http", "0s", 504, "upstream_timeout", 2400, 4500],
+    ["leaves_an_http2_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http2", "0s", 504, "upstream_timeout", 2400, 4500],
+  ] as const)("%s", async (_claim, protocol, connectTimeout, status, code, atLeast, below) => {
+    const p = await gatewayToHole(protocol, connectTimeout);
+    const t = performance.now();
+    const seen = await exchange(p, "GET", "/x", 8000);
+    const ms = performance.now() - t;
+    expect(seen.status).toBe(status);
+    expect(seen.headers["x-meshgate-error"]).toEqual([code]);
+    expect(ms).toBeGreaterThanOrEqual(atLeast);
+    expect(ms).toBeLessThan(below);
+  }); // prettier-ignore
+
+  /** A WebSocket upgrade through the gateway: the status line it answers within `waitMs`, or null. */
+  const upgrade = (port: number, waitMs: number) =>
+    new Promise<string | null>((resolve) => {
+      const socket = net.connect(port, "127.0.0.1");
+      let raw = "";
+      const done = (line: string | null) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(line);
+      };
+      const timer = setTimeout(() => done(null), waitMs);
+      socket.on("error", () => {});
+      socket.on("data", (d: Buffer) => {
+        raw += d.toString("latin1");
+        if (raw.includes("\r\n")) done(raw.split("\r\n")[0]!);
+      });
+      socket.write(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      );
+    });
+
+  it.each([
+    ["cuts_a_websocket_upgrades_connect_at_the_services_connect_timeout", "300ms", "HTTP/1.1 503 Service Unavailable"],
+    ["leaves_a_websocket_upgrades_connect_to_the_system_at_0s", "0s", null],
+  ] as const)("%s", async (_claim, connectTimeout, answer) => {
+    const p = await gatewayToHole("http", connectTimeout);
+    expect(await upgrade(p, 1500)).toBe(answer);
+  }); // prettier-ignore
+
   it("answers_503_upstream_connect_failure_when_the_connect_is_refused", async () => {
     const p = await gatewayTo(await freePort(), { retries: { attempts: 0 } });
     const t = performance.now();

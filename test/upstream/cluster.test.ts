@@ -15,6 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PoolCache, UpstreamCluster, type Endpoint } from "../../runtime/upstream/cluster.ts";
 import { gatewayConfig } from "../support/gateway.ts";
+import { startBlackhole } from "../support/raw-upstream.ts";
 
 // DNS discovery asks node:dns/promises' default resolver, whose servers a test cannot point elsewhere
 // (its named exports keep the system's): here they ask, over UDP, the DNS server the test starts.
@@ -48,7 +49,7 @@ const RING_HASH = gatewayConfig(
 ).clusters.find((c) => c.name === "app")!;
 
 async function ring(addresses: readonly string[]): Promise<UpstreamCluster> {
-  const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 8 });
+  const pools = new PoolCache({ connections: 8 });
   const endpoints = addresses.map((a) => {
     const colon = a.lastIndexOf(":");
     return { host: a.slice(0, colon), port: Number(a.slice(colon + 1)) };
@@ -185,6 +186,42 @@ async function until(check: () => boolean): Promise<void> {
     if (Date.now() > end) throw new Error("not met within 15 s");
 }
 
+/** A round-robin cluster probing /healthz every 100 ms (one failure or success flips an endpoint), started. */
+async function probed(
+  timeoutMs: number,
+  discovery: ConstructorParameters<typeof UpstreamCluster>[1],
+  edit: Partial<typeof RING_HASH> = {},
+): Promise<UpstreamCluster> {
+  const pools = new PoolCache({ connections: 8 });
+  const cluster = new UpstreamCluster(
+    {
+      ...RING_HASH,
+      loadBalancer: "round-robin",
+      ...edit,
+      healthCheck: {
+        path: "/healthz",
+        intervalMs: 100,
+        timeoutMs,
+        healthyThreshold: 1,
+        unhealthyThreshold: 1,
+      },
+    },
+    discovery,
+    pools,
+    { onError: () => {}, onEjection: () => {}, onHealthChange: () => {} },
+  );
+  cleanup.push(async () => {
+    cluster.close();
+    await pools.closeAll();
+  });
+  await cluster.start();
+  return cluster;
+}
+
+/** The distinct endpoints (as `f` names them) of `n` picks. */
+const picked = (cluster: UpstreamCluster, n: number, f: (e: Endpoint) => string): string[] =>
+  [...new Set(Array.from({ length: n }, () => { const e = cluster.pick("", Date.now()); return e ? f(e) : "none"; }))].sort(); // prettier-ignore
+
 describe("active health checks of endpoints DNS replaces", () => {
   it("ignores_a_late_probe_result_of_an_endpoint_dns_removed_and_keeps_an_unhealthy_new_one_out", async () => {
     // x: fails its probes (out), then recovers slowly (3 s a probe); y: healthy; z: never healthy.
@@ -205,40 +242,53 @@ describe("active health checks of endpoints DNS replaces", () => {
     });
     let answer = ["127.0.0.2", "127.0.0.3"];
     dnsServer.port = await startDns("app.mesh.example", () => answer);
-    const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 8 });
-    const cluster = new UpstreamCluster(
-      {
-        ...RING_HASH,
-        loadBalancer: "round-robin",
-        port,
-        healthCheck: {
-          path: "/healthz",
-          intervalMs: 100,
-          timeoutMs: 5000,
-          healthyThreshold: 1,
-          unhealthyThreshold: 1,
-        },
-      },
+    const cluster = await probed(
+      5000,
       { kind: "dns", template: "{service}.mesh.example", refreshMs: 1000 },
-      pools,
-      { onError: () => {}, onEjection: () => {}, onHealthChange: () => {} },
+      { port },
     );
-    cleanup.push(async () => {
-      cluster.close();
-      await pools.closeAll();
-    });
-    await cluster.start();
-    const picked = (n: number) =>
-      [...new Set(Array.from({ length: n }, () => cluster.pick("", Date.now())?.host ?? "none"))].sort();
-    await until(() => picked(10).join() === "127.0.0.3");
+    const hosts = (n: number) => picked(cluster, n, (e) => e.host);
+    await until(() => hosts(10).join() === "127.0.0.3");
     // x starts recovering, and DNS replaces it with z while x's probes are out.
     xRecovering = true;
     await until(() => seen.slowProbes >= 2);
     answer = ["127.0.0.3", "127.0.0.4"];
     // z failed its probe, and two of x's came back since (the first one's result taken by then).
     await until(() => seen.zProbedAt > 0 && seen.xAnsweredSinceZ >= 2);
-    expect(picked(20)).toEqual(["127.0.0.3"]);
+    expect(hosts(20)).toEqual(["127.0.0.3"]);
   }, 60_000);
+});
+
+describe("active health checks of an endpoint whose connect hangs", () => {
+  // With connectTimeout 0 (the system's own, ~2 minutes) a probe's connect still ends at the probe's
+  // timeout: the endpoint is marked unhealthy, and the probe rounds of the others go on.
+  it("marks_it_unhealthy_at_the_probes_timeout_when_the_connect_timeout_is_0", async () => {
+    const hole = await startBlackhole();
+    cleanup.push(async () => hole.close());
+    let probes = 0;
+    const port = await serve("127.0.0.1", 0, (_req, res) => {
+      probes++;
+      res.end("ok");
+    });
+    const t = Date.now();
+    const cluster = await probed(
+      300,
+      {
+        kind: "static",
+        endpoints: {
+          app: [
+            { host: "127.0.0.1", port },
+            { host: "127.0.0.1", port: hole.port },
+          ],
+        },
+      },
+      { connectTimeoutMs: 0 },
+    );
+    await until(() => picked(cluster, 10, (e) => String(e.port)).join() === String(port));
+    expect(Date.now() - t).toBeLessThan(3000);
+    const before = probes;
+    await until(() => probes >= before + 3); // rounds go on: none waits for the hanging connect
+  }, 30_000);
 });
 
 describe("DNS discovery after a failed resolution", () => {
@@ -248,7 +298,7 @@ describe("DNS discovery after a failed resolution", () => {
     let answer: string[] = [];
     dnsServer.port = await startDns("late.mesh.example", () => answer);
     const errors: string[] = [];
-    const pools = new PoolCache({ connectTimeoutMs: 1000, connections: 8 });
+    const pools = new PoolCache({ connections: 8 });
     const cluster = new UpstreamCluster(
       { ...RING_HASH, service: "late", loadBalancer: "round-robin" },
       { kind: "dns", template: "{service}.mesh.example", refreshMs: 60_000 },

@@ -514,6 +514,53 @@ describe("timeouts", () => {
     expect(c.pool.stats.connections).toBe(0);
   });
 
+  // A new connection must open within the pool's connect timeout and within what is left of the whole
+  // request (totalTimeout): whichever runs out first ends it; 0 sets no connect timer of the pool's own.
+  it.each([
+    ["ends_a_connect_at_the_connect_timeout_when_that_is_shorter", 200, 600, "UND_ERR_CONNECT_TIMEOUT"],
+    ["ends_a_connect_at_the_total_timeout_when_that_is_shorter", 600, 200, "UND_ERR_HEADERS_TIMEOUT"],
+    ["ends_a_connect_at_the_total_timeout_when_the_connect_timeout_is_0", 0, 200, "UND_ERR_HEADERS_TIMEOUT"],
+  ] as const)("%s", async (_claim, connectTimeoutMs, totalTimeout, code) => {
+    const hole = await startBlackhole();
+    cleanup.push(() => hole.close());
+    const c = client(hole.port, { connectTimeoutMs });
+    const { o, ms } = await timed(c.pool, { headersTimeout: 5000, totalTimeout });
+    expect(o).toMatchObject({ result: "rejected", code, sink: "none" });
+    expect(ms).toBeGreaterThanOrEqual(190);
+    expect(ms).toBeLessThan(900);
+    expect(c.pool.stats.connections).toBe(0);
+  });
+
+  /** A pool to `port` whose transport completes its connect 300 ms late. */
+  const lateConnect = (port: number) => {
+    const pool = new H1Pool("127.0.0.1", port, {
+      maxConnections: 1,
+      connectTimeoutMs: 1000,
+      connect: (h, p) => {
+        const s = new net.Socket();
+        const t = setTimeout(() => s.connect({ host: h, port: p }), 300);
+        s.once("close", () => clearTimeout(t));
+        return s;
+      },
+    });
+    cleanup.push(() => pool.close());
+    return pool;
+  };
+
+  // The headers (per-try) timeout starts once connected, as Envoy's per_try_timeout does; the total one
+  // runs from the start, and the head gets at most what the connect left of it.
+  it.each([
+    ["starts_the_headers_timeout_once_connected", 400, 5000, 690, 950],
+    ["gives_the_head_what_the_connect_left_of_the_total_timeout", 5000, 600, 590, 850],
+  ] as const)("%s", async (_claim, headersTimeout, totalTimeout, atLeast, below) => {
+    const up = await upstream(() => {}); // never answers
+    const { o, ms } = await timed(lateConnect(up.port), { headersTimeout, totalTimeout });
+    expect(o).toMatchObject({ result: "rejected", code: "UND_ERR_HEADERS_TIMEOUT", sink: "none" });
+    expect(up.requests).toHaveLength(1); // sent once connected, then unanswered
+    expect(ms).toBeGreaterThanOrEqual(atLeast);
+    expect(ms).toBeLessThan(below);
+  });
+
   it("fails_with_econnrefused_when_nothing_listens", async () => {
     const c = client(await freePort());
     const { o, ms } = await timed(c.pool, {});

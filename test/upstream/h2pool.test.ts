@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { PassThrough, Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { H2Pool } from "../../runtime/upstream/h2pool.ts";
-import { startRawH2Upstream } from "../support/raw-upstream.ts";
+import { startBlackhole, startRawH2Upstream } from "../support/raw-upstream.ts";
 
 let server: http2.Http2Server | undefined;
 afterEach(async () => {
@@ -60,6 +60,53 @@ const until = async (check: () => boolean) => {
   for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
   return check();
 };
+
+// Node's http2 session destroyed while its socket still connects emits neither 'error' nor 'close': a
+// connect timeout on the session left the attempt waiting for good. The pool connects the socket first.
+describe("a connect that never completes ends in time", () => {
+  it.each([
+    ["ends_an_h2c_connect_at_the_connect_timeout_when_that_is_shorter", 200, 600, "UND_ERR_CONNECT_TIMEOUT"],
+    ["ends_an_h2c_connect_at_the_total_timeout_when_that_is_shorter", 600, 200, "UND_ERR_HEADERS_TIMEOUT"],
+    [
+      "ends_an_h2c_connect_at_the_total_timeout_when_the_connect_timeout_is_0",
+      0,
+      200,
+      "UND_ERR_HEADERS_TIMEOUT",
+    ],
+  ] as const)("%s", async (_claim, connectTimeoutMs, totalTimeout, code) => {
+    const hole = await startBlackhole();
+    try {
+      const pool = new H2Pool("127.0.0.1", hole.port, connectTimeoutMs);
+      const t = performance.now();
+      const err = await pool
+        .stream(
+          {
+            method: "GET",
+            path: "/",
+            headers: {},
+            body: null,
+            headersTimeout: 5000,
+            totalTimeout,
+            bodyTimeout: 2000,
+          },
+          () => {
+            throw new Error("no head can come");
+          },
+        )
+        .then(
+          () => null,
+          (e: { code?: string }) => e,
+        );
+      const ms = performance.now() - t;
+      expect(err?.code).toBe(code);
+      expect(ms).toBeGreaterThanOrEqual(190);
+      expect(ms).toBeLessThan(900);
+      await pool.close();
+    } finally {
+      hole.close();
+    }
+  });
+});
 
 describe("a retired HTTP/2 pool", () => {
   it("finishes_its_streams_serves_a_late_one_and_leaves_no_session_open", async () => {
