@@ -491,6 +491,24 @@ function routeChanges(rb: Reachability, rh: Reachability) {
       list.push(c);
     }
   }
+  /**
+   * Route `o` of the head now takes requests of route `r` of the base (`taken`, computed only when it
+   * matters): a widening unless `o` asks at least `r`'s authentication and reaches no target `r` did not.
+   */
+  const takesOver = (r: RouteAccess, o: RouteAccess, taken: () => Grant[], why: string): void => {
+    const rt = new Set(targetsOf(r));
+    if (authCovers(r.auth, o.auth) && targetsOf(o).every((t) => rt.has(t))) return;
+    const grants = taken();
+    if (grants.length === 0) return;
+    widened.push({
+      from: INTERNET,
+      to: targetsOf(o),
+      via: o.route,
+      principal: o.principal,
+      grants: describeGrants(grants),
+      reason: `takes over requests of ${r.route} (${why}): ${r.principal} → ${o.principal}`,
+    });
+  };
   // Requests a route no longer takes (it was removed, or its match narrowed) go to the next route that
   // matches them — often a less specific one with weaker auth (a public `/files/{name}` under a removed
   // `/files/secret` that required a token). The relation above compares each route with itself, so that
@@ -507,19 +525,7 @@ function routeChanges(rb: Reachability, rh: Reachability) {
     if (!h && rh.routes.some((o) => sameJson(o.hosts, r.hosts) && sameJson(o.grants, r.grants))) continue;
     for (const o of rh.routes) {
       if (o.route === r.route || !hostsOverlap(o.hosts, r.hosts)) continue;
-      const taken = takenOver(lost, o.grants);
-      if (taken.length === 0) continue;
-      const rt = new Set(targetsOf(r));
-      const more = targetsOf(o).filter((t) => !rt.has(t));
-      if (authCovers(r.auth, o.auth) && more.length === 0) continue;
-      widened.push({
-        from: INTERNET,
-        to: targetsOf(o),
-        via: o.route,
-        principal: o.principal,
-        grants: describeGrants(taken),
-        reason: `takes over requests of ${r.route} (${h ? "match narrowed" : "route removed"}): ${r.principal} → ${o.principal}`,
-      });
+      takesOver(r, o, () => takenOver(lost, o.grants), h ? "match narrowed" : "route removed");
     }
   }
   // A route added or changed that now wins requests another route still matches: the router prefers a
@@ -535,20 +541,13 @@ function routeChanges(rb: Reachability, rh: Reachability) {
     if ((ob && sameAccess(ob, o)) || reportedAdded.has(o.route)) continue;
     for (const r of rb.routes) {
       if (r.route === o.route || !head.has(r.route)) continue;
-      const rt = new Set(targetsOf(r));
-      const more = targetsOf(o).filter((t) => !rt.has(t));
-      if (authCovers(r.auth, o.auth) && more.length === 0) continue;
-      const before = ob ? shadowed(ob, r) : renamedFrom.flatMap((p) => shadowed(p, r));
-      const taken = uncovered(shadowed(o, r), before);
-      if (taken.length === 0) continue;
-      widened.push({
-        from: INTERNET,
-        to: targetsOf(o),
-        via: o.route,
-        principal: o.principal,
-        grants: describeGrants(taken),
-        reason: `takes over requests of ${r.route} (${ob ? "route changed" : "route added"}, router precedence): ${r.principal} → ${o.principal}`,
-      });
+      const before = () => (ob ? shadowed(ob, r) : renamedFrom.flatMap((p) => shadowed(p, r)));
+      takesOver(
+        r,
+        o,
+        () => uncovered(shadowed(o, r), before()),
+        `${ob ? "route changed" : "route added"}, router precedence`,
+      );
     }
   }
   return { routes: { added, removed }, widened, narrowed };
