@@ -484,8 +484,14 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
         const result =
           r.kind === "admin"
             ? await reloadProxy(r.url)
-            : await reloadBySighup(r.metricsUrl, () => supervisor.signal(r.name, "SIGHUP"));
+            : await reloadBySighup(
+                r.metricsUrl,
+                () => supervisor.signal(r.name, "SIGHUP"),
+                () => stopRequested,
+              );
         if (result.ok) reloaded.push(r.name);
+        else if (result.code === "E_LOCAL_INTERRUPTED")
+          return; // `up` is stopping: the apply ends below
         else if (result.code === "E_RT_RELOAD_RESTART_REQUIRED")
           restart.set(r.name, `its new config changes what it binds at start (${result.error})`);
         else {
@@ -496,6 +502,15 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
         }
       }),
     );
+    // Stopped meanwhile (Ctrl-C): the apply ends here — nothing restarts, and no reload is waited out.
+    if (stopRequested) {
+      o.out("[watch] stopped while applying the change");
+      return {
+        ok: false,
+        code: "E_LOCAL_INTERRUPTED",
+        message: "up was stopped while the change was applied",
+      };
+    }
     for (const [name, why] of restart) o.out(`[watch] restarting ${name}: ${why}`);
     for (const name of change.removed) o.out(`[watch] stopping ${name}: no longer in the spec`);
     for (const name of change.added) o.out(`[watch] starting ${name}: new in the spec`);
@@ -581,11 +596,12 @@ async function reloadProxy(url: string): Promise<{ ok: boolean; error?: string; 
 
 /**
  * Sends SIGHUP (Prometheus re-reads its config and rules) and watches its reload metrics until they say
- * the reload completed or failed, 10 s at most (watch.ts `prometheusReload`).
+ * the reload completed or failed, 10 s at most (watch.ts `prometheusReload`), or `up` is stopping.
  */
 async function reloadBySighup(
   metricsUrl: string,
   signal: () => boolean,
+  stopping: () => boolean,
 ): Promise<{ ok: boolean; error?: string; code?: string }> {
   const askedAt = Date.now();
   if (!signal()) return { ok: false, error: "it is not running" };
@@ -599,6 +615,7 @@ async function reloadBySighup(
     if (state === "failed")
       return { ok: false, error: "its reload failed (prometheus_config_last_reload_successful 0)" };
     if (Date.now() > deadline) return { ok: false, error: "its reload did not complete within 10 s" };
+    if (stopping()) return { ok: false, error: "up is stopping", code: "E_LOCAL_INTERRUPTED" };
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -240,7 +240,8 @@ describe("meshgate up --watch", () => {
 
 describe("meshgate up --watch stopped while a change is applied", () => {
   // A Prometheus stand-in that never reports the reload a SIGHUP asks for: the apply waits (10 s at
-  // most) for it, and Ctrl-C comes meanwhile.
+  // most) for it, and Ctrl-C comes meanwhile. `up` stops without waiting it out (it used to exit only
+  // after those 10 s), and the apply never marks the stopped mesh running.
   const FAKE_PROMETHEUS = `#!${process.execPath}
 const addr = process.argv.find((a) => a.startsWith("--web.listen-address=")).split("=")[1];
 process.on("SIGHUP", () => console.log("SIGHUP: not reloading"));
@@ -249,7 +250,7 @@ require("node:http")
   .listen(Number(addr.split(":")[1]), "127.0.0.1", () => console.log("fake prometheus"));
 `;
 
-  it("state_json_says_not_running_once_stopped_even_when_the_apply_finishes_after_the_stop", async () => {
+  it("exits_at_once_and_state_json_says_not_running_when_stopped_while_an_apply_waits_for_a_reload", async () => {
     const top = await mkdtemp(join(tmpdir(), "meshgate-watch-stop-"));
     const path = process.env.PATH;
     try {
@@ -277,7 +278,12 @@ require("node:http")
           await new Promise((r) => setTimeout(r, 50));
         }
         up.child.kill("SIGINT"); // while the apply waits for Prometheus's reload
+        const stoppedAt = performance.now();
         expect(await up.exited).toBe(0);
+        // The apply stops waiting for the reload (10 s at most) once `up` stops: it exits at once.
+        expect(performance.now() - stoppedAt).toBeLessThan(6000);
+        expect(up.output()).toContain("[watch] stopped while applying the change");
+        expect(up.output()).not.toContain("refused its new config");
         const state = JSON.parse(await readFile(join(top, "state", "state.json"), "utf8")) as {
           running: boolean;
           processes: { pid: number }[];
