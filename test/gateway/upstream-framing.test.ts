@@ -443,7 +443,7 @@ describe("retries_and_connect_failures", () => {
             to: "app",
             ...PUBLIC,
             retries: { attempts: 0 },
-            timeout: "2500ms",
+            timeout: "1800ms",
           },
         ],
         { app: { port: hole.port } },
@@ -461,8 +461,8 @@ describe("retries_and_connect_failures", () => {
   it.each([
     ["cuts_an_http1_connect_at_the_services_connect_timeout", "http", "300ms", 503, "upstream_connect_failure", 250, 1500],
     ["cuts_an_http2_connect_at_the_services_connect_timeout", "http2", "300ms", 503, "upstream_connect_failure", 250, 1500],
-    ["leaves_an_http1_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http", "0s", 504, "upstream_timeout", 2400, 4500],
-    ["leaves_an_http2_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http2", "0s", 504, "upstream_timeout", 2400, 4500],
+    ["leaves_an_http1_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http", "0s", 504, "upstream_timeout", 1750, 3500],
+    ["leaves_an_http2_connect_to_the_system_at_0s_so_the_route_timeout_ends_it", "http2", "0s", 504, "upstream_timeout", 1750, 3500],
   ] as const)("%s", async (_claim, protocol, connectTimeout, status, code, atLeast, below) => {
     const p = await gatewayToHole(protocol, connectTimeout);
     const t = performance.now();
