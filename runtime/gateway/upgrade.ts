@@ -320,13 +320,12 @@ function openTunnel(
               ? { lookup: outside.lookup }
               : {}),
           });
-  // 0: no timer of the gateway's own (the system's connect timeout; the tunnel's idle timeout still applies).
+  const connectFailed = () =>
+    upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" }));
+  // 0: no timer of the gateway's own (the system's connect timeout; the idle timeout still ends the wait).
   const connectTimer =
     cluster.config.connectTimeoutMs > 0
-      ? setTimeout(
-          () => upstream.destroy(Object.assign(new Error("connect timeout"), { code: "ETIMEDOUT" })),
-          cluster.config.connectTimeoutMs,
-        )
+      ? setTimeout(connectFailed, cluster.config.connectTimeoutMs)
       : undefined;
   let status = 0;
   let connected = false;
@@ -391,9 +390,10 @@ function openTunnel(
     socket.destroy();
     upstream.destroy();
   };
-  // An idle tunnel closes both sides; a refusal's relayed answer still flushes (ending).
-  socket.setTimeout(idle, close);
-  upstream.setTimeout(idle, () => (ending ? upstream.destroy() : close()));
+  // An idle tunnel closes both sides; a refusal's relayed answer still flushes (ending). Still connecting
+  // (a connect timeout of 0, the system's own), the idle timeout fails the connect: the client gets 503.
+  socket.setTimeout(idle, () => (connected ? close() : connectFailed()));
+  upstream.setTimeout(idle, () => (!connected ? connectFailed() : ending ? upstream.destroy() : close()));
   upstream.on("error", (err: Error & { code?: string }) => {
     clearTimeout(connectTimer);
     if (!connected) {
