@@ -232,22 +232,23 @@ export class H2Pool {
   /**
    * The session for a new stream — the live one, or one connected within the request's total timeout
    * (with a connect timeout of 0, the system's own, or a longer one the request still ends at its
-   * route's timeout) — and the head time left: the headers timeout, at most what the connect left.
+   * route's timeout) and before the caller cancels (UND_ERR_ABORTED: a client that left) — and the head
+   * time left: the headers timeout, at most what the connect left. The connect itself goes on for later
+   * streams either way.
    */
   private async sessionFor(opts: StreamOptions): Promise<{ session: ClientHttp2Session; headMs: number }> {
     const h = opts.headersTimeout ?? 0;
     const live = this.live();
     if (live) return { session: live, headMs: h };
     const t = opts.totalTimeout ?? 0;
+    const cancel = opts.cancel ?? null;
+    if (cancel?.aborted) throw error("request aborted", "UND_ERR_ABORTED");
     const startedAt = performance.now();
     this.stats.pending++;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const connecting = this.connect();
-      if (t <= 0) return { session: await connecting, headMs: h };
-      const session = await Promise.race([
-        connecting,
-        new Promise<never>((_, reject) => {
+      const session = await new Promise<ClientHttp2Session>((resolve, reject) => {
+        if (t > 0)
           timer = setTimeout(
             () =>
               reject(
@@ -258,12 +259,14 @@ export class H2Pool {
               ),
             t,
           );
-        }),
-      ]);
+        if (cancel) cancel.onabort = () => reject(error("request aborted", "UND_ERR_ABORTED"));
+        this.connect().then(resolve, reject);
+      });
       const left = Math.max(1, Math.ceil(t - (performance.now() - startedAt)));
-      return { session, headMs: h === 0 || left < h ? left : h };
+      return { session, headMs: t > 0 && (h === 0 || left < h) ? left : h };
     } finally {
       clearTimeout(timer);
+      if (cancel) cancel.onabort = null;
       this.stats.pending--;
     }
   }

@@ -8,7 +8,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { PassThrough, Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import { H2Pool } from "../../runtime/upstream/h2pool.ts";
+import { H2Pool, type StreamOptions } from "../../runtime/upstream/h2pool.ts";
 import { startBlackhole, startRawH2Upstream } from "../support/raw-upstream.ts";
 
 let server: http2.Http2Server | undefined;
@@ -61,6 +61,20 @@ const until = async (check: () => boolean) => {
   return check();
 };
 
+/** A GET through `pool` to a black hole (no head can come): the code of the error it fails with. */
+const failureOf = (pool: H2Pool, o: Partial<StreamOptions>): Promise<string | null> =>
+  pool
+    .stream(
+      { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 5000, bodyTimeout: 2000, ...o },
+      () => {
+        throw new Error("no head can come");
+      },
+    )
+    .then(
+      () => null,
+      (e: { code?: string }) => e.code ?? null,
+    );
+
 // Node's http2 session destroyed while its socket still connects emits neither 'error' nor 'close': a
 // connect timeout on the session left the attempt waiting for good. The pool connects the socket first.
 describe("a connect that never completes ends in time", () => {
@@ -73,34 +87,37 @@ describe("a connect that never completes ends in time", () => {
       200,
       "UND_ERR_HEADERS_TIMEOUT",
     ],
-  ] as const)("%s", async (_claim, connectTimeoutMs, totalTimeout, code) => {
+  ] as const)("%s", async (_claim, connectTimeoutMs, totalTimeout, expected) => {
     const hole = await startBlackhole();
     try {
       const pool = new H2Pool("127.0.0.1", hole.port, connectTimeoutMs);
       const t = performance.now();
-      const err = await pool
-        .stream(
-          {
-            method: "GET",
-            path: "/",
-            headers: {},
-            body: null,
-            headersTimeout: 5000,
-            totalTimeout,
-            bodyTimeout: 2000,
-          },
-          () => {
-            throw new Error("no head can come");
-          },
-        )
-        .then(
-          () => null,
-          (e: { code?: string }) => e,
-        );
+      const code = await failureOf(pool, { totalTimeout });
       const ms = performance.now() - t;
-      expect(err?.code).toBe(code);
+      expect(code).toBe(expected);
       expect(ms).toBeGreaterThanOrEqual(190);
       expect(ms).toBeLessThan(900);
+      await pool.close();
+    } finally {
+      hole.close();
+    }
+  });
+});
+
+describe("a caller that leaves while the session still connects", () => {
+  it("fails_its_request_with_aborted_at_once_not_at_the_connect_or_total_timeout", async () => {
+    const hole = await startBlackhole();
+    try {
+      const pool = new H2Pool("127.0.0.1", hole.port, 0); // the system's own connect timeout
+      const cancel = { aborted: false, onabort: null as (() => void) | null };
+      const pending = failureOf(pool, { totalTimeout: 5000, cancel });
+      await new Promise((r) => setTimeout(r, 200));
+      const t = performance.now();
+      cancel.aborted = true;
+      cancel.onabort?.();
+      expect(await pending).toBe("UND_ERR_ABORTED");
+      expect(performance.now() - t).toBeLessThan(200);
+      expect(cancel.onabort).toBeNull(); // nothing of this request is left on the caller's token
       await pool.close();
     } finally {
       hole.close();
