@@ -153,6 +153,32 @@ function fail(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/**
+ * Shared with H2Pool: a new connection must open within the pool's connect timeout and the request's
+ * total timeout (`totalTimeout`, 0 or absent: none) — true when the total one is what ends the connect.
+ */
+export function connectEndedByTotal(connectTimeoutMs: number, totalTimeout: number): boolean {
+  return totalTimeout > 0 && (connectTimeoutMs === 0 || totalTimeout < connectTimeoutMs);
+}
+
+/** The failure of a connect still under way when the request's total timeout ran out (a timeout). */
+export const connectPastTotal = (): Error =>
+  fail("no connection to the upstream within the request's timeout", "UND_ERR_HEADERS_TIMEOUT");
+
+/**
+ * The time the response head may take once connected: the headers (per-try) timeout, at most what the
+ * connect (`connectMs`) left of the total timeout (0 or absent: no total; a headers timeout of 0: none).
+ */
+export function headTimeAfterConnect(
+  headersTimeout: number,
+  totalTimeout: number,
+  connectMs: number,
+): number {
+  if (totalTimeout <= 0) return headersTimeout;
+  const left = Math.max(1, Math.ceil(totalTimeout - connectMs));
+  return headersTimeout === 0 || left < headersTimeout ? left : headersTimeout;
+}
+
 const S = {
   IDLE: 0,
   HEAD: 1,
@@ -218,8 +244,6 @@ class Conn {
   idleSince = 0;
   /** When its connect began (performance.now() ms), for the head time the first request has left. */
   connectStartedAt = 0;
-  /** The request's total timeout, not the connect timeout, is what ends the connect if it fires. */
-  connectCutByTotal = false;
   /** The socket's inactivity timeout now set (changed only when a request needs another value). */
   timeoutMs = -1;
   bodyStream: NodeJS.ReadableStream | null = null;
@@ -241,12 +265,9 @@ class Conn {
     this.socket.setNoDelay(true);
     const p = this.req;
     if (p === null) return this.pool.release(this);
-    const t = p.opts.totalTimeout ?? 0;
-    if (t > 0) {
-      const left = Math.max(1, Math.ceil(t - (performance.now() - this.connectStartedAt)));
-      const h = p.opts.headersTimeout;
-      if (h === 0 || left < h) p.opts = { ...p.opts, headersTimeout: left };
-    }
+    const h = p.opts.headersTimeout;
+    const head = headTimeAfterConnect(h, p.opts.totalTimeout ?? 0, performance.now() - this.connectStartedAt);
+    if (head !== h) p.opts = { ...p.opts, headersTimeout: head };
     this.send();
   }
 
@@ -269,8 +290,7 @@ class Conn {
     const c = this.pool.connectTimeoutMs;
     const t = p.opts.totalTimeout ?? 0;
     this.connectStartedAt = performance.now();
-    this.connectCutByTotal = t > 0 && (c === 0 || t < c);
-    this.armTimeout(this.connectCutByTotal ? t : c);
+    this.armTimeout(connectEndedByTotal(c, t) ? t : c);
   }
 
   private send(): void {
@@ -852,8 +872,8 @@ class Conn {
     if (this.req === null) return;
     if (!this.connected)
       this.abort(
-        this.connectCutByTotal
-          ? fail("no connection to the upstream within the request's timeout", "UND_ERR_HEADERS_TIMEOUT")
+        connectEndedByTotal(this.pool.connectTimeoutMs, this.req.opts.totalTimeout ?? 0)
+          ? connectPastTotal()
           : fail("connect timeout", "UND_ERR_CONNECT_TIMEOUT"),
       );
     else if (this.sink === null)

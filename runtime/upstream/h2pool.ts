@@ -13,7 +13,7 @@ import http2, {
 } from "node:http2";
 import net from "node:net";
 import { Writable } from "node:stream";
-import type { CancelToken } from "./h1pool.ts";
+import { connectPastTotal, headTimeAfterConnect, type CancelToken } from "./h1pool.ts";
 import { sendTimeoutError } from "../net/send-timeout.ts";
 
 export interface StreamOptions {
@@ -248,22 +248,11 @@ export class H2Pool {
     let timer: NodeJS.Timeout | undefined;
     try {
       const session = await new Promise<ClientHttp2Session>((resolve, reject) => {
-        if (t > 0)
-          timer = setTimeout(
-            () =>
-              reject(
-                error(
-                  "no connection to the upstream within the request's timeout",
-                  "UND_ERR_HEADERS_TIMEOUT",
-                ),
-              ),
-            t,
-          );
+        if (t > 0) timer = setTimeout(() => reject(connectPastTotal()), t);
         if (cancel) cancel.onabort = () => reject(error("request aborted", "UND_ERR_ABORTED"));
         this.connect().then(resolve, reject);
       });
-      const left = Math.max(1, Math.ceil(t - (performance.now() - startedAt)));
-      return { session, headMs: t > 0 && (h === 0 || left < h) ? left : h };
+      return { session, headMs: headTimeAfterConnect(h, t, performance.now() - startedAt) };
     } finally {
       clearTimeout(timer);
       if (cancel) cancel.onabort = null;

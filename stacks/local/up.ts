@@ -490,8 +490,8 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
                 () => stopRequested,
               );
         if (result.ok) reloaded.push(r.name);
-        else if (result.code === "E_LOCAL_INTERRUPTED")
-          return; // `up` is stopping: the apply ends below
+        else if (stopRequested)
+          return; // its process is stopping or gone: the apply ends below
         else if (result.code === "E_RT_RELOAD_RESTART_REQUIRED")
           restart.set(r.name, `its new config changes what it binds at start (${result.error})`);
         else {
@@ -615,7 +615,7 @@ async function reloadBySighup(
     if (state === "failed")
       return { ok: false, error: "its reload failed (prometheus_config_last_reload_successful 0)" };
     if (Date.now() > deadline) return { ok: false, error: "its reload did not complete within 10 s" };
-    if (stopping()) return { ok: false, error: "up is stopping", code: "E_LOCAL_INTERRUPTED" };
+    if (stopping()) return { ok: false, error: "up is stopping" };
     await new Promise((r) => setTimeout(r, 100));
   }
 }

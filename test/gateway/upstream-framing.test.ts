@@ -12,7 +12,13 @@ import http2 from "node:http2";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { freePort, gatewayConfig, startTestGateway, type TestGateway } from "../support/gateway.ts";
+import {
+  freePort,
+  gatewayConfig,
+  startTestGateway,
+  upgradeStatusLine,
+  type TestGateway,
+} from "../support/gateway.ts";
 import {
   GOOD,
   MALFORMED,
@@ -478,28 +484,6 @@ describe("retries_and_connect_failures", () => {
     expect(ms).toBeLessThan(below);
   }); // prettier-ignore
 
-  /** A WebSocket upgrade through the gateway: the status line it answers within `waitMs`, or null. */
-  const upgrade = (port: number, waitMs: number) =>
-    new Promise<string | null>((resolve) => {
-      const socket = net.connect(port, "127.0.0.1");
-      let raw = "";
-      const done = (line: string | null) => {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(line);
-      };
-      const timer = setTimeout(() => done(null), waitMs);
-      socket.on("error", () => {});
-      socket.on("data", (d: Buffer) => {
-        raw += d.toString("latin1");
-        if (raw.includes("\r\n")) done(raw.split("\r\n")[0]!);
-      });
-      socket.write(
-        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-      );
-    });
-
   // At 0s the connect is the system's, but the gateway's idle timeout still ends the wait with a 503 (the
   // client's connection was idle too: it is answered, not dropped).
   it.each([
@@ -508,7 +492,7 @@ describe("retries_and_connect_failures", () => {
     ["answers_503_when_a_websocket_upgrades_connect_outlasts_the_idle_timeout_at_0s", "0s", { limits: { idleTimeout: "1s" } }, "HTTP/1.1 503 Service Unavailable"],
   ] as const)("%s", async (_claim, connectTimeout, gateway, answer) => {
     const p = await gatewayToHole("http", connectTimeout, gateway);
-    expect(await upgrade(p, 1500)).toBe(answer);
+    expect(await upgradeStatusLine(p, "/ws", { waitMs: 1500 })).toBe(answer);
   }); // prettier-ignore
 
   it("answers_503_upstream_connect_failure_when_the_connect_is_refused", async () => {

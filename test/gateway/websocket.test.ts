@@ -17,6 +17,7 @@ import {
   gatewayConfig,
   httpsListener,
   startTestGateway,
+  upgradeStatusLine,
   type TestGateway,
 } from "../support/gateway.ts";
 import { startRawUpstream, type RawUpstream } from "../support/raw-upstream.ts";
@@ -105,22 +106,9 @@ function open(path: string): Promise<WebSocket> {
   });
 }
 
-/** The raw response status of an upgrade request written by hand. */
-function upgradeStatus(path: string, extra = ""): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () => {
-      s.write(
-        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-          `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
-      );
-    });
-    let out = "";
-    s.on("data", (c: Buffer) => (out += c.toString("latin1")));
-    s.on("close", () => resolve(out.split("\r\n")[0]!));
-    s.on("error", reject);
-    setTimeout(() => s.destroy(), 2000);
-  });
-}
+/** The status line the gateway answers an upgrade request written by hand with (null: none). */
+const upgradeStatus = (path: string, extra = "") =>
+  upgradeStatusLine(Number(new URL(gw.url).port), path, { extra });
 
 describe("websocket", () => {
   it("echoes_text_and_binary_messages_through_the_rewritten_path", async () => {

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { ClientHttp2Session, OutgoingHttpHeaders } from "node:http2";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Writable } from "node:stream";
@@ -266,4 +266,35 @@ export async function h2Status(session: ClientHttp2Session, headers: OutgoingHtt
   } finally {
     session.close();
   }
+}
+
+/**
+ * A WebSocket upgrade written by hand to 127.0.0.1:`port` (`extra`: more header lines, each ending in
+ * CRLF): the first line of the answer, or null when none came before the connection closed or `waitMs`.
+ */
+export function upgradeStatusLine(
+  port: number,
+  path: string,
+  o: { extra?: string; waitMs?: number } = {},
+): Promise<string | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let raw = "";
+    const done = (line: string | null) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(line);
+    };
+    const timer = setTimeout(() => done(null), o.waitMs ?? 2000);
+    socket.on("error", () => {});
+    socket.on("close", () => done(null));
+    socket.on("data", (d: Buffer) => {
+      raw += d.toString("latin1");
+      if (raw.includes("\r\n")) done(raw.split("\r\n")[0]!);
+    });
+    socket.write(
+      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${o.extra ?? ""}\r\n`,
+    );
+  });
 }
