@@ -144,7 +144,10 @@ const DIGITS = /^[0-9]{1,15}$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const BAD_TARGET = /[\x00-\x20\x7f]/;
 /* eslint-enable no-control-regex */
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,13})(?:[ \t]*;.*)?$/;
+// A chunk size, then extensions as llhttp takes them (RFC 9112 §7.1.1 without its bad whitespace, which
+// llhttp refuses): `;name`, `;name=token`, `;name="quoted"` (or `;name=`). Anything else is refused.
+const CHUNK_SIZE =
+  /^([0-9A-Fa-f]{1,13})(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*")?)?)*$/;
 // Status codes are 100–599 (RFC 9110 §15): a 6xx–9xx has no class a client can fall back to (an HTTP/2
 // downstream cannot even send one), so it is a malformed response like any other bad status line.
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9][0-9])(?: [^\r\n]*)?$/;
@@ -540,10 +543,10 @@ class Conn {
           break;
         case NAME_CONTENT_LENGTH: {
           if (!DIGITS.test(value)) return this.protocolError("malformed content-length");
-          const length = Number(value);
-          if (contentLength >= 0 && length !== contentLength)
-            return this.protocolError("conflicting content-length");
-          contentLength = length;
+          // A second Content-Length is refused even when it repeats the first: RFC 9110 §8.6 allows either,
+          // and llhttp and nginx refuse it.
+          if (contentLength >= 0) return this.protocolError("repeated content-length");
+          contentLength = Number(value);
           break;
         }
         case NAME_TRANSFER_ENCODING:
@@ -560,15 +563,18 @@ class Conn {
       }
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
-      else if (name === "content-length") continue;
       else if (typeof prev === "string") headers[name] = [prev, value];
       else prev.push(value);
     }
+    const tokens = connection ? connection.toLowerCase() : "";
     if (status < 200) {
       if (status === 101) return this.protocolError("unexpected 101 Switching Protocols");
+      // HTTP/1.0 has no interim responses, and one that closes the connection leaves the final response
+      // nowhere to come: llhttp reads the bytes after either as data after the connection's end.
+      if (minor === "0" || tokens.includes("close"))
+        return this.protocolError("interim response ending the connection");
       return HEAD_INTERIM;
     }
-    const tokens = connection ? connection.toLowerCase() : "";
     if (minor === "0" ? !tokens.includes("keep-alive") : tokens.includes("close")) this.reusable = false;
     // Headers the Connection header names are hop-by-hop too.
     if (tokens !== "") {
@@ -587,6 +593,23 @@ class Conn {
         if (this.idleMs === 0) this.reusable = false;
       }
     }
+    if (te !== null) {
+      // RFC 9112 §6.3: both framings at once may be an attempt at response splitting — an error here,
+      // even on a response without a body (llhttp refuses it there too; the bytes after it are someone's).
+      if (contentLength >= 0) return this.protocolError("both transfer-encoding and content-length");
+      // Only "chunked" is decoded; another transfer coding (gzip, deflate, …) would reach the client as
+      // undeclared encoded bytes, so it is refused. So is an empty list element: RFC 9110 §5.6.1 says to
+      // ignore it, but llhttp reads "chunked," as a body delimited by the close — two parsers framing one
+      // response two ways is how desynchronization starts (test/upstream/h1pool-differential.test.ts).
+      const codings = te.toLowerCase().split(",").map(trimOws);
+      let chunks = 0;
+      for (const c of codings) {
+        if (c === "") return this.protocolError("empty element in transfer-encoding");
+        if (c !== "chunked") return this.protocolError(`unsupported transfer-coding "${c.slice(0, 32)}"`);
+        chunks++;
+      }
+      if (chunks > 1) return this.protocolError("chunked applied twice");
+    }
     if (this.noBody || status === 204 || status === 304) {
       if (status === 204) {
         if (te !== null || contentLength > 0) this.reusable = false;
@@ -596,24 +619,8 @@ class Conn {
       }
       this.noBody = true;
     } else if (te !== null) {
-      // RFC 9112 §6.3: both framings at once may be an attempt at response splitting — an error here.
-      if (contentLength >= 0) return this.protocolError("both transfer-encoding and content-length");
-      // §6.1: in an HTTP/1.0 message it is faulty framing — the message is read, the connection closed.
+      // RFC 9112 §6.1: in an HTTP/1.0 message it is faulty framing — the message is read, the connection closed.
       if (minor === "0") this.reusable = false;
-      // Empty list items are ignored (RFC 9110 §5.6.1). Only "chunked" is decoded; another transfer
-      // coding (gzip, deflate, …) would reach the client as undeclared encoded bytes, so it is refused.
-      const codings = te
-        .toLowerCase()
-        .split(",")
-        .map(trimOws)
-        .filter((c) => c !== "");
-      if (codings.length === 0) return this.protocolError("empty transfer-encoding");
-      let chunks = 0;
-      for (const c of codings) {
-        if (c !== "chunked") return this.protocolError(`unsupported transfer-coding "${c.slice(0, 32)}"`);
-        chunks++;
-      }
-      if (chunks > 1) return this.protocolError("chunked applied twice");
       this.state = S.CHUNK_SIZE;
       this.line = "";
     } else if (contentLength >= 0) {
@@ -689,12 +696,14 @@ class Conn {
               this.complete(null);
               return;
             }
-            if (
-              line.indexOf(":") <= 0 ||
-              !TOKEN.test(line.slice(0, line.indexOf(":"))) ||
-              BAD_VALUE.test(line)
-            ) {
+            const colon = line.indexOf(":");
+            if (colon <= 0 || !TOKEN.test(line.slice(0, colon)) || BAD_VALUE.test(line)) {
               this.protocolError("malformed trailer line");
+              return;
+            }
+            // A length among the trailers contradicts the chunked framing (RFC 9110 §6.5.1); llhttp refuses it.
+            if (colon === 14 && line.slice(0, 14).toLowerCase() === "content-length") {
+              this.protocolError("content-length in the trailers");
               return;
             }
             continue;

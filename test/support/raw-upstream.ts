@@ -187,7 +187,7 @@ const HELLO = "hello world";
 const TE = "Transfer-Encoding: chunked\r\n";
 const CL = `Content-Length: ${HELLO.length}\r\n`;
 const CHUNKED_BODY =
-  '5;ext=1;q="a b"\r\nhello\r\n1\r\n \r\n5 ; last\r\nworld\r\n0\r\nX-Trailer: t\r\nX-Other: 2\r\n\r\n';
+  '5;ext=1;q="a b"\r\nhello\r\n1\r\n \r\n5;last\r\nworld\r\n0\r\nX-Trailer: t\r\nX-Other: 2\r\n\r\n';
 
 export const GOOD: readonly GoodRow[] = [
   {
@@ -223,16 +223,6 @@ export const GOOD: readonly GoodRow[] = [
     response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n00A\r\n0123456789\r\n0000\r\n\r\n",
     status: 200,
     body: "0123456789",
-    headers: {},
-    reused: true,
-  },
-  {
-    // RFC 9110 §5.6.1: empty list items are ignored.
-    name: "chunked_with_empty_list_items_in_transfer_encoding",
-    method: "GET",
-    response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: , chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    status: 200,
-    body: "hello",
     headers: {},
     reused: true,
   },
@@ -371,15 +361,6 @@ export const GOOD: readonly GoodRow[] = [
     reused: false,
   },
   {
-    name: "repeated_identical_content_length",
-    method: "GET",
-    response: `HTTP/1.1 200 OK\r\n${CL}${CL}\r\n${HELLO}`,
-    status: 200,
-    body: HELLO,
-    headers: { "content-length": "11" },
-    reused: true,
-  },
-  {
     name: "whitespace_around_header_values",
     method: "GET",
     response: `HTTP/1.1 200 OK\r\nContent-Length: \t 11 \t\r\nX-Up:1\r\n\r\n${HELLO}`,
@@ -454,6 +435,12 @@ export const MALFORMED: readonly BadRow[] = [
   // Framing conflicts (response splitting / desync).
   bad("both_content_length_and_transfer_encoding", `${OK}Content-Length: 5\r\n${TE}\r\n0\r\n\r\n`, "head"),
   bad("transfer_encoding_then_content_length", `${OK}${TE}Content-Length: 5\r\n\r\nhello`, "head"),
+  // Even identical: RFC 9110 §8.6 allows accepting it, but llhttp (Node's client) and nginx refuse it.
+  bad(
+    "repeated_identical_content_length",
+    `${OK}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello`,
+    "head",
+  ),
   bad("two_different_content_lengths", `${OK}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`, "head"),
   bad("content_length_with_plus_sign", `${OK}Content-Length: +5\r\n\r\nhello`, "head"),
   bad("content_length_with_minus_sign", `${OK}Content-Length: -5\r\n\r\nhello`, "head"),
@@ -478,6 +465,32 @@ export const MALFORMED: readonly BadRow[] = [
   ),
   bad("transfer_coding_identity", `${OK}Transfer-Encoding: identity\r\n\r\nhello`, "head"),
   bad("transfer_encoding_empty", `${OK}Transfer-Encoding: \r\n\r\nhello`, "head"),
+  // RFC 9110 §5.6.1 would ignore empty list elements, but llhttp reads "chunked," as not chunked (a body
+  // delimited by the close): a response two parsers frame differently is refused.
+  // Framing headers are checked on responses without a body too (llhttp does): the bytes after them are someone's.
+  bad(
+    "both_framings_on_a_304",
+    "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "head",
+  ),
+  bad("transfer_coding_gzip_on_a_204", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n", "head"),
+  // HTTP/1.0 has no interim responses; one that closes the connection leaves the final one nowhere to come.
+  bad("interim_response_in_http_1_0", `HTTP/1.0 100 Continue\r\n\r\n${OK}Content-Length: 0\r\n\r\n`, "head"),
+  bad(
+    "interim_response_closing_the_connection",
+    `HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\n${OK}Content-Length: 0\r\n\r\n`,
+    "head",
+  ),
+  bad(
+    "transfer_encoding_with_a_trailing_empty_element",
+    `${OK}Transfer-Encoding: chunked,\r\n\r\n0\r\n\r\n`,
+    "head",
+  ),
+  bad(
+    "transfer_encoding_with_a_leading_empty_element",
+    `${OK}Transfer-Encoding: , chunked\r\n\r\n0\r\n\r\n`,
+    "head",
+  ),
   // Header syntax.
   bad("obs_fold_header_line", `${OK}X-A: a\r\n b\r\nContent-Length: 0\r\n\r\n`, "head"),
   bad("obs_fold_with_tab", `${OK}X-A: a\r\n\tb\r\nContent-Length: 0\r\n\r\n`, "head"),
@@ -519,6 +532,21 @@ export const MALFORMED: readonly BadRow[] = [
   bad("chunk_size_with_fourteen_hex_digits", `${OK}${TE}\r\n00000000000005\r\nhello\r\n0\r\n\r\n`, "body"),
   bad("chunk_size_empty", `${OK}${TE}\r\n\r\nhello\r\n0\r\n\r\n`, "body"),
   bad("chunk_size_with_inner_space", `${OK}${TE}\r\n5 5\r\nhello\r\n0\r\n\r\n`, "body"),
+  // Extensions as llhttp takes them (RFC 9112 §7.1.1 without bad whitespace): anything else is refused.
+  bad("chunk_extension_after_whitespace", `${OK}${TE}\r\n5 ;a\r\nhello\r\n0\r\n\r\n`, "body"),
+  bad("chunk_extension_without_a_name", `${OK}${TE}\r\n5;\r\nhello\r\n0\r\n\r\n`, "body"),
+  bad("chunk_extension_with_spaces_around_equals", `${OK}${TE}\r\n5;a = b\r\nhello\r\n0\r\n\r\n`, "body"),
+  bad("chunk_extension_value_with_a_space", `${OK}${TE}\r\n5;a=b c\r\nhello\r\n0\r\n\r\n`, "body"),
+  bad(
+    "chunk_extension_quoted_value_with_a_control_character",
+    `${OK}${TE}\r\n5;a="\x01"\r\nhello\r\n0\r\n\r\n`,
+    "body",
+  ),
+  bad(
+    "chunk_extension_with_text_after_a_quoted_value",
+    `${OK}${TE}\r\n5;a="b"c\r\nhello\r\n0\r\n\r\n`,
+    "body",
+  ),
   bad("chunk_size_line_over_4096_bytes", `${OK}${TE}\r\n5;${"x".repeat(4100)}\r\nhello\r\n0\r\n\r\n`, "body"),
   bad("chunk_data_longer_than_its_size", `${OK}${TE}\r\n5\r\nhelloXX\r\n0\r\n\r\n`, "body"),
   bad("chunk_data_followed_by_bare_lf", `${OK}${TE}\r\n5\r\nhello\n0\r\n\r\n`, "body"),
@@ -530,6 +558,11 @@ export const MALFORMED: readonly BadRow[] = [
   bad("trailer_obs_fold", `${OK}${TE}\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n folded\r\n\r\n`, "body"),
   bad("trailer_ending_with_bare_lf", `${OK}${TE}\r\n5\r\nhello\r\n0\r\nX-T: 1\n\r\n`, "body"),
   bad("trailer_with_nul_in_value", `${OK}${TE}\r\n5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n`, "body"),
+  bad(
+    "content_length_among_the_trailers",
+    `${OK}${TE}\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n`,
+    "body",
+  ),
   bad("trailer_with_empty_name", `${OK}${TE}\r\n5\r\nhello\r\n0\r\n: x\r\n\r\n`, "body"),
   // Size.
   bad(
