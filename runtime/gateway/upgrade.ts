@@ -26,7 +26,7 @@ import type { ClientCertificateStore } from "../upstream/client-cert.ts";
 import { originateConnector, type MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { readUpgradeAnswer } from "../net/upgrade.ts";
+import { http1HeadBytes, readUpgradeAnswer } from "../net/upgrade.ts";
 import {
   forwardedHeader,
   NOT_FORWARDED,
@@ -300,6 +300,10 @@ function openTunnel(
     for (const v of Array.isArray(value) ? value : [value]) handshake += `${name}: ${v}\r\n`;
   }
   handshake += "\r\n";
+  const handshakeBytes = http1HeadBytes(handshake);
+  // Unreachable from a parsed request (one byte per character): a guard, not a path.
+  if (handshakeBytes === null)
+    return fail(500, "internal_error", "a handshake character outside one byte", route);
 
   const tlsMode = cluster.config.tls;
   const upstream =
@@ -336,7 +340,7 @@ function openTunnel(
     connected = true;
     clearTimeout(connectTimer);
     observer.tunnels.add(socket);
-    upstream.write(handshake);
+    upstream.write(handshakeBytes);
     // Nothing more of the client's goes upstream until the upstream has switched protocols: an upstream
     // that refuses the upgrade with an ordinary response keeps its connection an HTTP/1.1 one, and bytes
     // relayed into it would be requests no route admitted (WebSocket smuggling, as nginx and Envoy avoid

@@ -8,6 +8,17 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 
+/**
+ * An HTTP/1.1 head written by a proxy as the bytes it stands for: latin1, one byte per character, so a
+ * header value's obs-text (0x80–0xFF, which Node's parsers hand over one character per byte) reaches the
+ * upstream as the client sent it — not re-encoded as UTF-8. Null when a character does not fit one byte:
+ * latin1 would keep only its low byte, and U+010A would become an LF (a header injected).
+ */
+export function http1HeadBytes(text: string): Buffer | null {
+  return BEYOND_LATIN1.test(text) ? null : Buffer.from(text, "latin1");
+}
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
+
 /** The most an upstream's answer may take before its head ends (16 KiB, as Node's HTTP parser allows). */
 export const MAX_UPGRADE_ANSWER_HEAD = 16 * 1024;
 

@@ -1160,12 +1160,18 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     upstreamName: string,
     connectTimeoutMs = 1000,
   ): void {
+    const handshake = upgradeHandshake(path, headers);
+    if (handshake === null) {
+      // Unreachable from a parsed request (one byte per character): a guard, not a path.
+      upstream.destroy();
+      return refuse(u, socket, 500, "internal_error", "a handshake character outside one byte");
+    }
     let badAnswer = false;
     openTunnel(
       socket,
       upstream,
       readyEvent,
-      upgradeHandshake(path, headers),
+      handshake,
       headers["sec-websocket-key"],
       head,
       { connectTimeoutMs, idleTimeoutMs: TUNNEL_IDLE_MS, tunnels },

@@ -142,7 +142,10 @@ const DIGITS = /^[0-9]{1,15}$/;
 // Header values may hold HTAB, visible ASCII and obs-text; any other control character is refused.
 /* eslint-disable no-control-regex -- matching control characters is the point */
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
-const BAD_TARGET = /[\x00-\x20\x7f]/;
+// What the pool writes: the same, and no character beyond one byte — the head is written as latin1, which
+// keeps only a character's low byte (U+010A would become an LF: a header injected).
+const BAD_REQUEST_VALUE = /[\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]/;
+const BAD_TARGET = /[\x00-\x20\x7f\u0100-\uffff]/;
 /* eslint-enable no-control-regex */
 // A chunk size, then extensions as llhttp takes them (RFC 9112 §7.1.1 without its bad whitespace, which
 // llhttp refuses): `;name`, `;name=token`, `;name="quoted"` (or `;name=`). Anything else is refused.
@@ -331,11 +334,11 @@ class Conn {
         }
         if (lower === "host") hasHost = true;
         if (typeof value === "string") {
-          if (BAD_VALUE.test(value)) return this.abort(badHeader(name));
+          if (BAD_REQUEST_VALUE.test(value)) return this.abort(badHeader(name));
           head += `${name}: ${value}\r\n`;
         } else {
           for (const v of value) {
-            if (BAD_VALUE.test(v)) return this.abort(badHeader(name));
+            if (BAD_REQUEST_VALUE.test(v)) return this.abort(badHeader(name));
             head += `${name}: ${v}\r\n`;
           }
         }
@@ -892,7 +895,7 @@ class Conn {
 }
 
 function badHeader(name: string): Error {
-  return fail(`header ${name} holds a control character`, "UND_ERR_INVALID_ARG");
+  return fail(`header ${name} holds a control character or one beyond a byte`, "UND_ERR_INVALID_ARG");
 }
 
 /** An LF not preceded by CR, or a CR followed by something else than LF, at or after `from`. */

@@ -21,6 +21,8 @@ import {
   type TestGateway,
 } from "../support/gateway.ts";
 import { startRawUpstream, type RawUpstream } from "../support/raw-upstream.ts";
+import { http1HeadBytes } from "../../runtime/net/upgrade.ts";
+import { upgradeHandshake } from "../../runtime/sidecar/upgrade.ts";
 
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
 
@@ -339,6 +341,29 @@ describe("an upstream that does not switch protocols gets no tunnel", () => {
     expect(raw.requests.slice(before).map((r) => r.split("\r\n")[0])).toEqual([`GET ${path} HTTP/1.1`]);
   });
 
+  it("relays_a_header_value_s_obs_text_as_the_bytes_the_client_sent", async () => {
+    // Node's parser hands a byte 0x80–0xFF over as one character; the handshake was written as UTF-8, so
+    // "caf\xe9" reached the upstream as "caf\xc3\xa9" (H1Pool writes latin1: both now send the byte).
+    const before = raw.conns.length;
+    await new Promise<void>((resolve) => {
+      const s = createConnection(Number(new URL(gw2.url).port), "127.0.0.1", () =>
+        s.write(
+          Buffer.from(
+            "GET /refuse/404 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+              `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${KEY}\r\nX-Name: caf\xe9\r\n\r\n`,
+            "latin1",
+          ),
+        ),
+      );
+      s.on("error", () => {});
+      s.on("data", () => s.destroy());
+      s.on("close", () => resolve());
+      setTimeout(() => s.destroy(), 1000);
+    });
+    expect(raw.conns.length).toBe(before + 1);
+    expect(raw.conns[before]!.data).toContain("x-name: caf\xe9\r\n");
+  });
+
   it("a_valid_101_still_opens_the_tunnel", async () => {
     answers["/refuse/ok"] =
       `HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: ${ACCEPT}\r\n\r\n`;
@@ -351,6 +376,20 @@ describe("an upstream that does not switch protocols gets no tunnel", () => {
       "GET /refuse/ok HTTP/1.1",
       "GET /after-switch HTTP/1.1",
     ]);
+  });
+});
+
+describe("handshake bytes (gateway and sidecar tunnels)", () => {
+  it.each([
+    ["keeps_obs_text_as_one_byte_each", "x-a: caf\xe9\r\n", "x-a: caf\xe9\r\n"],
+    ["refuses_a_character_beyond_one_byte_whose_low_byte_is_lf", "x-a: 1\u010ax-injected: 1\r\n", null],
+    ["refuses_a_character_beyond_one_byte_anywhere", "x-a: \u20ac\r\n", null],
+  ])("%s", (_claim, line, sent) => {
+    const gateway = http1HeadBytes(`GET / HTTP/1.1\r\n${line}\r\n`);
+    expect(gateway === null ? null : gateway.toString("latin1").split("\r\n")[1] + "\r\n").toBe(sent);
+    const [name, value] = line.slice(0, -2).split(": ") as [string, string];
+    const sidecar = upgradeHandshake("/", { [name]: value });
+    expect(sidecar === null ? null : sidecar.toString("latin1").split("\r\n")[1] + "\r\n").toBe(sent);
   });
 });
 

@@ -847,6 +847,12 @@ describe("request_side", () => {
     ["refuses_a_request_target_with_cr_lf", { path: "/a\r\nx-injected: 1" }],
     ["refuses_an_empty_request_target", { path: "" }],
     ["refuses_a_method_that_is_not_a_token", { method: "GET / HTTP/1.1\r\nx-injected: 1\r\nx:" }],
+    // The head is written as latin1, which keeps a character's low byte: U+010A would go out as an LF.
+    [
+      "refuses_a_header_value_with_a_character_beyond_one_byte",
+      { headers: { "x-a": "1\u010d\u010ax-injected: 1" } },
+    ],
+    ["refuses_a_request_target_with_a_character_beyond_one_byte", { path: "/a\u010ab" }],
   ];
   for (const [name, opts] of refused) {
     it(`${name}_before_writing_anything`, async () => {
@@ -859,6 +865,15 @@ describe("request_side", () => {
       expect(c.pool.stats.connections).toBe(0);
     });
   }
+
+  it("writes_obs_text_as_the_bytes_the_client_sent_not_as_utf_8", async () => {
+    // Node's parsers hand header bytes 0x80–0xFF over one character per byte; they go out the same way.
+    const up = await upstream(reply);
+    const c = client(up.port);
+    const o = await run(c.pool, { path: "/caf\xe9", headers: { "x-a": "caf\xe9" } });
+    expect(o).toMatchObject({ result: "resolved" });
+    expect(up.conns[0]!.data).toContain("GET /caf\xe9 HTTP/1.1\r\nx-a: caf\xe9\r\n");
+  });
 
   it("never_forwards_hop_by_hop_or_framing_headers_as_given", async () => {
     const up = await upstream(reply);
