@@ -145,7 +145,9 @@ const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 // What the pool writes: the same, and no character beyond one byte — the head is written as latin1, which
 // keeps only a character's low byte (U+010A would become an LF: a header injected).
 const BAD_REQUEST_VALUE = /[\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]/;
-const BAD_TARGET = /[\x00-\x20\x7f\u0100-\uffff]/;
+// A request target is ASCII (RFC 3986): llhttp refuses obs-text in one (HPE_INVALID_URL), and a wider
+// character would be cut to its low byte.
+const BAD_TARGET = /[\x00-\x20\x7f-\uffff]/;
 /* eslint-enable no-control-regex */
 // A chunk size, then extensions as llhttp takes them (RFC 9112 §7.1.1 without its bad whitespace, which
 // llhttp refuses): `;name`, `;name=token`, `;name="quoted"` (or `;name=`). Anything else is refused.

@@ -16,7 +16,7 @@
  */
 import { createRequire } from "node:module";
 import net from "node:net";
-import { Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { H1Pool } from "../../runtime/upstream/h1pool.ts";
@@ -28,6 +28,7 @@ const { HTTPParser } = createRequire(import.meta.url)("_http_common") as {
 interface HTTPParserClass {
   new (): HTTPParserInstance;
   RESPONSE: number;
+  REQUEST: number;
   kOnHeaders: number;
   kOnHeadersComplete: number;
   kOnBody: number;
@@ -463,6 +464,218 @@ describe("h1pool_against_llhttp", () => {
         ).toBe(true);
       }),
       { numRuns: Number(process.env.FC_RUNS ?? 400), seed: Number(process.env.FC_SEED ?? 20261205) },
+    );
+  }, 120_000);
+});
+
+// ── The other direction: what H1Pool writes, read back by llhttp as the upstream's parser ──
+
+/** What llhttp read of the first request on a connection, and whether anything followed it. */
+interface RequestReading {
+  method: string;
+  url: string;
+  /** Raw name/value pairs as llhttp reports them (values without surrounding whitespace). */
+  headers: [string, string][];
+  body: string;
+  complete: boolean;
+  /** Bytes after the first request (a second message: the head smuggled one). */
+  trailing: number;
+  error: string | null;
+}
+
+function llhttpReadsRequest(bytes: Buffer): RequestReading {
+  const p = new HTTPParser();
+  const r: RequestReading = {
+    method: "",
+    url: "",
+    headers: [],
+    body: "",
+    complete: false,
+    trailing: 0,
+    error: null,
+  };
+  let messages = 0;
+  let flat: string[] = [];
+  p[HTTPParser.kOnHeaders] = (h: string[]) => (flat = flat.concat(h));
+  p[HTTPParser.kOnHeadersComplete] = (
+    _maj: number,
+    _min: number,
+    h: string[] | undefined,
+    method: number,
+    url: string,
+  ) => {
+    messages++;
+    if (messages === 1) {
+      const all = h ?? flat;
+      for (let i = 0; i < all.length; i += 2) r.headers.push([all[i]!, all[i + 1]!]);
+      r.method = METHOD_NAMES.get(method) ?? `#${method}`;
+      r.url = url ?? "";
+    }
+    return 0;
+  };
+  p[HTTPParser.kOnBody] = (b: Buffer) => {
+    if (messages === 1 && !r.complete) r.body += b.toString("latin1");
+  };
+  p[HTTPParser.kOnMessageComplete] = () => {
+    if (messages === 1) r.complete = true;
+  };
+  p[HTTPParser.kOnExecute] = () => {};
+  p.initialize(HTTPParser.REQUEST, {}, 64 * 1024, 0);
+  const out = p.execute(bytes);
+  p.close();
+  if (out instanceof Error) r.error = (out as Error & { code?: string }).code ?? "error";
+  if (messages > 1) r.trailing = messages - 1;
+  return r;
+}
+
+const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"] as const;
+/** llhttp reports a method by its index: the names of the ones generated, learnt by parsing each. */
+const METHOD_NAMES = new Map<number, string>(
+  METHODS.map((m) => {
+    const p = new HTTPParser();
+    let index = -1;
+    p[HTTPParser.kOnHeaders] = () => {};
+    p[HTTPParser.kOnHeadersComplete] = (_a: number, _b: number, _h: unknown, method: number) => (
+      (index = method),
+      0
+    );
+    p[HTTPParser.kOnBody] = () => {};
+    p[HTTPParser.kOnMessageComplete] = () => {};
+    p[HTTPParser.kOnExecute] = () => {};
+    p.initialize(HTTPParser.REQUEST, {}, 0, 0);
+    p.execute(Buffer.from(`${m} / HTTP/1.1\r\nHost: a\r\n\r\n`));
+    p.close();
+    return [index, m] as const;
+  }),
+);
+
+const TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefXYZ";
+const tokenArb = fc.string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 8 });
+/** Field values: visible ASCII, inner spaces and tabs, obs-text — what a parsed request can carry. */
+const valueArb = fc
+  .string({
+    unit: fc.constantFrom("a", "Z", "0", " ", "\t", ",", ";", "=", '"', "\x80", "\xe9", "\xff", ":"),
+    maxLength: 12,
+  })
+  .map((v) => v.trim());
+const NOT_FORWARDED_NAMES = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "transfer-encoding",
+  "content-length",
+  "te",
+  "upgrade",
+  "expect",
+  "http2-settings",
+];
+
+const requestArb = fc.record({
+  method: fc.constantFrom(...METHODS),
+  path: fc
+    .string({
+      unit: fc.constantFrom("a", "/", "%2F", "?", "&", "=", "~", "!", "*", "'", "(", ":", "@"),
+      maxLength: 16,
+    })
+    .map((s) => `/${s}`),
+  headers: fc.array(
+    fc.tuple(tokenArb, fc.oneof(valueArb, fc.array(valueArb, { minLength: 1, maxLength: 3 }))),
+    {
+      maxLength: 6,
+    },
+  ),
+  body: fc.oneof(
+    fc.constant<null>(null),
+    fc
+      .string({ unit: fc.constantFrom("x", "\r", "\n", "0", "\x00", "\xff"), maxLength: 20 })
+      .map((s) => ({ kind: "buffer" as const, s })),
+    fc
+      .tuple(
+        fc.array(fc.string({ unit: fc.constantFrom("x", "\r\n", "0", "\xff"), minLength: 1, maxLength: 8 }), {
+          maxLength: 3,
+        }),
+        fc.boolean(),
+      )
+      .map(([parts, declared]) => ({ kind: "stream" as const, parts, declared })),
+  ),
+});
+
+describe("h1pool_requests_against_llhttp", () => {
+  let requestServer: net.Server;
+  let requestPort: number;
+  let received = Buffer.alloc(0);
+  beforeAll(async () => {
+    requestServer = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.on("data", (d: Buffer) => {
+        received = Buffer.concat([received, d]);
+        // Answered once llhttp read a whole request, or refused what it got: the property reports which.
+        const r = llhttpReadsRequest(received);
+        if (r.complete || r.error !== null) socket.end("HTTP/1.1 204 No Content\r\n\r\n");
+      });
+    });
+    await new Promise<void>((r) => requestServer.listen(0, "127.0.0.1", r));
+    requestPort = (requestServer.address() as net.AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((r) => requestServer.close(() => r())));
+
+  it("writes_every_request_as_one_message_llhttp_reads_back_as_sent", async () => {
+    await fc.assert(
+      fc.asyncProperty(requestArb, async (req) => {
+        received = Buffer.alloc(0);
+        const headers: Record<string, string | string[]> = {};
+        for (const [n, v] of req.headers)
+          if (!NOT_FORWARDED_NAMES.includes(n.toLowerCase()) && n.toLowerCase() !== "host") headers[n] = v;
+        const bodyText =
+          req.body === null ? null : req.body.kind === "buffer" ? req.body.s : req.body.parts.join("");
+        let body: Buffer | NodeJS.ReadableStream | null = null;
+        if (req.body?.kind === "buffer") body = Buffer.from(req.body.s, "latin1");
+        else if (req.body?.kind === "stream") {
+          body = Readable.from(req.body.parts.map((p) => Buffer.from(p, "latin1")));
+          if (req.body.declared) headers["content-length"] = String(Buffer.byteLength(bodyText!, "latin1"));
+        }
+        const pool = new H1Pool("127.0.0.1", requestPort, { maxConnections: 1, connectTimeoutMs: 2000 });
+        try {
+          await pool.stream(
+            { method: req.method, path: req.path, headers, body, headersTimeout: 2000, bodyTimeout: 2000 },
+            () => new Writable({ write: (_c, _e, cb) => cb() }),
+          );
+        } finally {
+          await pool.close();
+        }
+        const got = llhttpReadsRequest(received);
+        const context = JSON.stringify({ req, wire: received.toString("latin1") });
+        expect(got.error, context).toBeNull();
+        expect(got.complete, context).toBe(true);
+        expect(got.trailing, context).toBe(0);
+        expect(got.method, context).toBe(req.method);
+        expect(got.url, context).toBe(req.path);
+        expect(got.body, context).toBe(bodyText ?? "");
+        // Every header as given (repeated values in order), then the pool's own: host and the framing.
+        const sent = Object.entries(headers)
+          .filter(([n]) => n.toLowerCase() !== "content-length")
+          .flatMap(([n, v]) => (Array.isArray(v) ? v : [v]).map((x) => [n, x] as [string, string]));
+        const own = got.headers.filter(([n]) =>
+          ["host", "content-length", "transfer-encoding"].includes(n.toLowerCase()),
+        );
+        expect(
+          got.headers.filter((h) => !own.includes(h)),
+          context,
+        ).toEqual(sent);
+        expect(own.map(([n]) => n.toLowerCase()).sort(), context).toEqual(
+          [
+            "host",
+            ...(bodyText === null
+              ? ["POST", "PUT", "PATCH"].includes(req.method)
+                ? ["content-length"]
+                : []
+              : req.body?.kind === "stream" && !req.body.declared
+                ? ["transfer-encoding"]
+                : ["content-length"]),
+          ].sort(),
+        );
+      }),
+      { numRuns: Number(process.env.FC_RUNS ?? 300), seed: Number(process.env.FC_SEED ?? 20261205) },
     );
   }, 120_000);
 });
