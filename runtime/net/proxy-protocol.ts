@@ -8,6 +8,7 @@
  * Spec: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
  */
 import { isIPv4, isIPv6 } from "node:net";
+import { parseIpInto } from "../decide/authorize.ts";
 
 /** The address a header names (null: use the connection's own — v2 LOCAL, UNKNOWN, UNSPEC, AF_UNIX). */
 export interface ProxiedSource {
@@ -84,11 +85,17 @@ function parseV1(buf: Buffer): ProxyHeader {
   for (const p of [sport, dport])
     if (!PORT.test(p) || Number(p) > 65535)
       return invalid(`a version 1 header names a port that is not one (${JSON.stringify(p)})`);
-  return {
-    kind: "ok",
-    length,
-    source: { address: src, port: Number(sport), family: proto === "TCP4" ? "IPv4" : "IPv6" },
-  };
+  if (proto === "TCP4")
+    return { kind: "ok", length, source: { address: src, port: Number(sport), family: "IPv4" } };
+  // One client, one address text: an IPv6 address is written as version 2 writes it (RFC 5952), whatever
+  // spelling the line used (0:0:0:0:0:0:0:1, 0000::1, upper case) — rate-limit keys, logs and the
+  // forwarded headers see the text. A zone belongs to a link of the sender's, not to a client's address.
+  const words: [number, number, number, number] = [0, 0, 0, 0];
+  if (src.includes("%") || !parseIpInto(src, words))
+    return invalid("a version 1 TCP6 header names a scoped or unreadable IPv6 address");
+  const bytes = Buffer.alloc(16);
+  for (let i = 0; i < 4; i++) bytes.writeUInt32BE(words[i]! >>> 0, 4 * i);
+  return { kind: "ok", length, source: { address: ipv6(bytes), port: Number(sport), family: "IPv6" } };
 }
 
 function parseV2(buf: Buffer): ProxyHeader {

@@ -49,6 +49,17 @@ describe("PROXY protocol headers that name the client", () => {
       Buffer.from("PROXY TCP6 2001:db8::7 2001:db8::1 65535 443\r\n"),
       { address: "2001:db8::7", port: 65535, family: "IPv6" },
     ],
+    // Written as version 2 writes the same bytes (RFC 5952), whatever the line's spelling.
+    [
+      "v1_tcp6_spelled_in_full_in_upper_case",
+      Buffer.from("PROXY TCP6 2001:0DB8:0000:0000:0000:0000:0000:0007 ::1 1 2\r\n"),
+      { address: "2001:db8::7", port: 1, family: "IPv6" },
+    ],
+    [
+      "v1_tcp6_ipv4_mapped_in_hex",
+      Buffer.from("PROXY TCP6 ::FFFF:0102:0304 ::1 1 2\r\n"),
+      { address: "::ffff:1.2.3.4", port: 1, family: "IPv6" },
+    ],
     [
       "v1_port_0",
       Buffer.from("PROXY TCP4 1.2.3.4 5.6.7.8 0 80\r\n"),
@@ -139,6 +150,7 @@ describe("malformed headers", () => {
     ["v1_double_space", Buffer.from("PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n"), /needs: PROXY/],
     ["v1_tcp4_with_an_ipv6_source", Buffer.from("PROXY TCP4 ::1 5.6.7.8 1 2\r\n"), /not IPv4/],
     ["v1_tcp6_with_an_ipv4_source", Buffer.from("PROXY TCP6 1.2.3.4 ::1 1 2\r\n"), /not IPv6/],
+    ["v1_tcp6_with_a_zone", Buffer.from("PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n"), /scoped or unreadable/],
     ["v1_address_with_leading_zero", Buffer.from("PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n"), /not IPv4/],
     ["v1_address_out_of_range", Buffer.from("PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n"), /not IPv4/],
     ["v1_port_above_65535", Buffer.from("PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n"), /port that is not one/],
