@@ -14,7 +14,8 @@
  * was fully written, and that did not say `Connection: close`; anything else closes it. Errors carry the
  * codes the forwarding engine classifies (shared with H2Pool): connect failures keep the socket's code
  * (`ECONNREFUSED`, …) or `UND_ERR_CONNECT_TIMEOUT`; `UND_ERR_HEADERS_TIMEOUT` / `UND_ERR_BODY_TIMEOUT`;
- * `UND_ERR_QUEUE_TIMEOUT` for a request that waited its headers timeout for a connection (nothing sent);
+ * `UND_ERR_QUEUE_TIMEOUT` for a request that waited its total (else headers) timeout for a connection
+ * (nothing sent);
  * `UND_ERR_SOCKET` for a connection closed before the response completed; `UND_ERR_RESPONSE` for a
  * malformed response; `UND_ERR_ABORTED` when the caller cancelled.
  */
@@ -37,16 +38,19 @@ export interface H1StreamOptions {
   body?: Buffer | NodeJS.ReadableStream | null;
   /**
    * Time allowed from the end of the request until the response head is complete (interim responses
-   * included); a silence that long ends it too. A request that waits for a connection (every one busy)
-   * waits at most this long (UND_ERR_QUEUE_TIMEOUT), and the wait is taken from it.
+   * included); a silence that long ends it too. Without a `totalTimeout`, a request that waits for a
+   * connection (every one busy) waits at most this long (UND_ERR_QUEUE_TIMEOUT), and the wait is taken
+   * from it; with one, the wait is bounded by that instead and this starts once a connection is its.
    */
   headersTimeout: number;
   /**
    * The time left of the whole request (its route's timeout) when this attempt starts. A new connection
    * must open within it as well as within the pool's connect timeout — whichever runs out first ends the
    * connect: UND_ERR_HEADERS_TIMEOUT for this one, UND_ERR_CONNECT_TIMEOUT for the other (0 sets none:
-   * the system's) — and the head must then come within what it leaves. As in Envoy, the headers (per-try)
-   * timeout starts once connected. 0 or absent: only the connect timeout bounds the connect.
+   * the system's) — and the head must then come within what it leaves. A wait for a busy connection is
+   * bounded by it too (UND_ERR_QUEUE_TIMEOUT). As in Envoy, the headers (per-try) timeout starts once the
+   * request has a connection: neither the connect nor the wait counts against it. 0 or absent: only the
+   * connect timeout bounds the connect, and the headers timeout the wait.
    */
   totalTimeout?: number;
   /** Time allowed between body bytes. */
@@ -174,16 +178,13 @@ export const connectPastTotal = (): Error =>
   fail("no connection to the upstream within the request's timeout", "UND_ERR_HEADERS_TIMEOUT");
 
 /**
- * The time the response head may take once connected: the headers (per-try) timeout, at most what the
- * connect (`connectMs`) left of the total timeout (0 or absent: no total; a headers timeout of 0: none).
+ * The time the response head may take once the request has a connection: the headers (per-try) timeout,
+ * at most what the connect or the wait for a busy connection (`spentMs`) left of the total timeout (0 or
+ * absent: no total; a headers timeout of 0: none).
  */
-export function headTimeAfterConnect(
-  headersTimeout: number,
-  totalTimeout: number,
-  connectMs: number,
-): number {
+export function headTimeAfterConnect(headersTimeout: number, totalTimeout: number, spentMs: number): number {
   if (totalTimeout <= 0) return headersTimeout;
-  const left = Math.max(1, Math.ceil(totalTimeout - connectMs));
+  const left = Math.max(1, Math.ceil(totalTimeout - spentMs));
   return headersTimeout === 0 || left < headersTimeout ? left : headersTimeout;
 }
 
@@ -217,7 +218,7 @@ interface Pending {
   bodyError: Error | null;
   /** Its body stream is being written (pipeBody owns the body's errors from then on). */
   streaming: boolean;
-  /** Armed while it waits in the queue for a connection (its headers timeout): UND_ERR_QUEUE_TIMEOUT. */
+  /** Armed while it waits in the queue for a connection (its total, else headers timeout): UND_ERR_QUEUE_TIMEOUT. */
   queueTimer: NodeJS.Timeout | null;
   /** When it entered the queue (performance.now() ms). */
   queuedAt: number;
@@ -1046,9 +1047,11 @@ export class H1Pool {
     this.stats.pending = this.queue.length;
     const cancel = p.opts.cancel;
     if (cancel) cancel.onabort = () => this.unqueue(p, fail("request aborted", "UND_ERR_ABORTED"));
-    // Every connection is busy (a long stream can hold one for hours): the wait for one counts against the
-    // time the caller gave the response head, or a request — a health probe — would wait without bound.
-    const t = p.opts.headersTimeout;
+    // Every connection is busy (a long stream can hold one for hours): the wait for one is bounded by what
+    // is left of the whole request (as Envoy's pending requests wait within the route timeout), else by the
+    // time the caller gave the response head — a request, a health probe, never waits without bound.
+    const total = p.opts.totalTimeout ?? 0;
+    const t = total > 0 ? total : p.opts.headersTimeout;
     if (t > 0) {
       p.queuedAt = performance.now();
       p.queueTimer = setTimeout(
@@ -1071,7 +1074,11 @@ export class H1Pool {
     p.reject(err);
   }
 
-  /** The next request of the queue, taken to be started: its headers timeout is what its wait left. */
+  /**
+   * The next request of the queue, taken to be started. With a total timeout, the wait is taken from that
+   * and the headers timeout starts now (capped by what the total has left); without, the wait is taken
+   * from the headers timeout.
+   */
   private dequeue(): Pending | undefined {
     const p = this.queue.shift();
     if (p === undefined) return undefined;
@@ -1082,11 +1089,14 @@ export class H1Pool {
       p.queueTimer = null;
       const waited = performance.now() - p.queuedAt;
       const t = p.opts.totalTimeout ?? 0;
-      p.opts = {
-        ...p.opts,
-        headersTimeout: Math.max(1, Math.ceil(p.opts.headersTimeout - waited)),
-        ...(t > 0 ? { totalTimeout: Math.max(1, Math.ceil(t - waited)) } : {}),
-      };
+      p.opts =
+        t > 0
+          ? {
+              ...p.opts,
+              headersTimeout: headTimeAfterConnect(p.opts.headersTimeout, t, waited),
+              totalTimeout: Math.max(1, Math.ceil(t - waited)),
+            }
+          : { ...p.opts, headersTimeout: Math.max(1, Math.ceil(p.opts.headersTimeout - waited)) };
     }
     return p;
   }

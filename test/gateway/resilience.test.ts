@@ -553,6 +553,32 @@ describe("outlier detection and the circuit breaker", () => {
     );
   });
 
+  it("serves_a_request_that_waited_for_a_busy_connection_longer_than_its_per_try_timeout_within_the_route_timeout", async () => {
+    // As Envoy's per_try_timeout, which starts when the pool hands the request a connection: each answer
+    // takes 400 ms on the cluster's one connection, so the second request waits ~400 ms for it and then
+    // 400 ms for its head — within its 700 ms per-try timeout from then, and its 3 s route timeout. When
+    // the wait counted against the per-try timeout, it was a 504 after 700 ms. (A retry plan makes the
+    // per-try timeout apply; it retries only a connect failure.)
+    const slow = await upstream((_req, res) => setTimeout(() => res.end("slow"), 400));
+    const gw = await gateway(
+      [
+        {
+          name: "s",
+          match: { path: "/s" },
+          to: "app",
+          ...PUBLIC,
+          timeout: "3s",
+          retries: { attempts: 1, perTryTimeout: "700ms", on: ["connect-failure"] },
+        },
+      ],
+      { app: slow },
+      { app: { circuitBreaker: { maxConnections: 1 } } },
+    );
+    const results = await Promise.all([request(`${gw.url}/s`), request(`${gw.url}/s`)]);
+    expect(results.map((r) => r.status)).toEqual([200, 200]);
+    expect(slow.received).toHaveLength(2);
+  });
+
   it("takes_an_http2_endpoint_out_when_its_health_check_answers_but_never_ends_the_body", async () => {
     const h2 = (name: string, hangs: boolean) =>
       h2Upstream((stream, path) => {

@@ -1007,34 +1007,63 @@ describe("pool_limits", () => {
     expect(up.conns).toHaveLength(1);
   });
 
-  it("fails_a_request_still_waiting_for_a_connection_at_its_headers_timeout_without_sending_it", async () => {
-    // The one connection is held by a response that keeps streaming (a chunk every 50 ms, never the last).
-    const up = await upstream((conn, req) => {
-      if (!req.startsWith("GET /stream ")) return void conn.socket.write(okResponse("quick"));
-      conn.socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-      const t = setInterval(() => conn.socket.destroyed || conn.socket.write("5\r\ntick\n\r\n"), 50);
-      conn.socket.once("close", () => clearInterval(t));
+  // The wait for a busy connection is bounded by the total timeout (Envoy's pending requests wait within
+  // the route timeout), or — without one, as for a caller that sets none — by the headers timeout.
+  it.each([
+    ["its_headers_timeout_without_a_total_timeout", { headersTimeout: 300 }],
+    ["its_total_timeout_not_its_headers_timeout", { headersTimeout: 5000, totalTimeout: 300 }],
+  ] as [string, Partial<H1StreamOptions>][])(
+    "fails_a_request_still_waiting_for_a_connection_at_%s_without_sending_it",
+    async (_claim, timeouts) => {
+      // The one connection is held by a response that keeps streaming (a chunk every 50 ms, never the last).
+      const up = await upstream((conn, req) => {
+        if (!req.startsWith("GET /stream ")) return void conn.socket.write(okResponse("quick"));
+        conn.socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        const t = setInterval(() => conn.socket.destroyed || conn.socket.write("5\r\ntick\n\r\n"), 50);
+        conn.socket.once("close", () => clearInterval(t));
+      });
+      const c = client(up.port, { maxConnections: 1 });
+      const streaming = run(c.pool, { path: "/stream" });
+      let timer: NodeJS.Timeout | undefined;
+      const started = performance.now();
+      const queued = await Promise.race([
+        run(c.pool, { path: "/queued", ...timeouts }),
+        new Promise<string>((r) => (timer = setTimeout(() => r("still queued after 5 s"), 5000))),
+      ]);
+      clearTimeout(timer);
+      expect(queued).toMatchObject({ result: "rejected", code: "UND_ERR_QUEUE_TIMEOUT", sink: "none" });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+      expect(c.pool.stats.pending).toBe(0);
+      expect(up.requests).toHaveLength(1);
+      // The stream goes on, untouched; a request queued behind it gets the connection once it is free.
+      const next = run(c.pool, { path: "/next", headersTimeout: 5000 });
+      c.sockets[0]!.destroy();
+      expect(await streaming).toMatchObject({
+        result: "rejected",
+        code: "UND_ERR_SOCKET",
+        sink: "destroyed",
+      });
+      expect(await next).toMatchObject({ result: "resolved", body: "quick" });
+      expect(up.requests.map((r) => /^GET (\S+)/.exec(r)![1])).toEqual(["/stream", "/next"]);
+    },
+  );
+
+  it("starts_the_headers_timeout_once_a_busy_connection_is_free_within_the_total_timeout", async () => {
+    // As Envoy's per-try timeout: each answer takes 600 ms, so the second request waits ~600 ms for the
+    // connection, then gets its head 600 ms later — within its 900 ms headers timeout counted from then,
+    // and within its 3 s total. Counted from the queue (below, without a total) the wait would spend it.
+    const up = await upstream(async (conn) => {
+      await sleep(600);
+      conn.socket.write(okResponse("late"));
     });
     const c = client(up.port, { maxConnections: 1 });
-    const streaming = run(c.pool, { path: "/stream" });
-    let timer: NodeJS.Timeout | undefined;
-    const queued = await Promise.race([
-      run(c.pool, { path: "/queued", headersTimeout: 200 }),
-      new Promise<string>((r) => (timer = setTimeout(() => r("still queued after 5 s"), 5000))),
-    ]);
-    clearTimeout(timer);
-    expect(queued).toMatchObject({ result: "rejected", code: "UND_ERR_QUEUE_TIMEOUT", sink: "none" });
-    expect(c.pool.stats.pending).toBe(0);
-    expect(up.requests).toHaveLength(1);
-    // The stream goes on, untouched; a request queued behind it gets the connection once it is free.
-    const next = run(c.pool, { path: "/next", headersTimeout: 5000 });
-    c.sockets[0]!.destroy();
-    expect(await streaming).toMatchObject({ result: "rejected", code: "UND_ERR_SOCKET", sink: "destroyed" });
-    expect(await next).toMatchObject({ result: "resolved", body: "quick" });
-    expect(up.requests.map((r) => /^GET (\S+)/.exec(r)![1])).toEqual(["/stream", "/next"]);
+    const first = run(c.pool, { path: "/first", headersTimeout: 5000, totalTimeout: 5000 });
+    const second = run(c.pool, { path: "/second", headersTimeout: 900, totalTimeout: 3000 });
+    expect(await first).toMatchObject({ result: "resolved", body: "late" });
+    expect(await second).toMatchObject({ result: "resolved", body: "late" });
   });
 
-  it("takes_the_wait_for_a_connection_from_the_time_the_head_may_take_after_it", async () => {
+  it("takes_the_wait_for_a_connection_from_the_time_the_head_may_take_after_it_without_a_total_timeout", async () => {
     // Each answer takes 1 s: the second request waits ~1 s for the connection, then would get its head
     // 1 s after it was sent — 2 s in all, past its headers timeout of 1.5 s (500 ms either side).
     const up = await upstream(async (conn) => {
