@@ -10,7 +10,7 @@
  * `tls.mode: "mtls"` (a mesh service) is reached over mTLS with the gateway's identity (ALPN http/1.1, the
  * server proving the cluster's SPIFFE ID), through the service's sidecar, which authorizes the upgrade.
  */
-import type { IncomingMessage } from "node:http";
+import { STATUS_CODES, type IncomingMessage } from "node:http";
 import net, { type Socket } from "node:net";
 import { OIDC_CHALLENGE, type Authenticator } from "../auth/authenticator.ts";
 import { RequestFacts } from "../auth/facts.ts";
@@ -72,22 +72,10 @@ export interface UpgradeObserver {
 function refuse(socket: Socket, status: number, code: GatewayErrorCode, message: string, extra = ""): void {
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${statusText(status)}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Error"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `x-meshgate-error: ${code}\r\nconnection: close\r\n${extra}\r\n${body}`,
   );
 }
-
-const statusText = (s: number) =>
-  ({
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-  })[s] ?? "Error";
 
 export function handleUpgrade(
   ctx: UpgradeContext,
