@@ -932,6 +932,42 @@ describe("WebSocket through the mesh", () => {
     );
   });
 
+  it("relays_a_handshake_header_s_obs_text_as_the_bytes_the_caller_sent_through_both_sidecars", async () => {
+    // Node's parser hands a byte 0x80–0xFF over as one character; the handshakes both sidecars write were
+    // UTF-8, so "caf\xe9" reached the app as "caf\xc3\xa9". Written as latin1 now (http1HeadBytes).
+    const net = await import("node:net");
+    let handshake = "";
+    const app = net.createServer((socket) => {
+      socket.on("error", () => {});
+      socket.on("data", (d: Buffer) => {
+        handshake += d.toString("latin1");
+        if (handshake.includes("\r\n\r\n")) socket.end("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+      });
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    cleanups.push(() => new Promise((r) => app.close(r)));
+    const callee = await sidecar(sidecarConfig("chat"), (app.address() as AddressInfo).port);
+    const caller = await sidecar(sidecarConfig("web"), plainApp.port, { chat: [callee.ports.inbound] });
+    const status = await new Promise<string>((resolve, reject) => {
+      const c = net.connect({ host: "127.0.0.1", port: caller.ports.services.chat! });
+      let got = "";
+      c.on("connect", () =>
+        c.write(
+          Buffer.from(
+            "GET /ws/name HTTP/1.1\r\nhost: chat\r\nconnection: Upgrade\r\nupgrade: websocket\r\n" +
+              "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-name: caf\xe9\r\n\r\n",
+            "latin1",
+          ),
+        ),
+      );
+      c.on("data", (d: Buffer) => (got += d.toString("latin1")));
+      c.on("close", () => resolve(got.split("\r\n")[0]!));
+      c.on("error", reject);
+    });
+    expect(status).toBe("HTTP/1.1 404 Not Found");
+    expect(handshake).toContain("x-name: caf\xe9\r\n");
+  });
+
   // WebSocket smuggling: an upgrade the app does not accept leaves its connection speaking HTTP; a
   // request the caller pipelines after the handshake, or sends after the refusal, must never reach it
   // through a tunnel (it would skip authorization and carry forged peer headers).
