@@ -26,7 +26,7 @@ import type { ClientCertificateStore } from "../upstream/client-cert.ts";
 import { originateConnector, type MtlsConnect } from "../upstream/tls.ts";
 import type { GatewayErrorCode } from "./errors.ts";
 import { checkRequestHeaders, requestId, upstreamRequestHeaders } from "../net/headers.ts";
-import { http1HeadBytes, readUpgradeAnswer } from "../net/upgrade.ts";
+import { readUpgradeAnswer, upgradeHandshake } from "../net/upgrade.ts";
 import {
   forwardedHeader,
   NOT_FORWARDED,
@@ -283,15 +283,9 @@ function openTunnel(
   if (upstreamHost !== null) headers.host = upstreamHost;
   for (const name of ctx.withheld?.get(backend) ?? []) delete headers[name];
   const path = ctx.auth ? ctx.auth.upstreamPath(d.auth, d.upstreamPath) : d.upstreamPath;
-  let handshake = `GET ${path} HTTP/1.1\r\n`;
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) handshake += `${name}: ${v}\r\n`;
-  }
-  handshake += "\r\n";
-  const handshakeBytes = http1HeadBytes(handshake);
+  const handshake = upgradeHandshake(path, headers);
   // Unreachable from a parsed request (one byte per character): a guard, not a path.
-  if (handshakeBytes === null)
-    return fail(500, "internal_error", "a handshake character outside one byte", route);
+  if (handshake === null) return fail(500, "internal_error", "a handshake character outside one byte", route);
 
   const tlsMode = cluster.config.tls;
   const upstream =
@@ -328,7 +322,7 @@ function openTunnel(
     connected = true;
     clearTimeout(connectTimer);
     observer.tunnels.add(socket);
-    upstream.write(handshakeBytes);
+    upstream.write(handshake);
     // Nothing more of the client's goes upstream until the upstream has switched protocols: an upstream
     // that refuses the upgrade with an ordinary response keeps its connection an HTTP/1.1 one, and bytes
     // relayed into it would be requests no route admitted (WebSocket smuggling, as nginx and Envoy avoid

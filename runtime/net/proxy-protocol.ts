@@ -88,8 +88,8 @@ function parseV1(buf: Buffer): ProxyHeader {
   if (proto === "TCP4")
     return { kind: "ok", length, source: { address: src, port: Number(sport), family: "IPv4" } };
   // One client, one address text: an IPv6 address is written as version 2 writes it (RFC 5952), whatever
-  // spelling the line used (0:0:0:0:0:0:0:1, 0000::1, upper case) — rate-limit keys, logs and the
-  // forwarded headers see the text. A zone belongs to a link of the sender's, not to a client's address.
+  // spelling the line used (0:0:0:0:0:0:0:1, 0000::1, upper case) — logs, the forwarded headers and
+  // `${client.ip}` templates see the text. A zone belongs to a link of the sender's, not to a client's address.
   const words: [number, number, number, number] = [0, 0, 0, 0];
   if (src.includes("%") || !parseIpInto(src, words))
     return invalid("a version 1 TCP6 header names a scoped or unreadable IPv6 address");

@@ -9,12 +9,18 @@ import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 
 /**
- * An HTTP/1.1 head written by a proxy as the bytes it stands for: latin1, one byte per character, so a
- * header value's obs-text (0x80–0xFF, which Node's parsers hand over one character per byte) reaches the
- * upstream as the client sent it — not re-encoded as UTF-8. Null when a character does not fit one byte:
- * latin1 would keep only its low byte, and U+010A would become an LF (a header injected).
+ * The handshake a proxy sends upstream (gateway and sidecar tunnels): the request line and `headers` as
+ * given, as the bytes they stand for — latin1, one byte per character, so a header value's obs-text
+ * (0x80–0xFF, which Node's parsers hand over one character per byte) reaches the upstream as the client
+ * sent it, not re-encoded as UTF-8. Null when a character does not fit one byte: latin1 would keep only
+ * its low byte, and U+010A would become an LF (a header injected).
  */
-export function http1HeadBytes(text: string): Buffer | null {
+export function upgradeHandshake(path: string, headers: Record<string, string | string[]>): Buffer | null {
+  let text = `GET ${path} HTTP/1.1\r\n`;
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
+  }
+  text += "\r\n";
   return BEYOND_LATIN1.test(text) ? null : Buffer.from(text, "latin1");
 }
 const BEYOND_LATIN1 = /[\u0100-\uffff]/;

@@ -112,7 +112,7 @@ import {
   type ExternalListener,
 } from "./egress.ts";
 import { NOT_FORWARDED, PEER_HEADER, XFCC_HEADER, xfccValue } from "./headers.ts";
-import { isWebSocketUpgrade, openTunnel, refuseUpgrade, upgradeHandshake } from "./upgrade.ts";
+import { isWebSocketUpgrade, openTunnel, refuseUpgrade } from "./upgrade.ts";
 import { forwardTimeoutMs, isGrpc, parseGrpcTimeout } from "../upstream/grpc.ts";
 import {
   closedStatus,
@@ -122,6 +122,7 @@ import {
   writeLocalReply,
 } from "../net/reply.ts";
 import { peerAddress } from "../net/sniff.ts";
+import { upgradeHandshake } from "../net/upgrade.ts";
 import {
   createInboundListener,
   createLocalListener,
@@ -1160,6 +1161,8 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     upstreamName: string,
     connectTimeoutMs = 1000,
   ): void {
+    headers.connection = "Upgrade";
+    headers.upgrade = "websocket";
     const handshake = upgradeHandshake(path, headers);
     if (handshake === null) {
       // Unreachable from a parsed request (one byte per character): a guard, not a path.

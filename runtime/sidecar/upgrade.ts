@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { http1HeadBytes, readUpgradeAnswer } from "../net/upgrade.ts";
+import { readUpgradeAnswer } from "../net/upgrade.ts";
 
 /** Refuses an upgrade on the raw socket with a JSON error body (and closes the connection). */
 export function refuseUpgrade(
@@ -26,18 +26,6 @@ export function refuseUpgrade(
     `content-length: ${Buffer.byteLength(body)}\r\nx-meshgate-error: ${code}\r\nconnection: close\r\n`;
   for (const [k, v] of Object.entries(extra)) head += `${k}: ${v}\r\n`;
   socket.end(`${head}\r\n${body}`);
-}
-
-/**
- * The handshake request line and headers sent upstream, as bytes (http1HeadBytes); null when a character
- * does not fit the one byte HTTP/1.1 gives it.
- */
-export function upgradeHandshake(path: string, headers: Record<string, string | string[]>): Buffer | null {
-  let text = `GET ${path} HTTP/1.1\r\n`;
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
-  }
-  return http1HeadBytes(`${text}connection: Upgrade\r\nupgrade: websocket\r\n\r\n`);
 }
 
 export interface TunnelEvents {

@@ -934,7 +934,7 @@ describe("WebSocket through the mesh", () => {
 
   it("relays_a_handshake_header_s_obs_text_as_the_bytes_the_caller_sent_through_both_sidecars", async () => {
     // Node's parser hands a byte 0x80–0xFF over as one character; the handshakes both sidecars write were
-    // UTF-8, so "caf\xe9" reached the app as "caf\xc3\xa9". Written as latin1 now (http1HeadBytes).
+    // UTF-8, so "caf\xe9" reached the app as "caf\xc3\xa9". Written as latin1 now (upgradeHandshake).
     const net = await import("node:net");
     let handshake = "";
     const app = net.createServer((socket) => {
