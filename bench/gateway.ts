@@ -114,6 +114,19 @@ const ONLY_SCALING = process.argv.includes("--only-scaling");
  */
 const VERSUS_ENTRY =
   process.argv.find((a) => a.startsWith("--versus-entry="))?.slice("--versus-entry=".length) ?? null;
+/**
+ * `--versus-flags="…"`: instead of the report, an A/B of Node/V8 flags — this tree's bundle with the usual
+ * flags (A: `--node-flags`, default none) and with these (B). Two measures: throughput, the bare routes
+ * loaded together on CPU 0 (REPS runs, B's rps over A's as with `--versus-entry`); and the 5k rps
+ * fixed-rate pass, each gateway alone on CPU 0 in turn (the other idle), in ABBA order over VERSUS_ROUNDS
+ * rounds so that the host's drift hits both alike — the median of each one's p50/p99 and CPU.
+ */
+const VERSUS_FLAGS = (() => {
+  const arg = process.argv.find((a) => a.startsWith("--versus-flags="));
+  return arg ? arg.slice("--versus-flags=".length).split(/\s+/).filter(Boolean) : null;
+})();
+/** ABBA rounds of the `--versus-flags` latency phase (each round: one pass of A and one of B). */
+const VERSUS_ROUNDS = QUICK ? 2 : 6;
 /** `--node-flags="…"`: Node/V8 flags for meshgate's processes (default: none — Node's own settings). */
 const MESHGATE_NODE_FLAGS = (() => {
   const arg = process.argv.find((a) => a.startsWith("--node-flags="));
@@ -1139,6 +1152,44 @@ async function loadedTogether(a: Subject, b: Subject): Promise<Paired> {
   }
 }
 
+/**
+ * The 5k rps fixed-rate pass for two subjects started side by side, each measured alone in turn (the other
+ * idle) in ABBA order: `rounds` passes each, so drift over the run hits both alike.
+ */
+async function alternating(
+  a: Subject,
+  b: Subject,
+  rounds: number,
+): Promise<{ a: Run[]; b: Run[]; error?: string }> {
+  const out = { a: [] as Run[], b: [] as Run[] };
+  const running: Started[] = [];
+  try {
+    const sa = await a.start();
+    if (sa.started) running.push(sa.started);
+    const sb = await b.start();
+    if (sb.started) running.push(sb.started);
+    await ready(a.name, sa.port, sa.started, a.headers);
+    await ready(b.name, sb.port, sb.started, b.headers);
+    const subjects = [
+      { s: a, port: sa.port, pid: sa.started?.child.pid ?? null, runs: out.a },
+      { s: b, port: sb.port, pid: sb.started?.child.pid ?? null, runs: out.b },
+    ];
+    for (const x of subjects) await wrk(x.port, C_MAX, WARMUP_S, doneScript, x.s.headers ?? []);
+    for (let round = 0; round < rounds && !interrupted(); round++) {
+      const order = round % 2 === 0 ? subjects : [...subjects].reverse();
+      for (const x of order) {
+        const label = `${x.s.name} ~5k rps #${x.runs.length + 1}`;
+        x.runs.push(await measuredRun(label, x.port, x.pid, { rate: 5000 }, x.s.headers ?? []));
+      }
+    }
+    return out;
+  } catch (err) {
+    return { ...out, error: (err as Error).message.split("\n")[0]! };
+  } finally {
+    for (const r of running) await stop(r);
+  }
+}
+
 /** The median ratio a / b of a pair's runs, with each run's figures; null when nothing was measured. */
 function pairedRatio(p: Paired | undefined): { x: number; runs: string } | null {
   if (p === undefined || p.error !== undefined || p.rpsA.length === 0) return null;
@@ -1198,9 +1249,15 @@ async function main(): Promise<number> {
 
   const entry = await meshgateEntry(ROOT);
   /** `meshgate gateway` with a config file, on 127.0.0.1, with MESHGATE_NODE_FLAGS (admin port 0: any). */
-  const gatewayArgv = (file: string, adminPort: number, workers: number, entryPath = entry.path) => [
+  const gatewayArgv = (
+    file: string,
+    adminPort: number,
+    workers: number,
+    entryPath = entry.path,
+    flags: readonly string[] = MESHGATE_NODE_FLAGS,
+  ) => [
     process.execPath,
-    ...MESHGATE_NODE_FLAGS,
+    ...flags,
     entryPath,
     "gateway",
     "--config",
@@ -1327,6 +1384,56 @@ async function main(): Promise<number> {
             `  run ${i + 1}: B ${num(pair.rpsA[i]!)} / A ${num(pair.rpsB[i]!)} rps = ${r.toFixed(3)}×`,
         ),
         `B / A throughput (= A's cost per request over B's): ${median(ratios).toFixed(3)}× (median of ${ratios.length} run(s); ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+      ].join("\n"),
+    );
+    return 0;
+  }
+
+  if (VERSUS_FLAGS !== null) {
+    const flagged = (name: string, flags: readonly string[]): Subject => ({
+      name,
+      maxReps: REPS,
+      start: async () => {
+        const port = await freePort();
+        const file = join(tmp, `meshgate-${name}.json`);
+        writeFileSync(file, meshgateConf(port, upPort));
+        const argv = gatewayArgv(file, await freePort(), 1, entry.path, flags);
+        return { port, started: start(`meshgate-${name}`, argv, PROXY_CPU, { cwd: ROOT }) };
+      },
+    });
+    const a = flagged("A", MESHGATE_NODE_FLAGS);
+    const b = flagged("B", VERSUS_FLAGS);
+    const pair = await loadedTogether(b, a);
+    if (pair.error !== undefined || pair.rpsA.length === 0) {
+      log(`the A/B failed: ${pair.error ?? "no run"}`);
+      return 1;
+    }
+    const latency = await alternating(a, b, VERSUS_ROUNDS);
+    if (latency.error !== undefined) {
+      log(`the latency A/B failed: ${latency.error}`);
+      return 1;
+    }
+    const ratios = pair.rpsA.map((x, i) => x / pair.rpsB[i]!);
+    const flagsText = (f: readonly string[]) => (f.length ? f.join(" ") : "(none: Node's defaults)");
+    const line = (name: string, runs: readonly Run[]) => {
+      const m = (k: "p50" | "p99") => median(runs.map((r) => r[k]));
+      const cores = median(runs.map((r) => r.vcpu / (r.rps / 1000)));
+      return `  ${name}: p50 ${m("p50").toFixed(2)} ms, p99 ${m("p99").toFixed(2)} ms (runs ${runs.map((r) => r.p99.toFixed(2)).join(", ")}), ${cores.toFixed(3)} cores per 1k rps`;
+    };
+    console.log(
+      [
+        `meshgate bench:gateway --versus-flags — one bundle (${entry.path}), two sets of Node/V8 flags; node ${process.version}; meshgate ${meshgateVersion()}`,
+        `A: ${flagsText(MESHGATE_NODE_FLAGS)}`,
+        `B: ${flagsText(VERSUS_FLAGS)}`,
+        `throughput, the bare routes loaded together on CPU ${PROXY_CPU} (wrk -c${C_MAX} each):`,
+        ...ratios.map(
+          (r, i) =>
+            `  run ${i + 1}: B ${num(pair.rpsA[i]!)} / A ${num(pair.rpsB[i]!)} rps = ${r.toFixed(3)}×`,
+        ),
+        `  B / A: ${median(ratios).toFixed(3)}× (median of ${ratios.length}; ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+        `~5k rps fixed rate, each alone on CPU ${PROXY_CPU}, ABBA × ${VERSUS_ROUNDS} rounds of ${DURATION_S} s (medians):`,
+        line("A", latency.a),
+        line("B", latency.b),
       ].join("\n"),
     );
     return 0;
