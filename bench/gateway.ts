@@ -1110,6 +1110,17 @@ interface Paired {
   readonly error?: string;
 }
 
+/** Starts two subjects (each pushed to `running` for the caller to stop) and waits until both answer. */
+async function startPair(a: Subject, b: Subject, running: Started[]) {
+  const sa = await a.start();
+  if (sa.started) running.push(sa.started);
+  const sb = await b.start();
+  if (sb.started) running.push(sb.started);
+  await ready(a.name, sa.port, sa.started, a.headers);
+  await ready(b.name, sb.port, sb.started, b.headers);
+  return [sa, sb] as const;
+}
+
 /**
  * Two proxies' costs against each other, immune to the host's drift: both run on the proxy CPU and are
  * loaded at the same time (one wrk -c64 each, on the load CPU), so the scheduler shares CPU 0 between
@@ -1123,12 +1134,7 @@ async function loadedTogether(a: Subject, b: Subject): Promise<Paired> {
   const out: Paired = { a: a.name, b: b.name, rpsA: [], rpsB: [] };
   const running: Started[] = [];
   try {
-    const sa = await a.start();
-    if (sa.started) running.push(sa.started);
-    const sb = await b.start();
-    if (sb.started) running.push(sb.started);
-    await ready(a.name, sa.port, sa.started, a.headers);
-    await ready(b.name, sb.port, sb.started, b.headers);
+    const [sa, sb] = await startPair(a, b, running);
     const both = (seconds: number) =>
       Promise.all([
         wrk(sa.port, C_MAX, seconds, doneScript, a.headers ?? []),
@@ -1164,12 +1170,7 @@ async function alternating(
   const out = { a: [] as Run[], b: [] as Run[] };
   const running: Started[] = [];
   try {
-    const sa = await a.start();
-    if (sa.started) running.push(sa.started);
-    const sb = await b.start();
-    if (sb.started) running.push(sb.started);
-    await ready(a.name, sa.port, sa.started, a.headers);
-    await ready(b.name, sb.port, sb.started, b.headers);
+    const [sa, sb] = await startPair(a, b, running);
     const subjects = [
       { s: a, port: sa.port, pid: sa.started?.child.pid ?? null, runs: out.a },
       { s: b, port: sb.port, pid: sb.started?.child.pid ?? null, runs: out.b },
