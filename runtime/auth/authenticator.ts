@@ -20,7 +20,7 @@ import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } f
 import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
-import { JwtVerifier, decodeToken, queryName, type JwtOptions } from "./jwt.ts";
+import { JwtVerifier, commaSmuggles, cookieName, decodeToken, queryName, type JwtOptions } from "./jwt.ts";
 import { OidcClient, type OidcDeny, type OidcOptions, type RevokedSessions } from "./oidc.ts";
 import {
   NO_OBSERVER,
@@ -334,7 +334,7 @@ export class Authenticator {
       missing,
       challenge: challenges.length ? challenges.join(", ") : null,
       stripHeaders: [...stripHeaders],
-      stripCookies: [...stripCookies],
+      stripCookies: [...new Set([...stripCookies].map(cookieName))],
       stripQuery: [...stripQuery],
     };
     this.plans.set(auth, plan);
@@ -618,22 +618,33 @@ function quoted(s: string): string {
   return out;
 }
 
-/** A Cookie header without the named cookies ("" when nothing is left). */
+/**
+ * A Cookie header without the named cookies ("" when nothing is left): `names` as cookieName reads them,
+ * and every pair that holds one of them after a comma (commaSmuggles).
+ */
 function withoutCookies(value: string | string[], names: readonly string[]): string {
   const all = Array.isArray(value) ? value.join("; ") : value;
   return all
     .split(";")
     .map((c) => c.trim())
-    .filter((c) => c && !names.includes(nameOf(c).trim()))
+    .filter((c) => c && !names.includes(cookieName(nameOf(c))) && !commaSmuggles(c, 0, c.length, names))
     .join("; ");
 }
 
-/** Whether a Cookie header may hold one of the names (a cheap test before rewriting it). */
+/**
+ * Whether a Cookie header may hold one of the names (cookieName spellings: a cheap test before rewriting
+ * it). Lower-cased, a spelling holds every "_"-separated part of its name literally unless it is
+ * percent-encoded — PHP reads ".", " " and "[" as "_", a "+" is a space — so a header with every part of
+ * a name, or with a "%", is rewritten.
+ */
 function mentions(value: string | string[], names: readonly string[]): boolean {
+  const text = (typeof value === "string" ? value : value.join(";")).toLowerCase();
+  if (text.includes("%")) return true;
   for (let i = 0; i < names.length; i++) {
-    if (typeof value === "string") {
-      if (value.includes(names[i]!)) return true;
-    } else if (value.some((v) => v.includes(names[i]!))) return true;
+    const parts = names[i]!.split("_");
+    let all = true;
+    for (let j = 0; all && j < parts.length; j++) all = text.includes(parts[j]!);
+    if (all) return true;
   }
   return false;
 }

@@ -400,22 +400,65 @@ function startsWithLower(value: string, prefixLower: string): boolean {
   return true;
 }
 
-/** The value of cookie `name` in a Cookie header: null when absent, false when it appears twice. */
+/**
+ * The value of cookie `name` in a Cookie header: null when absent, false when it appears twice — under
+ * any spelling an upstream reads as the name (cookieName), or smuggled after a "," inside another pair.
+ */
 export function cookieValue(header: string | undefined, name: string): string | null | false {
   if (!header) return null;
+  const want = cookieName(name);
   let found: string | null = null;
   let start = 0;
   while (start < header.length) {
     let end = header.indexOf(";", start);
     if (end < 0) end = header.length;
     const eq = header.indexOf("=", start);
-    if (eq > start && eq < end && header.slice(start, eq).trim() === name) {
+    if (eq > start && eq < end && cookieName(header.slice(start, eq)) === want) {
       if (found !== null) return false;
       found = header.slice(eq + 1, end).trim();
     }
+    if (commaSmuggles(header, start, end, [want])) return false;
     start = end + 1;
   }
   return found;
+}
+
+/** Whitespace some parser trims from a cookie name's edges: JavaScript's, and Python's U+001C–U+001F, U+0085. */
+const edgeSpace = (c: string): boolean => {
+  const code = c.charCodeAt(0);
+  return (code >= 0x1c && code <= 0x1f) || code === 0x85 || c.trim() === "";
+};
+
+/**
+ * A cookie's name as the most lenient upstream reads it, for comparing with the credential cookies the
+ * gateway owns: trimmed of any whitespace (Django strips Python's, which takes U+0085 and U+00A0 — the
+ * "Cookie Chaos" prefix bypass), percent-decoded and with PHP's "_" for ".", " " and "[" (queryName: Rack
+ * and PHP before 7.4.11 decode names; PHP still maps those characters), ASCII case ignored (ASP.NET
+ * Core's cookie collection). Read raw, `TOK=…`, `t%6Fk=…` or `\x85tok=…` was not the `tok` cookie here
+ * but is upstream: a second, never verified token passed beside the verified one.
+ */
+export function cookieName(name: string): string {
+  let start = 0;
+  let end = name.length;
+  while (start < end && edgeSpace(name[start]!)) start++;
+  while (end > start && edgeSpace(name[end - 1]!)) end--;
+  return queryName(start === 0 && end === name.length ? name : name.slice(start, end)).toLowerCase();
+}
+
+/**
+ * Whether the pair header[start, end) hides a pair named one of `names` (cookieName spellings) after a
+ * comma: RFC 2965 parsers (Jetty's legacy compliance mode, old servlet containers) split pairs at ",".
+ */
+export function commaSmuggles(header: string, start: number, end: number, names: readonly string[]): boolean {
+  let comma = header.indexOf(",", start);
+  while (comma >= 0 && comma < end) {
+    const next = header.indexOf(",", comma + 1);
+    const stop = next >= 0 && next < end ? next : end;
+    const eq = header.indexOf("=", comma + 1);
+    if (eq > comma && eq < stop && names.includes(cookieName(header.slice(comma + 1, eq)))) return true;
+    comma = next;
+  }
+  return false;
 }
 
 /**
@@ -445,7 +488,8 @@ export function queryValue(query: string, name: string): string | null | false {
  * beside the verified one (and past the one-place rule of RFC 6750 §2). Framework spellings of a name are
  * that name too: `access_token[]`, `access_token[0]`, `access_token[k]` (PHP, Rack/Rails, Express's qs: an
  * array or map under `access_token`), and PHP's `access.token`, `access token` and `access[token` (PHP turns
- * dots, spaces and an unclosed "[" in names into "_"). A name needing none of this is returned as it is (no
+ * dots, spaces and an unclosed "[" in names into "_", after skipping leading spaces: ` access_token` and
+ * `%20access_token` are `access_token` there). A name needing none of this is returned as it is (no
  * allocation), and so is a name whose escapes are not UTF-8 (it decodes to no configured name).
  */
 export function queryName(name: string): string {
@@ -457,6 +501,8 @@ export function queryName(name: string): string {
       return name;
     }
   }
+  // PHP skips leading spaces of a name (php_register_variable_ex), a decoded `%20` too.
+  if (n.charCodeAt(0) === 32) n = n.replace(/^ +/, "");
   const bracket = n.indexOf("[");
   if (bracket > 0)
     n = n.indexOf("]", bracket) < 0 ? `${n.slice(0, bracket)}_${n.slice(bracket + 1)}` : n.slice(0, bracket);

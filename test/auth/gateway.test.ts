@@ -257,6 +257,8 @@ describe("honest requests through the gateway", () => {
     // Framework spellings the upstream reads as access_token (PHP, Rack, qs; a raw "[" is refused as a target).
     { claim: "reads_and_removes_a_query_token_sent_as_an_escaped_array", name: "access_token%5B%5D" },
     { claim: "reads_and_removes_a_query_token_under_php_s_dotted_spelling", name: "access.token" },
+    // PHP skips a name's leading spaces, an escaped one too.
+    { claim: "reads_and_removes_a_query_token_under_a_name_with_a_leading_space", name: "%20access_token" },
   ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
     const r = await request(`${gw.url}/cq?a=1&${name}=${t}&b=2`, { agent });
@@ -348,6 +350,45 @@ describe("honest requests through the gateway", () => {
       const seen = app.received.slice(before).at(-1)!.headers;
       expect(seen["x-meshgate-auth"] ?? "none").toBe(auth);
       expect(seen.cookie).toBe("lang=de");
+    },
+  );
+
+  // Spellings of the `tok` cookie that some upstream reads as `tok`: ASP.NET Core compares cookie names
+  // ignoring case, Django strips Python's whitespace (U+0085 and U+00A0 too: "Cookie Chaos", PortSwigger
+  // 2025), Rack and PHP before 7.4.11 percent-decode names, PHP reads ".", " " and "[" as "_", RFC 2965
+  // parsers (Jetty's legacy mode) split pairs at ",". A second token under any of them beside the verified
+  // one would reach such an upstream unverified: the gateway reads them all as the cookie (a repeated
+  // cookie is refused) and removes them all from what it forwards.
+  const SPELLINGS = [
+    { claim: "in_another_case", pair: (t: string) => `TOK=${t}` },
+    { claim: "under_a_percent_escaped_name", pair: (t: string) => `t%6Fk=${t}` },
+    { claim: "after_a_next_line_character", pair: (t: string) => `\x85tok=${t}` },
+    { claim: "after_a_no_break_space", pair: (t: string) => `\xa0tok=${t}` },
+    { claim: "as_a_php_array", pair: (t: string) => `tok[]=${t}` },
+    { claim: "after_a_comma_inside_another_cookie", pair: (t: string) => `lang=fr, tok=${t}` },
+  ];
+
+  it.each(SPELLINGS)("refuses_a_second_token_cookie_spelled_$claim", async ({ pair }) => {
+    const valid = await signToken(main, claims({ iss: "https://cq.test/" }));
+    const forged = await signToken(attacker, claims({ iss: "https://cq.test/", sub: "mallory" }));
+    const before = app.received.length;
+    for (const cookie of [`tok=${valid}; ${pair(forged)}`, `${pair(forged)}; tok=${valid}`]) {
+      const r = await request(`${gw.url}/cq`, { headers: { cookie }, agent });
+      expect(r.status, cookie.slice(0, 12)).toBe(401);
+    }
+    expect(app.received.length).toBe(before);
+  });
+
+  it.each(SPELLINGS)(
+    "removes_from_what_a_public_route_forwards_a_token_cookie_spelled_$claim",
+    async ({ pair }) => {
+      const forged = await signToken(attacker, claims({ iss: "https://cq.test/", sub: "mallory" }));
+      const r = await request(`${gw.url}/public/page`, {
+        headers: { cookie: `${pair(forged)}; lang=de` },
+        agent,
+      });
+      expect(r.status).toBe(200);
+      expect(app.received.at(-1)!.headers.cookie).toBe("lang=de");
     },
   );
 
