@@ -188,6 +188,15 @@ export const METRICS: readonly MetricConvention[] = [
     labels: { sidecar: ["proxy", "external"] },
   },
   {
+    name: "meshgate_event_loop_delay_seconds",
+    type: "histogram",
+    unit: "seconds",
+    help: "How late a timer due every 20 ms ran: the delay every callback met at that moment.",
+    labels: both([]),
+    deviation:
+      "prom-client's Node collector exposes `nodejs_eventloop_lag_*_seconds` gauges reset at each scrape; this is a cumulative histogram (several scrapers do not reset each other), prefixed as the process metrics are",
+  },
+  {
     name: "meshgate_external_cert_expiry_seconds",
     type: "gauge",
     unit: "seconds",
@@ -241,6 +250,15 @@ export const METRICS: readonly MetricConvention[] = [
     help: "Worker processes serving.",
     labels: { gateway: [] },
     only: { gateway: "the primary process of a multi-worker gateway" },
+  },
+  {
+    name: "meshgate_gc_duration_seconds",
+    type: "histogram",
+    unit: "seconds",
+    help: "Garbage-collection pauses, by kind (minor: young-generation scavenges; major: mark-compact; incremental: marking steps; weakcb: weak callbacks).",
+    labels: both(["kind"]),
+    deviation:
+      "prefixed, unlike prom-client's `nodejs_gc_duration_seconds{kind}` (the same kinds), as the process metrics are",
   },
   {
     name: "meshgate_identity_reloads_total",

@@ -792,7 +792,7 @@ function upstreamSections(m: Record<string, MatcherValue>): Section[] {
   ];
 }
 
-/** The proxy itself: certificate, reloads, in flight, memory, CPU, dropped spans. */
+/** The proxy itself: certificate, reloads, in flight, memory, CPU, dropped spans, event-loop delay, GC. */
 function proxySections(m: Record<string, MatcherValue>): Section[] {
   return [
     {
@@ -870,6 +870,30 @@ function proxySections(m: Record<string, MatcherValue>): Section[] {
           ],
           unit: "short",
           w: 8,
+        },
+        {
+          type: "timeseries",
+          title: "Event loop delay (p99)",
+          queries: [
+            {
+              expr: `histogram_quantile(0.99, sum by (instance, le) (rate(${selector("meshgate_event_loop_delay_seconds_bucket", m)}[${RATE}])))`,
+              legend: "{{instance}}",
+            },
+          ],
+          unit: "s",
+          w: 12,
+        },
+        {
+          type: "timeseries",
+          title: "Time in garbage collection",
+          queries: [
+            {
+              expr: rateBy("instance, kind", "meshgate_gc_duration_seconds_sum", m),
+              legend: "{{instance}} {{kind}}",
+            },
+          ],
+          unit: "percentunit",
+          w: 12,
         },
       ],
     },

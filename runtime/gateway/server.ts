@@ -313,7 +313,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
-  registerProcessMetrics(metrics);
+  const stopProcessMetrics = registerProcessMetrics(metrics);
   const mRequests = metrics.counter(
     "requests_total",
     "Requests answered by the gateway, by route and status class.",
@@ -1967,6 +1967,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     await shared?.sync.close();
     await Promise.all([state.cache.store, ...retiredStores].map((s) => s.close?.()));
     retiredStores.clear();
+    stopProcessMetrics();
     log.info({ event: "stopped" });
   }
 

@@ -442,7 +442,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
 
   // ── metrics ──
   const metrics = new MetricsRegistry({ prefix: "meshgate_" });
-  registerProcessMetrics(metrics);
+  const stopProcessMetrics = registerProcessMetrics(metrics);
   const mRequests = metrics.counter(
     "requests_total",
     "Requests answered by the sidecar, by direction, peer (inbound: the caller's SPIFFE ID; outbound: the destination service), status class, and whether they came over mTLS.",
@@ -1863,6 +1863,7 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
     await state.tracer.shutdown(2000);
     await pools.closeAll();
     await externalPools.closeAll();
+    stopProcessMetrics();
     log.info({ event: "stopped" });
   }
 

@@ -20,7 +20,7 @@
  * Collectors registered with `onCollect` run synchronously at the start of `render()`, so gauges such as
  * certificate expiry or process RSS are read only when scraped; an error thrown by one fails the render.
  */
-import { performance } from "node:perf_hooks";
+import { constants as perfConstants, performance, PerformanceObserver } from "node:perf_hooks";
 
 /** The Content-Type of `render()`'s output. */
 export const EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -503,11 +503,40 @@ function checkMaxChildren(what: string, value: number | undefined): number {
 // ---------------------------------------------------------------------------------------------------------
 // Process metrics.
 
+/** How often the event-loop sampler's timer is due (ms; the help text of event_loop_delay_seconds says 20). */
+export const EVENT_LOOP_SAMPLE_MS = 20;
+/** Event-loop delay buckets, in seconds: 1 ms (a timer's granularity) to 10 s. */
+export const EVENT_LOOP_DELAY_BUCKETS: readonly number[] = Object.freeze([
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
+]);
+/** Garbage-collection pause buckets, in seconds: 0.1 ms (a young-generation scavenge) to 1 s. */
+export const GC_DURATION_BUCKETS: readonly number[] = Object.freeze([
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+]);
+/** V8's collection kinds as perf_hooks reports them → the `kind` label. */
+const GC_KINDS: readonly (readonly [number, string])[] = [
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR, "minor"],
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR, "major"],
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL, "incremental"],
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB, "weakcb"],
+];
+
 /**
  * Registers `process_resident_memory_bytes`, `process_cpu_seconds_total` and `process_start_time_seconds`
- * (with the registry's prefix), refreshed by a collector at each render.
+ * (with the registry's prefix), refreshed by a collector at each render; and the two measures of a
+ * stalled proxy — everything a Node process serves waits while its one thread is busy:
+ *
+ * - `event_loop_delay_seconds`, a histogram of how late a timer due every EVENT_LOOP_SAMPLE_MS ran (the
+ *   delay any callback — a read, a write, a timeout — met at that moment: a long synchronous task, a GC
+ *   pause, or a host that did not run the process);
+ * - `gc_duration_seconds{kind}`, a histogram of V8's garbage-collection pauses (perf_hooks' gc entries):
+ *   minor (young-generation scavenges), major (mark-compact), incremental (marking steps), weakcb.
+ *
+ * Both are cumulative histograms, so any number of scrapers read them without resetting each other (a
+ * quantile over a window is `histogram_quantile` of their `rate`). The sampler costs ~50 timer callbacks
+ * a second. Returns a function that stops the sampler and the GC observer (the proxy's close).
  */
-export function registerProcessMetrics(registry: MetricsRegistry): void {
+export function registerProcessMetrics(registry: MetricsRegistry): () => void {
   const rss = registry.gauge("process_resident_memory_bytes", "Resident memory size in bytes.");
   const cpu = registry.counter(
     "process_cpu_seconds_total",
@@ -528,6 +557,40 @@ export function registerProcessMetrics(registry: MetricsRegistry): void {
   };
   collect();
   registry.onCollect(collect);
+
+  const delay = registry.histogram(
+    "event_loop_delay_seconds",
+    "How late a timer due every 20 ms ran: the delay every callback met at that moment.",
+    [],
+    EVENT_LOOP_DELAY_BUCKETS,
+  );
+  let due = performance.now() + EVENT_LOOP_SAMPLE_MS;
+  const sampler = setInterval(() => {
+    const now = performance.now();
+    // A timer runs up to ~1 ms early by the loop's cached clock: that is no delay.
+    delay.observe(Math.max(0, now - due) / 1000);
+    due = now + EVENT_LOOP_SAMPLE_MS;
+  }, EVENT_LOOP_SAMPLE_MS);
+  sampler.unref();
+
+  const gc = registry.histogram(
+    "gc_duration_seconds",
+    "Garbage-collection pauses, by kind (minor: young-generation scavenges; major: mark-compact; incremental: marking steps; weakcb: weak callbacks).",
+    ["kind"],
+    GC_DURATION_BUCKETS,
+  );
+  const byKind = new Map(GC_KINDS.map(([k, name]) => [k, gc.labels(name)] as const));
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const child = byKind.get((entry as { detail?: { kind?: number } }).detail?.kind ?? -1);
+      child?.observe(entry.duration / 1000);
+    }
+  });
+  observer.observe({ entryTypes: ["gc"] });
+  return () => {
+    clearInterval(sampler);
+    observer.disconnect();
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------

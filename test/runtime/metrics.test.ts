@@ -302,7 +302,7 @@ describe("metrics registry", () => {
 
   it("exports_process_metrics_refreshed_at_render", () => {
     const registry = new MetricsRegistry({ prefix: "meshgate_" });
-    registerProcessMetrics(registry);
+    registerProcessMetrics(registry)();
     const text = registry.render();
     const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
     expect(value("meshgate_process_resident_memory_bytes")).toBeGreaterThan(1_000_000);
@@ -323,7 +323,7 @@ describe("metrics registry", () => {
 
   it("renders_text_that_promtool_check_metrics_accepts", () => {
     const registry = smallRegistry();
-    registerProcessMetrics(registry);
+    registerProcessMetrics(registry)();
     const escapes = registry.counter("escapes_total", 'Help with \\ and "quotes"\nover two lines.', ["path"]);
     escapes.labels('C:\\dir "x"\nnext').inc();
     escapes.labels("").inc();
