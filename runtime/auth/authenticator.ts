@@ -20,7 +20,15 @@ import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } f
 import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
-import { JwtVerifier, commaSmuggles, cookieName, decodeToken, queryName, type JwtOptions } from "./jwt.ts";
+import {
+  JwtVerifier,
+  commaSmuggles,
+  cookieName,
+  decodeToken,
+  queryName,
+  semicolonSmuggles,
+  type JwtOptions,
+} from "./jwt.ts";
 import { OidcClient, type OidcDeny, type OidcOptions, type RevokedSessions } from "./oidc.ts";
 import {
   NO_OBSERVER,
@@ -260,7 +268,10 @@ export class Authenticator {
     const kept = pathAndQuery
       .slice(q + 1)
       .split("&")
-      .filter((pair) => !plan.stripQuery.includes(queryName(nameOf(pair))));
+      .filter(
+        (pair) =>
+          !plan.stripQuery.includes(queryName(nameOf(pair))) && !semicolonSmuggles(pair, plan.stripQuery),
+      );
     return kept.length ? `${pathAndQuery.slice(0, q)}?${kept.join("&")}` : pathAndQuery.slice(0, q);
   }
 

@@ -450,24 +450,51 @@ export function cookieName(name: string): string {
  * comma: RFC 2965 parsers (Jetty's legacy compliance mode, old servlet containers) split pairs at ",".
  */
 export function commaSmuggles(header: string, start: number, end: number, names: readonly string[]): boolean {
-  let comma = header.indexOf(",", start);
-  while (comma >= 0 && comma < end) {
-    const next = header.indexOf(",", comma + 1);
+  return hiddenPair(header, start, end, ",", names, cookieName, true);
+}
+
+/**
+ * Whether a query pair hides a parameter named one of `names` (queryName spellings) after a ";": Rack's
+ * and Python's parsers before 3.9.2 (CVE-2021-23336) split a query at ";" as well as "&".
+ */
+export function semicolonSmuggles(pair: string, names: readonly string[]): boolean {
+  return pair.includes(";") && hiddenPair(pair, 0, pair.length, ";", names, queryName, false);
+}
+
+/**
+ * Whether text[start, end) holds, after a `sep`, a piece whose name (up to its "=", read by `read`) is
+ * one of `names`; a piece without "=" counts by its whole text unless `needsEquals`.
+ */
+function hiddenPair(
+  text: string,
+  start: number,
+  end: number,
+  sep: string,
+  names: readonly string[],
+  read: (name: string) => string,
+  needsEquals: boolean,
+): boolean {
+  let at = text.indexOf(sep, start);
+  while (at >= 0 && at < end) {
+    const next = text.indexOf(sep, at + 1);
     const stop = next >= 0 && next < end ? next : end;
-    const eq = header.indexOf("=", comma + 1);
-    if (eq > comma && eq < stop && names.includes(cookieName(header.slice(comma + 1, eq)))) return true;
-    comma = next;
+    const eq = text.indexOf("=", at + 1);
+    const nameEnd = eq > at && eq < stop ? eq : needsEquals ? -1 : stop;
+    if (nameEnd >= 0 && names.includes(read(text.slice(at + 1, nameEnd)))) return true;
+    at = next;
   }
   return false;
 }
 
 /**
- * The value of query parameter `name` (percent-decoded): null when absent, false when repeated or malformed.
+ * The value of query parameter `name` (percent-decoded): null when absent, false when repeated (a pair
+ * hiding it after a ";" counts: semicolonSmuggles) or malformed.
  * Names are compared as a query parser reads them (queryName): `access%5Ftoken` is the parameter too.
  */
 export function queryValue(query: string, name: string): string | null | false {
   let found: string | null = null;
   for (const pair of query.split("&")) {
+    if (semicolonSmuggles(pair, [name])) return false;
     const eq = pair.indexOf("=");
     const k = eq < 0 ? pair : pair.slice(0, eq);
     if (queryName(k) !== name) continue;

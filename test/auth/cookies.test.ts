@@ -1,11 +1,11 @@
 /**
  * Cookie and query-parameter names as upstreams read them (runtime/auth/jwt.ts: cookieName, cookieValue,
- * queryName): a credential cookie or parameter the gateway verifies and removes must be found under every
+ * queryName, queryValue): a credential cookie or parameter the gateway verifies and removes must be found under every
  * spelling some upstream framework reads as its name, or a second, unverified credential reaches that
  * upstream beside the verified one. End to end through the gateway: test/auth/gateway.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { cookieName, cookieValue, queryName } from "../../runtime/auth/jwt.ts";
+import { cookieName, cookieValue, queryName, queryValue } from "../../runtime/auth/jwt.ts";
 
 describe("cookieName", () => {
   it.each([
@@ -55,5 +55,30 @@ describe("queryName", () => {
     { claim: "keeps_a_name_needing_nothing_as_it_is", raw: "access_token", name: "access_token" },
   ])("$claim", ({ raw, name }) => {
     expect(queryName(raw)).toBe(name);
+  });
+});
+
+describe("queryValue", () => {
+  it.each([
+    { claim: "reads_the_parameter", query: "a=1&access_token=abc&b=2", value: "abc" },
+    { claim: "is_null_without_it", query: "a=1&b=2", value: null },
+    { claim: "reads_an_escaped_spelling", query: "a=1&access%5Ftoken=abc", value: "abc" },
+    { claim: "refuses_it_twice", query: "access_token=a&access_token=b", value: false },
+    // Rack's and Python's (before 3.9.2) parsers split at ";" too: a pair hiding the name is ambiguous.
+    {
+      claim: "refuses_it_hidden_after_a_semicolon",
+      query: "access_token=a&x=1;access_token=b",
+      value: false,
+    },
+    { claim: "refuses_it_hidden_alone", query: "x=1;access_token=b", value: false },
+    { claim: "refuses_it_hidden_without_a_value", query: "access_token=a&x=1;access_token", value: false },
+    {
+      claim: "refuses_an_escaped_spelling_hidden_after_a_semicolon",
+      query: "x=1;access%5Ftoken=b",
+      value: false,
+    },
+    { claim: "keeps_a_semicolon_that_hides_no_such_name", query: "access_token=a&x=1;y=2", value: "a" },
+  ])("$claim", ({ query, value }) => {
+    expect(queryValue(query, "access_token")).toBe(value);
   });
 });
