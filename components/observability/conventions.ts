@@ -634,6 +634,8 @@ export const TARGET_LABELS = LABELS.filter((l) => l.target).map((l) => l.name);
  * which both proxies use). Latency SLO thresholds must be one of them (E_SPEC_SLO_LATENCY_BUCKET).
  */
 export { DEFAULT_LATENCY_BUCKETS as LATENCY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
+/** The event-loop delay histogram's buckets (runtime/telemetry/metrics.ts), for the stall alert's tests. */
+export { EVENT_LOOP_DELAY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
 
 /** The catalog entry of a metric family (a histogram's `_bucket`/`_sum`/`_count` resolve to it). */
 export function metricConvention(series: string): MetricConvention | undefined {

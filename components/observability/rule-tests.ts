@@ -12,6 +12,7 @@
 import type { InfraIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { renderTemplate } from "./gotemplate.ts";
 import { promDuration, promNumber } from "./promql.ts";
+import { EVENT_LOOP_DELAY_BUCKETS } from "./conventions.ts";
 import {
   certThresholds,
   EXTERNAL_CERT_WARN_SECONDS,
@@ -630,6 +631,58 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
       },
     ],
     alert_rule_test: [{ eval_time: "20m", alertname: ejections.alert, exp_alerts: [] }],
+  });
+
+  // A stalled proxy: every 20 ms sample of its event loop late by more than the threshold — in the first
+  // bucket whose lower bound reaches it, so p99 = lower + (upper − lower) × 0.99 — or on time (≤ 1 ms),
+  // or late for 3 minutes only.
+  const stalled = alertRule(ctx, "MeshgateProxyStalled");
+  const bounds = EVENT_LOOP_DELAY_BUCKETS;
+  const slow = bounds.findIndex(
+    (_b, i) => i > 0 && bounds[i - 1]! >= ctx.thresholds.eventLoopDelayP99Seconds,
+  );
+  const late = slow > 0 ? (bounds[slow - 1]! + bounds[slow]!) / 2 : bounds.at(-1)! * 2;
+  const p99 = slow > 0 ? bounds[slow - 1]! + (bounds[slow]! - bounds[slow - 1]!) * 0.99 : bounds.at(-1)!;
+  const perMinute = 3000;
+  const delays = (lateMinutes: (minute: number) => boolean): InputSeries[] =>
+    [...bounds, Infinity].map((le) => ({
+      series: seriesText("meshgate_event_loop_delay_seconds_bucket", {
+        ...target,
+        le: le === Infinity ? "+Inf" : String(le),
+      }),
+      values: valuesText(
+        cumulative(
+          Array.from({ length: 25 }, (_, i) => (le >= (lateMinutes(i) ? late : 0.001) ? perMinute : 0)),
+        ),
+      ),
+    }));
+  tests.push({
+    name: `stalled proxy: an event loop ${promNumber(late)} s late for 20 minutes fires after 10`,
+    interval: "1m",
+    input_series: delays(() => true),
+    alert_rule_test: [
+      { eval_time: "5m", alertname: stalled.alert, exp_alerts: [] },
+      {
+        eval_time: "20m",
+        alertname: stalled.alert,
+        exp_alerts: [
+          expAlert(
+            stalled,
+            { namespace: ns, proxy: target.proxy!, service: target.service!, instance: target.instance! },
+            p99,
+          ),
+        ],
+      },
+    ],
+  });
+  tests.push({
+    name: "stalled proxy: an event loop on time, or late for 3 minutes only, does not fire",
+    interval: "1m",
+    input_series: delays((i) => i >= 5 && i < 8),
+    alert_rule_test: [
+      { eval_time: "7m", alertname: stalled.alert, exp_alerts: [] },
+      { eval_time: "20m", alertname: stalled.alert, exp_alerts: [] },
+    ],
   });
 
   // Rate limiting, denials and reloads are gateway scenarios when there is a gateway.

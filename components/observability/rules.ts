@@ -50,6 +50,8 @@ export interface AlertThresholds {
   readonly denyMinRps: number;
   /** MeshgateServingStale: responses of one route served stale instead of an upstream error within 10 minutes. */
   readonly staleServedPer10m: number;
+  /** MeshgateProxyStalled: the p99 of a proxy's event-loop delay over 5 minutes, in seconds. */
+  readonly eventLoopDelayP99Seconds: number;
 }
 
 export const DEFAULT_THRESHOLDS: AlertThresholds = {
@@ -59,6 +61,7 @@ export const DEFAULT_THRESHOLDS: AlertThresholds = {
   denySpikeFactor: 3,
   denyMinRps: 0.1,
   staleServedPer10m: 10,
+  eventLoopDelayP99Seconds: 0.1,
 };
 
 export interface RulesOptions {
@@ -336,6 +339,11 @@ export const ALERT_KINDS = [
     severity: "warning",
     what: "a proxy rejected a new config (the previous one keeps serving)",
   },
+  {
+    alert: "MeshgateProxyStalled",
+    severity: "warning",
+    what: "a proxy's event loop runs late, so every request it handles waits: it lacks CPU or collects garbage",
+  },
   { alert: "MeshgateProxyDown", severity: "warning", what: "a proxy's metrics endpoint does not answer" },
   { alert: "MeshgateWorkloadDown", severity: "critical", what: "no replica of a workload's proxy answers" },
   {
@@ -456,6 +464,14 @@ function operationalAlerts(
       "warning",
       "{{ $labels.service }} ({{ $labels.proxy }}, {{ $labels.instance }}) rejected a new config",
       "A config reload failed in the last 15 minutes; the previous config keeps serving. The proxy's log line reload_rejected names the error.",
+    ),
+    a(
+      "MeshgateProxyStalled",
+      `histogram_quantile(0.99, sum by (namespace, proxy, service, instance, le) (rate(${selector("meshgate_event_loop_delay_seconds_bucket", on)}[5m]))) > ${promNumber(t.eventLoopDelayP99Seconds)}`,
+      "10m",
+      "warning",
+      "The {{ $labels.proxy }} of {{ $labels.service }} at {{ $labels.instance }} is stalled",
+      `The p99 of its event loop's delay over 5 minutes is {{ $value | humanizeDuration }} (above ${promNumber(t.eventLoopDelayP99Seconds * 1000)} ms for 10 minutes): every request it handles waits about that long. It lacks CPU — a CPU limit that throttles it, or too few replicas or gateway workers for the load — or spends its time collecting garbage (meshgate_gc_duration_seconds, the dashboard's GC panel).`,
     ),
     a(
       "MeshgateProxyDown",

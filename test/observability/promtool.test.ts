@@ -225,6 +225,12 @@ describe("promtool test rules", () => {
       to: "",
       failing: /denials from nothing/,
     },
+    {
+      claim: "a_stall_threshold_ten_times_too_high",
+      from: /\[5m\]\)\)\) > 0\.1$/m,
+      to: "[5m]))) > 1",
+      failing: /stalled proxy/,
+    },
   ];
   for (const m of MUTATIONS) {
     it(`fails_the_generated_tests_for_${m.claim}`, async () => {
