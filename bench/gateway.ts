@@ -441,15 +441,19 @@ async function measuredRun(
   proxyPid: number | null,
   load: { connections: number; script: string } | { rate: number },
   headers: readonly string[] = [],
+  metrics?: () => Promise<string>,
 ): Promise<Run> {
   for (let attempt = 0; ; attempt++) {
     await waitQuiet(proxyPid);
+    const scrape = async () => (metrics ? await metrics().catch(() => null) : null);
+    const before = await scrape();
     const a = snapshot(proxyPid);
     const r =
       "rate" in load
         ? await fixedRatePass(port, load.rate, DURATION_S, headers)
         : await wrk(port, load.connections, DURATION_S, load.script, headers);
     const b = snapshot(proxyPid);
+    const after = await scrape();
     const seconds = (b.t - a.t) / 1000;
     const others = othersCores(a, b);
     const vcpu = (b.proxy - a.proxy) / TCK / seconds;
@@ -459,7 +463,8 @@ async function measuredRun(
       `${label}: ${Math.round(r.rps).toLocaleString("en-US")} rps, p50/p90/p99 ${r.p50.toFixed(2)}/${r.p90.toFixed(2)}/${r.p99.toFixed(2)} ms` +
         `${r.due ? ` (from due ${r.due.p50.toFixed(2)}/${r.due.p90.toFixed(2)}/${r.due.p99.toFixed(2)})` : ""}` +
         `${r.statusErrors ? `, ${r.statusErrors} responses ≥ 400` : ""}${r.socketErrors ? `, ${r.socketErrors} socket errors` : ""}, proxy ${vcpu.toFixed(2)} vCPU, others ${others.toFixed(2)} cores${noisy ? " (noisy)" : ""}` +
-        (r.host ? describeHostReport(r.host, 2) : ""),
+        (r.host ? describeHostReport(r.host, 2) : "") +
+        (before !== null && after !== null ? `; ${stallsBetween(before, after, seconds)}` : ""),
     );
     if (!noisy || failed) return { ...r, vcpu, others, noisy, failed };
     if (attempt < MAX_RETRIES && slackSpent + DURATION_S <= SLACK_S) {
@@ -471,6 +476,43 @@ async function measuredRun(
     noisyKept++;
     return { ...r, vcpu, others, noisy, failed };
   }
+}
+
+/**
+ * What stalled meshgate during a pass, from its /metrics before and after (the process metrics of
+ * runtime/telemetry/metrics.ts): GC pauses (count, total, share of the pass) and the event-loop delay's
+ * p99 and maximum as the bucket bounds that hold them.
+ */
+function stallsBetween(before: string, after: string, seconds: number): string {
+  const read = (text: string) => {
+    const gc = { count: 0, sum: 0 };
+    const loop = new Map<number, number>();
+    for (const line of text.split("\n")) {
+      const g = /^meshgate_gc_duration_seconds_(sum|count)\{[^}]*\} (\S+)$/.exec(line);
+      if (g) gc[g[1] as "sum" | "count"] += Number(g[2]);
+      const l = /^meshgate_event_loop_delay_seconds_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$/.exec(line);
+      if (l) {
+        const le = l[1] === "+Inf" ? Infinity : Number(l[1]);
+        loop.set(le, (loop.get(le) ?? 0) + Number(l[2]));
+      }
+    }
+    return { gc, loop };
+  };
+  const a = read(before);
+  const b = read(after);
+  const gcMs = (b.gc.sum - a.gc.sum) * 1000;
+  const deltas = [...b.loop]
+    .map(([le, n]) => [le, n - (a.loop.get(le) ?? 0)] as const)
+    .sort((x, y) => x[0] - y[0]);
+  const total = deltas.at(-1)?.[1] ?? 0;
+  const bound = (q: number) => {
+    const le = deltas.find(([, n]) => n >= q * total)?.[0];
+    return le === undefined ? "?" : le === Infinity ? "> 10 s" : `≤ ${le * 1000} ms`;
+  };
+  return (
+    `meshgate GC ${b.gc.count - a.gc.count} pauses, ${gcMs.toFixed(1)} ms (${(gcMs / (seconds * 10)).toFixed(2)} % of the pass), ` +
+    `event-loop delay p99 ${bound(0.99)}, max ${bound(1)} (${total} samples)`
+  );
 }
 
 interface Result {
@@ -494,6 +536,8 @@ interface Subject {
     port: number;
     started: Started | null;
     diagnose?: () => Promise<string[]>;
+    /** The proxy's /metrics text (meshgate's admin listener), scraped around each pass. */
+    metrics?: () => Promise<string>;
   }>;
   readonly maxReps: number;
 }
@@ -525,14 +569,20 @@ async function measure(subject: Subject): Promise<Result> {
     await wrk(s.port, C_MAX, WARMUP_S, doneScript, headers);
     for (let i = 0; i < subject.maxReps; i++) {
       const load = { connections: C_MAX, script: doneScript };
-      max.push(await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load, headers));
+      max.push(
+        await measuredRun(`${subject.name} c${C_MAX} #${i + 1}`, s.port, pid, load, headers, s.metrics),
+      );
     }
     const at1k = FIXED !== "wrk" ? { rate: 1000 } : { connections: C_1K, script: delayScript };
     const at5k = FIXED !== "wrk" ? { rate: 5000 } : { connections: C_5K, script: delayScript };
     for (let i = 0; i < REPS; i++)
-      fixed1k.push(await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k, headers));
+      fixed1k.push(
+        await measuredRun(`${subject.name} ~1k rps #${i + 1}`, s.port, pid, at1k, headers, s.metrics),
+      );
     for (let i = 0; i < REPS; i++)
-      fixed5k.push(await measuredRun(`${subject.name} ~5k rps #${i + 1}`, s.port, pid, at5k, headers));
+      fixed5k.push(
+        await measuredRun(`${subject.name} ~5k rps #${i + 1}`, s.port, pid, at5k, headers, s.metrics),
+      );
     return {
       name: subject.name,
       max,
@@ -1172,15 +1222,15 @@ async function alternating(
   try {
     const [sa, sb] = await startPair(a, b, running);
     const subjects = [
-      { s: a, port: sa.port, pid: sa.started?.child.pid ?? null, runs: out.a },
-      { s: b, port: sb.port, pid: sb.started?.child.pid ?? null, runs: out.b },
+      { s: a, port: sa.port, pid: sa.started?.child.pid ?? null, runs: out.a, metrics: sa.metrics },
+      { s: b, port: sb.port, pid: sb.started?.child.pid ?? null, runs: out.b, metrics: sb.metrics },
     ];
     for (const x of subjects) await wrk(x.port, C_MAX, WARMUP_S, doneScript, x.s.headers ?? []);
     for (let round = 0; round < rounds && !interrupted(); round++) {
       const order = round % 2 === 0 ? subjects : [...subjects].reverse();
       for (const x of order) {
         const label = `${x.s.name} ~5k rps #${x.runs.length + 1}`;
-        x.runs.push(await measuredRun(label, x.port, x.pid, { rate: 5000 }, x.s.headers ?? []));
+        x.runs.push(await measuredRun(label, x.port, x.pid, { rate: 5000 }, x.s.headers ?? [], x.metrics));
       }
     }
     return out;
@@ -1336,6 +1386,7 @@ async function main(): Promise<number> {
           port,
           started: start("meshgate", gatewayArgv(file, admin, 1), PROXY_CPU, { cwd: ROOT }),
           diagnose: () => meshgateErrors(admin),
+          metrics: async () => (await get(admin, "/metrics")).body,
         };
       },
     },
@@ -1352,6 +1403,7 @@ async function main(): Promise<number> {
           port,
           started: start("meshgate-full", gatewayArgv(file, admin, 1), PROXY_CPU, { cwd: ROOT }),
           diagnose: () => meshgateErrors(admin),
+          metrics: async () => (await get(admin, "/metrics")).body,
         };
       },
     },
@@ -1398,8 +1450,13 @@ async function main(): Promise<number> {
         const port = await freePort();
         const file = join(tmp, `meshgate-${name}.json`);
         writeFileSync(file, meshgateConf(port, upPort));
-        const argv = gatewayArgv(file, await freePort(), 1, entry.path, flags);
-        return { port, started: start(`meshgate-${name}`, argv, PROXY_CPU, { cwd: ROOT }) };
+        const admin = await freePort();
+        const argv = gatewayArgv(file, admin, 1, entry.path, flags);
+        return {
+          port,
+          started: start(`meshgate-${name}`, argv, PROXY_CPU, { cwd: ROOT }),
+          metrics: async () => (await get(admin, "/metrics")).body,
+        };
       },
     });
     const a = flagged("A", MESHGATE_NODE_FLAGS);
