@@ -70,7 +70,7 @@ import {
   type HostReport,
 } from "./hostprobe.ts";
 import { buildLoadgen, fixedRate } from "./loadgen.ts";
-import { median, meshgateEntry, table } from "./support.ts";
+import { median, meshgateEntry, stallsBetween, table } from "./support.ts";
 import {
   freePort,
   get,
@@ -883,6 +883,7 @@ async function main(): Promise<number> {
       : `  load: h2load --h1 -c${RATE / RPS_PER_CLIENT} -r1 --rate-period=1ms --rps=${RPS_PER_CLIENT} (open loop), percentiles from its per-request log (its clients line up after a stall of the load CPU: bench/loadgen.ts); cores = /proc/<pid>/stat CPU over each run;`,
     `  the meshgate client enters through web's per-service local port (127.0.0.1:${p.webLocal}); orders' inbound refused ${handshakeFailures} handshakes; web's upstream attempts that failed: ${upstreamFailures.join(", ") || "none"};`,
     `  the nginx pair verifies chains and the host name "orders" (a DNS SAN in the same SVID), not SPIFFE IDs; meshgate verifies the SPIFFE ID on both sides.`,
+    `  what stalled the sidecars over the whole run (their /metrics at the end; warm-ups included): web (outbound) ${stallsBetween("", metricsText, null)}; orders (inbound) ${stallsBetween("", inboundText, null)};`,
     `  total ${((performance.now() - began) / 1000).toFixed(0)} s`,
   ];
   console.log(out.join("\n"));

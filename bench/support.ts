@@ -139,3 +139,41 @@ export async function meshgateEntry(root: string): Promise<{ path: string; label
   await build(runtimeBundleOptions(outfile));
   return { path: outfile, label: "the runtime bundle (dist/meshgate.js, as in the runtime image)" };
 }
+
+/**
+ * What stalled a meshgate proxy between two scrapes of its /metrics (the process metrics of
+ * runtime/telemetry/metrics.ts; `before` "" for everything since it started): GC pauses (count, total,
+ * and their share of `seconds` when given) and the event-loop delay's p99 and maximum as the bucket
+ * bounds that hold them.
+ */
+export function stallsBetween(before: string, after: string, seconds: number | null): string {
+  const read = (text: string) => {
+    const gc = { count: 0, sum: 0 };
+    const loop = new Map<number, number>();
+    for (const line of text.split("\n")) {
+      const g = /^meshgate_gc_duration_seconds_(sum|count)\{[^}]*\} (\S+)$/.exec(line);
+      if (g) gc[g[1] as "sum" | "count"] += Number(g[2]);
+      const l = /^meshgate_event_loop_delay_seconds_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$/.exec(line);
+      if (l) {
+        const le = l[1] === "+Inf" ? Infinity : Number(l[1]);
+        loop.set(le, (loop.get(le) ?? 0) + Number(l[2]));
+      }
+    }
+    return { gc, loop };
+  };
+  const a = read(before);
+  const b = read(after);
+  const gcMs = (b.gc.sum - a.gc.sum) * 1000;
+  const deltas = [...b.loop]
+    .map(([le, n]) => [le, n - (a.loop.get(le) ?? 0)] as const)
+    .sort((x, y) => x[0] - y[0]);
+  const total = deltas.at(-1)?.[1] ?? 0;
+  const bound = (q: number) => {
+    const le = deltas.find(([, n]) => n >= q * total)?.[0];
+    return le === undefined ? "?" : le === Infinity ? "> 10 s" : `≤ ${le * 1000} ms`;
+  };
+  return (
+    `meshgate GC ${b.gc.count - a.gc.count} pauses, ${gcMs.toFixed(1)} ms${seconds === null ? "" : ` (${(gcMs / (seconds * 10)).toFixed(2)} % of the pass)`}, ` +
+    `event-loop delay p99 ${bound(0.99)}, max ${bound(1)} (${total} samples)`
+  );
+}
