@@ -85,6 +85,8 @@ interface RoutePlan {
   readonly stripHeaders: readonly string[];
   /** Credential cookies removed upstream. */
   readonly stripCookies: readonly string[];
+  /** Each of stripCookies split at "_" (mentions' cheap pre-check), computed once per plan. */
+  readonly stripCookieParts: readonly (readonly string[])[];
   /** Credential query parameters removed upstream. */
   readonly stripQuery: readonly string[];
 }
@@ -236,7 +238,7 @@ export class Authenticator {
     if (
       plan.stripCookies.length &&
       headers.cookie !== undefined &&
-      mentions(headers.cookie, plan.stripCookies)
+      mentions(headers.cookie, plan.stripCookieParts)
     ) {
       const kept = withoutCookies(headers.cookie, plan.stripCookies);
       if (kept) headers.cookie = kept;
@@ -336,6 +338,7 @@ export class Authenticator {
     if (apiKey) challenges.push(`ApiKey realm="meshgate", header="${apiKey.header}"`);
     if (certs.length) challenges.push(CLIENT_CERT_CHALLENGE);
     if (oidc.length) challenges.push(OIDC_CHALLENGE);
+    const names = [...new Set([...stripCookies].map(cookieName))];
     const plan: RoutePlan = {
       compiled: compileRouteAuth(auth),
       jwt,
@@ -345,7 +348,8 @@ export class Authenticator {
       missing,
       challenge: challenges.length ? challenges.join(", ") : null,
       stripHeaders: [...stripHeaders],
-      stripCookies: [...new Set([...stripCookies].map(cookieName))],
+      stripCookies: names,
+      stripCookieParts: names.map((n) => n.split("_")),
       stripQuery: [...stripQuery],
     };
     this.plans.set(auth, plan);
@@ -643,16 +647,16 @@ function withoutCookies(value: string | string[], names: readonly string[]): str
 }
 
 /**
- * Whether a Cookie header may hold one of the names (cookieName spellings: a cheap test before rewriting
+ * Whether a Cookie header may hold one of the names, given split at "_" (cookieName spellings: a cheap test before rewriting
  * it). Lower-cased, a spelling holds every "_"-separated part of its name literally unless it is
  * percent-encoded — PHP reads ".", " " and "[" as "_", a "+" is a space — so a header with every part of
  * a name, or with a "%", is rewritten.
  */
-function mentions(value: string | string[], names: readonly string[]): boolean {
+function mentions(value: string | string[], nameParts: readonly (readonly string[])[]): boolean {
   const text = (typeof value === "string" ? value : value.join(";")).toLowerCase();
   if (text.includes("%")) return true;
-  for (let i = 0; i < names.length; i++) {
-    const parts = names[i]!.split("_");
+  for (let i = 0; i < nameParts.length; i++) {
+    const parts = nameParts[i]!;
     let all = true;
     for (let j = 0; all && j < parts.length; j++) all = text.includes(parts[j]!);
     if (all) return true;
