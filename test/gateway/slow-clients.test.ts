@@ -89,7 +89,8 @@ function trickle(open: () => Socket): Promise<{ raw: string; closedAfterMs: numb
 }
 
 describe("slow clients", () => {
-  it.each([
+  // Each row is its own connection to the shared gateway, waiting on a timer: the rows run together.
+  it.concurrent.each([
     ["cuts_a_trickled_head_on_an_http_listener_with_h2c", "h1h2c", false],
     ["cuts_a_trickled_head_on_an_http_listener", "h1", false],
     ["cuts_a_trickled_head_on_a_tls_listener_with_h2", "tlsh2", true],
@@ -143,7 +144,7 @@ describe("slow HTTP/2 sessions", () => {
     Buffer.concat([PREFACE, frame(4, 0, 0, Buffer.alloc(0)), frame(4, 1, 0, Buffer.alloc(0))]),
     ...Array.from(headers, (b) => Buffer.from([b])),
   ];
-  it.each([
+  it.concurrent.each([
     ["cuts_a_session_that_never_sends_the_preface_on_a_tls_listener_with_h2", "tlsh2", []],
     ["cuts_a_session_that_sends_only_the_preface_on_an_http_listener_with_h2c", "h1h2c", [PREFACE]],
     ["cuts_a_trickled_first_headers_frame_on_an_http_listener_with_h2c", "h1h2c", trickled],
@@ -171,7 +172,7 @@ describe("slow HTTP/2 sessions", () => {
 describe("slow handshakes", () => {
   // A TLS handshake that never completes (a ClientHello trickled in, or nothing at all) is a request head
   // not received: it gets the header timeout too, not Node's TLS handshake timeout (120 s).
-  it.each([
+  it.concurrent.each([
     ["cuts_a_tls_handshake_that_never_starts_at_the_header_timeout_on_a_tls_listener_with_h2", "tlsh2", ""],
     ["cuts_a_tls_handshake_that_never_starts_at_the_header_timeout_on_a_tls_listener", "tlsh1", ""],
     [
