@@ -30,6 +30,10 @@ export const GatewayErrorCatalog = {
     400,
     "a gRPC-Web text call (application/grpc-web-text) to a gRPC service whose body is not base64",
   ],
+  bad_upgrade: [
+    400,
+    "a WebSocket upgrade whose method is not GET (RFC 6455 §4.1: the opening handshake is a GET)",
+  ],
   action_unavailable: [
     400,
     "the route's action cannot serve the request (a WebSocket upgrade on a route that does not forward)",

@@ -7,6 +7,13 @@ import { HOP_BY_HOP } from "../net/headers.ts";
 import { inRanges, type IpRange } from "../decide/authorize.ts";
 import { absoluteFormAuthority } from "../decide/canonical.ts";
 
+/**
+ * The gateway's header namespace: a client's `x-meshgate-*` request headers are never forwarded (the
+ * gateway sets its own after the copy: the principal, `x-meshgate-mirror` on a mirrored copy, …), so no
+ * client can tell an upstream what only the gateway or a sidecar may assert (`x-meshgate-peer`).
+ */
+export const OWN_PREFIX = "x-meshgate-";
+
 /** Headers only the gateway sets; a client's values are dropped. */
 const GATEWAY_OWNED = new Set([
   "x-forwarded-for",
@@ -24,6 +31,9 @@ const GATEWAY_OWNED = new Set([
   "x-meshgate-groups",
   "x-meshgate-scopes",
   "x-meshgate-auth",
+  // A client certificate's description as Envoy forwards it: the gateway asserts none, and a client's
+  // copy would read to an upstream as a verified peer (Envoy's default for it is `sanitize` too).
+  "x-forwarded-client-cert",
 ]);
 
 /**

@@ -115,6 +115,7 @@ import {
   forwardedHeader,
   notForwarded,
   NOT_FORWARDED,
+  OWN_PREFIX,
   requestClientAddress,
   useTargetAuthority,
   withheldHeaders,
@@ -1172,6 +1173,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       const headers = (built = upstreamRequestHeaders(
         req.headers,
         current.notForwarded.get(d.route) ?? NOT_FORWARDED,
+        OWN_PREFIX,
       ));
       current.auth.upstreamHeaders(headers, d.auth, principal);
       headers["x-forwarded-for"] = forwardedFor;

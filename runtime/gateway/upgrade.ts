@@ -30,6 +30,7 @@ import { readUpgradeAnswer, upgradeHandshake } from "../net/upgrade.ts";
 import {
   forwardedHeader,
   NOT_FORWARDED,
+  OWN_PREFIX,
   requestClientAddress,
   useTargetAuthority,
   type ClientAddress,
@@ -95,6 +96,12 @@ export function handleUpgrade(
   };
   if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
     return fail(400, "bad_request_target", "only Upgrade: websocket is supported");
+  }
+  // RFC 6455 §4.1: the opening handshake is a GET — and the handshake sent upstream is one, so a route
+  // would otherwise be matched and authorized for one method (a public POST) and reach the upstream as
+  // another (a GET that needs a token), its answer relayed when the upstream does not switch.
+  if (req.method !== "GET") {
+    return fail(400, "bad_upgrade", "a WebSocket opening handshake is a GET request (RFC 6455 §4.1)");
   }
   const problem = checkRequestHeaders(req.rawHeaders, req.httpVersionMinor, req.httpVersionMajor);
   if (problem) return fail(400, problem.code, problem.detail);
@@ -269,7 +276,7 @@ function openTunnel(
   if (!endpoint)
     return fail(503, "no_healthy_upstream", `cluster ${backend} has no available endpoint`, route);
 
-  const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED);
+  const headers = upstreamRequestHeaders(req.headers, NOT_FORWARDED, OWN_PREFIX);
   ctx.auth?.upstreamHeaders(headers, d.auth, principal);
   headers.connection = "Upgrade";
   headers.upgrade = "websocket";

@@ -108,14 +108,19 @@ function nameInfo(raw: string): number {
   return info;
 }
 
-/** Names listed in Connection headers (they are hop-by-hop for this connection). */
+/**
+ * Names listed in Connection headers (they are hop-by-hop for this connection) — but never `host`: the
+ * Host a request was routed, authorized and cache-keyed by is the Host the next hop gets, so a client's
+ * `Connection: host` cannot make the proxy forward it without one (the pool would then name the endpoint's
+ * address, and a virtual-hosting upstream answer for another site, cached under this one's key).
+ */
 function connectionTokens(value: string | string[] | undefined): Set<string> | null {
   if (value === undefined) return null;
   const tokens = new Set<string>();
   for (const v of Array.isArray(value) ? value : [value]) {
     for (const t of v.split(",")) {
       const name = t.trim().toLowerCase();
-      if (name) tokens.add(name);
+      if (name && name !== "host") tokens.add(name);
     }
   }
   return tokens;
@@ -123,18 +128,22 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | n
 
 /**
  * The request headers to send upstream: the client's, minus HTTP/2 pseudo-headers, the names a Connection
- * header lists and the names of `skip` (hop-by-hop headers and the proxy's own: the gateway's
- * notForwarded(), the sidecar's SIDECAR_SKIP); `TE: trailers` is kept.
+ * header lists (Host excepted), the names of `skip` (hop-by-hop headers and the proxy's own: the gateway's
+ * notForwarded(), the sidecar's NOT_FORWARDED) and, with `ownPrefix`, every name in the proxy's own
+ * namespace (the gateway drops a client's `x-meshgate-*`, as Envoy drops an external client's
+ * `x-envoy-*`); `TE: trailers` is kept.
  */
 export function upstreamRequestHeaders(
   headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
   skip: ReadonlySet<string>,
+  ownPrefix: string | null = null,
 ): Record<string, string | string[]> {
   const listed = connectionTokens(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     // HTTP/2 pseudo-headers (:method, :path, :authority, :scheme) describe this hop only.
     if (name.charCodeAt(0) === 58 || skip.has(name) || listed?.has(name)) continue;
+    if (ownPrefix !== null && name.startsWith(ownPrefix)) continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }

@@ -16,6 +16,10 @@ export const SidecarErrorCatalog = {
     400,
     "Transfer-Encoding other than exactly 'chunked', or any in an HTTP/1.0 request",
   ],
+  bad_upgrade: [
+    400,
+    "a WebSocket upgrade whose method is not GET (RFC 6455 §4.1: the opening handshake is a GET)",
+  ],
   unsupported_scheme: [
     400,
     "outbound: an https:// target; the app speaks plain HTTP to its sidecar, which originates mTLS",

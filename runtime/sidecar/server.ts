@@ -1142,6 +1142,12 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
       refuse(u, socket, 400, "bad_request_target", "only Upgrade: websocket is proxied");
       return false;
     }
+    // RFC 6455 §4.1: the opening handshake is a GET, and the one sent on is: a POST allowed by a rule
+    // would otherwise reach the app as a GET no rule allows (its answer relayed when it does not switch).
+    if (u.req.method !== "GET") {
+      refuse(u, socket, 400, "bad_upgrade", "a WebSocket opening handshake is a GET request (RFC 6455 §4.1)");
+      return false;
+    }
     const problem = checkRequestHeaders(u.req.rawHeaders, u.req.httpVersionMinor, u.req.httpVersionMajor);
     if (problem) {
       refuse(u, socket, 400, problem.code, problem.detail);

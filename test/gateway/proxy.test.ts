@@ -205,6 +205,33 @@ describe("forwarding", () => {
     expect(seen["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  // Connection may nominate hop-by-hop headers, never Host: the request was routed and cache-keyed by its
+  // Host, and without one the pool named the endpoint's address (a virtual-hosting upstream answering
+  // for another site, cached under this one's key).
+  it.each([
+    ["keeps_the_host_a_connection_header_nominates", "host"],
+    ["keeps_the_host_a_connection_header_nominates_in_another_case_among_others", "close, X-Plain , HOST"],
+  ])("%s", async (_claim, connection) => {
+    const host = `127.0.0.1:${new URL(gw.url).port}`; // not the upstream's address, which the pool names
+    const r = await request(`${gw.url}/echo/host`, { headers: { host, connection, "x-plain": "p" } });
+    const seen = JSON.parse(r.body).headers as Record<string, string>;
+    expect([seen.host, seen["x-forwarded-host"]]).toEqual([host, host]);
+  });
+
+  // x-meshgate-* is the gateway's namespace (as x-envoy-* is Envoy's), and X-Forwarded-Client-Cert says a
+  // peer certificate was verified: a client's copies would assert to an upstream outside the mesh what
+  // only the gateway or a sidecar may.
+  it.each([
+    ["drops_a_clients_x_meshgate_peer", "x-meshgate-peer", "spiffe://mesh.example/ns/shop/sa/admin"],
+    ["drops_a_clients_x_forwarded_client_cert", "x-forwarded-client-cert", "By=spiffe://x;URI=spiffe://y"],
+    ["drops_a_clients_x_meshgate_mirror", "x-meshgate-mirror", "1"],
+    ["drops_any_client_header_in_the_gateways_namespace", "x-meshgate-anything", "v"],
+  ])("%s", async (_claim, name, value) => {
+    const r = await request(`${gw.url}/echo/own`, { headers: { [name]: value, "x-plain": "p" } });
+    const seen = JSON.parse(r.body).headers as Record<string, string>;
+    expect([seen[name], seen["x-plain"]]).toEqual([undefined, "p"]);
+  });
+
   it.each(["x-http-method-override", "x-http-method", "x-method-override"])(
     "never_lets_a_client_turn_its_authorized_method_into_another_with_%s",
     async (name) => {

@@ -108,8 +108,8 @@ function open(path: string): Promise<WebSocket> {
 }
 
 /** The status line the gateway answers an upgrade request written by hand with (null: none). */
-const upgradeStatus = (path: string, extra = "") =>
-  upgradeStatusLine(Number(new URL(gw.url).port), path, { extra });
+const upgradeStatus = (path: string, extra = "", method = "GET") =>
+  upgradeStatusLine(Number(new URL(gw.url).port), path, { extra, method });
 
 describe("websocket", () => {
   it("echoes_text_and_binary_messages_through_the_rewritten_path", async () => {
@@ -165,6 +165,20 @@ describe("websocket", () => {
     const before = handshakes.length;
     const extra = scope ? `Authorization: Bearer ${await token(scope)}\r\n` : "";
     expect(await upgradeStatus("/secure/r2", extra)).toBe(statusLine);
+    expect(handshakes.length).toBe(before);
+  });
+
+  // RFC 6455 §4.1: the opening handshake is a GET, and the handshake the gateway sends upstream is one — a
+  // POST upgrade was matched and authorized as a POST (a public one) and reached the upstream as a GET
+  // (one needing a token), its answer relayed. Refused before routing: nothing reaches the upstream.
+  it.each([
+    ["refuses_a_post_upgrade_before_routing_it", "POST", "/ws/r9"],
+    ["refuses_a_put_upgrade_before_routing_it", "PUT", "/ws/r9"],
+    ["refuses_a_post_upgrade_to_an_authenticated_route_with_400_not_a_tunnel", "POST", "/secure/r9"],
+    ["refuses_an_options_upgrade_before_routing_it", "OPTIONS", "/ws/r9"],
+  ])("%s", async (_claim, method, path) => {
+    const before = handshakes.length;
+    expect(await upgradeStatus(path, "Content-Length: 0\r\n", method)).toBe("HTTP/1.1 400 Bad Request");
     expect(handshakes.length).toBe(before);
   });
 

@@ -166,6 +166,34 @@ describe("inbound mTLS with curl and openssl", () => {
     );
   });
 
+  // RFC 6455 §4.1: an opening handshake is a GET, and the one the sidecar sends the app is. A PUT upgrade
+  // was authorized as the PUT web may send and reached the app as a GET (answered 200, relayed): a method
+  // the rules did not authorize for this request. Refused before deciding; the app receives nothing.
+  it.each([
+    ["refuses_a_put_upgrade_from_an_allowed_peer_before_authorizing_it", "PUT"],
+    ["refuses_a_post_upgrade_before_authorizing_it", "POST"],
+  ])("%s", async (_claim, method) => {
+    const seen = app.received.length;
+    const r = await curl([
+      ...as("web"),
+      "-X",
+      method,
+      "--http1.1",
+      "-H",
+      "Connection: Upgrade",
+      "-H",
+      "Upgrade: websocket",
+      "-H",
+      "Sec-WebSocket-Version: 13",
+      "-H",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+      url(strict, "/orders/1"),
+    ]);
+    expect(r.status).toBe("400");
+    expect(r.headers).toMatch(/^x-meshgate-error: bad_upgrade\r?$/m);
+    expect(app.received.length).toBe(seen);
+  });
+
   it("openssl_s_client_with_a_valid_svid_gets_200", async () => {
     const r = await sClient(
       strict.ports.inbound,

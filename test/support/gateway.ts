@@ -275,7 +275,7 @@ export async function h2Status(session: ClientHttp2Session, headers: OutgoingHtt
 export function upgradeStatusLine(
   port: number,
   path: string,
-  o: { extra?: string; waitMs?: number } = {},
+  o: { extra?: string; waitMs?: number; method?: string } = {},
 ): Promise<string | null> {
   return new Promise((resolve) => {
     const socket = net.connect(port, "127.0.0.1");
@@ -293,7 +293,7 @@ export function upgradeStatusLine(
       if (raw.includes("\r\n")) done(raw.split("\r\n")[0]!);
     });
     socket.write(
-      `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `${o.method ?? "GET"} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
         `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${o.extra ?? ""}\r\n`,
     );
   });
