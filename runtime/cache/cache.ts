@@ -129,6 +129,12 @@ export interface CacheRequest {
   /** Request headers that carry credentials (default: Authorization; the gateway adds its API-key header). */
   readonly credentialHeaders?: readonly string[];
   /**
+   * True when a body follows that no header announces: an HTTP/2 request whose HEADERS frame did not end
+   * the stream (HTTP/2 frames a body without Content-Length or Transfer-Encoding). Such a GET bypasses
+   * like one with Content-Length: its response may depend on a body the key does not hold.
+   */
+  readonly hasBody?: boolean;
+  /**
    * The client gets the stored response reshaped (the route transforms the response body): a byte range
    * of the stored body is no range of that, and a slice of it would be transformed as if it were the
    * whole document (a nested object passing paths meant for the top level). Range is then ignored — the
@@ -345,6 +351,7 @@ export class HttpCache {
       req.principal,
       req.config.perPrincipal,
       req.credentialHeaders,
+      req.hasBody === true,
     );
     if (bypass !== null) return this.#bypass(req, bypass);
     const reqCC = requestCacheControl(req.headers["cache-control"], req.headers.pragma);

@@ -206,10 +206,17 @@ export type BypassReason =
 /** Request headers that carry credentials unless the gateway says more (its API-key header). */
 export const CREDENTIAL_HEADERS: readonly string[] = ["authorization"];
 
-/** The request headers that carry credentials for a gateway with this API-key header (if any). */
-export function credentialHeaders(apiKeyHeader: string | undefined): readonly string[] {
-  const k = apiKeyHeader?.toLowerCase();
-  return k && k !== "authorization" ? ["authorization", k] : CREDENTIAL_HEADERS;
+/**
+ * The request headers that carry credentials for a gateway with this API-key header (if any) and these
+ * JWT providers' token headers (`tokenFrom.header`, when not Authorization).
+ */
+export function credentialHeaders(
+  apiKeyHeader: string | undefined,
+  tokenHeaders: readonly string[] = [],
+): readonly string[] {
+  const names = new Set(CREDENTIAL_HEADERS);
+  for (const h of [apiKeyHeader, ...tokenHeaders]) if (h) names.add(h.toLowerCase());
+  return names.size === CREDENTIAL_HEADERS.length ? CREDENTIAL_HEADERS : [...names];
 }
 
 /**
@@ -220,7 +227,8 @@ export function credentialHeaders(apiKeyHeader: string | undefined): readonly st
  *   header (or another of `credentialHeaders`, e.g. the gateway's API-key header), or a principal the
  *   gateway established by other means (client certificate, session);
  * - `If-Match`/`If-Unmodified-Since` (preconditions for the origin to evaluate), and GET/HEAD requests
- *   carrying a body.
+ *   carrying a body (Content-Length other than 0, Transfer-Encoding, or `hasBody`: an HTTP/2 body
+ *   neither announces).
  * A `Range` request is looked up (a stored full response answers it: entryRange); only when it must be
  * forwarded does it bypass the store (the engine decides that: a partial response is never stored).
  */
@@ -230,6 +238,7 @@ export function requestBypass(
   principal: string | null,
   perPrincipal: boolean,
   credentialHeaders: readonly string[] = CREDENTIAL_HEADERS,
+  hasBody = false,
 ): BypassReason | null {
   if (method !== "GET" && method !== "HEAD") return "method";
   let credentials = principal !== null;
@@ -244,7 +253,8 @@ export function requestBypass(
   if (headers["if-match"] !== undefined || headers["if-unmodified-since"] !== undefined)
     return "precondition";
   const cl = headers["content-length"];
-  if ((cl !== undefined && cl !== "0") || headers["transfer-encoding"] !== undefined) return "request-body";
+  if (hasBody || (cl !== undefined && cl !== "0") || headers["transfer-encoding"] !== undefined)
+    return "request-body";
   return null;
 }
 

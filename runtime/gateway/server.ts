@@ -809,7 +809,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     }
     auth.prefetch(); // last: nothing after it can refuse the config
     const caching = config.routes.some((r) => r.cache !== null);
-    const credentials = credentialHeaders(config.auth.apiKeys?.header);
+    const credentials = credentialHeaders(
+      config.auth.apiKeys?.header,
+      config.auth.jwt.map((p) => p.tokenFrom.header),
+    );
     const matchHeaders = conditionHeaders(config, auth);
     const skipSets = new Map<string, ReadonlySet<string>>();
     const skips = new Map<CompiledRoute, ReadonlySet<string>>();
@@ -1212,6 +1215,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         principal: principalId(principal),
         waitMs: d.timeoutMs,
         credentialHeaders: current.credentialHeaders,
+        // HTTP/2 frames a body without Content-Length (a HEADERS frame that does not end the stream); a
+        // declared empty one (content-length: 0, which nghttp2 holds the DATA frames to) is none.
+        hasBody:
+          overH2 &&
+          !(req as Http2ServerRequest).stream.endAfterHeaders &&
+          req.headers["content-length"] !== "0",
         // What the upstream is told of scheme and authority (X-Forwarded-Proto, Host, X-Forwarded-Host).
         origin: `${scheme}://${authority ?? ""}`,
         forwardedHeaders,

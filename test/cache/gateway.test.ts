@@ -333,6 +333,77 @@ describe("credentials", () => {
   });
 });
 
+describe("credentials in a jwt provider's token header", () => {
+  // Authorization and the API-key header were credentials to the cache, a JWT provider's own token header
+  // (`tokenFrom.header`) was not: on a public caching route a request carrying it was forwarded with it,
+  // and the answer for that token stored and served to everyone.
+  it("bypasses_requests_with_a_jwt_providers_token_header", async () => {
+    const key = makeKey("k-hdr");
+    const config = gatewayConfig(
+      [{ name: "t", match: { path: "/t/**" }, to: "app", cache: { ttl: "30s" }, ...PUBLIC }],
+      { app },
+      {
+        jwt: {
+          main: {
+            issuer: "https://id.test/",
+            audiences: ["api"],
+            jwks: { keys: [key.jwk] },
+            algorithms: ["ES256"],
+            tokenFrom: { header: "x-token", prefix: "" },
+          },
+        },
+      },
+    );
+    const g = await startTestGateway(config);
+    try {
+      const a = await request(`${g.url}/t/1`, { headers: { "x-token": "alice-token" } });
+      const anon = await request(`${g.url}/t/1`);
+      expect(a.headers["cache-status"]).toBe("meshgate; fwd=bypass; fwd-status=200; detail=authorization");
+      expect(anon.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+      expect(count("/t/1")).toBe(2);
+    } finally {
+      await g.drain();
+    }
+  });
+});
+
+describe("a GET whose body no header announces (HTTP/2)", () => {
+  // HTTP/2 frames a body without Content-Length: a GET whose HEADERS frame leaves the stream open and
+  // sends DATA was looked up and its answer — to a body the key does not hold — stored for everyone.
+  async function h2Get(path: string, body: string | null): Promise<{ status: string; text: string }> {
+    const client = http2.connect(gw.url);
+    try {
+      return await new Promise((resolve, reject) => {
+        const stream = client.request({ ":method": "GET", ":path": path }, { endStream: body === null });
+        let text = "";
+        let status = "";
+        stream.setEncoding("utf8");
+        stream.on("response", (h) => (status = String(h["cache-status"])));
+        stream.on("data", (c: string) => (text += c));
+        stream.on("end", () => resolve({ status, text }));
+        stream.on("error", reject);
+        if (body !== null) stream.end(body);
+      });
+    } finally {
+      client.close();
+    }
+  }
+
+  it("bypasses_an_h2c_get_with_a_body_and_never_serves_its_answer_to_others", async () => {
+    const attacker = await h2Get("/api/items/b1", "attacker-body");
+    expect(attacker.status).toBe("meshgate; fwd=bypass; fwd-status=200; detail=request-body");
+    expect(JSON.parse(attacker.text).body).toBe("attacker-body");
+    const victim = await request(`${gw.url}/api/items/b1`);
+    expect(victim.headers["cache-status"]).toBe("meshgate; fwd=miss; fwd-status=200; stored");
+    expect(JSON.parse(victim.body).body).toBe("");
+  });
+
+  it("looks_up_an_h2c_get_whose_headers_end_the_stream", async () => {
+    await request(`${gw.url}/api/items/b2`);
+    expect((await h2Get("/api/items/b2", null)).status).toMatch(/^meshgate; hit; ttl=/);
+  });
+});
+
 describe("whom per-principal entries belong to", () => {
   it("never_caches_per_principal_for_jwts_without_sub", async () => {
     const key = makeKey("k1");

@@ -117,6 +117,7 @@ describe("requestBypass", () => {
     principal?: string;
     perPrincipal?: boolean;
     credentials?: string[];
+    hasBody?: boolean;
     want: ReturnType<typeof requestBypass>;
   }[] = [
     { name: "looks_up_a_plain_get", method: "GET", headers: {}, want: null },
@@ -194,9 +195,26 @@ describe("requestBypass", () => {
       want: "request-body",
     },
     { name: "looks_up_get_with_empty_body", method: "GET", headers: { "content-length": "0" }, want: null },
+    // HTTP/2: a body framed by DATA frames alone (no Content-Length, no Transfer-Encoding).
+    {
+      name: "bypasses_get_with_a_body_no_header_announces",
+      method: "GET",
+      headers: {},
+      hasBody: true,
+      want: "request-body",
+    },
+    {
+      name: "bypasses_head_with_a_body_no_header_announces",
+      method: "HEAD",
+      headers: {},
+      hasBody: true,
+      want: "request-body",
+    },
   ];
-  it.each(rows)("$name", ({ method, headers, principal, perPrincipal, credentials, want }) => {
-    expect(requestBypass(method, headers, principal ?? null, perPrincipal ?? false, credentials)).toBe(want);
+  it.each(rows)("$name", ({ method, headers, principal, perPrincipal, credentials, hasBody, want }) => {
+    expect(
+      requestBypass(method, headers, principal ?? null, perPrincipal ?? false, credentials, hasBody),
+    ).toBe(want);
   });
 });
 
@@ -253,12 +271,19 @@ describe("the method a forwarded request is sent with (HEAD fills with GET)", ()
     expect(upstreamMethods(methods)).toEqual(want);
   });
 
-  it.each<[string, string | undefined, string[]]>([
-    ["names_authorization_without_an_api_key_header", undefined, ["authorization"]],
-    ["adds_the_api_key_header_in_lower_case", "X-Api-Key", ["authorization", "x-api-key"]],
-    ["names_authorization_once_when_it_carries_api_keys", "Authorization", ["authorization"]],
-  ])("%s", (_claim, header, want) => {
-    expect(credentialHeaders(header)).toEqual(want);
+  it.each<[string, string | undefined, string[], string[]]>([
+    ["names_authorization_without_an_api_key_header", undefined, [], ["authorization"]],
+    ["adds_the_api_key_header_in_lower_case", "X-Api-Key", [], ["authorization", "x-api-key"]],
+    ["names_authorization_once_when_it_carries_api_keys", "Authorization", [], ["authorization"]],
+    [
+      "adds_the_jwt_providers_token_headers",
+      undefined,
+      ["x-token", "authorization"],
+      ["authorization", "x-token"],
+    ],
+    ["names_a_header_both_carry_once", "X-Token", ["x-token"], ["authorization", "x-token"]],
+  ])("%s", (_claim, header, tokenHeaders, want) => {
+    expect(credentialHeaders(header, tokenHeaders)).toEqual(want);
   });
 });
 
