@@ -14,7 +14,9 @@
  *    algorithms), then a redirect back with the session cookie;
  *  - logout (`logout` beside redirectPath: /oauth2/callback → /oauth2/logout) → the session cookie cleared
  *    and the session revoked (RevokedSessions: copies of the cookie are refused by this process, and by
- *    the other workers of a multi-worker gateway once the primary relays it).
+ *    the other workers of a multi-worker gateway once the primary relays it). A revocation is the hash of
+ *    the cookie's text, which holds because a sealed value unseals in its one canonical spelling only
+ *    (seal.ts): no other spelling of a logged-out cookie is a session.
  *
  * Cookies: HttpOnly, SameSite=Lax, Path=/ (the pending one: Path=redirectPath, 10 minutes), Secure unless the
  * request came over plaintext HTTP to a loopback host (local development; browsers treat localhost as a

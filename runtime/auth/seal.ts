@@ -3,7 +3,12 @@
  * value fails its tag) with a random 96-bit nonce per value and the cookie's purpose as additional data, so
  * a value sealed for one cookie (the pending login) cannot be replayed as another (the session).
  *
- * Format: "v1." + base64url(nonce ‖ ciphertext ‖ tag).
+ * Format: "v1." + base64url(nonce ‖ ciphertext ‖ tag), in its one canonical spelling (RFC 4648 §5: the
+ * alphabet [A-Za-z0-9_-], no padding, no lone last character, zero unused bits). Node's decoder also takes
+ * `+` and `/`, padding, stray characters and set unused bits, so without the canonical check one sealed
+ * value had many spellings that all unseal alike — and a logout, which revokes the hash of the cookie's
+ * exact text, missed every other spelling of it (and each of them could fill the revocation store).
+ * Strict, every value that unseals has exactly one spelling, so revoking that text revokes the session.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 
@@ -24,11 +29,16 @@ export function seal(key: Buffer, purpose: string, value: unknown): string {
   return VERSION + Buffer.concat([nonce, body, cipher.getAuthTag()]).toString("base64url");
 }
 
-/** The sealed value, or null when it is malformed, sealed with another key or purpose, or tampered with. */
+/**
+ * The sealed value, or null when it is malformed (any spelling but the canonical one included), sealed with
+ * another key or purpose, or tampered with.
+ */
 export function unseal(key: Buffer, purpose: string, sealed: string): unknown {
   if (!sealed.startsWith(VERSION) || sealed.length > 8192) return null;
-  const raw = Buffer.from(sealed.slice(VERSION.length), "base64url");
-  if (raw.length < NONCE + TAG + 2) return null;
+  const encoded = sealed.slice(VERSION.length);
+  const raw = Buffer.from(encoded, "base64url");
+  // Re-encoding gives the canonical spelling of the decoded bytes: anything else is another spelling.
+  if (raw.length < NONCE + TAG + 2 || raw.toString("base64url") !== encoded) return null;
   try {
     const decipher = createDecipheriv("aes-256-gcm", key, raw.subarray(0, NONCE));
     decipher.setAAD(Buffer.from(purpose, "utf8"));

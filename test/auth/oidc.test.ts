@@ -16,6 +16,8 @@ import {
   type AdmitResult,
   type AuthResponse,
 } from "../../runtime/auth/index.ts";
+import { RevokedSessions } from "../../runtime/auth/oidc.ts";
+import { deriveKey, seal, unseal } from "../../runtime/auth/seal.ts";
 import type { Principal } from "../../runtime/decide/index.ts";
 import { gatewayConfig } from "../support/gateway.ts";
 import { fetchRaw, loginAtIdp, startIdp, type Idp } from "./idp.ts";
@@ -408,6 +410,84 @@ describe("refusals", () => {
     expect(text).not.toContain(SECRET);
     expect(text).not.toContain("v1.");
   });
+});
+
+/**
+ * Other spellings of a sealed value that Node's base64url decoder reads as the same bytes. A logout revokes
+ * the hash of the cookie's exact text, so each of these must fail to unseal — else a copy of a logged-out
+ * cookie would work again under another spelling (and one session could fill the revocation store).
+ */
+const RESPELLINGS: readonly { spelling: string; of: (v: string) => string }[] = [
+  { spelling: "plus_and_slash", of: (v) => v.replaceAll("-", "+").replaceAll("_", "/") },
+  { spelling: "padded", of: (v) => v + "=".repeat((4 - ((v.length - 3) % 4)) % 4 || 1) },
+  { spelling: "trailing_dot", of: (v) => `${v}.` },
+  {
+    // set unused bits in the last character, or a lone character (no bits of its own) after a full quantum
+    spelling: "non_canonical_trailing_bits",
+    of: (v) => {
+      if ((v.length - 3) % 4 === 0) return `${v}A`;
+      const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+      return v.slice(0, -1) + alphabet[alphabet.indexOf(v.at(-1)!) | 1];
+    },
+  },
+];
+
+describe("one spelling per sealed cookie", () => {
+  const key = deriveKey("seal-test-secret", "salt", "info");
+
+  // Values whose sealed bytes leave 0, 1 and 2 bytes over a whole 3-byte quantum: every tail shape.
+  it.each(
+    RESPELLINGS.flatMap(({ spelling, of }) =>
+      [0, 1, 2].map((extra) => ({ claim: `unseal_refuses_the_${spelling}_spelling_${extra}`, of, extra })),
+    ),
+  )("$claim", ({ of, extra }) => {
+    const value = { sub: `alice${"x".repeat(extra)}` };
+    let v = seal(key, "session:sso", value);
+    while (of(v) === v) v = seal(key, "session:sso", value); // a value without "-" or "_" has no plus/slash twin
+    expect(unseal(key, "session:sso", v)).toEqual(value);
+    const other = of(v);
+    // The same bytes to Node's decoder, and refused.
+    expect(Buffer.from(other.slice(3), "base64url").equals(Buffer.from(v.slice(3), "base64url"))).toBe(true);
+    expect(unseal(key, "session:sso", other)).toBeNull();
+  });
+
+  it.each(RESPELLINGS.map((r) => ({ ...r, claim: `a_logged_out_session_stays_refused_as_${r.spelling}` })))(
+    "$claim",
+    async ({ of }) => {
+      const revoked = new RevokedSessions();
+      const a = new Authenticator(config, { oidc: { env: ENV }, now: () => clock, revokedSessions: revoked });
+      try {
+        const { cookies } = await login("grace", "/app/page?x=1", a);
+        const v = cookies.get("meshgate_session")!;
+        const respelled = new Map([["meshgate_session", of(v)]]);
+        expect(respelled.get("meshgate_session")).not.toBe(v);
+        const post = { method: "POST", a };
+        // The canonical spelling works; the other spelling is not the session.
+        expect(await visit("/app/x", cookies, post)).toMatchObject({
+          kind: "allow",
+          principal: { subject: "grace" },
+        });
+        expect(await visit("/app/x", respelled, post)).toMatchObject({
+          kind: "deny",
+          reason: "the session cookie is invalid",
+        });
+        // A logout presenting the other spelling revokes nothing (no entry per spelling to fill the store).
+        await visit("/app/oauth2/logout", respelled, { a });
+        expect(revoked.size).toBe(0);
+        expect((await visit("/app/x", cookies, post)).kind).toBe("allow");
+        // The real logout: the session is refused in both spellings.
+        await visit("/app/oauth2/logout", new Map(cookies), { a });
+        expect(revoked.size).toBe(1);
+        expect(await visit("/app/x", cookies, post)).toMatchObject({
+          kind: "deny",
+          reason: "the session was ended by logout",
+        });
+        expect(await visit("/app/x", respelled, post)).toMatchObject({ kind: "deny", status: 401 });
+      } finally {
+        a.close();
+      }
+    },
+  );
 });
 
 /**
