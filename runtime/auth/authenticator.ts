@@ -24,8 +24,8 @@ import {
   JwtVerifier,
   commaSmuggles,
   cookieName,
+  credentialQueryName,
   decodeToken,
-  queryName,
   semicolonSmuggles,
   type JwtOptions,
 } from "./jwt.ts";
@@ -87,7 +87,7 @@ interface RoutePlan {
   readonly stripCookies: readonly string[];
   /** Each of stripCookies split at "_" (mentions' cheap pre-check), computed once per plan. */
   readonly stripCookieParts: readonly (readonly string[])[];
-  /** Credential query parameters removed upstream. */
+  /** Credential query parameters removed upstream, as credentialQueryName reads them (any letter case). */
   readonly stripQuery: readonly string[];
 }
 
@@ -272,7 +272,8 @@ export class Authenticator {
       .split("&")
       .filter(
         (pair) =>
-          !plan.stripQuery.includes(queryName(nameOf(pair))) && !semicolonSmuggles(pair, plan.stripQuery),
+          !plan.stripQuery.includes(credentialQueryName(nameOf(pair))) &&
+          !semicolonSmuggles(pair, plan.stripQuery, credentialQueryName),
       );
     return kept.length ? `${pathAndQuery.slice(0, q)}?${kept.join("&")}` : pathAndQuery.slice(0, q);
   }
@@ -310,7 +311,7 @@ export class Authenticator {
           jwt.push(v);
           stripHeaders.add(v.config.tokenFrom.header.toLowerCase());
           if (v.config.tokenFrom.cookie) stripCookies.add(v.config.tokenFrom.cookie);
-          if (v.config.tokenFrom.query) stripQuery.add(v.config.tokenFrom.query);
+          if (v.config.tokenFrom.query) stripQuery.add(credentialQueryName(v.config.tokenFrom.query));
         }
       } else if (m.kind === "apiKey") {
         if (!this.apiKey) missing.push("apiKey");

@@ -242,7 +242,7 @@ export class JwtVerifier {
       }
     }
     if (param !== null && facts.query) {
-      const v = queryValue(facts.query, param);
+      const v = queryValue(facts.query, param, credentialQueryName);
       if (v === false)
         return failure("jwt", "the token query parameter appears more than once", 401, "invalid_request");
       if (v !== null) {
@@ -454,11 +454,16 @@ export function commaSmuggles(header: string, start: number, end: number, names:
 }
 
 /**
- * Whether a query pair hides a parameter named one of `names` (queryName spellings) after a ";": Rack's
- * and Python's parsers before 3.9.2 (CVE-2021-23336) split a query at ";" as well as "&".
+ * Whether a query pair hides a parameter named one of `names` (spellings as `read` gives them, queryName
+ * unless told) after a ";": Rack's and Python's parsers before 3.9.2 (CVE-2021-23336) split a query at ";"
+ * as well as "&".
  */
-export function semicolonSmuggles(pair: string, names: readonly string[]): boolean {
-  return pair.includes(";") && hiddenPair(pair, 0, pair.length, ";", names, queryName, false);
+export function semicolonSmuggles(
+  pair: string,
+  names: readonly string[],
+  read: (name: string) => string = queryName,
+): boolean {
+  return pair.includes(";") && hiddenPair(pair, 0, pair.length, ";", names, read, false);
 }
 
 /**
@@ -489,15 +494,21 @@ function hiddenPair(
 /**
  * The value of query parameter `name` (percent-decoded): null when absent, false when repeated (a pair
  * hiding it after a ";" counts: semicolonSmuggles) or malformed.
- * Names are compared as a query parser reads them (queryName): `access%5Ftoken` is the parameter too.
+ * Names are compared as `read` gives them — a query parser's reading (queryName) unless told: then
+ * `access%5Ftoken` is the parameter too; with credentialQueryName, `ACCESS_TOKEN` as well.
  */
-export function queryValue(query: string, name: string): string | null | false {
+export function queryValue(
+  query: string,
+  name: string,
+  read: (name: string) => string = queryName,
+): string | null | false {
+  const want = read(name);
   let found: string | null = null;
   for (const pair of query.split("&")) {
-    if (semicolonSmuggles(pair, [name])) return false;
+    if (semicolonSmuggles(pair, [want], read)) return false;
     const eq = pair.indexOf("=");
     const k = eq < 0 ? pair : pair.slice(0, eq);
-    if (queryName(k) !== name) continue;
+    if (read(k) !== want) continue;
     if (found !== null) return false;
     try {
       found = decodeURIComponent(eq < 0 ? "" : pair.slice(eq + 1));
@@ -534,4 +545,15 @@ export function queryName(name: string): string {
   if (bracket > 0)
     n = n.indexOf("]", bracket) < 0 ? `${n.slice(0, bracket)}_${n.slice(bracket + 1)}` : n.slice(0, bracket);
   return n.includes(".") || n.includes(" ") ? n.replace(/[. ]/g, "_") : n;
+}
+
+/**
+ * A query parameter's name as the most lenient upstream reads it, for comparing with the token parameter
+ * of a JWT provider (tokenFrom.query): queryName, and ASCII case ignored — ASP.NET Core reads
+ * Request.Query case-insensitively (SignalR and JwtBearer read `access_token` there), as it does cookies
+ * (cookieName). Read case-sensitively, `ACCESS_TOKEN=…` beside `access_token=…` was a second, never
+ * verified token passed upstream, and `Access_Token=…` stayed in the HTTP cache's key.
+ */
+export function credentialQueryName(name: string): string {
+  return queryName(name).toLowerCase();
 }

@@ -1,11 +1,17 @@
 /**
  * Cookie and query-parameter names as upstreams read them (runtime/auth/jwt.ts: cookieName, cookieValue,
- * queryName, queryValue): a credential cookie or parameter the gateway verifies and removes must be found under every
+ * queryName, credentialQueryName, queryValue): a credential cookie or parameter the gateway verifies and removes must be found under every
  * spelling some upstream framework reads as its name, or a second, unverified credential reaches that
  * upstream beside the verified one. End to end through the gateway: test/auth/gateway.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { cookieName, cookieValue, queryName, queryValue } from "../../runtime/auth/jwt.ts";
+import {
+  cookieName,
+  cookieValue,
+  credentialQueryName,
+  queryName,
+  queryValue,
+} from "../../runtime/auth/jwt.ts";
 
 describe("cookieName", () => {
   it.each([
@@ -80,5 +86,45 @@ describe("queryValue", () => {
     { claim: "keeps_a_semicolon_that_hides_no_such_name", query: "access_token=a&x=1;y=2", value: "a" },
   ])("$claim", ({ query, value }) => {
     expect(queryValue(query, "access_token")).toBe(value);
+  });
+});
+
+// A JWT provider's token parameter is read as ASP.NET Core reads Request.Query (SignalR and JwtBearer read
+// `access_token` there): ASCII case ignored, as for cookies — `ACCESS_TOKEN` is the parameter too.
+describe("credentialQueryName", () => {
+  it.each([
+    { claim: "ignores_ascii_case_as_asp_net_core_does", raw: "ACCESS_TOKEN", name: "access_token" },
+    { claim: "ignores_mixed_case", raw: "Access_Token", name: "access_token" },
+    { claim: "reads_an_escaped_upper_case_spelling", raw: "ACCESS%5FTOKEN", name: "access_token" },
+    { claim: "reads_php_s_dotted_spelling_in_any_case", raw: "Access.Token", name: "access_token" },
+    { claim: "keeps_a_plain_name", raw: "access_token", name: "access_token" },
+  ])("$claim", ({ raw, name }) => {
+    expect(credentialQueryName(raw)).toBe(name);
+  });
+});
+
+describe("queryValue of a credential parameter", () => {
+  it.each([
+    { claim: "reads_the_parameter_in_another_letter_case", query: "a=1&Access_Token=abc", value: "abc" },
+    {
+      claim: "reads_it_configured_in_another_letter_case",
+      query: "ACCESS_TOKEN=abc",
+      value: "abc",
+      name: "Access_Token",
+    },
+    { claim: "refuses_it_twice_in_two_letter_cases", query: "access_token=a&ACCESS_TOKEN=b", value: false },
+    {
+      claim: "refuses_it_twice_in_two_escaped_letter_cases",
+      query: "access_token=a&ACCESS%5Ftoken=b",
+      value: false,
+    },
+    {
+      claim: "refuses_another_letter_case_hidden_after_a_semicolon",
+      query: "access_token=a&x=1;Access_Token=b",
+      value: false,
+    },
+    { claim: "is_null_without_it", query: "a=1&access_tokens=b", value: null },
+  ])("$claim", ({ query, value, name = "access_token" }) => {
+    expect(queryValue(query, name, credentialQueryName)).toBe(value);
   });
 });

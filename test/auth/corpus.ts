@@ -528,6 +528,24 @@ function entries(ctx: CorpusKeys): Entry[] {
         return { route: "cq", query: `access_token=${t}&access%5Btoken=forged.x.y` };
       },
     ],
+    // `ACCESS_TOKEN` is `access_token` to ASP.NET Core (Request.Query ignores case; SignalR and JwtBearer
+    // read `access_token` there): the same parameter, repeated — its token never verified went upstream.
+    [
+      "rejects_token_in_a_query_parameter_repeated_in_another_letter_case",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&ACCESS_TOKEN=forged.x.y` };
+      },
+    ],
+    [
+      "rejects_token_in_a_query_parameter_repeated_in_mixed_case_after_a_semicolon",
+      "appears more than once",
+      async () => {
+        const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+        return { route: "cq", query: `access_token=${t}&x=1;Access_Token=forged.x.y` };
+      },
+    ],
     [
       "rejects_token_presented_in_a_cookie_and_a_query_parameter_under_an_escaped_name",
       "more than one place",

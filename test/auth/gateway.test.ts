@@ -259,6 +259,9 @@ describe("honest requests through the gateway", () => {
     { claim: "reads_and_removes_a_query_token_under_php_s_dotted_spelling", name: "access.token" },
     // PHP skips a name's leading spaces, an escaped one too.
     { claim: "reads_and_removes_a_query_token_under_a_name_with_a_leading_space", name: "%20access_token" },
+    // ASP.NET Core reads the query ignoring case: ACCESS_TOKEN is access_token there.
+    { claim: "reads_and_removes_a_query_token_under_an_upper_case_name", name: "ACCESS_TOKEN" },
+    { claim: "reads_and_removes_a_query_token_under_a_mixed_case_escaped_name", name: "Access%5FToken" },
   ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
     const r = await request(`${gw.url}/cq?a=1&${name}=${t}&b=2`, { agent });
@@ -287,6 +290,7 @@ describe("honest requests through the gateway", () => {
   it.each([
     { claim: "removes_a_query_token_from_a_redirect_location", name: "access_token" },
     { claim: "removes_a_query_token_under_an_escaped_name_from_a_redirect_location", name: "access%5Ftoken" },
+    { claim: "removes_a_query_token_under_a_mixed_case_name_from_a_redirect_location", name: "Access_Token" },
   ])("$claim", async ({ name }) => {
     const t = await signToken(main, claims({ iss: "https://cq.test/" }));
     const r = await request(`${gw.url}/cq-moved?a=1&${name}=${t}&b=2`, { agent });

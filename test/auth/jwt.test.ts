@@ -334,6 +334,25 @@ describe("honest tokens", () => {
     expect(up.cookie).toBe("a=1; b=2");
   });
 
+  // ASP.NET Core reads the query ignoring case (SignalR and JwtBearer read `access_token` there): every
+  // letter case of the token parameter is removed upstream and from the cache key (credentialFreeQuery).
+  it.each([
+    { claim: "strips_the_query_token_from_the_cache_key_in_any_letter_case", name: "Access_Token" },
+    { claim: "strips_an_upper_case_query_token_from_the_cache_key", name: "ACCESS_TOKEN" },
+    { claim: "strips_an_escaped_mixed_case_query_token_from_the_cache_key", name: "access%5FTOKEN" },
+    { claim: "strips_a_mixed_case_query_token_hidden_after_a_semicolon", name: "x=1;Access_Token" },
+  ])("$claim", async ({ name }) => {
+    const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+    expect(auth.credentialFreeQuery(routeAuth("cq"), `a=1&${name}=${t}&b=2`)).toBe("a=1&b=2");
+    expect(auth.upstreamPath(routeAuth("cq"), `/cq?a=1&${name}=${t}&b=2`)).toBe("/cq?a=1&b=2");
+  });
+
+  it("admits_a_query_token_in_another_letter_case_and_keeps_other_parameters", async () => {
+    const t = await signToken(main, claims({ iss: "https://cq.test/" }));
+    expect((await admit("cq", facts({ path: "/cq", query: `ACCESS_TOKEN=${t}` }))).kind).toBe("allow");
+    expect(auth.credentialFreeQuery(routeAuth("cq"), "access_tokens=1&b=2")).toBe("access_tokens=1&b=2");
+  });
+
   it("answers_401_without_error_code_when_no_token_is_presented", async () => {
     const d = await admit("main");
     expect(d).toMatchObject({ kind: "deny", status: 401, requirement: "authentication" });
