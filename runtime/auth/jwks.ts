@@ -71,7 +71,10 @@ interface KeyEntry {
   readonly kid: string | undefined;
   /** Imported key per algorithm it fits. */
   readonly byAlg: ReadonlyMap<string, CryptoKey>;
-  /** Identity of the key material, to notice removed or replaced keys. */
+  /**
+   * Identity of the key: kid, public members (kty, crv, x, y, n, e) and the sorted algorithms it verifies,
+   * to notice removed or replaced keys and keys withdrawn from an algorithm.
+   */
   readonly id: string;
 }
 
@@ -341,8 +344,19 @@ async function importKeys(
         // Malformed key material: unusable for this algorithm.
       }
     }
+    // The identity covers every public member and the algorithms the key verifies: a refresh that keeps
+    // the material but narrows its algorithms (no `alg` → `alg: PS256`) withdraws the key for the others,
+    // so the verifications cached with it under those must go too (onKeysChanged).
     if (byAlg.size)
-      out.push({ kid: jwk.kid, byAlg, id: `${jwk.kid ?? ""}|${pub.n ?? ""}|${pub.x ?? ""}|${pub.y ?? ""}` });
+      out.push({
+        kid: jwk.kid,
+        byAlg,
+        id: JSON.stringify([
+          jwk.kid ?? null,
+          ...PUBLIC_MEMBERS.map((m) => pub[m] ?? null),
+          [...byAlg.keys()].sort(),
+        ]),
+      });
   }
   return out;
 }

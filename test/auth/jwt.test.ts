@@ -602,6 +602,43 @@ describe("remote JWKS", () => {
     await server.close();
   });
 
+  // The issuer keeps the key material but narrows the algorithms it may verify: tokens verified earlier under
+  // a withdrawn algorithm must not keep passing from the cache (the key's identity once ignored its algs).
+  it.each([
+    { claim: "drops_cached_verifications_when_a_refresh_restricts_their_key_to_another_alg", alg: undefined },
+    { claim: "drops_cached_verifications_when_a_refresh_moves_their_key_to_another_alg", alg: "RS256" },
+  ])("$claim", async ({ alg }) => {
+    const key = makeKey("rsa-narrowed", "RS256");
+    const stranger = makeKey("rsa-stranger", "RS256");
+    const { alg: _alg, ...material } = key.jwk;
+    const server = await startJwksServer([alg === undefined ? material : { ...material, alg }]);
+    const pinned = gatewayConfig(
+      [{ name: "r", match: { path: "/r" }, to: "app", auth: { jwt: "r" }, ...RATE }],
+      { app: { port: 1 } },
+      {
+        jwt: {
+          r: { issuer: ISS, audiences: ["api"], jwksUri: server.url, algorithms: ["RS256", "PS256"] },
+        },
+      },
+    );
+    const a = new Authenticator(pinned, { jwt: { minRefetchIntervalMs: 10 } });
+    const r = (t: string) => a.admit("r", pinned.routes[0]!.auth, bearer(t, "r"));
+    try {
+      const cached = await signToken(key, claims());
+      expect((await r(cached)).kind).toBe("allow");
+      expect(r(cached)).not.toBeInstanceOf(Promise); // served from the cache
+      server.keys = [{ ...material, alg: "PS256" }];
+      await new Promise((res) => setTimeout(res, 20));
+      await r(await signToken(stranger, claims())); // unknown kid → refetch
+      expect(server.fetches).toBe(2);
+      for (const t of [cached, await signToken(key, claims({ sub: "fresh" }))])
+        expect(await r(t)).toMatchObject({ kind: "deny", status: 401 });
+    } finally {
+      a.close();
+      await server.close();
+    }
+  });
+
   // The issuer withdrew the last usable key: taken as a failed fetch, the withdrawn key went on verifying
   // for good (every refresh "failed" alike), while a key withdrawn beside a usable one stopped at once.
   it.each([
