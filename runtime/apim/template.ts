@@ -266,12 +266,14 @@ export function renderTemplate(t: Template, ctx: TemplateContext): string | unde
 
 /**
  * Renders a template as a JSON value: a template that is exactly one placeholder keeps the variable's
- * JSON type (a claim that is a list stays a list); any other renders to a string.
+ * JSON type (a claim that is a list stays a list); any other renders to a string. An object or a list is a
+ * copy: the body it lands in is the request's own (a later op may write into it), the variable's value
+ * (a principal's claims, shared by every request of that principal) is not.
  */
 export function renderTemplateValue(t: Template, ctx: TemplateContext): unknown {
   if (t.whole !== null) {
     const v = variableValue(t.whole, ctx);
-    return v === null ? undefined : v;
+    return v === null ? undefined : typeof v === "object" ? structuredClone(v) : v;
   }
   return renderTemplate(t, ctx);
 }

@@ -15,7 +15,7 @@
 import { hash } from "node:crypto";
 import { jwtVerify, type CryptoKey } from "jose";
 import type { Principal } from "../decide/authorize.ts";
-import { parseStrictJson } from "./json.ts";
+import { deepFreeze, parseStrictJson } from "./json.ts";
 import { ASYMMETRIC_ALGORITHMS, JwksStore, type JwksOptions } from "./jwks.ts";
 import {
   failure,
@@ -341,7 +341,7 @@ export class JwtVerifier {
       consumer: null,
       groups: Object.freeze([]) as readonly string[],
       scopes: Object.freeze(scopesOf(payload)),
-      claims: Object.freeze(payload),
+      claims: deepFreeze(payload),
       expiresAt: exp * 1000,
     });
     if (this.cache.generation === generation) this.cache.set(key, principal);

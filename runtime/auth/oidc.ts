@@ -29,6 +29,7 @@ import { jwtVerify } from "jose";
 import { request } from "undici";
 import type { Principal } from "../decide/authorize.ts";
 import { isLoopbackName } from "../decide/outbound.ts";
+import { deepFreeze } from "./json.ts";
 import { JwksStore, type JwksOptions, safeUri } from "./jwks.ts";
 import { TokenCache, cookieValue, queryValue, tokenHash } from "./jwt.ts";
 import { deriveKey, seal, unseal } from "./seal.ts";
@@ -243,7 +244,7 @@ export class OidcClient {
       consumer: null,
       groups: Object.freeze([]) as readonly string[],
       scopes: Object.freeze(Array.isArray(s.scp) ? s.scp.filter((x) => typeof x === "string") : []),
-      claims: Object.freeze(s.c && typeof s.c === "object" ? s.c : {}),
+      claims: deepFreeze(s.c && typeof s.c === "object" ? s.c : {}),
       expiresAt: s.exp,
     });
     this.sessions.set(key, principal);

@@ -123,6 +123,26 @@ describe("template rendering", () => {
     expect(renderTemplateValue(compile("${principal.claims.org.id}"), ctx())).toBe(9);
     expect(renderTemplateValue(compile("id:${principal.claims.org.id}"), ctx())).toBe("id:9");
   });
+
+  // The body a whole-placeholder value lands in is the request's own and later ops write into it; the
+  // claims are the principal's, shared through the verified-token cache by every request it makes.
+  it.each([
+    [
+      "hands_out_a_copy_of_an_object_claim",
+      "${principal.claims.org}",
+      (v: unknown) => ((v as { name: string }).name = "x"),
+    ],
+    [
+      "hands_out_a_copy_of_a_list_claim",
+      "${principal.claims.roles}",
+      (v: unknown) => (v as string[]).push("x"),
+    ],
+  ])("%s", (_claim, text, write) => {
+    const c = ctx();
+    const before = structuredClone(c.principal!.claims);
+    write(renderTemplateValue(compile(text), c));
+    expect(c.principal!.claims).toEqual(before);
+  });
 });
 
 describe("field paths", () => {
