@@ -5,11 +5,12 @@
  * endpoint), passive outlier detection, and the response head handed to the caller exactly once —
  * a retryable failure's response is drained, never shown to the client.
  */
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { RetryPlan } from "../contract/schema.ts";
 import type { Endpoint, UpstreamCluster } from "./cluster.ts";
 import type { CancelToken } from "./h1pool.ts";
+import { Discard } from "./discard.ts";
 import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
 import { SEND_TIMEOUT_CODE } from "../net/send-timeout.ts";
 
@@ -91,12 +92,7 @@ export type OnResponseHead = (
   trailersOnly: boolean,
 ) => Writable;
 
-const drain = () =>
-  new Writable({
-    write(_chunk, _enc, cb) {
-      cb();
-    },
-  });
+const drain = (): Writable => new Discard();
 
 function classify(
   e: Error & { code?: string },

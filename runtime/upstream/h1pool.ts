@@ -20,8 +20,9 @@
  * malformed response; `UND_ERR_ABORTED` when the caller cancelled.
  */
 import net from "node:net";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { sendTimeoutError } from "../net/send-timeout.ts";
+import { Discard } from "./discard.ts";
 
 /** Cancellation without AbortController: the caller sets `aborted` and calls `onabort` when it gives up. */
 export interface CancelToken {
@@ -1030,7 +1031,7 @@ export class H1Pool {
     let statusCode = 0;
     await this.stream({ ...opts, headers: opts.headers ?? null, body: opts.body ?? null }, (d) => {
       statusCode = d.statusCode;
-      return new Writable({ write: (_c, _e, cb) => cb() });
+      return new Discard();
     });
     return { statusCode, body: { dump: () => Promise.resolve() } };
   }

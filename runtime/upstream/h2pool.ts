@@ -12,8 +12,9 @@ import http2, {
   type ServerHttp2Stream,
 } from "node:http2";
 import net from "node:net";
-import { Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import { connectPastTotal, headTimeAfterConnect, type CancelToken } from "./h1pool.ts";
+import { Discard } from "./discard.ts";
 import { sendTimeoutError } from "../net/send-timeout.ts";
 
 export interface StreamOptions {
@@ -448,13 +449,6 @@ export class H2Pool {
     const s = this.session;
     this.session = null;
     if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
-  }
-}
-
-/** A writable that discards what is written (the body of a response already answered). */
-class Discard extends Writable {
-  override _write(_chunk: unknown, _enc: BufferEncoding, cb: () => void): void {
-    cb();
   }
 }
 

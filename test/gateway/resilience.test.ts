@@ -17,6 +17,7 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { startRawUpstream, type RawUpstream, type Reply } from "../support/raw-upstream.ts";
 
 const PUBLIC = { public: true, rateLimit: { requests: 100000, per: "1s" } };
 
@@ -68,6 +69,34 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
   }
 }
 
+async function rawUpstream(reply: Reply): Promise<RawUpstream> {
+  const u = await startRawUpstream(reply);
+  cleanup.push(() => u.close());
+  return u;
+}
+
+/** Errors thrown from an event while `f` runs (and a little after): an unheard 'error' ends the process. */
+async function uncaught(f: () => Promise<unknown>, settleMs = 100): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  const onUncaught = (e: unknown) => seen.push(e);
+  process.on("uncaughtException", onUncaught);
+  try {
+    await f();
+    await sleep(settleMs);
+  } finally {
+    process.removeListener("uncaughtException", onUncaught);
+  }
+  return seen;
+}
+
+/** A 503 whose body (100 bytes announced) the upstream cuts after 7; 200 "ok" to the rest. */
+const cutsA503Body = (): Reply => (conn, req) => {
+  if (req.startsWith("GET /r")) {
+    conn.socket.write("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\npartial");
+    setTimeout(() => conn.socket.destroy(), 20);
+  } else conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+};
+
 /** An h2c upstream answering `answer(path)`; its sessions are destroyed on cleanup. */
 async function h2Upstream(answer: (stream: http2.ServerHttp2Stream, path: string) => void) {
   const server = http2.createServer();
@@ -95,6 +124,44 @@ async function until(check: () => boolean | Promise<boolean>, ms = 10_000): Prom
 }
 
 describe("retries", () => {
+  it("survives_a_retryable_503_whose_body_is_cut_and_answers_from_the_retry", async () => {
+    const bad = await rawUpstream(cutsA503Body());
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [{ name: "r", match: { path: "/r" }, to: "app", ...PUBLIC, retries: { attempts: 2, on: ["503"] } }],
+      { app: [bad, good] },
+      { app: { loadBalancer: "round-robin" } },
+    );
+    const statuses: number[] = [];
+    const thrown = await uncaught(async () => {
+      for (let i = 0; i < 4; i++) statuses.push((await request(`${gw.url}/r`)).status);
+    });
+    expect(thrown).toEqual([]);
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    expect(bad.requests.length).toBeGreaterThan(0);
+  });
+
+  it("survives_a_client_leaving_while_a_retryable_503_is_drained", async () => {
+    // The 503's body never ends: the client gives up while the gateway drains it.
+    const bad = await rawUpstream((conn) => {
+      conn.socket.write("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\npartial");
+    });
+    const gw = await gateway(
+      [{ name: "r", match: { path: "/r" }, to: "app", ...PUBLIC, retries: { attempts: 1, on: ["503"] } }],
+      { app: bad },
+    );
+    const thrown = await uncaught(async () => {
+      const ac = new AbortController();
+      const pending = fetch(`${gw.url}/r`, { signal: ac.signal }).catch(() => null);
+      await until(() => bad.requests.length === 1);
+      await sleep(50);
+      ac.abort();
+      await pending;
+      await until(() => bad.conns.every((c) => c.closed));
+    });
+    expect(thrown).toEqual([]);
+  });
+
   it("retries_a_503_of_a_get_on_another_endpoint", async () => {
     const bad = await answer(503);
     const good = await answer(200, "ok");
@@ -607,6 +674,33 @@ describe("outlier detection and the circuit breaker", () => {
     expect([...bodies]).toEqual(["well"]);
   });
 
+  it("takes_an_endpoint_out_whose_health_check_body_is_cut_and_survives_it", async () => {
+    const sick = await rawUpstream((conn, req) => {
+      if (req.startsWith("GET /healthz")) {
+        conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial");
+        setTimeout(() => conn.socket.destroy(), 20);
+      } else conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nsick");
+    });
+    const well = await answer(200, "well");
+    const thrown = await uncaught(async () => {
+      const gw = await gateway(
+        [{ name: "h", match: { path: "/h" }, to: "app", ...PUBLIC }],
+        { app: [sick, well] },
+        {
+          app: {
+            loadBalancer: "round-robin",
+            healthCheck: { path: "/healthz", interval: "100ms", timeout: "500ms", unhealthyThreshold: 2 },
+          },
+        },
+      );
+      await until(async () => {
+        for (let i = 0; i < 10; i++) if ((await request(`${gw.url}/h`)).body !== "well") return false;
+        return true;
+      });
+    });
+    expect(thrown).toEqual([]);
+  });
+
   it("takes_an_endpoint_out_when_its_active_health_check_fails", async () => {
     const sick = await upstream((req, res) => {
       res.writeHead(req.url === "/healthz" ? 503 : 200);
@@ -636,6 +730,31 @@ describe("outlier detection and the circuit breaker", () => {
 });
 
 describe("mirroring", () => {
+  it("survives_a_mirror_that_cuts_its_response_mid_body", async () => {
+    const primary = await answer(200, "primary");
+    const shadow = await rawUpstream((conn) => {
+      conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial");
+      setTimeout(() => conn.socket.destroy(), 20);
+    });
+    const gw = await gateway(
+      [
+        {
+          name: "m",
+          match: { path: "/m" },
+          to: "app",
+          mirror: { service: "shadow", percent: 100 },
+          ...PUBLIC,
+        },
+      ],
+      { app: primary, shadow },
+    );
+    const thrown = await uncaught(async () => {
+      expect(await request(`${gw.url}/m`)).toMatchObject({ status: 200, body: "primary" });
+      await until(() => shadow.conns.length === 1 && shadow.conns[0]!.closed);
+    });
+    expect(thrown).toEqual([]);
+  });
+
   it("copies_requests_to_the_mirror_and_never_waits_for_it", async () => {
     const primary = await answer(200, "primary");
     // A shadow far slower than a loaded machine can make the primary's answer.

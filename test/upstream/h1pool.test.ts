@@ -1159,3 +1159,71 @@ describe("backpressure", () => {
     expect(maxHeld).toBeGreaterThan(2 * 1024 * 1024);
   });
 });
+
+// ── 10. Whole exchanges whose body is discarded (health probes, mirrored copies) ──
+
+describe("discarded_bodies", () => {
+  /** Errors thrown from an event while `f` runs (and a little after): an unheard 'error' ends the process. */
+  async function uncaught(f: () => Promise<unknown>): Promise<unknown[]> {
+    const seen: unknown[] = [];
+    const onUncaught = (e: unknown) => seen.push(e);
+    process.on("uncaughtException", onUncaught);
+    try {
+      await f();
+      await sleep(50);
+    } finally {
+      process.removeListener("uncaughtException", onUncaught);
+    }
+    return seen;
+  }
+  const partial = (conn: RawConn) => {
+    conn.socket.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+  };
+  const failures: { name: string; reply: Reply; code: string }[] = [
+    {
+      name: "a_body_the_upstream_cuts",
+      reply: (conn) => {
+        partial(conn);
+        setTimeout(() => conn.socket.destroy(), 20);
+      },
+      code: "UND_ERR_SOCKET",
+    },
+    {
+      name: "a_body_the_upstream_resets",
+      reply: (conn) => {
+        partial(conn);
+        setTimeout(() => conn.socket.resetAndDestroy(), 20);
+      },
+      code: "UND_ERR_SOCKET",
+    },
+    { name: "a_body_that_stalls_past_the_body_timeout", reply: partial, code: "UND_ERR_BODY_TIMEOUT" },
+    {
+      name: "a_malformed_chunk",
+      reply: (conn) => {
+        conn.socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
+      },
+      code: "UND_ERR_RESPONSE",
+    },
+  ];
+  for (const row of failures) {
+    it(`rejects_${row.name}_without_throwing_from_the_discarding_sink`, async () => {
+      const up = await upstream(row.reply);
+      const c = client(up.port);
+      let code: string | undefined;
+      const thrown = await uncaught(() =>
+        c.pool
+          .request({
+            method: "GET",
+            path: "/healthz",
+            headersTimeout: 500,
+            totalTimeout: 500,
+            bodyTimeout: 150,
+          })
+          .catch((e: unknown) => (code = codeOf(e))),
+      );
+      expect(thrown).toEqual([]);
+      expect(code).toBe(row.code);
+      expect(c.pool.stats.connections).toBe(0);
+    });
+  }
+});

@@ -1,0 +1,25 @@
+/**
+ * Writables that throw a response body away: the body of a retryable 5xx being drained, a health
+ * probe's, a mirrored copy's, the (empty) rest of a trailers-only answer.
+ *
+ * A pool destroys the writable it was handed with the error that failed the exchange (the upstream cut
+ * the body, reset it, let it stall past the timeout, sent a malformed chunk, or the caller cancelled), and
+ * reports the same error through the exchange's promise. A writable destroyed with an error emits
+ * 'error': one that nobody listens to is thrown from the event, and ends the process. These writables
+ * listen to their own errors, so the failure is only ever the promise's.
+ */
+import { Writable } from "node:stream";
+
+const ignoreError = (): void => {};
+
+/** Discards everything written; a failure of the exchange is the exchange's promise's, never thrown. */
+export class Discard extends Writable {
+  constructor() {
+    super();
+    this.on("error", ignoreError);
+  }
+
+  override _write(_chunk: unknown, _enc: BufferEncoding, cb: () => void): void {
+    cb();
+  }
+}
