@@ -23,3 +23,35 @@ export class Discard extends Writable {
     cb();
   }
 }
+/**
+ * Discards a response body on the way to another attempt, within bounds: once more than `maxBytes` were
+ * written, or a write comes at or after `deadline` (by `now`), `cut` is called — once — and the caller
+ * gives the body up (its connection closed, its stream reset) rather than waiting for the rest. A silence
+ * is bounded by the exchange's own body timeout.
+ */
+export class BoundedDiscard extends Discard {
+  private seen = 0;
+  private done = false;
+  private readonly maxBytes: number;
+  private readonly deadline: number;
+  private readonly now: () => number;
+  private readonly cut: () => void;
+
+  constructor(maxBytes: number, deadline: number, now: () => number, cut: () => void) {
+    super();
+    this.maxBytes = maxBytes;
+    this.deadline = deadline;
+    this.now = now;
+    this.cut = cut;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    this.seen += chunk.length;
+    const over = !this.done && (this.seen > this.maxBytes || this.now() >= this.deadline);
+    cb();
+    if (over) {
+      this.done = true;
+      this.cut();
+    }
+  }
+}

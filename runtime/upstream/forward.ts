@@ -10,7 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { RetryPlan } from "../contract/schema.ts";
 import type { Endpoint, UpstreamCluster } from "./cluster.ts";
 import type { CancelToken } from "./h1pool.ts";
-import { Discard } from "./discard.ts";
+import { BoundedDiscard } from "./discard.ts";
 import { backoffMs, retryable, type AttemptFailure } from "./resilience.ts";
 import { SEND_TIMEOUT_CODE } from "../net/send-timeout.ts";
 
@@ -92,7 +92,12 @@ export type OnResponseHead = (
   trailersOnly: boolean,
 ) => Writable;
 
-const drain = (): Writable => new Discard();
+/**
+ * At most this much of a retryable response's body is drained (the connection then stays reusable);
+ * past it the exchange is given up — connection closed, HTTP/2 stream reset — as Envoy resets the
+ * upstream stream it retries.
+ */
+export const DRAIN_MAX_BYTES = 64 * 1024;
 
 function classify(
   e: Error & { code?: string },
@@ -203,6 +208,9 @@ export async function forward(
   cluster.budget.deposit(start);
   const plan = req.retry;
   const replayable = req.body === null || Buffer.isBuffer(req.body);
+  // The pool's cancel hook for the attempt in progress: the client's token, or one of forward's own, so
+  // that a drained body can be given up (see DRAIN_MAX_BYTES).
+  const cancel: CancelToken = req.cancel ?? { aborted: false, onabort: null };
   let attempts = 0;
   let previous: Endpoint | undefined;
   let lastFailure: AttemptFailure | null = null;
@@ -259,6 +267,8 @@ export async function forward(
       const perTry =
         plan.attempts > 0 && plan.perTryTimeoutMs > 0 ? Math.min(plan.perTryTimeoutMs, remaining) : remaining;
       let discarded: AttemptFailure | null = null;
+      /** The discarded body was given up: past DRAIN_MAX_BYTES, or still coming at the deadline. */
+      let drainCut = false;
       let headSent = false;
       let status = 0;
       endpoint.inFlight++;
@@ -274,7 +284,7 @@ export async function forward(
             bodyTimeout: Math.max(1, deadline - now()),
             callTimeout: req.wholeCall === true ? Math.max(1, deadline - now()) : 0,
             sendTimeout: req.sendTimeoutMs ?? 0,
-            cancel: req.cancel,
+            cancel,
             dropResponseHeaders: req.dropResponseHeaders ?? null,
           },
           ({ statusCode, headers, closeDelimited, endStream }) => {
@@ -283,7 +293,11 @@ export async function forward(
             if (statusCode >= 500 || statusCode === 429) {
               if (mayRetry(failure)) {
                 discarded = failure;
-                return drain();
+                // Drained within the deadline and DRAIN_MAX_BYTES; a silence is the body timeout's.
+                return new BoundedDiscard(DRAIN_MAX_BYTES, deadline, now, () => {
+                  drainCut = true;
+                  cancel.onabort?.();
+                });
               }
             }
             headSent = true;
@@ -298,31 +312,41 @@ export async function forward(
         observer.retry(name, outcomeOf(discarded));
       } catch (err) {
         const e = err as Error & { code?: string };
-        // A send timeout destroys the client's side first: that is not the client leaving on its own.
-        const kind = classify(e);
-        const failure = kind !== "send_timeout" && req.cancel?.aborted ? "client_aborted" : kind;
-        if (failure === "client_aborted" || failure === "body_too_large" || failure === "send_timeout") {
-          observer.attempt(name, failure);
-          return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };
+        // The 5xx's body, given up while drained, failed the attempt as the 5xx it was: its retry goes ahead.
+        const cut: AttemptFailure | null = drainCut && !req.cancel?.aborted ? discarded : null;
+        if (cut !== null) {
+          cluster.record(endpoint, true, now());
+          observer.attempt(name, outcomeOf(cut));
+          lastFailure = cut;
+          lastError = null;
+          observer.retry(name, outcomeOf(cut));
+        } else {
+          // A send timeout destroys the client's side first: that is not the client leaving on its own.
+          const kind = classify(e);
+          const failure = kind !== "send_timeout" && req.cancel?.aborted ? "client_aborted" : kind;
+          if (failure === "client_aborted" || failure === "body_too_large" || failure === "send_timeout") {
+            observer.attempt(name, failure);
+            return { kind: "error", outcome: failure, headersSent: headSent, attempts, endpoint, error: e };
+          }
+          // A wait for one of the pool's own connections (every one busy) says nothing of the endpoint's
+          // health: only what the endpoint did counts towards its ejection.
+          if (e.code !== "UND_ERR_QUEUE_TIMEOUT") cluster.record(endpoint, true, now());
+          observer.attempt(name, outcomeOf(failure));
+          // A retry already granted (the 5xx whose body was being drained) goes ahead; otherwise ask.
+          if (headSent || (discarded === null && !mayRetry(failure))) {
+            return {
+              kind: "error",
+              outcome: outcomeFor(failure),
+              headersSent: headSent,
+              attempts,
+              endpoint,
+              error: e,
+            };
+          }
+          lastFailure = discarded ?? failure;
+          lastError = e;
+          observer.retry(name, outcomeOf(lastFailure));
         }
-        // A wait for one of the pool's own connections (every one busy) says nothing of the endpoint's
-        // health: only what the endpoint did counts towards its ejection.
-        if (e.code !== "UND_ERR_QUEUE_TIMEOUT") cluster.record(endpoint, true, now());
-        observer.attempt(name, outcomeOf(failure));
-        // A retry already granted (the 5xx whose body was being drained) goes ahead; otherwise ask.
-        if (headSent || (discarded === null && !mayRetry(failure))) {
-          return {
-            kind: "error",
-            outcome: outcomeFor(failure),
-            headersSent: headSent,
-            attempts,
-            endpoint,
-            error: e,
-          };
-        }
-        lastFailure = discarded ?? failure;
-        lastError = e;
-        observer.retry(name, outcomeOf(lastFailure));
       } finally {
         endpoint.inFlight--;
       }

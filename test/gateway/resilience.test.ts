@@ -141,6 +141,65 @@ describe("retries", () => {
     expect(bad.requests.length).toBeGreaterThan(0);
   });
 
+  it("ends_within_the_route_timeout_while_a_retryable_503_body_trickles", async () => {
+    // The 503's body keeps coming, a byte every 100 ms, for 5 s: draining it must not outlast the route.
+    const timers: NodeJS.Timeout[] = [];
+    cleanup.push(async () => timers.forEach(clearInterval));
+    const up = await rawUpstream((conn) => {
+      conn.socket.write("HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n");
+      const t = setInterval(() => conn.socket.destroyed || conn.socket.write("1\r\nx\r\n"), 100);
+      timers.push(t);
+      setTimeout(() => clearInterval(t), 5000);
+    });
+    const gw = await gateway(
+      [
+        {
+          name: "r",
+          match: { path: "/r" },
+          to: "app",
+          ...PUBLIC,
+          timeout: "1s",
+          retries: { attempts: 1, perTryTimeout: "500ms", on: ["503"] },
+        },
+      ],
+      { app: up },
+    );
+    const t = performance.now();
+    const r = await request(`${gw.url}/r`);
+    expect(performance.now() - t).toBeLessThan(1800);
+    expect(r.status).toBe(504);
+    // The drained connection was given up, not left open.
+    await until(() => up.conns.every((c) => c.closed));
+  });
+
+  it("gives_up_a_retryable_503_body_past_64_kib_and_retries_at_once", async () => {
+    // A 503 announcing 8 MiB and sending them slowly: the retry must not wait for the whole body.
+    const big = Buffer.alloc(256 * 1024, 0x61);
+    const bad = await rawUpstream((conn) => {
+      conn.socket.write(`HTTP/1.1 503 Service Unavailable\r\ncontent-length: ${32 * big.length}\r\n\r\n`);
+      let sent = 0;
+      const more = () => {
+        if (conn.socket.destroyed || sent++ >= 32) return;
+        conn.socket.write(big);
+        setTimeout(more, 200);
+      };
+      more();
+    });
+    const good = await answer(200, "ok");
+    const gw = await gateway(
+      [{ name: "r", match: { path: "/r" }, to: "app", ...PUBLIC, retries: { attempts: 2, on: ["503"] } }],
+      { app: [bad, good] },
+      { app: { loadBalancer: "round-robin" } },
+    );
+    for (let i = 0; i < 4; i++) {
+      const t = performance.now();
+      expect(await request(`${gw.url}/r`)).toMatchObject({ status: 200, body: "ok" });
+      expect(performance.now() - t).toBeLessThan(1500);
+    }
+    expect(bad.requests.length).toBeGreaterThan(0);
+    await until(() => bad.conns.every((c) => c.closed));
+  });
+
   it("survives_a_client_leaving_while_a_retryable_503_is_drained", async () => {
     // The 503's body never ends: the client gives up while the gateway drains it.
     const bad = await rawUpstream((conn) => {
