@@ -57,6 +57,8 @@ export interface UpstreamPool {
     headersTimeout: number;
     totalTimeout?: number;
     bodyTimeout: number;
+    /** Time the whole exchange may take, its body included (a health probe's timeout). 0 or absent: none. */
+    callTimeout?: number;
   }): Promise<{ statusCode: number; body: { dump(): Promise<unknown> } }>;
   readonly stats: { readonly pending: number };
   close(): Promise<void>;
@@ -228,6 +230,8 @@ export class UpstreamCluster {
   /** Until when some endpoint may be unavailable (ejected); 0 = none, so pick() takes the fast path. */
   private degradedUntil = 0;
   private activeUnhealthy = 0;
+  /** Endpoints with a health probe in flight. */
+  private readonly probing = new Set<Endpoint>();
   private readonly discovery: Discovery;
   private readonly pools: PoolCache;
   private readonly events: ClusterEvents;
@@ -261,6 +265,10 @@ export class UpstreamCluster {
     if (!hc || this.closed) return;
     await Promise.all(
       this.endpoints.map(async (e) => {
+        // At most one probe per endpoint at a time: a round that finds the last one still open skips it
+        // (that one fails at its own timeout) rather than opening another connection.
+        if (this.probing.has(e)) return;
+        this.probing.add(e);
         const ok = await e.pool
           .request({
             method: "GET",
@@ -268,6 +276,8 @@ export class UpstreamCluster {
             headersTimeout: hc.timeoutMs,
             totalTimeout: hc.timeoutMs, // a connect that hangs is a failed probe, not a stalled round
             bodyTimeout: hc.timeoutMs,
+            // A probe is a whole exchange: a body still coming (even trickling) at its timeout fails it.
+            callTimeout: hc.timeoutMs,
           })
           .then(async (r) => {
             await r.body.dump();
@@ -275,7 +285,8 @@ export class UpstreamCluster {
           })
           // A probe that never got one of the pool's connections (every one busy, e.g. with long streams)
           // learnt nothing of the endpoint: neither a success nor a failure.
-          .catch((err: { code?: string }) => (err.code === "UND_ERR_QUEUE_TIMEOUT" ? null : false));
+          .catch((err: { code?: string }) => (err.code === "UND_ERR_QUEUE_TIMEOUT" ? null : false))
+          .finally(() => this.probing.delete(e));
         // The endpoint left meanwhile (DNS replaced it, the cluster closed): its result is nobody's, and
         // counted it would skew activeUnhealthy — the count pick() trusts to skip the health filter.
         if (ok === null || this.closed || !this.endpoints.includes(e)) return;

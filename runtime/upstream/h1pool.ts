@@ -1018,7 +1018,12 @@ export class H1Pool {
     });
   }
 
-  /** A whole exchange whose body is discarded (health checks, mirrored copies). */
+  /**
+   * A whole exchange whose body is discarded (health checks, mirrored copies). `callTimeout` bounds the
+   * whole of it, the body included (a body that trickles never meets the body timeout, a silence's):
+   * past it the connection is closed and the request fails — UND_ERR_HEADERS_TIMEOUT before the head,
+   * UND_ERR_BODY_TIMEOUT after it.
+   */
   async request(opts: {
     method: string;
     path: string;
@@ -1027,12 +1032,45 @@ export class H1Pool {
     headersTimeout: number;
     totalTimeout?: number;
     bodyTimeout: number;
+    callTimeout?: number;
   }): Promise<{ statusCode: number; body: { dump(): Promise<void> } }> {
     let statusCode = 0;
-    await this.stream({ ...opts, headers: opts.headers ?? null, body: opts.body ?? null }, (d) => {
-      statusCode = d.statusCode;
-      return new Discard();
-    });
+    const callTimeout = opts.callTimeout ?? 0;
+    const cancel: CancelToken = { aborted: false, onabort: null };
+    let timedOut = false;
+    const timer =
+      callTimeout > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            cancel.aborted = true;
+            cancel.onabort?.();
+          }, callTimeout)
+        : null;
+    try {
+      await this.stream(
+        {
+          method: opts.method,
+          path: opts.path,
+          headers: opts.headers ?? null,
+          body: opts.body ?? null,
+          headersTimeout: opts.headersTimeout,
+          totalTimeout: opts.totalTimeout,
+          bodyTimeout: opts.bodyTimeout,
+          cancel,
+        },
+        (d) => {
+          statusCode = d.statusCode;
+          return new Discard();
+        },
+      );
+    } catch (err) {
+      if (!timedOut) throw err;
+      throw statusCode === 0
+        ? fail("no response head within the timeout", "UND_ERR_HEADERS_TIMEOUT")
+        : fail("response not complete within the timeout", "UND_ERR_BODY_TIMEOUT");
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+    }
     return { statusCode, body: { dump: () => Promise.resolve() } };
   }
 

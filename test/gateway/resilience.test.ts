@@ -760,6 +760,47 @@ describe("outlier detection and the circuit breaker", () => {
     expect(thrown).toEqual([]);
   });
 
+  it("takes_an_endpoint_out_whose_health_check_body_trickles_past_the_probe_timeout_with_one_probe_open_at_a_time", async () => {
+    const timers: NodeJS.Timeout[] = [];
+    cleanup.push(async () => timers.forEach(clearInterval));
+    const probes = (u: RawUpstream) => u.conns.filter((c) => c.requests[0]?.startsWith("GET /healthz"));
+    const sick = await rawUpstream((conn, req) => {
+      if (req.startsWith("GET /healthz")) {
+        // A 200 whose chunked body never ends: a byte every 50 ms, never a silence the body timeout sees.
+        conn.socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        timers.push(setInterval(() => conn.socket.destroyed || conn.socket.write("1\r\nx\r\n"), 50));
+      } else conn.socket.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nsick");
+    });
+    const well = await answer(200, "well");
+    const started = performance.now();
+    const gw = await gateway(
+      [{ name: "h", match: { path: "/h" }, to: "app", ...PUBLIC }],
+      { app: [sick, well] },
+      {
+        app: {
+          loadBalancer: "round-robin",
+          healthCheck: { path: "/healthz", interval: "100ms", timeout: "500ms", unhealthyThreshold: 2 },
+        },
+      },
+    );
+    let mostOpen = 0;
+    const sampler = setInterval(() => {
+      mostOpen = Math.max(mostOpen, probes(sick).filter((c) => !c.closed).length);
+    }, 20);
+    cleanup.push(async () => clearInterval(sampler));
+    await until(async () => {
+      for (let i = 0; i < 10; i++) if ((await request(`${gw.url}/h`)).body !== "well") return false;
+      return true;
+    });
+    await sleep(1000);
+    clearInterval(sampler);
+    // One probe at a time, each ended at its 500 ms timeout (the next may open as the upstream sees the
+    // last one close): never a connection per 100 ms round, five of them open at once.
+    expect(mostOpen).toBeLessThanOrEqual(2);
+    // Each probe holds its connection for its timeout: at most one new probe per 500 ms.
+    expect(probes(sick).length).toBeLessThanOrEqual(Math.ceil((performance.now() - started) / 500) + 2);
+  });
+
   it("takes_an_endpoint_out_when_its_active_health_check_fails", async () => {
     const sick = await upstream((req, res) => {
       res.writeHead(req.url === "/healthz" ? 503 : 200);

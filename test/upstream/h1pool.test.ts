@@ -1227,3 +1227,56 @@ describe("discarded_bodies", () => {
     });
   }
 });
+
+describe("whole_exchange_timeout", () => {
+  it("fails_a_body_that_trickles_past_the_call_timeout_and_closes_its_connection", async () => {
+    const timers: NodeJS.Timeout[] = [];
+    cleanup.push(() => timers.forEach(clearInterval));
+    const up = await upstream((conn) => {
+      conn.socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+      timers.push(setInterval(() => conn.socket.destroyed || conn.socket.write("1\r\nx\r\n"), 20));
+    });
+    const c = client(up.port);
+    const t = performance.now();
+    const code = await c.pool
+      .request({ method: "GET", path: "/healthz", headersTimeout: 200, bodyTimeout: 200, callTimeout: 200 })
+      .then(
+        () => "resolved",
+        (e: unknown) => codeOf(e),
+      );
+    expect(code).toBe("UND_ERR_BODY_TIMEOUT");
+    expect(performance.now() - t).toBeLessThan(600);
+    expect(await up.waitPeerClose(up.conns[0]!)).toBe(true);
+    expect(c.pool.stats.connections).toBe(0);
+  });
+
+  it("fails_with_headers_timeout_when_no_head_comes_within_the_call_timeout", async () => {
+    const up = await upstream(() => {});
+    const c = client(up.port);
+    const code = await c.pool
+      .request({ method: "GET", path: "/healthz", headersTimeout: 5000, bodyTimeout: 5000, callTimeout: 150 })
+      .then(
+        () => "resolved",
+        (e: unknown) => codeOf(e),
+      );
+    expect(code).toBe("UND_ERR_HEADERS_TIMEOUT");
+  });
+
+  it("completes_an_exchange_that_ends_within_the_call_timeout_and_keeps_its_connection", async () => {
+    const up = await upstream((conn) => {
+      conn.socket.write(okResponse("ok"));
+    });
+    const c = client(up.port);
+    for (let i = 0; i < 2; i++) {
+      const r = await c.pool.request({
+        method: "GET",
+        path: "/healthz",
+        headersTimeout: 500,
+        bodyTimeout: 500,
+        callTimeout: 500,
+      });
+      expect(r.statusCode).toBe(200);
+    }
+    expect(up.conns).toHaveLength(1);
+  });
+});
