@@ -261,7 +261,9 @@ export class H2Pool {
     }
   }
 
-  private async open(opts: StreamOptions): Promise<{ stream: ClientHttp2Stream; headMs: number }> {
+  private async open(
+    opts: StreamOptions,
+  ): Promise<{ stream: ClientHttp2Stream; headMs: number; eof: EofWatch }> {
     const { session, headMs } = await this.sessionFor(opts);
     const headers: http2.OutgoingHttpHeaders = {
       ":method": opts.method,
@@ -274,6 +276,7 @@ export class H2Pool {
     }
     const body = opts.body ?? null;
     const stream = session.request(headers, { endStream: body === null });
+    const eof = watchEof(stream);
     // A retired pool still serves a late stream (a retry of a request that began before the reload) on a
     // session of its own, closed gracefully once the stream ends.
     if (this.closed) stream.once("close", () => session.close());
@@ -281,7 +284,7 @@ export class H2Pool {
       if (typeof body === "string" || Buffer.isBuffer(body)) stream.end(body);
       else (body as NodeJS.ReadableStream).pipe(stream);
     }
-    return { stream, headMs };
+    return { stream, headMs, eof };
   }
 
   /** Streams the response into the writable the factory returns; resolves with the trailers. */
@@ -299,7 +302,7 @@ export class H2Pool {
         bodyFailed ??= err;
         onBodyError?.(err);
       });
-    const { stream, headMs } = await this.open(opts);
+    const { stream, headMs, eof } = await this.open(opts);
     if (bodyFailed !== null) {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       throw bodyFailed;
@@ -392,8 +395,10 @@ export class H2Pool {
         if (headersTimer) clearTimeout(headersTimer);
         // Node ends the readable side of a stream whose session died (the upstream's connection closed
         // mid-response) as well, with a reset code: that response is truncated, never complete — the close
-        // handler rejects it, and the target is not ended. A complete one was closed with NO_ERROR.
-        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || failure !== null) return;
+        // handler rejects it, and the target is not ended. A complete one was closed with NO_ERROR — and
+        // ended by the upstream's END_STREAM: a RST_STREAM(NO_ERROR) before it ends the readable side too,
+        // with the same code, but the response is cut (see watchEof).
+        if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || failure !== null || eof.truncated) return;
         completed = true;
         const rest: Record<string, string> = {};
         for (const [k, v] of Object.entries(trailers))
@@ -450,6 +455,34 @@ export class H2Pool {
     this.session = null;
     if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
   }
+}
+
+/** Whether a stream's readable side ended without the upstream's END_STREAM. */
+interface EofWatch {
+  readonly truncated: boolean;
+}
+
+/**
+ * Tells a stream the upstream ended (END_STREAM: on DATA, on the response's HEADERS, on trailers) from one
+ * it reset with RST_STREAM(NO_ERROR) before ending it — which Node reports alike: 'end', then 'close' with
+ * rstCode 0. Node's http2 core pushes the readable side's EOF on END_STREAM while the stream is still
+ * open (onStreamRead → push(null)), and closes the stream only afterwards; on RST_STREAM (or any close
+ * before END_STREAM) onStreamClose first marks the stream closed (closeStream), then pushes EOF. So a
+ * stream already closed when its first EOF is pushed was cut: `truncated`. Installed on the instance,
+ * before any frame of the stream can be read.
+ */
+function watchEof(stream: ClientHttp2Stream): EofWatch {
+  const watch = { truncated: false };
+  const push = stream.push;
+  let seen = false;
+  stream.push = function (chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk === null && !seen) {
+      seen = true;
+      watch.truncated = stream.closed;
+    }
+    return push.call(this, chunk, encoding);
+  };
+  return watch;
 }
 
 /**

@@ -9,6 +9,7 @@
  * minus hop-by-hop ones), so the failure rows cannot pass because nothing gets through.
  */
 import http2 from "node:http2";
+import { END_HEADERS, block, frame, rst } from "../support/raw-h2.ts";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +28,7 @@ import {
   startBlackhole,
   startRawH2Upstream,
   startRawUpstream,
+  startScriptedH2Upstream,
   type GoodRow,
   type RawUpstream,
 } from "../support/raw-upstream.ts";
@@ -565,6 +567,40 @@ describe("http2_upstreams", () => {
     } finally {
       await g.drain();
       h2up.close();
+    }
+  });
+});
+
+describe("http2_upstream_streams_cut_short", () => {
+  // An HTTP/2 upstream that resets its stream with RST_STREAM(NO_ERROR) before END_STREAM cut the body
+  // (Node reports it as an ended stream): the HTTP/1.1 client's response is cut too, never complete.
+  it("never_completes_a_response_whose_upstream_stream_was_reset_with_no_error_mid_body", async () => {
+    const up = await startScriptedH2Upstream((id) => [
+      frame(1, END_HEADERS, id, block([[":status", "200"]])),
+      frame(0, 0, id, Buffer.from("partial-")),
+      50,
+      rst(id, 0),
+    ]);
+    const g = await startTestGateway(
+      gatewayConfig(
+        [{ name: "r", match: { path: "/**" }, to: "app", ...PUBLIC, retries: { attempts: 0 } }],
+        { app: { port: up.port } },
+        {},
+        { app: { ...APP.app, protocol: "http2" } },
+      ),
+    );
+    try {
+      const seen = await exchange(Number(new URL(g.url).port), "GET", "/r");
+      expect(seen).toMatchObject({
+        status: 200,
+        framing: "chunked",
+        body: "partial-",
+        complete: false,
+        closed: true,
+      });
+    } finally {
+      await g.drain();
+      up.close();
     }
   });
 });

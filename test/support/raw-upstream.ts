@@ -693,3 +693,53 @@ export async function startRawH2Upstream(status: string): Promise<{ port: number
   await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
   return { port: (raw.address() as AddressInfo).port, close: () => raw.close() };
 }
+
+/**
+ * A hand-written h2c upstream that answers each request (its HEADERS frame, stream `id`) with the frames
+ * `script(id)` gives, written as given (a number waits that many ms): what Node's own server cannot send,
+ * e.g. a RST_STREAM(NO_ERROR) in the middle of a body (its `close(0)` ends the stream first).
+ */
+export async function startScriptedH2Upstream(
+  script: (id: number) => (Buffer | number)[],
+): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  const raw = net.createServer((s) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+    let buf = Buffer.alloc(0);
+    let prefaced = false;
+    s.on("error", () => {});
+    s.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!prefaced) {
+        if (buf.length < 24) return;
+        buf = buf.subarray(24); // the client preface
+        prefaced = true;
+        s.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
+      }
+      while (buf.length >= 9) {
+        const len = buf.readUIntBE(0, 3);
+        if (buf.length < 9 + len) return;
+        const [type, flags] = [buf[3]!, buf[4]!];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        buf = buf.subarray(9 + len);
+        if (type === 4 && !(flags & 1)) s.write(frame(4, 1, 0, Buffer.alloc(0))); // SETTINGS ACK
+        if (type === 1)
+          void (async () => {
+            for (const f of script(id)) {
+              if (typeof f === "number") await sleep(f);
+              else if (!s.destroyed) s.write(f);
+            }
+          })();
+      }
+    });
+  });
+  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
+  return {
+    port: (raw.address() as AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      raw.close();
+    },
+  };
+}

@@ -9,7 +9,8 @@ import type { AddressInfo } from "node:net";
 import { PassThrough, Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { H2Pool, type StreamOptions } from "../../runtime/upstream/h2pool.ts";
-import { startBlackhole, startRawH2Upstream } from "../support/raw-upstream.ts";
+import { END_HEADERS, END_STREAM, block, frame, rst } from "../support/raw-h2.ts";
+import { startBlackhole, startRawH2Upstream, startScriptedH2Upstream } from "../support/raw-upstream.ts";
 
 let server: http2.Http2Server | undefined;
 afterEach(async () => {
@@ -187,6 +188,92 @@ describe("a response cut short is a failure, never a complete response", () => {
       ended: false,
     });
     await pool.close();
+  });
+});
+
+// Node reports a stream the upstream reset with RST_STREAM(NO_ERROR) before END_STREAM as it reports one
+// it ended: 'end', then 'close' with rstCode 0. Only END_STREAM (on DATA, the response HEADERS or the
+// trailers) completes a response. Frames written by hand: Node's own server ends a stream before it
+// resets it.
+describe("a stream reset with NO_ERROR before END_STREAM is cut short, one ended with END_STREAM is whole", () => {
+  const head = (id: number, end = false) =>
+    frame(1, END_HEADERS | (end ? END_STREAM : 0), id, block([[":status", "200"]]));
+  const dataFrame = (id: number, text: string, end = false) =>
+    frame(0, end ? END_STREAM : 0, id, Buffer.from(text));
+  const trailers = (id: number) => frame(1, END_HEADERS | END_STREAM, id, block([["grpc-status", "0"]]));
+  const rows: [
+    string,
+    (id: number) => (Buffer | number)[],
+    { outcome: string; body: string; ended: boolean },
+  ][] = [
+    [
+      "rejects_a_body_cut_by_rst_stream_no_error",
+      (id) => [head(id), dataFrame(id, "partial-"), 30, rst(id, 0)],
+      { outcome: "error ECONNRESET", body: "partial-", ended: false },
+    ],
+    [
+      "rejects_a_body_cut_by_rst_stream_no_error_in_the_same_read",
+      (id) => [Buffer.concat([head(id), dataFrame(id, "partial-"), rst(id, 0)])],
+      { outcome: "error ECONNRESET", body: "partial-", ended: false },
+    ],
+    [
+      "rejects_a_head_followed_by_rst_stream_no_error",
+      (id) => [head(id), 30, rst(id, 0)],
+      { outcome: "error ECONNRESET", body: "", ended: false },
+    ],
+    [
+      "completes_a_body_ended_by_end_stream",
+      (id) => [head(id), dataFrame(id, "partial-"), 30, dataFrame(id, "end", true)],
+      { outcome: "completed", body: "partial-end", ended: true },
+    ],
+    [
+      "completes_a_body_ended_by_end_stream_then_rst_stream_no_error",
+      (id) => [
+        head(id),
+        dataFrame(id, "partial-"),
+        30,
+        Buffer.concat([dataFrame(id, "end", true), rst(id, 0)]),
+      ],
+      { outcome: "completed", body: "partial-end", ended: true },
+    ],
+    [
+      "completes_an_empty_response_ended_on_its_headers",
+      (id) => [head(id, true)],
+      { outcome: "completed", body: "", ended: true },
+    ],
+    [
+      "completes_a_body_ended_by_trailers",
+      (id) => [head(id), dataFrame(id, "body"), 30, trailers(id)],
+      { outcome: "completed", body: "body", ended: true },
+    ],
+  ];
+  it.each(rows)("%s", async (_claim, script, expected) => {
+    const up = await startScriptedH2Upstream(script);
+    const pool = new H2Pool("127.0.0.1", up.port, 1000);
+    let body = "";
+    let ended = false;
+    const outcome = await pool
+      .stream(
+        { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
+        () =>
+          new Writable({
+            write(chunk: Buffer, _e, cb) {
+              body += chunk.toString();
+              cb();
+            },
+            final(cb) {
+              ended = true;
+              cb();
+            },
+          }),
+      )
+      .then(
+        () => "completed",
+        (err: { code?: string }) => `error ${err.code}`,
+      );
+    expect({ outcome, body, ended }).toEqual(expected);
+    await pool.close();
+    up.close();
   });
 });
 
