@@ -200,6 +200,34 @@ describe("retries", () => {
     await until(() => bad.conns.every((c) => c.closed));
   });
 
+  it("resets_an_http2_retryable_503_stream_past_64_kib_and_retries_at_once", async () => {
+    const timers: NodeJS.Timeout[] = [];
+    cleanup.push(async () => timers.forEach(clearInterval));
+    let reset = 0;
+    const big = Buffer.alloc(256 * 1024, 0x61);
+    const bad = await h2Upstream((stream) => {
+      stream.respond({ ":status": 503 });
+      stream.once("close", () => stream.rstCode === http2.constants.NGHTTP2_CANCEL && reset++);
+      stream.write(big);
+      timers.push(setInterval(() => stream.destroyed || stream.write(big), 200));
+    });
+    const good = await h2Upstream((stream) => {
+      stream.respond({ ":status": 200 });
+      stream.end("ok");
+    });
+    const gw = await gateway(
+      [{ name: "r", match: { path: "/r" }, to: "app", ...PUBLIC, retries: { attempts: 2, on: ["503"] } }],
+      { app: [bad, good] },
+      { app: { protocol: "http2", loadBalancer: "round-robin" } },
+    );
+    for (let i = 0; i < 4; i++) {
+      const t = performance.now();
+      expect(await request(`${gw.url}/r`)).toMatchObject({ status: 200, body: "ok" });
+      expect(performance.now() - t).toBeLessThan(1500);
+    }
+    await until(() => reset > 0);
+  });
+
   it("survives_a_client_leaving_while_a_retryable_503_is_drained", async () => {
     // The 503's body never ends: the client gives up while the gateway drains it.
     const bad = await rawUpstream((conn) => {
