@@ -30,7 +30,7 @@ import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
-import { BodyError, BoundedCollector, decodeContent, isJsonMediaType } from "./body.ts";
+import { BodyError, BoundedCollector, decodeContent, isJsonMediaType, utf8Text } from "./body.ts";
 import { applyHeaderOps, type CompiledHeaderOps } from "./transform.ts";
 import type { TemplateContext } from "./template.ts";
 
@@ -439,7 +439,7 @@ async function parsePart(
 ): Promise<PartResult> {
   let text: string;
   try {
-    text = (await decodeContent(body, encoding, limit)).toString("utf8");
+    text = utf8Text(await decodeContent(body, encoding, limit));
   } catch (err) {
     return err instanceof BodyError && err.failure === "too_large"
       ? fail("too_large", err.message)

@@ -20,6 +20,55 @@ export function isJsonMediaType(contentType: string | string[] | undefined): boo
   return MEDIA_JSON.test(type);
 }
 
+/**
+ * True when a Content-Type value lists more than one media type (a comma outside a quoted string):
+ * `application/json, text/html` is one field line that a browser reads by the Fetch standard's rule — the
+ * last type — and a JSON check reads as no JSON at all. Ambiguous, like a repeated field.
+ */
+export function listsMediaTypes(contentType: string | string[] | undefined): boolean {
+  if (Array.isArray(contentType)) return contentType.length > 1 || listsMediaTypes(contentType[0]);
+  if (typeof contentType !== "string" || !contentType.includes(",")) return false;
+  let quoted = false;
+  for (let i = 0; i < contentType.length; i++) {
+    const c = contentType[i];
+    if (quoted && c === "\\") i++;
+    else if (c === '"') quoted = !quoted;
+    else if (c === "," && !quoted) return true;
+  }
+  return false;
+}
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * A JSON body's text: strict UTF-8 (RFC 8259 §8.1: JSON exchanged between systems is UTF-8) — invalid
+ * bytes throw (TypeError), never become U+FFFD in a clean answer; a BOM is kept, so JSON.parse refuses it.
+ */
+export function utf8Text(body: Buffer): string {
+  return UTF8.decode(body);
+}
+
+type RawJson = { readonly rawJSON: string };
+const RAW = JSON as unknown as { rawJSON(text: string): RawJson; isRawJSON(v: unknown): v is RawJson };
+
+/**
+ * JSON.parse keeping the text of every number a double would change (12345678901234567890, 1e400 —
+ * Infinity, 1.10): such a number is kept as raw JSON (JSON.rawJSON) and serialized exactly as it came, so
+ * a transform that drops one field never rewrites another's digits (a 64-bit id, a price).
+ */
+export function parseJsonExact(text: string): unknown {
+  return JSON.parse(text, keepNumberText);
+}
+
+function keepNumberText(this: unknown, _key: string, value: unknown, context?: { source?: string }): unknown {
+  return typeof value === "number" && context?.source !== undefined && String(value) !== context.source
+    ? RAW.rawJSON(context.source)
+    : value;
+}
+
+/** True for a number parseJsonExact kept as its text. */
+export const isRawJson = (v: unknown): boolean => RAW.isRawJSON(v);
+
 /** Why a body could not be collected or decoded. */
 export type BodyFailure = "too_large" | "unsupported_encoding" | "corrupt_encoding";
 
@@ -59,7 +108,15 @@ export async function decodeContent(
   const opts = { maxOutputLength: Math.max(1, limit) };
   let decode: Decoder | null = null;
   if (enc === "gzip" || enc === "x-gzip") decode = gunzip;
-  else if (enc === "deflate") decode = (b, o) => inflate(b, o).catch(() => inflateRaw(b, o));
+  // "deflate" is zlib-wrapped (RFC 9110 §8.4.1.2); some servers send it raw. Only a stream that is not
+  // zlib-wrapped is retried raw: one over the limit is too large either way (not "corrupt").
+  else if (enc === "deflate")
+    decode = (b, o) =>
+      inflate(b, o).catch((err: unknown) =>
+        (err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE" || err instanceof RangeError
+          ? Promise.reject(err)
+          : inflateRaw(b, o),
+      );
   else if (enc === "br") decode = brotli;
   else if (enc === "zstd") decode = zstd;
   if (decode === null)

@@ -13,7 +13,14 @@ import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
 import type { ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
 import { aggregate, type AggregateObserver } from "./aggregate.ts";
-import { BodyError, BoundedCollector, LimitedWritable, decodeContent, isJsonMediaType } from "./body.ts";
+import {
+  BodyError,
+  BoundedCollector,
+  LimitedWritable,
+  decodeContent,
+  isJsonMediaType,
+  listsMediaTypes,
+} from "./body.ts";
 import { preflight } from "./cors.ts";
 import { decorateResponse, type RouteApim } from "./index.ts";
 import { serveStatic, type SendTimeout } from "./static.ts";
@@ -418,10 +425,11 @@ export class ResponseShaper {
     const limit = ap.maxResponseBytes;
     const method = this.req.method;
     const hasBody = method !== "HEAD" && status >= 200 && status !== 204 && status !== 304;
-    if (ap.response?.body && hasBody && Array.isArray(headers["content-type"])) {
-      // Content-Type is a singleton field (RFC 9110 §8.3): an HTTP/1.1 upstream that repeats it sent an
-      // invalid answer, and passing it on untransformed would hand the client the fields the route
-      // drops (a browser reads "application/json, application/json" as JSON). Refused like invalid JSON.
+    if (ap.response?.body && hasBody && listsMediaTypes(headers["content-type"] as string | string[])) {
+      // Content-Type is a singleton field (RFC 9110 §8.3): an HTTP/1.1 upstream that repeats it, or lists
+      // two types on one line, sent an invalid answer, and passing it on untransformed would hand the client
+      // the fields the route drops (a browser reads "application/json, application/json" and
+      // "text/plain, application/json" as JSON: Fetch takes the last type). Refused like invalid JSON.
       this.repeatedType = true;
       process.nextTick(this.stop);
       return new BoundedCollector(0);

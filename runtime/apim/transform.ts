@@ -10,6 +10,7 @@
  *   intermediate that exists and is not an object skips the operation (never replaced).
  * - Literal `set` values are cloned per request, so no request can alter the config's copy.
  */
+import { isRawJson, parseJsonExact, utf8Text } from "./body.ts";
 import type { GatewayRoute } from "../contract/schema.ts";
 import { reservedHeader } from "../gateway/headers.ts";
 import {
@@ -193,7 +194,9 @@ function isHeaderValue(v: string): boolean {
 }
 
 type JsonObject = Record<string, unknown>;
-const isObject = (v: unknown): v is JsonObject => v !== null && typeof v === "object" && !Array.isArray(v);
+/** An object a path can go into: not a list, and not a number kept as its text (parseJsonExact). */
+const isObject = (v: unknown): v is JsonObject =>
+  v !== null && typeof v === "object" && !Array.isArray(v) && !isRawJson(v);
 
 /** The parent object of a path's last segment; with `create`, missing intermediates become `{}`. */
 function parentOf(root: JsonObject, path: FieldPath, create: boolean): JsonObject | null {
@@ -258,7 +261,8 @@ export type JsonTransformResult =
 
 /**
  * Parses a JSON body, applies the operations and serializes it again. An empty body stays empty.
- * Invalid JSON (including a UTF-8 BOM or trailing garbage) is reported, never passed on untransformed.
+ * Invalid JSON (including a UTF-8 BOM, bytes that are not UTF-8, or trailing garbage) is reported, never
+ * passed on untransformed; numbers keep their text (parseJsonExact).
  */
 export function transformJson(
   ops: CompiledBodyOps,
@@ -268,7 +272,7 @@ export function transformJson(
   if (body.length === 0) return { ok: true, body };
   let value: unknown;
   try {
-    value = JSON.parse(body.toString("utf8"));
+    value = parseJsonExact(utf8Text(body));
   } catch {
     return { ok: false, reason: "invalid_json" };
   }

@@ -11,6 +11,7 @@ import {
   LimitedWritable,
   decodeContent,
   isJsonMediaType,
+  listsMediaTypes,
 } from "../../runtime/apim/body.ts";
 
 describe("json media types", () => {
@@ -28,6 +29,23 @@ describe("json media types", () => {
     [undefined, false],
   ])("treats_%s_as_json_%s", (type, expected) => {
     expect(isJsonMediaType(type)).toBe(expected);
+  });
+});
+
+describe("content types listing several media types", () => {
+  it.each<[string, string | string[] | undefined, boolean]>([
+    ["one_type", "application/json", false],
+    ["one_type_with_parameters", "application/json; charset=utf-8", false],
+    ["a_comma_inside_a_quoted_parameter", 'application/json; profile="a,b"', false],
+    ["an_escaped_quote_before_a_quoted_comma", 'application/json; p="a\\",b"', false],
+    ["two_types_on_one_line", "application/json, application/json", true],
+    ["a_last_type_that_is_json", "text/plain, application/json", true],
+    ["a_comma_after_the_parameters", "application/json; charset=utf-8, text/html", true],
+    ["two_field_lines", ["application/json", "application/json"], true],
+    ["one_field_line_in_a_list", ["application/json"], false],
+    ["no_content_type", undefined, false],
+  ])("%s", (_claim, type, expected) => {
+    expect(listsMediaTypes(type)).toBe(expected);
   });
 });
 

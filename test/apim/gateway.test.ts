@@ -99,6 +99,57 @@ beforeAll(async () => {
         res.writeHead(200, { "content-length": Buffer.byteLength(text) });
         return res.end(text);
       }
+      case "/joined-type":
+      case "/last-type": {
+        // Two media types on one field line: Fetch reads the last one, so a browser takes both as JSON.
+        const text = JSON.stringify(PROFILE);
+        const type =
+          req.url === "/joined-type" ? "application/json, application/json" : "text/plain, application/json";
+        res.writeHead(200, { "content-type": type, "content-length": Buffer.byteLength(text) });
+        return res.end(text);
+      }
+      case "/quoted-type": {
+        // A comma inside a quoted parameter is one media type.
+        const text = JSON.stringify(PROFILE);
+        res.writeHead(200, {
+          "content-type": 'application/json; profile="a,b"',
+          "content-length": Buffer.byteLength(text),
+        });
+        return res.end(text);
+      }
+      case "/numbers": {
+        const text =
+          '{"id":12345678901234567890,"big":1e400,"price":1.10,"small":5e-324,"n":[1,2.50,-0],"secret":"s"}';
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+        return res.end(text);
+      }
+      case "/not-utf8": {
+        const bytes = Buffer.concat([
+          Buffer.from('{"name":"'),
+          Buffer.from([0xff, 0xfe]),
+          Buffer.from('","secret":1}'),
+        ]);
+        res.writeHead(200, { "content-type": "application/json", "content-length": bytes.length });
+        return res.end(bytes);
+      }
+      case "/deflate-bomb": {
+        const z = zlib.deflateSync(JSON.stringify({ ...PROFILE, blob: "x".repeat(200_000) }));
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-encoding": "deflate",
+          "content-length": z.length,
+        });
+        return res.end(z);
+      }
+      case "/raw-deflate": {
+        const z = zlib.deflateRawSync(JSON.stringify(PROFILE));
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-encoding": "deflate",
+          "content-length": z.length,
+        });
+        return res.end(z);
+      }
       default:
         return sendJson(res, 200, PROFILE, { etag: '"v1"' });
     }
@@ -666,11 +717,50 @@ describe("response transforms", () => {
     },
   );
 
-  it("answers_502_for_a_repeated_content_type_instead_of_passing_the_dropped_fields", async () => {
-    const r = await curl(url("/api/me/dup-type"));
+  it.each([
+    ["answers_502_for_a_repeated_content_type_instead_of_passing_the_dropped_fields", "/api/me/dup-type"],
+    ["answers_502_for_two_json_types_on_one_content_type_line", "/api/me/joined-type"],
+    ["answers_502_for_a_content_type_line_whose_last_type_is_json", "/api/me/last-type"],
+  ])("%s", async (_claim, path) => {
+    const r = await curl(url(path));
     expect(r.status).toBe(502);
     expect(r.headers["x-meshgate-error"]).toBe("response_transform_failed");
     expect(r.text).not.toContain("s3cr3t");
+  });
+
+  it("transforms_a_json_type_whose_quoted_parameter_holds_a_comma", async () => {
+    const r = await curl(url("/api/me/quoted-type"));
+    expect(r.status).toBe(200);
+    expect(r.text).not.toContain("s3cr3t");
+  });
+
+  // A double cannot hold a 64-bit id or 1e400, and would print 1.10 as 1.1: dropping one field must not
+  // rewrite another's digits.
+  it("keeps_every_number_of_a_transformed_body_as_the_upstream_wrote_it", async () => {
+    const r = await curl(url("/api/me/numbers"));
+    expect(r.status).toBe(200);
+    expect(r.text).toBe(
+      '{"id":12345678901234567890,"big":1e400,"price":1.10,"small":5e-324,"n":[1,2.50,-0]}',
+    );
+  });
+
+  it("answers_502_for_a_json_body_that_is_not_utf8_instead_of_replacing_its_bytes", async () => {
+    const r = await curl(url("/api/me/not-utf8"));
+    expect(r.status).toBe(502);
+    expect(r.headers["x-meshgate-error"]).toBe("response_transform_failed");
+  });
+
+  it.each([
+    [
+      "answers_502_response_too_large_for_a_deflate_body_that_inflates_past_the_limit",
+      "/api/me/deflate-bomb",
+      502,
+      "response_too_large",
+    ],
+    ["transforms_a_raw_deflate_body", "/api/me/raw-deflate", 200, undefined],
+  ])("%s", async (_claim, path, status, code) => {
+    const r = await curl(url(path), ["-H", "Accept-Encoding: identity"]);
+    expect([r.status, r.headers["x-meshgate-error"]]).toEqual([status, code]);
   });
 
   it("answers_502_for_a_buffered_response_over_the_limit", async () => {

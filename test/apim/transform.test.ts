@@ -238,6 +238,19 @@ describe("body operations", () => {
     }
   });
 
+  it("keeps_the_text_of_numbers_a_double_would_change_and_never_walks_into_them", () => {
+    const c = compile(bodyOps({ drop: ["secret"], set: { "id.x": 1, "price.y": 2 } }));
+    const text = '{"id":12345678901234567890,"price":1.10,"ok":2,"secret":1}';
+    const r = transformJson(c.body!, Buffer.from(text), ctx);
+    expect(r).toEqual({ ok: true, body: Buffer.from('{"id":12345678901234567890,"price":1.10,"ok":2}') });
+  });
+
+  it("refuses_bytes_that_are_not_utf8", () => {
+    const c = compile(bodyOps({ drop: ["a"] }));
+    const bad = Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+    expect(transformJson(c.body!, bad, ctx)).toEqual({ ok: false, reason: "invalid_json" });
+  });
+
   it("keeps_an_empty_body_empty", () => {
     const c = compile(bodyOps({ set: { a: 1 } }));
     const r = transformJson(c.body!, Buffer.alloc(0), ctx);
