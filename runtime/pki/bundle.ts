@@ -64,7 +64,7 @@ function checkRoot(trustDomain: string, root: ParsedCertificate): void {
   const name = root.subject;
   if (!isCa(root))
     throw new PkiError("E_RT_PKI_NOT_A_CA", `bundle root ${name} is not a CA certificate (cA=true)`);
-  if (root.keyUsage && (root.keyUsage.flags & KeyUsageBits.keyCertSign) === 0)
+  if (!root.keyUsage || (root.keyUsage.flags & KeyUsageBits.keyCertSign) === 0)
     throw new PkiError("E_RT_PKI_NOT_A_CA", `bundle root ${name} lacks the keyCertSign key usage`);
   if (root.subjectName !== root.issuerName || !root.native.verify(root.publicKey))
     throw new PkiError("E_RT_PKI_NOT_A_CA", `bundle root ${name} is not self-signed`);

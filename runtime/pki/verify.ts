@@ -367,7 +367,9 @@ function issuerProblem(cand: ParsedCertificate, below: number): SvidFailure | nu
       "E_RT_PKI_ISSUER_NOT_CA",
       `issuer ${cand.subject} is not a CA (basicConstraints cA is not true)`,
     );
-  if (cand.keyUsage && (cand.keyUsage.flags & KeyUsageBits.keyCertSign) === 0)
+  // Absent key usage is no licence to sign (RFC 5280 §4.2.1.3: a CA MUST include it; openssl -x509_strict
+  // refuses a CA without it): the verifier enforces what it documents, keyCertSign present.
+  if (!cand.keyUsage || (cand.keyUsage.flags & KeyUsageBits.keyCertSign) === 0)
     return failure("E_RT_PKI_ISSUER_NOT_CA", `issuer ${cand.subject} lacks the keyCertSign key usage`);
   if (cand.duplicateExtensions.length > 0)
     return failure("E_RT_PKI_MALFORMED_CERTIFICATE", `issuer ${cand.subject} repeats an extension`);

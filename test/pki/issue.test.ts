@@ -3,6 +3,8 @@
  * openssl CLI (`verify -x509_strict`) as the independent verifier — for several trust domains and
  * services, and across a root rotation (a bundle with two roots).
  */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,7 +24,7 @@ import {
   TrustBundle,
   validityWindow,
 } from "../../runtime/pki/index.ts";
-import { makeCa, opensslVerify, OIDS, tempDir, writeFiles, type TestCa } from "./support.ts";
+import { makeCa, opensslVerify, OIDS, run, tempDir, writeFiles, type TestCa } from "./support.ts";
 
 let tmp: Awaited<ReturnType<typeof tempDir>>;
 const cas: Record<string, TestCa> = {};
@@ -356,6 +358,25 @@ describe("trust bundles", () => {
     const ca = cas["shop.example"]!;
     const cert = which === "root" ? ca.root.certificate : ca.intermediate.certificate;
     expect(() => new TrustBundle(td, [cert])).toThrow(expect.objectContaining({ code }));
+  });
+
+  // RFC 5280 §4.2.1.3: a CA MUST include key usage. `openssl req -x509` makes a CA without it (its
+  // default v3_ca section leaves keyUsage out), which openssl -x509_strict then refuses as an issuer.
+  it("refuses_a_root_without_a_key_usage_extension", async () => {
+    const tmp = await tempDir("pki-no-ku");
+    try {
+      const [key, crt] = [join(tmp.dir, "k.pem"), join(tmp.dir, "c.pem")];
+      await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key, "-out", crt, "-subj", "/CN=no key usage", "-days", "1",
+        "-addext", "subjectAltName=URI:spiffe://shop.example"]); // prettier-ignore
+      const [cert] = parseCertificates(await readFile(crt, "utf8"));
+      expect(cert!.keyUsage).toBeNull();
+      expect(() => new TrustBundle("shop.example", [cert!])).toThrow(
+        expect.objectContaining({ code: "E_RT_PKI_NOT_A_CA" }),
+      );
+    } finally {
+      await tmp.cleanup();
+    }
   });
 });
 

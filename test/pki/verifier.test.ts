@@ -159,6 +159,15 @@ const FIXTURES: Fixture[] = [
     "E_RT_PKI_ISSUER_NOT_CA",
   ],
   [
+    // RFC 5280 §4.2.1.3 (a CA MUST include key usage); openssl -x509_strict refuses it too.
+    "rejects_an_issuer_without_a_key_usage_extension",
+    async () => {
+      const fake = await forgeCa(main.root, { trustDomain: TD, keyUsage: null });
+      return { chain: [(await forge(fake, { uris: [ID] })).der, fake.der] };
+    },
+    "E_RT_PKI_ISSUER_NOT_CA",
+  ],
+  [
     "rejects_a_chain_beyond_the_intermediates_path_length",
     async () => {
       const sub = await forgeCa(main.intermediate, { trustDomain: TD });
