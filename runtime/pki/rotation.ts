@@ -48,7 +48,14 @@ export type RotationAction =
   | { action: "add-root"; root: CertRef }
   | { action: "wait-propagation"; root: CertRef; minMs: number }
   | { action: "issue-intermediate"; root: CertRef; intermediate: CertRef | null }
-  | { action: "reissue-leaf"; spiffeId: string; current: CertRef; intermediate: CertRef | null }
+  | {
+      action: "reissue-leaf";
+      spiffeId: string;
+      current: CertRef;
+      intermediate: CertRef | null;
+      /** The root the new leaf chains to: without a named intermediate, what the guard checks. */
+      root: CertRef;
+    }
   | { action: "wait-leaf-expiry"; retiring: CertRef[]; until: number }
   | { action: "drop-root"; root: CertRef }
   | { action: "retire-intermediate"; intermediate: CertRef };
@@ -236,6 +243,7 @@ export function planRotation(
       spiffeId: id,
       current: ref(current),
       intermediate: newIntermediate ? ref(newIntermediate) : null,
+      root: ref(newRoot),
     });
   }
 
@@ -338,7 +346,9 @@ export function checkStep(
     case "issue-intermediate":
       return propagated(step.root, options.propagationMs);
     case "reissue-leaf": {
-      if (!step.intermediate) return { ok: true };
+      // A plan made before the new intermediate existed names none: the leaf chains to the plan's root,
+      // which must be in the bundle and propagated like for any certificate under it.
+      if (!step.intermediate) return propagated(step.root, options.propagationMs);
       const int = inventory.intermediates.find((i) => i.fingerprint === step.intermediate!.fingerprint);
       const root = int && inventory.bundle.find((r) => issued(r, int));
       if (!root)

@@ -255,6 +255,22 @@ describe("checkStep", () => {
     },
   );
 
+  // A plan made before the new intermediate exists names none in its reissue steps: checked on their own,
+  // they were always allowed — even with the new root missing from the bundle.
+  it.each([
+    ["a_reissue_without_a_named_intermediate_is_refused_while_the_new_root_is_not_in_the_bundle", false, 2 * MIN, "E_RT_PKI_ROTATION_ORDER"],
+    ["a_reissue_without_a_named_intermediate_waits_for_the_new_roots_propagation", true, MIN, "E_RT_PKI_ROTATION_WAIT"],
+    ["a_reissue_without_a_named_intermediate_is_allowed_once_the_new_root_propagated", true, 2 * MIN, null],
+  ] as const)("%s", (_claim, added, after, code) => {
+    const plan = planRotation(initial(), { kind: "root", newRoot: newRoot.certificate }, OPTIONS);
+    const reissue = plan.steps.find((s) => s.action === "reissue-leaf")!;
+    expect("intermediate" in reissue && reissue.intermediate).toBeNull();
+    const inv: PkiInventory = added
+      ? { ...initial(), bundle: [oldRoot.certificate, newRoot.certificate], bundleSince: new Map([[newRoot.certificate.fingerprint, T]]) }
+      : initial();
+    expect(checkStep(inv, reissue, T + after, skew)).toMatchObject(code === null ? { ok: true } : { ok: false, code });
+  }); // prettier-ignore
+
   it("guards_an_intermediate_rotation_the_same_way", async () => {
     const inv0: PkiInventory = {
       trustDomain: TD,
