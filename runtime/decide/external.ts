@@ -42,9 +42,20 @@ export function hostCovers(pattern: string, host: string): boolean {
 }
 
 /** Loopback, link-local (cloud metadata) and unspecified addresses: no range may hold them. */
-const REFUSED_RANGES = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "::/128", "::1/128", "fe80::/10"].map(
-  (t) => parseCidr(t)!,
-);
+// The IPv6 instance-metadata endpoint of AWS (fd00:ec2::254) and the NAT64 forms (64:ff9b::/96) of the
+// refused IPv4 ranges are what runtime/net/lookup.ts refuses too.
+const REFUSED_RANGES = [
+  "0.0.0.0/8",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "::/128",
+  "::1/128",
+  "fe80::/10",
+  "fd00:ec2::254/128",
+  "64:ff9b::/104",
+  "64:ff9b::7f00:0/104",
+  "64:ff9b::a9fe:0/112",
+].map((t) => parseCidr(t)!);
 
 /**
  * Why a string is not an external's CIDR range — canonical text (`10.20.0.0/16`, `2001:db8::/48`: the

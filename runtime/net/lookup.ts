@@ -12,7 +12,21 @@
 import dns, { type LookupAddress, type LookupAllOptions, type LookupOneOptions } from "node:dns";
 import net from "node:net";
 
-/** Whether a resolved address is one egress refuses (loopback, link-local, unspecified). */
+/**
+ * IPv6 answers refused beyond loopback, link-local and unspecified: AWS's instance metadata endpoint over
+ * IPv6 (fd00:ec2::254, Nitro instances with IPv6 metadata on — what 169.254.169.254 is over IPv4), and the
+ * NAT64 forms (64:ff9b::/96, RFC 6052) of the refused IPv4 ranges, which a DNS64 resolver hands out for them.
+ */
+const REFUSED_V6 = new net.BlockList();
+REFUSED_V6.addAddress("fd00:ec2::254", "ipv6");
+REFUSED_V6.addSubnet("64:ff9b::7f00:0", 104, "ipv6"); // 127.0.0.0/8
+REFUSED_V6.addSubnet("64:ff9b::", 104, "ipv6"); // 0.0.0.0/8
+REFUSED_V6.addSubnet("64:ff9b::a9fe:0", 112, "ipv6"); // 169.254.0.0/16
+
+/**
+ * Whether a resolved address is one egress refuses (loopback, link-local, unspecified; the IPv6 metadata
+ * endpoint and NAT64 forms of those).
+ */
 export function refusedEgressAddress(address: string): boolean {
   const family = net.isIP(address);
   if (family === 4) return refusedIPv4(address);
@@ -24,7 +38,7 @@ export function refusedEgressAddress(address: string): boolean {
   if (mapped) return refusedIPv4(mapped[1]!);
   // fe80::/10: the first 10 bits 1111111010.
   const first = Number.parseInt(a.split(":")[0] || "0", 16);
-  return (first & 0xffc0) === 0xfe80;
+  return (first & 0xffc0) === 0xfe80 || REFUSED_V6.check(a, "ipv6");
 }
 
 function refusedIPv4(address: string): boolean {

@@ -98,6 +98,10 @@ describe("cidrProblem", () => {
     ["refuses_every_address", "::/0", "loopback, link-local"],
     ["refuses_the_ipv4_mapped_space", "::ffff:0:0/96", "loopback, link-local"],
     ["refuses_a_zone", "fe80::1%eth0/128", "is not a CIDR range"],
+    ["refuses_a_range_holding_the_ipv6_metadata_endpoint", "fd00:ec2::/32", "(fd00:ec2::254/128)"],
+    ["refuses_the_nat64_form_of_link_local", "64:ff9b::a9fe:a9fe/128", "(64:ff9b::a9fe:0/112)"],
+    ["accepts_a_nat64_range_of_public_addresses", "64:ff9b::5db8:0/112", null],
+    ["accepts_a_unique_local_range_beside_the_metadata_endpoint", "fd00:ec3::/32", null],
   ])("%s", (_claim, text, problem) => {
     const p = cidrProblem(text);
     if (problem === null) expect(p).toBeNull();
