@@ -808,7 +808,7 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     name: "path",
     type: "string",
     meaning:
-      "the canonical path (no query); for a request refused before routing, the target as sent without query or userinfo (at most 200 characters), empty when the target itself was refused",
+      "the canonical path (no query); for a request refused before routing, the target as sent without query, fragment or userinfo (at most 200 characters), empty when the target itself was refused",
     gateway: "always",
     sidecar: "always",
   },
@@ -816,7 +816,7 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     name: "host",
     type: "string",
     meaning:
-      "the Host header (or :authority) as received, without userinfo (`user:password@`), at most 255 characters",
+      "the Host header (or :authority, or a CONNECT target) as received, without userinfo (`user:password@`) and without anything after a `/`, `?` or `#`, at most 255 characters",
     gateway: "when known",
     sidecar: "no",
   },

@@ -82,30 +82,36 @@ export function processLoggers(name: string, base: Record<string, unknown>, fd =
 /**
  * An authority as an access line shows it (the Host header or :authority, a CONNECT target): without
  * userinfo — a client that wrote `http://user:password@host/` (RFC 9110 §4.2.4 deprecates userinfo;
- * decide() and the CONNECT parser refuse it) must not find its password in the logs — and at most `max`
- * characters. Everything up to the last "@" goes: a password may hold an unencoded "@".
+ * decide() and the CONNECT parser refuse it) must not find its password in the logs — without anything
+ * that is no part of an authority (a refused CONNECT target `host:443/x?access_token=…` keeps
+ * `host:443`), and at most `max` characters. A query or fragment goes first, then everything up to the
+ * last "@" (a password may hold an unencoded "@" or "/"), then whatever follows a "/".
  */
 export function loggedAuthority(authority: string, max = 255): string {
-  const at = authority.lastIndexOf("@");
-  return (at < 0 ? authority : authority.slice(at + 1)).slice(0, max);
+  const q = authority.search(/[?#]/);
+  let a = q < 0 ? authority : authority.slice(0, q);
+  const at = a.lastIndexOf("@");
+  if (at >= 0) a = a.slice(at + 1);
+  const slash = a.indexOf("/");
+  return (slash < 0 ? a : a.slice(0, slash)).slice(0, max);
 }
 
-/** An absolute-form target's scheme and authority (`https://user:pw@host`), authority in group 1. */
-const ABSOLUTE_TARGET = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;
+/** An absolute-form target's scheme and "://" (`https://`). */
+const ABSOLUTE_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 /**
- * A refused request target as an access line shows it: without the query, without userinfo in an
- * absolute-form target's authority, and at most 200 characters. (An accepted request's line shows its
- * canonical path instead.)
+ * A refused request target as an access line shows it: without the query or fragment (a token in
+ * either), without userinfo in an absolute-form target — everything between "://" and the last "@"
+ * goes, since a password may hold an unencoded "/" or "@" — and at most 200 characters. (An accepted
+ * request's line shows its canonical path instead.)
  */
 export function loggedTarget(target: string): string {
-  const q = target.indexOf("?");
+  const q = target.search(/[?#]/);
   let t = q < 0 ? target : target.slice(0, q);
-  const m = ABSOLUTE_TARGET.exec(t);
+  const m = ABSOLUTE_SCHEME.exec(t);
   if (m !== null) {
-    const at = m[1]!.lastIndexOf("@");
-    if (at >= 0)
-      t = `${m[0].slice(0, m[0].length - m[1]!.length)}${m[1]!.slice(at + 1)}${t.slice(m[0].length)}`;
+    const at = t.lastIndexOf("@");
+    if (at >= m[0].length) t = `${m[0]}${t.slice(at + 1)}`;
   }
   return t.slice(0, 200);
 }
