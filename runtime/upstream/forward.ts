@@ -376,5 +376,7 @@ function untouched(body: Buffer | NodeJS.ReadableStream | null): boolean {
 function outcomeFor(f: AttemptFailure): ForwardOutcome {
   if (f.kind === "connect-failure" || f.kind === "refused-stream") return "connect_failure";
   if (f.kind === "timeout") return "timeout";
+  // A 5xx discarded for a retry that then found no endpoint: what is left to say is the cluster's state.
+  if (f.kind === "status") return "no_endpoint";
   return "reset";
 }

@@ -448,6 +448,21 @@ describe("outlier detection and the circuit breaker", () => {
     expect(bad.received).toHaveLength(5);
   });
 
+  // The retry of a discarded 5xx found no endpoint (the 5xx ejected the only one; panic routing off): the
+  // answer is the cluster's state, 503 no_healthy_upstream — not 502 upstream_reset, which told dashboards
+  // and clients of a reset nobody saw.
+  it("answers_503_no_healthy_upstream_when_the_retry_of_a_5xx_finds_no_endpoint", async () => {
+    const bad = await answer(503);
+    const gw = await gateway(
+      [{ name: "o", match: { path: "/o" }, to: "app", ...PUBLIC, retries: { attempts: 1, on: ["5xx"] } }],
+      { app: bad },
+      { app: { circuitBreaker: { consecutive5xx: 1, baseEjection: "30s", panicThreshold: 0 } } },
+    );
+    const r = await request(`${gw.url}/o`);
+    expect([r.status, r.headers["x-meshgate-error"]]).toEqual([503, "no_healthy_upstream"]);
+    expect(bad.received).toHaveLength(1);
+  });
+
   it("keeps_sending_to_the_only_endpoint_once_it_is_ejected_by_default_panic_routing", async () => {
     // Envoy's healthy_panic_threshold (50 %): one ejected endpoint of one is 0 % available, so the
     // ejection must not turn into 30 s of 503s for a service that may already have recovered.
