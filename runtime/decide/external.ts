@@ -105,6 +105,17 @@ export interface ExternalMatcher<T extends ExternalHostPort> {
 const exactKey = (host: string, port: number) => `${host}\u0000${port}`;
 
 /**
+ * An entry's host as requests are compared with it: lower case, no trailing dot, IPv6 in its canonical
+ * form without brackets (what canonicalHost makes of a request's Host, and the CONNECT parser of its
+ * target) — so a config written `API.Partner.example` or `2001:DB8:0::1` matches plain HTTP and CONNECT
+ * alike. A host that is none of those stays as written (and matches nothing a request can name).
+ */
+function entryHost(host: string): string {
+  const c = host.includes(":") ? canonicalHost(`[${host}]`)?.slice(1, -1) : canonicalHost(host);
+  return c ?? host;
+}
+
+/**
  * Compiles entries (in precedence order for equal matches: the first of two entries with the same host
  * and port wins).
  */
@@ -121,7 +132,7 @@ export function compileExternalMatcher<T extends ExternalHostPort>(
       const range = parseCidr(e.host);
       if (range !== null) ranges.push({ range, port: e.port, entry: e }); // the spec refuses malformed ones
     } else {
-      const k = exactKey(e.host, e.port);
+      const k = exactKey(entryHost(e.host), e.port);
       if (!exact.has(k)) exact.set(k, e);
     }
   }

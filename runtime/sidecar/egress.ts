@@ -121,11 +121,14 @@ export function compileExternals(list: readonly External[]): CompiledExternals {
   const byName = new Map<string, External>();
   const targets: External[] = [];
   for (const e of list) {
-    byName.set(e.name, e);
     // A host that is no name, address or wildcard (translate refuses it) matches no CONNECT; its local
     // port, if any, still dials it (and fails there).
     const host = isPatternHost(e.host) ? e.host : canonicalHost(e.host);
-    if (host !== null) targets.push(host === e.host ? e : { ...e, host });
+    const c = host === null || host === e.host ? e : { ...e, host };
+    // The tunnels hold this canonical copy: a reload compares it with the next config's (stillDeclared),
+    // which must be canonical too, or every tunnel to a host not written canonically closed on reload.
+    byName.set(e.name, c);
+    if (host !== null) targets.push(c);
   }
   return { byTarget: compileExternalMatcher(targets), byName };
 }

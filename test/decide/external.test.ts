@@ -56,6 +56,17 @@ describe("external matcher", () => {
     expect(matcher.match(host, port)?.name ?? null).toBe(expected);
   });
 
+  // A hand-written config (the runtime schema takes any host text) in another spelling: plain HTTP on the
+  // proxy port compared it as written, CONNECT canonically — the same external allowed one way only.
+  it.each([
+    ["an_upper_case_name_matches_its_canonical_form", "API.Partner.example", "api.partner.example"],
+    ["a_name_with_its_trailing_dot_matches_without_it", "api.partner.example.", "api.partner.example"],
+    ["an_ipv6_address_not_written_canonically_matches_its_canonical_form", "2001:DB8:0:0::1", "2001:db8::1"],
+  ])("%s", (_claim, declared, requested) => {
+    const m = compileExternalMatcher([{ name: "x", host: declared, port: 80 }]);
+    expect(m.match(requested, 80)?.name).toBe("x");
+  });
+
   it("takes_the_first_of_two_equal_entries", () => {
     const m = compileExternalMatcher([
       { name: "a", host: "*.x.example", port: 1 },
