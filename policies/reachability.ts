@@ -251,11 +251,17 @@ export function authCovers(weak: RouteAuth, strong: RouteAuth): boolean {
   }
   const restricts = (w: readonly string[], s: readonly string[]) =>
     w.length === 0 || (s.length > 0 && s.every((x) => w.includes(x)));
-  return (
-    restricts(weak.consumers, strong.consumers) &&
-    restricts(weak.groups, strong.groups) &&
-    restricts(weak.clientIps, strong.clientIps)
-  );
+  // Consumers and groups are one allow-list at run time (authorize(): a listed consumer, or a member of a
+  // listed group; both empty admit every API key), not two restrictions: `weak` covers `strong` when it
+  // admits every API key, or when `strong` lists some and each of its consumers and groups is `weak`'s too
+  // (group membership is the consumers table's; comparing names is the conservative reading).
+  const open = (a: RouteAuth) => a.consumers.length === 0 && a.groups.length === 0;
+  const apiKeys =
+    open(weak) ||
+    (!open(strong) &&
+      strong.consumers.every((c) => weak.consumers.includes(c)) &&
+      strong.groups.every((g) => weak.groups.includes(g)));
+  return apiKeys && restricts(weak.clientIps, strong.clientIps);
 }
 
 /** The grants of `grants` that `by` does not cover, method by method ("*" covers every method). */
@@ -267,7 +273,9 @@ export function uncovered(grants: readonly Grant[], by: readonly Grant[]): Grant
     if (g.method === "*") {
       if (by.some((b) => b.method === "*" && patternContains(b.path, g.path))) continue;
       const missing = HTTP_METHODS.filter((m) => !covers(m, g.path));
-      if (missing.length === HTTP_METHODS.length) out.push(g);
+      // "Any method" is more than the nine names: decide() routes any upper-case token (PROPFIND, PURGE)
+      // and an empty method list admits it, so listing all nine does not cover "*".
+      if (missing.length === HTTP_METHODS.length || missing.length === 0) out.push(g);
       else for (const m of missing) out.push({ method: m, path: g.path });
     } else if (!covers(g.method, g.path)) out.push(g);
   }

@@ -644,6 +644,30 @@ describe("semantic diff of the widenings a reviewer must see", () => {
       },
     },
     {
+      // authorize(): a listed consumer OR a member of a listed group — a consumer beside the groups widens.
+      change: "a consumer listed beside a route's groups",
+      head: (r) => (route(r, "partner-bulk-orders").auth.consumers = ["acme-retail"]),
+      widened: { via: "partner-bulk-orders" },
+    },
+    {
+      // An empty method list admits PROPFIND, PURGE, …: not the same as the nine method names listed.
+      change: "an allow rule's list of all nine methods removed (any method)",
+      base: (r) =>
+        (r.services.payments.allow[1].methods = [
+          "GET",
+          "HEAD",
+          "POST",
+          "PUT",
+          "PATCH",
+          "DELETE",
+          "OPTIONS",
+          "TRACE",
+          "CONNECT",
+        ]),
+      head: (r) => delete r.services.payments.allow[1].methods,
+      widened: { from: "orders", to: ["payments"] },
+    },
+    {
       change: "an API-key consumer given a second key",
       head: (r) => r.gateway.apiKeys.consumers["acme-retail"].keyHashes.push(`sha256:${"ab".repeat(32)}`),
       setting: { name: "apiKey consumer acme-retail", after: expect.stringMatching(/; 2 keys #/) },

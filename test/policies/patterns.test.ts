@@ -117,6 +117,31 @@ describe("auth order", () => {
       auth({ anyOf: [{ kind: "apiKey" }] }),
       false,
     ],
+    // authorize() admits a listed consumer OR a member of a listed group: one allow-list, not two limits.
+    [
+      "groups_alone_do_not_cover_the_same_groups_with_a_consumer_added",
+      auth({ anyOf: [{ kind: "apiKey" }], groups: ["bulk"] }),
+      auth({ anyOf: [{ kind: "apiKey" }], groups: ["bulk"], consumers: ["acme"] }),
+      false,
+    ],
+    [
+      "consumers_alone_do_not_cover_the_same_consumers_with_a_group_added",
+      auth({ anyOf: [{ kind: "apiKey" }], consumers: ["acme"] }),
+      auth({ anyOf: [{ kind: "apiKey" }], consumers: ["acme"], groups: ["bulk"] }),
+      false,
+    ],
+    [
+      "a_consumer_and_a_group_cover_the_consumer_alone",
+      auth({ anyOf: [{ kind: "apiKey" }], consumers: ["acme"], groups: ["bulk"] }),
+      auth({ anyOf: [{ kind: "apiKey" }], consumers: ["acme"] }),
+      true,
+    ],
+    [
+      "no_consumers_or_groups_cover_any_list",
+      auth({ anyOf: [{ kind: "apiKey" }] }),
+      auth({ anyOf: [{ kind: "apiKey" }], consumers: ["acme"], groups: ["bulk"] }),
+      true,
+    ],
     [
       "a_wider_claim_set_covers_a_narrower",
       auth({ claims: [{ name: "tier", values: ["gold", "silver"] }] }),
@@ -132,5 +157,16 @@ describe("auth order", () => {
       uncovered([{ method: "*", path: "/x" }], [{ method: "GET", path: "/x" }]).map((g) => g.method),
     ).toEqual(["HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]);
     expect(uncovered([{ method: "GET", path: "/x/*" }], [{ method: "*", path: "/x/**" }])).toEqual([]);
+  });
+
+  // An empty method list admits any upper-case token (PROPFIND, PURGE), not just the nine names.
+  it("never_lets_the_nine_method_names_cover_any_method", () => {
+    const nine = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"] as const;
+    expect(
+      uncovered(
+        [{ method: "*", path: "/x" }],
+        nine.map((method) => ({ method, path: "/x" })),
+      ),
+    ).toEqual([{ method: "*", path: "/x" }]);
   });
 });
