@@ -560,14 +560,25 @@ const parsedPattern = (p: string) => {
 
 /**
  * The requests of route `r` that route `o` wins when both are served (the router's precedence, see
- * runtime/decide/router.ts): on a host both serve, a route naming hosts before one serving every host; then
+ * runtime/decide/router.ts): on a host both serve, an exact host before a wildcard (the longer suffix
+ * first), either before a route serving every host; then
  * the more specific path pattern; for the same pattern, one naming methods, then more conditions, then the
  * name. Each grant is the intersection (the narrower method and path).
  */
 function shadowed(o: RouteAccess, r: RouteAccess): Grant[] {
-  if (!hostsOverlap(o.hosts, r.hosts)) return [];
-  const byHost = Number(o.hosts.length > 0) - Number(r.hosts.length > 0);
-  if (byHost < 0) return [];
+  // Per host both serve: `o` wins outright where its host list ranks higher (an exact name over a
+  // wildcard, a longer wildcard suffix over a shorter one, any listed host over none); where they rank
+  // the same, the paths decide.
+  let wins = false;
+  let ties = false;
+  for (const h of probeHosts(o.hosts, r.hosts)) {
+    const [a, b] = [hostRank(o.hosts, h), hostRank(r.hosts, h)];
+    if (a < 0 || b < 0) continue;
+    if (a > b) wins = true;
+    else if (a === b) ties = true;
+  }
+  if (!wins && !ties) return [];
+  const byHost = wins ? 1 : 0;
   const names = (x: RouteAccess) => x.grants.some((g) => g.method !== "*");
   const tie = (): boolean =>
     names(o) !== names(r)
@@ -595,8 +606,34 @@ function shadowed(o: RouteAccess, r: RouteAccess): Grant[] {
 
 /** Do two routes' host lists share a host (empty = every host; a wildcard may cover the other's names)? */
 function hostsOverlap(a: readonly string[], b: readonly string[]): boolean {
-  if (a.length === 0 || b.length === 0) return true;
-  return a.some((x) => b.some((y) => x === y || x.startsWith("*.") || y.startsWith("*.")));
+  return probeHosts(a, b).some((h) => hostRank(a, h) >= 0 && hostRank(b, h) >= 0);
+}
+
+/**
+ * How a route's host list ranks for requests to `host`, as runtime/decide/router.ts tries them: an exact
+ * name first, then wildcards by suffix length (`*.a.example` covers any name ending `.a.example`, the
+ * longer suffix first), then routes naming no host (0); -1 when the list does not serve the host.
+ */
+function hostRank(hosts: readonly string[], host: string): number {
+  if (hosts.length === 0) return 0;
+  if (hosts.includes(host)) return Number.MAX_SAFE_INTEGER;
+  let best = -1;
+  for (const h of hosts) {
+    if (!h.startsWith("*.")) continue;
+    const suffix = h.slice(1);
+    if (host.endsWith(suffix) && host.length > suffix.length) best = Math.max(best, suffix.length);
+  }
+  return best;
+}
+
+/**
+ * Hosts that stand for every way two host lists share requests: each listed name, a name under each
+ * wildcard, and a name neither lists (for lists naming no host).
+ */
+function probeHosts(a: readonly string[], b: readonly string[]): string[] {
+  const out = new Set<string>(["meshgate-probe.invalid"]);
+  for (const h of [...a, ...b]) out.add(h.startsWith("*.") ? `meshgate-probe${h.slice(1)}` : h);
+  return [...out];
 }
 
 /**

@@ -15,7 +15,7 @@ import {
 import { explainRequest } from "../../policies/assertions.ts";
 import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
 import { runGuardrails } from "../../policies/run.ts";
-import { inputOf, routeIndex, shopRaw } from "./support.ts";
+import { inputOf, miniRaw, routeIndex, shopRaw } from "./support.ts";
 
 type Raw = ReturnType<typeof shopRaw>;
 const BASE = inputOf(shopRaw());
@@ -698,6 +698,32 @@ describe("semantic diff of the widenings a reviewer must see", () => {
     const d = semanticDiff(inputOf(rb), inputOf(rh));
     if (widened) expect(d.widened).toContainEqual(expect.objectContaining(widened));
     if (setting) expect(d.settings).toContainEqual(expect.objectContaining(setting));
+  });
+
+  // The router tries exact hosts before wildcards: a public route narrowed from every host to one exact
+  // name wins that name's requests from an authenticated route on a wildcard — a narrowing of its own
+  // match, and a widening for the requests it takes.
+  it("reports_a_route_narrowed_to_an_exact_host_taking_a_wildcard_routes_requests", () => {
+    const spec = (pubHosts?: string[]) => {
+      const raw = miniRaw();
+      raw.gateway.hosts = ["mini.example", "*.mini.example"];
+      raw.gateway.listeners[0].tls.certificates[0].hosts = ["mini.example", "*.mini.example"];
+      raw.services.api.allow[1].paths = ["/items", "/items/*", "/api/**"];
+      raw.gateway.routes = [
+        { name: "pub", match: { path: "/api/**", methods: ["GET"], ...(pubHosts ? { hosts: pubHosts } : {}) },
+          to: "api", public: true, rateLimit: { requests: 600, per: "1m", key: "ip" } },
+        { name: "admin", match: { path: "/api/items", methods: ["GET"], hosts: ["mini.example", "*.mini.example"] },
+          to: "api", auth: { jwt: "main", scopes: ["items:read"] } },
+      ];
+      return inputOf(raw);
+    }; // prettier-ignore
+    const [base, head] = [spec(), spec(["api.mini.example"])];
+    const request = { from: "internet", method: "GET", path: "/api/items", host: "api.mini.example" };
+    expect(explainRequest(base, request)).toMatchObject({ verdict: "deny", route: "admin" });
+    expect(explainRequest(head, request)).toMatchObject({ verdict: "allow", route: "pub" });
+    expect(semanticDiff(base, head).widened).toContainEqual(
+      expect.objectContaining({ via: "pub", grants: "GET /api/items" }),
+    );
   });
 
   it("reports_no_take_over_when_a_route_that_already_won_is_renamed_or_given_other_settings", () => {
