@@ -884,10 +884,28 @@ function describeConsumer(c: NonNullable<GatewayConfig["auth"]["apiKeys"]>["cons
   return `${c.groups.length > 0 ? `groups ${c.groups.join(", ")}` : "no group"}; ${keys}`;
 }
 
+/** A client-certificate provider in words: the CA file it trusts and the subjects and SANs it admits. */
+function describeClientCertProvider(p: GatewayConfig["auth"]["clientCert"][number] | undefined): string {
+  if (!p) return "no provider";
+  const list = (what: string, xs: readonly string[]) =>
+    xs.length > 0 ? `${what} ${[...xs].sort(cmp).join(", ")}` : `any ${what.replace(/s$/, "")}`;
+  return `CA ${p.caFile}, ${list("subjects", p.subjects)}, ${list("SANs", p.sans)}`;
+}
+
+/** An OIDC provider in words: the issuer it trusts, the client it logs in as, the scopes and session life. */
+function describeOidcProvider(p: GatewayConfig["auth"]["oidc"][number] | undefined): string {
+  if (!p) return "no provider";
+  const scopes = p.scopes.length > 0 ? `scopes ${[...p.scopes].sort(cmp).join(" ")}` : "no scope";
+  return `issuer ${p.issuer}, client ${p.clientId}, ${scopes}, sessions ${Math.round(p.sessionTtlMs / 1000)}s`;
+}
+
 /**
- * Who holds a credential the routes accept: a JWT provider's issuer, audiences, algorithms and keys, and the
- * API-key consumers with their groups and keys. A provider that now trusts another issuer or key admits
- * other token holders on every route naming it — a widening no route's own auth shows; the note names them.
+ * Who holds a credential the routes accept: a JWT provider's issuer, audiences, algorithms and keys, a
+ * client-certificate provider's CA file, subjects and SANs, an OIDC provider's issuer, client, scopes and
+ * session life, and the API-key consumers with their groups and keys. A provider that now trusts another
+ * issuer, key or CA, or admits more subjects, admits other holders on every route naming it — a widening
+ * no route's own auth shows; the note names them. (A CA file's contents are not read: a new file at the
+ * same path shows nothing.)
  */
 function credentialSettings(base: PolicyInput, head: PolicyInput): SettingChange[] {
   const b = base.runtime.gateway;
@@ -913,6 +931,30 @@ function credentialSettings(base: PolicyInput, head: PolicyInput): SettingChange
         ...readBy((m) => m.kind === "jwt" && m.provider === name),
       });
   }
+  const providers = <P extends { name: string }>(
+    kind: "clientCert" | "oidc",
+    from: readonly P[],
+    to: readonly P[],
+    describe: (p: P | undefined) => string,
+  ) => {
+    for (const name of [...new Set([...from, ...to].map((p) => p.name))].sort(cmp)) {
+      const [before, after] = [
+        describe(from.find((p) => p.name === name)),
+        describe(to.find((p) => p.name === name)),
+      ];
+      if (before !== after)
+        out.push({
+          scope: "gateway",
+          name: `${kind} ${name}`,
+          field: "auth",
+          before,
+          after,
+          ...readBy((m) => m.kind === kind && m.provider === name),
+        });
+    }
+  };
+  providers("clientCert", b.auth.clientCert, h.auth.clientCert, describeClientCertProvider);
+  providers("oidc", b.auth.oidc, h.auth.oidc, describeOidcProvider);
   const [cb, ch] = [b.auth.apiKeys?.consumers ?? [], h.auth.apiKeys?.consumers ?? []];
   for (const name of [...new Set([...cb, ...ch].map((c) => c.name))].sort(cmp)) {
     const [from, to] = [

@@ -726,6 +726,54 @@ describe("semantic diff of the widenings a reviewer must see", () => {
     );
   });
 
+  // A client-certificate or OIDC provider that admits other holders widens every route naming it, as a JWT
+  // provider trusting another issuer does: no route's own auth shows it.
+  it.each<{
+    claim: string;
+    provider: "clientCert" | "oidc";
+    head: (r: Raw) => void;
+    before: RegExp;
+    after: RegExp;
+  }>([
+    {
+      claim: "reports_a_client_certificate_provider_that_trusts_another_ca_and_any_san",
+      provider: "clientCert",
+      head: (r) => (r.gateway.clientCerts.partners = { caFile: "/etc/ca/any-public-ca.pem" }),
+      before: /^CA \/etc\/ca\/partners\.pem, any subject, SANs spiffe:\/\/partner\.example\/acme$/,
+      after: /^CA \/etc\/ca\/any-public-ca\.pem, any subject, any SAN$/,
+    },
+    {
+      claim: "reports_an_oidc_provider_that_trusts_another_issuer",
+      provider: "oidc",
+      head: (r) => (r.gateway.oidc.sso.issuer = "https://login.other.example"),
+      before: /^issuer https:\/\/login\.mini\.example, client mini, scopes openid, sessions \d+s$/,
+      after: /^issuer https:\/\/login\.other\.example, /,
+    },
+  ])("$claim", ({ provider, head, before, after }) => {
+    const spec = (change?: (r: Raw) => void) => {
+      const raw = miniRaw();
+      raw.gateway.clientCerts = { partners: { caFile: "/etc/ca/partners.pem", sans: ["spiffe://partner.example/acme"] } };
+      raw.gateway.oidc = { sso: { issuer: "https://login.mini.example", clientId: "mini", clientSecretEnv: "MINI_SECRET", redirectPath: "/oauth2/callback" } };
+      raw.gateway.routes.push(
+        { name: "partner", match: { path: "/api/items/{id}", methods: ["GET"] }, to: "api", rewrite: { path: "/items/{id}" }, auth: { clientCert: "partners" } },
+        { name: "portal", match: { path: "/portal/**", methods: ["GET"] }, to: "api", auth: { oidc: "sso" } },
+      );
+      change?.(raw);
+      return inputOf(raw);
+    }; // prettier-ignore
+    const name = provider === "clientCert" ? "clientCert partners" : "oidc sso";
+    expect(semanticDiff(spec(), spec(head)).settings).toContainEqual(
+      expect.objectContaining({
+        scope: "gateway",
+        name,
+        field: "auth",
+        before: expect.stringMatching(before),
+        after: expect.stringMatching(after),
+        note: `accepted by routes ${provider === "clientCert" ? "partner" : "portal"}`,
+      }),
+    );
+  });
+
   it("reports_no_take_over_when_a_route_that_already_won_is_renamed_or_given_other_settings", () => {
     const [rb, renamed, limited] = [shopRaw(), shopRaw(), shopRaw()];
     for (const r of [rb, renamed, limited]) publicChaos(r);
