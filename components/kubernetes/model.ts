@@ -150,10 +150,8 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
       `identities.caSecretName: ${JSON.stringify(identities.caSecretName)} is not a Secret name`,
     );
   const runtimeImage = opts.runtimeImage ?? infra.targets.kubernetes?.runtimeImage ?? DEFAULT_RUNTIME_IMAGE;
-  if (!imagePinned(runtimeImage))
-    throw new ChartInputError(
-      `runtimeImage: "${runtimeImage}" is not pinned: give a version tag other than latest, or a sha256 digest`,
-    );
+  const imageProblem = runtimeImageProblem(runtimeImage);
+  if (imageProblem !== null) throw new ChartInputError(`runtimeImage: ${imageProblem}`);
   for (const field of ["gatewayServiceAnnotations", "prometheusServiceAccountAnnotations"] as const)
     for (const key of Object.keys(opts[field] ?? {}))
       if (!ANNOTATION_KEY.test(key))
@@ -175,15 +173,9 @@ export function resolve(result: TranslateResult, opts: ChartOptions = {}): Resol
       );
   }
   const remoteWrite = opts.prometheusRemoteWrite ?? null;
-  if (remoteWrite !== null && !/^https:\/\/[^\s/]+\/\S*$/.test(remoteWrite.url))
-    throw new ChartInputError(
-      `prometheusRemoteWrite.url: ${JSON.stringify(remoteWrite.url)} is not an https:// URL`,
-    );
-  // Credentials in the URL would land in the prometheus-config ConfigMap (readable with the `view` role).
-  if (remoteWrite !== null && /^https:\/\/[^/]*@/.test(remoteWrite.url))
-    throw new ChartInputError(
-      "prometheusRemoteWrite.url: holds credentials (user:password@), which would be written into a ConfigMap; sign with sigv4Region (IAM roles for service accounts) instead",
-    );
+  const remoteWriteProblem = remoteWrite === null ? null : remoteWriteUrlProblem(remoteWrite.url);
+  if (remoteWriteProblem !== null)
+    throw new ChartInputError(`prometheusRemoteWrite.url: ${remoteWriteProblem}`);
   for (const field of ["prometheusRemoteWrite", "prometheusServiceAccountAnnotations"] as const)
     if (observability !== "bundled" && opts[field] !== undefined)
       throw new ChartInputError(
@@ -244,6 +236,25 @@ const ANNOTATION_KEY =
 
 /** A label value: empty, or ≤ 63 characters, alphanumeric at both ends. */
 const LABEL_VALUE = /^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+/**
+ * Why `prometheusRemoteWrite.url` cannot be used (null: it can). Checked by resolve on a string and,
+ * for a value given as a Pulumi output, on the resolved value (the Platform's deferred arguments).
+ */
+export function remoteWriteUrlProblem(url: string): string | null {
+  if (!/^https:\/\/[^\s/]+\/\S*$/.test(url)) return `${JSON.stringify(url)} is not an https:// URL`;
+  // Credentials in the URL would land in the prometheus-config ConfigMap (readable with the `view` role).
+  if (/^https:\/\/[^/]*@/.test(url))
+    return "holds credentials (user:password@), which would be written into a ConfigMap; sign with sigv4Region (IAM roles for service accounts) instead";
+  return null;
+}
+
+/** Why `runtimeImage` cannot be used (null: it can): it must be pinned (imagePinned). */
+export function runtimeImageProblem(image: string): string | null {
+  return imagePinned(image)
+    ? null
+    : `${JSON.stringify(image)} is not pinned: give a version tag other than latest, or a sha256 digest`;
+}
 
 /** Pinned: a sha256 digest, or a tag other than `latest` (the policy pack's rule). */
 export function imagePinned(image: string): boolean {

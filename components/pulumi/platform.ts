@@ -28,6 +28,7 @@ import {
   type ChartOptions,
   type KubeObject,
 } from "../kubernetes/index.ts";
+import { remoteWriteUrlProblem } from "../kubernetes/model.ts";
 import { configAnnotationHash, configHoldsCredentials } from "../kubernetes/workloads.ts";
 import type { SpecError } from "../spec/errors.ts";
 import { loadSpecText } from "../spec/load.ts";
@@ -173,12 +174,34 @@ export interface PreparedPlatform {
 /**
  * The placeholder of an argument given as an output (a plain string is itself): a unique host name
  * (`meshgate-deferred-<n>.invalid`, RFC 2606: never resolvable) shaped as the field requires.
+ *
+ * The chart validates the placeholder, not the value: a field the chart checks (`check`, the same
+ * check resolve applies to a string) is checked again on the resolved value, inside the output, so a
+ * value the chart would refuse as a string fails the deployment (an InputPropertiesError naming the
+ * field) instead of reaching a resource's inputs or the pods' config-hash annotation.
  */
 function deferrer(deferred: Map<string, pulumi.Input<string>>) {
-  return (value: pulumi.Input<string>, shape: (token: string) => string = (t) => t): string => {
+  return (
+    value: pulumi.Input<string>,
+    shape: (token: string) => string = (t) => t,
+    checked?: { field: string; check: (value: string) => string | null },
+  ): string => {
     if (typeof value === "string") return value;
     const token = shape(`meshgate-deferred-${deferred.size}.invalid`);
-    deferred.set(token, value);
+    deferred.set(
+      token,
+      checked
+        ? pulumi.output(value).apply((v) => {
+            const reason = checked.check(v);
+            if (reason !== null)
+              throw new pulumi.InputPropertiesError({
+                message: `meshgate: invalid ${checked.field} (given as an output): ${reason}`,
+                errors: [{ propertyPath: checked.field, reason }],
+              });
+            return v;
+          })
+        : value,
+    );
     return token;
   };
 }
@@ -204,7 +227,10 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
     ...(remoteWrite !== undefined
       ? {
           prometheusRemoteWrite: {
-            url: defer(remoteWrite.url, (t) => `https://${t}/`),
+            url: defer(remoteWrite.url, (t) => `https://${t}/`, {
+              field: "prometheusRemoteWrite.url",
+              check: remoteWriteUrlProblem,
+            }),
             ...(remoteWrite.sigv4Region !== undefined ? { sigv4Region: remoteWrite.sigv4Region } : {}),
           },
         }

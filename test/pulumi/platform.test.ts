@@ -384,6 +384,47 @@ describe("Platform arguments", () => {
     expect(mockState.registered.map((r) => r.type)).toEqual(["pulumi:pulumi:Stack"]);
   });
 
+  // An argument given as an output is a placeholder when the chart checks it: its value is checked
+  // once known, as a string would be, and the deployment fails naming the field.
+  const REMOTE_WRITE_CM = (r: { type: string; inputs: Record<string, unknown> }) =>
+    r.type === "kubernetes:core/v1:ConfigMap" &&
+    (r.inputs.metadata as { name: string }).name === "prometheus-config";
+
+  it.each([
+    [
+      "with_userinfo_over_http",
+      "http://admin:s3cret@metrics.example.com/api/v1/write",
+      /not an https:\/\/ URL/,
+    ],
+    [
+      "with_userinfo_over_https",
+      "https://admin:s3cret@metrics.example.com/api/v1/write",
+      /holds credentials/,
+    ],
+    ["over_http", "http://metrics.example.com/api/v1/write", /not an https:\/\/ URL/],
+  ])("refuses_a_remote_write_url_output_%s_naming_the_field", async (_n, url, reason) => {
+    const { run } = await deploy({ prometheusRemoteWrite: { url: pulumi.output(url) } });
+    expect(run.errors.length).toBeGreaterThan(0);
+    for (const err of run.errors) {
+      expect(pulumi.InputPropertiesError.isInstance(err), String(err)).toBe(true);
+      const { errors } = err as pulumi.InputPropertiesError;
+      expect(errors.map((e) => e.propertyPath)).toEqual(["prometheusRemoteWrite.url"]);
+      expect(errors[0]!.reason).toMatch(reason);
+      expect(err.message).toMatch(/prometheusRemoteWrite\.url/);
+    }
+    // Neither the ConfigMap nor any pod's config-hash annotation was given the value.
+    expect(mockState.registered.filter(REMOTE_WRITE_CM)).toEqual([]);
+    for (const r of mockState.registered) expect(JSON.stringify(r.inputs), r.name).not.toContain(url);
+  });
+
+  it("writes_a_valid_remote_write_url_output_into_prometheus_config", async () => {
+    const url = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write";
+    const { run } = await deploy({ prometheusRemoteWrite: { url: pulumi.output(url) } });
+    expect(run.errors).toEqual([]);
+    const [cm] = mockState.registered.filter(REMOTE_WRITE_CM);
+    expect((cm!.inputs.data as Record<string, string>)["prometheus.yml"]).toContain(`url: ${url}`);
+  });
+
   it("gives_yaml_errors_their_file_line_and_column", async () => {
     const prepared = m.preparePlatform({ spec: "test/pulumi/testdata/bad-mesh.yaml" });
     expect(Array.isArray(prepared)).toBe(true);
