@@ -28,7 +28,7 @@ import {
   type ChartOptions,
   type KubeObject,
 } from "../kubernetes/index.ts";
-import { remoteWriteUrlProblem } from "../kubernetes/model.ts";
+import { remoteWriteUrlProblem, runtimeImageProblem } from "../kubernetes/model.ts";
 import { configAnnotationHash, configHoldsCredentials } from "../kubernetes/workloads.ts";
 import type { SpecError } from "../spec/errors.ts";
 import { loadSpecText } from "../spec/load.ts";
@@ -219,7 +219,12 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
   const remoteWrite = args.prometheusRemoteWrite;
   const chart: ChartOptions = {
     ...(args.runtimeImage !== undefined
-      ? { runtimeImage: defer(args.runtimeImage, (t) => `${t}/runtime@sha256:${"0".repeat(64)}`) }
+      ? {
+          runtimeImage: defer(args.runtimeImage, (t) => `${t}/runtime@sha256:${"0".repeat(64)}`, {
+            field: "runtimeImage",
+            check: runtimeImageProblem,
+          }),
+        }
       : {}),
     ...(args.gatewayServiceAnnotations !== undefined
       ? { gatewayServiceAnnotations: mapValues(args.gatewayServiceAnnotations, (v) => defer(v)) }

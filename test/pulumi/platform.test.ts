@@ -425,6 +425,34 @@ describe("Platform arguments", () => {
     expect((cm!.inputs.data as Record<string, string>)["prometheus.yml"]).toContain(`url: ${url}`);
   });
 
+  it.each([
+    ["tagged_latest", "ghcr.io/meshgate/runtime:latest"],
+    ["untagged", "ghcr.io/meshgate/runtime"],
+  ])("refuses_an_unpinned_runtime_image_output_%s_naming_the_field", async (_n, image) => {
+    const { run } = await deploy({ runtimeImage: pulumi.output(image) });
+    expect(run.errors.length).toBeGreaterThan(0);
+    for (const err of run.errors) {
+      expect(pulumi.InputPropertiesError.isInstance(err), String(err)).toBe(true);
+      const { errors } = err as pulumi.InputPropertiesError;
+      expect(errors.map((e) => e.propertyPath)).toEqual(["runtimeImage"]);
+      expect(errors[0]!.reason).toMatch(/is not pinned/);
+    }
+    const workloads = mockState.registered.filter((r) => r.type === "kubernetes:apps/v1:Deployment");
+    for (const r of workloads) expect(JSON.stringify(r.inputs), r.name).not.toContain(`"${image}"`);
+  });
+
+  it("runs_a_pinned_runtime_image_output", async () => {
+    const image = `registry.example/meshgate-runtime@sha256:${"a".repeat(64)}`;
+    const { run } = await deploy({ runtimeImage: pulumi.output(image) });
+    expect(run.errors).toEqual([]);
+    const gateway = mockState.registered.find(
+      (r) =>
+        r.type === "kubernetes:apps/v1:Deployment" &&
+        (r.inputs.metadata as { name: string }).name === "gateway",
+    );
+    expect(JSON.stringify(gateway!.inputs)).toContain(`"image":"${image}"`);
+  });
+
   it("gives_yaml_errors_their_file_line_and_column", async () => {
     const prepared = m.preparePlatform({ spec: "test/pulumi/testdata/bad-mesh.yaml" });
     expect(Array.isArray(prepared)).toBe(true);
