@@ -255,7 +255,11 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     ...(hash !== null ? { [DOCKER_LABELS.configHash]: hash } : {}),
     ...(adminPort !== null ? { [DOCKER_LABELS.adminPort]: String(adminPort) } : {}),
   });
-  const services = infra.workloads.filter((w): w is ServiceWorkloadIR => w.kind === "service");
+  const declared = infra.workloads.filter((w): w is ServiceWorkloadIR => w.kind === "service");
+  // replicas: 0 runs no pod on Kubernetes; on Docker neither the app nor its sidecar (callers get no
+  // endpoint, as there), and Prometheus does not scrape a sidecar that is not there.
+  const services = declared.filter((s) => s.replicas > 0);
+  const stopped = declared.filter((s) => s.replicas === 0).map((s) => s.name);
   const gatewayIR = infra.workloads.find((w): w is GatewayWorkloadIR => w.kind === "gateway") ?? null;
   const sidecarOf = new Map(runtime.sidecars.map((s) => [s.name, s]));
   const configs: Record<string, RuntimeConfig> = {};
@@ -294,6 +298,10 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
   if (replicated.length > 0)
     notes.push(
       `${replicated.join(", ")}: replicas > 1 run as one container each on Docker (one engine, no scheduler)`,
+    );
+  if (stopped.length > 0)
+    notes.push(
+      `${stopped.join(", ")}: replicas 0, so neither the app nor its sidecar is run on Docker (as on Kubernetes, no pod)`,
     );
   if (infra.ca.provider === "cert-manager")
     notes.push(
@@ -554,9 +562,21 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
   // ── Prometheus: scrapes every proxy's admin listener by its name on the network ──
   let prometheusUrl: string | null = null;
   const addresses: Record<string, string[]> = {};
-  for (const t of infra.observability.metrics.targets)
+  const scraped = infra.observability.metrics.targets.filter((t) => !stopped.includes(t.workload));
+  for (const t of scraped)
     addresses[t.workload] = [`${t.kind === "gateway" ? "gateway" : t.workload}:${t.port}`];
-  const bundle = observabilityFiles(infra, { scrape: { kind: "static", addresses } });
+  const bundle = observabilityFiles(
+    stopped.length === 0
+      ? infra
+      : {
+          ...infra,
+          observability: {
+            ...infra.observability,
+            metrics: { ...infra.observability.metrics, targets: scraped },
+          },
+        },
+    { scrape: { kind: "static", addresses } },
+  );
   const promFiles = bundle.files.filter(
     (f) => f.path.startsWith("prometheus/") && !f.path.includes("/tests/"),
   );

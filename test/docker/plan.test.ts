@@ -192,6 +192,28 @@ describe("docker plan: wiring", () => {
   });
 });
 
+describe("docker plan: replicas", () => {
+  it("runs_neither_the_app_nor_the_sidecar_of_a_service_with_replicas_0_as_kubernetes_runs_no_pod", () => {
+    const raw = shopRaw();
+    raw.services.notifications.replicas = 0;
+    const plan = planOf(raw);
+    expect(plan.containers.filter((c) => c.workload === "notifications")).toEqual([]);
+    expect(plan.containers.map((c) => c.name)).not.toContain("shop-notifications");
+    expect(Object.keys(plan.configs)).not.toContain("notifications");
+    expect(plan.notes.join("\n")).toMatch(
+      /notifications: replicas 0, so neither the app nor its sidecar is run/,
+    );
+    // Prometheus does not scrape a sidecar that is not there; the others are unchanged.
+    const yml = text(plan, "shop-prometheus", "/etc/meshgate/prometheus/prometheus.yml");
+    expect(yml).not.toContain("- notifications:15000");
+    expect(yml).toContain("- orders:15000");
+    expect(plan.containers.filter((c) => c.workload !== "notifications").map((c) => c.name)).toEqual(
+      shop.containers.filter((c) => c.workload !== "notifications").map((c) => c.name),
+    );
+    expect(named(plan, "shop-gateway").after).not.toContain("shop-notifications-sidecar");
+  });
+});
+
 describe("docker plan: client certificates of externals (mutual TLS)", () => {
   it.each<[string, string[], boolean]>([
     ["does_not_relay_to_an_external_whose_client_certificate_secret_is_not_given", [], false],
