@@ -18,7 +18,6 @@ import type * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import type { KubeObject } from "../kubernetes/index.ts";
 import { NAMES } from "../kubernetes/model.ts";
-import { configAnnotationHash } from "../kubernetes/workloads.ts";
 import type { MeshSpecInput } from "../spec/schema.ts";
 import type { TranslateResult } from "../translate/ir.ts";
 import { MeshCa } from "./ca.ts";
@@ -141,7 +140,7 @@ export class Mesh extends pulumi.ComponentResource {
     this.gatewayIdentitySecretName = gatewaySecretOf(prepared, name, resources);
     this.spiffeIds = Object.freeze(Object.fromEntries(infra.identities.map((i) => [i.name, i.spiffeId])));
     this.configHashes = Object.freeze(
-      Object.fromEntries(result.runtime.sidecars.map((s) => [s.name, configAnnotationHash(s)])),
+      Object.fromEntries(result.runtime.sidecars.map((s) => [s.name, prepared.configHashes[s.name]!])),
     );
     this.registerOutputs({
       namespace: this.namespace,
@@ -226,8 +225,8 @@ export class Gateway extends pulumi.ComponentResource {
     this.resources = Object.freeze(resources);
     this.gatewayEndpoint = gatewayEndpointOf(objects, infra.namespace, name, resources)!;
     this.spiffeId = infra.identities.find((i) => i.name === "gateway")!.spiffeId;
-    // Not the sealed hash: that of a config with a Redis password would let stack-output readers test guesses.
-    this.configHash = configAnnotationHash(result.runtime.gateway!);
+    // The gateway pods' config-hash annotation (PreparedPlatform's configHashes).
+    this.configHash = prepared.configHashes.gateway!;
     this.registerOutputs({
       gatewayEndpoint: this.gatewayEndpoint,
       spiffeId: this.spiffeId,

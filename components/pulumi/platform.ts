@@ -28,8 +28,8 @@ import {
   type ChartOptions,
   type KubeObject,
 } from "../kubernetes/index.ts";
-import { remoteWriteUrlProblem, runtimeImageProblem } from "../kubernetes/model.ts";
-import { configAnnotationHash, configHoldsCredentials } from "../kubernetes/workloads.ts";
+import { remoteWriteUrlProblem, resolve, runtimeImageProblem } from "../kubernetes/model.ts";
+import { configAnnotationHash, configHoldsCredentials, kubernetesConfig } from "../kubernetes/workloads.ts";
 import type { SpecError } from "../spec/errors.ts";
 import { loadSpecText } from "../spec/load.ts";
 import { parseSpec } from "../spec/parse.ts";
@@ -169,6 +169,12 @@ export interface PreparedPlatform {
    * the placeholder, `resolveDeferred` puts the value in their place in the resources' inputs.
    */
   deferred: ReadonlyMap<string, pulumi.Input<string>>;
+  /**
+   * Each proxy's config-hash annotation as the chart's pods carry it (`gateway` and each service): the
+   * hash of the config the chart mounts (kubernetesConfig: the bundled collector as the OTLP endpoint),
+   * not translate's.
+   */
+  configHashes: Readonly<Record<string, string>>;
 }
 
 /**
@@ -265,7 +271,16 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
     const path = m ? (/^(gateway|targets)\./.test(m[1]!) ? `spec.${m[1]!}` : m[1]!) : "(chart)";
     return [specProblem(path, m ? m[2]! : err.message)];
   }
-  return { result, objects, chart, carried, deferred };
+  // Not the sealed hash: that of a config with a credential would let stack-output readers test guesses.
+  const r = resolve(result, chart);
+  const { gateway, sidecars } = result.runtime;
+  const configHashes = Object.freeze(
+    Object.fromEntries([
+      ...(gateway ? [["gateway", configAnnotationHash(kubernetesConfig(r, gateway))]] : []),
+      ...sidecars.map((s) => [s.name, configAnnotationHash(kubernetesConfig(r, s))]),
+    ]),
+  ) as Readonly<Record<string, string>>;
+  return { result, objects, chart, carried, deferred, configHashes };
 }
 
 /**
@@ -379,7 +394,7 @@ export class Platform extends pulumi.ComponentResource {
   readonly trustBundlePem: pulumi.Output<string>;
   /** Each workload's SPIFFE ID. */
   readonly spiffeIds: Readonly<Record<string, string>>;
-  /** Each proxy's RuntimeConfig hash (`sha256:…`): what the pods' config-hash annotation rolls on. */
+  /** Each proxy's config hash (`sha256:…`): its pods' config-hash annotation (the config the chart mounts). */
   readonly configHashes: Readonly<Record<string, string>>;
   /** The mesh CA. */
   readonly ca: MeshCa;
@@ -426,13 +441,7 @@ export class Platform extends pulumi.ComponentResource {
     this.caCertificatePem = this.ca.rootCertificatePem;
     this.trustBundlePem = this.ca.trustBundlePem;
     this.spiffeIds = Object.freeze(Object.fromEntries(infra.identities.map((i) => [i.name, i.spiffeId])));
-    this.configHashes = Object.freeze(
-      Object.fromEntries([
-        // Not the sealed hash: that of a config with a credential would let stack-output readers test guesses.
-        ...(result.runtime.gateway ? [["gateway", configAnnotationHash(result.runtime.gateway)]] : []),
-        ...result.runtime.sidecars.map((s) => [s.name, configAnnotationHash(s)]),
-      ]),
-    );
+    this.configHashes = prepared.configHashes;
     this.registerOutputs({
       namespace: this.namespace,
       gatewayEndpoint: this.gatewayEndpoint,

@@ -159,8 +159,14 @@ describe("Mesh and Gateway", () => {
     expect(await valueOf(gateway.gatewayEndpoint)).toBe("http://gateway.shop.svc.cluster.local:8080");
     expect(await valueOf(mesh.caCertificatePem)).toContain("BEGIN CERTIFICATE");
     expect(await valueOf(mesh.trustBundlePem)).toContain("BEGIN CERTIFICATE");
-    expect(gateway.configHash).toBe(shop.runtime.gateway!.hash);
-    expect(mesh.configHashes.orders).toBe(shop.runtime.sidecars.find((s) => s.name === "orders")!.hash);
+    // The hash outputs are the pods' config-hash annotations (the config the chart mounts).
+    type Workload = { spec: { template: { metadata: { annotations: Record<string, string> } } } };
+    const annotation = (child: string) =>
+      (mockState.registered.find((r) => r.name === child)!.inputs as unknown as Workload).spec.template
+        .metadata.annotations["meshgate.io/config-hash"];
+    expect(gateway.configHash).toBe(annotation("shop-edge-deployment-shop-gateway"));
+    expect(mesh.configHashes.orders).toBe(annotation("shop-mesh-deployment-shop-orders"));
+    expect(gateway.configHash).not.toBe(shop.runtime.gateway!.hash);
     expect(await secretOf(mesh.ca.svids.gateway!.keyPem)).toBe(true);
     const svid = mockState.registered.find((r) => r.name === "shop-mesh-secret-shop-meshgate-svid-gateway")!;
     expect(svid.secretInputs).toContain("stringData");

@@ -250,7 +250,25 @@ describe("Platform outputs", () => {
     expect(await valueOf(platform.trustBundlePem)).toContain("BEGIN CERTIFICATE");
     expect(await secretOf(platform.ca.svids.orders!.keyPem)).toBe(true);
     expect(platform.spiffeIds.payments).toBe("spiffe://shop.example/ns/shop/sa/payments");
-    expect(platform.configHashes.gateway).toBe(shop.runtime.gateway!.hash);
+    // Each hash output is its pods' config-hash annotation (the config the chart mounts: the shop bundles
+    // Tempo, so the OTLP endpoint is the bundled collector's and translate's hash is not it).
+    const workloads = mockState.registered.filter(
+      (r) =>
+        /^kubernetes:apps\/v1:(Deployment|StatefulSet|DaemonSet)$/.test(r.type) &&
+        (r.inputs.metadata as { namespace: string }).namespace === "shop",
+    );
+    const annotations = Object.fromEntries(
+      workloads.map((r) => [
+        (r.inputs.metadata as { name: string }).name,
+        (r.inputs as Raw).spec.template.metadata.annotations["meshgate.io/config-hash"],
+      ]),
+    );
+    expect(Object.keys(platform.configHashes).sort()).toEqual(Object.keys(annotations).sort());
+    for (const [w, hash] of Object.entries(platform.configHashes)) {
+      expect(hash, w).toBe(annotations[w]);
+      expect(hash, w).toMatch(/^sha256:[0-9a-f]{64}$/);
+    }
+    expect(platform.configHashes.gateway).not.toBe(shop.runtime.gateway!.hash);
     const outputs = registeredOutputs("meshgate:index:Platform", "shop");
     expect(unresolvedPaths(outputs)).toEqual([]);
     expect(outputs.runtimeImage).toMatch(/^ghcr\.io\/meshgate\/runtime:\d+\.\d+\.\d+/);
