@@ -24,7 +24,7 @@ import { IssuerError, openDevIssuer, writeIssuerInfo, type DevIssuer } from "./i
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
-import { isEmpty, newPorts, planChanges, prometheusReload } from "./watch.ts";
+import { isEmpty, newPorts, planChanges, prometheusReload, type PlannedReload } from "./watch.ts";
 
 /** The repository (package) root: bin/meshgate.js and stacks/local/demo live below it. */
 export const PACKAGE_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -476,9 +476,13 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
     await keeper.add(change.identities, change.retiredIdentities);
     await writeFiles(change.files);
     // Proxies reload their new config in place and Prometheus its config and rules; one that needs a
-    // restart for it (a proxy's admin port) or fails to reload gets one.
+    // restart for it (a proxy's admin port), or does not answer, or fails to reload (Prometheus) gets one.
+    // A proxy that answers it refuses its new config for any other reason (E_RT_CONFIG_INVALID: a static
+    // dir that does not exist, …) keeps serving its previous one: a restart would read the same file and
+    // fail, so the whole change is rolled back below and the mesh keeps the previous spec.
     const restart = new Map(change.restart.map((r) => [r.name, r.why]));
-    const reloaded: string[] = [];
+    const reloaded: PlannedReload[] = [];
+    const refused: string[] = [];
     await Promise.all(
       change.reload.map(async (r) => {
         const result =
@@ -489,11 +493,13 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
                 () => supervisor.signal(r.name, "SIGHUP"),
                 () => stopRequested,
               );
-        if (result.ok) reloaded.push(r.name);
+        if (result.ok) reloaded.push(r);
         else if (stopRequested)
           return; // its process is stopping or gone: the apply ends below
         else if (result.code === "E_RT_RELOAD_RESTART_REQUIRED")
           restart.set(r.name, `its new config changes what it binds at start (${result.error})`);
+        else if (r.kind === "admin" && result.code !== undefined)
+          refused.push(`${r.name} refused its new config (${result.code}): ${result.error}`);
         else {
           restart.set(r.name, `it refused its new config in place (${result.error})`);
           o.err(
@@ -502,6 +508,32 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
         }
       }),
     );
+    if (refused.length > 0 && !stopRequested) {
+      // The previous files go back (a later restart after a crash reads a config that works), those
+      // that did reload read them again, and identities the change re-issued or retired are the previous
+      // ones again; the plan stays the running one.
+      const previous = new Map(plan.files.map((f) => [f.path, f]));
+      await writeFiles(change.files.flatMap((f) => previous.get(f.path) ?? []));
+      const touched = new Set([...change.retiredIdentities, ...change.identities.map((i) => i.workload)]);
+      await keeper.add(
+        plan.identities.filter((i) => touched.has(i.workload)),
+        change.identities
+          .map((i) => i.workload)
+          .filter((w) => !plan.identities.some((i) => i.workload === w)),
+      );
+      await Promise.all(
+        reloaded.map((r) =>
+          r.kind === "admin"
+            ? reloadProxy(r.url)
+            : reloadBySighup(
+                r.metricsUrl,
+                () => supervisor.signal(r.name, "SIGHUP"),
+                () => stopRequested,
+              ),
+        ),
+      );
+      return refuse("E_LOCAL_CONFIG_REFUSED", refused.sort().join("; "));
+    }
     // Stopped meanwhile (Ctrl-C): the apply ends here — nothing restarts, and no reload is waited out.
     if (stopRequested) {
       o.out("[watch] stopped while applying the change");
@@ -530,7 +562,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
     const report = {
       ok: true as const,
       unchanged: false,
-      reloaded: reloaded.sort(),
+      reloaded: reloaded.map((r) => r.name).sort(),
       restarted: [...restart.keys()].sort(),
       added: [...change.added],
       removed: [...change.removed],

@@ -105,6 +105,56 @@ describe("meshgate up --watch", () => {
     expect(await status("/hello")).toBe(200);
   }, 30_000);
 
+  it("a_config_the_gateway_refuses_keeps_the_previous_spec_served_without_a_restart_and_a_later_change_applies", async () => {
+    const before = await pids();
+    const gatewayFile = join(dir, "state", "run", "gateway.json");
+    const good = await readFile(gatewayFile, "utf8");
+    let polling = true;
+    const statuses: number[] = [];
+    const poll = (async () => {
+      while (polling) {
+        statuses.push(await status("/hello").catch(() => 0));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    try {
+      const out = await save((raw) => {
+        raw.gateway.routes.push(ROUTE_ROOT, {
+          name: "files",
+          match: { path: "/files/**", methods: ["GET"] },
+          static: { dir: join(dir, "no-such-dir") },
+          public: true,
+        });
+      });
+      expect(out).toMatch(
+        /\[watch\] ✗ gateway refused its new config \(E_RT_CONFIG_INVALID\): .*no-such-dir/,
+      );
+      expect(out).toContain("[E_LOCAL_CONFIG_REFUSED] — the running mesh keeps the previous spec");
+      expect(out).not.toContain("restarting gateway");
+      // The previous config is back on disk: a later restart (a crash) reads a config that works.
+      expect(await readFile(gatewayFile, "utf8")).toBe(good);
+      await new Promise((r) => setTimeout(r, 500));
+    } finally {
+      polling = false;
+      await poll;
+    }
+    expect(statuses.length).toBeGreaterThan(0);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(await pids()).toEqual(before);
+    // The next good change is applied against the previous spec.
+    const out = await save((raw) =>
+      raw.gateway.routes.push(ROUTE_ROOT, {
+        ...ROUTE_ROOT,
+        name: "hi",
+        match: { path: "/hi", methods: ["GET"] },
+      }),
+    );
+    expect(out).toContain("[watch] ✓ applied: reloaded gateway\n");
+    expect(await status("/hi")).toBe(200);
+    expect(await status("/hello")).toBe(200);
+    expect(await pids()).toEqual(before);
+  }, 60_000);
+
   it("a_new_service_whose_port_is_taken_is_refused_naming_the_port_and_nothing_starts", async () => {
     const state = JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as {
       processes: { ports: Record<string, number> }[];
