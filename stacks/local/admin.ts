@@ -5,7 +5,7 @@
  * |---|---|
  * | `/` | an index of the running mesh (the topology page mounts here when it lands) |
  * | `/.well-known/jwks.json` | the dev token issuer's public keys (the local gateway's JWT providers fetch it) |
- * | `/api/plan` | the local plan as JSON (API-key hashes redacted; it never holds a private key) |
+ * | `/api/plan` | the local plan as JSON (API-key hashes, URL credentials and environment values redacted; it never holds a private key) |
  * | `/api/status` | every supervised process: pid, state, restarts, crash loop |
  * | `/healthz` | 200 while the launcher runs |
  *
@@ -51,13 +51,34 @@ function json(res: http.ServerResponse, status: number, value: unknown, cache = 
   res.end(body);
 }
 
-/** The plan as the admin server shows it: API-key hashes in the gateway config replaced by a marker. */
+/** What stands for a secret value in `/api/plan`. */
+const REDACTED = "[redacted]";
+
+/**
+ * A URL's user and password in any text (a JSON config, a Prometheus YAML config): the scheme, then
+ * everything up to an `@` that holds no `/`, `?`, `#`, quote or space (JSON escapes `\x` included).
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)(?:[^\s"'<>/?#@\\]|\\.)+@/gi;
+
+/**
+ * The plan as the admin server shows it, to any local user (the run files are 0600 because a config may
+ * hold a credential): in file contents, API-key hashes and the user and password of every URL (an OTLP
+ * endpoint, a Redis store, a JWKS URL) replaced by a marker; every process's environment values
+ * replaced by a marker (a service's `local.env` may hold a password; the names stay). The topology page
+ * does not read it (it has its own `/api/topology`).
+ */
 export function publicPlan(plan: LocalPlan): unknown {
   return {
     ...plan,
+    processes: plan.processes.map((p) => ({
+      ...p,
+      env: Object.fromEntries(Object.keys(p.env ?? {}).map((k) => [k, REDACTED])),
+    })),
     files: plan.files.map((f) => ({
       path: f.path,
-      content: f.content.replace(/"sha256:[0-9a-f]{64}"/g, '"[redacted]"'),
+      content: f.content
+        .replace(/"sha256:[0-9a-f]{64}"/g, `"${REDACTED}"`)
+        .replace(URL_USERINFO, `$1${REDACTED}@`),
     })),
   };
 }

@@ -357,6 +357,7 @@ describe("local admin server", () => {
     const plan = {
       mesh: "shop",
       urls: { gateway: "http://127.0.0.1:8080", prometheus: null },
+      processes: [],
       files: [],
     } as unknown as LocalPlan;
     const admin = createLocalAdmin({ plan, jwks: { keys: [] }, status: () => [] });
@@ -391,6 +392,7 @@ describe("local admin server", () => {
     const plan = {
       mesh: "shop",
       urls: { gateway: "http://127.0.0.1:8080", prometheus: null },
+      processes: [],
       files: [{ path: "/x/gateway.json", content: `{"keyHashes":["sha256:${"c".repeat(64)}"]}` }],
     } as unknown as LocalPlan;
     const admin = createLocalAdmin({ plan, jwks: { keys: [{ kty: "EC", kid: "k1" }] }, status: () => [] });

@@ -16,6 +16,7 @@ import {
   type GatewayRuntimeConfig,
   type SidecarRuntimeConfig,
 } from "../../runtime/contract/index.ts";
+import { createLocalAdmin, publicPlan } from "../../stacks/local/admin.ts";
 import { fillPattern, planLocal, type LocalPlan, type LocalPlanOptions } from "../../stacks/local/plan.ts";
 import { expectGolden } from "../support/golden.ts";
 
@@ -292,6 +293,48 @@ describe("local plan", () => {
     expect(orders.env.MESHGATE_SERVICE_PAYMENTS_URL).toBe(`http://127.0.0.1:${sidecar.ports["to-payments"]}`);
     expect(orders.env.MESHGATE_OUTBOUND_URL).toBe(`http://127.0.0.1:${sidecar.ports.outbound}`);
     expect(p.files.some((f) => f.path.endsWith("/demo/users.json"))).toBe(false);
+  });
+
+  it("serves_the_plan_on_the_admin_server_without_url_credentials_or_environment_values", async () => {
+    // Any local user may curl /api/plan, while the run files are 0600: a password in the OTLP endpoint
+    // (every proxy's config) or in a service's local.env must not be served; the names and hosts stay.
+    const spec = await shop();
+    const withSecrets = parseSpec({
+      ...(JSON.parse(JSON.stringify(spec)) as object),
+      observability: {
+        ...spec.observability,
+        tracing: { otlpEndpoint: "https://user:s3cretpw@otel.example:4318" },
+      },
+      services: {
+        ...spec.services,
+        users: {
+          ...spec.services.users,
+          local: { command: "./run-users.sh", env: { DB_PASSWORD: "hunter2-env" } },
+        },
+      },
+    });
+    if (!withSecrets.ok) throw new Error(withSecrets.errors.map((e) => e.message).join("\n"));
+    const p = plan(withSecrets.spec);
+    expect(JSON.stringify(p)).toContain("s3cretpw"); // the run files do hold it (0600)
+    expect(JSON.stringify(p)).toContain("hunter2-env");
+    const admin = createLocalAdmin({ plan: p, jwks: { keys: [] }, status: () => [] });
+    const port = await admin.listen(0);
+    try {
+      const body = await fetch(`http://127.0.0.1:${port}/api/plan`).then((r) => r.text());
+      expect(body).not.toContain("s3cretpw");
+      expect(body).not.toContain("user:");
+      expect(body).not.toContain("hunter2-env");
+      expect(body).toContain("[redacted]@otel.example:4318");
+      const served = JSON.parse(body) as LocalPlan;
+      expect(served.processes.find((x) => x.name === "users")!.env).toMatchObject({
+        DB_PASSWORD: "[redacted]",
+      });
+      expect(served.files.map((f) => f.path)).toEqual(p.files.map((f) => f.path));
+    } finally {
+      await admin.close();
+    }
+    // A URL without credentials is served as written.
+    expect(JSON.stringify(publicPlan(plan(spec)))).toContain("http://127.0.0.1:");
   });
 
   it("gives_the_demo_one_allowed_request_per_declared_callee", async () => {
