@@ -23,7 +23,13 @@ function portOption(v: unknown, flag: string): number | undefined {
   return Number(v);
 }
 
-function durationOption(v: unknown, flag: string, minMs: number): number | undefined {
+/** A duration flag's bounds: at least `minMs`, at most `max` (its milliseconds and how the message writes it). */
+function durationOption(
+  v: unknown,
+  flag: string,
+  minMs: number,
+  max: { readonly ms: number; readonly label: string },
+): number | undefined {
   if (v === undefined) return undefined;
   let ms: number;
   try {
@@ -32,8 +38,14 @@ function durationOption(v: unknown, flag: string, minMs: number): number | undef
     throw new LocalUsageError(`${flag} must be a duration such as 10m or 1h, got ${JSON.stringify(v)}`);
   }
   if (ms < minMs) throw new LocalUsageError(`${flag} must be at least ${minMs / 1000}s`);
+  if (!(ms <= max.ms))
+    throw new LocalUsageError(`${flag} must be at most ${max.label}, got ${JSON.stringify(v)}`);
   return ms;
 }
+
+const DAY_MS = 86_400_000;
+/** The longest SVID lifetime `up --svid-ttl` takes (a year; an SVID never outlives its intermediate anyway). */
+const SVID_TTL_MAX = { ms: 365 * DAY_MS, label: "365d" };
 
 /** `meshgate up SPEC …`: runs until SIGINT/SIGTERM/SIGHUP (a second one forces). */
 export async function upCommand(
@@ -55,7 +67,7 @@ export async function upCommand(
       : portOption(values.port, "--port");
   const adminPort = portOption(values["admin-port"], "--admin-port");
   const portBase = portOption(values["port-base"], "--port-base");
-  const svidTtlMs = durationOption(values["svid-ttl"], "--svid-ttl", 10_000);
+  const svidTtlMs = durationOption(values["svid-ttl"], "--svid-ttl", 10_000, SVID_TTL_MAX);
   const { up, UpError } = await import("./up.ts");
   // Signals are handled from the start: the children lead their own process groups (a terminal's Ctrl-C
   // reaches only this process), so dying of SIGINT while they start would leave them all running.
@@ -119,7 +131,7 @@ export async function upCommand(
 
 /** `meshgate token`: prints a JWT signed by the dev issuer of the state dir. */
 export async function tokenCommand(values: Record<string, unknown>, io: CliIo): Promise<number> {
-  const ttlMs = durationOption(values.ttl, "--ttl", 1000)!;
+  const ttlMs = durationOption(values.ttl, "--ttl", 1000, { ms: Number.MAX_SAFE_INTEGER, label: "any" })!;
   const claims: Record<string, string> = {};
   for (const c of (values.claim as string[] | undefined) ?? []) {
     const m = /^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$/.exec(c);

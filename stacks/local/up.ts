@@ -17,7 +17,7 @@ import { formatSpecError } from "../../components/spec/errors.ts";
 import type { MeshSpec } from "../../components/spec/schema.ts";
 import type { TranslateResult } from "../../components/translate/ir.ts";
 import { translate } from "../../components/translate/translate.ts";
-import { writeFileAtomic } from "../../runtime/pki/index.ts";
+import { PkiError, writeFileAtomic } from "../../runtime/pki/index.ts";
 import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
 import { DevCaError, IdentityKeeper, openDevCa } from "./ca.ts";
 import { IssuerError, openDevIssuer, writeIssuerInfo, type DevIssuer } from "./issuer.ts";
@@ -331,6 +331,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
     // The renewal timers would keep this process alive after the error, renewing forever.
     keeper.stop();
     if (err instanceof IssuerError) throw new UpError(err.code, err.message);
+    if (err instanceof PkiError) throw new UpError(err.code, `issuing the SVIDs failed: ${err.message}`);
     throw err;
   }
 

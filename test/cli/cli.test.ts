@@ -314,6 +314,11 @@ describe("usage", () => {
       ["up", "examples/shop/mesh.yaml", "--port", "80a"],
       "--port must be a port",
     ],
+    [
+      "up_rejects_an_svid_ttl_above_a_year_instead_of_dying_on_the_certificate",
+      ["up", "examples/shop/mesh.yaml", "--svid-ttl", "100000000000d", "--state-dir", "/tmp/rv5-state-none"],
+      '--svid-ttl must be at most 365d, got "100000000000d"',
+    ],
   ])("%s", async (_claim, args, message) => {
     const r = await meshgate(args);
     expect(r.code).toBe(2);

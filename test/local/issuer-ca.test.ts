@@ -139,6 +139,35 @@ describe("dev CA renewal timer", () => {
   });
 });
 
+describe("up with an SVID lifetime the CA cannot issue", () => {
+  // The CLI bounds --svid-ttl; up() itself (its other callers) used to let the PkiError escape as a
+  // stack trace instead of the command's error.
+  it("fails_with_an_UpError_naming_the_lifetime_not_a_PkiError", async () => {
+    const { up, UpError } = await import("../../stacks/local/up.ts");
+    const { TINY } = await import("../support/tiny-mesh.ts");
+    const { freeBlock } = await import("../support/ports.ts");
+    await writeFile(join(dir, "tiny.yaml"), TINY);
+    const base = await freeBlock(40);
+    const err = await up({
+      specPath: join(dir, "tiny.yaml"),
+      stateDir: join(dir, "state-ttl"),
+      gatewayPort: base,
+      adminPort: base + 1,
+      portBase: base + 10,
+      svidTtlMs: 100_000_000_000 * 86_400_000,
+      prometheus: false,
+      out: () => {},
+      err: () => {},
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(UpError);
+    expect(err).toMatchObject({ code: "E_RT_PKI_LIFETIME" });
+    expect((err as Error).message).toContain("issuing the SVIDs failed");
+  });
+});
+
 describe("dev token issuer", () => {
   const info = {
     issuer: "http://127.0.0.1:9901/",
