@@ -340,7 +340,7 @@ const COMMANDS: Record<string, Command> = {
     details:
       "Signs an ES256 token with the key in STATE_DIR/issuer (made by `meshgate up`): iss is the local\n" +
       "issuer, aud the first audience of the spec's first JWT provider unless --aud. Defaults: --sub alice,\n" +
-      "--ttl 1h, --state-dir .meshgate.",
+      "--ttl 1h (at most 30d), --state-dir .meshgate.",
     maxPositionals: 0,
     async run(_positionals, values, io) {
       const { tokenCommand, LocalUsageError } = await import("../stacks/local/cli.ts");

@@ -47,6 +47,9 @@ const DAY_MS = 86_400_000;
 /** The longest SVID lifetime `up --svid-ttl` takes (a year; an SVID never outlives its intermediate anyway). */
 const SVID_TTL_MAX = { ms: 365 * DAY_MS, label: "365d" };
 
+/** The longest lifetime `meshgate token --ttl` takes: a dev token, not a credential to keep. */
+const TOKEN_TTL_MAX = { ms: 30 * DAY_MS, label: "30d" };
+
 /** `meshgate up SPEC …`: runs until SIGINT/SIGTERM/SIGHUP (a second one forces). */
 export async function upCommand(
   spec: string | undefined,
@@ -131,7 +134,12 @@ export async function upCommand(
 
 /** `meshgate token`: prints a JWT signed by the dev issuer of the state dir. */
 export async function tokenCommand(values: Record<string, unknown>, io: CliIo): Promise<number> {
-  const ttlMs = durationOption(values.ttl, "--ttl", 1000, { ms: Number.MAX_SAFE_INTEGER, label: "any" })!;
+  const ttlMs = durationOption(values.ttl, "--ttl", 1000, TOKEN_TTL_MAX)!;
+  for (const flag of ["sub", "aud"] as const)
+    if (values[flag] !== undefined && String(values[flag]).trim() === "")
+      throw new LocalUsageError(
+        `--${flag} must not be empty: ${flag === "sub" ? "give the subject, e.g. --sub alice (the default)" : "give an audience of the spec's JWT providers, or leave --aud out for the first one"}`,
+      );
   const claims: Record<string, string> = {};
   for (const c of (values.claim as string[] | undefined) ?? []) {
     const m = /^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$/.exec(c);

@@ -319,6 +319,26 @@ describe("usage", () => {
       ["up", "examples/shop/mesh.yaml", "--svid-ttl", "100000000000d", "--state-dir", "/tmp/rv5-state-none"],
       '--svid-ttl must be at most 365d, got "100000000000d"',
     ],
+    [
+      "token_rejects_a_ttl_above_30_days",
+      ["token", "--ttl", "1000000y", "--state-dir", "/tmp/rv5-state-none"],
+      '--ttl must be at most 30d, got "1000000y"',
+    ],
+    [
+      "token_rejects_a_ttl_of_1e25_seconds",
+      ["token", "--ttl", "9999999999999999999999999s", "--state-dir", "/tmp/rv5-state-none"],
+      "--ttl must be at most 30d",
+    ],
+    [
+      "token_rejects_an_empty_subject",
+      ["token", "--sub", "", "--state-dir", "/tmp/rv5-state-none"],
+      "--sub must not be empty: give the subject, e.g. --sub alice",
+    ],
+    [
+      "token_rejects_an_empty_audience_instead_of_asking_for_one",
+      ["token", "--aud", "", "--state-dir", "/tmp/rv5-state-none"],
+      "--aud must not be empty: give an audience of the spec's JWT providers, or leave --aud out",
+    ],
   ])("%s", async (_claim, args, message) => {
     const r = await meshgate(args);
     expect(r.code).toBe(2);
