@@ -164,7 +164,7 @@ async function upRunning(pid: number): Promise<boolean> {
  * ports) would rewrite the running mesh's configs (which its proxies reload), its identities and its
  * state.json: refused (E_LOCAL_STATE_LOCKED) while the holder runs; a lock left by one that died is taken.
  */
-async function lockStateDir(stateDir: string): Promise<StateLock> {
+async function lockStateDir(stateDir: string, say: (line: string) => void): Promise<StateLock> {
   const path = join(stateDir, LOCK_FILE);
   for (let attempt = 0; ; attempt++) {
     try {
@@ -181,7 +181,57 @@ async function lockStateDir(stateDir: string): Promise<StateLock> {
         "E_LOCAL_STATE_LOCKED",
         `the state dir ${stateDir} is in use by another meshgate up${pid !== null ? ` (pid ${pid})` : ""}: stop it, or pass another --state-dir (if none runs, delete ${path})`,
       );
+    await stopLeftovers(stateDir, pid, say);
     await rm(path, { force: true });
+  }
+}
+
+/**
+ * The processes a `meshgate up` that died (killed -9: its children are spawned detached and outlive it)
+ * left running on this state dir, from its state.json: those whose pid still runs a command line naming
+ * the state dir (a pid reused by another program does not). They hold the mesh's ports, so the next
+ * `up` would fail with E_LOCAL_PORT_TAKEN: each is sent SIGTERM (they drain), then SIGKILL after 5 s.
+ */
+async function stopLeftovers(stateDir: string, launcher: number | null, say: (line: string) => void) {
+  const text = await readFile(join(stateDir, "state.json"), "utf8").catch(() => null);
+  if (text === null) return;
+  let processes: unknown;
+  try {
+    processes = (JSON.parse(text) as { processes?: unknown }).processes;
+  } catch {
+    return;
+  }
+  if (!Array.isArray(processes)) return;
+  const dir = resolve(stateDir);
+  const left: { name: string; pid: number }[] = [];
+  for (const p of processes as { name?: unknown; pid?: unknown }[]) {
+    if (!Number.isInteger(p.pid) || (p.pid as number) <= 1 || p.pid === process.pid) continue;
+    const cmdline = await readFile(`/proc/${p.pid as number}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.replace(/\0/g, " ").includes(dir)) left.push({ name: String(p.name), pid: p.pid as number });
+  }
+  if (left.length === 0) return;
+  say(
+    `[up] stopping ${left.length} processes left running by a meshgate up that died${launcher !== null ? ` (pid ${launcher})` : ""}: ${left.map((l) => `${l.name} (pid ${l.pid})`).join(", ")}`,
+  );
+  const signal = (pid: number, sig: NodeJS.Signals | 0) => {
+    try {
+      process.kill(pid, sig);
+      return true;
+    } catch {
+      return false; // gone
+    }
+  };
+  for (const l of left) signal(l.pid, "SIGTERM");
+  const deadline = Date.now() + 5000;
+  let running = left;
+  while (running.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    running = running.filter((l) => signal(l.pid, 0));
+  }
+  for (const l of running) signal(l.pid, "SIGKILL");
+  while (running.length > 0 && Date.now() < deadline + 2000) {
+    await new Promise((r) => setTimeout(r, 50));
+    running = running.filter((l) => signal(l.pid, 0));
   }
 }
 
@@ -248,7 +298,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
 
   await mkdir(stateDir, { recursive: true, mode: 0o755 });
   await checkStateDir(stateDir);
-  held.lock = await lockStateDir(stateDir);
+  held.lock = await lockStateDir(stateDir, o.err);
   const lock = held.lock;
   /** The plan of a spec, with this run's options (the same for every change `apply()` makes). */
   const planFor = async (s: MeshSpec, t: TranslateResult, running?: LocalPlan) => {

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { freeBlock } from "../support/ports.ts";
-import { alive, killProcessesMentioning, spawnUp } from "../support/procs.ts";
+import { alive, killProcessesMentioning, pidsMentioning, spawnUp } from "../support/procs.ts";
 import { saveTiny, TINY, type RawSpec } from "../support/tiny-mesh.ts";
 
 interface State {
@@ -349,4 +349,47 @@ require("node:http")
       await rm(top, { recursive: true, force: true });
     }
   }, 90_000);
+});
+
+describe("meshgate up after a launcher killed -9", () => {
+  // Its children are spawned detached: they outlived it holding the mesh's ports, state.json said
+  // running, and the next `up` took the stale lock and then failed with E_LOCAL_PORT_TAKEN.
+  it("the_next_up_on_the_state_dir_stops_the_processes_it_left_and_starts", async () => {
+    const top = await mkdtemp(join(tmpdir(), "meshgate-killed-"));
+    try {
+      await writeFile(join(top, "mesh.yaml"), TINY);
+      const b = await freeBlock(40);
+      const args = [join(top, "mesh.yaml"), "--no-prometheus", "--port", String(b), "--admin-port",
+        String(b + 1), "--port-base", String(b + 10), "--state-dir", join(top, "state")]; // prettier-ignore
+      const first = await spawnUp(args, top, 60_000);
+      const state = JSON.parse(await readFile(join(top, "state", "state.json"), "utf8")) as State;
+      const left = state.processes.map((p) => p.pid);
+      expect(left.length).toBeGreaterThan(0);
+      first.child.kill("SIGKILL");
+      await first.exited;
+      await new Promise((r) => setTimeout(r, 300));
+      for (const pid of left) expect(alive(pid)).toBe(true); // the defect's premise: they outlive it
+      const second = await spawnUp(args, top, 60_000);
+      try {
+        expect(second.output()).toMatch(
+          new RegExp(
+            `\\[up\\] stopping ${left.length} processes left running by a meshgate up that died \\(pid ${first.child.pid}\\): `,
+          ),
+        );
+        expect(second.output()).not.toContain("E_LOCAL_PORT_TAKEN");
+        for (const pid of left) expect(alive(pid)).toBe(false);
+        const r = await fetch(`http://127.0.0.1:${b}/web/1`, { signal: AbortSignal.timeout(5000) });
+        expect(r.status).toBe(200);
+        second.child.kill("SIGINT");
+        expect(await second.exited).toBe(0);
+      } finally {
+        if (second.child.exitCode === null) second.child.kill("SIGKILL");
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      expect(pidsMentioning(top)).toEqual([]);
+    } finally {
+      killProcessesMentioning(top);
+      await rm(top, { recursive: true, force: true });
+    }
+  }, 150_000);
 });
