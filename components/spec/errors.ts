@@ -33,7 +33,7 @@ export const SpecErrorCatalog = {
   E_SPEC_INVALID_KEY_HASH: 'an API-key hash is not "sha256:<64 hex digits>" (keys are never stored in clear)',
   E_SPEC_DUPLICATE_NAME: "two items of a list share a name (or a mount path) that must be unique",
   E_SPEC_DUPLICATE_PORT:
-    "two listeners (or a listener and the admin port) use the same port, two services or destinations pin the same localPort, or a service's port is one its sidecar binds (15000, 15001, 15006, 15101–15999)",
+    "two listeners (or a listener and the admin port) use the same port, or two services or destinations pin the same localPort",
   E_SPEC_LOCAL_PORT:
     "a localPort on an external destination that is a wildcard or an address range (it has no local port)",
   // Meaning

@@ -349,9 +349,7 @@ const localPort = (what: string) =>
 
 const Service = z.strictObject({
   image: fmt(FORMATS.image).describe("Container image, pinned by tag or digest."),
-  port: port().describe(
-    `Port the application listens on (inside its pod, on localhost); not one its sidecar binds: ${PROXY_PORTS.sidecarAdmin}, ${PROXY_PORTS.sidecarOutbound}, ${PROXY_PORTS.sidecarInbound}, ${LOCAL_PORTS.first}–${LOCAL_PORTS.first + LOCAL_PORTS.size - 1} (E_SPEC_DUPLICATE_PORT).`,
-  ),
+  port: port().describe("Port the application listens on (inside its pod, on localhost)."),
   localPort: localPort("this service"),
   protocol: z.enum(["http", "http2", "grpc"]).default(D["services.*.protocol"].value),
   replicas: z.number().int().min(0).max(1000).default(D["services.*.replicas"].value),

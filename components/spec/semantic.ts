@@ -408,17 +408,6 @@ export function semanticIssues(raw: unknown): Issue[] {
         `rename the service (e.g. "${svcName}-svc")`,
       );
     }
-    // The sidecar binds its ports in the pod (and the container group) before the app starts.
-    if (typeof svc.port === "number") {
-      const owner = sidecarPortOwner(svc.port);
-      if (owner !== null)
-        add(
-          "E_SPEC_DUPLICATE_PORT",
-          [...base, "port"],
-          `port ${svc.port} is the sidecar's ${owner}, which shares the pod's network with the app`,
-          `move the app to another port (not ${PROXY_PORTS.sidecarAdmin}, ${PROXY_PORTS.sidecarOutbound}, ${PROXY_PORTS.sidecarInbound} or ${PROXY_PORTS.localPortRange.first}–${PROXY_PORTS.localPortRange.first + PROXY_PORTS.localPortRange.size - 1}), e.g. 8080`,
-        );
-    }
     const image = str(svc.image);
     if (image && /:latest$/.test(image)) {
       add(
@@ -1373,14 +1362,4 @@ export function externalHostProblem(host: string): string | null {
   return /^[0-9]+$/.test(host.slice(host.lastIndexOf(".") + 1))
     ? "is not a valid IP address"
     : "is not a DNS name or an IP address";
-}
-
-/** What of the sidecar listens on `port` inside the pod (null: nothing). */
-function sidecarPortOwner(port: number): string | null {
-  if (port === PROXY_PORTS.sidecarInbound) return "inbound listener";
-  if (port === PROXY_PORTS.sidecarOutbound) return "outbound listener";
-  if (port === PROXY_PORTS.sidecarAdmin) return "admin listener";
-  const { first, size } = PROXY_PORTS.localPortRange;
-  if (port >= first && port < first + size) return `local-port range (${first}–${first + size - 1})`;
-  return null;
 }
