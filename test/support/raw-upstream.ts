@@ -665,33 +665,9 @@ export async function startBlackhole(): Promise<{ port: number; close(): void }>
  * request is answered with one HEADERS frame, `:status: <status>` and END_STREAM.
  */
 export async function startRawH2Upstream(status: string): Promise<{ port: number; close(): void }> {
-  const raw = net.createServer((s) => {
-    let buf = Buffer.alloc(0);
-    let prefaced = false;
-    s.on("error", () => {});
-    s.on("data", (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (!prefaced) {
-        if (buf.length < 24) return;
-        buf = buf.subarray(24); // the client preface
-        prefaced = true;
-        s.write(frame(4, 0, 0, Buffer.alloc(0))); // SETTINGS
-      }
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) return;
-        const [type, flags] = [buf[3]!, buf[4]!];
-        const id = buf.readUInt32BE(5) & 0x7fffffff;
-        buf = buf.subarray(9 + len);
-        if (type === 4 && !(flags & 1)) s.write(frame(4, 1, 0, Buffer.alloc(0))); // SETTINGS ACK
-        // HPACK: literal without indexing, name :status (static index 8).
-        const block = Buffer.concat([Buffer.from([0x08, status.length]), Buffer.from(status, "latin1")]);
-        if (type === 1) s.write(frame(1, 0x5, id, block)); // HEADERS, END_HEADERS | END_STREAM
-      }
-    });
-  });
-  await new Promise<void>((r) => raw.listen(0, "127.0.0.1", r));
-  return { port: (raw.address() as AddressInfo).port, close: () => raw.close() };
+  // HPACK: literal without indexing, name :status (static index 8).
+  const block = Buffer.concat([Buffer.from([0x08, status.length]), Buffer.from(status, "latin1")]);
+  return startScriptedH2Upstream((id) => [frame(1, 0x5, id, block)]); // HEADERS, END_HEADERS | END_STREAM
 }
 
 /**
