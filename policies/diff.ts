@@ -23,7 +23,7 @@
  * `renderDiffMarkdown` writes it for a pull-request comment, with a mermaid graph in which added edges and
  * widened access stand out; the JSON form is the SemanticDiff value itself.
  */
-import { hostCovers } from "../runtime/decide/external.ts";
+import { hostCovers, wildcardCovers } from "../runtime/decide/external.ts";
 import { createHash } from "node:crypto";
 import type { GatewayRoute, RetryPlan } from "../runtime/contract/schema.ts";
 import { GATEWAY, INTERNET } from "./model.ts";
@@ -618,11 +618,7 @@ function hostRank(hosts: readonly string[], host: string): number {
   if (hosts.length === 0) return 0;
   if (hosts.includes(host)) return Number.MAX_SAFE_INTEGER;
   let best = -1;
-  for (const h of hosts) {
-    if (!h.startsWith("*.")) continue;
-    const suffix = h.slice(1);
-    if (host.endsWith(suffix) && host.length > suffix.length) best = Math.max(best, suffix.length);
-  }
+  for (const h of hosts) if (wildcardCovers(h, host)) best = Math.max(best, h.length - 1);
   return best;
 }
 

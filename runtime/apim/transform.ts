@@ -10,6 +10,7 @@
  *   intermediate that exists and is not an object skips the operation (never replaced).
  * - Literal `set` values are cloned per request, so no request can alter the config's copy.
  */
+import { deepFreeze } from "../contract/canonical.ts";
 import { isRawJson, parseJsonExact, utf8Text } from "./body.ts";
 import type { GatewayRoute } from "../contract/schema.ts";
 import { reservedHeader } from "../gateway/headers.ts";
@@ -135,14 +136,6 @@ export function compileTransform(
   }
   if (headers === null && body === null) return null;
   return { headers, body };
-}
-
-function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === "object") {
-    for (const k of Object.keys(v)) deepFreeze((v as Record<string, unknown>)[k]);
-    Object.freeze(v);
-  }
-  return v;
 }
 
 /** Header values as node:http keeps them. */

@@ -132,18 +132,3 @@ function literal(s: Scanner): boolean {
   s.i += m[0].length;
   return true;
 }
-
-/**
- * Freezes a parsed JSON value and everything in it (depth bounded by the parser), and returns it. A
- * principal's claims live as long as the verified-token or session cache keeps them and are shared by
- * every request of that principal: a shallow freeze let code holding a nested claim (a body template
- * placing `${principal.claims.org}` by reference, then an op writing `org.role`) rewrite it for every
- * later request — and `claims` conditions read nested claims.
- */
-export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value as object)) deepFreeze(v);
-  }
-  return value;
-}

@@ -15,7 +15,8 @@
 import { hash } from "node:crypto";
 import { jwtVerify, type CryptoKey } from "jose";
 import type { Principal } from "../decide/authorize.ts";
-import { deepFreeze, parseStrictJson } from "./json.ts";
+import { deepFreeze } from "../contract/canonical.ts";
+import { parseStrictJson } from "./json.ts";
 import { ASYMMETRIC_ALGORITHMS, JwksStore, type JwksOptions } from "./jwks.ts";
 import {
   failure,
@@ -341,6 +342,8 @@ export class JwtVerifier {
       consumer: null,
       groups: Object.freeze([]) as readonly string[],
       scopes: Object.freeze(scopesOf(payload)),
+      // Frozen through and through: the principal is cached and shared by every request of the token,
+      // and a nested claim changed by one request (a body template's object) would change it for all.
       claims: deepFreeze(payload),
       expiresAt: exp * 1000,
     });

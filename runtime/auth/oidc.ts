@@ -29,7 +29,7 @@ import { jwtVerify } from "jose";
 import { request } from "undici";
 import type { Principal } from "../decide/authorize.ts";
 import { isLoopbackName } from "../decide/outbound.ts";
-import { deepFreeze } from "./json.ts";
+import { deepFreeze } from "../contract/canonical.ts";
 import { JwksStore, type JwksOptions, safeUri } from "./jwks.ts";
 import { TokenCache, cookieValue, queryValue, tokenHash } from "./jwt.ts";
 import { deriveKey, seal, unseal } from "./seal.ts";

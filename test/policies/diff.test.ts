@@ -12,6 +12,7 @@ import {
   type SemanticDiff,
   type SettingChange,
 } from "../../policies/diff.ts";
+import { HTTP_METHODS } from "../../runtime/contract/schema.ts";
 import { explainRequest } from "../../policies/assertions.ts";
 import { staticReachability, type ReachabilityFn } from "../../policies/reachability.ts";
 import { runGuardrails } from "../../policies/run.ts";
@@ -652,18 +653,7 @@ describe("semantic diff of the widenings a reviewer must see", () => {
     {
       // An empty method list admits PROPFIND, PURGE, …: not the same as the nine method names listed.
       change: "an allow rule's list of all nine methods removed (any method)",
-      base: (r) =>
-        (r.services.payments.allow[1].methods = [
-          "GET",
-          "HEAD",
-          "POST",
-          "PUT",
-          "PATCH",
-          "DELETE",
-          "OPTIONS",
-          "TRACE",
-          "CONNECT",
-        ]),
+      base: (r) => (r.services.payments.allow[1].methods = [...HTTP_METHODS]),
       head: (r) => delete r.services.payments.allow[1].methods,
       widened: { from: "orders", to: ["payments"] },
     },

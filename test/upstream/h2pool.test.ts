@@ -57,6 +57,32 @@ async function get(pool: H2Pool, path: string): Promise<string> {
   }
 }
 
+/** A GET streamed into a recorder: how it settled, the body that arrived, and whether the target was ended. */
+async function recordGet(pool: H2Pool): Promise<{ outcome: string; body: string; ended: boolean }> {
+  let body = "";
+  let ended = false;
+  const outcome = await pool
+    .stream(
+      { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
+      () =>
+        new Writable({
+          write(chunk: Buffer, _e, cb) {
+            body += chunk.toString();
+            cb();
+          },
+          final(cb) {
+            ended = true;
+            cb();
+          },
+        }),
+    )
+    .then(
+      () => "completed",
+      (err: { code?: string }) => `error ${err.code}`,
+    );
+  return { outcome, body, ended };
+}
+
 const until = async (check: () => boolean) => {
   for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
   return check();
@@ -160,27 +186,7 @@ describe("a response cut short is a failure, never a complete response", () => {
     });
     await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
     const pool = new H2Pool("127.0.0.1", (server.address() as AddressInfo).port, 1000);
-    let body = "";
-    let ended = false;
-    const outcome = await pool
-      .stream(
-        { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
-        () =>
-          new Writable({
-            write(chunk: Buffer, _e, cb) {
-              body += chunk.toString();
-              cb();
-            },
-            final(cb) {
-              ended = true;
-              cb();
-            },
-          }),
-      )
-      .then(
-        () => "completed",
-        (err: { code?: string }) => `error ${err.code}`,
-      );
+    const { outcome, body, ended } = await recordGet(pool);
     // The pool's own error (ECONNRESET) or the stream's (ERR_HTTP2_STREAM_ERROR): forward() maps both to "reset".
     expect({ outcome, body, ended }).toEqual({
       outcome: expect.stringMatching(/^error /),
@@ -250,27 +256,7 @@ describe("a stream reset with NO_ERROR before END_STREAM is cut short, one ended
   it.each(rows)("%s", async (_claim, script, expected) => {
     const up = await startScriptedH2Upstream(script);
     const pool = new H2Pool("127.0.0.1", up.port, 1000);
-    let body = "";
-    let ended = false;
-    const outcome = await pool
-      .stream(
-        { method: "GET", path: "/", headers: {}, body: null, headersTimeout: 2000, bodyTimeout: 2000 },
-        () =>
-          new Writable({
-            write(chunk: Buffer, _e, cb) {
-              body += chunk.toString();
-              cb();
-            },
-            final(cb) {
-              ended = true;
-              cb();
-            },
-          }),
-      )
-      .then(
-        () => "completed",
-        (err: { code?: string }) => `error ${err.code}`,
-      );
+    const { outcome, body, ended } = await recordGet(pool);
     expect({ outcome, body, ended }).toEqual(expected);
     await pool.close();
     up.close();
