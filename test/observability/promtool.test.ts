@@ -235,23 +235,30 @@ describe("promtool test rules", () => {
   for (const m of MUTATIONS) {
     it(`fails_the_generated_tests_for_${m.claim}`, async () => {
       const infra = await shopInfra();
-      const { root } = await bundleIn(`mutant-${m.claim}`, infra);
       const p = bundlePaths("shop");
-      // Only the test groups the mutation is about (the whole file takes long): they pass on the generated
-      // rules and fail on the mutated ones.
-      const file = parse(await readFile(join(root, p.ruleTests), "utf8")) as { tests: { name: string }[] };
-      const picked = { ...file, tests: file.tests.filter((t) => m.failing.test(t.name)) };
-      expect(picked.tests.length, "test groups about the mutation").toBeGreaterThan(0);
-      const picks = join(root, "prometheus", "tests", "picked.test.yml");
-      await writeFile(picks, toYaml(picked));
-      expect(promtool(["test", "rules", picks], root).status, "the picked tests pass unmutated").toBe(0);
-      const path = join(root, p.rules);
+      // Two bundles side by side (one promtool each, on both cores): the generated rules and the mutated
+      // ones. Only the test groups the mutation is about (the whole file takes long): they pass on the
+      // generated rules and fail on the mutated ones.
+      const [clean, mutant] = await Promise.all(
+        ["clean", "mutant"].map(async (kind) => (await bundleIn(`${kind}-${m.claim}`, infra)).root),
+      );
+      const picks = join("prometheus", "tests", "picked.test.yml");
+      for (const root of [clean!, mutant!]) {
+        const file = parse(await readFile(join(root, p.ruleTests), "utf8")) as { tests: { name: string }[] };
+        const picked = { ...file, tests: file.tests.filter((t) => m.failing.test(t.name)) };
+        expect(picked.tests.length, "test groups about the mutation").toBeGreaterThan(0);
+        await writeFile(join(root, picks), toYaml(picked));
+      }
+      const path = join(mutant!, p.rules);
       const text = await readFile(path, "utf8");
       expect(text, "the mutation applies").toMatch(m.from);
       await writeFile(path, text.replace(m.from, m.to));
-      const r = promtool(["test", "rules", picks], root);
-      expect(r.status, r.output).not.toBe(0);
-      expect(r.output).toContain("FAILED");
+      const [passed, failed] = await Promise.all(
+        [clean!, mutant!].map((root) => promtoolAsync(["test", "rules", picks], root)),
+      );
+      expect(passed!.status, `the picked tests pass unmutated: ${passed!.output}`).toBe(0);
+      expect(failed!.status, failed!.output).not.toBe(0);
+      expect(failed!.output).toContain("FAILED");
     }, 60_000);
   }
 });
