@@ -590,6 +590,17 @@ function fromInternet(model: MeshModel, r: TrafficRequest): TrafficDecision {
     principal = p.principal;
     if (principal === null) {
       const z = authorize(d.auth, null, req.clientIp!);
+      if (z.kind === "deny" && z.status === 403) {
+        // The client ranges are checked before any credential: the same 403 with a credential or none.
+        steps.push({
+          layer: "authorization",
+          outcome: "deny",
+          at: GATEWAY,
+          rule: authPath,
+          detail: `${z.status} ${z.code} (${z.requirement}): ${z.reason}, before any credential is looked at`,
+        });
+        return out("deny", "authorization", z.status, z.code, routeName);
+      }
       const detail = z.kind === "deny" ? `${z.reason} — ${p.detail}` : p.detail;
       steps.push({
         layer: "authentication",

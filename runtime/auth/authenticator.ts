@@ -16,7 +16,13 @@
  * identity, never a replayable credential.
  */
 import { PRINCIPAL_HEADERS, type GatewayRuntimeConfig, type RouteAuth } from "../contract/schema.ts";
-import { authorize, compileRouteAuth, type CompiledRouteAuth, type Principal } from "../decide/authorize.ts";
+import {
+  authorize,
+  compileRouteAuth,
+  inRanges,
+  type CompiledRouteAuth,
+  type Principal,
+} from "../decide/authorize.ts";
 import { headerValue } from "../net/headers.ts";
 import { ApiKeyVerifier } from "./apikeys.ts";
 import { ClientCertVerifier } from "./clientcert.ts";
@@ -194,6 +200,10 @@ export class Authenticator {
   admit(route: string, auth: RouteAuth, facts: AuthRequestFacts): AdmitResult | Promise<AdmitResult> {
     const plan = this.plan(auth);
     if (auth.public) return this.authorized(route, plan, null, facts);
+    // A caller outside the route's client ranges is refused before any credential is looked at (authorize()
+    // checks the ranges first): no 401-versus-403 oracle for stolen keys, no JWKS fetch, no OIDC login.
+    const ranges = plan.compiled.ranges;
+    if (ranges.length && !inRanges(ranges, facts.clientIp)) return this.authorized(route, plan, null, facts);
     const outcome = this.authenticate(auth, facts);
     return outcome instanceof Promise
       ? outcome.then((o) => this.conclude(route, plan, o, facts))

@@ -4,10 +4,13 @@
  * deploy) and the tests. No I/O, no clock, no randomness.
  *
  * The rule, in order:
- *  1. a public route admits everyone (its client IP ranges still apply);
- *  2. no principal → 401 `unauthenticated`; a principal from a mechanism the route does not accept → 401;
- *  3. client IP ranges (`clientIps`, IPv4 and IPv6 CIDRs; IPv4-mapped IPv6 addresses match IPv4 ranges and
- *     the other way round) apply to every principal → 403 `forbidden`;
+ *  1. client IP ranges (`clientIps`, IPv4 and IPv6 CIDRs; IPv4-mapped IPv6 addresses match IPv4 ranges and
+ *     the other way round) come first, for every route and every caller → 403 `forbidden`: a caller outside
+ *     them learns nothing about the route's authentication (a 401 for a bad credential and a 403 for a good
+ *     one would let anyone anywhere test stolen API keys or tokens), and the gateway checks them before it
+ *     authenticates at all (no JWKS fetch, no OIDC login for such a caller);
+ *  2. a public route admits everyone else;
+ *  3. no principal → 401 `unauthenticated`; a principal from a mechanism the route does not accept → 401;
  *  4. scopes and claims constrain principals that carry them — tokens (`jwt`, `oidc`): every listed scope
  *     must be granted, and every listed claim must hold one of its accepted values → 403;
  *  5. consumers and groups constrain API-key principals: when either list is non-empty the consumer must be
@@ -162,11 +165,9 @@ export function authorize(
 ): AuthzDecision {
   const c = "ranges" in auth ? auth : compileRouteAuth(auth);
   const a = c.auth;
-  if (a.public) {
-    if (c.ranges.length && !inRanges(c.ranges, clientIp))
-      return deny(403, "client_ip", `client address ${safeIp(clientIp)} is not in the route's clientIps`);
-    return { kind: "allow", principal };
-  }
+  if (c.ranges.length && !inRanges(c.ranges, clientIp))
+    return deny(403, "client_ip", `client address ${safeIp(clientIp)} is not in the route's clientIps`);
+  if (a.public) return { kind: "allow", principal };
   if (!principal) return deny(401, "authentication", `this route requires authentication (${c.describe})`);
   if (!accepted(a, principal))
     return deny(
@@ -174,8 +175,6 @@ export function authorize(
       "mechanism",
       `credentials from ${principal.mechanism} ${principal.provider} are not accepted here (${c.describe})`,
     );
-  if (c.ranges.length && !inRanges(c.ranges, clientIp))
-    return deny(403, "client_ip", `client address ${safeIp(clientIp)} is not in the route's clientIps`);
   if (principal.mechanism === "jwt" || principal.mechanism === "oidc") {
     for (const scope of a.scopes)
       if (!principal.scopes.includes(scope)) return deny(403, "scope", `missing scope ${scope}`);

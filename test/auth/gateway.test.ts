@@ -312,10 +312,23 @@ describe("honest requests through the gateway", () => {
     expect(JSON.parse(r.body).error.message).toBe("missing scope orders:read");
   });
 
-  it("answers_403_outside_the_routes_client_ranges", async () => {
-    const token = await signToken(main, claims());
-    const r = await request(`${gw.url}/internal`, { headers: { authorization: `Bearer ${token}` }, agent });
-    expect(r.status).toBe(403);
+  // The ranges come before any credential: were they checked after authentication, a caller anywhere could
+  // tell a good token (403) from a bad one (401) — an oracle for stolen credentials.
+  it.each([
+    ["a_valid_token", async () => `Bearer ${await signToken(main, claims())}`],
+    ["a_forged_token", async () => `Bearer ${(await signToken(main, claims())).slice(0, -4)}AAAA`],
+    ["no_credential", async () => null],
+  ])("answers_the_same_403_outside_the_routes_client_ranges_with_%s", async (_claim, credential) => {
+    const authorization = await credential();
+    const r = await request(`${gw.url}/internal`, {
+      headers: authorization ? { authorization } : {},
+      agent,
+    });
+    expect([r.status, r.headers["x-meshgate-error"], r.headers["www-authenticate"]]).toEqual([
+      403,
+      "forbidden",
+      undefined,
+    ]);
   });
 
   it("admits_an_api_key_of_an_allowed_group_and_strips_it", async () => {

@@ -262,10 +262,24 @@ const rows: [string, RouteAuth, Principal | null, string, Want][] = [
     "allow",
   ],
   [
-    "checks_authentication_before_client_ranges",
+    "checks_client_ranges_before_authentication",
     auth({ clientIps: ["10.0.0.0/8"] }),
     null,
     "11.0.0.1",
+    "403 client_ip",
+  ],
+  [
+    "answers_a_caller_outside_the_ranges_alike_with_a_credential_of_another_mechanism",
+    auth({ clientIps: ["10.0.0.0/8"], anyOf: [{ kind: "jwt", provider: "main" }] }),
+    key("acme"),
+    "11.0.0.1",
+    "403 client_ip",
+  ],
+  [
+    "still_asks_a_caller_inside_the_ranges_to_authenticate",
+    auth({ clientIps: ["10.0.0.0/8"] }),
+    null,
+    "10.0.0.1",
     "401 authentication",
   ],
 ];
@@ -467,7 +481,12 @@ describe("authorize: properties", () => {
     fc.assert(
       fc.property(authArb, ipArb, (a, ip) => {
         const d = authorize({ ...a, public: false }, null, ip);
-        expect(d).toMatchObject({ kind: "deny", status: 401, code: "unauthenticated" });
+        const outside = compileRouteAuth(a).ranges.length > 0 && !inRanges(compileRouteAuth(a).ranges, ip);
+        expect(d).toMatchObject(
+          outside
+            ? { kind: "deny", status: 403, code: "forbidden", requirement: "client_ip" }
+            : { kind: "deny", status: 401, code: "unauthenticated" },
+        );
       }),
     );
   });
