@@ -42,6 +42,12 @@ export interface SupervisorOptions {
   readonly baseEnv?: NodeJS.ProcessEnv;
   /** Called when a child's pid or state changed (`meshgate up` keeps state.json current with it). */
   readonly onChange?: () => void;
+  /**
+   * Told of each process group as its leader starts, and once the group is gone (after the leader exited
+   * and what it left was killed): `meshgate up`'s lifeline (./lifeline.ts), which stops every group still
+   * started if the launcher dies without stopping them.
+   */
+  readonly groups?: { started(pgid: number): void; ended(pgid: number): void };
 }
 
 export type ChildState = "starting" | "running" | "ready" | "backoff" | "crash-loop" | "stopped";
@@ -101,6 +107,7 @@ export class Supervisor {
       stopTimeoutMs: options.stopTimeoutMs ?? 15_000,
       baseEnv: options.baseEnv ?? process.env,
       onChange: options.onChange ?? (() => {}),
+      groups: options.groups ?? { started: () => {}, ended: () => {} },
     };
     this.#children = processes.map((spec) => this.#child(spec));
   }
@@ -269,6 +276,8 @@ export class Supervisor {
     }
     c.proc = proc;
     c.pid = proc.pid ?? null;
+    // Detached: the child leads a new process group whose id is its pid.
+    if (c.pid !== null) this.#o.groups.started(c.pid);
     this.#o.onChange();
     let resolveExit!: () => void;
     c.exited = new Promise<void>((r) => (resolveExit = r));
@@ -285,12 +294,14 @@ export class Supervisor {
       if (done) return;
       done = true;
       // Whatever the leader left in its group goes with it.
-      if (c.pid !== null)
+      if (c.pid !== null) {
         try {
           process.kill(-c.pid, "SIGKILL");
         } catch {
           /* nothing left */
         }
+        this.#o.groups.ended(c.pid);
+      }
       c.proc = null;
       this.#exited(c, why);
       resolveExit();

@@ -4,7 +4,8 @@
  * SVID (./ca.ts; renewed at half-life while running), opens the dev token issuer (./issuer.ts), starts
  * the local admin server (./admin.ts), then the supervised processes (./supervisor.ts), writes
  * `<stateDir>/state.json` and prints a summary with ready-to-paste curl lines. `stop()` (SIGINT/SIGTERM
- * in the CLI) drains and stops everything; `stop(true)` kills at once.
+ * in the CLI) drains and stops everything; `stop(true)` kills at once. A launcher killed -9 cannot stop
+ * anything: its lifeline (./lifeline.ts), started before the first child, then stops every process group.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, watch } from "node:fs";
@@ -21,6 +22,7 @@ import { PkiError, writeFileAtomic } from "../../runtime/pki/index.ts";
 import { createLocalAdmin, type LocalAdmin } from "./admin.ts";
 import { DevCaError, IdentityKeeper, openDevCa } from "./ca.ts";
 import { IssuerError, openDevIssuer, writeIssuerInfo, type DevIssuer } from "./issuer.ts";
+import { startLifeline, type Lifeline } from "./lifeline.ts";
 import { fillPattern, planLocal, type DemoConfig, type LocalPlan } from "./plan.ts";
 import { Supervisor } from "./supervisor.ts";
 import { createTopology, scrapeTargetsOf } from "./topology/index.ts";
@@ -187,10 +189,11 @@ async function lockStateDir(stateDir: string, say: (line: string) => void): Prom
 }
 
 /**
- * The processes a `meshgate up` that died (killed -9: its children are spawned detached and outlive it)
- * left running on this state dir, from its state.json: those whose pid still runs a command line naming
- * the state dir (a pid reused by another program does not). They hold the mesh's ports, so the next
- * `up` would fail with E_LOCAL_PORT_TAKEN: each is sent SIGTERM (they drain), then SIGKILL after 5 s.
+ * The processes a `meshgate up` that died left running on this state dir (its children are spawned
+ * detached and outlive it: its reaper, ./lifeline.ts, stops them unless it was killed too), from its
+ * state.json: those whose pid still runs a command line naming the state dir (a pid reused by another
+ * program does not). They hold the mesh's ports, so the next `up` would fail with E_LOCAL_PORT_TAKEN:
+ * each is sent SIGTERM (they drain), then SIGKILL after 5 s.
  */
 async function stopLeftovers(stateDir: string, launcher: number | null, say: (line: string) => void) {
   const text = await readFile(join(stateDir, "state.json"), "utf8").catch(() => null);
@@ -385,9 +388,12 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
     throw err;
   }
 
+  // Before the first child: if this launcher dies (kill -9), the reaper stops every group it started.
+  const lifeline = startLifeline(stateDir, o.err);
   const supervisor = new Supervisor(plan.processes, {
     out: o.out,
     onChange: () => refreshState(),
+    groups: lifeline,
     ...(o.stopTimeoutMs !== undefined ? { stopTimeoutMs: o.stopTimeoutMs } : {}),
   });
   const admin = createLocalAdmin({ plan: () => plan, jwks: issuer.jwks, status: () => supervisor.status() });
@@ -412,6 +418,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
   } catch (err) {
     keeper.stop();
     topology.close();
+    await lifeline.close();
     throw new UpError(
       "E_LOCAL_PORT_TAKEN",
       `port ${plan.ports.admin} (the local admin server) is not available (${(err as NodeJS.ErrnoException).code}): change targets.local.adminPort (or --admin-port N)`,
@@ -432,7 +439,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
       dirty = true;
       return;
     }
-    writing = writeState(plan, supervisor, keeper, true)
+    writing = writeState(plan, supervisor, keeper, lifeline, true)
       .catch(() => {})
       .finally(() => {
         writing = null;
@@ -453,11 +460,13 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
   const finish = async () => {
     if (finished) return;
     finished = true;
+    // Every child has exited: the reaper has nothing left to stop.
+    await lifeline.close();
     keeper.stop();
     topology.close();
     await admin.close();
     await writing;
-    await writeState(plan, supervisor, keeper, false).catch(() => {});
+    await writeState(plan, supervisor, keeper, lifeline, false).catch(() => {});
     await lock.release();
   };
 
@@ -484,7 +493,7 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
   o.signal?.removeEventListener("abort", onAbort);
   o.force?.removeEventListener("abort", onForce);
   if (o.signal?.aborted) throw await interrupted();
-  await writeState(plan, supervisor, keeper, true);
+  await writeState(plan, supervisor, keeper, lifeline, true);
   // A signal while state.json was written (the listeners are off: a stop racing this write could be
   // overtaken by it and leave "running: true") is seen here. From here to the return nothing awaits, and
   // the caller holds the handle before any later signal is handled: no Ctrl-C falls between the two.
@@ -605,11 +614,11 @@ async function startUp(o: UpOptions, held: { lock: StateLock | null }): Promise<
     try {
       await supervisor.reconcile(nextPlan.processes, new Set(restart.keys()));
     } catch (err) {
-      if (!stopRequested) await writeState(plan, supervisor, keeper, true).catch(() => {});
+      if (!stopRequested) await writeState(plan, supervisor, keeper, lifeline, true).catch(() => {});
       return refuse((err as { code?: string }).code ?? "E_LOCAL_NOT_READY", (err as Error).message);
     }
     // A change still being applied when `up` was stopped (Ctrl-C) never marks the stopped mesh running.
-    if (!stopRequested) await writeState(plan, supervisor, keeper, true);
+    if (!stopRequested) await writeState(plan, supervisor, keeper, lifeline, true);
     const report = {
       ok: true as const,
       unchanged: false,
@@ -759,12 +768,19 @@ async function warmUp(plan: LocalPlan): Promise<void> {
 }
 
 /** `<stateDir>/state.json`: every process with pid and ports, the CA bundle, each identity's files. */
-async function writeState(plan: LocalPlan, sup: Supervisor, keeper: IdentityKeeper, running: boolean) {
+async function writeState(
+  plan: LocalPlan,
+  sup: Supervisor,
+  keeper: IdentityKeeper,
+  lifeline: Lifeline,
+  running: boolean,
+) {
   const status = new Map(sup.status().map((s) => [s.name, s]));
   const state = {
     mesh: plan.mesh,
     running,
     launcherPid: process.pid,
+    reaperPid: lifeline.pid,
     urls: plan.urls,
     caBundle: join(plan.caDir, "bundle.pem"),
     caDir: plan.caDir,

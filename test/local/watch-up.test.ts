@@ -10,14 +10,22 @@ import { once } from "node:events";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import net from "node:net";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { freeBlock } from "../support/ports.ts";
-import { alive, killProcessesMentioning, pidsMentioning, spawnUp } from "../support/procs.ts";
+import {
+  alive,
+  groupMembers,
+  killProcessesMentioning,
+  pidsMentioning,
+  running,
+  spawnUp,
+} from "../support/procs.ts";
 import { saveTiny, TINY, type RawSpec } from "../support/tiny-mesh.ts";
 
 interface State {
+  reaperPid: number;
   processes: { name: string; pid: number; state: string }[];
 }
 
@@ -279,12 +287,18 @@ describe("meshgate up --watch", () => {
     expect(await status("/hello")).toBe(200);
   }, 30_000);
 
-  it("stops_every_process_on_SIGINT", async () => {
+  it("stops_every_process_on_SIGINT_and_its_reaper_exits_stopping_nothing", async () => {
     const last = await pids();
+    const { reaperPid } = JSON.parse(await readFile(join(dir, "state", "state.json"), "utf8")) as State;
+    expect(running(reaperPid)).toBe(true);
     child.kill("SIGINT");
     expect(await exited).toBe(0);
+    // Told `bye` after the stop, the reaper exits before the launcher does, and signals nothing.
+    expect(running(reaperPid)).toBe(false);
+    expect(output()).not.toContain("[reaper]");
     await new Promise((r) => setTimeout(r, 300));
     for (const pid of Object.values(last)) expect(alive(pid)).toBe(false);
+    expect(pidsMentioning(join(dir, "state"))).toEqual([]);
   }, 30_000);
 });
 
@@ -351,8 +365,76 @@ require("node:http")
   }, 90_000);
 });
 
+/** A user's app for `local.command`: answers 200 on $PORT (and dies of SIGTERM, as most do). */
+const APP = `import http from "node:http";
+http.createServer((req, res) => res.end("ok")).listen(Number(process.env.PORT), "127.0.0.1");
+`;
+
+/** Whether a TCP connection to 127.0.0.1:port is accepted ("connected") or else its error code. */
+const connect = (port: number) =>
+  new Promise<string>((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.on("connect", () => {
+      s.destroy();
+      resolve("connected");
+    });
+    s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+  });
+
 describe("meshgate up after a launcher killed -9", () => {
-  // Its children are spawned detached: they outlived it holding the mesh's ports, state.json said
+  // Its children are spawned detached — each leads its own process group — so they outlived it, holding
+  // the mesh's ports until the next `up` on the state dir stopped those whose command line names it (a
+  // user's command need not: it ran on). Its reaper, told every group over a pipe, sees the pipe close
+  // without `bye` and stops them all.
+  it("a_launcher_killed_with_SIGKILL_takes_every_child_with_it", async () => {
+    const top = await mkdtemp(join(tmpdir(), "meshgate-lifeline-"));
+    const marker = basename(top); // api's command names it (not the state dir): the sweep below finds it
+    try {
+      await writeFile(join(top, "app.mjs"), APP);
+      const raw = parse(TINY) as RawSpec;
+      // A shell and its own child, as `sh -c "python app.py"` would be.
+      raw.services.api.local = { command: `${process.execPath} app.mjs ${marker} & wait` };
+      await writeFile(join(top, "mesh.yaml"), stringify(raw));
+      const b = await freeBlock(40);
+      const up = await spawnUp(
+        [join(top, "mesh.yaml"), "--no-prometheus", "--port", String(b), "--admin-port", String(b + 1),
+          "--port-base", String(b + 10), "--state-dir", join(top, "state")],
+        top,
+        60_000,
+      ); // prettier-ignore
+      const state = JSON.parse(await readFile(join(top, "state", "state.json"), "utf8")) as State;
+      const api = state.processes.find((p) => p.name === "api")!.pid;
+      expect(await readFile(`/proc/${api}/cmdline`, "utf8")).not.toContain(join(top, "state"));
+      expect(groupMembers(api)).toHaveLength(2); // sh and its node
+      expect(await connect(b)).toBe("connected");
+      up.child.kill("SIGKILL");
+      await up.exited;
+      // Every process of every group the launcher started, by name.
+      const left = () =>
+        Object.fromEntries(
+          state.processes.flatMap((p) => (groupMembers(p.pid).length ? [[p.name, groupMembers(p.pid)]] : [])),
+        );
+      const deadline = Date.now() + 10_000;
+      while (Object.keys(left()).length > 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(left()).toEqual({});
+      for (const p of state.processes) expect(running(p.pid)).toBe(false);
+      expect(await connect(b)).toBe("ECONNREFUSED");
+      expect(await connect(b + 1)).toBe("ECONNREFUSED");
+      expect(up.output()).toContain(
+        `[reaper] meshgate up (pid ${up.child.pid}) died: stopping the ${state.processes.length} process groups it left (SIGTERM, SIGKILL after 5 s)`,
+      );
+      const exitDeadline = Date.now() + 2000;
+      while (running(state.reaperPid) && Date.now() < exitDeadline)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(running(state.reaperPid)).toBe(false);
+    } finally {
+      killProcessesMentioning(marker);
+      await rm(top, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  // With its reaper killed first, the launcher killed -9 left its children running, state.json said
   // running, and the next `up` took the stale lock and then failed with E_LOCAL_PORT_TAKEN.
   it("the_next_up_on_the_state_dir_stops_the_processes_it_left_and_starts", async () => {
     const top = await mkdtemp(join(tmpdir(), "meshgate-killed-"));
@@ -365,6 +447,12 @@ describe("meshgate up after a launcher killed -9", () => {
       const state = JSON.parse(await readFile(join(top, "state", "state.json"), "utf8")) as State;
       const left = state.processes.map((p) => p.pid);
       expect(left.length).toBeGreaterThan(0);
+      process.kill(state.reaperPid, "SIGKILL");
+      const warned = `[up] ✗ the reaper (pid ${state.reaperPid}) exited (signal SIGKILL): a launcher killed -9 now leaves its processes running`;
+      const deadline = Date.now() + 5000;
+      while (!first.output().includes(warned) && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(first.output()).toContain(warned);
       first.child.kill("SIGKILL");
       await first.exited;
       await new Promise((r) => setTimeout(r, 300));

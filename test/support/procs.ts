@@ -61,6 +61,38 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The state and process group of a pid, from /proc/<pid>/stat; null when there is no such process. */
+function stat(pid: number): { state: string; pgid: number } | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const [state, , pgid] = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return { state: state!, pgid: Number(pgid) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether this pid runs: unlike alive(), a zombie (exited, not yet reaped — an orphan waits for init,
+ * which in a container may be slow or never) does not count.
+ */
+export function running(pid: number): boolean {
+  const s = stat(pid);
+  return s !== null && s.state !== "Z" && s.state !== "X";
+}
+
+/** The running processes (zombies excluded) of process group `pgid`. */
+export function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    const s = stat(pid);
+    if (s !== null && s.pgid === pgid && s.state !== "Z" && s.state !== "X") out.push(pid);
+  }
+  return out;
+}
+
 /** A `meshgate up` process started by spawnUp: its exit code and everything it printed so far. */
 export interface UpProcess {
   readonly child: ChildProcess;
