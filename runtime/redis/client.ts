@@ -22,7 +22,9 @@
  *   answered, so a server that accepts and closes at once is not reconnected to in a loop). While it is
  *   down, commands fail at once — a caller with a fallback (a rate limiter's fail mode) never waits for a
  *   dead server.
- * - **Errors** are typed (errors.ts). An error reply rejects only its own command.
+ * - **Errors** are typed (errors.ts). An error reply rejects only its own command — except `READONLY`:
+ *   the server is a replica (after a failover, the old primary), so the connection is dropped and
+ *   reconnected, which resolves the URL's host again (backing off while it still leads to a replica).
  * - **Pub/sub.** After `SUBSCRIBE` (one channel per command) the connection receives messages
  *   (`["message", channel, payload]`), which go to `onMessage` instead of answering a command; only
  *   `SUBSCRIBE`, `UNSUBSCRIBE` and `PING` may be sent on it then (Redis' rule). A new connection is not
@@ -102,6 +104,14 @@ interface Pending {
 
 const NOOP = () => {};
 
+/**
+ * A write refused by a read-only replica: `READONLY …` (also from a script, Redis 7), or a script error
+ * quoting it (`ERR Error running script … -READONLY …`, Redis 6).
+ */
+function isReadOnlyReply(e: RedisReplyError): boolean {
+  return e.prefix === "READONLY" || (e.prefix === "ERR" && e.message.includes(" -READONLY "));
+}
+
 /** A pub/sub message: `["message", channel, payload]`. */
 function isMessage(v: RespValue): v is RespValue[] {
   if (!Array.isArray(v) || v.length !== 3) return false;
@@ -147,6 +157,10 @@ export class RedisClient {
   #corked = false;
   #readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   #closed: Promise<void> | null = null;
+  /** Connections dropped in a row for answering READONLY (a replica); see #onReply. */
+  #readOnlyDrops = 0;
+  /** When the current connection became ready. */
+  #readyAt = 0;
 
   constructor(options: RedisClientOptions) {
     this.target = parseRedisUrl(options.url);
@@ -411,6 +425,7 @@ export class RedisClient {
     if (this.#connectTimer) clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
     this.#state = "ready";
+    this.#readyAt = performance.now();
     // The backoff restarts only once the server answered (#onReply): a proxy whose Redis is gone
     // accepts and closes at once, and must not be reconnected to every base delay.
     this.#lastError = null;
@@ -491,11 +506,34 @@ export class RedisClient {
     }
     if (v instanceof RedisReplyError) {
       if (!p.settled) p.reject(v);
+      if (isReadOnlyReply(v)) this.#dropReadOnly(v);
       return;
     }
-    this.#attempt = 0; // the server answers: a later loss reconnects from the base delay
+    // The server answers: a later loss reconnects from the base delay — unless the last connections were
+    // dropped for answering READONLY and this one has not yet been up for a whole backoff cap (a replica
+    // answers reads and SCRIPT LOAD: reconnecting to it must back off like any failing server).
+    if (this.#readOnlyDrops === 0 || performance.now() - this.#readyAt >= this.#maxMs) {
+      this.#readOnlyDrops = 0;
+      this.#attempt = 0;
+    }
     if (p.settled) return; // timed out earlier
     p.resolve(p.buffers ? v : decodeReply(v));
+  }
+
+  /**
+   * The server refused a write as a read-only replica: after a failover the name in the URL points to the
+   * new primary, but this connection still goes to the old one, and every write on it would fail for as
+   * long as it lives. Drop it (the commands behind fail as a lost connection; the fail mode answers
+   * them) and reconnect, which resolves the name again.
+   */
+  #dropReadOnly(reply: RedisReplyError): void {
+    const socket = this.#socket;
+    if (socket === null || this.#closeReason !== null) return;
+    this.#readOnlyDrops++;
+    this.#closeReason = new RedisConnectionError(
+      `Redis at ${this.target.server} is a read-only replica (${reply.message.slice(0, 80)}); reconnecting to reach the primary`,
+    );
+    socket.destroy();
   }
 
   #failAll(err: Error): void {

@@ -322,6 +322,55 @@ describe("redis client against redis-server", () => {
     expect(seen).toEqual(["ready", "down", "ready"]);
   });
 
+  it("drops_the_connection_to_a_primary_demoted_to_replica_and_reconnects", async () => {
+    // After a failover the URL's name leads to the new primary, but an open connection still goes to the
+    // old one, now a replica: every write on it fails READONLY for as long as it lives.
+    const events: RedisClientEvent[] = [];
+    const c = client({ reconnect: { baseMs: 10, maxMs: 40 }, onEvent: (e) => events.push(e) });
+    const admin = client();
+    await c.call("SET", "t:ro", "1");
+    const first = Number(await c.call("CLIENT", "ID"));
+    await admin.call("REPLICAOF", "127.0.0.1", await freePort()); // a primary that is not there: read-only
+    try {
+      const script = new RedisScript("return redis.call('SET', KEYS[1], ARGV[1])");
+      const err = (await c.evalScript(script, ["t:ro"], ["2"]).catch((e: unknown) => e)) as RedisReplyError;
+      expect(err).toBeInstanceOf(RedisReplyError);
+      expect(err.prefix).toBe("READONLY");
+      await until(
+        () => events.some((e) => e.type === "down" && /read-only replica/.test(e.error.message)),
+        2000,
+      );
+      await admin.call("REPLICAOF", "NO", "ONE");
+      await until(async () => (await c.call("SET", "t:ro", "3")) === "OK", 3000);
+      expect(Number(await c.call("CLIENT", "ID"))).toBeGreaterThan(first); // a new connection
+    } finally {
+      await admin.call("REPLICAOF", "NO", "ONE");
+    }
+  });
+
+  it("drops_the_connection_on_a_redis_6_script_error_quoting_readonly", async () => {
+    // Redis 6 wraps the refusal of a write inside a script in a script error.
+    let accepted = 0;
+    const replica = net.createServer((s) => {
+      accepted++;
+      s.on("data", () =>
+        s.write(
+          "-ERR Error running script (call to f_0a1b): @user_script:36: @user_script: 36: -READONLY You can't write against a read only replica. \r\n",
+        ),
+      );
+    });
+    await new Promise<void>((r) => replica.listen(0, "127.0.0.1", r));
+    const port = (replica.address() as net.AddressInfo).port;
+    const c = client({ url: `redis://127.0.0.1:${port}`, reconnect: { baseMs: 10, maxMs: 40 } });
+    try {
+      await expect(c.call("EVALSHA", "0a1b", 0)).rejects.toBeInstanceOf(RedisReplyError);
+      await until(() => accepted >= 2, 2000);
+    } finally {
+      await c.close();
+      replica.close();
+    }
+  });
+
   it("refuses_commands_beyond_max_pending", async () => {
     const c = client({ maxPending: 10 });
     await c.connect();
