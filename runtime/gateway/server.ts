@@ -540,10 +540,31 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     ["proxy", "store", "fleet_divisor"],
     { maxChildren: 8 },
   );
+  /** When a store error of each reason was last logged (at most once a minute each). */
+  const storeErrorLoggedAt = new Map<string, number>();
   const limiters = new RateLimiters({
     ...(options.rateLimitLeases ? { leases: options.rateLimitLeases } : {}),
     observer: {
-      storeError: (reason, mode) => mStoreErrors.labels("gateway", reason, mode).inc(),
+      storeError: (reason, mode, error) => {
+        mStoreErrors.labels("gateway", reason, mode).inc();
+        // A lost connection is logged as ratelimit_redis_down. An error reply (NOAUTH, NOPERM, OOM, MOVED:
+        // a Redis that accepts the connection but refuses every check) or a timeout is not an outage the
+        // client sees: without this line a gateway whose log says ratelimit_redis_ready fails every check
+        // open (or closed) with nothing but a counter to show for it.
+        if (reason === "connection" || error === undefined) return;
+        const now = performance.now();
+        if (now - (storeErrorLoggedAt.get(reason) ?? -Infinity) < 60_000) return;
+        storeErrorLoggedAt.set(reason, now);
+        log.warn(
+          {
+            event: "ratelimit_store_error",
+            reason,
+            failMode: mode,
+            error: error instanceof Error ? error.message : String(error),
+          },
+          `the rate-limit store failed a check (${reason}); requests are ${mode === "open" ? "admitted" : "refused"} while it does (logged at most once a minute)`,
+        );
+      },
       evicted: (kind) => mEvictions.labels("gateway", kind).inc(),
       redis: (e) => {
         if (e.type === "down")

@@ -29,8 +29,8 @@ import { RedisBuckets, TOKEN_BUCKET_SCRIPT } from "./redis-store.ts";
 export type StoreKind = "local" | "leased" | "redis";
 
 export interface RateLimitObserver {
-  /** A Redis (or lease) failure answered by the fail mode. */
-  storeError?(reason: StoreErrorReason, mode: "open" | "closed"): void;
+  /** A Redis (or lease) failure answered by the fail mode; `error` is what Redis (or the client) said. */
+  storeError?(reason: StoreErrorReason, mode: "open" | "closed", error?: unknown): void;
   /** A bucket dropped at the key cap (`idle`: it was full, nothing lost). */
   evicted?(kind: EvictionKind): void;
   /** Connection events of the Redis client (ready, down, closed), for logs. */
@@ -303,7 +303,7 @@ export class RateLimiters {
     if (kind === "redis") {
       const buckets = new RedisBuckets(redisClient!, scope, policy, {
         failMode: failMode!,
-        onStoreError: (reason, mode) => observer.storeError?.(reason, mode),
+        onStoreError: (reason, mode, err) => observer.storeError?.(reason, mode, err),
       });
       return new RouteLimiter(id, r.name, keyKind, header, policy, kind, failMode, (key) =>
         buckets.check(key),

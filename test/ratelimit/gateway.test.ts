@@ -473,6 +473,34 @@ describe("rate limits shared through redis", () => {
     30_000,
   );
 
+  it("logs_why_a_store_whose_connection_is_ready_fails_every_check", async () => {
+    // The URL lacks the password: Redis accepts the connection (ratelimit_redis_ready) and answers every
+    // check NOAUTH, and fail open admits them all. The log must say so (once a minute), not only "ready".
+    const gw = await startTestGateway(
+      gatewayConfig(
+        [route("fleet-noauth", "/fleet", { requests: 1, per: "1m" })],
+        { app },
+        {
+          rateLimitStore: {
+            redis: { url: `redis://127.0.0.1:${redis.port}/0`, failMode: "open", timeout: "500ms" },
+          },
+        },
+      ),
+    );
+    try {
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push((await request(`${gw.url}/fleet`)).status);
+      expect(statuses).toEqual([200, 200, 200]);
+      const lines = gw.logs.filter((l) => l.event === "ratelimit_store_error");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatchObject({ level: 40, reason: "reply", failMode: "open" });
+      expect(String(lines[0]!.error)).toMatch(/^NOAUTH /);
+      expect(gw.logs.some((l) => l.event === "ratelimit_redis_ready")).toBe(true);
+    } finally {
+      await gw.drain();
+    }
+  });
+
   it("counts_a_websocket_upgrade_admitted_by_fail_open", async () => {
     // Nothing listens where the store points: every check fails, and `open` admits it, counted per route.
     const gw = await startTestGateway(
