@@ -264,6 +264,23 @@ export class Authenticator {
   }
 
   /**
+   * The value the upstream gets in identity header `name` (one of ownedHeaders) for principal `p`:
+   * the principal's, never the client's copy, which upstreamHeaders() removes. Undefined when the
+   * principal has none (no principal, or no such claim). A rate limit keyed by such a header counts this
+   * value: keyed by the client's copy, any client could name a fresh bucket per request.
+   */
+  identityHeaderValue(name: string, p: Principal | null): string | undefined {
+    if (!p) return undefined;
+    let pairs = this.forwarded.get(p);
+    if (!pairs) {
+      pairs = this.principalHeaders(p);
+      this.forwarded.set(p, pairs);
+    }
+    for (let i = 0; i < pairs.length; i++) if (pairs[i]![0] === name) return pairs[i]![1];
+    return undefined;
+  }
+
+  /**
    * The request headers upstreamHeaders() removes for a route (identity headers of every route, and the
    * route's credential headers): a proxy that leaves them out while copying the client's headers saves
    * the deletes (which turn a header object into a slow dictionary).

@@ -1096,7 +1096,12 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
         // built only for a limit keyed by subject.
         limiter.keyKind === "subject" ? principalId(principal) || undefined : undefined,
         principal?.consumer ?? undefined,
-        limiter.header === null ? undefined : req.headers[limiter.header],
+        limiter.header === null
+          ? undefined
+          : // An identity header (x-meshgate-*, a forwardClaims header) counts what the upstream gets.
+            current.auth.ownedHeaders.has(limiter.header)
+            ? current.auth.identityHeaderValue(limiter.header, principal)
+            : req.headers[limiter.header],
       );
       if (rl instanceof Promise) rl = await rl;
       rateHeaders = rateLimitHeaders(limiter.policy, rl);

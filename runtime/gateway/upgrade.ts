@@ -220,7 +220,12 @@ export function handleUpgrade(
       // upgrade counts in that bucket, and an `alice` of another issuer has her own.
       limiter.keyKind === "subject" ? principalId(principal) || undefined : undefined,
       principal?.consumer ?? undefined,
-      limiter.header === null ? undefined : req.headers[limiter.header],
+      limiter.header === null
+        ? undefined
+        : // An identity header counts the principal's value, as for a plain request (never the client's copy).
+          ctx.auth?.ownedHeaders.has(limiter.header)
+          ? ctx.auth.identityHeaderValue(limiter.header, principal)
+          : req.headers[limiter.header],
     );
     if (rl instanceof Promise) rl.then(limited).catch(() => socket.destroy());
     else limited(rl);

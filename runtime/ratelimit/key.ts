@@ -15,7 +15,9 @@
  * own prefix, so a header value can never name another kind's bucket. Values longer than 64 characters
  * are replaced by their SHA-256, bounding the memory a key can take. The client address is the one
  * `clientAddress()` computed (X-Forwarded-For only as far as `trustedHops` or `trustedProxies` allow), so it is not
- * spoofable; the header kind is exactly as spoofable as the header the spec chose.
+ * spoofable; the header kind is exactly as spoofable as the header the spec chose — except an identity
+ * header the gateway sets (x-meshgate-*, a forwardClaims header), for which the gateway passes the
+ * principal's value, not the client's copy (which it removes before forwarding).
  */
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";

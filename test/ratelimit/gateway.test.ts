@@ -24,6 +24,7 @@ import {
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
+import { makeKey, nowS, signToken } from "../auth/support.ts";
 import { allStarted } from "../support/procs.ts";
 import { startRedis, type TestRedis } from "../support/redis.ts";
 
@@ -70,6 +71,8 @@ const route = (
 
 describe("rate limits in a single gateway process", () => {
   let gw: TestGateway;
+  const ISSUER = "https://id.rl.test/";
+  const jwtKey = makeKey("rl");
   beforeAll(async () => {
     gw = await startTestGateway(
       gatewayConfig(
@@ -85,6 +88,12 @@ describe("rate limits in a single gateway process", () => {
           ),
           route("tenant", "/tenant", { requests: 2, per: "1m", key: "header:x-tenant", scope: "replica" }),
           route("whole", "/whole", { requests: 3, per: "1m", key: "route", scope: "replica" }),
+          // Keyed by identity headers the gateway sets (a forwardClaims header, a principal header).
+          ...(["x-org", "x-meshgate-subject"] as const).map((h) => ({
+            ...route(h, `/${h}`, { requests: 2, per: "1m", key: `header:${h}`, scope: "replica" }),
+            public: undefined,
+            auth: { jwt: "main" },
+          })),
           {
             name: "redirect",
             match: { path: "/old" },
@@ -94,7 +103,18 @@ describe("rate limits in a single gateway process", () => {
           },
         ],
         { app, down: { port: await freePort() } },
-        { clientIp: { trustedHops: 1 } },
+        {
+          clientIp: { trustedHops: 1 },
+          jwt: {
+            main: {
+              issuer: ISSUER,
+              audiences: ["api"],
+              jwks: { keys: [jwtKey.jwk] },
+              algorithms: ["ES256"],
+              forwardClaims: { "x-org": "tenant" },
+            },
+          },
+        },
       ),
     );
   });
@@ -167,6 +187,43 @@ describe("rate limits in a single gateway process", () => {
     expect([await t("b"), await t("b"), await t("b")]).toEqual([200, 200, 429]);
     expect([await t(), await t(), await t()]).toEqual([200, 200, 429]); // no header: the client's bucket
     expect(await t("i:198.51.100.9")).toBe(200); // a header value cannot name the address bucket
+  });
+
+  it.each([
+    {
+      claim: "keys_a_forward_claims_header_by_the_verified_claim_not_the_clients_copy",
+      header: "x-org",
+      // alice and bob share tenant acme; carol is globex.
+      who: [
+        ["alice", "acme"],
+        ["alice", "acme"],
+        ["bob", "acme"],
+        ["carol", "globex"],
+      ],
+      expected: [200, 200, 429, 200],
+    },
+    {
+      claim: "keys_a_principal_header_by_the_principals_subject_not_the_clients_copy",
+      header: "x-meshgate-subject",
+      who: [
+        ["dave", "acme"],
+        ["dave", "acme"],
+        ["dave", "acme"],
+        ["erin", "acme"],
+      ],
+      expected: [200, 200, 429, 200],
+    },
+  ])("$claim", async ({ header, who, expected }) => {
+    const statuses: number[] = [];
+    for (const [i, [sub, tenant]] of who.entries()) {
+      const token = await signToken(jwtKey, { iss: ISSUER, aud: "api", sub, tenant, exp: nowS() + 600 });
+      // Every request sends its own copy of the header: a fresh bucket each time if the copy were the key.
+      const r = await request(`${gw.url}/${header}`, {
+        headers: { authorization: `Bearer ${token}`, [header]: `spoofed-${i}` },
+      });
+      statuses.push(r.status);
+    }
+    expect(statuses).toEqual(expected);
   });
 
   it.each([
