@@ -67,7 +67,7 @@ export const SpecErrorCatalog = {
   E_SPEC_SLO_LATENCY_BUCKET:
     "an SLO's latencyP99 is not a bucket boundary of meshgate_request_duration_seconds (the share of slower requests could not be counted exactly)",
   E_SPEC_RESERVED_HEADER:
-    "a transform or an aggregate part's forwardHeaders names a header the gateway owns (hop-by-hop, X-Forwarded-*, X-Request-Id, x-meshgate-*, principal headers, Content-Length, Host)",
+    "a transform or an aggregate part's forwardHeaders names a header the gateway owns (hop-by-hop, X-Forwarded-*, X-Request-Id, x-meshgate-*, principal headers, Content-Length, Host), or a rate limit is keyed by one the client writes and the gateway drops or replaces (X-Forwarded-*, Forwarded, X-Real-IP, X-Request-Id)",
   E_SPEC_INVALID_TEMPLATE:
     "a transform template or JSON field path is malformed (unknown variable, unclosed `${`, a `__proto__`, `constructor` or `prototype` segment)",
   // Warnings (non-fatal diagnostics from translate)

@@ -7,6 +7,7 @@ import { linearRegExp } from "../../runtime/decide/regex.ts";
 import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
+import { PRINCIPAL_HEADERS } from "../../runtime/contract/schema.ts";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
 import { parseRedisUrl } from "../../runtime/redis/url.ts";
 import { DEFAULT_LATENCY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
@@ -1058,6 +1059,24 @@ export function semanticIssues(raw: unknown): Issue[] {
         cidrs(auth.clientIps, [...base, "auth", "clientIps"], 'write e.g. "10.0.0.0/8" or "2001:db8::/32"');
       }
       const rl = isObj(r.rateLimit) ? r.rateLimit : undefined;
+      // A header the gateway owns (X-Forwarded-For, X-Request-Id, …) is the client's to write and is
+      // dropped or replaced before forwarding: keyed by it, every request could name its own bucket. The
+      // principal headers and forwardClaims headers are keyed by the principal's value, so they may be.
+      const rlHeader =
+        typeof rl?.key === "string" && rl.key.startsWith("header:") ? rl.key.slice("header:".length) : null;
+      if (
+        rlHeader !== null &&
+        reservedHeader(rlHeader) === "owned by the gateway" &&
+        !(PRINCIPAL_HEADERS as readonly string[]).includes(rlHeader)
+      )
+        add(
+          "E_SPEC_RESERVED_HEADER",
+          [...base, "rateLimit", "key"],
+          `rate limit keyed by header ${rlHeader}, which the gateway owns: the client writes its own copy (the gateway drops or replaces it), so every request could name a fresh bucket`,
+          rlHeader === "x-request-id"
+            ? "key by ip, subject or consumer"
+            : "use key: ip, the client address the gateway believes (X-Forwarded-For as far as gateway.clientIp trusts it)",
+        );
       if (rl?.key === "subject" && !hasJwt && !hasOidc)
         add(
           "E_SPEC_AUTH_REQUIREMENT",

@@ -1586,6 +1586,19 @@ const ROWS: Row[] = [
     path: "gateway.routes[0].transform.request.headers.set.x-forwarded-for",
   },
   {
+    claim: "rejects_a_rate_limit_keyed_by_the_clients_x_forwarded_for",
+    mutate: (s) => (gatewayRoute(s, 1).rateLimit.key = "header:x-forwarded-for"),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[1].rateLimit.key",
+    message: "every request could name a fresh bucket",
+  },
+  {
+    claim: "rejects_a_rate_limit_keyed_by_the_request_id",
+    mutate: (s) => (gatewayRoute(s, 1).rateLimit.key = "header:x-request-id"),
+    code: "E_SPEC_RESERVED_HEADER",
+    path: "gateway.routes[1].rateLimit.key",
+  },
+  {
     claim: "rejects_a_transform_that_removes_a_hop_by_hop_header",
     mutate: (s) => (gatewayRoute(s, 0).transform = { response: { headers: { remove: ["connection"] } } }),
     code: "E_SPEC_RESERVED_HEADER",
