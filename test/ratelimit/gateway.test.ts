@@ -224,6 +224,28 @@ describe("rate limits in a single gateway process", () => {
       statuses.push(r.status);
     }
     expect(statuses).toEqual(expected);
+    // A WebSocket upgrade by the first principal, with a copy of its own, counts in the spent bucket too.
+    const [sub, tenant] = who[0]!;
+    const token = await signToken(jwtKey, { iss: ISSUER, aud: "api", sub, tenant, exp: nowS() + 600 });
+    const line = await new Promise<string>((resolve) => {
+      const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () =>
+        s.write(
+          `GET /${header} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Authorization: Bearer ${token}\r\n${header}: spoofed-ws\r\n` +
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+      );
+      let got = "";
+      s.on("data", (d: Buffer) => {
+        got += d.toString("latin1");
+        if (got.includes("\r\n")) {
+          s.destroy();
+          resolve(got.slice(0, got.indexOf("\r\n")));
+        }
+      });
+      s.on("error", () => resolve(got));
+    });
+    expect(line).toBe("HTTP/1.1 429 Too Many Requests");
   });
 
   it.each([
