@@ -7,7 +7,7 @@ import { linearRegExp } from "../../runtime/decide/regex.ts";
 import { originEntryProblem } from "../../runtime/apim/cors.ts";
 import { compileTemplate, parseFieldPath } from "../../runtime/apim/template.ts";
 import { reservedHeader } from "../../runtime/gateway/headers.ts";
-import { PRINCIPAL_HEADERS } from "../../runtime/contract/schema.ts";
+import { ownedByTheGateway } from "../../runtime/ratelimit/key.ts";
 import { compilePolicy } from "../../runtime/ratelimit/bucket.ts";
 import { parseRedisUrl } from "../../runtime/redis/url.ts";
 import { DEFAULT_LATENCY_BUCKETS } from "../../runtime/telemetry/metrics.ts";
@@ -1064,11 +1064,7 @@ export function semanticIssues(raw: unknown): Issue[] {
       // principal headers and forwardClaims headers are keyed by the principal's value, so they may be.
       const rlHeader =
         typeof rl?.key === "string" && rl.key.startsWith("header:") ? rl.key.slice("header:".length) : null;
-      if (
-        rlHeader !== null &&
-        reservedHeader(rlHeader) === "owned by the gateway" &&
-        !(PRINCIPAL_HEADERS as readonly string[]).includes(rlHeader)
-      )
+      if (rlHeader !== null && ownedByTheGateway(rlHeader))
         add(
           "E_SPEC_RESERVED_HEADER",
           [...base, "rateLimit", "key"],

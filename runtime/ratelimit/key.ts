@@ -21,6 +21,8 @@
  */
 import { createHash } from "node:crypto";
 import { isIP } from "node:net";
+import { PRINCIPAL_HEADERS } from "../contract/schema.ts";
+import { reservedHeader } from "../gateway/headers.ts";
 
 export type KeyKind = "ip" | "subject" | "consumer" | "header" | "route";
 
@@ -113,4 +115,15 @@ function expandIpv6(address: string): string[] | null {
   const t = toGroups(tail);
   if (!h || !t || h.length + t.length > 8) return null;
   return [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
+}
+
+/**
+ * A header the gateway owns and drops or replaces before forwarding (X-Forwarded-For, X-Request-Id, …):
+ * not a key. The principal headers are keyed by the principal's value (the gateway passes it), so they are.
+ */
+export function ownedByTheGateway(header: string): boolean {
+  return (
+    reservedHeader(header) === "owned by the gateway" &&
+    !(PRINCIPAL_HEADERS as readonly string[]).includes(header.toLowerCase())
+  );
 }

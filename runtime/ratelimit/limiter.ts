@@ -21,7 +21,7 @@ import type { GatewayRuntimeConfig, GatewayRoute } from "../contract/schema.ts";
 import { RedisClient, type RedisClientEvent, type RedisClientOptions } from "../redis/client.ts";
 import { redactRedisUrl } from "../redis/url.ts";
 import { compilePolicy, type BucketPolicy } from "./bucket.ts";
-import { rateLimitKey, type KeyKind } from "./key.ts";
+import { ownedByTheGateway, rateLimitKey, type KeyKind } from "./key.ts";
 import type { LeaseClient } from "./lease.ts";
 import { LocalBuckets, type EvictionKind, type RateLimitDecision, type StoreErrorReason } from "./local.ts";
 import { RedisBuckets, TOKEN_BUCKET_SCRIPT } from "./redis-store.ts";
@@ -195,6 +195,11 @@ export class RateLimiters {
         }
         const kind: StoreKind = toRedis ? "redis" : this.#leases ? "leased" : "local";
         const header = rl.key.kind === "header" ? rl.key.header.toLowerCase() : null;
+        // The spec refuses these (E_SPEC_RESERVED_HEADER); a hand-written config does not load either.
+        if (header !== null && ownedByTheGateway(header))
+          throw new RangeError(
+            `gateway route ${r.name}: rate limit keyed by header ${header}, which the gateway owns: the client writes its own copy, so every request could name a fresh bucket; key by ip`,
+          );
         const failMode = toRedis && store.kind === "redis" ? store.failMode : null;
         // Buckets in a shared Redis are named by mesh, namespace and route: two meshes never share one.
         const scope = `${config.mesh}/${config.namespace}/${r.name}`;

@@ -16,6 +16,9 @@ import {
 import { rateLimitHeaders, retryAfterSeconds } from "../../runtime/ratelimit/headers.ts";
 import { clientKey, rateLimitKey } from "../../runtime/ratelimit/key.ts";
 import { LocalBuckets, type EvictionKind, type RateLimitDecision } from "../../runtime/ratelimit/local.ts";
+import { RateLimiters } from "../../runtime/ratelimit/limiter.ts";
+import type { GatewayRuntimeConfig } from "../../runtime/contract/schema.ts";
+import { gatewayConfig } from "../support/gateway.ts";
 
 describe("compiled policy", () => {
   it.each([
@@ -213,6 +216,33 @@ describe("keys", () => {
     ["route", "10.0.0.1", "alice", undefined, "x", "r"],
   ] as const)("keys_%s_from_%s_%s_%s_%s", (kind, client, subject, consumer, header, key) => {
     expect(rateLimitKey(kind, client, subject, consumer, header as string | string[] | undefined)).toBe(key);
+  });
+
+  it.each([
+    ["x-forwarded-for", true],
+    ["X-Real-IP", true],
+    ["x-request-id", true],
+    ["forwarded", true],
+    ["x-meshgate-client-ip", true],
+    ["x-meshgate-subject", false], // keyed by the principal's subject
+    ["x-tenant", false],
+    ["host", false],
+  ] as const)("refuses_a_key_from_header_%s_only_when_the_gateway_owns_it", (header, refused) => {
+    const spec = gatewayConfig(
+      [{ name: "r", match: { path: "/r" }, to: "app", public: true, rateLimit: { requests: 1, per: "1m" } }],
+      { app: { port: 1 } },
+    );
+    const config = {
+      ...spec,
+      routes: spec.routes.map((r) => ({
+        ...r,
+        rateLimit: { ...r.rateLimit!, key: { kind: "header", header } },
+      })),
+    } as GatewayRuntimeConfig;
+    const build = () => new RateLimiters().configure(config);
+    if (refused)
+      expect(build).toThrow(/gateway route r: rate limit keyed by header .*, which the gateway owns/);
+    else expect(build).not.toThrow();
   });
 
   it("hashes_long_values_into_a_bounded_key", () => {
