@@ -70,7 +70,7 @@ export interface EgressNetworkEdge {
 /** The peers the chart's NetworkPolicy names for a host (components/kubernetes destinationPeer), as text. */
 export function egressPeers(host: string, namespace: string): string[] {
   const peer = destinationPeer(host, namespace);
-  return "namespace" in peer ? [`namespace ${peer.namespace}`] : peer.cidrs;
+  return [...(peer.namespace !== null ? [`namespace ${peer.namespace}`] : []), ...peer.cidrs];
 }
 
 /** The open L4 egress edges of a mesh: the relayed ones (declared and allowed), sorted by from, to. */

@@ -95,28 +95,35 @@ function urlDestination(url: string): Destination | null {
 /**
  * What a NetworkPolicy can name for a host: a cluster Service name (`x.ns.svc[.cluster.local]`, or a bare
  * name in the mesh namespace `namespace`) → that namespace's pods; an IP literal → that address; a CIDR
- * range (an external's `10.20.0.0/16`) → that range; any other
- * host → any address outside the cluster's pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name;
- * the sidecar checks the name of every tunnel it relays. policies/network.ts reads the same answer.
+ * range (an external's `10.20.0.0/16`) → that range; any other host → any address outside the cluster's
+ * pods (0.0.0.0/0, ::/0) — a NetworkPolicy cannot name a DNS name; the sidecar checks the name of every
+ * tunnel it relays. A name of two labels (`redis.cache`) is both: a pod's resolver tries the cluster's
+ * search domains first, so it is the Service `redis` of namespace `cache` when there is one
+ * (`redis.cache.svc.cluster.local`), else a host outside. policies/network.ts reads the same answer.
  */
 export function destinationPeer(
   host: string,
   namespace: string,
-): { namespace: string } | { cidrs: string[] } {
-  if (host.includes("/")) return { cidrs: [host] }; // a CIDR range (spec external host)
+): { readonly namespace: string | null; readonly cidrs: readonly string[] } {
+  const anywhere = ["0.0.0.0/0", "::/0"];
+  if (host.includes("/")) return { namespace: null, cidrs: [host] }; // a CIDR range (spec external host)
   const svc = /^[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.cluster\.local)?\.?$/.exec(host);
-  if (svc) return { namespace: svc[1]! };
-  if (/^[a-z0-9-]+$/.test(host)) return { namespace };
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return { cidrs: [`${host}/32`] };
-  if (host.includes(":")) return { cidrs: [`${host}/128`] };
-  return { cidrs: ["0.0.0.0/0", "::/0"] };
+  if (svc) return { namespace: svc[1]!, cidrs: [] };
+  if (/^[a-z0-9-]+$/.test(host)) return { namespace, cidrs: [] };
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return { namespace: null, cidrs: [`${host}/32`] };
+  if (host.includes(":")) return { namespace: null, cidrs: [`${host}/128`] };
+  // (Not with a final dot: a fully qualified name skips the search domains.)
+  const twoLabels = /^[a-z0-9-]+\.([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/.exec(host);
+  return { namespace: twoLabels ? twoLabels[1]! : null, cidrs: anywhere };
 }
 
 /** The egress a destination needs (destinationPeer), on its port. */
 export function destinationEgress(r: Resolved, { host, port }: Destination): NetworkPolicyEgressRule {
   const peer = destinationPeer(host, r.ns);
-  const to: NetworkPolicyPeer[] =
-    "namespace" in peer ? [inNamespace(peer.namespace)] : peer.cidrs.map((cidr) => ({ ipBlock: { cidr } }));
+  const to: NetworkPolicyPeer[] = [
+    ...(peer.namespace !== null ? [inNamespace(peer.namespace)] : []),
+    ...peer.cidrs.map((cidr) => ({ ipBlock: { cidr } })),
+  ];
   return { to, ports: [tcp(port)] };
 }
 
@@ -216,7 +223,7 @@ export function meshPolicies(r: Resolved): KubeObject[] {
   for (const [workload, config] of [...configs].sort(([a], [b]) => (a < b ? -1 : 1)))
     for (const d of externalDestinations(r, config)) {
       const rule = destinationEgress(r, d);
-      if (rule?.to?.[0]?.namespaceSelector?.matchLabels?.[NAMESPACE_NAME] !== r.ns) continue;
+      if (!rule.to?.some((p) => p.namespaceSelector?.matchLabels?.[NAMESPACE_NAME] === r.ns)) continue;
       for (const p of rule.ports ?? []) {
         const port = p.port as number;
         local.set(port, (local.get(port) ?? new Set<string>()).add(workload));

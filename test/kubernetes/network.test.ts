@@ -12,8 +12,10 @@ import { synthesize, type ChartOptions, type KubeObject } from "../../components
 import type { TranslateResult } from "../../components/translate/ir.ts";
 import { networkEdges } from "../../policies/network.ts";
 import { allowedConnections, cluster, probePorts, selectorMatches, type Pod } from "./netpol.ts";
-import { generatedResult, ROOT, shopResult } from "./support.ts";
+import { generatedResult, resultOf, ROOT, shopResult } from "./support.ts";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parse } from "yaml";
 import { loadSpecFile } from "../../components/spec/load.ts";
 import { translate } from "../../components/translate/translate.ts";
 
@@ -204,6 +206,21 @@ describe("NetworkPolicies derived from the authorization rules", () => {
       ),
     );
     expect([...actual].filter((x) => appPorts.has(x.split(" -> ")[1]!))).toEqual([]);
+  });
+
+  // A pod resolves a name of two labels through the cluster's search domains first: `redis.cache` is the
+  // Service redis of namespace cache (as `redis.cache.svc.cluster.local`) when there is one, else a host
+  // outside — and an ipBlock does not admit the cluster's pods (Cilium: "world" only).
+  it.each<[string, string, string[]]>([
+    ["a_short_cluster_name_reaches_its_namespace_and_outside", "redis.cache", ["cache/foreign", "external"]],
+    ["a_fully_qualified_two_label_name_is_outside_only", "redis.cache.", ["external"]],
+    ["a_longer_outside_name_is_outside_only", "redis.cache.example", ["external"]],
+  ])("the_gateways_redis_named_%s", async (_, host, want) => {
+    const raw = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8"));
+    raw.gateway.rateLimitStore.redis.url = `redis://${host}:6379`;
+    const actual = evaluate(synthesize(resultOf(raw)), ["shop", "cache", "elsewhere"]);
+    const reached = [...actual].filter((c) => c.startsWith("shop/gateway -> ") && c.endsWith(":6379/TCP"));
+    expect(reached.map((c) => c.split(" -> ")[1]!.replace(/:6379\/TCP$/, "")).sort()).toEqual(want);
   });
 
   it.each<[string, ChartOptions, string[]]>([
