@@ -221,10 +221,31 @@ function identityVolume(r: Resolved, workload: string): Volume {
   return { name: "identity", projected: { defaultMode: 0o440, sources } };
 }
 
+/**
+ * cert-manager's admission webhook refuses a Certificate whose `duration` is under an hour or whose
+ * `renewBefore` is under five minutes (its MinimumCertificateDuration and MinimumRenewBefore): no SVID
+ * would ever be issued, and every pod would wait for its identity Secret.
+ */
+export const CERT_MANAGER_MINIMUMS = { durationSeconds: 3600, renewBeforeSeconds: 300 } as const;
+
+/** The whole seconds goDuration writes for a duration in milliseconds. */
+const wholeSeconds = (ms: number) => Math.max(1, Math.round(ms / 1000));
+
 /** cert-manager: a CA Issuer over the caller's CA Secret and one Certificate (an X.509-SVID) per identity. */
 function certManagerObjects(r: Resolved): KubeObject[] {
   if (r.identities.mode !== "cert-manager") return [];
   const ca = r.infra.ca;
+  const renewBeforeMs = (ttlMs: number) => Math.min(ca.renewBeforeMs, Math.floor(ttlMs / 2));
+  for (const id of r.infra.identities) {
+    if (wholeSeconds(id.ttlMs) < CERT_MANAGER_MINIMUMS.durationSeconds)
+      throw new ChartInputError(
+        `mesh.ca.workloadTtl: ${goDuration(id.ttlMs)} is shorter than the 1h cert-manager accepts as a Certificate's duration (its webhook refuses the Certificate, and no SVID is issued): make it at least 1h, or issue the SVIDs with mesh.ca.provider meshgate`,
+      );
+    if (wholeSeconds(renewBeforeMs(id.ttlMs)) < CERT_MANAGER_MINIMUMS.renewBeforeSeconds)
+      throw new ChartInputError(
+        `mesh.ca.renewBefore: ${goDuration(renewBeforeMs(id.ttlMs))} is shorter than the 5m cert-manager accepts as a Certificate's renewBefore (its webhook refuses the Certificate, and no SVID is issued): make it at least 5m`,
+      );
+  }
   const issuer: KubeObject = {
     apiVersion: "cert-manager.io/v1",
     kind: "Issuer",
@@ -244,7 +265,7 @@ function certManagerObjects(r: Resolved): KubeObject[] {
       uris: [id.spiffeId],
       isCA: false,
       duration: goDuration(id.ttlMs),
-      renewBefore: goDuration(Math.min(ca.renewBeforeMs, Math.floor(id.ttlMs / 2))),
+      renewBefore: goDuration(renewBeforeMs(id.ttlMs)),
       privateKey: { algorithm: "ECDSA", size: 256, encoding: "PKCS8", rotationPolicy: "Always" },
       usages: ["digital signature", "server auth", "client auth"],
       issuerRef: { name: NAMES.issuer, kind: "Issuer", group: "cert-manager.io" },

@@ -267,8 +267,8 @@ export function preparePlatform(args: PlatformArgs): PreparedPlatform | pulumi.I
   } catch (err) {
     if (!(err instanceof ChartInputError)) throw err;
     const m = /^([A-Za-z0-9.[\]]+): ([\s\S]*)$/.exec(err.message);
-    // A spec field the chart refuses (gateway.oidc.<name>.secret, targets.kubernetes.…) is the spec's.
-    const path = m ? (/^(gateway|targets)\./.test(m[1]!) ? `spec.${m[1]!}` : m[1]!) : "(chart)";
+    // A spec field the chart refuses (gateway.oidc.<name>.secret, targets.kubernetes.…, mesh.ca.…) is the spec's.
+    const path = m ? (/^(gateway|targets|mesh)\./.test(m[1]!) ? `spec.${m[1]!}` : m[1]!) : "(chart)";
     return [specProblem(path, m ? m[2]! : err.message)];
   }
   // Not the sealed hash: that of a config with a credential would let stack-output readers test guesses.

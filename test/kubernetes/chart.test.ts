@@ -414,6 +414,36 @@ describe("identities", () => {
     }
   });
 
+  // cert-manager's webhook refuses a Certificate of duration < 1h or renewBefore < 5m: no SVID, no pod.
+  it.each([
+    [
+      "a_workload_ttl_under_an_hour",
+      { workloadTtl: "30m", renewBefore: "10m" },
+      /^mesh\.ca\.workloadTtl: 30m is shorter than the 1h/,
+    ],
+    [
+      "a_renew_before_under_five_minutes",
+      { renewBefore: "2m" },
+      /^mesh\.ca\.renewBefore: 2m is shorter than the 5m/,
+    ],
+  ])("refuses_cert_manager_svids_its_webhook_would_reject_%s", (_claim, ca, message) => {
+    const doc = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8"));
+    doc.mesh.ca = { ...doc.mesh.ca, ...ca };
+    const result = resultOf(doc);
+    expect(() =>
+      synthesize(result, { identities: { mode: "cert-manager", caSecretName: "shop-ca" } }),
+    ).toThrow(message);
+    // The mesh CA has no such floor: the same lifetimes issue SVIDs in secrets mode.
+    expect(synthesize(result, { identities: { mode: "secrets" } }).length).toBeGreaterThan(0);
+  });
+
+  it("accepts_the_smallest_cert_manager_lifetimes", () => {
+    const doc = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8"));
+    doc.mesh.ca = { ...doc.mesh.ca, provider: "cert-manager", workloadTtl: "1h", renewBefore: "5m" };
+    const cert = byName(synthesize(resultOf(doc)), "Certificate", "meshgate-svid-orders")!;
+    expect([cert.spec.duration, cert.spec.renewBefore]).toEqual(["1h", "5m"]);
+  });
+
   it("takes_the_identity_mode_from_the_spec_ca_provider", async () => {
     const doc = parse(readFileSync(join(ROOT, "examples/shop/mesh.yaml"), "utf8"));
     doc.mesh.ca.provider = "cert-manager";

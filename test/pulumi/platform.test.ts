@@ -501,6 +501,13 @@ describe("Platform arguments", () => {
       "spec.targets.kubernetes.gatewayVolumes[0].mountPath",
       /overlaps the chart's mount of config/,
     ],
+    [
+      "a_cert_manager_svid_lifetime_under_an_hour",
+      (raw: Raw) =>
+        (raw.mesh.ca = { ...raw.mesh.ca, provider: "cert-manager", workloadTtl: "30m", renewBefore: "10m" }),
+      "spec.mesh.ca.workloadTtl",
+      /shorter than the 1h cert-manager accepts/,
+    ],
   ])("names_the_spec_field_the_chart_refuses_%s", async (_claim, patch, path, reason) => {
     const { loadSpecFile } = await import("../../components/spec/load.ts");
     const raw = structuredClone((await loadSpecFile(SHOP)).raw) as Raw;
