@@ -479,17 +479,21 @@ function headlessService(r: Resolved, w: ServiceWorkloadIR): KubeObject {
       // Headless: DNS answers with every ready pod, and the callers' sidecars balance over them.
       clusterIP: "None",
       selector,
+      // Target ports by number: before Kubernetes 1.33 (kubernetes#128850, not backported) the
+      // EndpointSlice controller resolves a port name in the pod's containers only, not in a native
+      // sidecar's, and the slice would carry no ports (the operator mode's ServiceMonitor then finds no
+      // `meshgate-admin` endpoint to scrape).
       ports: [
         {
           name: PORT_NAMES.mesh,
           port: w.sidecar.inbound,
-          targetPort: PORT_NAMES.mesh,
+          targetPort: w.sidecar.inbound,
           protocol: "TCP",
         },
         {
           name: PORT_NAMES.admin,
           port: w.sidecar.admin,
-          targetPort: PORT_NAMES.admin,
+          targetPort: w.sidecar.admin,
           protocol: "TCP",
         },
       ],

@@ -344,6 +344,41 @@ describe("proxies and their RuntimeConfigs", () => {
     for (const [k, v] of Object.entries(pdb!.spec.selector.matchLabels)) expect(pods[k]).toBe(v);
   });
 
+  // The EndpointSlice controller resolves a named targetPort in the pod's containers only before
+  // Kubernetes 1.33 (kubernetes#128850, not backported): a name on the native sidecar (an init
+  // container) leaves the slice without ports, and a ServiceMonitor selecting the port by name — the
+  // operator mode's sidecar scrape — finds no target. Every Service's port must resolve that way too.
+  it.each<[string, ChartOptions]>([
+    ["bundled", {}],
+    ["operator", { observability: "operator" }],
+  ])("every_service_port_resolves_on_its_pods_as_kubernetes_1_29_resolves_it_%s", async (_, opts) => {
+    const objects = synthesize(await shopResult(), opts);
+    const pods = objects
+      .filter((o) => o.kind === "Deployment")
+      .map((d) => ({ ns: d.metadata.namespace, template: (d.spec as Json).template }));
+    const unresolved: string[] = [];
+    for (const svc of objects.filter((o) => o.kind === "Service")) {
+      const spec = svc.spec as Json;
+      const selected = pods.filter(
+        (p) =>
+          p.ns === svc.metadata.namespace &&
+          Object.entries(spec.selector as Record<string, string>).every(
+            ([k, v]) => p.template.metadata.labels[k] === v,
+          ),
+      );
+      expect(selected.length, svc.metadata.name).toBeGreaterThan(0);
+      for (const { template } of selected)
+        for (const port of spec.ports as Json[]) {
+          if (typeof port.targetPort === "number") continue;
+          const found = (template.spec.containers as Json[]).some((c) =>
+            (c.ports ?? []).some((cp: Json) => cp.name === port.targetPort),
+          );
+          if (!found) unresolved.push(`${svc.metadata.namespace}/${svc.metadata.name}:${port.name}`);
+        }
+    }
+    expect(unresolved).toEqual([]);
+  });
+
   it("makes_every_mesh_service_headless", async () => {
     const result = await shopResult();
     const objects = synthesize(result);
