@@ -277,7 +277,8 @@ export class DockerPlatform extends pulumi.ComponentResource {
       containers[c.name] = new docker.Container(
         `${name}-container-${c.name}`,
         containerArgs(c, {
-          image: c.image.kind === "runtime" ? this.runtimeImage.ref : remote.get(c.image.ref)!.imageId,
+          // By ID, as the pulled images: a rebuilt runtime image (same tag) replaces the proxies.
+          image: c.image.kind === "runtime" ? this.runtimeImage.imageId : remote.get(c.image.ref)!.imageId,
           network: this.network.name,
           networkOf: (other) => containers[other]!.id,
           volumes,

@@ -4,8 +4,11 @@
  * when one is given (ECR on AWS) or kept in the local Docker engine (the Docker target).
  *
  * `ref` is what workloads must run: the pushed image's digest reference (`repo@sha256:…`, immutable, so a
- * rebuilt image rolls every pod) when pushed, else the local image name. Tags: `tag` (default the package
- * version) — never `latest`.
+ * rebuilt image rolls every pod) when pushed, else the local image name. `imageId` is what a container of the
+ * same engine runs: the pushed digest reference, or the local build's image ID (`sha256:…`) — a rebuilt
+ * image under the same tag (changed code, same package version) has a new ID, so its containers are
+ * replaced; by name they would keep running the old image. Tags: `tag` (default the package version) —
+ * never `latest`.
  */
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
@@ -79,6 +82,8 @@ export class RuntimeImage extends pulumi.ComponentResource {
   readonly ref: pulumi.Output<string>;
   /** `repository:tag`. */
   readonly imageName: pulumi.Output<string>;
+  /** The pushed digest reference, or the local build's image ID (`sha256:…`): unique per build. */
+  readonly imageId: pulumi.Output<string>;
   /** The underlying docker image resource. */
   readonly image: docker.Image;
 
@@ -112,6 +117,8 @@ export class RuntimeImage extends pulumi.ComponentResource {
     );
     this.imageName = this.image.imageName;
     this.ref = push ? this.image.repoDigest : this.image.imageName;
-    this.registerOutputs({ ref: this.ref, imageName: this.imageName });
+    // The provider reports a local build's image ID as its repoDigest.
+    this.imageId = this.image.repoDigest;
+    this.registerOutputs({ ref: this.ref, imageName: this.imageName, imageId: this.imageId });
   }
 }

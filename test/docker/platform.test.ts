@@ -107,7 +107,9 @@ describe("DockerPlatform resources", () => {
 
   it("runs_every_proxy_from_the_built_runtime_image_and_every_app_from_its_pulled_image", async () => {
     const { platform } = await deploy();
-    const ref = await valueOf(platform.runtimeImage.ref);
+    // By the build's image ID, not its tag: a rebuilt image under the same tag replaces the proxies.
+    const ref = await valueOf(platform.runtimeImage.imageId);
+    expect(ref).toMatch(/^sha256:[0-9a-f]{64}$/);
     const pulled = new Map(
       mockState.registered
         .filter((r) => r.type === "docker:index/remoteImage:RemoteImage")

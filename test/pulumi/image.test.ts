@@ -38,6 +38,8 @@ describe("RuntimeImage", () => {
     expect(inputs.skipPush).toBe(true);
     expect(inputs.registry).toBeUndefined();
     expect(await valueOf(component.ref)).toBe("meshgate/runtime:dev");
+    // What a container of the engine runs: the build's image ID, new with every rebuild.
+    expect(await valueOf(component.imageId)).toMatch(/^sha256:[0-9a-f]{64}$/);
   });
 
   it("pushes_with_registry_credentials_and_refers_to_the_pushed_digest", async () => {

@@ -77,14 +77,11 @@ function computed(type: string, name: string, inputs: Record<string, unknown>): 
     case "tls:index/locallySignedCert:LocallySignedCert":
       return { certPem: pem("CERTIFICATE", name), ...validity };
     case "docker:index/image:Image": {
-      // A pushed image reports its digest reference; a local one only its name.
+      // A pushed image reports its digest reference; a local one its image ID (as @pulumi/docker ≥ 4.4 does).
       const imageName = String(inputs.imageName);
       const repo = imageName.replace(/:[^:/]+$/, "");
       const digest = createHash("sha256").update(name).digest("hex");
-      return {
-        imageName,
-        ...(inputs.skipPush ? {} : { repoDigest: `${repo}@sha256:${digest}` }),
-      };
+      return { imageName, repoDigest: inputs.skipPush ? `sha256:${digest}` : `${repo}@sha256:${digest}` };
     }
     default:
       if (type.startsWith("kubernetes:") && typeof inputs.metadata === "object" && inputs.metadata) {
