@@ -1,7 +1,8 @@
 /**
  * The Docker renderer: translate's output → a frozen plan of every container the Docker target runs on
- * one engine — for each service its app container and a meshgate sidecar sharing the app's network
- * namespace (`networkMode: container:<app>`), the gateway (a mesh member with its own SVID, like on
+ * one engine — for each service a network container (the pod's pause container: it holds the network
+ * namespace and the service's alias), its app container and a meshgate sidecar in that namespace
+ * (`networkMode: container:<network container>`), the gateway (a mesh member with its own SVID, like on
  * Kubernetes) and Prometheus with the generated configuration — with images, commands, published ports,
  * healthchecks, labels and every file to copy in (its path, mode, owner and where its content comes from).
  *
@@ -9,8 +10,8 @@
  * and keys are not content here but references (`svid-chain`, `svid-key`, `trust-bundle`, …) that the
  * `DockerPlatform` component fills from `MeshCa`'s outputs, so a key never enters the plan.
  *
- * Like Kubernetes pods, every app container has its own network namespace on one user-defined network,
- * with the service's name as its network alias: the proxies find each other by Docker's DNS
+ * Like Kubernetes pods, every service has its own network namespace on one user-defined network, with
+ * the service's name as its network alias: the proxies find each other by Docker's DNS
  * (`discovery.template: "{service}"`) on the standard ports (inbound 15006, admin 15000).
  */
 import {
@@ -30,7 +31,7 @@ import type { GatewayWorkloadIR, ServiceWorkloadIR, TranslateResult } from "../t
 export const DOCKER_LABELS = {
   mesh: "meshgate.io/mesh",
   workload: "meshgate.io/workload",
-  /** `app`, `sidecar`, `gateway` or `prometheus`. */
+  /** `network`, `app`, `sidecar`, `gateway` or `prometheus`. */
   role: "meshgate.io/role",
   configHash: "meshgate.io/config-hash",
   /** The container port of an unauthenticated admin listener: published on 127.0.0.1 only. */
@@ -46,6 +47,14 @@ export const PROMETHEUS_DIR = `${DOCKER_FILES_DIR}/prometheus`;
 export const TLS_DIR = "/etc/meshgate/tls";
 /** Where a static route's files are copied: `<STATIC_DIR>/<route name>/…` (in the files volume). */
 export const STATIC_DIR = `${DOCKER_FILES_DIR}/static`;
+/**
+ * The image of each service's network container (the Kubernetes pod's own "pause" container, pinned by
+ * tag): it holds the network namespace the app and its sidecar share and does nothing else, so it never
+ * exits on its own.
+ */
+export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10";
+/** The pause image's user (its own default, nobody-like 65535). */
+const PAUSE_UID = 65535;
 /** The Prometheus image (the Kubernetes bundle's, pinned by tag). */
 export const PROMETHEUS_IMAGE = IMAGES.prometheus;
 /** Prometheus' user in its image (nobody). */
@@ -54,7 +63,7 @@ const PROMETHEUS_PORT = 9090;
 /** Docker's restart policy for every container. */
 export const RESTART_POLICY = "unless-stopped";
 
-export type ContainerRole = "app" | "sidecar" | "gateway" | "prometheus";
+export type ContainerRole = "network" | "app" | "sidecar" | "gateway" | "prometheus";
 
 /** Where a file's content comes from: text in the plan, or a certificate or key MeshCa issues. */
 export type FileSource =
@@ -151,7 +160,7 @@ export interface DockerPlan {
   readonly network: string;
   /** Every registry image to pull (apps and Prometheus), sorted: pinned references. */
   readonly remoteImages: readonly string[];
-  /** In creation order: apps, sidecars, gateway, Prometheus. */
+  /** In creation order: each service's network container and app, the sidecars, gateway, Prometheus. */
   readonly containers: readonly PlannedContainer[];
   readonly urls: { readonly gateway: string | null; readonly prometheus: string | null };
   /** Every proxy's RuntimeConfig as deployed, by workload. */
@@ -237,6 +246,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
   const prefix = infra.namespace;
   const notes: string[] = [];
   const names = {
+    network: (s: string) => `${prefix}-${s}-net`,
     app: (s: string) => `${prefix}-${s}`,
     sidecar: (s: string) => `${prefix}-${s}-sidecar`,
     gateway: `${prefix}-gateway`,
@@ -318,7 +328,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     return secret !== null && secret === secretOf(c.keyFile) && provided.has(secret) ? secret : null;
   };
 
-  // ── services: the app, then its sidecar in the app's network namespace ──
+  // ── services: the network container, the app and its sidecar in its network namespace ──
   for (const s of services) {
     const sc = sidecarOf.get(s.name);
     if (!sc) throw new Error(`the IR has service "${s.name}" but no sidecar RuntimeConfig for it`);
@@ -352,7 +362,36 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
     });
     configs[s.name] = config;
     remote.add(s.image);
+    remote.add(PAUSE_IMAGE);
     const env = Object.fromEntries(appEnv(s, config).map((e) => [e.name, e.value]));
+    // The network namespace the app and its sidecar share is held by a container that never exits, as
+    // a pod's pause container: held by the app, an app that crashes and restarts would come back in a
+    // new namespace, and the sidecar (still in the old one, with no interface but the loopback) would be
+    // cut off from the network until it is replaced — the service unreachable, its healthcheck passing.
+    containers.push({
+      name: names.network(s.name),
+      role: "network",
+      workload: s.name,
+      image: { kind: "remote", ref: PAUSE_IMAGE },
+      entrypoint: null,
+      command: [],
+      env: {},
+      secretEnv: {},
+      network: { kind: "network", aliases: [s.name] },
+      ports: [],
+      files: [],
+      filesDir: null,
+      volumes: {},
+      readOnly: true,
+      user: `${PAUSE_UID}:${PAUSE_UID}`,
+      tmpfs: {},
+      sysctls: {},
+      hardened: true,
+      healthcheck: null,
+      labels: baseLabels(s.name, "network", null),
+      after: [],
+      configHash: null,
+    });
     containers.push({
       name: names.app(s.name),
       role: "app",
@@ -362,7 +401,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       command: [],
       env,
       secretEnv: {},
-      network: { kind: "network", aliases: [s.name] },
+      network: { kind: "container", container: names.network(s.name) },
       ports: [],
       files: [],
       filesDir: null,
@@ -374,7 +413,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       hardened: false,
       healthcheck: null,
       labels: baseLabels(s.name, "app", null),
-      after: [],
+      after: [names.network(s.name)],
       configHash: null,
     });
     sidecars.push({
@@ -386,7 +425,7 @@ export function planDocker(translated: TranslateResult, o: DockerPlanOptions = {
       command: ["sidecar", "--config", PATHS.configFile],
       env: {},
       secretEnv: {},
-      network: { kind: "container", container: names.app(s.name) },
+      network: { kind: "container", container: names.network(s.name) },
       ports: [],
       files: uniqueFiles([configFile(config), ...identityFiles(s.name), ...clientCertFiles]),
       sysctls: {},

@@ -4,10 +4,12 @@
  *
  *   the network (a user-defined bridge: Docker DNS resolves every service by its alias), the runtime image
  *   built from runtime/Dockerfile into the engine (`RuntimeImage`, no push), one `RemoteImage` per app image
- *   and for Prometheus (`keepLocally: false`: destroy removes them), per container with files a volume that
- *   receives them, then the containers: every service's app (on the network, aliased by its name), its
- *   sidecar in the app's network namespace (`networkMode: container:<app container id>`: a replaced app
- *   replaces its sidecar), the gateway (after every sidecar is healthy) and Prometheus.
+ *   and for Prometheus and the pause image (`keepLocally: false`: destroy removes them), per container with
+ *   files a volume that receives them, then the containers: every service's network container (the pause
+ *   image, on the network, aliased by the service's name), its app and its sidecar in that network
+ *   namespace (`networkMode: container:<network container id>`: an app that crashes and restarts rejoins
+ *   the same namespace, where its sidecar still is), the gateway (after every sidecar is healthy) and
+ *   Prometheus.
  *
  * Files — each proxy's RuntimeConfig, its SVID chain and key, the trust bundle and known intermediates —
  * are copied in by the provider's `uploads` at the paths the runtime reads (`/etc/meshgate/config/…`,

@@ -2,7 +2,7 @@
  * The pack's resource policies for the Docker target (`docker:index/container:Container`), with the labels
  * the Docker renderer (components/docker) sets on every container it creates:
  *
- *   `meshgate.io/role`: `app`, `sidecar`, `gateway` or `prometheus`;
+ *   `meshgate.io/role`: `network`, `app`, `sidecar`, `gateway` or `prometheus`;
  *   `meshgate.io/admin-port`: the container port of an unauthenticated admin listener (the proxies' admin
  *   port, Prometheus' web port) — it may be published on the loopback interface only.
  *
@@ -89,10 +89,12 @@ export const dockerSidecarSharesServiceNetwork = containerPolicy(
     const mode = String(props.networkMode ?? "");
     if (!mode.startsWith("container:") || mode === "container:")
       report(
-        `sidecar "${name}" has networkMode ${JSON.stringify(props.networkMode ?? null)}: it must be container:<the app container> or the app's traffic bypasses mTLS and authorization`,
+        `sidecar "${name}" has networkMode ${JSON.stringify(props.networkMode ?? null)}: it must be container:<the service's network container> or the app's traffic bypasses mTLS and authorization`,
       );
     if (((props.networksAdvanced ?? []) as unknown[]).length > 0)
-      report(`sidecar "${name}" joins networks of its own: it shares its app container's network namespace`);
+      report(
+        `sidecar "${name}" joins networks of its own: it shares its service's network namespace with the app`,
+      );
     if (((props.ports ?? []) as unknown[]).length > 0)
       report(`sidecar "${name}" publishes ports: peers reach it through the mesh network, never the host`);
   },

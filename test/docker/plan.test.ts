@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { relative } from "node:path";
 import {
+  PAUSE_IMAGE,
   planDocker,
   type DockerPlan,
   type DockerPlanOptions,
@@ -53,21 +54,33 @@ const text = (p: DockerPlan, container: string, path: string) => {
 };
 
 describe("docker plan: wiring", () => {
-  it("runs_every_sidecar_in_its_app_containers_network_namespace", () => {
+  // Held by the app, the namespace would be replaced when the app crashes and restarts, and the sidecar
+  // left in the old one with nothing but a loopback (moby#24935): the service unreachable for good.
+  it("runs_every_app_and_its_sidecar_in_a_network_namespace_that_a_pause_container_holds", () => {
     const services = shopResult.infra.workloads.filter((w) => w.kind === "service").map((w) => w.name);
     expect(byRole(shop, "sidecar").map((c) => c.workload)).toEqual(services);
+    expect(byRole(shop, "network").map((c) => c.workload)).toEqual(services);
     for (const sidecar of byRole(shop, "sidecar")) {
       const app = named(shop, `shop-${sidecar.workload}`);
-      expect(app.role).toBe("app");
-      expect(sidecar.network).toEqual({ kind: "container", container: app.name });
+      const holder = named(shop, `shop-${sidecar.workload}-net`);
+      expect([app.role, holder.role]).toEqual(["app", "network"]);
+      expect(holder.image).toEqual({ kind: "remote", ref: PAUSE_IMAGE });
+      expect(holder.network).toEqual({ kind: "network", aliases: [sidecar.workload] });
+      for (const member of [app, sidecar])
+        expect(member.network).toEqual({ kind: "container", container: holder.name });
       expect(sidecar.ports).toEqual([]);
-      expect(sidecar.after).toEqual([app.name]);
+      expect([holder.after, app.after, sidecar.after]).toEqual([[], [holder.name], [app.name]]);
+      expect(holder).toMatchObject({ hardened: true, readOnly: true, files: [], ports: [] });
     }
+    expect(shop.remoteImages).toContain(PAUSE_IMAGE);
   });
 
-  it("puts_every_app_on_the_network_aliased_by_its_service_name_with_no_published_port", () => {
+  it("aliases_every_service_by_its_name_on_the_network_with_no_published_port", () => {
     for (const app of byRole(shop, "app")) {
-      expect(app.network).toEqual({ kind: "network", aliases: [app.workload] });
+      expect(named(shop, `shop-${app.workload}-net`).network).toEqual({
+        kind: "network",
+        aliases: [app.workload],
+      });
       expect(app.ports).toEqual([]);
       const w = shopResult.infra.workloads.find((x) => x.name === app.workload);
       expect(app.image).toEqual({ kind: "remote", ref: w?.kind === "service" ? w.image : null });

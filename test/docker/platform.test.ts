@@ -1,6 +1,6 @@
 /**
  * DockerPlatform under Pulumi's mocks, on the shop example: the resource tree, every image reference the
- * one built or pulled, every sidecar in its app container's network namespace, certificates and
+ * one built or pulled, every app and sidecar in its service's network container's namespace, certificates and
  * RuntimeConfigs copied where the runtime reads them (keys secret, 0400, uid 65532), the creation order,
  * every output resolved, and the CrossGuard pack — guardrails and the Docker policies — passing on what is
  * registered while seeded misconfigurations are caught.
@@ -132,18 +132,27 @@ describe("DockerPlatform resources", () => {
     ).toEqual(["gateway", ...Array(9).fill("sidecar")].sort());
   });
 
-  it("runs_every_sidecar_in_its_app_containers_network_namespace", async () => {
+  it("runs_every_app_and_its_sidecar_in_its_services_network_container", async () => {
     await deploy();
     const sidecars = containers().filter((c) => role(c) === "sidecar");
     expect(sidecars).toHaveLength(9);
     for (const s of sidecars) {
       const workload = labelsOf(s)["meshgate.io/workload"];
       const app = container(`shop-${workload}`);
-      expect(role(app)).toBe("app");
-      expect(s.inputs.networkMode).toBe(`container:${app.name}-id`);
-      expect(s.inputs.networksAdvanced).toBeUndefined();
+      const holder = container(`shop-${workload}-net`);
+      expect([role(app), role(holder)]).toEqual(["app", "network"]);
+      for (const member of [s, app]) {
+        expect(member.inputs.networkMode).toBe(`container:${holder.name}-id`);
+        expect(member.inputs.networksAdvanced).toBeUndefined();
+      }
       expect(s.inputs.ports).toEqual([]);
-      expect(app.inputs.networksAdvanced).toEqual([{ name: "shop", aliases: [workload] }]);
+      expect(holder.inputs.networksAdvanced).toEqual([{ name: "shop", aliases: [workload] }]);
+      expect(holder.inputs).toMatchObject({
+        readOnly: true,
+        privileged: false,
+        capabilities: { drops: ["ALL"] },
+        securityOpts: ["no-new-privileges:true"],
+      });
       // Node's flags on its command line (NODE_OPTIONS refuses --no-memory-reducer).
       expect(s.inputs.entrypoints).toEqual([...SIDECAR_ENTRYPOINT]);
       expect(s.inputs.command).toEqual(["sidecar", "--config", PATHS.configFile]);
@@ -192,6 +201,7 @@ describe("DockerPlatform resources", () => {
         (d) => mockState.constructed.find((c) => c.resource === d)!.name,
       );
     expect(dependsOn("shop-orders-sidecar")).toEqual(["shop-container-shop-orders"]);
+    expect(dependsOn("shop-orders")).toEqual(["shop-container-shop-orders-net"]);
     const sidecars = containers()
       .filter((c) => role(c) === "sidecar")
       .map((c) => `shop-container-${c.inputs.name}`);
@@ -203,7 +213,7 @@ describe("DockerPlatform resources", () => {
       ).toBe(true);
       expect(c.inputs.restart).toBe("unless-stopped");
     }
-    for (const c of containers().filter((x) => role(x) !== "app")) {
+    for (const c of containers().filter((x) => role(x) !== "app" && role(x) !== "network")) {
       expect(c.inputs.wait, c.name).toBe(true);
       expect((c.inputs.healthcheck as Loose).tests.join(" ")).toMatch(/\/ready/);
     }
