@@ -421,6 +421,25 @@ export function portName(name: string, port: number): string {
   return ok ? name : `p-${port}`;
 }
 
+/**
+ * The port name of each of a pod's listeners, by port: portName's, unique in the pod — a container's port
+ * names (and a Service's) must differ, or the API refuses the object. A listener's own name that is the
+ * admin port's (`meshgate-admin`, which the scrape configuration also selects by), or the fallback name
+ * of another listener's port (`p-8443` on port 8080), gives way to its own fallback `p-<port>`: ports
+ * differ, so fallbacks do.
+ */
+export function listenerPortNames(listeners: readonly { name: string; port: number }[]): Map<number, string> {
+  const otherFallback = (name: string, port: number) =>
+    listeners.some((l) => l.port !== port && name === `p-${l.port}`);
+  return new Map(
+    listeners.map((l) => {
+      const name = portName(l.name, l.port);
+      const taken = name === PORT_NAMES.admin || otherFallback(name, l.port);
+      return [l.port, taken ? `p-${l.port}` : name];
+    }),
+  );
+}
+
 /** sha256 of text, as the config-hash annotation writes it. */
 export function contentHash(...parts: string[]): string {
   const h = createHash("sha256");

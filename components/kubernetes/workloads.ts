@@ -38,7 +38,7 @@ import {
   contentHash,
   meta,
   podSecurity,
-  portName,
+  listenerPortNames,
   workloadSelector,
   ChartInputError,
   type KubeObject,
@@ -597,6 +597,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
   const selector = workloadSelector(r, w.name);
   const labels = { ...selector, [LABELS.role]: "gateway" };
   const lowPort = w.listeners.some((l) => l.port < 1024);
+  const listenerNames = listenerPortNames(w.listeners);
   const memory = gatewayMemory(config);
   const ownMounts = [
     { name: "config", mountPath: PATHS.configDir, readOnly: true },
@@ -615,7 +616,7 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
     ...(env.length > 0 ? { env } : {}),
     ports: [
       ...w.listeners.map((l) => ({
-        name: portName(l.name, l.port),
+        name: listenerNames.get(l.port)!,
         containerPort: l.port,
         protocol: "TCP" as const,
       })),
@@ -694,9 +695,9 @@ function gatewayObjects(r: Resolved, w: GatewayWorkloadIR, config: GatewayRuntim
       ...(externalTrafficPolicy !== null ? { externalTrafficPolicy } : {}),
       selector,
       ports: w.listeners.map((l) => ({
-        name: portName(l.name, l.port),
+        name: listenerNames.get(l.port)!,
         port: l.port,
-        targetPort: portName(l.name, l.port),
+        targetPort: listenerNames.get(l.port)!,
         protocol: "TCP",
       })),
     },

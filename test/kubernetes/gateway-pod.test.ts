@@ -291,3 +291,30 @@ describe("the gateway Service's external traffic policy (targets.kubernetes.gate
     expect(r.errors.map((e) => e.path)).toEqual(["targets.kubernetes.gatewayExternalTrafficPolicy"]);
   });
 });
+
+// A pod's container port names (and a Service's) must differ — the API refuses a duplicate — and the
+// scrape configuration keeps the port named meshgate-admin: a listener never takes that name.
+describe("the gateway's port names", () => {
+  it.each([
+    ["a_listener_named_like_the_admin_port", ["meshgate-admin", "web"], ["p-8080", "web", "meshgate-admin"]],
+    [
+      "a_listener_named_like_another_ports_fallback",
+      ["p-8081", "a-listener-name-too-long"],
+      ["p-8080", "p-8081", "meshgate-admin"],
+    ],
+    ["names_that_fit", ["public", "internal"], ["public", "internal", "meshgate-admin"]],
+  ])("are_unique_with_%s", (_claim, names, want) => {
+    const listeners = names.map((name, i) => ({ name, port: 8080 + i, protocol: "http" }));
+    const objects = synthesize(resultOf(spec({ listeners })));
+    const ports = gatewayPod(objects).container.ports as { name: string; containerPort: number }[];
+    expect(ports.map((p) => p.name).sort()).toEqual([...want].sort());
+    const service = objects.find((o) => o.kind === "Service" && o.metadata.name === "gateway")!;
+    const servicePorts = (service.spec as { ports: { name: string; targetPort: string }[] }).ports;
+    expect(servicePorts.map((p) => [p.name, p.targetPort]).sort()).toEqual(
+      want
+        .slice(0, 2)
+        .map((n) => [n, n])
+        .sort(),
+    );
+  });
+});
