@@ -469,6 +469,13 @@ describe("docker plan: errors", () => {
       "E_DOCKER_NAME_COLLISION",
     ],
     [
+      "refuses_a_service_named_like_another_services_network_container",
+      (r) => (r.services["search-net"] = { image: "ghcr.io/acme/search:1.0.0", port: 8080 }),
+      {},
+      "services.search-net",
+      "E_DOCKER_NAME_COLLISION",
+    ],
+    [
       "refuses_a_gateway_whose_only_listener_cannot_be_opened",
       (r) =>
         (r.gateway.listeners = r.gateway.listeners.filter(
