@@ -109,7 +109,8 @@ function alertsTable(): string {
     MeshgateProxyStalled: `p99 of \`meshgate_event_loop_delay_seconds\` over 5m > ${t.eventLoopDelayP99Seconds * 1000} ms, for 10m`,
     MeshgateProxyDown: "`up == 0` for 5m",
     MeshgateWorkloadDown: "every target of a workload `up == 0` for 2m",
-    MeshgateTargetMissing: "no `up` series for a workload of the spec for 5m",
+    MeshgateTargetMissing:
+      "no `up` series for a workload of the spec for 5m (not for a service scaled to `replicas: 0`)",
   };
   return table(
     ["alert", "severity", "fires when", "runbook"],

@@ -13,6 +13,7 @@ import type { InfraIR, ServiceWorkloadIR } from "../translate/ir.ts";
 import { renderTemplate } from "./gotemplate.ts";
 import { promDuration, promNumber } from "./promql.ts";
 import { EVENT_LOOP_DELAY_BUCKETS } from "./conventions.ts";
+import { runningWorkloads } from "./scrape.ts";
 import {
   certThresholds,
   EXTERNAL_CERT_WARN_SECONDS,
@@ -470,8 +471,10 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
   const { infra, ns } = ctx;
   const tests: PromtoolTest[] = [];
   const services = infra.workloads.filter((w): w is ServiceWorkloadIR => w.kind === "service");
-  const svc = services[0];
+  const running = runningWorkloads(infra);
+  // A service scaled to zero has no target: the scenarios use one that runs.
   const gateway = infra.workloads.find((w) => w.kind === "gateway");
+  const svc = services.find((s) => running.has(s.name)) ?? (gateway ? undefined : services[0]);
   // The workload the single-workload scenarios use: the first service, else the gateway.
   const subject = svc
     ? { name: svc.name, proxy: "sidecar" as const, port: svc.sidecar.admin, identity: svc.identity }
@@ -868,7 +871,8 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
     ],
   });
 
-  // Scrape health: one replica down, every replica down, no target at all.
+  // Scrape health: one replica down, every replica down, no target at all (not for a mesh that runs nothing).
+  if (!running.has(subject.name)) return tests;
   const down = alertRule(ctx, "MeshgateProxyDown");
   const allDown = alertRule(ctx, "MeshgateWorkloadDown");
   const missing = alertRule(ctx, "MeshgateTargetMissing");
@@ -878,7 +882,7 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
     values: valuesText(values),
   });
   const everyOtherWorkload = infra.workloads
-    .filter((w) => w.name !== subject.name)
+    .filter((w) => w.name !== subject.name && running.has(w.name))
     .map((w) =>
       upSeries(
         targetLabels(ns, w.name, w.kind === "gateway" ? "gateway" : "sidecar", adminPort(infra, w.name)),

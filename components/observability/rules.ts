@@ -13,6 +13,7 @@
  */
 import type { InfraIR, SloIR } from "../translate/ir.ts";
 import { leMatcher, promDuration, promNumber, selector, type MatcherValue } from "./promql.ts";
+import { runningWorkloads } from "./scrape.ts";
 import { formatWindow, sloTiers, windowsFor, type SloTier, type TierPlan } from "./slo.ts";
 
 export interface RecordingRule {
@@ -381,10 +382,14 @@ function operationalAlerts(
   const reloads = selector("meshgate_config_reloads_total", { ...on, result: "failure" });
   const reloadBy = "sum by (namespace, proxy, service, instance)";
   const up = selector("up", { ...on, proxy: { re: "gateway|sidecar" } });
-  const workloads = infra.workloads.map((w) => ({
-    service: w.name,
-    proxy: w.kind === "gateway" ? "gateway" : "sidecar",
-  }));
+  // A service scaled to zero has no target to find: expecting one would page until it is scaled up.
+  const running = runningWorkloads(infra);
+  const workloads = infra.workloads
+    .filter((w) => running.has(w.name))
+    .map((w) => ({
+      service: w.name,
+      proxy: w.kind === "gateway" ? "gateway" : "sidecar",
+    }));
   const a = (
     alert: AlertName,
     expr: string,
@@ -500,7 +505,8 @@ function operationalAlerts(
       "No scrape target of {{ $labels.service }} exists: the workload is not deployed, or service discovery does not find it.",
     ),
   ];
-  return alerts;
+  // Every service scaled to zero and no gateway: no target to expect (and `absent()` of nothing is no rule).
+  return workloads.length > 0 ? alerts : alerts.filter((r) => r.alert !== "MeshgateTargetMissing");
 }
 
 /**

@@ -61,6 +61,15 @@ export class ObservabilityInputError extends Error {
   override name = "ObservabilityInputError";
 }
 
+/**
+ * The workloads that run proxies: every one but a service scaled to `replicas: 0` (Kubernetes runs no pod
+ * for it, Docker no container). Prometheus can find no target for those, so the rules do not expect one
+ * (MeshgateTargetMissing) and the static mode needs no address for them.
+ */
+export function runningWorkloads(infra: InfraIR): Set<string> {
+  return new Set(infra.workloads.filter((w) => w.kind === "gateway" || w.replicas > 0).map((w) => w.name));
+}
+
 /** Prometheus meta label of a pod label: non-alphanumerics become `_`. */
 const podLabel = (label: string) => `__meta_kubernetes_pod_label_${label.replace(/[^a-zA-Z0-9_]/g, "_")}`;
 
@@ -89,14 +98,18 @@ export function scrapeConfigs(infra: InfraIR, mode: ScrapeMode): ScrapeConfig[] 
       scheme: "http" as const,
     };
     if (mode.kind === "static") {
-      const missing = mine.filter((t) => !mode.addresses[t.workload]?.length);
+      // A workload scaled to zero runs no proxy: it needs no address (and is scraped if given one).
+      const running = runningWorkloads(infra);
+      const given = mine.filter((t) => mode.addresses[t.workload]?.length);
+      const missing = mine.filter((t) => running.has(t.workload) && !mode.addresses[t.workload]?.length);
       if (missing.length > 0)
         throw new ObservabilityInputError(
           `no scrape address for ${missing.map((t) => t.workload).join(", ")} (give host:port of each ${proxy}'s admin listener)`,
         );
+      if (given.length === 0) continue;
       jobs.push({
         ...base,
-        static_configs: mine.map((t) => ({
+        static_configs: given.map((t) => ({
           targets: [...mode.addresses[t.workload]!],
           labels: { namespace: ns, proxy, service: t.workload },
         })),

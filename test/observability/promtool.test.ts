@@ -181,6 +181,51 @@ describe("promtool test rules", () => {
     expect(r.status, r.output).toBe(0);
   }, 60_000);
 
+  it("expects_no_target_for_a_service_scaled_to_zero_and_needs_no_address_for_it", async () => {
+    // db runs no pod (replicas: 0): Prometheus can find no target for it, which must not page; api's
+    // missing target still does.
+    const doc = smallSpec();
+    const infra = infraOf({ ...doc, services: { ...doc.services, db: { ...doc.services.db, replicas: 0 } } });
+    const root = join(dir, "scaled-to-zero");
+    const addresses = { gateway: ["127.0.0.1:9901"], api: ["127.0.0.1:15000"] };
+    await writeFiles(root, observabilityFiles(infra, { scrape: { kind: "static", addresses } }).files);
+    const up = (service: string, proxy: string, values: string) => ({
+      series: `up{namespace="tiny",proxy="${proxy}",service="${service}",instance="${service}:1"}`,
+      values,
+    });
+    const missing = (eval_time: string, exp: string[]) => ({
+      eval_time,
+      alertname: "MeshgateTargetMissing",
+      exp_alerts: exp.map((service) => ({
+        exp_labels: { namespace: "tiny", proxy: "sidecar", service, severity: "critical" },
+        exp_annotations: {
+          summary: `Prometheus has no target for ${service} (sidecar)`,
+          description: `No scrape target of ${service} exists: the workload is not deployed, or service discovery does not find it.`,
+          runbook_url: "docs/observability.md#meshgatetargetmissing",
+        },
+      })),
+    });
+    const tests = {
+      rule_files: [bundlePaths("tiny").rules],
+      evaluation_interval: "1m",
+      tests: [
+        {
+          interval: "1m",
+          input_series: [up("gateway", "gateway", "1x20"), up("api", "sidecar", "1x20")],
+          alert_rule_test: [missing("15m", [])],
+        },
+        {
+          interval: "1m",
+          input_series: [up("gateway", "gateway", "1x20")],
+          alert_rule_test: [missing("15m", ["api"])],
+        },
+      ],
+    };
+    await writeFile(join(root, "zero.test.yml"), toYaml(tests));
+    const r = promtool(["test", "rules", "zero.test.yml"], root);
+    expect(r.status, r.output).toBe(0);
+  });
+
   // Each mutation weakens or breaks one rule; the generated tests must notice.
   const MUTATIONS: { claim: string; from: RegExp; to: string; failing: RegExp }[] = [
     {
