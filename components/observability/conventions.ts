@@ -163,8 +163,6 @@ export const METRICS: readonly MetricConvention[] = [
     unit: "reloads",
     help: "Config reload attempts, by result.",
     labels: both(["proxy", "result"]),
-    deviation:
-      'the `result="failure"` series is created by the first failure (at 1), so `increase()` cannot see that first one; the reload alert also fires on the series appearing. Pre-creating it at 0 would fix that',
   },
   {
     name: "meshgate_egress_bytes_total",

@@ -105,7 +105,7 @@ function alertsTable(): string {
     MeshgateRateLimitSaturated: `> ${t.rateLimitedRatio * 100}% of a route's requests answered 429 (and > ${t.rateLimitMinRps} req/s), for 10m`,
     MeshgateServingStale: `≥ ${t.staleServedPer10m} responses of one route served stale instead of an upstream error (stale-if-error) in 10m, for 5m`,
     MeshgateAuthzDenySpike: `denials/s over 5m > ${t.denySpikeFactor}× their average over the day before (up to 30m ago) and > ${t.denyMinRps}/s, for 2m`,
-    MeshgateConfigReloadFailed: "a reload failed in the last 15m (the failure counter rose, or appeared)",
+    MeshgateConfigReloadFailed: "a reload failed in the last 15m (the failure counter, created at 0, rose)",
     MeshgateProxyStalled: `p99 of \`meshgate_event_loop_delay_seconds\` over 5m > ${t.eventLoopDelayP99Seconds * 1000} ms, for 10m`,
     MeshgateProxyDown: "`up == 0` for 5m",
     MeshgateWorkloadDown: "every target of a workload `up == 0` for 2m",

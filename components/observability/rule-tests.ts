@@ -832,7 +832,7 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
     ],
   });
 
-  // Config reloads: the first failure creates the series at 1; a later one increments it.
+  // Config reloads: the failure series is created at 0 (registerReloadsCounter); each failure increments it.
   const reload = alertRule(ctx, "MeshgateConfigReloadFailed");
   const reloadLabels = { ...target, result: "failure" };
   const reloadAlert = {
@@ -847,7 +847,7 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
     input_series: [
       {
         series: seriesText("meshgate_config_reloads_total", reloadLabels),
-        values: valuesText([...repeat(null as unknown as number, 10), ...repeat(1, 40)]),
+        values: valuesText([...repeat(0, 10), ...repeat(1, 40)]),
       },
     ],
     alert_rule_test: [
@@ -868,6 +868,21 @@ function operationalTests(ctx: Ctx): PromtoolTest[] {
     alert_rule_test: [
       { eval_time: "25m", alertname: reload.alert, exp_alerts: [] },
       { eval_time: "35m", alertname: reload.alert, exp_alerts: [expAlert(reload, reloadAlert, 1)] },
+    ],
+  });
+  tests.push({
+    name: "config reloads: a scrape gap after an old failure does not fire",
+    interval: "1m",
+    input_series: [
+      {
+        // Unreachable for 10 minutes (no samples), then scraped again: the series was there all along.
+        series: seriesText("meshgate_config_reloads_total", reloadLabels),
+        values: valuesText([...repeat(1, 30), ...repeat(null as unknown as number, 10), ...repeat(1, 40)]),
+      },
+    ],
+    alert_rule_test: [
+      { eval_time: "45m", alertname: reload.alert, exp_alerts: [] },
+      { eval_time: "53m", alertname: reload.alert, exp_alerts: [] },
     ],
   });
 

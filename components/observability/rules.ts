@@ -464,7 +464,9 @@ function operationalAlerts(
     ),
     a(
       "MeshgateConfigReloadFailed",
-      `${reloadBy} (increase(${reloads}[15m])) > 0 or ${reloadBy} (${reloads} unless ${reloads} offset 15m)`,
+      // The proxies create the failure series at 0, so a first failure is an increase too. (Reading the
+      // series appearing instead — `unless … offset 15m` — fired on every scrape gap of over 5 minutes.)
+      `${reloadBy} (increase(${reloads}[15m])) > 0`,
       null,
       "warning",
       "{{ $labels.service }} ({{ $labels.proxy }}, {{ $labels.instance }}) rejected a new config",

@@ -25,7 +25,7 @@ import { LeaseServer, type LeaseServerOptions } from "../ratelimit/lease.ts";
 import { rateLimitMode } from "../ratelimit/limiter.ts";
 import type { GatewayRuntimeConfig } from "../contract/schema.ts";
 import { mergeExpositions } from "../telemetry/merge.ts";
-import { MetricsRegistry } from "../telemetry/metrics.ts";
+import { MetricsRegistry, registerReloadsCounter } from "../telemetry/metrics.ts";
 import { createAdminServer } from "./admin.ts";
 import { redactConfig } from "./redact.ts";
 import type { FromWorker, ToWorker } from "./worker.ts";
@@ -78,10 +78,7 @@ export async function runGatewayWorkers(opts: WorkersOptions): Promise<void> {
     "gateway_worker_restarts_total",
     "Worker processes restarted after an unexpected exit.",
   );
-  const mReloads = metrics.counter("config_reloads_total", "Config reload attempts, by result.", [
-    "proxy",
-    "result",
-  ]);
+  const mReloads = registerReloadsCounter(metrics, "gateway");
   const slots: Slot[] = Array.from({ length: opts.workers }, (_, index) => ({
     index,
     child: null,

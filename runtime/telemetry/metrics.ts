@@ -668,17 +668,29 @@ export function registerUpstreamMetrics(registry: MetricsRegistry) {
 }
 
 /**
+ * `config_reloads_total{proxy,result}`, its `success` and `failure` series created at 0: a series that
+ * first appears at 1 is no increase to `increase()`, so the reload alert could not see a process's first
+ * failure (and read the series appearing instead, which a scrape gap fakes).
+ */
+export function registerReloadsCounter(registry: MetricsRegistry, proxy: "gateway" | "sidecar") {
+  const reloads = registry.counter("config_reloads_total", "Config reload attempts, by result.", [
+    "proxy",
+    "result",
+  ]);
+  reloads.labels(proxy, "success");
+  reloads.labels(proxy, "failure");
+  return reloads;
+}
+
+/**
  * The lifecycle metrics both proxies keep: requests in flight (the child of `proxy`), config reload
- * attempts by result, and the serving config's hash (config_info: one series, the serving hash's; a reload
- * removes the previous one).
+ * attempts by result (registerReloadsCounter), and the serving config's hash (config_info: one series, the
+ * serving hash's; a reload removes the previous one).
  */
 export function registerLifecycleMetrics(registry: MetricsRegistry, proxy: "gateway" | "sidecar") {
   return {
     inFlight: registry.gauge("requests_in_flight", "Requests being handled.", ["proxy"]).labels(proxy),
-    reloads: registry.counter("config_reloads_total", "Config reload attempts, by result.", [
-      "proxy",
-      "result",
-    ]),
+    reloads: registerReloadsCounter(registry, proxy),
     info: registry.gauge(
       "config_info",
       "The config serving now (value 1), by content hash.",

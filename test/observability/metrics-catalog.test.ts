@@ -67,6 +67,7 @@ let gateway: GatewayProcess | null = null;
 let app: Upstream;
 let broken: Upstream;
 let exposition: Exposition;
+let metricsText: string;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "meshgate-catalog-"));
@@ -104,6 +105,7 @@ beforeAll(async () => {
   await request(`${url}/nowhere`);
   const metrics = await request(`http://127.0.0.1:${gateway.admin}/metrics`);
   expect(metrics.status).toBe(200);
+  metricsText = metrics.body;
   exposition = parseExposition(metrics.body);
 }, 60_000);
 
@@ -126,6 +128,19 @@ describe("the catalog against a running gateway", () => {
     const exposed = [...exposition.types.keys()].filter((n) => n.startsWith(METRIC_PREFIX)).sort();
     expect(exposed).toEqual(mine.map((m) => m.name).sort());
     for (const m of mine) expect(exposition.types.get(m.name), m.name).toBe(m.type);
+  });
+
+  it("exposes_the_reload_failure_series_at_0_before_any_reload_failed", () => {
+    // The reload alert is `increase(…{result="failure"}[15m]) > 0`: a series that first appeared at 1 would
+    // hide a process's first failure. The primary and each worker create it at 0.
+    const failures = metricsText.match(
+      /^meshgate_config_reloads_total\{(?:worker="\d+",)?proxy="gateway",result="failure"\} \S+$/gm,
+    );
+    expect(failures?.sort()).toEqual([
+      'meshgate_config_reloads_total{proxy="gateway",result="failure"} 0',
+      'meshgate_config_reloads_total{worker="0",proxy="gateway",result="failure"} 0',
+      'meshgate_config_reloads_total{worker="1",proxy="gateway",result="failure"} 0',
+    ]);
   });
 
   it("names_the_labels_of_every_family_with_samples", () => {

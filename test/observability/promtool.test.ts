@@ -260,9 +260,16 @@ describe("promtool test rules", () => {
     },
     {
       claim: "the_reload_alert_missing_the_first_failure",
-      from: / or sum by \(namespace, proxy, service, instance\) \(meshgate_config_reloads_total\{[^}]*\} unless [^)]*offset 15m\)/,
-      to: "",
+      from: /(meshgate_config_reloads_total\{[^}]*\}\[15m\]\)\) )> 0/,
+      to: "$1> 1",
       failing: /the first failure/,
+    },
+    {
+      // The rule as it was: reading the failure series appearing fired on a scrape gap.
+      claim: "the_reload_alert_firing_on_a_scrape_gap",
+      from: /(sum by \(namespace, proxy, service, instance\) \(increase\((meshgate_config_reloads_total\{[^}]*\})\[15m\]\)\) > 0)/,
+      to: "$1 or sum by (namespace, proxy, service, instance) ($2 unless $2 offset 15m)",
+      failing: /scrape gap/,
     },
     {
       claim: "a_deny_spike_without_its_fallback_for_new_denials",
