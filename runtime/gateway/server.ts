@@ -1368,7 +1368,17 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     if (mirror && (body === null || Buffer.isBuffer(body)) && Math.random() * 100 < mirror.percent) {
       const shadow = current.clusters.get(mirror.cluster);
       if (shadow)
-        mirrorRequest(shadow, req.method ?? "GET", upstreamPath, headers, body, d.timeoutMs, client);
+        mirrorRequest(
+          shadow,
+          req.method ?? "GET",
+          upstreamPath,
+          headers,
+          body,
+          d.timeoutMs,
+          client,
+          current.tracer,
+          span,
+        );
     }
 
     // A HEAD the cache fills is sent as a GET (CacheExchange.upstreamMethod).
@@ -1604,6 +1614,8 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     body: Buffer | null,
     timeoutMs: number,
     hashKey: string,
+    tracer: Tracer,
+    parent: SpanLike,
   ): void {
     const endpoint = shadow.pick(hashKey, Date.now());
     if (!endpoint) {
@@ -1622,11 +1634,30 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
     shadow.active++;
     endpoint.inFlight++;
     const host = typeof headers.host === "string" ? `${headers.host.replace(/:\d+$/, "")}-shadow` : undefined;
+    const copy: Record<string, string | string[]> = {
+      ...headers,
+      ...(host ? { host } : {}),
+      "x-meshgate-mirror": "1",
+    };
+    // The copy is an upstream request of its own: a CLIENT span under the request's server span, whose
+    // context it carries (not the caller's headers as received), as the primary request's attempt does.
+    const mirrorSpan = tracer.startClientSpan(parent, {
+      method,
+      upstream: shadow.config.name,
+      serverAddress: endpoint.key,
+    });
+    const traceparent = mirrorSpan.traceparent();
+    if (traceparent !== undefined) {
+      copy.traceparent = traceparent;
+      const tracestate = mirrorSpan.tracestate();
+      if (tracestate) copy.tracestate = tracestate;
+      else delete copy.tracestate;
+    }
     endpoint.pool
       .request({
         method,
         path,
-        headers: { ...headers, ...(host ? { host } : {}), "x-meshgate-mirror": "1" },
+        headers: copy,
         body,
         headersTimeout: timeoutMs,
         totalTimeout: timeoutMs,
@@ -1634,9 +1665,13 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       })
       .then(async (r) => {
         await r.body.dump();
+        mirrorSpan.end({ statusCode: r.statusCode });
         mMirrors.labels("gateway", shadow.config.name, r.statusCode >= 500 ? "5xx" : "success").inc();
       })
-      .catch(() => mMirrors.labels("gateway", shadow.config.name, "failure").inc())
+      .catch((err: unknown) => {
+        mirrorSpan.end({ error: err });
+        mMirrors.labels("gateway", shadow.config.name, "failure").inc();
+      })
       .finally(() => {
         shadow.active--;
         endpoint.inFlight--;

@@ -27,6 +27,9 @@ interface OtlpSpan {
 let receiver: http.Server;
 const spans: OtlpSpan[] = [];
 let app: Upstream;
+let shadow: Upstream;
+/** The trace headers of each copy the mirror received. */
+const mirrored: { traceparent?: string; tracestate?: string }[] = [];
 let gw: TestGateway;
 
 beforeAll(async () => {
@@ -46,6 +49,15 @@ beforeAll(async () => {
     res.writeHead(200, { "content-type": "text/plain" });
     res.end(String(req.headers.traceparent ?? ""));
   });
+  shadow = await startUpstream((req, res) => {
+    const h = req.headers;
+    mirrored.push({
+      ...(typeof h.traceparent === "string" ? { traceparent: h.traceparent } : {}),
+      ...(typeof h.tracestate === "string" ? { tracestate: h.tracestate } : {}),
+    });
+    res.writeHead(200);
+    res.end();
+  });
   const config = gatewayConfig(
     [
       {
@@ -55,8 +67,15 @@ beforeAll(async () => {
         public: true,
         rateLimit: { requests: 1000, per: "1s" },
       },
+      {
+        name: "mirrored",
+        match: { path: "/m" },
+        to: "app",
+        mirror: { service: "shadow", percent: 100 },
+        public: true,
+      },
     ],
-    { app },
+    { app, shadow },
   );
   gw = await startTestGateway({
     ...config,
@@ -67,6 +86,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw.drain();
   await app.close();
+  await shadow.close();
   receiver.close();
 });
 
@@ -103,5 +123,37 @@ describe("tracing", () => {
     await waitForSpans(4);
     const server = spans.find((s) => s.kind === 2 && s.traceId === "4bf92f3577b34da6a3ce929d0e0e4736")!;
     expect(server.parentSpanId).toBe("00f067aa0ba902b7");
+  });
+
+  it("propagates_the_trace_to_a_mirror_copy_under_a_client_span_of_the_gateway", async () => {
+    // A mirrored copy is an upstream request like the primary one: its own CLIENT span under the request's
+    // server span, whose context (never the caller's headers as received) goes with the copy — for a new
+    // trace and for an incoming one.
+    const cases: Record<string, string>[] = [
+      {},
+      {
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate: "congo=t61rcWkgMzE",
+      },
+    ];
+    const copies: { traceId: string; tracestate: string | undefined; copy: (typeof mirrored)[number] }[] = [];
+    for (const headers of cases) {
+      mirrored.length = 0;
+      const r = await request(`${gw.url}/m`, { headers });
+      for (let i = 0; i < 50 && mirrored.length === 0; i++) await sleep(20);
+      expect(mirrored).toHaveLength(1);
+      copies.push({ traceId: r.body.split("-")[1]!, tracestate: headers.tracestate, copy: mirrored[0]! });
+    }
+    for (const { traceId, tracestate, copy } of copies) {
+      expect(copy.traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      expect(copy.tracestate).toBe(tracestate);
+    }
+    const ids = copies.map((c) => c.copy.traceparent!.split("-")[2]);
+    for (let i = 0; i < 60 && !ids.every((id) => spans.some((s) => s.spanId === id)); i++) await sleep(100);
+    copies.forEach(({ traceId }, i) => {
+      const client = spans.find((s) => s.spanId === ids[i]);
+      expect(client?.kind).toBe(3);
+      expect(client?.parentSpanId).toBe(spans.find((s) => s.kind === 2 && s.traceId === traceId)?.spanId);
+    });
   });
 });
