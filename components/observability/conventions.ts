@@ -938,7 +938,7 @@ export const ACCESS_LOG_FIELDS: readonly AccessLogField[] = [
     name: "headers",
     type: "object",
     meaning:
-      "values of the request headers route conditions read (never the credential headers the gateway checks; `[redacted]` for a credential-like name such as `x-api-key`, `x-auth-token`)",
+      "values of the request headers route conditions read (never the credential headers the gateway checks; `[redacted]` for a credential-like name such as `x-api-key`, `x-auth-token`, `api_key`, `access_token`)",
     gateway: "when known",
     sidecar: "no",
   },

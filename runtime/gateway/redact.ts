@@ -10,16 +10,18 @@ import { exposedConfigHash, mapCredentialUrls } from "../contract/exposed-hash.t
 export const REDACTED = "[redacted]";
 
 /**
- * A header name that carries a credential by convention — a hyphen-separated word auth, authorization,
- * token, key, apikey, secret, password, passwd, session, cookie, credential(s), signature or jwt
- * (`x-api-key`, `x-auth-token`, `x-amz-security-token`, `x-session-id`): a route may test one that its
- * service checks itself, and the access line then shows it present, never its value.
+ * A header name that carries a credential by convention — a word auth, authentication, authorization,
+ * token, key, apikey, secret, password, passwd, session, sessionid, cookie, credential(s), signature or
+ * jwt, between `-`, `_` or `.` (`x-api-key`, `x-auth-token`, `x-amz-security-token`, `x-session-id`, and
+ * Swagger's `api_key`, `access_token`, `x-authentication`): a route may test one that its service checks
+ * itself, and the access line then shows it present, never its value. (The gateway refuses a request
+ * with `_` or `.` in a header name, ambiguous_header_name — and logs the line all the same.)
  */
 export function credentialHeaderName(name: string): boolean {
   return CREDENTIAL_WORD.test(name);
 }
 const CREDENTIAL_WORD =
-  /(?:^|-)(?:auth|authorization|token|key|apikey|secret|password|passwd|session|cookie|credentials?|signature|jwt)(?:-|$)/i;
+  /(?:^|[-_.])(?:auth|authentication|authorization|token|key|apikey|secret|password|passwd|session|sessionid|cookie|credentials?|signature|jwt)(?:[-_.]|$)/i;
 
 /** The URL with its user and password replaced; as written when it has none (an issuer must stay exact). */
 function redactUrl(url: string): string {

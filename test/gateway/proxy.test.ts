@@ -78,6 +78,23 @@ beforeAll(async () => {
         to: "app",
         ...PUBLIC,
       },
+      {
+        name: "authentication-keyed",
+        match: { path: "/keyed-authn", headers: { "x-authentication": { present: true }, "x-canary": "on" } },
+        to: "app",
+        ...PUBLIC,
+      },
+      {
+        // Swagger's petstore key header, an OAuth access token: the gateway refuses header names with "_"
+        // (ambiguous_header_name), so this route never matches — but its names are logged on every line.
+        name: "underscore-keyed",
+        match: {
+          path: "/keyed-underscore",
+          headers: { api_key: { present: true }, access_token: { present: true } },
+        },
+        to: "app",
+        ...PUBLIC,
+      },
       { name: "echo-v2", match: { path: "/echo/**", query: { apiVersion: "2" } }, to: "other", ...PUBLIC },
       { name: "stream", match: { path: "/stream" }, to: "chunked", ...PUBLIC },
       { name: "killed", match: { path: "/killed/**" }, to: "killer", ...PUBLIC },
@@ -455,17 +472,37 @@ describe("logs", () => {
 
   // A route may test a credential its service checks itself: the line shows it present, never its value
   // (replay still decides presence conditions; value conditions on it are skipped, test/policies).
-  it("logs_a_service_checked_credential_header_a_route_reads_as_present_never_its_value", async () => {
-    const r = await request(`${gw.url}/keyed`, {
-      headers: { "x-auth-token": "sekret-service-token", "x-canary": "on", "x-request-id": "keyed-1" },
+  it.each([
+    [
+      "logs_a_service_checked_credential_header_a_route_reads_as_present_never_its_value",
+      "/keyed",
+      200,
+      "service-keyed",
+      { "x-auth-token": "sekret-service-token" },
+    ],
+    [
+      "logs_an_x_authentication_header_a_route_reads_as_present_never_its_value",
+      "/keyed-authn",
+      200,
+      "authentication-keyed",
+      { "x-authentication": "sekret-scheme-credential" },
+    ],
+    [
+      "logs_credential_headers_named_with_underscores_as_present_never_their_values_when_refusing_them",
+      "/keyed-underscore",
+      400,
+      "none",
+      { api_key: "sekret-petstore-key", access_token: "sekret-access-token" },
+    ],
+  ])("%s", async (claim, path, status, route, secrets) => {
+    const r = await request(`${gw.url}${path}`, {
+      headers: { ...secrets, "x-canary": "on", "x-request-id": claim },
     });
-    expect(r.status).toBe(200);
-    const line = gw.logs.find((l) => l.event === "access" && l.requestId === "keyed-1");
-    expect(line).toMatchObject({
-      route: "service-keyed",
-      headers: { "x-auth-token": "[redacted]", "x-canary": "on" },
-    });
-    expect(gw.rawLog()).not.toContain("sekret-service-token");
+    expect(r.status).toBe(status);
+    const line = gw.logs.find((l) => l.event === "access" && l.requestId === claim);
+    const redacted = Object.fromEntries(Object.keys(secrets).map((k) => [k, "[redacted]"]));
+    expect(line).toMatchObject({ route, headers: redacted });
+    for (const secret of Object.values(secrets)) expect(gw.rawLog()).not.toContain(secret);
   });
 
   // Node's statusCode is 200 until a response is written: a client that gave up on a stalled upstream was
