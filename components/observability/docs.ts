@@ -98,9 +98,12 @@ function alertsTable(): string {
     MeshgateSLOBudgetBurnFast:
       "error ratio > 14.4× budget over 1h and 5m, or > 6× over 6h and 30m (30-day SLO; scaled to other windows)",
     MeshgateSLOBudgetBurnSlow: "error ratio > 3× budget over 1d and 2h, or > 1× over 3d and 6h (30-day SLO)",
-    MeshgateCertRenewalOverdue: "`meshgate_cert_expiry_seconds` < `mesh.ca.renewBefore` (and ≠ 0) for 15m",
-    MeshgateCertExpiringSoon: "`meshgate_cert_expiry_seconds` < min(1h, renewBefore / 4) (and ≠ 0) for 1m",
-    MeshgateExternalCertExpiring: "`meshgate_external_cert_expiry_seconds` < 14 days (and ≠ 0), for 1h",
+    MeshgateCertRenewalOverdue:
+      "`meshgate_cert_expiry_seconds` (≠ 0; the earliest of a gateway's workers) < `mesh.ca.renewBefore` for 15m",
+    MeshgateCertExpiringSoon:
+      "`meshgate_cert_expiry_seconds` (≠ 0; the earliest of a gateway's workers) < min(1h, renewBefore / 4) for 1m",
+    MeshgateExternalCertExpiring:
+      "`meshgate_external_cert_expiry_seconds` (≠ 0; the earliest of a gateway's workers) < 14 days, for 1h",
     MeshgateOutlierEjections: `≥ ${t.ejectionsPer10m} ejections of one cluster in 10m, for 5m`,
     MeshgateRateLimitSaturated: `> ${t.rateLimitedRatio * 100}% of a route's requests answered 429 (and > ${t.rateLimitMinRps} req/s), for 10m`,
     MeshgateServingStale: `≥ ${t.staleServedPer10m} responses of one route served stale instead of an upstream error (stale-if-error) in 10m, for 5m`,

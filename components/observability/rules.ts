@@ -375,8 +375,10 @@ function operationalAlerts(
   const { renewBefore, floor } = certThresholds(infra);
   // A proxy that replaces its identity by another SPIFFE ID sets the old one's series to 0 and keeps it:
   // exactly 0 is that, not a certificate (an expired one reads negative).
+  // Every worker of a multi-worker gateway exposes the same certificate (its own `worker` series): one
+  // alert per proxy and identity, the earliest expiry, not one per worker.
   const certSel = selector("meshgate_cert_expiry_seconds", on);
-  const cert = (below: number) => `${certSel} < ${below} and ${certSel} != 0`;
+  const cert = (below: number) => `min without (worker) (${certSel} != 0) < ${below}`;
   const requests = `sum by (namespace, route) (rate(${selector("meshgate_requests_total", { ...on, proxy: "gateway" })}[5m]))`;
   const denied = selector(RECORDS.denials, on);
   const reloads = selector("meshgate_config_reloads_total", { ...on, result: "failure" });
@@ -423,8 +425,8 @@ function operationalAlerts(
     ),
     a(
       "MeshgateExternalCertExpiring",
-      // Exactly 0: an external that no longer has a client certificate (its series stays, at 0).
-      `${selector("meshgate_external_cert_expiry_seconds", on)} < ${EXTERNAL_CERT_WARN_SECONDS} and ${selector("meshgate_external_cert_expiry_seconds", on)} != 0`,
+      // Exactly 0 is no certificate's expiry; one alert per proxy and external, not per gateway worker.
+      `min without (worker) (${selector("meshgate_external_cert_expiry_seconds", on)} != 0) < ${EXTERNAL_CERT_WARN_SECONDS}`,
       "1h",
       "warning",
       "The client certificate {{ $labels.service }} presents to {{ $labels.external }} expires soon",
