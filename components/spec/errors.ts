@@ -68,6 +68,8 @@ export const SpecErrorCatalog = {
     "an SLO's latencyP99 is not a bucket boundary of meshgate_request_duration_seconds (the share of slower requests could not be counted exactly)",
   E_SPEC_RESERVED_HEADER:
     "a transform or an aggregate part's forwardHeaders names a header the gateway owns (hop-by-hop, X-Forwarded-*, X-Request-Id, x-meshgate-*, principal headers, Content-Length, Host), or a rate limit is keyed by one the client writes and the gateway drops or replaces (X-Forwarded-*, Forwarded, X-Real-IP, X-Request-Id)",
+  E_SPEC_AMBIGUOUS_HEADER_NAME:
+    'a header the gateway reads from clients (a route\'s header condition, CORS request headers, a rate-limit key, an aggregate part\'s forwardHeaders, the API-key or token header) is named with "_" or ".": the gateway refuses every request carrying such a name (400 ambiguous_header_name), so it could never arrive',
   E_SPEC_INVALID_TEMPLATE:
     "a transform template or JSON field path is malformed (unknown variable, unclosed `${`, a `__proto__`, `constructor` or `prototype` segment)",
   // Warnings (non-fatal diagnostics from translate)

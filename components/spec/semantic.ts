@@ -692,6 +692,24 @@ export function semanticIssues(raw: unknown): Issue[] {
           "choose another header; the gateway sets this one itself",
         );
     };
+    // A header the gateway reads from clients: one named with "_" or "." never arrives (every request carrying
+    // such a name is refused, 400 ambiguous_header_name — some stacks alias them to "-", forging headers).
+    const clientHeader = (name: unknown, segments: Segments, what: string) => {
+      if (typeof name !== "string" || !/[_.]/.test(name)) return;
+      add(
+        "E_SPEC_AMBIGUOUS_HEADER_NAME",
+        segments,
+        `${what} ${name} contains "_" or ".": the gateway refuses every request that carries such a header name (400 ambiguous_header_name), so it can never be sent`,
+        `name it with "-" instead, e.g. ${name.replace(/[_.]/g, "-")}`,
+      );
+    };
+    clientHeader(obj(apiKeys).header, ["gateway", "apiKeys", "header"], "API-key header");
+    for (const [jwtName, pRaw] of entries(gateway.jwt))
+      clientHeader(
+        obj(obj(pRaw).tokenFrom).header,
+        ["gateway", "jwt", jwtName, "tokenFrom", "header"],
+        "token header",
+      );
     const template = (value: unknown, params: string[], segments: Segments) => {
       if (typeof value !== "string") return;
       const t = compileTemplate(value, { params });
@@ -766,6 +784,8 @@ export function semanticIssues(raw: unknown): Issue[] {
       if (typeof r.name === "string") routeNames.push(r.name);
       const match = obj(r.match);
       const params = pathPattern(match.path, [...base, "match", "path"]);
+      for (const [h] of entries(match.headers))
+        clientHeader(h, [...base, "match", "headers", h], "header condition on");
       arr(match.hosts).forEach((h, j) => {
         if (typeof h !== "string") return;
         const lower = h.toLowerCase();
@@ -942,9 +962,10 @@ export function semanticIssues(raw: unknown): Issue[] {
         const p = str(obj(pRaw).path);
         if (p !== undefined)
           targetPath(p.split("?")[0]!, params, [...base, "aggregate", part, "path"], "aggregate");
-        arr(obj(pRaw).forwardHeaders).forEach((h, k) =>
-          reserved(h, [...base, "aggregate", part, "forwardHeaders", k], "copied to an aggregate part"),
-        );
+        arr(obj(pRaw).forwardHeaders).forEach((h, k) => {
+          reserved(h, [...base, "aggregate", part, "forwardHeaders", k], "copied to an aggregate part");
+          clientHeader(h, [...base, "aggregate", part, "forwardHeaders", k], "client header");
+        });
       }
       checkTransforms(r, base, params ?? []);
       if (r.static !== undefined) {
@@ -1064,6 +1085,7 @@ export function semanticIssues(raw: unknown): Issue[] {
       // principal headers and forwardClaims headers are keyed by the principal's value, so they may be.
       const rlHeader =
         typeof rl?.key === "string" && rl.key.startsWith("header:") ? rl.key.slice("header:".length) : null;
+      clientHeader(rlHeader, [...base, "rateLimit", "key"], "rate limit keyed by header");
       if (rlHeader !== null && ownedByTheGateway(rlHeader))
         add(
           "E_SPEC_RESERVED_HEADER",
@@ -1138,6 +1160,7 @@ export function semanticIssues(raw: unknown): Issue[] {
         );
       }
       const cors = obj(r.cors);
+      arr(cors.headers).forEach((h, k) => clientHeader(h, [...base, "cors", "headers", k], "request header"));
       arr(cors.origins).forEach((o, k) => {
         const problem = typeof o === "string" ? originEntryProblem(o) : null;
         if (problem !== null)

@@ -1598,6 +1598,34 @@ const ROWS: Row[] = [
     code: "E_SPEC_RESERVED_HEADER",
     path: "gateway.routes[1].rateLimit.key",
   },
+  // Requests carrying a header name with "_" or "." are refused (400 ambiguous_header_name): a rule reading one
+  // from clients could never be met.
+  {
+    claim: "rejects_a_header_condition_on_a_name_no_request_can_carry",
+    mutate: (s) => (gatewayRoute(s, 0).match.headers = { x_tenant: { exact: "acme" } }),
+    code: "E_SPEC_AMBIGUOUS_HEADER_NAME",
+    path: "gateway.routes[0].match.headers.x_tenant",
+    message: "can never be sent",
+  },
+  {
+    claim: "rejects_a_rate_limit_keyed_by_a_header_name_with_a_dot",
+    mutate: (s) => (gatewayRoute(s, 1).rateLimit.key = "header:x.tenant"),
+    code: "E_SPEC_AMBIGUOUS_HEADER_NAME",
+    path: "gateway.routes[1].rateLimit.key",
+  },
+  {
+    claim: "rejects_an_api_key_header_with_an_underscore",
+    mutate: (s) => (s.gateway.apiKeys.header = "api_key"),
+    code: "E_SPEC_AMBIGUOUS_HEADER_NAME",
+    path: "gateway.apiKeys.header",
+    message: "api_key",
+  },
+  {
+    claim: "rejects_a_cors_request_header_with_an_underscore",
+    mutate: (s) => (gatewayRoute(s, 0).cors = { origins: ["https://app.example"], headers: ["x_trace"] }),
+    code: "E_SPEC_AMBIGUOUS_HEADER_NAME",
+    path: "gateway.routes[0].cors.headers[0]",
+  },
   {
     claim: "rejects_a_transform_that_removes_a_hop_by_hop_header",
     mutate: (s) => (gatewayRoute(s, 0).transform = { response: { headers: { remove: ["connection"] } } }),
