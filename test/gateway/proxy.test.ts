@@ -85,13 +85,12 @@ beforeAll(async () => {
         ...PUBLIC,
       },
       {
-        // Swagger's petstore key header, an OAuth access token: the gateway refuses header names with "_"
-        // (ambiguous_header_name), so this route never matches — but its names are logged on every line.
+        // Swagger's petstore key header, an OAuth access token: the spec refuses header names with "_"
+        // (E_SPEC_AMBIGUOUS_HEADER_NAME) as the gateway refuses requests carrying them, so the names are set
+        // below in the runtime config, as a hand-written one may: the route never matches, but its names
+        // are logged on every line.
         name: "underscore-keyed",
-        match: {
-          path: "/keyed-underscore",
-          headers: { api_key: { present: true }, access_token: { present: true } },
-        },
+        match: { path: "/keyed-underscore", headers: { "x-underscore-probe": { present: true } } },
         to: "app",
         ...PUBLIC,
       },
@@ -157,6 +156,13 @@ beforeAll(async () => {
       },
     },
   );
+  const underscore = config.routes.find((r) => r.name === "underscore-keyed")!;
+  Object.assign(underscore, {
+    match: {
+      ...underscore.match,
+      headers: ["api_key", "access_token"].map((name) => ({ name, kind: "present", value: null })),
+    },
+  });
   gw = await startTestGateway(config);
 });
 
