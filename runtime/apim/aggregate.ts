@@ -26,7 +26,7 @@ import type { GatewayRoute, RetryPlan } from "../contract/schema.ts";
 import { inboundDenyCodeOf, type InboundDenyCode } from "../decide/inbound.ts";
 import { compileTemplate as compilePathTemplate } from "../decide/router.ts";
 import { reservedHeader, withheldHeaders } from "../gateway/headers.ts";
-import type { SpanLike, Tracer } from "../telemetry/tracing.ts";
+import { setTraceHeaders, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
 import type { UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -350,13 +350,7 @@ async function runPart(
   headers["accept-encoding"] = "identity";
   if (part.authority !== null) headers.host = part.authority;
   for (const name of part.withheld) delete headers[name];
-  const traceparent = span.traceparent();
-  if (traceparent !== undefined) {
-    headers.traceparent = traceparent;
-    const tracestate = span.tracestate();
-    if (tracestate) headers.tracestate = tracestate;
-    else delete headers.tracestate;
-  }
+  setTraceHeaders(headers, span);
 
   let status = 0;
   // (Set by the head callback: typed by `as`, so the flow analysis does not keep it null.)

@@ -101,7 +101,13 @@ import {
   type CounterChild,
   type HistogramChild,
 } from "../telemetry/metrics.ts";
-import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
+import {
+  createTracer,
+  NOOP_SPAN,
+  setTraceHeaders,
+  type SpanLike,
+  type Tracer,
+} from "../telemetry/tracing.ts";
 import { rateLimitHeaders, retryAfterSeconds } from "../ratelimit/headers.ts";
 import type { LeaseClient } from "../ratelimit/lease.ts";
 import { RateLimiters, type RateLimitPlan } from "../ratelimit/limiter.ts";
@@ -1387,13 +1393,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       method: upstreamMethod,
       upstream: backend,
     });
-    const traceparent = upstreamSpan.traceparent();
-    if (traceparent !== undefined) {
-      headers.traceparent = traceparent;
-      const tracestate = upstreamSpan.tracestate();
-      if (tracestate) headers.tracestate = tracestate;
-      else delete headers.tracestate;
-    }
+    setTraceHeaders(headers, upstreamSpan);
     // The client leaving cancels the upstream request (exchangeClosed); the failure is then the client's.
     // Header-only response shaping (transform headers, CORS) is done in place on the head; a body
     // transform, a size limit or a cache fill (which hands the head on later) needs the shaper.
@@ -1646,13 +1646,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHand
       upstream: shadow.config.name,
       serverAddress: endpoint.key,
     });
-    const traceparent = mirrorSpan.traceparent();
-    if (traceparent !== undefined) {
-      copy.traceparent = traceparent;
-      const tracestate = mirrorSpan.tracestate();
-      if (tracestate) copy.tracestate = tracestate;
-      else delete copy.tracestate;
-    }
+    setTraceHeaders(copy, mirrorSpan);
     endpoint.pool
       .request({
         method,

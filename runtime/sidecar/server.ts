@@ -94,7 +94,13 @@ import {
 import { observedClientCertificates } from "../telemetry/client-cert.ts";
 import { identityObserver } from "../telemetry/identity.ts";
 import { loggedTarget } from "../telemetry/logs.ts";
-import { createTracer, NOOP_SPAN, type SpanLike, type Tracer } from "../telemetry/tracing.ts";
+import {
+  createTracer,
+  NOOP_SPAN,
+  setTraceHeaders,
+  type SpanLike,
+  type Tracer,
+} from "../telemetry/tracing.ts";
 import { inheritClusterState, PoolCache, UpstreamCluster } from "../upstream/cluster.ts";
 import { forward, type ForwardObserver, type ForwardResult } from "../upstream/forward.ts";
 import type { CancelToken } from "../upstream/h1pool.ts";
@@ -1396,15 +1402,6 @@ export async function startSidecar(options: SidecarOptions): Promise<SidecarHand
   function onOutboundConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
     if (draining) return void socket.destroy();
     egress.connect(state.egress, req.url ?? "", req.httpVersionMajor, socket, head);
-  }
-
-  function setTraceHeaders(headers: Record<string, string | string[]>, span: SpanLike): void {
-    const traceparent = span.traceparent();
-    if (traceparent === undefined) return;
-    headers.traceparent = traceparent;
-    const tracestate = span.tracestate();
-    if (tracestate) headers.tracestate = tracestate;
-    else delete headers.tracestate;
   }
 
   function sendTailTimedOut(ex: Exchange): void {

@@ -296,6 +296,19 @@ export interface SpanLike {
   end(result?: SpanEnd): void;
 }
 
+/**
+ * Sets the trace context of a request made inside `span` on its headers: `traceparent`, and `tracestate` or
+ * none (a client's copy never goes on beside the span's). Untouched when tracing is disabled.
+ */
+export function setTraceHeaders(headers: Record<string, string | string[]>, span: SpanLike): void {
+  const traceparent = span.traceparent();
+  if (traceparent === undefined) return;
+  headers.traceparent = traceparent;
+  const tracestate = span.tracestate();
+  if (tracestate) headers.tracestate = tracestate;
+  else delete headers.tracestate;
+}
+
 /** The span of disabled tracing: shared, stateless, every method a no-op. */
 export class NoopSpan implements SpanLike {
   readonly recording = false;

@@ -9,7 +9,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { startLifeline } from "../../stacks/local/lifeline.ts";
-import { running } from "../support/procs.ts";
+import { running, until } from "../support/procs.ts";
 
 const REAPER = new URL("../../stacks/local/reaper.ts", import.meta.url).pathname;
 const LIFELINE = new URL("../../stacks/local/lifeline.ts", import.meta.url).pathname;
@@ -50,14 +50,6 @@ const exitOf = (c: ChildProcess) =>
   c.exitCode !== null || c.signalCode !== null
     ? Promise.resolve(c.signalCode ?? c.exitCode)
     : new Promise((r) => c.once("exit", (code, signal) => r(signal ?? code)));
-
-async function until(check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("the reaper", () => {
   it("a_pipe_closed_without_bye_stops_each_group_it_was_told_of_and_only_those", async () => {

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { alive } from "../support/procs.ts";
+import { alive, until } from "../support/procs.ts";
 import { freePort } from "../support/ports.ts";
 import {
   backoffDelay,
@@ -49,14 +49,6 @@ function supervise(
   const s = new Supervisor(procs, { out: (l) => lines.push(l), ...extra });
   running.push(s);
   return { s, lines };
-}
-
-async function until(check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("supervisor", () => {

@@ -21,6 +21,7 @@ import {
   type GatewayProcess,
   startTestGateway,
   startUpstream,
+  upgradeStatusLine,
   type TestGateway,
   type Upstream,
 } from "../support/gateway.ts";
@@ -227,23 +228,8 @@ describe("rate limits in a single gateway process", () => {
     // A WebSocket upgrade by the first principal, with a copy of its own, counts in the spent bucket too.
     const [sub, tenant] = who[0]!;
     const token = await signToken(jwtKey, { iss: ISSUER, aud: "api", sub, tenant, exp: nowS() + 600 });
-    const line = await new Promise<string>((resolve) => {
-      const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () =>
-        s.write(
-          `GET /${header} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            `Authorization: Bearer ${token}\r\n${header}: spoofed-ws\r\n` +
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        ),
-      );
-      let got = "";
-      s.on("data", (d: Buffer) => {
-        got += d.toString("latin1");
-        if (got.includes("\r\n")) {
-          s.destroy();
-          resolve(got.slice(0, got.indexOf("\r\n")));
-        }
-      });
-      s.on("error", () => resolve(got));
+    const line = await upgradeStatusLine(Number(new URL(gw.url).port), `/${header}`, {
+      extra: `Authorization: Bearer ${token}\r\n${header}: spoofed-ws\r\n`,
     });
     expect(line).toBe("HTTP/1.1 429 Too Many Requests");
   });
@@ -594,23 +580,7 @@ describe("rate limits shared through redis", () => {
       ),
     );
     try {
-      const status = await new Promise<string>((resolve, reject) => {
-        const s = createConnection(Number(new URL(gw.url).port), "127.0.0.1", () =>
-          s.write(
-            "GET /fleet HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-              "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-          ),
-        );
-        let got = "";
-        s.on("data", (d: Buffer) => {
-          got += d.toString("latin1");
-          if (got.includes("\r\n")) {
-            s.destroy();
-            resolve(got.slice(0, got.indexOf("\r\n")));
-          }
-        });
-        s.on("error", reject);
-      });
+      const status = await upgradeStatusLine(Number(new URL(gw.url).port), "/fleet");
       expect(status).toBe("HTTP/1.1 200 OK"); // admitted: the upstream's answer (it refuses the upgrade)
       const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
       expect(metrics).toMatch(/meshgate_ratelimit_fail_open_total\{proxy="gateway",route="fleet-ws"\} 1\n/);

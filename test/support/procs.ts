@@ -51,6 +51,15 @@ export function killProcessesMentioning(marker: string): number {
   return n;
 }
 
+/** Polls `check` every 20 ms until it holds; throws "timed out" after `ms`. */
+export async function until(check: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Whether a process with this pid exists. */
 export function alive(pid: number): boolean {
   try {
